@@ -1,0 +1,39 @@
+# pgdr — make targets. See README.md.
+GO        ?= go
+BIN       := bin
+VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -X github.com/pgdr/pgdr/agent/cli.Version=$(VERSION)
+GOTESTFLAGS ?= -race -count=1 -timeout 25m
+
+.PHONY: all build test unit lint demo bench-wal tools clean
+
+all: build
+
+build:
+	@mkdir -p $(BIN)
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/pgdr-agent ./agent/cmd/pgdr-agent
+
+# test: lint, then every package's tests — unit tests and the integration
+# tests that run real PostgreSQL 15 and a real versitygw S3 server.
+# scripts/ci-deps.sh installs what a fresh machine lacks.
+test: lint
+	bash scripts/ci-deps.sh
+	$(GO) test $(GOTESTFLAGS) ./...
+
+# unit: the fast tests only (no PostgreSQL, no S3 server).
+unit:
+	$(GO) test -race -count=1 -short ./...
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go') | grep -v '\.pb\.go$$' || true); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+demo: build
+	bash scripts/demo.sh
+
+bench-wal: build
+	bash scripts/bench/wal.sh
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,539 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/pgdr/pgdr/agent/daemon"
+	"github.com/pgdr/pgdr/agent/walship"
+	"github.com/pgdr/pgdr/pkg/config"
+	"github.com/pgdr/pgdr/pkg/keys"
+	"github.com/pgdr/pgdr/pkg/objstream"
+	"github.com/pgdr/pgdr/pkg/repo"
+)
+
+// Exit statuses.
+const (
+	ExitOK       = 0
+	ExitFailure  = 1 // also wal-fetch's "not in the archive"
+	ExitUsage    = 2
+	ExitNotFound = 1
+	// ExitFatal is wal-fetch's status for a file that exists but cannot be
+	// read, decrypted or verified: PostgreSQL aborts recovery on > 125.
+	ExitFatal = 126
+)
+
+// Version is set at build time with -ldflags.
+var Version = "dev"
+
+type env struct {
+	stdout, stderr io.Writer
+}
+
+type command struct {
+	name    string
+	summary string
+	usage   string
+	run     func(ctx context.Context, e env, args []string) int
+}
+
+func commands() []command {
+	return []command{
+		{"run", "run the agent daemon (WAL push-ahead, socket for one-shot commands)", "run --config FILE", cmdRun},
+		{"wal-push", "archive_command: push one WAL file to every repository", "wal-push --config FILE PATH", cmdWalPush},
+		{"wal-fetch", "restore_command: fetch one WAL file from the archive", "wal-fetch --config FILE NAME DEST", cmdWalFetch},
+		{"wal-list", "what the archive holds per timeline, with gaps", "wal-list --config FILE [--json]", cmdWalList},
+		{"wal-verify", "read back and verify every archived WAL object", "wal-verify --config FILE [--json] [--parallel N]", cmdWalVerify},
+		{"wal-prefetch", "fetch the segments after NAME into pg_wal/pgdr_prefetch (used by wal-fetch)", "wal-prefetch --config FILE --pgwal DIR --segment-size N NAME", cmdWalPrefetch},
+		{"keygen", "write a new age identity (mode 0600) and print its recipient", "keygen -o FILE", cmdKeygen},
+		{"config", "check a configuration file", "config check --config FILE", cmdConfig},
+		{"version", "print the version", "version", func(_ context.Context, e env, _ []string) int {
+			fmt.Fprintln(e.stdout, "pgdr-agent", Version)
+			return 0
+		}},
+	}
+}
+
+// Main runs pgdr-agent with args (without the program name) and returns the
+// process exit status.
+func Main(args []string, stdout, stderr io.Writer) int {
+	e := env{stdout: stdout, stderr: stderr}
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		usage(e.stderr)
+		if len(args) == 0 {
+			return ExitUsage
+		}
+		return 0
+	}
+	for _, c := range commands() {
+		if c.name == args[0] {
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return c.run(ctx, e, args[1:])
+		}
+	}
+	fmt.Fprintf(e.stderr, "pgdr-agent: unknown command %q\n\n", args[0])
+	usage(e.stderr)
+	return ExitUsage
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, `pgdr-agent — the pgdr agent that runs next to each PostgreSQL server.
+
+Usage: pgdr-agent COMMAND [flags] [args]
+
+Commands:`)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, c := range commands() {
+		fmt.Fprintf(tw, "  %s\t%s\n", c.name, c.summary)
+	}
+	tw.Flush()
+	fmt.Fprintln(w, `
+Every command that needs a configuration takes --config FILE (or PGDR_CONFIG).
+Run 'pgdr-agent COMMAND --help' for a command's flags.`)
+}
+
+// flags wraps a FlagSet that accepts flags anywhere among positional
+// arguments ("wal-push PATH --config F" and "wal-push --config F PATH").
+type flags struct {
+	*flag.FlagSet
+	cfgPath *string
+	jsonOut *bool
+}
+
+func newFlags(e env, name, usageLine, about string, withConfig bool) *flags {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	f := &flags{FlagSet: fs}
+	if withConfig {
+		f.cfgPath = fs.String("config", os.Getenv("PGDR_CONFIG"), "configuration file (default $PGDR_CONFIG)")
+	}
+	fs.Usage = func() {
+		fmt.Fprintf(e.stderr, "Usage: pgdr-agent %s\n\n%s\n\nFlags:\n", usageLine, about)
+		fs.PrintDefaults()
+	}
+	return f
+}
+
+func (f *flags) withJSON() *flags {
+	f.jsonOut = f.Bool("json", false, "print JSON for scripts")
+	return f
+}
+
+// parse parses interspersed flags; it returns the positional arguments and
+// ok=false (having printed the problem) on a usage error.
+func (f *flags) parse(args []string, nargs int) ([]string, int, bool) {
+	var pos []string
+	for {
+		if err := f.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, 0, false
+			}
+			return nil, ExitUsage, false
+		}
+		args = f.Args()
+		if len(args) == 0 {
+			break
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+	if nargs >= 0 && len(pos) != nargs {
+		fmt.Fprintf(f.Output(), "pgdr-agent %s: expected %d argument(s), got %d\n", f.Name(), nargs, len(pos))
+		f.Usage()
+		return nil, ExitUsage, false
+	}
+	return pos, 0, true
+}
+
+func (f *flags) config(e env) (*config.Config, *slog.Logger, int) {
+	if *f.cfgPath == "" {
+		fmt.Fprintf(e.stderr, "pgdr-agent %s: no configuration: pass --config FILE or set PGDR_CONFIG\n", f.Name())
+		return nil, nil, ExitUsage
+	}
+	cfg, err := config.Load(*f.cfgPath)
+	if err != nil {
+		fmt.Fprintf(e.stderr, "pgdr-agent %s: %v\n", f.Name(), err)
+		return nil, nil, ExitFailure
+	}
+	return cfg, logger(e.stderr, cfg.Agent.LogLevel, f.Name()), 0
+}
+
+func logger(w io.Writer, level, component string) *slog.Logger {
+	var lv slog.Level
+	_ = lv.UnmarshalText([]byte(level))
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lv})).With("component", component)
+}
+
+func printJSON(w io.Writer, v any) {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+func cmdRun(ctx context.Context, e env, args []string) int {
+	f := newFlags(e, "run", "run --config FILE [--pid-file FILE]", "Runs the agent daemon: pushes ready WAL ahead of archive_command and\nserves one-shot wal-push/wal-fetch over the local socket (agent.socket).\nStops cleanly on SIGTERM or SIGINT.", true)
+	pidFile := f.String("pid-file", "", "write the daemon's process id here (removed on exit)")
+	if _, code, ok := f.parse(args, 0); !ok {
+		return code
+	}
+	cfg, log, code := f.config(e)
+	if cfg == nil {
+		return code
+	}
+	if *pidFile != "" {
+		if err := os.WriteFile(*pidFile, []byte(fmt.Sprintf("%d\n", os.Getpid())), 0o644); err != nil {
+			log.Error("pid file", "err", err)
+			return ExitFailure
+		}
+		defer os.Remove(*pidFile)
+	}
+	sh, err := walship.New(ctx, cfg, log)
+	if err != nil {
+		log.Error("starting", "err", err)
+		return ExitFailure
+	}
+	if err := daemon.New(cfg, sh, log).Run(ctx); err != nil {
+		log.Error("daemon", "err", err)
+		return ExitFailure
+	}
+	return 0
+}
+
+func cmdWalPush(ctx context.Context, e env, args []string) int {
+	f := newFlags(e, "wal-push", "wal-push --config FILE PATH", `Pushes one WAL file (archive_command's %p) to every configured repository and
+exits 0 only once it is durable in all of them. Pushing identical content again
+succeeds; different content under an existing name fails and overwrites nothing.
+
+postgresql.conf:  archive_command = 'pgdr-agent wal-push --config /etc/pgdr/agent.yaml %p'`, true)
+	pos, code, ok := f.parse(args, 1)
+	if !ok {
+		return code
+	}
+	cfg, log, code := f.config(e)
+	if cfg == nil {
+		return code
+	}
+	abs, err := filepath.Abs(pos[0])
+	if err != nil {
+		log.Error("wal-push", "err", err)
+		return ExitFailure
+	}
+	if filepath.Dir(abs) == filepath.Join(cfg.Postgres.PGData, "pg_wal") {
+		err := daemon.Call(ctx, cfg.Agent.Socket, daemon.Request{Op: "wal-push", Path: abs})
+		if err == nil {
+			return 0
+		}
+		if !errors.Is(err, daemon.ErrNoDaemon) {
+			log.Error("wal-push failed", "file", filepath.Base(abs), "err", err)
+			return ExitFailure
+		}
+		log.Debug("working alone", "reason", err)
+	}
+	sh, err := walship.New(ctx, cfg, log)
+	if err != nil {
+		log.Error("wal-push", "err", err)
+		return ExitFailure
+	}
+	if err := sh.Push(ctx, abs); err != nil {
+		log.Error("wal-push failed", "file", filepath.Base(abs), "err", err)
+		return ExitFailure
+	}
+	return 0
+}
+
+func cmdWalFetch(ctx context.Context, e env, args []string) int {
+	f := newFlags(e, "wal-fetch", "wal-fetch --config FILE NAME DEST", `Fetches one archived WAL file (restore_command's %f) into DEST (%p).
+Exit 0: fetched and verified. Exit 1: not in the archive. Exit 126: it exists
+but cannot be read, decrypted or verified (PostgreSQL then aborts recovery
+instead of ending it early). Prefetches the following segments.
+
+postgresql.conf:  restore_command = 'pgdr-agent wal-fetch --config /etc/pgdr/agent.yaml %f %p'`, true)
+	pos, code, ok := f.parse(args, 2)
+	if !ok {
+		return code
+	}
+	cfg, log, code := f.config(e)
+	if cfg == nil {
+		return ExitFatal
+	}
+	name, dest := pos[0], pos[1]
+	sh, err := walship.New(ctx, cfg, log)
+	if err != nil {
+		log.Error("wal-fetch", "file", name, "err", err)
+		return ExitFatal
+	}
+	if err := sh.Fetch(ctx, name, dest); err != nil {
+		if errors.Is(err, walship.ErrNotInArchive) {
+			log.Debug("not in the archive", "file", name)
+			return ExitNotFound
+		}
+		log.Error("wal-fetch failed", "file", name, "err", err)
+		return ExitFatal
+	}
+	if pgwal, ok := sh.PrefetchPlan(name, dest); ok {
+		startPrefetch(ctx, cfg, log, pgwal, name, dest)
+	}
+	return 0
+}
+
+// startPrefetch hands prefetching to the daemon, or else starts a detached
+// wal-prefetch process that outlives this one.
+func startPrefetch(ctx context.Context, cfg *config.Config, log *slog.Logger, pgwal, name, dest string) {
+	var segSize uint64
+	if fi, err := os.Stat(dest); err == nil {
+		segSize = uint64(fi.Size())
+	}
+	req := daemon.Request{Op: "wal-prefetch", PGWal: pgwal, After: name, SegmentSize: segSize}
+	if err := daemon.Call(ctx, cfg.Agent.Socket, req); err == nil || !errors.Is(err, daemon.ErrNoDaemon) {
+		return
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return
+	}
+	cfgPath, _ := filepath.Abs(cfg.Path)
+	cmd := exec.Command(self, "wal-prefetch", "--config", cfgPath, "--pgwal", pgwal, "--segment-size", fmt.Sprint(segSize), name)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	devnull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	if err != nil {
+		return
+	}
+	defer devnull.Close()
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, devnull, devnull
+	if err := cmd.Start(); err != nil {
+		log.Debug("prefetch not started", "err", err)
+		return
+	}
+	cmd.Process.Release()
+}
+
+func cmdWalPrefetch(ctx context.Context, e env, args []string) int {
+	f := newFlags(e, "wal-prefetch", "wal-prefetch --config FILE --pgwal DIR [--segment-size N] NAME", "Fetches the segments after NAME into DIR/pgdr_prefetch (wal-fetch starts it).", true)
+	pgwal := f.String("pgwal", "", "the pg_wal directory of the cluster in recovery")
+	segSize := f.Uint64("segment-size", 16<<20, "WAL segment size in bytes")
+	pos, code, ok := f.parse(args, 1)
+	if !ok {
+		return code
+	}
+	cfg, log, code := f.config(e)
+	if cfg == nil {
+		return code
+	}
+	if *pgwal == "" {
+		fmt.Fprintln(e.stderr, "pgdr-agent wal-prefetch: --pgwal is required")
+		return ExitUsage
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	sh, err := walship.New(ctx, cfg, log)
+	if err != nil {
+		log.Error("wal-prefetch", "err", err)
+		return ExitFailure
+	}
+	if err := sh.Prefetch(ctx, *pgwal, pos[0], *segSize); err != nil {
+		log.Error("wal-prefetch", "err", err)
+		return ExitFailure
+	}
+	return 0
+}
+
+func cmdWalList(ctx context.Context, e env, args []string) int {
+	f := newFlags(e, "wal-list", "wal-list --config FILE [--json]", "Lists what each repository's archive holds per timeline: first and last\nsegment, count, gaps, history, partial and backup-history files.", true).withJSON()
+	if _, code, ok := f.parse(args, 0); !ok {
+		return code
+	}
+	cfg, log, code := f.config(e)
+	if cfg == nil {
+		return code
+	}
+	sh, err := walship.New(ctx, cfg, log)
+	if err != nil {
+		log.Error("wal-list", "err", err)
+		return ExitFailure
+	}
+	ls, err := sh.List(ctx)
+	if err != nil {
+		log.Error("wal-list", "err", err)
+		return ExitFailure
+	}
+	if *f.jsonOut {
+		printJSON(e.stdout, map[string]any{"cluster": cfg.Cluster, "repos": ls})
+		return 0
+	}
+	for _, l := range ls {
+		printListing(e.stdout, l)
+		for _, msg := range l.Errors {
+			fmt.Fprintf(e.stdout, "  ! %s\n", msg)
+		}
+	}
+	return 0
+}
+
+func printListing(w io.Writer, l walship.RepoListing) {
+	fmt.Fprintf(w, "repository %s (%s): %d objects\n", l.Repo, l.URL, l.Objects)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  TIMELINE\tFIRST\tLAST\tSEGMENTS\tGAPS\tHISTORY\tPARTIAL\tBACKUP\tSTORED")
+	for _, t := range l.Timelines {
+		g := "none"
+		if len(t.Gaps) > 0 {
+			var parts []string
+			for _, x := range t.Gaps {
+				parts = append(parts, fmt.Sprintf("%s..%s (%d)", x.From, x.To, x.Count))
+			}
+			g = strings.Join(parts, ", ")
+		}
+		hist := "-"
+		if t.History {
+			hist = "yes"
+		}
+		fmt.Fprintf(tw, "  %d\t%s\t%s\t%d\t%s\t%s\t%d\t%d\t%s\n", t.Timeline, dash(t.First), dash(t.Last), t.Segments, g, hist, len(t.Partial), len(t.BackupHistory), humanBytes(t.StoredBytes))
+	}
+	tw.Flush()
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+func cmdWalVerify(ctx context.Context, e env, args []string) int {
+	f := newFlags(e, "wal-verify", "wal-verify --config FILE [--json] [--parallel N]", "Reads back, decrypts and verifies every archived WAL object in every\nrepository and reports gaps. Exits 0 only when everything verifies with no gap.", true).withJSON()
+	parallel := f.Int("parallel", runtime.NumCPU(), "objects verified in parallel per repository")
+	if _, code, ok := f.parse(args, 0); !ok {
+		return code
+	}
+	cfg, log, code := f.config(e)
+	if cfg == nil {
+		return code
+	}
+	sh, err := walship.New(ctx, cfg, log)
+	if err != nil {
+		log.Error("wal-verify", "err", err)
+		return ExitFailure
+	}
+	res, err := sh.Verify(ctx, *parallel)
+	if err != nil {
+		log.Error("wal-verify", "err", err)
+		return ExitFailure
+	}
+	ok := true
+	for _, r := range res {
+		ok = ok && r.OK()
+	}
+	if *f.jsonOut {
+		printJSON(e.stdout, map[string]any{"cluster": cfg.Cluster, "ok": ok, "repos": res})
+	} else {
+		for _, r := range res {
+			printListing(e.stdout, r.RepoListing)
+			fmt.Fprintf(e.stdout, "  verified %d of %d objects\n", r.Verified, r.Objects)
+			for _, fo := range r.Failed {
+				fmt.Fprintf(e.stdout, "  FAILED %s: %s\n", fo.Key, fo.Error)
+			}
+			for _, msg := range r.Errors {
+				fmt.Fprintf(e.stdout, "  ! %s\n", msg)
+			}
+		}
+		if ok {
+			fmt.Fprintln(e.stdout, "OK: every object verified, no gaps")
+		} else {
+			fmt.Fprintln(e.stdout, "FAILED: see above")
+		}
+	}
+	if !ok {
+		return ExitFailure
+	}
+	return 0
+}
+
+func cmdKeygen(_ context.Context, e env, args []string) int {
+	f := newFlags(e, "keygen", "keygen -o FILE", "Writes a new age X25519 identity to FILE (mode 0600; an existing file is\nnever overwritten) and prints its public recipient (age1...) on stdout.\nPut the recipient in encryption.recipients on every writer, and the identity\nfile only where restores and fetches run.", false)
+	out := f.String("o", "", "identity file to create")
+	if _, code, ok := f.parse(args, 0); !ok {
+		return code
+	}
+	if *out == "" {
+		fmt.Fprintln(e.stderr, "pgdr-agent keygen: -o FILE is required")
+		return ExitUsage
+	}
+	r, err := objstream.GenerateIdentity(*out)
+	if err != nil {
+		fmt.Fprintf(e.stderr, "pgdr-agent keygen: %v\n", err)
+		return ExitFailure
+	}
+	fmt.Fprintln(e.stdout, r)
+	return 0
+}
+
+func cmdConfig(ctx context.Context, e env, args []string) int {
+	if len(args) == 0 || args[0] != "check" {
+		fmt.Fprintln(e.stderr, "Usage: pgdr-agent config check --config FILE [--json]")
+		return ExitUsage
+	}
+	f := newFlags(e, "config check", "config check --config FILE [--json]", "Validates the configuration: every key, the recipients and identity file,\nand that each repository can be opened (credentials present). Errors name the field.", true).withJSON()
+	if _, code, ok := f.parse(args[1:], 0); !ok {
+		return code
+	}
+	if *f.cfgPath == "" {
+		fmt.Fprintln(e.stderr, "pgdr-agent config check: no configuration: pass --config FILE or set PGDR_CONFIG")
+		return ExitUsage
+	}
+	problem := func(err error) int {
+		if *f.jsonOut {
+			printJSON(e.stdout, map[string]any{"ok": false, "error": err.Error()})
+		} else {
+			fmt.Fprintf(e.stderr, "pgdr-agent config check: %v\n", err)
+		}
+		return ExitFailure
+	}
+	cfg, err := config.Load(*f.cfgPath)
+	if err != nil {
+		return problem(err)
+	}
+	if _, err := keys.Recipients(cfg); err != nil {
+		return problem(err)
+	}
+	if cfg.Encryption.IdentityFile != "" {
+		if _, err := keys.Identities(cfg); err != nil {
+			return problem(err)
+		}
+	}
+	if _, err := repo.OpenAll(ctx, cfg); err != nil {
+		return problem(err)
+	}
+	if *f.jsonOut {
+		printJSON(e.stdout, map[string]any{"ok": true, "cluster": cfg.Cluster, "node": cfg.Node.Name, "repos": len(cfg.Repos)})
+	} else {
+		fmt.Fprintf(e.stdout, "%s: OK (cluster %s, node %s, %d repositories, encryption %s)\n", cfg.Path, cfg.Cluster, cfg.Node.Name, len(cfg.Repos), map[bool]string{true: "disabled", false: "age"}[cfg.Encryption.Disabled])
+	}
+	return 0
+}

@@ -1,0 +1,234 @@
+package walship
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+
+	"filippo.io/age"
+
+	"github.com/pgdr/pgdr/pkg/keys"
+	"github.com/pgdr/pgdr/pkg/objstream"
+	"github.com/pgdr/pgdr/pkg/repo"
+	"github.com/pgdr/pgdr/pkg/storage"
+	"github.com/pgdr/pgdr/pkg/wal"
+)
+
+// ErrNotInArchive means every repository answered that the file is not
+// there (restore_command's exit 1: "no such file, recovery may end here").
+var ErrNotInArchive = errors.New("not in the archive")
+
+// PrefetchDir is the directory, inside pg_wal, where segments fetched ahead
+// of restore_command wait, each complete and verified.
+const PrefetchDir = "pgdr_prefetch"
+
+func (s *Shipper) identities() ([]age.Identity, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ids == nil && !s.cfg.Encryption.Disabled {
+		ids, err := keys.Identities(s.cfg)
+		if err != nil {
+			return nil, err
+		}
+		s.ids = ids
+	}
+	return s.ids, nil
+}
+
+// Fetch restores the archived file name into dest (as restore_command's %f
+// and %p). It returns an error wrapping ErrNotInArchive only when no
+// repository has the file; an object that exists but cannot be read,
+// decrypted or verified in any repository is a different error. A copy
+// that fails verification in one repository is replaced by a good copy from
+// another, with a warning.
+func (s *Shipper) Fetch(ctx context.Context, name, dest string) error {
+	if _, err := wal.ParseName(name); err != nil {
+		return err
+	}
+	dest, err := filepath.Abs(dest)
+	if err != nil {
+		return err
+	}
+	pgwal := prefetchBase(dest)
+	if pgwal != "" {
+		pf := filepath.Join(pgwal, PrefetchDir, name)
+		if err := os.Rename(pf, dest); err == nil {
+			s.log.Debug("served from prefetch", "file", name)
+			return nil
+		}
+	}
+	key := repo.WALKey(s.cfg.Cluster, name)
+	var errs []error
+	for _, r := range s.repos {
+		err := s.fetchFrom(ctx, r, key, dest)
+		if err == nil {
+			if len(errs) > 0 {
+				s.log.Warn("fetched from a later repository after failures", "file", name, "repo", r.Name, "errors", errors.Join(errs...))
+			}
+			return nil
+		}
+		if errors.Is(err, storage.ErrNotFound) {
+			continue
+		}
+		errs = append(errs, err)
+	}
+	if len(errs) == 0 {
+		return fmt.Errorf("%s: %w", name, ErrNotInArchive)
+	}
+	return fmt.Errorf("wal-fetch %s: %w", name, errors.Join(errs...))
+}
+
+// fetchFrom writes the verified plaintext of key to dest through a
+// temporary file, so dest appears only complete and verified.
+func (s *Shipper) fetchFrom(ctx context.Context, r repo.Repo, key, dest string) error {
+	rc, err := r.Store.Get(ctx, key)
+	if err != nil {
+		if errors.Is(err, storage.ErrNotFound) {
+			return err
+		}
+		return fmt.Errorf("repository %s: reading %s: %w", r.Name, key, err)
+	}
+	defer rc.Close()
+	ids, err := s.identities()
+	if err != nil {
+		return fmt.Errorf("repository %s: %s: %w", r.Name, key, err)
+	}
+	or, err := objstream.NewReader(rc, ids)
+	if err != nil {
+		return fmt.Errorf("repository %s: object %s: %w", r.Name, key, err)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(dest), ".pgdr-fetch-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := io.Copy(tmp, or); err != nil {
+		tmp.Close()
+		return fmt.Errorf("repository %s: object %s: %w", r.Name, key, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), dest)
+}
+
+// prefetchBase returns the pg_wal directory dest lives in, or "" when dest
+// is not in a PostgreSQL WAL directory (a manual fetch elsewhere).
+func prefetchBase(dest string) string {
+	dir := filepath.Dir(dest)
+	if fi, err := os.Stat(filepath.Join(dir, "archive_status")); err == nil && fi.IsDir() {
+		return dir
+	}
+	return ""
+}
+
+// PrefetchPlan returns the pg_wal directory to prefetch into and the
+// segment to start after, or ok=false when nothing should be prefetched
+// (not a segment, not a WAL directory, prefetch disabled).
+func (s *Shipper) PrefetchPlan(name, dest string) (pgwal string, ok bool) {
+	if s.cfg.WAL.Prefetch <= 0 {
+		return "", false
+	}
+	n, err := wal.ParseName(name)
+	if err != nil || n.Kind != wal.KindSegment {
+		return "", false
+	}
+	abs, err := filepath.Abs(dest)
+	if err != nil {
+		return "", false
+	}
+	pgwal = prefetchBase(abs)
+	return pgwal, pgwal != ""
+}
+
+// Prefetch fetches up to wal.prefetch segments following after (on its
+// timeline, segments of segSize bytes) into pgwal/pgdr_prefetch, a few at a time, stopping at the end
+// of the archive. Only one prefetcher runs per pg_wal directory; another
+// caller returns at once. Stale prefetched files (before after) are removed.
+func (s *Shipper) Prefetch(ctx context.Context, pgwal, after string, segSize uint64) error {
+	n, err := wal.ParseName(after)
+	if err != nil || n.Kind != wal.KindSegment {
+		return fmt.Errorf("prefetch: %q is not a segment name", after)
+	}
+	dir := filepath.Join(pgwal, PrefetchDir)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	lock, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		return nil // another prefetcher is at work
+	}
+	if segSize == 0 || segSize&(segSize-1) != 0 {
+		segSize = wal.DefaultSegmentSize
+	}
+	if ents, err := os.ReadDir(dir); err == nil {
+		for _, e := range ents {
+			if e.Name() != ".lock" && e.Name() <= after {
+				os.Remove(filepath.Join(dir, e.Name()))
+			}
+		}
+	}
+	names := make([]string, 0, s.cfg.WAL.Prefetch)
+	next := n
+	for range s.cfg.WAL.Prefetch {
+		nn, _ := wal.ParseName(next.Next(segSize))
+		names = append(names, nn.Raw)
+		next = nn
+	}
+	sem := make(chan struct{}, 4)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	end := ""
+	for _, name := range names {
+		if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
+			continue
+		}
+		mu.Lock()
+		stop := end != "" && name > end
+		mu.Unlock()
+		if stop {
+			break
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := s.prefetchOne(ctx, dir, name); err != nil {
+				mu.Lock()
+				if end == "" || name < end {
+					end = name
+				}
+				mu.Unlock()
+				if !errors.Is(err, storage.ErrNotFound) {
+					s.log.Debug("prefetch stopped", "file", name, "err", err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+func (s *Shipper) prefetchOne(ctx context.Context, dir, name string) error {
+	key := repo.WALKey(s.cfg.Cluster, name)
+	dest := filepath.Join(dir, name)
+	var last error = storage.ErrNotFound
+	for _, r := range s.repos {
+		err := s.fetchFrom(ctx, r, key, dest)
+		if err == nil {
+			return nil
+		}
+		last = err
+	}
+	return last
+}

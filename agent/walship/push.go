@@ -1,0 +1,348 @@
+package walship
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"filippo.io/age"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/pgdr/pgdr/pkg/config"
+	"github.com/pgdr/pgdr/pkg/keys"
+	"github.com/pgdr/pgdr/pkg/objstream"
+	"github.com/pgdr/pgdr/pkg/repo"
+	"github.com/pgdr/pgdr/pkg/storage"
+	"github.com/pgdr/pgdr/pkg/wal"
+)
+
+// ErrConflict means the archive already holds different content under the
+// same name; nothing was overwritten.
+var ErrConflict = errors.New("the archive holds a different file under this name")
+
+// MarkerDir is the directory, inside pg_wal, where files pushed ahead of
+// their archive_command call are remembered.
+const MarkerDir = "pgdr_archive_status"
+
+// Shipper pushes and fetches WAL for one configured node. It is safe for
+// concurrent use; the daemon keeps one for its lifetime so that repository
+// connections stay warm.
+type Shipper struct {
+	cfg        *config.Config
+	repos      []repo.Repo
+	recipients []age.Recipient
+	log        *slog.Logger
+
+	mu       sync.Mutex
+	inflight map[string]*call
+	sysid    uint64
+	ids      []age.Identity
+	infoOK   map[string]bool // repositories whose cluster record was checked
+}
+
+type call struct {
+	done chan struct{}
+	err  error
+}
+
+// New opens the configured repositories and loads the recipients.
+func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Shipper, error) {
+	repos, err := repo.OpenAll(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	rs, err := keys.Recipients(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &Shipper{cfg: cfg, repos: repos, recipients: rs, log: log,
+		inflight: map[string]*call{}, infoOK: map[string]bool{}}, nil
+}
+
+// Repos returns the opened repositories.
+func (s *Shipper) Repos() []repo.Repo { return s.repos }
+
+// Push archives the file at path (as given to archive_command) and, when it
+// lives in a pg_wal directory, pushes up to wal.push_concurrency-1 further
+// ready files in parallel. It returns nil only once path is durable in every
+// repository.
+func (s *Shipper) Push(ctx context.Context, path string) error {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return err
+	}
+	name := filepath.Base(abs)
+	if _, err := wal.ParseName(name); err != nil {
+		return err
+	}
+	pgwal := filepath.Dir(abs)
+	if ok, err := s.takeMarker(pgwal, name); err != nil {
+		return err
+	} else if ok {
+		s.log.Debug("already pushed ahead", "file", name)
+		return nil
+	}
+	// Files pushed ahead go in parallel with the requested one; a one-shot
+	// process waits for them (it would otherwise kill them on exit), but
+	// only the requested file's outcome decides the exit status. A failed
+	// push ahead is retried when PostgreSQL asks for that file itself.
+	var wg sync.WaitGroup
+	for _, ahead := range s.readyAhead(pgwal, name, s.cfg.WAL.PushConcurrency-1) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.pushAndRemember(ctx, pgwal, ahead)
+		}()
+	}
+	err = s.pushOne(ctx, abs)
+	wg.Wait()
+	return err
+}
+
+func (s *Shipper) pushAndRemember(ctx context.Context, pgwal, name string) {
+	if err := s.pushOne(ctx, filepath.Join(pgwal, name)); err != nil {
+		s.log.Warn("push ahead failed; will retry when archive_command asks", "file", name, "err", err)
+		return
+	}
+	if err := writeMarker(pgwal, name); err != nil {
+		s.log.Warn("remembering pushed file", "file", name, "err", err)
+	}
+}
+
+// PushAhead pushes up to n ready files from pgwal/archive_status and
+// remembers each, so archive_command finds them done. The daemon calls it
+// on a timer.
+func (s *Shipper) PushAhead(ctx context.Context, pgwal string, n int) {
+	var wg sync.WaitGroup
+	for _, name := range s.readyAhead(pgwal, "", n) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.pushAndRemember(ctx, pgwal, name)
+		}()
+	}
+	wg.Wait()
+}
+
+// pushOne pushes one file, coalescing concurrent pushes of the same name.
+func (s *Shipper) pushOne(ctx context.Context, path string) error {
+	name := filepath.Base(path)
+	s.mu.Lock()
+	if c, ok := s.inflight[name]; ok {
+		s.mu.Unlock()
+		select {
+		case <-c.done:
+			return c.err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	c := &call{done: make(chan struct{})}
+	s.inflight[name] = c
+	s.mu.Unlock()
+	c.err = s.push(ctx, path)
+	s.mu.Lock()
+	delete(s.inflight, name)
+	s.mu.Unlock()
+	close(c.done)
+	return c.err
+}
+
+func (s *Shipper) systemIdentifier() (uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sysid == 0 {
+		id, err := wal.SystemIdentifier(s.cfg.Postgres.PGData)
+		if err != nil {
+			return 0, err
+		}
+		s.sysid = id
+	}
+	return s.sysid, nil
+}
+
+func (s *Shipper) push(ctx context.Context, path string) error {
+	start := time.Now()
+	name := filepath.Base(path)
+	n, err := wal.ParseName(name)
+	if err != nil {
+		return err
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("wal-push: %w", err)
+	}
+	sysid, err := s.systemIdentifier()
+	if err != nil {
+		return err
+	}
+	if n.Kind == wal.KindSegment || n.Kind == wal.KindPartial {
+		if _, err := wal.CheckSegment(n, data, sysid); err != nil {
+			return err
+		}
+	}
+	sum := sha256.Sum256(data)
+	opts := keys.StreamOptions(s.cfg, s.recipients)
+	opts.PlainSize = int64(len(data))
+	opts.PlainSHA256 = sum[:]
+	var enc bytes.Buffer
+	enc.Grow(len(data)/4 + 4096)
+	w, err := objstream.NewWriter(&enc, opts)
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write(data); err != nil {
+		return err
+	}
+	if err := w.Close(); err != nil {
+		return err
+	}
+	key := repo.WALKey(s.cfg.Cluster, name)
+	g, gctx := errgroup.WithContext(ctx)
+	for _, r := range s.repos {
+		g.Go(func() error {
+			if err := s.ensureInfo(gctx, r, sysid); err != nil {
+				return err
+			}
+			return putIfAbsent(gctx, r, key, enc.Bytes(), sum[:], int64(len(data)))
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return fmt.Errorf("wal-push %s: %w", name, err)
+	}
+	s.log.Info("pushed", "file", name, "bytes", len(data), "stored", enc.Len(), "repos", len(s.repos), "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+func (s *Shipper) ensureInfo(ctx context.Context, r repo.Repo, sysid uint64) error {
+	s.mu.Lock()
+	ok := s.infoOK[r.Name]
+	s.mu.Unlock()
+	if ok {
+		return nil
+	}
+	if err := repo.EnsureClusterInfo(ctx, r, s.cfg.Cluster, sysid); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.infoOK[r.Name] = true
+	s.mu.Unlock()
+	return nil
+}
+
+// putIfAbsent stores body under key unless the key exists: an existing
+// object with the same plaintext (size and SHA-256 in its header) is
+// success, anything else is ErrConflict and is left as it was.
+func putIfAbsent(ctx context.Context, r repo.Repo, key string, body, sum []byte, size int64) error {
+	_, err := r.Store.Stat(ctx, key)
+	switch {
+	case err == nil:
+		rc, err := r.Store.Get(ctx, key)
+		if err != nil {
+			return fmt.Errorf("%s: %s: %w", r.Name, key, err)
+		}
+		h, err := objstream.ReadHeader(rc)
+		rc.Close()
+		if err != nil {
+			return fmt.Errorf("%s: existing %s: %w", r.Name, key, err)
+		}
+		if h.PlainSize == size && bytes.Equal(h.PlainSHA256, sum) {
+			return nil
+		}
+		return fmt.Errorf("%w: repository %s already holds %s with sha256 %s (%d bytes), this file has sha256 %s (%d bytes); nothing was overwritten",
+			ErrConflict, r.Name, key, hex.EncodeToString(h.PlainSHA256), h.PlainSize, hex.EncodeToString(sum), size)
+	case errors.Is(err, storage.ErrNotFound):
+	default:
+		return fmt.Errorf("%s: %s: %w", r.Name, key, err)
+	}
+	if err := r.Store.Put(ctx, key, bytes.NewReader(body), int64(len(body))); err != nil {
+		return fmt.Errorf("%s: %w", r.Name, err)
+	}
+	return nil
+}
+
+// readyAhead lists up to n files waiting in pgwal/archive_status (history
+// files first, then in name order, as PostgreSQL archives them), skipping
+// except and files already remembered.
+func (s *Shipper) readyAhead(pgwal, except string, n int) []string {
+	if n <= 0 {
+		return nil
+	}
+	ents, err := os.ReadDir(filepath.Join(pgwal, "archive_status"))
+	if err != nil {
+		return nil
+	}
+	var names []string
+	for _, e := range ents {
+		name, ok := strings.CutSuffix(e.Name(), ".ready")
+		if !ok || name == except {
+			continue
+		}
+		if _, err := wal.ParseName(name); err != nil {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(pgwal, MarkerDir, name)); err == nil {
+			continue
+		}
+		names = append(names, name)
+	}
+	sort.Slice(names, func(i, j int) bool {
+		hi, hj := strings.HasSuffix(names[i], ".history"), strings.HasSuffix(names[j], ".history")
+		if hi != hj {
+			return hi
+		}
+		return names[i] < names[j]
+	})
+	if len(names) > n {
+		names = names[:n]
+	}
+	return names
+}
+
+func writeMarker(pgwal, name string) error {
+	dir := filepath.Join(pgwal, MarkerDir)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	f, err := os.Create(filepath.Join(dir, name))
+	if err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// takeMarker reports whether name was pushed ahead, consuming the marker.
+// It also drops markers whose files PostgreSQL no longer has ready, so the
+// directory cannot grow without bound.
+func (s *Shipper) takeMarker(pgwal, name string) (bool, error) {
+	dir := filepath.Join(pgwal, MarkerDir)
+	p := filepath.Join(dir, name)
+	if _, err := os.Stat(p); err != nil {
+		return false, nil
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return false, err
+	}
+	if ents, err := os.ReadDir(dir); err == nil && len(ents) > 64 {
+		for _, e := range ents {
+			if _, err := os.Stat(filepath.Join(pgwal, "archive_status", e.Name()+".ready")); errors.Is(err, os.ErrNotExist) {
+				os.Remove(filepath.Join(dir, e.Name()))
+			}
+		}
+	}
+	return true, nil
+}

@@ -1,0 +1,297 @@
+package walship
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/pgdr/pgdr/pkg/config"
+	"github.com/pgdr/pgdr/pkg/objstream"
+	"github.com/pgdr/pgdr/pkg/testutil"
+	"github.com/pgdr/pgdr/pkg/wal"
+)
+
+const (
+	sysid   = 7300000000000000042
+	segSize = 1 << 20
+)
+
+type fixture struct {
+	pgdata, pgwal, repo, identity string
+	cfg                           *config.Config
+	sh                            *Shipper
+}
+
+func newFixture(t *testing.T, extra string) *fixture {
+	t.Helper()
+	f := &fixture{pgdata: testutil.FakePGData(t, sysid), repo: t.TempDir()}
+	f.pgwal = filepath.Join(f.pgdata, "pg_wal")
+	f.identity = filepath.Join(t.TempDir(), "id.txt")
+	rcpt, err := objstream.GenerateIdentity(f.identity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	y := fmt.Sprintf("cluster: c1\nnode: {name: n1}\npostgres: {pgdata: %s}\nrepos: [{name: r1, url: 'file://%s'}]\nencryption: {recipients: [%s], identity_file: %s}\nwal: {push_concurrency: 3, prefetch: 3}\n%s",
+		f.pgdata, f.repo, rcpt, f.identity, extra)
+	f.cfg, err = config.Parse([]byte(y))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.sh, err = New(context.Background(), f.cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// segment writes segment segNo of timeline 1 into pg_wal, marked ready.
+func (f *fixture) segment(t *testing.T, segNo uint64) (string, []byte) {
+	t.Helper()
+	name := wal.SegmentName(1, segNo, segSize)
+	data := testutil.FakeSegment(sysid, 1, segNo, segSize)
+	if err := os.WriteFile(filepath.Join(f.pgwal, name), data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(f.pgwal, "archive_status", name+".ready"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return name, data
+}
+
+func (f *fixture) stored(name string) bool {
+	_, err := os.Stat(filepath.Join(f.repo, "c1", "wal", name[:8], name))
+	return err == nil
+}
+
+func TestPushAheadRemembersAndShortCircuits(t *testing.T) {
+	f := newFixture(t, "")
+	ctx := context.Background()
+	var names []string
+	for i := uint64(1); i <= 5; i++ {
+		n, _ := f.segment(t, i)
+		names = append(names, n)
+	}
+	// Pushing the first also pushes the next two ready ones (concurrency 3).
+	if err := f.sh.Push(ctx, filepath.Join(f.pgwal, names[0])); err != nil {
+		t.Fatal(err)
+	}
+	for i, n := range names {
+		if want := i < 3; f.stored(n) != want {
+			t.Errorf("%s stored = %v, want %v", n, f.stored(n), want)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(f.pgwal, MarkerDir, names[1])); err != nil {
+		t.Fatalf("%s pushed ahead but not remembered: %v", names[1], err)
+	}
+	// The remembered file returns at once, even if the repository lost it
+	// (proving no second upload happens), and its marker is consumed.
+	os.Remove(filepath.Join(f.repo, "c1", "wal", names[1][:8], names[1]))
+	if err := f.sh.Push(ctx, filepath.Join(f.pgwal, names[1])); err != nil {
+		t.Fatal(err)
+	}
+	if f.stored(names[1]) {
+		t.Fatal("a remembered file was uploaded again")
+	}
+	if _, err := os.Stat(filepath.Join(f.pgwal, MarkerDir, names[1])); !errors.Is(err, os.ErrNotExist) {
+		t.Fatal("the marker was not consumed")
+	}
+	// PushAhead (the daemon's timer) takes the rest.
+	f.sh.PushAhead(ctx, f.pgwal, 4)
+	for _, n := range names[3:] {
+		if !f.stored(n) {
+			t.Errorf("%s not pushed ahead", n)
+		}
+	}
+}
+
+func TestPushConflictAndIdempotence(t *testing.T) {
+	f := newFixture(t, "")
+	ctx := context.Background()
+	name, data := f.segment(t, 7)
+	path := filepath.Join(f.pgwal, name)
+	if err := f.sh.Push(ctx, path); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.ReadFile(filepath.Join(f.repo, "c1", "wal", name[:8], name))
+	if err := f.sh.Push(ctx, path); err != nil {
+		t.Fatalf("identical re-push: %v", err)
+	}
+	data[1000] ^= 1
+	os.WriteFile(path, data, 0o600)
+	err := f.sh.Push(ctx, path)
+	if !errors.Is(err, ErrConflict) {
+		t.Fatalf("different content: %v, want ErrConflict", err)
+	}
+	after, _ := os.ReadFile(filepath.Join(f.repo, "c1", "wal", name[:8], name))
+	if !bytes.Equal(before, after) {
+		t.Fatal("a refused push changed the stored object")
+	}
+}
+
+func TestPushRejectsBadFiles(t *testing.T) {
+	f := newFixture(t, "")
+	ctx := context.Background()
+	cases := map[string][]byte{
+		"000000010000000000000003":         testutil.FakeSegment(sysid+1, 1, 3, segSize), // other cluster
+		"000000010000000000000004":         testutil.FakeSegment(sysid, 1, 5, segSize),   // wrong name
+		"000000010000000000000006":         testutil.FakeSegment(sysid, 1, 6, segSize)[:segSize/2],
+		"000000010000000000000008.partial": testutil.FakeSegment(sysid, 1, 8, segSize),
+		"not-a-wal-file":                   []byte("x"),
+	}
+	for name, data := range cases {
+		p := filepath.Join(t.TempDir(), name)
+		os.WriteFile(p, data, 0o600)
+		err := f.sh.Push(ctx, p)
+		if name == "000000010000000000000008.partial" {
+			// A .partial segment is checked like a segment and accepted.
+			if err != nil {
+				t.Errorf("%s: %v", name, err)
+			}
+			continue
+		}
+		if err == nil {
+			t.Errorf("%s was accepted", name)
+		}
+	}
+	// History and backup-history files are text: pushed and fetched as is.
+	for _, name := range []string{"00000002.history", "000000010000000000000002.00000028.backup"} {
+		p := filepath.Join(t.TempDir(), name)
+		os.WriteFile(p, []byte("1\t0/3000000\tno recovery target specified\n"), 0o600)
+		if err := f.sh.Push(ctx, p); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		dest := filepath.Join(t.TempDir(), "out")
+		if err := f.sh.Fetch(ctx, name, dest); err != nil {
+			t.Fatalf("fetch %s: %v", name, err)
+		}
+	}
+}
+
+func TestFetchAndPrefetch(t *testing.T) {
+	f := newFixture(t, "")
+	ctx := context.Background()
+	orig := map[string][]byte{}
+	for i := uint64(1); i <= 5; i++ {
+		n, d := f.segment(t, i)
+		orig[n] = d
+		if err := f.sh.push(ctx, filepath.Join(f.pgwal, n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A recovering server's pg_wal.
+	rec := filepath.Join(testutil.FakePGData(t, sysid), "pg_wal")
+	dest := filepath.Join(rec, "RECOVERYXLOG")
+	first := wal.SegmentName(1, 1, segSize)
+	if err := f.sh.Fetch(ctx, first, dest); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(dest)
+	if !bytes.Equal(got, orig[first]) {
+		t.Fatal("fetched bytes differ")
+	}
+	pgwal, ok := f.sh.PrefetchPlan(first, dest)
+	if !ok || pgwal != rec {
+		t.Fatalf("PrefetchPlan = %q, %v", pgwal, ok)
+	}
+	if err := f.sh.Prefetch(ctx, pgwal, first, segSize); err != nil {
+		t.Fatal(err)
+	}
+	for i := uint64(2); i <= 4; i++ { // prefetch: 3
+		n := wal.SegmentName(1, i, segSize)
+		b, err := os.ReadFile(filepath.Join(rec, PrefetchDir, n))
+		if err != nil || !bytes.Equal(b, orig[n]) {
+			t.Fatalf("prefetched %s: %v", n, err)
+		}
+	}
+	// The next fetch is served from the prefetch directory, even with the
+	// repository gone.
+	os.RemoveAll(f.repo)
+	second := wal.SegmentName(1, 2, segSize)
+	if err := f.sh.Fetch(ctx, second, dest); err != nil {
+		t.Fatalf("fetch from prefetch: %v", err)
+	}
+	got, _ = os.ReadFile(dest)
+	if !bytes.Equal(got, orig[second]) {
+		t.Fatal("prefetched bytes differ")
+	}
+	// With the repository gone and nothing prefetched: not in the archive.
+	err := f.sh.Fetch(ctx, wal.SegmentName(1, 9, segSize), dest)
+	if !errors.Is(err, ErrNotInArchive) {
+		t.Fatalf("missing: %v", err)
+	}
+	// A manual fetch outside pg_wal plans no prefetch.
+	if _, ok := f.sh.PrefetchPlan(first, filepath.Join(t.TempDir(), "x")); ok {
+		t.Fatal("prefetch planned outside a WAL directory")
+	}
+}
+
+func TestFetchFallsBackToAGoodCopy(t *testing.T) {
+	f := newFixture(t, "")
+	second := t.TempDir()
+	y := fmt.Sprintf("cluster: c1\nnode: {name: n1}\npostgres: {pgdata: %s}\nrepos: [{name: r1, url: 'file://%s'}, {name: r2, url: 'file://%s'}]\nencryption: {identity_file: %s}\n",
+		f.pgdata, f.repo, second, f.identity)
+	cfg, err := config.Parse([]byte(y))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sh, err := New(context.Background(), cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	name, data := f.segment(t, 3)
+	if err := sh.push(ctx, filepath.Join(f.pgwal, name)); err != nil {
+		t.Fatal(err)
+	}
+	obj := filepath.Join(f.repo, "c1", "wal", name[:8], name)
+	b, _ := os.ReadFile(obj)
+	b[len(b)-10] ^= 1
+	os.WriteFile(obj, b, 0o600)
+	dest := filepath.Join(t.TempDir(), "out")
+	if err := sh.Fetch(ctx, name, dest); err != nil {
+		t.Fatalf("fetch with one bad copy: %v", err)
+	}
+	got, _ := os.ReadFile(dest)
+	if !bytes.Equal(got, data) {
+		t.Fatal("wrong bytes")
+	}
+	// Both copies bad: a fatal error naming the object, not "not found".
+	obj2 := filepath.Join(second, "c1", "wal", name[:8], name)
+	os.WriteFile(obj2, b, 0o600)
+	err = sh.Fetch(ctx, name, dest)
+	if err == nil || errors.Is(err, ErrNotInArchive) {
+		t.Fatalf("both copies bad: %v", err)
+	}
+}
+
+func TestListAndVerifyReportGaps(t *testing.T) {
+	f := newFixture(t, "")
+	ctx := context.Background()
+	for _, i := range []uint64{1, 2, 3, 6, 7} {
+		n, _ := f.segment(t, i)
+		if err := f.sh.push(ctx, filepath.Join(f.pgwal, n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ls, err := f.sh.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tl := ls[0].Timelines[0]
+	if tl.Segments != 5 || tl.SegmentSize != segSize || len(tl.Gaps) != 1 || tl.Gaps[0].Count != 2 ||
+		tl.Gaps[0].From != wal.SegmentName(1, 4, segSize) || tl.Gaps[0].To != wal.SegmentName(1, 5, segSize) {
+		t.Fatalf("listing %+v", tl)
+	}
+	res, err := f.sh.Verify(ctx, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res[0].OK() || res[0].Verified != 5 || len(res[0].Failed) != 0 {
+		t.Fatalf("verify with a gap: %+v", res[0])
+	}
+}

@@ -1,0 +1,314 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is the agent's configuration file.
+type Config struct {
+	Cluster     string      `yaml:"cluster"`
+	Node        Node        `yaml:"node"`
+	Postgres    Postgres    `yaml:"postgres"`
+	Repos       []Repo      `yaml:"repos"`
+	Compression Compression `yaml:"compression"`
+	Encryption  Encryption  `yaml:"encryption"`
+	WAL         WAL         `yaml:"wal"`
+	Agent       Agent       `yaml:"agent"`
+
+	// Path is the file the configuration was loaded from (not a YAML key).
+	Path string `yaml:"-"`
+}
+
+// Node identifies this PostgreSQL server within the cluster.
+type Node struct {
+	Name   string `yaml:"name"`
+	Region string `yaml:"region"`
+}
+
+// Postgres locates the local PostgreSQL server.
+type Postgres struct {
+	PGData string `yaml:"pgdata"`
+	BinDir string `yaml:"bindir"`
+	DSN    string `yaml:"dsn"`
+}
+
+// Repo is one repository; every write goes to all of them.
+type Repo struct {
+	Name string `yaml:"name"`
+	URL  string `yaml:"url"`
+	S3   *S3    `yaml:"s3"`
+}
+
+// S3 holds the settings of an s3:// repository. Credentials are read from
+// the files named here, or else from the standard AWS environment variables
+// and shared credential files; they are never written in this file.
+type S3 struct {
+	Endpoint            string `yaml:"endpoint"`
+	Region              string `yaml:"region"`
+	PathStyle           bool   `yaml:"path_style"`
+	AccessKeyIDFile     string `yaml:"access_key_id_file"`
+	SecretAccessKeyFile string `yaml:"secret_access_key_file"`
+	PartSizeMB          int    `yaml:"part_size_mb"`
+	MaxAttempts         int    `yaml:"max_attempts"`
+}
+
+// Compression selects the compression of every stored object.
+type Compression struct {
+	Method string `yaml:"method"` // zstd (default) or none
+	Level  int    `yaml:"level"`  // zstd level 1..22, default 3
+}
+
+// Encryption selects age recipients (for writing) and the identity (for
+// reading). Disabled must be set explicitly to store plaintext.
+type Encryption struct {
+	Disabled       bool     `yaml:"disabled"`
+	Recipients     []string `yaml:"recipients"`
+	RecipientsFile string   `yaml:"recipients_file"`
+	IdentityFile   string   `yaml:"identity_file"`
+}
+
+// WAL tunes archiving and fetching.
+type WAL struct {
+	PushConcurrency int `yaml:"push_concurrency"` // segments uploaded in parallel per push
+	Prefetch        int `yaml:"prefetch"`         // segments fetched ahead during recovery
+}
+
+// Agent configures the agent process itself.
+type Agent struct {
+	// Socket is the daemon's local socket; one-shot commands hand work to it.
+	Socket string `yaml:"socket"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `yaml:"log_level"`
+}
+
+// Defaults applied by Load for keys left out of the file.
+const (
+	DefaultCompressionLevel = 3
+	DefaultPushConcurrency  = 4
+	DefaultPrefetch         = 8
+)
+
+// FieldError is a validation error about one field, named by its YAML path.
+type FieldError struct {
+	Field string
+	Msg   string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Msg }
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+
+// Load reads, defaults and validates the configuration file at path.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	cfg, err := Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	cfg.Path = path
+	return cfg, nil
+}
+
+// Parse decodes YAML (unknown keys are errors), applies defaults and validates.
+func Parse(data []byte) (*Config, error) {
+	var cfg Config
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, errors.New("the file is empty")
+		}
+		return nil, fmt.Errorf("invalid YAML: %w", err)
+	}
+	cfg.applyDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &cfg, nil
+}
+
+func (c *Config) applyDefaults() {
+	if c.Postgres.BinDir == "" {
+		c.Postgres.BinDir = "/usr/lib/postgresql/15/bin"
+	}
+	if c.Compression.Method == "" {
+		c.Compression.Method = "zstd"
+	}
+	if c.Compression.Level == 0 {
+		c.Compression.Level = DefaultCompressionLevel
+	}
+	if c.WAL.PushConcurrency == 0 {
+		c.WAL.PushConcurrency = DefaultPushConcurrency
+	}
+	if c.WAL.Prefetch == 0 {
+		c.WAL.Prefetch = DefaultPrefetch
+	}
+	if c.Agent.LogLevel == "" {
+		c.Agent.LogLevel = "info"
+	}
+	if c.Agent.Socket == "" && c.Cluster != "" && c.Node.Name != "" {
+		c.Agent.Socket = filepath.Join(os.TempDir(), fmt.Sprintf("pgdr-%s-%s.sock", c.Cluster, c.Node.Name))
+	}
+	for i := range c.Repos {
+		if c.Repos[i].Name == "" {
+			c.Repos[i].Name = fmt.Sprintf("repo%d", i+1)
+		}
+	}
+}
+
+// Validate checks every field and returns the first problem found, naming
+// the field by its YAML path.
+func (c *Config) Validate() error {
+	fe := func(field, format string, args ...any) error {
+		return &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)}
+	}
+	if c.Cluster == "" {
+		return fe("cluster", "is required (the name of the PostgreSQL cluster this node belongs to)")
+	}
+	if !nameRE.MatchString(c.Cluster) {
+		return fe("cluster", "%q is not a valid name (letters, digits, '.', '_', '-', at most 63)", c.Cluster)
+	}
+	if c.Node.Name == "" {
+		return fe("node.name", "is required")
+	}
+	if !nameRE.MatchString(c.Node.Name) {
+		return fe("node.name", "%q is not a valid name (letters, digits, '.', '_', '-', at most 63)", c.Node.Name)
+	}
+	if c.Postgres.PGData == "" {
+		return fe("postgres.pgdata", "is required (the PostgreSQL data directory)")
+	}
+	if !filepath.IsAbs(c.Postgres.PGData) {
+		return fe("postgres.pgdata", "%q must be an absolute path", c.Postgres.PGData)
+	}
+	if !filepath.IsAbs(c.Postgres.BinDir) {
+		return fe("postgres.bindir", "%q must be an absolute path", c.Postgres.BinDir)
+	}
+	if len(c.Repos) == 0 {
+		return fe("repos", "at least one repository is required")
+	}
+	seen := map[string]bool{}
+	for i, r := range c.Repos {
+		field := fmt.Sprintf("repos[%d]", i)
+		if !nameRE.MatchString(r.Name) {
+			return fe(field+".name", "%q is not a valid name", r.Name)
+		}
+		if seen[r.Name] {
+			return fe(field+".name", "%q is used by two repositories", r.Name)
+		}
+		seen[r.Name] = true
+		if err := validateRepoURL(r); err != nil {
+			return fe(field+".url", "%v", err)
+		}
+		if r.S3 != nil {
+			if !strings.HasPrefix(r.URL, "s3://") {
+				return fe(field+".s3", "is only valid for an s3:// repository")
+			}
+			if r.S3.Endpoint != "" {
+				u, err := url.Parse(r.S3.Endpoint)
+				if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+					return fe(field+".s3.endpoint", "%q is not an http(s) URL", r.S3.Endpoint)
+				}
+			}
+			if (r.S3.AccessKeyIDFile == "") != (r.S3.SecretAccessKeyFile == "") {
+				return fe(field+".s3", "access_key_id_file and secret_access_key_file must be set together")
+			}
+			if r.S3.PartSizeMB < 0 || (r.S3.PartSizeMB > 0 && r.S3.PartSizeMB < 5) {
+				return fe(field+".s3.part_size_mb", "must be at least 5 (S3's minimum part size)")
+			}
+			if r.S3.MaxAttempts < 0 {
+				return fe(field+".s3.max_attempts", "must not be negative")
+			}
+		}
+	}
+	switch c.Compression.Method {
+	case "zstd", "none":
+	default:
+		return fe("compression.method", "%q is not supported (zstd or none)", c.Compression.Method)
+	}
+	if c.Compression.Level < 1 || c.Compression.Level > 22 {
+		return fe("compression.level", "%d is out of range 1..22", c.Compression.Level)
+	}
+	e := c.Encryption
+	if e.Disabled && (len(e.Recipients) > 0 || e.RecipientsFile != "") {
+		return fe("encryption", "disabled is set together with recipients; choose one")
+	}
+	if !e.Disabled && len(e.Recipients) == 0 && e.RecipientsFile == "" && e.IdentityFile == "" {
+		return fe("encryption", "no recipients: set encryption.recipients (age1...), recipients_file or identity_file, or opt out explicitly with encryption: {disabled: true}")
+	}
+	for i, r := range e.Recipients {
+		if !strings.HasPrefix(r, "age1") {
+			return fe(fmt.Sprintf("encryption.recipients[%d]", i), "%q is not an age X25519 recipient (age1...)", r)
+		}
+	}
+	if c.WAL.PushConcurrency < 1 || c.WAL.PushConcurrency > 64 {
+		return fe("wal.push_concurrency", "%d is out of range 1..64", c.WAL.PushConcurrency)
+	}
+	if c.WAL.Prefetch < 0 || c.WAL.Prefetch > 128 {
+		return fe("wal.prefetch", "%d is out of range 0..128", c.WAL.Prefetch)
+	}
+	switch c.Agent.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return fe("agent.log_level", "%q is not one of debug, info, warn, error", c.Agent.LogLevel)
+	}
+	return nil
+}
+
+func validateRepoURL(r Repo) error {
+	if r.URL == "" {
+		return errors.New("is required (file:///path or s3://bucket/prefix)")
+	}
+	u, err := url.Parse(r.URL)
+	if err != nil {
+		return fmt.Errorf("%q is not a URL: %w", r.URL, err)
+	}
+	switch u.Scheme {
+	case "file":
+		if u.Host != "" && u.Host != "localhost" {
+			return fmt.Errorf("%q: a file URL needs three slashes and an absolute path (file:///var/lib/pgdr/repo)", r.URL)
+		}
+		if u.Path == "" || !filepath.IsAbs(u.Path) {
+			return fmt.Errorf("%q: a file repository needs an absolute path", r.URL)
+		}
+	case "s3":
+		if u.Host == "" {
+			return fmt.Errorf("%q: no bucket (s3://bucket/prefix)", r.URL)
+		}
+	case "":
+		return fmt.Errorf("%q has no scheme (file:///path or s3://bucket/prefix)", r.URL)
+	default:
+		return fmt.Errorf("unknown repository scheme %q in %q (file or s3)", u.Scheme, r.URL)
+	}
+	return nil
+}
+
+// ReadSecretFile reads a secret from a file, trimming surrounding whitespace.
+// The error names the file but never its content.
+func ReadSecretFile(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("reading secret file: %w", err)
+	}
+	s := strings.TrimSpace(string(b))
+	if s == "" {
+		return "", fmt.Errorf("secret file %s is empty", path)
+	}
+	return s, nil
+}
+
+// DefaultParallel is the default parallelism for work that scales with cores.
+func DefaultParallel() int { return runtime.NumCPU() }

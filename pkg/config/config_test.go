@@ -1,0 +1,125 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const good = `
+cluster: main
+node: {name: pg-a1, region: us-east-1}
+postgres:
+  pgdata: /var/lib/postgresql/15/main
+  dsn: "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+repos:
+  - name: local
+    url: file:///var/lib/pgdr/repo
+  - name: dr
+    url: s3://pgdr-backups/main
+    s3: {endpoint: "http://127.0.0.1:7070", region: us-east-1, path_style: true}
+compression: {method: zstd, level: 3}
+encryption:
+  recipients: ["age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"]
+  identity_file: /etc/pgdr/identity.txt
+wal: {push_concurrency: 4, prefetch: 8}
+`
+
+func TestParseGood(t *testing.T) {
+	cfg, err := Parse([]byte(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Cluster != "main" || cfg.Node.Name != "pg-a1" || len(cfg.Repos) != 2 || !cfg.Repos[1].S3.PathStyle {
+		t.Fatalf("parsed %+v", cfg)
+	}
+	if cfg.Postgres.BinDir != "/usr/lib/postgresql/15/bin" || cfg.Agent.Socket == "" || cfg.Agent.LogLevel != "info" {
+		t.Fatalf("defaults not applied: %+v", cfg)
+	}
+}
+
+func TestDeployExampleIsValid(t *testing.T) {
+	// The example shipped in deploy/ must stay loadable.
+	p := filepath.Join("..", "..", "deploy", "pgdr-agent.example.yaml")
+	if _, err := Load(p); err != nil {
+		t.Fatalf("%s: %v", p, err)
+	}
+}
+
+func TestParseErrorsNameTheField(t *testing.T) {
+	cases := []struct{ name, from, to, field string }{
+		{"unknown key", "wal: {", "wall: {", "wall"},
+		{"no cluster", "cluster: main", "cluster: ''", "cluster"},
+		{"bad cluster name", "cluster: main", "cluster: 'a b'", "cluster"},
+		{"no node", "node: {name: pg-a1, region: us-east-1}", "node: {region: x}", "node.name"},
+		{"relative pgdata", "pgdata: /var/lib/postgresql/15/main", "pgdata: main", "postgres.pgdata"},
+		{"unknown scheme", "url: s3://pgdr-backups/main", "url: gs://pgdr-backups/main", "repos[1].url"},
+		{"file URL with host", "url: file:///var/lib/pgdr/repo", "url: file://var/lib/pgdr/repo", "repos[0].url"},
+		{"duplicate repo", "name: dr", "name: local", "repos[1].name"},
+		{"s3 block on file repo", "url: s3://pgdr-backups/main", "url: file:///x", "repos[1].s3"},
+		{"bad endpoint", `endpoint: "http://127.0.0.1:7070"`, `endpoint: "127.0.0.1:7070"`, "repos[1].s3.endpoint"},
+		{"bad compression", "method: zstd", "method: lz5", "compression.method"},
+		{"bad level", "level: 3", "level: 40", "compression.level"},
+		{"bad recipient", `["age1ql3z`, `["ssh-ed25519 age1ql3z`, "encryption.recipients[0]"},
+		{"push concurrency", "push_concurrency: 4", "push_concurrency: -1", "wal.push_concurrency"},
+		{"inline secret", "path_style: true}", "path_style: true, secret_access_key: abc}", "secret_access_key"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if !strings.Contains(good, c.from) {
+				t.Fatalf("test case edits %q, not in the example", c.from)
+			}
+			_, err := Parse([]byte(strings.Replace(good, c.from, c.to, 1)))
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			if !strings.Contains(err.Error(), c.field) {
+				t.Fatalf("error %q does not name %s", err, c.field)
+			}
+		})
+	}
+}
+
+func TestEncryptionChoiceIsExplicit(t *testing.T) {
+	base := "cluster: c\nnode: {name: n}\npostgres: {pgdata: /d}\nrepos: [{url: 'file:///r'}]\n"
+	if _, err := Parse([]byte(base)); err == nil || !strings.Contains(err.Error(), "disabled: true") {
+		t.Fatalf("no encryption section: %v", err)
+	}
+	cfg, err := Parse([]byte(base + "encryption: {disabled: true}\n"))
+	if err != nil || !cfg.Encryption.Disabled {
+		t.Fatalf("explicit opt-out: %v", err)
+	}
+	if _, err := Parse([]byte(base + "encryption: {disabled: true, recipients: [age1x]}\n")); err == nil {
+		t.Fatal("disabled together with recipients was accepted")
+	}
+	var fe *FieldError
+	_, err = Parse([]byte(base))
+	if !errors.As(err, &fe) || fe.Field != "encryption" {
+		t.Fatalf("want a FieldError on encryption, got %v", err)
+	}
+}
+
+func TestLoadErrors(t *testing.T) {
+	if _, err := Load(filepath.Join(t.TempDir(), "missing.yaml")); err == nil || !strings.Contains(err.Error(), "missing.yaml") {
+		t.Fatalf("missing file: %v", err)
+	}
+	p := filepath.Join(t.TempDir(), "empty.yaml")
+	os.WriteFile(p, nil, 0o600)
+	if _, err := Load(p); err == nil || !strings.Contains(err.Error(), "empty") {
+		t.Fatalf("empty file: %v", err)
+	}
+}
+
+func TestReadSecretFile(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "s")
+	os.WriteFile(p, []byte("  sekrit\n"), 0o600)
+	if s, err := ReadSecretFile(p); err != nil || s != "sekrit" {
+		t.Fatalf("ReadSecretFile = %q, %v", s, err)
+	}
+	os.WriteFile(p, []byte("\n"), 0o600)
+	if _, err := ReadSecretFile(p); err == nil || strings.Contains(err.Error(), "sekrit") {
+		t.Fatalf("empty secret: %v", err)
+	}
+}

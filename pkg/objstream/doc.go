@@ -1,0 +1,137 @@
+// Package objstream implements pgdr's versioned object stream format: the
+// byte layout in which every WAL segment, base-backup file and manifest is
+// stored in a repository.
+//
+// An object is the plaintext compressed with zstd
+// (github.com/klauspost/compress/zstd) and then encrypted with age
+// (filippo.io/age, X25519 recipients), with the plaintext's length and
+// SHA-256 recorded inside the encrypted, compressed stream and verified on
+// every read. Compression and encryption can each be switched off, but
+// encryption only explicitly (Options.Unencrypted).
+//
+// # Object layout, version 1
+//
+// All integers are big-endian. An object is a cleartext header followed by
+// the body:
+//
+//	offset  size  field
+//	0       7     magic "PGDROBJ" (0x50 0x47 0x44 0x52 0x4F 0x42 0x4A)
+//	7       1     format version, 0x01
+//	8       4     N, uint32: length of the JSON header; 1 <= N <= 65536
+//	12      N     JSON header, UTF-8 (see below)
+//	12+N    4     CRC-32C (Castagnoli) of bytes [0, 12+N)
+//	16+N    ...   body, up to the end of the object
+//
+// The CRC-32C makes any accidental change to the cleartext header (which is
+// not covered by age's authentication) detectable before anything else is
+// done with the object, including by [ReadHeader]. It is a checksum, not a
+// MAC: integrity of the content rests on the trailer and on age.
+//
+// The JSON header is an object with these members:
+//
+//	"compression"   string, required: "zstd" or "none"
+//	"encryption"    string, required: "age" or "none"
+//	"plain_size"    integer, optional: plaintext length in bytes; absent or
+//	                -1 when the writer did not know it in advance
+//	"plain_sha256"  string, optional: lower-case hex SHA-256 (64 digits) of
+//	                the plaintext, present when the writer knew it in advance
+//	"created"       string: RFC 3339 time the object was written, in UTC
+//	                (always written; optional for the reader)
+//
+// Members the reader does not know are ignored, so later writers may add
+// fields without bumping the version. A compression or encryption value the
+// reader does not know is an error ([ErrCorrupt]): such an object cannot be
+// read correctly. A new body layout gets a new version byte.
+//
+// The body is
+//
+//	age( zstd( plaintext || trailer ) )
+//
+// where the age layer is present only if "encryption" is "age" and the zstd
+// layer only if "compression" is "zstd"; with both "none" the body is the
+// plaintext followed by the trailer. The age layer is a complete age v1 file
+// (header with one stanza per recipient, then the STREAM payload); the zstd
+// layer is one or more zstd frames (the writer emits one frame with a
+// content checksum). The trailer is 48 bytes:
+//
+//	offset  size  field
+//	0       8     magic "PGDRSUM\x01"
+//	8       8     uint64 plaintext length in bytes
+//	16      32    SHA-256 of the plaintext
+//
+// # Reading and verification
+//
+// [NewReader] parses and checks the cleartext header and, for encrypted
+// objects, the age header (which is where a wrong or missing identity is
+// detected). Read then streams the plaintext: it decrypts and decompresses
+// incrementally, holding back the last 48 bytes it has decoded, so memory
+// stays bounded whatever the size of the object: about 200 KiB of buffers
+// plus the zstd window, which the reader accepts up to 32 MiB and this
+// package's writer keeps at 8 MiB or less. When the
+// decoded stream ends, the held-back bytes must be a trailer whose length and
+// SHA-256 match the plaintext that was returned, and the header's
+// plain_size and plain_sha256, when present, must match too. Only then does
+// Read return io.EOF. A caller that sees io.EOF has therefore received
+// exactly the plaintext that was written; a caller that stops early has no
+// such guarantee, and must not trust data from a read that ended in an
+// error.
+//
+// These checks detect damage and truncation. They are not signatures: age
+// encrypts to public keys, so whoever can write to the repository and knows
+// a recipient (or, for an unencrypted object, anyone who can write to it)
+// can replace an object with a different valid one.
+//
+// # Errors
+//
+// Errors are wrapped with detail and can be tested with errors.Is:
+//
+//   - [ErrCorrupt]: bad magic, unsupported version, bad header CRC or JSON,
+//     unknown compression or encryption, a malformed age header or bad age
+//     header MAC, failed authentication of an age payload chunk, a zstd
+//     error, trailing data, truncation anywhere, or a length or SHA-256
+//     mismatch between trailer, header and the plaintext read.
+//   - [ErrNoIdentity]: the object is encrypted and no identity was given, or
+//     none of the given identities matches a recipient stanza of the
+//     object's age header.
+//   - Any other error is an I/O error from the underlying reader or writer,
+//     wrapped unchanged (it is not reported as ErrCorrupt).
+//
+// An X25519 recipient stanza whose bytes are damaged (but still well-formed)
+// cannot be told apart from a stanza for a different key: age's unwrap just
+// fails to authenticate. Such damage is therefore reported as ErrNoIdentity,
+// not ErrCorrupt; the error text says so. Damage that breaks the stanza's
+// syntax, the age version line or the header MAC is ErrCorrupt. Damage
+// anywhere else in an encrypted object is ErrCorrupt. For unencrypted objects
+// the zstd checks, the header CRC and the trailer's SHA-256 catch all damage,
+// reported as ErrCorrupt. The one kind of damage that is not reported is a
+// change to an unencrypted zstd body that zstd decodes to exactly the same
+// bytes (for example a larger Window_Descriptor in the frame header, or
+// some bits of an entropy table that no symbol uses): the
+// object's bytes differ from what was written, but the plaintext is intact,
+// and it is still verified against the trailer's SHA-256.
+//
+// # Writing
+//
+// [NewWriter] writes the cleartext header (and the age header) at once, then
+// streams: Write hashes the plaintext and feeds it through zstd and age, and
+// Close appends the trailer and flushes zstd and age. Close does not close
+// the underlying writer. If Options.PlainSize or Options.PlainSHA256 is set
+// and the data written does not match, Close reports an error and the
+// output must be discarded (it would not read back).
+//
+// # Performance
+//
+// Writer and Reader run synchronously in the caller's goroutine (zstd
+// encoder concurrency 1 unless Options.Concurrency says otherwise, decoder
+// concurrency 1), so N parallel streams use about N cores. On one core of
+// the development machine a 16 MiB WAL-like segment takes about 55 ms to
+// write at the default level 3 (about 40 ms at level 1) with zstd and age,
+// and about 25 ms to read back. A zstd encoder at level 3 holds about
+// 19 MiB while writing a large object; setting one up costs a fraction of a
+// millisecond. Processes that handle many objects should use a [Pool], which
+// reuses encoders and decoders.
+//
+// Nothing in this package uses package-level mutable state; a Writer or
+// Reader must not be used from several goroutines at once, but any number of
+// them can run in parallel.
+package objstream

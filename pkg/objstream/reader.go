@@ -1,0 +1,250 @@
+package objstream
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"strings"
+
+	"filippo.io/age"
+	"github.com/klauspost/compress/zstd"
+)
+
+const (
+	// readBufSize is the size of the Reader's hold-back buffer.
+	readBufSize = 64 << 10
+	// maxZstdWindow bounds the zstd window (and so the decoder's memory)
+	// accepted from an object. The writer's levels use at most 8 MiB.
+	maxZstdWindow = 32 << 20
+	// maxEmptyReads bounds consecutive (0, nil) reads from a layer.
+	maxEmptyReads = 100
+)
+
+// Reader reads and verifies the plaintext of an object. See the package
+// documentation for what a successful read (ending in io.EOF) guarantees.
+type Reader struct {
+	// Header is the object's cleartext header.
+	Header Header
+
+	src  *srcReader    // the object bytes, recording I/O errors
+	body io.Reader     // decoded plaintext || trailer
+	zdec *zstd.Decoder // nil without compression, or once released
+	pool *Pool         // where zdec goes back to, or nil
+	hash hash.Hash
+	n    int64 // plaintext bytes returned so far
+	buf  []byte
+	r, w int // pending decoded bytes are buf[r:w]
+	eof  bool
+	err  error // sticky; io.EOF after a verified end
+}
+
+// srcReader wraps the object source and remembers the first error other
+// than io.EOF, so that I/O failures are not mistaken for corruption.
+type srcReader struct {
+	r   io.Reader
+	err error
+}
+
+func (s *srcReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if err != nil && err != io.EOF && s.err == nil {
+		s.err = err
+	}
+	return n, err
+}
+
+// NewReader reads the object's header from r and prepares to read its
+// plaintext. For an encrypted object it also reads the age header and finds
+// the matching identity: ErrNoIdentity if identities is empty or none
+// matches. identities is ignored for unencrypted objects.
+//
+// NewReader does not close r. It builds a fresh zstd decoder; see Pool for
+// reusing them.
+func NewReader(r io.Reader, identities []age.Identity) (*Reader, error) {
+	return newReader(r, identities, nil)
+}
+
+func newReader(r io.Reader, identities []age.Identity, pool *Pool) (*Reader, error) {
+	src := &srcReader{r: r}
+	hdr, err := ReadHeader(src)
+	if err != nil {
+		return nil, err
+	}
+	or := &Reader{
+		Header: hdr,
+		src:    src,
+		hash:   sha256.New(),
+		pool:   pool,
+	}
+	var body io.Reader = src
+	if hdr.Encryption == EncryptionAge {
+		if len(identities) == 0 {
+			return nil, fmt.Errorf("%w: the object is encrypted with age, but no identities were given", ErrNoIdentity)
+		}
+		for i, id := range identities {
+			if id == nil {
+				return nil, fmt.Errorf("objstream: identity %d is nil", i+1)
+			}
+		}
+		ar, err := age.Decrypt(src, identities...)
+		if err != nil {
+			return nil, or.classify("decrypting age header", err, len(identities))
+		}
+		body = ar
+	}
+	if hdr.Compression == CompressionZstd {
+		if hdr.Encryption == EncryptionNone {
+			// zstd issues small reads for block headers; the age
+			// layer buffers whole chunks, the raw source may not.
+			body = bufio.NewReaderSize(body, 32<<10)
+		}
+		or.zdec, err = pool.newDecoder(body)
+		if err != nil {
+			return nil, fmt.Errorf("objstream: starting zstd: %w", err)
+		}
+		body = or.zdec
+	}
+	or.body = body
+	or.buf = make([]byte, readBufSize)
+	return or, nil
+}
+
+// classify turns an error from the decoding layers into the package's
+// error classes.
+func (r *Reader) classify(what string, err error, nids int) error {
+	if r.src.err != nil {
+		// The source failed; whatever the layers made of it, it is
+		// an I/O error, not corruption.
+		return fmt.Errorf("objstream: %s: reading object: %w", what, r.src.err)
+	}
+	var nim *age.NoIdentityMatchError
+	if errors.As(err, &nim) {
+		given := "the identity given does not"
+		if nids != 1 {
+			given = fmt.Sprintf("none of the %d identities given", nids)
+		}
+		return fmt.Errorf("%w: %s match the object's recipients (recipient stanza types: %s); "+
+			"wrong key, or a damaged recipient stanza: %w",
+			ErrNoIdentity, given, strings.Join(nim.StanzaTypes, ", "), err)
+	}
+	return fmt.Errorf("%w: %s: %w", ErrCorrupt, what, err)
+}
+
+// Read reads plaintext. It returns io.EOF only after the trailer has been
+// verified against the data returned and against the header.
+func (r *Reader) Read(p []byte) (int, error) {
+	if r.err != nil {
+		return 0, r.err
+	}
+	empty := 0
+	for {
+		if avail := r.w - r.r - TrailerSize; avail > 0 {
+			if len(p) == 0 {
+				return 0, nil
+			}
+			n := copy(p, r.buf[r.r:r.r+avail])
+			r.hash.Write(p[:n])
+			r.r += n
+			r.n += int64(n)
+			if r.Header.PlainSize >= 0 && r.n > r.Header.PlainSize {
+				return 0, r.fail(fmt.Errorf("%w: object holds more than the %d bytes its header declares", ErrCorrupt, r.Header.PlainSize))
+			}
+			return n, nil
+		}
+		if r.eof {
+			if err := r.verify(); err != nil {
+				return 0, r.fail(err)
+			}
+			r.release(true)
+			r.err = io.EOF
+			return 0, io.EOF
+		}
+		// Fewer than TrailerSize+1 bytes pending: move them to the front
+		// (at most TrailerSize bytes) and refill.
+		if r.r > 0 {
+			r.w = copy(r.buf, r.buf[r.r:r.w])
+			r.r = 0
+		}
+		m, err := r.body.Read(r.buf[r.w:])
+		r.w += m
+		switch {
+		case err == io.EOF:
+			r.eof = true
+		case err != nil:
+			return 0, r.fail(r.classify("decoding body", err, 0))
+		case m == 0:
+			empty++
+			if empty >= maxEmptyReads {
+				return 0, r.fail(fmt.Errorf("objstream: decoding body: %w", io.ErrNoProgress))
+			}
+		}
+	}
+}
+
+// verify checks the held-back trailer at the end of the decoded stream.
+func (r *Reader) verify() error {
+	tr := r.buf[r.r:r.w]
+	if len(tr) != TrailerSize {
+		return fmt.Errorf("%w: object body ends after %d bytes, too short for the %d-byte trailer (truncated?)",
+			ErrCorrupt, r.n+int64(len(tr)), TrailerSize)
+	}
+	if string(tr[:len(trailerMagic)]) != trailerMagic {
+		return fmt.Errorf("%w: bad trailer magic (truncated or damaged object)", ErrCorrupt)
+	}
+	size := binary.BigEndian.Uint64(tr[8:16])
+	sum := tr[16:]
+	if size != uint64(r.n) {
+		return fmt.Errorf("%w: trailer records %d plaintext bytes, read %d", ErrCorrupt, size, r.n)
+	}
+	got := r.hash.Sum(nil)
+	if !bytes.Equal(got, sum) {
+		return fmt.Errorf("%w: plaintext SHA-256 mismatch: trailer records %x, read data has %x", ErrCorrupt, sum, got)
+	}
+	if r.Header.PlainSize >= 0 && r.Header.PlainSize != r.n {
+		return fmt.Errorf("%w: header records %d plaintext bytes, read %d", ErrCorrupt, r.Header.PlainSize, r.n)
+	}
+	if r.Header.PlainSHA256 != nil && !bytes.Equal(r.Header.PlainSHA256, got) {
+		return fmt.Errorf("%w: plaintext SHA-256 mismatch: header records %x, read data has %x", ErrCorrupt, r.Header.PlainSHA256, got)
+	}
+	return nil
+}
+
+// fail records a sticky error, frees the decoder and returns err.
+func (r *Reader) fail(err error) error {
+	r.err = err
+	r.release(false)
+	return err
+}
+
+// release frees the buffers and the decoder; a decoder that is in a good
+// state (reuse) goes back to the pool, if any.
+func (r *Reader) release(reuse bool) {
+	if r.zdec != nil {
+		if reuse {
+			r.pool.putDecoder(r.zdec)
+		} else {
+			r.zdec.Close()
+		}
+		r.zdec = nil
+	}
+	r.buf = nil
+	r.r, r.w = 0, 0
+}
+
+// Close releases the Reader's resources. It does not close the underlying
+// reader and does not verify anything: only a Read returning io.EOF
+// means the object was read in full and verified.
+func (r *Reader) Close() error {
+	// Without a sticky error the decoder has seen no error and can be
+	// reused.
+	r.release(r.err == nil || r.err == io.EOF)
+	if r.err == nil {
+		r.err = errors.New("objstream: read after Close")
+	}
+	return nil
+}

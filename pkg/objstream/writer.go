@@ -1,0 +1,248 @@
+package objstream
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"time"
+
+	"filippo.io/age"
+	"github.com/klauspost/compress/zstd"
+)
+
+// DefaultLevel is the zstd level used when Options.Level is 0.
+const DefaultLevel = 3
+
+// Options configure NewWriter.
+type Options struct {
+	// Compression is CompressionZstd (the default, when empty) or
+	// CompressionNone.
+	Compression string
+	// Level is the zstd level, 1..22, mapped with
+	// zstd.EncoderLevelFromZstd: 1-2 fastest, 3-5 default, 6-9 better,
+	// 10-22 best (much slower). 0 means DefaultLevel.
+	Level int
+	// Recipients are the age recipients the object is encrypted to. At
+	// least one is required unless Unencrypted is set.
+	Recipients []age.Recipient
+	// Unencrypted must be set, with no Recipients, to write an
+	// unencrypted object. There is no implicit fallback.
+	Unencrypted bool
+	// PlainSize is the plaintext length if known in advance, recorded in
+	// the header and checked by Close; -1 if unknown. Note that the zero
+	// value 0 means "known to be empty".
+	PlainSize int64
+	// PlainSHA256 is the plaintext's SHA-256 if known in advance, recorded
+	// in the header and checked by Close; nil if unknown.
+	PlainSHA256 []byte
+	// Concurrency is the zstd encoder concurrency; 0 means 1. With 1 the
+	// encoder runs synchronously in the caller's goroutine, which is what
+	// callers running many streams in parallel want.
+	Concurrency int
+	// Created is recorded in the header; zero means time.Now().
+	Created time.Time
+}
+
+// writer implements the io.WriteCloser returned by NewWriter.
+type writer struct {
+	top    io.Writer     // where plaintext goes: zenc, aenc or dst
+	zenc   *zstd.Encoder // nil without compression
+	pool   *Pool         // where zenc goes back to, or nil
+	key    encKey
+	aenc   io.WriteCloser // nil without encryption
+	hash   hash.Hash
+	n      int64
+	size   int64  // expected plaintext size or -1
+	sum    []byte // expected plaintext SHA-256 or nil
+	err    error  // sticky error
+	closed bool
+}
+
+// NewWriter writes the header of a new object to w and returns a writer for
+// its plaintext. Close writes the trailer and flushes the compression and
+// encryption layers; it does not close w. If any call returns an error the
+// partial object must be discarded.
+//
+// NewWriter builds a fresh zstd encoder; see Pool for reusing them.
+func NewWriter(w io.Writer, opts Options) (io.WriteCloser, error) {
+	return newWriter(w, opts, nil)
+}
+
+func newWriter(w io.Writer, opts Options, pool *Pool) (io.WriteCloser, error) {
+	if w == nil {
+		return nil, errors.New("objstream: nil writer")
+	}
+	hdr := Header{
+		Version:     Version,
+		Compression: opts.Compression,
+		PlainSize:   opts.PlainSize,
+		PlainSHA256: opts.PlainSHA256,
+		Created:     opts.Created,
+	}
+	if hdr.Compression == "" {
+		hdr.Compression = CompressionZstd
+	}
+	if hdr.Compression != CompressionZstd && hdr.Compression != CompressionNone {
+		return nil, fmt.Errorf("objstream: unknown compression %q (want %q or %q)", opts.Compression, CompressionZstd, CompressionNone)
+	}
+	level := opts.Level
+	if level == 0 {
+		level = DefaultLevel
+	}
+	if level < 1 || level > 22 {
+		return nil, fmt.Errorf("objstream: zstd level %d out of range 1..22", opts.Level)
+	}
+	conc := opts.Concurrency
+	if conc == 0 {
+		conc = 1
+	}
+	if conc < 0 {
+		return nil, fmt.Errorf("objstream: negative concurrency %d", opts.Concurrency)
+	}
+	switch {
+	case opts.Unencrypted && len(opts.Recipients) > 0:
+		return nil, errors.New("objstream: Options.Unencrypted set together with Recipients")
+	case opts.Unencrypted:
+		hdr.Encryption = EncryptionNone
+	case len(opts.Recipients) == 0:
+		return nil, errors.New("objstream: no age recipients given (set Options.Unencrypted to write an unencrypted object)")
+	default:
+		for i, r := range opts.Recipients {
+			if r == nil {
+				return nil, fmt.Errorf("objstream: recipient %d is nil", i+1)
+			}
+		}
+		hdr.Encryption = EncryptionAge
+	}
+	if hdr.PlainSize < -1 {
+		return nil, fmt.Errorf("objstream: invalid PlainSize %d (use -1 for unknown)", opts.PlainSize)
+	}
+	if hdr.PlainSHA256 != nil && len(hdr.PlainSHA256) != sha256Size {
+		return nil, fmt.Errorf("objstream: PlainSHA256 has %d bytes, want %d", len(hdr.PlainSHA256), sha256Size)
+	}
+	if hdr.Created.IsZero() {
+		hdr.Created = time.Now()
+	}
+
+	hb, err := marshalHeader(hdr)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := w.Write(hb); err != nil {
+		return nil, fmt.Errorf("objstream: writing header: %w", err)
+	}
+
+	ow := &writer{
+		top:  w,
+		hash: sha256.New(),
+		size: hdr.PlainSize,
+		sum:  bytes.Clone(hdr.PlainSHA256),
+	}
+	if hdr.Encryption == EncryptionAge {
+		ow.aenc, err = age.Encrypt(w, opts.Recipients...)
+		if err != nil {
+			return nil, fmt.Errorf("objstream: starting age encryption: %w", err)
+		}
+		ow.top = ow.aenc
+	}
+	if hdr.Compression == CompressionZstd {
+		ow.pool = pool
+		ow.key = encKey{level: zstd.EncoderLevelFromZstd(level), conc: conc}
+		ow.zenc, err = pool.newEncoder(ow.key)
+		if err != nil {
+			return nil, fmt.Errorf("objstream: starting zstd: %w", err)
+		}
+		if hdr.PlainSize >= 0 {
+			// A known size goes into the frame header, which also
+			// lets the encoder pick a smaller window for small
+			// objects (less memory for writer and reader).
+			ow.zenc.ResetContentSize(ow.top, hdr.PlainSize+TrailerSize)
+		} else {
+			ow.zenc.Reset(ow.top)
+		}
+		ow.top = ow.zenc
+	}
+	return ow, nil
+}
+
+// Write compresses, encrypts and writes p.
+func (w *writer) Write(p []byte) (int, error) {
+	if w.err != nil {
+		return 0, w.err
+	}
+	if w.closed {
+		return 0, errors.New("objstream: write after Close")
+	}
+	n, err := w.top.Write(p)
+	w.hash.Write(p[:n])
+	w.n += int64(n)
+	if err != nil {
+		w.err = fmt.Errorf("objstream: writing object: %w", err)
+		return n, w.err
+	}
+	if w.size >= 0 && w.n > w.size {
+		w.err = fmt.Errorf("objstream: wrote %d bytes, more than the declared Options.PlainSize %d (use -1 when the size is not known in advance)", w.n, w.size)
+		return n, w.err
+	}
+	return n, nil
+}
+
+// Close writes the trailer and flushes all layers. It does not close the
+// underlying writer. Calling Close again returns the first result.
+func (w *writer) Close() error {
+	if w.closed {
+		return w.err
+	}
+	w.closed = true
+	if w.err != nil {
+		w.release()
+		return w.err
+	}
+	sum := w.hash.Sum(nil)
+	if w.size >= 0 && w.n != w.size {
+		w.err = fmt.Errorf("objstream: wrote %d bytes, but PlainSize declared %d", w.n, w.size)
+	} else if w.sum != nil && !bytes.Equal(sum, w.sum) {
+		w.err = fmt.Errorf("objstream: plaintext SHA-256 %x does not match the declared PlainSHA256 %x", sum, w.sum)
+	}
+	if w.err != nil {
+		w.release()
+		return w.err
+	}
+	var tr [TrailerSize]byte
+	if _, err := w.top.Write(appendTrailer(tr[:0], w.n, sum)); err != nil {
+		w.err = fmt.Errorf("objstream: writing trailer: %w", err)
+		w.release()
+		return w.err
+	}
+	if w.zenc != nil {
+		if err := w.zenc.Close(); err != nil {
+			w.err = fmt.Errorf("objstream: finishing zstd: %w", err)
+			w.zenc = nil
+			return w.err
+		}
+		w.pool.putEncoder(w.key, w.zenc)
+		w.zenc = nil
+	}
+	if w.aenc != nil {
+		if err := w.aenc.Close(); err != nil {
+			w.err = fmt.Errorf("objstream: finishing age encryption: %w", err)
+			return w.err
+		}
+	}
+	return nil
+}
+
+// release frees the zstd encoder after a failure without finishing the
+// object (the output is unusable anyway; no trailer is written).
+func (w *writer) release() {
+	if w.zenc != nil {
+		// Reset to a discarding writer so Close flushes nothing into the
+		// object and stops any encoder goroutines.
+		w.zenc.Reset(io.Discard)
+		_ = w.zenc.Close()
+		w.zenc = nil
+	}
+}

@@ -1,0 +1,132 @@
+package repo
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/pgdr/pgdr/pkg/config"
+	"github.com/pgdr/pgdr/pkg/storage"
+	"github.com/pgdr/pgdr/pkg/storage/filestore"
+	"github.com/pgdr/pgdr/pkg/storage/s3store"
+)
+
+// Repo is one opened repository.
+type Repo struct {
+	Name  string
+	Store storage.ObjectStore
+}
+
+// Open opens one configured repository.
+func Open(ctx context.Context, r config.Repo) (Repo, error) {
+	u, err := url.Parse(r.URL)
+	if err != nil {
+		return Repo{}, fmt.Errorf("repository %s: %w", r.Name, err)
+	}
+	switch u.Scheme {
+	case "file":
+		st, err := filestore.New(u.Path)
+		if err != nil {
+			return Repo{}, fmt.Errorf("repository %s: %w", r.Name, err)
+		}
+		return Repo{Name: r.Name, Store: st}, nil
+	case "s3":
+		opts := s3store.Options{
+			Bucket: u.Host,
+			Prefix: strings.Trim(u.Path, "/"),
+		}
+		if s := r.S3; s != nil {
+			opts.Endpoint, opts.Region, opts.PathStyle = s.Endpoint, s.Region, s.PathStyle
+			opts.PartSize = int64(s.PartSizeMB) << 20
+			opts.MaxAttempts = s.MaxAttempts
+			if s.AccessKeyIDFile != "" {
+				if opts.AccessKeyID, err = config.ReadSecretFile(s.AccessKeyIDFile); err != nil {
+					return Repo{}, fmt.Errorf("repository %s: access_key_id_file: %w", r.Name, err)
+				}
+				if opts.SecretAccessKey, err = config.ReadSecretFile(s.SecretAccessKeyFile); err != nil {
+					return Repo{}, fmt.Errorf("repository %s: secret_access_key_file: %w", r.Name, err)
+				}
+			}
+		}
+		if opts.Region == "" {
+			opts.Region = os.Getenv("AWS_REGION")
+		}
+		if opts.Region == "" {
+			opts.Region = "us-east-1"
+		}
+		st, err := s3store.New(ctx, opts)
+		if err != nil {
+			return Repo{}, fmt.Errorf("repository %s: %w", r.Name, err)
+		}
+		return Repo{Name: r.Name, Store: st}, nil
+	}
+	return Repo{}, fmt.Errorf("repository %s: unknown scheme %q (file or s3)", r.Name, u.Scheme)
+}
+
+// OpenAll opens every configured repository, in configuration order.
+func OpenAll(ctx context.Context, cfg *config.Config) ([]Repo, error) {
+	out := make([]Repo, 0, len(cfg.Repos))
+	for _, r := range cfg.Repos {
+		o, err := Open(ctx, r)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, o)
+	}
+	return out, nil
+}
+
+// WALPrefix is the key prefix of all archived WAL of a cluster.
+func WALPrefix(cluster string) string { return cluster + "/wal/" }
+
+// WALKey is the key of one archived WAL file.
+func WALKey(cluster, name string) string {
+	return WALPrefix(cluster) + name[:8] + "/" + name
+}
+
+// ClusterInfo identifies the PostgreSQL cluster a repository belongs to.
+type ClusterInfo struct {
+	Cluster          string    `json:"cluster"`
+	SystemIdentifier uint64    `json:"system_identifier,string"`
+	Created          time.Time `json:"created"`
+}
+
+func clusterInfoKey(cluster string) string { return cluster + "/cluster.json" }
+
+// ErrWrongCluster means a repository holds another PostgreSQL cluster's data.
+var ErrWrongCluster = errors.New("repository belongs to another PostgreSQL cluster")
+
+// EnsureClusterInfo checks that the repository holds this system identifier's
+// data, recording it on first use. A repository that already holds another
+// cluster's WAL must never be mixed with this one's.
+func EnsureClusterInfo(ctx context.Context, r Repo, cluster string, sysid uint64) error {
+	key := clusterInfoKey(cluster)
+	rc, err := r.Store.Get(ctx, key)
+	switch {
+	case err == nil:
+		defer rc.Close()
+		var info ClusterInfo
+		if err := json.NewDecoder(io.LimitReader(rc, 1<<20)).Decode(&info); err != nil {
+			return fmt.Errorf("%s/%s: %w", r.Store, key, err)
+		}
+		if info.SystemIdentifier != sysid {
+			return fmt.Errorf("%w: %s/%s records system identifier %d, this cluster's is %d (point the repository elsewhere or use another cluster name)", ErrWrongCluster, r.Store, key, info.SystemIdentifier, sysid)
+		}
+		return nil
+	case errors.Is(err, storage.ErrNotFound):
+		b, _ := json.MarshalIndent(ClusterInfo{Cluster: cluster, SystemIdentifier: sysid, Created: time.Now().UTC()}, "", "  ")
+		if err := r.Store.Put(ctx, key, bytes.NewReader(b), int64(len(b))); err != nil {
+			return fmt.Errorf("recording the cluster in %s: %w", r.Store, err)
+		}
+		return nil
+	default:
+		return fmt.Errorf("%s/%s: %w", r.Store, key, err)
+	}
+}

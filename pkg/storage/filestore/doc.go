@@ -1,0 +1,13 @@
+// Package filestore implements storage.ObjectStore on a local (or mounted)
+// file system for file:///path repositories.
+//
+// Each key maps to a file below the root directory. Put writes to a hidden
+// temporary file in the target directory, fsyncs it, renames it into place
+// and fsyncs the directory, so a crash never exposes a partial object and a
+// completed Put survives power loss. Temporary files start with
+// ".pgdr-tmp-"; List skips them and keys may not use that name.
+//
+// Because a file system cannot hold both a file "a" and a directory "a", the
+// keys "a" and "a/b" cannot coexist here (S3 allows it); pgdr's key layout
+// never needs that.
+package filestore

@@ -1,0 +1,41 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+)
+
+// ErrNotFound is returned (wrapped) by Get, Stat when the object does not exist.
+var ErrNotFound = errors.New("object not found")
+
+// ObjectInfo describes one stored object.
+type ObjectInfo struct {
+	Key     string    // full key relative to the store's root/prefix, '/'-separated
+	Size    int64     // bytes
+	ModTime time.Time // last modification, as reported by the backend
+}
+
+// ObjectStore is the seam every repository backend implements. Keys are
+// '/'-separated relative paths (no leading '/', no "..", no empty segments).
+// Every method is safe for concurrent use.
+type ObjectStore interface {
+	// Put streams r to key. The object becomes visible only once it is
+	// complete and durable (file: temp file, fsync, rename, fsync dir;
+	// S3: multipart upload completed, then verified by size). size is the
+	// expected length or -1 when unknown; a short or long stream is an error
+	// and leaves no object behind. Put overwrites an existing key.
+	Put(ctx context.Context, key string, r io.Reader, size int64) error
+	// Get opens key for reading. A missing key gives an error wrapping ErrNotFound.
+	Get(ctx context.Context, key string) (io.ReadCloser, error)
+	// Stat returns the object's info; a missing key wraps ErrNotFound.
+	Stat(ctx context.Context, key string) (ObjectInfo, error)
+	// List calls fn for every object whose key starts with prefix, in
+	// lexical key order. An error returned by fn stops the listing and is returned.
+	List(ctx context.Context, prefix string, fn func(ObjectInfo) error) error
+	// Delete removes key; deleting a missing key is not an error.
+	Delete(ctx context.Context, key string) error
+	// String names the store for messages and logs (URL without secrets).
+	String() string
+}

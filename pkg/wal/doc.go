@@ -1,0 +1,6 @@
+// Package wal knows PostgreSQL's write-ahead log file names and on-disk
+// headers: segment, timeline history, partial and backup-history file names;
+// the long page header at the start of every segment (system identifier,
+// segment size, timeline); and the system identifier in global/pg_control.
+// It does no I/O beyond reading the files it is pointed at.
+package wal

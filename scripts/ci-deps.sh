@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what the tests need on a fresh machine, skipping what is present:
+# PostgreSQL 15 server binaries (Debian's postgresql-15) and versitygw (an S3
+# server, via go install). Safe to run repeatedly.
+set -euo pipefail
+PG_BIN=/usr/lib/postgresql/15/bin
+VERSITYGW_VERSION=v1.8.0
+
+need_apt=()
+[ -x "$PG_BIN/postgres" ] || need_apt+=(postgresql-15)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "ci-deps: installing ${need_apt[*]}"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO=sudo; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+fi
+# Debian's package starts a cluster of its own; the tests make their own.
+if id postgres >/dev/null 2>&1; then :; else
+  echo "ci-deps: the postgres user is missing (install postgresql-15)" >&2; exit 1
+fi
+
+gobin="$(go env GOPATH)/bin"
+if ! command -v versitygw >/dev/null 2>&1 && [ ! -x "$gobin/versitygw" ]; then
+  echo "ci-deps: installing versitygw $VERSITYGW_VERSION"
+  go install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
+fi
+echo "ci-deps: PostgreSQL 15 and versitygw present"
