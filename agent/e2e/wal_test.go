@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pgdr/pgdr/pkg/testutil"
+	"github.com/pgdr/pgdr/pkg/testutil/pgtest"
 	"github.com/pgdr/pgdr/pkg/wal"
 )
 
@@ -145,5 +147,54 @@ func TestS3OutageCatchUp(t *testing.T) {
 		if rp.Timelines[0].Last < pending[len(pending)-1] {
 			t.Errorf("repo %s ends at %s, want %s", rp.Repo, rp.Timelines[0].Last, pending[len(pending)-1])
 		}
+	}
+}
+
+// TestRecoveryThroughWalFetch restores a base copy of the cluster and lets
+// PostgreSQL replay the archive through restore_command = pgdr-agent
+// wal-fetch: recovery reaches the end of the archive (exit 1 there, not an
+// error), promotes, and holds every row; later segments come from prefetch.
+func TestRecoveryThroughWalFetch(t *testing.T) {
+	skipShort(t)
+	l := newLab(t, labOpts{})
+	l.pg.Exec(t, "CREATE TABLE ledger(id int primary key, note text)")
+	l.pg.Exec(t, "INSERT INTO ledger SELECT g, 'before' FROM generate_series(1, 1000) g")
+
+	restored := pgtest.Empty(t, pgtest.Options{})
+	l.pg.Run(t, "pg_basebackup", "-h", "127.0.0.1", "-p", fmt.Sprint(l.pg.Port), "-U", "postgres",
+		"-D", restored.PGData, "-X", "none", "-c", "fast", "--no-sync")
+
+	// WAL after the copy: several segments that only the archive has.
+	l.pg.Exec(t, "INSERT INTO ledger SELECT g, 'after' FROM generate_series(1001, 5000) g")
+	l.pg.PGBench(t, "-i", "-q", "-s", "5", "postgres")
+	l.pg.Exec(t, "INSERT INTO ledger VALUES (5001, 'last')")
+	last := l.switchWAL(t)
+	l.waitArchived(t, last, 3*time.Minute)
+	want := l.pg.QueryString(t, "SELECT count(*)::text || '/' || sum(id)::text FROM ledger")
+
+	conf := restored.LocalConf()
+	conf["archive_mode"] = "off"
+	conf["restore_command"] = fmt.Sprintf("'%s wal-fetch --config %s %%f %%p'", agentPath(t), l.cfg)
+	restored.AppendConf(t, conf)
+	if err := os.WriteFile(filepath.Join(restored.PGData, "recovery.signal"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pgtest.Chown(t, restored.Dir)
+	restored.Start(t)
+	testutil.WaitFor(t, 3*time.Minute, "the end of recovery", func() (bool, error) {
+		return restored.QueryString(t, "SELECT pg_is_in_recovery()::text") == "false", nil
+	})
+	if got := restored.QueryString(t, "SELECT count(*)::text || '/' || sum(id)::text FROM ledger"); got != want {
+		t.Fatalf("restored ledger %s, want %s", got, want)
+	}
+	if got := restored.QueryString(t, "SELECT count(*)::text FROM pgbench_accounts"); got != "500000" {
+		t.Fatalf("restored pgbench_accounts has %s rows", got)
+	}
+	log := restored.Log()
+	if !strings.Contains(log, "served from prefetch") {
+		t.Errorf("no segment was served from prefetch; server log:\n%s", tail(log, 3000))
+	}
+	if strings.Contains(log, "wal-fetch failed") {
+		t.Errorf("wal-fetch failed during recovery:\n%s", tail(log, 3000))
 	}
 }

@@ -13,7 +13,6 @@ import (
 	"filippo.io/age"
 
 	"github.com/pgdr/pgdr/pkg/keys"
-	"github.com/pgdr/pgdr/pkg/objstream"
 	"github.com/pgdr/pgdr/pkg/repo"
 	"github.com/pgdr/pgdr/pkg/storage"
 	"github.com/pgdr/pgdr/pkg/wal"
@@ -98,10 +97,11 @@ func (s *Shipper) fetchFrom(ctx context.Context, r repo.Repo, key, dest string) 
 	if err != nil {
 		return fmt.Errorf("repository %s: %s: %w", r.Name, key, err)
 	}
-	or, err := objstream.NewReader(rc, ids)
+	or, err := s.pool.NewReader(rc, ids)
 	if err != nil {
 		return fmt.Errorf("repository %s: object %s: %w", r.Name, key, err)
 	}
+	defer or.Close()
 	tmp, err := os.CreateTemp(filepath.Dir(dest), ".pgdr-fetch-*")
 	if err != nil {
 		return err

@@ -224,7 +224,7 @@ func (s *Shipper) Verify(ctx context.Context, parallel int) ([]VerifyResult, err
 			go func() {
 				defer wg.Done()
 				defer func() { <-sem }()
-				err := verifyObject(ctx, r, e.info.Key, ids)
+				err := s.verifyObject(ctx, r, e.info.Key, ids)
 				mu.Lock()
 				defer mu.Unlock()
 				if err != nil {
@@ -241,16 +241,17 @@ func (s *Shipper) Verify(ctx context.Context, parallel int) ([]VerifyResult, err
 	return out, nil
 }
 
-func verifyObject(ctx context.Context, r repo.Repo, key string, ids []age.Identity) error {
+func (s *Shipper) verifyObject(ctx context.Context, r repo.Repo, key string, ids []age.Identity) error {
 	rc, err := r.Store.Get(ctx, key)
 	if err != nil {
 		return err
 	}
 	defer rc.Close()
-	or, err := objstream.NewReader(rc, ids)
+	or, err := s.pool.NewReader(rc, ids)
 	if err != nil {
 		return err
 	}
+	defer or.Close()
 	_, err = io.Copy(io.Discard, or)
 	if errors.Is(err, io.EOF) {
 		err = nil

@@ -42,6 +42,7 @@ type Shipper struct {
 	repos      []repo.Repo
 	recipients []age.Recipient
 	log        *slog.Logger
+	pool       objstream.Pool // reuses zstd coders across segments in the daemon
 
 	mu       sync.Mutex
 	inflight map[string]*call
@@ -197,7 +198,7 @@ func (s *Shipper) push(ctx context.Context, path string) error {
 	opts.PlainSHA256 = sum[:]
 	var enc bytes.Buffer
 	enc.Grow(len(data)/4 + 4096)
-	w, err := objstream.NewWriter(&enc, opts)
+	w, err := s.pool.NewWriter(&enc, opts)
 	if err != nil {
 		return err
 	}

@@ -93,6 +93,37 @@ func Chown(t testing.TB, path string) {
 // New runs initdb for a new cluster; Start starts it.
 func New(t testing.TB, opts Options) *Cluster {
 	t.Helper()
+	c := Empty(t, opts)
+	args := append([]string{"-D", c.PGData, "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8", "--locale=C"}, opts.InitdbArgs...)
+	c.Run(t, "initdb", args...)
+	conf := map[string]string{
+		"fsync":             "off",
+		"logging_collector": "off",
+		"max_wal_size":      "'256MB'",
+	}
+	for k, v := range opts.Conf {
+		conf[k] = v
+	}
+	c.AppendConf(t, conf)
+	c.AppendConf(t, c.LocalConf())
+	return c
+}
+
+// LocalConf is the settings that tie a data directory to this Cluster's
+// port and socket directory (append them after restoring a copy of another
+// cluster's files).
+func (c *Cluster) LocalConf() map[string]string {
+	return map[string]string{
+		"listen_addresses":        "'127.0.0.1'",
+		"port":                    strconv.Itoa(c.Port),
+		"unix_socket_directories": "'" + c.Dir + "'",
+	}
+}
+
+// Empty prepares a cluster's directory, port and clean-up without creating
+// the data directory (for a restore or pg_basebackup to fill).
+func Empty(t testing.TB, opts Options) *Cluster {
+	t.Helper()
 	if opts.BinDir == "" {
 		opts.BinDir = DefaultBinDir
 	}
@@ -107,20 +138,6 @@ func New(t testing.TB, opts Options) *Cluster {
 		cred:   Credential(t),
 	}
 	c.PGData = filepath.Join(c.Dir, "pgdata")
-	args := append([]string{"-D", c.PGData, "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8", "--locale=C"}, opts.InitdbArgs...)
-	c.Run(t, "initdb", args...)
-	conf := map[string]string{
-		"listen_addresses":        "'127.0.0.1'",
-		"port":                    strconv.Itoa(c.Port),
-		"unix_socket_directories": "'" + c.Dir + "'",
-		"fsync":                   "off",
-		"logging_collector":       "off",
-		"max_wal_size":            "'256MB'",
-	}
-	for k, v := range opts.Conf {
-		conf[k] = v
-	}
-	c.AppendConf(t, conf)
 	t.Cleanup(func() { c.stopQuiet() })
 	return c
 }
