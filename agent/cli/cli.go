@@ -59,6 +59,10 @@ func commands() []command {
 		{"wal-list", "what the archive holds per timeline, with gaps", "wal-list --config FILE [--json]", cmdWalList},
 		{"wal-verify", "read back and verify every archived WAL object", "wal-verify --config FILE [--json] [--parallel N]", cmdWalVerify},
 		{"wal-prefetch", "fetch the segments after NAME into pg_wal/pgdr_prefetch (used by wal-fetch)", "wal-prefetch --config FILE --pgwal DIR --segment-size N NAME", cmdWalPrefetch},
+		{"backup", "take a base backup (full, diff or incr) of the running cluster", "backup --config FILE [--type T]", cmdBackup},
+		{"backup-list", "list the backups in every repository", "backup-list --config FILE [--json]", cmdBackupList},
+		{"backup-verify", "re-read and verify a backup, its chain and the WAL it needs", "backup-verify --config FILE ID|latest", cmdBackupVerify},
+		{"restore", "restore a backup and configure point-in-time recovery", "restore --config FILE --pgdata DIR [target]", cmdRestore},
 		{"keygen", "write a new age identity (mode 0600) and print its recipient", "keygen -o FILE", cmdKeygen},
 		{"config", "check a configuration file", "config check --config FILE", cmdConfig},
 		{"version", "print the version", "version", func(_ context.Context, e env, _ []string) int {
@@ -537,3 +541,5 @@ func cmdConfig(ctx context.Context, e env, args []string) int {
 	}
 	return 0
 }
+
+func absPath(p string) (string, error) { return filepath.Abs(p) }

@@ -34,10 +34,30 @@ type result struct {
 // runAgent runs pgdr-agent with args as the current user.
 func runAgent(t *testing.T, env []string, args ...string) result {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	return runAgentCred(t, nil, env, args...)
+}
+
+// runAgentPG runs pgdr-agent as the user PostgreSQL runs as, as an agent
+// next to the server does (so what it writes into a repository stays
+// writable for archive_command).
+func runAgentPG(t *testing.T, args ...string) result {
+	t.Helper()
+	return runAgentCred(t, pgtest.Credential(t), nil, args...)
+}
+
+func runAgentCred(t *testing.T, cred *syscall.Credential, env []string, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, agentPath(t), args...)
+	// On a time-out, SIGQUIT makes the Go runtime print every goroutine's
+	// stack into stderr, which the failure message shows.
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGQUIT) }
+	cmd.WaitDelay = 10 * time.Second
 	cmd.Env = append(os.Environ(), env...)
+	if cred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	}
 	var so, se bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &so, &se
 	err := cmd.Run()
@@ -226,4 +246,9 @@ func startDaemon(t *testing.T, l *lab, cfg string) *syncBuffer {
 		return err == nil, err
 	})
 	return &logb
+}
+
+func readFile(p string) string {
+	b, _ := os.ReadFile(p)
+	return string(b)
 }

@@ -245,13 +245,11 @@ func (s *Shipper) ensureInfo(ctx context.Context, r repo.Repo, sysid uint64) err
 // object with the same plaintext (size and SHA-256 in its header) is
 // success, anything else is ErrConflict and is left as it was.
 func putIfAbsent(ctx context.Context, r repo.Repo, key string, body, sum []byte, size int64) error {
-	_, err := r.Store.Stat(ctx, key)
+	// One GET answers both "is it there?" and "is it the same?"; only the
+	// cleartext header is read.
+	rc, err := r.Store.Get(ctx, key)
 	switch {
 	case err == nil:
-		rc, err := r.Store.Get(ctx, key)
-		if err != nil {
-			return fmt.Errorf("%s: %s: %w", r.Name, key, err)
-		}
 		h, err := objstream.ReadHeader(rc)
 		rc.Close()
 		if err != nil {

@@ -111,3 +111,23 @@ func TestSystemIdentifier(t *testing.T) {
 		t.Fatal("a directory without pg_control gave no error")
 	}
 }
+
+func TestLSN(t *testing.T) {
+	l, err := ParseLSN("16/B374D848")
+	if err != nil || uint64(l) != 0x16B374D848 || l.String() != "16/B374D848" {
+		t.Fatalf("ParseLSN = %v, %v", l, err)
+	}
+	for _, bad := range []string{"", "16", "x/1", "1/2/3", "100000000/0"} {
+		if _, err := ParseLSN(bad); err == nil {
+			t.Errorf("ParseLSN(%q) accepted", bad)
+		}
+	}
+	segs := SegmentsBetween(1, 0x2000028, 0x4000000, DefaultSegmentSize)
+	if len(segs) != 2 || segs[0] != "000000010000000000000002" || segs[1] != "000000010000000000000003" {
+		t.Fatalf("SegmentsBetween = %v", segs)
+	}
+	segs = SegmentsBetween(2, 0x5000028, 0x5000100, DefaultSegmentSize)
+	if len(segs) != 1 || segs[0] != "000000020000000000000005" {
+		t.Fatalf("SegmentsBetween within one segment = %v", segs)
+	}
+}

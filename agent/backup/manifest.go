@@ -1,0 +1,243 @@
+package backup
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/pgdr/pgdr/pkg/objstream"
+	"github.com/pgdr/pgdr/pkg/repo"
+	"github.com/pgdr/pgdr/pkg/storage"
+	"github.com/pgdr/pgdr/pkg/wal"
+)
+
+// Backup types.
+const (
+	TypeFull = "full"
+	TypeDiff = "diff"
+	TypeIncr = "incr"
+)
+
+// File storage kinds.
+const (
+	KindFull  = "full"  // the whole file is in Object
+	KindDelta = "delta" // changed pages are in Object (or none); the rest comes from the parent chain
+)
+
+// ManifestFormat is the manifest's format version.
+const ManifestFormat = 1
+
+// Manifest describes one base backup completely.
+type Manifest struct {
+	Format           int           `json:"format"`
+	ID               string        `json:"id"`
+	Type             string        `json:"type"`
+	Parent           string        `json:"parent,omitempty"`
+	Label            string        `json:"label"`
+	Cluster          string        `json:"cluster"`
+	Node             string        `json:"node"`
+	SystemIdentifier uint64        `json:"system_identifier,string"`
+	PGVersion        int           `json:"pg_version"`
+	FromStandby      bool          `json:"from_standby"`
+	DataChecksums    bool          `json:"data_checksums"`
+	SegmentSize      uint64        `json:"wal_segment_size"`
+	StartTime        time.Time     `json:"start_time"`
+	StopTime         time.Time     `json:"stop_time"`
+	StartLSN         wal.LSN       `json:"start_lsn"`
+	StopLSN          wal.LSN       `json:"stop_lsn"`
+	Timeline         uint32        `json:"timeline"`
+	WALStart         string        `json:"wal_start"`
+	WALStop          string        `json:"wal_stop"`
+	BackupLabel      []byte        `json:"backup_label"`
+	TablespaceMap    []byte        `json:"tablespace_map,omitempty"`
+	Tablespaces      []Tablespace  `json:"tablespaces,omitempty"`
+	Dirs             []Dir         `json:"dirs"`
+	Files            []File        `json:"files"`
+	CorruptPages     []CorruptPage `json:"corrupt_pages,omitempty"`
+	DatabaseBytes    int64         `json:"database_bytes"`
+	StoredBytes      int64         `json:"stored_bytes"`
+	DurationSeconds  float64       `json:"duration_seconds"`
+}
+
+// Tablespace is a pg_tblspc link.
+type Tablespace struct {
+	OID      string `json:"oid"`
+	Location string `json:"location"`
+}
+
+// Dir is a directory to create at restore.
+type Dir struct {
+	Path string `json:"path"`
+	Mode uint32 `json:"mode"`
+}
+
+// File is one file of the data directory as this backup holds it.
+type File struct {
+	Path   string    `json:"path"`
+	Size   int64     `json:"size"`
+	Mode   uint32    `json:"mode"`
+	MTime  time.Time `json:"mtime"`
+	Kind   string    `json:"kind"`
+	Object string    `json:"object,omitempty"` // key under the cluster, "" when nothing is stored (empty file, no changed page)
+	SHA256 string    `json:"sha256,omitempty"` // of the object's plaintext
+	Stored int64     `json:"stored,omitempty"` // bytes stored in one repository
+	Pages  int       `json:"pages,omitempty"`  // delta: pages stored
+}
+
+// CorruptPage is a page whose checksum failed (twice) during the backup.
+type CorruptPage struct {
+	Path  string `json:"path"`
+	Block uint32 `json:"block"`
+	Error string `json:"error"`
+}
+
+var idRE = regexp.MustCompile(`^[0-9]{8}T[0-9]{6}[FDI]$`)
+
+// ValidID reports whether id has the form of a backup ID (20261126T081700F).
+func ValidID(id string) bool { return idRE.MatchString(id) }
+
+func backupPrefix(cluster string) string { return cluster + "/backup/" }
+
+func manifestKey(cluster, id string) string {
+	return backupPrefix(cluster) + id + "/backup.manifest"
+}
+
+func objectKey(cluster, id, path string) string {
+	return backupPrefix(cluster) + id + "/pgdata/" + path
+}
+
+// ErrNoBackup means the backup does not exist (no manifest).
+var ErrNoBackup = errors.New("no such backup")
+
+// LoadManifest reads and verifies one backup's manifest.
+func LoadManifest(ctx context.Context, r repo.Repo, cluster, id string) (*Manifest, error) {
+	if !ValidID(id) {
+		return nil, fmt.Errorf("%q is not a backup ID (like 20261126T081700F)", id)
+	}
+	key := manifestKey(cluster, id)
+	rc, err := r.Store.Get(ctx, key)
+	if err != nil {
+		if errors.Is(err, storage.ErrNotFound) {
+			return nil, fmt.Errorf("backup %s in repository %s: %w", id, r.Name, ErrNoBackup)
+		}
+		return nil, fmt.Errorf("repository %s: %s: %w", r.Name, key, err)
+	}
+	defer rc.Close()
+	or, err := objstream.NewReader(rc, nil)
+	if err != nil {
+		return nil, fmt.Errorf("repository %s: manifest %s: %w", r.Name, key, err)
+	}
+	defer or.Close()
+	b, err := io.ReadAll(or)
+	if err != nil {
+		return nil, fmt.Errorf("repository %s: manifest %s: %w", r.Name, key, err)
+	}
+	var m Manifest
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("repository %s: manifest %s: %w", r.Name, key, err)
+	}
+	if m.Format != ManifestFormat {
+		return nil, fmt.Errorf("repository %s: manifest %s has format %d, this pgdr reads %d", r.Name, key, m.Format, ManifestFormat)
+	}
+	return &m, nil
+}
+
+// saveManifest writes the manifest (compressed, checksummed, not
+// encrypted: see the package comment) to one repository.
+func saveManifest(ctx context.Context, r repo.Repo, m *Manifest) error {
+	body, err := json.MarshalIndent(m, "", " ")
+	if err != nil {
+		return err
+	}
+	var buf bytes.Buffer
+	w, err := objstream.NewWriter(&buf, objstream.Options{Compression: objstream.CompressionZstd, Unencrypted: true, PlainSize: int64(len(body))})
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write(body); err != nil {
+		return err
+	}
+	if err := w.Close(); err != nil {
+		return err
+	}
+	key := manifestKey(m.Cluster, m.ID)
+	if err := r.Store.Put(ctx, key, bytes.NewReader(buf.Bytes()), int64(buf.Len())); err != nil {
+		return fmt.Errorf("repository %s: writing manifest: %w", r.Name, err)
+	}
+	return nil
+}
+
+// List returns the manifests of every complete backup in r, oldest first.
+// Backups without a manifest (in progress or abandoned) are not listed.
+func List(ctx context.Context, r repo.Repo, cluster string) ([]*Manifest, error) {
+	var ids []string
+	err := r.Store.List(ctx, backupPrefix(cluster), func(oi storage.ObjectInfo) error {
+		rest := strings.TrimPrefix(oi.Key, backupPrefix(cluster))
+		if id, ok := strings.CutSuffix(rest, "/backup.manifest"); ok && ValidID(id) {
+			ids = append(ids, id)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing backups in repository %s: %w", r.Name, err)
+	}
+	sort.Strings(ids)
+	out := make([]*Manifest, 0, len(ids))
+	for _, id := range ids {
+		m, err := LoadManifest(ctx, r, cluster, id)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, m)
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].StartTime.Before(out[j].StartTime) })
+	return out, nil
+}
+
+// Chain returns the manifests from the full backup to id, oldest first.
+func Chain(ctx context.Context, r repo.Repo, cluster, id string) ([]*Manifest, error) {
+	var chain []*Manifest
+	for cur := id; cur != ""; {
+		m, err := LoadManifest(ctx, r, cluster, cur)
+		if err != nil {
+			if len(chain) > 0 {
+				return nil, fmt.Errorf("backup %s depends on %s: %w", chain[len(chain)-1].ID, cur, err)
+			}
+			return nil, err
+		}
+		chain = append([]*Manifest{m}, chain...)
+		if len(chain) > 1000 {
+			return nil, fmt.Errorf("backup %s: parent chain too long (a loop?)", id)
+		}
+		cur = m.Parent
+	}
+	if chain[0].Type != TypeFull {
+		return nil, fmt.Errorf("backup %s: chain does not start with a full backup", id)
+	}
+	return chain, nil
+}
+
+// Resolve turns "latest" or an ID into a backup ID present in r.
+func Resolve(ctx context.Context, r repo.Repo, cluster, id string) (string, error) {
+	if id != "latest" {
+		if _, err := LoadManifest(ctx, r, cluster, id); err != nil {
+			return "", err
+		}
+		return id, nil
+	}
+	ms, err := List(ctx, r, cluster)
+	if err != nil {
+		return "", err
+	}
+	if len(ms) == 0 {
+		return "", fmt.Errorf("repository %s has no backup of cluster %s: %w", r.Name, cluster, ErrNoBackup)
+	}
+	return ms[len(ms)-1].ID, nil
+}

@@ -1,0 +1,676 @@
+package backup
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"filippo.io/age"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgdr/pgdr/pkg/config"
+	"github.com/pgdr/pgdr/pkg/keys"
+	"github.com/pgdr/pgdr/pkg/objstream"
+	"github.com/pgdr/pgdr/pkg/pgpage"
+	"github.com/pgdr/pgdr/pkg/repo"
+	"github.com/pgdr/pgdr/pkg/storage"
+	"github.com/pgdr/pgdr/pkg/wal"
+)
+
+// Options select what Take does.
+type Options struct {
+	Type         string // full, diff, incr
+	FromStandby  bool
+	Label        string
+	Parallel     int           // files read at once (default: CPU count)
+	AllowCorrupt bool          // finish even when page checksums fail
+	PrimaryDSN   string        // standby backups: switch WAL on the primary so the last segment is archived
+	WALTimeout   time.Duration // how long to wait for the WAL the backup needs (default 10 min)
+	Progress     io.Writer     // progress lines, nil for none
+}
+
+// Deps are what Take works with.
+type Deps struct {
+	Cfg        *config.Config
+	Repos      []repo.Repo
+	Recipients []age.Recipient
+	Log        *slog.Logger
+}
+
+// ErrCorruptPages means page checksums failed; the backup was not recorded.
+var ErrCorruptPages = errors.New("corrupt pages found")
+
+type server struct {
+	conn          *pgx.Conn
+	version       int
+	inRecovery    bool
+	checksums     bool
+	segSize       uint64
+	sysid         uint64
+	timeline      uint32
+	dataDirectory string
+}
+
+func inspect(ctx context.Context, conn *pgx.Conn) (*server, error) {
+	s := &server{conn: conn}
+	var checksums, segSize, sysid string
+	err := conn.QueryRow(ctx, `SELECT current_setting('server_version_num')::int, pg_is_in_recovery(),
+		current_setting('data_checksums'), (SELECT setting FROM pg_settings WHERE name = 'wal_segment_size'),
+		(SELECT system_identifier::text FROM pg_control_system()), current_setting('data_directory'),
+		(SELECT timeline_id FROM pg_control_checkpoint())`).
+		Scan(&s.version, &s.inRecovery, &checksums, &segSize, &sysid, &s.dataDirectory, &s.timeline)
+	if err != nil {
+		return nil, fmt.Errorf("inspecting the server: %w", err)
+	}
+	s.checksums = checksums == "on"
+	if s.segSize, err = strconv.ParseUint(segSize, 10, 64); err != nil {
+		return nil, fmt.Errorf("wal_segment_size %q: %w", segSize, err)
+	}
+	if s.sysid, err = strconv.ParseUint(sysid, 10, 64); err != nil {
+		return nil, fmt.Errorf("system identifier %q: %w", sysid, err)
+	}
+	return s, nil
+}
+
+// Take runs one backup and returns its manifest once the manifest is
+// written to every repository (the moment the backup exists).
+func Take(ctx context.Context, d Deps, o Options) (*Manifest, error) {
+	if o.Type == "" {
+		o.Type = TypeFull
+	}
+	if o.Type != TypeFull && o.Type != TypeDiff && o.Type != TypeIncr {
+		return nil, fmt.Errorf("unknown backup type %q (full, diff or incr)", o.Type)
+	}
+	if o.Parallel <= 0 {
+		o.Parallel = runtime.NumCPU()
+	}
+	if o.WALTimeout <= 0 {
+		o.WALTimeout = 10 * time.Minute
+	}
+	log := d.Log
+	conn, err := pgx.Connect(ctx, d.Cfg.Postgres.DSN)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to %s: %w", d.Cfg.Postgres.DSN, err)
+	}
+	defer conn.Close(context.Background())
+	srv, err := inspect(ctx, conn)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkColocated(d.Cfg.Postgres.PGData, srv.dataDirectory); err != nil {
+		return nil, err
+	}
+	if srv.inRecovery && !o.FromStandby {
+		return nil, errors.New("the server is a standby: pass --from-standby to back it up")
+	}
+	if !srv.inRecovery && o.FromStandby {
+		return nil, errors.New("--from-standby was given but the server is not in recovery")
+	}
+	if srv.version < 150000 {
+		return nil, fmt.Errorf("PostgreSQL %d is not supported (15 or later)", srv.version)
+	}
+
+	main := d.Repos[0]
+	parent, err := pickParent(ctx, main, d.Cfg.Cluster, o.Type, srv, log)
+	if err != nil {
+		return nil, err
+	}
+	typ := o.Type
+	if parent == nil {
+		typ = TypeFull
+	}
+	id, err := newID(ctx, main, d.Cfg.Cluster, typ)
+	if err != nil {
+		return nil, err
+	}
+	m := &Manifest{
+		Format: ManifestFormat, ID: id, Type: typ, Label: o.Label, Cluster: d.Cfg.Cluster, Node: d.Cfg.Node.Name,
+		SystemIdentifier: srv.sysid, PGVersion: srv.version, FromStandby: srv.inRecovery,
+		DataChecksums: srv.checksums, SegmentSize: srv.segSize, StartTime: time.Now().UTC(),
+	}
+	if parent != nil {
+		m.Parent = parent.ID
+	}
+	if m.Label == "" {
+		m.Label = "pgdr " + id
+	}
+	log = log.With("backup", id, "type", typ)
+
+	var startLSN string
+	if err := conn.QueryRow(ctx, "SELECT pg_backup_start($1, true)::text", m.Label).Scan(&startLSN); err != nil {
+		return nil, fmt.Errorf("pg_backup_start: %w", err)
+	}
+	if m.StartLSN, err = wal.ParseLSN(startLSN); err != nil {
+		return nil, err
+	}
+	log.Info("backup started", "start_lsn", m.StartLSN, "parent", m.Parent, "from_standby", m.FromStandby)
+
+	w, err := walk(d.Cfg.Postgres.PGData)
+	if err != nil {
+		return nil, err
+	}
+	m.Dirs, m.Tablespaces = w.dirs, w.tablespaces
+	var parentFiles map[string]bool
+	var threshold wal.LSN
+	if parent != nil {
+		parentFiles = make(map[string]bool, len(parent.Files))
+		for _, f := range parent.Files {
+			parentFiles[f.Path] = true
+		}
+		threshold = parent.StartLSN
+	}
+	c := &copier{d: d, m: m, srv: srv, threshold: threshold, parentFiles: parentFiles, pool: &objstream.Pool{}}
+	for _, f := range w.files {
+		c.total.Add(f.info.Size())
+	}
+	stopProgress := c.progress(o.Progress)
+	files, err := c.copyAll(ctx, w.files, o.Parallel)
+	stopProgress()
+	if err != nil {
+		return nil, err
+	}
+	m.Files = files
+
+	var stopLSN string
+	var label, spcmap []byte
+	if err := conn.QueryRow(ctx, "SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(true)").Scan(&stopLSN, &label, &spcmap); err != nil {
+		return nil, fmt.Errorf("pg_backup_stop: %w", err)
+	}
+	m.StopTime = time.Now().UTC()
+	if m.StopLSN, err = wal.ParseLSN(stopLSN); err != nil {
+		return nil, err
+	}
+	m.BackupLabel, m.TablespaceMap = label, spcmap
+	if m.Timeline, err = labelTimeline(label); err != nil {
+		return nil, err
+	}
+	if srv.inRecovery {
+		var still bool
+		var tli uint32
+		if err := conn.QueryRow(ctx, "SELECT pg_is_in_recovery(), (SELECT timeline_id FROM pg_control_checkpoint())").Scan(&still, &tli); err != nil {
+			return nil, err
+		}
+		if !still || tli != m.Timeline {
+			return nil, fmt.Errorf("the standby was promoted or switched timeline (%d → %d) during the backup; it is not usable", m.Timeline, tli)
+		}
+	}
+	segs := wal.SegmentsBetween(m.Timeline, m.StartLSN, m.StopLSN, srv.segSize)
+	m.WALStart, m.WALStop = segs[0], segs[len(segs)-1]
+	log.Info("backup stopped", "stop_lsn", m.StopLSN, "wal_needed", m.WALStart+".."+m.WALStop)
+
+	if len(c.corrupt) > 0 {
+		m.CorruptPages = c.corrupt
+		for _, p := range c.corrupt {
+			log.Error("corrupt page", "file", p.Path, "block", p.Block, "err", p.Error)
+		}
+		if !o.AllowCorrupt {
+			first := c.corrupt[0]
+			return nil, fmt.Errorf("%w: %d page(s), first in %s block %d (%s); the backup was not recorded (pass --allow-corrupt to keep it anyway)",
+				ErrCorruptPages, len(c.corrupt), first.Path, first.Block, first.Error)
+		}
+	}
+	if srv.inRecovery && o.PrimaryDSN != "" {
+		if err := switchWAL(ctx, o.PrimaryDSN); err != nil {
+			log.Warn("switching WAL on the primary", "err", err)
+		}
+	}
+	if err := waitWAL(ctx, d, segs, o.WALTimeout, log); err != nil {
+		return nil, err
+	}
+	for _, f := range m.Files {
+		m.DatabaseBytes += f.Size
+		m.StoredBytes += f.Stored
+	}
+	m.DurationSeconds = time.Since(m.StartTime).Seconds()
+	for _, r := range d.Repos {
+		if err := saveManifest(ctx, r, m); err != nil {
+			return nil, err
+		}
+	}
+	log.Info("backup complete", "files", len(m.Files), "database_bytes", m.DatabaseBytes, "stored_bytes", m.StoredBytes,
+		"seconds", fmt.Sprintf("%.1f", m.DurationSeconds))
+	return m, nil
+}
+
+func checkColocated(pgdata, serverDir string) error {
+	a, err1 := filepath.EvalSymlinks(pgdata)
+	b, err2 := filepath.EvalSymlinks(serverDir)
+	if err1 != nil {
+		return fmt.Errorf("postgres.pgdata %s: %w", pgdata, err1)
+	}
+	if err2 != nil || a != b {
+		return fmt.Errorf("the server's data_directory is %s but postgres.pgdata is %s: backups read files directly, so the agent must run next to the server", serverDir, pgdata)
+	}
+	return nil
+}
+
+// pickParent finds the backup a diff (last full) or incr (last backup)
+// builds on; nil means the backup must be full.
+func pickParent(ctx context.Context, r repo.Repo, cluster, typ string, srv *server, log *slog.Logger) (*Manifest, error) {
+	if typ == TypeFull {
+		return nil, nil
+	}
+	ms, err := List(ctx, r, cluster)
+	if err != nil {
+		return nil, err
+	}
+	for i := len(ms) - 1; i >= 0; i-- {
+		m := ms[i]
+		if m.SystemIdentifier != srv.sysid {
+			continue
+		}
+		if typ == TypeDiff && m.Type != TypeFull {
+			continue
+		}
+		if m.Timeline != srv.timeline {
+			log.Warn("the last backup is on another timeline; taking a full backup", "parent_candidate", m.ID, "its_timeline", m.Timeline, "timeline", srv.timeline)
+			return nil, nil
+		}
+		return m, nil
+	}
+	log.Warn("no backup to build on; taking a full backup", "requested", typ)
+	return nil, nil
+}
+
+func newID(ctx context.Context, r repo.Repo, cluster, typ string) (string, error) {
+	suffix := map[string]string{TypeFull: "F", TypeDiff: "D", TypeIncr: "I"}[typ]
+	now := time.Now().UTC()
+	for i := 0; i < 5; i++ {
+		id := now.Add(time.Duration(i)*time.Second).Format("20060102T150405") + suffix
+		taken := false
+		err := r.Store.List(ctx, backupPrefix(cluster)+id[:15], func(storage.ObjectInfo) error {
+			taken = true
+			return io.EOF
+		})
+		if err != nil && !errors.Is(err, io.EOF) {
+			return "", err
+		}
+		if !taken {
+			return id, nil
+		}
+	}
+	return "", errors.New("could not find a free backup ID")
+}
+
+var tliRE = regexp.MustCompile(`(?m)^START TIMELINE: (\d+)$`)
+
+func labelTimeline(label []byte) (uint32, error) {
+	mm := tliRE.FindSubmatch(label)
+	if mm == nil {
+		return 0, fmt.Errorf("backup_label has no START TIMELINE:\n%s", label)
+	}
+	v, err := strconv.ParseUint(string(mm[1]), 10, 32)
+	return uint32(v), err
+}
+
+func switchWAL(ctx context.Context, dsn string) error {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	_, err = conn.Exec(ctx, "SELECT pg_switch_wal()")
+	return err
+}
+
+// waitWAL waits until every segment the backup needs is in every repository.
+func waitWAL(ctx context.Context, d Deps, segs []string, timeout time.Duration, log *slog.Logger) error {
+	deadline := time.Now().Add(timeout)
+	logged := false
+	for {
+		missing := ""
+		for _, r := range d.Repos {
+			for _, s := range segs {
+				if _, err := r.Store.Stat(ctx, repo.WALKey(d.Cfg.Cluster, s)); err != nil {
+					if !errors.Is(err, storage.ErrNotFound) {
+						return fmt.Errorf("checking the archive in repository %s: %w", r.Name, err)
+					}
+					missing = r.Name + ": " + s
+					break
+				}
+			}
+			if missing != "" {
+				break
+			}
+		}
+		if missing == "" {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the WAL this backup needs is not archived after %s (missing %s); the backup was not recorded — check archive_command", timeout, missing)
+		}
+		if !logged {
+			log.Info("waiting for the WAL the backup needs to be archived", "missing", missing)
+			logged = true
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// copier reads files and stores them.
+type copier struct {
+	d           Deps
+	m           *Manifest
+	srv         *server
+	threshold   wal.LSN
+	parentFiles map[string]bool
+	pool        *objstream.Pool
+
+	total, done atomic.Int64
+	mu          sync.Mutex
+	corrupt     []CorruptPage
+}
+
+func (c *copier) progress(w io.Writer) func() {
+	if w == nil {
+		return func() {}
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	start := time.Now()
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(2 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				done, total := c.done.Load(), c.total.Load()
+				pct := 100.0
+				if total > 0 {
+					pct = 100 * float64(done) / float64(total)
+				}
+				fmt.Fprintf(w, "backup %s: %5.1f%%  %d/%d MB  %.0f MB/s\n", c.m.ID, pct, done>>20, total>>20,
+					float64(done)/(1<<20)/time.Since(start).Seconds())
+			}
+		}
+	}()
+	return func() { close(stop); wg.Wait() }
+}
+
+func (c *copier) copyAll(ctx context.Context, files []walkFile, parallel int) ([]File, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	out := make([]File, len(files))
+	errs := make(chan error, 1)
+	sem := make(chan struct{}, parallel)
+	var wg sync.WaitGroup
+	for i, f := range files {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			fe, err := c.copyFile(ctx, f)
+			if err != nil {
+				select {
+				case errs <- err:
+				default:
+				}
+				cancel()
+				return
+			}
+			out[i] = fe
+		}()
+	}
+	wg.Wait()
+	select {
+	case err := <-errs:
+		return nil, err
+	default:
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	// Files that vanished during the backup (dropped relations) are left out.
+	kept := out[:0]
+	for _, f := range out {
+		if f.Path != "" {
+			kept = append(kept, f)
+		}
+	}
+	sortFiles(kept)
+	return kept, nil
+}
+
+// copyFile stores one file whole, or its changed pages for a main-fork
+// relation file that the parent chain holds.
+func (c *copier) copyFile(ctx context.Context, wf walkFile) (File, error) {
+	fh, err := os.Open(wf.abs)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return File{}, nil
+		}
+		return File{}, fmt.Errorf("reading %s: %w", wf.rel, err)
+	}
+	defer fh.Close()
+	fe := File{Path: wf.rel, Mode: uint32(wf.info.Mode().Perm()), MTime: wf.info.ModTime().UTC(), Kind: KindFull}
+	rf, isRel := pgpage.ParseRelPath(wf.rel)
+	delta := isRel && rf.Fork == "main" && c.parentFiles != nil && c.parentFiles[wf.rel]
+	if delta {
+		fe.Kind = KindDelta
+	}
+	if wf.info.Size() == 0 {
+		return fe, nil
+	}
+	key := objectKey(c.m.Cluster, c.m.ID, wf.rel)
+	h := sha256.New()
+	var pages int
+	var size int64
+	produce := func(w io.Writer) error {
+		sw := io.MultiWriter(w, h)
+		var err error
+		if isRel {
+			size, pages, err = c.copyRelation(fh, wf.rel, rf, delta, sw)
+		} else {
+			size, err = io.Copy(sw, &countingReader{r: fh, n: &c.done})
+		}
+		return err
+	}
+	stored, ok, err := c.putAll(ctx, key, produce)
+	if err != nil {
+		return File{}, err
+	}
+	fe.Size, fe.Pages = size, pages
+	if !ok {
+		return fe, nil // a delta with no changed page, or a file emptied meanwhile
+	}
+	fe.Object = key[len(c.m.Cluster)+1:]
+	fe.SHA256 = hex.EncodeToString(h.Sum(nil))
+	fe.Stored = stored
+	return fe, nil
+}
+
+// copyRelation reads a relation file page by page: verifies checksums
+// (re-reading a failed page once; a page changed since the backup started
+// is left to WAL replay) and writes either every page or, for a delta,
+// (block, page) records of the pages changed since the threshold.
+func (c *copier) copyRelation(fh *os.File, rel string, rf pgpage.RelFile, delta bool, w io.Writer) (int64, int, error) {
+	const chunkPages = 128
+	buf := make([]byte, chunkPages*pgpage.BlockSize)
+	var hdr [4]byte
+	var off int64
+	pages := 0
+	for {
+		n, err := io.ReadFull(fh, buf)
+		if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+			return 0, 0, fmt.Errorf("reading %s: %w", rel, err)
+		}
+		n -= n % pgpage.BlockSize // a page being extended right now is left to WAL replay
+		for p := 0; p < n; p += pgpage.BlockSize {
+			page := buf[p : p+pgpage.BlockSize]
+			blockInFile := uint32((off + int64(p)) / pgpage.BlockSize)
+			if c.srv.checksums {
+				c.checkPage(fh, rel, rf, page, blockInFile, off+int64(p))
+			}
+			if !delta {
+				continue
+			}
+			if pgpage.IsNew(page) || wal.LSN(pgpage.ParseHeader(page).LSN) >= c.threshold {
+				binary.BigEndian.PutUint32(hdr[:], blockInFile)
+				if _, err := w.Write(hdr[:]); err != nil {
+					return 0, 0, err
+				}
+				if _, err := w.Write(page); err != nil {
+					return 0, 0, err
+				}
+				pages++
+			}
+		}
+		if !delta && n > 0 {
+			if _, err := w.Write(buf[:n]); err != nil {
+				return 0, 0, err
+			}
+		}
+		off += int64(n)
+		c.done.Add(int64(n))
+		if n < len(buf) {
+			return off, pages, nil
+		}
+	}
+}
+
+func (c *copier) checkPage(fh *os.File, rel string, rf pgpage.RelFile, page []byte, blockInFile uint32, at int64) {
+	blkno := rf.BlockNumber(blockInFile)
+	if pgpage.Verify(page, blkno) == nil {
+		return
+	}
+	if wal.LSN(pgpage.ParseHeader(page).LSN) >= c.m.StartLSN {
+		return // written during the backup: WAL replay rewrites it
+	}
+	again := make([]byte, pgpage.BlockSize)
+	if _, err := fh.ReadAt(again, at); err == nil {
+		err := pgpage.Verify(again, blkno)
+		if err == nil || wal.LSN(pgpage.ParseHeader(again).LSN) >= c.m.StartLSN {
+			copy(page, again)
+			return
+		}
+		c.mu.Lock()
+		c.corrupt = append(c.corrupt, CorruptPage{Path: rel, Block: blockInFile, Error: err.Error()})
+		c.mu.Unlock()
+	}
+}
+
+// putAll streams what produce writes, compressed and encrypted, to key in
+// every repository at once, and returns the bytes stored in one. The
+// uploads start with the first byte produced: when produce writes nothing
+// (a delta with no changed page) no object is created and ok is false.
+func (c *copier) putAll(ctx context.Context, key string, produce func(io.Writer) error) (stored int64, ok bool, err error) {
+	repos := c.d.Repos
+	pws := make([]*io.PipeWriter, len(repos))
+	errs := make([]error, len(repos))
+	var wg sync.WaitGroup
+	counter := &countingWriter{}
+	var enc io.WriteCloser
+	lazy := &lazyWriter{start: func() (io.Writer, error) {
+		ws := make([]io.Writer, len(repos))
+		for i, r := range repos {
+			pr, pw := io.Pipe()
+			pws[i], ws[i] = pw, pw
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs[i] = r.Store.Put(ctx, key, pr, -1)
+				pr.CloseWithError(errors.Join(errs[i], errors.New("upload ended")))
+			}()
+		}
+		counter.w = io.MultiWriter(ws...)
+		var err error
+		enc, err = c.pool.NewWriter(counter, keys.StreamOptions(c.d.Cfg, c.d.Recipients))
+		return enc, err
+	}}
+	err = produce(lazy)
+	if lazy.w == nil && lazy.err == nil {
+		return 0, false, err
+	}
+	if err == nil {
+		err = lazy.err
+	}
+	if enc != nil {
+		if cerr := enc.Close(); err == nil {
+			err = cerr
+		}
+	}
+	for _, pw := range pws {
+		if err != nil {
+			pw.CloseWithError(err)
+		} else {
+			pw.Close()
+		}
+	}
+	wg.Wait()
+	if err != nil {
+		return 0, false, fmt.Errorf("storing %s: %w", key, err)
+	}
+	for i, e := range errs {
+		if e != nil {
+			return 0, false, fmt.Errorf("repository %s: storing %s: %w", repos[i].Name, key, e)
+		}
+	}
+	return counter.n, true, nil
+}
+
+// lazyWriter calls start on the first Write and writes through what it returns.
+type lazyWriter struct {
+	start func() (io.Writer, error)
+	w     io.Writer
+	err   error
+}
+
+func (l *lazyWriter) Write(p []byte) (int, error) {
+	if l.w == nil && l.err == nil {
+		l.w, l.err = l.start()
+	}
+	if l.err != nil {
+		return 0, l.err
+	}
+	return l.w.Write(p)
+}
+
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+type countingReader struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}

@@ -1,0 +1,127 @@
+package backup
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"sync"
+
+	"filippo.io/age"
+
+	"github.com/pgdr/pgdr/pkg/objstream"
+	"github.com/pgdr/pgdr/pkg/repo"
+	"github.com/pgdr/pgdr/pkg/storage"
+	"github.com/pgdr/pgdr/pkg/wal"
+)
+
+// VerifyReport is the outcome of re-reading a backup and its chain.
+type VerifyReport struct {
+	Repo       string         `json:"repo"`
+	Backup     string         `json:"backup"`
+	Chain      []string       `json:"chain"`
+	Objects    int            `json:"objects"`
+	Verified   int            `json:"verified"`
+	Bytes      int64          `json:"bytes"`
+	Failed     []FailedObject `json:"failed"`
+	WALNeeded  []string       `json:"wal_needed"`
+	MissingWAL []string       `json:"missing_wal"`
+}
+
+// FailedObject names an object that did not read back and verify.
+type FailedObject struct {
+	Key   string `json:"key"`
+	Error string `json:"error"`
+}
+
+// OK reports whether everything verified and the WAL is present.
+func (v *VerifyReport) OK() bool { return len(v.Failed) == 0 && len(v.MissingWAL) == 0 }
+
+// Verify re-reads, decrypts and checks every object of backup id and its
+// chain (against the object's own checksums and the manifest's), and
+// checks that the WAL each backup of the chain needs for consistency is
+// archived.
+func Verify(ctx context.Context, r repo.Repo, cluster, id string, ids []age.Identity, parallel int) (*VerifyReport, error) {
+	id, err := Resolve(ctx, r, cluster, id)
+	if err != nil {
+		return nil, err
+	}
+	chain, err := Chain(ctx, r, cluster, id)
+	if err != nil {
+		return nil, err
+	}
+	rep := &VerifyReport{Repo: r.Name, Backup: id, Failed: []FailedObject{}, MissingWAL: []string{}}
+	type job struct{ key, sha string }
+	var jobs []job
+	for _, m := range chain {
+		rep.Chain = append(rep.Chain, m.ID)
+		for _, f := range m.Files {
+			if f.Object != "" {
+				jobs = append(jobs, job{cluster + "/" + f.Object, f.SHA256})
+			}
+		}
+	}
+	m := chain[len(chain)-1]
+	rep.WALNeeded = wal.SegmentsBetween(m.Timeline, m.StartLSN, m.StopLSN, m.SegmentSize)
+	for _, s := range rep.WALNeeded {
+		if _, err := r.Store.Stat(ctx, repo.WALKey(cluster, s)); err != nil {
+			if !errors.Is(err, storage.ErrNotFound) {
+				return nil, err
+			}
+			rep.MissingWAL = append(rep.MissingWAL, s)
+		}
+	}
+	rep.Objects = len(jobs)
+	if parallel < 1 {
+		parallel = 1
+	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, parallel)
+	var pool objstream.Pool
+	for _, j := range jobs {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			n, err := verifyObject(ctx, r, &pool, j.key, j.sha, ids)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				rep.Failed = append(rep.Failed, FailedObject{Key: j.key, Error: err.Error()})
+				return
+			}
+			rep.Verified++
+			rep.Bytes += n
+		}()
+	}
+	wg.Wait()
+	sort.Slice(rep.Failed, func(i, j int) bool { return rep.Failed[i].Key < rep.Failed[j].Key })
+	return rep, nil
+}
+
+func verifyObject(ctx context.Context, r repo.Repo, pool *objstream.Pool, key, sha string, ids []age.Identity) (int64, error) {
+	rc, err := r.Store.Get(ctx, key)
+	if err != nil {
+		return 0, err
+	}
+	defer rc.Close()
+	or, err := pool.NewReader(rc, ids)
+	if err != nil {
+		return 0, err
+	}
+	defer or.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, or)
+	if err != nil {
+		return n, err
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != sha {
+		return n, fmt.Errorf("content checksum %s, manifest says %s: %w", got, sha, objstream.ErrCorrupt)
+	}
+	return n, nil
+}

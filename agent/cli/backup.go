@@ -1,0 +1,321 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"text/tabwriter"
+	"time"
+
+	"github.com/pgdr/pgdr/agent/backup"
+	"github.com/pgdr/pgdr/agent/restore"
+	"github.com/pgdr/pgdr/pkg/keys"
+	"github.com/pgdr/pgdr/pkg/repo"
+	"github.com/pgdr/pgdr/pkg/wal"
+)
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+func cmdBackup(ctx context.Context, e env, args []string) int {
+	f := newFlags(e, "backup", "backup --config FILE [--type full|diff|incr] [--from-standby] [--label L] [--parallel N] [--json]",
+		`Takes a base backup of the running cluster (non-exclusive pg_backup_start/stop),
+reading files in parallel, verifying page checksums, compressing and
+encrypting each file to every repository. diff stores the pages changed since
+the last full backup, incr those changed since the last backup of any type
+(see docs/backup.md). The manifest is written last, after the WAL the backup
+needs is archived: until then the backup does not exist.`, true).withJSON()
+	typ := f.String("type", backup.TypeFull, "full, diff or incr")
+	standby := f.Bool("from-standby", false, "the server is a streaming standby (pg_backup_start on a standby)")
+	label := f.String("label", "", "backup label (default: pgdr <id>)")
+	parallel := f.Int("parallel", runtime.NumCPU(), "files read, compressed and uploaded at once")
+	allowCorrupt := f.Bool("allow-corrupt", false, "record the backup even when page checksums fail (the pages are listed in the manifest)")
+	primary := f.String("primary-dsn", "", "standby backups: the primary, where pg_switch_wal() closes the last segment the backup needs")
+	walTimeout := f.Duration("wal-timeout", 10*time.Minute, "how long to wait for the WAL the backup needs to be archived")
+	progress := f.Bool("progress", isTerminal(e.stderr), "print progress (default: when stderr is a terminal)")
+	if _, code, ok := f.parse(args, 0); !ok {
+		return code
+	}
+	cfg, log, code := f.config(e)
+	if cfg == nil {
+		return code
+	}
+	repos, err := repo.OpenAll(ctx, cfg)
+	if err != nil {
+		log.Error("backup", "err", err)
+		return ExitFailure
+	}
+	rs, err := keys.Recipients(cfg)
+	if err != nil {
+		log.Error("backup", "err", err)
+		return ExitFailure
+	}
+	o := backup.Options{Type: *typ, FromStandby: *standby, Label: *label, Parallel: *parallel,
+		AllowCorrupt: *allowCorrupt, PrimaryDSN: *primary, WALTimeout: *walTimeout}
+	if *progress {
+		o.Progress = e.stderr
+	}
+	m, err := backup.Take(ctx, backup.Deps{Cfg: cfg, Repos: repos, Recipients: rs, Log: log}, o)
+	if err != nil {
+		log.Error("backup failed", "err", err)
+		return ExitFailure
+	}
+	if *f.jsonOut {
+		printJSON(e.stdout, summary(m, ""))
+	} else {
+		fmt.Fprintf(e.stdout, "backup %s (%s) complete: %s of database, %s stored, %.1fs, WAL %s..%s\n",
+			m.ID, m.Type, humanBytes(m.DatabaseBytes), humanBytes(m.StoredBytes), m.DurationSeconds, m.WALStart, m.WALStop)
+	}
+	return 0
+}
+
+type backupSummary struct {
+	ID            string    `json:"id"`
+	Type          string    `json:"type"`
+	Parent        string    `json:"parent,omitempty"`
+	Label         string    `json:"label"`
+	Repo          string    `json:"repo,omitempty"`
+	StartTime     time.Time `json:"start_time"`
+	StopTime      time.Time `json:"stop_time"`
+	StartLSN      wal.LSN   `json:"start_lsn"`
+	StopLSN       wal.LSN   `json:"stop_lsn"`
+	Timeline      uint32    `json:"timeline"`
+	DatabaseBytes int64     `json:"database_bytes"`
+	StoredBytes   int64     `json:"stored_bytes"`
+	Duration      float64   `json:"duration_seconds"`
+	FromStandby   bool      `json:"from_standby"`
+	Files         int       `json:"files"`
+	CorruptPages  int       `json:"corrupt_pages"`
+}
+
+func summary(m *backup.Manifest, repoName string) backupSummary {
+	return backupSummary{ID: m.ID, Type: m.Type, Parent: m.Parent, Label: m.Label, Repo: repoName,
+		StartTime: m.StartTime, StopTime: m.StopTime, StartLSN: m.StartLSN, StopLSN: m.StopLSN, Timeline: m.Timeline,
+		DatabaseBytes: m.DatabaseBytes, StoredBytes: m.StoredBytes, Duration: m.DurationSeconds,
+		FromStandby: m.FromStandby, Files: len(m.Files), CorruptPages: len(m.CorruptPages)}
+}
+
+func cmdBackupList(ctx context.Context, e env, args []string) int {
+	f := newFlags(e, "backup-list", "backup-list --config FILE [--json]", "Lists the complete backups in every repository, oldest first.", true).withJSON()
+	if _, code, ok := f.parse(args, 0); !ok {
+		return code
+	}
+	cfg, log, code := f.config(e)
+	if cfg == nil {
+		return code
+	}
+	repos, err := repo.OpenAll(ctx, cfg)
+	if err != nil {
+		log.Error("backup-list", "err", err)
+		return ExitFailure
+	}
+	var all []backupSummary
+	for _, r := range repos {
+		ms, err := backup.List(ctx, r, cfg.Cluster)
+		if err != nil {
+			log.Error("backup-list", "err", err)
+			return ExitFailure
+		}
+		for _, m := range ms {
+			all = append(all, summary(m, r.Name))
+		}
+	}
+	if *f.jsonOut {
+		if all == nil {
+			all = []backupSummary{}
+		}
+		printJSON(e.stdout, map[string]any{"cluster": cfg.Cluster, "backups": all})
+		return 0
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tTYPE\tPARENT\tREPO\tSTART\tSTOP\tSTART LSN\tSTOP LSN\tTL\tDATABASE\tSTORED\tDURATION")
+	for _, s := range all {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%.1fs\n", s.ID, s.Type, dash(s.Parent), s.Repo,
+			s.StartTime.Format(time.DateTime), s.StopTime.Format(time.DateTime), s.StartLSN, s.StopLSN, s.Timeline,
+			humanBytes(s.DatabaseBytes), humanBytes(s.StoredBytes), s.Duration)
+	}
+	tw.Flush()
+	if len(all) == 0 {
+		fmt.Fprintln(e.stdout, "(no backups)")
+	}
+	return 0
+}
+
+func cmdBackupVerify(ctx context.Context, e env, args []string) int {
+	f := newFlags(e, "backup-verify", "backup-verify --config FILE [--json] [--parallel N] ID|latest",
+		"Re-reads, decrypts and verifies every object of the backup and of the backups it\nbuilds on, and checks that the WAL it needs is archived. Exit 0 only if all is well.", true).withJSON()
+	parallel := f.Int("parallel", runtime.NumCPU(), "objects verified at once")
+	pos, code, ok := f.parse(args, 1)
+	if !ok {
+		return code
+	}
+	cfg, log, code := f.config(e)
+	if cfg == nil {
+		return code
+	}
+	repos, err := repo.OpenAll(ctx, cfg)
+	if err != nil {
+		log.Error("backup-verify", "err", err)
+		return ExitFailure
+	}
+	ids, err := keys.Identities(cfg)
+	if err != nil && !cfg.Encryption.Disabled {
+		log.Error("backup-verify", "err", err)
+		return ExitFailure
+	}
+	allOK := true
+	var reports []*backup.VerifyReport
+	for _, r := range repos {
+		rep, err := backup.Verify(ctx, r, cfg.Cluster, pos[0], ids, *parallel)
+		if err != nil {
+			log.Error("backup-verify", "repo", r.Name, "err", err)
+			return ExitFailure
+		}
+		reports = append(reports, rep)
+		allOK = allOK && rep.OK()
+	}
+	if *f.jsonOut {
+		printJSON(e.stdout, map[string]any{"ok": allOK, "reports": reports})
+	} else {
+		for _, rep := range reports {
+			fmt.Fprintf(e.stdout, "repository %s: backup %s (chain %v): verified %d of %d objects, %s; WAL %d segments needed, %d missing\n",
+				rep.Repo, rep.Backup, rep.Chain, rep.Verified, rep.Objects, humanBytes(rep.Bytes), len(rep.WALNeeded), len(rep.MissingWAL))
+			for _, fo := range rep.Failed {
+				fmt.Fprintf(e.stdout, "  FAILED %s: %s\n", fo.Key, fo.Error)
+			}
+			for _, s := range rep.MissingWAL {
+				fmt.Fprintf(e.stdout, "  MISSING WAL %s\n", s)
+			}
+		}
+		if allOK {
+			fmt.Fprintln(e.stdout, "OK")
+		} else {
+			fmt.Fprintln(e.stdout, "FAILED: see above")
+		}
+	}
+	if !allOK {
+		return ExitFailure
+	}
+	return 0
+}
+
+func cmdRestore(ctx context.Context, e env, args []string) int {
+	f := newFlags(e, "restore", "restore --config FILE [--backup ID|latest] --pgdata DIR [target] [--target-action A] [--parallel N] [--force] [--start]",
+		`Restores a backup (and the chain it builds on) into an empty directory and
+configures recovery: recovery.signal, restore_command = pgdr-agent wal-fetch and
+the target. Without --backup, a time target picks the newest backup that ends
+before it; otherwise the latest backup is used. Every check (backup, chain,
+target against the backup and the archive, identity, empty target directory)
+runs before anything is written. --start starts PostgreSQL and waits until
+recovery reaches the target, then reports the LSN and time reached.`, true).withJSON()
+	id := f.String("backup", "", "backup ID or latest (default: see above)")
+	pgdata := f.String("pgdata", "", "directory to restore into (must be empty or absent)")
+	tTime := f.String("target-time", "", "recover up to this time (RFC 3339, or '2006-01-02 15:04:05[.frac][±zz]')")
+	tLSN := f.String("target-lsn", "", "recover up to this LSN (X/Y)")
+	tXID := f.String("target-xid", "", "recover up to this transaction ID")
+	tName := f.String("target-name", "", "recover up to this named restore point (pg_create_restore_point)")
+	tImm := f.Bool("target-immediate", false, "stop as soon as the backup is consistent")
+	action := f.String("target-action", "pause", "at the target: promote, pause or shutdown")
+	parallel := f.Int("parallel", runtime.NumCPU(), "files written at once")
+	force := f.Bool("force", false, "restore into a non-empty directory, deleting its contents")
+	repoName := f.String("repo", "", "read from this repository (default: the first holding the backup)")
+	noArchive := f.Bool("no-archive", false, "set archive_mode = off in the restored cluster (for copies and drills)")
+	start := f.Bool("start", false, "start PostgreSQL and wait until the target is reached")
+	port := f.Int("port", 0, "with --start: port for the restored server (default: as configured)")
+	socket := f.String("socket-dir", "", "with --start: unix socket directory (default: as configured)")
+	waitTimeout := f.Duration("wait-timeout", time.Hour, "with --start: how long to wait for the target")
+	if _, code, ok := f.parse(args, 0); !ok {
+		return code
+	}
+	cfg, log, code := f.config(e)
+	if cfg == nil {
+		return code
+	}
+	fail := func(err error) int {
+		if *f.jsonOut {
+			printJSON(e.stdout, map[string]any{"ok": false, "error": err.Error()})
+		}
+		log.Error("restore failed", "err", err)
+		return ExitFailure
+	}
+	if *pgdata == "" {
+		fmt.Fprintln(e.stderr, "pgdr-agent restore: --pgdata DIR is required")
+		return ExitUsage
+	}
+	var target restore.Target
+	if *tTime != "" {
+		t, err := parseTime(*tTime)
+		if err != nil {
+			return fail(err)
+		}
+		target.Time = &t
+	}
+	if *tLSN != "" {
+		l, err := wal.ParseLSN(*tLSN)
+		if err != nil {
+			return fail(fmt.Errorf("--target-lsn: %w", err))
+		}
+		target.LSN = &l
+	}
+	target.XID, target.Name, target.Immediate = *tXID, *tName, *tImm
+	repos, err := repo.OpenAll(ctx, cfg)
+	if err != nil {
+		return fail(err)
+	}
+	ids, err := keys.Identities(cfg)
+	if err != nil && !cfg.Encryption.Disabled {
+		return fail(err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return fail(err)
+	}
+	cfgPath, err := absPath(cfg.Path)
+	if err != nil {
+		return fail(err)
+	}
+	res, err := restore.Restore(ctx, restore.Deps{Cfg: cfg, Repos: repos, Identities: ids, Log: log}, restore.Options{
+		BackupID: *id, PGData: *pgdata, Target: target, Action: *action, Parallel: *parallel, Force: *force,
+		Repo: *repoName, NoArchive: *noArchive, AgentPath: self, ConfigPath: cfgPath,
+	})
+	if err != nil {
+		return fail(err)
+	}
+	out := map[string]any{"ok": true, "restore": res}
+	if !*f.jsonOut {
+		fmt.Fprintf(e.stdout, "restored backup %s (chain %v) into %s: %d files, %s, %d objects read, %.1fs\n",
+			res.Backup, res.Chain, res.PGData, res.Files, humanBytes(res.Bytes), res.ObjectsRead, res.Seconds)
+	}
+	if *start {
+		reached, err := restore.Start(ctx, res.PGData, restore.StartOptions{BinDir: cfg.Postgres.BinDir, Port: *port, Socket: *socket, Action: *action, Timeout: *waitTimeout})
+		if err != nil {
+			return fail(err)
+		}
+		out["reached"] = reached
+		if !*f.jsonOut {
+			fmt.Fprintf(e.stdout, "recovery %s at LSN %s, last replayed commit %s (%.1fs)\n", reached.State, dash(reached.LSN), dash(reached.LastXact), reached.Seconds)
+		}
+	}
+	if *f.jsonOut {
+		printJSON(e.stdout, out)
+	}
+	return 0
+}
+
+func parseTime(s string) (time.Time, error) {
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02 15:04:05.999999999Z07:00", "2006-01-02 15:04:05.999999999Z07", "2006-01-02 15:04:05.999999999"} {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t, nil
+		}
+	}
+	return time.Time{}, errors.New("--target-time " + s + ": not a time (use RFC 3339, e.g. 2026-11-26T08:17:00.123456Z, or '2026-11-26 08:17:00+00'; without a zone, UTC)")
+}

@@ -1,0 +1,10 @@
+// Package restore restores a base backup (resolving its full → diff/incr
+// chain) into an empty data directory and configures point-in-time
+// recovery: files are written in parallel, each verified against its
+// checksum, fsynced, then their directories; backup_label and
+// tablespace_map are written from the manifest; recovery.signal and the
+// recovery settings (restore_command = pgdr-agent wal-fetch, the target)
+// go into postgresql.auto.conf. Every check that can fail — the backup, the
+// chain, the target against the backup and the archive, the identity, the
+// target directory — runs before anything is written.
+package restore

@@ -1,0 +1,654 @@
+package restore
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/user"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"filippo.io/age"
+
+	"github.com/pgdr/pgdr/agent/backup"
+	"github.com/pgdr/pgdr/pkg/config"
+	"github.com/pgdr/pgdr/pkg/objstream"
+	"github.com/pgdr/pgdr/pkg/pgpage"
+	"github.com/pgdr/pgdr/pkg/repo"
+	"github.com/pgdr/pgdr/pkg/storage"
+	"github.com/pgdr/pgdr/pkg/wal"
+)
+
+// Target is the recovery target; at most one field is set.
+type Target struct {
+	Time      *time.Time
+	LSN       *wal.LSN
+	XID       string
+	Name      string
+	Immediate bool
+}
+
+func (t Target) set() int {
+	n := 0
+	for _, b := range []bool{t.Time != nil, t.LSN != nil, t.XID != "", t.Name != "", t.Immediate} {
+		if b {
+			n++
+		}
+	}
+	return n
+}
+
+// Options select what Restore does.
+type Options struct {
+	BackupID  string // an ID, "latest", or "" (newest before a time target, else latest)
+	PGData    string
+	Target    Target
+	Action    string // promote, pause, shutdown (default pause, as PostgreSQL)
+	Parallel  int
+	Force     bool   // restore into a non-empty directory, removing its contents
+	Repo      string // read from this repository (default: the first holding the backup)
+	NoArchive bool   // archive_mode = off in the restored cluster (drills, copies)
+	// AgentPath and ConfigPath make up restore_command.
+	AgentPath, ConfigPath string
+}
+
+// Deps are what Restore works with.
+type Deps struct {
+	Cfg        *config.Config
+	Repos      []repo.Repo
+	Identities []age.Identity
+	Log        *slog.Logger
+}
+
+// Result reports a finished restore.
+type Result struct {
+	Backup       string   `json:"backup"`
+	Chain        []string `json:"chain"`
+	PGData       string   `json:"pgdata"`
+	Files        int      `json:"files"`
+	Bytes        int64    `json:"bytes"`
+	ObjectsRead  int      `json:"objects_read"`
+	Seconds      float64  `json:"seconds"`
+	RecoveryConf []string `json:"recovery_settings"`
+}
+
+// Restore restores a backup into opts.PGData and configures recovery.
+func Restore(ctx context.Context, d Deps, o Options) (*Result, error) {
+	start := time.Now()
+	if o.Target.set() > 1 {
+		return nil, errors.New("give at most one recovery target (--target-time, --target-lsn, --target-xid, --target-name, --target-immediate)")
+	}
+	switch o.Action {
+	case "":
+		o.Action = "pause"
+	case "promote", "pause", "shutdown":
+	default:
+		return nil, fmt.Errorf("--target-action %q: want promote, pause or shutdown", o.Action)
+	}
+	if o.Parallel <= 0 {
+		o.Parallel = 4
+	}
+	if !filepath.IsAbs(o.PGData) {
+		abs, err := filepath.Abs(o.PGData)
+		if err != nil {
+			return nil, err
+		}
+		o.PGData = abs
+	}
+	r, m, err := pickBackup(ctx, d, o)
+	if err != nil {
+		return nil, err
+	}
+	chain, err := backup.Chain(ctx, r, d.Cfg.Cluster, m.ID)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkTarget(ctx, d, r, m, o.Target); err != nil {
+		return nil, err
+	}
+	plan, err := makePlan(chain)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkIdentity(ctx, r, d, plan); err != nil {
+		return nil, err
+	}
+	if err := prepareDir(o.PGData, o.Force); err != nil {
+		return nil, err
+	}
+	for _, ts := range m.Tablespaces {
+		if err := prepareDir(ts.Location, o.Force); err != nil {
+			return nil, fmt.Errorf("tablespace %s: %w", ts.OID, err)
+		}
+	}
+	d.Log.Info("restoring", "backup", m.ID, "chain", chainIDs(chain), "pgdata", o.PGData, "files", len(plan))
+
+	w := &writer{d: d, r: r, root: o.PGData, cluster: d.Cfg.Cluster}
+	if err := w.layout(m); err != nil {
+		return nil, err
+	}
+	if err := w.files(ctx, plan, o.Parallel); err != nil {
+		return nil, err
+	}
+	settings, err := w.recovery(m, o)
+	if err != nil {
+		return nil, err
+	}
+	if err := w.syncDirs(m); err != nil {
+		return nil, err
+	}
+	if err := chownToParent(o.PGData, m); err != nil {
+		return nil, err
+	}
+	res := &Result{Backup: m.ID, Chain: chainIDs(chain), PGData: o.PGData, Files: len(plan),
+		Bytes: w.bytes, ObjectsRead: w.objects, Seconds: time.Since(start).Seconds(), RecoveryConf: settings}
+	d.Log.Info("restore complete", "backup", m.ID, "files", res.Files, "bytes", res.Bytes, "objects_read", res.ObjectsRead,
+		"seconds", fmt.Sprintf("%.1f", res.Seconds))
+	return res, nil
+}
+
+func chainIDs(chain []*backup.Manifest) []string {
+	ids := make([]string, len(chain))
+	for i, m := range chain {
+		ids[i] = m.ID
+	}
+	return ids
+}
+
+// pickBackup finds the repository and backup to restore.
+func pickBackup(ctx context.Context, d Deps, o Options) (repo.Repo, *backup.Manifest, error) {
+	repos := d.Repos
+	if o.Repo != "" {
+		repos = nil
+		for _, r := range d.Repos {
+			if r.Name == o.Repo {
+				repos = []repo.Repo{r}
+			}
+		}
+		if repos == nil {
+			return repo.Repo{}, nil, fmt.Errorf("--repo %q is not a configured repository", o.Repo)
+		}
+	}
+	var errs []error
+	for _, r := range repos {
+		ms, err := backup.List(ctx, r, d.Cfg.Cluster)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		var pick *backup.Manifest
+		switch {
+		case o.BackupID != "" && o.BackupID != "latest":
+			if !backup.ValidID(o.BackupID) {
+				return repo.Repo{}, nil, fmt.Errorf("%q is not a backup ID (like 20261126T081700F) or latest", o.BackupID)
+			}
+			for _, m := range ms {
+				if m.ID == o.BackupID {
+					pick = m
+				}
+			}
+		case o.BackupID == "" && o.Target.Time != nil:
+			for _, m := range ms {
+				if !m.StopTime.After(*o.Target.Time) {
+					pick = m
+				}
+			}
+			if pick == nil && len(ms) > 0 {
+				return repo.Repo{}, nil, fmt.Errorf("no backup ends before the target time %s (the oldest, %s, ends at %s)",
+					o.Target.Time.UTC().Format(time.RFC3339Nano), ms[0].ID, ms[0].StopTime.Format(time.RFC3339Nano))
+			}
+		default:
+			if len(ms) > 0 {
+				pick = ms[len(ms)-1]
+			}
+		}
+		if pick != nil {
+			return r, pick, nil
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return repo.Repo{}, nil, err
+	}
+	what := "any backup"
+	if o.BackupID != "" && o.BackupID != "latest" {
+		what = "backup " + o.BackupID
+	}
+	return repo.Repo{}, nil, fmt.Errorf("no repository holds %s of cluster %s: %w", what, d.Cfg.Cluster, backup.ErrNoBackup)
+}
+
+// checkTarget refuses a target before the backup's end or beyond what the
+// archive holds, before anything is written.
+func checkTarget(ctx context.Context, d Deps, r repo.Repo, m *backup.Manifest, t Target) error {
+	if t.Time == nil && t.LSN == nil {
+		return nil
+	}
+	if t.Time != nil && t.Time.Before(m.StopTime) {
+		return fmt.Errorf("target time %s is before the end of backup %s (%s): recovery cannot stop before a backup is consistent; choose an earlier backup (or omit --backup)",
+			t.Time.UTC().Format(time.RFC3339Nano), m.ID, m.StopTime.Format(time.RFC3339Nano))
+	}
+	if t.LSN != nil && *t.LSN < m.StopLSN {
+		return fmt.Errorf("target LSN %s is before the end of backup %s (%s)", t.LSN, m.ID, m.StopLSN)
+	}
+	// The newest archived segment on the backup's timeline or later.
+	var lastName string
+	var lastTime time.Time
+	err := r.Store.List(ctx, repo.WALPrefix(d.Cfg.Cluster), func(oi storage.ObjectInfo) error {
+		base := oi.Key[strings.LastIndex(oi.Key, "/")+1:]
+		n, err := wal.ParseName(base)
+		if err != nil || n.Kind != wal.KindSegment || n.Timeline < m.Timeline {
+			return nil
+		}
+		if oi.ModTime.After(lastTime) {
+			lastTime = oi.ModTime
+		}
+		if lastName == "" || base[8:] > lastName[8:] {
+			lastName = base
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("reading the archive: %w", err)
+	}
+	if lastName == "" {
+		return fmt.Errorf("the archive in repository %s holds no WAL for timeline %d or later", r.Name, m.Timeline)
+	}
+	if t.Time != nil && t.Time.After(lastTime) {
+		return fmt.Errorf("target time %s is beyond what the archive covers (its newest segment, %s, was archived at %s)",
+			t.Time.UTC().Format(time.RFC3339Nano), lastName, lastTime.UTC().Format(time.RFC3339Nano))
+	}
+	if t.LSN != nil {
+		n, _ := wal.ParseName(lastName)
+		end := wal.LSN((n.SegNo(m.SegmentSize) + 1) * m.SegmentSize)
+		if *t.LSN > end {
+			return fmt.Errorf("target LSN %s is beyond what the archive covers (it ends at %s, segment %s)", t.LSN, end, lastName)
+		}
+	}
+	return nil
+}
+
+// step is one object that contributes to a restored file.
+type step struct {
+	kind   string
+	object string
+	sha    string
+}
+
+type filePlan struct {
+	f     backup.File
+	steps []step // oldest first: a full base, then deltas
+}
+
+// makePlan resolves, for every file of the newest backup, the objects that
+// build it: the newest whole copy, then the deltas after it.
+func makePlan(chain []*backup.Manifest) ([]filePlan, error) {
+	byBackup := make([]map[string]backup.File, len(chain))
+	for i, m := range chain {
+		byBackup[i] = make(map[string]backup.File, len(m.Files))
+		for _, f := range m.Files {
+			byBackup[i][f.Path] = f
+		}
+	}
+	target := chain[len(chain)-1]
+	plan := make([]filePlan, 0, len(target.Files))
+	for _, f := range target.Files {
+		var steps []step
+		found := false
+		for i := len(chain) - 1; i >= 0; i-- {
+			e, ok := byBackup[i][f.Path]
+			if !ok {
+				return nil, fmt.Errorf("backup %s stores %s as changes, but %s does not hold the file: the chain is inconsistent", chain[i+1].ID, f.Path, chain[i].ID)
+			}
+			if e.Object != "" {
+				steps = append([]step{{kind: e.Kind, object: e.Object, sha: e.SHA256}}, steps...)
+			}
+			if e.Kind == backup.KindFull {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return nil, fmt.Errorf("no whole copy of %s in the chain of %s", f.Path, target.ID)
+		}
+		plan = append(plan, filePlan{f: f, steps: steps})
+	}
+	sort.Slice(plan, func(i, j int) bool { return plan[i].f.Size > plan[j].f.Size })
+	return plan, nil
+}
+
+// checkIdentity opens one object so that a wrong identity fails before the
+// target is touched.
+func checkIdentity(ctx context.Context, r repo.Repo, d Deps, plan []filePlan) error {
+	for _, p := range plan {
+		if len(p.steps) == 0 {
+			continue
+		}
+		key := d.Cfg.Cluster + "/" + p.steps[0].object
+		rc, err := r.Store.Get(ctx, key)
+		if err != nil {
+			return fmt.Errorf("repository %s: %s: %w", r.Name, key, err)
+		}
+		defer rc.Close()
+		or, err := objstream.NewReader(rc, d.Identities)
+		if err != nil {
+			return fmt.Errorf("repository %s: object %s: %w", r.Name, key, err)
+		}
+		or.Close()
+		return nil
+	}
+	return nil
+}
+
+// prepareDir makes sure dir is absent or empty; with force, empties it.
+func prepareDir(dir string, force bool) error {
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if len(ents) == 0 {
+		return nil
+	}
+	if !force {
+		return fmt.Errorf("%s is not empty (%d entries): restore refuses to overwrite it; empty it or pass --force", dir, len(ents))
+	}
+	if _, err := os.Stat(filepath.Join(dir, "postmaster.pid")); err == nil {
+		return fmt.Errorf("%s has a postmaster.pid: stop the server first", dir)
+	}
+	for _, e := range ents {
+		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+type writer struct {
+	d       Deps
+	r       repo.Repo
+	root    string
+	cluster string
+	pool    objstream.Pool
+
+	mu      sync.Mutex
+	bytes   int64
+	objects int
+}
+
+func (w *writer) layout(m *backup.Manifest) error {
+	if err := os.MkdirAll(w.root, 0o700); err != nil {
+		return err
+	}
+	if err := os.Chmod(w.root, 0o700); err != nil {
+		return err
+	}
+	for _, d := range m.Dirs {
+		if err := os.MkdirAll(filepath.Join(w.root, d.Path), os.FileMode(d.Mode)|0o700); err != nil {
+			return err
+		}
+	}
+	for _, ts := range m.Tablespaces {
+		if err := os.MkdirAll(ts.Location, 0o700); err != nil {
+			return fmt.Errorf("tablespace %s at %s: %w", ts.OID, ts.Location, err)
+		}
+		link := filepath.Join(w.root, "pg_tblspc", ts.OID)
+		os.Remove(link)
+		if err := os.Symlink(ts.Location, link); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (w *writer) files(ctx context.Context, plan []filePlan, parallel int) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sem := make(chan struct{}, parallel)
+	var wg sync.WaitGroup
+	var once sync.Once
+	var firstErr error
+	for _, p := range plan {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := w.file(ctx, p); err != nil {
+				once.Do(func() { firstErr = err; cancel() })
+			}
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return firstErr
+	}
+	return ctx.Err()
+}
+
+// file builds one file from its steps, checks each object's checksum,
+// truncates to the recorded size and fsyncs.
+func (w *writer) file(ctx context.Context, p filePlan) error {
+	path := filepath.Join(w.root, filepath.FromSlash(p.f.Path))
+	fh, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, os.FileMode(p.f.Mode)|0o600)
+	if err != nil {
+		return err
+	}
+	defer fh.Close()
+	for _, s := range p.steps {
+		if err := w.apply(ctx, fh, s); err != nil {
+			return fmt.Errorf("restoring %s: %w", p.f.Path, err)
+		}
+	}
+	if err := fh.Truncate(p.f.Size); err != nil {
+		return err
+	}
+	if err := fh.Sync(); err != nil {
+		return fmt.Errorf("fsync %s: %w", path, err)
+	}
+	w.mu.Lock()
+	w.bytes += p.f.Size
+	w.mu.Unlock()
+	return fh.Close()
+}
+
+func (w *writer) apply(ctx context.Context, fh *os.File, s step) error {
+	key := w.cluster + "/" + s.object
+	rc, err := w.r.Store.Get(ctx, key)
+	if err != nil {
+		return fmt.Errorf("repository %s: %s: %w", w.r.Name, key, err)
+	}
+	defer rc.Close()
+	or, err := w.pool.NewReader(rc, w.d.Identities)
+	if err != nil {
+		return fmt.Errorf("repository %s: object %s: %w", w.r.Name, key, err)
+	}
+	defer or.Close()
+	w.mu.Lock()
+	w.objects++
+	w.mu.Unlock()
+	h := sha256.New()
+	src := io.TeeReader(or, h)
+	if s.kind == backup.KindFull {
+		if _, err := fh.Seek(0, io.SeekStart); err != nil {
+			return err
+		}
+		if _, err := io.Copy(fh, src); err != nil {
+			return fmt.Errorf("repository %s: object %s: %w", w.r.Name, key, err)
+		}
+	} else {
+		rec := make([]byte, 4+pgpage.BlockSize)
+		for {
+			_, err := io.ReadFull(src, rec)
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				return fmt.Errorf("repository %s: object %s: %w", w.r.Name, key, err)
+			}
+			blk := binary.BigEndian.Uint32(rec[:4])
+			if _, err := fh.WriteAt(rec[4:], int64(blk)*pgpage.BlockSize); err != nil {
+				return err
+			}
+		}
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != s.sha {
+		return fmt.Errorf("repository %s: object %s: content checksum %s, manifest says %s: %w", w.r.Name, key, got, s.sha, objstream.ErrCorrupt)
+	}
+	return nil
+}
+
+// recovery writes backup_label, tablespace_map, recovery.signal and the
+// recovery settings.
+func (w *writer) recovery(m *backup.Manifest, o Options) ([]string, error) {
+	if err := writeSynced(filepath.Join(w.root, "backup_label"), m.BackupLabel); err != nil {
+		return nil, err
+	}
+	if len(m.TablespaceMap) > 0 {
+		if err := writeSynced(filepath.Join(w.root, "tablespace_map"), m.TablespaceMap); err != nil {
+			return nil, err
+		}
+	}
+	q := func(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+	settings := []string{
+		"restore_command = " + q(fmt.Sprintf("%s wal-fetch --config %s %%f %%p", o.AgentPath, o.ConfigPath)),
+		"recovery_target_timeline = 'latest'",
+	}
+	t := o.Target
+	switch {
+	case t.Time != nil:
+		settings = append(settings, "recovery_target_time = "+q(t.Time.UTC().Format("2006-01-02 15:04:05.999999")+"+00"))
+	case t.LSN != nil:
+		settings = append(settings, "recovery_target_lsn = "+q(t.LSN.String()))
+	case t.XID != "":
+		settings = append(settings, "recovery_target_xid = "+q(t.XID))
+	case t.Name != "":
+		settings = append(settings, "recovery_target_name = "+q(t.Name))
+	case t.Immediate:
+		settings = append(settings, "recovery_target = 'immediate'")
+	}
+	if t.set() > 0 {
+		settings = append(settings, "recovery_target_action = "+q(o.Action))
+	}
+	if o.NoArchive {
+		settings = append(settings, "archive_mode = 'off'")
+	}
+	auto := filepath.Join(w.root, "postgresql.auto.conf")
+	old, err := os.ReadFile(auto)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	body := string(old) + fmt.Sprintf("\n# recovery settings written by pgdr-agent restore of backup %s\n", m.ID) + strings.Join(settings, "\n") + "\n"
+	if err := writeSynced(auto, []byte(body)); err != nil {
+		return nil, err
+	}
+	if err := writeSynced(filepath.Join(w.root, "recovery.signal"), nil); err != nil {
+		return nil, err
+	}
+	return settings, nil
+}
+
+func writeSynced(path string, b []byte) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// syncDirs fsyncs every restored directory, deepest first, then the root's parent.
+func (w *writer) syncDirs(m *backup.Manifest) error {
+	dirs := []string{w.root}
+	for _, d := range m.Dirs {
+		dirs = append(dirs, filepath.Join(w.root, d.Path))
+	}
+	for _, ts := range m.Tablespaces {
+		dirs = append(dirs, ts.Location)
+	}
+	sort.Slice(dirs, func(i, j int) bool { return len(dirs[i]) > len(dirs[j]) })
+	dirs = append(dirs, filepath.Dir(w.root))
+	for _, d := range dirs {
+		f, err := os.Open(d)
+		if err != nil {
+			return err
+		}
+		err = f.Sync()
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("fsync %s: %w", d, err)
+		}
+	}
+	return nil
+}
+
+// chownToParent gives the restored files to the owner of PGDATA's parent
+// when running as root: PostgreSQL runs as that user and refuses a data
+// directory it does not own.
+func chownToParent(pgdata string, m *backup.Manifest) error {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	fi, err := os.Stat(filepath.Dir(pgdata))
+	if err != nil {
+		return err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok || st.Uid == 0 {
+		return nil
+	}
+	roots := []string{pgdata}
+	for _, ts := range m.Tablespaces {
+		roots = append(roots, ts.Location)
+	}
+	for _, root := range roots {
+		err := filepath.Walk(root, func(p string, _ os.FileInfo, err error) error {
+			if err != nil {
+				return err
+			}
+			return os.Lchown(p, int(st.Uid), int(st.Gid))
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// OwnerOf returns the user name owning path's parent (for running pg_ctl).
+func OwnerOf(path string) (uid, gid int, name string, err error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0, 0, "", err
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	u, err := user.LookupId(strconv.Itoa(int(st.Uid)))
+	if err != nil {
+		return int(st.Uid), int(st.Gid), strconv.Itoa(int(st.Uid)), nil
+	}
+	return int(st.Uid), int(st.Gid), u.Username, nil
+}

@@ -1,0 +1,173 @@
+package restore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Reached is where recovery stopped.
+type Reached struct {
+	State    string  `json:"state"` // promoted, paused, shut down
+	LSN      string  `json:"lsn,omitempty"`
+	LastXact string  `json:"last_replayed_commit,omitempty"`
+	Seconds  float64 `json:"seconds"`
+}
+
+// StartOptions say how to start the restored server.
+type StartOptions struct {
+	BinDir  string
+	Port    int    // 0: as in the restored configuration
+	Socket  string // unix socket directory ("" = as configured)
+	Action  string
+	Timeout time.Duration
+}
+
+// Start starts PostgreSQL on the restored data directory (as the
+// directory's owner when running as root), waits until recovery reaches
+// its target (promoted, paused, or shut down) and reports where.
+func Start(ctx context.Context, pgdata string, o StartOptions) (*Reached, error) {
+	start := time.Now()
+	if o.Timeout <= 0 {
+		o.Timeout = time.Hour
+	}
+	logFile := filepath.Join(filepath.Dir(pgdata), filepath.Base(pgdata)+".restore.log")
+	// pg_ctl -w notices a postmaster that dies at start (a bad setting); with
+	// shutdown as the target action the server never accepts connections,
+	// so there only -W (no wait) works.
+	wait := []string{"-w", "-t", strconv.Itoa(int(o.Timeout.Seconds()))}
+	if o.Action == "shutdown" {
+		wait = []string{"-W"}
+	}
+	args := append([]string{"-D", pgdata, "-l", logFile}, append(wait, "start")...)
+	opts := ""
+	if o.Port > 0 {
+		opts += fmt.Sprintf(" -p %d", o.Port)
+	}
+	if o.Socket != "" {
+		opts += " -k " + o.Socket
+	}
+	if opts != "" {
+		args = append(args, "-o", opts)
+	}
+	cmd := exec.CommandContext(ctx, filepath.Join(o.BinDir, "pg_ctl"), args...)
+	uid, gid, _, err := OwnerOf(pgdata)
+	if err != nil {
+		return nil, err
+	}
+	if os.Geteuid() == 0 && uid != 0 {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
+	}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("pg_ctl start: %v\n%s", err, out)
+	}
+	p, s, pidErr := pidFileAddress(ctx, pgdata)
+	port := o.Port
+	sock := o.Socket
+	if pidErr != nil && o.Action != "shutdown" {
+		return nil, fmt.Errorf("%w; see %s", pidErr, logFile)
+	}
+	if port == 0 {
+		port = p
+	}
+	if sock == "" {
+		sock = s
+	}
+	deadline := time.Now().Add(o.Timeout)
+	for {
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("recovery did not reach its target within %s; see %s", o.Timeout, logFile)
+		}
+		if _, err := os.Stat(filepath.Join(pgdata, "postmaster.pid")); errors.Is(err, os.ErrNotExist) {
+			if o.Action == "shutdown" {
+				return &Reached{State: "shut down", Seconds: time.Since(start).Seconds()}, nil
+			}
+			return nil, fmt.Errorf("the server stopped during recovery; see %s", logFile)
+		}
+		r, err := probe(ctx, sock, port, o.Action)
+		if err == nil && r != nil {
+			r.Seconds = time.Since(start).Seconds()
+			return r, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// pidFileAddress waits for postmaster.pid and reads the port and socket
+// directory from it (lines: pid, datadir, start time, port, socket dir, ...).
+func pidFileAddress(ctx context.Context, pgdata string) (int, string, error) {
+	for i := 0; i < 300; i++ {
+		b, err := os.ReadFile(filepath.Join(pgdata, "postmaster.pid"))
+		if err == nil {
+			lines := splitLines(string(b))
+			if len(lines) >= 5 {
+				port, _ := strconv.Atoi(lines[3])
+				if port > 0 {
+					return port, lines[4], nil
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return 0, "", ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return 0, "", errors.New("postmaster.pid does not name a port")
+}
+
+func splitLines(s string) []string {
+	var out []string
+	cur := ""
+	for _, c := range s {
+		if c == '\n' {
+			out = append(out, cur)
+			cur = ""
+			continue
+		}
+		cur += string(c)
+	}
+	return append(out, cur)
+}
+
+// probe returns where recovery is once it reached the state action leads to.
+func probe(ctx context.Context, sock string, port int, action string) (*Reached, error) {
+	host := sock
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(cctx, fmt.Sprintf("host=%s port=%d user=postgres dbname=postgres sslmode=disable", host, port))
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close(context.Background())
+	var inRecovery bool
+	var pause, lsn, last string
+	err = conn.QueryRow(cctx, `SELECT pg_is_in_recovery(), CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() ELSE '' END,
+		coalesce(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END::text, ''),
+		coalesce(pg_last_xact_replay_timestamp()::text, '')`).Scan(&inRecovery, &pause, &lsn, &last)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case !inRecovery:
+		return &Reached{State: "promoted", LSN: lsn, LastXact: last}, nil
+	case pause == "paused":
+		return &Reached{State: "paused", LSN: lsn, LastXact: last}, nil
+	}
+	return nil, nil
+}
