@@ -5,7 +5,7 @@ VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X github.com/pgdr/pgdr/agent/cli.Version=$(VERSION)
 GOTESTFLAGS ?= -race -count=1 -timeout 25m
 
-.PHONY: all build test unit lint demo bench-wal tools clean
+.PHONY: all build test unit lint demo bench-wal bench-backup clean
 
 all: build
 
@@ -34,6 +34,9 @@ demo: build
 
 bench-wal: build
 	bash scripts/bench/wal.sh
+
+bench-backup: build
+	bash scripts/bench/backup.sh
 
 clean:
 	rm -rf $(BIN)

@@ -196,6 +196,7 @@ func (s *Shipper) push(ctx context.Context, path string) error {
 	opts := keys.StreamOptions(s.cfg, s.recipients)
 	opts.PlainSize = int64(len(data))
 	opts.PlainSHA256 = sum[:]
+	opts.TrustSHA256 = true // hashed just above from the same bytes
 	var enc bytes.Buffer
 	enc.Grow(len(data)/4 + 4096)
 	w, err := s.pool.NewWriter(&enc, opts)

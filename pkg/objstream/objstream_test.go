@@ -671,3 +671,34 @@ func TestPool(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+func TestTrustSHA256(t *testing.T) {
+	data := bytes.Repeat([]byte("pgdr wal "), 100000)
+	sum := sha256.Sum256(data)
+	for _, lie := range []bool{false, true} {
+		want := sum
+		if lie {
+			want[0] ^= 1
+		}
+		var buf bytes.Buffer
+		w, err := NewWriter(&buf, Options{Unencrypted: true, PlainSize: int64(len(data)), PlainSHA256: want[:], TrustSHA256: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Write(data)
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		r, err := NewReader(&buf, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = io.Copy(io.Discard, r)
+		if lie && !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("a wrong trusted checksum read back with %v, want ErrCorrupt", err)
+		}
+		if !lie && err != nil {
+			t.Fatalf("a right trusted checksum: %v", err)
+		}
+	}
+}

@@ -38,6 +38,12 @@ type Options struct {
 	// PlainSHA256 is the plaintext's SHA-256 if known in advance, recorded
 	// in the header and checked by Close; nil if unknown.
 	PlainSHA256 []byte
+	// TrustSHA256 says PlainSHA256 was computed by the caller over exactly
+	// the bytes it will write (a WAL segment hashed in memory), so the
+	// writer puts it in the trailer without hashing the plaintext again.
+	// A caller that breaks the promise writes an object that fails every
+	// read: detected, never silent.
+	TrustSHA256 bool
 	// Concurrency is the zstd encoder concurrency; 0 means 1. With 1 the
 	// encoder runs synchronously in the caller's goroutine, which is what
 	// callers running many streams in parallel want.
@@ -137,9 +143,11 @@ func newWriter(w io.Writer, opts Options, pool *Pool) (io.WriteCloser, error) {
 
 	ow := &writer{
 		top:  w,
-		hash: sha256.New(),
 		size: hdr.PlainSize,
 		sum:  bytes.Clone(hdr.PlainSHA256),
+	}
+	if !opts.TrustSHA256 || ow.sum == nil {
+		ow.hash = sha256.New()
 	}
 	if hdr.Encryption == EncryptionAge {
 		ow.aenc, err = age.Encrypt(w, opts.Recipients...)
@@ -177,7 +185,9 @@ func (w *writer) Write(p []byte) (int, error) {
 		return 0, errors.New("objstream: write after Close")
 	}
 	n, err := w.top.Write(p)
-	w.hash.Write(p[:n])
+	if w.hash != nil {
+		w.hash.Write(p[:n])
+	}
 	w.n += int64(n)
 	if err != nil {
 		w.err = fmt.Errorf("objstream: writing object: %w", err)
@@ -201,7 +211,10 @@ func (w *writer) Close() error {
 		w.release()
 		return w.err
 	}
-	sum := w.hash.Sum(nil)
+	sum := w.sum
+	if w.hash != nil {
+		sum = w.hash.Sum(nil)
+	}
 	if w.size >= 0 && w.n != w.size {
 		w.err = fmt.Errorf("objstream: wrote %d bytes, but PlainSize declared %d", w.n, w.size)
 	} else if w.sum != nil && !bytes.Equal(sum, w.sum) {
