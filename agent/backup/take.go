@@ -2,7 +2,6 @@ package backup
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -186,7 +185,10 @@ func Take(ctx context.Context, d Deps, o Options) (*Manifest, error) {
 
 	var stopLSN string
 	var label, spcmap []byte
-	if err := conn.QueryRow(ctx, "SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(true)").Scan(&stopLSN, &label, &spcmap); err != nil {
+	// wait_for_archive => false: PostgreSQL checks the archiver only once a
+	// second; waitWAL below polls the repositories themselves, which is
+	// what counts. (On a primary the segment switch happens either way.)
+	if err := conn.QueryRow(ctx, "SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(false)").Scan(&stopLSN, &label, &spcmap); err != nil {
 		return nil, fmt.Errorf("pg_backup_stop: %w", err)
 	}
 	m.StopTime = time.Now().UTC()
@@ -480,20 +482,18 @@ func (c *copier) copyFile(ctx context.Context, wf walkFile) (File, error) {
 		return fe, nil
 	}
 	key := objectKey(c.m.Cluster, c.m.ID, wf.rel)
-	h := sha256.New()
 	var pages int
 	var size int64
 	produce := func(w io.Writer) error {
-		sw := io.MultiWriter(w, h)
 		var err error
 		if isRel {
-			size, pages, err = c.copyRelation(fh, wf.rel, rf, delta, sw)
+			size, pages, err = c.copyRelation(fh, wf.rel, rf, delta, w)
 		} else {
-			size, err = io.Copy(sw, &countingReader{r: fh, n: &c.done})
+			size, err = io.Copy(w, &countingReader{r: fh, n: &c.done})
 		}
 		return err
 	}
-	stored, ok, err := c.putAll(ctx, key, produce)
+	stored, sum, ok, err := c.putAll(ctx, key, wf.info.Size(), produce)
 	if err != nil {
 		return File{}, err
 	}
@@ -502,7 +502,7 @@ func (c *copier) copyFile(ctx context.Context, wf walkFile) (File, error) {
 		return fe, nil // a delta with no changed page, or a file emptied meanwhile
 	}
 	fe.Object = key[len(c.m.Cluster)+1:]
-	fe.SHA256 = hex.EncodeToString(h.Sum(nil))
+	fe.SHA256 = hex.EncodeToString(sum)
 	fe.Stored = stored
 	return fe, nil
 }
@@ -581,13 +581,17 @@ func (c *copier) checkPage(fh *os.File, rel string, rf pgpage.RelFile, page []by
 // every repository at once, and returns the bytes stored in one. The
 // uploads start with the first byte produced: when produce writes nothing
 // (a delta with no changed page) no object is created and ok is false.
-func (c *copier) putAll(ctx context.Context, key string, produce func(io.Writer) error) (stored int64, ok bool, err error) {
+// Files larger than bigFile are compressed with two encoder goroutines, so
+// that one huge relation segment does not leave the other cores idle.
+const bigFile = 64 << 20
+
+func (c *copier) putAll(ctx context.Context, key string, size int64, produce func(io.Writer) error) (stored int64, sum []byte, ok bool, err error) {
 	repos := c.d.Repos
 	pws := make([]*io.PipeWriter, len(repos))
 	errs := make([]error, len(repos))
 	var wg sync.WaitGroup
 	counter := &countingWriter{}
-	var enc io.WriteCloser
+	var enc objstream.Writer
 	lazy := &lazyWriter{start: func() (io.Writer, error) {
 		ws := make([]io.Writer, len(repos))
 		for i, r := range repos {
@@ -601,13 +605,17 @@ func (c *copier) putAll(ctx context.Context, key string, produce func(io.Writer)
 			}()
 		}
 		counter.w = io.MultiWriter(ws...)
+		opts := keys.StreamOptions(c.d.Cfg, c.d.Recipients)
+		if size > bigFile {
+			opts.Concurrency = 2
+		}
 		var err error
-		enc, err = c.pool.NewWriter(counter, keys.StreamOptions(c.d.Cfg, c.d.Recipients))
+		enc, err = c.pool.NewWriter(counter, opts)
 		return enc, err
 	}}
 	err = produce(lazy)
 	if lazy.w == nil && lazy.err == nil {
-		return 0, false, err
+		return 0, nil, false, err
 	}
 	if err == nil {
 		err = lazy.err
@@ -626,14 +634,14 @@ func (c *copier) putAll(ctx context.Context, key string, produce func(io.Writer)
 	}
 	wg.Wait()
 	if err != nil {
-		return 0, false, fmt.Errorf("storing %s: %w", key, err)
+		return 0, nil, false, fmt.Errorf("storing %s: %w", key, err)
 	}
 	for i, e := range errs {
 		if e != nil {
-			return 0, false, fmt.Errorf("repository %s: storing %s: %w", repos[i].Name, key, e)
+			return 0, nil, false, fmt.Errorf("repository %s: storing %s: %w", repos[i].Name, key, e)
 		}
 	}
-	return counter.n, true, nil
+	return counter.n, enc.SHA256(), true, nil
 }
 
 // lazyWriter calls start on the first Write and writes through what it returns.

@@ -2,7 +2,6 @@ package restore
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -484,8 +483,7 @@ func (w *writer) apply(ctx context.Context, fh *os.File, s step) error {
 	w.mu.Lock()
 	w.objects++
 	w.mu.Unlock()
-	h := sha256.New()
-	src := io.TeeReader(or, h)
+	src := io.Reader(or)
 	if s.kind == backup.KindFull {
 		if _, err := fh.Seek(0, io.SeekStart); err != nil {
 			return err
@@ -509,7 +507,10 @@ func (w *writer) apply(ctx context.Context, fh *os.File, s step) error {
 			}
 		}
 	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != s.sha {
+	// The stream verified its own trailer at EOF; its checksum must also
+	// be the one the manifest recorded (the right object, not just an
+	// intact one).
+	if got := hex.EncodeToString(or.SHA256()); got != s.sha {
 		return fmt.Errorf("repository %s: object %s: content checksum %s, manifest says %s: %w", w.r.Name, key, got, s.sha, objstream.ErrCorrupt)
 	}
 	return nil

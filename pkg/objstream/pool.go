@@ -33,7 +33,7 @@ type encKey struct {
 
 // NewWriter is like the package-level NewWriter, but takes its zstd
 // encoder from p and returns it to p when Close succeeds.
-func (p *Pool) NewWriter(w io.Writer, opts Options) (io.WriteCloser, error) {
+func (p *Pool) NewWriter(w io.Writer, opts Options) (Writer, error) {
 	return newWriter(w, opts, p)
 }
 

@@ -40,7 +40,18 @@ type Reader struct {
 	buf  []byte
 	r, w int // pending decoded bytes are buf[r:w]
 	eof  bool
-	err  error // sticky; io.EOF after a verified end
+	err  error  // sticky; io.EOF after a verified end
+	sum  []byte // the verified plaintext SHA-256, once Read returned io.EOF
+}
+
+// SHA256 returns the plaintext's SHA-256 once Read has returned io.EOF
+// (so the whole plaintext was read and verified against it), else nil.
+// Callers comparing with a checksum of their own need not hash again.
+func (r *Reader) SHA256() []byte {
+	if r.err != io.EOF {
+		return nil
+	}
+	return r.sum
 }
 
 // srcReader wraps the object source and remembers the first error other
@@ -211,6 +222,7 @@ func (r *Reader) verify() error {
 	if r.Header.PlainSHA256 != nil && !bytes.Equal(r.Header.PlainSHA256, got) {
 		return fmt.Errorf("%w: plaintext SHA-256 mismatch: header records %x, read data has %x", ErrCorrupt, r.Header.PlainSHA256, got)
 	}
+	r.sum = got
 	return nil
 }
 

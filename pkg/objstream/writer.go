@@ -63,6 +63,7 @@ type writer struct {
 	n      int64
 	size   int64  // expected plaintext size or -1
 	sum    []byte // expected plaintext SHA-256 or nil
+	final  []byte // the plaintext SHA-256, after Close
 	err    error  // sticky error
 	closed bool
 }
@@ -73,11 +74,11 @@ type writer struct {
 // partial object must be discarded.
 //
 // NewWriter builds a fresh zstd encoder; see Pool for reusing them.
-func NewWriter(w io.Writer, opts Options) (io.WriteCloser, error) {
+func NewWriter(w io.Writer, opts Options) (Writer, error) {
 	return newWriter(w, opts, nil)
 }
 
-func newWriter(w io.Writer, opts Options, pool *Pool) (io.WriteCloser, error) {
+func newWriter(w io.Writer, opts Options, pool *Pool) (Writer, error) {
 	if w == nil {
 		return nil, errors.New("objstream: nil writer")
 	}
@@ -176,6 +177,23 @@ func newWriter(w io.Writer, opts Options, pool *Pool) (io.WriteCloser, error) {
 	return ow, nil
 }
 
+// Writer is what NewWriter returns: an io.WriteCloser that also reports
+// the plaintext's SHA-256 once closed.
+type Writer interface {
+	io.WriteCloser
+	// SHA256 returns the plaintext's SHA-256 after a successful Close,
+	// else nil, so callers recording a checksum need not hash again.
+	SHA256() []byte
+}
+
+// SHA256 implements Writer.
+func (w *writer) SHA256() []byte {
+	if !w.closed || w.err != nil {
+		return nil
+	}
+	return w.final
+}
+
 // Write compresses, encrypts and writes p.
 func (w *writer) Write(p []byte) (int, error) {
 	if w.err != nil {
@@ -224,6 +242,7 @@ func (w *writer) Close() error {
 		w.release()
 		return w.err
 	}
+	w.final = sum
 	var tr [TrailerSize]byte
 	if _, err := w.top.Write(appendTrailer(tr[:0], w.n, sum)); err != nil {
 		w.err = fmt.Errorf("objstream: writing trailer: %w", err)
