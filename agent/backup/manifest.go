@@ -174,9 +174,23 @@ func saveManifest(ctx context.Context, r repo.Repo, m *Manifest) error {
 	return nil
 }
 
+// Damaged is a backup whose manifest exists but cannot be read.
+type Damaged struct {
+	ID    string `json:"id"`
+	Error string `json:"error"`
+}
+
 // List returns the manifests of every complete backup in r, oldest first.
-// Backups without a manifest (in progress or abandoned) are not listed.
+// Backups without a manifest (in progress or abandoned) are not listed, nor
+// are those whose manifest cannot be read (see ListAll).
 func List(ctx context.Context, r repo.Repo, cluster string) ([]*Manifest, error) {
+	ms, _, err := ListAll(ctx, r, cluster)
+	return ms, err
+}
+
+// ListAll is List that also reports the backups whose manifest is damaged,
+// so one bad object neither hides the others nor goes unnoticed.
+func ListAll(ctx context.Context, r repo.Repo, cluster string) ([]*Manifest, []Damaged, error) {
 	var ids []string
 	err := r.Store.List(ctx, backupPrefix(cluster), func(oi storage.ObjectInfo) error {
 		rest := strings.TrimPrefix(oi.Key, backupPrefix(cluster))
@@ -186,19 +200,24 @@ func List(ctx context.Context, r repo.Repo, cluster string) ([]*Manifest, error)
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("listing backups in repository %s: %w", r.Name, err)
+		return nil, nil, fmt.Errorf("listing backups in repository %s: %w", r.Name, err)
 	}
 	sort.Strings(ids)
 	out := make([]*Manifest, 0, len(ids))
+	var damaged []Damaged
 	for _, id := range ids {
 		m, err := LoadManifest(ctx, r, cluster, id)
 		if err != nil {
-			return nil, err
+			if ctx.Err() != nil {
+				return nil, nil, ctx.Err()
+			}
+			damaged = append(damaged, Damaged{ID: id, Error: err.Error()})
+			continue
 		}
 		out = append(out, m)
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].StartTime.Before(out[j].StartTime) })
-	return out, nil
+	return out, damaged, nil
 }
 
 // Chain returns the manifests from the full backup to id, oldest first.

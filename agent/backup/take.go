@@ -176,9 +176,29 @@ func Take(ctx context.Context, d Deps, o Options) (*Manifest, error) {
 		c.total.Add(f.info.Size())
 	}
 	stopProgress := c.progress(o.Progress)
-	files, err := c.copyAll(ctx, w.files, o.Parallel)
+	// global/pg_control is copied alone, after every other file: a backup
+	// of a standby ends at the copied pg_control's minRecoveryPoint, so no
+	// file may be read after it (pg_basebackup sends it last for the same
+	// reason).
+	var control []walkFile
+	rest := w.files[:0:0]
+	for _, f := range w.files {
+		if f.rel == "global/pg_control" {
+			control = append(control, f)
+		} else {
+			rest = append(rest, f)
+		}
+	}
+	files, err := c.copyAll(ctx, rest, o.Parallel)
+	if err == nil && len(control) > 0 {
+		var last []File
+		last, err = c.copyAll(ctx, control, 1)
+		files = append(files, last...)
+		sortFiles(files)
+	}
 	stopProgress()
 	if err != nil {
+		c.abandon(ctx)
 		return nil, err
 	}
 	m.Files = files
@@ -219,6 +239,7 @@ func Take(ctx context.Context, d Deps, o Options) (*Manifest, error) {
 			log.Error("corrupt page", "file", p.Path, "block", p.Block, "err", p.Error)
 		}
 		if !o.AllowCorrupt {
+			c.abandon(ctx)
 			first := c.corrupt[0]
 			return nil, fmt.Errorf("%w: %d page(s), first in %s block %d (%s); the backup was not recorded (pass --allow-corrupt to keep it anyway)",
 				ErrCorruptPages, len(c.corrupt), first.Path, first.Block, first.Error)
@@ -230,6 +251,7 @@ func Take(ctx context.Context, d Deps, o Options) (*Manifest, error) {
 		}
 	}
 	if err := waitWAL(ctx, d, segs, o.WALTimeout, log); err != nil {
+		c.abandon(ctx)
 		return nil, err
 	}
 	for _, f := range m.Files {
@@ -378,6 +400,24 @@ type copier struct {
 	total, done atomic.Int64
 	mu          sync.Mutex
 	corrupt     []CorruptPage
+}
+
+// abandon deletes, best effort, what a failed backup uploaded: without a
+// manifest it is not a backup, only wasted space.
+func (c *copier) abandon(ctx context.Context) {
+	ctx = context.WithoutCancel(ctx)
+	prefix := backupPrefix(c.m.Cluster) + c.m.ID + "/"
+	for _, r := range c.d.Repos {
+		var keys []string
+		_ = r.Store.List(ctx, prefix, func(oi storage.ObjectInfo) error {
+			keys = append(keys, oi.Key)
+			return nil
+		})
+		for _, k := range keys {
+			_ = r.Store.Delete(ctx, k)
+		}
+	}
+	c.d.Log.Info("removed the objects of the failed backup", "backup", c.m.ID)
 }
 
 func (c *copier) progress(w io.Writer) func() {

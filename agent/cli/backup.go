@@ -119,8 +119,9 @@ func cmdBackupList(ctx context.Context, e env, args []string) int {
 		return ExitFailure
 	}
 	var all []backupSummary
+	damaged := []map[string]string{}
 	for _, r := range repos {
-		ms, err := backup.List(ctx, r, cfg.Cluster)
+		ms, bad, err := backup.ListAll(ctx, r, cfg.Cluster)
 		if err != nil {
 			log.Error("backup-list", "err", err)
 			return ExitFailure
@@ -128,14 +129,22 @@ func cmdBackupList(ctx context.Context, e env, args []string) int {
 		for _, m := range ms {
 			all = append(all, summary(m, r.Name))
 		}
+		for _, d := range bad {
+			damaged = append(damaged, map[string]string{"id": d.ID, "repo": r.Name, "error": d.Error})
+		}
 	}
 	if *f.jsonOut {
 		if all == nil {
 			all = []backupSummary{}
 		}
-		printJSON(e.stdout, map[string]any{"cluster": cfg.Cluster, "backups": all})
+		printJSON(e.stdout, map[string]any{"cluster": cfg.Cluster, "backups": all, "damaged": damaged})
 		return 0
 	}
+	defer func() {
+		for _, d := range damaged {
+			fmt.Fprintf(e.stdout, "DAMAGED %s in %s: %s\n", d["id"], d["repo"], d["error"])
+		}
+	}()
 	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tTYPE\tPARENT\tREPO\tSTART\tSTOP\tSTART LSN\tSTOP LSN\tTL\tDATABASE\tSTORED\tDURATION")
 	for _, s := range all {

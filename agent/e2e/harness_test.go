@@ -96,6 +96,7 @@ type lab struct {
 type labOpts struct {
 	s3              bool
 	pushConcurrency int
+	checksums       bool // initdb --data-checksums
 }
 
 func newLab(t *testing.T, o labOpts) *lab {
@@ -114,7 +115,11 @@ func newLab(t *testing.T, o labOpts) *lab {
 		os.WriteFile(filepath.Join(l.dir, "s3-key-id"), []byte(l.s3.AccessKey+"\n"), 0o600)
 		os.WriteFile(filepath.Join(l.dir, "s3-secret"), []byte(l.s3.SecretKey+"\n"), 0o600)
 	}
-	l.pg = pgtest.New(t, pgtest.Options{})
+	var initdb []string
+	if o.checksums {
+		initdb = append(initdb, "--data-checksums")
+	}
+	l.pg = pgtest.New(t, pgtest.Options{InitdbArgs: initdb})
 	repos := []string{"file"}
 	if o.s3 {
 		repos = append(repos, "s3")

@@ -180,6 +180,24 @@ func pickBackup(ctx context.Context, d Deps, o Options) (repo.Repo, *backup.Mani
 		}
 	}
 	var errs []error
+	if o.BackupID != "" && o.BackupID != "latest" {
+		if !backup.ValidID(o.BackupID) {
+			return repo.Repo{}, nil, fmt.Errorf("%q is not a backup ID (like 20261126T081700F) or latest", o.BackupID)
+		}
+		for _, r := range repos {
+			m, err := backup.LoadManifest(ctx, r, d.Cfg.Cluster, o.BackupID)
+			if err == nil {
+				return r, m, nil
+			}
+			if !errors.Is(err, backup.ErrNoBackup) {
+				errs = append(errs, err)
+			}
+		}
+		if err := errors.Join(errs...); err != nil {
+			return repo.Repo{}, nil, err
+		}
+		return repo.Repo{}, nil, fmt.Errorf("no repository holds backup %s of cluster %s: %w", o.BackupID, d.Cfg.Cluster, backup.ErrNoBackup)
+	}
 	for _, r := range repos {
 		ms, err := backup.List(ctx, r, d.Cfg.Cluster)
 		if err != nil {
@@ -188,15 +206,6 @@ func pickBackup(ctx context.Context, d Deps, o Options) (repo.Repo, *backup.Mani
 		}
 		var pick *backup.Manifest
 		switch {
-		case o.BackupID != "" && o.BackupID != "latest":
-			if !backup.ValidID(o.BackupID) {
-				return repo.Repo{}, nil, fmt.Errorf("%q is not a backup ID (like 20261126T081700F) or latest", o.BackupID)
-			}
-			for _, m := range ms {
-				if m.ID == o.BackupID {
-					pick = m
-				}
-			}
 		case o.BackupID == "" && o.Target.Time != nil:
 			for _, m := range ms {
 				if !m.StopTime.After(*o.Target.Time) {
@@ -219,12 +228,12 @@ func pickBackup(ctx context.Context, d Deps, o Options) (repo.Repo, *backup.Mani
 	if err := errors.Join(errs...); err != nil {
 		return repo.Repo{}, nil, err
 	}
-	what := "any backup"
-	if o.BackupID != "" && o.BackupID != "latest" {
-		what = "backup " + o.BackupID
-	}
-	return repo.Repo{}, nil, fmt.Errorf("no repository holds %s of cluster %s: %w", what, d.Cfg.Cluster, backup.ErrNoBackup)
+	return repo.Repo{}, nil, fmt.Errorf("no repository holds any backup of cluster %s: %w", d.Cfg.Cluster, backup.ErrNoBackup)
 }
+
+// archiveClockSkew is the difference allowed between the database's clock
+// and the object store's when checking a time target against the archive.
+const archiveClockSkew = 2 * time.Second
 
 // checkTarget refuses a target before the backup's end or beyond what the
 // archive holds, before anything is written.
@@ -262,7 +271,11 @@ func checkTarget(ctx context.Context, d Deps, r repo.Repo, m *backup.Manifest, t
 	if lastName == "" {
 		return fmt.Errorf("the archive in repository %s holds no WAL for timeline %d or later", r.Name, m.Timeline)
 	}
-	if t.Time != nil && t.Time.After(lastTime) {
+	// Listings may give whole seconds (S3), and the object store's clock is
+	// not the database's: allow for both before calling a target beyond
+	// the archive (PostgreSQL itself still refuses to end recovery short
+	// of a target it did not reach).
+	if t.Time != nil && t.Time.After(lastTime.Truncate(time.Second).Add(time.Second+archiveClockSkew)) {
 		return fmt.Errorf("target time %s is beyond what the archive covers (its newest segment, %s, was archived at %s)",
 			t.Time.UTC().Format(time.RFC3339Nano), lastName, lastTime.UTC().Format(time.RFC3339Nano))
 	}
