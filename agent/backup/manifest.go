@@ -89,6 +89,11 @@ type File struct {
 	SHA256 string    `json:"sha256,omitempty"` // of the object's plaintext
 	Stored int64     `json:"stored,omitempty"` // bytes stored in one repository
 	Pages  int       `json:"pages,omitempty"`  // delta: pages stored
+	// Refs are the backups whose objects build this file, oldest first:
+	// for a whole copy this backup alone, for a delta the backup holding
+	// the newest whole copy and those holding changed pages since (an
+	// unchanged file names only older backups).
+	Refs []string `json:"refs,omitempty"`
 }
 
 // CorruptPage is a page whose checksum failed (twice) during the backup.

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -162,12 +163,12 @@ func Take(ctx context.Context, d Deps, o Options) (*Manifest, error) {
 		return nil, err
 	}
 	m.Dirs, m.Tablespaces = w.dirs, w.tablespaces
-	var parentFiles map[string]bool
+	var parentFiles map[string]File
 	var threshold wal.LSN
 	if parent != nil {
-		parentFiles = make(map[string]bool, len(parent.Files))
+		parentFiles = make(map[string]File, len(parent.Files))
 		for _, f := range parent.Files {
-			parentFiles[f.Path] = true
+			parentFiles[f.Path] = f
 		}
 		threshold = parent.StartLSN
 	}
@@ -394,7 +395,7 @@ type copier struct {
 	m           *Manifest
 	srv         *server
 	threshold   wal.LSN
-	parentFiles map[string]bool
+	parentFiles map[string]File
 	pool        *objstream.Pool
 
 	total, done atomic.Int64
@@ -514,9 +515,11 @@ func (c *copier) copyFile(ctx context.Context, wf walkFile) (File, error) {
 	defer fh.Close()
 	fe := File{Path: wf.rel, Mode: uint32(wf.info.Mode().Perm()), MTime: wf.info.ModTime().UTC(), Kind: KindFull}
 	rf, isRel := pgpage.ParseRelPath(wf.rel)
-	delta := isRel && rf.Fork == "main" && c.parentFiles != nil && c.parentFiles[wf.rel]
+	pf, inParent := c.parentFiles[wf.rel]
+	delta := isRel && rf.Fork == "main" && inParent
 	if delta {
 		fe.Kind = KindDelta
+		fe.Refs = slices.Clone(pf.Refs)
 	}
 	if wf.info.Size() == 0 {
 		return fe, nil
@@ -542,6 +545,7 @@ func (c *copier) copyFile(ctx context.Context, wf walkFile) (File, error) {
 		return fe, nil // a delta with no changed page, or a file emptied meanwhile
 	}
 	fe.Object = key[len(c.m.Cluster)+1:]
+	fe.Refs = append(fe.Refs, c.m.ID)
 	fe.SHA256 = hex.EncodeToString(sum)
 	fe.Stored = stored
 	return fe, nil

@@ -68,3 +68,19 @@ func TestTargetCount(t *testing.T) {
 		t.Fatal("Target.set miscounts")
 	}
 }
+
+func TestMakePlanChecksRefs(t *testing.T) {
+	full := &backup.Manifest{ID: "20261126T080000F", Type: backup.TypeFull, Files: []backup.File{
+		{Path: "base/5/1", Size: 8192, Kind: backup.KindFull, Object: "o1", SHA256: "a", Refs: []string{"20261126T080000F"}},
+	}}
+	incr := &backup.Manifest{ID: "20261126T090000I", Type: backup.TypeIncr, Parent: full.ID, Files: []backup.File{
+		{Path: "base/5/1", Size: 8192, Kind: backup.KindDelta, Object: "o2", SHA256: "b", Refs: []string{"20261126T080000F", "20261126T090000I"}},
+	}}
+	if _, err := makePlan([]*backup.Manifest{full, incr}); err != nil {
+		t.Fatalf("consistent refs: %v", err)
+	}
+	incr.Files[0].Refs = []string{"20261126T090000I"}
+	if _, err := makePlan([]*backup.Manifest{full, incr}); err == nil || !strings.Contains(err.Error(), "manifest says") {
+		t.Fatalf("inconsistent refs: %v", err)
+	}
+}

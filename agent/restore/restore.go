@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -291,6 +292,7 @@ func checkTarget(ctx context.Context, d Deps, r repo.Repo, m *backup.Manifest, t
 
 // step is one object that contributes to a restored file.
 type step struct {
+	backup string
 	kind   string
 	object string
 	sha    string
@@ -322,7 +324,7 @@ func makePlan(chain []*backup.Manifest) ([]filePlan, error) {
 				return nil, fmt.Errorf("backup %s stores %s as changes, but %s does not hold the file: the chain is inconsistent", chain[i+1].ID, f.Path, chain[i].ID)
 			}
 			if e.Object != "" {
-				steps = append([]step{{kind: e.Kind, object: e.Object, sha: e.SHA256}}, steps...)
+				steps = append([]step{{backup: chain[i].ID, kind: e.Kind, object: e.Object, sha: e.SHA256}}, steps...)
 			}
 			if e.Kind == backup.KindFull {
 				found = true
@@ -331,6 +333,15 @@ func makePlan(chain []*backup.Manifest) ([]filePlan, error) {
 		}
 		if !found {
 			return nil, fmt.Errorf("no whole copy of %s in the chain of %s", f.Path, target.ID)
+		}
+		if f.Refs != nil {
+			var ids []string
+			for _, st := range steps {
+				ids = append(ids, st.backup)
+			}
+			if !slices.Equal(ids, f.Refs) {
+				return nil, fmt.Errorf("backup %s: %s is built from %v by the chain but its manifest says %v: the chain is inconsistent", target.ID, f.Path, ids, f.Refs)
+			}
 		}
 		plan = append(plan, filePlan{f: f, steps: steps})
 	}
