@@ -40,6 +40,7 @@ type Options struct {
 	PrimaryDSN   string        // standby backups: switch WAL on the primary so the last segment is archived
 	WALTimeout   time.Duration // how long to wait for the WAL the backup needs (default 10 min)
 	Progress     io.Writer     // progress lines, nil for none
+	MaxRate      int64         // bytes per second read from the data directory (0 = unlimited), to spare the server's I/O
 }
 
 // Deps are what Take works with.
@@ -172,10 +173,19 @@ func Take(ctx context.Context, d Deps, o Options) (*Manifest, error) {
 		}
 		threshold = parent.StartLSN
 	}
-	c := &copier{d: d, m: m, srv: srv, threshold: threshold, parentFiles: parentFiles, pool: &objstream.Pool{}}
+	c := &copier{d: d, m: m, srv: srv, threshold: threshold, parentFiles: parentFiles, pool: &objstream.Pool{},
+		maxRate: o.MaxRate, start: time.Now()}
 	for _, f := range w.files {
 		c.total.Add(f.info.Size())
 	}
+	// Until the manifest is written this is not a backup: on any failure
+	// remove what was uploaded.
+	complete := false
+	defer func() {
+		if !complete {
+			c.abandon(ctx)
+		}
+	}()
 	stopProgress := c.progress(o.Progress)
 	// global/pg_control is copied alone, after every other file: a backup
 	// of a standby ends at the copied pg_control's minRecoveryPoint, so no
@@ -199,7 +209,6 @@ func Take(ctx context.Context, d Deps, o Options) (*Manifest, error) {
 	}
 	stopProgress()
 	if err != nil {
-		c.abandon(ctx)
 		return nil, err
 	}
 	m.Files = files
@@ -240,7 +249,6 @@ func Take(ctx context.Context, d Deps, o Options) (*Manifest, error) {
 			log.Error("corrupt page", "file", p.Path, "block", p.Block, "err", p.Error)
 		}
 		if !o.AllowCorrupt {
-			c.abandon(ctx)
 			first := c.corrupt[0]
 			return nil, fmt.Errorf("%w: %d page(s), first in %s block %d (%s); the backup was not recorded (pass --allow-corrupt to keep it anyway)",
 				ErrCorruptPages, len(c.corrupt), first.Path, first.Block, first.Error)
@@ -252,7 +260,6 @@ func Take(ctx context.Context, d Deps, o Options) (*Manifest, error) {
 		}
 	}
 	if err := waitWAL(ctx, d, segs, o.WALTimeout, log); err != nil {
-		c.abandon(ctx)
 		return nil, err
 	}
 	for _, f := range m.Files {
@@ -260,11 +267,17 @@ func Take(ctx context.Context, d Deps, o Options) (*Manifest, error) {
 		m.StoredBytes += f.Stored
 	}
 	m.DurationSeconds = time.Since(m.StartTime).Seconds()
-	for _, r := range d.Repos {
+	for i, r := range d.Repos {
 		if err := saveManifest(ctx, r, m); err != nil {
+			// A manifest already written elsewhere would make the backup
+			// exist in some repositories only: take it back.
+			for _, done := range d.Repos[:i] {
+				_ = done.Store.Delete(context.WithoutCancel(ctx), manifestKey(m.Cluster, m.ID))
+			}
 			return nil, err
 		}
 	}
+	complete = true
 	log.Info("backup complete", "files", len(m.Files), "database_bytes", m.DatabaseBytes, "stored_bytes", m.StoredBytes,
 		"seconds", fmt.Sprintf("%.1f", m.DurationSeconds))
 	return m, nil
@@ -399,6 +412,8 @@ type copier struct {
 	pool        *objstream.Pool
 
 	total, done atomic.Int64
+	maxRate     int64     // bytes per second read from the data directory, 0 = unlimited
+	start       time.Time // when copying began (for maxRate)
 	mu          sync.Mutex
 	corrupt     []CorruptPage
 }
@@ -532,7 +547,7 @@ func (c *copier) copyFile(ctx context.Context, wf walkFile) (File, error) {
 		if isRel {
 			size, pages, err = c.copyRelation(fh, wf.rel, rf, delta, w)
 		} else {
-			size, err = io.Copy(w, &countingReader{r: fh, n: &c.done})
+			size, err = io.Copy(w, &countingReader{r: fh, c: c})
 		}
 		return err
 	}
@@ -593,7 +608,7 @@ func (c *copier) copyRelation(fh *os.File, rel string, rf pgpage.RelFile, delta 
 			}
 		}
 		off += int64(n)
-		c.done.Add(int64(n))
+		c.read(int64(n))
 		if n < len(buf) {
 			return off, pages, nil
 		}
@@ -716,13 +731,27 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// countingReader counts what a whole-file copy reads, and throttles it.
 type countingReader struct {
 	r io.Reader
-	n *atomic.Int64
+	c *copier
 }
 
-func (c *countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n.Add(int64(n))
+func (cr *countingReader) Read(p []byte) (int, error) {
+	n, err := cr.r.Read(p)
+	cr.c.read(int64(n))
 	return n, err
+}
+
+// read records n bytes read from the data directory and, with a rate
+// limit, sleeps until the backup is back under it (all workers share it).
+func (c *copier) read(n int64) {
+	done := c.done.Add(n)
+	if c.maxRate <= 0 {
+		return
+	}
+	ahead := time.Duration(float64(done)/float64(c.maxRate)*float64(time.Second)) - time.Since(c.start)
+	if ahead > 0 {
+		time.Sleep(ahead)
+	}
 }
