@@ -20,6 +20,7 @@ import (
 
 	"filippo.io/age"
 	"github.com/jackc/pgx/v5"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/pgdr/pgdr/pkg/config"
 	"github.com/pgdr/pgdr/pkg/keys"
@@ -467,43 +468,17 @@ func (c *copier) progress(w io.Writer) func() {
 }
 
 func (c *copier) copyAll(ctx context.Context, files []walkFile, parallel int) ([]File, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	out := make([]File, len(files))
-	errs := make(chan error, 1)
-	sem := make(chan struct{}, parallel)
-	var wg sync.WaitGroup
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(parallel)
 	for i, f := range files {
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-		}
-		if ctx.Err() != nil {
-			break
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			fe, err := c.copyFile(ctx, f)
-			if err != nil {
-				select {
-				case errs <- err:
-				default:
-				}
-				cancel()
-				return
-			}
+		g.Go(func() error {
+			fe, err := c.copyFile(gctx, f)
 			out[i] = fe
-		}()
+			return err
+		})
 	}
-	wg.Wait()
-	select {
-	case err := <-errs:
-		return nil, err
-	default:
-	}
-	if err := ctx.Err(); err != nil {
+	if err := g.Wait(); err != nil {
 		return nil, err
 	}
 	// Files that vanished during the backup (dropped relations) are left out.

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"filippo.io/age"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/pgdr/pgdr/agent/backup"
 	"github.com/pgdr/pgdr/pkg/config"
@@ -436,34 +437,12 @@ func (w *writer) layout(m *backup.Manifest) error {
 }
 
 func (w *writer) files(ctx context.Context, plan []filePlan, parallel int) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	sem := make(chan struct{}, parallel)
-	var wg sync.WaitGroup
-	var once sync.Once
-	var firstErr error
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(parallel)
 	for _, p := range plan {
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-		}
-		if ctx.Err() != nil {
-			break
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			if err := w.file(ctx, p); err != nil {
-				once.Do(func() { firstErr = err; cancel() })
-			}
-		}()
+		g.Go(func() error { return w.file(gctx, p) })
 	}
-	wg.Wait()
-	if firstErr != nil {
-		return firstErr
-	}
-	return ctx.Err()
+	return g.Wait()
 }
 
 // file builds one file from its steps, checks each object's checksum,
