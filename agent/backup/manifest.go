@@ -94,6 +94,28 @@ type File struct {
 	// the newest whole copy and those holding changed pages since (an
 	// unchanged file names only older backups).
 	Refs []string `json:"refs,omitempty"`
+	// Parts replace Object for a file larger than PartSize: each part
+	// holds the file's bytes from Offset (a whole copy) or its changed
+	// pages in that range (a delta). Parts with nothing stored are absent.
+	Parts []Part `json:"parts,omitempty"`
+}
+
+// Part is one stored part of a large file.
+type Part struct {
+	Offset int64  `json:"offset"`
+	Size   int64  `json:"size"` // bytes of the file read for this part
+	Object string `json:"object"`
+	SHA256 string `json:"sha256"`
+	Stored int64  `json:"stored"`
+}
+
+// Objects lists the objects holding this file's data in this backup, with
+// their checksums: the single Object, or every part.
+func (f File) Objects() []Part {
+	if f.Object != "" {
+		return []Part{{Offset: 0, Size: f.Size, Object: f.Object, SHA256: f.SHA256, Stored: f.Stored}}
+	}
+	return f.Parts
 }
 
 // CorruptPage is a page whose checksum failed (twice) during the backup.

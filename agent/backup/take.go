@@ -13,7 +13,9 @@ import (
 	"regexp"
 	"runtime"
 	"slices"
+	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,6 +44,7 @@ type Options struct {
 	WALTimeout   time.Duration // how long to wait for the WAL the backup needs (default 10 min)
 	Progress     io.Writer     // progress lines, nil for none
 	MaxRate      int64         // bytes per second read from the data directory (0 = unlimited), to spare the server's I/O
+	PartSize     int64         // files larger than this are stored as parts read in parallel (default PartSize)
 }
 
 // Deps are what Take works with.
@@ -101,6 +104,12 @@ func Take(ctx context.Context, d Deps, o Options) (*Manifest, error) {
 	}
 	if o.WALTimeout <= 0 {
 		o.WALTimeout = 10 * time.Minute
+	}
+	if o.PartSize <= 0 {
+		o.PartSize = PartSize
+	}
+	if o.PartSize%pgpage.BlockSize != 0 {
+		return nil, fmt.Errorf("part size %d is not a multiple of the %d-byte page", o.PartSize, pgpage.BlockSize)
 	}
 	log := d.Log
 	conn, err := pgx.Connect(ctx, d.Cfg.Postgres.DSN)
@@ -175,7 +184,7 @@ func Take(ctx context.Context, d Deps, o Options) (*Manifest, error) {
 		threshold = parent.StartLSN
 	}
 	c := &copier{d: d, m: m, srv: srv, threshold: threshold, parentFiles: parentFiles, pool: &objstream.Pool{},
-		maxRate: o.MaxRate, start: time.Now()}
+		maxRate: o.MaxRate, start: time.Now(), partSize: o.PartSize}
 	for _, f := range w.files {
 		c.total.Add(f.info.Size())
 	}
@@ -413,6 +422,7 @@ type copier struct {
 	pool        *objstream.Pool
 
 	total, done atomic.Int64
+	partSize    int64     // files larger than this are stored in parts
 	maxRate     int64     // bytes per second read from the data directory, 0 = unlimited
 	start       time.Time // when copying began (for maxRate)
 	mu          sync.Mutex
@@ -468,91 +478,161 @@ func (c *copier) progress(w io.Writer) func() {
 }
 
 func (c *copier) copyAll(ctx context.Context, files []walkFile, parallel int) ([]File, error) {
-	out := make([]File, len(files))
+	tasks := splitTasks(files, c.partSize)
+	out := make([]partResult, len(tasks))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(parallel)
-	for i, f := range files {
+	for i, t := range tasks {
 		g.Go(func() error {
-			fe, err := c.copyFile(gctx, f)
-			out[i] = fe
+			r, err := c.copyTask(gctx, t)
+			out[i] = r
 			return err
 		})
 	}
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
-	// Files that vanished during the backup (dropped relations) are left out.
-	kept := out[:0]
-	for _, f := range out {
-		if f.Path != "" {
-			kept = append(kept, f)
-		}
-	}
-	sortFiles(kept)
-	return kept, nil
+	return c.mergeParts(out), nil
 }
 
-// copyFile stores one file whole, or its changed pages for a main-fork
-// relation file that the parent chain holds.
-func (c *copier) copyFile(ctx context.Context, wf walkFile) (File, error) {
+// task is one unit of parallel work: a whole file, or one part of a file
+// larger than PartSize.
+type task struct {
+	wf     walkFile
+	part   int // 0-based
+	nparts int // 1 for a whole file
+}
+
+func splitTasks(files []walkFile, partSize int64) []task {
+	var out []task
+	for _, f := range files {
+		n := int((f.info.Size() + partSize - 1) / partSize)
+		if n < 2 {
+			out = append(out, task{wf: f, nparts: 1})
+			continue
+		}
+		for i := range n {
+			out = append(out, task{wf: f, part: i, nparts: n})
+		}
+	}
+	return out
+}
+
+// partResult is what copying one task produced.
+type partResult struct {
+	path  string
+	entry File // the file's entry, without Size, Pages, objects
+	part  Part // Object empty when nothing was stored
+	pages int
+}
+
+// copyTask stores one file, or one part of one, whole or (for a main-fork
+// relation file that the parent chain holds) as its changed pages.
+func (c *copier) copyTask(ctx context.Context, t task) (partResult, error) {
+	wf := t.wf
 	fh, err := os.Open(wf.abs)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return File{}, nil
+			return partResult{}, nil
 		}
-		return File{}, fmt.Errorf("reading %s: %w", wf.rel, err)
+		return partResult{}, fmt.Errorf("reading %s: %w", wf.rel, err)
 	}
 	defer fh.Close()
-	fe := File{Path: wf.rel, Mode: uint32(wf.info.Mode().Perm()), MTime: wf.info.ModTime().UTC(), Kind: KindFull}
+	res := partResult{path: wf.rel, entry: File{Path: wf.rel, Mode: uint32(wf.info.Mode().Perm()), MTime: wf.info.ModTime().UTC(), Kind: KindFull}}
 	rf, isRel := pgpage.ParseRelPath(wf.rel)
 	pf, inParent := c.parentFiles[wf.rel]
 	delta := isRel && rf.Fork == "main" && inParent
 	if delta {
-		fe.Kind = KindDelta
-		fe.Refs = slices.Clone(pf.Refs)
+		res.entry.Kind = KindDelta
+		res.entry.Refs = slices.Clone(pf.Refs)
 	}
 	if wf.info.Size() == 0 {
-		return fe, nil
+		return res, nil
 	}
+	start := int64(t.part) * c.partSize
+	limit := int64(1 << 62) // the last part reads whatever the file has grown to
 	key := objectKey(c.m.Cluster, c.m.ID, wf.rel)
-	var pages int
-	var size int64
+	if t.nparts > 1 {
+		key += fmt.Sprintf(".pgdr-part-%d", t.part)
+		if t.part < t.nparts-1 {
+			limit = c.partSize
+		}
+	}
+	src := io.NewSectionReader(fh, start, limit)
+	res.part.Offset = start
 	produce := func(w io.Writer) error {
 		var err error
 		if isRel {
-			size, pages, err = c.copyRelation(fh, wf.rel, rf, delta, w)
+			res.part.Size, res.pages, err = c.copyRelation(src, fh, start, wf.rel, rf, delta, w)
 		} else {
-			size, err = io.Copy(w, &countingReader{r: fh, c: c})
+			res.part.Size, err = io.Copy(w, &countingReader{r: src, c: c})
 		}
 		return err
 	}
-	stored, sum, ok, err := c.putAll(ctx, key, wf.info.Size(), produce)
+	stored, sum, ok, err := c.putAll(ctx, key, min(wf.info.Size()-start, limit), produce)
 	if err != nil {
-		return File{}, err
+		return partResult{}, err
 	}
-	fe.Size, fe.Pages = size, pages
-	if !ok {
-		return fe, nil // a delta with no changed page, or a file emptied meanwhile
+	if ok {
+		res.part.Object = key[len(c.m.Cluster)+1:]
+		res.part.SHA256 = hex.EncodeToString(sum)
+		res.part.Stored = stored
 	}
-	fe.Object = key[len(c.m.Cluster)+1:]
-	fe.Refs = append(fe.Refs, c.m.ID)
-	fe.SHA256 = hex.EncodeToString(sum)
-	fe.Stored = stored
-	return fe, nil
+	return res, nil
+}
+
+// mergeParts turns task results into one entry per file, in path order.
+func (c *copier) mergeParts(results []partResult) []File {
+	var out []File
+	byPath := map[string]int{}
+	for _, r := range results {
+		if r.path == "" {
+			continue // vanished during the backup (a dropped relation)
+		}
+		i, seen := byPath[r.path]
+		if !seen {
+			byPath[r.path] = len(out)
+			out = append(out, r.entry)
+			i = len(out) - 1
+		}
+		f := &out[i]
+		f.Pages += r.pages
+		if r.part.Size > 0 {
+			f.Size = max(f.Size, r.part.Offset+r.part.Size)
+		}
+		if r.part.Object != "" {
+			f.Parts = append(f.Parts, r.part)
+			f.Stored += r.part.Stored
+		}
+	}
+	for i := range out {
+		f := &out[i]
+		sort.Slice(f.Parts, func(a, b int) bool { return f.Parts[a].Offset < f.Parts[b].Offset })
+		if len(f.Parts) > 0 {
+			f.Refs = append(f.Refs, c.m.ID)
+		}
+		// A file stored as one object keeps the compact form.
+		if len(f.Parts) == 1 && f.Parts[0].Offset == 0 && !strings.Contains(f.Parts[0].Object, ".pgdr-part-") {
+			f.Object, f.SHA256 = f.Parts[0].Object, f.Parts[0].SHA256
+			f.Parts = nil
+		}
+	}
+	sortFiles(out)
+	return out
 }
 
 // copyRelation reads a relation file page by page: verifies checksums
 // (re-reading a failed page once; a page changed since the backup started
 // is left to WAL replay) and writes either every page or, for a delta,
 // (block, page) records of the pages changed since the threshold.
-func (c *copier) copyRelation(fh *os.File, rel string, rf pgpage.RelFile, delta bool, w io.Writer) (int64, int, error) {
+func (c *copier) copyRelation(src io.Reader, fh *os.File, start int64, rel string, rf pgpage.RelFile, delta bool, w io.Writer) (int64, int, error) {
 	const chunkPages = 128
 	buf := make([]byte, chunkPages*pgpage.BlockSize)
 	var hdr [4]byte
-	var off int64
+	off := start
 	pages := 0
 	for {
-		n, err := io.ReadFull(fh, buf)
+		n, err := io.ReadFull(src, buf)
 		if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
 			return 0, 0, fmt.Errorf("reading %s: %w", rel, err)
 		}
@@ -585,7 +665,7 @@ func (c *copier) copyRelation(fh *os.File, rel string, rf pgpage.RelFile, delta 
 		off += int64(n)
 		c.read(int64(n))
 		if n < len(buf) {
-			return off, pages, nil
+			return off - start, pages, nil
 		}
 	}
 }
@@ -615,8 +695,12 @@ func (c *copier) checkPage(fh *os.File, rel string, rf pgpage.RelFile, page []by
 // every repository at once, and returns the bytes stored in one. The
 // uploads start with the first byte produced: when produce writes nothing
 // (a delta with no changed page) no object is created and ok is false.
-// Files larger than bigFile are compressed with two encoder goroutines, so
-// that one huge relation segment does not leave the other cores idle.
+// PartSize is the size of the parts a larger file is stored in, each its
+// own object read, compressed and restored in parallel, so that one 1 GiB
+// relation segment does not leave the other cores idle.
+const PartSize = 128 << 20
+
+// Objects larger than bigFile are compressed with two encoder goroutines.
 const bigFile = 64 << 20
 
 func (c *copier) putAll(ctx context.Context, key string, size int64, produce func(io.Writer) error) (stored int64, sum []byte, ok bool, err error) {

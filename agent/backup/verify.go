@@ -59,8 +59,8 @@ func Verify(ctx context.Context, r repo.Repo, cluster, id string, ids []age.Iden
 	for _, m := range chain {
 		rep.Chain = append(rep.Chain, m.ID)
 		for _, f := range m.Files {
-			if f.Object != "" {
-				jobs = append(jobs, job{cluster + "/" + f.Object, f.SHA256})
+			for _, o := range f.Objects() {
+				jobs = append(jobs, job{cluster + "/" + o.Object, o.SHA256})
 			}
 		}
 	}

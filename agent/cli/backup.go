@@ -42,9 +42,14 @@ needs is archived: until then the backup does not exist.`, true).withJSON()
 	primary := f.String("primary-dsn", "", "standby backups: the primary, where pg_switch_wal() closes the last segment the backup needs")
 	walTimeout := f.Duration("wal-timeout", 10*time.Minute, "how long to wait for the WAL the backup needs to be archived")
 	progress := f.Bool("progress", isTerminal(e.stderr), "print progress (default: when stderr is a terminal)")
+	partMB := f.Int("part-size", backup.PartSize>>20, "files larger than this many MiB are stored as parts read, compressed and restored in parallel")
 	maxRate := f.Float64("max-rate", 0, "limit reading the data directory to this many MB/s (0 = no limit), to spare the server's disks")
 	if _, code, ok := f.parse(args, 0); !ok {
 		return code
+	}
+	if *partMB < 1 {
+		fmt.Fprintln(e.stderr, "pgdr-agent backup: --part-size must be at least 1 (MiB)")
+		return ExitUsage
 	}
 	if *maxRate < 0 {
 		fmt.Fprintln(e.stderr, "pgdr-agent backup: --max-rate must not be negative")
@@ -65,7 +70,7 @@ needs is archived: until then the backup does not exist.`, true).withJSON()
 		return ExitFailure
 	}
 	o := backup.Options{Type: *typ, FromStandby: *standby, Label: *label, Parallel: *parallel,
-		AllowCorrupt: *allowCorrupt, PrimaryDSN: *primary, WALTimeout: *walTimeout, MaxRate: int64(*maxRate * 1e6)}
+		AllowCorrupt: *allowCorrupt, PrimaryDSN: *primary, WALTimeout: *walTimeout, MaxRate: int64(*maxRate * 1e6), PartSize: int64(*partMB) << 20}
 	if *progress {
 		o.Progress = e.stderr
 	}

@@ -35,7 +35,9 @@ func TestMakePlanResolvesChains(t *testing.T) {
 	for _, p := range plan {
 		var objs []string
 		for _, s := range p.steps {
-			objs = append(objs, s.object)
+			for _, o := range s.objects {
+				objs = append(objs, o.Object)
+			}
 		}
 		got[p.f.Path] = strings.Join(objs, " + ")
 	}

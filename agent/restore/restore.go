@@ -293,10 +293,9 @@ func checkTarget(ctx context.Context, d Deps, r repo.Repo, m *backup.Manifest, t
 
 // step is one object that contributes to a restored file.
 type step struct {
-	backup string
-	kind   string
-	object string
-	sha    string
+	backup  string
+	kind    string
+	objects []backup.Part // one whole object, or the parts of a large file
 }
 
 type filePlan struct {
@@ -324,8 +323,8 @@ func makePlan(chain []*backup.Manifest) ([]filePlan, error) {
 			if !ok {
 				return nil, fmt.Errorf("backup %s stores %s as changes, but %s does not hold the file: the chain is inconsistent", chain[i+1].ID, f.Path, chain[i].ID)
 			}
-			if e.Object != "" {
-				steps = append([]step{{backup: chain[i].ID, kind: e.Kind, object: e.Object, sha: e.SHA256}}, steps...)
+			if objs := e.Objects(); len(objs) > 0 {
+				steps = append([]step{{backup: chain[i].ID, kind: e.Kind, objects: objs}}, steps...)
 			}
 			if e.Kind == backup.KindFull {
 				found = true
@@ -357,7 +356,7 @@ func checkIdentity(ctx context.Context, r repo.Repo, d Deps, plan []filePlan) er
 		if len(p.steps) == 0 {
 			continue
 		}
-		key := d.Cfg.Cluster + "/" + p.steps[0].object
+		key := d.Cfg.Cluster + "/" + p.steps[0].objects[0].Object
 		rc, err := r.Store.Get(ctx, key)
 		if err != nil {
 			return fmt.Errorf("repository %s: %s: %w", r.Name, key, err)
@@ -471,8 +470,23 @@ func (w *writer) file(ctx context.Context, p filePlan) error {
 	return fh.Close()
 }
 
+// apply writes one step's objects into the file: a whole copy at each
+// part's offset, or a delta's pages at their blocks. The parts of one step
+// cover disjoint ranges, so they are written in parallel.
 func (w *writer) apply(ctx context.Context, fh *os.File, s step) error {
-	key := w.cluster + "/" + s.object
+	if len(s.objects) == 1 {
+		return w.applyObject(ctx, fh, s.kind, s.objects[0])
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(2)
+	for _, o := range s.objects {
+		g.Go(func() error { return w.applyObject(gctx, fh, s.kind, o) })
+	}
+	return g.Wait()
+}
+
+func (w *writer) applyObject(ctx context.Context, fh *os.File, kind string, o backup.Part) error {
+	key := w.cluster + "/" + o.Object
 	rc, err := w.r.Store.Get(ctx, key)
 	if err != nil {
 		return fmt.Errorf("repository %s: %s: %w", w.r.Name, key, err)
@@ -486,18 +500,14 @@ func (w *writer) apply(ctx context.Context, fh *os.File, s step) error {
 	w.mu.Lock()
 	w.objects++
 	w.mu.Unlock()
-	src := io.Reader(or)
-	if s.kind == backup.KindFull {
-		if _, err := fh.Seek(0, io.SeekStart); err != nil {
-			return err
-		}
-		if _, err := io.Copy(fh, src); err != nil {
+	if kind == backup.KindFull {
+		if _, err := io.Copy(io.NewOffsetWriter(fh, o.Offset), or); err != nil {
 			return fmt.Errorf("repository %s: object %s: %w", w.r.Name, key, err)
 		}
 	} else {
 		rec := make([]byte, 4+pgpage.BlockSize)
 		for {
-			_, err := io.ReadFull(src, rec)
+			_, err := io.ReadFull(or, rec)
 			if errors.Is(err, io.EOF) {
 				break
 			}
@@ -513,8 +523,8 @@ func (w *writer) apply(ctx context.Context, fh *os.File, s step) error {
 	// The stream verified its own trailer at EOF; its checksum must also
 	// be the one the manifest recorded (the right object, not just an
 	// intact one).
-	if got := hex.EncodeToString(or.SHA256()); got != s.sha {
-		return fmt.Errorf("repository %s: object %s: content checksum %s, manifest says %s: %w", w.r.Name, key, got, s.sha, objstream.ErrCorrupt)
+	if got := hex.EncodeToString(or.SHA256()); got != o.SHA256 {
+		return fmt.Errorf("repository %s: object %s: content checksum %s, manifest says %s: %w", w.r.Name, key, got, o.SHA256, objstream.ErrCorrupt)
 	}
 	return nil
 }
