@@ -407,7 +407,7 @@ func waitWAL(ctx context.Context, d Deps, segs []string, timeout time.Duration, 
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(200 * time.Millisecond):
+		case <-time.After(50 * time.Millisecond):
 		}
 	}
 }
