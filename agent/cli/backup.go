@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"runtime"
 	"text/tabwriter"
 	"time"
@@ -187,7 +188,7 @@ func cmdBackupVerify(ctx context.Context, e env, args []string) int {
 		return ExitFailure
 	}
 	ids, err := keys.Identities(cfg)
-	if err != nil && !cfg.Encryption.Disabled {
+	if err != nil {
 		log.Error("backup-verify", "err", err)
 		return ExitFailure
 	}
@@ -291,14 +292,14 @@ recovery reaches the target, then reports the LSN and time reached.`, true).with
 		return fail(err)
 	}
 	ids, err := keys.Identities(cfg)
-	if err != nil && !cfg.Encryption.Disabled {
+	if err != nil {
 		return fail(err)
 	}
 	self, err := os.Executable()
 	if err != nil {
 		return fail(err)
 	}
-	cfgPath, err := absPath(cfg.Path)
+	cfgPath, err := filepath.Abs(cfg.Path)
 	if err != nil {
 		return fail(err)
 	}

@@ -541,5 +541,3 @@ func cmdConfig(ctx context.Context, e env, args []string) int {
 	}
 	return 0
 }
-
-func absPath(p string) (string, error) { return filepath.Abs(p) }

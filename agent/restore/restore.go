@@ -9,11 +9,9 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/user"
 	"path/filepath"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -627,13 +625,9 @@ func chownToParent(pgdata string, m *backup.Manifest) error {
 	if os.Geteuid() != 0 {
 		return nil
 	}
-	fi, err := os.Stat(filepath.Dir(pgdata))
-	if err != nil {
+	uid, gid, err := owner(filepath.Dir(pgdata))
+	if err != nil || uid == 0 {
 		return err
-	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok || st.Uid == 0 {
-		return nil
 	}
 	roots := []string{pgdata}
 	for _, ts := range m.Tablespaces {
@@ -644,7 +638,7 @@ func chownToParent(pgdata string, m *backup.Manifest) error {
 			if err != nil {
 				return err
 			}
-			return os.Lchown(p, int(st.Uid), int(st.Gid))
+			return os.Lchown(p, int(uid), int(gid))
 		})
 		if err != nil {
 			return err
@@ -653,16 +647,15 @@ func chownToParent(pgdata string, m *backup.Manifest) error {
 	return nil
 }
 
-// OwnerOf returns the user name owning path's parent (for running pg_ctl).
-func OwnerOf(path string) (uid, gid int, name string, err error) {
+// owner returns the user and group owning path.
+func owner(path string) (uid, gid uint32, err error) {
 	fi, err := os.Stat(path)
 	if err != nil {
-		return 0, 0, "", err
+		return 0, 0, err
 	}
-	st := fi.Sys().(*syscall.Stat_t)
-	u, err := user.LookupId(strconv.Itoa(int(st.Uid)))
-	if err != nil {
-		return int(st.Uid), int(st.Gid), strconv.Itoa(int(st.Uid)), nil
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return 0, 0, fmt.Errorf("%s: no owner information", path)
 	}
-	return int(st.Uid), int(st.Gid), u.Username, nil
+	return st.Uid, st.Gid, nil
 }

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -59,12 +60,12 @@ func Start(ctx context.Context, pgdata string, o StartOptions) (*Reached, error)
 		args = append(args, "-o", opts)
 	}
 	cmd := exec.CommandContext(ctx, filepath.Join(o.BinDir, "pg_ctl"), args...)
-	uid, gid, _, err := OwnerOf(pgdata)
+	uid, gid, err := owner(pgdata)
 	if err != nil {
 		return nil, err
 	}
 	if os.Geteuid() == 0 && uid != 0 {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid}}
 	}
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("pg_ctl start: %v\n%s", err, out)
@@ -111,7 +112,7 @@ func pidFileAddress(ctx context.Context, pgdata string) (int, string, error) {
 	for i := 0; i < 300; i++ {
 		b, err := os.ReadFile(filepath.Join(pgdata, "postmaster.pid"))
 		if err == nil {
-			lines := splitLines(string(b))
+			lines := strings.Split(string(b), "\n")
 			if len(lines) >= 5 {
 				port, _ := strconv.Atoi(lines[3])
 				if port > 0 {
@@ -126,20 +127,6 @@ func pidFileAddress(ctx context.Context, pgdata string) (int, string, error) {
 		}
 	}
 	return 0, "", errors.New("postmaster.pid does not name a port")
-}
-
-func splitLines(s string) []string {
-	var out []string
-	cur := ""
-	for _, c := range s {
-		if c == '\n' {
-			out = append(out, cur)
-			cur = ""
-			continue
-		}
-		cur += string(c)
-	}
-	return append(out, cur)
 }
 
 // probe returns where recovery is once it reached the state action leads to.

@@ -29,12 +29,12 @@ const PrefetchDir = "pgdr_prefetch"
 func (s *Shipper) identities() ([]age.Identity, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.ids == nil && !s.cfg.Encryption.Disabled {
+	if !s.idsLoaded {
 		ids, err := keys.Identities(s.cfg)
 		if err != nil {
 			return nil, err
 		}
-		s.ids = ids
+		s.ids, s.idsLoaded = ids, true
 	}
 	return s.ids, nil
 }

@@ -44,11 +44,12 @@ type Shipper struct {
 	log        *slog.Logger
 	pool       objstream.Pool // reuses zstd coders across segments in the daemon
 
-	mu       sync.Mutex
-	inflight map[string]*call
-	sysid    uint64
-	ids      []age.Identity
-	infoOK   map[string]bool // repositories whose cluster record was checked
+	mu        sync.Mutex
+	inflight  map[string]*call
+	sysid     uint64
+	ids       []age.Identity
+	idsLoaded bool            // identities are loaded on first read, only where fetches run
+	infoOK    map[string]bool // repositories whose cluster record was checked
 }
 
 type call struct {

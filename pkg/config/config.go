@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -309,6 +308,3 @@ func ReadSecretFile(path string) (string, error) {
 	}
 	return s, nil
 }
-
-// DefaultParallel is the default parallelism for work that scales with cores.
-func DefaultParallel() int { return runtime.NumCPU() }

@@ -68,9 +68,13 @@ func Recipients(cfg *config.Config) ([]age.Recipient, error) {
 }
 
 // Identities loads the identity file. It fails with ErrNoIdentityFile when
-// none is configured.
+// none is configured, unless encryption is disabled (then there may be
+// nothing to decrypt, and it returns none).
 func Identities(cfg *config.Config) ([]age.Identity, error) {
 	if cfg.Encryption.IdentityFile == "" {
+		if cfg.Encryption.Disabled {
+			return nil, nil
+		}
 		return nil, ErrNoIdentityFile
 	}
 	ids, err := objstream.LoadIdentities(cfg.Encryption.IdentityFile)
