@@ -5,7 +5,7 @@ VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X github.com/pgdr/pgdr/agent/cli.Version=$(VERSION)
 GOTESTFLAGS ?= -race -count=1 -timeout 25m
 
-.PHONY: all build test unit lint demo bench-wal bench-backup clean
+.PHONY: all build test unit lint demo bench-wal bench-backup clean proto
 
 all: build
 
@@ -40,3 +40,17 @@ bench-backup: build
 
 clean:
 	rm -rf $(BIN)
+
+# proto: regenerate proto/pgdr/v1/*.pb.go. protoc comes from Debian's
+# protobuf-compiler; the two Go plugins are installed here at pinned versions.
+PROTOC_GEN_GO_VERSION      := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
+GOBIN_DIR := $(shell $(GO) env GOPATH)/bin
+proto:
+	@command -v protoc >/dev/null || { echo "protoc missing: apt-get install -y protobuf-compiler"; exit 1; }
+	GOBIN=$(GOBIN_DIR) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	GOBIN=$(GOBIN_DIR) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+	cd proto && PATH=$(GOBIN_DIR):$$PATH protoc -I . \
+		--go_out=. --go_opt=paths=source_relative \
+		--go-grpc_out=. --go-grpc_opt=paths=source_relative \
+		pgdr/v1/*.proto
