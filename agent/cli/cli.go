@@ -53,7 +53,7 @@ type command struct {
 
 func commands() []command {
 	return []command{
-		{"run", "run the agent daemon (WAL push-ahead, socket for one-shot commands)", "run --config FILE", cmdRun},
+		{"run", "run the agent daemon (health checks and HTTP probes, coordinator reports, WAL push-ahead)", "run --config FILE", cmdRun},
 		{"wal-push", "archive_command: push one WAL file to every repository", "wal-push --config FILE PATH", cmdWalPush},
 		{"wal-fetch", "restore_command: fetch one WAL file from the archive", "wal-fetch --config FILE NAME DEST", cmdWalFetch},
 		{"wal-list", "what the archive holds per timeline, with gaps", "wal-list --config FILE [--json]", cmdWalList},
@@ -190,7 +190,7 @@ func printJSON(w io.Writer, v any) {
 }
 
 func cmdRun(ctx context.Context, e env, args []string) int {
-	f := newFlags(e, "run", "run --config FILE [--pid-file FILE]", "Runs the agent daemon: pushes ready WAL ahead of archive_command and\nserves one-shot wal-push/wal-fetch over the local socket (agent.socket).\nStops cleanly on SIGTERM or SIGINT.", true)
+	f := newFlags(e, "run", "run --config FILE [--pid-file FILE]", "Runs the agent daemon: checks the local PostgreSQL every health.interval and\nserves /health, /ready, /primary, /replica and /metrics on health.listen;\nregisters with and reports to the coordinator leader (coordinator.addresses)\nand joins the gossip pool (gossip.bind) when configured; pushes ready WAL\nahead of archive_command and serves one-shot wal-push/wal-fetch over the\nlocal socket (agent.socket). Stops cleanly on SIGTERM or SIGINT.", true)
 	pidFile := f.String("pid-file", "", "write the daemon's process id here (removed on exit)")
 	if _, code, ok := f.parse(args, 0); !ok {
 		return code

@@ -14,8 +14,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pgdr/pgdr/agent/health"
 	"github.com/pgdr/pgdr/agent/walship"
 	"github.com/pgdr/pgdr/pkg/config"
+	"github.com/pgdr/pgdr/pkg/gossip"
+	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
 
 // AheadInterval is how often the daemon looks for ready WAL to push ahead.
@@ -26,15 +29,30 @@ type Daemon struct {
 	cfg     *config.Config
 	shipper *walship.Shipper
 	log     *slog.Logger
+	checker *health.Checker
+	metrics *metrics
+
+	mu     sync.Mutex
+	latest *pgdrv1.HealthReport
+	// reported is signalled (without blocking) after every round of checks.
+	reported chan struct{}
 }
 
 // New builds a daemon; Run serves until ctx ends.
 func New(cfg *config.Config, shipper *walship.Shipper, log *slog.Logger) *Daemon {
-	return &Daemon{cfg: cfg, shipper: shipper, log: log}
+	d := &Daemon{cfg: cfg, shipper: shipper, log: log, reported: make(chan struct{}, 1)}
+	hc := health.ConfigFrom(cfg)
+	hc.Timeout = d.checkTimeout()
+	d.checker = health.NewChecker(hc, log.With("component", "health"))
+	d.metrics = newMetrics(cfg.Cluster, cfg.Node.Name, d.Latest)
+	return d
 }
 
 // Run listens on the configured socket, pushes ready WAL ahead, and serves
-// one-shot commands until ctx is cancelled.
+// one-shot commands until ctx is cancelled. Alongside it runs the health
+// checks every health.interval and, as configured, the HTTP probes and
+// metrics (health.listen), the coordinator client (coordinator.addresses)
+// and gossip (gossip.bind).
 func (d *Daemon) Run(ctx context.Context) error {
 	ln, err := listen(d.cfg.Agent.Socket)
 	if err != nil {
@@ -44,11 +62,33 @@ func (d *Daemon) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		d.pushAheadLoop(ctx)
-	}()
+	defer d.checker.Close(context.Background())
+	if d.cfg.Gossip.Bind != "" {
+		pool, err := d.startGossip(ctx)
+		if err != nil {
+			ln.Close()
+			os.Remove(d.cfg.Agent.Socket)
+			return err
+		}
+		defer pool.Close()
+	}
+	run := func(f func(context.Context)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f(ctx)
+		}()
+	}
+	run(d.pushAheadLoop)
+	run(d.healthLoop)
+	if d.cfg.Health.Listen != "" {
+		run(d.serveHTTP)
+	}
+	if len(d.cfg.Coordinator.Addresses) > 0 {
+		run(d.runCoordinator)
+	} else {
+		d.log.Info("no coordinator.addresses: running standalone")
+	}
 	go func() {
 		<-ctx.Done()
 		ln.Close()
@@ -73,6 +113,26 @@ func (d *Daemon) Run(ctx context.Context) error {
 	os.Remove(d.cfg.Agent.Socket)
 	d.log.Info("agent daemon stopped")
 	return nil
+}
+
+// startGossip joins the memberlist pool; joining goes on in the background.
+func (d *Daemon) startGossip(ctx context.Context) (*gossip.Pool, error) {
+	meta := gossip.Meta{Kind: gossip.KindAgent, Name: d.cfg.Node.Name, Cluster: d.cfg.Cluster, Region: d.cfg.Node.Region}
+	if d.cfg.Health.Listen != "" {
+		meta.API = "http://" + d.cfg.Health.Listen
+	}
+	pool, err := gossip.Start(ctx, gossip.Config{
+		Bind:    d.cfg.Gossip.Bind,
+		Join:    d.cfg.Gossip.Join,
+		KeyFile: d.cfg.Gossip.KeyFile,
+		Meta:    meta,
+		Logger:  d.log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("gossip.bind %s: %w", d.cfg.Gossip.Bind, err)
+	}
+	d.log.Info("gossip started", "bind", d.cfg.Gossip.Bind, "join", d.cfg.Gossip.Join)
+	return pool, nil
 }
 
 // listen binds the unix socket (mode 0600: only the same user may hand

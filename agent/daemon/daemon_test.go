@@ -26,7 +26,7 @@ func TestHandOff(t *testing.T) {
 	repoDir := t.TempDir()
 	sock := filepath.Join(t.TempDir(), "agent.sock")
 	cfg, err := config.Parse([]byte(fmt.Sprintf(
-		"cluster: c\nnode: {name: n}\npostgres: {pgdata: %s}\nrepos: [{url: 'file://%s'}]\nencryption: {disabled: true}\nagent: {socket: %s}\n",
+		"cluster: c\nnode: {name: n}\npostgres: {pgdata: %s}\nrepos: [{url: 'file://%s'}]\nencryption: {disabled: true}\nagent: {socket: %s}\nhealth: {listen: ''}\n",
 		pgdata, repoDir, sock)))
 	if err != nil {
 		t.Fatal(err)

@@ -5,11 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -24,6 +28,9 @@ type Config struct {
 	Encryption  Encryption  `yaml:"encryption"`
 	WAL         WAL         `yaml:"wal"`
 	Agent       Agent       `yaml:"agent"`
+	Health      Health      `yaml:"health"`
+	Coordinator Coordinator `yaml:"coordinator"`
+	Gossip      Gossip      `yaml:"gossip"`
 
 	// Path is the file the configuration was loaded from (not a YAML key).
 	Path string `yaml:"-"`
@@ -33,6 +40,13 @@ type Config struct {
 type Node struct {
 	Name   string `yaml:"name"`
 	Region string `yaml:"region"`
+	// Tags such as "no-failover" travel to the coordinator with the member.
+	Tags []string `yaml:"tags"`
+	// Priority: higher is preferred as a failover candidate; 0 is the default.
+	Priority int `yaml:"priority"`
+	// AdvertiseDSN is how other members and operators reach this server
+	// (default: postgres.dsn). A password in it is never sent anywhere.
+	AdvertiseDSN string `yaml:"advertise_dsn"`
 }
 
 // Postgres locates the local PostgreSQL server.
@@ -91,11 +105,49 @@ type Agent struct {
 	LogLevel string `yaml:"log_level"`
 }
 
+// Health configures the daemon's local checks and its HTTP endpoints.
+type Health struct {
+	// Interval between two rounds of checks (a Go duration: 1s, 500ms).
+	Interval Duration `yaml:"interval"`
+	// Listen is host:port of the HTTP server (/health, /ready, /primary,
+	// /replica, /metrics); "" disables it.
+	Listen string `yaml:"listen"`
+	// MaxReplicaLag in bytes (an integer, or a size such as 16MB): above
+	// it /replica answers 503.
+	MaxReplicaLag ByteSize `yaml:"max_replica_lag"`
+}
+
+// Coordinator locates the coordinator cluster; with no addresses the agent
+// runs standalone and reports to no one.
+type Coordinator struct {
+	// Addresses are host:port of the coordinators' gRPC API; any of them
+	// names the leader.
+	Addresses []string `yaml:"addresses"`
+	CAFile    string   `yaml:"ca_file"`
+	CertFile  string   `yaml:"cert_file"`
+	KeyFile   string   `yaml:"key_file"`
+	// TokenFile holds a bearer token (sent as "authorization: Bearer ...").
+	TokenFile string `yaml:"token_file"`
+}
+
+// Gossip joins the memberlist pool of agents and coordinators.
+type Gossip struct {
+	// Bind is host:port for gossip (UDP and TCP); "" disables gossip.
+	Bind string `yaml:"bind"`
+	// Join lists host:port of pool members to join.
+	Join []string `yaml:"join"`
+	// KeyFile holds the pool's shared key (base64; required with bind).
+	KeyFile string `yaml:"key_file"`
+}
+
 // Defaults applied by Load for keys left out of the file.
 const (
 	DefaultCompressionLevel = 3
 	DefaultPushConcurrency  = 4
 	DefaultPrefetch         = 8
+	DefaultHealthInterval   = time.Second
+	DefaultHealthListen     = "127.0.0.1:8008"
+	DefaultMaxReplicaLag    = 16 << 20 // bytes
 )
 
 // FieldError is a validation error about one field, named by its YAML path.
@@ -124,7 +176,9 @@ func Load(path string) (*Config, error) {
 
 // Parse decodes YAML (unknown keys are errors), applies defaults and validates.
 func Parse(data []byte) (*Config, error) {
-	var cfg Config
+	// Keys whose explicit zero value means something ("" disables the HTTP
+	// server, 0 allows no lag) are defaulted before decoding.
+	cfg := Config{Health: Health{Listen: DefaultHealthListen, MaxReplicaLag: ByteSize{Bytes: DefaultMaxReplicaLag}}}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&cfg); err != nil {
@@ -161,6 +215,12 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Agent.Socket == "" && c.Cluster != "" && c.Node.Name != "" {
 		c.Agent.Socket = filepath.Join(os.TempDir(), fmt.Sprintf("pgdr-%s-%s.sock", c.Cluster, c.Node.Name))
+	}
+	if c.Health.Interval.Duration == 0 && c.Health.Interval.text == "" {
+		c.Health.Interval.Duration = DefaultHealthInterval
+	}
+	if c.Node.AdvertiseDSN == "" {
+		c.Node.AdvertiseDSN = c.Postgres.DSN
 	}
 	for i := range c.Repos {
 		if c.Repos[i].Name == "" {
@@ -263,6 +323,94 @@ func (c *Config) Validate() error {
 	case "debug", "info", "warn", "error":
 	default:
 		return fe("agent.log_level", "%q is not one of debug, info, warn, error", c.Agent.LogLevel)
+	}
+	return c.validateControl()
+}
+
+// validateControl checks the node's identity and the keys of the control
+// path: health checks, coordinator and gossip.
+func (c *Config) validateControl() error {
+	fe := func(field, format string, args ...any) error {
+		return &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)}
+	}
+	if c.Node.Region != "" && !nameRE.MatchString(c.Node.Region) {
+		return fe("node.region", "%q is not a valid name (letters, digits, '.', '_', '-', at most 63)", c.Node.Region)
+	}
+	for i, tag := range c.Node.Tags {
+		if !nameRE.MatchString(tag) {
+			return fe(fmt.Sprintf("node.tags[%d]", i), "%q is not a valid tag (letters, digits, '.', '_', '-', at most 63)", tag)
+		}
+	}
+	if c.Node.Priority < 0 || c.Node.Priority > math.MaxInt32 {
+		return fe("node.priority", "%d is out of range 0..%d", c.Node.Priority, math.MaxInt32)
+	}
+	h := c.Health
+	if h.Interval.invalid != "" {
+		return fe("health.interval", "%q is not a duration (%s; e.g. 1s or 500ms)", h.Interval.text, h.Interval.invalid)
+	}
+	if h.Interval.Duration < 100*time.Millisecond || h.Interval.Duration > time.Hour {
+		return fe("health.interval", "%s is out of range 100ms..1h", h.Interval.Duration)
+	}
+	if h.Listen != "" {
+		if err := checkHostPort(h.Listen); err != nil {
+			return fe("health.listen", "%v", err)
+		}
+	}
+	if h.MaxReplicaLag.invalid != "" {
+		return fe("health.max_replica_lag", "%q is not a size in bytes (%s; e.g. 16777216 or 16MB)", h.MaxReplicaLag.text, h.MaxReplicaLag.invalid)
+	}
+	if h.MaxReplicaLag.Bytes < 0 {
+		return fe("health.max_replica_lag", "must not be negative")
+	}
+	co := c.Coordinator
+	for i, a := range co.Addresses {
+		if err := checkHostPort(a); err != nil {
+			return fe(fmt.Sprintf("coordinator.addresses[%d]", i), "%v", err)
+		}
+	}
+	if len(co.Addresses) > 0 {
+		if co.CAFile == "" {
+			return fe("coordinator.ca_file", "is required with coordinator.addresses (the coordinators' API uses TLS)")
+		}
+		if co.CertFile == "" && co.TokenFile == "" {
+			return fe("coordinator", "the agent must authenticate: set cert_file and key_file, or token_file")
+		}
+	}
+	if (co.CertFile == "") != (co.KeyFile == "") {
+		return fe("coordinator.cert_file", "cert_file and key_file must be set together")
+	}
+	g := c.Gossip
+	if g.Bind != "" {
+		if err := checkHostPort(g.Bind); err != nil {
+			return fe("gossip.bind", "%v", err)
+		}
+		if g.KeyFile == "" {
+			return fe("gossip.key_file", "is required with gossip.bind (the pool is encrypted with a shared key)")
+		}
+	}
+	for i, a := range g.Join {
+		if err := checkHostPort(a); err != nil {
+			return fe(fmt.Sprintf("gossip.join[%d]", i), "%v", err)
+		}
+	}
+	if len(g.Join) > 0 && g.Bind == "" {
+		return fe("gossip.join", "needs gossip.bind (gossip is disabled without it)")
+	}
+	return nil
+}
+
+// checkHostPort accepts host:port with a numeric port 1..65535.
+func checkHostPort(s string) error {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port: %w", s, err)
+	}
+	if strings.ContainsAny(host, "/ ") {
+		return fmt.Errorf("%q: host %q is not a host name or address", s, host)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 1 || p > 65535 {
+		return fmt.Errorf("%q: port %q is not a number in 1..65535", s, port)
 	}
 	return nil
 }

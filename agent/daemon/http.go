@@ -1,0 +1,103 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/pgdr/pgdr/agent/health"
+)
+
+// Handler serves the probes (/health, /ready, /primary, /replica) and
+// /metrics. A probe answers from the latest report; a report older than
+// the staleness limit (the checks hang) counts as a failed check.
+func (d *Daemon) Handler() http.Handler {
+	mux := http.NewServeMux()
+	for _, ep := range health.Endpoints() {
+		mux.HandleFunc(string(ep), func(w http.ResponseWriter, req *http.Request) { d.serveProbe(w, req, ep) })
+	}
+	mux.Handle("/metrics", promhttp.HandlerFor(d.metrics.reg, promhttp.HandlerOpts{Registry: d.metrics.reg}))
+	return mux
+}
+
+func (d *Daemon) serveProbe(w http.ResponseWriter, req *http.Request, ep health.Endpoint) {
+	switch req.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions: // HAProxy's httpchk sends OPTIONS
+	default:
+		w.Header().Set("Allow", "GET, HEAD, OPTIONS")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	maxLag := d.cfg.Health.MaxReplicaLag.Bytes
+	if s := req.URL.Query().Get("lag"); s != "" && ep == health.EndpointReplica {
+		v, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || v < 0 {
+			http.Error(w, fmt.Sprintf("lag=%q: want a number of bytes", s), http.StatusBadRequest)
+			return
+		}
+		maxLag = v
+	}
+	r := d.Latest()
+	body := health.BodyOf(r)
+	code := health.Status(ep, r, maxLag)
+	if r != nil && time.Since(r.GetTime().AsTime()) > d.staleAfter() {
+		code = http.StatusServiceUnavailable
+		body.Healthy = false
+		body.Error = fmt.Sprintf("the latest health check is stale (from %s)", body.Time.Format(time.RFC3339))
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	if req.Method == http.MethodHead {
+		return
+	}
+	json.NewEncoder(w).Encode(body)
+}
+
+// serveHTTP runs the HTTP server on health.listen until ctx ends. A taken
+// port is retried instead of stopping the daemon: WAL shipping and reports
+// matter more than probes, and a probe that cannot connect fails safe.
+func (d *Daemon) serveHTTP(ctx context.Context) {
+	srv := &http.Server{
+		Handler:           d.Handler(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
+	addr := d.cfg.Health.Listen
+	var ln net.Listener
+	for {
+		var err error
+		var lc net.ListenConfig
+		if ln, err = lc.Listen(ctx, "tcp", addr); err == nil {
+			break
+		}
+		d.log.Error("health HTTP server cannot listen; retrying", "listen", addr, "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(2 * time.Second):
+		}
+	}
+	d.log.Info("health HTTP server listening", "listen", ln.Addr().String())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+	}()
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		d.log.Error("health HTTP server", "err", err)
+	}
+	<-done
+}

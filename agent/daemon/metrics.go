@@ -1,0 +1,105 @@
+package daemon
+
+import (
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
+)
+
+// metrics is one daemon's Prometheus registry. Report-derived values are
+// read from the latest report at scrape time, so a scrape never sees half
+// of one round and half of another.
+type metrics struct {
+	reg           *prometheus.Registry
+	checkDuration prometheus.Histogram
+	coordinator   prometheus.Gauge
+}
+
+func newMetrics(cluster, node string, latest func() *pgdrv1.HealthReport) *metrics {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	labeled := prometheus.WrapRegistererWith(prometheus.Labels{"cluster": cluster, "node": node}, reg)
+	m := &metrics{
+		reg: reg,
+		checkDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "pgdr_agent_health_check_duration_seconds",
+			Help:    "Duration of one round of local health checks.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}),
+		coordinator: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "pgdr_agent_coordinator_connected",
+			Help: "1 while the agent's report stream to the coordinator leader is open.",
+		}),
+	}
+	labeled.MustRegister(m.checkDuration, m.coordinator, &reportCollector{latest: latest})
+	return m
+}
+
+// reportCollector exposes the latest health report.
+type reportCollector struct {
+	latest func() *pgdrv1.HealthReport
+}
+
+var (
+	descAgentUp     = prometheus.NewDesc("pgdr_agent_up", "1: the agent daemon is running.", nil, nil)
+	descPGUp        = prometheus.NewDesc("pg_up", "1 when the local PostgreSQL accepted a connection and SELECT 1 in the latest check.", nil, nil)
+	descPostmaster  = prometheus.NewDesc("pgdr_agent_postmaster_alive", "1 when postmaster.pid names a live PostgreSQL process.", nil, nil)
+	descInRecovery  = prometheus.NewDesc("pgdr_agent_in_recovery", "1 when the server is in recovery (a replica).", nil, nil)
+	descStreaming   = prometheus.NewDesc("pgdr_agent_streaming", "1 when the WAL receiver is streaming.", nil, nil)
+	descLagBytes    = prometheus.NewDesc("pgdr_agent_lag_bytes", "Bytes received but not yet replayed (0 on a primary).", nil, nil)
+	descLagSeconds  = prometheus.NewDesc("pgdr_agent_lag_seconds", "Age of the last replayed transaction while replay is behind (0 when caught up).", nil, nil)
+	descTimeline    = prometheus.NewDesc("pgdr_agent_timeline", "The server's timeline.", nil, nil)
+	descLSN         = prometheus.NewDesc("pgdr_agent_lsn_bytes", "Current WAL position: insert LSN on a primary, replay LSN on a replica.", nil, nil)
+	descArchiveFail = prometheus.NewDesc("pgdr_agent_archive_failed_total", "pg_stat_archiver.failed_count.", nil, nil)
+	descFreeBytes   = prometheus.NewDesc("pgdr_agent_free_bytes", "Free bytes of the file system holding path.", []string{"path"}, nil)
+	descLastCheck   = prometheus.NewDesc("pgdr_agent_last_check_timestamp_seconds", "When the latest round of checks ran.", nil, nil)
+)
+
+func (c *reportCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descAgentUp, descPGUp, descPostmaster, descInRecovery, descStreaming, descLagBytes,
+		descLagSeconds, descTimeline, descLSN, descArchiveFail, descFreeBytes, descLastCheck} {
+		ch <- d
+	}
+}
+
+func (c *reportCollector) Collect(ch chan<- prometheus.Metric) {
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	b := func(v bool) float64 {
+		if v {
+			return 1
+		}
+		return 0
+	}
+	gauge(descAgentUp, 1)
+	r := c.latest()
+	if r == nil {
+		gauge(descPGUp, 0)
+		return
+	}
+	gauge(descPGUp, b(r.Connectable))
+	gauge(descPostmaster, b(r.PostmasterAlive))
+	gauge(descLastCheck, float64(r.GetTime().AsTime().UnixNano())/1e9)
+	// A failed statfs leaves 0, which would read as a full disk.
+	if !strings.Contains(r.Error, "free space of PGDATA") {
+		gauge(descFreeBytes, float64(r.PgdataFreeBytes), "pgdata")
+	}
+	if !strings.Contains(r.Error, "free space of pg_wal") {
+		gauge(descFreeBytes, float64(r.PgwalFreeBytes), "pg_wal")
+	}
+	if !r.Connectable {
+		// The rest would be zeros that look like measurements.
+		return
+	}
+	gauge(descInRecovery, b(r.InRecovery))
+	gauge(descStreaming, b(r.Streaming))
+	gauge(descLagBytes, float64(r.LagBytes))
+	gauge(descLagSeconds, r.LagSeconds)
+	gauge(descTimeline, float64(r.Timeline))
+	gauge(descLSN, float64(r.CurrentLsn))
+	ch <- prometheus.MustNewConstMetric(descArchiveFail, prometheus.CounterValue, float64(r.ArchiveFailedCount))
+}
