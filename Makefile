@@ -2,7 +2,9 @@
 GO        ?= go
 BIN       := bin
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
-LDFLAGS   := -X github.com/pgdr/pgdr/agent/cli.Version=$(VERSION)
+LDFLAGS   := -X github.com/pgdr/pgdr/agent/cli.Version=$(VERSION) \
+             -X github.com/pgdr/pgdr/coordinator/ctl.Version=$(VERSION) \
+             -X main.Version=$(VERSION)
 GOTESTFLAGS ?= -race -count=1 -timeout 25m
 
 .PHONY: all build test unit lint demo bench-wal bench-backup clean proto
@@ -12,6 +14,8 @@ all: build
 build:
 	@mkdir -p $(BIN)
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/pgdr-agent ./agent/cmd/pgdr-agent
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/pgdr-coordinator ./coordinator/cmd/pgdr-coordinator
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/pgdrctl ./coordinator/cmd/pgdrctl
 
 # test: lint, then every package's tests — unit tests and the integration
 # tests that run real PostgreSQL 15 and a real versitygw S3 server.

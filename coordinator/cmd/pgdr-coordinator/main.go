@@ -1,0 +1,109 @@
+// Command pgdr-coordinator runs one member of pgdr's Raft coordinator
+// cluster. See coordinator/server for what it does.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/pgdr/pgdr/coordinator/config"
+	"github.com/pgdr/pgdr/coordinator/server"
+)
+
+// Version is set at build time by the Makefile.
+var Version = "dev"
+
+const usage = `pgdr-coordinator: the Raft-replicated control plane of pgdr.
+
+Usage:
+  pgdr-coordinator run --config FILE [--pid-file FILE]
+      Start the coordinator: Raft (bootstrapping from the config's peer list
+      the first time only), gossip, the gRPC API and /metrics. Stops cleanly
+      on SIGINT or SIGTERM.
+  pgdr-coordinator config check --config FILE
+      Validate a configuration file; errors name the field.
+  pgdr-coordinator version
+
+The config file may also be given in PGDR_COORDINATOR_CONFIG.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "help" || args[0] == "--help" || args[0] == "-h" {
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	cmd := args[0]
+	if cmd == "config" {
+		if len(args) < 2 || args[1] != "check" {
+			fmt.Fprint(stderr, "pgdr-coordinator: usage: config check --config FILE\n")
+			return 2
+		}
+		cmd, args = "config check", args[1:]
+	}
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", os.Getenv("PGDR_COORDINATOR_CONFIG"), "configuration file")
+	pidFile := fs.String("pid-file", "", "write the process id here while running")
+	if err := fs.Parse(args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stdout, usage)
+			return 0
+		}
+		return 2
+	}
+	switch cmd {
+	case "version":
+		fmt.Fprintln(stdout, "pgdr-coordinator", Version)
+		return 0
+	case "run", "config check":
+	default:
+		fmt.Fprintf(stderr, "pgdr-coordinator: unknown command %q\n\n%s", cmd, usage)
+		return 2
+	}
+	if *cfgPath == "" {
+		fmt.Fprintln(stderr, "pgdr-coordinator: --config is required")
+		return 2
+	}
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		fmt.Fprintln(stderr, "pgdr-coordinator:", err)
+		return 1
+	}
+	if cmd == "config check" {
+		fmt.Fprintf(stdout, "%s: ok (coordinator %s, region %s, %d bootstrap peers)\n", *cfgPath, cfg.Name, cfg.Region, len(cfg.Bootstrap))
+		return 0
+	}
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.LogLevel))
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})).With("coordinator", cfg.Name)
+	srv, err := server.New(cfg, log, server.Options{})
+	if err != nil {
+		fmt.Fprintln(stderr, "pgdr-coordinator:", err)
+		return 1
+	}
+	if *pidFile != "" {
+		if err := os.WriteFile(*pidFile, fmt.Appendf(nil, "%d\n", os.Getpid()), 0o644); err != nil {
+			fmt.Fprintln(stderr, "pgdr-coordinator: pid file:", err)
+			return 1
+		}
+		defer os.Remove(*pidFile)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := srv.Run(ctx); err != nil {
+		log.Error("coordinator failed", "err", err)
+		return 1
+	}
+	return 0
+}

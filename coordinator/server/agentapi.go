@@ -1,0 +1,304 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"io"
+	"slices"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/pgdr/pgdr/pkg/tlsutil"
+	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
+)
+
+// hub holds the open command streams (one per member) on the leader and
+// the last result each member reported.
+type hub struct {
+	mu      sync.Mutex
+	streams map[memberKey]chan *pgdrv1.AgentCommand
+	results map[memberKey]*pgdrv1.CommandResult
+}
+
+func newHub() *hub {
+	return &hub{streams: map[memberKey]chan *pgdrv1.AgentCommand{}, results: map[memberKey]*pgdrv1.CommandResult{}}
+}
+
+func (h *hub) open(k memberKey) chan *pgdrv1.AgentCommand {
+	ch := make(chan *pgdrv1.AgentCommand, 16)
+	h.mu.Lock()
+	h.streams[k] = ch // a reconnecting agent replaces its old stream
+	h.mu.Unlock()
+	return ch
+}
+
+func (h *hub) close(k memberKey, ch chan *pgdrv1.AgentCommand) {
+	h.mu.Lock()
+	if h.streams[k] == ch {
+		delete(h.streams, k)
+	}
+	h.mu.Unlock()
+}
+
+// send queues a command for a member; false if it has no open stream.
+func (h *hub) send(k memberKey, c *pgdrv1.AgentCommand) bool {
+	h.mu.Lock()
+	ch, ok := h.streams[k]
+	h.mu.Unlock()
+	if !ok {
+		return false
+	}
+	select {
+	case ch <- c:
+		return true
+	default:
+		return false
+	}
+}
+
+func (h *hub) complete(r *pgdrv1.CommandResult) {
+	h.mu.Lock()
+	h.results[memberKey{r.Cluster, r.Node}] = r
+	h.mu.Unlock()
+}
+
+func (h *hub) lastResult(k memberKey) *pgdrv1.CommandResult {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.results[k]
+}
+
+func newCommandID() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+type agentAPI struct {
+	pgdrv1.UnimplementedAgentServiceServer
+	s *Server
+}
+
+// notLeader tells an agent where the leader is, in the message, so that it
+// can reconnect there.
+func (a *agentAPI) notLeader() error {
+	name, api, ok := a.s.leaderInfo()
+	if !ok {
+		return status.Error(codes.Unavailable, "no raft leader is elected right now; retry shortly")
+	}
+	return status.Errorf(codes.FailedPrecondition, "not the leader; the leader is %s at %s", name, api)
+}
+
+func (a *agentAPI) Leader(ctx context.Context, _ *pgdrv1.LeaderRequest) (*pgdrv1.LeaderResponse, error) {
+	name, api, ok := a.s.leaderInfo()
+	return &pgdrv1.LeaderResponse{Name: name, ApiAddress: api, Known: ok}, nil
+}
+
+// checkCaller refuses an agent certificate acting for another node.
+func checkCaller(ctx context.Context, node string) error {
+	id := identityFrom(ctx)
+	if id.ViaCert && id.Role == tlsutil.RoleAgent && id.Name != node {
+		return status.Errorf(codes.PermissionDenied, "certificate %q may not act for node %q", id.Name, node)
+	}
+	return nil
+}
+
+func validMember(m *pgdrv1.Member) error {
+	if m == nil {
+		return invalid("member", "required")
+	}
+	if err := checkName("member.cluster", m.Cluster, true); err != nil {
+		return err
+	}
+	if err := checkName("member.name", m.Name, true); err != nil {
+		return err
+	}
+	if m.Region == "" {
+		return invalid("member.region", "required")
+	}
+	if len(m.Dsn) > 1024 {
+		return invalid("member.dsn", "longer than 1024 bytes")
+	}
+	for i, t := range m.Tags {
+		if t == "" || len(t) > 64 {
+			return invalid("member.tags", "tag %d is empty or longer than 64 bytes", i)
+		}
+	}
+	return nil
+}
+
+// sameMember compares what an agent registers, ignoring timestamps.
+func sameMember(a, b *pgdrv1.Member) bool {
+	return a.Region == b.Region && a.Dsn == b.Dsn && a.ApiUrl == b.ApiUrl && a.GossipAddress == b.GossipAddress &&
+		slices.Equal(a.Tags, b.Tags) && a.Priority == b.Priority &&
+		(b.SystemIdentifier == 0 || a.SystemIdentifier == b.SystemIdentifier)
+}
+
+func (a *agentAPI) Register(ctx context.Context, req *pgdrv1.RegisterRequest) (*pgdrv1.RegisterResponse, error) {
+	if err := validMember(req.Member); err != nil {
+		return nil, err
+	}
+	m := req.Member
+	if err := checkCaller(ctx, m.Name); err != nil {
+		return nil, err
+	}
+	if !a.s.isLeader() {
+		return nil, a.notLeader()
+	}
+	c, ok := a.s.fsm.Cluster(m.Cluster)
+	if !ok || c.Members[m.Name] == nil || !sameMember(c.Members[m.Name], m) {
+		reg := proto.Clone(m).(*pgdrv1.Member)
+		reg.RegisteredAt, reg.UpdatedAt = nil, nil
+		if _, err := a.s.propose(ctx, pgdrv1.CommandType_COMMAND_TYPE_REGISTER_MEMBER,
+			&pgdrv1.RegisterMember{Member: reg}, "agent:"+m.Name); err != nil {
+			return nil, err
+		}
+		c, _ = a.s.fsm.Cluster(m.Cluster)
+	}
+	return &pgdrv1.RegisterResponse{Epoch: c.GetEpoch(), Primary: c.GetPrimary()}, nil
+}
+
+func (a *agentAPI) registered(cluster, node string) error {
+	c, ok := a.s.fsm.Cluster(cluster)
+	if !ok || c.Members[node] == nil {
+		return status.Errorf(codes.FailedPrecondition, "member %q of cluster %q is not registered; call Register first", node, cluster)
+	}
+	return nil
+}
+
+// Report receives an agent's samples into the leader's view until the
+// stream ends or this node stops leading.
+func (a *agentAPI) Report(stream pgdrv1.AgentService_ReportServer) error {
+	if !a.s.isLeader() {
+		return a.notLeader()
+	}
+	lctx := a.s.currentLeaderCtx()
+	ctx := stream.Context()
+	a.s.metrics.streams.Inc()
+	defer a.s.metrics.streams.Dec()
+	type recv struct {
+		r   *pgdrv1.HealthReport
+		err error
+	}
+	ch := make(chan recv)
+	go func() {
+		for {
+			r, err := stream.Recv()
+			select {
+			case ch <- recv{r, err}:
+			case <-ctx.Done():
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	var n uint64
+	for {
+		select {
+		case <-lctx.Done():
+			return a.notLeader()
+		case <-ctx.Done():
+			return ctx.Err()
+		case m := <-ch:
+			if errors.Is(m.err, io.EOF) {
+				return stream.SendAndClose(&pgdrv1.ReportSummary{Received: n})
+			}
+			if m.err != nil {
+				return m.err
+			}
+			r := m.r
+			if err := checkName("cluster", r.Cluster, true); err != nil {
+				return err
+			}
+			if err := checkName("node", r.Node, true); err != nil {
+				return err
+			}
+			if err := checkCaller(ctx, r.Node); err != nil {
+				return err
+			}
+			if err := a.registered(r.Cluster, r.Node); err != nil {
+				return err
+			}
+			now := time.Now()
+			if r.Time != nil {
+				if d := now.Sub(r.Time.AsTime()); d >= 0 {
+					a.s.metrics.reportDelay.Observe(d.Seconds())
+				}
+			}
+			a.s.view.put(r, now)
+			a.s.metrics.reports.Inc()
+			n++
+		}
+	}
+}
+
+// Commands streams orders to one agent while this node leads. Opening the
+// stream sends a ping, so the command path is proven end to end.
+func (a *agentAPI) Commands(req *pgdrv1.CommandsRequest, stream pgdrv1.AgentService_CommandsServer) error {
+	if err := checkName("cluster", req.Cluster, true); err != nil {
+		return err
+	}
+	if err := checkName("node", req.Node, true); err != nil {
+		return err
+	}
+	ctx := stream.Context()
+	if err := checkCaller(ctx, req.Node); err != nil {
+		return err
+	}
+	if !a.s.isLeader() {
+		return a.notLeader()
+	}
+	if err := a.registered(req.Cluster, req.Node); err != nil {
+		return err
+	}
+	lctx := a.s.currentLeaderCtx()
+	k := memberKey{req.Cluster, req.Node}
+	ch := a.s.hub.open(k)
+	defer a.s.hub.close(k, ch)
+	a.s.metrics.streams.Inc()
+	defer a.s.metrics.streams.Dec()
+	c, _ := a.s.fsm.Cluster(req.Cluster)
+	ch <- &pgdrv1.AgentCommand{Id: newCommandID(), Cluster: req.Cluster, Node: req.Node, Epoch: c.GetEpoch(),
+		IssuedAt: timestamppb.Now(), Kind: &pgdrv1.AgentCommand_Ping{Ping: &pgdrv1.Ping{}}}
+	for {
+		select {
+		case <-lctx.Done():
+			return a.notLeader()
+		case <-ctx.Done():
+			return ctx.Err()
+		case cmd := <-ch:
+			if err := stream.Send(cmd); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (a *agentAPI) CompleteCommand(ctx context.Context, r *pgdrv1.CommandResult) (*pgdrv1.CommandResultAck, error) {
+	if r.Id == "" {
+		return nil, invalid("id", "required")
+	}
+	if err := checkName("cluster", r.Cluster, true); err != nil {
+		return nil, err
+	}
+	if err := checkName("node", r.Node, true); err != nil {
+		return nil, err
+	}
+	if err := checkCaller(ctx, r.Node); err != nil {
+		return nil, err
+	}
+	a.s.hub.complete(r)
+	if !r.Ok {
+		a.s.log.Warn("agent command failed", "cluster", r.Cluster, "node", r.Node, "id", r.Id, "err", r.Error)
+	}
+	return &pgdrv1.CommandResultAck{}, nil
+}

@@ -1,0 +1,53 @@
+package server
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// metrics are one coordinator's Prometheus metrics, in its own registry.
+type metrics struct {
+	reg          *prometheus.Registry
+	reports      prometheus.Counter
+	reportDelay  prometheus.Histogram
+	streams      prometheus.Gauge
+	authFailures prometheus.Counter
+	applies      *prometheus.CounterVec
+	forwards     prometheus.Counter
+}
+
+func newMetrics(s *Server) *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		reports: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pgdr_coordinator_reports_total", Help: "Agent health reports received while leader."}),
+		reportDelay: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "pgdr_coordinator_report_delay_seconds", Help: "Time from an agent taking a sample to the leader receiving it.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5}}),
+		streams: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "pgdr_coordinator_agent_streams", Help: "Open agent report and command streams."}),
+		authFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pgdr_coordinator_auth_failures_total", Help: "API calls refused for missing or insufficient credentials."}),
+		applies: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pgdr_coordinator_raft_applies_total", Help: "Commands proposed by this coordinator, by result."}, []string{"result"}),
+		forwards: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pgdr_coordinator_forwarded_total", Help: "Requests forwarded to the leader."}),
+	}
+	m.reg.MustRegister(m.reports, m.reportDelay, m.streams, m.authFailures, m.applies, m.forwards,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pgdr_coordinator_leader", Help: "1 while this coordinator is the Raft leader."},
+			func() float64 {
+				if s.isLeader() {
+					return 1
+				}
+				return 0
+			}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pgdr_coordinator_applied_index", Help: "Raft index of the last applied command."},
+			func() float64 { return float64(s.fsm.LastIndex()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pgdr_coordinator_members_healthy", Help: "Members judged healthy (leader only)."},
+			func() float64 { return float64(s.countHealthy(true)) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pgdr_coordinator_members_unhealthy", Help: "Members judged unhealthy (leader only)."},
+			func() float64 { return float64(s.countHealthy(false)) }),
+	)
+	return m
+}

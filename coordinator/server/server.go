@@ -1,0 +1,559 @@
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/hashicorp/raft"
+	raftwal "github.com/hashicorp/raft-wal"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/pgdr/pgdr/coordinator/config"
+	"github.com/pgdr/pgdr/coordinator/fsm"
+	"github.com/pgdr/pgdr/pkg/gossip"
+	"github.com/pgdr/pgdr/pkg/tlsutil"
+	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
+)
+
+// applyTimeout bounds one Raft apply (enqueue and commit).
+const applyTimeout = 5 * time.Second
+
+// Options are knobs tests and labs set besides the configuration file.
+type Options struct {
+	// GossipTune shortens memberlist timers (loopback labs).
+	GossipTune func(*memberlist.Config)
+}
+
+// Server is one coordinator.
+type Server struct {
+	cfg    *config.Config
+	opts   Options
+	log    *slog.Logger
+	fsm    *fsm.FSM
+	tokens *config.Tokens
+
+	raft  *raft.Raft
+	pool  *gossip.Pool
+	view  *view
+	hub   *hub
+	conns *peerConns
+
+	metrics *metrics
+
+	mu        sync.Mutex
+	leaderCtx context.Context
+	leaderEnd context.CancelFunc
+}
+
+// New checks the configuration's files and builds a server; Run starts it.
+func New(cfg *config.Config, log *slog.Logger, opts Options) (*Server, error) {
+	tokens, err := config.LoadTokens(cfg.Auth.TokensFile)
+	if err != nil {
+		return nil, err
+	}
+	cli, err := tlsutil.ClientConfig(cfg.TLS)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg: cfg, opts: opts, log: log, tokens: tokens,
+		fsm:   fsm.New(log.With("component", "fsm"), fsm.Options{}),
+		view:  newView(),
+		hub:   newHub(),
+		conns: newPeerConns(cli),
+	}
+	s.metrics = newMetrics(s)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // not leader yet: the leader context starts out done
+	s.leaderCtx, s.leaderEnd = ctx, cancel
+	return s, nil
+}
+
+// Run starts Raft, gossip, the gRPC API and the HTTP endpoint, and serves
+// until ctx ends; then it stops them all.
+func (s *Server) Run(ctx context.Context) error {
+	if err := os.MkdirAll(s.cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data_dir: %w", err)
+	}
+	stop, err := s.startRaft()
+	if err != nil {
+		return err
+	}
+	defer stop()
+
+	if s.cfg.Gossip.Bind != "" {
+		s.pool, err = gossip.Start(ctx, gossip.Config{
+			Bind: s.cfg.Gossip.Bind, Join: s.cfg.Gossip.Join, KeyFile: s.cfg.Gossip.KeyFile,
+			Meta:    gossip.Meta{Kind: gossip.KindCoordinator, Name: s.cfg.Name, Region: s.cfg.Region, API: s.cfg.API.Advertise},
+			Profile: s.cfg.Gossip.Profile, Logger: s.log, Tune: s.opts.GossipTune,
+		})
+		if err != nil {
+			return err
+		}
+		defer s.pool.Close()
+	}
+
+	srvTLS, err := tlsutil.ServerConfig(s.cfg.TLS, false)
+	if err != nil {
+		return err
+	}
+	gs := grpc.NewServer(
+		grpc.Creds(credentials.NewTLS(srvTLS)),
+		grpc.ChainUnaryInterceptor(s.unaryAuth),
+		grpc.ChainStreamInterceptor(s.streamAuth),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		grpc.MaxRecvMsgSize(4<<20),
+	)
+	pgdrv1.RegisterAdminServiceServer(gs, &adminAPI{s: s})
+	pgdrv1.RegisterAgentServiceServer(gs, &agentAPI{s: s})
+	pgdrv1.RegisterCoordinatorServiceServer(gs, &coordAPI{s: s})
+	ln, err := net.Listen("tcp", s.cfg.API.Listen)
+	if err != nil {
+		return fmt.Errorf("api.listen %s: %w", s.cfg.API.Listen, err)
+	}
+	errc := make(chan error, 2)
+	go func() { errc <- gs.Serve(ln) }()
+	defer gs.Stop()
+
+	if s.cfg.HTTP.Listen != "" {
+		hs := &http.Server{Addr: s.cfg.HTTP.Listen, Handler: s.httpHandler(), ReadHeaderTimeout: 5 * time.Second}
+		hln, err := net.Listen("tcp", s.cfg.HTTP.Listen)
+		if err != nil {
+			return fmt.Errorf("http.listen %s: %w", s.cfg.HTTP.Listen, err)
+		}
+		go func() {
+			if err := hs.Serve(hln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- err
+			}
+		}()
+		defer hs.Close()
+	}
+	s.log.Info("coordinator running", "name", s.cfg.Name, "api", s.cfg.API.Listen, "raft", s.cfg.Raft.Advertise)
+
+	go s.watchLeadership(ctx)
+	select {
+	case <-ctx.Done():
+		s.log.Info("coordinator stopping")
+		s.endLeadership()
+		return nil
+	case err := <-errc:
+		return err
+	}
+}
+
+func (s *Server) startRaft() (func(), error) {
+	hl := hclogger(s.log, "raft", s.cfg.LogLevel)
+	walDir := filepath.Join(s.cfg.DataDir, "raft-wal")
+	if err := os.MkdirAll(walDir, 0o700); err != nil {
+		return nil, fmt.Errorf("raft log: %w", err)
+	}
+	wal, err := raftwal.Open(walDir)
+	if err != nil {
+		return nil, fmt.Errorf("raft log in %s: %w", s.cfg.DataDir, err)
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(s.cfg.DataDir, 3, hl)
+	if err != nil {
+		wal.Close()
+		return nil, fmt.Errorf("raft snapshots: %w", err)
+	}
+	stream, err := newTLSStream(s.cfg.Raft.Bind, s.cfg.Raft.Advertise, s.cfg.TLS)
+	if err != nil {
+		wal.Close()
+		return nil, err
+	}
+	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream: stream, MaxPool: 3, Timeout: 2 * time.Second, Logger: hl,
+	})
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(s.cfg.Name)
+	rc.Logger = hl
+	rc.HeartbeatTimeout = s.cfg.Raft.HeartbeatTimeout.Duration
+	rc.ElectionTimeout = s.cfg.Raft.ElectionTimeout.Duration
+	rc.LeaderLeaseTimeout = s.cfg.Raft.LeaderLease.Duration
+	rc.SnapshotThreshold = s.cfg.Raft.SnapshotThreshold
+	rc.SnapshotInterval = s.cfg.Raft.SnapshotInterval.Duration
+	rc.TrailingLogs = s.cfg.Raft.TrailingLogs
+	if err := raft.ValidateConfig(rc); err != nil {
+		trans.Close()
+		wal.Close()
+		return nil, fmt.Errorf("raft settings: %w", err)
+	}
+	existing, err := raft.HasExistingState(wal, wal, snaps)
+	if err != nil {
+		trans.Close()
+		wal.Close()
+		return nil, fmt.Errorf("raft state: %w", err)
+	}
+	if !existing && len(s.cfg.Bootstrap) > 0 {
+		var servers []raft.Server
+		for _, p := range s.cfg.Bootstrap {
+			servers = append(servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(p.Name), Address: raft.ServerAddress(p.RaftAddress)})
+		}
+		if err := raft.BootstrapCluster(rc, wal, wal, snaps, trans, raft.Configuration{Servers: servers}); err != nil {
+			trans.Close()
+			wal.Close()
+			return nil, fmt.Errorf("raft bootstrap: %w", err)
+		}
+		s.log.Info("bootstrapped a new raft cluster", "voters", len(servers))
+	} else if existing {
+		s.log.Info("raft state found on disk; not bootstrapping", "dir", s.cfg.DataDir)
+	} else {
+		s.log.Info("no raft state and no bootstrap list: waiting to be added with `pgdrctl coordinator add`")
+	}
+	r, err := raft.NewRaft(rc, s.fsm, wal, wal, snaps, trans)
+	if err != nil {
+		trans.Close()
+		wal.Close()
+		return nil, fmt.Errorf("raft: %w", err)
+	}
+	s.raft = r
+	return func() {
+		if err := r.Shutdown().Error(); err != nil {
+			s.log.Warn("raft shutdown", "err", err)
+		}
+		trans.Close()
+		wal.Close()
+		s.conns.close()
+	}, nil
+}
+
+func (s *Server) isLeader() bool { return s.raft != nil && s.raft.State() == raft.Leader }
+
+// watchLeadership starts the leader's work when this node wins an
+// election and stops it when it loses leadership.
+func (s *Server) watchLeadership(ctx context.Context) {
+	ch := s.raft.LeaderCh()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case isLeader := <-ch:
+			if isLeader {
+				s.beginLeadership(ctx)
+			} else {
+				s.endLeadership()
+			}
+		}
+	}
+}
+
+func (s *Server) beginLeadership(parent context.Context) {
+	s.mu.Lock()
+	s.leaderEnd()
+	lctx, cancel := context.WithCancel(parent)
+	s.leaderCtx, s.leaderEnd = lctx, cancel
+	s.mu.Unlock()
+	s.view.reset()
+	s.log.Info("became raft leader")
+	go s.leaderLoop(lctx)
+}
+
+func (s *Server) endLeadership() {
+	s.mu.Lock()
+	s.leaderEnd()
+	s.mu.Unlock()
+	s.view.reset()
+}
+
+// currentLeaderCtx is done as soon as this node stops leading.
+func (s *Server) currentLeaderCtx() context.Context {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.leaderCtx
+}
+
+// leaderLoop runs while this node leads: it makes sure every voter is in
+// the replicated coordinator list, then watches clusters once a tick.
+func (s *Server) leaderLoop(ctx context.Context) {
+	if err := s.raft.Barrier(applyTimeout).Error(); err != nil {
+		s.log.Warn("leader barrier", "err", err)
+	}
+	s.ensureCoordinators(ctx)
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.recordInitialPrimaries(ctx)
+		}
+	}
+}
+
+// ensureCoordinators records the leader and the bootstrap peers that are
+// raft voters but missing from the replicated coordinator list.
+func (s *Server) ensureCoordinators(ctx context.Context) {
+	cf := s.raft.GetConfiguration()
+	if err := cf.Error(); err != nil {
+		return
+	}
+	known := map[string]*pgdrv1.Coordinator{}
+	for _, c := range s.fsm.Coordinators() {
+		known[c.Name] = c
+	}
+	boot := map[string]config.Peer{}
+	for _, p := range s.cfg.Bootstrap {
+		boot[p.Name] = p
+	}
+	for _, srv := range cf.Configuration().Servers {
+		name := string(srv.ID)
+		want := &pgdrv1.Coordinator{Name: name, RaftAddress: string(srv.Address)}
+		if p, ok := boot[name]; ok {
+			want.ApiAddress, want.Region = p.APIAddress, p.Region
+		}
+		if name == s.cfg.Name {
+			want.ApiAddress, want.Region = s.cfg.API.Advertise, s.cfg.Region
+		}
+		if have, ok := known[name]; ok {
+			if name != s.cfg.Name || proto.Equal(have, want) {
+				continue
+			}
+		} else if want.ApiAddress == "" {
+			continue // added by `coordinator add`, which records it itself
+		}
+		if _, err := s.propose(ctx, pgdrv1.CommandType_COMMAND_TYPE_UPSERT_COORDINATOR,
+			&pgdrv1.UpsertCoordinator{Coordinator: want}, "coordinator:"+s.cfg.Name); err != nil {
+			s.log.Warn("recording coordinator", "name", name, "err", err)
+		}
+	}
+}
+
+// recordInitialPrimaries records a primary for clusters that have none
+// yet, when exactly one fresh member reports being writable. Choosing a
+// new primary when one is lost is failover's job, not this.
+func (s *Server) recordInitialPrimaries(ctx context.Context) {
+	st := s.fsm.State()
+	samples := s.view.snapshot()
+	now := time.Now()
+	for name, c := range st.Clusters {
+		if c.Primary != "" {
+			continue
+		}
+		var writable []string
+		for n := range c.Members {
+			sm, ok := samples[memberKey{name, n}]
+			if ok && now.Sub(sm.at) <= s.cfg.Health.StaleAfter.Duration && sm.report.Connectable && !sm.report.InRecovery && !sm.report.Fenced {
+				writable = append(writable, n)
+			}
+		}
+		if len(writable) != 1 {
+			continue
+		}
+		_, err := s.propose(ctx, pgdrv1.CommandType_COMMAND_TYPE_SET_PRIMARY, &pgdrv1.SetPrimary{
+			Cluster: name, Name: writable[0], ExpectedEpoch: c.Epoch,
+			Reason: "initial primary: the only member that is not in recovery",
+		}, "coordinator:"+s.cfg.Name)
+		if err != nil {
+			s.log.Warn("recording the initial primary", "cluster", name, "node", writable[0], "err", err)
+		}
+	}
+}
+
+// leaderInfo returns the leader's name and API address.
+func (s *Server) leaderInfo() (name, api string, ok bool) {
+	_, id := s.raft.LeaderWithID()
+	if id == "" {
+		return "", "", false
+	}
+	name = string(id)
+	if name == s.cfg.Name {
+		return name, s.cfg.API.Advertise, true
+	}
+	for _, c := range s.fsm.Coordinators() {
+		if c.Name == name && c.ApiAddress != "" {
+			return name, c.ApiAddress, true
+		}
+	}
+	for _, p := range s.cfg.Bootstrap {
+		if p.Name == name && p.APIAddress != "" {
+			return name, p.APIAddress, true
+		}
+	}
+	if s.pool != nil {
+		for _, m := range s.pool.Members() {
+			if m.Meta.Kind == gossip.KindCoordinator && m.Meta.Name == name && m.Meta.API != "" {
+				return name, m.Meta.API, true
+			}
+		}
+	}
+	return name, "", false
+}
+
+// leaderConn returns a connection to the leader, for forwarding.
+func (s *Server) leaderConn() (*grpc.ClientConn, error) {
+	name, api, ok := s.leaderInfo()
+	if !ok {
+		if name == "" {
+			return nil, status.Error(codes.Unavailable, "no raft leader is elected right now; retry shortly")
+		}
+		return nil, status.Errorf(codes.Unavailable, "the leader %s has no known API address", name)
+	}
+	s.metrics.forwards.Inc()
+	return s.conns.get(api)
+}
+
+// propose applies a command through Raft: directly on the leader, or
+// forwarded to the leader from a follower. A domain rejection by the FSM
+// is returned as FailedPrecondition.
+func (s *Server) propose(ctx context.Context, typ pgdrv1.CommandType, payload proto.Message, actor string) (*pgdrv1.ApplyResult, error) {
+	cmd, err := fsm.NewCommand(typ, payload, actor, time.Now())
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "encoding command: %v", err)
+	}
+	return s.proposeCommand(ctx, cmd)
+}
+
+func (s *Server) proposeCommand(ctx context.Context, cmd *pgdrv1.Command) (*pgdrv1.ApplyResult, error) {
+	var res *pgdrv1.ApplyResult
+	if s.isLeader() {
+		data, err := fsm.Encode(cmd)
+		if err != nil {
+			return nil, status.Errorf(codes.Internal, "encoding command: %v", err)
+		}
+		f := s.raft.Apply(data, applyTimeout)
+		if err := f.Error(); err != nil {
+			s.metrics.applies.WithLabelValues("error").Inc()
+			return nil, status.Errorf(codes.Unavailable, "raft apply: %v", err)
+		}
+		r, ok := f.Response().(*pgdrv1.ApplyResult)
+		if !ok {
+			return nil, status.Errorf(codes.Internal, "raft apply returned %T", f.Response())
+		}
+		res = r
+	} else {
+		conn, err := s.leaderConn()
+		if err != nil {
+			return nil, err
+		}
+		r, err := pgdrv1.NewCoordinatorServiceClient(conn).Apply(ctx, &pgdrv1.ApplyRequest{Command: cmd})
+		if err != nil {
+			return nil, err
+		}
+		res = r
+	}
+	if !res.Ok {
+		s.metrics.applies.WithLabelValues("rejected").Inc()
+		return res, status.Error(codes.FailedPrecondition, res.Error)
+	}
+	s.metrics.applies.WithLabelValues("ok").Inc()
+	return res, nil
+}
+
+func (s *Server) countHealthy(healthy bool) int {
+	if !s.isLeader() {
+		return 0
+	}
+	n := 0
+	for _, c := range s.clusterStatus("") {
+		for _, m := range c.Members {
+			if m.Healthy == healthy {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+func (s *Server) gossipStates() map[string]string {
+	out := map[string]string{}
+	if s.pool == nil {
+		return out
+	}
+	for _, m := range s.pool.Members() {
+		out[m.Name] = m.State
+	}
+	return out
+}
+
+func (s *Server) clusterStatus(only string) []*pgdrv1.ClusterStatus {
+	return clusterStatus(statusInput{
+		state: s.fsm.State(), samples: s.view.snapshot(), gossip: s.gossipStates(),
+		now: time.Now(), staleAfter: s.cfg.Health.StaleAfter.Duration,
+	}, only)
+}
+
+func (s *Server) httpHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/health", func(w http.ResponseWriter, r *http.Request) {
+		_, leader := s.raft.LeaderWithID()
+		stats := s.raft.Stats()
+		body := map[string]any{
+			"name": s.cfg.Name, "raft_state": s.raft.State().String(), "leader": string(leader),
+			"applied_index": s.fsm.LastIndex(), "last_snapshot_index": stats["last_snapshot_index"],
+			"commit_index": stats["commit_index"],
+		}
+		if s.pool != nil {
+			joined, err := s.pool.Joined()
+			body["gossip_joined"] = joined
+			if err != nil {
+				body["gossip_error"] = err.Error()
+			}
+			alive := 0
+			for _, m := range s.pool.Members() {
+				if m.State == gossip.StateAlive {
+					alive++
+				}
+			}
+			body["gossip_alive"] = alive
+		}
+		w.Header().Set("Content-Type", "application/json")
+		if leader == "" {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		_ = json.NewEncoder(w).Encode(body)
+	})
+	return mux
+}
+
+// peerConns caches gRPC connections to other coordinators.
+type peerConns struct {
+	tls   *tls.Config
+	mu    sync.Mutex
+	conns map[string]*grpc.ClientConn
+}
+
+func newPeerConns(t *tls.Config) *peerConns {
+	return &peerConns{tls: t, conns: map[string]*grpc.ClientConn{}}
+}
+
+func (p *peerConns) get(addr string) (*grpc.ClientConn, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c, ok := p.conns[addr]; ok {
+		return c, nil
+	}
+	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(p.tls.Clone())))
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "dial %s: %v", addr, err)
+	}
+	p.conns[addr] = c
+	return c, nil
+}
+
+func (p *peerConns) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for a, c := range p.conns {
+		c.Close()
+		delete(p.conns, a)
+	}
+}
