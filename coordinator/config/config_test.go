@@ -1,0 +1,93 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const good = `name: c1
+region: us-east-1
+data_dir: /var/lib/pgdr/c1
+raft: {bind: "127.0.0.1:7001"}
+api: {listen: "127.0.0.1:7101"}
+tls: {ca_file: ca.crt, cert_file: c1.crt, key_file: c1.key}
+bootstrap:
+  - {name: c1, raft_address: "127.0.0.1:7001", api_address: "127.0.0.1:7101"}
+  - {name: c2, raft_address: "127.0.0.1:7002", api_address: "127.0.0.1:7102"}
+`
+
+func TestParseDefaults(t *testing.T) {
+	c, err := Parse([]byte(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Raft.Advertise != "127.0.0.1:7001" || c.API.Advertise != "127.0.0.1:7101" {
+		t.Fatalf("advertise defaults: %+v %+v", c.Raft, c.API)
+	}
+	if c.Raft.SnapshotThreshold != 8192 || c.Health.StaleAfter.Seconds() != 3 || c.LogLevel != "info" {
+		t.Fatalf("defaults: %+v", c)
+	}
+}
+
+func TestParseErrorsNameTheField(t *testing.T) {
+	cases := []struct{ edit, field string }{
+		{"name: c1\n", "name: 'bad name'\n"},
+		{"region: us-east-1\n", "region: ''\n"},
+		{"api: {listen: \"127.0.0.1:7101\"}", "api: {listen: \"nowhere\"}"},
+		{"tls: {ca_file: ca.crt, ", "tls: {"},
+		{"  - {name: c2,", "  - {name: c1,"},
+		{"raft: {bind: \"127.0.0.1:7001\"}", "raft: {bind: \"127.0.0.1:7001\", election_timeout: soon}"},
+		{"region: us-east-1\n", "region: us-east-1\nunknown_key: 1\n"},
+		{"region: us-east-1\n", "region: us-east-1\ngossip: {bind: \"127.0.0.1:7301\"}\n"},
+		{"region: us-east-1\n", "region: us-east-1\nlog_level: loud\n"},
+	}
+	wants := []string{"name", "region", "api.listen", "tls.ca_file", "bootstrap[1].name", "duration", "unknown_key", "gossip.key_file", "log_level"}
+	for i, tc := range cases {
+		src := strings.Replace(good, tc.edit, tc.field, 1)
+		if src == good {
+			t.Fatalf("case %d: edit %q did not apply", i, tc.edit)
+		}
+		_, err := Parse([]byte(src))
+		if err == nil || !strings.Contains(err.Error(), wants[i]) {
+			t.Errorf("case %d: error %v does not name %q", i, err, wants[i])
+		}
+	}
+	noSelf := strings.Replace(good, "  - {name: c1, raft_address: \"127.0.0.1:7001\", api_address: \"127.0.0.1:7101\"}\n", "", 1)
+	if _, err := Parse([]byte(noSelf)); err == nil || !strings.Contains(err.Error(), "bootstrap") {
+		t.Errorf("bootstrap without this coordinator: %v", err)
+	}
+}
+
+func TestTokens(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "tokens.yaml")
+	os.WriteFile(p, []byte("- {name: ops, role: admin, sha256: "+HashToken("s3cret")+"}\n"), 0o600)
+	tk, err := LoadTokens(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok, ok := tk.Lookup("s3cret"); !ok || tok.Role != "admin" || tok.Name != "ops" {
+		t.Fatalf("lookup: %+v %v", tok, ok)
+	}
+	if _, ok := tk.Lookup("wrong"); ok {
+		t.Fatal("wrong secret matched")
+	}
+	for _, bad := range []string{"- {name: x, role: root, sha256: " + HashToken("a") + "}\n", "- {name: x, role: read, sha256: abc}\n", "- {role: read, sha256: " + HashToken("a") + "}\n"} {
+		os.WriteFile(p, []byte(bad), 0o600)
+		if _, err := LoadTokens(p); err == nil {
+			t.Errorf("accepted %q", bad)
+		}
+	}
+}
+
+func TestExampleConfigParses(t *testing.T) {
+	data, err := os.ReadFile("../../deploy/pgdr-coordinator.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Parse(data); err != nil {
+		t.Fatalf("deploy/pgdr-coordinator.example.yaml: %v", err)
+	}
+}
