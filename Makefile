@@ -7,7 +7,7 @@ LDFLAGS   := -X github.com/pgdr/pgdr/agent/cli.Version=$(VERSION) \
              -X main.Version=$(VERSION)
 GOTESTFLAGS ?= -race -count=1 -timeout 25m
 
-.PHONY: all build test unit lint demo bench-wal bench-backup clean proto
+.PHONY: all build test unit lint demo bench-wal bench-backup bench-coordinator clean proto
 
 all: build
 
@@ -33,14 +33,26 @@ lint:
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
+# demo: the local lab (scripts/lab.sh) and a guided tour of it; the lab is
+# stopped at the end unless PGDR_DEMO_KEEP=1. lab-up / lab-down start and stop
+# the lab alone (PGDR_LAB_DIR, default /tmp/pgdr-lab; PGDR_LAB_PORT_BASE).
 demo: build
 	bash scripts/demo.sh
+
+lab-up: build
+	bash scripts/lab.sh up
+
+lab-down:
+	bash scripts/lab.sh down
 
 bench-wal: build
 	bash scripts/bench/wal.sh
 
 bench-backup: build
 	bash scripts/bench/backup.sh
+
+bench-coordinator: build
+	bash scripts/bench/coordinator.sh
 
 clean:
 	rm -rf $(BIN)

@@ -1,135 +1,200 @@
 #!/usr/bin/env bash
-# make demo: a local lab on loopback with a file repository.
+# make demo: a guided tour of pgdr on the local lab (scripts/lab.sh).
 #
-# Starts a PostgreSQL 15 server on 127.0.0.1 whose archive_command is
-# pgdr-agent wal-push (with the agent daemon running), archives its WAL to an
-# encrypted, compressed file repository, shows wal-list, fetches a segment
-# back and checks it byte for byte, verifies the whole archive, takes a full
-# and an incremental base backup, and restores to the moment before an
-# "accidental" DELETE.
-# Everything lives under $PGDR_DEMO_DIR (default /tmp/pgdr-demo) and is
-# stopped at the end; pass --keep to leave the server and daemon running.
+# Starts the lab — 3 coordinators (Raft), a PostgreSQL 15 primary pg-a1 and
+# two streaming replicas pg-a2 (us-east-1) and pg-b1 (eu-west-1), an agent
+# next to each — and walks through it step by step: status and members, the
+# agents' HTTP probes, a write seen on the replicas, maintenance mode and the
+# history, the encrypted WAL archive, a full and an incremental base backup, a
+# point-in-time restore to just before an "accidental" DELETE, and the
+# coordinator leader killed with kill -9 and replaced by a new one.
+#
+# Everything lives under $PGDR_LAB_DIR (default /tmp/pgdr-lab); the lab is
+# stopped at the end unless PGDR_DEMO_KEEP=1 (or --keep) is given.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-DEMO=${PGDR_DEMO_DIR:-/tmp/pgdr-demo}
+export PGDR_LAB_DIR=${PGDR_LAB_DIR:-/tmp/pgdr-lab}
+LAB=${PGDR_LAB_DIR%/}
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
-PORT=${PGDR_DEMO_PORT:-25432}
-KEEP=0
+KEEP=${PGDR_DEMO_KEEP:-0}
 [ "${1:-}" = "--keep" ] && KEEP=1
+LABSH="bash $ROOT/scripts/lab.sh"
+export PGOPTIONS="-c client_min_messages=warning"
 
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+bold() { printf '\033[1m%s\033[0m\n' "$*"; }
+step() { printf '\n\033[1;34m== %s\033[0m\n' "$*"; }
+say() { printf '\033[2m   %s\033[0m\n' "$@"; }
+# run shows a command, then runs it.
+run() { printf '\033[36m$ %s\033[0m\n' "$*"; "$@"; }
+# run_pg: run, as the postgres user when root (it reads PGDATA).
+run_pg() { printf '\033[36m$ %s\033[0m\n' "$*"; as_pg "$@"; }
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-
-[ -x "$PGBIN/postgres" ] || bash scripts/ci-deps.sh
-[ -x bin/pgdr-agent ] || make build
-
-if [ -f "$DEMO/pgdata/postmaster.pid" ]; then as_pg "$PGBIN/pg_ctl" -D "$DEMO/pgdata" -m immediate stop >/dev/null 2>&1 || true; fi
-[ -f "$DEMO/agent.pid" ] && kill "$(cat "$DEMO/agent.pid")" 2>/dev/null || true
-rm -rf "$DEMO"
-mkdir -p "$DEMO/repo"
-cp bin/pgdr-agent "$DEMO/pgdr-agent"
-AGENT="$DEMO/pgdr-agent"
-[ "$(id -u)" = 0 ] && chown -R postgres: "$DEMO"
-
-cleanup() {
-  if [ "$KEEP" = 0 ]; then
-    [ -f "$DEMO/agent.pid" ] && kill "$(cat "$DEMO/agent.pid")" 2>/dev/null || true
-    as_pg "$PGBIN/pg_ctl" -D "$DEMO/pgdata" -m fast -w stop >/dev/null 2>&1 || true
-    [ -f "$DEMO/restored/pgdata/postmaster.pid" ] && as_pg "$PGBIN/pg_ctl" -D "$DEMO/restored/pgdata" -m immediate -w stop >/dev/null 2>&1 || true
-  fi
+port() { $LABSH port "$@"; }
+# sql NODE QUERY: one value from a lab server.
+sql() { "$PGBIN/psql" -h 127.0.0.1 -p "$(port pg "$1")" -U postgres -d postgres -qAtX -c "$2"; }
+# wait_until SECONDS WHAT CMD...: poll CMD every 0.2s, fail after SECONDS.
+wait_until() {
+  local secs=$1 what=$2 i
+  shift 2
+  for i in $(seq $((secs * 5))); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    sleep 0.2
+  done
+  echo "demo: timed out after ${secs}s waiting for $what" >&2
+  return 1
 }
-trap cleanup EXIT
+# archived WALFILE: the primary's archiver has archived WALFILE (or later).
+archived() {
+  local a
+  a=$(sql pg-a1 "select coalesce(last_archived_wal,'') from pg_stat_archiver")
+  [ -n "$a" ] && { [ "$a" \> "$1" ] || [ "$a" = "$1" ]; }
+}
+status_json() { pgdrctl status --json --timeout 3s 2>/dev/null; }
+leader() { status_json | jq -r '.coordinators[] | select(.leader) | .name'; }
+all_healthy() {
+  status_json | jq -e '(.clusters[] | select(.name == "main") | .members | length == 3 and all(.[]; .healthy))' >/dev/null
+}
+new_leader_besides() { local l; l=$(leader) && [ -n "$l" ] && [ "$l" != "$1" ]; }
+coordinator_back() { # NAME: the restarted coordinator answers as a follower
+  curl -fsS "http://127.0.0.1:$(port http "$1")/health" | jq -e '.leader != "" and .raft_state == "Follower"'
+}
 
-step "1. An age identity for the repository (public recipient printed)"
-RECIPIENT=$(as_pg "$AGENT" keygen -o "$DEMO/identity.txt")
-echo "recipient: $RECIPIENT   identity: $DEMO/identity.txt (mode 0600)"
+finish() {
+  local rc=$?
+  if [ -f "$LAB/restored/pgdata/postmaster.pid" ]; then
+    as_pg "$PGBIN/pg_ctl" -D "$LAB/restored/pgdata" -m fast -w stop >/dev/null 2>&1 || true
+  fi
+  if [ "$rc" != 0 ]; then
+    echo "demo: failed (exit $rc). Logs are under $LAB (*/coordinator.log, */agent.log, */postgres.log)." >&2
+  fi
+  if [ "$KEEP" = 1 ]; then
+    echo
+    bold "The lab is left running (PGDR_DEMO_KEEP=1): source $LAB/env, then pgdrctl status. Stop it with: scripts/lab.sh down"
+  else
+    echo
+    $LABSH down || true
+  fi
+  exit "$rc"
+}
+trap finish EXIT
+trap 'exit 130' INT TERM
 
-step "2. A PostgreSQL 15 server on 127.0.0.1:$PORT"
-as_pg "$PGBIN/initdb" -D "$DEMO/pgdata" -U postgres -A trust --no-sync -E UTF8 --locale=C >/dev/null
-cat > "$DEMO/agent.yaml" <<YAML
-cluster: demo
-node: {name: pg-demo1, region: local}
-postgres:
-  pgdata: $DEMO/pgdata
-  bindir: $PGBIN
-  dsn: "host=127.0.0.1 port=$PORT user=postgres dbname=postgres"
-repos:
-  - name: local
-    url: file://$DEMO/repo
-compression: {method: zstd, level: 3}
-encryption:
-  recipients: ["$RECIPIENT"]
-  identity_file: $DEMO/identity.txt
-wal: {push_concurrency: 4, prefetch: 8}
-agent: {socket: $DEMO/agent.sock, log_level: info}
-YAML
-cat >> "$DEMO/pgdata/postgresql.conf" <<CONF
-listen_addresses = '127.0.0.1'
-port = $PORT
-unix_socket_directories = '$DEMO'
-archive_mode = on
-archive_command = '$AGENT wal-push --config $DEMO/agent.yaml %p'
-wal_keep_size = '1GB'
-CONF
-[ "$(id -u)" = 0 ] && chown -R postgres: "$DEMO"
-as_pg "$AGENT" config check --config "$DEMO/agent.yaml"
-as_pg "$PGBIN/pg_ctl" -D "$DEMO/pgdata" -l "$DEMO/postgres.log" -w start >/dev/null
-echo "archive_command = '$AGENT wal-push --config $DEMO/agent.yaml %p'"
+step "0. The lab: scripts/lab.sh up"
+say "3 coordinators c1, c2 (us-east-1) and c3 (eu-west-1) form a Raft cluster over TLS and" \
+  "a gossip pool. pg-a1 is a PostgreSQL 15 primary; pg-a2 (us-east-1) and pg-b1 (eu-west-1)" \
+  "are streaming replicas made with pg_basebackup -R. Next to each server runs pgdr-agent:" \
+  "it checks PostgreSQL every second, reports to the coordinator leader and serves HTTP probes." \
+  "WAL is archived by 'pgdr-agent wal-push' into an encrypted, compressed file repository."
+$LABSH up
+# shellcheck source=/dev/null
+source "$LAB/env"
+$LABSH ports
 
-step "3. The agent daemon (pushes ready WAL ahead; archive_command hands work to it)"
-as_pg "$AGENT" run --config "$DEMO/agent.yaml" --pid-file "$DEMO/agent.pid" > "$DEMO/agent.log" 2>&1 &
-for _ in $(seq 100); do [ -S "$DEMO/agent.sock" ] && [ -s "$DEMO/agent.pid" ] && break; sleep 0.1; done
-echo "daemon pid $(cat "$DEMO/agent.pid"), log $DEMO/agent.log"
+step "1. pgdrctl status: the cluster as the coordinator leader sees it"
+say "The leader keeps every agent's latest report in memory: role, health, timeline, LSN and" \
+  "replication lag per member, grouped by region. The primary and its epoch are Raft state."
+run pgdrctl status
 
-step "4. Some write load: pgbench -i -s 5, then three WAL switches"
-export PGHOST=127.0.0.1 PGPORT=$PORT PGUSER=postgres PGDATABASE=postgres
-as_pg env PGHOST=127.0.0.1 PGPORT=$PORT "$PGBIN/pgbench" -i -q -s 5 -U postgres postgres 2>&1 | tail -1
-for _ in 1 2 3; do LAST=$(psql -qAtX -c "select pg_walfile_name(pg_switch_wal())"); done
-echo "waiting until $LAST is archived..."
-for _ in $(seq 600); do
-  A=$(psql -qAtX -c "select coalesce(last_archived_wal,'') from pg_stat_archiver")
-  [ "$A" \> "$LAST" ] || [ "$A" = "$LAST" ] && break
-  sleep 0.1
+step "2. pgdrctl members: what is registered (replicated in Raft)"
+say "Members register themselves; name, region, DSN, tags and failover priority are in the log."
+run pgdrctl members
+
+step "3. The agents' HTTP probes: /primary and /replica"
+say "Load balancers (HAProxy) and Kubernetes probes route by these: /primary answers 200 only" \
+  "on the primary, /replica only on a healthy replica within max_replica_lag; otherwise 503."
+for n in pg-a1 pg-a2 pg-b1; do
+  hp=$(port health "$n")
+  p=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$hp/primary")
+  r=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$hp/replica")
+  printf '   %-6s http://127.0.0.1:%s   /primary %s   /replica %s\n' "$n" "$hp" "$p" "$r"
 done
-psql -X -c "select archived_count, last_archived_wal, failed_count from pg_stat_archiver"
+run curl -s "http://127.0.0.1:$(port health pg-b1)/replica"
+echo
 
-step "5. What the archive holds (pgdr-agent wal-list)"
-"$AGENT" wal-list --config "$DEMO/agent.yaml"
-
-step "6. Fetch $LAST back (restore_command's job) and compare with pg_wal"
-"$AGENT" wal-fetch --config "$DEMO/agent.yaml" "$LAST" "$DEMO/fetched-$LAST"
-cmp "$DEMO/fetched-$LAST" "$DEMO/pgdata/pg_wal/$LAST" && echo "identical: $(stat -c %s "$DEMO/fetched-$LAST") bytes; stored as $(stat -c %s "$DEMO/repo/demo/wal/00000001/$LAST") bytes (zstd + age)"
-
-step "7. Read back and verify every archived object (pgdr-agent wal-verify)"
-"$AGENT" wal-verify --config "$DEMO/agent.yaml" | tail -3
-
-step "8. A full base backup, then rows, then an incremental (pgdr-agent backup)"
-as_pg "$AGENT" backup --config "$DEMO/agent.yaml" --type full --progress=false
-psql -qX -c "create table demo_orders(id int, note text); insert into demo_orders select g, 'before' from generate_series(1,1000) g"
-as_pg "$AGENT" backup --config "$DEMO/agent.yaml" --type incr --progress=false
-"$AGENT" backup-list --config "$DEMO/agent.yaml"
-
-step "9. Point-in-time restore: just before an accidental delete"
-BEFORE=$(psql -qAtX -c "select clock_timestamp()")
-psql -qX -c "delete from demo_orders where id > 10"   # the accident
-LAST=$(psql -qAtX -c "select pg_walfile_name(pg_switch_wal())")
-for _ in $(seq 600); do
-  A=$(psql -qAtX -c "select coalesce(last_archived_wal,'') from pg_stat_archiver")
-  [ "$A" \> "$LAST" ] || [ "$A" = "$LAST" ] && break
-  sleep 0.1
+step "4. A write on the primary, read on both replicas"
+say "Streaming replication in action: rows committed on pg-a1 appear on pg-a2 and pg-b1."
+sql pg-a1 "drop table if exists demo_orders" >/dev/null
+sql pg-a1 "create table demo_orders(id int primary key, note text); insert into demo_orders select g, 'before' from generate_series(1,1000) g" >/dev/null
+echo "   pg-a1: inserted 1000 rows into demo_orders (LSN $(sql pg-a1 'select pg_current_wal_lsn()'))"
+for n in pg-a2 pg-b1; do
+  wait_until 30 "$n to replay the insert" test "$(sql "$n" "select count(*) from demo_orders" 2>/dev/null)" = 1000
+  echo "   $n: $(sql "$n" 'select count(*) from demo_orders') rows, replayed up to $(sql "$n" 'select pg_last_wal_replay_lsn()'), read-only: $(sql "$n" 'select pg_is_in_recovery()')"
 done
-mkdir -p "$DEMO/restored" && [ "$(id -u)" = 0 ] && chown postgres: "$DEMO/restored"
-RPORT=$((PORT + 1))
-as_pg "$AGENT" restore --config "$DEMO/agent.yaml" --pgdata "$DEMO/restored/pgdata" \
+
+step "5. Maintenance mode: pgdrctl pause / resume, recorded in the history"
+say "While paused the coordinators take no automatic action for the cluster (no failover)," \
+  "agents keep reporting. Both changes go through Raft and land in the audit history."
+run pgdrctl pause --cluster main --reason "demo: kernel upgrade on pg-a1"
+run pgdrctl status
+run pgdrctl resume --cluster main
+run pgdrctl history --cluster main --limit 8
+
+AGENT="$LAB/bin/pgdr-agent"
+CFG="$LAB/pg-a1/agent.yaml"
+step "6. The WAL archive: pgbench load, WAL switches, archiver statistics"
+say "archive_command = '$AGENT wal-push --config $CFG %p';" \
+  "the agent daemon pushes ready segments ahead in parallel, zstd-compressed and age-encrypted."
+as_pg env PGHOST=127.0.0.1 PGPORT="$(port pg pg-a1)" "$PGBIN/pgbench" -i -q -s 5 -U postgres postgres 2>&1 | tail -1
+LAST=""
+for _ in 1 2 3; do LAST=$(sql pg-a1 "select pg_walfile_name(pg_switch_wal())"); done
+echo "   waiting until $LAST is archived..."
+wait_until 60 "$LAST to be archived" archived "$LAST"
+"$PGBIN/psql" -h 127.0.0.1 -p "$(port pg pg-a1)" -U postgres -X -c "select archived_count, last_archived_wal, failed_count from pg_stat_archiver"
+
+step "7. What the archive holds (pgdr-agent wal-list), and one segment fetched back"
+run "$AGENT" wal-list --config "$CFG"
+say "restore_command's job: fetch $LAST, decrypt, decompress, verify, and compare with pg_wal."
+"$AGENT" wal-fetch --config "$CFG" "$LAST" "$LAB/fetched-$LAST"
+TLI=${LAST:0:8}
+cmp "$LAB/fetched-$LAST" "$LAB/pg-a1/pgdata/pg_wal/$LAST" &&
+  echo "   identical: $(stat -c %s "$LAB/fetched-$LAST") bytes; stored as $(stat -c %s "$LAB/repo/main/wal/$TLI/$LAST" 2>/dev/null || echo '?') bytes (zstd + age)"
+rm -f "$LAB/fetched-$LAST"
+say "Read back and verify every archived object:"
+"$AGENT" wal-verify --config "$CFG" | tail -2
+
+step "8. A full base backup, more rows, then an incremental (pgdr-agent backup)"
+say "Non-exclusive pg_backup_start/stop, files read in parallel with page checksums verified," \
+  "the manifest written last; the incremental stores only what changed since its parent."
+run_pg "$AGENT" backup --config "$CFG" --type full --progress=false
+sql pg-a1 "insert into demo_orders select g, 'after the full backup' from generate_series(1001,2000) g" >/dev/null
+run_pg "$AGENT" backup --config "$CFG" --type incr --progress=false
+run "$AGENT" backup-list --config "$CFG"
+
+step "9. Point-in-time restore: just before an accidental DELETE"
+BEFORE=$(sql pg-a1 "select clock_timestamp()")
+sql pg-a1 "delete from demo_orders where id > 10" >/dev/null # the accident
+LAST=$(sql pg-a1 "select pg_walfile_name(pg_switch_wal())")
+echo "   $BEFORE: then 'delete from demo_orders where id > 10' on pg-a1 (also replicated, of course)"
+wait_until 60 "$LAST to be archived" archived "$LAST"
+if [ -f "$LAB/restored/pgdata/postmaster.pid" ]; then as_pg "$PGBIN/pg_ctl" -D "$LAB/restored/pgdata" -m immediate -w stop >/dev/null 2>&1 || true; fi
+rm -rf "$LAB/restored"
+mkdir -p "$LAB/restored"
+[ "$(id -u)" = 0 ] && chown postgres: "$LAB/restored"
+RPORT=$(port restore x)
+run_pg "$AGENT" restore --config "$CFG" --pgdata "$LAB/restored/pgdata" \
   --target-time "$BEFORE" --target-action promote --no-archive \
-  --start --port "$RPORT" --socket-dir "$DEMO"
-echo "rows in demo_orders: primary $(psql -qAtX -c 'select count(*) from demo_orders'), restored $(psql -qAtX -p "$RPORT" -c 'select count(*) from demo_orders')"
-as_pg "$PGBIN/pg_ctl" -D "$DEMO/restored/pgdata" -m fast -w stop >/dev/null
+  --start --port "$RPORT" --socket-dir "$LAB/restored"
+echo "   rows in demo_orders: primary $(sql pg-a1 'select count(*) from demo_orders'), replica pg-b1 $(sql pg-b1 'select count(*) from demo_orders'), restored copy on :$RPORT $("$PGBIN/psql" -h 127.0.0.1 -p "$RPORT" -U postgres -qAtX -c 'select count(*) from demo_orders')"
+as_pg "$PGBIN/pg_ctl" -D "$LAB/restored/pgdata" -m fast -w stop >/dev/null
+
+step "10. The coordinator leader dies (kill -9); the others elect a new one"
+OLD=$(leader)
+PID=$(cat "$LAB/$OLD/coordinator.pid")
+say "$OLD leads. Raft needs a majority (2 of 3): the survivors elect a new leader, every" \
+  "committed change survives, and the agents find the new leader and report to it."
+run kill -9 "$PID"
+T0=$(date +%s%N)
+wait_until 30 "a new coordinator leader" new_leader_besides "$OLD"
+MS=$((($(date +%s%N) - T0) / 1000000))
+echo "   new leader: $(leader), $MS ms after kill -9 of $OLD (as seen by pgdrctl, polling every 0.2s)"
+wait_until 30 "every member reporting to the new leader" all_healthy
+run pgdrctl status
+say "$OLD restarts from its data directory and rejoins as a follower:"
+$LABSH start-coordinator "$OLD"
+wait_until 30 "$OLD back as a follower" coordinator_back "$OLD"
+run pgdrctl coordinator list
 
 step "Done"
-if [ "$KEEP" = 1 ]; then
-  echo "Left running (--keep): PostgreSQL on 127.0.0.1:$PORT, daemon pid $(cat "$DEMO/agent.pid"). Files in $DEMO."
-else
-  echo "Stopping the server and the daemon. Files stay in $DEMO (run with --keep to leave them running)."
-fi
+say "The tour showed: status, members, probes, replication, maintenance mode and history," \
+  "the WAL archive, backups and PITR, and a leader re-election."

@@ -180,6 +180,13 @@ func (c *coordClient) session(ctx context.Context) error {
 	defer conn.Close()
 	cli := pgdrv1.NewAgentServiceClient(conn)
 
+	// Register with the system identifier when PostgreSQL is up: wait
+	// (briefly) for the first health round rather than register twice.
+	if c.d.Latest() == nil && c.d.checker != nil {
+		wctx, wcancel := context.WithTimeout(ctx, rpcTimeout)
+		c.d.CheckNow(wctx)
+		wcancel()
+	}
 	member := c.member()
 	rctx, cancel := context.WithTimeout(ctx, rpcTimeout)
 	reg, err := cli.Register(rctx, &pgdrv1.RegisterRequest{Member: member})

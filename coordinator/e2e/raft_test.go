@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -92,8 +93,10 @@ func other(c *coordtest.Cluster, not ...*coordtest.Node) *coordtest.Node {
 }
 
 // TestRaftKillLeaderRestartAndSnapshots: committed changes survive a
-// kill -9 of the leader, a restart of every coordinator, and a follower
-// that fell behind the compacted log catches up from a snapshot.
+// kill -9 of the leader; the killed node, back after the leader snapshotted
+// and compacted its log, catches up; with a low snapshot threshold every
+// node snapshots, and after a restart of all three each restores its state
+// from its snapshot (raft logs "restored from snapshot") plus the log.
 func TestRaftKillLeaderRestartAndSnapshots(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts coordinator processes")
@@ -121,6 +124,11 @@ func TestRaftKillLeaderRestartAndSnapshots(t *testing.T) {
 
 	// kill -9 the leader: a new one is elected, nothing committed is lost,
 	// and the cluster keeps accepting writes.
+	hk, err := c.Health(leader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	killedAt := hk.AppliedIndex
 	c.Kill(leader)
 	newLeader := c.WaitLeader(30 * time.Second)
 	if newLeader == leader {
@@ -139,20 +147,38 @@ func TestRaftKillLeaderRestartAndSnapshots(t *testing.T) {
 			t.Fatalf("register: %v", err)
 		}
 	}
-	testutil.WaitFor(t, 60*time.Second, "the leader took a snapshot", func() (bool, error) {
+	// Keep writing until the leader's snapshot (after which only 4 log
+	// entries are kept) lies well past where the killed node stopped.
+	extra := 0
+	testutil.WaitFor(t, 60*time.Second, "a leader snapshot past the killed node's log", func() (bool, error) {
 		h, err := c.Health(newLeader)
 		if err != nil {
 			return false, err
 		}
-		idx, _ := strconv.Atoi(h.LastSnapshotIndex)
-		return idx > 20, fmt.Errorf("last snapshot index %s", h.LastSnapshotIndex)
+		idx, _ := strconv.ParseUint(h.LastSnapshotIndex, 10, 64)
+		if idx > killedAt+10 {
+			return true, nil
+		}
+		extra++
+		if err := register(t, c, newLeader, "main", fmt.Sprintf("pg-x%02d", extra)); err != nil {
+			return false, err
+		}
+		return false, fmt.Errorf("last snapshot index %d, killed node stopped at %d", idx, killedAt)
 	})
 	want = localHistory(t, c, newLeader)
 	c.StartNode(leader)
 	waitHistory(t, c, leader, want, false)
-	snaps, _ := filepath.Glob(filepath.Join(leader.Dir, "data", "snapshots", "*", "state.bin"))
-	if len(snaps) == 0 {
-		t.Fatalf("the returning node holds no snapshot; it did not catch up through one")
+	// Every node snapshots on its own (threshold 8); wait until each has one
+	// so that the restart below restores from it.
+	for _, n := range c.Nodes {
+		testutil.WaitFor(t, 60*time.Second, n.Name+" took a snapshot", func() (bool, error) {
+			h, err := c.Health(n)
+			if err != nil {
+				return false, err
+			}
+			idx, _ := strconv.ParseUint(h.LastSnapshotIndex, 10, 64)
+			return idx > 0, fmt.Errorf("last snapshot index %q", h.LastSnapshotIndex)
+		})
 	}
 
 	// Restart all three: the state comes back from disk.
@@ -165,13 +191,20 @@ func TestRaftKillLeaderRestartAndSnapshots(t *testing.T) {
 	c.WaitLeader(60 * time.Second)
 	for _, n := range c.Nodes {
 		waitHistory(t, c, n, want, false)
+		logb, err := os.ReadFile(n.LogPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(logb), "restored from snapshot") {
+			t.Fatalf("%s did not restore its state from a snapshot at restart", n.Name)
+		}
 	}
 	m, err := c.Admin(c.Nodes[0]).Members(ctxT(t), &pgdrv1.MembersRequest{Cluster: "main"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(m.Members) != 40 {
-		t.Fatalf("%d members after restart, want 40", len(m.Members))
+	if len(m.Members) != 40+extra {
+		t.Fatalf("%d members after restart, want %d", len(m.Members), 40+extra)
 	}
 	if _, err := os.Stat(filepath.Join(c.Nodes[0].Dir, "data", "raft-wal")); err != nil {
 		t.Fatalf("no raft log on disk: %v", err)
