@@ -56,8 +56,9 @@ type Node struct {
 	RaftAddr, APIAddr, HTTPAddr, Gossip string
 	LogPath                             string
 
-	mu  sync.Mutex
-	cmd *exec.Cmd
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{} // closed once cmd has exited and been reaped
 }
 
 // Cluster is a set of coordinator processes sharing a CA and gossip key.
@@ -201,10 +202,14 @@ func (c *Cluster) StartNode(n *Node) {
 		c.t.Fatal(err)
 	}
 	logf.Close()
+	done := make(chan struct{})
 	n.mu.Lock()
-	n.cmd = cmd
+	n.cmd, n.done = cmd, done
 	n.mu.Unlock()
-	go cmd.Wait() //nolint:errcheck // reaped here; state read via Running
+	go func() {
+		_ = cmd.Wait() // the exit status does not matter: tests kill these
+		close(done)
+	}()
 }
 
 // Kill sends SIGKILL to a coordinator and waits for it to die.
@@ -215,24 +220,19 @@ func (c *Cluster) Stop(n *Node) { c.signal(n, syscall.SIGTERM) }
 
 func (c *Cluster) signal(n *Node, sig syscall.Signal) {
 	n.mu.Lock()
-	cmd := n.cmd
+	cmd, done := n.cmd, n.done
 	n.cmd = nil
 	n.mu.Unlock()
 	if cmd == nil || cmd.Process == nil {
 		return
 	}
 	_ = cmd.Process.Signal(sig)
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		if err := cmd.Process.Signal(syscall.Signal(0)); err != nil {
-			return
-		}
-		if cmd.ProcessState != nil {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
 	}
-	_ = cmd.Process.Kill()
 }
 
 // Running reports whether the node's process is started (not stopped by the test).
