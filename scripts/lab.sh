@@ -8,6 +8,7 @@
 #   scripts/lab.sh env      print the exports pgdrctl needs:  eval "$(scripts/lab.sh env)"
 #   scripts/lab.sh ports    print the port map
 #   scripts/lab.sh start-coordinator NAME   start one stopped (or killed) coordinator again
+#   scripts/lab.sh start-agent NAME         start one stopped (or killed) agent again
 #
 # What `up` starts, under ${PGDR_LAB_DIR:-/tmp/pgdr-lab}:
 #   3 coordinators  c1 (us-east-1), c2 (us-east-1), c3 (eu-west-1)   in <dir>/cN/
@@ -191,6 +192,10 @@ auth:
   tokens_file: $LAB/tokens.yaml
 health:
   stale_after: 3s
+failover:
+  lease_ttl: 5s
+  safety_margin: 1s
+  min_interval: ${PGDR_LAB_MIN_INTERVAL:-30s}
 bootstrap:
 $(for o in "${COORDS[@]}"; do
     printf '  - {name: %s, raft_address: "127.0.0.1:%s", api_address: "127.0.0.1:%s", region: %s}\n' \
@@ -517,8 +522,14 @@ case "$cmd" in
     [ -f "$LAB/$1/coordinator.yaml" ] || die "no coordinator $1 in $LAB"
     start_coordinator "$1"
     ;;
+  start-agent)
+    [ $# = 1 ] || die "usage: $0 start-agent NAME"
+    node_idx "$1" >/dev/null
+    [ -f "$LAB/$1/agent.yaml" ] || die "no node $1 in $LAB"
+    start_agent "$1"
+    ;;
   *)
-    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
     ;;
 esac

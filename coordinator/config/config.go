@@ -31,6 +31,7 @@ type Config struct {
 	TLS       tlsutil.Files `yaml:"tls"`
 	Auth      Auth          `yaml:"auth"`
 	Health    Health        `yaml:"health"`
+	Failover  Failover      `yaml:"failover"`
 	Bootstrap []Peer        `yaml:"bootstrap"`
 	LogLevel  string        `yaml:"log_level"`
 
@@ -81,6 +82,19 @@ type Auth struct {
 type Health struct {
 	// StaleAfter: a member whose last report is older is "unknown".
 	StaleAfter Duration `yaml:"stale_after"`
+}
+
+// Failover tunes primary leases and automatic failover.
+type Failover struct {
+	// LeaseTTL: how long a granted primary lease lasts.
+	LeaseTTL Duration `yaml:"lease_ttl"`
+	// SafetyMargin: the agent fences this long before its lease ends.
+	SafetyMargin Duration `yaml:"safety_margin"`
+	// MinInterval: no second automatic failover of a cluster within it.
+	MinInterval Duration `yaml:"min_interval"`
+	// CommandTimeout bounds how long the leader waits for an agent to carry
+	// out a promote order.
+	CommandTimeout Duration `yaml:"command_timeout"`
 }
 
 // Peer is one coordinator of the initial cluster.
@@ -166,11 +180,17 @@ func (c *Config) defaults() {
 		c.Raft.TrailingLogs = 10240
 	}
 	def(&c.Raft.SnapshotInterval, 2*time.Minute)
-	// Loopback and LAN defaults: elections settle in about a second.
-	def(&c.Raft.HeartbeatTimeout, 500*time.Millisecond)
-	def(&c.Raft.ElectionTimeout, 500*time.Millisecond)
-	def(&c.Raft.LeaderLease, 250*time.Millisecond)
+	// LAN defaults: a lost leader is replaced in one to two seconds, and
+	// a leader busy with thousands of agent streams does not step down for
+	// one late heartbeat (measured with scripts/bench/coordinator.sh).
+	def(&c.Raft.HeartbeatTimeout, time.Second)
+	def(&c.Raft.ElectionTimeout, time.Second)
+	def(&c.Raft.LeaderLease, 500*time.Millisecond)
 	def(&c.Health.StaleAfter, 3*time.Second)
+	def(&c.Failover.LeaseTTL, 5*time.Second)
+	def(&c.Failover.SafetyMargin, time.Second)
+	def(&c.Failover.MinInterval, time.Minute)
+	def(&c.Failover.CommandTimeout, 60*time.Second)
 	if c.LogLevel == "" {
 		c.LogLevel = "info"
 	}
@@ -249,6 +269,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Raft.LeaderLease.Duration > c.Raft.HeartbeatTimeout.Duration {
 		return &FieldError{"raft.leader_lease_timeout", "must not exceed raft.heartbeat_timeout"}
+	}
+	if c.Failover.SafetyMargin.Duration >= c.Failover.LeaseTTL.Duration {
+		return &FieldError{"failover.safety_margin", "must be shorter than failover.lease_ttl"}
 	}
 	seen := map[string]bool{}
 	self := len(c.Bootstrap) == 0

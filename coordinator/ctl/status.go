@@ -50,6 +50,10 @@ type ClusterJSON struct {
 	PausedReason string       `json:"paused_reason"`
 	Members      []MemberJSON `json:"members"`
 	Policy       *PolicyJSON  `json:"policy,omitempty"`
+	// LeaseExpiresAt: the primary's lease as the leader knows it ("" = none).
+	LeaseExpiresAt string `json:"lease_expires_at"`
+	// Failover: the leader's current failover judgement.
+	Failover string `json:"failover"`
 }
 
 // MemberJSON is one member's observed state in status.
@@ -109,6 +113,10 @@ func statusView(r *pgdrv1.StatusResponse, addr string) StatusJSON {
 			Paused:       c.GetPaused(),
 			PausedReason: c.GetPausedReason(),
 			Members:      []MemberJSON{},
+			Failover:     c.GetFailover(),
+		}
+		if c.GetLeaseExpiresAt() != nil {
+			cj.LeaseExpiresAt = rfc3339(c.GetLeaseExpiresAt())
 		}
 		if c.GetPolicy() != nil {
 			p := policyView(c.GetPolicy())
@@ -259,6 +267,9 @@ func writeStatus(w io.Writer, v StatusJSON) error {
 			fmt.Fprint(w, ")")
 		}
 		fmt.Fprintln(w)
+		if c.Failover != "" {
+			fmt.Fprintf(w, "  failover: %s\n", c.Failover)
+		}
 		if len(c.Members) == 0 {
 			fmt.Fprintln(w, "  (no members registered)")
 			continue

@@ -186,3 +186,26 @@ func (f *FSM) LastIndex() uint64 {
 	defer f.mu.RUnlock()
 	return f.state.GetLastIndex()
 }
+
+// Read calls fn with the live state under the read lock, without copying
+// it: for hot paths (every agent report) that only look. fn must not keep
+// or modify anything it is given, and must not call back into f.
+func (f *FSM) Read(fn func(st *pgdrv1.State)) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	fn(f.state)
+}
+
+// MemberEpoch reports whether node is a member of cluster, and the
+// cluster's primary and epoch, without copying anything.
+func (f *FSM) MemberEpoch(cluster, node string) (ok bool, primary string, epoch uint64) {
+	f.Read(func(st *pgdrv1.State) {
+		c := st.Clusters[cluster]
+		if c == nil {
+			return
+		}
+		_, ok = c.Members[node]
+		primary, epoch = c.Primary, c.Epoch
+	})
+	return ok, primary, epoch
+}

@@ -756,3 +756,18 @@ func TestValidators(t *testing.T) {
 		}
 	}
 }
+
+func TestMemberEpochReadsWithoutCopy(t *testing.T) {
+	h := newHarness(t, Options{})
+	f := h.f
+	h.mustApply(pgdrv1.CommandType_COMMAND_TYPE_REGISTER_MEMBER, member("main", "a", 0))
+	if ok, primary, epoch := f.MemberEpoch("main", "a"); !ok || primary != "" || epoch != 0 {
+		t.Fatalf("MemberEpoch(main, a) = %v %q %d", ok, primary, epoch)
+	}
+	if ok, _, _ := f.MemberEpoch("main", "b"); ok {
+		t.Fatal("unknown member reported as member")
+	}
+	if ok, _, _ := f.MemberEpoch("other", "a"); ok {
+		t.Fatal("member of an unknown cluster reported")
+	}
+}

@@ -76,9 +76,16 @@ func (a *adminAPI) Status(ctx context.Context, req *pgdrv1.StatusRequest) (*pgdr
 		}
 		return pgdrv1.NewAdminServiceClient(conn).Status(ctx, req)
 	}
+	clusters := a.s.clusterStatus(req.Cluster)
+	for _, cs := range clusters {
+		if le, ok := a.s.leases.get(cs.Name); ok && le.holder == cs.Primary && le.epoch == cs.Epoch {
+			cs.LeaseExpiresAt = timestamppb.New(le.expires)
+		}
+		cs.Failover = a.s.judge.get(cs.Name)
+	}
 	return &pgdrv1.StatusResponse{
 		Coordinators: a.s.coordinatorStatus(),
-		Clusters:     a.s.clusterStatus(req.Cluster),
+		Clusters:     clusters,
 		AnsweredBy:   a.s.cfg.Name,
 		Time:         timestamppb.Now(),
 	}, nil

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"slices"
 	"sync"
@@ -25,10 +26,35 @@ type hub struct {
 	mu      sync.Mutex
 	streams map[memberKey]chan *pgdrv1.AgentCommand
 	results map[memberKey]*pgdrv1.CommandResult
+	waiters map[string]chan *pgdrv1.CommandResult
 }
 
 func newHub() *hub {
-	return &hub{streams: map[memberKey]chan *pgdrv1.AgentCommand{}, results: map[memberKey]*pgdrv1.CommandResult{}}
+	return &hub{streams: map[memberKey]chan *pgdrv1.AgentCommand{}, results: map[memberKey]*pgdrv1.CommandResult{},
+		waiters: map[string]chan *pgdrv1.CommandResult{}}
+}
+
+// call sends a command and waits for its result, ctx's end or the member
+// having no open command stream.
+func (h *hub) call(ctx context.Context, k memberKey, c *pgdrv1.AgentCommand) (*pgdrv1.CommandResult, error) {
+	ch := make(chan *pgdrv1.CommandResult, 1)
+	h.mu.Lock()
+	h.waiters[c.Id] = ch
+	h.mu.Unlock()
+	defer func() {
+		h.mu.Lock()
+		delete(h.waiters, c.Id)
+		h.mu.Unlock()
+	}()
+	if !h.send(k, c) {
+		return nil, fmt.Errorf("the agent of %s has no open command stream", k.node)
+	}
+	select {
+	case r := <-ch:
+		return r, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("no answer from the agent of %s: %w", k.node, ctx.Err())
+	}
 }
 
 func (h *hub) open(k memberKey) chan *pgdrv1.AgentCommand {
@@ -66,7 +92,14 @@ func (h *hub) send(k memberKey, c *pgdrv1.AgentCommand) bool {
 func (h *hub) complete(r *pgdrv1.CommandResult) {
 	h.mu.Lock()
 	h.results[memberKey{r.Cluster, r.Node}] = r
+	ch := h.waiters[r.Id]
 	h.mu.Unlock()
+	if ch != nil {
+		select {
+		case ch <- r:
+		default:
+		}
+	}
 }
 
 func (h *hub) lastResult(k memberKey) *pgdrv1.CommandResult {
@@ -152,22 +185,26 @@ func (a *agentAPI) Register(ctx context.Context, req *pgdrv1.RegisterRequest) (*
 	if !a.s.isLeader() {
 		return nil, a.notLeader()
 	}
-	c, ok := a.s.fsm.Cluster(m.Cluster)
-	if !ok || c.Members[m.Name] == nil || !sameMember(c.Members[m.Name], m) {
+	same := false
+	a.s.fsm.Read(func(st *pgdrv1.State) {
+		if have := st.Clusters[m.Cluster].GetMembers()[m.Name]; have != nil {
+			same = sameMember(have, m)
+		}
+	})
+	if !same {
 		reg := proto.Clone(m).(*pgdrv1.Member)
 		reg.RegisteredAt, reg.UpdatedAt = nil, nil
 		if _, err := a.s.propose(ctx, pgdrv1.CommandType_COMMAND_TYPE_REGISTER_MEMBER,
 			&pgdrv1.RegisterMember{Member: reg}, "agent:"+m.Name); err != nil {
 			return nil, err
 		}
-		c, _ = a.s.fsm.Cluster(m.Cluster)
 	}
-	return &pgdrv1.RegisterResponse{Epoch: c.GetEpoch(), Primary: c.GetPrimary()}, nil
+	_, primary, epoch := a.s.fsm.MemberEpoch(m.Cluster, m.Name)
+	return &pgdrv1.RegisterResponse{Epoch: epoch, Primary: primary}, nil
 }
 
 func (a *agentAPI) registered(cluster, node string) error {
-	c, ok := a.s.fsm.Cluster(cluster)
-	if !ok || c.Members[node] == nil {
+	if ok, _, _ := a.s.fsm.MemberEpoch(cluster, node); !ok {
 		return status.Errorf(codes.FailedPrecondition, "member %q of cluster %q is not registered; call Register first", node, cluster)
 	}
 	return nil
@@ -266,8 +303,8 @@ func (a *agentAPI) Commands(req *pgdrv1.CommandsRequest, stream pgdrv1.AgentServ
 	defer a.s.hub.close(k, ch)
 	a.s.metrics.streams.Inc()
 	defer a.s.metrics.streams.Dec()
-	c, _ := a.s.fsm.Cluster(req.Cluster)
-	ch <- &pgdrv1.AgentCommand{Id: newCommandID(), Cluster: req.Cluster, Node: req.Node, Epoch: c.GetEpoch(),
+	_, _, epoch := a.s.fsm.MemberEpoch(req.Cluster, req.Node)
+	ch <- &pgdrv1.AgentCommand{Id: newCommandID(), Cluster: req.Cluster, Node: req.Node, Epoch: epoch,
 		IssuedAt: timestamppb.Now(), Kind: &pgdrv1.AgentCommand_Ping{Ping: &pgdrv1.Ping{}}}
 	for {
 		select {

@@ -49,11 +49,13 @@ type Server struct {
 	fsm    *fsm.FSM
 	tokens *config.Tokens
 
-	raft  *raft.Raft
-	pool  *gossip.Pool
-	view  *view
-	hub   *hub
-	conns *peerConns
+	raft   *raft.Raft
+	pool   *gossip.Pool
+	view   *view
+	hub    *hub
+	leases *leases
+	judge  *judgements
+	conns  *peerConns
 
 	metrics *metrics
 
@@ -74,10 +76,12 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (*Server, error) {
 	}
 	s := &Server{
 		cfg: cfg, opts: opts, log: log, tokens: tokens,
-		fsm:   fsm.New(log.With("component", "fsm"), fsm.Options{}),
-		view:  newView(),
-		hub:   newHub(),
-		conns: newPeerConns(cli),
+		fsm:    fsm.New(log.With("component", "fsm"), fsm.Options{}),
+		view:   newView(),
+		hub:    newHub(),
+		leases: newLeases(),
+		judge:  newJudgements(),
+		conns:  newPeerConns(cli),
 	}
 	s.metrics = newMetrics(s)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -261,7 +265,10 @@ func (s *Server) beginLeadership(parent context.Context) {
 	s.leaderCtx, s.leaderEnd = lctx, cancel
 	s.mu.Unlock()
 	s.view.reset()
+	s.judge.reset()
 	s.log.Info("became raft leader")
+	// The state is read after the barrier in leaderLoop; until then no
+	// renewal can be refused for an expiry this leader never saw.
 	go s.leaderLoop(lctx)
 }
 
@@ -285,6 +292,7 @@ func (s *Server) leaderLoop(ctx context.Context) {
 	if err := s.raft.Barrier(applyTimeout).Error(); err != nil {
 		s.log.Warn("leader barrier", "err", err)
 	}
+	s.leases.assumeHeld(s.fsm.State(), time.Now(), s.cfg.Failover.LeaseTTL.Duration)
 	s.ensureCoordinators(ctx)
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
@@ -294,6 +302,7 @@ func (s *Server) leaderLoop(ctx context.Context) {
 			return
 		case <-t.C:
 			s.recordInitialPrimaries(ctx)
+			s.failoverTick(ctx)
 		}
 	}
 }
@@ -340,15 +349,28 @@ func (s *Server) ensureCoordinators(ctx context.Context) {
 // yet, when exactly one fresh member reports being writable. Choosing a
 // new primary when one is lost is failover's job, not this.
 func (s *Server) recordInitialPrimaries(ctx context.Context) {
-	st := s.fsm.State()
+	// Only clusters without a primary matter; collect their members
+	// without copying the whole state.
+	pending := map[string][]string{}
+	epochs := map[string]uint64{}
+	s.fsm.Read(func(st *pgdrv1.State) {
+		for name, c := range st.Clusters {
+			if c.Primary == "" {
+				for n := range c.Members {
+					pending[name] = append(pending[name], n)
+				}
+				epochs[name] = c.Epoch
+			}
+		}
+	})
+	if len(pending) == 0 {
+		return
+	}
 	samples := s.view.snapshot()
 	now := time.Now()
-	for name, c := range st.Clusters {
-		if c.Primary != "" {
-			continue
-		}
+	for name, members := range pending {
 		var writable []string
-		for n := range c.Members {
+		for _, n := range members {
 			sm, ok := samples[memberKey{name, n}]
 			if ok && now.Sub(sm.at) <= s.cfg.Health.StaleAfter.Duration && sm.report.Connectable && !sm.report.InRecovery && !sm.report.Fenced {
 				writable = append(writable, n)
@@ -358,7 +380,7 @@ func (s *Server) recordInitialPrimaries(ctx context.Context) {
 			continue
 		}
 		_, err := s.propose(ctx, pgdrv1.CommandType_COMMAND_TYPE_SET_PRIMARY, &pgdrv1.SetPrimary{
-			Cluster: name, Name: writable[0], ExpectedEpoch: c.Epoch,
+			Cluster: name, Name: writable[0], ExpectedEpoch: epochs[name],
 			Reason: "initial primary: the only member that is not in recovery",
 		}, "coordinator:"+s.cfg.Name)
 		if err != nil {

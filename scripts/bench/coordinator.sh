@@ -41,7 +41,10 @@
 # BENCH_PORT_BASE (first of 12 consecutive free ports searched from here,
 # 26100), BENCH_CONNECT_TIMEOUT (180 s), BENCH_FAILOVER_TIMEOUT (60 s),
 # BENCH_LOG_LEVEL (info, the coordinators' log_level), BENCH_COORDINATOR (the
-# pgdr-coordinator binary to run, default bin/pgdr-coordinator).
+# pgdr-coordinator binary to run, default bin/pgdr-coordinator), BENCH_RAFT
+# (extra raft: settings, ";"-separated, e.g. "leader_lease_timeout: 1s";
+# default none: the coordinator's defaults, heartbeat and election 500 ms,
+# lease 250 ms).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
@@ -53,6 +56,12 @@ PORT_BASE=${BENCH_PORT_BASE:-26100}
 CONNECT_TIMEOUT=${BENCH_CONNECT_TIMEOUT:-180}
 FAILOVER_TIMEOUT=${BENCH_FAILOVER_TIMEOUT:-60}
 LOG_LEVEL=${BENCH_LOG_LEVEL:-info}
+# BENCH_RAFT: extra raft settings, e.g. "leader_lease_timeout: 1s; heartbeat_timeout: 1s"
+RAFT_EXTRA=""
+if [ -n "${BENCH_RAFT:-}" ]; then
+  IFS=';' read -ra _kv <<< "$BENCH_RAFT"
+  for _e in "${_kv[@]}"; do _e=$(echo "$_e" | sed 's/^ *//; s/ *$//'); [ -n "$_e" ] && RAFT_EXTRA+="  $_e"$'\n'; done
+fi
 HZ=$(getconf CLK_TCK)
 RUN_START=$SECONDS
 
@@ -147,7 +156,7 @@ data_dir: $dir/$n/data
 log_level: $LOG_LEVEL
 raft:
   bind: "${RAFT[$n]}"
-api:
+${RAFT_EXTRA}api:
   listen: "${API[$n]}"
 http:
   listen: "${HTTP[$n]}"
@@ -351,20 +360,24 @@ mark() { # mark VALUE OP LIMIT: ✓ or ✗ (- when no value)
 {
   cat "$BENCH/results.head"
   echo "load avg:   $(cut -d' ' -f1-3 /proc/loadavg) (at end)"
+  [ -n "${BENCH_RAFT:-}" ] && echo "raft:       $BENCH_RAFT (BENCH_RAFT)"
   echo "window:     ${WINDOW} s steady state, ${WARMUP} s after the leader held all streams; agents report every 1 s, 100 per cluster"
   echo
   printf '%7s | %-9s %8s %7s | %-10s %-10s %7s | %-10s %9s | %6s %6s %6s | %8s %8s %7s\n' \
     agents "CPU cores" "RSS MiB" "rep/s" "p50 ms" "p99 ms" "mean" "re-elect s" "agents s" "fol." "load" "other" "reg p50" "reg p99" "conn s"
   printf '%s\n' "$(printf '%.0s-' {1..150})"
   for N in $AGENT_COUNTS; do
-    printf '%7s | %-9s %8s %7s | %-10s %-10s %7s | %-10s %9s | %6s %6s %6s | %8s %8s %7s\n' "$N" \
+    flag=""
+    [[ "${R[$N:note]:-}" == *UNPLANNED* ]] && flag="!"
+    printf '%7s | %-9s %8s %7s | %-10s %-10s %7s | %-10s %9s | %6s %6s %6s | %8s %8s %7s\n' "$N$flag" \
       "${R[$N:cpu]:--} $(mark "${R[$N:cpu]:-}" '<' 0.5)" "${R[$N:rss]:--}" "${R[$N:rate]:--}" \
       "${R[$N:p50]:--}" "${R[$N:p99]:--} $(mark "${R[$N:p99]:-}" '<' 50)" "${R[$N:mean]:--}" \
       "${R[$N:elect]:--} $(mark "${R[$N:elect]:-}" '<' 2)" "${R[$N:back]:--}" \
       "${R[$N:fcpu]:--}" "${R[$N:lcpu]:--}" "${R[$N:other]:--}" "${R[$N:regp50]:--}" "${R[$N:regp99]:--}" "${R[$N:allconn]:--}"
   done
   echo
-  echo "targets: 5,000 agents at < 0.5 core on the leader; report p99 < 50 ms; re-election < 2 s (✓/✗ against every row)"
+  echo "targets: 5,000 agents at < 0.5 core on the leader; report p99 < 50 ms; re-election < 2 s (✓/✗ against every row;"
+  echo "         a ! after the agent count: the leader changed during the steady window, see the notes below)"
   echo "columns: CPU cores = leader utime+stime over the window; RSS MiB = leader VmHWM (peak, includes registration);"
   echo "         rep/s = leader reports_total rate; p50/p99/mean ms = report delay (sample time -> leader receipt), window only;"
   echo "         re-elect s = kill -9 of the leader -> both survivors name the same new leader (/health every 20 ms);"

@@ -354,14 +354,19 @@ func (x *MemberStatus) GetReplayLsn() uint64 {
 }
 
 type ClusterStatus struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Primary       string                 `protobuf:"bytes,2,opt,name=primary,proto3" json:"primary,omitempty"`
-	Epoch         uint64                 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
-	Paused        bool                   `protobuf:"varint,4,opt,name=paused,proto3" json:"paused,omitempty"`
-	PausedReason  string                 `protobuf:"bytes,5,opt,name=paused_reason,json=pausedReason,proto3" json:"paused_reason,omitempty"`
-	Members       []*MemberStatus        `protobuf:"bytes,6,rep,name=members,proto3" json:"members,omitempty"`
-	Policy        *Policy                `protobuf:"bytes,7,opt,name=policy,proto3" json:"policy,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Name         string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Primary      string                 `protobuf:"bytes,2,opt,name=primary,proto3" json:"primary,omitempty"`
+	Epoch        uint64                 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Paused       bool                   `protobuf:"varint,4,opt,name=paused,proto3" json:"paused,omitempty"`
+	PausedReason string                 `protobuf:"bytes,5,opt,name=paused_reason,json=pausedReason,proto3" json:"paused_reason,omitempty"`
+	Members      []*MemberStatus        `protobuf:"bytes,6,rep,name=members,proto3" json:"members,omitempty"`
+	Policy       *Policy                `protobuf:"bytes,7,opt,name=policy,proto3" json:"policy,omitempty"`
+	// lease_expires_at: the primary's lease as the leader knows it.
+	LeaseExpiresAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=lease_expires_at,json=leaseExpiresAt,proto3" json:"lease_expires_at,omitempty"`
+	// failover: the leader's current judgement ("primary healthy", why it
+	// waits, why no member can be promoted, ...).
+	Failover      string `protobuf:"bytes,9,opt,name=failover,proto3" json:"failover,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -443,6 +448,20 @@ func (x *ClusterStatus) GetPolicy() *Policy {
 		return x.Policy
 	}
 	return nil
+}
+
+func (x *ClusterStatus) GetLeaseExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LeaseExpiresAt
+	}
+	return nil
+}
+
+func (x *ClusterStatus) GetFailover() string {
+	if x != nil {
+		return x.Failover
+	}
+	return ""
 }
 
 type StatusResponse struct {
@@ -1174,7 +1193,7 @@ const file_pgdr_v1_admin_proto_rawDesc = "" +
 	"\vreceive_lsn\x18\x12 \x01(\x04R\n" +
 	"receiveLsn\x12\x1d\n" +
 	"\n" +
-	"replay_lsn\x18\x13 \x01(\x04R\treplayLsn\"\xea\x01\n" +
+	"replay_lsn\x18\x13 \x01(\x04R\treplayLsn\"\xcc\x02\n" +
 	"\rClusterStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aprimary\x18\x02 \x01(\tR\aprimary\x12\x14\n" +
@@ -1182,7 +1201,9 @@ const file_pgdr_v1_admin_proto_rawDesc = "" +
 	"\x06paused\x18\x04 \x01(\bR\x06paused\x12#\n" +
 	"\rpaused_reason\x18\x05 \x01(\tR\fpausedReason\x12/\n" +
 	"\amembers\x18\x06 \x03(\v2\x15.pgdr.v1.MemberStatusR\amembers\x12'\n" +
-	"\x06policy\x18\a \x01(\v2\x0f.pgdr.v1.PolicyR\x06policy\"\xd5\x01\n" +
+	"\x06policy\x18\a \x01(\v2\x0f.pgdr.v1.PolicyR\x06policy\x12D\n" +
+	"\x10lease_expires_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x0eleaseExpiresAt\x12\x1a\n" +
+	"\bfailover\x18\t \x01(\tR\bfailover\"\xd5\x01\n" +
 	"\x0eStatusResponse\x12>\n" +
 	"\fcoordinators\x18\x01 \x03(\v2\x1a.pgdr.v1.CoordinatorStatusR\fcoordinators\x122\n" +
 	"\bclusters\x18\x02 \x03(\v2\x16.pgdr.v1.ClusterStatusR\bclusters\x12\x1f\n" +
@@ -1275,37 +1296,38 @@ var file_pgdr_v1_admin_proto_goTypes = []any{
 var file_pgdr_v1_admin_proto_depIdxs = []int32{
 	2,  // 0: pgdr.v1.ClusterStatus.members:type_name -> pgdr.v1.MemberStatus
 	18, // 1: pgdr.v1.ClusterStatus.policy:type_name -> pgdr.v1.Policy
-	1,  // 2: pgdr.v1.StatusResponse.coordinators:type_name -> pgdr.v1.CoordinatorStatus
-	3,  // 3: pgdr.v1.StatusResponse.clusters:type_name -> pgdr.v1.ClusterStatus
-	19, // 4: pgdr.v1.StatusResponse.time:type_name -> google.protobuf.Timestamp
-	20, // 5: pgdr.v1.MembersResponse.members:type_name -> pgdr.v1.Member
-	21, // 6: pgdr.v1.HistoryResponse.events:type_name -> pgdr.v1.HistoryEvent
-	18, // 7: pgdr.v1.PauseResponse.policy:type_name -> pgdr.v1.Policy
-	18, // 8: pgdr.v1.ResumeResponse.policy:type_name -> pgdr.v1.Policy
-	1,  // 9: pgdr.v1.AddCoordinatorResponse.coordinators:type_name -> pgdr.v1.CoordinatorStatus
-	1,  // 10: pgdr.v1.RemoveCoordinatorResponse.coordinators:type_name -> pgdr.v1.CoordinatorStatus
-	22, // 11: pgdr.v1.ApplyRequest.command:type_name -> pgdr.v1.Command
-	0,  // 12: pgdr.v1.AdminService.Status:input_type -> pgdr.v1.StatusRequest
-	5,  // 13: pgdr.v1.AdminService.Members:input_type -> pgdr.v1.MembersRequest
-	7,  // 14: pgdr.v1.AdminService.History:input_type -> pgdr.v1.HistoryRequest
-	9,  // 15: pgdr.v1.AdminService.Pause:input_type -> pgdr.v1.PauseRequest
-	11, // 16: pgdr.v1.AdminService.Resume:input_type -> pgdr.v1.ResumeRequest
-	13, // 17: pgdr.v1.AdminService.AddCoordinator:input_type -> pgdr.v1.AddCoordinatorRequest
-	15, // 18: pgdr.v1.AdminService.RemoveCoordinator:input_type -> pgdr.v1.RemoveCoordinatorRequest
-	17, // 19: pgdr.v1.CoordinatorService.Apply:input_type -> pgdr.v1.ApplyRequest
-	4,  // 20: pgdr.v1.AdminService.Status:output_type -> pgdr.v1.StatusResponse
-	6,  // 21: pgdr.v1.AdminService.Members:output_type -> pgdr.v1.MembersResponse
-	8,  // 22: pgdr.v1.AdminService.History:output_type -> pgdr.v1.HistoryResponse
-	10, // 23: pgdr.v1.AdminService.Pause:output_type -> pgdr.v1.PauseResponse
-	12, // 24: pgdr.v1.AdminService.Resume:output_type -> pgdr.v1.ResumeResponse
-	14, // 25: pgdr.v1.AdminService.AddCoordinator:output_type -> pgdr.v1.AddCoordinatorResponse
-	16, // 26: pgdr.v1.AdminService.RemoveCoordinator:output_type -> pgdr.v1.RemoveCoordinatorResponse
-	23, // 27: pgdr.v1.CoordinatorService.Apply:output_type -> pgdr.v1.ApplyResult
-	20, // [20:28] is the sub-list for method output_type
-	12, // [12:20] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	19, // 2: pgdr.v1.ClusterStatus.lease_expires_at:type_name -> google.protobuf.Timestamp
+	1,  // 3: pgdr.v1.StatusResponse.coordinators:type_name -> pgdr.v1.CoordinatorStatus
+	3,  // 4: pgdr.v1.StatusResponse.clusters:type_name -> pgdr.v1.ClusterStatus
+	19, // 5: pgdr.v1.StatusResponse.time:type_name -> google.protobuf.Timestamp
+	20, // 6: pgdr.v1.MembersResponse.members:type_name -> pgdr.v1.Member
+	21, // 7: pgdr.v1.HistoryResponse.events:type_name -> pgdr.v1.HistoryEvent
+	18, // 8: pgdr.v1.PauseResponse.policy:type_name -> pgdr.v1.Policy
+	18, // 9: pgdr.v1.ResumeResponse.policy:type_name -> pgdr.v1.Policy
+	1,  // 10: pgdr.v1.AddCoordinatorResponse.coordinators:type_name -> pgdr.v1.CoordinatorStatus
+	1,  // 11: pgdr.v1.RemoveCoordinatorResponse.coordinators:type_name -> pgdr.v1.CoordinatorStatus
+	22, // 12: pgdr.v1.ApplyRequest.command:type_name -> pgdr.v1.Command
+	0,  // 13: pgdr.v1.AdminService.Status:input_type -> pgdr.v1.StatusRequest
+	5,  // 14: pgdr.v1.AdminService.Members:input_type -> pgdr.v1.MembersRequest
+	7,  // 15: pgdr.v1.AdminService.History:input_type -> pgdr.v1.HistoryRequest
+	9,  // 16: pgdr.v1.AdminService.Pause:input_type -> pgdr.v1.PauseRequest
+	11, // 17: pgdr.v1.AdminService.Resume:input_type -> pgdr.v1.ResumeRequest
+	13, // 18: pgdr.v1.AdminService.AddCoordinator:input_type -> pgdr.v1.AddCoordinatorRequest
+	15, // 19: pgdr.v1.AdminService.RemoveCoordinator:input_type -> pgdr.v1.RemoveCoordinatorRequest
+	17, // 20: pgdr.v1.CoordinatorService.Apply:input_type -> pgdr.v1.ApplyRequest
+	4,  // 21: pgdr.v1.AdminService.Status:output_type -> pgdr.v1.StatusResponse
+	6,  // 22: pgdr.v1.AdminService.Members:output_type -> pgdr.v1.MembersResponse
+	8,  // 23: pgdr.v1.AdminService.History:output_type -> pgdr.v1.HistoryResponse
+	10, // 24: pgdr.v1.AdminService.Pause:output_type -> pgdr.v1.PauseResponse
+	12, // 25: pgdr.v1.AdminService.Resume:output_type -> pgdr.v1.ResumeResponse
+	14, // 26: pgdr.v1.AdminService.AddCoordinator:output_type -> pgdr.v1.AddCoordinatorResponse
+	16, // 27: pgdr.v1.AdminService.RemoveCoordinator:output_type -> pgdr.v1.RemoveCoordinatorResponse
+	23, // 28: pgdr.v1.CoordinatorService.Apply:output_type -> pgdr.v1.ApplyResult
+	21, // [21:29] is the sub-list for method output_type
+	13, // [13:21] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_pgdr_v1_admin_proto_init() }

@@ -24,6 +24,153 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type RenewLeaseRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Cluster       string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	Node          string                 `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	Epoch         uint64                 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenewLeaseRequest) Reset() {
+	*x = RenewLeaseRequest{}
+	mi := &file_pgdr_v1_agent_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewLeaseRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewLeaseRequest) ProtoMessage() {}
+
+func (x *RenewLeaseRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pgdr_v1_agent_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewLeaseRequest.ProtoReflect.Descriptor instead.
+func (*RenewLeaseRequest) Descriptor() ([]byte, []int) {
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *RenewLeaseRequest) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *RenewLeaseRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *RenewLeaseRequest) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+type RenewLeaseResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Granted bool                   `protobuf:"varint,1,opt,name=granted,proto3" json:"granted,omitempty"`
+	// ttl_ms: how long the lease lasts from when the request was sent; the
+	// agent fences itself if it cannot renew before ttl - safety margin.
+	TtlMs          int64  `protobuf:"varint,2,opt,name=ttl_ms,json=ttlMs,proto3" json:"ttl_ms,omitempty"`
+	SafetyMarginMs int64  `protobuf:"varint,3,opt,name=safety_margin_ms,json=safetyMarginMs,proto3" json:"safety_margin_ms,omitempty"`
+	Epoch          uint64 `protobuf:"varint,4,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Primary        string `protobuf:"bytes,5,opt,name=primary,proto3" json:"primary,omitempty"`
+	// reason: why the lease was refused.
+	Reason        string `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenewLeaseResponse) Reset() {
+	*x = RenewLeaseResponse{}
+	mi := &file_pgdr_v1_agent_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewLeaseResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewLeaseResponse) ProtoMessage() {}
+
+func (x *RenewLeaseResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pgdr_v1_agent_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewLeaseResponse.ProtoReflect.Descriptor instead.
+func (*RenewLeaseResponse) Descriptor() ([]byte, []int) {
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *RenewLeaseResponse) GetGranted() bool {
+	if x != nil {
+		return x.Granted
+	}
+	return false
+}
+
+func (x *RenewLeaseResponse) GetTtlMs() int64 {
+	if x != nil {
+		return x.TtlMs
+	}
+	return 0
+}
+
+func (x *RenewLeaseResponse) GetSafetyMarginMs() int64 {
+	if x != nil {
+		return x.SafetyMarginMs
+	}
+	return 0
+}
+
+func (x *RenewLeaseResponse) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *RenewLeaseResponse) GetPrimary() string {
+	if x != nil {
+		return x.Primary
+	}
+	return ""
+}
+
+func (x *RenewLeaseResponse) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 type LeaderRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -32,7 +179,7 @@ type LeaderRequest struct {
 
 func (x *LeaderRequest) Reset() {
 	*x = LeaderRequest{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[0]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -44,7 +191,7 @@ func (x *LeaderRequest) String() string {
 func (*LeaderRequest) ProtoMessage() {}
 
 func (x *LeaderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[0]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -57,7 +204,7 @@ func (x *LeaderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaderRequest.ProtoReflect.Descriptor instead.
 func (*LeaderRequest) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{0}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{2}
 }
 
 type LeaderResponse struct {
@@ -72,7 +219,7 @@ type LeaderResponse struct {
 
 func (x *LeaderResponse) Reset() {
 	*x = LeaderResponse{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[1]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -84,7 +231,7 @@ func (x *LeaderResponse) String() string {
 func (*LeaderResponse) ProtoMessage() {}
 
 func (x *LeaderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[1]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -97,7 +244,7 @@ func (x *LeaderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaderResponse.ProtoReflect.Descriptor instead.
 func (*LeaderResponse) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{1}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *LeaderResponse) GetName() string {
@@ -130,7 +277,7 @@ type RegisterRequest struct {
 
 func (x *RegisterRequest) Reset() {
 	*x = RegisterRequest{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[2]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -142,7 +289,7 @@ func (x *RegisterRequest) String() string {
 func (*RegisterRequest) ProtoMessage() {}
 
 func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[2]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -155,7 +302,7 @@ func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterRequest.ProtoReflect.Descriptor instead.
 func (*RegisterRequest) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{2}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *RegisterRequest) GetMember() *Member {
@@ -176,7 +323,7 @@ type RegisterResponse struct {
 
 func (x *RegisterResponse) Reset() {
 	*x = RegisterResponse{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[3]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -188,7 +335,7 @@ func (x *RegisterResponse) String() string {
 func (*RegisterResponse) ProtoMessage() {}
 
 func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[3]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -201,7 +348,7 @@ func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterResponse.ProtoReflect.Descriptor instead.
 func (*RegisterResponse) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{3}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RegisterResponse) GetEpoch() uint64 {
@@ -256,7 +403,7 @@ type HealthReport struct {
 
 func (x *HealthReport) Reset() {
 	*x = HealthReport{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[4]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -268,7 +415,7 @@ func (x *HealthReport) String() string {
 func (*HealthReport) ProtoMessage() {}
 
 func (x *HealthReport) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[4]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -281,7 +428,7 @@ func (x *HealthReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthReport.ProtoReflect.Descriptor instead.
 func (*HealthReport) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{4}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *HealthReport) GetCluster() string {
@@ -454,7 +601,7 @@ type ReportSummary struct {
 
 func (x *ReportSummary) Reset() {
 	*x = ReportSummary{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[5]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -466,7 +613,7 @@ func (x *ReportSummary) String() string {
 func (*ReportSummary) ProtoMessage() {}
 
 func (x *ReportSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[5]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -479,7 +626,7 @@ func (x *ReportSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportSummary.ProtoReflect.Descriptor instead.
 func (*ReportSummary) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{5}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ReportSummary) GetReceived() uint64 {
@@ -499,7 +646,7 @@ type CommandsRequest struct {
 
 func (x *CommandsRequest) Reset() {
 	*x = CommandsRequest{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[6]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -511,7 +658,7 @@ func (x *CommandsRequest) String() string {
 func (*CommandsRequest) ProtoMessage() {}
 
 func (x *CommandsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[6]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -524,7 +671,7 @@ func (x *CommandsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandsRequest.ProtoReflect.Descriptor instead.
 func (*CommandsRequest) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{6}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CommandsRequest) GetCluster() string {
@@ -554,6 +701,10 @@ type AgentCommand struct {
 	//
 	//	*AgentCommand_Ping
 	//	*AgentCommand_CheckNow
+	//	*AgentCommand_Promote
+	//	*AgentCommand_Follow
+	//	*AgentCommand_Fence
+	//	*AgentCommand_Rejoin
 	Kind          isAgentCommand_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -561,7 +712,7 @@ type AgentCommand struct {
 
 func (x *AgentCommand) Reset() {
 	*x = AgentCommand{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[7]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -573,7 +724,7 @@ func (x *AgentCommand) String() string {
 func (*AgentCommand) ProtoMessage() {}
 
 func (x *AgentCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[7]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -586,7 +737,7 @@ func (x *AgentCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentCommand.ProtoReflect.Descriptor instead.
 func (*AgentCommand) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{7}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *AgentCommand) GetId() string {
@@ -649,6 +800,42 @@ func (x *AgentCommand) GetCheckNow() *CheckNow {
 	return nil
 }
 
+func (x *AgentCommand) GetPromote() *Promote {
+	if x != nil {
+		if x, ok := x.Kind.(*AgentCommand_Promote); ok {
+			return x.Promote
+		}
+	}
+	return nil
+}
+
+func (x *AgentCommand) GetFollow() *Follow {
+	if x != nil {
+		if x, ok := x.Kind.(*AgentCommand_Follow); ok {
+			return x.Follow
+		}
+	}
+	return nil
+}
+
+func (x *AgentCommand) GetFence() *Fence {
+	if x != nil {
+		if x, ok := x.Kind.(*AgentCommand_Fence); ok {
+			return x.Fence
+		}
+	}
+	return nil
+}
+
+func (x *AgentCommand) GetRejoin() *Rejoin {
+	if x != nil {
+		if x, ok := x.Kind.(*AgentCommand_Rejoin); ok {
+			return x.Rejoin
+		}
+	}
+	return nil
+}
+
 type isAgentCommand_Kind interface {
 	isAgentCommand_Kind()
 }
@@ -663,9 +850,39 @@ type AgentCommand_CheckNow struct {
 	CheckNow *CheckNow `protobuf:"bytes,11,opt,name=check_now,json=checkNow,proto3,oneof"`
 }
 
+type AgentCommand_Promote struct {
+	// promote: this replica becomes the primary at the command's epoch.
+	Promote *Promote `protobuf:"bytes,12,opt,name=promote,proto3,oneof"`
+}
+
+type AgentCommand_Follow struct {
+	// follow: stream from the named primary (a replica re-pointed after a
+	// failover or switchover).
+	Follow *Follow `protobuf:"bytes,13,opt,name=follow,proto3,oneof"`
+}
+
+type AgentCommand_Fence struct {
+	// fence: stop accepting writes now (fast shutdown).
+	Fence *Fence `protobuf:"bytes,14,opt,name=fence,proto3,oneof"`
+}
+
+type AgentCommand_Rejoin struct {
+	// rejoin: this former primary becomes a replica of the named primary
+	// (pg_rewind, or a fresh copy when rewind is impossible).
+	Rejoin *Rejoin `protobuf:"bytes,15,opt,name=rejoin,proto3,oneof"`
+}
+
 func (*AgentCommand_Ping) isAgentCommand_Kind() {}
 
 func (*AgentCommand_CheckNow) isAgentCommand_Kind() {}
+
+func (*AgentCommand_Promote) isAgentCommand_Kind() {}
+
+func (*AgentCommand_Follow) isAgentCommand_Kind() {}
+
+func (*AgentCommand_Fence) isAgentCommand_Kind() {}
+
+func (*AgentCommand_Rejoin) isAgentCommand_Kind() {}
 
 type Ping struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -675,7 +892,7 @@ type Ping struct {
 
 func (x *Ping) Reset() {
 	*x = Ping{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[8]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -687,7 +904,7 @@ func (x *Ping) String() string {
 func (*Ping) ProtoMessage() {}
 
 func (x *Ping) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[8]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -700,7 +917,7 @@ func (x *Ping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ping.ProtoReflect.Descriptor instead.
 func (*Ping) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{8}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{10}
 }
 
 type CheckNow struct {
@@ -711,7 +928,7 @@ type CheckNow struct {
 
 func (x *CheckNow) Reset() {
 	*x = CheckNow{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[9]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -723,7 +940,7 @@ func (x *CheckNow) String() string {
 func (*CheckNow) ProtoMessage() {}
 
 func (x *CheckNow) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[9]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -736,7 +953,200 @@ func (x *CheckNow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckNow.ProtoReflect.Descriptor instead.
 func (*CheckNow) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{9}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{11}
+}
+
+type Promote struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Reason        string                 `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Promote) Reset() {
+	*x = Promote{}
+	mi := &file_pgdr_v1_agent_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Promote) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Promote) ProtoMessage() {}
+
+func (x *Promote) ProtoReflect() protoreflect.Message {
+	mi := &file_pgdr_v1_agent_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Promote.ProtoReflect.Descriptor instead.
+func (*Promote) Descriptor() ([]byte, []int) {
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *Promote) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type Follow struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Primary string                 `protobuf:"bytes,1,opt,name=primary,proto3" json:"primary,omitempty"`
+	// primary_dsn: connection string for primary_conninfo (no password).
+	PrimaryDsn    string `protobuf:"bytes,2,opt,name=primary_dsn,json=primaryDsn,proto3" json:"primary_dsn,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Follow) Reset() {
+	*x = Follow{}
+	mi := &file_pgdr_v1_agent_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Follow) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Follow) ProtoMessage() {}
+
+func (x *Follow) ProtoReflect() protoreflect.Message {
+	mi := &file_pgdr_v1_agent_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Follow.ProtoReflect.Descriptor instead.
+func (*Follow) Descriptor() ([]byte, []int) {
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *Follow) GetPrimary() string {
+	if x != nil {
+		return x.Primary
+	}
+	return ""
+}
+
+func (x *Follow) GetPrimaryDsn() string {
+	if x != nil {
+		return x.PrimaryDsn
+	}
+	return ""
+}
+
+type Fence struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Reason        string                 `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Fence) Reset() {
+	*x = Fence{}
+	mi := &file_pgdr_v1_agent_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Fence) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Fence) ProtoMessage() {}
+
+func (x *Fence) ProtoReflect() protoreflect.Message {
+	mi := &file_pgdr_v1_agent_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Fence.ProtoReflect.Descriptor instead.
+func (*Fence) Descriptor() ([]byte, []int) {
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *Fence) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type Rejoin struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Primary       string                 `protobuf:"bytes,1,opt,name=primary,proto3" json:"primary,omitempty"`
+	PrimaryDsn    string                 `protobuf:"bytes,2,opt,name=primary_dsn,json=primaryDsn,proto3" json:"primary_dsn,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Rejoin) Reset() {
+	*x = Rejoin{}
+	mi := &file_pgdr_v1_agent_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Rejoin) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Rejoin) ProtoMessage() {}
+
+func (x *Rejoin) ProtoReflect() protoreflect.Message {
+	mi := &file_pgdr_v1_agent_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Rejoin.ProtoReflect.Descriptor instead.
+func (*Rejoin) Descriptor() ([]byte, []int) {
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *Rejoin) GetPrimary() string {
+	if x != nil {
+		return x.Primary
+	}
+	return ""
+}
+
+func (x *Rejoin) GetPrimaryDsn() string {
+	if x != nil {
+		return x.PrimaryDsn
+	}
+	return ""
 }
 
 type CommandResult struct {
@@ -753,7 +1163,7 @@ type CommandResult struct {
 
 func (x *CommandResult) Reset() {
 	*x = CommandResult{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[10]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -765,7 +1175,7 @@ func (x *CommandResult) String() string {
 func (*CommandResult) ProtoMessage() {}
 
 func (x *CommandResult) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[10]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -778,7 +1188,7 @@ func (x *CommandResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandResult.ProtoReflect.Descriptor instead.
 func (*CommandResult) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{10}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CommandResult) GetId() string {
@@ -831,7 +1241,7 @@ type CommandResultAck struct {
 
 func (x *CommandResultAck) Reset() {
 	*x = CommandResultAck{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[11]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -843,7 +1253,7 @@ func (x *CommandResultAck) String() string {
 func (*CommandResultAck) ProtoMessage() {}
 
 func (x *CommandResultAck) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[11]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -856,14 +1266,25 @@ func (x *CommandResultAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandResultAck.ProtoReflect.Descriptor instead.
 func (*CommandResultAck) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{11}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{17}
 }
 
 var File_pgdr_v1_agent_proto protoreflect.FileDescriptor
 
 const file_pgdr_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x13pgdr/v1/agent.proto\x12\apgdr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13pgdr/v1/state.proto\"\x0f\n" +
+	"\x13pgdr/v1/agent.proto\x12\apgdr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13pgdr/v1/state.proto\"W\n" +
+	"\x11RenewLeaseRequest\x12\x18\n" +
+	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\"\xb7\x01\n" +
+	"\x12RenewLeaseResponse\x12\x18\n" +
+	"\agranted\x18\x01 \x01(\bR\agranted\x12\x15\n" +
+	"\x06ttl_ms\x18\x02 \x01(\x03R\x05ttlMs\x12(\n" +
+	"\x10safety_margin_ms\x18\x03 \x01(\x03R\x0esafetyMarginMs\x12\x14\n" +
+	"\x05epoch\x18\x04 \x01(\x04R\x05epoch\x12\x18\n" +
+	"\aprimary\x18\x05 \x01(\tR\aprimary\x12\x16\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\"\x0f\n" +
 	"\rLeaderRequest\"[\n" +
 	"\x0eLeaderResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
@@ -910,7 +1331,7 @@ const file_pgdr_v1_agent_proto_rawDesc = "" +
 	"\breceived\x18\x01 \x01(\x04R\breceived\"?\n" +
 	"\x0fCommandsRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
-	"\x04node\x18\x02 \x01(\tR\x04node\"\xfa\x01\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\"\xa6\x03\n" +
 	"\fAgentCommand\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12\x12\n" +
@@ -919,11 +1340,27 @@ const file_pgdr_v1_agent_proto_rawDesc = "" +
 	"\tissued_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bissuedAt\x12#\n" +
 	"\x04ping\x18\n" +
 	" \x01(\v2\r.pgdr.v1.PingH\x00R\x04ping\x120\n" +
-	"\tcheck_now\x18\v \x01(\v2\x11.pgdr.v1.CheckNowH\x00R\bcheckNowB\x06\n" +
+	"\tcheck_now\x18\v \x01(\v2\x11.pgdr.v1.CheckNowH\x00R\bcheckNow\x12,\n" +
+	"\apromote\x18\f \x01(\v2\x10.pgdr.v1.PromoteH\x00R\apromote\x12)\n" +
+	"\x06follow\x18\r \x01(\v2\x0f.pgdr.v1.FollowH\x00R\x06follow\x12&\n" +
+	"\x05fence\x18\x0e \x01(\v2\x0e.pgdr.v1.FenceH\x00R\x05fence\x12)\n" +
+	"\x06rejoin\x18\x0f \x01(\v2\x0f.pgdr.v1.RejoinH\x00R\x06rejoinB\x06\n" +
 	"\x04kind\"\x06\n" +
 	"\x04Ping\"\n" +
 	"\n" +
-	"\bCheckNow\"\x8b\x01\n" +
+	"\bCheckNow\"!\n" +
+	"\aPromote\x12\x16\n" +
+	"\x06reason\x18\x01 \x01(\tR\x06reason\"C\n" +
+	"\x06Follow\x12\x18\n" +
+	"\aprimary\x18\x01 \x01(\tR\aprimary\x12\x1f\n" +
+	"\vprimary_dsn\x18\x02 \x01(\tR\n" +
+	"primaryDsn\"\x1f\n" +
+	"\x05Fence\x12\x16\n" +
+	"\x06reason\x18\x01 \x01(\tR\x06reason\"C\n" +
+	"\x06Rejoin\x12\x18\n" +
+	"\aprimary\x18\x01 \x01(\tR\aprimary\x12\x1f\n" +
+	"\vprimary_dsn\x18\x02 \x01(\tR\n" +
+	"primaryDsn\"\x8b\x01\n" +
 	"\rCommandResult\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12\x12\n" +
@@ -931,13 +1368,15 @@ const file_pgdr_v1_agent_proto_rawDesc = "" +
 	"\x02ok\x18\x04 \x01(\bR\x02ok\x12\x14\n" +
 	"\x05error\x18\x05 \x01(\tR\x05error\x12\x16\n" +
 	"\x06output\x18\x06 \x01(\tR\x06output\"\x12\n" +
-	"\x10CommandResultAck2\xca\x02\n" +
+	"\x10CommandResultAck2\x91\x03\n" +
 	"\fAgentService\x129\n" +
 	"\x06Leader\x12\x16.pgdr.v1.LeaderRequest\x1a\x17.pgdr.v1.LeaderResponse\x12?\n" +
 	"\bRegister\x12\x18.pgdr.v1.RegisterRequest\x1a\x19.pgdr.v1.RegisterResponse\x129\n" +
 	"\x06Report\x12\x15.pgdr.v1.HealthReport\x1a\x16.pgdr.v1.ReportSummary(\x01\x12=\n" +
 	"\bCommands\x12\x18.pgdr.v1.CommandsRequest\x1a\x15.pgdr.v1.AgentCommand0\x01\x12D\n" +
-	"\x0fCompleteCommand\x12\x16.pgdr.v1.CommandResult\x1a\x19.pgdr.v1.CommandResultAckB+Z)github.com/pgdr/pgdr/proto/pgdr/v1;pgdrv1b\x06proto3"
+	"\x0fCompleteCommand\x12\x16.pgdr.v1.CommandResult\x1a\x19.pgdr.v1.CommandResultAck\x12E\n" +
+	"\n" +
+	"RenewLease\x12\x1a.pgdr.v1.RenewLeaseRequest\x1a\x1b.pgdr.v1.RenewLeaseResponseB+Z)github.com/pgdr/pgdr/proto/pgdr/v1;pgdrv1b\x06proto3"
 
 var (
 	file_pgdr_v1_agent_proto_rawDescOnce sync.Once
@@ -951,45 +1390,57 @@ func file_pgdr_v1_agent_proto_rawDescGZIP() []byte {
 	return file_pgdr_v1_agent_proto_rawDescData
 }
 
-var file_pgdr_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_pgdr_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_pgdr_v1_agent_proto_goTypes = []any{
-	(*LeaderRequest)(nil),         // 0: pgdr.v1.LeaderRequest
-	(*LeaderResponse)(nil),        // 1: pgdr.v1.LeaderResponse
-	(*RegisterRequest)(nil),       // 2: pgdr.v1.RegisterRequest
-	(*RegisterResponse)(nil),      // 3: pgdr.v1.RegisterResponse
-	(*HealthReport)(nil),          // 4: pgdr.v1.HealthReport
-	(*ReportSummary)(nil),         // 5: pgdr.v1.ReportSummary
-	(*CommandsRequest)(nil),       // 6: pgdr.v1.CommandsRequest
-	(*AgentCommand)(nil),          // 7: pgdr.v1.AgentCommand
-	(*Ping)(nil),                  // 8: pgdr.v1.Ping
-	(*CheckNow)(nil),              // 9: pgdr.v1.CheckNow
-	(*CommandResult)(nil),         // 10: pgdr.v1.CommandResult
-	(*CommandResultAck)(nil),      // 11: pgdr.v1.CommandResultAck
-	(*Member)(nil),                // 12: pgdr.v1.Member
-	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
+	(*RenewLeaseRequest)(nil),     // 0: pgdr.v1.RenewLeaseRequest
+	(*RenewLeaseResponse)(nil),    // 1: pgdr.v1.RenewLeaseResponse
+	(*LeaderRequest)(nil),         // 2: pgdr.v1.LeaderRequest
+	(*LeaderResponse)(nil),        // 3: pgdr.v1.LeaderResponse
+	(*RegisterRequest)(nil),       // 4: pgdr.v1.RegisterRequest
+	(*RegisterResponse)(nil),      // 5: pgdr.v1.RegisterResponse
+	(*HealthReport)(nil),          // 6: pgdr.v1.HealthReport
+	(*ReportSummary)(nil),         // 7: pgdr.v1.ReportSummary
+	(*CommandsRequest)(nil),       // 8: pgdr.v1.CommandsRequest
+	(*AgentCommand)(nil),          // 9: pgdr.v1.AgentCommand
+	(*Ping)(nil),                  // 10: pgdr.v1.Ping
+	(*CheckNow)(nil),              // 11: pgdr.v1.CheckNow
+	(*Promote)(nil),               // 12: pgdr.v1.Promote
+	(*Follow)(nil),                // 13: pgdr.v1.Follow
+	(*Fence)(nil),                 // 14: pgdr.v1.Fence
+	(*Rejoin)(nil),                // 15: pgdr.v1.Rejoin
+	(*CommandResult)(nil),         // 16: pgdr.v1.CommandResult
+	(*CommandResultAck)(nil),      // 17: pgdr.v1.CommandResultAck
+	(*Member)(nil),                // 18: pgdr.v1.Member
+	(*timestamppb.Timestamp)(nil), // 19: google.protobuf.Timestamp
 }
 var file_pgdr_v1_agent_proto_depIdxs = []int32{
-	12, // 0: pgdr.v1.RegisterRequest.member:type_name -> pgdr.v1.Member
-	13, // 1: pgdr.v1.HealthReport.time:type_name -> google.protobuf.Timestamp
-	13, // 2: pgdr.v1.HealthReport.archive_last_failed_time:type_name -> google.protobuf.Timestamp
-	13, // 3: pgdr.v1.AgentCommand.issued_at:type_name -> google.protobuf.Timestamp
-	8,  // 4: pgdr.v1.AgentCommand.ping:type_name -> pgdr.v1.Ping
-	9,  // 5: pgdr.v1.AgentCommand.check_now:type_name -> pgdr.v1.CheckNow
-	0,  // 6: pgdr.v1.AgentService.Leader:input_type -> pgdr.v1.LeaderRequest
-	2,  // 7: pgdr.v1.AgentService.Register:input_type -> pgdr.v1.RegisterRequest
-	4,  // 8: pgdr.v1.AgentService.Report:input_type -> pgdr.v1.HealthReport
-	6,  // 9: pgdr.v1.AgentService.Commands:input_type -> pgdr.v1.CommandsRequest
-	10, // 10: pgdr.v1.AgentService.CompleteCommand:input_type -> pgdr.v1.CommandResult
-	1,  // 11: pgdr.v1.AgentService.Leader:output_type -> pgdr.v1.LeaderResponse
-	3,  // 12: pgdr.v1.AgentService.Register:output_type -> pgdr.v1.RegisterResponse
-	5,  // 13: pgdr.v1.AgentService.Report:output_type -> pgdr.v1.ReportSummary
-	7,  // 14: pgdr.v1.AgentService.Commands:output_type -> pgdr.v1.AgentCommand
-	11, // 15: pgdr.v1.AgentService.CompleteCommand:output_type -> pgdr.v1.CommandResultAck
-	11, // [11:16] is the sub-list for method output_type
-	6,  // [6:11] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	18, // 0: pgdr.v1.RegisterRequest.member:type_name -> pgdr.v1.Member
+	19, // 1: pgdr.v1.HealthReport.time:type_name -> google.protobuf.Timestamp
+	19, // 2: pgdr.v1.HealthReport.archive_last_failed_time:type_name -> google.protobuf.Timestamp
+	19, // 3: pgdr.v1.AgentCommand.issued_at:type_name -> google.protobuf.Timestamp
+	10, // 4: pgdr.v1.AgentCommand.ping:type_name -> pgdr.v1.Ping
+	11, // 5: pgdr.v1.AgentCommand.check_now:type_name -> pgdr.v1.CheckNow
+	12, // 6: pgdr.v1.AgentCommand.promote:type_name -> pgdr.v1.Promote
+	13, // 7: pgdr.v1.AgentCommand.follow:type_name -> pgdr.v1.Follow
+	14, // 8: pgdr.v1.AgentCommand.fence:type_name -> pgdr.v1.Fence
+	15, // 9: pgdr.v1.AgentCommand.rejoin:type_name -> pgdr.v1.Rejoin
+	2,  // 10: pgdr.v1.AgentService.Leader:input_type -> pgdr.v1.LeaderRequest
+	4,  // 11: pgdr.v1.AgentService.Register:input_type -> pgdr.v1.RegisterRequest
+	6,  // 12: pgdr.v1.AgentService.Report:input_type -> pgdr.v1.HealthReport
+	8,  // 13: pgdr.v1.AgentService.Commands:input_type -> pgdr.v1.CommandsRequest
+	16, // 14: pgdr.v1.AgentService.CompleteCommand:input_type -> pgdr.v1.CommandResult
+	0,  // 15: pgdr.v1.AgentService.RenewLease:input_type -> pgdr.v1.RenewLeaseRequest
+	3,  // 16: pgdr.v1.AgentService.Leader:output_type -> pgdr.v1.LeaderResponse
+	5,  // 17: pgdr.v1.AgentService.Register:output_type -> pgdr.v1.RegisterResponse
+	7,  // 18: pgdr.v1.AgentService.Report:output_type -> pgdr.v1.ReportSummary
+	9,  // 19: pgdr.v1.AgentService.Commands:output_type -> pgdr.v1.AgentCommand
+	17, // 20: pgdr.v1.AgentService.CompleteCommand:output_type -> pgdr.v1.CommandResultAck
+	1,  // 21: pgdr.v1.AgentService.RenewLease:output_type -> pgdr.v1.RenewLeaseResponse
+	16, // [16:22] is the sub-list for method output_type
+	10, // [10:16] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_pgdr_v1_agent_proto_init() }
@@ -998,9 +1449,13 @@ func file_pgdr_v1_agent_proto_init() {
 		return
 	}
 	file_pgdr_v1_state_proto_init()
-	file_pgdr_v1_agent_proto_msgTypes[7].OneofWrappers = []any{
+	file_pgdr_v1_agent_proto_msgTypes[9].OneofWrappers = []any{
 		(*AgentCommand_Ping)(nil),
 		(*AgentCommand_CheckNow)(nil),
+		(*AgentCommand_Promote)(nil),
+		(*AgentCommand_Follow)(nil),
+		(*AgentCommand_Fence)(nil),
+		(*AgentCommand_Rejoin)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1008,7 +1463,7 @@ func file_pgdr_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pgdr_v1_agent_proto_rawDesc), len(file_pgdr_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

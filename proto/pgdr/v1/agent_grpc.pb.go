@@ -26,6 +26,7 @@ const (
 	AgentService_Report_FullMethodName          = "/pgdr.v1.AgentService/Report"
 	AgentService_Commands_FullMethodName        = "/pgdr.v1.AgentService/Commands"
 	AgentService_CompleteCommand_FullMethodName = "/pgdr.v1.AgentService/CompleteCommand"
+	AgentService_RenewLease_FullMethodName      = "/pgdr.v1.AgentService/RenewLease"
 )
 
 // AgentServiceClient is the client API for AgentService service.
@@ -43,6 +44,10 @@ type AgentServiceClient interface {
 	Commands(ctx context.Context, in *CommandsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[AgentCommand], error)
 	// CompleteCommand reports how an order ended.
 	CompleteCommand(ctx context.Context, in *CommandResult, opts ...grpc.CallOption) (*CommandResultAck, error)
+	// RenewLease: the primary's agent renews its primary lease every
+	// failover loop. Leader only. Granted only to the member the coordinators
+	// record as primary, at the current epoch.
+	RenewLease(ctx context.Context, in *RenewLeaseRequest, opts ...grpc.CallOption) (*RenewLeaseResponse, error)
 }
 
 type agentServiceClient struct {
@@ -115,6 +120,16 @@ func (c *agentServiceClient) CompleteCommand(ctx context.Context, in *CommandRes
 	return out, nil
 }
 
+func (c *agentServiceClient) RenewLease(ctx context.Context, in *RenewLeaseRequest, opts ...grpc.CallOption) (*RenewLeaseResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RenewLeaseResponse)
+	err := c.cc.Invoke(ctx, AgentService_RenewLease_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AgentServiceServer is the server API for AgentService service.
 // All implementations must embed UnimplementedAgentServiceServer
 // for forward compatibility.
@@ -130,6 +145,10 @@ type AgentServiceServer interface {
 	Commands(*CommandsRequest, grpc.ServerStreamingServer[AgentCommand]) error
 	// CompleteCommand reports how an order ended.
 	CompleteCommand(context.Context, *CommandResult) (*CommandResultAck, error)
+	// RenewLease: the primary's agent renews its primary lease every
+	// failover loop. Leader only. Granted only to the member the coordinators
+	// record as primary, at the current epoch.
+	RenewLease(context.Context, *RenewLeaseRequest) (*RenewLeaseResponse, error)
 	mustEmbedUnimplementedAgentServiceServer()
 }
 
@@ -154,6 +173,9 @@ func (UnimplementedAgentServiceServer) Commands(*CommandsRequest, grpc.ServerStr
 }
 func (UnimplementedAgentServiceServer) CompleteCommand(context.Context, *CommandResult) (*CommandResultAck, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method CompleteCommand not implemented")
+}
+func (UnimplementedAgentServiceServer) RenewLease(context.Context, *RenewLeaseRequest) (*RenewLeaseResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method RenewLease not implemented")
 }
 func (UnimplementedAgentServiceServer) mustEmbedUnimplementedAgentServiceServer() {}
 func (UnimplementedAgentServiceServer) testEmbeddedByValue()                      {}
@@ -248,6 +270,24 @@ func _AgentService_CompleteCommand_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AgentService_RenewLease_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RenewLeaseRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServiceServer).RenewLease(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentService_RenewLease_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServiceServer).RenewLease(ctx, req.(*RenewLeaseRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AgentService_ServiceDesc is the grpc.ServiceDesc for AgentService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -266,6 +306,10 @@ var AgentService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CompleteCommand",
 			Handler:    _AgentService_CompleteCommand_Handler,
+		},
+		{
+			MethodName: "RenewLease",
+			Handler:    _AgentService_RenewLease_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

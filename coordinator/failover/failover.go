@@ -1,0 +1,305 @@
+package failover
+
+import (
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+)
+
+// TagNoFailover on a member excludes it from automatic promotion.
+const TagNoFailover = "no-failover"
+
+// DefaultMaxLag is the lag limit used when Policy.MaxLagOnFailover is 0.
+const DefaultMaxLag = 1 << 20
+
+// Member is what the leader knows of one member right now.
+type Member struct {
+	Name, Region string
+	// Tags: TagNoFailover excludes the member from promotion.
+	Tags []string
+	// Priority: higher is preferred, after received LSN.
+	Priority int32
+	// Fresh: a report arrived within stale_after. Every other field is only
+	// as good as that report.
+	Fresh                                                       bool
+	PostmasterAlive, Connectable, InRecovery, Streaming, Fenced bool
+	Timeline                                                    uint32
+	ReceiveLSN, ReplayLSN                                       uint64
+	// Synchronous: a synchronous standby that holds every acknowledged
+	// commit (meaningful in synchronous mode only).
+	Synchronous bool
+	// RefusesPromotion, when set, is why the agent refuses promotion, e.g.
+	// it acknowledged the primary's failsafe ping within the lease TTL.
+	RefusesPromotion string
+}
+
+// Policy is the cluster's failover policy.
+type Policy struct {
+	// MaxLagOnFailover in bytes; 0 means DefaultMaxLag.
+	MaxLagOnFailover uint64
+	// PreferredRegions: earlier is preferred; unlisted regions rank last.
+	PreferredRegions []string
+	// Synchronous: "", "off", "on" or "quorum N". Anything but "" and "off"
+	// is synchronous mode.
+	Synchronous string
+	// MinInterval: no second failover within it after the last one.
+	MinInterval time.Duration
+}
+
+// Input is the leader's whole view of one cluster for one decision.
+type Input struct {
+	Cluster string
+	Primary string
+	Epoch   uint64
+	Paused  bool
+	// LeaseExpiresAt is the primary's lease as the leader knows it, counted
+	// from when the leader received the last renewal (zero: never granted).
+	LeaseExpiresAt time.Time
+	Members        map[string]Member
+	Policy         Policy
+	LastFailoverAt time.Time
+	// PrimaryLastLSN is the primary's last known LSN (0: unknown).
+	PrimaryLastLSN uint64
+	Now            time.Time
+}
+
+// Action is what the leader should do.
+type Action int
+
+const (
+	// ActionNone: nothing to do (healthy, paused, guarded or no candidate).
+	ActionNone Action = iota
+	// ActionWait: the primary is unhealthy but may still hold its lease;
+	// decide again later.
+	ActionWait
+	// ActionPromote: promote Decision.Candidate.
+	ActionPromote
+)
+
+// String returns "none", "wait" or "promote".
+func (a Action) String() string {
+	switch a {
+	case ActionNone:
+		return "none"
+	case ActionWait:
+		return "wait"
+	case ActionPromote:
+		return "promote"
+	}
+	return fmt.Sprintf("Action(%d)", int(a))
+}
+
+// Decision is Decide's answer.
+type Decision struct {
+	Action Action
+	// Candidate is the member to promote (ActionPromote only).
+	Candidate string
+	// Reason is one human sentence, always set.
+	Reason string
+	// Rejected maps each non-primary member that is not a candidate to why;
+	// set once the members were judged (rules 6 and later), nil before.
+	Rejected map[string]string
+	// Ranked lists the members that qualify, best first: Candidate is
+	// Ranked[0] when promoting; with a failsafe refusal it is who would have
+	// been promoted. Empty when the members were not judged or none qualified.
+	Ranked []string
+}
+
+// PrimaryHealthy reports whether m can be trusted as a working primary:
+// a fresh report, postmaster alive, connectable, not in recovery, not fenced.
+func PrimaryHealthy(m Member) bool {
+	return primaryProblem(m) == ""
+}
+
+// primaryProblem is why m is not a healthy primary, or "".
+func primaryProblem(m Member) string {
+	switch {
+	case !m.Fresh:
+		return "no fresh report"
+	case !m.PostmasterAlive:
+		return "postmaster not running"
+	case !m.Connectable:
+		return "not connectable"
+	case m.InRecovery:
+		return "in recovery"
+	case m.Fenced:
+		return "fenced"
+	}
+	return ""
+}
+
+// Decide applies the rules described in the package documentation. It does
+// not modify in.
+func Decide(in Input) Decision {
+	if in.Primary == "" {
+		return Decision{Action: ActionNone, Reason: "no primary recorded; nothing to fail over"}
+	}
+	pm, known := in.Members[in.Primary]
+	problem := "no report from it"
+	if known {
+		problem = primaryProblem(pm)
+	}
+	if problem == "" {
+		return Decision{Action: ActionNone, Reason: fmt.Sprintf("primary %s healthy", in.Primary)}
+	}
+	if in.Paused {
+		return Decision{Action: ActionNone, Reason: fmt.Sprintf(
+			"cluster paused: primary %s is unhealthy (%s); reported, not acted on", in.Primary, problem)}
+	}
+	if in.Now.Before(in.LeaseExpiresAt) {
+		left := in.LeaseExpiresAt.Sub(in.Now)
+		return Decision{Action: ActionWait, Reason: fmt.Sprintf(
+			"primary %s is unhealthy (%s) but its lease runs %s more (until %s); waiting for it to expire",
+			in.Primary, problem, left, in.LeaseExpiresAt.UTC().Format(time.RFC3339Nano))}
+	}
+	if !in.LastFailoverAt.IsZero() && in.Policy.MinInterval > 0 {
+		if since := in.Now.Sub(in.LastFailoverAt); since < in.Policy.MinInterval {
+			next := in.LastFailoverAt.Add(in.Policy.MinInterval)
+			return Decision{Action: ActionNone, Reason: fmt.Sprintf(
+				"primary %s is unhealthy (%s) but the last failover was %s ago; the next may happen at %s (in %s)",
+				in.Primary, problem, since, next.UTC().Format(time.RFC3339Nano), next.Sub(in.Now))}
+		}
+	}
+
+	names := make([]string, 0, len(in.Members))
+	for n := range in.Members {
+		if n != in.Primary {
+			names = append(names, n)
+		}
+	}
+	sort.Strings(names)
+
+	maxLag := in.Policy.MaxLagOnFailover
+	if maxLag == 0 {
+		maxLag = DefaultMaxLag
+	}
+	syncMode := SynchronousMode(in.Policy.Synchronous)
+	var topTimeline uint32
+	for _, n := range names {
+		if m := in.Members[n]; m.Fresh && m.InRecovery && m.Timeline > topTimeline {
+			topTimeline = m.Timeline
+		}
+	}
+
+	rejected := map[string]string{}
+	var candidates []Member
+	refusing := ""
+	for _, n := range names {
+		m := in.Members[n]
+		m.Name = n // the map key is authoritative
+		if m.Fresh && m.RefusesPromotion != "" && refusing == "" {
+			refusing = n
+		}
+		if why := rejection(m, in.PrimaryLastLSN, maxLag, topTimeline, syncMode); why != "" {
+			rejected[n] = why
+			continue
+		}
+		candidates = append(candidates, m)
+	}
+
+	sort.SliceStable(candidates, func(i, j int) bool {
+		a, b := candidates[i], candidates[j]
+		if a.ReceiveLSN != b.ReceiveLSN {
+			return a.ReceiveLSN > b.ReceiveLSN
+		}
+		if a.Priority != b.Priority {
+			return a.Priority > b.Priority
+		}
+		ra, rb := regionRank(in.Policy.PreferredRegions, a.Region), regionRank(in.Policy.PreferredRegions, b.Region)
+		if ra != rb {
+			return ra < rb
+		}
+		return a.Name < b.Name
+	})
+	var ranked []string
+	for _, c := range candidates {
+		ranked = append(ranked, c.Name)
+	}
+	if refusing != "" {
+		return Decision{Action: ActionNone, Rejected: rejected, Ranked: ranked, Reason: fmt.Sprintf(
+			"primary alive per %s's failsafe acknowledgement; no failover", refusing)}
+	}
+	if len(candidates) == 0 {
+		if len(names) == 0 {
+			return Decision{Action: ActionNone, Rejected: rejected, Reason: fmt.Sprintf(
+				"no candidate: primary %s is unhealthy (%s) and there is no other member", in.Primary, problem)}
+		}
+		parts := make([]string, 0, len(names))
+		for _, n := range names {
+			parts = append(parts, n+": "+rejected[n])
+		}
+		return Decision{Action: ActionNone, Rejected: rejected, Reason: "no candidate: " + strings.Join(parts, "; ")}
+	}
+
+	best := candidates[0]
+	return Decision{
+		Action:    ActionPromote,
+		Candidate: best.Name,
+		Rejected:  rejected,
+		Ranked:    ranked,
+		Reason: fmt.Sprintf(
+			"primary %s is unhealthy (%s) and its lease has expired; promoting %s (receive LSN %s, priority %d, region %q, timeline %d)",
+			in.Primary, problem, best.Name, FormatLSN(best.ReceiveLSN), best.Priority, best.Region, best.Timeline),
+	}
+}
+
+// rejection is why m may not be promoted, or "" if it may. Checks run in a
+// fixed order and the first failure is the reason.
+func rejection(m Member, primaryLSN, maxLag uint64, topTimeline uint32, syncMode bool) string {
+	switch {
+	case !m.Fresh:
+		return "no fresh report"
+	case m.Fenced:
+		return "fenced"
+	case slices.Contains(m.Tags, TagNoFailover):
+		return "tagged " + TagNoFailover
+	case m.RefusesPromotion != "":
+		return "refuses promotion: " + m.RefusesPromotion
+	case !m.PostmasterAlive:
+		return "postmaster not running"
+	case !m.Connectable:
+		return "not connectable"
+	case !m.InRecovery:
+		return "not in recovery"
+	case m.Timeline < topTimeline:
+		return fmt.Sprintf("timeline %d behind %d", m.Timeline, topTimeline)
+	case syncMode && !m.Synchronous:
+		return "not a synchronous standby"
+	}
+	if lag := Lag(primaryLSN, m.ReceiveLSN); lag > maxLag {
+		return fmt.Sprintf("lags %d bytes, limit %d", lag, maxLag)
+	}
+	return ""
+}
+
+// Lag is how far a replica that received up to receive is behind a primary
+// last seen at primary; 0 when primary is unknown (0) or not ahead.
+func Lag(primary, receive uint64) uint64 {
+	if primary == 0 || primary < receive {
+		return 0
+	}
+	return primary - receive
+}
+
+// SynchronousMode reports whether a policy.synchronous value asks for
+// synchronous replication. Only "" and "off" do not; an unknown value counts
+// as synchronous because that errs towards losing no acknowledged commit.
+func SynchronousMode(s string) bool {
+	s = strings.ToLower(strings.TrimSpace(s))
+	return s != "" && s != "off"
+}
+
+// regionRank is region's position in preferred, or len(preferred) if absent.
+func regionRank(preferred []string, region string) int {
+	if i := slices.Index(preferred, region); i >= 0 && region != "" {
+		return i
+	}
+	return len(preferred)
+}
+
+// FormatLSN writes an LSN the way PostgreSQL does, e.g. 0/3000060.
+func FormatLSN(lsn uint64) string {
+	return fmt.Sprintf("%X/%X", lsn>>32, uint32(lsn))
+}

@@ -1,0 +1,315 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/pgdr/pgdr/coordinator/failover"
+	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
+)
+
+// History kinds of a failover, recorded as intent → steps → result.
+const (
+	kindFailoverIntent  = "failover-intent"
+	kindFailoverStep    = "failover-step"
+	kindFailoverResult  = "failover-result"
+	kindFailoverRefused = "failover-refused"
+	kindRejoin          = "rejoin"
+)
+
+// judgements holds, per cluster, the leader's latest failover judgement and
+// which orders are in flight, so that a tick never starts one twice.
+type judgements struct {
+	mu       sync.Mutex
+	reason   map[string]string
+	refused  map[string]string // last refusal recorded in history
+	inFlight map[string]bool   // cluster → a failover is running
+	rejoins  map[memberKey]time.Time
+}
+
+func newJudgements() *judgements {
+	return &judgements{reason: map[string]string{}, refused: map[string]string{}, inFlight: map[string]bool{}, rejoins: map[memberKey]time.Time{}}
+}
+
+func (j *judgements) get(cluster string) string {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.reason[cluster]
+}
+
+func (j *judgements) reset() {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.reason, j.refused, j.inFlight, j.rejoins = map[string]string{}, map[string]string{}, map[string]bool{}, map[memberKey]time.Time{}
+}
+
+// failoverInput builds the decision's view of one cluster from the
+// replicated state and the leader's in-memory reports.
+func (s *Server) failoverInput(c *pgdrv1.Cluster, samples map[memberKey]sample, now time.Time) failover.Input {
+	in := failover.Input{
+		Cluster: c.Name, Primary: c.Primary, Epoch: c.Epoch, Now: now,
+		Members: map[string]failover.Member{},
+		Policy: failover.Policy{
+			MinInterval: s.cfg.Failover.MinInterval.Duration,
+		},
+	}
+	if p := c.Policy; p != nil {
+		in.Paused = p.Paused
+		in.Policy.MaxLagOnFailover = p.MaximumLagOnFailover
+		in.Policy.PreferredRegions = p.PreferredRegions
+		in.Policy.Synchronous = p.Synchronous
+	}
+	if le, ok := s.leases.get(c.Name); ok && le.epoch == c.Epoch && le.holder == c.Primary {
+		in.LeaseExpiresAt = le.expires
+	}
+	for _, ev := range s.fsm.History(c.Name, 0, 0) {
+		if ev.Kind == kindFailoverIntent && ev.Time != nil && ev.Time.AsTime().After(in.LastFailoverAt) {
+			in.LastFailoverAt = ev.Time.AsTime()
+		}
+	}
+	for name, m := range c.Members {
+		fm := failover.Member{Name: name, Region: m.Region, Tags: m.Tags, Priority: m.Priority}
+		if sm, ok := samples[memberKey{c.Name, name}]; ok {
+			r := sm.report
+			fm.Fresh = now.Sub(sm.at) <= s.cfg.Health.StaleAfter.Duration
+			fm.PostmasterAlive, fm.Connectable, fm.InRecovery = r.PostmasterAlive, r.Connectable, r.InRecovery
+			fm.Streaming, fm.Fenced, fm.Timeline = r.Streaming, r.Fenced, r.Timeline
+			fm.ReceiveLSN, fm.ReplayLSN = r.ReceiveLsn, r.ReplayLsn
+			if name == c.Primary && !r.InRecovery {
+				in.PrimaryLastLSN = r.CurrentLsn
+			}
+		}
+		in.Members[name] = fm
+	}
+	return in
+}
+
+// failoverTick judges every cluster once; the leader loop calls it.
+func (s *Server) failoverTick(ctx context.Context) {
+	st := s.fsm.State()
+	samples := s.view.snapshot()
+	now := time.Now()
+	for name, c := range st.Clusters {
+		if c.Primary == "" {
+			continue
+		}
+		s.judge.mu.Lock()
+		busy := s.judge.inFlight[name]
+		s.judge.mu.Unlock()
+		if busy {
+			continue
+		}
+		d := failover.Decide(s.failoverInput(c, samples, now))
+		s.judge.mu.Lock()
+		s.judge.reason[name] = d.Reason
+		lastRefusal := s.judge.refused[name]
+		s.judge.mu.Unlock()
+		switch d.Action {
+		case failover.ActionPromote:
+			s.judge.mu.Lock()
+			s.judge.inFlight[name] = true
+			s.judge.mu.Unlock()
+			go func() {
+				defer func() {
+					s.judge.mu.Lock()
+					delete(s.judge.inFlight, name)
+					s.judge.mu.Unlock()
+				}()
+				s.executeFailover(ctx, c, d)
+			}()
+		case failover.ActionNone:
+			// A primary that is down but cannot be replaced is recorded once
+			// per distinct reason, so that history says why nothing happened.
+			pm := failover.Member{}
+			if sm, ok := samples[memberKey{name, c.Primary}]; ok {
+				pm = failover.Member{Fresh: now.Sub(sm.at) <= s.cfg.Health.StaleAfter.Duration,
+					PostmasterAlive: sm.report.PostmasterAlive, Connectable: sm.report.Connectable,
+					InRecovery: sm.report.InRecovery, Fenced: sm.report.Fenced}
+			}
+			if !failover.PrimaryHealthy(pm) && d.Reason != lastRefusal {
+				s.judge.mu.Lock()
+				s.judge.refused[name] = d.Reason
+				s.judge.mu.Unlock()
+				s.recordEvent(ctx, name, kindFailoverRefused, c.Primary, c.Epoch, d.Reason, rejectedDetails(d))
+			}
+		}
+		if d.Action != failover.ActionPromote {
+			s.rejoinTick(ctx, c, samples, now)
+		}
+	}
+}
+
+func rejectedDetails(d failover.Decision) map[string]string {
+	out := map[string]string{}
+	for k, v := range d.Rejected {
+		out["rejected:"+k] = v
+	}
+	return out
+}
+
+func (s *Server) recordEvent(ctx context.Context, cluster, kind, node string, epoch uint64, msg string, details map[string]string) {
+	_, err := s.propose(ctx, pgdrv1.CommandType_COMMAND_TYPE_RECORD_EVENT, &pgdrv1.RecordEvent{Event: &pgdrv1.HistoryEvent{
+		Cluster: cluster, Kind: kind, Node: node, Epoch: epoch, Message: msg, Details: details,
+	}}, "coordinator:"+s.cfg.Name)
+	if err != nil {
+		s.log.Warn("recording history", "cluster", cluster, "kind", kind, "err", err)
+	}
+}
+
+// executeFailover carries out a promotion decided by failover.Decide:
+// revoke the old lease, record the intent, move the primary (and epoch) in
+// Raft, order the candidate to promote, then re-point the other replicas.
+func (s *Server) executeFailover(ctx context.Context, c *pgdrv1.Cluster, d failover.Decision) {
+	name, old, cand := c.Name, c.Primary, d.Candidate
+	log := s.log.With("cluster", name, "old_primary", old, "candidate", cand)
+	s.leases.revoke(name, c.Epoch)
+	log.Warn("failover", "reason", d.Reason)
+	details := rejectedDetails(d)
+	details["old_primary"] = old
+	s.recordEvent(ctx, name, kindFailoverIntent, cand, c.Epoch, fmt.Sprintf("promote %s in place of %s: %s", cand, old, d.Reason), details)
+	if _, err := s.propose(ctx, pgdrv1.CommandType_COMMAND_TYPE_SET_PRIMARY, &pgdrv1.SetPrimary{
+		Cluster: name, Name: cand, ExpectedEpoch: c.Epoch, Reason: "failover: " + d.Reason,
+	}, "coordinator:"+s.cfg.Name); err != nil {
+		s.recordEvent(ctx, name, kindFailoverResult, cand, c.Epoch, "failed: recording the new primary: "+err.Error(), nil)
+		return
+	}
+	epoch := c.Epoch + 1
+	// The new primary gets a lease at once, so that a failed promotion is
+	// not followed by another before a TTL has passed.
+	s.leases.renew(name, cand, epoch, cand, epoch, time.Now(), s.cfg.Failover.LeaseTTL.Duration)
+	s.recordEvent(ctx, name, kindFailoverStep, cand, epoch, fmt.Sprintf("epoch %d: %s recorded as primary; ordering it to promote", epoch, cand), nil)
+
+	cctx, cancel := context.WithTimeout(ctx, s.cfg.Failover.CommandTimeout.Duration)
+	res, err := s.hub.call(cctx, memberKey{name, cand}, &pgdrv1.AgentCommand{
+		Id: newCommandID(), Cluster: name, Node: cand, Epoch: epoch, IssuedAt: timestamppb.Now(),
+		Kind: &pgdrv1.AgentCommand_Promote{Promote: &pgdrv1.Promote{Reason: d.Reason}},
+	})
+	cancel()
+	switch {
+	case err != nil:
+		s.recordEvent(ctx, name, kindFailoverResult, cand, epoch, "failed: promote: "+err.Error(), nil)
+		return
+	case !res.Ok:
+		s.recordEvent(ctx, name, kindFailoverResult, cand, epoch, "failed: promote: "+res.Error, nil)
+		return
+	}
+	s.recordEvent(ctx, name, kindFailoverStep, cand, epoch, "promoted: "+strings.TrimSpace(res.Output), nil)
+
+	// Re-point every other replica; the old primary rejoins when it returns.
+	cur, _ := s.fsm.Cluster(name)
+	primaryDSN := cur.GetMembers()[cand].GetDsn()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var failed []string
+	for m := range cur.GetMembers() {
+		if m == cand || m == old {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cctx, cancel := context.WithTimeout(ctx, s.cfg.Failover.CommandTimeout.Duration)
+			defer cancel()
+			res, err := s.hub.call(cctx, memberKey{name, m}, &pgdrv1.AgentCommand{
+				Id: newCommandID(), Cluster: name, Node: m, Epoch: epoch, IssuedAt: timestamppb.Now(),
+				Kind: &pgdrv1.AgentCommand_Follow{Follow: &pgdrv1.Follow{Primary: cand, PrimaryDsn: primaryDSN}},
+			})
+			msg := fmt.Sprintf("%s follows %s", m, cand)
+			if err == nil && !res.Ok {
+				err = fmt.Errorf("%s", res.Error)
+			}
+			if err != nil {
+				msg = fmt.Sprintf("%s could not follow %s: %v", m, cand, err)
+				mu.Lock()
+				failed = append(failed, m)
+				mu.Unlock()
+			}
+			s.recordEvent(ctx, name, kindFailoverStep, m, epoch, msg, nil)
+		}()
+	}
+	wg.Wait()
+	slices.Sort(failed)
+	result := fmt.Sprintf("done: %s is primary at epoch %d", cand, epoch)
+	if len(failed) > 0 {
+		result += "; not following yet: " + strings.Join(failed, ", ")
+	}
+	s.recordEvent(ctx, name, kindFailoverResult, cand, epoch, result, nil)
+}
+
+// rejoinInterval spaces rejoin orders to one member.
+const rejoinInterval = 30 * time.Second
+
+// rejoinTick orders a former primary that is back (writable, or fenced)
+// to become a replica of the recorded primary, once the primary is healthy.
+func (s *Server) rejoinTick(ctx context.Context, c *pgdrv1.Cluster, samples map[memberKey]sample, now time.Time) {
+	ps, ok := samples[memberKey{c.Name, c.Primary}]
+	if !ok || now.Sub(ps.at) > s.cfg.Health.StaleAfter.Duration || !ps.report.Connectable || ps.report.InRecovery {
+		return
+	}
+	for name := range c.Members {
+		if name == c.Primary {
+			continue
+		}
+		sm, ok := samples[memberKey{c.Name, name}]
+		if !ok || now.Sub(sm.at) > s.cfg.Health.StaleAfter.Duration {
+			continue
+		}
+		r := sm.report
+		// A member needs to rejoin when it is writable but not the primary,
+		// fenced, or stopped after it lost the primary role in a failover
+		// (its data may have diverged; pg_rewind puts it back in line).
+		if !(r.Fenced || (r.Connectable && !r.InRecovery) || (!r.PostmasterAlive && s.replacedPrimary(c.Name, name))) {
+			continue
+		}
+		k := memberKey{c.Name, name}
+		s.judge.mu.Lock()
+		last := s.judge.rejoins[k]
+		due := now.Sub(last) >= rejoinInterval
+		if due {
+			s.judge.rejoins[k] = now
+		}
+		s.judge.mu.Unlock()
+		if !due {
+			continue
+		}
+		primaryDSN := c.Members[c.Primary].GetDsn()
+		go func() {
+			s.recordEvent(ctx, c.Name, kindRejoin, name, c.Epoch, fmt.Sprintf("ordering %s to rejoin as a replica of %s", name, c.Primary), nil)
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+			defer cancel()
+			res, err := s.hub.call(cctx, k, &pgdrv1.AgentCommand{
+				Id: newCommandID(), Cluster: c.Name, Node: name, Epoch: c.Epoch, IssuedAt: timestamppb.Now(),
+				Kind: &pgdrv1.AgentCommand_Rejoin{Rejoin: &pgdrv1.Rejoin{Primary: c.Primary, PrimaryDsn: primaryDSN}},
+			})
+			msg, result := fmt.Sprintf("%s rejoined as a replica of %s", name, c.Primary), "ok"
+			if err == nil && !res.Ok {
+				err = fmt.Errorf("%s", res.Error)
+			}
+			if err != nil {
+				msg, result = fmt.Sprintf("%s could not rejoin: %v", name, err), "failed"
+			}
+			s.recordEvent(ctx, c.Name, kindRejoin, name, c.Epoch, msg, map[string]string{"result": result})
+		}()
+	}
+}
+
+// replacedPrimary reports whether member lost the primary role in a
+// failover and has not rejoined successfully since.
+func (s *Server) replacedPrimary(cluster, member string) bool {
+	replaced := false
+	for _, ev := range s.fsm.History(cluster, 0, 0) {
+		switch {
+		case ev.Kind == kindFailoverIntent && ev.Details["old_primary"] == member:
+			replaced = true
+		case ev.Kind == kindRejoin && ev.Node == member && ev.Details["result"] == "ok":
+			replaced = false
+		}
+	}
+	return replaced
+}
