@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"sync"
+	"math/rand/v2"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -50,9 +50,6 @@ type coordClient struct {
 	log  *slog.Logger
 	cfg  config.Coordinator
 	next int // the address asked first in the next search for the leader
-
-	mu    sync.Mutex
-	epoch uint64 // the highest epoch seen
 }
 
 // runCoordinator keeps a session with the leader until ctx ends,
@@ -75,10 +72,12 @@ func (d *Daemon) runCoordinator(ctx context.Context) {
 		} else {
 			c.log.Warn("coordinator session ended", "err", err, "retry_in", backoff)
 		}
+		// Jitter spreads thousands of agents reconnecting after a leader
+		// change, so the new leader is not hit by them all at once.
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(backoff):
+		case <-time.After(backoff/2 + rand.N(backoff)):
 		}
 		backoff = min(2*backoff, backoffMax)
 	}
@@ -86,14 +85,16 @@ func (d *Daemon) runCoordinator(ctx context.Context) {
 
 // dialOptions loads TLS material and the token afresh for every session,
 // so rotated files are picked up without a restart.
-func (c *coordClient) dialOptions() ([]grpc.DialOption, error) {
-	tc, err := tlsutil.ClientConfig(tlsutil.Files{CA: c.cfg.CAFile, Cert: c.cfg.CertFile, Key: c.cfg.KeyFile})
+func (c *coordClient) dialOptions() ([]grpc.DialOption, error) { return dialOptions(c.cfg) }
+
+func dialOptions(cfg config.Coordinator) ([]grpc.DialOption, error) {
+	tc, err := tlsutil.ClientConfig(tlsutil.Files{CA: cfg.CAFile, Cert: cfg.CertFile, Key: cfg.KeyFile})
 	if err != nil {
 		return nil, err
 	}
 	opts := []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(tc))}
-	if c.cfg.TokenFile != "" {
-		tok, err := config.ReadSecretFile(c.cfg.TokenFile)
+	if cfg.TokenFile != "" {
+		tok, err := config.ReadSecretFile(cfg.TokenFile)
 		if err != nil {
 			return nil, fmt.Errorf("coordinator.token_file: %w", err)
 		}
@@ -155,11 +156,28 @@ func (c *coordClient) member() *pgdrv1.Member {
 	return m
 }
 
-func (c *coordClient) seeEpoch(e uint64) uint64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.epoch = max(c.epoch, e)
-	return c.epoch
+func (c *coordClient) seeEpoch(e uint64) uint64 { return c.d.seeEpoch(e) }
+
+// seeEpoch records e if it is the highest epoch seen and returns the
+// highest (seeEpoch(0) just reads it).
+func (d *Daemon) seeEpoch(e uint64) uint64 {
+	d.epochMu.Lock()
+	defer d.epochMu.Unlock()
+	d.epoch = max(d.epoch, e)
+	return d.epoch
+}
+
+// setSession publishes (or, with nil, withdraws) the session's client.
+func (d *Daemon) setSession(cli pgdrv1.AgentServiceClient) {
+	d.sessMu.Lock()
+	d.sessCli = cli
+	d.sessMu.Unlock()
+}
+
+func (d *Daemon) session() pgdrv1.AgentServiceClient {
+	d.sessMu.Lock()
+	defer d.sessMu.Unlock()
+	return d.sessCli
 }
 
 // session is one connection to the leader: register, then stream reports
@@ -209,6 +227,8 @@ func (c *coordClient) session(ctx context.Context) error {
 		return fmt.Errorf("opening the command stream: %w", err)
 	}
 	c.d.metrics.coordinator.Set(1)
+	c.d.setSession(cli)
+	defer c.d.setSession(nil)
 
 	g.Go(func() error { // reports
 		var sent *pgdrv1.HealthReport
@@ -298,6 +318,16 @@ func (c *coordClient) carryOut(ctx context.Context, cmd *pgdrv1.AgentCommand) *p
 		b := health.BodyOf(r)
 		res.Ok = true
 		res.Output = fmt.Sprintf("role=%s healthy=%t timeline=%d lsn=%s lag_bytes=%d", b.Role, b.Healthy, b.Timeline, b.LSN, b.LagBytes)
+	case *pgdrv1.AgentCommand_Promote, *pgdrv1.AgentCommand_Follow, *pgdrv1.AgentCommand_Fence, *pgdrv1.AgentCommand_Rejoin:
+		out, err := c.d.Order(cmd)
+		res.Output = out
+		if err != nil {
+			res.Error = err.Error()
+			log.Error("order failed", "order", orderName(cmd), "err", err)
+		} else {
+			res.Ok = true
+			log.Info("order carried out", "order", orderName(cmd), "output", out)
+		}
 	default:
 		res.Error = fmt.Sprintf("unknown command %T", k)
 	}

@@ -36,6 +36,23 @@ type Daemon struct {
 	latest *pgdrv1.HealthReport
 	// reported is signalled (without blocking) after every round of checks.
 	reported chan struct{}
+
+	epochMu sync.Mutex
+	epoch   uint64 // the highest epoch seen (registration, commands, leases)
+
+	// sessMu guards sessCli: the coordinator session's client while a
+	// session with the leader is up (the lease renews through it).
+	sessMu  sync.Mutex
+	sessCli pgdrv1.AgentServiceClient
+
+	// leaseMu guards lease, which is nil without coordinator.addresses.
+	leaseMu sync.Mutex
+	lease   *Lease
+	// fenceMu serializes fencing; orderMu the coordinator's orders.
+	fenceMu sync.Mutex
+	orderMu sync.Mutex
+	// runCtx is Run's context: orders outlive the session that brought them.
+	runCtx context.Context
 }
 
 // New builds a daemon; Run serves until ctx ends.
@@ -45,6 +62,13 @@ func New(cfg *config.Config, shipper *walship.Shipper, log *slog.Logger) *Daemon
 	hc.Timeout = d.checkTimeout()
 	d.checker = health.NewChecker(hc, log.With("component", "health"))
 	d.metrics = newMetrics(cfg.Cluster, cfg.Node.Name, d.Latest)
+	d.runCtx = context.Background()
+	if len(cfg.Coordinator.Addresses) > 0 {
+		d.lease = NewLease(time.Now(), d.leaseTTL(), d.safetyMargin())
+		if fi, err := health.ReadFenced(cfg.Postgres.PGData); fi != nil {
+			d.lease.Fence(fmt.Sprintf("%s (marker %s, epoch %d, err %v)", fi.Reason, health.FencedPath(cfg.Postgres.PGData), fi.Epoch, err))
+		}
+	}
 	return d
 }
 
@@ -62,6 +86,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	d.runCtx = ctx
 	defer d.checker.Close(context.Background())
 	if d.cfg.Gossip.Bind != "" {
 		pool, err := d.startGossip(ctx)
@@ -86,6 +111,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	if len(d.cfg.Coordinator.Addresses) > 0 {
 		run(d.runCoordinator)
+		run(d.leaseLoop)
 	} else {
 		d.log.Info("no coordinator.addresses: running standalone")
 	}

@@ -52,6 +52,14 @@ func (d *Daemon) serveProbe(w http.ResponseWriter, req *http.Request, ep health.
 		body.Healthy = false
 		body.Error = fmt.Sprintf("the latest health check is stale (from %s)", body.Time.Format(time.RFC3339))
 	}
+	// With coordinators, /primary follows the lease: 200 only while a
+	// grant holds and the node is not fenced.
+	if ep == health.EndpointPrimary {
+		if ok, why := d.leaseServing(time.Now()); !ok && code == http.StatusOK {
+			code = http.StatusServiceUnavailable
+			body.Error = why
+		}
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(code)

@@ -16,6 +16,7 @@ type metrics struct {
 	reg           *prometheus.Registry
 	checkDuration prometheus.Histogram
 	coordinator   prometheus.Gauge
+	fenced        prometheus.Gauge
 }
 
 func newMetrics(cluster, node string, latest func() *pgdrv1.HealthReport) *metrics {
@@ -33,8 +34,12 @@ func newMetrics(cluster, node string, latest func() *pgdrv1.HealthReport) *metri
 			Name: "pgdr_agent_coordinator_connected",
 			Help: "1 while the agent's report stream to the coordinator leader is open.",
 		}),
+		fenced: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "pgdr_agent_fenced",
+			Help: "1 once this agent fenced its PostgreSQL (lease lost or fence order) until a rejoin.",
+		}),
 	}
-	labeled.MustRegister(m.checkDuration, m.coordinator, &reportCollector{latest: latest})
+	labeled.MustRegister(m.checkDuration, m.coordinator, m.fenced, &reportCollector{latest: latest})
 	return m
 }
 

@@ -97,6 +97,12 @@ func (c *Checker) Check(ctx context.Context) *pgdrv1.HealthReport {
 	}
 	defer func() { r.Error = strings.Join(errs, "; ") }()
 
+	if fi, err := ReadFenced(c.cfg.PGData); fi != nil {
+		r.Fenced = true
+		if err != nil {
+			fail("fenced marker", err)
+		}
+	}
 	alive, err := postmasterAlive(c.cfg.PGData)
 	r.PostmasterAlive = alive
 	if err != nil {

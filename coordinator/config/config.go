@@ -180,11 +180,12 @@ func (c *Config) defaults() {
 		c.Raft.TrailingLogs = 10240
 	}
 	def(&c.Raft.SnapshotInterval, 2*time.Minute)
-	// LAN defaults: a lost leader is replaced in one to two seconds, and
-	// a leader busy with thousands of agent streams does not step down for
-	// one late heartbeat (measured with scripts/bench/coordinator.sh).
-	def(&c.Raft.HeartbeatTimeout, time.Second)
-	def(&c.Raft.ElectionTimeout, time.Second)
+	// LAN defaults: a lost leader is replaced in under two seconds, and a
+	// leader busy with thousands of agent streams does not step down for
+	// one late heartbeat (a 250 ms leader lease did, under 5,000 agents;
+	// measured with scripts/bench/coordinator.sh).
+	def(&c.Raft.HeartbeatTimeout, 700*time.Millisecond)
+	def(&c.Raft.ElectionTimeout, 700*time.Millisecond)
 	def(&c.Raft.LeaderLease, 500*time.Millisecond)
 	def(&c.Health.StaleAfter, 3*time.Second)
 	def(&c.Failover.LeaseTTL, 5*time.Second)

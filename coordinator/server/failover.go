@@ -105,6 +105,7 @@ func (s *Server) failoverTick(ctx context.Context) {
 		if busy {
 			continue
 		}
+		s.leases.ensure(name, c.Primary, c.Epoch, now, s.cfg.Failover.LeaseTTL.Duration)
 		d := failover.Decide(s.failoverInput(c, samples, now))
 		s.judge.mu.Lock()
 		s.judge.reason[name] = d.Reason

@@ -51,6 +51,19 @@ func (l *leases) assumeHeld(st *pgdrv1.State, now time.Time, ttl time.Duration) 
 	}
 }
 
+// ensure gives a recorded primary that holds no lease of its epoch yet (it
+// was just recorded, or has not renewed since) one lasting ttl from now.
+// Without it a primary the leader never saw renew would count as expired
+// at once, while its agent fences only ttl − margin after it started.
+func (l *leases) ensure(cluster, holder string, epoch uint64, now time.Time, ttl time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if le, ok := l.m[cluster]; ok && le.holder == holder && le.epoch == epoch {
+		return
+	}
+	l.m[cluster] = lease{holder: holder, epoch: epoch, expires: now.Add(ttl)}
+}
+
 func (l *leases) get(cluster string) (lease, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -54,3 +54,24 @@ func TestLeaseRenewal(t *testing.T) {
 		t.Fatalf("new primary refused: %q", got)
 	}
 }
+
+func TestLeaseEnsure(t *testing.T) {
+	t0 := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+	l := newLeases()
+	// A primary recorded after this leader took over has no lease: it
+	// gets a full TTL from when the leader first looks, not an expired one.
+	l.ensure("main", "a", 1, t0, 5*time.Second)
+	if le, ok := l.get("main"); !ok || !le.expires.Equal(t0.Add(5*time.Second)) {
+		t.Fatalf("ensure: %+v %v", le, ok)
+	}
+	// Ensuring again does not extend it.
+	l.ensure("main", "a", 1, t0.Add(3*time.Second), 5*time.Second)
+	if le, _ := l.get("main"); !le.expires.Equal(t0.Add(5 * time.Second)) {
+		t.Fatalf("ensure extended a lease: %+v", le)
+	}
+	// A new epoch gets its own.
+	l.ensure("main", "b", 2, t0.Add(3*time.Second), 5*time.Second)
+	if le, _ := l.get("main"); le.holder != "b" || !le.expires.Equal(t0.Add(8*time.Second)) {
+		t.Fatalf("ensure for a new epoch: %+v", le)
+	}
+}

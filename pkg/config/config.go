@@ -31,6 +31,7 @@ type Config struct {
 	Health      Health      `yaml:"health"`
 	Coordinator Coordinator `yaml:"coordinator"`
 	Gossip      Gossip      `yaml:"gossip"`
+	Failover    Failover    `yaml:"failover"`
 
 	// Path is the file the configuration was loaded from (not a YAML key).
 	Path string `yaml:"-"`
@@ -140,6 +141,18 @@ type Gossip struct {
 	KeyFile string `yaml:"key_file"`
 }
 
+// Failover tunes the primary lease (used only with coordinator.addresses).
+type Failover struct {
+	// Loop is how often the primary's agent renews its lease.
+	Loop Duration `yaml:"loop"`
+	// LeaseTTL is how long a granted lease lasts, counted from when the
+	// renewal was sent. The coordinator's grant may shorten it.
+	LeaseTTL Duration `yaml:"lease_ttl"`
+	// SafetyMargin: the agent fences its PostgreSQL at lease_ttl minus
+	// this margin after the last granted renewal was sent.
+	SafetyMargin Duration `yaml:"safety_margin"`
+}
+
 // Defaults applied by Load for keys left out of the file.
 const (
 	DefaultCompressionLevel = 3
@@ -148,6 +161,9 @@ const (
 	DefaultHealthInterval   = time.Second
 	DefaultHealthListen     = "127.0.0.1:8008"
 	DefaultMaxReplicaLag    = 16 << 20 // bytes
+	DefaultFailoverLoop     = time.Second
+	DefaultLeaseTTL         = 5 * time.Second
+	DefaultSafetyMargin     = time.Second
 )
 
 // FieldError is a validation error about one field, named by its YAML path.
@@ -218,6 +234,14 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Health.Interval.Duration == 0 && c.Health.Interval.text == "" {
 		c.Health.Interval.Duration = DefaultHealthInterval
+	}
+	for _, d := range []struct {
+		v   *Duration
+		def time.Duration
+	}{{&c.Failover.Loop, DefaultFailoverLoop}, {&c.Failover.LeaseTTL, DefaultLeaseTTL}, {&c.Failover.SafetyMargin, DefaultSafetyMargin}} {
+		if d.v.Duration == 0 && d.v.text == "" {
+			d.v.Duration = d.def
+		}
 	}
 	if c.Node.AdvertiseDSN == "" {
 		c.Node.AdvertiseDSN = c.Postgres.DSN
@@ -395,6 +419,34 @@ func (c *Config) validateControl() error {
 	}
 	if len(g.Join) > 0 && g.Bind == "" {
 		return fe("gossip.join", "needs gossip.bind (gossip is disabled without it)")
+	}
+	return c.validateFailover()
+}
+
+// validateFailover checks the lease timings: the agent must be able to
+// renew at least once inside every lease (loop < lease_ttl - safety_margin).
+func (c *Config) validateFailover() error {
+	fe := func(field, format string, args ...any) error {
+		return &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)}
+	}
+	f := c.Failover
+	for _, d := range []struct {
+		field string
+		v     Duration
+		min   time.Duration
+	}{{"failover.loop", f.Loop, 10 * time.Millisecond}, {"failover.lease_ttl", f.LeaseTTL, 100 * time.Millisecond}, {"failover.safety_margin", f.SafetyMargin, time.Millisecond}} {
+		if d.v.invalid != "" {
+			return fe(d.field, "%q is not a duration (%s; e.g. 1s or 500ms)", d.v.text, d.v.invalid)
+		}
+		if d.v.Duration < d.min || d.v.Duration > time.Hour {
+			return fe(d.field, "%s is out of range %s..1h", d.v.Duration, d.min)
+		}
+	}
+	if f.SafetyMargin.Duration >= f.LeaseTTL.Duration {
+		return fe("failover.safety_margin", "%s must be less than failover.lease_ttl (%s)", f.SafetyMargin.Duration, f.LeaseTTL.Duration)
+	}
+	if window := f.LeaseTTL.Duration - f.SafetyMargin.Duration; f.Loop.Duration >= window {
+		return fe("failover.loop", "%s must be less than failover.lease_ttl - failover.safety_margin (%s), or the lease expires between two renewals", f.Loop.Duration, window)
 	}
 	return nil
 }

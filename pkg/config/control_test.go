@@ -118,3 +118,35 @@ func TestControlErrorsNameTheField(t *testing.T) {
 		t.Fatalf("a coordinator with a CA and a token: %v", err)
 	}
 }
+
+func TestFailoverKeys(t *testing.T) {
+	cfg, err := Parse([]byte(minimal))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := cfg.Failover; f.Loop.Duration != time.Second || f.LeaseTTL.Duration != 5*time.Second || f.SafetyMargin.Duration != time.Second {
+		t.Errorf("failover defaults: %+v", f)
+	}
+	cfg, err = Parse([]byte(minimal + "failover: {loop: 500ms, lease_ttl: 3s, safety_margin: 1s}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := cfg.Failover; f.Loop.Duration != 500*time.Millisecond || f.LeaseTTL.Duration != 3*time.Second || f.SafetyMargin.Duration != time.Second {
+		t.Errorf("failover: %+v", f)
+	}
+	for _, c := range []struct{ yaml, field string }{
+		{"failover: {safety_margin: 5s}", "failover.safety_margin"},
+		{"failover: {lease_ttl: 2s, safety_margin: 3s}", "failover.safety_margin"},
+		{"failover: {loop: 4s}", "failover.loop"},
+		{"failover: {loop: 3s, lease_ttl: 4s, safety_margin: 1s}", "failover.loop"},
+		{"failover: {lease_ttl: soon}", "failover.lease_ttl"},
+		{"failover: {loop: 0s}", "failover.loop"},
+		{"failover: {safety_margin: -1s}", "failover.safety_margin"},
+	} {
+		_, err := Parse([]byte(minimal + c.yaml + "\n"))
+		var fe *FieldError
+		if !errors.As(err, &fe) || fe.Field != c.field {
+			t.Errorf("%s: error %v, want one naming %s", c.yaml, err, c.field)
+		}
+	}
+}

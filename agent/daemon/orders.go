@@ -1,0 +1,402 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgdr/pgdr/agent/health"
+	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
+)
+
+// Bounds of the orders' waits.
+const (
+	promoteWait = 60 * time.Second
+	followWait  = 60 * time.Second
+	rejoinWait  = 2 * time.Minute
+)
+
+func orderName(cmd *pgdrv1.AgentCommand) string {
+	switch cmd.GetKind().(type) {
+	case *pgdrv1.AgentCommand_Promote:
+		return "promote"
+	case *pgdrv1.AgentCommand_Follow:
+		return "follow"
+	case *pgdrv1.AgentCommand_Fence:
+		return "fence"
+	case *pgdrv1.AgentCommand_Rejoin:
+		return "rejoin"
+	}
+	return fmt.Sprintf("%T", cmd.GetKind())
+}
+
+// Order carries out one of the coordinator's orders (promote, follow,
+// fence, rejoin), one at a time. An order must carry an epoch, and one
+// older than the highest epoch seen (checked again once the previous
+// order is done) is refused. It returns the output to report.
+func (d *Daemon) Order(cmd *pgdrv1.AgentCommand) (string, error) {
+	d.orderMu.Lock()
+	defer d.orderMu.Unlock()
+	if cmd.GetEpoch() == 0 {
+		return "", fmt.Errorf("%s: an order must carry an epoch", orderName(cmd))
+	}
+	if known := d.seeEpoch(0); cmd.GetEpoch() < known {
+		return "", fmt.Errorf("stale epoch %d: this agent knows epoch %d", cmd.GetEpoch(), known)
+	}
+	d.seeEpoch(cmd.GetEpoch())
+	ctx := d.runCtx
+	switch k := cmd.GetKind().(type) {
+	case *pgdrv1.AgentCommand_Promote:
+		return d.promote(ctx)
+	case *pgdrv1.AgentCommand_Follow:
+		return d.follow(ctx, k.Follow.GetPrimary(), k.Follow.GetPrimaryDsn())
+	case *pgdrv1.AgentCommand_Fence:
+		reason := k.Fence.GetReason()
+		if reason == "" {
+			reason = "no reason given"
+		}
+		if err := d.fence(ctx, fmt.Sprintf("fence order %s at epoch %d: %s", cmd.GetId(), cmd.GetEpoch(), reason)); err != nil {
+			return "", err
+		}
+		return "fenced: PostgreSQL stopped (fast shutdown), marker " + health.FencedPath(d.cfg.Postgres.PGData), nil
+	case *pgdrv1.AgentCommand_Rejoin:
+		return d.rejoin(ctx, cmd.GetEpoch(), k.Rejoin.GetPrimary(), k.Rejoin.GetPrimaryDsn())
+	}
+	return "", fmt.Errorf("unknown order %T", cmd.GetKind())
+}
+
+// waitCond polls cond every 200ms until it holds, fails, or timeout.
+func waitCond(ctx context.Context, timeout time.Duration, what string, cond func(context.Context) (bool, error)) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var last error
+	for {
+		ok, err := cond(ctx)
+		if ok {
+			return nil
+		}
+		if err != nil {
+			last = err
+		}
+		select {
+		case <-ctx.Done():
+			if last != nil {
+				return fmt.Errorf("%s: not within %s: %w", what, timeout, last)
+			}
+			return fmt.Errorf("%s: not within %s", what, timeout)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// promote promotes the local replica: never a fenced node.
+func (d *Daemon) promote(ctx context.Context) (string, error) {
+	pgdata := d.cfg.Postgres.PGData
+	if fi, err := health.ReadFenced(pgdata); fi != nil {
+		return "", fmt.Errorf("refusing to promote: this node is fenced (%s, epoch %d; marker %s, %v); a fenced node is never promoted, rejoin it first", fi.Reason, fi.Epoch, health.FencedPath(pgdata), err)
+	}
+	conn, err := d.localConn(ctx)
+	if err != nil {
+		return "", fmt.Errorf("connecting to the local server: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	var inRecovery bool
+	if err := conn.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&inRecovery); err != nil {
+		return "", err
+	}
+	if !inRecovery {
+		return "", errors.New("refusing to promote: the server is not in recovery (already a primary)")
+	}
+	var done bool
+	if err := conn.QueryRow(ctx, fmt.Sprintf("SELECT pg_promote(true, %d)", int(promoteWait.Seconds()))).Scan(&done); err != nil {
+		return "", fmt.Errorf("pg_promote: %w", err)
+	}
+	if !done {
+		return "", fmt.Errorf("pg_promote did not finish within %s", promoteWait)
+	}
+	if err := waitCond(ctx, promoteWait, "the end of recovery", func(ctx context.Context) (bool, error) {
+		err := conn.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&inRecovery)
+		return err == nil && !inRecovery, err
+	}); err != nil {
+		return "", err
+	}
+	// A checkpoint puts the new timeline into pg_control at once, so the
+	// old primary can be rewound from this one without waiting.
+	if _, err := conn.Exec(ctx, "CHECKPOINT"); err != nil {
+		d.log.Warn("checkpoint after the promotion", "err", err)
+	}
+	var lsn, file string
+	if err := conn.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text, pg_walfile_name(pg_current_wal_lsn())").Scan(&lsn, &file); err != nil {
+		return "", err
+	}
+	tli, _ := strconv.ParseUint(file[:min(8, len(file))], 16, 32)
+	d.CheckNow(ctx)
+	return fmt.Sprintf("promoted: timeline %d, lsn %s", tli, lsn), nil
+}
+
+// primaryConninfo is dsn with this node's name as application_name (what
+// synchronous_standby_names and pg_stat_replication know it by).
+func primaryConninfo(dsn, node string) string {
+	dsn = strings.TrimSpace(dsn)
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		if u, err := url.Parse(dsn); err == nil {
+			q := u.Query()
+			q.Set("application_name", node)
+			u.RawQuery = q.Encode()
+			return u.String()
+		}
+	}
+	return dsn + " application_name=" + node
+}
+
+func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+
+// hostPort is where dsn connects (the first host).
+func hostPort(dsn string) (string, uint16, error) {
+	pc, err := pgconn.ParseConfig(dsn)
+	if err != nil {
+		return "", 0, errors.New("the primary's DSN does not parse")
+	}
+	return pc.Host, pc.Port, nil
+}
+
+// waitStreaming waits until the local WAL receiver streams from host:port.
+func (d *Daemon) waitStreaming(ctx context.Context, timeout time.Duration, host string, port uint16) (string, error) {
+	var conn *pgx.Conn
+	defer func() {
+		if conn != nil {
+			conn.Close(context.WithoutCancel(ctx))
+		}
+	}()
+	var got string
+	err := waitCond(ctx, timeout, fmt.Sprintf("streaming from %s:%d", host, port), func(ctx context.Context) (bool, error) {
+		if conn == nil || conn.IsClosed() {
+			c, err := d.localConn(ctx)
+			if err != nil {
+				return false, err
+			}
+			conn = c
+		}
+		var status, senderHost, conninfo string
+		var senderPort, tli int64
+		err := conn.QueryRow(ctx, `SELECT coalesce(status, ''), coalesce(sender_host, ''), coalesce(sender_port, 0), coalesce(conninfo, ''), coalesce(received_tli, 0)::int8
+			FROM pg_stat_wal_receiver`).Scan(&status, &senderHost, &senderPort, &conninfo, &tli)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return false, errors.New("no WAL receiver running")
+		}
+		if err != nil {
+			conn.Close(ctx)
+			return false, err
+		}
+		got = fmt.Sprintf("WAL receiver %s from %s:%d on timeline %d", status, senderHost, senderPort, tli)
+		match := uint16(senderPort) == port && (senderHost == host || strings.Contains(conninfo, "host="+host))
+		if status == "streaming" && match {
+			return true, nil
+		}
+		return false, errors.New(got)
+	})
+	return got, err
+}
+
+// follow re-points the local replica to a new primary.
+func (d *Daemon) follow(ctx context.Context, primary, dsn string) (string, error) {
+	if strings.TrimSpace(dsn) == "" {
+		return "", errors.New("follow: no primary_dsn")
+	}
+	host, port, err := hostPort(dsn)
+	if err != nil {
+		return "", err
+	}
+	conn, err := d.localConn(ctx)
+	if err != nil {
+		return "", fmt.Errorf("connecting to the local server: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	var inRecovery bool
+	if err := conn.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&inRecovery); err != nil {
+		return "", err
+	}
+	if !inRecovery {
+		return "", errors.New("refusing to follow: the server is not in recovery (a primary must be rejoined, not re-pointed)")
+	}
+	for _, sql := range []string{
+		"ALTER SYSTEM SET primary_conninfo = " + quoteLiteral(primaryConninfo(dsn, d.cfg.Node.Name)),
+		"ALTER SYSTEM SET recovery_target_timeline = 'latest'",
+		"SELECT pg_reload_conf()",
+	} {
+		if _, err := conn.Exec(ctx, sql); err != nil {
+			// Do not echo the statement: the DSN may hold a password.
+			return "", fmt.Errorf("re-pointing the replica: %w", err)
+		}
+	}
+	got, err := d.waitStreaming(ctx, followWait, host, port)
+	if err != nil {
+		return got, err
+	}
+	d.CheckNow(ctx)
+	return fmt.Sprintf("following %s: %s", primary, got), nil
+}
+
+// rewindable says whether pg_rewind can work on pgdata: it needs
+// wal_log_hints=on or data checksums (pg_controldata shows both).
+func (d *Daemon) rewindable(ctx context.Context) (string, error) {
+	out, err := d.runPG(ctx, "pg_controldata", "-D", d.cfg.Postgres.PGData)
+	if err != nil {
+		return "", err
+	}
+	field := func(name string) string {
+		m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + `:\s*(.*?)\s*$`).FindStringSubmatch(out)
+		if m == nil {
+			return ""
+		}
+		return m[1]
+	}
+	checksums, hints := field("Data page checksum version"), field("wal_log_hints setting")
+	switch {
+	case checksums != "" && checksums != "0":
+		return "data checksums on", nil
+	case hints == "on":
+		return "wal_log_hints on", nil
+	}
+	return "", fmt.Errorf("pg_rewind cannot rejoin this node: it needs wal_log_hints=on or data checksums, and this data directory has neither (pg_controldata: checksum version %q, wal_log_hints %q); it needs a fresh copy from the new primary or a backup", checksums, hints)
+}
+
+// configFiles are kept across pg_rewind, which would copy the source's.
+var configFiles = []string{"postgresql.conf", "pg_hba.conf", "pg_ident.conf", "postgresql.auto.conf"}
+
+// managedKeys are the recovery settings rejoin writes (earlier values of
+// them are dropped from postgresql.auto.conf).
+var managedKeys = regexp.MustCompile(`^\s*(primary_conninfo|recovery_target_timeline|restore_command)\s*=`)
+
+// rejoin turns this former primary into a replica of the new one with
+// pg_rewind.
+func (d *Daemon) rejoin(ctx context.Context, epoch uint64, primary, dsn string) (string, error) {
+	pgdata := d.cfg.Postgres.PGData
+	if strings.TrimSpace(dsn) == "" {
+		return "", errors.New("rejoin: no primary_dsn")
+	}
+	host, port, err := hostPort(dsn)
+	if err != nil {
+		return "", err
+	}
+	if postmasterRunning(pgdata) {
+		d.log.Warn("rejoin: stopping the running server (fast shutdown)")
+		if err := d.stopPostgres(ctx); err != nil {
+			return "", fmt.Errorf("rejoin: stopping PostgreSQL: %w", err)
+		}
+	}
+	how, err := d.rewindable(ctx)
+	if err != nil {
+		return "", err
+	}
+	// The new primary's control file must show its new timeline.
+	if c, err := connectDSN(ctx, dsn, "the primary's DSN"); err != nil {
+		d.log.Warn("rejoin: cannot reach the new primary for a checkpoint", "err", err)
+	} else {
+		if _, err := c.Exec(ctx, "CHECKPOINT"); err != nil {
+			d.log.Warn("rejoin: checkpoint on the new primary", "err", err)
+		}
+		c.Close(context.WithoutCancel(ctx))
+	}
+	saved := map[string][]byte{}
+	for _, f := range configFiles {
+		if b, err := os.ReadFile(filepath.Join(pgdata, f)); err == nil {
+			saved[f] = b
+		}
+	}
+	restoreConfig := func() error {
+		for f, b := range saved {
+			p := filepath.Join(pgdata, f)
+			if err := os.WriteFile(p, b, 0o600); err != nil {
+				return err
+			}
+			d.chownLikePGData(p)
+		}
+		return nil
+	}
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Minute)
+	out, err := d.runPG(rctx, "pg_rewind", "--target-pgdata", pgdata, "--source-server", dsn, "--progress")
+	cancel()
+	if rerr := restoreConfig(); rerr != nil {
+		return "", fmt.Errorf("restoring the configuration files after pg_rewind: %w", rerr)
+	}
+	if err != nil {
+		return tailString(out, 2000), fmt.Errorf("pg_rewind failed (a fresh copy is needed): %w", err)
+	}
+	if err := d.writeStandbyConfig(epoch, dsn); err != nil {
+		return "", err
+	}
+	if err := d.unfence(); err != nil {
+		return "", err
+	}
+	if err := d.startPostgres(ctx); err != nil {
+		return "", err
+	}
+	got, err := d.waitStreaming(ctx, rejoinWait, host, port)
+	d.CheckNow(ctx)
+	if err != nil {
+		return got, err
+	}
+	return fmt.Sprintf("rejoined as a replica of %s (pg_rewind, %s): %s; pg_rewind: %s", primary, how, got, tailString(out, 300)), nil
+}
+
+// writeStandbyConfig writes standby.signal and the recovery settings.
+func (d *Daemon) writeStandbyConfig(epoch uint64, dsn string) error {
+	pgdata := d.cfg.Postgres.PGData
+	auto := filepath.Join(pgdata, "postgresql.auto.conf")
+	old, err := os.ReadFile(auto)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	var lines []string
+	for _, l := range strings.Split(strings.TrimRight(string(old), "\n"), "\n") {
+		if !managedKeys.MatchString(l) && l != "" {
+			lines = append(lines, l)
+		}
+	}
+	lines = append(lines, fmt.Sprintf("# recovery settings written by pgdr-agent rejoin at epoch %d", epoch),
+		"primary_conninfo = "+quoteLiteral(primaryConninfo(dsn, d.cfg.Node.Name)),
+		"recovery_target_timeline = 'latest'")
+	if exe, err := os.Executable(); err == nil && d.cfg.Path != "" && len(d.cfg.Repos) > 0 {
+		lines = append(lines, "restore_command = "+quoteLiteral(fmt.Sprintf("%s wal-fetch --config %s %%f %%p", exe, d.cfg.Path)))
+	}
+	if err := writeFileSynced(auto, []byte(strings.Join(lines, "\n")+"\n")); err != nil {
+		return err
+	}
+	d.chownLikePGData(auto)
+	sig := filepath.Join(pgdata, "standby.signal")
+	if err := writeFileSynced(sig, nil); err != nil {
+		return err
+	}
+	d.chownLikePGData(sig)
+	if err := os.Remove(filepath.Join(pgdata, "recovery.signal")); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+func writeFileSynced(path string, b []byte) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
