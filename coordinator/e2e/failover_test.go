@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -8,9 +9,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/pgdr/pgdr/coordinator/ctl"
 	"github.com/pgdr/pgdr/pkg/testutil"
@@ -40,6 +44,96 @@ func (l *lab) psql(node, sql string) (string, error) {
 		return string(out), fmt.Errorf("psql on %s: %v: %s", node, err, strings.TrimSpace(string(out)))
 	}
 	return strings.TrimSpace(string(out)), nil
+}
+
+// writeChecker tries a write on every node every 50 ms until stopped and
+// records every round in which more than one node accepted one: the "never
+// two primaries" invariant, observed from clients.
+type writeChecker struct {
+	l      *lab
+	nodes  []string
+	stop   chan struct{}
+	done   chan struct{}
+	mu     sync.Mutex
+	rounds int
+	double []string
+	writes map[string]int
+}
+
+func (w *writeChecker) count(node string) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.writes[node]
+}
+
+func startWriteChecker(t *testing.T, l *lab, nodes ...string) *writeChecker {
+	w := &writeChecker{l: l, nodes: nodes, stop: make(chan struct{}), done: make(chan struct{}), writes: map[string]int{}}
+	if _, err := l.psql("pg-a1", "CREATE TABLE IF NOT EXISTS two_primaries (node text, at timestamptz DEFAULT now())"); err != nil {
+		t.Fatal(err)
+	}
+	go w.run()
+	return w
+}
+
+func (w *writeChecker) tryWrite(node string) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, fmt.Sprintf("host=127.0.0.1 port=%d user=postgres dbname=postgres connect_timeout=1", w.l.pgPort(node)))
+	if err != nil {
+		return false
+	}
+	defer conn.Close(context.Background())
+	_, err = conn.Exec(ctx, "INSERT INTO two_primaries (node) VALUES ($1)", node)
+	return err == nil
+}
+
+func (w *writeChecker) run() {
+	defer close(w.done)
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for deadline := time.Now().Add(5 * time.Minute); time.Now().Before(deadline); {
+		select {
+		case <-w.stop:
+			return
+		case <-t.C:
+		}
+		ok := make([]bool, len(w.nodes))
+		done := make(chan struct{}, len(w.nodes))
+		for i, n := range w.nodes {
+			go func() { ok[i] = w.tryWrite(n); done <- struct{}{} }()
+		}
+		for range w.nodes {
+			<-done
+		}
+		var accepted []string
+		w.mu.Lock()
+		for i, n := range w.nodes {
+			if ok[i] {
+				accepted = append(accepted, n)
+				w.writes[n]++
+			}
+		}
+		w.rounds++
+		if len(accepted) > 1 {
+			w.double = append(w.double, fmt.Sprintf("%s: %v", time.Now().Format("15:04:05.000"), accepted))
+		}
+		w.mu.Unlock()
+	}
+}
+
+// finish stops the checker and fails the test if two nodes ever took writes.
+func (w *writeChecker) finish(t *testing.T) {
+	close(w.stop)
+	<-w.done
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	t.Logf("write checker: %d rounds, accepted writes per node %v", w.rounds, w.writes)
+	if len(w.double) > 0 {
+		t.Fatalf("two nodes accepted writes in the same round: %v", w.double)
+	}
+	if w.rounds < 10 {
+		t.Fatalf("the write checker ran only %d rounds", w.rounds)
+	}
 }
 
 // TestFailoverKillPrimary: kill -9 the primary's postmaster and agent
@@ -72,6 +166,10 @@ func TestFailoverKillPrimary(t *testing.T) {
 		})
 	}
 
+	checker := startWriteChecker(t, l, "pg-a1", "pg-a2", "pg-b1")
+	testutil.WaitFor(t, 30*time.Second, "the checker writes on pg-a1", func() (bool, error) {
+		return checker.count("pg-a1") > 0, nil
+	})
 	agentPid := readPid(t, filepath.Join(l.dir, "pg-a1", "agent.pid"))
 	pmPid := readPid(t, filepath.Join(l.dir, "pg-a1", "pgdata", "postmaster.pid"))
 	killed := time.Now()
@@ -128,6 +226,10 @@ func TestFailoverKillPrimary(t *testing.T) {
 		return err == nil && out == "1", err
 	})
 
+	checker.finish(t)
+	if checker.writes["pg-a1"] == 0 || checker.writes[newPrimary] == 0 {
+		t.Fatalf("the checker saw no write on the old or the new primary: %v", checker.writes)
+	}
 	out, err := l.ctl("history", "--cluster", "main", "--json")
 	if err != nil {
 		t.Fatal(err)

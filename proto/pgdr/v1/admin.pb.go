@@ -24,6 +24,338 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type SwitchoverRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Cluster string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	// to: the replica to promote ("" = the best candidate).
+	To            string `protobuf:"bytes,2,opt,name=to,proto3" json:"to,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SwitchoverRequest) Reset() {
+	*x = SwitchoverRequest{}
+	mi := &file_pgdr_v1_admin_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SwitchoverRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SwitchoverRequest) ProtoMessage() {}
+
+func (x *SwitchoverRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pgdr_v1_admin_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SwitchoverRequest.ProtoReflect.Descriptor instead.
+func (*SwitchoverRequest) Descriptor() ([]byte, []int) {
+	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *SwitchoverRequest) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *SwitchoverRequest) GetTo() string {
+	if x != nil {
+		return x.To
+	}
+	return ""
+}
+
+type SwitchoverResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Primary string                 `protobuf:"bytes,1,opt,name=primary,proto3" json:"primary,omitempty"`
+	Epoch   uint64                 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// steps: what was done, in order, as recorded in history.
+	Steps         []string `protobuf:"bytes,3,rep,name=steps,proto3" json:"steps,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SwitchoverResponse) Reset() {
+	*x = SwitchoverResponse{}
+	mi := &file_pgdr_v1_admin_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SwitchoverResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SwitchoverResponse) ProtoMessage() {}
+
+func (x *SwitchoverResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pgdr_v1_admin_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SwitchoverResponse.ProtoReflect.Descriptor instead.
+func (*SwitchoverResponse) Descriptor() ([]byte, []int) {
+	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *SwitchoverResponse) GetPrimary() string {
+	if x != nil {
+		return x.Primary
+	}
+	return ""
+}
+
+func (x *SwitchoverResponse) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *SwitchoverResponse) GetSteps() []string {
+	if x != nil {
+		return x.Steps
+	}
+	return nil
+}
+
+type FailoverRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Cluster string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	To      string                 `protobuf:"bytes,2,opt,name=to,proto3" json:"to,omitempty"`
+	// force: promote even though the primary seems alive or holds its lease
+	// (the operator has fenced it by other means).
+	Force         bool `protobuf:"varint,3,opt,name=force,proto3" json:"force,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FailoverRequest) Reset() {
+	*x = FailoverRequest{}
+	mi := &file_pgdr_v1_admin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FailoverRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FailoverRequest) ProtoMessage() {}
+
+func (x *FailoverRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pgdr_v1_admin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FailoverRequest.ProtoReflect.Descriptor instead.
+func (*FailoverRequest) Descriptor() ([]byte, []int) {
+	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *FailoverRequest) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *FailoverRequest) GetTo() string {
+	if x != nil {
+		return x.To
+	}
+	return ""
+}
+
+func (x *FailoverRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
+type FailoverResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Primary       string                 `protobuf:"bytes,1,opt,name=primary,proto3" json:"primary,omitempty"`
+	Epoch         uint64                 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Steps         []string               `protobuf:"bytes,3,rep,name=steps,proto3" json:"steps,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FailoverResponse) Reset() {
+	*x = FailoverResponse{}
+	mi := &file_pgdr_v1_admin_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FailoverResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FailoverResponse) ProtoMessage() {}
+
+func (x *FailoverResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pgdr_v1_admin_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FailoverResponse.ProtoReflect.Descriptor instead.
+func (*FailoverResponse) Descriptor() ([]byte, []int) {
+	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *FailoverResponse) GetPrimary() string {
+	if x != nil {
+		return x.Primary
+	}
+	return ""
+}
+
+func (x *FailoverResponse) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *FailoverResponse) GetSteps() []string {
+	if x != nil {
+		return x.Steps
+	}
+	return nil
+}
+
+type SetPolicyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Cluster       string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	Policy        *Policy                `protobuf:"bytes,2,opt,name=policy,proto3" json:"policy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetPolicyRequest) Reset() {
+	*x = SetPolicyRequest{}
+	mi := &file_pgdr_v1_admin_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetPolicyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetPolicyRequest) ProtoMessage() {}
+
+func (x *SetPolicyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pgdr_v1_admin_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetPolicyRequest.ProtoReflect.Descriptor instead.
+func (*SetPolicyRequest) Descriptor() ([]byte, []int) {
+	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *SetPolicyRequest) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *SetPolicyRequest) GetPolicy() *Policy {
+	if x != nil {
+		return x.Policy
+	}
+	return nil
+}
+
+type SetPolicyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Policy        *Policy                `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetPolicyResponse) Reset() {
+	*x = SetPolicyResponse{}
+	mi := &file_pgdr_v1_admin_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetPolicyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetPolicyResponse) ProtoMessage() {}
+
+func (x *SetPolicyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pgdr_v1_admin_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetPolicyResponse.ProtoReflect.Descriptor instead.
+func (*SetPolicyResponse) Descriptor() ([]byte, []int) {
+	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *SetPolicyResponse) GetPolicy() *Policy {
+	if x != nil {
+		return x.Policy
+	}
+	return nil
+}
+
 type StatusRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// cluster limits the answer to one cluster ("" = all).
@@ -34,7 +366,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_pgdr_v1_admin_proto_msgTypes[0]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -46,7 +378,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_admin_proto_msgTypes[0]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -59,7 +391,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{0}
+	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *StatusRequest) GetCluster() string {
@@ -85,7 +417,7 @@ type CoordinatorStatus struct {
 
 func (x *CoordinatorStatus) Reset() {
 	*x = CoordinatorStatus{}
-	mi := &file_pgdr_v1_admin_proto_msgTypes[1]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -97,7 +429,7 @@ func (x *CoordinatorStatus) String() string {
 func (*CoordinatorStatus) ProtoMessage() {}
 
 func (x *CoordinatorStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_admin_proto_msgTypes[1]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -110,7 +442,7 @@ func (x *CoordinatorStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CoordinatorStatus.ProtoReflect.Descriptor instead.
 func (*CoordinatorStatus) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{1}
+	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CoordinatorStatus) GetName() string {
@@ -192,7 +524,7 @@ type MemberStatus struct {
 
 func (x *MemberStatus) Reset() {
 	*x = MemberStatus{}
-	mi := &file_pgdr_v1_admin_proto_msgTypes[2]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -204,7 +536,7 @@ func (x *MemberStatus) String() string {
 func (*MemberStatus) ProtoMessage() {}
 
 func (x *MemberStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_admin_proto_msgTypes[2]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -217,7 +549,7 @@ func (x *MemberStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberStatus.ProtoReflect.Descriptor instead.
 func (*MemberStatus) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *MemberStatus) GetName() string {
@@ -373,7 +705,7 @@ type ClusterStatus struct {
 
 func (x *ClusterStatus) Reset() {
 	*x = ClusterStatus{}
-	mi := &file_pgdr_v1_admin_proto_msgTypes[3]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -385,7 +717,7 @@ func (x *ClusterStatus) String() string {
 func (*ClusterStatus) ProtoMessage() {}
 
 func (x *ClusterStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_admin_proto_msgTypes[3]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -398,7 +730,7 @@ func (x *ClusterStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatus.ProtoReflect.Descriptor instead.
 func (*ClusterStatus) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ClusterStatus) GetName() string {
@@ -477,7 +809,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_pgdr_v1_admin_proto_msgTypes[4]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -489,7 +821,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_admin_proto_msgTypes[4]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -502,7 +834,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *StatusResponse) GetCoordinators() []*CoordinatorStatus {
@@ -542,7 +874,7 @@ type MembersRequest struct {
 
 func (x *MembersRequest) Reset() {
 	*x = MembersRequest{}
-	mi := &file_pgdr_v1_admin_proto_msgTypes[5]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -554,7 +886,7 @@ func (x *MembersRequest) String() string {
 func (*MembersRequest) ProtoMessage() {}
 
 func (x *MembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_admin_proto_msgTypes[5]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -567,7 +899,7 @@ func (x *MembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersRequest.ProtoReflect.Descriptor instead.
 func (*MembersRequest) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *MembersRequest) GetCluster() string {
@@ -586,7 +918,7 @@ type MembersResponse struct {
 
 func (x *MembersResponse) Reset() {
 	*x = MembersResponse{}
-	mi := &file_pgdr_v1_admin_proto_msgTypes[6]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -598,7 +930,7 @@ func (x *MembersResponse) String() string {
 func (*MembersResponse) ProtoMessage() {}
 
 func (x *MembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_admin_proto_msgTypes[6]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -611,7 +943,7 @@ func (x *MembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersResponse.ProtoReflect.Descriptor instead.
 func (*MembersResponse) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *MembersResponse) GetMembers() []*Member {
@@ -634,7 +966,7 @@ type HistoryRequest struct {
 
 func (x *HistoryRequest) Reset() {
 	*x = HistoryRequest{}
-	mi := &file_pgdr_v1_admin_proto_msgTypes[7]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -646,7 +978,7 @@ func (x *HistoryRequest) String() string {
 func (*HistoryRequest) ProtoMessage() {}
 
 func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_admin_proto_msgTypes[7]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -659,7 +991,7 @@ func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryRequest.ProtoReflect.Descriptor instead.
 func (*HistoryRequest) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *HistoryRequest) GetCluster() string {
@@ -692,7 +1024,7 @@ type HistoryResponse struct {
 
 func (x *HistoryResponse) Reset() {
 	*x = HistoryResponse{}
-	mi := &file_pgdr_v1_admin_proto_msgTypes[8]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -704,7 +1036,7 @@ func (x *HistoryResponse) String() string {
 func (*HistoryResponse) ProtoMessage() {}
 
 func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_admin_proto_msgTypes[8]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -717,7 +1049,7 @@ func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryResponse.ProtoReflect.Descriptor instead.
 func (*HistoryResponse) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *HistoryResponse) GetEvents() []*HistoryEvent {
@@ -737,7 +1069,7 @@ type PauseRequest struct {
 
 func (x *PauseRequest) Reset() {
 	*x = PauseRequest{}
-	mi := &file_pgdr_v1_admin_proto_msgTypes[9]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -749,7 +1081,7 @@ func (x *PauseRequest) String() string {
 func (*PauseRequest) ProtoMessage() {}
 
 func (x *PauseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_admin_proto_msgTypes[9]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -762,7 +1094,7 @@ func (x *PauseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseRequest.ProtoReflect.Descriptor instead.
 func (*PauseRequest) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *PauseRequest) GetCluster() string {
@@ -788,7 +1120,7 @@ type PauseResponse struct {
 
 func (x *PauseResponse) Reset() {
 	*x = PauseResponse{}
-	mi := &file_pgdr_v1_admin_proto_msgTypes[10]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -800,7 +1132,7 @@ func (x *PauseResponse) String() string {
 func (*PauseResponse) ProtoMessage() {}
 
 func (x *PauseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_admin_proto_msgTypes[10]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -813,7 +1145,7 @@ func (x *PauseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseResponse.ProtoReflect.Descriptor instead.
 func (*PauseResponse) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PauseResponse) GetPolicy() *Policy {
@@ -832,7 +1164,7 @@ type ResumeRequest struct {
 
 func (x *ResumeRequest) Reset() {
 	*x = ResumeRequest{}
-	mi := &file_pgdr_v1_admin_proto_msgTypes[11]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -844,7 +1176,7 @@ func (x *ResumeRequest) String() string {
 func (*ResumeRequest) ProtoMessage() {}
 
 func (x *ResumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_admin_proto_msgTypes[11]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -857,7 +1189,7 @@ func (x *ResumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeRequest.ProtoReflect.Descriptor instead.
 func (*ResumeRequest) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ResumeRequest) GetCluster() string {
@@ -876,7 +1208,7 @@ type ResumeResponse struct {
 
 func (x *ResumeResponse) Reset() {
 	*x = ResumeResponse{}
-	mi := &file_pgdr_v1_admin_proto_msgTypes[12]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -888,7 +1220,7 @@ func (x *ResumeResponse) String() string {
 func (*ResumeResponse) ProtoMessage() {}
 
 func (x *ResumeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_admin_proto_msgTypes[12]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -901,7 +1233,7 @@ func (x *ResumeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeResponse.ProtoReflect.Descriptor instead.
 func (*ResumeResponse) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ResumeResponse) GetPolicy() *Policy {
@@ -923,7 +1255,7 @@ type AddCoordinatorRequest struct {
 
 func (x *AddCoordinatorRequest) Reset() {
 	*x = AddCoordinatorRequest{}
-	mi := &file_pgdr_v1_admin_proto_msgTypes[13]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -935,7 +1267,7 @@ func (x *AddCoordinatorRequest) String() string {
 func (*AddCoordinatorRequest) ProtoMessage() {}
 
 func (x *AddCoordinatorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_admin_proto_msgTypes[13]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -948,7 +1280,7 @@ func (x *AddCoordinatorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddCoordinatorRequest.ProtoReflect.Descriptor instead.
 func (*AddCoordinatorRequest) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *AddCoordinatorRequest) GetName() string {
@@ -988,7 +1320,7 @@ type AddCoordinatorResponse struct {
 
 func (x *AddCoordinatorResponse) Reset() {
 	*x = AddCoordinatorResponse{}
-	mi := &file_pgdr_v1_admin_proto_msgTypes[14]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1000,7 +1332,7 @@ func (x *AddCoordinatorResponse) String() string {
 func (*AddCoordinatorResponse) ProtoMessage() {}
 
 func (x *AddCoordinatorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_admin_proto_msgTypes[14]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1013,7 +1345,7 @@ func (x *AddCoordinatorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddCoordinatorResponse.ProtoReflect.Descriptor instead.
 func (*AddCoordinatorResponse) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *AddCoordinatorResponse) GetCoordinators() []*CoordinatorStatus {
@@ -1032,7 +1364,7 @@ type RemoveCoordinatorRequest struct {
 
 func (x *RemoveCoordinatorRequest) Reset() {
 	*x = RemoveCoordinatorRequest{}
-	mi := &file_pgdr_v1_admin_proto_msgTypes[15]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1044,7 +1376,7 @@ func (x *RemoveCoordinatorRequest) String() string {
 func (*RemoveCoordinatorRequest) ProtoMessage() {}
 
 func (x *RemoveCoordinatorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_admin_proto_msgTypes[15]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1057,7 +1389,7 @@ func (x *RemoveCoordinatorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveCoordinatorRequest.ProtoReflect.Descriptor instead.
 func (*RemoveCoordinatorRequest) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RemoveCoordinatorRequest) GetName() string {
@@ -1076,7 +1408,7 @@ type RemoveCoordinatorResponse struct {
 
 func (x *RemoveCoordinatorResponse) Reset() {
 	*x = RemoveCoordinatorResponse{}
-	mi := &file_pgdr_v1_admin_proto_msgTypes[16]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1088,7 +1420,7 @@ func (x *RemoveCoordinatorResponse) String() string {
 func (*RemoveCoordinatorResponse) ProtoMessage() {}
 
 func (x *RemoveCoordinatorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_admin_proto_msgTypes[16]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1101,7 +1433,7 @@ func (x *RemoveCoordinatorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveCoordinatorResponse.ProtoReflect.Descriptor instead.
 func (*RemoveCoordinatorResponse) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RemoveCoordinatorResponse) GetCoordinators() []*CoordinatorStatus {
@@ -1120,7 +1452,7 @@ type ApplyRequest struct {
 
 func (x *ApplyRequest) Reset() {
 	*x = ApplyRequest{}
-	mi := &file_pgdr_v1_admin_proto_msgTypes[17]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1132,7 +1464,7 @@ func (x *ApplyRequest) String() string {
 func (*ApplyRequest) ProtoMessage() {}
 
 func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_admin_proto_msgTypes[17]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1145,7 +1477,7 @@ func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyRequest.ProtoReflect.Descriptor instead.
 func (*ApplyRequest) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ApplyRequest) GetCommand() *Command {
@@ -1159,7 +1491,27 @@ var File_pgdr_v1_admin_proto protoreflect.FileDescriptor
 
 const file_pgdr_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x13pgdr/v1/admin.proto\x12\apgdr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13pgdr/v1/state.proto\x1a\x12pgdr/v1/raft.proto\")\n" +
+	"\x13pgdr/v1/admin.proto\x12\apgdr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13pgdr/v1/state.proto\x1a\x12pgdr/v1/raft.proto\"=\n" +
+	"\x11SwitchoverRequest\x12\x18\n" +
+	"\acluster\x18\x01 \x01(\tR\acluster\x12\x0e\n" +
+	"\x02to\x18\x02 \x01(\tR\x02to\"Z\n" +
+	"\x12SwitchoverResponse\x12\x18\n" +
+	"\aprimary\x18\x01 \x01(\tR\aprimary\x12\x14\n" +
+	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x14\n" +
+	"\x05steps\x18\x03 \x03(\tR\x05steps\"Q\n" +
+	"\x0fFailoverRequest\x12\x18\n" +
+	"\acluster\x18\x01 \x01(\tR\acluster\x12\x0e\n" +
+	"\x02to\x18\x02 \x01(\tR\x02to\x12\x14\n" +
+	"\x05force\x18\x03 \x01(\bR\x05force\"X\n" +
+	"\x10FailoverResponse\x12\x18\n" +
+	"\aprimary\x18\x01 \x01(\tR\aprimary\x12\x14\n" +
+	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x14\n" +
+	"\x05steps\x18\x03 \x03(\tR\x05steps\"U\n" +
+	"\x10SetPolicyRequest\x12\x18\n" +
+	"\acluster\x18\x01 \x01(\tR\acluster\x12'\n" +
+	"\x06policy\x18\x02 \x01(\v2\x0f.pgdr.v1.PolicyR\x06policy\"<\n" +
+	"\x11SetPolicyResponse\x12'\n" +
+	"\x06policy\x18\x01 \x01(\v2\x0f.pgdr.v1.PolicyR\x06policy\")\n" +
 	"\rStatusRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\"\xc2\x01\n" +
 	"\x11CoordinatorStatus\x12\x12\n" +
@@ -1242,7 +1594,7 @@ const file_pgdr_v1_admin_proto_rawDesc = "" +
 	"\x19RemoveCoordinatorResponse\x12>\n" +
 	"\fcoordinators\x18\x01 \x03(\v2\x1a.pgdr.v1.CoordinatorStatusR\fcoordinators\":\n" +
 	"\fApplyRequest\x12*\n" +
-	"\acommand\x18\x01 \x01(\v2\x10.pgdr.v1.CommandR\acommand2\xe7\x03\n" +
+	"\acommand\x18\x01 \x01(\v2\x10.pgdr.v1.CommandR\acommand2\xb3\x05\n" +
 	"\fAdminService\x129\n" +
 	"\x06Status\x12\x16.pgdr.v1.StatusRequest\x1a\x17.pgdr.v1.StatusResponse\x12<\n" +
 	"\aMembers\x12\x17.pgdr.v1.MembersRequest\x1a\x18.pgdr.v1.MembersResponse\x12<\n" +
@@ -1250,7 +1602,11 @@ const file_pgdr_v1_admin_proto_rawDesc = "" +
 	"\x05Pause\x12\x15.pgdr.v1.PauseRequest\x1a\x16.pgdr.v1.PauseResponse\x129\n" +
 	"\x06Resume\x12\x16.pgdr.v1.ResumeRequest\x1a\x17.pgdr.v1.ResumeResponse\x12Q\n" +
 	"\x0eAddCoordinator\x12\x1e.pgdr.v1.AddCoordinatorRequest\x1a\x1f.pgdr.v1.AddCoordinatorResponse\x12Z\n" +
-	"\x11RemoveCoordinator\x12!.pgdr.v1.RemoveCoordinatorRequest\x1a\".pgdr.v1.RemoveCoordinatorResponse2J\n" +
+	"\x11RemoveCoordinator\x12!.pgdr.v1.RemoveCoordinatorRequest\x1a\".pgdr.v1.RemoveCoordinatorResponse\x12E\n" +
+	"\n" +
+	"Switchover\x12\x1a.pgdr.v1.SwitchoverRequest\x1a\x1b.pgdr.v1.SwitchoverResponse\x12?\n" +
+	"\bFailover\x12\x18.pgdr.v1.FailoverRequest\x1a\x19.pgdr.v1.FailoverResponse\x12B\n" +
+	"\tSetPolicy\x12\x19.pgdr.v1.SetPolicyRequest\x1a\x1a.pgdr.v1.SetPolicyResponse2J\n" +
 	"\x12CoordinatorService\x124\n" +
 	"\x05Apply\x12\x15.pgdr.v1.ApplyRequest\x1a\x14.pgdr.v1.ApplyResultB+Z)github.com/pgdr/pgdr/proto/pgdr/v1;pgdrv1b\x06proto3"
 
@@ -1266,68 +1622,82 @@ func file_pgdr_v1_admin_proto_rawDescGZIP() []byte {
 	return file_pgdr_v1_admin_proto_rawDescData
 }
 
-var file_pgdr_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_pgdr_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_pgdr_v1_admin_proto_goTypes = []any{
-	(*StatusRequest)(nil),             // 0: pgdr.v1.StatusRequest
-	(*CoordinatorStatus)(nil),         // 1: pgdr.v1.CoordinatorStatus
-	(*MemberStatus)(nil),              // 2: pgdr.v1.MemberStatus
-	(*ClusterStatus)(nil),             // 3: pgdr.v1.ClusterStatus
-	(*StatusResponse)(nil),            // 4: pgdr.v1.StatusResponse
-	(*MembersRequest)(nil),            // 5: pgdr.v1.MembersRequest
-	(*MembersResponse)(nil),           // 6: pgdr.v1.MembersResponse
-	(*HistoryRequest)(nil),            // 7: pgdr.v1.HistoryRequest
-	(*HistoryResponse)(nil),           // 8: pgdr.v1.HistoryResponse
-	(*PauseRequest)(nil),              // 9: pgdr.v1.PauseRequest
-	(*PauseResponse)(nil),             // 10: pgdr.v1.PauseResponse
-	(*ResumeRequest)(nil),             // 11: pgdr.v1.ResumeRequest
-	(*ResumeResponse)(nil),            // 12: pgdr.v1.ResumeResponse
-	(*AddCoordinatorRequest)(nil),     // 13: pgdr.v1.AddCoordinatorRequest
-	(*AddCoordinatorResponse)(nil),    // 14: pgdr.v1.AddCoordinatorResponse
-	(*RemoveCoordinatorRequest)(nil),  // 15: pgdr.v1.RemoveCoordinatorRequest
-	(*RemoveCoordinatorResponse)(nil), // 16: pgdr.v1.RemoveCoordinatorResponse
-	(*ApplyRequest)(nil),              // 17: pgdr.v1.ApplyRequest
-	(*Policy)(nil),                    // 18: pgdr.v1.Policy
-	(*timestamppb.Timestamp)(nil),     // 19: google.protobuf.Timestamp
-	(*Member)(nil),                    // 20: pgdr.v1.Member
-	(*HistoryEvent)(nil),              // 21: pgdr.v1.HistoryEvent
-	(*Command)(nil),                   // 22: pgdr.v1.Command
-	(*ApplyResult)(nil),               // 23: pgdr.v1.ApplyResult
+	(*SwitchoverRequest)(nil),         // 0: pgdr.v1.SwitchoverRequest
+	(*SwitchoverResponse)(nil),        // 1: pgdr.v1.SwitchoverResponse
+	(*FailoverRequest)(nil),           // 2: pgdr.v1.FailoverRequest
+	(*FailoverResponse)(nil),          // 3: pgdr.v1.FailoverResponse
+	(*SetPolicyRequest)(nil),          // 4: pgdr.v1.SetPolicyRequest
+	(*SetPolicyResponse)(nil),         // 5: pgdr.v1.SetPolicyResponse
+	(*StatusRequest)(nil),             // 6: pgdr.v1.StatusRequest
+	(*CoordinatorStatus)(nil),         // 7: pgdr.v1.CoordinatorStatus
+	(*MemberStatus)(nil),              // 8: pgdr.v1.MemberStatus
+	(*ClusterStatus)(nil),             // 9: pgdr.v1.ClusterStatus
+	(*StatusResponse)(nil),            // 10: pgdr.v1.StatusResponse
+	(*MembersRequest)(nil),            // 11: pgdr.v1.MembersRequest
+	(*MembersResponse)(nil),           // 12: pgdr.v1.MembersResponse
+	(*HistoryRequest)(nil),            // 13: pgdr.v1.HistoryRequest
+	(*HistoryResponse)(nil),           // 14: pgdr.v1.HistoryResponse
+	(*PauseRequest)(nil),              // 15: pgdr.v1.PauseRequest
+	(*PauseResponse)(nil),             // 16: pgdr.v1.PauseResponse
+	(*ResumeRequest)(nil),             // 17: pgdr.v1.ResumeRequest
+	(*ResumeResponse)(nil),            // 18: pgdr.v1.ResumeResponse
+	(*AddCoordinatorRequest)(nil),     // 19: pgdr.v1.AddCoordinatorRequest
+	(*AddCoordinatorResponse)(nil),    // 20: pgdr.v1.AddCoordinatorResponse
+	(*RemoveCoordinatorRequest)(nil),  // 21: pgdr.v1.RemoveCoordinatorRequest
+	(*RemoveCoordinatorResponse)(nil), // 22: pgdr.v1.RemoveCoordinatorResponse
+	(*ApplyRequest)(nil),              // 23: pgdr.v1.ApplyRequest
+	(*Policy)(nil),                    // 24: pgdr.v1.Policy
+	(*timestamppb.Timestamp)(nil),     // 25: google.protobuf.Timestamp
+	(*Member)(nil),                    // 26: pgdr.v1.Member
+	(*HistoryEvent)(nil),              // 27: pgdr.v1.HistoryEvent
+	(*Command)(nil),                   // 28: pgdr.v1.Command
+	(*ApplyResult)(nil),               // 29: pgdr.v1.ApplyResult
 }
 var file_pgdr_v1_admin_proto_depIdxs = []int32{
-	2,  // 0: pgdr.v1.ClusterStatus.members:type_name -> pgdr.v1.MemberStatus
-	18, // 1: pgdr.v1.ClusterStatus.policy:type_name -> pgdr.v1.Policy
-	19, // 2: pgdr.v1.ClusterStatus.lease_expires_at:type_name -> google.protobuf.Timestamp
-	1,  // 3: pgdr.v1.StatusResponse.coordinators:type_name -> pgdr.v1.CoordinatorStatus
-	3,  // 4: pgdr.v1.StatusResponse.clusters:type_name -> pgdr.v1.ClusterStatus
-	19, // 5: pgdr.v1.StatusResponse.time:type_name -> google.protobuf.Timestamp
-	20, // 6: pgdr.v1.MembersResponse.members:type_name -> pgdr.v1.Member
-	21, // 7: pgdr.v1.HistoryResponse.events:type_name -> pgdr.v1.HistoryEvent
-	18, // 8: pgdr.v1.PauseResponse.policy:type_name -> pgdr.v1.Policy
-	18, // 9: pgdr.v1.ResumeResponse.policy:type_name -> pgdr.v1.Policy
-	1,  // 10: pgdr.v1.AddCoordinatorResponse.coordinators:type_name -> pgdr.v1.CoordinatorStatus
-	1,  // 11: pgdr.v1.RemoveCoordinatorResponse.coordinators:type_name -> pgdr.v1.CoordinatorStatus
-	22, // 12: pgdr.v1.ApplyRequest.command:type_name -> pgdr.v1.Command
-	0,  // 13: pgdr.v1.AdminService.Status:input_type -> pgdr.v1.StatusRequest
-	5,  // 14: pgdr.v1.AdminService.Members:input_type -> pgdr.v1.MembersRequest
-	7,  // 15: pgdr.v1.AdminService.History:input_type -> pgdr.v1.HistoryRequest
-	9,  // 16: pgdr.v1.AdminService.Pause:input_type -> pgdr.v1.PauseRequest
-	11, // 17: pgdr.v1.AdminService.Resume:input_type -> pgdr.v1.ResumeRequest
-	13, // 18: pgdr.v1.AdminService.AddCoordinator:input_type -> pgdr.v1.AddCoordinatorRequest
-	15, // 19: pgdr.v1.AdminService.RemoveCoordinator:input_type -> pgdr.v1.RemoveCoordinatorRequest
-	17, // 20: pgdr.v1.CoordinatorService.Apply:input_type -> pgdr.v1.ApplyRequest
-	4,  // 21: pgdr.v1.AdminService.Status:output_type -> pgdr.v1.StatusResponse
-	6,  // 22: pgdr.v1.AdminService.Members:output_type -> pgdr.v1.MembersResponse
-	8,  // 23: pgdr.v1.AdminService.History:output_type -> pgdr.v1.HistoryResponse
-	10, // 24: pgdr.v1.AdminService.Pause:output_type -> pgdr.v1.PauseResponse
-	12, // 25: pgdr.v1.AdminService.Resume:output_type -> pgdr.v1.ResumeResponse
-	14, // 26: pgdr.v1.AdminService.AddCoordinator:output_type -> pgdr.v1.AddCoordinatorResponse
-	16, // 27: pgdr.v1.AdminService.RemoveCoordinator:output_type -> pgdr.v1.RemoveCoordinatorResponse
-	23, // 28: pgdr.v1.CoordinatorService.Apply:output_type -> pgdr.v1.ApplyResult
-	21, // [21:29] is the sub-list for method output_type
-	13, // [13:21] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	24, // 0: pgdr.v1.SetPolicyRequest.policy:type_name -> pgdr.v1.Policy
+	24, // 1: pgdr.v1.SetPolicyResponse.policy:type_name -> pgdr.v1.Policy
+	8,  // 2: pgdr.v1.ClusterStatus.members:type_name -> pgdr.v1.MemberStatus
+	24, // 3: pgdr.v1.ClusterStatus.policy:type_name -> pgdr.v1.Policy
+	25, // 4: pgdr.v1.ClusterStatus.lease_expires_at:type_name -> google.protobuf.Timestamp
+	7,  // 5: pgdr.v1.StatusResponse.coordinators:type_name -> pgdr.v1.CoordinatorStatus
+	9,  // 6: pgdr.v1.StatusResponse.clusters:type_name -> pgdr.v1.ClusterStatus
+	25, // 7: pgdr.v1.StatusResponse.time:type_name -> google.protobuf.Timestamp
+	26, // 8: pgdr.v1.MembersResponse.members:type_name -> pgdr.v1.Member
+	27, // 9: pgdr.v1.HistoryResponse.events:type_name -> pgdr.v1.HistoryEvent
+	24, // 10: pgdr.v1.PauseResponse.policy:type_name -> pgdr.v1.Policy
+	24, // 11: pgdr.v1.ResumeResponse.policy:type_name -> pgdr.v1.Policy
+	7,  // 12: pgdr.v1.AddCoordinatorResponse.coordinators:type_name -> pgdr.v1.CoordinatorStatus
+	7,  // 13: pgdr.v1.RemoveCoordinatorResponse.coordinators:type_name -> pgdr.v1.CoordinatorStatus
+	28, // 14: pgdr.v1.ApplyRequest.command:type_name -> pgdr.v1.Command
+	6,  // 15: pgdr.v1.AdminService.Status:input_type -> pgdr.v1.StatusRequest
+	11, // 16: pgdr.v1.AdminService.Members:input_type -> pgdr.v1.MembersRequest
+	13, // 17: pgdr.v1.AdminService.History:input_type -> pgdr.v1.HistoryRequest
+	15, // 18: pgdr.v1.AdminService.Pause:input_type -> pgdr.v1.PauseRequest
+	17, // 19: pgdr.v1.AdminService.Resume:input_type -> pgdr.v1.ResumeRequest
+	19, // 20: pgdr.v1.AdminService.AddCoordinator:input_type -> pgdr.v1.AddCoordinatorRequest
+	21, // 21: pgdr.v1.AdminService.RemoveCoordinator:input_type -> pgdr.v1.RemoveCoordinatorRequest
+	0,  // 22: pgdr.v1.AdminService.Switchover:input_type -> pgdr.v1.SwitchoverRequest
+	2,  // 23: pgdr.v1.AdminService.Failover:input_type -> pgdr.v1.FailoverRequest
+	4,  // 24: pgdr.v1.AdminService.SetPolicy:input_type -> pgdr.v1.SetPolicyRequest
+	23, // 25: pgdr.v1.CoordinatorService.Apply:input_type -> pgdr.v1.ApplyRequest
+	10, // 26: pgdr.v1.AdminService.Status:output_type -> pgdr.v1.StatusResponse
+	12, // 27: pgdr.v1.AdminService.Members:output_type -> pgdr.v1.MembersResponse
+	14, // 28: pgdr.v1.AdminService.History:output_type -> pgdr.v1.HistoryResponse
+	16, // 29: pgdr.v1.AdminService.Pause:output_type -> pgdr.v1.PauseResponse
+	18, // 30: pgdr.v1.AdminService.Resume:output_type -> pgdr.v1.ResumeResponse
+	20, // 31: pgdr.v1.AdminService.AddCoordinator:output_type -> pgdr.v1.AddCoordinatorResponse
+	22, // 32: pgdr.v1.AdminService.RemoveCoordinator:output_type -> pgdr.v1.RemoveCoordinatorResponse
+	1,  // 33: pgdr.v1.AdminService.Switchover:output_type -> pgdr.v1.SwitchoverResponse
+	3,  // 34: pgdr.v1.AdminService.Failover:output_type -> pgdr.v1.FailoverResponse
+	5,  // 35: pgdr.v1.AdminService.SetPolicy:output_type -> pgdr.v1.SetPolicyResponse
+	29, // 36: pgdr.v1.CoordinatorService.Apply:output_type -> pgdr.v1.ApplyResult
+	26, // [26:37] is the sub-list for method output_type
+	15, // [15:26] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_pgdr_v1_admin_proto_init() }
@@ -1343,7 +1713,7 @@ func file_pgdr_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pgdr_v1_admin_proto_rawDesc), len(file_pgdr_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

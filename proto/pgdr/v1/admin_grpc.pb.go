@@ -28,6 +28,9 @@ const (
 	AdminService_Resume_FullMethodName            = "/pgdr.v1.AdminService/Resume"
 	AdminService_AddCoordinator_FullMethodName    = "/pgdr.v1.AdminService/AddCoordinator"
 	AdminService_RemoveCoordinator_FullMethodName = "/pgdr.v1.AdminService/RemoveCoordinator"
+	AdminService_Switchover_FullMethodName        = "/pgdr.v1.AdminService/Switchover"
+	AdminService_Failover_FullMethodName          = "/pgdr.v1.AdminService/Failover"
+	AdminService_SetPolicy_FullMethodName         = "/pgdr.v1.AdminService/SetPolicy"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -44,6 +47,16 @@ type AdminServiceClient interface {
 	Resume(ctx context.Context, in *ResumeRequest, opts ...grpc.CallOption) (*ResumeResponse, error)
 	AddCoordinator(ctx context.Context, in *AddCoordinatorRequest, opts ...grpc.CallOption) (*AddCoordinatorResponse, error)
 	RemoveCoordinator(ctx context.Context, in *RemoveCoordinatorRequest, opts ...grpc.CallOption) (*RemoveCoordinatorResponse, error)
+	// Switchover: planned change of primary with no data loss (checkpoint,
+	// clean stop of the primary, wait until the target has its shutdown
+	// checkpoint, promote, old primary rejoins). Waits until done.
+	Switchover(ctx context.Context, in *SwitchoverRequest, opts ...grpc.CallOption) (*SwitchoverResponse, error)
+	// Failover: manual promotion of a named replica when the primary is gone.
+	// Refused while the primary is healthy or holds its lease, unless force.
+	Failover(ctx context.Context, in *FailoverRequest, opts ...grpc.CallOption) (*FailoverResponse, error)
+	// SetPolicy replaces a cluster's policy (maintenance mode is kept; use
+	// Pause/Resume for it).
+	SetPolicy(ctx context.Context, in *SetPolicyRequest, opts ...grpc.CallOption) (*SetPolicyResponse, error)
 }
 
 type adminServiceClient struct {
@@ -124,6 +137,36 @@ func (c *adminServiceClient) RemoveCoordinator(ctx context.Context, in *RemoveCo
 	return out, nil
 }
 
+func (c *adminServiceClient) Switchover(ctx context.Context, in *SwitchoverRequest, opts ...grpc.CallOption) (*SwitchoverResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SwitchoverResponse)
+	err := c.cc.Invoke(ctx, AdminService_Switchover_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) Failover(ctx context.Context, in *FailoverRequest, opts ...grpc.CallOption) (*FailoverResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(FailoverResponse)
+	err := c.cc.Invoke(ctx, AdminService_Failover_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) SetPolicy(ctx context.Context, in *SetPolicyRequest, opts ...grpc.CallOption) (*SetPolicyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetPolicyResponse)
+	err := c.cc.Invoke(ctx, AdminService_SetPolicy_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -138,6 +181,16 @@ type AdminServiceServer interface {
 	Resume(context.Context, *ResumeRequest) (*ResumeResponse, error)
 	AddCoordinator(context.Context, *AddCoordinatorRequest) (*AddCoordinatorResponse, error)
 	RemoveCoordinator(context.Context, *RemoveCoordinatorRequest) (*RemoveCoordinatorResponse, error)
+	// Switchover: planned change of primary with no data loss (checkpoint,
+	// clean stop of the primary, wait until the target has its shutdown
+	// checkpoint, promote, old primary rejoins). Waits until done.
+	Switchover(context.Context, *SwitchoverRequest) (*SwitchoverResponse, error)
+	// Failover: manual promotion of a named replica when the primary is gone.
+	// Refused while the primary is healthy or holds its lease, unless force.
+	Failover(context.Context, *FailoverRequest) (*FailoverResponse, error)
+	// SetPolicy replaces a cluster's policy (maintenance mode is kept; use
+	// Pause/Resume for it).
+	SetPolicy(context.Context, *SetPolicyRequest) (*SetPolicyResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -168,6 +221,15 @@ func (UnimplementedAdminServiceServer) AddCoordinator(context.Context, *AddCoord
 }
 func (UnimplementedAdminServiceServer) RemoveCoordinator(context.Context, *RemoveCoordinatorRequest) (*RemoveCoordinatorResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method RemoveCoordinator not implemented")
+}
+func (UnimplementedAdminServiceServer) Switchover(context.Context, *SwitchoverRequest) (*SwitchoverResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Switchover not implemented")
+}
+func (UnimplementedAdminServiceServer) Failover(context.Context, *FailoverRequest) (*FailoverResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Failover not implemented")
+}
+func (UnimplementedAdminServiceServer) SetPolicy(context.Context, *SetPolicyRequest) (*SetPolicyResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method SetPolicy not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -316,6 +378,60 @@ func _AdminService_RemoveCoordinator_Handler(srv interface{}, ctx context.Contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_Switchover_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SwitchoverRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).Switchover(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_Switchover_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).Switchover(ctx, req.(*SwitchoverRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_Failover_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(FailoverRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).Failover(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_Failover_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).Failover(ctx, req.(*FailoverRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_SetPolicy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetPolicyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).SetPolicy(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_SetPolicy_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).SetPolicy(ctx, req.(*SetPolicyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -350,6 +466,18 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RemoveCoordinator",
 			Handler:    _AdminService_RemoveCoordinator_Handler,
+		},
+		{
+			MethodName: "Switchover",
+			Handler:    _AdminService_Switchover_Handler,
+		},
+		{
+			MethodName: "Failover",
+			Handler:    _AdminService_Failover_Handler,
+		},
+		{
+			MethodName: "SetPolicy",
+			Handler:    _AdminService_SetPolicy_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

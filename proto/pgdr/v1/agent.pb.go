@@ -397,8 +397,21 @@ type HealthReport struct {
 	PgVersion             string                 `protobuf:"bytes,21,opt,name=pg_version,json=pgVersion,proto3" json:"pg_version,omitempty"`
 	Fenced                bool                   `protobuf:"varint,22,opt,name=fenced,proto3" json:"fenced,omitempty"`
 	Epoch                 uint64                 `protobuf:"varint,23,opt,name=epoch,proto3" json:"epoch,omitempty"`
-	unknownFields         protoimpl.UnknownFields
-	sizeCache             protoimpl.SizeCache
+	// replicas: on a primary, pg_stat_replication (one per walsender).
+	Replicas []*ReplicaState `protobuf:"bytes,24,rep,name=replicas,proto3" json:"replicas,omitempty"`
+	// synchronous_standby_names: the primary's current setting.
+	SynchronousStandbyNames string `protobuf:"bytes,25,opt,name=synchronous_standby_names,json=synchronousStandbyNames,proto3" json:"synchronous_standby_names,omitempty"`
+	// failsafe_acked_at: when this member last acknowledged a failsafe ping
+	// from failsafe_primary at failsafe_epoch (unset = never). While within
+	// the lease TTL of it, the member refuses promotion.
+	FailsafeAckedAt *timestamppb.Timestamp `protobuf:"bytes,26,opt,name=failsafe_acked_at,json=failsafeAckedAt,proto3" json:"failsafe_acked_at,omitempty"`
+	FailsafePrimary string                 `protobuf:"bytes,27,opt,name=failsafe_primary,json=failsafePrimary,proto3" json:"failsafe_primary,omitempty"`
+	FailsafeEpoch   uint64                 `protobuf:"varint,28,opt,name=failsafe_epoch,json=failsafeEpoch,proto3" json:"failsafe_epoch,omitempty"`
+	// failsafe_active: this primary serves without a lease because every
+	// member acknowledged its failsafe ping.
+	FailsafeActive bool `protobuf:"varint,29,opt,name=failsafe_active,json=failsafeActive,proto3" json:"failsafe_active,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *HealthReport) Reset() {
@@ -592,6 +605,142 @@ func (x *HealthReport) GetEpoch() uint64 {
 	return 0
 }
 
+func (x *HealthReport) GetReplicas() []*ReplicaState {
+	if x != nil {
+		return x.Replicas
+	}
+	return nil
+}
+
+func (x *HealthReport) GetSynchronousStandbyNames() string {
+	if x != nil {
+		return x.SynchronousStandbyNames
+	}
+	return ""
+}
+
+func (x *HealthReport) GetFailsafeAckedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FailsafeAckedAt
+	}
+	return nil
+}
+
+func (x *HealthReport) GetFailsafePrimary() string {
+	if x != nil {
+		return x.FailsafePrimary
+	}
+	return ""
+}
+
+func (x *HealthReport) GetFailsafeEpoch() uint64 {
+	if x != nil {
+		return x.FailsafeEpoch
+	}
+	return 0
+}
+
+func (x *HealthReport) GetFailsafeActive() bool {
+	if x != nil {
+		return x.FailsafeActive
+	}
+	return false
+}
+
+// ReplicaState is one row of the primary's pg_stat_replication.
+type ReplicaState struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	ApplicationName string                 `protobuf:"bytes,1,opt,name=application_name,json=applicationName,proto3" json:"application_name,omitempty"`
+	State           string                 `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	// sync_state: async, potential, sync or quorum.
+	SyncState     string `protobuf:"bytes,3,opt,name=sync_state,json=syncState,proto3" json:"sync_state,omitempty"`
+	SentLsn       uint64 `protobuf:"varint,4,opt,name=sent_lsn,json=sentLsn,proto3" json:"sent_lsn,omitempty"`
+	WriteLsn      uint64 `protobuf:"varint,5,opt,name=write_lsn,json=writeLsn,proto3" json:"write_lsn,omitempty"`
+	FlushLsn      uint64 `protobuf:"varint,6,opt,name=flush_lsn,json=flushLsn,proto3" json:"flush_lsn,omitempty"`
+	ReplayLsn     uint64 `protobuf:"varint,7,opt,name=replay_lsn,json=replayLsn,proto3" json:"replay_lsn,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplicaState) Reset() {
+	*x = ReplicaState{}
+	mi := &file_pgdr_v1_agent_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicaState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicaState) ProtoMessage() {}
+
+func (x *ReplicaState) ProtoReflect() protoreflect.Message {
+	mi := &file_pgdr_v1_agent_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicaState.ProtoReflect.Descriptor instead.
+func (*ReplicaState) Descriptor() ([]byte, []int) {
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ReplicaState) GetApplicationName() string {
+	if x != nil {
+		return x.ApplicationName
+	}
+	return ""
+}
+
+func (x *ReplicaState) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *ReplicaState) GetSyncState() string {
+	if x != nil {
+		return x.SyncState
+	}
+	return ""
+}
+
+func (x *ReplicaState) GetSentLsn() uint64 {
+	if x != nil {
+		return x.SentLsn
+	}
+	return 0
+}
+
+func (x *ReplicaState) GetWriteLsn() uint64 {
+	if x != nil {
+		return x.WriteLsn
+	}
+	return 0
+}
+
+func (x *ReplicaState) GetFlushLsn() uint64 {
+	if x != nil {
+		return x.FlushLsn
+	}
+	return 0
+}
+
+func (x *ReplicaState) GetReplayLsn() uint64 {
+	if x != nil {
+		return x.ReplayLsn
+	}
+	return 0
+}
+
 type ReportSummary struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Received      uint64                 `protobuf:"varint,1,opt,name=received,proto3" json:"received,omitempty"`
@@ -601,7 +750,7 @@ type ReportSummary struct {
 
 func (x *ReportSummary) Reset() {
 	*x = ReportSummary{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[7]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -613,7 +762,7 @@ func (x *ReportSummary) String() string {
 func (*ReportSummary) ProtoMessage() {}
 
 func (x *ReportSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[7]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -626,7 +775,7 @@ func (x *ReportSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportSummary.ProtoReflect.Descriptor instead.
 func (*ReportSummary) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{7}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ReportSummary) GetReceived() uint64 {
@@ -646,7 +795,7 @@ type CommandsRequest struct {
 
 func (x *CommandsRequest) Reset() {
 	*x = CommandsRequest{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[8]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -658,7 +807,7 @@ func (x *CommandsRequest) String() string {
 func (*CommandsRequest) ProtoMessage() {}
 
 func (x *CommandsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[8]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -671,7 +820,7 @@ func (x *CommandsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandsRequest.ProtoReflect.Descriptor instead.
 func (*CommandsRequest) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{8}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CommandsRequest) GetCluster() string {
@@ -705,6 +854,8 @@ type AgentCommand struct {
 	//	*AgentCommand_Follow
 	//	*AgentCommand_Fence
 	//	*AgentCommand_Rejoin
+	//	*AgentCommand_Demote
+	//	*AgentCommand_SetSynchronous
 	Kind          isAgentCommand_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -712,7 +863,7 @@ type AgentCommand struct {
 
 func (x *AgentCommand) Reset() {
 	*x = AgentCommand{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[9]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -724,7 +875,7 @@ func (x *AgentCommand) String() string {
 func (*AgentCommand) ProtoMessage() {}
 
 func (x *AgentCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[9]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -737,7 +888,7 @@ func (x *AgentCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentCommand.ProtoReflect.Descriptor instead.
 func (*AgentCommand) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{9}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *AgentCommand) GetId() string {
@@ -836,6 +987,24 @@ func (x *AgentCommand) GetRejoin() *Rejoin {
 	return nil
 }
 
+func (x *AgentCommand) GetDemote() *Demote {
+	if x != nil {
+		if x, ok := x.Kind.(*AgentCommand_Demote); ok {
+			return x.Demote
+		}
+	}
+	return nil
+}
+
+func (x *AgentCommand) GetSetSynchronous() *SetSynchronous {
+	if x != nil {
+		if x, ok := x.Kind.(*AgentCommand_SetSynchronous); ok {
+			return x.SetSynchronous
+		}
+	}
+	return nil
+}
+
 type isAgentCommand_Kind interface {
 	isAgentCommand_Kind()
 }
@@ -872,6 +1041,17 @@ type AgentCommand_Rejoin struct {
 	Rejoin *Rejoin `protobuf:"bytes,15,opt,name=rejoin,proto3,oneof"`
 }
 
+type AgentCommand_Demote struct {
+	// demote: planned switchover: checkpoint, stop cleanly, report the
+	// shutdown checkpoint's LSN.
+	Demote *Demote `protobuf:"bytes,16,opt,name=demote,proto3,oneof"`
+}
+
+type AgentCommand_SetSynchronous struct {
+	// set_synchronous: the primary sets synchronous_standby_names.
+	SetSynchronous *SetSynchronous `protobuf:"bytes,17,opt,name=set_synchronous,json=setSynchronous,proto3,oneof"`
+}
+
 func (*AgentCommand_Ping) isAgentCommand_Kind() {}
 
 func (*AgentCommand_CheckNow) isAgentCommand_Kind() {}
@@ -884,6 +1064,10 @@ func (*AgentCommand_Fence) isAgentCommand_Kind() {}
 
 func (*AgentCommand_Rejoin) isAgentCommand_Kind() {}
 
+func (*AgentCommand_Demote) isAgentCommand_Kind() {}
+
+func (*AgentCommand_SetSynchronous) isAgentCommand_Kind() {}
+
 type Ping struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -892,7 +1076,7 @@ type Ping struct {
 
 func (x *Ping) Reset() {
 	*x = Ping{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[10]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -904,7 +1088,7 @@ func (x *Ping) String() string {
 func (*Ping) ProtoMessage() {}
 
 func (x *Ping) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[10]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -917,7 +1101,7 @@ func (x *Ping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ping.ProtoReflect.Descriptor instead.
 func (*Ping) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{10}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{11}
 }
 
 type CheckNow struct {
@@ -928,7 +1112,7 @@ type CheckNow struct {
 
 func (x *CheckNow) Reset() {
 	*x = CheckNow{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[11]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -940,7 +1124,7 @@ func (x *CheckNow) String() string {
 func (*CheckNow) ProtoMessage() {}
 
 func (x *CheckNow) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[11]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -953,7 +1137,7 @@ func (x *CheckNow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckNow.ProtoReflect.Descriptor instead.
 func (*CheckNow) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{11}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{12}
 }
 
 type Promote struct {
@@ -965,7 +1149,7 @@ type Promote struct {
 
 func (x *Promote) Reset() {
 	*x = Promote{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[12]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -977,7 +1161,7 @@ func (x *Promote) String() string {
 func (*Promote) ProtoMessage() {}
 
 func (x *Promote) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[12]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -990,7 +1174,7 @@ func (x *Promote) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Promote.ProtoReflect.Descriptor instead.
 func (*Promote) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{12}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Promote) GetReason() string {
@@ -1011,7 +1195,7 @@ type Follow struct {
 
 func (x *Follow) Reset() {
 	*x = Follow{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[13]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1023,7 +1207,7 @@ func (x *Follow) String() string {
 func (*Follow) ProtoMessage() {}
 
 func (x *Follow) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[13]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1036,7 +1220,7 @@ func (x *Follow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Follow.ProtoReflect.Descriptor instead.
 func (*Follow) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{13}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Follow) GetPrimary() string {
@@ -1062,7 +1246,7 @@ type Fence struct {
 
 func (x *Fence) Reset() {
 	*x = Fence{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[14]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1074,7 +1258,7 @@ func (x *Fence) String() string {
 func (*Fence) ProtoMessage() {}
 
 func (x *Fence) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[14]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1087,7 +1271,7 @@ func (x *Fence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fence.ProtoReflect.Descriptor instead.
 func (*Fence) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{14}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Fence) GetReason() string {
@@ -1107,7 +1291,7 @@ type Rejoin struct {
 
 func (x *Rejoin) Reset() {
 	*x = Rejoin{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[15]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1119,7 +1303,7 @@ func (x *Rejoin) String() string {
 func (*Rejoin) ProtoMessage() {}
 
 func (x *Rejoin) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[15]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1132,7 +1316,7 @@ func (x *Rejoin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rejoin.ProtoReflect.Descriptor instead.
 func (*Rejoin) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{15}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Rejoin) GetPrimary() string {
@@ -1145,6 +1329,95 @@ func (x *Rejoin) GetPrimary() string {
 func (x *Rejoin) GetPrimaryDsn() string {
 	if x != nil {
 		return x.PrimaryDsn
+	}
+	return ""
+}
+
+type Demote struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Reason        string                 `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Demote) Reset() {
+	*x = Demote{}
+	mi := &file_pgdr_v1_agent_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Demote) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Demote) ProtoMessage() {}
+
+func (x *Demote) ProtoReflect() protoreflect.Message {
+	mi := &file_pgdr_v1_agent_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Demote.ProtoReflect.Descriptor instead.
+func (*Demote) Descriptor() ([]byte, []int) {
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *Demote) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type SetSynchronous struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// value: the whole synchronous_standby_names setting ("" = asynchronous).
+	Value         string `protobuf:"bytes,1,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetSynchronous) Reset() {
+	*x = SetSynchronous{}
+	mi := &file_pgdr_v1_agent_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetSynchronous) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetSynchronous) ProtoMessage() {}
+
+func (x *SetSynchronous) ProtoReflect() protoreflect.Message {
+	mi := &file_pgdr_v1_agent_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetSynchronous.ProtoReflect.Descriptor instead.
+func (*SetSynchronous) Descriptor() ([]byte, []int) {
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *SetSynchronous) GetValue() string {
+	if x != nil {
+		return x.Value
 	}
 	return ""
 }
@@ -1163,7 +1436,7 @@ type CommandResult struct {
 
 func (x *CommandResult) Reset() {
 	*x = CommandResult{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[16]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1175,7 +1448,7 @@ func (x *CommandResult) String() string {
 func (*CommandResult) ProtoMessage() {}
 
 func (x *CommandResult) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[16]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1188,7 +1461,7 @@ func (x *CommandResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandResult.ProtoReflect.Descriptor instead.
 func (*CommandResult) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{16}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CommandResult) GetId() string {
@@ -1241,7 +1514,7 @@ type CommandResultAck struct {
 
 func (x *CommandResultAck) Reset() {
 	*x = CommandResultAck{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[17]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1253,7 +1526,7 @@ func (x *CommandResultAck) String() string {
 func (*CommandResultAck) ProtoMessage() {}
 
 func (x *CommandResultAck) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[17]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1266,7 +1539,7 @@ func (x *CommandResultAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandResultAck.ProtoReflect.Descriptor instead.
 func (*CommandResultAck) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{17}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{20}
 }
 
 var File_pgdr_v1_agent_proto protoreflect.FileDescriptor
@@ -1295,7 +1568,7 @@ const file_pgdr_v1_agent_proto_rawDesc = "" +
 	"\x06member\x18\x01 \x01(\v2\x0f.pgdr.v1.MemberR\x06member\"B\n" +
 	"\x10RegisterResponse\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x18\n" +
-	"\aprimary\x18\x02 \x01(\tR\aprimary\"\xd7\x06\n" +
+	"\aprimary\x18\x02 \x01(\tR\aprimary\"\x89\t\n" +
 	"\fHealthReport\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12.\n" +
@@ -1326,12 +1599,28 @@ const file_pgdr_v1_agent_proto_rawDesc = "" +
 	"\n" +
 	"pg_version\x18\x15 \x01(\tR\tpgVersion\x12\x16\n" +
 	"\x06fenced\x18\x16 \x01(\bR\x06fenced\x12\x14\n" +
-	"\x05epoch\x18\x17 \x01(\x04R\x05epoch\"+\n" +
+	"\x05epoch\x18\x17 \x01(\x04R\x05epoch\x121\n" +
+	"\breplicas\x18\x18 \x03(\v2\x15.pgdr.v1.ReplicaStateR\breplicas\x12:\n" +
+	"\x19synchronous_standby_names\x18\x19 \x01(\tR\x17synchronousStandbyNames\x12F\n" +
+	"\x11failsafe_acked_at\x18\x1a \x01(\v2\x1a.google.protobuf.TimestampR\x0ffailsafeAckedAt\x12)\n" +
+	"\x10failsafe_primary\x18\x1b \x01(\tR\x0ffailsafePrimary\x12%\n" +
+	"\x0efailsafe_epoch\x18\x1c \x01(\x04R\rfailsafeEpoch\x12'\n" +
+	"\x0ffailsafe_active\x18\x1d \x01(\bR\x0efailsafeActive\"\xe2\x01\n" +
+	"\fReplicaState\x12)\n" +
+	"\x10application_name\x18\x01 \x01(\tR\x0fapplicationName\x12\x14\n" +
+	"\x05state\x18\x02 \x01(\tR\x05state\x12\x1d\n" +
+	"\n" +
+	"sync_state\x18\x03 \x01(\tR\tsyncState\x12\x19\n" +
+	"\bsent_lsn\x18\x04 \x01(\x04R\asentLsn\x12\x1b\n" +
+	"\twrite_lsn\x18\x05 \x01(\x04R\bwriteLsn\x12\x1b\n" +
+	"\tflush_lsn\x18\x06 \x01(\x04R\bflushLsn\x12\x1d\n" +
+	"\n" +
+	"replay_lsn\x18\a \x01(\x04R\treplayLsn\"+\n" +
 	"\rReportSummary\x12\x1a\n" +
 	"\breceived\x18\x01 \x01(\x04R\breceived\"?\n" +
 	"\x0fCommandsRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
-	"\x04node\x18\x02 \x01(\tR\x04node\"\xa6\x03\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\"\x95\x04\n" +
 	"\fAgentCommand\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12\x12\n" +
@@ -1344,7 +1633,9 @@ const file_pgdr_v1_agent_proto_rawDesc = "" +
 	"\apromote\x18\f \x01(\v2\x10.pgdr.v1.PromoteH\x00R\apromote\x12)\n" +
 	"\x06follow\x18\r \x01(\v2\x0f.pgdr.v1.FollowH\x00R\x06follow\x12&\n" +
 	"\x05fence\x18\x0e \x01(\v2\x0e.pgdr.v1.FenceH\x00R\x05fence\x12)\n" +
-	"\x06rejoin\x18\x0f \x01(\v2\x0f.pgdr.v1.RejoinH\x00R\x06rejoinB\x06\n" +
+	"\x06rejoin\x18\x0f \x01(\v2\x0f.pgdr.v1.RejoinH\x00R\x06rejoin\x12)\n" +
+	"\x06demote\x18\x10 \x01(\v2\x0f.pgdr.v1.DemoteH\x00R\x06demote\x12B\n" +
+	"\x0fset_synchronous\x18\x11 \x01(\v2\x17.pgdr.v1.SetSynchronousH\x00R\x0esetSynchronousB\x06\n" +
 	"\x04kind\"\x06\n" +
 	"\x04Ping\"\n" +
 	"\n" +
@@ -1360,7 +1651,11 @@ const file_pgdr_v1_agent_proto_rawDesc = "" +
 	"\x06Rejoin\x12\x18\n" +
 	"\aprimary\x18\x01 \x01(\tR\aprimary\x12\x1f\n" +
 	"\vprimary_dsn\x18\x02 \x01(\tR\n" +
-	"primaryDsn\"\x8b\x01\n" +
+	"primaryDsn\" \n" +
+	"\x06Demote\x12\x16\n" +
+	"\x06reason\x18\x01 \x01(\tR\x06reason\"&\n" +
+	"\x0eSetSynchronous\x12\x14\n" +
+	"\x05value\x18\x01 \x01(\tR\x05value\"\x8b\x01\n" +
 	"\rCommandResult\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12\x12\n" +
@@ -1390,7 +1685,7 @@ func file_pgdr_v1_agent_proto_rawDescGZIP() []byte {
 	return file_pgdr_v1_agent_proto_rawDescData
 }
 
-var file_pgdr_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_pgdr_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_pgdr_v1_agent_proto_goTypes = []any{
 	(*RenewLeaseRequest)(nil),     // 0: pgdr.v1.RenewLeaseRequest
 	(*RenewLeaseResponse)(nil),    // 1: pgdr.v1.RenewLeaseResponse
@@ -1399,48 +1694,55 @@ var file_pgdr_v1_agent_proto_goTypes = []any{
 	(*RegisterRequest)(nil),       // 4: pgdr.v1.RegisterRequest
 	(*RegisterResponse)(nil),      // 5: pgdr.v1.RegisterResponse
 	(*HealthReport)(nil),          // 6: pgdr.v1.HealthReport
-	(*ReportSummary)(nil),         // 7: pgdr.v1.ReportSummary
-	(*CommandsRequest)(nil),       // 8: pgdr.v1.CommandsRequest
-	(*AgentCommand)(nil),          // 9: pgdr.v1.AgentCommand
-	(*Ping)(nil),                  // 10: pgdr.v1.Ping
-	(*CheckNow)(nil),              // 11: pgdr.v1.CheckNow
-	(*Promote)(nil),               // 12: pgdr.v1.Promote
-	(*Follow)(nil),                // 13: pgdr.v1.Follow
-	(*Fence)(nil),                 // 14: pgdr.v1.Fence
-	(*Rejoin)(nil),                // 15: pgdr.v1.Rejoin
-	(*CommandResult)(nil),         // 16: pgdr.v1.CommandResult
-	(*CommandResultAck)(nil),      // 17: pgdr.v1.CommandResultAck
-	(*Member)(nil),                // 18: pgdr.v1.Member
-	(*timestamppb.Timestamp)(nil), // 19: google.protobuf.Timestamp
+	(*ReplicaState)(nil),          // 7: pgdr.v1.ReplicaState
+	(*ReportSummary)(nil),         // 8: pgdr.v1.ReportSummary
+	(*CommandsRequest)(nil),       // 9: pgdr.v1.CommandsRequest
+	(*AgentCommand)(nil),          // 10: pgdr.v1.AgentCommand
+	(*Ping)(nil),                  // 11: pgdr.v1.Ping
+	(*CheckNow)(nil),              // 12: pgdr.v1.CheckNow
+	(*Promote)(nil),               // 13: pgdr.v1.Promote
+	(*Follow)(nil),                // 14: pgdr.v1.Follow
+	(*Fence)(nil),                 // 15: pgdr.v1.Fence
+	(*Rejoin)(nil),                // 16: pgdr.v1.Rejoin
+	(*Demote)(nil),                // 17: pgdr.v1.Demote
+	(*SetSynchronous)(nil),        // 18: pgdr.v1.SetSynchronous
+	(*CommandResult)(nil),         // 19: pgdr.v1.CommandResult
+	(*CommandResultAck)(nil),      // 20: pgdr.v1.CommandResultAck
+	(*Member)(nil),                // 21: pgdr.v1.Member
+	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
 }
 var file_pgdr_v1_agent_proto_depIdxs = []int32{
-	18, // 0: pgdr.v1.RegisterRequest.member:type_name -> pgdr.v1.Member
-	19, // 1: pgdr.v1.HealthReport.time:type_name -> google.protobuf.Timestamp
-	19, // 2: pgdr.v1.HealthReport.archive_last_failed_time:type_name -> google.protobuf.Timestamp
-	19, // 3: pgdr.v1.AgentCommand.issued_at:type_name -> google.protobuf.Timestamp
-	10, // 4: pgdr.v1.AgentCommand.ping:type_name -> pgdr.v1.Ping
-	11, // 5: pgdr.v1.AgentCommand.check_now:type_name -> pgdr.v1.CheckNow
-	12, // 6: pgdr.v1.AgentCommand.promote:type_name -> pgdr.v1.Promote
-	13, // 7: pgdr.v1.AgentCommand.follow:type_name -> pgdr.v1.Follow
-	14, // 8: pgdr.v1.AgentCommand.fence:type_name -> pgdr.v1.Fence
-	15, // 9: pgdr.v1.AgentCommand.rejoin:type_name -> pgdr.v1.Rejoin
-	2,  // 10: pgdr.v1.AgentService.Leader:input_type -> pgdr.v1.LeaderRequest
-	4,  // 11: pgdr.v1.AgentService.Register:input_type -> pgdr.v1.RegisterRequest
-	6,  // 12: pgdr.v1.AgentService.Report:input_type -> pgdr.v1.HealthReport
-	8,  // 13: pgdr.v1.AgentService.Commands:input_type -> pgdr.v1.CommandsRequest
-	16, // 14: pgdr.v1.AgentService.CompleteCommand:input_type -> pgdr.v1.CommandResult
-	0,  // 15: pgdr.v1.AgentService.RenewLease:input_type -> pgdr.v1.RenewLeaseRequest
-	3,  // 16: pgdr.v1.AgentService.Leader:output_type -> pgdr.v1.LeaderResponse
-	5,  // 17: pgdr.v1.AgentService.Register:output_type -> pgdr.v1.RegisterResponse
-	7,  // 18: pgdr.v1.AgentService.Report:output_type -> pgdr.v1.ReportSummary
-	9,  // 19: pgdr.v1.AgentService.Commands:output_type -> pgdr.v1.AgentCommand
-	17, // 20: pgdr.v1.AgentService.CompleteCommand:output_type -> pgdr.v1.CommandResultAck
-	1,  // 21: pgdr.v1.AgentService.RenewLease:output_type -> pgdr.v1.RenewLeaseResponse
-	16, // [16:22] is the sub-list for method output_type
-	10, // [10:16] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	21, // 0: pgdr.v1.RegisterRequest.member:type_name -> pgdr.v1.Member
+	22, // 1: pgdr.v1.HealthReport.time:type_name -> google.protobuf.Timestamp
+	22, // 2: pgdr.v1.HealthReport.archive_last_failed_time:type_name -> google.protobuf.Timestamp
+	7,  // 3: pgdr.v1.HealthReport.replicas:type_name -> pgdr.v1.ReplicaState
+	22, // 4: pgdr.v1.HealthReport.failsafe_acked_at:type_name -> google.protobuf.Timestamp
+	22, // 5: pgdr.v1.AgentCommand.issued_at:type_name -> google.protobuf.Timestamp
+	11, // 6: pgdr.v1.AgentCommand.ping:type_name -> pgdr.v1.Ping
+	12, // 7: pgdr.v1.AgentCommand.check_now:type_name -> pgdr.v1.CheckNow
+	13, // 8: pgdr.v1.AgentCommand.promote:type_name -> pgdr.v1.Promote
+	14, // 9: pgdr.v1.AgentCommand.follow:type_name -> pgdr.v1.Follow
+	15, // 10: pgdr.v1.AgentCommand.fence:type_name -> pgdr.v1.Fence
+	16, // 11: pgdr.v1.AgentCommand.rejoin:type_name -> pgdr.v1.Rejoin
+	17, // 12: pgdr.v1.AgentCommand.demote:type_name -> pgdr.v1.Demote
+	18, // 13: pgdr.v1.AgentCommand.set_synchronous:type_name -> pgdr.v1.SetSynchronous
+	2,  // 14: pgdr.v1.AgentService.Leader:input_type -> pgdr.v1.LeaderRequest
+	4,  // 15: pgdr.v1.AgentService.Register:input_type -> pgdr.v1.RegisterRequest
+	6,  // 16: pgdr.v1.AgentService.Report:input_type -> pgdr.v1.HealthReport
+	9,  // 17: pgdr.v1.AgentService.Commands:input_type -> pgdr.v1.CommandsRequest
+	19, // 18: pgdr.v1.AgentService.CompleteCommand:input_type -> pgdr.v1.CommandResult
+	0,  // 19: pgdr.v1.AgentService.RenewLease:input_type -> pgdr.v1.RenewLeaseRequest
+	3,  // 20: pgdr.v1.AgentService.Leader:output_type -> pgdr.v1.LeaderResponse
+	5,  // 21: pgdr.v1.AgentService.Register:output_type -> pgdr.v1.RegisterResponse
+	8,  // 22: pgdr.v1.AgentService.Report:output_type -> pgdr.v1.ReportSummary
+	10, // 23: pgdr.v1.AgentService.Commands:output_type -> pgdr.v1.AgentCommand
+	20, // 24: pgdr.v1.AgentService.CompleteCommand:output_type -> pgdr.v1.CommandResultAck
+	1,  // 25: pgdr.v1.AgentService.RenewLease:output_type -> pgdr.v1.RenewLeaseResponse
+	20, // [20:26] is the sub-list for method output_type
+	14, // [14:20] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_pgdr_v1_agent_proto_init() }
@@ -1449,13 +1751,15 @@ func file_pgdr_v1_agent_proto_init() {
 		return
 	}
 	file_pgdr_v1_state_proto_init()
-	file_pgdr_v1_agent_proto_msgTypes[9].OneofWrappers = []any{
+	file_pgdr_v1_agent_proto_msgTypes[10].OneofWrappers = []any{
 		(*AgentCommand_Ping)(nil),
 		(*AgentCommand_CheckNow)(nil),
 		(*AgentCommand_Promote)(nil),
 		(*AgentCommand_Follow)(nil),
 		(*AgentCommand_Fence)(nil),
 		(*AgentCommand_Rejoin)(nil),
+		(*AgentCommand_Demote)(nil),
+		(*AgentCommand_SetSynchronous)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1463,7 +1767,7 @@ func file_pgdr_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pgdr_v1_agent_proto_rawDesc), len(file_pgdr_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -169,6 +169,10 @@ type Policy struct {
 	// synchronous: "off", "on" or "quorum N".
 	Synchronous      string   `protobuf:"bytes,6,opt,name=synchronous,proto3" json:"synchronous,omitempty"`
 	PreferredRegions []string `protobuf:"bytes,7,rep,name=preferred_regions,json=preferredRegions,proto3" json:"preferred_regions,omitempty"`
+	// failsafe_disabled: when false (the default), a primary that cannot
+	// renew its lease keeps serving while every member acknowledges its
+	// failsafe ping (see coordinator/failover).
+	FailsafeDisabled bool `protobuf:"varint,8,opt,name=failsafe_disabled,json=failsafeDisabled,proto3" json:"failsafe_disabled,omitempty"`
 	unknownFields    protoimpl.UnknownFields
 	sizeCache        protoimpl.SizeCache
 }
@@ -250,6 +254,13 @@ func (x *Policy) GetPreferredRegions() []string {
 		return x.PreferredRegions
 	}
 	return nil
+}
+
+func (x *Policy) GetFailsafeDisabled() bool {
+	if x != nil {
+		return x.FailsafeDisabled
+	}
+	return false
 }
 
 // Cluster is one PostgreSQL cluster (a primary and its replicas).
@@ -644,7 +655,7 @@ const file_pgdr_v1_state_proto_rawDesc = "" +
 	"\n" +
 	"updated_at\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12+\n" +
-	"\x11system_identifier\x18\v \x01(\x04R\x10systemIdentifier\"\xa1\x02\n" +
+	"\x11system_identifier\x18\v \x01(\x04R\x10systemIdentifier\"\xce\x02\n" +
 	"\x06Policy\x12\x16\n" +
 	"\x06paused\x18\x01 \x01(\bR\x06paused\x12#\n" +
 	"\rpaused_reason\x18\x02 \x01(\tR\fpausedReason\x12\x1b\n" +
@@ -652,7 +663,8 @@ const file_pgdr_v1_state_proto_rawDesc = "" +
 	"\tpaused_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bpausedAt\x125\n" +
 	"\x17maximum_lag_on_failover\x18\x05 \x01(\x04R\x14maximumLagOnFailover\x12 \n" +
 	"\vsynchronous\x18\x06 \x01(\tR\vsynchronous\x12+\n" +
-	"\x11preferred_regions\x18\a \x03(\tR\x10preferredRegions\"\xe4\x02\n" +
+	"\x11preferred_regions\x18\a \x03(\tR\x10preferredRegions\x12+\n" +
+	"\x11failsafe_disabled\x18\b \x01(\bR\x10failsafeDisabled\"\xe4\x02\n" +
 	"\aCluster\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x127\n" +
 	"\amembers\x18\x02 \x03(\v2\x1d.pgdr.v1.Cluster.MembersEntryR\amembers\x12\x18\n" +
