@@ -20,6 +20,7 @@ const (
 	KindMemberUpdated      = "member-updated"
 	KindMemberRemoved      = "member-removed"
 	KindPrimarySet         = "primary-set"
+	KindSyncStandbysSet    = "sync-standbys-set"
 	KindPaused             = "paused"
 	KindResumed            = "resumed"
 	KindPolicySet          = "policy-set"
@@ -253,6 +254,42 @@ func applySetPrimary(st *pgdrv1.State, c *pgdrv1.Command, p *pgdrv1.SetPrimary, 
 	addEvent(st, c, index, &pgdrv1.HistoryEvent{
 		Kind: KindPrimarySet, Cluster: cl.GetName(), Node: cl.GetPrimary(), Epoch: cl.GetEpoch(),
 		Message: msg, Details: map[string]string{"previous": prev, "reason": p.GetReason()},
+	})
+	return nil
+}
+
+// applySetSyncStandbys records the synchronous standbys (compare-and-set
+// on the epoch). The primary itself and unknown members are refused; an
+// unchanged list is accepted without an event.
+func applySetSyncStandbys(st *pgdrv1.State, c *pgdrv1.Command, p *pgdrv1.SetSyncStandbys, index uint64) error {
+	cl, err := findCluster(st, p.GetCluster())
+	if err != nil {
+		return fmt.Errorf("set sync standbys: %w", err)
+	}
+	if p.GetExpectedEpoch() != cl.GetEpoch() {
+		return fmt.Errorf("set sync standbys: epoch mismatch in cluster %q: expected %d, current %d",
+			cl.GetName(), p.GetExpectedEpoch(), cl.GetEpoch())
+	}
+	seen := map[string]bool{}
+	for _, n := range p.GetNames() {
+		if _, ok := cl.GetMembers()[n]; !ok {
+			return fmt.Errorf("set sync standbys: member %q not found in cluster %q", n, cl.GetName())
+		}
+		if n == cl.GetPrimary() {
+			return fmt.Errorf("set sync standbys: %q is the primary", n)
+		}
+		if seen[n] {
+			return fmt.Errorf("set sync standbys: %q listed twice", n)
+		}
+		seen[n] = true
+	}
+	if slices.Equal(cl.GetSyncStandbys(), p.GetNames()) {
+		return nil
+	}
+	cl.SyncStandbys = slices.Clone(p.GetNames())
+	addEvent(st, c, index, &pgdrv1.HistoryEvent{
+		Kind: KindSyncStandbysSet, Cluster: cl.GetName(), Epoch: cl.GetEpoch(),
+		Message: fmt.Sprintf("synchronous standbys: %v", cl.SyncStandbys),
 	})
 	return nil
 }

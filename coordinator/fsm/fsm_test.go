@@ -771,3 +771,37 @@ func TestMemberEpochReadsWithoutCopy(t *testing.T) {
 		t.Fatal("member of an unknown cluster reported")
 	}
 }
+
+func TestSetSyncStandbys(t *testing.T) {
+	h := newHarness(t, Options{})
+	h.mustApply(pgdrv1.CommandType_COMMAND_TYPE_REGISTER_MEMBER, member("main", "a", 0))
+	h.mustApply(pgdrv1.CommandType_COMMAND_TYPE_REGISTER_MEMBER, member("main", "b", 0))
+	h.mustApply(pgdrv1.CommandType_COMMAND_TYPE_SET_PRIMARY, &pgdrv1.SetPrimary{Cluster: "main", Name: "a", ExpectedEpoch: 0})
+	for _, bad := range []*pgdrv1.SetSyncStandbys{
+		{Cluster: "main", Names: []string{"b"}, ExpectedEpoch: 0},      // stale epoch
+		{Cluster: "main", Names: []string{"a"}, ExpectedEpoch: 1},      // the primary
+		{Cluster: "main", Names: []string{"zz"}, ExpectedEpoch: 1},     // unknown
+		{Cluster: "main", Names: []string{"b", "b"}, ExpectedEpoch: 1}, // twice
+		{Cluster: "nope", Names: []string{"b"}, ExpectedEpoch: 1},
+	} {
+		before := h.f.State()
+		if r := h.apply(pgdrv1.CommandType_COMMAND_TYPE_SET_SYNC_STANDBYS, bad); r.Ok {
+			t.Fatalf("accepted %v", bad)
+		}
+		after := h.f.State()
+		after.LastIndex = before.LastIndex
+		if !proto.Equal(before, after) {
+			t.Fatalf("rejected %v changed the state", bad)
+		}
+	}
+	h.mustApply(pgdrv1.CommandType_COMMAND_TYPE_SET_SYNC_STANDBYS, &pgdrv1.SetSyncStandbys{Cluster: "main", Names: []string{"b"}, ExpectedEpoch: 1})
+	c, _ := h.f.Cluster("main")
+	if len(c.SyncStandbys) != 1 || c.SyncStandbys[0] != "b" {
+		t.Fatalf("sync standbys %v", c.SyncStandbys)
+	}
+	n := len(h.f.History("main", 0, 0))
+	h.mustApply(pgdrv1.CommandType_COMMAND_TYPE_SET_SYNC_STANDBYS, &pgdrv1.SetSyncStandbys{Cluster: "main", Names: []string{"b"}, ExpectedEpoch: 1})
+	if len(h.f.History("main", 0, 0)) != n {
+		t.Fatal("an unchanged list recorded an event")
+	}
+}

@@ -53,6 +53,8 @@ func newRegistry() registry {
 		typed(func() *pgdrv1.RemoveMember { return &pgdrv1.RemoveMember{} }, applyRemoveMember))
 	r.register(pgdrv1.CommandType_COMMAND_TYPE_SET_PRIMARY,
 		typed(func() *pgdrv1.SetPrimary { return &pgdrv1.SetPrimary{} }, applySetPrimary))
+	r.register(pgdrv1.CommandType_COMMAND_TYPE_SET_SYNC_STANDBYS,
+		typed(func() *pgdrv1.SetSyncStandbys { return &pgdrv1.SetSyncStandbys{} }, applySetSyncStandbys))
 	r.register(pgdrv1.CommandType_COMMAND_TYPE_SET_PAUSED,
 		typed(func() *pgdrv1.SetPaused { return &pgdrv1.SetPaused{} }, applySetPaused))
 	r.register(pgdrv1.CommandType_COMMAND_TYPE_SET_POLICY,

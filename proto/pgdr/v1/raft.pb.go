@@ -37,6 +37,7 @@ const (
 	CommandType_COMMAND_TYPE_UPSERT_COORDINATOR CommandType = 6
 	CommandType_COMMAND_TYPE_REMOVE_COORDINATOR CommandType = 7
 	CommandType_COMMAND_TYPE_RECORD_EVENT       CommandType = 8
+	CommandType_COMMAND_TYPE_SET_SYNC_STANDBYS  CommandType = 9
 )
 
 // Enum value maps for CommandType.
@@ -51,6 +52,7 @@ var (
 		6: "COMMAND_TYPE_UPSERT_COORDINATOR",
 		7: "COMMAND_TYPE_REMOVE_COORDINATOR",
 		8: "COMMAND_TYPE_RECORD_EVENT",
+		9: "COMMAND_TYPE_SET_SYNC_STANDBYS",
 	}
 	CommandType_value = map[string]int32{
 		"COMMAND_TYPE_UNSPECIFIED":        0,
@@ -62,6 +64,7 @@ var (
 		"COMMAND_TYPE_UPSERT_COORDINATOR": 6,
 		"COMMAND_TYPE_REMOVE_COORDINATOR": 7,
 		"COMMAND_TYPE_RECORD_EVENT":       8,
+		"COMMAND_TYPE_SET_SYNC_STANDBYS":  9,
 	}
 )
 
@@ -647,6 +650,68 @@ func (x *RecordEvent) GetEvent() *HistoryEvent {
 	return nil
 }
 
+// SetSyncStandbys records the synchronous standbys of a cluster; applies
+// only when expected_epoch equals the cluster's epoch.
+type SetSyncStandbys struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Cluster       string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	Names         []string               `protobuf:"bytes,2,rep,name=names,proto3" json:"names,omitempty"`
+	ExpectedEpoch uint64                 `protobuf:"varint,3,opt,name=expected_epoch,json=expectedEpoch,proto3" json:"expected_epoch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetSyncStandbys) Reset() {
+	*x = SetSyncStandbys{}
+	mi := &file_pgdr_v1_raft_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetSyncStandbys) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetSyncStandbys) ProtoMessage() {}
+
+func (x *SetSyncStandbys) ProtoReflect() protoreflect.Message {
+	mi := &file_pgdr_v1_raft_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetSyncStandbys.ProtoReflect.Descriptor instead.
+func (*SetSyncStandbys) Descriptor() ([]byte, []int) {
+	return file_pgdr_v1_raft_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *SetSyncStandbys) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *SetSyncStandbys) GetNames() []string {
+	if x != nil {
+		return x.Names
+	}
+	return nil
+}
+
+func (x *SetSyncStandbys) GetExpectedEpoch() uint64 {
+	if x != nil {
+		return x.ExpectedEpoch
+	}
+	return 0
+}
+
 var File_pgdr_v1_raft_proto protoreflect.FileDescriptor
 
 const file_pgdr_v1_raft_proto_rawDesc = "" +
@@ -685,7 +750,11 @@ const file_pgdr_v1_raft_proto_rawDesc = "" +
 	"\x11RemoveCoordinator\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\":\n" +
 	"\vRecordEvent\x12+\n" +
-	"\x05event\x18\x01 \x01(\v2\x15.pgdr.v1.HistoryEventR\x05event*\xae\x02\n" +
+	"\x05event\x18\x01 \x01(\v2\x15.pgdr.v1.HistoryEventR\x05event\"h\n" +
+	"\x0fSetSyncStandbys\x12\x18\n" +
+	"\acluster\x18\x01 \x01(\tR\acluster\x12\x14\n" +
+	"\x05names\x18\x02 \x03(\tR\x05names\x12%\n" +
+	"\x0eexpected_epoch\x18\x03 \x01(\x04R\rexpectedEpoch*\xd2\x02\n" +
 	"\vCommandType\x12\x1c\n" +
 	"\x18COMMAND_TYPE_UNSPECIFIED\x10\x00\x12 \n" +
 	"\x1cCOMMAND_TYPE_REGISTER_MEMBER\x10\x01\x12\x1e\n" +
@@ -695,7 +764,8 @@ const file_pgdr_v1_raft_proto_rawDesc = "" +
 	"\x17COMMAND_TYPE_SET_POLICY\x10\x05\x12#\n" +
 	"\x1fCOMMAND_TYPE_UPSERT_COORDINATOR\x10\x06\x12#\n" +
 	"\x1fCOMMAND_TYPE_REMOVE_COORDINATOR\x10\a\x12\x1d\n" +
-	"\x19COMMAND_TYPE_RECORD_EVENT\x10\bB+Z)github.com/pgdr/pgdr/proto/pgdr/v1;pgdrv1b\x06proto3"
+	"\x19COMMAND_TYPE_RECORD_EVENT\x10\b\x12\"\n" +
+	"\x1eCOMMAND_TYPE_SET_SYNC_STANDBYS\x10\tB+Z)github.com/pgdr/pgdr/proto/pgdr/v1;pgdrv1b\x06proto3"
 
 var (
 	file_pgdr_v1_raft_proto_rawDescOnce sync.Once
@@ -710,7 +780,7 @@ func file_pgdr_v1_raft_proto_rawDescGZIP() []byte {
 }
 
 var file_pgdr_v1_raft_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_pgdr_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_pgdr_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_pgdr_v1_raft_proto_goTypes = []any{
 	(CommandType)(0),              // 0: pgdr.v1.CommandType
 	(*Command)(nil),               // 1: pgdr.v1.Command
@@ -723,19 +793,20 @@ var file_pgdr_v1_raft_proto_goTypes = []any{
 	(*UpsertCoordinator)(nil),     // 8: pgdr.v1.UpsertCoordinator
 	(*RemoveCoordinator)(nil),     // 9: pgdr.v1.RemoveCoordinator
 	(*RecordEvent)(nil),           // 10: pgdr.v1.RecordEvent
-	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
-	(*Member)(nil),                // 12: pgdr.v1.Member
-	(*Policy)(nil),                // 13: pgdr.v1.Policy
-	(*Coordinator)(nil),           // 14: pgdr.v1.Coordinator
-	(*HistoryEvent)(nil),          // 15: pgdr.v1.HistoryEvent
+	(*SetSyncStandbys)(nil),       // 11: pgdr.v1.SetSyncStandbys
+	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
+	(*Member)(nil),                // 13: pgdr.v1.Member
+	(*Policy)(nil),                // 14: pgdr.v1.Policy
+	(*Coordinator)(nil),           // 15: pgdr.v1.Coordinator
+	(*HistoryEvent)(nil),          // 16: pgdr.v1.HistoryEvent
 }
 var file_pgdr_v1_raft_proto_depIdxs = []int32{
 	0,  // 0: pgdr.v1.Command.type:type_name -> pgdr.v1.CommandType
-	11, // 1: pgdr.v1.Command.time:type_name -> google.protobuf.Timestamp
-	12, // 2: pgdr.v1.RegisterMember.member:type_name -> pgdr.v1.Member
-	13, // 3: pgdr.v1.SetPolicy.policy:type_name -> pgdr.v1.Policy
-	14, // 4: pgdr.v1.UpsertCoordinator.coordinator:type_name -> pgdr.v1.Coordinator
-	15, // 5: pgdr.v1.RecordEvent.event:type_name -> pgdr.v1.HistoryEvent
+	12, // 1: pgdr.v1.Command.time:type_name -> google.protobuf.Timestamp
+	13, // 2: pgdr.v1.RegisterMember.member:type_name -> pgdr.v1.Member
+	14, // 3: pgdr.v1.SetPolicy.policy:type_name -> pgdr.v1.Policy
+	15, // 4: pgdr.v1.UpsertCoordinator.coordinator:type_name -> pgdr.v1.Coordinator
+	16, // 5: pgdr.v1.RecordEvent.event:type_name -> pgdr.v1.HistoryEvent
 	6,  // [6:6] is the sub-list for method output_type
 	6,  // [6:6] is the sub-list for method input_type
 	6,  // [6:6] is the sub-list for extension type_name
@@ -755,7 +826,7 @@ func file_pgdr_v1_raft_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pgdr_v1_raft_proto_rawDesc), len(file_pgdr_v1_raft_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   10,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

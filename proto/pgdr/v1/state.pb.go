@@ -275,8 +275,12 @@ type Cluster struct {
 	Policy           *Policy                `protobuf:"bytes,5,opt,name=policy,proto3" json:"policy,omitempty"`
 	CreatedAt        *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
 	SystemIdentifier uint64                 `protobuf:"varint,7,opt,name=system_identifier,json=systemIdentifier,proto3" json:"system_identifier,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// sync_standbys: in synchronous mode, the standbys named in the
+	// primary's synchronous_standby_names, recorded before the primary is
+	// told to use them, so only one of them is ever promoted.
+	SyncStandbys  []string `protobuf:"bytes,8,rep,name=sync_standbys,json=syncStandbys,proto3" json:"sync_standbys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Cluster) Reset() {
@@ -356,6 +360,13 @@ func (x *Cluster) GetSystemIdentifier() uint64 {
 		return x.SystemIdentifier
 	}
 	return 0
+}
+
+func (x *Cluster) GetSyncStandbys() []string {
+	if x != nil {
+		return x.SyncStandbys
+	}
+	return nil
 }
 
 // Coordinator is one voter of the Raft cluster.
@@ -664,7 +675,7 @@ const file_pgdr_v1_state_proto_rawDesc = "" +
 	"\x17maximum_lag_on_failover\x18\x05 \x01(\x04R\x14maximumLagOnFailover\x12 \n" +
 	"\vsynchronous\x18\x06 \x01(\tR\vsynchronous\x12+\n" +
 	"\x11preferred_regions\x18\a \x03(\tR\x10preferredRegions\x12+\n" +
-	"\x11failsafe_disabled\x18\b \x01(\bR\x10failsafeDisabled\"\xe4\x02\n" +
+	"\x11failsafe_disabled\x18\b \x01(\bR\x10failsafeDisabled\"\x89\x03\n" +
 	"\aCluster\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x127\n" +
 	"\amembers\x18\x02 \x03(\v2\x1d.pgdr.v1.Cluster.MembersEntryR\amembers\x12\x18\n" +
@@ -673,7 +684,8 @@ const file_pgdr_v1_state_proto_rawDesc = "" +
 	"\x06policy\x18\x05 \x01(\v2\x0f.pgdr.v1.PolicyR\x06policy\x129\n" +
 	"\n" +
 	"created_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12+\n" +
-	"\x11system_identifier\x18\a \x01(\x04R\x10systemIdentifier\x1aK\n" +
+	"\x11system_identifier\x18\a \x01(\x04R\x10systemIdentifier\x12#\n" +
+	"\rsync_standbys\x18\b \x03(\tR\fsyncStandbys\x1aK\n" +
 	"\fMembersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12%\n" +
 	"\x05value\x18\x02 \x01(\v2\x0f.pgdr.v1.MemberR\x05value:\x028\x01\"\xa4\x01\n" +
