@@ -183,6 +183,7 @@ func TestRestoreRefusals(t *testing.T) {
 		{"time before every backup", []string{"--target-time", beforeBackup}, []string{"no backup ends before the target time"}},
 		{"time beyond the archive", []string{"--target-time", time.Now().Add(time.Hour).UTC().Format(time.RFC3339Nano)}, []string{"beyond what the archive covers"}},
 		{"LSN before the backup's end", []string{"--backup", id, "--target-lsn", "0/1"}, []string{"before the end of backup " + id}},
+		{"LSN before every backup", []string{"--target-lsn", "0/1"}, []string{"no backup ends at or before the target LSN 0/1"}},
 		{"LSN beyond the archive", []string{"--backup", id, "--target-lsn", "FF/0"}, []string{"beyond what the archive covers"}},
 		{"two targets", []string{"--target-lsn", m.StopLSN.String(), "--target-name", "x"}, []string{"at most one recovery target"}},
 	} {

@@ -77,7 +77,7 @@ func TestPITRS3Repo(t *testing.T) {
 	}
 }
 
-// TestRestorePicksBackupBeforeTime: without --backup, a time target
+// TestRestorePicksBackupBeforeTime: without --backup, a time or LSN target
 // restores the newest backup that ends before it (from S3), and recovery
 // from that backup reaches exactly the target.
 func TestRestorePicksBackupBeforeTime(t *testing.T) {
@@ -88,6 +88,7 @@ func TestRestorePicksBackupBeforeTime(t *testing.T) {
 	insertBatch(t, l, 1)
 	first := l.backup(t, l.cfg)
 	t2 := insertBatch(t, l, 2)
+	lsn2 := l.pg.QueryString(t, "SELECT pg_current_wal_lsn()::text")
 	insertBatch(t, l, 3)
 	second := l.backup(t, l.cfg)
 	if first == second {
@@ -108,6 +109,16 @@ func TestRestorePicksBackupBeforeTime(t *testing.T) {
 	}
 	if got := batchesIn(t, c); got != "1,2" {
 		t.Fatalf("target %s from %s: batches %s, want 1,2", t2, first, got)
+	}
+	c.Stop(t, "fast")
+
+	// An LSN target between the backups also picks the first one.
+	c, out = l.restoreJSON(t, s3cfg, "--target-lsn", lsn2, "--target-action", "promote")
+	if out.Restore.Backup != first {
+		t.Fatalf("target LSN %s (between the backups) restored %s, want the first backup %s", lsn2, out.Restore.Backup, first)
+	}
+	if got := batchesIn(t, c); got != "1,2" {
+		t.Fatalf("target LSN %s from %s: batches %s, want 1,2", lsn2, first, got)
 	}
 	c.Stop(t, "fast")
 

@@ -216,6 +216,16 @@ func pickBackup(ctx context.Context, d Deps, o Options) (repo.Repo, *backup.Mani
 				return repo.Repo{}, nil, fmt.Errorf("no backup ends before the target time %s (the oldest, %s, ends at %s)",
 					o.Target.Time.UTC().Format(time.RFC3339Nano), ms[0].ID, ms[0].StopTime.Format(time.RFC3339Nano))
 			}
+		case o.BackupID == "" && o.Target.LSN != nil:
+			for _, m := range ms {
+				if m.StopLSN <= *o.Target.LSN {
+					pick = m
+				}
+			}
+			if pick == nil && len(ms) > 0 {
+				return repo.Repo{}, nil, fmt.Errorf("no backup ends at or before the target LSN %s (the oldest, %s, ends at %s)",
+					*o.Target.LSN, ms[0].ID, ms[0].StopLSN)
+			}
 		default:
 			if len(ms) > 0 {
 				pick = ms[len(ms)-1]
