@@ -28,6 +28,11 @@
 #                       when a binary is missing)
 #   PGBIN               PostgreSQL binaries (default /usr/lib/postgresql/15/bin)
 #   PGDR_LAB_TIMEOUT    seconds `up` waits for a healthy lab (default 90)
+#   PGDR_LAB_WEBHOOK_URL     when set, every coordinator posts its notifications
+#                       (failover, switchover, rejoin...) to this URL
+#   PGDR_LAB_WEBHOOK_SECRET  HMAC secret for those webhooks (written to <dir>/webhook.secret)
+#   PGDR_LAB_ROLE_HOOK  when set, an absolute path run by every agent on a role
+#                       change (hooks.on_role_change; it runs as the agents' user)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -161,6 +166,21 @@ ctl_env() {
 }
 
 # ---- up --------------------------------------------------------------------
+# notifications_yaml: the coordinators' notifications section, when asked for.
+notifications_yaml() {
+  [ -n "${PGDR_LAB_WEBHOOK_URL:-}" ] || return 0
+  printf 'notifications:\n  webhooks:\n    - url: "%s"\n      timeout: 5s\n' "$PGDR_LAB_WEBHOOK_URL"
+  if [ -n "${PGDR_LAB_WEBHOOK_SECRET:-}" ]; then
+    (umask 077 && printf '%s\n' "$PGDR_LAB_WEBHOOK_SECRET" >"$LAB/webhook.secret")
+    printf '      secret_file: %s\n' "$LAB/webhook.secret"
+  fi
+}
+# hooks_yaml: the agents' hooks section, when asked for.
+hooks_yaml() {
+  [ -n "${PGDR_LAB_ROLE_HOOK:-}" ] || return 0
+  printf 'hooks:\n  on_role_change: ["%s"]\n  timeout: 10s\n' "$PGDR_LAB_ROLE_HOOK"
+}
+
 write_coordinator() {
   local c=$1 dir=$LAB/$1 joins="" o
   for o in "${COORDS[@]}"; do
@@ -196,6 +216,7 @@ failover:
   lease_ttl: 5s
   safety_margin: 1s
   min_interval: ${PGDR_LAB_MIN_INTERVAL:-30s}
+$(notifications_yaml)
 bootstrap:
 $(for o in "${COORDS[@]}"; do
     printf '  - {name: %s, raft_address: "127.0.0.1:%s", api_address: "127.0.0.1:%s", region: %s}\n' \
@@ -245,6 +266,7 @@ gossip:
   bind: "127.0.0.1:$(port gossip "$n")"
   join: [$joins]
   key_file: $LAB/gossip.key
+$(hooks_yaml)
 YAML
 }
 
@@ -305,8 +327,11 @@ healthy_check='
 wait_healthy() {
   local deadline=$((SECONDS + TIMEOUT)) out="" why=""
   while [ "$SECONDS" -lt "$deadline" ]; do
+    # Healthy members, and the primary holds its lease (/primary answers
+    # 200 only then), so routing through /primary works once up returns.
     if out=$(ctl status --json --timeout 3s 2>&1) &&
-      jq -e --arg cl "$CLUSTER" --arg pri "$PRIMARY" "$healthy_check" <<<"$out" >/dev/null 2>&1; then
+      jq -e --arg cl "$CLUSTER" --arg pri "$PRIMARY" "$healthy_check" <<<"$out" >/dev/null 2>&1 &&
+      curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$(port health "$PRIMARY")/primary" 2>/dev/null; then
       return 0
     fi
     why=$out

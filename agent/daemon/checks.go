@@ -42,12 +42,16 @@ func (d *Daemon) Latest() *pgdrv1.HealthReport {
 func (d *Daemon) CheckNow(ctx context.Context) *pgdrv1.HealthReport {
 	start := time.Now()
 	r := d.checker.Check(ctx)
+	d.annotateFailsafe(r)
 	d.metrics.checkDuration.Observe(time.Since(start).Seconds())
 	d.mu.Lock()
 	prev := d.latest
 	// Rounds may overlap (check_now during the loop's round): keep the newer.
 	if prev == nil || !r.GetTime().AsTime().Before(prev.GetTime().AsTime()) {
 		d.latest = r
+		// Under d.mu, so that roles reach the hook in report order;
+		// observe never blocks.
+		d.hooks.observe(health.Role(r), d.seeEpoch(0))
 	}
 	d.mu.Unlock()
 	select {

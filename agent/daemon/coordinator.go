@@ -147,9 +147,7 @@ func (c *coordClient) member() *pgdrv1.Member {
 		Tags:          cfg.Node.Tags,
 		Priority:      int32(cfg.Node.Priority),
 	}
-	if cfg.Health.Listen != "" {
-		m.ApiUrl = "http://" + cfg.Health.Listen
-	}
+	m.ApiUrl = c.d.apiURL()
 	if r := c.d.Latest(); r != nil {
 		m.SystemIdentifier = r.SystemIdentifier
 	}
@@ -191,7 +189,7 @@ func (c *coordClient) session(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	conn, err := grpc.NewClient(leader.GetApiAddress(), opts...)
+	conn, err := grpc.NewClient(c.d.leaderDialAddress(leader), opts...)
 	if err != nil {
 		return fmt.Errorf("dialing the leader %s at %s: %w", leader.GetName(), leader.GetApiAddress(), err)
 	}
@@ -318,7 +316,8 @@ func (c *coordClient) carryOut(ctx context.Context, cmd *pgdrv1.AgentCommand) *p
 		b := health.BodyOf(r)
 		res.Ok = true
 		res.Output = fmt.Sprintf("role=%s healthy=%t timeline=%d lsn=%s lag_bytes=%d", b.Role, b.Healthy, b.Timeline, b.LSN, b.LagBytes)
-	case *pgdrv1.AgentCommand_Promote, *pgdrv1.AgentCommand_Follow, *pgdrv1.AgentCommand_Fence, *pgdrv1.AgentCommand_Rejoin:
+	case *pgdrv1.AgentCommand_Promote, *pgdrv1.AgentCommand_Follow, *pgdrv1.AgentCommand_Fence, *pgdrv1.AgentCommand_Rejoin,
+		*pgdrv1.AgentCommand_Demote, *pgdrv1.AgentCommand_SetSynchronous:
 		out, err := c.d.Order(cmd)
 		res.Output = out
 		if err != nil {

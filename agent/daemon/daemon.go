@@ -14,6 +14,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/pgdr/pgdr/agent/health"
 	"github.com/pgdr/pgdr/agent/walship"
 	"github.com/pgdr/pgdr/pkg/config"
@@ -31,6 +33,7 @@ type Daemon struct {
 	log     *slog.Logger
 	checker *health.Checker
 	metrics *metrics
+	hooks   *hookRunner // nil without hooks.on_role_change
 
 	mu     sync.Mutex
 	latest *pgdrv1.HealthReport
@@ -53,6 +56,8 @@ type Daemon struct {
 	orderMu sync.Mutex
 	// runCtx is Run's context: orders outlive the session that brought them.
 	runCtx context.Context
+	// fs is the failsafe state (failsafe.go).
+	fs failsafeState
 }
 
 // New builds a daemon; Run serves until ctx ends.
@@ -62,6 +67,7 @@ func New(cfg *config.Config, shipper *walship.Shipper, log *slog.Logger) *Daemon
 	hc.Timeout = d.checkTimeout()
 	d.checker = health.NewChecker(hc, log.With("component", "health"))
 	d.metrics = newMetrics(cfg.Cluster, cfg.Node.Name, d.Latest)
+	d.hooks = newHookRunner(cfg, log, prometheus.WrapRegistererWith(prometheus.Labels{"cluster": cfg.Cluster, "node": cfg.Node.Name}, d.metrics.reg))
 	d.runCtx = context.Background()
 	if len(cfg.Coordinator.Addresses) > 0 {
 		d.lease = NewLease(time.Now(), d.leaseTTL(), d.safetyMargin())
@@ -96,6 +102,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 			return err
 		}
 		defer pool.Close()
+		d.setGossipPool(pool)
 	}
 	run := func(f func(context.Context)) {
 		wg.Add(1)
@@ -112,6 +119,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if len(d.cfg.Coordinator.Addresses) > 0 {
 		run(d.runCoordinator)
 		run(d.leaseLoop)
+		run(d.failsafeLoop)
 	} else {
 		d.log.Info("no coordinator.addresses: running standalone")
 	}
@@ -144,9 +152,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 // startGossip joins the memberlist pool; joining goes on in the background.
 func (d *Daemon) startGossip(ctx context.Context) (*gossip.Pool, error) {
 	meta := gossip.Meta{Kind: gossip.KindAgent, Name: d.cfg.Node.Name, Cluster: d.cfg.Cluster, Region: d.cfg.Node.Region}
-	if d.cfg.Health.Listen != "" {
-		meta.API = "http://" + d.cfg.Health.Listen
-	}
+	meta.API = d.apiURL()
 	pool, err := gossip.Start(ctx, gossip.Config{
 		Bind:    d.cfg.Gossip.Bind,
 		Join:    d.cfg.Gossip.Join,

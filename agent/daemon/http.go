@@ -23,6 +23,7 @@ func (d *Daemon) Handler() http.Handler {
 	for _, ep := range health.Endpoints() {
 		mux.HandleFunc(string(ep), func(w http.ResponseWriter, req *http.Request) { d.serveProbe(w, req, ep) })
 	}
+	mux.HandleFunc(FailsafePath, d.serveFailsafe)
 	mux.Handle("/metrics", promhttp.HandlerFor(d.metrics.reg, promhttp.HandlerOpts{Registry: d.metrics.reg}))
 	return mux
 }

@@ -39,12 +39,7 @@ func (d *Daemon) safetyMargin() time.Duration {
 // leaseServing is /primary's lease condition: true without coordinators
 // (standalone keeps the report-only behaviour).
 func (d *Daemon) leaseServing(now time.Time) (bool, string) {
-	d.leaseMu.Lock()
-	defer d.leaseMu.Unlock()
-	if d.lease == nil {
-		return true, ""
-	}
-	return d.lease.Serving(now)
+	return d.failsafeServing(now) // the lease's verdict, extended by failsafe
 }
 
 // leaseRole is what the lease loop makes of the latest report.
@@ -137,13 +132,15 @@ func (d *Daemon) leaseRound(ctx context.Context, lc *leaseConn, warn func(error)
 		d.leaseMu.Lock()
 		d.lease.Reset(time.Now())
 		d.leaseMu.Unlock()
+		d.failsafeReset()
 		return 0
 	}
 	// A writable primary (or one that may be): renew, or fence.
 	d.leaseMu.Lock()
 	deadline, wasGranted := d.lease.Deadline(), d.lease.Granted()
-	expired := d.lease.Expired(time.Now())
 	d.leaseMu.Unlock()
+	deadline = d.failsafeDeadline(deadline) // later while every member acknowledges
+	expired := !time.Now().Before(deadline)
 	if expired {
 		d.fence(ctx, d.expiredReason(wasGranted, deadline))
 		return 0
@@ -161,7 +158,7 @@ func (d *Daemon) leaseRound(ctx context.Context, lc *leaseConn, warn func(error)
 		return 0
 	}
 	if err != nil {
-		warn(err)
+		warn(err) // the leader unreachable: failsafe may carry on (failsafe.go)
 	} else {
 		d.leaseMu.Lock()
 		fence, why := d.lease.Answer(d.cfg.Node.Name, epoch, sent, resp)
@@ -169,6 +166,11 @@ func (d *Daemon) leaseRound(ctx context.Context, lc *leaseConn, warn func(error)
 		deadline = d.lease.Deadline()
 		d.leaseMu.Unlock()
 		d.seeEpoch(resp.GetEpoch())
+		if resp.GetGranted() {
+			d.failsafeGranted(sent)
+		} else {
+			d.failsafeRefused() // a reachable leader refused: no failsafe
+		}
 		if fence {
 			d.fence(ctx, why)
 			return 0
@@ -182,9 +184,10 @@ func (d *Daemon) leaseRound(ctx context.Context, lc *leaseConn, warn func(error)
 	}
 	now := time.Now()
 	d.leaseMu.Lock()
-	expired = d.lease.Expired(now)
 	deadline, wasGranted = d.lease.Deadline(), d.lease.Granted()
 	d.leaseMu.Unlock()
+	deadline = d.failsafeDeadline(deadline)
+	expired = !now.Before(deadline)
 	if expired {
 		d.fence(ctx, d.expiredReason(wasGranted, deadline))
 		return 0
@@ -194,6 +197,9 @@ func (d *Daemon) leaseRound(ctx context.Context, lc *leaseConn, warn func(error)
 
 func (d *Daemon) expiredReason(granted bool, deadline time.Time) string {
 	window := d.leaseTTL() - d.safetyMargin()
+	if why := d.failsafeExpiredReason(); why != "" {
+		return why
+	}
 	if !granted {
 		return fmt.Sprintf("no primary lease was granted by the coordinator leader within %s (lease_ttl - safety_margin)", window)
 	}
@@ -245,7 +251,7 @@ func (lc *leaseConn) dial(ctx context.Context) error {
 		idx := (lc.next + i) % len(cfg.Addresses)
 		resp, err := askLeader(ctx, cfg.Addresses[idx], opts)
 		if err == nil && resp.GetKnown() && resp.GetApiAddress() != "" {
-			conn, err := grpc.NewClient(resp.GetApiAddress(), opts...)
+			conn, err := grpc.NewClient(lc.d.leaderDialAddress(resp), opts...)
 			if err != nil {
 				return err
 			}

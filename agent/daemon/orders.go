@@ -36,6 +36,10 @@ func orderName(cmd *pgdrv1.AgentCommand) string {
 		return "fence"
 	case *pgdrv1.AgentCommand_Rejoin:
 		return "rejoin"
+	case *pgdrv1.AgentCommand_SetSynchronous:
+		return "set_synchronous"
+	case *pgdrv1.AgentCommand_Demote:
+		return "demote"
 	}
 	return fmt.Sprintf("%T", cmd.GetKind())
 }
@@ -71,6 +75,10 @@ func (d *Daemon) Order(cmd *pgdrv1.AgentCommand) (string, error) {
 		return "fenced: PostgreSQL stopped (fast shutdown), marker " + health.FencedPath(d.cfg.Postgres.PGData), nil
 	case *pgdrv1.AgentCommand_Rejoin:
 		return d.rejoin(ctx, cmd.GetEpoch(), k.Rejoin.GetPrimary(), k.Rejoin.GetPrimaryDsn())
+	case *pgdrv1.AgentCommand_SetSynchronous:
+		return d.setSynchronous(ctx, cmd.GetEpoch(), k.SetSynchronous.GetValue())
+	case *pgdrv1.AgentCommand_Demote:
+		return d.demote(ctx, cmd.GetEpoch(), k.Demote.GetReason())
 	}
 	return "", fmt.Errorf("unknown order %T", cmd.GetKind())
 }
@@ -101,6 +109,11 @@ func waitCond(ctx context.Context, timeout time.Duration, what string, cond func
 
 // promote promotes the local replica: never a fenced node.
 func (d *Daemon) promote(ctx context.Context) (string, error) {
+	fsDone, err := d.failsafeBeginPromote() // acknowledged a failsafe ping within lease_ttl?
+	if err != nil {
+		return "", err
+	}
+	defer fsDone()
 	pgdata := d.cfg.Postgres.PGData
 	if fi, err := health.ReadFenced(pgdata); fi != nil {
 		return "", fmt.Errorf("refusing to promote: this node is fenced (%s, epoch %d; marker %s, %v); a fenced node is never promoted, rejoin it first", fi.Reason, fi.Epoch, health.FencedPath(pgdata), err)

@@ -51,6 +51,9 @@ type Checker struct {
 
 	mu   sync.Mutex
 	conn *pgx.Conn
+	// recvTLI: the highest timeline seen streamed (see replicaTimeline).
+	recvTLI   uint32
+	recvSysid uint64
 }
 
 // NewChecker returns a Checker; it connects on the first Check.
@@ -173,6 +176,7 @@ func (c *Checker) Check(ctx context.Context) *pgdrv1.HealthReport {
 				r.Timeline = uint32(tli)
 			}
 		}
+		c.replication(q, r)
 	}
 
 	var failedWAL string
@@ -242,6 +246,7 @@ func (c *Checker) replica(q *querier, r *pgdrv1.HealthReport) {
 	if recvTLI != nil && *recvTLI > 0 {
 		r.Timeline = uint32(*recvTLI)
 	}
+	r.Timeline = c.replicaTimeline(r.SystemIdentifier, r.Timeline)
 }
 
 // querier runs the queries of one round, recording failures and dropping

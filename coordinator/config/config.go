@@ -35,6 +35,9 @@ type Config struct {
 	Bootstrap []Peer        `yaml:"bootstrap"`
 	LogLevel  string        `yaml:"log_level"`
 
+	// Notifications: webhooks the leader posts history events to.
+	Notifications Notifications `yaml:"notifications"`
+
 	Path string `yaml:"-"`
 }
 
@@ -195,6 +198,7 @@ func (c *Config) defaults() {
 	if c.LogLevel == "" {
 		c.LogLevel = "info"
 	}
+	c.Notifications.defaults()
 	for i := range c.Bootstrap {
 		if c.Bootstrap[i].APIAddress == "" && c.Bootstrap[i].Name == c.Name {
 			c.Bootstrap[i].APIAddress = c.API.Advertise
@@ -273,6 +277,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Failover.SafetyMargin.Duration >= c.Failover.LeaseTTL.Duration {
 		return &FieldError{"failover.safety_margin", "must be shorter than failover.lease_ttl"}
+	}
+	if err := c.Notifications.validate(); err != nil {
+		return err
 	}
 	seen := map[string]bool{}
 	self := len(c.Bootstrap) == 0

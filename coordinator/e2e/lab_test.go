@@ -86,7 +86,8 @@ func (l *lab) labScript(ctx context.Context, args ...string) (string, error) {
 }
 
 // startLab builds the binaries, starts the lab and registers `lab.sh down`.
-func startLab(t *testing.T) *lab {
+// extraEnv (NAME=value) is passed to lab.sh, e.g. PGDR_LAB_MIN_INTERVAL=1s.
+func startLab(t *testing.T, extraEnv ...string) *lab {
 	t.Helper()
 	root := testutil.RepoRoot(t)
 	binDir, err := os.MkdirTemp("", "pgdr-lab-bin-")
@@ -116,6 +117,7 @@ func startLab(t *testing.T) *lab {
 	for attempt := 1; ; attempt++ {
 		l.base = labFreeBase(t)
 		l.env = []string{"PGDR_LAB_DIR=" + l.dir, fmt.Sprintf("PGDR_LAB_PORT_BASE=%d", l.base), "PGDR_BIN=" + binDir, "PGDR_LAB_TIMEOUT=90"}
+		l.env = append(l.env, extraEnv...)
 		start := time.Now()
 		out, err = l.labScript(ctx, "up")
 		if err == nil {

@@ -30,6 +30,8 @@ type Member struct {
 	// Synchronous: a synchronous standby that holds every acknowledged
 	// commit (meaningful in synchronous mode only).
 	Synchronous bool
+	// SyncNote: why the member is not Synchronous (for the reason).
+	SyncNote string
 	// RefusesPromotion, when set, is why the agent refuses promotion, e.g.
 	// it acknowledged the primary's failsafe ping within the lease TTL.
 	RefusesPromotion string
@@ -266,7 +268,7 @@ func rejection(m Member, primaryLSN, maxLag uint64, topTimeline uint32, syncMode
 	case m.Timeline < topTimeline:
 		return fmt.Sprintf("timeline %d behind %d", m.Timeline, topTimeline)
 	case syncMode && !m.Synchronous:
-		return "not a synchronous standby"
+		return notSynchronous(m)
 	}
 	if lag := Lag(primaryLSN, m.ReceiveLSN); lag > maxLag {
 		return fmt.Sprintf("lags %d bytes, limit %d", lag, maxLag)

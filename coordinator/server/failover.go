@@ -69,7 +69,7 @@ func (s *Server) failoverInput(c *pgdrv1.Cluster, samples map[memberKey]sample, 
 		in.LeaseExpiresAt = le.expires
 	}
 	for _, ev := range s.fsm.History(c.Name, 0, 0) {
-		if ev.Kind == kindFailoverIntent && ev.Time != nil && ev.Time.AsTime().After(in.LastFailoverAt) {
+		if countsAsFailover(ev.Kind) && ev.Time != nil && ev.Time.AsTime().After(in.LastFailoverAt) {
 			in.LastFailoverAt = ev.Time.AsTime()
 		}
 	}
@@ -81,12 +81,16 @@ func (s *Server) failoverInput(c *pgdrv1.Cluster, samples map[memberKey]sample, 
 			fm.PostmasterAlive, fm.Connectable, fm.InRecovery = r.PostmasterAlive, r.Connectable, r.InRecovery
 			fm.Streaming, fm.Fenced, fm.Timeline = r.Streaming, r.Fenced, r.Timeline
 			fm.ReceiveLSN, fm.ReplayLSN = r.ReceiveLsn, r.ReplayLsn
+			if !c.GetPolicy().GetFailsafeDisabled() {
+				fm.RefusesPromotion = failsafeRefusal(r, c.Primary, s.cfg.Failover.LeaseTTL.Duration)
+			}
 			if name == c.Primary && !r.InRecovery {
 				in.PrimaryLastLSN = r.CurrentLsn
 			}
 		}
 		in.Members[name] = fm
 	}
+	s.syncEligibility(c, samples, &in)
 	return in
 }
 
@@ -156,11 +160,13 @@ func rejectedDetails(d failover.Decision) map[string]string {
 
 func (s *Server) recordEvent(ctx context.Context, cluster, kind, node string, epoch uint64, msg string, details map[string]string) {
 	_, err := s.propose(ctx, pgdrv1.CommandType_COMMAND_TYPE_RECORD_EVENT, &pgdrv1.RecordEvent{Event: &pgdrv1.HistoryEvent{
-		Cluster: cluster, Kind: kind, Node: node, Epoch: epoch, Message: msg, Details: details,
+		Cluster: cluster, Kind: historyKind(ctx, kind), Node: node, Epoch: epoch, Message: msg, Details: details,
 	}}, "coordinator:"+s.cfg.Name)
 	if err != nil {
 		s.log.Warn("recording history", "cluster", cluster, "kind", kind, "err", err)
+		return
 	}
+	s.notifyEvent(cluster, kind, node, epoch, msg, details)
 }
 
 // executeFailover carries out a promotion decided by failover.Decide:
@@ -169,7 +175,10 @@ func (s *Server) recordEvent(ctx context.Context, cluster, kind, node string, ep
 func (s *Server) executeFailover(ctx context.Context, c *pgdrv1.Cluster, d failover.Decision) {
 	name, old, cand := c.Name, c.Primary, d.Candidate
 	log := s.log.With("cluster", name, "old_primary", old, "candidate", cand)
-	s.leases.revoke(name, c.Epoch)
+	if !s.leases.revokeExpired(name, c.Epoch, time.Now()) {
+		log.Info("failover abandoned: the primary renewed its lease meanwhile (failsafe)", "reason", d.Reason)
+		return
+	}
 	log.Warn("failover", "reason", d.Reason)
 	details := rejectedDetails(d)
 	details["old_primary"] = old
@@ -185,6 +194,10 @@ func (s *Server) executeFailover(ctx context.Context, c *pgdrv1.Cluster, d failo
 	// not followed by another before a TTL has passed.
 	s.leases.renew(name, cand, epoch, cand, epoch, time.Now(), s.cfg.Failover.LeaseTTL.Duration)
 	s.recordEvent(ctx, name, kindFailoverStep, cand, epoch, fmt.Sprintf("epoch %d: %s recorded as primary; ordering it to promote", epoch, cand), nil)
+	if err := s.syncBeforePromote(ctx, c, cand, epoch); err != nil {
+		s.recordEvent(ctx, name, kindFailoverResult, cand, epoch, "failed: "+err.Error(), nil)
+		return
+	}
 
 	cctx, cancel := context.WithTimeout(ctx, s.cfg.Failover.CommandTimeout.Duration)
 	res, err := s.hub.call(cctx, memberKey{name, cand}, &pgdrv1.AgentCommand{
@@ -197,6 +210,9 @@ func (s *Server) executeFailover(ctx context.Context, c *pgdrv1.Cluster, d failo
 		s.recordEvent(ctx, name, kindFailoverResult, cand, epoch, "failed: promote: "+err.Error(), nil)
 		return
 	case !res.Ok:
+		if isFailsafeRefusal(res.Error) { // primary alive per the candidate: reported, not retried
+			s.recordEvent(ctx, name, kindFailoverRefused, cand, epoch, "primary alive per "+cand+"'s failsafe acknowledgement: "+res.Error, nil)
+		}
 		s.recordEvent(ctx, name, kindFailoverResult, cand, epoch, "failed: promote: "+res.Error, nil)
 		return
 	}
@@ -306,9 +322,9 @@ func (s *Server) replacedPrimary(cluster, member string) bool {
 	replaced := false
 	for _, ev := range s.fsm.History(cluster, 0, 0) {
 		switch {
-		case ev.Kind == kindFailoverIntent && ev.Details["old_primary"] == member:
+		case replacesPrimary(ev.Kind) && ev.Details["old_primary"] == member:
 			replaced = true
-		case ev.Kind == kindRejoin && ev.Node == member && ev.Details["result"] == "ok":
+		case rejoinedKind(ev.Kind) && ev.Node == member && ev.Details["result"] == "ok":
 			replaced = false
 		}
 	}

@@ -21,8 +21,12 @@ import (
 // before any promotion, provided the two clocks' rates differ by less than
 // the margin over one TTL. A new leader does not know what its predecessor
 // granted, so it assumes every primary holds a lease for a full TTL from
-// its election; and once a lease has expired it is never renewed (the
-// holder must have fenced).
+// its election. A lease that expired is renewed again only while no
+// failover of its epoch began: a primary serving under failsafe (every
+// member acknowledged its pings, see agent/daemon/failsafe.go) renews when
+// the leader is reachable again, and a failover revokes the lease
+// atomically with checking that it expired (revokeExpired) before anyone
+// is promoted, so a renewal never overlaps a promotion.
 type lease struct {
 	holder  string
 	epoch   uint64
@@ -99,9 +103,6 @@ func (l *leases) renew(cluster, holder string, epoch uint64, primary string, cur
 	if ok && le.epoch == epoch && le.holder == holder {
 		if le.revoked {
 			return fmt.Sprintf("the lease of epoch %d was revoked: a failover of cluster %s is under way", epoch, cluster)
-		}
-		if !now.Before(le.expires) {
-			return fmt.Sprintf("the lease of epoch %d expired at %s; the primary must have fenced", epoch, le.expires.UTC().Format(time.RFC3339Nano))
 		}
 	}
 	l.m[cluster] = lease{holder: holder, epoch: epoch, expires: now.Add(ttl)}

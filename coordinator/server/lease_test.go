@@ -32,7 +32,7 @@ func TestLeaseRenewal(t *testing.T) {
 		{"#3 another member asks", "b", 2, "a", 2, 2 * time.Second, "recorded primary of cluster main is a", 6 * time.Second},
 		{"#4 the primary with a stale epoch", "a", 1, "a", 2, 2 * time.Second, "stale epoch 1", 6 * time.Second},
 		{"#5 renewed again", "a", 2, "a", 2, 5 * time.Second, "", 10 * time.Second},
-		{"#6 too late: the lease expired, never renewed", "a", 2, "a", 2, 10 * time.Second, "expired", 10 * time.Second},
+		{"#6 late (failsafe): the lease expired, no failover began: renewed", "a", 2, "a", 2, 10 * time.Second, "", 15 * time.Second},
 	}
 	for _, s := range steps {
 		got := l.renew("main", s.holder, s.epoch, s.primary, s.current, t0.Add(s.at), ttl)

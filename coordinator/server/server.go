@@ -55,9 +55,11 @@ type Server struct {
 	hub    *hub
 	leases *leases
 	judge  *judgements
+	syncer *syncer
 	conns  *peerConns
 
 	metrics *metrics
+	notify  *notifier // webhook notifications (notify.go)
 
 	mu        sync.Mutex
 	leaderCtx context.Context
@@ -81,9 +83,14 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (*Server, error) {
 		hub:    newHub(),
 		leases: newLeases(),
 		judge:  newJudgements(),
+		syncer: newSyncer(),
 		conns:  newPeerConns(cli),
 	}
 	s.metrics = newMetrics(s)
+	if s.notify, err = newNotifier(cfg, log); err != nil {
+		return nil, err
+	}
+	s.metrics.reg.MustRegister(s.notify.deliveries)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel() // not leader yet: the leader context starts out done
 	s.leaderCtx, s.leaderEnd = ctx, cancel
@@ -151,6 +158,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.log.Info("coordinator running", "name", s.cfg.Name, "api", s.cfg.API.Listen, "raft", s.cfg.Raft.Advertise)
 
+	s.notify.run(ctx)
 	go s.watchLeadership(ctx)
 	select {
 	case <-ctx.Done():
@@ -266,6 +274,7 @@ func (s *Server) beginLeadership(parent context.Context) {
 	s.mu.Unlock()
 	s.view.reset()
 	s.judge.reset()
+	s.syncer.reset()
 	s.log.Info("became raft leader")
 	// The state is read after the barrier in leaderLoop; until then no
 	// renewal can be refused for an expiry this leader never saw.
@@ -303,6 +312,7 @@ func (s *Server) leaderLoop(ctx context.Context) {
 		case <-t.C:
 			s.recordInitialPrimaries(ctx)
 			s.failoverTick(ctx)
+			s.syncTick(ctx)
 		}
 	}
 }

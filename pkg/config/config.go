@@ -32,6 +32,7 @@ type Config struct {
 	Coordinator Coordinator `yaml:"coordinator"`
 	Gossip      Gossip      `yaml:"gossip"`
 	Failover    Failover    `yaml:"failover"`
+	Hooks       Hooks       `yaml:"hooks"`
 
 	// Path is the file the configuration was loaded from (not a YAML key).
 	Path string `yaml:"-"`
@@ -113,6 +114,10 @@ type Health struct {
 	// Listen is host:port of the HTTP server (/health, /ready, /primary,
 	// /replica, /metrics); "" disables it.
 	Listen string `yaml:"listen"`
+	// Advertise is host:port where the other agents and the coordinators
+	// reach this HTTP server (the registered api_url, gossip's API, the
+	// failsafe pings); "" = listen.
+	Advertise string `yaml:"advertise"`
 	// MaxReplicaLag in bytes (an integer, or a size such as 16MB): above
 	// it /replica answers 503.
 	MaxReplicaLag ByteSize `yaml:"max_replica_lag"`
@@ -129,6 +134,10 @@ type Coordinator struct {
 	KeyFile   string   `yaml:"key_file"`
 	// TokenFile holds a bearer token (sent as "authorization: Bearer ...").
 	TokenFile string `yaml:"token_file"`
+	// LeaderAddresses maps a coordinator's name to where this agent dials
+	// it once it is named leader, instead of the api_address it advertises
+	// (NAT, port forwarding, test proxies).
+	LeaderAddresses map[string]string `yaml:"leader_addresses"`
 }
 
 // Gossip joins the memberlist pool of agents and coordinators.
@@ -151,6 +160,10 @@ type Failover struct {
 	// SafetyMargin: the agent fences its PostgreSQL at lease_ttl minus
 	// this margin after the last granted renewal was sent.
 	SafetyMargin Duration `yaml:"safety_margin"`
+	// Failsafe (default true): a primary that cannot reach the coordinator
+	// leader keeps serving past its lease while every other member's agent
+	// acknowledges its failsafe pings (see agent/daemon/failsafe.go).
+	Failsafe *bool `yaml:"failsafe"`
 }
 
 // Defaults applied by Load for keys left out of the file.
@@ -246,6 +259,7 @@ func (c *Config) applyDefaults() {
 	if c.Node.AdvertiseDSN == "" {
 		c.Node.AdvertiseDSN = c.Postgres.DSN
 	}
+	c.Hooks.applyDefaults()
 	for i := range c.Repos {
 		if c.Repos[i].Name == "" {
 			c.Repos[i].Name = fmt.Sprintf("repo%d", i+1)
@@ -348,6 +362,9 @@ func (c *Config) Validate() error {
 	default:
 		return fe("agent.log_level", "%q is not one of debug, info, warn, error", c.Agent.LogLevel)
 	}
+	if err := c.validateHooks(); err != nil {
+		return err
+	}
 	return c.validateControl()
 }
 
@@ -378,6 +395,11 @@ func (c *Config) validateControl() error {
 	if h.Listen != "" {
 		if err := checkHostPort(h.Listen); err != nil {
 			return fe("health.listen", "%v", err)
+		}
+	}
+	if h.Advertise != "" {
+		if err := checkHostPort(h.Advertise); err != nil {
+			return fe("health.advertise", "%v", err)
 		}
 	}
 	if h.MaxReplicaLag.invalid != "" {

@@ -1,0 +1,170 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pgdr/pgdr/agent/health"
+)
+
+// demote stops the local primary cleanly for a planned switchover: a
+// CHECKPOINT first (so the shutdown checkpoint has little left to write),
+// then `pg_ctl stop -m fast -w`. A fast shutdown disconnects every session
+// at once (never smart: open sessions must not go on committing), writes
+// the shutdown checkpoint and lets the WAL senders send all of it before
+// the postmaster exits, so a streaming replica ends up with every commit.
+//
+// It does not write the fenced marker: a cleanly stopped primary rejoins as
+// a replica without pg_rewind. Nor does the lease loop fence it: it
+// classifies a node whose postmaster is not running as not a primary and
+// stops renewing (CheckNow below makes the report say so at once).
+//
+// The output names the shutdown checkpoint, read from pg_controldata, and
+// the end of its WAL record; the coordinator promotes the target only once
+// the target has received WAL up to that end:
+//
+//	demoted: ... shutdown_checkpoint_lsn=0/3000060 shutdown_checkpoint_end_lsn=0/30000D2 timeline=1
+func (d *Daemon) demote(ctx context.Context, epoch uint64, reason string) (string, error) {
+	pgdata := d.cfg.Postgres.PGData
+	if fi, err := health.ReadFenced(pgdata); fi != nil {
+		return "", fmt.Errorf("refusing to demote: this node is fenced (%s, epoch %d; marker %s, %v)", fi.Reason, fi.Epoch, health.FencedPath(pgdata), err)
+	}
+	if !postmasterRunning(pgdata) {
+		return "", errors.New("refusing to demote: PostgreSQL is not running here (nothing to stop cleanly; this is not a working primary)")
+	}
+	conn, err := d.localConn(ctx)
+	if err != nil {
+		return "", fmt.Errorf("connecting to the local server: %w", err)
+	}
+	var inRecovery bool
+	if err := conn.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&inRecovery); err != nil {
+		conn.Close(context.WithoutCancel(ctx))
+		return "", err
+	}
+	if inRecovery {
+		conn.Close(context.WithoutCancel(ctx))
+		return "", errors.New("refusing to demote: the server is in recovery (a replica, not the primary)")
+	}
+	if _, err := conn.Exec(ctx, "CHECKPOINT"); err != nil {
+		d.log.Warn("demote: checkpoint before the shutdown", "err", err)
+	}
+	conn.Close(context.WithoutCancel(ctx))
+
+	if reason == "" {
+		reason = "no reason given"
+	}
+	d.log.Warn("DEMOTING PostgreSQL: clean stop (fast shutdown) for a switchover", "reason", reason, "epoch", epoch)
+	// The stop outlives a daemon shutdown that begins meanwhile.
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), demoteStopTimeout)
+	defer cancel()
+	_, stopErr := d.runPG(sctx, "pg_ctl", "stop", "-D", pgdata, "-m", "fast", "-w", "-t", strconv.Itoa(int(demoteStopTimeout.Seconds())-5))
+	if stopErr != nil && postmasterRunning(pgdata) {
+		// It must not stay half up: stop it for sure, and say that the
+		// stop was not clean (no shutdown checkpoint to wait for).
+		err := d.stopPostgres(sctx)
+		d.CheckNow(ctx)
+		return "", fmt.Errorf("the fast shutdown did not finish (%v); PostgreSQL was stopped harder (%v), so there is no clean shutdown checkpoint: do not switch over, fail over instead", stopErr, err)
+	}
+	d.CheckNow(ctx)
+	out, err := d.runPG(sctx, "pg_controldata", "-D", pgdata)
+	if err != nil {
+		return "", fmt.Errorf("PostgreSQL stopped, but reading pg_controldata failed: %w", err)
+	}
+	cd, err := parseShutdownCheckpoint(out)
+	if err != nil {
+		return "", fmt.Errorf("PostgreSQL stopped, but %w", err)
+	}
+	return fmt.Sprintf("demoted: PostgreSQL stopped cleanly (fast shutdown) shutdown_checkpoint_lsn=%s shutdown_checkpoint_end_lsn=%s timeline=%d",
+		formatLSN(cd.checkpoint), formatLSN(cd.end), cd.timeline), nil
+}
+
+// shutdownCheckpoint is what pg_controldata says of a cleanly stopped server.
+type shutdownCheckpoint struct {
+	checkpoint, end uint64
+	timeline        uint64
+}
+
+// Sizes for the end of a shutdown checkpoint's WAL record: the record
+// header (SizeOfXLogRecord, 24), the short data header (2) and the
+// CheckPoint struct (88 bytes in PostgreSQL 12 to 17), plus a page header
+// for every page boundary it crosses (24, or 40 at a segment's start).
+const (
+	// demoteStopTimeout bounds the clean stop (pg_ctl's own -t is 5s less).
+	demoteStopTimeout   = 90 * time.Second
+	checkpointRecordLen = 24 + 2 + 88
+	shortPageHeaderLen  = 24
+	longPageHeaderLen   = 40
+)
+
+var controlField = func(out, name string) string {
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + `:\s*(.*?)\s*$`).FindStringSubmatch(out)
+	if m == nil {
+		return ""
+	}
+	return m[1]
+}
+
+// parseShutdownCheckpoint reads pg_controldata's output of a cleanly shut
+// down cluster.
+func parseShutdownCheckpoint(out string) (shutdownCheckpoint, error) {
+	var cd shutdownCheckpoint
+	if st := controlField(out, "Database cluster state"); st != "shut down" {
+		return cd, fmt.Errorf("pg_controldata says the cluster state is %q, not \"shut down\": the stop was not clean", st)
+	}
+	lsn, err := parseLSN(controlField(out, "Latest checkpoint location"))
+	if err != nil {
+		return cd, fmt.Errorf("pg_controldata: Latest checkpoint location: %w", err)
+	}
+	cd.checkpoint = lsn
+	cd.timeline, _ = strconv.ParseUint(controlField(out, "Latest checkpoint's TimeLineID"), 10, 32)
+	blk, _ := strconv.ParseUint(controlField(out, "WAL block size"), 10, 64)
+	seg, _ := strconv.ParseUint(controlField(out, "Bytes per WAL segment"), 10, 64)
+	if blk == 0 {
+		blk = 8192
+	}
+	if seg == 0 {
+		seg = 16 << 20
+	}
+	cd.end = recordEnd(lsn, checkpointRecordLen, blk, seg)
+	return cd, nil
+}
+
+// recordEnd is where a WAL record of n bytes starting at start ends, page
+// headers included.
+func recordEnd(start, n, blk, seg uint64) uint64 {
+	pos := start
+	for n > 0 {
+		pageEnd := (pos/blk + 1) * blk
+		take := min(n, pageEnd-pos)
+		pos += take
+		n -= take
+		if n > 0 {
+			if pageEnd%seg == 0 {
+				pos = pageEnd + longPageHeaderLen
+			} else {
+				pos = pageEnd + shortPageHeaderLen
+			}
+		}
+	}
+	return pos
+}
+
+func parseLSN(s string) (uint64, error) {
+	hi, lo, ok := strings.Cut(strings.TrimSpace(s), "/")
+	if !ok {
+		return 0, fmt.Errorf("%q is not an LSN", s)
+	}
+	h, err1 := strconv.ParseUint(hi, 16, 32)
+	l, err2 := strconv.ParseUint(lo, 16, 32)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("%q is not an LSN", s)
+	}
+	return h<<32 | l, nil
+}
+
+func formatLSN(lsn uint64) string { return fmt.Sprintf("%X/%X", lsn>>32, uint32(lsn)) }

@@ -1,0 +1,265 @@
+package daemon
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/pgdr/pgdr/pkg/gossip"
+	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
+)
+
+func TestFailsafeSignature(t *testing.T) {
+	key, other := []byte("0123456789abcdef0123456789abcdef"), []byte("fedcba9876543210fedcba9876543210")
+	body := []byte(`{"cluster":"main","primary":"pg-a1","epoch":3,"sent_at":"2026-01-01T00:00:00Z"}`)
+	sig := SignFailsafe(key, body)
+	if !strings.HasPrefix(sig, "sha256=") || !VerifyFailsafe(key, body, sig) {
+		t.Fatalf("a good signature does not verify: %s", sig)
+	}
+	for name, c := range map[string]struct {
+		key  []byte
+		body []byte
+		sig  string
+	}{
+		"another key":      {other, body, sig},
+		"tampered body":    {key, bytes.Replace(body, []byte(`"epoch":3`), []byte(`"epoch":4`), 1), sig},
+		"no prefix":        {key, body, strings.TrimPrefix(sig, "sha256=")},
+		"empty signature":  {key, body, ""},
+		"not hex":          {key, body, "sha256=zz"},
+		"no key (no pool)": {nil, body, sig},
+	} {
+		if VerifyFailsafe(c.key, c.body, c.sig) {
+			t.Errorf("%s: verified", name)
+		}
+	}
+}
+
+// failsafeDaemon is a replica's daemon with a gossip key and its own socket
+// directory (where the acknowledgement is kept across restarts).
+func failsafeDaemon(t *testing.T, dir string) (*Daemon, []byte) {
+	t.Helper()
+	k, err := gossip.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(dir, "gossip.key")
+	if _, err := os.Stat(keyFile); err != nil {
+		if err := os.WriteFile(keyFile, []byte(k), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	key, err := gossip.LoadKey(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(t, fmt.Sprintf("agent: {socket: %s}\ngossip: {key_file: %s}\nfailover: {lease_ttl: 5s, safety_margin: 1s}\n",
+		filepath.Join(dir, "agent.sock"), keyFile))
+	return New(cfg, nil, slog.New(slog.DiscardHandler)), key
+}
+
+func postPing(t *testing.T, h http.Handler, key []byte, p FailsafePing) (int, string) {
+	t.Helper()
+	body, _ := json.Marshal(p)
+	req := httptest.NewRequest("POST", FailsafePath, bytes.NewReader(body))
+	if key != nil {
+		req.Header.Set(FailsafeSignatureHeader, SignFailsafe(key, body))
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	return rec.Code, rec.Body.String()
+}
+
+// TestFailsafeAcknowledgement: who acknowledges which ping, what it
+// records and reports, and that it then refuses promotion for lease_ttl
+// (also after an agent restart).
+func TestFailsafeAcknowledgement(t *testing.T) {
+	dir := t.TempDir()
+	d, key := failsafeDaemon(t, dir)
+	h := d.Handler()
+	replica := &pgdrv1.HealthReport{Cluster: "main", Node: "pg-a2", Time: timestamppb.Now(), PostmasterAlive: true, Connectable: true, InRecovery: true}
+	d.latest = replica
+	d.seeEpoch(3)
+	now := time.Now().UTC()
+	ping := FailsafePing{Cluster: "main", Primary: "pg-a1", Epoch: 3, SentAt: now}
+	wrongKey := []byte("fedcba9876543210fedcba9876543210")
+
+	for _, c := range []struct {
+		n      int
+		what   string
+		key    []byte
+		p      FailsafePing
+		report *pgdrv1.HealthReport
+		code   int
+		body   string
+	}{
+		{1, "unsigned", nil, ping, replica, 401, "unauthenticated"},
+		{2, "signed with another key", wrongKey, ping, replica, 401, "unauthenticated"},
+		{3, "another cluster", key, FailsafePing{Cluster: "other", Primary: "pg-a1", Epoch: 3, SentAt: now}, replica, 400, "wrong cluster"},
+		{4, "no epoch", key, FailsafePing{Cluster: "main", Primary: "pg-a1", SentAt: now}, replica, 400, "bad failsafe ping"},
+		{5, "replayed an hour later", key, FailsafePing{Cluster: "main", Primary: "pg-a1", Epoch: 3, SentAt: now.Add(-time.Hour)}, replica, 400, "too far"},
+		{6, "names this node as primary", key, FailsafePing{Cluster: "main", Primary: "pg-a2", Epoch: 3, SentAt: now}, replica, 409, "is the primary"},
+		{7, "stale epoch", key, FailsafePing{Cluster: "main", Primary: "pg-a1", Epoch: 2, SentAt: now}, replica, 409, "stale epoch 2"},
+		{8, "this node is writable", key, ping, &pgdrv1.HealthReport{PostmasterAlive: true, Connectable: true}, 409, "writable primary"},
+		{9, "no report yet", key, ping, nil, 409, "no health report"},
+	} {
+		d.latest = c.report
+		code, body := postPing(t, h, c.key, c.p)
+		if code != c.code || !strings.Contains(body, c.body) {
+			t.Errorf("#%d %s: %d %q, want %d %q", c.n, c.what, code, body, c.code, c.body)
+		}
+	}
+	if _, err := d.failsafeBeginPromote(); err != nil {
+		t.Fatalf("no acknowledgement yet, but promotion refused: %v", err)
+	}
+	d.fs.promoting = false
+
+	// A stopped (or fenced) member acknowledges too: harmless.
+	d.latest = &pgdrv1.HealthReport{Time: timestamppb.Now()}
+	if code, body := postPing(t, h, key, ping); code != 200 || !strings.Contains(body, `"acknowledged":true`) {
+		t.Fatalf("stopped member: %d %s", code, body)
+	}
+	d.latest = replica
+	if code, body := postPing(t, h, key, FailsafePing{Cluster: "main", Primary: "pg-a1", Epoch: 4, SentAt: now}); code != 200 {
+		t.Fatalf("replica, newer epoch: %d %s", code, body)
+	}
+	r := &pgdrv1.HealthReport{Time: timestamppb.Now()}
+	d.annotateFailsafe(r)
+	if r.FailsafePrimary != "pg-a1" || r.FailsafeEpoch != 4 || r.FailsafeAckedAt == nil || time.Since(r.FailsafeAckedAt.AsTime()) > 5*time.Second {
+		t.Fatalf("report: %v", r)
+	}
+	_, err := d.failsafeBeginPromote()
+	if err == nil || !strings.Contains(err.Error(), "refuses promotion: acknowledged pg-a1's failsafe ping") {
+		t.Fatalf("promotion after an acknowledgement: %v", err)
+	}
+
+	// Restarted agent: the acknowledgement is still honoured.
+	d2, _ := failsafeDaemon(t, dir)
+	if _, err := d2.failsafeBeginPromote(); err == nil || !strings.Contains(err.Error(), "refuses promotion") {
+		t.Fatalf("after a restart: %v", err)
+	}
+	// lease_ttl after the acknowledgement the member may be promoted, and
+	// while it is being promoted it acknowledges nothing.
+	d.fs.mu.Lock()
+	d.fs.ack.at = d.fs.ack.at.Add(-5 * time.Second)
+	d.fs.mu.Unlock()
+	done, err := d.failsafeBeginPromote()
+	if err != nil {
+		t.Fatalf("after lease_ttl: %v", err)
+	}
+	if code, body := postPing(t, h, key, ping); code != 409 || !strings.Contains(body, "being promoted") {
+		t.Fatalf("ping during a promotion: %d %s", code, body)
+	}
+	done()
+}
+
+// TestFailsafeDecision: the serve-or-fence decision on a fake clock (T =
+// 5s, M = 1s, loop 1s; the last grant was sent at 0, so the lease alone
+// fences at 4s).
+func TestFailsafeDecision(t *testing.T) {
+	t0 := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
+	granted := &pgdrv1.RenewLeaseResponse{Granted: true, TtlMs: 5000, SafetyMarginMs: 1000, Epoch: 3, Primary: "a"}
+	type ack struct {
+		m    string
+		sent float64
+	}
+	for _, c := range []struct {
+		n        int
+		what     string
+		acks     []ack
+		members  []string
+		refused  bool
+		disabled bool
+		fenced   bool
+		now      float64
+		serve    bool
+		active   bool
+		ping     bool
+		deadline float64
+	}{
+		{1, "renewals granted: serve on the lease, no pings", nil, []string{"b", "c"}, false, false, false, 1, true, false, false, 4},
+		{2, "renewal overdue: ping", nil, []string{"b", "c"}, false, false, false, 1.5, true, false, true, 4},
+		{3, "every member acknowledged: serve past the lease deadline", []ack{{"b", 2}, {"c", 3}}, []string{"b", "c"}, false, false, false, 5, true, true, true, 6},
+		{4, "every member acknowledged: fence at the oldest ack + W", []ack{{"b", 2}, {"c", 3}}, []string{"b", "c"}, false, false, false, 6, false, false, true, 6},
+		{5, "one member missing: fence at the lease deadline", []ack{{"b", 2}, {"b", 3}}, []string{"b", "c"}, false, false, false, 3.9, true, false, true, 4},
+		{6, "one member missing: fenced at the deadline", []ack{{"b", 2}, {"b", 3}}, []string{"b", "c"}, false, false, false, 4, false, false, true, 4},
+		{7, "an ack of a ping sent before the last renewal does not count", []ack{{"b", 2}, {"c", -0.5}}, []string{"b", "c"}, false, false, false, 4.5, false, false, true, 4},
+		{8, "a reachable leader refused: no failsafe, the lease deadline", []ack{{"b", 2}, {"c", 3}}, []string{"b", "c"}, true, false, false, 5, false, false, false, 4},
+		{9, "failsafe disabled", []ack{{"b", 2}, {"c", 3}}, []string{"b", "c"}, false, true, false, 5, false, false, false, 4},
+		{10, "no other member known: no failsafe", nil, nil, false, false, false, 5, false, false, false, 4},
+		{11, "fenced: never serves", []ack{{"b", 2}, {"c", 3}}, []string{"b", "c"}, false, false, true, 2, false, false, false, 4},
+		{12, "members keep acknowledging: the deadline moves on", []ack{{"b", 2}, {"c", 3}, {"b", 9}, {"c", 9.1}}, []string{"b", "c"}, false, false, false, 12.9, true, true, true, 13},
+		{13, "a new member appears in gossip without an ack: fence now", []ack{{"b", 9}, {"c", 9.1}}, []string{"b", "c", "d"}, false, false, false, 10, false, false, true, 4},
+	} {
+		l := NewLease(t0, 5*time.Second, time.Second)
+		l.Answer("a", 3, t0, granted)
+		var tr failsafeTracker
+		tr.granted(t0)
+		for _, a := range c.acks {
+			tr.acked(a.m, at(a.sent))
+		}
+		if c.refused {
+			tr.refusedByLeader()
+		}
+		v := decideFailsafe(failsafeInput{Now: at(c.now), Enabled: !c.disabled, Granted: l.Granted(), Fenced: c.fenced,
+			LeaseDeadline: l.Deadline(), Window: 4 * time.Second, Loop: time.Second, Members: c.members, Tracker: &tr})
+		if v.Serve != c.serve || v.Active != c.active || v.Ping != c.ping || !v.Deadline.Equal(at(c.deadline)) {
+			t.Errorf("#%d %s: serve %v active %v ping %v deadline %v (%s); want %v %v %v %v",
+				c.n, c.what, v.Serve, v.Active, v.Ping, v.Deadline.Sub(t0), v.Reason, c.serve, c.active, c.ping, c.deadline)
+		}
+	}
+
+	// A refusal naming another primary fences at once (the lease says so),
+	// whatever the acknowledgements.
+	l := NewLease(t0, 5*time.Second, time.Second)
+	l.Answer("a", 3, t0, granted)
+	if fence, why := l.Answer("a", 3, at(5), &pgdrv1.RenewLeaseResponse{Epoch: 4, Primary: "b", Reason: "the recorded primary is b"}); !fence || !strings.Contains(why, "primary is b") {
+		t.Fatalf("refusal naming another primary: fence %v %q", fence, why)
+	}
+
+	// Renewal resumes: a grant ends failsafe mode; the old acks no longer
+	// count, and no pings go out while renewals succeed.
+	l = NewLease(t0, 5*time.Second, time.Second)
+	l.Answer("a", 3, t0, granted)
+	var tr failsafeTracker
+	tr.granted(t0)
+	tr.acked("b", at(5))
+	tr.acked("c", at(5))
+	in := failsafeInput{Now: at(6), Enabled: true, Granted: true, LeaseDeadline: l.Deadline(), Window: 4 * time.Second, Loop: time.Second, Members: []string{"b", "c"}, Tracker: &tr}
+	if v := decideFailsafe(in); !v.Active || !v.Serve {
+		t.Fatalf("before the renewal: %+v", v)
+	}
+	l.Answer("a", 3, at(6), granted)
+	tr.granted(at(6))
+	in.LeaseDeadline, in.Now = l.Deadline(), at(6.5)
+	if v := decideFailsafe(in); v.Active || !v.Serve || v.Ping || !v.Deadline.Equal(at(10)) {
+		t.Fatalf("after the renewal: %+v", v)
+	}
+}
+
+// TestFailsafeTimingArgument checks the comment's inequality at the
+// defaults: with every member acknowledging within W = T − M and refusing
+// promotion for T after acknowledging, the primary stops at D + f, before
+// any refusal window ends, for clock rates off by 500 ppm and f = 500ms.
+func TestFailsafeTimingArgument(t *testing.T) {
+	T, M, f, rho := 5.0, 1.0, 0.5, 500e-6
+	W := T - M
+	for _, lag := range []float64{0, 0.001, 0.5, 2} { // a_m − s_m: network and queueing delay
+		s := 10.0
+		stop := s + W/(1-rho) + f          // latest real time the primary still writes
+		refuseUntil := s + lag + T/(1+rho) // earliest real time m's refusal ends
+		if stop >= refuseUntil {
+			t.Errorf("lag %.3fs: primary stops at %.4f, refusal ends at %.4f", lag, stop, refuseUntil)
+		}
+	}
+}

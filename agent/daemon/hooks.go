@@ -1,0 +1,224 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pgdr/pgdr/agent/health"
+	"github.com/pgdr/pgdr/pkg/config"
+)
+
+// hookOutputLimit caps the output of one hook run kept for the log.
+const hookOutputLimit = 16 << 10
+
+// Results of a hook run (pgdr_agent_hook_runs_total{result}).
+const (
+	hookOK      = "ok"      // exit status 0
+	hookFailed  = "failed"  // a non-zero exit status
+	hookTimeout = "timeout" // killed at hooks.timeout
+	hookError   = "error"   // could not be started
+)
+
+// roleChange is one run of the role-change hook.
+type roleChange struct {
+	role, previous string
+	epoch          uint64
+}
+
+// hookRunner runs hooks.on_role_change when the node's role changes.
+// observe is called with every report and never blocks: runs are
+// serialized on one goroutine at a time, and while one runs only the latest
+// change waits (intermediate roles are coalesced: the hook learns the
+// current role and the role the previous run announced).
+type hookRunner struct {
+	argv    []string
+	timeout time.Duration
+	cluster string
+	node    string
+	log     *slog.Logger
+	runs    *prometheus.CounterVec
+
+	mu        sync.Mutex
+	last      string      // the last role observed ("" before the first report)
+	announced string      // the role the last started run announced
+	pending   *roleChange // the latest change waiting for the running hook
+	running   bool
+	idle      *sync.Cond // signalled when running turns false
+}
+
+// newHookRunner returns nil without hooks.on_role_change.
+func newHookRunner(cfg *config.Config, log *slog.Logger, reg prometheus.Registerer) *hookRunner {
+	if len(cfg.Hooks.OnRoleChange) == 0 {
+		return nil
+	}
+	h := &hookRunner{
+		argv:    append([]string(nil), cfg.Hooks.OnRoleChange...),
+		timeout: cfg.Hooks.Timeout.Duration,
+		cluster: cfg.Cluster, node: cfg.Node.Name,
+		log: log.With("hook", "on_role_change"),
+		runs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pgdr_agent_hook_runs_total",
+			Help: "Runs of the role-change hook, by result: ok, failed (non-zero exit), timeout, error (not started).",
+		}, []string{"result"}),
+	}
+	if h.timeout <= 0 {
+		h.timeout = config.DefaultHookTimeout
+	}
+	h.idle = sync.NewCond(&h.mu)
+	for _, r := range []string{hookOK, hookFailed, hookTimeout, hookError} {
+		h.runs.WithLabelValues(r)
+	}
+	if reg != nil {
+		reg.MustRegister(h.runs)
+	}
+	return h
+}
+
+// observe notes the role of the latest report. A change from the last
+// known role starts the hook (or replaces the waiting change). "unknown"
+// (the server runs but cannot be queried this round) is not a role and
+// changes nothing. The first report after start counts as a change from
+// the empty role, so that a restarted agent re-asserts its node's role.
+func (h *hookRunner) observe(role string, epoch uint64) {
+	if h == nil || role == health.RoleUnknown || role == "" {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if role == h.last {
+		return
+	}
+	h.last = role
+	rc := &roleChange{role: role, epoch: epoch}
+	if h.running {
+		h.pending = rc // coalesce: only the latest waits
+		return
+	}
+	h.running = true
+	rc.previous, h.announced = h.announced, role
+	go h.loop(rc)
+}
+
+// loop runs rc, then every change that arrived meanwhile, one at a time.
+func (h *hookRunner) loop(rc *roleChange) {
+	for {
+		h.run(rc)
+		h.mu.Lock()
+		rc, h.pending = h.pending, nil
+		if rc == nil || rc.role == h.announced {
+			// Nothing waits, or the role went back to what the last run
+			// announced: no change to report.
+			h.running = false
+			h.idle.Broadcast()
+			h.mu.Unlock()
+			return
+		}
+		rc.previous, h.announced = h.announced, rc.role
+		h.mu.Unlock()
+	}
+}
+
+// wait blocks until no hook runs (tests).
+func (h *hookRunner) wait() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for h.running {
+		h.idle.Wait()
+	}
+}
+
+// run executes the hook once, bounded by the timeout; the whole process
+// group is killed at the deadline.
+func (h *hookRunner) run(rc *roleChange) {
+	ctx, cancel := context.WithTimeout(context.Background(), h.timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, h.argv[0], h.argv[1:]...)
+	cmd.Env = append(os.Environ(),
+		"PGDR_ROLE="+rc.role,
+		"PGDR_PREVIOUS_ROLE="+rc.previous,
+		"PGDR_CLUSTER="+h.cluster,
+		"PGDR_NODE="+h.node,
+		"PGDR_EPOCH="+strconv.FormatUint(rc.epoch, 10),
+	)
+	cmd.Stdin = nil
+	out := &limitedBuffer{max: hookOutputLimit}
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error {
+		if cmd.Process == nil {
+			return nil
+		}
+		return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
+	// A grandchild that keeps the output pipe open does not hold us.
+	cmd.WaitDelay = 2 * time.Second
+	log := h.log.With("role", rc.role, "previous_role", rc.previous, "epoch", rc.epoch)
+	log.Info("running role-change hook", "command", h.argv[0])
+	start := time.Now()
+	err := cmd.Run()
+	took := time.Since(start).Round(time.Millisecond)
+	output := strings.TrimSpace(out.String())
+	var exitErr *exec.ExitError
+	switch {
+	case ctx.Err() != nil && cmd.ProcessState != nil:
+		h.runs.WithLabelValues(hookTimeout).Inc()
+		log.Error("role-change hook timed out and was killed", "timeout", h.timeout, "output", output)
+	case err == nil:
+		h.runs.WithLabelValues(hookOK).Inc()
+		log.Info("role-change hook done", "exit_code", 0, "took", took, "output", output)
+	case errors.As(err, &exitErr):
+		h.runs.WithLabelValues(hookFailed).Inc()
+		log.Error("role-change hook failed", "exit_code", exitErr.ExitCode(), "took", took, "output", output)
+	case errors.Is(err, exec.ErrWaitDelay):
+		// It exited 0 but left a process holding its output open.
+		h.runs.WithLabelValues(hookOK).Inc()
+		log.Warn("role-change hook done, but a process it started kept its output open", "took", took, "output", output)
+	default:
+		h.runs.WithLabelValues(hookError).Inc()
+		log.Error("role-change hook could not run", "err", err)
+	}
+}
+
+// limitedBuffer keeps the first max bytes written and counts the rest.
+type limitedBuffer struct {
+	mu      sync.Mutex
+	buf     bytes.Buffer
+	max     int
+	dropped int
+}
+
+func (b *limitedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	room := b.max - b.buf.Len()
+	if room >= len(p) {
+		b.buf.Write(p)
+	} else {
+		if room > 0 {
+			b.buf.Write(p[:room])
+		}
+		b.dropped += len(p) - max(room, 0)
+	}
+	return len(p), nil
+}
+
+func (b *limitedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.dropped > 0 {
+		return fmt.Sprintf("%s… (%d more bytes)", b.buf.String(), b.dropped)
+	}
+	return b.buf.String()
+}

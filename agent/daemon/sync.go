@@ -1,0 +1,67 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/pgdr/pgdr/agent/health"
+)
+
+// syncWait bounds how long setSynchronous waits for the reload to show.
+const syncWait = 15 * time.Second
+
+// setSynchronous carries out a set_synchronous order: it writes
+// synchronous_standby_names with ALTER SYSTEM, reloads, and returns once
+// SHOW gives the new value (the server then waits for the named standbys
+// before it acknowledges a commit).
+//
+// The order's epoch was checked by Order (never older than the highest
+// epoch this agent saw). It is accepted on the primary and, so that a
+// promoted standby acknowledges no commit before its synchronous standbys
+// are set, on a standby the coordinator is about to promote: there the
+// setting is inert until the promotion. A fenced node refuses it: it must
+// rejoin first.
+func (d *Daemon) setSynchronous(ctx context.Context, epoch uint64, value string) (string, error) {
+	pgdata := d.cfg.Postgres.PGData
+	if fi, _ := health.ReadFenced(pgdata); fi != nil {
+		return "", fmt.Errorf("refusing to set synchronous_standby_names: this node is fenced (%s, epoch %d)", fi.Reason, fi.Epoch)
+	}
+	if strings.ContainsAny(value, "\x00\n\r") {
+		return "", fmt.Errorf("refusing synchronous_standby_names %q: control characters", value)
+	}
+	conn, err := d.localConn(ctx)
+	if err != nil {
+		return "", fmt.Errorf("connecting to the local server: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	var inRecovery bool
+	if err := conn.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&inRecovery); err != nil {
+		return "", err
+	}
+	for _, sql := range []string{
+		"ALTER SYSTEM SET synchronous_standby_names = " + quoteLiteral(value),
+		"SELECT pg_reload_conf()",
+	} {
+		if _, err := conn.Exec(ctx, sql); err != nil {
+			return "", fmt.Errorf("setting synchronous_standby_names: %w", err)
+		}
+	}
+	var got string
+	if err := waitCond(ctx, syncWait, "synchronous_standby_names reloaded", func(ctx context.Context) (bool, error) {
+		if err := conn.QueryRow(ctx, "SELECT current_setting('synchronous_standby_names')").Scan(&got); err != nil {
+			return false, err
+		}
+		return got == value, fmt.Errorf("SHOW synchronous_standby_names gives %q, want %q", got, value)
+	}); err != nil {
+		return "", err
+	}
+	d.log.Info("synchronous_standby_names set", "value", value, "epoch", epoch, "in_recovery", inRecovery)
+	d.CheckNow(ctx)
+	where := "primary"
+	if inRecovery {
+		where = "standby: in force once promoted"
+	}
+	return fmt.Sprintf("synchronous_standby_names = %s (%s, epoch %d)", quoteLiteral(value), where, epoch), nil
+}

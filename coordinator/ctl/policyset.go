@@ -1,0 +1,254 @@
+package ctl
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+
+	"google.golang.org/protobuf/proto"
+
+	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
+)
+
+// PolicyShowJSON is what `policy show` and `policy set` print with --json.
+type PolicyShowJSON struct {
+	Cluster string     `json:"cluster"`
+	Policy  PolicyJSON `json:"policy"`
+	// Failsafe: a primary that cannot renew its lease keeps serving while
+	// every member acknowledges its failsafe ping (policy failsafe_disabled
+	// is its negation).
+	Failsafe bool `json:"failsafe"`
+}
+
+// defaultMaxLag mirrors the coordinators' default maximum_lag_on_failover.
+const defaultMaxLag = 1 << 20
+
+func cmdPolicy(ctx context.Context, e env, cf *connFlags, args []string) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "show":
+			return cmdPolicyShow(ctx, e, cf, args[1:])
+		case "set":
+			return cmdPolicySet(ctx, e, cf, args[1:])
+		case "--help", "-help", "-h", "help":
+			fmt.Fprint(e.stderr, policyUsage)
+			return flag.ErrHelp
+		}
+		return usagef("unknown policy command %q (want show or set)", args[0])
+	}
+	return usagef("policy needs a subcommand: show or set")
+}
+
+const policyUsage = `Usage: pgdrctl policy show --cluster C [--json]
+       pgdrctl policy set --cluster C [--synchronous off|on|"quorum N"] [--maximum-lag BYTES]
+                          [--preferred-regions r1,r2] [--failsafe on|off] [--json]
+
+A cluster's failover policy, recorded in Raft. 'show' reads it (role read);
+'set' changes the settings given and keeps the others (role admin). Pause and
+resume are separate commands.
+`
+
+// currentPolicy reads a cluster's policy through Status.
+func currentPolicy(ctx context.Context, cl *client, cluster string) (*pgdrv1.Policy, error) {
+	var resp *pgdrv1.StatusResponse
+	if _, err := cl.call(ctx, "Status", func(ctx context.Context, c pgdrv1.AdminServiceClient) error {
+		var err error
+		resp, err = c.Status(ctx, &pgdrv1.StatusRequest{Cluster: cluster})
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	for _, c := range resp.GetClusters() {
+		if c.GetName() == cluster {
+			if c.GetPolicy() == nil {
+				return &pgdrv1.Policy{Paused: c.GetPaused(), PausedReason: c.GetPausedReason()}, nil
+			}
+			return c.GetPolicy(), nil
+		}
+	}
+	return nil, fmt.Errorf("the coordinators did not report cluster %s", cluster)
+}
+
+func cmdPolicyShow(ctx context.Context, e env, cf *connFlags, args []string) error {
+	f := newCmdFlags(e, "policy show", "policy show --cluster C [--json]", "Prints a cluster's failover policy. Needs role read.", cf)
+	cluster := f.String("cluster", "", "the cluster (required)")
+	if _, err := f.parse(args, 0); err != nil {
+		return err
+	}
+	if *cluster == "" {
+		return usagef("--cluster is required")
+	}
+	cl, err := cf.client()
+	if err != nil {
+		return err
+	}
+	p, err := currentPolicy(ctx, cl, *cluster)
+	if err != nil {
+		return err
+	}
+	return writePolicyShow(e.stdout, f.json(), *cluster, p)
+}
+
+func cmdPolicySet(ctx context.Context, e env, cf *connFlags, args []string) error {
+	f := newCmdFlags(e, "policy set", `policy set --cluster C [--synchronous off|on|"quorum N"] [--maximum-lag BYTES] [--preferred-regions r1,r2] [--failsafe on|off] [--json]`,
+		`Changes the settings given and keeps the others; recorded in Raft and in the
+history. Needs role admin.`, cf)
+	cluster := f.String("cluster", "", "the cluster (required)")
+	syncMode := f.String("synchronous", "", `off, on or "quorum N" (also quorum:N); in synchronous mode only a standby holding every acknowledged commit is promoted`)
+	maxLag := f.String("maximum-lag", "", "maximum_lag_on_failover: bytes, or with kB, MB or GB (1024-based); 0 = the default 1MB")
+	regions := f.String("preferred-regions", "", "comma-separated regions, preferred first, for choosing among equal candidates ('' clears)")
+	failsafe := f.String("failsafe", "", "on or off: keep a primary serving through a coordinator outage while every member acknowledges it")
+	pos, err := f.parse(args, -1)
+	if err != nil {
+		return err
+	}
+	set := map[string]bool{}
+	f.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	// `--synchronous quorum 2` leaves the 2 as an argument.
+	if len(pos) == 1 && strings.TrimSpace(*syncMode) == "quorum" {
+		*syncMode, pos = "quorum "+pos[0], nil
+	}
+	if len(pos) > 0 {
+		return usagef("unexpected argument %q", pos[0])
+	}
+	if *cluster == "" {
+		return usagef("--cluster is required")
+	}
+	if !set["synchronous"] && !set["maximum-lag"] && !set["preferred-regions"] && !set["failsafe"] {
+		return usagef("nothing to set: give --synchronous, --maximum-lag, --preferred-regions or --failsafe")
+	}
+	var sync string
+	if set["synchronous"] {
+		if sync, err = normalizeSynchronous(*syncMode); err != nil {
+			return usagef("--synchronous: %v", err)
+		}
+	}
+	var lag uint64
+	if set["maximum-lag"] {
+		if lag, err = parseBytes(*maxLag); err != nil {
+			return usagef("--maximum-lag: %v", err)
+		}
+	}
+	var regionList []string
+	if set["preferred-regions"] {
+		seen := map[string]bool{}
+		for _, r := range strings.Split(*regions, ",") {
+			if r = strings.TrimSpace(r); r == "" {
+				continue
+			}
+			if seen[r] {
+				return usagef("--preferred-regions: %q is listed twice", r)
+			}
+			seen[r] = true
+			regionList = append(regionList, r)
+		}
+	}
+	var failsafeOff bool
+	if set["failsafe"] {
+		switch strings.ToLower(strings.TrimSpace(*failsafe)) {
+		case "on":
+		case "off":
+			failsafeOff = true
+		default:
+			return usagef("--failsafe: want on or off, got %q", *failsafe)
+		}
+	}
+	cl, err := cf.client()
+	if err != nil {
+		return err
+	}
+	cur, err := currentPolicy(ctx, cl, *cluster)
+	if err != nil {
+		return err
+	}
+	p := proto.Clone(cur).(*pgdrv1.Policy)
+	if set["synchronous"] {
+		p.Synchronous = sync
+	}
+	if set["maximum-lag"] {
+		p.MaximumLagOnFailover = lag
+	}
+	if set["preferred-regions"] {
+		p.PreferredRegions = regionList
+	}
+	if set["failsafe"] {
+		p.FailsafeDisabled = failsafeOff
+	}
+	var resp *pgdrv1.SetPolicyResponse
+	if _, err := cl.call(ctx, "SetPolicy", func(ctx context.Context, c pgdrv1.AdminServiceClient) error {
+		var err error
+		resp, err = c.SetPolicy(ctx, &pgdrv1.SetPolicyRequest{Cluster: *cluster, Policy: p})
+		return err
+	}); err != nil {
+		return err
+	}
+	return writePolicyShow(e.stdout, f.json(), *cluster, resp.GetPolicy())
+}
+
+// normalizeSynchronous accepts off, on, "quorum N", quorum:N and quorum=N.
+func normalizeSynchronous(s string) (string, error) {
+	v := strings.ToLower(strings.TrimSpace(s))
+	switch v {
+	case "off", "on":
+		return v, nil
+	}
+	if rest, ok := strings.CutPrefix(v, "quorum"); ok {
+		rest = strings.TrimLeft(rest, " :=")
+		n, err := strconv.ParseUint(rest, 10, 31)
+		if err != nil || n < 1 {
+			return "", fmt.Errorf("%q: quorum needs a number N >= 1", s)
+		}
+		return fmt.Sprintf("quorum %d", n), nil
+	}
+	return "", fmt.Errorf("want off, on or \"quorum N\", got %q", s)
+}
+
+// parseBytes reads 1048576, 512kB, 16MB or 1GB (1024-based, as PostgreSQL).
+func parseBytes(s string) (uint64, error) {
+	v := strings.TrimSpace(s)
+	mult := uint64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   uint64
+	}{{"kb", 1 << 10}, {"mb", 1 << 20}, {"gb", 1 << 30}, {"b", 1}} {
+		if strings.HasSuffix(strings.ToLower(v), u.suffix) {
+			v, mult = strings.TrimSpace(v[:len(v)-len(u.suffix)]), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseUint(v, 10, 64)
+	if err != nil || n > (1<<62)/mult {
+		return 0, fmt.Errorf("%q is not a size in bytes (e.g. 1048576, 512kB, 16MB)", s)
+	}
+	return n * mult, nil
+}
+
+func writePolicyShow(w io.Writer, asJSON bool, cluster string, p *pgdrv1.Policy) error {
+	v := PolicyShowJSON{Cluster: cluster, Policy: policyView(p), Failsafe: !p.GetFailsafeDisabled()}
+	if asJSON {
+		return printJSON(w, v)
+	}
+	paused := "no"
+	if v.Policy.Paused {
+		paused = fmt.Sprintf("YES (maintenance mode: %s, by %s since %s)", dash(v.Policy.PausedReason), dash(v.Policy.PausedBy), dash(v.Policy.PausedAt))
+	}
+	sync := v.Policy.Synchronous
+	if sync == "" {
+		sync = "off"
+	}
+	lag := fmt.Sprintf("%d bytes", v.Policy.MaximumLagOnFailover)
+	if v.Policy.MaximumLagOnFailover == 0 {
+		lag = fmt.Sprintf("%d bytes (the default)", defaultMaxLag)
+	}
+	regions := strings.Join(v.Policy.PreferredRegions, ", ")
+	fs := "on"
+	if !v.Failsafe {
+		fs = "off"
+	}
+	_, err := fmt.Fprintf(w, "cluster %s policy:\n  paused:                  %s\n  synchronous:             %s\n  maximum_lag_on_failover: %s\n  preferred_regions:       %s\n  failsafe:                %s\n",
+		cluster, paused, sync, lag, dash(regions), fs)
+	return err
+}

@@ -1,0 +1,456 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgdr/pgdr/coordinator/ctl"
+	"github.com/pgdr/pgdr/pkg/testutil"
+	"github.com/pgdr/pgdr/pkg/testutil/faultproxy"
+)
+
+// labLeaseTTL is the lab's failover.lease_ttl (the default).
+const labLeaseTTL = 5 * time.Second
+
+// stopPid sends SIGTERM to the process in pidFile and waits until it is gone.
+func stopPid(t *testing.T, pidFile string) {
+	t.Helper()
+	pid := readPid(t, pidFile)
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		t.Fatalf("SIGTERM %d (%s): %v", pid, pidFile, err)
+	}
+	testutil.WaitFor(t, 30*time.Second, fmt.Sprintf("process %d (%s) exits", pid, pidFile), func() (bool, error) {
+		return syscall.Kill(pid, 0) != nil, nil
+	})
+}
+
+// writeLog writes on nodes every 200 ms and records when each write
+// succeeded or failed.
+type writeLog struct {
+	l     *lab
+	nodes []string
+	stop  chan struct{}
+	done  chan struct{}
+	mu    sync.Mutex
+	ok    map[string][]time.Time
+	fail  map[string][]time.Time
+}
+
+func startWriteLog(t *testing.T, l *lab, nodes ...string) *writeLog {
+	if _, err := l.psql("pg-a1", "CREATE TABLE IF NOT EXISTS failsafe_writes (node text, at timestamptz DEFAULT now())"); err != nil {
+		t.Fatal(err)
+	}
+	w := &writeLog{l: l, nodes: nodes, stop: make(chan struct{}), done: make(chan struct{}), ok: map[string][]time.Time{}, fail: map[string][]time.Time{}}
+	go func() {
+		defer close(w.done)
+		tk := time.NewTicker(200 * time.Millisecond)
+		defer tk.Stop()
+		for {
+			select {
+			case <-w.stop:
+				return
+			case <-tk.C:
+			}
+			var wg sync.WaitGroup
+			for _, n := range w.nodes {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					at := time.Now()
+					ok := w.write(n)
+					w.mu.Lock()
+					if ok {
+						w.ok[n] = append(w.ok[n], at)
+					} else {
+						w.fail[n] = append(w.fail[n], at)
+					}
+					w.mu.Unlock()
+				}()
+			}
+			wg.Wait()
+		}
+	}()
+	t.Cleanup(w.finish)
+	return w
+}
+
+func (w *writeLog) write(node string) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, fmt.Sprintf("host=127.0.0.1 port=%d user=postgres dbname=postgres connect_timeout=1", w.l.pgPort(node)))
+	if err != nil {
+		return false
+	}
+	defer conn.Close(context.Background())
+	_, err = conn.Exec(ctx, "INSERT INTO failsafe_writes (node) VALUES ($1)", node)
+	return err == nil
+}
+
+func (w *writeLog) finish() {
+	select {
+	case <-w.stop:
+	default:
+		close(w.stop)
+	}
+	<-w.done
+}
+
+// between returns the successes and failures of node in [from, to).
+func (w *writeLog) between(node string, from, to time.Time) (ok, fail []time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	in := func(ts []time.Time) (out []time.Time) {
+		for _, t := range ts {
+			if !t.Before(from) && t.Before(to) {
+				out = append(out, t)
+			}
+		}
+		return out
+	}
+	return in(w.ok[node]), in(w.fail[node])
+}
+
+// clusterNow returns the main cluster from pgdrctl status.
+func (l *lab) clusterNow() (ctl.ClusterJSON, error) {
+	v, _, err := l.status()
+	if err != nil {
+		return ctl.ClusterJSON{}, err
+	}
+	c, ok := labCluster(v, "main")
+	if !ok {
+		return c, fmt.Errorf("no cluster main in status")
+	}
+	return c, nil
+}
+
+func (l *lab) history(t *testing.T) []ctl.EventJSON {
+	t.Helper()
+	out, err := l.ctl("history", "--cluster", "main", "--json")
+	if err != nil {
+		t.Fatalf("history: %v\n%s", err, out)
+	}
+	var h ctl.HistoryJSON
+	if err := json.Unmarshal(out, &h); err != nil {
+		t.Fatalf("history --json: %v\n%s", err, out)
+	}
+	return h.Events
+}
+
+// waitLeaseResumed waits until pg-a1 holds a live lease at epoch and is a
+// healthy primary.
+func (l *lab) waitLeaseResumed(t *testing.T, epoch uint64, timeout time.Duration) {
+	t.Helper()
+	testutil.WaitFor(t, timeout, "the lease of pg-a1 resumes at the same epoch", func() (bool, error) {
+		c, err := l.clusterNow()
+		if err != nil {
+			return false, err
+		}
+		if c.Primary != "pg-a1" || c.Epoch != epoch {
+			return false, fmt.Errorf("primary %s epoch %d (want pg-a1 at %d); failover: %s", c.Primary, c.Epoch, epoch, c.Failover)
+		}
+		exp, err := time.Parse(time.RFC3339Nano, c.LeaseExpiresAt)
+		if err != nil || !exp.After(time.Now()) {
+			return false, fmt.Errorf("lease_expires_at %q", c.LeaseExpiresAt)
+		}
+		m, _ := labMember(c, "pg-a1")
+		if m.Role != "primary" || !m.Healthy {
+			return false, fmt.Errorf("pg-a1 role %s healthy %v %v", m.Role, m.Healthy, m.Problems)
+		}
+		return true, nil
+	})
+}
+
+func (l *lab) primaryCode(node string) int {
+	code, _ := httpCode(fmt.Sprintf("http://127.0.0.1:%d/primary", l.healthPort(node)))
+	return code
+}
+
+// editAgentYAML rewrites a node's agent.yaml.
+func (l *lab) editAgentYAML(t *testing.T, node string, edit func(string) string) {
+	t.Helper()
+	p := filepath.Join(l.dir, node, "agent.yaml")
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := edit(string(b))
+	if out == string(b) {
+		t.Fatalf("%s: the edit changed nothing", p)
+	}
+	if err := os.WriteFile(p, []byte(out), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// restartAgent stops a node's agent (SIGTERM) and starts it again.
+func (l *lab) restartAgent(t *testing.T, node string) {
+	t.Helper()
+	stopPid(t, filepath.Join(l.dir, node, "agent.pid"))
+	if out, err := l.labScript(t.Context(), "start-agent", node); err != nil {
+		t.Fatalf("start-agent %s: %v\n%s", node, err, out)
+	}
+}
+
+// routeCoordinatorsThroughProxies points pg-a1's agent at proxies to the
+// three coordinators (asking who leads and dialing the leader).
+func routeCoordinatorsThroughProxies(t *testing.T, l *lab) []*faultproxy.Proxy {
+	var ps []*faultproxy.Proxy
+	var addrs, leaders []string
+	for i := 1; i <= 3; i++ {
+		p := faultproxy.Start(t, "", l.addr(i))
+		ps = append(ps, p)
+		addrs = append(addrs, fmt.Sprintf("%q", p.Addr))
+		leaders = append(leaders, fmt.Sprintf("c%d: %q", i, p.Addr))
+	}
+	l.editAgentYAML(t, "pg-a1", func(s string) string {
+		return regexp.MustCompile(`(?m)^  addresses: \[.*\]$`).ReplaceAllString(s,
+			"  addresses: ["+strings.Join(addrs, ", ")+"]\n  leader_addresses: {"+strings.Join(leaders, ", ")+"}")
+	})
+	return ps
+}
+
+// failsafeLabStart starts the lab and returns pg-a1's epoch.
+func failsafeLabStart(t *testing.T) (*lab, uint64) {
+	if testing.Short() {
+		t.Skip("runs the lab")
+	}
+	l := startLab(t)
+	c, err := l.clusterNow()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Primary != "pg-a1" {
+		t.Fatalf("primary %q, want pg-a1", c.Primary)
+	}
+	return l, c.Epoch
+}
+
+// TestFailsafeAllCoordinatorsStopped: all three coordinators stopped, the
+// primary keeps taking writes for 3 × lease_ttl and more (failsafe: both
+// replicas acknowledge its pings); when they return, the lease resumes at
+// the same epoch without a failover.
+func TestFailsafeAllCoordinatorsStopped(t *testing.T) {
+	l, epoch := failsafeLabStart(t)
+	w := startWriteLog(t, l, "pg-a1")
+	testutil.WaitFor(t, 30*time.Second, "writes on pg-a1", func() (bool, error) {
+		ok, _ := w.between("pg-a1", time.Time{}, time.Now())
+		return len(ok) > 0, nil
+	})
+	stopped := time.Now()
+	for _, c := range []string{"c1", "c2", "c3"} {
+		stopPid(t, filepath.Join(l.dir, c, "coordinator.pid"))
+	}
+	t.Logf("coordinators stopped in %s", time.Since(stopped).Round(time.Millisecond))
+	hold := 3*labLeaseTTL + 3*time.Second
+	for time.Since(stopped) < hold {
+		if code := l.primaryCode("pg-a1"); code != 200 {
+			t.Fatalf("%s after the coordinators stopped: /primary on pg-a1 = %d", time.Since(stopped).Round(time.Millisecond), code)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	ok, fail := w.between("pg-a1", stopped, time.Now())
+	t.Logf("without coordinators for %s: %d writes ok, %d failed", hold, len(ok), len(fail))
+	if len(fail) > 0 {
+		t.Fatalf("writes failed on pg-a1 without coordinators at %v", fail)
+	}
+	if len(ok) < int(hold/(400*time.Millisecond)) {
+		t.Fatalf("only %d writes in %s", len(ok), hold)
+	}
+	for _, c := range []string{"c1", "c2", "c3"} {
+		if out, err := l.labScript(t.Context(), "start-coordinator", c); err != nil {
+			t.Fatalf("start-coordinator %s: %v\n%s", c, err, out)
+		}
+	}
+	back := time.Now()
+	l.waitLeaseResumed(t, epoch, 60*time.Second)
+	t.Logf("lease resumed %s after the coordinators were started again", time.Since(back).Round(time.Millisecond))
+	if _, fail := w.between("pg-a1", stopped, time.Now()); len(fail) > 0 {
+		t.Fatalf("writes failed on pg-a1: %v", fail)
+	}
+	for _, ev := range l.history(t) {
+		if ev.Kind == "failover-intent" {
+			t.Fatalf("a failover was started: %+v", ev)
+		}
+	}
+}
+
+// TestFailsafePrimaryCutFromCoordinators: pg-a1 reaches every replica but
+// no coordinator. It keeps taking writes (failsafe), no replica is
+// promoted, and the refusal is reported; healed, its lease resumes.
+func TestFailsafePrimaryCutFromCoordinators(t *testing.T) {
+	l, epoch := failsafeLabStart(t)
+	proxies := routeCoordinatorsThroughProxies(t, l)
+	l.restartAgent(t, "pg-a1")
+	l.waitLeaseResumed(t, epoch, 60*time.Second)
+	checker := startWriteChecker(t, l, "pg-a1", "pg-a2", "pg-b1")
+	w := startWriteLog(t, l, "pg-a1")
+	time.Sleep(2 * time.Second)
+
+	cut := time.Now()
+	for _, p := range proxies {
+		p.Cut(faultproxy.Blackhole)
+	}
+	hold := 3*labLeaseTTL + 5*time.Second
+	var refusal string
+	for time.Since(cut) < hold {
+		c, err := l.clusterNow()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Epoch != epoch || c.Primary != "pg-a1" {
+			t.Fatalf("%s after the cut: primary %s epoch %d (failover: %s)", time.Since(cut).Round(time.Millisecond), c.Primary, c.Epoch, c.Failover)
+		}
+		if strings.Contains(c.Failover, "failsafe") {
+			refusal = c.Failover
+		}
+		if code := l.primaryCode("pg-a1"); code != 200 {
+			t.Fatalf("%s after the cut: /primary on pg-a1 = %d", time.Since(cut).Round(time.Millisecond), code)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	ok, fail := w.between("pg-a1", cut, time.Now())
+	t.Logf("cut off from the coordinators for %s: %d writes ok on pg-a1, %d failed; judgement: %s", hold, len(ok), len(fail), refusal)
+	if len(fail) > 0 {
+		t.Fatalf("writes failed on pg-a1 under failsafe at %v", fail)
+	}
+	if refusal == "" {
+		t.Fatal("status never showed a failsafe failover judgement")
+	}
+	var refused []string
+	for _, ev := range l.history(t) {
+		if ev.Kind == "failover-intent" {
+			t.Fatalf("a failover was started: %+v", ev)
+		}
+		if ev.Kind == "failover-refused" && strings.Contains(ev.Message, "failsafe") {
+			refused = append(refused, ev.Message)
+		}
+	}
+	if len(refused) == 0 {
+		t.Fatal("history has no failover-refused event naming failsafe")
+	}
+	t.Logf("history: failover-refused %q", refused)
+
+	healed := time.Now()
+	for _, p := range proxies {
+		p.Heal()
+	}
+	l.waitLeaseResumed(t, epoch, 60*time.Second)
+	t.Logf("lease resumed %s after the heal", time.Since(healed).Round(time.Millisecond))
+	if _, fail := w.between("pg-a1", cut, time.Now()); len(fail) > 0 {
+		t.Fatalf("writes failed on pg-a1: %v", fail)
+	}
+	checker.finish(t)
+}
+
+// TestFailsafePrimaryIsolated: pg-a1 reaches neither the coordinators nor
+// the replicas' agents (their advertised APIs go through proxies), while a
+// client still reaches its PostgreSQL. It fences within the lease TTL, and
+// only then is a replica promoted; healed, it rejoins as a replica.
+func TestFailsafePrimaryIsolated(t *testing.T) {
+	l, epoch := failsafeLabStart(t)
+	proxies := routeCoordinatorsThroughProxies(t, l)
+	for _, n := range []string{"pg-a2", "pg-b1"} {
+		p := faultproxy.Start(t, "", fmt.Sprintf("127.0.0.1:%d", l.healthPort(n)))
+		proxies = append(proxies, p)
+		l.editAgentYAML(t, n, func(s string) string {
+			return regexp.MustCompile(`(?m)^(  listen: .*)$`).ReplaceAllString(s, "$1\n  advertise: \""+p.Addr+"\"")
+		})
+		l.restartAgent(t, n)
+	}
+	l.restartAgent(t, "pg-a1")
+	l.waitLeaseResumed(t, epoch, 60*time.Second)
+	testutil.WaitFor(t, 60*time.Second, "the replicas healthy", func() (bool, error) {
+		c, err := l.clusterNow()
+		if err != nil {
+			return false, err
+		}
+		for _, n := range []string{"pg-a2", "pg-b1"} {
+			if m, _ := labMember(c, n); m.Role != "replica" || !m.Healthy {
+				return false, fmt.Errorf("%s: %s healthy %v %v", n, m.Role, m.Healthy, m.Problems)
+			}
+		}
+		return true, nil
+	})
+	checker := startWriteChecker(t, l, "pg-a1", "pg-a2", "pg-b1")
+	w := startWriteLog(t, l, "pg-a1", "pg-a2", "pg-b1")
+	time.Sleep(2 * time.Second)
+
+	cut := time.Now()
+	for _, p := range proxies {
+		p.Cut(faultproxy.Blackhole)
+	}
+	var fenced time.Time
+	testutil.WaitFor(t, 2*labLeaseTTL, "pg-a1 fences: /primary 503 and writes fail", func() (bool, error) {
+		if code := l.primaryCode("pg-a1"); code == 200 {
+			return false, fmt.Errorf("/primary still 200")
+		}
+		_, fail := w.between("pg-a1", cut, time.Now())
+		if len(fail) == 0 {
+			return false, fmt.Errorf("writes still succeed")
+		}
+		fenced = fail[0]
+		return true, nil
+	})
+	okA1, _ := w.between("pg-a1", cut, time.Now().Add(time.Hour))
+	lastA1 := cut
+	if len(okA1) > 0 {
+		lastA1 = okA1[len(okA1)-1]
+	}
+	t.Logf("pg-a1 fenced: last write ok %s after the cut, first failure %s after", lastA1.Sub(cut).Round(time.Millisecond), fenced.Sub(cut).Round(time.Millisecond))
+	if lastA1.Sub(cut) >= labLeaseTTL {
+		t.Fatalf("pg-a1 took writes %s after the cut (lease TTL %s)", lastA1.Sub(cut), labLeaseTTL)
+	}
+
+	var newPrimary string
+	testutil.WaitFor(t, 90*time.Second, "a replica promoted", func() (bool, error) {
+		c, err := l.clusterNow()
+		if err != nil {
+			return false, err
+		}
+		if c.Epoch <= epoch || c.Primary == "pg-a1" {
+			return false, fmt.Errorf("primary %s epoch %d; failover: %s", c.Primary, c.Epoch, c.Failover)
+		}
+		ok, _ := w.between(c.Primary, cut, time.Now())
+		if len(ok) == 0 {
+			return false, fmt.Errorf("%s takes no writes yet", c.Primary)
+		}
+		newPrimary = c.Primary
+		return true, nil
+	})
+	okNew, _ := w.between(newPrimary, cut, time.Now())
+	t.Logf("%s promoted: first write %s after the cut", newPrimary, okNew[0].Sub(cut).Round(time.Millisecond))
+	if !okNew[0].After(lastA1) {
+		t.Fatalf("%s took a write at %s, before pg-a1's last at %s", newPrimary, okNew[0], lastA1)
+	}
+
+	healed := time.Now()
+	for _, p := range proxies {
+		p.Heal()
+	}
+	testutil.WaitFor(t, 150*time.Second, "pg-a1 rejoined as a healthy replica", func() (bool, error) {
+		c, err := l.clusterNow()
+		if err != nil {
+			return false, err
+		}
+		m, _ := labMember(c, "pg-a1")
+		return m.Role == "replica" && m.Healthy, fmt.Errorf("pg-a1: role %s healthy %v problems %v", m.Role, m.Healthy, m.Problems)
+	})
+	t.Logf("pg-a1 rejoined %s after the heal", time.Since(healed).Round(time.Millisecond))
+	for _, ev := range l.history(t) {
+		if at, err := time.Parse(time.RFC3339Nano, ev.Time); err == nil && at.After(cut.Add(-time.Second)) {
+			t.Logf("history (%s, cut at %s): %s %s: %s", ev.Time, cut.UTC().Format("15:04:05.000"), ev.Kind, ev.Node, ev.Message)
+		}
+	}
+	checker.finish(t)
+}

@@ -1,0 +1,220 @@
+package failover
+
+import (
+	"fmt"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// SyncSetting is a parsed synchronous_standby_names: commits wait for Num
+// of Names (FIRST: the first Num connected in list order; ANY: any Num).
+type SyncSetting struct {
+	Method string // "FIRST" or "ANY"
+	Num    int
+	Names  []string
+}
+
+var syncSettingRe = regexp.MustCompile(`(?is)^\s*(?:(first|any)\s+)?(\d+)\s*\((.*)\)\s*$`)
+
+// ParseSyncStandbyNames parses a synchronous_standby_names value the way
+// PostgreSQL reads it: "FIRST n (a, b)", "ANY n (a, b)", "n (a, b)" (FIRST),
+// or a plain list "a, b" (FIRST 1). Names may be double-quoted. ok is false
+// for "" (asynchronous) and for what it cannot read.
+func ParseSyncStandbyNames(s string) (SyncSetting, bool) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return SyncSetting{}, false
+	}
+	st := SyncSetting{Method: "FIRST", Num: 1}
+	list := s
+	if m := syncSettingRe.FindStringSubmatch(s); m != nil {
+		if m[1] != "" {
+			st.Method = strings.ToUpper(m[1])
+		}
+		n, err := strconv.Atoi(m[2])
+		if err != nil || n < 1 {
+			return SyncSetting{}, false
+		}
+		st.Num, list = n, m[3]
+	}
+	names, ok := splitNames(list)
+	if !ok || len(names) == 0 {
+		return SyncSetting{}, false
+	}
+	st.Names = names
+	return st, true
+}
+
+// splitNames splits a comma-separated list of standby names, unquoting
+// double-quoted ones ("" inside quotes is one ").
+func splitNames(s string) ([]string, bool) {
+	var out []string
+	for rest := s; ; {
+		rest = strings.TrimLeft(rest, " \t\n")
+		var name string
+		if strings.HasPrefix(rest, `"`) {
+			var b strings.Builder
+			i := 1
+			for ; i < len(rest); i++ {
+				if rest[i] == '"' {
+					if i+1 < len(rest) && rest[i+1] == '"' {
+						b.WriteByte('"')
+						i++
+						continue
+					}
+					break
+				}
+				b.WriteByte(rest[i])
+			}
+			if i >= len(rest) {
+				return nil, false // unterminated quote
+			}
+			name, rest = b.String(), strings.TrimLeft(rest[i+1:], " \t\n")
+			if name == "" {
+				return nil, false
+			}
+		} else {
+			end := strings.IndexByte(rest, ',')
+			if end < 0 {
+				end = len(rest)
+			}
+			name, rest = strings.TrimSpace(rest[:end]), rest[end:]
+			if name == "" || strings.ContainsAny(name, `"() `) {
+				return nil, false
+			}
+		}
+		out = append(out, name)
+		if rest == "" {
+			return out, true
+		}
+		if rest[0] != ',' {
+			return nil, false
+		}
+		rest = rest[1:]
+	}
+}
+
+// String writes the setting as pgdr sets it, e.g. FIRST 1 ("pg-a2") or
+// ANY 2 ("pg-a2", "pg-b1"); "" for no names.
+func (s SyncSetting) String() string {
+	if len(s.Names) == 0 {
+		return ""
+	}
+	q := make([]string, len(s.Names))
+	for i, n := range s.Names {
+		if n == "*" {
+			q[i] = n
+			continue
+		}
+		q[i] = `"` + strings.ReplaceAll(n, `"`, `""`) + `"`
+	}
+	return fmt.Sprintf("%s %d (%s)", s.Method, s.Num, strings.Join(q, ", "))
+}
+
+// SyncQuorum is how many synchronous standbys a policy.synchronous value
+// asks to acknowledge each commit: 1 for "on", N for "quorum N", 0 for
+// "", "off" and values it cannot read.
+func SyncQuorum(policy string) int {
+	p := strings.ToLower(strings.TrimSpace(policy))
+	if p == "on" {
+		return 1
+	}
+	if n, ok := strings.CutPrefix(p, "quorum "); ok {
+		if v, err := strconv.Atoi(strings.TrimSpace(n)); err == nil && v >= 1 {
+			return v
+		}
+	}
+	return 0
+}
+
+// SyncView is what the synchronous-mode promotion rule needs.
+type SyncView struct {
+	// Recorded: the cluster's sync_standbys as recorded in Raft. Every
+	// standby that may hold an acknowledged commit is in it: the leader
+	// records a standby before the primary is told to wait for it, and
+	// drops one only after the primary no longer waits for it and the
+	// remaining ones have caught up.
+	Recorded []string
+	// Quorum: every acknowledged commit is on at least Quorum members of
+	// Recorded (1 for "on"; N for ANY N). Values below 1 count as 1, the
+	// strictest reading.
+	Quorum int
+	// Positions: the highest LSN each member durably holds (received and
+	// flushed), for the members whose position is known to be final (a
+	// fresh report taken after the old primary stopped writing). Members
+	// missing here are unreachable for this rule.
+	Positions map[string]uint64
+}
+
+// SyncCandidates applies the synchronous-mode rule: with M recorded
+// standbys and every acknowledged commit on at least N of them, any
+// M−N+1 of them include one holding each commit, so the one with the
+// highest position among at least M−N+1 reachable recorded standbys holds
+// every acknowledged commit. When N = M every recorded standby holds every
+// commit and positions do not matter ("on" with one recorded standby).
+// eligible lists the members that may be promoted; why gives, for a
+// recorded member that may not be, the reason (general applies to every
+// member outside Recorded and, when set, to all of them).
+func SyncCandidates(v SyncView) (eligible map[string]bool, why map[string]string, general string) {
+	eligible, why = map[string]bool{}, map[string]string{}
+	rec := slices.Clone(v.Recorded)
+	slices.Sort(rec)
+	rec = slices.Compact(rec)
+	m := len(rec)
+	if m == 0 {
+		return eligible, why, "no synchronous standby is recorded"
+	}
+	n := min(max(v.Quorum, 1), m)
+	need := m - n + 1
+	list := strings.Join(rec, ", ")
+	if need == 1 {
+		for _, r := range rec {
+			eligible[r] = true
+		}
+		return eligible, why, fmt.Sprintf("not among the recorded synchronous standbys (%s)", list)
+	}
+	var known []string
+	var top uint64
+	for _, r := range rec {
+		if p, ok := v.Positions[r]; ok {
+			known = append(known, r)
+			top = max(top, p)
+		}
+	}
+	if len(known) < need {
+		general = fmt.Sprintf("only %d of the %d recorded synchronous standbys (%s) report a final position (%s); with every commit on at least %d of them, %d are needed to know who holds every acknowledged commit",
+			len(known), m, list, strings.Join(known, ", "), n, need)
+		if len(known) == 0 {
+			general = fmt.Sprintf("none of the %d recorded synchronous standbys (%s) reports a final position; with every commit on at least %d of them, %d are needed to know who holds every acknowledged commit",
+				m, list, n, need)
+		}
+		for _, r := range rec {
+			why[r] = general
+		}
+		return eligible, why, general
+	}
+	for _, r := range known {
+		if v.Positions[r] == top {
+			eligible[r] = true
+		} else {
+			why[r] = fmt.Sprintf("holds %s, behind %s among %d reachable recorded synchronous standbys", FormatLSN(v.Positions[r]), FormatLSN(top), len(known))
+		}
+	}
+	for _, r := range rec {
+		if _, ok := v.Positions[r]; !ok {
+			why[r] = "a recorded synchronous standby without a final position"
+		}
+	}
+	return eligible, why, fmt.Sprintf("not among the recorded synchronous standbys (%s)", list)
+}
+
+// notSynchronous is the rejection of a member that is not a synchronous
+// standby in synchronous mode.
+func notSynchronous(m Member) string {
+	if m.SyncNote != "" {
+		return "not a synchronous standby: " + m.SyncNote
+	}
+	return "not a synchronous standby"
+}

@@ -1,0 +1,53 @@
+package server
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
+)
+
+// failsafeRefusal is why a member refuses promotion per its report: it
+// acknowledged a failsafe ping of the recorded primary within the lease
+// TTL of the report's time (both times from the member's clock). "" when
+// it does not.
+func failsafeRefusal(r *pgdrv1.HealthReport, primary string, ttl time.Duration) string {
+	if r == nil || r.FailsafeAckedAt == nil || r.Time == nil || primary == "" || r.FailsafePrimary != primary {
+		return ""
+	}
+	age := r.Time.AsTime().Sub(r.FailsafeAckedAt.AsTime())
+	if age < 0 {
+		age = 0
+	}
+	if age >= ttl {
+		return ""
+	}
+	return fmt.Sprintf("acknowledged %s's failsafe ping %s ago (epoch %d)", primary, age.Round(time.Millisecond), r.FailsafeEpoch)
+}
+
+// isFailsafeRefusal recognises an agent's refusal of a Promote order
+// because it acknowledged the primary's failsafe ping.
+func isFailsafeRefusal(msg string) bool {
+	return strings.Contains(msg, "refuses promotion: acknowledged") && strings.Contains(msg, "failsafe ping")
+}
+
+// revokeExpired revokes the lease of epoch for a failover, but only if it
+// has expired at now: a lease renewed meanwhile (a primary serving under
+// failsafe that reached the leader again) is left alone and false is
+// returned, so that a renewal and a promotion never overlap. With no lease
+// of that epoch recorded it revokes nothing and returns true.
+func (l *leases) revokeExpired(cluster string, epoch uint64, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	le, ok := l.m[cluster]
+	if !ok || le.epoch != epoch {
+		return true
+	}
+	if now.Before(le.expires) && !le.revoked {
+		return false
+	}
+	le.revoked = true
+	l.m[cluster] = le
+	return true
+}
