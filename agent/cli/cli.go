@@ -83,7 +83,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
-	for _, c := range commands() {
+	for _, c := range append(commands(), internalCommands()...) {
 		if c.name == args[0] {
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -211,7 +211,9 @@ func cmdRun(ctx context.Context, e env, args []string) int {
 		log.Error("starting", "err", err)
 		return ExitFailure
 	}
-	if err := daemon.New(cfg, sh, log).Run(ctx); err != nil {
+	dm := daemon.New(cfg, sh, log)
+	enableWatchdog(dm, *f.cfgPath, log)
+	if err := dm.Run(ctx); err != nil {
 		log.Error("daemon", "err", err)
 		return ExitFailure
 	}

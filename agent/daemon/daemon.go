@@ -58,6 +58,8 @@ type Daemon struct {
 	runCtx context.Context
 	// fs is the failsafe state (failsafe.go).
 	fs failsafeState
+	// wd is the process watchdog's state (watchdog.go).
+	wd watchdogState
 }
 
 // New builds a daemon; Run serves until ctx ends.
@@ -120,6 +122,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 		run(d.runCoordinator)
 		run(d.leaseLoop)
 		run(d.failsafeLoop)
+		if d.watchdogEnabled() {
+			run(d.watchdogLoop)
+		}
 	} else {
 		d.log.Info("no coordinator.addresses: running standalone")
 	}

@@ -93,6 +93,9 @@ func (d *Daemon) leaseLoop(ctx context.Context) {
 				lastErr, lastErrAt = s, time.Now()
 			}
 		})
+		if wait <= 0 && ctx.Err() == nil {
+			d.watchdogBeat(time.Time{}) // nothing to guard (watchdog.go)
+		}
 		var deadline <-chan time.Time
 		var tm *time.Timer
 		if wait > 0 {
@@ -192,6 +195,7 @@ func (d *Daemon) leaseRound(ctx context.Context, lc *leaseConn, warn func(error)
 		d.fence(ctx, d.expiredReason(wasGranted, deadline))
 		return 0
 	}
+	d.watchdogBeat(deadline) // the watchdog fences no later (watchdog.go)
 	return deadline.Sub(now)
 }
 

@@ -310,7 +310,7 @@ func (d *Daemon) rejoin(ctx context.Context, epoch uint64, primary, dsn string) 
 	}
 	how, err := d.rewindable(ctx)
 	if err != nil {
-		return "", err
+		return d.reclone(ctx, epoch, primary, dsn, err) // a fresh copy instead (reclone.go)
 	}
 	// The new primary's control file must show its new timeline.
 	if c, err := connectDSN(ctx, dsn, "the primary's DSN"); err != nil {
@@ -344,7 +344,7 @@ func (d *Daemon) rejoin(ctx context.Context, epoch uint64, primary, dsn string) 
 		return "", fmt.Errorf("restoring the configuration files after pg_rewind: %w", rerr)
 	}
 	if err != nil {
-		return tailString(out, 2000), fmt.Errorf("pg_rewind failed (a fresh copy is needed): %w", err)
+		return d.reclone(ctx, epoch, primary, dsn, fmt.Errorf("pg_rewind failed: %w", err))
 	}
 	if err := d.writeStandbyConfig(epoch, dsn); err != nil {
 		return "", err
@@ -360,7 +360,7 @@ func (d *Daemon) rejoin(ctx context.Context, epoch uint64, primary, dsn string) 
 	if err != nil {
 		return got, err
 	}
-	return fmt.Sprintf("rejoined as a replica of %s (pg_rewind, %s): %s; pg_rewind: %s", primary, how, got, tailString(out, 300)), nil
+	return fmt.Sprintf("rejoined as a replica of %s: rewound (pg_rewind, %s): %s; pg_rewind: %s", primary, how, got, tailString(out, 300)), nil
 }
 
 // writeStandbyConfig writes standby.signal and the recovery settings.

@@ -42,7 +42,18 @@ func (d *Daemon) runPG(ctx context.Context, bin string, args ...string) (string,
 	}
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return string(out), fmt.Errorf("%s %s: %v: %s", bin, strings.Join(args, " "), err, tailString(string(out), 1500))
+		// Arguments may hold a connection string with a password
+		// (pg_rewind --source-server): never put one in an error.
+		shown := make([]string, len(args))
+		for i, a := range args {
+			shown[i] = a
+			if l := strings.ToLower(a); strings.Contains(l, "password=") || (strings.Contains(l, "://") && strings.Contains(l, "@")) {
+				if shown[i] = withoutPassword(a); shown[i] == "" {
+					shown[i] = "<connection string hidden>"
+				}
+			}
+		}
+		return string(out), fmt.Errorf("%s %s: %v: %s", bin, strings.Join(shown, " "), err, tailString(string(out), 1500))
 	}
 	return string(out), nil
 }

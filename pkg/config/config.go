@@ -164,6 +164,10 @@ type Failover struct {
 	// leader keeps serving past its lease while every other member's agent
 	// acknowledges its failsafe pings (see agent/daemon/failsafe.go).
 	Failsafe *bool `yaml:"failsafe"`
+	// Watchdog (default true): the daemon runs a watchdog process that
+	// fences PostgreSQL itself when the agent stalls past its lease
+	// deadline (see agent/daemon/watchdog.go).
+	Watchdog *bool `yaml:"watchdog"`
 }
 
 // Defaults applied by Load for keys left out of the file.

@@ -1,0 +1,270 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/pgdr/pgdr/agent/health"
+)
+
+// recloneCopyWait bounds pg_basebackup: a fresh copy takes as long as the
+// database is large, so only a stuck copy should hit it (a daemon shutdown
+// cancels it sooner, and the old data directory is put back).
+const recloneCopyWait = 12 * time.Hour
+
+// oldDataSuffix marks a data directory moved aside by a reclone; the
+// agent never deletes one (it may hold the only copy of commits the new
+// primary never got): an operator removes it.
+const oldDataSuffix = ".pgdr-old-"
+
+// reclone rejoins this former primary with a fresh copy of the new
+// primary when pg_rewind cannot be used (why): neither data checksums nor
+// wal_log_hints, or pg_rewind failed. PostgreSQL must be stopped. The old
+// data directory is renamed aside (never deleted), pg_basebackup fills an
+// empty one, the node's own configuration files and the recovery settings
+// are written as the rewind path does, and the server starts as a
+// streaming replica. If the copy fails, the old directory is renamed back.
+//
+// A copy from the latest backup (restore + restore_command) when the new
+// primary cannot serve a base backup is a later step; today that case
+// reports both errors and leaves the node as it was.
+func (d *Daemon) reclone(ctx context.Context, epoch uint64, primary, dsn string, why error) (string, error) {
+	pgdata := d.cfg.Postgres.PGData
+	fail := func(err error) (string, error) {
+		return "", fmt.Errorf("rejoin: pg_rewind cannot be used (%v), and the fresh copy from %s failed: %w", why, primary, err)
+	}
+	host, port, err := hostPort(dsn)
+	if err != nil {
+		return fail(err)
+	}
+	if postmasterRunning(pgdata) {
+		return fail(errors.New("PostgreSQL is running; it must be stopped before its data directory is replaced"))
+	}
+	d.log.Warn("rejoin: pg_rewind cannot be used; making a fresh copy of the new primary", "primary", primary, "why", why)
+	saved := readConfigFiles(pgdata)
+	old, note, err := d.copyFromPrimary(ctx, dsn, host, port)
+	if err != nil {
+		return fail(err)
+	}
+	d.log.Warn("rejoin: recloned from the new primary; the old data directory is kept", "primary", primary, "old_data", old)
+	kept := fmt.Sprintf("recloned from %s, old data kept at %s", primary, old)
+	after := func(step string, err error) (string, error) {
+		return "", fmt.Errorf("rejoin: %s, but %s failed: %w", kept, step, err)
+	}
+	if err := d.putBackConfigFiles(saved); err != nil {
+		return after("restoring the configuration files", err)
+	}
+	if err := d.writeStandbyConfig(epoch, dsn); err != nil {
+		return after("writing the recovery settings", err)
+	}
+	if err := d.unfence(); err != nil {
+		return after("unfencing", err)
+	}
+	if err := d.startPostgres(ctx); err != nil {
+		return after("starting PostgreSQL", err)
+	}
+	got, err := d.waitStreaming(ctx, rejoinWait, host, port)
+	d.CheckNow(ctx)
+	if err != nil {
+		return got, fmt.Errorf("rejoin: %s: %w", kept, err)
+	}
+	return fmt.Sprintf("rejoined as a replica of %s: %s (pg_rewind not used: %v)%s: %s", primary, kept, why, note, got), nil
+}
+
+// readConfigFiles reads the node's configuration files kept across a
+// rejoin (configFiles) from pgdata.
+func readConfigFiles(pgdata string) map[string][]byte {
+	saved := map[string][]byte{}
+	for _, f := range configFiles {
+		if b, err := os.ReadFile(filepath.Join(pgdata, f)); err == nil {
+			saved[f] = b
+		}
+	}
+	return saved
+}
+
+// putBackConfigFiles writes the saved configuration files over the copied
+// primary's, as rejoin does after pg_rewind.
+func (d *Daemon) putBackConfigFiles(saved map[string][]byte) error {
+	for f, b := range saved {
+		p := filepath.Join(d.cfg.Postgres.PGData, f)
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			return err
+		}
+		d.chownLikePGData(p)
+	}
+	return nil
+}
+
+// copyFromPrimary moves the data directory aside and fills a new one with
+// pg_basebackup from dsn. It returns where the old data is kept and a note
+// for the output; on failure the old directory is back in place.
+func (d *Daemon) copyFromPrimary(ctx context.Context, dsn, host string, port uint16) (old, note string, err error) {
+	pgdata, err := filepath.EvalSymlinks(d.cfg.Postgres.PGData) // a symlinked PGDATA keeps its link
+	if err != nil {
+		return "", "", fmt.Errorf("the data directory: %w", err)
+	}
+	if err := copyable(pgdata); err != nil {
+		return "", "", err
+	}
+	if dst, err := os.Readlink(filepath.Join(pgdata, "pg_wal")); err == nil {
+		note = fmt.Sprintf("; note: the old pg_wal was a link to %s (kept with the old data), the copy keeps its WAL inside the data directory", dst)
+	}
+	old, err = moveAside(pgdata, time.Now())
+	if err != nil {
+		return "", "", err
+	}
+	d.log.Warn("rejoin: data directory moved aside", "pgdata", pgdata, "old_data", old)
+	cctx, cancel := context.WithTimeout(ctx, recloneCopyWait)
+	out, err := d.basebackup(cctx, pgdata, dsn)
+	cancel()
+	if err != nil {
+		err = fmt.Errorf("pg_basebackup from %s:%d: %w", host, port, err)
+		if rerr := restoreAside(pgdata, old); rerr != nil {
+			return "", "", fmt.Errorf("%w; AND putting the old data directory back failed: %v (the old data is at %s)", err, rerr, old)
+		}
+		d.log.Warn("rejoin: the fresh copy failed; the old data directory is back in place", "pgdata", pgdata, "err", err)
+		return "", "", fmt.Errorf("%w; the old data directory is back in place at %s", err, pgdata)
+	}
+	d.log.Info("rejoin: pg_basebackup done", "output", tailString(out, 500))
+	// The node stays marked fenced until it is configured as a replica.
+	if b, err := os.ReadFile(health.FencedPath(old)); err == nil {
+		p := health.FencedPath(pgdata)
+		if err := writeFileSynced(p, b); err != nil {
+			return old, note, fmt.Errorf("carrying the fenced marker over: %w", err)
+		}
+		d.chownLikePGData(p)
+	}
+	return old, note, nil
+}
+
+// basebackup runs pg_basebackup into the empty pgdata as the data
+// directory's owner. Its error never quotes the DSN (it may hold a
+// password).
+func (d *Daemon) basebackup(ctx context.Context, pgdata, dsn string) (string, error) {
+	cmd, err := d.pgCommand(ctx, "pg_basebackup", "-D", pgdata, "-d", primaryConninfo(dsn, d.cfg.Node.Name),
+		"-X", "stream", "-c", "fast", "-R", "--no-password")
+	if err != nil {
+		return "", err
+	}
+	b, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(b), fmt.Errorf("%v: %s", err, tailString(string(b), 1500))
+	}
+	return string(b), nil
+}
+
+// copyable refuses what a plain pg_basebackup into a renamed-aside
+// directory cannot handle: a data directory that is a mount point (it
+// cannot be renamed) or one with tablespaces (the copy would have to go
+// where the old ones still are).
+func copyable(pgdata string) error {
+	fi, err := os.Stat(pgdata)
+	if err != nil {
+		return err
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%s is not a directory", pgdata)
+	}
+	pfi, err := os.Stat(filepath.Dir(pgdata))
+	if err != nil {
+		return err
+	}
+	st, ok1 := fi.Sys().(*syscall.Stat_t)
+	pst, ok2 := pfi.Sys().(*syscall.Stat_t)
+	if ok1 && ok2 && st.Dev != pst.Dev {
+		return fmt.Errorf("%s is a mount point: it cannot be moved aside for a fresh copy", pgdata)
+	}
+	ts, err := os.ReadDir(filepath.Join(pgdata, "pg_tblspc"))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	if len(ts) > 0 {
+		return fmt.Errorf("%s has %d tablespace(s): a fresh copy would need them relocated (pg_basebackup --tablespace-mapping), which the agent does not do", pgdata, len(ts))
+	}
+	return nil
+}
+
+// moveAside renames pgdata to pgdata.pgdr-old-<UTC time> in the same
+// parent (atomic, nothing copied or deleted) and creates an empty pgdata
+// with the old one's owner and mode 0700. It returns the old data's path.
+func moveAside(pgdata string, now time.Time) (string, error) {
+	pgdata = filepath.Clean(pgdata)
+	fi, err := os.Stat(pgdata)
+	if err != nil {
+		return "", err
+	}
+	base := pgdata + oldDataSuffix + now.UTC().Format("20060102T150405Z")
+	old := base
+	// Rename replaces an empty directory: never aim at an existing name.
+	for i := 2; ; i++ {
+		if _, err := os.Lstat(old); errors.Is(err, os.ErrNotExist) {
+			break
+		} else if err != nil {
+			return "", err
+		}
+		old = fmt.Sprintf("%s-%d", base, i)
+	}
+	if err := os.Rename(pgdata, old); err != nil {
+		return "", fmt.Errorf("moving the data directory aside: %w", err)
+	}
+	if err := mkdirLike(pgdata, fi); err != nil {
+		if rerr := os.Rename(old, pgdata); rerr != nil {
+			return "", fmt.Errorf("creating the new data directory: %v; AND moving the old one back failed: %v (the old data is at %s)", err, rerr, old)
+		}
+		return "", fmt.Errorf("creating the new data directory: %w", err)
+	}
+	syncDir(filepath.Dir(pgdata))
+	return old, nil
+}
+
+// mkdirLike creates dir with mode 0700 and like's owner.
+func mkdirLike(dir string, like os.FileInfo) error {
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return err
+	}
+	if err := os.Chmod(dir, 0o700); err != nil { // whatever the umask
+		return err
+	}
+	if st, ok := like.Sys().(*syscall.Stat_t); ok && os.Geteuid() == 0 {
+		if err := os.Chown(dir, int(st.Uid), int(st.Gid)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// restoreAside undoes moveAside after a failed copy: it removes what the
+// copy left in pgdata (only the copy's files, never the old data) and
+// renames old back. A partial copy that cannot be removed is renamed to
+// pgdata.pgdr-failed-<time> so the old data can still go back.
+func restoreAside(pgdata, old string) error {
+	pgdata = filepath.Clean(pgdata)
+	if _, err := os.Lstat(old); err != nil {
+		return fmt.Errorf("the old data directory: %w", err) // nothing removed
+	}
+	if err := os.RemoveAll(pgdata); err != nil {
+		failed := pgdata + ".pgdr-failed-" + time.Now().UTC().Format("20060102T150405.000000000Z")
+		if rerr := os.Rename(pgdata, failed); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+			return fmt.Errorf("removing the partial copy: %v; renaming it aside: %v", err, rerr)
+		}
+	}
+	if err := os.Rename(old, pgdata); err != nil {
+		return fmt.Errorf("moving %s back to %s: %w", old, pgdata, err)
+	}
+	syncDir(filepath.Dir(pgdata))
+	return nil
+}
+
+// syncDir makes renames in dir durable (best effort).
+func syncDir(dir string) {
+	if f, err := os.Open(dir); err == nil {
+		f.Sync()
+		f.Close()
+	}
+}

@@ -1,0 +1,18 @@
+package daemon
+
+import (
+	"syscall"
+	"unsafe"
+)
+
+// monoNow reads CLOCK_MONOTONIC, the one clock the daemon and its watchdog
+// process share (system-wide, never stepped; the child inherits the
+// daemon's time namespace). ok is false when it cannot be read.
+func monoNow() (ns int64, ok bool) {
+	var ts syscall.Timespec
+	const clockMonotonic = 1
+	if _, _, errno := syscall.RawSyscall(syscall.SYS_CLOCK_GETTIME, clockMonotonic, uintptr(unsafe.Pointer(&ts)), 0); errno != 0 {
+		return 0, false
+	}
+	return ts.Nano(), true
+}
