@@ -7,7 +7,7 @@ LDFLAGS   := -X github.com/pgdr/pgdr/agent/cli.Version=$(VERSION) \
              -X main.Version=$(VERSION)
 GOTESTFLAGS ?= -race -count=1 -timeout 25m
 
-.PHONY: all build test unit lint demo bench-wal bench-backup bench-coordinator clean proto
+.PHONY: all build test unit lint demo bench-wal bench-backup bench-coordinator bench-failover clean proto
 
 all: build
 
@@ -53,6 +53,11 @@ bench-backup: build
 
 bench-coordinator: build
 	bash scripts/bench/coordinator.sh
+
+# bench-failover: unplanned failover and switchover, pgdr against Patroni 3.0 +
+# etcd 3.4 (installed from Debian when missing; runs as root). BENCH_REPS (5).
+bench-failover: build
+	bash scripts/bench/failover.sh
 
 clean:
 	rm -rf $(BIN)

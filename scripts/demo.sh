@@ -195,6 +195,32 @@ $LABSH start-coordinator "$OLD"
 wait_until 30 "$OLD back as a follower" coordinator_back "$OLD"
 run pgdrctl coordinator list
 
+primary_is() { status_json | jq -e --arg p "$1" '.clusters[] | select(.name == "main") | .primary == $p and (.members[] | select(.name == $p) | .role == "primary")' >/dev/null; }
+new_primary() { status_json | jq -r '.clusters[] | select(.name == "main") | .primary'; }
+primary_moved_from() { local p; p=$(new_primary) && [ -n "$p" ] && [ "$p" != "$1" ]; }
+replica_again() { status_json | jq -e --arg n "$1" '.clusters[] | select(.name == "main") | .members[] | select(.name == $n) | .role == "replica" and .healthy' >/dev/null; }
+
+step "11. Automatic failover: the primary host dies (kill -9 of PostgreSQL and its agent)"
+say "pg-a1's agent renews a 5 s primary lease every second. The coordinators promote a" \
+  "replica only once that lease has expired, so the old primary can never still be" \
+  "taking writes: a primary that cannot renew fences itself first. Then the leader" \
+  "promotes the best replica, re-points the other, and records every step."
+run kill -9 "$(cat "$LAB/pg-a1/agent.pid")" "$(head -1 "$LAB/pg-a1/pgdata/postmaster.pid")"
+T0=$(date +%s%N)
+wait_until 60 "a new primary" primary_moved_from pg-a1
+NEW=$(new_primary)
+wait_until 60 "$NEW writable" primary_is "$NEW"
+MS=$((($(date +%s%N) - T0) / 1000000))
+echo "   $NEW is the primary ${MS} ms after the kill"
+run_pg "$PGBIN/psql" -h 127.0.0.1 -p "$(port pg "$NEW")" -U postgres -d postgres -qAtX -c "create table after_failover as select now() as at"
+run pgdrctl status
+say "pg-a1's host comes back: its agent starts, the coordinators order it to rejoin, and it" \
+  "is rewound with pg_rewind and streams from $NEW."
+$LABSH start-agent pg-a1
+wait_until 90 "pg-a1 back as a healthy replica" replica_again pg-a1
+run pgdrctl history --cluster main --limit 12
+
 step "Done"
 say "The tour showed: status, members, probes, replication, maintenance mode and history," \
-  "the WAL archive, backups and PITR, and a leader re-election."
+  "the WAL archive, backups and PITR, a coordinator leader re-election and an automatic" \
+  "failover with the old primary rejoining."

@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgdr/pgdr/agent/health"
+	"github.com/pgdr/pgdr/agent/restore"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
 
@@ -383,12 +384,12 @@ func (d *Daemon) writeStandbyConfig(epoch uint64, dsn string) error {
 	if exe, err := os.Executable(); err == nil && d.cfg.Path != "" && len(d.cfg.Repos) > 0 {
 		lines = append(lines, "restore_command = "+quoteLiteral(fmt.Sprintf("%s wal-fetch --config %s %%f %%p", exe, d.cfg.Path)))
 	}
-	if err := writeFileSynced(auto, []byte(strings.Join(lines, "\n")+"\n")); err != nil {
+	if err := restore.WriteFileSynced(auto, []byte(strings.Join(lines, "\n")+"\n")); err != nil {
 		return err
 	}
 	d.chownLikePGData(auto)
 	sig := filepath.Join(pgdata, "standby.signal")
-	if err := writeFileSynced(sig, nil); err != nil {
+	if err := restore.WriteFileSynced(sig, nil); err != nil {
 		return err
 	}
 	d.chownLikePGData(sig)
@@ -396,20 +397,4 @@ func (d *Daemon) writeStandbyConfig(epoch uint64, dsn string) error {
 		return err
 	}
 	return nil
-}
-
-func writeFileSynced(path string, b []byte) error {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pgdr/pgdr/agent/health"
+	"github.com/pgdr/pgdr/agent/restore"
 )
 
 // recloneCopyWait bounds pg_basebackup: a fresh copy takes as long as the
@@ -135,7 +136,7 @@ func (d *Daemon) copyFromPrimary(ctx context.Context, dsn, host string, port uin
 	// The node stays marked fenced until it is configured as a replica.
 	if b, err := os.ReadFile(health.FencedPath(old)); err == nil {
 		p := health.FencedPath(pgdata)
-		if err := writeFileSynced(p, b); err != nil {
+		if err := restore.WriteFileSynced(p, b); err != nil {
 			return old, note, fmt.Errorf("carrying the fenced marker over: %w", err)
 		}
 		d.chownLikePGData(p)

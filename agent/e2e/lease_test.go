@@ -219,6 +219,69 @@ func writable(dsn string) error {
 	return err
 }
 
+// recordLastWrite tries a write on dsn every 20 ms until the returned
+// stop is called; stop returns when the last accepted write was made.
+func recordLastWrite(dsn string) (stop func() time.Time) {
+	var mu sync.Mutex
+	var last time.Time
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-quit:
+				return
+			default:
+			}
+			if writable(dsn) == nil {
+				mu.Lock()
+				last = time.Now()
+				mu.Unlock()
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	return func() time.Time {
+		close(quit)
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		return last
+	}
+}
+
+// waitGrants waits until the fake has granted a few lease renewals.
+func (f *fakeLeader) waitGrants(t *testing.T) {
+	t.Helper()
+	testutil.WaitFor(t, 10*time.Second, "a few renewals", func() (bool, error) {
+		_, n := f.grantState()
+		return n >= 3, fmt.Errorf("%d grants", n)
+	})
+}
+
+// disconnectReplicas stops the replicas' streaming (primary_conninfo
+// emptied) and waits until the primary has no replication connection.
+func disconnectReplicas(t *testing.T, primary *pgtest.Cluster, replicas ...*pgtest.Cluster) {
+	t.Helper()
+	for _, r := range replicas {
+		r.Exec(t, "ALTER SYSTEM SET primary_conninfo = ''")
+		r.Exec(t, "SELECT pg_reload_conf()")
+	}
+	testutil.WaitFor(t, 30*time.Second, "the replicas to disconnect", func() (bool, error) {
+		n := primary.QueryString(t, "SELECT count(*)::text FROM pg_stat_replication")
+		return n == "0", fmt.Errorf("%s replication connections", n)
+	})
+}
+
+// waitRows waits until pg's table rows lists want (src by n).
+func waitRows(t *testing.T, pg *pgtest.Cluster, what, want string) {
+	t.Helper()
+	testutil.WaitFor(t, 30*time.Second, what, func() (bool, error) {
+		got := pg.QueryString(t, "SELECT string_agg(src, ',' ORDER BY n) FROM rows")
+		return got == want, fmt.Errorf("rows %q", got)
+	})
+}
+
 // TestLeaseFencesPrimary: the primary's agent holds the lease while the
 // leader grants it; when the leader stops answering, the agent fences its
 // PostgreSQL (stopped, marker written, /primary 503) within the TTL, and
@@ -235,32 +298,10 @@ func TestLeaseFencesPrimary(t *testing.T) {
 	appendFile(t, cfg, f.configLines(addr))
 	logb := startDaemon(t, l, cfg)
 	waitProbes(t, 30*time.Second, addr, 200, "/primary")
-	testutil.WaitFor(t, 10*time.Second, "a few renewals", func() (bool, error) {
-		_, n := f.grantState()
-		return n >= 3, fmt.Errorf("%d grants", n)
-	})
+	f.waitGrants(t)
 
 	// A writer records the last write the server accepted.
-	var wmu sync.Mutex
-	var lastWrite time.Time
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if writable(l.pg.DSN()) == nil {
-				wmu.Lock()
-				lastWrite = time.Now()
-				wmu.Unlock()
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}()
+	stopWrites := recordLastWrite(l.pg.DSN())
 	silenced := f.silence()
 	testutil.WaitFor(t, leaseTTL, "the primary to be fenced", func() (bool, error) {
 		if _, err := os.Stat(filepath.Join(l.pg.PGData, "postmaster.pid")); err == nil {
@@ -269,12 +310,8 @@ func TestLeaseFencesPrimary(t *testing.T) {
 		return true, nil
 	})
 	fencedAfter := time.Since(silenced)
-	close(stop)
-	<-done
+	lw := stopWrites()
 	lastGrant, _ := f.grantState()
-	wmu.Lock()
-	lw := lastWrite
-	wmu.Unlock()
 	t.Logf("fenced %s after the leader went silent; last write %s after the last grant was received (leader expiry at %s)",
 		fencedAfter.Round(time.Millisecond), lw.Sub(lastGrant).Round(time.Millisecond), leaseTTL)
 	if !lw.Before(lastGrant.Add(leaseTTL)) {
@@ -386,14 +423,7 @@ func TestPromoteFollowRejoin(t *testing.T) {
 	streamsTo(t, l.pg, "walreceiver", 10*time.Second)
 
 	// The replicas stop receiving; the old primary writes rows they never get.
-	for _, r := range []*pgtest.Cluster{r1, r2} {
-		r.Exec(t, "ALTER SYSTEM SET primary_conninfo = ''")
-		r.Exec(t, "SELECT pg_reload_conf()")
-	}
-	testutil.WaitFor(t, 30*time.Second, "the replicas to disconnect", func() (bool, error) {
-		n := l.pg.QueryString(t, "SELECT count(*)::text FROM pg_stat_replication")
-		return n == "0", fmt.Errorf("%s replication connections", n)
-	})
+	disconnectReplicas(t, l.pg, r1, r2)
 	l.pg.Exec(t, "INSERT INTO rows SELECT g, 'diverged' FROM generate_series(2, 1000) g")
 
 	// Fence the old primary by order.
@@ -436,10 +466,7 @@ func TestPromoteFollowRejoin(t *testing.T) {
 	}
 	streamsTo(t, r1, "pg-a3", 30*time.Second)
 	r1.Exec(t, "INSERT INTO rows VALUES (3, 'after follow')")
-	testutil.WaitFor(t, 30*time.Second, "pg-a3 to replay the new primary's rows", func() (bool, error) {
-		got := r2.QueryString(t, "SELECT string_agg(src, ',' ORDER BY n) FROM rows")
-		return got == "old primary,new primary,after follow", fmt.Errorf("rows %q", got)
-	})
+	waitRows(t, r2, "pg-a3 to replay the new primary's rows", "old primary,new primary,after follow")
 
 	// (d) Rejoin the old primary with pg_rewind.
 	res = f.order(t, "pg-a1", &pgdrv1.AgentCommand{Epoch: 2, Kind: &pgdrv1.AgentCommand_Rejoin{Rejoin: &pgdrv1.Rejoin{Primary: "pg-a2", PrimaryDsn: r1.DSN()}}}, 3*time.Minute)
@@ -452,10 +479,7 @@ func TestPromoteFollowRejoin(t *testing.T) {
 		t.Errorf("the marker survived the rejoin: %+v", fi)
 	}
 	r1.Exec(t, "INSERT INTO rows VALUES (4, 'after rejoin')")
-	testutil.WaitFor(t, 30*time.Second, "the old primary to replay the new primary's rows", func() (bool, error) {
-		got := l.pg.QueryString(t, "SELECT string_agg(src, ',' ORDER BY n) FROM rows")
-		return got == "old primary,new primary,after follow,after rejoin", fmt.Errorf("rows %q", got)
-	})
+	waitRows(t, l.pg, "the old primary to replay the new primary's rows", "old primary,new primary,after follow,after rejoin")
 	if got := l.pg.QueryString(t, "SELECT pg_is_in_recovery()::text"); got != "true" {
 		t.Errorf("the rejoined node is not in recovery: %s", got)
 	}

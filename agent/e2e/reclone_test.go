@@ -41,12 +41,7 @@ func TestRejoinReclone(t *testing.T) {
 	oldPort := l.pg.Port
 
 	// The replica stops receiving; the old primary writes rows it never gets.
-	r1.Exec(t, "ALTER SYSTEM SET primary_conninfo = ''")
-	r1.Exec(t, "SELECT pg_reload_conf()")
-	testutil.WaitFor(t, 30*time.Second, "the replica to disconnect", func() (bool, error) {
-		n := l.pg.QueryString(t, "SELECT count(*)::text FROM pg_stat_replication")
-		return n == "0", fmt.Errorf("%s replication connections", n)
-	})
+	disconnectReplicas(t, l.pg, r1)
 	l.pg.Exec(t, "INSERT INTO rows SELECT g, 'diverged' FROM generate_series(100, 199) g")
 
 	// The old primary is stopped (fenced by order); the replica is promoted.
@@ -113,10 +108,7 @@ func TestRejoinReclone(t *testing.T) {
 		t.Errorf("the marker survived the rejoin: %+v", fi)
 	}
 	r1.Exec(t, "INSERT INTO rows VALUES (3, 'after rejoin')")
-	testutil.WaitFor(t, 30*time.Second, "the recloned node to replay the new primary's rows", func() (bool, error) {
-		got := l.pg.QueryString(t, "SELECT string_agg(src, ',' ORDER BY n) FROM rows")
-		return got == "old primary,new primary,after rejoin", fmt.Errorf("rows %q", got)
-	})
+	waitRows(t, l.pg, "the recloned node to replay the new primary's rows", "old primary,new primary,after rejoin")
 	if got := l.pg.QueryString(t, "SELECT pg_is_in_recovery()::text || ' ' || current_setting('port')"); got != fmt.Sprintf("true %d", oldPort) {
 		t.Errorf("the recloned node (recovery, port): %s", got)
 	}

@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -117,34 +116,13 @@ func TestWatchdogFencesStalledAgent(t *testing.T) {
 	appendFile(t, cfg, watchdogLines(t, f, addr))
 	a := startDaemonProc(t, l, cfg)
 	waitProbes(t, 30*time.Second, addr, 200, "/primary")
-	testutil.WaitFor(t, 10*time.Second, "a few renewals", func() (bool, error) {
-		_, n := f.grantState()
-		return n >= 3, fmt.Errorf("%d grants", n)
-	})
+	f.waitGrants(t)
 	testutil.WaitFor(t, 10*time.Second, "the watchdog guarding the primary", func() (bool, error) {
 		return alive(a.watchdogPID()) && strings.Contains(a.log.String(), "guarding the primary"), fmt.Errorf("watchdog pid %d; log:\n%s", a.watchdogPID(), tail(a.log.String(), 1500))
 	})
 	wdPID := a.watchdogPID()
 
-	var wmu sync.Mutex
-	var lastWrite time.Time
-	stop, done := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if writable(l.pg.DSN()) == nil {
-				wmu.Lock()
-				lastWrite = time.Now()
-				wmu.Unlock()
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}()
+	stopWrites := recordLastWrite(l.pg.DSN())
 
 	stalled := time.Now()
 	if err := syscall.Kill(a.cmd.Process.Pid, syscall.SIGSTOP); err != nil {
@@ -158,12 +136,8 @@ func TestWatchdogFencesStalledAgent(t *testing.T) {
 		return true, nil
 	})
 	fencedAfter := time.Since(stalled)
-	close(stop)
-	<-done
+	lw := stopWrites()
 	lastGrant, _ := f.grantState()
-	wmu.Lock()
-	lw := lastWrite
-	wmu.Unlock()
 	t.Logf("the watchdog fenced %s after the agent was stopped; last write %s after the last grant was received (leader expiry at %s, agent deadline at %s)",
 		fencedAfter.Round(time.Millisecond), lw.Sub(lastGrant).Round(time.Millisecond), leaseTTL, leaseTTL-leaseMargin)
 	if !lw.Before(lastGrant.Add(leaseTTL)) {

@@ -540,11 +540,11 @@ func (w *writer) applyObject(ctx context.Context, fh *os.File, kind string, o ba
 // recovery writes backup_label, tablespace_map, recovery.signal and the
 // recovery settings.
 func (w *writer) recovery(m *backup.Manifest, o Options) ([]string, error) {
-	if err := writeSynced(filepath.Join(w.root, "backup_label"), m.BackupLabel); err != nil {
+	if err := WriteFileSynced(filepath.Join(w.root, "backup_label"), m.BackupLabel); err != nil {
 		return nil, err
 	}
 	if len(m.TablespaceMap) > 0 {
-		if err := writeSynced(filepath.Join(w.root, "tablespace_map"), m.TablespaceMap); err != nil {
+		if err := WriteFileSynced(filepath.Join(w.root, "tablespace_map"), m.TablespaceMap); err != nil {
 			return nil, err
 		}
 	}
@@ -578,16 +578,18 @@ func (w *writer) recovery(m *backup.Manifest, o Options) ([]string, error) {
 		return nil, err
 	}
 	body := string(old) + fmt.Sprintf("\n# recovery settings written by pgdr-agent restore of backup %s\n", m.ID) + strings.Join(settings, "\n") + "\n"
-	if err := writeSynced(auto, []byte(body)); err != nil {
+	if err := WriteFileSynced(auto, []byte(body)); err != nil {
 		return nil, err
 	}
-	if err := writeSynced(filepath.Join(w.root, "recovery.signal"), nil); err != nil {
+	if err := WriteFileSynced(filepath.Join(w.root, "recovery.signal"), nil); err != nil {
 		return nil, err
 	}
 	return settings, nil
 }
 
-func writeSynced(path string, b []byte) error {
+// WriteFileSynced writes b to path (mode 0600, truncating) and fsyncs it
+// before closing.
+func WriteFileSynced(path string, b []byte) error {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 	if err != nil {
 		return err

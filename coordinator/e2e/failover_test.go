@@ -1,39 +1,20 @@
 package e2e
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 
 	"github.com/pgdr/pgdr/coordinator/ctl"
 	"github.com/pgdr/pgdr/pkg/testutil"
 	"github.com/pgdr/pgdr/pkg/testutil/pgtest"
 )
-
-// readPid reads the first line of a pid file.
-func readPid(t *testing.T, path string) int {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("pid file: %v", err)
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0]))
-	if err != nil {
-		t.Fatalf("pid file %s: %v", path, err)
-	}
-	return pid
-}
 
 // psql runs SQL on a lab node as the postgres user and returns its output.
 func (l *lab) psql(node, sql string) (string, error) {
@@ -75,18 +56,6 @@ func startWriteChecker(t *testing.T, l *lab, nodes ...string) *writeChecker {
 	return w
 }
 
-func (w *writeChecker) tryWrite(node string) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, fmt.Sprintf("host=127.0.0.1 port=%d user=postgres dbname=postgres connect_timeout=1", w.l.pgPort(node)))
-	if err != nil {
-		return false
-	}
-	defer conn.Close(context.Background())
-	_, err = conn.Exec(ctx, "INSERT INTO two_primaries (node) VALUES ($1)", node)
-	return err == nil
-}
-
 func (w *writeChecker) run() {
 	defer close(w.done)
 	t := time.NewTicker(50 * time.Millisecond)
@@ -100,7 +69,7 @@ func (w *writeChecker) run() {
 		ok := make([]bool, len(w.nodes))
 		done := make(chan struct{}, len(w.nodes))
 		for i, n := range w.nodes {
-			go func() { ok[i] = w.tryWrite(n); done <- struct{}{} }()
+			go func() { ok[i] = w.l.tryWrite(n, "two_primaries"); done <- struct{}{} }()
 		}
 		for range w.nodes {
 			<-done
@@ -145,54 +114,22 @@ func TestFailoverKillPrimary(t *testing.T) {
 		t.Skip("runs the lab")
 	}
 	l := startLab(t)
-	v, _, err := l.status()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, _ := labCluster(v, "main")
-	if c.Primary != "pg-a1" {
-		t.Fatalf("primary %q, want pg-a1", c.Primary)
-	}
-	epoch0 := c.Epoch
+	epoch0 := l.wantPrimary(t, "pg-a1")
 	if _, err := l.psql("pg-a1", "CREATE TABLE before_failover AS SELECT 1 AS x"); err != nil {
 		t.Fatal(err)
 	}
 	// The replicas have it before the primary dies (asynchronous mode: a
 	// commit not yet received may be lost, so wait).
 	for _, n := range []string{"pg-a2", "pg-b1"} {
-		testutil.WaitFor(t, 30*time.Second, n+" replays the table", func() (bool, error) {
-			out, err := l.psql(n, "SELECT count(*) FROM before_failover")
-			return err == nil && out == "1", err
-		})
+		l.waitTable(t, n, "before_failover", 30*time.Second)
 	}
 
 	checker := startWriteChecker(t, l, "pg-a1", "pg-a2", "pg-b1")
 	testutil.WaitFor(t, 30*time.Second, "the checker writes on pg-a1", func() (bool, error) {
 		return checker.count("pg-a1") > 0, nil
 	})
-	agentPid := readPid(t, filepath.Join(l.dir, "pg-a1", "agent.pid"))
-	pmPid := readPid(t, filepath.Join(l.dir, "pg-a1", "pgdata", "postmaster.pid"))
-	killed := time.Now()
-	_ = syscall.Kill(agentPid, syscall.SIGKILL)
-	_ = syscall.Kill(pmPid, syscall.SIGKILL)
-
-	var newPrimary string
-	testutil.WaitFor(t, 90*time.Second, "a replica promoted and writable", func() (bool, error) {
-		v, _, err := l.status()
-		if err != nil {
-			return false, err
-		}
-		c, _ := labCluster(v, "main")
-		if c.Epoch <= epoch0 || (c.Primary != "pg-a2" && c.Primary != "pg-b1") {
-			return false, fmt.Errorf("primary %s epoch %d; failover: %s", c.Primary, c.Epoch, c.Failover)
-		}
-		m, _ := labMember(c, c.Primary)
-		if m.Role != "primary" {
-			return false, fmt.Errorf("%s has role %s", c.Primary, m.Role)
-		}
-		newPrimary = c.Primary
-		return true, nil
-	})
+	killed := l.killNode(t, "pg-a1")
+	newPrimary, _ := l.waitNewPrimary(t, "pg-a1", epoch0, 90*time.Second)
 	t.Logf("failover: %s is primary %.1fs after kill -9 of pg-a1", newPrimary, time.Since(killed).Seconds())
 	if _, err := l.psql(newPrimary, "CREATE TABLE after_failover AS SELECT 2 AS x"); err != nil {
 		t.Fatalf("the new primary does not take writes: %v", err)
@@ -201,30 +138,14 @@ func TestFailoverKillPrimary(t *testing.T) {
 	if newPrimary == "pg-a2" {
 		other = "pg-b1"
 	}
-	testutil.WaitFor(t, 60*time.Second, other+" follows the new primary", func() (bool, error) {
-		out, err := l.psql(other, "SELECT count(*) FROM after_failover")
-		return err == nil && out == "1", err
-	})
+	l.waitTable(t, other, "after_failover", 60*time.Second)
 
 	// The old node comes back (its agent restarted; PostgreSQL is down
 	// after the kill): the coordinators order it to rejoin, and it becomes
 	// a streaming replica of the new primary.
-	if out, err := l.labScript(t.Context(), "start-agent", "pg-a1"); err != nil {
-		t.Fatalf("start-agent: %v\n%s", err, out)
-	}
-	testutil.WaitFor(t, 120*time.Second, "pg-a1 rejoined as a healthy replica", func() (bool, error) {
-		v, _, err := l.status()
-		if err != nil {
-			return false, err
-		}
-		c, _ := labCluster(v, "main")
-		m, _ := labMember(c, "pg-a1")
-		return m.Role == "replica" && m.Healthy, fmt.Errorf("pg-a1: role %s healthy %v problems %v", m.Role, m.Healthy, m.Problems)
-	})
-	testutil.WaitFor(t, 60*time.Second, "pg-a1 replays writes of the new primary", func() (bool, error) {
-		out, err := l.psql("pg-a1", "SELECT count(*) FROM after_failover")
-		return err == nil && out == "1", err
-	})
+	l.startAgent(t, "pg-a1")
+	l.waitHealthyReplica(t, "pg-a1", 120*time.Second)
+	l.waitTable(t, "pg-a1", "after_failover", 60*time.Second)
 
 	checker.finish(t)
 	if checker.writes["pg-a1"] == 0 || checker.writes[newPrimary] == 0 {

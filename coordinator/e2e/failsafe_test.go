@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -9,11 +8,8 @@ import (
 	"regexp"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 
 	"github.com/pgdr/pgdr/coordinator/ctl"
 	"github.com/pgdr/pgdr/pkg/testutil"
@@ -22,18 +18,6 @@ import (
 
 // labLeaseTTL is the lab's failover.lease_ttl (the default).
 const labLeaseTTL = 5 * time.Second
-
-// stopPid sends SIGTERM to the process in pidFile and waits until it is gone.
-func stopPid(t *testing.T, pidFile string) {
-	t.Helper()
-	pid := readPid(t, pidFile)
-	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
-		t.Fatalf("SIGTERM %d (%s): %v", pid, pidFile, err)
-	}
-	testutil.WaitFor(t, 30*time.Second, fmt.Sprintf("process %d (%s) exits", pid, pidFile), func() (bool, error) {
-		return syscall.Kill(pid, 0) != nil, nil
-	})
-}
 
 // writeLog writes on nodes every 200 ms and records when each write
 // succeeded or failed.
@@ -68,7 +52,7 @@ func startWriteLog(t *testing.T, l *lab, nodes ...string) *writeLog {
 				go func() {
 					defer wg.Done()
 					at := time.Now()
-					ok := w.write(n)
+					ok := w.l.tryWrite(n, "failsafe_writes")
 					w.mu.Lock()
 					if ok {
 						w.ok[n] = append(w.ok[n], at)
@@ -83,18 +67,6 @@ func startWriteLog(t *testing.T, l *lab, nodes ...string) *writeLog {
 	}()
 	t.Cleanup(w.finish)
 	return w
-}
-
-func (w *writeLog) write(node string) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, fmt.Sprintf("host=127.0.0.1 port=%d user=postgres dbname=postgres connect_timeout=1", w.l.pgPort(node)))
-	if err != nil {
-		return false
-	}
-	defer conn.Close(context.Background())
-	_, err = conn.Exec(ctx, "INSERT INTO failsafe_writes (node) VALUES ($1)", node)
-	return err == nil
 }
 
 func (w *writeLog) finish() {
@@ -119,19 +91,6 @@ func (w *writeLog) between(node string, from, to time.Time) (ok, fail []time.Tim
 		return out
 	}
 	return in(w.ok[node]), in(w.fail[node])
-}
-
-// clusterNow returns the main cluster from pgdrctl status.
-func (l *lab) clusterNow() (ctl.ClusterJSON, error) {
-	v, _, err := l.status()
-	if err != nil {
-		return ctl.ClusterJSON{}, err
-	}
-	c, ok := labCluster(v, "main")
-	if !ok {
-		return c, fmt.Errorf("no cluster main in status")
-	}
-	return c, nil
 }
 
 func (l *lab) history(t *testing.T) []ctl.EventJSON {
@@ -193,15 +152,6 @@ func (l *lab) editAgentYAML(t *testing.T, node string, edit func(string) string)
 	}
 }
 
-// restartAgent stops a node's agent (SIGTERM) and starts it again.
-func (l *lab) restartAgent(t *testing.T, node string) {
-	t.Helper()
-	stopPid(t, filepath.Join(l.dir, node, "agent.pid"))
-	if out, err := l.labScript(t.Context(), "start-agent", node); err != nil {
-		t.Fatalf("start-agent %s: %v\n%s", node, err, out)
-	}
-}
-
 // routeCoordinatorsThroughProxies points pg-a1's agent at proxies to the
 // three coordinators (asking who leads and dialing the leader).
 func routeCoordinatorsThroughProxies(t *testing.T, l *lab) []*faultproxy.Proxy {
@@ -226,14 +176,7 @@ func failsafeLabStart(t *testing.T) (*lab, uint64) {
 		t.Skip("runs the lab")
 	}
 	l := startLab(t)
-	c, err := l.clusterNow()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c.Primary != "pg-a1" {
-		t.Fatalf("primary %q, want pg-a1", c.Primary)
-	}
-	return l, c.Epoch
+	return l, l.wantPrimary(t, "pg-a1")
 }
 
 // TestFailsafeAllCoordinatorsStopped: all three coordinators stopped, the
@@ -438,14 +381,7 @@ func TestFailsafePrimaryIsolated(t *testing.T) {
 	for _, p := range proxies {
 		p.Heal()
 	}
-	testutil.WaitFor(t, 150*time.Second, "pg-a1 rejoined as a healthy replica", func() (bool, error) {
-		c, err := l.clusterNow()
-		if err != nil {
-			return false, err
-		}
-		m, _ := labMember(c, "pg-a1")
-		return m.Role == "replica" && m.Healthy, fmt.Errorf("pg-a1: role %s healthy %v problems %v", m.Role, m.Healthy, m.Problems)
-	})
+	l.waitHealthyReplica(t, "pg-a1", 150*time.Second)
 	t.Logf("pg-a1 rejoined %s after the heal", time.Since(healed).Round(time.Millisecond))
 	for _, ev := range l.history(t) {
 		if at, err := time.Parse(time.RFC3339Nano, ev.Time); err == nil && at.After(cut.Add(-time.Second)) {

@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -137,35 +136,9 @@ echo "role-change hook: $PGDR_NODE is $PGDR_ROLE"
 		})
 	}
 
-	v, _, err := l.status()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, _ := labCluster(v, "main")
-	if c.Primary != "pg-a1" {
-		t.Fatalf("primary %q, want pg-a1", c.Primary)
-	}
-	epoch0 := c.Epoch
-	agentPid := readPid(t, filepath.Join(l.dir, "pg-a1", "agent.pid"))
-	pmPid := readPid(t, filepath.Join(l.dir, "pg-a1", "pgdata", "postmaster.pid"))
-	killed := time.Now()
-	_ = syscall.Kill(agentPid, syscall.SIGKILL)
-	_ = syscall.Kill(pmPid, syscall.SIGKILL)
-
-	var newPrimary string
-	testutil.WaitFor(t, 90*time.Second, "a replica promoted", func() (bool, error) {
-		v, _, err := l.status()
-		if err != nil {
-			return false, err
-		}
-		c, _ := labCluster(v, "main")
-		m, _ := labMember(c, c.Primary)
-		if c.Epoch <= epoch0 || (c.Primary != "pg-a2" && c.Primary != "pg-b1") || m.Role != "primary" {
-			return false, fmt.Errorf("primary %s (%s) epoch %d; failover: %s", c.Primary, m.Role, c.Epoch, c.Failover)
-		}
-		newPrimary = c.Primary
-		return true, nil
-	})
+	epoch0 := l.wantPrimary(t, "pg-a1")
+	killed := l.killNode(t, "pg-a1")
+	newPrimary, _ := l.waitNewPrimary(t, "pg-a1", epoch0, 90*time.Second)
 	t.Logf("%s promoted %.1fs after kill -9 of pg-a1", newPrimary, time.Since(killed).Seconds())
 
 	var result webhookNote
@@ -206,9 +179,7 @@ echo "role-change hook: $PGDR_NODE is $PGDR_ROLE"
 
 	// The old node's agent returns: it is ordered to rejoin (notified),
 	// and its hook reports it a replica.
-	if out, err := l.labScript(t.Context(), "start-agent", "pg-a1"); err != nil {
-		t.Fatalf("start-agent: %v\n%s", err, out)
-	}
+	l.startAgent(t, "pg-a1")
 	testutil.WaitFor(t, 120*time.Second, "pg-a1 rejoined, notified", func() (bool, error) {
 		for _, n := range sink.find("rejoin") {
 			if n.Node == "pg-a1" && n.Details["result"] == "ok" && n.Epoch == epoch0+1 {

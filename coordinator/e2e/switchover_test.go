@@ -4,12 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -126,15 +124,7 @@ func TestSwitchover(t *testing.T) {
 		t.Skip("runs the lab")
 	}
 	l := startLab(t)
-	v, _, err := l.status()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, _ := labCluster(v, "main")
-	if c.Primary != "pg-a1" {
-		t.Fatalf("primary %q, want pg-a1", c.Primary)
-	}
-	epoch0 := c.Epoch
+	epoch0 := l.wantPrimary(t, "pg-a1")
 	testutil.WaitFor(t, 60*time.Second, "both replicas healthy and streaming", func() (bool, error) {
 		v, _, err := l.status()
 		if err != nil {
@@ -235,10 +225,7 @@ func TestSwitchover(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, n := range []string{"pg-a1", "pg-a2"} {
-		testutil.WaitFor(t, 60*time.Second, n+" replays writes of pg-b1", func() (bool, error) {
-			out, err := l.psql(n, "SELECT count(*) FROM after_switchover")
-			return err == nil && out == "1", err
-		})
+		l.waitTable(t, n, "after_switchover", 60*time.Second)
 	}
 	checker.finish(t)
 
@@ -285,11 +272,11 @@ func TestSwitchover(t *testing.T) {
 		t.Errorf("the refusal does not explain itself: %v", err)
 	}
 	t.Logf("manual failover refused: %v", err)
-	v, _, err = l.status()
+	v, _, err := l.status()
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, _ = labCluster(v, "main")
+	c, _ := labCluster(v, "main")
 	if c.Primary != "pg-b1" || c.Epoch != epoch0+1 {
 		t.Errorf("after the refused failover: primary %s epoch %d, want pg-b1 at %d", c.Primary, c.Epoch, epoch0+1)
 	}
@@ -303,8 +290,7 @@ func TestSwitchover(t *testing.T) {
 	if _, err := l.ctl("pause", "--cluster", "main", "--reason", "manual failover test"); err != nil {
 		t.Fatal(err)
 	}
-	_ = syscall.Kill(readPid(t, filepath.Join(l.dir, "pg-b1", "agent.pid")), syscall.SIGKILL)
-	_ = syscall.Kill(readPid(t, filepath.Join(l.dir, "pg-b1", "pgdata", "postmaster.pid")), syscall.SIGKILL)
+	l.killNode(t, "pg-b1")
 	var mf ctl.PrimaryChangeJSON
 	testutil.WaitFor(t, 60*time.Second, "a manual failover to pg-a2 accepted", func() (bool, error) {
 		out, err := l.ctl("failover", "--cluster", "main", "--to", "pg-a2", "--json")
@@ -320,10 +306,7 @@ func TestSwitchover(t *testing.T) {
 	if _, err := l.psql("pg-a2", "CREATE TABLE after_manual_failover AS SELECT 1 AS x"); err != nil {
 		t.Fatalf("pg-a2 does not take writes: %v", err)
 	}
-	testutil.WaitFor(t, 60*time.Second, "pg-a1 follows pg-a2", func() (bool, error) {
-		out, err := l.psql("pg-a1", "SELECT count(*) FROM after_manual_failover")
-		return err == nil && out == "1", err
-	})
+	l.waitTable(t, "pg-a1", "after_manual_failover", 60*time.Second)
 	// history is answered by any coordinator: a follower may apply the
 	// last events a moment later.
 	testutil.WaitFor(t, 10*time.Second, "the manual failover in the history", func() (bool, error) {

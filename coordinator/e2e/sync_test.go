@@ -11,7 +11,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -332,29 +331,8 @@ func TestSynchronousNoAckedCommitLost(t *testing.T) {
 		c, _ := labCluster(v, "main")
 		epoch := c.Epoch
 
-		agentPid := readPid(t, filepath.Join(l.dir, primary, "agent.pid"))
-		pmPid := readPid(t, filepath.Join(l.dir, primary, "pgdata", "postmaster.pid"))
-		killed := time.Now()
-		_ = syscall.Kill(agentPid, syscall.SIGKILL)
-		_ = syscall.Kill(pmPid, syscall.SIGKILL)
-
-		var newPrimary string
-		testutil.WaitFor(t, 60*time.Second, fmt.Sprintf("cycle %d: a new primary after kill -9 of %s", cycle, primary), func() (bool, error) {
-			v, _, err := l.status()
-			if err != nil {
-				return false, err
-			}
-			c, _ := labCluster(v, "main")
-			if c.Epoch <= epoch || c.Primary == primary {
-				return false, fmt.Errorf("primary %s epoch %d; failover: %s", c.Primary, c.Epoch, c.Failover)
-			}
-			m, _ := labMember(c, c.Primary)
-			if m.Role != "primary" {
-				return false, fmt.Errorf("%s has role %s", c.Primary, m.Role)
-			}
-			newPrimary = c.Primary
-			return true, nil
-		})
+		killed := l.killNode(t, primary)
+		newPrimary, _ := l.waitNewPrimary(t, primary, epoch, 60*time.Second)
 		took := time.Since(killed)
 		if newPrimary != standby {
 			t.Fatalf("cycle %d: %s was promoted, but the recorded synchronous standby was %s", cycle, newPrimary, standby)
@@ -386,9 +364,7 @@ func TestSynchronousNoAckedCommitLost(t *testing.T) {
 
 		// The killed node comes back: its agent restarts and the
 		// coordinators rejoin it with pg_rewind.
-		if out, err := l.labScript(t.Context(), "start-agent", primary); err != nil {
-			t.Fatalf("cycle %d: start-agent %s: %v\n%s", cycle, primary, err, out)
-		}
+		l.startAgent(t, primary)
 	}
 	waitSyncConverged(t, l, w, 90*time.Second)
 	w.mu.Lock()

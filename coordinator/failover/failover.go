@@ -112,11 +112,11 @@ type Decision struct {
 // PrimaryHealthy reports whether m can be trusted as a working primary:
 // a fresh report, postmaster alive, connectable, not in recovery, not fenced.
 func PrimaryHealthy(m Member) bool {
-	return primaryProblem(m) == ""
+	return PrimaryProblem(m) == ""
 }
 
-// primaryProblem is why m is not a healthy primary, or "".
-func primaryProblem(m Member) string {
+// PrimaryProblem is why m is not a healthy primary, or "".
+func PrimaryProblem(m Member) string {
 	switch {
 	case !m.Fresh:
 		return "no fresh report"
@@ -141,7 +141,7 @@ func Decide(in Input) Decision {
 	pm, known := in.Members[in.Primary]
 	problem := "no report from it"
 	if known {
-		problem = primaryProblem(pm)
+		problem = PrimaryProblem(pm)
 	}
 	if problem == "" {
 		return Decision{Action: ActionNone, Reason: fmt.Sprintf("primary %s healthy", in.Primary)}

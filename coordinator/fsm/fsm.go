@@ -209,3 +209,16 @@ func (f *FSM) MemberEpoch(cluster, node string) (ok bool, primary string, epoch 
 	})
 	return ok, primary, epoch
 }
+
+// ScanHistory calls fn for each history event of cluster ("" = all),
+// oldest first, under the read lock and without copying: for the leader's
+// periodic checks. fn must not keep or modify the event.
+func (f *FSM) ScanHistory(cluster string, fn func(ev *pgdrv1.HistoryEvent)) {
+	f.Read(func(st *pgdrv1.State) {
+		for _, ev := range st.History {
+			if cluster == "" || ev.Cluster == cluster {
+				fn(ev)
+			}
+		}
+	})
+}

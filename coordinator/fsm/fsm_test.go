@@ -805,3 +805,20 @@ func TestSetSyncStandbys(t *testing.T) {
 		t.Fatal("an unchanged list recorded an event")
 	}
 }
+
+func TestScanHistoryFiltersByCluster(t *testing.T) {
+	h := newHarness(t, Options{})
+	h.mustApply(pgdrv1.CommandType_COMMAND_TYPE_REGISTER_MEMBER, member("main", "a", 0))
+	h.mustApply(pgdrv1.CommandType_COMMAND_TYPE_REGISTER_MEMBER, member("other", "b", 0))
+	var main, all int
+	h.f.ScanHistory("main", func(ev *pgdrv1.HistoryEvent) {
+		if ev.Cluster != "main" {
+			t.Errorf("event of cluster %q in a scan of main", ev.Cluster)
+		}
+		main++
+	})
+	h.f.ScanHistory("", func(*pgdrv1.HistoryEvent) { all++ })
+	if main != 1 || all != 2 {
+		t.Fatalf("scanned %d events of main and %d in all, want 1 and 2", main, all)
+	}
+}

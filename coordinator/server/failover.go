@@ -68,11 +68,11 @@ func (s *Server) failoverInput(c *pgdrv1.Cluster, samples map[memberKey]sample, 
 	if le, ok := s.leases.get(c.Name); ok && le.epoch == c.Epoch && le.holder == c.Primary {
 		in.LeaseExpiresAt = le.expires
 	}
-	for _, ev := range s.fsm.History(c.Name, 0, 0) {
+	s.fsm.ScanHistory(c.Name, func(ev *pgdrv1.HistoryEvent) {
 		if countsAsFailover(ev.Kind) && ev.Time != nil && ev.Time.AsTime().After(in.LastFailoverAt) {
 			in.LastFailoverAt = ev.Time.AsTime()
 		}
-	}
+	})
 	for name, m := range c.Members {
 		fm := failover.Member{Name: name, Region: m.Region, Tags: m.Tags, Priority: m.Priority}
 		if sm, ok := samples[memberKey{c.Name, name}]; ok {
@@ -216,7 +216,11 @@ func (s *Server) executeFailover(ctx context.Context, c *pgdrv1.Cluster, d failo
 		s.recordEvent(ctx, name, kindFailoverResult, cand, epoch, "failed: promote: "+res.Error, nil)
 		return
 	}
-	s.recordEvent(ctx, name, kindFailoverStep, cand, epoch, "promoted: "+strings.TrimSpace(res.Output), nil)
+	promoted := strings.TrimSpace(res.Output)
+	if !strings.HasPrefix(promoted, "promoted") {
+		promoted = "promoted: " + promoted
+	}
+	s.recordEvent(ctx, name, kindFailoverStep, cand, epoch, promoted, nil)
 
 	// Re-point every other replica; the old primary rejoins when it returns.
 	cur, _ := s.fsm.Cluster(name)
@@ -320,13 +324,13 @@ func (s *Server) rejoinTick(ctx context.Context, c *pgdrv1.Cluster, samples map[
 // failover and has not rejoined successfully since.
 func (s *Server) replacedPrimary(cluster, member string) bool {
 	replaced := false
-	for _, ev := range s.fsm.History(cluster, 0, 0) {
+	s.fsm.ScanHistory(cluster, func(ev *pgdrv1.HistoryEvent) {
 		switch {
 		case replacesPrimary(ev.Kind) && ev.Details["old_primary"] == member:
 			replaced = true
 		case rejoinedKind(ev.Kind) && ev.Node == member && ev.Details["result"] == "ok":
 			replaced = false
 		}
-	}
+	})
 	return replaced
 }

@@ -134,20 +134,12 @@ func busyError(cluster string) error {
 }
 
 // memberProblem is why m is not a healthy primary ("" if it is one).
+// It is failover.PrimaryProblem, but names the agent for a stale report.
 func memberProblem(m failover.Member) string {
-	switch {
-	case !m.Fresh:
+	if !m.Fresh {
 		return "no fresh report from its agent"
-	case !m.PostmasterAlive:
-		return "postmaster not running"
-	case !m.Connectable:
-		return "not connectable"
-	case m.InRecovery:
-		return "in recovery"
-	case m.Fenced:
-		return "fenced"
 	}
-	return ""
+	return failover.PrimaryProblem(m)
 }
 
 // rankReplicas judges the replicas of in the way failover.Decide does
