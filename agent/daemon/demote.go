@@ -168,3 +168,22 @@ func parseLSN(s string) (uint64, error) {
 }
 
 func formatLSN(lsn uint64) string { return fmt.Sprintf("%X/%X", lsn>>32, uint32(lsn)) }
+
+// restart starts PostgreSQL again as it is on disk: the undo of a demote
+// when a switchover is aborted before anything was promoted. A fenced node
+// is never restarted (it may have lost the primary role); a running one is
+// left alone.
+func (d *Daemon) restart(ctx context.Context) (string, error) {
+	pgdata := d.cfg.Postgres.PGData
+	if fi, err := health.ReadFenced(pgdata); fi != nil {
+		return "", fmt.Errorf("refusing to restart: this node is fenced (%s, epoch %d; marker %s, %v)", fi.Reason, fi.Epoch, health.FencedPath(pgdata), err)
+	}
+	if postmasterRunning(pgdata) {
+		return "PostgreSQL is already running", nil
+	}
+	if err := d.startPostgres(ctx); err != nil {
+		return "", fmt.Errorf("restart: %w", err)
+	}
+	d.CheckNow(ctx)
+	return "restarted: PostgreSQL started again", nil
+}

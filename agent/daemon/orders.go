@@ -41,6 +41,8 @@ func orderName(cmd *pgdrv1.AgentCommand) string {
 		return "set_synchronous"
 	case *pgdrv1.AgentCommand_Demote:
 		return "demote"
+	case *pgdrv1.AgentCommand_Restart:
+		return "restart"
 	}
 	return fmt.Sprintf("%T", cmd.GetKind())
 }
@@ -80,6 +82,8 @@ func (d *Daemon) Order(cmd *pgdrv1.AgentCommand) (string, error) {
 		return d.setSynchronous(ctx, cmd.GetEpoch(), k.SetSynchronous.GetValue())
 	case *pgdrv1.AgentCommand_Demote:
 		return d.demote(ctx, cmd.GetEpoch(), k.Demote.GetReason())
+	case *pgdrv1.AgentCommand_Restart:
+		return d.restart(ctx)
 	}
 	return "", fmt.Errorf("unknown order %T", cmd.GetKind())
 }

@@ -342,8 +342,17 @@ func (s *Server) switchover(name, to, actor string) (*pgdrv1.SwitchoverResponse,
 	// (b) The target must hold every byte of WAL the old primary wrote.
 	got, err := s.waitReceived(ctx, name, to, epoch, end, checkpointWait)
 	if err != nil {
-		return fail(codes.Aborted, fmt.Sprintf("aborted: %s received WAL up to %s only, short of the end of %s's shutdown checkpoint %s (%v); nothing was promoted. %s is stopped cleanly and still the recorded primary at epoch %d: the automatic failover promotes the most advanced replica once its lease expires (if the cluster is paused: 'pgdrctl failover --cluster %s --to NODE')",
-			to, failover.FormatLSN(got), old, failover.FormatLSN(end), err, old, epoch, name))
+		// Nothing was promoted and the epoch is unchanged: the old primary
+		// is still the only one that may write, so start it again.
+		why := fmt.Sprintf("aborted: %s received WAL up to %s only, short of the end of %s's shutdown checkpoint %s (%v); nothing was promoted",
+			to, failover.FormatLSN(got), old, failover.FormatLSN(end), err)
+		rout, rerr := s.order(ctx, name, old, epoch, &pgdrv1.AgentCommand{Kind: &pgdrv1.AgentCommand_Restart{Restart: &pgdrv1.Restart{
+			Reason: "switchover aborted"}}}, demoteTimeout)
+		if rerr != nil {
+			return fail(codes.Aborted, fmt.Sprintf("%s; restarting %s failed too (%v): it is stopped cleanly and still the recorded primary at epoch %d, and the automatic failover promotes the most advanced replica once its lease expires (if the cluster is paused: 'pgdrctl failover --cluster %s --to NODE')",
+				why, old, rerr, epoch, name))
+		}
+		return fail(codes.Aborted, fmt.Sprintf("%s; %s is the primary again (%s)", why, old, rout))
 	}
 	st.add(kindSwitchoverStep, to, epoch, fmt.Sprintf("%s received WAL up to %s, past the shutdown checkpoint: no commit is lost",
 		to, failover.FormatLSN(got)), map[string]string{"receive_lsn": failover.FormatLSN(got)})

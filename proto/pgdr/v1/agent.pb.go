@@ -856,6 +856,7 @@ type AgentCommand struct {
 	//	*AgentCommand_Rejoin
 	//	*AgentCommand_Demote
 	//	*AgentCommand_SetSynchronous
+	//	*AgentCommand_Restart
 	Kind          isAgentCommand_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1005,6 +1006,15 @@ func (x *AgentCommand) GetSetSynchronous() *SetSynchronous {
 	return nil
 }
 
+func (x *AgentCommand) GetRestart() *Restart {
+	if x != nil {
+		if x, ok := x.Kind.(*AgentCommand_Restart); ok {
+			return x.Restart
+		}
+	}
+	return nil
+}
+
 type isAgentCommand_Kind interface {
 	isAgentCommand_Kind()
 }
@@ -1052,6 +1062,12 @@ type AgentCommand_SetSynchronous struct {
 	SetSynchronous *SetSynchronous `protobuf:"bytes,17,opt,name=set_synchronous,json=setSynchronous,proto3,oneof"`
 }
 
+type AgentCommand_Restart struct {
+	// restart: start this node's PostgreSQL again as it was (undoes a
+	// demote when a switchover is aborted before anything was promoted).
+	Restart *Restart `protobuf:"bytes,18,opt,name=restart,proto3,oneof"`
+}
+
 func (*AgentCommand_Ping) isAgentCommand_Kind() {}
 
 func (*AgentCommand_CheckNow) isAgentCommand_Kind() {}
@@ -1067,6 +1083,8 @@ func (*AgentCommand_Rejoin) isAgentCommand_Kind() {}
 func (*AgentCommand_Demote) isAgentCommand_Kind() {}
 
 func (*AgentCommand_SetSynchronous) isAgentCommand_Kind() {}
+
+func (*AgentCommand_Restart) isAgentCommand_Kind() {}
 
 type Ping struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1377,6 +1395,50 @@ func (x *Demote) GetReason() string {
 	return ""
 }
 
+type Restart struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Reason        string                 `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Restart) Reset() {
+	*x = Restart{}
+	mi := &file_pgdr_v1_agent_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Restart) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Restart) ProtoMessage() {}
+
+func (x *Restart) ProtoReflect() protoreflect.Message {
+	mi := &file_pgdr_v1_agent_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Restart.ProtoReflect.Descriptor instead.
+func (*Restart) Descriptor() ([]byte, []int) {
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *Restart) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 type SetSynchronous struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// value: the whole synchronous_standby_names setting ("" = asynchronous).
@@ -1387,7 +1449,7 @@ type SetSynchronous struct {
 
 func (x *SetSynchronous) Reset() {
 	*x = SetSynchronous{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[18]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1399,7 +1461,7 @@ func (x *SetSynchronous) String() string {
 func (*SetSynchronous) ProtoMessage() {}
 
 func (x *SetSynchronous) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[18]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1412,7 +1474,7 @@ func (x *SetSynchronous) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSynchronous.ProtoReflect.Descriptor instead.
 func (*SetSynchronous) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{18}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SetSynchronous) GetValue() string {
@@ -1436,7 +1498,7 @@ type CommandResult struct {
 
 func (x *CommandResult) Reset() {
 	*x = CommandResult{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[19]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1448,7 +1510,7 @@ func (x *CommandResult) String() string {
 func (*CommandResult) ProtoMessage() {}
 
 func (x *CommandResult) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[19]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1461,7 +1523,7 @@ func (x *CommandResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandResult.ProtoReflect.Descriptor instead.
 func (*CommandResult) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{19}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CommandResult) GetId() string {
@@ -1514,7 +1576,7 @@ type CommandResultAck struct {
 
 func (x *CommandResultAck) Reset() {
 	*x = CommandResultAck{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[20]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1526,7 +1588,7 @@ func (x *CommandResultAck) String() string {
 func (*CommandResultAck) ProtoMessage() {}
 
 func (x *CommandResultAck) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[20]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1539,7 +1601,7 @@ func (x *CommandResultAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandResultAck.ProtoReflect.Descriptor instead.
 func (*CommandResultAck) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{20}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{21}
 }
 
 var File_pgdr_v1_agent_proto protoreflect.FileDescriptor
@@ -1620,7 +1682,7 @@ const file_pgdr_v1_agent_proto_rawDesc = "" +
 	"\breceived\x18\x01 \x01(\x04R\breceived\"?\n" +
 	"\x0fCommandsRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
-	"\x04node\x18\x02 \x01(\tR\x04node\"\x95\x04\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\"\xc3\x04\n" +
 	"\fAgentCommand\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12\x12\n" +
@@ -1635,7 +1697,8 @@ const file_pgdr_v1_agent_proto_rawDesc = "" +
 	"\x05fence\x18\x0e \x01(\v2\x0e.pgdr.v1.FenceH\x00R\x05fence\x12)\n" +
 	"\x06rejoin\x18\x0f \x01(\v2\x0f.pgdr.v1.RejoinH\x00R\x06rejoin\x12)\n" +
 	"\x06demote\x18\x10 \x01(\v2\x0f.pgdr.v1.DemoteH\x00R\x06demote\x12B\n" +
-	"\x0fset_synchronous\x18\x11 \x01(\v2\x17.pgdr.v1.SetSynchronousH\x00R\x0esetSynchronousB\x06\n" +
+	"\x0fset_synchronous\x18\x11 \x01(\v2\x17.pgdr.v1.SetSynchronousH\x00R\x0esetSynchronous\x12,\n" +
+	"\arestart\x18\x12 \x01(\v2\x10.pgdr.v1.RestartH\x00R\arestartB\x06\n" +
 	"\x04kind\"\x06\n" +
 	"\x04Ping\"\n" +
 	"\n" +
@@ -1653,6 +1716,8 @@ const file_pgdr_v1_agent_proto_rawDesc = "" +
 	"\vprimary_dsn\x18\x02 \x01(\tR\n" +
 	"primaryDsn\" \n" +
 	"\x06Demote\x12\x16\n" +
+	"\x06reason\x18\x01 \x01(\tR\x06reason\"!\n" +
+	"\aRestart\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\"&\n" +
 	"\x0eSetSynchronous\x12\x14\n" +
 	"\x05value\x18\x01 \x01(\tR\x05value\"\x8b\x01\n" +
@@ -1685,7 +1750,7 @@ func file_pgdr_v1_agent_proto_rawDescGZIP() []byte {
 	return file_pgdr_v1_agent_proto_rawDescData
 }
 
-var file_pgdr_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_pgdr_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_pgdr_v1_agent_proto_goTypes = []any{
 	(*RenewLeaseRequest)(nil),     // 0: pgdr.v1.RenewLeaseRequest
 	(*RenewLeaseResponse)(nil),    // 1: pgdr.v1.RenewLeaseResponse
@@ -1705,19 +1770,20 @@ var file_pgdr_v1_agent_proto_goTypes = []any{
 	(*Fence)(nil),                 // 15: pgdr.v1.Fence
 	(*Rejoin)(nil),                // 16: pgdr.v1.Rejoin
 	(*Demote)(nil),                // 17: pgdr.v1.Demote
-	(*SetSynchronous)(nil),        // 18: pgdr.v1.SetSynchronous
-	(*CommandResult)(nil),         // 19: pgdr.v1.CommandResult
-	(*CommandResultAck)(nil),      // 20: pgdr.v1.CommandResultAck
-	(*Member)(nil),                // 21: pgdr.v1.Member
-	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
+	(*Restart)(nil),               // 18: pgdr.v1.Restart
+	(*SetSynchronous)(nil),        // 19: pgdr.v1.SetSynchronous
+	(*CommandResult)(nil),         // 20: pgdr.v1.CommandResult
+	(*CommandResultAck)(nil),      // 21: pgdr.v1.CommandResultAck
+	(*Member)(nil),                // 22: pgdr.v1.Member
+	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
 }
 var file_pgdr_v1_agent_proto_depIdxs = []int32{
-	21, // 0: pgdr.v1.RegisterRequest.member:type_name -> pgdr.v1.Member
-	22, // 1: pgdr.v1.HealthReport.time:type_name -> google.protobuf.Timestamp
-	22, // 2: pgdr.v1.HealthReport.archive_last_failed_time:type_name -> google.protobuf.Timestamp
+	22, // 0: pgdr.v1.RegisterRequest.member:type_name -> pgdr.v1.Member
+	23, // 1: pgdr.v1.HealthReport.time:type_name -> google.protobuf.Timestamp
+	23, // 2: pgdr.v1.HealthReport.archive_last_failed_time:type_name -> google.protobuf.Timestamp
 	7,  // 3: pgdr.v1.HealthReport.replicas:type_name -> pgdr.v1.ReplicaState
-	22, // 4: pgdr.v1.HealthReport.failsafe_acked_at:type_name -> google.protobuf.Timestamp
-	22, // 5: pgdr.v1.AgentCommand.issued_at:type_name -> google.protobuf.Timestamp
+	23, // 4: pgdr.v1.HealthReport.failsafe_acked_at:type_name -> google.protobuf.Timestamp
+	23, // 5: pgdr.v1.AgentCommand.issued_at:type_name -> google.protobuf.Timestamp
 	11, // 6: pgdr.v1.AgentCommand.ping:type_name -> pgdr.v1.Ping
 	12, // 7: pgdr.v1.AgentCommand.check_now:type_name -> pgdr.v1.CheckNow
 	13, // 8: pgdr.v1.AgentCommand.promote:type_name -> pgdr.v1.Promote
@@ -1725,24 +1791,25 @@ var file_pgdr_v1_agent_proto_depIdxs = []int32{
 	15, // 10: pgdr.v1.AgentCommand.fence:type_name -> pgdr.v1.Fence
 	16, // 11: pgdr.v1.AgentCommand.rejoin:type_name -> pgdr.v1.Rejoin
 	17, // 12: pgdr.v1.AgentCommand.demote:type_name -> pgdr.v1.Demote
-	18, // 13: pgdr.v1.AgentCommand.set_synchronous:type_name -> pgdr.v1.SetSynchronous
-	2,  // 14: pgdr.v1.AgentService.Leader:input_type -> pgdr.v1.LeaderRequest
-	4,  // 15: pgdr.v1.AgentService.Register:input_type -> pgdr.v1.RegisterRequest
-	6,  // 16: pgdr.v1.AgentService.Report:input_type -> pgdr.v1.HealthReport
-	9,  // 17: pgdr.v1.AgentService.Commands:input_type -> pgdr.v1.CommandsRequest
-	19, // 18: pgdr.v1.AgentService.CompleteCommand:input_type -> pgdr.v1.CommandResult
-	0,  // 19: pgdr.v1.AgentService.RenewLease:input_type -> pgdr.v1.RenewLeaseRequest
-	3,  // 20: pgdr.v1.AgentService.Leader:output_type -> pgdr.v1.LeaderResponse
-	5,  // 21: pgdr.v1.AgentService.Register:output_type -> pgdr.v1.RegisterResponse
-	8,  // 22: pgdr.v1.AgentService.Report:output_type -> pgdr.v1.ReportSummary
-	10, // 23: pgdr.v1.AgentService.Commands:output_type -> pgdr.v1.AgentCommand
-	20, // 24: pgdr.v1.AgentService.CompleteCommand:output_type -> pgdr.v1.CommandResultAck
-	1,  // 25: pgdr.v1.AgentService.RenewLease:output_type -> pgdr.v1.RenewLeaseResponse
-	20, // [20:26] is the sub-list for method output_type
-	14, // [14:20] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	19, // 13: pgdr.v1.AgentCommand.set_synchronous:type_name -> pgdr.v1.SetSynchronous
+	18, // 14: pgdr.v1.AgentCommand.restart:type_name -> pgdr.v1.Restart
+	2,  // 15: pgdr.v1.AgentService.Leader:input_type -> pgdr.v1.LeaderRequest
+	4,  // 16: pgdr.v1.AgentService.Register:input_type -> pgdr.v1.RegisterRequest
+	6,  // 17: pgdr.v1.AgentService.Report:input_type -> pgdr.v1.HealthReport
+	9,  // 18: pgdr.v1.AgentService.Commands:input_type -> pgdr.v1.CommandsRequest
+	20, // 19: pgdr.v1.AgentService.CompleteCommand:input_type -> pgdr.v1.CommandResult
+	0,  // 20: pgdr.v1.AgentService.RenewLease:input_type -> pgdr.v1.RenewLeaseRequest
+	3,  // 21: pgdr.v1.AgentService.Leader:output_type -> pgdr.v1.LeaderResponse
+	5,  // 22: pgdr.v1.AgentService.Register:output_type -> pgdr.v1.RegisterResponse
+	8,  // 23: pgdr.v1.AgentService.Report:output_type -> pgdr.v1.ReportSummary
+	10, // 24: pgdr.v1.AgentService.Commands:output_type -> pgdr.v1.AgentCommand
+	21, // 25: pgdr.v1.AgentService.CompleteCommand:output_type -> pgdr.v1.CommandResultAck
+	1,  // 26: pgdr.v1.AgentService.RenewLease:output_type -> pgdr.v1.RenewLeaseResponse
+	21, // [21:27] is the sub-list for method output_type
+	15, // [15:21] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_pgdr_v1_agent_proto_init() }
@@ -1760,6 +1827,7 @@ func file_pgdr_v1_agent_proto_init() {
 		(*AgentCommand_Rejoin)(nil),
 		(*AgentCommand_Demote)(nil),
 		(*AgentCommand_SetSynchronous)(nil),
+		(*AgentCommand_Restart)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1767,7 +1835,7 @@ func file_pgdr_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pgdr_v1_agent_proto_rawDesc), len(file_pgdr_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   21,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
