@@ -23,17 +23,19 @@ const recloneCopyWait = 12 * time.Hour
 // primary never got): an operator removes it.
 const oldDataSuffix = ".pgdr-old-"
 
-// reclone rejoins this former primary with a fresh copy of the new
-// primary when pg_rewind cannot be used (why): neither data checksums nor
-// wal_log_hints, or pg_rewind failed. PostgreSQL must be stopped. The old
-// data directory is renamed aside (never deleted), pg_basebackup fills an
-// empty one, the node's own configuration files and the recovery settings
-// are written as the rewind path does, and the server starts as a
-// streaming replica. If the copy fails, the old directory is renamed back.
-//
-// A copy from the latest backup (restore + restore_command) when the new
-// primary cannot serve a base backup is a later step; today that case
-// reports both errors and leaves the node as it was.
+// reclone rejoins this former primary with a fresh copy when pg_rewind
+// cannot be used (why): neither data checksums nor wal_log_hints, or
+// pg_rewind failed. PostgreSQL must be stopped. The old data directory is
+// renamed aside (never deleted) and an empty one is filled by
+// pg_basebackup from the new primary or, when that copy fails (the primary
+// refuses replication connections, has no WAL sender free, cannot be
+// reached), by a restore of the latest backup from the agent's
+// repositories (reclone_backup.go). The node's own configuration files and
+// the recovery settings are written as the rewind path does, and the
+// server starts as a replica: streaming, or, after a restore, at least
+// replaying the archive (the output says which). If neither copy can be
+// made, the old directory is renamed back and the error names all three
+// failures.
 func (d *Daemon) reclone(ctx context.Context, epoch uint64, primary, dsn string, why error) (string, error) {
 	pgdata := d.cfg.Postgres.PGData
 	fail := func(err error) (string, error) {
@@ -48,12 +50,26 @@ func (d *Daemon) reclone(ctx context.Context, epoch uint64, primary, dsn string,
 	}
 	d.log.Warn("rejoin: pg_rewind cannot be used; making a fresh copy of the new primary", "primary", primary, "why", why)
 	saved := readConfigFiles(pgdata)
-	old, note, err := d.copyFromPrimary(ctx, dsn, host, port)
+	fc, err := d.freshCopy(ctx, dsn, host, port, true)
 	if err != nil {
+		var ce *copyErrors
+		if errors.As(err, &ce) {
+			return "", fmt.Errorf("rejoin: pg_rewind cannot be used (%v); the fresh copy from %s failed: %v; and %v", why, primary, ce.copy, err)
+		}
+		if fc != nil {
+			err = fmt.Errorf("%w (the new data directory is filled; the old data is kept at %s)", err, fc.old)
+		}
 		return fail(err)
 	}
-	d.log.Warn("rejoin: recloned from the new primary; the old data directory is kept", "primary", primary, "old_data", old)
-	kept := fmt.Sprintf("recloned from %s, old data kept at %s", primary, old)
+	var kept string
+	if fc.restored != nil {
+		d.log.Warn("rejoin: restored from the latest backup; the old data directory is kept", "backup", fc.restored.Backup, "old_data", fc.old)
+		kept = fmt.Sprintf("restored from backup %s (chain %v; the fresh copy from %s failed: %s), old data kept at %s",
+			fc.restored.Backup, fc.restored.Chain, primary, tailString(fc.copyErr.Error(), 500), fc.old)
+	} else {
+		d.log.Warn("rejoin: recloned from the new primary; the old data directory is kept", "primary", primary, "old_data", fc.old)
+		kept = fmt.Sprintf("recloned from %s, old data kept at %s", primary, fc.old)
+	}
 	after := func(step string, err error) (string, error) {
 		return "", fmt.Errorf("rejoin: %s, but %s failed: %w", kept, step, err)
 	}
@@ -63,18 +79,29 @@ func (d *Daemon) reclone(ctx context.Context, epoch uint64, primary, dsn string,
 	if err := d.writeStandbyConfig(epoch, dsn); err != nil {
 		return after("writing the recovery settings", err)
 	}
+	if fc.restored != nil {
+		// Recovery from a backup cannot do without the archive.
+		if err := d.ensureRestoreCommand(fc.restored); err != nil {
+			return after("writing restore_command", err)
+		}
+	}
 	if err := d.unfence(); err != nil {
 		return after("unfencing", err)
 	}
 	if err := d.startPostgres(ctx); err != nil {
 		return after("starting PostgreSQL", err)
 	}
-	got, err := d.waitStreaming(ctx, rejoinWait, host, port)
+	var got string
+	if fc.restored != nil {
+		got, err = d.waitRestoredReplica(ctx, host, port)
+	} else {
+		got, err = d.waitStreaming(ctx, rejoinWait, host, port)
+	}
 	d.CheckNow(ctx)
 	if err != nil {
 		return got, fmt.Errorf("rejoin: %s: %w", kept, err)
 	}
-	return fmt.Sprintf("rejoined as a replica of %s: %s (pg_rewind not used: %v)%s: %s", primary, kept, why, note, got), nil
+	return fmt.Sprintf("rejoined as a replica of %s: %s (pg_rewind not used: %v)%s: %s", primary, kept, why, fc.note, got), nil
 }
 
 // readConfigFiles reads the node's configuration files kept across a
@@ -102,46 +129,93 @@ func (d *Daemon) putBackConfigFiles(saved map[string][]byte) error {
 	return nil
 }
 
+// freshCopied says how the data directory was refilled.
+type freshCopied struct {
+	old, note string          // where the old data is kept; a note for the output
+	restored  *restore.Result // set when a backup was restored instead of a copy
+	copyErr   error           // why the copy from the primary failed (restored != nil)
+}
+
+// copyErrors is freshCopy's error when neither the copy from the primary
+// nor the backup restore worked; its text is the restore's failure and
+// the old directory's fate, copy is the pg_basebackup failure.
+type copyErrors struct {
+	copy error
+	rest error
+}
+
+func (e *copyErrors) Error() string   { return e.rest.Error() }
+func (e *copyErrors) Unwrap() []error { return []error{e.copy, e.rest} }
+
 // copyFromPrimary moves the data directory aside and fills a new one with
-// pg_basebackup from dsn. It returns where the old data is kept and a note
-// for the output; on failure the old directory is back in place.
+// pg_basebackup from dsn (no backup fallback). It returns where the old
+// data is kept and a note for the output; on failure the old directory is
+// back in place.
 func (d *Daemon) copyFromPrimary(ctx context.Context, dsn, host string, port uint16) (old, note string, err error) {
+	fc, err := d.freshCopy(ctx, dsn, host, port, false)
+	if fc != nil {
+		old, note = fc.old, fc.note
+	}
+	return old, note, err
+}
+
+// freshCopy moves the data directory aside and fills a new one with
+// pg_basebackup from dsn or, if that fails and fromBackup, with the
+// latest backup. On failure the old directory is back in place (and fc
+// is nil), except when only carrying the fenced marker over failed.
+func (d *Daemon) freshCopy(ctx context.Context, dsn, host string, port uint16, fromBackup bool) (*freshCopied, error) {
 	pgdata, err := filepath.EvalSymlinks(d.cfg.Postgres.PGData) // a symlinked PGDATA keeps its link
 	if err != nil {
-		return "", "", fmt.Errorf("the data directory: %w", err)
+		return nil, fmt.Errorf("the data directory: %w", err)
 	}
 	if err := copyable(pgdata); err != nil {
-		return "", "", err
+		return nil, err
 	}
+	fc := &freshCopied{}
 	if dst, err := os.Readlink(filepath.Join(pgdata, "pg_wal")); err == nil {
-		note = fmt.Sprintf("; note: the old pg_wal was a link to %s (kept with the old data), the copy keeps its WAL inside the data directory", dst)
+		fc.note = fmt.Sprintf("; note: the old pg_wal was a link to %s (kept with the old data), the copy keeps its WAL inside the data directory", dst)
 	}
-	old, err = moveAside(pgdata, time.Now())
+	fc.old, err = moveAside(pgdata, time.Now())
 	if err != nil {
-		return "", "", err
+		return nil, err
 	}
-	d.log.Warn("rejoin: data directory moved aside", "pgdata", pgdata, "old_data", old)
+	d.log.Warn("rejoin: data directory moved aside", "pgdata", pgdata, "old_data", fc.old)
 	cctx, cancel := context.WithTimeout(ctx, recloneCopyWait)
 	out, err := d.basebackup(cctx, pgdata, dsn)
 	cancel()
-	if err != nil {
+	switch {
+	case err == nil:
+		d.log.Info("rejoin: pg_basebackup done", "output", tailString(out, 500))
+	case !fromBackup || ctx.Err() != nil: // no fallback, or the daemon is stopping
 		err = fmt.Errorf("pg_basebackup from %s:%d: %w", host, port, err)
-		if rerr := restoreAside(pgdata, old); rerr != nil {
-			return "", "", fmt.Errorf("%w; AND putting the old data directory back failed: %v (the old data is at %s)", err, rerr, old)
+		if rerr := restoreAside(pgdata, fc.old); rerr != nil {
+			return nil, fmt.Errorf("%w; AND putting the old data directory back failed: %v (the old data is at %s)", err, rerr, fc.old)
 		}
 		d.log.Warn("rejoin: the fresh copy failed; the old data directory is back in place", "pgdata", pgdata, "err", err)
-		return "", "", fmt.Errorf("%w; the old data directory is back in place at %s", err, pgdata)
+		return nil, fmt.Errorf("%w; the old data directory is back in place at %s", err, pgdata)
+	default:
+		fc.copyErr = fmt.Errorf("pg_basebackup from %s:%d: %w", host, port, err)
+		d.log.Warn("rejoin: the fresh copy from the new primary failed; trying the latest backup", "err", fc.copyErr)
+		res, rerr := d.restoreLatestBackup(ctx, pgdata)
+		if rerr != nil {
+			rerr = fmt.Errorf("restoring the latest backup instead failed: %w", rerr)
+			if aerr := restoreAside(pgdata, fc.old); aerr != nil {
+				return nil, &copyErrors{fc.copyErr, fmt.Errorf("%w; AND putting the old data directory back failed: %v (the old data is at %s)", rerr, aerr, fc.old)}
+			}
+			d.log.Warn("rejoin: no fresh copy could be made; the old data directory is back in place", "pgdata", pgdata, "copy_err", fc.copyErr, "restore_err", rerr)
+			return nil, &copyErrors{fc.copyErr, fmt.Errorf("%w; the old data directory is back in place at %s", rerr, pgdata)}
+		}
+		fc.restored = res
 	}
-	d.log.Info("rejoin: pg_basebackup done", "output", tailString(out, 500))
 	// The node stays marked fenced until it is configured as a replica.
-	if b, err := os.ReadFile(health.FencedPath(old)); err == nil {
+	if b, err := os.ReadFile(health.FencedPath(fc.old)); err == nil {
 		p := health.FencedPath(pgdata)
 		if err := restore.WriteFileSynced(p, b); err != nil {
-			return old, note, fmt.Errorf("carrying the fenced marker over: %w", err)
+			return fc, fmt.Errorf("carrying the fenced marker over: %w", err)
 		}
 		d.chownLikePGData(p)
 	}
-	return old, note, nil
+	return fc, nil
 }
 
 // basebackup runs pg_basebackup into the empty pgdata as the data
