@@ -1,7 +1,9 @@
 // Package restore restores a base backup (resolving its full → diff/incr
 // chain) into an empty data directory and configures point-in-time
 // recovery: files are written in parallel, each verified against its
-// checksum, fsynced, then their directories; backup_label and
+// checksum and fsynced (by a separate pool of syncers, so that decoding goes
+// on while the disk catches up; all before the restore goes further), then
+// their directories; backup_label and
 // tablespace_map are written from the manifest; recovery.signal and the
 // recovery settings (restore_command = pgdr-agent wal-fetch, the target)
 // go into postgresql.auto.conf. Every check that can fail — the backup, the

@@ -443,57 +443,174 @@ func (w *writer) layout(m *backup.Manifest) error {
 	return nil
 }
 
+// files restores every file of the plan, parallel at a time. A finished
+// file is handed to a pool of syncers that fsync and close it, so that the
+// workers go on decoding while the disk catches up; every file is fsynced
+// (or the restore fails) before files returns. The syncers also start the
+// write-back of each large object's range as soon as it is written
+// (sync_file_range), so that the final fsync of a 1 GiB segment does not
+// begin with all of it still dirty in the page cache.
 func (w *writer) files(ctx context.Context, plan []filePlan, parallel int) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	s := &syncer{jobs: make(chan syncJob, 4*parallel), cancel: cancel, w: w}
+	nsync := max(2, parallel)
+	s.wg.Add(nsync)
+	for range nsync {
+		go s.run(ctx)
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(parallel)
 	for _, p := range plan {
-		g.Go(func() error { return w.file(gctx, p) })
+		g.Go(func() error { return w.file(gctx, p, s) })
 	}
-	return g.Wait()
+	err := g.Wait()
+	close(s.jobs)
+	s.wg.Wait()
+	if s.err != nil {
+		// A failed fsync cancels the workers: report it, not the
+		// cancellation.
+		return s.err
+	}
+	if err != nil {
+		return err
+	}
+	// Cancelled after the last worker finished: the syncers skipped the
+	// files still queued.
+	return ctx.Err()
+}
+
+// kickSize is the smallest object whose range is handed to write-back as
+// soon as it is written.
+const kickSize = 8 << 20
+
+type syncJob struct {
+	fh    *os.File
+	path  string
+	final bool  // fsync and close fh, then count size bytes restored
+	size  int64 // final: the file's size
+	off   int64 // !final: start write-back of [off, off+n)
+	n     int64
+}
+
+type syncer struct {
+	jobs   chan syncJob
+	cancel context.CancelFunc
+	w      *writer
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	err    error // the first fsync or close failure
+}
+
+func (s *syncer) fail(err error) {
+	s.mu.Lock()
+	if s.err == nil {
+		s.err = err
+	}
+	s.mu.Unlock()
+	s.cancel()
+}
+
+func (s *syncer) run(ctx context.Context) {
+	defer s.wg.Done()
+	for j := range s.jobs {
+		if !j.final {
+			if ctx.Err() == nil {
+				startWriteback(j.fh, j.off, j.n)
+			}
+			continue
+		}
+		if ctx.Err() != nil {
+			// The restore failed: only release the file.
+			j.fh.Close()
+			continue
+		}
+		if err := j.fh.Sync(); err != nil {
+			j.fh.Close()
+			s.fail(fmt.Errorf("fsync %s: %w", j.path, err))
+			continue
+		}
+		if err := j.fh.Close(); err != nil {
+			s.fail(fmt.Errorf("closing %s: %w", j.path, err))
+			continue
+		}
+		s.w.mu.Lock()
+		s.w.bytes += j.size
+		s.w.mu.Unlock()
+	}
+}
+
+// startWriteback asks the kernel to start writing [off, off+n) of fh to
+// disk without waiting for it (sync_file_range SYNC_FILE_RANGE_WRITE). It
+// is only a head start for the fsync that follows: errors are ignored
+// (the fsync reports any that matter), and so is a file closed meanwhile.
+func startWriteback(fh *os.File, off, n int64) {
+	rc, err := fh.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = rc.Control(func(fd uintptr) {
+		_ = syncFileRange(int(fd), off, n)
+	})
+}
+
+// submit hands a job to the syncers, or closes the file if the restore is
+// being cancelled.
+func (s *syncer) submit(ctx context.Context, j syncJob) error {
+	select {
+	case s.jobs <- j:
+		return nil
+	case <-ctx.Done():
+		if j.final {
+			j.fh.Close()
+		}
+		return ctx.Err()
+	}
 }
 
 // file builds one file from its steps, checks each object's checksum,
-// truncates to the recorded size and fsyncs.
-func (w *writer) file(ctx context.Context, p filePlan) error {
+// truncates to the recorded size and hands the file to the syncers, which
+// fsync and close it.
+func (w *writer) file(ctx context.Context, p filePlan, s *syncer) error {
 	path := filepath.Join(w.root, filepath.FromSlash(p.f.Path))
 	fh, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, os.FileMode(p.f.Mode)|0o600)
 	if err != nil {
 		return err
 	}
-	defer fh.Close()
-	for _, s := range p.steps {
-		if err := w.apply(ctx, fh, s); err != nil {
+	handed := false
+	defer func() {
+		if !handed {
+			fh.Close()
+		}
+	}()
+	for _, st := range p.steps {
+		if err := w.apply(ctx, fh, st, s); err != nil {
 			return fmt.Errorf("restoring %s: %w", p.f.Path, err)
 		}
 	}
 	if err := fh.Truncate(p.f.Size); err != nil {
 		return err
 	}
-	if err := fh.Sync(); err != nil {
-		return fmt.Errorf("fsync %s: %w", path, err)
-	}
-	w.mu.Lock()
-	w.bytes += p.f.Size
-	w.mu.Unlock()
-	return fh.Close()
+	handed = true
+	return s.submit(ctx, syncJob{fh: fh, path: path, final: true, size: p.f.Size})
 }
 
 // apply writes one step's objects into the file: a whole copy at each
 // part's offset, or a delta's pages at their blocks. The parts of one step
 // cover disjoint ranges, so they are written in parallel.
-func (w *writer) apply(ctx context.Context, fh *os.File, s step) error {
-	if len(s.objects) == 1 {
-		return w.applyObject(ctx, fh, s.kind, s.objects[0])
+func (w *writer) apply(ctx context.Context, fh *os.File, st step, s *syncer) error {
+	if len(st.objects) == 1 {
+		return w.applyObject(ctx, fh, st.kind, st.objects[0], s)
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(2)
-	for _, o := range s.objects {
-		g.Go(func() error { return w.applyObject(gctx, fh, s.kind, o) })
+	for _, o := range st.objects {
+		g.Go(func() error { return w.applyObject(gctx, fh, st.kind, o, s) })
 	}
 	return g.Wait()
 }
 
-func (w *writer) applyObject(ctx context.Context, fh *os.File, kind string, o backup.Part) error {
+func (w *writer) applyObject(ctx context.Context, fh *os.File, kind string, o backup.Part, s *syncer) error {
 	key := w.cluster + "/" + o.Object
 	rc, err := w.r.Store.Get(ctx, key)
 	if err != nil {
@@ -509,8 +626,16 @@ func (w *writer) applyObject(ctx context.Context, fh *os.File, kind string, o ba
 	w.objects++
 	w.mu.Unlock()
 	if kind == backup.KindFull {
-		if _, err := io.Copy(io.NewOffsetWriter(fh, o.Offset), or); err != nil {
+		// io.Copy uses the Reader's WriteTo: large writes straight from
+		// its decode buffer.
+		n, err := io.Copy(io.NewOffsetWriter(fh, o.Offset), or)
+		if err != nil {
 			return fmt.Errorf("repository %s: object %s: %w", w.r.Name, key, err)
+		}
+		if n >= kickSize {
+			if err := s.submit(ctx, syncJob{fh: fh, off: o.Offset, n: n}); err != nil {
+				return err
+			}
 		}
 	} else {
 		rec := make([]byte, 4+pgpage.BlockSize)

@@ -74,7 +74,9 @@
 // Read return io.EOF. A caller that sees io.EOF has therefore received
 // exactly the plaintext that was written; a caller that stops early has no
 // such guarantee, and must not trust data from a read that ended in an
-// error.
+// error. [Reader.WriteTo] (which io.Copy uses) does the same checks and
+// returns nil where Read would return io.EOF; it decodes into a 512 KiB
+// buffer and writes from it directly, saving a copy and many small writes.
 //
 // These checks detect damage and truncation. They are not signatures: age
 // encrypts to public keys, so whoever can write to the repository and knows

@@ -52,5 +52,10 @@ func FuzzNewReader(f *testing.F) {
 		if r.Header.PlainSize >= 0 && int64(len(got)) != r.Header.PlainSize {
 			t.Fatalf("read %d bytes, header says %d", len(got), r.Header.PlainSize)
 		}
+		// WriteTo must agree with Read.
+		got2, err := decodeWriteTo(obj, []age.Identity{id})
+		if err != nil || !bytes.Equal(got, got2) {
+			t.Fatalf("WriteTo: %v (equal %v) where Read succeeded", err, bytes.Equal(got, got2))
+		}
 	})
 }

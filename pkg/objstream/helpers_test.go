@@ -3,6 +3,8 @@ package objstream
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"testing"
@@ -117,12 +119,65 @@ func encode(t testing.TB, data []byte, opts Options) []byte {
 }
 
 // decode reads a whole object, returning the plaintext and the first
-// error (from NewReader or Read; nil after a clean io.EOF).
+// error (from NewReader or Read; nil after a clean io.EOF). It reads the
+// object twice, through Read and through WriteTo, and reports an error
+// that is none of the package's classes if the two disagree.
 func decode(obj []byte, ids []age.Identity) ([]byte, error) {
+	got, err := decodeRead(obj, ids)
+	got2, err2 := decodeWriteTo(obj, ids)
+	if errClass(err) != errClass(err2) || err == nil && !bytes.Equal(got, got2) {
+		return nil, fmt.Errorf("Read and WriteTo disagree: Read: %v (%d bytes); WriteTo: %v (%d bytes)", err, len(got), err2, len(got2))
+	}
+	return got, err
+}
+
+func decodeRead(obj []byte, ids []age.Identity) ([]byte, error) {
 	r, err := NewReader(bytes.NewReader(obj), ids)
 	if err != nil {
 		return nil, err
 	}
 	defer r.Close()
 	return io.ReadAll(r)
+}
+
+// decodeWriteTo reads a whole object through WriteTo, after a short Read
+// for some objects so that WriteTo also starts with pending bytes.
+func decodeWriteTo(obj []byte, ids []age.Identity) ([]byte, error) {
+	r, err := NewReader(bytes.NewReader(obj), ids)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	var buf bytes.Buffer
+	if len(obj)%2 == 1 {
+		var p [100]byte
+		n, err := r.Read(p[:])
+		buf.Write(p[:n])
+		if err == io.EOF {
+			return buf.Bytes(), nil
+		}
+		if err != nil {
+			return buf.Bytes(), err
+		}
+	}
+	n, err := r.WriteTo(&buf)
+	if err == nil && r.SHA256() == nil {
+		return nil, errors.New("WriteTo returned nil but SHA256 is nil")
+	}
+	if int(n) > buf.Len() {
+		return nil, fmt.Errorf("WriteTo reported %d bytes, wrote fewer", n)
+	}
+	return buf.Bytes(), err
+}
+
+func errClass(err error) string {
+	switch {
+	case err == nil:
+		return "nil"
+	case errors.Is(err, ErrCorrupt):
+		return "corrupt"
+	case errors.Is(err, ErrNoIdentity):
+		return "no identity"
+	}
+	return "other"
 }

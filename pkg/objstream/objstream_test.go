@@ -702,3 +702,99 @@ func TestTrustSHA256(t *testing.T) {
 		}
 	}
 }
+
+// failWriter accepts limit bytes, then fails.
+type failWriter struct {
+	limit int
+	n     int
+}
+
+var errSink = errors.New("sink full")
+
+func (w *failWriter) Write(p []byte) (int, error) {
+	if w.n+len(p) > w.limit {
+		m := w.limit - w.n
+		w.n = w.limit
+		return m, errSink
+	}
+	w.n += len(p)
+	return len(p), nil
+}
+
+func TestWriteTo(t *testing.T) {
+	id, rcpt := testKey(t)
+	ids := []age.Identity{id}
+	data := walLike(3<<20+5, 12)
+	for _, c := range allCombos() {
+		t.Run(c.name, func(t *testing.T) {
+			// decode reads through both Read and WriteTo (after a
+			// short Read for odd-sized objects) and compares.
+			for _, size := range []int{0, 1, 47, 48, 49, 100, 101, 4096, writeToBufSize - 1, writeToBufSize + 49} {
+				for _, known := range []bool{false, true} {
+					opts := c.opts(rcpt)
+					if known {
+						opts.PlainSize = int64(size)
+					}
+					got, err := decode(encode(t, data[:size], opts), ids)
+					if err != nil || !bytes.Equal(got, data[:size]) {
+						t.Fatalf("size %d known=%v: %v", size, known, err)
+					}
+				}
+			}
+			obj := encode(t, data, c.opts(rcpt))
+			// io.Copy goes through WriteTo; EOF is then sticky.
+			r, err := NewReader(bytes.NewReader(obj), ids)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var buf bytes.Buffer
+			n, err := io.Copy(&buf, r)
+			if err != nil || n != int64(len(data)) || !bytes.Equal(buf.Bytes(), data) {
+				t.Fatalf("io.Copy: %d, %v", n, err)
+			}
+			sum := sha256.Sum256(data)
+			if !bytes.Equal(r.SHA256(), sum[:]) {
+				t.Fatalf("SHA256 = %x", r.SHA256())
+			}
+			if n, err := r.WriteTo(&buf); n != 0 || err != nil {
+				t.Fatalf("WriteTo after the end: %d, %v", n, err)
+			}
+			if n, err := r.Read(make([]byte, 10)); n != 0 || err != io.EOF {
+				t.Fatalf("Read after the end: %d, %v", n, err)
+			}
+			r.Close()
+
+			// A failing destination: its error, not ErrCorrupt, and sticky.
+			r, err = NewReader(bytes.NewReader(obj), ids)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fw := &failWriter{limit: 1 << 20}
+			n, err = r.WriteTo(fw)
+			if !errors.Is(err, errSink) || errors.Is(err, ErrCorrupt) || n != 1<<20 {
+				t.Fatalf("WriteTo to a failing writer: %d, %v", n, err)
+			}
+			if _, err2 := r.Read(make([]byte, 10)); !errors.Is(err2, errSink) {
+				t.Fatalf("Read after a failed WriteTo: %v", err2)
+			}
+			if r.SHA256() != nil {
+				t.Fatal("SHA256 after a failed WriteTo")
+			}
+			r.Close()
+
+			// A short write without an error is io.ErrShortWrite.
+			r, err = NewReader(bytes.NewReader(obj), ids)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := r.WriteTo(shortWriter{}); !errors.Is(err, io.ErrShortWrite) {
+				t.Fatalf("WriteTo to a short writer: %v", err)
+			}
+			r.Close()
+		})
+	}
+}
+
+type shortWriter struct{}
+
+func (shortWriter) Write(p []byte) (int, error) { return len(p) / 2, nil }

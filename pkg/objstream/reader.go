@@ -10,14 +10,18 @@ import (
 	"hash"
 	"io"
 	"strings"
+	"sync"
 
 	"filippo.io/age"
 	"github.com/klauspost/compress/zstd"
 )
 
 const (
-	// readBufSize is the size of the Reader's hold-back buffer.
+	// readBufSize is the size of the Reader's hold-back buffer for Read.
 	readBufSize = 64 << 10
+	// writeToBufSize is the size of the buffer WriteTo decodes into and
+	// writes from: large writes, few system calls, still cache-sized.
+	writeToBufSize = 512 << 10
 	// maxZstdWindow bounds the zstd window (and so the decoder's memory)
 	// accepted from an object. The writer's levels use at most 8 MiB.
 	maxZstdWindow = 32 << 20
@@ -121,8 +125,37 @@ func newReader(r io.Reader, identities []age.Identity, pool *Pool) (*Reader, err
 		body = or.zdec
 	}
 	or.body = body
-	or.buf = make([]byte, readBufSize)
+	or.buf = getBuf(readBufSize)
 	return or, nil
+}
+
+// Decode buffers are reused between Readers: a restore reads thousands of
+// objects, and fresh zeroed buffers for each showed up in its profile.
+var (
+	smallBufs sync.Pool // *[]byte of readBufSize
+	largeBufs sync.Pool // *[]byte of writeToBufSize
+)
+
+func getBuf(size int) []byte {
+	sp := &smallBufs
+	if size == writeToBufSize {
+		sp = &largeBufs
+	}
+	if b, ok := sp.Get().(*[]byte); ok {
+		return *b
+	}
+	return make([]byte, size)
+}
+
+func putBuf(b []byte) {
+	switch cap(b) {
+	case readBufSize:
+		b = b[:readBufSize]
+		smallBufs.Put(&b)
+	case writeToBufSize:
+		b = b[:writeToBufSize]
+		largeBufs.Put(&b)
+	}
 }
 
 // classify turns an error from the decoding layers into the package's
@@ -175,24 +208,93 @@ func (r *Reader) Read(p []byte) (int, error) {
 			r.err = io.EOF
 			return 0, io.EOF
 		}
-		// Fewer than TrailerSize+1 bytes pending: move them to the front
-		// (at most TrailerSize bytes) and refill.
-		if r.r > 0 {
-			r.w = copy(r.buf, r.buf[r.r:r.w])
-			r.r = 0
+		if err := r.fill(&empty); err != nil {
+			return 0, err
 		}
-		m, err := r.body.Read(r.buf[r.w:])
-		r.w += m
-		switch {
-		case err == io.EOF:
-			r.eof = true
-		case err != nil:
-			return 0, r.fail(r.classify("decoding body", err, 0))
-		case m == 0:
-			empty++
-			if empty >= maxEmptyReads {
-				return 0, r.fail(fmt.Errorf("objstream: decoding body: %w", io.ErrNoProgress))
+	}
+}
+
+// fill moves the pending bytes (fewer than TrailerSize+1: at most
+// TrailerSize) to the front of the buffer and reads more of the body after
+// them. It counts consecutive empty reads in *empty.
+func (r *Reader) fill(empty *int) error {
+	if r.r > 0 {
+		r.w = copy(r.buf, r.buf[r.r:r.w])
+		r.r = 0
+	}
+	m, err := r.body.Read(r.buf[r.w:])
+	r.w += m
+	switch {
+	case err == io.EOF:
+		r.eof = true
+	case err != nil:
+		return r.fail(r.classify("decoding body", err, 0))
+	case m == 0:
+		*empty++
+		if *empty >= maxEmptyReads {
+			return r.fail(fmt.Errorf("objstream: decoding body: %w", io.ErrNoProgress))
+		}
+	default:
+		*empty = 0
+	}
+	return nil
+}
+
+// WriteTo implements io.WriterTo (io.Copy uses it): it writes the rest of
+// the plaintext to w and returns a nil error where Read would return
+// io.EOF, that is only once the whole object was read and its trailer
+// verified; SHA256 then returns the checksum. It decodes into a larger
+// buffer than Read and writes straight from it, without the extra copy
+// (and the small writes) of a copy loop. Data is hashed before it is
+// written, and no more than the header's declared size is ever written;
+// as with Read, what was written is not verified until WriteTo returns
+// nil. An error from w is returned as it is (it is not ErrCorrupt) and
+// is sticky, like any other.
+func (r *Reader) WriteTo(w io.Writer) (int64, error) {
+	if r.err != nil {
+		if r.err == io.EOF {
+			return 0, nil
+		}
+		return 0, r.err
+	}
+	if len(r.buf) < writeToBufSize {
+		nb := getBuf(writeToBufSize)
+		r.w = copy(nb, r.buf[r.r:r.w])
+		r.r = 0
+		putBuf(r.buf)
+		r.buf = nb
+	}
+	var total int64
+	empty := 0
+	for {
+		if avail := r.w - r.r - TrailerSize; avail > 0 {
+			if r.Header.PlainSize >= 0 && r.n+int64(avail) > r.Header.PlainSize {
+				return total, r.fail(fmt.Errorf("%w: object holds more than the %d bytes its header declares", ErrCorrupt, r.Header.PlainSize))
 			}
+			chunk := r.buf[r.r : r.r+avail]
+			r.hash.Write(chunk)
+			r.r += avail
+			r.n += int64(avail)
+			m, err := w.Write(chunk)
+			total += int64(m)
+			if err == nil && m != avail {
+				err = io.ErrShortWrite
+			}
+			if err != nil {
+				return total, r.fail(err)
+			}
+			continue
+		}
+		if r.eof {
+			if err := r.verify(); err != nil {
+				return total, r.fail(err)
+			}
+			r.release(true)
+			r.err = io.EOF
+			return total, nil
+		}
+		if err := r.fill(&empty); err != nil {
+			return total, err
 		}
 	}
 }
@@ -243,6 +345,9 @@ func (r *Reader) release(reuse bool) {
 			r.zdec.Close()
 		}
 		r.zdec = nil
+	}
+	if r.buf != nil {
+		putBuf(r.buf)
 	}
 	r.buf = nil
 	r.r, r.w = 0, 0
