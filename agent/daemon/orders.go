@@ -23,7 +23,7 @@ import (
 // Bounds of the orders' waits.
 const (
 	promoteWait = 60 * time.Second
-	followWait  = 60 * time.Second
+	followWait  = 20 * time.Second
 	rejoinWait  = 2 * time.Minute
 )
 

@@ -245,6 +245,23 @@ func (s *Server) executeFailover(ctx context.Context, c *pgdrv1.Cluster, d failo
 			if err == nil && !res.Ok {
 				err = fmt.Errorf("%s", res.Error)
 			}
+			if err != nil && res != nil {
+				// The agent answered but its server cannot stream from the
+				// new primary: it received WAL past the point where the
+				// new primary's timeline forked (an asynchronous replica
+				// ahead of the promoted one). pg_rewind puts it back.
+				s.recordEvent(ctx, name, kindFailoverStep, m, epoch, fmt.Sprintf("%s could not follow %s (%v); ordering it to rejoin", m, cand, err), nil)
+				rctx, rcancel := context.WithTimeout(ctx, 5*time.Minute)
+				defer rcancel()
+				res, err = s.hub.call(rctx, memberKey{name, m}, &pgdrv1.AgentCommand{
+					Id: newCommandID(), Cluster: name, Node: m, Epoch: epoch, IssuedAt: timestamppb.Now(),
+					Kind: &pgdrv1.AgentCommand_Rejoin{Rejoin: &pgdrv1.Rejoin{Primary: cand, PrimaryDsn: primaryDSN}},
+				})
+				msg = fmt.Sprintf("%s rejoined as a replica of %s", m, cand)
+				if err == nil && !res.Ok {
+					err = fmt.Errorf("%s", res.Error)
+				}
+			}
 			if err != nil {
 				msg = fmt.Sprintf("%s could not follow %s: %v", m, cand, err)
 				mu.Lock()
