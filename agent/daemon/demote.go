@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"regexp"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/pgdr/pgdr/agent/health"
+	"github.com/pgdr/pgdr/pkg/wal"
 )
 
 // demote stops the local primary cleanly for a planned switchover: a
@@ -37,13 +37,8 @@ func (d *Daemon) demote(ctx context.Context, epoch uint64, reason string) (strin
 	if !postmasterRunning(pgdata) {
 		return "", errors.New("refusing to demote: PostgreSQL is not running here (nothing to stop cleanly; this is not a working primary)")
 	}
-	conn, err := d.localConn(ctx)
+	conn, inRecovery, err := d.localConnRecovery(ctx)
 	if err != nil {
-		return "", fmt.Errorf("connecting to the local server: %w", err)
-	}
-	var inRecovery bool
-	if err := conn.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&inRecovery); err != nil {
-		conn.Close(context.WithoutCancel(ctx))
 		return "", err
 	}
 	if inRecovery {
@@ -80,7 +75,7 @@ func (d *Daemon) demote(ctx context.Context, epoch uint64, reason string) (strin
 		return "", fmt.Errorf("PostgreSQL stopped, but %w", err)
 	}
 	return fmt.Sprintf("demoted: PostgreSQL stopped cleanly (fast shutdown) shutdown_checkpoint_lsn=%s shutdown_checkpoint_end_lsn=%s timeline=%d",
-		formatLSN(cd.checkpoint), formatLSN(cd.end), cd.timeline), nil
+		wal.LSN(cd.checkpoint), wal.LSN(cd.end), cd.timeline), nil
 }
 
 // shutdownCheckpoint is what pg_controldata says of a cleanly stopped server.
@@ -116,11 +111,11 @@ func parseShutdownCheckpoint(out string) (shutdownCheckpoint, error) {
 	if st := controlField(out, "Database cluster state"); st != "shut down" {
 		return cd, fmt.Errorf("pg_controldata says the cluster state is %q, not \"shut down\": the stop was not clean", st)
 	}
-	lsn, err := parseLSN(controlField(out, "Latest checkpoint location"))
+	lsn, err := wal.ParseLSN(controlField(out, "Latest checkpoint location"))
 	if err != nil {
 		return cd, fmt.Errorf("pg_controldata: Latest checkpoint location: %w", err)
 	}
-	cd.checkpoint = lsn
+	cd.checkpoint = uint64(lsn)
 	cd.timeline, _ = strconv.ParseUint(controlField(out, "Latest checkpoint's TimeLineID"), 10, 32)
 	blk, _ := strconv.ParseUint(controlField(out, "WAL block size"), 10, 64)
 	seg, _ := strconv.ParseUint(controlField(out, "Bytes per WAL segment"), 10, 64)
@@ -130,7 +125,7 @@ func parseShutdownCheckpoint(out string) (shutdownCheckpoint, error) {
 	if seg == 0 {
 		seg = 16 << 20
 	}
-	cd.end = recordEnd(lsn, checkpointRecordLen, blk, seg)
+	cd.end = recordEnd(uint64(lsn), checkpointRecordLen, blk, seg)
 	return cd, nil
 }
 
@@ -153,21 +148,6 @@ func recordEnd(start, n, blk, seg uint64) uint64 {
 	}
 	return pos
 }
-
-func parseLSN(s string) (uint64, error) {
-	hi, lo, ok := strings.Cut(strings.TrimSpace(s), "/")
-	if !ok {
-		return 0, fmt.Errorf("%q is not an LSN", s)
-	}
-	h, err1 := strconv.ParseUint(hi, 16, 32)
-	l, err2 := strconv.ParseUint(lo, 16, 32)
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("%q is not an LSN", s)
-	}
-	return h<<32 | l, nil
-}
-
-func formatLSN(lsn uint64) string { return fmt.Sprintf("%X/%X", lsn>>32, uint32(lsn)) }
 
 // restart starts PostgreSQL again as it is on disk: the undo of a demote
 // when a switchover is aborted before anything was promoted. A fenced node

@@ -3,6 +3,8 @@ package daemon
 import (
 	"strings"
 	"testing"
+
+	"github.com/pgdr/pgdr/pkg/wal"
 )
 
 // A real PostgreSQL 15 pg_controldata after `pg_ctl stop -m fast`; its
@@ -26,7 +28,7 @@ func TestParseShutdownCheckpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 	if cd.checkpoint != 0x1500790 || cd.end != 0x1500790+114 || cd.timeline != 1 {
-		t.Fatalf("got checkpoint %s end %s timeline %d", formatLSN(cd.checkpoint), formatLSN(cd.end), cd.timeline)
+		t.Fatalf("got checkpoint %s end %s timeline %d", lsnText(cd.checkpoint), lsnText(cd.end), cd.timeline)
 	}
 	crashed := strings.Replace(controlShutDown, "shut down", "in production", 1)
 	if _, err := parseShutdownCheckpoint(crashed); err == nil || !strings.Contains(err.Error(), "not clean") {
@@ -50,10 +52,12 @@ func TestRecordEnd(t *testing.T) {
 		{"ends exactly at a page end", 0x2000 - 114, 0x2000},
 	} {
 		if got := recordEnd(c.start, 114, blk, seg); got != c.end {
-			t.Errorf("%s: recordEnd(%s) = %s, want %s", c.name, formatLSN(c.start), formatLSN(got), formatLSN(c.end))
+			t.Errorf("%s: recordEnd(%s) = %s, want %s", c.name, lsnText(c.start), lsnText(got), lsnText(c.end))
 		}
 	}
-	if v, err := parseLSN("16/B374D848"); err != nil || formatLSN(v) != "16/B374D848" {
-		t.Fatalf("parseLSN round trip: %s %v", formatLSN(v), err)
+	if v, err := wal.ParseLSN("16/B374D848"); err != nil || v.String() != "16/B374D848" {
+		t.Fatalf("LSN round trip: %s %v", v, err)
 	}
 }
+
+func lsnText(l uint64) string { return wal.LSN(l).String() }

@@ -123,15 +123,11 @@ func (d *Daemon) promote(ctx context.Context) (string, error) {
 	if fi, err := health.ReadFenced(pgdata); fi != nil {
 		return "", fmt.Errorf("refusing to promote: this node is fenced (%s, epoch %d; marker %s, %v); a fenced node is never promoted, rejoin it first", fi.Reason, fi.Epoch, health.FencedPath(pgdata), err)
 	}
-	conn, err := d.localConn(ctx)
+	conn, inRecovery, err := d.localConnRecovery(ctx)
 	if err != nil {
-		return "", fmt.Errorf("connecting to the local server: %w", err)
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	var inRecovery bool
-	if err := conn.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&inRecovery); err != nil {
 		return "", err
 	}
+	defer conn.Close(context.WithoutCancel(ctx))
 	if !inRecovery {
 		return "", errors.New("refusing to promote: the server is not in recovery (already a primary)")
 	}
@@ -235,15 +231,11 @@ func (d *Daemon) follow(ctx context.Context, primary, dsn string) (string, error
 	if err != nil {
 		return "", err
 	}
-	conn, err := d.localConn(ctx)
+	conn, inRecovery, err := d.localConnRecovery(ctx)
 	if err != nil {
-		return "", fmt.Errorf("connecting to the local server: %w", err)
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	var inRecovery bool
-	if err := conn.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&inRecovery); err != nil {
 		return "", err
 	}
+	defer conn.Close(context.WithoutCancel(ctx))
 	if !inRecovery {
 		return "", errors.New("refusing to follow: the server is not in recovery (a primary must be rejoined, not re-pointed)")
 	}

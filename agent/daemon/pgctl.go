@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/pgdr/pgdr/agent/restore"
 )
 
 // pgCommand runs one of PostgreSQL's programs (from postgres.bindir) as
@@ -23,7 +25,7 @@ func (d *Daemon) pgCommand(ctx context.Context, bin string, args ...string) (*ex
 	cmd.Dir = "/"
 	cmd.WaitDelay = 5 * time.Second
 	if os.Geteuid() == 0 {
-		uid, gid, err := ownerOf(d.cfg.Postgres.PGData)
+		uid, gid, err := restore.Owner(d.cfg.Postgres.PGData)
 		if err != nil {
 			return nil, err
 		}
@@ -58,24 +60,12 @@ func (d *Daemon) runPG(ctx context.Context, bin string, args ...string) (string,
 	return string(out), nil
 }
 
-func ownerOf(path string) (uid, gid uint32, err error) {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return 0, 0, err
-	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return 0, 0, fmt.Errorf("%s: no owner information", path)
-	}
-	return st.Uid, st.Gid, nil
-}
-
 // chownLikePGData gives a file the data directory's owner (when root).
 func (d *Daemon) chownLikePGData(path string) {
 	if os.Geteuid() != 0 {
 		return
 	}
-	if uid, gid, err := ownerOf(d.cfg.Postgres.PGData); err == nil {
+	if uid, gid, err := restore.Owner(d.cfg.Postgres.PGData); err == nil {
 		os.Chown(path, int(uid), int(gid))
 	}
 }
@@ -137,6 +127,21 @@ func (d *Daemon) startPostgres(ctx context.Context) error {
 // localConn connects to the local server (postgres.dsn).
 func (d *Daemon) localConn(ctx context.Context) (*pgx.Conn, error) {
 	return connectDSN(ctx, d.cfg.Postgres.DSN, "postgres.dsn")
+}
+
+// localConnRecovery connects to the local server and reports whether it is
+// in recovery: the first step of every order that depends on the role.
+func (d *Daemon) localConnRecovery(ctx context.Context) (*pgx.Conn, bool, error) {
+	conn, err := d.localConn(ctx)
+	if err != nil {
+		return nil, false, fmt.Errorf("connecting to the local server: %w", err)
+	}
+	var inRecovery bool
+	if err := conn.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&inRecovery); err != nil {
+		conn.Close(context.WithoutCancel(ctx))
+		return nil, false, err
+	}
+	return conn, inRecovery, nil
 }
 
 func connectDSN(ctx context.Context, dsn, what string) (*pgx.Conn, error) {

@@ -54,7 +54,7 @@ func (d *Daemon) restoreLatestBackup(ctx context.Context, pgdata string) (*resto
 	if err != nil {
 		return nil, err
 	}
-	uid, gid, err := ownerOf(pgdata)
+	uid, gid, err := restore.Owner(pgdata)
 	if err != nil {
 		return nil, err
 	}

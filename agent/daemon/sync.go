@@ -31,15 +31,11 @@ func (d *Daemon) setSynchronous(ctx context.Context, epoch uint64, value string)
 	if strings.ContainsAny(value, "\x00\n\r") {
 		return "", fmt.Errorf("refusing synchronous_standby_names %q: control characters", value)
 	}
-	conn, err := d.localConn(ctx)
+	conn, inRecovery, err := d.localConnRecovery(ctx)
 	if err != nil {
-		return "", fmt.Errorf("connecting to the local server: %w", err)
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	var inRecovery bool
-	if err := conn.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&inRecovery); err != nil {
 		return "", err
 	}
+	defer conn.Close(context.WithoutCancel(ctx))
 	for _, sql := range []string{
 		"ALTER SYSTEM SET synchronous_standby_names = " + quoteLiteral(value),
 		"SELECT pg_reload_conf()",

@@ -762,7 +762,7 @@ func chownToParent(pgdata string, m *backup.Manifest) error {
 	if os.Geteuid() != 0 {
 		return nil
 	}
-	uid, gid, err := owner(filepath.Dir(pgdata))
+	uid, gid, err := Owner(filepath.Dir(pgdata))
 	if err != nil || uid == 0 {
 		return err
 	}
@@ -784,8 +784,8 @@ func chownToParent(pgdata string, m *backup.Manifest) error {
 	return nil
 }
 
-// owner returns the user and group owning path.
-func owner(path string) (uid, gid uint32, err error) {
+// Owner returns the user and group owning path.
+func Owner(path string) (uid, gid uint32, err error) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return 0, 0, err

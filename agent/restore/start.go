@@ -60,7 +60,7 @@ func Start(ctx context.Context, pgdata string, o StartOptions) (*Reached, error)
 		args = append(args, "-o", opts)
 	}
 	cmd := exec.CommandContext(ctx, filepath.Join(o.BinDir, "pg_ctl"), args...)
-	uid, gid, err := owner(pgdata)
+	uid, gid, err := Owner(pgdata)
 	if err != nil {
 		return nil, err
 	}

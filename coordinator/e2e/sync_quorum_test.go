@@ -128,9 +128,9 @@ func quorumWaitSyncOff(t *testing.T, l *lab, w *syncAckWriter, timeout time.Dura
 	return primary
 }
 
-// quorumCheckAcked fails the test unless every id the writer acknowledged is in
+// checkAcked fails the test unless every id the writer acknowledged is in
 // node's acked table; it returns how many there were.
-func quorumCheckAcked(t *testing.T, l *lab, w *syncAckWriter, node, when string) int {
+func checkAcked(t *testing.T, l *lab, w *syncAckWriter, node, when string) int {
 	t.Helper()
 	acked := w.ackedIDs()
 	out, err := l.psql(node, "SELECT id FROM acked ORDER BY id")
@@ -203,7 +203,7 @@ func TestSynchronousQuorum(t *testing.T) {
 		if !slices.Contains(replicas, newPrimary) {
 			t.Fatalf("cycle %d: %s was promoted, not one of the recorded synchronous standbys %v", cycle, newPrimary, replicas)
 		}
-		n := quorumCheckAcked(t, l, w, newPrimary, fmt.Sprintf("cycle %d", cycle))
+		n := checkAcked(t, l, w, newPrimary, fmt.Sprintf("cycle %d", cycle))
 		t.Logf("cycle %d: killed %s (epoch %d); %s promoted (epoch %d) in %.1fs; all %d acknowledged commits present",
 			cycle, primary, epoch, newPrimary, newEpoch, took.Seconds(), n)
 
@@ -213,7 +213,7 @@ func TestSynchronousQuorum(t *testing.T) {
 		t.Logf("cycle %d: %s rejoined as a healthy replica %s after its agent was started", cycle, primary, time.Since(rejoin).Round(10*time.Millisecond))
 	}
 	primary, _ = waitQuorumConverged(t, l, w, 1, 90*time.Second)
-	n := quorumCheckAcked(t, l, w, primary, "after the cycles")
+	n := checkAcked(t, l, w, primary, "after the cycles")
 	t.Logf("phase 2: %d cycles done, %d acknowledged commits on %s (%s since the lab was up)", cycles, n, primary, time.Since(began).Round(time.Second))
 
 	// --- (3a) quorum 1 → on: FIRST 1 of one recorded standby ---------------
@@ -285,7 +285,7 @@ func TestSynchronousQuorum(t *testing.T) {
 	}
 	t.Logf("replicas %v healthy again %s after pg_ctl start", stopped, time.Since(restart).Round(10*time.Millisecond))
 	quorumWaitSyncOff(t, l, w, 30*time.Second)
-	n = quorumCheckAcked(t, l, w, primary, "at the end")
+	n = checkAcked(t, l, w, primary, "at the end")
 	t.Logf("all %d acknowledged commits present on %s at the end", n, primary)
 
 	w.mu.Lock()

@@ -6,6 +6,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/pgdr/pgdr/pkg/wal"
 )
 
 // TagNoFailover on a member excludes it from automatic promotion.
@@ -302,6 +304,4 @@ func regionRank(preferred []string, region string) int {
 }
 
 // FormatLSN writes an LSN the way PostgreSQL does, e.g. 0/3000060.
-func FormatLSN(lsn uint64) string {
-	return fmt.Sprintf("%X/%X", lsn>>32, uint32(lsn))
-}
+func FormatLSN(lsn uint64) string { return wal.LSN(lsn).String() }

@@ -222,3 +222,15 @@ func (f *FSM) ScanHistory(cluster string, fn func(ev *pgdrv1.HistoryEvent)) {
 		}
 	})
 }
+
+// Clusters returns deep copies of every cluster, without the history (which
+// State would copy too): for the leader's periodic checks and status.
+func (f *FSM) Clusters() map[string]*pgdrv1.Cluster {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := make(map[string]*pgdrv1.Cluster, len(f.state.Clusters))
+	for name, c := range f.state.Clusters {
+		out[name] = proto.Clone(c).(*pgdrv1.Cluster)
+	}
+	return out
+}

@@ -822,3 +822,16 @@ func TestScanHistoryFiltersByCluster(t *testing.T) {
 		t.Fatalf("scanned %d events of main and %d in all, want 1 and 2", main, all)
 	}
 }
+
+func TestClustersCopies(t *testing.T) {
+	h := newHarness(t, Options{})
+	h.mustApply(pgdrv1.CommandType_COMMAND_TYPE_REGISTER_MEMBER, member("main", "a", 0))
+	cs := h.f.Clusters()
+	if len(cs) != 1 || cs["main"].Members["a"] == nil {
+		t.Fatalf("Clusters() = %v", cs)
+	}
+	cs["main"].Primary = "changed"
+	if c, _ := h.f.Cluster("main"); c.Primary != "" {
+		t.Fatal("Clusters() returned the live state, not a copy")
+	}
+}

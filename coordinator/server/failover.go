@@ -96,10 +96,10 @@ func (s *Server) failoverInput(c *pgdrv1.Cluster, samples map[memberKey]sample, 
 
 // failoverTick judges every cluster once; the leader loop calls it.
 func (s *Server) failoverTick(ctx context.Context) {
-	st := s.fsm.State()
+	clusters := s.fsm.Clusters()
 	samples := s.view.snapshot()
 	now := time.Now()
-	for name, c := range st.Clusters {
+	for name, c := range clusters {
 		if c.Primary == "" {
 			continue
 		}

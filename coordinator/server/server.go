@@ -517,7 +517,7 @@ func (s *Server) gossipStates() map[string]string {
 
 func (s *Server) clusterStatus(only string) []*pgdrv1.ClusterStatus {
 	return clusterStatus(statusInput{
-		state: s.fsm.State(), samples: s.view.snapshot(), gossip: s.gossipStates(),
+		state: &pgdrv1.State{Clusters: s.fsm.Clusters()}, samples: s.view.snapshot(), gossip: s.gossipStates(),
 		now: time.Now(), staleAfter: s.cfg.Health.StaleAfter.Duration,
 	}, only)
 }

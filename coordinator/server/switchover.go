@@ -20,6 +20,7 @@ import (
 	"github.com/pgdr/pgdr/coordinator/failover"
 	"github.com/pgdr/pgdr/coordinator/fsm"
 	"github.com/pgdr/pgdr/pkg/tlsutil"
+	"github.com/pgdr/pgdr/pkg/wal"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
 
@@ -212,13 +213,8 @@ var (
 )
 
 func parseLSNText(s string) (uint64, bool) {
-	hi, lo, ok := strings.Cut(s, "/")
-	if !ok {
-		return 0, false
-	}
-	h, err1 := strconv.ParseUint(hi, 16, 32)
-	l, err2 := strconv.ParseUint(lo, 16, 32)
-	return h<<32 | l, err1 == nil && err2 == nil
+	l, err := wal.ParseLSN(s)
+	return uint64(l), err == nil
 }
 
 // shutdownCheckpoint reads a demote order's output: the shutdown
@@ -446,7 +442,7 @@ func (s *Server) waitReceived(ctx context.Context, cluster, node string, epoch, 
 	var got uint64
 	var lastAsk time.Time
 	for {
-		if sm, ok := s.view.snapshot()[memberKey{cluster, node}]; ok {
+		if sm, ok := s.view.get(memberKey{cluster, node}); ok {
 			got = max(got, sm.report.GetReceiveLsn())
 		}
 		if got >= lsn {

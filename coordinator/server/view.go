@@ -53,6 +53,14 @@ func (v *view) snapshot() map[memberKey]sample {
 	return out
 }
 
+// get returns one member's latest sample.
+func (v *view) get(k memberKey) (sample, bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	s, ok := v.samples[k]
+	return s, ok
+}
+
 func (v *view) reset() {
 	v.mu.Lock()
 	v.samples = map[memberKey]sample{}
