@@ -15,15 +15,19 @@ package daemon
 // it knows. Acknowledging records "acked at" (monotonic) and makes the
 // member refuse any promotion order for lease_ttl from then.
 //
-// Members: the primary learns them from gossip (agents of the same
-// cluster, Meta.API), and keeps every agent it ever heard of during this
-// process (dead ones included) in the set it needs acknowledgements from:
-// a member it cannot reach simply never acknowledges, and the primary
-// fences. Failsafe needs gossip (the pool's key signs the pings) and at
-// least one other member; without them the primary fences at its lease
-// deadline as before. A member whose agent never joined the primary's
-// gossip view is not pinged; the coordinators still hold back while any
-// fresh member reports a recent acknowledgement (failover.Decide).
+// Members: the set the primary needs acknowledgements from is the union of
+// every other member recorded in Raft (sent with each granted renewal,
+// with its registered api_url; the latest grant's list replaces the one
+// before) and every agent of the cluster it ever heard of through gossip
+// during this process (dead ones included; a gossip-advertised API wins
+// over the registered one). A member it cannot reach, or whose API it does
+// not know, simply never acknowledges, and the primary fences. So a member
+// the coordinators could promote is always in the set, even one whose
+// agent never joined the primary's gossip view (the coordinators also hold
+// back while any fresh member reports a recent acknowledgement,
+// failover.Decide). Failsafe needs the gossip key (it signs the pings)
+// and at least one other member; without them the primary fences at its
+// lease deadline as before.
 //
 // The timing argument. Let T be lease_ttl and M the safety margin, W =
 // T − M. For each member m let s_m be the instant (primary's monotonic
@@ -205,7 +209,7 @@ func decideFailsafe(in failsafeInput) failsafeVerdict {
 	case t.refused:
 		v.Reason = "the coordinator leader refused the lease"
 	case len(in.Members) == 0:
-		v.Reason = "no other member known (gossip)"
+		v.Reason = "no other member known (Raft or gossip)"
 	}
 	if v.Reason == "" {
 		// Ping once a renewal is overdue (the last one did not come back
@@ -239,6 +243,7 @@ type failsafeState struct {
 	mu        sync.Mutex
 	pool      *gossip.Pool
 	known     map[string]string // member → API URL, from gossip
+	recorded  map[string]string // member → API URL, from the last granted renewal (Raft)
 	tracker   failsafeTracker
 	ack       failsafeAck // this node's latest acknowledgement
 	loaded    bool        // the persisted acknowledgement was read
@@ -280,7 +285,8 @@ func (d *Daemon) setGossipPool(p *gossip.Pool) {
 	d.fs.mu.Unlock()
 }
 
-// failsafeMembers returns every other agent of this cluster heard of.
+// failsafeMembers returns every other member of this cluster: recorded in
+// Raft (the last grant) or heard of through gossip.
 func (d *Daemon) failsafeMembers() (names []string, api map[string]string) {
 	d.fs.mu.Lock()
 	pool := d.fs.pool
@@ -302,10 +308,23 @@ func (d *Daemon) failsafeMembers() (names []string, api map[string]string) {
 			d.fs.known[p.Meta.Name] = p.Meta.API
 		}
 	}
+	return mergeFailsafeMembers(d.fs.known, d.fs.recorded)
+}
+
+// mergeFailsafeMembers unites the gossip-known and Raft-recorded members;
+// a non-empty gossip-advertised API wins over the recorded one.
+func mergeFailsafeMembers(gossiped, recorded map[string]string) (names []string, api map[string]string) {
 	api = map[string]string{}
-	for n, a := range d.fs.known {
-		names = append(names, n)
+	for n, a := range recorded {
 		api[n] = a
+	}
+	for n, a := range gossiped {
+		if a != "" || api[n] == "" {
+			api[n] = a
+		}
+	}
+	for n := range api {
+		names = append(names, n)
 	}
 	slices.Sort(names)
 	return names, api
@@ -380,9 +399,16 @@ func (d *Daemon) failsafeExpiredReason() string {
 	return "the primary lease could not be renewed and the failsafe acknowledgements ran out: " + d.fs.lastWhy
 }
 
-func (d *Daemon) failsafeGranted(sent time.Time) {
+func (d *Daemon) failsafeGranted(sent time.Time, members []*pgdrv1.FailsafeMember) {
 	d.fs.mu.Lock()
 	defer d.fs.mu.Unlock()
+	rec := make(map[string]string, len(members))
+	for _, m := range members {
+		if m.GetName() != "" && m.GetName() != d.cfg.Node.Name {
+			rec[m.GetName()] = m.GetApiUrl()
+		}
+	}
+	d.fs.recorded = rec
 	if d.fs.active {
 		d.log.Info("the primary lease was renewed again; failsafe mode ends", "component", "failsafe")
 		d.fs.active = false

@@ -263,3 +263,47 @@ func TestFailsafeTimingArgument(t *testing.T) {
 		}
 	}
 }
+
+// TestFailsafeMembersFromRaftAndGossip: the set a primary needs
+// acknowledgements from includes a member recorded in Raft that never
+// appeared in gossip, so the coordinators can never promote a member the
+// primary did not ask.
+func TestFailsafeMembersFromRaftAndGossip(t *testing.T) {
+	names, api := mergeFailsafeMembers(
+		map[string]string{"pg-a2": "http://127.0.0.1:2", "pg-old": ""},
+		map[string]string{"pg-a2": "http://10.0.0.2:1", "pg-b1": "http://127.0.0.1:3", "pg-old": "http://127.0.0.1:4", "pg-noapi": ""})
+	if got := strings.Join(names, ","); got != "pg-a2,pg-b1,pg-noapi,pg-old" {
+		t.Fatalf("members %s", got)
+	}
+	for n, want := range map[string]string{"pg-a2": "http://127.0.0.1:2", "pg-b1": "http://127.0.0.1:3", "pg-old": "http://127.0.0.1:4", "pg-noapi": ""} {
+		if api[n] != want {
+			t.Errorf("%s: api %q, want %q", n, api[n], want)
+		}
+	}
+
+	d, _ := failsafeDaemon(t, t.TempDir())
+	d.failsafeGranted(time.Now(), []*pgdrv1.FailsafeMember{{Name: "pg-b1", ApiUrl: "http://127.0.0.1:3"}, {Name: d.cfg.Node.Name, ApiUrl: "http://self"}})
+	if names, _ := d.failsafeMembers(); strings.Join(names, ",") != "pg-b1" {
+		t.Fatalf("after a grant listing pg-b1 (and this node): %v", names)
+	}
+	// A member known only from Raft, never acknowledging, keeps the
+	// primary from serving past its lease deadline.
+	now := time.Now()
+	tr := &failsafeTracker{}
+	tr.granted(now.Add(-3 * time.Second))
+	tr.acked("pg-a2", now.Add(-500*time.Millisecond))
+	in := failsafeInput{Now: now, Enabled: true, Granted: true, LeaseDeadline: now.Add(-10 * time.Millisecond), Window: 4 * time.Second, Loop: time.Second, Tracker: tr}
+	in.Members = []string{"pg-a2"}
+	if v := decideFailsafe(in); !v.Serve || !v.Active {
+		t.Fatalf("gossip member acknowledged: want serving on failsafe, got %+v", v)
+	}
+	in.Members = []string{"pg-a2", "pg-b1"}
+	if v := decideFailsafe(in); v.Serve || len(v.Missing) != 1 || v.Missing[0] != "pg-b1" {
+		t.Fatalf("Raft-only member pg-b1 never acknowledged: want no serving, missing pg-b1; got %+v", v)
+	}
+	// A grant that no longer lists pg-b1 (removed from Raft) drops it.
+	d.failsafeGranted(time.Now(), nil)
+	if names, _ := d.failsafeMembers(); len(names) != 0 {
+		t.Fatalf("after a grant listing nobody: %v", names)
+	}
+}

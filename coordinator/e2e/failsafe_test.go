@@ -152,9 +152,13 @@ func (l *lab) editAgentYAML(t *testing.T, node string, edit func(string) string)
 	}
 }
 
-// routeCoordinatorsThroughProxies points pg-a1's agent at proxies to the
-// three coordinators (asking who leads and dialing the leader).
-func routeCoordinatorsThroughProxies(t *testing.T, l *lab) []*faultproxy.Proxy {
+// routeCoordinatorsThroughProxies points the agents of nodes (default
+// pg-a1) at proxies to the three coordinators (asking who leads and
+// dialing the leader).
+func routeCoordinatorsThroughProxies(t *testing.T, l *lab, nodes ...string) []*faultproxy.Proxy {
+	if len(nodes) == 0 {
+		nodes = []string{"pg-a1"}
+	}
 	var ps []*faultproxy.Proxy
 	var addrs, leaders []string
 	for i := 1; i <= 3; i++ {
@@ -163,10 +167,12 @@ func routeCoordinatorsThroughProxies(t *testing.T, l *lab) []*faultproxy.Proxy {
 		addrs = append(addrs, fmt.Sprintf("%q", p.Addr))
 		leaders = append(leaders, fmt.Sprintf("c%d: %q", i, p.Addr))
 	}
-	l.editAgentYAML(t, "pg-a1", func(s string) string {
-		return regexp.MustCompile(`(?m)^  addresses: \[.*\]$`).ReplaceAllString(s,
-			"  addresses: ["+strings.Join(addrs, ", ")+"]\n  leader_addresses: {"+strings.Join(leaders, ", ")+"}")
-	})
+	for _, n := range nodes {
+		l.editAgentYAML(t, n, func(s string) string {
+			return regexp.MustCompile(`(?m)^  addresses: \[.*\]$`).ReplaceAllString(s,
+				"  addresses: ["+strings.Join(addrs, ", ")+"]\n  leader_addresses: {"+strings.Join(leaders, ", ")+"}")
+		})
+	}
 	return ps
 }
 
@@ -388,5 +394,80 @@ func TestFailsafePrimaryIsolated(t *testing.T) {
 			t.Logf("history (%s, cut at %s): %s %s: %s", ev.Time, cut.UTC().Format("15:04:05.000"), ev.Kind, ev.Node, ev.Message)
 		}
 	}
+	checker.finish(t)
+}
+
+// TestFailsafeMemberOutsideGossip: pg-b1's agent runs without gossip, so
+// the primary never hears of it there; only Raft records it. pg-a1 and
+// pg-a2 are then cut off from the coordinators together. pg-a1 must still
+// ask pg-b1 (it learns it from its lease grants): pg-b1 acknowledges, the
+// coordinators (which see pg-b1 fresh, pg-a1's lease expired and pg-a2
+// silent) hold back, and there is never a second primary. Were pg-b1
+// left out of the primary's set, it would be promoted while pg-a1 served
+// on pg-a2's acknowledgement alone.
+func TestFailsafeMemberOutsideGossip(t *testing.T) {
+	l, epoch := failsafeLabStart(t)
+	l.editAgentYAML(t, "pg-b1", func(s string) string {
+		return regexp.MustCompile(`(?m)^  (bind|join): .*\n`).ReplaceAllString(s, "")
+	})
+	l.restartAgent(t, "pg-b1")
+	// The pool forgets pg-b1's old gossip identity before pg-a1 restarts
+	// (a restarted agent keeps every member its pool still reports).
+	testutil.WaitFor(t, 90*time.Second, "pg-b1 gone from gossip", func() (bool, error) {
+		c, err := l.clusterNow()
+		if err != nil {
+			return false, nil
+		}
+		for _, m := range c.Members {
+			if m.Name == "pg-b1" {
+				return m.Gossip != "alive" && m.Gossip != "suspect" && m.LastReportAgeSeconds >= 0 && m.LastReportAgeSeconds < 3, nil
+			}
+		}
+		return false, nil
+	})
+	proxies := routeCoordinatorsThroughProxies(t, l, "pg-a1", "pg-a2")
+	l.restartAgent(t, "pg-a2")
+	l.restartAgent(t, "pg-a1")
+	l.waitLeaseResumed(t, epoch, 60*time.Second)
+	checker := startWriteChecker(t, l, "pg-a1", "pg-a2", "pg-b1")
+	w := startWriteLog(t, l, "pg-a1")
+	time.Sleep(2 * time.Second)
+
+	cut := time.Now()
+	for _, p := range proxies {
+		p.Cut(faultproxy.Blackhole)
+	}
+	hold := 3*labLeaseTTL + 5*time.Second
+	var judgement string
+	for time.Since(cut) < hold {
+		c, err := l.clusterNow()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Epoch != epoch || c.Primary != "pg-a1" {
+			t.Fatalf("%s after the cut: primary %s epoch %d (failover: %s)", time.Since(cut).Round(time.Millisecond), c.Primary, c.Epoch, c.Failover)
+		}
+		if strings.Contains(c.Failover, "failsafe") {
+			judgement = c.Failover
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	ok, fail := w.between("pg-a1", cut, time.Now())
+	t.Logf("pg-a1 and pg-a2 cut off from the coordinators for %s: %d writes ok on pg-a1, %d failed; judgement: %s", hold, len(ok), len(fail), judgement)
+	if len(fail) > 0 {
+		t.Fatalf("writes failed on pg-a1 under failsafe (pg-b1 did not acknowledge?) at %v", fail)
+	}
+	if judgement == "" {
+		t.Fatal("status never showed a failsafe failover judgement (pg-b1's acknowledgement)")
+	}
+	for _, ev := range l.history(t) {
+		if ev.Kind == "failover-intent" {
+			t.Fatalf("a failover was started: %+v", ev)
+		}
+	}
+	for _, p := range proxies {
+		p.Heal()
+	}
+	l.waitLeaseResumed(t, epoch, 60*time.Second)
 	checker.finish(t)
 }

@@ -210,6 +210,21 @@ func (f *FSM) MemberEpoch(cluster, node string) (ok bool, primary string, epoch 
 	return ok, primary, epoch
 }
 
+// Peers returns the members of cluster other than node, by name, with
+// their agent API URLs (the failsafe set a primary must reach).
+func (f *FSM) Peers(cluster, node string) []*pgdrv1.FailsafeMember {
+	var out []*pgdrv1.FailsafeMember
+	f.Read(func(st *pgdrv1.State) {
+		for name, m := range st.Clusters[cluster].GetMembers() {
+			if name != node {
+				out = append(out, &pgdrv1.FailsafeMember{Name: name, ApiUrl: m.GetApiUrl()})
+			}
+		}
+	})
+	slices.SortFunc(out, func(a, b *pgdrv1.FailsafeMember) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
 // ScanHistory calls fn for each history event of cluster ("" = all),
 // oldest first, under the read lock and without copying: for the leader's
 // periodic checks. fn must not keep or modify the event.

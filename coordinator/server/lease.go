@@ -132,6 +132,9 @@ func (a *agentAPI) RenewLease(ctx context.Context, req *pgdrv1.RenewLeaseRequest
 	resp := &pgdrv1.RenewLeaseResponse{TtlMs: f.LeaseTTL.Milliseconds(), SafetyMarginMs: f.SafetyMargin.Milliseconds(), Epoch: epoch, Primary: primary}
 	resp.Reason = a.s.leases.renew(req.Cluster, req.Node, req.Epoch, primary, epoch, now, f.LeaseTTL.Duration)
 	resp.Granted = resp.Reason == ""
+	if resp.Granted {
+		resp.Members = a.s.fsm.Peers(req.Cluster, req.Node)
+	}
 	if !resp.Granted {
 		a.s.log.Warn("lease refused", "cluster", req.Cluster, "node", req.Node, "epoch", req.Epoch, "reason", resp.Reason)
 	}

@@ -94,7 +94,12 @@ type RenewLeaseResponse struct {
 	Epoch          uint64 `protobuf:"varint,4,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	Primary        string `protobuf:"bytes,5,opt,name=primary,proto3" json:"primary,omitempty"`
 	// reason: why the lease was refused.
-	Reason        string `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	Reason string `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	// members: every other member of the cluster recorded in Raft, with the
+	// agent API its failsafe pings go to. While it cannot renew, the primary
+	// needs the failsafe acknowledgement of each of them (and of every agent
+	// it heard of through gossip) to keep serving.
+	Members       []*FailsafeMember `protobuf:"bytes,7,rep,name=members,proto3" json:"members,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -171,6 +176,66 @@ func (x *RenewLeaseResponse) GetReason() string {
 	return ""
 }
 
+func (x *RenewLeaseResponse) GetMembers() []*FailsafeMember {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+// FailsafeMember is a member a primary must reach to serve on failsafe.
+type FailsafeMember struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	ApiUrl        string                 `protobuf:"bytes,2,opt,name=api_url,json=apiUrl,proto3" json:"api_url,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FailsafeMember) Reset() {
+	*x = FailsafeMember{}
+	mi := &file_pgdr_v1_agent_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FailsafeMember) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FailsafeMember) ProtoMessage() {}
+
+func (x *FailsafeMember) ProtoReflect() protoreflect.Message {
+	mi := &file_pgdr_v1_agent_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FailsafeMember.ProtoReflect.Descriptor instead.
+func (*FailsafeMember) Descriptor() ([]byte, []int) {
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *FailsafeMember) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *FailsafeMember) GetApiUrl() string {
+	if x != nil {
+		return x.ApiUrl
+	}
+	return ""
+}
+
 type LeaderRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -179,7 +244,7 @@ type LeaderRequest struct {
 
 func (x *LeaderRequest) Reset() {
 	*x = LeaderRequest{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[2]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -191,7 +256,7 @@ func (x *LeaderRequest) String() string {
 func (*LeaderRequest) ProtoMessage() {}
 
 func (x *LeaderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[2]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -204,7 +269,7 @@ func (x *LeaderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaderRequest.ProtoReflect.Descriptor instead.
 func (*LeaderRequest) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{2}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{3}
 }
 
 type LeaderResponse struct {
@@ -219,7 +284,7 @@ type LeaderResponse struct {
 
 func (x *LeaderResponse) Reset() {
 	*x = LeaderResponse{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[3]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -231,7 +296,7 @@ func (x *LeaderResponse) String() string {
 func (*LeaderResponse) ProtoMessage() {}
 
 func (x *LeaderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[3]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -244,7 +309,7 @@ func (x *LeaderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaderResponse.ProtoReflect.Descriptor instead.
 func (*LeaderResponse) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{3}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *LeaderResponse) GetName() string {
@@ -277,7 +342,7 @@ type RegisterRequest struct {
 
 func (x *RegisterRequest) Reset() {
 	*x = RegisterRequest{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[4]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -289,7 +354,7 @@ func (x *RegisterRequest) String() string {
 func (*RegisterRequest) ProtoMessage() {}
 
 func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[4]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -302,7 +367,7 @@ func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterRequest.ProtoReflect.Descriptor instead.
 func (*RegisterRequest) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{4}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RegisterRequest) GetMember() *Member {
@@ -323,7 +388,7 @@ type RegisterResponse struct {
 
 func (x *RegisterResponse) Reset() {
 	*x = RegisterResponse{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[5]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -335,7 +400,7 @@ func (x *RegisterResponse) String() string {
 func (*RegisterResponse) ProtoMessage() {}
 
 func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[5]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -348,7 +413,7 @@ func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterResponse.ProtoReflect.Descriptor instead.
 func (*RegisterResponse) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{5}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RegisterResponse) GetEpoch() uint64 {
@@ -416,7 +481,7 @@ type HealthReport struct {
 
 func (x *HealthReport) Reset() {
 	*x = HealthReport{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[6]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -428,7 +493,7 @@ func (x *HealthReport) String() string {
 func (*HealthReport) ProtoMessage() {}
 
 func (x *HealthReport) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[6]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -441,7 +506,7 @@ func (x *HealthReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthReport.ProtoReflect.Descriptor instead.
 func (*HealthReport) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{6}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *HealthReport) GetCluster() string {
@@ -664,7 +729,7 @@ type ReplicaState struct {
 
 func (x *ReplicaState) Reset() {
 	*x = ReplicaState{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[7]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -676,7 +741,7 @@ func (x *ReplicaState) String() string {
 func (*ReplicaState) ProtoMessage() {}
 
 func (x *ReplicaState) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[7]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -689,7 +754,7 @@ func (x *ReplicaState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaState.ProtoReflect.Descriptor instead.
 func (*ReplicaState) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{7}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ReplicaState) GetApplicationName() string {
@@ -750,7 +815,7 @@ type ReportSummary struct {
 
 func (x *ReportSummary) Reset() {
 	*x = ReportSummary{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[8]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -762,7 +827,7 @@ func (x *ReportSummary) String() string {
 func (*ReportSummary) ProtoMessage() {}
 
 func (x *ReportSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[8]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -775,7 +840,7 @@ func (x *ReportSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportSummary.ProtoReflect.Descriptor instead.
 func (*ReportSummary) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{8}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ReportSummary) GetReceived() uint64 {
@@ -795,7 +860,7 @@ type CommandsRequest struct {
 
 func (x *CommandsRequest) Reset() {
 	*x = CommandsRequest{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[9]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -807,7 +872,7 @@ func (x *CommandsRequest) String() string {
 func (*CommandsRequest) ProtoMessage() {}
 
 func (x *CommandsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[9]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -820,7 +885,7 @@ func (x *CommandsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandsRequest.ProtoReflect.Descriptor instead.
 func (*CommandsRequest) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{9}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CommandsRequest) GetCluster() string {
@@ -864,7 +929,7 @@ type AgentCommand struct {
 
 func (x *AgentCommand) Reset() {
 	*x = AgentCommand{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[10]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -876,7 +941,7 @@ func (x *AgentCommand) String() string {
 func (*AgentCommand) ProtoMessage() {}
 
 func (x *AgentCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[10]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -889,7 +954,7 @@ func (x *AgentCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentCommand.ProtoReflect.Descriptor instead.
 func (*AgentCommand) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{10}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *AgentCommand) GetId() string {
@@ -1094,7 +1159,7 @@ type Ping struct {
 
 func (x *Ping) Reset() {
 	*x = Ping{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[11]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1106,7 +1171,7 @@ func (x *Ping) String() string {
 func (*Ping) ProtoMessage() {}
 
 func (x *Ping) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[11]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1119,7 +1184,7 @@ func (x *Ping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ping.ProtoReflect.Descriptor instead.
 func (*Ping) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{11}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{12}
 }
 
 type CheckNow struct {
@@ -1130,7 +1195,7 @@ type CheckNow struct {
 
 func (x *CheckNow) Reset() {
 	*x = CheckNow{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[12]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1142,7 +1207,7 @@ func (x *CheckNow) String() string {
 func (*CheckNow) ProtoMessage() {}
 
 func (x *CheckNow) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[12]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1155,7 +1220,7 @@ func (x *CheckNow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckNow.ProtoReflect.Descriptor instead.
 func (*CheckNow) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{12}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{13}
 }
 
 type Promote struct {
@@ -1167,7 +1232,7 @@ type Promote struct {
 
 func (x *Promote) Reset() {
 	*x = Promote{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[13]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1179,7 +1244,7 @@ func (x *Promote) String() string {
 func (*Promote) ProtoMessage() {}
 
 func (x *Promote) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[13]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1192,7 +1257,7 @@ func (x *Promote) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Promote.ProtoReflect.Descriptor instead.
 func (*Promote) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{13}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Promote) GetReason() string {
@@ -1213,7 +1278,7 @@ type Follow struct {
 
 func (x *Follow) Reset() {
 	*x = Follow{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[14]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1225,7 +1290,7 @@ func (x *Follow) String() string {
 func (*Follow) ProtoMessage() {}
 
 func (x *Follow) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[14]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1238,7 +1303,7 @@ func (x *Follow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Follow.ProtoReflect.Descriptor instead.
 func (*Follow) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{14}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Follow) GetPrimary() string {
@@ -1264,7 +1329,7 @@ type Fence struct {
 
 func (x *Fence) Reset() {
 	*x = Fence{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[15]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1276,7 +1341,7 @@ func (x *Fence) String() string {
 func (*Fence) ProtoMessage() {}
 
 func (x *Fence) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[15]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1289,7 +1354,7 @@ func (x *Fence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fence.ProtoReflect.Descriptor instead.
 func (*Fence) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{15}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Fence) GetReason() string {
@@ -1309,7 +1374,7 @@ type Rejoin struct {
 
 func (x *Rejoin) Reset() {
 	*x = Rejoin{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[16]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1321,7 +1386,7 @@ func (x *Rejoin) String() string {
 func (*Rejoin) ProtoMessage() {}
 
 func (x *Rejoin) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[16]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1334,7 +1399,7 @@ func (x *Rejoin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rejoin.ProtoReflect.Descriptor instead.
 func (*Rejoin) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{16}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Rejoin) GetPrimary() string {
@@ -1360,7 +1425,7 @@ type Demote struct {
 
 func (x *Demote) Reset() {
 	*x = Demote{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[17]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1372,7 +1437,7 @@ func (x *Demote) String() string {
 func (*Demote) ProtoMessage() {}
 
 func (x *Demote) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[17]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1385,7 +1450,7 @@ func (x *Demote) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Demote.ProtoReflect.Descriptor instead.
 func (*Demote) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{17}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Demote) GetReason() string {
@@ -1404,7 +1469,7 @@ type Restart struct {
 
 func (x *Restart) Reset() {
 	*x = Restart{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[18]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1416,7 +1481,7 @@ func (x *Restart) String() string {
 func (*Restart) ProtoMessage() {}
 
 func (x *Restart) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[18]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1429,7 +1494,7 @@ func (x *Restart) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Restart.ProtoReflect.Descriptor instead.
 func (*Restart) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{18}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Restart) GetReason() string {
@@ -1449,7 +1514,7 @@ type SetSynchronous struct {
 
 func (x *SetSynchronous) Reset() {
 	*x = SetSynchronous{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[19]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1461,7 +1526,7 @@ func (x *SetSynchronous) String() string {
 func (*SetSynchronous) ProtoMessage() {}
 
 func (x *SetSynchronous) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[19]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1474,7 +1539,7 @@ func (x *SetSynchronous) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSynchronous.ProtoReflect.Descriptor instead.
 func (*SetSynchronous) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{19}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SetSynchronous) GetValue() string {
@@ -1498,7 +1563,7 @@ type CommandResult struct {
 
 func (x *CommandResult) Reset() {
 	*x = CommandResult{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[20]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1510,7 +1575,7 @@ func (x *CommandResult) String() string {
 func (*CommandResult) ProtoMessage() {}
 
 func (x *CommandResult) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[20]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1523,7 +1588,7 @@ func (x *CommandResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandResult.ProtoReflect.Descriptor instead.
 func (*CommandResult) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{20}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CommandResult) GetId() string {
@@ -1576,7 +1641,7 @@ type CommandResultAck struct {
 
 func (x *CommandResultAck) Reset() {
 	*x = CommandResultAck{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[21]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1588,7 +1653,7 @@ func (x *CommandResultAck) String() string {
 func (*CommandResultAck) ProtoMessage() {}
 
 func (x *CommandResultAck) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[21]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1601,7 +1666,7 @@ func (x *CommandResultAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandResultAck.ProtoReflect.Descriptor instead.
 func (*CommandResultAck) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{21}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{22}
 }
 
 var File_pgdr_v1_agent_proto protoreflect.FileDescriptor
@@ -1612,14 +1677,18 @@ const file_pgdr_v1_agent_proto_rawDesc = "" +
 	"\x11RenewLeaseRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x14\n" +
-	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\"\xb7\x01\n" +
+	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\"\xea\x01\n" +
 	"\x12RenewLeaseResponse\x12\x18\n" +
 	"\agranted\x18\x01 \x01(\bR\agranted\x12\x15\n" +
 	"\x06ttl_ms\x18\x02 \x01(\x03R\x05ttlMs\x12(\n" +
 	"\x10safety_margin_ms\x18\x03 \x01(\x03R\x0esafetyMarginMs\x12\x14\n" +
 	"\x05epoch\x18\x04 \x01(\x04R\x05epoch\x12\x18\n" +
 	"\aprimary\x18\x05 \x01(\tR\aprimary\x12\x16\n" +
-	"\x06reason\x18\x06 \x01(\tR\x06reason\"\x0f\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\x121\n" +
+	"\amembers\x18\a \x03(\v2\x17.pgdr.v1.FailsafeMemberR\amembers\"=\n" +
+	"\x0eFailsafeMember\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n" +
+	"\aapi_url\x18\x02 \x01(\tR\x06apiUrl\"\x0f\n" +
 	"\rLeaderRequest\"[\n" +
 	"\x0eLeaderResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
@@ -1750,66 +1819,68 @@ func file_pgdr_v1_agent_proto_rawDescGZIP() []byte {
 	return file_pgdr_v1_agent_proto_rawDescData
 }
 
-var file_pgdr_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_pgdr_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_pgdr_v1_agent_proto_goTypes = []any{
 	(*RenewLeaseRequest)(nil),     // 0: pgdr.v1.RenewLeaseRequest
 	(*RenewLeaseResponse)(nil),    // 1: pgdr.v1.RenewLeaseResponse
-	(*LeaderRequest)(nil),         // 2: pgdr.v1.LeaderRequest
-	(*LeaderResponse)(nil),        // 3: pgdr.v1.LeaderResponse
-	(*RegisterRequest)(nil),       // 4: pgdr.v1.RegisterRequest
-	(*RegisterResponse)(nil),      // 5: pgdr.v1.RegisterResponse
-	(*HealthReport)(nil),          // 6: pgdr.v1.HealthReport
-	(*ReplicaState)(nil),          // 7: pgdr.v1.ReplicaState
-	(*ReportSummary)(nil),         // 8: pgdr.v1.ReportSummary
-	(*CommandsRequest)(nil),       // 9: pgdr.v1.CommandsRequest
-	(*AgentCommand)(nil),          // 10: pgdr.v1.AgentCommand
-	(*Ping)(nil),                  // 11: pgdr.v1.Ping
-	(*CheckNow)(nil),              // 12: pgdr.v1.CheckNow
-	(*Promote)(nil),               // 13: pgdr.v1.Promote
-	(*Follow)(nil),                // 14: pgdr.v1.Follow
-	(*Fence)(nil),                 // 15: pgdr.v1.Fence
-	(*Rejoin)(nil),                // 16: pgdr.v1.Rejoin
-	(*Demote)(nil),                // 17: pgdr.v1.Demote
-	(*Restart)(nil),               // 18: pgdr.v1.Restart
-	(*SetSynchronous)(nil),        // 19: pgdr.v1.SetSynchronous
-	(*CommandResult)(nil),         // 20: pgdr.v1.CommandResult
-	(*CommandResultAck)(nil),      // 21: pgdr.v1.CommandResultAck
-	(*Member)(nil),                // 22: pgdr.v1.Member
-	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
+	(*FailsafeMember)(nil),        // 2: pgdr.v1.FailsafeMember
+	(*LeaderRequest)(nil),         // 3: pgdr.v1.LeaderRequest
+	(*LeaderResponse)(nil),        // 4: pgdr.v1.LeaderResponse
+	(*RegisterRequest)(nil),       // 5: pgdr.v1.RegisterRequest
+	(*RegisterResponse)(nil),      // 6: pgdr.v1.RegisterResponse
+	(*HealthReport)(nil),          // 7: pgdr.v1.HealthReport
+	(*ReplicaState)(nil),          // 8: pgdr.v1.ReplicaState
+	(*ReportSummary)(nil),         // 9: pgdr.v1.ReportSummary
+	(*CommandsRequest)(nil),       // 10: pgdr.v1.CommandsRequest
+	(*AgentCommand)(nil),          // 11: pgdr.v1.AgentCommand
+	(*Ping)(nil),                  // 12: pgdr.v1.Ping
+	(*CheckNow)(nil),              // 13: pgdr.v1.CheckNow
+	(*Promote)(nil),               // 14: pgdr.v1.Promote
+	(*Follow)(nil),                // 15: pgdr.v1.Follow
+	(*Fence)(nil),                 // 16: pgdr.v1.Fence
+	(*Rejoin)(nil),                // 17: pgdr.v1.Rejoin
+	(*Demote)(nil),                // 18: pgdr.v1.Demote
+	(*Restart)(nil),               // 19: pgdr.v1.Restart
+	(*SetSynchronous)(nil),        // 20: pgdr.v1.SetSynchronous
+	(*CommandResult)(nil),         // 21: pgdr.v1.CommandResult
+	(*CommandResultAck)(nil),      // 22: pgdr.v1.CommandResultAck
+	(*Member)(nil),                // 23: pgdr.v1.Member
+	(*timestamppb.Timestamp)(nil), // 24: google.protobuf.Timestamp
 }
 var file_pgdr_v1_agent_proto_depIdxs = []int32{
-	22, // 0: pgdr.v1.RegisterRequest.member:type_name -> pgdr.v1.Member
-	23, // 1: pgdr.v1.HealthReport.time:type_name -> google.protobuf.Timestamp
-	23, // 2: pgdr.v1.HealthReport.archive_last_failed_time:type_name -> google.protobuf.Timestamp
-	7,  // 3: pgdr.v1.HealthReport.replicas:type_name -> pgdr.v1.ReplicaState
-	23, // 4: pgdr.v1.HealthReport.failsafe_acked_at:type_name -> google.protobuf.Timestamp
-	23, // 5: pgdr.v1.AgentCommand.issued_at:type_name -> google.protobuf.Timestamp
-	11, // 6: pgdr.v1.AgentCommand.ping:type_name -> pgdr.v1.Ping
-	12, // 7: pgdr.v1.AgentCommand.check_now:type_name -> pgdr.v1.CheckNow
-	13, // 8: pgdr.v1.AgentCommand.promote:type_name -> pgdr.v1.Promote
-	14, // 9: pgdr.v1.AgentCommand.follow:type_name -> pgdr.v1.Follow
-	15, // 10: pgdr.v1.AgentCommand.fence:type_name -> pgdr.v1.Fence
-	16, // 11: pgdr.v1.AgentCommand.rejoin:type_name -> pgdr.v1.Rejoin
-	17, // 12: pgdr.v1.AgentCommand.demote:type_name -> pgdr.v1.Demote
-	19, // 13: pgdr.v1.AgentCommand.set_synchronous:type_name -> pgdr.v1.SetSynchronous
-	18, // 14: pgdr.v1.AgentCommand.restart:type_name -> pgdr.v1.Restart
-	2,  // 15: pgdr.v1.AgentService.Leader:input_type -> pgdr.v1.LeaderRequest
-	4,  // 16: pgdr.v1.AgentService.Register:input_type -> pgdr.v1.RegisterRequest
-	6,  // 17: pgdr.v1.AgentService.Report:input_type -> pgdr.v1.HealthReport
-	9,  // 18: pgdr.v1.AgentService.Commands:input_type -> pgdr.v1.CommandsRequest
-	20, // 19: pgdr.v1.AgentService.CompleteCommand:input_type -> pgdr.v1.CommandResult
-	0,  // 20: pgdr.v1.AgentService.RenewLease:input_type -> pgdr.v1.RenewLeaseRequest
-	3,  // 21: pgdr.v1.AgentService.Leader:output_type -> pgdr.v1.LeaderResponse
-	5,  // 22: pgdr.v1.AgentService.Register:output_type -> pgdr.v1.RegisterResponse
-	8,  // 23: pgdr.v1.AgentService.Report:output_type -> pgdr.v1.ReportSummary
-	10, // 24: pgdr.v1.AgentService.Commands:output_type -> pgdr.v1.AgentCommand
-	21, // 25: pgdr.v1.AgentService.CompleteCommand:output_type -> pgdr.v1.CommandResultAck
-	1,  // 26: pgdr.v1.AgentService.RenewLease:output_type -> pgdr.v1.RenewLeaseResponse
-	21, // [21:27] is the sub-list for method output_type
-	15, // [15:21] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	2,  // 0: pgdr.v1.RenewLeaseResponse.members:type_name -> pgdr.v1.FailsafeMember
+	23, // 1: pgdr.v1.RegisterRequest.member:type_name -> pgdr.v1.Member
+	24, // 2: pgdr.v1.HealthReport.time:type_name -> google.protobuf.Timestamp
+	24, // 3: pgdr.v1.HealthReport.archive_last_failed_time:type_name -> google.protobuf.Timestamp
+	8,  // 4: pgdr.v1.HealthReport.replicas:type_name -> pgdr.v1.ReplicaState
+	24, // 5: pgdr.v1.HealthReport.failsafe_acked_at:type_name -> google.protobuf.Timestamp
+	24, // 6: pgdr.v1.AgentCommand.issued_at:type_name -> google.protobuf.Timestamp
+	12, // 7: pgdr.v1.AgentCommand.ping:type_name -> pgdr.v1.Ping
+	13, // 8: pgdr.v1.AgentCommand.check_now:type_name -> pgdr.v1.CheckNow
+	14, // 9: pgdr.v1.AgentCommand.promote:type_name -> pgdr.v1.Promote
+	15, // 10: pgdr.v1.AgentCommand.follow:type_name -> pgdr.v1.Follow
+	16, // 11: pgdr.v1.AgentCommand.fence:type_name -> pgdr.v1.Fence
+	17, // 12: pgdr.v1.AgentCommand.rejoin:type_name -> pgdr.v1.Rejoin
+	18, // 13: pgdr.v1.AgentCommand.demote:type_name -> pgdr.v1.Demote
+	20, // 14: pgdr.v1.AgentCommand.set_synchronous:type_name -> pgdr.v1.SetSynchronous
+	19, // 15: pgdr.v1.AgentCommand.restart:type_name -> pgdr.v1.Restart
+	3,  // 16: pgdr.v1.AgentService.Leader:input_type -> pgdr.v1.LeaderRequest
+	5,  // 17: pgdr.v1.AgentService.Register:input_type -> pgdr.v1.RegisterRequest
+	7,  // 18: pgdr.v1.AgentService.Report:input_type -> pgdr.v1.HealthReport
+	10, // 19: pgdr.v1.AgentService.Commands:input_type -> pgdr.v1.CommandsRequest
+	21, // 20: pgdr.v1.AgentService.CompleteCommand:input_type -> pgdr.v1.CommandResult
+	0,  // 21: pgdr.v1.AgentService.RenewLease:input_type -> pgdr.v1.RenewLeaseRequest
+	4,  // 22: pgdr.v1.AgentService.Leader:output_type -> pgdr.v1.LeaderResponse
+	6,  // 23: pgdr.v1.AgentService.Register:output_type -> pgdr.v1.RegisterResponse
+	9,  // 24: pgdr.v1.AgentService.Report:output_type -> pgdr.v1.ReportSummary
+	11, // 25: pgdr.v1.AgentService.Commands:output_type -> pgdr.v1.AgentCommand
+	22, // 26: pgdr.v1.AgentService.CompleteCommand:output_type -> pgdr.v1.CommandResultAck
+	1,  // 27: pgdr.v1.AgentService.RenewLease:output_type -> pgdr.v1.RenewLeaseResponse
+	22, // [22:28] is the sub-list for method output_type
+	16, // [16:22] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_pgdr_v1_agent_proto_init() }
@@ -1818,7 +1889,7 @@ func file_pgdr_v1_agent_proto_init() {
 		return
 	}
 	file_pgdr_v1_state_proto_init()
-	file_pgdr_v1_agent_proto_msgTypes[10].OneofWrappers = []any{
+	file_pgdr_v1_agent_proto_msgTypes[11].OneofWrappers = []any{
 		(*AgentCommand_Ping)(nil),
 		(*AgentCommand_CheckNow)(nil),
 		(*AgentCommand_Promote)(nil),
@@ -1835,7 +1906,7 @@ func file_pgdr_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pgdr_v1_agent_proto_rawDesc), len(file_pgdr_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   22,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
