@@ -33,6 +33,9 @@
 #   PGDR_LAB_WEBHOOK_SECRET  HMAC secret for those webhooks (written to <dir>/webhook.secret)
 #   PGDR_LAB_ROLE_HOOK  when set, an absolute path run by every agent on a role
 #                       change (hooks.on_role_change; it runs as the agents' user)
+#   PGDR_LAB_LEASE_TTL, PGDR_LAB_SAFETY_MARGIN, PGDR_LAB_MIN_INTERVAL
+#                       the coordinators' failover.lease_ttl, safety_margin and
+#                       min_interval (defaults 5s, 1s and 30s)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -213,8 +216,8 @@ auth:
 health:
   stale_after: 3s
 failover:
-  lease_ttl: 5s
-  safety_margin: 1s
+  lease_ttl: ${PGDR_LAB_LEASE_TTL:-5s}
+  safety_margin: ${PGDR_LAB_SAFETY_MARGIN:-1s}
   min_interval: ${PGDR_LAB_MIN_INTERVAL:-30s}
 $(notifications_yaml)
 bootstrap:

@@ -29,6 +29,11 @@
 #                       except failover.min_interval, lowered to
 #                       BENCH_PGDR_MIN_INTERVAL (1s) so that repetitions are
 #                       not refused as flapping.
+#   pgdr-fast           the same with lease_ttl BENCH_PGDR_FAST_TTL (3s) and
+#                       safety_margin 1s: pgdr's counterpart of Patroni's
+#                       aggressive settings (the lease bounds pgdr's failover:
+#                       nobody is promoted before it expires, 4-5 s after the
+#                       kill at the defaults).
 #   Patroni default     ttl 30, loop_wait 10, retry_timeout 10 (its defaults)
 #   Patroni aggressive  BENCH_PATRONI_AGGRESSIVE "ttl loop_wait retry_timeout"
 #                       (default "7 1 3": loop_wait 1 and retry_timeout 3 are
@@ -43,18 +48,21 @@
 # within BENCH_REJOIN_TIMEOUT, that is reported and the system is rebuilt.
 #
 # Environment: PGDR_BENCH_DIR, BENCH_REPS (5; 1 for a quick check),
-# BENCH_SYSTEMS ("pgdr patroni-aggressive patroni-default"), BENCH_CAP (120 s:
+# BENCH_SYSTEMS ("pgdr pgdr-fast patroni-aggressive patroni-default"), BENCH_CAP (120 s:
 # bound of one measured repetition), BENCH_REJOIN_TIMEOUT (120 s),
 # BENCH_PGDR_PORT_BASE (27000; the lab uses base+1..base+69),
 # BENCH_PORT_BASE (27200: first of 8 consecutive free ports for etcd and
-# Patroni), BENCH_PGDR_MIN_INTERVAL (1s), BENCH_PATRONI_AGGRESSIVE ("7 1 3").
+# Patroni), BENCH_PGDR_MIN_INTERVAL (1s), BENCH_PGDR_FAST_TTL (3s),
+# BENCH_PATRONI_AGGRESSIVE ("7 1 3").
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
 BENCH=${PGDR_BENCH_DIR:-/tmp/pgdr-bench-failover}
 BENCH=${BENCH%/}
 REPS=${BENCH_REPS:-5}
-SYSTEMS=${BENCH_SYSTEMS:-pgdr patroni-aggressive patroni-default}
+SYSTEMS=${BENCH_SYSTEMS:-pgdr pgdr-fast patroni-aggressive patroni-default}
+FAST_TTL=${BENCH_PGDR_FAST_TTL:-3s}
+LEASE_TTL=5s # the lab's lease_ttl for the system being measured
 CAP=${BENCH_CAP:-120}
 REJOIN_TIMEOUT=${BENCH_REJOIN_TIMEOUT:-120}
 PGDR_PORT_BASE=${BENCH_PGDR_PORT_BASE:-27000}
@@ -91,7 +99,7 @@ stop_pg() {
   [ -f "$1/postmaster.pid" ] || return 0
   as_pg "$PGBIN/pg_ctl" -D "$1" -m immediate -w -t 30 stop >/dev/null 2>&1 || true
 }
-lab() { PGDR_LAB_DIR=$LAB PGDR_LAB_PORT_BASE=$PGDR_PORT_BASE PGDR_LAB_MIN_INTERVAL=$MIN_INTERVAL PGDR_BIN=$ROOT/bin bash "$ROOT/scripts/lab.sh" "$@"; }
+lab() { PGDR_LAB_DIR=$LAB PGDR_LAB_PORT_BASE=$PGDR_PORT_BASE PGDR_LAB_MIN_INTERVAL=$MIN_INTERVAL PGDR_LAB_LEASE_TTL=$LEASE_TTL PGDR_BIN=$ROOT/bin bash "$ROOT/scripts/lab.sh" "$@"; }
 cleanup() {
   local pid mark d
   if [ -f "$REG_PID" ]; then
@@ -244,9 +252,10 @@ pgdr_fresh() {
 }
 pgdr_pid() { head -1 "$1" 2>/dev/null | tr -dc 0-9; }
 
-run_pgdr() {
-  local sys=pgdr rep primary target js t0 t1 rc kill_ns pp ap out
-  say "pgdr: lab up (PGDR_LAB_DIR=$LAB, ports $((PGDR_PORT_BASE + 1))..$((PGDR_PORT_BASE + 69)), min_interval $MIN_INTERVAL)"
+run_pgdr() { # run_pgdr SYSTEM LEASE_TTL
+  local sys=$1 rep primary target js t0 t1 rc kill_ns pp ap out
+  LEASE_TTL=$2
+  say "$sys: lab up (PGDR_LAB_DIR=$LAB, ports $((PGDR_PORT_BASE + 1))..$((PGDR_PORT_BASE + 69)), lease_ttl $LEASE_TTL, min_interval $MIN_INTERVAL)"
   pgdr_fresh || { add_note $sys "lab up failed"; return 0; }
   PGDR_VERSION=$("$LAB/bin/pgdrctl" version 2>/dev/null | head -1 || echo "?")
   local nodes; nodes=$(pgdr_nodes)
@@ -254,7 +263,7 @@ run_pgdr() {
   for ((rep = 1; rep <= REPS; rep++)); do
     primary=$(pgdr_healthy 60) || { add_note $sys "switchover #$rep: lab not healthy within 60 s; fresh lab"; pgdr_fresh || return 0; primary=$(pgdr_healthy 60) || return 0; }
     if [ "$primary" = pg-a2 ]; then target=pg-a1; else target=pg-a2; fi
-    out="$BENCH/pgdr-sw-$rep"
+    out="$BENCH/$sys-sw-$rep"
     probe_start "$out.probe" "$nodes" || { add_note $sys "switchover #$rep: the probe saw no write"; continue; }
     t0=$(now_ns); rc=0
     ( source "$LAB/env"; timeout "$CAP" "$LAB/bin/pgdrctl" switchover --cluster main --to "$target" --json ) \
@@ -268,7 +277,7 @@ run_pgdr() {
     primary=$(pgdr_healthy 60) || {
       add_note $sys "failover #$rep: lab not healthy (3 healthy members) within 60 s; fresh lab"
       pgdr_fresh || return 0; primary=$(pgdr_healthy 60) || return 0; }
-    out="$BENCH/pgdr-fo-$rep"
+    out="$BENCH/$sys-fo-$rep"
     pp=$(pgdr_pid "$LAB/$primary/pgdata/postmaster.pid"); ap=$(pgdr_pid "$LAB/$primary/agent.pid")
     [ -n "$pp" ] && [ -n "$ap" ] || { add_note $sys "failover #$rep: no pid for $primary's postmaster or agent"; continue; }
     probe_start "$out.probe" "$nodes" || { add_note $sys "failover #$rep: the probe saw no write"; continue; }
@@ -281,14 +290,14 @@ run_pgdr() {
     t0=$SECONDS
     lab start-agent "$primary" > "$out.rejoin.log" 2>&1 || true
     if pgdr_healthy "$REJOIN_TIMEOUT" > /dev/null; then
-      echo "pgdr rejoin     #$rep: $primary back as a replica (3 healthy members) after $((SECONDS - t0)) s" >> "$DETAIL"
+      echo "$sys rejoin     #$rep: $primary back as a replica (3 healthy members) after $((SECONDS - t0)) s" >> "$DETAIL"
     else
       add_note $sys "failover #$rep: $primary did not rejoin within ${REJOIN_TIMEOUT} s (status in $BENCH/pgdr-last-status.json, logs under $LAB); fresh lab"
-      cp -a "$LAB" "$BENCH/lab-failed-$rep" 2>/dev/null || true
+      cp -a "$LAB" "$BENCH/$sys-lab-failed-$rep" 2>/dev/null || true
       pgdr_fresh || return 0
     fi
   done
-  pctl history > "$BENCH/pgdr-history.txt" 2>&1 || true
+  pctl history > "$BENCH/$sys-history.txt" 2>&1 || true
   lab down > "$BENCH/lab-down.log" 2>&1 || true
 }
 
@@ -498,12 +507,13 @@ cat "$BENCH/results.head" >&2
 
 for sys in $SYSTEMS; do
   case "$sys" in
-    pgdr) run_pgdr ;;
+    pgdr) run_pgdr pgdr 5s ;;
+    pgdr-fast) run_pgdr pgdr-fast "$FAST_TTL" ;;
     patroni-*)
       [ -n "$ETCD_PID" ] || start_etcd || { add_note "$sys" "etcd did not start"; continue; }
       if [ "$sys" = patroni-default ]; then run_patroni "$sys" 30 10 10; else run_patroni "$sys" "$AG_TTL" "$AG_LOOP" "$AG_RETRY"; fi
       ;;
-    *) say "unknown system $sys (pgdr, patroni-aggressive, patroni-default)" ;;
+    *) say "unknown system $sys (pgdr, pgdr-fast, patroni-aggressive, patroni-default)" ;;
   esac
 done
 [ -z "$ETCD_PID" ] || stop_pid "$ETCD_PID" 10
@@ -511,9 +521,9 @@ done
 # -------------------------------------------------------------------- report
 # stats "V V V": median, min, max, n (a value ">CAP" counts as CAP and
 # marks the median as a lower bound when it is reached).
-median() { tr ' ' '\n' | sed 's/^>//' | grep -E '^[0-9.]+$' | sort -g | awk '{a[NR]=$1} END{ if (NR==0) print "-"; else if (NR%2) printf "%.2f\n", a[(NR+1)/2]; else printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
-vmin() { tr ' ' '\n' | sed 's/^>//' | grep -E '^[0-9.]+$' | sort -g | head -1 | awk '{printf "%.2f", $1}'; }
-vmax() { tr ' ' '\n' | sed 's/^>//' | grep -E '^[0-9.]+$' | sort -g | tail -1 | awk '{printf "%.2f", $1}'; }
+median() { tr ' ' '\n' | sed 's/^>//' | { grep -E '^[0-9.]+$' || true; } | sort -g | awk '{a[NR]=$1} END{ if (NR==0) print "-"; else if (NR%2) printf "%.2f\n", a[(NR+1)/2]; else printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
+vmin() { tr ' ' '\n' | sed 's/^>//' | { grep -E '^[0-9.]+$' || true; } | sort -g | head -1 | awk '{printf "%.2f", $1}'; }
+vmax() { tr ' ' '\n' | sed 's/^>//' | { grep -E '^[0-9.]+$' || true; } | sort -g | tail -1 | awk '{printf "%.2f", $1}'; }
 count() { tr ' ' '\n' | grep -cE '^>?[0-9.]+$' || true; }
 fails() { tr ' ' '\n' | grep -c '^>' || true; }
 cell() { # cell "VALUES": "median  min–max  n"
@@ -526,11 +536,12 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a == "" || b == "" || a == "-" || 
 mark() { # mark VALUE LIMIT: ✓ when VALUE <= LIMIT
   awk -v v="$1" -v l="$2" 'BEGIN{ if (v == "" || v == "-" || v == "n/a") print "-"; else print ((v + 0 <= l + 0) ? "✓" : "✗") }'
 }
-label() { case "$1" in pgdr) echo "pgdr (defaults)" ;; patroni-default) echo "Patroni (ttl 30, loop 10, retry 10)" ;; patroni-aggressive) echo "Patroni (ttl $AG_TTL, loop $AG_LOOP, retry $AG_RETRY)" ;; *) echo "$1" ;; esac; }
+label() { case "$1" in pgdr) echo "pgdr (defaults)" ;; pgdr-fast) echo "pgdr (lease_ttl $FAST_TTL)" ;; patroni-default) echo "Patroni (ttl 30, loop 10, retry 10)" ;; patroni-aggressive) echo "Patroni (ttl $AG_TTL, loop $AG_LOOP, retry $AG_RETRY)" ;; *) echo "$1" ;; esac; }
 {
   cat "$BENCH/results.head"
   echo "versions:   pgdr $PGDR_VERSION, PostgreSQL $PG_VERSION, Patroni $PATRONI_VERSION (Debian), etcd $ETCD_VERSION (Debian), $(go version | cut -d' ' -f3)"
-  echo "pgdr:       scripts/lab.sh: lease_ttl 5s, safety_margin 1s, failover loop 1s (defaults), agents' health.interval 1s,"
+  echo "pgdr:       scripts/lab.sh: lease_ttl 5s, safety_margin 1s, failover loop 1s (defaults), agents' health.interval 1s;"
+  echo "            pgdr-fast: the same with lease_ttl $FAST_TTL;"
   echo "            failover.min_interval $MIN_INTERVAL (lowered so that repetitions are not refused as flapping)"
   echo "Patroni:    etcd3 API, use_pg_rewind, one etcd; aggressive = ttl $AG_TTL, loop_wait $AG_LOOP, retry_timeout $AG_RETRY (loop_wait + 2 x retry_timeout <= ttl)"
   echo "probe:      an INSERT on every node every 20 ms over kept connections (connect timeout 200 ms); acknowledged = COMMIT returned"
@@ -539,7 +550,7 @@ label() { case "$1" in pgdr) echo "pgdr (defaults)" ;; patroni-default) echo "Pa
   printf '%-38s | %-30s | %-30s\n' "" "unplanned failover (s)" "switchover unavailability (s)"
   printf '%-38s | %8s %15s %3s   | %8s %15s %3s\n' "system" median "min–max" n median "min–max" n
   printf '%s\n' "$(printf '%.0s-' {1..106})"
-  for sys in pgdr patroni-aggressive patroni-default; do
+  for sys in pgdr pgdr-fast patroni-aggressive patroni-default; do
     [[ " $SYSTEMS " == *" $sys "* ]] || continue
     printf '%-38s | %s   | %s\n' "$(label "$sys")" "$(cell "${FO[$sys]:-}")" "$(cell "${SW[$sys]:-}")"
   done
@@ -551,6 +562,8 @@ label() { case "$1" in pgdr) echo "pgdr (defaults)" ;; patroni-default) echo "Pa
   printf '  %-44s %8s   %-14s %s\n' "pgdr unplanned failover, median" "$fo_p s" "target <= 5 s" "$(mark "$fo_p" 5)"
   printf '  %-44s %8s   %-14s %s\n' "pgdr / Patroni-aggressive, unplanned" "$r_a" "target <= 0.5" "$(mark "$r_a" 0.5)"
   printf '  %-44s %8s\n' "pgdr / Patroni-default, unplanned" "$r_d"
+  fo_f=$(median <<< "${FO[pgdr-fast]:-}")
+  printf '  %-44s %8s   %s\n' "pgdr (lease_ttl $FAST_TTL) / Patroni-aggressive" "$(ratio "$fo_f" "$fo_a")" "(both at aggressive settings)"
   printf '  %-44s %8s   %-14s %s\n' "pgdr switchover unavailability, median" "$sw_p s" "target <= 1 s" "$(mark "$sw_p" 1)"
   printf '  %-44s %8s\n' "pgdr / Patroni-aggressive, switchover" "$(ratio "$sw_p" "$sw_a")"
   printf '  %-44s %8s\n' "pgdr / Patroni-default, switchover" "$(ratio "$sw_p" "$sw_d")"
