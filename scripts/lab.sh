@@ -36,6 +36,8 @@
 #   PGDR_LAB_LEASE_TTL, PGDR_LAB_SAFETY_MARGIN, PGDR_LAB_MIN_INTERVAL
 #                       the coordinators' failover.lease_ttl, safety_margin and
 #                       min_interval (defaults 5s, 1s and 30s)
+#   PGDR_LAB_PAUSE_BEFORE_PROMOTE  failover.pause_before_promote, for fault-
+#                       injection tests only (default 0s)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -219,6 +221,7 @@ failover:
   lease_ttl: ${PGDR_LAB_LEASE_TTL:-5s}
   safety_margin: ${PGDR_LAB_SAFETY_MARGIN:-1s}
   min_interval: ${PGDR_LAB_MIN_INTERVAL:-30s}
+  pause_before_promote: ${PGDR_LAB_PAUSE_BEFORE_PROMOTE:-0s}
 $(notifications_yaml)
 bootstrap:
 $(for o in "${COORDS[@]}"; do

@@ -98,6 +98,11 @@ type Failover struct {
 	// CommandTimeout bounds how long the leader waits for an agent to carry
 	// out a promote order.
 	CommandTimeout Duration `yaml:"command_timeout"`
+	// PauseBeforePromote is for fault-injection tests only: the leader
+	// waits this long between recording a new primary in Raft and ordering
+	// its promotion, so that a test can kill it in the middle of a
+	// failover. 0 (the default) in production.
+	PauseBeforePromote Duration `yaml:"pause_before_promote"`
 }
 
 // Peer is one coordinator of the initial cluster.
@@ -274,6 +279,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Raft.LeaderLease.Duration > c.Raft.HeartbeatTimeout.Duration {
 		return &FieldError{"raft.leader_lease_timeout", "must not exceed raft.heartbeat_timeout"}
+	}
+	if c.Failover.PauseBeforePromote.Duration < 0 || c.Failover.PauseBeforePromote.Duration > time.Minute {
+		return &FieldError{"failover.pause_before_promote", "must be between 0 and 1m (fault-injection tests only)"}
 	}
 	if c.Failover.SafetyMargin.Duration >= c.Failover.LeaseTTL.Duration {
 		return &FieldError{"failover.safety_margin", "must be shorter than failover.lease_ttl"}

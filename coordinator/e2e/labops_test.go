@@ -144,10 +144,13 @@ func (l *lab) waitTable(t *testing.T, node, table string, timeout time.Duration)
 // tryWrite inserts node's name into table on node, with a one-second
 // budget for connecting and writing; it reports whether the write
 // committed.
-func (l *lab) tryWrite(node, table string) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+func (l *lab) tryWrite(node, table string) bool { return l.tryWriteWithin(node, table, time.Second) }
+
+// tryWriteWithin is tryWrite with a budget of d.
+func (l *lab) tryWriteWithin(node, table string, d time.Duration) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
-	conn, err := pgx.Connect(ctx, fmt.Sprintf("host=127.0.0.1 port=%d user=postgres dbname=postgres connect_timeout=1", l.pgPort(node)))
+	conn, err := pgx.Connect(ctx, fmt.Sprintf("host=127.0.0.1 port=%d user=postgres dbname=postgres connect_timeout=%d", l.pgPort(node), max(1, int(d/time.Second))))
 	if err != nil {
 		return false
 	}

@@ -57,6 +57,26 @@ func (h *hub) call(ctx context.Context, k memberKey, c *pgdrv1.AgentCommand) (*p
 	}
 }
 
+// waitStream waits up to d (and while ctx lasts) for k's agent to have a
+// command stream open, as after a change of leader, when agents are still
+// reconnecting. It reports whether one is open.
+func (h *hub) waitStream(ctx context.Context, k memberKey, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for {
+		h.mu.Lock()
+		_, ok := h.streams[k]
+		h.mu.Unlock()
+		if ok || !time.Now().Before(deadline) {
+			return ok
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
 func (h *hub) open(k memberKey) chan *pgdrv1.AgentCommand {
 	ch := make(chan *pgdrv1.AgentCommand, 16)
 	h.mu.Lock()

@@ -31,10 +31,14 @@ type judgements struct {
 	refused  map[string]string // last refusal recorded in history
 	inFlight map[string]bool   // cluster → a failover is running
 	rejoins  map[memberKey]time.Time
+	stray    map[memberKey]time.Time // replica → first seen not streaming (followTick)
+	follows  map[memberKey]time.Time // replica → last follow order (followTick)
 }
 
 func newJudgements() *judgements {
-	return &judgements{reason: map[string]string{}, refused: map[string]string{}, inFlight: map[string]bool{}, rejoins: map[memberKey]time.Time{}}
+	j := &judgements{}
+	j.reset()
+	return j
 }
 
 func (j *judgements) get(cluster string) string {
@@ -46,7 +50,8 @@ func (j *judgements) get(cluster string) string {
 func (j *judgements) reset() {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	j.reason, j.refused, j.inFlight, j.rejoins = map[string]string{}, map[string]string{}, map[string]bool{}, map[memberKey]time.Time{}
+	j.reason, j.refused, j.inFlight = map[string]string{}, map[string]string{}, map[string]bool{}
+	j.rejoins, j.stray, j.follows = map[memberKey]time.Time{}, map[memberKey]time.Time{}, map[memberKey]time.Time{}
 }
 
 // failoverInput builds the decision's view of one cluster from the
@@ -106,7 +111,7 @@ func (s *Server) failoverTick(ctx context.Context) {
 		s.judge.mu.Lock()
 		busy := s.judge.inFlight[name]
 		s.judge.mu.Unlock()
-		if busy {
+		if busy || s.resumeTick(ctx, c, samples, now) {
 			continue
 		}
 		s.leases.ensure(name, c.Primary, c.Epoch, now, s.cfg.Failover.LeaseTTL.Duration)
@@ -146,6 +151,7 @@ func (s *Server) failoverTick(ctx context.Context) {
 		}
 		if d.Action != failover.ActionPromote {
 			s.rejoinTick(ctx, c, samples, now)
+			s.followTick(ctx, c, samples, now)
 		}
 	}
 }
@@ -180,6 +186,9 @@ func (s *Server) executeFailover(ctx context.Context, c *pgdrv1.Cluster, d failo
 		return
 	}
 	log.Warn("failover", "reason", d.Reason)
+	if p := s.pendingFailover(name); p != nil {
+		s.abandon(ctx, name, p, fmt.Sprintf("%s never confirmed its promotion at epoch %d; failing over again", p.cand, p.epoch+1))
+	}
 	details := rejectedDetails(d)
 	details["old_primary"] = old
 	s.recordEvent(ctx, name, kindFailoverIntent, cand, c.Epoch, fmt.Sprintf("promote %s in place of %s: %s", cand, old, d.Reason), details)
@@ -194,33 +203,52 @@ func (s *Server) executeFailover(ctx context.Context, c *pgdrv1.Cluster, d failo
 	// not followed by another before a TTL has passed.
 	s.leases.renew(name, cand, epoch, cand, epoch, time.Now(), s.cfg.Failover.LeaseTTL.Duration)
 	s.recordEvent(ctx, name, kindFailoverStep, cand, epoch, fmt.Sprintf("epoch %d: %s recorded as primary; ordering it to promote", epoch, cand), nil)
-	if err := s.syncBeforePromote(ctx, c, cand, epoch); err != nil {
-		s.recordEvent(ctx, name, kindFailoverResult, cand, epoch, "failed: "+err.Error(), nil)
-		return
-	}
-
-	cctx, cancel := context.WithTimeout(ctx, s.cfg.Failover.CommandTimeout.Duration)
-	res, err := s.hub.call(cctx, memberKey{name, cand}, &pgdrv1.AgentCommand{
-		Id: newCommandID(), Cluster: name, Node: cand, Epoch: epoch, IssuedAt: timestamppb.Now(),
-		Kind: &pgdrv1.AgentCommand_Promote{Promote: &pgdrv1.Promote{Reason: d.Reason}},
-	})
-	cancel()
-	switch {
-	case err != nil:
-		s.recordEvent(ctx, name, kindFailoverResult, cand, epoch, "failed: promote: "+err.Error(), nil)
-		return
-	case !res.Ok:
-		if isFailsafeRefusal(res.Error) { // primary alive per the candidate: reported, not retried
-			s.recordEvent(ctx, name, kindFailoverRefused, cand, epoch, "primary alive per "+cand+"'s failsafe acknowledgement: "+res.Error, nil)
+	if p := s.cfg.Failover.PauseBeforePromote.Duration; p > 0 { // fault-injection tests only
+		log.Warn("failover.pause_before_promote: waiting before the promote order", "pause", p)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(p):
 		}
-		s.recordEvent(ctx, name, kindFailoverResult, cand, epoch, "failed: promote: "+res.Error, nil)
-		return
 	}
-	promoted := strings.TrimSpace(res.Output)
-	if !strings.HasPrefix(promoted, "promoted") {
-		promoted = "promoted: " + promoted
+	cur, _ := s.fsm.Cluster(name)
+	s.completeFailover(ctx, cur, old, cand, epoch, d.Reason, false)
+}
+
+// completeFailover carries a failover on from its new primary recorded in
+// Raft at epoch: promote cand (unless already promoted, when a new leader
+// resumes it), re-point every other replica, and record the result.
+func (s *Server) completeFailover(ctx context.Context, c *pgdrv1.Cluster, old, cand string, epoch uint64, reason string, promoted bool) {
+	name := c.GetName()
+	if !promoted {
+		if err := s.syncBeforePromote(ctx, c, cand, epoch); err != nil {
+			s.recordEvent(ctx, name, kindFailoverResult, cand, epoch, "failed: "+err.Error(), nil)
+			return
+		}
+		cctx, cancel := context.WithTimeout(ctx, s.cfg.Failover.CommandTimeout.Duration)
+		s.hub.waitStream(cctx, memberKey{name, cand}, streamWait)
+		res, err := s.hub.call(cctx, memberKey{name, cand}, &pgdrv1.AgentCommand{
+			Id: newCommandID(), Cluster: name, Node: cand, Epoch: epoch, IssuedAt: timestamppb.Now(),
+			Kind: &pgdrv1.AgentCommand_Promote{Promote: &pgdrv1.Promote{Reason: reason}},
+		})
+		cancel()
+		switch {
+		case err != nil:
+			s.recordEvent(ctx, name, kindFailoverResult, cand, epoch, "failed: promote: "+err.Error(), nil)
+			return
+		case !res.Ok:
+			if isFailsafeRefusal(res.Error) { // primary alive per the candidate: reported, not retried
+				s.recordEvent(ctx, name, kindFailoverRefused, cand, epoch, "primary alive per "+cand+"'s failsafe acknowledgement: "+res.Error, nil)
+			}
+			s.recordEvent(ctx, name, kindFailoverResult, cand, epoch, "failed: promote: "+res.Error, nil)
+			return
+		}
+		msg := strings.TrimSpace(res.Output)
+		if !strings.HasPrefix(msg, "promoted") {
+			msg = "promoted: " + msg
+		}
+		s.recordEvent(ctx, name, kindFailoverStep, cand, epoch, msg, nil)
 	}
-	s.recordEvent(ctx, name, kindFailoverStep, cand, epoch, promoted, nil)
 
 	// Re-point every other replica; the old primary rejoins when it returns.
 	cur, _ := s.fsm.Cluster(name)
@@ -235,35 +263,8 @@ func (s *Server) executeFailover(ctx context.Context, c *pgdrv1.Cluster, d failo
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			cctx, cancel := context.WithTimeout(ctx, s.cfg.Failover.CommandTimeout.Duration)
-			defer cancel()
-			res, err := s.hub.call(cctx, memberKey{name, m}, &pgdrv1.AgentCommand{
-				Id: newCommandID(), Cluster: name, Node: m, Epoch: epoch, IssuedAt: timestamppb.Now(),
-				Kind: &pgdrv1.AgentCommand_Follow{Follow: &pgdrv1.Follow{Primary: cand, PrimaryDsn: primaryDSN}},
-			})
-			msg := fmt.Sprintf("%s follows %s", m, cand)
-			if err == nil && !res.Ok {
-				err = fmt.Errorf("%s", res.Error)
-			}
-			if err != nil && res != nil {
-				// The agent answered but its server cannot stream from the
-				// new primary: it received WAL past the point where the
-				// new primary's timeline forked (an asynchronous replica
-				// ahead of the promoted one). pg_rewind puts it back.
-				s.recordEvent(ctx, name, kindFailoverStep, m, epoch, fmt.Sprintf("%s could not follow %s (%v); ordering it to rejoin", m, cand, err), nil)
-				rctx, rcancel := context.WithTimeout(ctx, 5*time.Minute)
-				defer rcancel()
-				res, err = s.hub.call(rctx, memberKey{name, m}, &pgdrv1.AgentCommand{
-					Id: newCommandID(), Cluster: name, Node: m, Epoch: epoch, IssuedAt: timestamppb.Now(),
-					Kind: &pgdrv1.AgentCommand_Rejoin{Rejoin: &pgdrv1.Rejoin{Primary: cand, PrimaryDsn: primaryDSN}},
-				})
-				msg = fmt.Sprintf("%s rejoined as a replica of %s", m, cand)
-				if err == nil && !res.Ok {
-					err = fmt.Errorf("%s", res.Error)
-				}
-			}
+			msg, err := s.repoint(ctx, name, m, cand, primaryDSN, epoch, true)
 			if err != nil {
-				msg = fmt.Sprintf("%s could not follow %s: %v", m, cand, err)
 				mu.Lock()
 				failed = append(failed, m)
 				mu.Unlock()
@@ -278,6 +279,47 @@ func (s *Server) executeFailover(ctx context.Context, c *pgdrv1.Cluster, d failo
 		result += "; not following yet: " + strings.Join(failed, ", ")
 	}
 	s.recordEvent(ctx, name, kindFailoverResult, cand, epoch, result, nil)
+}
+
+// streamWait bounds how long an order waits for the agent's command stream
+// (agents reconnect within seconds after a change of leader; a replica that
+// is down is left to followTick once it is back).
+const streamWait = 10 * time.Second
+
+// repoint orders replica m to follow primary cand. When the agent answers
+// that its server cannot stream from cand (it received WAL past the point
+// where cand's timeline forked: an asynchronous replica ahead of the
+// promoted one) and rejoin is set, m is ordered to rejoin (pg_rewind). It
+// returns the step's message.
+func (s *Server) repoint(ctx context.Context, name, m, cand, primaryDSN string, epoch uint64, rejoin bool) (string, error) {
+	cctx, cancel := context.WithTimeout(ctx, s.cfg.Failover.CommandTimeout.Duration)
+	defer cancel()
+	s.hub.waitStream(cctx, memberKey{name, m}, streamWait)
+	res, err := s.hub.call(cctx, memberKey{name, m}, &pgdrv1.AgentCommand{
+		Id: newCommandID(), Cluster: name, Node: m, Epoch: epoch, IssuedAt: timestamppb.Now(),
+		Kind: &pgdrv1.AgentCommand_Follow{Follow: &pgdrv1.Follow{Primary: cand, PrimaryDsn: primaryDSN}},
+	})
+	msg := fmt.Sprintf("%s follows %s", m, cand)
+	if err == nil && !res.Ok {
+		err = fmt.Errorf("%s", res.Error)
+	}
+	if err != nil && res != nil && rejoin {
+		s.recordEvent(ctx, name, kindFailoverStep, m, epoch, fmt.Sprintf("%s could not follow %s (%v); ordering it to rejoin", m, cand, err), nil)
+		rctx, rcancel := context.WithTimeout(ctx, 5*time.Minute)
+		defer rcancel()
+		res, err = s.hub.call(rctx, memberKey{name, m}, &pgdrv1.AgentCommand{
+			Id: newCommandID(), Cluster: name, Node: m, Epoch: epoch, IssuedAt: timestamppb.Now(),
+			Kind: &pgdrv1.AgentCommand_Rejoin{Rejoin: &pgdrv1.Rejoin{Primary: cand, PrimaryDsn: primaryDSN}},
+		})
+		msg = fmt.Sprintf("%s rejoined as a replica of %s", m, cand)
+		if err == nil && !res.Ok {
+			err = fmt.Errorf("%s", res.Error)
+		}
+	}
+	if err != nil {
+		return fmt.Sprintf("%s could not follow %s: %v", m, cand, err), err
+	}
+	return msg, nil
 }
 
 // rejoinInterval spaces rejoin orders to one member.
