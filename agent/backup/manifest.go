@@ -69,6 +69,7 @@ type Manifest struct {
 // Tablespace is a pg_tblspc link.
 type Tablespace struct {
 	OID      string `json:"oid"`
+	Name     string `json:"name,omitempty"` // pg_tablespace.spcname (absent in manifests of older pgdr)
 	Location string `json:"location"`
 }
 

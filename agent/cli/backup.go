@@ -229,14 +229,27 @@ func cmdBackupVerify(ctx context.Context, e env, args []string) int {
 }
 
 func cmdRestore(ctx context.Context, e env, args []string) int {
-	f := newFlags(e, "restore", "restore --config FILE [--backup ID|latest] --pgdata DIR [target] [--target-action A] [--parallel N] [--force] [--start]",
+	f := newFlags(e, "restore", "restore --config FILE [--backup ID|latest] --pgdata DIR [target] [--target-action A] [--tablespace-map OID_OR_NAME=DIR ...] [--tablespace-map-all DIR] [--parallel N] [--force] [--start]",
 		`Restores a backup (and the chain it builds on) into an empty directory and
 configures recovery: recovery.signal, restore_command = pgdr-agent wal-fetch and
-the target. Without --backup, a time target picks the newest backup that ends
-before it; otherwise the latest backup is used. Every check (backup, chain,
+the target. Without --backup, a time or LSN target picks the newest backup that
+ends before it, and a name target the newest backup from which recovery reaches
+the restore point (found in the archived WAL) once consistent; otherwise the
+latest backup is used. Every check (backup, chain,
 target against the backup and the archive, identity, empty target directory)
 runs before anything is written. --start starts PostgreSQL and waits until
-recovery reaches the target, then reports the LSN and time reached.`, true).withJSON()
+recovery reaches the target, then reports the LSN and time reached.
+
+Tablespaces are restored where they were unless relocated (needed on the
+host of the running source, or on one with another layout):
+--tablespace-map OID_OR_NAME=DIR (repeatable) puts one tablespace, named by
+its OID or its name, at DIR; --tablespace-map-all DIR puts every other one at
+DIR/<name> (DIR/<OID> when the backup has no name for it). New locations
+must be absolute, empty or absent (--force empties them, as the data
+directory), outside the data directory and distinct. The pg_tblspc links and
+the tablespace_map written for recovery name the new locations; the output
+lists where each tablespace went. A tablespace created while the backup ran
+cannot be relocated.`, true).withJSON()
 	id := f.String("backup", "", "backup ID or latest (default: see above)")
 	pgdata := f.String("pgdata", "", "directory to restore into (must be empty or absent)")
 	tTime := f.String("target-time", "", "recover up to this time (RFC 3339, or '2006-01-02 15:04:05[.frac][±zz]')")
@@ -253,6 +266,9 @@ recovery reaches the target, then reports the LSN and time reached.`, true).with
 	port := f.Int("port", 0, "with --start: port for the restored server (default: as configured)")
 	socket := f.String("socket-dir", "", "with --start: unix socket directory (default: as configured)")
 	waitTimeout := f.Duration("wait-timeout", time.Hour, "with --start: how long to wait for the target")
+	spcMap := tablespaceMapFlag{}
+	f.Var(spcMap, "tablespace-map", "`OID_OR_NAME=DIR` restores the tablespace with that OID or name at DIR, an absolute path (repeatable)")
+	spcMapAll := f.String("tablespace-map-all", "", "restore every tablespace not named by --tablespace-map at `DIR`/<name> (or DIR/<OID>)")
 	if _, code, ok := f.parse(args, 0); !ok {
 		return code
 	}
@@ -306,6 +322,7 @@ recovery reaches the target, then reports the LSN and time reached.`, true).with
 	res, err := restore.Restore(ctx, restore.Deps{Cfg: cfg, Repos: repos, Identities: ids, Log: log}, restore.Options{
 		BackupID: *id, PGData: *pgdata, Target: target, Action: *action, Parallel: *parallel, Force: *force,
 		Repo: *repoName, NoArchive: *noArchive, AgentPath: self, ConfigPath: cfgPath,
+		TablespaceMap: spcMap, TablespaceMapAll: *spcMapAll,
 	})
 	if err != nil {
 		return fail(err)
@@ -314,6 +331,13 @@ recovery reaches the target, then reports the LSN and time reached.`, true).with
 	if !*f.jsonOut {
 		fmt.Fprintf(e.stdout, "restored backup %s (chain %v) into %s: %d files, %s, %d objects read, %.1fs\n",
 			res.Backup, res.Chain, res.PGData, res.Files, humanBytes(res.Bytes), res.ObjectsRead, res.Seconds)
+		for _, ts := range res.Tablespaces {
+			fmt.Fprintf(e.stdout, "tablespace %s (%s) at %s\n", ts.OID, dash(ts.Name), ts.Location)
+		}
+		if rp := res.RestorePoint; rp != nil {
+			fmt.Fprintf(e.stdout, "recovery target: restore point %q at %s (ends %s, timeline %d), created %s\n",
+				rp.Name, rp.LSN, rp.EndLSN, rp.Timeline, rp.Time.Format(time.RFC3339Nano))
+		}
 	}
 	if *start {
 		reached, err := restore.Start(ctx, res.PGData, restore.StartOptions{BinDir: cfg.Postgres.BinDir, Port: *port, Socket: *socket, Action: *action, Timeout: *waitTimeout})

@@ -141,6 +141,14 @@ type restoreOutput struct {
 		Files       int      `json:"files"`
 		Bytes       int64    `json:"bytes"`
 		ObjectsRead int      `json:"objects_read"`
+		// RestorePoint is reported for --target-name.
+		RestorePoint *struct {
+			Name     string    `json:"name"`
+			LSN      string    `json:"lsn"`
+			EndLSN   string    `json:"end_lsn"`
+			Time     time.Time `json:"time"`
+			Timeline uint32    `json:"timeline"`
+		} `json:"restore_point"`
 	} `json:"restore"`
 	Reached struct {
 		State string `json:"state"`

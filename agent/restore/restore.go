@@ -58,6 +58,12 @@ type Options struct {
 	Force     bool   // restore into a non-empty directory, removing its contents
 	Repo      string // read from this repository (default: the first holding the backup)
 	NoArchive bool   // archive_mode = off in the restored cluster (drills, copies)
+	// TablespaceMap relocates tablespaces: OID or name → new location (an
+	// absolute path, empty or absent). TablespaceMapAll puts every
+	// tablespace TablespaceMap does not name at TablespaceMapAll/<name>
+	// (<OID> when the backup records no usable name).
+	TablespaceMap    map[string]string
+	TablespaceMapAll string
 	// AgentPath and ConfigPath make up restore_command.
 	AgentPath, ConfigPath string
 }
@@ -80,6 +86,10 @@ type Result struct {
 	ObjectsRead  int      `json:"objects_read"`
 	Seconds      float64  `json:"seconds"`
 	RecoveryConf []string `json:"recovery_settings"`
+	// Tablespaces are where the restore put each tablespace.
+	Tablespaces []TablespaceResult `json:"tablespaces,omitempty"`
+	// RestorePoint is where a --target-name restore recovers to.
+	RestorePoint *RestorePoint `json:"restore_point,omitempty"`
 }
 
 // Restore restores a backup into opts.PGData and configures recovery.
@@ -105,7 +115,13 @@ func Restore(ctx context.Context, d Deps, o Options) (*Result, error) {
 		}
 		o.PGData = abs
 	}
-	r, m, err := pickBackup(ctx, d, o)
+	r, m, rp, err := pickBackup(ctx, d, o)
+	if err != nil {
+		return nil, err
+	}
+	// From here on m is the manifest as restored: a copy with every
+	// tablespace at its final location, in the tablespace_map too.
+	m, spcs, err := relocate(m, o)
 	if err != nil {
 		return nil, err
 	}
@@ -134,6 +150,9 @@ func Restore(ctx context.Context, d Deps, o Options) (*Result, error) {
 	d.Log.Info("restoring", "backup", m.ID, "chain", chainIDs(chain), "pgdata", o.PGData, "files", len(plan))
 
 	w := &writer{d: d, r: r, root: o.PGData, cluster: d.Cfg.Cluster}
+	if err := makeLocations(m, o.PGData); err != nil {
+		return nil, err
+	}
 	if err := w.layout(m); err != nil {
 		return nil, err
 	}
@@ -151,7 +170,8 @@ func Restore(ctx context.Context, d Deps, o Options) (*Result, error) {
 		return nil, err
 	}
 	res := &Result{Backup: m.ID, Chain: chainIDs(chain), PGData: o.PGData, Files: len(plan),
-		Bytes: w.bytes, ObjectsRead: w.objects, Seconds: time.Since(start).Seconds(), RecoveryConf: settings}
+		Bytes: w.bytes, ObjectsRead: w.objects, Seconds: time.Since(start).Seconds(), RecoveryConf: settings, Tablespaces: spcs}
+	res.RestorePoint = rp
 	d.Log.Info("restore complete", "backup", m.ID, "files", res.Files, "bytes", res.Bytes, "objects_read", res.ObjectsRead,
 		"seconds", fmt.Sprintf("%.1f", res.Seconds))
 	return res, nil
@@ -165,8 +185,11 @@ func chainIDs(chain []*backup.Manifest) []string {
 	return ids
 }
 
-// pickBackup finds the repository and backup to restore.
-func pickBackup(ctx context.Context, d Deps, o Options) (repo.Repo, *backup.Manifest, error) {
+// pickBackup finds the repository and backup to restore. For a name
+// target it also finds the restore point in the archived WAL (the newest
+// backup that reaches it consistently, or a check of the backup given),
+// restorepoint.go.
+func pickBackup(ctx context.Context, d Deps, o Options) (repo.Repo, *backup.Manifest, *RestorePoint, error) {
 	repos := d.Repos
 	if o.Repo != "" {
 		repos = nil
@@ -176,27 +199,31 @@ func pickBackup(ctx context.Context, d Deps, o Options) (repo.Repo, *backup.Mani
 			}
 		}
 		if repos == nil {
-			return repo.Repo{}, nil, fmt.Errorf("--repo %q is not a configured repository", o.Repo)
+			return repo.Repo{}, nil, nil, fmt.Errorf("--repo %q is not a configured repository", o.Repo)
 		}
 	}
 	var errs []error
 	if o.BackupID != "" && o.BackupID != "latest" {
 		if !backup.ValidID(o.BackupID) {
-			return repo.Repo{}, nil, fmt.Errorf("%q is not a backup ID (like 20261126T081700F) or latest", o.BackupID)
+			return repo.Repo{}, nil, nil, fmt.Errorf("%q is not a backup ID (like 20261126T081700F) or latest", o.BackupID)
 		}
 		for _, r := range repos {
 			m, err := backup.LoadManifest(ctx, r, d.Cfg.Cluster, o.BackupID)
 			if err == nil {
-				return r, m, nil
+				rp, err := checkName(ctx, d, m, o.Target)
+				if err != nil {
+					return repo.Repo{}, nil, nil, err
+				}
+				return r, m, rp, nil
 			}
 			if !errors.Is(err, backup.ErrNoBackup) {
 				errs = append(errs, err)
 			}
 		}
 		if err := errors.Join(errs...); err != nil {
-			return repo.Repo{}, nil, err
+			return repo.Repo{}, nil, nil, err
 		}
-		return repo.Repo{}, nil, fmt.Errorf("no repository holds backup %s of cluster %s: %w", o.BackupID, d.Cfg.Cluster, backup.ErrNoBackup)
+		return repo.Repo{}, nil, nil, fmt.Errorf("no repository holds backup %s of cluster %s: %w", o.BackupID, d.Cfg.Cluster, backup.ErrNoBackup)
 	}
 	for _, r := range repos {
 		ms, err := backup.List(ctx, r, d.Cfg.Cluster)
@@ -213,7 +240,7 @@ func pickBackup(ctx context.Context, d Deps, o Options) (repo.Repo, *backup.Mani
 				}
 			}
 			if pick == nil && len(ms) > 0 {
-				return repo.Repo{}, nil, fmt.Errorf("no backup ends before the target time %s (the oldest, %s, ends at %s)",
+				return repo.Repo{}, nil, nil, fmt.Errorf("no backup ends before the target time %s (the oldest, %s, ends at %s)",
 					o.Target.Time.UTC().Format(time.RFC3339Nano), ms[0].ID, ms[0].StopTime.Format(time.RFC3339Nano))
 			}
 		case o.BackupID == "" && o.Target.LSN != nil:
@@ -223,22 +250,32 @@ func pickBackup(ctx context.Context, d Deps, o Options) (repo.Repo, *backup.Mani
 				}
 			}
 			if pick == nil && len(ms) > 0 {
-				return repo.Repo{}, nil, fmt.Errorf("no backup ends at or before the target LSN %s (the oldest, %s, ends at %s)",
+				return repo.Repo{}, nil, nil, fmt.Errorf("no backup ends at or before the target LSN %s (the oldest, %s, ends at %s)",
 					*o.Target.LSN, ms[0].ID, ms[0].StopLSN)
 			}
+		case o.BackupID == "" && o.Target.Name != "" && len(ms) > 0:
+			m, rp, err := pickByName(ctx, d, ms, o.Target.Name)
+			if err != nil {
+				return repo.Repo{}, nil, nil, err
+			}
+			return r, m, rp, nil
 		default:
 			if len(ms) > 0 {
 				pick = ms[len(ms)-1]
 			}
 		}
 		if pick != nil {
-			return r, pick, nil
+			rp, err := checkName(ctx, d, pick, o.Target)
+			if err != nil {
+				return repo.Repo{}, nil, nil, err
+			}
+			return r, pick, rp, nil
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
-		return repo.Repo{}, nil, err
+		return repo.Repo{}, nil, nil, err
 	}
-	return repo.Repo{}, nil, fmt.Errorf("no repository holds any backup of cluster %s: %w", d.Cfg.Cluster, backup.ErrNoBackup)
+	return repo.Repo{}, nil, nil, fmt.Errorf("no repository holds any backup of cluster %s: %w", d.Cfg.Cluster, backup.ErrNoBackup)
 }
 
 // archiveClockSkew is the difference allowed between the database's clock
@@ -425,8 +462,10 @@ func (w *writer) layout(m *backup.Manifest) error {
 	if err := os.Chmod(w.root, 0o700); err != nil {
 		return err
 	}
-	for _, d := range m.Dirs {
-		if err := os.MkdirAll(filepath.Join(w.root, d.Path), os.FileMode(d.Mode)|0o700); err != nil {
+	// The pg_tblspc links first: the directories below them (pg_tblspc/
+	// <OID>/PG_15_...) are made through them, in the tablespace.
+	if len(m.Tablespaces) > 0 {
+		if err := os.MkdirAll(filepath.Join(w.root, "pg_tblspc"), 0o700); err != nil {
 			return err
 		}
 	}
@@ -440,6 +479,11 @@ func (w *writer) layout(m *backup.Manifest) error {
 			return err
 		}
 	}
+	for _, d := range m.Dirs {
+		if err := os.MkdirAll(filepath.Join(w.root, d.Path), os.FileMode(d.Mode)|0o700); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -447,21 +491,21 @@ func (w *writer) layout(m *backup.Manifest) error {
 // file is handed to a pool of syncers that fsync and close it, so that the
 // workers go on decoding while the disk catches up; every file is fsynced
 // (or the restore fails) before files returns. The syncers also start the
-// write-back of each large object's range as soon as it is written
+// write-back of every 8 MiB of a large object as soon as it is written
 // (sync_file_range), so that the final fsync of a 1 GiB segment does not
 // begin with all of it still dirty in the page cache.
 func (w *writer) files(ctx context.Context, plan []filePlan, parallel int) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	s := &syncer{jobs: make(chan syncJob, 4*parallel), cancel: cancel, w: w}
-	nsync := max(2, parallel)
+	nsync := max(minSyncers, 2*parallel)
+	s := &syncer{jobs: make(chan syncJob, nsync), cancel: cancel, w: w}
 	s.wg.Add(nsync)
 	for range nsync {
 		go s.run(ctx)
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(parallel)
-	for _, p := range plan {
+	for _, p := range interleave(plan) {
 		g.Go(func() error { return w.file(gctx, p, s) })
 	}
 	err := g.Wait()
@@ -480,9 +524,69 @@ func (w *writer) files(ctx context.Context, plan []filePlan, parallel int) error
 	return ctx.Err()
 }
 
-// kickSize is the smallest object whose range is handed to write-back as
-// soon as it is written.
+// smallFile is the size under which restoring a file is mostly waiting
+// for the disk (creating the file, its fsync) rather than decoding.
+const smallFile = 1 << 20
+
+// interleave spreads the small files of plan evenly between the large ones
+// (both kept largest first), so that their creation and fsyncs wait for the
+// disk while the other workers decode, instead of all at the end with the
+// CPUs idle.
+func interleave(plan []filePlan) []filePlan {
+	var large, small []filePlan
+	for _, p := range plan {
+		if p.f.Size >= smallFile {
+			large = append(large, p)
+		} else {
+			small = append(small, p)
+		}
+	}
+	if len(large) == 0 || len(small) == 0 {
+		return plan
+	}
+	out := make([]filePlan, 0, len(plan))
+	for i, p := range large {
+		out = append(out, p)
+		out = append(out, small[i*len(small)/len(large):(i+1)*len(small)/len(large)]...)
+	}
+	return out
+}
+
+// kickSize is how much of a file is written before that range is handed
+// to write-back: the disk writes all along instead of in bursts, and the
+// final fsyncs find little left to do.
 const kickSize = 8 << 20
+
+// kickWriter writes an object's data into its file and hands every
+// kickSize bytes written to the syncers for early write-back.
+type kickWriter struct {
+	ctx context.Context
+	s   *syncer
+	fh  *os.File
+	w   *io.OffsetWriter
+	off int64 // start of the range not handed to write-back yet
+	n   int64 // bytes written after off
+	err error // the submit failure (the restore is being cancelled)
+}
+
+func (k *kickWriter) Write(p []byte) (int, error) {
+	n, err := k.w.Write(p)
+	k.n += int64(n)
+	if err == nil && k.n >= kickSize {
+		if err = k.s.submit(k.ctx, syncJob{fh: k.fh, off: k.off, n: k.n}); err != nil {
+			k.err = err
+		}
+		k.off += k.n
+		k.n = 0
+	}
+	return n, err
+}
+
+// minSyncers is the least number of syncers. An fsync mostly waits for the
+// disk, not the CPU: a restore ends with a thousand small files, and with
+// many fsyncs in flight the file system commits them together in one
+// journal transaction instead of one after the other.
+const minSyncers = 16
 
 type syncJob struct {
 	fh    *os.File
@@ -540,6 +644,28 @@ func (s *syncer) run(ctx context.Context) {
 	}
 }
 
+// preallocate allocates the whole of a large file before it is written
+// (fallocate). ext4 otherwise allocates as the pages are written back
+// ("delayed allocation"), and that bookkeeping, done page by page, cost
+// more CPU than copying the data into the page cache: 0.6 to 1.3 s of
+// system time per GiB written on the development machine, against about
+// 0.3 s with the blocks allocated at once. The restore writes every byte anyway, and
+// a disk too small now fails at the start rather than part way through.
+func preallocate(fh *os.File, size int64) error {
+	rc, err := fh.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var ferr error
+	if err := rc.Control(func(fd uintptr) { ferr = fallocate(int(fd), size) }); err != nil {
+		return err
+	}
+	if ferr != nil {
+		return fmt.Errorf("preallocating %d bytes: %w", size, ferr)
+	}
+	return nil
+}
+
 // startWriteback asks the kernel to start writing [off, off+n) of fh to
 // disk without waiting for it (sync_file_range SYNC_FILE_RANGE_WRITE). It
 // is only a head start for the fsync that follows: errors are ignored
@@ -583,6 +709,11 @@ func (w *writer) file(ctx context.Context, p filePlan, s *syncer) error {
 			fh.Close()
 		}
 	}()
+	if p.f.Size >= smallFile {
+		if err := preallocate(fh, p.f.Size); err != nil {
+			return fmt.Errorf("restoring %s: %w", p.f.Path, err)
+		}
+	}
 	for _, st := range p.steps {
 		if err := w.apply(ctx, fh, st, s); err != nil {
 			return fmt.Errorf("restoring %s: %w", p.f.Path, err)
@@ -628,14 +759,12 @@ func (w *writer) applyObject(ctx context.Context, fh *os.File, kind string, o ba
 	if kind == backup.KindFull {
 		// io.Copy uses the Reader's WriteTo: large writes straight from
 		// its decode buffer.
-		n, err := io.Copy(io.NewOffsetWriter(fh, o.Offset), or)
-		if err != nil {
-			return fmt.Errorf("repository %s: object %s: %w", w.r.Name, key, err)
-		}
-		if n >= kickSize {
-			if err := s.submit(ctx, syncJob{fh: fh, off: o.Offset, n: n}); err != nil {
-				return err
+		kw := &kickWriter{ctx: ctx, s: s, fh: fh, w: io.NewOffsetWriter(fh, o.Offset), off: o.Offset}
+		if _, err := io.Copy(kw, or); err != nil {
+			if kw.err != nil {
+				return kw.err
 			}
+			return fmt.Errorf("repository %s: object %s: %w", w.r.Name, key, err)
 		}
 	} else {
 		rec := make([]byte, 4+pgpage.BlockSize)

@@ -28,6 +28,10 @@ func FuzzNewReader(f *testing.F) {
 			f.Add(encode(f, data, opts))
 		}
 	}
+	// Objects as the first writers made them (zstd frame checksum, 8 MiB
+	// window).
+	f.Add(legacyObject(f, walLike(3000, 10), id.Recipient()))
+	f.Add(legacyObject(f, walLike(3000, 10), nil))
 	f.Add([]byte("PGDROBJ\x01"))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, obj []byte) {

@@ -21,7 +21,7 @@
 # repository) once so the page cache is warm.
 #
 # Measured (each BENCH_RUNS times, default 1, median reported):
-#   full backup   pgdr-agent backup --type full (zstd 3 + age, --parallel nproc)
+#   full backup   pgdr-agent backup --type full (zstd BENCH_PGDR_LEVEL + age, --parallel nproc)
 #                 pgbackrest --type=full backup (zst 3 + aes-256-cbc, process-max nproc, start-fast)
 #                 pg_basebackup -Ft -X fetch --compress=client-zstd:level=3 -c fast
 #   full restore  pgdr-agent restore --backup latest --pgdata DIR --parallel nproc (no --start)
@@ -36,13 +36,18 @@
 # pgBackRest forks process-max workers).
 #
 # Diagnostics (BENCH_DIAG=1, default on): pgdr full backups with --parallel 1,
-# with encryption off, with compression and encryption off; pgBackRest with
+# at the other zstd level (1 when BENCH_PGDR_LEVEL is 3, else 3: klauspost's
+# "fastest" mode against its default, with the stored size that goes with
+# each), with encryption off, with compression and encryption off;
+# pgBackRest with
 # process-max 1; restores of the first full backup with --parallel 1 /
 # process-max 1; pgdr's phase split (connect + checkpoint / copy / WAL wait +
 # manifest) from its log.
 #
 # Environment: PGDR_BENCH_DIR, BENCH_PORT (25434), BENCH_SCALE (100),
 # BENCH_INCR_SECONDS (60), BENCH_RUNS (1), BENCH_PARALLEL (nproc),
+# BENCH_PGDR_LEVEL (3, pgdr's default: pgdr's compression.level, which maps
+# to klauspost/compress levels: 1-2 fastest, 3-5 default),
 # BENCH_DIAG (1), BENCH_QUICK=1 (scale 10, incremental after 10 s).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -57,6 +62,8 @@ else
   SCALE=${BENCH_SCALE:-100}; INCR_SECS=${BENCH_INCR_SECONDS:-60}
 fi
 RUNS=${BENCH_RUNS:-1}
+LEVEL=${BENCH_PGDR_LEVEL:-3}
+ALT_LEVEL=$([ "$LEVEL" = 3 ] && echo 1 || echo 3)
 NPROC=$(nproc)
 PAR=${BENCH_PARALLEL:-$NPROC}
 DIAG=${BENCH_DIAG:-1}
@@ -131,7 +138,7 @@ RESULTS="$BENCH/results.txt"
 # agent.yaml: backups and restores (log level info: its log gives the phase
 # split). archive.yaml: the same repository for wal-push, quieter. The noenc
 # and plain variants (diagnostics) write backups to the same repository.
-agent_yaml() { # agent_yaml LOGLEVEL COMPRESSION ENCRYPTION
+agent_yaml() { # agent_yaml LOGLEVEL COMPRESSION ENCRYPTION [LEVEL]
   cat <<YAML
 cluster: bench
 node: {name: bench1, region: local}
@@ -142,7 +149,7 @@ postgres:
 repos:
   - name: local
     url: file://$BENCH/repo-pgdr
-compression: {method: $2, level: 3}
+compression: {method: $2, level: ${4:-$LEVEL}}
 $3
 wal: {push_concurrency: 4, prefetch: 8}
 agent: {socket: $BENCH/agent.sock, log_level: $1}
@@ -151,6 +158,7 @@ YAML
 ENC="encryption: {recipients: [\"$RECIPIENT\"], identity_file: $BENCH/identity.txt}"
 agent_yaml info zstd "$ENC" > "$BENCH/agent.yaml"
 agent_yaml warn zstd "$ENC" > "$BENCH/archive.yaml"
+agent_yaml info zstd "$ENC" "$ALT_LEVEL" > "$BENCH/agent-alt.yaml"
 agent_yaml info zstd "encryption: {disabled: true}" > "$BENCH/agent-noenc.yaml"
 agent_yaml info none "encryption: {disabled: true}" > "$BENCH/agent-plain.yaml"
 {
@@ -298,7 +306,9 @@ measure() {
   R[$key:pgfn]=$(tail -c +$((logoff + 1)) "$BENCH/postgres.log" 2>/dev/null |
     sed -n 's/.*duration: \([0-9.]*\) ms  [^:]*: .*\(pg_backup_start\|pg_backup_stop\|pg_switch_wal\|pg_create_restore_point\).*/\2 \1/p' |
     awk '{printf "%s%s %.2f s", (NR>1?", ":""), $1, $2/1000}')
-  R[$key:cpu]=$(awk -F': ' '/User time/{u=$2} /System time/{s=$2} END{printf "%.1f", u+s}' "$lg.time")
+  R[$key:cpu]=$(awk -F': ' '/User time/{u=$2} /System time/{s=$2} END{printf "%.2f", u+s}' "$lg.time")
+  R[$key:user]=$(awk -F': ' '/User time/{printf "%.2f", $2}' "$lg.time")
+  R[$key:sys]=$(awk -F': ' '/System time/{printf "%.2f", $2}' "$lg.time")
   R[$key:rss]=$(awk -F': ' '/Maximum resident set size/{printf "%.0f", $2/1024}' "$lg.time")
   # The sampled sum can miss a short peak: never report less than the
   # largest single process.
@@ -312,8 +322,10 @@ measure() {
 }
 mib() { awk -v b="$1" 'BEGIN{ if (b == "" || b == "-") print "-"; else printf "%.1f", b/1048576 }'; }
 rate() { awk -v b="$1" -v w="$2" 'BEGIN{ if (w == "" || w == "-" || w+0 == 0) print "-"; else printf "%.1f", b/1048576/w }'; }
-dub() { { du -sb "$1" 2>/dev/null || true; } | awk '{b=$1} END{print b+0}'; } # 0 when absent
-duk() { { du -sk "$1" 2>/dev/null || true; } | awk '{b=$1*1024} END{print b+0}'; }
+# (printf %.0f: mawk prints integers from 2^31 up as 2.4e+09, and its %d
+# stops at 2^31-1.)
+dub() { { du -sb "$1" 2>/dev/null || true; } | awk '{b=$1} END{printf "%.0f\n", b+0}'; } # 0 when absent
+duk() { { du -sk "$1" 2>/dev/null || true; } | awk '{b=$1*1024} END{printf "%.0f\n", b+0}'; }
 ok() { [ "${R[$1:rc]:-1}" = 0 ]; }
 
 PGDR_BK="$BENCH/repo-pgdr/bench/backup"
@@ -389,7 +401,7 @@ tsec() { date -d "$1" +%s.%N; }
 # phases_pgdr KEY: from pgdr's log ("backup started" after pg_backup_start,
 # "backup stopped" after pg_backup_stop, "backup complete" after its own
 # check that the WAL is in the repository and the manifest) and the server's
-# log (how long pg_backup_stop(true) took: it waits for the archiver).
+# log (how long pg_backup_stop(false) took).
 phases_pgdr() {
   local lg="$BENCH/logs/$1.err" s1 s2 s3 stop
   s1=$(sed -n 's/^time=\([^ ]*\) .*msg="backup started".*/\1/p' "$lg" | head -1)
@@ -398,7 +410,7 @@ phases_pgdr() {
   [ -n "$s1" ] && [ -n "$s2" ] && [ -n "$s3" ] || return 0
   stop=$(sed -n 's/.*pg_backup_stop \([0-9.]*\) s.*/\1/p' <<<"${R[$1:pgfn]:-}")
   R[$1:phases]=$(awk -v w="${R[$1:wall]}" -v a="$(tsec "$s1")" -v b="$(tsec "$s2")" -v c="$(tsec "$s3")" -v st="${stop:-0}" \
-    'BEGIN{printf "start+pg_backup_start %.2f | copy files %.2f | pg_backup_stop(wait archive) %.2f | WAL check+manifest %.2f  (of %.2f s)", w-(c-a), b-a-st, st, c-b, w}')
+    'BEGIN{printf "start+pg_backup_start %.2f | copy files %.2f | pg_backup_stop %.2f | WAL wait+manifest %.2f  (of %.2f s)", w-(c-a), b-a-st, st, c-b, w}')
 }
 # phases_pgbr KEY: from pgBackRest's log file (its last backup command).
 phases_pgbr() {
@@ -463,6 +475,7 @@ done
 if [ "$DIAG" = 1 ]; then
   say "diagnostics"
   backup_pgdr "diag-pgdr-p1" full "$BENCH/agent.yaml" 1
+  backup_pgdr "diag-pgdr-alt" full "$BENCH/agent-alt.yaml"
   backup_pgdr "diag-pgdr-noenc" full "$BENCH/agent-noenc.yaml"
   backup_pgdr "diag-pgdr-plain" full "$BENCH/agent-plain.yaml"
   # Uncompressed, it is as large as the database: not kept.
@@ -470,6 +483,7 @@ if [ "$DIAG" = 1 ]; then
   backup_pgbr "diag-pgbr-p1" full 1
   restore_pgdr "diag-restore-pgdr-p1" "$FIRST_PGDR" 1
   restore_pgbr "diag-restore-pgbr-p1" "$FIRST_PGBR" 1
+  [ -n "${R[diag-pgdr-alt:id]:-}" ] && restore_pgdr "diag-restore-pgdr-alt" "${R[diag-pgdr-alt:id]}"
 fi
 
 # -------------------------------------------------------------------- report
@@ -512,7 +526,7 @@ line() { printf '%s\n' "$(printf '%.0s-' {1..120})"; }
   cat "$RESULTS.head"
   echo "load avg:   $(cut -d' ' -f1-3 /proc/loadavg) (at end; other work on this machine shares its $NPROC CPUs)"
   echo "database:   pgbench scale $SCALE, data checksums on, $(mib "$DB_BYTES") MiB = sum(pg_database_size) (PGDATA without pg_wal: $(mib "$PGDATA_BYTES") MiB); throughput = that / wall time"
-  echo "settings:   pgdr zstd 3 + age, --parallel $PAR; pgBackRest zst 3 + aes-256-cbc, process-max $PAR, start-fast; pg_basebackup -Ft -X fetch client-zstd 3, -c fast (its tar includes the WAL)"
+  echo "settings:   pgdr zstd level $LEVEL + age, --parallel $PAR; pgBackRest zst 3 + aes-256-cbc, process-max $PAR, start-fast; pg_basebackup -Ft -X fetch client-zstd 3, -c fast (its tar includes the WAL)"
   echo "runs:       $RUNS per measurement (median of the successful ones; ok = successful/runs); page cache warm; sync before each"
   echo "RSS:        max = largest single process (/usr/bin/time -v); tree = peak of the summed RSS of the tool's processes (sampled every 0.2 s, at least max)"
   echo
@@ -545,8 +559,10 @@ line() { printf '%s\n' "$(printf '%.0s-' {1..120})"; }
   printf '  full backup stored size    %6s   target 0.90 .. 1.10  %s\n' "$r" "$(verdict "$r" in 0.90 1.10)"
   printf '  backup peak RSS (tree)     %6s   (max single process: %s)\n' "$(ratio "$(med full-pgdr tree)" "$(med full-pgbr tree)")" "$(ratio "$(med full-pgdr rss)" "$(med full-pgbr rss)")"
   printf '  restore peak RSS (tree)    %6s   (max single process: %s)\n' "$(ratio "$(med restore-pgdr tree)" "$(med restore-pgbr tree)")" "$(ratio "$(med restore-pgdr rss)" "$(med restore-pgbr rss)")"
-  printf '  backup CPU seconds         %6s\n' "$(ratio "$(med full-pgdr cpu)" "$(med full-pgbr cpu)")"
-  printf '  restore CPU seconds        %6s\n' "$(ratio "$(med restore-pgdr cpu)" "$(med restore-pgbr cpu)")"
+  printf '  backup CPU seconds         %6s   (user+sys s: pgdr %s+%s, pgBackRest %s+%s)\n' "$(ratio "$(med full-pgdr cpu)" "$(med full-pgbr cpu)")" \
+    "$(med full-pgdr user)" "$(med full-pgdr sys)" "$(med full-pgbr user)" "$(med full-pgbr sys)"
+  printf '  restore CPU seconds        %6s   (user+sys s: pgdr %s+%s, pgBackRest %s+%s)\n' "$(ratio "$(med restore-pgdr cpu)" "$(med restore-pgbr cpu)")" \
+    "$(med restore-pgdr user)" "$(med restore-pgdr sys)" "$(med restore-pgbr user)" "$(med restore-pgbr sys)"
   printf '  incr time                  %6s   (lower is better)\n' "$(ratio "$(med incr-pgdr wall)" "$(med incr-pgbr wall)")"
   printf '  incr stored size           %6s   (lower is better)\n' "$(ratio "$(med incr-pgdr stored)" "$(med incr-pgbr stored)")"
   echo "  vs pg_basebackup: full backup throughput $(ratio "$(med full-pgbb wall)" "$(med full-pgdr wall)"), stored size $(ratio "$(med full-pgdr stored)" "$(med full-pgbb stored)")"
@@ -560,24 +576,31 @@ line() { printf '%s\n' "$(printf '%.0s-' {1..120})"; }
     echo "  pgdr incr #$i:       ${R[incr-pgdr#$i:phases]:-(no log)}"
     echo "  pgBackRest incr #$i: ${R[incr-pgbr#$i:phases]:-(no log)}"
   done
-  echo "  (pgdr calls pg_backup_stop(true): PostgreSQL waits for the archiver, polling once a second; pgBackRest calls pg_backup_stop(false)"
-  echo "   and polls its repository itself. pgBackRest's start+checks includes its archive check: a restore point, a WAL switch and a wait.)"
+  echo "  (both call pg_backup_stop(false) and poll their repository for the last WAL segment; pgdr's \"pg_backup_stop\" phase is the"
+  echo "   function alone. pgBackRest's start+checks includes its archive check: a restore point, a WAL switch and a wait.)"
   if [ "$DIAG" = 1 ]; then
     echo
     echo "DIAGNOSTICS (one run each; full backups of the same database after the incrementals)"
-    row_diag "full-pgdr#1" "pgdr full, zstd3+age, --parallel $PAR (main run)"
-    row_diag diag-pgdr-p1 "pgdr full, zstd3+age, --parallel 1"
-    row_diag diag-pgdr-noenc "pgdr full, zstd3, no encryption, --parallel $PAR"
+    row_diag "full-pgdr#1" "pgdr full, zstd$LEVEL+age, --parallel $PAR (main run)"
+    row_diag diag-pgdr-p1 "pgdr full, zstd$LEVEL+age, --parallel 1"
+    row_diag diag-pgdr-alt "pgdr full, zstd$ALT_LEVEL+age, --parallel $PAR"
+    row_diag diag-pgdr-noenc "pgdr full, zstd$LEVEL, no encryption, --parallel $PAR"
     row_diag diag-pgdr-plain "pgdr full, no compression, no encryption"
     row_diag "full-pgbr#1" "pgBackRest full, zst3+aes, process-max $PAR (main run)"
     row_diag diag-pgbr-p1 "pgBackRest full, zst3+aes, process-max 1"
     row_diag "restore-pgdr#1" "pgdr restore, --parallel $PAR (main run)"
     row_diag diag-restore-pgdr-p1 "pgdr restore, --parallel 1"
+    row_diag diag-restore-pgdr-alt "pgdr restore of the zstd$ALT_LEVEL backup, --parallel $PAR"
     row_diag "restore-pgbr#1" "pgBackRest restore, process-max $PAR (main run)"
     row_diag diag-restore-pgbr-p1 "pgBackRest restore, process-max 1"
-    for k in diag-pgdr-p1 diag-pgdr-noenc diag-pgdr-plain; do
+    for k in diag-pgdr-p1 diag-pgdr-alt diag-pgdr-noenc diag-pgdr-plain; do
       [ -n "${R[$k:phases]:-}" ] && echo "  $k phases: ${R[$k:phases]}"
     done
+    # The diagnostic full backups see the same database (after the
+    # incrementals): the stored sizes compare.
+    if ok diag-pgbr-p1; then
+      echo "  stored size / pgBackRest's (diagnostic fulls, same database): zstd$LEVEL $(ratio "${R[diag-pgdr-p1:stored]:-}" "${R[diag-pgbr-p1:stored]}"), zstd$ALT_LEVEL $(ratio "${R[diag-pgdr-alt:stored]:-}" "${R[diag-pgbr-p1:stored]}")"
+    fi
   fi
   fails=""
   for k in "${!R[@]}"; do [[ $k == *:error ]] && fails+="${k%:error} "; done

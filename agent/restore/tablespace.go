@@ -1,0 +1,350 @@
+package restore
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/pgdr/pgdr/agent/backup"
+)
+
+// TablespaceResult is where a restore put one tablespace.
+type TablespaceResult struct {
+	OID              string `json:"oid"`
+	Name             string `json:"name,omitempty"`
+	Location         string `json:"location"`
+	OriginalLocation string `json:"original_location"`
+	Relocated        bool   `json:"relocated"`
+}
+
+// relocate returns the manifest as this restore writes it — a copy of m
+// whose Tablespaces are at their final locations and whose TablespaceMap
+// names those locations, so that recovery recreates the pg_tblspc links
+// there — and where each tablespace goes. m itself, and so the backup as
+// stored, is unchanged. Every mistake in o.TablespaceMap and
+// o.TablespaceMapAll (an unknown OID or name, a relative path, two
+// tablespaces at one place, a location inside the data directory) is an
+// error here, before anything is written; o.PGData must be absolute.
+func relocate(m *backup.Manifest, o Options) (*backup.Manifest, []TablespaceResult, error) {
+	moved, err := newLocations(m, o.TablespaceMap, o.TablespaceMapAll)
+	if err != nil {
+		return nil, nil, err
+	}
+	out := *m
+	out.Tablespaces = make([]backup.Tablespace, len(m.Tablespaces))
+	res := make([]TablespaceResult, len(m.Tablespaces))
+	for i, ts := range m.Tablespaces {
+		loc, ok := moved[ts.OID]
+		if !ok {
+			loc = ts.Location
+		}
+		out.Tablespaces[i] = backup.Tablespace{OID: ts.OID, Name: ts.Name, Location: loc}
+		res[i] = TablespaceResult{OID: ts.OID, Name: ts.Name, Location: loc, OriginalLocation: ts.Location, Relocated: ok}
+	}
+	if len(moved) == 0 {
+		return &out, res, nil
+	}
+	if err := checkLocations(out.Tablespaces, moved, o.PGData); err != nil {
+		return nil, nil, err
+	}
+	if out.TablespaceMap, err = rewriteTablespaceMap(m.TablespaceMap, moved); err != nil {
+		return nil, nil, fmt.Errorf("backup %s: %w", m.ID, err)
+	}
+	return &out, res, nil
+}
+
+// newLocations resolves the mappings to OID → new location: an explicit
+// mapping (by OID or name) for the tablespaces it names, all/<name> (or
+// all/<OID>) for the others when all is set.
+func newLocations(m *backup.Manifest, byKey map[string]string, all string) (map[string]string, error) {
+	moved := map[string]string{}
+	if len(byKey) == 0 && all == "" {
+		return moved, nil
+	}
+	if all != "" && !filepath.IsAbs(all) {
+		return nil, fmt.Errorf("--tablespace-map-all %q: not an absolute path", all)
+	}
+	keys := make([]string, 0, len(byKey))
+	for k := range byKey {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	mappedBy := map[string]string{} // OID → the key that mapped it
+	for _, k := range keys {
+		dir := byKey[k]
+		ts, err := findTablespace(m, k)
+		if err != nil {
+			return nil, err
+		}
+		if !filepath.IsAbs(dir) {
+			return nil, fmt.Errorf("--tablespace-map %s=%s: %q is not an absolute path", k, dir, dir)
+		}
+		if prev, dup := mappedBy[ts.OID]; dup {
+			return nil, fmt.Errorf("--tablespace-map: tablespace %s is mapped twice (as %q and as %q)", describe(ts), prev, k)
+		}
+		mappedBy[ts.OID] = k
+		moved[ts.OID] = filepath.Clean(dir)
+	}
+	if all != "" {
+		for _, ts := range m.Tablespaces {
+			if _, ok := moved[ts.OID]; !ok {
+				moved[ts.OID] = filepath.Join(all, dirName(ts))
+			}
+		}
+	}
+	return moved, nil
+}
+
+// findTablespace finds the tablespace whose OID or name is key.
+func findTablespace(m *backup.Manifest, key string) (backup.Tablespace, error) {
+	var found []backup.Tablespace
+	named := false
+	for _, ts := range m.Tablespaces {
+		named = named || ts.Name != ""
+		if ts.OID == key || (ts.Name != "" && ts.Name == key) {
+			found = append(found, ts)
+		}
+	}
+	switch len(found) {
+	case 1:
+		return found[0], nil
+	case 0:
+		if len(m.Tablespaces) == 0 {
+			return backup.Tablespace{}, fmt.Errorf("--tablespace-map %s: backup %s has no tablespaces", key, m.ID)
+		}
+		have := make([]string, len(m.Tablespaces))
+		for i, ts := range m.Tablespaces {
+			have[i] = describe(ts)
+		}
+		hint := ""
+		if !named {
+			hint = "; this backup records no tablespace names (taken by an older pgdr): map by OID"
+		}
+		return backup.Tablespace{}, fmt.Errorf("--tablespace-map %s: backup %s has no tablespace with that OID or name (it has %s)%s",
+			key, m.ID, strings.Join(have, ", "), hint)
+	default:
+		return backup.Tablespace{}, fmt.Errorf("--tablespace-map %s: ambiguous, the OID of tablespace %s and the name of tablespace %s",
+			key, describe(found[0]), describe(found[1]))
+	}
+}
+
+// describe names a tablespace for messages: OID (name).
+func describe(ts backup.Tablespace) string {
+	if ts.Name == "" {
+		return ts.OID
+	}
+	return ts.OID + " (" + ts.Name + ")"
+}
+
+// dirName is the directory --tablespace-map-all puts a tablespace in: its
+// name, or its OID when it has none usable as one directory name.
+func dirName(ts backup.Tablespace) string {
+	n := ts.Name
+	if n == "" || n == "." || n == ".." || strings.ContainsAny(n, "/\x00") {
+		return ts.OID
+	}
+	return n
+}
+
+// checkLocations refuses a relocated tablespace inside the data directory
+// (or around it), and two tablespaces at the same place or one inside the
+// other. Paths are compared with the symbolic links of their existing
+// parts resolved.
+func checkLocations(tss []backup.Tablespace, moved map[string]string, pgdata string) error {
+	data := resolvePath(pgdata)
+	real := make([]string, len(tss))
+	for i, ts := range tss {
+		real[i] = resolvePath(ts.Location)
+		if _, ok := moved[ts.OID]; !ok {
+			continue
+		}
+		if within(real[i], data) {
+			return fmt.Errorf("tablespace %s: the new location %s is inside the data directory %s", describe(ts), ts.Location, pgdata)
+		}
+		if within(data, real[i]) {
+			return fmt.Errorf("tablespace %s: the data directory %s would be inside its new location %s", describe(ts), pgdata, ts.Location)
+		}
+	}
+	for i := range tss {
+		for j := i + 1; j < len(tss); j++ {
+			a, b := tss[i], tss[j]
+			switch {
+			case real[i] == real[j]:
+				return fmt.Errorf("tablespaces %s and %s would both be at %s", describe(a), describe(b), a.Location)
+			case within(real[i], real[j]):
+				return fmt.Errorf("tablespace %s at %s would be inside tablespace %s at %s", describe(a), a.Location, describe(b), b.Location)
+			case within(real[j], real[i]):
+				return fmt.Errorf("tablespace %s at %s would be inside tablespace %s at %s", describe(b), b.Location, describe(a), a.Location)
+			}
+		}
+	}
+	return nil
+}
+
+// within reports whether the clean absolute path p is dir or inside it.
+func within(p, dir string) bool {
+	if p == dir || dir == string(filepath.Separator) {
+		return true
+	}
+	return strings.HasPrefix(p, dir+string(filepath.Separator))
+}
+
+// resolvePath is the clean absolute path p with the symbolic links in its
+// longest existing prefix resolved (the rest does not exist yet).
+func resolvePath(p string) string {
+	p = filepath.Clean(p)
+	rest := ""
+	for cur := p; ; {
+		if r, err := filepath.EvalSymlinks(cur); err == nil {
+			return filepath.Join(r, rest)
+		}
+		parent := filepath.Dir(cur)
+		if parent == cur {
+			return p
+		}
+		rest = filepath.Join(filepath.Base(cur), rest)
+		cur = parent
+	}
+}
+
+// rewriteTablespaceMap returns the tablespace_map spcmap with the path of
+// every tablespace in moved (OID → new location) replaced. The format is
+// PostgreSQL's (do_pg_backup_start writes it, read_tablespace_map reads
+// it): one line per tablespace, "<oid> <path>\n", where a '\\', '\n' or
+// '\r' in the path is preceded by a backslash; the path is everything after
+// the first space, so spaces in it are not escaped. Lines of tablespaces
+// not in moved are kept byte for byte. Every OID in moved must have a line:
+// a tablespace created while the backup ran is not in the map, and the WAL
+// that recovery replays would put it back at its original location.
+func rewriteTablespaceMap(spcmap []byte, moved map[string]string) ([]byte, error) {
+	var out bytes.Buffer
+	seen := map[string]bool{}
+	var line []byte // the current line, de-escaped
+	start := 0      // where the current line starts in spcmap
+	esc := false
+	for i, c := range spcmap {
+		switch {
+		case esc:
+			line = append(line, c)
+			esc = false
+		case c == '\\':
+			esc = true
+		case c == '\n' || c == '\r':
+			raw := spcmap[start : i+1]
+			start = i + 1
+			if len(line) == 0 {
+				out.Write(raw) // an empty line, or the \n of \r\n
+				continue
+			}
+			oid, path, ok := bytes.Cut(line, []byte{' '})
+			if !ok || len(oid) == 0 || len(path) == 0 {
+				return nil, fmt.Errorf("tablespace_map: invalid line %q", line)
+			}
+			if seen[string(oid)] {
+				return nil, fmt.Errorf("tablespace_map: tablespace %s is listed twice", oid)
+			}
+			seen[string(oid)] = true
+			if loc, ok := moved[string(oid)]; ok {
+				out.Write(oid)
+				out.WriteByte(' ')
+				out.WriteString(escapeMapPath(loc))
+				out.WriteByte('\n')
+			} else {
+				out.Write(raw)
+			}
+			line = line[:0]
+		default:
+			line = append(line, c)
+		}
+	}
+	if len(line) > 0 || esc {
+		return nil, errors.New("tablespace_map: the last line is not terminated")
+	}
+	var missing []string
+	for oid := range moved {
+		if !seen[oid] {
+			missing = append(missing, oid)
+		}
+	}
+	if len(missing) > 0 {
+		sort.Strings(missing)
+		return nil, fmt.Errorf("tablespace %s is not in the backup's tablespace_map (created while the backup ran?): recovery would replay it to its original location, so it cannot be relocated",
+			strings.Join(missing, ", "))
+	}
+	return out.Bytes(), nil
+}
+
+// escapeMapPath escapes a path for tablespace_map as PostgreSQL does.
+func escapeMapPath(p string) string {
+	var b strings.Builder
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		if c == '\\' || c == '\n' || c == '\r' {
+			b.WriteByte('\\')
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
+}
+
+// makeLocations creates every tablespace location that does not exist yet,
+// with its missing parents (mode 0700, as pg_basebackup does). Running as
+// root, the parents it creates go to the owner of the data directory's
+// parent, like the restored files (chownToParent), so that PostgreSQL can
+// reach the tablespaces; the new entries are fsynced.
+func makeLocations(m *backup.Manifest, pgdata string) error {
+	var created []string
+	for _, ts := range m.Tablespaces {
+		var missing []string
+		for p := filepath.Clean(ts.Location); ; p = filepath.Dir(p) {
+			if _, err := os.Lstat(p); err == nil || !errors.Is(err, fs.ErrNotExist) || filepath.Dir(p) == p {
+				break
+			}
+			missing = append(missing, p)
+		}
+		if err := os.MkdirAll(ts.Location, 0o700); err != nil {
+			return fmt.Errorf("tablespace %s at %s: %w", ts.OID, ts.Location, err)
+		}
+		created = append(created, missing...)
+	}
+	for _, p := range created {
+		if err := syncDir(filepath.Dir(p)); err != nil {
+			return err
+		}
+	}
+	if os.Geteuid() != 0 || len(created) == 0 {
+		return nil
+	}
+	uid, gid, err := Owner(filepath.Dir(pgdata))
+	if errors.Is(err, fs.ErrNotExist) || (err == nil && uid == 0) {
+		return nil // restored files stay root's too (see chownToParent)
+	}
+	if err != nil {
+		return err
+	}
+	for _, p := range created {
+		if err := os.Lchown(p, int(uid), int(gid)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// syncDir fsyncs a directory.
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("fsync %s: %w", dir, err)
+	}
+	return nil
+}
