@@ -871,14 +871,8 @@ func (w *writer) syncDirs(m *backup.Manifest) error {
 	sort.Slice(dirs, func(i, j int) bool { return len(dirs[i]) > len(dirs[j]) })
 	dirs = append(dirs, filepath.Dir(w.root))
 	for _, d := range dirs {
-		f, err := os.Open(d)
-		if err != nil {
+		if err := syncDir(d); err != nil {
 			return err
-		}
-		err = f.Sync()
-		f.Close()
-		if err != nil {
-			return fmt.Errorf("fsync %s: %w", d, err)
 		}
 	}
 	return nil

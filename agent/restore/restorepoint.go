@@ -3,6 +3,7 @@ package restore
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -90,7 +91,7 @@ func findRestorePoint(ctx context.Context, d Deps, ms []*backup.Manifest, name s
 	began := time.Now()
 	a := &walArchive{cluster: d.Cfg.Cluster, repos: d.Repos, ids: d.Identities, log: d.Log}
 	cands := slices.Clone(ms)
-	slices.SortStableFunc(cands, func(x, y *backup.Manifest) int { return compareLSN(x.StartLSN, y.StartLSN) })
+	slices.SortStableFunc(cands, func(x, y *backup.Manifest) int { return cmp.Compare(x.StartLSN, y.StartLSN) })
 	segSize := cands[0].SegmentSize
 	if segSize == 0 {
 		segSize = wal.DefaultSegmentSize
@@ -215,16 +216,6 @@ func notReached(name string, cands []*backup.Manifest, stuck *stuckAt, rr *wal.R
 	}
 	return fmt.Errorf("no restore point named %q in the archived WAL after the start of %s (%s, timeline %d): the archived WAL ends at %s (%s)%s",
 		name, what, cands[0].StartLSN, cands[0].Timeline, at, why, hint)
-}
-
-func compareLSN(a, b wal.LSN) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // tlSpan is the part of a timeline history that is on one timeline:

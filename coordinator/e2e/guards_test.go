@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"regexp"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/pgdr/pgdr/coordinator/ctl"
 	"github.com/pgdr/pgdr/pkg/testutil"
+	"github.com/pgdr/pgdr/pkg/wal"
 )
 
 // countEvents counts history events of kind whose message contains sub.
@@ -38,28 +38,6 @@ func (l *lab) leaderName() (string, error) {
 		}
 	}
 	return "", fmt.Errorf("no leader in status")
-}
-
-// holdNoFailover checks, every 500 ms for d, that pg-a1 stays the recorded
-// primary at epoch, and returns the failover judgements seen.
-func (l *lab) holdNoFailover(t *testing.T, d time.Duration, epoch uint64) []string {
-	t.Helper()
-	var seen []string
-	start := time.Now()
-	for time.Since(start) < d {
-		c, err := l.clusterNow()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if c.Primary != "pg-a1" || c.Epoch != epoch {
-			t.Fatalf("%s into the hold: primary %s at epoch %d (failover: %s)", time.Since(start).Round(time.Millisecond), c.Primary, c.Epoch, c.Failover)
-		}
-		if len(seen) == 0 || seen[len(seen)-1] != c.Failover {
-			seen = append(seen, c.Failover)
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
-	return seen
 }
 
 // TestFailoverGuards: the primary dies while the cluster is in maintenance
@@ -126,8 +104,9 @@ func TestFailoverGuards(t *testing.T) {
 		a2, _ := labMember(c, "pg-a2")
 		// Compare with the primary's position: pg-a2 close, pg-b1 > 1 MiB
 		// behind (the default maximum_lag_on_failover).
-		a2LSN, b1LSN := lsnBytes(a2.ReceiveLSN), lsnBytes(b1.ReceiveLSN)
-		return primaryLSN-a2LSN < 64<<10 && primaryLSN-b1LSN > 2<<20, fmt.Errorf("primary at %.0f, pg-a2 received %s, pg-b1 %s", primaryLSN, a2.ReceiveLSN, b1.ReceiveLSN)
+		a2LSN, _ := wal.ParseLSN(a2.ReceiveLSN)
+		b1LSN, _ := wal.ParseLSN(b1.ReceiveLSN)
+		return primaryLSN-float64(a2LSN) < 64<<10 && primaryLSN-float64(b1LSN) > 2<<20, fmt.Errorf("primary at %.0f, pg-a2 received %s, pg-b1 %s", primaryLSN, a2.ReceiveLSN, b1.ReceiveLSN)
 	})
 	// The leader's last sample of pg-a1 must be after the pad too: wait a
 	// couple of report intervals.
@@ -137,7 +116,7 @@ func TestFailoverGuards(t *testing.T) {
 	killed := l.killNode(t, "pg-a1")
 
 	// 1. Paused: no promotion, reported.
-	seen := l.holdNoFailover(t, labLeaseTTL+5*time.Second, epoch)
+	seen := l.holdNoFailover(t, labLeaseTTL+5*time.Second, epoch, nil)
 	t.Logf("paused, pg-a1 killed: judgements %q", seen)
 	if !strings.Contains(strings.Join(seen, "\n"), "cluster paused") {
 		t.Fatalf("the judgement never said the cluster is paused: %q", seen)
@@ -161,7 +140,7 @@ func TestFailoverGuards(t *testing.T) {
 			t.Fatalf("judgement %q does not say %q", judgement, want)
 		}
 	}
-	seen = l.holdNoFailover(t, 5*time.Second, epoch)
+	seen = l.holdNoFailover(t, 5*time.Second, epoch, nil)
 	t.Logf("resumed: judgements %q", seen)
 	var refusal *ctl.EventJSON
 	h := l.history(t)
@@ -193,20 +172,6 @@ func TestFailoverGuards(t *testing.T) {
 	checker.finish(t)
 }
 
-// lsnBytes parses "X/Y" into a byte position (0 when empty or malformed).
-func lsnBytes(s string) float64 {
-	hi, lo, ok := strings.Cut(s, "/")
-	if !ok {
-		return 0
-	}
-	h, err1 := strconv.ParseUint(hi, 16, 32)
-	l, err2 := strconv.ParseUint(lo, 16, 32)
-	if err1 != nil || err2 != nil {
-		return 0
-	}
-	return float64(h<<32 | l)
-}
-
 // TestFailoverLeaderKilledMidway: the coordinator leader is killed after
 // it recorded the new primary in Raft and before it ordered the promotion
 // (failover.pause_before_promote holds it there). The next leader finds
@@ -231,11 +196,11 @@ func TestFailoverLeaderKilledMidway(t *testing.T) {
 
 	var cand string
 	testutil.WaitFor(t, 60*time.Second, "the new primary recorded in Raft, its promotion not ordered yet", func() (bool, error) {
-		out, err := l.ctl("history", "--cluster", "main", "--json")
+		h, err := l.tryHistory()
 		if err != nil {
-			return false, nil
+			return false, nil // status answers slowly while the leader changes
 		}
-		for _, ev := range parseHistory(out) {
+		for _, ev := range h {
 			if ev.Kind == "failover-step" && ev.Epoch == epoch+1 && strings.Contains(ev.Message, "recorded as primary; ordering it to promote") {
 				cand = ev.Node
 				return true, nil
@@ -263,12 +228,9 @@ func TestFailoverLeaderKilledMidway(t *testing.T) {
 	}
 	var h []ctl.EventJSON
 	testutil.WaitFor(t, 90*time.Second, "the failover's result", func() (bool, error) {
-		out, err := l.ctl("history", "--cluster", "main", "--json")
-		if err != nil {
-			return false, err
-		}
-		h = parseHistory(out)
-		return countEvents(h, "failover-result", "") > 0, nil
+		var err error
+		h, err = l.tryHistory()
+		return err == nil && countEvents(h, "failover-result", "") > 0, err
 	})
 	other := "pg-b1"
 	if cand == "pg-b1" {
@@ -300,13 +262,4 @@ func TestFailoverLeaderKilledMidway(t *testing.T) {
 	}
 	l.waitTable(t, other, "after_failover", 60*time.Second)
 	checker.finish(t)
-}
-
-// parseHistory decodes `pgdrctl history --json` (nil when it does not parse).
-func parseHistory(out []byte) []ctl.EventJSON {
-	var h ctl.HistoryJSON
-	if err := json.Unmarshal(out, &h); err != nil {
-		return nil
-	}
-	return h.Events
 }

@@ -158,3 +158,39 @@ func (l *lab) tryWriteWithin(node, table string, d time.Duration) bool {
 	_, err = conn.Exec(ctx, "INSERT INTO "+table+" (node) VALUES ($1)", node)
 	return err == nil
 }
+
+// holdNoFailover checks, every 500 ms for d, that pg-a1 stays the recorded
+// primary at epoch (and whatever each checks, when given), and returns the
+// distinct failover judgements status showed, in order.
+func (l *lab) holdNoFailover(t *testing.T, d time.Duration, epoch uint64, each func(elapsed time.Duration)) []string {
+	t.Helper()
+	var seen []string
+	start := time.Now()
+	for time.Since(start) < d {
+		c, err := l.clusterNow()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Primary != "pg-a1" || c.Epoch != epoch {
+			t.Fatalf("%s into the hold: primary %s at epoch %d (failover: %s)", time.Since(start).Round(time.Millisecond), c.Primary, c.Epoch, c.Failover)
+		}
+		if len(seen) == 0 || seen[len(seen)-1] != c.Failover {
+			seen = append(seen, c.Failover)
+		}
+		if each != nil {
+			each(time.Since(start))
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	return seen
+}
+
+// judgementWith returns the last judgement containing sub ("" if none).
+func judgementWith(seen []string, sub string) string {
+	for i := len(seen) - 1; i >= 0; i-- {
+		if strings.Contains(seen[i], sub) {
+			return seen[i]
+		}
+	}
+	return ""
+}

@@ -1,9 +1,9 @@
 package e2e
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -240,22 +240,18 @@ func recordedSyncAtFailover(l *lab, epoch uint64) ([]string, error) {
 // recordedSyncAt is the sync_standbys recorded before the first event
 // stop accepts (the last recorded when none does).
 func recordedSyncAt(l *lab, stop func(ctl.EventJSON) bool) ([]string, error) {
-	out, err := l.ctl("history", "--cluster", "main", "--json")
+	h, err := l.tryHistory()
 	if err != nil {
 		return nil, err
 	}
-	var h ctl.HistoryJSON
-	if err := json.Unmarshal(out, &h); err != nil {
-		return nil, err
-	}
-	slices.SortFunc(h.Events, func(a, b ctl.EventJSON) int { return int(a.Seq) - int(b.Seq) })
+	slices.SortFunc(h, func(a, b ctl.EventJSON) int { return cmp.Compare(a.Seq, b.Seq) })
 	var last *ctl.EventJSON
-	for i := range h.Events {
-		if stop(h.Events[i]) {
+	for i := range h {
+		if stop(h[i]) {
 			break
 		}
-		if h.Events[i].Kind == "sync-standbys-set" {
-			last = &h.Events[i]
+		if h[i].Kind == "sync-standbys-set" {
+			last = &h[i]
 		}
 	}
 	if last == nil {

@@ -238,6 +238,19 @@ func (f *FSM) ScanHistory(cluster string, fn func(ev *pgdrv1.HistoryEvent)) {
 	})
 }
 
+// ScanHistoryBack calls fn for each history event of cluster ("" = all),
+// newest first, until fn returns false; same rules as ScanHistory. For
+// checks that only need the latest events of some kind.
+func (f *FSM) ScanHistoryBack(cluster string, fn func(ev *pgdrv1.HistoryEvent) bool) {
+	f.Read(func(st *pgdrv1.State) {
+		for i := len(st.History) - 1; i >= 0; i-- {
+			if ev := st.History[i]; (cluster == "" || ev.Cluster == cluster) && !fn(ev) {
+				return
+			}
+		}
+	})
+}
+
 // Clusters returns deep copies of every cluster, without the history (which
 // State would copy too): for the leader's periodic checks and status.
 func (f *FSM) Clusters() map[string]*pgdrv1.Cluster {

@@ -73,10 +73,12 @@ func (s *Server) failoverInput(c *pgdrv1.Cluster, samples map[memberKey]sample, 
 	if le, ok := s.leases.get(c.Name); ok && le.epoch == c.Epoch && le.holder == c.Primary {
 		in.LeaseExpiresAt = le.expires
 	}
-	s.fsm.ScanHistory(c.Name, func(ev *pgdrv1.HistoryEvent) {
-		if countsAsFailover(ev.Kind) && ev.Time != nil && ev.Time.AsTime().After(in.LastFailoverAt) {
-			in.LastFailoverAt = ev.Time.AsTime()
+	s.fsm.ScanHistoryBack(c.Name, func(ev *pgdrv1.HistoryEvent) bool {
+		if countsAsFailover(ev.Kind) && ev.Time != nil {
+			in.LastFailoverAt = ev.Time.AsTime() // the newest one
+			return false
 		}
+		return true
 	})
 	for name, m := range c.Members {
 		fm := failover.Member{Name: name, Region: m.Region, Tags: m.Tags, Priority: m.Priority}

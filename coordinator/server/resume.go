@@ -41,19 +41,24 @@ type pendingFailover struct {
 	reason string
 }
 
-// pendingFailover returns cluster's unfinished failover, or nil.
+// pendingFailover returns cluster's unfinished failover, or nil: the
+// newest of its failover intents, results and switchover intents, if that
+// is an intent. (It runs on every leader tick: it reads back from the
+// newest event and stops at the first of those.)
 func (s *Server) pendingFailover(cluster string) *pendingFailover {
 	var p *pendingFailover
-	s.fsm.ScanHistory(cluster, func(ev *pgdrv1.HistoryEvent) {
+	s.fsm.ScanHistoryBack(cluster, func(ev *pgdrv1.HistoryEvent) bool {
 		switch ev.GetKind() {
 		case kindFailoverIntent, kindManualIntent:
 			p = &pendingFailover{cand: ev.GetNode(), old: ev.GetDetails()["old_primary"], epoch: ev.GetEpoch(), reason: ev.GetMessage()}
 			if ev.GetKind() == kindManualIntent {
 				p.prefix = manualPrefix
 			}
+			return false
 		case kindFailoverResult, kindManualResult, kindSwitchoverIntent:
-			p = nil
+			return false
 		}
+		return true
 	})
 	return p
 }
