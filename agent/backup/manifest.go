@@ -87,7 +87,8 @@ type File struct {
 	MTime  time.Time `json:"mtime"`
 	Kind   string    `json:"kind"`
 	Object string    `json:"object,omitempty"` // key under the cluster, "" when nothing is stored (empty file, no changed page)
-	SHA256 string    `json:"sha256,omitempty"` // of the object's plaintext
+	SHA256 string    `json:"sha256,omitempty"` // of the object's plaintext (objects of pgdr before BLAKE3)
+	BLAKE3 string    `json:"blake3,omitempty"` // of the object's plaintext
 	Stored int64     `json:"stored,omitempty"` // bytes stored in one repository
 	Pages  int       `json:"pages,omitempty"`  // delta: pages stored
 	// Refs are the backups whose objects build this file, oldest first:
@@ -106,15 +107,50 @@ type Part struct {
 	Offset int64  `json:"offset"`
 	Size   int64  `json:"size"` // bytes of the file read for this part
 	Object string `json:"object"`
-	SHA256 string `json:"sha256"`
+	// The checksum of the object's plaintext: BLAKE3 in backups since
+	// objects have a BLAKE3 trailer, SHA-256 in earlier ones.
+	SHA256 string `json:"sha256,omitempty"`
+	BLAKE3 string `json:"blake3,omitempty"`
 	Stored int64  `json:"stored"`
+}
+
+// Checksum is the checksum the manifest records for the part's plaintext.
+func (p Part) Checksum() objstream.Checksum {
+	if p.BLAKE3 != "" {
+		return objstream.ChecksumBLAKE3
+	}
+	return objstream.ChecksumSHA256
+}
+
+// setSum records a checksum of the object's plaintext.
+func (p *Part) setSum(s objstream.Sum) {
+	p.SHA256, p.BLAKE3 = "", ""
+	if s.Alg == objstream.ChecksumBLAKE3 {
+		p.BLAKE3 = s.Hex()
+	} else {
+		p.SHA256 = s.Hex()
+	}
+}
+
+// CheckSum compares the checksum a reader verified for the object with
+// the one the manifest records: an object whose trailer is intact but is
+// not the object the manifest names (or is hashed differently) fails.
+func (p Part) CheckSum(got objstream.Sum) error {
+	want := p.SHA256
+	if p.BLAKE3 != "" {
+		want = p.BLAKE3
+	}
+	if got.Alg != p.Checksum() || got.Hex() != want {
+		return fmt.Errorf("content checksum %s, manifest says %s:%s: %w", got, p.Checksum(), want, objstream.ErrCorrupt)
+	}
+	return nil
 }
 
 // Objects lists the objects holding this file's data in this backup, with
 // their checksums: the single Object, or every part.
 func (f File) Objects() []Part {
 	if f.Object != "" {
-		return []Part{{Offset: 0, Size: f.Size, Object: f.Object, SHA256: f.SHA256, Stored: f.Stored}}
+		return []Part{{Offset: 0, Size: f.Size, Object: f.Object, SHA256: f.SHA256, BLAKE3: f.BLAKE3, Stored: f.Stored}}
 	}
 	return f.Parts
 }

@@ -3,7 +3,6 @@ package backup
 import (
 	"context"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -45,6 +44,11 @@ type Options struct {
 	Progress     io.Writer     // progress lines, nil for none
 	MaxRate      int64         // bytes per second read from the data directory (0 = unlimited), to spare the server's I/O
 	PartSize     int64         // files larger than this are stored as parts read in parallel (default PartSize)
+	// Checksum is the hash of every object's plaintext, in its trailer
+	// and in the manifest: objstream.ChecksumBLAKE3 (the default) or
+	// objstream.ChecksumSHA256 (a FIPS-approved hash, about half as
+	// fast; also what pgdr wrote before BLAKE3, and all it can restore).
+	Checksum objstream.Checksum
 }
 
 // Deps are what Take works with.
@@ -107,6 +111,13 @@ func Take(ctx context.Context, d Deps, o Options) (*Manifest, error) {
 	}
 	if o.PartSize <= 0 {
 		o.PartSize = PartSize
+	}
+	switch o.Checksum {
+	case "":
+		o.Checksum = objstream.ChecksumBLAKE3
+	case objstream.ChecksumBLAKE3, objstream.ChecksumSHA256:
+	default:
+		return nil, fmt.Errorf("unknown checksum %q (blake3 or sha256)", o.Checksum)
 	}
 	if o.PartSize%pgpage.BlockSize != 0 {
 		return nil, fmt.Errorf("part size %d is not a multiple of the %d-byte page", o.PartSize, pgpage.BlockSize)
@@ -187,7 +198,7 @@ func Take(ctx context.Context, d Deps, o Options) (*Manifest, error) {
 		threshold = parent.StartLSN
 	}
 	c := &copier{d: d, m: m, srv: srv, threshold: threshold, parentFiles: parentFiles, pool: &objstream.Pool{},
-		maxRate: o.MaxRate, start: time.Now(), partSize: o.PartSize}
+		maxRate: o.MaxRate, start: time.Now(), partSize: o.PartSize, checksum: o.Checksum}
 	for _, f := range w.files {
 		c.total.Add(f.info.Size())
 	}
@@ -425,7 +436,8 @@ type copier struct {
 	pool        *objstream.Pool
 
 	total, done atomic.Int64
-	partSize    int64     // files larger than this are stored in parts
+	partSize    int64 // files larger than this are stored in parts
+	checksum    objstream.Checksum
 	maxRate     int64     // bytes per second read from the data directory, 0 = unlimited
 	start       time.Time // when copying began (for maxRate)
 	mu          sync.Mutex
@@ -697,7 +709,7 @@ func (c *copier) copyTask(ctx context.Context, t task, up *uploads) (partResult,
 	}
 	if ok {
 		res.part.Object = key[len(c.m.Cluster)+1:]
-		res.part.SHA256 = hex.EncodeToString(sum)
+		res.part.setSum(sum)
 		res.part.Stored = stored
 	}
 	return res, nil
@@ -735,7 +747,7 @@ func (c *copier) mergeParts(results []partResult) []File {
 		}
 		// A file stored as one object keeps the compact form.
 		if len(f.Parts) == 1 && f.Parts[0].Offset == 0 && !strings.Contains(f.Parts[0].Object, ".pgdr-part-") {
-			f.Object, f.SHA256 = f.Parts[0].Object, f.Parts[0].SHA256
+			f.Object, f.SHA256, f.BLAKE3 = f.Parts[0].Object, f.Parts[0].SHA256, f.Parts[0].BLAKE3
 			f.Parts = nil
 		}
 	}
@@ -828,7 +840,7 @@ func (c *copier) checkPage(fh *os.File, rel string, rf pgpage.RelFile, page []by
 // relation segment does not leave the other cores idle.
 const PartSize = 128 << 20
 
-func (c *copier) putAll(ctx context.Context, key string, size int64, produce func(io.Writer) error, up *uploads) (stored int64, sum []byte, ok bool, err error) {
+func (c *copier) putAll(ctx context.Context, key string, size int64, produce func(io.Writer) error, up *uploads) (stored int64, sum objstream.Sum, ok bool, err error) {
 	repos := c.d.Repos
 	pws := make([]*io.PipeWriter, len(repos))
 	errs := make([]error, len(repos))
@@ -852,13 +864,14 @@ func (c *copier) putAll(ctx context.Context, key string, size int64, produce fun
 		// already keep the CPUs busy, and zstd's asynchronous block
 		// encoding cost about 15% more CPU for the same output.
 		opts := keys.StreamOptions(c.d.Cfg, c.d.Recipients)
+		opts.Checksum = c.checksum
 		var err error
 		enc, err = c.pool.NewWriter(counter, opts)
 		return enc, err
 	}}
 	err = produce(lazy)
 	if lazy.w == nil && lazy.err == nil {
-		return 0, nil, false, err
+		return 0, objstream.Sum{}, false, err
 	}
 	if err == nil {
 		err = lazy.err
@@ -888,14 +901,14 @@ func (c *copier) putAll(ctx context.Context, key string, size int64, produce fun
 	}
 	if err != nil {
 		wg.Wait()
-		return 0, nil, false, fmt.Errorf("storing %s: %w", key, err)
+		return 0, objstream.Sum{}, false, fmt.Errorf("storing %s: %w", key, err)
 	}
 	if counter.n <= asyncStored {
 		up.finish(finish)
 	} else if err := finish(); err != nil {
-		return 0, nil, false, err
+		return 0, objstream.Sum{}, false, err
 	}
-	return counter.n, enc.SHA256(), true, nil
+	return counter.n, enc.Sum(), true, nil
 }
 
 // lazyWriter calls start on the first Write and writes through what it returns.

@@ -14,6 +14,7 @@ import (
 	"github.com/pgdr/pgdr/agent/backup"
 	"github.com/pgdr/pgdr/agent/restore"
 	"github.com/pgdr/pgdr/pkg/keys"
+	"github.com/pgdr/pgdr/pkg/objstream"
 	"github.com/pgdr/pgdr/pkg/repo"
 	"github.com/pgdr/pgdr/pkg/wal"
 )
@@ -44,12 +45,17 @@ needs is archived: until then the backup does not exist.`, true).withJSON()
 	walTimeout := f.Duration("wal-timeout", 10*time.Minute, "how long to wait for the WAL the backup needs to be archived")
 	progress := f.Bool("progress", isTerminal(e.stderr), "print progress (default: when stderr is a terminal)")
 	partMB := f.Int("part-size", backup.PartSize>>20, "files larger than this many MiB are stored as parts read, compressed and restored in parallel")
+	checksum := f.String("checksum", string(objstream.ChecksumBLAKE3), "hash recorded for every stored object: blake3, or sha256 (FIPS-approved, slower; restorable by pgdr before BLAKE3)")
 	maxRate := f.Float64("max-rate", 0, "limit reading the data directory to this many MB/s (0 = no limit), to spare the server's disks")
 	if _, code, ok := f.parse(args, 0); !ok {
 		return code
 	}
 	if *partMB < 1 {
 		fmt.Fprintln(e.stderr, "pgdr-agent backup: --part-size must be at least 1 (MiB)")
+		return ExitUsage
+	}
+	if *checksum != string(objstream.ChecksumBLAKE3) && *checksum != string(objstream.ChecksumSHA256) {
+		fmt.Fprintf(e.stderr, "pgdr-agent backup: --checksum %q: want blake3 or sha256\n", *checksum)
 		return ExitUsage
 	}
 	if *maxRate < 0 {
@@ -71,7 +77,8 @@ needs is archived: until then the backup does not exist.`, true).withJSON()
 		return ExitFailure
 	}
 	o := backup.Options{Type: *typ, FromStandby: *standby, Label: *label, Parallel: *parallel,
-		AllowCorrupt: *allowCorrupt, PrimaryDSN: *primary, WALTimeout: *walTimeout, MaxRate: int64(*maxRate * 1e6), PartSize: int64(*partMB) << 20}
+		AllowCorrupt: *allowCorrupt, PrimaryDSN: *primary, WALTimeout: *walTimeout, MaxRate: int64(*maxRate * 1e6), PartSize: int64(*partMB) << 20,
+		Checksum: objstream.Checksum(*checksum)}
 	if *progress {
 		o.Progress = e.stderr
 	}

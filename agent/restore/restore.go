@@ -3,7 +3,6 @@ package restore
 import (
 	"context"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -785,8 +784,8 @@ func (w *writer) applyObject(ctx context.Context, fh *os.File, kind string, o ba
 	// The stream verified its own trailer at EOF; its checksum must also
 	// be the one the manifest recorded (the right object, not just an
 	// intact one).
-	if got := hex.EncodeToString(or.SHA256()); got != o.SHA256 {
-		return fmt.Errorf("repository %s: object %s: content checksum %s, manifest says %s: %w", w.r.Name, key, got, o.SHA256, objstream.ErrCorrupt)
+	if err := o.CheckSum(or.Sum()); err != nil {
+		return fmt.Errorf("repository %s: object %s: %w", w.r.Name, key, err)
 	}
 	return nil
 }

@@ -19,7 +19,7 @@ import (
 // library's 8 MiB window at the default level.
 func legacyObject(t testing.TB, data []byte, rcpt age.Recipient) []byte {
 	t.Helper()
-	h := Header{Version: Version, Compression: CompressionZstd, Encryption: EncryptionNone, PlainSize: -1, Created: time.Now()}
+	h := Header{Version: 1, Checksum: ChecksumSHA256, Compression: CompressionZstd, Encryption: EncryptionNone, PlainSize: -1, Created: time.Now()}
 	if rcpt != nil {
 		h.Encryption = EncryptionAge
 	}
@@ -43,7 +43,7 @@ func legacyObject(t testing.TB, data []byte, rcpt age.Recipient) []byte {
 	}
 	sum := sha256.Sum256(data)
 	zw.Write(data)
-	zw.Write(appendTrailer(nil, int64(len(data)), sum[:]))
+	zw.Write(appendTrailer(nil, 1, int64(len(data)), sum[:]))
 	if err := zw.Close(); err != nil {
 		t.Fatal(err)
 	}

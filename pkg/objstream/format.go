@@ -2,14 +2,18 @@ package objstream
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"hash/crc32"
 	"io"
 	"time"
+
+	"github.com/zeebo/blake3"
 )
 
 // Sentinel errors. Errors returned by this package wrap one of these (with
@@ -25,8 +29,10 @@ var (
 
 // Format constants.
 const (
-	// Version is the format version this package writes.
-	Version = 1
+	// Version is the newest format version this package reads and
+	// writes. Objects with a SHA-256 trailer are written as version 1
+	// (readable by every pgdr), objects with a BLAKE3 trailer as version 2.
+	Version = 2
 
 	// Compression values.
 	CompressionZstd = "zstd"
@@ -41,17 +47,58 @@ const (
 	// TrailerSize is the size of the trailer after the plaintext.
 	TrailerSize = 48
 
-	magic        = "PGDROBJ"
-	trailerMagic = "PGDRSUM\x01"
-	prefixSize   = len(magic) + 1 + 4 // magic, version, N
-	crcSize      = 4
-	sha256Size   = 32
+	magic          = "PGDROBJ"
+	trailerMagicV1 = "PGDRSUM\x01"
+	trailerMagicV2 = "PGDRSUM\x02"
+	prefixSize     = len(magic) + 1 + 4 // magic, version, N
+	crcSize        = 4
+	sumSize        = 32 // SHA-256 and BLAKE3-256
 )
+
+// Checksum names the hash of the plaintext recorded in an object's
+// trailer.
+type Checksum string
+
+// Checksums.
+const (
+	// ChecksumSHA256 is SHA-256 (format version 1, and version 2 objects
+	// that name it).
+	ChecksumSHA256 Checksum = "sha256"
+	// ChecksumBLAKE3 is BLAKE3 with a 256-bit output (format version 2):
+	// a cryptographic hash about twice as fast as hardware SHA-256 on
+	// the machines pgdr runs on, used for base-backup data.
+	ChecksumBLAKE3 Checksum = "blake3"
+)
+
+// newHash returns a hash for c; c must be valid.
+func (c Checksum) newHash() hash.Hash {
+	if c == ChecksumBLAKE3 {
+		return blake3.New()
+	}
+	return sha256.New()
+}
+
+func (c Checksum) valid() bool { return c == ChecksumSHA256 || c == ChecksumBLAKE3 }
+
+// Sum is a plaintext checksum and the hash it was made with.
+type Sum struct {
+	Alg   Checksum
+	Bytes []byte
+}
+
+// Hex returns the checksum in lower-case hex.
+func (s Sum) Hex() string { return hex.EncodeToString(s.Bytes) }
+
+// String returns "alg:hex".
+func (s Sum) String() string { return string(s.Alg) + ":" + s.Hex() }
 
 // Header is the cleartext header of an object.
 type Header struct {
-	// Version is the format version (1).
+	// Version is the format version (1 or 2).
 	Version int
+	// Checksum is the hash of the plaintext in the trailer: SHA-256 in
+	// version 1, the header's "checksum" member in version 2.
+	Checksum Checksum
 	// Compression is CompressionZstd or CompressionNone.
 	Compression string
 	// Encryption is EncryptionAge or EncryptionNone.
@@ -68,6 +115,7 @@ type Header struct {
 
 // headerJSON is the wire form of the JSON header.
 type headerJSON struct {
+	Checksum    string `json:"checksum,omitempty"` // version 2, required there
 	Compression string `json:"compression"`
 	Encryption  string `json:"encryption"`
 	PlainSize   *int64 `json:"plain_size,omitempty"`
@@ -85,6 +133,9 @@ func marshalHeader(h Header) ([]byte, error) {
 	hj := headerJSON{
 		Compression: h.Compression,
 		Encryption:  h.Encryption,
+	}
+	if h.Version >= 2 {
+		hj.Checksum = string(h.Checksum)
 	}
 	if h.PlainSize >= 0 {
 		size := h.PlainSize
@@ -105,7 +156,7 @@ func marshalHeader(h Header) ([]byte, error) {
 	}
 	buf := make([]byte, 0, prefixSize+len(js)+crcSize)
 	buf = append(buf, magic...)
-	buf = append(buf, Version)
+	buf = append(buf, byte(h.Version))
 	buf = binary.BigEndian.AppendUint32(buf, uint32(len(js)))
 	buf = append(buf, js...)
 	buf = binary.BigEndian.AppendUint32(buf, crc32c(buf))
@@ -128,8 +179,9 @@ func ReadHeader(r io.Reader) (Header, error) {
 	if string(prefix[:len(magic)]) != magic {
 		return Header{}, fmt.Errorf("%w: bad magic %q (not a pgdr object)", ErrCorrupt, prefix[:len(magic)])
 	}
-	if v := prefix[len(magic)]; v != Version {
-		return Header{}, fmt.Errorf("%w: unsupported format version %d (this build reads version %d)", ErrCorrupt, v, Version)
+	v := prefix[len(magic)]
+	if v < 1 || v > Version {
+		return Header{}, fmt.Errorf("%w: unsupported format version %d (this build reads versions 1 to %d)", ErrCorrupt, v, Version)
 	}
 	n := binary.BigEndian.Uint32(prefix[len(magic)+1:])
 	if n == 0 || n > MaxHeaderJSON {
@@ -144,10 +196,10 @@ func ReadHeader(r io.Reader) (Header, error) {
 	if got := binary.BigEndian.Uint32(rest[n:]); got != crc {
 		return Header{}, fmt.Errorf("%w: header checksum mismatch (stored %08x, computed %08x)", ErrCorrupt, got, crc)
 	}
-	return parseHeaderJSON(js)
+	return parseHeaderJSON(int(v), js)
 }
 
-func parseHeaderJSON(js []byte) (Header, error) {
+func parseHeaderJSON(version int, js []byte) (Header, error) {
 	var hj headerJSON
 	dec := json.NewDecoder(bytes.NewReader(js))
 	if err := dec.Decode(&hj); err != nil {
@@ -157,10 +209,19 @@ func parseHeaderJSON(js []byte) (Header, error) {
 		return Header{}, fmt.Errorf("%w: header JSON: trailing data", ErrCorrupt)
 	}
 	h := Header{
-		Version:     Version,
+		Version:     version,
+		Checksum:    ChecksumSHA256,
 		Compression: hj.Compression,
 		Encryption:  hj.Encryption,
 		PlainSize:   -1,
+	}
+	if version >= 2 {
+		// A version 1 object has no checksum member (and a version 1
+		// reader ignores one): only version 2 objects name their hash.
+		h.Checksum = Checksum(hj.Checksum)
+		if !h.Checksum.valid() {
+			return Header{}, fmt.Errorf("%w: unknown checksum %q in a version %d header", ErrCorrupt, hj.Checksum, version)
+		}
 	}
 	switch h.Compression {
 	case CompressionZstd, CompressionNone:
@@ -180,8 +241,11 @@ func parseHeaderJSON(js []byte) (Header, error) {
 	}
 	if hj.PlainSHA256 != "" {
 		sum, err := hex.DecodeString(hj.PlainSHA256)
-		if err != nil || len(sum) != sha256Size {
+		if err != nil || len(sum) != sumSize {
 			return Header{}, fmt.Errorf("%w: invalid plain_sha256 %q", ErrCorrupt, hj.PlainSHA256)
+		}
+		if h.Checksum != ChecksumSHA256 {
+			return Header{}, fmt.Errorf("%w: plain_sha256 in an object whose checksum is %s", ErrCorrupt, h.Checksum)
 		}
 		h.PlainSHA256 = sum
 	}
@@ -205,10 +269,18 @@ func readErr(what string, err error) error {
 	return fmt.Errorf("objstream: %s: %w", what, err)
 }
 
-// appendTrailer appends the 48-byte trailer for a plaintext of length n and
-// SHA-256 sum.
-func appendTrailer(dst []byte, n int64, sum []byte) []byte {
-	dst = append(dst, trailerMagic...)
+// trailerMagic is the trailer's magic in an object of the given version.
+func trailerMagic(version int) string {
+	if version >= 2 {
+		return trailerMagicV2
+	}
+	return trailerMagicV1
+}
+
+// appendTrailer appends the 48-byte trailer of a version's object for a
+// plaintext of length n and checksum sum.
+func appendTrailer(dst []byte, version int, n int64, sum []byte) []byte {
+	dst = append(dst, trailerMagic(version)...)
 	dst = binary.BigEndian.AppendUint64(dst, uint64(n))
 	return append(dst, sum...)
 }

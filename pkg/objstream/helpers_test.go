@@ -161,8 +161,8 @@ func decodeWriteTo(obj []byte, ids []age.Identity) ([]byte, error) {
 		}
 	}
 	n, err := r.WriteTo(&buf)
-	if err == nil && r.SHA256() == nil {
-		return nil, errors.New("WriteTo returned nil but SHA256 is nil")
+	if err == nil && r.Sum().Bytes == nil {
+		return nil, errors.New("WriteTo returned nil but Sum is nil")
 	}
 	if int(n) > buf.Len() {
 		return nil, fmt.Errorf("WriteTo reported %d bytes, wrote fewer", n)

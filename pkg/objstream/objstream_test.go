@@ -173,10 +173,13 @@ func TestReadHeaderOnly(t *testing.T) {
 	}
 }
 
-// rawObject builds an object from a JSON header and a body, with a correct
-// header CRC.
-func rawObject(js string, body []byte) []byte {
-	b := append([]byte(magic), Version)
+// rawObject builds a version 1 object from a JSON header and a body, with
+// a correct header CRC.
+func rawObject(js string, body []byte) []byte { return rawObjectV(1, js, body) }
+
+// rawObjectV is rawObject for a given format version.
+func rawObjectV(version byte, js string, body []byte) []byte {
+	b := append([]byte(magic), version)
 	b = binary.BigEndian.AppendUint32(b, uint32(len(js)))
 	b = append(b, js...)
 	b = binary.BigEndian.AppendUint32(b, crc32c(b))
@@ -186,7 +189,7 @@ func rawObject(js string, body []byte) []byte {
 func TestHeaderJSONRules(t *testing.T) {
 	data := []byte("hello, world")
 	sum := sha256.Sum256(data)
-	body := appendTrailer(append([]byte{}, data...), int64(len(data)), sum[:])
+	body := appendTrailer(append([]byte{}, data...), 1, int64(len(data)), sum[:])
 
 	// Unknown fields are ignored, created is optional.
 	obj := rawObject(`{"compression":"none","encryption":"none","future":{"x":[1,2]},"plain_size":-1}`, body)
@@ -216,7 +219,8 @@ func TestHeaderJSONRules(t *testing.T) {
 		"zero length": func(b []byte) { binary.BigEndian.PutUint32(b[8:], 0) },
 		"huge length": func(b []byte) { binary.BigEndian.PutUint32(b[8:], MaxHeaderJSON+1) },
 		"magic":       func(b []byte) { b[0] = 'X' },
-		"version":     func(b []byte) { b[7] = 2 },
+		"version 0":   func(b []byte) { b[7] = 0 },
+		"version 3":   func(b []byte) { b[7] = 3 },
 	} {
 		b := bytes.Clone(obj)
 		mut(b)

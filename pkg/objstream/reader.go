@@ -3,7 +3,6 @@ package objstream
 import (
 	"bufio"
 	"bytes"
-	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -45,17 +44,27 @@ type Reader struct {
 	r, w int // pending decoded bytes are buf[r:w]
 	eof  bool
 	err  error  // sticky; io.EOF after a verified end
-	sum  []byte // the verified plaintext SHA-256, once Read returned io.EOF
+	sum  []byte // the verified plaintext checksum, once Read returned io.EOF
 }
 
-// SHA256 returns the plaintext's SHA-256 once Read has returned io.EOF
-// (so the whole plaintext was read and verified against it), else nil.
-// Callers comparing with a checksum of their own need not hash again.
-func (r *Reader) SHA256() []byte {
+// Sum returns the plaintext's checksum (with the object's hash) once Read
+// has returned io.EOF, so the whole plaintext was read and verified
+// against it; else a Sum with nil Bytes. Callers comparing with a checksum
+// of their own need not hash again.
+func (r *Reader) Sum() Sum {
 	if r.err != io.EOF {
-		return nil
+		return Sum{Alg: r.Header.Checksum}
 	}
-	return r.sum
+	return Sum{Alg: r.Header.Checksum, Bytes: r.sum}
+}
+
+// SHA256 returns the plaintext's SHA-256 as Sum does, or nil for an
+// object whose checksum is not SHA-256.
+func (r *Reader) SHA256() []byte {
+	if s := r.Sum(); s.Alg == ChecksumSHA256 {
+		return s.Bytes
+	}
+	return nil
 }
 
 // srcReader wraps the object source and remembers the first error other
@@ -93,7 +102,7 @@ func newReader(r io.Reader, identities []age.Identity, pool *Pool) (*Reader, err
 	or := &Reader{
 		Header: hdr,
 		src:    src,
-		hash:   sha256.New(),
+		hash:   hdr.Checksum.newHash(),
 		pool:   pool,
 	}
 	var body io.Reader = src
@@ -306,7 +315,7 @@ func (r *Reader) verify() error {
 		return fmt.Errorf("%w: object body ends after %d bytes, too short for the %d-byte trailer (truncated?)",
 			ErrCorrupt, r.n+int64(len(tr)), TrailerSize)
 	}
-	if string(tr[:len(trailerMagic)]) != trailerMagic {
+	if string(tr[:8]) != trailerMagic(r.Header.Version) {
 		return fmt.Errorf("%w: bad trailer magic (truncated or damaged object)", ErrCorrupt)
 	}
 	size := binary.BigEndian.Uint64(tr[8:16])
@@ -316,7 +325,7 @@ func (r *Reader) verify() error {
 	}
 	got := r.hash.Sum(nil)
 	if !bytes.Equal(got, sum) {
-		return fmt.Errorf("%w: plaintext SHA-256 mismatch: trailer records %x, read data has %x", ErrCorrupt, sum, got)
+		return fmt.Errorf("%w: plaintext %s mismatch: trailer records %x, read data has %x", ErrCorrupt, r.Header.Checksum, sum, got)
 	}
 	if r.Header.PlainSize >= 0 && r.Header.PlainSize != r.n {
 		return fmt.Errorf("%w: header records %d plaintext bytes, read %d", ErrCorrupt, r.Header.PlainSize, r.n)

@@ -2,7 +2,6 @@ package objstream
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"hash"
@@ -44,6 +43,11 @@ type Options struct {
 	// A caller that breaks the promise writes an object that fails every
 	// read: detected, never silent.
 	TrustSHA256 bool
+	// Checksum is the hash of the plaintext recorded in the trailer:
+	// ChecksumSHA256 (the default, when empty; a version 1 object) or
+	// ChecksumBLAKE3 (a version 2 object, which pgdr before version 2 of
+	// the format cannot read). PlainSHA256 needs ChecksumSHA256.
+	Checksum Checksum
 	// Concurrency is the zstd encoder concurrency; 0 means 1. With 1 the
 	// encoder runs synchronously in the caller's goroutine, which is what
 	// callers running many streams in parallel want.
@@ -60,10 +64,12 @@ type writer struct {
 	key    encKey
 	aenc   io.WriteCloser // nil without encryption
 	hash   hash.Hash
+	alg    Checksum
+	ver    int // format version
 	n      int64
 	size   int64  // expected plaintext size or -1
 	sum    []byte // expected plaintext SHA-256 or nil
-	final  []byte // the plaintext SHA-256, after Close
+	final  []byte // the plaintext checksum, after Close
 	err    error  // sticky error
 	closed bool
 }
@@ -83,11 +89,23 @@ func newWriter(w io.Writer, opts Options, pool *Pool) (Writer, error) {
 		return nil, errors.New("objstream: nil writer")
 	}
 	hdr := Header{
-		Version:     Version,
+		Version:     1,
+		Checksum:    opts.Checksum,
 		Compression: opts.Compression,
 		PlainSize:   opts.PlainSize,
 		PlainSHA256: opts.PlainSHA256,
 		Created:     opts.Created,
+	}
+	switch hdr.Checksum {
+	case "", ChecksumSHA256:
+		hdr.Checksum = ChecksumSHA256
+	case ChecksumBLAKE3:
+		hdr.Version = 2
+	default:
+		return nil, fmt.Errorf("objstream: unknown checksum %q (want %q or %q)", opts.Checksum, ChecksumSHA256, ChecksumBLAKE3)
+	}
+	if hdr.PlainSHA256 != nil && hdr.Checksum != ChecksumSHA256 {
+		return nil, fmt.Errorf("objstream: PlainSHA256 given for an object whose checksum is %s", hdr.Checksum)
 	}
 	if hdr.Compression == "" {
 		hdr.Compression = CompressionZstd
@@ -127,8 +145,8 @@ func newWriter(w io.Writer, opts Options, pool *Pool) (Writer, error) {
 	if hdr.PlainSize < -1 {
 		return nil, fmt.Errorf("objstream: invalid PlainSize %d (use -1 for unknown)", opts.PlainSize)
 	}
-	if hdr.PlainSHA256 != nil && len(hdr.PlainSHA256) != sha256Size {
-		return nil, fmt.Errorf("objstream: PlainSHA256 has %d bytes, want %d", len(hdr.PlainSHA256), sha256Size)
+	if hdr.PlainSHA256 != nil && len(hdr.PlainSHA256) != sumSize {
+		return nil, fmt.Errorf("objstream: PlainSHA256 has %d bytes, want %d", len(hdr.PlainSHA256), sumSize)
 	}
 	if hdr.Created.IsZero() {
 		hdr.Created = time.Now()
@@ -144,11 +162,13 @@ func newWriter(w io.Writer, opts Options, pool *Pool) (Writer, error) {
 
 	ow := &writer{
 		top:  w,
+		alg:  hdr.Checksum,
+		ver:  hdr.Version,
 		size: hdr.PlainSize,
 		sum:  bytes.Clone(hdr.PlainSHA256),
 	}
 	if !opts.TrustSHA256 || ow.sum == nil {
-		ow.hash = sha256.New()
+		ow.hash = hdr.Checksum.newHash()
 	}
 	if hdr.Encryption == EncryptionAge {
 		ow.aenc, err = age.Encrypt(w, opts.Recipients...)
@@ -178,20 +198,32 @@ func newWriter(w io.Writer, opts Options, pool *Pool) (Writer, error) {
 }
 
 // Writer is what NewWriter returns: an io.WriteCloser that also reports
-// the plaintext's SHA-256 once closed.
+// the plaintext's checksum once closed.
 type Writer interface {
 	io.WriteCloser
-	// SHA256 returns the plaintext's SHA-256 after a successful Close,
-	// else nil, so callers recording a checksum need not hash again.
+	// Sum returns the plaintext's checksum after a successful Close
+	// (else one with nil Bytes), so callers recording a checksum need
+	// not hash again.
+	Sum() Sum
+	// SHA256 returns Sum's bytes if the object's checksum is SHA-256,
+	// else nil.
 	SHA256() []byte
+}
+
+// Sum implements Writer.
+func (w *writer) Sum() Sum {
+	if !w.closed || w.err != nil {
+		return Sum{Alg: w.alg}
+	}
+	return Sum{Alg: w.alg, Bytes: w.final}
 }
 
 // SHA256 implements Writer.
 func (w *writer) SHA256() []byte {
-	if !w.closed || w.err != nil {
+	if w.alg != ChecksumSHA256 {
 		return nil
 	}
-	return w.final
+	return w.Sum().Bytes
 }
 
 // Write compresses, encrypts and writes p.
@@ -244,7 +276,7 @@ func (w *writer) Close() error {
 	}
 	w.final = sum
 	var tr [TrailerSize]byte
-	if _, err := w.top.Write(appendTrailer(tr[:0], w.n, sum)); err != nil {
+	if _, err := w.top.Write(appendTrailer(tr[:0], w.ver, w.n, sum)); err != nil {
 		w.err = fmt.Errorf("objstream: writing trailer: %w", err)
 		w.release()
 		return w.err

@@ -432,6 +432,10 @@ med() {
   for ((i = 1; i <= RUNS; i++)); do ok "$1#$i" && v+=" ${R[$1#$i:$2]:-}"; done
   echo "$v" | median
 }
+# runs PREFIX FIELD: every successful run's value, in run order; best
+# PREFIX FIELD: the smallest.
+runs() { local i v=""; for ((i = 1; i <= RUNS; i++)); do ok "$1#$i" && v+=" ${R[$1#$i:$2]:-}"; done; echo "${v# }"; }
+best() { runs "$1" "$2" | tr ' ' '\n' | awk 'NF && (m == "" || $1 < m) {m = $1} END {print (m == "" ? "-" : m)}'; }
 nok() { local i n=0; for ((i = 1; i <= RUNS; i++)); do ok "$1#$i" && n=$((n + 1)); done; echo "$n/$RUNS"; }
 
 # ---------------------------------------------------------------------- run
@@ -555,6 +559,12 @@ line() { printf '%s\n' "$(printf '%.0s-' {1..120})"; }
   printf '  full backup throughput     %6s   target >= 1.5        %s\n' "$r" "$(verdict "$r" ">=" 1.5)"
   r=$(ratio "$(med restore-pgbr wall)" "$(med restore-pgdr wall)")
   printf '  full restore throughput    %6s   target >= 1.5        %s\n' "$r" "$(verdict "$r" ">=" 1.5)"
+  printf '  (each run, wall s: backup pgdr %s | pgBackRest %s; restore pgdr %s | pgBackRest %s;\n' \
+    "$(runs full-pgdr wall)" "$(runs full-pgbr wall)" "$(runs restore-pgdr wall)" "$(runs restore-pgbr wall)"
+  printf '   restore system CPU s: pgdr %s | pgBackRest %s)\n' "$(runs restore-pgdr sys)" "$(runs restore-pgbr sys)"
+  printf '  best run against best run: backup %s, restore %s (the fastest run of each tool: the least disturbed by the\n' \
+    "$(ratio "$(best full-pgbr wall)" "$(best full-pgdr wall)")" "$(ratio "$(best restore-pgbr wall)" "$(best restore-pgdr wall)")"
+  printf '   machine; a run far slower than the others shows in its system CPU time)\n'
   r=$(ratio "$(med full-pgdr stored)" "$(med full-pgbr stored)")
   printf '  full backup stored size    %6s   target 0.90 .. 1.10  %s\n' "$r" "$(verdict "$r" in 0.90 1.10)"
   printf '  backup peak RSS (tree)     %6s   (max single process: %s)\n' "$(ratio "$(med full-pgdr tree)" "$(med full-pgbr tree)")" "$(ratio "$(med full-pgdr rss)" "$(med full-pgbr rss)")"
