@@ -87,8 +87,8 @@ type File struct {
 	MTime  time.Time `json:"mtime"`
 	Kind   string    `json:"kind"`
 	Object string    `json:"object,omitempty"` // key under the cluster, "" when nothing is stored (empty file, no changed page)
-	SHA256 string    `json:"sha256,omitempty"` // of the object's plaintext (objects of pgdr before BLAKE3)
-	BLAKE3 string    `json:"blake3,omitempty"` // of the object's plaintext
+	SHA256 string    `json:"sha256,omitempty"` // of the object's plaintext, when written with SHA-256 (--checksum sha256, or pgdr before BLAKE3)
+	BLAKE3 string    `json:"blake3,omitempty"` // of the object's plaintext, when written with BLAKE3 (the default)
 	Stored int64     `json:"stored,omitempty"` // bytes stored in one repository
 	Pages  int       `json:"pages,omitempty"`  // delta: pages stored
 	// Refs are the backups whose objects build this file, oldest first:
@@ -107,8 +107,9 @@ type Part struct {
 	Offset int64  `json:"offset"`
 	Size   int64  `json:"size"` // bytes of the file read for this part
 	Object string `json:"object"`
-	// The checksum of the object's plaintext: BLAKE3 in backups since
-	// objects have a BLAKE3 trailer, SHA-256 in earlier ones.
+	// The checksum of the object's plaintext, with the hash the object
+	// was written with: BLAKE3 (the default), or SHA-256 (--checksum
+	// sha256, and every backup of pgdr before BLAKE3). Exactly one is set.
 	SHA256 string `json:"sha256,omitempty"`
 	BLAKE3 string `json:"blake3,omitempty"`
 	Stored int64  `json:"stored"`

@@ -26,6 +26,9 @@ type VerifyReport struct {
 	Failed     []FailedObject `json:"failed"`
 	WALNeeded  []string       `json:"wal_needed"`
 	MissingWAL []string       `json:"missing_wal"`
+	// Absent: the repository does not hold the backup (or a backup of
+	// its chain) at all; nothing else was checked there.
+	Absent string `json:"absent,omitempty"`
 }
 
 // FailedObject names an object that did not read back and verify.
@@ -35,12 +38,15 @@ type FailedObject struct {
 }
 
 // OK reports whether everything verified and the WAL is present.
-func (v *VerifyReport) OK() bool { return len(v.Failed) == 0 && len(v.MissingWAL) == 0 }
+func (v *VerifyReport) OK() bool {
+	return len(v.Failed) == 0 && len(v.MissingWAL) == 0 && v.Absent == ""
+}
 
 // Verify re-reads, decrypts and checks every object of backup id and its
 // chain (against the object's own checksums and the manifest's), and
-// checks that the WAL each backup of the chain needs for consistency is
-// archived.
+// checks that the WAL backup id needs to reach consistency (from its start
+// to its stop LSN) is archived. A backup or chain the repository does not
+// hold is an error wrapping ErrNoBackup.
 func Verify(ctx context.Context, r repo.Repo, cluster, id string, ids []age.Identity, parallel int) (*VerifyReport, error) {
 	id, err := Resolve(ctx, r, cluster, id)
 	if err != nil {

@@ -29,7 +29,7 @@ func isTerminal(w io.Writer) bool {
 }
 
 func cmdBackup(ctx context.Context, e env, args []string) int {
-	f := newFlags(e, "backup", "backup --config FILE [--type full|diff|incr] [--from-standby] [--label L] [--parallel N] [--json]",
+	f := newFlags(e, "backup", "backup --config FILE [--type full|diff|incr] [--from-standby [--primary-dsn DSN]] [--label L] [--parallel N] [--part-size MiB] [--max-rate MB/s] [--checksum blake3|sha256] [--allow-corrupt] [--wal-timeout D] [--progress] [--json]",
 		`Takes a base backup of the running cluster (non-exclusive pg_backup_start/stop),
 reading files in parallel, verifying page checksums, compressing and
 encrypting each file to every repository. diff stores the pages changed since
@@ -45,7 +45,7 @@ needs is archived: until then the backup does not exist.`, true).withJSON()
 	walTimeout := f.Duration("wal-timeout", 10*time.Minute, "how long to wait for the WAL the backup needs to be archived")
 	progress := f.Bool("progress", isTerminal(e.stderr), "print progress (default: when stderr is a terminal)")
 	partMB := f.Int("part-size", backup.PartSize>>20, "files larger than this many MiB are stored as parts read, compressed and restored in parallel")
-	checksum := f.String("checksum", string(objstream.ChecksumBLAKE3), "hash recorded for every stored object: blake3, or sha256 (FIPS-approved, slower; restorable by pgdr before BLAKE3)")
+	checksum := f.String("checksum", string(objstream.ChecksumBLAKE3), "hash of the backup's data objects, in each object and in the manifest: blake3, or sha256 (FIPS-approved, about half as fast; the only one pgdr before object format 2 reads). The manifest and WAL always use sha256")
 	maxRate := f.Float64("max-rate", 0, "limit reading the data directory to this many MB/s (0 = no limit), to spare the server's disks")
 	if _, code, ok := f.parse(args, 0); !ok {
 		return code
@@ -179,7 +179,11 @@ func cmdBackupList(ctx context.Context, e env, args []string) int {
 
 func cmdBackupVerify(ctx context.Context, e env, args []string) int {
 	f := newFlags(e, "backup-verify", "backup-verify --config FILE [--json] [--parallel N] ID|latest",
-		"Re-reads, decrypts and verifies every object of the backup and of the backups it\nbuilds on, and checks that the WAL it needs is archived. Exit 0 only if all is well.", true).withJSON()
+		`Re-reads, decrypts and verifies every object of the backup and of the backups it
+builds on, and checks that the WAL it needs to reach consistency is archived, in
+every configured repository: a repository that does not hold the backup fails.
+latest is the newest backup of the first repository that has one, and the same
+backup is verified everywhere. Exit 0 only if all is well.`, true).withJSON()
 	parallel := f.Int("parallel", runtime.NumCPU(), "objects verified at once")
 	pos, code, ok := f.parse(args, 1)
 	if !ok {
@@ -199,11 +203,32 @@ func cmdBackupVerify(ctx context.Context, e env, args []string) int {
 		log.Error("backup-verify", "err", err)
 		return ExitFailure
 	}
+	id := pos[0]
+	if id == "latest" {
+		for _, r := range repos {
+			got, err := backup.Resolve(ctx, r, cfg.Cluster, id)
+			if errors.Is(err, backup.ErrNoBackup) {
+				continue
+			}
+			if err != nil {
+				log.Error("backup-verify", "repo", r.Name, "err", err)
+				return ExitFailure
+			}
+			id = got
+			break
+		}
+		if id == "latest" {
+			log.Error("backup-verify: no repository holds a backup of cluster " + cfg.Cluster)
+			return ExitFailure
+		}
+	}
 	allOK := true
 	var reports []*backup.VerifyReport
 	for _, r := range repos {
-		rep, err := backup.Verify(ctx, r, cfg.Cluster, pos[0], ids, *parallel)
-		if err != nil {
+		rep, err := backup.Verify(ctx, r, cfg.Cluster, id, ids, *parallel)
+		if errors.Is(err, backup.ErrNoBackup) {
+			rep = &backup.VerifyReport{Repo: r.Name, Backup: id, Failed: []backup.FailedObject{}, MissingWAL: []string{}, Absent: err.Error()}
+		} else if err != nil {
 			log.Error("backup-verify", "repo", r.Name, "err", err)
 			return ExitFailure
 		}
@@ -214,6 +239,10 @@ func cmdBackupVerify(ctx context.Context, e env, args []string) int {
 		printJSON(e.stdout, map[string]any{"ok": allOK, "reports": reports})
 	} else {
 		for _, rep := range reports {
+			if rep.Absent != "" {
+				fmt.Fprintf(e.stdout, "repository %s: backup %s: ABSENT: %s\n", rep.Repo, rep.Backup, rep.Absent)
+				continue
+			}
 			fmt.Fprintf(e.stdout, "repository %s: backup %s (chain %v): verified %d of %d objects, %s; WAL %d segments needed, %d missing\n",
 				rep.Repo, rep.Backup, rep.Chain, rep.Verified, rep.Objects, humanBytes(rep.Bytes), len(rep.WALNeeded), len(rep.MissingWAL))
 			for _, fo := range rep.Failed {
@@ -252,8 +281,11 @@ host of the running source, or on one with another layout):
 --tablespace-map OID_OR_NAME=DIR (repeatable) puts one tablespace, named by
 its OID or its name, at DIR; --tablespace-map-all DIR puts every other one at
 DIR/<name> (DIR/<OID> when the backup has no name for it). New locations
-must be absolute, empty or absent (--force empties them, as the data
-directory), outside the data directory and distinct. The pg_tblspc links and
+must be absolute, outside the data directory and distinct. Every tablespace
+location must be empty or absent; --force empties a new location as it does
+the data directory, but an original location only if the data directory
+being replaced links to it (pg_tblspc): on the source's own host that is
+the live tablespace, which --force never touches. The pg_tblspc links and
 the tablespace_map written for recovery name the new locations; the output
 lists where each tablespace went. A tablespace created while the backup ran
 cannot be relocated.`, true).withJSON()

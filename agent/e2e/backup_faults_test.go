@@ -152,7 +152,7 @@ func TestRestoreRefusals(t *testing.T) {
 	m := loadManifest(t, l.cfg, id)
 
 	other := filepath.Join(t.TempDir(), "other-identity.txt")
-	mustAgent(t, "keygen", "-o", other)
+	otherRcpt := strings.TrimSpace(mustAgent(t, "keygen", "-o", other).stdout)
 	wrongID := l.writeConfig(t, "wrong-identity.yaml", []string{"file"}, other, 0)
 
 	// The target directory is absent, then empty and existing: both are
@@ -171,6 +171,27 @@ func TestRestoreRefusals(t *testing.T) {
 	if err := os.Remove(c.PGData); err != nil {
 		t.Fatal(err)
 	}
+
+	// The key is rotated between the full backup and an incremental: the
+	// chain's backups are encrypted to different keys. With only the old
+	// identity the restore is refused before anything is written (one
+	// object of every backup of the chain is opened first); with both it
+	// restores.
+	rotated := l.writeConfig(t, "rotated.yaml", []string{"file"}, l.identity, 0)
+	rewriteFile(t, rotated, l.recipient, otherRcpt)
+	incr := l.backup(t, rotated, "--type", "incr")
+	r = restoreFails(t, l.cfg, c, "--backup", incr, "--target-immediate")
+	if !strings.Contains(r.stderr, "identity") || !strings.Contains(r.stderr, "backup/"+incr+"/") {
+		t.Fatalf("restore of a chain with a rotated key, old identity only: the error does not name the identity and an object of %s:\n%s", incr, r.stderr)
+	}
+	wantDirState(t, "restore of a chain with a rotated key, old identity only", c.PGData, true)
+	both := filepath.Join(l.dir, "both-identities.txt")
+	if err := os.WriteFile(both, []byte(readFile(l.identity)+readFile(other)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pgtest.Chown(t, both)
+	bothCfg := l.writeConfig(t, "both-identities.yaml", []string{"file"}, both, 0)
+	mustAgent(t, "restore", "--config", bothCfg, "--backup", incr, "--pgdata", filepath.Join(t.TempDir(), "both"), "--target-immediate")
 
 	for _, tc := range []struct {
 		what string

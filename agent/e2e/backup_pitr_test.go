@@ -2,12 +2,15 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
+	"github.com/pgdr/pgdr/agent/backup"
 	"github.com/pgdr/pgdr/pkg/testutil"
 )
 
@@ -74,6 +77,35 @@ func TestPITRS3Repo(t *testing.T) {
 			t.Fatalf("%s: batches %s, want %s", tc.name, got, tc.want)
 		}
 		c.Stop(t, "fast")
+	}
+
+	// backup-verify latest checks the same backup in both repositories;
+	// a newer backup taken to the file repository alone is then latest,
+	// and the S3 repository, which lacks it, fails the verification.
+	verifyRepos := func() (int, map[string]backup.VerifyReport) {
+		r := runAgent(t, nil, "backup-verify", "--config", l.cfg, "--json", "latest")
+		var out struct {
+			OK      bool                  `json:"ok"`
+			Reports []backup.VerifyReport `json:"reports"`
+		}
+		if err := json.Unmarshal([]byte(r.stdout), &out); err != nil || out.OK != (r.code == 0) {
+			t.Fatalf("backup-verify --json latest: exit %d, %v\n%s\n%s", r.code, err, r.stdout, r.stderr)
+		}
+		byRepo := map[string]backup.VerifyReport{}
+		for _, rep := range out.Reports {
+			byRepo[rep.Repo] = rep
+		}
+		return r.code, byRepo
+	}
+	code, reps := verifyRepos()
+	if code != 0 || reps["local"].Backup != id || reps["dr"].Backup != id || reps["dr"].Verified == 0 || reps["dr"].Verified != reps["dr"].Objects {
+		t.Fatalf("backup-verify latest: exit %d, reports %+v; want %s verified in both repositories", code, reps, id)
+	}
+	fileCfg := l.writeConfig(t, "file-only.yaml", []string{"file"}, l.identity, 0)
+	newer := l.backup(t, fileCfg)
+	code, reps = verifyRepos()
+	if code != 1 || reps["local"].Backup != newer || len(reps["local"].Failed)+len(reps["local"].MissingWAL) != 0 || reps["local"].Verified == 0 || reps["dr"].Backup != newer || !strings.Contains(reps["dr"].Absent, newer) {
+		t.Fatalf("backup-verify latest after a file-only backup %s: exit %d, reports %+v; want it verified in local and absent from dr", newer, code, reps)
 	}
 }
 

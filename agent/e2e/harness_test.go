@@ -257,3 +257,19 @@ func readFile(p string) string {
 	b, _ := os.ReadFile(p)
 	return string(b)
 }
+
+// rewriteFile replaces every old in the file at p with new (which must
+// occur), keeping its mode and owner.
+func rewriteFile(t *testing.T, p, old, new string) {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), old) {
+		t.Fatalf("%s does not contain %q", p, old)
+	}
+	if err := os.WriteFile(p, []byte(strings.ReplaceAll(string(b), old, new)), 0); err != nil {
+		t.Fatal(err)
+	}
+}

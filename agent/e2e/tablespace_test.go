@@ -264,4 +264,40 @@ func TestTablespaceRelocation(t *testing.T) {
 			sourceUntouched(tc.name)
 		})
 	}
+
+	// On the source's host, --force without relocation would empty the
+	// live tablespaces: refused, naming the location and the way out.
+	t.Run("force does not empty a live tablespace", func(t *testing.T) {
+		c := pgtest.Empty(t, pgtest.Options{})
+		r := restoreFails(t, l.cfg, c, "--backup", id, "--target-immediate", "--force")
+		if out := parseRestore(t, r); !strings.Contains(out.Error, "--force does not empty it") || !strings.Contains(out.Error, "--tablespace-map") {
+			t.Fatalf("error %q, want one saying --force does not empty the tablespace and naming --tablespace-map", out.Error)
+		}
+		wantDirState(t, "force without relocation", c.PGData, true)
+		sourceUntouched("force without relocation")
+	})
+
+	// --force empties nothing while any location is refused: the data
+	// directory keeps its contents when a new tablespace location holds a
+	// server's postmaster.pid (it is checked before anything is emptied).
+	t.Run("force refused by a tablespace location", func(t *testing.T) {
+		c := pgtest.Empty(t, pgtest.Options{})
+		busy := filepath.Join(newDir, "busy")
+		for _, f := range []string{filepath.Join(c.PGData, "keep-me"), filepath.Join(busy, "postmaster.pid")} {
+			if err := os.MkdirAll(filepath.Dir(f), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(f, []byte("x\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		r := restoreFails(t, l.cfg, c, "--backup", id, "--target-immediate", "--force",
+			"--tablespace-map", "spc_a="+busy, "--tablespace-map", "spc_b="+fresh("b4"))
+		if out := parseRestore(t, r); !strings.Contains(out.Error, busy+" has a postmaster.pid") {
+			t.Fatalf("error %q, want one naming %s and its postmaster.pid", out.Error, busy)
+		}
+		wantDirState(t, "force refused by a tablespace location", c.PGData, false, "keep-me")
+		wantDirState(t, "force refused by a tablespace location", busy, false, "postmaster.pid")
+		sourceUntouched("force refused by a tablespace location")
+	})
 }

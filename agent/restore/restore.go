@@ -138,12 +138,25 @@ func Restore(ctx context.Context, d Deps, o Options) (*Result, error) {
 	if err := checkIdentity(ctx, r, d, plan); err != nil {
 		return nil, err
 	}
-	if err := prepareDir(o.PGData, o.Force); err != nil {
+	// Every location is checked before any is emptied: a refusal leaves
+	// them all as they were.
+	if err := checkDir(o.PGData, o.Force); err != nil {
 		return nil, err
 	}
-	for _, ts := range m.Tablespaces {
-		if err := prepareDir(ts.Location, o.Force); err != nil {
+	for i, ts := range m.Tablespaces {
+		force := o.Force && mayEmptyTablespace(o.PGData, ts, spcs[i].Relocated)
+		if err := checkDir(ts.Location, force); err != nil {
+			if o.Force && !force {
+				return nil, fmt.Errorf("tablespace %s: %s is not empty, and --force does not empty it: it is where the backup's server had the tablespace, "+
+					"and the data directory being replaced does not link to it, so it may be that server's live tablespace; "+
+					"relocate it with --tablespace-map %s=DIR (or --tablespace-map-all DIR), or empty it yourself", ts.OID, ts.Location, ts.OID)
+			}
 			return nil, fmt.Errorf("tablespace %s: %w", ts.OID, err)
+		}
+	}
+	for _, dir := range append([]string{o.PGData}, tablespaceLocations(m)...) {
+		if err := emptyDir(dir); err != nil {
+			return nil, err
 		}
 	}
 	d.Log.Info("restoring", "backup", m.ID, "chain", chainIDs(chain), "pgdata", o.PGData, "files", len(plan))
@@ -393,40 +406,50 @@ func makePlan(chain []*backup.Manifest) ([]filePlan, error) {
 	return plan, nil
 }
 
-// checkIdentity opens one object so that a wrong identity fails before the
-// target is touched.
+// checkIdentity opens one object of every backup the plan reads from, so
+// that a wrong identity fails before the target is touched, also in a
+// chain whose backups were encrypted to different keys (a key rotated
+// between a full backup and its incrementals).
 func checkIdentity(ctx context.Context, r repo.Repo, d Deps, plan []filePlan) error {
+	seen := map[string]bool{}
 	for _, p := range plan {
-		if len(p.steps) == 0 {
-			continue
+		for _, st := range p.steps {
+			if seen[st.backup] || len(st.objects) == 0 {
+				continue
+			}
+			seen[st.backup] = true
+			if err := openObject(ctx, r, d, d.Cfg.Cluster+"/"+st.objects[0].Object); err != nil {
+				return err
+			}
 		}
-		key := d.Cfg.Cluster + "/" + p.steps[0].objects[0].Object
-		rc, err := r.Store.Get(ctx, key)
-		if err != nil {
-			return fmt.Errorf("repository %s: %s: %w", r.Name, key, err)
-		}
-		defer rc.Close()
-		or, err := objstream.NewReader(rc, d.Identities)
-		if err != nil {
-			return fmt.Errorf("repository %s: object %s: %w", r.Name, key, err)
-		}
-		or.Close()
-		return nil
 	}
 	return nil
 }
 
-// prepareDir makes sure dir is absent or empty; with force, empties it.
-func prepareDir(dir string, force bool) error {
+// openObject reads an object's headers (cleartext and age) with the
+// restore's identities.
+func openObject(ctx context.Context, r repo.Repo, d Deps, key string) error {
+	rc, err := r.Store.Get(ctx, key)
+	if err != nil {
+		return fmt.Errorf("repository %s: %s: %w", r.Name, key, err)
+	}
+	defer rc.Close()
+	or, err := objstream.NewReader(rc, d.Identities)
+	if err != nil {
+		return fmt.Errorf("repository %s: object %s: %w", r.Name, key, err)
+	}
+	return or.Close()
+}
+
+// checkDir makes sure dir is absent or empty or, with force, may be
+// emptied: not a running server's data directory.
+func checkDir(dir string, force bool) error {
 	ents, err := os.ReadDir(dir)
-	if errors.Is(err, os.ErrNotExist) {
+	if errors.Is(err, os.ErrNotExist) || (err == nil && len(ents) == 0) {
 		return nil
 	}
 	if err != nil {
 		return err
-	}
-	if len(ents) == 0 {
-		return nil
 	}
 	if !force {
 		return fmt.Errorf("%s is not empty (%d entries): restore refuses to overwrite it; empty it or pass --force", dir, len(ents))
@@ -434,12 +457,46 @@ func prepareDir(dir string, force bool) error {
 	if _, err := os.Stat(filepath.Join(dir, "postmaster.pid")); err == nil {
 		return fmt.Errorf("%s has a postmaster.pid: stop the server first", dir)
 	}
+	return nil
+}
+
+// mayEmptyTablespace says whether --force may empty the location a
+// tablespace is restored to: a new location the operator named
+// (relocated), or the original one when the data directory being replaced
+// links to it (pg_tblspc/<OID>: a restore over an earlier restore of the
+// same layout). Otherwise the location is where the backup's server keeps
+// the tablespace, on this host the source's live data.
+func mayEmptyTablespace(pgdata string, ts backup.Tablespace, relocated bool) bool {
+	if relocated {
+		return true
+	}
+	dest, err := os.Readlink(filepath.Join(pgdata, "pg_tblspc", ts.OID))
+	return err == nil && filepath.Clean(dest) == filepath.Clean(ts.Location)
+}
+
+// emptyDir removes what dir holds (checkDir allowed it).
+func emptyDir(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
 	for _, e := range ents {
 		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+func tablespaceLocations(m *backup.Manifest) []string {
+	var out []string
+	for _, ts := range m.Tablespaces {
+		out = append(out, ts.Location)
+	}
+	return out
 }
 
 type writer struct {

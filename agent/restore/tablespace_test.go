@@ -265,3 +265,40 @@ func TestTablespaceMakeLocations(t *testing.T) {
 		t.Errorf("an existing location was changed: %v, %v", fi, err)
 	}
 }
+
+// TestMayEmptyTablespace: --force empties a tablespace location only when
+// the operator relocated the tablespace there, or when the data directory
+// being replaced links to it; never the original location of a tablespace
+// the target does not link to (on the source's host: its live data).
+func TestMayEmptyTablespace(t *testing.T) {
+	dir := t.TempDir()
+	pgdata := filepath.Join(dir, "pgdata")
+	if err := os.MkdirAll(filepath.Join(pgdata, "pg_tblspc"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	linked := backup.Tablespace{OID: "16390", Location: filepath.Join(dir, "spc-linked")}
+	if err := os.Symlink(linked.Location+"/", filepath.Join(pgdata, "pg_tblspc", linked.OID)); err != nil {
+		t.Fatal(err)
+	}
+	elsewhere := backup.Tablespace{OID: "16391", Location: filepath.Join(dir, "spc-live")}
+	if err := os.Symlink(filepath.Join(dir, "other"), filepath.Join(pgdata, "pg_tblspc", elsewhere.OID)); err != nil {
+		t.Fatal(err)
+	}
+	unlinked := backup.Tablespace{OID: "16392", Location: filepath.Join(dir, "spc-unlinked")}
+	for _, c := range []struct {
+		ts        backup.Tablespace
+		pgdata    string
+		relocated bool
+		want      bool
+	}{
+		{linked, pgdata, false, true},
+		{elsewhere, pgdata, false, false},
+		{unlinked, pgdata, false, false},
+		{unlinked, filepath.Join(dir, "absent"), false, false},
+		{unlinked, pgdata, true, true},
+	} {
+		if got := mayEmptyTablespace(c.pgdata, c.ts, c.relocated); got != c.want {
+			t.Errorf("%s at %s (data directory %s, relocated %v): %v, want %v", c.ts.OID, c.ts.Location, c.pgdata, c.relocated, got, c.want)
+		}
+	}
+}
