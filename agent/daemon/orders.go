@@ -16,7 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgdr/pgdr/agent/health"
-	"github.com/pgdr/pgdr/agent/restore"
+	"github.com/pgdr/pgdr/pkg/fsutil"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
 
@@ -380,12 +380,12 @@ func (d *Daemon) writeStandbyConfig(epoch uint64, dsn string) error {
 	if exe, err := os.Executable(); err == nil && d.cfg.Path != "" && len(d.cfg.Repos) > 0 {
 		lines = append(lines, "restore_command = "+quoteLiteral(fmt.Sprintf("%s wal-fetch --config %s %%f %%p", exe, d.cfg.Path)))
 	}
-	if err := restore.WriteFileSynced(auto, []byte(strings.Join(lines, "\n")+"\n")); err != nil {
+	if err := fsutil.WriteFileSynced(auto, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
 		return err
 	}
 	d.chownLikePGData(auto)
 	sig := filepath.Join(pgdata, "standby.signal")
-	if err := restore.WriteFileSynced(sig, nil); err != nil {
+	if err := fsutil.WriteFileSynced(sig, nil, 0o600); err != nil {
 		return err
 	}
 	d.chownLikePGData(sig)

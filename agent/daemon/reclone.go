@@ -11,6 +11,7 @@ import (
 
 	"github.com/pgdr/pgdr/agent/health"
 	"github.com/pgdr/pgdr/agent/restore"
+	"github.com/pgdr/pgdr/pkg/fsutil"
 )
 
 // recloneCopyWait bounds pg_basebackup: a fresh copy takes as long as the
@@ -210,7 +211,7 @@ func (d *Daemon) freshCopy(ctx context.Context, dsn, host string, port uint16, f
 	// The node stays marked fenced until it is configured as a replica.
 	if b, err := os.ReadFile(health.FencedPath(fc.old)); err == nil {
 		p := health.FencedPath(pgdata)
-		if err := restore.WriteFileSynced(p, b); err != nil {
+		if err := fsutil.WriteFileSynced(p, b, 0o600); err != nil {
 			return fc, fmt.Errorf("carrying the fenced marker over: %w", err)
 		}
 		d.chownLikePGData(p)
@@ -294,7 +295,9 @@ func moveAside(pgdata string, now time.Time) (string, error) {
 		}
 		return "", fmt.Errorf("creating the new data directory: %w", err)
 	}
-	syncDir(filepath.Dir(pgdata))
+	// Best effort: the rename is done either way, and a disk that cannot
+	// sync a directory fails the copy's own fsyncs next.
+	_ = fsutil.SyncDir(filepath.Dir(pgdata))
 	return old, nil
 }
 
@@ -332,14 +335,6 @@ func restoreAside(pgdata, old string) error {
 	if err := os.Rename(old, pgdata); err != nil {
 		return fmt.Errorf("moving %s back to %s: %w", old, pgdata, err)
 	}
-	syncDir(filepath.Dir(pgdata))
+	_ = fsutil.SyncDir(filepath.Dir(pgdata)) // best effort, as in moveAside
 	return nil
-}
-
-// syncDir makes renames in dir durable (best effort).
-func syncDir(dir string) {
-	if f, err := os.Open(dir); err == nil {
-		f.Sync()
-		f.Close()
-	}
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pgdr/pgdr/agent/restore"
+	"github.com/pgdr/pgdr/pkg/fsutil"
 	"github.com/pgdr/pgdr/pkg/keys"
 	"github.com/pgdr/pgdr/pkg/repo"
 )
@@ -130,7 +131,7 @@ func (d *Daemon) ensureRestoreCommand(res *restore.Result) error {
 		}
 	}
 	lines = append(lines, cmd)
-	if err := restore.WriteFileSynced(auto, []byte(strings.Join(lines, "\n")+"\n")); err != nil {
+	if err := fsutil.WriteFileSynced(auto, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
 		return err
 	}
 	d.chownLikePGData(auto)

@@ -21,6 +21,7 @@ import (
 
 	"github.com/pgdr/pgdr/agent/backup"
 	"github.com/pgdr/pgdr/pkg/config"
+	"github.com/pgdr/pgdr/pkg/fsutil"
 	"github.com/pgdr/pgdr/pkg/objstream"
 	"github.com/pgdr/pgdr/pkg/pgpage"
 	"github.com/pgdr/pgdr/pkg/repo"
@@ -850,11 +851,11 @@ func (w *writer) applyObject(ctx context.Context, fh *os.File, kind string, o ba
 // recovery writes backup_label, tablespace_map, recovery.signal and the
 // recovery settings.
 func (w *writer) recovery(m *backup.Manifest, o Options) ([]string, error) {
-	if err := WriteFileSynced(filepath.Join(w.root, "backup_label"), m.BackupLabel); err != nil {
+	if err := fsutil.WriteFileSynced(filepath.Join(w.root, "backup_label"), m.BackupLabel, 0o600); err != nil {
 		return nil, err
 	}
 	if len(m.TablespaceMap) > 0 {
-		if err := WriteFileSynced(filepath.Join(w.root, "tablespace_map"), m.TablespaceMap); err != nil {
+		if err := fsutil.WriteFileSynced(filepath.Join(w.root, "tablespace_map"), m.TablespaceMap, 0o600); err != nil {
 			return nil, err
 		}
 	}
@@ -888,31 +889,13 @@ func (w *writer) recovery(m *backup.Manifest, o Options) ([]string, error) {
 		return nil, err
 	}
 	body := string(old) + fmt.Sprintf("\n# recovery settings written by pgdr-agent restore of backup %s\n", m.ID) + strings.Join(settings, "\n") + "\n"
-	if err := WriteFileSynced(auto, []byte(body)); err != nil {
+	if err := fsutil.WriteFileSynced(auto, []byte(body), 0o600); err != nil {
 		return nil, err
 	}
-	if err := WriteFileSynced(filepath.Join(w.root, "recovery.signal"), nil); err != nil {
+	if err := fsutil.WriteFileSynced(filepath.Join(w.root, "recovery.signal"), nil, 0o600); err != nil {
 		return nil, err
 	}
 	return settings, nil
-}
-
-// WriteFileSynced writes b to path (mode 0600, truncating) and fsyncs it
-// before closing.
-func WriteFileSynced(path string, b []byte) error {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }
 
 // syncDirs fsyncs every restored directory, deepest first, then the root's parent.
@@ -927,7 +910,7 @@ func (w *writer) syncDirs(m *backup.Manifest) error {
 	sort.Slice(dirs, func(i, j int) bool { return len(dirs[i]) > len(dirs[j]) })
 	dirs = append(dirs, filepath.Dir(w.root))
 	for _, d := range dirs {
-		if err := syncDir(d); err != nil {
+		if err := fsutil.SyncDir(d); err != nil {
 			return err
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/pgdr/pgdr/agent/backup"
+	"github.com/pgdr/pgdr/pkg/fsutil"
 )
 
 // TablespaceResult is where a restore put one tablespace.
@@ -313,7 +314,7 @@ func makeLocations(m *backup.Manifest, pgdata string) error {
 		created = append(created, missing...)
 	}
 	for _, p := range created {
-		if err := syncDir(filepath.Dir(p)); err != nil {
+		if err := fsutil.SyncDir(filepath.Dir(p)); err != nil {
 			return err
 		}
 	}
@@ -331,20 +332,6 @@ func makeLocations(m *backup.Manifest, pgdata string) error {
 		if err := os.Lchown(p, int(uid), int(gid)); err != nil {
 			return err
 		}
-	}
-	return nil
-}
-
-// syncDir fsyncs a directory.
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = f.Sync()
-	f.Close()
-	if err != nil {
-		return fmt.Errorf("fsync %s: %w", dir, err)
 	}
 	return nil
 }

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"filippo.io/age"
+
+	"github.com/pgdr/pgdr/pkg/fsutil"
 )
 
 // ParseRecipients parses age recipients, one per element: X25519
@@ -120,10 +122,8 @@ func GenerateIdentity(path string) (recipient string, err error) {
 		os.Remove(path)
 		return "", fmt.Errorf("objstream: closing age identity file %s: %w", path, err)
 	}
-	// Best effort: make the new directory entry durable too.
-	if d, err := os.Open(filepath.Dir(path)); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
+	// Best effort: make the new directory entry durable too (the
+	// identity is written and synced; the caller prints the recipient).
+	_ = fsutil.SyncDir(filepath.Dir(path))
 	return recipient, nil
 }

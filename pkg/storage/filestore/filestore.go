@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/pgdr/pgdr/pkg/fsutil"
 	"github.com/pgdr/pgdr/pkg/storage"
 )
 
@@ -115,8 +116,8 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64) (e
 		return fmt.Errorf("put %q (%s): %w", key, path, err)
 	}
 	// The rename is only durable once the directory entry is on disk.
-	if err := syncDir(dir); err != nil {
-		return fmt.Errorf("put %q (%s): fsync directory: %w", key, path, err)
+	if err := fsutil.SyncDir(dir); err != nil {
+		return fmt.Errorf("put %q (%s): %w", key, path, err)
 	}
 	return nil
 }
@@ -167,27 +168,10 @@ func (s *Store) mkdirAll(dir string) error {
 		}
 		return err
 	}
-	if err := syncDir(parent); err != nil {
-		return fmt.Errorf("fsync %s: %w", parent, err)
-	}
-	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
+	if err := fsutil.SyncDir(parent); err != nil {
 		return err
 	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	// Some file systems (and platforms) cannot fsync directories; there is
-	// nothing more durable to do there.
-	if errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENOTSUP) {
-		return nil
-	}
-	return err
+	return nil
 }
 
 // Get implements storage.ObjectStore. The returned reader is the open file.
@@ -274,8 +258,8 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 		}
 		dir = filepath.Dir(dir)
 	}
-	if err := syncDir(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("delete %q (%s): fsync %s: %w", key, path, dir, err)
+	if err := fsutil.SyncDir(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("delete %q (%s): %w", key, path, err)
 	}
 	return nil
 }
