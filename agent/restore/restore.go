@@ -140,22 +140,34 @@ func Restore(ctx context.Context, d Deps, o Options) (*Result, error) {
 		return nil, err
 	}
 	// Every location is checked before any is emptied: a refusal leaves
-	// them all as they were.
-	if err := checkDir(o.PGData, o.Force); err != nil {
+	// them all as they were. Only the locations found non-empty and
+	// allowed to be emptied are emptied.
+	var toEmpty []string
+	if full, err := checkDir(o.PGData, o.Force, "empty it or pass --force"); err != nil {
 		return nil, err
+	} else if full {
+		toEmpty = append(toEmpty, o.PGData)
 	}
 	for i, ts := range m.Tablespaces {
-		force := o.Force && mayEmptyTablespace(o.PGData, ts, spcs[i].Relocated)
-		if err := checkDir(ts.Location, force); err != nil {
-			if o.Force && !force {
-				return nil, fmt.Errorf("tablespace %s: %s is not empty, and --force does not empty it: it is where the backup's server had the tablespace, "+
-					"and the data directory being replaced does not link to it, so it may be that server's live tablespace; "+
-					"relocate it with --tablespace-map %s=DIR (or --tablespace-map-all DIR), or empty it yourself", ts.OID, ts.Location, ts.OID)
-			}
+		force, hint := o.Force, "empty it, pass --force, or relocate the tablespace (--tablespace-map)"
+		if !mayEmptyTablespace(o.PGData, ts, spcs[i].Relocated) {
+			// The original location, which the data directory being
+			// replaced does not link to: on the source's host, its
+			// live tablespace. --force does not empty it.
+			force = false
+			hint = fmt.Sprintf("it is where the backup's server had the tablespace, and the data directory being replaced does not link to it, "+
+				"so it may be that server's live tablespace: --force does not empty it; relocate it with --tablespace-map %s=DIR "+
+				"(or --tablespace-map-all DIR), or empty it yourself", ts.OID)
+		}
+		full, err := checkDir(ts.Location, force, hint)
+		if err != nil {
 			return nil, fmt.Errorf("tablespace %s: %w", ts.OID, err)
 		}
+		if full {
+			toEmpty = append(toEmpty, ts.Location)
+		}
 	}
-	for _, dir := range append([]string{o.PGData}, tablespaceLocations(m)...) {
+	for _, dir := range toEmpty {
 		if err := emptyDir(dir); err != nil {
 			return nil, err
 		}
@@ -443,22 +455,24 @@ func openObject(ctx context.Context, r repo.Repo, d Deps, key string) error {
 }
 
 // checkDir makes sure dir is absent or empty or, with force, may be
-// emptied: not a running server's data directory.
-func checkDir(dir string, force bool) error {
+// emptied: not a running server's data directory. full reports a
+// non-empty dir that may be emptied; hint is how a refusal of a non-empty
+// dir says to get past it.
+func checkDir(dir string, force bool, hint string) (full bool, err error) {
 	ents, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) || (err == nil && len(ents) == 0) {
-		return nil
+		return false, nil
 	}
 	if err != nil {
-		return err
+		return false, err
 	}
 	if !force {
-		return fmt.Errorf("%s is not empty (%d entries): restore refuses to overwrite it; empty it or pass --force", dir, len(ents))
+		return false, fmt.Errorf("%s is not empty (%d entries): restore refuses to overwrite it; %s", dir, len(ents), hint)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "postmaster.pid")); err == nil {
-		return fmt.Errorf("%s has a postmaster.pid: stop the server first", dir)
+		return false, fmt.Errorf("%s has a postmaster.pid: stop the server first", dir)
 	}
-	return nil
+	return true, nil
 }
 
 // mayEmptyTablespace says whether --force may empty the location a
@@ -490,14 +504,6 @@ func emptyDir(dir string) error {
 		}
 	}
 	return nil
-}
-
-func tablespaceLocations(m *backup.Manifest) []string {
-	var out []string
-	for _, ts := range m.Tablespaces {
-		out = append(out, ts.Location)
-	}
-	return out
 }
 
 type writer struct {

@@ -66,7 +66,7 @@ const (
 	ChecksumSHA256 Checksum = "sha256"
 	// ChecksumBLAKE3 is BLAKE3 with a 256-bit output (format version 2):
 	// a cryptographic hash about twice as fast as hardware SHA-256 on
-	// the machines pgdr runs on, used for base-backup data.
+	// amd64 (AVX2), used for base-backup data there.
 	ChecksumBLAKE3 Checksum = "blake3"
 )
 
