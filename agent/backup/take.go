@@ -27,6 +27,7 @@ import (
 	"github.com/pgdr/pgdr/pkg/keys"
 	"github.com/pgdr/pgdr/pkg/objstream"
 	"github.com/pgdr/pgdr/pkg/pgpage"
+	"github.com/pgdr/pgdr/pkg/progress"
 	"github.com/pgdr/pgdr/pkg/repo"
 	"github.com/pgdr/pgdr/pkg/storage"
 	"github.com/pgdr/pgdr/pkg/wal"
@@ -223,7 +224,7 @@ func Take(ctx context.Context, d Deps, o Options) (*Manifest, error) {
 			c.abandon(ctx)
 		}
 	}()
-	stopProgress := c.progress(o.Progress)
+	stopProgress := progress.Start(o.Progress, "backup "+c.m.ID, c.total.Load, c.done.Load, 0)
 	// global/pg_control is copied alone, after every other file: a backup
 	// of a standby ends at the copied pg_control's minRecoveryPoint, so no
 	// file may be read after it (pg_basebackup sends it last for the same
@@ -473,36 +474,6 @@ func (c *copier) abandon(ctx context.Context) {
 		}
 	}
 	c.d.Log.Info("removed the objects of the failed backup", "backup", c.m.ID)
-}
-
-func (c *copier) progress(w io.Writer) func() {
-	if w == nil {
-		return func() {}
-	}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	start := time.Now()
-	go func() {
-		defer wg.Done()
-		t := time.NewTicker(2 * time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-t.C:
-				done, total := c.done.Load(), c.total.Load()
-				pct := 100.0
-				if total > 0 {
-					pct = 100 * float64(done) / float64(total)
-				}
-				fmt.Fprintf(w, "backup %s: %5.1f%%  %d/%d MB  %.0f MB/s\n", c.m.ID, pct, done>>20, total>>20,
-					float64(done)/(1<<20)/time.Since(start).Seconds())
-			}
-		}
-	}()
-	return func() { close(stop); wg.Wait() }
 }
 
 func (c *copier) copyAll(ctx context.Context, files []walkFile, parallel int) ([]File, error) {

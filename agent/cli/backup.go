@@ -79,9 +79,7 @@ needs is archived: until then the backup does not exist.`, true).withJSON()
 	o := backup.Options{Type: *typ, FromStandby: *standby, Label: *label, Parallel: *parallel,
 		AllowCorrupt: *allowCorrupt, PrimaryDSN: *primary, WALTimeout: *walTimeout, MaxRate: int64(*maxRate * 1e6), PartSize: int64(*partMB) << 20,
 		Checksum: objstream.Checksum(*checksum)}
-	if *progress {
-		o.Progress = e.stderr
-	}
+	o.Progress = progressTo(e, *progress)
 	m, err := backup.Take(ctx, backup.Deps{Cfg: cfg, Repos: repos, Recipients: rs, Log: log}, o)
 	if err != nil {
 		log.Error("backup failed", "err", err)
@@ -265,7 +263,7 @@ backup is verified everywhere. Exit 0 only if all is well.`, true).withJSON()
 }
 
 func cmdRestore(ctx context.Context, e env, args []string) int {
-	f := newFlags(e, "restore", "restore --config FILE [--backup ID|latest] --pgdata DIR [target] [--target-action A] [--tablespace-map OID_OR_NAME=DIR ...] [--tablespace-map-all DIR] [--parallel N] [--force] [--start]",
+	f := newFlags(e, "restore", "restore --config FILE [--backup ID|latest] --pgdata DIR [target] [--target-action A] [--tablespace-map OID_OR_NAME=DIR ...] [--tablespace-map-all DIR] [--parallel N] [--force] [--start] [--progress]",
 		`Restores a backup (and the chain it builds on) into an empty directory and
 configures recovery: recovery.signal, restore_command = pgdr-agent wal-fetch and
 the target. Without --backup, a time or LSN target picks the newest backup that
@@ -298,6 +296,7 @@ cannot be relocated.`, true).withJSON()
 	tImm := f.Bool("target-immediate", false, "stop as soon as the backup is consistent")
 	action := f.String("target-action", "pause", "at the target: promote, pause or shutdown")
 	parallel := f.Int("parallel", runtime.NumCPU(), "files written at once")
+	showProgress := f.Bool("progress", isTerminal(e.stderr), "print progress on stderr (default: when stderr is a terminal)")
 	force := f.Bool("force", false, "restore into a non-empty directory, deleting its contents")
 	repoName := f.String("repo", "", "read from this repository (default: the first holding the backup)")
 	noArchive := f.Bool("no-archive", false, "set archive_mode = off in the restored cluster (for copies and drills)")
@@ -361,7 +360,7 @@ cannot be relocated.`, true).withJSON()
 	res, err := restore.Restore(ctx, restore.Deps{Cfg: cfg, Repos: repos, Identities: ids, Log: log}, restore.Options{
 		BackupID: *id, PGData: *pgdata, Target: target, Action: *action, Parallel: *parallel, Force: *force,
 		Repo: *repoName, NoArchive: *noArchive, AgentPath: self, ConfigPath: cfgPath,
-		TablespaceMap: spcMap, TablespaceMapAll: *spcMapAll,
+		TablespaceMap: spcMap, TablespaceMapAll: *spcMapAll, Progress: progressTo(e, *showProgress),
 	})
 	if err != nil {
 		return fail(err)
@@ -401,4 +400,12 @@ func parseTime(s string) (time.Time, error) {
 		}
 	}
 	return time.Time{}, errors.New("--target-time " + s + ": not a time (use RFC 3339, e.g. 2026-11-26T08:17:00.123456Z, or '2026-11-26 08:17:00+00'; without a zone, UTC)")
+}
+
+// progressTo is where --progress lines go: stderr, or nowhere.
+func progressTo(e env, on bool) io.Writer {
+	if on {
+		return e.stderr
+	}
+	return nil
 }

@@ -179,7 +179,10 @@ func TestRestoreRefusals(t *testing.T) {
 	// restores.
 	rotated := l.writeConfig(t, "rotated.yaml", []string{"file"}, l.identity, 0)
 	rewriteFile(t, rotated, l.recipient, otherRcpt)
-	incr := l.backup(t, rotated, "--type", "incr")
+	incr, stderr := l.backupOut(t, rotated, "--type", "incr", "--progress")
+	if !strings.Contains(stderr, "backup "+incr+": 100.0%") {
+		t.Fatalf("backup --progress: no final progress line for %s on stderr:\n%s", incr, stderr)
+	}
 	r = restoreFails(t, l.cfg, c, "--backup", incr, "--target-immediate")
 	if !strings.Contains(r.stderr, "identity") || !strings.Contains(r.stderr, "backup/"+incr+"/") {
 		t.Fatalf("restore of a chain with a rotated key, old identity only: the error does not name the identity and an object of %s:\n%s", incr, r.stderr)
@@ -191,7 +194,10 @@ func TestRestoreRefusals(t *testing.T) {
 	}
 	pgtest.Chown(t, both)
 	bothCfg := l.writeConfig(t, "both-identities.yaml", []string{"file"}, both, 0)
-	mustAgent(t, "restore", "--config", bothCfg, "--backup", incr, "--pgdata", filepath.Join(t.TempDir(), "both"), "--target-immediate")
+	r = mustAgent(t, "restore", "--config", bothCfg, "--backup", incr, "--pgdata", filepath.Join(t.TempDir(), "both"), "--target-immediate", "--progress")
+	if !strings.Contains(r.stderr, "restore "+incr+": 100.0%") {
+		t.Fatalf("restore --progress: no final progress line for %s on stderr:\n%s", incr, r.stderr)
+	}
 
 	for _, tc := range []struct {
 		what string

@@ -21,6 +21,13 @@ type backupListing struct {
 
 func (l *lab) backup(t *testing.T, cfg string, args ...string) string {
 	t.Helper()
+	id, _ := l.backupOut(t, cfg, args...)
+	return id
+}
+
+// backupOut is backup, also returning what the backup wrote on stderr.
+func (l *lab) backupOut(t *testing.T, cfg string, args ...string) (id, stderr string) {
+	t.Helper()
 	r := runAgentPG(t, append([]string{"backup", "--config", cfg, "--json", "--wal-timeout", "2m"}, args...)...)
 	if r.code != 0 {
 		t.Fatalf("backup %v: exit %d\n%s\nserver log:\n%s", args, r.code, tail(r.stderr, 3000), tail(l.pg.Log(), 3000))
@@ -31,7 +38,7 @@ func (l *lab) backup(t *testing.T, cfg string, args ...string) string {
 	if err := json.Unmarshal([]byte(r.stdout), &s); err != nil || s.ID == "" {
 		t.Fatalf("backup --json: %v\n%s\n%s", err, r.stdout, r.stderr)
 	}
-	return s.ID
+	return s.ID, r.stderr
 }
 
 // insertBatch commits one batch of rows and returns the commit's time as

@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -24,6 +25,7 @@ import (
 	"github.com/pgdr/pgdr/pkg/fsutil"
 	"github.com/pgdr/pgdr/pkg/objstream"
 	"github.com/pgdr/pgdr/pkg/pgpage"
+	"github.com/pgdr/pgdr/pkg/progress"
 	"github.com/pgdr/pgdr/pkg/repo"
 	"github.com/pgdr/pgdr/pkg/storage"
 	"github.com/pgdr/pgdr/pkg/wal"
@@ -66,6 +68,9 @@ type Options struct {
 	TablespaceMapAll string
 	// AgentPath and ConfigPath make up restore_command.
 	AgentPath, ConfigPath string
+	// Progress receives a progress line every few seconds while files are
+	// written, and one when they are all written; nil for none.
+	Progress io.Writer
 }
 
 // Deps are what Restore works with.
@@ -181,7 +186,19 @@ func Restore(ctx context.Context, d Deps, o Options) (*Result, error) {
 	if err := w.layout(m); err != nil {
 		return nil, err
 	}
-	if err := w.files(ctx, plan, o.Parallel); err != nil {
+	var total int64
+	for _, p := range plan {
+		switch {
+		case len(p.steps) > 1:
+			total += p.f.Size // a chain writes each page once
+		case len(p.steps) == 1:
+			total += p.steps[0].bytes
+		}
+	}
+	stopProgress := progress.Start(o.Progress, "restore "+m.ID, func() int64 { return total }, w.written.Load, 0)
+	err = w.files(ctx, plan, o.Parallel)
+	stopProgress()
+	if err != nil {
 		return nil, err
 	}
 	settings, err := w.recovery(m, o)
@@ -366,6 +383,7 @@ type step struct {
 	backup  string
 	kind    string
 	objects []backup.Part // one whole object, or the parts of a large file
+	bytes   int64         // written by this step: the whole file, or its changed pages
 }
 
 type filePlan struct {
@@ -394,7 +412,11 @@ func makePlan(chain []*backup.Manifest) ([]filePlan, error) {
 				return nil, fmt.Errorf("backup %s stores %s as changes, but %s does not hold the file: the chain is inconsistent", chain[i+1].ID, f.Path, chain[i].ID)
 			}
 			if objs := e.Objects(); len(objs) > 0 {
-				steps = append([]step{{backup: chain[i].ID, kind: e.Kind, objects: objs}}, steps...)
+				n := e.Size
+				if e.Kind != backup.KindFull {
+					n = int64(e.Pages) * pgpage.BlockSize
+				}
+				steps = append([]step{{backup: chain[i].ID, kind: e.Kind, objects: objs, bytes: n}}, steps...)
 			}
 			if e.Kind == backup.KindFull {
 				found = true
@@ -516,6 +538,7 @@ type writer struct {
 	mu      sync.Mutex
 	bytes   int64
 	objects int
+	written atomic.Int64 // bytes written into files so far (progress)
 }
 
 func (w *writer) layout(m *backup.Manifest) error {
@@ -630,11 +653,45 @@ type kickWriter struct {
 	off int64 // start of the range not handed to write-back yet
 	n   int64 // bytes written after off
 	err error // the submit failure (the restore is being cancelled)
+
+	written *atomic.Int64 // every byte written, for progress (nil: not counted)
 }
 
 func (k *kickWriter) Write(p []byte) (int, error) {
 	n, err := k.w.Write(p)
-	k.n += int64(n)
+	k.count(int64(n), err)
+	return n, err
+}
+
+// writeAt writes p at off, at or after everything written before (a
+// maskedWriter leaving pages out), with the same accounting as Write.
+func (k *kickWriter) writeAt(p []byte, off int64) error {
+	n, err := k.fh.WriteAt(p, off)
+	k.n = off + int64(n) - k.off
+	k.progress(int64(n))
+	k.kick(err)
+	if err != nil {
+		return err
+	}
+	return k.err
+}
+
+// count accounts for n bytes written after the last ones.
+func (k *kickWriter) count(n int64, err error) {
+	k.n += n
+	k.progress(n)
+	k.kick(err)
+}
+
+func (k *kickWriter) progress(n int64) {
+	if k.written != nil {
+		k.written.Add(n)
+	}
+}
+
+// kick hands the range written since the last kick to write-back once it
+// reaches kickSize.
+func (k *kickWriter) kick(err error) {
 	if err == nil && k.n >= kickSize {
 		if err = k.s.submit(k.ctx, syncJob{fh: k.fh, off: k.off, n: k.n}); err != nil {
 			k.err = err
@@ -642,7 +699,6 @@ func (k *kickWriter) Write(p []byte) (int, error) {
 		k.off += k.n
 		k.n = 0
 	}
-	return n, err
 }
 
 // minSyncers is the least number of syncers. An fsync mostly waits for the
@@ -777,8 +833,18 @@ func (w *writer) file(ctx context.Context, p filePlan, s *syncer) error {
 			return fmt.Errorf("restoring %s: %w", p.f.Path, err)
 		}
 	}
-	for _, st := range p.steps {
-		if err := w.apply(ctx, fh, st, s); err != nil {
+	// A chain is applied newest first, each page written once (see
+	// pageMask); a single step is written as it is.
+	var mask *pageMask
+	if len(p.steps) > 1 {
+		mask = newPageMask(p.f.Size)
+	}
+	for i := range p.steps {
+		st := p.steps[i]
+		if mask != nil {
+			st = p.steps[len(p.steps)-1-i]
+		}
+		if err := w.apply(ctx, fh, st, s, mask); err != nil {
 			return fmt.Errorf("restoring %s: %w", p.f.Path, err)
 		}
 	}
@@ -792,19 +858,19 @@ func (w *writer) file(ctx context.Context, p filePlan, s *syncer) error {
 // apply writes one step's objects into the file: a whole copy at each
 // part's offset, or a delta's pages at their blocks. The parts of one step
 // cover disjoint ranges, so they are written in parallel.
-func (w *writer) apply(ctx context.Context, fh *os.File, st step, s *syncer) error {
+func (w *writer) apply(ctx context.Context, fh *os.File, st step, s *syncer, mask *pageMask) error {
 	if len(st.objects) == 1 {
-		return w.applyObject(ctx, fh, st.kind, st.objects[0], s)
+		return w.applyObject(ctx, fh, st.kind, st.objects[0], s, mask)
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(2)
 	for _, o := range st.objects {
-		g.Go(func() error { return w.applyObject(gctx, fh, st.kind, o, s) })
+		g.Go(func() error { return w.applyObject(gctx, fh, st.kind, o, s, mask) })
 	}
 	return g.Wait()
 }
 
-func (w *writer) applyObject(ctx context.Context, fh *os.File, kind string, o backup.Part, s *syncer) error {
+func (w *writer) applyObject(ctx context.Context, fh *os.File, kind string, o backup.Part, s *syncer, mask *pageMask) error {
 	key := w.cluster + "/" + o.Object
 	rc, err := w.r.Store.Get(ctx, key)
 	if err != nil {
@@ -822,8 +888,12 @@ func (w *writer) applyObject(ctx context.Context, fh *os.File, kind string, o ba
 	if kind == backup.KindFull {
 		// io.Copy uses the Reader's WriteTo: large writes straight from
 		// its decode buffer.
-		kw := &kickWriter{ctx: ctx, s: s, fh: fh, w: io.NewOffsetWriter(fh, o.Offset), off: o.Offset}
-		if _, err := io.Copy(kw, or); err != nil {
+		kw := &kickWriter{ctx: ctx, s: s, fh: fh, w: io.NewOffsetWriter(fh, o.Offset), off: o.Offset, written: &w.written}
+		var dst io.Writer = kw
+		if mask != nil {
+			dst = &maskedWriter{k: kw, pos: o.Offset, mask: mask}
+		}
+		if _, err := io.Copy(dst, or); err != nil {
 			if kw.err != nil {
 				return kw.err
 			}
@@ -839,10 +909,17 @@ func (w *writer) applyObject(ctx context.Context, fh *os.File, kind string, o ba
 			if err != nil {
 				return fmt.Errorf("repository %s: object %s: %w", w.r.Name, key, err)
 			}
-			blk := binary.BigEndian.Uint32(rec[:4])
-			if _, err := fh.WriteAt(rec[4:], int64(blk)*pgpage.BlockSize); err != nil {
+			blk := int64(binary.BigEndian.Uint32(rec[:4]))
+			if mask != nil {
+				if mask.skip(blk) {
+					continue // a newer backup of the chain holds this page
+				}
+				mask.set(blk)
+			}
+			if _, err := fh.WriteAt(rec[4:], blk*pgpage.BlockSize); err != nil {
 				return err
 			}
+			w.written.Add(pgpage.BlockSize)
 		}
 	}
 	// The stream verified its own trailer at EOF; its checksum must also
