@@ -6,10 +6,12 @@ import (
 	"io"
 	"sort"
 	"sync"
+	"sync/atomic"
 
 	"filippo.io/age"
 
 	"github.com/pgdr/pgdr/pkg/objstream"
+	"github.com/pgdr/pgdr/pkg/progress"
 	"github.com/pgdr/pgdr/pkg/repo"
 	"github.com/pgdr/pgdr/pkg/storage"
 	"github.com/pgdr/pgdr/pkg/wal"
@@ -47,7 +49,10 @@ func (v *VerifyReport) OK() bool {
 // checks that the WAL backup id needs to reach consistency (from its start
 // to its stop LSN) is archived. A backup or chain the repository does not
 // hold is an error wrapping ErrNoBackup.
-func Verify(ctx context.Context, r repo.Repo, cluster, id string, ids []age.Identity, parallel int) (*VerifyReport, error) {
+//
+// progress, when not nil, receives a progress line every few seconds (the
+// stored bytes read against the chain's total) and a final one.
+func Verify(ctx context.Context, r repo.Repo, cluster, id string, ids []age.Identity, parallel int, progressTo io.Writer) (*VerifyReport, error) {
 	id, err := Resolve(ctx, r, cluster, id)
 	if err != nil {
 		return nil, err
@@ -81,6 +86,13 @@ func Verify(ctx context.Context, r repo.Repo, cluster, id string, ids []age.Iden
 		}
 	}
 	rep.Objects = len(jobs)
+	var total int64
+	for _, j := range jobs {
+		total += j.part.Stored
+	}
+	var read atomic.Int64
+	stopProgress := progress.Start(progressTo, "verify "+id+" in "+r.Name, func() int64 { return total }, read.Load, 0)
+	defer stopProgress()
 	if parallel < 1 {
 		parallel = 1
 	}
@@ -94,7 +106,7 @@ func Verify(ctx context.Context, r repo.Repo, cluster, id string, ids []age.Iden
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			n, err := verifyObject(ctx, r, &pool, j.key, j.part, ids)
+			n, err := verifyObject(ctx, r, &pool, j.key, j.part, ids, &read)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -110,13 +122,13 @@ func Verify(ctx context.Context, r repo.Repo, cluster, id string, ids []age.Iden
 	return rep, nil
 }
 
-func verifyObject(ctx context.Context, r repo.Repo, pool *objstream.Pool, key string, part Part, ids []age.Identity) (int64, error) {
+func verifyObject(ctx context.Context, r repo.Repo, pool *objstream.Pool, key string, part Part, ids []age.Identity, read *atomic.Int64) (int64, error) {
 	rc, err := r.Store.Get(ctx, key)
 	if err != nil {
 		return 0, err
 	}
 	defer rc.Close()
-	or, err := pool.NewReader(rc, ids)
+	or, err := pool.NewReader(&countingSource{r: rc, n: read}, ids)
 	if err != nil {
 		return 0, err
 	}
@@ -128,4 +140,16 @@ func verifyObject(ctx context.Context, r repo.Repo, pool *objstream.Pool, key st
 		return n, err
 	}
 	return n, part.CheckSum(or.Sum())
+}
+
+// countingSource counts the stored bytes read from an object (progress).
+type countingSource struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (c *countingSource) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
 }

@@ -176,13 +176,14 @@ func cmdBackupList(ctx context.Context, e env, args []string) int {
 }
 
 func cmdBackupVerify(ctx context.Context, e env, args []string) int {
-	f := newFlags(e, "backup-verify", "backup-verify --config FILE [--json] [--parallel N] ID|latest",
+	f := newFlags(e, "backup-verify", "backup-verify --config FILE [--json] [--parallel N] [--progress] ID|latest",
 		`Re-reads, decrypts and verifies every object of the backup and of the backups it
 builds on, and checks that the WAL it needs to reach consistency is archived, in
 every configured repository: a repository that does not hold the backup fails.
 latest is the newest backup of the first repository that has one, and the same
 backup is verified everywhere. Exit 0 only if all is well.`, true).withJSON()
 	parallel := f.Int("parallel", runtime.NumCPU(), "objects verified at once")
+	showProgress := f.Bool("progress", isTerminal(e.stderr), "print progress on stderr (default: when stderr is a terminal)")
 	pos, code, ok := f.parse(args, 1)
 	if !ok {
 		return code
@@ -223,7 +224,7 @@ backup is verified everywhere. Exit 0 only if all is well.`, true).withJSON()
 	allOK := true
 	var reports []*backup.VerifyReport
 	for _, r := range repos {
-		rep, err := backup.Verify(ctx, r, cfg.Cluster, id, ids, *parallel)
+		rep, err := backup.Verify(ctx, r, cfg.Cluster, id, ids, *parallel, progressTo(e, *showProgress))
 		if errors.Is(err, backup.ErrNoBackup) {
 			rep = &backup.VerifyReport{Repo: r.Name, Backup: id, Failed: []backup.FailedObject{}, MissingWAL: []string{}, Absent: err.Error()}
 		} else if err != nil {

@@ -69,8 +69,12 @@ func TestBackupInParts(t *testing.T) {
 	l.waitArchived(t, last, 2*time.Minute)
 	wantSums, wantDump := pgbenchSums(t, l.pg), pgDump(t, l.pg)
 
-	if r := runAgent(t, nil, "backup-verify", "--config", l.cfg, incr); r.code != 0 {
+	r := runAgent(t, nil, "backup-verify", "--config", l.cfg, "--progress", incr)
+	if r.code != 0 {
 		t.Fatalf("backup-verify %s: exit %d\n%s\n%s", incr, r.code, r.stdout, r.stderr)
+	}
+	if !strings.Contains(r.stderr, "verify "+incr+" in local: 100.0%") {
+		t.Fatalf("backup-verify --progress: no final progress line on stderr:\n%s", r.stderr)
 	}
 	c := l.restoreTo(t, l.cfg, "--backup", incr, "--target-action", "promote")
 	sameData(t, "incremental in parts, replayed to the end", pgbenchSums(t, c), pgDump(t, c), wantSums, wantDump)
