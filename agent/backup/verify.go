@@ -128,7 +128,7 @@ func verifyObject(ctx context.Context, r repo.Repo, pool *objstream.Pool, key st
 		return 0, err
 	}
 	defer rc.Close()
-	or, err := pool.NewReader(&countingSource{r: rc, n: read}, ids)
+	or, err := pool.NewReader(&progress.Reader{R: rc, N: read}, ids)
 	if err != nil {
 		return 0, err
 	}
@@ -140,16 +140,4 @@ func verifyObject(ctx context.Context, r repo.Repo, pool *objstream.Pool, key st
 		return n, err
 	}
 	return n, part.CheckSum(or.Sum())
-}
-
-// countingSource counts the stored bytes read from an object (progress).
-type countingSource struct {
-	r io.Reader
-	n *atomic.Int64
-}
-
-func (c *countingSource) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n.Add(int64(n))
-	return n, err
 }

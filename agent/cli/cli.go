@@ -433,8 +433,9 @@ func humanBytes(n int64) string {
 }
 
 func cmdWalVerify(ctx context.Context, e env, args []string) int {
-	f := newFlags(e, "wal-verify", "wal-verify --config FILE [--json] [--parallel N]", "Reads back, decrypts and verifies every archived WAL object in every\nrepository and reports gaps. Exits 0 only when everything verifies with no gap.", true).withJSON()
+	f := newFlags(e, "wal-verify", "wal-verify --config FILE [--json] [--parallel N] [--progress]", "Reads back, decrypts and verifies every archived WAL object in every\nrepository and reports gaps. Exits 0 only when everything verifies with no gap.", true).withJSON()
 	parallel := f.Int("parallel", runtime.NumCPU(), "objects verified in parallel per repository")
+	showProgress := f.Bool("progress", isTerminal(e.stderr), "print progress on stderr (default: when stderr is a terminal)")
 	if _, code, ok := f.parse(args, 0); !ok {
 		return code
 	}
@@ -447,7 +448,7 @@ func cmdWalVerify(ctx context.Context, e env, args []string) int {
 		log.Error("wal-verify", "err", err)
 		return ExitFailure
 	}
-	res, err := sh.Verify(ctx, *parallel)
+	res, err := sh.Verify(ctx, *parallel, progressTo(e, *showProgress))
 	if err != nil {
 		log.Error("wal-verify", "err", err)
 		return ExitFailure

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -97,8 +98,15 @@ func TestArchiveFileAndS3(t *testing.T) {
 			os.Remove(dest)
 		}
 	}
-	if r := mustAgent(t, "wal-verify", "--config", l.cfg); !strings.Contains(r.stdout, "OK") {
+	r := mustAgent(t, "wal-verify", "--config", l.cfg, "--progress")
+	if !strings.Contains(r.stdout, "OK") {
 		t.Fatalf("wal-verify: %s", r.stdout)
+	}
+	// One final progress line per repository, all stored bytes read.
+	for _, repo := range []string{"local", "dr"} {
+		if !regexp.MustCompile(`wal-verify ` + repo + `: 100\.0%  \d+/\d+ MiB`).MatchString(r.stderr) {
+			t.Fatalf("wal-verify --progress: no final progress line for %s on stderr:\n%s", repo, r.stderr)
+		}
 	}
 }
 

@@ -8,10 +8,12 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"filippo.io/age"
 
 	"github.com/pgdr/pgdr/pkg/objstream"
+	"github.com/pgdr/pgdr/pkg/progress"
 	"github.com/pgdr/pgdr/pkg/repo"
 	"github.com/pgdr/pgdr/pkg/storage"
 	"github.com/pgdr/pgdr/pkg/wal"
@@ -196,7 +198,11 @@ func (v VerifyResult) OK() bool {
 
 // Verify reads back, decrypts and checks every archived object in every
 // repository, parallel readers per repository, and reports gaps.
-func (s *Shipper) Verify(ctx context.Context, parallel int) ([]VerifyResult, error) {
+//
+// progressTo, when not nil, receives a progress line every few seconds (the
+// stored bytes read against the repository's total) and a final one, per
+// repository.
+func (s *Shipper) Verify(ctx context.Context, parallel int, progressTo io.Writer) ([]VerifyResult, error) {
 	if parallel < 1 {
 		parallel = 1
 	}
@@ -215,6 +221,12 @@ func (s *Shipper) Verify(ctx context.Context, parallel int) ([]VerifyResult, err
 		if err != nil {
 			res.Errors = append(res.Errors, err.Error())
 		}
+		var total int64
+		for _, e := range ents {
+			total += e.info.Size
+		}
+		var read atomic.Int64
+		stopProgress := progress.Start(progressTo, "wal-verify "+r.Name, func() int64 { return total }, read.Load, 0)
 		var mu sync.Mutex
 		var wg sync.WaitGroup
 		sem := make(chan struct{}, parallel)
@@ -224,7 +236,7 @@ func (s *Shipper) Verify(ctx context.Context, parallel int) ([]VerifyResult, err
 			go func() {
 				defer wg.Done()
 				defer func() { <-sem }()
-				err := s.verifyObject(ctx, r, e.info.Key, ids)
+				err := s.verifyObject(ctx, r, e.info.Key, ids, &read)
 				mu.Lock()
 				defer mu.Unlock()
 				if err != nil {
@@ -235,19 +247,20 @@ func (s *Shipper) Verify(ctx context.Context, parallel int) ([]VerifyResult, err
 			}()
 		}
 		wg.Wait()
+		stopProgress()
 		sort.Slice(res.Failed, func(i, j int) bool { return res.Failed[i].Key < res.Failed[j].Key })
 		out = append(out, res)
 	}
 	return out, nil
 }
 
-func (s *Shipper) verifyObject(ctx context.Context, r repo.Repo, key string, ids []age.Identity) error {
+func (s *Shipper) verifyObject(ctx context.Context, r repo.Repo, key string, ids []age.Identity, read *atomic.Int64) error {
 	rc, err := r.Store.Get(ctx, key)
 	if err != nil {
 		return err
 	}
 	defer rc.Close()
-	or, err := s.pool.NewReader(rc, ids)
+	or, err := s.pool.NewReader(&progress.Reader{R: rc, N: read}, ids)
 	if err != nil {
 		return err
 	}

@@ -287,7 +287,7 @@ func TestListAndVerifyReportGaps(t *testing.T) {
 		tl.Gaps[0].From != wal.SegmentName(1, 4, segSize) || tl.Gaps[0].To != wal.SegmentName(1, 5, segSize) {
 		t.Fatalf("listing %+v", tl)
 	}
-	res, err := f.sh.Verify(ctx, 2)
+	res, err := f.sh.Verify(ctx, 2, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -71,4 +72,17 @@ func Line(what string, done, total int64, elapsed time.Duration, ended bool) str
 		tail = "  " + left.Round(time.Second).String() + " left"
 	}
 	return fmt.Sprintf("%s: %5.1f%%  %d/%d MiB  %.0f MiB/s%s", what, pct, done>>20, total>>20, rate, tail)
+}
+
+// Reader counts the bytes read through it into N, for the done side of a
+// progress line.
+type Reader struct {
+	R io.Reader
+	N *atomic.Int64
+}
+
+func (c *Reader) Read(p []byte) (int, error) {
+	n, err := c.R.Read(p)
+	c.N.Add(int64(n))
+	return n, err
 }
