@@ -115,12 +115,18 @@ type Part struct {
 	Stored int64  `json:"stored"`
 }
 
-// Checksum is the checksum the manifest records for the part's plaintext.
+// Checksum is the hash the manifest records the part's plaintext with.
 func (p Part) Checksum() objstream.Checksum {
+	alg, _ := p.recorded()
+	return alg
+}
+
+// recorded is the recorded checksum: its hash and its hex value.
+func (p Part) recorded() (objstream.Checksum, string) {
 	if p.BLAKE3 != "" {
-		return objstream.ChecksumBLAKE3
+		return objstream.ChecksumBLAKE3, p.BLAKE3
 	}
-	return objstream.ChecksumSHA256
+	return objstream.ChecksumSHA256, p.SHA256
 }
 
 // setSum records a checksum of the object's plaintext.
@@ -137,12 +143,9 @@ func (p *Part) setSum(s objstream.Sum) {
 // the one the manifest records: an object whose trailer is intact but is
 // not the object the manifest names (or is hashed differently) fails.
 func (p Part) CheckSum(got objstream.Sum) error {
-	want := p.SHA256
-	if p.BLAKE3 != "" {
-		want = p.BLAKE3
-	}
-	if got.Alg != p.Checksum() || got.Hex() != want {
-		return fmt.Errorf("content checksum %s, manifest says %s:%s: %w", got, p.Checksum(), want, objstream.ErrCorrupt)
+	alg, want := p.recorded()
+	if got.Alg != alg || got.Hex() != want {
+		return fmt.Errorf("content checksum %s, manifest says %s:%s: %w", got, alg, want, objstream.ErrCorrupt)
 	}
 	return nil
 }

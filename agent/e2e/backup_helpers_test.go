@@ -244,7 +244,7 @@ func utcNow(t *testing.T, c *pgtest.Cluster) string {
 type bgBench struct {
 	c    *pgtest.Cluster
 	cmd  *exec.Cmd
-	out  syncBuffer
+	out  testutil.SyncBuffer
 	done chan struct{}
 }
 

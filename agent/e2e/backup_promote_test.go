@@ -33,7 +33,7 @@ func TestStandbyBackupRefusedAcrossPromotion(t *testing.T) {
 	if cred := pgtest.Credential(t); cred != nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 	}
-	var stderr syncBuffer
+	var stderr testutil.SyncBuffer
 	var stdout bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Start(); err != nil {

@@ -223,10 +223,10 @@ type listing struct {
 
 // agentDaemon starts `pgdr-agent run` as the postgres user (the user
 // archive_command runs as, so it may use the daemon's 0600 socket).
-func startDaemon(t *testing.T, l *lab, cfg string) *syncBuffer {
+func startDaemon(t *testing.T, l *lab, cfg string) *testutil.SyncBuffer {
 	t.Helper()
 	cmd := exec.Command(agentPath(t), "run", "--config", cfg)
-	var logb syncBuffer
+	var logb testutil.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &logb, &logb
 	if cred := pgtest.Credential(t); cred != nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}

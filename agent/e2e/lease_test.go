@@ -395,7 +395,7 @@ func TestPromoteFollowRejoin(t *testing.T) {
 		pg   *pgtest.Cluster
 		addr string
 	}{{"pg-a1", l.pg, ""}, {"pg-a2", r1, ""}, {"pg-a3", r2, ""}}
-	var logs []*syncBuffer
+	var logs []*testutil.SyncBuffer
 	for i := range nodes {
 		n := &nodes[i]
 		n.addr = fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))

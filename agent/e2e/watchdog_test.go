@@ -32,7 +32,7 @@ func watchdogLines(t *testing.T, f *fakeLeader, listen string) string {
 // agentProc is a `pgdr-agent run` started by startDaemonProc.
 type agentProc struct {
 	cmd  *exec.Cmd
-	log  *syncBuffer
+	log  *testutil.SyncBuffer
 	done chan struct{}
 	sock string
 }
@@ -41,7 +41,7 @@ type agentProc struct {
 // a test can signal it.
 func startDaemonProc(t *testing.T, l *lab, cfg string) *agentProc {
 	t.Helper()
-	p := &agentProc{cmd: exec.Command(agentPath(t), "run", "--config", cfg), log: &syncBuffer{}, done: make(chan struct{}),
+	p := &agentProc{cmd: exec.Command(agentPath(t), "run", "--config", cfg), log: &testutil.SyncBuffer{}, done: make(chan struct{}),
 		sock: filepath.Join(l.dir, "agent-"+filepath.Base(cfg)+".sock")}
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
 	if cred := pgtest.Credential(t); cred != nil {

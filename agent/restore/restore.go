@@ -659,7 +659,9 @@ type kickWriter struct {
 
 func (k *kickWriter) Write(p []byte) (int, error) {
 	n, err := k.w.Write(p)
-	k.count(int64(n), err)
+	k.n += int64(n)
+	k.progress(int64(n))
+	k.kick(err)
 	return n, err
 }
 
@@ -674,13 +676,6 @@ func (k *kickWriter) writeAt(p []byte, off int64) error {
 		return err
 	}
 	return k.err
-}
-
-// count accounts for n bytes written after the last ones.
-func (k *kickWriter) count(n int64, err error) {
-	k.n += n
-	k.progress(n)
-	k.kick(err)
 }
 
 func (k *kickWriter) progress(n int64) {

@@ -757,8 +757,8 @@ func TestWriteTo(t *testing.T) {
 				t.Fatalf("io.Copy: %d, %v", n, err)
 			}
 			sum := sha256.Sum256(data)
-			if !bytes.Equal(r.SHA256(), sum[:]) {
-				t.Fatalf("SHA256 = %x", r.SHA256())
+			if s := r.Sum(); s.Alg != ChecksumSHA256 || !bytes.Equal(s.Bytes, sum[:]) {
+				t.Fatalf("Sum = %v, want sha256:%x", s, sum)
 			}
 			if n, err := r.WriteTo(&buf); n != 0 || err != nil {
 				t.Fatalf("WriteTo after the end: %d, %v", n, err)
@@ -781,8 +781,8 @@ func TestWriteTo(t *testing.T) {
 			if _, err2 := r.Read(make([]byte, 10)); !errors.Is(err2, errSink) {
 				t.Fatalf("Read after a failed WriteTo: %v", err2)
 			}
-			if r.SHA256() != nil {
-				t.Fatal("SHA256 after a failed WriteTo")
+			if r.Sum().Bytes != nil {
+				t.Fatal("a checksum after a failed WriteTo")
 			}
 			r.Close()
 

@@ -58,15 +58,6 @@ func (r *Reader) Sum() Sum {
 	return Sum{Alg: r.Header.Checksum, Bytes: r.sum}
 }
 
-// SHA256 returns the plaintext's SHA-256 as Sum does, or nil for an
-// object whose checksum is not SHA-256.
-func (r *Reader) SHA256() []byte {
-	if s := r.Sum(); s.Alg == ChecksumSHA256 {
-		return s.Bytes
-	}
-	return nil
-}
-
 // srcReader wraps the object source and remembers the first error other
 // than io.EOF, so that I/O failures are not mistaken for corruption.
 type srcReader struct {
@@ -252,7 +243,7 @@ func (r *Reader) fill(empty *int) error {
 // WriteTo implements io.WriterTo (io.Copy uses it): it writes the rest of
 // the plaintext to w and returns a nil error where Read would return
 // io.EOF, that is only once the whole object was read and its trailer
-// verified; SHA256 then returns the checksum. It decodes into a larger
+// verified; Sum then returns the checksum. It decodes into a larger
 // buffer than Read and writes straight from it, without the extra copy
 // (and the small writes) of a copy loop. Data is hashed before it is
 // written, and no more than the header's declared size is ever written;

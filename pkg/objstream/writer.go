@@ -205,9 +205,6 @@ type Writer interface {
 	// (else one with nil Bytes), so callers recording a checksum need
 	// not hash again.
 	Sum() Sum
-	// SHA256 returns Sum's bytes if the object's checksum is SHA-256,
-	// else nil.
-	SHA256() []byte
 }
 
 // Sum implements Writer.
@@ -216,14 +213,6 @@ func (w *writer) Sum() Sum {
 		return Sum{Alg: w.alg}
 	}
 	return Sum{Alg: w.alg, Bytes: w.final}
-}
-
-// SHA256 implements Writer.
-func (w *writer) SHA256() []byte {
-	if w.alg != ChecksumSHA256 {
-		return nil
-	}
-	return w.Sum().Bytes
 }
 
 // Write compresses, encrypts and writes p.

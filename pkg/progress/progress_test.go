@@ -1,33 +1,13 @@
 package progress
 
 import (
-	"bytes"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/pgdr/pgdr/pkg/testutil"
 )
-
-// syncBuf is a bytes.Buffer safe for the printer goroutine and the test.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func TestLine(t *testing.T) {
 	for _, c := range []struct {
@@ -51,7 +31,7 @@ func TestLine(t *testing.T) {
 // TestStart: lines while running, one last line at stop, nothing after;
 // a nil writer prints nothing and stop is safe to call twice.
 func TestStart(t *testing.T) {
-	var out syncBuf
+	var out testutil.SyncBuffer
 	var done atomic.Int64
 	total := func() int64 { return 10 << 20 }
 	stop := Start(&out, "restore B", total, done.Load, 10*time.Millisecond)
