@@ -33,16 +33,31 @@ as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 port() { $LABSH port "$@"; }
 # sql NODE QUERY: one value from a lab server.
 sql() { "$PGBIN/psql" -h 127.0.0.1 -p "$(port pg "$1")" -U postgres -d postgres -qAtX -c "$2"; }
-# wait_until SECONDS WHAT CMD...: poll CMD every 0.2s, fail after SECONDS.
+# wait_until SECONDS WHAT CMD...: run CMD (a function or program, evaluated
+# afresh on every try — never pass a "$(...)" whose value is fixed at the call)
+# every 0.2s until it succeeds; after SECONDS fail, printing what was awaited
+# and the last output CMD gave. Deadlines are sized for a cold, loaded 2-core
+# machine (PGDR_DEMO_WAIT_SCALE multiplies them).
+WAIT_SCALE=${PGDR_DEMO_WAIT_SCALE:-1}
 wait_until() {
-  local secs=$1 what=$2 i
+  local secs=$(( $1 * WAIT_SCALE )) what=$2 last="" deadline
   shift 2
-  for i in $(seq $((secs * 5))); do
-    if "$@" >/dev/null 2>&1; then return 0; fi
+  deadline=$(( $(date +%s) + secs ))
+  while :; do
+    if last=$("$@" 2>&1); then return 0; fi
+    [ "$(date +%s)" -ge "$deadline" ] && break
     sleep 0.2
   done
   echo "demo: timed out after ${secs}s waiting for $what" >&2
+  echo "demo: last check: $* -> ${last:-<no output>}" >&2
   return 1
+}
+# rows_are NODE TABLE N: TABLE on NODE has exactly N rows (prints the count).
+rows_are() {
+  local c
+  c=$(sql "$1" "select count(*) from $2" 2>&1) || { echo "$c"; return 1; }
+  echo "$c rows"
+  [ "$c" = "$3" ]
 }
 # archived WALFILE: the primary's archiver has archived WALFILE (or later).
 archived() {
@@ -118,7 +133,7 @@ sql pg-a1 "drop table if exists demo_orders" >/dev/null
 sql pg-a1 "create table demo_orders(id int primary key, note text); insert into demo_orders select g, 'before' from generate_series(1,1000) g" >/dev/null
 echo "   pg-a1: inserted 1000 rows into demo_orders (LSN $(sql pg-a1 'select pg_current_wal_lsn()'))"
 for n in pg-a2 pg-b1; do
-  wait_until 30 "$n to replay the insert" test "$(sql "$n" "select count(*) from demo_orders" 2>/dev/null)" = 1000
+  wait_until 120 "$n to replay the insert (1000 rows)" rows_are "$n" demo_orders 1000
   echo "   $n: $(sql "$n" 'select count(*) from demo_orders') rows, replayed up to $(sql "$n" 'select pg_last_wal_replay_lsn()'), read-only: $(sql "$n" 'select pg_is_in_recovery()')"
 done
 
@@ -139,7 +154,7 @@ as_pg env PGHOST=127.0.0.1 PGPORT="$(port pg pg-a1)" "$PGBIN/pgbench" -i -q -s 5
 LAST=""
 for _ in 1 2 3; do LAST=$(sql pg-a1 "select pg_walfile_name(pg_switch_wal())"); done
 echo "   waiting until $LAST is archived..."
-wait_until 60 "$LAST to be archived" archived "$LAST"
+wait_until 180 "$LAST to be archived" archived "$LAST"
 "$PGBIN/psql" -h 127.0.0.1 -p "$(port pg pg-a1)" -U postgres -X -c "select archived_count, last_archived_wal, failed_count from pg_stat_archiver"
 
 step "7. What the archive holds (pgdr-agent wal-list), and one segment fetched back"
@@ -166,7 +181,7 @@ BEFORE=$(sql pg-a1 "select clock_timestamp()")
 sql pg-a1 "delete from demo_orders where id > 10" >/dev/null # the accident
 LAST=$(sql pg-a1 "select pg_walfile_name(pg_switch_wal())")
 echo "   $BEFORE: then 'delete from demo_orders where id > 10' on pg-a1 (also replicated, of course)"
-wait_until 60 "$LAST to be archived" archived "$LAST"
+wait_until 180 "$LAST to be archived" archived "$LAST"
 if [ -f "$LAB/restored/pgdata/postmaster.pid" ]; then as_pg "$PGBIN/pg_ctl" -D "$LAB/restored/pgdata" -m immediate -w stop >/dev/null 2>&1 || true; fi
 rm -rf "$LAB/restored"
 mkdir -p "$LAB/restored"
@@ -185,14 +200,14 @@ say "$OLD leads. Raft needs a majority (2 of 3): the survivors elect a new leade
   "committed change survives, and the agents find the new leader and report to it."
 run kill -9 "$PID"
 T0=$(date +%s%N)
-wait_until 30 "a new coordinator leader" new_leader_besides "$OLD"
+wait_until 90 "a new coordinator leader" new_leader_besides "$OLD"
 MS=$((($(date +%s%N) - T0) / 1000000))
 echo "   new leader: $(leader), $MS ms after kill -9 of $OLD (as seen by pgdrctl, polling every 0.2s)"
-wait_until 30 "every member reporting to the new leader" all_healthy
+wait_until 120 "every member reporting to the new leader" all_healthy
 run pgdrctl status
 say "$OLD restarts from its data directory and rejoins as a follower:"
 $LABSH start-coordinator "$OLD"
-wait_until 30 "$OLD back as a follower" coordinator_back "$OLD"
+wait_until 120 "$OLD back as a follower" coordinator_back "$OLD"
 run pgdrctl coordinator list
 
 primary_is() { status_json | jq -e --arg p "$1" '.clusters[] | select(.name == "main") | .primary == $p and (.members[] | select(.name == $p) | .role == "primary")' >/dev/null; }
@@ -207,9 +222,9 @@ say "pg-a1's agent renews a 5 s primary lease every second. The coordinators pro
   "promotes the best replica, re-points the other, and records every step."
 run kill -9 "$(cat "$LAB/pg-a1/agent.pid")" "$(head -1 "$LAB/pg-a1/pgdata/postmaster.pid")"
 T0=$(date +%s%N)
-wait_until 60 "a new primary" primary_moved_from pg-a1
+wait_until 120 "a new primary" primary_moved_from pg-a1
 NEW=$(new_primary)
-wait_until 60 "$NEW writable" primary_is "$NEW"
+wait_until 120 "$NEW writable" primary_is "$NEW"
 MS=$((($(date +%s%N) - T0) / 1000000))
 echo "   $NEW is the primary ${MS} ms after the kill"
 run_pg "$PGBIN/psql" -h 127.0.0.1 -p "$(port pg "$NEW")" -U postgres -d postgres -qAtX -c "create table after_failover as select now() as at"
@@ -217,7 +232,7 @@ run pgdrctl status
 say "pg-a1's host comes back: its agent starts, the coordinators order it to rejoin, and it" \
   "is rewound with pg_rewind and streams from $NEW."
 $LABSH start-agent pg-a1
-wait_until 90 "pg-a1 back as a healthy replica" replica_again pg-a1
+wait_until 240 "pg-a1 back as a healthy replica" replica_again pg-a1
 run pgdrctl history --cluster main --limit 12
 
 step "Done"
