@@ -1,19 +1,18 @@
 package config
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"regexp"
 	"strings"
 	"time"
 
+	"github.com/pgdr/pgdr/pkg/strictyaml"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/pgdr/pgdr/pkg/tlsutil"
@@ -154,13 +153,8 @@ func Load(path string) (*Config, error) {
 // Parse decodes YAML (unknown keys are errors), applies defaults and validates.
 func Parse(data []byte) (*Config, error) {
 	var c Config
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, errors.New("the file is empty")
-		}
-		return nil, fmt.Errorf("invalid YAML: %w", err)
+	if err := strictyaml.Decode(data, &c); err != nil {
+		return nil, err
 	}
 	c.defaults()
 	if err := c.Validate(); err != nil {
@@ -339,9 +333,7 @@ func LoadTokens(path string) (*Tokens, error) {
 		return nil, fmt.Errorf("tokens: %w", err)
 	}
 	var list []Token
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&list); err != nil && !errors.Is(err, io.EOF) {
+	if err := strictyaml.Decode(data, &list); err != nil && !errors.Is(err, strictyaml.ErrEmpty) {
 		return nil, fmt.Errorf("tokens %s: %w", path, err)
 	}
 	for i, t := range list {

@@ -1,10 +1,8 @@
 package config
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"net"
 	"net/url"
@@ -15,7 +13,7 @@ import (
 	"strings"
 	"time"
 
-	"go.yaml.in/yaml/v3"
+	"github.com/pgdr/pgdr/pkg/strictyaml"
 )
 
 // Config is the agent's configuration file.
@@ -212,13 +210,8 @@ func Parse(data []byte) (*Config, error) {
 	// Keys whose explicit zero value means something ("" disables the HTTP
 	// server, 0 allows no lag) are defaulted before decoding.
 	cfg := Config{Health: Health{Listen: DefaultHealthListen, MaxReplicaLag: ByteSize{Bytes: DefaultMaxReplicaLag}}}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&cfg); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, errors.New("the file is empty")
-		}
-		return nil, fmt.Errorf("invalid YAML: %w", err)
+	if err := strictyaml.Decode(data, &cfg); err != nil {
+		return nil, err
 	}
 	cfg.applyDefaults()
 	if err := cfg.Validate(); err != nil {

@@ -50,7 +50,8 @@ func TestDeployExampleIsValid(t *testing.T) {
 
 func TestParseErrorsNameTheField(t *testing.T) {
 	cases := []struct{ name, from, to, field string }{
-		{"unknown key", "wal: {", "wall: {", "wall"},
+		{"unknown key", "wal: {", "wall: {", "unknown key wall (did you mean wal?)"},
+		{"misspelt nested key", "push_concurrency: 4", "push_concurency: 4", "unknown key wal.push_concurency (did you mean wal.push_concurrency?)"},
 		{"no cluster", "cluster: main", "cluster: ''", "cluster"},
 		{"bad cluster name", "cluster: main", "cluster: 'a b'", "cluster"},
 		{"no node", "node: {name: pg-a1, region: us-east-1}", "node: {region: x}", "node.name"},
