@@ -7,12 +7,12 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/pgdr/pgdr/agent/health"
+	"github.com/pgdr/pgdr/pkg/config"
 )
 
 // Handler serves the probes (/health, /ready, /primary, /replica) and
@@ -38,9 +38,9 @@ func (d *Daemon) serveProbe(w http.ResponseWriter, req *http.Request, ep health.
 	}
 	maxLag := d.cfg.Health.MaxReplicaLag.Bytes
 	if s := req.URL.Query().Get("lag"); s != "" && ep == health.EndpointReplica {
-		v, err := strconv.ParseInt(s, 10, 64)
-		if err != nil || v < 0 {
-			http.Error(w, fmt.Sprintf("lag=%q: want a number of bytes", s), http.StatusBadRequest)
+		v, err := config.ParseByteSize(s)
+		if err != nil {
+			http.Error(w, fmt.Sprintf("lag=%q: want a number of bytes or a size with a unit (16MB, 1GB)", s), http.StatusBadRequest)
 			return
 		}
 		maxLag = v

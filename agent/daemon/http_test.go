@@ -49,7 +49,7 @@ func TestProbes(t *testing.T) {
 
 	d.latest = &pgdrv1.HealthReport{Cluster: "main", Node: "pg-a2", Time: timestamppb.Now(), PostmasterAlive: true, Connectable: true,
 		InRecovery: true, Streaming: true, Timeline: 3, CurrentLsn: 0x3000000, ReceiveLsn: 0x3100000, ReplayLsn: 0x3000000, LagBytes: 0x100000, LagSeconds: 0.5}
-	want := map[string]int{"/health": 200, "/ready": 200, "/primary": 503, "/replica": 200, "/replica?lag=1048575": 503, "/replica?lag=0": 503, "/replica?lag=2097152": 200}
+	want := map[string]int{"/health": 200, "/ready": 200, "/primary": 503, "/replica": 200, "/replica?lag=1048575": 503, "/replica?lag=0": 503, "/replica?lag=2097152": 200, "/replica?lag=2MB": 200, "/replica?lag=1MB": 200, "/replica?lag=1023kB": 503}
 	for path, w := range want {
 		if code, body := get(t, h, "GET", path); code != w {
 			t.Errorf("GET %s = %d, want %d (%s)", path, code, w, body)

@@ -174,7 +174,7 @@ const (
 	DefaultPushConcurrency  = 4
 	DefaultPrefetch         = 8
 	DefaultHealthInterval   = time.Second
-	DefaultHealthListen     = "127.0.0.1:8008"
+	DefaultHealthListen     = "127.0.0.1:8543"
 	DefaultMaxReplicaLag    = 16 << 20 // bytes
 	DefaultFailoverLoop     = time.Second
 	DefaultLeaseTTL         = 5 * time.Second

@@ -17,8 +17,8 @@ func TestControlDefaults(t *testing.T) {
 	if cfg.Health.Interval.Duration != time.Second {
 		t.Errorf("health.interval = %s, want 1s", cfg.Health.Interval)
 	}
-	if cfg.Health.Listen != "127.0.0.1:8008" {
-		t.Errorf("health.listen = %q, want 127.0.0.1:8008", cfg.Health.Listen)
+	if cfg.Health.Listen != "127.0.0.1:8543" {
+		t.Errorf("health.listen = %q, want 127.0.0.1:8543", cfg.Health.Listen)
 	}
 	if cfg.Health.MaxReplicaLag.Bytes != 16<<20 {
 		t.Errorf("health.max_replica_lag = %d, want 16MB", cfg.Health.MaxReplicaLag.Bytes)

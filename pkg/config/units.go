@@ -58,6 +58,20 @@ func (b ByteSize) MarshalYAML() (any, error) { return b.Bytes, nil }
 
 func (b ByteSize) String() string { return strconv.FormatInt(b.Bytes, 10) }
 
+// ParseByteSize reads a size as the configuration writes it: a number of
+// bytes, or a number with a unit (B, kB, MB, GB, TB; powers of 1024, as in
+// PostgreSQL). Negative sizes are refused.
+func ParseByteSize(s string) (int64, error) {
+	v, err := parseByteSize(s)
+	if err != nil {
+		return 0, err
+	}
+	if v < 0 {
+		return 0, fmt.Errorf("%s is negative", s)
+	}
+	return v, nil
+}
+
 func parseByteSize(s string) (int64, error) {
 	s = strings.TrimSpace(s)
 	i := 0
