@@ -83,6 +83,9 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
+	if isVersionFlag(args[0]) {
+		args = append([]string{"version"}, args[1:]...)
+	}
 	for _, c := range append(commands(), internalCommands()...) {
 		if c.name == args[0] {
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -94,6 +97,9 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	usage(e.stderr)
 	return ExitUsage
 }
+
+// isVersionFlag: --version, -version and -V are taken for the version command.
+func isVersionFlag(a string) bool { return a == "--version" || a == "-version" || a == "-V" }
 
 func usage(w io.Writer) {
 	fmt.Fprintln(w, `pgdr-agent — the pgdr agent that runs next to each PostgreSQL server.

@@ -69,6 +69,9 @@ func run(ctx context.Context, e env, args []string) int {
 	global.SetOutput(e.stderr)
 	cf.register(global)
 	global.Usage = func() { usage(e.stderr) }
+	if len(args) > 0 && (args[0] == "--version" || args[0] == "-version" || args[0] == "-V") {
+		args = append([]string{"version"}, args[1:]...)
+	}
 	if err := global.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return ExitOK

@@ -420,6 +420,7 @@ func TestUsageAndHelp(t *testing.T) {
 		{[]string{"status", "extra"}, ExitUsage, `unexpected argument "extra"`},
 		{[]string{"coordinator", "rename"}, ExitUsage, "unknown subcommand"},
 		{[]string{"version"}, 0, "pgdrctl "},
+		{[]string{"--version"}, 0, "pgdrctl "},
 		{[]string{"status", "--timeout", "0s", "--address", "a:1", "--ca", "x"}, ExitUsage, "--timeout must be positive"},
 		{[]string{"status", "--address", "nohost", "--ca", "x"}, ExitUsage, "not host:port"},
 		{[]string{"status", "--address", "a:1", "--ca", "x", "--cert", "c"}, ExitUsage, "--key"},
