@@ -357,7 +357,9 @@ func (d *Daemon) rejoin(ctx context.Context, epoch uint64, primary, dsn string) 
 	if err != nil {
 		return got, err
 	}
-	return fmt.Sprintf("rejoined as a replica of %s: rewound (pg_rewind, %s): %s; pg_rewind: %s", primary, how, got, tailString(out, 300)), nil
+	// The coordinator's history line already says "<node> rejoined as a
+	// replica of <primary>": this is the detail, on one line.
+	return fmt.Sprintf("rewound (pg_rewind, %s): %s; pg_rewind: %s", how, got, strings.ReplaceAll(tailString(out, 300), "\n", " | ")), nil
 }
 
 // writeStandbyConfig writes standby.signal and the recovery settings.

@@ -102,7 +102,7 @@ func (d *Daemon) reclone(ctx context.Context, epoch uint64, primary, dsn string,
 	if err != nil {
 		return got, fmt.Errorf("rejoin: %s: %w", kept, err)
 	}
-	return fmt.Sprintf("rejoined as a replica of %s: %s (pg_rewind not used: %v)%s: %s", primary, kept, why, fc.note, got), nil
+	return fmt.Sprintf("%s (pg_rewind not used: %v)%s: %s", kept, why, fc.note, got), nil
 }
 
 // readConfigFiles reads the node's configuration files kept across a

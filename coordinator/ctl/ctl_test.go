@@ -464,3 +464,25 @@ func TestFormatting(t *testing.T) {
 }
 
 func zero() float64 { return 0 }
+
+func TestHistoryTableKeepsOneLinePerEvent(t *testing.T) {
+	long := strings.Repeat("x", 500)
+	v := HistoryJSON{Events: []EventJSON{
+		{Time: "2026-12-07T01:00:00Z", Seq: 1, Cluster: "main", Kind: "rejoin", Node: "pg-a1", Message: "pg-a1 rejoined as a replica of pg-a2: rewound\npg_rewind: servers diverged at WAL location 0/3000000 on timeline 1\r\nno rewind required"},
+		{Time: "2026-12-07T01:00:01Z", Seq: 2, Cluster: "main", Kind: "note", Message: long},
+	}}
+	var b strings.Builder
+	if err := writeHistory(&b, v); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimRight(b.String(), "\n"), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("want a header and 2 rows, got %d lines:\n%s", len(lines), b.String())
+	}
+	if !strings.Contains(lines[1], "rewound | pg_rewind: servers diverged at WAL location 0/3000000 on timeline 1 | no rewind required") {
+		t.Errorf("multi-line message not joined: %q", lines[1])
+	}
+	if strings.Contains(lines[2], long) || !strings.HasSuffix(lines[2], "…") {
+		t.Errorf("a long message is not cut in the table: %d bytes", len(lines[2]))
+	}
+}

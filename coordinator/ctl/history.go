@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"text/tabwriter"
 
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
@@ -96,7 +97,23 @@ func writeHistory(w io.Writer, v HistoryJSON) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "TIME\tSEQ\tCLUSTER\tKIND\tNODE\tEPOCH\tACTOR\tMESSAGE")
 	for _, ev := range v.Events {
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%d\t%s\t%s\n", dash(ev.Time), ev.Seq, dash(ev.Cluster), ev.Kind, dash(ev.Node), ev.Epoch, dash(ev.Actor), ev.Message)
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%d\t%s\t%s\n", dash(ev.Time), ev.Seq, dash(ev.Cluster), ev.Kind, dash(ev.Node), ev.Epoch, dash(ev.Actor), oneLine(ev.Message, historyMessageWidth))
 	}
 	return tw.Flush()
+}
+
+// historyMessageWidth bounds a message in the table; --json has it whole.
+const historyMessageWidth = 240
+
+// oneLine keeps a table row on one line: a program's multi-line output in a
+// message (pg_rewind's, a hook's) is joined with " | " and cut to width
+// runes, marked with "…".
+func oneLine(s string, width int) string {
+	s = strings.TrimSpace(s)
+	s = strings.ReplaceAll(s, "\r\n", "\n")
+	s = strings.ReplaceAll(strings.ReplaceAll(s, "\n", " | "), "\t", " ")
+	if r := []rune(s); len(r) > width {
+		s = string(r[:width-1]) + "…"
+	}
+	return s
 }
