@@ -218,6 +218,11 @@ func TestPauseNeedsClusterAndChangesNothing(t *testing.T) {
 	if f.pause.GetCluster() != "main" || f.pause.GetReason() != "kernel upgrade" {
 		t.Errorf("server got %v", f.pause)
 	}
+	// A second pause with another reason keeps the first, and says so.
+	code, out, errOut = l.run(t, "pause", "--address", addr, "--token-file", tok, "--cluster", "main", "--reason", "disk swap")
+	if code != 0 || !strings.Contains(out, "kernel upgrade") || !strings.Contains(errOut, `already paused: the reason stays "kernel upgrade"`) {
+		t.Errorf("second pause: exit %d\n%s%s", code, out, errOut)
+	}
 	code, out, _ = l.run(t, "resume", "--address", addr, "--token-file", tok, "--cluster", "main", "--json")
 	var pv PolicyResultJSON
 	if err := json.Unmarshal([]byte(out), &pv); code != 0 || err != nil || pv.Cluster != "main" || pv.Policy.Paused || pv.Policy.PreferredRegions == nil {

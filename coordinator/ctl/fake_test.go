@@ -137,12 +137,18 @@ func (f *fakeAdmin) History(context.Context, *pgdrv1.HistoryRequest) (*pgdrv1.Hi
 
 func (f *fakeAdmin) Pause(_ context.Context, r *pgdrv1.PauseRequest) (*pgdrv1.PauseResponse, error) {
 	f.mu.Lock()
-	f.pause = r
-	f.mu.Unlock()
-	return &pgdrv1.PauseResponse{Policy: &pgdrv1.Policy{Paused: true, PausedReason: r.GetReason(), PausedBy: "admin", PausedAt: ts("2025-01-01T00:00:03Z")}}, nil
+	defer f.mu.Unlock()
+	// As the state machine does: a repeated pause keeps the first reason.
+	if f.pause == nil {
+		f.pause = r
+	}
+	return &pgdrv1.PauseResponse{Policy: &pgdrv1.Policy{Paused: true, PausedReason: f.pause.GetReason(), PausedBy: "admin", PausedAt: ts("2025-01-01T00:00:03Z")}}, nil
 }
 
 func (f *fakeAdmin) Resume(context.Context, *pgdrv1.ResumeRequest) (*pgdrv1.ResumeResponse, error) {
+	f.mu.Lock()
+	f.pause = nil
+	f.mu.Unlock()
 	return &pgdrv1.ResumeResponse{Policy: &pgdrv1.Policy{}}, nil
 }
 

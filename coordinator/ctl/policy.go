@@ -39,6 +39,11 @@ Needs role admin.`, cf)
 	}); err != nil {
 		return err
 	}
+	// Pausing a paused cluster changes nothing (retries are harmless), so a
+	// new reason is not recorded: say so rather than drop it silently.
+	if p := resp.GetPolicy(); p.GetPaused() && *reason != "" && p.GetPausedReason() != *reason {
+		fmt.Fprintf(e.stderr, "pgdrctl: cluster %s was already paused: the reason stays %q (resume, then pause again to record a new one)\n", *cluster, p.GetPausedReason())
+	}
 	return writePolicy(e.stdout, f.json(), *cluster, resp.GetPolicy())
 }
 
