@@ -512,7 +512,13 @@ func cmdConfig(ctx context.Context, e env, args []string) int {
 		fmt.Fprintln(e.stderr, "Usage: pgdr-agent config check --config FILE [--json]")
 		return ExitUsage
 	}
-	f := newFlags(e, "config check", "config check --config FILE [--json]", "Validates the configuration: every key, the recipients and identity file,\nand that each repository can be opened (credentials present). Errors name the field.", true).withJSON()
+	f := newFlags(e, "config check", "config check --config FILE [--no-probe] [--json]", `Validates the configuration: every key, the recipients and identity file,
+and that each repository works: it lists the cluster's objects, writes a small
+test object at the repository's root, reads it back and deletes it (run it as
+the user PostgreSQL runs as, since that user archives). Errors name the field
+or the repository and say what is wrong (a missing bucket, a wrong secret, an
+endpoint that does not answer). --no-probe checks the file alone.`, true).withJSON()
+	noProbe := f.Bool("no-probe", false, "do not contact the repositories; check the file only")
 	if _, code, ok := f.parse(args[1:], 0); !ok {
 		return code
 	}
@@ -540,8 +546,22 @@ func cmdConfig(ctx context.Context, e env, args []string) int {
 			return problem(err)
 		}
 	}
-	if _, err := repo.OpenAll(ctx, cfg); err != nil {
+	repos, err := repo.OpenAll(ctx, cfg)
+	if err != nil {
 		return problem(err)
+	}
+	if !*noProbe {
+		var errs []error
+		for _, r := range repos {
+			pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			if err := repo.Probe(pctx, r, cfg.Cluster); err != nil {
+				errs = append(errs, err)
+			}
+			cancel()
+		}
+		if len(errs) > 0 {
+			return problem(errors.Join(errs...))
+		}
 	}
 	if *f.jsonOut {
 		printJSON(e.stdout, map[string]any{"ok": true, "cluster": cfg.Cluster, "node": cfg.Node.Name, "repos": len(cfg.Repos)})

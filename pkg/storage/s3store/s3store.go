@@ -90,6 +90,7 @@ type Store struct {
 	client      *s3.Client
 	bucket      string
 	prefix      string // "" or ending in '/'
+	endpoint    string // "" for AWS's own; named in explanations
 	partSize    int64
 	concurrency int
 	log         *slog.Logger
@@ -115,6 +116,7 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 	s := &Store{
 		bucket:      opts.Bucket,
 		prefix:      prefix,
+		endpoint:    opts.Endpoint,
 		partSize:    cmp.Or(opts.PartSize, DefaultPartSize),
 		concurrency: cmp.Or(opts.Concurrency, DefaultConcurrency),
 		log:         cmp.Or(opts.Logger, slog.Default()),
