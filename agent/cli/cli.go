@@ -21,6 +21,7 @@ import (
 	"github.com/pgdr/pgdr/agent/daemon"
 	"github.com/pgdr/pgdr/agent/walship"
 	"github.com/pgdr/pgdr/pkg/config"
+	"github.com/pgdr/pgdr/pkg/humanlog"
 	"github.com/pgdr/pgdr/pkg/keys"
 	"github.com/pgdr/pgdr/pkg/objstream"
 	"github.com/pgdr/pgdr/pkg/repo"
@@ -183,9 +184,16 @@ func (f *flags) config(e env) (*config.Config, *slog.Logger, int) {
 	return cfg, logger(e.stderr, cfg.Agent.LogLevel, f.Name()), 0
 }
 
+// logger logs for a one-shot command: plain lines for a person when w is
+// a terminal, slog's key=value text otherwise (archive_command's output in
+// PostgreSQL's log, scripts, collectors). The daemon ("run") always uses
+// the text format.
 func logger(w io.Writer, level, component string) *slog.Logger {
 	var lv slog.Level
 	_ = lv.UnmarshalText([]byte(level))
+	if component != "run" && isTerminal(w) {
+		return slog.New(humanlog.New(w, "pgdr-agent", lv)).With("component", component)
+	}
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lv})).With("component", component)
 }
 
