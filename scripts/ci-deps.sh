@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh machine, skipping what is present:
-# PostgreSQL 15 server binaries (Debian's postgresql-15) and versitygw (an S3
-# server, via go install). Safe to run repeatedly.
+# PostgreSQL 15 server binaries (Debian's postgresql-15), HAProxy (the example
+# configuration in deploy/haproxy is checked with haproxy -c) and versitygw (an
+# S3 server, via go install). Safe to run repeatedly.
 set -euo pipefail
 PG_BIN=/usr/lib/postgresql/15/bin
 VERSITYGW_VERSION=v1.8.0
 
 need_apt=()
 [ -x "$PG_BIN/postgres" ] || need_apt+=(postgresql-15)
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need_apt+=(haproxy)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "ci-deps: installing ${need_apt[*]}"
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO=sudo; fi
@@ -24,4 +26,4 @@ if ! command -v versitygw >/dev/null 2>&1 && [ ! -x "$gobin/versitygw" ]; then
   echo "ci-deps: installing versitygw $VERSITYGW_VERSION"
   go install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
 fi
-echo "ci-deps: PostgreSQL 15 and versitygw present"
+echo "ci-deps: PostgreSQL 15, HAProxy and versitygw present"
