@@ -220,8 +220,10 @@ func writable(dsn string) error {
 }
 
 // recordLastWrite tries a write on dsn every 20 ms until the returned
-// stop is called; stop returns when the last accepted write was made.
-func recordLastWrite(dsn string) (stop func() time.Time) {
+// stop is called; stop returns when the last accepted write returned, and
+// fails the test when no write got through at all (a check of "the last
+// write came before X" would then pass vacuously).
+func recordLastWrite(t *testing.T, dsn string) (stop func() time.Time) {
 	var mu sync.Mutex
 	var last time.Time
 	quit, done := make(chan struct{}), make(chan struct{})
@@ -242,10 +244,14 @@ func recordLastWrite(dsn string) (stop func() time.Time) {
 		}
 	}()
 	return func() time.Time {
+		t.Helper()
 		close(quit)
 		<-done
 		mu.Lock()
 		defer mu.Unlock()
+		if last.IsZero() {
+			t.Fatal("no write got through while the writer ran: the last-write check would pass vacuously")
+		}
 		return last
 	}
 }
@@ -301,7 +307,7 @@ func TestLeaseFencesPrimary(t *testing.T) {
 	f.waitGrants(t)
 
 	// A writer records the last write the server accepted.
-	stopWrites := recordLastWrite(l.pg.DSN())
+	stopWrites := recordLastWrite(t, l.pg.DSN())
 	silenced := f.silence()
 	testutil.WaitFor(t, leaseTTL, "the primary to be fenced", func() (bool, error) {
 		if _, err := os.Stat(filepath.Join(l.pg.PGData, "postmaster.pid")); err == nil {
