@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/pgdr/pgdr/agent/health"
 	"github.com/pgdr/pgdr/pkg/config"
+	"github.com/pgdr/pgdr/pkg/testutil"
 )
 
 func TestWatchdogTimer(t *testing.T) {
@@ -129,6 +131,14 @@ func TestWatchdogHeartbeatNeverLater(t *testing.T) {
 
 func watchdogRun(t *testing.T, cfg *config.Config, lines ...string) (w *os.File, done chan int, sd chan os.Signal, cancel context.CancelFunc) {
 	t.Helper()
+	w, done, sd, cancel, _ = watchdogRunLogged(t, cfg, lines...)
+	return w, done, sd, cancel
+}
+
+// watchdogRunLogged is watchdogRun with the loop's log kept, so that a test
+// can wait for what the loop did (it read a heartbeat and is guarding).
+func watchdogRunLogged(t *testing.T, cfg *config.Config, lines ...string) (w *os.File, done chan int, sd chan os.Signal, cancel context.CancelFunc, logb *testutil.SyncBuffer) {
+	t.Helper()
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
@@ -138,12 +148,21 @@ func watchdogRun(t *testing.T, cfg *config.Config, lines ...string) (w *os.File,
 	t.Cleanup(cancel)
 	done = make(chan int, 1)
 	sd = make(chan os.Signal, 1)
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	logb = &testutil.SyncBuffer{}
+	log := slog.New(slog.NewTextHandler(logb, nil))
 	go func() { done <- RunWatchdog(ctx, cfg, r, sd, log) }()
 	for _, l := range lines {
 		w.WriteString(l + "\n")
 	}
-	return w, done, sd, cancel
+	return w, done, sd, cancel, logb
+}
+
+// waitGuarding waits until the loop has taken a heartbeat and is guarding.
+func waitGuarding(t *testing.T, logb *testutil.SyncBuffer) {
+	t.Helper()
+	testutil.WaitFor(t, 10*time.Second, "the watchdog to guard the primary", func() (bool, error) {
+		return strings.Contains(logb.String(), "guarding the primary"), fmt.Errorf("log:\n%s", logb.String())
+	})
 }
 
 func hbLine(ms int64) string {
@@ -188,14 +207,25 @@ func TestRunWatchdog(t *testing.T) {
 		}
 	})
 	t.Run("newer heartbeats extend it; 0 disarms; EOF then exits", func(t *testing.T) {
+		// Heartbeats every 100 ms with 1 s left each time: the loop outlives
+		// its first deadline only if they extend it, and a loaded machine
+		// has ten times the pause's worth of margin before a late heartbeat
+		// would fence.
 		cfg := cfgFor(t)
-		w, done, _, _ := watchdogRun(t, cfg, hbLine(300))
-		for range 6 {
+		start := time.Now()
+		w, done, _, _ := watchdogRun(t, cfg, hbLine(1000))
+		for time.Since(start) < 1500*time.Millisecond {
 			time.Sleep(100 * time.Millisecond)
-			w.WriteString(hbLine(300) + "\n")
+			w.WriteString(hbLine(1000) + "\n")
+		}
+		select {
+		case c := <-done:
+			t.Fatalf("returned %d while heartbeats kept coming", c)
+		default:
 		}
 		w.WriteString(hbLine(0) + "\n")
-		time.Sleep(500 * time.Millisecond)
+		// Disarmed: nothing happens past the last heartbeat's deadline.
+		time.Sleep(1500 * time.Millisecond)
 		select {
 		case c := <-done:
 			t.Fatalf("returned %d while the pipe is open", c)
@@ -226,19 +256,19 @@ func TestRunWatchdog(t *testing.T) {
 	})
 	t.Run("SIGTERM while guarding still fences; SIGUSR1 stands down", func(t *testing.T) {
 		cfg := cfgFor(t)
-		_, done, _, cancel := watchdogRun(t, cfg, hbLine(300))
-		time.Sleep(50 * time.Millisecond)
+		_, done, _, cancel, logb := watchdogRunLogged(t, cfg, hbLine(300))
+		waitGuarding(t, logb)
 		cancel()
 		wait(t, done, 5*time.Second)
 		if fi, _ := health.ReadFenced(cfg.Postgres.PGData); fi == nil {
 			t.Fatal("not fenced")
 		}
 		cfg = cfgFor(t)
-		_, done2, sd, _ := watchdogRun(t, cfg, hbLine(300))
-		time.Sleep(50 * time.Millisecond)
+		_, done2, sd, _, logb2 := watchdogRunLogged(t, cfg, hbLine(3000))
+		waitGuarding(t, logb2)
 		sd <- os.Interrupt
-		wait(t, done2, time.Second)
-		time.Sleep(400 * time.Millisecond)
+		wait(t, done2, 5*time.Second)
+		// It returned: nothing of it is left to fence later.
 		if fi, _ := health.ReadFenced(cfg.Postgres.PGData); fi != nil {
 			t.Fatalf("fenced after standing down: %+v", fi)
 		}
