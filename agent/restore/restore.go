@@ -570,8 +570,22 @@ func (w *writer) layout(m *backup.Manifest) error {
 			return err
 		}
 	}
+	// PostgreSQL does not start without pg_wal, and a backup taken before
+	// backups recorded a linked pg_wal (initdb -X) lacks it. Always made
+	// here, as real directories inside the data directory: a restore
+	// writes nothing outside its target and tablespace locations, so the
+	// WAL of the restored cluster stays in the data directory whatever
+	// the source's layout (docs/backup.md).
+	for _, d := range walDirs {
+		if err := os.MkdirAll(filepath.Join(w.root, d), 0o700); err != nil {
+			return err
+		}
+	}
 	return nil
 }
+
+// walDirs are the directories every restore makes (layout).
+var walDirs = [...]string{"pg_wal", "pg_wal/archive_status"}
 
 // files restores every file of the plan, parallel at a time. A finished
 // file is handed to a pool of syncers that fsync and close it, so that the
@@ -981,6 +995,9 @@ func (w *writer) syncDirs(m *backup.Manifest) error {
 	dirs := []string{w.root}
 	for _, d := range m.Dirs {
 		dirs = append(dirs, filepath.Join(w.root, d.Path))
+	}
+	for _, d := range walDirs {
+		dirs = append(dirs, filepath.Join(w.root, d))
 	}
 	for _, ts := range m.Tablespaces {
 		dirs = append(dirs, ts.Location)
