@@ -178,8 +178,9 @@ func cmdBackupList(ctx context.Context, e env, args []string) int {
 func cmdBackupVerify(ctx context.Context, e env, args []string) int {
 	f := newFlags(e, "backup-verify", "backup-verify --config FILE [--json] [--parallel N] [--progress] ID|latest",
 		`Re-reads, decrypts and verifies every object of the backup and of the backups it
-builds on, and checks that the WAL it needs to reach consistency is archived, in
-every configured repository: a repository that does not hold the backup fails.
+builds on (and the CRC of each stored global/pg_control), and checks that the WAL
+it needs to reach consistency is archived, in every configured repository: a
+repository that does not hold the backup fails.
 latest is the newest backup of the first repository that has one, and the same
 backup is verified everywhere. Exit 0 only if all is well.`, true).withJSON()
 	parallel := f.Int("parallel", runtime.NumCPU(), "objects verified at once")
