@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/pgdr/pgdr/pkg/testutil/pgtest"
 )
 
 // TestBackupRestoreSymlinkedWAL: a cluster made with initdb -X keeps its
@@ -55,6 +57,25 @@ func TestBackupRestoreSymlinkedWAL(t *testing.T) {
 	}
 	if len(after) < len(before) {
 		t.Errorf("the source's WAL directory lost files: %d before the restore, %d after", len(before), len(after))
+	}
+	c.Stop(t, "fast")
+
+	// --waldir: pg_wal is a link to the directory given, where the
+	// restored server writes its WAL.
+	newWAL := filepath.Join(pgtest.OwnedDir(t, "pgdr-waldir-"), "wal")
+	c = l.restoreTo(t, l.cfg, "--target-action", "promote", "--waldir", newWAL)
+	if dst, err := os.Readlink(filepath.Join(c.PGData, "pg_wal")); err != nil || dst != newWAL {
+		t.Fatalf("with --waldir, pg_wal links to %q (%v), want %s", dst, err, newWAL)
+	}
+	if got := batchesIn(t, c); got != "1,2" {
+		t.Fatalf("the cluster restored with --waldir holds batches %q, want 1,2", got)
+	}
+	seg := c.QueryString(t, "SELECT pg_walfile_name(pg_current_wal_lsn())")
+	if _, err := os.Stat(filepath.Join(newWAL, seg)); err != nil {
+		t.Errorf("the current segment is not in the --waldir directory: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(newWAL, "archive_status")); err != nil {
+		t.Errorf("archive_status: %v", err)
 	}
 	c.Stop(t, "fast")
 }
