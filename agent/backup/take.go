@@ -26,6 +26,7 @@ import (
 	"github.com/pgdr/pgdr/pkg/config"
 	"github.com/pgdr/pgdr/pkg/keys"
 	"github.com/pgdr/pgdr/pkg/objstream"
+	"github.com/pgdr/pgdr/pkg/pgcontrol"
 	"github.com/pgdr/pgdr/pkg/pgpage"
 	"github.com/pgdr/pgdr/pkg/progress"
 	"github.com/pgdr/pgdr/pkg/repo"
@@ -456,6 +457,8 @@ type copier struct {
 	start       time.Time // when copying began (for maxRate)
 	mu          sync.Mutex
 	corrupt     []CorruptPage
+
+	control pgcontrol.Reader // reads global/pg_control (control.go)
 }
 
 // abandon deletes, best effort, what a failed backup uploaded: without a
@@ -677,6 +680,11 @@ func (c *copier) copyTask(ctx context.Context, t task, up *uploads) (partResult,
 		}
 	}
 	src := io.NewSectionReader(fh, start, limit)
+	if wf.rel == controlFile {
+		if src, err = c.readControl(ctx, wf); err != nil {
+			return partResult{}, err
+		}
+	}
 	res.part.Offset = start
 	produce := func(w io.Writer) error {
 		var err error

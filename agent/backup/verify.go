@@ -1,8 +1,10 @@
 package backup
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"sort"
 	"sync"
@@ -11,6 +13,7 @@ import (
 	"filippo.io/age"
 
 	"github.com/pgdr/pgdr/pkg/objstream"
+	"github.com/pgdr/pgdr/pkg/pgcontrol"
 	"github.com/pgdr/pgdr/pkg/progress"
 	"github.com/pgdr/pgdr/pkg/repo"
 	"github.com/pgdr/pgdr/pkg/storage"
@@ -63,15 +66,21 @@ func Verify(ctx context.Context, r repo.Repo, cluster, id string, ids []age.Iden
 	}
 	rep := &VerifyReport{Repo: r.Name, Backup: id, Failed: []FailedObject{}, MissingWAL: []string{}}
 	type job struct {
-		key  string
-		part Part
+		key   string
+		part  Part
+		check func([]byte) error // of the plaintext, when not nil
 	}
 	var jobs []job
 	for _, m := range chain {
 		rep.Chain = append(rep.Chain, m.ID)
 		for _, f := range m.Files {
-			for _, o := range f.Objects() {
-				jobs = append(jobs, job{cluster + "/" + o.Object, o})
+			objs := f.Objects()
+			for _, o := range objs {
+				j := job{key: cluster + "/" + o.Object, part: o}
+				if f.Path == controlFile && len(objs) == 1 {
+					j.check = checkStoredControl
+				}
+				jobs = append(jobs, j)
 			}
 		}
 	}
@@ -106,7 +115,7 @@ func Verify(ctx context.Context, r repo.Repo, cluster, id string, ids []age.Iden
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			n, err := verifyObject(ctx, r, &pool, j.key, j.part, ids, &read)
+			n, err := verifyObject(ctx, r, &pool, j.key, j.part, ids, &read, j.check)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -122,7 +131,10 @@ func Verify(ctx context.Context, r repo.Repo, cluster, id string, ids []age.Iden
 	return rep, nil
 }
 
-func verifyObject(ctx context.Context, r repo.Repo, pool *objstream.Pool, key string, part Part, ids []age.Identity, read *atomic.Int64) (int64, error) {
+// verifyObject reads one object back and checks it; check, when not nil,
+// is also given its plaintext (a small object: global/pg_control).
+func verifyObject(ctx context.Context, r repo.Repo, pool *objstream.Pool, key string, part Part, ids []age.Identity, read *atomic.Int64,
+	check func([]byte) error) (int64, error) {
 	rc, err := r.Store.Get(ctx, key)
 	if err != nil {
 		return 0, err
@@ -135,9 +147,31 @@ func verifyObject(ctx context.Context, r repo.Repo, pool *objstream.Pool, key st
 	defer or.Close()
 	// The reader hashes the plaintext and checks it against the
 	// object's trailer; the manifest's checksum is compared with that.
-	n, err := io.Copy(io.Discard, or)
+	var plain bytes.Buffer
+	var dst io.Writer = io.Discard
+	if check != nil {
+		dst = &plain
+	}
+	n, err := io.Copy(dst, or)
 	if err != nil {
 		return n, err
 	}
-	return n, part.CheckSum(or.Sum())
+	if err := part.CheckSum(or.Sum()); err != nil {
+		return n, err
+	}
+	if check != nil {
+		return n, check(plain.Bytes())
+	}
+	return n, nil
+}
+
+// checkStoredControl checks the CRC of a stored global/pg_control: an
+// intact object may still hold a copy torn by a concurrent rewrite
+// (backups taken before pgdr checked it), with which the restored cluster
+// does not start.
+func checkStoredControl(b []byte) error {
+	if err := pgcontrol.Check(b); err != nil {
+		return fmt.Errorf("%s: %w: a cluster restored from this backup would not start", controlFile, err)
+	}
+	return nil
 }

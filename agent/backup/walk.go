@@ -89,14 +89,19 @@ func walk(pgdata string) (*walkResult, error) {
 				}
 				return err
 			}
+			if rel == "" && excludedDirContents[name] && (info.IsDir() || info.Mode()&fs.ModeSymlink != 0) {
+				// Recorded as a directory even when it is a link (pg_wal
+				// made by initdb -X, pg_stat_tmp on a tmpfs), as
+				// pg_basebackup does: the restored cluster needs it,
+				// and PostgreSQL refuses to start without pg_wal.
+				res.dirs = append(res.dirs, Dir{Path: childRel, Mode: excludedDirMode(childAbs, info)})
+				if name == "pg_wal" {
+					res.dirs = append(res.dirs, Dir{Path: "pg_wal/archive_status", Mode: 0o700})
+				}
+				continue
+			}
 			if info.IsDir() {
 				res.dirs = append(res.dirs, Dir{Path: childRel, Mode: uint32(info.Mode().Perm())})
-				if rel == "" && excludedDirContents[name] {
-					if name == "pg_wal" {
-						res.dirs = append(res.dirs, Dir{Path: "pg_wal/archive_status", Mode: 0o700})
-					}
-					continue
-				}
 				if err := visit(childAbs, childRel); err != nil {
 					return err
 				}
@@ -121,6 +126,19 @@ func walk(pgdata string) (*walkResult, error) {
 	}
 	sort.Slice(res.files, func(i, j int) bool { return res.files[i].info.Size() > res.files[j].info.Size() })
 	return res, nil
+}
+
+// excludedDirMode is the mode recorded for an excluded directory: its
+// own, or, for a link, its target's (0700 when the target is gone).
+func excludedDirMode(abs string, info fs.FileInfo) uint32 {
+	if info.Mode()&fs.ModeSymlink != 0 {
+		target, err := os.Stat(abs)
+		if err != nil || !target.IsDir() {
+			return 0o700
+		}
+		info = target
+	}
+	return uint32(info.Mode().Perm())
 }
 
 // isTempRelation matches temporary relation files (t<backend>_<relfilenode>...).

@@ -68,3 +68,47 @@ func TestLabelTimeline(t *testing.T) {
 		t.Fatal("ValidID")
 	}
 }
+
+// TestWalkSymlinkedExcludedDirs: pg_wal made by initdb -X (and a
+// pg_stat_tmp moved to tmpfs) are links to directories elsewhere; the
+// backup records them as directories, as pg_basebackup does, so that the
+// restored cluster has them, and copies nothing from behind the links.
+func TestWalkSymlinkedExcludedDirs(t *testing.T) {
+	root, elsewhere := t.TempDir(), t.TempDir()
+	for _, f := range []string{"PG_VERSION", "global/pg_control"} {
+		p := filepath.Join(root, f)
+		os.MkdirAll(filepath.Dir(p), 0o700)
+		os.WriteFile(p, []byte("x"), 0o600)
+	}
+	for _, f := range []string{"wal/000000010000000000000001", "wal/archive_status/000000010000000000000001.ready", "stat/global.stat"} {
+		p := filepath.Join(elsewhere, f)
+		os.MkdirAll(filepath.Dir(p), 0o750)
+		os.WriteFile(p, []byte("x"), 0o600)
+	}
+	if err := os.Symlink(filepath.Join(elsewhere, "wal"), filepath.Join(root, "pg_wal")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(elsewhere, "stat"), filepath.Join(root, "pg_stat_tmp")); err != nil {
+		t.Fatal(err)
+	}
+	w, err := walk(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range w.files {
+		if f.rel != "PG_VERSION" && f.rel != "global/pg_control" {
+			t.Errorf("walk copies %s", f.rel)
+		}
+	}
+	dirs := map[string]uint32{}
+	for _, d := range w.dirs {
+		dirs[d.Path] = d.Mode
+	}
+	for _, d := range []string{"pg_wal", "pg_wal/archive_status", "pg_stat_tmp"} {
+		if mode, ok := dirs[d]; !ok {
+			t.Errorf("directory %s (behind a link) is not recorded: %v", d, w.dirs)
+		} else if mode&0o700 != 0o700 {
+			t.Errorf("directory %s recorded with mode %o", d, mode)
+		}
+	}
+}

@@ -178,8 +178,9 @@ func cmdBackupList(ctx context.Context, e env, args []string) int {
 func cmdBackupVerify(ctx context.Context, e env, args []string) int {
 	f := newFlags(e, "backup-verify", "backup-verify --config FILE [--json] [--parallel N] [--progress] ID|latest",
 		`Re-reads, decrypts and verifies every object of the backup and of the backups it
-builds on, and checks that the WAL it needs to reach consistency is archived, in
-every configured repository: a repository that does not hold the backup fails.
+builds on (and the CRC of each stored global/pg_control), and checks that the WAL
+it needs to reach consistency is archived, in every configured repository: a
+repository that does not hold the backup fails.
 latest is the newest backup of the first repository that has one, and the same
 backup is verified everywhere. Exit 0 only if all is well.`, true).withJSON()
 	parallel := f.Int("parallel", runtime.NumCPU(), "objects verified at once")
@@ -264,7 +265,7 @@ backup is verified everywhere. Exit 0 only if all is well.`, true).withJSON()
 }
 
 func cmdRestore(ctx context.Context, e env, args []string) int {
-	f := newFlags(e, "restore", "restore --config FILE [--backup ID|latest] --pgdata DIR [target] [--target-action A] [--tablespace-map OID_OR_NAME=DIR ...] [--tablespace-map-all DIR] [--parallel N] [--force] [--start] [--progress]",
+	f := newFlags(e, "restore", "restore --config FILE [--backup ID|latest] --pgdata DIR [target] [--target-action A] [--tablespace-map OID_OR_NAME=DIR ...] [--tablespace-map-all DIR] [--waldir DIR] [--parallel N] [--force] [--start] [--progress]",
 		`Restores a backup (and the chain it builds on) into an empty directory and
 configures recovery: recovery.signal, restore_command = pgdr-agent wal-fetch and
 the target. Without --backup, a time or LSN target picks the newest backup that
@@ -287,7 +288,12 @@ being replaced links to it (pg_tblspc): on the source's own host that is
 the live tablespace, which --force never touches. The pg_tblspc links and
 the tablespace_map written for recovery name the new locations; the output
 lists where each tablespace went. A tablespace created while the backup ran
-cannot be relocated.`, true).withJSON()
+cannot be relocated.
+
+pg_wal is made inside the data directory, whatever the source's layout
+(initdb -X), unless --waldir DIR makes it a link to DIR (absolute, outside the
+data directory and the tablespaces, empty or absent; --force empties it only
+if the data directory being replaced links its pg_wal there).`, true).withJSON()
 	id := f.String("backup", "", "backup ID or latest (default: see above)")
 	pgdata := f.String("pgdata", "", "directory to restore into (must be empty or absent)")
 	tTime := f.String("target-time", "", "recover up to this time (RFC 3339, or '2006-01-02 15:04:05[.frac][±zz]')")
@@ -308,6 +314,7 @@ cannot be relocated.`, true).withJSON()
 	spcMap := tablespaceMapFlag{}
 	f.Var(spcMap, "tablespace-map", "`OID_OR_NAME=DIR` restores the tablespace with that OID or name at DIR, an absolute path (repeatable)")
 	spcMapAll := f.String("tablespace-map-all", "", "restore every tablespace not named by --tablespace-map at `DIR`/<name> (or DIR/<OID>)")
+	walDir := f.String("waldir", "", "make pg_wal a link to `DIR` (absolute, empty or absent), as initdb -X does")
 	if _, code, ok := f.parse(args, 0); !ok {
 		return code
 	}
@@ -361,7 +368,7 @@ cannot be relocated.`, true).withJSON()
 	res, err := restore.Restore(ctx, restore.Deps{Cfg: cfg, Repos: repos, Identities: ids, Log: log}, restore.Options{
 		BackupID: *id, PGData: *pgdata, Target: target, Action: *action, Parallel: *parallel, Force: *force,
 		Repo: *repoName, NoArchive: *noArchive, AgentPath: self, ConfigPath: cfgPath,
-		TablespaceMap: spcMap, TablespaceMapAll: *spcMapAll, Progress: progressTo(e, *showProgress),
+		TablespaceMap: spcMap, TablespaceMapAll: *spcMapAll, WALDir: *walDir, Progress: progressTo(e, *showProgress),
 	})
 	if err != nil {
 		return fail(err)

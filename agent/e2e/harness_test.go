@@ -97,6 +97,7 @@ type labOpts struct {
 	s3              bool
 	pushConcurrency int
 	checksums       bool // initdb --data-checksums
+	waldir          bool // initdb -X <lab dir>/wal: pg_wal is a link
 }
 
 func newLab(t *testing.T, o labOpts) *lab {
@@ -118,6 +119,9 @@ func newLab(t *testing.T, o labOpts) *lab {
 	var initdb []string
 	if o.checksums {
 		initdb = append(initdb, "--data-checksums")
+	}
+	if o.waldir {
+		initdb = append(initdb, "-X", filepath.Join(l.dir, "wal"))
 	}
 	l.pg = pgtest.New(t, pgtest.Options{InitdbArgs: initdb})
 	repos := []string{"file"}

@@ -27,8 +27,22 @@ import (
 // primary's diverged ones, and it reports that it replays the archive, not
 // streaming. Once the role may replicate, the node streams.
 func TestRejoinRecloneFromBackup(t *testing.T) {
+	testRejoinRecloneFromBackup(t, false)
+}
+
+// TestRejoinRecloneFromBackupSymlinkedWAL: the same with a node made by
+// initdb -X, whose pg_wal is a link to a WAL directory elsewhere. The
+// restored data directory has pg_wal as a real directory (the restore
+// writes nothing outside the data directory, and the old WAL directory
+// belongs to the old data kept aside, whose link still points to it,
+// untouched); the output says so.
+func TestRejoinRecloneFromBackupSymlinkedWAL(t *testing.T) {
+	testRejoinRecloneFromBackup(t, true)
+}
+
+func testRejoinRecloneFromBackup(t *testing.T, waldir bool) {
 	skipShort(t)
-	l := newLab(t, labOpts{}) // no --data-checksums
+	l := newLab(t, labOpts{waldir: waldir}) // no --data-checksums
 	for setting, want := range map[string]string{"data_checksums": "off", "wal_log_hints": "off"} {
 		if got := l.pg.QueryString(t, "SHOW "+setting); got != want {
 			t.Fatalf("%s = %s, want %s", setting, got, want)
@@ -101,6 +115,21 @@ func TestRejoinRecloneFromBackup(t *testing.T) {
 	}
 	if fi, _ := health.ReadFenced(l.pg.PGData); fi != nil {
 		t.Errorf("the marker survived the rejoin: %+v", fi)
+	}
+	if waldir {
+		walDir := filepath.Join(l.dir, "wal")
+		if !strings.Contains(res.Output, "the old pg_wal was a link to "+walDir) {
+			t.Errorf("the output does not say where the old pg_wal pointed: %s", res.Output)
+		}
+		if fi, err := os.Lstat(filepath.Join(l.pg.PGData, "pg_wal")); err != nil || !fi.IsDir() {
+			t.Errorf("the restored pg_wal is not a directory: %v %v", fi, err)
+		}
+		if dst, err := os.Readlink(filepath.Join(old, "pg_wal")); err != nil || dst != walDir {
+			t.Errorf("the old data's pg_wal no longer links to %s: %q %v", walDir, dst, err)
+		}
+		if ents, err := os.ReadDir(walDir); err != nil || len(ents) < 2 {
+			t.Errorf("the old WAL directory %s was emptied: %d entries, %v", walDir, len(ents), err)
+		}
 	}
 
 	// In recovery on the old port, with the archived rows only.

@@ -66,6 +66,10 @@ type Options struct {
 	// (<OID> when the backup records no usable name).
 	TablespaceMap    map[string]string
 	TablespaceMapAll string
+	// WALDir (--waldir) makes pg_wal a link to this directory (absolute,
+	// outside PGData, absent or empty) instead of a directory inside
+	// PGData, as initdb -X does.
+	WALDir string
 	// AgentPath and ConfigPath make up restore_command.
 	AgentPath, ConfigPath string
 	// Progress receives a progress line every few seconds while files are
@@ -172,6 +176,16 @@ func Restore(ctx context.Context, d Deps, o Options) (*Result, error) {
 			toEmpty = append(toEmpty, ts.Location)
 		}
 	}
+	if o.WALDir != "" {
+		o.WALDir = filepath.Clean(o.WALDir)
+		full, err := checkWALDir(o.WALDir, o.PGData, m.Tablespaces, o.Force)
+		if err != nil {
+			return nil, err
+		}
+		if full {
+			toEmpty = append(toEmpty, o.WALDir)
+		}
+	}
 	for _, dir := range toEmpty {
 		if err := emptyDir(dir); err != nil {
 			return nil, err
@@ -179,7 +193,7 @@ func Restore(ctx context.Context, d Deps, o Options) (*Result, error) {
 	}
 	d.Log.Info("restoring", "backup", m.ID, "chain", chainIDs(chain), "pgdata", o.PGData, "files", len(plan))
 
-	w := &writer{d: d, r: r, root: o.PGData, cluster: d.Cfg.Cluster}
+	w := &writer{d: d, r: r, root: o.PGData, cluster: d.Cfg.Cluster, walDir: o.WALDir}
 	if err := makeLocations(m, o.PGData); err != nil {
 		return nil, err
 	}
@@ -208,7 +222,7 @@ func Restore(ctx context.Context, d Deps, o Options) (*Result, error) {
 	if err := w.syncDirs(m); err != nil {
 		return nil, err
 	}
-	if err := chownToParent(o.PGData, m); err != nil {
+	if err := chownToParent(o.PGData, m, o.WALDir); err != nil {
 		return nil, err
 	}
 	res := &Result{Backup: m.ID, Chain: chainIDs(chain), PGData: o.PGData, Files: len(plan),
@@ -533,6 +547,7 @@ type writer struct {
 	r       repo.Repo
 	root    string
 	cluster string
+	walDir  string // pg_wal links there when set (Options.WALDir)
 	pool    objstream.Pool
 
 	mu      sync.Mutex
@@ -565,13 +580,33 @@ func (w *writer) layout(m *backup.Manifest) error {
 			return err
 		}
 	}
+	if w.walDir != "" {
+		if err := linkWALDir(w.root, w.walDir); err != nil {
+			return err
+		}
+	}
 	for _, d := range m.Dirs {
 		if err := os.MkdirAll(filepath.Join(w.root, d.Path), os.FileMode(d.Mode)|0o700); err != nil {
 			return err
 		}
 	}
+	// PostgreSQL does not start without pg_wal, and a backup taken before
+	// backups recorded a linked pg_wal (initdb -X) lacks it. Always made
+	// here, as real directories inside the data directory (unless
+	// --waldir linked pg_wal): a restore writes nothing outside its
+	// target and tablespace locations, so the WAL of the restored cluster
+	// stays in the data directory whatever the source's layout
+	// (docs/backup.md).
+	for _, d := range walDirs {
+		if err := os.MkdirAll(filepath.Join(w.root, d), 0o700); err != nil {
+			return err
+		}
+	}
 	return nil
 }
+
+// walDirs are the directories every restore makes (layout).
+var walDirs = [...]string{"pg_wal", "pg_wal/archive_status"}
 
 // files restores every file of the plan, parallel at a time. A finished
 // file is handed to a pool of syncers that fsync and close it, so that the
@@ -982,6 +1017,12 @@ func (w *writer) syncDirs(m *backup.Manifest) error {
 	for _, d := range m.Dirs {
 		dirs = append(dirs, filepath.Join(w.root, d.Path))
 	}
+	for _, d := range walDirs {
+		dirs = append(dirs, filepath.Join(w.root, d))
+	}
+	if w.walDir != "" {
+		dirs = append(dirs, w.walDir, filepath.Dir(w.walDir))
+	}
 	for _, ts := range m.Tablespaces {
 		dirs = append(dirs, ts.Location)
 	}
@@ -997,8 +1038,8 @@ func (w *writer) syncDirs(m *backup.Manifest) error {
 
 // chownToParent gives the restored files to the owner of PGDATA's parent
 // when running as root: PostgreSQL runs as that user and refuses a data
-// directory it does not own.
-func chownToParent(pgdata string, m *backup.Manifest) error {
+// directory it does not own. walDir is the --waldir directory, or "".
+func chownToParent(pgdata string, m *backup.Manifest, walDir string) error {
 	if os.Geteuid() != 0 {
 		return nil
 	}
@@ -1009,6 +1050,9 @@ func chownToParent(pgdata string, m *backup.Manifest) error {
 	roots := []string{pgdata}
 	for _, ts := range m.Tablespaces {
 		roots = append(roots, ts.Location)
+	}
+	if walDir != "" {
+		roots = append(roots, walDir)
 	}
 	for _, root := range roots {
 		err := filepath.Walk(root, func(p string, _ os.FileInfo, err error) error {
