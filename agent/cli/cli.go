@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -42,6 +43,9 @@ var Version = "dev"
 
 type env struct {
 	stdout, stderr io.Writer
+	// walFetchHook, when set (only by tests), runs in wal-fetch once its
+	// configuration is loaded: a test makes it panic to see the exit status.
+	walFetchHook func()
 }
 
 type command struct {
@@ -75,7 +79,10 @@ func commands() []command {
 // Main runs pgdr-agent with args (without the program name) and returns the
 // process exit status.
 func Main(args []string, stdout, stderr io.Writer) int {
-	e := env{stdout: stdout, stderr: stderr}
+	return run(env{stdout: stdout, stderr: stderr}, args)
+}
+
+func run(e env, args []string) int {
 	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
 		usage(e.stderr)
 		if len(args) == 0 {
@@ -262,22 +269,42 @@ postgresql.conf:  archive_command = 'pgdr-agent wal-push --config /etc/pgdr/agen
 	return 0
 }
 
-func cmdWalFetch(ctx context.Context, e env, args []string) int {
+// cmdWalFetch is restore_command. PostgreSQL reads any exit status below
+// 126 as "not in the archive" and may end recovery there (and promote a
+// cluster missing WAL), so exit 1 means exactly that and every other
+// failure, usage errors and a recovered panic included, exits ExitFatal.
+func cmdWalFetch(ctx context.Context, e env, args []string) (code int) {
+	defer func() {
+		if r := recover(); r != nil {
+			fmt.Fprintf(e.stderr, "pgdr-agent wal-fetch: internal error (exit %d, so that recovery stops instead of ending early): %v\n%s", ExitFatal, r, debug.Stack())
+			code = ExitFatal
+		}
+	}()
 	f := newFlags(e, "wal-fetch", "wal-fetch --config FILE NAME DEST", `Fetches one archived WAL file (restore_command's %f) into DEST (%p).
-Exit 0: fetched and verified. Exit 1: not in the archive. Exit 126: it exists
-but cannot be read, decrypted or verified (PostgreSQL then aborts recovery
-instead of ending it early). Prefetches the following segments.
+Exit 0: fetched and verified. Exit 1: not in the archive. Exit 126: any
+other failure: it exists but cannot be read, decrypted or verified, or the
+command line or configuration is wrong, or the command crashed (PostgreSQL
+then aborts recovery instead of ending it early). Prefetches the following
+segments.
 
 postgresql.conf:  restore_command = 'pgdr-agent wal-fetch --config /etc/pgdr/agent.yaml %f %p'`, true)
 	pos, code, ok := f.parse(args, 2)
 	if !ok {
-		return code
+		if code == 0 && len(args) == 1 {
+			return 0 // "wal-fetch --help" on its own
+		}
+		// A usage error, or --help among arguments (a restore_command
+		// that would otherwise exit 0 having fetched nothing).
+		return ExitFatal
 	}
 	cfg, log, code := f.config(e)
 	if cfg == nil {
 		return ExitFatal
 	}
 	name, dest := pos[0], pos[1]
+	if e.walFetchHook != nil {
+		e.walFetchHook()
+	}
 	sh, err := walship.New(ctx, cfg, log)
 	if err != nil {
 		log.Error("wal-fetch", "file", name, "err", err)
