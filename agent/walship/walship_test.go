@@ -295,3 +295,59 @@ func TestListAndVerifyReportGaps(t *testing.T) {
 		t.Fatalf("verify with a gap: %+v", res[0])
 	}
 }
+
+// TestFetchDiscardsABadPrefetchedFile: a prefetched file that is short (an
+// OS crash after the rename of a file whose data never reached the disk)
+// or holds another segment is not handed to PostgreSQL; the segment comes
+// from the repository instead and the bad file is removed.
+func TestFetchDiscardsABadPrefetchedFile(t *testing.T) {
+	f := newFixture(t, "")
+	ctx := context.Background()
+	orig := map[string][]byte{}
+	for i := uint64(1); i <= 4; i++ {
+		n, d := f.segment(t, i)
+		orig[n] = d
+		if err := f.sh.push(ctx, filepath.Join(f.pgwal, n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rec := filepath.Join(testutil.FakePGData(t, sysid), "pg_wal")
+	dest := filepath.Join(rec, "RECOVERYXLOG")
+	if err := os.MkdirAll(filepath.Join(rec, PrefetchDir), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	seg2, seg3, seg4 := wal.SegmentName(1, 2, segSize), wal.SegmentName(1, 3, segSize), wal.SegmentName(1, 4, segSize)
+	bad := map[string][]byte{
+		seg2: orig[seg2][:segSize/2], // truncated
+		seg3: orig[seg4],             // another segment under this name
+		seg4: make([]byte, segSize),  // zeros: no segment header at all
+	}
+	for name, b := range bad {
+		if err := os.WriteFile(filepath.Join(rec, PrefetchDir, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, name := range []string{seg2, seg3, seg4} {
+		if err := f.sh.Fetch(ctx, name, dest); err != nil {
+			t.Fatalf("fetch %s with a bad prefetched copy: %v", name, err)
+		}
+		got, _ := os.ReadFile(dest)
+		if !bytes.Equal(got, orig[name]) {
+			t.Fatalf("%s: served %d bytes that are not the archived segment (the bad prefetched file was used)", name, len(got))
+		}
+		if _, err := os.Stat(filepath.Join(rec, PrefetchDir, name)); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("%s: the bad prefetched file was left behind: %v", name, err)
+		}
+	}
+	// A good prefetched file is still served, without the repository.
+	if err := f.sh.Prefetch(ctx, rec, wal.SegmentName(1, 1, segSize), segSize); err != nil {
+		t.Fatal(err)
+	}
+	os.RemoveAll(f.repo)
+	if err := f.sh.Fetch(ctx, seg2, dest); err != nil {
+		t.Fatalf("fetch from a good prefetched file: %v", err)
+	}
+	if got, _ := os.ReadFile(dest); !bytes.Equal(got, orig[seg2]) {
+		t.Fatal("a good prefetched file served wrong bytes")
+	}
+}
