@@ -245,7 +245,9 @@ func (s *Shipper) ensureInfo(ctx context.Context, r repo.Repo, sysid uint64) err
 
 // putIfAbsent stores body under key unless the key exists: an existing
 // object with the same plaintext (size and SHA-256 in its header) is
-// success, anything else is ErrConflict and is left as it was.
+// success once it is durable (an earlier put may have renamed it into place
+// and died before syncing the directory, so a store that can is asked to
+// Sync it), anything else is ErrConflict and is left as it was.
 func putIfAbsent(ctx context.Context, r repo.Repo, key string, body, sum []byte, size int64) error {
 	// One GET answers both "is it there?" and "is it the same?"; only the
 	// cleartext header is read.
@@ -258,6 +260,11 @@ func putIfAbsent(ctx context.Context, r repo.Repo, key string, body, sum []byte,
 			return fmt.Errorf("%s: existing %s: %w", r.Name, key, err)
 		}
 		if h.PlainSize == size && bytes.Equal(h.PlainSHA256, sum) {
+			if sy, ok := r.Store.(storage.Syncer); ok {
+				if err := sy.Sync(ctx, key); err != nil {
+					return fmt.Errorf("%s: making the identical stored %s durable: %w", r.Name, key, err)
+				}
+			}
 			return nil
 		}
 		return fmt.Errorf("%w: repository %s already holds %s with sha256 %s (%d bytes), this file has sha256 %s (%d bytes); nothing was overwritten",

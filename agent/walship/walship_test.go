@@ -8,10 +8,14 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 
 	"github.com/pgdr/pgdr/pkg/config"
 	"github.com/pgdr/pgdr/pkg/objstream"
+	"github.com/pgdr/pgdr/pkg/repo"
+	"github.com/pgdr/pgdr/pkg/storage"
 	"github.com/pgdr/pgdr/pkg/testutil"
 	"github.com/pgdr/pgdr/pkg/wal"
 )
@@ -349,5 +353,48 @@ func TestFetchDiscardsABadPrefetchedFile(t *testing.T) {
 	}
 	if got, _ := os.ReadFile(dest); !bytes.Equal(got, orig[seg2]) {
 		t.Fatal("a good prefetched file served wrong bytes")
+	}
+}
+
+// syncRecorder wraps a store and records the keys it is asked to Sync.
+type syncRecorder struct {
+	storage.ObjectStore
+	mu     sync.Mutex
+	synced []string
+	err    error
+}
+
+func (s *syncRecorder) Sync(_ context.Context, key string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.synced = append(s.synced, key)
+	return s.err
+}
+
+// TestIdenticalRePushSyncsTheObject: an earlier put may have renamed the
+// object into place and died before the directory fsync; a retry that
+// finds identical content must make it durable before reporting success
+// (PostgreSQL then recycles the segment).
+func TestIdenticalRePushSyncsTheObject(t *testing.T) {
+	f := newFixture(t, "")
+	ctx := context.Background()
+	name, _ := f.segment(t, 5)
+	path := filepath.Join(f.pgwal, name)
+	if err := f.sh.Push(ctx, path); err != nil {
+		t.Fatal(err)
+	}
+	rec := &syncRecorder{ObjectStore: f.sh.repos[0].Store}
+	f.sh.repos[0].Store = rec
+	if err := f.sh.Push(ctx, path); err != nil {
+		t.Fatalf("identical re-push: %v", err)
+	}
+	key := repo.WALKey("c1", name)
+	if len(rec.synced) != 1 || rec.synced[0] != key {
+		t.Fatalf("identical re-push synced %v, want [%s]", rec.synced, key)
+	}
+	// A sync that fails is a failed push: the segment must not be recycled.
+	rec.err = errors.New("injected fsync failure")
+	if err := f.sh.Push(ctx, path); err == nil || !strings.Contains(err.Error(), "injected fsync failure") || !strings.Contains(err.Error(), name) {
+		t.Fatalf("identical re-push with a failing sync: %v, want the error naming %s", err, name)
 	}
 }
