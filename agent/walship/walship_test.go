@@ -3,6 +3,8 @@ package walship
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -397,4 +399,156 @@ func TestIdenticalRePushSyncsTheObject(t *testing.T) {
 	if err := f.sh.Push(ctx, path); err == nil || !strings.Contains(err.Error(), "injected fsync failure") || !strings.Contains(err.Error(), name) {
 		t.Fatalf("identical re-push with a failing sync: %v, want the error naming %s", err, name)
 	}
+}
+
+// TestPushRefusesAFileNotMarkedReady: a file in pg_wal that PostgreSQL has
+// not marked ready for archiving (the segment still being written, pushed
+// by hand) is refused unless forced; archive_command's files always have
+// their .ready, and an archived one its .done.
+func TestPushRefusesAFileNotMarkedReady(t *testing.T) {
+	f := newFixture(t, "")
+	ctx := context.Background()
+	name := wal.SegmentName(1, 9, segSize)
+	path := filepath.Join(f.pgwal, name)
+	if err := os.WriteFile(path, testutil.FakeSegment(sysid, 1, 9, segSize), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err := f.sh.Push(ctx, path)
+	if !errors.Is(err, ErrNotReady) || !strings.Contains(err.Error(), name) || !strings.Contains(err.Error(), name+".ready") {
+		t.Fatalf("push of a file not marked ready: %v, want ErrNotReady naming %s and its .ready file", err, name)
+	}
+	if f.stored(name) {
+		t.Fatal("a file not marked ready was stored")
+	}
+	if err := f.sh.PushWith(ctx, path, PushOptions{Force: true}); err != nil {
+		t.Fatalf("forced push: %v", err)
+	}
+	if !f.stored(name) {
+		t.Fatal("a forced push stored nothing")
+	}
+	// Already archived (.done): an identical re-push succeeds.
+	done := wal.SegmentName(1, 10, segSize)
+	os.WriteFile(filepath.Join(f.pgwal, done), testutil.FakeSegment(sysid, 1, 10, segSize), 0o600)
+	os.WriteFile(filepath.Join(f.pgwal, "archive_status", done+".done"), nil, 0o600)
+	if err := f.sh.Push(ctx, filepath.Join(f.pgwal, done)); err != nil {
+		t.Fatalf("push of a file marked done: %v", err)
+	}
+}
+
+// TestRepairReplacesAnIncompleteStoredCopy: a segment pushed by hand while
+// PostgreSQL was still writing it conflicts with the finished segment
+// forever; Inspect shows both versions and Repair replaces the stored one,
+// keeping it aside, after which archiving goes on.
+func TestRepairReplacesAnIncompleteStoredCopy(t *testing.T) {
+	f := newFixture(t, "")
+	ctx := context.Background()
+	name := wal.SegmentName(1, 12, segSize)
+	path := filepath.Join(f.pgwal, name)
+	full := testutil.FakeSegment(sysid, 1, 12, segSize)
+	partial := bytes.Clone(full)
+	clear(partial[segSize/2:]) // the rest not yet written
+	os.WriteFile(path, partial, 0o600)
+	if err := f.sh.PushWith(ctx, path, PushOptions{Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	objPath := filepath.Join(f.repo, "c1", "wal", name[:8], name)
+	stored, _ := os.ReadFile(objPath)
+	os.WriteFile(path, full, 0o600)
+	os.WriteFile(filepath.Join(f.pgwal, "archive_status", name+".ready"), nil, 0o600)
+	if err := f.sh.Push(ctx, path); !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "wal-repair") {
+		t.Fatalf("archive_command after the hand push: %v, want ErrConflict pointing at wal-repair", err)
+	}
+
+	c, err := f.sh.Inspect(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Local.Size != segSize || c.Local.SHA256 != sha256hex(full) || c.Local.Ready != "ready" || c.Local.Problem != "" {
+		t.Fatalf("local version %+v", c.Local)
+	}
+	if len(c.Stored) != 1 || !c.Stored[0].Present || c.Stored[0].Same || c.Stored[0].SHA256 != sha256hex(partial) ||
+		c.Stored[0].Size != segSize || c.Stored[0].Stored.IsZero() || c.Stored[0].StoredBytes != int64(len(stored)) {
+		t.Fatalf("stored versions %+v", c.Stored)
+	}
+	if got := c.Conflicting(); len(got) != 1 || got[0] != "r1" {
+		t.Fatalf("Conflicting() = %v", got)
+	}
+	if after, _ := os.ReadFile(objPath); !bytes.Equal(after, stored) {
+		t.Fatal("Inspect changed the stored object")
+	}
+
+	res, err := f.sh.Repair(ctx, path, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != 1 || res[0].Repo != "r1" || !strings.HasPrefix(res[0].KeptAs, "c1/wal-replaced/"+name+".") {
+		t.Fatalf("Repair = %+v", res)
+	}
+	kept, err := os.ReadFile(filepath.Join(f.repo, filepath.FromSlash(res[0].KeptAs)))
+	if err != nil || !bytes.Equal(kept, stored) {
+		t.Fatalf("the replaced object was not kept as %s: %v", res[0].KeptAs, err)
+	}
+	if err := f.sh.Push(ctx, path); err != nil {
+		t.Fatalf("archive_command after the repair: %v", err)
+	}
+	dest := filepath.Join(t.TempDir(), "out")
+	if err := f.sh.Fetch(ctx, name, dest); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(dest); !bytes.Equal(got, full) {
+		t.Fatal("after the repair the archive does not hold the finished segment")
+	}
+	// Nothing left to repair.
+	if c, err := f.sh.Inspect(ctx, path); err != nil || len(c.Conflicting()) != 0 {
+		t.Fatalf("after the repair: %+v, %v", c, err)
+	}
+	if res, err := f.sh.Repair(ctx, path, false); err != nil || len(res) != 0 {
+		t.Fatalf("second repair: %+v, %v", res, err)
+	}
+}
+
+// TestRepairRefusesABadLocalFile: the local file replaces the stored copy
+// only when it is a complete segment of this cluster that PostgreSQL marked
+// ready (or --force for the last); otherwise nothing changes.
+func TestRepairRefusesABadLocalFile(t *testing.T) {
+	f := newFixture(t, "")
+	ctx := context.Background()
+	name, full := f.segment(t, 14)
+	path := filepath.Join(f.pgwal, name)
+	other := bytes.Clone(full)
+	other[segSize-1] ^= 1
+	os.WriteFile(path, other, 0o600)
+	if err := f.sh.Push(ctx, path); err != nil {
+		t.Fatal(err)
+	}
+	objPath := filepath.Join(f.repo, "c1", "wal", name[:8], name)
+	stored, _ := os.ReadFile(objPath)
+	for _, c := range []struct {
+		what, says string
+		prep       func()
+	}{
+		{"short", "is 524288 bytes", func() { os.WriteFile(path, full[:segSize/2], 0o600) }},
+		{"another segment", "its name says", func() { os.WriteFile(path, testutil.FakeSegment(sysid, 1, 15, segSize), 0o600) }},
+		{"not ready", "not marked it ready", func() {
+			os.WriteFile(path, full, 0o600)
+			os.Remove(filepath.Join(f.pgwal, "archive_status", name+".ready"))
+		}},
+	} {
+		c.prep()
+		if _, err := f.sh.Repair(ctx, path, false); err == nil || !strings.Contains(err.Error(), c.says) {
+			t.Fatalf("%s local file: repair returned %v, want an error saying %q", c.what, err, c.says)
+		}
+		what := c.what
+		if after, _ := os.ReadFile(objPath); !bytes.Equal(after, stored) {
+			t.Fatalf("%s local file: the stored object changed", what)
+		}
+	}
+	if _, err := f.sh.Repair(ctx, path, true); err != nil { // not ready, forced
+		t.Fatalf("forced repair: %v", err)
+	}
+}
+
+func sha256hex(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
 }
