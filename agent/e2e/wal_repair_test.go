@@ -97,4 +97,12 @@ func TestWalFetchUsageErrorsExitFatal(t *testing.T) {
 			t.Errorf("pgdr-agent %s: exit %d, want >= 126\n%s", strings.Join(args, " "), r.code, r.stderr)
 		}
 	}
+	// A profiling variable that cannot be honoured is not the command's
+	// failure, and must not turn into exit 1 ("not in the archive").
+	for _, v := range []string{"PGDR_CPUPROFILE", "PGDR_TRACE"} {
+		r := runAgent(t, []string{v + "=" + filepath.Join(dir, "no-such-dir", "out")}, "wal-fetch", "--config", cfg, seg)
+		if r.code < 126 || !strings.Contains(r.stderr, v) {
+			t.Errorf("wal-fetch with an unwritable %s and a usage error: exit %d, want >= 126 and a warning naming %s\n%s", v, r.code, v, r.stderr)
+		}
+	}
 }
