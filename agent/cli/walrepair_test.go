@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -71,8 +72,30 @@ func TestWalPushNotReadyAndRepair(t *testing.T) {
 			t.Fatalf("wal-repair without --yes does not show %q:\n%s%s", want, stdout, stderr)
 		}
 	}
+	code, stdout, stderr = agent("wal-repair", "--config", cfg, "--json", name)
+	var js struct {
+		Conflicting []string `json:"conflicting"`
+		Changed     bool     `json:"changed"`
+		Versions    struct {
+			Local struct {
+				SHA256 string `json:"sha256"`
+			} `json:"local"`
+			Stored []struct {
+				SHA256 string `json:"sha256"`
+				Same   bool   `json:"same"`
+			} `json:"stored"`
+		} `json:"versions"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &js); err != nil || code == 0 || js.Changed || len(js.Conflicting) != 1 ||
+		js.Versions.Local.SHA256 != sha256hex(full) || len(js.Versions.Stored) != 1 || js.Versions.Stored[0].SHA256 != sha256hex(partial) || js.Versions.Stored[0].Same {
+		t.Fatalf("wal-repair --json without --yes: exit %d, %v, %+v\n%s%s", code, err, js, stdout, stderr)
+	}
 	if after, _ := os.ReadFile(repoObj); !bytes.Equal(after, stored) {
 		t.Fatal("wal-repair without --yes changed the stored object")
+	}
+	// A file that is not there: a clear error, nothing changed.
+	if code, _, stderr := agent("wal-repair", "--config", cfg, "--yes", wal.SegmentName(1, 9, segSize)); code == 0 || !strings.Contains(stderr, "no such file") {
+		t.Fatalf("wal-repair of a missing local file: exit %d\n%s", code, stderr)
 	}
 
 	// Confirmed: replaced, and archive_command succeeds again.

@@ -115,6 +115,8 @@ func (s *Shipper) PushWith(ctx context.Context, path string, opts PushOptions) e
 		if err := checkReady(pgwal, name); err != nil {
 			return err
 		}
+	} else if readyState(pgwal, name) == "not ready" {
+		s.log.Warn("pushing a file PostgreSQL has not marked ready for archiving (forced): if it is still being written, the archive gets an incomplete copy (see wal-repair)", "file", abs)
 	}
 	if ok, err := s.takeMarker(pgwal, name); err != nil {
 		return err
