@@ -255,20 +255,10 @@ postgresql.conf:  archive_command = 'pgdr-agent wal-push --config /etc/pgdr/agen
 		log.Error("wal-push", "err", err)
 		return ExitFailure
 	}
-	if *force {
-		// Worked alone: the daemon's hand-off pushes only ready files.
-		sh, err := walship.New(ctx, cfg, log)
-		if err != nil {
-			log.Error("wal-push", "err", err)
-			return ExitFailure
-		}
-		if err := sh.PushWith(ctx, abs, walship.PushOptions{Force: true}); err != nil {
-			log.Error("wal-push failed", "file", filepath.Base(abs), "err", err)
-			return ExitFailure
-		}
-		return 0
-	}
-	if filepath.Dir(abs) == filepath.Join(cfg.Postgres.PGData, "pg_wal") {
+	// A forced push works alone: the daemon's hand-off pushes only files
+	// PostgreSQL marked ready.
+	opts := walship.PushOptions{Force: *force}
+	if !opts.Force && filepath.Dir(abs) == filepath.Join(cfg.Postgres.PGData, "pg_wal") {
 		err := daemon.Call(ctx, cfg.Agent.Socket, daemon.Request{Op: "wal-push", Path: abs})
 		if err == nil {
 			return 0
@@ -284,17 +274,16 @@ postgresql.conf:  archive_command = 'pgdr-agent wal-push --config /etc/pgdr/agen
 		log.Error("wal-push", "err", err)
 		return ExitFailure
 	}
-	if err := sh.Push(ctx, abs); err != nil {
+	if err := sh.PushWith(ctx, abs, opts); err != nil {
 		log.Error("wal-push failed", "file", filepath.Base(abs), "err", err)
 		return ExitFailure
 	}
 	return 0
 }
 
-// cmdWalFetch is restore_command. PostgreSQL reads any exit status below
-// 126 as "not in the archive" and may end recovery there (and promote a
-// cluster missing WAL), so exit 1 means exactly that and every other
-// failure, usage errors and a recovered panic included, exits ExitFatal.
+// cmdWalRepair shows a WAL file's archived copies next to the local file
+// and, confirmed with --yes, replaces the conflicting ones: the way out
+// when a hand push of the segment still being written blocks archiving.
 func cmdWalRepair(ctx context.Context, e env, args []string) int {
 	f := newFlags(e, "wal-repair", "wal-repair --config FILE [--yes] [--force] [--json] NAME|PATH", `Repairs a WAL file whose archived copy conflicts with the local file, the
 state a hand push of the segment PostgreSQL was still writing leaves behind
@@ -411,6 +400,10 @@ func printVersions(w io.Writer, v *walship.Versions) {
 	}
 }
 
+// cmdWalFetch is restore_command. PostgreSQL reads any exit status below
+// 126 as "not in the archive" and may end recovery there (and promote a
+// cluster missing WAL), so exit 1 means exactly that and every other
+// failure, usage errors and a recovered panic included, exits ExitFatal.
 func cmdWalFetch(ctx context.Context, e env, args []string) (code int) {
 	defer func() {
 		if r := recover(); r != nil {
