@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -43,6 +44,9 @@ var Version = "dev"
 
 type env struct {
 	stdout, stderr io.Writer
+	// walFetchHook, when set (only by tests), runs in wal-fetch once its
+	// configuration is loaded: a test makes it panic to see the exit status.
+	walFetchHook func()
 }
 
 type command struct {
@@ -55,7 +59,8 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"run", "run the agent daemon (health checks and HTTP probes, coordinator reports, WAL push-ahead)", "run --config FILE", cmdRun},
-		{"wal-push", "archive_command: push one WAL file to every repository", "wal-push --config FILE PATH", cmdWalPush},
+		{"wal-push", "archive_command: push one WAL file to every repository", "wal-push --config FILE [--force] PATH", cmdWalPush},
+		{"wal-repair", "show an archived WAL file that conflicts with the local one, and replace it on confirmation", "wal-repair --config FILE [--yes] [--force] [--json] NAME|PATH", cmdWalRepair},
 		{"wal-fetch", "restore_command: fetch one WAL file from the archive", "wal-fetch --config FILE NAME DEST", cmdWalFetch},
 		{"wal-list", "what the archive holds per timeline, with gaps", "wal-list --config FILE [--json]", cmdWalList},
 		{"wal-verify", "read back and verify every archived WAL object", "wal-verify --config FILE [--json] [--parallel N]", cmdWalVerify},
@@ -76,7 +81,10 @@ func commands() []command {
 // Main runs pgdr-agent with args (without the program name) and returns the
 // process exit status.
 func Main(args []string, stdout, stderr io.Writer) int {
-	e := env{stdout: stdout, stderr: stderr}
+	return run(env{stdout: stdout, stderr: stderr}, args)
+}
+
+func run(e env, args []string) int {
 	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
 		usage(e.stderr)
 		if len(args) == 0 {
@@ -235,11 +243,19 @@ func cmdRun(ctx context.Context, e env, args []string) int {
 }
 
 func cmdWalPush(ctx context.Context, e env, args []string) int {
-	f := newFlags(e, "wal-push", "wal-push --config FILE PATH", `Pushes one WAL file (archive_command's %p) to every configured repository and
+	f := newFlags(e, "wal-push", "wal-push --config FILE [--force] PATH", `Pushes one WAL file (archive_command's %p) to every configured repository and
 exits 0 only once it is durable in all of them. Pushing identical content again
-succeeds; different content under an existing name fails and overwrites nothing.
+succeeds; different content under an existing name fails and overwrites nothing
+(see wal-repair).
+
+A file in a pg_wal directory is refused unless PostgreSQL has marked it ready
+(pg_wal/archive_status/NAME.ready, or .done once archived): run by hand on the
+segment still being written, it would store an incomplete copy that makes
+every later archive_command for that segment fail. archive_command is only
+given ready files.
 
 postgresql.conf:  archive_command = 'pgdr-agent wal-push --config /etc/pgdr/agent.yaml %p'`, true)
+	force := f.Bool("force", false, "push a file in pg_wal that PostgreSQL has not marked ready (only if you know it is complete)")
 	pos, code, ok := f.parse(args, 1)
 	if !ok {
 		return code
@@ -253,7 +269,10 @@ postgresql.conf:  archive_command = 'pgdr-agent wal-push --config /etc/pgdr/agen
 		log.Error("wal-push", "err", err)
 		return ExitFailure
 	}
-	if filepath.Dir(abs) == filepath.Join(cfg.Postgres.PGData, "pg_wal") {
+	// A forced push works alone: the daemon's hand-off pushes only files
+	// PostgreSQL marked ready.
+	opts := walship.PushOptions{Force: *force}
+	if !opts.Force && filepath.Dir(abs) == filepath.Join(cfg.Postgres.PGData, "pg_wal") {
 		err := daemon.Call(ctx, cfg.Agent.Socket, daemon.Request{Op: "wal-push", Path: abs})
 		if err == nil {
 			return 0
@@ -269,29 +288,168 @@ postgresql.conf:  archive_command = 'pgdr-agent wal-push --config /etc/pgdr/agen
 		log.Error("wal-push", "err", err)
 		return ExitFailure
 	}
-	if err := sh.Push(ctx, abs); err != nil {
+	if err := sh.PushWith(ctx, abs, opts); err != nil {
 		log.Error("wal-push failed", "file", filepath.Base(abs), "err", err)
 		return ExitFailure
 	}
 	return 0
 }
 
-func cmdWalFetch(ctx context.Context, e env, args []string) int {
+// cmdWalRepair shows a WAL file's archived copies next to the local file
+// and, confirmed with --yes, replaces the conflicting ones: the way out
+// when a hand push of the segment still being written blocks archiving.
+func cmdWalRepair(ctx context.Context, e env, args []string) int {
+	f := newFlags(e, "wal-repair", "wal-repair --config FILE [--yes] [--force] [--json] NAME|PATH", `Repairs a WAL file whose archived copy conflicts with the local file, the
+state a hand push of the segment PostgreSQL was still writing leaves behind
+(every archive_command for it then fails with "the archive holds a different
+file under this name"). NAME is looked up in the configured pg_wal; a PATH
+names the file directly.
+
+Shows both versions: the local file (size, SHA-256, whether PostgreSQL marked
+it ready) and, per repository, the stored object (size, SHA-256, when it was
+stored). Without --yes it changes nothing and exits 1 while a conflict remains.
+With --yes, given only once you are sure the stored copy was never complete,
+every conflicting object is copied to <cluster>/wal-replaced/NAME.<time> and
+replaced with the local file, which must be a whole segment of this cluster
+marked ready or done by PostgreSQL (--force: also when not marked).
+Exit 0: nothing to repair, or repaired.`, true).withJSON()
+	yes := f.Bool("yes", false, "replace the conflicting stored objects (the stored copy was never complete)")
+	force := f.Bool("force", false, "with --yes, accept a local file PostgreSQL has not marked ready")
+	pos, code, ok := f.parse(args, 1)
+	if !ok {
+		return code
+	}
+	cfg, log, code := f.config(e)
+	if cfg == nil {
+		return code
+	}
+	path := pos[0]
+	if !strings.ContainsRune(path, filepath.Separator) {
+		path = filepath.Join(cfg.Postgres.PGData, "pg_wal", path)
+	}
+	sh, err := walship.New(ctx, cfg, log)
+	if err != nil {
+		log.Error("wal-repair", "err", err)
+		return ExitFailure
+	}
+	v, err := sh.Inspect(ctx, path)
+	if err != nil {
+		log.Error("wal-repair", "err", err)
+		return ExitFailure
+	}
+	conflicting := v.Conflicting()
+	out := map[string]any{"versions": v, "conflicting": conflicting, "changed": false}
+	if !*f.jsonOut {
+		printVersions(e.stdout, v)
+	}
+	switch {
+	case len(conflicting) == 0:
+		if *f.jsonOut {
+			printJSON(e.stdout, out)
+		} else {
+			fmt.Fprintln(e.stdout, "\nOK: nothing to repair: no repository holds different content under this name (wal-push stores it where it is missing).")
+		}
+		return 0
+	case !*yes:
+		if *f.jsonOut {
+			printJSON(e.stdout, out)
+		} else {
+			fmt.Fprintf(e.stdout, "\nCONFLICT in %s: nothing was changed.\n", strings.Join(conflicting, ", "))
+			fmt.Fprintf(e.stdout, "If the stored copy was never complete (pushed while PostgreSQL was still writing the\nsegment) and the local file is the finished segment, run again with --yes to replace\nthe stored copy with it (the old one is kept under %s).\n", repo.WALReplacedPrefix(cfg.Cluster))
+		}
+		return ExitFailure
+	}
+	done, err := sh.Repair(ctx, path, *force)
+	for _, r := range done {
+		if !*f.jsonOut {
+			fmt.Fprintf(e.stdout, "replaced %s in repository %s (the old object is kept as %s)\n", r.Key, r.Repo, r.KeptAs)
+		}
+	}
+	if err != nil {
+		log.Error("wal-repair", "file", v.Name, "err", err)
+		if *f.jsonOut {
+			out["changed"], out["replaced"], out["error"] = len(done) > 0, done, err.Error()
+			printJSON(e.stdout, out)
+		}
+		return ExitFailure
+	}
+	if *f.jsonOut {
+		out["changed"], out["replaced"] = true, done
+		printJSON(e.stdout, out)
+	} else {
+		fmt.Fprintf(e.stdout, "OK: %s is archived as the local file in every repository.\n", v.Name)
+	}
+	return 0
+}
+
+func printVersions(w io.Writer, v *walship.Versions) {
+	fmt.Fprintf(w, "WAL file %s\n", v.Name)
+	ready := v.Local.Ready
+	switch ready {
+	case "":
+		ready = "not in a pg_wal directory"
+	case "ready", "done":
+		ready = "marked " + ready + " by PostgreSQL"
+	default:
+		ready = "NOT marked ready by PostgreSQL (it may still be being written)"
+	}
+	fmt.Fprintf(w, "  local   %s\n          %d bytes, sha256 %s, %s\n", v.Local.Path, v.Local.Size, v.Local.SHA256, ready)
+	if v.Local.Problem != "" {
+		fmt.Fprintf(w, "          NOT a valid file to archive: %s\n", v.Local.Problem)
+	}
+	for _, sv := range v.Stored {
+		fmt.Fprintf(w, "  stored  repository %s (%s) %s\n", sv.Repo, sv.URL, sv.Key)
+		switch {
+		case !sv.Present:
+			fmt.Fprintln(w, "          absent")
+		case sv.Error != "":
+			fmt.Fprintf(w, "          %d bytes stored %s, header unreadable: %s  DIFFERENT\n", sv.StoredBytes, sv.Stored.Format(time.RFC3339), sv.Error)
+		default:
+			verdict := "DIFFERENT"
+			if sv.Same {
+				verdict = "same as local"
+			}
+			fmt.Fprintf(w, "          %d bytes, sha256 %s, stored %s (%d bytes in the repository)  %s\n", sv.Size, sv.SHA256, sv.Stored.Format(time.RFC3339), sv.StoredBytes, verdict)
+		}
+	}
+}
+
+// cmdWalFetch is restore_command. PostgreSQL reads any exit status below
+// 126 as "not in the archive" and may end recovery there (and promote a
+// cluster missing WAL), so exit 1 means exactly that and every other
+// failure, usage errors and a recovered panic included, exits ExitFatal.
+func cmdWalFetch(ctx context.Context, e env, args []string) (code int) {
+	defer func() {
+		if r := recover(); r != nil {
+			fmt.Fprintf(e.stderr, "pgdr-agent wal-fetch: internal error (exit %d, so that recovery stops instead of ending early): %v\n%s", ExitFatal, r, debug.Stack())
+			code = ExitFatal
+		}
+	}()
 	f := newFlags(e, "wal-fetch", "wal-fetch --config FILE NAME DEST", `Fetches one archived WAL file (restore_command's %f) into DEST (%p).
-Exit 0: fetched and verified. Exit 1: not in the archive. Exit 126: it exists
-but cannot be read, decrypted or verified (PostgreSQL then aborts recovery
-instead of ending it early). Prefetches the following segments.
+Exit 0: fetched and verified. Exit 1: not in the archive. Exit 126: any
+other failure: it exists but cannot be read, decrypted or verified, or the
+command line or configuration is wrong, or the command crashed (PostgreSQL
+then aborts recovery instead of ending it early). Prefetches the following
+segments.
 
 postgresql.conf:  restore_command = 'pgdr-agent wal-fetch --config /etc/pgdr/agent.yaml %f %p'`, true)
 	pos, code, ok := f.parse(args, 2)
 	if !ok {
-		return code
+		if code == 0 && len(args) == 1 {
+			return 0 // "wal-fetch --help" on its own
+		}
+		// A usage error, or --help among arguments (a restore_command
+		// that would otherwise exit 0 having fetched nothing).
+		return ExitFatal
 	}
 	cfg, log, code := f.config(e)
 	if cfg == nil {
 		return ExitFatal
 	}
 	name, dest := pos[0], pos[1]
+	if e.walFetchHook != nil {
+		e.walFetchHook()
+	}
 	sh, err := walship.New(ctx, cfg, log)
 	if err != nil {
 		log.Error("wal-fetch", "file", name, "err", err)

@@ -65,10 +65,13 @@ func TestHandOff(t *testing.T) {
 		t.Errorf("socket mode %v, want 0600", fi.Mode().Perm())
 	}
 
-	// Not marked ready, so only the hand-off can push it.
+	// Marked .done rather than .ready, so the push-ahead loop leaves it
+	// alone and only the hand-off can push it (a file marked neither is
+	// refused: it may be the segment still being written).
 	name := wal.SegmentName(1, 4, segSize)
 	path := filepath.Join(pgdata, "pg_wal", name)
 	os.WriteFile(path, testutil.FakeSegment(sysid, 1, 4, segSize), 0o600)
+	os.WriteFile(filepath.Join(pgdata, "pg_wal", "archive_status", name+".done"), nil, 0o600)
 	if err := Call(ctx, sock, Request{Op: "wal-push", Path: path}); err != nil {
 		t.Fatalf("hand-off: %v", err)
 	}
@@ -78,9 +81,17 @@ func TestHandOff(t *testing.T) {
 	// Failures come back as errors, not as "no daemon".
 	bad := filepath.Join(pgdata, "pg_wal", wal.SegmentName(1, 5, segSize))
 	os.WriteFile(bad, []byte("short"), 0o600)
+	os.WriteFile(filepath.Join(pgdata, "pg_wal", "archive_status", filepath.Base(bad)+".done"), nil, 0o600)
 	err = Call(ctx, sock, Request{Op: "wal-push", Path: bad})
-	if err == nil || errors.Is(err, ErrNoDaemon) {
+	if err == nil || errors.Is(err, ErrNoDaemon) || !strings.Contains(err.Error(), "WAL file") {
 		t.Fatalf("bad segment: %v", err)
+	}
+	// Marked neither ready nor done: refused, naming the file.
+	unready := filepath.Join(pgdata, "pg_wal", wal.SegmentName(1, 7, segSize))
+	os.WriteFile(unready, testutil.FakeSegment(sysid, 1, 7, segSize), 0o600)
+	err = Call(ctx, sock, Request{Op: "wal-push", Path: unready})
+	if err == nil || errors.Is(err, ErrNoDaemon) || !strings.Contains(err.Error(), "not marked it ready") {
+		t.Fatalf("a segment not marked ready: %v", err)
 	}
 	other := filepath.Join(t.TempDir(), name)
 	err = Call(ctx, sock, Request{Op: "wal-push", Path: other})

@@ -12,6 +12,7 @@ import (
 
 	"filippo.io/age"
 
+	"github.com/pgdr/pgdr/pkg/fsutil"
 	"github.com/pgdr/pgdr/pkg/keys"
 	"github.com/pgdr/pgdr/pkg/repo"
 	"github.com/pgdr/pgdr/pkg/storage"
@@ -46,25 +47,36 @@ func (s *Shipper) identities() ([]age.Identity, error) {
 // that fails verification in one repository is replaced by a good copy from
 // another, with a warning.
 func (s *Shipper) Fetch(ctx context.Context, name, dest string) error {
-	if _, err := wal.ParseName(name); err != nil {
-		return err
-	}
-	dest, err := filepath.Abs(dest)
+	n, err := wal.ParseName(name)
 	if err != nil {
 		return err
 	}
-	pgwal := prefetchBase(dest)
-	if pgwal != "" {
+	dest, err = filepath.Abs(dest)
+	if err != nil {
+		return err
+	}
+	if pgwal := prefetchBase(dest); pgwal != "" && n.Kind == wal.KindSegment {
 		pf := filepath.Join(pgwal, PrefetchDir, name)
-		if err := os.Rename(pf, dest); err == nil {
-			s.log.Debug("served from prefetch", "file", name)
-			return nil
+		switch err := checkPrefetched(pf, n); {
+		case err == nil:
+			if err := os.Rename(pf, dest); err == nil {
+				s.log.Debug("served from prefetch", "file", name)
+				return nil
+			}
+		case errors.Is(err, os.ErrNotExist):
+		default:
+			// Never hand PostgreSQL a short or foreign file: a zeroed or
+			// cut segment reads as the end of WAL and ends recovery early.
+			s.log.Warn("discarding a bad prefetched file; fetching it from the repository", "file", name, "err", err)
+			if err := os.Remove(pf); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("wal-fetch %s: removing the bad prefetched file: %w", name, err)
+			}
 		}
 	}
 	key := repo.WALKey(s.cfg.Cluster, name)
 	var errs []error
 	for _, r := range s.repos {
-		err := s.fetchFrom(ctx, r, key, dest)
+		err := s.fetchFrom(ctx, r, key, dest, false)
 		if err == nil {
 			if len(errs) > 0 {
 				s.log.Warn("fetched from a later repository after failures", "file", name, "repo", r.Name, "errors", errors.Join(errs...))
@@ -82,9 +94,42 @@ func (s *Shipper) Fetch(ctx context.Context, name, dest string) error {
 	return fmt.Errorf("wal-fetch %s: %w", name, errors.Join(errs...))
 }
 
+// checkPrefetched checks that the prefetched file at path is the whole
+// segment n: a segment header whose page address is n's, and exactly the
+// segment size the header gives. A missing file wraps os.ErrNotExist.
+func checkPrefetched(path string, n wal.Name) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("prefetched %s: %w", path, err)
+	}
+	b := make([]byte, wal.LongHeaderSize)
+	if _, err := io.ReadFull(f, b); err != nil {
+		return fmt.Errorf("prefetched %s (%d bytes): reading its segment header: %w", path, fi.Size(), err)
+	}
+	h, err := wal.ParseSegmentHeader(b)
+	if err != nil {
+		return fmt.Errorf("prefetched %s: %w", path, err)
+	}
+	if fi.Size() != int64(h.SegmentSize) {
+		return fmt.Errorf("prefetched %s is %d bytes, its header says segments are %d bytes", path, fi.Size(), h.SegmentSize)
+	}
+	if want := n.SegNo(uint64(h.SegmentSize)) * uint64(h.SegmentSize); h.PageAddr != want {
+		return fmt.Errorf("prefetched %s starts at %X/%X, its name says %X/%X", path, h.PageAddr>>32, uint32(h.PageAddr), want>>32, uint32(want))
+	}
+	return nil
+}
+
 // fetchFrom writes the verified plaintext of key to dest through a
-// temporary file, so dest appears only complete and verified.
-func (s *Shipper) fetchFrom(ctx context.Context, r repo.Repo, key, dest string) error {
+// temporary file, so dest appears only complete and verified. With durable,
+// the file is fsynced before the rename and the directory after it, so that
+// after an OS crash dest is either absent or whole (a prefetched file waits
+// on disk; a file fetched for restore_command is PostgreSQL's to sync).
+func (s *Shipper) fetchFrom(ctx context.Context, r repo.Repo, key, dest string, durable bool) error {
 	rc, err := r.Store.Get(ctx, key)
 	if err != nil {
 		if errors.Is(err, storage.ErrNotFound) {
@@ -111,10 +156,22 @@ func (s *Shipper) fetchFrom(ctx context.Context, r repo.Repo, key, dest string) 
 		tmp.Close()
 		return fmt.Errorf("repository %s: object %s: %w", r.Name, key, err)
 	}
+	if durable {
+		if err := tmp.Sync(); err != nil {
+			tmp.Close()
+			return fmt.Errorf("fsync %s: %w", tmp.Name(), err)
+		}
+	}
 	if err := tmp.Close(); err != nil {
 		return err
 	}
-	return os.Rename(tmp.Name(), dest)
+	if err := os.Rename(tmp.Name(), dest); err != nil {
+		return err
+	}
+	if durable {
+		return fsutil.SyncDir(filepath.Dir(dest))
+	}
+	return nil
 }
 
 // prefetchBase returns the pg_wal directory dest lives in, or "" when dest
@@ -224,7 +281,7 @@ func (s *Shipper) prefetchOne(ctx context.Context, dir, name string) error {
 	dest := filepath.Join(dir, name)
 	var last error = storage.ErrNotFound
 	for _, r := range s.repos {
-		err := s.fetchFrom(ctx, r, key, dest)
+		err := s.fetchFrom(ctx, r, key, dest, true)
 		if err == nil {
 			return nil
 		}

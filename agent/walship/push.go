@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -29,6 +30,10 @@ import (
 // ErrConflict means the archive already holds different content under the
 // same name; nothing was overwritten.
 var ErrConflict = errors.New("the archive holds a different file under this name")
+
+// ErrNotReady means a file in pg_wal has not been marked ready for
+// archiving by PostgreSQL: it may be the segment still being written.
+var ErrNotReady = errors.New("PostgreSQL has not marked it ready for archiving")
 
 // MarkerDir is the directory, inside pg_wal, where files pushed ahead of
 // their archive_command call are remembered.
@@ -74,11 +79,29 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Shipper, e
 // Repos returns the opened repositories.
 func (s *Shipper) Repos() []repo.Repo { return s.repos }
 
+// PushOptions changes what PushWith accepts.
+type PushOptions struct {
+	// Force pushes a file in a pg_wal directory that PostgreSQL has not
+	// marked ready for archiving.
+	Force bool
+}
+
 // Push archives the file at path (as given to archive_command) and, when it
 // lives in a pg_wal directory, pushes up to wal.push_concurrency-1 further
 // ready files in parallel. It returns nil only once path is durable in every
-// repository.
+// repository. A file in a pg_wal directory must be marked ready (or done)
+// in archive_status: see PushWith.
 func (s *Shipper) Push(ctx context.Context, path string) error {
+	return s.PushWith(ctx, path, PushOptions{})
+}
+
+// PushWith is Push with options. Without Force, a file in a pg_wal
+// directory (one with an archive_status directory) that has neither
+// archive_status/<name>.ready nor .done is refused with ErrNotReady:
+// archive_command is only ever given ready files, and a copy of the segment
+// PostgreSQL is still writing, once stored, conflicts with the finished
+// segment and makes every later archive_command fail.
+func (s *Shipper) PushWith(ctx context.Context, path string, opts PushOptions) error {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return err
@@ -88,6 +111,13 @@ func (s *Shipper) Push(ctx context.Context, path string) error {
 		return err
 	}
 	pgwal := filepath.Dir(abs)
+	if !opts.Force {
+		if err := checkReady(pgwal, name); err != nil {
+			return err
+		}
+	} else if readyState(pgwal, name) == "not ready" {
+		s.log.Warn("pushing a file PostgreSQL has not marked ready for archiving (forced): if it is still being written, the archive gets an incomplete copy (see wal-repair)", "file", abs)
+	}
 	if ok, err := s.takeMarker(pgwal, name); err != nil {
 		return err
 	} else if ok {
@@ -245,7 +275,9 @@ func (s *Shipper) ensureInfo(ctx context.Context, r repo.Repo, sysid uint64) err
 
 // putIfAbsent stores body under key unless the key exists: an existing
 // object with the same plaintext (size and SHA-256 in its header) is
-// success, anything else is ErrConflict and is left as it was.
+// success once it is durable (an earlier put may have renamed it into place
+// and died before syncing the directory, so a store that can is asked to
+// Sync it), anything else is ErrConflict and is left as it was.
 func putIfAbsent(ctx context.Context, r repo.Repo, key string, body, sum []byte, size int64) error {
 	// One GET answers both "is it there?" and "is it the same?"; only the
 	// cleartext header is read.
@@ -258,10 +290,16 @@ func putIfAbsent(ctx context.Context, r repo.Repo, key string, body, sum []byte,
 			return fmt.Errorf("%s: existing %s: %w", r.Name, key, err)
 		}
 		if h.PlainSize == size && bytes.Equal(h.PlainSHA256, sum) {
+			if sy, ok := r.Store.(storage.Syncer); ok {
+				if err := sy.Sync(ctx, key); err != nil {
+					return fmt.Errorf("%s: making the identical stored %s durable: %w", r.Name, key, err)
+				}
+			}
 			return nil
 		}
-		return fmt.Errorf("%w: repository %s already holds %s with sha256 %s (%d bytes), this file has sha256 %s (%d bytes); nothing was overwritten",
-			ErrConflict, r.Name, key, hex.EncodeToString(h.PlainSHA256), h.PlainSize, hex.EncodeToString(sum), size)
+		return fmt.Errorf("%w: repository %s already holds %s with sha256 %s (%d bytes), this file has sha256 %s (%d bytes); nothing was overwritten "+
+			"(if the stored copy was never complete, e.g. pushed by hand while PostgreSQL was still writing it, 'pgdr-agent wal-repair %s' shows both and replaces it on confirmation)",
+			ErrConflict, r.Name, key, hex.EncodeToString(h.PlainSHA256), h.PlainSize, hex.EncodeToString(sum), size, path.Base(key))
 	case errors.Is(err, storage.ErrNotFound):
 	default:
 		return fmt.Errorf("%s: %s: %w", r.Name, key, err)
@@ -270,6 +308,32 @@ func putIfAbsent(ctx context.Context, r repo.Repo, key string, body, sum []byte,
 		return fmt.Errorf("%s: %w", r.Name, err)
 	}
 	return nil
+}
+
+// readyState says how PostgreSQL has marked the file name in dir:
+// "ready" or "done" (archive_status/<name>.ready or .done), "not ready",
+// or "" when dir is not a pg_wal directory (no archive_status in it).
+func readyState(dir, name string) string {
+	status := filepath.Join(dir, "archive_status")
+	if fi, err := os.Stat(status); err != nil || !fi.IsDir() {
+		return ""
+	}
+	for _, st := range []string{"ready", "done"} {
+		if _, err := os.Stat(filepath.Join(status, name+"."+st)); err == nil {
+			return st
+		}
+	}
+	return "not ready"
+}
+
+// checkReady refuses a file in a pg_wal directory that PostgreSQL has not
+// marked ready or done, with an error wrapping ErrNotReady.
+func checkReady(dir, name string) error {
+	if readyState(dir, name) != "not ready" {
+		return nil
+	}
+	return fmt.Errorf("wal-push %s: %w: there is no %s or %s.done, so it may be the segment still being written, and an incomplete copy in the archive would make every later archive_command for it fail; archive_command is only given ready files (use --force to push it anyway)",
+		filepath.Join(dir, name), ErrNotReady, filepath.Join(dir, "archive_status", name+".ready"), name)
 }
 
 // readyAhead lists up to n files waiting in pgwal/archive_status (history

@@ -3,15 +3,21 @@ package walship
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 
 	"github.com/pgdr/pgdr/pkg/config"
 	"github.com/pgdr/pgdr/pkg/objstream"
+	"github.com/pgdr/pgdr/pkg/repo"
+	"github.com/pgdr/pgdr/pkg/storage"
 	"github.com/pgdr/pgdr/pkg/testutil"
 	"github.com/pgdr/pgdr/pkg/wal"
 )
@@ -294,4 +300,255 @@ func TestListAndVerifyReportGaps(t *testing.T) {
 	if res[0].OK() || res[0].Verified != 5 || len(res[0].Failed) != 0 {
 		t.Fatalf("verify with a gap: %+v", res[0])
 	}
+}
+
+// TestFetchDiscardsABadPrefetchedFile: a prefetched file that is short (an
+// OS crash after the rename of a file whose data never reached the disk)
+// or holds another segment is not handed to PostgreSQL; the segment comes
+// from the repository instead and the bad file is removed.
+func TestFetchDiscardsABadPrefetchedFile(t *testing.T) {
+	f := newFixture(t, "")
+	ctx := context.Background()
+	orig := map[string][]byte{}
+	for i := uint64(1); i <= 4; i++ {
+		n, d := f.segment(t, i)
+		orig[n] = d
+		if err := f.sh.push(ctx, filepath.Join(f.pgwal, n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rec := filepath.Join(testutil.FakePGData(t, sysid), "pg_wal")
+	dest := filepath.Join(rec, "RECOVERYXLOG")
+	if err := os.MkdirAll(filepath.Join(rec, PrefetchDir), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	seg2, seg3, seg4 := wal.SegmentName(1, 2, segSize), wal.SegmentName(1, 3, segSize), wal.SegmentName(1, 4, segSize)
+	bad := map[string][]byte{
+		seg2: orig[seg2][:segSize/2], // truncated
+		seg3: orig[seg4],             // another segment under this name
+		seg4: make([]byte, segSize),  // zeros: no segment header at all
+	}
+	for name, b := range bad {
+		if err := os.WriteFile(filepath.Join(rec, PrefetchDir, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, name := range []string{seg2, seg3, seg4} {
+		if err := f.sh.Fetch(ctx, name, dest); err != nil {
+			t.Fatalf("fetch %s with a bad prefetched copy: %v", name, err)
+		}
+		got, _ := os.ReadFile(dest)
+		if !bytes.Equal(got, orig[name]) {
+			t.Fatalf("%s: served %d bytes that are not the archived segment (the bad prefetched file was used)", name, len(got))
+		}
+		if _, err := os.Stat(filepath.Join(rec, PrefetchDir, name)); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("%s: the bad prefetched file was left behind: %v", name, err)
+		}
+	}
+	// A good prefetched file is still served, without the repository.
+	if err := f.sh.Prefetch(ctx, rec, wal.SegmentName(1, 1, segSize), segSize); err != nil {
+		t.Fatal(err)
+	}
+	os.RemoveAll(f.repo)
+	if err := f.sh.Fetch(ctx, seg2, dest); err != nil {
+		t.Fatalf("fetch from a good prefetched file: %v", err)
+	}
+	if got, _ := os.ReadFile(dest); !bytes.Equal(got, orig[seg2]) {
+		t.Fatal("a good prefetched file served wrong bytes")
+	}
+}
+
+// syncRecorder wraps a store and records the keys it is asked to Sync.
+type syncRecorder struct {
+	storage.ObjectStore
+	mu     sync.Mutex
+	synced []string
+	err    error
+}
+
+func (s *syncRecorder) Sync(_ context.Context, key string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.synced = append(s.synced, key)
+	return s.err
+}
+
+// TestIdenticalRePushSyncsTheObject: an earlier put may have renamed the
+// object into place and died before the directory fsync; a retry that
+// finds identical content must make it durable before reporting success
+// (PostgreSQL then recycles the segment).
+func TestIdenticalRePushSyncsTheObject(t *testing.T) {
+	f := newFixture(t, "")
+	ctx := context.Background()
+	name, _ := f.segment(t, 5)
+	path := filepath.Join(f.pgwal, name)
+	if err := f.sh.Push(ctx, path); err != nil {
+		t.Fatal(err)
+	}
+	rec := &syncRecorder{ObjectStore: f.sh.repos[0].Store}
+	f.sh.repos[0].Store = rec
+	if err := f.sh.Push(ctx, path); err != nil {
+		t.Fatalf("identical re-push: %v", err)
+	}
+	key := repo.WALKey("c1", name)
+	if len(rec.synced) != 1 || rec.synced[0] != key {
+		t.Fatalf("identical re-push synced %v, want [%s]", rec.synced, key)
+	}
+	// A sync that fails is a failed push: the segment must not be recycled.
+	rec.err = errors.New("injected fsync failure")
+	if err := f.sh.Push(ctx, path); err == nil || !strings.Contains(err.Error(), "injected fsync failure") || !strings.Contains(err.Error(), name) {
+		t.Fatalf("identical re-push with a failing sync: %v, want the error naming %s", err, name)
+	}
+}
+
+// TestPushRefusesAFileNotMarkedReady: a file in pg_wal that PostgreSQL has
+// not marked ready for archiving (the segment still being written, pushed
+// by hand) is refused unless forced; archive_command's files always have
+// their .ready, and an archived one its .done.
+func TestPushRefusesAFileNotMarkedReady(t *testing.T) {
+	f := newFixture(t, "")
+	ctx := context.Background()
+	name := wal.SegmentName(1, 9, segSize)
+	path := filepath.Join(f.pgwal, name)
+	if err := os.WriteFile(path, testutil.FakeSegment(sysid, 1, 9, segSize), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err := f.sh.Push(ctx, path)
+	if !errors.Is(err, ErrNotReady) || !strings.Contains(err.Error(), name) || !strings.Contains(err.Error(), name+".ready") {
+		t.Fatalf("push of a file not marked ready: %v, want ErrNotReady naming %s and its .ready file", err, name)
+	}
+	if f.stored(name) {
+		t.Fatal("a file not marked ready was stored")
+	}
+	if err := f.sh.PushWith(ctx, path, PushOptions{Force: true}); err != nil {
+		t.Fatalf("forced push: %v", err)
+	}
+	if !f.stored(name) {
+		t.Fatal("a forced push stored nothing")
+	}
+	// Already archived (.done): an identical re-push succeeds.
+	done := wal.SegmentName(1, 10, segSize)
+	os.WriteFile(filepath.Join(f.pgwal, done), testutil.FakeSegment(sysid, 1, 10, segSize), 0o600)
+	os.WriteFile(filepath.Join(f.pgwal, "archive_status", done+".done"), nil, 0o600)
+	if err := f.sh.Push(ctx, filepath.Join(f.pgwal, done)); err != nil {
+		t.Fatalf("push of a file marked done: %v", err)
+	}
+}
+
+// TestRepairReplacesAnIncompleteStoredCopy: a segment pushed by hand while
+// PostgreSQL was still writing it conflicts with the finished segment
+// forever; Inspect shows both versions and Repair replaces the stored one,
+// keeping it aside, after which archiving goes on.
+func TestRepairReplacesAnIncompleteStoredCopy(t *testing.T) {
+	f := newFixture(t, "")
+	ctx := context.Background()
+	name := wal.SegmentName(1, 12, segSize)
+	path := filepath.Join(f.pgwal, name)
+	full := testutil.FakeSegment(sysid, 1, 12, segSize)
+	partial := bytes.Clone(full)
+	clear(partial[segSize/2:]) // the rest not yet written
+	os.WriteFile(path, partial, 0o600)
+	if err := f.sh.PushWith(ctx, path, PushOptions{Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	objPath := filepath.Join(f.repo, "c1", "wal", name[:8], name)
+	stored, _ := os.ReadFile(objPath)
+	os.WriteFile(path, full, 0o600)
+	os.WriteFile(filepath.Join(f.pgwal, "archive_status", name+".ready"), nil, 0o600)
+	if err := f.sh.Push(ctx, path); !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "wal-repair") {
+		t.Fatalf("archive_command after the hand push: %v, want ErrConflict pointing at wal-repair", err)
+	}
+
+	c, err := f.sh.Inspect(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Local.Size != segSize || c.Local.SHA256 != sha256hex(full) || c.Local.Ready != "ready" || c.Local.Problem != "" {
+		t.Fatalf("local version %+v", c.Local)
+	}
+	if len(c.Stored) != 1 || !c.Stored[0].Present || c.Stored[0].Same || c.Stored[0].SHA256 != sha256hex(partial) ||
+		c.Stored[0].Size != segSize || c.Stored[0].Stored.IsZero() || c.Stored[0].StoredBytes != int64(len(stored)) {
+		t.Fatalf("stored versions %+v", c.Stored)
+	}
+	if got := c.Conflicting(); len(got) != 1 || got[0] != "r1" {
+		t.Fatalf("Conflicting() = %v", got)
+	}
+	if after, _ := os.ReadFile(objPath); !bytes.Equal(after, stored) {
+		t.Fatal("Inspect changed the stored object")
+	}
+
+	res, err := f.sh.Repair(ctx, path, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != 1 || res[0].Repo != "r1" || !strings.HasPrefix(res[0].KeptAs, "c1/wal-replaced/"+name+".") {
+		t.Fatalf("Repair = %+v", res)
+	}
+	kept, err := os.ReadFile(filepath.Join(f.repo, filepath.FromSlash(res[0].KeptAs)))
+	if err != nil || !bytes.Equal(kept, stored) {
+		t.Fatalf("the replaced object was not kept as %s: %v", res[0].KeptAs, err)
+	}
+	if err := f.sh.Push(ctx, path); err != nil {
+		t.Fatalf("archive_command after the repair: %v", err)
+	}
+	dest := filepath.Join(t.TempDir(), "out")
+	if err := f.sh.Fetch(ctx, name, dest); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(dest); !bytes.Equal(got, full) {
+		t.Fatal("after the repair the archive does not hold the finished segment")
+	}
+	// Nothing left to repair.
+	if c, err := f.sh.Inspect(ctx, path); err != nil || len(c.Conflicting()) != 0 {
+		t.Fatalf("after the repair: %+v, %v", c, err)
+	}
+	if res, err := f.sh.Repair(ctx, path, false); err != nil || len(res) != 0 {
+		t.Fatalf("second repair: %+v, %v", res, err)
+	}
+}
+
+// TestRepairRefusesABadLocalFile: the local file replaces the stored copy
+// only when it is a complete segment of this cluster that PostgreSQL marked
+// ready (or --force for the last); otherwise nothing changes.
+func TestRepairRefusesABadLocalFile(t *testing.T) {
+	f := newFixture(t, "")
+	ctx := context.Background()
+	name, full := f.segment(t, 14)
+	path := filepath.Join(f.pgwal, name)
+	other := bytes.Clone(full)
+	other[segSize-1] ^= 1
+	os.WriteFile(path, other, 0o600)
+	if err := f.sh.Push(ctx, path); err != nil {
+		t.Fatal(err)
+	}
+	objPath := filepath.Join(f.repo, "c1", "wal", name[:8], name)
+	stored, _ := os.ReadFile(objPath)
+	for _, c := range []struct {
+		what, says string
+		prep       func()
+	}{
+		{"short", "is 524288 bytes", func() { os.WriteFile(path, full[:segSize/2], 0o600) }},
+		{"another segment", "its name says", func() { os.WriteFile(path, testutil.FakeSegment(sysid, 1, 15, segSize), 0o600) }},
+		{"not ready", "not marked it ready", func() {
+			os.WriteFile(path, full, 0o600)
+			os.Remove(filepath.Join(f.pgwal, "archive_status", name+".ready"))
+		}},
+	} {
+		c.prep()
+		if _, err := f.sh.Repair(ctx, path, false); err == nil || !strings.Contains(err.Error(), c.says) {
+			t.Fatalf("%s local file: repair returned %v, want an error saying %q", c.what, err, c.says)
+		}
+		what := c.what
+		if after, _ := os.ReadFile(objPath); !bytes.Equal(after, stored) {
+			t.Fatalf("%s local file: the stored object changed", what)
+		}
+	}
+	if _, err := f.sh.Repair(ctx, path, true); err != nil { // not ready, forced
+		t.Fatalf("forced repair: %v", err)
+	}
+}
+
+func sha256hex(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
 }

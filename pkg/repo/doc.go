@@ -6,6 +6,7 @@
 //
 //	<cluster>/cluster.json            system identifier, written by the first push
 //	<cluster>/wal/<TLI>/<file name>   archived WAL: segments, .history, .partial, .backup
+//	<cluster>/wal-replaced/<file name>.<time>   objects wal-repair replaced, kept for inspection
 //
 // <TLI> is the file name's first eight hex digits (its timeline), so one
 // listing per timeline finds its files in order.

@@ -91,6 +91,16 @@ func WALKey(cluster, name string) string {
 	return WALPrefix(cluster) + name[:8] + "/" + name
 }
 
+// WALReplacedPrefix is where wal-repair keeps the archived WAL objects it
+// replaced. It is outside WALPrefix, so nothing reads them as archive.
+func WALReplacedPrefix(cluster string) string { return cluster + "/wal-replaced/" }
+
+// WALReplacedKey is the key a replaced object of WAL file name is kept
+// under; stamp (the replacement time) keeps repeated repairs apart.
+func WALReplacedKey(cluster, name, stamp string) string {
+	return WALReplacedPrefix(cluster) + name + "." + stamp
+}
+
 // ClusterInfo identifies the PostgreSQL cluster a repository belongs to.
 type ClusterInfo struct {
 	Cluster          string    `json:"cluster"`

@@ -39,3 +39,15 @@ type ObjectStore interface {
 	// String names the store for messages and logs (URL without secrets).
 	String() string
 }
+
+// Syncer is implemented by stores where an object can be visible before it
+// is durable: in a file store, a Put that renamed the object into place and
+// died before the directory fsync leaves an entry a crash may still undo.
+// Sync makes the object at key and its directory entries durable; a missing
+// key gives an error wrapping ErrNotFound. A caller that finds an existing
+// object and reports it as safely stored (wal-push's identical re-push)
+// calls Sync first when the store has it. Stores whose objects are durable
+// once visible (S3) do not implement it.
+type Syncer interface {
+	Sync(ctx context.Context, key string) error
+}

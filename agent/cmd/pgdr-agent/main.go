@@ -22,31 +22,30 @@ func main() {
 }
 
 func run() int {
+	// A profile that cannot be written is reported and skipped, never the
+	// command's exit status: for wal-fetch an exit 1 would read as "not in
+	// the archive" and could end recovery early.
 	if path := os.Getenv("PGDR_CPUPROFILE"); path != "" {
-		f, err := os.Create(path)
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "PGDR_CPUPROFILE: %v\n", err)
-			return 1
+		if f, err := os.Create(path); err != nil {
+			fmt.Fprintf(os.Stderr, "PGDR_CPUPROFILE (not profiling): %v\n", err)
+		} else if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintf(os.Stderr, "PGDR_CPUPROFILE (not profiling): %v\n", err)
+			f.Close()
+		} else {
+			defer f.Close()
+			defer pprof.StopCPUProfile()
 		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			fmt.Fprintf(os.Stderr, "PGDR_CPUPROFILE: %v\n", err)
-			return 1
-		}
-		defer pprof.StopCPUProfile()
 	}
 	if path := os.Getenv("PGDR_TRACE"); path != "" {
-		f, err := os.Create(path)
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "PGDR_TRACE: %v\n", err)
-			return 1
+		if f, err := os.Create(path); err != nil {
+			fmt.Fprintf(os.Stderr, "PGDR_TRACE (not tracing): %v\n", err)
+		} else if err := trace.Start(f); err != nil {
+			fmt.Fprintf(os.Stderr, "PGDR_TRACE (not tracing): %v\n", err)
+			f.Close()
+		} else {
+			defer f.Close()
+			defer trace.Stop()
 		}
-		defer f.Close()
-		if err := trace.Start(f); err != nil {
-			fmt.Fprintf(os.Stderr, "PGDR_TRACE: %v\n", err)
-			return 1
-		}
-		defer trace.Stop()
 	}
 	if path := os.Getenv("PGDR_MEMPROFILE"); path != "" {
 		runtime.MemProfileRate = 64 << 10

@@ -32,7 +32,10 @@ type Store struct {
 	root string // absolute, cleaned
 }
 
-var _ storage.ObjectStore = (*Store)(nil)
+var (
+	_ storage.ObjectStore = (*Store)(nil)
+	_ storage.Syncer      = (*Store)(nil)
+)
 
 // New returns a Store rooted at root. The directory need not exist yet (it is
 // created by the first Put), but if root exists it must be a directory.
@@ -120,6 +123,45 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64) (e
 		return fmt.Errorf("put %q (%s): %w", key, path, err)
 	}
 	return nil
+}
+
+// Sync implements storage.Syncer: it fsyncs the object's file, then every
+// directory from the object's up to the root, so that an object an
+// interrupted Put renamed into place (and any directory it created) is on
+// disk.
+func (s *Store) Sync(ctx context.Context, key string) error {
+	path, err := s.checkKey(key)
+	if err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("sync %q (%s): %w", key, path, err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return s.wrapErr("sync", key, path, err)
+	}
+	fi, err := f.Stat()
+	if err == nil && !fi.Mode().IsRegular() {
+		err = fmt.Errorf("not a regular file: %w", storage.ErrNotFound)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("sync %q (%s): %w", key, path, err)
+	}
+	for dir := filepath.Dir(path); ; dir = filepath.Dir(dir) {
+		if err := fsutil.SyncDir(dir); err != nil {
+			return fmt.Errorf("sync %q (%s): %w", key, path, err)
+		}
+		if dir == s.root || !strings.HasPrefix(dir, s.root+string(filepath.Separator)) {
+			return nil
+		}
+	}
 }
 
 // createTemp creates the temp file in dir, creating dir first. A concurrent

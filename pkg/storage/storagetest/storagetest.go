@@ -42,6 +42,7 @@ func Run(t *testing.T, newStore func(t *testing.T) storage.ObjectStore) {
 		{"InvalidKeys", testInvalidKeys},
 		{"CancelPut", testCancelPut},
 		{"ConcurrentPuts", testConcurrentPuts},
+		{"Sync", testSync},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -364,6 +365,34 @@ func testNotFound(t *testing.T, s storage.ObjectStore) {
 		} else if !strings.Contains(err.Error(), k) {
 			t.Errorf("Stat(%q) error %q does not name the key", k, err)
 		}
+	}
+}
+
+// testSync checks storage.Syncer, for the stores that implement it: an
+// existing object syncs, and a missing key, a key prefix or an invalid key
+// is an error naming it (never a silent success a caller would take as
+// "durable").
+func testSync(t *testing.T, s storage.ObjectStore) {
+	sy, ok := s.(storage.Syncer)
+	if !ok {
+		t.Skipf("%s does not implement storage.Syncer (its objects are durable once visible)", s)
+	}
+	put(t, s, "sync/dir/obj", []byte("durable"), 7)
+	if err := sy.Sync(t.Context(), "sync/dir/obj"); err != nil {
+		t.Fatalf("%s: Sync of an existing object: %v", s, err)
+	}
+	if b := get(t, s, "sync/dir/obj"); string(b) != "durable" {
+		t.Fatalf("Sync changed the object: %q", b)
+	}
+	for _, k := range []string{"sync/dir/missing", "sync/no/such/dir", "sync/dir"} {
+		if err := sy.Sync(t.Context(), k); !errors.Is(err, storage.ErrNotFound) {
+			t.Errorf("%s: Sync(%q) = %v; want an error wrapping ErrNotFound", s, k, err)
+		} else if !strings.Contains(err.Error(), k) {
+			t.Errorf("Sync(%q) error %q does not name the key", k, err)
+		}
+	}
+	if err := sy.Sync(t.Context(), "a/../b"); !errors.Is(err, storage.ErrInvalidKey) {
+		t.Errorf("%s: Sync of an invalid key = %v; want an error wrapping ErrInvalidKey", s, err)
 	}
 }
 
