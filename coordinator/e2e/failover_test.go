@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -39,7 +40,14 @@ type writeChecker struct {
 	rounds int
 	double []string
 	writes map[string]int
+	// expired: the checker stopped by itself at its bound, so part of the
+	// test ran unchecked.
+	expired bool
 }
+
+// checkerBound bounds a write checker that is never stopped (a test that
+// dies before finish); no lab test runs this long.
+const checkerBound = 30 * time.Minute
 
 func (w *writeChecker) count(node string) int {
 	w.mu.Lock()
@@ -60,7 +68,13 @@ func (w *writeChecker) run() {
 	defer close(w.done)
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
-	for deadline := time.Now().Add(5 * time.Minute); time.Now().Before(deadline); {
+	for deadline := time.Now().Add(checkerBound); ; {
+		if time.Now().After(deadline) {
+			w.mu.Lock()
+			w.expired = true
+			w.mu.Unlock()
+			return
+		}
 		select {
 		case <-w.stop:
 			return
@@ -99,6 +113,9 @@ func (w *writeChecker) finish(t *testing.T) {
 	t.Logf("write checker: %d rounds, accepted writes per node %v", w.rounds, w.writes)
 	if len(w.double) > 0 {
 		t.Fatalf("two nodes accepted writes in the same round: %v", w.double)
+	}
+	if w.expired {
+		t.Fatalf("the write checker stopped by itself after %s: the end of the test ran unchecked", checkerBound)
 	}
 	if w.rounds < 10 {
 		t.Fatalf("the write checker ran only %d rounds", w.rounds)
@@ -167,5 +184,51 @@ func TestFailoverKillPrimary(t *testing.T) {
 		if !seen[k] {
 			t.Errorf("history has no %s event:\n%s", k, out)
 		}
+	}
+}
+
+// TestFailoverAgentKilledPrimaryStaysUp: kill -9 only the primary's agent,
+// leaving its PostgreSQL up and writable. Its watchdog fences PostgreSQL at
+// the agent's lease deadline, before the coordinators may promote anyone, so
+// the write checker — trying every node every 50 ms from before the kill
+// until the old node has rejoined — never sees two nodes take writes.
+func TestFailoverAgentKilledPrimaryStaysUp(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the lab")
+	}
+	l := startLab(t)
+	epoch0 := l.wantPrimary(t, "pg-a1")
+	if _, err := l.psql("pg-a1", "CREATE TABLE before_failover AS SELECT 1 AS x"); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"pg-a2", "pg-b1"} {
+		l.waitTable(t, n, "before_failover", 30*time.Second)
+	}
+	checker := startWriteChecker(t, l, "pg-a1", "pg-a2", "pg-b1")
+	testutil.WaitFor(t, 30*time.Second, "the checker writes on pg-a1", func() (bool, error) {
+		return checker.count("pg-a1") > 0, nil
+	})
+	pmPid := readPid(t, filepath.Join(l.dir, "pg-a1", "pgdata", "postmaster.pid"))
+	killed := time.Now()
+	if err := syscall.Kill(readPid(t, filepath.Join(l.dir, "pg-a1", "agent.pid")), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(pmPid, 0); err != nil {
+		t.Fatalf("pg-a1's PostgreSQL is not running after its agent was killed: %v", err)
+	}
+	newPrimary, _ := l.waitNewPrimary(t, "pg-a1", epoch0, 90*time.Second)
+	t.Logf("failover: %s is primary %.1fs after kill -9 of pg-a1's agent", newPrimary, time.Since(killed).Seconds())
+	if l.tryWrite("pg-a1", "two_primaries") {
+		t.Fatal("pg-a1 still takes writes after a replica was promoted")
+	}
+	if _, err := l.psql(newPrimary, "CREATE TABLE after_failover AS SELECT 2 AS x"); err != nil {
+		t.Fatalf("the new primary does not take writes: %v", err)
+	}
+	l.startAgent(t, "pg-a1")
+	l.waitHealthyReplica(t, "pg-a1", 180*time.Second)
+	l.waitTable(t, "pg-a1", "after_failover", 60*time.Second)
+	checker.finish(t)
+	if checker.count("pg-a1") == 0 || checker.count(newPrimary) == 0 {
+		t.Fatalf("the checker saw no write on the old or the new primary: %v", checker.writes)
 	}
 }
