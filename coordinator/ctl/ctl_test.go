@@ -2,6 +2,7 @@ package ctl
 
 import (
 	"encoding/json"
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
@@ -13,6 +14,8 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/pgdr/pgdr/coordinator/outcome"
 )
 
 func TestStatusJSONShapeAndValues(t *testing.T) {
@@ -463,3 +466,65 @@ func TestFormatting(t *testing.T) {
 }
 
 func zero() float64 { return 0 }
+
+// TestWriteNeverSentTwice: a write answered with a bare Unavailable (a
+// connection that broke after the request went out, or a coordinator that
+// took it and lost its leadership) may have been applied, so it is not
+// sent to the next address; a read is, and so is a write the server says
+// it never submitted.
+func TestWriteNeverSentTwice(t *testing.T) {
+	t.Parallel()
+	l := newLab(t)
+	l.env["PGDR_TOKEN"] = testToken
+	live := &fakeAdmin{name: "c1"}
+	liveAddr := l.serve(t, live)
+	lost := &fakeAdmin{name: "c2", failWith: status.Error(codes.Unavailable, "raft apply: leadership lost while committing log")}
+	lostAddr := l.serve(t, lost)
+
+	code, _, errOut := l.run(t, "pause", "--cluster", "main", "--address", lostAddr+","+liveAddr)
+	if code != ExitFailure || slices.Contains(live.seen(), "Pause") {
+		t.Fatalf("a write answered Unavailable was sent again: exit %d stderr %q, live server saw %v", code, errOut, live.seen())
+	}
+	if !strings.Contains(errOut, "outcome is unknown") || !strings.Contains(errOut, "pgdrctl history") {
+		t.Errorf("stderr %q does not say the outcome is unknown", errOut)
+	}
+	// A read is safe to repeat.
+	if code, _, errOut := l.run(t, "status", "--address", lostAddr+","+liveAddr); code != 0 {
+		t.Fatalf("status: exit %d stderr %q", code, errOut)
+	}
+	// A write the coordinator says it never submitted goes to the next.
+	notLeader := &fakeAdmin{name: "c3", failWith: outcome.NotSubmitted("no raft leader is elected right now")}
+	notLeaderAddr := l.serve(t, notLeader)
+	if code, _, errOut := l.run(t, "pause", "--cluster", "main", "--address", notLeaderAddr+","+liveAddr); code != 0 || !slices.Contains(live.seen(), "Pause") {
+		t.Fatalf("a write not submitted was not sent to the next address: exit %d stderr %q, live server saw %v", code, errOut, live.seen())
+	}
+	// And so does one that never left: nothing listens at the first address.
+	live2 := &fakeAdmin{name: "c4"}
+	live2Addr := l.serve(t, live2)
+	if code, _, errOut := l.run(t, "pause", "--cluster", "main", "--address", deadAddress(t)+","+live2Addr); code != 0 || !slices.Contains(live2.seen(), "Pause") {
+		t.Fatalf("a write to a dead address was not sent to the next: exit %d stderr %q, live server saw %v", code, errOut, live2.seen())
+	}
+}
+
+// TestRetryRule: which errors move a call on to the next address.
+func TestRetryRule(t *testing.T) {
+	bare := status.Error(codes.Unavailable, "transport is closing")
+	for _, tc := range []struct {
+		name        string
+		err         error
+		write, sent bool
+		want        bool
+	}{
+		{"read, bare Unavailable after sending", bare, false, true, true},
+		{"write, bare Unavailable before sending", bare, true, false, true},
+		{"write, bare Unavailable after sending", bare, true, true, false},
+		{"write, not submitted", outcome.NotSubmitted("no leader"), true, true, true},
+		{"write, outcome unknown", outcome.Unknown("raft apply", errors.New("leadership lost")), true, true, false},
+		{"read, permission denied", status.Error(codes.PermissionDenied, "no"), false, true, false},
+		{"write, deadline", status.Error(codes.DeadlineExceeded, "deadline"), true, true, false},
+	} {
+		if got := retryable(tc.err, tc.write, tc.sent); got != tc.want {
+			t.Errorf("%s: retryable %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
