@@ -111,7 +111,7 @@ func Start(t testing.TB, o Options) *Cluster {
 	}
 	for _, n := range c.Nodes {
 		c.writeConfig(n, boot.String(), o, c.Nodes[0].Gossip, c.KeyFile)
-		c.startNode(n, "--bootstrap")
+		c.StartNode(n, "--bootstrap")
 	}
 	t.Cleanup(c.stopAll)
 	c.WaitLeader(60 * time.Second)
@@ -187,11 +187,10 @@ func (c *Cluster) AddNode(name, keyFile string) *Node {
 	return n
 }
 
-// StartNode starts (or restarts) a coordinator process, without
-// --bootstrap: only Start's first start of the cluster forms it.
-func (c *Cluster) StartNode(n *Node) { c.startNode(n) }
-
-func (c *Cluster) startNode(n *Node, extra ...string) {
+// StartNode starts (or restarts) a coordinator process with extra
+// arguments to `run`. Start passes --bootstrap on the cluster's first
+// start; a restart passes nothing.
+func (c *Cluster) StartNode(n *Node, extra ...string) {
 	c.t.Helper()
 	logf, err := os.OpenFile(n.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {

@@ -34,7 +34,7 @@ func raftError(what string, err error) error {
 
 // contacts follows the leader's heartbeats to each peer, from raft's
 // observations: a peer is unreachable from the first failed heartbeat
-// until one succeeds again. Leadership changes start afresh.
+// until one succeeds again. Leadership and membership changes start afresh.
 type contacts struct {
 	mu      sync.Mutex
 	failing map[raft.ServerID]time.Time // peer → its last successful contact
@@ -48,7 +48,7 @@ func (c *contacts) watch(ctx context.Context, r *raft.Raft) {
 	ch := make(chan raft.Observation, 64)
 	obs := raft.NewObserver(ch, false, func(o *raft.Observation) bool {
 		switch o.Data.(type) {
-		case raft.FailedHeartbeatObservation, raft.ResumedHeartbeatObservation, raft.LeaderObservation:
+		case raft.FailedHeartbeatObservation, raft.ResumedHeartbeatObservation, raft.LeaderObservation, raft.PeerObservation:
 			return true
 		}
 		return false
@@ -75,6 +75,10 @@ func (c *contacts) observe(o any) {
 		}
 	case raft.ResumedHeartbeatObservation:
 		delete(c.failing, o.PeerID)
+	case raft.PeerObservation:
+		// Replication to the peer starts or stops; a new heartbeat loop
+		// reports no resumption, so start afresh.
+		delete(c.failing, o.Peer.ID)
 	case raft.LeaderObservation:
 		clear(c.failing)
 	}

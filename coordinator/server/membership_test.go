@@ -111,6 +111,11 @@ func TestContactsFollowHeartbeats(t *testing.T) {
 		t.Fatalf("after resume: %v", got)
 	}
 	c.observe(raft.FailedHeartbeatObservation{PeerID: "c2"})
+	c.observe(raft.PeerObservation{Peer: raft.Server{ID: "c2"}, Removed: true})
+	if got := c.unreachable(); len(got) != 0 {
+		t.Fatalf("after c2's replication stopped: %v", got)
+	}
+	c.observe(raft.FailedHeartbeatObservation{PeerID: "c2"})
 	c.observe(raft.LeaderObservation{})
 	if got := c.unreachable(); len(got) != 0 {
 		t.Fatalf("after a leader change: %v", got)
