@@ -134,7 +134,8 @@ func TestStatusHumanTable(t *testing.T) {
 func TestMembersAndCoordinators(t *testing.T) {
 	t.Parallel()
 	l := newLab(t)
-	addr := l.serve(t, &fakeAdmin{name: "c1"})
+	fake := &fakeAdmin{name: "c1"}
+	addr := l.serve(t, fake)
 	l.env["PGDR_ADDR"] = addr
 	l.env["PGDR_TOKEN_FILE"] = l.tokenFile(t)
 
@@ -167,6 +168,22 @@ func TestMembersAndCoordinators(t *testing.T) {
 	}
 	if code, _, errOut = l.run(t, "coordinator", "add", "--name", "c4"); code != ExitUsage || !strings.Contains(errOut, "--raft-address is required") {
 		t.Errorf("coordinator add without addresses: exit %d: %s", code, errOut)
+	}
+	// --update needs only the name and passes on what it changes; --force
+	// reaches the server.
+	code, out, errOut = l.run(t, "coordinator", "add", "--update", "--name", "c2", "--region", "ap-south-1")
+	fake.mu.Lock()
+	add := fake.add
+	fake.mu.Unlock()
+	if code != 0 || !strings.Contains(out, "coordinator c2 updated") || !add.GetUpdate() || add.GetRaftAddress() != "" || add.GetRegion() != "ap-south-1" {
+		t.Errorf("coordinator add --update: exit %d request %v\n%s%s", code, add, out, errOut)
+	}
+	code, _, errOut = l.run(t, "coordinator", "remove", "--name", "c2", "--force")
+	fake.mu.Lock()
+	rm := fake.remove
+	fake.mu.Unlock()
+	if code != 0 || !rm.GetForce() {
+		t.Errorf("coordinator remove --force: exit %d request %v: %s", code, rm, errOut)
 	}
 }
 
