@@ -313,3 +313,30 @@ func TestRecoverAfterQuorumLoss(t *testing.T) {
 	}
 	waitHistory(t, c, back, want, true)
 }
+
+// TestAddUnreachableToOneVoter (issue 12 item 11): with one voter, adding
+// a voter nobody runs used to make the configuration {c1, dead} whose
+// quorum is both: the leader lost its leadership for good. Added as a
+// non-voter that never catches up, it is removed again and c1 still leads
+// and takes writes.
+func TestAddUnreachableToOneVoter(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts coordinator processes")
+	}
+	c := coordtest.Start(t, coordtest.Options{N: 1})
+	leader := c.WaitLeader(60 * time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	dead := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
+	_, err := c.Admin(leader).AddCoordinator(ctx, &pgdrv1.AddCoordinatorRequest{Name: "c-extra", RaftAddress: dead, ApiAddress: "127.0.0.1:3"})
+	if err == nil {
+		t.Fatal("adding an unreachable voter succeeded")
+	}
+	t.Logf("add: %v", err)
+	if l := c.WaitLeader(30 * time.Second); l != leader {
+		t.Fatalf("leader %v, want %s", l, leader.Name)
+	}
+	if err := register(t, c, leader, "main", "pg-after"); err != nil {
+		t.Fatalf("a write after the failed add: %v", err)
+	}
+}
