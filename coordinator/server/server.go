@@ -222,7 +222,7 @@ func (s *Server) startRaft() (func(), error) {
 		s.log.Info("raft state found on disk; not bootstrapping", "dir", s.cfg.DataDir)
 	case s.opts.Bootstrap && len(s.cfg.Bootstrap) > 0:
 		if holder, idx := s.peerWithState(); holder != "" {
-			s.log.Warn("not bootstrapping: a bootstrap peer already holds raft state, so the cluster exists; waiting to be added (if this member's data was lost: `pgdrctl coordinator remove` it, then `coordinator add` it)",
+			s.log.Info("not bootstrapping: a bootstrap peer already holds raft state, so the cluster exists; waiting for its leader to reach this node (a member whose data was lost rejoins by `pgdrctl coordinator remove`, then `coordinator add`)",
 				"peer", holder, "peer_last_index", idx)
 			break
 		}
