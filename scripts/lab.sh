@@ -232,11 +232,15 @@ YAML
   "$LAB/bin/pgdr-coordinator" config check --config "$dir/coordinator.yaml" >/dev/null
 }
 
+# start_coordinator NAME [--bootstrap]: only `up`, the lab's first start,
+# passes --bootstrap; a restart must not (a coordinator whose data_dir was
+# lost waits to be added instead of forming a second cluster).
 start_coordinator() {
   local c=$1 dir=$LAB/$1
+  shift
   lab_pid "$dir/coordinator.pid" >/dev/null && { say "$c is already running"; return 0; }
   rm -f "$dir/coordinator.pid"
-  setsid "$LAB/bin/pgdr-coordinator" run --config "$dir/coordinator.yaml" --pid-file "$dir/coordinator.pid" \
+  setsid "$LAB/bin/pgdr-coordinator" run --config "$dir/coordinator.yaml" --pid-file "$dir/coordinator.pid" "$@" \
     </dev/null >>"$dir/coordinator.log" 2>&1 &
 }
 
@@ -417,7 +421,7 @@ TOK
 
   say "coordinators ${COORDS[*]}"
   for c in "${COORDS[@]}"; do write_coordinator "$c"; done
-  for c in "${COORDS[@]}"; do start_coordinator "$c"; done
+  for c in "${COORDS[@]}"; do start_coordinator "$c" --bootstrap; done
 
   say "PostgreSQL 15 primary $PRIMARY on 127.0.0.1:$(port pg $PRIMARY)"
   local pdir=$LAB/$PRIMARY

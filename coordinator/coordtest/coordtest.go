@@ -111,7 +111,7 @@ func Start(t testing.TB, o Options) *Cluster {
 	}
 	for _, n := range c.Nodes {
 		c.writeConfig(n, boot.String(), o, c.Nodes[0].Gossip, c.KeyFile)
-		c.StartNode(n)
+		c.StartNode(n, "--bootstrap")
 	}
 	t.Cleanup(c.stopAll)
 	c.WaitLeader(60 * time.Second)
@@ -187,14 +187,16 @@ func (c *Cluster) AddNode(name, keyFile string) *Node {
 	return n
 }
 
-// StartNode starts (or restarts) a coordinator process.
-func (c *Cluster) StartNode(n *Node) {
+// StartNode starts (or restarts) a coordinator process with extra
+// arguments to `run`. Start passes --bootstrap on the cluster's first
+// start; a restart passes nothing.
+func (c *Cluster) StartNode(n *Node, extra ...string) {
 	c.t.Helper()
 	logf, err := os.OpenFile(n.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	cmd := exec.Command(c.bin, "run", "--config", n.Config, "--pid-file", filepath.Join(n.Dir, "coordinator.pid"))
+	cmd := exec.Command(c.bin, append([]string{"run", "--config", n.Config, "--pid-file", filepath.Join(n.Dir, "coordinator.pid")}, extra...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
+	"github.com/pgdr/pgdr/coordinator/outcome"
 	"github.com/pgdr/pgdr/pkg/tlsutil"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
@@ -162,6 +163,8 @@ type rpcError struct {
 	// tried lists "address: message" for each address that could not be
 	// used, when there was more than one.
 	tried []string
+	// write: the method changes something (its outcome may be unknown).
+	write bool
 }
 
 func (e *rpcError) Error() string {
@@ -179,6 +182,9 @@ func (e *rpcError) Error() string {
 		msg += fmt.Sprintf(" (%s needs role %s: present a client certificate with --cert/--key or a bearer token with --token-file or PGDR_TOKEN)", e.method, roleFor(e.method))
 	case codes.DeadlineExceeded:
 		msg += " (see --timeout)"
+		if e.write {
+			msg += "; the change may have been submitted: check pgdrctl history before repeating it"
+		}
 	}
 	return fmt.Sprintf("%s: %s", e.method, msg)
 }
@@ -195,49 +201,67 @@ func roleFor(method string) string {
 }
 
 // call runs fn against the first coordinator that answers and returns the
-// address that did. Only failing to connect and codes.Unavailable (the
-// server did not take the request) move on to the next address; any other
-// answer, including a timeout during the call, is final so that a write is
-// never sent twice.
+// address that did. A read moves on to the next address after any
+// codes.Unavailable. A write moves on only when the error proves it was not
+// submitted: the connection never became ready (a fail-fast call on it is
+// not sent), or the coordinator said so (outcome.NotSubmitted). Any other
+// answer is final, so that a write is never sent twice; a bare Unavailable
+// after the request went out says the outcome is unknown.
 func (c *client) call(ctx context.Context, method string, fn func(context.Context, pgdrv1.AdminServiceClient) error) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
+	write := roleFor(method) == tlsutil.RoleAdmin
 	var tried []string
 	var last error
 	for i, addr := range c.addrs {
-		err := c.attempt(ctx, addr, len(c.addrs)-i, fn)
+		sent, err := c.attempt(ctx, addr, len(c.addrs)-i, fn)
 		if err == nil {
 			return addr, nil
 		}
 		last = err
 		tried = append(tried, addr+": "+status.Convert(err).Message())
-		if status.Code(err) != codes.Unavailable || ctx.Err() != nil {
-			if status.Code(err) != codes.Unavailable {
+		if !retryable(err, write, sent) || ctx.Err() != nil {
+			if status.Code(err) != codes.Unavailable || write && sent && !outcome.IsNotSubmitted(err) {
 				tried = nil // the answer is the server's, not a list of failures
+			}
+			if write && sent && status.Code(err) == codes.Unavailable && !outcome.IsNotSubmitted(err) {
+				last = outcome.Unknown(addr, err)
 			}
 			break
 		}
 	}
-	return "", &rpcError{method: method, err: last, tried: tried}
+	return "", &rpcError{method: method, err: last, tried: tried, write: write}
+}
+
+// retryable is the rule for moving on to the next address: a read after
+// any Unavailable; a write only after an error that proves it was not
+// submitted.
+func retryable(err error, write, sent bool) bool {
+	if status.Code(err) != codes.Unavailable {
+		return false
+	}
+	return !write || !sent || outcome.IsNotSubmitted(err)
 }
 
 // attempt makes one call on addr. Connecting gets a fair share of the time
 // left (left addresses remain) so that one unreachable address cannot use
-// up the whole --timeout.
-func (c *client) attempt(ctx context.Context, addr string, left int, fn func(context.Context, pgdrv1.AdminServiceClient) error) error {
+// up the whole --timeout. sent is false when the request cannot have left:
+// the connection was not ready when the (fail-fast) call was made.
+func (c *client) attempt(ctx context.Context, addr string, left int, fn func(context.Context, pgdrv1.AdminServiceClient) error) (sent bool, err error) {
 	opts := []grpc.DialOption{grpc.WithTransportCredentials(c.creds)}
 	if c.token != nil {
 		opts = append(opts, grpc.WithPerRPCCredentials(c.token))
 	}
 	cc, err := grpc.NewClient(addr, opts...)
 	if err != nil {
-		return status.Errorf(codes.Unavailable, "%v", err)
+		return false, status.Errorf(codes.Unavailable, "%v", err)
 	}
 	defer cc.Close()
 	if err := waitConnected(ctx, cc, addr, connectBudget(ctx, left)); err != nil {
-		return err
+		return false, err
 	}
-	return fn(ctx, pgdrv1.NewAdminServiceClient(cc))
+	ready := cc.GetState() == connectivity.Ready
+	return ready, fn(ctx, pgdrv1.NewAdminServiceClient(cc))
 }
 
 func connectBudget(ctx context.Context, left int) time.Duration {

@@ -20,8 +20,13 @@ const coordinatorUsage = `Usage: pgdrctl coordinator list|add|remove [flags]
 
   list                     the coordinators, their leader, region and gossip state
   add --name N --raft-address A --api-address B [--region R]
-                           add a Raft voter (start its process first, then add it)
-  remove --name N          remove a Raft voter (then stop its process)
+                           add a Raft voter (start its process first, then add it):
+                           it joins as a non-voter and is promoted once caught up
+  add --update --name N [--raft-address A] [--api-address B] [--region R]
+                           change an existing coordinator's addresses or region
+  remove --name N [--force]
+                           remove a Raft voter (then stop its process); refused when
+                           the voters left would lack a quorum the leader reaches
 
 Run 'pgdrctl coordinator SUBCOMMAND --help' for its flags.
 `
@@ -68,23 +73,33 @@ func coordinatorList(ctx context.Context, e env, cf *connFlags, args []string) e
 }
 
 func coordinatorAdd(ctx context.Context, e env, cf *connFlags, args []string) error {
-	f := newCmdFlags(e, "coordinator add", "coordinator add --name N --raft-address A --api-address B [--region R] [--json]",
+	f := newCmdFlags(e, "coordinator add", "coordinator add [--update] --name N --raft-address A --api-address B [--region R] [--json]",
 		`Adds a coordinator as a Raft voter. Start the new coordinator's process first
-(with the same CA and gossip key); the leader then replicates the log to it.
-Keep an odd number of voters (3 or 5) spread over regions. Needs role admin.`, cf)
+(with the same CA and gossip key, an empty data_dir and without --bootstrap).
+It joins as a non-voter; the leader replicates the log to it and promotes it
+to voter once it has caught up. One that does not catch up within --timeout
+(less a few seconds) is removed again and the command fails, so an
+unreachable address never counts against the quorum. A name that exists is
+refused; --update changes an existing coordinator's addresses or region
+instead (flags left out keep their value). Keep an odd number of voters (3 or
+5) spread over regions. Needs role admin.`, cf)
 	name := f.String("name", "", "the new coordinator's name (required)")
-	raftAddr := f.String("raft-address", "", "its Raft address host:port (required)")
-	apiAddr := f.String("api-address", "", "its admin API address host:port (required)")
+	raftAddr := f.String("raft-address", "", "its Raft address host:port (required unless --update)")
+	apiAddr := f.String("api-address", "", "its admin API address host:port (required unless --update)")
 	region := f.String("region", "", "its region")
+	update := f.Bool("update", false, "change an existing coordinator instead of adding one")
 	if _, err := f.parse(args, 0); err != nil {
 		return err
 	}
 	for _, r := range []struct{ flag, val string }{{"--name", *name}, {"--raft-address", *raftAddr}, {"--api-address", *apiAddr}} {
-		if r.val == "" {
+		if r.val == "" && (!*update || r.flag == "--name") {
 			return usagef("%s is required", r.flag)
 		}
 	}
 	for _, r := range []struct{ flag, val string }{{"--raft-address", *raftAddr}, {"--api-address", *apiAddr}} {
+		if r.val == "" {
+			continue
+		}
 		if _, _, err := net.SplitHostPort(r.val); err != nil {
 			return usagef("%s: %q is not host:port", r.flag, r.val)
 		}
@@ -96,21 +111,29 @@ Keep an odd number of voters (3 or 5) spread over regions. Needs role admin.`, c
 	var resp *pgdrv1.AddCoordinatorResponse
 	addr, err := cl.call(ctx, "AddCoordinator", func(ctx context.Context, c pgdrv1.AdminServiceClient) error {
 		var err error
-		resp, err = c.AddCoordinator(ctx, &pgdrv1.AddCoordinatorRequest{Name: *name, RaftAddress: *raftAddr, ApiAddress: *apiAddr, Region: *region})
+		resp, err = c.AddCoordinator(ctx, &pgdrv1.AddCoordinatorRequest{Name: *name, RaftAddress: *raftAddr, ApiAddress: *apiAddr, Region: *region, Update: *update})
 		return err
 	})
 	if err != nil {
 		return err
 	}
-	return writeCoordinatorResult(e.stdout, f.json(), fmt.Sprintf("coordinator %s added", *name),
+	done := "added"
+	if *update {
+		done = "updated"
+	}
+	return writeCoordinatorResult(e.stdout, f.json(), fmt.Sprintf("coordinator %s %s", *name, done),
 		CoordinatorsJSON{Coordinators: coordinatorsView(resp.GetCoordinators()), Address: addr})
 }
 
 func coordinatorRemove(ctx context.Context, e env, cf *connFlags, args []string) error {
-	f := newCmdFlags(e, "coordinator remove", "coordinator remove --name N [--json]",
+	f := newCmdFlags(e, "coordinator remove", "coordinator remove --name N [--force] [--json]",
 		`Removes a coordinator from the Raft voters; stop its process afterwards.
-Removing the leader makes the others elect a new one. Needs role admin.`, cf)
+Removing the leader makes the others elect a new one. Refused when the voters
+left would lack a quorum the leader currently reaches (the change could not
+commit and the cluster would stay without a leader): the error names the
+unreachable voters. --force removes anyway. Needs role admin.`, cf)
 	name := f.String("name", "", "the coordinator to remove (required)")
+	force := f.Bool("force", false, "remove even though the voters left lack a reachable quorum")
 	if _, err := f.parse(args, 0); err != nil {
 		return err
 	}
@@ -124,7 +147,7 @@ Removing the leader makes the others elect a new one. Needs role admin.`, cf)
 	var resp *pgdrv1.RemoveCoordinatorResponse
 	addr, err := cl.call(ctx, "RemoveCoordinator", func(ctx context.Context, c pgdrv1.AdminServiceClient) error {
 		var err error
-		resp, err = c.RemoveCoordinator(ctx, &pgdrv1.RemoveCoordinatorRequest{Name: *name})
+		resp, err = c.RemoveCoordinator(ctx, &pgdrv1.RemoveCoordinatorRequest{Name: *name, Force: *force})
 		return err
 	})
 	if err != nil {

@@ -154,6 +154,10 @@ Connection flags (before or after the command; each has an environment default):
                      (or the token itself in PGDR_TOKEN)
   --timeout D        for the whole command (default 10s)
 
+A read moves on to the next address when one does not answer. A write moves
+on only when it cannot have been submitted, so it is never sent twice; when
+its outcome is unknown the error says so: check 'pgdrctl history'.
+
 Every command takes --json for scripts. Exit status: 0 success, 1 failure
 (reported by a coordinator, or none answered), 2 usage error (nothing sent).
 Run 'pgdrctl help COMMAND' for a command's flags.

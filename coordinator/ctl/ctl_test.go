@@ -2,6 +2,7 @@ package ctl
 
 import (
 	"encoding/json"
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
@@ -13,6 +14,8 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/pgdr/pgdr/coordinator/outcome"
 )
 
 func TestStatusJSONShapeAndValues(t *testing.T) {
@@ -131,7 +134,8 @@ func TestStatusHumanTable(t *testing.T) {
 func TestMembersAndCoordinators(t *testing.T) {
 	t.Parallel()
 	l := newLab(t)
-	addr := l.serve(t, &fakeAdmin{name: "c1"})
+	fake := &fakeAdmin{name: "c1"}
+	addr := l.serve(t, fake)
 	l.env["PGDR_ADDR"] = addr
 	l.env["PGDR_TOKEN_FILE"] = l.tokenFile(t)
 
@@ -164,6 +168,22 @@ func TestMembersAndCoordinators(t *testing.T) {
 	}
 	if code, _, errOut = l.run(t, "coordinator", "add", "--name", "c4"); code != ExitUsage || !strings.Contains(errOut, "--raft-address is required") {
 		t.Errorf("coordinator add without addresses: exit %d: %s", code, errOut)
+	}
+	// --update needs only the name and passes on what it changes; --force
+	// reaches the server.
+	code, out, errOut = l.run(t, "coordinator", "add", "--update", "--name", "c2", "--region", "ap-south-1")
+	fake.mu.Lock()
+	add := fake.add
+	fake.mu.Unlock()
+	if code != 0 || !strings.Contains(out, "coordinator c2 updated") || !add.GetUpdate() || add.GetRaftAddress() != "" || add.GetRegion() != "ap-south-1" {
+		t.Errorf("coordinator add --update: exit %d request %v\n%s%s", code, add, out, errOut)
+	}
+	code, _, errOut = l.run(t, "coordinator", "remove", "--name", "c2", "--force")
+	fake.mu.Lock()
+	rm := fake.remove
+	fake.mu.Unlock()
+	if code != 0 || !rm.GetForce() {
+		t.Errorf("coordinator remove --force: exit %d request %v: %s", code, rm, errOut)
 	}
 }
 
@@ -489,5 +509,67 @@ func TestHistoryTableKeepsOneLinePerEvent(t *testing.T) {
 	}
 	if strings.Contains(lines[2], long) || !strings.HasSuffix(lines[2], "…") {
 		t.Errorf("a long message is not cut in the table: %d bytes", len(lines[2]))
+	}
+}
+
+// TestWriteNeverSentTwice: a write answered with a bare Unavailable (a
+// connection that broke after the request went out, or a coordinator that
+// took it and lost its leadership) may have been applied, so it is not
+// sent to the next address; a read is, and so is a write the server says
+// it never submitted.
+func TestWriteNeverSentTwice(t *testing.T) {
+	t.Parallel()
+	l := newLab(t)
+	l.env["PGDR_TOKEN"] = testToken
+	live := &fakeAdmin{name: "c1"}
+	liveAddr := l.serve(t, live)
+	lost := &fakeAdmin{name: "c2", failWith: status.Error(codes.Unavailable, "raft apply: leadership lost while committing log")}
+	lostAddr := l.serve(t, lost)
+
+	code, _, errOut := l.run(t, "pause", "--cluster", "main", "--address", lostAddr+","+liveAddr)
+	if code != ExitFailure || slices.Contains(live.seen(), "Pause") {
+		t.Fatalf("a write answered Unavailable was sent again: exit %d stderr %q, live server saw %v", code, errOut, live.seen())
+	}
+	if !strings.Contains(errOut, "outcome is unknown") || !strings.Contains(errOut, "pgdrctl history") {
+		t.Errorf("stderr %q does not say the outcome is unknown", errOut)
+	}
+	// A read is safe to repeat.
+	if code, _, errOut := l.run(t, "status", "--address", lostAddr+","+liveAddr); code != 0 {
+		t.Fatalf("status: exit %d stderr %q", code, errOut)
+	}
+	// A write the coordinator says it never submitted goes to the next.
+	notLeader := &fakeAdmin{name: "c3", failWith: outcome.NotSubmitted("no raft leader is elected right now")}
+	notLeaderAddr := l.serve(t, notLeader)
+	if code, _, errOut := l.run(t, "pause", "--cluster", "main", "--address", notLeaderAddr+","+liveAddr); code != 0 || !slices.Contains(live.seen(), "Pause") {
+		t.Fatalf("a write not submitted was not sent to the next address: exit %d stderr %q, live server saw %v", code, errOut, live.seen())
+	}
+	// And so does one that never left: nothing listens at the first address.
+	live2 := &fakeAdmin{name: "c4"}
+	live2Addr := l.serve(t, live2)
+	if code, _, errOut := l.run(t, "pause", "--cluster", "main", "--address", deadAddress(t)+","+live2Addr); code != 0 || !slices.Contains(live2.seen(), "Pause") {
+		t.Fatalf("a write to a dead address was not sent to the next: exit %d stderr %q, live server saw %v", code, errOut, live2.seen())
+	}
+}
+
+// TestRetryRule: which errors move a call on to the next address.
+func TestRetryRule(t *testing.T) {
+	bare := status.Error(codes.Unavailable, "transport is closing")
+	for _, tc := range []struct {
+		name        string
+		err         error
+		write, sent bool
+		want        bool
+	}{
+		{"read, bare Unavailable after sending", bare, false, true, true},
+		{"write, bare Unavailable before sending", bare, true, false, true},
+		{"write, bare Unavailable after sending", bare, true, true, false},
+		{"write, not submitted", outcome.NotSubmitted("no leader"), true, true, true},
+		{"write, outcome unknown", outcome.Unknown("raft apply", errors.New("leadership lost")), true, true, false},
+		{"read, permission denied", status.Error(codes.PermissionDenied, "no"), false, true, false},
+		{"write, deadline", status.Error(codes.DeadlineExceeded, "deadline"), true, true, false},
+	} {
+		if got := retryable(tc.err, tc.write, tc.sent); got != tc.want {
+			t.Errorf("%s: retryable %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }

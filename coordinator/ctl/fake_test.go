@@ -36,9 +36,11 @@ type fakeAdmin struct {
 	// failWith, when set, is returned by every call (after it is recorded).
 	failWith error
 
-	mu    sync.Mutex
-	calls []string
-	pause *pgdrv1.PauseRequest
+	mu     sync.Mutex
+	calls  []string
+	pause  *pgdrv1.PauseRequest
+	add    *pgdrv1.AddCoordinatorRequest
+	remove *pgdrv1.RemoveCoordinatorRequest
 }
 
 func (f *fakeAdmin) seen() []string {
@@ -153,11 +155,17 @@ func (f *fakeAdmin) Resume(context.Context, *pgdrv1.ResumeRequest) (*pgdrv1.Resu
 }
 
 func (f *fakeAdmin) AddCoordinator(_ context.Context, r *pgdrv1.AddCoordinatorRequest) (*pgdrv1.AddCoordinatorResponse, error) {
+	f.mu.Lock()
+	f.add = r
+	f.mu.Unlock()
 	cs := append(f.coordinators(), &pgdrv1.CoordinatorStatus{Name: r.GetName(), Address: r.GetApiAddress(), RaftAddress: r.GetRaftAddress(), Region: r.GetRegion(), Voter: true})
 	return &pgdrv1.AddCoordinatorResponse{Coordinators: cs}, nil
 }
 
 func (f *fakeAdmin) RemoveCoordinator(_ context.Context, r *pgdrv1.RemoveCoordinatorRequest) (*pgdrv1.RemoveCoordinatorResponse, error) {
+	f.mu.Lock()
+	f.remove = r
+	f.mu.Unlock()
 	var cs []*pgdrv1.CoordinatorStatus
 	for _, c := range f.coordinators() {
 		if c.GetName() != r.GetName() {

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/pgdr/pgdr/coordinator/outcome"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
 
@@ -202,36 +203,74 @@ func (a *adminAPI) Resume(ctx context.Context, req *pgdrv1.ResumeRequest) (*pgdr
 	return &pgdrv1.ResumeResponse{Policy: p}, nil
 }
 
-// AddCoordinator adds a voter. Raft membership changes run on the leader,
-// so a follower forwards the whole call.
+// AddCoordinator adds a voter: first as a non-voter that must catch up,
+// then promoted. An existing name is refused unless req.Update, which
+// changes its addresses or region (empty fields keep their value). Raft
+// membership changes run on the leader, so a follower forwards the call.
 func (a *adminAPI) AddCoordinator(ctx context.Context, req *pgdrv1.AddCoordinatorRequest) (*pgdrv1.AddCoordinatorResponse, error) {
 	if err := checkName("name", req.Name, true); err != nil {
 		return nil, err
 	}
-	if err := checkAddr("raft_address", req.RaftAddress); err != nil {
-		return nil, err
+	if !req.Update || req.RaftAddress != "" {
+		if err := checkAddr("raft_address", req.RaftAddress); err != nil {
+			return nil, err
+		}
 	}
-	if err := checkAddr("api_address", req.ApiAddress); err != nil {
-		return nil, err
+	if !req.Update || req.ApiAddress != "" {
+		if err := checkAddr("api_address", req.ApiAddress); err != nil {
+			return nil, err
+		}
 	}
 	if !a.s.isLeader() {
 		conn, err := a.s.leaderConn()
 		if err != nil {
 			return nil, err
 		}
-		return pgdrv1.NewAdminServiceClient(conn).AddCoordinator(ctx, req)
+		resp, err := pgdrv1.NewAdminServiceClient(conn).AddCoordinator(ctx, req)
+		return resp, outcome.Forwarded("forwarding to the leader", err)
 	}
+	var existing *pgdrv1.CoordinatorStatus
 	for _, c := range a.s.coordinatorStatus() {
-		if c.Name != req.Name && c.RaftAddress == req.RaftAddress {
+		if c.Name == req.Name {
+			existing = c
+		} else if req.RaftAddress != "" && c.RaftAddress == req.RaftAddress {
 			return nil, status.Errorf(codes.AlreadyExists, "raft_address %s is already used by coordinator %s", req.RaftAddress, c.Name)
 		}
 	}
-	if err := a.s.raft.AddVoter(raft.ServerID(req.Name), raft.ServerAddress(req.RaftAddress), 0, applyTimeout).Error(); err != nil {
-		return nil, status.Errorf(codes.Unavailable, "raft add voter %s: %v", req.Name, err)
+	switch {
+	case existing != nil && !req.Update:
+		return nil, status.Errorf(codes.AlreadyExists,
+			"coordinator %s already exists (raft address %s, API address %s, region %q); pass --update to change it, or remove it first to add it anew",
+			req.Name, existing.RaftAddress, existing.Address, existing.Region)
+	case existing == nil && req.Update:
+		return nil, status.Errorf(codes.NotFound, "coordinator %q is not a raft member; add it without --update", req.Name)
 	}
-	if _, err := a.s.propose(ctx, pgdrv1.CommandType_COMMAND_TYPE_UPSERT_COORDINATOR, &pgdrv1.UpsertCoordinator{Coordinator: &pgdrv1.Coordinator{
-		Name: req.Name, RaftAddress: req.RaftAddress, ApiAddress: req.ApiAddress, Region: req.Region,
-	}}, identityFrom(ctx).actor()); err != nil {
+	want := &pgdrv1.Coordinator{Name: req.Name, RaftAddress: req.RaftAddress, ApiAddress: req.ApiAddress, Region: req.Region}
+	if existing != nil {
+		if want.RaftAddress == "" {
+			want.RaftAddress = existing.RaftAddress
+		}
+		if want.ApiAddress == "" {
+			want.ApiAddress = existing.Address
+		}
+		if want.Region == "" {
+			want.Region = existing.Region
+		}
+		if want.RaftAddress != existing.RaftAddress {
+			// AddVoter (AddNonvoter for a non-voter) of a known ID changes
+			// its address and keeps its suffrage.
+			change := a.s.raft.AddVoter
+			if !existing.Voter {
+				change = a.s.raft.AddNonvoter
+			}
+			if err := change(raft.ServerID(req.Name), raft.ServerAddress(want.RaftAddress), 0, applyTimeout).Error(); err != nil {
+				return nil, raftError("raft re-address "+req.Name, err)
+			}
+		}
+	} else if err := a.s.addNonvoterCaughtUp(ctx, req.Name, req.RaftAddress, req.ApiAddress); err != nil {
+		return nil, err
+	}
+	if _, err := a.s.propose(ctx, pgdrv1.CommandType_COMMAND_TYPE_UPSERT_COORDINATOR, &pgdrv1.UpsertCoordinator{Coordinator: want}, identityFrom(ctx).actor()); err != nil {
 		return nil, err
 	}
 	return &pgdrv1.AddCoordinatorResponse{Coordinators: a.s.coordinatorStatus()}, nil
@@ -246,14 +285,17 @@ func (a *adminAPI) RemoveCoordinator(ctx context.Context, req *pgdrv1.RemoveCoor
 		if err != nil {
 			return nil, err
 		}
-		return pgdrv1.NewAdminServiceClient(conn).RemoveCoordinator(ctx, req)
+		resp, err := pgdrv1.NewAdminServiceClient(conn).RemoveCoordinator(ctx, req)
+		return resp, outcome.Forwarded("forwarding to the leader", err)
 	}
 	found := false
 	voters := 0
+	var names []string
 	for _, c := range a.s.coordinatorStatus() {
 		found = found || c.Name == req.Name
 		if c.Voter {
 			voters++
+			names = append(names, c.Name)
 		}
 	}
 	if !found {
@@ -261,6 +303,11 @@ func (a *adminAPI) RemoveCoordinator(ctx context.Context, req *pgdrv1.RemoveCoor
 	}
 	if voters <= 1 {
 		return nil, status.Errorf(codes.FailedPrecondition, "%s is the last voter; removing it would leave no cluster", req.Name)
+	}
+	if !req.Force {
+		if err := checkRemovalQuorum(names, req.Name, a.s.cfg.Name, a.s.contacts.unreachable(), time.Now()); err != nil {
+			return nil, err
+		}
 	}
 	// Record first: if the leader removes itself, it may not lead afterwards.
 	if _, ok := a.s.fsmCoordinator(req.Name); ok {
@@ -270,7 +317,7 @@ func (a *adminAPI) RemoveCoordinator(ctx context.Context, req *pgdrv1.RemoveCoor
 		}
 	}
 	if err := a.s.raft.RemoveServer(raft.ServerID(req.Name), 0, applyTimeout).Error(); err != nil {
-		return nil, status.Errorf(codes.Unavailable, "raft remove server %s: %v", req.Name, err)
+		return nil, raftError("raft remove server "+req.Name, err)
 	}
 	return &pgdrv1.RemoveCoordinatorResponse{Coordinators: a.s.coordinatorStatus()}, nil
 }
@@ -297,7 +344,7 @@ func (c *coordAPI) Apply(ctx context.Context, req *pgdrv1.ApplyRequest) (*pgdrv1
 		return nil, invalid("command", "required")
 	}
 	if !c.s.isLeader() {
-		return nil, status.Error(codes.FailedPrecondition, "not the leader")
+		return nil, outcome.NotSubmitted("%s is not the leader", c.s.cfg.Name)
 	}
 	req.Command.Time = timestamppb.Now()
 	res, err := c.s.proposeCommand(ctx, req.Command)

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/raft"
 	raftwal "github.com/hashicorp/raft-wal"
@@ -27,6 +28,7 @@ import (
 
 	"github.com/pgdr/pgdr/coordinator/config"
 	"github.com/pgdr/pgdr/coordinator/fsm"
+	"github.com/pgdr/pgdr/coordinator/outcome"
 	"github.com/pgdr/pgdr/pkg/gossip"
 	"github.com/pgdr/pgdr/pkg/tlsutil"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
@@ -39,6 +41,12 @@ const applyTimeout = 5 * time.Second
 type Options struct {
 	// GossipTune shortens memberlist timers (loopback labs).
 	GossipTune func(*memberlist.Config)
+	// Bootstrap allows forming a new Raft cluster from the configuration's
+	// bootstrap list when the data directory holds no Raft state (and no
+	// bootstrap peer answers that it holds some). Without it a node with no
+	// state waits to be added: a member whose data was lost must not form
+	// a second cluster.
+	Bootstrap bool
 }
 
 // Server is one coordinator.
@@ -57,6 +65,8 @@ type Server struct {
 	judge  *judgements
 	syncer *syncer
 	conns  *peerConns
+	// contacts: which peers this leader's heartbeats reach (membership.go).
+	contacts *contacts
 
 	metrics *metrics
 	notify  *notifier // webhook notifications (notify.go)
@@ -85,6 +95,8 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (*Server, error) {
 		judge:  newJudgements(),
 		syncer: newSyncer(),
 		conns:  newPeerConns(cli),
+
+		contacts: newContacts(),
 	}
 	s.metrics = newMetrics(s)
 	if s.notify, err = newNotifier(cfg, log); err != nil {
@@ -193,15 +205,7 @@ func (s *Server) startRaft() (func(), error) {
 	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream: stream, MaxPool: 3, Timeout: 2 * time.Second, Logger: hl,
 	})
-	rc := raft.DefaultConfig()
-	rc.LocalID = raft.ServerID(s.cfg.Name)
-	rc.Logger = hl
-	rc.HeartbeatTimeout = s.cfg.Raft.HeartbeatTimeout.Duration
-	rc.ElectionTimeout = s.cfg.Raft.ElectionTimeout.Duration
-	rc.LeaderLeaseTimeout = s.cfg.Raft.LeaderLease.Duration
-	rc.SnapshotThreshold = s.cfg.Raft.SnapshotThreshold
-	rc.SnapshotInterval = s.cfg.Raft.SnapshotInterval.Duration
-	rc.TrailingLogs = s.cfg.Raft.TrailingLogs
+	rc := raftConfig(s.cfg, hl)
 	if err := raft.ValidateConfig(rc); err != nil {
 		trans.Close()
 		wal.Close()
@@ -213,7 +217,15 @@ func (s *Server) startRaft() (func(), error) {
 		wal.Close()
 		return nil, fmt.Errorf("raft state: %w", err)
 	}
-	if !existing && len(s.cfg.Bootstrap) > 0 {
+	switch {
+	case existing:
+		s.log.Info("raft state found on disk; not bootstrapping", "dir", s.cfg.DataDir)
+	case s.opts.Bootstrap && len(s.cfg.Bootstrap) > 0:
+		if holder, idx := s.peerWithState(); holder != "" {
+			s.log.Info("not bootstrapping: a bootstrap peer already holds raft state, so the cluster exists; waiting for its leader to reach this node (a member whose data was lost rejoins by `pgdrctl coordinator remove`, then `coordinator add`)",
+				"peer", holder, "peer_last_index", idx)
+			break
+		}
 		var servers []raft.Server
 		for _, p := range s.cfg.Bootstrap {
 			servers = append(servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(p.Name), Address: raft.ServerAddress(p.RaftAddress)})
@@ -224,9 +236,10 @@ func (s *Server) startRaft() (func(), error) {
 			return nil, fmt.Errorf("raft bootstrap: %w", err)
 		}
 		s.log.Info("bootstrapped a new raft cluster", "voters", len(servers))
-	} else if existing {
-		s.log.Info("raft state found on disk; not bootstrapping", "dir", s.cfg.DataDir)
-	} else {
+	case len(s.cfg.Bootstrap) > 0:
+		s.log.Info("no raft state in data_dir and not started with --bootstrap: waiting to be added. A member whose data was lost rejoins by `pgdrctl coordinator remove` then `coordinator add`; the first start of a new cluster passes --bootstrap",
+			"dir", s.cfg.DataDir)
+	default:
 		s.log.Info("no raft state and no bootstrap list: waiting to be added with `pgdrctl coordinator add`")
 	}
 	r, err := raft.NewRaft(rc, s.fsm, wal, wal, snaps, trans)
@@ -236,7 +249,10 @@ func (s *Server) startRaft() (func(), error) {
 		return nil, fmt.Errorf("raft: %w", err)
 	}
 	s.raft = r
+	wctx, wcancel := context.WithCancel(context.Background())
+	go s.contacts.watch(wctx, r)
 	return func() {
+		wcancel()
 		if err := r.Shutdown().Error(); err != nil {
 			s.log.Warn("raft shutdown", "err", err)
 		}
@@ -244,6 +260,20 @@ func (s *Server) startRaft() (func(), error) {
 		wal.Close()
 		s.conns.close()
 	}, nil
+}
+
+// raftConfig is the raft library's configuration from ours.
+func raftConfig(cfg *config.Config, hl hclog.Logger) *raft.Config {
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.Name)
+	rc.Logger = hl
+	rc.HeartbeatTimeout = cfg.Raft.HeartbeatTimeout.Duration
+	rc.ElectionTimeout = cfg.Raft.ElectionTimeout.Duration
+	rc.LeaderLeaseTimeout = cfg.Raft.LeaderLease.Duration
+	rc.SnapshotThreshold = cfg.Raft.SnapshotThreshold
+	rc.SnapshotInterval = cfg.Raft.SnapshotInterval.Duration
+	rc.TrailingLogs = cfg.Raft.TrailingLogs
+	return rc
 }
 
 func (s *Server) isLeader() bool { return s.raft != nil && s.raft.State() == raft.Leader }
@@ -434,12 +464,21 @@ func (s *Server) leaderConn() (*grpc.ClientConn, error) {
 	name, api, ok := s.leaderInfo()
 	if !ok {
 		if name == "" {
-			return nil, status.Error(codes.Unavailable, "no raft leader is elected right now; retry shortly")
+			return nil, outcome.NotSubmitted("no raft leader is elected right now; retry shortly")
 		}
-		return nil, status.Errorf(codes.Unavailable, "the leader %s has no known API address", name)
+		return nil, outcome.NotSubmitted("the leader %s has no known API address", name)
 	}
 	s.metrics.forwards.Inc()
-	return s.conns.get(api)
+	conn, err := s.conns.get(api)
+	if err != nil {
+		return nil, err
+	}
+	// A call on a ready connection may fail after the request went out;
+	// one on a connection that never became ready was not sent.
+	if err := waitReady(conn, 2*time.Second); err != nil {
+		return nil, outcome.NotSubmitted("the leader %s at %s: %v", name, api, err)
+	}
+	return conn, nil
 }
 
 // propose applies a command through Raft: directly on the leader, or
@@ -463,7 +502,7 @@ func (s *Server) proposeCommand(ctx context.Context, cmd *pgdrv1.Command) (*pgdr
 		f := s.raft.Apply(data, applyTimeout)
 		if err := f.Error(); err != nil {
 			s.metrics.applies.WithLabelValues("error").Inc()
-			return nil, status.Errorf(codes.Unavailable, "raft apply: %v", err)
+			return nil, raftError("raft apply", err)
 		}
 		r, ok := f.Response().(*pgdrv1.ApplyResult)
 		if !ok {
@@ -477,7 +516,7 @@ func (s *Server) proposeCommand(ctx context.Context, cmd *pgdrv1.Command) (*pgdr
 		}
 		r, err := pgdrv1.NewCoordinatorServiceClient(conn).Apply(ctx, &pgdrv1.ApplyRequest{Command: cmd})
 		if err != nil {
-			return nil, err
+			return nil, outcome.Forwarded("forwarding to the leader", err)
 		}
 		res = r
 	}
@@ -575,7 +614,7 @@ func (p *peerConns) get(addr string) (*grpc.ClientConn, error) {
 	}
 	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(p.tls.Clone())))
 	if err != nil {
-		return nil, status.Errorf(codes.Unavailable, "dial %s: %v", addr, err)
+		return nil, outcome.NotSubmitted("dial %s: %v", addr, err)
 	}
 	p.conns[addr] = c
 	return c, nil

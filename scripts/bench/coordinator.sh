@@ -173,7 +173,7 @@ auth:
 bootstrap:
 $boot
 YAML
-    "$COORD" run --config "$dir/$n/coordinator.yaml" > "$dir/$n/coordinator.log" 2>&1 &
+    "$COORD" run --bootstrap --config "$dir/$n/coordinator.yaml" > "$dir/$n/coordinator.log" 2>&1 &
     PID[$n]=$!
     register_pid "${PID[$n]}" "$dir/$n/coordinator.yaml"
   done

@@ -23,10 +23,19 @@ var Version = "dev"
 const usage = `pgdr-coordinator: the Raft-replicated control plane of pgdr.
 
 Usage:
-  pgdr-coordinator run --config FILE [--pid-file FILE]
-      Start the coordinator: Raft (bootstrapping from the config's peer list
-      the first time only), gossip, the gRPC API and /metrics. Stops cleanly
-      on SIGINT or SIGTERM.
+  pgdr-coordinator run --config FILE [--pid-file FILE] [--bootstrap]
+      Start the coordinator: Raft, gossip, the gRPC API and /metrics. Stops
+      cleanly on SIGINT or SIGTERM. A coordinator with no Raft state in its
+      data_dir waits to be added (pgdrctl coordinator add), unless started
+      with --bootstrap: then, if no peer of the config's bootstrap list holds
+      Raft state, it forms a new cluster from that list. Pass --bootstrap on
+      the very first start of a new cluster only, never on a restart: a
+      member whose data was lost must rejoin by remove-then-add.
+  pgdr-coordinator recover --config FILE [--voters NAME=HOST:PORT,...]
+      With this coordinator stopped, rewrite its Raft configuration so that
+      it alone (or the given voters, which must include it) forms the
+      cluster, keeping its log and snapshots. The way out when a quorum of
+      voters is lost for good; see docs/coordinator-recovery.md.
   pgdr-coordinator config check --config FILE
       Validate a configuration file; errors name the field.
   pgdr-coordinator version
@@ -55,6 +64,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", os.Getenv("PGDR_COORDINATOR_CONFIG"), "configuration file")
 	pidFile := fs.String("pid-file", "", "write the process id here while running")
+	bootstrap := fs.Bool("bootstrap", false, "run: form a new cluster from the bootstrap list if this node and its peers hold no Raft state (first start only)")
+	voters := fs.String("voters", "", "recover: the new voters NAME=HOST:PORT,... (default: this coordinator alone)")
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(stdout, usage)
@@ -66,7 +77,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "version":
 		fmt.Fprintln(stdout, "pgdr-coordinator", Version)
 		return 0
-	case "run", "config check":
+	case "run", "config check", "recover":
 	default:
 		fmt.Fprintf(stderr, "pgdr-coordinator: unknown command %q\n\n%s", cmd, usage)
 		return 2
@@ -84,10 +95,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "%s: ok (coordinator %s, region %s, %d bootstrap peers)\n", *cfgPath, cfg.Name, cfg.Region, len(cfg.Bootstrap))
 		return 0
 	}
+	if cmd == "recover" {
+		return recoverCmd(cfg, *voters, stdout, stderr)
+	}
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(cfg.LogLevel))
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})).With("coordinator", cfg.Name)
-	srv, err := server.New(cfg, log, server.Options{})
+	srv, err := server.New(cfg, log, server.Options{Bootstrap: *bootstrap})
 	if err != nil {
 		fmt.Fprintln(stderr, "pgdr-coordinator:", err)
 		return 1
@@ -105,5 +119,27 @@ func run(args []string, stdout, stderr io.Writer) int {
 		log.Error("coordinator failed", "err", err)
 		return 1
 	}
+	return 0
+}
+
+func recoverCmd(cfg *config.Config, voters string, stdout, stderr io.Writer) int {
+	vs, err := server.ParseVoters(voters)
+	if err != nil {
+		fmt.Fprintln(stderr, "pgdr-coordinator: --voters:", err)
+		return 2
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})).With("coordinator", cfg.Name)
+	idx, err := server.Recover(cfg, log, vs)
+	if err != nil {
+		fmt.Fprintln(stderr, "pgdr-coordinator: recover:", err)
+		return 1
+	}
+	who := cfg.Name + " alone"
+	if len(vs) > 0 {
+		who = voters
+	}
+	fmt.Fprintf(stdout, "recovered %s: the state up to index %d is kept and the voters are now %s.\n"+
+		"Start it with `pgdr-coordinator run` (without --bootstrap); once it leads, add the other coordinators back\n"+
+		"with empty data directories through `pgdrctl coordinator add`.\n", cfg.DataDir, idx, who)
 	return 0
 }

@@ -356,6 +356,111 @@ func (x *SetPolicyResponse) GetPolicy() *Policy {
 	return nil
 }
 
+type RaftIndexRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RaftIndexRequest) Reset() {
+	*x = RaftIndexRequest{}
+	mi := &file_pgdr_v1_admin_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RaftIndexRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RaftIndexRequest) ProtoMessage() {}
+
+func (x *RaftIndexRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pgdr_v1_admin_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RaftIndexRequest.ProtoReflect.Descriptor instead.
+func (*RaftIndexRequest) Descriptor() ([]byte, []int) {
+	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{6}
+}
+
+type RaftIndexResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// last_log_index: the last entry in this node's Raft log (0 = no state).
+	LastLogIndex  uint64 `protobuf:"varint,2,opt,name=last_log_index,json=lastLogIndex,proto3" json:"last_log_index,omitempty"`
+	AppliedIndex  uint64 `protobuf:"varint,3,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	RaftState     string `protobuf:"bytes,4,opt,name=raft_state,json=raftState,proto3" json:"raft_state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RaftIndexResponse) Reset() {
+	*x = RaftIndexResponse{}
+	mi := &file_pgdr_v1_admin_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RaftIndexResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RaftIndexResponse) ProtoMessage() {}
+
+func (x *RaftIndexResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pgdr_v1_admin_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RaftIndexResponse.ProtoReflect.Descriptor instead.
+func (*RaftIndexResponse) Descriptor() ([]byte, []int) {
+	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *RaftIndexResponse) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RaftIndexResponse) GetLastLogIndex() uint64 {
+	if x != nil {
+		return x.LastLogIndex
+	}
+	return 0
+}
+
+func (x *RaftIndexResponse) GetAppliedIndex() uint64 {
+	if x != nil {
+		return x.AppliedIndex
+	}
+	return 0
+}
+
+func (x *RaftIndexResponse) GetRaftState() string {
+	if x != nil {
+		return x.RaftState
+	}
+	return ""
+}
+
 type StatusRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// cluster limits the answer to one cluster ("" = all).
@@ -366,7 +471,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_pgdr_v1_admin_proto_msgTypes[6]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -378,7 +483,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_admin_proto_msgTypes[6]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -391,7 +496,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *StatusRequest) GetCluster() string {
@@ -417,7 +522,7 @@ type CoordinatorStatus struct {
 
 func (x *CoordinatorStatus) Reset() {
 	*x = CoordinatorStatus{}
-	mi := &file_pgdr_v1_admin_proto_msgTypes[7]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -429,7 +534,7 @@ func (x *CoordinatorStatus) String() string {
 func (*CoordinatorStatus) ProtoMessage() {}
 
 func (x *CoordinatorStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_admin_proto_msgTypes[7]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -442,7 +547,7 @@ func (x *CoordinatorStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CoordinatorStatus.ProtoReflect.Descriptor instead.
 func (*CoordinatorStatus) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CoordinatorStatus) GetName() string {
@@ -524,7 +629,7 @@ type MemberStatus struct {
 
 func (x *MemberStatus) Reset() {
 	*x = MemberStatus{}
-	mi := &file_pgdr_v1_admin_proto_msgTypes[8]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -536,7 +641,7 @@ func (x *MemberStatus) String() string {
 func (*MemberStatus) ProtoMessage() {}
 
 func (x *MemberStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_admin_proto_msgTypes[8]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -549,7 +654,7 @@ func (x *MemberStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberStatus.ProtoReflect.Descriptor instead.
 func (*MemberStatus) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *MemberStatus) GetName() string {
@@ -705,7 +810,7 @@ type ClusterStatus struct {
 
 func (x *ClusterStatus) Reset() {
 	*x = ClusterStatus{}
-	mi := &file_pgdr_v1_admin_proto_msgTypes[9]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -717,7 +822,7 @@ func (x *ClusterStatus) String() string {
 func (*ClusterStatus) ProtoMessage() {}
 
 func (x *ClusterStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_admin_proto_msgTypes[9]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -730,7 +835,7 @@ func (x *ClusterStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatus.ProtoReflect.Descriptor instead.
 func (*ClusterStatus) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ClusterStatus) GetName() string {
@@ -809,7 +914,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_pgdr_v1_admin_proto_msgTypes[10]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -821,7 +926,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_admin_proto_msgTypes[10]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -834,7 +939,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *StatusResponse) GetCoordinators() []*CoordinatorStatus {
@@ -874,7 +979,7 @@ type MembersRequest struct {
 
 func (x *MembersRequest) Reset() {
 	*x = MembersRequest{}
-	mi := &file_pgdr_v1_admin_proto_msgTypes[11]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -886,7 +991,7 @@ func (x *MembersRequest) String() string {
 func (*MembersRequest) ProtoMessage() {}
 
 func (x *MembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_admin_proto_msgTypes[11]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -899,7 +1004,7 @@ func (x *MembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersRequest.ProtoReflect.Descriptor instead.
 func (*MembersRequest) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *MembersRequest) GetCluster() string {
@@ -918,7 +1023,7 @@ type MembersResponse struct {
 
 func (x *MembersResponse) Reset() {
 	*x = MembersResponse{}
-	mi := &file_pgdr_v1_admin_proto_msgTypes[12]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -930,7 +1035,7 @@ func (x *MembersResponse) String() string {
 func (*MembersResponse) ProtoMessage() {}
 
 func (x *MembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_admin_proto_msgTypes[12]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -943,7 +1048,7 @@ func (x *MembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersResponse.ProtoReflect.Descriptor instead.
 func (*MembersResponse) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *MembersResponse) GetMembers() []*Member {
@@ -966,7 +1071,7 @@ type HistoryRequest struct {
 
 func (x *HistoryRequest) Reset() {
 	*x = HistoryRequest{}
-	mi := &file_pgdr_v1_admin_proto_msgTypes[13]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -978,7 +1083,7 @@ func (x *HistoryRequest) String() string {
 func (*HistoryRequest) ProtoMessage() {}
 
 func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_admin_proto_msgTypes[13]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -991,7 +1096,7 @@ func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryRequest.ProtoReflect.Descriptor instead.
 func (*HistoryRequest) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *HistoryRequest) GetCluster() string {
@@ -1024,7 +1129,7 @@ type HistoryResponse struct {
 
 func (x *HistoryResponse) Reset() {
 	*x = HistoryResponse{}
-	mi := &file_pgdr_v1_admin_proto_msgTypes[14]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1036,7 +1141,7 @@ func (x *HistoryResponse) String() string {
 func (*HistoryResponse) ProtoMessage() {}
 
 func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_admin_proto_msgTypes[14]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1049,7 +1154,7 @@ func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryResponse.ProtoReflect.Descriptor instead.
 func (*HistoryResponse) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *HistoryResponse) GetEvents() []*HistoryEvent {
@@ -1069,7 +1174,7 @@ type PauseRequest struct {
 
 func (x *PauseRequest) Reset() {
 	*x = PauseRequest{}
-	mi := &file_pgdr_v1_admin_proto_msgTypes[15]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1081,7 +1186,7 @@ func (x *PauseRequest) String() string {
 func (*PauseRequest) ProtoMessage() {}
 
 func (x *PauseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_admin_proto_msgTypes[15]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1094,7 +1199,7 @@ func (x *PauseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseRequest.ProtoReflect.Descriptor instead.
 func (*PauseRequest) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PauseRequest) GetCluster() string {
@@ -1120,7 +1225,7 @@ type PauseResponse struct {
 
 func (x *PauseResponse) Reset() {
 	*x = PauseResponse{}
-	mi := &file_pgdr_v1_admin_proto_msgTypes[16]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1132,7 +1237,7 @@ func (x *PauseResponse) String() string {
 func (*PauseResponse) ProtoMessage() {}
 
 func (x *PauseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_admin_proto_msgTypes[16]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1145,7 +1250,7 @@ func (x *PauseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseResponse.ProtoReflect.Descriptor instead.
 func (*PauseResponse) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PauseResponse) GetPolicy() *Policy {
@@ -1164,7 +1269,7 @@ type ResumeRequest struct {
 
 func (x *ResumeRequest) Reset() {
 	*x = ResumeRequest{}
-	mi := &file_pgdr_v1_admin_proto_msgTypes[17]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1176,7 +1281,7 @@ func (x *ResumeRequest) String() string {
 func (*ResumeRequest) ProtoMessage() {}
 
 func (x *ResumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_admin_proto_msgTypes[17]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1189,7 +1294,7 @@ func (x *ResumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeRequest.ProtoReflect.Descriptor instead.
 func (*ResumeRequest) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ResumeRequest) GetCluster() string {
@@ -1208,7 +1313,7 @@ type ResumeResponse struct {
 
 func (x *ResumeResponse) Reset() {
 	*x = ResumeResponse{}
-	mi := &file_pgdr_v1_admin_proto_msgTypes[18]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1220,7 +1325,7 @@ func (x *ResumeResponse) String() string {
 func (*ResumeResponse) ProtoMessage() {}
 
 func (x *ResumeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_admin_proto_msgTypes[18]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1233,7 +1338,7 @@ func (x *ResumeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeResponse.ProtoReflect.Descriptor instead.
 func (*ResumeResponse) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ResumeResponse) GetPolicy() *Policy {
@@ -1244,18 +1349,22 @@ func (x *ResumeResponse) GetPolicy() *Policy {
 }
 
 type AddCoordinatorRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	RaftAddress   string                 `protobuf:"bytes,2,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
-	ApiAddress    string                 `protobuf:"bytes,3,opt,name=api_address,json=apiAddress,proto3" json:"api_address,omitempty"`
-	Region        string                 `protobuf:"bytes,4,opt,name=region,proto3" json:"region,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Name        string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	RaftAddress string                 `protobuf:"bytes,2,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
+	ApiAddress  string                 `protobuf:"bytes,3,opt,name=api_address,json=apiAddress,proto3" json:"api_address,omitempty"`
+	Region      string                 `protobuf:"bytes,4,opt,name=region,proto3" json:"region,omitempty"`
+	// update: change the addresses or region of an existing coordinator
+	// (fields left empty keep their value). Without it an existing name is
+	// refused.
+	Update        bool `protobuf:"varint,5,opt,name=update,proto3" json:"update,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AddCoordinatorRequest) Reset() {
 	*x = AddCoordinatorRequest{}
-	mi := &file_pgdr_v1_admin_proto_msgTypes[19]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1267,7 +1376,7 @@ func (x *AddCoordinatorRequest) String() string {
 func (*AddCoordinatorRequest) ProtoMessage() {}
 
 func (x *AddCoordinatorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_admin_proto_msgTypes[19]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1280,7 +1389,7 @@ func (x *AddCoordinatorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddCoordinatorRequest.ProtoReflect.Descriptor instead.
 func (*AddCoordinatorRequest) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *AddCoordinatorRequest) GetName() string {
@@ -1311,6 +1420,13 @@ func (x *AddCoordinatorRequest) GetRegion() string {
 	return ""
 }
 
+func (x *AddCoordinatorRequest) GetUpdate() bool {
+	if x != nil {
+		return x.Update
+	}
+	return false
+}
+
 type AddCoordinatorResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Coordinators  []*CoordinatorStatus   `protobuf:"bytes,1,rep,name=coordinators,proto3" json:"coordinators,omitempty"`
@@ -1320,7 +1436,7 @@ type AddCoordinatorResponse struct {
 
 func (x *AddCoordinatorResponse) Reset() {
 	*x = AddCoordinatorResponse{}
-	mi := &file_pgdr_v1_admin_proto_msgTypes[20]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1332,7 +1448,7 @@ func (x *AddCoordinatorResponse) String() string {
 func (*AddCoordinatorResponse) ProtoMessage() {}
 
 func (x *AddCoordinatorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_admin_proto_msgTypes[20]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1345,7 +1461,7 @@ func (x *AddCoordinatorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddCoordinatorResponse.ProtoReflect.Descriptor instead.
 func (*AddCoordinatorResponse) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *AddCoordinatorResponse) GetCoordinators() []*CoordinatorStatus {
@@ -1356,15 +1472,18 @@ func (x *AddCoordinatorResponse) GetCoordinators() []*CoordinatorStatus {
 }
 
 type RemoveCoordinatorRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// force: remove even though the voters left would lack a quorum the
+	// leader has recently reached (the cluster may stay without a leader).
+	Force         bool `protobuf:"varint,2,opt,name=force,proto3" json:"force,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RemoveCoordinatorRequest) Reset() {
 	*x = RemoveCoordinatorRequest{}
-	mi := &file_pgdr_v1_admin_proto_msgTypes[21]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1376,7 +1495,7 @@ func (x *RemoveCoordinatorRequest) String() string {
 func (*RemoveCoordinatorRequest) ProtoMessage() {}
 
 func (x *RemoveCoordinatorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_admin_proto_msgTypes[21]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1389,7 +1508,7 @@ func (x *RemoveCoordinatorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveCoordinatorRequest.ProtoReflect.Descriptor instead.
 func (*RemoveCoordinatorRequest) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RemoveCoordinatorRequest) GetName() string {
@@ -1397,6 +1516,13 @@ func (x *RemoveCoordinatorRequest) GetName() string {
 		return x.Name
 	}
 	return ""
+}
+
+func (x *RemoveCoordinatorRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
 }
 
 type RemoveCoordinatorResponse struct {
@@ -1408,7 +1534,7 @@ type RemoveCoordinatorResponse struct {
 
 func (x *RemoveCoordinatorResponse) Reset() {
 	*x = RemoveCoordinatorResponse{}
-	mi := &file_pgdr_v1_admin_proto_msgTypes[22]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1420,7 +1546,7 @@ func (x *RemoveCoordinatorResponse) String() string {
 func (*RemoveCoordinatorResponse) ProtoMessage() {}
 
 func (x *RemoveCoordinatorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_admin_proto_msgTypes[22]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1433,7 +1559,7 @@ func (x *RemoveCoordinatorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveCoordinatorResponse.ProtoReflect.Descriptor instead.
 func (*RemoveCoordinatorResponse) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RemoveCoordinatorResponse) GetCoordinators() []*CoordinatorStatus {
@@ -1452,7 +1578,7 @@ type ApplyRequest struct {
 
 func (x *ApplyRequest) Reset() {
 	*x = ApplyRequest{}
-	mi := &file_pgdr_v1_admin_proto_msgTypes[23]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1464,7 +1590,7 @@ func (x *ApplyRequest) String() string {
 func (*ApplyRequest) ProtoMessage() {}
 
 func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_admin_proto_msgTypes[23]
+	mi := &file_pgdr_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1477,7 +1603,7 @@ func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyRequest.ProtoReflect.Descriptor instead.
 func (*ApplyRequest) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ApplyRequest) GetCommand() *Command {
@@ -1511,7 +1637,14 @@ const file_pgdr_v1_admin_proto_rawDesc = "" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12'\n" +
 	"\x06policy\x18\x02 \x01(\v2\x0f.pgdr.v1.PolicyR\x06policy\"<\n" +
 	"\x11SetPolicyResponse\x12'\n" +
-	"\x06policy\x18\x01 \x01(\v2\x0f.pgdr.v1.PolicyR\x06policy\")\n" +
+	"\x06policy\x18\x01 \x01(\v2\x0f.pgdr.v1.PolicyR\x06policy\"\x12\n" +
+	"\x10RaftIndexRequest\"\x91\x01\n" +
+	"\x11RaftIndexResponse\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12$\n" +
+	"\x0elast_log_index\x18\x02 \x01(\x04R\flastLogIndex\x12#\n" +
+	"\rapplied_index\x18\x03 \x01(\x04R\fappliedIndex\x12\x1d\n" +
+	"\n" +
+	"raft_state\x18\x04 \x01(\tR\traftState\")\n" +
 	"\rStatusRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\"\xc2\x01\n" +
 	"\x11CoordinatorStatus\x12\x12\n" +
@@ -1580,17 +1713,19 @@ const file_pgdr_v1_admin_proto_rawDesc = "" +
 	"\rResumeRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\"9\n" +
 	"\x0eResumeResponse\x12'\n" +
-	"\x06policy\x18\x01 \x01(\v2\x0f.pgdr.v1.PolicyR\x06policy\"\x87\x01\n" +
+	"\x06policy\x18\x01 \x01(\v2\x0f.pgdr.v1.PolicyR\x06policy\"\x9f\x01\n" +
 	"\x15AddCoordinatorRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
 	"\fraft_address\x18\x02 \x01(\tR\vraftAddress\x12\x1f\n" +
 	"\vapi_address\x18\x03 \x01(\tR\n" +
 	"apiAddress\x12\x16\n" +
-	"\x06region\x18\x04 \x01(\tR\x06region\"X\n" +
+	"\x06region\x18\x04 \x01(\tR\x06region\x12\x16\n" +
+	"\x06update\x18\x05 \x01(\bR\x06update\"X\n" +
 	"\x16AddCoordinatorResponse\x12>\n" +
-	"\fcoordinators\x18\x01 \x03(\v2\x1a.pgdr.v1.CoordinatorStatusR\fcoordinators\".\n" +
+	"\fcoordinators\x18\x01 \x03(\v2\x1a.pgdr.v1.CoordinatorStatusR\fcoordinators\"D\n" +
 	"\x18RemoveCoordinatorRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"[\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05force\x18\x02 \x01(\bR\x05force\"[\n" +
 	"\x19RemoveCoordinatorResponse\x12>\n" +
 	"\fcoordinators\x18\x01 \x03(\v2\x1a.pgdr.v1.CoordinatorStatusR\fcoordinators\":\n" +
 	"\fApplyRequest\x12*\n" +
@@ -1606,9 +1741,10 @@ const file_pgdr_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"Switchover\x12\x1a.pgdr.v1.SwitchoverRequest\x1a\x1b.pgdr.v1.SwitchoverResponse\x12?\n" +
 	"\bFailover\x12\x18.pgdr.v1.FailoverRequest\x1a\x19.pgdr.v1.FailoverResponse\x12B\n" +
-	"\tSetPolicy\x12\x19.pgdr.v1.SetPolicyRequest\x1a\x1a.pgdr.v1.SetPolicyResponse2J\n" +
+	"\tSetPolicy\x12\x19.pgdr.v1.SetPolicyRequest\x1a\x1a.pgdr.v1.SetPolicyResponse2\x8e\x01\n" +
 	"\x12CoordinatorService\x124\n" +
-	"\x05Apply\x12\x15.pgdr.v1.ApplyRequest\x1a\x14.pgdr.v1.ApplyResultB+Z)github.com/pgdr/pgdr/proto/pgdr/v1;pgdrv1b\x06proto3"
+	"\x05Apply\x12\x15.pgdr.v1.ApplyRequest\x1a\x14.pgdr.v1.ApplyResult\x12B\n" +
+	"\tRaftIndex\x12\x19.pgdr.v1.RaftIndexRequest\x1a\x1a.pgdr.v1.RaftIndexResponseB+Z)github.com/pgdr/pgdr/proto/pgdr/v1;pgdrv1b\x06proto3"
 
 var (
 	file_pgdr_v1_admin_proto_rawDescOnce sync.Once
@@ -1622,7 +1758,7 @@ func file_pgdr_v1_admin_proto_rawDescGZIP() []byte {
 	return file_pgdr_v1_admin_proto_rawDescData
 }
 
-var file_pgdr_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_pgdr_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_pgdr_v1_admin_proto_goTypes = []any{
 	(*SwitchoverRequest)(nil),         // 0: pgdr.v1.SwitchoverRequest
 	(*SwitchoverResponse)(nil),        // 1: pgdr.v1.SwitchoverResponse
@@ -1630,71 +1766,75 @@ var file_pgdr_v1_admin_proto_goTypes = []any{
 	(*FailoverResponse)(nil),          // 3: pgdr.v1.FailoverResponse
 	(*SetPolicyRequest)(nil),          // 4: pgdr.v1.SetPolicyRequest
 	(*SetPolicyResponse)(nil),         // 5: pgdr.v1.SetPolicyResponse
-	(*StatusRequest)(nil),             // 6: pgdr.v1.StatusRequest
-	(*CoordinatorStatus)(nil),         // 7: pgdr.v1.CoordinatorStatus
-	(*MemberStatus)(nil),              // 8: pgdr.v1.MemberStatus
-	(*ClusterStatus)(nil),             // 9: pgdr.v1.ClusterStatus
-	(*StatusResponse)(nil),            // 10: pgdr.v1.StatusResponse
-	(*MembersRequest)(nil),            // 11: pgdr.v1.MembersRequest
-	(*MembersResponse)(nil),           // 12: pgdr.v1.MembersResponse
-	(*HistoryRequest)(nil),            // 13: pgdr.v1.HistoryRequest
-	(*HistoryResponse)(nil),           // 14: pgdr.v1.HistoryResponse
-	(*PauseRequest)(nil),              // 15: pgdr.v1.PauseRequest
-	(*PauseResponse)(nil),             // 16: pgdr.v1.PauseResponse
-	(*ResumeRequest)(nil),             // 17: pgdr.v1.ResumeRequest
-	(*ResumeResponse)(nil),            // 18: pgdr.v1.ResumeResponse
-	(*AddCoordinatorRequest)(nil),     // 19: pgdr.v1.AddCoordinatorRequest
-	(*AddCoordinatorResponse)(nil),    // 20: pgdr.v1.AddCoordinatorResponse
-	(*RemoveCoordinatorRequest)(nil),  // 21: pgdr.v1.RemoveCoordinatorRequest
-	(*RemoveCoordinatorResponse)(nil), // 22: pgdr.v1.RemoveCoordinatorResponse
-	(*ApplyRequest)(nil),              // 23: pgdr.v1.ApplyRequest
-	(*Policy)(nil),                    // 24: pgdr.v1.Policy
-	(*timestamppb.Timestamp)(nil),     // 25: google.protobuf.Timestamp
-	(*Member)(nil),                    // 26: pgdr.v1.Member
-	(*HistoryEvent)(nil),              // 27: pgdr.v1.HistoryEvent
-	(*Command)(nil),                   // 28: pgdr.v1.Command
-	(*ApplyResult)(nil),               // 29: pgdr.v1.ApplyResult
+	(*RaftIndexRequest)(nil),          // 6: pgdr.v1.RaftIndexRequest
+	(*RaftIndexResponse)(nil),         // 7: pgdr.v1.RaftIndexResponse
+	(*StatusRequest)(nil),             // 8: pgdr.v1.StatusRequest
+	(*CoordinatorStatus)(nil),         // 9: pgdr.v1.CoordinatorStatus
+	(*MemberStatus)(nil),              // 10: pgdr.v1.MemberStatus
+	(*ClusterStatus)(nil),             // 11: pgdr.v1.ClusterStatus
+	(*StatusResponse)(nil),            // 12: pgdr.v1.StatusResponse
+	(*MembersRequest)(nil),            // 13: pgdr.v1.MembersRequest
+	(*MembersResponse)(nil),           // 14: pgdr.v1.MembersResponse
+	(*HistoryRequest)(nil),            // 15: pgdr.v1.HistoryRequest
+	(*HistoryResponse)(nil),           // 16: pgdr.v1.HistoryResponse
+	(*PauseRequest)(nil),              // 17: pgdr.v1.PauseRequest
+	(*PauseResponse)(nil),             // 18: pgdr.v1.PauseResponse
+	(*ResumeRequest)(nil),             // 19: pgdr.v1.ResumeRequest
+	(*ResumeResponse)(nil),            // 20: pgdr.v1.ResumeResponse
+	(*AddCoordinatorRequest)(nil),     // 21: pgdr.v1.AddCoordinatorRequest
+	(*AddCoordinatorResponse)(nil),    // 22: pgdr.v1.AddCoordinatorResponse
+	(*RemoveCoordinatorRequest)(nil),  // 23: pgdr.v1.RemoveCoordinatorRequest
+	(*RemoveCoordinatorResponse)(nil), // 24: pgdr.v1.RemoveCoordinatorResponse
+	(*ApplyRequest)(nil),              // 25: pgdr.v1.ApplyRequest
+	(*Policy)(nil),                    // 26: pgdr.v1.Policy
+	(*timestamppb.Timestamp)(nil),     // 27: google.protobuf.Timestamp
+	(*Member)(nil),                    // 28: pgdr.v1.Member
+	(*HistoryEvent)(nil),              // 29: pgdr.v1.HistoryEvent
+	(*Command)(nil),                   // 30: pgdr.v1.Command
+	(*ApplyResult)(nil),               // 31: pgdr.v1.ApplyResult
 }
 var file_pgdr_v1_admin_proto_depIdxs = []int32{
-	24, // 0: pgdr.v1.SetPolicyRequest.policy:type_name -> pgdr.v1.Policy
-	24, // 1: pgdr.v1.SetPolicyResponse.policy:type_name -> pgdr.v1.Policy
-	8,  // 2: pgdr.v1.ClusterStatus.members:type_name -> pgdr.v1.MemberStatus
-	24, // 3: pgdr.v1.ClusterStatus.policy:type_name -> pgdr.v1.Policy
-	25, // 4: pgdr.v1.ClusterStatus.lease_expires_at:type_name -> google.protobuf.Timestamp
-	7,  // 5: pgdr.v1.StatusResponse.coordinators:type_name -> pgdr.v1.CoordinatorStatus
-	9,  // 6: pgdr.v1.StatusResponse.clusters:type_name -> pgdr.v1.ClusterStatus
-	25, // 7: pgdr.v1.StatusResponse.time:type_name -> google.protobuf.Timestamp
-	26, // 8: pgdr.v1.MembersResponse.members:type_name -> pgdr.v1.Member
-	27, // 9: pgdr.v1.HistoryResponse.events:type_name -> pgdr.v1.HistoryEvent
-	24, // 10: pgdr.v1.PauseResponse.policy:type_name -> pgdr.v1.Policy
-	24, // 11: pgdr.v1.ResumeResponse.policy:type_name -> pgdr.v1.Policy
-	7,  // 12: pgdr.v1.AddCoordinatorResponse.coordinators:type_name -> pgdr.v1.CoordinatorStatus
-	7,  // 13: pgdr.v1.RemoveCoordinatorResponse.coordinators:type_name -> pgdr.v1.CoordinatorStatus
-	28, // 14: pgdr.v1.ApplyRequest.command:type_name -> pgdr.v1.Command
-	6,  // 15: pgdr.v1.AdminService.Status:input_type -> pgdr.v1.StatusRequest
-	11, // 16: pgdr.v1.AdminService.Members:input_type -> pgdr.v1.MembersRequest
-	13, // 17: pgdr.v1.AdminService.History:input_type -> pgdr.v1.HistoryRequest
-	15, // 18: pgdr.v1.AdminService.Pause:input_type -> pgdr.v1.PauseRequest
-	17, // 19: pgdr.v1.AdminService.Resume:input_type -> pgdr.v1.ResumeRequest
-	19, // 20: pgdr.v1.AdminService.AddCoordinator:input_type -> pgdr.v1.AddCoordinatorRequest
-	21, // 21: pgdr.v1.AdminService.RemoveCoordinator:input_type -> pgdr.v1.RemoveCoordinatorRequest
+	26, // 0: pgdr.v1.SetPolicyRequest.policy:type_name -> pgdr.v1.Policy
+	26, // 1: pgdr.v1.SetPolicyResponse.policy:type_name -> pgdr.v1.Policy
+	10, // 2: pgdr.v1.ClusterStatus.members:type_name -> pgdr.v1.MemberStatus
+	26, // 3: pgdr.v1.ClusterStatus.policy:type_name -> pgdr.v1.Policy
+	27, // 4: pgdr.v1.ClusterStatus.lease_expires_at:type_name -> google.protobuf.Timestamp
+	9,  // 5: pgdr.v1.StatusResponse.coordinators:type_name -> pgdr.v1.CoordinatorStatus
+	11, // 6: pgdr.v1.StatusResponse.clusters:type_name -> pgdr.v1.ClusterStatus
+	27, // 7: pgdr.v1.StatusResponse.time:type_name -> google.protobuf.Timestamp
+	28, // 8: pgdr.v1.MembersResponse.members:type_name -> pgdr.v1.Member
+	29, // 9: pgdr.v1.HistoryResponse.events:type_name -> pgdr.v1.HistoryEvent
+	26, // 10: pgdr.v1.PauseResponse.policy:type_name -> pgdr.v1.Policy
+	26, // 11: pgdr.v1.ResumeResponse.policy:type_name -> pgdr.v1.Policy
+	9,  // 12: pgdr.v1.AddCoordinatorResponse.coordinators:type_name -> pgdr.v1.CoordinatorStatus
+	9,  // 13: pgdr.v1.RemoveCoordinatorResponse.coordinators:type_name -> pgdr.v1.CoordinatorStatus
+	30, // 14: pgdr.v1.ApplyRequest.command:type_name -> pgdr.v1.Command
+	8,  // 15: pgdr.v1.AdminService.Status:input_type -> pgdr.v1.StatusRequest
+	13, // 16: pgdr.v1.AdminService.Members:input_type -> pgdr.v1.MembersRequest
+	15, // 17: pgdr.v1.AdminService.History:input_type -> pgdr.v1.HistoryRequest
+	17, // 18: pgdr.v1.AdminService.Pause:input_type -> pgdr.v1.PauseRequest
+	19, // 19: pgdr.v1.AdminService.Resume:input_type -> pgdr.v1.ResumeRequest
+	21, // 20: pgdr.v1.AdminService.AddCoordinator:input_type -> pgdr.v1.AddCoordinatorRequest
+	23, // 21: pgdr.v1.AdminService.RemoveCoordinator:input_type -> pgdr.v1.RemoveCoordinatorRequest
 	0,  // 22: pgdr.v1.AdminService.Switchover:input_type -> pgdr.v1.SwitchoverRequest
 	2,  // 23: pgdr.v1.AdminService.Failover:input_type -> pgdr.v1.FailoverRequest
 	4,  // 24: pgdr.v1.AdminService.SetPolicy:input_type -> pgdr.v1.SetPolicyRequest
-	23, // 25: pgdr.v1.CoordinatorService.Apply:input_type -> pgdr.v1.ApplyRequest
-	10, // 26: pgdr.v1.AdminService.Status:output_type -> pgdr.v1.StatusResponse
-	12, // 27: pgdr.v1.AdminService.Members:output_type -> pgdr.v1.MembersResponse
-	14, // 28: pgdr.v1.AdminService.History:output_type -> pgdr.v1.HistoryResponse
-	16, // 29: pgdr.v1.AdminService.Pause:output_type -> pgdr.v1.PauseResponse
-	18, // 30: pgdr.v1.AdminService.Resume:output_type -> pgdr.v1.ResumeResponse
-	20, // 31: pgdr.v1.AdminService.AddCoordinator:output_type -> pgdr.v1.AddCoordinatorResponse
-	22, // 32: pgdr.v1.AdminService.RemoveCoordinator:output_type -> pgdr.v1.RemoveCoordinatorResponse
-	1,  // 33: pgdr.v1.AdminService.Switchover:output_type -> pgdr.v1.SwitchoverResponse
-	3,  // 34: pgdr.v1.AdminService.Failover:output_type -> pgdr.v1.FailoverResponse
-	5,  // 35: pgdr.v1.AdminService.SetPolicy:output_type -> pgdr.v1.SetPolicyResponse
-	29, // 36: pgdr.v1.CoordinatorService.Apply:output_type -> pgdr.v1.ApplyResult
-	26, // [26:37] is the sub-list for method output_type
-	15, // [15:26] is the sub-list for method input_type
+	25, // 25: pgdr.v1.CoordinatorService.Apply:input_type -> pgdr.v1.ApplyRequest
+	6,  // 26: pgdr.v1.CoordinatorService.RaftIndex:input_type -> pgdr.v1.RaftIndexRequest
+	12, // 27: pgdr.v1.AdminService.Status:output_type -> pgdr.v1.StatusResponse
+	14, // 28: pgdr.v1.AdminService.Members:output_type -> pgdr.v1.MembersResponse
+	16, // 29: pgdr.v1.AdminService.History:output_type -> pgdr.v1.HistoryResponse
+	18, // 30: pgdr.v1.AdminService.Pause:output_type -> pgdr.v1.PauseResponse
+	20, // 31: pgdr.v1.AdminService.Resume:output_type -> pgdr.v1.ResumeResponse
+	22, // 32: pgdr.v1.AdminService.AddCoordinator:output_type -> pgdr.v1.AddCoordinatorResponse
+	24, // 33: pgdr.v1.AdminService.RemoveCoordinator:output_type -> pgdr.v1.RemoveCoordinatorResponse
+	1,  // 34: pgdr.v1.AdminService.Switchover:output_type -> pgdr.v1.SwitchoverResponse
+	3,  // 35: pgdr.v1.AdminService.Failover:output_type -> pgdr.v1.FailoverResponse
+	5,  // 36: pgdr.v1.AdminService.SetPolicy:output_type -> pgdr.v1.SetPolicyResponse
+	31, // 37: pgdr.v1.CoordinatorService.Apply:output_type -> pgdr.v1.ApplyResult
+	7,  // 38: pgdr.v1.CoordinatorService.RaftIndex:output_type -> pgdr.v1.RaftIndexResponse
+	27, // [27:39] is the sub-list for method output_type
+	15, // [15:27] is the sub-list for method input_type
 	15, // [15:15] is the sub-list for extension type_name
 	15, // [15:15] is the sub-list for extension extendee
 	0,  // [0:15] is the sub-list for field type_name
@@ -1713,7 +1853,7 @@ func file_pgdr_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pgdr_v1_admin_proto_rawDesc), len(file_pgdr_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   24,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

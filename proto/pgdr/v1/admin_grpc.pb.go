@@ -485,7 +485,8 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	CoordinatorService_Apply_FullMethodName = "/pgdr.v1.CoordinatorService/Apply"
+	CoordinatorService_Apply_FullMethodName     = "/pgdr.v1.CoordinatorService/Apply"
+	CoordinatorService_RaftIndex_FullMethodName = "/pgdr.v1.CoordinatorService/RaftIndex"
 )
 
 // CoordinatorServiceClient is the client API for CoordinatorService service.
@@ -496,6 +497,9 @@ const (
 type CoordinatorServiceClient interface {
 	// Apply proposes a command on the leader (a follower forwards writes here).
 	Apply(ctx context.Context, in *ApplyRequest, opts ...grpc.CallOption) (*ApplyResult, error)
+	// RaftIndex reports how far this coordinator's Raft log reaches: the
+	// leader polls a node it added as a non-voter until it caught up.
+	RaftIndex(ctx context.Context, in *RaftIndexRequest, opts ...grpc.CallOption) (*RaftIndexResponse, error)
 }
 
 type coordinatorServiceClient struct {
@@ -516,6 +520,16 @@ func (c *coordinatorServiceClient) Apply(ctx context.Context, in *ApplyRequest, 
 	return out, nil
 }
 
+func (c *coordinatorServiceClient) RaftIndex(ctx context.Context, in *RaftIndexRequest, opts ...grpc.CallOption) (*RaftIndexResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RaftIndexResponse)
+	err := c.cc.Invoke(ctx, CoordinatorService_RaftIndex_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CoordinatorServiceServer is the server API for CoordinatorService service.
 // All implementations must embed UnimplementedCoordinatorServiceServer
 // for forward compatibility.
@@ -524,6 +538,9 @@ func (c *coordinatorServiceClient) Apply(ctx context.Context, in *ApplyRequest, 
 type CoordinatorServiceServer interface {
 	// Apply proposes a command on the leader (a follower forwards writes here).
 	Apply(context.Context, *ApplyRequest) (*ApplyResult, error)
+	// RaftIndex reports how far this coordinator's Raft log reaches: the
+	// leader polls a node it added as a non-voter until it caught up.
+	RaftIndex(context.Context, *RaftIndexRequest) (*RaftIndexResponse, error)
 	mustEmbedUnimplementedCoordinatorServiceServer()
 }
 
@@ -536,6 +553,9 @@ type UnimplementedCoordinatorServiceServer struct{}
 
 func (UnimplementedCoordinatorServiceServer) Apply(context.Context, *ApplyRequest) (*ApplyResult, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Apply not implemented")
+}
+func (UnimplementedCoordinatorServiceServer) RaftIndex(context.Context, *RaftIndexRequest) (*RaftIndexResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method RaftIndex not implemented")
 }
 func (UnimplementedCoordinatorServiceServer) mustEmbedUnimplementedCoordinatorServiceServer() {}
 func (UnimplementedCoordinatorServiceServer) testEmbeddedByValue()                            {}
@@ -576,6 +596,24 @@ func _CoordinatorService_Apply_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CoordinatorService_RaftIndex_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RaftIndexRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServiceServer).RaftIndex(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CoordinatorService_RaftIndex_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServiceServer).RaftIndex(ctx, req.(*RaftIndexRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CoordinatorService_ServiceDesc is the grpc.ServiceDesc for CoordinatorService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -586,6 +624,10 @@ var CoordinatorService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Apply",
 			Handler:    _CoordinatorService_Apply_Handler,
+		},
+		{
+			MethodName: "RaftIndex",
+			Handler:    _CoordinatorService_RaftIndex_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
