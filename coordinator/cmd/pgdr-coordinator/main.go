@@ -53,6 +53,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	cmd := args[0]
+	if cmd == "--version" || cmd == "-version" || cmd == "-V" {
+		cmd = "version"
+	}
 	if cmd == "config" {
 		if len(args) < 2 || args[1] != "check" {
 			fmt.Fprint(stderr, "pgdr-coordinator: usage: config check --config FILE\n")
