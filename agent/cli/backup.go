@@ -395,6 +395,9 @@ cannot be relocated.`, true).withJSON()
 		for _, ts := range res.Tablespaces {
 			fmt.Fprintf(e.stdout, "tablespace %s (%s) at %s\n", ts.OID, dash(ts.Name), ts.Location)
 		}
+		if res.Timeline != 0 {
+			fmt.Fprintf(e.stdout, "recovery follows timeline %d\n", res.Timeline)
+		}
 		if rp := res.RestorePoint; rp != nil {
 			fmt.Fprintf(e.stdout, "recovery target: restore point %q at %s (ends %s, timeline %d), created %s\n",
 				rp.Name, rp.LSN, rp.EndLSN, rp.Timeline, rp.Time.Format(time.RFC3339Nano))

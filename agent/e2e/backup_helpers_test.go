@@ -141,6 +141,8 @@ type restoreOutput struct {
 		Files       int      `json:"files"`
 		Bytes       int64    `json:"bytes"`
 		ObjectsRead int      `json:"objects_read"`
+		// Timeline is the timeline recovery follows.
+		Timeline uint32 `json:"timeline"`
 		// RestorePoint is reported for --target-name.
 		RestorePoint *struct {
 			Name     string    `json:"name"`
@@ -187,7 +189,7 @@ func (l *lab) restoreJSON(t *testing.T, cfg string, args ...string) (*pgtest.Clu
 func restoreFails(t *testing.T, cfg string, c *pgtest.Cluster, args ...string) result {
 	t.Helper()
 	pgdata := c.PGData
-	base := []string{"restore", "--config", cfg, "--pgdata", pgdata, "--no-archive", "--start",
+	base := []string{"restore", "--config", cfg, "--pgdata", pgdata, "--start",
 		"--port", fmt.Sprint(c.Port), "--socket-dir", c.Dir, "--wait-timeout", "1m", "--json"}
 	r := runAgent(t, nil, append(base, args...)...)
 	if r.code == 0 {

@@ -99,6 +99,32 @@ func TestRestoredCopyDoesNotArchiveIntoSource(t *testing.T) {
 	}
 	c.Stop(t, "fast")
 
+	// Archiving from a copy is asked for with --archive-config: refused
+	// into the source's own archive, done into another repository.
+	r = restoreFails(t, l.cfg, pgtest.Empty(t, pgtest.Options{}), "--target-time", t2, "--target-action", "promote", "--archive-config", l.cfg)
+	if e := parseRestore(t, r).Error; !strings.Contains(e, "the source's own archive") || !strings.Contains(e, "--replaces-source") {
+		t.Fatalf("--archive-config naming the source's repository: error %q, want a refusal pointing at --replaces-source", e)
+	}
+	copyRepo := filepath.Join(l.dir, "copyrepo")
+	copyCfg := filepath.Join(l.dir, "copy.yaml")
+	os.WriteFile(copyCfg, []byte(strings.Replace(readFile(l.cfg), "file://"+l.repoDir+"\n", "file://"+copyRepo+"\n", 1)), 0o644)
+	pgtest.Chown(t, copyCfg)
+	c2 := pgtest.Empty(t, pgtest.Options{})
+	r = runAgent(t, nil, "restore", "--config", l.cfg, "--pgdata", c2.PGData, "--target-time", t2, "--target-action", "promote", "--archive-config", copyCfg,
+		"--start", "--port", fmt.Sprint(c2.Port), "--socket-dir", c2.Dir, "--wait-timeout", "3m", "--json")
+	if r.code != 0 {
+		t.Fatalf("restore of a copy archiving into its own repository: exit %d\n%s\n%s\nrestore log:\n%s", r.code, r.stdout, tail(r.stderr, 3000), tail(readFile(restoreLog(c2.PGData)), 3000))
+	}
+	copyHistory := filepath.Join(copyRepo, "main", "wal", "00000002", "00000002.history")
+	testutil.WaitFor(t, 2*time.Minute, "the copy to archive 00000002.history into its own repository", func() (bool, error) {
+		_, err := os.Stat(copyHistory)
+		return err == nil, fmt.Errorf("%v; copy's restore log:\n%s", err, tail(readFile(restoreLog(c2.PGData)), 1500))
+	})
+	c2.Stop(t, "fast")
+	if tlis, others := l.archivedTimelines(t); len(tlis) != 1 || len(others) != 0 {
+		t.Fatalf("after a copy archived into its own repository, the production repository holds timelines %v and files %v", tlis, others)
+	}
+
 	// Production's latest point: every production row.
 	want := l.pg.QueryString(t, "SELECT count(*)::text FROM batches")
 	wantBatches := batchesIn(t, l.pg)
@@ -143,8 +169,8 @@ func TestRestoreTimelineFailoverAndFork(t *testing.T) {
 
 	// Linear: timeline 1, then 2. No flag needed.
 	c, out := l.restoreJSON(t, l.cfg)
-	if out.Restore.Backup != id {
-		t.Fatalf("restored backup %s, want %s", out.Restore.Backup, id)
+	if out.Restore.Backup != id || out.Restore.Timeline != 2 {
+		t.Fatalf("restored backup %s following timeline %d, want %s following timeline 2", out.Restore.Backup, out.Restore.Timeline, id)
 	}
 	if got := batchesIn(t, c); got != "1,2,3" {
 		t.Fatalf("after a failover, the latest-point restore holds batches %s, want 1,2,3 (the new primary's timeline 2)", got)

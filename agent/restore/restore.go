@@ -107,6 +107,9 @@ type Result struct {
 	ObjectsRead  int      `json:"objects_read"`
 	Seconds      float64  `json:"seconds"`
 	RecoveryConf []string `json:"recovery_settings"`
+	// Timeline is the timeline recovery follows (0: PostgreSQL's 'latest',
+	// for a re-cloned member).
+	Timeline uint32 `json:"timeline,omitempty"`
 	// Tablespaces are where the restore put each tablespace.
 	Tablespaces []TablespaceResult `json:"tablespaces,omitempty"`
 	// RestorePoint is where a --target-name restore recovers to.
@@ -246,6 +249,7 @@ func Restore(ctx context.Context, d Deps, o Options) (*Result, error) {
 	res := &Result{Backup: m.ID, Chain: chainIDs(chain), PGData: o.PGData, Files: len(plan),
 		Bytes: w.bytes, ObjectsRead: w.objects, Seconds: time.Since(start).Seconds(), RecoveryConf: settings, Tablespaces: spcs}
 	res.RestorePoint = rp
+	res.Timeline = tli
 	d.Log.Info("restore complete", "backup", m.ID, "files", res.Files, "bytes", res.Bytes, "objects_read", res.ObjectsRead,
 		"seconds", fmt.Sprintf("%.1f", res.Seconds))
 	return res, nil

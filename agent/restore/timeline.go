@@ -158,8 +158,8 @@ func (g *tlGraph) wentOn(ctx context.Context, a *walArchive, p uint32, at wal.LS
 
 // chooseTimeline returns the timeline recovery from m follows: want is
 // --target-timeline ("" for the default, "current", "latest" or a
-// number). limit, when not 0, is an LSN target: branches after it do not
-// matter.
+// number). limit, when not 0, is where recovery stops (an LSN target, or
+// the backup's end for an immediate one): branches after it do not matter.
 func chooseTimeline(ctx context.Context, g *tlGraph, a *walArchive, m *backup.Manifest, want string, limit wal.LSN) (uint32, error) {
 	switch want {
 	case "current":
@@ -263,9 +263,13 @@ func followTimeline(ctx context.Context, d Deps, m *backup.Manifest, o Options) 
 	if err != nil {
 		return 0, nil, err
 	}
+	// Branches after where recovery stops do not matter.
 	var limit wal.LSN
-	if o.Target.LSN != nil {
+	switch {
+	case o.Target.LSN != nil:
 		limit = *o.Target.LSN
+	case o.Target.Immediate:
+		limit = m.StopLSN
 	}
 	tli, err := chooseTimeline(ctx, g, a, m, o.TargetTimeline, limit)
 	if err != nil {
