@@ -16,7 +16,7 @@ import (
 // (the directories themselves are recreated empty), as pg_basebackup does.
 var excludedDirContents = map[string]bool{
 	"pg_wal": true, "pg_dynshmem": true, "pg_notify": true, "pg_serial": true,
-	"pg_snapshots": true, "pg_stat_tmp": true, "pg_subtrans": true, "pg_replslot": true,
+	"pg_snapshots": true, "pg_stat_tmp": true, "pg_subtrans": true, "pg_replslot": true, "pgdr": true,
 }
 
 // excludedFiles are top-level files never backed up.

@@ -265,7 +265,7 @@ backup is verified everywhere. Exit 0 only if all is well.`, true).withJSON()
 }
 
 func cmdRestore(ctx context.Context, e env, args []string) int {
-	f := newFlags(e, "restore", "restore --config FILE [--backup ID|latest] --pgdata DIR [target] [--target-action A] [--tablespace-map OID_OR_NAME=DIR ...] [--tablespace-map-all DIR] [--waldir DIR] [--parallel N] [--force] [--start] [--progress]",
+	f := newFlags(e, "restore", "restore --config FILE [--backup ID|latest] --pgdata DIR [target] [--target-action A] [--target-timeline N|current|latest] [--archive-config FILE] [--replaces-source] [--no-archive] [--tablespace-map OID_OR_NAME=DIR ...] [--tablespace-map-all DIR] [--waldir DIR] [--repo NAME] [--parallel N] [--force] [--start [--port N] [--socket-dir DIR] [--log-file FILE]] [--progress] [--json]",
 		`Restores a backup (and the chain it builds on) into an empty directory and
 configures recovery: recovery.signal, restore_command = pgdr-agent wal-fetch and
 the target. Without --backup, a time or LSN target picks the newest backup that
@@ -274,7 +274,24 @@ the restore point (found in the archived WAL) once consistent; otherwise the
 latest backup is used. Every check (backup, chain,
 target against the backup and the archive, identity, empty target directory)
 runs before anything is written. --start starts PostgreSQL and waits until
-recovery reaches the target, then reports the LSN and time reached.
+recovery reaches the target, then reports the LSN and time reached; the
+server's log goes to <pgdata>/pgdr/restore.log (left out of backups) or
+--log-file.
+
+Timeline: recovery follows the archive's history from the backup on: through
+a failover (the old timeline ends where the new one begins) to the newest
+timeline. Where the archive forks (two timelines branch off one, or a
+timeline goes on after another branched off it: a restored copy or a second
+primary archived into the repository), the restore refuses and names the
+branches: choose with --target-timeline N, current (the backup's) or latest.
+
+Archiving: the restored cluster does not archive (archive_mode = off): a
+copy archiving with the source's archive_command would put its timeline into
+the source's archive. --archive-config FILE archives with pgdr-agent wal-push
+--config FILE instead, refused when FILE names the source's own archive (same
+cluster name and repository); --replaces-source allows that, and alone keeps
+the archive settings restored with the files, for a restore that replaces the
+source cluster.
 
 Tablespaces are restored where they were unless relocated (needed on the
 host of the running source, or on one with another layout):
@@ -306,7 +323,11 @@ if the data directory being replaced links its pg_wal there).`, true).withJSON()
 	showProgress := f.Bool("progress", isTerminal(e.stderr), "print progress on stderr (default: when stderr is a terminal)")
 	force := f.Bool("force", false, "restore into a non-empty directory, deleting its contents")
 	repoName := f.String("repo", "", "read from this repository (default: the first holding the backup)")
-	noArchive := f.Bool("no-archive", false, "set archive_mode = off in the restored cluster (for copies and drills)")
+	noArchive := f.Bool("no-archive", false, "set archive_mode = off in the restored cluster (the default; see above)")
+	archiveCfg := f.String("archive-config", "", "archive from the restored cluster with pgdr-agent wal-push --config `FILE` (not into the source's archive unless --replaces-source)")
+	replaces := f.Bool("replaces-source", false, "the restored cluster replaces the source: it may archive into the source's repositories (alone: archive settings as restored)")
+	timeline := f.String("target-timeline", "", "timeline recovery follows: a number, current (the backup's) or latest (default: the archive's history, refused where it forks)")
+	logFile := f.String("log-file", "", "with --start: the server's log file (default: <pgdata>/pgdr/restore.log)")
 	start := f.Bool("start", false, "start PostgreSQL and wait until the target is reached")
 	port := f.Int("port", 0, "with --start: port for the restored server (default: as configured)")
 	socket := f.String("socket-dir", "", "with --start: unix socket directory (default: as configured)")
@@ -367,7 +388,8 @@ if the data directory being replaced links its pg_wal there).`, true).withJSON()
 	}
 	res, err := restore.Restore(ctx, restore.Deps{Cfg: cfg, Repos: repos, Identities: ids, Log: log}, restore.Options{
 		BackupID: *id, PGData: *pgdata, Target: target, Action: *action, Parallel: *parallel, Force: *force,
-		Repo: *repoName, NoArchive: *noArchive, AgentPath: self, ConfigPath: cfgPath,
+		Repo: *repoName, NoArchive: *noArchive, ArchiveConfig: *archiveCfg, ReplacesSource: *replaces, TargetTimeline: *timeline,
+		AgentPath: self, ConfigPath: cfgPath,
 		TablespaceMap: spcMap, TablespaceMapAll: *spcMapAll, WALDir: *walDir, Progress: progressTo(e, *showProgress),
 	})
 	if err != nil {
@@ -380,13 +402,16 @@ if the data directory being replaced links its pg_wal there).`, true).withJSON()
 		for _, ts := range res.Tablespaces {
 			fmt.Fprintf(e.stdout, "tablespace %s (%s) at %s\n", ts.OID, dash(ts.Name), ts.Location)
 		}
+		if res.Timeline != 0 {
+			fmt.Fprintf(e.stdout, "recovery follows timeline %d\n", res.Timeline)
+		}
 		if rp := res.RestorePoint; rp != nil {
 			fmt.Fprintf(e.stdout, "recovery target: restore point %q at %s (ends %s, timeline %d), created %s\n",
 				rp.Name, rp.LSN, rp.EndLSN, rp.Timeline, rp.Time.Format(time.RFC3339Nano))
 		}
 	}
 	if *start {
-		reached, err := restore.Start(ctx, res.PGData, restore.StartOptions{BinDir: cfg.Postgres.BinDir, Port: *port, Socket: *socket, Action: *action, Timeout: *waitTimeout})
+		reached, err := restore.Start(ctx, res.PGData, restore.StartOptions{BinDir: cfg.Postgres.BinDir, Port: *port, Socket: *socket, Action: *action, Timeout: *waitTimeout, LogFile: *logFile})
 		if err != nil {
 			return fail(err)
 		}

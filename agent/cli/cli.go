@@ -565,7 +565,7 @@ func cmdWalList(ctx context.Context, e env, args []string) int {
 func printListing(w io.Writer, l walship.RepoListing) {
 	fmt.Fprintf(w, "repository %s (%s): %d objects\n", l.Repo, l.URL, l.Objects)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "  TIMELINE\tFIRST\tLAST\tSEGMENTS\tGAPS\tHISTORY\tPARTIAL\tBACKUP\tSTORED")
+	fmt.Fprintln(tw, "  TIMELINE\tFROM\tFIRST\tLAST\tSEGMENTS\tGAPS\tHISTORY\tPARTIAL\tBACKUP\tSTORED")
 	for _, t := range l.Timelines {
 		g := "none"
 		if len(t.Gaps) > 0 {
@@ -579,9 +579,18 @@ func printListing(w io.Writer, l walship.RepoListing) {
 		if t.History {
 			hist = "yes"
 		}
-		fmt.Fprintf(tw, "  %d\t%s\t%s\t%d\t%s\t%s\t%d\t%d\t%s\n", t.Timeline, dash(t.First), dash(t.Last), t.Segments, g, hist, len(t.Partial), len(t.BackupHistory), humanBytes(t.StoredBytes))
+		from := "-"
+		if t.Parent != 0 {
+			from = fmt.Sprintf("%d at %s", t.Parent, t.SwitchLSN)
+		}
+		fmt.Fprintf(tw, "  %d\t%s\t%s\t%s\t%d\t%s\t%s\t%d\t%d\t%s\n", t.Timeline, from, dash(t.First), dash(t.Last), t.Segments, g, hist, len(t.Partial), len(t.BackupHistory), humanBytes(t.StoredBytes))
 	}
 	tw.Flush()
+	for _, t := range l.Timelines {
+		if t.Fork != "" {
+			fmt.Fprintf(w, "  ! timeline %d is a fork: %s; a restore needs --target-timeline to choose a branch\n", t.Timeline, t.Fork)
+		}
+	}
 }
 
 func dash(s string) string {

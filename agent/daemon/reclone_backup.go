@@ -66,7 +66,7 @@ func (d *Daemon) restoreLatestBackup(ctx context.Context, pgdata string) (*resto
 	rctx, cancel := context.WithTimeout(ctx, recloneCopyWait)
 	defer cancel()
 	res, err := restore.Restore(rctx, restore.Deps{Cfg: cfg, Repos: repos, Identities: ids, Log: d.log}, restore.Options{
-		BackupID: "latest", PGData: pgdata, Parallel: runtime.NumCPU(), AgentPath: self, ConfigPath: cfgPath,
+		BackupID: "latest", PGData: pgdata, Parallel: runtime.NumCPU(), AgentPath: self, ConfigPath: cfgPath, Rejoin: true,
 	})
 	if err != nil {
 		return nil, err

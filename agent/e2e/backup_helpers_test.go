@@ -141,6 +141,8 @@ type restoreOutput struct {
 		Files       int      `json:"files"`
 		Bytes       int64    `json:"bytes"`
 		ObjectsRead int      `json:"objects_read"`
+		// Timeline is the timeline recovery follows.
+		Timeline uint32 `json:"timeline"`
 		// RestorePoint is reported for --target-name.
 		RestorePoint *struct {
 			Name     string    `json:"name"`
@@ -173,7 +175,7 @@ func (l *lab) restoreJSON(t *testing.T, cfg string, args ...string) (*pgtest.Clu
 		"--port", fmt.Sprint(c.Port), "--socket-dir", c.Dir, "--wait-timeout", "3m", "--json"}
 	r := runAgent(t, nil, append(base, args...)...)
 	if r.code != 0 {
-		t.Fatalf("restore %v: exit %d\n%s\n%s\nrestore log:\n%s", args, r.code, r.stdout, tail(r.stderr, 3000), tail(readFile(c.PGData+".restore.log"), 3000))
+		t.Fatalf("restore %v: exit %d\n%s\n%s\nrestore log:\n%s", args, r.code, r.stdout, tail(r.stderr, 3000), tail(readFile(restoreLog(c.PGData)), 3000))
 	}
 	out := parseRestore(t, r)
 	if !out.OK {
@@ -187,7 +189,7 @@ func (l *lab) restoreJSON(t *testing.T, cfg string, args ...string) (*pgtest.Clu
 func restoreFails(t *testing.T, cfg string, c *pgtest.Cluster, args ...string) result {
 	t.Helper()
 	pgdata := c.PGData
-	base := []string{"restore", "--config", cfg, "--pgdata", pgdata, "--no-archive", "--start",
+	base := []string{"restore", "--config", cfg, "--pgdata", pgdata, "--start",
 		"--port", fmt.Sprint(c.Port), "--socket-dir", c.Dir, "--wait-timeout", "1m", "--json"}
 	r := runAgent(t, nil, append(base, args...)...)
 	if r.code == 0 {
@@ -199,8 +201,8 @@ func restoreFails(t *testing.T, cfg string, c *pgtest.Cluster, args ...string) r
 	if _, err := os.Stat(filepath.Join(pgdata, "postmaster.pid")); err == nil {
 		t.Fatalf("restore %v failed but started PostgreSQL in %s", args, pgdata)
 	}
-	if _, err := os.Stat(pgdata + ".restore.log"); err == nil {
-		t.Fatalf("restore %v failed but ran pg_ctl start (%s.restore.log exists):\n%s", args, pgdata, readFile(pgdata+".restore.log"))
+	if _, err := os.Stat(restoreLog(pgdata)); err == nil {
+		t.Fatalf("restore %v failed but ran pg_ctl start (%s exists):\n%s", args, restoreLog(pgdata), readFile(restoreLog(pgdata)))
 	}
 	return r
 }

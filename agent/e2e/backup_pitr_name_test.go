@@ -124,10 +124,11 @@ func lsnBefore(t *testing.T, a, b string) bool {
 
 // TestRestoreNameTargetFollowsTimeline: after a standby is promoted
 // (timeline 2) while the old primary goes on writing on timeline 1, both
-// archiving into the repository, a restore point name used on both
-// branches is looked up, as PostgreSQL's recovery_target_timeline=latest
-// replays, along timeline 2's history: the restore finds and reaches the
-// one on timeline 2.
+// archiving into the repository, the archive forks: a restore without
+// --target-timeline refuses to choose. With --target-timeline 2, a restore
+// point name used on both branches is looked up along timeline 2's
+// history: the restore finds and reaches the one on timeline 2; with
+// current, the one on timeline 1.
 func TestRestoreNameTargetFollowsTimeline(t *testing.T) {
 	skipShort(t)
 	l := newLab(t, labOpts{})
@@ -164,13 +165,25 @@ func TestRestoreNameTargetFollowsTimeline(t *testing.T) {
 		return len(last) >= 24 && last[:24] >= seg, fmt.Errorf("last archived %q; standby log:\n%s", last, tail(sb.Log(), 1500))
 	})
 
-	c, out := l.restoreJSON(t, l.cfg, "--target-name", "after_split", "--target-action", "promote")
+	r := restoreFails(t, l.cfg, pgtest.Empty(t, pgtest.Options{}), "--target-name", "after_split", "--target-action", "promote")
+	if e := parseRestore(t, r).Error; !strings.Contains(e, "--target-timeline") || !strings.Contains(e, "timeline 2 branches off timeline 1") {
+		t.Fatalf("restore to a name with the archive forked: error %q, want a refusal naming the branches", e)
+	}
+	c, out := l.restoreJSON(t, l.cfg, "--target-name", "after_split", "--target-action", "promote", "--target-timeline", "2")
 	got := out.Restore.RestorePoint
 	if out.Restore.Backup != id || got == nil || got.Timeline != 2 || got.EndLSN != rp {
 		t.Fatalf("restore found restore point %+v in backup %s; want the one on timeline 2 ending at %s, from %s", got, out.Restore.Backup, rp, id)
 	}
 	if b := batchesIn(t, c); b != "1,2,3" {
 		t.Fatalf("restored to after_split: batches %s, want 1,2,3 (timeline 2's restore point)", b)
+	}
+	c.Stop(t, "fast")
+	c, out = l.restoreJSON(t, l.cfg, "--target-name", "after_split", "--target-action", "promote", "--target-timeline", "current")
+	if got := out.Restore.RestorePoint; got == nil || got.Timeline != 1 {
+		t.Fatalf("--target-timeline current: restore point %+v, want the one on timeline 1", got)
+	}
+	if b := batchesIn(t, c); b != "1,2,98" {
+		t.Fatalf("restored to after_split along timeline 1: batches %s, want 1,2,98", b)
 	}
 	c.Stop(t, "fast")
 }

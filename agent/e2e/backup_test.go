@@ -58,7 +58,7 @@ func (l *lab) restoreTo(t *testing.T, cfg string, args ...string) *pgtest.Cluste
 		"--port", fmt.Sprint(c.Port), "--socket-dir", c.Dir, "--wait-timeout", "3m", "--json"}
 	r := runAgent(t, nil, append(base, args...)...)
 	if r.code != 0 {
-		t.Fatalf("restore %v: exit %d\n%s\n%s\nrestore log:\n%s", args, r.code, r.stdout, r.stderr, tail(readFile(c.PGData+".restore.log"), 3000))
+		t.Fatalf("restore %v: exit %d\n%s\n%s\nrestore log:\n%s", args, r.code, r.stdout, r.stderr, tail(readFile(restoreLog(c.PGData)), 3000))
 	}
 	return c
 }

@@ -217,6 +217,8 @@ type listing struct {
 			Last     string            `json:"last_segment"`
 			Segments int               `json:"segments"`
 			Gaps     []json.RawMessage `json:"gaps"`
+			Parent   uint32            `json:"parent"`
+			Fork     string            `json:"fork"`
 		} `json:"timelines"`
 		Failed []struct {
 			Key   string `json:"key"`

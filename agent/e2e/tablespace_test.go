@@ -43,7 +43,7 @@ func (l *lab) restoreSpc(t *testing.T, id string, args ...string) (*pgtest.Clust
 		"--port", fmt.Sprint(c.Port), "--socket-dir", c.Dir, "--wait-timeout", "3m", "--json"}
 	r := runAgent(t, nil, append(base, args...)...)
 	if r.code != 0 {
-		t.Fatalf("restore %v: exit %d\n%s\n%s\nrestore log:\n%s", args, r.code, r.stdout, tail(r.stderr, 3000), tail(readFile(c.PGData+".restore.log"), 3000))
+		t.Fatalf("restore %v: exit %d\n%s\n%s\nrestore log:\n%s", args, r.code, r.stdout, tail(r.stderr, 3000), tail(readFile(restoreLog(c.PGData)), 3000))
 	}
 	var out spcRestoreOutput
 	if err := json.Unmarshal([]byte(r.stdout), &out); err != nil || !out.OK {

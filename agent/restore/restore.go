@@ -52,14 +52,30 @@ func (t Target) set() int {
 
 // Options select what Restore does.
 type Options struct {
-	BackupID  string // an ID, "latest", or "" (newest before a time target, else latest)
-	PGData    string
-	Target    Target
-	Action    string // promote, pause, shutdown (default pause, as PostgreSQL)
-	Parallel  int
-	Force     bool   // restore into a non-empty directory, removing its contents
-	Repo      string // read from this repository (default: the first holding the backup)
-	NoArchive bool   // archive_mode = off in the restored cluster (drills, copies)
+	BackupID string // an ID, "latest", or "" (newest before a time target, else latest)
+	PGData   string
+	Target   Target
+	Action   string // promote, pause, shutdown (default pause, as PostgreSQL)
+	Parallel int
+	Force    bool   // restore into a non-empty directory, removing its contents
+	Repo     string // read from this repository (default: the first holding the backup)
+	// Archiving in the restored cluster: off unless ArchiveConfig (into
+	// that configuration's repositories, none of them the source's unless
+	// ReplacesSource) or ReplacesSource alone (the archive settings left
+	// as restored: the copy takes over from the source). NoArchive is the
+	// default said explicitly.
+	NoArchive      bool
+	ArchiveConfig  string
+	ReplacesSource bool
+	// TargetTimeline is the timeline recovery follows: "" (the archive's
+	// history from the backup on, refused where it forks), "current",
+	// "latest" or a number. See timeline.go.
+	TargetTimeline string
+	// Rejoin restores a member of the source cluster that will stream
+	// from its primary (the daemon's re-clone): recovery_target_timeline
+	// is PostgreSQL's 'latest', to follow the primary's later failovers,
+	// and the archive settings are left as restored.
+	Rejoin bool
 	// TablespaceMap relocates tablespaces: OID or name → new location (an
 	// absolute path, empty or absent). TablespaceMapAll puts every
 	// tablespace TablespaceMap does not name at TablespaceMapAll/<name>
@@ -95,6 +111,9 @@ type Result struct {
 	ObjectsRead  int      `json:"objects_read"`
 	Seconds      float64  `json:"seconds"`
 	RecoveryConf []string `json:"recovery_settings"`
+	// Timeline is the timeline recovery follows (0: PostgreSQL's 'latest',
+	// for a re-cloned member).
+	Timeline uint32 `json:"timeline,omitempty"`
 	// Tablespaces are where the restore put each tablespace.
 	Tablespaces []TablespaceResult `json:"tablespaces,omitempty"`
 	// RestorePoint is where a --target-name restore recovers to.
@@ -117,6 +136,10 @@ func Restore(ctx context.Context, d Deps, o Options) (*Result, error) {
 	if o.Parallel <= 0 {
 		o.Parallel = 4
 	}
+	arch, err := archiveSettings(d, o)
+	if err != nil {
+		return nil, err
+	}
 	if !filepath.IsAbs(o.PGData) {
 		abs, err := filepath.Abs(o.PGData)
 		if err != nil {
@@ -138,7 +161,19 @@ func Restore(ctx context.Context, d Deps, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := checkTarget(ctx, d, r, m, o.Target); err != nil {
+	tli := uint32(0)
+	var path map[uint32]bool
+	if !o.Rejoin {
+		var g *tlGraph
+		if tli, g, err = followTimeline(ctx, d, m, o); err != nil {
+			return nil, err
+		}
+		path = map[uint32]bool{}
+		for _, s := range g.history(tli) {
+			path[s.tli] = true
+		}
+	}
+	if err := checkTarget(ctx, d, r, m, o.Target, path); err != nil {
 		return nil, err
 	}
 	plan, err := makePlan(chain)
@@ -215,7 +250,7 @@ func Restore(ctx context.Context, d Deps, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	settings, err := w.recovery(m, o)
+	settings, err := w.recovery(m, o, tli, arch)
 	if err != nil {
 		return nil, err
 	}
@@ -228,6 +263,7 @@ func Restore(ctx context.Context, d Deps, o Options) (*Result, error) {
 	res := &Result{Backup: m.ID, Chain: chainIDs(chain), PGData: o.PGData, Files: len(plan),
 		Bytes: w.bytes, ObjectsRead: w.objects, Seconds: time.Since(start).Seconds(), RecoveryConf: settings, Tablespaces: spcs}
 	res.RestorePoint = rp
+	res.Timeline = tli
 	d.Log.Info("restore complete", "backup", m.ID, "files", res.Files, "bytes", res.Bytes, "objects_read", res.ObjectsRead,
 		"seconds", fmt.Sprintf("%.1f", res.Seconds))
 	return res, nil
@@ -266,7 +302,7 @@ func pickBackup(ctx context.Context, d Deps, o Options) (repo.Repo, *backup.Mani
 		for _, r := range repos {
 			m, err := backup.LoadManifest(ctx, r, d.Cfg.Cluster, o.BackupID)
 			if err == nil {
-				rp, err := checkName(ctx, d, m, o.Target)
+				rp, err := checkName(ctx, d, m, o.Target, o.TargetTimeline)
 				if err != nil {
 					return repo.Repo{}, nil, nil, err
 				}
@@ -310,7 +346,7 @@ func pickBackup(ctx context.Context, d Deps, o Options) (repo.Repo, *backup.Mani
 					*o.Target.LSN, ms[0].ID, ms[0].StopLSN)
 			}
 		case o.BackupID == "" && o.Target.Name != "" && len(ms) > 0:
-			m, rp, err := pickByName(ctx, d, ms, o.Target.Name)
+			m, rp, err := pickByName(ctx, d, ms, o.Target.Name, o.TargetTimeline)
 			if err != nil {
 				return repo.Repo{}, nil, nil, err
 			}
@@ -321,7 +357,7 @@ func pickBackup(ctx context.Context, d Deps, o Options) (repo.Repo, *backup.Mani
 			}
 		}
 		if pick != nil {
-			rp, err := checkName(ctx, d, pick, o.Target)
+			rp, err := checkName(ctx, d, pick, o.Target, o.TargetTimeline)
 			if err != nil {
 				return repo.Repo{}, nil, nil, err
 			}
@@ -340,7 +376,7 @@ const archiveClockSkew = 2 * time.Second
 
 // checkTarget refuses a target before the backup's end or beyond what the
 // archive holds, before anything is written.
-func checkTarget(ctx context.Context, d Deps, r repo.Repo, m *backup.Manifest, t Target) error {
+func checkTarget(ctx context.Context, d Deps, r repo.Repo, m *backup.Manifest, t Target, path map[uint32]bool) error {
 	if t.Time == nil && t.LSN == nil {
 		return nil
 	}
@@ -351,13 +387,14 @@ func checkTarget(ctx context.Context, d Deps, r repo.Repo, m *backup.Manifest, t
 	if t.LSN != nil && *t.LSN < m.StopLSN {
 		return fmt.Errorf("target LSN %s is before the end of backup %s (%s)", t.LSN, m.ID, m.StopLSN)
 	}
-	// The newest archived segment on the backup's timeline or later.
+	// The newest archived segment on the backup's timeline or later (on
+	// the history recovery follows, when chosen).
 	var lastName string
 	var lastTime time.Time
 	err := r.Store.List(ctx, repo.WALPrefix(d.Cfg.Cluster), func(oi storage.ObjectInfo) error {
 		base := oi.Key[strings.LastIndex(oi.Key, "/")+1:]
 		n, err := wal.ParseName(base)
-		if err != nil || n.Kind != wal.KindSegment || n.Timeline < m.Timeline {
+		if err != nil || n.Kind != wal.KindSegment || n.Timeline < m.Timeline || path != nil && !path[n.Timeline] {
 			return nil
 		}
 		if oi.ModTime.After(lastTime) {
@@ -963,7 +1000,7 @@ func (w *writer) applyObject(ctx context.Context, fh *os.File, kind string, o ba
 
 // recovery writes backup_label, tablespace_map, recovery.signal and the
 // recovery settings.
-func (w *writer) recovery(m *backup.Manifest, o Options) ([]string, error) {
+func (w *writer) recovery(m *backup.Manifest, o Options, tli uint32, arch []string) ([]string, error) {
 	if err := fsutil.WriteFileSynced(filepath.Join(w.root, "backup_label"), m.BackupLabel, 0o600); err != nil {
 		return nil, err
 	}
@@ -975,7 +1012,11 @@ func (w *writer) recovery(m *backup.Manifest, o Options) ([]string, error) {
 	q := func(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 	settings := []string{
 		"restore_command = " + q(fmt.Sprintf("%s wal-fetch --config %s %%f %%p", o.AgentPath, o.ConfigPath)),
-		"recovery_target_timeline = 'latest'",
+	}
+	if o.Rejoin {
+		settings = append(settings, "recovery_target_timeline = 'latest'")
+	} else {
+		settings = append(settings, fmt.Sprintf("recovery_target_timeline = '%d'", tli))
 	}
 	t := o.Target
 	switch {
@@ -993,9 +1034,7 @@ func (w *writer) recovery(m *backup.Manifest, o Options) ([]string, error) {
 	if t.set() > 0 {
 		settings = append(settings, "recovery_target_action = "+q(o.Action))
 	}
-	if o.NoArchive {
-		settings = append(settings, "archive_mode = 'off'")
-	}
+	settings = append(settings, arch...)
 	auto := filepath.Join(w.root, "postgresql.auto.conf")
 	old, err := os.ReadFile(auto)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {

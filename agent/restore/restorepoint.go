@@ -1,7 +1,6 @@
 package restore
 
 import (
-	"bufio"
 	"bytes"
 	"cmp"
 	"context"
@@ -10,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -31,11 +29,9 @@ import (
 // PostgreSQL replays from a backup's start LSN (its checkpoint's redo
 // point) and stops after the first XLOG_RESTORE_POINT record whose name
 // is the target's; it fails if that is before the backup is consistent
-// (its stop LSN). recovery_target_timeline is 'latest': replay follows the
-// history of the newest timeline whose history file is in the archive
-// (found by probing upward from the backup's timeline, as PostgreSQL
-// does), reading each segment from the newest timeline of that history
-// that had begun by then.
+// (its stop LSN). Replay follows the history of the timeline the restore
+// chose (timeline.go), reading each segment from the newest timeline of
+// that history that had begun by then.
 
 // RestorePoint is the named restore point a restore recovers to, as found
 // in the archive.
@@ -53,24 +49,21 @@ type RestorePoint struct {
 // accepts (MAXFNAMELEN - 1 bytes).
 const maxRestorePointName = 63
 
-// maxTimelineProbes bounds the search for newer timelines' history files.
-const maxTimelineProbes = 10000
-
 // pickByName returns the newest backup of ms (one repository's backups)
 // from which recovery to the restore point name ends consistently, and the
 // restore point.
-func pickByName(ctx context.Context, d Deps, ms []*backup.Manifest, name string) (*backup.Manifest, *RestorePoint, error) {
-	return findRestorePoint(ctx, d, ms, name, false)
+func pickByName(ctx context.Context, d Deps, ms []*backup.Manifest, name, timeline string) (*backup.Manifest, *RestorePoint, error) {
+	return findRestorePoint(ctx, d, ms, name, timeline, false)
 }
 
 // checkName checks, for a name target, that recovery from m reaches the
 // restore point consistently, and returns it; for other targets it does
 // nothing.
-func checkName(ctx context.Context, d Deps, m *backup.Manifest, t Target) (*RestorePoint, error) {
+func checkName(ctx context.Context, d Deps, m *backup.Manifest, t Target, timeline string) (*RestorePoint, error) {
 	if t.Name == "" {
 		return nil, nil
 	}
-	_, rp, err := findRestorePoint(ctx, d, []*backup.Manifest{m}, t.Name, true)
+	_, rp, err := findRestorePoint(ctx, d, []*backup.Manifest{m}, t.Name, timeline, true)
 	return rp, err
 }
 
@@ -80,8 +73,10 @@ func checkName(ctx context.Context, d Deps, m *backup.Manifest, t Target) (*Rest
 // stops at the first restore point of that name after the backup's start,
 // which must be at or after its stop LSN), with the newest such backup.
 // With explicit, ms is the one backup the user chose, and the error says
-// why it cannot be used.
-func findRestorePoint(ctx context.Context, d Deps, ms []*backup.Manifest, name string, explicit bool) (*backup.Manifest, *RestorePoint, error) {
+// why it cannot be used. The WAL is read along the timeline recovery from
+// the oldest backup follows (timeline is --target-timeline, see
+// chooseTimeline).
+func findRestorePoint(ctx context.Context, d Deps, ms []*backup.Manifest, name, timeline string, explicit bool) (*backup.Manifest, *RestorePoint, error) {
 	if len(name) > maxRestorePointName {
 		return nil, nil, fmt.Errorf("--target-name %q: restore point names are at most %d bytes", name, maxRestorePointName)
 	}
@@ -96,14 +91,15 @@ func findRestorePoint(ctx context.Context, d Deps, ms []*backup.Manifest, name s
 	if segSize == 0 {
 		segSize = wal.DefaultSegmentSize
 	}
-	lowest := cands[0].Timeline
-	for _, m := range cands {
-		lowest = min(lowest, m.Timeline)
-	}
-	hist, err := a.history(ctx, lowest)
+	g, err := loadTimelines(ctx, a, segSize)
 	if err != nil {
 		return nil, nil, err
 	}
+	tli, err := chooseTimeline(ctx, g, a, cands[0], timeline, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	hist := g.history(tli)
 	// Only backups on that history can recover along it.
 	var off []string
 	cands = slices.DeleteFunc(cands, func(m *backup.Manifest) bool {
@@ -426,77 +422,26 @@ type walArchive struct {
 	pool    objstream.Pool
 }
 
-// history returns the history recovery follows from timeline tli: that of
-// the newest timeline reached by probing tli+1, tli+2, ... for history
-// files (PostgreSQL's findNewestTimeLine), tli itself when there is none.
-func (a *walArchive) history(ctx context.Context, tli uint32) (tlHistory, error) {
-	newest := tli
-	for probe := tli + 1; probe-tli <= maxTimelineProbes; probe++ {
-		ok, err := a.exists(ctx, historyName(probe))
-		if err != nil {
-			return nil, err
-		}
-		if !ok {
-			break
-		}
-		newest = probe
-	}
-	if newest == tli {
-		return tlHistory{{tli: tli}}, nil
-	}
-	fname := historyName(newest)
-	f, err := a.open(ctx, fname)
-	if err != nil {
-		return nil, fmt.Errorf("reading %s from the archive: %w", fname, err)
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, 16<<20))
-	if err != nil {
-		return nil, fmt.Errorf("reading %s from the archive: %w", fname, err)
-	}
-	h, err := parseHistory(b, newest)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", fname, err)
-	}
-	return h, nil
-}
-
-func historyName(tli uint32) string { return fmt.Sprintf("%08X.history", tli) }
-
-// parseHistory parses the history file of timeline tli: one line per
-// ancestor, "parentTLI<tab>switchpoint<tab>reason", oldest first; blank
-// lines and lines starting with # are ignored (readTimeLineHistory).
+// parseHistory parses the history file of timeline tli (wal.ParseHistory)
+// into the spans recovery along it replays.
 func parseHistory(b []byte, tli uint32) (tlHistory, error) {
-	var h tlHistory
-	var begin wal.LSN
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		line := strings.TrimLeft(sc.Text(), " \t")
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		f := strings.Fields(line)
-		if len(f) < 2 {
-			return nil, fmt.Errorf("syntax error in history file: %q", line)
-		}
-		parent, err := strconv.ParseUint(f[0], 10, 32)
-		if err != nil {
-			return nil, fmt.Errorf("syntax error in history file: %q", line)
-		}
-		end, err := wal.ParseLSN(f[1])
-		if err != nil {
-			return nil, fmt.Errorf("syntax error in history file: %q", line)
-		}
-		if len(h) > 0 && uint32(parent) <= h[len(h)-1].tli || uint32(parent) >= tli || end < begin {
-			return nil, fmt.Errorf("invalid history file: timeline %d switching at %s out of sequence", parent, end)
-		}
-		h = append(h, tlSpan{tli: uint32(parent), begin: begin, end: end})
-		begin = end
-	}
-	if err := sc.Err(); err != nil {
+	es, err := wal.ParseHistory(b, tli)
+	if err != nil {
 		return nil, err
 	}
-	return append(h, tlSpan{tli: tli, begin: begin}), nil
+	return spans(es, tli), nil
+}
+
+// spans turns the ancestors of timeline tli into the spans of each
+// timeline, tli's last and open-ended.
+func spans(es []wal.HistoryEntry, tli uint32) tlHistory {
+	var h tlHistory
+	var begin wal.LSN
+	for _, e := range es {
+		h = append(h, tlSpan{tli: e.Timeline, begin: begin, end: e.Switch})
+		begin = e.Switch
+	}
+	return append(h, tlSpan{tli: tli, begin: begin})
 }
 
 // exists reports whether some repository holds the archived file name.

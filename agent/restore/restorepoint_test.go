@@ -244,7 +244,7 @@ func TestFindRestorePoint(t *testing.T) {
 		{name: "nope", backups: []*backup.Manifest{B2}, explicit: true, err: []string{`no restore point named "nope"`, "backup " + B2.ID}},
 		{name: strings.Repeat("x", 64), backups: both, err: []string{"at most 63 bytes"}},
 	} {
-		m, rp, err := findRestorePoint(ctx, d, tc.backups, tc.name, tc.explicit)
+		m, rp, err := findRestorePoint(ctx, d, tc.backups, tc.name, "", tc.explicit)
 		what := fmt.Sprintf("%q from %d backups (explicit %v)", tc.name, len(tc.backups), tc.explicit)
 		if tc.err != nil {
 			if err == nil {
@@ -277,17 +277,17 @@ func TestFindRestorePoint(t *testing.T) {
 	arch2.upload(w, 1)
 	seg := wal.SegmentName(1, uint64(bb.LSN)/fakeSegSize, fakeSegSize)
 	damage(t, arch.path(seg))
-	if _, rp, err := findRestorePoint(ctx, testDeps(t, id, arch, arch2), both, "b", false); err != nil || *rp != *bb {
+	if _, rp, err := findRestorePoint(ctx, testDeps(t, id, arch, arch2), both, "b", "", false); err != nil || *rp != *bb {
 		t.Fatalf("with a damaged copy in the first repository: %+v, %v", rp, err)
 	}
-	if _, _, err := findRestorePoint(ctx, d, both, "b", false); err == nil || !strings.Contains(err.Error(), seg) || strings.Contains(err.Error(), "no restore point") {
+	if _, _, err := findRestorePoint(ctx, d, both, "b", "", false); err == nil || !strings.Contains(err.Error(), seg) || strings.Contains(err.Error(), "no restore point") {
 		t.Fatalf("with the only copy damaged: %v", err)
 	}
 	// A missing segment ends the archive there.
 	if err := os.Remove(arch2.path(seg)); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := findRestorePoint(ctx, testDeps(t, id, arch2), both, "b", false); err == nil || !strings.Contains(err.Error(), seg+" is not in the archive") {
+	if _, _, err := findRestorePoint(ctx, testDeps(t, id, arch2), both, "b", "", false); err == nil || !strings.Contains(err.Error(), seg+" is not in the archive") {
 		t.Fatalf("with a segment missing: %v", err)
 	}
 }
@@ -304,9 +304,10 @@ func damage(t *testing.T, path string) {
 	}
 }
 
-// TestFindRestorePointTimelines: the search follows the newest timeline's
+// TestFindRestorePointTimelines: the search follows the chosen timeline's
 // history, reading each segment from the timeline that had begun by then,
-// and ignores restore points on the abandoned branch.
+// and ignores restore points on the abandoned branch; with the old
+// timeline going on after the switch (a fork) it needs the timeline named.
 func TestFindRestorePointTimelines(t *testing.T) {
 	ctx := context.Background()
 	id, _ := age.GenerateX25519Identity()
@@ -339,26 +340,33 @@ func TestFindRestorePointTimelines(t *testing.T) {
 	B := testBackup("20261126T080000F", 1, bstart, bstop)
 
 	// Without the history file, recovery stays on timeline 1.
-	if _, rp, err := findRestorePoint(ctx, d, []*backup.Manifest{B}, "ghost", true); err != nil || *rp != *ghost1 {
+	if _, rp, err := findRestorePoint(ctx, d, []*backup.Manifest{B}, "ghost", "", true); err != nil || *rp != *ghost1 {
 		t.Fatalf("ghost without a history file: %+v, %v", rp, err)
 	}
 	arch.put("00000002.history", fmt.Appendf(nil, "1\t%s\tno recovery target specified\n", switchAt))
-	if _, rp, err := findRestorePoint(ctx, d, []*backup.Manifest{B}, "real", true); err != nil || *rp != *real || rp.Timeline != 2 {
+	// Timeline 1 went on after timeline 2 branched off: a fork.
+	if _, _, err := findRestorePoint(ctx, d, []*backup.Manifest{B}, "real", "", true); err == nil || !strings.Contains(err.Error(), "--target-timeline") {
+		t.Fatalf("real with the archive forked and no timeline named: %v", err)
+	}
+	if _, rp, err := findRestorePoint(ctx, d, []*backup.Manifest{B}, "real", "2", true); err != nil || *rp != *real || rp.Timeline != 2 {
 		t.Fatalf("real: %+v, %v; want %+v", rp, err, real)
 	}
-	if _, rp, err := findRestorePoint(ctx, d, []*backup.Manifest{B}, "before-switch", true); err != nil || *rp != *before {
+	if _, rp, err := findRestorePoint(ctx, d, []*backup.Manifest{B}, "before-switch", "latest", true); err != nil || *rp != *before {
 		t.Fatalf("before-switch: %+v, %v", rp, err)
 	}
-	if _, _, err := findRestorePoint(ctx, d, []*backup.Manifest{B}, "ghost", true); err == nil || !strings.Contains(err.Error(), "no restore point named") {
+	if _, _, err := findRestorePoint(ctx, d, []*backup.Manifest{B}, "ghost", "2", true); err == nil || !strings.Contains(err.Error(), "no restore point named") {
 		t.Fatalf("ghost on the abandoned timeline 1 was found: %v", err)
+	}
+	if _, rp, err := findRestorePoint(ctx, d, []*backup.Manifest{B}, "ghost", "current", true); err != nil || *rp != *ghost1 {
+		t.Fatalf("ghost along timeline 1 (current): %+v, %v", rp, err)
 	}
 	// A backup of the old primary after the switch cannot follow
 	// timeline 2; among several backups it is left out.
 	old := testBackup("20261126T100000F", 1, oldStart, oldStart+100)
-	if _, _, err := findRestorePoint(ctx, d, []*backup.Manifest{old}, "real", true); err == nil || !strings.Contains(err.Error(), "branched off") {
+	if _, _, err := findRestorePoint(ctx, d, []*backup.Manifest{old}, "real", "2", true); err == nil || !strings.Contains(err.Error(), "does not branch") {
 		t.Fatalf("a backup on the abandoned branch: %v", err)
 	}
-	if m, rp, err := findRestorePoint(ctx, d, []*backup.Manifest{B, old}, "real", false); err != nil || m != B || *rp != *real {
+	if m, rp, err := findRestorePoint(ctx, d, []*backup.Manifest{B, old}, "real", "2", false); err != nil || m != B || *rp != *real {
 		t.Fatalf("picking among a good backup and one on the abandoned branch: %v, %+v, %v", m, rp, err)
 	}
 }

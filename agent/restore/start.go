@@ -30,7 +30,17 @@ type StartOptions struct {
 	Socket  string // unix socket directory ("" = as configured)
 	Action  string
 	Timeout time.Duration
+	LogFile string // the server's log ("" = LogPath(pgdata))
 }
+
+// LogDir is the directory pgdr keeps in a data directory for its own files;
+// backups leave its contents out (agent/backup/walk.go).
+const LogDir = "pgdr"
+
+// LogPath is where Start has the server write its log by default: inside
+// the data directory, which the server's user can always write (its
+// parent may be root's).
+func LogPath(pgdata string) string { return filepath.Join(pgdata, LogDir, "restore.log") }
 
 // Start starts PostgreSQL on the restored data directory (as the
 // directory's owner when running as root), waits until recovery reaches
@@ -40,7 +50,24 @@ func Start(ctx context.Context, pgdata string, o StartOptions) (*Reached, error)
 	if o.Timeout <= 0 {
 		o.Timeout = time.Hour
 	}
-	logFile := filepath.Join(filepath.Dir(pgdata), filepath.Base(pgdata)+".restore.log")
+	uid, gid, err := Owner(pgdata)
+	if err != nil {
+		return nil, err
+	}
+	logFile := o.LogFile
+	if logFile == "" {
+		logFile = LogPath(pgdata)
+		if err := os.MkdirAll(filepath.Dir(logFile), 0o700); err != nil {
+			return nil, fmt.Errorf("the server log's directory: %w", err)
+		}
+		if os.Geteuid() == 0 {
+			if err := os.Chown(filepath.Dir(logFile), int(uid), int(gid)); err != nil {
+				return nil, fmt.Errorf("the server log's directory: %w", err)
+			}
+		}
+	} else if logFile, err = filepath.Abs(logFile); err != nil {
+		return nil, err
+	}
 	// pg_ctl -w notices a postmaster that dies at start (a bad setting); with
 	// shutdown as the target action the server never accepts connections,
 	// so there only -W (no wait) works.
@@ -60,10 +87,6 @@ func Start(ctx context.Context, pgdata string, o StartOptions) (*Reached, error)
 		args = append(args, "-o", opts)
 	}
 	cmd := exec.CommandContext(ctx, filepath.Join(o.BinDir, "pg_ctl"), args...)
-	uid, gid, err := Owner(pgdata)
-	if err != nil {
-		return nil, err
-	}
 	if os.Geteuid() == 0 && uid != 0 {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid}}
 	}

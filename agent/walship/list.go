@@ -1,6 +1,7 @@
 package walship
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -31,6 +32,16 @@ type Timeline struct {
 	Partial       []string `json:"partial,omitempty"`
 	BackupHistory []string `json:"backup_history,omitempty"`
 	StoredBytes   int64    `json:"stored_bytes"`
+	// Parent and SwitchLSN are where the timeline branched off, from its
+	// history file (timeline 1 has none).
+	Parent    uint32 `json:"parent,omitempty"`
+	SwitchLSN string `json:"switch_lsn,omitempty"`
+	// Fork, when not empty, says why the timeline is a fork rather than a
+	// failover: another timeline branches off its parent too, or the
+	// parent went on after the branch point (a restored copy or a second
+	// primary archived here). A restore refuses to choose between the
+	// branches without --target-timeline.
+	Fork string `json:"fork,omitempty"`
 }
 
 // Gap is a run of missing segments between the first and last archived one.
@@ -87,6 +98,9 @@ func (s *Shipper) List(ctx context.Context) ([]RepoListing, error) {
 		if err != nil {
 			return nil, err
 		}
+		if err := s.forks(ctx, r, ents, l.Timelines); err != nil {
+			l.Errors = append(l.Errors, err.Error())
+		}
 		out = append(out, l)
 	}
 	return out, nil
@@ -135,6 +149,114 @@ func (s *Shipper) summarize(ctx context.Context, r repo.Repo, ents []entry) ([]T
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Timeline < out[j].Timeline })
 	return out, nil
+}
+
+// forks fills in each timeline's parent and branch point from its history
+// file and flags the forks (see Timeline.Fork), as restore decides where
+// it refuses to choose a timeline (agent/restore/timeline.go). The history
+// files and the parent's segment holding a branch point are read and
+// decrypted, so this needs the identity; without it forks are not checked.
+func (s *Shipper) forks(ctx context.Context, r repo.Repo, ents []entry, tls []Timeline) error {
+	hasHistory := false
+	segSize := uint64(wal.DefaultSegmentSize)
+	for _, t := range tls {
+		hasHistory = hasHistory || t.History
+		if t.SegmentSize > 0 {
+			segSize = uint64(t.SegmentSize)
+		}
+	}
+	if !hasHistory {
+		return nil
+	}
+	ids, err := s.identities()
+	if err != nil {
+		return fmt.Errorf("timeline forks not checked: the history files cannot be read: %w", err)
+	}
+	segs := map[uint32][]uint64{}
+	for _, e := range ents {
+		if e.name.Kind == wal.KindSegment {
+			segs[e.name.Timeline] = append(segs[e.name.Timeline], e.name.SegNo(segSize))
+		}
+	}
+	for _, v := range segs {
+		sort.Slice(v, func(i, j int) bool { return v[i] < v[j] })
+	}
+	parent := map[uint32]wal.HistoryEntry{}
+	kids := map[uint32][]uint32{}
+	for i := range tls {
+		t := &tls[i]
+		if !t.History {
+			continue
+		}
+		key := repo.WALKey(s.cfg.Cluster, wal.HistoryFileName(t.Timeline))
+		b, err := s.readObject(ctx, r, key, ids)
+		if err != nil {
+			return fmt.Errorf("timeline forks not checked: repository %s: %s: %w", r.Name, key, err)
+		}
+		es, err := wal.ParseHistory(b, t.Timeline)
+		if err != nil {
+			return fmt.Errorf("timeline forks not checked: repository %s: %s: %w", r.Name, key, err)
+		}
+		if len(es) > 0 {
+			last := es[len(es)-1]
+			t.Parent, t.SwitchLSN = last.Timeline, last.Switch.String()
+			parent[t.Timeline] = last
+			kids[last.Timeline] = append(kids[last.Timeline], t.Timeline)
+		}
+	}
+	for i := range tls {
+		t := &tls[i]
+		e, ok := parent[t.Timeline]
+		if !ok {
+			continue
+		}
+		var why []string
+		var sib []string
+		for _, k := range kids[e.Timeline] {
+			if k != t.Timeline {
+				sib = append(sib, fmt.Sprint(k))
+			}
+		}
+		if len(sib) > 0 {
+			sort.Strings(sib)
+			why = append(why, fmt.Sprintf("timeline %s also branches off timeline %d", strings.Join(sib, ", "), e.Timeline))
+		}
+		src := func(ctx context.Context, segNo uint64) (io.ReadCloser, error) {
+			key := repo.WALKey(s.cfg.Cluster, wal.SegmentName(e.Timeline, segNo, segSize))
+			b, err := s.readObject(ctx, r, key, ids)
+			if errors.Is(err, storage.ErrNotFound) {
+				return nil, fmt.Errorf("%s: %w", key, wal.ErrNoSegment)
+			}
+			if err != nil {
+				return nil, err
+			}
+			return io.NopCloser(bytes.NewReader(b)), nil
+		}
+		on, what, err := wal.WentOn(ctx, src, segSize, e.Timeline, segs[e.Timeline], e.Switch)
+		if err != nil {
+			return fmt.Errorf("timeline forks not checked: repository %s: %w", r.Name, err)
+		}
+		if on {
+			why = append(why, fmt.Sprintf("timeline %d goes on after %s, where this one branched off (%s)", e.Timeline, e.Switch, what))
+		}
+		t.Fork = strings.Join(why, "; ")
+	}
+	return nil
+}
+
+// readObject reads, decrypts and verifies one whole archived object.
+func (s *Shipper) readObject(ctx context.Context, r repo.Repo, key string, ids []age.Identity) ([]byte, error) {
+	rc, err := r.Store.Get(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	or, err := s.pool.NewReader(rc, ids)
+	if err != nil {
+		return nil, err
+	}
+	defer or.Close()
+	return io.ReadAll(or)
 }
 
 // segmentSize reads the plaintext size recorded in a segment object's

@@ -552,3 +552,59 @@ func sha256hex(b []byte) string {
 	s := sha256.Sum256(b)
 	return hex.EncodeToString(s[:])
 }
+
+// TestListFlagsForks: wal-list reads the history files, shows where each
+// timeline branched off, and flags a fork: the parent going on after the
+// branch point, or two timelines branching off one.
+func TestListFlagsForks(t *testing.T) {
+	f := newFixture(t, "")
+	ctx := context.Background()
+	push := func(name string, data []byte) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(f.pgwal, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(f.pgwal, "archive_status", name+".ready"), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.sh.push(ctx, filepath.Join(f.pgwal, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, i := range []uint64{1, 2, 3} {
+		n, data := f.segment(t, i)
+		push(n, data)
+	}
+	list := func() map[uint32]Timeline {
+		t.Helper()
+		ls, err := f.sh.List(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ls[0].Errors) != 0 {
+			t.Fatalf("listing errors: %v", ls[0].Errors)
+		}
+		out := map[uint32]Timeline{}
+		for _, tl := range ls[0].Timelines {
+			out[tl.Timeline] = tl
+		}
+		return out
+	}
+	// Timeline 2 begins where timeline 1's archive ends: a failover.
+	push("00000002.history", []byte("1\t0/400000\tno recovery target specified\n"))
+	if tl := list()[2]; tl.Parent != 1 || tl.SwitchLSN != "0/400000" || tl.Fork != "" {
+		t.Fatalf("after a failover: %+v", tl)
+	}
+	// Timeline 1 goes on.
+	n, data := f.segment(t, 4)
+	push(n, data)
+	if tl := list()[2]; !strings.Contains(tl.Fork, "timeline 1 goes on after 0/400000") || !strings.Contains(tl.Fork, n+" is archived") {
+		t.Fatalf("timeline 1 going on after timeline 2 branched off: %+v", tl)
+	}
+	// A second branch off timeline 1.
+	push("00000003.history", []byte("1\t0/500000\tno recovery target specified\n"))
+	tls := list()
+	if !strings.Contains(tls[2].Fork, "timeline 3 also branches off timeline 1") || !strings.Contains(tls[3].Fork, "timeline 2 also branches off timeline 1") {
+		t.Fatalf("two branches off timeline 1: %+v, %+v", tls[2], tls[3])
+	}
+}
