@@ -70,6 +70,9 @@ func (s *Server) failoverInput(c *pgdrv1.Cluster, samples map[memberKey]sample, 
 		in.Policy.PreferredRegions = p.PreferredRegions
 		in.Policy.Synchronous = p.Synchronous
 	}
+	// Never the latest report's LSN: one from an agent whose PostgreSQL is
+	// down carries none (see primarylsn.go).
+	in.PrimaryLastLSN = s.primaryLastLSN(c)
 	if le, ok := s.leases.get(c.Name); ok && le.epoch == c.Epoch && le.holder == c.Primary {
 		in.LeaseExpiresAt = le.expires
 	}
@@ -90,9 +93,6 @@ func (s *Server) failoverInput(c *pgdrv1.Cluster, samples map[memberKey]sample, 
 			fm.ReceiveLSN, fm.ReplayLSN = r.ReceiveLsn, r.ReplayLsn
 			if !c.GetPolicy().GetFailsafeDisabled() {
 				fm.RefusesPromotion = failsafeRefusal(r, c.Primary, s.cfg.Failover.LeaseTTL.Duration)
-			}
-			if name == c.Primary && !r.InRecovery {
-				in.PrimaryLastLSN = r.CurrentLsn
 			}
 		}
 		in.Members[name] = fm

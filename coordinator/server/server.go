@@ -39,6 +39,10 @@ const applyTimeout = 5 * time.Second
 type Options struct {
 	// GossipTune shortens memberlist timers (loopback labs).
 	GossipTune func(*memberlist.Config)
+	// Barrier and StepDown, when set, replace raft's Barrier and
+	// LeadershipTransfer at the start of a term (tests hold or fail them).
+	Barrier  func(timeout time.Duration) error
+	StepDown func() error
 }
 
 // Server is one coordinator.
@@ -54,9 +58,11 @@ type Server struct {
 	view   *view
 	hub    *hub
 	leases *leases
-	judge  *judgements
-	syncer *syncer
-	conns  *peerConns
+	// primaryLSN: each cluster's primary's highest LSN seen (primarylsn.go).
+	primaryLSN *primaryLSNs
+	judge      *judgements
+	syncer     *syncer
+	conns      *peerConns
 
 	metrics *metrics
 	notify  *notifier // webhook notifications (notify.go)
@@ -64,6 +70,9 @@ type Server struct {
 	mu        sync.Mutex
 	leaderCtx context.Context
 	leaderEnd context.CancelFunc
+	// caughtUp: this term's barrier completed, so the FSM holds every entry
+	// committed before the term began (see caughtUpLeader).
+	caughtUp bool
 }
 
 // New checks the configuration's files and builds a server; Run starts it.
@@ -76,15 +85,22 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	return newServer(cfg, log, opts, tokens, cli)
+}
+
+// newServer builds a server from files already read.
+func newServer(cfg *config.Config, log *slog.Logger, opts Options, tokens *config.Tokens, cli *tls.Config) (*Server, error) {
+	var err error
 	s := &Server{
 		cfg: cfg, opts: opts, log: log, tokens: tokens,
-		fsm:    fsm.New(log.With("component", "fsm"), fsm.Options{}),
-		view:   newView(),
-		hub:    newHub(),
-		leases: newLeases(),
-		judge:  newJudgements(),
-		syncer: newSyncer(),
-		conns:  newPeerConns(cli),
+		fsm:        fsm.New(log.With("component", "fsm"), fsm.Options{}),
+		view:       newView(),
+		hub:        newHub(),
+		leases:     newLeases(),
+		judge:      newJudgements(),
+		primaryLSN: newPrimaryLSNs(),
+		syncer:     newSyncer(),
+		conns:      newPeerConns(cli),
 	}
 	s.metrics = newMetrics(s)
 	if s.notify, err = newNotifier(cfg, log); err != nil {
@@ -248,6 +264,23 @@ func (s *Server) startRaft() (func(), error) {
 
 func (s *Server) isLeader() bool { return s.raft != nil && s.raft.State() == raft.Leader }
 
+// caughtUpLeader reports whether this node leads and its state machine has
+// caught up with the log for this term (its barrier completed). Before
+// that, the FSM may lack entries committed by the previous leader (a new
+// primary, a new epoch), and anything judged on it, a lease renewal first
+// of all, could be wrong.
+func (s *Server) caughtUpLeader() bool {
+	s.mu.Lock()
+	ok := s.caughtUp && s.leaderCtx.Err() == nil
+	s.mu.Unlock()
+	return ok && s.isLeader()
+}
+
+// errCatchingUp refuses a request a leader that has not caught up must not
+// answer; the caller retries (Unavailable).
+var errCatchingUp = status.Error(codes.Unavailable,
+	"this coordinator has just become leader and has not caught up with the Raft log yet; retry shortly")
+
 // watchLeadership starts the leader's work when this node wins an
 // election and stops it when it loses leadership.
 func (s *Server) watchLeadership(ctx context.Context) {
@@ -271,19 +304,22 @@ func (s *Server) beginLeadership(parent context.Context) {
 	s.leaderEnd()
 	lctx, cancel := context.WithCancel(parent)
 	s.leaderCtx, s.leaderEnd = lctx, cancel
+	s.caughtUp = false
 	s.mu.Unlock()
 	s.view.reset()
 	s.judge.reset()
 	s.syncer.reset()
 	s.log.Info("became raft leader")
-	// The state is read after the barrier in leaderLoop; until then no
-	// renewal can be refused for an expiry this leader never saw.
+	// The state is read after the barrier in leaderLoop; until then every
+	// renewal is refused as retryable (caughtUpLeader), so that none is
+	// judged on a state that lacks the previous leader's last entries.
 	go s.leaderLoop(lctx)
 }
 
 func (s *Server) endLeadership() {
 	s.mu.Lock()
 	s.leaderEnd()
+	s.caughtUp = false
 	s.mu.Unlock()
 	s.view.reset()
 }
@@ -298,8 +334,8 @@ func (s *Server) currentLeaderCtx() context.Context {
 // leaderLoop runs while this node leads: it makes sure every voter is in
 // the replicated coordinator list, then watches clusters once a tick.
 func (s *Server) leaderLoop(ctx context.Context) {
-	if err := s.raft.Barrier(applyTimeout).Error(); err != nil {
-		s.log.Warn("leader barrier", "err", err)
+	if !s.catchUp(ctx) {
+		return
 	}
 	s.leases.assumeHeld(s.fsm.State(), time.Now(), s.cfg.Failover.LeaseTTL.Duration)
 	s.ensureCoordinators(ctx)
@@ -311,8 +347,52 @@ func (s *Server) leaderLoop(ctx context.Context) {
 			return
 		case <-t.C:
 			s.recordInitialPrimaries(ctx)
+			s.recordPrimaryLSNs(ctx)
 			s.failoverTick(ctx)
 			s.syncTick(ctx)
+		}
+	}
+}
+
+// catchUp runs this term's barrier, so that the FSM has applied every entry
+// committed before the term, and then lets renewals in. When the barrier
+// fails the node steps down (leadership transfer): a leader that cannot
+// commit must not keep agents waiting on it. If even that fails (no other
+// voter reachable) it tries the barrier again, renewals still refused, for
+// as long as it leads. It reports whether the node caught up.
+func (s *Server) catchUp(ctx context.Context) bool {
+	barrier, stepDown := s.opts.Barrier, s.opts.StepDown
+	if barrier == nil {
+		barrier = func(d time.Duration) error { return s.raft.Barrier(d).Error() }
+	}
+	if stepDown == nil {
+		stepDown = func() error { return s.raft.LeadershipTransfer().Error() }
+	}
+	for {
+		err := barrier(applyTimeout)
+		if ctx.Err() != nil {
+			return false
+		}
+		if err == nil {
+			s.mu.Lock()
+			if s.leaderCtx == ctx {
+				s.caughtUp = true
+			}
+			s.mu.Unlock()
+			s.log.Info("leader caught up with the raft log; lease renewals accepted")
+			return true
+		}
+		s.log.Warn("leader barrier failed; lease renewals refused, stepping down", "err", err)
+		terr := stepDown()
+		if terr == nil {
+			s.log.Info("leadership transferred after the failed barrier")
+			return false
+		}
+		s.log.Warn("leadership transfer after the failed barrier", "err", terr)
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(time.Second):
 		}
 	}
 }

@@ -159,6 +159,9 @@ func judge(ms *pgdrv1.MemberStatus, r *pgdrv1.HealthReport, isPrimary bool, prim
 		ms.Role = RoleStopped
 		ms.Problems = append(ms.Problems, "PostgreSQL is not running")
 		return
+	case r.RecoveryUnknown:
+		ms.Problems = append(ms.Problems, "connected, but its recovery state could not be read: "+r.Error)
+		return
 	case !r.Connectable:
 		ms.Problems = append(ms.Problems, "cannot connect: "+r.Error)
 		return
