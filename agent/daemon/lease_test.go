@@ -105,6 +105,9 @@ func TestLeaseClassify(t *testing.T) {
 	replica := &pgdrv1.HealthReport{PostmasterAlive: true, Connectable: true, InRecovery: true}
 	stopped := &pgdrv1.HealthReport{}
 	hung := &pgdrv1.HealthReport{PostmasterAlive: true}
+	// partial: SELECT 1 answered, the identity query timed out (issue 12 #5).
+	partial := &pgdrv1.HealthReport{PostmasterAlive: true, Connectable: true, RecoveryUnknown: true,
+		Error: "server identity: timeout: context deadline exceeded"}
 	for i, c := range []struct {
 		r              *pgdrv1.HealthReport
 		fenced, signal bool
@@ -119,9 +122,20 @@ func TestLeaseClassify(t *testing.T) {
 		{stopped, true, false, roleFenced},
 		{primary, true, false, roleFencedLive},
 		{nil, true, false, roleFenced},
+		// A replica's partial report: standby.signal decides, nothing
+		// renews, nothing fences.
+		{partial, false, true, roleNotPrimary},
+		// Partial, no standby.signal: renewed, but a refusal fences nothing.
+		{partial, false, false, roleUnsure},
+		// Partial and fenced: not "fenced yet writable", no second fence.
+		{partial, true, true, roleFenced},
+		{partial, true, false, roleFenced},
+		// A complete report wins over a stray standby.signal either way.
+		{replica, false, true, roleNotPrimary},
+		{primary, false, true, roleMaybe},
 	} {
 		if got := classify(c.r, c.fenced, c.signal); got != c.want {
-			t.Errorf("case %d: %v", i, got)
+			t.Errorf("case %d (report %v, fenced %v, standby.signal %v): got %v, want %v", i, c.r, c.fenced, c.signal, got, c.want)
 		}
 	}
 }
