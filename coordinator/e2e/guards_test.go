@@ -90,27 +90,27 @@ func TestFailoverGuards(t *testing.T) {
 		t.Fatalf("%v\n%s", err, out)
 	}
 	l.waitTable(t, "pg-a2", "(SELECT 1 FROM guard_pad HAVING count(*) = 4000) AS x", 60*time.Second)
-	testutil.WaitFor(t, 60*time.Second, "the leader sees pg-a1's LSN past the pad", func() (bool, error) {
-		out, err := l.psql("pg-a1", "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")
-		if err != nil {
-			return false, err
-		}
-		primaryLSN, _ := strconv.ParseFloat(out, 64)
+	out, err := l.psql("pg-a1", "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	padLSN, _ := strconv.ParseUint(out, 10, 64)
+	testutil.WaitFor(t, 60*time.Second, "the leader has pg-a1's LSN past the pad", func() (bool, error) {
 		c, err := l.clusterNow()
 		if err != nil {
 			return false, err
 		}
+		a1, _ := labMember(c, "pg-a1")
 		b1, _ := labMember(c, "pg-b1")
 		a2, _ := labMember(c, "pg-a2")
-		// Compare with the primary's position: pg-a2 close, pg-b1 > 1 MiB
-		// behind (the default maximum_lag_on_failover).
+		// The leader's last sample of pg-a1 is past the pad; against it,
+		// pg-a2 is close and pg-b1 > 1 MiB behind (the default
+		// maximum_lag_on_failover).
 		a2LSN, _ := wal.ParseLSN(a2.ReceiveLSN)
 		b1LSN, _ := wal.ParseLSN(b1.ReceiveLSN)
-		return primaryLSN-float64(a2LSN) < 64<<10 && primaryLSN-float64(b1LSN) > 2<<20, fmt.Errorf("primary at %.0f, pg-a2 received %s, pg-b1 %s", primaryLSN, a2.ReceiveLSN, b1.ReceiveLSN)
+		return a1.LSNBytes >= padLSN && padLSN-min(padLSN, uint64(a2LSN)) < 64<<10 && padLSN > uint64(b1LSN)+2<<20,
+			fmt.Errorf("pad at %d, leader sees pg-a1 at %d, pg-a2 received %s, pg-b1 %s", padLSN, a1.LSNBytes, a2.ReceiveLSN, b1.ReceiveLSN)
 	})
-	// The leader's last sample of pg-a1 must be after the pad too: wait a
-	// couple of report intervals.
-	time.Sleep(3 * time.Second)
 
 	checker := startWriteChecker(t, l, "pg-a1", "pg-a2", "pg-b1")
 	killed := l.killNode(t, "pg-a1")
@@ -316,7 +316,7 @@ func TestFailoverLagPostmasterOnly(t *testing.T) {
 		b1, _ := labMember(c, "pg-b1")
 		a2LSN, _ := wal.ParseLSN(a2.ReceiveLSN)
 		b1LSN, _ := wal.ParseLSN(b1.ReceiveLSN)
-		return a1.LSNBytes >= padLSN && padLSN-uint64(a2LSN) > 2<<20 && padLSN-uint64(b1LSN) > 2<<20,
+		return a1.LSNBytes >= padLSN && padLSN > uint64(a2LSN)+2<<20 && padLSN > uint64(b1LSN)+2<<20,
 			fmt.Errorf("pad at %d, leader sees pg-a1 at %d, pg-a2 received %s, pg-b1 %s", padLSN, a1.LSNBytes, a2.ReceiveLSN, b1.ReceiveLSN)
 	})
 

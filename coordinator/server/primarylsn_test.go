@@ -88,6 +88,12 @@ func TestPrimaryLSNSurvivesPostgresDeath(t *testing.T) {
 		t.Fatalf("decided %s %s: %s; want none for the lag", d.Action, d.Candidate, d.Reason)
 	}
 
+	for _, m := range s.clusterStatus("main")[0].Members {
+		if m.Name == "b" && m.LagBytes != 500*mib {
+			t.Fatalf("status: b lags %d bytes, want %d (against the primary's last known LSN)", m.LagBytes, 500*mib)
+		}
+	}
+
 	// The leader writes what it saw to Raft; a new leader starts empty.
 	c, _ := s.fsm.Cluster("main")
 	lsn := s.primaryLSN.due(c, 0, failover.DefaultMaxLag, now)

@@ -596,9 +596,14 @@ func (s *Server) gossipStates() map[string]string {
 }
 
 func (s *Server) clusterStatus(only string) []*pgdrv1.ClusterStatus {
+	clusters := s.fsm.Clusters()
+	lsns := make(map[string]uint64, len(clusters))
+	for name, c := range clusters {
+		lsns[name] = s.primaryLastLSN(c)
+	}
 	return clusterStatus(statusInput{
-		state: &pgdrv1.State{Clusters: s.fsm.Clusters()}, samples: s.view.snapshot(), gossip: s.gossipStates(),
-		now: time.Now(), staleAfter: s.cfg.Health.StaleAfter.Duration,
+		state: &pgdrv1.State{Clusters: clusters}, samples: s.view.snapshot(), gossip: s.gossipStates(),
+		now: time.Now(), staleAfter: s.cfg.Health.StaleAfter.Duration, primaryLSN: lsns,
 	}, only)
 }
 
