@@ -191,13 +191,14 @@ func (d *Daemon) leaseRound(ctx context.Context, lc *leaseConn, warn func(error)
 		} else {
 			d.failsafeRefused() // a reachable leader refused: no failsafe
 		}
+		note := ""
 		switch {
 		case fence && role == roleUnsure:
 			// An incomplete report fences nothing: the node may be a
 			// replica whose identity query timed out. The refusal extended
 			// nothing, so the deadline still fences a node that stays
 			// unsure and is refused.
-			warn(fmt.Errorf("refused (%s); not fencing on a report that could not read the recovery state", why))
+			note = "; not fencing on a report that could not read the recovery state"
 		case fence:
 			d.fence(ctx, why)
 			return 0
@@ -206,7 +207,7 @@ func (d *Daemon) leaseRound(ctx context.Context, lc *leaseConn, warn func(error)
 			d.log.Info("primary lease granted", "component", "lease", "epoch", resp.GetEpoch(), "deadline_in", time.Until(deadline).Round(time.Millisecond))
 		}
 		if !resp.GetGranted() {
-			warn(fmt.Errorf("refused: %s", resp.GetReason()))
+			warn(fmt.Errorf("refused: %s%s", resp.GetReason(), note))
 		}
 	}
 	now := time.Now()
