@@ -337,7 +337,6 @@ func (s *Server) leaderLoop(ctx context.Context) {
 	if !s.catchUp(ctx) {
 		return
 	}
-	s.leases.assumeHeld(s.fsm.State(), time.Now(), s.cfg.Failover.LeaseTTL.Duration)
 	s.ensureCoordinators(ctx)
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
@@ -355,7 +354,8 @@ func (s *Server) leaderLoop(ctx context.Context) {
 }
 
 // catchUp runs this term's barrier, so that the FSM has applied every entry
-// committed before the term, and then lets renewals in. When the barrier
+// committed before the term, assumes every recorded primary holds its lease
+// for a TTL from now, and then lets renewals in. When the barrier
 // fails the node steps down (leadership transfer): a leader that cannot
 // commit must not keep agents waiting on it. If even that fails (no other
 // voter reachable) it tries the barrier again, renewals still refused, for
@@ -374,6 +374,9 @@ func (s *Server) catchUp(ctx context.Context) bool {
 			return false
 		}
 		if err == nil {
+			// Leases are assumed held on the caught-up state before the
+			// first renewal is let in, so that no grant is overwritten.
+			s.leases.assumeHeld(s.fsm.State(), time.Now(), s.cfg.Failover.LeaseTTL.Duration)
 			s.mu.Lock()
 			if s.leaderCtx == ctx {
 				s.caughtUp = true
