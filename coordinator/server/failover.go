@@ -201,6 +201,12 @@ func (s *Server) executeFailover(ctx context.Context, c *pgdrv1.Cluster, d failo
 		return
 	}
 	epoch := c.Epoch + 1
+	// The candidate's received WAL is a position its timeline has passed:
+	// the new epoch's last known LSN until it reports one as a primary, so
+	// that the lag limit is not "unknown" if it dies before its first report.
+	if sm, ok := s.view.get(memberKey{name, cand}); ok {
+		s.primaryLSN.observe(name, cand, epoch, max(sm.report.GetReceiveLsn(), sm.report.GetReplayLsn()))
+	}
 	// The new primary gets a lease at once, so that a failed promotion is
 	// not followed by another before a TTL has passed.
 	s.leases.renew(name, cand, epoch, cand, epoch, time.Now(), s.cfg.Failover.LeaseTTL.Duration)

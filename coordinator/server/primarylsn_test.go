@@ -188,3 +188,30 @@ func TestIncompleteReportIsNotWritable(t *testing.T) {
 		}
 	}
 }
+
+// TestPromotedCandidateSeedsPrimaryLSN: right after a failover records the
+// candidate as primary, the new epoch's last known LSN is what the
+// candidate had received, not unknown: should it die before its first
+// report as a primary, the lag of the others is still judged.
+func TestPromotedCandidateSeedsPrimaryLSN(t *testing.T) {
+	s := testServer(t, Options{})
+	s.cfg.Failover.CommandTimeout.Duration = 200 * time.Millisecond
+	startInmemRaft(t, s)
+	for _, n := range []string{"a", "b"} {
+		mustPropose(t, s, pgdrv1.CommandType_COMMAND_TYPE_REGISTER_MEMBER, &pgdrv1.RegisterMember{Member: &pgdrv1.Member{
+			Cluster: "main", Name: n, Region: "eu-west-1"}})
+	}
+	mustPropose(t, s, pgdrv1.CommandType_COMMAND_TYPE_SET_PRIMARY, &pgdrv1.SetPrimary{Cluster: "main", Name: "a", ExpectedEpoch: 0})
+	now := time.Now()
+	s.ingestReport(standby("b", 300*mib), now)
+	c, _ := s.fsm.Cluster("main")
+	s.leases.assumeHeld(&pgdrv1.State{Clusters: map[string]*pgdrv1.Cluster{"main": c}}, now.Add(-time.Minute), time.Second)
+	s.executeFailover(s.currentLeaderCtx(), c, failover.Decision{Action: failover.ActionPromote, Candidate: "b", Reason: "test"})
+	c, _ = s.fsm.Cluster("main")
+	if c.Primary != "b" || c.Epoch != 2 {
+		t.Fatalf("primary %s at epoch %d, want b at 2", c.Primary, c.Epoch)
+	}
+	if got := s.primaryLastLSN(c); got != 300*mib {
+		t.Fatalf("the new epoch's last known LSN is %d, want the candidate's received %d", got, 300*mib)
+	}
+}
