@@ -137,8 +137,9 @@ func (s *Server) primaryLastLSN(c *pgdrv1.Cluster) uint64 {
 	return lsn
 }
 
-// recordPrimaryLSNs writes the primaries' positions that are due to Raft;
-// the leader loop calls it every tick.
+// recordPrimaryLSNs writes the primaries' positions that are due to Raft
+// (at most one proposal per cluster per primaryLSNMinInterval); the leader
+// loop calls it every tick.
 func (s *Server) recordPrimaryLSNs(ctx context.Context) {
 	now := time.Now()
 	for name, c := range s.fsm.Clusters() {
@@ -168,11 +169,14 @@ func (s *Server) recordPrimaryLSNs(ctx context.Context) {
 		// loses the floor a new leader would judge the lag against.
 		cmd.IgnoreIfUnknown = true
 		// Noted before the outcome: a failure is retried after the interval,
-		// not on every tick.
+		// not on every tick. The commit is not waited for here, so that many
+		// clusters do not hold up the failover judgement of this tick.
 		s.primaryLSN.wrote(name, lsn, now)
-		if _, err := s.proposeCommand(ctx, cmd); err != nil {
-			s.log.Warn("recording the primary's LSN", "cluster", name, "primary", c.GetPrimary(),
-				"epoch", c.GetEpoch(), "lsn", failover.FormatLSN(lsn), "err", err)
-		}
+		go func() {
+			if _, err := s.proposeCommand(ctx, cmd); err != nil && ctx.Err() == nil {
+				s.log.Warn("recording the primary's LSN", "cluster", name, "primary", c.GetPrimary(),
+					"epoch", c.GetEpoch(), "lsn", failover.FormatLSN(lsn), "err", err)
+			}
+		}()
 	}
 }

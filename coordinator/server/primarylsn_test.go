@@ -1,6 +1,7 @@
 package server
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/pgdr/pgdr/coordinator/failover"
 	"github.com/pgdr/pgdr/coordinator/fsm"
+	"github.com/pgdr/pgdr/pkg/testutil"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
 
@@ -214,4 +216,23 @@ func TestPromotedCandidateSeedsPrimaryLSN(t *testing.T) {
 	if got := s.primaryLastLSN(c); got != 300*mib {
 		t.Fatalf("the new epoch's last known LSN is %d, want the candidate's received %d", got, 300*mib)
 	}
+}
+
+// TestPrimaryLSNRecordedInRaft: the leader loop writes the primary's
+// highest LSN seen to Raft, where a later leader finds it.
+func TestPrimaryLSNRecordedInRaft(t *testing.T) {
+	s := testServer(t, Options{})
+	startInmemRaft(t, s)
+	for _, n := range []string{"a", "b"} {
+		mustPropose(t, s, pgdrv1.CommandType_COMMAND_TYPE_REGISTER_MEMBER, &pgdrv1.RegisterMember{Member: &pgdrv1.Member{
+			Cluster: "main", Name: n, Region: "eu-west-1"}})
+	}
+	mustPropose(t, s, pgdrv1.CommandType_COMMAND_TYPE_SET_PRIMARY, &pgdrv1.SetPrimary{Cluster: "main", Name: "a", ExpectedEpoch: 0})
+	s.ingestReport(writable("a", 600*mib), time.Now())
+	s.ingestReport(pgDown("a"), time.Now())
+	testutil.WaitFor(t, 10*time.Second, "the primary's LSN in Raft", func() (bool, error) {
+		c, _ := s.fsm.Cluster("main")
+		return c.PrimaryLastLsn == 600*mib && c.PrimaryLastLsnEpoch == 1,
+			fmt.Errorf("recorded %d at epoch %d", c.PrimaryLastLsn, c.PrimaryLastLsnEpoch)
+	})
 }
