@@ -51,7 +51,10 @@ type fakeCoord struct {
 	srv  *grpc.Server
 	cmds chan *pgdrv1.AgentCommand
 
-	mu         sync.Mutex
+	mu sync.Mutex
+	// renewal, when set, answers RenewLease (Unimplemented otherwise).
+	renewal    *pgdrv1.RenewLeaseResponse
+	renewals   int
 	members    []*pgdrv1.Member
 	reports    []*pgdrv1.HealthReport
 	results    []*pgdrv1.CommandResult
@@ -92,6 +95,19 @@ func (c *fakeCoord) Leader(ctx context.Context, _ *pgdrv1.LeaderRequest) (*pgdrv
 	}
 	n, a := c.fc.leaderOf()
 	return &pgdrv1.LeaderResponse{Name: n, ApiAddress: a, Known: n != ""}, nil
+}
+
+func (c *fakeCoord) RenewLease(ctx context.Context, req *pgdrv1.RenewLeaseRequest) (*pgdrv1.RenewLeaseResponse, error) {
+	if err := c.leaderOnly(ctx); err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.renewal == nil {
+		return nil, status.Error(codes.Unimplemented, "RenewLease not set up in this test")
+	}
+	c.renewals++
+	return c.renewal, nil
 }
 
 func (c *fakeCoord) Register(ctx context.Context, req *pgdrv1.RegisterRequest) (*pgdrv1.RegisterResponse, error) {

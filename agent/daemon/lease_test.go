@@ -1,13 +1,21 @@
 package daemon
 
 import (
+	"context"
+	"fmt"
 	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/pgdr/pgdr/pkg/tlsutil"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
 
@@ -105,6 +113,9 @@ func TestLeaseClassify(t *testing.T) {
 	replica := &pgdrv1.HealthReport{PostmasterAlive: true, Connectable: true, InRecovery: true}
 	stopped := &pgdrv1.HealthReport{}
 	hung := &pgdrv1.HealthReport{PostmasterAlive: true}
+	// partial: SELECT 1 answered, the identity query timed out (issue 12 #5).
+	partial := &pgdrv1.HealthReport{PostmasterAlive: true, Connectable: true, RecoveryUnknown: true,
+		Error: "server identity: timeout: context deadline exceeded"}
 	for i, c := range []struct {
 		r              *pgdrv1.HealthReport
 		fenced, signal bool
@@ -119,9 +130,20 @@ func TestLeaseClassify(t *testing.T) {
 		{stopped, true, false, roleFenced},
 		{primary, true, false, roleFencedLive},
 		{nil, true, false, roleFenced},
+		// A replica's partial report: standby.signal decides, nothing
+		// renews, nothing fences.
+		{partial, false, true, roleNotPrimary},
+		// Partial, no standby.signal: renewed, but a refusal fences nothing.
+		{partial, false, false, roleUnsure},
+		// Partial and fenced: not "fenced yet writable", no second fence.
+		{partial, true, true, roleFenced},
+		{partial, true, false, roleFenced},
+		// A complete report wins over a stray standby.signal either way.
+		{replica, false, true, roleNotPrimary},
+		{primary, false, true, roleMaybe},
 	} {
 		if got := classify(c.r, c.fenced, c.signal); got != c.want {
-			t.Errorf("case %d: %v", i, got)
+			t.Errorf("case %d (report %v, fenced %v, standby.signal %v): got %v, want %v", i, c.r, c.fenced, c.signal, got, c.want)
 		}
 	}
 }
@@ -159,5 +181,90 @@ func TestPrimaryFollowsLease(t *testing.T) {
 	}
 	if code, _ := get(t, h, "GET", "/health"); code != 200 {
 		t.Fatalf("/health follows the report, not the lease: %d", code)
+	}
+}
+
+// TestLeaseRoundPartialReport: one lease round against a leader that names
+// another primary. A partial report (SELECT 1 answered, the recovery state
+// could not be read) with standby.signal present sends no renewal and
+// fences nothing; without standby.signal it renews, and the refusal fences
+// nothing either. A complete writable report is fenced on the same refusal.
+func TestLeaseRoundPartialReport(t *testing.T) {
+	dir := t.TempDir()
+	ca, err := tlsutil.NewCA("test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ca.Write(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := ca.Issue(dir, "coord", tlsutil.RoleCoordinator, []string{"127.0.0.1"}); err != nil {
+		t.Fatal(err)
+	}
+	stc, err := tlsutil.ServerConfig(tlsutil.Files{CA: filepath.Join(dir, "ca.crt"), Cert: filepath.Join(dir, "coord.crt"), Key: filepath.Join(dir, "coord.key")}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fc := &fakeCluster{coords: map[string]*fakeCoord{}, leader: "c1"}
+	c := &fakeCoord{fc: fc, name: "c1", addr: ln.Addr().String(), srv: grpc.NewServer(grpc.Creds(credentials.NewTLS(stc))),
+		renewal: &pgdrv1.RenewLeaseResponse{Primary: "pg-a1", Epoch: 4, Reason: "the recorded primary of cluster main is pg-a1 at epoch 4"}}
+	fc.coords["c1"] = c
+	pgdrv1.RegisterAgentServiceServer(c.srv, c)
+	go c.srv.Serve(ln)
+	t.Cleanup(c.srv.Stop)
+	if err := os.WriteFile(filepath.Join(dir, "token"), []byte("agent-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	coord := fmt.Sprintf("coordinator: {addresses: [%q], ca_file: %s, token_file: %s}\nfailover: {loop: 100ms, lease_ttl: 5s, safety_margin: 1s}\n",
+		c.addr, filepath.Join(dir, "ca.crt"), filepath.Join(dir, "token"))
+
+	partial := &pgdrv1.HealthReport{Cluster: "main", Node: "pg-a2", PostmasterAlive: true, Connectable: true, RecoveryUnknown: true,
+		Error: "server identity: timeout: context deadline exceeded"}
+	writable := &pgdrv1.HealthReport{Cluster: "main", Node: "pg-a2", PostmasterAlive: true, Connectable: true}
+	for _, tc := range []struct {
+		what         string
+		r            *pgdrv1.HealthReport
+		signal       bool
+		wantRenewals int
+		wantFenced   bool
+	}{
+		{"partial report with standby.signal", partial, true, 0, false},
+		{"partial report without standby.signal", partial, false, 1, false},
+		{"complete writable report", writable, false, 1, true},
+	} {
+		t.Run(tc.what, func(t *testing.T) {
+			d := New(testConfig(t, coord), nil, slog.New(slog.DiscardHandler))
+			d.latest = tc.r
+			if tc.signal {
+				if err := os.WriteFile(filepath.Join(d.cfg.Postgres.PGData, "standby.signal"), nil, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c.mu.Lock()
+			c.renewals = 0
+			c.mu.Unlock()
+			var warned []string
+			lc := &leaseConn{d: d}
+			defer lc.close()
+			d.leaseRound(context.Background(), lc, func(err error) { warned = append(warned, err.Error()) })
+			c.mu.Lock()
+			renewals := c.renewals
+			c.mu.Unlock()
+			d.leaseMu.Lock()
+			fenced := d.lease.Fenced()
+			d.leaseMu.Unlock()
+			_, markerErr := os.Stat(filepath.Join(d.cfg.Postgres.PGData, "pgdr.fenced"))
+			t.Logf("renewals %d, fenced %q, warnings %q", renewals, fenced, warned)
+			if renewals != tc.wantRenewals {
+				t.Errorf("%d renewals sent, want %d", renewals, tc.wantRenewals)
+			}
+			if (fenced != "") != tc.wantFenced || (markerErr == nil) != tc.wantFenced {
+				t.Errorf("fenced %q (marker written: %v), want fenced %v", fenced, markerErr == nil, tc.wantFenced)
+			}
+		})
 	}
 }

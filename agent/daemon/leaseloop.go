@@ -51,10 +51,23 @@ const (
 	roleMaybe                       // writable, or running and not known to be a replica
 	roleFenced                      // fenced and not writable
 	roleFencedLive                  // fenced, yet running writable: stop it again
+	// roleUnsure: running and answering, but the report could not say
+	// whether it is in recovery, and no standby.signal says it is a
+	// replica: renew (a primary under load keeps its lease), but a refusal
+	// does not fence it; only the lease deadline does.
+	roleUnsure
 )
 
+// classify says what the lease loop makes of the latest report. Only a
+// complete report (recovery state read) can say "writable"; when it could
+// not, standby.signal decides before anything else the report says, so
+// that a replica whose identity query timed out is never taken for a
+// primary and fenced. A complete report that says writable wins over
+// standby.signal: PostgreSQL accepting writes is a fact, and a writable
+// server must keep renewing or be fenced, whatever files lie around.
 func classify(r *pgdrv1.HealthReport, fenced bool, standbySignal bool) leaseRole {
-	writable := r != nil && r.Connectable && !r.InRecovery
+	known := r != nil && r.Connectable && !r.RecoveryUnknown
+	writable := known && !r.InRecovery
 	switch {
 	case fenced && writable:
 		return roleFencedLive
@@ -64,12 +77,15 @@ func classify(r *pgdrv1.HealthReport, fenced bool, standbySignal bool) leaseRole
 		return roleWait
 	case writable:
 		return roleMaybe
-	case r.Connectable && r.InRecovery, !r.PostmasterAlive:
-		return roleNotPrimary
 	case standbySignal:
 		// Running but not answering (a replica replaying before it is
-		// consistent refuses connections): standby.signal says what it is.
+		// consistent refuses connections), or answering without saying
+		// whether it is in recovery: standby.signal says what it is.
 		return roleNotPrimary
+	case known && r.InRecovery, !r.PostmasterAlive:
+		return roleNotPrimary
+	case r.Connectable && r.RecoveryUnknown:
+		return roleUnsure
 	}
 	return roleMaybe
 }
@@ -125,7 +141,8 @@ func (d *Daemon) leaseRound(ctx context.Context, lc *leaseConn, warn func(error)
 	d.leaseMu.Lock()
 	fenced := d.lease.Fenced() != "" || (r != nil && r.Fenced)
 	d.leaseMu.Unlock()
-	switch classify(r, fenced, sigErr == nil) {
+	role := classify(r, fenced, sigErr == nil)
+	switch role {
 	case roleWait, roleFenced:
 		return 0
 	case roleFencedLive:
@@ -174,7 +191,15 @@ func (d *Daemon) leaseRound(ctx context.Context, lc *leaseConn, warn func(error)
 		} else {
 			d.failsafeRefused() // a reachable leader refused: no failsafe
 		}
-		if fence {
+		note := ""
+		switch {
+		case fence && role == roleUnsure:
+			// An incomplete report fences nothing: the node may be a
+			// replica whose identity query timed out. The refusal extended
+			// nothing, so the deadline still fences a node that stays
+			// unsure and is refused.
+			note = "; not fencing on a report that could not read the recovery state"
+		case fence:
 			d.fence(ctx, why)
 			return 0
 		}
@@ -182,7 +207,7 @@ func (d *Daemon) leaseRound(ctx context.Context, lc *leaseConn, warn func(error)
 			d.log.Info("primary lease granted", "component", "lease", "epoch", resp.GetEpoch(), "deadline_in", time.Until(deadline).Round(time.Millisecond))
 		}
 		if !resp.GetGranted() {
-			warn(fmt.Errorf("refused: %s", resp.GetReason()))
+			warn(fmt.Errorf("refused: %s%s", resp.GetReason(), note))
 		}
 	}
 	now := time.Now()

@@ -150,12 +150,16 @@ func (c *Checker) Check(ctx context.Context) *pgdrv1.HealthReport {
 	r.Connectable = true
 
 	var sysid int64
-	if q.row("server identity", "SELECT pg_is_in_recovery(), current_setting('server_version'), (SELECT system_identifier FROM pg_control_system())",
-		&r.InRecovery, &r.PgVersion, &sysid) {
-		r.SystemIdentifier = uint64(sysid)
-	} else {
+	var inRecovery bool
+	if !q.row("server identity", "SELECT pg_is_in_recovery(), current_setting('server_version'), (SELECT system_identifier FROM pg_control_system())",
+		&inRecovery, &r.PgVersion, &sysid) {
+		// Connectable, yet whether it is a replica is not known: a false
+		// InRecovery would read as "writable" (and a healthy replica
+		// could fence itself on it), so the report says unknown.
+		r.RecoveryUnknown = true
 		return r
 	}
+	r.InRecovery, r.SystemIdentifier = inRecovery, uint64(sysid)
 
 	if r.InRecovery {
 		c.replica(q, r)

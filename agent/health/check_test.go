@@ -63,6 +63,37 @@ func TestCheckPrimary(t *testing.T) {
 	}
 }
 
+// TestCheckPartialReport: SELECT 1 answers but the identity query fails
+// (here for want of the privilege; under load, a timeout): the report is
+// connectable with its recovery state unknown, never "not in recovery", so
+// nothing takes the server for a writable primary.
+func TestCheckPartialReport(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts PostgreSQL")
+	}
+	pg := pgtest.New(t, pgtest.Options{})
+	pg.Start(t)
+	pg.Exec(t, "CREATE ROLE probe LOGIN")
+	pg.Exec(t, "REVOKE EXECUTE ON FUNCTION pg_control_system() FROM PUBLIC")
+	dsn := strings.Replace(pg.DSN(), "user=postgres", "user=probe", 1)
+	c := NewChecker(Config{Cluster: "main", Node: "pg-a2", PGData: pg.PGData, DSN: dsn}, nil)
+	defer c.Close(context.Background())
+
+	r := c.Check(context.Background())
+	if !r.Connectable || !r.RecoveryUnknown || r.InRecovery || !strings.Contains(r.Error, "server identity") {
+		t.Fatalf("partial report: connectable %v recovery unknown %v in recovery %v error %q; want connectable, recovery unknown, the identity query named",
+			r.Connectable, r.RecoveryUnknown, r.InRecovery, r.Error)
+	}
+	if got := Role(r); got != RoleUnknown {
+		t.Fatalf("partial report has role %q, want %q", got, RoleUnknown)
+	}
+	for _, e := range []Endpoint{EndpointPrimary, EndpointReplica, EndpointReady} {
+		if code := Status(e, r, 1<<20); code != 503 {
+			t.Fatalf("%s answers %d on a partial report, want 503", e, code)
+		}
+	}
+}
+
 // TestStalePostmasterPID: a postmaster.pid naming a dead process or an
 // unrelated one is not a live server.
 func TestStalePostmasterPID(t *testing.T) {

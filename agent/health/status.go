@@ -46,6 +46,8 @@ func Role(r *pgdrv1.HealthReport) string {
 		return RoleUnknown
 	case r.Fenced:
 		return RoleFenced
+	case r.Connectable && r.RecoveryUnknown:
+		return RoleUnknown
 	case r.Connectable && r.InRecovery:
 		return RoleReplica
 	case r.Connectable:
@@ -70,12 +72,12 @@ func Status(endpoint Endpoint, r *pgdrv1.HealthReport, maxLagBytes int64) int {
 	case EndpointHealth:
 		ok = Healthy(r)
 	case EndpointReady:
-		ok = r != nil && r.Connectable && !r.Fenced &&
+		ok = r != nil && r.Connectable && !r.RecoveryUnknown && !r.Fenced &&
 			(!r.InRecovery || r.Streaming || r.ReplayLsn > 0)
 	case EndpointPrimary:
-		ok = r != nil && r.Connectable && !r.InRecovery && !r.Fenced
+		ok = r != nil && r.Connectable && !r.RecoveryUnknown && !r.InRecovery && !r.Fenced
 	case EndpointReplica:
-		ok = r != nil && r.Connectable && r.InRecovery && !r.Fenced && r.Streaming &&
+		ok = r != nil && r.Connectable && !r.RecoveryUnknown && r.InRecovery && !r.Fenced && r.Streaming &&
 			r.LagBytes >= 0 && r.LagBytes <= maxLagBytes
 	default:
 		return http.StatusNotFound

@@ -86,7 +86,12 @@ it comes back. Refused while the primary is healthy (use 'pgdrctl
 switchover' for a planned change: it loses nothing) or while its lease has
 not expired. Allowed while the cluster is paused. Needs role admin.
 
---force promotes even though the primary looks healthy or holds its lease.
+A replica lagging the primary's last known LSN by more than
+maximum_lag_on_failover is refused, and so is every replica while that LSN is
+unknown (the primary was never seen writable at its epoch).
+
+--force promotes even though the primary looks healthy or holds its lease,
+  or its last LSN is unknown (the lag limit still applies when it is known).
   WARNING: commits the old primary acknowledged but had not sent to NODE are
   LOST. The coordinator revokes the old primary's lease, orders it to fence
   and waits the lease out before promoting, so that two primaries never take
@@ -95,7 +100,7 @@ not expired. Allowed while the cluster is paused. Needs role admin.
 The default --timeout of this command is 5m.`, cf)
 	cluster := f.String("cluster", "", "the cluster (required)")
 	to := f.String("to", "", "the replica to promote (required)")
-	force := f.Bool("force", false, "promote even though the primary seems alive or holds its lease (DATA LOSS possible; see above)")
+	force := f.Bool("force", false, "promote even though the primary seems alive, holds its lease or its last LSN is unknown (DATA LOSS possible; see above)")
 	if _, err := f.parse(args, 0); err != nil {
 		return err
 	}

@@ -90,27 +90,27 @@ func TestFailoverGuards(t *testing.T) {
 		t.Fatalf("%v\n%s", err, out)
 	}
 	l.waitTable(t, "pg-a2", "(SELECT 1 FROM guard_pad HAVING count(*) = 4000) AS x", 60*time.Second)
-	testutil.WaitFor(t, 60*time.Second, "the leader sees pg-a1's LSN past the pad", func() (bool, error) {
-		out, err := l.psql("pg-a1", "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")
-		if err != nil {
-			return false, err
-		}
-		primaryLSN, _ := strconv.ParseFloat(out, 64)
+	out, err := l.psql("pg-a1", "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	padLSN, _ := strconv.ParseUint(out, 10, 64)
+	testutil.WaitFor(t, 60*time.Second, "the leader has pg-a1's LSN past the pad", func() (bool, error) {
 		c, err := l.clusterNow()
 		if err != nil {
 			return false, err
 		}
+		a1, _ := labMember(c, "pg-a1")
 		b1, _ := labMember(c, "pg-b1")
 		a2, _ := labMember(c, "pg-a2")
-		// Compare with the primary's position: pg-a2 close, pg-b1 > 1 MiB
-		// behind (the default maximum_lag_on_failover).
+		// The leader's last sample of pg-a1 is past the pad; against it,
+		// pg-a2 is close and pg-b1 > 1 MiB behind (the default
+		// maximum_lag_on_failover).
 		a2LSN, _ := wal.ParseLSN(a2.ReceiveLSN)
 		b1LSN, _ := wal.ParseLSN(b1.ReceiveLSN)
-		return primaryLSN-float64(a2LSN) < 64<<10 && primaryLSN-float64(b1LSN) > 2<<20, fmt.Errorf("primary at %.0f, pg-a2 received %s, pg-b1 %s", primaryLSN, a2.ReceiveLSN, b1.ReceiveLSN)
+		return a1.LSNBytes >= padLSN && padLSN-min(padLSN, uint64(a2LSN)) < 64<<10 && padLSN > uint64(b1LSN)+2<<20,
+			fmt.Errorf("pad at %d, leader sees pg-a1 at %d, pg-a2 received %s, pg-b1 %s", padLSN, a1.LSNBytes, a2.ReceiveLSN, b1.ReceiveLSN)
 	})
-	// The leader's last sample of pg-a1 must be after the pad too: wait a
-	// couple of report intervals.
-	time.Sleep(3 * time.Second)
 
 	checker := startWriteChecker(t, l, "pg-a1", "pg-a2", "pg-b1")
 	killed := l.killNode(t, "pg-a1")
@@ -262,4 +262,120 @@ func TestFailoverLeaderKilledMidway(t *testing.T) {
 	}
 	l.waitTable(t, other, "after_failover", 60*time.Second)
 	checker.finish(t)
+}
+
+// TestFailoverLagPostmasterOnly: the primary's PostgreSQL dies (its
+// postmaster killed -9, as by the OOM killer or a PANIC) while its agent
+// keeps running and reporting, and both replicas lag more than
+// maximum_lag_on_failover (cut from WAL, then about 4 MB written). The
+// agent's reports now carry no LSN; the leader must still judge the lag
+// against the last LSN it saw from the primary: nothing is promoted and
+// the failover-refused reason names the lag. After the coordinator leader
+// is killed, the next leader (whose view starts empty) refuses for the
+// same reason, from the primary's last LSN recorded in Raft.
+func TestFailoverLagPostmasterOnly(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the lab")
+	}
+	l := startLab(t)
+	epoch := l.wantPrimary(t, "pg-a1")
+
+	// Both replicas stop receiving WAL (no primary to stream from, no archive).
+	dead := testutil.FreePort(t)
+	for _, n := range []string{"pg-a2", "pg-b1"} {
+		for _, sql := range []string{
+			fmt.Sprintf("ALTER SYSTEM SET primary_conninfo = 'host=127.0.0.1 port=%d user=postgres application_name=%s connect_timeout=1'", dead, n),
+			"ALTER SYSTEM SET restore_command = ''",
+			"SELECT pg_reload_conf()",
+		} {
+			if out, err := l.psql(n, sql); err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+		}
+		testutil.WaitFor(t, 60*time.Second, n+" stops streaming", func() (bool, error) {
+			out, err := l.psql(n, "SELECT count(*) FROM pg_stat_wal_receiver WHERE status = 'streaming'")
+			return err == nil && out == "0", err
+		})
+	}
+	// About 4 MB of WAL that neither replica receives.
+	if out, err := l.psql("pg-a1", "CREATE TABLE lag_pad AS SELECT g, repeat(md5(g::text), 30) AS pad FROM generate_series(1, 4000) g"); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	out, err := l.psql("pg-a1", "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	padLSN, _ := strconv.ParseUint(out, 10, 64)
+	testutil.WaitFor(t, 60*time.Second, "the leader has pg-a1's LSN past the pad, both replicas > 2 MiB behind", func() (bool, error) {
+		c, err := l.clusterNow()
+		if err != nil {
+			return false, err
+		}
+		a1, _ := labMember(c, "pg-a1")
+		a2, _ := labMember(c, "pg-a2")
+		b1, _ := labMember(c, "pg-b1")
+		a2LSN, _ := wal.ParseLSN(a2.ReceiveLSN)
+		b1LSN, _ := wal.ParseLSN(b1.ReceiveLSN)
+		return a1.LSNBytes >= padLSN && padLSN > uint64(a2LSN)+2<<20 && padLSN > uint64(b1LSN)+2<<20,
+			fmt.Errorf("pad at %d, leader sees pg-a1 at %d, pg-a2 received %s, pg-b1 %s", padLSN, a1.LSNBytes, a2.ReceiveLSN, b1.ReceiveLSN)
+	})
+
+	// Only the postmaster dies; the agent lives on and reports it down.
+	pm := readPid(t, filepath.Join(l.dir, "pg-a1", "pgdata", "postmaster.pid"))
+	if err := syscall.Kill(pm, syscall.SIGKILL); err != nil {
+		t.Fatalf("kill -9 the postmaster %d: %v", pm, err)
+	}
+	killed := time.Now()
+	agentPid := readPid(t, filepath.Join(l.dir, "pg-a1", "agent.pid"))
+
+	// 1. The leader that saw the primary's LSN: no promotion past the lease.
+	seen := l.holdNoFailover(t, labLeaseTTL+8*time.Second, epoch, nil)
+	t.Logf("postmaster of pg-a1 killed: judgements %q", seen)
+	if err := syscall.Kill(agentPid, 0); err != nil {
+		t.Fatalf("pg-a1's agent is gone (%v): the test needs it reporting", err)
+	}
+	j := judgementWith(seen, "no candidate")
+	for _, want := range []string{"pg-a2: lags", "pg-b1: lags"} {
+		if !strings.Contains(j, want) {
+			t.Fatalf("judgement %q does not say %q (all: %q)", j, want, seen)
+		}
+	}
+	var refusal *ctl.EventJSON
+	h := l.history(t)
+	for i, ev := range h {
+		if ev.Kind == "failover-intent" {
+			t.Fatalf("a failover was started: %+v", ev)
+		}
+		if ev.Kind == "failover-refused" && strings.Contains(ev.Message, "lags") {
+			refusal = &h[i]
+		}
+	}
+	if refusal == nil {
+		t.Fatal("history has no failover-refused event naming the lag")
+	}
+	t.Logf("history: failover-refused %q %v (%.1fs after the kill)", refusal.Message, refusal.Details, time.Since(killed).Seconds())
+
+	// 2. A new coordinator leader, its view empty: still no promotion, and
+	// for the lag (the primary's last LSN recorded in Raft), not for an
+	// unknown LSN.
+	leader, err := l.leaderName()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(readPid(t, filepath.Join(l.dir, leader, "coordinator.pid")), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 60*time.Second, "another coordinator leads", func() (bool, error) {
+		n, err := l.leaderName()
+		return err == nil && n != leader, fmt.Errorf("leader %q: %v", n, err)
+	})
+	t.Logf("coordinator leader %s killed -9", leader)
+	seen = l.holdNoFailover(t, labLeaseTTL+8*time.Second, epoch, nil)
+	t.Logf("after the leader change: judgements %q", seen)
+	j = judgementWith(seen, "no candidate")
+	for _, want := range []string{"pg-a2: lags", "pg-b1: lags"} {
+		if !strings.Contains(j, want) {
+			t.Fatalf("the new leader's judgement %q does not say %q (all: %q)", j, want, seen)
+		}
+	}
 }

@@ -24,7 +24,8 @@
 //     report, a running and connectable postmaster, is in recovery, is not
 //     fenced, is not tagged "no-failover", does not refuse promotion, is on
 //     the highest timeline among fresh replicas, lags the primary's last known
-//     LSN by at most Policy.MaxLagOnFailover (0 means 1 MiB) and, in
+//     LSN by at most Policy.MaxLagOnFailover (0 means 1 MiB; an unknown
+//     primary LSN rejects every member unless forced) and, in
 //     synchronous mode, is a synchronous standby. Every other member gets one
 //     specific reason in Decision.Rejected (the first failed check in that
 //     order).
@@ -37,8 +38,14 @@
 //     (unlisted regions after listed ones), then name ascending. With no
 //     candidate: none, "no candidate: " and every rejection in name order.
 //
-// Lag is PrimaryLastLSN − ReceiveLSN; when PrimaryLastLSN is unknown (0) or
-// below the replica's ReceiveLSN the lag is 0. Any Policy.Synchronous other
+// Lag is PrimaryLastLSN − ReceiveLSN (0 when the replica received past it).
+// PrimaryLastLSN is the highest LSN the primary reported while writable at
+// this epoch; a report without an LSN (its PostgreSQL is down while its
+// agent still reports) never lowers it. When it is unknown (0) the lag
+// cannot be checked, and every member is rejected with UnknownPrimaryLSN
+// unless Input.Forced (an operator's manual failover with --force): taking
+// "unknown" for "no lag" would let a replica far behind be promoted and
+// everything the primary acknowledged since be lost. Any Policy.Synchronous other
 // than "" and "off" (that is "on", "quorum N", or a value this package does
 // not know) counts as synchronous mode: requiring a synchronous standby can
 // only cost availability, never an acknowledged commit.

@@ -64,9 +64,15 @@ type Input struct {
 	Members        map[string]Member
 	Policy         Policy
 	LastFailoverAt time.Time
-	// PrimaryLastLSN is the primary's last known LSN (0: unknown).
+	// PrimaryLastLSN is the highest LSN the primary reported while writable
+	// at this epoch (0: unknown). It must never be lowered by a report that
+	// carries no LSN (PostgreSQL down): that would turn the lag limit off.
 	PrimaryLastLSN uint64
-	Now            time.Time
+	// Forced is an operator's --force (manual failover): an unknown
+	// PrimaryLastLSN does not reject a member. The automatic failover never
+	// sets it.
+	Forced bool
+	Now    time.Time
 }
 
 // Action is what the leader should do.
@@ -196,7 +202,7 @@ func Decide(in Input) Decision {
 		if m.Fresh && m.RefusesPromotion != "" && refusing == "" {
 			refusing = n
 		}
-		if why := rejection(m, in.PrimaryLastLSN, maxLag, topTimeline, syncMode); why != "" {
+		if why := rejection(m, in.PrimaryLastLSN, maxLag, topTimeline, syncMode, in.Forced); why != "" {
 			rejected[n] = why
 			continue
 		}
@@ -251,7 +257,7 @@ func Decide(in Input) Decision {
 
 // rejection is why m may not be promoted, or "" if it may. Checks run in a
 // fixed order and the first failure is the reason.
-func rejection(m Member, primaryLSN, maxLag uint64, topTimeline uint32, syncMode bool) string {
+func rejection(m Member, primaryLSN, maxLag uint64, topTimeline uint32, syncMode, forced bool) string {
 	switch {
 	case !m.Fresh:
 		return "no fresh report"
@@ -271,6 +277,8 @@ func rejection(m Member, primaryLSN, maxLag uint64, topTimeline uint32, syncMode
 		return fmt.Sprintf("timeline %d behind %d", m.Timeline, topTimeline)
 	case syncMode && !m.Synchronous:
 		return notSynchronous(m)
+	case primaryLSN == 0 && !forced:
+		return UnknownPrimaryLSN
 	}
 	if lag := Lag(primaryLSN, m.ReceiveLSN); lag > maxLag {
 		return fmt.Sprintf("lags %d bytes, limit %d", lag, maxLag)
@@ -278,8 +286,16 @@ func rejection(m Member, primaryLSN, maxLag uint64, topTimeline uint32, syncMode
 	return ""
 }
 
+// UnknownPrimaryLSN is the rejection of every member while the primary's
+// last LSN is unknown: its lag cannot be checked against
+// maximum_lag_on_failover, and guessing "no lag" could lose everything the
+// primary wrote since the member last received WAL.
+const UnknownPrimaryLSN = "lag unknown: no LSN of the primary is known at this epoch (only a manual failover with --force promotes)"
+
 // Lag is how far a replica that received up to receive is behind a primary
-// last seen at primary; 0 when primary is unknown (0) or not ahead.
+// last seen at primary; 0 when primary is unknown (0) or not ahead. Decide
+// never calls it with an unknown primary: it rejects every member first
+// (UnknownPrimaryLSN) unless forced.
 func Lag(primary, receive uint64) uint64 {
 	if primary == 0 || primary < receive {
 		return 0

@@ -266,9 +266,10 @@ func incidents() []incident {
 			rejected: map[string]string{"b": "not connectable", "c": "no fresh report", "d": "fenced",
 				"e": "postmaster not running", "f": "not in recovery"}},
 
-		{n: 31, what: "primary's last LSN unknown: lag counts as 0, a far-behind lone replica is promoted",
+		{n: 31, what: "primary's last LSN unknown (never seen writable at this epoch): the lag cannot be checked → none, names it",
 			in:     with(lost(replica("b", 0x100)), func(in *Input) { in.PrimaryLastLSN = 0 }),
-			action: ActionPromote, candidate: "b"},
+			action: ActionNone, reason: []string{"no candidate: b: lag unknown", "--force"},
+			rejected: map[string]string{"b": UnknownPrimaryLSN}},
 
 		{n: 32, what: "replica received past the primary's last known LSN: lag 0 → promote",
 			in:     lost(replica("b", base+mib*64)),
@@ -302,6 +303,44 @@ func incidents() []incident {
 			in:     lost(replica("b", base, tags(TagNoFailover), refuses("acknowledged the primary's failsafe ping 3s ago")), replica("c", base)),
 			action: ActionNone, reason: []string{"primary alive per b's"}, ranked: []string{"c"},
 			rejected: map[string]string{"b": "tagged no-failover"}},
+
+		{n: 39, what: "primary's PostgreSQL OOM-killed, its agent still reports (fresh, postmaster not running); last known LSN 600 MB, the only replica at 100 MB → none, names the lag",
+			in: with(lost(replica("b", 100*mib)), func(in *Input) {
+				p := primary("a")
+				p.PostmasterAlive, p.Connectable, p.ReceiveLSN, p.ReplayLSN = false, false, 0, 0
+				in.Members["a"] = p
+				in.PrimaryLastLSN = 600 * mib
+			}),
+			action: ActionNone, reason: []string{"no candidate: b: lags 524288000 bytes, limit 1048576"},
+			rejected: map[string]string{"b": "lags 524288000 bytes, limit 1048576"}},
+
+		{n: 40, what: "primary's disk-full PANIC, new coordinator leader, LSN unknown to it; two replicas → none, both named, nothing guessed",
+			in: with(lost(replica("b", base), replica("c", base-mib)), func(in *Input) {
+				p := primary("a")
+				p.PostmasterAlive, p.Connectable = false, false
+				in.Members["a"] = p
+				in.PrimaryLastLSN = 0
+			}),
+			action: ActionNone, reason: []string{"b: lag unknown", "c: lag unknown"},
+			rejected: map[string]string{"b": UnknownPrimaryLSN, "c": UnknownPrimaryLSN}},
+
+		{n: 41, what: "operator's failover --force with the primary's LSN unknown → the best replica is promoted",
+			in: with(lost(replica("b", 0x100), replica("c", 0x200)), func(in *Input) {
+				in.PrimaryLastLSN = 0
+				in.Forced = true
+			}),
+			action: ActionPromote, candidate: "c", ranked: []string{"c", "b"}},
+
+		{n: 42, what: "--force with the primary's LSN known does not lift the lag limit → none, names the lag",
+			in:     with(lost(replica("b", base-21*mib)), func(in *Input) { in.Forced = true }),
+			action: ActionNone, rejected: map[string]string{"b": "lags 22020096 bytes, limit 1048576"}},
+
+		{n: 43, what: "synchronous on, the primary's LSN unknown: the sync standby is not promoted either → none",
+			in: with(lost(replica("b", base, sync)), func(in *Input) {
+				in.Policy.Synchronous = "on"
+				in.PrimaryLastLSN = 0
+			}),
+			action: ActionNone, rejected: map[string]string{"b": UnknownPrimaryLSN}},
 	}
 }
 
@@ -387,6 +426,7 @@ func TestDecideInvariants(t *testing.T) {
 		if coin(0.05) {
 			in.Primary = ""
 		}
+		in.Forced = coin(0.1)
 		for _, n := range names {
 			if coin(0.15) {
 				continue
@@ -428,6 +468,10 @@ func TestDecideInvariants(t *testing.T) {
 			maxLag = DefaultMaxLag
 		}
 		switch {
+		case in.Primary == "":
+			t.Fatalf("iter %d: promoted %q with no primary recorded", iter, d.Candidate)
+		case in.PrimaryLastLSN == 0 && !in.Forced:
+			t.Fatalf("iter %d: promoted %q with the primary's last LSN unknown, not forced", iter, d.Candidate)
 		case !ok || d.Candidate == in.Primary:
 			t.Fatalf("iter %d: promoted %q, primary %q", iter, d.Candidate, in.Primary)
 		case in.Paused || in.Now.Before(in.LeaseExpiresAt):

@@ -258,6 +258,30 @@ func applySetPrimary(st *pgdrv1.State, c *pgdrv1.Command, p *pgdrv1.SetPrimary, 
 	return nil
 }
 
+// applyRecordPrimaryLSN records the recorded primary's last known LSN at
+// its epoch (compare-and-set on primary and epoch). It never lowers the LSN
+// of the same epoch: a lower one is accepted and changes nothing. No
+// history event: it is written every few seconds and says nothing an
+// operator needs in the audit trail.
+func applyRecordPrimaryLSN(st *pgdrv1.State, _ *pgdrv1.Command, p *pgdrv1.RecordPrimaryLSN, _ uint64) error {
+	cl, err := findCluster(st, p.GetCluster())
+	if err != nil {
+		return fmt.Errorf("record primary LSN: %w", err)
+	}
+	switch {
+	case p.GetEpoch() != cl.GetEpoch() || p.GetPrimary() != cl.GetPrimary():
+		return fmt.Errorf("record primary LSN of cluster %q: %s at epoch %d is not the recorded primary (%q at epoch %d)",
+			cl.GetName(), p.GetPrimary(), p.GetEpoch(), cl.GetPrimary(), cl.GetEpoch())
+	case p.GetLsn() == 0:
+		return fmt.Errorf("record primary LSN of cluster %q: LSN 0 is not a position", cl.GetName())
+	}
+	if cl.GetPrimaryLastLsnEpoch() == p.GetEpoch() && cl.GetPrimaryLastLsn() >= p.GetLsn() {
+		return nil
+	}
+	cl.PrimaryLastLsn, cl.PrimaryLastLsnEpoch = p.GetLsn(), p.GetEpoch()
+	return nil
+}
+
 // applySetSyncStandbys records the synchronous standbys (compare-and-set
 // on the epoch). The primary itself and unknown members are refused; an
 // unchanged list is accepted without an event.

@@ -835,3 +835,49 @@ func TestClustersCopies(t *testing.T) {
 		t.Fatal("Clusters() returned the live state, not a copy")
 	}
 }
+
+// TestRecordPrimaryLSN: the recorded primary's last LSN is kept per epoch,
+// never lowered within one, refused for another primary or epoch, and
+// carried in snapshots.
+func TestRecordPrimaryLSN(t *testing.T) {
+	const typ = pgdrv1.CommandType_COMMAND_TYPE_RECORD_PRIMARY_LSN
+	h := newHarness(t, Options{})
+	h.mustApply(tRegister, member("main", "a", 0))
+	h.mustApply(tRegister, member("main", "b", 0))
+	h.mustApply(tPrimary, &pgdrv1.SetPrimary{Cluster: "main", Name: "a", ExpectedEpoch: 0})
+	for _, bad := range []*pgdrv1.RecordPrimaryLSN{
+		{Cluster: "main", Primary: "a", Epoch: 0, Lsn: 100}, // stale epoch
+		{Cluster: "main", Primary: "b", Epoch: 1, Lsn: 100}, // not the primary
+		{Cluster: "main", Primary: "a", Epoch: 1, Lsn: 0},   // no position
+		{Cluster: "nope", Primary: "a", Epoch: 1, Lsn: 100},
+	} {
+		before := h.f.State()
+		if r := h.apply(typ, bad); r.Ok {
+			t.Fatalf("accepted %v", bad)
+		}
+		after := h.f.State()
+		after.LastIndex = before.LastIndex
+		if !proto.Equal(before, after) {
+			t.Fatalf("rejected %v changed the state", bad)
+		}
+	}
+	n := len(h.f.History("main", 0, 0))
+	h.mustApply(typ, &pgdrv1.RecordPrimaryLSN{Cluster: "main", Primary: "a", Epoch: 1, Lsn: 600 << 20})
+	h.mustApply(typ, &pgdrv1.RecordPrimaryLSN{Cluster: "main", Primary: "a", Epoch: 1, Lsn: 100 << 20}) // lower: kept
+	if c, _ := h.f.Cluster("main"); c.PrimaryLastLsn != 600<<20 || c.PrimaryLastLsnEpoch != 1 {
+		t.Fatalf("primary last LSN %d at epoch %d, want %d at 1", c.PrimaryLastLsn, c.PrimaryLastLsnEpoch, 600<<20)
+	}
+	if len(h.f.History("main", 0, 0)) != n {
+		t.Fatal("recording the primary's LSN added history events")
+	}
+	// A new epoch starts from its own first record, lower or not.
+	h.mustApply(tPrimary, &pgdrv1.SetPrimary{Cluster: "main", Name: "b", ExpectedEpoch: 1})
+	h.mustApply(typ, &pgdrv1.RecordPrimaryLSN{Cluster: "main", Primary: "b", Epoch: 2, Lsn: 500 << 20})
+	g := New(quietLogger(), Options{})
+	if err := g.Restore(io.NopCloser(bytes.NewReader(persist(t, h.f)))); err != nil {
+		t.Fatal(err)
+	}
+	if c, _ := g.Cluster("main"); c.PrimaryLastLsn != 500<<20 || c.PrimaryLastLsnEpoch != 2 {
+		t.Fatalf("after restore: primary last LSN %d at epoch %d, want %d at 2", c.PrimaryLastLsn, c.PrimaryLastLsnEpoch, 500<<20)
+	}
+}

@@ -65,5 +65,7 @@ func newRegistry() registry {
 		typed(func() *pgdrv1.RemoveCoordinator { return &pgdrv1.RemoveCoordinator{} }, applyRemoveCoordinator))
 	r.register(pgdrv1.CommandType_COMMAND_TYPE_RECORD_EVENT,
 		typed(func() *pgdrv1.RecordEvent { return &pgdrv1.RecordEvent{} }, applyRecordEvent))
+	r.register(pgdrv1.CommandType_COMMAND_TYPE_RECORD_PRIMARY_LSN,
+		typed(func() *pgdrv1.RecordPrimaryLSN { return &pgdrv1.RecordPrimaryLSN{} }, applyRecordPrimaryLSN))
 	return r
 }

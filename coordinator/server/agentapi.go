@@ -291,7 +291,7 @@ func (a *agentAPI) Report(stream pgdrv1.AgentService_ReportServer) error {
 					a.s.metrics.reportDelay.Observe(d.Seconds())
 				}
 			}
-			a.s.view.put(r, now)
+			a.s.ingestReport(r, now)
 			a.s.metrics.reports.Inc()
 			n++
 		}

@@ -70,6 +70,9 @@ func (s *Server) failoverInput(c *pgdrv1.Cluster, samples map[memberKey]sample, 
 		in.Policy.PreferredRegions = p.PreferredRegions
 		in.Policy.Synchronous = p.Synchronous
 	}
+	// Never the latest report's LSN: one from an agent whose PostgreSQL is
+	// down carries none (see primarylsn.go).
+	in.PrimaryLastLSN = s.primaryLastLSN(c)
 	if le, ok := s.leases.get(c.Name); ok && le.epoch == c.Epoch && le.holder == c.Primary {
 		in.LeaseExpiresAt = le.expires
 	}
@@ -90,9 +93,6 @@ func (s *Server) failoverInput(c *pgdrv1.Cluster, samples map[memberKey]sample, 
 			fm.ReceiveLSN, fm.ReplayLSN = r.ReceiveLsn, r.ReplayLsn
 			if !c.GetPolicy().GetFailsafeDisabled() {
 				fm.RefusesPromotion = failsafeRefusal(r, c.Primary, s.cfg.Failover.LeaseTTL.Duration)
-			}
-			if name == c.Primary && !r.InRecovery {
-				in.PrimaryLastLSN = r.CurrentLsn
 			}
 		}
 		in.Members[name] = fm
@@ -201,6 +201,12 @@ func (s *Server) executeFailover(ctx context.Context, c *pgdrv1.Cluster, d failo
 		return
 	}
 	epoch := c.Epoch + 1
+	// The candidate's received WAL is a position its timeline has passed:
+	// the new epoch's last known LSN until it reports one as a primary, so
+	// that the lag limit is not "unknown" if it dies before its first report.
+	if sm, ok := s.view.get(memberKey{name, cand}); ok {
+		s.primaryLSN.observe(name, cand, epoch, max(sm.report.GetReceiveLsn(), sm.report.GetReplayLsn()))
+	}
 	// The new primary gets a lease at once, so that a failed promotion is
 	// not followed by another before a TTL has passed.
 	s.leases.renew(name, cand, epoch, cand, epoch, time.Now(), s.cfg.Failover.LeaseTTL.Duration)

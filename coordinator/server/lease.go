@@ -123,6 +123,9 @@ func (a *agentAPI) RenewLease(ctx context.Context, req *pgdrv1.RenewLeaseRequest
 	if !a.s.isLeader() {
 		return nil, a.notLeader()
 	}
+	if !a.s.caughtUpLeader() {
+		return nil, errCatchingUp
+	}
 	now := time.Now()
 	member, primary, epoch := a.s.fsm.MemberEpoch(req.Cluster, req.Node)
 	if !member {

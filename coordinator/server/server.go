@@ -47,6 +47,10 @@ type Options struct {
 	// state waits to be added: a member whose data was lost must not form
 	// a second cluster.
 	Bootstrap bool
+	// Barrier and StepDown, when set, replace raft's Barrier and
+	// LeadershipTransfer at the start of a term (tests hold or fail them).
+	Barrier  func(timeout time.Duration) error
+	StepDown func() error
 }
 
 // Server is one coordinator.
@@ -62,9 +66,11 @@ type Server struct {
 	view   *view
 	hub    *hub
 	leases *leases
-	judge  *judgements
-	syncer *syncer
-	conns  *peerConns
+	// primaryLSN: each cluster's primary's highest LSN seen (primarylsn.go).
+	primaryLSN *primaryLSNs
+	judge      *judgements
+	syncer     *syncer
+	conns      *peerConns
 	// contacts: which peers this leader's heartbeats reach (membership.go).
 	contacts *contacts
 
@@ -74,6 +80,9 @@ type Server struct {
 	mu        sync.Mutex
 	leaderCtx context.Context
 	leaderEnd context.CancelFunc
+	// caughtUp: this term's barrier completed, so the FSM holds every entry
+	// committed before the term began (see caughtUpLeader).
+	caughtUp bool
 }
 
 // New checks the configuration's files and builds a server; Run starts it.
@@ -86,17 +95,23 @@ func New(cfg *config.Config, log *slog.Logger, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	return newServer(cfg, log, opts, tokens, cli)
+}
+
+// newServer builds a server from files already read.
+func newServer(cfg *config.Config, log *slog.Logger, opts Options, tokens *config.Tokens, cli *tls.Config) (*Server, error) {
+	var err error
 	s := &Server{
 		cfg: cfg, opts: opts, log: log, tokens: tokens,
-		fsm:    fsm.New(log.With("component", "fsm"), fsm.Options{}),
-		view:   newView(),
-		hub:    newHub(),
-		leases: newLeases(),
-		judge:  newJudgements(),
-		syncer: newSyncer(),
-		conns:  newPeerConns(cli),
-
-		contacts: newContacts(),
+		fsm:        fsm.New(log.With("component", "fsm"), fsm.Options{}),
+		view:       newView(),
+		hub:        newHub(),
+		leases:     newLeases(),
+		judge:      newJudgements(),
+		primaryLSN: newPrimaryLSNs(),
+		syncer:     newSyncer(),
+		conns:      newPeerConns(cli),
+		contacts:   newContacts(),
 	}
 	s.metrics = newMetrics(s)
 	if s.notify, err = newNotifier(cfg, log); err != nil {
@@ -278,6 +293,23 @@ func raftConfig(cfg *config.Config, hl hclog.Logger) *raft.Config {
 
 func (s *Server) isLeader() bool { return s.raft != nil && s.raft.State() == raft.Leader }
 
+// caughtUpLeader reports whether this node leads and its state machine has
+// caught up with the log for this term (its barrier completed). Before
+// that, the FSM may lack entries committed by the previous leader (a new
+// primary, a new epoch), and anything judged on it, a lease renewal first
+// of all, could be wrong.
+func (s *Server) caughtUpLeader() bool {
+	s.mu.Lock()
+	ok := s.caughtUp && s.leaderCtx.Err() == nil
+	s.mu.Unlock()
+	return ok && s.isLeader()
+}
+
+// errCatchingUp refuses a request a leader that has not caught up must not
+// answer; the caller retries (Unavailable).
+var errCatchingUp = status.Error(codes.Unavailable,
+	"this coordinator has just become leader and has not caught up with the Raft log yet; retry shortly")
+
 // watchLeadership starts the leader's work when this node wins an
 // election and stops it when it loses leadership.
 func (s *Server) watchLeadership(ctx context.Context) {
@@ -301,19 +333,22 @@ func (s *Server) beginLeadership(parent context.Context) {
 	s.leaderEnd()
 	lctx, cancel := context.WithCancel(parent)
 	s.leaderCtx, s.leaderEnd = lctx, cancel
+	s.caughtUp = false
 	s.mu.Unlock()
 	s.view.reset()
 	s.judge.reset()
 	s.syncer.reset()
 	s.log.Info("became raft leader")
-	// The state is read after the barrier in leaderLoop; until then no
-	// renewal can be refused for an expiry this leader never saw.
+	// The state is read after the barrier in leaderLoop; until then every
+	// renewal is refused as retryable (caughtUpLeader), so that none is
+	// judged on a state that lacks the previous leader's last entries.
 	go s.leaderLoop(lctx)
 }
 
 func (s *Server) endLeadership() {
 	s.mu.Lock()
 	s.leaderEnd()
+	s.caughtUp = false
 	s.mu.Unlock()
 	s.view.reset()
 }
@@ -328,10 +363,9 @@ func (s *Server) currentLeaderCtx() context.Context {
 // leaderLoop runs while this node leads: it makes sure every voter is in
 // the replicated coordinator list, then watches clusters once a tick.
 func (s *Server) leaderLoop(ctx context.Context) {
-	if err := s.raft.Barrier(applyTimeout).Error(); err != nil {
-		s.log.Warn("leader barrier", "err", err)
+	if !s.catchUp(ctx) {
+		return
 	}
-	s.leases.assumeHeld(s.fsm.State(), time.Now(), s.cfg.Failover.LeaseTTL.Duration)
 	s.ensureCoordinators(ctx)
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
@@ -341,8 +375,56 @@ func (s *Server) leaderLoop(ctx context.Context) {
 			return
 		case <-t.C:
 			s.recordInitialPrimaries(ctx)
+			s.recordPrimaryLSNs(ctx)
 			s.failoverTick(ctx)
 			s.syncTick(ctx)
+		}
+	}
+}
+
+// catchUp runs this term's barrier, so that the FSM has applied every entry
+// committed before the term, assumes every recorded primary holds its lease
+// for a TTL from now, and then lets renewals in. When the barrier
+// fails the node steps down (leadership transfer): a leader that cannot
+// commit must not keep agents waiting on it. If even that fails (no other
+// voter reachable) it tries the barrier again, renewals still refused, for
+// as long as it leads. It reports whether the node caught up.
+func (s *Server) catchUp(ctx context.Context) bool {
+	barrier, stepDown := s.opts.Barrier, s.opts.StepDown
+	if barrier == nil {
+		barrier = func(d time.Duration) error { return s.raft.Barrier(d).Error() }
+	}
+	if stepDown == nil {
+		stepDown = func() error { return s.raft.LeadershipTransfer().Error() }
+	}
+	for {
+		err := barrier(applyTimeout)
+		if ctx.Err() != nil {
+			return false
+		}
+		if err == nil {
+			// Leases are assumed held on the caught-up state before the
+			// first renewal is let in, so that no grant is overwritten.
+			s.leases.assumeHeld(s.fsm.State(), time.Now(), s.cfg.Failover.LeaseTTL.Duration)
+			s.mu.Lock()
+			if s.leaderCtx == ctx {
+				s.caughtUp = true
+			}
+			s.mu.Unlock()
+			s.log.Info("leader caught up with the raft log; lease renewals accepted")
+			return true
+		}
+		s.log.Warn("leader barrier failed; lease renewals refused, stepping down", "err", err)
+		terr := stepDown()
+		if terr == nil {
+			s.log.Info("leadership transferred after the failed barrier")
+			return false
+		}
+		s.log.Warn("leadership transfer after the failed barrier", "err", terr)
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(time.Second):
 		}
 	}
 }
@@ -555,9 +637,14 @@ func (s *Server) gossipStates() map[string]string {
 }
 
 func (s *Server) clusterStatus(only string) []*pgdrv1.ClusterStatus {
+	clusters := s.fsm.Clusters()
+	lsns := make(map[string]uint64, len(clusters))
+	for name, c := range clusters {
+		lsns[name] = s.primaryLastLSN(c)
+	}
 	return clusterStatus(statusInput{
-		state: &pgdrv1.State{Clusters: s.fsm.Clusters()}, samples: s.view.snapshot(), gossip: s.gossipStates(),
-		now: time.Now(), staleAfter: s.cfg.Health.StaleAfter.Duration,
+		state: &pgdrv1.State{Clusters: clusters}, samples: s.view.snapshot(), gossip: s.gossipStates(),
+		now: time.Now(), staleAfter: s.cfg.Health.StaleAfter.Duration, primaryLSN: lsns,
 	}, only)
 }
 

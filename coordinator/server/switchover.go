@@ -528,6 +528,7 @@ func (s *Server) manualFailover(name, to string, force bool, actor string) (*pgd
 				old, problem, leaseLeft.Round(time.Millisecond))
 		}
 	}
+	in.Forced = force // an unknown primary LSN blocks only an unforced failover
 	ranked, rejected := rankReplicas(in, !force)
 	if why := rejected[to]; why != "" {
 		return nil, status.Errorf(codes.FailedPrecondition, "refused: to: %s cannot be promoted: %s", to, why)

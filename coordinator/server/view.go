@@ -74,6 +74,9 @@ type statusInput struct {
 	gossip     map[string]string // gossip.NodeName → state
 	now        time.Time
 	staleAfter time.Duration
+	// primaryLSN: each cluster's primary's last known LSN at its epoch
+	// (primarylsn.go), which a report without an LSN does not lower.
+	primaryLSN map[string]uint64
 }
 
 // defaultMaxLag is used when a cluster's policy leaves maximum_lag_on_failover at 0.
@@ -109,9 +112,9 @@ func clusterStatus(in statusInput, only string) []*pgdrv1.ClusterStatus {
 			age := in.now.Sub(s.at).Seconds()
 			return s.report, age, in.now.Sub(s.at) <= in.staleAfter
 		}
-		var primaryLSN uint64
+		primaryLSN := in.primaryLSN[name]
 		if pr, _, ok := fresh(c.Primary); ok && pr.Connectable && !pr.InRecovery {
-			primaryLSN = pr.CurrentLsn
+			primaryLSN = max(primaryLSN, pr.CurrentLsn)
 		}
 		members := make([]string, 0, len(c.Members))
 		for n := range c.Members {
@@ -158,6 +161,9 @@ func judge(ms *pgdrv1.MemberStatus, r *pgdrv1.HealthReport, isPrimary bool, prim
 	case !r.PostmasterAlive:
 		ms.Role = RoleStopped
 		ms.Problems = append(ms.Problems, "PostgreSQL is not running")
+		return
+	case r.RecoveryUnknown:
+		ms.Problems = append(ms.Problems, "connected, but its recovery state could not be read: "+r.Error)
 		return
 	case !r.Connectable:
 		ms.Problems = append(ms.Problems, "cannot connect: "+r.Error)

@@ -475,8 +475,13 @@ type HealthReport struct {
 	// failsafe_active: this primary serves without a lease because every
 	// member acknowledged its failsafe ping.
 	FailsafeActive bool `protobuf:"varint,29,opt,name=failsafe_active,json=failsafeActive,proto3" json:"failsafe_active,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// recovery_unknown: the server answered SELECT 1 but the round could not
+	// read pg_is_in_recovery() (a query timed out under load, say), so
+	// in_recovery, the LSNs and the timeline are unknown, not false or 0.
+	// Nothing may take such a report for a writable server.
+	RecoveryUnknown bool `protobuf:"varint,30,opt,name=recovery_unknown,json=recoveryUnknown,proto3" json:"recovery_unknown,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *HealthReport) Reset() {
@@ -708,6 +713,13 @@ func (x *HealthReport) GetFailsafeEpoch() uint64 {
 func (x *HealthReport) GetFailsafeActive() bool {
 	if x != nil {
 		return x.FailsafeActive
+	}
+	return false
+}
+
+func (x *HealthReport) GetRecoveryUnknown() bool {
+	if x != nil {
+		return x.RecoveryUnknown
 	}
 	return false
 }
@@ -1699,7 +1711,7 @@ const file_pgdr_v1_agent_proto_rawDesc = "" +
 	"\x06member\x18\x01 \x01(\v2\x0f.pgdr.v1.MemberR\x06member\"B\n" +
 	"\x10RegisterResponse\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x18\n" +
-	"\aprimary\x18\x02 \x01(\tR\aprimary\"\x89\t\n" +
+	"\aprimary\x18\x02 \x01(\tR\aprimary\"\xb4\t\n" +
 	"\fHealthReport\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12.\n" +
@@ -1736,7 +1748,8 @@ const file_pgdr_v1_agent_proto_rawDesc = "" +
 	"\x11failsafe_acked_at\x18\x1a \x01(\v2\x1a.google.protobuf.TimestampR\x0ffailsafeAckedAt\x12)\n" +
 	"\x10failsafe_primary\x18\x1b \x01(\tR\x0ffailsafePrimary\x12%\n" +
 	"\x0efailsafe_epoch\x18\x1c \x01(\x04R\rfailsafeEpoch\x12'\n" +
-	"\x0ffailsafe_active\x18\x1d \x01(\bR\x0efailsafeActive\"\xe2\x01\n" +
+	"\x0ffailsafe_active\x18\x1d \x01(\bR\x0efailsafeActive\x12)\n" +
+	"\x10recovery_unknown\x18\x1e \x01(\bR\x0frecoveryUnknown\"\xe2\x01\n" +
 	"\fReplicaState\x12)\n" +
 	"\x10application_name\x18\x01 \x01(\tR\x0fapplicationName\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x1d\n" +

@@ -38,21 +38,23 @@ const (
 	CommandType_COMMAND_TYPE_REMOVE_COORDINATOR CommandType = 7
 	CommandType_COMMAND_TYPE_RECORD_EVENT       CommandType = 8
 	CommandType_COMMAND_TYPE_SET_SYNC_STANDBYS  CommandType = 9
+	CommandType_COMMAND_TYPE_RECORD_PRIMARY_LSN CommandType = 10
 )
 
 // Enum value maps for CommandType.
 var (
 	CommandType_name = map[int32]string{
-		0: "COMMAND_TYPE_UNSPECIFIED",
-		1: "COMMAND_TYPE_REGISTER_MEMBER",
-		2: "COMMAND_TYPE_REMOVE_MEMBER",
-		3: "COMMAND_TYPE_SET_PRIMARY",
-		4: "COMMAND_TYPE_SET_PAUSED",
-		5: "COMMAND_TYPE_SET_POLICY",
-		6: "COMMAND_TYPE_UPSERT_COORDINATOR",
-		7: "COMMAND_TYPE_REMOVE_COORDINATOR",
-		8: "COMMAND_TYPE_RECORD_EVENT",
-		9: "COMMAND_TYPE_SET_SYNC_STANDBYS",
+		0:  "COMMAND_TYPE_UNSPECIFIED",
+		1:  "COMMAND_TYPE_REGISTER_MEMBER",
+		2:  "COMMAND_TYPE_REMOVE_MEMBER",
+		3:  "COMMAND_TYPE_SET_PRIMARY",
+		4:  "COMMAND_TYPE_SET_PAUSED",
+		5:  "COMMAND_TYPE_SET_POLICY",
+		6:  "COMMAND_TYPE_UPSERT_COORDINATOR",
+		7:  "COMMAND_TYPE_REMOVE_COORDINATOR",
+		8:  "COMMAND_TYPE_RECORD_EVENT",
+		9:  "COMMAND_TYPE_SET_SYNC_STANDBYS",
+		10: "COMMAND_TYPE_RECORD_PRIMARY_LSN",
 	}
 	CommandType_value = map[string]int32{
 		"COMMAND_TYPE_UNSPECIFIED":        0,
@@ -65,6 +67,7 @@ var (
 		"COMMAND_TYPE_REMOVE_COORDINATOR": 7,
 		"COMMAND_TYPE_RECORD_EVENT":       8,
 		"COMMAND_TYPE_SET_SYNC_STANDBYS":  9,
+		"COMMAND_TYPE_RECORD_PRIMARY_LSN": 10,
 	}
 )
 
@@ -712,6 +715,80 @@ func (x *SetSyncStandbys) GetExpectedEpoch() uint64 {
 	return 0
 }
 
+// RecordPrimaryLSN records the highest LSN the leader saw the recorded
+// primary report while writable at epoch, so that a new leader judges
+// maximum_lag_on_failover against it. It applies only when primary and
+// epoch are the cluster's current ones and never lowers the recorded LSN of
+// that epoch. The leader writes it at most every few seconds (see
+// coordinator/server/primarylsn.go); it is proposed with ignore_if_unknown.
+type RecordPrimaryLSN struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Cluster       string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	Primary       string                 `protobuf:"bytes,2,opt,name=primary,proto3" json:"primary,omitempty"`
+	Epoch         uint64                 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Lsn           uint64                 `protobuf:"varint,4,opt,name=lsn,proto3" json:"lsn,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordPrimaryLSN) Reset() {
+	*x = RecordPrimaryLSN{}
+	mi := &file_pgdr_v1_raft_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordPrimaryLSN) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordPrimaryLSN) ProtoMessage() {}
+
+func (x *RecordPrimaryLSN) ProtoReflect() protoreflect.Message {
+	mi := &file_pgdr_v1_raft_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordPrimaryLSN.ProtoReflect.Descriptor instead.
+func (*RecordPrimaryLSN) Descriptor() ([]byte, []int) {
+	return file_pgdr_v1_raft_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *RecordPrimaryLSN) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *RecordPrimaryLSN) GetPrimary() string {
+	if x != nil {
+		return x.Primary
+	}
+	return ""
+}
+
+func (x *RecordPrimaryLSN) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *RecordPrimaryLSN) GetLsn() uint64 {
+	if x != nil {
+		return x.Lsn
+	}
+	return 0
+}
+
 var File_pgdr_v1_raft_proto protoreflect.FileDescriptor
 
 const file_pgdr_v1_raft_proto_rawDesc = "" +
@@ -754,7 +831,12 @@ const file_pgdr_v1_raft_proto_rawDesc = "" +
 	"\x0fSetSyncStandbys\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x14\n" +
 	"\x05names\x18\x02 \x03(\tR\x05names\x12%\n" +
-	"\x0eexpected_epoch\x18\x03 \x01(\x04R\rexpectedEpoch*\xd2\x02\n" +
+	"\x0eexpected_epoch\x18\x03 \x01(\x04R\rexpectedEpoch\"n\n" +
+	"\x10RecordPrimaryLSN\x12\x18\n" +
+	"\acluster\x18\x01 \x01(\tR\acluster\x12\x18\n" +
+	"\aprimary\x18\x02 \x01(\tR\aprimary\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12\x10\n" +
+	"\x03lsn\x18\x04 \x01(\x04R\x03lsn*\xf7\x02\n" +
 	"\vCommandType\x12\x1c\n" +
 	"\x18COMMAND_TYPE_UNSPECIFIED\x10\x00\x12 \n" +
 	"\x1cCOMMAND_TYPE_REGISTER_MEMBER\x10\x01\x12\x1e\n" +
@@ -765,7 +847,9 @@ const file_pgdr_v1_raft_proto_rawDesc = "" +
 	"\x1fCOMMAND_TYPE_UPSERT_COORDINATOR\x10\x06\x12#\n" +
 	"\x1fCOMMAND_TYPE_REMOVE_COORDINATOR\x10\a\x12\x1d\n" +
 	"\x19COMMAND_TYPE_RECORD_EVENT\x10\b\x12\"\n" +
-	"\x1eCOMMAND_TYPE_SET_SYNC_STANDBYS\x10\tB+Z)github.com/pgdr/pgdr/proto/pgdr/v1;pgdrv1b\x06proto3"
+	"\x1eCOMMAND_TYPE_SET_SYNC_STANDBYS\x10\t\x12#\n" +
+	"\x1fCOMMAND_TYPE_RECORD_PRIMARY_LSN\x10\n" +
+	"B+Z)github.com/pgdr/pgdr/proto/pgdr/v1;pgdrv1b\x06proto3"
 
 var (
 	file_pgdr_v1_raft_proto_rawDescOnce sync.Once
@@ -780,7 +864,7 @@ func file_pgdr_v1_raft_proto_rawDescGZIP() []byte {
 }
 
 var file_pgdr_v1_raft_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_pgdr_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_pgdr_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_pgdr_v1_raft_proto_goTypes = []any{
 	(CommandType)(0),              // 0: pgdr.v1.CommandType
 	(*Command)(nil),               // 1: pgdr.v1.Command
@@ -794,19 +878,20 @@ var file_pgdr_v1_raft_proto_goTypes = []any{
 	(*RemoveCoordinator)(nil),     // 9: pgdr.v1.RemoveCoordinator
 	(*RecordEvent)(nil),           // 10: pgdr.v1.RecordEvent
 	(*SetSyncStandbys)(nil),       // 11: pgdr.v1.SetSyncStandbys
-	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
-	(*Member)(nil),                // 13: pgdr.v1.Member
-	(*Policy)(nil),                // 14: pgdr.v1.Policy
-	(*Coordinator)(nil),           // 15: pgdr.v1.Coordinator
-	(*HistoryEvent)(nil),          // 16: pgdr.v1.HistoryEvent
+	(*RecordPrimaryLSN)(nil),      // 12: pgdr.v1.RecordPrimaryLSN
+	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
+	(*Member)(nil),                // 14: pgdr.v1.Member
+	(*Policy)(nil),                // 15: pgdr.v1.Policy
+	(*Coordinator)(nil),           // 16: pgdr.v1.Coordinator
+	(*HistoryEvent)(nil),          // 17: pgdr.v1.HistoryEvent
 }
 var file_pgdr_v1_raft_proto_depIdxs = []int32{
 	0,  // 0: pgdr.v1.Command.type:type_name -> pgdr.v1.CommandType
-	12, // 1: pgdr.v1.Command.time:type_name -> google.protobuf.Timestamp
-	13, // 2: pgdr.v1.RegisterMember.member:type_name -> pgdr.v1.Member
-	14, // 3: pgdr.v1.SetPolicy.policy:type_name -> pgdr.v1.Policy
-	15, // 4: pgdr.v1.UpsertCoordinator.coordinator:type_name -> pgdr.v1.Coordinator
-	16, // 5: pgdr.v1.RecordEvent.event:type_name -> pgdr.v1.HistoryEvent
+	13, // 1: pgdr.v1.Command.time:type_name -> google.protobuf.Timestamp
+	14, // 2: pgdr.v1.RegisterMember.member:type_name -> pgdr.v1.Member
+	15, // 3: pgdr.v1.SetPolicy.policy:type_name -> pgdr.v1.Policy
+	16, // 4: pgdr.v1.UpsertCoordinator.coordinator:type_name -> pgdr.v1.Coordinator
+	17, // 5: pgdr.v1.RecordEvent.event:type_name -> pgdr.v1.HistoryEvent
 	6,  // [6:6] is the sub-list for method output_type
 	6,  // [6:6] is the sub-list for method input_type
 	6,  // [6:6] is the sub-list for extension type_name
@@ -826,7 +911,7 @@ func file_pgdr_v1_raft_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pgdr_v1_raft_proto_rawDesc), len(file_pgdr_v1_raft_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

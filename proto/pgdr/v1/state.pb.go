@@ -278,9 +278,15 @@ type Cluster struct {
 	// sync_standbys: in synchronous mode, the standbys named in the
 	// primary's synchronous_standby_names, recorded before the primary is
 	// told to use them, so only one of them is ever promoted.
-	SyncStandbys  []string `protobuf:"bytes,8,rep,name=sync_standbys,json=syncStandbys,proto3" json:"sync_standbys,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	SyncStandbys []string `protobuf:"bytes,8,rep,name=sync_standbys,json=syncStandbys,proto3" json:"sync_standbys,omitempty"`
+	// primary_last_lsn: the highest LSN the recorded primary reported while
+	// writable at epoch primary_last_lsn_epoch (RecordPrimaryLSN). It is the
+	// primary's last known position for maximum_lag_on_failover when the
+	// primary's PostgreSQL is gone; 0, or another epoch, means unknown.
+	PrimaryLastLsn      uint64 `protobuf:"varint,9,opt,name=primary_last_lsn,json=primaryLastLsn,proto3" json:"primary_last_lsn,omitempty"`
+	PrimaryLastLsnEpoch uint64 `protobuf:"varint,10,opt,name=primary_last_lsn_epoch,json=primaryLastLsnEpoch,proto3" json:"primary_last_lsn_epoch,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *Cluster) Reset() {
@@ -367,6 +373,20 @@ func (x *Cluster) GetSyncStandbys() []string {
 		return x.SyncStandbys
 	}
 	return nil
+}
+
+func (x *Cluster) GetPrimaryLastLsn() uint64 {
+	if x != nil {
+		return x.PrimaryLastLsn
+	}
+	return 0
+}
+
+func (x *Cluster) GetPrimaryLastLsnEpoch() uint64 {
+	if x != nil {
+		return x.PrimaryLastLsnEpoch
+	}
+	return 0
 }
 
 // Coordinator is one voter of the Raft cluster.
@@ -675,7 +695,7 @@ const file_pgdr_v1_state_proto_rawDesc = "" +
 	"\x17maximum_lag_on_failover\x18\x05 \x01(\x04R\x14maximumLagOnFailover\x12 \n" +
 	"\vsynchronous\x18\x06 \x01(\tR\vsynchronous\x12+\n" +
 	"\x11preferred_regions\x18\a \x03(\tR\x10preferredRegions\x12+\n" +
-	"\x11failsafe_disabled\x18\b \x01(\bR\x10failsafeDisabled\"\x89\x03\n" +
+	"\x11failsafe_disabled\x18\b \x01(\bR\x10failsafeDisabled\"\xe8\x03\n" +
 	"\aCluster\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x127\n" +
 	"\amembers\x18\x02 \x03(\v2\x1d.pgdr.v1.Cluster.MembersEntryR\amembers\x12\x18\n" +
@@ -685,7 +705,10 @@ const file_pgdr_v1_state_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12+\n" +
 	"\x11system_identifier\x18\a \x01(\x04R\x10systemIdentifier\x12#\n" +
-	"\rsync_standbys\x18\b \x03(\tR\fsyncStandbys\x1aK\n" +
+	"\rsync_standbys\x18\b \x03(\tR\fsyncStandbys\x12(\n" +
+	"\x10primary_last_lsn\x18\t \x01(\x04R\x0eprimaryLastLsn\x123\n" +
+	"\x16primary_last_lsn_epoch\x18\n" +
+	" \x01(\x04R\x13primaryLastLsnEpoch\x1aK\n" +
 	"\fMembersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12%\n" +
 	"\x05value\x18\x02 \x01(\v2\x0f.pgdr.v1.MemberR\x05value:\x028\x01\"\xa4\x01\n" +
