@@ -187,6 +187,9 @@ func Take(ctx context.Context, d Deps, o Options) (*Manifest, error) {
 		m.TypeReason = reason
 		log.Warn("taking a full backup", "requested", o.Type, "reason", reason)
 	}
+	if srv.inRecovery && o.PrimaryDSN != "" && len(cands) > 0 {
+		awaitCheckpoint(ctx, conn, o.PrimaryDSN, cands[0].StopLSN, o.WALTimeout, log)
+	}
 	parent, err := startBackup(ctx, conn, m, resv.stamp, o, cands, log)
 	if err != nil {
 		return nil, err
@@ -478,6 +481,69 @@ func startBackup(ctx context.Context, conn *pgx.Conn, m *Manifest, stamp string,
 			return nil, fmt.Errorf("pg_backup_stop, ending the %s backup to take a full one: %w", o.Type, err)
 		}
 		m.Type = TypeFull
+	}
+}
+
+// awaitCheckpoint lets a standby backup start after need, the newest
+// parent's stop LSN, so that it can build on it: a standby backup starts at
+// the redo point of the last checkpoint the standby replayed, before the
+// parent's end when the primary has not checkpointed since. It runs
+// CHECKPOINT on the primary and waits, at most timeout, for the standby to
+// replay it; a standby whose replay is paused is not waited for. Failures
+// only warn: startBackup decides with the start LSN it gets.
+func awaitCheckpoint(ctx context.Context, standby *pgx.Conn, primaryDSN string, need wal.LSN, timeout time.Duration, log *slog.Logger) {
+	var redo string
+	if err := standby.QueryRow(ctx, "SELECT redo_lsn::text FROM pg_control_checkpoint()").Scan(&redo); err != nil {
+		log.Warn("reading the standby's last restartpoint", "err", err)
+		return
+	}
+	if r, err := wal.ParseLSN(redo); err != nil || r >= need {
+		return
+	}
+	pc, err := pgx.Connect(ctx, primaryDSN)
+	if err != nil {
+		log.Warn("connecting to the primary for a checkpoint", "err", err)
+		return
+	}
+	defer pc.Close(context.WithoutCancel(ctx))
+	var ckpt string
+	if _, err := pc.Exec(ctx, "CHECKPOINT"); err != nil {
+		log.Warn("CHECKPOINT on the primary, so that this backup starts after its parent's end", "err", err)
+		return
+	}
+	if err := pc.QueryRow(ctx, "SELECT checkpoint_lsn::text FROM pg_control_checkpoint()").Scan(&ckpt); err != nil {
+		log.Warn("reading the primary's checkpoint", "err", err)
+		return
+	}
+	target, err := wal.ParseLSN(ckpt)
+	if err != nil {
+		return
+	}
+	log.Info("waiting for the standby to replay a checkpoint of the primary, so that this backup starts after its parent's end",
+		"checkpoint", target, "parent_stop_lsn", need)
+	deadline := time.Now().Add(timeout)
+	for {
+		var replay, pause string
+		if err := standby.QueryRow(ctx, "SELECT coalesce(pg_last_wal_replay_lsn()::text, '0/0'), pg_get_wal_replay_pause_state()").Scan(&replay, &pause); err != nil {
+			log.Warn("reading the standby's replay position", "err", err)
+			return
+		}
+		if r, err := wal.ParseLSN(replay); err == nil && r > target {
+			return
+		}
+		if pause != "not paused" {
+			log.Warn("replay is paused on this standby: not waiting for it", "replay_lsn", replay, "checkpoint", target)
+			return
+		}
+		if time.Now().After(deadline) {
+			log.Warn("the standby has not replayed the primary's checkpoint in time", "replay_lsn", replay, "checkpoint", target, "waited", timeout)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 }
 

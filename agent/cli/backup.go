@@ -42,7 +42,7 @@ needs is archived (at most --wal-timeout): until then the backup does not exist.
 
 A diff or incr builds on a backup that every repository holds, with its
 whole chain, and that ends at or before this backup's start LSN (a standby
-behind the last backup cannot build on it); with none, a full backup is
+behind the last backup cannot build on it; see --primary-dsn); with none, a full backup is
 taken and the reason logged and recorded (type_reason). The backup ID is
 reserved in every repository first, so concurrent backups get distinct IDs.
 Runs as the data directory's owner only (files it creates in a file
@@ -52,7 +52,7 @@ repository must stay readable by archive_command), unless --allow-other-user.`, 
 	label := f.String("label", "", "backup label (default: pgdr <id>)")
 	parallel := f.Int("parallel", runtime.NumCPU(), "files read, compressed and uploaded at once")
 	allowCorrupt := f.Bool("allow-corrupt", false, "record the backup even when page checksums fail (the pages are listed in the manifest)")
-	primary := f.String("primary-dsn", "", "standby backups: the primary, where pg_switch_wal() closes the last segment the backup needs")
+	primary := f.String("primary-dsn", "", "standby backups: the primary, where pg_switch_wal() closes the last segment the backup needs, a CHECKPOINT (when the standby's last restartpoint is before the parent's end) lets a diff or incr start after its parent, and pg_stat_archiver is read")
 	walTimeout := f.Duration("wal-timeout", backup.DefaultWALTimeout, "how long to wait, after pg_backup_stop, for the WAL the backup needs to be in every repository; then fail naming the missing segment and pg_stat_archiver's last failure")
 	otherUser := f.Bool("allow-other-user", false, "run although the current user does not own the data directory (what it creates in file repositories may then be unreadable to archive_command)")
 	progress := f.Bool("progress", isTerminal(e.stderr), "print progress (default: when stderr is a terminal)")

@@ -89,6 +89,30 @@ func TestBackupIncrFromLaggingStandby(t *testing.T) {
 		t.Errorf("manifest of %s: type %s, parent %q, label %q, type_reason %q", b.ID, m.Type, m.Parent, m.Label, m.TypeReason)
 	}
 	sb.Exec(t, "SELECT pg_wal_replay_resume()")
+	testutil.WaitFor(t, 60*time.Second, "the standby to replay batch 3", func() (bool, error) {
+		got := batchesIn(t, sb)
+		return got == "1,2,3", fmt.Errorf("standby has batches %q", got)
+	})
+	// Replaying again, the standby can build on that full: with
+	// --primary-dsn a checkpoint on the primary, once replayed, moves its
+	// start past the full's end.
+	r = runAgentPG(t, "backup", "--config", sbcfg, "--json", "--wal-timeout", "2m", "--type", "incr", "--from-standby", "--primary-dsn", l.pg.DSN())
+	if r.code != 0 {
+		t.Fatalf("incr on the standby replaying again: exit %d\n%s", r.code, tail(r.stderr, 3000))
+	}
+	b2 := parseBackup(t, r)
+	if b2.Type != "incr" || b2.Parent != b.ID {
+		t.Errorf("incr on the standby replaying again: %+v, want an incr on %s\n%s", b2, b.ID, tail(r.stderr, 3000))
+	}
+	// And right after it, with no checkpoint on the primary in between
+	// but the one --primary-dsn asks for.
+	r = runAgentPG(t, "backup", "--config", sbcfg, "--json", "--wal-timeout", "2m", "--type", "incr", "--from-standby", "--primary-dsn", l.pg.DSN())
+	if r.code != 0 {
+		t.Fatalf("second incr on the standby: exit %d\n%s", r.code, tail(r.stderr, 3000))
+	}
+	if b3 := parseBackup(t, r); b3.Type != "incr" || b3.Parent != b2.ID || !strings.Contains(r.stderr, "checkpoint of the primary") {
+		t.Errorf("second incr on the standby: %+v, want an incr on %s after a checkpoint of the primary\n%s", b3, b2.ID, tail(r.stderr, 3000))
+	}
 	seg := l.switchWAL(t)
 	l.waitArchived(t, seg, 2*time.Minute)
 	sb.Stop(t, "fast")
