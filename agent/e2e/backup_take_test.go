@@ -257,6 +257,7 @@ func TestBackupAsOtherUser(t *testing.T) {
 	if r.code == 0 || !strings.Contains(r.stderr, "belongs to") || !strings.Contains(r.stderr, "--allow-other-user") {
 		t.Errorf("backup as root of a cluster owned by postgres: exit %d, want a refusal naming --allow-other-user\n%s", r.code, tail(r.stderr, 3000))
 	}
+	t.Logf("backup as root: exit %d: %s", r.code, strings.TrimSpace(r.stderr))
 	owner := pgtest.Credential(t).Uid
 	filepath.WalkDir(l.repoDir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -289,7 +290,7 @@ func TestBackupWALTimeout(t *testing.T) {
 	began := time.Now()
 	r := runAgentPG(t, "backup", "--config", l.cfg, "--json", "--wal-timeout", "5s")
 	took := time.Since(began)
-	t.Logf("backup with a failing archive_command: exit %d after %s", r.code, took)
+	t.Logf("backup with a failing archive_command: exit %d after %s: %s", r.code, took, r.stderr)
 	if r.code == 0 {
 		t.Fatalf("backup succeeded without its WAL archived:\n%s", r.stdout)
 	}
