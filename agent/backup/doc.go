@@ -21,13 +21,26 @@
 // images are forced on during a backup). Pages are never trusted where LSNs
 // are not maintained: free-space-map and visibility-map forks (visibility-map
 // bits are cleared without an LSN change), init forks and every non-relation
-// file are stored whole in every backup. A parent on another timeline, or a
-// missing parent, makes the backup a full one.
+// file are stored whole in every backup. The parent must be held, with its
+// chain, by every repository the backup goes to, and end (stop LSN) at or
+// before this backup's start LSN: otherwise a standby behind the parent
+// would record as unchanged pages it has not replayed yet, and restore
+// would write the parent's newer copies (see startBackup). A parent on
+// another timeline, or no parent meeting these, makes the backup a full
+// one, the reason recorded in the manifest (type_reason).
+//
+// # Backup IDs
+//
+// An ID is the UTC second plus the type letter, reserved in every
+// repository before anything is written under it (reserveID), so that two
+// backups never share one and a failed backup's clean-up removes only its
+// own objects.
 //
 // # Repository layout
 //
 //	<cluster>/backup/<id>/pgdata/<path>   one object per stored file (full content, or delta pages)
 //	<cluster>/backup/<id>/backup.manifest written last: the backup exists only once it is there
+//	<cluster>/backup/<second>.reserved/<random>  the ID's reservation while the backup runs
 //
 // The manifest is compressed and checksummed but not encrypted, so that hosts
 // holding only public recipients can list backups and take incrementals: it

@@ -36,10 +36,14 @@ const ManifestFormat = 1
 
 // Manifest describes one base backup completely.
 type Manifest struct {
-	Format           int           `json:"format"`
-	ID               string        `json:"id"`
-	Type             string        `json:"type"`
-	Parent           string        `json:"parent,omitempty"`
+	Format int    `json:"format"`
+	ID     string `json:"id"`
+	Type   string `json:"type"`
+	Parent string `json:"parent,omitempty"`
+	// TypeReason says why the backup is full when another type was asked
+	// for (no parent complete in every repository, a parent ending after
+	// this backup's start, another timeline).
+	TypeReason       string        `json:"type_reason,omitempty"`
 	Label            string        `json:"label"`
 	Cluster          string        `json:"cluster"`
 	Node             string        `json:"node"`

@@ -2,7 +2,9 @@ package backup
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -42,7 +44,7 @@ type Options struct {
 	Parallel     int           // files read at once (default: CPU count)
 	AllowCorrupt bool          // finish even when page checksums fail
 	PrimaryDSN   string        // standby backups: switch WAL on the primary so the last segment is archived
-	WALTimeout   time.Duration // how long to wait for the WAL the backup needs (default 10 min)
+	WALTimeout   time.Duration // how long to wait for the WAL the backup needs (default DefaultWALTimeout)
 	Progress     io.Writer     // progress lines, nil for none
 	MaxRate      int64         // bytes per second read from the data directory (0 = unlimited), to spare the server's I/O
 	PartSize     int64         // files larger than this are stored as parts read in parallel (default PartSize)
@@ -122,7 +124,7 @@ func Take(ctx context.Context, d Deps, o Options) (*Manifest, error) {
 		o.Parallel = runtime.NumCPU()
 	}
 	if o.WALTimeout <= 0 {
-		o.WALTimeout = 10 * time.Minute
+		o.WALTimeout = DefaultWALTimeout
 	}
 	if o.PartSize <= 0 {
 		o.PartSize = PartSize
@@ -160,39 +162,41 @@ func Take(ctx context.Context, d Deps, o Options) (*Manifest, error) {
 		return nil, fmt.Errorf("PostgreSQL %d is not supported (15 or later)", srv.version)
 	}
 
-	main := d.Repos[0]
-	parent, err := pickParent(ctx, main, d.Cfg.Cluster, o.Type, srv, log)
+	cands, reason, err := parentCandidates(ctx, d.Repos, d.Cfg.Cluster, o.Type, srv)
 	if err != nil {
 		return nil, err
 	}
+	// The ID is reserved in every repository before anything is written
+	// under it, so that a concurrent backup (another process, another
+	// node) never shares it and a failed backup's clean-up deletes only
+	// its own objects.
+	resv, err := reserveID(ctx, d.Repos, d.Cfg.Cluster, d.Cfg.Node.Name, time.Now, log)
+	if err != nil {
+		return nil, err
+	}
+	defer resv.release(context.WithoutCancel(ctx))
 	typ := o.Type
-	if parent == nil {
+	if len(cands) == 0 {
 		typ = TypeFull
 	}
-	id, err := newID(ctx, main, d.Cfg.Cluster, typ)
-	if err != nil {
-		return nil, err
-	}
 	m := &Manifest{
-		Format: ManifestFormat, ID: id, Type: typ, Label: o.Label, Cluster: d.Cfg.Cluster, Node: d.Cfg.Node.Name,
+		Format: ManifestFormat, Type: typ, Label: o.Label, Cluster: d.Cfg.Cluster, Node: d.Cfg.Node.Name,
 		SystemIdentifier: srv.sysid, PGVersion: srv.version, FromStandby: srv.inRecovery,
 		DataChecksums: srv.checksums, SegmentSize: srv.segSize, StartTime: time.Now().UTC(),
 	}
-	if parent != nil {
-		m.Parent = parent.ID
+	if typ != o.Type {
+		m.TypeReason = reason
+		log.Warn("taking a full backup", "requested", o.Type, "reason", reason)
 	}
-	if m.Label == "" {
-		m.Label = "pgdr " + id
+	if srv.inRecovery && o.PrimaryDSN != "" && len(cands) > 0 {
+		awaitCheckpoint(ctx, conn, o.PrimaryDSN, cands[0].StopLSN, o.WALTimeout, log)
 	}
-	log = log.With("backup", id, "type", typ)
-
-	var startLSN string
-	if err := conn.QueryRow(ctx, "SELECT pg_backup_start($1, true)::text", m.Label).Scan(&startLSN); err != nil {
-		return nil, fmt.Errorf("pg_backup_start: %w", err)
-	}
-	if m.StartLSN, err = wal.ParseLSN(startLSN); err != nil {
+	parent, err := startBackup(ctx, conn, m, resv.stamp, o, cands, log)
+	if err != nil {
 		return nil, err
 	}
+	id := m.ID
+	log = log.With("backup", id, "type", m.Type)
 	log.Info("backup started", "start_lsn", m.StartLSN, "parent", m.Parent, "from_standby", m.FromStandby)
 
 	w, err := walk(d.Cfg.Postgres.PGData)
@@ -298,7 +302,8 @@ func Take(ctx context.Context, d Deps, o Options) (*Manifest, error) {
 			log.Warn("switching WAL on the primary", "err", err)
 		}
 	}
-	if err := waitWAL(ctx, d, segs, o.WALTimeout, log); err != nil {
+	archiver := func(ctx context.Context) string { return archiverState(ctx, conn, srv.inRecovery, o.PrimaryDSN) }
+	if err := waitWAL(ctx, d, segs, o.WALTimeout, archiver, log); err != nil {
 		return nil, err
 	}
 	for _, f := range m.Files {
@@ -334,52 +339,314 @@ func checkColocated(pgdata, serverDir string) error {
 	return nil
 }
 
-// pickParent finds the backup a diff (last full) or incr (last backup)
-// builds on; nil means the backup must be full.
-func pickParent(ctx context.Context, r repo.Repo, cluster, typ string, srv *server, log *slog.Logger) (*Manifest, error) {
+// typeSuffix ends a backup ID: 20261126T081700F, …D, …I.
+var typeSuffix = map[string]string{TypeFull: "F", TypeDiff: "D", TypeIncr: "I"}
+
+// parentCandidates lists, newest first, the backups a diff (fulls) or incr
+// (any) may build on: same system identifier and timeline as the server,
+// and loadable, with every backup of their chain, in every repository the
+// backup goes to (an incremental whose parent is missing in a repository
+// would be "complete" there and fail to restore). Which of them is used is
+// settled once the start LSN is known (startBackup). None means a full
+// backup, for the reason returned.
+func parentCandidates(ctx context.Context, repos []repo.Repo, cluster, typ string, srv *server) ([]*Manifest, string, error) {
 	if typ == TypeFull {
-		return nil, nil
+		return nil, "", nil
 	}
-	ms, err := List(ctx, r, cluster)
-	if err != nil {
-		return nil, err
-	}
-	for i := len(ms) - 1; i >= 0; i-- {
-		m := ms[i]
-		if m.SystemIdentifier != srv.sysid {
-			continue
+	per := make([]map[string]*Manifest, len(repos))
+	var newest []*Manifest
+	for i, r := range repos {
+		ms, err := List(ctx, r, cluster)
+		if err != nil {
+			return nil, "", err
 		}
-		if typ == TypeDiff && m.Type != TypeFull {
+		per[i] = make(map[string]*Manifest, len(ms))
+		for _, m := range ms {
+			per[i][m.ID] = m
+		}
+		if i == 0 {
+			newest = ms
+		}
+	}
+	var out []*Manifest
+	var skipped []string
+	for i := len(newest) - 1; i >= 0; i-- {
+		m := newest[i]
+		if m.SystemIdentifier != srv.sysid || (typ == TypeDiff && m.Type != TypeFull) {
 			continue
 		}
 		if m.Timeline != srv.timeline {
-			log.Warn("the last backup is on another timeline; taking a full backup", "parent_candidate", m.ID, "its_timeline", m.Timeline, "timeline", srv.timeline)
-			return nil, nil
+			if len(out) == 0 {
+				return nil, fmt.Sprintf("the last backup %s is on timeline %d, the server on %d", m.ID, m.Timeline, srv.timeline), nil
+			}
+			break
 		}
-		return m, nil
+		if missing := chainMissing(repos, per, m); missing != "" {
+			skipped = append(skipped, missing)
+			continue
+		}
+		out = append(out, m)
 	}
-	log.Warn("no backup to build on; taking a full backup", "requested", typ)
-	return nil, nil
+	if len(out) > 0 {
+		return out, "", nil
+	}
+	if len(skipped) > 0 {
+		return nil, "no backup to build on is complete in every repository: " + strings.Join(firstN(skipped, 3), "; "), nil
+	}
+	return nil, "no backup to build on", nil
 }
 
-func newID(ctx context.Context, r repo.Repo, cluster, typ string) (string, error) {
-	suffix := map[string]string{TypeFull: "F", TypeDiff: "D", TypeIncr: "I"}[typ]
-	now := time.Now().UTC()
-	for i := 0; i < 5; i++ {
-		id := now.Add(time.Duration(i)*time.Second).Format("20060102T150405") + suffix
-		taken := false
-		err := r.Store.List(ctx, backupPrefix(cluster)+id[:15], func(storage.ObjectInfo) error {
-			taken = true
-			return io.EOF
-		})
-		if err != nil && !errors.Is(err, io.EOF) {
-			return "", err
+// chainMissing says which backup of m's chain some repository lacks (or
+// cannot read), "" when every repository holds the whole chain.
+func chainMissing(repos []repo.Repo, per []map[string]*Manifest, m *Manifest) string {
+	for i, r := range repos {
+		cur := per[i][m.ID]
+		for n := 0; ; n++ {
+			if cur == nil {
+				return fmt.Sprintf("backup %s is missing or unreadable in repository %s", m.ID, r.Name)
+			}
+			if cur.Parent == "" {
+				break
+			}
+			next := per[i][cur.Parent]
+			if next == nil || n > 1000 {
+				return fmt.Sprintf("backup %s depends on %s, missing or unreadable in repository %s", m.ID, cur.Parent, r.Name)
+			}
+			cur = next
 		}
-		if !taken {
-			return id, nil
+		if cur.Type != TypeFull {
+			return fmt.Sprintf("the chain of backup %s in repository %s does not start with a full backup", m.ID, r.Name)
 		}
 	}
-	return "", errors.New("could not find a free backup ID")
+	return ""
+}
+
+func firstN(s []string, n int) []string {
+	if len(s) > n {
+		return append(s[:n:n], fmt.Sprintf("and %d more", len(s)-n))
+	}
+	return s
+}
+
+// startBackup runs pg_backup_start, naming the backup (m.ID, m.Label) after
+// the reserved stamp and its type, and settles its parent: the newest
+// candidate that ends at or before this backup's start LSN.
+//
+// A parent that ends later would restore silently wrong data: on a standby
+// that has not replayed up to the parent's stop LSN (delayed, catching up,
+// replay paused), a page the parent changed there still carries an LSN
+// below the parent's start, so it is recorded unchanged and restore writes
+// the parent's copy, with changes from after this backup's consistency
+// point. PostgreSQL's own incremental backup refuses the same case
+// ("manifest requires WAL from final timeline ... ending at ..., but this
+// backup starts at ..."). An older candidate that ends in time is used
+// instead; with none, the backup is ended and started again as a full
+// one (its ID and label name its type), the reason logged and recorded in
+// the manifest.
+func startBackup(ctx context.Context, conn *pgx.Conn, m *Manifest, stamp string, o Options, cands []*Manifest, log *slog.Logger) (*Manifest, error) {
+	label := m.Label
+	for {
+		m.ID = stamp + typeSuffix[m.Type]
+		if m.Label = label; m.Label == "" {
+			m.Label = "pgdr " + m.ID
+		}
+		var startLSN string
+		if err := conn.QueryRow(ctx, "SELECT pg_backup_start($1, true)::text", m.Label).Scan(&startLSN); err != nil {
+			return nil, fmt.Errorf("pg_backup_start: %w", err)
+		}
+		lsn, err := wal.ParseLSN(startLSN)
+		if err != nil {
+			return nil, err
+		}
+		m.StartLSN = lsn
+		if m.Type == TypeFull {
+			return nil, nil
+		}
+		var ahead []string
+		for _, p := range cands {
+			if p.StopLSN <= lsn {
+				if len(ahead) > 0 {
+					log.Warn("building on an older backup: the newer ones end after this backup's start LSN (a standby behind them)",
+						"parent", p.ID, "start_lsn", lsn, "newer", strings.Join(firstN(ahead, 3), ", "))
+				}
+				m.Parent = p.ID
+				return p, nil
+			}
+			ahead = append(ahead, fmt.Sprintf("%s ends at %s", p.ID, p.StopLSN))
+		}
+		m.TypeReason = fmt.Sprintf("every backup it could build on ends after this backup's start LSN %s (%s): the server has not replayed that far (a standby behind them), and the pages it has not replayed would be restored from the parent's newer copy",
+			lsn, strings.Join(firstN(ahead, 3), ", "))
+		log.Warn("taking a full backup instead", "requested", o.Type, "reason", m.TypeReason)
+		// End this backup; the full one starts again under its own ID.
+		if _, err := conn.Exec(ctx, "SELECT pg_backup_stop(false)"); err != nil {
+			return nil, fmt.Errorf("pg_backup_stop, ending the %s backup to take a full one: %w", o.Type, err)
+		}
+		m.Type = TypeFull
+	}
+}
+
+// awaitCheckpoint lets a standby backup start after need, the newest
+// parent's stop LSN, so that it can build on it: a standby backup starts at
+// the redo point of the last checkpoint the standby replayed, before the
+// parent's end when the primary has not checkpointed since. It runs
+// CHECKPOINT on the primary and waits, at most timeout, for the standby to
+// replay it; a standby whose replay is paused is not waited for. Failures
+// only warn: startBackup decides with the start LSN it gets.
+func awaitCheckpoint(ctx context.Context, standby *pgx.Conn, primaryDSN string, need wal.LSN, timeout time.Duration, log *slog.Logger) {
+	var redo string
+	if err := standby.QueryRow(ctx, "SELECT redo_lsn::text FROM pg_control_checkpoint()").Scan(&redo); err != nil {
+		log.Warn("reading the standby's last restartpoint", "err", err)
+		return
+	}
+	if r, err := wal.ParseLSN(redo); err != nil || r >= need {
+		return
+	}
+	pc, err := pgx.Connect(ctx, primaryDSN)
+	if err != nil {
+		log.Warn("connecting to the primary for a checkpoint", "err", err)
+		return
+	}
+	defer pc.Close(context.WithoutCancel(ctx))
+	var ckpt string
+	if _, err := pc.Exec(ctx, "CHECKPOINT"); err != nil {
+		log.Warn("CHECKPOINT on the primary, so that this backup starts after its parent's end", "err", err)
+		return
+	}
+	if err := pc.QueryRow(ctx, "SELECT checkpoint_lsn::text FROM pg_control_checkpoint()").Scan(&ckpt); err != nil {
+		log.Warn("reading the primary's checkpoint", "err", err)
+		return
+	}
+	target, err := wal.ParseLSN(ckpt)
+	if err != nil {
+		return
+	}
+	log.Info("waiting for the standby to replay a checkpoint of the primary, so that this backup starts after its parent's end",
+		"checkpoint", target, "parent_stop_lsn", need)
+	deadline := time.Now().Add(timeout)
+	for {
+		var replay, pause string
+		if err := standby.QueryRow(ctx, "SELECT coalesce(pg_last_wal_replay_lsn()::text, '0/0'), pg_get_wal_replay_pause_state()").Scan(&replay, &pause); err != nil {
+			log.Warn("reading the standby's replay position", "err", err)
+			return
+		}
+		if r, err := wal.ParseLSN(replay); err == nil && r > target {
+			return
+		}
+		if pause != "not paused" {
+			log.Warn("replay is paused on this standby: not waiting for it", "replay_lsn", replay, "checkpoint", target)
+			return
+		}
+		if time.Now().After(deadline) {
+			log.Warn("the standby has not replayed the primary's checkpoint in time", "replay_lsn", replay, "checkpoint", target, "waited", timeout)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// reservation holds a backup ID's stamp (the UTC second, without the type
+// letter) in every repository while the backup runs.
+type reservation struct {
+	stamp string
+	key   string
+	repos []repo.Repo
+}
+
+// reservePrefix is where reservations of stamp live: next to the backups
+// (so one listing of backup/<stamp> finds both) but never taken for one
+// (backup IDs end with F, D or I).
+func reservePrefix(cluster, stamp string) string {
+	return backupPrefix(cluster) + stamp + ".reserved/"
+}
+
+// reserveID reserves a backup ID stamp in every repository: the current
+// second, or the first later one no backup and no other reservation uses.
+// The object stores have no put-if-absent, so each process puts a
+// reservation of its own (a unique key) and then lists the stamp: it holds
+// the stamp only if nothing else is there, in every repository. Of two
+// racing processes at least one sees the other (the later put precedes
+// the later listing), so they never both win; when both lose they retry
+// on the next second after a random pause.
+func reserveID(ctx context.Context, repos []repo.Repo, cluster, node string, now func() time.Time, log *slog.Logger) (*reservation, error) {
+	var nonce [8]byte
+	if _, err := rand.Read(nonce[:]); err != nil {
+		return nil, err
+	}
+	body := fmt.Sprintf(`{"node":%q,"pid":%d,"time":%q}`, node, os.Getpid(), now().UTC().Format(time.RFC3339Nano))
+	t := now().UTC()
+	for range 30 {
+		stamp := t.Format("20060102T150405")
+		r := &reservation{stamp: stamp, key: reservePrefix(cluster, stamp) + hex.EncodeToString(nonce[:]), repos: repos}
+		used, err := r.othersUse(ctx, cluster)
+		if err != nil {
+			return nil, err
+		}
+		if !used {
+			for _, rp := range repos {
+				if err := rp.Store.Put(ctx, r.key, strings.NewReader(body), int64(len(body))); err != nil {
+					r.release(context.WithoutCancel(ctx))
+					return nil, fmt.Errorf("repository %s: reserving backup ID %s: %w", rp.Name, stamp, err)
+				}
+			}
+			used, err = r.othersUse(ctx, cluster)
+			if err != nil {
+				r.release(context.WithoutCancel(ctx))
+				return nil, err
+			}
+			if !used {
+				return r, nil
+			}
+			r.release(context.WithoutCancel(ctx))
+			log.Debug("another backup reserved the same ID; trying the next second", "stamp", stamp)
+			var j [1]byte
+			_, _ = rand.Read(j[:])
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-time.After(time.Duration(10+int(j[0])) * time.Millisecond):
+			}
+		}
+		t = t.Add(time.Second)
+		if n := now().UTC(); n.After(t) {
+			t = n
+		}
+	}
+	return nil, errors.New("could not reserve a backup ID: every second tried is taken by another backup (are many backups of this cluster running?)")
+}
+
+// othersUse reports whether any repository holds, under r's stamp, an
+// object other than r's own reservation: a backup or another reservation.
+func (r *reservation) othersUse(ctx context.Context, cluster string) (bool, error) {
+	for _, rp := range r.repos {
+		used := false
+		err := rp.Store.List(ctx, backupPrefix(cluster)+r.stamp, func(oi storage.ObjectInfo) error {
+			if oi.Key != r.key {
+				used = true
+				return io.EOF
+			}
+			return nil
+		})
+		if err != nil && !errors.Is(err, io.EOF) {
+			return false, fmt.Errorf("repository %s: listing backups at %s: %w", rp.Name, r.stamp, err)
+		}
+		if used {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// release deletes the reservation, best effort: once the manifest exists
+// the backup itself keeps the stamp taken, and a stale reservation only
+// makes the next backup use the following second.
+func (r *reservation) release(ctx context.Context) {
+	for _, rp := range r.repos {
+		_ = rp.Store.Delete(ctx, r.key)
+	}
 }
 
 var tliRE = regexp.MustCompile(`(?m)^START TIMELINE: (\d+)$`)
@@ -403,10 +670,18 @@ func switchWAL(ctx context.Context, dsn string) error {
 	return err
 }
 
-// waitWAL waits until every segment the backup needs is in every repository.
-func waitWAL(ctx context.Context, d Deps, segs []string, timeout time.Duration, log *slog.Logger) error {
+// DefaultWALTimeout is how long a backup waits, after pg_backup_stop, for
+// the WAL it needs to be in every repository (pgBackRest's archive-timeout
+// default is also 60 s): archiving that has not caught up by then is
+// failing, and waiting longer only hides it.
+const DefaultWALTimeout = 60 * time.Second
+
+// waitWAL waits until every segment the backup needs is in every
+// repository, at most timeout; archiver describes the archiver's state
+// (pg_stat_archiver) for the messages.
+func waitWAL(ctx context.Context, d Deps, segs []string, timeout time.Duration, archiver func(context.Context) string, log *slog.Logger) error {
 	deadline := time.Now().Add(timeout)
-	logged := false
+	var lastLog time.Time
 	for {
 		missing := ""
 		for _, r := range d.Repos {
@@ -415,7 +690,7 @@ func waitWAL(ctx context.Context, d Deps, segs []string, timeout time.Duration, 
 					if !errors.Is(err, storage.ErrNotFound) {
 						return fmt.Errorf("checking the archive in repository %s: %w", r.Name, err)
 					}
-					missing = r.Name + ": " + s
+					missing = "segment " + s + " in repository " + r.Name
 					break
 				}
 			}
@@ -427,11 +702,12 @@ func waitWAL(ctx context.Context, d Deps, segs []string, timeout time.Duration, 
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("the WAL this backup needs is not archived after %s (missing %s); the backup was not recorded — check archive_command", timeout, missing)
+			return fmt.Errorf("the WAL this backup needs is not archived after %s (--wal-timeout): %s is missing; %s; the backup was not recorded — check archive_command and the server log",
+				timeout, missing, archiver(ctx))
 		}
-		if !logged {
-			log.Info("waiting for the WAL the backup needs to be archived", "missing", missing)
-			logged = true
+		if time.Since(lastLog) >= 15*time.Second {
+			log.Info("waiting for the WAL the backup needs to be archived", "missing", missing, "archiver", archiver(ctx), "deadline", deadline.Format(time.RFC3339))
+			lastLog = time.Now()
 		}
 		select {
 		case <-ctx.Done():
@@ -439,6 +715,46 @@ func waitWAL(ctx context.Context, d Deps, segs []string, timeout time.Duration, 
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// archiverState describes pg_stat_archiver on the server that archives
+// the backup's WAL: the primary (its DSN given) for a standby backup,
+// else the server backed up.
+func archiverState(ctx context.Context, conn *pgx.Conn, standby bool, primaryDSN string) string {
+	where := "the server"
+	if standby && primaryDSN != "" {
+		pc, err := pgx.Connect(ctx, primaryDSN)
+		if err != nil {
+			return "pg_stat_archiver of the primary: not read: " + err.Error()
+		}
+		defer pc.Close(context.WithoutCancel(ctx))
+		conn, where = pc, "the primary"
+	}
+	var archived, failed int64
+	var lastArchived, archivedAt, lastFailed, failedAt string
+	err := conn.QueryRow(ctx, `SELECT archived_count, coalesce(last_archived_wal, ''), coalesce(last_archived_time::text, ''),
+		failed_count, coalesce(last_failed_wal, ''), coalesce(last_failed_time::text, '') FROM pg_stat_archiver`).
+		Scan(&archived, &lastArchived, &archivedAt, &failed, &lastFailed, &failedAt)
+	if err != nil {
+		return "pg_stat_archiver of " + where + ": not read: " + err.Error()
+	}
+	s := fmt.Sprintf("pg_stat_archiver of %s: last_archived_wal %s at %s (%d archived)", where, dashIfEmpty(lastArchived), dashIfEmpty(archivedAt), archived)
+	if failed > 0 {
+		s += fmt.Sprintf(", last_failed_wal %s at %s (%d failures)", lastFailed, failedAt, failed)
+	} else {
+		s += ", no failure"
+	}
+	if standby && primaryDSN == "" {
+		s += " (a standby's WAL is archived by the primary: --primary-dsn reports its archiver and closes the last segment)"
+	}
+	return s
+}
+
+func dashIfEmpty(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
 
 // copier reads files and stores them.

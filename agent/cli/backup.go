@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/user"
 	"path/filepath"
 	"runtime"
+	"strconv"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -29,20 +32,29 @@ func isTerminal(w io.Writer) bool {
 }
 
 func cmdBackup(ctx context.Context, e env, args []string) int {
-	f := newFlags(e, "backup", "backup --config FILE [--type full|diff|incr] [--from-standby [--primary-dsn DSN]] [--label L] [--parallel N] [--part-size MiB] [--max-rate MB/s] [--checksum blake3|sha256] [--allow-corrupt] [--wal-timeout D] [--progress] [--json]",
+	f := newFlags(e, "backup", "backup --config FILE [--type full|diff|incr] [--from-standby [--primary-dsn DSN]] [--label L] [--parallel N] [--part-size MiB] [--max-rate MB/s] [--checksum blake3|sha256] [--allow-corrupt] [--wal-timeout D] [--allow-other-user] [--progress] [--json]",
 		`Takes a base backup of the running cluster (non-exclusive pg_backup_start/stop),
 reading files in parallel, verifying page checksums, compressing and
 encrypting each file to every repository. diff stores the pages changed since
 the last full backup, incr those changed since the last backup of any type
 (see docs/backup.md). The manifest is written last, after the WAL the backup
-needs is archived: until then the backup does not exist.`, true).withJSON()
+needs is archived (at most --wal-timeout): until then the backup does not exist.
+
+A diff or incr builds on a backup that every repository holds, with its
+whole chain, and that ends at or before this backup's start LSN (a standby
+behind the last backup cannot build on it; see --primary-dsn); with none, a full backup is
+taken and the reason logged and recorded (type_reason). The backup ID is
+reserved in every repository first, so concurrent backups get distinct IDs.
+Runs as the data directory's owner only (files it creates in a file
+repository must stay readable by archive_command), unless --allow-other-user.`, true).withJSON()
 	typ := f.String("type", backup.TypeFull, "full, diff or incr")
 	standby := f.Bool("from-standby", false, "the server is a streaming standby (pg_backup_start on a standby)")
 	label := f.String("label", "", "backup label (default: pgdr <id>)")
 	parallel := f.Int("parallel", runtime.NumCPU(), "files read, compressed and uploaded at once")
 	allowCorrupt := f.Bool("allow-corrupt", false, "record the backup even when page checksums fail (the pages are listed in the manifest)")
-	primary := f.String("primary-dsn", "", "standby backups: the primary, where pg_switch_wal() closes the last segment the backup needs")
-	walTimeout := f.Duration("wal-timeout", 10*time.Minute, "how long to wait for the WAL the backup needs to be archived")
+	primary := f.String("primary-dsn", "", "standby backups: the primary, where pg_switch_wal() closes the last segment the backup needs, a CHECKPOINT (when the standby's last restartpoint is before the parent's end) lets a diff or incr start after its parent, and pg_stat_archiver is read")
+	walTimeout := f.Duration("wal-timeout", backup.DefaultWALTimeout, "how long to wait, after pg_backup_stop, for the WAL the backup needs to be in every repository; then fail naming the missing segment and pg_stat_archiver's last failure")
+	otherUser := f.Bool("allow-other-user", false, "run although the current user does not own the data directory (what it creates in file repositories may then be unreadable to archive_command)")
 	progress := f.Bool("progress", isTerminal(e.stderr), "print progress (default: when stderr is a terminal)")
 	partMB := f.Int("part-size", backup.PartSize>>20, "files larger than this many MiB are stored as parts read, compressed and restored in parallel")
 	checksum := f.String("checksum", string(backup.DefaultChecksum()), "hash of the backup's data objects, in each object and in the manifest: blake3 (the default on amd64, twice as fast there), or sha256 (FIPS-approved; the default elsewhere, and the only one pgdr before object format 2 reads). The manifest and WAL always use sha256")
@@ -65,6 +77,12 @@ needs is archived: until then the backup does not exist.`, true).withJSON()
 	cfg, log, code := f.config(e)
 	if cfg == nil {
 		return code
+	}
+	if !*otherUser {
+		if err := checkDataOwner(cfg.Postgres.PGData); err != nil {
+			log.Error("backup refused", "err", err)
+			return ExitFailure
+		}
 	}
 	repos, err := repo.OpenAll(ctx, cfg)
 	if err != nil {
@@ -90,6 +108,9 @@ needs is archived: until then the backup does not exist.`, true).withJSON()
 	} else {
 		fmt.Fprintf(e.stdout, "backup %s (%s) complete: %s of database, %s stored, %.1fs, WAL %s..%s\n",
 			m.ID, m.Type, humanBytes(m.DatabaseBytes), humanBytes(m.StoredBytes), m.DurationSeconds, m.WALStart, m.WALStop)
+		if m.TypeReason != "" {
+			fmt.Fprintf(e.stdout, "full instead of %s: %s\n", *typ, m.TypeReason)
+		}
 	}
 	return 0
 }
@@ -111,13 +132,14 @@ type backupSummary struct {
 	FromStandby   bool      `json:"from_standby"`
 	Files         int       `json:"files"`
 	CorruptPages  int       `json:"corrupt_pages"`
+	TypeReason    string    `json:"type_reason,omitempty"`
 }
 
 func summary(m *backup.Manifest, repoName string) backupSummary {
 	return backupSummary{ID: m.ID, Type: m.Type, Parent: m.Parent, Label: m.Label, Repo: repoName,
 		StartTime: m.StartTime, StopTime: m.StopTime, StartLSN: m.StartLSN, StopLSN: m.StopLSN, Timeline: m.Timeline,
 		DatabaseBytes: m.DatabaseBytes, StoredBytes: m.StoredBytes, Duration: m.DurationSeconds,
-		FromStandby: m.FromStandby, Files: len(m.Files), CorruptPages: len(m.CorruptPages)}
+		FromStandby: m.FromStandby, Files: len(m.Files), CorruptPages: len(m.CorruptPages), TypeReason: m.TypeReason}
 }
 
 func cmdBackupList(ctx context.Context, e env, args []string) int {
@@ -433,6 +455,35 @@ func parseTime(s string) (time.Time, error) {
 		}
 	}
 	return time.Time{}, errors.New("--target-time " + s + ": not a time (use RFC 3339, e.g. 2026-11-26T08:17:00.123456Z, or '2026-11-26 08:17:00+00'; without a zone, UTC)")
+}
+
+// checkDataOwner refuses a user other than the data directory's owner:
+// a file repository's objects and directories are created private to the
+// user who writes them (0600, 0700), so a backup run as root into a fresh
+// repository left <cluster>/ unreadable to archive_command (run as the
+// owner), and archiving failed until someone fixed the permissions.
+func checkDataOwner(pgdata string) error {
+	fi, err := os.Stat(pgdata)
+	if err != nil {
+		return fmt.Errorf("postgres.pgdata: %w", err)
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return nil
+	}
+	if euid := os.Geteuid(); uint32(euid) != st.Uid {
+		return fmt.Errorf("running as %s, but the data directory %s belongs to %s: what this command creates in a file repository would be readable by %s only and archive_command (run as %s) could fail on it; run it as %s (e.g. sudo -u %s), or pass --allow-other-user",
+			userName(uint32(euid)), pgdata, userName(st.Uid), userName(uint32(euid)), userName(st.Uid), userName(st.Uid), userName(st.Uid))
+	}
+	return nil
+}
+
+// userName is the login name of uid, or the number.
+func userName(uid uint32) string {
+	if u, err := user.LookupId(strconv.FormatUint(uint64(uid), 10)); err == nil {
+		return u.Username
+	}
+	return "uid " + strconv.FormatUint(uint64(uid), 10)
 }
 
 // progressTo is where --progress lines go: stderr, or nowhere.
