@@ -22,15 +22,18 @@ import (
 
 // VerifyReport is the outcome of re-reading a backup and its chain.
 type VerifyReport struct {
-	Repo       string         `json:"repo"`
-	Backup     string         `json:"backup"`
-	Chain      []string       `json:"chain"`
-	Objects    int            `json:"objects"`
-	Verified   int            `json:"verified"`
-	Bytes      int64          `json:"bytes"`
-	Failed     []FailedObject `json:"failed"`
-	WALNeeded  []string       `json:"wal_needed"`
-	MissingWAL []string       `json:"missing_wal"`
+	Repo     string   `json:"repo"`
+	Backup   string   `json:"backup"`
+	Chain    []string `json:"chain"`
+	Objects  int      `json:"objects"`
+	Verified int      `json:"verified"`
+	// Bytes is the data verified after decryption and decompression;
+	// StoredBytes what was read from the repository for it.
+	Bytes       int64          `json:"bytes"`
+	StoredBytes int64          `json:"stored_bytes"`
+	Failed      []FailedObject `json:"failed"`
+	WALNeeded   []string       `json:"wal_needed"`
+	MissingWAL  []string       `json:"missing_wal"`
 	// Absent: the repository does not hold the backup (or a backup of
 	// its chain) at all; nothing else was checked there.
 	Absent string `json:"absent,omitempty"`
@@ -127,6 +130,7 @@ func Verify(ctx context.Context, r repo.Repo, cluster, id string, ids []age.Iden
 		}()
 	}
 	wg.Wait()
+	rep.StoredBytes = read.Load()
 	sort.Slice(rep.Failed, func(i, j int) bool { return rep.Failed[i].Key < rep.Failed[j].Key })
 	return rep, nil
 }

@@ -22,6 +22,9 @@ import (
 	"github.com/pgdr/pgdr/pkg/wal"
 )
 
+// listTime is how backup-list prints times: UTC, and saying so.
+const listTime = "2006-01-02 15:04:05Z07:00"
+
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	if !ok {
@@ -187,7 +190,7 @@ func cmdBackupList(ctx context.Context, e env, args []string) int {
 	fmt.Fprintln(tw, "ID\tTYPE\tPARENT\tREPO\tSTART\tSTOP\tSTART LSN\tSTOP LSN\tTL\tDATABASE\tSTORED\tDURATION")
 	for _, s := range all {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%.1fs\n", s.ID, s.Type, dash(s.Parent), s.Repo,
-			s.StartTime.Format(time.DateTime), s.StopTime.Format(time.DateTime), s.StartLSN, s.StopLSN, s.Timeline,
+			s.StartTime.UTC().Format(listTime), s.StopTime.UTC().Format(listTime), s.StartLSN, s.StopLSN, s.Timeline,
 			humanBytes(s.DatabaseBytes), humanBytes(s.StoredBytes), s.Duration)
 	}
 	tw.Flush()
@@ -265,8 +268,8 @@ backup is verified everywhere. Exit 0 only if all is well.`, true).withJSON()
 				fmt.Fprintf(e.stdout, "repository %s: backup %s: ABSENT: %s\n", rep.Repo, rep.Backup, rep.Absent)
 				continue
 			}
-			fmt.Fprintf(e.stdout, "repository %s: backup %s (chain %v): verified %d of %d objects, %s; WAL %d segments needed, %d missing\n",
-				rep.Repo, rep.Backup, rep.Chain, rep.Verified, rep.Objects, humanBytes(rep.Bytes), len(rep.WALNeeded), len(rep.MissingWAL))
+			fmt.Fprintf(e.stdout, "repository %s: backup %s (chain %v): verified %d of %d objects, %s of data (%s stored); WAL %d segments needed, %d missing\n",
+				rep.Repo, rep.Backup, rep.Chain, rep.Verified, rep.Objects, humanBytes(rep.Bytes), humanBytes(rep.StoredBytes), len(rep.WALNeeded), len(rep.MissingWAL))
 			for _, fo := range rep.Failed {
 				fmt.Fprintf(e.stdout, "  FAILED %s: %s\n", fo.Key, fo.Error)
 			}
@@ -335,7 +338,7 @@ data directory and the tablespaces, empty or absent; --force empties it only
 if the data directory being replaced links its pg_wal there).`, true).withJSON()
 	id := f.String("backup", "", "backup ID or latest (default: see above)")
 	pgdata := f.String("pgdata", "", "directory to restore into (must be empty or absent)")
-	tTime := f.String("target-time", "", "recover up to this time (RFC 3339, or '2006-01-02 15:04:05[.frac][±zz]')")
+	tTime := f.String("target-time", "", "recover up to this time, with its zone: RFC 3339 (2026-11-26T08:17:00Z) or PostgreSQL's form ('2026-11-26 08:17:00+00', '… UTC', '… Europe/Paris')")
 	tLSN := f.String("target-lsn", "", "recover up to this LSN (X/Y)")
 	tXID := f.String("target-xid", "", "recover up to this transaction ID")
 	tName := f.String("target-name", "", "recover up to this named restore point (pg_create_restore_point)")
@@ -378,7 +381,7 @@ if the data directory being replaced links its pg_wal there).`, true).withJSON()
 	}
 	var target restore.Target
 	if *tTime != "" {
-		t, err := parseTime(*tTime)
+		t, err := restore.ParseTargetTime(*tTime)
 		if err != nil {
 			return fail(err)
 		}
@@ -392,6 +395,11 @@ if the data directory being replaced links its pg_wal there).`, true).withJSON()
 		target.LSN = &l
 	}
 	target.XID, target.Name, target.Immediate = *tXID, *tName, *tImm
+	if absPG, err := filepath.Abs(*pgdata); err == nil {
+		if err := checkRestoreUser(cfg, absPG, *start); err != nil {
+			return fail(err)
+		}
+	}
 	repos, err := repo.OpenAll(ctx, cfg)
 	if err != nil {
 		return fail(err)
@@ -448,14 +456,6 @@ if the data directory being replaced links its pg_wal there).`, true).withJSON()
 	return 0
 }
 
-func parseTime(s string) (time.Time, error) {
-	for _, layout := range []string{time.RFC3339Nano, "2006-01-02 15:04:05.999999999Z07:00", "2006-01-02 15:04:05.999999999Z07", "2006-01-02 15:04:05.999999999"} {
-		if t, err := time.Parse(layout, s); err == nil {
-			return t, nil
-		}
-	}
-	return time.Time{}, errors.New("--target-time " + s + ": not a time (use RFC 3339, e.g. 2026-11-26T08:17:00.123456Z, or '2026-11-26 08:17:00+00'; without a zone, UTC)")
-}
 
 // checkDataOwner refuses a user other than the data directory's owner:
 // a file repository's objects and directories are created private to the

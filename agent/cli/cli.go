@@ -11,9 +11,11 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"os/user"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -664,8 +666,9 @@ func cmdWalVerify(ctx context.Context, e env, args []string) int {
 }
 
 func cmdKeygen(_ context.Context, e env, args []string) int {
-	f := newFlags(e, "keygen", "keygen -o FILE", "Writes a new age X25519 identity to FILE (mode 0600; an existing file is\nnever overwritten) and prints its public recipient (age1...) on stdout.\nPut the recipient in encryption.recipients on every writer, and the identity\nfile only where restores and fetches run.", false)
+	f := newFlags(e, "keygen", "keygen -o FILE [--owner USER]", "Writes a new age X25519 identity to FILE (mode 0600; an existing file is\nnever overwritten) and prints its public recipient (age1...) on stdout.\nPut the recipient in encryption.recipients on every writer, and the identity\nfile only where restores and fetches run.", false)
 	out := f.String("o", "", "identity file to create")
+	owner := f.String("owner", "", "give the file to this `USER` (as root): the user PostgreSQL runs as, who fetches WAL and restores")
 	if _, code, ok := f.parse(args, 0); !ok {
 		return code
 	}
@@ -673,10 +676,28 @@ func cmdKeygen(_ context.Context, e env, args []string) int {
 		fmt.Fprintln(e.stderr, "pgdr-agent keygen: -o FILE is required")
 		return ExitUsage
 	}
+	var uid, gid int
+	if *owner != "" {
+		u, err := user.Lookup(*owner)
+		if err != nil {
+			fmt.Fprintf(e.stderr, "pgdr-agent keygen: --owner %s: %v\n", *owner, err)
+			return ExitUsage
+		}
+		uid, _ = strconv.Atoi(u.Uid)
+		gid, _ = strconv.Atoi(u.Gid)
+	}
 	r, err := objstream.GenerateIdentity(*out)
 	if err != nil {
 		fmt.Fprintf(e.stderr, "pgdr-agent keygen: %v\n", err)
 		return ExitFailure
+	}
+	if *owner != "" {
+		if err := os.Chown(*out, uid, gid); err != nil {
+			fmt.Fprintf(e.stderr, "pgdr-agent keygen: %s was written, but giving it to %s failed: %v\n", *out, *owner, err)
+			return ExitFailure
+		}
+	} else if os.Geteuid() == 0 {
+		fmt.Fprintf(e.stderr, "pgdr-agent keygen: note: %s is readable by root only; wal-fetch and restore run as the user PostgreSQL runs as: chown postgres: %s (or use --owner postgres)\n", *out, *out)
 	}
 	fmt.Fprintln(e.stdout, r)
 	return 0

@@ -1,6 +1,7 @@
 package restore
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -91,13 +92,13 @@ func Start(ctx context.Context, pgdata string, o StartOptions) (*Reached, error)
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid}}
 	}
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("pg_ctl start: %v\n%s", err, out)
+		return nil, fmt.Errorf("pg_ctl start: %v\n%s%s", err, out, logTail(logFile))
 	}
 	p, s, pidErr := pidFileAddress(ctx, pgdata)
 	port := o.Port
 	sock := o.Socket
 	if pidErr != nil && o.Action != "shutdown" {
-		return nil, fmt.Errorf("%w; see %s", pidErr, logFile)
+		return nil, fmt.Errorf("%w; see %s%s", pidErr, logFile, logTail(logFile))
 	}
 	if port == 0 {
 		port = p
@@ -108,13 +109,13 @@ func Start(ctx context.Context, pgdata string, o StartOptions) (*Reached, error)
 	deadline := time.Now().Add(o.Timeout)
 	for {
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("recovery did not reach its target within %s; see %s", o.Timeout, logFile)
+			return nil, fmt.Errorf("recovery did not reach its target within %s; see %s%s", o.Timeout, logFile, logTail(logFile))
 		}
 		if _, err := os.Stat(filepath.Join(pgdata, "postmaster.pid")); errors.Is(err, os.ErrNotExist) {
 			if o.Action == "shutdown" {
 				return &Reached{State: "shut down", Seconds: time.Since(start).Seconds()}, nil
 			}
-			return nil, fmt.Errorf("the server stopped during recovery; see %s", logFile)
+			return nil, fmt.Errorf("the server stopped during recovery; see %s%s", logFile, logTail(logFile))
 		}
 		r, err := probe(ctx, sock, port, o.Action)
 		if err == nil && r != nil {
@@ -180,4 +181,18 @@ func probe(ctx context.Context, sock string, port int, action string) (*Reached,
 		return &Reached{State: "paused", LSN: lsn, LastXact: last}, nil
 	}
 	return nil, nil
+}
+
+// logTail is the end of the server's log for an error message: the reason
+// PostgreSQL gave is almost always in its last lines.
+func logTail(logFile string) string {
+	b, err := os.ReadFile(logFile)
+	if err != nil || len(bytes.TrimSpace(b)) == 0 {
+		return ""
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > 15 {
+		lines = lines[len(lines)-15:]
+	}
+	return "\nlast lines of " + logFile + ":\n  " + strings.Join(lines, "\n  ")
 }
