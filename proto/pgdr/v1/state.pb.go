@@ -278,7 +278,12 @@ type Cluster struct {
 	// sync_standbys: in synchronous mode, the standbys named in the
 	// primary's synchronous_standby_names, recorded before the primary is
 	// told to use them, so only one of them is ever promoted.
-	SyncStandbys  []string `protobuf:"bytes,8,rep,name=sync_standbys,json=syncStandbys,proto3" json:"sync_standbys,omitempty"`
+	SyncStandbys []string `protobuf:"bytes,8,rep,name=sync_standbys,json=syncStandbys,proto3" json:"sync_standbys,omitempty"`
+	// sync_quorum: every acknowledged commit is on at least this many
+	// members of sync_standbys (0 = unknown, read as 1). Lowered before the
+	// primary is told a smaller number; raised only once that many members
+	// of the new set flushed the primary's LSN noted at the change.
+	SyncQuorum    uint32 `protobuf:"varint,9,opt,name=sync_quorum,json=syncQuorum,proto3" json:"sync_quorum,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -367,6 +372,13 @@ func (x *Cluster) GetSyncStandbys() []string {
 		return x.SyncStandbys
 	}
 	return nil
+}
+
+func (x *Cluster) GetSyncQuorum() uint32 {
+	if x != nil {
+		return x.SyncQuorum
+	}
+	return 0
 }
 
 // Coordinator is one voter of the Raft cluster.
@@ -675,7 +687,7 @@ const file_pgdr_v1_state_proto_rawDesc = "" +
 	"\x17maximum_lag_on_failover\x18\x05 \x01(\x04R\x14maximumLagOnFailover\x12 \n" +
 	"\vsynchronous\x18\x06 \x01(\tR\vsynchronous\x12+\n" +
 	"\x11preferred_regions\x18\a \x03(\tR\x10preferredRegions\x12+\n" +
-	"\x11failsafe_disabled\x18\b \x01(\bR\x10failsafeDisabled\"\x89\x03\n" +
+	"\x11failsafe_disabled\x18\b \x01(\bR\x10failsafeDisabled\"\xaa\x03\n" +
 	"\aCluster\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x127\n" +
 	"\amembers\x18\x02 \x03(\v2\x1d.pgdr.v1.Cluster.MembersEntryR\amembers\x12\x18\n" +
@@ -685,7 +697,9 @@ const file_pgdr_v1_state_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12+\n" +
 	"\x11system_identifier\x18\a \x01(\x04R\x10systemIdentifier\x12#\n" +
-	"\rsync_standbys\x18\b \x03(\tR\fsyncStandbys\x1aK\n" +
+	"\rsync_standbys\x18\b \x03(\tR\fsyncStandbys\x12\x1f\n" +
+	"\vsync_quorum\x18\t \x01(\rR\n" +
+	"syncQuorum\x1aK\n" +
 	"\fMembersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12%\n" +
 	"\x05value\x18\x02 \x01(\v2\x0f.pgdr.v1.MemberR\x05value:\x028\x01\"\xa4\x01\n" +
