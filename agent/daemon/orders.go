@@ -45,10 +45,15 @@ func orderName(cmd *pgdrv1.AgentCommand) string {
 	return fmt.Sprintf("%T", cmd.GetKind())
 }
 
+// errOrderExpired: an order's deadline passed before it could start.
+var errOrderExpired = errors.New("refused: the order's deadline passed")
+
 // Order carries out one of the coordinator's orders (promote, follow,
 // fence, rejoin), one at a time. An order must carry an epoch, and one
 // older than the highest epoch seen (checked again once the previous
-// order is done) is refused. It returns the output to report.
+// order is done) is refused, as is one whose deadline (when the leader
+// stops waiting for it) passed before it could start. It returns the
+// output to report.
 func (d *Daemon) Order(cmd *pgdrv1.AgentCommand) (string, error) {
 	d.orderMu.Lock()
 	defer d.orderMu.Unlock()
@@ -59,10 +64,18 @@ func (d *Daemon) Order(cmd *pgdrv1.AgentCommand) (string, error) {
 		return "", fmt.Errorf("stale epoch %d: this agent knows epoch %d", cmd.GetEpoch(), known)
 	}
 	d.seeEpoch(cmd.GetEpoch())
+	var deadline time.Time
+	if dl := cmd.GetDeadline(); dl != nil {
+		deadline = dl.AsTime()
+		if !time.Now().Before(deadline) {
+			return "", fmt.Errorf("%w: %s order %s at epoch %d, issued at %s, had to start by %s (it waited behind another order or in transit); the leader no longer waits for it",
+				errOrderExpired, orderName(cmd), cmd.GetId(), cmd.GetEpoch(), cmd.GetIssuedAt().AsTime().Format(time.RFC3339Nano), deadline.Format(time.RFC3339Nano))
+		}
+	}
 	ctx := d.runCtx
 	switch k := cmd.GetKind().(type) {
 	case *pgdrv1.AgentCommand_Promote:
-		return d.promote(ctx)
+		return d.promote(ctx, cmd.GetEpoch(), deadline)
 	case *pgdrv1.AgentCommand_Follow:
 		return d.follow(ctx, k.Follow.GetPrimary(), k.Follow.GetPrimaryDsn())
 	case *pgdrv1.AgentCommand_Fence:
