@@ -84,8 +84,9 @@ func (d *Daemon) openPromotion(ctx context.Context) (promotion, error) {
 // leader fences this node (or waits for it) before it promotes another.
 var errPromotionPending = errors.New("promotion pending")
 
-// Promotion timings: pg_promote's wait ends this long before the order's
-// deadline, so that the answer reaches the leader while it still waits;
+// Promotion timings: pg_promote's wait ends this long (at most a quarter
+// of the time left) before the order's deadline, so that the answer
+// reaches the leader while it still waits;
 // a pending promotion is watched every promoteWatchInterval.
 const (
 	promoteAnswerMargin  = 5 * time.Second
@@ -125,10 +126,11 @@ func (d *Daemon) promote(ctx context.Context, epoch uint64, deadline time.Time) 
 	}
 	wait := promoteWait
 	if !deadline.IsZero() {
-		wait = min(wait, time.Until(deadline)-promoteAnswerMargin)
+		left := time.Until(deadline)
+		wait = min(wait, left-min(promoteAnswerMargin, left/4))
 		if wait < time.Second {
-			return "", fmt.Errorf("%w: promote at epoch %d: less than %s left before the order's deadline %s, too little for pg_promote to answer in time",
-				errOrderExpired, epoch, promoteAnswerMargin+time.Second, deadline.Format(time.RFC3339Nano))
+			return "", fmt.Errorf("%w: promote at epoch %d: %s left before the order's deadline %s, too little for pg_promote to answer in time",
+				errOrderExpired, epoch, left.Round(time.Millisecond), deadline.Format(time.RFC3339Nano))
 		}
 	}
 	if err := d.confirmEpoch(ctx, epoch); err != nil {

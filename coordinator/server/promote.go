@@ -48,10 +48,11 @@ func promoteOutcome(res *pgdrv1.CommandResult, err error) (msg string, unsettled
 }
 
 // unsettledPromote returns the recorded primary of c when a promote order
-// to it may still complete ("" otherwise): the newest failover intent or
-// result (automatic or manual) is about it at its epoch and is either an
-// intent without a result (a leader died after recording it as primary)
-// or a result marked promote=unsettled.
+// to it may still complete ("" otherwise): the newest failover or
+// switchover intent or result is about it at its epoch and is either an
+// intent without a result (a leader died after recording it as primary),
+// a failover result marked promote=unsettled, or a failed switchover
+// result (after the new primary is recorded, only its promote can fail).
 func (s *Server) unsettledPromote(c *pgdrv1.Cluster) string {
 	var who string
 	s.fsm.ScanHistoryBack(c.GetName(), func(ev *pgdrv1.HistoryEvent) bool {
@@ -67,6 +68,14 @@ func (s *Server) unsettledPromote(c *pgdrv1.Cluster) string {
 			}
 			return false
 		case kindSwitchoverIntent:
+			if ev.GetNode() == c.GetPrimary() && ev.GetEpoch()+1 == c.GetEpoch() {
+				who = ev.GetNode()
+			}
+			return false
+		case kindSwitchoverResult:
+			if ev.GetNode() == c.GetPrimary() && ev.GetEpoch() == c.GetEpoch() && ev.GetDetails()["result"] == "failed" {
+				who = ev.GetNode()
+			}
 			return false
 		}
 		return true
@@ -74,10 +83,23 @@ func (s *Server) unsettledPromote(c *pgdrv1.Cluster) string {
 	return who
 }
 
+type forcedKey struct{}
+
+// withForcedFailover marks a manual failover with --force: the operator
+// takes responsibility for a candidate that cannot be fenced (a dead host).
+func withForcedFailover(ctx context.Context, force bool) context.Context {
+	if !force {
+		return ctx
+	}
+	return context.WithValue(ctx, forcedKey{}, true)
+}
+
+func forcedFailover(ctx context.Context) bool { f, _ := ctx.Value(forcedKey{}).(bool); return f }
+
 // settlePromote makes sure that no earlier promotion in c can still
 // complete before cand is promoted at c's next epoch. It returns what it
 // did (for the intent's details; "" for nothing), or wait: why cand must
-// not be promoted now.
+// not be promoted now. A forced manual failover does not wait.
 func (s *Server) settlePromote(ctx context.Context, c *pgdrv1.Cluster, cand string) (done, wait string) {
 	u := s.unsettledPromote(c)
 	if u == "" || u == cand {
@@ -98,6 +120,9 @@ func (s *Server) settlePromote(ctx context.Context, c *pgdrv1.Cluster, cand stri
 	})
 	if err == nil && !res.GetOk() {
 		err = errors.New(res.GetError())
+	}
+	if err != nil && forcedFailover(ctx) {
+		return fmt.Sprintf("%s, whose promotion at epoch %d was never confirmed, could not be fenced (%v); promoted anyway: forced by the operator", u, c.GetEpoch(), err), ""
 	}
 	if err != nil {
 		return "", fmt.Sprintf("not promoting %s: %s was ordered to promote at epoch %d and never confirmed it, so its promotion may still complete, and it could not be fenced (%v); waiting until it is fenced, stopped or promoted",

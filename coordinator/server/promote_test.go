@@ -127,14 +127,18 @@ func TestFailoverAfterUnsettledPromote(t *testing.T) {
 		name      string
 		first     func(c *pgdrv1.AgentCommand) *pgdrv1.CommandResult // b's answer to its promote
 		fenceable bool                                               // b answers the fence
+		forced    bool                                               // a manual failover with --force
 	}{
 		{"pending, fenced", func(*pgdrv1.AgentCommand) *pgdrv1.CommandResult {
 			return &pgdrv1.CommandResult{Pending: true, Error: "promotion pending: pg_promote did not finish within 55s"}
-		}, true},
-		{"no answer, fenced", func(*pgdrv1.AgentCommand) *pgdrv1.CommandResult { return nil }, true},
+		}, true, false},
+		{"no answer, fenced", func(*pgdrv1.AgentCommand) *pgdrv1.CommandResult { return nil }, true, false},
 		{"pending, cannot be fenced", func(*pgdrv1.AgentCommand) *pgdrv1.CommandResult {
 			return &pgdrv1.CommandResult{Pending: true, Error: "promotion pending"}
-		}, false},
+		}, false, false},
+		{"pending, cannot be fenced, forced by the operator", func(*pgdrv1.AgentCommand) *pgdrv1.CommandResult {
+			return &pgdrv1.CommandResult{Pending: true, Error: "promotion pending"}
+		}, false, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			s := testLeader(t)
@@ -166,8 +170,14 @@ func TestFailoverAfterUnsettledPromote(t *testing.T) {
 				t.Fatalf("after the first failover: primary %s epoch %d", cl.Primary, cl.Epoch)
 			}
 			// b never became writable; its lease runs out and c is chosen.
-			s.executeFailover(ctx, cl, failover.Decision{Action: failover.ActionPromote, Candidate: "c", Reason: "b's lease expired"})
+			s.executeFailover(withForcedFailover(ctx, c.forced), cl, failover.Decision{Action: failover.ActionPromote, Candidate: "c", Reason: "b's lease expired"})
 			got := agents.orders()
+			if c.forced {
+				if index(got, "c promote@3") < 0 {
+					t.Fatalf("orders %v: a forced failover must promote c", got)
+				}
+				return
+			}
 			fence, promoteC := index(got, "b fence"), index(got, "c promote")
 			if c.fenceable {
 				if fence < 0 || promoteC < 0 || fence > promoteC || got[fence] != "b fence@3" {
@@ -182,5 +192,81 @@ func TestFailoverAfterUnsettledPromote(t *testing.T) {
 				t.Fatalf("waiting for b: the primary moved to %s at epoch %d", cl.Primary, cl.Epoch)
 			}
 		})
+	}
+}
+
+// TestUnsettledPromote: which recorded primaries may still complete a
+// promotion, by the newest failover or switchover intent or result.
+func TestUnsettledPromote(t *testing.T) {
+	for _, c := range []struct {
+		n      int
+		what   string
+		events []*pgdrv1.HistoryEvent
+		want   string
+	}{
+		{1, "no history", nil, ""},
+		{2, "failover done", []*pgdrv1.HistoryEvent{
+			{Kind: kindFailoverIntent, Node: "b", Epoch: 2},
+			{Kind: kindFailoverResult, Node: "b", Epoch: 3, Message: "done: b is primary at epoch 3"}}, ""},
+		{3, "failover result: promote unsettled", []*pgdrv1.HistoryEvent{
+			{Kind: kindFailoverIntent, Node: "b", Epoch: 2},
+			{Kind: kindFailoverResult, Node: "b", Epoch: 3, Details: map[string]string{detailPromote: promoteUnsettled}}}, "b"},
+		{4, "manual failover result: promote unsettled", []*pgdrv1.HistoryEvent{
+			{Kind: kindManualIntent, Node: "b", Epoch: 2},
+			{Kind: kindManualResult, Node: "b", Epoch: 3, Details: map[string]string{detailPromote: promoteUnsettled}}}, "b"},
+		{5, "intent without a result after the new primary was recorded", []*pgdrv1.HistoryEvent{
+			{Kind: kindFailoverIntent, Node: "b", Epoch: 2}}, "b"},
+		{6, "intent of an older epoch", []*pgdrv1.HistoryEvent{
+			{Kind: kindFailoverIntent, Node: "b", Epoch: 1}}, ""},
+		{7, "switchover failed after recording b", []*pgdrv1.HistoryEvent{
+			{Kind: kindSwitchoverIntent, Node: "b", Epoch: 2},
+			{Kind: kindSwitchoverResult, Node: "b", Epoch: 3, Details: map[string]string{"result": "failed"}}}, "b"},
+		{8, "switchover done", []*pgdrv1.HistoryEvent{
+			{Kind: kindSwitchoverIntent, Node: "b", Epoch: 2},
+			{Kind: kindSwitchoverResult, Node: "b", Epoch: 3, Details: map[string]string{"result": "ok"}}}, ""},
+		{9, "definite failure (not sent)", []*pgdrv1.HistoryEvent{
+			{Kind: kindFailoverIntent, Node: "b", Epoch: 2},
+			{Kind: kindFailoverResult, Node: "b", Epoch: 3, Message: "failed: promote: no open command stream"}}, ""},
+	} {
+		f := fsm.New(nil, fsm.Options{})
+		s := &Server{fsm: f}
+		for i, ev := range c.events {
+			ev.Cluster = "main"
+			cmd, err := fsm.NewCommand(pgdrv1.CommandType_COMMAND_TYPE_RECORD_EVENT, &pgdrv1.RecordEvent{Event: ev}, "coordinator:test", time.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := fsm.Encode(cmd)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res, _ := f.Apply(&raft.Log{Index: uint64(i + 1), Data: b}).(*pgdrv1.ApplyResult); res.GetError() != "" {
+				t.Fatalf("#%d apply: %s", c.n, res.GetError())
+			}
+		}
+		if got := s.unsettledPromote(&pgdrv1.Cluster{Name: "main", Primary: "b", Epoch: 3}); got != c.want {
+			t.Errorf("#%d %s: %q, want %q", c.n, c.what, got, c.want)
+		}
+	}
+}
+
+func TestPromoteOutcome(t *testing.T) {
+	for _, c := range []struct {
+		what      string
+		res       *pgdrv1.CommandResult
+		err       error
+		unsettled bool
+	}{
+		{"ok", &pgdrv1.CommandResult{Ok: true}, nil, false},
+		{"pending", &pgdrv1.CommandResult{Pending: true, Error: "promotion pending"}, nil, true},
+		{"no answer", nil, fmt.Errorf("no answer from the agent of b: %w", context.DeadlineExceeded), true},
+		{"not sent", nil, fmt.Errorf("the agent of b: %w", errNoStream), false},
+		{"refused", &pgdrv1.CommandResult{Error: "refusing to promote: this node is fenced"}, nil, false},
+		{"an older agent's unfinished pg_promote", &pgdrv1.CommandResult{Error: "pg_promote did not finish within 1m0s"}, nil, true},
+	} {
+		msg, unsettled := promoteOutcome(c.res, c.err)
+		if unsettled != c.unsettled || (c.what == "ok") != (msg == "") {
+			t.Errorf("%s: %q unsettled=%v, want unsettled=%v", c.what, msg, unsettled, c.unsettled)
+		}
 	}
 }
