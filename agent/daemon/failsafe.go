@@ -13,7 +13,11 @@ package daemon
 // not the named primary, is not writable (in recovery, stopped or fenced),
 // is not being promoted, and the ping's epoch is not older than the epoch
 // it knows. Acknowledging records "acked at" (monotonic) and makes the
-// member refuse any promotion order for lease_ttl from then.
+// member refuse any promotion order from then for T: the larger of its own
+// lease_ttl and the one the ping carries (the primary's, or its last
+// grant's when smaller: what the primary's window derives from), so that
+// members and primary with different lease_ttl settings (a rolling
+// configuration change) keep the argument below.
 //
 // Members: the set the primary needs acknowledgements from is the union of
 // every other member recorded in Raft (sent with each granted renewal,
@@ -29,8 +33,10 @@ package daemon
 // and at least one other member; without them the primary fences at its
 // lease deadline as before.
 //
-// The timing argument. Let T be lease_ttl and M the safety margin, W =
-// T − M. For each member m let s_m be the instant (primary's monotonic
+// The timing argument. Let T be the lease TTL the primary's pings carry
+// (the smaller of its lease_ttl and its last grant's) and M the larger of
+// its safety margin and the grant's, W = T − M; every member refuses for
+// at least T. For each member m let s_m be the instant (primary's monotonic
 // clock) the primary SENT the latest ping m acknowledged, and a_m the
 // instant m acknowledged it (m's monotonic clock); causality gives
 // s_m <= a_m in real time. The primary serves past its lease deadline only
