@@ -190,9 +190,10 @@ func (s *Server) executeFailover(ctx context.Context, c *pgdrv1.Cluster, d failo
 	fenced, wait := s.settlePromote(ctx, c, cand) // never two promotions that may both complete (promote.go)
 	if wait != "" {
 		log.Warn("failover waits", "reason", wait)
+		key := fmt.Sprintf("unsettled promote of %s at epoch %d", old, c.Epoch) // recorded once, whatever the fence's error
 		s.judge.mu.Lock()
-		again := s.judge.refused[name] == wait
-		s.judge.refused[name] = wait
+		again := s.judge.refused[name] == key
+		s.judge.refused[name] = key
 		s.judge.mu.Unlock()
 		if !again {
 			s.recordEvent(ctx, name, kindFailoverRefused, cand, c.Epoch, wait, nil)
