@@ -320,10 +320,14 @@ func (c *coordClient) carryOut(ctx context.Context, cmd *pgdrv1.AgentCommand) *p
 		*pgdrv1.AgentCommand_Demote, *pgdrv1.AgentCommand_SetSynchronous, *pgdrv1.AgentCommand_Restart:
 		out, err := c.d.Order(cmd)
 		res.Output = out
-		if err != nil {
+		switch {
+		case errors.Is(err, errPromotionPending):
+			res.Error, res.Pending = err.Error(), true
+			log.Warn("order pending", "order", orderName(cmd), "err", err)
+		case err != nil:
 			res.Error = err.Error()
 			log.Error("order failed", "order", orderName(cmd), "err", err)
-		} else {
+		default:
 			res.Ok = true
 			log.Info("order carried out", "order", orderName(cmd), "output", out)
 		}

@@ -60,6 +60,12 @@ type Daemon struct {
 	fs failsafeState
 	// wd is the process watchdog's state (watchdog.go).
 	wd watchdogState
+	// promotionOpener replaces the local server's side of a promotion in
+	// tests (promote.go); nil in production.
+	promotionOpener func(context.Context) (promotion, error)
+	// promoteMu guards promoteWatching: a pending promotion is watched.
+	promoteMu       sync.Mutex
+	promoteWatching bool
 }
 
 // New builds a daemon; Run serves until ctx ends.

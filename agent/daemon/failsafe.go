@@ -13,7 +13,11 @@ package daemon
 // not the named primary, is not writable (in recovery, stopped or fenced),
 // is not being promoted, and the ping's epoch is not older than the epoch
 // it knows. Acknowledging records "acked at" (monotonic) and makes the
-// member refuse any promotion order for lease_ttl from then.
+// member refuse any promotion order from then for T: the larger of its own
+// lease_ttl and the one the ping carries (the primary's, or its last
+// grant's when smaller: what the primary's window derives from), so that
+// members and primary with different lease_ttl settings (a rolling
+// configuration change) keep the argument below.
 //
 // Members: the set the primary needs acknowledgements from is the union of
 // every other member recorded in Raft (sent with each granted renewal,
@@ -29,8 +33,10 @@ package daemon
 // and at least one other member; without them the primary fences at its
 // lease deadline as before.
 //
-// The timing argument. Let T be lease_ttl and M the safety margin, W =
-// T − M. For each member m let s_m be the instant (primary's monotonic
+// The timing argument. Let T be the lease TTL the primary's pings carry
+// (the smaller of its lease_ttl and its last grant's) and M the larger of
+// its safety margin and the grant's, W = T − M; every member refuses for
+// at least T. For each member m let s_m be the instant (primary's monotonic
 // clock) the primary SENT the latest ping m acknowledged, and a_m the
 // instant m acknowledged it (m's monotonic clock); causality gives
 // s_m <= a_m in real time. The primary serves past its lease deadline only
@@ -106,7 +112,16 @@ type FailsafePing struct {
 	Primary string    `json:"primary"`
 	Epoch   uint64    `json:"epoch"`
 	SentAt  time.Time `json:"sent_at"`
+	// LeaseTTLMs is the lease TTL the primary's failsafe window derives
+	// from (its own, or the last grant's when smaller): the member refuses
+	// promotion for the larger of it and its own TTL (0: an agent that
+	// does not send it; the member's own TTL then).
+	LeaseTTLMs int64 `json:"lease_ttl_ms,omitempty"`
 }
+
+// failsafeMaxTTL bounds a ping's lease_ttl_ms (a larger one is refused as
+// malformed rather than blocking promotions for long).
+const failsafeMaxTTL = 10 * time.Minute
 
 // SignFailsafe returns the signature header value of body under key.
 func SignFailsafe(key, body []byte) string {
@@ -135,6 +150,7 @@ type failsafeAck struct {
 	at      time.Time // monotonic when recorded in this process
 	primary string
 	epoch   uint64
+	ttl     time.Duration // the ping's lease TTL (0: not sent)
 }
 
 // failsafeTracker is the primary's bookkeeping, a pure state machine (the
@@ -248,8 +264,12 @@ type failsafeState struct {
 	ack       failsafeAck // this node's latest acknowledgement
 	loaded    bool        // the persisted acknowledgement was read
 	promoting bool
-	active    bool // last verdict (for logging transitions)
-	lastWhy   string
+	// grantTTL and grantMargin: the last granted renewal's ttl and safety
+	// margin (0: none seen), which the failsafe window honours as the
+	// lease's window does.
+	grantTTL, grantMargin time.Duration
+	active                bool // last verdict (for logging transitions)
+	lastWhy               string
 }
 
 func (d *Daemon) failsafeEnabled() bool {
@@ -339,9 +359,10 @@ func (d *Daemon) failsafeVerdict(now time.Time) failsafeVerdict {
 	}
 	in := failsafeInput{
 		Now: now, Enabled: d.failsafeEnabled(), Granted: d.lease.Granted(), Fenced: d.lease.Fenced() != "",
-		LeaseDeadline: d.lease.Deadline(), Window: max(d.leaseTTL()-d.safetyMargin(), 0), Loop: d.loopInterval(),
+		LeaseDeadline: d.lease.Deadline(), Loop: d.loopInterval(),
 	}
 	d.leaseMu.Unlock()
+	_, in.Window = d.failsafeTTL()
 	in.Members, _ = d.failsafeMembers()
 	d.fs.mu.Lock()
 	tr := d.fs.tracker
@@ -349,6 +370,25 @@ func (d *Daemon) failsafeVerdict(now time.Time) failsafeVerdict {
 	d.fs.mu.Unlock()
 	in.Tracker = &tr
 	return decideFailsafe(in)
+}
+
+// failsafeTTL is the lease TTL the failsafe window derives from and the
+// window itself, like the lease's (Lease.window): the smaller TTL and the
+// larger margin of the agent's configuration and the last grant. The TTL
+// travels in the pings, so that every member refuses promotion for at
+// least as long as this window plus the margin.
+func (d *Daemon) failsafeTTL() (ttl, window time.Duration) {
+	d.fs.mu.Lock()
+	gt, gm := d.fs.grantTTL, d.fs.grantMargin
+	d.fs.mu.Unlock()
+	ttl, margin := d.leaseTTL(), d.safetyMargin()
+	if gt > 0 {
+		ttl = min(ttl, gt)
+	}
+	if gm > 0 {
+		margin = max(margin, gm)
+	}
+	return ttl, max(ttl-margin, 0)
 }
 
 func maps(m map[string]time.Time) map[string]time.Time {
@@ -399,11 +439,13 @@ func (d *Daemon) failsafeExpiredReason() string {
 	return "the primary lease could not be renewed and the failsafe acknowledgements ran out: " + d.fs.lastWhy
 }
 
-func (d *Daemon) failsafeGranted(sent time.Time, members []*pgdrv1.FailsafeMember) {
+func (d *Daemon) failsafeGranted(sent time.Time, resp *pgdrv1.RenewLeaseResponse) {
 	d.fs.mu.Lock()
 	defer d.fs.mu.Unlock()
-	rec := make(map[string]string, len(members))
-	for _, m := range members {
+	d.fs.grantTTL = time.Duration(resp.GetTtlMs()) * time.Millisecond
+	d.fs.grantMargin = time.Duration(resp.GetSafetyMarginMs()) * time.Millisecond
+	rec := make(map[string]string, len(resp.GetMembers()))
+	for _, m := range resp.GetMembers() {
 		if m.GetName() != "" && m.GetName() != d.cfg.Node.Name {
 			rec[m.GetName()] = m.GetApiUrl()
 		}
@@ -521,8 +563,10 @@ func (d *Daemon) pingMembers(ctx context.Context, client *http.Client, log *slog
 		return
 	}
 	names, api := d.failsafeMembers()
+	ttl, _ := d.failsafeTTL()
 	sent := time.Now()
-	body, _ := json.Marshal(FailsafePing{Cluster: d.cfg.Cluster, Primary: d.cfg.Node.Name, Epoch: d.seeEpoch(0), SentAt: sent.UTC()})
+	body, _ := json.Marshal(FailsafePing{Cluster: d.cfg.Cluster, Primary: d.cfg.Node.Name, Epoch: d.seeEpoch(0), SentAt: sent.UTC(),
+		LeaseTTLMs: ttl.Milliseconds()})
 	sig := SignFailsafe(key, body)
 	pctx, cancel := context.WithTimeout(ctx, max(d.loopInterval(), 200*time.Millisecond))
 	defer cancel()
@@ -571,6 +615,7 @@ type persistedAck struct {
 	At      time.Time `json:"at"`
 	Primary string    `json:"primary"`
 	Epoch   uint64    `json:"epoch"`
+	TTLMs   int64     `json:"lease_ttl_ms,omitempty"`
 }
 
 // loadAckLocked reads the persisted acknowledgement once (fs.mu held).
@@ -595,18 +640,21 @@ func (d *Daemon) loadAckLocked() {
 	if age < 0 {
 		age = 0
 	}
-	if age < d.leaseTTL() && d.fs.ack.at.IsZero() {
-		d.fs.ack = failsafeAck{at: time.Now().Add(-age), primary: pa.Primary, epoch: pa.Epoch}
+	ttl := time.Duration(pa.TTLMs) * time.Millisecond
+	if age < max(d.leaseTTL(), ttl) && d.fs.ack.at.IsZero() {
+		d.fs.ack = failsafeAck{at: time.Now().Add(-age), primary: pa.Primary, epoch: pa.Epoch, ttl: ttl}
 	}
 }
 
 // failsafeRefusal says why this agent refuses promotion at now ("" = it
-// does not).
+// does not): for the larger of its own lease TTL and the acknowledged
+// ping's, so that a primary with a longer TTL than this member's (a
+// rolling configuration change) has stopped serving before then.
 func failsafeRefusal(ack failsafeAck, now time.Time, ttl time.Duration) string {
 	if ack.at.IsZero() {
 		return ""
 	}
-	if age := now.Sub(ack.at); age < ttl {
+	if age := now.Sub(ack.at); age < max(ttl, ack.ttl) {
 		return fmt.Sprintf("refuses promotion: acknowledged %s's failsafe ping %s ago", ack.primary, age.Round(time.Millisecond))
 	}
 	return ""
@@ -665,7 +713,7 @@ func (d *Daemon) serveFailsafe(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	var p FailsafePing
-	if err := json.Unmarshal(body, &p); err != nil || p.Primary == "" || p.Epoch == 0 {
+	if err := json.Unmarshal(body, &p); err != nil || p.Primary == "" || p.Epoch == 0 || p.LeaseTTLMs < 0 || p.LeaseTTLMs > failsafeMaxTTL.Milliseconds() {
 		http.Error(w, "bad failsafe ping", http.StatusBadRequest)
 		return
 	}
@@ -686,7 +734,7 @@ func (d *Daemon) serveFailsafe(w http.ResponseWriter, req *http.Request) {
 	why := ackDecision(d.cfg.Node.Name, p, d.seeEpoch(0), d.Latest(), d.fs.promoting)
 	var ack failsafeAck
 	if why == "" {
-		ack = failsafeAck{at: time.Now(), primary: p.Primary, epoch: p.Epoch}
+		ack = failsafeAck{at: time.Now(), primary: p.Primary, epoch: p.Epoch, ttl: time.Duration(p.LeaseTTLMs) * time.Millisecond}
 		d.fs.ack = ack
 	}
 	d.fs.mu.Unlock()
@@ -695,7 +743,7 @@ func (d *Daemon) serveFailsafe(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	if path := d.ackPath(); path != "" {
-		b, _ := json.Marshal(persistedAck{At: ack.at.Round(0), Primary: ack.primary, Epoch: ack.epoch})
+		b, _ := json.Marshal(persistedAck{At: ack.at.Round(0), Primary: ack.primary, Epoch: ack.epoch, TTLMs: ack.ttl.Milliseconds()})
 		tmp := path + ".tmp"
 		if os.WriteFile(tmp, b, 0o600) == nil {
 			os.Rename(tmp, path)
@@ -718,6 +766,7 @@ func (d *Daemon) annotateFailsafe(r *pgdrv1.HealthReport) {
 		r.FailsafeAckedAt = timestamppb.New(ack.at)
 		r.FailsafePrimary = ack.primary
 		r.FailsafeEpoch = ack.epoch
+		r.FailsafeRefuseMs = max(d.leaseTTL(), ack.ttl).Milliseconds()
 	}
 	r.FailsafeActive = d.failsafeVerdict(time.Now()).Active
 }

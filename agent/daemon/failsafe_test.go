@@ -282,7 +282,7 @@ func TestFailsafeMembersFromRaftAndGossip(t *testing.T) {
 	}
 
 	d, _ := failsafeDaemon(t, t.TempDir())
-	d.failsafeGranted(time.Now(), []*pgdrv1.FailsafeMember{{Name: "pg-b1", ApiUrl: "http://127.0.0.1:3"}, {Name: d.cfg.Node.Name, ApiUrl: "http://self"}})
+	d.failsafeGranted(time.Now(), &pgdrv1.RenewLeaseResponse{Granted: true, Members: []*pgdrv1.FailsafeMember{{Name: "pg-b1", ApiUrl: "http://127.0.0.1:3"}, {Name: d.cfg.Node.Name, ApiUrl: "http://self"}}})
 	if names, _ := d.failsafeMembers(); strings.Join(names, ",") != "pg-b1" {
 		t.Fatalf("after a grant listing pg-b1 (and this node): %v", names)
 	}
@@ -302,8 +302,67 @@ func TestFailsafeMembersFromRaftAndGossip(t *testing.T) {
 		t.Fatalf("Raft-only member pg-b1 never acknowledged: want no serving, missing pg-b1; got %+v", v)
 	}
 	// A grant that no longer lists pg-b1 (removed from Raft) drops it.
-	d.failsafeGranted(time.Now(), nil)
+	d.failsafeGranted(time.Now(), &pgdrv1.RenewLeaseResponse{Granted: true})
 	if names, _ := d.failsafeMembers(); len(names) != 0 {
 		t.Fatalf("after a grant listing nobody: %v", names)
+	}
+}
+
+// TestFailsafeMismatchedTTL: during a rolling change of failover.lease_ttl
+// the primary (10s) and a member (5s) disagree. The member must refuse
+// promotion for the ping's TTL, not only its own: otherwise the
+// coordinators may promote it 5s after its acknowledgement while the
+// primary, whose window is 10s − margin, still serves.
+func TestFailsafeMismatchedTTL(t *testing.T) {
+	d, key := failsafeDaemon(t, t.TempDir()) // lease_ttl 5s
+	d.latest = &pgdrv1.HealthReport{Cluster: "main", Node: "pg-a2", Time: timestamppb.Now(), PostmasterAlive: true, Connectable: true, InRecovery: true}
+	d.seeEpoch(3)
+	body := []byte(fmt.Sprintf(`{"cluster":"main","primary":"pg-a1","epoch":3,"sent_at":%q,"lease_ttl_ms":10000}`, time.Now().UTC().Format(time.RFC3339Nano)))
+	req := httptest.NewRequest("POST", FailsafePath, bytes.NewReader(body))
+	req.Header.Set(FailsafeSignatureHeader, SignFailsafe(key, body))
+	rec := httptest.NewRecorder()
+	d.Handler().ServeHTTP(rec, req)
+	if rec.Code != 200 {
+		t.Fatalf("ping from a primary with lease_ttl 10s: %d %s", rec.Code, rec.Body.String())
+	}
+	// 6s after the acknowledgement: past the member's own 5s, within the
+	// primary's 10s.
+	d.fs.mu.Lock()
+	d.fs.ack.at = d.fs.ack.at.Add(-6 * time.Second)
+	d.fs.mu.Unlock()
+	done, err := d.failsafeBeginPromote()
+	if err == nil {
+		done()
+		t.Fatal("promotion allowed 6s after acknowledging a ping from a primary whose lease_ttl is 10s")
+	}
+	if !strings.Contains(err.Error(), "refuses promotion") {
+		t.Fatalf("refusal: %v", err)
+	}
+	r := &pgdrv1.HealthReport{Time: timestamppb.Now()}
+	d.annotateFailsafe(r)
+	if r.FailsafeRefuseMs != 10000 {
+		t.Fatalf("reported refusal window %dms, want the ping's 10000ms", r.FailsafeRefuseMs)
+	}
+	// A restarted agent keeps the longer window.
+	d.fs.mu.Lock()
+	d.fs.ack.at = d.fs.ack.at.Add(6 * time.Second)
+	d.fs.mu.Unlock()
+	b, _ := json.Marshal(persistedAck{At: time.Now().Add(-6 * time.Second), Primary: "pg-a1", Epoch: 3, TTLMs: 10000})
+	if err := os.WriteFile(d.ackPath(), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d2 := New(d.cfg, nil, slog.New(slog.DiscardHandler))
+	if _, err := d2.failsafeBeginPromote(); err == nil {
+		t.Fatal("a restarted agent forgot the ping's longer TTL")
+	}
+
+	// The primary's side: lease_ttl 10s, but the leader grants 5s with a
+	// 2s margin: the failsafe window is the lease's, 5s − 2s, and the
+	// pings carry 5s (not the configured 10s).
+	p, _ := failsafeDaemon(t, t.TempDir())
+	p.cfg.Failover.LeaseTTL.Duration = 10 * time.Second
+	p.failsafeGranted(time.Now(), &pgdrv1.RenewLeaseResponse{Granted: true, TtlMs: 5000, SafetyMarginMs: 2000})
+	if ttl, w := p.failsafeTTL(); ttl != 5*time.Second || w != 3*time.Second {
+		t.Fatalf("primary with lease_ttl 10s granted 5s/2s: ttl %s window %s, want 5s and 3s", ttl, w)
 	}
 }

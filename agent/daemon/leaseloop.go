@@ -187,7 +187,7 @@ func (d *Daemon) leaseRound(ctx context.Context, lc *leaseConn, warn func(error)
 		d.leaseMu.Unlock()
 		d.seeEpoch(resp.GetEpoch())
 		if resp.GetGranted() {
-			d.failsafeGranted(sent, resp.GetMembers())
+			d.failsafeGranted(sent, resp)
 		} else {
 			d.failsafeRefused() // a reachable leader refused: no failsafe
 		}

@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"time"
 
@@ -22,9 +21,8 @@ import (
 
 // Bounds of the orders' waits.
 const (
-	promoteWait = 60 * time.Second
-	followWait  = 20 * time.Second
-	rejoinWait  = 2 * time.Minute
+	followWait = 20 * time.Second
+	rejoinWait = 2 * time.Minute
 )
 
 func orderName(cmd *pgdrv1.AgentCommand) string {
@@ -47,10 +45,15 @@ func orderName(cmd *pgdrv1.AgentCommand) string {
 	return fmt.Sprintf("%T", cmd.GetKind())
 }
 
+// errOrderExpired: an order's deadline passed before it could start.
+var errOrderExpired = errors.New("refused: the order's deadline passed")
+
 // Order carries out one of the coordinator's orders (promote, follow,
 // fence, rejoin), one at a time. An order must carry an epoch, and one
 // older than the highest epoch seen (checked again once the previous
-// order is done) is refused. It returns the output to report.
+// order is done) is refused, as is one whose deadline (when the leader
+// stops waiting for it) passed before it could start. It returns the
+// output to report.
 func (d *Daemon) Order(cmd *pgdrv1.AgentCommand) (string, error) {
 	d.orderMu.Lock()
 	defer d.orderMu.Unlock()
@@ -61,10 +64,18 @@ func (d *Daemon) Order(cmd *pgdrv1.AgentCommand) (string, error) {
 		return "", fmt.Errorf("stale epoch %d: this agent knows epoch %d", cmd.GetEpoch(), known)
 	}
 	d.seeEpoch(cmd.GetEpoch())
+	var deadline time.Time
+	if dl := cmd.GetDeadline(); dl != nil {
+		deadline = dl.AsTime()
+		if !time.Now().Before(deadline) {
+			return "", fmt.Errorf("%w: %s order %s at epoch %d, issued at %s, had to start by %s (it waited behind another order or in transit); the leader no longer waits for it",
+				errOrderExpired, orderName(cmd), cmd.GetId(), cmd.GetEpoch(), cmd.GetIssuedAt().AsTime().Format(time.RFC3339Nano), deadline.Format(time.RFC3339Nano))
+		}
+	}
 	ctx := d.runCtx
 	switch k := cmd.GetKind().(type) {
 	case *pgdrv1.AgentCommand_Promote:
-		return d.promote(ctx)
+		return d.promote(ctx, cmd.GetEpoch(), deadline)
 	case *pgdrv1.AgentCommand_Follow:
 		return d.follow(ctx, k.Follow.GetPrimary(), k.Follow.GetPrimaryDsn())
 	case *pgdrv1.AgentCommand_Fence:
@@ -110,52 +121,6 @@ func waitCond(ctx context.Context, timeout time.Duration, what string, cond func
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-}
-
-// promote promotes the local replica: never a fenced node.
-func (d *Daemon) promote(ctx context.Context) (string, error) {
-	fsDone, err := d.failsafeBeginPromote() // acknowledged a failsafe ping within lease_ttl?
-	if err != nil {
-		return "", err
-	}
-	defer fsDone()
-	pgdata := d.cfg.Postgres.PGData
-	if fi, err := health.ReadFenced(pgdata); fi != nil {
-		return "", fmt.Errorf("refusing to promote: this node is fenced (%s, epoch %d; marker %s, %v); a fenced node is never promoted, rejoin it first", fi.Reason, fi.Epoch, health.FencedPath(pgdata), err)
-	}
-	conn, inRecovery, err := d.localConnRecovery(ctx)
-	if err != nil {
-		return "", err
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	if !inRecovery {
-		return "", errors.New("refusing to promote: the server is not in recovery (already a primary)")
-	}
-	var done bool
-	if err := conn.QueryRow(ctx, fmt.Sprintf("SELECT pg_promote(true, %d)", int(promoteWait.Seconds()))).Scan(&done); err != nil {
-		return "", fmt.Errorf("pg_promote: %w", err)
-	}
-	if !done {
-		return "", fmt.Errorf("pg_promote did not finish within %s", promoteWait)
-	}
-	if err := waitCond(ctx, promoteWait, "the end of recovery", func(ctx context.Context) (bool, error) {
-		err := conn.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&inRecovery)
-		return err == nil && !inRecovery, err
-	}); err != nil {
-		return "", err
-	}
-	// A checkpoint puts the new timeline into pg_control at once, so the
-	// old primary can be rewound from this one without waiting.
-	if _, err := conn.Exec(ctx, "CHECKPOINT"); err != nil {
-		d.log.Warn("checkpoint after the promotion", "err", err)
-	}
-	var lsn, file string
-	if err := conn.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text, pg_walfile_name(pg_current_wal_lsn())").Scan(&lsn, &file); err != nil {
-		return "", err
-	}
-	tli, _ := strconv.ParseUint(file[:min(8, len(file))], 16, 32)
-	d.CheckNow(ctx)
-	return fmt.Sprintf("promoted: timeline %d, lsn %s", tli, lsn), nil
 }
 
 // primaryConninfo is dsn with this node's name as application_name (what

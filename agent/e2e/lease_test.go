@@ -190,6 +190,17 @@ func (f *fakeLeader) RenewLease(ctx context.Context, req *pgdrv1.RenewLeaseReque
 	return &pgdrv1.RenewLeaseResponse{Granted: true, TtlMs: leaseTTL.Milliseconds(), SafetyMarginMs: leaseMargin.Milliseconds(), Epoch: f.epoch, Primary: f.primary}, nil
 }
 
+// Epoch answers the agent's check right before pg_promote, as the real
+// leader does: the recorded epoch and primary.
+func (f *fakeLeader) Epoch(ctx context.Context, _ *pgdrv1.EpochRequest) (*pgdrv1.EpochResponse, error) {
+	if f.hang(ctx) {
+		return nil, ctx.Err()
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return &pgdrv1.EpochResponse{Epoch: f.epoch, Primary: f.primary}, nil
+}
+
 // order sends a command to node and waits for its result.
 func (f *fakeLeader) order(t *testing.T, node string, cmd *pgdrv1.AgentCommand, timeout time.Duration) *pgdrv1.CommandResult {
 	t.Helper()

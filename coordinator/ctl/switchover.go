@@ -97,6 +97,10 @@ unknown (the primary was never seen writable at its epoch).
   and waits the lease out before promoting, so that two primaries never take
   writes at once, but a primary whose agent is dead while PostgreSQL still
   runs must be stopped by other means first.
+  Without --force, a member whose promotion was never confirmed (its
+  pg_promote still pending, or no answer) is fenced before NODE is promoted,
+  and the failover waits while it cannot be fenced; --force promotes NODE
+  anyway: stop that member's PostgreSQL by other means first.
 The default --timeout of this command is 5m.`, cf)
 	cluster := f.String("cluster", "", "the cluster (required)")
 	to := f.String("to", "", "the replica to promote (required)")

@@ -129,6 +129,20 @@ func SyncQuorum(policy string) int {
 	return 0
 }
 
+// EffectiveSyncQuorum is SyncView.Quorum for a cluster: how many members
+// of the recorded set hold every acknowledged commit. The quorum recorded
+// in Raft (0 = unknown, read as 1) is what counts: the leader raises it
+// only once that many members of the new set flushed the primary's LSN
+// noted at the change, while the primary's setting (reported) may already
+// ask for more. It is never more than the policy's or the reported number.
+func EffectiveSyncQuorum(policy, reported string, recorded int) int {
+	quorum := min(max(recorded, 1), max(SyncQuorum(policy), 1))
+	if st, ok := ParseSyncStandbyNames(reported); ok {
+		quorum = min(quorum, st.Num)
+	}
+	return quorum
+}
+
 // SyncView is what the synchronous-mode promotion rule needs.
 type SyncView struct {
 	// Recorded: the cluster's sync_standbys as recorded in Raft. Every

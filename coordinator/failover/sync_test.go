@@ -170,3 +170,46 @@ func markSync(in *Input, eligible map[string]bool, why map[string]string, genera
 		in.Members[n] = m
 	}
 }
+
+// TestSyncQuorumRaiseLosesNothing replays the sequence of issue 12 item 4:
+// the policy goes from "on" (FIRST 1 (b)) to "quorum 2". The leader records
+// {b,c,d} and tells the primary ANY 2 at once; a commit X acknowledged by b
+// alone under FIRST 1 is on b only. Until N members of the new set have
+// flushed the LSN noted at the change, the recorded quorum stays 1 (the
+// leader raises it only then), so the promotion rule must not count ANY 2.
+// Every step: the eligible members hold every acknowledged commit.
+func TestSyncQuorumRaiseLosesNothing(t *testing.T) {
+	const x = 0x5000 // the last commit acknowledged under FIRST 1 (b): on b only
+	for _, c := range []struct {
+		n         int
+		what      string
+		policy    string
+		reported  string
+		recorded  []string
+		quorum    int // recorded in Raft
+		positions map[string]uint64
+		holders   []string // members holding every acknowledged commit
+	}{
+		{1, "on: FIRST 1 (b), primary dies, b reachable", "on", `FIRST 1 ("b")`, []string{"b"}, 1,
+			map[string]uint64{"b": x, "c": 0x4000, "d": 0x4000}, []string{"b"}},
+		{2, "raised to quorum 2, c and d not caught up, b unreachable", "quorum 2", `ANY 2 ("b", "c", "d")`, []string{"b", "c", "d"}, 1,
+			map[string]uint64{"c": 0x4000, "d": 0x4000}, nil},
+		{3, "raised to quorum 2, c and d not caught up, b reachable", "quorum 2", `ANY 2 ("b", "c", "d")`, []string{"b", "c", "d"}, 1,
+			map[string]uint64{"b": x, "c": 0x4000, "d": 0x4000}, []string{"b"}},
+		{4, "raised, quorum not yet recorded (unknown), b unreachable", "quorum 2", `ANY 2 ("b", "c", "d")`, []string{"b", "c", "d"}, 0,
+			map[string]uint64{"c": 0x4000, "d": 0x4000}, nil},
+		{5, "c and d flushed the noted LSN: quorum 2 recorded, b unreachable", "quorum 2", `ANY 2 ("b", "c", "d")`, []string{"b", "c", "d"}, 2,
+			map[string]uint64{"c": x + 0x100, "d": x}, []string{"c"}},
+	} {
+		q := EffectiveSyncQuorum(c.policy, c.reported, c.quorum)
+		eligible, _, general := SyncCandidates(SyncView{Recorded: c.recorded, Quorum: q, Positions: c.positions})
+		for m := range eligible {
+			if !slices.Contains(c.holders, m) {
+				t.Errorf("#%d %s: %s is eligible (quorum %d) but lacks a commit acknowledged before (holders %v)", c.n, c.what, m, q, c.holders)
+			}
+		}
+		if len(c.holders) > 0 && len(eligible) == 0 {
+			t.Errorf("#%d %s: nobody eligible (%s), want one of %v", c.n, c.what, general, c.holders)
+		}
+	}
+}

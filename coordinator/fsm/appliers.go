@@ -282,9 +282,9 @@ func applyRecordPrimaryLSN(st *pgdrv1.State, _ *pgdrv1.Command, p *pgdrv1.Record
 	return nil
 }
 
-// applySetSyncStandbys records the synchronous standbys (compare-and-set
-// on the epoch). The primary itself and unknown members are refused; an
-// unchanged list is accepted without an event.
+// applySetSyncStandbys records the synchronous standbys and their quorum
+// (compare-and-set on the epoch). The primary itself and unknown members
+// are refused; an unchanged list and quorum are accepted without an event.
 func applySetSyncStandbys(st *pgdrv1.State, c *pgdrv1.Command, p *pgdrv1.SetSyncStandbys, index uint64) error {
 	cl, err := findCluster(st, p.GetCluster())
 	if err != nil {
@@ -307,13 +307,17 @@ func applySetSyncStandbys(st *pgdrv1.State, c *pgdrv1.Command, p *pgdrv1.SetSync
 		}
 		seen[n] = true
 	}
-	if slices.Equal(cl.GetSyncStandbys(), p.GetNames()) {
+	if slices.Equal(cl.GetSyncStandbys(), p.GetNames()) && cl.GetSyncQuorum() == p.GetQuorum() {
 		return nil
 	}
 	cl.SyncStandbys = slices.Clone(p.GetNames())
+	cl.SyncQuorum = p.GetQuorum()
+	msg := fmt.Sprintf("synchronous standbys: %v", cl.SyncStandbys)
+	if cl.SyncQuorum > 0 {
+		msg += fmt.Sprintf(", every acknowledged commit on at least %d of them", cl.SyncQuorum)
+	}
 	addEvent(st, c, index, &pgdrv1.HistoryEvent{
-		Kind: KindSyncStandbysSet, Cluster: cl.GetName(), Epoch: cl.GetEpoch(),
-		Message: fmt.Sprintf("synchronous standbys: %v", cl.SyncStandbys),
+		Kind: KindSyncStandbysSet, Cluster: cl.GetName(), Epoch: cl.GetEpoch(), Message: msg,
 	})
 	return nil
 }

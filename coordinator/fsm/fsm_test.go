@@ -804,6 +804,11 @@ func TestSetSyncStandbys(t *testing.T) {
 	if len(h.f.History("main", 0, 0)) != n {
 		t.Fatal("an unchanged list recorded an event")
 	}
+	// The quorum is recorded with the list; raising it alone is a change.
+	h.mustApply(pgdrv1.CommandType_COMMAND_TYPE_SET_SYNC_STANDBYS, &pgdrv1.SetSyncStandbys{Cluster: "main", Names: []string{"b"}, ExpectedEpoch: 1, Quorum: 1})
+	if c, _ := h.f.Cluster("main"); c.SyncQuorum != 1 || len(h.f.History("main", 0, 0)) != n+1 {
+		t.Fatalf("quorum %d, %d events (want 1, %d)", c.SyncQuorum, len(h.f.History("main", 0, 0)), n+1)
+	}
 }
 
 func TestScanHistoryFiltersByCluster(t *testing.T) {

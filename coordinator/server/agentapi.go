@@ -20,6 +20,9 @@ import (
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
 
+// errNoStream: an order was not sent, the agent has no command stream.
+var errNoStream = errors.New("no open command stream")
+
 // hub holds the open command streams (one per member) on the leader and
 // the last result each member reported.
 type hub struct {
@@ -35,7 +38,8 @@ func newHub() *hub {
 }
 
 // call sends a command and waits for its result, ctx's end or the member
-// having no open command stream.
+// having no open command stream. ctx's deadline travels as the order's:
+// an agent does not start an order the leader no longer waits for.
 func (h *hub) call(ctx context.Context, k memberKey, c *pgdrv1.AgentCommand) (*pgdrv1.CommandResult, error) {
 	ch := make(chan *pgdrv1.CommandResult, 1)
 	h.mu.Lock()
@@ -46,8 +50,11 @@ func (h *hub) call(ctx context.Context, k memberKey, c *pgdrv1.AgentCommand) (*p
 		delete(h.waiters, c.Id)
 		h.mu.Unlock()
 	}()
+	if dl, ok := ctx.Deadline(); ok && c.Deadline == nil {
+		c.Deadline = timestamppb.New(dl) // the agent refuses to start it later
+	}
 	if !h.send(k, c) {
-		return nil, fmt.Errorf("the agent of %s has no open command stream", k.node)
+		return nil, fmt.Errorf("the agent of %s: %w", k.node, errNoStream)
 	}
 	select {
 	case r := <-ch:

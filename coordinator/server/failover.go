@@ -187,12 +187,28 @@ func (s *Server) executeFailover(ctx context.Context, c *pgdrv1.Cluster, d failo
 		log.Info("failover abandoned: the primary renewed its lease meanwhile (failsafe)", "reason", d.Reason)
 		return
 	}
+	fenced, wait := s.settlePromote(ctx, c, cand) // never two promotions that may both complete (promote.go)
+	if wait != "" {
+		log.Warn("failover waits", "reason", wait)
+		key := fmt.Sprintf("unsettled promote of %s at epoch %d", old, c.Epoch) // recorded once, whatever the fence's error
+		s.judge.mu.Lock()
+		again := s.judge.refused[name] == key
+		s.judge.refused[name] = key
+		s.judge.mu.Unlock()
+		if !again {
+			s.recordEvent(ctx, name, kindFailoverRefused, cand, c.Epoch, wait, nil)
+		}
+		return
+	}
 	log.Warn("failover", "reason", d.Reason)
 	if p := s.pendingFailover(name); p != nil {
 		s.abandon(ctx, name, p, fmt.Sprintf("%s never confirmed its promotion at epoch %d; failing over again", p.cand, p.epoch+1))
 	}
 	details := rejectedDetails(d)
 	details["old_primary"] = old
+	if fenced != "" {
+		details["fenced_first"] = fenced
+	}
 	s.recordEvent(ctx, name, kindFailoverIntent, cand, c.Epoch, fmt.Sprintf("promote %s in place of %s: %s", cand, old, d.Reason), details)
 	if _, err := s.propose(ctx, pgdrv1.CommandType_COMMAND_TYPE_SET_PRIMARY, &pgdrv1.SetPrimary{
 		Cluster: name, Name: cand, ExpectedEpoch: c.Epoch, Reason: "failover: " + d.Reason,
@@ -240,15 +256,15 @@ func (s *Server) completeFailover(ctx context.Context, c *pgdrv1.Cluster, old, c
 			Kind: &pgdrv1.AgentCommand_Promote{Promote: &pgdrv1.Promote{Reason: reason}},
 		})
 		cancel()
-		switch {
-		case err != nil:
-			s.recordEvent(ctx, name, kindFailoverResult, cand, epoch, "failed: promote: "+err.Error(), nil)
-			return
-		case !res.Ok:
-			if isFailsafeRefusal(res.Error) { // primary alive per the candidate: reported, not retried
+		if msg, unsettled := promoteOutcome(res, err); msg != "" {
+			if err == nil && isFailsafeRefusal(res.Error) { // primary alive per the candidate: reported, not retried
 				s.recordEvent(ctx, name, kindFailoverRefused, cand, epoch, "primary alive per "+cand+"'s failsafe acknowledgement: "+res.Error, nil)
 			}
-			s.recordEvent(ctx, name, kindFailoverResult, cand, epoch, "failed: promote: "+res.Error, nil)
+			var details map[string]string
+			if unsettled { // fenced (or waited for) before anyone else is promoted (promote.go)
+				details = map[string]string{detailPromote: promoteUnsettled}
+			}
+			s.recordEvent(ctx, name, kindFailoverResult, cand, epoch, msg, details)
 			return
 		}
 		msg := strings.TrimSpace(res.Output)

@@ -10,8 +10,9 @@ import (
 
 // failsafeRefusal is why a member refuses promotion per its report: it
 // acknowledged a failsafe ping of the recorded primary within the lease
-// TTL of the report's time (both times from the member's clock). "" when
-// it does not.
+// TTL of the report's time (both times from the member's clock), or within
+// the longer window the member reports (the ping's TTL when the primary's
+// is longer). "" when it does not.
 func failsafeRefusal(r *pgdrv1.HealthReport, primary string, ttl time.Duration) string {
 	if r == nil || r.FailsafeAckedAt == nil || r.Time == nil || primary == "" || r.FailsafePrimary != primary {
 		return ""
@@ -20,7 +21,7 @@ func failsafeRefusal(r *pgdrv1.HealthReport, primary string, ttl time.Duration) 
 	if age < 0 {
 		age = 0
 	}
-	if age >= ttl {
+	if age >= max(ttl, time.Duration(r.FailsafeRefuseMs)*time.Millisecond) {
 		return ""
 	}
 	return fmt.Sprintf("acknowledged %s's failsafe ping %s ago (epoch %d)", primary, age.Round(time.Millisecond), r.FailsafeEpoch)

@@ -29,6 +29,13 @@ func TestFailsafeRefusal(t *testing.T) {
 			t.Errorf("%s: %q", name, got)
 		}
 	}
+	// A member that acknowledged a primary with a longer lease TTL reports
+	// its longer refusal window; the leader holds back for it too.
+	long := rep(7*time.Second, "a")
+	long.FailsafeRefuseMs = 10000
+	if got := failsafeRefusal(long, "a", ttl); !strings.Contains(got, "acknowledged a's failsafe ping 7s ago") {
+		t.Errorf("ack 7s ago, member refuses for 10s, leader's TTL 5s: %q", got)
+	}
 	if !isFailsafeRefusal("refuses promotion: acknowledged a's failsafe ping 1.2s ago") || isFailsafeRefusal("refusing to promote: this node is fenced") {
 		t.Error("isFailsafeRefusal")
 	}

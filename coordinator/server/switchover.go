@@ -571,7 +571,7 @@ func (s *Server) manualFailover(name, to string, force bool, actor string) (*pgd
 	if c.GetPrimary() != old {
 		return nil, status.Errorf(codes.Aborted, "the primary of cluster %s changed meanwhile (now %s at epoch %d); nothing done", name, c.GetPrimary(), c.GetEpoch())
 	}
-	s.executeFailover(withKindPrefix(ctx, manualPrefix), c, failover.Decision{
+	s.executeFailover(withKindPrefix(withForcedFailover(ctx, force), manualPrefix), c, failover.Decision{
 		Action: failover.ActionPromote, Candidate: to, Reason: reason, Rejected: rejected, Ranked: ranked,
 	})
 	var list []string

@@ -33,8 +33,17 @@ package server
 // least M−N+1 reachable members of R whose reports arrived after the old
 // primary's lease expired (so it stopped writing). With N = M (e.g. "on"
 // with one recorded standby) every member of R holds every commit. N is
-// the policy's, lowered to the number in the primary's last reported
-// setting; unknown (no report since this leader took over) counts as 1.
+// kept in Raft with R (Cluster.sync_quorum; unknown counts as 1), never
+// above the policy's or the primary's reported number:
+//
+//   - Lowering N (quorum 3 → quorum 2, or → on) is recorded before the
+//     primary is told the smaller number.
+//   - Raising N (on → quorum 2) tells the primary first and keeps the old
+//     N recorded; once its reports show the new setting the leader notes
+//     its LSN L and records the new N only when N members of the new set
+//     have flushed L, as for dropping standbys. Until then a commit that
+//     only the old synchronous standby acknowledged may be on one member
+//     of R, and the rule counts it so.
 //
 // The caveat that remains is PostgreSQL's own: a commit whose wait for
 // synchronous replication is cancelled (pg_cancel_backend, a client timeout
@@ -114,6 +123,8 @@ type syncInput struct {
 	Members  []string
 	NoSync   map[string]bool // tagged no-failover: never made synchronous
 	Recorded []string
+	// Quorum: the recorded sync_quorum (0 = unknown, read as 1).
+	Quorum int
 	// Reported: the primary's synchronous_standby_names now.
 	Reported string
 	// Healthy: fresh, connectable, streaming replicas that the primary's
@@ -129,6 +140,7 @@ type syncInput struct {
 type syncPlan struct {
 	Action syncAction
 	Names  []string
+	Quorum int // with syncRecord: the quorum recorded with Names
 	Value  string
 	// Note explains a plan that waits (or why nothing changes).
 	Note string
@@ -167,7 +179,7 @@ func planSync(in syncInput) syncPlan {
 		switch {
 		case strings.TrimSpace(in.Reported) != "":
 			return syncPlan{Action: syncTell, Value: "", Note: "synchronous mode off: clearing synchronous_standby_names"}
-		case len(in.Recorded) > 0:
+		case len(in.Recorded) > 0 || in.Quorum != 0:
 			return syncPlan{Action: syncRecord, Names: []string{}, Note: "synchronous mode off: the primary waits for no standby"}
 		}
 		return syncPlan{}
@@ -228,27 +240,34 @@ func planSync(in syncInput) syncPlan {
 		setting = failover.SyncSetting{Method: "ANY", Num: n, Names: want}
 	}
 	value := setting.String()
+	// The recorded quorum claims every acknowledged commit is on that many
+	// members of the recorded set. Lowering the claim is always true, so a
+	// smaller number is recorded before the primary uses it; a larger one
+	// only once that many of the new set flushed the LSN noted when the
+	// primary was seen using it (min(old, new) until then).
+	recQ := max(in.Quorum, 1)
+	lowQ := min(recQ, setting.Num)
 
 	if value != in.Reported {
 		// Adding comes first: everyone named now or soon is recorded
 		// before the primary waits for them.
 		grown := union(rec, want, repNames)
-		if !subset(grown, in.Recorded) || containsName(in.Recorded, in.Primary) {
-			return syncPlan{Action: syncRecord, Names: grown, Note: "recording the synchronous standbys before the primary uses them"}
+		if !subset(grown, in.Recorded) || containsName(in.Recorded, in.Primary) || recQ > setting.Num {
+			return syncPlan{Action: syncRecord, Names: grown, Quorum: lowQ, Note: "recording the synchronous standbys before the primary uses them"}
 		}
 		return syncPlan{Action: syncTell, Value: value}
 	}
 	// The primary uses the wanted setting.
-	if !subset(want, in.Recorded) || containsName(in.Recorded, in.Primary) {
-		return syncPlan{Action: syncRecord, Names: union(rec, want), Note: "recording the standbys the primary waits for"}
+	if !subset(want, in.Recorded) || containsName(in.Recorded, in.Primary) || recQ > setting.Num {
+		return syncPlan{Action: syncRecord, Names: union(rec, want), Quorum: lowQ, Note: "recording the standbys the primary waits for"}
 	}
-	if recordedExactly(want) {
+	if recordedExactly(want) && recQ == setting.Num {
 		return syncPlan{}
 	}
-	// Dropping: only once N of the wanted standbys hold everything
-	// acknowledged under the old setting.
+	// Dropping standbys or raising the quorum: only once N of the wanted
+	// standbys hold everything acknowledged under the old setting.
 	if in.Confirm == nil || in.Confirm.value != value {
-		return syncPlan{Action: syncNoteLSN, Note: fmt.Sprintf("the primary uses %s; waiting for the standbys to catch up before the others are dropped", value)}
+		return syncPlan{Action: syncNoteLSN, Note: fmt.Sprintf("the primary uses %s; waiting for the standbys to catch up before the others are dropped or the quorum is raised", value)}
 	}
 	caught := 0
 	for _, m := range want {
@@ -257,10 +276,10 @@ func planSync(in syncInput) syncPlan {
 		}
 	}
 	if caught < setting.Num {
-		return syncPlan{Note: fmt.Sprintf("the primary uses %s; %d of the wanted standbys flushed %s, %d needed before %v are dropped from the recorded set",
-			value, caught, failover.FormatLSN(in.Confirm.lsn), setting.Num, minus(in.Recorded, want))}
+		return syncPlan{Note: fmt.Sprintf("the primary uses %s; %d of the wanted standbys flushed %s, %d needed before %v are dropped from the recorded set and the recorded quorum goes from %d to %d",
+			value, caught, failover.FormatLSN(in.Confirm.lsn), setting.Num, minus(in.Recorded, want), recQ, setting.Num)}
 	}
-	return syncPlan{Action: syncRecord, Names: slices.Clone(want), Note: "dropping standbys the primary no longer waits for"}
+	return syncPlan{Action: syncRecord, Names: slices.Clone(want), Quorum: setting.Num, Note: "the wanted standbys caught up: dropping standbys the primary no longer waits for, recording its quorum"}
 }
 
 // bestSync picks a synchronous standby: one already recorded, then the
@@ -343,7 +362,7 @@ func (s *Server) syncInputFor(c *pgdrv1.Cluster, samples map[memberKey]sample, n
 		return syncInput{}, false
 	}
 	in := syncInput{
-		Policy: c.GetPolicy().GetSynchronous(), Primary: c.Primary, Recorded: c.SyncStandbys,
+		Policy: c.GetPolicy().GetSynchronous(), Primary: c.Primary, Recorded: c.SyncStandbys, Quorum: int(c.SyncQuorum),
 		Reported: pr.SynchronousStandbyNames, PrimaryLSN: pr.CurrentLsn,
 		NoSync: map[string]bool{}, Healthy: map[string]bool{}, Flush: map[string]uint64{},
 	}
@@ -457,12 +476,12 @@ func (s *Server) syncStep(ctx context.Context, c *pgdrv1.Cluster, p syncPlan) {
 			names = []string{}
 		}
 		if _, err := s.propose(ctx, pgdrv1.CommandType_COMMAND_TYPE_SET_SYNC_STANDBYS, &pgdrv1.SetSyncStandbys{
-			Cluster: c.Name, Names: names, ExpectedEpoch: c.Epoch,
+			Cluster: c.Name, Names: names, ExpectedEpoch: c.Epoch, Quorum: uint32(p.Quorum),
 		}, "coordinator:"+s.cfg.Name); err != nil {
-			log.Warn("recording the synchronous standbys", "names", names, "err", err)
+			log.Warn("recording the synchronous standbys", "names", names, "quorum", p.Quorum, "err", err)
 			return
 		}
-		log.Info("synchronous standbys recorded", "names", names, "why", p.Note)
+		log.Info("synchronous standbys recorded", "names", names, "quorum", p.Quorum, "why", p.Note)
 	case syncTell:
 		s.syncer.mu.Lock()
 		s.syncer.told[c.Name] = syncTold{epoch: c.Epoch, value: p.Value, at: time.Now()}
@@ -515,15 +534,17 @@ func (s *Server) syncBeforePromote(ctx context.Context, c *pgdrv1.Cluster, cand 
 	s.syncer.mu.Lock()
 	delete(s.syncer.confirm, c.Name)
 	s.syncer.mu.Unlock()
+	n := min(max(failover.SyncQuorum(policy), 1), len(others))
+	// The quorum recorded is the one the new primary will wait for (as the
+	// promotion rule read it from that setting before it was recorded).
 	if _, err := s.propose(ctx, pgdrv1.CommandType_COMMAND_TYPE_SET_SYNC_STANDBYS, &pgdrv1.SetSyncStandbys{
-		Cluster: c.Name, Names: others, ExpectedEpoch: epoch,
+		Cluster: c.Name, Names: others, ExpectedEpoch: epoch, Quorum: uint32(n),
 	}, "coordinator:"+s.cfg.Name); err != nil {
 		// Not fatal: a smaller recorded set only makes the next promotion
 		// harder (the new primary itself is never promoted), and the leader
 		// records the set from the primary's setting at its next step.
 		s.log.Warn("recording the synchronous standbys before the promotion", "cluster", c.Name, "err", err)
 	}
-	n := min(max(failover.SyncQuorum(policy), 1), len(others))
 	value := failover.SyncSetting{Method: "ANY", Num: n, Names: others}.String()
 	if err := s.tellSync(ctx, c.Name, cand, epoch, value); err != nil {
 		return fmt.Errorf("setting synchronous_standby_names = '%s' on %s before its promotion: %w", value, cand, err)
@@ -539,12 +560,11 @@ func (s *Server) syncEligibility(c *pgdrv1.Cluster, samples map[memberKey]sample
 	if !failover.SynchronousMode(in.Policy.Synchronous) {
 		return
 	}
-	quorum := 1
+	var reported string
 	if ps, ok := samples[memberKey{c.Name, c.Primary}]; ok {
-		if st, ok := failover.ParseSyncStandbyNames(ps.report.SynchronousStandbyNames); ok {
-			quorum = min(max(failover.SyncQuorum(in.Policy.Synchronous), 1), st.Num)
-		}
+		reported = ps.report.SynchronousStandbyNames
 	}
+	quorum := failover.EffectiveSyncQuorum(in.Policy.Synchronous, reported, int(c.SyncQuorum))
 	v := failover.SyncView{Recorded: c.SyncStandbys, Quorum: quorum, Positions: map[string]uint64{}}
 	for _, name := range c.SyncStandbys {
 		sm, ok := samples[memberKey{c.Name, name}]

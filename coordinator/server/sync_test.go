@@ -88,6 +88,16 @@ func TestPlanSync(t *testing.T) {
 		in.Recorded = []string{"b", "c", "d"}
 		expect(t, "tell 3", in, syncTell, nil, `ANY 2 ("b", "c", "d")`, "")
 		in.Reported = `ANY 2 ("b", "c", "d")`
+		// The recorded quorum (unknown: 1) is raised to 2 only once two of
+		// the set flushed the LSN noted when the primary used ANY 2.
+		expect(t, "note the LSN before raising the quorum", in, syncNoteLSN, nil, "", "")
+		in.Confirm = &syncConfirm{value: `ANY 2 ("b", "c", "d")`, lsn: 100}
+		expect(t, "c behind: the quorum stays", in, syncNone, nil, "", "1 of the wanted standbys flushed")
+		in.Flush["c"] = 100
+		if p := expect(t, "raise the quorum", in, syncRecord, []string{"b", "c", "d"}, "", ""); p.Quorum != 2 {
+			t.Fatalf("raise the quorum: recorded %d, want 2", p.Quorum)
+		}
+		in.Quorum = 2
 		expect(t, "converged", in, syncNone, nil, "", "")
 		// Only b healthy: c and d stay named so commits wait for 2.
 		in.Healthy = map[string]bool{"b": true}
@@ -98,6 +108,42 @@ func TestPlanSync(t *testing.T) {
 		in.Members = []string{"a", "b"}
 		in.Recorded, in.Reported = nil, ""
 		expect(t, "impossible", in, syncNone, nil, "", "needs 2 standbys")
+	})
+
+	// Issue 12 item 4: from "on" (FIRST 1 (b)) to "quorum 2". The set grows
+	// to {b,c,d} before the primary is told ANY 2, but the recorded quorum
+	// stays 1 until two of them flushed the LSN noted at the change: a
+	// commit that only b acknowledged under FIRST 1 is on one member.
+	t.Run("raising the quorum waits for the catch-up", func(t *testing.T) {
+		in := base()
+		in.Members = []string{"a", "b", "c", "d"}
+		in.Healthy["d"] = true
+		in.Flush = map[string]uint64{"b": 0x5000, "c": 0x4000, "d": 0x4000}
+		in.Recorded, in.Quorum, in.Reported = []string{"b"}, 1, `FIRST 1 ("b")`
+		expect(t, "1 on: converged", in, syncNone, nil, "", "")
+		in.Policy = "quorum 2"
+		if p := expect(t, "2 record b c d", in, syncRecord, []string{"b", "c", "d"}, "", ""); p.Quorum != 1 {
+			t.Fatalf("2: quorum %d recorded before the catch-up, want 1", p.Quorum)
+		}
+		in.Recorded = []string{"b", "c", "d"}
+		expect(t, "3 tell ANY 2", in, syncTell, nil, `ANY 2 ("b", "c", "d")`, "")
+		in.Reported, in.PrimaryLSN = `ANY 2 ("b", "c", "d")`, 0x5000
+		expect(t, "4 note the LSN", in, syncNoteLSN, nil, "", "")
+		in.Confirm = &syncConfirm{value: in.Reported, lsn: 0x5000}
+		expect(t, "5 c and d behind: quorum stays 1", in, syncNone, nil, "", "1 of the wanted standbys flushed 0/5000, 2 needed")
+		in.Flush["c"] = 0x5000
+		if p := expect(t, "6 c caught up: quorum 2", in, syncRecord, []string{"b", "c", "d"}, "", ""); p.Quorum != 2 {
+			t.Fatalf("6: quorum %d, want 2", p.Quorum)
+		}
+		in.Quorum = 2
+		expect(t, "7 converged", in, syncNone, nil, "", "")
+		// Back to "on": the quorum is lowered before the primary is told.
+		in.Policy, in.Confirm = "on", nil
+		if p := expect(t, "8 lower first", in, syncRecord, []string{"b", "c", "d"}, "", ""); p.Quorum != 1 {
+			t.Fatalf("8: quorum %d, want 1 before FIRST 1 is told", p.Quorum)
+		}
+		in.Quorum = 1
+		expect(t, "9 tell FIRST 1", in, syncTell, nil, `FIRST 1 ("b")`, "")
 	})
 
 	t.Run("off clears, then records nothing", func(t *testing.T) {

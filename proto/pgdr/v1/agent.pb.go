@@ -24,6 +24,110 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type EpochRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Cluster       string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	Node          string                 `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EpochRequest) Reset() {
+	*x = EpochRequest{}
+	mi := &file_pgdr_v1_agent_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EpochRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EpochRequest) ProtoMessage() {}
+
+func (x *EpochRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pgdr_v1_agent_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EpochRequest.ProtoReflect.Descriptor instead.
+func (*EpochRequest) Descriptor() ([]byte, []int) {
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *EpochRequest) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *EpochRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+type EpochResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Epoch         uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Primary       string                 `protobuf:"bytes,2,opt,name=primary,proto3" json:"primary,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EpochResponse) Reset() {
+	*x = EpochResponse{}
+	mi := &file_pgdr_v1_agent_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EpochResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EpochResponse) ProtoMessage() {}
+
+func (x *EpochResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pgdr_v1_agent_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EpochResponse.ProtoReflect.Descriptor instead.
+func (*EpochResponse) Descriptor() ([]byte, []int) {
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *EpochResponse) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *EpochResponse) GetPrimary() string {
+	if x != nil {
+		return x.Primary
+	}
+	return ""
+}
+
 type RenewLeaseRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Cluster       string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
@@ -35,7 +139,7 @@ type RenewLeaseRequest struct {
 
 func (x *RenewLeaseRequest) Reset() {
 	*x = RenewLeaseRequest{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[0]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -47,7 +151,7 @@ func (x *RenewLeaseRequest) String() string {
 func (*RenewLeaseRequest) ProtoMessage() {}
 
 func (x *RenewLeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[0]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -60,7 +164,7 @@ func (x *RenewLeaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewLeaseRequest.ProtoReflect.Descriptor instead.
 func (*RenewLeaseRequest) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{0}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *RenewLeaseRequest) GetCluster() string {
@@ -106,7 +210,7 @@ type RenewLeaseResponse struct {
 
 func (x *RenewLeaseResponse) Reset() {
 	*x = RenewLeaseResponse{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[1]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -118,7 +222,7 @@ func (x *RenewLeaseResponse) String() string {
 func (*RenewLeaseResponse) ProtoMessage() {}
 
 func (x *RenewLeaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[1]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -131,7 +235,7 @@ func (x *RenewLeaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewLeaseResponse.ProtoReflect.Descriptor instead.
 func (*RenewLeaseResponse) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{1}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *RenewLeaseResponse) GetGranted() bool {
@@ -194,7 +298,7 @@ type FailsafeMember struct {
 
 func (x *FailsafeMember) Reset() {
 	*x = FailsafeMember{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[2]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -206,7 +310,7 @@ func (x *FailsafeMember) String() string {
 func (*FailsafeMember) ProtoMessage() {}
 
 func (x *FailsafeMember) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[2]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -219,7 +323,7 @@ func (x *FailsafeMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailsafeMember.ProtoReflect.Descriptor instead.
 func (*FailsafeMember) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{2}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *FailsafeMember) GetName() string {
@@ -244,7 +348,7 @@ type LeaderRequest struct {
 
 func (x *LeaderRequest) Reset() {
 	*x = LeaderRequest{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[3]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -256,7 +360,7 @@ func (x *LeaderRequest) String() string {
 func (*LeaderRequest) ProtoMessage() {}
 
 func (x *LeaderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[3]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -269,7 +373,7 @@ func (x *LeaderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaderRequest.ProtoReflect.Descriptor instead.
 func (*LeaderRequest) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{3}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{5}
 }
 
 type LeaderResponse struct {
@@ -284,7 +388,7 @@ type LeaderResponse struct {
 
 func (x *LeaderResponse) Reset() {
 	*x = LeaderResponse{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[4]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -296,7 +400,7 @@ func (x *LeaderResponse) String() string {
 func (*LeaderResponse) ProtoMessage() {}
 
 func (x *LeaderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[4]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -309,7 +413,7 @@ func (x *LeaderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaderResponse.ProtoReflect.Descriptor instead.
 func (*LeaderResponse) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{4}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *LeaderResponse) GetName() string {
@@ -342,7 +446,7 @@ type RegisterRequest struct {
 
 func (x *RegisterRequest) Reset() {
 	*x = RegisterRequest{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[5]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -354,7 +458,7 @@ func (x *RegisterRequest) String() string {
 func (*RegisterRequest) ProtoMessage() {}
 
 func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[5]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -367,7 +471,7 @@ func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterRequest.ProtoReflect.Descriptor instead.
 func (*RegisterRequest) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{5}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RegisterRequest) GetMember() *Member {
@@ -388,7 +492,7 @@ type RegisterResponse struct {
 
 func (x *RegisterResponse) Reset() {
 	*x = RegisterResponse{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[6]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -400,7 +504,7 @@ func (x *RegisterResponse) String() string {
 func (*RegisterResponse) ProtoMessage() {}
 
 func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[6]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -413,7 +517,7 @@ func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterResponse.ProtoReflect.Descriptor instead.
 func (*RegisterResponse) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{6}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RegisterResponse) GetEpoch() uint64 {
@@ -480,13 +584,16 @@ type HealthReport struct {
 	// in_recovery, the LSNs and the timeline are unknown, not false or 0.
 	// Nothing may take such a report for a writable server.
 	RecoveryUnknown bool `protobuf:"varint,30,opt,name=recovery_unknown,json=recoveryUnknown,proto3" json:"recovery_unknown,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// failsafe_refuse_ms: how long after failsafe_acked_at this member
+	// refuses promotion (the larger of its lease TTL and the ping's).
+	FailsafeRefuseMs int64 `protobuf:"varint,31,opt,name=failsafe_refuse_ms,json=failsafeRefuseMs,proto3" json:"failsafe_refuse_ms,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *HealthReport) Reset() {
 	*x = HealthReport{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[7]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -498,7 +605,7 @@ func (x *HealthReport) String() string {
 func (*HealthReport) ProtoMessage() {}
 
 func (x *HealthReport) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[7]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -511,7 +618,7 @@ func (x *HealthReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthReport.ProtoReflect.Descriptor instead.
 func (*HealthReport) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{7}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *HealthReport) GetCluster() string {
@@ -724,6 +831,13 @@ func (x *HealthReport) GetRecoveryUnknown() bool {
 	return false
 }
 
+func (x *HealthReport) GetFailsafeRefuseMs() int64 {
+	if x != nil {
+		return x.FailsafeRefuseMs
+	}
+	return 0
+}
+
 // ReplicaState is one row of the primary's pg_stat_replication.
 type ReplicaState struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
@@ -741,7 +855,7 @@ type ReplicaState struct {
 
 func (x *ReplicaState) Reset() {
 	*x = ReplicaState{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[8]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -753,7 +867,7 @@ func (x *ReplicaState) String() string {
 func (*ReplicaState) ProtoMessage() {}
 
 func (x *ReplicaState) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[8]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -766,7 +880,7 @@ func (x *ReplicaState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaState.ProtoReflect.Descriptor instead.
 func (*ReplicaState) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{8}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ReplicaState) GetApplicationName() string {
@@ -827,7 +941,7 @@ type ReportSummary struct {
 
 func (x *ReportSummary) Reset() {
 	*x = ReportSummary{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[9]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -839,7 +953,7 @@ func (x *ReportSummary) String() string {
 func (*ReportSummary) ProtoMessage() {}
 
 func (x *ReportSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[9]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -852,7 +966,7 @@ func (x *ReportSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportSummary.ProtoReflect.Descriptor instead.
 func (*ReportSummary) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{9}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ReportSummary) GetReceived() uint64 {
@@ -872,7 +986,7 @@ type CommandsRequest struct {
 
 func (x *CommandsRequest) Reset() {
 	*x = CommandsRequest{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[10]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -884,7 +998,7 @@ func (x *CommandsRequest) String() string {
 func (*CommandsRequest) ProtoMessage() {}
 
 func (x *CommandsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[10]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -897,7 +1011,7 @@ func (x *CommandsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandsRequest.ProtoReflect.Descriptor instead.
 func (*CommandsRequest) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{10}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CommandsRequest) GetCluster() string {
@@ -923,6 +1037,9 @@ type AgentCommand struct {
 	Node     string                 `protobuf:"bytes,3,opt,name=node,proto3" json:"node,omitempty"`
 	Epoch    uint64                 `protobuf:"varint,4,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	IssuedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=issued_at,json=issuedAt,proto3" json:"issued_at,omitempty"`
+	// deadline: when the leader stops waiting for the order's result; an
+	// agent refuses an order it would start after it (unset = no deadline).
+	Deadline *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=deadline,proto3" json:"deadline,omitempty"`
 	// Types that are valid to be assigned to Kind:
 	//
 	//	*AgentCommand_Ping
@@ -941,7 +1058,7 @@ type AgentCommand struct {
 
 func (x *AgentCommand) Reset() {
 	*x = AgentCommand{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[11]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -953,7 +1070,7 @@ func (x *AgentCommand) String() string {
 func (*AgentCommand) ProtoMessage() {}
 
 func (x *AgentCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[11]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -966,7 +1083,7 @@ func (x *AgentCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentCommand.ProtoReflect.Descriptor instead.
 func (*AgentCommand) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{11}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *AgentCommand) GetId() string {
@@ -1000,6 +1117,13 @@ func (x *AgentCommand) GetEpoch() uint64 {
 func (x *AgentCommand) GetIssuedAt() *timestamppb.Timestamp {
 	if x != nil {
 		return x.IssuedAt
+	}
+	return nil
+}
+
+func (x *AgentCommand) GetDeadline() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Deadline
 	}
 	return nil
 }
@@ -1171,7 +1295,7 @@ type Ping struct {
 
 func (x *Ping) Reset() {
 	*x = Ping{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[12]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1183,7 +1307,7 @@ func (x *Ping) String() string {
 func (*Ping) ProtoMessage() {}
 
 func (x *Ping) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[12]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1196,7 +1320,7 @@ func (x *Ping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ping.ProtoReflect.Descriptor instead.
 func (*Ping) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{12}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{14}
 }
 
 type CheckNow struct {
@@ -1207,7 +1331,7 @@ type CheckNow struct {
 
 func (x *CheckNow) Reset() {
 	*x = CheckNow{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[13]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1219,7 +1343,7 @@ func (x *CheckNow) String() string {
 func (*CheckNow) ProtoMessage() {}
 
 func (x *CheckNow) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[13]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1232,7 +1356,7 @@ func (x *CheckNow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckNow.ProtoReflect.Descriptor instead.
 func (*CheckNow) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{13}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{15}
 }
 
 type Promote struct {
@@ -1244,7 +1368,7 @@ type Promote struct {
 
 func (x *Promote) Reset() {
 	*x = Promote{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[14]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1256,7 +1380,7 @@ func (x *Promote) String() string {
 func (*Promote) ProtoMessage() {}
 
 func (x *Promote) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[14]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1269,7 +1393,7 @@ func (x *Promote) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Promote.ProtoReflect.Descriptor instead.
 func (*Promote) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{14}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Promote) GetReason() string {
@@ -1290,7 +1414,7 @@ type Follow struct {
 
 func (x *Follow) Reset() {
 	*x = Follow{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[15]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1302,7 +1426,7 @@ func (x *Follow) String() string {
 func (*Follow) ProtoMessage() {}
 
 func (x *Follow) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[15]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1315,7 +1439,7 @@ func (x *Follow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Follow.ProtoReflect.Descriptor instead.
 func (*Follow) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{15}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Follow) GetPrimary() string {
@@ -1341,7 +1465,7 @@ type Fence struct {
 
 func (x *Fence) Reset() {
 	*x = Fence{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[16]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1353,7 +1477,7 @@ func (x *Fence) String() string {
 func (*Fence) ProtoMessage() {}
 
 func (x *Fence) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[16]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1366,7 +1490,7 @@ func (x *Fence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fence.ProtoReflect.Descriptor instead.
 func (*Fence) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{16}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Fence) GetReason() string {
@@ -1386,7 +1510,7 @@ type Rejoin struct {
 
 func (x *Rejoin) Reset() {
 	*x = Rejoin{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[17]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1398,7 +1522,7 @@ func (x *Rejoin) String() string {
 func (*Rejoin) ProtoMessage() {}
 
 func (x *Rejoin) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[17]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1411,7 +1535,7 @@ func (x *Rejoin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rejoin.ProtoReflect.Descriptor instead.
 func (*Rejoin) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{17}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Rejoin) GetPrimary() string {
@@ -1437,7 +1561,7 @@ type Demote struct {
 
 func (x *Demote) Reset() {
 	*x = Demote{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[18]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1449,7 +1573,7 @@ func (x *Demote) String() string {
 func (*Demote) ProtoMessage() {}
 
 func (x *Demote) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[18]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1462,7 +1586,7 @@ func (x *Demote) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Demote.ProtoReflect.Descriptor instead.
 func (*Demote) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{18}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Demote) GetReason() string {
@@ -1481,7 +1605,7 @@ type Restart struct {
 
 func (x *Restart) Reset() {
 	*x = Restart{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[19]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1493,7 +1617,7 @@ func (x *Restart) String() string {
 func (*Restart) ProtoMessage() {}
 
 func (x *Restart) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[19]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1506,7 +1630,7 @@ func (x *Restart) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Restart.ProtoReflect.Descriptor instead.
 func (*Restart) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{19}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Restart) GetReason() string {
@@ -1526,7 +1650,7 @@ type SetSynchronous struct {
 
 func (x *SetSynchronous) Reset() {
 	*x = SetSynchronous{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[20]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1538,7 +1662,7 @@ func (x *SetSynchronous) String() string {
 func (*SetSynchronous) ProtoMessage() {}
 
 func (x *SetSynchronous) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[20]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1551,7 +1675,7 @@ func (x *SetSynchronous) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSynchronous.ProtoReflect.Descriptor instead.
 func (*SetSynchronous) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{20}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SetSynchronous) GetValue() string {
@@ -1562,20 +1686,23 @@ func (x *SetSynchronous) GetValue() string {
 }
 
 type CommandResult struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Cluster       string                 `protobuf:"bytes,2,opt,name=cluster,proto3" json:"cluster,omitempty"`
-	Node          string                 `protobuf:"bytes,3,opt,name=node,proto3" json:"node,omitempty"`
-	Ok            bool                   `protobuf:"varint,4,opt,name=ok,proto3" json:"ok,omitempty"`
-	Error         string                 `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
-	Output        string                 `protobuf:"bytes,6,opt,name=output,proto3" json:"output,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Id      string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Cluster string                 `protobuf:"bytes,2,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	Node    string                 `protobuf:"bytes,3,opt,name=node,proto3" json:"node,omitempty"`
+	Ok      bool                   `protobuf:"varint,4,opt,name=ok,proto3" json:"ok,omitempty"`
+	Error   string                 `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	Output  string                 `protobuf:"bytes,6,opt,name=output,proto3" json:"output,omitempty"`
+	// pending: the order started something that has not finished and may
+	// still complete (a promotion waiting for replay); ok is false.
+	Pending       bool `protobuf:"varint,7,opt,name=pending,proto3" json:"pending,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CommandResult) Reset() {
 	*x = CommandResult{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[21]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1587,7 +1714,7 @@ func (x *CommandResult) String() string {
 func (*CommandResult) ProtoMessage() {}
 
 func (x *CommandResult) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[21]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1600,7 +1727,7 @@ func (x *CommandResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandResult.ProtoReflect.Descriptor instead.
 func (*CommandResult) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{21}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *CommandResult) GetId() string {
@@ -1645,6 +1772,13 @@ func (x *CommandResult) GetOutput() string {
 	return ""
 }
 
+func (x *CommandResult) GetPending() bool {
+	if x != nil {
+		return x.Pending
+	}
+	return false
+}
+
 type CommandResultAck struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1653,7 +1787,7 @@ type CommandResultAck struct {
 
 func (x *CommandResultAck) Reset() {
 	*x = CommandResultAck{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[22]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1665,7 +1799,7 @@ func (x *CommandResultAck) String() string {
 func (*CommandResultAck) ProtoMessage() {}
 
 func (x *CommandResultAck) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[22]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1678,14 +1812,20 @@ func (x *CommandResultAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandResultAck.ProtoReflect.Descriptor instead.
 func (*CommandResultAck) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{22}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{24}
 }
 
 var File_pgdr_v1_agent_proto protoreflect.FileDescriptor
 
 const file_pgdr_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x13pgdr/v1/agent.proto\x12\apgdr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13pgdr/v1/state.proto\"W\n" +
+	"\x13pgdr/v1/agent.proto\x12\apgdr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13pgdr/v1/state.proto\"<\n" +
+	"\fEpochRequest\x12\x18\n" +
+	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\"?\n" +
+	"\rEpochResponse\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x18\n" +
+	"\aprimary\x18\x02 \x01(\tR\aprimary\"W\n" +
 	"\x11RenewLeaseRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x14\n" +
@@ -1711,7 +1851,7 @@ const file_pgdr_v1_agent_proto_rawDesc = "" +
 	"\x06member\x18\x01 \x01(\v2\x0f.pgdr.v1.MemberR\x06member\"B\n" +
 	"\x10RegisterResponse\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x18\n" +
-	"\aprimary\x18\x02 \x01(\tR\aprimary\"\xb4\t\n" +
+	"\aprimary\x18\x02 \x01(\tR\aprimary\"\xe2\t\n" +
 	"\fHealthReport\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12.\n" +
@@ -1749,7 +1889,8 @@ const file_pgdr_v1_agent_proto_rawDesc = "" +
 	"\x10failsafe_primary\x18\x1b \x01(\tR\x0ffailsafePrimary\x12%\n" +
 	"\x0efailsafe_epoch\x18\x1c \x01(\x04R\rfailsafeEpoch\x12'\n" +
 	"\x0ffailsafe_active\x18\x1d \x01(\bR\x0efailsafeActive\x12)\n" +
-	"\x10recovery_unknown\x18\x1e \x01(\bR\x0frecoveryUnknown\"\xe2\x01\n" +
+	"\x10recovery_unknown\x18\x1e \x01(\bR\x0frecoveryUnknown\x12,\n" +
+	"\x12failsafe_refuse_ms\x18\x1f \x01(\x03R\x10failsafeRefuseMs\"\xe2\x01\n" +
 	"\fReplicaState\x12)\n" +
 	"\x10application_name\x18\x01 \x01(\tR\x0fapplicationName\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x1d\n" +
@@ -1764,13 +1905,14 @@ const file_pgdr_v1_agent_proto_rawDesc = "" +
 	"\breceived\x18\x01 \x01(\x04R\breceived\"?\n" +
 	"\x0fCommandsRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
-	"\x04node\x18\x02 \x01(\tR\x04node\"\xc3\x04\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\"\xfb\x04\n" +
 	"\fAgentCommand\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12\x12\n" +
 	"\x04node\x18\x03 \x01(\tR\x04node\x12\x14\n" +
 	"\x05epoch\x18\x04 \x01(\x04R\x05epoch\x127\n" +
-	"\tissued_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bissuedAt\x12#\n" +
+	"\tissued_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bissuedAt\x126\n" +
+	"\bdeadline\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\x12#\n" +
 	"\x04ping\x18\n" +
 	" \x01(\v2\r.pgdr.v1.PingH\x00R\x04ping\x120\n" +
 	"\tcheck_now\x18\v \x01(\v2\x11.pgdr.v1.CheckNowH\x00R\bcheckNow\x12,\n" +
@@ -1802,15 +1944,16 @@ const file_pgdr_v1_agent_proto_rawDesc = "" +
 	"\aRestart\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\"&\n" +
 	"\x0eSetSynchronous\x12\x14\n" +
-	"\x05value\x18\x01 \x01(\tR\x05value\"\x8b\x01\n" +
+	"\x05value\x18\x01 \x01(\tR\x05value\"\xa5\x01\n" +
 	"\rCommandResult\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12\x12\n" +
 	"\x04node\x18\x03 \x01(\tR\x04node\x12\x0e\n" +
 	"\x02ok\x18\x04 \x01(\bR\x02ok\x12\x14\n" +
 	"\x05error\x18\x05 \x01(\tR\x05error\x12\x16\n" +
-	"\x06output\x18\x06 \x01(\tR\x06output\"\x12\n" +
-	"\x10CommandResultAck2\x91\x03\n" +
+	"\x06output\x18\x06 \x01(\tR\x06output\x12\x18\n" +
+	"\apending\x18\a \x01(\bR\apending\"\x12\n" +
+	"\x10CommandResultAck2\xc9\x03\n" +
 	"\fAgentService\x129\n" +
 	"\x06Leader\x12\x16.pgdr.v1.LeaderRequest\x1a\x17.pgdr.v1.LeaderResponse\x12?\n" +
 	"\bRegister\x12\x18.pgdr.v1.RegisterRequest\x1a\x19.pgdr.v1.RegisterResponse\x129\n" +
@@ -1818,7 +1961,8 @@ const file_pgdr_v1_agent_proto_rawDesc = "" +
 	"\bCommands\x12\x18.pgdr.v1.CommandsRequest\x1a\x15.pgdr.v1.AgentCommand0\x01\x12D\n" +
 	"\x0fCompleteCommand\x12\x16.pgdr.v1.CommandResult\x1a\x19.pgdr.v1.CommandResultAck\x12E\n" +
 	"\n" +
-	"RenewLease\x12\x1a.pgdr.v1.RenewLeaseRequest\x1a\x1b.pgdr.v1.RenewLeaseResponseB+Z)github.com/pgdr/pgdr/proto/pgdr/v1;pgdrv1b\x06proto3"
+	"RenewLease\x12\x1a.pgdr.v1.RenewLeaseRequest\x1a\x1b.pgdr.v1.RenewLeaseResponse\x126\n" +
+	"\x05Epoch\x12\x15.pgdr.v1.EpochRequest\x1a\x16.pgdr.v1.EpochResponseB+Z)github.com/pgdr/pgdr/proto/pgdr/v1;pgdrv1b\x06proto3"
 
 var (
 	file_pgdr_v1_agent_proto_rawDescOnce sync.Once
@@ -1832,68 +1976,73 @@ func file_pgdr_v1_agent_proto_rawDescGZIP() []byte {
 	return file_pgdr_v1_agent_proto_rawDescData
 }
 
-var file_pgdr_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_pgdr_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_pgdr_v1_agent_proto_goTypes = []any{
-	(*RenewLeaseRequest)(nil),     // 0: pgdr.v1.RenewLeaseRequest
-	(*RenewLeaseResponse)(nil),    // 1: pgdr.v1.RenewLeaseResponse
-	(*FailsafeMember)(nil),        // 2: pgdr.v1.FailsafeMember
-	(*LeaderRequest)(nil),         // 3: pgdr.v1.LeaderRequest
-	(*LeaderResponse)(nil),        // 4: pgdr.v1.LeaderResponse
-	(*RegisterRequest)(nil),       // 5: pgdr.v1.RegisterRequest
-	(*RegisterResponse)(nil),      // 6: pgdr.v1.RegisterResponse
-	(*HealthReport)(nil),          // 7: pgdr.v1.HealthReport
-	(*ReplicaState)(nil),          // 8: pgdr.v1.ReplicaState
-	(*ReportSummary)(nil),         // 9: pgdr.v1.ReportSummary
-	(*CommandsRequest)(nil),       // 10: pgdr.v1.CommandsRequest
-	(*AgentCommand)(nil),          // 11: pgdr.v1.AgentCommand
-	(*Ping)(nil),                  // 12: pgdr.v1.Ping
-	(*CheckNow)(nil),              // 13: pgdr.v1.CheckNow
-	(*Promote)(nil),               // 14: pgdr.v1.Promote
-	(*Follow)(nil),                // 15: pgdr.v1.Follow
-	(*Fence)(nil),                 // 16: pgdr.v1.Fence
-	(*Rejoin)(nil),                // 17: pgdr.v1.Rejoin
-	(*Demote)(nil),                // 18: pgdr.v1.Demote
-	(*Restart)(nil),               // 19: pgdr.v1.Restart
-	(*SetSynchronous)(nil),        // 20: pgdr.v1.SetSynchronous
-	(*CommandResult)(nil),         // 21: pgdr.v1.CommandResult
-	(*CommandResultAck)(nil),      // 22: pgdr.v1.CommandResultAck
-	(*Member)(nil),                // 23: pgdr.v1.Member
-	(*timestamppb.Timestamp)(nil), // 24: google.protobuf.Timestamp
+	(*EpochRequest)(nil),          // 0: pgdr.v1.EpochRequest
+	(*EpochResponse)(nil),         // 1: pgdr.v1.EpochResponse
+	(*RenewLeaseRequest)(nil),     // 2: pgdr.v1.RenewLeaseRequest
+	(*RenewLeaseResponse)(nil),    // 3: pgdr.v1.RenewLeaseResponse
+	(*FailsafeMember)(nil),        // 4: pgdr.v1.FailsafeMember
+	(*LeaderRequest)(nil),         // 5: pgdr.v1.LeaderRequest
+	(*LeaderResponse)(nil),        // 6: pgdr.v1.LeaderResponse
+	(*RegisterRequest)(nil),       // 7: pgdr.v1.RegisterRequest
+	(*RegisterResponse)(nil),      // 8: pgdr.v1.RegisterResponse
+	(*HealthReport)(nil),          // 9: pgdr.v1.HealthReport
+	(*ReplicaState)(nil),          // 10: pgdr.v1.ReplicaState
+	(*ReportSummary)(nil),         // 11: pgdr.v1.ReportSummary
+	(*CommandsRequest)(nil),       // 12: pgdr.v1.CommandsRequest
+	(*AgentCommand)(nil),          // 13: pgdr.v1.AgentCommand
+	(*Ping)(nil),                  // 14: pgdr.v1.Ping
+	(*CheckNow)(nil),              // 15: pgdr.v1.CheckNow
+	(*Promote)(nil),               // 16: pgdr.v1.Promote
+	(*Follow)(nil),                // 17: pgdr.v1.Follow
+	(*Fence)(nil),                 // 18: pgdr.v1.Fence
+	(*Rejoin)(nil),                // 19: pgdr.v1.Rejoin
+	(*Demote)(nil),                // 20: pgdr.v1.Demote
+	(*Restart)(nil),               // 21: pgdr.v1.Restart
+	(*SetSynchronous)(nil),        // 22: pgdr.v1.SetSynchronous
+	(*CommandResult)(nil),         // 23: pgdr.v1.CommandResult
+	(*CommandResultAck)(nil),      // 24: pgdr.v1.CommandResultAck
+	(*Member)(nil),                // 25: pgdr.v1.Member
+	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
 }
 var file_pgdr_v1_agent_proto_depIdxs = []int32{
-	2,  // 0: pgdr.v1.RenewLeaseResponse.members:type_name -> pgdr.v1.FailsafeMember
-	23, // 1: pgdr.v1.RegisterRequest.member:type_name -> pgdr.v1.Member
-	24, // 2: pgdr.v1.HealthReport.time:type_name -> google.protobuf.Timestamp
-	24, // 3: pgdr.v1.HealthReport.archive_last_failed_time:type_name -> google.protobuf.Timestamp
-	8,  // 4: pgdr.v1.HealthReport.replicas:type_name -> pgdr.v1.ReplicaState
-	24, // 5: pgdr.v1.HealthReport.failsafe_acked_at:type_name -> google.protobuf.Timestamp
-	24, // 6: pgdr.v1.AgentCommand.issued_at:type_name -> google.protobuf.Timestamp
-	12, // 7: pgdr.v1.AgentCommand.ping:type_name -> pgdr.v1.Ping
-	13, // 8: pgdr.v1.AgentCommand.check_now:type_name -> pgdr.v1.CheckNow
-	14, // 9: pgdr.v1.AgentCommand.promote:type_name -> pgdr.v1.Promote
-	15, // 10: pgdr.v1.AgentCommand.follow:type_name -> pgdr.v1.Follow
-	16, // 11: pgdr.v1.AgentCommand.fence:type_name -> pgdr.v1.Fence
-	17, // 12: pgdr.v1.AgentCommand.rejoin:type_name -> pgdr.v1.Rejoin
-	18, // 13: pgdr.v1.AgentCommand.demote:type_name -> pgdr.v1.Demote
-	20, // 14: pgdr.v1.AgentCommand.set_synchronous:type_name -> pgdr.v1.SetSynchronous
-	19, // 15: pgdr.v1.AgentCommand.restart:type_name -> pgdr.v1.Restart
-	3,  // 16: pgdr.v1.AgentService.Leader:input_type -> pgdr.v1.LeaderRequest
-	5,  // 17: pgdr.v1.AgentService.Register:input_type -> pgdr.v1.RegisterRequest
-	7,  // 18: pgdr.v1.AgentService.Report:input_type -> pgdr.v1.HealthReport
-	10, // 19: pgdr.v1.AgentService.Commands:input_type -> pgdr.v1.CommandsRequest
-	21, // 20: pgdr.v1.AgentService.CompleteCommand:input_type -> pgdr.v1.CommandResult
-	0,  // 21: pgdr.v1.AgentService.RenewLease:input_type -> pgdr.v1.RenewLeaseRequest
-	4,  // 22: pgdr.v1.AgentService.Leader:output_type -> pgdr.v1.LeaderResponse
-	6,  // 23: pgdr.v1.AgentService.Register:output_type -> pgdr.v1.RegisterResponse
-	9,  // 24: pgdr.v1.AgentService.Report:output_type -> pgdr.v1.ReportSummary
-	11, // 25: pgdr.v1.AgentService.Commands:output_type -> pgdr.v1.AgentCommand
-	22, // 26: pgdr.v1.AgentService.CompleteCommand:output_type -> pgdr.v1.CommandResultAck
-	1,  // 27: pgdr.v1.AgentService.RenewLease:output_type -> pgdr.v1.RenewLeaseResponse
-	22, // [22:28] is the sub-list for method output_type
-	16, // [16:22] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	4,  // 0: pgdr.v1.RenewLeaseResponse.members:type_name -> pgdr.v1.FailsafeMember
+	25, // 1: pgdr.v1.RegisterRequest.member:type_name -> pgdr.v1.Member
+	26, // 2: pgdr.v1.HealthReport.time:type_name -> google.protobuf.Timestamp
+	26, // 3: pgdr.v1.HealthReport.archive_last_failed_time:type_name -> google.protobuf.Timestamp
+	10, // 4: pgdr.v1.HealthReport.replicas:type_name -> pgdr.v1.ReplicaState
+	26, // 5: pgdr.v1.HealthReport.failsafe_acked_at:type_name -> google.protobuf.Timestamp
+	26, // 6: pgdr.v1.AgentCommand.issued_at:type_name -> google.protobuf.Timestamp
+	26, // 7: pgdr.v1.AgentCommand.deadline:type_name -> google.protobuf.Timestamp
+	14, // 8: pgdr.v1.AgentCommand.ping:type_name -> pgdr.v1.Ping
+	15, // 9: pgdr.v1.AgentCommand.check_now:type_name -> pgdr.v1.CheckNow
+	16, // 10: pgdr.v1.AgentCommand.promote:type_name -> pgdr.v1.Promote
+	17, // 11: pgdr.v1.AgentCommand.follow:type_name -> pgdr.v1.Follow
+	18, // 12: pgdr.v1.AgentCommand.fence:type_name -> pgdr.v1.Fence
+	19, // 13: pgdr.v1.AgentCommand.rejoin:type_name -> pgdr.v1.Rejoin
+	20, // 14: pgdr.v1.AgentCommand.demote:type_name -> pgdr.v1.Demote
+	22, // 15: pgdr.v1.AgentCommand.set_synchronous:type_name -> pgdr.v1.SetSynchronous
+	21, // 16: pgdr.v1.AgentCommand.restart:type_name -> pgdr.v1.Restart
+	5,  // 17: pgdr.v1.AgentService.Leader:input_type -> pgdr.v1.LeaderRequest
+	7,  // 18: pgdr.v1.AgentService.Register:input_type -> pgdr.v1.RegisterRequest
+	9,  // 19: pgdr.v1.AgentService.Report:input_type -> pgdr.v1.HealthReport
+	12, // 20: pgdr.v1.AgentService.Commands:input_type -> pgdr.v1.CommandsRequest
+	23, // 21: pgdr.v1.AgentService.CompleteCommand:input_type -> pgdr.v1.CommandResult
+	2,  // 22: pgdr.v1.AgentService.RenewLease:input_type -> pgdr.v1.RenewLeaseRequest
+	0,  // 23: pgdr.v1.AgentService.Epoch:input_type -> pgdr.v1.EpochRequest
+	6,  // 24: pgdr.v1.AgentService.Leader:output_type -> pgdr.v1.LeaderResponse
+	8,  // 25: pgdr.v1.AgentService.Register:output_type -> pgdr.v1.RegisterResponse
+	11, // 26: pgdr.v1.AgentService.Report:output_type -> pgdr.v1.ReportSummary
+	13, // 27: pgdr.v1.AgentService.Commands:output_type -> pgdr.v1.AgentCommand
+	24, // 28: pgdr.v1.AgentService.CompleteCommand:output_type -> pgdr.v1.CommandResultAck
+	3,  // 29: pgdr.v1.AgentService.RenewLease:output_type -> pgdr.v1.RenewLeaseResponse
+	1,  // 30: pgdr.v1.AgentService.Epoch:output_type -> pgdr.v1.EpochResponse
+	24, // [24:31] is the sub-list for method output_type
+	17, // [17:24] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_pgdr_v1_agent_proto_init() }
@@ -1902,7 +2051,7 @@ func file_pgdr_v1_agent_proto_init() {
 		return
 	}
 	file_pgdr_v1_state_proto_init()
-	file_pgdr_v1_agent_proto_msgTypes[11].OneofWrappers = []any{
+	file_pgdr_v1_agent_proto_msgTypes[13].OneofWrappers = []any{
 		(*AgentCommand_Ping)(nil),
 		(*AgentCommand_CheckNow)(nil),
 		(*AgentCommand_Promote)(nil),
@@ -1919,7 +2068,7 @@ func file_pgdr_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pgdr_v1_agent_proto_rawDesc), len(file_pgdr_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   23,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

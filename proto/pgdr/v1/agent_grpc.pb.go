@@ -27,6 +27,7 @@ const (
 	AgentService_Commands_FullMethodName        = "/pgdr.v1.AgentService/Commands"
 	AgentService_CompleteCommand_FullMethodName = "/pgdr.v1.AgentService/CompleteCommand"
 	AgentService_RenewLease_FullMethodName      = "/pgdr.v1.AgentService/RenewLease"
+	AgentService_Epoch_FullMethodName           = "/pgdr.v1.AgentService/Epoch"
 )
 
 // AgentServiceClient is the client API for AgentService service.
@@ -48,6 +49,10 @@ type AgentServiceClient interface {
 	// failover loop. Leader only. Granted only to the member the coordinators
 	// record as primary, at the current epoch.
 	RenewLease(ctx context.Context, in *RenewLeaseRequest, opts ...grpc.CallOption) (*RenewLeaseResponse, error)
+	// Epoch: the cluster's current epoch and primary, from the leader's
+	// state. Leader only. An agent asks right before pg_promote, so that a
+	// promote order superseded while it waited is refused.
+	Epoch(ctx context.Context, in *EpochRequest, opts ...grpc.CallOption) (*EpochResponse, error)
 }
 
 type agentServiceClient struct {
@@ -130,6 +135,16 @@ func (c *agentServiceClient) RenewLease(ctx context.Context, in *RenewLeaseReque
 	return out, nil
 }
 
+func (c *agentServiceClient) Epoch(ctx context.Context, in *EpochRequest, opts ...grpc.CallOption) (*EpochResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(EpochResponse)
+	err := c.cc.Invoke(ctx, AgentService_Epoch_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AgentServiceServer is the server API for AgentService service.
 // All implementations must embed UnimplementedAgentServiceServer
 // for forward compatibility.
@@ -149,6 +164,10 @@ type AgentServiceServer interface {
 	// failover loop. Leader only. Granted only to the member the coordinators
 	// record as primary, at the current epoch.
 	RenewLease(context.Context, *RenewLeaseRequest) (*RenewLeaseResponse, error)
+	// Epoch: the cluster's current epoch and primary, from the leader's
+	// state. Leader only. An agent asks right before pg_promote, so that a
+	// promote order superseded while it waited is refused.
+	Epoch(context.Context, *EpochRequest) (*EpochResponse, error)
 	mustEmbedUnimplementedAgentServiceServer()
 }
 
@@ -176,6 +195,9 @@ func (UnimplementedAgentServiceServer) CompleteCommand(context.Context, *Command
 }
 func (UnimplementedAgentServiceServer) RenewLease(context.Context, *RenewLeaseRequest) (*RenewLeaseResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method RenewLease not implemented")
+}
+func (UnimplementedAgentServiceServer) Epoch(context.Context, *EpochRequest) (*EpochResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Epoch not implemented")
 }
 func (UnimplementedAgentServiceServer) mustEmbedUnimplementedAgentServiceServer() {}
 func (UnimplementedAgentServiceServer) testEmbeddedByValue()                      {}
@@ -288,6 +310,24 @@ func _AgentService_RenewLease_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AgentService_Epoch_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(EpochRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServiceServer).Epoch(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentService_Epoch_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServiceServer).Epoch(ctx, req.(*EpochRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AgentService_ServiceDesc is the grpc.ServiceDesc for AgentService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -310,6 +350,10 @@ var AgentService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RenewLease",
 			Handler:    _AgentService_RenewLease_Handler,
+		},
+		{
+			MethodName: "Epoch",
+			Handler:    _AgentService_Epoch_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

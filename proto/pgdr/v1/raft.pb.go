@@ -660,6 +660,8 @@ type SetSyncStandbys struct {
 	Cluster       string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
 	Names         []string               `protobuf:"bytes,2,rep,name=names,proto3" json:"names,omitempty"`
 	ExpectedEpoch uint64                 `protobuf:"varint,3,opt,name=expected_epoch,json=expectedEpoch,proto3" json:"expected_epoch,omitempty"`
+	// quorum: the cluster's sync_quorum from now on (0 = unknown).
+	Quorum        uint32 `protobuf:"varint,4,opt,name=quorum,proto3" json:"quorum,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -711,6 +713,13 @@ func (x *SetSyncStandbys) GetNames() []string {
 func (x *SetSyncStandbys) GetExpectedEpoch() uint64 {
 	if x != nil {
 		return x.ExpectedEpoch
+	}
+	return 0
+}
+
+func (x *SetSyncStandbys) GetQuorum() uint32 {
+	if x != nil {
+		return x.Quorum
 	}
 	return 0
 }
@@ -827,11 +836,12 @@ const file_pgdr_v1_raft_proto_rawDesc = "" +
 	"\x11RemoveCoordinator\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\":\n" +
 	"\vRecordEvent\x12+\n" +
-	"\x05event\x18\x01 \x01(\v2\x15.pgdr.v1.HistoryEventR\x05event\"h\n" +
+	"\x05event\x18\x01 \x01(\v2\x15.pgdr.v1.HistoryEventR\x05event\"\x80\x01\n" +
 	"\x0fSetSyncStandbys\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x14\n" +
 	"\x05names\x18\x02 \x03(\tR\x05names\x12%\n" +
-	"\x0eexpected_epoch\x18\x03 \x01(\x04R\rexpectedEpoch\"n\n" +
+	"\x0eexpected_epoch\x18\x03 \x01(\x04R\rexpectedEpoch\x12\x16\n" +
+	"\x06quorum\x18\x04 \x01(\rR\x06quorum\"n\n" +
 	"\x10RecordPrimaryLSN\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x18\n" +
 	"\aprimary\x18\x02 \x01(\tR\aprimary\x12\x14\n" +

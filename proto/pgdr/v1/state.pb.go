@@ -285,8 +285,13 @@ type Cluster struct {
 	// primary's PostgreSQL is gone; 0, or another epoch, means unknown.
 	PrimaryLastLsn      uint64 `protobuf:"varint,9,opt,name=primary_last_lsn,json=primaryLastLsn,proto3" json:"primary_last_lsn,omitempty"`
 	PrimaryLastLsnEpoch uint64 `protobuf:"varint,10,opt,name=primary_last_lsn_epoch,json=primaryLastLsnEpoch,proto3" json:"primary_last_lsn_epoch,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// sync_quorum: every acknowledged commit is on at least this many
+	// members of sync_standbys (0 = unknown, read as 1). Lowered before the
+	// primary is told a smaller number; raised only once that many members
+	// of the new set flushed the primary's LSN noted at the change.
+	SyncQuorum    uint32 `protobuf:"varint,11,opt,name=sync_quorum,json=syncQuorum,proto3" json:"sync_quorum,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Cluster) Reset() {
@@ -385,6 +390,13 @@ func (x *Cluster) GetPrimaryLastLsn() uint64 {
 func (x *Cluster) GetPrimaryLastLsnEpoch() uint64 {
 	if x != nil {
 		return x.PrimaryLastLsnEpoch
+	}
+	return 0
+}
+
+func (x *Cluster) GetSyncQuorum() uint32 {
+	if x != nil {
+		return x.SyncQuorum
 	}
 	return 0
 }
@@ -695,7 +707,7 @@ const file_pgdr_v1_state_proto_rawDesc = "" +
 	"\x17maximum_lag_on_failover\x18\x05 \x01(\x04R\x14maximumLagOnFailover\x12 \n" +
 	"\vsynchronous\x18\x06 \x01(\tR\vsynchronous\x12+\n" +
 	"\x11preferred_regions\x18\a \x03(\tR\x10preferredRegions\x12+\n" +
-	"\x11failsafe_disabled\x18\b \x01(\bR\x10failsafeDisabled\"\xe8\x03\n" +
+	"\x11failsafe_disabled\x18\b \x01(\bR\x10failsafeDisabled\"\x89\x04\n" +
 	"\aCluster\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x127\n" +
 	"\amembers\x18\x02 \x03(\v2\x1d.pgdr.v1.Cluster.MembersEntryR\amembers\x12\x18\n" +
@@ -708,7 +720,9 @@ const file_pgdr_v1_state_proto_rawDesc = "" +
 	"\rsync_standbys\x18\b \x03(\tR\fsyncStandbys\x12(\n" +
 	"\x10primary_last_lsn\x18\t \x01(\x04R\x0eprimaryLastLsn\x123\n" +
 	"\x16primary_last_lsn_epoch\x18\n" +
-	" \x01(\x04R\x13primaryLastLsnEpoch\x1aK\n" +
+	" \x01(\x04R\x13primaryLastLsnEpoch\x12\x1f\n" +
+	"\vsync_quorum\x18\v \x01(\rR\n" +
+	"syncQuorum\x1aK\n" +
 	"\fMembersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12%\n" +
 	"\x05value\x18\x02 \x01(\v2\x0f.pgdr.v1.MemberR\x05value:\x028\x01\"\xa4\x01\n" +

@@ -1,0 +1,258 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgdr/pgdr/agent/health"
+	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
+)
+
+// promoteWait bounds pg_promote's own wait.
+const promoteWait = 60 * time.Second
+
+// promotion is the local server's side of a promotion; the daemon opens one
+// per order (openPromotion, replaced in tests).
+type promotion interface {
+	// InRecovery is pg_is_in_recovery().
+	InRecovery(ctx context.Context) (bool, error)
+	// Promote is pg_promote(true, wait): true once the promotion finished.
+	Promote(ctx context.Context, wait time.Duration) (bool, error)
+	// Finish runs after the end of recovery: a checkpoint, then the new
+	// timeline and LSN for the order's output.
+	Finish(ctx context.Context) (string, error)
+	Close()
+}
+
+// pgPromotion is a promotion over a connection to the local server.
+type pgPromotion struct {
+	d    *Daemon
+	conn *pgx.Conn
+}
+
+func (d *Daemon) openPGPromotion(ctx context.Context) (promotion, error) {
+	conn, err := d.localConn(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to the local server: %w", err)
+	}
+	return &pgPromotion{d: d, conn: conn}, nil
+}
+
+func (p *pgPromotion) InRecovery(ctx context.Context) (bool, error) {
+	var in bool
+	err := p.conn.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&in)
+	return in, err
+}
+
+func (p *pgPromotion) Promote(ctx context.Context, wait time.Duration) (bool, error) {
+	var done bool
+	err := p.conn.QueryRow(ctx, fmt.Sprintf("SELECT pg_promote(true, %d)", max(int(wait.Seconds()), 1))).Scan(&done)
+	return done, err
+}
+
+func (p *pgPromotion) Finish(ctx context.Context) (string, error) {
+	// A checkpoint puts the new timeline into pg_control at once, so the
+	// old primary can be rewound from this one without waiting.
+	if _, err := p.conn.Exec(ctx, "CHECKPOINT"); err != nil {
+		p.d.log.Warn("checkpoint after the promotion", "err", err)
+	}
+	var lsn, file string
+	if err := p.conn.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text, pg_walfile_name(pg_current_wal_lsn())").Scan(&lsn, &file); err != nil {
+		return "", err
+	}
+	tli, _ := strconv.ParseUint(file[:min(8, len(file))], 16, 32)
+	return fmt.Sprintf("promoted: timeline %d, lsn %s", tli, lsn), nil
+}
+
+func (p *pgPromotion) Close() { p.conn.Close(context.Background()) }
+
+func (d *Daemon) openPromotion(ctx context.Context) (promotion, error) {
+	if d.promotionOpener != nil {
+		return d.promotionOpener(ctx)
+	}
+	return d.openPGPromotion(ctx)
+}
+
+// errPromotionPending marks a promotion that was asked of PostgreSQL and
+// has not finished: PostgreSQL does not cancel it, it completes once
+// replay catches up. The order is reported as pending (not failed), so the
+// leader fences this node (or waits for it) before it promotes another.
+var errPromotionPending = errors.New("promotion pending")
+
+// Promotion timings: pg_promote's wait ends this long (at most a quarter
+// of the time left) before the order's deadline, so that the answer
+// reaches the leader while it still waits;
+// a pending promotion is watched every promoteWatchInterval.
+const (
+	promoteAnswerMargin  = 5 * time.Second
+	promoteWatchInterval = 500 * time.Millisecond
+)
+
+// promote promotes the local replica at epoch: never a fenced node, never
+// once the order's deadline has passed or the leader records another
+// primary or a newer epoch (asked right before pg_promote).
+func (d *Daemon) promote(ctx context.Context, epoch uint64, deadline time.Time) (string, error) {
+	fsDone, err := d.failsafeBeginPromote() // acknowledged a failsafe ping within lease_ttl?
+	if err != nil {
+		return "", err
+	}
+	// A pending promotion acknowledges no failsafe ping until it is over:
+	// the watcher releases it then.
+	pending := func() {
+		d.watchPromotion(epoch, fsDone)
+		fsDone = func() {}
+	}
+	defer func() { fsDone() }()
+	pgdata := d.cfg.Postgres.PGData
+	if fi, err := health.ReadFenced(pgdata); fi != nil {
+		return "", fmt.Errorf("refusing to promote: this node is fenced (%s, epoch %d; marker %s, %v); a fenced node is never promoted, rejoin it first", fi.Reason, fi.Epoch, health.FencedPath(pgdata), err)
+	}
+	p, err := d.openPromotion(ctx)
+	if err != nil {
+		return "", err
+	}
+	defer p.Close()
+	inRecovery, err := p.InRecovery(ctx)
+	if err != nil {
+		return "", err
+	}
+	if !inRecovery {
+		return "", errors.New("refusing to promote: the server is not in recovery (already a primary)")
+	}
+	wait := promoteWait
+	if !deadline.IsZero() {
+		left := time.Until(deadline)
+		wait = min(wait, left-min(promoteAnswerMargin, left/4))
+		if wait < time.Second {
+			return "", fmt.Errorf("%w: promote at epoch %d: %s left before the order's deadline %s, too little for pg_promote to answer in time",
+				errOrderExpired, epoch, left.Round(time.Millisecond), deadline.Format(time.RFC3339Nano))
+		}
+	}
+	if err := d.confirmEpoch(ctx, epoch); err != nil {
+		return "", err
+	}
+	done, err := p.Promote(ctx, wait)
+	if err != nil {
+		// The request may have reached PostgreSQL: its outcome is unknown.
+		pending()
+		return "", fmt.Errorf("%w: pg_promote at epoch %d failed (%v) and may still have been requested; PostgreSQL completes a requested promotion once replay catches up", errPromotionPending, epoch, err)
+	}
+	if !done {
+		pending()
+		return "", fmt.Errorf("%w: pg_promote at epoch %d did not finish within %s; PostgreSQL completes it once replay catches up (unless this node is fenced)", errPromotionPending, epoch, wait)
+	}
+	if err := waitCond(ctx, promoteWait, "the end of recovery", func(ctx context.Context) (bool, error) {
+		in, err := p.InRecovery(ctx)
+		return err == nil && !in, err
+	}); err != nil {
+		pending()
+		return "", fmt.Errorf("%w: %v", errPromotionPending, err)
+	}
+	out, err := p.Finish(ctx)
+	if err != nil {
+		return "", err
+	}
+	d.CheckNow(ctx)
+	return out, nil
+}
+
+// errSuperseded: the leader records another primary or a newer epoch
+// than a promote order's.
+var errSuperseded = errors.New("the order's epoch is superseded")
+
+// confirmEpoch asks the leader whether it still records this node as the
+// primary at epoch. An order superseded while it waited (behind a long
+// order, or given up by its leader, which then chose another candidate at
+// a higher epoch) is refused, and the leader's epoch is taken.
+func (d *Daemon) confirmEpoch(ctx context.Context, epoch uint64) error {
+	cli := d.session()
+	if cli == nil {
+		return fmt.Errorf("refusing to promote at epoch %d: no session with the coordinator leader to confirm the epoch", epoch)
+	}
+	rctx, cancel := context.WithTimeout(ctx, rpcTimeout)
+	resp, err := cli.Epoch(rctx, &pgdrv1.EpochRequest{Cluster: d.cfg.Cluster, Node: d.cfg.Node.Name})
+	cancel()
+	if err != nil {
+		return fmt.Errorf("refusing to promote at epoch %d: the coordinator leader did not confirm the epoch: %w", epoch, err)
+	}
+	d.seeEpoch(resp.GetEpoch())
+	if resp.GetEpoch() != epoch || resp.GetPrimary() != d.cfg.Node.Name {
+		return fmt.Errorf("refusing to promote: %w: the order is of epoch %d and the coordinator leader records %q as primary at epoch %d", errSuperseded, epoch, resp.GetPrimary(), resp.GetEpoch())
+	}
+	return nil
+}
+
+// watchPromotion watches a pending promotion of epoch until it completes
+// or cannot any more (one watcher at a time), then calls done. When a newer epoch appears
+// while it is pending, or it completes, the leader is asked who is
+// primary: if another member is, this node is fenced at once rather than
+// left writable until its lease loop's refused renewal.
+func (d *Daemon) watchPromotion(epoch uint64, done func()) {
+	d.promoteMu.Lock()
+	if d.promoteWatching {
+		d.promoteMu.Unlock()
+		return // that watcher's done ends the failsafe hold for both
+	}
+	d.promoteWatching = true
+	d.promoteMu.Unlock()
+	ctx := d.runCtx
+	log := d.log.With("component", "promote", "epoch", epoch)
+	go func() {
+		defer func() {
+			d.promoteMu.Lock()
+			d.promoteWatching = false
+			d.promoteMu.Unlock()
+			done()
+		}()
+		superseded := func(why string) bool {
+			err := d.confirmEpoch(ctx, epoch)
+			if !errors.Is(err, errSuperseded) {
+				return false // still current, or the leader cannot say: the lease loop decides
+			}
+			d.fence(ctx, fmt.Sprintf("a promotion ordered at epoch %d %s, and the coordinators moved on: %v", epoch, why, err))
+			return true
+		}
+		known := epoch
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(promoteWatchInterval):
+			}
+			if fi, _ := health.ReadFenced(d.cfg.Postgres.PGData); fi != nil {
+				log.Info("pending promotion: the node is fenced; it cannot complete")
+				return
+			}
+			if e := d.seeEpoch(0); e > known {
+				known = e
+				if superseded("was still pending") {
+					return
+				}
+			}
+			p, err := d.openPromotion(ctx)
+			if err != nil {
+				if !postmasterRunning(d.cfg.Postgres.PGData) {
+					// A restarted server drops the promote signal file.
+					log.Warn("pending promotion: PostgreSQL stopped; the promotion will not complete")
+					return
+				}
+				continue
+			}
+			in, err := p.InRecovery(ctx)
+			p.Close()
+			if err != nil || in {
+				continue
+			}
+			log.Warn("the pending promotion completed")
+			if !superseded("completed late") {
+				d.CheckNow(ctx)
+			}
+			return
+		}
+	}()
+}

@@ -1,0 +1,173 @@
+package daemon
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/pgdr/pgdr/agent/health"
+	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
+)
+
+// fakePromotion is the local server's side of a promotion: a replica that
+// promotes at once (finish) or only later (pg_promote returns false).
+type fakePromotion struct {
+	mu       sync.Mutex
+	finish   bool // pg_promote finishes within its wait
+	promoted bool // recovery has ended
+	promotes int  // pg_promote calls
+}
+
+func (f *fakePromotion) InRecovery(context.Context) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return !f.promoted, nil
+}
+
+func (f *fakePromotion) Promote(context.Context, time.Duration) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.promotes++
+	if f.finish {
+		f.promoted = true
+	}
+	return f.finish, nil
+}
+
+func (f *fakePromotion) Finish(context.Context) (string, error) {
+	return "promoted: timeline 2, lsn 0/5000000", nil
+}
+func (f *fakePromotion) Close() {}
+
+func (f *fakePromotion) calls() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.promotes
+}
+
+// epochClient answers Epoch as a leader recording primary at epoch.
+type epochClient struct {
+	pgdrv1.AgentServiceClient
+	mu      sync.Mutex
+	epoch   uint64
+	primary string
+	asked   int
+}
+
+func (c *epochClient) Epoch(_ context.Context, req *pgdrv1.EpochRequest, _ ...grpc.CallOption) (*pgdrv1.EpochResponse, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.asked++
+	return &pgdrv1.EpochResponse{Epoch: c.epoch, Primary: c.primary}, nil
+}
+
+func promoteDaemon(t *testing.T, fp *fakePromotion, leader *epochClient) (*Daemon, *coordClient) {
+	t.Helper()
+	d := New(testConfig(t, ""), nil, slog.New(slog.DiscardHandler)) // node pg-a2
+	d.promotionOpener = func(context.Context) (promotion, error) { return fp, nil }
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	d.runCtx = ctx
+	if leader != nil {
+		d.setSession(leader)
+	}
+	return d, &coordClient{d: d, log: d.log, cfg: d.cfg.Coordinator}
+}
+
+func promoteOrder(epoch uint64, issued time.Time, deadline time.Time) *pgdrv1.AgentCommand {
+	c := &pgdrv1.AgentCommand{Id: "p1", Cluster: "main", Node: "pg-a2", Epoch: epoch, IssuedAt: timestamppb.New(issued),
+		Kind: &pgdrv1.AgentCommand_Promote{Promote: &pgdrv1.Promote{Reason: "test"}}}
+	if !deadline.IsZero() {
+		c.Deadline = timestamppb.New(deadline)
+	}
+	return c
+}
+
+// TestPromoteOrder: issue 12 item 3, the agent's side. A promote order is
+// carried out only while it is current: not past its deadline (it waited
+// behind a long order), and only if the leader still records this node as
+// primary at the order's epoch right before pg_promote. A pg_promote that
+// does not finish is reported as pending, not as a failure, since
+// PostgreSQL completes it later.
+func TestPromoteOrder(t *testing.T) {
+	ctx := context.Background()
+	t.Run("ok", func(t *testing.T) {
+		fp := &fakePromotion{finish: true}
+		_, c := promoteDaemon(t, fp, &epochClient{epoch: 6, primary: "pg-a2"})
+		res := c.carryOut(ctx, promoteOrder(6, time.Now(), time.Now().Add(time.Minute)))
+		if !res.Ok || res.Pending || !strings.HasPrefix(res.Output, "promoted") || fp.calls() != 1 {
+			t.Fatalf("current order: %+v (pg_promote called %d times)", res, fp.calls())
+		}
+	})
+	t.Run("past its deadline", func(t *testing.T) {
+		fp := &fakePromotion{finish: true}
+		leader := &epochClient{epoch: 6, primary: "pg-a2"}
+		_, c := promoteDaemon(t, fp, leader)
+		res := c.carryOut(ctx, promoteOrder(6, time.Now().Add(-2*time.Minute), time.Now().Add(-time.Minute)))
+		if res.Ok || res.Pending || !strings.Contains(res.Error, "deadline") || fp.calls() != 0 {
+			t.Fatalf("stale order: %+v (pg_promote called %d times)", res, fp.calls())
+		}
+	})
+	t.Run("superseded epoch", func(t *testing.T) {
+		fp := &fakePromotion{finish: true}
+		leader := &epochClient{epoch: 7, primary: "pg-b1"}
+		d, c := promoteDaemon(t, fp, leader)
+		res := c.carryOut(ctx, promoteOrder(6, time.Now(), time.Now().Add(time.Minute)))
+		if res.Ok || res.Pending || !strings.Contains(res.Error, "superseded") || fp.calls() != 0 {
+			t.Fatalf("superseded order: %+v (pg_promote called %d times)", res, fp.calls())
+		}
+		if d.seeEpoch(0) != 7 {
+			t.Fatalf("the leader's epoch 7 was not taken: %d", d.seeEpoch(0))
+		}
+	})
+	t.Run("no leader to ask", func(t *testing.T) {
+		fp := &fakePromotion{finish: true}
+		_, c := promoteDaemon(t, fp, nil)
+		res := c.carryOut(ctx, promoteOrder(6, time.Now(), time.Now().Add(time.Minute)))
+		if res.Ok || fp.calls() != 0 {
+			t.Fatalf("no session: %+v (pg_promote called %d times)", res, fp.calls())
+		}
+	})
+	t.Run("pending", func(t *testing.T) {
+		fp := &fakePromotion{finish: false}
+		leader := &epochClient{epoch: 6, primary: "pg-a2"}
+		d, c := promoteDaemon(t, fp, leader)
+		res := c.carryOut(ctx, promoteOrder(6, time.Now(), time.Now().Add(time.Minute)))
+		if res.Ok || !res.Pending || !strings.Contains(res.Error, "promotion pending") {
+			t.Fatalf("unfinished pg_promote: %+v", res)
+		}
+		d.fs.mu.Lock()
+		holding := d.fs.promoting
+		d.fs.mu.Unlock()
+		if !holding {
+			t.Fatal("a pending promotion must acknowledge no failsafe ping")
+		}
+		// The leader gave up and moved on; the promotion then completes:
+		// the watcher fences this node instead of leaving it writable.
+		leader.mu.Lock()
+		leader.epoch, leader.primary = 7, "pg-b1"
+		leader.mu.Unlock()
+		fp.mu.Lock()
+		fp.promoted = true
+		fp.mu.Unlock()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			if fi, _ := health.ReadFenced(d.cfg.Postgres.PGData); fi != nil {
+				if !strings.Contains(fi.Reason, "completed late") {
+					t.Fatalf("fenced for %q", fi.Reason)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("a late promotion superseded at the leader was not fenced within 30s")
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	})
+}

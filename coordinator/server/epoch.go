@@ -1,0 +1,39 @@
+package server
+
+import (
+	"context"
+	"time"
+
+	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
+)
+
+// epochBarrier bounds the barrier an Epoch answer waits for.
+const epochBarrier = 3 * time.Second
+
+// Epoch tells an agent the cluster's current epoch and primary. The agent
+// asks right before pg_promote, so the answer must not come from a state
+// machine behind the log: a barrier first applies everything committed
+// (and fails on a node that no longer leads).
+func (a *agentAPI) Epoch(ctx context.Context, req *pgdrv1.EpochRequest) (*pgdrv1.EpochResponse, error) {
+	if err := checkName("cluster", req.GetCluster(), true); err != nil {
+		return nil, err
+	}
+	if err := checkName("node", req.GetNode(), true); err != nil {
+		return nil, err
+	}
+	if err := checkCaller(ctx, req.GetNode()); err != nil {
+		return nil, err
+	}
+	if !a.s.isLeader() {
+		return nil, a.notLeader()
+	}
+	if err := a.s.raft.Barrier(epochBarrier).Error(); err != nil {
+		a.s.log.Warn("epoch query: barrier failed", "cluster", req.GetCluster(), "node", req.GetNode(), "err", err)
+		return nil, a.notLeader()
+	}
+	if err := a.registered(req.GetCluster(), req.GetNode()); err != nil {
+		return nil, err
+	}
+	_, primary, epoch := a.s.fsm.MemberEpoch(req.GetCluster(), req.GetNode())
+	return &pgdrv1.EpochResponse{Epoch: epoch, Primary: primary}, nil
+}

@@ -1,0 +1,132 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
+)
+
+// A promotion the leader gave up on may still complete: pg_promote that
+// did not finish is not cancelled (PostgreSQL finishes it once replay
+// catches up), and an order that got no answer may be running. Such a
+// promote is recorded in the failover's result with the detail
+// promote=unsettled. Before the next failover promotes anyone else, the
+// candidate of an unsettled promote (still the recorded primary: nothing
+// moves the primary while one is unsettled) is fenced at the new epoch,
+// unless its fresh report shows it fenced or stopped (a restarted server
+// drops the promote request). When it cannot be fenced the leader waits:
+// it never promotes a second member while the first may still complete.
+
+// Details of a failover result about its promote order.
+const (
+	detailPromote    = "promote"
+	promoteUnsettled = "unsettled"
+)
+
+// promoteOutcome classifies a promote order's answer for the failover's
+// result: its message, and whether the promotion may still complete.
+func promoteOutcome(res *pgdrv1.CommandResult, err error) (msg string, unsettled bool) {
+	switch {
+	case err != nil:
+		// Not sent at all when the agent had no command stream; otherwise
+		// it may be running.
+		return "failed: promote: " + err.Error(), !errors.Is(err, errNoStream)
+	case res.GetPending():
+		return "pending: promote: " + res.GetError(), true
+	case !res.GetOk():
+		// An agent from before pending results reports an unfinished
+		// pg_promote as a failure.
+		return "failed: promote: " + res.GetError(), strings.Contains(res.GetError(), "pg_promote")
+	}
+	return "", false
+}
+
+// unsettledPromote returns the recorded primary of c when a promote order
+// to it may still complete ("" otherwise): the newest failover or
+// switchover intent or result is about it at its epoch and is either an
+// intent without a result (a leader died after recording it as primary),
+// a failover result marked promote=unsettled, or a failed switchover
+// result (after the new primary is recorded, only its promote can fail).
+func (s *Server) unsettledPromote(c *pgdrv1.Cluster) string {
+	var who string
+	s.fsm.ScanHistoryBack(c.GetName(), func(ev *pgdrv1.HistoryEvent) bool {
+		switch ev.GetKind() {
+		case kindFailoverIntent, kindManualIntent:
+			if ev.GetNode() == c.GetPrimary() && ev.GetEpoch()+1 == c.GetEpoch() {
+				who = ev.GetNode()
+			}
+			return false
+		case kindFailoverResult, kindManualResult:
+			if ev.GetNode() == c.GetPrimary() && ev.GetEpoch() == c.GetEpoch() && ev.GetDetails()[detailPromote] == promoteUnsettled {
+				who = ev.GetNode()
+			}
+			return false
+		case kindSwitchoverIntent:
+			if ev.GetNode() == c.GetPrimary() && ev.GetEpoch()+1 == c.GetEpoch() {
+				who = ev.GetNode()
+			}
+			return false
+		case kindSwitchoverResult:
+			if ev.GetNode() == c.GetPrimary() && ev.GetEpoch() == c.GetEpoch() && ev.GetDetails()["result"] == "failed" {
+				who = ev.GetNode()
+			}
+			return false
+		}
+		return true
+	})
+	return who
+}
+
+type forcedKey struct{}
+
+// withForcedFailover marks a manual failover with --force: the operator
+// takes responsibility for a candidate that cannot be fenced (a dead host).
+func withForcedFailover(ctx context.Context, force bool) context.Context {
+	if !force {
+		return ctx
+	}
+	return context.WithValue(ctx, forcedKey{}, true)
+}
+
+func forcedFailover(ctx context.Context) bool { f, _ := ctx.Value(forcedKey{}).(bool); return f }
+
+// settlePromote makes sure that no earlier promotion in c can still
+// complete before cand is promoted at c's next epoch. It returns what it
+// did (for the intent's details; "" for nothing), or wait: why cand must
+// not be promoted now. A forced manual failover does not wait.
+func (s *Server) settlePromote(ctx context.Context, c *pgdrv1.Cluster, cand string) (done, wait string) {
+	u := s.unsettledPromote(c)
+	if u == "" || u == cand {
+		return "", ""
+	}
+	k := memberKey{c.GetName(), u}
+	if sm, ok := s.view.snapshot()[k]; ok && time.Since(sm.at) <= s.cfg.Health.StaleAfter.Duration && (sm.report.GetFenced() || !sm.report.GetPostmasterAlive()) {
+		return fmt.Sprintf("%s, whose promotion at epoch %d was never confirmed, reports itself fenced or stopped", u, c.GetEpoch()), ""
+	}
+	epoch := c.GetEpoch() + 1
+	cctx, cancel := context.WithTimeout(ctx, s.cfg.Failover.CommandTimeout.Duration)
+	defer cancel()
+	s.hub.waitStream(cctx, k, streamWait)
+	res, err := s.hub.call(cctx, k, &pgdrv1.AgentCommand{
+		Id: newCommandID(), Cluster: c.GetName(), Node: u, Epoch: epoch, IssuedAt: timestamppb.Now(),
+		Kind: &pgdrv1.AgentCommand_Fence{Fence: &pgdrv1.Fence{Reason: fmt.Sprintf(
+			"its promotion at epoch %d was never confirmed and may still complete; %s is promoted at epoch %d instead", c.GetEpoch(), cand, epoch)}},
+	})
+	if err == nil && !res.GetOk() {
+		err = errors.New(res.GetError())
+	}
+	if err != nil && forcedFailover(ctx) {
+		return fmt.Sprintf("%s, whose promotion at epoch %d was never confirmed, could not be fenced (%v); promoted anyway: forced by the operator", u, c.GetEpoch(), err), ""
+	}
+	if err != nil {
+		return "", fmt.Sprintf("not promoting %s: %s was ordered to promote at epoch %d and never confirmed it, so its promotion may still complete, and it could not be fenced (%v); waiting until it is fenced, stopped or promoted",
+			cand, u, c.GetEpoch(), err)
+	}
+	return fmt.Sprintf("%s fenced at epoch %d first: its promotion at epoch %d was never confirmed and may still have completed", u, epoch, c.GetEpoch()), ""
+}
