@@ -290,7 +290,7 @@ backup is verified everywhere. Exit 0 only if all is well.`, true).withJSON()
 }
 
 func cmdRestore(ctx context.Context, e env, args []string) int {
-	f := newFlags(e, "restore", "restore --config FILE [--backup ID|latest] --pgdata DIR [target] [--target-action A] [--target-timeline N|current|latest] [--archive-config FILE] [--replaces-source] [--no-archive] [--tablespace-map OID_OR_NAME=DIR ...] [--tablespace-map-all DIR] [--waldir DIR] [--repo NAME] [--parallel N] [--force] [--start [--port N] [--socket-dir DIR] [--log-file FILE]] [--progress] [--json]",
+	f := newFlags(e, "restore", "restore --config FILE [--backup ID|latest] --pgdata DIR [target] [--target-action A] [--target-timeline N|current|latest] [--archive-config FILE] [--replaces-source] [--no-archive] [--tablespace-map OID_OR_NAME=DIR ...] [--tablespace-map-all DIR] [--waldir DIR] [--repo NAME] [--parallel N] [--force] [--start [--port N] [--socket-dir DIR] [--log-file FILE] [--wait-timeout D]] [--progress] [--json]",
 		`Restores a backup (and the chain it builds on) into an empty directory and
 configures recovery: recovery.signal, restore_command = pgdr-agent wal-fetch and
 the target. Without --backup, a time or LSN target picks the newest backup that
