@@ -108,9 +108,25 @@ func TestFailoverGuards(t *testing.T) {
 		b1LSN, _ := wal.ParseLSN(b1.ReceiveLSN)
 		return primaryLSN-float64(a2LSN) < 64<<10 && primaryLSN-float64(b1LSN) > 2<<20, fmt.Errorf("primary at %.0f, pg-a2 received %s, pg-b1 %s", primaryLSN, a2.ReceiveLSN, b1.ReceiveLSN)
 	})
-	// The leader's last sample of pg-a1 must be after the pad too: wait a
-	// couple of report intervals.
-	time.Sleep(3 * time.Second)
+	// The leader's last sample of pg-a1 must be after the pad too: status
+	// (answered by the leader, from its latest reports) shows pg-a1's LSN
+	// at or past its position now.
+	padEnd, err := l.psql("pg-a1", "SELECT pg_current_wal_lsn()")
+	if err != nil {
+		t.Fatal(err)
+	}
+	padEndLSN, err := wal.ParseLSN(padEnd)
+	if err != nil {
+		t.Fatalf("pg_current_wal_lsn %q: %v", padEnd, err)
+	}
+	testutil.WaitFor(t, 60*time.Second, "the leader has pg-a1's LSN past the pad", func() (bool, error) {
+		c, err := l.clusterNow()
+		if err != nil {
+			return false, err
+		}
+		a1, _ := labMember(c, "pg-a1")
+		return a1.LSNBytes >= uint64(padEndLSN), fmt.Errorf("the leader has pg-a1 at %s, want %s or later", a1.LSN, padEnd)
+	})
 
 	checker := startWriteChecker(t, l, "pg-a1", "pg-a2", "pg-b1")
 	killed := l.killNode(t, "pg-a1")
