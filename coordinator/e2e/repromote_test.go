@@ -60,6 +60,34 @@ func (l *lab) waitWritablePrimary(t *testing.T, node string, epoch uint64, timeo
 	})
 }
 
+// repromoteWait is how long the leader waits before it orders a recorded
+// primary that was never promoted to promote again (repromoteInterval).
+const repromoteWait = 10 * time.Second
+
+// holdNoPromotion checks, every 500 ms for d, that node stays the recorded
+// primary at epoch and in recovery, and returns the distinct failover
+// judgements status showed.
+func (l *lab) holdNoPromotion(t *testing.T, d time.Duration, node string, epoch uint64) []string {
+	t.Helper()
+	var seen []string
+	for start := time.Now(); time.Since(start) < d; time.Sleep(500 * time.Millisecond) {
+		c, err := l.clusterNow()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Primary != node || c.Epoch != epoch {
+			t.Fatalf("paused: primary %s at epoch %d, want %s at %d (failover: %s)", c.Primary, c.Epoch, node, epoch, c.Failover)
+		}
+		if out, err := l.psql(node, "SELECT pg_is_in_recovery()"); err != nil || out != "t" {
+			t.Fatalf("paused: %s was promoted: %q %v", node, out, err)
+		}
+		if len(seen) == 0 || seen[len(seen)-1] != c.Failover {
+			seen = append(seen, c.Failover)
+		}
+	}
+	return seen
+}
+
 func logHistory(t *testing.T, h []ctl.EventJSON) {
 	t.Helper()
 	for _, ev := range h {
@@ -79,6 +107,22 @@ func TestFailoverPromoteOrderLost(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the lab")
 	}
+	promoteOrderLost(t, false)
+}
+
+// TestFailoverToUnpromotedPrimary: as TestFailoverPromoteOrderLost, but
+// the cluster is paused before the candidate's agent comes back: the
+// leader only reports the recorded primary that was never promoted, and
+// 'pgdrctl failover --to' that node (refused before as "already the
+// primary") promotes it at the same epoch.
+func TestFailoverToUnpromotedPrimary(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the lab")
+	}
+	promoteOrderLost(t, true)
+}
+
+func promoteOrderLost(t *testing.T, manual bool) {
 	l := startLab(t, "PGDR_LAB_PAUSE_BEFORE_PROMOTE=8s")
 	epoch := l.wantPrimary(t, "pg-a1")
 	tagged := regexp.MustCompile(`(?m)^node: \{name: pg-b1, `)
@@ -118,13 +162,36 @@ func TestFailoverPromoteOrderLost(t *testing.T) {
 	if out, err := l.psql("pg-a2", "SELECT pg_is_in_recovery()"); err != nil || out != "t" {
 		t.Fatalf("pg-a2 was promoted although its order could not be delivered: %q %v", out, err)
 	}
+	if manual {
+		if out, err := l.ctl("pause", "--cluster", "main", "--reason", "promote by hand"); err != nil {
+			t.Fatalf("pause: %v\n%s", err, out)
+		}
+	}
 	l.startAgent(t, "pg-a2")
+	if manual {
+		seen := l.holdNoPromotion(t, 2*repromoteWait, "pg-a2", epoch+1)
+		if judgementWith(seen, "still in recovery") == "" {
+			t.Fatalf("paused: the judgement never reported the unpromoted primary: %q", seen)
+		}
+		out, err := l.ctl("failover", "--cluster", "main", "--to", "pg-a2", "--json")
+		if err != nil {
+			t.Fatalf("failover --to the recorded primary: %v\n%s", err, out)
+		}
+		t.Logf("failover --to pg-a2: %s", out)
+		if out, err := l.ctl("resume", "--cluster", "main"); err != nil {
+			t.Fatalf("resume: %v\n%s", err, out)
+		}
+	}
 	l.waitWritablePrimary(t, "pg-a2", epoch+1, 120*time.Second)
 	t.Logf("pg-a2 is the writable primary at epoch %d, %.1fs after the kill", epoch+1, time.Since(killed).Seconds())
 	h := l.history(t)
-	if countEvents(h, "promote-retry", "pg-a2") == 0 {
+	wantKind := "failover-result"
+	if manual {
+		wantKind = "manual-failover-result"
+	}
+	if countEvents(h, "promote-retry", "pg-a2") == 0 || countEvents(h, wantKind, fmt.Sprintf("done: pg-a2 is primary at epoch %d", epoch+1)) != 1 {
 		logHistory(t, h)
-		t.Fatal("history has no promote-retry event")
+		t.Fatalf("history has no promote-retry event or not one %s done", wantKind)
 	}
 	if _, err := l.psql("pg-a2", "CREATE TABLE after_failover AS SELECT 1 AS x"); err != nil {
 		t.Fatal(err)
