@@ -73,7 +73,6 @@ func (s *Server) failoverInput(c *pgdrv1.Cluster, samples map[memberKey]sample, 
 		in.Policy.PreferredRegions = p.PreferredRegions
 		in.Policy.Synchronous = p.Synchronous
 	}
-	in.PrimaryPromoted = s.primaryPromoted(c)
 	if le, ok := s.leases.get(c.Name); ok && le.epoch == c.Epoch && le.holder == c.Primary {
 		in.LeaseExpiresAt = le.expires
 	}
@@ -100,6 +99,9 @@ func (s *Server) failoverInput(c *pgdrv1.Cluster, samples map[memberKey]sample, 
 			}
 		}
 		in.Members[name] = fm
+	}
+	if failover.UnpromotedPrimary(in.Members[c.Primary]) { // rule 2a reads history only then
+		in.PrimaryPromoted = s.primaryPromoted(c)
 	}
 	s.syncEligibility(c, samples, &in)
 	return in

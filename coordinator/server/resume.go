@@ -180,24 +180,26 @@ func repromotePause(failures int) time.Duration {
 // primaryPromoted reports whether history shows the recorded primary of c
 // promoted at its epoch: a failover's or switchover's result "done" for it
 // at this epoch, or it was recorded as the initial primary (the one member
-// not in recovery). It reads back to the event that recorded it.
+// not in recovery). It reads back to the event that recorded it (a
+// primary-set event: they are applied in epoch order). When that event is
+// no longer in the (bounded) history, the primary was recorded long ago
+// and counts as promoted: the ordinary judgement applies, as before.
 func (s *Server) primaryPromoted(c *pgdrv1.Cluster) bool {
-	promoted := false
+	promoted, found := false, false
 	s.fsm.ScanHistoryBack(c.GetName(), func(ev *pgdrv1.HistoryEvent) bool {
-		if ev.GetEpoch() != c.GetEpoch() || ev.GetNode() != c.GetPrimary() {
-			return true
-		}
-		switch k := ev.GetKind(); {
-		case k == fsm.KindPrimarySet:
-			promoted = strings.HasPrefix(ev.GetDetails()["reason"], "initial primary")
+		if ev.GetKind() == fsm.KindPrimarySet {
+			found = ev.GetEpoch() == c.GetEpoch() && ev.GetNode() == c.GetPrimary()
+			promoted = found && strings.HasPrefix(ev.GetDetails()["reason"], "initial primary")
 			return false
-		case strings.HasSuffix(k, "-result") && strings.HasPrefix(ev.GetMessage(), "done"):
-			promoted = true
+		}
+		if ev.GetEpoch() == c.GetEpoch() && ev.GetNode() == c.GetPrimary() &&
+			strings.HasSuffix(ev.GetKind(), "-result") && strings.HasPrefix(ev.GetMessage(), "done") {
+			promoted, found = true, true
 			return false
 		}
 		return true
 	})
-	return promoted
+	return promoted || !found
 }
 
 // recordedBy returns the kind prefix of the operation that recorded node

@@ -14,9 +14,9 @@ import (
 
 // historyServer is a Server with only an FSM, and a function that applies
 // one command to it.
-func historyServer(t *testing.T) (*Server, func(pgdrv1.CommandType, proto.Message)) {
+func historyServer(t *testing.T, opts fsm.Options) (*Server, func(pgdrv1.CommandType, proto.Message)) {
 	t.Helper()
-	f := fsm.New(nil, fsm.Options{})
+	f := fsm.New(nil, opts)
 	var index uint64
 	apply := func(ct pgdrv1.CommandType, m proto.Message) {
 		t.Helper()
@@ -41,7 +41,7 @@ func historyServer(t *testing.T) (*Server, func(pgdrv1.CommandType, proto.Messag
 // switchover intent is pending too (resumed under switchover-* kinds)
 // until its result; other clusters do not count.
 func TestPendingFailover(t *testing.T) {
-	s, apply := historyServer(t)
+	s, apply := historyServer(t, fsm.Options{})
 	record := func(cluster, kind, node string, epoch uint64, details map[string]string) {
 		t.Helper()
 		apply(pgdrv1.CommandType_COMMAND_TYPE_RECORD_EVENT, &pgdrv1.RecordEvent{Event: &pgdrv1.HistoryEvent{
@@ -105,7 +105,7 @@ func TestSwitchoverKinds(t *testing.T) {
 // result of an earlier epoch or of another node does not count. recordedBy
 // names the operation that recorded it and the primary it replaced.
 func TestPrimaryPromoted(t *testing.T) {
-	s, apply := historyServer(t)
+	s, apply := historyServer(t, fsm.Options{})
 	for _, n := range []string{"a", "b", "c"} {
 		apply(pgdrv1.CommandType_COMMAND_TYPE_REGISTER_MEMBER, &pgdrv1.RegisterMember{Member: &pgdrv1.Member{Name: n, Cluster: "main", Region: "r1", Dsn: "host=" + n, ApiUrl: "http://" + n + ":8008", GossipAddress: n + ":7946"}})
 	}
@@ -156,6 +156,24 @@ func TestPrimaryPromoted(t *testing.T) {
 	record(kindSwitchoverResult, "c", 3, "done: c is primary at epoch 3", nil)
 	if !promoted() {
 		t.Fatal("c does not count as promoted after the switchover's result done")
+	}
+
+	// The event that recorded the primary fell out of the bounded
+	// history: it was recorded long ago and counts as promoted.
+	s, apply = historyServer(t, fsm.Options{HistoryLimit: 3})
+	for _, n := range []string{"a", "b"} {
+		apply(pgdrv1.CommandType_COMMAND_TYPE_REGISTER_MEMBER, &pgdrv1.RegisterMember{Member: &pgdrv1.Member{Name: n, Cluster: "main", Region: "r1", Dsn: "host=" + n, ApiUrl: "http://" + n + ":8008", GossipAddress: n + ":7946"}})
+	}
+	setPrimary("a", 0, "initial primary")
+	setPrimary("b", 1, "failover: a is gone")
+	if promoted() {
+		t.Fatal("b counts as promoted right after it was recorded")
+	}
+	for range 3 {
+		record(kindFollow, "a", 2, "a follows b", nil)
+	}
+	if !promoted() {
+		t.Fatal("b, recorded before the history kept, does not count as promoted")
 	}
 }
 
