@@ -170,12 +170,12 @@ func promoteOrderLost(t *testing.T, manual bool) {
 	l.startAgent(t, "pg-a2")
 	if manual {
 		seen := l.holdNoPromotion(t, 2*repromoteWait, "pg-a2", epoch+1)
-		if judgementWith(seen, "still in recovery") == "" {
-			t.Fatalf("paused: the judgement never reported the unpromoted primary: %q", seen)
-		}
 		out, err := l.ctl("failover", "--cluster", "main", "--to", "pg-a2", "--json")
 		if err != nil {
 			t.Fatalf("failover --to the recorded primary: %v\n%s", err, out)
+		}
+		if judgementWith(seen, "still in recovery") == "" {
+			t.Fatalf("paused: the judgement never reported the unpromoted primary: %q", seen)
 		}
 		t.Logf("failover --to pg-a2: %s", out)
 		if out, err := l.ctl("resume", "--cluster", "main"); err != nil {
