@@ -184,14 +184,21 @@ func promoteOrderLost(t *testing.T, manual bool) {
 	}
 	l.waitWritablePrimary(t, "pg-a2", epoch+1, 120*time.Second)
 	t.Logf("pg-a2 is the writable primary at epoch %d, %.1fs after the kill", epoch+1, time.Since(killed).Seconds())
-	h := l.history(t)
 	wantKind := "failover-result"
 	if manual {
 		wantKind = "manual-failover-result"
 	}
-	if countEvents(h, "promote-retry", "pg-a2") == 0 || countEvents(h, wantKind, fmt.Sprintf("done: pg-a2 is primary at epoch %d", epoch+1)) != 1 {
+	// The result follows the re-pointing of pg-b1.
+	done := fmt.Sprintf("done: pg-a2 is primary at epoch %d", epoch+1)
+	var h []ctl.EventJSON
+	testutil.WaitFor(t, 90*time.Second, "the result of the repeated promotion", func() (bool, error) {
+		var err error
+		h, err = l.tryHistory()
+		return err == nil && countEvents(h, wantKind, done) > 0, err
+	})
+	if countEvents(h, "promote-retry", "pg-a2") == 0 || countEvents(h, wantKind, done) != 1 {
 		logHistory(t, h)
-		t.Fatalf("history has no promote-retry event or not one %s done", wantKind)
+		t.Fatalf("history has no promote-retry event or not one %s %q", wantKind, done)
 	}
 	if _, err := l.psql("pg-a2", "CREATE TABLE after_failover AS SELECT 1 AS x"); err != nil {
 		t.Fatal(err)
