@@ -99,8 +99,8 @@ type Failover struct {
 	CommandTimeout Duration `yaml:"command_timeout"`
 	// PauseBeforePromote is for fault-injection tests only: the leader
 	// waits this long between recording a new primary in Raft and ordering
-	// its promotion, so that a test can kill it in the middle of a
-	// failover. 0 (the default) in production.
+	// its promotion (in a failover or a switchover), so that a test can
+	// kill it in the middle of one. 0 (the default) in production.
 	PauseBeforePromote Duration `yaml:"pause_before_promote"`
 }
 

@@ -85,6 +85,9 @@ and re-points the other replicas; the old primary rejoins as a replica when
 it comes back. Refused while the primary is healthy (use 'pgdrctl
 switchover' for a planned change: it loses nothing) or while its lease has
 not expired. Allowed while the cluster is paused. Needs role admin.
+NODE may be the recorded primary itself when it is still a running replica
+that was never promoted (its promote order was lost or failed): it is then
+ordered to promote at the current epoch and nobody else is.
 
 A replica lagging the primary's last known LSN by more than
 maximum_lag_on_failover is refused, and so is every replica while that LSN is

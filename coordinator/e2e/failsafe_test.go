@@ -20,22 +20,27 @@ import (
 const labLeaseTTL = 5 * time.Second
 
 // writeLog writes on nodes every 200 ms and records when each write
-// succeeded or failed.
+// started and whether it succeeded, and when each successful one returned.
 type writeLog struct {
 	l     *lab
 	nodes []string
 	stop  chan struct{}
 	done  chan struct{}
 	mu    sync.Mutex
-	ok    map[string][]time.Time
+	ok    map[string][]time.Time // start of each successful write
 	fail  map[string][]time.Time
+	// okEnd: when each successful write returned. A write commits at some
+	// moment between its start and its return (which may be 5 s apart on
+	// a loaded machine), so "no write on the old primary after X" must
+	// compare the return times.
+	okEnd map[string][]time.Time
 }
 
 func startWriteLog(t *testing.T, l *lab, nodes ...string) *writeLog {
 	if _, err := l.psql("pg-a1", "CREATE TABLE IF NOT EXISTS failsafe_writes (node text, at timestamptz DEFAULT now())"); err != nil {
 		t.Fatal(err)
 	}
-	w := &writeLog{l: l, nodes: nodes, stop: make(chan struct{}), done: make(chan struct{}), ok: map[string][]time.Time{}, fail: map[string][]time.Time{}}
+	w := &writeLog{l: l, nodes: nodes, stop: make(chan struct{}), done: make(chan struct{}), ok: map[string][]time.Time{}, fail: map[string][]time.Time{}, okEnd: map[string][]time.Time{}}
 	go func() {
 		defer close(w.done)
 		tk := time.NewTicker(200 * time.Millisecond)
@@ -58,6 +63,7 @@ func startWriteLog(t *testing.T, l *lab, nodes ...string) *writeLog {
 					w.mu.Lock()
 					if ok {
 						w.ok[n] = append(w.ok[n], at)
+						w.okEnd[n] = append(w.okEnd[n], time.Now())
 					} else {
 						w.fail[n] = append(w.fail[n], at)
 					}
@@ -93,6 +99,20 @@ func (w *writeLog) between(node string, from, to time.Time) (ok, fail []time.Tim
 		return out
 	}
 	return in(w.ok[node]), in(w.fail[node])
+}
+
+// lastReturned is when node's latest successful write returned (zero if
+// none succeeded).
+func (w *writeLog) lastReturned(node string) time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var last time.Time
+	for _, t := range w.okEnd[node] {
+		if t.After(last) {
+			last = t
+		}
+	}
+	return last
 }
 
 func (l *lab) history(t *testing.T) []ctl.EventJSON {
@@ -351,12 +371,14 @@ func TestFailsafePrimaryIsolated(t *testing.T) {
 		fenced = fail[0]
 		return true, nil
 	})
-	okA1, _ := w.between("pg-a1", cut, time.Now().Add(time.Hour))
+	// The old primary's writes count until they returned (conservative:
+	// the commit may have happened at any moment before); the new
+	// primary's from when they started.
 	lastA1 := cut
-	if len(okA1) > 0 {
-		lastA1 = okA1[len(okA1)-1]
+	if e := w.lastReturned("pg-a1"); e.After(lastA1) {
+		lastA1 = e
 	}
-	t.Logf("pg-a1 fenced: last write ok %s after the cut, first failure %s after", lastA1.Sub(cut).Round(time.Millisecond), fenced.Sub(cut).Round(time.Millisecond))
+	t.Logf("pg-a1 fenced: last successful write returned %s after the cut, first failure %s after", lastA1.Sub(cut).Round(time.Millisecond), fenced.Sub(cut).Round(time.Millisecond))
 	if lastA1.Sub(cut) >= labLeaseTTL {
 		t.Fatalf("pg-a1 took writes %s after the cut (lease TTL %s)", lastA1.Sub(cut), labLeaseTTL)
 	}
@@ -378,9 +400,15 @@ func TestFailsafePrimaryIsolated(t *testing.T) {
 		return true, nil
 	})
 	okNew, _ := w.between(newPrimary, cut, time.Now())
-	t.Logf("%s promoted: first write %s after the cut", newPrimary, okNew[0].Sub(cut).Round(time.Millisecond))
+	if e := w.lastReturned("pg-a1"); e.After(lastA1) {
+		lastA1 = e // a write on pg-a1 that returned after the wait above
+		if lastA1.Sub(cut) >= labLeaseTTL {
+			t.Fatalf("a write on pg-a1 returned successfully %s after the cut (lease TTL %s)", lastA1.Sub(cut), labLeaseTTL)
+		}
+	}
+	t.Logf("%s promoted: first write started %s after the cut", newPrimary, okNew[0].Sub(cut).Round(time.Millisecond))
 	if !okNew[0].After(lastA1) {
-		t.Fatalf("%s took a write at %s, before pg-a1's last at %s", newPrimary, okNew[0], lastA1)
+		t.Fatalf("%s took a write started at %s, before pg-a1's last successful write returned at %s", newPrimary, okNew[0], lastA1)
 	}
 
 	healed := time.Now()

@@ -151,8 +151,13 @@ func (w *syncAckWriter) run() {
 	}
 }
 
+// finish stops the writer (again: a no-op).
 func (w *syncAckWriter) finish(t *testing.T) {
-	close(w.stop)
+	select {
+	case <-w.stop:
+	default:
+		close(w.stop)
+	}
 	select {
 	case <-w.done:
 	case <-time.After(10 * time.Second):
@@ -370,9 +375,17 @@ func TestSynchronousNoAckedCommitLost(t *testing.T) {
 		// coordinators rejoin it with pg_rewind.
 		l.startAgent(t, primary)
 	}
-	waitSyncConverged(t, l, w, 90*time.Second)
+	primary, _ = waitSyncConverged(t, l, w, 90*time.Second)
+	// The last check: the writer stopped, every commit it acknowledged
+	// (including those after the last cycle's check) is on the final
+	// primary.
+	w.finish(t)
+	n := checkAcked(t, l, w, primary, "after the last cycle (final primary)")
+	if n == 0 {
+		t.Fatal("the writer acknowledged no commit")
+	}
 	w.mu.Lock()
-	t.Logf("writer: %d acknowledged commits, %d failed (not acknowledged), %d with a synchronous replication warning; %d cycles in %s",
-		len(w.acked), w.failures, w.warned, cycles, time.Since(began).Round(time.Second))
+	t.Logf("writer: %d acknowledged commits, all on the final primary %s; %d failed (not acknowledged), %d with a synchronous replication warning; %d cycles in %s",
+		len(w.acked), primary, w.failures, w.warned, cycles, time.Since(began).Round(time.Second))
 	w.mu.Unlock()
 }

@@ -1,8 +1,9 @@
 // Package failover owns the automatic failover decision: given what the Raft
 // leader knows of one cluster right now (its recorded primary, that
 // primary's lease, every member's latest report and the cluster's policy),
-// Decide says whether to do nothing, to wait, or to promote one named
-// replica, and why. It is a pure function: no I/O, no clock (the caller
+// Decide says whether to do nothing, to wait, to promote one named
+// replica, or to order the recorded primary (still a replica) to promote
+// again, and why. It is a pure function: no I/O, no clock (the caller
 // passes Now), no randomness, no dependence on map iteration order, so the
 // same Input always gives the same Decision and the table test can read like
 // a list of incidents. Carrying a promotion out (recording the intent,
@@ -14,6 +15,17 @@
 //     cluster being bootstrapped, or one whose primary was removed).
 //  2. The primary's member is healthy (PrimaryHealthy: a fresh report, the
 //     postmaster alive, connectable, not in recovery, not fenced): none.
+//     2a. The primary's member is a running replica (UnpromotedPrimary: a
+//     fresh report, the postmaster alive, connectable, in recovery, not
+//     fenced) and is not known to have completed its promotion at this
+//     epoch (Input.PrimaryPromoted): it was recorded as primary but never
+//     promoted (its order was lost or failed, or the leader died first). Repromote it at the
+//     current epoch, whatever its lease and min_interval: no other member
+//     is chosen, so a failed order never leaves the cluster without a
+//     primary (in synchronous mode no other member may even qualify, the
+//     old primary being in the recorded set). None when it refuses
+//     promotion (failsafe) or the cluster is paused, saying why. The
+//     leader rate-limits the orders.
 //  3. The cluster is paused (maintenance mode): none. The unhealthy primary is
 //     reported in the reason, not acted upon.
 //  4. The primary's lease has not expired yet (Now < LeaseExpiresAt): wait,

@@ -72,7 +72,12 @@ type Input struct {
 	// PrimaryLastLSN does not reject a member. The automatic failover never
 	// sets it.
 	Forced bool
-	Now    time.Time
+	// PrimaryPromoted: the recorded primary is known to have completed its
+	// promotion at Epoch (history records it, or it was the initial
+	// primary). A recorded primary that is not, and reports in recovery,
+	// was never promoted (rule 2a).
+	PrimaryPromoted bool
+	Now             time.Time
 }
 
 // Action is what the leader should do.
@@ -86,6 +91,11 @@ const (
 	ActionWait
 	// ActionPromote: promote Decision.Candidate.
 	ActionPromote
+	// ActionRepromote: the recorded primary (Decision.Candidate) is a
+	// replica that was never promoted (its promote order was lost, failed,
+	// or its leader died first); order it to promote again at the current
+	// epoch. No new primary is chosen and the epoch does not change.
+	ActionRepromote
 )
 
 // String returns "none", "wait" or "promote".
@@ -97,6 +107,8 @@ func (a Action) String() string {
 		return "wait"
 	case ActionPromote:
 		return "promote"
+	case ActionRepromote:
+		return "repromote"
 	}
 	return fmt.Sprintf("Action(%d)", int(a))
 }
@@ -140,6 +152,15 @@ func PrimaryProblem(m Member) string {
 	return ""
 }
 
+// UnpromotedPrimary reports whether m, the recorded primary, is a running
+// replica that can still be promoted: a fresh report, postmaster alive,
+// connectable, in recovery, not fenced. Such a primary was recorded but its
+// promotion never happened; re-sending the promote order at the current
+// epoch completes that decision, and no other member is chosen.
+func UnpromotedPrimary(m Member) bool {
+	return m.Fresh && m.PostmasterAlive && m.Connectable && m.InRecovery && !m.Fenced
+}
+
 // Decide applies the rules described in the package documentation. It does
 // not modify in.
 func Decide(in Input) Decision {
@@ -153,6 +174,18 @@ func Decide(in Input) Decision {
 	}
 	if problem == "" {
 		return Decision{Action: ActionNone, Reason: fmt.Sprintf("primary %s healthy", in.Primary)}
+	}
+	if known && !in.PrimaryPromoted && UnpromotedPrimary(pm) {
+		switch {
+		case pm.RefusesPromotion != "":
+			return Decision{Action: ActionNone, Reason: fmt.Sprintf(
+				"primary %s is recorded but still in recovery, and refuses promotion (%s); no failover", in.Primary, pm.RefusesPromotion)}
+		case in.Paused:
+			return Decision{Action: ActionNone, Reason: fmt.Sprintf(
+				"cluster paused: primary %s is recorded but still in recovery (never promoted); reported, not acted on ('pgdrctl failover --to %s' promotes it)", in.Primary, in.Primary)}
+		}
+		return Decision{Action: ActionRepromote, Candidate: in.Primary, Reason: fmt.Sprintf(
+			"primary %s is recorded at epoch %d but still in recovery (never promoted); ordering it to promote again", in.Primary, in.Epoch)}
 	}
 	if in.Paused {
 		return Decision{Action: ActionNone, Reason: fmt.Sprintf(

@@ -142,11 +142,12 @@ func incidents() []incident {
 			}),
 			action: ActionPromote, candidate: "b", reason: []string{"(fenced)"}},
 
-		{n: 10, what: "primary restarted in recovery (someone demoted it by hand), lease expired → promote",
+		{n: 10, what: "primary (promoted at this epoch) restarted in recovery (someone demoted it by hand), lease expired → promote",
 			in: with(lost(replica("b", base)), func(in *Input) {
 				p := primary("a")
 				p.InRecovery = true
 				in.Members["a"] = p
+				in.PrimaryPromoted = true
 			}),
 			action: ActionPromote, candidate: "b", reason: []string{"(in recovery)"}},
 
@@ -341,6 +342,64 @@ func incidents() []incident {
 				in.PrimaryLastLSN = 0
 			}),
 			action: ActionNone, rejected: map[string]string{"b": UnknownPrimaryLSN}},
+
+		// Issue 12, item 2: the recorded primary is a replica that was
+		// never promoted (its order lost, a failed promote, the leader
+		// gone before the order). It is ordered to promote again, never
+		// passed over.
+		{n: 44, what: "the recorded primary b was never promoted and the old primary a is dead: b is ordered to promote again",
+			in: with(lost(replica("b", base), replica("c", base)), func(in *Input) {
+				in.Primary = "b"
+				in.Members["a"] = dead("a")
+			}),
+			action: ActionRepromote, candidate: "b", reason: []string{"primary b is recorded at epoch 7 but still in recovery", "promote again"}},
+		{n: 45, what: "a two-member cluster: the only other member is the dead old primary; the recorded one is promoted again, not left as a replica",
+			in:     with(lost(replica("b", base)), func(in *Input) { in.Primary = "b" }),
+			action: ActionRepromote, candidate: "b"},
+		{n: 46, what: "synchronous mode: the recorded set holds the dead old primary, so no member is Synchronous; the recorded primary is still promoted again",
+			in: with(lost(replica("b", base), replica("c", base)), func(in *Input) {
+				in.Primary = "b"
+				in.Policy.Synchronous = "on"
+			}),
+			action: ActionRepromote, candidate: "b"},
+		{n: 47, what: "promoted again whatever its lease and min_interval (this is not a new failover)",
+			in: with(lost(replica("b", base)), func(in *Input) {
+				in.Primary = "b"
+				in.LeaseExpiresAt = t0.Add(time.Minute)
+				in.LastFailoverAt = t0.Add(-time.Second)
+				in.Policy.MinInterval = time.Hour
+			}),
+			action: ActionRepromote, candidate: "b"},
+		{n: 48, what: "paused: the unpromoted primary is reported, and how to promote it by hand",
+			in: with(lost(replica("b", base)), func(in *Input) {
+				in.Primary = "b"
+				in.Paused = true
+			}),
+			action: ActionNone, reason: []string{"cluster paused", "still in recovery", "pgdrctl failover --to b"}},
+		{n: 49, what: "the unpromoted primary refuses promotion (failsafe): nothing, and nobody else either",
+			in: with(lost(replica("b", base, refuses("acknowledged a's failsafe ping 1s ago")), replica("c", base)), func(in *Input) {
+				in.Primary = "b"
+			}),
+			action: ActionNone, reason: []string{"refuses promotion", "acknowledged a's failsafe ping"}},
+		{n: 50, what: "a fenced recorded primary in recovery is not promoted again: the ordinary judgement replaces it",
+			in: with(lost(replica("b", base, fenced), replica("c", base)), func(in *Input) {
+				in.Primary = "b"
+				in.Members["a"] = replica("a", base-mib, stale)
+			}),
+			action: ActionPromote, candidate: "c"},
+		{n: 51, what: "a stale report of the recorded primary in recovery: the ordinary judgement (here: c)",
+			in: with(lost(replica("b", base, stale), replica("c", base)), func(in *Input) {
+				in.Primary = "b"
+				in.Members["a"] = replica("a", base-mib, stale)
+			}),
+			action: ActionPromote, candidate: "c"},
+		{n: 52, what: "the same view as #44, but the recorded primary is known to have been promoted at this epoch (then demoted by hand): the ordinary judgement",
+			in: with(lost(replica("b", base), replica("c", base-mib/2)), func(in *Input) {
+				in.Primary = "b"
+				in.Members["a"] = dead("a")
+				in.PrimaryPromoted = true
+			}),
+			action: ActionPromote, candidate: "c", reason: []string{"primary b is unhealthy (in recovery)"}},
 	}
 }
 
@@ -398,7 +457,10 @@ func TestDecideIncidents(t *testing.T) {
 
 // TestDecideInvariants throws random views at Decide and checks what must
 // hold whatever the view: a promotion is never of an unfit member, never
-// while the lease runs, never while paused, never against a fresh refusal.
+// while the lease runs, never while paused, never against a fresh refusal,
+// never when no primary is recorded, never over a recorded primary that
+// was never promoted and can be; in synchronous mode every eligible member
+// (and so the one promoted) holds every quorum-acknowledged commit.
 func TestDecideInvariants(t *testing.T) {
 	rng := rand.New(rand.NewPCG(42, 7))
 	names := []string{"a", "b", "c", "d", "e"}
@@ -427,6 +489,7 @@ func TestDecideInvariants(t *testing.T) {
 			in.Primary = ""
 		}
 		in.Forced = coin(0.1)
+		in.PrimaryPromoted = coin(0.5)
 		for _, n := range names {
 			if coin(0.15) {
 				continue
@@ -442,6 +505,49 @@ func TestDecideInvariants(t *testing.T) {
 				m.RefusesPromotion = "acknowledged the primary's failsafe ping 1s ago"
 			}
 			in.Members[n] = m
+		}
+		// Synchronous mode: a ground truth of durable positions on the
+		// recorded standbys R, every acknowledged commit on at least N of
+		// them; the members' Synchronous flags come from SyncCandidates as
+		// the leader computes them, some positions unknown.
+		var acked uint64
+		truePos := map[string]uint64{}
+		if SynchronousMode(in.Policy.Synchronous) {
+			var rec []string
+			for _, n := range names {
+				if n != in.Primary && coin(0.7) {
+					rec = append(rec, n)
+				}
+			}
+			view := SyncView{Recorded: rec, Quorum: min(max(SyncQuorum(in.Policy.Synchronous), 1), max(len(rec), 1)), Positions: map[string]uint64{}}
+			var all []uint64
+			for _, r := range rec {
+				truePos[r] = base - uint64(rng.IntN(4))*mib/2
+				all = append(all, truePos[r])
+				if coin(0.8) {
+					view.Positions[r] = truePos[r]
+				}
+			}
+			if len(rec) > 0 {
+				// The newest commit on at least Quorum members: the
+				// Quorum-th highest position.
+				slices.Sort(all)
+				acked = all[len(all)-view.Quorum]
+			}
+			eligible, _, _ := SyncCandidates(view)
+			for r := range eligible {
+				if truePos[r] < acked {
+					t.Fatalf("iter %d: %s is eligible in synchronous mode but holds %s, short of the quorum-acknowledged commit %s (view %+v)",
+						iter, r, FormatLSN(truePos[r]), FormatLSN(acked), view)
+				}
+			}
+			for n, m := range in.Members {
+				m.Synchronous = eligible[n]
+				if p, ok := truePos[n]; ok {
+					m.ReceiveLSN = p
+				}
+				in.Members[n] = m
+			}
 		}
 		d := Decide(in)
 		if d.Reason == "" {
@@ -459,8 +565,25 @@ func TestDecideInvariants(t *testing.T) {
 				}
 			}
 		}
+		if in.Primary == "" && d.Action != ActionNone {
+			t.Fatalf("iter %d: %s %q with no primary recorded", iter, d.Action, d.Candidate)
+		}
+		if d.Action == ActionRepromote {
+			p := in.Members[in.Primary]
+			switch {
+			case d.Candidate != in.Primary:
+				t.Fatalf("iter %d: repromote of %q, primary %q", iter, d.Candidate, in.Primary)
+			case in.Paused:
+				t.Fatalf("iter %d: repromote while paused", iter)
+			case !p.Fresh || !p.PostmasterAlive || !p.Connectable || !p.InRecovery || p.Fenced || p.RefusesPromotion != "":
+				t.Fatalf("iter %d: repromote of an unfit recorded primary %+v", iter, p)
+			}
+		}
 		if d.Action != ActionPromote {
 			continue
+		}
+		if pm, ok := in.Members[in.Primary]; ok && !in.PrimaryPromoted && UnpromotedPrimary(pm) {
+			t.Fatalf("iter %d: promoted %s over the recorded primary %s, a replica that can still be promoted", iter, d.Candidate, in.Primary)
 		}
 		c, ok := in.Members[d.Candidate]
 		maxLag := in.Policy.MaxLagOnFailover
@@ -468,8 +591,6 @@ func TestDecideInvariants(t *testing.T) {
 			maxLag = DefaultMaxLag
 		}
 		switch {
-		case in.Primary == "":
-			t.Fatalf("iter %d: promoted %q with no primary recorded", iter, d.Candidate)
 		case in.PrimaryLastLSN == 0 && !in.Forced:
 			t.Fatalf("iter %d: promoted %q with the primary's last LSN unknown, not forced", iter, d.Candidate)
 		case !ok || d.Candidate == in.Primary:
@@ -485,6 +606,8 @@ func TestDecideInvariants(t *testing.T) {
 			t.Fatalf("iter %d: promoted unfit member %+v", iter, c)
 		case SynchronousMode(in.Policy.Synchronous) && !c.Synchronous:
 			t.Fatalf("iter %d: promoted async member in synchronous mode", iter)
+		case SynchronousMode(in.Policy.Synchronous) && truePos[d.Candidate] < acked:
+			t.Fatalf("iter %d: promoted %s holding %s, short of the quorum-acknowledged commit %s", iter, d.Candidate, FormatLSN(truePos[d.Candidate]), FormatLSN(acked))
 		case Lag(in.PrimaryLastLSN, c.ReceiveLSN) > maxLag:
 			t.Fatalf("iter %d: promoted member over the lag limit", iter)
 		}

@@ -33,6 +33,8 @@ type judgements struct {
 	rejoins  map[memberKey]time.Time
 	stray    map[memberKey]time.Time // replica → first seen not streaming (followTick)
 	follows  map[memberKey]time.Time // replica → last follow order (followTick)
+	// repromotes: cluster → orders to its unpromoted recorded primary (repromoteTick)
+	repromotes map[string]repromoteState
 }
 
 func newJudgements() *judgements {
@@ -52,6 +54,7 @@ func (j *judgements) reset() {
 	defer j.mu.Unlock()
 	j.reason, j.refused, j.inFlight = map[string]string{}, map[string]string{}, map[string]bool{}
 	j.rejoins, j.stray, j.follows = map[memberKey]time.Time{}, map[memberKey]time.Time{}, map[memberKey]time.Time{}
+	j.repromotes = map[string]repromoteState{}
 }
 
 // failoverInput builds the decision's view of one cluster from the
@@ -97,6 +100,9 @@ func (s *Server) failoverInput(c *pgdrv1.Cluster, samples map[memberKey]sample, 
 		}
 		in.Members[name] = fm
 	}
+	if failover.UnpromotedPrimary(in.Members[c.Primary]) { // rule 2a reads history only then
+		in.PrimaryPromoted = s.primaryPromoted(c)
+	}
 	s.syncEligibility(c, samples, &in)
 	return in
 }
@@ -135,6 +141,8 @@ func (s *Server) failoverTick(ctx context.Context) {
 				}()
 				s.executeFailover(ctx, c, d)
 			}()
+		case failover.ActionRepromote:
+			s.repromoteTick(ctx, c, d, now)
 		case failover.ActionNone:
 			// A primary that is down but cannot be replaced is recorded once
 			// per distinct reason, so that history says why nothing happened.

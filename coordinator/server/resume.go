@@ -3,8 +3,11 @@ package server
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
+	"github.com/pgdr/pgdr/coordinator/failover"
+	"github.com/pgdr/pgdr/coordinator/fsm"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
 
@@ -31,19 +34,40 @@ import (
 //     records the old one as abandoned. An agent only ever promotes on an
 //     order of the current epoch, so the abandoned candidate cannot be
 //     promoted afterwards.
+//
+// A switchover is resumed the same way, under its own kinds
+// (switchover-step, switchover-result): its intent is recorded before the
+// old primary is stopped, and the target is recorded as primary only once
+// it holds the old primary's shutdown checkpoint, so completing it loses
+// nothing. One abandoned before the target was recorded leaves the old
+// primary stopped cleanly and still recorded: the ordinary judgement
+// replaces it once its lease expires.
+//
+// A recorded primary that was never promoted, with no unfinished intent
+// (its promote order failed or was lost and the failure was recorded, a
+// synchronous-mode change before the promotion failed, or a resumed
+// failover's order failed), is the decision's rule 2a
+// (failover.ActionRepromote): while it is a running replica, not fenced,
+// and history does not show its promotion done at this epoch, the leader
+// orders it to promote again at the current epoch (repromoteTick), first
+// repromoteInterval after it sees it so and then after doubling pauses,
+// and records each attempt (kind promote-retry) and its steps and result
+// under the kinds of the operation that recorded it. No other member is
+// chosen meanwhile: a cluster is never left without a primary because its
+// candidate's first order did not arrive.
 
 // pendingFailover is a failover whose intent has no result yet.
 type pendingFailover struct {
-	prefix string // "" or manualPrefix
+	prefix string // "", manualPrefix or switchoverKinds
 	cand   string
 	old    string
 	epoch  uint64 // the epoch the intent was recorded at (the new one is +1)
 	reason string
 }
 
-// pendingFailover returns cluster's unfinished failover, or nil: the
-// newest of its failover intents, results and switchover intents, if that
-// is an intent. (It runs on every leader tick: it reads back from the
+// pendingFailover returns cluster's unfinished failover or switchover, or
+// nil: the newest of its failover and switchover intents and results, if
+// that is an intent. (It runs on every leader tick: it reads back from the
 // newest event and stops at the first of those.)
 func (s *Server) pendingFailover(cluster string) *pendingFailover {
 	var p *pendingFailover
@@ -55,7 +79,10 @@ func (s *Server) pendingFailover(cluster string) *pendingFailover {
 				p.prefix = manualPrefix
 			}
 			return false
-		case kindFailoverResult, kindManualResult, kindSwitchoverIntent:
+		case kindSwitchoverIntent:
+			p = &pendingFailover{prefix: switchoverKinds, cand: ev.GetNode(), old: ev.GetDetails()["old_primary"], epoch: ev.GetEpoch(), reason: ev.GetMessage()}
+			return false
+		case kindFailoverResult, kindManualResult, kindSwitchoverResult:
 			return false
 		}
 		return true
@@ -117,6 +144,152 @@ func (s *Server) resumeTick(ctx context.Context, c *pgdrv1.Cluster, samples map[
 		s.completeFailover(rctx, c, p.old, p.cand, epoch, p.reason, promoted)
 	}()
 	return true
+}
+
+// kindPromoteRetry: the leader orders a recorded primary that was never
+// promoted to promote again.
+const kindPromoteRetry = "promote-retry"
+
+// Promote orders to a recorded primary that was never promoted: the first
+// repromoteInterval after the leader first sees it so, then after pauses
+// that double from repromoteInterval up to repromoteMaxPause while they
+// fail.
+const (
+	repromoteInterval = 10 * time.Second
+	repromoteMaxPause = 2 * time.Minute
+)
+
+// repromoteState: the leader's attempts at promoting node, recorded as
+// primary at epoch, again.
+type repromoteState struct {
+	epoch       uint64
+	node        string
+	first, last time.Time
+	failures    int
+}
+
+// repromotePause is the pause after failures failed attempts.
+func repromotePause(failures int) time.Duration {
+	pause := repromoteInterval
+	for i := 0; i < failures && pause < repromoteMaxPause; i++ {
+		pause *= 2
+	}
+	return min(pause, repromoteMaxPause)
+}
+
+// primaryPromoted reports whether history shows the recorded primary of c
+// promoted at its epoch: a failover's or switchover's result "done" for it
+// at this epoch, or it was recorded as the initial primary (the one member
+// not in recovery). It reads back to the event that recorded it (a
+// primary-set event: they are applied in epoch order). When that event is
+// no longer in the (bounded) history, the primary was recorded long ago
+// and counts as promoted: the ordinary judgement applies, as before.
+func (s *Server) primaryPromoted(c *pgdrv1.Cluster) bool {
+	promoted, found := false, false
+	s.fsm.ScanHistoryBack(c.GetName(), func(ev *pgdrv1.HistoryEvent) bool {
+		if ev.GetKind() == fsm.KindPrimarySet {
+			found = ev.GetEpoch() == c.GetEpoch() && ev.GetNode() == c.GetPrimary()
+			promoted = found && strings.HasPrefix(ev.GetDetails()["reason"], "initial primary")
+			return false
+		}
+		if ev.GetEpoch() == c.GetEpoch() && ev.GetNode() == c.GetPrimary() &&
+			strings.HasSuffix(ev.GetKind(), "-result") && strings.HasPrefix(ev.GetMessage(), "done") {
+			promoted, found = true, true
+			return false
+		}
+		return true
+	})
+	return promoted || !found
+}
+
+// recordedBy returns the kind prefix of the operation that recorded node
+// as primary at epoch (its intent was recorded at epoch-1), and the
+// primary it replaced.
+func (s *Server) recordedBy(cluster, node string, epoch uint64) (prefix, old string) {
+	s.fsm.ScanHistoryBack(cluster, func(ev *pgdrv1.HistoryEvent) bool {
+		if ev.GetNode() != node || ev.GetEpoch()+1 != epoch {
+			return true
+		}
+		switch ev.GetKind() {
+		case kindFailoverIntent:
+			prefix, old = "", ev.GetDetails()["old_primary"]
+		case kindManualIntent:
+			prefix, old = manualPrefix, ev.GetDetails()["old_primary"]
+		case kindSwitchoverIntent:
+			prefix, old = switchoverKinds, ev.GetDetails()["old_primary"]
+		default:
+			return true
+		}
+		return false
+	})
+	return prefix, old
+}
+
+// repromoteTick carries out d, an ActionRepromote of c's recorded primary,
+// when due (see repromoteInterval); the caller has checked that no
+// failover or switchover of c runs on this leader.
+func (s *Server) repromoteTick(ctx context.Context, c *pgdrv1.Cluster, d failover.Decision, now time.Time) {
+	s.judge.mu.Lock()
+	st := s.judge.repromotes[c.Name]
+	if st.epoch != c.Epoch || st.node != c.Primary {
+		st = repromoteState{epoch: c.Epoch, node: c.Primary, first: now}
+	}
+	due := now.Sub(st.first) >= repromoteInterval && now.Sub(st.last) >= repromotePause(st.failures) && !s.judge.inFlight[c.Name]
+	if due {
+		st.last = now
+		s.judge.inFlight[c.Name] = true
+	}
+	s.judge.repromotes[c.Name] = st
+	s.judge.mu.Unlock()
+	if !due {
+		return
+	}
+	go func() {
+		defer s.release(c.Name)
+		prefix, _ := s.recordedBy(c.Name, c.Primary, c.Epoch)
+		_, err := s.promoteRecorded(withKindPrefix(ctx, prefix), c, d.Reason)
+		s.judge.mu.Lock()
+		defer s.judge.mu.Unlock()
+		if st, ok := s.judge.repromotes[c.Name]; ok && st.epoch == c.Epoch && st.node == c.Primary {
+			if err != nil {
+				st.failures++
+			} else {
+				st.failures = 0
+			}
+			s.judge.repromotes[c.Name] = st
+		}
+	}()
+}
+
+// promoteRecorded orders c's recorded primary, a replica that was never
+// promoted, to promote at the current epoch, then re-points the other
+// replicas and records the result (completeFailover), under the kinds ctx
+// asks for. It returns the result's message, and an error unless it says
+// done. The caller holds the cluster's in-flight mark.
+func (s *Server) promoteRecorded(ctx context.Context, c *pgdrv1.Cluster, why string) (string, error) {
+	name, cand, epoch := c.GetName(), c.GetPrimary(), c.GetEpoch()
+	_, old := s.recordedBy(name, cand, epoch)
+	s.log.Warn("ordering the recorded primary to promote again", "cluster", name, "primary", cand, "epoch", epoch, "reason", why)
+	s.recordEvent(ctx, name, kindPromoteRetry, cand, epoch, fmt.Sprintf("%s is recorded as primary at epoch %d but still in recovery; ordering it to promote again (%s)", cand, epoch, why), nil)
+	cur, ok := s.fsm.Cluster(name)
+	if !ok || cur.GetPrimary() != cand || cur.GetEpoch() != epoch {
+		return "", fmt.Errorf("the primary of cluster %s changed meanwhile (now %s at epoch %d)", name, cur.GetPrimary(), cur.GetEpoch())
+	}
+	// The primary gets a lease at once, as in executeFailover.
+	s.leases.renew(name, cand, epoch, cand, epoch, time.Now(), s.cfg.Failover.LeaseTTL.Duration)
+	s.completeFailover(ctx, cur, old, cand, epoch, why, false)
+	result := ""
+	s.fsm.ScanHistoryBack(name, func(ev *pgdrv1.HistoryEvent) bool {
+		if ev.GetNode() == cand && ev.GetEpoch() == epoch && strings.HasSuffix(ev.GetKind(), "-result") {
+			result = ev.GetMessage()
+			return false
+		}
+		return true
+	})
+	if !strings.HasPrefix(result, "done") {
+		return result, fmt.Errorf("promoting %s again at epoch %d: %s", cand, epoch, result)
+	}
+	return result, nil
 }
 
 // Re-pointing stray replicas: a replica that is up but has not streamed for

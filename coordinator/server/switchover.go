@@ -34,6 +34,9 @@ const (
 	manualPrefix         = "manual-"
 	kindManualIntent     = manualPrefix + kindFailoverIntent
 	kindManualResult     = manualPrefix + kindFailoverResult
+	// switchoverKinds, as a kind prefix (withKindPrefix), makes a resumed
+	// switchover's failover-* events switchover-* ones.
+	switchoverKinds = "switchover:"
 )
 
 // Bounds of a switchover's steps.
@@ -63,6 +66,9 @@ func withKindPrefix(ctx context.Context, p string) context.Context {
 // historyKind is kind as ctx asks recordEvent to record it.
 func historyKind(ctx context.Context, kind string) string {
 	if p, _ := ctx.Value(kindPrefixKey{}).(string); p != "" && strings.HasPrefix(kind, "failover-") {
+		if p == switchoverKinds {
+			return "switchover-" + strings.TrimPrefix(kind, "failover-")
+		}
 		return p + kind
 	}
 	return kind
@@ -363,12 +369,20 @@ func (s *Server) switchover(name, to, actor string) (*pgdrv1.SwitchoverResponse,
 	epoch++
 	s.leases.renew(name, to, epoch, to, epoch, time.Now(), s.cfg.Failover.LeaseTTL.Duration)
 	st.add(kindSwitchoverStep, to, epoch, fmt.Sprintf("epoch %d: %s recorded as primary; ordering it to promote", epoch, to), nil)
+	if p := s.cfg.Failover.PauseBeforePromote.Duration; p > 0 { // fault-injection tests only
+		log.Warn("failover.pause_before_promote: waiting before the promote order", "pause", p)
+		select {
+		case <-ctx.Done():
+			return nil, status.Errorf(codes.Unavailable, "leadership lost during the switchover of cluster %s after %s was recorded as primary at epoch %d; the next leader completes it", name, to, epoch)
+		case <-time.After(p):
+		}
+	}
 
 	// (d) Promote the target.
 	out, err = s.order(ctx, name, to, epoch, &pgdrv1.AgentCommand{Kind: &pgdrv1.AgentCommand_Promote{Promote: &pgdrv1.Promote{
 		Reason: "switchover from " + old}}}, s.cfg.Failover.CommandTimeout.Duration)
 	if err != nil {
-		return fail(codes.Aborted, fmt.Sprintf("failed: promoting %s: %v", to, err))
+		return fail(codes.Aborted, fmt.Sprintf("failed: promoting %s: %v; %s is the recorded primary at epoch %d: while it is a running replica the leader orders it to promote again", to, err, to, epoch))
 	}
 	st.add(kindSwitchoverStep, to, epoch, fmt.Sprintf("%s %s", to, out), nil)
 
@@ -498,14 +512,21 @@ func (s *Server) manualFailover(name, to string, force bool, actor string) (*pgd
 		return nil, status.Errorf(codes.NotFound, "cluster %q is not known to the coordinators", name)
 	}
 	old := c.Primary
+	now := time.Now()
+	in := s.failoverInput(c, s.view.snapshot(), now)
 	switch {
 	case c.Members[to] == nil:
 		return nil, status.Errorf(codes.NotFound, "to: %q is not a member of cluster %s", to, name)
-	case to == old:
+	case to == old && failover.UnpromotedPrimary(in.Members[to]):
+		// Recorded but never promoted (its order was lost or failed):
+		// promote it at the current epoch, nobody else.
+		return s.manualRepromote(ctx, c, actor)
+	case to == old && memberProblem(in.Members[to]) == "":
 		return nil, invalid("to", "%s is already the primary of cluster %s", to, name)
+	case to == old:
+		return nil, status.Errorf(codes.FailedPrecondition,
+			"refused: to: %s is the recorded primary of cluster %s, but neither a working primary nor a running replica that can be promoted (%s)", to, name, memberProblem(in.Members[to]))
 	}
-	now := time.Now()
-	in := s.failoverInput(c, s.view.snapshot(), now)
 	problem := "no primary recorded"
 	if old != "" {
 		problem = memberProblem(in.Members[old])
@@ -563,10 +584,7 @@ func (s *Server) manualFailover(name, to string, force bool, actor string) (*pgd
 			reason += fmt.Sprintf(", its lease waited out (%s)", wait.Round(time.Millisecond))
 		}
 	}
-	var seq0 uint64
-	if h := s.fsm.History(name, 0, 1); len(h) > 0 {
-		seq0 = h[0].GetSeq()
-	}
+	seq0 := s.historySeq(name)
 	c, _ = s.fsm.Cluster(name)
 	if c.GetPrimary() != old {
 		return nil, status.Errorf(codes.Aborted, "the primary of cluster %s changed meanwhile (now %s at epoch %d); nothing done", name, c.GetPrimary(), c.GetEpoch())
@@ -574,10 +592,24 @@ func (s *Server) manualFailover(name, to string, force bool, actor string) (*pgd
 	s.executeFailover(withKindPrefix(withForcedFailover(ctx, force), manualPrefix), c, failover.Decision{
 		Action: failover.ActionPromote, Candidate: to, Reason: reason, Rejected: rejected, Ranked: ranked,
 	})
+	return s.manualResponse(name, to, seq0)
+}
+
+// historySeq is the sequence number of cluster's newest history event.
+func (s *Server) historySeq(cluster string) uint64 {
+	if h := s.fsm.History(cluster, 0, 1); len(h) > 0 {
+		return h[0].GetSeq()
+	}
+	return 0
+}
+
+// manualResponse answers a manual failover to to from the events recorded
+// after seq0.
+func (s *Server) manualResponse(name, to string, seq0 uint64) (*pgdrv1.FailoverResponse, error) {
 	var list []string
 	result := ""
 	for _, ev := range s.fsm.History(name, seq0, 0) {
-		if strings.HasPrefix(ev.GetKind(), manualPrefix+"failover-") {
+		if strings.HasPrefix(ev.GetKind(), manualPrefix+"failover-") || ev.GetKind() == kindPromoteRetry {
 			list = append(list, ev.GetMessage())
 			if ev.GetKind() == kindManualResult {
 				result = ev.GetMessage()
@@ -589,6 +621,18 @@ func (s *Server) manualFailover(name, to string, force bool, actor string) (*pgd
 	}
 	cur, _ := s.fsm.Cluster(name)
 	return &pgdrv1.FailoverResponse{Primary: cur.GetPrimary(), Epoch: cur.GetEpoch(), Steps: list}, nil
+}
+
+// manualRepromote is a manual failover to c's recorded primary when that
+// is a running replica that was never promoted: it is ordered to promote
+// at the current epoch (no new epoch, no other member). The caller holds
+// the cluster's in-flight mark.
+func (s *Server) manualRepromote(ctx context.Context, c *pgdrv1.Cluster, actor string) (*pgdrv1.FailoverResponse, error) {
+	seq0 := s.historySeq(c.GetName())
+	if res, err := s.promoteRecorded(withKindPrefix(ctx, manualPrefix), c, "manual failover requested by "+actor); err != nil && res == "" {
+		return nil, status.Errorf(codes.Aborted, "manual failover of cluster %s to %s: %v", c.GetName(), c.GetPrimary(), err)
+	}
+	return s.manualResponse(c.GetName(), c.GetPrimary(), seq0)
 }
 
 // SetPolicy replaces a cluster's failover policy (the pause fields stay as
