@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pgdr/pgdr/pkg/conninfo"
 	"github.com/pgdr/pgdr/pkg/strictyaml"
 )
 
@@ -290,6 +291,14 @@ func (c *Config) Validate() error {
 	}
 	if !filepath.IsAbs(c.Postgres.BinDir) {
 		return fe("postgres.bindir", "%q must be an absolute path", c.Postgres.BinDir)
+	}
+	// The advertised DSN goes to the coordinator, which refuses one with a
+	// control character (it would reach other nodes' primary_conninfo).
+	if err := conninfo.Check(c.Postgres.DSN); err != nil {
+		return fe("postgres.dsn", "%v", err)
+	}
+	if err := conninfo.Check(c.Node.AdvertiseDSN); err != nil {
+		return fe("node.advertise_dsn", "%v", err)
 	}
 	if len(c.Repos) == 0 {
 		return fe("repos", "at least one repository is required")
