@@ -98,6 +98,14 @@ type WAL struct {
 	Prefetch        int `yaml:"prefetch"`         // segments fetched ahead during recovery
 }
 
+// DefaultSocket is agent.socket when the configuration does not set it:
+// <parent of pgdata>/pgdr/<cluster>-<node>.sock. The data directory's
+// parent belongs to PostgreSQL's user (restore relies on it too), so the
+// agent's user can make the pgdr directory there and no one else can.
+func DefaultSocket(pgdata, cluster, node string) string {
+	return filepath.Join(filepath.Dir(filepath.Clean(pgdata)), "pgdr", cluster+"-"+node+".sock")
+}
+
 // Agent configures the agent process itself.
 type Agent struct {
 	// Socket is the daemon's local socket; one-shot commands hand work to it.
@@ -240,8 +248,11 @@ func (c *Config) applyDefaults() {
 	if c.Agent.LogLevel == "" {
 		c.Agent.LogLevel = "info"
 	}
-	if c.Agent.Socket == "" && c.Cluster != "" && c.Node.Name != "" {
-		c.Agent.Socket = filepath.Join(os.TempDir(), fmt.Sprintf("pgdr-%s-%s.sock", c.Cluster, c.Node.Name))
+	if c.Agent.Socket == "" && c.Cluster != "" && c.Node.Name != "" && filepath.IsAbs(c.Postgres.PGData) {
+		// Beside the data directory, in a directory of the agent's user
+		// (the daemon makes it, mode 0700): never a predictable name in
+		// a directory every user can write to (docs/security.md).
+		c.Agent.Socket = DefaultSocket(c.Postgres.PGData, c.Cluster, c.Node.Name)
 	}
 	if c.Health.Interval.Duration == 0 && c.Health.Interval.text == "" {
 		c.Health.Interval.Duration = DefaultHealthInterval
