@@ -275,7 +275,7 @@ postgresql.conf:  archive_command = 'pgdr-agent wal-push --config /etc/pgdr/agen
 	// PostgreSQL marked ready.
 	opts := walship.PushOptions{Force: *force}
 	if !opts.Force && filepath.Dir(abs) == filepath.Join(cfg.Postgres.PGData, "pg_wal") {
-		err := daemon.Call(ctx, cfg.Agent.Socket, daemon.Request{Op: "wal-push", Path: abs})
+		err := daemon.Call(ctx, cfg.Agent.Socket, daemon.Request{Op: "wal-push", Path: abs}, daemon.TrustedUIDs(cfg.Postgres.PGData)...)
 		if err == nil {
 			return 0
 		}
@@ -283,7 +283,11 @@ postgresql.conf:  archive_command = 'pgdr-agent wal-push --config /etc/pgdr/agen
 			log.Error("wal-push failed", "file", filepath.Base(abs), "err", err)
 			return ExitFailure
 		}
-		log.Debug("working alone", "reason", err)
+		if errors.Is(err, daemon.ErrUntrustedSocket) {
+			log.Warn("not handing the segment to the agent daemon: pushing it myself", "file", filepath.Base(abs), "reason", err)
+		} else {
+			log.Debug("working alone", "reason", err)
+		}
 	}
 	sh, err := walship.New(ctx, cfg, log)
 	if err != nil {
@@ -479,8 +483,12 @@ func startPrefetch(ctx context.Context, cfg *config.Config, log *slog.Logger, pg
 		segSize = uint64(fi.Size())
 	}
 	req := daemon.Request{Op: "wal-prefetch", PGWal: pgwal, After: name, SegmentSize: segSize}
-	if err := daemon.Call(ctx, cfg.Agent.Socket, req); err == nil || !errors.Is(err, daemon.ErrNoDaemon) {
+	err := daemon.Call(ctx, cfg.Agent.Socket, req, daemon.TrustedUIDs(cfg.Postgres.PGData)...)
+	if err == nil || !errors.Is(err, daemon.ErrNoDaemon) {
 		return
+	}
+	if errors.Is(err, daemon.ErrUntrustedSocket) {
+		log.Warn("not handing prefetching to the agent daemon", "reason", err)
 	}
 	self, err := os.Executable()
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -96,6 +97,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Who may hand work to the daemon: its own user, root, and the owner
+	// of the data directory (SO_PEERCRED; the socket is 0600 as well).
+	clients := append(TrustedUIDs(d.cfg.Postgres.PGData), 0)
 	d.log.Info("agent daemon listening", "socket", d.cfg.Agent.Socket, "cluster", d.cfg.Cluster, "node", d.cfg.Node.Name)
 	var wg sync.WaitGroup
 	ctx, cancel := context.WithCancel(ctx)
@@ -148,6 +152,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 			time.Sleep(50 * time.Millisecond)
 			continue
 		}
+		if err := checkPeer(conn, clients); err != nil {
+			d.log.Warn("refusing a connection on the agent socket", "err", err)
+			conn.Close()
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -181,15 +190,25 @@ func (d *Daemon) startGossip(ctx context.Context) (*gossip.Pool, error) {
 // listen binds the unix socket (mode 0600: only the same user may hand
 // work over), replacing a stale socket file but never a live daemon's.
 func listen(path string) (net.Listener, error) {
+	// The socket's directory and a socket left there must be this user's
+	// (socketsafety.go): the failsafe acknowledgement and the watchdog's
+	// pid file live beside the socket too.
+	self := []uint32{uint32(os.Geteuid())}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("agent socket: %w", err)
+	}
+	if err := checkSocketDir(filepath.Dir(path), self); err != nil {
+		return nil, fmt.Errorf("agent socket %s: %w", path, err)
+	}
+	if err := checkSocketFile(path, self); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("agent socket %s: %w (remove it if it is stale)", path, err)
+	}
 	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
 		c.Close()
 		return nil, fmt.Errorf("another agent daemon is already listening on %s", path)
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("removing stale socket: %w", err)
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, err
 	}
 	ln, err := net.Listen("unix", path)
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgdr/pgdr/agent/health"
+	"github.com/pgdr/pgdr/pkg/conninfo"
 	"github.com/pgdr/pgdr/pkg/fsutil"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
@@ -138,6 +139,8 @@ func primaryConninfo(dsn, node string) string {
 	return dsn + " application_name=" + node
 }
 
+// quoteLiteral quotes s as an SQL string literal (standard_conforming_strings
+// on). Not for configuration files: see confQuote.
 func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
 // hostPort is where dsn connects (the first host).
@@ -191,6 +194,9 @@ func (d *Daemon) waitStreaming(ctx context.Context, timeout time.Duration, host 
 func (d *Daemon) follow(ctx context.Context, primary, dsn string) (string, error) {
 	if strings.TrimSpace(dsn) == "" {
 		return "", errors.New("follow: no primary_dsn")
+	}
+	if err := conninfo.Check(dsn); err != nil {
+		return "", fmt.Errorf("follow: the primary's DSN: %w", err)
 	}
 	host, port, err := hostPort(dsn)
 	if err != nil {
@@ -259,6 +265,9 @@ func (d *Daemon) rejoin(ctx context.Context, epoch uint64, primary, dsn string) 
 	pgdata := d.cfg.Postgres.PGData
 	if strings.TrimSpace(dsn) == "" {
 		return "", errors.New("rejoin: no primary_dsn")
+	}
+	if err := conninfo.Check(dsn); err != nil {
+		return "", fmt.Errorf("rejoin: the primary's DSN: %w", err)
 	}
 	host, port, err := hostPort(dsn)
 	if err != nil {
@@ -329,6 +338,9 @@ func (d *Daemon) rejoin(ctx context.Context, epoch uint64, primary, dsn string) 
 
 // writeStandbyConfig writes standby.signal and the recovery settings.
 func (d *Daemon) writeStandbyConfig(epoch uint64, dsn string) error {
+	if err := conninfo.Check(dsn); err != nil {
+		return fmt.Errorf("primary_conninfo: the primary's DSN: %w", err)
+	}
 	pgdata := d.cfg.Postgres.PGData
 	auto := filepath.Join(pgdata, "postgresql.auto.conf")
 	old, err := os.ReadFile(auto)
@@ -342,10 +354,10 @@ func (d *Daemon) writeStandbyConfig(epoch uint64, dsn string) error {
 		}
 	}
 	lines = append(lines, fmt.Sprintf("# recovery settings written by pgdr-agent rejoin at epoch %d", epoch),
-		"primary_conninfo = "+quoteLiteral(primaryConninfo(dsn, d.cfg.Node.Name)),
+		"primary_conninfo = "+confQuote(primaryConninfo(dsn, d.cfg.Node.Name)),
 		"recovery_target_timeline = 'latest'")
 	if exe, err := os.Executable(); err == nil && d.cfg.Path != "" && len(d.cfg.Repos) > 0 {
-		lines = append(lines, "restore_command = "+quoteLiteral(fmt.Sprintf("%s wal-fetch --config %s %%f %%p", exe, d.cfg.Path)))
+		lines = append(lines, "restore_command = "+confQuote(fmt.Sprintf("%s wal-fetch --config %s %%f %%p", exe, d.cfg.Path)))
 	}
 	if err := fsutil.WriteFileSynced(auto, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
 		return err

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"time"
 )
 
@@ -32,7 +34,24 @@ var ErrNoDaemon = errors.New("no agent daemon on the socket")
 // It returns ErrNoDaemon (wrapped) when nothing listens or the connection
 // breaks before an answer, so the caller can do the work itself; a daemon
 // that answers with a failure gives that failure as the error.
-func Call(ctx context.Context, socket string, req Request) error {
+//
+// Only a daemon of this process's user, or of a user in trust (see
+// TrustedUIDs), is believed: the socket's directory must be theirs (or
+// root's) and writable by no one else, the socket file theirs, and the
+// process answering theirs (SO_PEERCRED). Otherwise Call sends nothing and
+// returns ErrUntrustedSocket, wrapped in ErrNoDaemon.
+func Call(ctx context.Context, socket string, req Request, trust ...uint32) error {
+	return call(ctx, socket, req, append([]uint32{uint32(os.Geteuid())}, trust...))
+}
+
+// call is Call believing a daemon of the users uids only.
+func call(ctx context.Context, socket string, req Request, uids []uint32) error {
+	if err := checkSocketDir(filepath.Dir(socket), uids); err != nil {
+		return fmt.Errorf("%w: %w", ErrNoDaemon, err)
+	}
+	if err := checkSocketFile(socket, uids); err != nil {
+		return fmt.Errorf("%w: %w", ErrNoDaemon, err)
+	}
 	var d net.Dialer
 	dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
@@ -41,6 +60,9 @@ func Call(ctx context.Context, socket string, req Request) error {
 		return fmt.Errorf("%w: %v", ErrNoDaemon, err)
 	}
 	defer conn.Close()
+	if err := checkPeer(conn, uids); err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrNoDaemon, socket, err)
+	}
 	if dl, ok := ctx.Deadline(); ok {
 		conn.SetDeadline(dl)
 	}

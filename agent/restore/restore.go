@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -151,6 +152,11 @@ func Restore(ctx context.Context, d Deps, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The repository is untrusted storage: a manifest naming anything
+	// outside the target is refused before anything is written.
+	if err := checkManifest(m); err != nil {
+		return nil, err
+	}
 	// From here on m is the manifest as restored: a copy with every
 	// tablespace at its final location, in the tablespace_map too.
 	m, spcs, err := relocate(m, o)
@@ -229,6 +235,7 @@ func Restore(ctx context.Context, d Deps, o Options) (*Result, error) {
 	d.Log.Info("restoring", "backup", m.ID, "chain", chainIDs(chain), "pgdata", o.PGData, "files", len(plan))
 
 	w := &writer{d: d, r: r, root: o.PGData, cluster: d.Cfg.Cluster, walDir: o.WALDir}
+	defer w.roots.close()
 	if err := makeLocations(m, o.PGData); err != nil {
 		return nil, err
 	}
@@ -586,6 +593,7 @@ type writer struct {
 	cluster string
 	walDir  string // pg_wal links there when set (Options.WALDir)
 	pool    objstream.Pool
+	roots   *roots // what the restore writes beneath (layout opens them)
 
 	mu      sync.Mutex
 	bytes   int64
@@ -593,6 +601,11 @@ type writer struct {
 	written atomic.Int64 // bytes written into files so far (progress)
 }
 
+// layout makes the data directory, the tablespace links and the
+// directories of the manifest (checkManifest accepted it). Everything
+// below the data directory, a tablespace location or the --waldir
+// directory is made beneath it (beneath.go): a symbolic link found on the
+// way is refused, never followed.
 func (w *writer) layout(m *backup.Manifest) error {
 	if err := os.MkdirAll(w.root, 0o700); err != nil {
 		return err
@@ -600,30 +613,48 @@ func (w *writer) layout(m *backup.Manifest) error {
 	if err := os.Chmod(w.root, 0o700); err != nil {
 		return err
 	}
+	w.roots.close()
+	w.roots = &roots{spc: map[string]*os.Root{}}
+	var err error
+	if w.roots.data, err = os.OpenRoot(w.root); err != nil {
+		return err
+	}
 	// The pg_tblspc links first: the directories below them (pg_tblspc/
-	// <OID>/PG_15_...) are made through them, in the tablespace.
+	// <OID>/PG_15_...) are made in the tablespace.
 	if len(m.Tablespaces) > 0 {
-		if err := os.MkdirAll(filepath.Join(w.root, "pg_tblspc"), 0o700); err != nil {
+		if err := mkdirBeneath(w.roots.data, "pg_tblspc", 0o700); err != nil {
 			return err
 		}
 	}
 	for _, ts := range m.Tablespaces {
+		if !validOID(ts.OID) {
+			return fmt.Errorf("tablespace OID %q is not a number", ts.OID)
+		}
 		if err := os.MkdirAll(ts.Location, 0o700); err != nil {
 			return fmt.Errorf("tablespace %s at %s: %w", ts.OID, ts.Location, err)
 		}
-		link := filepath.Join(w.root, "pg_tblspc", ts.OID)
-		os.Remove(link)
-		if err := os.Symlink(ts.Location, link); err != nil {
-			return err
+		if w.roots.spc[ts.OID], err = os.OpenRoot(ts.Location); err != nil {
+			return fmt.Errorf("tablespace %s at %s: %w", ts.OID, ts.Location, err)
+		}
+		link := "pg_tblspc/" + ts.OID
+		if err := w.roots.data.Remove(link); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("tablespace %s: %w", ts.OID, err)
+		}
+		if err := w.roots.data.Symlink(ts.Location, link); err != nil {
+			return fmt.Errorf("tablespace %s: %w", ts.OID, err)
 		}
 	}
 	if w.walDir != "" {
 		if err := linkWALDir(w.root, w.walDir); err != nil {
 			return err
 		}
+		if w.roots.wal, err = os.OpenRoot(w.walDir); err != nil {
+			return fmt.Errorf("--waldir %s: %w", w.walDir, err)
+		}
 	}
 	for _, d := range m.Dirs {
-		if err := os.MkdirAll(filepath.Join(w.root, d.Path), os.FileMode(d.Mode)|0o700); err != nil {
+		r, rel := w.roots.place(d.Path)
+		if err := mkdirBeneath(r, rel, os.FileMode(d.Mode).Perm()|0o700); err != nil {
 			return err
 		}
 	}
@@ -635,7 +666,8 @@ func (w *writer) layout(m *backup.Manifest) error {
 	// stays in the data directory whatever the source's layout
 	// (docs/backup.md).
 	for _, d := range walDirs {
-		if err := os.MkdirAll(filepath.Join(w.root, d), 0o700); err != nil {
+		r, rel := w.roots.place(d)
+		if err := mkdirBeneath(r, rel, 0o700); err != nil {
 			return err
 		}
 	}
@@ -885,9 +917,10 @@ func (s *syncer) submit(ctx context.Context, j syncJob) error {
 // fsync and close it.
 func (w *writer) file(ctx context.Context, p filePlan, s *syncer) error {
 	path := filepath.Join(w.root, filepath.FromSlash(p.f.Path))
-	fh, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, os.FileMode(p.f.Mode)|0o600)
+	r, rel := w.roots.place(p.f.Path)
+	fh, err := createBeneath(r, rel, os.FileMode(p.f.Mode).Perm()|0o600)
 	if err != nil {
-		return err
+		return fmt.Errorf("restoring %s: %w", p.f.Path, err)
 	}
 	handed := false
 	defer func() {
@@ -1094,17 +1127,32 @@ func chownToParent(pgdata string, m *backup.Manifest, walDir string) error {
 		roots = append(roots, walDir)
 	}
 	for _, root := range roots {
-		err := filepath.Walk(root, func(p string, _ os.FileInfo, err error) error {
-			if err != nil {
-				return err
-			}
-			return os.Lchown(p, int(uid), int(gid))
-		})
-		if err != nil {
+		if err := lchownTree(root, int(uid), int(gid)); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// lchownTree gives dir and everything beneath it to uid:gid without
+// following a symbolic link anywhere: the walk and every chown stay beneath
+// dir (os.Root), and a link is chowned itself (the tablespace links), not
+// its target.
+func lchownTree(dir string, uid, gid int) error {
+	r, err := os.OpenRoot(dir)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	return fs.WalkDir(r.FS(), ".", func(p string, _ fs.DirEntry, err error) error {
+		if err != nil {
+			return fmt.Errorf("%s: %w", dir, err)
+		}
+		if err := r.Lchown(p, uid, gid); err != nil {
+			return fmt.Errorf("%s: %w", dir, err)
+		}
+		return nil
+	})
 }
 
 // Owner returns the user and group owning path.

@@ -47,11 +47,11 @@ func relocate(m *backup.Manifest, o Options) (*backup.Manifest, []TablespaceResu
 		out.Tablespaces[i] = backup.Tablespace{OID: ts.OID, Name: ts.Name, Location: loc}
 		res[i] = TablespaceResult{OID: ts.OID, Name: ts.Name, Location: loc, OriginalLocation: ts.Location, Relocated: ok}
 	}
-	if len(moved) == 0 {
-		return &out, res, nil
-	}
 	if err := checkLocations(out.Tablespaces, moved, o.PGData); err != nil {
 		return nil, nil, err
+	}
+	if len(moved) == 0 {
+		return &out, res, nil
 	}
 	if out.TablespaceMap, err = rewriteTablespaceMap(m.TablespaceMap, moved); err != nil {
 		return nil, nil, fmt.Errorf("backup %s: %w", m.ID, err)
@@ -152,23 +152,26 @@ func dirName(ts backup.Tablespace) string {
 	return n
 }
 
-// checkLocations refuses a relocated tablespace inside the data directory
-// (or around it), and two tablespaces at the same place or one inside the
+// checkLocations refuses a tablespace inside the data directory (or
+// around it), and two tablespaces at the same place or one inside the
 // other. Paths are compared with the symbolic links of their existing
-// parts resolved.
+// parts resolved. A location not in moved comes from the manifest, which
+// the repository's writer chose (docs/security.md): it is held to the same
+// rules, and the way past a refusal is to relocate it.
 func checkLocations(tss []backup.Tablespace, moved map[string]string, pgdata string) error {
 	data := resolvePath(pgdata)
 	real := make([]string, len(tss))
 	for i, ts := range tss {
 		real[i] = resolvePath(ts.Location)
+		what, hint := "new location", ""
 		if _, ok := moved[ts.OID]; !ok {
-			continue
+			what, hint = "location in the backup", fmt.Sprintf(" (relocate it with --tablespace-map %s=DIR)", ts.OID)
 		}
 		if within(real[i], data) {
-			return fmt.Errorf("tablespace %s: the new location %s is inside the data directory %s", describe(ts), ts.Location, pgdata)
+			return fmt.Errorf("tablespace %s: the %s %s is inside the data directory %s%s", describe(ts), what, ts.Location, pgdata, hint)
 		}
 		if within(data, real[i]) {
-			return fmt.Errorf("tablespace %s: the data directory %s would be inside its new location %s", describe(ts), pgdata, ts.Location)
+			return fmt.Errorf("tablespace %s: the data directory %s would be inside its %s %s%s", describe(ts), pgdata, what, ts.Location, hint)
 		}
 	}
 	for i := range tss {

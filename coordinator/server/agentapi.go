@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/pgdr/pgdr/pkg/conninfo"
 	"github.com/pgdr/pgdr/pkg/tlsutil"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
@@ -185,6 +186,10 @@ func validMember(m *pgdrv1.Member) error {
 	}
 	if len(m.Dsn) > 1024 {
 		return invalid("member.dsn", "longer than 1024 bytes")
+	}
+	// The DSN reaches other nodes' primary_conninfo (docs/security.md).
+	if err := conninfo.Check(m.Dsn); err != nil {
+		return invalid("member.dsn", "%v", err)
 	}
 	for i, t := range m.Tags {
 		if t == "" || len(t) > 64 {

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pgdr/pgdr/pkg/conninfo"
 	"github.com/pgdr/pgdr/pkg/strictyaml"
 )
 
@@ -95,6 +96,14 @@ type Encryption struct {
 type WAL struct {
 	PushConcurrency int `yaml:"push_concurrency"` // segments uploaded in parallel per push
 	Prefetch        int `yaml:"prefetch"`         // segments fetched ahead during recovery
+}
+
+// DefaultSocket is agent.socket when the configuration does not set it:
+// <parent of pgdata>/pgdr/<cluster>-<node>.sock. The data directory's
+// parent belongs to PostgreSQL's user (restore relies on it too), so the
+// agent's user can make the pgdr directory there and no one else can.
+func DefaultSocket(pgdata, cluster, node string) string {
+	return filepath.Join(filepath.Dir(filepath.Clean(pgdata)), "pgdr", cluster+"-"+node+".sock")
 }
 
 // Agent configures the agent process itself.
@@ -239,8 +248,11 @@ func (c *Config) applyDefaults() {
 	if c.Agent.LogLevel == "" {
 		c.Agent.LogLevel = "info"
 	}
-	if c.Agent.Socket == "" && c.Cluster != "" && c.Node.Name != "" {
-		c.Agent.Socket = filepath.Join(os.TempDir(), fmt.Sprintf("pgdr-%s-%s.sock", c.Cluster, c.Node.Name))
+	if c.Agent.Socket == "" && c.Cluster != "" && c.Node.Name != "" && filepath.IsAbs(c.Postgres.PGData) {
+		// Beside the data directory, in a directory of the agent's user
+		// (the daemon makes it, mode 0700): never a predictable name in
+		// a directory every user can write to (docs/security.md).
+		c.Agent.Socket = DefaultSocket(c.Postgres.PGData, c.Cluster, c.Node.Name)
 	}
 	if c.Health.Interval.Duration == 0 && c.Health.Interval.text == "" {
 		c.Health.Interval.Duration = DefaultHealthInterval
@@ -290,6 +302,14 @@ func (c *Config) Validate() error {
 	}
 	if !filepath.IsAbs(c.Postgres.BinDir) {
 		return fe("postgres.bindir", "%q must be an absolute path", c.Postgres.BinDir)
+	}
+	// The advertised DSN goes to the coordinator, which refuses one with a
+	// control character (it would reach other nodes' primary_conninfo).
+	if err := conninfo.Check(c.Postgres.DSN); err != nil {
+		return fe("postgres.dsn", "%v", err)
+	}
+	if err := conninfo.Check(c.Node.AdvertiseDSN); err != nil {
+		return fe("node.advertise_dsn", "%v", err)
 	}
 	if len(c.Repos) == 0 {
 		return fe("repos", "at least one repository is required")
