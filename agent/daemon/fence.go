@@ -16,6 +16,13 @@ import (
 func (d *Daemon) fence(ctx context.Context, reason string) error {
 	d.fenceMu.Lock()
 	defer d.fenceMu.Unlock()
+	// Two fences can race (an order and the lease loop that saw the lease
+	// fenced while its last report still said writable): the second finds
+	// the work done and keeps the first one's marker and reason.
+	if fi, _ := health.ReadFenced(d.cfg.Postgres.PGData); fi != nil && !postmasterRunning(d.cfg.Postgres.PGData) {
+		d.log.Info("already fenced: PostgreSQL is stopped and the marker is in place", "reason", reason, "marker_reason", fi.Reason)
+		return nil
+	}
 	epoch := d.seeEpoch(0)
 	d.log.Error("FENCING PostgreSQL: stopping it (fast shutdown)", "reason", reason, "epoch", epoch, "pgdata", d.cfg.Postgres.PGData)
 	d.leaseMu.Lock()
