@@ -69,7 +69,7 @@ func commands() []command {
 		{"backup-list", "list the backups in every repository", "backup-list --config FILE [--json]", cmdBackupList},
 		{"backup-verify", "re-read and verify a backup, its chain and the WAL it needs", "backup-verify --config FILE ID|latest", cmdBackupVerify},
 		{"restore", "restore a backup and configure point-in-time recovery", "restore --config FILE --pgdata DIR [target]", cmdRestore},
-		{"keygen", "write a new age identity (mode 0600) and print its recipient", "keygen -o FILE", cmdKeygen},
+		{"keygen", "write a new age identity or signing key (mode 0600) and print its public key", "keygen [--signing] -o FILE", cmdKeygen},
 		{"config", "check a configuration file", "config check --config FILE", cmdConfig},
 		{"version", "print the version", "version", func(_ context.Context, e env, _ []string) int {
 			fmt.Fprintln(e.stdout, "pgdr-agent", Version)
@@ -664,14 +664,24 @@ func cmdWalVerify(ctx context.Context, e env, args []string) int {
 }
 
 func cmdKeygen(_ context.Context, e env, args []string) int {
-	f := newFlags(e, "keygen", "keygen -o FILE", "Writes a new age X25519 identity to FILE (mode 0600; an existing file is\nnever overwritten) and prints its public recipient (age1...) on stdout.\nPut the recipient in encryption.recipients on every writer, and the identity\nfile only where restores and fetches run.", false)
-	out := f.String("o", "", "identity file to create")
+	f := newFlags(e, "keygen", "keygen [--signing] -o FILE", "Writes a new age X25519 identity to FILE (mode 0600; an existing file is\nnever overwritten) and prints its public recipient (age1...) on stdout.\nPut the recipient in encryption.recipients on every writer, and the identity\nfile only where restores and fetches run.\n\nWith --signing, writes a new Ed25519 signing key instead and prints its\npublic key (pgdr-ed25519:...): put the key file in signing.key_file on the\nwriters (every agent that pushes WAL or takes backups) and the public key in\nsigning.public_keys on every reader (see docs/security.md).", false)
+	out := f.String("o", "", "identity (or signing key) file to create")
+	signing := f.Bool("signing", false, "make an Ed25519 signing key instead of an age identity")
 	if _, code, ok := f.parse(args, 0); !ok {
 		return code
 	}
 	if *out == "" {
 		fmt.Fprintln(e.stderr, "pgdr-agent keygen: -o FILE is required")
 		return ExitUsage
+	}
+	if *signing {
+		pk, err := objstream.GenerateSigningKey(*out)
+		if err != nil {
+			fmt.Fprintf(e.stderr, "pgdr-agent keygen: %v\n", err)
+			return ExitFailure
+		}
+		fmt.Fprintln(e.stdout, pk)
+		return 0
 	}
 	r, err := objstream.GenerateIdentity(*out)
 	if err != nil {
@@ -720,6 +730,12 @@ endpoint that does not answer). --no-probe checks the file alone.`, true).withJS
 		if _, err := keys.Identities(cfg); err != nil {
 			return problem(err)
 		}
+	}
+	if _, err := keys.Signer(cfg); err != nil && cfg.Signing.KeyFile != "" {
+		return problem(err)
+	}
+	if !cfg.Signing.Configured() {
+		fmt.Fprintln(e.stderr, "pgdr-agent config check: warning: signing is not configured: backup manifests and WAL objects are not authenticated, so anyone able to write to the repository can forge them (see docs/security.md)")
 	}
 	repos, err := repo.OpenAll(ctx, cfg)
 	if err != nil {
