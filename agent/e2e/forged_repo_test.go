@@ -24,11 +24,6 @@ import (
 // bucket, no key needed, can replace objects. These tests forge what such
 // a writer can and check that the real binary refuses it.
 
-// walObjectPath is where the lab's file repository keeps WAL file name.
-func (l *lab) walObjectPath(name string) string {
-	return filepath.Join(l.repoDir, "main", "wal", name[:8], name)
-}
-
 // encodeObject returns plain as an object with opts (PlainSize -1 unless
 // set).
 func encodeObject(t *testing.T, plain []byte, opts objstream.Options) []byte {
@@ -173,7 +168,7 @@ func TestForgedRepositoryRefused(t *testing.T) {
 		}
 		seg[len(seg)/2] ^= 0xff // the attacker's content
 		obj := encodeObject(t, seg, objstream.Options{Unencrypted: true, PlainSize: int64(len(seg))})
-		path := l.walObjectPath(last)
+		path := l.objectPath(last)
 		saved, err := os.ReadFile(path)
 		if err != nil {
 			t.Fatal(err)
@@ -196,13 +191,13 @@ func TestForgedRepositoryRefused(t *testing.T) {
 		if _, err := wal.ParseName(prev); err != nil || prev == last {
 			t.Fatalf("previous segment %q: %v", prev, err)
 		}
-		path := l.walObjectPath(last)
+		path := l.objectPath(last)
 		saved, err := os.ReadFile(path)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer os.WriteFile(path, saved, 0o644)
-		other, err := os.ReadFile(l.walObjectPath(prev))
+		other, err := os.ReadFile(l.objectPath(prev))
 		if err != nil {
 			t.Fatal(err)
 		}
