@@ -262,6 +262,9 @@ compression: {method: zstd, level: 3}
 encryption:
   recipients: ["$RECIPIENT"]
   identity_file: $LAB/identity.txt
+signing:
+  key_file: $LAB/signing.key
+  public_keys: ["$SIGNPUB"]
 wal: {push_concurrency: 4, prefetch: 8}
 agent: {socket: $dir/agent.sock, log_level: info}
 health:
@@ -399,7 +402,7 @@ cmd_up() {
   say "lab directory $LAB, ports $((BASE + 1))..$((BASE + 69)) on 127.0.0.1"
   bins
 
-  say "certificates, gossip key, tokens, age identity, file repository"
+  say "certificates, gossip key, tokens, age identity, signing key, file repository"
   "$LAB/bin/pgdrctl" tls init --dir "$LAB/tls" --coordinators "$(IFS=,; echo "${COORDS[*]}")" \
     --agents "$(IFS=,; echo "${NODES[*]}")" >/dev/null
   (umask 077 && head -c32 /dev/urandom | base64 >"$LAB/gossip.key")
@@ -414,6 +417,7 @@ cmd_up() {
 TOK
   )
   RECIPIENT=$("$LAB/bin/pgdr-agent" keygen -o "$LAB/identity.txt")
+  SIGNPUB=$("$LAB/bin/pgdr-agent" keygen --signing -o "$LAB/signing.key")
   mkdir -p "$LAB/repo"
   for n in "${NODES[@]}"; do mkdir -p "$LAB/$n"; write_agent "$n"; done
   # PostgreSQL and the agents run as postgres: they own their files.

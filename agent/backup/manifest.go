@@ -3,6 +3,7 @@ package backup
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -202,7 +203,10 @@ func LoadManifest(ctx context.Context, r repo.Repo, cluster, id string) (*Manife
 		return nil, fmt.Errorf("repository %s: %s: %w", r.Name, key, err)
 	}
 	defer rc.Close()
-	or, err := objstream.NewReader(rc, nil)
+	// A manifest is not encrypted (see the package comment); its
+	// signature, when signing is configured, authenticates it and through
+	// its checksums every data object it lists.
+	or, err := objstream.NewReaderOpts(rc, r.SignedReadOptions(key, nil, false))
 	if err != nil {
 		return nil, fmt.Errorf("repository %s: manifest %s: %w", r.Name, key, err)
 	}
@@ -222,14 +226,18 @@ func LoadManifest(ctx context.Context, r repo.Repo, cluster, id string) (*Manife
 }
 
 // saveManifest writes the manifest (compressed, checksummed, not
-// encrypted: see the package comment) to one repository.
-func saveManifest(ctx context.Context, r repo.Repo, m *Manifest) error {
+// encrypted: see the package comment) to one repository, signed by signer
+// when it is not nil.
+func saveManifest(ctx context.Context, r repo.Repo, m *Manifest, signer *objstream.Signer) error {
 	body, err := json.MarshalIndent(m, "", " ")
 	if err != nil {
 		return err
 	}
+	key := manifestKey(m.Cluster, m.ID)
+	sum := sha256.Sum256(body)
 	var buf bytes.Buffer
-	w, err := objstream.NewWriter(&buf, objstream.Options{Compression: objstream.CompressionZstd, Unencrypted: true, PlainSize: int64(len(body))})
+	w, err := objstream.NewWriter(&buf, objstream.Options{Compression: objstream.CompressionZstd, Unencrypted: true,
+		PlainSize: int64(len(body)), PlainSHA256: sum[:], Signer: signer, Name: key})
 	if err != nil {
 		return err
 	}
@@ -239,7 +247,6 @@ func saveManifest(ctx context.Context, r repo.Repo, m *Manifest) error {
 	if err := w.Close(); err != nil {
 		return err
 	}
-	key := manifestKey(m.Cluster, m.ID)
 	if err := r.Store.Put(ctx, key, bytes.NewReader(buf.Bytes()), int64(buf.Len())); err != nil {
 		return fmt.Errorf("repository %s: writing manifest: %w", r.Name, err)
 	}

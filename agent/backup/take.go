@@ -129,6 +129,12 @@ func Take(ctx context.Context, d Deps, o Options) (*Manifest, error) {
 	if o.PartSize <= 0 {
 		o.PartSize = PartSize
 	}
+	// Load the signing key first: a backup whose manifest cannot be
+	// signed is refused by readers, so it fails before any work.
+	signer, err := keys.Signer(d.Cfg)
+	if err != nil {
+		return nil, err
+	}
 	switch o.Checksum {
 	case "":
 		o.Checksum = DefaultChecksum()
@@ -312,7 +318,7 @@ func Take(ctx context.Context, d Deps, o Options) (*Manifest, error) {
 	}
 	m.DurationSeconds = time.Since(m.StartTime).Seconds()
 	for i, r := range d.Repos {
-		if err := saveManifest(ctx, r, m); err != nil {
+		if err := saveManifest(ctx, r, m, signer); err != nil {
 			// A manifest already written elsewhere would make the backup
 			// exist in some repositories only: take it back.
 			for _, done := range d.Repos[:i] {

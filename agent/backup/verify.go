@@ -144,7 +144,7 @@ func verifyObject(ctx context.Context, r repo.Repo, pool *objstream.Pool, key st
 		return 0, err
 	}
 	defer rc.Close()
-	or, err := pool.NewReader(&progress.Reader{R: rc, N: read}, ids)
+	or, err := pool.NewReaderOpts(&progress.Reader{R: rc, N: read}, r.DataReadOptions(key, ids))
 	if err != nil {
 		return 0, err
 	}

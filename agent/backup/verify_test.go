@@ -44,7 +44,7 @@ func TestVerifyControlFile(t *testing.T) {
 			m.Timeline, m.SegmentSize, m.StartTime = 1, 16<<20, time.Now()
 			m.StartLSN, m.StopLSN = wal.LSN(0x2000028), wal.LSN(0x2000100)
 			r := c.d.Repos[0]
-			if err := saveManifest(context.Background(), r, m); err != nil {
+			if err := saveManifest(context.Background(), r, m, nil); err != nil {
 				t.Fatal(err)
 			}
 			rep, err := Verify(context.Background(), r, "c", m.ID, nil, 2, nil)

@@ -71,7 +71,7 @@ func commands() []command {
 		{"backup-list", "list the backups in every repository", "backup-list --config FILE [--json]", cmdBackupList},
 		{"backup-verify", "re-read and verify a backup, its chain and the WAL it needs", "backup-verify --config FILE ID|latest", cmdBackupVerify},
 		{"restore", "restore a backup and configure point-in-time recovery", "restore --config FILE --pgdata DIR [target]", cmdRestore},
-		{"keygen", "write a new age identity (mode 0600) and print its recipient", "keygen -o FILE", cmdKeygen},
+		{"keygen", "write a new age identity or signing key (mode 0600) and print its public key", "keygen [--signing] -o FILE", cmdKeygen},
 		{"config", "check a configuration file", "config check --config FILE", cmdConfig},
 		{"version", "print the version", "version", func(_ context.Context, e env, _ []string) int {
 			fmt.Fprintln(e.stdout, "pgdr-agent", Version)
@@ -674,9 +674,10 @@ func cmdWalVerify(ctx context.Context, e env, args []string) int {
 }
 
 func cmdKeygen(_ context.Context, e env, args []string) int {
-	f := newFlags(e, "keygen", "keygen -o FILE [--owner USER]", "Writes a new age X25519 identity to FILE (mode 0600; an existing file is\nnever overwritten) and prints its public recipient (age1...) on stdout.\nPut the recipient in encryption.recipients on every writer, and the identity\nfile only where restores and fetches run.", false)
-	out := f.String("o", "", "identity file to create")
-	owner := f.String("owner", "", "give the file to this `USER` (as root): the user PostgreSQL runs as, who fetches WAL and restores")
+	f := newFlags(e, "keygen", "keygen [--signing] -o FILE [--owner USER]", "Writes a new age X25519 identity to FILE (mode 0600; an existing file is\nnever overwritten) and prints its public recipient (age1...) on stdout.\nPut the recipient in encryption.recipients on every writer, and the identity\nfile only where restores and fetches run.\n\nWith --signing, writes a new Ed25519 signing key instead and prints its\npublic key (pgdr-ed25519:...): put the key file in signing.key_file on the\nwriters (every agent that pushes WAL or takes backups) and the public key in\nsigning.public_keys on every reader (see docs/security.md).", false)
+	out := f.String("o", "", "identity (or signing key) file to create")
+	signing := f.Bool("signing", false, "make an Ed25519 signing key instead of an age identity")
+	owner := f.String("owner", "", "give the file to this `USER` (as root): the user PostgreSQL runs as, who pushes and fetches WAL and restores")
 	if _, code, ok := f.parse(args, 0); !ok {
 		return code
 	}
@@ -694,7 +695,15 @@ func cmdKeygen(_ context.Context, e env, args []string) int {
 		uid, _ = strconv.Atoi(u.Uid)
 		gid, _ = strconv.Atoi(u.Gid)
 	}
-	r, err := objstream.GenerateIdentity(*out)
+	var pub string
+	var err error
+	if *signing {
+		var pk objstream.PublicKey
+		pk, err = objstream.GenerateSigningKey(*out)
+		pub = pk.String()
+	} else {
+		pub, err = objstream.GenerateIdentity(*out)
+	}
 	if err != nil {
 		fmt.Fprintf(e.stderr, "pgdr-agent keygen: %v\n", err)
 		return ExitFailure
@@ -705,9 +714,9 @@ func cmdKeygen(_ context.Context, e env, args []string) int {
 			return ExitFailure
 		}
 	} else if os.Geteuid() == 0 {
-		fmt.Fprintf(e.stderr, "pgdr-agent keygen: note: %s is readable by root only; wal-fetch and restore run as the user PostgreSQL runs as: chown postgres: %s (or use --owner postgres)\n", *out, *out)
+		fmt.Fprintf(e.stderr, "pgdr-agent keygen: note: %s is readable by root only; the agent's commands run as the user PostgreSQL runs as: chown postgres: %s (or use --owner postgres)\n", *out, *out)
 	}
-	fmt.Fprintln(e.stdout, r)
+	fmt.Fprintln(e.stdout, pub)
 	return 0
 }
 
@@ -749,6 +758,12 @@ endpoint that does not answer). --no-probe checks the file alone.`, true).withJS
 		if _, err := keys.Identities(cfg); err != nil {
 			return problem(err)
 		}
+	}
+	if _, err := keys.Signer(cfg); err != nil && cfg.Signing.KeyFile != "" {
+		return problem(err)
+	}
+	if !cfg.Signing.Configured() {
+		fmt.Fprintln(e.stderr, "pgdr-agent config check: warning: signing is not configured: backup manifests and WAL objects are not authenticated, so anyone able to write to the repository can forge them (see docs/security.md)")
 	}
 	repos, err := repo.OpenAll(ctx, cfg)
 	if err != nil {

@@ -89,6 +89,8 @@ type lab struct {
 	cfg       string // file + (optional) s3
 	identity  string
 	recipient string
+	signKey   string // the writers' signing key file
+	signPub   string // its public key, which readers trust
 	s3        *s3server.Server
 	bucket    string
 }
@@ -108,6 +110,13 @@ func newLab(t *testing.T, o labOpts) *lab {
 	l.recipient = strings.TrimSpace(mustAgent(t, "keygen", "-o", l.identity).stdout)
 	if !strings.HasPrefix(l.recipient, "age1") {
 		t.Fatalf("keygen printed %q, want an age1 recipient", l.recipient)
+	}
+	// Manifests and WAL are signed, so the signed path is what the tests
+	// exercise.
+	l.signKey = filepath.Join(l.dir, "signing.key")
+	l.signPub = strings.TrimSpace(mustAgent(t, "keygen", "--signing", "-o", l.signKey).stdout)
+	if !strings.HasPrefix(l.signPub, "pgdr-ed25519:") {
+		t.Fatalf("keygen --signing printed %q, want a pgdr-ed25519: public key", l.signPub)
 	}
 	if o.s3 {
 		l.s3 = s3server.Start(t)
@@ -159,6 +168,9 @@ func (l *lab) writeConfig(t *testing.T, name string, repos []string, identity st
 		}
 	}
 	fmt.Fprintf(&b, "compression: {method: zstd, level: 3}\nencryption:\n  recipients: [%q]\n  identity_file: %s\n", l.recipient, identity)
+	if l.signKey != "" {
+		fmt.Fprintf(&b, "signing:\n  key_file: %s\n  public_keys: [%q]\n", l.signKey, l.signPub)
+	}
 	fmt.Fprintf(&b, "wal: {push_concurrency: %d, prefetch: 4}\nagent:\n  socket: %s\n  log_level: debug\n", pushConcurrency, filepath.Join(l.dir, "agent-"+name+".sock"))
 	p := filepath.Join(l.dir, name)
 	if err := os.WriteFile(p, []byte(b.String()), 0o644); err != nil {

@@ -527,7 +527,7 @@ func openObject(ctx context.Context, r repo.Repo, d Deps, key string) error {
 		return fmt.Errorf("repository %s: %s: %w", r.Name, key, err)
 	}
 	defer rc.Close()
-	or, err := objstream.NewReader(rc, d.Identities)
+	or, err := objstream.NewReaderOpts(rc, r.DataReadOptions(key, d.Identities))
 	if err != nil {
 		return fmt.Errorf("repository %s: object %s: %w", r.Name, key, err)
 	}
@@ -977,7 +977,7 @@ func (w *writer) applyObject(ctx context.Context, fh *os.File, kind string, o ba
 		return fmt.Errorf("repository %s: %s: %w", w.r.Name, key, err)
 	}
 	defer rc.Close()
-	or, err := w.pool.NewReader(rc, w.d.Identities)
+	or, err := w.pool.NewReaderOpts(rc, w.r.DataReadOptions(key, w.d.Identities))
 	if err != nil {
 		return fmt.Errorf("repository %s: object %s: %w", w.r.Name, key, err)
 	}

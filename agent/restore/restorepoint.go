@@ -502,7 +502,7 @@ func (f *archivedFile) next() error {
 			f.errs = append(f.errs, fmt.Errorf("repository %s: reading %s: %w", r.Name, f.key, err))
 			continue
 		}
-		or, err := f.a.pool.NewReader(rc, f.a.ids)
+		or, err := f.a.pool.NewReaderOpts(rc, r.SignedReadOptions(f.key, f.a.ids, true))
 		if err == nil && f.off > 0 {
 			_, err = io.CopyN(io.Discard, or, f.off)
 		}

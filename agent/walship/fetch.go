@@ -142,7 +142,7 @@ func (s *Shipper) fetchFrom(ctx context.Context, r repo.Repo, key, dest string, 
 	if err != nil {
 		return fmt.Errorf("repository %s: %s: %w", r.Name, key, err)
 	}
-	or, err := s.pool.NewReader(rc, ids)
+	or, err := s.pool.NewReaderOpts(rc, r.SignedReadOptions(key, ids, true))
 	if err != nil {
 		return fmt.Errorf("repository %s: object %s: %w", r.Name, key, err)
 	}

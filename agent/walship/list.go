@@ -251,7 +251,7 @@ func (s *Shipper) readObject(ctx context.Context, r repo.Repo, key string, ids [
 		return nil, err
 	}
 	defer rc.Close()
-	or, err := s.pool.NewReader(rc, ids)
+	or, err := s.pool.NewReaderOpts(rc, r.SignedReadOptions(key, ids, true))
 	if err != nil {
 		return nil, err
 	}
@@ -382,7 +382,7 @@ func (s *Shipper) verifyObject(ctx context.Context, r repo.Repo, key string, ids
 		return err
 	}
 	defer rc.Close()
-	or, err := s.pool.NewReader(&progress.Reader{R: rc, N: read}, ids)
+	or, err := s.pool.NewReaderOpts(&progress.Reader{R: rc, N: read}, r.SignedReadOptions(key, ids, true))
 	if err != nil {
 		return err
 	}

@@ -53,7 +53,9 @@ type Shipper struct {
 	inflight  map[string]*call
 	sysid     uint64
 	ids       []age.Identity
-	idsLoaded bool            // identities are loaded on first read, only where fetches run
+	idsLoaded bool // identities are loaded on first read, only where fetches run
+	signer    *objstream.Signer
+	signerOK  bool            // the signing key is loaded on first push, only where pushes run
 	infoOK    map[string]bool // repositories whose cluster record was checked
 }
 
@@ -223,11 +225,17 @@ func (s *Shipper) push(ctx context.Context, path string) error {
 			return err
 		}
 	}
+	signer, err := s.loadSigner()
+	if err != nil {
+		return fmt.Errorf("wal-push %s: %w", name, err)
+	}
+	key := repo.WALKey(s.cfg.Cluster, name)
 	sum := sha256.Sum256(data)
 	opts := keys.StreamOptions(s.cfg, s.recipients)
 	opts.PlainSize = int64(len(data))
 	opts.PlainSHA256 = sum[:]
-	opts.TrustSHA256 = true // hashed just above from the same bytes
+	opts.TrustSHA256 = true              // hashed just above from the same bytes
+	opts.Signer, opts.Name = signer, key // signs the key, size and SHA-256
 	var enc bytes.Buffer
 	enc.Grow(len(data)/4 + 4096)
 	w, err := s.pool.NewWriter(&enc, opts)
@@ -240,7 +248,6 @@ func (s *Shipper) push(ctx context.Context, path string) error {
 	if err := w.Close(); err != nil {
 		return err
 	}
-	key := repo.WALKey(s.cfg.Cluster, name)
 	g, gctx := errgroup.WithContext(ctx)
 	for _, r := range s.repos {
 		g.Go(func() error {
@@ -255,6 +262,21 @@ func (s *Shipper) push(ctx context.Context, path string) error {
 	}
 	s.log.Info("pushed", "file", name, "bytes", len(data), "stored", enc.Len(), "repos", len(s.repos), "took", time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// loadSigner loads the signing key (nil when objects are written
+// unsigned) on first use.
+func (s *Shipper) loadSigner() (*objstream.Signer, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.signerOK {
+		sg, err := keys.Signer(s.cfg)
+		if err != nil {
+			return nil, err
+		}
+		s.signer, s.signerOK = sg, true
+	}
+	return s.signer, nil
 }
 
 func (s *Shipper) ensureInfo(ctx context.Context, r repo.Repo, sysid uint64) error {

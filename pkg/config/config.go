@@ -25,6 +25,7 @@ type Config struct {
 	Repos       []Repo      `yaml:"repos"`
 	Compression Compression `yaml:"compression"`
 	Encryption  Encryption  `yaml:"encryption"`
+	Signing     Signing     `yaml:"signing"`
 	WAL         WAL         `yaml:"wal"`
 	Agent       Agent       `yaml:"agent"`
 	Health      Health      `yaml:"health"`
@@ -90,6 +91,31 @@ type Encryption struct {
 	Recipients     []string `yaml:"recipients"`
 	RecipientsFile string   `yaml:"recipients_file"`
 	IdentityFile   string   `yaml:"identity_file"`
+}
+
+// Signing authenticates what writers store: backup manifests and WAL
+// objects are signed with the Ed25519 key in KeyFile (writers: the agents
+// that push WAL and take backups) and checked, when read, against
+// PublicKeys, PublicKeysFile and KeyFile's own public key. Signing is
+// configured when any of them is set; see docs/security.md.
+type Signing struct {
+	KeyFile        string   `yaml:"key_file"`
+	PublicKeys     []string `yaml:"public_keys"`
+	PublicKeysFile string   `yaml:"public_keys_file"`
+	// Require refuses unsigned objects; it defaults to true when signing
+	// is configured. false reads a repository written before signing was
+	// set up (unsigned objects are then read unauthenticated).
+	Require *bool `yaml:"require"`
+}
+
+// Configured says whether objects are signed and checked.
+func (s Signing) Configured() bool {
+	return s.KeyFile != "" || len(s.PublicKeys) > 0 || s.PublicKeysFile != ""
+}
+
+// Required says whether unsigned objects are refused.
+func (s Signing) Required() bool {
+	return s.Configured() && (s.Require == nil || *s.Require)
 }
 
 // WAL tunes archiving and fetching.
@@ -366,6 +392,14 @@ func (c *Config) Validate() error {
 	for i, r := range e.Recipients {
 		if !strings.HasPrefix(r, "age1") {
 			return fe(fmt.Sprintf("encryption.recipients[%d]", i), "%q is not an age X25519 recipient (age1...)", r)
+		}
+	}
+	if sg := c.Signing; sg.Require != nil && *sg.Require && !sg.Configured() {
+		return fe("signing.require", "is set, but no key_file, public_keys or public_keys_file is")
+	}
+	for i, k := range c.Signing.PublicKeys {
+		if !strings.HasPrefix(strings.TrimSpace(k), "pgdr-ed25519:") {
+			return fe(fmt.Sprintf("signing.public_keys[%d]", i), "%q is not a signing public key (pgdr-ed25519:...)", k)
 		}
 	}
 	if c.WAL.PushConcurrency < 1 || c.WAL.PushConcurrency > 64 {

@@ -124,3 +124,36 @@ func TestReadSecretFile(t *testing.T) {
 		t.Fatalf("empty secret: %v", err)
 	}
 }
+
+// TestSigning: signing is configured by a key file or public keys, require
+// defaults to true then, and bad public keys or a require without keys
+// are refused naming the field.
+func TestSigning(t *testing.T) {
+	base := "cluster: c\nnode: {name: n}\npostgres: {pgdata: /d}\nrepos: [{url: 'file:///r'}]\nencryption: {disabled: true}\n"
+	for _, c := range []struct {
+		yaml                 string
+		configured, required bool
+	}{
+		{"", false, false},
+		{"signing: {key_file: /k}\n", true, true},
+		{"signing: {public_keys: ['pgdr-ed25519:AAAA']}\n", true, true},
+		{"signing: {public_keys_file: /p, require: false}\n", true, false},
+	} {
+		cfg, err := Parse([]byte(base + c.yaml))
+		if err != nil {
+			t.Fatalf("%q: %v", c.yaml, err)
+		}
+		if cfg.Signing.Configured() != c.configured || cfg.Signing.Required() != c.required {
+			t.Fatalf("%q: configured %v required %v, want %v %v", c.yaml, cfg.Signing.Configured(), cfg.Signing.Required(), c.configured, c.required)
+		}
+	}
+	for _, c := range []struct{ yaml, field string }{
+		{"signing: {public_keys: ['age1xyz']}\n", "signing.public_keys[0]"},
+		{"signing: {require: true}\n", "signing.require"},
+	} {
+		var fe *FieldError
+		if _, err := Parse([]byte(base + c.yaml)); !errors.As(err, &fe) || fe.Field != c.field {
+			t.Fatalf("%q: %v, want a FieldError on %s", c.yaml, err, c.field)
+		}
+	}
+}

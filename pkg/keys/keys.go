@@ -94,3 +94,76 @@ func StreamOptions(cfg *config.Config, recipients []age.Recipient) objstream.Opt
 		PlainSize:   -1,
 	}
 }
+
+// ErrNoSigningKey means a writer has signing configured (so readers refuse
+// unsigned objects) but no signing.key_file to sign with.
+var ErrNoSigningKey = errors.New("signing.key_file is not set: signing is configured (public keys given, require not false), so objects written unsigned would be refused by every reader")
+
+// Signer loads the signing key writers sign manifests and WAL objects
+// with: nil when signing.key_file is not set and unsigned objects are
+// acceptable (signing not configured, or require: false), ErrNoSigningKey
+// when they are not.
+func Signer(cfg *config.Config) (*objstream.Signer, error) {
+	if cfg.Signing.KeyFile == "" {
+		if cfg.Signing.Required() {
+			return nil, ErrNoSigningKey
+		}
+		return nil, nil
+	}
+	s, err := objstream.LoadSigner(cfg.Signing.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("signing.key_file: %w", err)
+	}
+	return s, nil
+}
+
+// Verifier returns the verifier readers check signed objects with: the
+// keys in signing.public_keys, in signing.public_keys_file, and the public
+// key of signing.key_file. It returns nil when signing is not configured.
+func Verifier(cfg *config.Config) (*objstream.Verifier, error) {
+	sg := cfg.Signing
+	if !sg.Configured() {
+		return nil, nil
+	}
+	var pks []objstream.PublicKey
+	add := func(what, s string) error {
+		pk, err := objstream.ParsePublicKey(s)
+		if err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		pks = append(pks, pk)
+		return nil
+	}
+	for i, s := range sg.PublicKeys {
+		if err := add(fmt.Sprintf("signing.public_keys[%d]", i), s); err != nil {
+			return nil, err
+		}
+	}
+	if sg.PublicKeysFile != "" {
+		b, err := os.ReadFile(sg.PublicKeysFile)
+		if err != nil {
+			return nil, fmt.Errorf("signing.public_keys_file: %w", err)
+		}
+		for i, l := range strings.Split(string(b), "\n") {
+			l = strings.TrimSpace(l)
+			if l == "" || strings.HasPrefix(l, "#") {
+				continue
+			}
+			if err := add(fmt.Sprintf("signing.public_keys_file %s line %d", sg.PublicKeysFile, i+1), l); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if sg.KeyFile != "" {
+		s, err := objstream.LoadSigner(sg.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("signing.key_file: %w", err)
+		}
+		pks = append(pks, s.Public())
+	}
+	v, err := objstream.NewVerifier(pks, sg.Required())
+	if err != nil {
+		return nil, fmt.Errorf("signing: %w", err)
+	}
+	return v, nil
+}

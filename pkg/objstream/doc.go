@@ -53,6 +53,14 @@
 //	                advance; only in objects whose checksum is SHA-256
 //	"created"       string: RFC 3339 time the object was written, in UTC
 //	                (always written; optional for the reader)
+//	"signer"        string, optional: ID of the Ed25519 key that signed
+//	                the object (first 8 bytes of the SHA-256 of the public
+//	                key, hex); present together with "signature"
+//	"signature"     string, optional: standard base64 of the Ed25519
+//	                signature over "pgdr-object-signature-v1\n" + the
+//	                object's name (its key in the repository) + "\nsha256:"
+//	                + plain_sha256 + "\nsize:" + plain_size (decimal) + "\n";
+//	                a signed object always has plain_size and plain_sha256
 //
 // Members the reader does not know are ignored, so later writers may add
 // fields without bumping the version. A compression or encryption value the
@@ -108,7 +116,13 @@
 // These checks detect damage and truncation. They are not signatures: age
 // encrypts to public keys, so whoever can write to the repository and knows
 // a recipient (or, for an unencrypted object, anyone who can write to it)
-// can replace an object with a different valid one.
+// can replace an object with a different valid one. Authenticity comes from
+// [ReadOptions]: RequireEncrypted refuses an object stored unencrypted
+// ([ErrUnencrypted]) and a [Verifier] checks, before any plaintext is
+// returned, that the header's signature is by a trusted key over the name
+// the caller expects and the header's plain_size and plain_sha256, which the
+// plaintext must then match ([ErrUnsigned], [ErrBadSignature]). [Options]
+// Signer and Name make a writer sign. [NewReader] applies no such policy.
 //
 // # Errors
 //

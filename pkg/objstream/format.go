@@ -2,7 +2,9 @@ package objstream
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
@@ -111,6 +113,10 @@ type Header struct {
 	PlainSHA256 []byte
 	// Created is when the object was written (zero if not recorded).
 	Created time.Time
+	// SignerID is the ID of the key that signed the object, "" if
+	// unsigned; Signature the Ed25519 signature (see Verifier).
+	SignerID  string
+	Signature []byte
 }
 
 // headerJSON is the wire form of the JSON header.
@@ -121,6 +127,8 @@ type headerJSON struct {
 	PlainSize   *int64 `json:"plain_size,omitempty"`
 	PlainSHA256 string `json:"plain_sha256,omitempty"`
 	Created     string `json:"created,omitempty"`
+	SignerID    string `json:"signer,omitempty"`
+	Signature   string `json:"signature,omitempty"`
 }
 
 // crc32c returns the CRC-32C (Castagnoli) of b.
@@ -146,6 +154,10 @@ func marshalHeader(h Header) ([]byte, error) {
 	}
 	if !h.Created.IsZero() {
 		hj.Created = h.Created.UTC().Format(time.RFC3339)
+	}
+	if h.Signature != nil {
+		hj.SignerID = h.SignerID
+		hj.Signature = base64.StdEncoding.EncodeToString(h.Signature)
 	}
 	js, err := json.Marshal(hj)
 	if err != nil {
@@ -255,6 +267,13 @@ func parseHeaderJSON(version int, js []byte) (Header, error) {
 			return Header{}, fmt.Errorf("%w: invalid created time: %w", ErrCorrupt, err)
 		}
 		h.Created = t
+	}
+	if hj.Signature != "" || hj.SignerID != "" {
+		sig, err := base64.StdEncoding.DecodeString(hj.Signature)
+		if err != nil || len(sig) != ed25519.SignatureSize || hj.SignerID == "" {
+			return Header{}, fmt.Errorf("%w: malformed signature (signer %q)", ErrCorrupt, hj.SignerID)
+		}
+		h.SignerID, h.Signature = hj.SignerID, sig
 	}
 	return h, nil
 }

@@ -41,7 +41,12 @@ func (p *Pool) NewWriter(w io.Writer, opts Options) (Writer, error) {
 // NewReader is like the package-level NewReader, but takes its zstd
 // decoder from p and returns it to p at the end of the object or on Close.
 func (p *Pool) NewReader(r io.Reader, identities []age.Identity) (*Reader, error) {
-	return newReader(r, identities, p)
+	return newReader(r, ReadOptions{Identities: identities}, p)
+}
+
+// NewReaderOpts is like the package-level NewReaderOpts, with p's decoders.
+func (p *Pool) NewReaderOpts(r io.Reader, opts ReadOptions) (*Reader, error) {
+	return newReader(r, opts, p)
 }
 
 func (p *Pool) encPool(k encKey) *sync.Pool {

@@ -80,15 +80,55 @@ func (s *srcReader) Read(p []byte) (int, error) {
 //
 // NewReader does not close r. It builds a fresh zstd decoder; see Pool for
 // reusing them.
+//
+// NewReader applies no policy: unencrypted and unsigned objects are read.
+// Repository content is untrusted, so readers of it use NewReaderOpts.
 func NewReader(r io.Reader, identities []age.Identity) (*Reader, error) {
-	return newReader(r, identities, nil)
+	return newReader(r, ReadOptions{Identities: identities}, nil)
 }
 
-func newReader(r io.Reader, identities []age.Identity, pool *Pool) (*Reader, error) {
+// ReadOptions say what a Reader accepts.
+type ReadOptions struct {
+	// Identities decrypt age-encrypted objects.
+	Identities []age.Identity
+	// RequireEncrypted refuses objects whose header says encryption:
+	// none, with ErrUnencrypted: set it whenever encryption is
+	// configured, as anyone able to write to the storage can make one.
+	RequireEncrypted bool
+	// Verifier, when set, checks the object's signature (see Verifier)
+	// for the object Name before any plaintext is returned.
+	Verifier *Verifier
+	// Name is the object's key in the repository; needed with Verifier.
+	Name string
+}
+
+// NewReaderOpts is NewReader with a policy: see ReadOptions. Refusals
+// wrap ErrUnencrypted, ErrUnsigned or ErrBadSignature.
+func NewReaderOpts(r io.Reader, opts ReadOptions) (*Reader, error) {
+	return newReader(r, opts, nil)
+}
+
+func newReader(r io.Reader, opts ReadOptions, pool *Pool) (*Reader, error) {
+	identities := opts.Identities
 	src := &srcReader{r: r}
 	hdr, err := ReadHeader(src)
 	if err != nil {
 		return nil, err
+	}
+	if opts.RequireEncrypted && hdr.Encryption != EncryptionAge {
+		what := "the object"
+		if opts.Name != "" {
+			what = "object " + opts.Name
+		}
+		return nil, fmt.Errorf("%w: %s has encryption %q in its header, and anyone able to write to the storage can make such an object", ErrUnencrypted, what, hdr.Encryption)
+	}
+	if opts.Verifier != nil {
+		if opts.Name == "" {
+			return nil, errors.New("objstream: ReadOptions.Verifier given without the object's Name")
+		}
+		if err := opts.Verifier.verify(hdr, opts.Name); err != nil {
+			return nil, err
+		}
 	}
 	or := &Reader{
 		Header: hdr,

@@ -54,6 +54,12 @@ type Options struct {
 	Concurrency int
 	// Created is recorded in the header; zero means time.Now().
 	Created time.Time
+	// Signer, when set, signs the object's Name, PlainSize and
+	// PlainSHA256 (all three required) into its header, for readers
+	// with a Verifier (see ReadOptions).
+	Signer *Signer
+	// Name is the object's key in the repository; needed with Signer.
+	Name string
 }
 
 // writer implements the io.WriteCloser returned by NewWriter.
@@ -150,6 +156,13 @@ func newWriter(w io.Writer, opts Options, pool *Pool) (Writer, error) {
 	}
 	if hdr.Created.IsZero() {
 		hdr.Created = time.Now()
+	}
+	if opts.Signer != nil {
+		if opts.Name == "" || hdr.PlainSize < 0 || hdr.PlainSHA256 == nil {
+			return nil, errors.New("objstream: a signed object needs Options.Name, PlainSize and PlainSHA256")
+		}
+		hdr.SignerID = opts.Signer.pub.id
+		hdr.Signature = opts.Signer.sign(opts.Name, hdr.PlainSHA256, hdr.PlainSize)
 	}
 
 	hb, err := marshalHeader(hdr)

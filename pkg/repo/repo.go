@@ -12,7 +12,11 @@ import (
 	"strings"
 	"time"
 
+	"filippo.io/age"
+
 	"github.com/pgdr/pgdr/pkg/config"
+	"github.com/pgdr/pgdr/pkg/keys"
+	"github.com/pgdr/pgdr/pkg/objstream"
 	"github.com/pgdr/pgdr/pkg/storage"
 	"github.com/pgdr/pgdr/pkg/storage/filestore"
 	"github.com/pgdr/pgdr/pkg/storage/s3store"
@@ -22,6 +26,26 @@ import (
 type Repo struct {
 	Name  string
 	Store storage.ObjectStore
+	// RequireEncrypted refuses unencrypted objects where encrypted ones
+	// are expected (WAL, backup data): set by OpenAll when encryption is
+	// configured.
+	RequireEncrypted bool
+	// Verifier checks the signatures of manifests and WAL objects; nil
+	// when signing is not configured. Set by OpenAll.
+	Verifier *objstream.Verifier
+}
+
+// SignedReadOptions are the options for reading an object that writers
+// sign (a WAL object; a manifest, with encrypted false) stored under key.
+func (r Repo) SignedReadOptions(key string, ids []age.Identity, encrypted bool) objstream.ReadOptions {
+	return objstream.ReadOptions{Identities: ids, RequireEncrypted: encrypted && r.RequireEncrypted, Verifier: r.Verifier, Name: key}
+}
+
+// DataReadOptions are the options for reading a backup data object stored
+// under key: not signed itself, it is authenticated by the checksum the
+// signed manifest records for it.
+func (r Repo) DataReadOptions(key string, ids []age.Identity) objstream.ReadOptions {
+	return objstream.ReadOptions{Identities: ids, RequireEncrypted: r.RequireEncrypted, Name: key}
 }
 
 // Open opens one configured repository.
@@ -73,11 +97,17 @@ func Open(ctx context.Context, r config.Repo) (Repo, error) {
 // OpenAll opens every configured repository, in configuration order.
 func OpenAll(ctx context.Context, cfg *config.Config) ([]Repo, error) {
 	out := make([]Repo, 0, len(cfg.Repos))
+	v, err := keys.Verifier(cfg)
+	if err != nil {
+		return nil, err
+	}
 	for _, r := range cfg.Repos {
 		o, err := Open(ctx, r)
 		if err != nil {
 			return nil, err
 		}
+		o.RequireEncrypted = !cfg.Encryption.Disabled
+		o.Verifier = v
 		out = append(out, o)
 	}
 	return out, nil
