@@ -3,8 +3,10 @@ package e2e
 import (
 	"fmt"
 	"os"
+	"os/user"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -342,4 +344,53 @@ func TestRestoreSkipsAbandonedBranchBackup(t *testing.T) {
 		t.Fatalf("backup %s with --target-timeline current: batches %s, want 1,2,98", b, got)
 	}
 	r.Stop(t, "fast")
+}
+
+// TestRestoreStartKeepsSupplementaryGroups: restore --start run as root
+// starts PostgreSQL as the data directory's owner with that user's
+// supplementary groups. An identity file the owner reads only through one
+// of them (root's, mode 0640, group shared with postgres) passes the
+// up-front ownership check, and wal-fetch in restore_command must read it
+// too (it used to fail with EACCES: Go's setgroups dropped every group).
+func TestRestoreStartKeepsSupplementaryGroups(t *testing.T) {
+	skipShort(t)
+	if pgtest.Credential(t) == nil {
+		t.Skip("needs root: the server runs as another user")
+	}
+	u, err := user.Lookup("postgres")
+	if err != nil {
+		t.Skipf("no postgres account: %v", err)
+	}
+	gids, err := u.GroupIds()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var group string
+	for _, g := range gids {
+		if g != u.Gid {
+			group = g
+		}
+	}
+	if group == "" {
+		t.Skipf("user postgres has no supplementary group (groups %v)", gids)
+	}
+	l := newLab(t, labOpts{})
+	l.pg.Exec(t, "CREATE TABLE batches(batch int, n int)")
+	insertBatch(t, l, 1)
+	l.backup(t, l.cfg)
+	insertBatch(t, l, 2)
+	l.waitArchived(t, l.switchWAL(t), 2*time.Minute)
+
+	gid, _ := strconv.Atoi(group)
+	if err := os.Chown(l.identity, 0, gid); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(l.identity, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	c, _ := l.restoreJSON(t, l.cfg, "--target-action", "promote")
+	if got := batchesIn(t, c); got != "1,2" {
+		t.Fatalf("restored batches %s, want 1,2", got)
+	}
+	c.Stop(t, "fast")
 }
