@@ -37,6 +37,16 @@ import (
 // primaries), is a fork: which branch is the cluster's cannot be told from
 // the archive, and a wrong guess is silent data loss, so the restore
 // refuses, names the branches, and asks for --target-timeline.
+//
+// The backup itself may lie on such a branch: taken on a timeline after a
+// child branched off it (an old primary, not yet fenced, completing a
+// backup after a standby's promotion). Recovery from it cannot follow the
+// child, so it is refused without --target-timeline, and skipped when the
+// backup is picked automatically (onPath). A timeline recovery from a
+// backup follows must branch off the backup's timeline at or after the
+// backup's end, where recovery from it is consistent. And a timeline with
+// archived segments but no history file, above the one chosen, is refused
+// too (missingHistory): recovery would silently stop at its parent's end.
 
 // tlGraph is what the archive holds about timelines: the ancestry in each
 // history file and the archived segments of each timeline, over all the
@@ -266,10 +276,10 @@ func chooseTimeline(ctx context.Context, g *tlGraph, a *walArchive, m *backup.Ma
 	}
 	if k, ok := g.forkedBefore(m); ok {
 		return 0, fmt.Errorf("backup %s was taken on timeline %d after timeline %d branched off it at %s (the backup starts at %s and ends at %s): "+
-			"the backup lies on a branch that went on after another server was promoted (an old primary not yet fenced), and recovery from it cannot follow timeline %d, "+
-			"so every write on it would be missing. Restore a backup taken before %s or on timeline %d (omit --backup to pick one), "+
-			"or pass --target-timeline current to restore timeline %d's branch knowingly",
-			m.ID, m.Timeline, k.tli, k.at, m.StartLSN, m.StopLSN, k.tli, k.at, k.tli, m.Timeline)
+			"the backup lies on a branch that went on after another server was promoted (an old primary not yet fenced, or the source after a restored copy was promoted and archived here), "+
+			"and recovery from it cannot follow timeline %d, so every write on it would be missing. Restore a backup taken before %s or on timeline %d (omit --backup to pick one), "+
+			"or pass --target-timeline current to restore timeline %d's branch knowingly (the right choice if timeline %d is a stray copy's)",
+			m.ID, m.Timeline, k.tli, k.at, m.StartLSN, m.StopLSN, k.tli, k.at, k.tli, m.Timeline, k.tli)
 	}
 	cur, from := m.Timeline, m.StartLSN
 	for {
