@@ -309,6 +309,9 @@ timeline. Where the archive forks (two timelines branch off one, or a
 timeline goes on after another branched off it: a restored copy or a second
 primary archived into the repository), the restore refuses and names the
 branches: choose with --target-timeline N, current (the backup's) or latest.
+A backup taken on a timeline after another branched off it (an old primary
+not yet fenced) is refused, and skipped without --backup; so is a restore
+when a timeline above the one followed has archived WAL but no history file.
 
 Archiving: the restored cluster does not archive (archive_mode = off): a
 copy archiving with the source's archive_command would put its timeline into

@@ -30,7 +30,11 @@ func (d *Daemon) pgCommand(ctx context.Context, bin string, args ...string) (*ex
 			return nil, err
 		}
 		if uid != 0 {
-			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid}}
+			cred, err := restore.Credential(uid, gid)
+			if err != nil {
+				return nil, err
+			}
+			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 		}
 	}
 	return cmd, nil

@@ -3,8 +3,10 @@ package e2e
 import (
 	"fmt"
 	"os"
+	"os/user"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -258,6 +260,137 @@ func TestRestoreStartLogInDataDirectory(t *testing.T) {
 	}
 	if !strings.Contains(readFile(restoreLog(pgdata)), "database system is ready") {
 		t.Fatalf("%s does not hold the server's log:\n%s", restoreLog(pgdata), readFile(restoreLog(pgdata)))
+	}
+	c.Stop(t, "fast")
+}
+
+// TestRestoreSkipsAbandonedBranchBackup: the standby is promoted while the
+// old primary, not yet fenced, goes on and completes backup B on timeline
+// 1 after the switch. The new primary took backup C on timeline 2 before.
+// A default restore must not pick B and stay on timeline 1 (it used to,
+// and reported success without any write of timeline 2): it skips B and
+// restores C along timeline 2. Restoring B explicitly is refused, naming
+// the situation, and --target-timeline 2 cannot use it.
+func TestRestoreSkipsAbandonedBranchBackup(t *testing.T) {
+	skipShort(t)
+	l := newLab(t, labOpts{})
+	l.pg.Exec(t, "CREATE TABLE batches(batch int, n int)")
+	insertBatch(t, l, 1)
+	l.backup(t, l.cfg)
+	insertBatch(t, l, 2)
+	sb := l.newStandby(t, nil)
+	testutil.WaitFor(t, 60*time.Second, "the standby to replay batch 2", func() (bool, error) {
+		got := batchesIn(t, sb)
+		return got == "1,2", fmt.Errorf("standby has batches %q", got)
+	})
+	// Promoted with the old primary still running (its lease not yet
+	// expired, or only its agent died).
+	sb.Run(t, "pg_ctl", "-D", sb.PGData, "-w", "-t", "120", "promote")
+	history := filepath.Join(l.repoDir, "main", "wal", "00000002", "00000002.history")
+	testutil.WaitFor(t, 2*time.Minute, "the promoted standby to archive 00000002.history", func() (bool, error) {
+		_, err := os.Stat(history)
+		return err == nil, fmt.Errorf("%v; standby log:\n%s", err, tail(sb.Log(), 1500))
+	})
+	sb.Exec(t, "INSERT INTO batches SELECT 3, g FROM generate_series(1, 100) g")
+	sbcfg := l.writeNodeConfig(t, "standby.yaml", sb, []string{"file"})
+	c := l.backup(t, sbcfg)
+
+	// The old primary writes and completes backup B on timeline 1.
+	insertBatch(t, l, 98)
+	b := l.backup(t, l.cfg)
+	if b <= c {
+		t.Fatalf("backup %s of the old primary is not newer than backup %s of the new one", b, c)
+	}
+	l.waitArchived(t, l.switchWAL(t), 2*time.Minute)
+
+	sb.Exec(t, "INSERT INTO batches SELECT 4, g FROM generate_series(1, 100) g")
+	t4 := sb.QueryString(t, "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
+	sb.Exec(t, "INSERT INTO batches SELECT 5, g FROM generate_series(1, 100) g")
+	seg := sb.QueryString(t, "SELECT pg_walfile_name(pg_switch_wal())")
+	testutil.WaitFor(t, 2*time.Minute, "the promoted standby to archive "+seg, func() (bool, error) {
+		last := sb.QueryString(t, "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")
+		return len(last) >= 24 && last[:24] >= seg, fmt.Errorf("last archived %q; standby log:\n%s", last, tail(sb.Log(), 1500))
+	})
+
+	r, out := l.restoreJSON(t, l.cfg)
+	got := batchesIn(t, r)
+	r.Stop(t, "fast")
+	if out.Restore.Backup != c || out.Restore.Timeline != 2 || got != "1,2,3,4,5" {
+		t.Fatalf("default restore: backup %s following timeline %d, batches %s; want backup %s following timeline 2 with batches 1,2,3,4,5 (backup %s lies on the abandoned timeline 1)",
+			out.Restore.Backup, out.Restore.Timeline, got, c, b)
+	}
+	// A time target after both backups' ends picks C too.
+	r, out = l.restoreJSON(t, l.cfg, "--target-time", t4, "--target-action", "promote")
+	got = batchesIn(t, r)
+	r.Stop(t, "fast")
+	if out.Restore.Backup != c || out.Restore.Timeline != 2 || got != "1,2,3,4" {
+		t.Fatalf("restore to %s: backup %s following timeline %d, batches %s; want backup %s following timeline 2 with batches 1,2,3,4",
+			t4, out.Restore.Backup, out.Restore.Timeline, got, c)
+	}
+
+	fc := pgtest.Empty(t, pgtest.Options{})
+	e := parseRestore(t, restoreFails(t, l.cfg, fc, "--backup", b)).Error
+	if want := "backup " + b + " was taken on timeline 1 after timeline 2 branched off it"; !strings.Contains(e, want) || !strings.Contains(e, "--target-timeline current") {
+		t.Fatalf("restore of backup %s: error %q, want it to say %q", b, e, want)
+	}
+	wantDirState(t, "refused restore", fc.PGData, true)
+	e = parseRestore(t, restoreFails(t, l.cfg, pgtest.Empty(t, pgtest.Options{}), "--backup", b, "--target-timeline", "2")).Error
+	if !strings.Contains(e, "does not branch") {
+		t.Fatalf("restore of backup %s along timeline 2: error %q, want a refusal", b, e)
+	}
+	// Knowingly: the old primary's branch.
+	r, _ = l.restoreJSON(t, l.cfg, "--backup", b, "--target-timeline", "current", "--target-immediate")
+	if got := batchesIn(t, r); got != "1,2,98" {
+		t.Fatalf("backup %s with --target-timeline current: batches %s, want 1,2,98", b, got)
+	}
+	r.Stop(t, "fast")
+}
+
+// TestRestoreStartKeepsSupplementaryGroups: restore --start run as root
+// starts PostgreSQL as the data directory's owner with that user's
+// supplementary groups. An identity file the owner reads only through one
+// of them (root's, mode 0640, group shared with postgres) passes the
+// up-front ownership check, and wal-fetch in restore_command must read it
+// too (it used to fail with EACCES: Go's setgroups dropped every group).
+func TestRestoreStartKeepsSupplementaryGroups(t *testing.T) {
+	skipShort(t)
+	if pgtest.Credential(t) == nil {
+		t.Skip("needs root: the server runs as another user")
+	}
+	u, err := user.Lookup("postgres")
+	if err != nil {
+		t.Skipf("no postgres account: %v", err)
+	}
+	gids, err := u.GroupIds()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var group string
+	for _, g := range gids {
+		if g != u.Gid {
+			group = g
+		}
+	}
+	if group == "" {
+		t.Skipf("user postgres has no supplementary group (groups %v)", gids)
+	}
+	l := newLab(t, labOpts{})
+	l.pg.Exec(t, "CREATE TABLE batches(batch int, n int)")
+	insertBatch(t, l, 1)
+	l.backup(t, l.cfg)
+	insertBatch(t, l, 2)
+	l.waitArchived(t, l.switchWAL(t), 2*time.Minute)
+
+	gid, _ := strconv.Atoi(group)
+	if err := os.Chown(l.identity, 0, gid); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(l.identity, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	c, _ := l.restoreJSON(t, l.cfg, "--target-action", "promote")
+	if got := batchesIn(t, c); got != "1,2" {
+		t.Fatalf("restored batches %s, want 1,2", got)
 	}
 	c.Stop(t, "fast")
 }

@@ -325,32 +325,33 @@ func pickBackup(ctx context.Context, d Deps, o Options) (repo.Repo, *backup.Mani
 		return repo.Repo{}, nil, nil, fmt.Errorf("no repository holds backup %s of cluster %s: %w", o.BackupID, d.Cfg.Cluster, backup.ErrNoBackup)
 	}
 	for _, r := range repos {
-		ms, err := backup.List(ctx, r, d.Cfg.Cluster)
+		all, err := backup.List(ctx, r, d.Cfg.Cluster)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
+		// Picked automatically: a backup on an abandoned branch is
+		// skipped; if no other fits the target, it is picked and refused
+		// with the reason (chooseTimeline).
+		ms := all
+		if o.BackupID == "" && !o.Rejoin {
+			if ms, err = onPath(ctx, d, all, o.TargetTimeline); err != nil {
+				return repo.Repo{}, nil, nil, err
+			}
+		}
 		var pick *backup.Manifest
 		switch {
 		case o.BackupID == "" && o.Target.Time != nil:
-			for _, m := range ms {
-				if !m.StopTime.After(*o.Target.Time) {
-					pick = m
-				}
-			}
-			if pick == nil && len(ms) > 0 {
+			pick = newestFit(ms, all, func(m *backup.Manifest) bool { return !m.StopTime.After(*o.Target.Time) })
+			if pick == nil && len(all) > 0 {
 				return repo.Repo{}, nil, nil, fmt.Errorf("no backup ends before the target time %s (the oldest, %s, ends at %s)",
-					o.Target.Time.UTC().Format(time.RFC3339Nano), ms[0].ID, ms[0].StopTime.Format(time.RFC3339Nano))
+					o.Target.Time.UTC().Format(time.RFC3339Nano), all[0].ID, all[0].StopTime.Format(time.RFC3339Nano))
 			}
 		case o.BackupID == "" && o.Target.LSN != nil:
-			for _, m := range ms {
-				if m.StopLSN <= *o.Target.LSN {
-					pick = m
-				}
-			}
-			if pick == nil && len(ms) > 0 {
+			pick = newestFit(ms, all, func(m *backup.Manifest) bool { return m.StopLSN <= *o.Target.LSN })
+			if pick == nil && len(all) > 0 {
 				return repo.Repo{}, nil, nil, fmt.Errorf("no backup ends at or before the target LSN %s (the oldest, %s, ends at %s)",
-					*o.Target.LSN, ms[0].ID, ms[0].StopLSN)
+					*o.Target.LSN, all[0].ID, all[0].StopLSN)
 			}
 		case o.BackupID == "" && o.Target.Name != "" && len(ms) > 0:
 			m, rp, err := pickByName(ctx, d, ms, o.Target.Name, o.TargetTimeline)

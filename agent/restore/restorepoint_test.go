@@ -339,9 +339,13 @@ func TestFindRestorePointTimelines(t *testing.T) {
 	d := testDeps(t, id, arch)
 	B := testBackup("20261126T080000F", 1, bstart, bstop)
 
-	// Without the history file, recovery stays on timeline 1.
-	if _, rp, err := findRestorePoint(ctx, d, []*backup.Manifest{B}, "ghost", "", true); err != nil || *rp != *ghost1 {
-		t.Fatalf("ghost without a history file: %+v, %v", rp, err)
+	// Without the history file, recovery would stay on timeline 1 and
+	// stop short: refused (TestMissingHistoryFile), unless asked for.
+	if _, _, err := findRestorePoint(ctx, d, []*backup.Manifest{B}, "ghost", "", true); err == nil || !strings.Contains(err.Error(), "00000002.history is not in the archive") {
+		t.Fatalf("ghost without a history file: %v, want a refusal naming 00000002.history", err)
+	}
+	if _, rp, err := findRestorePoint(ctx, d, []*backup.Manifest{B}, "ghost", "current", true); err != nil || *rp != *ghost1 {
+		t.Fatalf("ghost without a history file, --target-timeline current: %+v, %v", rp, err)
 	}
 	arch.put("00000002.history", fmt.Appendf(nil, "1\t%s\tno recovery target specified\n", switchAt))
 	// Timeline 1 went on after timeline 2 branched off: a fork.

@@ -89,7 +89,11 @@ func Start(ctx context.Context, pgdata string, o StartOptions) (*Reached, error)
 	}
 	cmd := exec.CommandContext(ctx, filepath.Join(o.BinDir, "pg_ctl"), args...)
 	if os.Geteuid() == 0 && uid != 0 {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid}}
+		cred, err := Credential(uid, gid)
+		if err != nil {
+			return nil, err
+		}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 	}
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("pg_ctl start: %v\n%s%s", err, out, logTail(logFile))

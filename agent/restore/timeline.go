@@ -37,6 +37,16 @@ import (
 // primaries), is a fork: which branch is the cluster's cannot be told from
 // the archive, and a wrong guess is silent data loss, so the restore
 // refuses, names the branches, and asks for --target-timeline.
+//
+// The backup itself may lie on such a branch: taken on a timeline after a
+// child branched off it (an old primary, not yet fenced, completing a
+// backup after a standby's promotion). Recovery from it cannot follow the
+// child, so it is refused without --target-timeline, and skipped when the
+// backup is picked automatically (onPath). A timeline recovery from a
+// backup follows must branch off the backup's timeline at or after the
+// backup's end, where recovery from it is consistent. And a timeline with
+// archived segments but no history file, above the one chosen, is refused
+// too (missingHistory): recovery would silently stop at its parent's end.
 
 // tlGraph is what the archive holds about timelines: the ancestry in each
 // history file and the archived segments of each timeline, over all the
@@ -119,18 +129,90 @@ func (g *tlGraph) children(p uint32, after wal.LSN) []branch {
 	return out
 }
 
-// descends reports whether recovery from LSN start on timeline b can
-// follow timeline tli: tli is b, or its history leaves b after start.
-func (g *tlGraph) descends(tli, b uint32, start wal.LSN) bool {
-	if tli == b {
+// descends reports whether recovery from backup m can follow timeline
+// tli: tli is m's timeline, or its history leaves m's timeline at or after
+// the backup's end (where recovery from it is consistent; a switch before
+// would replay the other branch over pages the backup copied from this
+// one).
+func (g *tlGraph) descends(tli uint32, m *backup.Manifest) bool {
+	if tli == m.Timeline {
 		return true
 	}
 	for _, e := range g.hist[tli] {
-		if e.Timeline == b {
-			return e.Switch > start
+		if e.Timeline == m.Timeline {
+			return e.Switch >= backupEnd(m)
 		}
 	}
 	return false
+}
+
+// backupEnd is where recovery from m is consistent.
+func backupEnd(m *backup.Manifest) wal.LSN { return max(m.StartLSN, m.StopLSN) }
+
+// forkedBefore returns the first timeline that branched off m's timeline
+// before the backup's end: the backup was taken on a timeline that went
+// on after a child branched off it (an old primary, not yet fenced, that
+// completed a backup after a standby was promoted), so the backup lies on
+// an abandoned or at least forked branch, and recovery from it can follow
+// neither that child nor any timeline descending from it.
+func (g *tlGraph) forkedBefore(m *backup.Manifest) (branch, bool) {
+	var first branch
+	for _, k := range g.children(m.Timeline, 0) {
+		if k.at < backupEnd(m) && (first.tli == 0 || k.at < first.at) {
+			first = k
+		}
+	}
+	return first, first.tli != 0
+}
+
+// usable reports whether recovery from m can follow the timeline want
+// (--target-timeline) leads to, and if not, why.
+func (g *tlGraph) usable(m *backup.Manifest, want string) (bool, string) {
+	switch want {
+	case "current", "latest":
+		return true, ""
+	case "":
+		if k, ok := g.forkedBefore(m); ok {
+			return false, fmt.Sprintf("taken on timeline %d after timeline %d branched off it at %s", m.Timeline, k.tli, k.at)
+		}
+		return true, ""
+	}
+	n, err := strconv.ParseUint(want, 10, 32)
+	if err != nil || g.descends(uint32(n), m) {
+		return true, "" // a bad number is chooseTimeline's to refuse
+	}
+	return false, fmt.Sprintf("timeline %s does not branch off timeline %d at or after the backup's end (%s)", want, m.Timeline, backupEnd(m))
+}
+
+// onPath are the backups of ms (picked automatically, without --backup)
+// that recovery can take along the timeline want leads to (see usable);
+// the others are skipped with a log line. It returns ms itself when no
+// backup qualifies, so that the restore refuses naming the situation.
+func onPath(ctx context.Context, d Deps, ms []*backup.Manifest, want string) ([]*backup.Manifest, error) {
+	if len(ms) == 0 || want == "current" || want == "latest" {
+		return ms, nil
+	}
+	segSize := ms[0].SegmentSize
+	if segSize == 0 {
+		segSize = wal.DefaultSegmentSize
+	}
+	a := &walArchive{cluster: d.Cfg.Cluster, repos: d.Repos, ids: d.Identities, log: d.Log}
+	g, err := loadTimelines(ctx, a, segSize)
+	if err != nil {
+		return nil, err
+	}
+	var on []*backup.Manifest
+	for _, m := range ms {
+		if ok, why := g.usable(m, want); ok {
+			on = append(on, m)
+		} else {
+			d.Log.Warn("backup skipped: recovery from it cannot follow the archive's timeline path", "backup", m.ID, "reason", why)
+		}
+	}
+	if len(on) == 0 {
+		return ms, nil
+	}
+	return on, nil
 }
 
 // newestSegment names timeline tli's newest archived segment, or "".
@@ -167,7 +249,7 @@ func chooseTimeline(ctx context.Context, g *tlGraph, a *walArchive, m *backup.Ma
 	case "latest":
 		best := m.Timeline
 		for tli := range g.hist {
-			if tli > best && g.descends(tli, m.Timeline, m.StartLSN) {
+			if tli > best && g.descends(tli, m) {
 				best = tli
 			}
 		}
@@ -186,17 +268,24 @@ func chooseTimeline(ctx context.Context, g *tlGraph, a *walArchive, m *backup.Ma
 			return 0, fmt.Errorf("--target-timeline %d: timeline %d has no history file (%s) in the archive; timelines found: %s",
 				tli, tli, wal.HistoryFileName(tli), g.describe())
 		}
-		if !g.descends(tli, m.Timeline, m.StartLSN) {
-			return 0, fmt.Errorf("--target-timeline %d: timeline %d does not branch from backup %s's timeline %d after the backup's start (%s): its history is %s",
-				tli, tli, m.ID, m.Timeline, m.StartLSN, g.history(tli))
+		if !g.descends(tli, m) {
+			return 0, fmt.Errorf("--target-timeline %d: timeline %d does not branch from backup %s's timeline %d at or after the backup's end (%s), where recovery from it is consistent: its history is %s",
+				tli, tli, m.ID, m.Timeline, backupEnd(m), g.history(tli))
 		}
 		return tli, nil
+	}
+	if k, ok := g.forkedBefore(m); ok {
+		return 0, fmt.Errorf("backup %s was taken on timeline %d after timeline %d branched off it at %s (the backup starts at %s and ends at %s): "+
+			"the backup lies on a branch that went on after another server was promoted (an old primary not yet fenced, or the source after a restored copy was promoted and archived here), "+
+			"and recovery from it cannot follow timeline %d, so every write on it would be missing. Restore a backup taken before %s or on timeline %d (omit --backup to pick one), "+
+			"or pass --target-timeline current to restore timeline %d's branch knowingly (the right choice if timeline %d is a stray copy's)",
+			m.ID, m.Timeline, k.tli, k.at, m.StartLSN, m.StopLSN, k.tli, k.at, k.tli, m.Timeline, k.tli)
 	}
 	cur, from := m.Timeline, m.StartLSN
 	for {
 		kids := slices.DeleteFunc(g.children(cur, from), func(k branch) bool { return limit != 0 && k.at > limit })
 		if len(kids) == 0 {
-			return cur, nil
+			return cur, g.missingHistory(m, cur, limit)
 		}
 		first := kids[0].at
 		for _, k := range kids {
@@ -227,6 +316,48 @@ func chooseTimeline(ctx context.Context, g *tlGraph, a *walArchive, m *backup.Ma
 			"choose the timeline recovery follows with --target-timeline N, current (timeline %d, the backup's) or latest (timeline %d); wal-list shows the branches",
 			m.ID, m.Timeline, m.StartLSN, strings.Join(branches, "; "), m.Timeline, latest)
 	}
+}
+
+// missingHistory refuses, when recovery would follow timeline cur, a
+// higher timeline with archived segments and no history file: recovery
+// cannot know it branched off cur, and would stop at cur's end, short of
+// everything written on it. Its branch point is in or after its oldest
+// archived segment (a promotion copies the segment holding the switch to
+// the new timeline), so one beginning after limit does not matter.
+func (g *tlGraph) missingHistory(m *backup.Manifest, cur uint32, limit wal.LSN) error {
+	var tlis []uint32
+	for tli, s := range g.segs {
+		if _, ok := g.hist[tli]; !ok && tli > cur && len(s) > 0 && (limit == 0 || s[0]*g.segSize <= uint64(limit)) {
+			tlis = append(tlis, tli)
+		}
+	}
+	if len(tlis) == 0 {
+		return nil
+	}
+	slices.Sort(tlis)
+	tli := tlis[0]
+	accept := strconv.FormatUint(uint64(cur), 10)
+	if cur == m.Timeline {
+		accept = "current"
+	}
+	return fmt.Errorf("timeline %d has archived segments (%s to %s) but its history file %s is not in the archive: "+
+		"recovery from backup %s cannot tell where it branched off and would stop at the end of timeline %d, short of everything written on timeline %d. "+
+		"Archive %s again from the server that created timeline %d (its pg_wal), or pass --target-timeline %s to accept stopping at the end of timeline %d",
+		tli, wal.SegmentName(tli, g.segs[tli][0], g.segSize), g.newestSegment(tli), wal.HistoryFileName(tli),
+		m.ID, cur, tli, wal.HistoryFileName(tli), tli, accept, cur)
+}
+
+// newestFit is the newest backup of on (those on the timeline path,
+// oldest first) that fits, or else the newest of all that does.
+func newestFit(on, all []*backup.Manifest, fits func(*backup.Manifest) bool) *backup.Manifest {
+	for _, l := range [][]*backup.Manifest{on, all} {
+		for i := len(l) - 1; i >= 0; i-- {
+			if fits(l[i]) {
+				return l[i]
+			}
+		}
+	}
+	return nil
 }
 
 // describe lists the timelines found, for error messages.
