@@ -459,7 +459,6 @@ if the data directory being replaced links its pg_wal there).`, true).withJSON()
 	return 0
 }
 
-
 // checkDataOwner refuses a user other than the data directory's owner:
 // a file repository's objects and directories are created private to the
 // user who writes them (0600, 0700), so a backup run as root into a fresh
