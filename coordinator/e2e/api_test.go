@@ -91,7 +91,7 @@ func TestAPIAuthValidationGossipAndMembership(t *testing.T) {
 			t.Fatal("plaintext call succeeded")
 		}
 		otherCA := t.TempDir()
-		if err := tlsutil.DevInit(otherCA, nil, nil, false); err != nil {
+		if err := tlsutil.DevInit(otherCA, nil, nil, "", false); err != nil {
 			t.Fatal(err)
 		}
 		tc, err := tlsutil.ClientConfig(tlsutil.Files{CA: filepath.Join(c.CertDir, "ca.crt"),

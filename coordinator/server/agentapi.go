@@ -26,12 +26,19 @@ type hub struct {
 	mu      sync.Mutex
 	streams map[memberKey]chan *pgdrv1.AgentCommand
 	results map[memberKey]*pgdrv1.CommandResult
-	waiters map[string]chan *pgdrv1.CommandResult
+	waiters map[string]waiter
+}
+
+// waiter waits for the result of a command sent to member k: only k's
+// result completes it.
+type waiter struct {
+	k  memberKey
+	ch chan *pgdrv1.CommandResult
 }
 
 func newHub() *hub {
 	return &hub{streams: map[memberKey]chan *pgdrv1.AgentCommand{}, results: map[memberKey]*pgdrv1.CommandResult{},
-		waiters: map[string]chan *pgdrv1.CommandResult{}}
+		waiters: map[string]waiter{}}
 }
 
 // call sends a command and waits for its result, ctx's end or the member
@@ -39,7 +46,7 @@ func newHub() *hub {
 func (h *hub) call(ctx context.Context, k memberKey, c *pgdrv1.AgentCommand) (*pgdrv1.CommandResult, error) {
 	ch := make(chan *pgdrv1.CommandResult, 1)
 	h.mu.Lock()
-	h.waiters[c.Id] = ch
+	h.waiters[c.Id] = waiter{k: k, ch: ch}
 	h.mu.Unlock()
 	defer func() {
 		h.mu.Lock()
@@ -110,13 +117,14 @@ func (h *hub) send(k memberKey, c *pgdrv1.AgentCommand) bool {
 }
 
 func (h *hub) complete(r *pgdrv1.CommandResult) {
+	k := memberKey{r.Cluster, r.Node}
 	h.mu.Lock()
-	h.results[memberKey{r.Cluster, r.Node}] = r
-	ch := h.waiters[r.Id]
+	h.results[k] = r
+	w, ok := h.waiters[r.Id]
 	h.mu.Unlock()
-	if ch != nil {
+	if ok && w.k == k {
 		select {
-		case ch <- r:
+		case w.ch <- r:
 		default:
 		}
 	}
@@ -154,11 +162,27 @@ func (a *agentAPI) Leader(ctx context.Context, _ *pgdrv1.LeaderRequest) (*pgdrv1
 	return &pgdrv1.LeaderResponse{Name: name, ApiAddress: api, Known: ok}, nil
 }
 
-// checkCaller refuses an agent certificate acting for another node.
-func checkCaller(ctx context.Context, node string) error {
+// checkCaller refuses an agent identity (certificate or token) acting for
+// any member but its own: another node, or its node's name in another
+// cluster. Coordinators are trusted for every member; other roles cannot
+// reach the agent API (rolesFor).
+func checkCaller(ctx context.Context, cluster, node string) error {
 	id := identityFrom(ctx)
-	if id.ViaCert && id.Role == tlsutil.RoleAgent && id.Name != node {
-		return status.Errorf(codes.PermissionDenied, "certificate %q may not act for node %q", id.Name, node)
+	if id.Role != tlsutil.RoleAgent {
+		return nil
+	}
+	kind := "token"
+	if id.ViaCert {
+		kind = "certificate"
+	}
+	if id.Cluster == "" || id.Node == "" {
+		return status.Errorf(codes.PermissionDenied,
+			"agent %s %q is bound to no cluster (a certificate needs a %s<cluster> URI SAN, a token cluster and node fields); it may not act for node %q of cluster %q",
+			kind, id.Name, tlsutil.ClusterURIPrefix, node, cluster)
+	}
+	if id.Cluster != cluster || id.Node != node {
+		return status.Errorf(codes.PermissionDenied, "agent %s %q is bound to node %q of cluster %q; it may not act for node %q of cluster %q",
+			kind, id.Name, id.Node, id.Cluster, node, cluster)
 	}
 	return nil
 }
@@ -199,7 +223,7 @@ func (a *agentAPI) Register(ctx context.Context, req *pgdrv1.RegisterRequest) (*
 		return nil, err
 	}
 	m := req.Member
-	if err := checkCaller(ctx, m.Name); err != nil {
+	if err := checkCaller(ctx, m.Cluster, m.Name); err != nil {
 		return nil, err
 	}
 	if !a.s.isLeader() {
@@ -279,7 +303,7 @@ func (a *agentAPI) Report(stream pgdrv1.AgentService_ReportServer) error {
 			if err := checkName("node", r.Node, true); err != nil {
 				return err
 			}
-			if err := checkCaller(ctx, r.Node); err != nil {
+			if err := checkCaller(ctx, r.Cluster, r.Node); err != nil {
 				return err
 			}
 			if err := a.registered(r.Cluster, r.Node); err != nil {
@@ -308,7 +332,7 @@ func (a *agentAPI) Commands(req *pgdrv1.CommandsRequest, stream pgdrv1.AgentServ
 		return err
 	}
 	ctx := stream.Context()
-	if err := checkCaller(ctx, req.Node); err != nil {
+	if err := checkCaller(ctx, req.Cluster, req.Node); err != nil {
 		return err
 	}
 	if !a.s.isLeader() {
@@ -350,7 +374,7 @@ func (a *agentAPI) CompleteCommand(ctx context.Context, r *pgdrv1.CommandResult)
 	if err := checkName("node", r.Node, true); err != nil {
 		return nil, err
 	}
-	if err := checkCaller(ctx, r.Node); err != nil {
+	if err := checkCaller(ctx, r.Cluster, r.Node); err != nil {
 		return nil, err
 	}
 	a.s.hub.complete(r)
