@@ -187,30 +187,6 @@ func checkCaller(ctx context.Context, cluster, node string) error {
 	return nil
 }
 
-func validMember(m *pgdrv1.Member) error {
-	if m == nil {
-		return invalid("member", "required")
-	}
-	if err := checkName("member.cluster", m.Cluster, true); err != nil {
-		return err
-	}
-	if err := checkName("member.name", m.Name, true); err != nil {
-		return err
-	}
-	if m.Region == "" {
-		return invalid("member.region", "required")
-	}
-	if len(m.Dsn) > 1024 {
-		return invalid("member.dsn", "longer than 1024 bytes")
-	}
-	for i, t := range m.Tags {
-		if t == "" || len(t) > 64 {
-			return invalid("member.tags", "tag %d is empty or longer than 64 bytes", i)
-		}
-	}
-	return nil
-}
-
 // sameMember compares what an agent registers, ignoring timestamps.
 func sameMember(a, b *pgdrv1.Member) bool {
 	return a.Region == b.Region && a.Dsn == b.Dsn && a.ApiUrl == b.ApiUrl && a.GossipAddress == b.GossipAddress &&
@@ -229,12 +205,20 @@ func (a *agentAPI) Register(ctx context.Context, req *pgdrv1.RegisterRequest) (*
 	if !a.s.isLeader() {
 		return nil, a.notLeader()
 	}
-	same := false
+	same, limited := false, false
 	a.s.fsm.Read(func(st *pgdrv1.State) {
 		if have := st.Clusters[m.Cluster].GetMembers()[m.Name]; have != nil {
 			same = sameMember(have, m)
+			limited = !onlyFillsSystemID(have, m)
 		}
 	})
+	k := memberKey{m.Cluster, m.Name}
+	now := time.Now()
+	if !same && limited && identityFrom(ctx).Role != tlsutil.RoleCoordinator {
+		if err := a.s.memberWrites.allow(k, now, a.s.memberUpdateEvery); err != nil {
+			return nil, err
+		}
+	}
 	if !same {
 		reg := proto.Clone(m).(*pgdrv1.Member)
 		reg.RegisteredAt, reg.UpdatedAt = nil, nil
@@ -242,6 +226,7 @@ func (a *agentAPI) Register(ctx context.Context, req *pgdrv1.RegisterRequest) (*
 			&pgdrv1.RegisterMember{Member: reg}, "agent:"+m.Name); err != nil {
 			return nil, err
 		}
+		a.s.memberWrites.wrote(k, now)
 	}
 	_, primary, epoch := a.s.fsm.MemberEpoch(m.Cluster, m.Name)
 	return &pgdrv1.RegisterResponse{Epoch: epoch, Primary: primary}, nil
@@ -306,6 +291,9 @@ func (a *agentAPI) Report(stream pgdrv1.AgentService_ReportServer) error {
 			if err := checkCaller(ctx, r.Cluster, r.Node); err != nil {
 				return err
 			}
+			if err := validReport(r); err != nil {
+				return err
+			}
 			if err := a.registered(r.Cluster, r.Node); err != nil {
 				return err
 			}
@@ -365,8 +353,8 @@ func (a *agentAPI) Commands(req *pgdrv1.CommandsRequest, stream pgdrv1.AgentServ
 }
 
 func (a *agentAPI) CompleteCommand(ctx context.Context, r *pgdrv1.CommandResult) (*pgdrv1.CommandResultAck, error) {
-	if r.Id == "" {
-		return nil, invalid("id", "required")
+	if r.Id == "" || len(r.Id) > maxCommandID {
+		return nil, invalid("id", "required, at most %d bytes", maxCommandID)
 	}
 	if err := checkName("cluster", r.Cluster, true); err != nil {
 		return nil, err
