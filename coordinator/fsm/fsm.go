@@ -248,7 +248,7 @@ func (f *FSM) Peers(cluster, node string) []*pgdrv1.FailsafeMember {
 	f.Read(func(st *pgdrv1.State) {
 		for name, m := range st.Clusters[cluster].GetMembers() {
 			if name != node {
-				out = append(out, &pgdrv1.FailsafeMember{Name: name, ApiUrl: m.GetApiUrl()})
+				out = append(out, &pgdrv1.FailsafeMember{Name: name, ApiUrl: m.GetApiUrl(), FailsafeKey: slices.Clone(m.GetFailsafeKey())})
 			}
 		}
 	})

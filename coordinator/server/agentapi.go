@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -190,7 +191,7 @@ func checkCaller(ctx context.Context, cluster, node string) error {
 // sameMember compares what an agent registers, ignoring timestamps.
 func sameMember(a, b *pgdrv1.Member) bool {
 	return a.Region == b.Region && a.Dsn == b.Dsn && a.ApiUrl == b.ApiUrl && a.GossipAddress == b.GossipAddress &&
-		slices.Equal(a.Tags, b.Tags) && a.Priority == b.Priority &&
+		slices.Equal(a.Tags, b.Tags) && a.Priority == b.Priority && bytes.Equal(a.FailsafeKey, b.FailsafeKey) &&
 		(b.SystemIdentifier == 0 || a.SystemIdentifier == b.SystemIdentifier)
 }
 

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"crypto/ed25519"
 	"fmt"
 	"net"
 	"net/url"
@@ -64,6 +65,9 @@ func validMember(m *pgdrv1.Member) error {
 		if _, _, err := net.SplitHostPort(m.GossipAddress); err != nil {
 			return invalid("member.gossip_address", "%q is not host:port", m.GossipAddress)
 		}
+	}
+	if n := len(m.FailsafeKey); n != 0 && n != ed25519.PublicKeySize {
+		return invalid("member.failsafe_key", "%d bytes; an Ed25519 public key has %d", n, ed25519.PublicKeySize)
 	}
 	if len(m.Tags) > maxTags {
 		return invalid("member.tags", "%d tags; at most %d", len(m.Tags), maxTags)

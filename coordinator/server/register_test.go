@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"strings"
@@ -50,6 +51,7 @@ func TestRegistrationBounds(t *testing.T) {
 		{"member.gossip_address", func(m *pgdrv1.Member) { m.GossipAddress = "no-port" }},
 		{"member.tags", func(m *pgdrv1.Member) { m.Tags = manyTags }},
 		{"member.tags", func(m *pgdrv1.Member) { m.Tags = []string{long(65)} }},
+		{"member.failsafe_key", func(m *pgdrv1.Member) { m.FailsafeKey = make([]byte, 31) }},
 	} {
 		m := ok()
 		tc.edit(m)
@@ -61,8 +63,14 @@ func TestRegistrationBounds(t *testing.T) {
 	if after := lastIndex(s); after != before {
 		t.Errorf("refused registrations wrote to Raft (index %d -> %d)", before, after)
 	}
-	if _, err := api.Register(context.Background(), &pgdrv1.RegisterRequest{Member: ok()}); err != nil {
+	good := ok()
+	good.FailsafeKey = bytes.Repeat([]byte{7}, 32)
+	if _, err := api.Register(context.Background(), &pgdrv1.RegisterRequest{Member: good}); err != nil {
 		t.Fatalf("a registration within every bound: %v", err)
+	}
+	// The failsafe key registered is what a primary's renewal lists.
+	if p := s.fsm.Peers("main", "pg-x"); len(p) != 1 || !bytes.Equal(p[0].FailsafeKey, good.FailsafeKey) || p[0].ApiUrl != good.ApiUrl {
+		t.Fatalf("peers of pg-x: %v; want pg-a with its failsafe key", p)
 	}
 }
 
