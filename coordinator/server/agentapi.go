@@ -206,7 +206,7 @@ func (a *agentAPI) Register(ctx context.Context, req *pgdrv1.RegisterRequest) (*
 	if !a.s.isLeader() {
 		return nil, a.notLeader()
 	}
-	same, limited := false, false
+	same, limited := false, true
 	a.s.fsm.Read(func(st *pgdrv1.State) {
 		if have := st.Clusters[m.Cluster].GetMembers()[m.Name]; have != nil {
 			same = sameMember(have, m)
@@ -215,8 +215,9 @@ func (a *agentAPI) Register(ctx context.Context, req *pgdrv1.RegisterRequest) (*
 	})
 	k := memberKey{m.Cluster, m.Name}
 	now := time.Now()
-	if !same && limited && identityFrom(ctx).Role != tlsutil.RoleCoordinator {
-		if err := a.s.memberWrites.allow(k, now, a.s.memberUpdateEvery); err != nil {
+	charge := !same && limited && identityFrom(ctx).Role != tlsutil.RoleCoordinator
+	if charge {
+		if err := a.s.memberWrites.take(k, now, a.s.memberUpdateEvery); err != nil {
 			return nil, err
 		}
 	}
@@ -225,9 +226,11 @@ func (a *agentAPI) Register(ctx context.Context, req *pgdrv1.RegisterRequest) (*
 		reg.RegisteredAt, reg.UpdatedAt = nil, nil
 		if _, err := a.s.propose(ctx, pgdrv1.CommandType_COMMAND_TYPE_REGISTER_MEMBER,
 			&pgdrv1.RegisterMember{Member: reg}, "agent:"+m.Name); err != nil {
+			if charge {
+				a.s.memberWrites.refund(k)
+			}
 			return nil, err
 		}
-		a.s.memberWrites.wrote(k, now)
 	}
 	_, primary, epoch := a.s.fsm.MemberEpoch(m.Cluster, m.Name)
 	return &pgdrv1.RegisterResponse{Epoch: epoch, Primary: primary}, nil

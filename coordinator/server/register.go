@@ -28,10 +28,12 @@ const (
 	maxReplicas   = 256
 	maxCommandID  = 64
 
-	// memberUpdateEvery: a member's registration changes (written to
-	// Raft) at most this often, unless the caller is a coordinator. An
-	// unchanged re-registration writes nothing and is always accepted.
+	// memberUpdateEvery, memberUpdateBurst: a member's registration
+	// changes (written to Raft) at most memberUpdateBurst times at once and
+	// then once per memberUpdateEvery, unless the caller is a coordinator.
+	// An unchanged re-registration writes nothing and is always accepted.
 	memberUpdateEvery = 10 * time.Second
+	memberUpdateBurst = 3
 )
 
 func validMember(m *pgdrv1.Member) error {
@@ -116,30 +118,60 @@ func onlyFillsSystemID(have, m *pgdrv1.Member) bool {
 	return sameMember(have, c)
 }
 
-// memberWrites remembers, on the leader, when each member's registration
-// was last written to Raft, to rate-limit changes.
+// memberWrites remembers, on the leader, how often each member's
+// registration was written to Raft, to rate-limit changes: a token bucket
+// per member holding up to memberUpdateBurst changes, refilled by one per
+// interval. A restart with a new configuration right after the first
+// registration goes through; a stream of changes gets one per interval.
 type memberWrites struct {
-	mu   sync.Mutex
-	last map[memberKey]time.Time
+	mu sync.Mutex
+	b  map[memberKey]bucket
 }
 
-func newMemberWrites() *memberWrites { return &memberWrites{last: map[memberKey]time.Time{}} }
+type bucket struct {
+	tokens float64
+	at     time.Time
+}
 
-// allow reports whether k's registration may change at now, and if not,
-// a ResourceExhausted error naming the member.
-func (w *memberWrites) allow(k memberKey, now time.Time, every time.Duration) error {
+func newMemberWrites() *memberWrites { return &memberWrites{b: map[memberKey]bucket{}} }
+
+func (w *memberWrites) refill(k memberKey, now time.Time, every time.Duration) bucket {
+	b, ok := w.b[k]
+	if !ok {
+		return bucket{tokens: memberUpdateBurst, at: now}
+	}
+	if d := now.Sub(b.at); d > 0 && every > 0 {
+		b.tokens = min(memberUpdateBurst, b.tokens+float64(d)/float64(every))
+	}
+	b.at = now
+	return b
+}
+
+// take spends one of k's changes at now, or returns a ResourceExhausted
+// error naming the member and when to retry. A change that is then not
+// written gives it back (refund).
+func (w *memberWrites) take(k memberKey, now time.Time, every time.Duration) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if last, ok := w.last[k]; ok && now.Sub(last) < every {
+	b := w.refill(k, now, every)
+	if b.tokens < 1 {
+		w.b[k] = b
+		wait := time.Duration((1 - b.tokens) * float64(every))
 		return status.Error(codes.ResourceExhausted, fmt.Sprintf(
-			"member %q of cluster %q: its registration changed %s ago; a change is accepted at most every %s (an unchanged registration always is)",
-			k.node, k.cluster, now.Sub(last).Round(time.Millisecond), every))
+			"member %q of cluster %q changes its registration too often (at most %d changes at once, then one every %s); retry in %s (an unchanged registration is always accepted)",
+			k.node, k.cluster, memberUpdateBurst, every, wait.Round(time.Millisecond)))
 	}
+	b.tokens--
+	w.b[k] = b
 	return nil
 }
 
-func (w *memberWrites) wrote(k memberKey, now time.Time) {
+// refund gives back a change taken for a write that did not happen.
+func (w *memberWrites) refund(k memberKey) {
 	w.mu.Lock()
-	w.last[k] = now
-	w.mu.Unlock()
+	defer w.mu.Unlock()
+	if b, ok := w.b[k]; ok {
+		b.tokens = min(memberUpdateBurst, b.tokens+1)
+		w.b[k] = b
+	}
 }

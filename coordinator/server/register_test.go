@@ -75,9 +75,10 @@ func TestRegistrationBounds(t *testing.T) {
 }
 
 // TestMemberUpdateRateLimit: an unchanged re-registration writes nothing
-// to Raft; a changed one is accepted at most once per interval per member
-// (ResourceExhausted naming the member otherwise), except filling in a
-// system identifier not known yet; other members are not held back.
+// to Raft; changes are accepted in a small burst (the registration and two
+// more) and then at most once per interval per member (ResourceExhausted
+// naming the member otherwise), except filling in a system identifier not
+// known yet; other members are not held back.
 func TestMemberUpdateRateLimit(t *testing.T) {
 	s := testServer(t, Options{Barrier: func(time.Duration) error { return nil }})
 	startInmemRaft(t, s)
@@ -102,6 +103,11 @@ func TestMemberUpdateRateLimit(t *testing.T) {
 	_, err := api.Register(ctx, &pgdrv1.RegisterRequest{Member: &pgdrv1.Member{Cluster: "main", Name: "pg-a", Region: "eu-west-1", SystemIdentifier: 42}})
 	if err != nil {
 		t.Fatalf("filling in the system identifier: %v", err)
+	}
+	for i := range memberUpdateBurst - 1 {
+		if err := reg("pg-a", fmt.Sprint("burst", i)); err != nil {
+			t.Fatalf("change %d of the burst: %v", i+1, err)
+		}
 	}
 	idx = lastIndex(s)
 	for i := range 20 {

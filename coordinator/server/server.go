@@ -73,8 +73,8 @@ type Server struct {
 	conns      *peerConns
 	// contacts: which peers this leader's heartbeats reach (membership.go).
 	contacts *contacts
-	// memberWrites rate-limits registration changes (register.go), at most
-	// one per memberUpdateEvery per member.
+	// memberWrites rate-limits registration changes per member
+	// (register.go): a burst, then one per memberUpdateEvery.
 	memberWrites      *memberWrites
 	memberUpdateEvery time.Duration
 
