@@ -404,7 +404,7 @@ cmd_up() {
 
   say "certificates, gossip key, tokens, age identity, signing key, file repository"
   "$LAB/bin/pgdrctl" tls init --dir "$LAB/tls" --coordinators "$(IFS=,; echo "${COORDS[*]}")" \
-    --agents "$(IFS=,; echo "${NODES[*]}")" >/dev/null
+    --agents "$(IFS=,; echo "${NODES[*]}")" --cluster "$CLUSTER" >/dev/null
   (umask 077 && head -c32 /dev/urandom | base64 >"$LAB/gossip.key")
   local admin_secret read_secret
   admin_secret=$(head -c16 /dev/urandom | od -An -tx1 | tr -d ' \n')
@@ -412,6 +412,8 @@ cmd_up() {
   (umask 077 && printf '%s\n' "$admin_secret" >"$LAB/admin.token" && printf '%s\n' "$read_secret" >"$LAB/read.token")
   (umask 077 && cat >"$LAB/tokens.yaml" <<TOK
 # bearer tokens: sha256 of the secrets in admin.token and read.token
+# (the agents use their certificates; an agent token would need
+#  "role: agent, cluster: <cluster>, node: <node>": it acts for that member only)
 - {name: lab-admin, role: admin, sha256: $(printf '%s' "$admin_secret" | sha256sum | cut -d' ' -f1)}
 - {name: lab-read, role: read, sha256: $(printf '%s' "$read_secret" | sha256sum | cut -d' ' -f1)}
 TOK

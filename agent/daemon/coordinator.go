@@ -148,6 +148,7 @@ func (c *coordClient) member() *pgdrv1.Member {
 		Priority:      int32(cfg.Node.Priority),
 	}
 	m.ApiUrl = c.d.apiURL()
+	m.FailsafeKey = c.d.failsafePublicKey()
 	if r := c.d.Latest(); r != nil {
 		m.SystemIdentifier = r.SystemIdentifier
 	}

@@ -8,8 +8,8 @@ package daemon
 // refusal from a reachable leader: that ends failsafe mode, and a refusal
 // naming another primary or a newer epoch fences at once as before), it
 // POSTs a signed failsafe ping every failover.loop to every other member's
-// agent (POST /failsafe on health.listen, reached at the member's
-// advertised API from gossip). A member acknowledges (200) only when it is
+// agent (POST /failsafe on health.listen, reached at the member's API
+// recorded in Raft). A member acknowledges (200) only when it is
 // not the named primary, is not writable (in recovery, stopped or fenced),
 // is not being promoted, and the ping's epoch is not older than the epoch
 // it knows. Acknowledging records "acked at" (monotonic) and makes the
@@ -23,15 +23,27 @@ package daemon
 // every other member recorded in Raft (sent with each granted renewal,
 // with its registered api_url; the latest grant's list replaces the one
 // before) and every agent of the cluster it ever heard of through gossip
-// during this process (dead ones included; a gossip-advertised API wins
-// over the registered one). A member it cannot reach, or whose API it does
-// not know, simply never acknowledges, and the primary fences. So a member
+// during this process (dead ones included; the API recorded in Raft wins
+// over a gossip-advertised one, which is used only for a member Raft has
+// no API for). A member it cannot reach, or whose API it does not know,
+// simply never acknowledges, and the primary fences. So a member
 // the coordinators could promote is always in the set, even one whose
 // agent never joined the primary's gossip view (the coordinators also hold
 // back while any fresh member reports a recent acknowledgement,
 // failover.Decide). Failsafe needs the gossip key (it signs the pings)
 // and at least one other member; without them the primary fences at its
 // lease deadline as before.
+//
+// Acknowledgements are authenticated per member: every agent holds an
+// Ed25519 key (kept beside the agent socket, see failsafeSigner) whose
+// public half it registers in Raft (Member.failsafe_key); each ping
+// carries a random nonce, and the acknowledgement is the member's
+// signature over the cluster, member, primary, epoch and that nonce
+// (failsafeAckMessage). The primary counts it only when it verifies under
+// the key the last granted renewal listed for that member, so neither a
+// bare HTTP 200 from whoever answers at the address, nor a replayed
+// answer, nor a host holding only the (shared) gossip key can acknowledge
+// for a member.
 //
 // The timing argument. Let T be the lease TTL the primary's pings carry
 // (the smaller of its lease_ttl and its last grant's) and M the larger of
@@ -75,8 +87,11 @@ package daemon
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -117,6 +132,42 @@ type FailsafePing struct {
 	// promotion for the larger of it and its own TTL (0: an agent that
 	// does not send it; the member's own TTL then).
 	LeaseTTLMs int64 `json:"lease_ttl_ms,omitempty"`
+	// Nonce: random, fresh for each ping; the acknowledgement signs it.
+	Nonce string `json:"nonce,omitempty"`
+}
+
+// failsafeAnswer is the body of an acknowledgement (200).
+type failsafeAnswer struct {
+	Acknowledged bool   `json:"acknowledged"`
+	Node         string `json:"node"`
+	Primary      string `json:"primary"`
+	Epoch        uint64 `json:"epoch"`
+	// Signature: Ed25519 by the member's failsafe key over
+	// failsafeAckMessage, base64.
+	Signature string `json:"signature"`
+}
+
+// failsafeAckMessage is what a member signs to acknowledge ping p.
+func failsafeAckMessage(node string, p FailsafePing) []byte {
+	return fmt.Appendf(nil, "pgdr failsafe ack v1\ncluster=%s\nnode=%s\nprimary=%s\nepoch=%d\nnonce=%s\n",
+		p.Cluster, node, p.Primary, p.Epoch, p.Nonce)
+}
+
+// verifyFailsafeAck reports whether body (a member's 200 answer) is node's
+// acknowledgement of ping p, signed with key (its registered public key).
+func verifyFailsafeAck(key []byte, node string, p FailsafePing, body []byte) error {
+	if len(key) != ed25519.PublicKeySize {
+		return fmt.Errorf("no failsafe key of %s is recorded in Raft", node)
+	}
+	var a failsafeAnswer
+	if err := json.Unmarshal(body, &a); err != nil {
+		return fmt.Errorf("answer of %s: %w", node, err)
+	}
+	sig, err := base64.StdEncoding.DecodeString(a.Signature)
+	if err != nil || !a.Acknowledged || !ed25519.Verify(ed25519.PublicKey(key), failsafeAckMessage(node, p), sig) {
+		return fmt.Errorf("answer of %s is not signed by its registered failsafe key over this ping's nonce", node)
+	}
+	return nil
 }
 
 // failsafeMaxTTL bounds a ping's lease_ttl_ms (a larger one is refused as
@@ -258,8 +309,10 @@ func decideFailsafe(in failsafeInput) failsafeVerdict {
 type failsafeState struct {
 	mu        sync.Mutex
 	pool      *gossip.Pool
-	known     map[string]string // member → API URL, from gossip
-	recorded  map[string]string // member → API URL, from the last granted renewal (Raft)
+	known     map[string]string  // member → API URL, from gossip
+	recorded  map[string]string  // member → API URL, from the last granted renewal (Raft)
+	keys      map[string][]byte  // member → Ed25519 public key, from the last granted renewal (Raft)
+	signer    ed25519.PrivateKey // this agent's failsafe key (failsafeSigner)
 	tracker   failsafeTracker
 	ack       failsafeAck // this node's latest acknowledgement
 	loaded    bool        // the persisted acknowledgement was read
@@ -332,14 +385,16 @@ func (d *Daemon) failsafeMembers() (names []string, api map[string]string) {
 }
 
 // mergeFailsafeMembers unites the gossip-known and Raft-recorded members;
-// a non-empty gossip-advertised API wins over the recorded one.
+// the API recorded in Raft wins, a gossip-advertised one is used only for
+// a member Raft has none for (whoever gossips an address cannot redirect
+// the pings of a recorded member).
 func mergeFailsafeMembers(gossiped, recorded map[string]string) (names []string, api map[string]string) {
 	api = map[string]string{}
 	for n, a := range recorded {
 		api[n] = a
 	}
 	for n, a := range gossiped {
-		if a != "" || api[n] == "" {
+		if api[n] == "" {
 			api[n] = a
 		}
 	}
@@ -445,12 +500,14 @@ func (d *Daemon) failsafeGranted(sent time.Time, resp *pgdrv1.RenewLeaseResponse
 	d.fs.grantTTL = time.Duration(resp.GetTtlMs()) * time.Millisecond
 	d.fs.grantMargin = time.Duration(resp.GetSafetyMarginMs()) * time.Millisecond
 	rec := make(map[string]string, len(resp.GetMembers()))
+	keys := make(map[string][]byte, len(resp.GetMembers()))
 	for _, m := range resp.GetMembers() {
 		if m.GetName() != "" && m.GetName() != d.cfg.Node.Name {
 			rec[m.GetName()] = m.GetApiUrl()
+			keys[m.GetName()] = m.GetFailsafeKey()
 		}
 	}
-	d.fs.recorded = rec
+	d.fs.recorded, d.fs.keys = rec, keys
 	if d.fs.active {
 		d.log.Info("the primary lease was renewed again; failsafe mode ends", "component", "failsafe")
 		d.fs.active = false
@@ -564,9 +621,15 @@ func (d *Daemon) pingMembers(ctx context.Context, client *http.Client, log *slog
 	}
 	names, api := d.failsafeMembers()
 	ttl, _ := d.failsafeTTL()
+	d.fs.mu.Lock()
+	keys := d.fs.keys
+	d.fs.mu.Unlock()
 	sent := time.Now()
-	body, _ := json.Marshal(FailsafePing{Cluster: d.cfg.Cluster, Primary: d.cfg.Node.Name, Epoch: d.seeEpoch(0), SentAt: sent.UTC(),
-		LeaseTTLMs: ttl.Milliseconds()})
+	nonce := make([]byte, 16)
+	_, _ = rand.Read(nonce)
+	ping := FailsafePing{Cluster: d.cfg.Cluster, Primary: d.cfg.Node.Name, Epoch: d.seeEpoch(0), SentAt: sent.UTC(),
+		LeaseTTLMs: ttl.Milliseconds(), Nonce: hex.EncodeToString(nonce)}
+	body, _ := json.Marshal(ping)
 	sig := SignFailsafe(key, body)
 	pctx, cancel := context.WithTimeout(ctx, max(d.loopInterval(), 200*time.Millisecond))
 	defer cancel()
@@ -595,12 +658,77 @@ func (d *Daemon) pingMembers(ctx context.Context, client *http.Client, log *slog
 				log.Debug("failsafe ping refused", "member", n, "status", resp.StatusCode, "body", strings.TrimSpace(string(msg)))
 				return
 			}
+			if err := verifyFailsafeAck(keys[n], n, ping, msg); err != nil {
+				log.Warn("failsafe: an answer does not count as an acknowledgement", "member", n, "api", api[n], "err", err)
+				return
+			}
 			d.fs.mu.Lock()
 			d.fs.tracker.acked(n, sent)
 			d.fs.mu.Unlock()
 		}()
 	}
 	wg.Wait()
+}
+
+// failsafeKeyPath keeps this agent's failsafe signing key (an Ed25519
+// seed, hex, 0600) across restarts, beside the acknowledgement: a restart
+// while the coordinators are unreachable must not change the key the
+// primary knows from Raft.
+func (d *Daemon) failsafeKeyPath() string {
+	if d.cfg.Agent.Socket == "" {
+		return ""
+	}
+	return d.cfg.Agent.Socket + ".failsafe-key"
+}
+
+// failsafeSigner returns this agent's failsafe key: read from
+// failsafeKeyPath, or created there (or only in memory without a socket
+// path) on first use.
+func (d *Daemon) failsafeSigner() (ed25519.PrivateKey, error) {
+	d.fs.mu.Lock()
+	defer d.fs.mu.Unlock()
+	if d.fs.signer != nil {
+		return d.fs.signer, nil
+	}
+	path := d.failsafeKeyPath()
+	if path != "" {
+		if b, err := os.ReadFile(path); err == nil {
+			seed, err := hex.DecodeString(strings.TrimSpace(string(b)))
+			if err != nil || len(seed) != ed25519.SeedSize {
+				return nil, fmt.Errorf("failsafe key %s: not a hex Ed25519 seed; remove it to make a new one", path)
+			}
+			d.fs.signer = ed25519.NewKeyFromSeed(seed)
+			return d.fs.signer, nil
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("failsafe key: %w", err)
+		}
+	}
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("failsafe key: %w", err)
+	}
+	if path != "" {
+		tmp := path + ".tmp"
+		if err := os.WriteFile(tmp, []byte(hex.EncodeToString(priv.Seed())+"\n"), 0o600); err != nil {
+			return nil, fmt.Errorf("failsafe key: %w", err)
+		}
+		if err := os.Rename(tmp, path); err != nil {
+			return nil, fmt.Errorf("failsafe key: %w", err)
+		}
+	}
+	d.fs.signer = priv
+	return priv, nil
+}
+
+// failsafePublicKey is the public half of the failsafe key, registered in
+// Raft; nil (acknowledgements will not count) when it cannot be had.
+func (d *Daemon) failsafePublicKey() []byte {
+	k, err := d.failsafeSigner()
+	if err != nil {
+		d.log.Warn("failsafe: no signing key; this member's acknowledgements will not count", "err", err)
+		return nil
+	}
+	return []byte(k.Public().(ed25519.PublicKey))
 }
 
 // ackPath keeps the latest acknowledgement across agent restarts.
@@ -749,8 +877,15 @@ func (d *Daemon) serveFailsafe(w http.ResponseWriter, req *http.Request) {
 			os.Rename(tmp, path)
 		}
 	}
+	signer, err := d.failsafeSigner()
+	if err != nil {
+		// Unsigned, the answer would not count; say why instead.
+		http.Error(w, "acknowledged, but cannot sign: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
 	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(map[string]any{"acknowledged": true, "node": d.cfg.Node.Name, "primary": p.Primary, "epoch": p.Epoch})
+	json.NewEncoder(w).Encode(failsafeAnswer{Acknowledged: true, Node: d.cfg.Node.Name, Primary: p.Primary, Epoch: p.Epoch,
+		Signature: base64.StdEncoding.EncodeToString(ed25519.Sign(signer, failsafeAckMessage(d.cfg.Node.Name, p)))})
 }
 
 // annotateFailsafe puts the failsafe fields into a fresh report.

@@ -2,14 +2,18 @@ package daemon
 
 import (
 	"bytes"
+	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -275,7 +279,8 @@ func TestFailsafeMembersFromRaftAndGossip(t *testing.T) {
 	if got := strings.Join(names, ","); got != "pg-a2,pg-b1,pg-noapi,pg-old" {
 		t.Fatalf("members %s", got)
 	}
-	for n, want := range map[string]string{"pg-a2": "http://127.0.0.1:2", "pg-b1": "http://127.0.0.1:3", "pg-old": "http://127.0.0.1:4", "pg-noapi": ""} {
+	// The API recorded in Raft wins over a different gossip-advertised one.
+	for n, want := range map[string]string{"pg-a2": "http://10.0.0.2:1", "pg-b1": "http://127.0.0.1:3", "pg-old": "http://127.0.0.1:4", "pg-noapi": ""} {
 		if api[n] != want {
 			t.Errorf("%s: api %q, want %q", n, api[n], want)
 		}
@@ -364,5 +369,121 @@ func TestFailsafeMismatchedTTL(t *testing.T) {
 	p.failsafeGranted(time.Now(), &pgdrv1.RenewLeaseResponse{Granted: true, TtlMs: 5000, SafetyMarginMs: 2000})
 	if ttl, w := p.failsafeTTL(); ttl != 5*time.Second || w != 3*time.Second {
 		t.Fatalf("primary with lease_ttl 10s granted 5s/2s: ttl %s window %s, want 5s and 3s", ttl, w)
+	}
+}
+
+// TestFailsafeAckAuthenticated: the primary counts an acknowledgement only
+// when the member signed it, over the ping's nonce, with the key the
+// member registered in Raft; a forged 200, a replayed genuine answer and
+// an answer signed with another key do not count; and pings go to the
+// API recorded in Raft, not to a different one advertised over gossip.
+func TestFailsafeAckAuthenticated(t *testing.T) {
+	dirP, dirM := t.TempDir(), t.TempDir()
+	primary, _ := failsafeDaemon(t, dirP)
+	primary.cfg.Node.Name = "pg-a1"
+	primary.seeEpoch(3)
+	gk, err := os.ReadFile(filepath.Join(dirP, "gossip.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dirM, "gossip.key"), gk, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	member, _ := failsafeDaemon(t, dirM) // pg-a2, sharing the gossip key
+	member.latest = &pgdrv1.HealthReport{Cluster: "main", Node: "pg-a2", Time: timestamppb.Now(), PostmasterAlive: true, Connectable: true, InRecovery: true}
+	member.seeEpoch(3)
+	real := httptest.NewServer(member.Handler())
+	defer real.Close()
+
+	var forgedHits atomic.Int32
+	var replay atomic.Value // a genuine answer to replay
+	replay.Store(`{"acknowledged":true,"node":"pg-a2"}`)
+	forged := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		forgedHits.Add(1)
+		io.WriteString(w, replay.Load().(string))
+	}))
+	defer forged.Close()
+
+	log := slog.New(slog.DiscardHandler)
+	ackedSince := func(t0 time.Time) bool {
+		primary.fs.mu.Lock()
+		defer primary.fs.mu.Unlock()
+		return !primary.fs.tracker.acks["pg-a2"].Before(t0)
+	}
+	ping := func() time.Time {
+		t0 := time.Now()
+		primary.pingMembers(context.Background(), &http.Client{Timeout: 5 * time.Second}, log)
+		return t0
+	}
+
+	// A gossip-advertised API different from Raft's is not used.
+	primary.failsafeGranted(time.Now(), &pgdrv1.RenewLeaseResponse{Granted: true, Members: []*pgdrv1.FailsafeMember{{Name: "pg-a2", ApiUrl: real.URL}}})
+	primary.fs.mu.Lock()
+	primary.fs.known = map[string]string{"pg-a2": forged.URL}
+	primary.fs.mu.Unlock()
+	if _, api := primary.failsafeMembers(); api["pg-a2"] != real.URL {
+		t.Errorf("pg-a2 reached at %q; want the API recorded in Raft %q, not gossip's", api["pg-a2"], real.URL)
+	}
+	ping()
+	if n := forgedHits.Load(); n != 0 {
+		t.Errorf("the gossip-advertised address was pinged %d times", n)
+	}
+	primary.fs.mu.Lock()
+	primary.fs.known = nil
+	primary.fs.mu.Unlock()
+
+	// Any HTTP 200 from whoever answers at the recorded address: not an
+	// acknowledgement.
+	primary.failsafeGranted(time.Now(), &pgdrv1.RenewLeaseResponse{Granted: true, Members: []*pgdrv1.FailsafeMember{{Name: "pg-a2", ApiUrl: forged.URL}}})
+	if t0 := ping(); ackedSince(t0) {
+		t.Errorf("a forged 200 without a valid signature counted as pg-a2's acknowledgement")
+	}
+
+	// The genuine member, with the key it registers: counted.
+	memberKey := member.failsafePublicKey()
+	if len(memberKey) != ed25519.PublicKeySize {
+		t.Fatalf("member key: %d bytes", len(memberKey))
+	}
+	var genuine atomic.Value
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		req, _ := http.NewRequest(http.MethodPost, real.URL+r.URL.Path, r.Body)
+		req.Header = r.Header.Clone()
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		genuine.Store(string(b))
+		w.WriteHeader(resp.StatusCode)
+		w.Write(b)
+	}))
+	defer proxy.Close()
+	primary.failsafeGranted(time.Now(), &pgdrv1.RenewLeaseResponse{Granted: true, Members: []*pgdrv1.FailsafeMember{{Name: "pg-a2", ApiUrl: proxy.URL, FailsafeKey: memberKey}}})
+	if t0 := ping(); !ackedSince(t0) {
+		t.Fatalf("the genuine member's signed acknowledgement did not count")
+	}
+	// Its answer replayed to a later ping (another nonce): not counted.
+	replay.Store(genuine.Load().(string))
+	primary.failsafeGranted(time.Now(), &pgdrv1.RenewLeaseResponse{Granted: true, Members: []*pgdrv1.FailsafeMember{{Name: "pg-a2", ApiUrl: forged.URL, FailsafeKey: memberKey}}})
+	if t0 := ping(); ackedSince(t0) {
+		t.Errorf("a replayed genuine acknowledgement counted for a new ping")
+	}
+	// Signed with a key other than the one recorded in Raft: not counted.
+	other, _, _ := ed25519.GenerateKey(nil)
+	primary.failsafeGranted(time.Now(), &pgdrv1.RenewLeaseResponse{Granted: true, Members: []*pgdrv1.FailsafeMember{{Name: "pg-a2", ApiUrl: real.URL, FailsafeKey: other}}})
+	if t0 := ping(); ackedSince(t0) {
+		t.Errorf("an acknowledgement signed with a key other than the recorded one counted")
+	}
+	// No key recorded (an agent that registered none): not counted.
+	primary.failsafeGranted(time.Now(), &pgdrv1.RenewLeaseResponse{Granted: true, Members: []*pgdrv1.FailsafeMember{{Name: "pg-a2", ApiUrl: real.URL}}})
+	if t0 := ping(); ackedSince(t0) {
+		t.Errorf("an acknowledgement counted without a key recorded in Raft")
+	}
+	// The key survives an agent restart (it is kept beside the socket).
+	again, _ := failsafeDaemon(t, dirM)
+	if !bytes.Equal(again.failsafePublicKey(), memberKey) {
+		t.Errorf("the failsafe key changed across a restart")
 	}
 }

@@ -313,17 +313,23 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// Token is one bearer token, stored as the hex SHA-256 of the secret.
+// Token is one bearer token, stored as the hex SHA-256 of the secret. An
+// agent token is bound to one node of one cluster (Cluster, Node, both
+// required for role agent and refused for the other roles): it acts for
+// that member only.
 type Token struct {
-	Name   string `yaml:"name"`
-	Role   string `yaml:"role"`
-	SHA256 string `yaml:"sha256"`
+	Name    string `yaml:"name"`
+	Role    string `yaml:"role"`
+	Cluster string `yaml:"cluster"`
+	Node    string `yaml:"node"`
+	SHA256  string `yaml:"sha256"`
 }
 
 // Tokens is a loaded tokens file.
 type Tokens struct{ list []Token }
 
-// LoadTokens reads a tokens file: a YAML list of {name, role, sha256}.
+// LoadTokens reads a tokens file: a YAML list of {name, role, sha256},
+// plus {cluster, node} for role agent.
 func LoadTokens(path string) (*Tokens, error) {
 	if path == "" {
 		return &Tokens{}, nil
@@ -343,6 +349,18 @@ func LoadTokens(path string) (*Tokens, error) {
 		}
 		if !tlsutil.ValidRole(t.Role) {
 			return nil, fmt.Errorf("%s.role: %q is not read, admin, agent or coordinator", f, t.Role)
+		}
+		if t.Role == tlsutil.RoleAgent {
+			for _, v := range []struct{ field, val string }{{"cluster", t.Cluster}, {"node", t.Node}} {
+				if v.val == "" {
+					return nil, fmt.Errorf("%s.%s: required for role agent (an agent token acts for one node of one cluster)", f, v.field)
+				}
+				if !nameRE.MatchString(v.val) {
+					return nil, fmt.Errorf("%s.%s: %q is not a valid name (letters, digits, '.', '_', '-'; at most 63)", f, v.field, v.val)
+				}
+			}
+		} else if t.Cluster != "" || t.Node != "" {
+			return nil, fmt.Errorf("%s: cluster and node bind agent tokens only; role %s acts for no node", f, t.Role)
 		}
 		if b, err := hex.DecodeString(t.SHA256); err != nil || len(b) != sha256.Size {
 			return nil, fmt.Errorf("%s.sha256: want 64 hex digits (sha256sum of the token)", f)

@@ -74,11 +74,28 @@ func TestTokens(t *testing.T) {
 	if _, ok := tk.Lookup("wrong"); ok {
 		t.Fatal("wrong secret matched")
 	}
-	for _, bad := range []string{"- {name: x, role: root, sha256: " + HashToken("a") + "}\n", "- {name: x, role: read, sha256: abc}\n", "- {role: read, sha256: " + HashToken("a") + "}\n"} {
-		os.WriteFile(p, []byte(bad), 0o600)
-		if _, err := LoadTokens(p); err == nil {
-			t.Errorf("accepted %q", bad)
+	for _, bad := range []struct{ yaml, field string }{
+		{"- {name: x, role: root, sha256: " + HashToken("a") + "}\n", "role"},
+		{"- {name: x, role: read, sha256: abc}\n", "sha256"},
+		{"- {role: read, sha256: " + HashToken("a") + "}\n", "name"},
+		// Agent tokens are bound to one node of one cluster.
+		{"- {name: x, role: agent, sha256: " + HashToken("a") + "}\n", "cluster"},
+		{"- {name: x, role: agent, cluster: main, sha256: " + HashToken("a") + "}\n", "node"},
+		{"- {name: x, role: agent, cluster: 'a b', node: pg-a, sha256: " + HashToken("a") + "}\n", "cluster"},
+		{"- {name: x, role: agent, cluster: main, node: ../x, sha256: " + HashToken("a") + "}\n", "node"},
+		{"- {name: x, role: admin, node: pg-a, sha256: " + HashToken("a") + "}\n", "agent tokens only"},
+	} {
+		os.WriteFile(p, []byte(bad.yaml), 0o600)
+		if _, err := LoadTokens(p); err == nil || !strings.Contains(err.Error(), bad.field) {
+			t.Errorf("%q: %v; want an error naming %s", bad.yaml, err, bad.field)
 		}
+	}
+	os.WriteFile(p, []byte("- {name: a1, role: agent, cluster: main, node: pg-a, sha256: "+HashToken("agent-secret")+"}\n"), 0o600)
+	if tk, err = LoadTokens(p); err != nil {
+		t.Fatal(err)
+	}
+	if tok, ok := tk.Lookup("agent-secret"); !ok || tok.Cluster != "main" || tok.Node != "pg-a" {
+		t.Fatalf("agent token lookup: %+v %v", tok, ok)
 	}
 }
 

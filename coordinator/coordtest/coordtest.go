@@ -42,7 +42,8 @@ func CtlBinary(t testing.TB) string {
 // Options shape a test cluster.
 type Options struct {
 	N int // coordinators (default 3)
-	// Agents: node names to issue agent certificates for.
+	// Agents: node names of cluster "main" to issue agent certificates and
+	// agent tokens for (see Cluster.AgentTokens).
 	Agents []string
 	// Extra is YAML appended to every coordinator's configuration.
 	Extra string
@@ -68,10 +69,13 @@ type Cluster struct {
 	CertDir string
 	KeyFile string
 	Nodes   []*Node
-	Tokens  map[string]string // role → secret
-	bin     string
-	mu      sync.Mutex
-	conns   []*grpc.ClientConn
+	Tokens  map[string]string // role → secret (read and admin)
+	// AgentTokens: node → the secret of an agent token bound to that node
+	// of cluster "main" (one per Options.Agents).
+	AgentTokens map[string]string
+	bin         string
+	mu          sync.Mutex
+	conns       []*grpc.ClientConn
 }
 
 // Start creates and starts a cluster and waits for a leader.
@@ -80,13 +84,13 @@ func Start(t testing.TB, o Options) *Cluster {
 	if o.N == 0 {
 		o.N = 3
 	}
-	c := &Cluster{t: t, Dir: t.TempDir(), bin: Binary(t), Tokens: map[string]string{}}
+	c := &Cluster{t: t, Dir: t.TempDir(), bin: Binary(t), Tokens: map[string]string{}, AgentTokens: map[string]string{}}
 	c.CertDir = filepath.Join(c.Dir, "tls")
 	var names []string
 	for i := 1; i <= o.N; i++ {
 		names = append(names, fmt.Sprintf("c%d", i))
 	}
-	if err := tlsutil.DevInit(c.CertDir, append(names, "c-extra", "c-bad"), o.Agents, false); err != nil {
+	if err := tlsutil.DevInit(c.CertDir, append(names, "c-extra", "c-bad"), o.Agents, "main", false); err != nil {
 		t.Fatal(err)
 	}
 	key, err := gossip.GenerateKey()
@@ -96,10 +100,15 @@ func Start(t testing.TB, o Options) *Cluster {
 	c.KeyFile = filepath.Join(c.Dir, "gossip.key")
 	must(t, os.WriteFile(c.KeyFile, []byte(key+"\n"), 0o600))
 	var tokens strings.Builder
-	for _, role := range []string{tlsutil.RoleRead, tlsutil.RoleAdmin, tlsutil.RoleAgent} {
+	for _, role := range []string{tlsutil.RoleRead, tlsutil.RoleAdmin} {
 		secret := randHex(t)
 		c.Tokens[role] = secret
 		fmt.Fprintf(&tokens, "- {name: %s-token, role: %s, sha256: %s}\n", role, role, config.HashToken(secret))
+	}
+	for _, n := range o.Agents {
+		secret := randHex(t)
+		c.AgentTokens[n] = secret
+		fmt.Fprintf(&tokens, "- {name: %s-token, role: agent, cluster: main, node: %s, sha256: %s}\n", n, n, config.HashToken(secret))
 	}
 	must(t, os.WriteFile(filepath.Join(c.Dir, "tokens.yaml"), []byte(tokens.String()), 0o600))
 	for _, n := range names {

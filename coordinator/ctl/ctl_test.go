@@ -1,7 +1,9 @@
 package ctl
 
 import (
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"net"
 	"os"
@@ -16,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/pgdr/pgdr/coordinator/outcome"
+	"github.com/pgdr/pgdr/pkg/tlsutil"
 )
 
 func TestStatusJSONShapeAndValues(t *testing.T) {
@@ -388,9 +391,20 @@ func TestTLSInit(t *testing.T) {
 	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "pki")
 	l := &lab{env: map[string]string{}}
-	code, out, errOut := l.run(t, "tls", "init", "--dir", dir, "--coordinators", "c1,c2,c3", "--agents", "pg-a1,pg-b1")
+	code, _, errOut := l.run(t, "tls", "init", "--dir", dir, "--coordinators", "c1,c2,c3", "--agents", "pg-a1,pg-b1")
+	if code != ExitUsage || !strings.Contains(errOut, "--cluster is required") {
+		t.Fatalf("agents without --cluster: exit %d stderr %q", code, errOut)
+	}
+	code, out, errOut := l.run(t, "tls", "init", "--dir", dir, "--coordinators", "c1,c2,c3", "--agents", "pg-a1,pg-b1", "--cluster", "main")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	if pemData, err := os.ReadFile(filepath.Join(dir, "pg-a1.crt")); err != nil {
+		t.Error(err)
+	} else if b, _ := pem.Decode(pemData); b == nil {
+		t.Error("pg-a1.crt holds no PEM block")
+	} else if cert, err := x509.ParseCertificate(b.Bytes); err != nil || tlsutil.Cluster(cert) != "main" || tlsutil.Role(cert) != tlsutil.RoleAgent {
+		t.Errorf("pg-a1.crt: err %v, cluster %q; want an agent certificate of cluster main", err, tlsutil.Cluster(cert))
 	}
 	for _, n := range []string{"ca", "c1", "c2", "c3", "pg-a1", "pg-b1", "admin", "reader"} {
 		for _, ext := range []string{".crt", ".key"} {
@@ -420,7 +434,7 @@ func TestTLSInit(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &v); code != 0 || err != nil || string(before) == string(after) || len(v.Files) != 8 {
 		t.Errorf("init --force: exit %d err %v files %v", code, err, v.Files)
 	}
-	if code, _, errOut = l.run(t, "tls", "init", "--dir", dir, "--agents", "ca", "--force"); code != ExitUsage || !strings.Contains(errOut, `"ca" is already used`) {
+	if code, _, errOut = l.run(t, "tls", "init", "--dir", dir, "--agents", "ca", "--cluster", "main", "--force"); code != ExitUsage || !strings.Contains(errOut, `"ca" is already used`) {
 		t.Errorf("agent named ca: exit %d stderr %q", code, errOut)
 	}
 }

@@ -184,7 +184,7 @@ type lab struct {
 func newLab(t *testing.T) *lab {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "pki")
-	if err := tlsutil.DevInit(dir, []string{"c1"}, nil, false); err != nil {
+	if err := tlsutil.DevInit(dir, []string{"c1"}, nil, "", false); err != nil {
 		t.Fatal(err)
 	}
 	return &lab{dir: dir, env: map[string]string{"PGDR_CA": filepath.Join(dir, "ca.crt")}}

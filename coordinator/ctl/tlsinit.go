@@ -4,10 +4,13 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"regexp"
 	"strings"
 
 	"github.com/pgdr/pgdr/pkg/tlsutil"
 )
+
+var clusterNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 
 // TLSInitJSON is what `tls init --json` prints.
 type TLSInitJSON struct {
@@ -15,7 +18,7 @@ type TLSInitJSON struct {
 	Files []string `json:"files"`
 }
 
-const tlsUsage = `Usage: pgdrctl tls init --dir D --coordinators c1,c2,c3 --agents a1,a2 [--force]
+const tlsUsage = `Usage: pgdrctl tls init --dir D --coordinators c1,c2,c3 --agents a1,a2 --cluster C [--force]
 
 Run 'pgdrctl tls init --help' for its flags.
 `
@@ -36,15 +39,19 @@ func cmdTLS(ctx context.Context, e env, _ *connFlags, args []string) error {
 }
 
 func tlsInit(_ context.Context, e env, args []string) error {
-	f := newCmdFlags(e, "tls init", "tls init --dir D --coordinators c1,c2,c3 --agents a1,a2 [--force] [--json]",
+	f := newCmdFlags(e, "tls init", "tls init --dir D --coordinators c1,c2,c3 --agents a1,a2 --cluster C [--force] [--json]",
 		`Creates a development CA and certificates for a lab or demo, valid for
 127.0.0.1 and localhost: one per coordinator (role coordinator), one per agent
-(role agent), plus admin (role admin) and reader (role read) for pgdrctl.
-Keys are written with mode 0600. Needs no server. Not for production: use
-your own PKI there, with the role as the certificate's first OU.`, nil)
+(role agent, bound to its node and to --cluster), plus admin (role admin) and
+reader (role read) for pgdrctl. Keys are written with mode 0600. Needs no
+server. Not for production: use your own PKI there, with the role as the
+certificate's first OU and, for an agent, the node name as CN and the URI
+SAN urn:pgdr:cluster:<cluster>. An agent certificate acts for that one node
+of that one cluster only.`, nil)
 	dir := f.String("dir", "", "directory to write into (created 0700; required)")
 	coords := f.String("coordinators", "", "coordinator names, comma-separated")
 	agents := f.String("agents", "", "agent (node) names, comma-separated")
+	cluster := f.String("cluster", "", "the cluster the --agents belong to (required with --agents)")
 	force := f.Bool("force", false, "replace an existing CA and certificates in --dir")
 	if _, err := f.parse(args, 0); err != nil {
 		return err
@@ -61,11 +68,17 @@ your own PKI there, with the role as the certificate's first OU.`, nil)
 	if err != nil {
 		return err
 	}
+	if len(an) > 0 && *cluster == "" {
+		return usagef("--cluster is required with --agents: an agent certificate acts for its node of one cluster only")
+	}
+	if *cluster != "" && !clusterNameRE.MatchString(*cluster) {
+		return usagef("--cluster: %q is not a valid name (letters, digits, '.', '_', '-'; at most 63)", *cluster)
+	}
 	abs, err := filepath.Abs(*dir)
 	if err != nil {
 		return fmt.Errorf("--dir: %w", err)
 	}
-	if err := tlsutil.DevInit(abs, cn, an, *force); err != nil {
+	if err := tlsutil.DevInit(abs, cn, an, *cluster, *force); err != nil {
 		return err
 	}
 	v := TLSInitJSON{Dir: abs, Files: []string{}}

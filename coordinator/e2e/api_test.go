@@ -76,6 +76,16 @@ func TestAPIAuthValidationGossipAndMembership(t *testing.T) {
 		wantCode(t, "status with agent certificate", err, codes.PermissionDenied, "")
 		_, err = pgdrv1.NewAgentServiceClient(agentConn).Register(ctx, &pgdrv1.RegisterRequest{Member: &pgdrv1.Member{Cluster: "main", Name: "pg-y", Region: "r"}})
 		wantCode(t, "agent registering another node", err, codes.PermissionDenied, "pg-y")
+		// ... nor for its own node name in another cluster, by certificate
+		// or by its bound token.
+		_, err = pgdrv1.NewAgentServiceClient(agentConn).Register(ctx, &pgdrv1.RegisterRequest{Member: &pgdrv1.Member{Cluster: "other", Name: "pg-x", Region: "r"}})
+		wantCode(t, "agent registering in another cluster", err, codes.PermissionDenied, "other")
+		anonAgent := pgdrv1.NewAgentServiceClient(c.Conn(leader, ""))
+		tokCtx := coordtest.WithToken(ctx, c.AgentTokens["pg-x"])
+		_, err = anonAgent.Register(tokCtx, &pgdrv1.RegisterRequest{Member: &pgdrv1.Member{Cluster: "main", Name: "pg-seed", Region: "r", Dsn: "host=attacker"}})
+		wantCode(t, "agent token registering another node", err, codes.PermissionDenied, "pg-seed")
+		_, err = anonAgent.RenewLease(tokCtx, &pgdrv1.RenewLeaseRequest{Cluster: "main", Node: "pg-seed", Epoch: 1})
+		wantCode(t, "agent token renewing another node's lease", err, codes.PermissionDenied, "pg-seed")
 		// Admin role may not pose as an agent.
 		_, err = pgdrv1.NewAgentServiceClient(c.Conn(leader, "admin")).Register(ctx, &pgdrv1.RegisterRequest{Member: &pgdrv1.Member{Cluster: "main", Name: "pg-x", Region: "r"}})
 		wantCode(t, "admin calling the agent API", err, codes.PermissionDenied, "agent")
@@ -91,7 +101,7 @@ func TestAPIAuthValidationGossipAndMembership(t *testing.T) {
 			t.Fatal("plaintext call succeeded")
 		}
 		otherCA := t.TempDir()
-		if err := tlsutil.DevInit(otherCA, nil, nil, false); err != nil {
+		if err := tlsutil.DevInit(otherCA, nil, nil, "", false); err != nil {
 			t.Fatal(err)
 		}
 		tc, err := tlsutil.ClientConfig(tlsutil.Files{CA: filepath.Join(c.CertDir, "ca.crt"),
@@ -128,6 +138,12 @@ func TestAPIAuthValidationGossipAndMembership(t *testing.T) {
 		wantCode(t, "register without member", err, codes.InvalidArgument, "member")
 		_, err = agent.Register(ctx, &pgdrv1.RegisterRequest{Member: &pgdrv1.Member{Cluster: "main", Name: "pg-x"}})
 		wantCode(t, "register without region", err, codes.InvalidArgument, "member.region")
+		tags := make([]string, 60000)
+		for i := range tags {
+			tags[i] = fmt.Sprint("t", i)
+		}
+		_, err = agent.Register(ctx, &pgdrv1.RegisterRequest{Member: &pgdrv1.Member{Cluster: "main", Name: "pg-x", Region: "r", Tags: tags}})
+		wantCode(t, "register with 60,000 tags", err, codes.InvalidArgument, "member.tags")
 		stream, err := agent.Report(ctx)
 		if err != nil {
 			t.Fatal(err)

@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"slices"
@@ -120,6 +121,9 @@ func memberChanges(old, m *pgdrv1.Member) []string {
 	}
 	if old.GetSystemIdentifier() != m.GetSystemIdentifier() {
 		changed = append(changed, "system_identifier")
+	}
+	if !bytes.Equal(old.GetFailsafeKey(), m.GetFailsafeKey()) {
+		changed = append(changed, "failsafe_key")
 	}
 	return changed
 }

@@ -20,9 +20,10 @@ const DefaultHistoryLimit = 10000
 
 // Options tunes an FSM. The zero value is valid.
 type Options struct {
-	// HistoryLimit is how many of the newest history events the State keeps;
-	// older ones are dropped after each apply. Seq keeps increasing without
-	// gaps regardless. Zero or negative means DefaultHistoryLimit.
+	// HistoryLimit is how many history events the State keeps; the excess
+	// is dropped after each apply, routine member registrations and updates
+	// before decisions (see trimHistory). Seq keeps increasing regardless.
+	// Zero or negative means DefaultHistoryLimit.
 	HistoryLimit int
 }
 
@@ -112,14 +113,44 @@ func (f *FSM) Apply(l *raft.Log) interface{} {
 	return &pgdrv1.ApplyResult{Ok: true, Index: l.Index}
 }
 
-// trimHistory drops the oldest events beyond the limit. The dropped slots
-// are cleared so the backing array does not pin them until it is regrown.
+// trimHistory drops events beyond the limit: the oldest routine events
+// (member registrations and updates, which agents cause at will) first,
+// and the oldest decisions (primary changes, pauses, failover intents,
+// steps and results, policy and coordinator changes) only when decisions
+// alone exceed the limit, so that noise never evicts a decision. Order is
+// kept. The dropped slots are cleared so the backing array does not pin
+// them until it is regrown.
 func (f *FSM) trimHistory() {
 	h := f.state.History
-	if drop := len(h) - f.historyLimit; drop > 0 {
-		clear(h[:drop])
-		f.state.History = h[drop:]
+	drop := len(h) - f.historyLimit
+	if drop <= 0 {
+		return
 	}
+	out := h[:0]
+	for _, ev := range h {
+		if drop > 0 && RoutineEvent(ev) {
+			drop--
+			continue
+		}
+		out = append(out, ev)
+	}
+	clear(h[len(out):])
+	if drop > 0 {
+		clear(out[:drop])
+		out = out[drop:]
+	}
+	f.state.History = out
+}
+
+// RoutineEvent reports whether ev is routine (a member registered or
+// updated) rather than a decision; routine events are evicted from the
+// history first.
+func RoutineEvent(ev *pgdrv1.HistoryEvent) bool {
+	switch ev.GetKind() {
+	case KindMemberRegistered, KindMemberUpdated:
+		return true
+	}
+	return false
 }
 
 // State returns a deep copy of the whole State.
@@ -217,7 +248,7 @@ func (f *FSM) Peers(cluster, node string) []*pgdrv1.FailsafeMember {
 	f.Read(func(st *pgdrv1.State) {
 		for name, m := range st.Clusters[cluster].GetMembers() {
 			if name != node {
-				out = append(out, &pgdrv1.FailsafeMember{Name: name, ApiUrl: m.GetApiUrl()})
+				out = append(out, &pgdrv1.FailsafeMember{Name: name, ApiUrl: m.GetApiUrl(), FailsafeKey: slices.Clone(m.GetFailsafeKey())})
 			}
 		}
 	})

@@ -886,3 +886,51 @@ func TestRecordPrimaryLSN(t *testing.T) {
 		t.Fatalf("after restore: primary last LSN %d at epoch %d, want %d at 2", c.PrimaryLastLsn, c.PrimaryLastLsnEpoch, 500<<20)
 	}
 }
+
+// TestHistoryCompactionKeepsDecisions: routine member registrations and
+// updates are evicted before decisions (primary changes, pauses, failover
+// intents, steps and results), so 20,000 routine events arriving after a
+// failover leave every decision of that failover in the history, and the
+// history stays within its bound.
+func TestHistoryCompactionKeepsDecisions(t *testing.T) {
+	h := newHarness(t, Options{})
+	for _, n := range []string{"pg-a", "pg-b"} {
+		h.mustApply(tRegister, &pgdrv1.RegisterMember{Member: &pgdrv1.Member{Cluster: "main", Name: n, Region: "r"}})
+	}
+	h.mustApply(tPrimary, &pgdrv1.SetPrimary{Cluster: "main", Name: "pg-a"})
+	h.mustApply(tPaused, &pgdrv1.SetPaused{Cluster: "main", Paused: true, Reason: "maintenance"})
+	h.mustApply(tPaused, &pgdrv1.SetPaused{Cluster: "main", Paused: false})
+	for _, k := range []string{"failover-intent", "failover-step", "failover-result"} {
+		h.mustApply(tRecordEvnt, &pgdrv1.RecordEvent{Event: &pgdrv1.HistoryEvent{Kind: k, Cluster: "main", Node: "pg-b", Message: k}})
+	}
+	h.mustApply(tPrimary, &pgdrv1.SetPrimary{Cluster: "main", Name: "pg-b", ExpectedEpoch: 1})
+	var decisions []uint64
+	for _, ev := range h.f.State().History {
+		if ev.GetKind() != KindMemberRegistered {
+			decisions = append(decisions, ev.GetSeq())
+		}
+	}
+	if len(decisions) != 7 {
+		t.Fatalf("%d decisions recorded, want 7", len(decisions))
+	}
+	for i := range 20000 {
+		h.mustApply(tRegister, &pgdrv1.RegisterMember{Member: &pgdrv1.Member{Cluster: "main", Name: "pg-c", Region: "r",
+			Tags: []string{fmt.Sprint("t", i)}}})
+	}
+	st := h.f.State()
+	if len(st.History) > DefaultHistoryLimit {
+		t.Fatalf("history holds %d events, more than the limit %d", len(st.History), DefaultHistoryLimit)
+	}
+	kept := map[uint64]bool{}
+	for _, ev := range st.History {
+		kept[ev.GetSeq()] = true
+	}
+	for _, seq := range decisions {
+		if !kept[seq] {
+			t.Errorf("decision seq %d was evicted by routine member updates", seq)
+		}
+	}
+	if last := st.History[len(st.History)-1]; last.GetKind() != KindMemberUpdated {
+		t.Errorf("newest event is %s, want the latest member update", last.GetKind())
+	}
+}

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -16,7 +17,6 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/pgdr/pgdr/pkg/conninfo"
 	"github.com/pgdr/pgdr/pkg/tlsutil"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
@@ -30,12 +30,19 @@ type hub struct {
 	mu      sync.Mutex
 	streams map[memberKey]chan *pgdrv1.AgentCommand
 	results map[memberKey]*pgdrv1.CommandResult
-	waiters map[string]chan *pgdrv1.CommandResult
+	waiters map[string]waiter
+}
+
+// waiter waits for the result of a command sent to member k: only k's
+// result completes it.
+type waiter struct {
+	k  memberKey
+	ch chan *pgdrv1.CommandResult
 }
 
 func newHub() *hub {
 	return &hub{streams: map[memberKey]chan *pgdrv1.AgentCommand{}, results: map[memberKey]*pgdrv1.CommandResult{},
-		waiters: map[string]chan *pgdrv1.CommandResult{}}
+		waiters: map[string]waiter{}}
 }
 
 // call sends a command and waits for its result, ctx's end or the member
@@ -44,7 +51,7 @@ func newHub() *hub {
 func (h *hub) call(ctx context.Context, k memberKey, c *pgdrv1.AgentCommand) (*pgdrv1.CommandResult, error) {
 	ch := make(chan *pgdrv1.CommandResult, 1)
 	h.mu.Lock()
-	h.waiters[c.Id] = ch
+	h.waiters[c.Id] = waiter{k: k, ch: ch}
 	h.mu.Unlock()
 	defer func() {
 		h.mu.Lock()
@@ -118,13 +125,14 @@ func (h *hub) send(k memberKey, c *pgdrv1.AgentCommand) bool {
 }
 
 func (h *hub) complete(r *pgdrv1.CommandResult) {
+	k := memberKey{r.Cluster, r.Node}
 	h.mu.Lock()
-	h.results[memberKey{r.Cluster, r.Node}] = r
-	ch := h.waiters[r.Id]
+	h.results[k] = r
+	w, ok := h.waiters[r.Id]
 	h.mu.Unlock()
-	if ch != nil {
+	if ok && w.k == k {
 		select {
-		case ch <- r:
+		case w.ch <- r:
 		default:
 		}
 	}
@@ -162,39 +170,27 @@ func (a *agentAPI) Leader(ctx context.Context, _ *pgdrv1.LeaderRequest) (*pgdrv1
 	return &pgdrv1.LeaderResponse{Name: name, ApiAddress: api, Known: ok}, nil
 }
 
-// checkCaller refuses an agent certificate acting for another node.
-func checkCaller(ctx context.Context, node string) error {
+// checkCaller refuses an agent identity (certificate or token) acting for
+// any member but its own: another node, or its node's name in another
+// cluster. Coordinators are trusted for every member; other roles cannot
+// reach the agent API (rolesFor).
+func checkCaller(ctx context.Context, cluster, node string) error {
 	id := identityFrom(ctx)
-	if id.ViaCert && id.Role == tlsutil.RoleAgent && id.Name != node {
-		return status.Errorf(codes.PermissionDenied, "certificate %q may not act for node %q", id.Name, node)
+	if id.Role != tlsutil.RoleAgent {
+		return nil
 	}
-	return nil
-}
-
-func validMember(m *pgdrv1.Member) error {
-	if m == nil {
-		return invalid("member", "required")
+	kind := "token"
+	if id.ViaCert {
+		kind = "certificate"
 	}
-	if err := checkName("member.cluster", m.Cluster, true); err != nil {
-		return err
+	if id.Cluster == "" || id.Node == "" {
+		return status.Errorf(codes.PermissionDenied,
+			"agent %s %q is bound to no cluster (a certificate needs a %s<cluster> URI SAN, a token cluster and node fields); it may not act for node %q of cluster %q",
+			kind, id.Name, tlsutil.ClusterURIPrefix, node, cluster)
 	}
-	if err := checkName("member.name", m.Name, true); err != nil {
-		return err
-	}
-	if m.Region == "" {
-		return invalid("member.region", "required")
-	}
-	if len(m.Dsn) > 1024 {
-		return invalid("member.dsn", "longer than 1024 bytes")
-	}
-	// The DSN reaches other nodes' primary_conninfo (docs/security.md).
-	if err := conninfo.Check(m.Dsn); err != nil {
-		return invalid("member.dsn", "%v", err)
-	}
-	for i, t := range m.Tags {
-		if t == "" || len(t) > 64 {
-			return invalid("member.tags", "tag %d is empty or longer than 64 bytes", i)
-		}
+	if id.Cluster != cluster || id.Node != node {
+		return status.Errorf(codes.PermissionDenied, "agent %s %q is bound to node %q of cluster %q; it may not act for node %q of cluster %q",
+			kind, id.Name, id.Node, id.Cluster, node, cluster)
 	}
 	return nil
 }
@@ -202,7 +198,7 @@ func validMember(m *pgdrv1.Member) error {
 // sameMember compares what an agent registers, ignoring timestamps.
 func sameMember(a, b *pgdrv1.Member) bool {
 	return a.Region == b.Region && a.Dsn == b.Dsn && a.ApiUrl == b.ApiUrl && a.GossipAddress == b.GossipAddress &&
-		slices.Equal(a.Tags, b.Tags) && a.Priority == b.Priority &&
+		slices.Equal(a.Tags, b.Tags) && a.Priority == b.Priority && bytes.Equal(a.FailsafeKey, b.FailsafeKey) &&
 		(b.SystemIdentifier == 0 || a.SystemIdentifier == b.SystemIdentifier)
 }
 
@@ -211,23 +207,35 @@ func (a *agentAPI) Register(ctx context.Context, req *pgdrv1.RegisterRequest) (*
 		return nil, err
 	}
 	m := req.Member
-	if err := checkCaller(ctx, m.Name); err != nil {
+	if err := checkCaller(ctx, m.Cluster, m.Name); err != nil {
 		return nil, err
 	}
 	if !a.s.isLeader() {
 		return nil, a.notLeader()
 	}
-	same := false
+	same, limited := false, true
 	a.s.fsm.Read(func(st *pgdrv1.State) {
 		if have := st.Clusters[m.Cluster].GetMembers()[m.Name]; have != nil {
 			same = sameMember(have, m)
+			limited = !onlyFillsSystemID(have, m)
 		}
 	})
+	k := memberKey{m.Cluster, m.Name}
+	now := time.Now()
+	charge := !same && limited && identityFrom(ctx).Role != tlsutil.RoleCoordinator
+	if charge {
+		if err := a.s.memberWrites.take(k, now, a.s.memberUpdateEvery); err != nil {
+			return nil, err
+		}
+	}
 	if !same {
 		reg := proto.Clone(m).(*pgdrv1.Member)
 		reg.RegisteredAt, reg.UpdatedAt = nil, nil
 		if _, err := a.s.propose(ctx, pgdrv1.CommandType_COMMAND_TYPE_REGISTER_MEMBER,
 			&pgdrv1.RegisterMember{Member: reg}, "agent:"+m.Name); err != nil {
+			if charge {
+				a.s.memberWrites.refund(k)
+			}
 			return nil, err
 		}
 	}
@@ -291,7 +299,10 @@ func (a *agentAPI) Report(stream pgdrv1.AgentService_ReportServer) error {
 			if err := checkName("node", r.Node, true); err != nil {
 				return err
 			}
-			if err := checkCaller(ctx, r.Node); err != nil {
+			if err := checkCaller(ctx, r.Cluster, r.Node); err != nil {
+				return err
+			}
+			if err := validReport(r); err != nil {
 				return err
 			}
 			if err := a.registered(r.Cluster, r.Node); err != nil {
@@ -320,7 +331,7 @@ func (a *agentAPI) Commands(req *pgdrv1.CommandsRequest, stream pgdrv1.AgentServ
 		return err
 	}
 	ctx := stream.Context()
-	if err := checkCaller(ctx, req.Node); err != nil {
+	if err := checkCaller(ctx, req.Cluster, req.Node); err != nil {
 		return err
 	}
 	if !a.s.isLeader() {
@@ -353,8 +364,8 @@ func (a *agentAPI) Commands(req *pgdrv1.CommandsRequest, stream pgdrv1.AgentServ
 }
 
 func (a *agentAPI) CompleteCommand(ctx context.Context, r *pgdrv1.CommandResult) (*pgdrv1.CommandResultAck, error) {
-	if r.Id == "" {
-		return nil, invalid("id", "required")
+	if r.Id == "" || len(r.Id) > maxCommandID {
+		return nil, invalid("id", "required, at most %d bytes", maxCommandID)
 	}
 	if err := checkName("cluster", r.Cluster, true); err != nil {
 		return nil, err
@@ -362,7 +373,7 @@ func (a *agentAPI) CompleteCommand(ctx context.Context, r *pgdrv1.CommandResult)
 	if err := checkName("node", r.Node, true); err != nil {
 		return nil, err
 	}
-	if err := checkCaller(ctx, r.Node); err != nil {
+	if err := checkCaller(ctx, r.Cluster, r.Node); err != nil {
 		return nil, err
 	}
 	a.s.hub.complete(r)

@@ -22,6 +22,10 @@ type identity struct {
 	Role string
 	// ViaCert: the identity comes from a client certificate (its CN).
 	ViaCert bool
+	// Cluster and Node: the only member an agent identity may act for
+	// (certificate: its cluster URI SAN and CN; token: its cluster and
+	// node fields). Empty for other roles.
+	Cluster, Node string
 }
 
 func (id identity) actor() string { return id.Role + ":" + id.Name }
@@ -40,7 +44,11 @@ func authenticate(ctx context.Context, tokens *config.Tokens) (identity, error) 
 		if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok && len(ti.State.VerifiedChains) > 0 && len(ti.State.VerifiedChains[0]) > 0 {
 			leaf := ti.State.VerifiedChains[0][0]
 			if r := tlsutil.Role(leaf); r != "" {
-				return identity{Name: leaf.Subject.CommonName, Role: r, ViaCert: true}, nil
+				id := identity{Name: leaf.Subject.CommonName, Role: r, ViaCert: true}
+				if r == tlsutil.RoleAgent {
+					id.Cluster, id.Node = tlsutil.Cluster(leaf), leaf.Subject.CommonName
+				}
+				return id, nil
 			}
 		}
 	}
@@ -54,7 +62,7 @@ func authenticate(ctx context.Context, tokens *config.Tokens) (identity, error) 
 		if !ok {
 			return identity{}, status.Error(codes.Unauthenticated, "bearer token not recognised")
 		}
-		return identity{Name: tok.Name, Role: tok.Role}, nil
+		return identity{Name: tok.Name, Role: tok.Role, Cluster: tok.Cluster, Node: tok.Node}, nil
 	}
 	return identity{}, status.Error(codes.Unauthenticated,
 		"no credentials: present a client certificate signed by the pgdr CA or an \"authorization: Bearer <token>\" header")

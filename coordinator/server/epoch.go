@@ -21,7 +21,7 @@ func (a *agentAPI) Epoch(ctx context.Context, req *pgdrv1.EpochRequest) (*pgdrv1
 	if err := checkName("node", req.GetNode(), true); err != nil {
 		return nil, err
 	}
-	if err := checkCaller(ctx, req.GetNode()); err != nil {
+	if err := checkCaller(ctx, req.GetCluster(), req.GetNode()); err != nil {
 		return nil, err
 	}
 	if !a.s.isLeader() {

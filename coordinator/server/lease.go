@@ -117,7 +117,7 @@ func (a *agentAPI) RenewLease(ctx context.Context, req *pgdrv1.RenewLeaseRequest
 	if err := checkName("node", req.Node, true); err != nil {
 		return nil, err
 	}
-	if err := checkCaller(ctx, req.Node); err != nil {
+	if err := checkCaller(ctx, req.Cluster, req.Node); err != nil {
 		return nil, err
 	}
 	if !a.s.isLeader() {

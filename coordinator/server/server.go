@@ -73,6 +73,10 @@ type Server struct {
 	conns      *peerConns
 	// contacts: which peers this leader's heartbeats reach (membership.go).
 	contacts *contacts
+	// memberWrites rate-limits registration changes per member
+	// (register.go): a burst, then one per memberUpdateEvery.
+	memberWrites      *memberWrites
+	memberUpdateEvery time.Duration
 
 	metrics *metrics
 	notify  *notifier // webhook notifications (notify.go)
@@ -112,6 +116,9 @@ func newServer(cfg *config.Config, log *slog.Logger, opts Options, tokens *confi
 		syncer:     newSyncer(),
 		conns:      newPeerConns(cli),
 		contacts:   newContacts(),
+
+		memberWrites:      newMemberWrites(),
+		memberUpdateEvery: memberUpdateEvery,
 	}
 	s.metrics = newMetrics(s)
 	if s.notify, err = newNotifier(cfg, log); err != nil {

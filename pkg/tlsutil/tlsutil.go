@@ -12,8 +12,10 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -122,6 +124,26 @@ func Role(cert *x509.Certificate) string {
 	return r
 }
 
+// ClusterURIPrefix starts the URI SAN that binds an agent certificate to
+// its cluster: "urn:pgdr:cluster:<cluster>". An agent certificate acts
+// only for the node in its CN of the cluster in this SAN; one without it
+// acts for nothing.
+const ClusterURIPrefix = "urn:pgdr:cluster:"
+
+// Cluster returns the cluster a verified certificate is bound to (its
+// first "urn:pgdr:cluster:" URI SAN), or "" if none.
+func Cluster(cert *x509.Certificate) string {
+	if cert == nil {
+		return ""
+	}
+	for _, u := range cert.URIs {
+		if c, ok := strings.CutPrefix(u.String(), ClusterURIPrefix); ok && c != "" {
+			return c
+		}
+	}
+	return ""
+}
+
 // CA is a certificate authority loaded in memory, for issuing certificates.
 type CA struct {
 	Cert *x509.Certificate
@@ -185,8 +207,25 @@ func (ca *CA) Write(dir string) error {
 
 // Issue creates a certificate for name with role (as OU), usable both as a
 // server and a client certificate, valid for hosts (IP addresses or DNS
-// names), and writes <name>.crt and <name>.key (0600) in dir.
+// names), and writes <name>.crt and <name>.key (0600) in dir. Agent
+// certificates are made by IssueAgent: they name their cluster.
 func (ca *CA) Issue(dir, name, role string, hosts []string) error {
+	if role == RoleAgent {
+		return fmt.Errorf("tls: an agent certificate for %q must name its cluster (IssueAgent)", name)
+	}
+	return ca.issue(dir, name, role, "", hosts)
+}
+
+// IssueAgent creates the certificate of the agent of node name in cluster
+// (role agent, the cluster as a "urn:pgdr:cluster:" URI SAN), as Issue.
+func (ca *CA) IssueAgent(dir, name, cluster string, hosts []string) error {
+	if cluster == "" || strings.ContainsAny(cluster, "/?#% ") {
+		return fmt.Errorf("tls: agent certificate %q: cluster %q is empty or not a plain name", name, cluster)
+	}
+	return ca.issue(dir, name, RoleAgent, cluster, hosts)
+}
+
+func (ca *CA) issue(dir, name, role, cluster string, hosts []string) error {
 	if !ValidRole(role) {
 		return fmt.Errorf("tls: unknown role %q (read, admin, agent or coordinator)", role)
 	}
@@ -201,6 +240,13 @@ func (ca *CA) Issue(dir, name, role string, hosts []string) error {
 		NotAfter:     time.Now().AddDate(2, 0, 0),
 		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	}
+	if cluster != "" {
+		u, err := url.Parse(ClusterURIPrefix + cluster)
+		if err != nil {
+			return fmt.Errorf("tls: agent certificate %q: cluster %q: %w", name, cluster, err)
+		}
+		tmpl.URIs = []*url.URL{u}
 	}
 	for _, h := range hosts {
 		if ip := net.ParseIP(h); ip != nil {
@@ -244,10 +290,14 @@ func writePEM(path, typ string, der []byte, mode os.FileMode) error {
 }
 
 // DevInit creates in dir a CA and certificates for a lab: one per
-// coordinator (role coordinator) and per agent (role agent), plus "admin"
-// (role admin) and "reader" (role read), all valid for 127.0.0.1 and
-// localhost. Existing files are kept unless overwrite is set.
-func DevInit(dir string, coordinators, agents []string, overwrite bool) error {
+// coordinator (role coordinator) and per agent (role agent, bound to
+// cluster), plus "admin" (role admin) and "reader" (role read), all valid
+// for 127.0.0.1 and localhost. Existing files are kept unless overwrite is
+// set.
+func DevInit(dir string, coordinators, agents []string, cluster string, overwrite bool) error {
+	if len(agents) > 0 && cluster == "" {
+		return errors.New("tls: agent certificates need the cluster their agents belong to")
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("tls: %w", err)
 	}
@@ -273,8 +323,10 @@ func DevInit(dir string, coordinators, agents []string, overwrite bool) error {
 	if err := issue(coordinators, RoleCoordinator); err != nil {
 		return err
 	}
-	if err := issue(agents, RoleAgent); err != nil {
-		return err
+	for _, n := range agents {
+		if err := ca.IssueAgent(dir, n, cluster, hosts); err != nil {
+			return err
+		}
 	}
 	if err := ca.Issue(dir, "admin", RoleAdmin, hosts); err != nil {
 		return err

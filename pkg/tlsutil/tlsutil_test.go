@@ -10,10 +10,10 @@ import (
 
 func TestDevInitHandshakeAndRole(t *testing.T) {
 	dir := t.TempDir()
-	if err := DevInit(dir, []string{"c1"}, []string{"pg-a1"}, false); err != nil {
+	if err := DevInit(dir, []string{"c1"}, []string{"pg-a1"}, "main", false); err != nil {
 		t.Fatal(err)
 	}
-	if err := DevInit(dir, nil, nil, false); err == nil {
+	if err := DevInit(dir, nil, nil, "", false); err == nil {
 		t.Fatal("DevInit over an existing CA succeeded without overwrite")
 	}
 	f := func(n string) Files {
@@ -78,5 +78,41 @@ func TestBadFiles(t *testing.T) {
 	}
 	if err := ca.Issue(dir, "x", "root", nil); err == nil {
 		t.Fatal("unknown role accepted")
+	}
+}
+
+// TestAgentCertificateNamesItsCluster: agent certificates carry their
+// cluster as a URI SAN; Issue refuses an agent certificate without one.
+func TestAgentCertificateNamesItsCluster(t *testing.T) {
+	dir := t.TempDir()
+	ca, err := NewCA("t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ca.Issue(dir, "pg-a", RoleAgent, nil); err == nil {
+		t.Fatal("an agent certificate without a cluster was issued")
+	}
+	if err := ca.IssueAgent(dir, "pg-a", "", nil); err == nil {
+		t.Fatal("an agent certificate with an empty cluster was issued")
+	}
+	if err := ca.IssueAgent(dir, "pg-a", "main", nil); err != nil {
+		t.Fatal(err)
+	}
+	pair, err := tls.LoadX509KeyPair(filepath.Join(dir, "pg-a.crt"), filepath.Join(dir, "pg-a.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if Role(cert) != RoleAgent || Cluster(cert) != "main" || cert.Subject.CommonName != "pg-a" {
+		t.Fatalf("role %q cluster %q CN %q; want agent, main, pg-a", Role(cert), Cluster(cert), cert.Subject.CommonName)
+	}
+	if err := ca.Issue(dir, "adm", RoleAdmin, nil); err != nil {
+		t.Fatal(err)
+	}
+	if DevInit(t.TempDir(), nil, []string{"pg-b"}, "", false) == nil {
+		t.Fatal("DevInit issued agent certificates without a cluster")
 	}
 }

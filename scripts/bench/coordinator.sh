@@ -111,11 +111,14 @@ say "building coordload"
 go build -o "$BENCH/coordload" ./scripts/bench/coordload
 LOAD="$BENCH/coordload"
 
-bin/pgdrctl tls init --dir "$BENCH/tls" --coordinators c1,c2,c3 --agents bench-agent >/dev/null
+bin/pgdrctl tls init --dir "$BENCH/tls" --coordinators c1,c2,c3 >/dev/null
 head -c 32 /dev/urandom | base64 > "$BENCH/gossip.key"
 SECRET=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 printf '%s\n' "$SECRET" > "$BENCH/agent.token"
-printf -- '- {name: bench-agents, role: agent, sha256: %s}\n' "$(printf '%s' "$SECRET" | sha256sum | cut -d' ' -f1)" > "$BENCH/tokens.yaml"
+# coordload simulates every agent of every cluster through one connection
+# pool: an agent token acts for one member only, so the load generator
+# uses a coordinator-role token (trusted for every member).
+printf -- '- {name: bench-agents, role: coordinator, sha256: %s}\n' "$(printf '%s' "$SECRET" | sha256sum | cut -d' ' -f1)" > "$BENCH/tokens.yaml"
 chmod 600 "$BENCH/gossip.key" "$BENCH/agent.token" "$BENCH/tokens.yaml"
 
 # ------------------------------------------------------------------- ports

@@ -289,9 +289,12 @@ func (x *RenewLeaseResponse) GetMembers() []*FailsafeMember {
 
 // FailsafeMember is a member a primary must reach to serve on failsafe.
 type FailsafeMember struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	ApiUrl        string                 `protobuf:"bytes,2,opt,name=api_url,json=apiUrl,proto3" json:"api_url,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Name   string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	ApiUrl string                 `protobuf:"bytes,2,opt,name=api_url,json=apiUrl,proto3" json:"api_url,omitempty"`
+	// failsafe_key: the member's registered Ed25519 public key, which its
+	// failsafe acknowledgements must verify under.
+	FailsafeKey   []byte `protobuf:"bytes,3,opt,name=failsafe_key,json=failsafeKey,proto3" json:"failsafe_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -338,6 +341,13 @@ func (x *FailsafeMember) GetApiUrl() string {
 		return x.ApiUrl
 	}
 	return ""
+}
+
+func (x *FailsafeMember) GetFailsafeKey() []byte {
+	if x != nil {
+		return x.FailsafeKey
+	}
+	return nil
 }
 
 type LeaderRequest struct {
@@ -1837,10 +1847,11 @@ const file_pgdr_v1_agent_proto_rawDesc = "" +
 	"\x05epoch\x18\x04 \x01(\x04R\x05epoch\x12\x18\n" +
 	"\aprimary\x18\x05 \x01(\tR\aprimary\x12\x16\n" +
 	"\x06reason\x18\x06 \x01(\tR\x06reason\x121\n" +
-	"\amembers\x18\a \x03(\v2\x17.pgdr.v1.FailsafeMemberR\amembers\"=\n" +
+	"\amembers\x18\a \x03(\v2\x17.pgdr.v1.FailsafeMemberR\amembers\"`\n" +
 	"\x0eFailsafeMember\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n" +
-	"\aapi_url\x18\x02 \x01(\tR\x06apiUrl\"\x0f\n" +
+	"\aapi_url\x18\x02 \x01(\tR\x06apiUrl\x12!\n" +
+	"\ffailsafe_key\x18\x03 \x01(\fR\vfailsafeKey\"\x0f\n" +
 	"\rLeaderRequest\"[\n" +
 	"\x0eLeaderResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +

@@ -45,8 +45,12 @@ type Member struct {
 	RegisteredAt     *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=registered_at,json=registeredAt,proto3" json:"registered_at,omitempty"`
 	UpdatedAt        *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
 	SystemIdentifier uint64                 `protobuf:"varint,11,opt,name=system_identifier,json=systemIdentifier,proto3" json:"system_identifier,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// failsafe_key: the agent's Ed25519 public key (32 bytes). The agent
+	// signs its failsafe acknowledgements with the private half; a primary
+	// counts an acknowledgement only when it verifies under this key.
+	FailsafeKey   []byte `protobuf:"bytes,12,opt,name=failsafe_key,json=failsafeKey,proto3" json:"failsafe_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Member) Reset() {
@@ -154,6 +158,13 @@ func (x *Member) GetSystemIdentifier() uint64 {
 		return x.SystemIdentifier
 	}
 	return 0
+}
+
+func (x *Member) GetFailsafeKey() []byte {
+	if x != nil {
+		return x.FailsafeKey
+	}
+	return nil
 }
 
 // Policy is per-cluster behaviour set by operators.
@@ -684,7 +695,7 @@ var File_pgdr_v1_state_proto protoreflect.FileDescriptor
 
 const file_pgdr_v1_state_proto_rawDesc = "" +
 	"\n" +
-	"\x13pgdr/v1/state.proto\x12\apgdr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf9\x02\n" +
+	"\x13pgdr/v1/state.proto\x12\apgdr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9c\x03\n" +
 	"\x06Member\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12\x16\n" +
@@ -698,7 +709,8 @@ const file_pgdr_v1_state_proto_rawDesc = "" +
 	"\n" +
 	"updated_at\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12+\n" +
-	"\x11system_identifier\x18\v \x01(\x04R\x10systemIdentifier\"\xce\x02\n" +
+	"\x11system_identifier\x18\v \x01(\x04R\x10systemIdentifier\x12!\n" +
+	"\ffailsafe_key\x18\f \x01(\fR\vfailsafeKey\"\xce\x02\n" +
 	"\x06Policy\x12\x16\n" +
 	"\x06paused\x18\x01 \x01(\bR\x06paused\x12#\n" +
 	"\rpaused_reason\x18\x02 \x01(\tR\fpausedReason\x12\x1b\n" +

@@ -1,0 +1,182 @@
+package server
+
+import (
+	"crypto/ed25519"
+	"fmt"
+	"net"
+	"net/url"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/pgdr/pgdr/pkg/conninfo"
+	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
+)
+
+// Bounds on what an agent registers and reports. Registrations are written
+// to Raft and shown by Status and Members; reports are held by the leader
+// and shown by Status, so both are bounded per field and per count.
+const (
+	maxDSN        = 1024
+	maxAddress    = 256 // api_url, gossip_address
+	maxTags       = 32
+	maxTagLen     = 64
+	maxReportText = 8192 // HealthReport.error
+	maxReportStr  = 1024 // the other strings of a report
+	maxReplicas   = 256
+	maxCommandID  = 64
+
+	// memberUpdateEvery, memberUpdateBurst: a member's registration
+	// changes (written to Raft) at most memberUpdateBurst times at once and
+	// then once per memberUpdateEvery, unless the caller is a coordinator.
+	// An unchanged re-registration writes nothing and is always accepted.
+	memberUpdateEvery = 10 * time.Second
+	memberUpdateBurst = 3
+)
+
+func validMember(m *pgdrv1.Member) error {
+	if m == nil {
+		return invalid("member", "required")
+	}
+	if err := checkName("member.cluster", m.Cluster, true); err != nil {
+		return err
+	}
+	if err := checkName("member.name", m.Name, true); err != nil {
+		return err
+	}
+	if err := checkName("member.region", m.Region, true); err != nil {
+		return err
+	}
+	if len(m.Dsn) > maxDSN {
+		return invalid("member.dsn", "longer than %d bytes", maxDSN)
+	}
+	// The DSN reaches other nodes' primary_conninfo (docs/security.md).
+	if err := conninfo.Check(m.Dsn); err != nil {
+		return invalid("member.dsn", "%v", err)
+	}
+	if m.ApiUrl != "" {
+		if len(m.ApiUrl) > maxAddress {
+			return invalid("member.api_url", "longer than %d bytes", maxAddress)
+		}
+		if u, err := url.Parse(m.ApiUrl); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return invalid("member.api_url", "%q is not an http(s)://host:port URL", m.ApiUrl)
+		}
+	}
+	if m.GossipAddress != "" {
+		if len(m.GossipAddress) > maxAddress {
+			return invalid("member.gossip_address", "longer than %d bytes", maxAddress)
+		}
+		if _, _, err := net.SplitHostPort(m.GossipAddress); err != nil {
+			return invalid("member.gossip_address", "%q is not host:port", m.GossipAddress)
+		}
+	}
+	if n := len(m.FailsafeKey); n != 0 && n != ed25519.PublicKeySize {
+		return invalid("member.failsafe_key", "%d bytes; an Ed25519 public key has %d", n, ed25519.PublicKeySize)
+	}
+	if len(m.Tags) > maxTags {
+		return invalid("member.tags", "%d tags; at most %d", len(m.Tags), maxTags)
+	}
+	for i, t := range m.Tags {
+		if t == "" || len(t) > maxTagLen {
+			return invalid("member.tags", "tag %d is empty or longer than %d bytes", i, maxTagLen)
+		}
+	}
+	return nil
+}
+
+// validReport bounds the strings and counts of a health report.
+func validReport(r *pgdrv1.HealthReport) error {
+	if len(r.Error) > maxReportText {
+		return invalid("error", "longer than %d bytes", maxReportText)
+	}
+	for _, f := range []struct{ name, v string }{
+		{"archive_last_failed_wal", r.ArchiveLastFailedWal}, {"pg_version", r.PgVersion},
+		{"synchronous_standby_names", r.SynchronousStandbyNames}, {"failsafe_primary", r.FailsafePrimary},
+	} {
+		if len(f.v) > maxReportStr {
+			return invalid(f.name, "longer than %d bytes", maxReportStr)
+		}
+	}
+	if len(r.Replicas) > maxReplicas {
+		return invalid("replicas", "%d replicas; at most %d", len(r.Replicas), maxReplicas)
+	}
+	for i, rep := range r.Replicas {
+		if len(rep.ApplicationName) > maxReportStr || len(rep.State) > maxReportStr || len(rep.SyncState) > maxReportStr {
+			return invalid("replicas", "replica %d has a field longer than %d bytes", i, maxReportStr)
+		}
+	}
+	return nil
+}
+
+// onlyFillsSystemID: the change from have to m only records a system
+// identifier that was not known (an agent learns it from its first
+// report); it happens at most once per member, so it is not rate-limited.
+func onlyFillsSystemID(have, m *pgdrv1.Member) bool {
+	if have.SystemIdentifier != 0 || m.SystemIdentifier == 0 {
+		return false
+	}
+	c := proto.Clone(m).(*pgdrv1.Member)
+	c.SystemIdentifier = 0
+	return sameMember(have, c)
+}
+
+// memberWrites remembers, on the leader, how often each member's
+// registration was written to Raft, to rate-limit changes: a token bucket
+// per member holding up to memberUpdateBurst changes, refilled by one per
+// interval. A restart with a new configuration right after the first
+// registration goes through; a stream of changes gets one per interval.
+type memberWrites struct {
+	mu sync.Mutex
+	b  map[memberKey]bucket
+}
+
+type bucket struct {
+	tokens float64
+	at     time.Time
+}
+
+func newMemberWrites() *memberWrites { return &memberWrites{b: map[memberKey]bucket{}} }
+
+func (w *memberWrites) refill(k memberKey, now time.Time, every time.Duration) bucket {
+	b, ok := w.b[k]
+	if !ok {
+		return bucket{tokens: memberUpdateBurst, at: now}
+	}
+	if d := now.Sub(b.at); d > 0 && every > 0 {
+		b.tokens = min(memberUpdateBurst, b.tokens+float64(d)/float64(every))
+	}
+	b.at = now
+	return b
+}
+
+// take spends one of k's changes at now, or returns a ResourceExhausted
+// error naming the member and when to retry. A change that is then not
+// written gives it back (refund).
+func (w *memberWrites) take(k memberKey, now time.Time, every time.Duration) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	b := w.refill(k, now, every)
+	if b.tokens < 1 {
+		w.b[k] = b
+		wait := time.Duration((1 - b.tokens) * float64(every))
+		return status.Error(codes.ResourceExhausted, fmt.Sprintf(
+			"member %q of cluster %q changes its registration too often (at most %d changes at once, then one every %s); retry in %s (an unchanged registration is always accepted)",
+			k.node, k.cluster, memberUpdateBurst, every, wait.Round(time.Millisecond)))
+	}
+	b.tokens--
+	w.b[k] = b
+	return nil
+}
+
+// refund gives back a change taken for a write that did not happen.
+func (w *memberWrites) refund(k memberKey) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if b, ok := w.b[k]; ok {
+		b.tokens = min(memberUpdateBurst, b.tokens+1)
+		w.b[k] = b
+	}
+}
