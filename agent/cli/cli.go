@@ -433,8 +433,9 @@ func cmdWalFetch(ctx context.Context, e env, args []string) (code int) {
 	}()
 	f := newFlags(e, "wal-fetch", "wal-fetch --config FILE NAME DEST", `Fetches one archived WAL file (restore_command's %f) into DEST (%p).
 Exit 0: fetched and verified. Exit 1: not in the archive. Exit 126: any
-other failure: it exists but cannot be read, decrypted or verified, or the
-command line or configuration is wrong, or the command crashed (PostgreSQL
+other failure: it exists but cannot be read, decrypted or verified, a
+repository does not hold the cluster (no <cluster>/cluster.json: not
+mounted, moved), or the command line or configuration is wrong, or the command crashed (PostgreSQL
 then aborts recovery instead of ending it early). Prefetches the following
 segments.
 

@@ -89,9 +89,37 @@ func (s *Shipper) Fetch(ctx context.Context, name, dest string) error {
 		errs = append(errs, err)
 	}
 	if len(errs) == 0 {
+		// "Not found" ends recovery: only a repository that holds the
+		// cluster may say it. A file repository not mounted, or its root
+		// moved, answers "not found" for everything.
+		for _, r := range s.repos {
+			if err := s.checkHolds(ctx, r); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if len(errs) == 0 {
 		return fmt.Errorf("%s: %w", name, ErrNotInArchive)
 	}
 	return fmt.Errorf("wal-fetch %s: %w", name, errors.Join(errs...))
+}
+
+// checkHolds checks, once per process and repository, that r holds the
+// cluster's record (repo.CheckClusterInfo).
+func (s *Shipper) checkHolds(ctx context.Context, r repo.Repo) error {
+	s.mu.Lock()
+	ok := s.holdsOK[r.Name]
+	s.mu.Unlock()
+	if ok {
+		return nil
+	}
+	if err := repo.CheckClusterInfo(ctx, r, s.cfg.Cluster); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.holdsOK[r.Name] = true
+	s.mu.Unlock()
+	return nil
 }
 
 // checkPrefetched checks that the prefetched file at path is the whole

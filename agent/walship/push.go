@@ -55,6 +55,7 @@ type Shipper struct {
 	ids       []age.Identity
 	idsLoaded bool            // identities are loaded on first read, only where fetches run
 	infoOK    map[string]bool // repositories whose cluster record was checked
+	holdsOK   map[string]bool // repositories seen to hold the cluster's record (wal-fetch)
 }
 
 type call struct {
@@ -73,7 +74,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Shipper, e
 		return nil, err
 	}
 	return &Shipper{cfg: cfg, repos: repos, recipients: rs, log: log,
-		inflight: map[string]*call{}, infoOK: map[string]bool{}}, nil
+		inflight: map[string]*call{}, infoOK: map[string]bool{}, holdsOK: map[string]bool{}}, nil
 }
 
 // Repos returns the opened repositories.
