@@ -254,7 +254,8 @@ A file in a pg_wal directory is refused unless PostgreSQL has marked it ready
 (pg_wal/archive_status/NAME.ready, or .done once archived): run by hand on the
 segment still being written, it would store an incomplete copy that makes
 every later archive_command for that segment fail. archive_command is only
-given ready files.
+given ready files. A copy made elsewhere of a segment that postgres.pgdata's
+pg_wal holds without that mark is refused too.
 
 postgresql.conf:  archive_command = 'pgdr-agent wal-push --config /etc/pgdr/agent.yaml %p'`, true)
 	force := f.Bool("force", false, "push a file in pg_wal that PostgreSQL has not marked ready (only if you know it is complete)")

@@ -98,7 +98,9 @@ func (s *Shipper) Push(ctx context.Context, path string) error {
 
 // PushWith is Push with options. Without Force, a file in a pg_wal
 // directory (one with an archive_status directory) that has neither
-// archive_status/<name>.ready nor .done is refused with ErrNotReady:
+// archive_status/<name>.ready nor .done is refused with ErrNotReady, and so
+// is a segment outside pg_wal whose name the data directory's pg_wal holds
+// unmarked (a copy of the segment being written):
 // archive_command is only ever given ready files, and a copy of the segment
 // PostgreSQL is still writing, once stored, conflicts with the finished
 // segment and makes every later archive_command fail.
@@ -108,16 +110,30 @@ func (s *Shipper) PushWith(ctx context.Context, path string, opts PushOptions) e
 		return err
 	}
 	name := filepath.Base(abs)
-	if _, err := wal.ParseName(name); err != nil {
+	n, err := wal.ParseName(name)
+	if err != nil {
 		return err
 	}
 	pgwal := filepath.Dir(abs)
+	// A copy of a segment taken out of pg_wal (cp pg_wal/<current> /tmp/)
+	// is checked against the original: the data directory's pg_wal holding
+	// that segment not marked ready means it may still be being written.
+	check := pgwal
+	if readyState(pgwal, name) == "" && n.Kind == wal.KindSegment && s.cfg.Postgres.PGData != "" {
+		local := filepath.Join(s.cfg.Postgres.PGData, "pg_wal")
+		if _, err := os.Stat(filepath.Join(local, name)); err == nil {
+			check = local
+		}
+	}
 	if !opts.Force {
-		if err := checkReady(pgwal, name); err != nil {
+		if err := checkReady(check, name); err != nil {
+			if check != pgwal {
+				return fmt.Errorf("%s is a copy of a segment in %s: %w", abs, check, err)
+			}
 			return err
 		}
-	} else if readyState(pgwal, name) == "not ready" {
-		s.log.Warn("pushing a file PostgreSQL has not marked ready for archiving (forced): if it is still being written, the archive gets an incomplete copy (see wal-repair)", "file", abs)
+	} else if readyState(check, name) == "not ready" {
+		s.log.Warn("pushing a file PostgreSQL has not marked ready for archiving (forced): if it is still being written, the archive gets an incomplete copy (see wal-repair)", "file", abs, "pg_wal", check)
 	}
 	if ok, err := s.takeMarker(pgwal, name); err != nil {
 		return err
