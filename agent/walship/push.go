@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/pgdr/pgdr/pkg/config"
+	"github.com/pgdr/pgdr/pkg/fsutil"
 	"github.com/pgdr/pgdr/pkg/keys"
 	"github.com/pgdr/pgdr/pkg/objstream"
 	"github.com/pgdr/pgdr/pkg/repo"
@@ -391,14 +392,29 @@ func (s *Shipper) readyAhead(pgwal, except string, n int) []string {
 	return names
 }
 
+// writeMarker remembers that name was pushed ahead. Run as root (a daemon
+// started as root), the directory and marker go to the data directory's
+// owner: wal-push, run by PostgreSQL's user, consumes the markers.
 func writeMarker(pgwal, name string) error {
 	dir := filepath.Join(pgwal, MarkerDir)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
+	own, chown := fsutil.InheritOwner(filepath.Dir(pgwal))
+	if chown {
+		if err := own.Chown(dir); err != nil {
+			return err
+		}
+	}
 	f, err := os.Create(filepath.Join(dir, name))
 	if err != nil {
 		return err
+	}
+	if chown {
+		if err := own.Chown(f.Name()); err != nil {
+			f.Close()
+			return err
+		}
 	}
 	if err := f.Sync(); err != nil {
 		f.Close()
