@@ -17,14 +17,23 @@ import (
 // and an incremental is taken on it at once, while its last checkpoint is
 // still on timeline 1. P must not be its parent (its pages hold the lost
 // transactions, with LSNs below P's start); an older full P0 that ended
-// before X may be. The restore holds the new primary's data.
+// before X may be; without one, the incremental becomes a full backup and
+// says why. The restore holds the new primary's data.
 func TestIncrAfterPromotionParentOnOldTimeline(t *testing.T) {
 	skipShort(t)
+	t.Run("older parent", func(t *testing.T) { incrAfterPromotion(t, true) })
+	t.Run("full", func(t *testing.T) { incrAfterPromotion(t, false) })
+}
+
+func incrAfterPromotion(t *testing.T, withP0 bool) {
 	l := newLab(t, labOpts{})
 	l.pg.Exec(t, "CREATE TABLE acct(id int PRIMARY KEY, v int) WITH (autovacuum_enabled = off)")
 	l.pg.Exec(t, "INSERT INTO acct SELECT g, 0 FROM generate_series(1, 2000) g")
 	l.pg.Exec(t, "VACUUM acct")
-	p0 := l.backup(t, l.cfg)
+	p0 := ""
+	if withP0 {
+		p0 = l.backup(t, l.cfg)
+	}
 	sb := l.newStandby(t, nil)
 	lsn := l.pg.QueryString(t, "SELECT pg_current_wal_lsn()::text")
 	testutil.WaitFor(t, 60*time.Second, "the standby to replay "+lsn, func() (bool, error) {
@@ -77,8 +86,11 @@ func TestIncrAfterPromotionParentOnOldTimeline(t *testing.T) {
 	if m.Parent == p {
 		t.Fatalf("the incremental %s builds on %s, a backup of timeline 1 ending after timeline 2 branched off (checkpoint state %s)\n%s", id, p, ckpt, tail(stderr, 2000))
 	}
-	if m.Type != "incr" || m.Parent != p0 {
+	switch {
+	case withP0 && (m.Type != "incr" || m.Parent != p0):
 		t.Fatalf("the incremental %s: type %s, parent %q (reason %q); want an incr on %s, the full that ended before the branch", id, m.Type, m.Parent, m.TypeReason, p0)
+	case !withP0 && (m.Type != "full" || !strings.Contains(m.TypeReason, p) || !strings.Contains(m.TypeReason, "branched off")):
+		t.Fatalf("the incremental %s with only %s to build on: type %s, parent %q, reason %q; want a full backup saying %s ends after the branch", id, p, m.Type, m.Parent, m.TypeReason, p)
 	}
 	if !strings.Contains(stderr, p) {
 		t.Fatalf("the backup does not say why %s was passed over:\n%s", p, tail(stderr, 2000))
