@@ -475,11 +475,13 @@ func startBackup(ctx context.Context, conn *pgx.Conn, pgdata string, m *Manifest
 		var hist []wal.HistoryEntry
 		var histErr error
 		histLoaded := false
+		if tli == 0 {
+			passed = append(passed, "the timeline of this backup's start is unknown (a checkpoint ran right after pg_backup_start)")
+			cands = nil
+		}
 		for _, p := range cands {
 			why := ""
 			switch {
-			case tli == 0:
-				why = fmt.Sprintf("the timeline of this backup's start %s is unknown (a checkpoint ran right after pg_backup_start)", lsn)
 			case p.StopLSN > lsn:
 				why = fmt.Sprintf("%s ends at %s", p.ID, p.StopLSN)
 			case p.Timeline != tli:
