@@ -86,7 +86,6 @@ type server struct {
 	checksums     bool
 	segSize       uint64
 	sysid         uint64
-	timeline      uint32
 	dataDirectory string
 }
 
@@ -95,9 +94,8 @@ func inspect(ctx context.Context, conn *pgx.Conn) (*server, error) {
 	var checksums, segSize, sysid string
 	err := conn.QueryRow(ctx, `SELECT current_setting('server_version_num')::int, pg_is_in_recovery(),
 		current_setting('data_checksums'), (SELECT setting FROM pg_settings WHERE name = 'wal_segment_size'),
-		(SELECT system_identifier::text FROM pg_control_system()), current_setting('data_directory'),
-		(SELECT timeline_id FROM pg_control_checkpoint())`).
-		Scan(&s.version, &s.inRecovery, &checksums, &segSize, &sysid, &s.dataDirectory, &s.timeline)
+		(SELECT system_identifier::text FROM pg_control_system()), current_setting('data_directory')`).
+		Scan(&s.version, &s.inRecovery, &checksums, &segSize, &sysid, &s.dataDirectory)
 	if err != nil {
 		return nil, fmt.Errorf("inspecting the server: %w", err)
 	}
@@ -197,7 +195,7 @@ func Take(ctx context.Context, d Deps, o Options) (*Manifest, error) {
 	if srv.inRecovery && o.PrimaryDSN != "" && len(cands) > 0 {
 		awaitCheckpoint(ctx, conn, o.PrimaryDSN, cands[0].StopLSN, o.WALTimeout, log)
 	}
-	parent, err := startBackup(ctx, conn, m, resv.stamp, o, cands, log)
+	parent, err := startBackup(ctx, conn, d.Cfg.Postgres.PGData, m, resv.stamp, o, cands, log)
 	if err != nil {
 		return nil, err
 	}
@@ -275,8 +273,12 @@ func Take(ctx context.Context, d Deps, o Options) (*Manifest, error) {
 		return nil, err
 	}
 	m.BackupLabel, m.TablespaceMap = label, spcmap
+	startTLI := m.Timeline
 	if m.Timeline, err = labelTimeline(label); err != nil {
 		return nil, err
+	}
+	if startTLI != 0 && startTLI != m.Timeline {
+		return nil, fmt.Errorf("backup_label says START TIMELINE %d, pg_backup_start's checkpoint said %d: the parent chosen for it may be wrong", m.Timeline, startTLI)
 	}
 	if srv.inRecovery {
 		var still bool
@@ -349,12 +351,14 @@ func checkColocated(pgdata, serverDir string) error {
 var typeSuffix = map[string]string{TypeFull: "F", TypeDiff: "D", TypeIncr: "I"}
 
 // parentCandidates lists, newest first, the backups a diff (fulls) or incr
-// (any) may build on: same system identifier and timeline as the server,
-// and loadable, with every backup of their chain, in every repository the
-// backup goes to (an incremental whose parent is missing in a repository
-// would be "complete" there and fail to restore). Which of them is used is
-// settled once the start LSN is known (startBackup). None means a full
-// backup, for the reason returned.
+// (any) may build on: same system identifier as the server, and loadable,
+// with every backup of their chain, in every repository the backup goes to
+// (an incremental whose parent is missing in a repository would be
+// "complete" there and fail to restore). Which of them is used is settled
+// once the start LSN and timeline are known (startBackup): the server's
+// timeline cannot be told before pg_backup_start (pg_control_checkpoint's
+// is the last checkpoint's, still the old one for a while after a
+// promotion). None means a full backup, for the reason returned.
 func parentCandidates(ctx context.Context, repos []repo.Repo, cluster, typ string, srv *server) ([]*Manifest, string, error) {
 	if typ == TypeFull {
 		return nil, "", nil
@@ -380,12 +384,6 @@ func parentCandidates(ctx context.Context, repos []repo.Repo, cluster, typ strin
 		m := newest[i]
 		if m.SystemIdentifier != srv.sysid || (typ == TypeDiff && m.Type != TypeFull) {
 			continue
-		}
-		if m.Timeline != srv.timeline {
-			if len(out) == 0 {
-				return nil, fmt.Sprintf("the last backup %s is on timeline %d, the server on %d", m.ID, m.Timeline, srv.timeline), nil
-			}
-			break
 		}
 		if missing := chainMissing(repos, per, m); missing != "" {
 			skipped = append(skipped, missing)
@@ -435,8 +433,9 @@ func firstN(s []string, n int) []string {
 }
 
 // startBackup runs pg_backup_start, naming the backup (m.ID, m.Label) after
-// the reserved stamp and its type, and settles its parent: the newest
-// candidate that ends at or before this backup's start LSN.
+// the reserved stamp and its type, records its start LSN and timeline
+// (m.StartLSN, m.Timeline) and settles its parent: the newest candidate
+// that ends at or before this backup's start LSN on this backup's history.
 //
 // A parent that ends later would restore silently wrong data: on a standby
 // that has not replayed up to the parent's stop LSN (delayed, catching up,
@@ -445,11 +444,16 @@ func firstN(s []string, n int) []string {
 // the parent's copy, with changes from after this backup's consistency
 // point. PostgreSQL's own incremental backup refuses the same case
 // ("manifest requires WAL from final timeline ... ending at ..., but this
-// backup starts at ..."). An older candidate that ends in time is used
-// instead; with none, the backup is ended and started again as a full
-// one (its ID and label name its type), the reason logged and recorded in
-// the manifest.
-func startBackup(ctx context.Context, conn *pgx.Conn, m *Manifest, stamp string, o Options, cands []*Manifest, log *slog.Logger) (*Manifest, error) {
+// backup starts at ..."). The same holds across a timeline switch: a
+// parent taken on the old primary after the new timeline branched off
+// holds pages with transactions the failover lost, below its start LSN; a
+// parent on another timeline is used only when that timeline is an
+// ancestor of this backup's and the parent ends at or before the switch
+// point (the history file in pg_wal). An older candidate that qualifies is
+// used instead; with none, the backup is ended and started again as a
+// full one (its ID and label name its type), the reason logged and
+// recorded in the manifest.
+func startBackup(ctx context.Context, conn *pgx.Conn, pgdata string, m *Manifest, stamp string, o Options, cands []*Manifest, log *slog.Logger) (*Manifest, error) {
 	label := m.Label
 	for {
 		m.ID = stamp + typeSuffix[m.Type]
@@ -465,23 +469,46 @@ func startBackup(ctx context.Context, conn *pgx.Conn, m *Manifest, stamp string,
 			return nil, err
 		}
 		m.StartLSN = lsn
+		tli, err := startTimeline(ctx, conn, lsn)
+		if err != nil {
+			return nil, err
+		}
+		m.Timeline = tli
 		if m.Type == TypeFull {
 			return nil, nil
 		}
-		var ahead []string
+		var passed []string
+		var hist []wal.HistoryEntry
+		var histErr error
+		histLoaded := false
+		if tli == 0 {
+			passed = append(passed, "the timeline of this backup's start is unknown (a checkpoint ran right after pg_backup_start)")
+			cands = nil
+		}
 		for _, p := range cands {
-			if p.StopLSN <= lsn {
-				if len(ahead) > 0 {
-					log.Warn("building on an older backup: the newer ones end after this backup's start LSN (a standby behind them)",
-						"parent", p.ID, "start_lsn", lsn, "newer", strings.Join(firstN(ahead, 3), ", "))
+			why := ""
+			switch {
+			case p.StopLSN > lsn:
+				why = fmt.Sprintf("%s ends at %s", p.ID, p.StopLSN)
+			case p.Timeline != tli:
+				if !histLoaded {
+					hist, histErr = readHistory(pgdata, tli)
+					histLoaded = true
+				}
+				why = crossTimeline(p, tli, hist, histErr)
+			}
+			if why == "" {
+				if len(passed) > 0 {
+					log.Warn("building on an older backup: the newer ones cannot be built on (ending after this backup's start LSN or after its timeline branched off)",
+						"parent", p.ID, "start_lsn", lsn, "timeline", tli, "passed_over", strings.Join(firstN(passed, 3), "; "))
 				}
 				m.Parent = p.ID
 				return p, nil
 			}
-			ahead = append(ahead, fmt.Sprintf("%s ends at %s", p.ID, p.StopLSN))
+			passed = append(passed, why)
 		}
-		m.TypeReason = fmt.Sprintf("every backup it could build on ends after this backup's start LSN %s (%s): the server has not replayed that far (a standby behind them), and the pages it has not replayed would be restored from the parent's newer copy",
-			lsn, strings.Join(firstN(ahead, 3), ", "))
+		m.TypeReason = fmt.Sprintf("no backup it could build on ends before this backup's start LSN %s on its timeline %d (%s): pages it holds that this server does not have (a standby behind it, or transactions a timeline switch left behind) would be restored from it",
+			lsn, tli, strings.Join(firstN(passed, 3), "; "))
 		log.Warn("taking a full backup instead", "requested", o.Type, "reason", m.TypeReason)
 		// End this backup; the full one starts again under its own ID.
 		if _, err := conn.Exec(ctx, "SELECT pg_backup_stop(false)"); err != nil {
@@ -489,6 +516,65 @@ func startBackup(ctx context.Context, conn *pgx.Conn, m *Manifest, stamp string,
 		}
 		m.Type = TypeFull
 	}
+}
+
+// startTimeline returns the timeline of a backup that pg_backup_start has
+// just started at start, the START TIMELINE its backup_label will have:
+// pg_backup_start takes the start LSN and timeline from the checkpoint
+// (primary) or restartpoint (standby) it waits for, which is the control
+// file's last one while its redo LSN is start. A later checkpoint in
+// between leaves the timeline unknown (0): the caller then builds on
+// nothing. On a primary promoted moments ago that checkpoint is on the
+// new timeline (pg_backup_start's own), while before pg_backup_start
+// pg_control_checkpoint() still says the old one.
+func startTimeline(ctx context.Context, conn *pgx.Conn, start wal.LSN) (uint32, error) {
+	var redo string
+	var tli uint32
+	if err := conn.QueryRow(ctx, "SELECT redo_lsn::text, timeline_id FROM pg_control_checkpoint()").Scan(&redo, &tli); err != nil {
+		return 0, fmt.Errorf("reading the checkpoint pg_backup_start used: %w", err)
+	}
+	r, err := wal.ParseLSN(redo)
+	if err != nil {
+		return 0, err
+	}
+	if r != start {
+		return 0, nil
+	}
+	return tli, nil
+}
+
+// readHistory reads timeline tli's history from the server's pg_wal, where
+// PostgreSQL keeps every history file it wrote or received.
+func readHistory(pgdata string, tli uint32) ([]wal.HistoryEntry, error) {
+	p := filepath.Join(pgdata, "pg_wal", wal.HistoryFileName(tli))
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return nil, err
+	}
+	h, err := wal.ParseHistory(b, tli)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", p, err)
+	}
+	return h, nil
+}
+
+// crossTimeline says why p, a backup on another timeline than tli, cannot
+// be built on ("" when it can): its timeline must be an ancestor of tli
+// and p must end at or before the point tli's history left it.
+func crossTimeline(p *Manifest, tli uint32, hist []wal.HistoryEntry, histErr error) string {
+	if histErr != nil {
+		return fmt.Sprintf("%s is on timeline %d, this backup on %d, whose history cannot be read: %v", p.ID, p.Timeline, tli, histErr)
+	}
+	for _, e := range hist {
+		if e.Timeline != p.Timeline {
+			continue
+		}
+		if p.StopLSN > e.Switch {
+			return fmt.Sprintf("%s on timeline %d ends at %s, after timeline %d branched off it at %s", p.ID, p.Timeline, p.StopLSN, tli, e.Switch)
+		}
+		return ""
+	}
+	return fmt.Sprintf("%s is on timeline %d, not in the history of this backup's timeline %d", p.ID, p.Timeline, tli)
 }
 
 // awaitCheckpoint lets a standby backup start after need, the newest

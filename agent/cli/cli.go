@@ -254,7 +254,8 @@ A file in a pg_wal directory is refused unless PostgreSQL has marked it ready
 (pg_wal/archive_status/NAME.ready, or .done once archived): run by hand on the
 segment still being written, it would store an incomplete copy that makes
 every later archive_command for that segment fail. archive_command is only
-given ready files.
+given ready files. A copy made elsewhere of a segment that postgres.pgdata's
+pg_wal holds without that mark is refused too.
 
 postgresql.conf:  archive_command = 'pgdr-agent wal-push --config /etc/pgdr/agent.yaml %p'`, true)
 	force := f.Bool("force", false, "push a file in pg_wal that PostgreSQL has not marked ready (only if you know it is complete)")
@@ -433,8 +434,9 @@ func cmdWalFetch(ctx context.Context, e env, args []string) (code int) {
 	}()
 	f := newFlags(e, "wal-fetch", "wal-fetch --config FILE NAME DEST", `Fetches one archived WAL file (restore_command's %f) into DEST (%p).
 Exit 0: fetched and verified. Exit 1: not in the archive. Exit 126: any
-other failure: it exists but cannot be read, decrypted or verified, or the
-command line or configuration is wrong, or the command crashed (PostgreSQL
+other failure: it exists but cannot be read, decrypted or verified, a
+repository does not hold the cluster (no <cluster>/cluster.json: not
+mounted, moved), or the command line or configuration is wrong, or the command crashed (PostgreSQL
 then aborts recovery instead of ending it early). Prefetches the following
 segments.
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/pgdr/pgdr/pkg/objstream"
 	"github.com/pgdr/pgdr/pkg/testutil"
+	"github.com/pgdr/pgdr/pkg/wal"
 )
 
 // walFetchConfig writes a working configuration (an empty file repository)
@@ -38,6 +39,7 @@ func walFetchConfig(t *testing.T) (cfg, pgwal string) {
 // crash) exits >= 126 (invariant 15).
 func TestWalFetchExitStatus(t *testing.T) {
 	cfg, pgwal := walFetchConfig(t)
+	pushSegment(t, cfg, pgwal, 2) // the repository holds the cluster
 	const seg = "000000010000000000000003"
 	dest := filepath.Join(pgwal, "RECOVERYXLOG")
 	unreadable := filepath.Join(t.TempDir(), "agent.yaml")
@@ -85,3 +87,58 @@ func TestWalFetchExitStatus(t *testing.T) {
 }
 
 func fatal(code int) bool { return code >= 126 }
+
+// pushSegment writes segment segNo (1 MiB, timeline 1) into pgwal, marks it
+// ready and pushes it, returning its name.
+func pushSegment(t *testing.T, cfg, pgwal string, segNo uint64) string {
+	t.Helper()
+	const segSize = 1 << 20
+	name := wal.SegmentName(1, segNo, segSize)
+	if err := os.WriteFile(filepath.Join(pgwal, name), testutil.FakeSegment(7300000000000000042, 1, segNo, segSize), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(pgwal, "archive_status", name+".ready"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	if code := Main([]string{"wal-push", "--config", cfg, filepath.Join(pgwal, name)}, &stdout, &stderr); code != 0 {
+		t.Fatalf("wal-push %s: exit %d\n%s", name, code, stderr.String())
+	}
+	return name
+}
+
+// TestWalFetchRepositoryGone: a file repository not mounted, or its root
+// moved, answers "no such file" for everything; wal-fetch must not take
+// that for "not in the archive" (exit 1 ends recovery early): without the
+// cluster's record in the repository every answer is fatal, naming the
+// repository. Once the repository is back, 0 and 1 again.
+func TestWalFetchRepositoryGone(t *testing.T) {
+	cfg, pgwal := walFetchConfig(t)
+	t.Setenv("PGDR_CONFIG", "")
+	seg := pushSegment(t, cfg, pgwal, 3)
+	missing := wal.SegmentName(1, 4, 1<<20)
+	repoDir := filepath.Join(filepath.Dir(cfg), "repo")
+	moved := repoDir + ".moved"
+	fetch := func(name string) (int, string) {
+		var stdout, stderr bytes.Buffer
+		code := Main([]string{"wal-fetch", "--config", cfg, name, filepath.Join(pgwal, "RECOVERYXLOG")}, &stdout, &stderr)
+		return code, stderr.String()
+	}
+	if err := os.Rename(repoDir, moved); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{seg, missing} {
+		if code, stderr := fetch(name); !fatal(code) || !strings.Contains(stderr, "r1") || !strings.Contains(stderr, "cluster.json") {
+			t.Fatalf("wal-fetch %s from a moved repository: exit %d, want >= 126 naming repository r1 and its missing cluster.json\n%s", name, code, stderr)
+		}
+	}
+	if err := os.Rename(moved, repoDir); err != nil {
+		t.Fatal(err)
+	}
+	if code, stderr := fetch(seg); code != 0 {
+		t.Fatalf("wal-fetch %s with the repository back: exit %d\n%s", seg, code, stderr)
+	}
+	if code, stderr := fetch(missing); code != ExitNotFound {
+		t.Fatalf("wal-fetch %s (not archived) with the repository back: exit %d, want %d\n%s", missing, code, ExitNotFound, stderr)
+	}
+}

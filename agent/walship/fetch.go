@@ -76,7 +76,7 @@ func (s *Shipper) Fetch(ctx context.Context, name, dest string) error {
 	key := repo.WALKey(s.cfg.Cluster, name)
 	var errs []error
 	for _, r := range s.repos {
-		err := s.fetchFrom(ctx, r, key, dest, false)
+		err := s.fetchFrom(ctx, r, key, dest, false, nil)
 		if err == nil {
 			if len(errs) > 0 {
 				s.log.Warn("fetched from a later repository after failures", "file", name, "repo", r.Name, "errors", errors.Join(errs...))
@@ -89,9 +89,37 @@ func (s *Shipper) Fetch(ctx context.Context, name, dest string) error {
 		errs = append(errs, err)
 	}
 	if len(errs) == 0 {
+		// "Not found" ends recovery: only a repository that holds the
+		// cluster may say it. A file repository not mounted, or its root
+		// moved, answers "not found" for everything.
+		for _, r := range s.repos {
+			if err := s.checkHolds(ctx, r); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if len(errs) == 0 {
 		return fmt.Errorf("%s: %w", name, ErrNotInArchive)
 	}
 	return fmt.Errorf("wal-fetch %s: %w", name, errors.Join(errs...))
+}
+
+// checkHolds checks, once per process and repository, that r holds the
+// cluster's record (repo.CheckClusterInfo).
+func (s *Shipper) checkHolds(ctx context.Context, r repo.Repo) error {
+	s.mu.Lock()
+	ok := s.holdsOK[r.Name]
+	s.mu.Unlock()
+	if ok {
+		return nil
+	}
+	if err := repo.CheckClusterInfo(ctx, r, s.cfg.Cluster); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.holdsOK[r.Name] = true
+	s.mu.Unlock()
+	return nil
 }
 
 // checkPrefetched checks that the prefetched file at path is the whole
@@ -129,7 +157,8 @@ func checkPrefetched(path string, n wal.Name) error {
 // the file is fsynced before the rename and the directory after it, so that
 // after an OS crash dest is either absent or whole (a prefetched file waits
 // on disk; a file fetched for restore_command is PostgreSQL's to sync).
-func (s *Shipper) fetchFrom(ctx context.Context, r repo.Repo, key, dest string, durable bool) error {
+// With own, the file is given to own before it is renamed into place.
+func (s *Shipper) fetchFrom(ctx context.Context, r repo.Repo, key, dest string, durable bool, own *fsutil.Owner) error {
 	rc, err := r.Store.Get(ctx, key)
 	if err != nil {
 		if errors.Is(err, storage.ErrNotFound) {
@@ -164,6 +193,11 @@ func (s *Shipper) fetchFrom(ctx context.Context, r repo.Repo, key, dest string, 
 	}
 	if err := tmp.Close(); err != nil {
 		return err
+	}
+	if own != nil {
+		if err := own.Chown(tmp.Name()); err != nil {
+			return err
+		}
 	}
 	if err := os.Rename(tmp.Name(), dest); err != nil {
 		return err
@@ -216,11 +250,27 @@ func (s *Shipper) Prefetch(ctx context.Context, pgwal, after string, segSize uin
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
+	// Run as root (a daemon started as root), what is created here goes
+	// to the data directory's owner: wal-fetch, run by PostgreSQL's user,
+	// must be able to clean the directory, and PostgreSQL to read a
+	// prefetched segment once it is renamed into place.
+	var own *fsutil.Owner
+	if o, ok := fsutil.InheritOwner(filepath.Dir(pgwal)); ok {
+		own = &o
+		if err := own.Chown(dir); err != nil {
+			return err
+		}
+	}
 	lock, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return err
 	}
 	defer lock.Close()
+	if own != nil {
+		if err := own.Chown(lock.Name()); err != nil {
+			return err
+		}
+	}
 	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		return nil // another prefetcher is at work
 	}
@@ -260,7 +310,7 @@ func (s *Shipper) Prefetch(ctx context.Context, pgwal, after string, segSize uin
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			if err := s.prefetchOne(ctx, dir, name); err != nil {
+			if err := s.prefetchOne(ctx, dir, name, own); err != nil {
 				mu.Lock()
 				if end == "" || name < end {
 					end = name
@@ -276,12 +326,12 @@ func (s *Shipper) Prefetch(ctx context.Context, pgwal, after string, segSize uin
 	return nil
 }
 
-func (s *Shipper) prefetchOne(ctx context.Context, dir, name string) error {
+func (s *Shipper) prefetchOne(ctx context.Context, dir, name string, own *fsutil.Owner) error {
 	key := repo.WALKey(s.cfg.Cluster, name)
 	dest := filepath.Join(dir, name)
 	var last error = storage.ErrNotFound
 	for _, r := range s.repos {
-		err := s.fetchFrom(ctx, r, key, dest, true)
+		err := s.fetchFrom(ctx, r, key, dest, true, own)
 		if err == nil {
 			return nil
 		}

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/pgdr/pgdr/pkg/config"
+	"github.com/pgdr/pgdr/pkg/fsutil"
 	"github.com/pgdr/pgdr/pkg/keys"
 	"github.com/pgdr/pgdr/pkg/objstream"
 	"github.com/pgdr/pgdr/pkg/repo"
@@ -57,6 +58,7 @@ type Shipper struct {
 	signer    *objstream.Signer
 	signerOK  bool            // the signing key is loaded on first push, only where pushes run
 	infoOK    map[string]bool // repositories whose cluster record was checked
+	holdsOK   map[string]bool // repositories seen to hold the cluster's record (wal-fetch)
 }
 
 type call struct {
@@ -75,7 +77,7 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Shipper, e
 		return nil, err
 	}
 	return &Shipper{cfg: cfg, repos: repos, recipients: rs, log: log,
-		inflight: map[string]*call{}, infoOK: map[string]bool{}}, nil
+		inflight: map[string]*call{}, infoOK: map[string]bool{}, holdsOK: map[string]bool{}}, nil
 }
 
 // Repos returns the opened repositories.
@@ -99,7 +101,9 @@ func (s *Shipper) Push(ctx context.Context, path string) error {
 
 // PushWith is Push with options. Without Force, a file in a pg_wal
 // directory (one with an archive_status directory) that has neither
-// archive_status/<name>.ready nor .done is refused with ErrNotReady:
+// archive_status/<name>.ready nor .done is refused with ErrNotReady, and so
+// is a segment outside pg_wal whose name the data directory's pg_wal holds
+// unmarked (a copy of the segment being written):
 // archive_command is only ever given ready files, and a copy of the segment
 // PostgreSQL is still writing, once stored, conflicts with the finished
 // segment and makes every later archive_command fail.
@@ -109,16 +113,30 @@ func (s *Shipper) PushWith(ctx context.Context, path string, opts PushOptions) e
 		return err
 	}
 	name := filepath.Base(abs)
-	if _, err := wal.ParseName(name); err != nil {
+	n, err := wal.ParseName(name)
+	if err != nil {
 		return err
 	}
 	pgwal := filepath.Dir(abs)
+	// A copy of a segment taken out of pg_wal (cp pg_wal/<current> /tmp/)
+	// is checked against the original: the data directory's pg_wal holding
+	// that segment not marked ready means it may still be being written.
+	check := pgwal
+	if readyState(pgwal, name) == "" && n.Kind == wal.KindSegment && s.cfg.Postgres.PGData != "" {
+		local := filepath.Join(s.cfg.Postgres.PGData, "pg_wal")
+		if _, err := os.Stat(filepath.Join(local, name)); err == nil {
+			check = local
+		}
+	}
 	if !opts.Force {
-		if err := checkReady(pgwal, name); err != nil {
+		if err := checkReady(check, name); err != nil {
+			if check != pgwal {
+				return fmt.Errorf("%s is a copy of a segment in %s: %w", abs, check, err)
+			}
 			return err
 		}
-	} else if readyState(pgwal, name) == "not ready" {
-		s.log.Warn("pushing a file PostgreSQL has not marked ready for archiving (forced): if it is still being written, the archive gets an incomplete copy (see wal-repair)", "file", abs)
+	} else if readyState(check, name) == "not ready" {
+		s.log.Warn("pushing a file PostgreSQL has not marked ready for archiving (forced): if it is still being written, the archive gets an incomplete copy (see wal-repair)", "file", abs, "pg_wal", check)
 	}
 	if ok, err := s.takeMarker(pgwal, name); err != nil {
 		return err
@@ -396,14 +414,29 @@ func (s *Shipper) readyAhead(pgwal, except string, n int) []string {
 	return names
 }
 
+// writeMarker remembers that name was pushed ahead. Run as root (a daemon
+// started as root), the directory and marker go to the data directory's
+// owner: wal-push, run by PostgreSQL's user, consumes the markers.
 func writeMarker(pgwal, name string) error {
 	dir := filepath.Join(pgwal, MarkerDir)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
+	own, chown := fsutil.InheritOwner(filepath.Dir(pgwal))
+	if chown {
+		if err := own.Chown(dir); err != nil {
+			return err
+		}
+	}
 	f, err := os.Create(filepath.Join(dir, name))
 	if err != nil {
 		return err
+	}
+	if chown {
+		if err := own.Chown(f.Name()); err != nil {
+			f.Close()
+			return err
+		}
 	}
 	if err := f.Sync(); err != nil {
 		f.Close()

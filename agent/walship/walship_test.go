@@ -225,10 +225,12 @@ func TestFetchAndPrefetch(t *testing.T) {
 	if !bytes.Equal(got, orig[second]) {
 		t.Fatal("prefetched bytes differ")
 	}
-	// With the repository gone and nothing prefetched: not in the archive.
+	// With the repository gone and nothing prefetched: not "not in the
+	// archive" (that would end recovery early) but an error naming the
+	// repository that does not hold the cluster.
 	err := f.sh.Fetch(ctx, wal.SegmentName(1, 9, segSize), dest)
-	if !errors.Is(err, ErrNotInArchive) {
-		t.Fatalf("missing: %v", err)
+	if err == nil || errors.Is(err, ErrNotInArchive) || !errors.Is(err, repo.ErrNoClusterInfo) {
+		t.Fatalf("missing, with the repository gone: %v", err)
 	}
 	// A manual fetch outside pg_wal plans no prefetch.
 	if _, ok := f.sh.PrefetchPlan(first, filepath.Join(t.TempDir(), "x")); ok {

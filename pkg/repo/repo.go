@@ -140,6 +140,28 @@ type ClusterInfo struct {
 
 func clusterInfoKey(cluster string) string { return cluster + "/cluster.json" }
 
+// ErrNoClusterInfo means a repository does not hold the cluster's record
+// (<cluster>/cluster.json, written by the first wal-push): it is not the
+// repository configured (a file repository not mounted or moved, a wrong
+// bucket or prefix), so its "not found" answers mean nothing.
+var ErrNoClusterInfo = errors.New("repository does not hold this cluster")
+
+// CheckClusterInfo returns nil when the repository holds the cluster's
+// record, an error wrapping ErrNoClusterInfo when it does not, and the
+// store's error when it cannot tell.
+func CheckClusterInfo(ctx context.Context, r Repo, cluster string) error {
+	key := clusterInfoKey(cluster)
+	_, err := r.Store.Stat(ctx, key)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, storage.ErrNotFound):
+		return fmt.Errorf("%w: repository %s (%s) has no %s (not mounted, moved, or the wrong location?)", ErrNoClusterInfo, r.Name, r.Store, key)
+	default:
+		return fmt.Errorf("repository %s (%s): %s: %w", r.Name, r.Store, key, err)
+	}
+}
+
 // ErrWrongCluster means a repository holds another PostgreSQL cluster's data.
 var ErrWrongCluster = errors.New("repository belongs to another PostgreSQL cluster")
 

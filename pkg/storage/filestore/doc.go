@@ -7,6 +7,13 @@
 // completed Put survives power loss. Temporary files start with
 // ".pgdr-tmp-"; List skips them and keys may not use that name.
 //
+// Files are created 0600 and directories 0700. Run as root (euid 0), the
+// store gives every file and directory it creates to the owner of the root
+// directory; when the root does not exist yet, to the owner of its nearest
+// existing parent (the root and any missing parent it creates included).
+// So a command run with sudo, or a daemon run as root, leaves a repository
+// that PostgreSQL's user, the archiver, can still read and write.
+//
 // Because a file system cannot hold both a file "a" and a directory "a", the
 // keys "a" and "a/b" cannot coexist here (S3 allows it); pgdr's key layout
 // never needs that.

@@ -167,14 +167,24 @@ func (s *Store) Sync(ctx context.Context, key string) error {
 // createTemp creates the temp file in dir, creating dir first. A concurrent
 // Delete may prune a directory that was just made and is still empty, so
 // creation is retried a few times when the directory vanishes underneath.
+// Run as root, the file and the directories created belong to the owner of
+// the root (see owner).
 func (s *Store) createTemp(dir string) (*os.File, error) {
+	own, chown := s.owner()
 	var lastErr error
 	for range 10 {
-		if err := s.mkdirAll(dir); err != nil {
+		if err := s.mkdirAll(dir, own, chown); err != nil {
 			return nil, err
 		}
 		f, err := os.CreateTemp(dir, tempPrefix+"*")
 		if err == nil {
+			if chown {
+				if err := f.Chown(own.UID, own.GID); err != nil {
+					f.Close()
+					os.Remove(f.Name())
+					return nil, fmt.Errorf("chown %d:%d %s: %w", own.UID, own.GID, f.Name(), err)
+				}
+			}
 			return f, nil
 		}
 		if !errors.Is(err, fs.ErrNotExist) {
@@ -185,9 +195,22 @@ func (s *Store) createTemp(dir string) (*os.File, error) {
 	return nil, lastErr
 }
 
+// owner says who must own what the store creates when the process runs as
+// root (euid 0): the owner of the root directory, or, while the root does
+// not exist yet, of its nearest existing parent (which then owns the root
+// and every directory created on the way too). Files that root alone can
+// read would stop the archiver (PostgreSQL's user) for good: a first
+// wal-push, a wal-repair or a daemon run as root must leave a repository
+// its owner can go on using. chown is false when not running as root or
+// when that owner is root.
+func (s *Store) owner() (own fsutil.Owner, chown bool) {
+	return fsutil.InheritOwner(s.root)
+}
+
 // mkdirAll creates dir and any missing parents, fsyncing the parent of every
-// directory it creates so the new entries survive a crash.
-func (s *Store) mkdirAll(dir string) error {
+// directory it creates so the new entries survive a crash; with chown, each
+// directory it creates is given to own first.
+func (s *Store) mkdirAll(dir string, own fsutil.Owner, chown bool) error {
 	fi, err := os.Stat(dir)
 	if err == nil {
 		if !fi.IsDir() {
@@ -200,7 +223,7 @@ func (s *Store) mkdirAll(dir string) error {
 	}
 	parent := filepath.Dir(dir)
 	if parent != dir {
-		if err := s.mkdirAll(parent); err != nil {
+		if err := s.mkdirAll(parent, own, chown); err != nil {
 			return err
 		}
 	}
@@ -209,6 +232,11 @@ func (s *Store) mkdirAll(dir string) error {
 			return nil
 		}
 		return err
+	}
+	if chown {
+		if err := own.Chown(dir); err != nil {
+			return err
+		}
 	}
 	if err := fsutil.SyncDir(parent); err != nil {
 		return err
