@@ -99,16 +99,26 @@ func GenerateIdentity(path string) (recipient string, err error) {
 	content := fmt.Sprintf("# created: %s\n# public key: %s\n%s\n",
 		time.Now().Format(time.RFC3339), recipient, id.String())
 
+	if err := createKeyFile(path, "age identity", content); err != nil {
+		return "", err
+	}
+	return recipient, nil
+}
+
+// createKeyFile writes a new secret key file: created exclusively (an
+// existing file is never overwritten), mode exactly 0600 whatever the
+// umask, synced, and its directory entry synced too (best effort). On an
+// error the partial file is removed.
+func createKeyFile(path, what, content string) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return "", fmt.Errorf("objstream: creating age identity file: %w", err)
+		return fmt.Errorf("objstream: creating %s file: %w", what, err)
 	}
-	fail := func(what string, err error) (string, error) {
+	fail := func(step string, err error) error {
 		f.Close()
 		os.Remove(path)
-		return "", fmt.Errorf("objstream: %s age identity file %s: %w", what, path, err)
+		return fmt.Errorf("objstream: %s %s file %s: %w", step, what, path, err)
 	}
-	// The umask can only clear bits; make the mode exactly 0600 anyway.
 	if err := f.Chmod(0o600); err != nil {
 		return fail("setting mode of", err)
 	}
@@ -120,10 +130,8 @@ func GenerateIdentity(path string) (recipient string, err error) {
 	}
 	if err := f.Close(); err != nil {
 		os.Remove(path)
-		return "", fmt.Errorf("objstream: closing age identity file %s: %w", path, err)
+		return fmt.Errorf("objstream: closing %s file %s: %w", what, path, err)
 	}
-	// Best effort: make the new directory entry durable too (the
-	// identity is written and synced; the caller prints the recipient).
 	_ = fsutil.SyncDir(filepath.Dir(path))
-	return recipient, nil
+	return nil
 }

@@ -10,13 +10,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/pgdr/pgdr/pkg/fsutil"
 )
 
 // Signing errors; test with errors.Is.
@@ -210,28 +207,8 @@ func GenerateSigningKey(path string) (PublicKey, error) {
 	pk := newPublicKey(pub)
 	content := fmt.Sprintf("# created: %s\n# key id: %s\n# public key: %s\n%s%s\n",
 		time.Now().Format(time.RFC3339), pk.ID(), pk, secretKeyPrefix, base64.RawStdEncoding.EncodeToString(priv.Seed()))
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return PublicKey{}, fmt.Errorf("objstream: creating signing key file: %w", err)
+	if err := createKeyFile(path, "signing key", content); err != nil {
+		return PublicKey{}, err
 	}
-	fail := func(what string, err error) (PublicKey, error) {
-		f.Close()
-		os.Remove(path)
-		return PublicKey{}, fmt.Errorf("objstream: %s signing key file %s: %w", what, path, err)
-	}
-	if err := f.Chmod(0o600); err != nil {
-		return fail("setting mode of", err)
-	}
-	if _, err := f.WriteString(content); err != nil {
-		return fail("writing", err)
-	}
-	if err := f.Sync(); err != nil {
-		return fail("syncing", err)
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(path)
-		return PublicKey{}, fmt.Errorf("objstream: closing signing key file %s: %w", path, err)
-	}
-	_ = fsutil.SyncDir(filepath.Dir(path))
 	return pk, nil
 }
