@@ -307,7 +307,7 @@ func newPrefetcher(ctx context.Context, a *walArchive, segSize uint64, name func
 func (p *prefetcher) get(ctx context.Context, segNo uint64) (io.ReadCloser, error) {
 	fname := p.name(segNo)
 	if p.depth == 0 {
-		rc, err := p.a.open(ctx, fname)
+		rc, err := p.a.open(ctx, fname, int64(p.segSize))
 		return rc, p.segmentErr(fname, err)
 	}
 	if len(p.queue) == 0 || p.queue[0].segNo != segNo {
@@ -357,16 +357,8 @@ func (p *prefetcher) start(segNo uint64) {
 	go func() {
 		defer p.wg.Done()
 		defer close(f.done)
-		rc, err := p.a.open(p.ctx, p.name(segNo))
-		if err != nil {
-			f.err = err
-			return
-		}
-		defer rc.Close()
-		// ReadFrom reads to io.EOF: the whole object, verified.
-		if _, err := f.buf.ReadFrom(rc); err != nil {
-			f.err = err
-		}
+		// The whole object, verified before it is used.
+		f.err = p.a.readVerified(p.ctx, p.name(segNo), f.buf, int64(p.segSize))
 	}()
 }
 
@@ -460,106 +452,74 @@ func (a *walArchive) exists(ctx context.Context, name string) (bool, error) {
 	return false, errors.Join(errs...)
 }
 
-// open opens the archived file name for reading its plaintext. The error
-// wraps storage.ErrNotFound only when no repository holds it.
-func (a *walArchive) open(ctx context.Context, name string) (io.ReadCloser, error) {
-	f := &archivedFile{ctx: ctx, a: a, key: repo.WALKey(a.cluster, name)}
-	if err := f.next(); err != nil {
+// open returns the plaintext of the archived file name, at most limit
+// bytes, read whole and verified before any of it is returned
+// (readVerified). The error wraps storage.ErrNotFound only when no
+// repository holds it.
+func (a *walArchive) open(ctx context.Context, name string, limit int64) (io.ReadCloser, error) {
+	var buf bytes.Buffer
+	if err := a.readVerified(ctx, name, &buf, limit); err != nil {
 		return nil, err
 	}
-	return f, nil
+	return io.NopCloser(bytes.NewReader(buf.Bytes())), nil
 }
 
-// archivedFile is the plaintext of one archived file, read from the first
-// repository with a copy that reads and verifies; when a copy fails
-// midway, reading goes on from the same offset in the next repository's.
-// Only a read ending in io.EOF is verified (objstream).
-type archivedFile struct {
-	ctx   context.Context
-	a     *walArchive
-	key   string
-	repo  int // the next repository to try
-	rc    io.ReadCloser
-	or    *objstream.Reader
-	off   int64 // plaintext bytes returned
-	found bool  // some repository holds the object
-	errs  []error
-}
-
-// next opens the copy in the next repository that holds one, skipping
-// what was already returned.
-func (f *archivedFile) next() error {
-	f.release()
-	for f.repo < len(f.a.repos) {
-		r := f.a.repos[f.repo]
-		f.repo++
-		rc, err := r.Store.Get(f.ctx, f.key)
+// readVerified reads the plaintext of the archived file name into buf
+// from the first repository whose copy reads whole, at most limit bytes,
+// and verifies (objstream verifies a read ending in io.EOF). A copy that
+// fails anywhere is dropped whole and the next repository's read from its
+// start: bytes of two copies are never joined, so a forged copy in one
+// repository cannot borrow another's verification. buf holds nothing
+// when an error is returned. The error wraps storage.ErrNotFound only
+// when no repository holds the file.
+func (a *walArchive) readVerified(ctx context.Context, name string, buf *bytes.Buffer, limit int64) error {
+	key := repo.WALKey(a.cluster, name)
+	var errs []error
+	found := false
+	for _, r := range a.repos {
+		buf.Reset()
+		rc, err := r.Store.Get(ctx, key)
 		if errors.Is(err, storage.ErrNotFound) {
 			continue
 		}
-		f.found = true
+		found = true
 		if err != nil {
-			f.errs = append(f.errs, fmt.Errorf("repository %s: reading %s: %w", r.Name, f.key, err))
+			errs = append(errs, fmt.Errorf("repository %s: reading %s: %w", r.Name, key, err))
 			continue
 		}
-		or, err := f.a.pool.NewReaderOpts(rc, r.SignedReadOptions(f.key, f.a.ids, true))
-		if err == nil && f.off > 0 {
-			_, err = io.CopyN(io.Discard, or, f.off)
-		}
+		err = a.readCopy(rc, r, key, buf, limit)
+		rc.Close()
 		if err != nil {
-			if or != nil {
-				or.Close()
-			}
-			rc.Close()
-			f.errs = append(f.errs, fmt.Errorf("repository %s: object %s: %w", r.Name, f.key, err))
+			errs = append(errs, fmt.Errorf("repository %s: object %s: %w", r.Name, key, err))
 			continue
 		}
-		if len(f.errs) > 0 {
+		if len(errs) > 0 {
 			// A later repository's copy replaces a bad one, as wal-fetch does.
-			f.a.log.Warn("reading an archived WAL file from a later repository after failures", "key", f.key, "repo", r.Name, "errors", errors.Join(f.errs...))
+			a.log.Warn("reading an archived WAL file from a later repository after failures", "key", key, "repo", r.Name, "errors", errors.Join(errs...))
 		}
-		f.rc, f.or = rc, or
 		return nil
 	}
-	if !f.found {
-		return fmt.Errorf("%s: %w", f.key, storage.ErrNotFound)
+	buf.Reset()
+	if !found {
+		return fmt.Errorf("%s: %w", key, storage.ErrNotFound)
 	}
-	return errors.Join(f.errs...)
+	return errors.Join(errs...)
 }
 
-func (f *archivedFile) Read(p []byte) (int, error) {
-	for {
-		if f.or == nil {
-			return 0, errors.Join(f.errs...)
-		}
-		n, err := f.or.Read(p)
-		f.off += int64(n)
-		if err == nil || errors.Is(err, io.EOF) {
-			return n, err
-		}
-		f.errs = append(f.errs, fmt.Errorf("repository %s: object %s: %w", f.a.repos[f.repo-1].Name, f.key, err))
-		if nerr := f.next(); nerr != nil {
-			return n, nerr
-		}
-		if n > 0 {
-			return n, nil
-		}
+// readCopy reads one repository's copy whole into buf: to io.EOF, which
+// objstream verifies, and no more than limit bytes.
+func (a *walArchive) readCopy(rc io.Reader, r repo.Repo, key string, buf *bytes.Buffer, limit int64) error {
+	or, err := a.pool.NewReaderOpts(rc, r.SignedReadOptions(key, a.ids, true))
+	if err != nil {
+		return err
 	}
-}
-
-func (f *archivedFile) release() {
-	if f.or != nil {
-		f.or.Close()
-		f.or = nil
+	defer or.Close()
+	n, err := buf.ReadFrom(io.LimitReader(or, limit+1))
+	if err != nil {
+		return err
 	}
-	if f.rc != nil {
-		f.rc.Close()
-		f.rc = nil
+	if n > limit {
+		return fmt.Errorf("larger than %d bytes", limit)
 	}
-}
-
-// Close releases the object; it does not verify anything.
-func (f *archivedFile) Close() error {
-	f.release()
 	return nil
 }

@@ -1,6 +1,7 @@
 package restore
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +15,9 @@ import (
 	"github.com/pgdr/pgdr/pkg/storage"
 	"github.com/pgdr/pgdr/pkg/wal"
 )
+
+// maxHistoryFile bounds a timeline history file read from the archive.
+const maxHistoryFile = 16 << 20
 
 // This file chooses the timeline recovery follows (recovery_target_timeline).
 //
@@ -90,15 +94,11 @@ func loadTimelines(ctx context.Context, a *walArchive, segSize uint64) (*tlGraph
 	}
 	for _, tli := range hists {
 		name := wal.HistoryFileName(tli)
-		f, err := a.open(ctx, name)
-		if err != nil {
+		var buf bytes.Buffer
+		if err := a.readVerified(ctx, name, &buf, maxHistoryFile); err != nil {
 			return nil, fmt.Errorf("reading %s from the archive: %w", name, err)
 		}
-		b, err := io.ReadAll(io.LimitReader(f, 16<<20))
-		f.Close()
-		if err != nil {
-			return nil, fmt.Errorf("reading %s from the archive: %w", name, err)
-		}
+		b := buf.Bytes()
 		es, err := wal.ParseHistory(b, tli)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", name, err)
@@ -229,7 +229,7 @@ func (g *tlGraph) newestSegment(tli uint32) string {
 func (g *tlGraph) wentOn(ctx context.Context, a *walArchive, p uint32, at wal.LSN) (bool, string, error) {
 	src := func(ctx context.Context, segNo uint64) (io.ReadCloser, error) {
 		name := wal.SegmentName(p, segNo, g.segSize)
-		rc, err := a.open(ctx, name)
+		rc, err := a.open(ctx, name, int64(g.segSize))
 		if errors.Is(err, storage.ErrNotFound) {
 			return nil, fmt.Errorf("%s is not in the archive: %w", name, wal.ErrNoSegment)
 		}
