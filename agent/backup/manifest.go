@@ -69,6 +69,11 @@ type Manifest struct {
 	DatabaseBytes    int64         `json:"database_bytes"`
 	StoredBytes      int64         `json:"stored_bytes"`
 	DurationSeconds  float64       `json:"duration_seconds"`
+	// Signed is set by LoadManifest when the manifest carried a signature
+	// the repository's Verifier checked: what it says then comes from a
+	// holder of a trusted signing key, not merely from whoever can write
+	// the repository (docs/security.md). Never stored.
+	Signed bool `json:"-"`
 }
 
 // Tablespace is a pg_tblspc link.
@@ -222,6 +227,8 @@ func LoadManifest(ctx context.Context, r repo.Repo, cluster, id string) (*Manife
 	if m.Format != ManifestFormat {
 		return nil, fmt.Errorf("repository %s: manifest %s has format %d, this pgdr reads %d", r.Name, key, m.Format, ManifestFormat)
 	}
+	// Read to io.EOF, so the plaintext matched the signed header.
+	m.Signed = r.Verifier != nil && or.Header.Signature != nil
 	return &m, nil
 }
 

@@ -67,6 +67,8 @@ func (d *Daemon) restoreLatestBackup(ctx context.Context, pgdata string) (*resto
 	defer cancel()
 	res, err := restore.Restore(rctx, restore.Deps{Cfg: cfg, Repos: repos, Identities: ids, Log: d.log}, restore.Options{
 		BackupID: "latest", PGData: pgdata, Parallel: runtime.NumCPU(), AgentPath: self, ConfigPath: cfgPath, Rejoin: true,
+		// Unattended: only a backup whose manifest a trusted key signed.
+		RequireSigned: true,
 	})
 	if err != nil {
 		return nil, err

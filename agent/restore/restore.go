@@ -77,6 +77,10 @@ type Options struct {
 	// is PostgreSQL's 'latest', to follow the primary's later failovers,
 	// and the archive settings are left as restored.
 	Rejoin bool
+	// RequireSigned refuses a backup whose manifest (or a manifest of its
+	// chain) is not signed and verified (backup.Manifest.Signed): the
+	// daemon's unattended re-clone, where nobody reads a warning.
+	RequireSigned bool
 	// TablespaceMap relocates tablespaces: OID or name → new location (an
 	// absolute path, empty or absent). TablespaceMapAll puts every
 	// tablespace TablespaceMap does not name at TablespaceMapAll/<name>
@@ -163,8 +167,17 @@ func Restore(ctx context.Context, d Deps, o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkUnsigned(m, spcs); err != nil {
+		return nil, err
+	}
 	chain, err := backup.Chain(ctx, r, d.Cfg.Cluster, m.ID)
 	if err != nil {
+		return nil, err
+	}
+	if err := checkSigned(d, r, chain, o.RequireSigned); err != nil {
+		return nil, err
+	}
+	if err := checkLocationParents(m, o.PGData); err != nil {
 		return nil, err
 	}
 	tli := uint32(0)
@@ -236,6 +249,7 @@ func Restore(ctx context.Context, d Deps, o Options) (*Result, error) {
 
 	w := &writer{d: d, r: r, root: o.PGData, cluster: d.Cfg.Cluster, walDir: o.WALDir}
 	defer w.roots.close()
+	existed := existingLocations(m)
 	if err := makeLocations(m, o.PGData); err != nil {
 		return nil, err
 	}
@@ -264,7 +278,7 @@ func Restore(ctx context.Context, d Deps, o Options) (*Result, error) {
 	if err := w.syncDirs(m); err != nil {
 		return nil, err
 	}
-	if err := chownToParent(o.PGData, m, o.WALDir); err != nil {
+	if err := chownToParent(o.PGData, m, o.WALDir, existed); err != nil {
 		return nil, err
 	}
 	res := &Result{Backup: m.ID, Chain: chainIDs(chain), PGData: o.PGData, Files: len(plan),
@@ -1112,7 +1126,10 @@ func (w *writer) syncDirs(m *backup.Manifest) error {
 // chownToParent gives the restored files to the owner of PGDATA's parent
 // when running as root: PostgreSQL runs as that user and refuses a data
 // directory it does not own. walDir is the --waldir directory, or "".
-func chownToParent(pgdata string, m *backup.Manifest, walDir string) error {
+// A tablespace location in existed (there before the restore) keeps its
+// owner: only what the restore made in it is given away, so a location
+// naming a directory of someone else's never changes hands.
+func chownToParent(pgdata string, m *backup.Manifest, walDir string, existed map[string]bool) error {
 	if os.Geteuid() != 0 {
 		return nil
 	}
@@ -1120,26 +1137,27 @@ func chownToParent(pgdata string, m *backup.Manifest, walDir string) error {
 	if err != nil || uid == 0 {
 		return err
 	}
-	roots := []string{pgdata}
+	if err := lchownTree(pgdata, int(uid), int(gid), true); err != nil {
+		return err
+	}
 	for _, ts := range m.Tablespaces {
-		roots = append(roots, ts.Location)
+		if err := lchownTree(ts.Location, int(uid), int(gid), !existed[ts.Location]); err != nil {
+			return err
+		}
 	}
 	if walDir != "" {
-		roots = append(roots, walDir)
-	}
-	for _, root := range roots {
-		if err := lchownTree(root, int(uid), int(gid)); err != nil {
+		if err := lchownTree(walDir, int(uid), int(gid), true); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// lchownTree gives dir and everything beneath it to uid:gid without
-// following a symbolic link anywhere: the walk and every chown stay beneath
-// dir (os.Root), and a link is chowned itself (the tablespace links), not
-// its target.
-func lchownTree(dir string, uid, gid int) error {
+// lchownTree gives everything beneath dir, and dir itself when self is
+// set, to uid:gid without following a symbolic link anywhere: the walk and
+// every chown stay beneath dir (os.Root), and a link is chowned itself
+// (the tablespace links), not its target.
+func lchownTree(dir string, uid, gid int, self bool) error {
 	r, err := os.OpenRoot(dir)
 	if err != nil {
 		return err
@@ -1148,6 +1166,9 @@ func lchownTree(dir string, uid, gid int) error {
 	return fs.WalkDir(r.FS(), ".", func(p string, _ fs.DirEntry, err error) error {
 		if err != nil {
 			return fmt.Errorf("%s: %w", dir, err)
+		}
+		if p == "." && !self {
+			return nil
 		}
 		if err := r.Lchown(p, uid, gid); err != nil {
 			return fmt.Errorf("%s: %w", dir, err)

@@ -9,9 +9,11 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 
 	"github.com/pgdr/pgdr/agent/backup"
 	"github.com/pgdr/pgdr/pkg/fsutil"
+	"github.com/pgdr/pgdr/pkg/repo"
 )
 
 // TablespaceResult is where a restore put one tablespace.
@@ -337,4 +339,105 @@ func makeLocations(m *backup.Manifest, pgdata string) error {
 		}
 	}
 	return nil
+}
+
+// checkUnsigned refuses, for a manifest that is not signed and verified
+// (backup.Manifest.Signed), every tablespace location the manifest itself
+// chose: whoever can write the repository wrote it (docs/security.md), and
+// a restore run as root would make that directory anywhere. A location
+// given by --tablespace-map or --tablespace-map-all is the operator's.
+// spcs is relocate's result for m.
+func checkUnsigned(m *backup.Manifest, spcs []TablespaceResult) error {
+	if m.Signed {
+		return nil
+	}
+	for _, ts := range spcs {
+		if !ts.Relocated {
+			return fmt.Errorf("tablespace %s: backup %s's manifest is not signed, so its location %s comes from whoever can write the repository and is not used: "+
+				"relocate it with --tablespace-map %s=DIR (or --tablespace-map-all DIR), or configure signing (signing.key_file, signing.public_keys)",
+				describe(backup.Tablespace{OID: ts.OID, Name: ts.Name}), m.ID, ts.OriginalLocation, ts.OID)
+		}
+	}
+	return nil
+}
+
+// checkSigned refuses a chain with a manifest that is not signed and
+// verified when require is set; else it warns about each one.
+func checkSigned(d Deps, r repo.Repo, chain []*backup.Manifest, require bool) error {
+	for _, m := range chain {
+		if m.Signed {
+			continue
+		}
+		if require {
+			return fmt.Errorf("backup %s in repository %s: its manifest is not signed by a trusted key (signing.public_keys): an unattended restore uses only signed backups", m.ID, r.Name)
+		}
+		d.Log.Warn("the backup's manifest is not signed by a trusted key: what it says comes from whoever can write the repository (configure signing.key_file and signing.public_keys)",
+			"backup", m.ID, "repo", r.Name)
+	}
+	return nil
+}
+
+// existingLocations reports which tablespace locations exist before the
+// restore makes any.
+func existingLocations(m *backup.Manifest) map[string]bool {
+	existed := map[string]bool{}
+	for _, ts := range m.Tablespaces {
+		if _, err := os.Lstat(ts.Location); err == nil {
+			existed[ts.Location] = true
+		}
+	}
+	return existed
+}
+
+// checkLocationParents refuses a tablespace location that does not exist
+// yet unless its nearest existing parent belongs to the data directory's
+// owner, or to the owner the restored files are given (that of the data
+// directory's parent; the restoring user when not root): the restore
+// makes directories only where that user could have made them itself.
+func checkLocationParents(m *backup.Manifest, pgdata string) error {
+	owners := map[uint32]bool{}
+	if os.Geteuid() != 0 {
+		owners[uint32(os.Geteuid())] = true
+	}
+	for _, p := range []string{pgdata, filepath.Dir(pgdata)} {
+		if _, fi, err := nearestExisting(p); err == nil {
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+				owners[st.Uid] = true
+			}
+		}
+	}
+	for _, ts := range m.Tablespaces {
+		if _, err := os.Lstat(ts.Location); err == nil || !errors.Is(err, fs.ErrNotExist) {
+			continue // it exists (checkDir checks it), or an error the restore reports
+		}
+		parent, fi, err := nearestExisting(filepath.Dir(ts.Location))
+		if err != nil {
+			return fmt.Errorf("tablespace %s at %s: %w", describe(ts), ts.Location, err)
+		}
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if !ok {
+			return fmt.Errorf("tablespace %s at %s: %s: no owner information", describe(ts), ts.Location, parent)
+		}
+		if !owners[st.Uid] {
+			return fmt.Errorf("tablespace %s: the location %s does not exist and would be made in %s, owned by uid %d, not by the data directory's owner: "+
+				"make the location yourself (empty, owned by the data directory's owner) or relocate the tablespace (--tablespace-map %s=DIR)",
+				describe(ts), ts.Location, parent, st.Uid, ts.OID)
+		}
+	}
+	return nil
+}
+
+// nearestExisting returns p or its nearest existing parent, and what
+// os.Stat says of it (symbolic links followed: the directory the new ones
+// would be made in).
+func nearestExisting(p string) (string, fs.FileInfo, error) {
+	for cur := filepath.Clean(p); ; cur = filepath.Dir(cur) {
+		fi, err := os.Stat(cur)
+		if err == nil {
+			return cur, fi, nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) || filepath.Dir(cur) == cur {
+			return "", nil, err
+		}
+	}
 }
