@@ -12,8 +12,8 @@ import (
 // quoted value cannot span lines. So ' and \ are doubled, and every
 // control character is written as a three-digit octal escape: whatever s
 // holds, the line is one setting whose value reads back as s (up to a NUL,
-// where PostgreSQL's strings end). quoteLiteral, which doubles ' alone,
-// is for SQL statements (standard_conforming_strings) only.
+// where PostgreSQL's strings end). quoteLiteral is for SQL statements
+// only.
 func confQuote(s string) string {
 	var b strings.Builder
 	b.Grow(len(s) + 2)

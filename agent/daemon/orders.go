@@ -139,9 +139,28 @@ func primaryConninfo(dsn, node string) string {
 	return dsn + " application_name=" + node
 }
 
-// quoteLiteral quotes s as an SQL string literal (standard_conforming_strings
-// on). Not for configuration files: see confQuote.
-func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+// quoteLiteral quotes s as an SQL escape string literal, E'...', with \
+// and ' doubled: the same value whatever standard_conforming_strings is
+// (off, a plain '...' literal takes \' as an escaped quote and the value
+// could end early, the rest run as SQL). For statements that take no bind
+// parameters (ALTER SYSTEM); not for configuration files: see confQuote.
+func quoteLiteral(s string) string {
+	var b strings.Builder
+	b.Grow(len(s) + 3)
+	b.WriteString("E'")
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; c {
+		case '\\':
+			b.WriteString(`\\`)
+		case '\'':
+			b.WriteString("''")
+		default:
+			b.WriteByte(c)
+		}
+	}
+	b.WriteByte('\'')
+	return b.String()
+}
 
 // hostPort is where dsn connects (the first host).
 func hostPort(dsn string) (string, uint16, error) {
