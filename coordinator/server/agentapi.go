@@ -9,8 +9,10 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -376,9 +378,28 @@ func (a *agentAPI) CompleteCommand(ctx context.Context, r *pgdrv1.CommandResult)
 	if err := checkCaller(ctx, r.Cluster, r.Node); err != nil {
 		return nil, err
 	}
+	// Results go into Raft history: cut, not refused, so that a long
+	// pg_rewind output still completes its command.
+	r.Error = clipText(r.Error, maxResultText)
+	r.Output = clipText(r.Output, maxResultText)
 	a.s.hub.complete(r)
 	if !r.Ok {
 		a.s.log.Warn("agent command failed", "cluster", r.Cluster, "node", r.Node, "id", r.Id, "err", r.Error)
 	}
 	return &pgdrv1.CommandResultAck{}, nil
+}
+
+// clipText returns s cut to at most n bytes of valid UTF-8 ending with a
+// marker saying how many bytes were cut; s itself when it fits.
+func clipText(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	// Room for the marker, with a digit more than this estimate's.
+	keep := max(0, n-len(fmt.Sprintf(" … [truncated: %d of %d bytes]", len(s)-n, len(s)))-1)
+	for keep > 0 && !utf8.RuneStart(s[keep]) {
+		keep--
+	}
+	kept := strings.ToValidUTF8(s[:keep], "")
+	return kept + fmt.Sprintf(" … [truncated: %d of %d bytes]", len(s)-len(kept), len(s))
 }

@@ -28,6 +28,7 @@ const (
 	maxReportStr  = 1024 // the other strings of a report
 	maxReplicas   = 256
 	maxCommandID  = 64
+	maxResultText = 8192 // CommandResult.error and .output, each (cut, not refused)
 
 	// memberUpdateEvery, memberUpdateBurst: a member's registration
 	// changes (written to Raft) at most memberUpdateBurst times at once and
