@@ -170,9 +170,15 @@ func verifyFailsafeAck(key []byte, node string, p FailsafePing, body []byte) err
 	return nil
 }
 
-// failsafeMaxTTL bounds a ping's lease_ttl_ms (a larger one is refused as
-// malformed rather than blocking promotions for long).
-const failsafeMaxTTL = 10 * time.Minute
+// failsafeTTLFactor bounds a ping's lease_ttl_ms at this many times the
+// member's own lease_ttl (failsafeMaxTTL): a larger one is refused as
+// malformed rather than blocking promotions for long. It leaves room for a
+// rolling change of lease_ttl (TestFailsafeMismatchedTTL).
+const failsafeTTLFactor = 4
+
+// failsafeMaxTTL is the longest lease TTL a ping may make this member
+// honour.
+func (d *Daemon) failsafeMaxTTL() time.Duration { return failsafeTTLFactor * d.leaseTTL() }
 
 // SignFailsafe returns the signature header value of body under key.
 func SignFailsafe(key, body []byte) string {
@@ -768,7 +774,7 @@ func (d *Daemon) loadAckLocked() {
 	if age < 0 {
 		age = 0
 	}
-	ttl := time.Duration(pa.TTLMs) * time.Millisecond
+	ttl := min(time.Duration(pa.TTLMs)*time.Millisecond, d.failsafeMaxTTL())
 	if age < max(d.leaseTTL(), ttl) && d.fs.ack.at.IsZero() {
 		d.fs.ack = failsafeAck{at: time.Now().Add(-age), primary: pa.Primary, epoch: pa.Epoch, ttl: ttl}
 	}
@@ -841,7 +847,7 @@ func (d *Daemon) serveFailsafe(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	var p FailsafePing
-	if err := json.Unmarshal(body, &p); err != nil || p.Primary == "" || p.Epoch == 0 || p.LeaseTTLMs < 0 || p.LeaseTTLMs > failsafeMaxTTL.Milliseconds() {
+	if err := json.Unmarshal(body, &p); err != nil || p.Primary == "" || p.Epoch == 0 || p.LeaseTTLMs < 0 || p.LeaseTTLMs > d.failsafeMaxTTL().Milliseconds() {
 		http.Error(w, "bad failsafe ping", http.StatusBadRequest)
 		return
 	}

@@ -487,3 +487,46 @@ func TestFailsafeAckAuthenticated(t *testing.T) {
 		t.Errorf("the failsafe key changed across a restart")
 	}
 }
+
+// TestFailsafePingTTLBounded: a ping may make this member refuse promotion
+// for at most failsafeTTLFactor times its own lease_ttl (5s here); a
+// longer lease_ttl_ms (such as 10 minutes) is refused as malformed and
+// acknowledges nothing, so it cannot hold promotions back for long.
+func TestFailsafePingTTLBounded(t *testing.T) {
+	d, key := failsafeDaemon(t, t.TempDir()) // lease_ttl 5s
+	d.latest = &pgdrv1.HealthReport{Cluster: "main", Node: "pg-a2", Time: timestamppb.Now(), PostmasterAlive: true, Connectable: true, InRecovery: true}
+	d.seeEpoch(3)
+	post := func(ttlMs int64) (int, string) {
+		body := []byte(fmt.Sprintf(`{"cluster":"main","primary":"pg-a1","epoch":3,"sent_at":%q,"lease_ttl_ms":%d}`, time.Now().UTC().Format(time.RFC3339Nano), ttlMs))
+		req := httptest.NewRequest("POST", FailsafePath, bytes.NewReader(body))
+		req.Header.Set(FailsafeSignatureHeader, SignFailsafe(key, body))
+		rec := httptest.NewRecorder()
+		d.Handler().ServeHTTP(rec, req)
+		return rec.Code, rec.Body.String()
+	}
+	for _, ttl := range []int64{(10 * time.Minute).Milliseconds(), 20001} {
+		if code, body := post(ttl); code != 400 || !strings.Contains(body, "bad failsafe ping") {
+			t.Errorf("ping with lease_ttl_ms %d: %d %q, want 400 bad failsafe ping", ttl, code, body)
+		}
+	}
+	if done, err := d.failsafeBeginPromote(); err != nil {
+		t.Fatalf("refused pings acknowledged: promotion refused: %v", err)
+	} else {
+		done()
+	}
+	if code, body := post(20000); code != 200 {
+		t.Fatalf("ping with lease_ttl_ms 20000 (4 x 5s): %d %q", code, body)
+	}
+	// A persisted acknowledgement with a longer TTL (written by an older
+	// agent) is honoured for no longer than the bound either.
+	b, _ := json.Marshal(persistedAck{At: time.Now().Add(-30 * time.Second), Primary: "pg-a1", Epoch: 3, TTLMs: (10 * time.Minute).Milliseconds()})
+	if err := os.WriteFile(d.ackPath(), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d2 := New(d.cfg, nil, slog.New(slog.DiscardHandler))
+	done, err := d2.failsafeBeginPromote()
+	if err != nil {
+		t.Fatalf("a persisted 10-minute acknowledgement 30s old still refuses promotion: %v", err)
+	}
+	done()
+}
