@@ -1,7 +1,9 @@
 package restore
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -169,5 +171,18 @@ func TestChownKeepsExistingLocationOwner(t *testing.T) {
 		if got := uidOf(t, p); got != pgUID {
 			t.Errorf("%s: uid %d, want %d", p, got, pgUID)
 		}
+	}
+}
+
+// TestUnsignedManifestWarns: a restore of an unsigned backup says so.
+func TestUnsignedManifestWarns(t *testing.T) {
+	f := newForgedRepo(t)
+	var logged bytes.Buffer
+	f.deps.Log = slog.New(slog.NewTextHandler(&logged, nil))
+	f.put(t, forgedManifest([]backup.Dir{{Path: "base", Mode: 0o700}}, nil, nil))
+	_, err := Restore(context.Background(), f.deps, Options{BackupID: "latest", PGData: filepath.Join(f.base, "pgdata"), AgentPath: "pgdr-agent", ConfigPath: "cfg", Rejoin: true})
+	t.Logf("restore: %v", err)
+	if !strings.Contains(logged.String(), "level=WARN") || !strings.Contains(logged.String(), "manifest is not signed") {
+		t.Fatalf("no warning about the unsigned manifest; log:\n%s", logged.String())
 	}
 }
