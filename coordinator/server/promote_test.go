@@ -303,3 +303,38 @@ func TestPromoteOutcome(t *testing.T) {
 		}
 	}
 }
+
+// TestSyncBeforePromoteRecordFails: review D4. In synchronous mode the
+// standbys the new primary waits for are recorded before it is told them;
+// when that record fails (here: the epoch moved), the promotion step stops
+// with an error and the candidate is not told anything. A new primary
+// acknowledging commits that the recorded set does not know of could lose
+// them at the next failover.
+func TestSyncBeforePromoteRecordFails(t *testing.T) {
+	s := testLeader(t)
+	ctx := context.Background()
+	for _, m := range []string{"a", "b", "c"} {
+		if _, err := s.propose(ctx, pgdrv1.CommandType_COMMAND_TYPE_REGISTER_MEMBER, &pgdrv1.RegisterMember{Member: &pgdrv1.Member{
+			Name: m, Cluster: "main", Region: "r1", Dsn: "host=" + m}}, "test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.propose(ctx, pgdrv1.CommandType_COMMAND_TYPE_SET_PRIMARY, &pgdrv1.SetPrimary{Cluster: "main", Name: "a", ExpectedEpoch: 0}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	agents := &fakeAgents{answer: func(string, *pgdrv1.AgentCommand) *pgdrv1.CommandResult { return &pgdrv1.CommandResult{Ok: true} }}
+	agents.start(t, s, "a", "b", "c")
+	cl, _ := s.fsm.Cluster("main")
+	cl.Policy = &pgdrv1.Policy{Synchronous: "on"}
+	// The recorded epoch is 1; recording at 5 is refused by the FSM.
+	err := s.syncBeforePromote(ctx, cl, "b", 5)
+	if err == nil {
+		t.Fatalf("syncBeforePromote carried on after recording the synchronous standbys failed; orders %v", agents.orders())
+	}
+	if got := agents.orders(); len(got) != 0 {
+		t.Fatalf("orders %v sent after recording the synchronous standbys failed (%v)", got, err)
+	}
+	if !strings.Contains(err.Error(), "epoch mismatch") {
+		t.Errorf("error does not say why: %v", err)
+	}
+}
