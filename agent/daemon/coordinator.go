@@ -299,7 +299,8 @@ func (c *coordClient) session(ctx context.Context) error {
 }
 
 // carryOut runs one command. Orders older than the known epoch are
-// refused; epoch 0 is accepted only for the read-only orders.
+// refused; epoch 0 is accepted only for the read-only orders. A read-only
+// command's epoch is adopted here, an order's by Order once accepted.
 func (c *coordClient) carryOut(ctx context.Context, cmd *pgdrv1.AgentCommand) *pgdrv1.CommandResult {
 	res := &pgdrv1.CommandResult{Id: cmd.GetId(), Cluster: c.d.cfg.Cluster, Node: c.d.cfg.Node.Name}
 	log := c.log.With("command", cmd.GetId(), "epoch", cmd.GetEpoch())
@@ -308,11 +309,15 @@ func (c *coordClient) carryOut(ctx context.Context, cmd *pgdrv1.AgentCommand) *p
 		log.Warn("refused a command", "err", res.Error)
 		return res
 	}
-	c.seeEpoch(cmd.GetEpoch())
+	// An order's epoch is adopted by Order once it is accepted (an expired
+	// order must not move the epoch: the next order at the recorded epoch
+	// would be refused as stale).
 	switch k := cmd.GetKind().(type) {
 	case *pgdrv1.AgentCommand_Ping:
+		c.seeEpoch(cmd.GetEpoch())
 		res.Ok, res.Output = true, "pong"
 	case *pgdrv1.AgentCommand_CheckNow:
+		c.seeEpoch(cmd.GetEpoch())
 		r := c.d.CheckNow(ctx)
 		b := health.BodyOf(r)
 		res.Ok = true

@@ -53,8 +53,8 @@ var errOrderExpired = errors.New("refused: the order's deadline passed")
 // fence, rejoin), one at a time. An order must carry an epoch, and one
 // older than the highest epoch seen (checked again once the previous
 // order is done) is refused, as is one whose deadline (when the leader
-// stops waiting for it) passed before it could start. It returns the
-// output to report.
+// stops waiting for it) passed before it could start. Only an accepted
+// order's epoch becomes the highest seen. It returns the output to report.
 func (d *Daemon) Order(cmd *pgdrv1.AgentCommand) (string, error) {
 	d.orderMu.Lock()
 	defer d.orderMu.Unlock()
@@ -64,7 +64,6 @@ func (d *Daemon) Order(cmd *pgdrv1.AgentCommand) (string, error) {
 	if known := d.seeEpoch(0); cmd.GetEpoch() < known {
 		return "", fmt.Errorf("stale epoch %d: this agent knows epoch %d", cmd.GetEpoch(), known)
 	}
-	d.seeEpoch(cmd.GetEpoch())
 	var deadline time.Time
 	if dl := cmd.GetDeadline(); dl != nil {
 		deadline = dl.AsTime()
@@ -73,6 +72,15 @@ func (d *Daemon) Order(cmd *pgdrv1.AgentCommand) (string, error) {
 				errOrderExpired, orderName(cmd), cmd.GetId(), cmd.GetEpoch(), cmd.GetIssuedAt().AsTime().Format(time.RFC3339Nano), deadline.Format(time.RFC3339Nano))
 		}
 	}
+	switch cmd.GetKind().(type) {
+	case *pgdrv1.AgentCommand_Promote, *pgdrv1.AgentCommand_Follow, *pgdrv1.AgentCommand_Fence, *pgdrv1.AgentCommand_Rejoin,
+		*pgdrv1.AgentCommand_SetSynchronous, *pgdrv1.AgentCommand_Demote, *pgdrv1.AgentCommand_Restart:
+	default:
+		return "", fmt.Errorf("unknown order %T", cmd.GetKind())
+	}
+	// Adopted only now that the order is accepted: a refused order (expired,
+	// unknown) must not make the next order at the recorded epoch stale.
+	d.seeEpoch(cmd.GetEpoch())
 	ctx := d.runCtx
 	switch k := cmd.GetKind().(type) {
 	case *pgdrv1.AgentCommand_Promote:

@@ -171,3 +171,25 @@ func TestPromoteOrder(t *testing.T) {
 		}
 	})
 }
+
+// TestExpiredOrderKeepsEpoch: issue 12 review D3. An order refused for its
+// deadline does not move the agent's epoch: a late fence at epoch 7 must
+// not make the agent refuse the next promote at the recorded epoch 6.
+func TestExpiredOrderKeepsEpoch(t *testing.T) {
+	ctx := context.Background()
+	fp := &fakePromotion{finish: true}
+	d, c := promoteDaemon(t, fp, &epochClient{epoch: 6, primary: "pg-a2"})
+	d.seeEpoch(6)
+	fence := &pgdrv1.AgentCommand{Id: "f1", Cluster: "main", Node: "pg-a2", Epoch: 7, IssuedAt: timestamppb.New(time.Now().Add(-2 * time.Minute)),
+		Deadline: timestamppb.New(time.Now().Add(-time.Minute)), Kind: &pgdrv1.AgentCommand_Fence{Fence: &pgdrv1.Fence{Reason: "test"}}}
+	if res := c.carryOut(ctx, fence); res.Ok || !strings.Contains(res.Error, "deadline") {
+		t.Fatalf("expired fence: %+v", res)
+	}
+	if e := d.seeEpoch(0); e != 6 {
+		t.Fatalf("an expired order at epoch 7 moved the agent's epoch to %d", e)
+	}
+	res := c.carryOut(ctx, promoteOrder(6, time.Now(), time.Now().Add(time.Minute)))
+	if !res.Ok || fp.calls() != 1 {
+		t.Fatalf("promote at the recorded epoch 6 after an expired fence at 7: %+v", res)
+	}
+}

@@ -270,14 +270,22 @@ func TestRecoverAfterQuorumLoss(t *testing.T) {
 		waitHistory(t, c, n, want, false)
 	}
 	survivor := c.Nodes[0]
-	for _, n := range c.Nodes {
+	// While the other two still form a quorum, recover is refused (review
+	// D6: a second, one-voter cluster would form beside theirs).
+	c.Stop(survivor)
+	out, err := exec.Command(coordtest.Binary(t), "recover", "--config", survivor.Config).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "still run") || !strings.Contains(string(out), "--force") {
+		t.Fatalf("recover while %s and %s run: %v\n%s", c.Nodes[1].Name, c.Nodes[2].Name, err, out)
+	}
+	t.Logf("recover refused while the others run: %s", out)
+	for _, n := range c.Nodes[1:] {
 		c.Stop(n)
 	}
 	for _, n := range c.Nodes[1:] {
 		wipe(t, n)
 	}
 
-	out, err := exec.Command(coordtest.Binary(t), "recover", "--config", survivor.Config).CombinedOutput()
+	out, err = exec.Command(coordtest.Binary(t), "recover", "--config", survivor.Config).CombinedOutput()
 	if err != nil {
 		t.Fatalf("recover: %v\n%s", err, out)
 	}

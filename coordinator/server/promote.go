@@ -18,7 +18,7 @@ import (
 // promote is recorded in the failover's result with the detail
 // promote=unsettled. Before the next failover promotes anyone else, the
 // candidate of an unsettled promote (still the recorded primary: nothing
-// moves the primary while one is unsettled) is fenced at the new epoch,
+// moves the primary while one is unsettled) is fenced at the recorded epoch,
 // unless its fresh report shows it fenced or stopped (a restarted server
 // drops the promote request). When it cannot be fenced the leader waits:
 // it never promotes a second member while the first may still complete.
@@ -47,40 +47,66 @@ func promoteOutcome(res *pgdrv1.CommandResult, err error) (msg string, unsettled
 	return "", false
 }
 
+// kindPromoteSettled: a recorded primary whose promotion may still have
+// completed was confirmed fenced (or reported itself fenced or stopped)
+// before another member is promoted.
+const kindPromoteSettled = "promote-settled"
+
 // unsettledPromote returns the recorded primary of c when a promote order
-// to it may still complete ("" otherwise): the newest failover or
-// switchover intent or result is about it at its epoch and is either an
-// intent without a result (a leader died after recording it as primary),
-// a failover result marked promote=unsettled, or a failed switchover
-// result (after the new primary is recorded, only its promote can fail).
+// to it may still complete ("" otherwise). It reads the history of that
+// node at c's epoch back to the intent that recorded it (or, when the
+// bounded history no longer holds it, to the first older event):
+//   - a result "done" (or a switchover result "ok") or a promote-settled
+//     event (a confirmed fence): settled;
+//   - a result marked promote=unsettled (failover, manual failover, or a
+//     switchover or promote-retry carrying on under a switchover's kinds),
+//     or a failed switchover result: unsettled;
+//   - a failure that did not reach the agent or was refused: the scan
+//     goes on, since an earlier order (a pending pg_promote, whose watcher
+//     still runs) may still complete;
+//   - a promote-retry or an intent with no result after it (a leader died
+//     before recording one): unsettled.
 func (s *Server) unsettledPromote(c *pgdrv1.Cluster) string {
-	var who string
+	node, epoch := c.GetPrimary(), c.GetEpoch()
+	if node == "" {
+		return ""
+	}
+	unsettled, sawResult := false, false
 	s.fsm.ScanHistoryBack(c.GetName(), func(ev *pgdrv1.HistoryEvent) bool {
-		switch ev.GetKind() {
-		case kindFailoverIntent, kindManualIntent:
-			if ev.GetNode() == c.GetPrimary() && ev.GetEpoch()+1 == c.GetEpoch() {
-				who = ev.GetNode()
-			}
+		if ev.GetNode() != node {
+			return true
+		}
+		if ev.GetEpoch()+1 < epoch {
+			return false // older than the intent that recorded it
+		}
+		kind, details := ev.GetKind(), ev.GetDetails()
+		switch {
+		case kind == kindPromoteSettled && ev.GetEpoch() >= epoch:
 			return false
-		case kindFailoverResult, kindManualResult:
-			if ev.GetNode() == c.GetPrimary() && ev.GetEpoch() == c.GetEpoch() && ev.GetDetails()[detailPromote] == promoteUnsettled {
-				who = ev.GetNode()
+		case strings.HasSuffix(kind, "-result") && ev.GetEpoch() == epoch:
+			switch {
+			case strings.HasPrefix(ev.GetMessage(), "done") || details["result"] == "ok":
+				return false
+			case details[detailPromote] == promoteUnsettled || (kind == kindSwitchoverResult && details["result"] == "failed"):
+				unsettled = true
+				return false
 			}
-			return false
-		case kindSwitchoverIntent:
-			if ev.GetNode() == c.GetPrimary() && ev.GetEpoch()+1 == c.GetEpoch() {
-				who = ev.GetNode()
+			sawResult = true
+		case kind == kindPromoteRetry && ev.GetEpoch() == epoch:
+			if !sawResult {
+				unsettled = true
+				return false
 			}
-			return false
-		case kindSwitchoverResult:
-			if ev.GetNode() == c.GetPrimary() && ev.GetEpoch() == c.GetEpoch() && ev.GetDetails()["result"] == "failed" {
-				who = ev.GetNode()
-			}
+		case (kind == kindFailoverIntent || kind == kindManualIntent || kind == kindSwitchoverIntent) && ev.GetEpoch()+1 == epoch:
+			unsettled = !sawResult
 			return false
 		}
 		return true
 	})
-	return who
+	if unsettled {
+		return node
+	}
+	return ""
 }
 
 type forcedKey struct{}
@@ -107,16 +133,22 @@ func (s *Server) settlePromote(ctx context.Context, c *pgdrv1.Cluster, cand stri
 	}
 	k := memberKey{c.GetName(), u}
 	if sm, ok := s.view.snapshot()[k]; ok && time.Since(sm.at) <= s.cfg.Health.StaleAfter.Duration && (sm.report.GetFenced() || !sm.report.GetPostmasterAlive()) {
-		return fmt.Sprintf("%s, whose promotion at epoch %d was never confirmed, reports itself fenced or stopped", u, c.GetEpoch()), ""
+		done = fmt.Sprintf("%s, whose promotion at epoch %d was never confirmed, reports itself fenced or stopped", u, c.GetEpoch())
+		s.recordEvent(ctx, c.GetName(), kindPromoteSettled, u, c.GetEpoch(), done, nil)
+		return done, ""
 	}
-	epoch := c.GetEpoch() + 1
+	// The fence carries the recorded epoch, which u (ordered to promote at
+	// it) accepts: the next epoch is not recorded yet, and an order at it
+	// that arrives too late would still raise u's epoch past the recorded
+	// one, so that every later order at it were refused as stale.
+	epoch := c.GetEpoch()
 	cctx, cancel := context.WithTimeout(ctx, s.cfg.Failover.CommandTimeout.Duration)
 	defer cancel()
 	s.hub.waitStream(cctx, k, streamWait)
 	res, err := s.hub.call(cctx, k, &pgdrv1.AgentCommand{
 		Id: newCommandID(), Cluster: c.GetName(), Node: u, Epoch: epoch, IssuedAt: timestamppb.Now(),
 		Kind: &pgdrv1.AgentCommand_Fence{Fence: &pgdrv1.Fence{Reason: fmt.Sprintf(
-			"its promotion at epoch %d was never confirmed and may still complete; %s is promoted at epoch %d instead", c.GetEpoch(), cand, epoch)}},
+			"its promotion at epoch %d was never confirmed and may still complete; %s is promoted at epoch %d instead", epoch, cand, epoch+1)}},
 	})
 	if err == nil && !res.GetOk() {
 		err = errors.New(res.GetError())
@@ -128,5 +160,7 @@ func (s *Server) settlePromote(ctx context.Context, c *pgdrv1.Cluster, cand stri
 		return "", fmt.Sprintf("not promoting %s: %s was ordered to promote at epoch %d and never confirmed it, so its promotion may still complete, and it could not be fenced (%v); waiting until it is fenced, stopped or promoted",
 			cand, u, c.GetEpoch(), err)
 	}
-	return fmt.Sprintf("%s fenced at epoch %d first: its promotion at epoch %d was never confirmed and may still have completed", u, epoch, c.GetEpoch()), ""
+	done = fmt.Sprintf("%s fenced at epoch %d first: its promotion at that epoch was never confirmed and may still have completed", u, epoch)
+	s.recordEvent(ctx, c.GetName(), kindPromoteSettled, u, epoch, done, nil)
+	return done, ""
 }

@@ -121,7 +121,9 @@ func index(list []string, s string) int {
 // b was ordered to promote and answered "pending" (pg_promote did not
 // finish; PostgreSQL completes it later) or did not answer at all. When
 // the leader then fails over from b to c, b must be fenced first, at the
-// new epoch; if it cannot be fenced, c is not promoted (the leader waits).
+// recorded epoch (review D3: an order at the next, unrecorded epoch that
+// arrives late would raise b's epoch past the recorded one); if it cannot
+// be fenced, c is not promoted (the leader waits).
 func TestFailoverAfterUnsettledPromote(t *testing.T) {
 	for _, c := range []struct {
 		name      string
@@ -180,8 +182,8 @@ func TestFailoverAfterUnsettledPromote(t *testing.T) {
 			}
 			fence, promoteC := index(got, "b fence"), index(got, "c promote")
 			if c.fenceable {
-				if fence < 0 || promoteC < 0 || fence > promoteC || got[fence] != "b fence@3" {
-					t.Fatalf("orders %v: want b fenced at epoch 3 before c is promoted", got)
+				if fence < 0 || promoteC < 0 || fence > promoteC || got[fence] != "b fence@2" {
+					t.Fatalf("orders %v: want b fenced at the recorded epoch 2 before c is promoted", got)
 				}
 				return
 			}
@@ -227,6 +229,37 @@ func TestUnsettledPromote(t *testing.T) {
 		{9, "definite failure (not sent)", []*pgdrv1.HistoryEvent{
 			{Kind: kindFailoverIntent, Node: "b", Epoch: 2},
 			{Kind: kindFailoverResult, Node: "b", Epoch: 3, Message: "failed: promote: no open command stream"}}, ""},
+		{10, "switchover-result under a resumed failover: promote unsettled (review D1)", []*pgdrv1.HistoryEvent{
+			{Kind: kindSwitchoverIntent, Node: "b", Epoch: 2},
+			{Kind: kindSwitchoverResult, Node: "b", Epoch: 3, Message: "pending: promote: promotion pending", Details: map[string]string{detailPromote: promoteUnsettled}}}, "b"},
+		{11, "pending, then a retry refused for its epoch (review D2)", []*pgdrv1.HistoryEvent{
+			{Kind: kindFailoverIntent, Node: "b", Epoch: 2},
+			{Kind: fsm.KindPrimarySet, Node: "b", Epoch: 3},
+			{Kind: kindFailoverResult, Node: "b", Epoch: 3, Message: "pending: promote: promotion pending", Details: map[string]string{detailPromote: promoteUnsettled}},
+			{Kind: kindPromoteRetry, Node: "b", Epoch: 3},
+			{Kind: kindFailoverResult, Node: "b", Epoch: 3, Message: "failed: promote: the coordinator leader did not confirm the epoch"}}, "b"},
+		{12, "pending, then a retry not sent (review D2)", []*pgdrv1.HistoryEvent{
+			{Kind: kindFailoverIntent, Node: "b", Epoch: 2},
+			{Kind: kindFailoverResult, Node: "b", Epoch: 3, Details: map[string]string{detailPromote: promoteUnsettled}},
+			{Kind: kindPromoteRetry, Node: "b", Epoch: 3},
+			{Kind: kindFailoverResult, Node: "b", Epoch: 3, Message: "failed: promote: the agent of b: no open command stream"}}, "b"},
+		{13, "pending, then a retry done", []*pgdrv1.HistoryEvent{
+			{Kind: kindFailoverIntent, Node: "b", Epoch: 2},
+			{Kind: kindFailoverResult, Node: "b", Epoch: 3, Details: map[string]string{detailPromote: promoteUnsettled}},
+			{Kind: kindPromoteRetry, Node: "b", Epoch: 3},
+			{Kind: kindFailoverResult, Node: "b", Epoch: 3, Message: "done: b is primary at epoch 3"}}, ""},
+		{14, "pending, then fenced", []*pgdrv1.HistoryEvent{
+			{Kind: kindFailoverIntent, Node: "b", Epoch: 2},
+			{Kind: kindFailoverResult, Node: "b", Epoch: 3, Details: map[string]string{detailPromote: promoteUnsettled}},
+			{Kind: kindPromoteSettled, Node: "b", Epoch: 3}}, ""},
+		{15, "a retry with no result (a leader died)", []*pgdrv1.HistoryEvent{
+			{Kind: kindFailoverIntent, Node: "b", Epoch: 2},
+			{Kind: kindFailoverResult, Node: "b", Epoch: 3, Message: "failed: promote: refusing to promote: this node is fenced"},
+			{Kind: kindPromoteRetry, Node: "b", Epoch: 3}}, "b"},
+		{16, "events of other members after an unsettled promote", []*pgdrv1.HistoryEvent{
+			{Kind: kindFailoverIntent, Node: "b", Epoch: 2},
+			{Kind: kindFailoverResult, Node: "b", Epoch: 3, Details: map[string]string{detailPromote: promoteUnsettled}},
+			{Kind: kindFailoverIntent, Node: "c", Epoch: 3}}, "b"},
 	} {
 		f := fsm.New(nil, fsm.Options{})
 		s := &Server{fsm: f}
@@ -268,5 +301,40 @@ func TestPromoteOutcome(t *testing.T) {
 		if unsettled != c.unsettled || (c.what == "ok") != (msg == "") {
 			t.Errorf("%s: %q unsettled=%v, want unsettled=%v", c.what, msg, unsettled, c.unsettled)
 		}
+	}
+}
+
+// TestSyncBeforePromoteRecordFails: review D4. In synchronous mode the
+// standbys the new primary waits for are recorded before it is told them;
+// when that record fails (here: the epoch moved), the promotion step stops
+// with an error and the candidate is not told anything. A new primary
+// acknowledging commits that the recorded set does not know of could lose
+// them at the next failover.
+func TestSyncBeforePromoteRecordFails(t *testing.T) {
+	s := testLeader(t)
+	ctx := context.Background()
+	for _, m := range []string{"a", "b", "c"} {
+		if _, err := s.propose(ctx, pgdrv1.CommandType_COMMAND_TYPE_REGISTER_MEMBER, &pgdrv1.RegisterMember{Member: &pgdrv1.Member{
+			Name: m, Cluster: "main", Region: "r1", Dsn: "host=" + m}}, "test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.propose(ctx, pgdrv1.CommandType_COMMAND_TYPE_SET_PRIMARY, &pgdrv1.SetPrimary{Cluster: "main", Name: "a", ExpectedEpoch: 0}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	agents := &fakeAgents{answer: func(string, *pgdrv1.AgentCommand) *pgdrv1.CommandResult { return &pgdrv1.CommandResult{Ok: true} }}
+	agents.start(t, s, "a", "b", "c")
+	cl, _ := s.fsm.Cluster("main")
+	cl.Policy = &pgdrv1.Policy{Synchronous: "on"}
+	// The recorded epoch is 1; recording at 5 is refused by the FSM.
+	err := s.syncBeforePromote(ctx, cl, "b", 5)
+	if err == nil {
+		t.Fatalf("syncBeforePromote carried on after recording the synchronous standbys failed; orders %v", agents.orders())
+	}
+	if got := agents.orders(); len(got) != 0 {
+		t.Fatalf("orders %v sent after recording the synchronous standbys failed (%v)", got, err)
+	}
+	if !strings.Contains(err.Error(), "epoch mismatch") {
+		t.Errorf("error does not say why: %v", err)
 	}
 }

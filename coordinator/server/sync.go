@@ -540,10 +540,12 @@ func (s *Server) syncBeforePromote(ctx context.Context, c *pgdrv1.Cluster, cand 
 	if _, err := s.propose(ctx, pgdrv1.CommandType_COMMAND_TYPE_SET_SYNC_STANDBYS, &pgdrv1.SetSyncStandbys{
 		Cluster: c.Name, Names: others, ExpectedEpoch: epoch, Quorum: uint32(n),
 	}, "coordinator:"+s.cfg.Name); err != nil {
-		// Not fatal: a smaller recorded set only makes the next promotion
-		// harder (the new primary itself is never promoted), and the leader
-		// records the set from the primary's setting at its next step.
-		s.log.Warn("recording the synchronous standbys before the promotion", "cluster", c.Name, "err", err)
+		// Fatal for this step: the new primary must not acknowledge commits
+		// on standbys the recorded set does not name (the next failover
+		// would judge by the old set and could lose them). The leader
+		// retries the promotion later.
+		return fmt.Errorf("recording the synchronous standbys %v (ANY %d) of cluster %s at epoch %d before promoting %s: %w",
+			others, n, c.Name, epoch, cand, err)
 	}
 	value := failover.SyncSetting{Method: "ANY", Num: n, Names: others}.String()
 	if err := s.tellSync(ctx, c.Name, cand, epoch, value); err != nil {

@@ -31,11 +31,13 @@ Usage:
       Raft state, it forms a new cluster from that list. Pass --bootstrap on
       the very first start of a new cluster only, never on a restart: a
       member whose data was lost must rejoin by remove-then-add.
-  pgdr-coordinator recover --config FILE [--voters NAME=HOST:PORT,...]
+  pgdr-coordinator recover --config FILE [--voters NAME=HOST:PORT,...] [--force]
       With this coordinator stopped, rewrite its Raft configuration so that
       it alone (or the given voters, which must include it) forms the
       cluster, keeping its log and snapshots. The way out when a quorum of
-      voters is lost for good; see docs/coordinator-recovery.md.
+      voters is lost for good; see docs/coordinator-recovery.md. Refused
+      while another voter of the last configuration answers (it may still
+      be part of a quorum: a second cluster would form) unless --force.
   pgdr-coordinator config check --config FILE
       Validate a configuration file; errors name the field.
   pgdr-coordinator version
@@ -69,6 +71,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	pidFile := fs.String("pid-file", "", "write the process id here while running")
 	bootstrap := fs.Bool("bootstrap", false, "run: form a new cluster from the bootstrap list if this node and its peers hold no Raft state (first start only)")
 	voters := fs.String("voters", "", "recover: the new voters NAME=HOST:PORT,... (default: this coordinator alone)")
+	force := fs.Bool("force", false, "recover: go on although other coordinators of the last configuration answer (they must no longer form a quorum)")
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(stdout, usage)
@@ -99,7 +102,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	if cmd == "recover" {
-		return recoverCmd(cfg, *voters, stdout, stderr)
+		return recoverCmd(cfg, *voters, *force, stdout, stderr)
 	}
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(cfg.LogLevel))
@@ -125,14 +128,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func recoverCmd(cfg *config.Config, voters string, stdout, stderr io.Writer) int {
+func recoverCmd(cfg *config.Config, voters string, force bool, stdout, stderr io.Writer) int {
 	vs, err := server.ParseVoters(voters)
 	if err != nil {
 		fmt.Fprintln(stderr, "pgdr-coordinator: --voters:", err)
 		return 2
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})).With("coordinator", cfg.Name)
-	idx, err := server.Recover(cfg, log, vs)
+	idx, err := server.Recover(cfg, log, vs, force)
 	if err != nil {
 		fmt.Fprintln(stderr, "pgdr-coordinator: recover:", err)
 		return 1
