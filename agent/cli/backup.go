@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -465,17 +464,13 @@ if the data directory being replaced links its pg_wal there).`, true).withJSON()
 // repository left <cluster>/ unreadable to archive_command (run as the
 // owner), and archiving failed until someone fixed the permissions.
 func checkDataOwner(pgdata string) error {
-	fi, err := os.Stat(pgdata)
+	uid, _, err := restore.Owner(pgdata)
 	if err != nil {
 		return fmt.Errorf("postgres.pgdata: %w", err)
 	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return nil
-	}
-	if euid := os.Geteuid(); uint32(euid) != st.Uid {
+	if euid := uint32(os.Geteuid()); euid != uid {
 		return fmt.Errorf("running as %s, but the data directory %s belongs to %s: what this command creates in a file repository would be readable by %s only and archive_command (run as %s) could fail on it; run it as %s (e.g. sudo -u %s), or pass --allow-other-user",
-			userName(uint32(euid)), pgdata, userName(st.Uid), userName(uint32(euid)), userName(st.Uid), userName(st.Uid), userName(st.Uid))
+			userName(euid), pgdata, userName(uid), userName(euid), userName(uid), userName(uid), userName(uid))
 	}
 	return nil
 }

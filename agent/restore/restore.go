@@ -15,7 +15,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"filippo.io/age"
@@ -1177,15 +1176,12 @@ func lchownTree(dir string, uid, gid int, self bool) error {
 	})
 }
 
-// Owner returns the user and group owning path.
+// Owner returns the user and group owning path (fsutil.OwnerOf, as the
+// uint32 ids syscall.Credential takes).
 func Owner(path string) (uid, gid uint32, err error) {
-	fi, err := os.Stat(path)
+	o, err := fsutil.OwnerOf(path)
 	if err != nil {
 		return 0, 0, err
 	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return 0, 0, fmt.Errorf("%s: no owner information", path)
-	}
-	return st.Uid, st.Gid, nil
+	return uint32(o.UID), uint32(o.GID), nil
 }
