@@ -3,6 +3,8 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -162,8 +164,35 @@ func (l *lab) waitLeaseResumed(t *testing.T, epoch uint64, timeout time.Duration
 }
 
 func (l *lab) primaryCode(node string) int {
-	code, _ := httpCode(fmt.Sprintf("http://127.0.0.1:%d/primary", l.healthPort(node)))
+	code, _ := l.primaryProbe(node)
 	return code
+}
+
+// primaryProbe answers node's /primary status and body (the body says why
+// a 503 is a 503).
+func (l *lab) primaryProbe(node string) (int, string) {
+	cl := http.Client{Timeout: 3 * time.Second}
+	resp, err := cl.Get(fmt.Sprintf("http://127.0.0.1:%d/primary", l.healthPort(node)))
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 8192))
+	return resp.StatusCode, strings.TrimSpace(string(b))
+}
+
+// agentLogTail is the end of node's agent log, for a failure message (the
+// lab's full log tails come after the coordinators' and may be cut).
+func (l *lab) agentLogTail(node string, n int) string {
+	b, err := os.ReadFile(filepath.Join(l.dir, node, "agent.log"))
+	if err != nil {
+		return err.Error()
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
 }
 
 // editAgentYAML rewrites a node's agent.yaml.
@@ -234,8 +263,9 @@ func TestFailsafeAllCoordinatorsStopped(t *testing.T) {
 	t.Logf("coordinators stopped in %s", time.Since(stopped).Round(time.Millisecond))
 	hold := 3*labLeaseTTL + 3*time.Second
 	for time.Since(stopped) < hold {
-		if code := l.primaryCode("pg-a1"); code != 200 {
-			t.Fatalf("%s after the coordinators stopped: /primary on pg-a1 = %d", time.Since(stopped).Round(time.Millisecond), code)
+		if code, body := l.primaryProbe("pg-a1"); code != 200 {
+			t.Fatalf("%s after the coordinators stopped: /primary on pg-a1 = %d: %s\npg-a1's agent log:\n%s",
+				time.Since(stopped).Round(time.Millisecond), code, body, l.agentLogTail("pg-a1", 40))
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
@@ -283,8 +313,9 @@ func TestFailsafePrimaryCutFromCoordinators(t *testing.T) {
 	}
 	hold := 3*labLeaseTTL + 5*time.Second
 	seen := l.holdNoFailover(t, hold, epoch, func(el time.Duration) {
-		if code := l.primaryCode("pg-a1"); code != 200 {
-			t.Fatalf("%s after the cut: /primary on pg-a1 = %d", el.Round(time.Millisecond), code)
+		if code, body := l.primaryProbe("pg-a1"); code != 200 {
+			t.Fatalf("%s after the cut: /primary on pg-a1 = %d: %s\npg-a1's agent log:\n%s",
+				el.Round(time.Millisecond), code, body, l.agentLogTail("pg-a1", 40))
 		}
 	})
 	refusal := judgementWith(seen, "failsafe")
