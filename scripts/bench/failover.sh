@@ -153,7 +153,7 @@ find_ports() { # find_ports FROM COUNT: first of COUNT consecutive free ports
   return 1
 }
 
-declare -A FO SW NOTE   # per system: space-separated figures, notes
+declare -A FO SW NOTE DEC PROMO  # per system: space-separated figures (DEC, PROMO: pgdr's failover split), notes
 add_note() { NOTE[$1]="${NOTE[$1]:-}${NOTE[$1]:+; }$2"; say "$1: $2"; }
 DETAIL="$BENCH/details.txt"
 : > "$DETAIL"
@@ -180,14 +180,34 @@ probe_wait() { wait "$PROBE_PID" 2>/dev/null || true; PROBE_JSON=$(tail -1 "$1")
 jget() { jq -r "$2 // empty" <<< "$1" 2>/dev/null || true; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a == "" || b == "") print ""; else printf "%.3f", (b - a) / 1e9 }'; }
 
+# pgdr_decision_ns KILL_NS OLD: when the coordinator leader decided the
+# failover of OLD (its "failover" log line), the first such line after the
+# kill, in nanoseconds ("" when none).
+pgdr_decision_ns() {
+  local ts ns
+  while read -r ts; do
+    ns=$(date -d "$ts" +%s%N 2>/dev/null) || continue
+    [ "$ns" -ge "$1" ] && { echo "$ns"; return; }
+  done < <(cat "$LAB"/c?/coordinator.log 2>/dev/null | grep -F 'msg=failover ' | grep -F "old_primary=$2 " |
+    sed -n 's/^time=\([^ ]*\) .*/\1/p' | sort)
+}
+
 # record_failover SYS REP KILL_NS JSON OLD
 record_failover() {
-  local sys=$1 rep=$2 kill_ns=$3 js=$4 old=$5 new first err t oan
+  local sys=$1 rep=$2 kill_ns=$3 js=$4 old=$5 new first err t oan split="" dec
   new=$(jget "$js" .new); first=$(jget "$js" .first_new_ns); err=$(jget "$js" .error); oan=$(jget "$js" .old_after_new)
   if [ -n "$first" ]; then
     t=$(secs "$kill_ns" "$first")
     FO[$sys]="${FO[$sys]:-} $t"
-    echo "$sys failover   #$rep: $old -> $new: kill -> first write $t s (last write on $old at kill$(awk -v d="$(secs "$kill_ns" "$(jget "$js" .last_old_ns)")" 'BEGIN{printf "%+.3f", d}') s, an ack in flight can land just after; writes on $old after $new's first: ${oan:-0})" >> "$DETAIL"
+    # pgdr: split the time at the leader's decision. Kill -> decision is the
+    # lease running out (lease_ttl less the age of the last renewal, which
+    # the agent sends once a second) plus the leader's 250 ms tick; decision
+    # -> first write is pgdr's own promotion path.
+    if [[ $sys == pgdr* ]] && dec=$(pgdr_decision_ns "$kill_ns" "$old") && [ -n "$dec" ]; then
+      split=" = kill -> leader's decision $(secs "$kill_ns" "$dec") s + decision -> first write $(secs "$dec" "$first") s;"
+      DEC[$sys]="${DEC[$sys]:-} $(secs "$kill_ns" "$dec")"; PROMO[$sys]="${PROMO[$sys]:-} $(secs "$dec" "$first")"
+    fi
+    echo "$sys failover   #$rep: $old -> $new: kill -> first write $t s$split (last write on $old at kill$(awk -v d="$(secs "$kill_ns" "$(jget "$js" .last_old_ns)")" 'BEGIN{printf "%+.3f", d}') s, an ack in flight can land just after; writes on $old after $new's first: ${oan:-0})" >> "$DETAIL"
     say "$sys failover #$rep: $old -> $new in $t s"
     [ "${oan:-0}" != 0 ] && add_note "$sys" "failover #$rep: the old primary $old acknowledged $oan write(s) after $new's first"
   else
@@ -564,6 +584,11 @@ label() { case "$1" in pgdr) echo "pgdr (defaults)" ;; pgdr-fast) echo "pgdr (le
   printf '  %-44s %8s\n' "pgdr / Patroni-default, unplanned" "$r_d"
   fo_f=$(median <<< "${FO[pgdr-fast]:-}")
   printf '  %-44s %8s   %s\n' "pgdr (lease_ttl $FAST_TTL) / Patroni-aggressive" "$(ratio "$fo_f" "$fo_a")" "(both at aggressive settings)"
+  for sys in pgdr pgdr-fast; do
+    [ -n "${DEC[$sys]:-}" ] || continue
+    printf '  %-44s %8s   %s\n' "$sys: kill -> leader's decision, median" "$(median <<< "${DEC[$sys]}") s" "(lease running out + tick: $(vmin <<< "${DEC[$sys]}")–$(vmax <<< "${DEC[$sys]}") s)"
+    printf '  %-44s %8s   %s\n' "$sys: decision -> first write, median" "$(median <<< "${PROMO[$sys]}") s" "(pgdr's promotion path: $(vmin <<< "${PROMO[$sys]}")–$(vmax <<< "${PROMO[$sys]}") s)"
+  done
   printf '  %-44s %8s   %-14s %s\n' "pgdr switchover unavailability, median" "$sw_p s" "target <= 1 s" "$(mark "$sw_p" 1)"
   printf '  %-44s %8s\n' "pgdr / Patroni-aggressive, switchover" "$(ratio "$sw_p" "$sw_a")"
   printf '  %-44s %8s\n' "pgdr / Patroni-default, switchover" "$(ratio "$sw_p" "$sw_d")"
