@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -9,6 +10,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/pgdr/pgdr/pkg/testutil"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
 
@@ -190,5 +192,45 @@ func TestOrderDeadline(t *testing.T) {
 				t.Fatalf("leaderLeft = %s, %t; want %s, %t", got, ok, c.want, c.ok)
 			}
 		})
+	}
+}
+
+// TestOrderStampedOnArrival: review D8. An order's budget counts from its
+// arrival on the command stream, not from when its turn comes: a promote
+// with a 3s budget that arrives while another order runs for 6s is
+// refused when its turn comes, even on an agent whose clock is 120s
+// behind the leader's (so that the leader's absolute deadline, read on
+// that clock, would still let it through).
+func TestOrderStampedOnArrival(t *testing.T) {
+	fc, d := fakeSession(t, func(d *Daemon) {
+		d.now = func() time.Time { return time.Now().Add(-120 * time.Second) }
+	})
+	c2 := fc.coords["c2"]
+	c2.cmds <- &pgdrv1.AgentCommand{Id: "ping", Cluster: "main", Node: "pg-a2", Epoch: 5, Kind: &pgdrv1.AgentCommand_Ping{Ping: &pgdrv1.Ping{}}}
+	testutil.WaitFor(t, 30*time.Second, "the agent's command stream", func() (bool, error) {
+		_, _, res, _, _ := c2.snapshot()
+		return len(res) == 1, fmt.Errorf("%d results", len(res))
+	})
+
+	d.orderMu.Lock() // the first order runs for 6s
+	c2.cmds <- &pgdrv1.AgentCommand{Id: "long", Cluster: "main", Node: "pg-a2", Epoch: 5,
+		Kind: &pgdrv1.AgentCommand_Promote{Promote: &pgdrv1.Promote{Reason: "test"}}}
+	sent := time.Now()
+	late := budgetOrder(5, sent, 3*time.Second)
+	late.Id = "queued"
+	c2.cmds <- late
+	testutil.WaitFor(t, 30*time.Second, "both orders on the stream", func() (bool, error) {
+		return len(c2.cmds) == 0, fmt.Errorf("%d not sent", len(c2.cmds))
+	})
+	time.Sleep(6*time.Second - time.Since(sent))
+	d.orderMu.Unlock()
+
+	testutil.WaitFor(t, 30*time.Second, "both orders' results", func() (bool, error) {
+		_, _, res, _, _ := c2.snapshot()
+		return len(res) == 3, fmt.Errorf("%d results", len(res))
+	})
+	_, _, res, _, _ := c2.snapshot()
+	if r := res[2]; r.Id != "queued" || r.Ok || !strings.Contains(r.Error, "deadline") {
+		t.Fatalf("an order with a 3s budget that waited 6s behind another: %v", r)
 	}
 }
