@@ -48,8 +48,9 @@ func newHub() *hub {
 }
 
 // call sends a command and waits for its result, ctx's end or the member
-// having no open command stream. ctx's deadline travels as the order's:
-// an agent does not start an order the leader no longer waits for.
+// having no open command stream. ctx's deadline travels as the order's
+// (with the budget left when the stream sends it, stampSent): an agent
+// does not start an order the leader no longer waits for.
 func (h *hub) call(ctx context.Context, k memberKey, c *pgdrv1.AgentCommand) (*pgdrv1.CommandResult, error) {
 	ch := make(chan *pgdrv1.CommandResult, 1)
 	h.mu.Lock()
