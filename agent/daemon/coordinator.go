@@ -260,18 +260,37 @@ func (c *coordClient) session(ctx context.Context) error {
 			}
 		}
 	})
-	g.Go(func() error { // commands
+	// Orders are stamped with the agent's clock as they arrive, not when
+	// their turn comes behind a long order: an order's budget counts from
+	// its receipt (orderDeadline).
+	queue := make(chan receivedCommand, commandQueue)
+	g.Go(func() error { // commands: receive
 		for {
 			cmd, err := cmds.Recv()
 			if err != nil {
 				return fmt.Errorf("command stream: %w", err)
 			}
-			res := c.carryOut(gctx, cmd)
+			select {
+			case queue <- receivedCommand{cmd: cmd, at: c.d.clock()}:
+			case <-gctx.Done():
+				return gctx.Err()
+			}
+		}
+	})
+	g.Go(func() error { // commands: carry out, one at a time
+		for {
+			var rc receivedCommand
+			select {
+			case rc = <-queue:
+			case <-gctx.Done():
+				return gctx.Err()
+			}
+			res := c.carryOutAt(gctx, rc.cmd, rc.at)
 			cctx, cancel := context.WithTimeout(gctx, rpcTimeout)
-			_, err = cli.CompleteCommand(cctx, res)
+			_, err := cli.CompleteCommand(cctx, res)
 			cancel()
 			if err != nil {
-				return fmt.Errorf("completing command %s: %w", cmd.GetId(), err)
+				return fmt.Errorf("completing command %s: %w", rc.cmd.GetId(), err)
 			}
 		}
 	})
@@ -302,8 +321,27 @@ func (c *coordClient) session(ctx context.Context) error {
 // refused; epoch 0 is accepted only for the read-only orders. A read-only
 // command's epoch is adopted here, an order's by Order once accepted.
 func (c *coordClient) carryOut(ctx context.Context, cmd *pgdrv1.AgentCommand) *pgdrv1.CommandResult {
+	return c.carryOutAt(ctx, cmd, c.d.clock())
+}
+
+// receivedCommand is an order and when it arrived, on the agent's clock.
+type receivedCommand struct {
+	cmd *pgdrv1.AgentCommand
+	at  time.Time
+}
+
+// commandQueue bounds the orders received and not yet carried out (the
+// leader queues at most 16 per member; a full queue only delays stamping).
+const commandQueue = 64
+
+// carryOutAt is carryOut for an order received at received (the agent's
+// clock, when the order arrived on the stream).
+func (c *coordClient) carryOutAt(ctx context.Context, cmd *pgdrv1.AgentCommand, received time.Time) *pgdrv1.CommandResult {
 	res := &pgdrv1.CommandResult{Id: cmd.GetId(), Cluster: c.d.cfg.Cluster, Node: c.d.cfg.Node.Name}
 	log := c.log.With("command", cmd.GetId(), "epoch", cmd.GetEpoch())
+	if s := cmd.GetSentAt(); s != nil {
+		c.d.noteSkew(received.Sub(s.AsTime()), "order "+cmd.GetId()+" (with its transit time)")
+	}
 	if known := c.seeEpoch(0); cmd.GetEpoch() != 0 && cmd.GetEpoch() < known {
 		res.Error = fmt.Sprintf("stale epoch %d: this agent knows epoch %d", cmd.GetEpoch(), known)
 		log.Warn("refused a command", "err", res.Error)
@@ -324,7 +362,7 @@ func (c *coordClient) carryOut(ctx context.Context, cmd *pgdrv1.AgentCommand) *p
 		res.Output = fmt.Sprintf("role=%s healthy=%t timeline=%d lsn=%s lag_bytes=%d", b.Role, b.Healthy, b.Timeline, b.LSN, b.LagBytes)
 	case *pgdrv1.AgentCommand_Promote, *pgdrv1.AgentCommand_Follow, *pgdrv1.AgentCommand_Fence, *pgdrv1.AgentCommand_Rejoin,
 		*pgdrv1.AgentCommand_Demote, *pgdrv1.AgentCommand_SetSynchronous, *pgdrv1.AgentCommand_Restart:
-		out, err := c.d.Order(cmd)
+		out, err := c.d.Order(cmd, received)
 		res.Output = out
 		switch {
 		case errors.Is(err, errPromotionPending):

@@ -175,7 +175,11 @@ func (c *fakeCoord) snapshot() (members []*pgdrv1.Member, reports []*pgdrv1.Heal
 // with the leader (token sent, password removed from the DSN), streams
 // reports, answers ping and check_now, refuses a stale epoch, and follows
 // the leadership to another coordinator when the leader goes away.
-func TestCoordinatorClient(t *testing.T) {
+// fakeSession starts two fake coordinators, c1 and c2 (c2 leads), and a
+// daemon for node pg-a2 of cluster main using them, with tweak applied
+// before it runs; the daemon stops when the test ends.
+func fakeSession(t *testing.T, tweak func(*Daemon)) (*fakeCluster, *Daemon) {
+	t.Helper()
 	dir := t.TempDir()
 	ca, err := tlsutil.NewCA("test CA")
 	if err != nil {
@@ -226,15 +230,17 @@ coordinator: {addresses: [%q, %q], ca_file: %s, token_file: %s}
 	cfg.Health.Listen = "" // the test reads metrics through the handler
 	log := slog.New(slog.DiscardHandler)
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	sh, err := walship.New(ctx, cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	d := New(cfg, sh, log)
+	if tweak != nil {
+		tweak(d)
+	}
 	done := make(chan error, 1)
 	go func() { done <- d.Run(ctx) }()
-	defer func() {
+	t.Cleanup(func() {
 		cancel()
 		select {
 		case err := <-done:
@@ -244,8 +250,12 @@ coordinator: {addresses: [%q, %q], ca_file: %s, token_file: %s}
 		case <-time.After(30 * time.Second):
 			t.Error("the daemon did not stop")
 		}
-	}()
+	})
+	return fc, d
+}
 
+func TestCoordinatorClient(t *testing.T) {
+	fc, d := fakeSession(t, nil)
 	c1, c2 := fc.coords["c1"], fc.coords["c2"]
 	testutil.WaitFor(t, 30*time.Second, "registration and reports at the leader c2", func() (bool, error) {
 		m, r, _, bad, _ := c2.snapshot()

@@ -67,6 +67,23 @@ type Daemon struct {
 	// promoteMu guards promoteWatching: a pending promotion is watched.
 	promoteMu       sync.Mutex
 	promoteWatching bool
+	// skewMu guards skew: the agent's clock minus the coordinator
+	// leader's, as last measured (noteSkew).
+	skewMu    sync.Mutex
+	skew      time.Duration
+	skewKnown bool
+	// now replaces time.Now for the orders' deadlines in tests (a clock
+	// ahead of or behind the leader's); nil in production.
+	now func() time.Time
+}
+
+// clock is the agent's clock for the orders' deadlines: time.Now, or the
+// tests' clock. Its readings carry Go's monotonic clock.
+func (d *Daemon) clock() time.Time {
+	if d.now != nil {
+		return d.now()
+	}
+	return time.Now()
 }
 
 // New builds a daemon; Run serves until ctx ends.

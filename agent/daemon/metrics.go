@@ -17,6 +17,7 @@ type metrics struct {
 	checkDuration prometheus.Histogram
 	coordinator   prometheus.Gauge
 	fenced        prometheus.Gauge
+	clockSkew     prometheus.Gauge
 }
 
 func newMetrics(cluster, node string, latest func() *pgdrv1.HealthReport) *metrics {
@@ -38,8 +39,12 @@ func newMetrics(cluster, node string, latest func() *pgdrv1.HealthReport) *metri
 			Name: "pgdr_agent_fenced",
 			Help: "1 once this agent fenced its PostgreSQL (lease lost or fence order) until a rejoin.",
 		}),
+		clockSkew: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "pgdr_agent_leader_clock_skew_seconds",
+			Help: "This agent's clock minus the coordinator leader's, as last measured (an order's send time, with its transit, or the leader's answer before a promotion). Order deadlines do not depend on it; above 5 s the agent logs a warning.",
+		}),
 	}
-	labeled.MustRegister(m.checkDuration, m.coordinator, m.fenced, &reportCollector{latest: latest})
+	labeled.MustRegister(m.checkDuration, m.coordinator, m.fenced, m.clockSkew, &reportCollector{latest: latest})
 	return m
 }
 

@@ -49,13 +49,89 @@ func orderName(cmd *pgdrv1.AgentCommand) string {
 // errOrderExpired: an order's deadline passed before it could start.
 var errOrderExpired = errors.New("refused: the order's deadline passed")
 
+// orderTiming is when an order stops being worth starting.
+type orderTiming struct {
+	// Deadline is on the agent's clock (zero: none). From a budget it
+	// carries the monotonic reading of the receipt time, so that no step
+	// of the agent's wall clock moves it.
+	Deadline time.Time
+	// Leader is the order's deadline on the leader's clock (zero: none):
+	// what a promote checks against the leader's own clock.
+	Leader time.Time
+	// Relative: Deadline counts the leader's budget from the receipt.
+	// Otherwise it is the leader's absolute deadline taken as the agent's
+	// (an older coordinator that sends no budget): right only while the
+	// clocks agree.
+	Relative bool
+	// Skew is the agent's wall clock at receipt minus the leader's at
+	// sending: the clocks' offset plus the transit time. Valid when
+	// HasSkew (the order carries sent_at).
+	Skew    time.Duration
+	HasSkew bool
+}
+
+// orderDeadline times an order received at received, a reading of the
+// agent's clock taken when the order arrived on the stream (not when its
+// turn came behind another order). With a budget (sent_at set) the
+// deadline is received + budget_ms on the agent's monotonic clock: an
+// agent whose clock is ahead of the leader's still has the whole budget,
+// one whose clock is behind no more than it. The leader may then assume
+// that the agent starts the order no later than sent_at + budget_ms + the
+// stream's transit time. Without a budget (an older coordinator) the
+// leader's absolute deadline is compared with the agent's wall clock, as
+// before.
+func orderDeadline(cmd *pgdrv1.AgentCommand, received time.Time) orderTiming {
+	var t orderTiming
+	if s := cmd.GetSentAt(); s != nil {
+		t.Skew, t.HasSkew = received.Sub(s.AsTime()), true
+	}
+	dl := cmd.GetDeadline()
+	if dl == nil {
+		return t
+	}
+	t.Leader = dl.AsTime()
+	if t.HasSkew {
+		t.Deadline, t.Relative = received.Add(time.Duration(cmd.GetBudgetMs())*time.Millisecond), true
+		return t
+	}
+	t.Deadline = t.Leader
+	return t
+}
+
+// skewWarn is the clock skew (with the transit time) between the leader
+// and the agent above which the agent warns.
+const skewWarn = 5 * time.Second
+
+// noteSkew records the agent's clock minus the leader's, as last measured
+// (from an order's sent_at or an Epoch answer), for the metrics, and
+// warns when it is large. Orders do not depend on it: their deadlines
+// count from the receipt on the agent's monotonic clock.
+func (d *Daemon) noteSkew(skew time.Duration, how string) {
+	d.skewMu.Lock()
+	d.skew, d.skewKnown = skew, true
+	d.skewMu.Unlock()
+	d.metrics.clockSkew.Set(skew.Seconds())
+	if skew > skewWarn || skew < -skewWarn {
+		d.log.Warn("this agent's clock differs from the coordinator leader's (keep both in sync with NTP); order deadlines count from their receipt and do not depend on it",
+			"agent_minus_leader", skew.Round(time.Millisecond), "measured", how)
+	}
+}
+
+// clockSkew is the last measured agent clock minus the leader's.
+func (d *Daemon) clockSkew() (time.Duration, bool) {
+	d.skewMu.Lock()
+	defer d.skewMu.Unlock()
+	return d.skew, d.skewKnown
+}
+
 // Order carries out one of the coordinator's orders (promote, follow,
 // fence, rejoin), one at a time. An order must carry an epoch, and one
 // older than the highest epoch seen (checked again once the previous
 // order is done) is refused, as is one whose deadline (when the leader
-// stops waiting for it) passed before it could start. Only an accepted
-// order's epoch becomes the highest seen. It returns the output to report.
-func (d *Daemon) Order(cmd *pgdrv1.AgentCommand) (string, error) {
+// stops waiting for it; see orderDeadline, counted from received) passed
+// before it could start. Only an accepted order's epoch becomes the
+// highest seen. It returns the output to report.
+func (d *Daemon) Order(cmd *pgdrv1.AgentCommand, received time.Time) (string, error) {
 	d.orderMu.Lock()
 	defer d.orderMu.Unlock()
 	if cmd.GetEpoch() == 0 {
@@ -64,12 +140,15 @@ func (d *Daemon) Order(cmd *pgdrv1.AgentCommand) (string, error) {
 	if known := d.seeEpoch(0); cmd.GetEpoch() < known {
 		return "", fmt.Errorf("stale epoch %d: this agent knows epoch %d", cmd.GetEpoch(), known)
 	}
-	var deadline time.Time
-	if dl := cmd.GetDeadline(); dl != nil {
-		deadline = dl.AsTime()
-		if !time.Now().Before(deadline) {
-			return "", fmt.Errorf("%w: %s order %s at epoch %d, issued at %s, had to start by %s (it waited behind another order or in transit); the leader no longer waits for it",
-				errOrderExpired, orderName(cmd), cmd.GetId(), cmd.GetEpoch(), cmd.GetIssuedAt().AsTime().Format(time.RFC3339Nano), deadline.Format(time.RFC3339Nano))
+	timing := orderDeadline(cmd, received)
+	if dl := timing.Deadline; !dl.IsZero() {
+		if now := d.clock(); !now.Before(dl) {
+			if timing.Relative {
+				return "", fmt.Errorf("%w: %s order %s at epoch %d, received %s ago with a budget of %s (it waited behind another order); the leader no longer waits for it",
+					errOrderExpired, orderName(cmd), cmd.GetId(), cmd.GetEpoch(), now.Sub(received).Round(time.Millisecond), time.Duration(cmd.GetBudgetMs())*time.Millisecond)
+			}
+			return "", fmt.Errorf("%w: %s order %s at epoch %d, issued at %s, had to start by %s by this agent's clock (it waited behind another order or in transit; the coordinator sent no budget, so the clocks must agree); the leader no longer waits for it",
+				errOrderExpired, orderName(cmd), cmd.GetId(), cmd.GetEpoch(), cmd.GetIssuedAt().AsTime().Format(time.RFC3339Nano), dl.Format(time.RFC3339Nano))
 		}
 	}
 	switch cmd.GetKind().(type) {
@@ -84,7 +163,7 @@ func (d *Daemon) Order(cmd *pgdrv1.AgentCommand) (string, error) {
 	ctx := d.runCtx
 	switch k := cmd.GetKind().(type) {
 	case *pgdrv1.AgentCommand_Promote:
-		return d.promote(ctx, cmd.GetEpoch(), deadline)
+		return d.promote(ctx, cmd.GetEpoch(), timing)
 	case *pgdrv1.AgentCommand_Follow:
 		return d.follow(ctx, k.Follow.GetPrimary(), k.Follow.GetPrimaryDsn())
 	case *pgdrv1.AgentCommand_Fence:

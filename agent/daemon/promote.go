@@ -93,10 +93,37 @@ const (
 	promoteWatchInterval = 500 * time.Millisecond
 )
 
+// promoteWaitFor is pg_promote's wait given the time left before the
+// order's deadline (ok false: no deadline), ending min(promoteAnswerMargin,
+// left/4) before it; below a second it is too short to ask (too late).
+func promoteWaitFor(left time.Duration, ok bool) (wait time.Duration, tooLate bool) {
+	if !ok {
+		return promoteWait, false
+	}
+	wait = min(promoteWait, left-min(promoteAnswerMargin, left/4))
+	return wait, wait < time.Second
+}
+
+// leaderLeft is the time left before the order's deadline on the leader's
+// clock, as of the end of the Epoch call that read it: the leader read its
+// clock (leaderNow) somewhere within the call, which took rtt on the
+// agent's monotonic clock, so at most leaderNow + rtt had passed on the
+// leader's clock by then. ok is false without a deadline or without the
+// leader's clock (an older coordinator).
+func leaderLeft(leaderDeadline, leaderNow time.Time, rtt time.Duration) (left time.Duration, ok bool) {
+	if leaderDeadline.IsZero() || leaderNow.IsZero() {
+		return 0, false
+	}
+	return leaderDeadline.Sub(leaderNow) - max(rtt, 0), true
+}
+
 // promote promotes the local replica at epoch: never a fenced node, never
-// once the order's deadline has passed or the leader records another
-// primary or a newer epoch (asked right before pg_promote).
-func (d *Daemon) promote(ctx context.Context, epoch uint64, deadline time.Time) (string, error) {
+// once the order's deadline has passed (on the agent's monotonic clock
+// from the receipt, and on the leader's clock read right before
+// pg_promote) or the leader records another primary or a newer epoch
+// (asked right before pg_promote). pg_promote's wait ends before the
+// earlier of both deadlines.
+func (d *Daemon) promote(ctx context.Context, epoch uint64, timing orderTiming) (string, error) {
 	fsDone, err := d.failsafeBeginPromote() // acknowledged a failsafe ping within lease_ttl?
 	if err != nil {
 		return "", err
@@ -124,17 +151,40 @@ func (d *Daemon) promote(ctx context.Context, epoch uint64, deadline time.Time) 
 	if !inRecovery {
 		return "", errors.New("refusing to promote: the server is not in recovery (already a primary)")
 	}
-	wait := promoteWait
-	if !deadline.IsZero() {
-		left := time.Until(deadline)
-		wait = min(wait, left-min(promoteAnswerMargin, left/4))
-		if wait < time.Second {
-			return "", fmt.Errorf("%w: promote at epoch %d: %s left before the order's deadline %s, too little for pg_promote to answer in time",
-				errOrderExpired, epoch, left.Round(time.Millisecond), deadline.Format(time.RFC3339Nano))
+	localLeft := func() (time.Duration, bool) {
+		if timing.Deadline.IsZero() {
+			return 0, false
+		}
+		return timing.Deadline.Sub(d.clock()), true
+	}
+	if left, ok := localLeft(); ok {
+		if _, late := promoteWaitFor(left, true); late {
+			return "", fmt.Errorf("%w: promote at epoch %d: %s left before the order's deadline by this agent's clock, too little for pg_promote to answer in time",
+				errOrderExpired, epoch, left.Round(time.Millisecond))
 		}
 	}
-	if err := d.confirmEpoch(ctx, epoch); err != nil {
+	ans, err := d.confirmEpoch(ctx, epoch)
+	if err != nil {
 		return "", err
+	}
+	wait := promoteWait
+	if left, ok := localLeft(); ok {
+		w, late := promoteWaitFor(left, true)
+		if late {
+			return "", fmt.Errorf("%w: promote at epoch %d: %s left before the order's deadline by this agent's clock once the leader confirmed the epoch, too little for pg_promote to answer in time",
+				errOrderExpired, epoch, left.Round(time.Millisecond))
+		}
+		wait = w
+	}
+	// The final check is made on the leader's clock: it does not depend on
+	// the agent's clock or on how long the order was in transit.
+	if left, ok := leaderLeft(timing.Leader, ans.leaderNow, ans.rtt); ok {
+		w, late := promoteWaitFor(left, true)
+		if late {
+			return "", fmt.Errorf("%w: promote at epoch %d: %s left before the order's deadline %s by the coordinator leader's clock (read %s, answered in %s), too little for pg_promote to answer in time",
+				errOrderExpired, epoch, left.Round(time.Millisecond), timing.Leader.Format(time.RFC3339Nano), ans.leaderNow.Format(time.RFC3339Nano), ans.rtt.Round(time.Millisecond))
+		}
+		wait = min(wait, w)
 	}
 	done, err := p.Promote(ctx, wait)
 	if err != nil {
@@ -165,26 +215,42 @@ func (d *Daemon) promote(ctx context.Context, epoch uint64, deadline time.Time) 
 // than a promote order's.
 var errSuperseded = errors.New("the order's epoch is superseded")
 
+// epochAnswer is what confirmEpoch learnt of the leader's clock: its
+// reading (zero from an older coordinator) and how long the call took on
+// the agent's monotonic clock.
+type epochAnswer struct {
+	leaderNow time.Time
+	rtt       time.Duration
+}
+
 // confirmEpoch asks the leader whether it still records this node as the
 // primary at epoch. An order superseded while it waited (behind a long
 // order, or given up by its leader, which then chose another candidate at
 // a higher epoch) is refused, and the leader's epoch is taken.
-func (d *Daemon) confirmEpoch(ctx context.Context, epoch uint64) error {
+func (d *Daemon) confirmEpoch(ctx context.Context, epoch uint64) (epochAnswer, error) {
+	var ans epochAnswer
 	cli := d.session()
 	if cli == nil {
-		return fmt.Errorf("refusing to promote at epoch %d: no session with the coordinator leader to confirm the epoch", epoch)
+		return ans, fmt.Errorf("refusing to promote at epoch %d: no session with the coordinator leader to confirm the epoch", epoch)
 	}
 	rctx, cancel := context.WithTimeout(ctx, rpcTimeout)
+	sent := d.clock()
 	resp, err := cli.Epoch(rctx, &pgdrv1.EpochRequest{Cluster: d.cfg.Cluster, Node: d.cfg.Node.Name})
+	back := d.clock()
 	cancel()
 	if err != nil {
-		return fmt.Errorf("refusing to promote at epoch %d: the coordinator leader did not confirm the epoch: %w", epoch, err)
+		return ans, fmt.Errorf("refusing to promote at epoch %d: the coordinator leader did not confirm the epoch: %w", epoch, err)
+	}
+	ans.rtt = back.Sub(sent)
+	if n := resp.GetNow(); n != nil {
+		ans.leaderNow = n.AsTime()
+		d.noteSkew(sent.Add(ans.rtt/2).Sub(ans.leaderNow), "epoch confirmation")
 	}
 	d.seeEpoch(resp.GetEpoch())
 	if resp.GetEpoch() != epoch || resp.GetPrimary() != d.cfg.Node.Name {
-		return fmt.Errorf("refusing to promote: %w: the order is of epoch %d and the coordinator leader records %q as primary at epoch %d", errSuperseded, epoch, resp.GetPrimary(), resp.GetEpoch())
+		return ans, fmt.Errorf("refusing to promote: %w: the order is of epoch %d and the coordinator leader records %q as primary at epoch %d", errSuperseded, epoch, resp.GetPrimary(), resp.GetEpoch())
 	}
-	return nil
+	return ans, nil
 }
 
 // watchPromotion watches a pending promotion of epoch until it completes
@@ -210,7 +276,7 @@ func (d *Daemon) watchPromotion(epoch uint64, done func()) {
 			done()
 		}()
 		superseded := func(why string) bool {
-			err := d.confirmEpoch(ctx, epoch)
+			_, err := d.confirmEpoch(ctx, epoch)
 			if !errors.Is(err, errSuperseded) {
 				return false // still current, or the leader cannot say: the lease loop decides
 			}

@@ -19,9 +19,10 @@ import (
 // promotes at once (finish) or only later (pg_promote returns false).
 type fakePromotion struct {
 	mu       sync.Mutex
-	finish   bool // pg_promote finishes within its wait
-	promoted bool // recovery has ended
-	promotes int  // pg_promote calls
+	finish   bool          // pg_promote finishes within its wait
+	promoted bool          // recovery has ended
+	promotes int           // pg_promote calls
+	wait     time.Duration // the last pg_promote's wait
 }
 
 func (f *fakePromotion) InRecovery(context.Context) (bool, error) {
@@ -30,10 +31,11 @@ func (f *fakePromotion) InRecovery(context.Context) (bool, error) {
 	return !f.promoted, nil
 }
 
-func (f *fakePromotion) Promote(context.Context, time.Duration) (bool, error) {
+func (f *fakePromotion) Promote(_ context.Context, wait time.Duration) (bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.promotes++
+	f.wait = wait
 	if f.finish {
 		f.promoted = true
 	}
@@ -58,13 +60,20 @@ type epochClient struct {
 	epoch   uint64
 	primary string
 	asked   int
+	// now is the leader's clock in the answer (nil: an older coordinator
+	// that sends none).
+	now func() time.Time
 }
 
 func (c *epochClient) Epoch(_ context.Context, req *pgdrv1.EpochRequest, _ ...grpc.CallOption) (*pgdrv1.EpochResponse, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.asked++
-	return &pgdrv1.EpochResponse{Epoch: c.epoch, Primary: c.primary}, nil
+	r := &pgdrv1.EpochResponse{Epoch: c.epoch, Primary: c.primary}
+	if c.now != nil {
+		r.Now = timestamppb.New(c.now())
+	}
+	return r, nil
 }
 
 func promoteDaemon(t *testing.T, fp *fakePromotion, leader *epochClient) (*Daemon, *coordClient) {

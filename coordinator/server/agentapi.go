@@ -48,8 +48,9 @@ func newHub() *hub {
 }
 
 // call sends a command and waits for its result, ctx's end or the member
-// having no open command stream. ctx's deadline travels as the order's:
-// an agent does not start an order the leader no longer waits for.
+// having no open command stream. ctx's deadline travels as the order's
+// (with the budget left when the stream sends it, stampSent): an agent
+// does not start an order the leader no longer waits for.
 func (h *hub) call(ctx context.Context, k memberKey, c *pgdrv1.AgentCommand) (*pgdrv1.CommandResult, error) {
 	ch := make(chan *pgdrv1.CommandResult, 1)
 	h.mu.Lock()
@@ -124,6 +125,21 @@ func (h *hub) send(k memberKey, c *pgdrv1.AgentCommand) bool {
 	default:
 		return false
 	}
+}
+
+// stampSent is cmd as it leaves on the stream at now (the leader's clock):
+// with sent_at, and with its deadline's budget (deadline - now, <= 0 when
+// it already passed) when it has one. The agent counts the budget from
+// when it receives the order, on its monotonic clock, so a skewed agent
+// clock neither refuses a fresh order nor keeps an old one alive; the
+// absolute deadline stays for older agents. cmd itself is not changed.
+func stampSent(cmd *pgdrv1.AgentCommand, now time.Time) *pgdrv1.AgentCommand {
+	out := proto.Clone(cmd).(*pgdrv1.AgentCommand)
+	out.SentAt = timestamppb.New(now)
+	if dl := cmd.GetDeadline(); dl != nil {
+		out.BudgetMs = dl.AsTime().Sub(now).Milliseconds()
+	}
+	return out
 }
 
 func (h *hub) complete(r *pgdrv1.CommandResult) {
@@ -358,7 +374,7 @@ func (a *agentAPI) Commands(req *pgdrv1.CommandsRequest, stream pgdrv1.AgentServ
 		case <-ctx.Done():
 			return ctx.Err()
 		case cmd := <-ch:
-			if err := stream.Send(cmd); err != nil {
+			if err := stream.Send(stampSent(cmd, time.Now())); err != nil {
 				return err
 			}
 		}

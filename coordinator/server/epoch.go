@@ -4,6 +4,8 @@ import (
 	"context"
 	"time"
 
+	"google.golang.org/protobuf/types/known/timestamppb"
+
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
 
@@ -13,7 +15,9 @@ const epochBarrier = 3 * time.Second
 // Epoch tells an agent the cluster's current epoch and primary. The agent
 // asks right before pg_promote, so the answer must not come from a state
 // machine behind the log: a barrier first applies everything committed
-// (and fails on a node that no longer leads).
+// (and fails on a node that no longer leads). The answer carries the
+// leader's clock, read after the barrier: the agent checks the order's
+// deadline, set on this clock, against it rather than against its own.
 func (a *agentAPI) Epoch(ctx context.Context, req *pgdrv1.EpochRequest) (*pgdrv1.EpochResponse, error) {
 	if err := checkName("cluster", req.GetCluster(), true); err != nil {
 		return nil, err
@@ -35,5 +39,5 @@ func (a *agentAPI) Epoch(ctx context.Context, req *pgdrv1.EpochRequest) (*pgdrv1
 		return nil, err
 	}
 	_, primary, epoch := a.s.fsm.MemberEpoch(req.GetCluster(), req.GetNode())
-	return &pgdrv1.EpochResponse{Epoch: epoch, Primary: primary}, nil
+	return &pgdrv1.EpochResponse{Epoch: epoch, Primary: primary, Now: timestamppb.Now()}, nil
 }

@@ -77,9 +77,13 @@ func (x *EpochRequest) GetNode() string {
 }
 
 type EpochResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Epoch         uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
-	Primary       string                 `protobuf:"bytes,2,opt,name=primary,proto3" json:"primary,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Epoch   uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Primary string                 `protobuf:"bytes,2,opt,name=primary,proto3" json:"primary,omitempty"`
+	// now: the leader's clock when it answered (after its barrier). The agent
+	// checks a promote order's deadline against it, on the leader's clock,
+	// right before pg_promote (unset from an older coordinator).
+	Now           *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=now,proto3" json:"now,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -126,6 +130,13 @@ func (x *EpochResponse) GetPrimary() string {
 		return x.Primary
 	}
 	return ""
+}
+
+func (x *EpochResponse) GetNow() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Now
+	}
+	return nil
 }
 
 type RenewLeaseRequest struct {
@@ -1047,9 +1058,24 @@ type AgentCommand struct {
 	Node     string                 `protobuf:"bytes,3,opt,name=node,proto3" json:"node,omitempty"`
 	Epoch    uint64                 `protobuf:"varint,4,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	IssuedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=issued_at,json=issuedAt,proto3" json:"issued_at,omitempty"`
-	// deadline: when the leader stops waiting for the order's result; an
-	// agent refuses an order it would start after it (unset = no deadline).
+	// deadline: when the leader stops waiting for the order's result, on the
+	// leader's clock (unset = no deadline). An agent refuses an order it
+	// would start after it. Agents compare it with their own clock only when
+	// sent_at is unset (an older coordinator); otherwise budget_ms decides.
 	Deadline *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=deadline,proto3" json:"deadline,omitempty"`
+	// sent_at: the leader's clock when it wrote the order to the command
+	// stream (set on every order by coordinators that send budget_ms). The
+	// agent compares it with its own clock only to warn about clock skew.
+	SentAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=sent_at,json=sentAt,proto3" json:"sent_at,omitempty"`
+	// budget_ms: deadline - sent_at on the leader's clock (<= 0: already
+	// expired when sent). The agent's deadline is the instant it received
+	// the order (on its monotonic clock) + budget_ms, whatever its wall
+	// clock says; so the leader may assume that an agent starts the order
+	// no later than sent_at + budget_ms + the stream's transit time (the
+	// agent stamps an order when it arrives, not when its turn comes). A
+	// promote is also checked on the leader's clock right before pg_promote
+	// (EpochResponse.now), which does not depend on the transit time.
+	BudgetMs int64 `protobuf:"varint,8,opt,name=budget_ms,json=budgetMs,proto3" json:"budget_ms,omitempty"`
 	// Types that are valid to be assigned to Kind:
 	//
 	//	*AgentCommand_Ping
@@ -1136,6 +1162,20 @@ func (x *AgentCommand) GetDeadline() *timestamppb.Timestamp {
 		return x.Deadline
 	}
 	return nil
+}
+
+func (x *AgentCommand) GetSentAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.SentAt
+	}
+	return nil
+}
+
+func (x *AgentCommand) GetBudgetMs() int64 {
+	if x != nil {
+		return x.BudgetMs
+	}
+	return 0
 }
 
 func (x *AgentCommand) GetKind() isAgentCommand_Kind {
@@ -1832,10 +1872,11 @@ const file_pgdr_v1_agent_proto_rawDesc = "" +
 	"\x13pgdr/v1/agent.proto\x12\apgdr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13pgdr/v1/state.proto\"<\n" +
 	"\fEpochRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
-	"\x04node\x18\x02 \x01(\tR\x04node\"?\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\"m\n" +
 	"\rEpochResponse\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x18\n" +
-	"\aprimary\x18\x02 \x01(\tR\aprimary\"W\n" +
+	"\aprimary\x18\x02 \x01(\tR\aprimary\x12,\n" +
+	"\x03now\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x03now\"W\n" +
 	"\x11RenewLeaseRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x14\n" +
@@ -1916,14 +1957,16 @@ const file_pgdr_v1_agent_proto_rawDesc = "" +
 	"\breceived\x18\x01 \x01(\x04R\breceived\"?\n" +
 	"\x0fCommandsRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
-	"\x04node\x18\x02 \x01(\tR\x04node\"\xfb\x04\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\"\xcd\x05\n" +
 	"\fAgentCommand\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12\x12\n" +
 	"\x04node\x18\x03 \x01(\tR\x04node\x12\x14\n" +
 	"\x05epoch\x18\x04 \x01(\x04R\x05epoch\x127\n" +
 	"\tissued_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bissuedAt\x126\n" +
-	"\bdeadline\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\x12#\n" +
+	"\bdeadline\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\x123\n" +
+	"\asent_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x06sentAt\x12\x1b\n" +
+	"\tbudget_ms\x18\b \x01(\x03R\bbudgetMs\x12#\n" +
 	"\x04ping\x18\n" +
 	" \x01(\v2\r.pgdr.v1.PingH\x00R\x04ping\x120\n" +
 	"\tcheck_now\x18\v \x01(\v2\x11.pgdr.v1.CheckNowH\x00R\bcheckNow\x12,\n" +
@@ -2014,46 +2057,48 @@ var file_pgdr_v1_agent_proto_goTypes = []any{
 	(*SetSynchronous)(nil),        // 22: pgdr.v1.SetSynchronous
 	(*CommandResult)(nil),         // 23: pgdr.v1.CommandResult
 	(*CommandResultAck)(nil),      // 24: pgdr.v1.CommandResultAck
-	(*Member)(nil),                // 25: pgdr.v1.Member
-	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
+	(*timestamppb.Timestamp)(nil), // 25: google.protobuf.Timestamp
+	(*Member)(nil),                // 26: pgdr.v1.Member
 }
 var file_pgdr_v1_agent_proto_depIdxs = []int32{
-	4,  // 0: pgdr.v1.RenewLeaseResponse.members:type_name -> pgdr.v1.FailsafeMember
-	25, // 1: pgdr.v1.RegisterRequest.member:type_name -> pgdr.v1.Member
-	26, // 2: pgdr.v1.HealthReport.time:type_name -> google.protobuf.Timestamp
-	26, // 3: pgdr.v1.HealthReport.archive_last_failed_time:type_name -> google.protobuf.Timestamp
-	10, // 4: pgdr.v1.HealthReport.replicas:type_name -> pgdr.v1.ReplicaState
-	26, // 5: pgdr.v1.HealthReport.failsafe_acked_at:type_name -> google.protobuf.Timestamp
-	26, // 6: pgdr.v1.AgentCommand.issued_at:type_name -> google.protobuf.Timestamp
-	26, // 7: pgdr.v1.AgentCommand.deadline:type_name -> google.protobuf.Timestamp
-	14, // 8: pgdr.v1.AgentCommand.ping:type_name -> pgdr.v1.Ping
-	15, // 9: pgdr.v1.AgentCommand.check_now:type_name -> pgdr.v1.CheckNow
-	16, // 10: pgdr.v1.AgentCommand.promote:type_name -> pgdr.v1.Promote
-	17, // 11: pgdr.v1.AgentCommand.follow:type_name -> pgdr.v1.Follow
-	18, // 12: pgdr.v1.AgentCommand.fence:type_name -> pgdr.v1.Fence
-	19, // 13: pgdr.v1.AgentCommand.rejoin:type_name -> pgdr.v1.Rejoin
-	20, // 14: pgdr.v1.AgentCommand.demote:type_name -> pgdr.v1.Demote
-	22, // 15: pgdr.v1.AgentCommand.set_synchronous:type_name -> pgdr.v1.SetSynchronous
-	21, // 16: pgdr.v1.AgentCommand.restart:type_name -> pgdr.v1.Restart
-	5,  // 17: pgdr.v1.AgentService.Leader:input_type -> pgdr.v1.LeaderRequest
-	7,  // 18: pgdr.v1.AgentService.Register:input_type -> pgdr.v1.RegisterRequest
-	9,  // 19: pgdr.v1.AgentService.Report:input_type -> pgdr.v1.HealthReport
-	12, // 20: pgdr.v1.AgentService.Commands:input_type -> pgdr.v1.CommandsRequest
-	23, // 21: pgdr.v1.AgentService.CompleteCommand:input_type -> pgdr.v1.CommandResult
-	2,  // 22: pgdr.v1.AgentService.RenewLease:input_type -> pgdr.v1.RenewLeaseRequest
-	0,  // 23: pgdr.v1.AgentService.Epoch:input_type -> pgdr.v1.EpochRequest
-	6,  // 24: pgdr.v1.AgentService.Leader:output_type -> pgdr.v1.LeaderResponse
-	8,  // 25: pgdr.v1.AgentService.Register:output_type -> pgdr.v1.RegisterResponse
-	11, // 26: pgdr.v1.AgentService.Report:output_type -> pgdr.v1.ReportSummary
-	13, // 27: pgdr.v1.AgentService.Commands:output_type -> pgdr.v1.AgentCommand
-	24, // 28: pgdr.v1.AgentService.CompleteCommand:output_type -> pgdr.v1.CommandResultAck
-	3,  // 29: pgdr.v1.AgentService.RenewLease:output_type -> pgdr.v1.RenewLeaseResponse
-	1,  // 30: pgdr.v1.AgentService.Epoch:output_type -> pgdr.v1.EpochResponse
-	24, // [24:31] is the sub-list for method output_type
-	17, // [17:24] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	25, // 0: pgdr.v1.EpochResponse.now:type_name -> google.protobuf.Timestamp
+	4,  // 1: pgdr.v1.RenewLeaseResponse.members:type_name -> pgdr.v1.FailsafeMember
+	26, // 2: pgdr.v1.RegisterRequest.member:type_name -> pgdr.v1.Member
+	25, // 3: pgdr.v1.HealthReport.time:type_name -> google.protobuf.Timestamp
+	25, // 4: pgdr.v1.HealthReport.archive_last_failed_time:type_name -> google.protobuf.Timestamp
+	10, // 5: pgdr.v1.HealthReport.replicas:type_name -> pgdr.v1.ReplicaState
+	25, // 6: pgdr.v1.HealthReport.failsafe_acked_at:type_name -> google.protobuf.Timestamp
+	25, // 7: pgdr.v1.AgentCommand.issued_at:type_name -> google.protobuf.Timestamp
+	25, // 8: pgdr.v1.AgentCommand.deadline:type_name -> google.protobuf.Timestamp
+	25, // 9: pgdr.v1.AgentCommand.sent_at:type_name -> google.protobuf.Timestamp
+	14, // 10: pgdr.v1.AgentCommand.ping:type_name -> pgdr.v1.Ping
+	15, // 11: pgdr.v1.AgentCommand.check_now:type_name -> pgdr.v1.CheckNow
+	16, // 12: pgdr.v1.AgentCommand.promote:type_name -> pgdr.v1.Promote
+	17, // 13: pgdr.v1.AgentCommand.follow:type_name -> pgdr.v1.Follow
+	18, // 14: pgdr.v1.AgentCommand.fence:type_name -> pgdr.v1.Fence
+	19, // 15: pgdr.v1.AgentCommand.rejoin:type_name -> pgdr.v1.Rejoin
+	20, // 16: pgdr.v1.AgentCommand.demote:type_name -> pgdr.v1.Demote
+	22, // 17: pgdr.v1.AgentCommand.set_synchronous:type_name -> pgdr.v1.SetSynchronous
+	21, // 18: pgdr.v1.AgentCommand.restart:type_name -> pgdr.v1.Restart
+	5,  // 19: pgdr.v1.AgentService.Leader:input_type -> pgdr.v1.LeaderRequest
+	7,  // 20: pgdr.v1.AgentService.Register:input_type -> pgdr.v1.RegisterRequest
+	9,  // 21: pgdr.v1.AgentService.Report:input_type -> pgdr.v1.HealthReport
+	12, // 22: pgdr.v1.AgentService.Commands:input_type -> pgdr.v1.CommandsRequest
+	23, // 23: pgdr.v1.AgentService.CompleteCommand:input_type -> pgdr.v1.CommandResult
+	2,  // 24: pgdr.v1.AgentService.RenewLease:input_type -> pgdr.v1.RenewLeaseRequest
+	0,  // 25: pgdr.v1.AgentService.Epoch:input_type -> pgdr.v1.EpochRequest
+	6,  // 26: pgdr.v1.AgentService.Leader:output_type -> pgdr.v1.LeaderResponse
+	8,  // 27: pgdr.v1.AgentService.Register:output_type -> pgdr.v1.RegisterResponse
+	11, // 28: pgdr.v1.AgentService.Report:output_type -> pgdr.v1.ReportSummary
+	13, // 29: pgdr.v1.AgentService.Commands:output_type -> pgdr.v1.AgentCommand
+	24, // 30: pgdr.v1.AgentService.CompleteCommand:output_type -> pgdr.v1.CommandResultAck
+	3,  // 31: pgdr.v1.AgentService.RenewLease:output_type -> pgdr.v1.RenewLeaseResponse
+	1,  // 32: pgdr.v1.AgentService.Epoch:output_type -> pgdr.v1.EpochResponse
+	26, // [26:33] is the sub-list for method output_type
+	19, // [19:26] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_pgdr_v1_agent_proto_init() }

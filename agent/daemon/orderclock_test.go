@@ -1,0 +1,241 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/pgdr/pgdr/pkg/testutil"
+	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
+)
+
+// budgetOrder is a promote order as a leader of today sends it: sent at
+// sent on the leader's clock, with budget left before its deadline.
+func budgetOrder(epoch uint64, sent time.Time, budget time.Duration) *pgdrv1.AgentCommand {
+	c := promoteOrder(epoch, sent, sent.Add(budget))
+	c.SentAt = timestamppb.New(sent)
+	c.BudgetMs = budget.Milliseconds()
+	return c
+}
+
+// TestOrderClockSkew: review D8. An order's deadline is the leader's; the
+// agent's wall clock, ahead of or behind the leader's, must not decide
+// whether an order is still current. The agent counts the order's budget
+// from when it received it on its own monotonic clock, and right before
+// pg_promote it checks the deadline on the leader's clock (the Epoch
+// answer's).
+func TestOrderClockSkew(t *testing.T) {
+	ctx := context.Background()
+	leaderNow := time.Now // the leader's clock: the real one
+	t.Run("agent clock 120s ahead accepts a fresh order", func(t *testing.T) {
+		fp := &fakePromotion{finish: true}
+		d, c := promoteDaemon(t, fp, &epochClient{epoch: 6, primary: "pg-a2", now: leaderNow})
+		d.now = func() time.Time { return time.Now().Add(120 * time.Second) }
+		res := c.carryOut(ctx, budgetOrder(6, leaderNow(), time.Minute))
+		if !res.Ok || fp.calls() != 1 {
+			t.Fatalf("a fresh order (60s budget) to an agent whose clock is 120s ahead: %+v (pg_promote called %d times)", res, fp.calls())
+		}
+		// The skew is measured (and shown in the metrics).
+		if s, ok := d.clockSkew(); !ok || s < 119*time.Second || s > 121*time.Second {
+			t.Fatalf("measured skew %s (known %t); want about 120s", s, ok)
+		}
+		mfs, err := d.metrics.reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		g := -1.0
+		for _, mf := range mfs {
+			if mf.GetName() == "pgdr_agent_leader_clock_skew_seconds" && len(mf.GetMetric()) == 1 {
+				g = mf.GetMetric()[0].GetGauge().GetValue()
+			}
+		}
+		if g < 119 || g > 121 {
+			t.Fatalf("pgdr_agent_leader_clock_skew_seconds = %g; want about 120", g)
+		}
+	})
+	behind := func() time.Time { return time.Now().Add(-120 * time.Second) }
+	t.Run("agent clock 120s behind: an order that waited past its budget is refused", func(t *testing.T) {
+		fp := &fakePromotion{finish: true}
+		d, c := promoteDaemon(t, fp, &epochClient{epoch: 6, primary: "pg-a2", now: leaderNow})
+		d.now = behind
+		// Received 61s ago (it waited behind a long order) with a 60s
+		// budget: the leader stopped waiting for it a second ago.
+		res := c.carryOutAt(ctx, budgetOrder(6, leaderNow().Add(-61*time.Second), time.Minute), d.clock().Add(-61*time.Second))
+		if res.Ok || !strings.Contains(res.Error, "deadline") || fp.calls() != 0 {
+			t.Fatalf("an order past its budget on an agent whose clock is 120s behind: %+v (pg_promote called %d times)", res, fp.calls())
+		}
+	})
+	t.Run("agent clock 120s behind: the leader's clock says the deadline passed", func(t *testing.T) {
+		fp := &fakePromotion{finish: true}
+		d, c := promoteDaemon(t, fp, &epochClient{epoch: 6, primary: "pg-a2", now: leaderNow})
+		d.now = behind
+		// Received just now but sent 61s ago (a stalled connection): only
+		// the leader's clock shows that its deadline passed.
+		res := c.carryOut(ctx, budgetOrder(6, leaderNow().Add(-61*time.Second), time.Minute))
+		if res.Ok || !strings.Contains(res.Error, "deadline") || fp.calls() != 0 {
+			t.Fatalf("a promote past its deadline on the leader's clock: %+v (pg_promote called %d times)", res, fp.calls())
+		}
+	})
+	t.Run("agent clock 120s behind: pg_promote's wait ends before the leader's deadline", func(t *testing.T) {
+		fp := &fakePromotion{finish: true}
+		d, c := promoteDaemon(t, fp, &epochClient{epoch: 6, primary: "pg-a2", now: leaderNow})
+		d.now = behind
+		// 10s left on the leader's clock, 60s by the local budget.
+		res := c.carryOut(ctx, budgetOrder(6, leaderNow().Add(-50*time.Second), time.Minute))
+		fp.mu.Lock()
+		wait := fp.wait
+		fp.mu.Unlock()
+		if !res.Ok || fp.calls() != 1 || wait <= 0 || wait > 10*time.Second {
+			t.Fatalf("promote with 10s left on the leader's clock: %+v, pg_promote called %d times with wait %s (want at most 10s)", res, fp.calls(), wait)
+		}
+	})
+}
+
+// TestOrderDeadline: review D8, the deadline computation. With a budget the
+// agent's deadline is its receipt time + the budget, whatever the clocks'
+// offset; without one (an older coordinator) it is the leader's absolute
+// deadline, as before. pg_promote's wait ends before the earlier of the
+// local deadline and the leader's, the latter less the Epoch call's
+// round trip.
+func TestOrderDeadline(t *testing.T) {
+	leader := time.Date(2026, 12, 7, 5, 0, 0, 0, time.UTC) // the leader's clock at sending
+	for _, c := range []struct {
+		name       string
+		offset     time.Duration // the agent's clock minus the leader's
+		transit    time.Duration
+		deadline   time.Duration // after sending, on the leader's clock (0: none)
+		budget     bool          // the order carries sent_at and budget_ms
+		wantLeft   time.Duration // deadline minus receipt on the agent's clock
+		wantNone   bool
+		wantSkew   time.Duration
+		wantRelate bool
+	}{
+		{name: "no deadline", budget: true, wantNone: true},
+		{name: "no deadline, older coordinator", wantNone: true},
+		{name: "in sync", deadline: time.Minute, budget: true, wantLeft: time.Minute, wantRelate: true},
+		{name: "agent 120s ahead", offset: 120 * time.Second, deadline: time.Minute, budget: true, wantLeft: time.Minute, wantSkew: 120 * time.Second, wantRelate: true},
+		{name: "agent 120s behind", offset: -120 * time.Second, deadline: time.Minute, budget: true, wantLeft: time.Minute, wantSkew: -120 * time.Second, wantRelate: true},
+		{name: "transit counts as skew, not as budget", transit: 2 * time.Second, deadline: time.Minute, budget: true, wantLeft: time.Minute, wantSkew: 2 * time.Second, wantRelate: true},
+		{name: "expired when sent", deadline: -time.Second, budget: true, wantLeft: -time.Second, wantRelate: true},
+		{name: "older coordinator, agent 120s ahead: already past", offset: 120 * time.Second, deadline: time.Minute, wantLeft: -time.Minute},
+		{name: "older coordinator, agent 120s behind: 3 minutes", offset: -120 * time.Second, deadline: time.Minute, wantLeft: 3 * time.Minute},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cmd := &pgdrv1.AgentCommand{Id: "x", Epoch: 2, IssuedAt: timestamppb.New(leader)}
+			if c.deadline != 0 {
+				cmd.Deadline = timestamppb.New(leader.Add(c.deadline))
+			}
+			if c.budget {
+				cmd.SentAt = timestamppb.New(leader)
+				if c.deadline != 0 {
+					cmd.BudgetMs = c.deadline.Milliseconds()
+				}
+			}
+			received := leader.Add(c.offset + c.transit)
+			got := orderDeadline(cmd, received)
+			if c.wantNone {
+				if !got.Deadline.IsZero() || !got.Leader.IsZero() {
+					t.Fatalf("an order without a deadline got %+v", got)
+				}
+				return
+			}
+			if left := got.Deadline.Sub(received); left != c.wantLeft || got.Relative != c.wantRelate {
+				t.Fatalf("deadline %s after the receipt (relative %t); want %s (relative %t)", left, got.Relative, c.wantLeft, c.wantRelate)
+			}
+			if !got.Leader.Equal(leader.Add(c.deadline)) {
+				t.Fatalf("leader deadline %v; want %v", got.Leader, leader.Add(c.deadline))
+			}
+			if got.HasSkew != c.budget || got.Skew != c.wantSkew {
+				t.Fatalf("skew %s (known %t); want %s (known %t)", got.Skew, got.HasSkew, c.wantSkew, c.budget)
+			}
+		})
+	}
+
+	for _, c := range []struct {
+		name     string
+		left     time.Duration
+		ok       bool
+		wantWait time.Duration
+		wantLate bool
+	}{
+		{"no deadline", 0, false, promoteWait, false},
+		{"plenty", 10 * time.Minute, true, promoteWait, false},
+		{"60s: ends 5s before", time.Minute, true, 55 * time.Second, false},
+		{"8s: ends a quarter before", 8 * time.Second, true, 6 * time.Second, false},
+		{"1.2s: too late", 1200 * time.Millisecond, true, 900 * time.Millisecond, true},
+		{"past", -time.Second, true, -time.Second + 250*time.Millisecond, true},
+	} {
+		t.Run("wait/"+c.name, func(t *testing.T) {
+			w, late := promoteWaitFor(c.left, c.ok)
+			if w != c.wantWait || late != c.wantLate {
+				t.Fatalf("promoteWaitFor(%s, %t) = %s, %t; want %s, %t", c.left, c.ok, w, late, c.wantWait, c.wantLate)
+			}
+		})
+	}
+
+	dl := leader.Add(time.Minute)
+	for _, c := range []struct {
+		name      string
+		deadline  time.Time
+		leaderNow time.Time
+		rtt       time.Duration
+		want      time.Duration
+		ok        bool
+	}{
+		{"older coordinator: no clock", dl, time.Time{}, time.Millisecond, 0, false},
+		{"no deadline", time.Time{}, leader, time.Millisecond, 0, false},
+		{"the round trip counts against it", dl, leader.Add(10 * time.Second), 300 * time.Millisecond, 49700 * time.Millisecond, true},
+		{"past on the leader's clock", dl, leader.Add(61 * time.Second), 0, -time.Second, true},
+	} {
+		t.Run("leader/"+c.name, func(t *testing.T) {
+			got, ok := leaderLeft(c.deadline, c.leaderNow, c.rtt)
+			if got != c.want || ok != c.ok {
+				t.Fatalf("leaderLeft = %s, %t; want %s, %t", got, ok, c.want, c.ok)
+			}
+		})
+	}
+}
+
+// TestOrderStampedOnArrival: review D8. An order's budget counts from its
+// arrival on the command stream, not from when its turn comes: a promote
+// with a 3s budget that arrives while another order runs for 6s is
+// refused when its turn comes, even on an agent whose clock is 120s
+// behind the leader's (so that the leader's absolute deadline, read on
+// that clock, would still let it through).
+func TestOrderStampedOnArrival(t *testing.T) {
+	fc, d := fakeSession(t, func(d *Daemon) {
+		d.now = func() time.Time { return time.Now().Add(-120 * time.Second) }
+	})
+	c2 := fc.coords["c2"]
+	c2.cmds <- &pgdrv1.AgentCommand{Id: "ping", Cluster: "main", Node: "pg-a2", Epoch: 5, Kind: &pgdrv1.AgentCommand_Ping{Ping: &pgdrv1.Ping{}}}
+	testutil.WaitFor(t, 30*time.Second, "the agent's command stream", func() (bool, error) {
+		_, _, res, _, _ := c2.snapshot()
+		return len(res) == 1, fmt.Errorf("%d results", len(res))
+	})
+
+	d.orderMu.Lock() // the first order runs for 6s
+	c2.cmds <- &pgdrv1.AgentCommand{Id: "long", Cluster: "main", Node: "pg-a2", Epoch: 5,
+		Kind: &pgdrv1.AgentCommand_Promote{Promote: &pgdrv1.Promote{Reason: "test"}}}
+	sent := time.Now()
+	late := budgetOrder(5, sent, 3*time.Second)
+	late.Id = "queued"
+	c2.cmds <- late
+	testutil.WaitFor(t, 30*time.Second, "both orders on the stream", func() (bool, error) {
+		return len(c2.cmds) == 0, fmt.Errorf("%d not sent", len(c2.cmds))
+	})
+	time.Sleep(6*time.Second - time.Since(sent))
+	d.orderMu.Unlock()
+
+	testutil.WaitFor(t, 30*time.Second, "both orders' results", func() (bool, error) {
+		_, _, res, _, _ := c2.snapshot()
+		return len(res) == 3, fmt.Errorf("%d results", len(res))
+	})
+	_, _, res, _, _ := c2.snapshot()
+	if r := res[2]; r.Id != "queued" || r.Ok || !strings.Contains(r.Error, "deadline") {
+		t.Fatalf("an order with a 3s budget that waited 6s behind another: %v", r)
+	}
+}

@@ -1,0 +1,71 @@
+package server
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
+)
+
+// TestStampSent: review D8, the leader's side. An order leaves with the
+// leader's clock at sending and, when it has a deadline, the budget left
+// before it, so that the agent counts the budget from the receipt on its
+// own monotonic clock instead of comparing the leader's absolute deadline
+// with its wall clock. The absolute deadline stays for older agents.
+func TestStampSent(t *testing.T) {
+	now := time.Date(2026, 12, 7, 5, 0, 0, 0, time.UTC)
+	for _, c := range []struct {
+		name     string
+		deadline time.Time
+		budgetMs int64
+	}{
+		{"no deadline", time.Time{}, 0},
+		{"60s left", now.Add(time.Minute), 60000},
+		{"sub-millisecond rest rounds down", now.Add(1500*time.Millisecond + 700*time.Microsecond), 1500},
+		{"expired before it was sent", now.Add(-2 * time.Second), -2000},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cmd := &pgdrv1.AgentCommand{Id: "x", Epoch: 3, Kind: &pgdrv1.AgentCommand_Ping{Ping: &pgdrv1.Ping{}}}
+			if !c.deadline.IsZero() {
+				cmd.Deadline = timestamppb.New(c.deadline)
+			}
+			out := stampSent(cmd, now)
+			if cmd.SentAt != nil || cmd.BudgetMs != 0 {
+				t.Fatalf("stampSent changed the caller's order: %v", cmd)
+			}
+			if !out.GetSentAt().AsTime().Equal(now) || out.GetBudgetMs() != c.budgetMs {
+				t.Fatalf("sent_at %v budget_ms %d; want %v and %d", out.GetSentAt().AsTime(), out.GetBudgetMs(), now, c.budgetMs)
+			}
+			if c.deadline.IsZero() != (out.GetDeadline() == nil) || out.GetId() != "x" || out.GetEpoch() != 3 {
+				t.Fatalf("the order's other fields changed: %v", out)
+			}
+		})
+	}
+}
+
+// TestEpochAnswersLeaderClock: review D8. The Epoch answer an agent asks
+// for right before pg_promote carries the leader's clock, read after the
+// barrier, so that the agent checks the order's deadline on it.
+func TestEpochAnswersLeaderClock(t *testing.T) {
+	s := testLeader(t)
+	ctx := context.Background()
+	if _, err := s.propose(ctx, pgdrv1.CommandType_COMMAND_TYPE_REGISTER_MEMBER, &pgdrv1.RegisterMember{Member: &pgdrv1.Member{
+		Name: "a", Cluster: "main", Region: "r1", Dsn: "host=a"}}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	before := time.Now()
+	resp, err := (&agentAPI{s: s}).Epoch(ctx, &pgdrv1.EpochRequest{Cluster: "main", Node: "a"})
+	after := time.Now()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.GetNow() == nil {
+		t.Fatalf("the Epoch answer carries no leader clock: %v", resp)
+	}
+	if n := resp.GetNow().AsTime(); n.Before(before.Truncate(time.Microsecond)) || n.After(after) {
+		t.Fatalf("leader clock %v outside the call [%v, %v]", n, before, after)
+	}
+}
