@@ -260,6 +260,7 @@ type failsafeVerdict struct {
 	Serve    bool      // may serve writes now
 	Active   bool      // serving only because of failsafe acknowledgements
 	Ping     bool      // ping the members now
+	PingAt   time.Time // when pings become due (zero: failsafe does not apply)
 	Missing  []string  // members without an acknowledgement after the last grant
 	Limiting string    // the member whose acknowledgement sets the deadline
 	Reason   string    // why failsafe does not extend the lease ("" when it does)
@@ -286,8 +287,11 @@ func decideFailsafe(in failsafeInput) failsafeVerdict {
 	}
 	if v.Reason == "" {
 		// Ping once a renewal is overdue (the last one did not come back
-		// granted within one and a half loops).
-		v.Ping = !in.Now.Before(t.lastGrantSent.Add(in.Loop + in.Loop/2))
+		// granted within one and a half loops). The loop wakes at PingAt
+		// rather than at its next tick: the acknowledgements must be in
+		// before the lease deadline, and a loaded member answers slowly.
+		v.PingAt = t.lastGrantSent.Add(in.Loop + in.Loop/2)
+		v.Ping = !in.Now.Before(v.PingAt)
 		var fs time.Time
 		for _, m := range in.Members {
 			s, ok := t.acks[m]
@@ -588,14 +592,18 @@ func (d *Daemon) failsafeLoop(ctx context.Context) {
 		if v.Ping && !pinging {
 			pinging = true
 			go func() {
-				d.pingMembers(ctx, client, log)
+				d.pingMembers(ctx, client, log, pingTimeout(time.Now(), v.Deadline, d.loopInterval()))
 				pingDone <- struct{}{}
 			}()
 		}
 		var timer <-chan time.Time
 		var tm *time.Timer
-		if v.Active {
+		switch {
+		case v.Active:
 			tm = time.NewTimer(max(v.Deadline.Sub(time.Now()), 0))
+			timer = tm.C
+		case !v.Ping && !v.PingAt.IsZero():
+			tm = time.NewTimer(max(v.PingAt.Sub(time.Now()), 0))
 			timer = tm.C
 		}
 		select {
@@ -617,9 +625,17 @@ func (d *Daemon) failsafeLoop(ctx context.Context) {
 	}
 }
 
+// pingTimeout bounds one round of pings sent at now: at least a loop (and
+// 200 ms), and up to the serving deadline (at most three loops), since an
+// acknowledgement counts by the ping's send time and a slow answer that
+// arrives before the deadline still extends it.
+func pingTimeout(now, deadline time.Time, loop time.Duration) time.Duration {
+	return max(loop, 200*time.Millisecond, min(deadline.Sub(now), 3*loop))
+}
+
 // pingMembers sends one signed ping to every member at once and records
 // the acknowledgements by the ping's send time.
-func (d *Daemon) pingMembers(ctx context.Context, client *http.Client, log *slog.Logger) {
+func (d *Daemon) pingMembers(ctx context.Context, client *http.Client, log *slog.Logger, timeout time.Duration) {
 	key, err := gossip.LoadKey(d.cfg.Gossip.KeyFile)
 	if err != nil {
 		log.Debug("failsafe: no key", "err", err)
@@ -637,7 +653,7 @@ func (d *Daemon) pingMembers(ctx context.Context, client *http.Client, log *slog
 		LeaseTTLMs: ttl.Milliseconds(), Nonce: hex.EncodeToString(nonce)}
 	body, _ := json.Marshal(ping)
 	sig := SignFailsafe(key, body)
-	pctx, cancel := context.WithTimeout(ctx, max(d.loopInterval(), 200*time.Millisecond))
+	pctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var wg sync.WaitGroup
 	for _, n := range names {

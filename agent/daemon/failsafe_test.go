@@ -217,6 +217,11 @@ func TestFailsafeDecision(t *testing.T) {
 		}
 		v := decideFailsafe(failsafeInput{Now: at(c.now), Enabled: !c.disabled, Granted: l.Granted(), Fenced: c.fenced,
 			LeaseDeadline: l.Deadline(), Window: 4 * time.Second, Loop: time.Second, Members: c.members, Tracker: &tr})
+		// Pings are due 1.5 loops after the last grant whenever failsafe
+		// applies, and the loop wakes then.
+		if wantPingAt := (c.n <= 7 || c.n >= 12) && !c.fenced; wantPingAt != !v.PingAt.IsZero() || (wantPingAt && !v.PingAt.Equal(at(1.5))) {
+			t.Errorf("#%d %s: pings due at %v, want at 1.5 s: %v", c.n, c.what, v.PingAt.Sub(t0), wantPingAt)
+		}
 		if v.Serve != c.serve || v.Active != c.active || v.Ping != c.ping || !v.Deadline.Equal(at(c.deadline)) {
 			t.Errorf("#%d %s: serve %v active %v ping %v deadline %v (%s); want %v %v %v %v",
 				c.n, c.what, v.Serve, v.Active, v.Ping, v.Deadline.Sub(t0), v.Reason, c.serve, c.active, c.ping, c.deadline)
@@ -412,7 +417,7 @@ func TestFailsafeAckAuthenticated(t *testing.T) {
 	}
 	ping := func() time.Time {
 		t0 := time.Now()
-		primary.pingMembers(context.Background(), &http.Client{Timeout: 5 * time.Second}, log)
+		primary.pingMembers(context.Background(), &http.Client{Timeout: 5 * time.Second}, log, time.Second)
 		return t0
 	}
 
@@ -529,4 +534,24 @@ func TestFailsafePingTTLBounded(t *testing.T) {
 		t.Fatalf("a persisted 10-minute acknowledgement 30s old still refuses promotion: %v", err)
 	}
 	done()
+}
+
+// TestPingTimeout: a round of pings may wait for slow answers up to the
+// serving deadline (an acknowledgement counts by the ping's send time), at
+// least a loop and at most three.
+func TestPingTimeout(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, c := range []struct {
+		deadline, loop, want time.Duration
+	}{
+		{2500 * time.Millisecond, time.Second, 2500 * time.Millisecond},
+		{300 * time.Millisecond, time.Second, time.Second},
+		{-time.Second, time.Second, time.Second},
+		{10 * time.Second, time.Second, 3 * time.Second},
+		{time.Second, 50 * time.Millisecond, 200 * time.Millisecond},
+	} {
+		if got := pingTimeout(t0, t0.Add(c.deadline), c.loop); got != c.want {
+			t.Errorf("deadline in %s, loop %s: %s, want %s", c.deadline, c.loop, got, c.want)
+		}
+	}
 }
