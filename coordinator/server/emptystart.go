@@ -37,8 +37,18 @@ type peerAnswer struct {
 	ListedAs string
 }
 
+// listed: a peer holding state lists this coordinator with a vote (or
+// about to get one: "staging"). A non-voter is not: it never counted
+// towards a commit, so it acknowledged nothing that could be lost, and it
+// is promoted only once caught up (addNonvoterCaughtUp); it is what a
+// coordinator that `coordinator add` is adding looks like.
 func (a peerAnswer) listed() bool {
-	return a.Err == nil && a.LastIndex > 0 && a.ListedAs != "" && a.ListedAs != "none"
+	return a.Err == nil && a.LastIndex > 0 && a.ListedAs != "" && a.ListedAs != "none" && a.ListedAs != "nonvoter"
+}
+
+// adding: a peer holding state lists this coordinator as a non-voter.
+func (a peerAnswer) adding() bool {
+	return a.Err == nil && a.LastIndex > 0 && a.ListedAs == "nonvoter"
 }
 
 func (a peerAnswer) String() string {
@@ -97,8 +107,10 @@ type selfInfo struct {
 // configuration lists no peer), whether it was started with --bootstrap
 // (and has a bootstrap list) and with --force-empty.
 //
-//   - A peer holding state lists it: it lost its data; refused (unless
-//     forced) with the remove-then-add fix. With --bootstrap it joins
+//   - A peer holding state lists it as a voter: it lost its data; refused
+//     (unless forced) with the remove-then-add fix. Listed as a non-voter,
+//     it is being added (started, then `coordinator add` at once): it
+//     waits, as a non-voter never votes and is promoted once caught up. With --bootstrap it joins
 //     instead, warning: at a cluster's first start a peer that bootstrapped
 //     first lists every initial voter, and a coordinator that never ran has
 //     acknowledged nothing (--bootstrap asserts exactly that).
@@ -124,7 +136,7 @@ func decideEmptyStart(me selfInfo, answers []peerAnswer, bootstrap, forceEmpty b
 		switch {
 		case a.listed():
 			listing = append(listing, a)
-		case a.ListedAs == "none":
+		case a.ListedAs == "none", a.adding():
 			informed = append(informed, a)
 		}
 	}
@@ -161,6 +173,11 @@ func decideEmptyStart(me selfInfo, answers []peerAnswer, bootstrap, forceEmpty b
 				"A member whose data was lost must be removed before it starts again; list the coordinators in `bootstrap` so that this is checked", self)}, nil
 	}
 	if len(informed) > 0 {
+		if slices.ContainsFunc(informed, peerAnswer.adding) {
+			return startPlan{action: startWait, info: fmt.Sprintf(
+				"no raft state in data_dir and listed as a non-voter: being added; waiting for the leader's log (a non-voter does not vote, and is promoted once caught up) (%s)",
+				joinAnswers(informed))}, nil
+		}
 		return startPlan{action: startWait, info: fmt.Sprintf(
 			"no raft state in data_dir and not started with --bootstrap: waiting to be added (peers holding raft state do not list %s: %s). "+
 				"The first start of a new cluster passes --bootstrap", self, joinAnswers(informed))}, nil

@@ -27,9 +27,10 @@ Usage:
       Start the coordinator: Raft, gossip, the gRPC API and /metrics. Stops
       cleanly on SIGINT or SIGTERM. A coordinator with no Raft state in its
       data_dir first asks the peers of the config's bootstrap list whether
-      their Raft configuration still lists it. If one does, it lost its
-      data and refuses to start (exit status 1, nothing written): started
-      empty it could vote without the entries it had acknowledged. Rejoin it
+      their Raft configuration still lists it as a voter. If one does, it
+      lost its data and refuses to start (exit status 1, nothing written):
+      started empty it could vote without the entries it had acknowledged
+      (listed as a non-voter, it is being added and starts). Rejoin it
       by remove-then-add: pgdrctl coordinator remove --name NAME, start it,
       then pgdrctl coordinator add (docs/coordinator-recovery.md). If a peer
       holding Raft state answers without listing it, it waits to be added
@@ -84,7 +85,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	bootstrap := fs.Bool("bootstrap", false, "run: form a new cluster from the bootstrap list if this node and its peers hold no Raft state (first start only)")
 	voters := fs.String("voters", "", "recover: the new voters NAME=HOST:PORT,... (default: this coordinator alone)")
 	force := fs.Bool("force", false, "recover: go on although other coordinators of the last configuration answer (they must no longer form a quorum)")
-	forceEmpty := fs.Bool("force-empty", false, "run: start with an empty data_dir although a peer's raft configuration lists this coordinator or no peer answered (never for a member that lost its data)")
+	forceEmpty := fs.Bool("force-empty", false, "run: start with an empty data_dir although a peer's raft configuration lists this coordinator as a voter or no peer answered (never for a member that lost its data)")
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(stdout, usage)
