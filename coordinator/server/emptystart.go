@@ -108,14 +108,18 @@ type selfInfo struct {
 // (and has a bootstrap list) and with --force-empty.
 //
 //   - A peer holding state lists it as a voter: it lost its data; refused
-//     (unless forced) with the remove-then-add fix. Listed as a non-voter,
-//     it is being added (started, then `coordinator add` at once): it
-//     waits, as a non-voter never votes and is promoted once caught up. With --bootstrap it joins
-//     instead, warning: at a cluster's first start a peer that bootstrapped
-//     first lists every initial voter, and a coordinator that never ran has
-//     acknowledged nothing (--bootstrap asserts exactly that).
+//     (unless forced) with the remove-then-add fix. With --bootstrap it
+//     joins instead, warning: at a cluster's first start a peer that
+//     bootstrapped first lists every initial voter, and a coordinator that
+//     never ran has acknowledged nothing (--bootstrap asserts exactly that).
+//   - Listed as a non-voter: it is being added (started, then `coordinator
+//     add` at once); it waits, as a non-voter never votes and is promoted
+//     only once caught up.
 //   - A peer holding state does not list it: a new or removed coordinator;
 //     it waits to be added (--bootstrap: the cluster exists, no new one).
+//     One peer holding state that says so is trusted although one that
+//     did not answer might list it (if that one missed the change):
+//     refusing whenever one peer is down would stop every new coordinator.
 //   - No peer holding state answers: --bootstrap forms the cluster (item
 //     10: at a first start the others may not be up yet). Otherwise it
 //     cannot tell a new coordinator from a member that lost its data while
