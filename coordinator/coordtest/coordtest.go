@@ -60,6 +60,7 @@ type Node struct {
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{} // closed once cmd has exited and been reaped
+	exit error         // cmd.Wait's result, set before done is closed
 }
 
 // Cluster is a set of coordinator processes sharing a CA and gossip key.
@@ -218,9 +219,38 @@ func (c *Cluster) StartNode(n *Node, extra ...string) {
 	n.cmd, n.done = cmd, done
 	n.mu.Unlock()
 	go func() {
-		_ = cmd.Wait() // the exit status does not matter: tests kill these
+		err := cmd.Wait() // tests kill these; WaitExit reports it for one that exits on its own
+		n.mu.Lock()
+		n.exit = err
+		n.mu.Unlock()
 		close(done)
 	}()
+}
+
+// WaitExit waits up to d for the node's process (as last started) to exit
+// by itself and returns its exit error (nil for status 0); ok is false if
+// it still runs after d.
+func (n *Node) WaitExit(d time.Duration) (exit error, ok bool) {
+	n.mu.Lock()
+	done := n.done
+	n.mu.Unlock()
+	if done == nil {
+		return nil, false
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+	default: // an exit that already happened wins over a zero d
+		select {
+		case <-done:
+		case <-t.C:
+			return nil, false
+		}
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.exit, true
 }
 
 // Kill sends SIGKILL to a coordinator and waits for it to die.

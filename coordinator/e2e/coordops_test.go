@@ -175,10 +175,13 @@ func TestAddCoordinatorGuards(t *testing.T) {
 	})
 }
 
-// TestWipedCoordinatorDoesNotBootstrap (issue 12 item 10): a member whose
-// data directory is lost comes back empty and waits to be added; it does not
-// bootstrap from its configuration's list. Remove-then-add brings it back
-// with the state.
+// TestWipedCoordinatorDoesNotBootstrap (issue 12 item 10, review D5): a
+// member whose data directory is lost must neither bootstrap again from its
+// configuration's list nor come back with an empty log while it is still in
+// the Raft configuration: it would grant its vote to a candidate lacking
+// entries it acknowledged before it lost them (Raft amnesia). Restarted as
+// usual it refuses to start, names the fix and creates nothing on disk; the
+// others keep their leader. Remove-then-add brings it back with the state.
 func TestWipedCoordinatorDoesNotBootstrap(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts coordinator processes")
@@ -190,45 +193,83 @@ func TestWipedCoordinatorDoesNotBootstrap(t *testing.T) {
 	}
 	want := localHistory(t, c, leader)
 	wiped := other(c, leader)
-	// Restarted as usual: no --bootstrap, so it waits. Then even with
-	// --bootstrap (a service unit that keeps the first start's flags): its
-	// peers hold raft state, so it waits too. (Still in the configuration,
-	// it is sent the log meanwhile, hence the second wipe.)
-	for _, tc := range []struct {
-		args []string
-		says string
-	}{
-		{nil, "not started with --bootstrap: waiting to be added"},
-		{[]string{"--bootstrap"}, "a bootstrap peer already holds raft state"},
-	} {
-		c.Stop(wiped)
-		wipe(t, wiped)
-		off := logSize(t, wiped)
-		c.StartNode(wiped, tc.args...)
-		testutil.WaitFor(t, 60*time.Second, wiped.Name+" says it waits to be added", func() (bool, error) {
-			return strings.Contains(logSince(t, wiped, off), tc.says), nil
-		})
-		if l := logSince(t, wiped, off); strings.Contains(l, "bootstrapped a new raft cluster") {
-			t.Fatalf("%s (run %v) bootstrapped again after its data was wiped:\n%s", wiped.Name, tc.args, l)
-		}
-		// One leader, agreed by the wiped node too, and the state kept.
-		if l := c.WaitLeader(30 * time.Second); l != leader {
-			t.Fatalf("leader changed from %s to %s", leader.Name, l.Name)
-		}
-		waitHistory(t, c, leader, want, true)
-	}
 
-	// Remove, then add: it catches up and holds the state again.
+	// Restarted as usual (no --bootstrap) while still a voter: refused.
+	c.Stop(wiped)
+	wipe(t, wiped)
+	off := logSize(t, wiped)
+	c.StartNode(wiped)
+	exit, exited := wiped.WaitExit(45 * time.Second)
+	l := logSince(t, wiped, off)
+	if !exited {
+		t.Fatalf("%s started with an empty data directory although it is still a voter of the others' configuration (Raft amnesia); its log:\n%s", wiped.Name, l)
+	}
+	c.Stop(wiped) // reaped already; marks it stopped
+	for _, s := range []string{"still a voter", "pgdrctl coordinator remove --name " + wiped.Name, "pgdrctl coordinator add"} {
+		if !strings.Contains(l, s) {
+			t.Fatalf("%s's refusal does not say %q:\n%s", wiped.Name, s, l)
+		}
+	}
+	if exit == nil {
+		t.Fatalf("%s refused to start but exited with status 0:\n%s", wiped.Name, l)
+	}
+	t.Logf("%s refused to start (%v): %s", wiped.Name, exit, l)
+	if _, err := os.Stat(filepath.Join(wiped.Dir, "data")); !os.IsNotExist(err) {
+		t.Fatalf("the refused start created %s's data directory (stat: %v)", wiped.Name, err)
+	}
+	// The other two keep their leader, the state, and take writes.
+	if l := c.WaitLeader(30 * time.Second); l != leader {
+		t.Fatalf("leader changed from %s to %s", leader.Name, l.Name)
+	}
+	waitHistory(t, c, leader, want, true)
+	if err := register(t, c, leader, "main", "pg-b"); err != nil {
+		t.Fatalf("a write while %s is refused: %v", wiped.Name, err)
+	}
+	want = localHistory(t, c, leader)
+
+	// With --bootstrap (a service unit that keeps the first start's flags):
+	// its peers hold raft state, so it does not bootstrap a second cluster.
+	// (It joins as on a first start of a new cluster that another member
+	// bootstrapped first, warning; still in the configuration, it is sent
+	// the log, hence the second wipe.)
+	off = logSize(t, wiped)
+	c.StartNode(wiped, "--bootstrap")
+	testutil.WaitFor(t, 60*time.Second, wiped.Name+" says a peer holds raft state", func() (bool, error) {
+		return strings.Contains(logSince(t, wiped, off), "a bootstrap peer already holds raft state"), nil
+	})
+	if l := logSince(t, wiped, off); strings.Contains(l, "bootstrapped a new raft cluster") {
+		t.Fatalf("%s (run --bootstrap) bootstrapped again after its data was wiped:\n%s", wiped.Name, l)
+	}
+	if l := c.WaitLeader(30 * time.Second); l != leader {
+		t.Fatalf("leader changed from %s to %s", leader.Name, l.Name)
+	}
+	waitHistory(t, c, leader, want, true)
+	c.Stop(wiped)
+	wipe(t, wiped)
+
+	// Remove, start (it is in no configuration now, so it starts and
+	// waits), then add: it catches up and holds the state again.
 	admin := c.Admin(leader)
 	if _, err := admin.RemoveCoordinator(ctxT(t), &pgdrv1.RemoveCoordinatorRequest{Name: wiped.Name}); err != nil {
 		t.Fatalf("remove %s: %v", wiped.Name, err)
 	}
+	off = logSize(t, wiped)
+	c.StartNode(wiped)
+	testutil.WaitFor(t, 60*time.Second, wiped.Name+" says it waits to be added", func() (bool, error) {
+		if _, exited := wiped.WaitExit(0); exited {
+			return false, fmt.Errorf("%s exited after it was removed:\n%s", wiped.Name, logSince(t, wiped, off))
+		}
+		return strings.Contains(logSince(t, wiped, off), "waiting to be added"), nil
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if _, err := admin.AddCoordinator(ctx, &pgdrv1.AddCoordinatorRequest{Name: wiped.Name, RaftAddress: wiped.RaftAddr, ApiAddress: wiped.APIAddr, Region: "eu-west-1"}); err != nil {
 		t.Fatalf("add %s back: %v", wiped.Name, err)
 	}
 	waitHistory(t, c, wiped, want, true)
+	if _, exited := wiped.WaitExit(0); exited {
+		t.Fatalf("%s exited after it was added back:\n%s", wiped.Name, logSince(t, wiped, off))
+	}
 }
 
 // TestRecoverAfterQuorumLoss (issue 12 item 9): two of three coordinators

@@ -201,22 +201,37 @@ func (s *Server) addNonvoterCaughtUp(ctx context.Context, id, raftAddr, apiAddr 
 
 // peerRaftIndex asks the coordinator at apiAddr how far its log reaches.
 func (s *Server) peerRaftIndex(ctx context.Context, apiAddr string) (*pgdrv1.RaftIndexResponse, error) {
+	return s.peerRaftIndexOf(ctx, apiAddr, "")
+}
+
+// peerRaftIndexOf asks the coordinator at apiAddr how far its log reaches
+// and, when name is set, whether its latest configuration lists name.
+func (s *Server) peerRaftIndexOf(ctx context.Context, apiAddr, name string) (*pgdrv1.RaftIndexResponse, error) {
 	conn, err := s.conns.get(apiAddr)
 	if err != nil {
 		return nil, err
 	}
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	return pgdrv1.NewCoordinatorServiceClient(conn).RaftIndex(cctx, &pgdrv1.RaftIndexRequest{})
+	return pgdrv1.NewCoordinatorServiceClient(conn).RaftIndex(cctx, &pgdrv1.RaftIndexRequest{Name: name})
 }
 
-// RaftIndex reports how far this node's Raft log reaches.
-func (c *coordAPI) RaftIndex(ctx context.Context, _ *pgdrv1.RaftIndexRequest) (*pgdrv1.RaftIndexResponse, error) {
+// RaftIndex reports how far this node's Raft log reaches and, for a named
+// server, whether its latest configuration lists it.
+func (c *coordAPI) RaftIndex(ctx context.Context, req *pgdrv1.RaftIndexRequest) (*pgdrv1.RaftIndexResponse, error) {
 	if c.s.raft == nil {
 		return nil, outcome.NotSubmitted("raft is not running yet")
 	}
-	return &pgdrv1.RaftIndexResponse{Name: c.s.cfg.Name, LastLogIndex: c.s.raft.LastIndex(),
-		AppliedIndex: c.s.fsm.LastIndex(), RaftState: c.s.raft.State().String()}, nil
+	resp := &pgdrv1.RaftIndexResponse{Name: c.s.cfg.Name, LastLogIndex: c.s.raft.LastIndex(),
+		AppliedIndex: c.s.fsm.LastIndex(), RaftState: c.s.raft.State().String()}
+	if req.GetName() != "" {
+		f := c.s.raft.GetConfiguration()
+		if err := f.Error(); err != nil {
+			return nil, status.Errorf(codes.Unavailable, "reading the raft configuration: %v", err)
+		}
+		resp.ListedAs = listedAs(f.Configuration(), req.GetName())
+	}
+	return resp, nil
 }
 
 // waitReady waits up to d for conn to be ready.
@@ -233,41 +248,4 @@ func waitReady(conn *grpc.ClientConn, d time.Duration) error {
 			return fmt.Errorf("no connection within %s (state %s)", d, st)
 		}
 	}
-}
-
-// peerWithState asks the other bootstrap peers whether they hold Raft
-// state and returns the first that does, with its last index. A peer that
-// does not answer holds nothing as far as this start can tell (at a
-// cluster's first start the others may not be up yet).
-func (s *Server) peerWithState() (string, uint64) {
-	type answer struct {
-		name string
-		idx  uint64
-	}
-	ch := make(chan answer, len(s.cfg.Bootstrap))
-	n := 0
-	for _, p := range s.cfg.Bootstrap {
-		if p.Name == s.cfg.Name || p.APIAddress == "" {
-			continue
-		}
-		n++
-		go func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-			defer cancel()
-			r, err := s.peerRaftIndex(ctx, p.APIAddress)
-			if err != nil {
-				s.log.Info("bootstrap peer did not answer; assuming it holds no raft state", "peer", p.Name, "api", p.APIAddress, "err", err)
-				ch <- answer{}
-				return
-			}
-			ch <- answer{p.Name, r.GetLastLogIndex()}
-		}()
-	}
-	var found answer
-	for ; n > 0; n-- {
-		if a := <-ch; a.idx > 0 && found.name == "" {
-			found = a
-		}
-	}
-	return found.name, found.idx
 }

@@ -44,9 +44,16 @@ type Options struct {
 	// Bootstrap allows forming a new Raft cluster from the configuration's
 	// bootstrap list when the data directory holds no Raft state (and no
 	// bootstrap peer answers that it holds some). Without it a node with no
-	// state waits to be added: a member whose data was lost must not form
-	// a second cluster.
+	// state waits to be added, once its peers answer that their
+	// configuration does not list it (decideEmptyStart): a member whose
+	// data was lost must neither form a second cluster nor vote with an
+	// empty log.
 	Bootstrap bool
+	// ForceEmpty starts Raft on an empty data directory although a peer
+	// lists this node in its configuration, or no peer holding state
+	// answered (see decideEmptyStart): the operator vouches that this node
+	// never acknowledged entries the others may lack.
+	ForceEmpty bool
 	// Barrier and StepDown, when set, replace raft's Barrier and
 	// LeadershipTransfer at the start of a term (tests hold or fail them).
 	Barrier  func(timeout time.Duration) error
@@ -134,10 +141,7 @@ func newServer(cfg *config.Config, log *slog.Logger, opts Options, tokens *confi
 // Run starts Raft, gossip, the gRPC API and the HTTP endpoint, and serves
 // until ctx ends; then it stops them all.
 func (s *Server) Run(ctx context.Context) error {
-	if err := os.MkdirAll(s.cfg.DataDir, 0o700); err != nil {
-		return fmt.Errorf("data_dir: %w", err)
-	}
-	stop, err := s.startRaft()
+	stop, err := s.startRaft(ctx)
 	if err != nil {
 		return err
 	}
@@ -204,9 +208,27 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 }
 
-func (s *Server) startRaft() (func(), error) {
+func (s *Server) startRaft(ctx context.Context) (func(), error) {
 	hl := hclogger(s.log, "raft", s.cfg.LogLevel)
 	walDir := filepath.Join(s.cfg.DataDir, "raft-wal")
+	// An empty data directory (wiped, or new) is decided on before anything
+	// is created in it: a refusal leaves it as it was.
+	var plan *startPlan
+	fresh, err := noRaftFiles(s.cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	if fresh {
+		p, err := s.planEmptyStart(ctx)
+		if err != nil {
+			s.conns.close()
+			return nil, err
+		}
+		plan = &p
+	}
+	if err := os.MkdirAll(s.cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data_dir: %w", err)
+	}
 	if err := os.MkdirAll(walDir, 0o700); err != nil {
 		return nil, fmt.Errorf("raft log: %w", err)
 	}
@@ -239,15 +261,22 @@ func (s *Server) startRaft() (func(), error) {
 		wal.Close()
 		return nil, fmt.Errorf("raft state: %w", err)
 	}
+	if !existing && plan == nil {
+		// A data directory started before but never given state (a new
+		// node restarted before it was added, or a start cut short).
+		p, err := s.planEmptyStart(ctx)
+		if err != nil {
+			trans.Close()
+			wal.Close()
+			s.conns.close()
+			return nil, err
+		}
+		plan = &p
+	}
 	switch {
 	case existing:
 		s.log.Info("raft state found on disk; not bootstrapping", "dir", s.cfg.DataDir)
-	case s.opts.Bootstrap && len(s.cfg.Bootstrap) > 0:
-		if holder, idx := s.peerWithState(); holder != "" {
-			s.log.Info("not bootstrapping: a bootstrap peer already holds raft state, so the cluster exists; waiting for its leader to reach this node (a member whose data was lost rejoins by `pgdrctl coordinator remove`, then `coordinator add`)",
-				"peer", holder, "peer_last_index", idx)
-			break
-		}
+	case plan.action == startBootstrap:
 		var servers []raft.Server
 		for _, p := range s.cfg.Bootstrap {
 			servers = append(servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(p.Name), Address: raft.ServerAddress(p.RaftAddress)})
@@ -258,11 +287,10 @@ func (s *Server) startRaft() (func(), error) {
 			return nil, fmt.Errorf("raft bootstrap: %w", err)
 		}
 		s.log.Info("bootstrapped a new raft cluster", "voters", len(servers))
-	case len(s.cfg.Bootstrap) > 0:
-		s.log.Info("no raft state in data_dir and not started with --bootstrap: waiting to be added. A member whose data was lost rejoins by `pgdrctl coordinator remove` then `coordinator add`; the first start of a new cluster passes --bootstrap",
-			"dir", s.cfg.DataDir)
+	case plan.warn != "":
+		s.log.Warn(plan.warn, "dir", s.cfg.DataDir)
 	default:
-		s.log.Info("no raft state and no bootstrap list: waiting to be added with `pgdrctl coordinator add`")
+		s.log.Info(plan.info, "dir", s.cfg.DataDir)
 	}
 	r, err := raft.NewRaft(rc, s.fsm, wal, wal, snaps, trans)
 	if err != nil {

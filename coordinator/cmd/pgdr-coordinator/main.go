@@ -23,14 +23,27 @@ var Version = "dev"
 const usage = `pgdr-coordinator: the Raft-replicated control plane of pgdr.
 
 Usage:
-  pgdr-coordinator run --config FILE [--pid-file FILE] [--bootstrap]
+  pgdr-coordinator run --config FILE [--pid-file FILE] [--bootstrap] [--force-empty]
       Start the coordinator: Raft, gossip, the gRPC API and /metrics. Stops
       cleanly on SIGINT or SIGTERM. A coordinator with no Raft state in its
-      data_dir waits to be added (pgdrctl coordinator add), unless started
-      with --bootstrap: then, if no peer of the config's bootstrap list holds
-      Raft state, it forms a new cluster from that list. Pass --bootstrap on
-      the very first start of a new cluster only, never on a restart: a
-      member whose data was lost must rejoin by remove-then-add.
+      data_dir first asks the peers of the config's bootstrap list whether
+      their Raft configuration still lists it as a voter. If one does, it
+      lost its data and refuses to start (exit status 1, nothing written):
+      started empty it could vote without the entries it had acknowledged
+      (listed as a non-voter, it is being added and starts). Rejoin it
+      by remove-then-add: pgdrctl coordinator remove --name NAME, start it,
+      then pgdrctl coordinator add (docs/coordinator-recovery.md). If a peer
+      holding Raft state answers without listing it, it waits to be added
+      (pgdrctl coordinator add). If no such peer answers, it cannot tell and
+      refuses too; start it again once one answers. With no bootstrap list
+      there is nobody to ask: it starts and waits, warning.
+      --bootstrap: if no peer of the bootstrap list holds Raft state, form a
+      new cluster from that list (if one does, join it). Pass it on the very
+      first start of a new cluster only, never on a restart.
+      --force-empty: start with an empty data_dir although a peer lists this
+      coordinator or no peer answered, warning; only for a coordinator that
+      never acknowledged anything (new, or removed, with peers that are
+      stale or unreachable).
   pgdr-coordinator recover --config FILE [--voters NAME=HOST:PORT,...] [--force]
       With this coordinator stopped, rewrite its Raft configuration so that
       it alone (or the given voters, which must include it) forms the
@@ -72,6 +85,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	bootstrap := fs.Bool("bootstrap", false, "run: form a new cluster from the bootstrap list if this node and its peers hold no Raft state (first start only)")
 	voters := fs.String("voters", "", "recover: the new voters NAME=HOST:PORT,... (default: this coordinator alone)")
 	force := fs.Bool("force", false, "recover: go on although other coordinators of the last configuration answer (they must no longer form a quorum)")
+	forceEmpty := fs.Bool("force-empty", false, "run: start with an empty data_dir although a peer's raft configuration lists this coordinator as a voter or no peer answered (never for a member that lost its data)")
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(stdout, usage)
@@ -107,7 +121,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(cfg.LogLevel))
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})).With("coordinator", cfg.Name)
-	srv, err := server.New(cfg, log, server.Options{Bootstrap: *bootstrap})
+	srv, err := server.New(cfg, log, server.Options{Bootstrap: *bootstrap, ForceEmpty: *forceEmpty})
 	if err != nil {
 		fmt.Fprintln(stderr, "pgdr-coordinator:", err)
 		return 1

@@ -357,7 +357,10 @@ func (x *SetPolicyResponse) GetPolicy() *Policy {
 }
 
 type RaftIndexRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name: a coordinator (Raft server ID) to look up in the answering
+	// node's latest configuration ("" = do not look up).
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -392,13 +395,25 @@ func (*RaftIndexRequest) Descriptor() ([]byte, []int) {
 	return file_pgdr_v1_admin_proto_rawDescGZIP(), []int{6}
 }
 
+func (x *RaftIndexRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
 type RaftIndexResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// last_log_index: the last entry in this node's Raft log (0 = no state).
-	LastLogIndex  uint64 `protobuf:"varint,2,opt,name=last_log_index,json=lastLogIndex,proto3" json:"last_log_index,omitempty"`
-	AppliedIndex  uint64 `protobuf:"varint,3,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
-	RaftState     string `protobuf:"bytes,4,opt,name=raft_state,json=raftState,proto3" json:"raft_state,omitempty"`
+	LastLogIndex uint64 `protobuf:"varint,2,opt,name=last_log_index,json=lastLogIndex,proto3" json:"last_log_index,omitempty"`
+	AppliedIndex uint64 `protobuf:"varint,3,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	RaftState    string `protobuf:"bytes,4,opt,name=raft_state,json=raftState,proto3" json:"raft_state,omitempty"`
+	// listed_as: when the request named a server, its suffrage in this
+	// node's latest Raft configuration ("voter", "nonvoter", "staging"), or
+	// "none" when it is not listed. Empty when no name was asked, and from a
+	// coordinator that predates the field.
+	ListedAs      string `protobuf:"bytes,5,opt,name=listed_as,json=listedAs,proto3" json:"listed_as,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -457,6 +472,13 @@ func (x *RaftIndexResponse) GetAppliedIndex() uint64 {
 func (x *RaftIndexResponse) GetRaftState() string {
 	if x != nil {
 		return x.RaftState
+	}
+	return ""
+}
+
+func (x *RaftIndexResponse) GetListedAs() string {
+	if x != nil {
+		return x.ListedAs
 	}
 	return ""
 }
@@ -1637,14 +1659,16 @@ const file_pgdr_v1_admin_proto_rawDesc = "" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12'\n" +
 	"\x06policy\x18\x02 \x01(\v2\x0f.pgdr.v1.PolicyR\x06policy\"<\n" +
 	"\x11SetPolicyResponse\x12'\n" +
-	"\x06policy\x18\x01 \x01(\v2\x0f.pgdr.v1.PolicyR\x06policy\"\x12\n" +
-	"\x10RaftIndexRequest\"\x91\x01\n" +
+	"\x06policy\x18\x01 \x01(\v2\x0f.pgdr.v1.PolicyR\x06policy\"&\n" +
+	"\x10RaftIndexRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\xae\x01\n" +
 	"\x11RaftIndexResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12$\n" +
 	"\x0elast_log_index\x18\x02 \x01(\x04R\flastLogIndex\x12#\n" +
 	"\rapplied_index\x18\x03 \x01(\x04R\fappliedIndex\x12\x1d\n" +
 	"\n" +
-	"raft_state\x18\x04 \x01(\tR\traftState\")\n" +
+	"raft_state\x18\x04 \x01(\tR\traftState\x12\x1b\n" +
+	"\tlisted_as\x18\x05 \x01(\tR\blistedAs\")\n" +
 	"\rStatusRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\"\xc2\x01\n" +
 	"\x11CoordinatorStatus\x12\x12\n" +

@@ -498,7 +498,10 @@ type CoordinatorServiceClient interface {
 	// Apply proposes a command on the leader (a follower forwards writes here).
 	Apply(ctx context.Context, in *ApplyRequest, opts ...grpc.CallOption) (*ApplyResult, error)
 	// RaftIndex reports how far this coordinator's Raft log reaches: the
-	// leader polls a node it added as a non-voter until it caught up.
+	// leader polls a node it added as a non-voter until it caught up. With a
+	// name, it also says whether this coordinator's latest Raft configuration
+	// lists that server: a coordinator starting with an empty data directory
+	// asks its peers, and refuses to start while it is still a member.
 	RaftIndex(ctx context.Context, in *RaftIndexRequest, opts ...grpc.CallOption) (*RaftIndexResponse, error)
 }
 
@@ -539,7 +542,10 @@ type CoordinatorServiceServer interface {
 	// Apply proposes a command on the leader (a follower forwards writes here).
 	Apply(context.Context, *ApplyRequest) (*ApplyResult, error)
 	// RaftIndex reports how far this coordinator's Raft log reaches: the
-	// leader polls a node it added as a non-voter until it caught up.
+	// leader polls a node it added as a non-voter until it caught up. With a
+	// name, it also says whether this coordinator's latest Raft configuration
+	// lists that server: a coordinator starting with an empty data directory
+	// asks its peers, and refuses to start while it is still a member.
 	RaftIndex(context.Context, *RaftIndexRequest) (*RaftIndexResponse, error)
 	mustEmbedUnimplementedCoordinatorServiceServer()
 }
