@@ -298,3 +298,54 @@ func clip(s string) string {
 	}
 	return s
 }
+
+// CheckBounds is the part of Validate that depends on nothing but the
+// values: counts, lengths, names, the enumerations and signs. The FSM
+// repeats it when applying, which must give the same answer on every
+// coordinator; the schedule and time zone checks (a cron library and a
+// zone database, which may differ between binaries or hosts) are the
+// proposing server's, before the command is written.
+func (p Policy) CheckBounds() error {
+	var errs []error
+	bad := func(field, format string, a ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, a...)))
+	}
+	if p.PITRWindow < 0 || p.PITRWindow > MaxDuration {
+		bad("pitr_window", "%s is out of range", FormatDuration(p.PITRWindow))
+	}
+	if len(p.Tiers) == 0 || len(p.Tiers) > MaxTiers {
+		bad("tiers", "%d tiers, want 1 to %d", len(p.Tiers), MaxTiers)
+	}
+	names := map[string]bool{}
+	for i, t := range p.Tiers {
+		f := fmt.Sprintf("tiers[%d]", i)
+		if !validName(t.Name) || names[t.Name] {
+			bad(f+".name", "%q is invalid or repeated", clip(t.Name))
+		}
+		names[t.Name] = true
+		if t.Type != TypeFull && t.Type != TypeDiff && t.Type != TypeIncr {
+			bad(f+".type", "%q: want full, diff or incr", clip(t.Type))
+		}
+		if t.Schedule == "" || len(t.Schedule) > MaxScheduleLen || len(t.Timezone) > MaxTimezoneLen {
+			bad(f+".schedule", "empty, or schedule or timezone too long")
+		}
+		if t.KeepCount < 0 || t.KeepCount > MaxKeepCount || t.KeepAge < 0 || t.KeepAge > MaxDuration || t.KeepCount == 0 && t.KeepAge == 0 {
+			bad(f+".keep_count", "retention out of range")
+		}
+		if len(t.Repos) > MaxRepos {
+			bad(f+".repos", "%d repositories, at most %d", len(t.Repos), MaxRepos)
+		}
+		for j, r := range t.Repos {
+			if !validName(r) || slices.Contains(t.Repos[:j], r) {
+				bad(fmt.Sprintf("%s.repos[%d]", f, j), "%q is invalid or repeated", clip(r))
+			}
+		}
+		if t.RunOn != RunOnPreferStandby && t.RunOn != RunOnStandbyOnly && t.RunOn != RunOnPrimary {
+			bad(f+".run_on", "%q: want prefer-standby, standby-only or primary", clip(t.RunOn))
+		}
+		if t.Timeout <= 0 || t.Timeout > MaxTimeout {
+			bad(f+".timeout", "%s is out of range", FormatDuration(t.Timeout))
+		}
+	}
+	return errors.Join(errs...)
+}
