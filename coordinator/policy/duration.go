@@ -63,7 +63,7 @@ func ParseDuration(s string) (time.Duration, error) {
 }
 
 // FormatDuration writes d the way ParseDuration reads it, in the largest
-// whole units: 7y, 12w, 30d, 1d12h, 90m.
+// whole units: 7y, 12w, 30d, 7d, 1d12h, 1h30m.
 func FormatDuration(d time.Duration) string {
 	if d < 0 {
 		return "-" + FormatDuration(-d)
@@ -71,13 +71,12 @@ func FormatDuration(d time.Duration) string {
 	if d == 0 {
 		return "0s"
 	}
-	for _, u := range []struct {
-		unit time.Duration
-		name string
-	}{{Year, "y"}, {7 * Day, "w"}} {
-		if d%u.unit == 0 {
-			return strconv.FormatInt(int64(d/u.unit), 10) + u.name
-		}
+	if d%Year == 0 {
+		return strconv.FormatInt(int64(d/Year), 10) + "y"
+	}
+	// Weeks from two on: a week reads better as 7d.
+	if week := 7 * Day; d%week == 0 && d >= 2*week {
+		return strconv.FormatInt(int64(d/week), 10) + "w"
 	}
 	days, rest := d/Day, d%Day
 	var b strings.Builder

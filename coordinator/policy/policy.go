@@ -196,7 +196,8 @@ func (p Policy) Validate(o Options) error {
 		var interval time.Duration
 		if sched, err := t.schedule(); err != nil {
 			field := f + ".schedule"
-			if errors.Is(err, errTimezone) {
+			var tz *tzError
+			if errors.As(err, &tz) {
 				field = f + ".timezone"
 			}
 			bad(field, "%v", err)

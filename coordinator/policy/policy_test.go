@@ -75,7 +75,7 @@ func TestValidate(t *testing.T) {
 			p.Normalize()
 		}, field: "tiers[0].schedule", text: "give the zone once"},
 		{name: "retention shorter than interval", edit: func(p *Policy) { p.Tiers[0].KeepCount, p.Tiers[0].KeepAge = 0, 3*Day },
-			field: "tiers[0].keep_age", text: "shorter than the schedule's longest interval between runs (1w)"},
+			field: "tiers[0].keep_age", text: "shorter than the schedule's longest interval between runs (7d)"},
 		{name: "retention equal to interval", edit: func(p *Policy) { p.Tiers[0].KeepAge = 7 * Day }},
 		{name: "diff without full", edit: func(p *Policy) { p.Tiers = p.Tiers[1:] }, field: "tiers[0].type", text: "needs a full tier"},
 		{name: "incr only", edit: func(p *Policy) { p.Tiers = p.Tiers[2:] }, field: "tiers[0].type", text: "needs a full tier"},
@@ -161,7 +161,7 @@ func TestDuration(t *testing.T) {
 		}
 	}
 	for d, want := range map[time.Duration]string{
-		7 * Year: "7y", 84 * Day: "12w", 30 * Day: "30d", 36 * time.Hour: "1d12h", 90 * time.Minute: "1h30m",
+		7 * Year: "7y", 84 * Day: "12w", 7 * Day: "7d", 14 * Day: "2w", 30 * Day: "30d", 36 * time.Hour: "1d12h", 90 * time.Minute: "1h30m",
 		2 * time.Hour: "2h", 0: "0s", -Day: "-1d", 26*time.Hour + 30*time.Second: "1d2h0m30s",
 	} {
 		if got := FormatDuration(d); got != want {

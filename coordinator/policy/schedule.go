@@ -10,9 +10,13 @@ import (
 	"github.com/robfig/cron/v3"
 )
 
-// errTimezone marks a schedule error that is the time zone's fault, so
-// that Validate names the timezone field.
-var errTimezone = errors.New("bad time zone")
+// tzError is a schedule error that is the time zone's fault, so that
+// Validate names the timezone field.
+type tzError struct{ msg string }
+
+func (e *tzError) Error() string { return e.msg }
+
+func tzErrorf(format string, a ...any) error { return &tzError{msg: fmt.Sprintf(format, a...)} }
 
 // cronParser reads 5 fields (minute first) or 6 (second first) and the
 // descriptors (@daily, @every 1h).
@@ -54,13 +58,13 @@ func location(tz string) (*time.Location, error) {
 	case tz == "":
 		return time.UTC, nil
 	case len(tz) > MaxTimezoneLen:
-		return nil, fmt.Errorf("%w: longer than %d bytes", errTimezone, MaxTimezoneLen)
+		return nil, tzErrorf("longer than %d bytes", MaxTimezoneLen)
 	case strings.EqualFold(tz, "Local"):
-		return nil, fmt.Errorf("%w: %q depends on each host; name the zone (Europe/Berlin, UTC)", errTimezone, tz)
+		return nil, tzErrorf("%q depends on each host; name the zone (Europe/Berlin, UTC)", tz)
 	}
 	loc, err := time.LoadLocation(tz)
 	if err != nil {
-		return nil, fmt.Errorf("%w: unknown time zone %q", errTimezone, clip(tz))
+		return nil, tzErrorf("unknown time zone %q", clip(tz))
 	}
 	return loc, nil
 }
