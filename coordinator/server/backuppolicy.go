@@ -64,16 +64,18 @@ func (a *adminAPI) SetBackupPolicy(ctx context.Context, req *pgdrv1.SetBackupPol
 		}
 		bp = policy.ToProto(p)
 	}
-	old, ok := a.s.fsm.Cluster(req.GetCluster())
-	if !ok {
-		return nil, a.clusterMustExist(req.GetCluster())
-	}
+	// The cluster is looked up on the leader: a follower may not have
+	// applied its registration yet.
 	if !a.s.isLeader() {
 		conn, err := a.s.leaderConn()
 		if err != nil {
 			return nil, err
 		}
 		return pgdrv1.NewAdminServiceClient(conn).SetBackupPolicy(forwardCtx(ctx), req)
+	}
+	old, ok := a.s.fsm.Cluster(req.GetCluster())
+	if !ok {
+		return nil, a.clusterMustExist(req.GetCluster())
 	}
 	if _, err := a.s.propose(ctx, pgdrv1.CommandType_COMMAND_TYPE_SET_BACKUP_POLICY,
 		&pgdrv1.SetBackupPolicy{Cluster: req.GetCluster(), Policy: bp}, requester(ctx)); err != nil {
