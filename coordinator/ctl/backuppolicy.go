@@ -82,8 +82,11 @@ func backupPolicyView(bp *pgdrv1.BackupPolicy, isDefault bool, now time.Time) Ba
 // tiers with their next run.
 func writeBackupPolicy(w io.Writer, cluster string, v BackupPolicyJSON) error {
 	origin := fmt.Sprintf("set by %s at %s", dash(v.UpdatedBy), dash(v.UpdatedAt))
-	if v.IsDefault {
+	switch {
+	case v.IsDefault:
 		origin = "the defaults: none set"
+	case v.UpdatedBy == "" && v.UpdatedAt == "":
+		origin = "not applied"
 	}
 	fmt.Fprintf(w, "cluster %s backup policy (%s):\n  pitr_window: %s\n", cluster, origin, v.PITRWindow)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -154,6 +157,20 @@ func readPolicyFile(path string) (cluster string, p policy.Policy, err error) {
 	return cluster, p, nil
 }
 
+// policyFileExample is the file `policy apply --help` shows (a test
+// checks that it applies).
+const policyFileExample = `  cluster: main               # optional; must match --cluster if both are given
+  pitr_window: 7d
+  tiers:
+    - name: nightly
+      type: full                # full, diff or incr
+      schedule: "0 2 * * *"     # 5 fields, or 6 with seconds first
+      timezone: Europe/Berlin   # default UTC (or CRON_TZ=... in schedule)
+      keep_age: 30d             # and/or keep_count: N
+      repos: [local, s3-eu]     # default: every repository of the agent
+      run_on: prefer-standby    # or standby-only, primary
+      timeout: 12h              # default 12h for full, 2h for diff and incr`
+
 func cmdPolicyApply(ctx context.Context, e env, cf *connFlags, args []string) error {
 	f := newCmdFlags(e, "policy apply", "policy apply -f FILE [--cluster C] [--dry-run] [--json]",
 		`Replaces a cluster's backup policy with the one in FILE (YAML; see
@@ -162,18 +179,9 @@ before anything is sent, and the coordinators check it again; an error
 names the field (tiers[1].schedule: ...) and changes nothing. Recorded in
 Raft and in the history. Needs role admin. Example FILE:
 
-  cluster: main          # optional; must match --cluster when both are given
-  pitr_window: 7d
-  tiers:
-    - name: nightly
-      type: full         # full, diff or incr
-      schedule: "0 2 * * *"       # 5 fields, or 6 with seconds first
-      timezone: Europe/Berlin     # default UTC (or CRON_TZ=... in schedule)
-      keep_age: 30d               # and/or keep_count: N
-      repos: [local, s3-eu]       # default: every repository of the agent
-      run_on: prefer-standby      # or standby-only, primary
-      timeout: 12h`, cf)
-	file := f.String("f", "", "the policy file (required)")
+`+policyFileExample, cf)
+	file := f.String("f", "", "the policy file (required; also --file)")
+	f.StringVar(file, "file", "", "the policy file (same as -f)")
 	cluster := f.String("cluster", "", "the cluster (or cluster: in the file)")
 	dryRun := f.Bool("dry-run", false, "check the file and print the policy it sets, without sending it")
 	if _, err := f.parse(args, 0); err != nil {

@@ -209,3 +209,15 @@ func jsonEqual(t *testing.T, a, b any) bool {
 	}
 	return bytes.Equal(ja, jb)
 }
+
+// TestPolicyFileExample: the example in `policy apply --help` is a valid
+// policy file.
+func TestPolicyFileExample(t *testing.T) {
+	cluster, p, err := policy.ParseFile([]byte(policyFileExample))
+	if err == nil {
+		err = p.Validate(policy.Options{})
+	}
+	if err != nil || cluster != "main" || len(p.Tiers) != 1 {
+		t.Fatalf("the help's example: %v (%q, %+v)", err, cluster, p)
+	}
+}

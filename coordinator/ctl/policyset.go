@@ -133,7 +133,7 @@ next run; the defaults when none was set). Needs role read.`, cf)
 
 func cmdPolicySet(ctx context.Context, e env, cf *connFlags, args []string) error {
 	f := newCmdFlags(e, "policy set", `policy set --cluster C [--synchronous off|on|"quorum N"] [--maximum-lag BYTES] [--preferred-regions r1,r2] [--failsafe on|off] [--json]
-       policy set --cluster C [--pitr-window DURATION | --backup-defaults] [--json]`,
+       pgdrctl policy set --cluster C [--pitr-window DURATION | --backup-defaults] [--json]`,
 		`Changes the settings given and keeps the others; recorded in Raft and in the
 history. The failover settings and the backup ones (--pitr-window,
 --backup-defaults) are set by separate commands. Backup tiers are changed

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -82,5 +83,25 @@ func TestParseFileErrors(t *testing.T) {
 	}
 	if _, _, err := ParseFile(make([]byte, MaxFileSize+1)); err == nil {
 		t.Fatal("an oversized file was read")
+	}
+}
+
+// TestDocsExample: the policy file in docs/policy.md is valid.
+func TestDocsExample(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/policy.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(doc), "```yaml\n")
+	block, _, ok2 := strings.Cut(rest, "```")
+	if !ok || !ok2 {
+		t.Fatal("docs/policy.md has no ```yaml block")
+	}
+	cluster, p, err := ParseFile([]byte(block))
+	if err == nil {
+		err = p.Validate(Options{})
+	}
+	if err != nil || cluster != "main" || len(p.Tiers) != 2 {
+		t.Fatalf("docs/policy.md example: %v (%q, %+v)", err, cluster, p)
 	}
 }
