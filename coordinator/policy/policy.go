@@ -62,7 +62,9 @@ type Tier struct {
 	Timezone string // IANA name; "" = UTC
 	// KeepCount keeps the newest N backups of the tier; KeepAge keeps those
 	// younger than it. A backup is kept while either rule keeps it; zero
-	// disables a rule, and at least one must be set.
+	// disables a rule, and at least one must be set. KeepAge alone must
+	// cover the schedule's longest interval, or there would be times with
+	// no backup of the tier; with KeepCount the newest is always kept.
 	KeepCount int64
 	KeepAge   time.Duration
 	// Repos are the repositories a run must reach, by the names of the
@@ -215,7 +217,7 @@ func (p Policy) Validate(o Options) error {
 			bad(f+".keep_age", "%s is negative", FormatDuration(t.KeepAge))
 		case t.KeepAge > MaxDuration:
 			bad(f+".keep_age", "%s is more than 100 years", FormatDuration(t.KeepAge))
-		case t.KeepAge > 0 && interval > 0 && t.KeepAge < interval:
+		case t.KeepCount == 0 && t.KeepAge > 0 && interval > 0 && t.KeepAge < interval:
 			bad(f+".keep_age", "%s is shorter than the schedule's longest interval between runs (%s): "+
 				"a backup would expire before the next one is taken", FormatDuration(t.KeepAge), FormatDuration(interval))
 		}
