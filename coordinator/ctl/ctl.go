@@ -49,7 +49,7 @@ func commands() []command {
 		{"resume", "leave maintenance mode", cmdResume},
 		{"switchover", "planned change of primary, zero data loss: stop cleanly, promote --to NODE, rejoin the old one", cmdSwitchover},
 		{"failover", "manual failover --to NODE when the primary is gone (--force: even if it is not; data loss)", cmdFailover},
-		{"policy", "policy show | policy set: synchronous mode, maximum lag on failover, preferred regions, failsafe", cmdPolicy},
+		{"policy", "policy show | set | apply -f FILE: failover settings (synchronous mode, maximum lag, regions, failsafe) and the backup policy (tiers, retention, PITR window)", cmdPolicy},
 		{"coordinator", "list, add or remove coordinators (Raft voters)", cmdCoordinator},
 		{"tls", "tls init: create a development CA and certificates for a lab", cmdTLS},
 		{"version", "print the version", cmdVersion},

@@ -2,14 +2,17 @@ package ctl
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"strconv"
 	"strings"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/pgdr/pgdr/coordinator/policy"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
 
@@ -21,6 +24,9 @@ type PolicyShowJSON struct {
 	// every member acknowledges its failsafe ping (policy failsafe_disabled
 	// is its negation).
 	Failsafe bool `json:"failsafe"`
+	// Backup is the cluster's backup policy (absent when the coordinators
+	// predate backup policies).
+	Backup *BackupPolicyJSON `json:"backup,omitempty"`
 }
 
 // defaultMaxLag mirrors the coordinators' default maximum_lag_on_failover.
@@ -33,22 +39,29 @@ func cmdPolicy(ctx context.Context, e env, cf *connFlags, args []string) error {
 			return cmdPolicyShow(ctx, e, cf, args[1:])
 		case "set":
 			return cmdPolicySet(ctx, e, cf, args[1:])
+		case "apply":
+			return cmdPolicyApply(ctx, e, cf, args[1:])
 		case "--help", "-help", "-h", "help":
 			fmt.Fprint(e.stderr, policyUsage)
 			return flag.ErrHelp
 		}
-		return usagef("unknown policy command %q (want show or set)", args[0])
+		return usagef("unknown policy command %q (want show, set or apply)", args[0])
 	}
-	return usagef("policy needs a subcommand: show or set")
+	return usagef("policy needs a subcommand: show, set or apply")
 }
 
-const policyUsage = `Usage: pgdrctl policy show --cluster C [--json]
+const policyUsage = `Usage: pgdrctl policy show --cluster C [--json | --yaml]
        pgdrctl policy set --cluster C [--synchronous off|on|"quorum N"] [--maximum-lag BYTES]
                           [--preferred-regions r1,r2] [--failsafe on|off] [--json]
+       pgdrctl policy set --cluster C [--pitr-window DURATION | --backup-defaults] [--json]
+       pgdrctl policy apply -f FILE [--cluster C] [--dry-run] [--json]
 
-A cluster's failover policy, recorded in Raft. 'show' reads it (role read);
-'set' changes the settings given and keeps the others (role admin). Pause and
-resume are separate commands.
+A cluster's failover policy and backup policy, recorded in Raft. 'show'
+reads both (role read; --yaml prints the backup policy as a file for
+'apply'). 'set' changes the settings given and keeps the others (role
+admin). 'apply' replaces the backup policy (tiers, schedules, retention,
+repositories, PITR window) with a YAML file's (role admin). Pause and
+resume are separate commands. See docs/policy.md.
 `
 
 // currentPolicy reads a cluster's policy through Status.
@@ -73,34 +86,65 @@ func currentPolicy(ctx context.Context, cl *client, cluster string) (*pgdrv1.Pol
 }
 
 func cmdPolicyShow(ctx context.Context, e env, cf *connFlags, args []string) error {
-	f := newCmdFlags(e, "policy show", "policy show --cluster C [--json]", "Prints a cluster's failover policy. Needs role read.", cf)
+	f := newCmdFlags(e, "policy show", "policy show --cluster C [--json | --yaml]",
+		`Prints a cluster's failover policy and its backup policy (tiers with their
+next run; the defaults when none was set). Needs role read.`, cf)
 	cluster := f.String("cluster", "", "the cluster (required)")
+	asYAML := f.Bool("yaml", false, "print only the backup policy, as a file for 'policy apply -f'")
 	if _, err := f.parse(args, 0); err != nil {
 		return err
 	}
 	if *cluster == "" {
 		return usagef("--cluster is required")
 	}
+	if *asYAML && f.json() {
+		return usagef("--json and --yaml exclude each other")
+	}
 	cl, err := cf.client()
 	if err != nil {
+		return err
+	}
+	bp, ok, err := getBackupPolicy(ctx, cl, *cluster)
+	if err != nil {
+		return err
+	}
+	if *asYAML {
+		if !ok {
+			return errors.New("the coordinators do not support backup policies; upgrade them")
+		}
+		b, err := policy.MarshalFile(*cluster, policy.FromProto(bp.GetPolicy()))
+		if err != nil {
+			return err
+		}
+		_, err = e.stdout.Write(b)
 		return err
 	}
 	p, err := currentPolicy(ctx, cl, *cluster)
 	if err != nil {
 		return err
 	}
-	return writePolicyShow(e.stdout, f.json(), *cluster, p)
+	var backup *BackupPolicyJSON
+	if ok {
+		v := backupPolicyView(bp.GetPolicy(), bp.GetIsDefault(), time.Now())
+		backup = &v
+	}
+	return writePolicyShow(e.stdout, f.json(), *cluster, p, backup)
 }
 
 func cmdPolicySet(ctx context.Context, e env, cf *connFlags, args []string) error {
-	f := newCmdFlags(e, "policy set", `policy set --cluster C [--synchronous off|on|"quorum N"] [--maximum-lag BYTES] [--preferred-regions r1,r2] [--failsafe on|off] [--json]`,
+	f := newCmdFlags(e, "policy set", `policy set --cluster C [--synchronous off|on|"quorum N"] [--maximum-lag BYTES] [--preferred-regions r1,r2] [--failsafe on|off] [--json]
+       pgdrctl policy set --cluster C [--pitr-window DURATION | --backup-defaults] [--json]`,
 		`Changes the settings given and keeps the others; recorded in Raft and in the
-history. Needs role admin.`, cf)
+history. The failover settings and the backup ones (--pitr-window,
+--backup-defaults) are set by separate commands. Backup tiers are changed
+with 'policy apply -f FILE'. Needs role admin.`, cf)
 	cluster := f.String("cluster", "", "the cluster (required)")
 	syncMode := f.String("synchronous", "", `off, on or "quorum N" (also quorum:N); in synchronous mode only a standby holding every acknowledged commit is promoted`)
 	maxLag := f.String("maximum-lag", "", "maximum_lag_on_failover: bytes, or with kB, MB or GB (1024-based); 0 = the default 1MB")
 	regions := f.String("preferred-regions", "", "comma-separated regions, preferred first, for choosing among equal candidates ('' clears)")
 	failsafe := f.String("failsafe", "", "on or off: keep a primary serving through a coordinator outage while every member acknowledges it")
+	pitr := f.String("pitr-window", "", "backup policy: how far back point-in-time recovery must stay possible (7d, 36h, 2w)")
+	backupDefaults := f.Bool("backup-defaults", false, "backup policy: forget the cluster's backup policy; the defaults apply")
 	pos, err := f.parse(args, -1)
 	if err != nil {
 		return err
@@ -117,8 +161,21 @@ history. Needs role admin.`, cf)
 	if *cluster == "" {
 		return usagef("--cluster is required")
 	}
-	if !set["synchronous"] && !set["maximum-lag"] && !set["preferred-regions"] && !set["failsafe"] {
-		return usagef("nothing to set: give --synchronous, --maximum-lag, --preferred-regions or --failsafe")
+	failover := set["synchronous"] || set["maximum-lag"] || set["preferred-regions"] || set["failsafe"]
+	backup := set["pitr-window"] || set["backup-defaults"]
+	switch {
+	case !failover && !backup:
+		return usagef("nothing to set: give --synchronous, --maximum-lag, --preferred-regions, --failsafe, --pitr-window or --backup-defaults")
+	case failover && backup:
+		return usagef("the failover settings and the backup policy (--pitr-window, --backup-defaults) are set by separate commands")
+	case set["pitr-window"] && *backupDefaults:
+		return usagef("--pitr-window and --backup-defaults exclude each other")
+	case set["backup-defaults"] && !*backupDefaults:
+		return usagef("--backup-defaults=false sets nothing")
+	case set["pitr-window"] && strings.TrimSpace(*pitr) == "":
+		return usagef("--pitr-window: empty")
+	case backup:
+		return setBackupSettings(ctx, e, cf, f.json(), *cluster, *pitr, *backupDefaults)
 	}
 	var sync string
 	if set["synchronous"] {
@@ -185,7 +242,7 @@ history. Needs role admin.`, cf)
 	}); err != nil {
 		return err
 	}
-	return writePolicyShow(e.stdout, f.json(), *cluster, resp.GetPolicy())
+	return writePolicyShow(e.stdout, f.json(), *cluster, resp.GetPolicy(), nil)
 }
 
 // normalizeSynchronous accepts off, on, "quorum N", quorum:N and quorum=N.
@@ -226,8 +283,8 @@ func parseBytes(s string) (uint64, error) {
 	return n * mult, nil
 }
 
-func writePolicyShow(w io.Writer, asJSON bool, cluster string, p *pgdrv1.Policy) error {
-	v := PolicyShowJSON{Cluster: cluster, Policy: policyView(p), Failsafe: !p.GetFailsafeDisabled()}
+func writePolicyShow(w io.Writer, asJSON bool, cluster string, p *pgdrv1.Policy, backup *BackupPolicyJSON) error {
+	v := PolicyShowJSON{Cluster: cluster, Policy: policyView(p), Failsafe: !p.GetFailsafeDisabled(), Backup: backup}
 	if asJSON {
 		return printJSON(w, v)
 	}
@@ -250,5 +307,8 @@ func writePolicyShow(w io.Writer, asJSON bool, cluster string, p *pgdrv1.Policy)
 	}
 	_, err := fmt.Fprintf(w, "cluster %s policy:\n  paused:                  %s\n  synchronous:             %s\n  maximum_lag_on_failover: %s\n  preferred_regions:       %s\n  failsafe:                %s\n",
 		cluster, paused, sync, lag, dash(regions), fs)
-	return err
+	if err != nil || backup == nil {
+		return err
+	}
+	return writeBackupPolicy(w, cluster, *backup)
 }

@@ -67,5 +67,7 @@ func newRegistry() registry {
 		typed(func() *pgdrv1.RecordEvent { return &pgdrv1.RecordEvent{} }, applyRecordEvent))
 	r.register(pgdrv1.CommandType_COMMAND_TYPE_RECORD_PRIMARY_LSN,
 		typed(func() *pgdrv1.RecordPrimaryLSN { return &pgdrv1.RecordPrimaryLSN{} }, applyRecordPrimaryLSN))
+	r.register(pgdrv1.CommandType_COMMAND_TYPE_SET_BACKUP_POLICY,
+		typed(func() *pgdrv1.SetBackupPolicy { return &pgdrv1.SetBackupPolicy{} }, applySetBackupPolicy))
 	return r
 }

@@ -74,7 +74,8 @@ func rolesFor(method string) []string {
 	switch {
 	case strings.HasPrefix(method, "/pgdr.v1.AdminService/Status"),
 		strings.HasPrefix(method, "/pgdr.v1.AdminService/Members"),
-		strings.HasPrefix(method, "/pgdr.v1.AdminService/History"):
+		strings.HasPrefix(method, "/pgdr.v1.AdminService/History"),
+		method == "/pgdr.v1.AdminService/GetBackupPolicy":
 		return []string{tlsutil.RoleRead, tlsutil.RoleAdmin}
 	case strings.HasPrefix(method, "/pgdr.v1.AdminService/"):
 		return []string{tlsutil.RoleAdmin}

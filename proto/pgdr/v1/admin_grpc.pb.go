@@ -31,14 +31,16 @@ const (
 	AdminService_Switchover_FullMethodName        = "/pgdr.v1.AdminService/Switchover"
 	AdminService_Failover_FullMethodName          = "/pgdr.v1.AdminService/Failover"
 	AdminService_SetPolicy_FullMethodName         = "/pgdr.v1.AdminService/SetPolicy"
+	AdminService_GetBackupPolicy_FullMethodName   = "/pgdr.v1.AdminService/GetBackupPolicy"
+	AdminService_SetBackupPolicy_FullMethodName   = "/pgdr.v1.AdminService/SetBackupPolicy"
 )
 
 // AdminServiceClient is the client API for AdminService service.
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// AdminService: role "read" may call Status, Members and History; the other
-// methods need role "admin".
+// AdminService: role "read" may call Status, Members, History and
+// GetBackupPolicy; the other methods need role "admin".
 type AdminServiceClient interface {
 	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error)
 	Members(ctx context.Context, in *MembersRequest, opts ...grpc.CallOption) (*MembersResponse, error)
@@ -57,6 +59,11 @@ type AdminServiceClient interface {
 	// SetPolicy replaces a cluster's policy (maintenance mode is kept; use
 	// Pause/Resume for it).
 	SetPolicy(ctx context.Context, in *SetPolicyRequest, opts ...grpc.CallOption) (*SetPolicyResponse, error)
+	// GetBackupPolicy (role read) returns a cluster's effective backup
+	// policy; SetBackupPolicy (role admin) replaces it or resets it to the
+	// defaults.
+	GetBackupPolicy(ctx context.Context, in *GetBackupPolicyRequest, opts ...grpc.CallOption) (*GetBackupPolicyResponse, error)
+	SetBackupPolicy(ctx context.Context, in *SetBackupPolicyRequest, opts ...grpc.CallOption) (*SetBackupPolicyResponse, error)
 }
 
 type adminServiceClient struct {
@@ -167,12 +174,32 @@ func (c *adminServiceClient) SetPolicy(ctx context.Context, in *SetPolicyRequest
 	return out, nil
 }
 
+func (c *adminServiceClient) GetBackupPolicy(ctx context.Context, in *GetBackupPolicyRequest, opts ...grpc.CallOption) (*GetBackupPolicyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetBackupPolicyResponse)
+	err := c.cc.Invoke(ctx, AdminService_GetBackupPolicy_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) SetBackupPolicy(ctx context.Context, in *SetBackupPolicyRequest, opts ...grpc.CallOption) (*SetBackupPolicyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetBackupPolicyResponse)
+	err := c.cc.Invoke(ctx, AdminService_SetBackupPolicy_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
 //
-// AdminService: role "read" may call Status, Members and History; the other
-// methods need role "admin".
+// AdminService: role "read" may call Status, Members, History and
+// GetBackupPolicy; the other methods need role "admin".
 type AdminServiceServer interface {
 	Status(context.Context, *StatusRequest) (*StatusResponse, error)
 	Members(context.Context, *MembersRequest) (*MembersResponse, error)
@@ -191,6 +218,11 @@ type AdminServiceServer interface {
 	// SetPolicy replaces a cluster's policy (maintenance mode is kept; use
 	// Pause/Resume for it).
 	SetPolicy(context.Context, *SetPolicyRequest) (*SetPolicyResponse, error)
+	// GetBackupPolicy (role read) returns a cluster's effective backup
+	// policy; SetBackupPolicy (role admin) replaces it or resets it to the
+	// defaults.
+	GetBackupPolicy(context.Context, *GetBackupPolicyRequest) (*GetBackupPolicyResponse, error)
+	SetBackupPolicy(context.Context, *SetBackupPolicyRequest) (*SetBackupPolicyResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -230,6 +262,12 @@ func (UnimplementedAdminServiceServer) Failover(context.Context, *FailoverReques
 }
 func (UnimplementedAdminServiceServer) SetPolicy(context.Context, *SetPolicyRequest) (*SetPolicyResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method SetPolicy not implemented")
+}
+func (UnimplementedAdminServiceServer) GetBackupPolicy(context.Context, *GetBackupPolicyRequest) (*GetBackupPolicyResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method GetBackupPolicy not implemented")
+}
+func (UnimplementedAdminServiceServer) SetBackupPolicy(context.Context, *SetBackupPolicyRequest) (*SetBackupPolicyResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method SetBackupPolicy not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -432,6 +470,42 @@ func _AdminService_SetPolicy_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_GetBackupPolicy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetBackupPolicyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).GetBackupPolicy(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_GetBackupPolicy_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).GetBackupPolicy(ctx, req.(*GetBackupPolicyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_SetBackupPolicy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetBackupPolicyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).SetBackupPolicy(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_SetBackupPolicy_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).SetBackupPolicy(ctx, req.(*SetBackupPolicyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -478,6 +552,14 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SetPolicy",
 			Handler:    _AdminService_SetPolicy_Handler,
+		},
+		{
+			MethodName: "GetBackupPolicy",
+			Handler:    _AdminService_GetBackupPolicy_Handler,
+		},
+		{
+			MethodName: "SetBackupPolicy",
+			Handler:    _AdminService_SetBackupPolicy_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -39,6 +39,8 @@ const (
 	CommandType_COMMAND_TYPE_RECORD_EVENT       CommandType = 8
 	CommandType_COMMAND_TYPE_SET_SYNC_STANDBYS  CommandType = 9
 	CommandType_COMMAND_TYPE_RECORD_PRIMARY_LSN CommandType = 10
+	// 20: backup policy commands (numbered apart from the failover ones).
+	CommandType_COMMAND_TYPE_SET_BACKUP_POLICY CommandType = 20
 )
 
 // Enum value maps for CommandType.
@@ -55,6 +57,7 @@ var (
 		8:  "COMMAND_TYPE_RECORD_EVENT",
 		9:  "COMMAND_TYPE_SET_SYNC_STANDBYS",
 		10: "COMMAND_TYPE_RECORD_PRIMARY_LSN",
+		20: "COMMAND_TYPE_SET_BACKUP_POLICY",
 	}
 	CommandType_value = map[string]int32{
 		"COMMAND_TYPE_UNSPECIFIED":        0,
@@ -68,6 +71,7 @@ var (
 		"COMMAND_TYPE_RECORD_EVENT":       8,
 		"COMMAND_TYPE_SET_SYNC_STANDBYS":  9,
 		"COMMAND_TYPE_RECORD_PRIMARY_LSN": 10,
+		"COMMAND_TYPE_SET_BACKUP_POLICY":  20,
 	}
 )
 
@@ -846,7 +850,7 @@ const file_pgdr_v1_raft_proto_rawDesc = "" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x18\n" +
 	"\aprimary\x18\x02 \x01(\tR\aprimary\x12\x14\n" +
 	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12\x10\n" +
-	"\x03lsn\x18\x04 \x01(\x04R\x03lsn*\xf7\x02\n" +
+	"\x03lsn\x18\x04 \x01(\x04R\x03lsn*\x9b\x03\n" +
 	"\vCommandType\x12\x1c\n" +
 	"\x18COMMAND_TYPE_UNSPECIFIED\x10\x00\x12 \n" +
 	"\x1cCOMMAND_TYPE_REGISTER_MEMBER\x10\x01\x12\x1e\n" +
@@ -859,7 +863,8 @@ const file_pgdr_v1_raft_proto_rawDesc = "" +
 	"\x19COMMAND_TYPE_RECORD_EVENT\x10\b\x12\"\n" +
 	"\x1eCOMMAND_TYPE_SET_SYNC_STANDBYS\x10\t\x12#\n" +
 	"\x1fCOMMAND_TYPE_RECORD_PRIMARY_LSN\x10\n" +
-	"B+Z)github.com/pgdr/pgdr/proto/pgdr/v1;pgdrv1b\x06proto3"
+	"\x12\"\n" +
+	"\x1eCOMMAND_TYPE_SET_BACKUP_POLICY\x10\x14B+Z)github.com/pgdr/pgdr/proto/pgdr/v1;pgdrv1b\x06proto3"
 
 var (
 	file_pgdr_v1_raft_proto_rawDescOnce sync.Once

@@ -300,7 +300,10 @@ type Cluster struct {
 	// members of sync_standbys (0 = unknown, read as 1). Lowered before the
 	// primary is told a smaller number; raised only once that many members
 	// of the new set flushed the primary's LSN noted at the change.
-	SyncQuorum    uint32 `protobuf:"varint,11,opt,name=sync_quorum,json=syncQuorum,proto3" json:"sync_quorum,omitempty"`
+	SyncQuorum uint32 `protobuf:"varint,11,opt,name=sync_quorum,json=syncQuorum,proto3" json:"sync_quorum,omitempty"`
+	// backup_policy: the cluster's backup tiers (unset = the defaults of
+	// coordinator/policy). Field 20 keeps clear of the numbers above.
+	BackupPolicy  *BackupPolicy `protobuf:"bytes,20,opt,name=backup_policy,json=backupPolicy,proto3" json:"backup_policy,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -410,6 +413,13 @@ func (x *Cluster) GetSyncQuorum() uint32 {
 		return x.SyncQuorum
 	}
 	return 0
+}
+
+func (x *Cluster) GetBackupPolicy() *BackupPolicy {
+	if x != nil {
+		return x.BackupPolicy
+	}
+	return nil
 }
 
 // Coordinator is one voter of the Raft cluster.
@@ -695,7 +705,7 @@ var File_pgdr_v1_state_proto protoreflect.FileDescriptor
 
 const file_pgdr_v1_state_proto_rawDesc = "" +
 	"\n" +
-	"\x13pgdr/v1/state.proto\x12\apgdr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9c\x03\n" +
+	"\x13pgdr/v1/state.proto\x12\apgdr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bpgdr/v1/backup_policy.proto\"\x9c\x03\n" +
 	"\x06Member\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12\x16\n" +
@@ -719,7 +729,7 @@ const file_pgdr_v1_state_proto_rawDesc = "" +
 	"\x17maximum_lag_on_failover\x18\x05 \x01(\x04R\x14maximumLagOnFailover\x12 \n" +
 	"\vsynchronous\x18\x06 \x01(\tR\vsynchronous\x12+\n" +
 	"\x11preferred_regions\x18\a \x03(\tR\x10preferredRegions\x12+\n" +
-	"\x11failsafe_disabled\x18\b \x01(\bR\x10failsafeDisabled\"\x89\x04\n" +
+	"\x11failsafe_disabled\x18\b \x01(\bR\x10failsafeDisabled\"\xc5\x04\n" +
 	"\aCluster\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x127\n" +
 	"\amembers\x18\x02 \x03(\v2\x1d.pgdr.v1.Cluster.MembersEntryR\amembers\x12\x18\n" +
@@ -734,7 +744,8 @@ const file_pgdr_v1_state_proto_rawDesc = "" +
 	"\x16primary_last_lsn_epoch\x18\n" +
 	" \x01(\x04R\x13primaryLastLsnEpoch\x12\x1f\n" +
 	"\vsync_quorum\x18\v \x01(\rR\n" +
-	"syncQuorum\x1aK\n" +
+	"syncQuorum\x12:\n" +
+	"\rbackup_policy\x18\x14 \x01(\v2\x15.pgdr.v1.BackupPolicyR\fbackupPolicy\x1aK\n" +
 	"\fMembersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12%\n" +
 	"\x05value\x18\x02 \x01(\v2\x0f.pgdr.v1.MemberR\x05value:\x028\x01\"\xa4\x01\n" +
@@ -799,6 +810,7 @@ var file_pgdr_v1_state_proto_goTypes = []any{
 	nil,                           // 8: pgdr.v1.State.ClustersEntry
 	nil,                           // 9: pgdr.v1.State.CoordinatorsEntry
 	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
+	(*BackupPolicy)(nil),          // 11: pgdr.v1.BackupPolicy
 }
 var file_pgdr_v1_state_proto_depIdxs = []int32{
 	10, // 0: pgdr.v1.Member.registered_at:type_name -> google.protobuf.Timestamp
@@ -807,19 +819,20 @@ var file_pgdr_v1_state_proto_depIdxs = []int32{
 	6,  // 3: pgdr.v1.Cluster.members:type_name -> pgdr.v1.Cluster.MembersEntry
 	1,  // 4: pgdr.v1.Cluster.policy:type_name -> pgdr.v1.Policy
 	10, // 5: pgdr.v1.Cluster.created_at:type_name -> google.protobuf.Timestamp
-	10, // 6: pgdr.v1.HistoryEvent.time:type_name -> google.protobuf.Timestamp
-	7,  // 7: pgdr.v1.HistoryEvent.details:type_name -> pgdr.v1.HistoryEvent.DetailsEntry
-	8,  // 8: pgdr.v1.State.clusters:type_name -> pgdr.v1.State.ClustersEntry
-	9,  // 9: pgdr.v1.State.coordinators:type_name -> pgdr.v1.State.CoordinatorsEntry
-	4,  // 10: pgdr.v1.State.history:type_name -> pgdr.v1.HistoryEvent
-	0,  // 11: pgdr.v1.Cluster.MembersEntry.value:type_name -> pgdr.v1.Member
-	2,  // 12: pgdr.v1.State.ClustersEntry.value:type_name -> pgdr.v1.Cluster
-	3,  // 13: pgdr.v1.State.CoordinatorsEntry.value:type_name -> pgdr.v1.Coordinator
-	14, // [14:14] is the sub-list for method output_type
-	14, // [14:14] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	11, // 6: pgdr.v1.Cluster.backup_policy:type_name -> pgdr.v1.BackupPolicy
+	10, // 7: pgdr.v1.HistoryEvent.time:type_name -> google.protobuf.Timestamp
+	7,  // 8: pgdr.v1.HistoryEvent.details:type_name -> pgdr.v1.HistoryEvent.DetailsEntry
+	8,  // 9: pgdr.v1.State.clusters:type_name -> pgdr.v1.State.ClustersEntry
+	9,  // 10: pgdr.v1.State.coordinators:type_name -> pgdr.v1.State.CoordinatorsEntry
+	4,  // 11: pgdr.v1.State.history:type_name -> pgdr.v1.HistoryEvent
+	0,  // 12: pgdr.v1.Cluster.MembersEntry.value:type_name -> pgdr.v1.Member
+	2,  // 13: pgdr.v1.State.ClustersEntry.value:type_name -> pgdr.v1.Cluster
+	3,  // 14: pgdr.v1.State.CoordinatorsEntry.value:type_name -> pgdr.v1.Coordinator
+	15, // [15:15] is the sub-list for method output_type
+	15, // [15:15] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_pgdr_v1_state_proto_init() }
@@ -827,6 +840,7 @@ func file_pgdr_v1_state_proto_init() {
 	if File_pgdr_v1_state_proto != nil {
 		return
 	}
+	file_pgdr_v1_backup_policy_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

@@ -1,0 +1,99 @@
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/pgdr/pgdr/pkg/strictyaml"
+)
+
+// File is the YAML form of a policy, as `pgdrctl policy apply -f` reads
+// it and `pgdrctl policy show --yaml` writes it. Durations are written as
+// ParseDuration reads them (7d, 12w, 7y, 90m).
+type File struct {
+	// Cluster, when given, must match --cluster.
+	Cluster    string     `yaml:"cluster,omitempty"`
+	PITRWindow string     `yaml:"pitr_window,omitempty"`
+	Tiers      []FileTier `yaml:"tiers"`
+}
+
+// FileTier is one tier of a File.
+type FileTier struct {
+	Name      string   `yaml:"name"`
+	Type      string   `yaml:"type"`
+	Schedule  string   `yaml:"schedule"`
+	Timezone  string   `yaml:"timezone,omitempty"`
+	KeepCount int64    `yaml:"keep_count,omitempty"`
+	KeepAge   string   `yaml:"keep_age,omitempty"`
+	Repos     []string `yaml:"repos,omitempty,flow"`
+	RunOn     string   `yaml:"run_on,omitempty"`
+	Timeout   string   `yaml:"timeout,omitempty"`
+}
+
+// MaxFileSize bounds what ParseFile reads.
+const MaxFileSize = 1 << 20
+
+// ParseFile decodes a policy file strictly (an unknown key is an error
+// naming it), fills the defaults of omitted fields (Normalize; a missing
+// pitr_window is 7 days) and returns the cluster it names ("" if none).
+// It does not Validate.
+func ParseFile(data []byte) (cluster string, p Policy, err error) {
+	if len(data) > MaxFileSize {
+		return "", Policy{}, fmt.Errorf("the file is larger than %d bytes", MaxFileSize)
+	}
+	var f File
+	if err := strictyaml.Decode(data, &f); err != nil {
+		return "", Policy{}, err
+	}
+	var errs []error
+	dur := func(field, s string, def time.Duration) time.Duration {
+		if s == "" {
+			return def
+		}
+		d, err := ParseDuration(s)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", field, err))
+		}
+		return d
+	}
+	p.PITRWindow = dur("pitr_window", f.PITRWindow, DefaultPITR)
+	for i, ft := range f.Tiers {
+		field := fmt.Sprintf("tiers[%d]", i)
+		p.Tiers = append(p.Tiers, Tier{
+			Name: ft.Name, Type: ft.Type, Schedule: ft.Schedule, Timezone: ft.Timezone,
+			KeepCount: ft.KeepCount, KeepAge: dur(field+".keep_age", ft.KeepAge, 0),
+			Repos: ft.Repos, RunOn: ft.RunOn, Timeout: dur(field+".timeout", ft.Timeout, 0),
+		})
+	}
+	if len(errs) > 0 {
+		return "", Policy{}, errors.Join(errs...)
+	}
+	p.Normalize()
+	return f.Cluster, p, nil
+}
+
+// ToFile is p in its YAML form.
+func ToFile(cluster string, p Policy) File {
+	f := File{Cluster: cluster, PITRWindow: FormatDuration(p.PITRWindow), Tiers: []FileTier{}}
+	opt := func(d time.Duration) string {
+		if d == 0 {
+			return ""
+		}
+		return FormatDuration(d)
+	}
+	for _, t := range p.Tiers {
+		f.Tiers = append(f.Tiers, FileTier{
+			Name: t.Name, Type: t.Type, Schedule: t.Schedule, Timezone: t.Timezone,
+			KeepCount: t.KeepCount, KeepAge: opt(t.KeepAge), Repos: t.Repos, RunOn: t.RunOn, Timeout: opt(t.Timeout),
+		})
+	}
+	return f
+}
+
+// MarshalFile writes p as a policy file.
+func MarshalFile(cluster string, p Policy) ([]byte, error) {
+	return yaml.Marshal(ToFile(cluster, p))
+}

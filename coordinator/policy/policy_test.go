@@ -1,0 +1,175 @@
+package policy
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// valid is a small policy that passes; each case below breaks one thing.
+func valid() Policy {
+	p := Policy{
+		PITRWindow: 7 * Day,
+		Tiers: []Tier{
+			{Name: "full", Type: TypeFull, Schedule: "0 2 * * 0", KeepCount: 4},
+			{Name: "diff", Type: TypeDiff, Schedule: "0 2 * * 1-6", KeepAge: 8 * Day},
+			{Name: "incr", Type: TypeIncr, Schedule: "0 */4 * * *", KeepAge: 2 * Day, Repos: []string{"local", "s3-eu"}},
+		},
+	}
+	p.Normalize()
+	return p
+}
+
+func TestDefaultIsValid(t *testing.T) {
+	d := Default()
+	if err := d.Validate(Options{}); err != nil {
+		t.Fatalf("the defaults do not validate: %v", err)
+	}
+	want := map[string]struct {
+		typ string
+		age time.Duration
+	}{"hourly": {TypeIncr, 7 * Day}, "daily": {TypeFull, 30 * Day}, "weekly": {TypeFull, 12 * 7 * Day}, "monthly": {TypeFull, 7 * Year}}
+	if len(d.Tiers) != len(want) || d.PITRWindow != 7*Day {
+		t.Fatalf("defaults: %+v", d)
+	}
+	for _, tr := range d.Tiers {
+		if w := want[tr.Name]; tr.Type != w.typ || tr.KeepAge != w.age || tr.RunOn != RunOnPreferStandby || tr.Timezone != "UTC" {
+			t.Errorf("default tier %+v, want type %s keep_age %s", tr, w.typ, w.age)
+		}
+	}
+	n := Default()
+	n.Normalize()
+	if err := n.Validate(Options{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestValidate: each case is one mistake an operator makes, and the error
+// must name the field.
+func TestValidate(t *testing.T) {
+	cases := []struct {
+		name  string
+		edit  func(p *Policy)
+		opts  Options
+		field string // "" = valid
+		text  string
+	}{
+		{name: "valid", edit: func(*Policy) {}},
+		{name: "6-field schedule with seconds", edit: func(p *Policy) { p.Tiers[2].Schedule = "30 0 */4 * * *" }},
+		{name: "descriptor", edit: func(p *Policy) { p.Tiers[0].Schedule = "@weekly" }},
+		{name: "CRON_TZ prefix moved to timezone", edit: func(p *Policy) {
+			p.Tiers[0].Schedule, p.Tiers[0].Timezone = "CRON_TZ=Europe/Berlin 0 2 * * 0", ""
+			p.Normalize()
+			if p.Tiers[0].Timezone != "Europe/Berlin" || p.Tiers[0].Schedule != "0 2 * * 0" {
+				panic("not normalized: " + p.Tiers[0].Timezone + " / " + p.Tiers[0].Schedule)
+			}
+		}},
+		{name: "bad cron", edit: func(p *Policy) { p.Tiers[1].Schedule = "0 25 * * *" }, field: "tiers[1].schedule", text: "end of range"},
+		{name: "too many cron fields", edit: func(p *Policy) { p.Tiers[1].Schedule = "0 0 2 * * * *" }, field: "tiers[1].schedule", text: "expected 5 to 6 fields"},
+		{name: "empty schedule", edit: func(p *Policy) { p.Tiers[0].Schedule = "" }, field: "tiers[0].schedule", text: "required"},
+		{name: "never runs", edit: func(p *Policy) { p.Tiers[0].Schedule = "0 0 31 2 *" }, field: "tiers[0].schedule", text: "never runs"},
+		{name: "bad timezone", edit: func(p *Policy) { p.Tiers[2].Timezone = "Mars/Olympus_Mons" }, field: "tiers[2].timezone", text: "unknown time zone"},
+		{name: "host-local timezone", edit: func(p *Policy) { p.Tiers[2].Timezone = "Local" }, field: "tiers[2].timezone", text: "depends on each host"},
+		{name: "CRON_TZ disagrees with timezone", edit: func(p *Policy) {
+			p.Tiers[0].Schedule, p.Tiers[0].Timezone = "CRON_TZ=Asia/Tokyo 0 2 * * 0", "Europe/Berlin"
+			p.Normalize()
+		}, field: "tiers[0].schedule", text: "give the zone once"},
+		{name: "retention shorter than interval", edit: func(p *Policy) { p.Tiers[0].KeepCount, p.Tiers[0].KeepAge = 0, 3*Day },
+			field: "tiers[0].keep_age", text: "shorter than the schedule's longest interval between runs (7d)"},
+		{name: "retention equal to interval", edit: func(p *Policy) { p.Tiers[0].KeepCount, p.Tiers[0].KeepAge = 0, 7*Day }},
+		{name: "short keep_age with keep_count: the newest are kept anyway", edit: func(p *Policy) { p.Tiers[0].KeepAge = Day }},
+		{name: "diff without full", edit: func(p *Policy) { p.Tiers = p.Tiers[1:] }, field: "tiers[0].type", text: "needs a full tier"},
+		{name: "incr only", edit: func(p *Policy) { p.Tiers = p.Tiers[2:] }, field: "tiers[0].type", text: "needs a full tier"},
+		{name: "duplicate name", edit: func(p *Policy) { p.Tiers[2].Name = "full" }, field: "tiers[2].name", text: "also the name of tiers[0]"},
+		{name: "bad name", edit: func(p *Policy) { p.Tiers[1].Name = "daily backups" }, field: "tiers[1].name", text: "not a valid name"},
+		{name: "bad type", edit: func(p *Policy) { p.Tiers[1].Type = "differential" }, field: "tiers[1].type", text: "want full, diff or incr"},
+		{name: "negative keep_count", edit: func(p *Policy) { p.Tiers[0].KeepCount = -1 }, field: "tiers[0].keep_count", text: "negative"},
+		{name: "negative keep_age", edit: func(p *Policy) { p.Tiers[1].KeepAge = -Day }, field: "tiers[1].keep_age", text: "negative"},
+		{name: "no retention", edit: func(p *Policy) { p.Tiers[0].KeepCount = 0 }, field: "tiers[0].keep_count", text: "no retention"},
+		{name: "negative timeout", edit: func(p *Policy) { p.Tiers[0].Timeout = -time.Hour }, field: "tiers[0].timeout", text: "negative"},
+		{name: "fractional timeout", edit: func(p *Policy) { p.Tiers[0].Timeout = 1500 * time.Millisecond }, field: "tiers[0].timeout", text: "whole number of seconds"},
+		{name: "negative pitr window", edit: func(p *Policy) { p.PITRWindow = -Day }, field: "pitr_window", text: "negative"},
+		{name: "bad run_on", edit: func(p *Policy) { p.Tiers[0].RunOn = "replica" }, field: "tiers[0].run_on", text: "want prefer-standby, standby-only or primary"},
+		{name: "repo listed twice", edit: func(p *Policy) { p.Tiers[2].Repos = []string{"local", "local"} }, field: "tiers[2].repos[1]", text: "listed twice"},
+		{name: "bad repo name", edit: func(p *Policy) { p.Tiers[2].Repos = []string{"s3 eu"} }, field: "tiers[2].repos[0]", text: "not a valid repository name"},
+		{name: "unknown repo when the agents' repos are known", opts: Options{KnownRepos: []string{"local"}},
+			edit: func(*Policy) {}, field: "tiers[2].repos[1]", text: `unknown repository "s3-eu"`},
+		{name: "known repos accepted", opts: Options{KnownRepos: []string{"local", "s3-eu"}}, edit: func(*Policy) {}},
+		{name: "no tiers", edit: func(p *Policy) { p.Tiers = nil }, field: "tiers", text: "at least one tier"},
+		{name: "too many tiers", edit: func(p *Policy) {
+			for len(p.Tiers) <= MaxTiers {
+				t := p.Tiers[0]
+				t.Name = "t" + strings.Repeat("x", len(p.Tiers))
+				p.Tiers = append(p.Tiers, t)
+			}
+		}, field: "tiers", text: "at most 16"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p := valid()
+			c.edit(&p)
+			err := p.Validate(c.opts)
+			if c.field == "" {
+				if err != nil {
+					t.Fatalf("want valid, got %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("want an error on %s, got none", c.field)
+			}
+			if !strings.Contains(err.Error(), c.field+": ") || !strings.Contains(err.Error(), c.text) {
+				t.Fatalf("want %s: ...%s..., got %v", c.field, c.text, err)
+			}
+		})
+	}
+}
+
+// TestDSTInterval: a daily run at 02:30 Berlin time does not happen on the
+// night clocks go forward (that 02:30 does not exist), so its longest
+// interval is 47 hours and a keep_age of 1 or 2 days (less than 47h) would leave a gap.
+func TestDSTInterval(t *testing.T) {
+	p := Policy{PITRWindow: Day, Tiers: []Tier{{Name: "daily", Type: TypeFull, Schedule: "30 2 * * *", Timezone: "Europe/Berlin", KeepAge: 36 * time.Hour}}}
+	p.Normalize()
+	err := p.Validate(Options{})
+	if err == nil || !strings.Contains(err.Error(), "tiers[0].keep_age: 1d12h is shorter than the schedule's longest interval between runs (1d23h)") {
+		t.Fatalf("want the 47h DST gap named, got %v", err)
+	}
+	p.Tiers[0].KeepAge = 2 * Day
+	if err := p.Validate(Options{}); err != nil {
+		t.Fatal(err)
+	}
+	p.Tiers[0].Timezone = "UTC"
+	p.Tiers[0].KeepAge = Day
+	if err := p.Validate(Options{}); err != nil {
+		t.Fatalf("in UTC a day is enough: %v", err)
+	}
+}
+
+func TestDuration(t *testing.T) {
+	for in, want := range map[string]time.Duration{
+		"7d": 7 * Day, "12w": 84 * Day, "7y": 7 * Year, "1d12h": 36 * time.Hour, "90m": 90 * time.Minute,
+		"1h30m": 90 * time.Minute, "-1d": -Day, " 30s ": 30 * time.Second, "0": 0, "1y2w3d4h": Year + 17*Day + 4*time.Hour,
+	} {
+		got, err := ParseDuration(in)
+		if err != nil || got != want {
+			t.Errorf("ParseDuration(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "7", "d", "7days", "1.5d", "-", "99999999999y", "1d-2h", "h1"} {
+		if got, err := ParseDuration(in); err == nil {
+			t.Errorf("ParseDuration(%q) = %v, want an error", in, got)
+		}
+	}
+	for d, want := range map[time.Duration]string{
+		7 * Year: "7y", 84 * Day: "12w", 7 * Day: "7d", 14 * Day: "2w", 30 * Day: "30d", 36 * time.Hour: "1d12h", 90 * time.Minute: "1h30m",
+		2 * time.Hour: "2h", 0: "0s", -Day: "-1d", 26*time.Hour + 30*time.Second: "1d2h0m30s",
+	} {
+		if got := FormatDuration(d); got != want {
+			t.Errorf("FormatDuration(%v) = %q, want %q", d, got, want)
+		}
+		if back, err := ParseDuration(FormatDuration(d)); err != nil || back != d {
+			t.Errorf("round trip of %v: %v, %v", d, back, err)
+		}
+	}
+}
