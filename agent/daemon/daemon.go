@@ -92,7 +92,7 @@ func New(cfg *config.Config, shipper *walship.Shipper, log *slog.Logger) *Daemon
 	hc := health.ConfigFrom(cfg)
 	hc.Timeout = d.checkTimeout()
 	d.checker = health.NewChecker(hc, log.With("component", "health"))
-	d.metrics = newMetrics(cfg.Cluster, cfg.Node.Name, d.Latest)
+	d.metrics = newMetrics(cfg.Cluster, cfg.Node.Name, d.Latest, d.failsafeGauges)
 	d.hooks = newHookRunner(cfg, log, prometheus.WrapRegistererWith(prometheus.Labels{"cluster": cfg.Cluster, "node": cfg.Node.Name}, d.metrics.reg))
 	d.runCtx = context.Background()
 	if len(cfg.Coordinator.Addresses) > 0 {

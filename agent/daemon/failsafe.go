@@ -437,6 +437,22 @@ func (d *Daemon) failsafeVerdict(now time.Time) failsafeVerdict {
 	return decideFailsafe(in)
 }
 
+// failsafeGauges reports the members whose acknowledgements this node
+// needs, how many of them have no key from the coordinators, and whether
+// failsafe carries the primary now (for /metrics).
+func (d *Daemon) failsafeGauges() (members, unverifiable int, active bool) {
+	names, _ := d.failsafeMembers()
+	d.fs.mu.Lock()
+	for _, n := range names {
+		if len(d.fs.keys[n]) == 0 {
+			unverifiable++
+		}
+	}
+	active = d.fs.active
+	d.fs.mu.Unlock()
+	return len(names), unverifiable, active
+}
+
 // failsafeTTL is the lease TTL the failsafe window derives from and the
 // window itself, like the lease's (Lease.window): the smaller TTL and the
 // larger margin of the agent's configuration and the last grant. The TTL
@@ -549,6 +565,9 @@ func (d *Daemon) failsafeLoop(ctx context.Context) {
 	pingDone := make(chan struct{}, 1)
 	pinging := false
 	var lastMiss string
+	// Rounds of pings are at least a quarter loop apart: a member that
+	// answers at once without acknowledging must not make this a busy loop.
+	var nextRound time.Time
 	for {
 		now := time.Now()
 		v := d.failsafeVerdict(now)
@@ -589,21 +608,34 @@ func (d *Daemon) failsafeLoop(ctx context.Context) {
 			d.fs.active = false
 			d.fs.mu.Unlock()
 		}
-		if v.Ping && !pinging {
+		if v.Ping && !pinging && !now.Before(nextRound) {
 			pinging = true
+			nextRound = now.Add(d.loopInterval() / 4)
 			go func() {
 				d.pingMembers(ctx, client, log, pingTimeout(time.Now(), v.Deadline, d.loopInterval()))
 				pingDone <- struct{}{}
 			}()
 		}
+		// Wake at the earliest of: the serving deadline (fence on time),
+		// pings falling due, the next round allowed.
+		var wake time.Time
+		earliest := func(at time.Time) {
+			if !at.IsZero() && (wake.IsZero() || at.Before(wake)) {
+				wake = at
+			}
+		}
+		if v.Active {
+			earliest(v.Deadline)
+		}
+		if !v.Ping {
+			earliest(v.PingAt)
+		} else if !pinging {
+			earliest(nextRound)
+		}
 		var timer <-chan time.Time
 		var tm *time.Timer
-		switch {
-		case v.Active:
-			tm = time.NewTimer(max(v.Deadline.Sub(time.Now()), 0))
-			timer = tm.C
-		case !v.Ping && !v.PingAt.IsZero():
-			tm = time.NewTimer(max(v.PingAt.Sub(time.Now()), 0))
+		if !wake.IsZero() {
+			tm = time.NewTimer(max(time.Until(wake), 0))
 			timer = tm.C
 		}
 		select {

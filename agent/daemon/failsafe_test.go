@@ -555,3 +555,27 @@ func TestPingTimeout(t *testing.T) {
 		}
 	}
 }
+
+// TestFailsafeGauges: /metrics shows how many members' acknowledgements
+// the primary needs and how many of them it cannot verify (no key from the
+// coordinators yet): such a member keeps failsafe from carrying the primary.
+func TestFailsafeGauges(t *testing.T) {
+	d, _ := failsafeDaemon(t, t.TempDir())
+	pub := make([]byte, ed25519.PublicKeySize)
+	d.failsafeGranted(time.Now(), &pgdrv1.RenewLeaseResponse{Granted: true, Members: []*pgdrv1.FailsafeMember{
+		{Name: "pg-a1", ApiUrl: "http://127.0.0.1:1", FailsafeKey: pub},
+		{Name: "pg-b1", ApiUrl: "http://127.0.0.1:2"},
+	}})
+	rec := httptest.NewRecorder()
+	d.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	body := rec.Body.String()
+	for _, want := range []string{
+		`pgdr_agent_failsafe_members{cluster="main",node="pg-a2"} 2`,
+		`pgdr_agent_failsafe_unverifiable_members{cluster="main",node="pg-a2"} 1`,
+		`pgdr_agent_failsafe_active{cluster="main",node="pg-a2"} 0`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+}

@@ -20,7 +20,10 @@ type metrics struct {
 	clockSkew     prometheus.Gauge
 }
 
-func newMetrics(cluster, node string, latest func() *pgdrv1.HealthReport) *metrics {
+// failsafeGauges are the failsafe state's values at scrape time.
+type failsafeGauges func() (members, unverifiable int, active bool)
+
+func newMetrics(cluster, node string, latest func() *pgdrv1.HealthReport, fs failsafeGauges) *metrics {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	labeled := prometheus.WrapRegistererWith(prometheus.Labels{"cluster": cluster, "node": node}, reg)
@@ -45,6 +48,26 @@ func newMetrics(cluster, node string, latest func() *pgdrv1.HealthReport) *metri
 		}),
 	}
 	labeled.MustRegister(m.checkDuration, m.coordinator, m.fenced, m.clockSkew, &reportCollector{latest: latest})
+	if fs != nil {
+		labeled.MustRegister(
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "pgdr_agent_failsafe_members",
+				Help: "Other members of the cluster (recorded in Raft at the last granted renewal, or heard of through gossip) whose failsafe acknowledgement this node needs to serve as primary without the coordinators.",
+			}, func() float64 { n, _, _ := fs(); return float64(n) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "pgdr_agent_failsafe_unverifiable_members",
+				Help: "Of those, members whose failsafe key this node has not received from the coordinators (with a granted renewal): their acknowledgements cannot count, so failsafe cannot carry this primary past its lease until the next grant. Above 0 for more than a renewal or two means a member is not registered.",
+			}, func() float64 { _, u, _ := fs(); return float64(u) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "pgdr_agent_failsafe_active",
+				Help: "1 while this primary serves past its lease on every member's failsafe acknowledgement (the coordinator leader unreachable).",
+			}, func() float64 {
+				if _, _, a := fs(); a {
+					return 1
+				}
+				return 0
+			}))
+	}
 	return m
 }
 

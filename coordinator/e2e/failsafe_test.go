@@ -242,7 +242,35 @@ func failsafeLabStart(t *testing.T) (*lab, uint64) {
 		t.Skip("runs the lab")
 	}
 	l := startLab(t)
-	return l, l.wantPrimary(t, "pg-a1")
+	epoch := l.wantPrimary(t, "pg-a1")
+	l.waitFailsafeReady(t, "pg-a1", 2)
+	return l, epoch
+}
+
+// waitFailsafeReady waits until node's agent knows members other members
+// and has every one's failsafe key from a granted renewal (its /metrics):
+// the lab is up once the last replica registered, possibly after the
+// primary's latest renewal, and until the next one that replica's
+// acknowledgements cannot count.
+func (l *lab) waitFailsafeReady(t *testing.T, node string, members int) {
+	t.Helper()
+	want := []string{fmt.Sprintf("pgdr_agent_failsafe_members{cluster=%q,node=%q} %d", "main", node, members),
+		fmt.Sprintf("pgdr_agent_failsafe_unverifiable_members{cluster=%q,node=%q} 0", "main", node)}
+	testutil.WaitFor(t, 60*time.Second, node+"'s failsafe knows every member's key", func() (bool, error) {
+		cl := http.Client{Timeout: 3 * time.Second}
+		resp, err := cl.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", l.healthPort(node)))
+		if err != nil {
+			return false, nil
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		for _, w := range want {
+			if !strings.Contains(string(b), w) {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
 }
 
 // TestFailsafeAllCoordinatorsStopped: all three coordinators stopped, the
