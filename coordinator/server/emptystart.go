@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
 
 // A coordinator whose data directory holds no Raft state is either new
@@ -195,6 +197,21 @@ func decideEmptyStart(me selfInfo, answers []peerAnswer, bootstrap, forceEmpty b
 		"or the first start of a new cluster is meant, pass --force-empty or --bootstrap respectively; if it lost its data, %s", msg, self, fix)}
 }
 
+// answerOf reads peer's RaftIndex answer. Another coordinator answering
+// at the peer's address (a misconfiguration) is noted; its "not listed"
+// proves nothing and counts as no answer, though a listing as a voter
+// still refuses.
+func answerOf(peer, api string, r *pgdrv1.RaftIndexResponse) peerAnswer {
+	a := peerAnswer{Name: peer, API: api, LastIndex: r.GetLastLogIndex(), ListedAs: r.GetListedAs()}
+	if r.GetName() != "" && r.GetName() != peer {
+		a.Name = fmt.Sprintf("%s (answering as %s)", peer, r.GetName())
+		if a.ListedAs == "" || a.ListedAs == "none" {
+			a.Err = fmt.Errorf("the coordinator at %s answers as %s, not %s", api, r.GetName(), peer)
+		}
+	}
+	return a
+}
+
 // cannotTellError: no peer holding Raft state answered; asking again later
 // may settle it.
 type cannotTellError struct{ msg string }
@@ -227,10 +244,7 @@ func (s *Server) askPeers(ctx context.Context) []peerAnswer {
 			if err != nil {
 				a.Err = err
 			} else {
-				a.LastIndex, a.ListedAs = r.GetLastLogIndex(), r.GetListedAs()
-				if r.GetName() != "" && r.GetName() != p.Name {
-					a.Name = fmt.Sprintf("%s (answering as %s)", p.Name, r.GetName())
-				}
+				a = answerOf(p.Name, p.APIAddress, r)
 			}
 			mu.Lock()
 			out = append(out, a)

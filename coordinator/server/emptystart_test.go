@@ -123,3 +123,26 @@ func TestRaftIndexListsServer(t *testing.T) {
 		}
 	}
 }
+
+// TestAnswerOf: a peer answering under another name (a misconfigured
+// address) does not count as "not listed", but its voter listing does.
+func TestAnswerOf(t *testing.T) {
+	for _, c := range []struct {
+		name, listed string
+		noAnswer     bool
+	}{
+		{"c2", "none", false},
+		{"", "none", false},
+		{"c7", "none", true},
+		{"c7", "", true},
+		{"c7", "voter", false},
+	} {
+		a := answerOf("c2", "127.0.0.1:1", &pgdrv1.RaftIndexResponse{Name: c.name, ListedAs: c.listed, LastLogIndex: 9})
+		if (a.Err != nil) != c.noAnswer {
+			t.Errorf("answering as %q, listed %q: err %v, want no answer %v", c.name, c.listed, a.Err, c.noAnswer)
+		}
+		if c.listed == "voter" && !a.listed() {
+			t.Errorf("answering as %q: a voter listing must still refuse", c.name)
+		}
+	}
+}
