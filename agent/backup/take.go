@@ -54,6 +54,9 @@ type Options struct {
 	// wrote before BLAKE3, and all it can restore). Empty means
 	// DefaultChecksum().
 	Checksum objstream.Checksum
+	// Tier is recorded in the manifest: the policy tier the backup is
+	// taken for, which retention rules go by ("" for none).
+	Tier string
 }
 
 // Deps are what Take works with.
@@ -184,7 +187,7 @@ func Take(ctx context.Context, d Deps, o Options) (*Manifest, error) {
 		typ = TypeFull
 	}
 	m := &Manifest{
-		Format: ManifestFormat, Type: typ, Label: o.Label, Cluster: d.Cfg.Cluster, Node: d.Cfg.Node.Name,
+		Format: ManifestFormat, Type: typ, Label: o.Label, Tier: o.Tier, Cluster: d.Cfg.Cluster, Node: d.Cfg.Node.Name,
 		SystemIdentifier: srv.sysid, PGVersion: srv.version, FromStandby: srv.inRecovery,
 		DataChecksums: srv.checksums, SegmentSize: srv.segSize, StartTime: time.Now().UTC(),
 	}
@@ -652,7 +655,7 @@ type reservation struct {
 // (so one listing of backup/<stamp> finds both) but never taken for one
 // (backup IDs end with F, D or I).
 func reservePrefix(cluster, stamp string) string {
-	return backupPrefix(cluster) + stamp + ".reserved/"
+	return backupPrefix(cluster) + stamp + ReservedSuffix + "/"
 }
 
 // reserveID reserves a backup ID stamp in every repository: the current
