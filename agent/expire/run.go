@@ -37,6 +37,9 @@ type Deps struct {
 	// which keeps more WAL.
 	Identities []age.Identity
 	Log        *slog.Logger
+	// Pins, when not nil, are the pins to honour (LoadPins over every
+	// repository, also those not expired now); nil loads them from Repos.
+	Pins map[string]*Pin
 }
 
 // Options tune one run.
@@ -82,9 +85,12 @@ func Run(ctx context.Context, d Deps, o Options) ([]Result, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	pins, err := LoadPins(ctx, d.Repos, d.Cluster)
-	if err != nil {
-		return nil, err
+	pins := d.Pins
+	if pins == nil {
+		var err error
+		if pins, err = LoadPins(ctx, d.Repos, d.Cluster); err != nil {
+			return nil, err
+		}
 	}
 	var out []Result
 	for _, r := range d.Repos {
