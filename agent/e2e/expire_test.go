@@ -25,10 +25,10 @@ type expireOut struct {
 	Results []struct {
 		Repo string `json:"repo"`
 		Plan struct {
-			Delete         []expire.Decision `json:"delete"`
-			Keep           []expire.Decision `json:"keep"`
-			WALDelete      []expire.WALRange `json:"wal_delete"`
-			PITRAnchor     string            `json:"pitr_anchor"`
+			Delete     []expire.Decision `json:"delete"`
+			Keep       []expire.Decision `json:"keep"`
+			WALDelete  []expire.WALRange `json:"wal_delete"`
+			PITRAnchor string            `json:"pitr_anchor"`
 		} `json:"plan"`
 		Deleted    []string `json:"deleted_backups"`
 		WALDeleted int      `json:"wal_deleted"`
