@@ -169,19 +169,20 @@ func Take(ctx context.Context, d Deps, o Options) (*Manifest, error) {
 		return nil, fmt.Errorf("PostgreSQL %d is not supported (15 or later)", srv.version)
 	}
 
-	cands, reason, err := parentCandidates(ctx, d.Repos, d.Cfg.Cluster, o.Type, srv)
-	if err != nil {
-		return nil, err
-	}
 	// The ID is reserved in every repository before anything is written
 	// under it, so that a concurrent backup (another process, another
 	// node) never shares it and a failed backup's clean-up deletes only
-	// its own objects.
+	// its own objects. It is reserved before the parent is chosen: expiry
+	// (agent/expire) expires no backup while a reservation is fresh.
 	resv, err := reserveID(ctx, d.Repos, d.Cfg.Cluster, d.Cfg.Node.Name, time.Now, log)
 	if err != nil {
 		return nil, err
 	}
 	defer resv.release(context.WithoutCancel(ctx))
+	cands, reason, err := parentCandidates(ctx, d.Repos, d.Cfg.Cluster, o.Type, srv)
+	if err != nil {
+		return nil, err
+	}
 	typ := o.Type
 	if len(cands) == 0 {
 		typ = TypeFull
@@ -322,6 +323,15 @@ func Take(ctx context.Context, d Deps, o Options) (*Manifest, error) {
 		m.StoredBytes += f.Stored
 	}
 	m.DurationSeconds = time.Since(m.StartTime).Seconds()
+	// The parent chain must still be there: an expiry that listed the
+	// repository before this backup's reservation may have removed it.
+	if m.Parent != "" {
+		for _, r := range d.Repos {
+			if _, err := Chain(ctx, r, m.Cluster, m.Parent); err != nil {
+				return nil, fmt.Errorf("repository %s: the parent chain of this %s backup is gone (expired while it ran?), so it is not recorded: %w", r.Name, m.Type, err)
+			}
+		}
+	}
 	for i, r := range d.Repos {
 		if err := saveManifest(ctx, r, m, signer); err != nil {
 			// A manifest already written elsewhere would make the backup

@@ -29,6 +29,13 @@
 // they are older than a grace period and no fresh reservation holds their
 // ID, so a backup being written now is never touched.
 //
+// A backup running during expiry may build on any backup, so while a
+// reservation is fresh no backup is expired; one reserved after the run's
+// listing is caught by a check before each manifest is deleted (the run
+// stops, before any WAL), and backup.Take checks its parent chain again
+// before writing its manifest, so a chain broken in between fails the
+// backup instead of recording it.
+//
 // Pins (pin.go) are small signed objects under <cluster>/pins/, written to
 // every repository; a pin found in any repository pins the backup in all
 // of them, and an unreadable or unsigned pin still pins (a forged pin can

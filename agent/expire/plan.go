@@ -123,6 +123,10 @@ type Input struct {
 	History map[uint32][]wal.HistoryEntry
 	Spec    Spec
 	Now     time.Time
+	// InProgress names the backup IDs being taken now (fresh
+	// reservations): while one runs no backup is expired, since it may be
+	// building on any of them.
+	InProgress []string
 }
 
 // Decision is the fate of one backup and the reason for it.
@@ -322,6 +326,13 @@ func Decide(in Input) (*Plan, error) {
 			s.keep(keepContinuous, "no retention rule covers "+ruleName(s.b)+"; its full backup "+r.b.ID+" is kept")
 		default:
 			s.ruleDrop = "no retention rule covers " + ruleName(s.b) + "; it follows its full backup " + r.b.ID + ", which expires"
+		}
+	}
+	if len(in.InProgress) > 0 {
+		for _, s := range all {
+			if trusted(s) {
+				s.keep(keepContinuous, "a backup is in progress ("+strings.Join(in.InProgress, ", ")+") and may build on it: no backup expires now")
+			}
 		}
 	}
 	for _, s := range all {

@@ -116,6 +116,7 @@ func runOne(ctx context.Context, d Deps, o Options, r repo.Repo, pins map[string
 	log := d.Log.With("repo", r.Name)
 	now := o.Now()
 	res := &Result{Repo: r.Name, DryRun: o.DryRun}
+	listedAt := time.Now()
 	// One listing of the backups: manifests, leftovers, reservations.
 	prefix := backup.Prefix(d.Cluster)
 	ids := map[string]*backupObjects{}
@@ -186,6 +187,13 @@ func runOne(ctx context.Context, d Deps, o Options, r repo.Repo, pins map[string
 		return res, fmt.Errorf("listing WAL: %w", err)
 	}
 	in.History = verifiedHistories(ctx, r, d, histories, walKeys, log)
+	edge := now.Add(-o.Grace)
+	for stamp, t := range reserved {
+		if t.After(edge) {
+			in.InProgress = append(in.InProgress, stamp)
+		}
+	}
+	sort.Strings(in.InProgress)
 	plan, err := Decide(in)
 	if err != nil {
 		return res, err
@@ -197,7 +205,6 @@ func runOne(ctx context.Context, d Deps, o Options, r repo.Repo, pins map[string
 	// Leftovers: objects of an ID without a manifest, all older than the
 	// grace period, and no fresh reservation of its stamp (a backup being
 	// written now holds one, and its newest object is fresh).
-	edge := now.Add(-o.Grace)
 	for id, b := range ids {
 		if b.manifest || b.newest.After(edge) {
 			continue
@@ -226,6 +233,16 @@ func runOne(ctx context.Context, d Deps, o Options, r repo.Repo, pins map[string
 		dcs := plan.Delete[i]
 		if err := ctx.Err(); err != nil {
 			return res, err
+		}
+		// A backup that started since the listing may have chosen this
+		// one as its parent: stop (before any WAL, which the plan counted
+		// on these backups being gone for). backup.Take checks its chain
+		// again before writing its manifest, so one that started after
+		// this check fails rather than recording a broken chain.
+		if stamp, err := newReservation(ctx, r.Store, prefix, listedAt, reserved); err != nil {
+			return res, err
+		} else if stamp != "" {
+			return res, fmt.Errorf("%w (reservation %s): stopped before deleting backup %s; the next run goes on", ErrBackupStarted, stamp, dcs.ID)
 		}
 		if err := r.Store.Delete(ctx, backup.ManifestKey(d.Cluster, dcs.ID)); err != nil {
 			return res, fmt.Errorf("deleting backup %s's manifest: %w", dcs.ID, err)
@@ -267,6 +284,36 @@ func runOne(ctx context.Context, d Deps, o Options, r repo.Repo, pins map[string
 		return res, fmt.Errorf("deleting stale reservations: %w", err)
 	}
 	return res, nil
+}
+
+// ErrBackupStarted means a backup started while expiry was deleting
+// backups: it stopped, leaving the repository consistent.
+var ErrBackupStarted = errors.New("a backup started during expiry")
+
+// newReservation returns the stamp of a reservation made since the run's
+// listing (not in seen), listing only the backups of the days from start
+// to now: reservations carry the current second.
+func newReservation(ctx context.Context, st storage.ObjectStore, prefix string, start time.Time, seen map[string]time.Time) (string, error) {
+	found := ""
+	for day := start.UTC().Truncate(24 * time.Hour); !day.After(time.Now().UTC()); day = day.Add(24 * time.Hour) {
+		err := st.List(ctx, prefix+day.Format("20060102")+"T", func(oi storage.ObjectInfo) error {
+			first, _, _ := strings.Cut(strings.TrimPrefix(oi.Key, prefix), "/")
+			if stamp, ok := strings.CutSuffix(first, backup.ReservedSuffix); ok {
+				if _, old := seen[stamp]; !old {
+					found = stamp
+					return io.EOF
+				}
+			}
+			return nil
+		})
+		if err != nil && !errors.Is(err, io.EOF) {
+			return "", fmt.Errorf("listing reservations: %w", err)
+		}
+		if found != "" {
+			return found, nil
+		}
+	}
+	return "", nil
 }
 
 // fromManifest is the decision's view of m, read from r under id.
