@@ -1,6 +1,7 @@
 package expire
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -382,6 +383,31 @@ func TestParseDuration(t *testing.T) {
 	for _, in := range []string{"", "d", "-1d", "x", "1.5d", "30 days", "-5h"} {
 		if _, err := ParseDuration(in); err == nil {
 			t.Errorf("ParseDuration(%q) accepted", in)
+		}
+	}
+}
+
+// BenchmarkDecide is the decision on a large repository: 200 backups and
+// 100,000 WAL segments.
+func BenchmarkDecide(b *testing.B) {
+	var in Input
+	in.Now = now
+	in.Spec = Spec{Types: map[string]Rule{TypeFull: {Count: 4}, TypeIncr: {Age: 7 * 24 * time.Hour}}, PITRWindow: 7 * 24 * time.Hour}
+	parent := ""
+	for i := range 200 {
+		id, typ := fmt.Sprintf("B%03dF", i), TypeFull
+		p := ""
+		if i%10 != 0 {
+			id, typ, p = fmt.Sprintf("B%03dI", i), TypeIncr, parent
+		}
+		in.Backups = append(in.Backups, bk(id, typ, p, day(float64(i-200)/2), 1, uint64(i*500), uint64(i*500+1)))
+		parent = id
+	}
+	in.WAL = segs(1, 0, 99999)
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := Decide(in); err != nil {
+			b.Fatal(err)
 		}
 	}
 }
