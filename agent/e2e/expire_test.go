@@ -1,14 +1,18 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -18,6 +22,7 @@ import (
 	"github.com/pgdr/pgdr/pkg/repo"
 	"github.com/pgdr/pgdr/pkg/storage"
 	"github.com/pgdr/pgdr/pkg/testutil"
+	"github.com/pgdr/pgdr/pkg/testutil/pgtest"
 )
 
 // expireOut is expire --json's output.
@@ -262,4 +267,58 @@ func TestExpireInterruptedS3(t *testing.T) {
 		t.Fatalf("batches %s, want 1,2,3", got)
 	}
 	pg.Stop(t, "fast")
+}
+
+// TestExpireRaceParentGoneDuringBackup: an expiry that listed the
+// repository before an incremental backup reserved its ID may delete the
+// backup it builds on while it runs (simulated here by removing the
+// parent's manifest once the incremental has started copying). The
+// incremental must then fail, not record a backup whose chain is gone.
+func TestExpireRaceParentGoneDuringBackup(t *testing.T) {
+	skipShort(t)
+	l := newLab(t, labOpts{})
+	l.pg.Exec(t, "CREATE TABLE batches(batch int, n int)")
+	insertBatch(t, l, 1)
+	parent := l.backup(t, l.cfg)
+	insertBatch(t, l, 2)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, agentPath(t), "backup", "--config", l.cfg, "--type", "incr", "--max-rate", "2", "--parallel", "1", "--json", "--wal-timeout", "2m")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: pgtest.Credential(t)}
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	backupDir := filepath.Join(l.repoDir, "main", "backup")
+	testutil.WaitFor(t, time.Minute, "the incremental to start copying", func() (bool, error) {
+		m, _ := filepath.Glob(filepath.Join(backupDir, "*I", "pgdata"))
+		return len(m) > 0, fmt.Errorf("no incremental objects yet; backup stderr:\n%s", tail(stderr.String(), 2000))
+	})
+	if err := os.Remove(l.backupObjectPath("backup/" + parent + "/backup.manifest")); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	select {
+	case err = <-done:
+		done <- err
+	case <-ctx.Done():
+		t.Fatal("the backup did not finish")
+	}
+	if err == nil {
+		t.Fatalf("the incremental whose parent %s was removed while it ran was recorded:\n%s\n%s", parent, stdout.String(), tail(stderr.String(), 2000))
+	}
+	if !strings.Contains(stderr.String(), "parent chain of this incr backup is gone") {
+		t.Fatalf("backup failed, but not on its parent chain:\n%s", tail(stderr.String(), 2000))
+	}
+	if m, _ := filepath.Glob(filepath.Join(backupDir, "*I", "backup.manifest")); len(m) != 0 {
+		t.Fatalf("a manifest was written: %v", m)
+	}
 }
