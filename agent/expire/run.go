@@ -155,21 +155,19 @@ func runOne(ctx context.Context, d Deps, o Options, r repo.Repo, pins map[string
 	var in Input
 	in.Now = now
 	in.Spec = o.Spec
+	var withManifest []string
 	for id, b := range ids {
-		if !b.manifest {
-			continue
+		if b.manifest {
+			withManifest = append(withManifest, id)
 		}
-		m, err := backup.LoadManifest(ctx, r, d.Cluster, id)
-		if err != nil {
-			if ctx.Err() != nil {
-				return res, ctx.Err()
-			}
-			// What depends on a backup whose manifest cannot be read is
-			// unknown: deciding without it could remove a parent.
-			return res, fmt.Errorf("backup %s's manifest cannot be read, so what depends on it is unknown and nothing is expired "+
-				"(check it with backup-verify; if it is not a backup of this cluster, remove %s by hand): %w", id, backup.ManifestKey(d.Cluster, id), err)
-		}
-		in.Backups = append(in.Backups, fromManifest(m, id, d.Cluster, r, pins))
+	}
+	sort.Strings(withManifest)
+	ms, err := loadManifests(ctx, r, d.Cluster, withManifest, o.Parallel)
+	if err != nil {
+		return res, err
+	}
+	for i, id := range withManifest {
+		in.Backups = append(in.Backups, fromManifest(ms[i], id, d.Cluster, r, pins))
 	}
 	// One listing of the WAL.
 	walKeys := map[string]string{}
@@ -284,6 +282,36 @@ func runOne(ctx context.Context, d Deps, o Options, r repo.Repo, pins map[string
 		return res, fmt.Errorf("deleting stale reservations: %w", err)
 	}
 	return res, nil
+}
+
+// loadManifests reads the manifests of ids, at most parallel at once.
+func loadManifests(ctx context.Context, r repo.Repo, cluster string, ids []string, parallel int) ([]*backup.Manifest, error) {
+	out := make([]*backup.Manifest, len(ids))
+	errs := make([]error, len(ids))
+	sem := make(chan struct{}, min(parallel, 8))
+	var wg sync.WaitGroup
+	for i, id := range ids {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			out[i], errs[i] = backup.LoadManifest(ctx, r, cluster, id)
+		}()
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	for i, err := range errs {
+		if err != nil {
+			// What depends on a backup whose manifest cannot be read is
+			// unknown: deciding without it could remove a parent.
+			return nil, fmt.Errorf("backup %s's manifest cannot be read, so what depends on it is unknown and nothing is expired "+
+				"(check it with backup-verify; if it is not a backup of this cluster, remove %s by hand): %w", ids[i], backup.ManifestKey(cluster, ids[i]), err)
+		}
+	}
+	return out, nil
 }
 
 // ErrBackupStarted means a backup started while expiry was deleting
@@ -403,43 +431,57 @@ func (d *deleter) prefix(ctx context.Context, p string) error {
 	return d.keys(ctx, keys, nil)
 }
 
-// keys deletes keys, at most d.parallel at once, and stops at the first
-// error (or the context's end); count, when not nil, counts the deletes.
+// keys deletes keys, at most d.parallel at once (batches of
+// storage.MaxBatchDelete where the store deletes in batches), and stops at
+// the first error (or the context's end); count, when not nil, counts the
+// deletes.
 func (d *deleter) keys(ctx context.Context, keys []string, count *atomic.Int64) error {
+	bd, batched := d.store.(storage.BatchDeleter)
+	size := 1
+	if batched {
+		size = storage.MaxBatchDelete
+	}
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	work := make(chan string)
+	work := make(chan []string)
 	var wg sync.WaitGroup
-	for range min(d.parallel, max(len(keys), 1)) {
+	workers := min(d.parallel, max((len(keys)+size-1)/size, 1))
+	if batched {
+		workers = min(workers, 4) // each batch is already 1,000 deletes
+	}
+	for range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for k := range work {
-				if err := d.store.Delete(ctx, k); err != nil {
-					cancel(fmt.Errorf("deleting %s: %w", k, err))
+			for ks := range work {
+				var err error
+				if batched {
+					err = bd.DeleteBatch(ctx, ks)
+				} else {
+					err = d.store.Delete(ctx, ks[0])
+				}
+				if err != nil {
+					cancel(fmt.Errorf("deleting %s: %w", ks[0], err))
 					continue
 				}
 				if count != nil {
-					count.Add(1)
+					count.Add(int64(len(ks)))
 				}
 				d.mu.Lock()
-				*d.n++
+				*d.n += int64(len(ks))
 				d.mu.Unlock()
 			}
 		}()
 	}
 feed:
-	for _, k := range keys {
+	for i := 0; i < len(keys); i += size {
 		select {
-		case work <- k:
+		case work <- keys[i:min(i+size, len(keys))]:
 		case <-ctx.Done():
 			break feed
 		}
 	}
 	close(work)
 	wg.Wait()
-	if err := context.Cause(ctx); err != nil {
-		return err
-	}
-	return nil
+	return context.Cause(ctx)
 }
