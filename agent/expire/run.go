@@ -319,12 +319,14 @@ func loadManifests(ctx context.Context, r repo.Repo, cluster string, ids []strin
 var ErrBackupStarted = errors.New("a backup started during expiry")
 
 // newReservation returns the stamp of a reservation made since the run's
-// listing (not in seen), listing only the backups of the days from start
-// to now: reservations carry the current second.
+// listing (not in seen). Reservations carry the second they were made (or
+// a little later), so only the backups of the hours from start to a minute
+// from now are listed.
 func newReservation(ctx context.Context, st storage.ObjectStore, prefix string, start time.Time, seen map[string]time.Time) (string, error) {
 	found := ""
-	for day := start.UTC().Truncate(24 * time.Hour); !day.After(time.Now().UTC()); day = day.Add(24 * time.Hour) {
-		err := st.List(ctx, prefix+day.Format("20060102")+"T", func(oi storage.ObjectInfo) error {
+	end := time.Now().UTC().Add(time.Minute)
+	for hour := start.UTC().Truncate(time.Hour); !hour.After(end); hour = hour.Add(time.Hour) {
+		err := st.List(ctx, prefix+hour.Format("20060102T15"), func(oi storage.ObjectInfo) error {
 			first, _, _ := strings.Cut(strings.TrimPrefix(oi.Key, prefix), "/")
 			if stamp, ok := strings.CutSuffix(first, backup.ReservedSuffix); ok {
 				if _, old := seen[stamp]; !old {
