@@ -44,8 +44,11 @@ type Manifest struct {
 	// TypeReason says why the backup is full when another type was asked
 	// for (no parent complete in every repository, a parent ending after
 	// this backup's start, another timeline).
-	TypeReason       string        `json:"type_reason,omitempty"`
-	Label            string        `json:"label"`
+	TypeReason string `json:"type_reason,omitempty"`
+	Label      string `json:"label"`
+	// Tier names the backup policy tier the backup was taken for ("" when
+	// taken outside one); retention rules apply per tier (agent/expire).
+	Tier             string        `json:"tier,omitempty"`
 	Cluster          string        `json:"cluster"`
 	Node             string        `json:"node"`
 	SystemIdentifier uint64        `json:"system_identifier,string"`
@@ -182,6 +185,26 @@ var idRE = regexp.MustCompile(`^[0-9]{8}T[0-9]{6}[FDI]$`)
 func ValidID(id string) bool { return idRE.MatchString(id) }
 
 func backupPrefix(cluster string) string { return cluster + "/backup/" }
+
+// Prefix is the key prefix of every backup of cluster: a backup's objects
+// are under Prefix + ID + "/", its ID's reservations under Prefix +
+// the ID's stamp + ".reserved/".
+func Prefix(cluster string) string { return backupPrefix(cluster) }
+
+// ManifestKey is the key of backup id's manifest: the object that makes
+// the backup exist.
+func ManifestKey(cluster, id string) string { return manifestKey(cluster, id) }
+
+// ReservedSuffix ends the key segment of a backup ID's reservations
+// (<stamp>.reserved/<random>) while the backup runs.
+const ReservedSuffix = ".reserved"
+
+// SaveManifest writes m as backup m.ID's manifest to r, signed by signer
+// when it is not nil. Take writes manifests itself; this is for tools and
+// tests that build a repository.
+func SaveManifest(ctx context.Context, r repo.Repo, m *Manifest, signer *objstream.Signer) error {
+	return saveManifest(ctx, r, m, signer)
+}
 
 func manifestKey(cluster, id string) string {
 	return backupPrefix(cluster) + id + "/backup.manifest"

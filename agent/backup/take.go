@@ -54,6 +54,9 @@ type Options struct {
 	// wrote before BLAKE3, and all it can restore). Empty means
 	// DefaultChecksum().
 	Checksum objstream.Checksum
+	// Tier is recorded in the manifest: the policy tier the backup is
+	// taken for, which retention rules go by ("" for none).
+	Tier string
 }
 
 // Deps are what Take works with.
@@ -166,25 +169,26 @@ func Take(ctx context.Context, d Deps, o Options) (*Manifest, error) {
 		return nil, fmt.Errorf("PostgreSQL %d is not supported (15 or later)", srv.version)
 	}
 
-	cands, reason, err := parentCandidates(ctx, d.Repos, d.Cfg.Cluster, o.Type, srv)
-	if err != nil {
-		return nil, err
-	}
 	// The ID is reserved in every repository before anything is written
 	// under it, so that a concurrent backup (another process, another
 	// node) never shares it and a failed backup's clean-up deletes only
-	// its own objects.
+	// its own objects. It is reserved before the parent is chosen: expiry
+	// (agent/expire) expires no backup while a reservation is fresh.
 	resv, err := reserveID(ctx, d.Repos, d.Cfg.Cluster, d.Cfg.Node.Name, time.Now, log)
 	if err != nil {
 		return nil, err
 	}
 	defer resv.release(context.WithoutCancel(ctx))
+	cands, reason, err := parentCandidates(ctx, d.Repos, d.Cfg.Cluster, o.Type, srv)
+	if err != nil {
+		return nil, err
+	}
 	typ := o.Type
 	if len(cands) == 0 {
 		typ = TypeFull
 	}
 	m := &Manifest{
-		Format: ManifestFormat, Type: typ, Label: o.Label, Cluster: d.Cfg.Cluster, Node: d.Cfg.Node.Name,
+		Format: ManifestFormat, Type: typ, Label: o.Label, Tier: o.Tier, Cluster: d.Cfg.Cluster, Node: d.Cfg.Node.Name,
 		SystemIdentifier: srv.sysid, PGVersion: srv.version, FromStandby: srv.inRecovery,
 		DataChecksums: srv.checksums, SegmentSize: srv.segSize, StartTime: time.Now().UTC(),
 	}
@@ -319,6 +323,15 @@ func Take(ctx context.Context, d Deps, o Options) (*Manifest, error) {
 		m.StoredBytes += f.Stored
 	}
 	m.DurationSeconds = time.Since(m.StartTime).Seconds()
+	// The parent chain must still be there: an expiry that listed the
+	// repository before this backup's reservation may have removed it.
+	if m.Parent != "" {
+		for _, r := range d.Repos {
+			if _, err := Chain(ctx, r, m.Cluster, m.Parent); err != nil {
+				return nil, fmt.Errorf("repository %s: the parent chain of this %s backup is gone (expired while it ran?), so it is not recorded: %w", r.Name, m.Type, err)
+			}
+		}
+	}
 	for i, r := range d.Repos {
 		if err := saveManifest(ctx, r, m, signer); err != nil {
 			// A manifest already written elsewhere would make the backup
@@ -652,7 +665,7 @@ type reservation struct {
 // (so one listing of backup/<stamp> finds both) but never taken for one
 // (backup IDs end with F, D or I).
 func reservePrefix(cluster, stamp string) string {
-	return backupPrefix(cluster) + stamp + ".reserved/"
+	return backupPrefix(cluster) + stamp + ReservedSuffix + "/"
 }
 
 // reserveID reserves a backup ID stamp in every repository: the current

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/pgdr/pgdr/agent/backup"
+	"github.com/pgdr/pgdr/agent/expire"
 	"github.com/pgdr/pgdr/agent/restore"
 	"github.com/pgdr/pgdr/pkg/keys"
 	"github.com/pgdr/pgdr/pkg/objstream"
@@ -34,7 +35,7 @@ func isTerminal(w io.Writer) bool {
 }
 
 func cmdBackup(ctx context.Context, e env, args []string) int {
-	f := newFlags(e, "backup", "backup --config FILE [--type full|diff|incr] [--from-standby [--primary-dsn DSN]] [--label L] [--parallel N] [--part-size MiB] [--max-rate MB/s] [--checksum blake3|sha256] [--allow-corrupt] [--wal-timeout D] [--allow-other-user] [--progress] [--json]",
+	f := newFlags(e, "backup", "backup --config FILE [--type full|diff|incr] [--from-standby [--primary-dsn DSN]] [--label L] [--parallel N] [--part-size MiB] [--max-rate MB/s] [--checksum blake3|sha256] [--tier NAME] [--allow-corrupt] [--wal-timeout D] [--allow-other-user] [--progress] [--json]",
 		`Takes a base backup of the running cluster (non-exclusive pg_backup_start/stop),
 reading files in parallel, verifying page checksums, compressing and
 encrypting each file to every repository. diff stores the pages changed since
@@ -60,6 +61,7 @@ repository must stay readable by archive_command), unless --allow-other-user.`, 
 	progress := f.Bool("progress", isTerminal(e.stderr), "print progress (default: when stderr is a terminal)")
 	partMB := f.Int("part-size", backup.PartSize>>20, "files larger than this many MiB are stored as parts read, compressed and restored in parallel")
 	checksum := f.String("checksum", string(backup.DefaultChecksum()), "hash of the backup's data objects, in each object and in the manifest: blake3 (the default on amd64, twice as fast there), or sha256 (FIPS-approved; the default elsewhere, and the only one pgdr before object format 2 reads). The manifest and WAL always use sha256")
+	tierName := f.String("tier", "", "record the backup as taken for this policy tier (lower-case letters, digits, - and _): expire --keep-tier NAME=... rules it")
 	maxRate := f.Float64("max-rate", 0, "limit reading the data directory to this many MB/s (0 = no limit), to spare the server's disks")
 	if _, code, ok := f.parse(args, 0); !ok {
 		return code
@@ -70,6 +72,10 @@ repository must stay readable by archive_command), unless --allow-other-user.`, 
 	}
 	if *checksum != string(objstream.ChecksumBLAKE3) && *checksum != string(objstream.ChecksumSHA256) {
 		fmt.Fprintf(e.stderr, "pgdr-agent backup: --checksum %q: want blake3 or sha256\n", *checksum)
+		return ExitUsage
+	}
+	if *tierName != "" && !tierRE.MatchString(*tierName) {
+		fmt.Fprintf(e.stderr, "pgdr-agent backup: --tier %q: want lower-case letters, digits, - and _ (at most 63)\n", *tierName)
 		return ExitUsage
 	}
 	if *maxRate < 0 {
@@ -98,7 +104,7 @@ repository must stay readable by archive_command), unless --allow-other-user.`, 
 	}
 	o := backup.Options{Type: *typ, FromStandby: *standby, Label: *label, Parallel: *parallel,
 		AllowCorrupt: *allowCorrupt, PrimaryDSN: *primary, WALTimeout: *walTimeout, MaxRate: int64(*maxRate * 1e6), PartSize: int64(*partMB) << 20,
-		Checksum: objstream.Checksum(*checksum)}
+		Checksum: objstream.Checksum(*checksum), Tier: *tierName}
 	o.Progress = progressTo(e, *progress)
 	m, err := backup.Take(ctx, backup.Deps{Cfg: cfg, Repos: repos, Recipients: rs, Log: log}, o)
 	if err != nil {
@@ -135,17 +141,20 @@ type backupSummary struct {
 	Files         int       `json:"files"`
 	CorruptPages  int       `json:"corrupt_pages"`
 	TypeReason    string    `json:"type_reason,omitempty"`
+	Tier          string    `json:"tier,omitempty"`
+	Pinned        bool      `json:"pinned"`
+	PinNote       string    `json:"pin_note,omitempty"`
 }
 
 func summary(m *backup.Manifest, repoName string) backupSummary {
 	return backupSummary{ID: m.ID, Type: m.Type, Parent: m.Parent, Label: m.Label, Repo: repoName,
 		StartTime: m.StartTime, StopTime: m.StopTime, StartLSN: m.StartLSN, StopLSN: m.StopLSN, Timeline: m.Timeline,
 		DatabaseBytes: m.DatabaseBytes, StoredBytes: m.StoredBytes, Duration: m.DurationSeconds,
-		FromStandby: m.FromStandby, Files: len(m.Files), CorruptPages: len(m.CorruptPages), TypeReason: m.TypeReason}
+		FromStandby: m.FromStandby, Files: len(m.Files), CorruptPages: len(m.CorruptPages), TypeReason: m.TypeReason, Tier: m.Tier}
 }
 
 func cmdBackupList(ctx context.Context, e env, args []string) int {
-	f := newFlags(e, "backup-list", "backup-list --config FILE [--json]", "Lists the complete backups in every repository, oldest first.", true).withJSON()
+	f := newFlags(e, "backup-list", "backup-list --config FILE [--json]", "Lists the complete backups in every repository, oldest first, with their tier and pin (backup-pin).", true).withJSON()
 	if _, code, ok := f.parse(args, 0); !ok {
 		return code
 	}
@@ -154,6 +163,11 @@ func cmdBackupList(ctx context.Context, e env, args []string) int {
 		return code
 	}
 	repos, err := repo.OpenAll(ctx, cfg)
+	if err != nil {
+		log.Error("backup-list", "err", err)
+		return ExitFailure
+	}
+	pins, err := expire.LoadPins(ctx, repos, cfg.Cluster)
 	if err != nil {
 		log.Error("backup-list", "err", err)
 		return ExitFailure
@@ -167,7 +181,11 @@ func cmdBackupList(ctx context.Context, e env, args []string) int {
 			return ExitFailure
 		}
 		for _, m := range ms {
-			all = append(all, summary(m, r.Name))
+			s := summary(m, r.Name)
+			if p, ok := pins[m.ID]; ok {
+				s.Pinned, s.PinNote = true, p.Note
+			}
+			all = append(all, s)
 		}
 		for _, d := range bad {
 			damaged = append(damaged, map[string]string{"id": d.ID, "repo": r.Name, "error": d.Error})
@@ -186,11 +204,15 @@ func cmdBackupList(ctx context.Context, e env, args []string) int {
 		}
 	}()
 	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tTYPE\tPARENT\tREPO\tSTART\tSTOP\tSTART LSN\tSTOP LSN\tTL\tDATABASE\tSTORED\tDURATION")
+	fmt.Fprintln(tw, "ID\tTYPE\tPARENT\tTIER\tREPO\tSTART\tSTOP\tSTART LSN\tSTOP LSN\tTL\tDATABASE\tSTORED\tDURATION\tPIN")
 	for _, s := range all {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%.1fs\n", s.ID, s.Type, dash(s.Parent), s.Repo,
+		pin := "-"
+		if s.Pinned {
+			pin = "pinned: " + s.PinNote
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%.1fs\t%s\n", s.ID, s.Type, dash(s.Parent), dash(s.Tier), s.Repo,
 			s.StartTime.UTC().Format(listTime), s.StopTime.UTC().Format(listTime), s.StartLSN, s.StopLSN, s.Timeline,
-			humanBytes(s.DatabaseBytes), humanBytes(s.StoredBytes), s.Duration)
+			humanBytes(s.DatabaseBytes), humanBytes(s.StoredBytes), s.Duration, pin)
 	}
 	tw.Flush()
 	if len(all) == 0 {

@@ -51,3 +51,15 @@ type ObjectStore interface {
 type Syncer interface {
 	Sync(ctx context.Context, key string) error
 }
+
+// MaxBatchDelete is the most keys one DeleteBatch call takes (S3's limit).
+const MaxBatchDelete = 1000
+
+// BatchDeleter is implemented by stores that delete many objects in one
+// request (S3's DeleteObjects), which large clean-ups (expiry) use instead
+// of one Delete per object. DeleteBatch removes keys (at most
+// MaxBatchDelete); a missing key is not an error. On an error some keys
+// may have been deleted and others not.
+type BatchDeleter interface {
+	DeleteBatch(ctx context.Context, keys []string) error
+}

@@ -290,6 +290,39 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 	return nil
 }
 
+// DeleteBatch implements storage.BatchDeleter with one DeleteObjects
+// request (quiet: only failures are listed in the answer).
+func (s *Store) DeleteBatch(ctx context.Context, keys []string) error {
+	if len(keys) > storage.MaxBatchDelete {
+		return fmt.Errorf("%s: delete batch of %d keys (at most %d)", s, len(keys), storage.MaxBatchDelete)
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	ids := make([]types.ObjectIdentifier, 0, len(keys))
+	for _, k := range keys {
+		if err := s.checkKey(k); err != nil {
+			return err
+		}
+		ids = append(ids, types.ObjectIdentifier{Key: aws.String(s.prefix + k)})
+	}
+	out, err := s.client.DeleteObjects(ctx, &s3.DeleteObjectsInput{
+		Bucket: aws.String(s.bucket),
+		Delete: &types.Delete{Objects: ids, Quiet: aws.Bool(true)},
+	})
+	if err != nil {
+		return fmt.Errorf("delete %d objects from %s (first %q): %w", len(keys), s, keys[0], err)
+	}
+	for _, e := range out.Errors {
+		if aws.ToString(e.Code) == "NoSuchKey" {
+			continue
+		}
+		return fmt.Errorf("delete %q (%s): %s: %s (%d of %d keys failed)", strings.TrimPrefix(aws.ToString(e.Key), s.prefix),
+			s.objectURL(strings.TrimPrefix(aws.ToString(e.Key), s.prefix)), aws.ToString(e.Code), aws.ToString(e.Message), len(out.Errors), len(keys))
+	}
+	return nil
+}
+
 // List implements storage.ObjectStore. S3 lists keys in UTF-8 byte order,
 // which is Go's string order, so pages are passed through as they come.
 func (s *Store) List(ctx context.Context, prefix string, fn func(storage.ObjectInfo) error) error {

@@ -11,6 +11,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -318,5 +319,42 @@ func TestRetries(t *testing.T) {
 				t.Errorf("%d requests, want %d", got, want)
 			}
 		})
+	}
+}
+
+// TestDeleteBatch: one request deletes many keys (under the prefix), a
+// missing key is not an error, others are left alone, and a batch over the
+// limit or with an invalid key is refused before any request.
+func TestDeleteBatch(t *testing.T) {
+	srv := s3server.Start(t)
+	srv.CreateBucket(t, "batch")
+	s := newStore(t, options(srv, "", "batch", "pgdr"))
+	ctx := t.Context()
+	var all []string
+	for i := range 30 {
+		k := fmt.Sprintf("wal/00000001/k%02d", i)
+		if err := s.Put(ctx, k, strings.NewReader("v"), 1); err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, k)
+	}
+	if err := s.DeleteBatch(ctx, append(all[:20:20], "wal/00000001/missing")); err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	if err := s.List(ctx, "", func(oi storage.ObjectInfo) error { left = append(left, oi.Key); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(left, all[20:]) {
+		t.Fatalf("left after the batch: %v, want %v", left, all[20:])
+	}
+	if err := s.DeleteBatch(ctx, make([]string, storage.MaxBatchDelete+1)); err == nil {
+		t.Fatal("a batch over the limit was accepted")
+	}
+	if err := s.DeleteBatch(ctx, []string{all[20], "../x"}); !errors.Is(err, storage.ErrInvalidKey) {
+		t.Fatalf("a batch with an invalid key: %v", err)
+	}
+	if _, err := s.Stat(ctx, all[20]); err != nil {
+		t.Fatalf("a refused batch deleted %s: %v", all[20], err)
 	}
 }

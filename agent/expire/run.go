@@ -1,0 +1,489 @@
+package expire
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"filippo.io/age"
+
+	"github.com/pgdr/pgdr/agent/backup"
+	"github.com/pgdr/pgdr/pkg/objstream"
+	"github.com/pgdr/pgdr/pkg/repo"
+	"github.com/pgdr/pgdr/pkg/storage"
+	"github.com/pgdr/pgdr/pkg/wal"
+)
+
+// DefaultGrace is how old the objects of a backup without a manifest (and
+// its ID's reservation) must be before expiry removes them.
+const DefaultGrace = 24 * time.Hour
+
+// DefaultParallel is how many deletes run at once per repository.
+const DefaultParallel = 16
+
+// Deps are what Run works with.
+type Deps struct {
+	Cluster string
+	Repos   []repo.Repo
+	// Identities decrypt timeline history files; without them (a host
+	// holding only recipients) every later timeline is assumed reachable,
+	// which keeps more WAL.
+	Identities []age.Identity
+	Log        *slog.Logger
+	// Pins, when not nil, are the pins to honour (LoadPins over every
+	// repository, also those not expired now); nil loads them from Repos.
+	Pins map[string]*Pin
+}
+
+// Options tune one run.
+type Options struct {
+	Spec   Spec
+	DryRun bool
+	// Grace (default DefaultGrace) protects the objects of a backup that
+	// has no manifest yet: a backup being written now.
+	Grace    time.Duration
+	Parallel int              // deletes at once (default DefaultParallel)
+	Now      func() time.Time // default time.Now
+}
+
+// Result is what one run did (or, dry, would do) in one repository.
+type Result struct {
+	Repo string `json:"repo"`
+	Plan *Plan  `json:"plan"`
+	// Deleted lists the backups removed (manifest and data), in order.
+	Deleted []string `json:"deleted_backups"`
+	// WALDeleted counts the WAL files removed.
+	WALDeleted int `json:"wal_deleted"`
+	// Leftovers lists the backup IDs (and stale reservations) whose
+	// objects without a manifest were removed (or would be).
+	Leftovers []string `json:"leftovers"`
+	// Objects counts every object removed.
+	Objects int64 `json:"objects_deleted"`
+	DryRun  bool  `json:"dry_run"`
+}
+
+// Run expires each repository of d by o.Spec. Repositories are decided
+// and expired one by one, each by its own listing; pins are taken from
+// all of them. It returns the results so far with the first error.
+func Run(ctx context.Context, d Deps, o Options) ([]Result, error) {
+	if err := o.Spec.Validate(); err != nil {
+		return nil, err
+	}
+	if o.Grace <= 0 {
+		o.Grace = DefaultGrace
+	}
+	if o.Parallel <= 0 {
+		o.Parallel = DefaultParallel
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	pins := d.Pins
+	if pins == nil {
+		var err error
+		if pins, err = LoadPins(ctx, d.Repos, d.Cluster); err != nil {
+			return nil, err
+		}
+	}
+	var out []Result
+	for _, r := range d.Repos {
+		res, err := runOne(ctx, d, o, r, pins)
+		if res != nil {
+			out = append(out, *res)
+		}
+		if err != nil {
+			return out, fmt.Errorf("repository %s: %w", r.Name, err)
+		}
+	}
+	return out, nil
+}
+
+// backupObjects is what one listing of the backup prefix says of one ID.
+type backupObjects struct {
+	manifest bool
+	objects  int
+	newest   time.Time
+}
+
+func runOne(ctx context.Context, d Deps, o Options, r repo.Repo, pins map[string]*Pin) (*Result, error) {
+	log := d.Log.With("repo", r.Name)
+	now := o.Now()
+	res := &Result{Repo: r.Name, DryRun: o.DryRun}
+	listedAt := time.Now()
+	// One listing of the backups: manifests, leftovers, reservations.
+	prefix := backup.Prefix(d.Cluster)
+	ids := map[string]*backupObjects{}
+	reserved := map[string]time.Time{}    // stamp -> newest reservation
+	reservations := map[string][]string{} // stamp -> keys
+	err := r.Store.List(ctx, prefix, func(oi storage.ObjectInfo) error {
+		rest := strings.TrimPrefix(oi.Key, prefix)
+		first, _, _ := strings.Cut(rest, "/")
+		if stamp, ok := strings.CutSuffix(first, backup.ReservedSuffix); ok {
+			if oi.ModTime.After(reserved[stamp]) {
+				reserved[stamp] = oi.ModTime
+			}
+			reservations[stamp] = append(reservations[stamp], oi.Key)
+			return nil
+		}
+		if !backup.ValidID(first) {
+			return nil
+		}
+		b := ids[first]
+		if b == nil {
+			b = &backupObjects{}
+			ids[first] = b
+		}
+		b.objects++
+		if oi.ModTime.After(b.newest) {
+			b.newest = oi.ModTime
+		}
+		if rest == first+"/backup.manifest" {
+			b.manifest = true
+		}
+		return nil
+	})
+	if err != nil {
+		return res, fmt.Errorf("listing backups: %w", err)
+	}
+	var in Input
+	in.Now = now
+	in.Spec = o.Spec
+	var withManifest []string
+	for id, b := range ids {
+		if b.manifest {
+			withManifest = append(withManifest, id)
+		}
+	}
+	sort.Strings(withManifest)
+	ms, err := loadManifests(ctx, r, d.Cluster, withManifest, o.Parallel)
+	if err != nil {
+		return res, err
+	}
+	for i, id := range withManifest {
+		in.Backups = append(in.Backups, fromManifest(ms[i], id, d.Cluster, r, pins))
+	}
+	// One listing of the WAL.
+	walKeys := map[string]string{}
+	var histories []string
+	err = r.Store.List(ctx, repo.WALPrefix(d.Cluster), func(oi storage.ObjectInfo) error {
+		name := oi.Key[strings.LastIndexByte(oi.Key, '/')+1:]
+		walKeys[name] = oi.Key
+		in.WAL = append(in.WAL, name)
+		if n, err := wal.ParseName(name); err == nil && n.Kind == wal.KindHistory {
+			histories = append(histories, name)
+		}
+		return nil
+	})
+	if err != nil {
+		return res, fmt.Errorf("listing WAL: %w", err)
+	}
+	in.History = verifiedHistories(ctx, r, d, histories, walKeys, log)
+	edge := now.Add(-o.Grace)
+	for stamp, t := range reserved {
+		if t.After(edge) {
+			in.InProgress = append(in.InProgress, stamp)
+		}
+	}
+	sort.Strings(in.InProgress)
+	plan, err := Decide(in)
+	if err != nil {
+		return res, err
+	}
+	res.Plan = plan
+	for _, k := range plan.Keep {
+		log.Debug("backup kept", "backup", k.ID, "reason", k.Reason)
+	}
+	// Leftovers: objects of an ID without a manifest, all older than the
+	// grace period, and no fresh reservation of its stamp (a backup being
+	// written now holds one, and its newest object is fresh).
+	for id, b := range ids {
+		if b.manifest || b.newest.After(edge) {
+			continue
+		}
+		if t, ok := reserved[id[:len(id)-1]]; ok && t.After(edge) {
+			continue
+		}
+		res.Leftovers = append(res.Leftovers, id)
+	}
+	var staleResv []string
+	for stamp, t := range reserved {
+		if !t.After(edge) {
+			staleResv = append(staleResv, reservations[stamp]...)
+			res.Leftovers = append(res.Leftovers, stamp+backup.ReservedSuffix)
+		}
+	}
+	sort.Strings(res.Leftovers)
+	if o.DryRun {
+		return res, nil
+	}
+	del := &deleter{store: r.Store, parallel: o.Parallel, log: log, n: &res.Objects}
+	// Backups newest first (a child before its parent), each manifest
+	// first: once the manifest is gone it is not a backup, and its data is
+	// a leftover the next run finishes.
+	for i := len(plan.Delete) - 1; i >= 0; i-- {
+		dcs := plan.Delete[i]
+		if err := ctx.Err(); err != nil {
+			return res, err
+		}
+		// A backup that started since the listing may have chosen this
+		// one as its parent: stop (before any WAL, which the plan counted
+		// on these backups being gone for). backup.Take checks its chain
+		// again before writing its manifest, so one that started after
+		// this check fails rather than recording a broken chain.
+		if stamp, err := newReservation(ctx, r.Store, prefix, listedAt, reserved); err != nil {
+			return res, err
+		} else if stamp != "" {
+			return res, fmt.Errorf("%w (reservation %s): stopped before deleting backup %s; the next run goes on", ErrBackupStarted, stamp, dcs.ID)
+		}
+		if err := r.Store.Delete(ctx, backup.ManifestKey(d.Cluster, dcs.ID)); err != nil {
+			return res, fmt.Errorf("deleting backup %s's manifest: %w", dcs.ID, err)
+		}
+		res.Objects++
+		log.Info("backup expired: manifest deleted", "backup", dcs.ID, "type", dcs.Type, "tier", dcs.Tier, "reason", dcs.Reason)
+		if err := del.prefix(ctx, prefix+dcs.ID+"/"); err != nil {
+			return res, fmt.Errorf("deleting backup %s's data (the next run finishes it): %w", dcs.ID, err)
+		}
+		res.Deleted = append(res.Deleted, dcs.ID)
+		log.Info("backup expired: data deleted", "backup", dcs.ID)
+	}
+	// WAL after the backups: a backup is never left without the WAL it
+	// needs while its manifest is still there.
+	keys := make([]string, 0, len(plan.WALDeleteNames))
+	for _, n := range plan.WALDeleteNames {
+		keys = append(keys, walKeys[n])
+	}
+	for _, rg := range plan.WALDelete {
+		log.Info("WAL expired", "timeline", rg.Timeline, "first", rg.First, "last", rg.Last, "files", rg.Files, "reason", rg.Reason)
+	}
+	var walN atomic.Int64
+	err = del.keys(ctx, keys, &walN)
+	res.WALDeleted = int(walN.Load())
+	if err != nil {
+		return res, fmt.Errorf("deleting WAL (the next run finishes it): %w", err)
+	}
+	for _, id := range res.Leftovers {
+		if strings.HasSuffix(id, backup.ReservedSuffix) {
+			continue
+		}
+		log.Info("removing the objects of a backup without a manifest (an interrupted expiry or a failed backup)", "backup", id,
+			"objects", ids[id].objects, "newest", ids[id].newest.UTC().Format(time.RFC3339))
+		if err := del.prefix(ctx, prefix+id+"/"); err != nil {
+			return res, fmt.Errorf("deleting leftover objects of %s: %w", id, err)
+		}
+	}
+	if err := del.keys(ctx, staleResv, nil); err != nil {
+		return res, fmt.Errorf("deleting stale reservations: %w", err)
+	}
+	return res, nil
+}
+
+// loadManifests reads the manifests of ids, at most parallel at once.
+func loadManifests(ctx context.Context, r repo.Repo, cluster string, ids []string, parallel int) ([]*backup.Manifest, error) {
+	out := make([]*backup.Manifest, len(ids))
+	errs := make([]error, len(ids))
+	sem := make(chan struct{}, min(parallel, 8))
+	var wg sync.WaitGroup
+	for i, id := range ids {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			out[i], errs[i] = backup.LoadManifest(ctx, r, cluster, id)
+		}()
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	for i, err := range errs {
+		if err != nil {
+			// What depends on a backup whose manifest cannot be read is
+			// unknown: deciding without it could remove a parent.
+			return nil, fmt.Errorf("backup %s's manifest cannot be read, so what depends on it is unknown and nothing is expired "+
+				"(check it with backup-verify; if it is not a backup of this cluster, remove %s by hand): %w", ids[i], backup.ManifestKey(cluster, ids[i]), err)
+		}
+	}
+	return out, nil
+}
+
+// ErrBackupStarted means a backup started while expiry was deleting
+// backups: it stopped, leaving the repository consistent.
+var ErrBackupStarted = errors.New("a backup started during expiry")
+
+// newReservation returns the stamp of a reservation made since the run's
+// listing (not in seen). Reservations carry the second they were made (or
+// a little later), so only the backups of the hours from start to a minute
+// from now are listed.
+func newReservation(ctx context.Context, st storage.ObjectStore, prefix string, start time.Time, seen map[string]time.Time) (string, error) {
+	found := ""
+	end := time.Now().UTC().Add(time.Minute)
+	for hour := start.UTC().Truncate(time.Hour); !hour.After(end); hour = hour.Add(time.Hour) {
+		err := st.List(ctx, prefix+hour.Format("20060102T15"), func(oi storage.ObjectInfo) error {
+			first, _, _ := strings.Cut(strings.TrimPrefix(oi.Key, prefix), "/")
+			if stamp, ok := strings.CutSuffix(first, backup.ReservedSuffix); ok {
+				if _, old := seen[stamp]; !old {
+					found = stamp
+					return io.EOF
+				}
+			}
+			return nil
+		})
+		if err != nil && !errors.Is(err, io.EOF) {
+			return "", fmt.Errorf("listing reservations: %w", err)
+		}
+		if found != "" {
+			return found, nil
+		}
+	}
+	return "", nil
+}
+
+// fromManifest is the decision's view of m, read from r under id.
+func fromManifest(m *backup.Manifest, id, cluster string, r repo.Repo, pins map[string]*Pin) Backup {
+	b := Backup{ID: id, Type: m.Type, Parent: m.Parent, Tier: m.Tier, StartTime: m.StartTime, StopTime: m.StopTime,
+		StartLSN: m.StartLSN, StopLSN: m.StopLSN, Timeline: m.Timeline, SegmentSize: m.SegmentSize}
+	switch {
+	case r.Verifier != nil && !m.Signed:
+		b.Untrusted = "not signed by a trusted key"
+	case m.ID != id || m.Cluster != cluster:
+		b.Untrusted = fmt.Sprintf("manifest says backup %s of cluster %s", m.ID, m.Cluster)
+	case m.Type != TypeFull && m.Type != TypeDiff && m.Type != TypeIncr:
+		b.Untrusted = fmt.Sprintf("unknown type %q", m.Type)
+	case m.SegmentSize == 0 || m.SegmentSize&(m.SegmentSize-1) != 0 || m.StopLSN < m.StartLSN || m.Timeline == 0:
+		b.Untrusted = "impossible WAL position or segment size"
+	}
+	if p, ok := pins[id]; ok {
+		b.Pinned, b.PinNote = true, p.Note
+	}
+	return b
+}
+
+// verifiedHistories reads the timeline history files whose signature
+// verifies; the others (and all of them without identities or signing)
+// are left out, which keeps more WAL.
+func verifiedHistories(ctx context.Context, r repo.Repo, d Deps, names []string, keys map[string]string, log *slog.Logger) map[uint32][]wal.HistoryEntry {
+	if r.Verifier == nil || len(d.Identities) == 0 {
+		return nil
+	}
+	out := map[uint32][]wal.HistoryEntry{}
+	for _, n := range names {
+		key := keys[n]
+		h, err := readHistory(ctx, r, d.Identities, key, n)
+		if err != nil {
+			log.Warn("timeline history not used (WAL on later timelines is kept as if reachable)", "file", key, "err", err)
+			continue
+		}
+		name, _ := wal.ParseName(n)
+		out[name.Timeline] = h
+	}
+	return out
+}
+
+func readHistory(ctx context.Context, r repo.Repo, ids []age.Identity, key, name string) ([]wal.HistoryEntry, error) {
+	rc, err := r.Store.Get(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	or, err := objstream.NewReaderOpts(rc, r.SignedReadOptions(key, ids, true))
+	if err != nil {
+		return nil, err
+	}
+	defer or.Close()
+	b, err := io.ReadAll(io.LimitReader(or, 1<<20+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > 1<<20 {
+		return nil, errors.New("larger than 1 MiB")
+	}
+	if or.Header.Signature == nil {
+		return nil, errors.New("not signed")
+	}
+	n, _ := wal.ParseName(name)
+	return wal.ParseHistory(b, n.Timeline)
+}
+
+// deleter deletes objects with bounded parallelism.
+type deleter struct {
+	store    storage.ObjectStore
+	parallel int
+	log      *slog.Logger
+	n        *int64
+	mu       sync.Mutex
+}
+
+// prefix deletes every object under p (one listing).
+func (d *deleter) prefix(ctx context.Context, p string) error {
+	var keys []string
+	if err := d.store.List(ctx, p, func(oi storage.ObjectInfo) error {
+		keys = append(keys, oi.Key)
+		return nil
+	}); err != nil {
+		return fmt.Errorf("listing %s: %w", p, err)
+	}
+	return d.keys(ctx, keys, nil)
+}
+
+// keys deletes keys, at most d.parallel at once (batches of
+// storage.MaxBatchDelete where the store deletes in batches), and stops at
+// the first error (or the context's end); count, when not nil, counts the
+// deletes.
+func (d *deleter) keys(ctx context.Context, keys []string, count *atomic.Int64) error {
+	bd, batched := d.store.(storage.BatchDeleter)
+	size := 1
+	if batched {
+		size = storage.MaxBatchDelete
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	work := make(chan []string)
+	var wg sync.WaitGroup
+	workers := min(d.parallel, max((len(keys)+size-1)/size, 1))
+	if batched {
+		workers = min(workers, 4) // each batch is already 1,000 deletes
+	}
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ks := range work {
+				var err error
+				if batched {
+					err = bd.DeleteBatch(ctx, ks)
+				} else {
+					err = d.store.Delete(ctx, ks[0])
+				}
+				if err != nil {
+					cancel(fmt.Errorf("deleting %s: %w", ks[0], err))
+					continue
+				}
+				if count != nil {
+					count.Add(int64(len(ks)))
+				}
+				d.mu.Lock()
+				*d.n += int64(len(ks))
+				d.mu.Unlock()
+			}
+		}()
+	}
+feed:
+	for i := 0; i < len(keys); i += size {
+		select {
+		case work <- keys[i:min(i+size, len(keys))]:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(work)
+	wg.Wait()
+	return context.Cause(ctx)
+}
