@@ -53,57 +53,18 @@ func promoteOutcome(res *pgdrv1.CommandResult, err error) (msg string, unsettled
 const kindPromoteSettled = "promote-settled"
 
 // unsettledPromote returns the recorded primary of c when a promote order
-// to it may still complete ("" otherwise). It reads the history of that
-// node at c's epoch back to the intent that recorded it (or, when the
-// bounded history no longer holds it, to the first older event):
-//   - a result "done" (or a switchover result "ok") or a promote-settled
-//     event (a confirmed fence): settled;
-//   - a result marked promote=unsettled (failover, manual failover, or a
-//     switchover or promote-retry carrying on under a switchover's kinds),
-//     or a failed switchover result: unsettled;
-//   - a failure that did not reach the agent or was refused: the scan
-//     goes on, since an earlier order (a pending pg_promote, whose watcher
-//     still runs) may still complete;
-//   - a promote-retry or an intent with no result after it (a leader died
-//     before recording one): unsettled.
+// to it may still complete ("" otherwise). It reads the replicated state,
+// never the bounded history (whose evicted events would count as
+// settled): Cluster.unsettled_promote names the primary at c's epoch and
+// says an order is in flight (SetPrimary with promote, a promote-retry or
+// a resumed order, with no outcome recorded yet: a leader may have died
+// meanwhile) or may still complete (answered pending or not at all). A
+// failure that did not reach the agent or was refused ends only its own
+// order; a confirmed promotion, or a confirmed fence (promote-settled),
+// settles it.
 func (s *Server) unsettledPromote(c *pgdrv1.Cluster) string {
-	node, epoch := c.GetPrimary(), c.GetEpoch()
-	if node == "" {
-		return ""
-	}
-	unsettled, sawResult := false, false
-	s.fsm.ScanHistoryBack(c.GetName(), func(ev *pgdrv1.HistoryEvent) bool {
-		if ev.GetNode() != node {
-			return true
-		}
-		if ev.GetEpoch()+1 < epoch {
-			return false // older than the intent that recorded it
-		}
-		kind, details := ev.GetKind(), ev.GetDetails()
-		switch {
-		case kind == kindPromoteSettled && ev.GetEpoch() >= epoch:
-			return false
-		case strings.HasSuffix(kind, "-result") && ev.GetEpoch() == epoch:
-			switch {
-			case strings.HasPrefix(ev.GetMessage(), "done") || details["result"] == "ok":
-				return false
-			case details[detailPromote] == promoteUnsettled || (kind == kindSwitchoverResult && details["result"] == "failed"):
-				unsettled = true
-				return false
-			}
-			sawResult = true
-		case kind == kindPromoteRetry && ev.GetEpoch() == epoch:
-			if !sawResult {
-				unsettled = true
-				return false
-			}
-		case (kind == kindFailoverIntent || kind == kindManualIntent || kind == kindSwitchoverIntent) && ev.GetEpoch()+1 == epoch:
-			unsettled = !sawResult
-			return false
-		}
-		return true
-	})
-	if unsettled {
+	u := c.GetUnsettledPromote()
+	if node := c.GetPrimary(); node != "" && u.GetNode() == node && u.GetEpoch() == c.GetEpoch() && (u.GetInFlight() || u.GetMayComplete()) {
 		return node
 	}
 	return ""
@@ -134,7 +95,7 @@ func (s *Server) settlePromote(ctx context.Context, c *pgdrv1.Cluster, cand stri
 	k := memberKey{c.GetName(), u}
 	if sm, ok := s.view.snapshot()[k]; ok && time.Since(sm.at) <= s.cfg.Health.StaleAfter.Duration && (sm.report.GetFenced() || !sm.report.GetPostmasterAlive()) {
 		done = fmt.Sprintf("%s, whose promotion at epoch %d was never confirmed, reports itself fenced or stopped", u, c.GetEpoch())
-		s.recordEvent(ctx, c.GetName(), kindPromoteSettled, u, c.GetEpoch(), done, nil)
+		s.recordPromoteEvent(ctx, c.GetName(), kindPromoteSettled, u, c.GetEpoch(), done, nil, pgdrv1.PromoteMark_PROMOTE_MARK_SETTLED)
 		return done, ""
 	}
 	// The fence carries the recorded epoch, which u (ordered to promote at
@@ -161,6 +122,6 @@ func (s *Server) settlePromote(ctx context.Context, c *pgdrv1.Cluster, cand stri
 			cand, u, c.GetEpoch(), err)
 	}
 	done = fmt.Sprintf("%s fenced at epoch %d first: its promotion at that epoch was never confirmed and may still have completed", u, epoch)
-	s.recordEvent(ctx, c.GetName(), kindPromoteSettled, u, epoch, done, nil)
+	s.recordPromoteEvent(ctx, c.GetName(), kindPromoteSettled, u, epoch, done, nil, pgdrv1.PromoteMark_PROMOTE_MARK_SETTLED)
 	return done, ""
 }

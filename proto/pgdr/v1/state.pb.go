@@ -300,9 +300,16 @@ type Cluster struct {
 	// members of sync_standbys (0 = unknown, read as 1). Lowered before the
 	// primary is told a smaller number; raised only once that many members
 	// of the new set flushed the primary's LSN noted at the change.
-	SyncQuorum    uint32 `protobuf:"varint,11,opt,name=sync_quorum,json=syncQuorum,proto3" json:"sync_quorum,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	SyncQuorum uint32 `protobuf:"varint,11,opt,name=sync_quorum,json=syncQuorum,proto3" json:"sync_quorum,omitempty"`
+	// unsettled_promote: the recorded primary's promotion at this epoch is
+	// not confirmed yet (set by SetPrimary with promote, updated by the
+	// promote marks of RecordEvent; absent once it is confirmed). Kept here,
+	// not read from the bounded history, so that evicted events never make
+	// an unconfirmed promotion look settled. One per cluster: nothing moves
+	// the primary while it may still complete.
+	UnsettledPromote *UnsettledPromote `protobuf:"bytes,12,opt,name=unsettled_promote,json=unsettledPromote,proto3" json:"unsettled_promote,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Cluster) Reset() {
@@ -412,6 +419,96 @@ func (x *Cluster) GetSyncQuorum() uint32 {
 	return 0
 }
 
+func (x *Cluster) GetUnsettledPromote() *UnsettledPromote {
+	if x != nil {
+		return x.UnsettledPromote
+	}
+	return nil
+}
+
+// UnsettledPromote is a promotion of node at epoch that is not confirmed.
+type UnsettledPromote struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Node  string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Epoch uint64                 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// in_flight: an order is about to go out or went out and its outcome
+	// is not recorded yet (a leader that died in between leaves it set).
+	InFlight bool `protobuf:"varint,3,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
+	// may_complete: an order was answered pending, or got no answer: the
+	// promotion may still complete (PostgreSQL does not cancel it).
+	MayComplete bool `protobuf:"varint,4,opt,name=may_complete,json=mayComplete,proto3" json:"may_complete,omitempty"`
+	// ordered_at: the leader's time of the latest order that may still
+	// complete (in flight or answered unsettled).
+	OrderedAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=ordered_at,json=orderedAt,proto3" json:"ordered_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnsettledPromote) Reset() {
+	*x = UnsettledPromote{}
+	mi := &file_pgdr_v1_state_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnsettledPromote) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnsettledPromote) ProtoMessage() {}
+
+func (x *UnsettledPromote) ProtoReflect() protoreflect.Message {
+	mi := &file_pgdr_v1_state_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnsettledPromote.ProtoReflect.Descriptor instead.
+func (*UnsettledPromote) Descriptor() ([]byte, []int) {
+	return file_pgdr_v1_state_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *UnsettledPromote) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *UnsettledPromote) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *UnsettledPromote) GetInFlight() bool {
+	if x != nil {
+		return x.InFlight
+	}
+	return false
+}
+
+func (x *UnsettledPromote) GetMayComplete() bool {
+	if x != nil {
+		return x.MayComplete
+	}
+	return false
+}
+
+func (x *UnsettledPromote) GetOrderedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.OrderedAt
+	}
+	return nil
+}
+
 // Coordinator is one voter of the Raft cluster.
 type Coordinator struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -426,7 +523,7 @@ type Coordinator struct {
 
 func (x *Coordinator) Reset() {
 	*x = Coordinator{}
-	mi := &file_pgdr_v1_state_proto_msgTypes[3]
+	mi := &file_pgdr_v1_state_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -438,7 +535,7 @@ func (x *Coordinator) String() string {
 func (*Coordinator) ProtoMessage() {}
 
 func (x *Coordinator) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_state_proto_msgTypes[3]
+	mi := &file_pgdr_v1_state_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -451,7 +548,7 @@ func (x *Coordinator) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Coordinator.ProtoReflect.Descriptor instead.
 func (*Coordinator) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_state_proto_rawDescGZIP(), []int{3}
+	return file_pgdr_v1_state_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Coordinator) GetName() string {
@@ -514,7 +611,7 @@ type HistoryEvent struct {
 
 func (x *HistoryEvent) Reset() {
 	*x = HistoryEvent{}
-	mi := &file_pgdr_v1_state_proto_msgTypes[4]
+	mi := &file_pgdr_v1_state_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -526,7 +623,7 @@ func (x *HistoryEvent) String() string {
 func (*HistoryEvent) ProtoMessage() {}
 
 func (x *HistoryEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_state_proto_msgTypes[4]
+	mi := &file_pgdr_v1_state_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -539,7 +636,7 @@ func (x *HistoryEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryEvent.ProtoReflect.Descriptor instead.
 func (*HistoryEvent) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_state_proto_rawDescGZIP(), []int{4}
+	return file_pgdr_v1_state_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *HistoryEvent) GetSeq() uint64 {
@@ -628,7 +725,7 @@ type State struct {
 
 func (x *State) Reset() {
 	*x = State{}
-	mi := &file_pgdr_v1_state_proto_msgTypes[5]
+	mi := &file_pgdr_v1_state_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -640,7 +737,7 @@ func (x *State) String() string {
 func (*State) ProtoMessage() {}
 
 func (x *State) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_state_proto_msgTypes[5]
+	mi := &file_pgdr_v1_state_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -653,7 +750,7 @@ func (x *State) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use State.ProtoReflect.Descriptor instead.
 func (*State) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_state_proto_rawDescGZIP(), []int{5}
+	return file_pgdr_v1_state_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *State) GetClusters() map[string]*Cluster {
@@ -719,7 +816,7 @@ const file_pgdr_v1_state_proto_rawDesc = "" +
 	"\x17maximum_lag_on_failover\x18\x05 \x01(\x04R\x14maximumLagOnFailover\x12 \n" +
 	"\vsynchronous\x18\x06 \x01(\tR\vsynchronous\x12+\n" +
 	"\x11preferred_regions\x18\a \x03(\tR\x10preferredRegions\x12+\n" +
-	"\x11failsafe_disabled\x18\b \x01(\bR\x10failsafeDisabled\"\x89\x04\n" +
+	"\x11failsafe_disabled\x18\b \x01(\bR\x10failsafeDisabled\"\xd1\x04\n" +
 	"\aCluster\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x127\n" +
 	"\amembers\x18\x02 \x03(\v2\x1d.pgdr.v1.Cluster.MembersEntryR\amembers\x12\x18\n" +
@@ -734,10 +831,18 @@ const file_pgdr_v1_state_proto_rawDesc = "" +
 	"\x16primary_last_lsn_epoch\x18\n" +
 	" \x01(\x04R\x13primaryLastLsnEpoch\x12\x1f\n" +
 	"\vsync_quorum\x18\v \x01(\rR\n" +
-	"syncQuorum\x1aK\n" +
+	"syncQuorum\x12F\n" +
+	"\x11unsettled_promote\x18\f \x01(\v2\x19.pgdr.v1.UnsettledPromoteR\x10unsettledPromote\x1aK\n" +
 	"\fMembersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12%\n" +
-	"\x05value\x18\x02 \x01(\v2\x0f.pgdr.v1.MemberR\x05value:\x028\x01\"\xa4\x01\n" +
+	"\x05value\x18\x02 \x01(\v2\x0f.pgdr.v1.MemberR\x05value:\x028\x01\"\xb7\x01\n" +
+	"\x10UnsettledPromote\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x14\n" +
+	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x1b\n" +
+	"\tin_flight\x18\x03 \x01(\bR\binFlight\x12!\n" +
+	"\fmay_complete\x18\x04 \x01(\bR\vmayComplete\x129\n" +
+	"\n" +
+	"ordered_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\torderedAt\"\xa4\x01\n" +
 	"\vCoordinator\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06region\x18\x02 \x01(\tR\x06region\x12!\n" +
@@ -786,40 +891,43 @@ func file_pgdr_v1_state_proto_rawDescGZIP() []byte {
 	return file_pgdr_v1_state_proto_rawDescData
 }
 
-var file_pgdr_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_pgdr_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_pgdr_v1_state_proto_goTypes = []any{
 	(*Member)(nil),                // 0: pgdr.v1.Member
 	(*Policy)(nil),                // 1: pgdr.v1.Policy
 	(*Cluster)(nil),               // 2: pgdr.v1.Cluster
-	(*Coordinator)(nil),           // 3: pgdr.v1.Coordinator
-	(*HistoryEvent)(nil),          // 4: pgdr.v1.HistoryEvent
-	(*State)(nil),                 // 5: pgdr.v1.State
-	nil,                           // 6: pgdr.v1.Cluster.MembersEntry
-	nil,                           // 7: pgdr.v1.HistoryEvent.DetailsEntry
-	nil,                           // 8: pgdr.v1.State.ClustersEntry
-	nil,                           // 9: pgdr.v1.State.CoordinatorsEntry
-	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
+	(*UnsettledPromote)(nil),      // 3: pgdr.v1.UnsettledPromote
+	(*Coordinator)(nil),           // 4: pgdr.v1.Coordinator
+	(*HistoryEvent)(nil),          // 5: pgdr.v1.HistoryEvent
+	(*State)(nil),                 // 6: pgdr.v1.State
+	nil,                           // 7: pgdr.v1.Cluster.MembersEntry
+	nil,                           // 8: pgdr.v1.HistoryEvent.DetailsEntry
+	nil,                           // 9: pgdr.v1.State.ClustersEntry
+	nil,                           // 10: pgdr.v1.State.CoordinatorsEntry
+	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
 }
 var file_pgdr_v1_state_proto_depIdxs = []int32{
-	10, // 0: pgdr.v1.Member.registered_at:type_name -> google.protobuf.Timestamp
-	10, // 1: pgdr.v1.Member.updated_at:type_name -> google.protobuf.Timestamp
-	10, // 2: pgdr.v1.Policy.paused_at:type_name -> google.protobuf.Timestamp
-	6,  // 3: pgdr.v1.Cluster.members:type_name -> pgdr.v1.Cluster.MembersEntry
+	11, // 0: pgdr.v1.Member.registered_at:type_name -> google.protobuf.Timestamp
+	11, // 1: pgdr.v1.Member.updated_at:type_name -> google.protobuf.Timestamp
+	11, // 2: pgdr.v1.Policy.paused_at:type_name -> google.protobuf.Timestamp
+	7,  // 3: pgdr.v1.Cluster.members:type_name -> pgdr.v1.Cluster.MembersEntry
 	1,  // 4: pgdr.v1.Cluster.policy:type_name -> pgdr.v1.Policy
-	10, // 5: pgdr.v1.Cluster.created_at:type_name -> google.protobuf.Timestamp
-	10, // 6: pgdr.v1.HistoryEvent.time:type_name -> google.protobuf.Timestamp
-	7,  // 7: pgdr.v1.HistoryEvent.details:type_name -> pgdr.v1.HistoryEvent.DetailsEntry
-	8,  // 8: pgdr.v1.State.clusters:type_name -> pgdr.v1.State.ClustersEntry
-	9,  // 9: pgdr.v1.State.coordinators:type_name -> pgdr.v1.State.CoordinatorsEntry
-	4,  // 10: pgdr.v1.State.history:type_name -> pgdr.v1.HistoryEvent
-	0,  // 11: pgdr.v1.Cluster.MembersEntry.value:type_name -> pgdr.v1.Member
-	2,  // 12: pgdr.v1.State.ClustersEntry.value:type_name -> pgdr.v1.Cluster
-	3,  // 13: pgdr.v1.State.CoordinatorsEntry.value:type_name -> pgdr.v1.Coordinator
-	14, // [14:14] is the sub-list for method output_type
-	14, // [14:14] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	11, // 5: pgdr.v1.Cluster.created_at:type_name -> google.protobuf.Timestamp
+	3,  // 6: pgdr.v1.Cluster.unsettled_promote:type_name -> pgdr.v1.UnsettledPromote
+	11, // 7: pgdr.v1.UnsettledPromote.ordered_at:type_name -> google.protobuf.Timestamp
+	11, // 8: pgdr.v1.HistoryEvent.time:type_name -> google.protobuf.Timestamp
+	8,  // 9: pgdr.v1.HistoryEvent.details:type_name -> pgdr.v1.HistoryEvent.DetailsEntry
+	9,  // 10: pgdr.v1.State.clusters:type_name -> pgdr.v1.State.ClustersEntry
+	10, // 11: pgdr.v1.State.coordinators:type_name -> pgdr.v1.State.CoordinatorsEntry
+	5,  // 12: pgdr.v1.State.history:type_name -> pgdr.v1.HistoryEvent
+	0,  // 13: pgdr.v1.Cluster.MembersEntry.value:type_name -> pgdr.v1.Member
+	2,  // 14: pgdr.v1.State.ClustersEntry.value:type_name -> pgdr.v1.Cluster
+	4,  // 15: pgdr.v1.State.CoordinatorsEntry.value:type_name -> pgdr.v1.Coordinator
+	16, // [16:16] is the sub-list for method output_type
+	16, // [16:16] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_pgdr_v1_state_proto_init() }
@@ -833,7 +941,7 @@ func file_pgdr_v1_state_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pgdr_v1_state_proto_rawDesc), len(file_pgdr_v1_state_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
