@@ -132,6 +132,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		run(d.runCoordinator)
 		run(d.leaseLoop)
 		run(d.failsafeLoop)
+		d.resumePendingPromotion() // before this agent's watchdog relieves the previous one
 		if d.watchdogEnabled() {
 			run(d.watchdogLoop)
 		}

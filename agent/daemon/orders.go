@@ -84,7 +84,11 @@ func (d *Daemon) Order(cmd *pgdrv1.AgentCommand) (string, error) {
 	ctx := d.runCtx
 	switch k := cmd.GetKind().(type) {
 	case *pgdrv1.AgentCommand_Promote:
-		return d.promote(ctx, cmd.GetEpoch(), deadline)
+		var settleBy time.Time
+		if sb := k.Promote.GetSettleBy(); sb != nil {
+			settleBy = sb.AsTime()
+		}
+		return d.promote(ctx, cmd.GetEpoch(), deadline, settleBy)
 	case *pgdrv1.AgentCommand_Follow:
 		return d.follow(ctx, k.Follow.GetPrimary(), k.Follow.GetPrimaryDsn())
 	case *pgdrv1.AgentCommand_Fence:

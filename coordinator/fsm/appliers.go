@@ -125,6 +125,9 @@ func memberChanges(old, m *pgdrv1.Member) []string {
 	if !bytes.Equal(old.GetFailsafeKey(), m.GetFailsafeKey()) {
 		changed = append(changed, "failsafe_key")
 	}
+	if old.GetHonoursSettleBy() != m.GetHonoursSettleBy() {
+		changed = append(changed, "honours_settle_by")
+	}
 	return changed
 }
 
@@ -480,14 +483,14 @@ func applyRecordEvent(st *pgdrv1.State, c *pgdrv1.Command, p *pgdrv1.RecordEvent
 	addEvent(st, c, index, ev)
 	if cl := st.GetClusters()[ev.GetCluster()]; mark != pgdrv1.PromoteMark_PROMOTE_MARK_UNSPECIFIED && cl != nil &&
 		ev.GetNode() == cl.GetPrimary() && ev.GetEpoch() == cl.GetEpoch() && cl.GetPrimary() != "" {
-		markPromote(cl, mark, cmdTime(c))
+		markPromote(cl, mark, cmdTime(c), p.GetSettleBy())
 	}
 	return nil
 }
 
 // markPromote applies what an event says about the promotion of cl's
 // recorded primary at cl's epoch to cl.unsettled_promote (see PromoteMark).
-func markPromote(cl *pgdrv1.Cluster, mark pgdrv1.PromoteMark, now *timestamppb.Timestamp) {
+func markPromote(cl *pgdrv1.Cluster, mark pgdrv1.PromoteMark, now, settleBy *timestamppb.Timestamp) {
 	if mark == pgdrv1.PromoteMark_PROMOTE_MARK_PROMOTED {
 		cl.UnsettledPromote = nil
 		return
@@ -501,6 +504,17 @@ func markPromote(cl *pgdrv1.Cluster, mark pgdrv1.PromoteMark, now *timestamppb.T
 	case pgdrv1.PromoteMark_PROMOTE_MARK_ORDERED:
 		u.InFlight, u.OrderedAt = true, now
 	case pgdrv1.PromoteMark_PROMOTE_MARK_UNSETTLED:
+		// settle_by covers every order that may complete: the latest of
+		// theirs, or none once one of them carried none.
+		switch {
+		case !u.GetMayComplete() || (settleBy != nil && u.GetSettleBy() != nil && settleBy.AsTime().After(u.GetSettleBy().AsTime())):
+			u.SettleBy = nil
+			if settleBy != nil {
+				u.SettleBy = &timestamppb.Timestamp{Seconds: settleBy.GetSeconds(), Nanos: settleBy.GetNanos()}
+			}
+		case settleBy == nil:
+			u.SettleBy = nil
+		}
 		u.InFlight, u.MayComplete = false, true
 		if u.OrderedAt == nil {
 			u.OrderedAt = now
@@ -508,6 +522,6 @@ func markPromote(cl *pgdrv1.Cluster, mark pgdrv1.PromoteMark, now *timestamppb.T
 	case pgdrv1.PromoteMark_PROMOTE_MARK_NOT_SENT:
 		u.InFlight = false // an earlier order that may complete still may
 	case pgdrv1.PromoteMark_PROMOTE_MARK_SETTLED:
-		u.InFlight, u.MayComplete = false, false
+		u.InFlight, u.MayComplete, u.SettleBy = false, false, nil
 	}
 }

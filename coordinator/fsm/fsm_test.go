@@ -13,6 +13,7 @@ import (
 
 	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
@@ -991,5 +992,51 @@ func TestUnsettledPromoteState(t *testing.T) {
 	mark("b", 2, pgdrv1.PromoteMark_PROMOTE_MARK_PROMOTED)
 	if c, _ := h.f.Cluster("main"); c.UnsettledPromote != nil {
 		t.Fatalf("a confirmed promotion left %v", c.UnsettledPromote)
+	}
+}
+
+// TestUnsettledPromoteSettleBy: review D10. The settle deadline of an
+// unsettled promotion covers every order that may still complete: the
+// latest of theirs, and none once one of them carried none; a confirmed
+// fence clears it.
+func TestUnsettledPromoteSettleBy(t *testing.T) {
+	h := newHarness(t, Options{})
+	for _, n := range []string{"a", "b"} {
+		h.mustApply(tRegister, member("main", n, 0))
+	}
+	h.mustApply(tPrimary, &pgdrv1.SetPrimary{Cluster: "main", Name: "a"})
+	h.mustApply(tPrimary, &pgdrv1.SetPrimary{Cluster: "main", Name: "b", ExpectedEpoch: 1, Promote: true})
+	at := time.Date(2026, 12, 7, 6, 0, 0, 0, time.UTC)
+	mark := func(m pgdrv1.PromoteMark, settleBy time.Time) time.Time {
+		t.Helper()
+		rec := &pgdrv1.RecordEvent{Event: &pgdrv1.HistoryEvent{Kind: "failover-result", Cluster: "main", Node: "b", Epoch: 2}, Promote: m}
+		if !settleBy.IsZero() {
+			rec.SettleBy = timestamppb.New(settleBy)
+		}
+		h.mustApply(tRecordEvnt, rec)
+		c, _ := h.f.Cluster("main")
+		if c.GetUnsettledPromote().GetSettleBy() == nil {
+			return time.Time{}
+		}
+		return c.GetUnsettledPromote().GetSettleBy().AsTime()
+	}
+	const unsettled, ordered, settled = pgdrv1.PromoteMark_PROMOTE_MARK_UNSETTLED, pgdrv1.PromoteMark_PROMOTE_MARK_ORDERED, pgdrv1.PromoteMark_PROMOTE_MARK_SETTLED
+	for i, c := range []struct {
+		m        pgdrv1.PromoteMark
+		settleBy time.Time
+		want     time.Time
+	}{
+		{unsettled, at, at},
+		{ordered, time.Time{}, at},                            // in flight: kept
+		{unsettled, at.Add(-time.Minute), at},                 // an earlier one: the latest stays
+		{unsettled, at.Add(time.Minute), at.Add(time.Minute)}, // a later one
+		{unsettled, time.Time{}, time.Time{}},                 // one without: none
+		{unsettled, at.Add(2 * time.Minute), time.Time{}},     // none stays none
+		{settled, time.Time{}, time.Time{}},                   // fenced: nothing may complete
+		{unsettled, at, at},                                   // a new order after the fence
+	} {
+		if got := mark(c.m, c.settleBy); !got.Equal(c.want) {
+			t.Fatalf("step %d (%s %v): settle_by %v, want %v", i, c.m, c.settleBy, got, c.want)
+		}
 	}
 }

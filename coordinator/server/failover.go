@@ -181,9 +181,19 @@ func (s *Server) recordEvent(ctx context.Context, cluster, kind, node string, ep
 // recordPromoteEvent records an event that also says what became of the
 // promotion of node at epoch (Cluster.unsettled_promote, promote.go).
 func (s *Server) recordPromoteEvent(ctx context.Context, cluster, kind, node string, epoch uint64, msg string, details map[string]string, mark pgdrv1.PromoteMark) {
-	_, err := s.propose(ctx, pgdrv1.CommandType_COMMAND_TYPE_RECORD_EVENT, &pgdrv1.RecordEvent{Event: &pgdrv1.HistoryEvent{
+	s.recordUnsettled(ctx, cluster, kind, node, epoch, msg, details, mark, time.Time{})
+}
+
+// recordUnsettled is recordPromoteEvent with the settle_by of the order
+// the event is about (zero: none).
+func (s *Server) recordUnsettled(ctx context.Context, cluster, kind, node string, epoch uint64, msg string, details map[string]string, mark pgdrv1.PromoteMark, settleBy time.Time) {
+	rec := &pgdrv1.RecordEvent{Event: &pgdrv1.HistoryEvent{
 		Cluster: cluster, Kind: historyKind(ctx, kind), Node: node, Epoch: epoch, Message: msg, Details: details,
-	}, Promote: mark}, "coordinator:"+s.cfg.Name)
+	}, Promote: mark}
+	if !settleBy.IsZero() {
+		rec.SettleBy = timestamppb.New(settleBy)
+	}
+	_, err := s.propose(ctx, pgdrv1.CommandType_COMMAND_TYPE_RECORD_EVENT, rec, "coordinator:"+s.cfg.Name)
 	if err != nil {
 		s.log.Warn("recording history", "cluster", cluster, "kind", kind, "err", err)
 		return
@@ -204,6 +214,9 @@ func (s *Server) executeFailover(ctx context.Context, c *pgdrv1.Cluster, d failo
 	fenced, wait := s.settlePromote(ctx, c, cand) // never two promotions that may both complete (promote.go)
 	if wait != "" {
 		log.Warn("failover waits", "reason", wait)
+		s.judge.mu.Lock()
+		s.judge.reason[name] = wait // status says why nothing happens
+		s.judge.mu.Unlock()
 		key := fmt.Sprintf("unsettled promote of %s at epoch %d", old, c.Epoch) // recorded once, whatever the fence's error
 		s.judge.mu.Lock()
 		again := s.judge.refused[name] == key
@@ -259,10 +272,12 @@ func (s *Server) completeFailover(ctx context.Context, c *pgdrv1.Cluster, old, c
 			return
 		}
 		cctx, cancel := context.WithTimeout(ctx, s.cfg.Failover.CommandTimeout.Duration)
+		deadline, _ := cctx.Deadline()
+		settleBy := s.promoteSettleBy(deadline)
 		s.hub.waitStream(cctx, memberKey{name, cand}, streamWait)
 		res, err := s.hub.call(cctx, memberKey{name, cand}, &pgdrv1.AgentCommand{
-			Id: newCommandID(), Cluster: name, Node: cand, Epoch: epoch, IssuedAt: timestamppb.Now(),
-			Kind: &pgdrv1.AgentCommand_Promote{Promote: &pgdrv1.Promote{Reason: reason}},
+			Id: newCommandID(), Cluster: name, Node: cand, Epoch: epoch, IssuedAt: timestamppb.Now(), Deadline: timestamppb.New(deadline),
+			Kind: &pgdrv1.AgentCommand_Promote{Promote: &pgdrv1.Promote{Reason: reason, SettleBy: timestamppb.New(settleBy)}},
 		})
 		cancel()
 		if msg, unsettled := promoteOutcome(res, err); msg != "" {
@@ -275,7 +290,7 @@ func (s *Server) completeFailover(ctx context.Context, c *pgdrv1.Cluster, old, c
 				details = map[string]string{detailPromote: promoteUnsettled}
 				mark = pgdrv1.PromoteMark_PROMOTE_MARK_UNSETTLED
 			}
-			s.recordPromoteEvent(ctx, name, kindFailoverResult, cand, epoch, msg, details, mark)
+			s.recordUnsettled(ctx, name, kindFailoverResult, cand, epoch, msg, details, mark, settleBy)
 			return
 		}
 		msg := strings.TrimSpace(res.Output)
@@ -314,6 +329,14 @@ func (s *Server) completeFailover(ctx context.Context, c *pgdrv1.Cluster, old, c
 		result += "; not following yet: " + strings.Join(failed, ", ")
 	}
 	s.recordPromoteEvent(ctx, name, kindFailoverResult, cand, epoch, result, nil, pgdrv1.PromoteMark_PROMOTE_MARK_PROMOTED)
+}
+
+// promoteSettleBy is the settle_by of a promote order that must start by
+// deadline: a lease TTL later. The agent drops (fences) a promotion that
+// was not granted a lease by then, so the leader may count one it never
+// heard the outcome of as settled after it (plus the safety margin).
+func (s *Server) promoteSettleBy(deadline time.Time) time.Time {
+	return deadline.Add(s.cfg.Failover.LeaseTTL.Duration)
 }
 
 // streamWait bounds how long an order waits for the agent's command stream

@@ -9,6 +9,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/pgdr/pgdr/coordinator/failover"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
 
@@ -87,14 +88,36 @@ func forcedFailover(ctx context.Context) bool { f, _ := ctx.Value(forcedKey{}).(
 // complete before cand is promoted at c's next epoch. It returns what it
 // did (for the intent's details; "" for nothing), or wait: why cand must
 // not be promoted now. A forced manual failover does not wait.
+//
+// The unsettled candidate counts as settled without an order when
+// failover.PromoteSettled says so (a fresh report that it is stopped, or
+// fenced and still in recovery; or the settle deadline its agent promised
+// to keep has passed). Otherwise it is fenced at the recorded epoch; when
+// that fails the leader waits, until the settle deadline when there is
+// one, or until an operator runs 'pgdrctl failover --force' when there is
+// none (an agent that does not keep settle_by, an order whose outcome a
+// leader change lost).
 func (s *Server) settlePromote(ctx context.Context, c *pgdrv1.Cluster, cand string) (done, wait string) {
 	u := s.unsettledPromote(c)
 	if u == "" || u == cand {
 		return "", ""
 	}
 	k := memberKey{c.GetName(), u}
-	if sm, ok := s.view.snapshot()[k]; ok && time.Since(sm.at) <= s.cfg.Health.StaleAfter.Duration && (sm.report.GetFenced() || !sm.report.GetPostmasterAlive()) {
-		done = fmt.Sprintf("%s, whose promotion at epoch %d was never confirmed, reports itself fenced or stopped", u, c.GetEpoch())
+	now := time.Now()
+	var m failover.Member
+	if sm, ok := s.view.snapshot()[k]; ok {
+		r := sm.report
+		m = failover.Member{Name: u, Fresh: now.Sub(sm.at) <= s.cfg.Health.StaleAfter.Duration, PostmasterAlive: r.GetPostmasterAlive(),
+			Connectable: r.GetConnectable() && !r.GetRecoveryUnknown(), InRecovery: r.GetInRecovery(), Fenced: r.GetFenced()}
+	}
+	up := c.GetUnsettledPromote()
+	un := failover.Unsettled{Node: u, InFlight: up.GetInFlight(), Honoured: c.GetMembers()[u].GetHonoursSettleBy()}
+	if up.GetSettleBy() != nil {
+		un.SettleBy = up.GetSettleBy().AsTime()
+	}
+	settled, why := failover.PromoteSettled(un, m, now, s.cfg.Failover.SafetyMargin.Duration)
+	if settled {
+		done = fmt.Sprintf("%s, whose promotion at epoch %d was never confirmed, counts as settled: %s", u, c.GetEpoch(), why)
 		s.recordPromoteEvent(ctx, c.GetName(), kindPromoteSettled, u, c.GetEpoch(), done, nil, pgdrv1.PromoteMark_PROMOTE_MARK_SETTLED)
 		return done, ""
 	}
@@ -118,8 +141,12 @@ func (s *Server) settlePromote(ctx context.Context, c *pgdrv1.Cluster, cand stri
 		return fmt.Sprintf("%s, whose promotion at epoch %d was never confirmed, could not be fenced (%v); promoted anyway: forced by the operator", u, c.GetEpoch(), err), ""
 	}
 	if err != nil {
-		return "", fmt.Sprintf("not promoting %s: %s was ordered to promote at epoch %d and never confirmed it, so its promotion may still complete, and it could not be fenced (%v); waiting until it is fenced, stopped or promoted",
-			cand, u, c.GetEpoch(), err)
+		until := "until it is fenced, stopped or promoted, or an operator runs 'pgdrctl failover --force' (only once its host is known to be down or its PostgreSQL stopped)"
+		if !un.InFlight && un.Honoured && !un.SettleBy.IsZero() {
+			until = "until it is fenced, stopped or promoted, or its settle deadline has passed"
+		}
+		return "", fmt.Sprintf("not promoting %s: %s was ordered to promote at epoch %d and never confirmed it, so its promotion may still complete, and it could not be fenced (%v); %s; waiting %s",
+			cand, u, c.GetEpoch(), err, why, until)
 	}
 	done = fmt.Sprintf("%s fenced at epoch %d first: its promotion at that epoch was never confirmed and may still have completed", u, epoch)
 	s.recordPromoteEvent(ctx, c.GetName(), kindPromoteSettled, u, epoch, done, nil, pgdrv1.PromoteMark_PROMOTE_MARK_SETTLED)

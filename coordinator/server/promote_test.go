@@ -11,6 +11,7 @@ import (
 
 	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/pgdr/pgdr/coordinator/config"
 	"github.com/pgdr/pgdr/coordinator/failover"
@@ -375,5 +376,116 @@ func TestSyncBeforePromoteRecordFails(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "epoch mismatch") {
 		t.Errorf("error does not say why: %v", err)
+	}
+}
+
+// unsettledCluster is cluster main with a, b and c (b's agent honours
+// settle_by when honours), a recorded at epoch 1, then b recorded at epoch
+// 2 with a promote order that was answered pending with settleBy.
+func unsettledCluster(t *testing.T, s *Server, honours bool, settleBy time.Time) *pgdrv1.Cluster {
+	t.Helper()
+	ctx := context.Background()
+	for _, m := range []string{"a", "b", "c"} {
+		if _, err := s.propose(ctx, pgdrv1.CommandType_COMMAND_TYPE_REGISTER_MEMBER, &pgdrv1.RegisterMember{Member: &pgdrv1.Member{
+			Name: m, Cluster: "main", Region: "r1", Dsn: "host=" + m, HonoursSettleBy: honours && m == "b"}}, "test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, p := range []*pgdrv1.SetPrimary{{Cluster: "main", Name: "a"}, {Cluster: "main", Name: "b", ExpectedEpoch: 1, Promote: true}} {
+		if _, err := s.propose(ctx, pgdrv1.CommandType_COMMAND_TYPE_SET_PRIMARY, p, "test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ev := &pgdrv1.RecordEvent{Event: &pgdrv1.HistoryEvent{Cluster: "main", Kind: kindFailoverResult, Node: "b", Epoch: 2, Message: "pending: promote: promotion pending"},
+		Promote: pgdrv1.PromoteMark_PROMOTE_MARK_UNSETTLED}
+	if !settleBy.IsZero() {
+		ev.SettleBy = timestamppb.New(settleBy)
+	}
+	if _, err := s.propose(ctx, pgdrv1.CommandType_COMMAND_TYPE_RECORD_EVENT, ev, "test"); err != nil {
+		t.Fatal(err)
+	}
+	cl, _ := s.fsm.Cluster("main")
+	if s.unsettledPromote(cl) != "b" {
+		t.Fatalf("b's promotion is not unsettled: %v", cl.GetUnsettledPromote())
+	}
+	return cl
+}
+
+// TestSettleNeedsStoppedNotJustFenced: review D11. The fence marker is
+// written before PostgreSQL is stopped, so a report "fenced" from a
+// server still running writable does not settle an unsettled promotion:
+// the leader fences the node first.
+func TestSettleNeedsStoppedNotJustFenced(t *testing.T) {
+	s := testLeader(t)
+	cl := unsettledCluster(t, s, false, time.Time{})
+	agents := &fakeAgents{answer: func(string, *pgdrv1.AgentCommand) *pgdrv1.CommandResult {
+		return &pgdrv1.CommandResult{Ok: true}
+	}}
+	agents.start(t, s, "a", "b", "c")
+	s.view.put(&pgdrv1.HealthReport{Cluster: "main", Node: "b", PostmasterAlive: true, Connectable: true, Fenced: true}, time.Now())
+	done, wait := s.settlePromote(context.Background(), cl, "c")
+	if wait != "" || index(agents.orders(), "b fence@2") < 0 {
+		t.Fatalf("orders %v, done %q, wait %q: b, fenced but still running writable, must be fenced before c is promoted", agents.orders(), done, wait)
+	}
+	// Fenced and still in recovery, or stopped: settled without an order.
+	for _, r := range []*pgdrv1.HealthReport{
+		{Cluster: "main", Node: "b", PostmasterAlive: true, Connectable: true, InRecovery: true, Fenced: true},
+		{Cluster: "main", Node: "b"},
+	} {
+		s := testLeader(t)
+		cl := unsettledCluster(t, s, false, time.Time{})
+		agents := &fakeAgents{answer: func(string, *pgdrv1.AgentCommand) *pgdrv1.CommandResult { return &pgdrv1.CommandResult{Ok: true} }}
+		agents.start(t, s, "a", "b", "c")
+		s.view.put(r, time.Now())
+		if done, wait := s.settlePromote(context.Background(), cl, "c"); wait != "" || done == "" || len(agents.orders()) != 0 {
+			t.Fatalf("report %v: orders %v, done %q, wait %q: want settled without an order", r, agents.orders(), done, wait)
+		}
+	}
+}
+
+// TestSettleAfterSettleDeadline: review D10. A candidate whose promotion
+// is unsettled and whose host is gone (no answer to the fence) no longer
+// blocks failover once the settle deadline its agent promised to keep has
+// passed (plus the safety margin); without that promise (an agent that
+// does not honour settle_by) the leader waits, and says that only
+// 'pgdrctl failover --force' goes on.
+func TestSettleAfterSettleDeadline(t *testing.T) {
+	for _, c := range []struct {
+		what      string
+		honours   bool
+		settleBy  time.Duration // from now; 0: none
+		wantWait  bool
+		wantInMsg string
+	}{
+		{"honoured, deadline passed", true, -time.Minute, false, "settle deadline"},
+		{"honoured, deadline ahead", true, time.Minute, true, "drops the promotion unless confirmed"},
+		{"not honoured", false, -time.Minute, true, "pgdrctl failover --force"},
+		{"no deadline", true, 0, true, "pgdrctl failover --force"},
+	} {
+		t.Run(c.what, func(t *testing.T) {
+			s := testLeader(t)
+			s.cfg.Failover.CommandTimeout.Duration = 300 * time.Millisecond
+			s.cfg.Failover.SafetyMargin.Duration = time.Second
+			var settleBy time.Time
+			if c.settleBy != 0 {
+				settleBy = time.Now().Add(c.settleBy)
+			}
+			cl := unsettledCluster(t, s, c.honours, settleBy)
+			agents := &fakeAgents{answer: func(node string, cmd *pgdrv1.AgentCommand) *pgdrv1.CommandResult {
+				if node == "b" {
+					return nil // its host is gone
+				}
+				return &pgdrv1.CommandResult{Ok: true}
+			}}
+			agents.start(t, s, "a", "b", "c")
+			done, wait := s.settlePromote(context.Background(), cl, "c")
+			msg := done
+			if c.wantWait {
+				msg = wait
+			}
+			if (wait != "") != c.wantWait || !strings.Contains(msg, c.wantInMsg) {
+				t.Fatalf("done %q, wait %q: want wait=%v with %q", done, wait, c.wantWait, c.wantInMsg)
+			}
+		})
 	}
 }

@@ -328,10 +328,12 @@ func (s *Server) switchover(name, to, actor string) (*pgdrv1.SwitchoverResponse,
 		intent += "; the cluster is paused, but a switchover is the operator's own action and proceeds"
 	}
 	st.add(kindSwitchoverIntent, to, epoch, intent, map[string]string{"old_primary": old, "target": to, "requested_by": actor})
+	var settleBy time.Time // of the promote order, once sent
 	fail := func(code codes.Code, msg string) (*pgdrv1.SwitchoverResponse, error) {
 		// Once to is recorded (epoch moved), its promote order may still
 		// complete; before, the mark does not apply (to is not the primary).
-		st.addMark(kindSwitchoverResult, to, epoch, msg, map[string]string{"result": "failed"}, pgdrv1.PromoteMark_PROMOTE_MARK_UNSETTLED)
+		st.s.recordUnsettled(st.ctx, st.cluster, kindSwitchoverResult, to, epoch, msg, map[string]string{"result": "failed"}, pgdrv1.PromoteMark_PROMOTE_MARK_UNSETTLED, settleBy)
+		st.list = append(st.list, msg)
 		return nil, status.Errorf(code, "switchover of cluster %s: %s (steps: %s)", name, msg, strings.Join(st.list, " | "))
 	}
 
@@ -387,8 +389,9 @@ func (s *Server) switchover(name, to, actor string) (*pgdrv1.SwitchoverResponse,
 	}
 
 	// (d) Promote the target.
+	settleBy = s.promoteSettleBy(time.Now().Add(s.cfg.Failover.CommandTimeout.Duration))
 	out, err = s.order(ctx, name, to, epoch, &pgdrv1.AgentCommand{Kind: &pgdrv1.AgentCommand_Promote{Promote: &pgdrv1.Promote{
-		Reason: "switchover from " + old}}}, s.cfg.Failover.CommandTimeout.Duration)
+		Reason: "switchover from " + old, SettleBy: timestamppb.New(settleBy)}}}, s.cfg.Failover.CommandTimeout.Duration)
 	if err != nil {
 		return fail(codes.Aborted, fmt.Sprintf("failed: promoting %s: %v; %s is the recorded primary at epoch %d: while it is a running replica the leader orders it to promote again", to, err, to, epoch))
 	}

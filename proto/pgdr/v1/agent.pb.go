@@ -1370,8 +1370,16 @@ func (*CheckNow) Descriptor() ([]byte, []int) {
 }
 
 type Promote struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Reason        string                 `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Reason string                 `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
+	// settle_by: unless this node's lease as the new primary was granted
+	// before it, an agent that registered honours_settle_by makes sure its
+	// PostgreSQL is not writable after settle_by (leader's clock): its
+	// pending promotion watcher fences it a safety margin before, and its
+	// watchdog does if the agent is gone. The leader may then treat a
+	// promotion it never heard the outcome of as settled once settle_by
+	// (plus its own safety margin) has passed. Unset: no such promise.
+	SettleBy      *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=settle_by,json=settleBy,proto3" json:"settle_by,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1411,6 +1419,13 @@ func (x *Promote) GetReason() string {
 		return x.Reason
 	}
 	return ""
+}
+
+func (x *Promote) GetSettleBy() *timestamppb.Timestamp {
+	if x != nil {
+		return x.SettleBy
+	}
+	return nil
 }
 
 type Follow struct {
@@ -1937,9 +1952,10 @@ const file_pgdr_v1_agent_proto_rawDesc = "" +
 	"\x04kind\"\x06\n" +
 	"\x04Ping\"\n" +
 	"\n" +
-	"\bCheckNow\"!\n" +
+	"\bCheckNow\"Z\n" +
 	"\aPromote\x12\x16\n" +
-	"\x06reason\x18\x01 \x01(\tR\x06reason\"C\n" +
+	"\x06reason\x18\x01 \x01(\tR\x06reason\x127\n" +
+	"\tsettle_by\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\bsettleBy\"C\n" +
 	"\x06Follow\x12\x18\n" +
 	"\aprimary\x18\x01 \x01(\tR\aprimary\x12\x1f\n" +
 	"\vprimary_dsn\x18\x02 \x01(\tR\n" +
@@ -2035,25 +2051,26 @@ var file_pgdr_v1_agent_proto_depIdxs = []int32{
 	20, // 14: pgdr.v1.AgentCommand.demote:type_name -> pgdr.v1.Demote
 	22, // 15: pgdr.v1.AgentCommand.set_synchronous:type_name -> pgdr.v1.SetSynchronous
 	21, // 16: pgdr.v1.AgentCommand.restart:type_name -> pgdr.v1.Restart
-	5,  // 17: pgdr.v1.AgentService.Leader:input_type -> pgdr.v1.LeaderRequest
-	7,  // 18: pgdr.v1.AgentService.Register:input_type -> pgdr.v1.RegisterRequest
-	9,  // 19: pgdr.v1.AgentService.Report:input_type -> pgdr.v1.HealthReport
-	12, // 20: pgdr.v1.AgentService.Commands:input_type -> pgdr.v1.CommandsRequest
-	23, // 21: pgdr.v1.AgentService.CompleteCommand:input_type -> pgdr.v1.CommandResult
-	2,  // 22: pgdr.v1.AgentService.RenewLease:input_type -> pgdr.v1.RenewLeaseRequest
-	0,  // 23: pgdr.v1.AgentService.Epoch:input_type -> pgdr.v1.EpochRequest
-	6,  // 24: pgdr.v1.AgentService.Leader:output_type -> pgdr.v1.LeaderResponse
-	8,  // 25: pgdr.v1.AgentService.Register:output_type -> pgdr.v1.RegisterResponse
-	11, // 26: pgdr.v1.AgentService.Report:output_type -> pgdr.v1.ReportSummary
-	13, // 27: pgdr.v1.AgentService.Commands:output_type -> pgdr.v1.AgentCommand
-	24, // 28: pgdr.v1.AgentService.CompleteCommand:output_type -> pgdr.v1.CommandResultAck
-	3,  // 29: pgdr.v1.AgentService.RenewLease:output_type -> pgdr.v1.RenewLeaseResponse
-	1,  // 30: pgdr.v1.AgentService.Epoch:output_type -> pgdr.v1.EpochResponse
-	24, // [24:31] is the sub-list for method output_type
-	17, // [17:24] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	26, // 17: pgdr.v1.Promote.settle_by:type_name -> google.protobuf.Timestamp
+	5,  // 18: pgdr.v1.AgentService.Leader:input_type -> pgdr.v1.LeaderRequest
+	7,  // 19: pgdr.v1.AgentService.Register:input_type -> pgdr.v1.RegisterRequest
+	9,  // 20: pgdr.v1.AgentService.Report:input_type -> pgdr.v1.HealthReport
+	12, // 21: pgdr.v1.AgentService.Commands:input_type -> pgdr.v1.CommandsRequest
+	23, // 22: pgdr.v1.AgentService.CompleteCommand:input_type -> pgdr.v1.CommandResult
+	2,  // 23: pgdr.v1.AgentService.RenewLease:input_type -> pgdr.v1.RenewLeaseRequest
+	0,  // 24: pgdr.v1.AgentService.Epoch:input_type -> pgdr.v1.EpochRequest
+	6,  // 25: pgdr.v1.AgentService.Leader:output_type -> pgdr.v1.LeaderResponse
+	8,  // 26: pgdr.v1.AgentService.Register:output_type -> pgdr.v1.RegisterResponse
+	11, // 27: pgdr.v1.AgentService.Report:output_type -> pgdr.v1.ReportSummary
+	13, // 28: pgdr.v1.AgentService.Commands:output_type -> pgdr.v1.AgentCommand
+	24, // 29: pgdr.v1.AgentService.CompleteCommand:output_type -> pgdr.v1.CommandResultAck
+	3,  // 30: pgdr.v1.AgentService.RenewLease:output_type -> pgdr.v1.RenewLeaseResponse
+	1,  // 31: pgdr.v1.AgentService.Epoch:output_type -> pgdr.v1.EpochResponse
+	25, // [25:32] is the sub-list for method output_type
+	18, // [18:25] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_pgdr_v1_agent_proto_init() }

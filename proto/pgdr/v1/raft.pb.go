@@ -707,7 +707,10 @@ type RecordEvent struct {
 	// promote: what the event says about the promotion of event.node at
 	// event.epoch (Cluster.unsettled_promote); applied only when that node
 	// is the recorded primary at that epoch.
-	Promote       PromoteMark `protobuf:"varint,2,opt,name=promote,proto3,enum=pgdr.v1.PromoteMark" json:"promote,omitempty"`
+	Promote PromoteMark `protobuf:"varint,2,opt,name=promote,proto3,enum=pgdr.v1.PromoteMark" json:"promote,omitempty"`
+	// settle_by: with PROMOTE_MARK_UNSETTLED, the settle_by the order that
+	// may still complete carried (unset: none).
+	SettleBy      *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=settle_by,json=settleBy,proto3" json:"settle_by,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -754,6 +757,13 @@ func (x *RecordEvent) GetPromote() PromoteMark {
 		return x.Promote
 	}
 	return PromoteMark_PROMOTE_MARK_UNSPECIFIED
+}
+
+func (x *RecordEvent) GetSettleBy() *timestamppb.Timestamp {
+	if x != nil {
+		return x.SettleBy
+	}
+	return nil
 }
 
 // SetSyncStandbys records the synchronous standbys of a cluster; applies
@@ -939,10 +949,11 @@ const file_pgdr_v1_raft_proto_rawDesc = "" +
 	"\x11UpsertCoordinator\x126\n" +
 	"\vcoordinator\x18\x01 \x01(\v2\x14.pgdr.v1.CoordinatorR\vcoordinator\"'\n" +
 	"\x11RemoveCoordinator\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"j\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\xa3\x01\n" +
 	"\vRecordEvent\x12+\n" +
 	"\x05event\x18\x01 \x01(\v2\x15.pgdr.v1.HistoryEventR\x05event\x12.\n" +
-	"\apromote\x18\x02 \x01(\x0e2\x14.pgdr.v1.PromoteMarkR\apromote\"\x80\x01\n" +
+	"\apromote\x18\x02 \x01(\x0e2\x14.pgdr.v1.PromoteMarkR\apromote\x127\n" +
+	"\tsettle_by\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\bsettleBy\"\x80\x01\n" +
 	"\x0fSetSyncStandbys\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x14\n" +
 	"\x05names\x18\x02 \x03(\tR\x05names\x12%\n" +
@@ -1017,11 +1028,12 @@ var file_pgdr_v1_raft_proto_depIdxs = []int32{
 	17, // 4: pgdr.v1.UpsertCoordinator.coordinator:type_name -> pgdr.v1.Coordinator
 	18, // 5: pgdr.v1.RecordEvent.event:type_name -> pgdr.v1.HistoryEvent
 	1,  // 6: pgdr.v1.RecordEvent.promote:type_name -> pgdr.v1.PromoteMark
-	7,  // [7:7] is the sub-list for method output_type
-	7,  // [7:7] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	14, // 7: pgdr.v1.RecordEvent.settle_by:type_name -> google.protobuf.Timestamp
+	8,  // [8:8] is the sub-list for method output_type
+	8,  // [8:8] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_pgdr_v1_raft_proto_init() }

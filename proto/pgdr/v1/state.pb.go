@@ -48,9 +48,12 @@ type Member struct {
 	// failsafe_key: the agent's Ed25519 public key (32 bytes). The agent
 	// signs its failsafe acknowledgements with the private half; a primary
 	// counts an acknowledgement only when it verifies under this key.
-	FailsafeKey   []byte `protobuf:"bytes,12,opt,name=failsafe_key,json=failsafeKey,proto3" json:"failsafe_key,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	FailsafeKey []byte `protobuf:"bytes,12,opt,name=failsafe_key,json=failsafeKey,proto3" json:"failsafe_key,omitempty"`
+	// honours_settle_by: the agent keeps Promote.settle_by, with a watchdog
+	// that covers its own death (failover.watchdog on).
+	HonoursSettleBy bool `protobuf:"varint,13,opt,name=honours_settle_by,json=honoursSettleBy,proto3" json:"honours_settle_by,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Member) Reset() {
@@ -165,6 +168,13 @@ func (x *Member) GetFailsafeKey() []byte {
 		return x.FailsafeKey
 	}
 	return nil
+}
+
+func (x *Member) GetHonoursSettleBy() bool {
+	if x != nil {
+		return x.HonoursSettleBy
+	}
+	return false
 }
 
 // Policy is per-cluster behaviour set by operators.
@@ -439,7 +449,10 @@ type UnsettledPromote struct {
 	MayComplete bool `protobuf:"varint,4,opt,name=may_complete,json=mayComplete,proto3" json:"may_complete,omitempty"`
 	// ordered_at: the leader's time of the latest order that may still
 	// complete (in flight or answered unsettled).
-	OrderedAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=ordered_at,json=orderedAt,proto3" json:"ordered_at,omitempty"`
+	OrderedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=ordered_at,json=orderedAt,proto3" json:"ordered_at,omitempty"`
+	// settle_by: the latest Promote.settle_by of the orders that may still
+	// complete; unset while one of them carried none (no promise known).
+	SettleBy      *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=settle_by,json=settleBy,proto3" json:"settle_by,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -505,6 +518,13 @@ func (x *UnsettledPromote) GetMayComplete() bool {
 func (x *UnsettledPromote) GetOrderedAt() *timestamppb.Timestamp {
 	if x != nil {
 		return x.OrderedAt
+	}
+	return nil
+}
+
+func (x *UnsettledPromote) GetSettleBy() *timestamppb.Timestamp {
+	if x != nil {
+		return x.SettleBy
 	}
 	return nil
 }
@@ -792,7 +812,7 @@ var File_pgdr_v1_state_proto protoreflect.FileDescriptor
 
 const file_pgdr_v1_state_proto_rawDesc = "" +
 	"\n" +
-	"\x13pgdr/v1/state.proto\x12\apgdr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9c\x03\n" +
+	"\x13pgdr/v1/state.proto\x12\apgdr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc8\x03\n" +
 	"\x06Member\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12\x16\n" +
@@ -807,7 +827,8 @@ const file_pgdr_v1_state_proto_rawDesc = "" +
 	"updated_at\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12+\n" +
 	"\x11system_identifier\x18\v \x01(\x04R\x10systemIdentifier\x12!\n" +
-	"\ffailsafe_key\x18\f \x01(\fR\vfailsafeKey\"\xce\x02\n" +
+	"\ffailsafe_key\x18\f \x01(\fR\vfailsafeKey\x12*\n" +
+	"\x11honours_settle_by\x18\r \x01(\bR\x0fhonoursSettleBy\"\xce\x02\n" +
 	"\x06Policy\x12\x16\n" +
 	"\x06paused\x18\x01 \x01(\bR\x06paused\x12#\n" +
 	"\rpaused_reason\x18\x02 \x01(\tR\fpausedReason\x12\x1b\n" +
@@ -835,14 +856,15 @@ const file_pgdr_v1_state_proto_rawDesc = "" +
 	"\x11unsettled_promote\x18\f \x01(\v2\x19.pgdr.v1.UnsettledPromoteR\x10unsettledPromote\x1aK\n" +
 	"\fMembersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12%\n" +
-	"\x05value\x18\x02 \x01(\v2\x0f.pgdr.v1.MemberR\x05value:\x028\x01\"\xb7\x01\n" +
+	"\x05value\x18\x02 \x01(\v2\x0f.pgdr.v1.MemberR\x05value:\x028\x01\"\xf0\x01\n" +
 	"\x10UnsettledPromote\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x1b\n" +
 	"\tin_flight\x18\x03 \x01(\bR\binFlight\x12!\n" +
 	"\fmay_complete\x18\x04 \x01(\bR\vmayComplete\x129\n" +
 	"\n" +
-	"ordered_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\torderedAt\"\xa4\x01\n" +
+	"ordered_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\torderedAt\x127\n" +
+	"\tsettle_by\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\bsettleBy\"\xa4\x01\n" +
 	"\vCoordinator\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06region\x18\x02 \x01(\tR\x06region\x12!\n" +
@@ -915,19 +937,20 @@ var file_pgdr_v1_state_proto_depIdxs = []int32{
 	11, // 5: pgdr.v1.Cluster.created_at:type_name -> google.protobuf.Timestamp
 	3,  // 6: pgdr.v1.Cluster.unsettled_promote:type_name -> pgdr.v1.UnsettledPromote
 	11, // 7: pgdr.v1.UnsettledPromote.ordered_at:type_name -> google.protobuf.Timestamp
-	11, // 8: pgdr.v1.HistoryEvent.time:type_name -> google.protobuf.Timestamp
-	8,  // 9: pgdr.v1.HistoryEvent.details:type_name -> pgdr.v1.HistoryEvent.DetailsEntry
-	9,  // 10: pgdr.v1.State.clusters:type_name -> pgdr.v1.State.ClustersEntry
-	10, // 11: pgdr.v1.State.coordinators:type_name -> pgdr.v1.State.CoordinatorsEntry
-	5,  // 12: pgdr.v1.State.history:type_name -> pgdr.v1.HistoryEvent
-	0,  // 13: pgdr.v1.Cluster.MembersEntry.value:type_name -> pgdr.v1.Member
-	2,  // 14: pgdr.v1.State.ClustersEntry.value:type_name -> pgdr.v1.Cluster
-	4,  // 15: pgdr.v1.State.CoordinatorsEntry.value:type_name -> pgdr.v1.Coordinator
-	16, // [16:16] is the sub-list for method output_type
-	16, // [16:16] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	11, // 8: pgdr.v1.UnsettledPromote.settle_by:type_name -> google.protobuf.Timestamp
+	11, // 9: pgdr.v1.HistoryEvent.time:type_name -> google.protobuf.Timestamp
+	8,  // 10: pgdr.v1.HistoryEvent.details:type_name -> pgdr.v1.HistoryEvent.DetailsEntry
+	9,  // 11: pgdr.v1.State.clusters:type_name -> pgdr.v1.State.ClustersEntry
+	10, // 12: pgdr.v1.State.coordinators:type_name -> pgdr.v1.State.CoordinatorsEntry
+	5,  // 13: pgdr.v1.State.history:type_name -> pgdr.v1.HistoryEvent
+	0,  // 14: pgdr.v1.Cluster.MembersEntry.value:type_name -> pgdr.v1.Member
+	2,  // 15: pgdr.v1.State.ClustersEntry.value:type_name -> pgdr.v1.Cluster
+	4,  // 16: pgdr.v1.State.CoordinatorsEntry.value:type_name -> pgdr.v1.Coordinator
+	17, // [17:17] is the sub-list for method output_type
+	17, // [17:17] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_pgdr_v1_state_proto_init() }
