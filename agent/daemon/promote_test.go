@@ -320,3 +320,56 @@ func TestPromoteWatchResumed(t *testing.T) {
 		t.Fatalf("fenced at %s (give-up %s) for %q", time.Now(), giveUp, reason)
 	}
 }
+
+// TestPromoteGuardReachesWatchdog: with a watchdog, pg_promote is called
+// only once a heartbeat carrying the guard's give-up time was written to
+// it (so that the agent's death right after pg_promote is covered); when
+// none is written in time, the promotion is refused without pg_promote.
+func TestPromoteGuardReachesWatchdog(t *testing.T) {
+	for _, reads := range []bool{true, false} {
+		fp := &fakePromotion{finish: false}
+		d, cc := promoteDaemon(t, fp, &epochClient{epoch: 6, primary: "pg-a2"})
+		d.lease = NewLease(time.Now(), d.leaseTTL(), d.safetyMargin())
+		d.wd.argv, d.wd.notify = []string{"pgdr-agent", "watchdog"}, make(chan struct{}, 1)
+		var got []WatchdogHeartbeat
+		var mu sync.Mutex
+		if reads { // runWatchdogChild's bookkeeping, without the child
+			ctx, cancel := context.WithCancel(context.Background())
+			t.Cleanup(cancel)
+			go func() {
+				for {
+					select {
+					case <-ctx.Done():
+						return
+					case <-d.wd.notify:
+					}
+					hb, _, seq := d.watchdogHeartbeatSeq()
+					mu.Lock()
+					got = append(got, hb)
+					mu.Unlock()
+					d.wd.mu.Lock()
+					d.wd.pendingSent = max(d.wd.pendingSent, seq)
+					d.wd.mu.Unlock()
+				}
+			}()
+		}
+		res := cc.carryOut(context.Background(), promoteOrderSettleBy(6, time.Now().Add(time.Minute), time.Now().Add(time.Minute)))
+		if !reads {
+			if res.Ok || res.Pending || !strings.Contains(res.Error, "watchdog") || fp.calls() != 0 {
+				t.Fatalf("no watchdog reading: %+v (pg_promote called %d times)", res, fp.calls())
+			}
+			if _, err := os.Stat(d.promotePendingPath()); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("a refused promotion left its guard: %v", err)
+			}
+			continue
+		}
+		if !res.Pending || fp.calls() != 1 {
+			t.Fatalf("watchdog reading: %+v (pg_promote called %d times)", res, fp.calls())
+		}
+		mu.Lock()
+		if len(got) == 0 || got[0].RemainingMs <= 0 {
+			t.Fatalf("heartbeats before pg_promote: %+v", got)
+		}
+		mu.Unlock()
+	}
+}

@@ -489,3 +489,16 @@ func TestSettleAfterSettleDeadline(t *testing.T) {
 		})
 	}
 }
+
+// TestSameMemberHonoursSettleBy: an agent that starts keeping settle_by
+// (upgraded, or its watchdog turned on) re-registers with nothing else
+// changed; the registration must still reach the state, or the leader
+// would never count on the promise.
+func TestSameMemberHonoursSettleBy(t *testing.T) {
+	a := &pgdrv1.Member{Name: "b", Cluster: "main", Region: "r1", Dsn: "host=b"}
+	b := proto.Clone(a).(*pgdrv1.Member)
+	b.HonoursSettleBy = true
+	if sameMember(a, b) {
+		t.Fatal("a registration that only turns honours_settle_by on counts as unchanged")
+	}
+}
