@@ -67,6 +67,9 @@ type Daemon struct {
 	// promoteMu guards promoteWatching: a pending promotion is watched.
 	promoteMu       sync.Mutex
 	promoteWatching bool
+	// promoteGiveUp: the watched promotion's give-up time (promoteguard.go;
+	// zero: not guarded), the latest of the guarded orders it watches.
+	promoteGiveUp time.Time
 }
 
 // New builds a daemon; Run serves until ctx ends.

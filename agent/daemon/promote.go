@@ -217,6 +217,9 @@ func (d *Daemon) confirmEpoch(ctx context.Context, epoch uint64) error {
 // fenced, whether the promotion completed or not (promoteguard.go).
 func (d *Daemon) watchPromotion(epoch uint64, giveUp time.Time, done func()) {
 	d.promoteMu.Lock()
+	if !giveUp.IsZero() && (d.promoteGiveUp.IsZero() || giveUp.After(d.promoteGiveUp)) {
+		d.promoteGiveUp = giveUp // the running watcher keeps the latest guard
+	}
 	if d.promoteWatching {
 		d.promoteMu.Unlock()
 		return // that watcher's done ends the failsafe hold for both
@@ -225,17 +228,32 @@ func (d *Daemon) watchPromotion(epoch uint64, giveUp time.Time, done func()) {
 	d.promoteMu.Unlock()
 	ctx := d.runCtx
 	log := d.log.With("component", "promote", "epoch", epoch)
-	guarded := !giveUp.IsZero()
+	var guarded bool
+	// refresh reads the give-up time, which a later guarded order may move.
+	refresh := func() {
+		d.promoteMu.Lock()
+		giveUp = d.promoteGiveUp
+		d.promoteMu.Unlock()
+		guarded = !giveUp.IsZero()
+	}
+	refresh()
 	go func() {
 		defer func() {
 			d.promoteMu.Lock()
 			d.promoteWatching = false
+			again := !d.promoteGiveUp.IsZero() && ctx.Err() == nil // a guarded order came in meanwhile
 			d.promoteMu.Unlock()
 			done()
+			if again {
+				d.watchPromotion(d.seeEpoch(0), time.Time{}, func() {})
+			}
 		}()
 		// settled ends the guard: the node cannot become writable without
 		// a lease any more (fenced, stopped, or granted).
 		settled := func() {
+			d.promoteMu.Lock()
+			d.promoteGiveUp = time.Time{}
+			d.promoteMu.Unlock()
 			if guarded {
 				d.unguardPromotion()
 			}
@@ -262,6 +280,7 @@ func (d *Daemon) watchPromotion(epoch uint64, giveUp time.Time, done func()) {
 				return // the guard stays on disk and in the watchdog for the next agent
 			case <-time.After(promoteWatchInterval):
 			}
+			refresh()
 			if fi, _ := health.ReadFenced(d.cfg.Postgres.PGData); fi != nil && !postmasterRunning(d.cfg.Postgres.PGData) {
 				log.Info("pending promotion: the node is fenced and stopped; it cannot complete")
 				settled()
