@@ -149,6 +149,9 @@ func (c *coordClient) member() *pgdrv1.Member {
 	}
 	m.ApiUrl = c.d.apiURL()
 	m.FailsafeKey = c.d.failsafePublicKey()
+	// Promote.settle_by is kept with a watchdog that covers this process's
+	// death (promoteguard.go); without one the leader must not rely on it.
+	m.HonoursSettleBy = c.d.watchdogEnabled()
 	if r := c.d.Latest(); r != nil {
 		m.SystemIdentifier = r.SystemIdentifier
 	}

@@ -75,6 +75,9 @@ type Daemon struct {
 	// now replaces time.Now for the orders' deadlines in tests (a clock
 	// ahead of or behind the leader's); nil in production.
 	now func() time.Time
+	// promoteGiveUp: the watched promotion's give-up time (promoteguard.go;
+	// zero: not guarded), the latest of the guarded orders it watches.
+	promoteGiveUp time.Time
 }
 
 // clock is the agent's clock for the orders' deadlines: time.Now, or the
@@ -149,6 +152,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		run(d.runCoordinator)
 		run(d.leaseLoop)
 		run(d.failsafeLoop)
+		d.resumePendingPromotion() // before this agent's watchdog relieves the previous one
 		if d.watchdogEnabled() {
 			run(d.watchdogLoop)
 		}

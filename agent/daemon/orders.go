@@ -163,7 +163,11 @@ func (d *Daemon) Order(cmd *pgdrv1.AgentCommand, received time.Time) (string, er
 	ctx := d.runCtx
 	switch k := cmd.GetKind().(type) {
 	case *pgdrv1.AgentCommand_Promote:
-		return d.promote(ctx, cmd.GetEpoch(), timing)
+		var settleBy time.Time
+		if sb := k.Promote.GetSettleBy(); sb != nil {
+			settleBy = sb.AsTime()
+		}
+		return d.promote(ctx, cmd.GetEpoch(), timing, settleBy)
 	case *pgdrv1.AgentCommand_Follow:
 		return d.follow(ctx, k.Follow.GetPrimary(), k.Follow.GetPrimaryDsn())
 	case *pgdrv1.AgentCommand_Fence:

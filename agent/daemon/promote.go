@@ -122,8 +122,18 @@ func leaderLeft(leaderDeadline, leaderNow time.Time, rtt time.Duration) (left ti
 // from the receipt, and on the leader's clock read right before
 // pg_promote) or the leader records another primary or a newer epoch
 // (asked right before pg_promote). pg_promote's wait ends before the
-// earlier of both deadlines.
-func (d *Daemon) promote(ctx context.Context, epoch uint64, timing orderTiming) (string, error) {
+// earlier of both deadlines. With a settle deadline (settleBy, not zero)
+// the promotion is guarded until a lease is granted to this node
+// (promoteguard.go).
+func (d *Daemon) promote(ctx context.Context, epoch uint64, timing orderTiming, settleBy time.Time) (string, error) {
+	var giveUp time.Time
+	if !settleBy.IsZero() {
+		giveUp = settleBy.Add(-d.safetyMargin())
+		if !time.Now().Before(giveUp) {
+			return "", fmt.Errorf("%w: promote at epoch %d: its settle deadline %s (less the safety margin) has passed",
+				errOrderExpired, epoch, settleBy.Format(time.RFC3339Nano))
+		}
+	}
 	fsDone, err := d.failsafeBeginPromote() // acknowledged a failsafe ping within lease_ttl?
 	if err != nil {
 		return "", err
@@ -131,7 +141,7 @@ func (d *Daemon) promote(ctx context.Context, epoch uint64, timing orderTiming) 
 	// A pending promotion acknowledges no failsafe ping until it is over:
 	// the watcher releases it then.
 	pending := func() {
-		d.watchPromotion(epoch, fsDone)
+		d.watchPromotion(epoch, giveUp, fsDone)
 		fsDone = func() {}
 	}
 	defer func() { fsDone() }()
@@ -186,6 +196,11 @@ func (d *Daemon) promote(ctx context.Context, epoch uint64, timing orderTiming) 
 		}
 		wait = min(wait, w)
 	}
+	if !giveUp.IsZero() {
+		if err := d.guardPromotion(epoch, giveUp); err != nil {
+			return "", err
+		}
+	}
 	done, err := p.Promote(ctx, wait)
 	if err != nil {
 		// The request may have reached PostgreSQL: its outcome is unknown.
@@ -204,6 +219,10 @@ func (d *Daemon) promote(ctx context.Context, epoch uint64, timing orderTiming) 
 		return "", fmt.Errorf("%w: %v", errPromotionPending, err)
 	}
 	out, err := p.Finish(ctx)
+	if !giveUp.IsZero() {
+		// Promoted: guarded until a lease is granted (or the give-up time).
+		d.watchPromotion(epoch, giveUp, func() {})
+	}
 	if err != nil {
 		return "", err
 	}
@@ -257,9 +276,16 @@ func (d *Daemon) confirmEpoch(ctx context.Context, epoch uint64) (epochAnswer, e
 // or cannot any more (one watcher at a time), then calls done. When a newer epoch appears
 // while it is pending, or it completes, the leader is asked who is
 // primary: if another member is, this node is fenced at once rather than
-// left writable until its lease loop's refused renewal.
-func (d *Daemon) watchPromotion(epoch uint64, done func()) {
+// left writable until its lease loop's refused renewal. With a give-up
+// time (giveUp, not zero: the order's settle deadline less the safety
+// margin) the promotion stays guarded after it completed, until a lease
+// is granted to this node; at giveUp a node without a granted lease is
+// fenced, whether the promotion completed or not (promoteguard.go).
+func (d *Daemon) watchPromotion(epoch uint64, giveUp time.Time, done func()) {
 	d.promoteMu.Lock()
+	if !giveUp.IsZero() && (d.promoteGiveUp.IsZero() || giveUp.After(d.promoteGiveUp)) {
+		d.promoteGiveUp = giveUp // the running watcher keeps the latest guard
+	}
 	if d.promoteWatching {
 		d.promoteMu.Unlock()
 		return // that watcher's done ends the failsafe hold for both
@@ -268,29 +294,64 @@ func (d *Daemon) watchPromotion(epoch uint64, done func()) {
 	d.promoteMu.Unlock()
 	ctx := d.runCtx
 	log := d.log.With("component", "promote", "epoch", epoch)
+	var guarded bool
+	// refresh reads the give-up time, which a later guarded order may move.
+	refresh := func() {
+		d.promoteMu.Lock()
+		giveUp = d.promoteGiveUp
+		d.promoteMu.Unlock()
+		guarded = !giveUp.IsZero()
+	}
+	refresh()
 	go func() {
 		defer func() {
 			d.promoteMu.Lock()
 			d.promoteWatching = false
+			again := !d.promoteGiveUp.IsZero() && ctx.Err() == nil // a guarded order came in meanwhile
 			d.promoteMu.Unlock()
 			done()
+			if again {
+				d.watchPromotion(d.seeEpoch(0), time.Time{}, func() {})
+			}
 		}()
+		// settled ends the guard: the node cannot become writable without
+		// a lease any more (fenced, stopped, or granted).
+		settled := func() {
+			d.promoteMu.Lock()
+			d.promoteGiveUp = time.Time{}
+			d.promoteMu.Unlock()
+			if guarded {
+				d.unguardPromotion()
+			}
+		}
 		superseded := func(why string) bool {
 			_, err := d.confirmEpoch(ctx, epoch)
 			if !errors.Is(err, errSuperseded) {
 				return false // still current, or the leader cannot say: the lease loop decides
 			}
-			d.fence(ctx, fmt.Sprintf("a promotion ordered at epoch %d %s, and the coordinators moved on: %v", epoch, why, err))
+			if d.fence(ctx, fmt.Sprintf("a promotion ordered at epoch %d %s, and the coordinators moved on: %v", epoch, why, err)) == nil {
+				settled()
+			}
 			return true
 		}
-		known := epoch
+		granted := func() bool {
+			d.leaseMu.Lock()
+			defer d.leaseMu.Unlock()
+			return d.lease != nil && d.lease.Granted()
+		}
+		known, completed := epoch, false
 		for {
 			select {
 			case <-ctx.Done():
-				return
+				return // the guard stays on disk and in the watchdog for the next agent
 			case <-time.After(promoteWatchInterval):
 			}
-			if fi, _ := health.ReadFenced(d.cfg.Postgres.PGData); fi != nil {
+			refresh()
+			if fi, _ := health.ReadFenced(d.cfg.Postgres.PGData); fi != nil && !postmasterRunning(d.cfg.Postgres.PGData) {
+				log.Info("pending promotion: the node is fenced and stopped; it cannot complete")
+				settled()
+				return
+			} else if fi != nil && !guarded {
 				log.Info("pending promotion: the node is fenced; it cannot complete")
 				return
 			}
@@ -300,11 +361,35 @@ func (d *Daemon) watchPromotion(epoch uint64, done func()) {
 					return
 				}
 			}
+			if guarded && completed && granted() {
+				log.Info("the promoted node holds a lease granted as primary: its promotion is settled")
+				settled()
+				return
+			}
+			if guarded && !time.Now().Before(giveUp) {
+				if granted() {
+					settled()
+					return
+				}
+				what := "did not complete"
+				if completed {
+					what = "completed, but no lease was granted"
+				}
+				if d.fence(ctx, fmt.Sprintf("a promotion ordered at epoch %d %s by its settle deadline (less the safety margin, %s): the coordinators may count it as settled and promote another member",
+					epoch, what, giveUp.Format(time.RFC3339Nano))) == nil {
+					settled()
+				}
+				return // a failed fence leaves the guard to the watchdog
+			}
+			if completed {
+				continue
+			}
 			p, err := d.openPromotion(ctx)
 			if err != nil {
 				if !postmasterRunning(d.cfg.Postgres.PGData) {
 					// A restarted server drops the promote signal file.
 					log.Warn("pending promotion: PostgreSQL stopped; the promotion will not complete")
+					settled()
 					return
 				}
 				continue
@@ -315,10 +400,14 @@ func (d *Daemon) watchPromotion(epoch uint64, done func()) {
 				continue
 			}
 			log.Warn("the pending promotion completed")
-			if !superseded("completed late") {
-				d.CheckNow(ctx)
+			if superseded("completed late") {
+				return
 			}
-			return
+			d.CheckNow(ctx)
+			if !guarded {
+				return
+			}
+			completed = true // guarded until a lease is granted
 		}
 	}()
 }

@@ -2,7 +2,10 @@ package daemon
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -12,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/pgdr/pgdr/agent/health"
+	"github.com/pgdr/pgdr/pkg/testutil"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
 
@@ -200,5 +204,181 @@ func TestExpiredOrderKeepsEpoch(t *testing.T) {
 	res := c.carryOut(ctx, promoteOrder(6, time.Now(), time.Now().Add(time.Minute)))
 	if !res.Ok || fp.calls() != 1 {
 		t.Fatalf("promote at the recorded epoch 6 after an expired fence at 7: %+v", res)
+	}
+}
+
+// promoteOrderSettleBy is promoteOrder with a settle deadline.
+func promoteOrderSettleBy(epoch uint64, deadline, settleBy time.Time) *pgdrv1.AgentCommand {
+	c := promoteOrder(epoch, time.Now(), deadline)
+	c.GetPromote().SettleBy = timestamppb.New(settleBy)
+	return c
+}
+
+// waitFenced waits for the fenced marker and returns its reason.
+func waitFenced(t *testing.T, d *Daemon, within time.Duration) string {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		if fi, _ := health.ReadFenced(d.cfg.Postgres.PGData); fi != nil {
+			return fi.Reason
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not fenced within %s", within)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestPromoteWatchSettleBy: review D10, the agent's side. A promotion
+// ordered with a settle deadline that neither completes nor gets a lease
+// by that deadline (less the safety margin) is fenced by the watcher, even
+// while the leader still records this node at the order's epoch (the
+// leader may count it as settled after the deadline and promote another
+// member). While it is guarded, the watchdog's heartbeat carries the
+// give-up time although the lease loop (a replica) has nothing to guard,
+// so the watchdog fences if the agent is gone; the guard is kept in pgdata
+// for a restarted agent, and ends when the node is fenced.
+func TestPromoteWatchSettleBy(t *testing.T) {
+	ctx := context.Background()
+	for _, c := range []struct {
+		what     string
+		complete bool // the promotion completes, but no lease is granted
+	}{
+		{"pending", false},
+		{"completed without a lease", true},
+	} {
+		t.Run(c.what, func(t *testing.T) {
+			fp := &fakePromotion{finish: false}
+			d, cc := promoteDaemon(t, fp, &epochClient{epoch: 6, primary: "pg-a2"}) // stays current
+			settleBy := time.Now().Add(d.safetyMargin() + 2*time.Second)
+			res := cc.carryOut(ctx, promoteOrderSettleBy(6, time.Now().Add(time.Minute), settleBy))
+			if res.Ok || !res.Pending {
+				t.Fatalf("unfinished pg_promote: %+v", res)
+			}
+			hb, _ := d.watchdogHeartbeat()
+			if hb.RemainingMs <= 0 {
+				t.Fatalf("heartbeat during a guarded pending promotion: %+v, want the give-up time as the watchdog's deadline", hb)
+			}
+			if want := time.Until(settleBy.Add(-d.safetyMargin())).Milliseconds(); hb.RemainingMs > want+50 {
+				t.Fatalf("heartbeat remaining %d ms, later than the give-up time (%d ms)", hb.RemainingMs, want)
+			}
+			if _, err := os.Stat(d.promotePendingPath()); err != nil {
+				t.Fatalf("the guard is not recorded in pgdata: %v", err)
+			}
+			if c.complete {
+				fp.mu.Lock()
+				fp.promoted = true
+				fp.mu.Unlock()
+			}
+			reason := waitFenced(t, d, 20*time.Second)
+			if !strings.Contains(reason, "settle deadline") || time.Now().Before(settleBy.Add(-d.safetyMargin())) {
+				t.Fatalf("fenced at %s (give-up %s) for %q", time.Now(), settleBy.Add(-d.safetyMargin()), reason)
+			}
+			if time.Now().After(settleBy) {
+				t.Fatalf("fenced only after the settle deadline")
+			}
+			testutil.WaitFor(t, 10*time.Second, "the guard to end", func() (bool, error) {
+				hb, _ := d.watchdogHeartbeat()
+				_, err := os.Stat(d.promotePendingPath())
+				return hb.RemainingMs == 0 && errors.Is(err, os.ErrNotExist), fmt.Errorf("heartbeat %+v, record %v", hb, err)
+			})
+		})
+	}
+}
+
+// TestPromoteWatchSettleByGranted: a guarded promotion that completes and
+// is granted a lease is not fenced at its give-up time; the guard ends.
+func TestPromoteWatchSettleByGranted(t *testing.T) {
+	fp := &fakePromotion{finish: true}
+	d, cc := promoteDaemon(t, fp, &epochClient{epoch: 6, primary: "pg-a2"})
+	d.lease = NewLease(time.Now(), d.leaseTTL(), d.safetyMargin())
+	settleBy := time.Now().Add(d.safetyMargin() + 2*time.Second)
+	res := cc.carryOut(context.Background(), promoteOrderSettleBy(6, time.Now().Add(time.Minute), settleBy))
+	if !res.Ok {
+		t.Fatalf("promote: %+v", res)
+	}
+	d.leaseMu.Lock()
+	d.lease.Answer("pg-a2", 6, time.Now(), &pgdrv1.RenewLeaseResponse{Granted: true, Epoch: 6, Primary: "pg-a2", TtlMs: 5000})
+	d.leaseMu.Unlock()
+	testutil.WaitFor(t, 10*time.Second, "the guard to end", func() (bool, error) {
+		_, err := os.Stat(d.promotePendingPath())
+		return errors.Is(err, os.ErrNotExist), fmt.Errorf("record %v", err)
+	})
+	time.Sleep(time.Until(settleBy)) // past the give-up time: nothing fences it
+	if fi, _ := health.ReadFenced(d.cfg.Postgres.PGData); fi != nil {
+		t.Fatalf("a promoted node holding a lease was fenced: %s", fi.Reason)
+	}
+}
+
+// TestPromoteWatchResumed: a guard a previous agent process left in pgdata
+// (it died while a promotion was guarded) is resumed by the next one: its
+// heartbeat carries the give-up time, and the node is fenced at it unless
+// a lease is granted.
+func TestPromoteWatchResumed(t *testing.T) {
+	fp := &fakePromotion{finish: false}
+	d, _ := promoteDaemon(t, fp, &epochClient{epoch: 6, primary: "pg-a2"})
+	giveUp := time.Now().Add(time.Second)
+	if err := os.WriteFile(d.promotePendingPath(), []byte(fmt.Sprintf(`{"epoch": 6, "give_up": %q}`, giveUp.UTC().Format(time.RFC3339Nano))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d.resumePendingPromotion()
+	if hb, _ := d.watchdogHeartbeat(); hb.RemainingMs <= 0 {
+		t.Fatalf("heartbeat after resuming a guard: %+v", hb)
+	}
+	if reason := waitFenced(t, d, 20*time.Second); !strings.Contains(reason, "settle deadline") || time.Now().Before(giveUp) {
+		t.Fatalf("fenced at %s (give-up %s) for %q", time.Now(), giveUp, reason)
+	}
+}
+
+// TestPromoteGuardReachesWatchdog: with a watchdog, pg_promote is called
+// only once a heartbeat carrying the guard's give-up time was written to
+// it (so that the agent's death right after pg_promote is covered); when
+// none is written in time, the promotion is refused without pg_promote.
+func TestPromoteGuardReachesWatchdog(t *testing.T) {
+	for _, reads := range []bool{true, false} {
+		fp := &fakePromotion{finish: false}
+		d, cc := promoteDaemon(t, fp, &epochClient{epoch: 6, primary: "pg-a2"})
+		d.lease = NewLease(time.Now(), d.leaseTTL(), d.safetyMargin())
+		d.wd.argv, d.wd.notify = []string{"pgdr-agent", "watchdog"}, make(chan struct{}, 1)
+		var got []WatchdogHeartbeat
+		var mu sync.Mutex
+		if reads { // runWatchdogChild's bookkeeping, without the child
+			ctx, cancel := context.WithCancel(context.Background())
+			t.Cleanup(cancel)
+			go func() {
+				for {
+					select {
+					case <-ctx.Done():
+						return
+					case <-d.wd.notify:
+					}
+					hb, _, seq := d.watchdogHeartbeatSeq()
+					mu.Lock()
+					got = append(got, hb)
+					mu.Unlock()
+					d.wd.mu.Lock()
+					d.wd.pendingSent = max(d.wd.pendingSent, seq)
+					d.wd.mu.Unlock()
+				}
+			}()
+		}
+		res := cc.carryOut(context.Background(), promoteOrderSettleBy(6, time.Now().Add(time.Minute), time.Now().Add(time.Minute)))
+		if !reads {
+			if res.Ok || res.Pending || !strings.Contains(res.Error, "watchdog") || fp.calls() != 0 {
+				t.Fatalf("no watchdog reading: %+v (pg_promote called %d times)", res, fp.calls())
+			}
+			if _, err := os.Stat(d.promotePendingPath()); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("a refused promotion left its guard: %v", err)
+			}
+			continue
+		}
+		if !res.Pending || fp.calls() != 1 {
+			t.Fatalf("watchdog reading: %+v (pg_promote called %d times)", res, fp.calls())
+		}
+		mu.Lock()
+		if len(got) == 0 || got[0].RemainingMs <= 0 {
+			t.Fatalf("heartbeats before pg_promote: %+v", got)
+		}
+		mu.Unlock()
 	}
 }

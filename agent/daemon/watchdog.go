@@ -351,6 +351,11 @@ type watchdogState struct {
 	granted  bool          // the lease was granted when deadline was set
 	known    bool          // the lease loop decided on a health report
 	orphan   int           // a previous daemon's watchdog still running
+	// pendingUntil: a guarded promotion's give-up time (promoteguard.go;
+	// zero: none). The heartbeat's deadline is never later while it is set.
+	pendingUntil time.Time
+	pendingSeq   uint64 // guards begun
+	pendingSent  uint64 // the pendingSeq the last heartbeat written carried
 }
 
 // EnableWatchdog makes Run start argv (`pgdr-agent watchdog --config F`,
@@ -398,12 +403,29 @@ func (d *Daemon) watchdogBeat(deadline time.Time) {
 // handover says whether a previous watchdog may stand down once this one
 // got it.
 func (d *Daemon) watchdogHeartbeat() (hb WatchdogHeartbeat, handover bool) {
+	hb, handover, _ = d.watchdogHeartbeatSeq()
+	return hb, handover
+}
+
+// watchdogHeartbeatSeq is watchdogHeartbeat, and the guard (pendingSeq)
+// the heartbeat carries.
+func (d *Daemon) watchdogHeartbeatSeq() (hb WatchdogHeartbeat, handover bool, seq uint64) {
 	d.wd.mu.Lock()
 	deadline, granted, known := d.wd.deadline, d.wd.granted, d.wd.known
+	if p := d.wd.pendingUntil; !p.IsZero() {
+		// A guarded promotion: fenced at its give-up time at the latest,
+		// whatever the lease loop says (a replica's heartbeat says 0). The
+		// new watchdog holds the same deadline, so a previous one may
+		// stand down.
+		if deadline.IsZero() || p.Before(deadline) {
+			deadline = p
+		}
+		granted, seq = true, d.wd.pendingSeq
+	}
 	d.wd.mu.Unlock()
 	hb.Epoch = d.seeEpoch(0)
 	if deadline.IsZero() {
-		return hb, known
+		return hb, known, seq
 	}
 	// mono_ns first, remaining after: the child's deadline is then never
 	// later than ours (see the proof above).
@@ -415,7 +437,7 @@ func (d *Daemon) watchdogHeartbeat() (hb WatchdogHeartbeat, handover bool) {
 		hb.RemainingMs = -1
 	}
 	hb.GraceMs = min(d.safetyMargin()/4, watchdogMaxGrace).Milliseconds()
-	return hb, granted
+	return hb, granted, seq
 }
 
 func (d *Daemon) watchdogPIDPath() string { return d.cfg.Agent.Socket + ".watchdog.pid" }
@@ -485,7 +507,7 @@ func (d *Daemon) runWatchdogChild(ctx context.Context, log *slog.Logger) error {
 	go func() { exited <- cmd.Wait() }()
 	defer w.Close() // EOF for the child: it keeps guarding if it must
 	for {
-		hb, handover := d.watchdogHeartbeat()
+		hb, handover, seq := d.watchdogHeartbeatSeq()
 		line, _ := json.Marshal(hb)
 		w.SetWriteDeadline(time.Now().Add(time.Second))
 		if _, err := w.Write(append(line, '\n')); err != nil {
@@ -494,8 +516,15 @@ func (d *Daemon) runWatchdogChild(ctx context.Context, log *slog.Logger) error {
 			} else {
 				log.Warn("writing a heartbeat to the watchdog", "watchdog_pid", pid, "err", err)
 			}
-		} else if handover {
-			d.standDownOrphan(pid, log)
+		} else {
+			if seq > 0 {
+				d.wd.mu.Lock()
+				d.wd.pendingSent = max(d.wd.pendingSent, seq)
+				d.wd.mu.Unlock()
+			}
+			if handover {
+				d.standDownOrphan(pid, log)
+			}
 		}
 		select {
 		case <-ctx.Done():

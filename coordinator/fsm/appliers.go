@@ -125,6 +125,9 @@ func memberChanges(old, m *pgdrv1.Member) []string {
 	if !bytes.Equal(old.GetFailsafeKey(), m.GetFailsafeKey()) {
 		changed = append(changed, "failsafe_key")
 	}
+	if old.GetHonoursSettleBy() != m.GetHonoursSettleBy() {
+		changed = append(changed, "honours_settle_by")
+	}
 	return changed
 }
 
@@ -248,9 +251,27 @@ func applySetPrimary(st *pgdrv1.State, c *pgdrv1.Command, p *pgdrv1.SetPrimary, 
 	if _, ok := cl.GetMembers()[p.GetName()]; !ok {
 		return fmt.Errorf("set primary: member %q not found in cluster %q", p.GetName(), cl.GetName())
 	}
-	prev := cl.GetPrimary()
+	prev, prevEpoch := cl.GetPrimary(), cl.GetEpoch()
 	cl.Primary = p.GetName()
 	cl.Epoch++
+	// The new primary's promotion is unsettled until confirmed; a primary
+	// recorded writable (the initial one) has nothing to confirm.
+	cl.UnsettledPromote = nil
+	if p.GetPromote() {
+		cl.UnsettledPromote = &pgdrv1.UnsettledPromote{Node: cl.Primary, Epoch: cl.Epoch, InFlight: true, OrderedAt: cmdTime(c)}
+	}
+	// The new epoch's LSN floor: never below the old epoch's (a failover
+	// within the lag limit does not reset what later ones are judged
+	// against) nor below the new primary's position when it was chosen.
+	if p.GetPromote() || p.GetPrimaryLsnSeed() > 0 {
+		floor := p.GetPrimaryLsnSeed()
+		if cl.GetPrimaryLastLsnEpoch() == prevEpoch {
+			floor = max(floor, cl.GetPrimaryLastLsn())
+		}
+		if floor > 0 {
+			cl.PrimaryLastLsn, cl.PrimaryLastLsnEpoch = floor, cl.Epoch
+		}
+	}
 	msg := fmt.Sprintf("primary set to %s at epoch %d (was %q)", cl.Primary, cl.Epoch, prev)
 	if p.GetReason() != "" {
 		msg += ": " + p.GetReason()
@@ -454,6 +475,53 @@ func applyRecordEvent(st *pgdrv1.State, c *pgdrv1.Command, p *pgdrv1.RecordEvent
 	if p.GetEvent().GetKind() == "" {
 		return errors.New("record event: kind is empty")
 	}
-	addEvent(st, c, index, proto.Clone(p.GetEvent()).(*pgdrv1.HistoryEvent))
+	mark := p.GetPromote()
+	if _, ok := pgdrv1.PromoteMark_name[int32(mark)]; !ok {
+		return fmt.Errorf("record event %s: unknown promote mark %d", p.GetEvent().GetKind(), int32(mark))
+	}
+	ev := proto.Clone(p.GetEvent()).(*pgdrv1.HistoryEvent)
+	addEvent(st, c, index, ev)
+	if cl := st.GetClusters()[ev.GetCluster()]; mark != pgdrv1.PromoteMark_PROMOTE_MARK_UNSPECIFIED && cl != nil &&
+		ev.GetNode() == cl.GetPrimary() && ev.GetEpoch() == cl.GetEpoch() && cl.GetPrimary() != "" {
+		markPromote(cl, mark, cmdTime(c), p.GetSettleBy())
+	}
 	return nil
+}
+
+// markPromote applies what an event says about the promotion of cl's
+// recorded primary at cl's epoch to cl.unsettled_promote (see PromoteMark).
+func markPromote(cl *pgdrv1.Cluster, mark pgdrv1.PromoteMark, now, settleBy *timestamppb.Timestamp) {
+	if mark == pgdrv1.PromoteMark_PROMOTE_MARK_PROMOTED {
+		cl.UnsettledPromote = nil
+		return
+	}
+	u := cl.GetUnsettledPromote()
+	if u.GetNode() != cl.GetPrimary() || u.GetEpoch() != cl.GetEpoch() {
+		u = &pgdrv1.UnsettledPromote{Node: cl.GetPrimary(), Epoch: cl.GetEpoch()}
+		cl.UnsettledPromote = u
+	}
+	switch mark {
+	case pgdrv1.PromoteMark_PROMOTE_MARK_ORDERED:
+		u.InFlight, u.OrderedAt = true, now
+	case pgdrv1.PromoteMark_PROMOTE_MARK_UNSETTLED:
+		// settle_by covers every order that may complete: the latest of
+		// theirs, or none once one of them carried none.
+		switch {
+		case !u.GetMayComplete() || (settleBy != nil && u.GetSettleBy() != nil && settleBy.AsTime().After(u.GetSettleBy().AsTime())):
+			u.SettleBy = nil
+			if settleBy != nil {
+				u.SettleBy = &timestamppb.Timestamp{Seconds: settleBy.GetSeconds(), Nanos: settleBy.GetNanos()}
+			}
+		case settleBy == nil:
+			u.SettleBy = nil
+		}
+		u.InFlight, u.MayComplete = false, true
+		if u.OrderedAt == nil {
+			u.OrderedAt = now
+		}
+	case pgdrv1.PromoteMark_PROMOTE_MARK_NOT_SENT:
+		u.InFlight = false // an earlier order that may complete still may
+	case pgdrv1.PromoteMark_PROMOTE_MARK_SETTLED:
+		u.InFlight, u.MayComplete, u.SettleBy = false, false, nil
+	}
 }

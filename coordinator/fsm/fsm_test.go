@@ -13,6 +13,7 @@ import (
 
 	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
@@ -932,5 +933,110 @@ func TestHistoryCompactionKeepsDecisions(t *testing.T) {
 	}
 	if last := st.History[len(st.History)-1]; last.GetKind() != KindMemberUpdated {
 		t.Errorf("newest event is %s, want the latest member update", last.GetKind())
+	}
+}
+
+// TestUnsettledPromoteState: review D7 and D9. SetPrimary with a promote
+// order records the new primary's promotion as unsettled and seeds the new
+// epoch's LSN floor (the higher of the seed and the old floor); the promote
+// marks of recorded events update it (only for the recorded primary at its
+// epoch; an unknown mark is refused and changes nothing); history eviction
+// does not touch it, and snapshots carry it.
+func TestUnsettledPromoteState(t *testing.T) {
+	h := newHarness(t, Options{HistoryLimit: 4})
+	for _, n := range []string{"a", "b", "c"} {
+		h.mustApply(tRegister, member("main", n, 0))
+	}
+	h.mustApply(tPrimary, &pgdrv1.SetPrimary{Cluster: "main", Name: "a"})
+	if c, _ := h.f.Cluster("main"); c.UnsettledPromote != nil {
+		t.Fatalf("an initial primary is unsettled: %v", c.UnsettledPromote)
+	}
+	h.mustApply(pgdrv1.CommandType_COMMAND_TYPE_RECORD_PRIMARY_LSN, &pgdrv1.RecordPrimaryLSN{Cluster: "main", Primary: "a", Epoch: 1, Lsn: 600 << 20})
+	h.mustApply(tPrimary, &pgdrv1.SetPrimary{Cluster: "main", Name: "b", ExpectedEpoch: 1, Promote: true, PrimaryLsnSeed: 300 << 20})
+	c, _ := h.f.Cluster("main")
+	if u := c.UnsettledPromote; u.GetNode() != "b" || u.GetEpoch() != 2 || !u.GetInFlight() || u.GetMayComplete() || u.GetOrderedAt() == nil {
+		t.Fatalf("after SetPrimary b with a promote order: %v", u)
+	}
+	if c.PrimaryLastLsn != 600<<20 || c.PrimaryLastLsnEpoch != 2 {
+		t.Fatalf("new epoch's floor %d at epoch %d, want the old floor %d at 2", c.PrimaryLastLsn, c.PrimaryLastLsnEpoch, 600<<20)
+	}
+	before := h.f.State()
+	if r := h.apply(tRecordEvnt, &pgdrv1.RecordEvent{Event: &pgdrv1.HistoryEvent{Kind: "failover-result", Cluster: "main", Node: "b", Epoch: 2}, Promote: 99}); r.Ok {
+		t.Fatal("an unknown promote mark was accepted")
+	}
+	if after := h.f.State(); !proto.Equal(withIndex(before, 0), withIndex(after, 0)) {
+		t.Fatal("a refused promote mark changed the state")
+	}
+	mark := func(node string, epoch uint64, m pgdrv1.PromoteMark) {
+		h.mustApply(tRecordEvnt, &pgdrv1.RecordEvent{Event: &pgdrv1.HistoryEvent{Kind: "failover-result", Cluster: "main", Node: node, Epoch: epoch}, Promote: m})
+	}
+	mark("b", 2, pgdrv1.PromoteMark_PROMOTE_MARK_UNSETTLED)
+	mark("c", 2, pgdrv1.PromoteMark_PROMOTE_MARK_PROMOTED) // not the primary
+	mark("b", 1, pgdrv1.PromoteMark_PROMOTE_MARK_PROMOTED) // another epoch
+	for i := range 10 {                                    // evicts every event about b
+		h.mustApply(tRecordEvnt, &pgdrv1.RecordEvent{Event: &pgdrv1.HistoryEvent{Kind: "failover-refused", Cluster: "main", Node: "c", Epoch: 2, Message: fmt.Sprint(i)}})
+	}
+	for _, ev := range h.f.History("main", 0, 0) {
+		if ev.GetNode() == "b" {
+			t.Fatalf("history still holds %s about b", ev.GetKind())
+		}
+	}
+	g := New(quietLogger(), Options{})
+	if err := g.Restore(io.NopCloser(bytes.NewReader(persist(t, h.f)))); err != nil {
+		t.Fatal(err)
+	}
+	c, _ = g.Cluster("main")
+	if u := c.UnsettledPromote; u.GetNode() != "b" || u.GetEpoch() != 2 || u.GetInFlight() || !u.GetMayComplete() {
+		t.Fatalf("after eviction and restore: %v, want b at 2 that may complete", u)
+	}
+	mark("b", 2, pgdrv1.PromoteMark_PROMOTE_MARK_PROMOTED)
+	if c, _ := h.f.Cluster("main"); c.UnsettledPromote != nil {
+		t.Fatalf("a confirmed promotion left %v", c.UnsettledPromote)
+	}
+}
+
+// TestUnsettledPromoteSettleBy: review D10. The settle deadline of an
+// unsettled promotion covers every order that may still complete: the
+// latest of theirs, and none once one of them carried none; a confirmed
+// fence clears it.
+func TestUnsettledPromoteSettleBy(t *testing.T) {
+	h := newHarness(t, Options{})
+	for _, n := range []string{"a", "b"} {
+		h.mustApply(tRegister, member("main", n, 0))
+	}
+	h.mustApply(tPrimary, &pgdrv1.SetPrimary{Cluster: "main", Name: "a"})
+	h.mustApply(tPrimary, &pgdrv1.SetPrimary{Cluster: "main", Name: "b", ExpectedEpoch: 1, Promote: true})
+	at := time.Date(2026, 12, 7, 6, 0, 0, 0, time.UTC)
+	mark := func(m pgdrv1.PromoteMark, settleBy time.Time) time.Time {
+		t.Helper()
+		rec := &pgdrv1.RecordEvent{Event: &pgdrv1.HistoryEvent{Kind: "failover-result", Cluster: "main", Node: "b", Epoch: 2}, Promote: m}
+		if !settleBy.IsZero() {
+			rec.SettleBy = timestamppb.New(settleBy)
+		}
+		h.mustApply(tRecordEvnt, rec)
+		c, _ := h.f.Cluster("main")
+		if c.GetUnsettledPromote().GetSettleBy() == nil {
+			return time.Time{}
+		}
+		return c.GetUnsettledPromote().GetSettleBy().AsTime()
+	}
+	const unsettled, ordered, settled = pgdrv1.PromoteMark_PROMOTE_MARK_UNSETTLED, pgdrv1.PromoteMark_PROMOTE_MARK_ORDERED, pgdrv1.PromoteMark_PROMOTE_MARK_SETTLED
+	for i, c := range []struct {
+		m        pgdrv1.PromoteMark
+		settleBy time.Time
+		want     time.Time
+	}{
+		{unsettled, at, at},
+		{ordered, time.Time{}, at},                            // in flight: kept
+		{unsettled, at.Add(-time.Minute), at},                 // an earlier one: the latest stays
+		{unsettled, at.Add(time.Minute), at.Add(time.Minute)}, // a later one
+		{unsettled, time.Time{}, time.Time{}},                 // one without: none
+		{unsettled, at.Add(2 * time.Minute), time.Time{}},     // none stays none
+		{settled, time.Time{}, time.Time{}},                   // fenced: nothing may complete
+		{unsettled, at, at},                                   // a new order after the fence
+	} {
+		if got := mark(c.m, c.settleBy); !got.Equal(c.want) {
+			t.Fatalf("step %d (%s %v): settle_by %v, want %v", i, c.m, c.settleBy, got, c.want)
+		}
 	}
 }

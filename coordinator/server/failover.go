@@ -175,9 +175,25 @@ func rejectedDetails(d failover.Decision) map[string]string {
 }
 
 func (s *Server) recordEvent(ctx context.Context, cluster, kind, node string, epoch uint64, msg string, details map[string]string) {
-	_, err := s.propose(ctx, pgdrv1.CommandType_COMMAND_TYPE_RECORD_EVENT, &pgdrv1.RecordEvent{Event: &pgdrv1.HistoryEvent{
+	s.recordPromoteEvent(ctx, cluster, kind, node, epoch, msg, details, pgdrv1.PromoteMark_PROMOTE_MARK_UNSPECIFIED)
+}
+
+// recordPromoteEvent records an event that also says what became of the
+// promotion of node at epoch (Cluster.unsettled_promote, promote.go).
+func (s *Server) recordPromoteEvent(ctx context.Context, cluster, kind, node string, epoch uint64, msg string, details map[string]string, mark pgdrv1.PromoteMark) {
+	s.recordUnsettled(ctx, cluster, kind, node, epoch, msg, details, mark, time.Time{})
+}
+
+// recordUnsettled is recordPromoteEvent with the settle_by of the order
+// the event is about (zero: none).
+func (s *Server) recordUnsettled(ctx context.Context, cluster, kind, node string, epoch uint64, msg string, details map[string]string, mark pgdrv1.PromoteMark, settleBy time.Time) {
+	rec := &pgdrv1.RecordEvent{Event: &pgdrv1.HistoryEvent{
 		Cluster: cluster, Kind: historyKind(ctx, kind), Node: node, Epoch: epoch, Message: msg, Details: details,
-	}}, "coordinator:"+s.cfg.Name)
+	}, Promote: mark}
+	if !settleBy.IsZero() {
+		rec.SettleBy = timestamppb.New(settleBy)
+	}
+	_, err := s.propose(ctx, pgdrv1.CommandType_COMMAND_TYPE_RECORD_EVENT, rec, "coordinator:"+s.cfg.Name)
 	if err != nil {
 		s.log.Warn("recording history", "cluster", cluster, "kind", kind, "err", err)
 		return
@@ -198,6 +214,9 @@ func (s *Server) executeFailover(ctx context.Context, c *pgdrv1.Cluster, d failo
 	fenced, wait := s.settlePromote(ctx, c, cand) // never two promotions that may both complete (promote.go)
 	if wait != "" {
 		log.Warn("failover waits", "reason", wait)
+		s.judge.mu.Lock()
+		s.judge.reason[name] = wait // status says why nothing happens
+		s.judge.mu.Unlock()
 		key := fmt.Sprintf("unsettled promote of %s at epoch %d", old, c.Epoch) // recorded once, whatever the fence's error
 		s.judge.mu.Lock()
 		again := s.judge.refused[name] == key
@@ -220,17 +239,12 @@ func (s *Server) executeFailover(ctx context.Context, c *pgdrv1.Cluster, d failo
 	s.recordEvent(ctx, name, kindFailoverIntent, cand, c.Epoch, fmt.Sprintf("promote %s in place of %s: %s", cand, old, d.Reason), details)
 	if _, err := s.propose(ctx, pgdrv1.CommandType_COMMAND_TYPE_SET_PRIMARY, &pgdrv1.SetPrimary{
 		Cluster: name, Name: cand, ExpectedEpoch: c.Epoch, Reason: "failover: " + d.Reason,
+		Promote: true, PrimaryLsnSeed: s.primaryLSNSeed(c, cand),
 	}, "coordinator:"+s.cfg.Name); err != nil {
 		s.recordEvent(ctx, name, kindFailoverResult, cand, c.Epoch, "failed: recording the new primary: "+err.Error(), nil)
 		return
 	}
 	epoch := c.Epoch + 1
-	// The candidate's received WAL is a position its timeline has passed:
-	// the new epoch's last known LSN until it reports one as a primary, so
-	// that the lag limit is not "unknown" if it dies before its first report.
-	if sm, ok := s.view.get(memberKey{name, cand}); ok {
-		s.primaryLSN.observe(name, cand, epoch, max(sm.report.GetReceiveLsn(), sm.report.GetReplayLsn()))
-	}
 	// The new primary gets a lease at once, so that a failed promotion is
 	// not followed by another before a TTL has passed.
 	s.leases.renew(name, cand, epoch, cand, epoch, time.Now(), s.cfg.Failover.LeaseTTL.Duration)
@@ -254,14 +268,16 @@ func (s *Server) completeFailover(ctx context.Context, c *pgdrv1.Cluster, old, c
 	name := c.GetName()
 	if !promoted {
 		if err := s.syncBeforePromote(ctx, c, cand, epoch); err != nil {
-			s.recordEvent(ctx, name, kindFailoverResult, cand, epoch, "failed: "+err.Error(), nil)
+			s.recordPromoteEvent(ctx, name, kindFailoverResult, cand, epoch, "failed: "+err.Error(), nil, pgdrv1.PromoteMark_PROMOTE_MARK_NOT_SENT)
 			return
 		}
 		cctx, cancel := context.WithTimeout(ctx, s.cfg.Failover.CommandTimeout.Duration)
+		deadline, _ := cctx.Deadline()
+		settleBy := s.promoteSettleBy(deadline)
 		s.hub.waitStream(cctx, memberKey{name, cand}, streamWait)
 		res, err := s.hub.call(cctx, memberKey{name, cand}, &pgdrv1.AgentCommand{
-			Id: newCommandID(), Cluster: name, Node: cand, Epoch: epoch, IssuedAt: timestamppb.Now(),
-			Kind: &pgdrv1.AgentCommand_Promote{Promote: &pgdrv1.Promote{Reason: reason}},
+			Id: newCommandID(), Cluster: name, Node: cand, Epoch: epoch, IssuedAt: timestamppb.Now(), Deadline: timestamppb.New(deadline),
+			Kind: &pgdrv1.AgentCommand_Promote{Promote: &pgdrv1.Promote{Reason: reason, SettleBy: timestamppb.New(settleBy)}},
 		})
 		cancel()
 		if msg, unsettled := promoteOutcome(res, err); msg != "" {
@@ -269,17 +285,19 @@ func (s *Server) completeFailover(ctx context.Context, c *pgdrv1.Cluster, old, c
 				s.recordEvent(ctx, name, kindFailoverRefused, cand, epoch, "primary alive per "+cand+"'s failsafe acknowledgement: "+res.Error, nil)
 			}
 			var details map[string]string
+			mark := pgdrv1.PromoteMark_PROMOTE_MARK_NOT_SENT
 			if unsettled { // fenced (or waited for) before anyone else is promoted (promote.go)
 				details = map[string]string{detailPromote: promoteUnsettled}
+				mark = pgdrv1.PromoteMark_PROMOTE_MARK_UNSETTLED
 			}
-			s.recordEvent(ctx, name, kindFailoverResult, cand, epoch, msg, details)
+			s.recordUnsettled(ctx, name, kindFailoverResult, cand, epoch, msg, details, mark, settleBy)
 			return
 		}
 		msg := strings.TrimSpace(res.Output)
 		if !strings.HasPrefix(msg, "promoted") {
 			msg = "promoted: " + msg
 		}
-		s.recordEvent(ctx, name, kindFailoverStep, cand, epoch, msg, nil)
+		s.recordPromoteEvent(ctx, name, kindFailoverStep, cand, epoch, msg, nil, pgdrv1.PromoteMark_PROMOTE_MARK_PROMOTED)
 	}
 
 	// Re-point every other replica; the old primary rejoins when it returns.
@@ -310,7 +328,15 @@ func (s *Server) completeFailover(ctx context.Context, c *pgdrv1.Cluster, old, c
 	if len(failed) > 0 {
 		result += "; not following yet: " + strings.Join(failed, ", ")
 	}
-	s.recordEvent(ctx, name, kindFailoverResult, cand, epoch, result, nil)
+	s.recordPromoteEvent(ctx, name, kindFailoverResult, cand, epoch, result, nil, pgdrv1.PromoteMark_PROMOTE_MARK_PROMOTED)
+}
+
+// promoteSettleBy is the settle_by of a promote order that must start by
+// deadline: a lease TTL later. The agent drops (fences) a promotion that
+// was not granted a lease by then, so the leader may count one it never
+// heard the outcome of as settled after it (plus the safety margin).
+func (s *Server) promoteSettleBy(deadline time.Time) time.Time {
+	return deadline.Add(s.cfg.Failover.LeaseTTL.Duration)
 }
 
 // streamWait bounds how long an order waits for the agent's command stream

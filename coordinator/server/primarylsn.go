@@ -137,6 +137,20 @@ func (s *Server) primaryLastLSN(c *pgdrv1.Cluster) uint64 {
 	return lsn
 }
 
+// primaryLSNSeed is the LSN floor of the epoch at which cand replaces c's
+// primary: the higher of cand's position (its received WAL, a point its
+// timeline has passed) and the old primary's last known LSN. It travels in
+// the SetPrimary that records cand (the applier raises it to the state's
+// old floor too), so that a leader change before cand's first report as a
+// primary does not leave the lag limit without a floor ("unknown").
+func (s *Server) primaryLSNSeed(c *pgdrv1.Cluster, cand string) uint64 {
+	seed := s.primaryLastLSN(c)
+	if sm, ok := s.view.get(memberKey{c.GetName(), cand}); ok {
+		seed = max(seed, sm.report.GetReceiveLsn(), sm.report.GetReplayLsn())
+	}
+	return seed
+}
+
 // recordPrimaryLSNs writes the primaries' positions that are due to Raft
 // (at most one proposal per cluster per primaryLSNMinInterval); the leader
 // loop calls it every tick.

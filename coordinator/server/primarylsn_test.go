@@ -236,3 +236,46 @@ func TestPrimaryLSNRecordedInRaft(t *testing.T) {
 			fmt.Errorf("recorded %d at epoch %d", c.PrimaryLastLsn, c.PrimaryLastLsnEpoch)
 	})
 }
+
+// TestPrimaryLSNSeedSurvivesLeaderChange: review D9. The new epoch's LSN
+// floor (the higher of the candidate's position and the old epoch's
+// floor) is replicated with the new primary, not kept in the leader's
+// memory: a leader that takes over right after the failover, before the
+// new primary's first report, still judges the lag against it.
+func TestPrimaryLSNSeedSurvivesLeaderChange(t *testing.T) {
+	for _, c := range []struct {
+		what             string
+		oldFloor, candAt uint64
+		want             uint64
+	}{
+		{"old floor above the candidate", 600 * mib, 300 * mib, 600 * mib},
+		{"candidate above the old floor", 100 * mib, 300 * mib, 300 * mib},
+	} {
+		t.Run(c.what, func(t *testing.T) {
+			s := testServer(t, Options{})
+			s.cfg.Failover.CommandTimeout.Duration = 200 * time.Millisecond
+			startInmemRaft(t, s)
+			for _, n := range []string{"a", "b"} {
+				mustPropose(t, s, pgdrv1.CommandType_COMMAND_TYPE_REGISTER_MEMBER, &pgdrv1.RegisterMember{Member: &pgdrv1.Member{
+					Cluster: "main", Name: n, Region: "eu-west-1"}})
+			}
+			mustPropose(t, s, pgdrv1.CommandType_COMMAND_TYPE_SET_PRIMARY, &pgdrv1.SetPrimary{Cluster: "main", Name: "a", ExpectedEpoch: 0})
+			mustPropose(t, s, pgdrv1.CommandType_COMMAND_TYPE_RECORD_PRIMARY_LSN, &pgdrv1.RecordPrimaryLSN{Cluster: "main", Primary: "a", Epoch: 1, Lsn: c.oldFloor})
+			now := time.Now()
+			s.ingestReport(standby("b", c.candAt), now)
+			cl, _ := s.fsm.Cluster("main")
+			s.leases.assumeHeld(&pgdrv1.State{Clusters: map[string]*pgdrv1.Cluster{"main": cl}}, now.Add(-time.Minute), time.Second)
+			s.executeFailover(s.currentLeaderCtx(), cl, failover.Decision{Action: failover.ActionPromote, Candidate: "b", Reason: "test"})
+			cl, _ = s.fsm.Cluster("main")
+			if cl.Primary != "b" || cl.Epoch != 2 {
+				t.Fatalf("primary %s at epoch %d, want b at 2", cl.Primary, cl.Epoch)
+			}
+			// A new leader: its memory holds nothing of the failover.
+			s.primaryLSN = newPrimaryLSNs()
+			if got := s.primaryLastLSN(cl); got != c.want {
+				t.Fatalf("a new leader's last known LSN of b at epoch 2 is %d, want %d (state: %d at epoch %d)",
+					got, c.want, cl.PrimaryLastLsn, cl.PrimaryLastLsnEpoch)
+			}
+		})
+	}
+}

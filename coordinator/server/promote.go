@@ -9,6 +9,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/pgdr/pgdr/coordinator/failover"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
 
@@ -53,57 +54,18 @@ func promoteOutcome(res *pgdrv1.CommandResult, err error) (msg string, unsettled
 const kindPromoteSettled = "promote-settled"
 
 // unsettledPromote returns the recorded primary of c when a promote order
-// to it may still complete ("" otherwise). It reads the history of that
-// node at c's epoch back to the intent that recorded it (or, when the
-// bounded history no longer holds it, to the first older event):
-//   - a result "done" (or a switchover result "ok") or a promote-settled
-//     event (a confirmed fence): settled;
-//   - a result marked promote=unsettled (failover, manual failover, or a
-//     switchover or promote-retry carrying on under a switchover's kinds),
-//     or a failed switchover result: unsettled;
-//   - a failure that did not reach the agent or was refused: the scan
-//     goes on, since an earlier order (a pending pg_promote, whose watcher
-//     still runs) may still complete;
-//   - a promote-retry or an intent with no result after it (a leader died
-//     before recording one): unsettled.
+// to it may still complete ("" otherwise). It reads the replicated state,
+// never the bounded history (whose evicted events would count as
+// settled): Cluster.unsettled_promote names the primary at c's epoch and
+// says an order is in flight (SetPrimary with promote, a promote-retry or
+// a resumed order, with no outcome recorded yet: a leader may have died
+// meanwhile) or may still complete (answered pending or not at all). A
+// failure that did not reach the agent or was refused ends only its own
+// order; a confirmed promotion, or a confirmed fence (promote-settled),
+// settles it.
 func (s *Server) unsettledPromote(c *pgdrv1.Cluster) string {
-	node, epoch := c.GetPrimary(), c.GetEpoch()
-	if node == "" {
-		return ""
-	}
-	unsettled, sawResult := false, false
-	s.fsm.ScanHistoryBack(c.GetName(), func(ev *pgdrv1.HistoryEvent) bool {
-		if ev.GetNode() != node {
-			return true
-		}
-		if ev.GetEpoch()+1 < epoch {
-			return false // older than the intent that recorded it
-		}
-		kind, details := ev.GetKind(), ev.GetDetails()
-		switch {
-		case kind == kindPromoteSettled && ev.GetEpoch() >= epoch:
-			return false
-		case strings.HasSuffix(kind, "-result") && ev.GetEpoch() == epoch:
-			switch {
-			case strings.HasPrefix(ev.GetMessage(), "done") || details["result"] == "ok":
-				return false
-			case details[detailPromote] == promoteUnsettled || (kind == kindSwitchoverResult && details["result"] == "failed"):
-				unsettled = true
-				return false
-			}
-			sawResult = true
-		case kind == kindPromoteRetry && ev.GetEpoch() == epoch:
-			if !sawResult {
-				unsettled = true
-				return false
-			}
-		case (kind == kindFailoverIntent || kind == kindManualIntent || kind == kindSwitchoverIntent) && ev.GetEpoch()+1 == epoch:
-			unsettled = !sawResult
-			return false
-		}
-		return true
-	})
-	if unsettled {
+	u := c.GetUnsettledPromote()
+	if node := c.GetPrimary(); node != "" && u.GetNode() == node && u.GetEpoch() == c.GetEpoch() && (u.GetInFlight() || u.GetMayComplete()) {
 		return node
 	}
 	return ""
@@ -126,15 +88,37 @@ func forcedFailover(ctx context.Context) bool { f, _ := ctx.Value(forcedKey{}).(
 // complete before cand is promoted at c's next epoch. It returns what it
 // did (for the intent's details; "" for nothing), or wait: why cand must
 // not be promoted now. A forced manual failover does not wait.
+//
+// The unsettled candidate counts as settled without an order when
+// failover.PromoteSettled says so (a fresh report that it is stopped, or
+// fenced and still in recovery; or the settle deadline its agent promised
+// to keep has passed). Otherwise it is fenced at the recorded epoch; when
+// that fails the leader waits, until the settle deadline when there is
+// one, or until an operator runs 'pgdrctl failover --force' when there is
+// none (an agent that does not keep settle_by, an order whose outcome a
+// leader change lost).
 func (s *Server) settlePromote(ctx context.Context, c *pgdrv1.Cluster, cand string) (done, wait string) {
 	u := s.unsettledPromote(c)
 	if u == "" || u == cand {
 		return "", ""
 	}
 	k := memberKey{c.GetName(), u}
-	if sm, ok := s.view.snapshot()[k]; ok && time.Since(sm.at) <= s.cfg.Health.StaleAfter.Duration && (sm.report.GetFenced() || !sm.report.GetPostmasterAlive()) {
-		done = fmt.Sprintf("%s, whose promotion at epoch %d was never confirmed, reports itself fenced or stopped", u, c.GetEpoch())
-		s.recordEvent(ctx, c.GetName(), kindPromoteSettled, u, c.GetEpoch(), done, nil)
+	now := time.Now()
+	var m failover.Member
+	if sm, ok := s.view.snapshot()[k]; ok {
+		r := sm.report
+		m = failover.Member{Name: u, Fresh: now.Sub(sm.at) <= s.cfg.Health.StaleAfter.Duration, PostmasterAlive: r.GetPostmasterAlive(),
+			Connectable: r.GetConnectable() && !r.GetRecoveryUnknown(), InRecovery: r.GetInRecovery(), Fenced: r.GetFenced()}
+	}
+	up := c.GetUnsettledPromote()
+	un := failover.Unsettled{Node: u, InFlight: up.GetInFlight(), Honoured: c.GetMembers()[u].GetHonoursSettleBy()}
+	if up.GetSettleBy() != nil {
+		un.SettleBy = up.GetSettleBy().AsTime()
+	}
+	settled, why := failover.PromoteSettled(un, m, now, s.cfg.Failover.SafetyMargin.Duration)
+	if settled {
+		done = fmt.Sprintf("%s, whose promotion at epoch %d was never confirmed, counts as settled: %s", u, c.GetEpoch(), why)
+		s.recordPromoteEvent(ctx, c.GetName(), kindPromoteSettled, u, c.GetEpoch(), done, nil, pgdrv1.PromoteMark_PROMOTE_MARK_SETTLED)
 		return done, ""
 	}
 	// The fence carries the recorded epoch, which u (ordered to promote at
@@ -157,10 +141,14 @@ func (s *Server) settlePromote(ctx context.Context, c *pgdrv1.Cluster, cand stri
 		return fmt.Sprintf("%s, whose promotion at epoch %d was never confirmed, could not be fenced (%v); promoted anyway: forced by the operator", u, c.GetEpoch(), err), ""
 	}
 	if err != nil {
-		return "", fmt.Sprintf("not promoting %s: %s was ordered to promote at epoch %d and never confirmed it, so its promotion may still complete, and it could not be fenced (%v); waiting until it is fenced, stopped or promoted",
-			cand, u, c.GetEpoch(), err)
+		until := "until it is fenced, stopped or promoted, or an operator runs 'pgdrctl failover --force' (only once its host is known to be down or its PostgreSQL stopped)"
+		if !un.InFlight && un.Honoured && !un.SettleBy.IsZero() {
+			until = "until it is fenced, stopped or promoted, or its settle deadline has passed"
+		}
+		return "", fmt.Sprintf("not promoting %s: %s was ordered to promote at epoch %d and never confirmed it, so its promotion may still complete, and it could not be fenced (%v); %s; waiting %s",
+			cand, u, c.GetEpoch(), err, why, until)
 	}
 	done = fmt.Sprintf("%s fenced at epoch %d first: its promotion at that epoch was never confirmed and may still have completed", u, epoch)
-	s.recordEvent(ctx, c.GetName(), kindPromoteSettled, u, epoch, done, nil)
+	s.recordPromoteEvent(ctx, c.GetName(), kindPromoteSettled, u, epoch, done, nil, pgdrv1.PromoteMark_PROMOTE_MARK_SETTLED)
 	return done, ""
 }

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/pgdr/pgdr/coordinator/config"
 	"github.com/pgdr/pgdr/coordinator/failover"
@@ -21,13 +23,19 @@ import (
 // the failover settings tests need; no gRPC, no gossip.
 func testLeader(t *testing.T) *Server {
 	t.Helper()
+	return testLeaderWith(t, fsm.Options{})
+}
+
+// testLeaderWith is testLeader with the given FSM options.
+func testLeaderWith(t *testing.T, opts fsm.Options) *Server {
+	t.Helper()
 	cfg := &config.Config{Name: "c1"}
 	cfg.Failover.CommandTimeout.Duration = 2 * time.Second
 	cfg.Failover.LeaseTTL.Duration = time.Nanosecond // leases expire at once
 	cfg.Health.StaleAfter.Duration = 10 * time.Second
 	log := slog.New(slog.DiscardHandler)
-	s := &Server{cfg: cfg, log: log, view: newView(), hub: newHub(), leases: newLeases(), judge: newJudgements(), syncer: newSyncer()}
-	s.fsm = fsm.New(log, fsm.Options{})
+	s := &Server{cfg: cfg, log: log, view: newView(), hub: newHub(), leases: newLeases(), judge: newJudgements(), syncer: newSyncer(), primaryLSN: newPrimaryLSNs()}
+	s.fsm = fsm.New(log, opts)
 	s.metrics = newMetrics(s)
 	rc := raft.DefaultConfig()
 	rc.LocalID = "c1"
@@ -197,75 +205,94 @@ func TestFailoverAfterUnsettledPromote(t *testing.T) {
 	}
 }
 
+// TestUnsettledPromoteSurvivesEviction: review D7. Whether the recorded
+// primary's promotion may still complete, and whether it was promoted at
+// all, must not depend on events the bounded history has evicted: b
+// answered "pending", then enough decisions about other members evict the
+// failover's events; b's promotion is still unsettled (and not promoted),
+// so c is not promoted without fencing b first.
+func TestUnsettledPromoteSurvivesEviction(t *testing.T) {
+	s := testLeaderWith(t, fsm.Options{HistoryLimit: 8})
+	ctx := context.Background()
+	for _, m := range []string{"a", "b", "c"} {
+		if _, err := s.propose(ctx, pgdrv1.CommandType_COMMAND_TYPE_REGISTER_MEMBER, &pgdrv1.RegisterMember{Member: &pgdrv1.Member{
+			Name: m, Cluster: "main", Region: "r1", Dsn: "host=" + m}}, "test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.propose(ctx, pgdrv1.CommandType_COMMAND_TYPE_SET_PRIMARY, &pgdrv1.SetPrimary{Cluster: "main", Name: "a", ExpectedEpoch: 0}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	agents := &fakeAgents{answer: func(node string, cmd *pgdrv1.AgentCommand) *pgdrv1.CommandResult {
+		if node == "b" && orderKind(cmd) == "promote" {
+			return &pgdrv1.CommandResult{Pending: true, Error: "promotion pending: pg_promote did not finish within 55s"}
+		}
+		return &pgdrv1.CommandResult{Ok: true, Output: "promoted"}
+	}}
+	agents.start(t, s, "a", "b", "c")
+	cl, _ := s.fsm.Cluster("main")
+	s.executeFailover(ctx, cl, failover.Decision{Action: failover.ActionPromote, Candidate: "b", Reason: "a's lease expired"})
+	cl, _ = s.fsm.Cluster("main")
+	if cl.Primary != "b" || cl.Epoch != 2 || s.unsettledPromote(cl) != "b" {
+		t.Fatalf("after the first failover: primary %s epoch %d unsettled %q", cl.Primary, cl.Epoch, s.unsettledPromote(cl))
+	}
+	for i := range 20 {
+		s.recordEvent(ctx, "main", kindFailoverRefused, "c", cl.Epoch, fmt.Sprintf("decision %d about c", i), nil)
+	}
+	s.fsm.ScanHistory("main", func(ev *pgdrv1.HistoryEvent) {
+		if ev.GetNode() == "b" {
+			t.Fatalf("the history still holds %s %q: the test evicts nothing", ev.GetKind(), ev.GetMessage())
+		}
+	})
+	if got := s.unsettledPromote(cl); got != "b" {
+		t.Errorf("unsettledPromote after the history evicted b's failover = %q, want \"b\"", got)
+	}
+	if s.primaryPromoted(cl) {
+		t.Errorf("primaryPromoted after the history evicted b's failover = true, want false (b never confirmed it)")
+	}
+}
+
 // TestUnsettledPromote: which recorded primaries may still complete a
-// promotion, by the newest failover or switchover intent or result.
+// promotion, and which were promoted, by the replicated state that
+// SetPrimary and the promote marks of recorded events keep (b recorded at
+// epoch 2 with a promote order unless the case says otherwise).
 func TestUnsettledPromote(t *testing.T) {
+	type mark struct {
+		node  string
+		epoch uint64
+		m     pgdrv1.PromoteMark
+	}
+	const (
+		ordered   = pgdrv1.PromoteMark_PROMOTE_MARK_ORDERED
+		unsettled = pgdrv1.PromoteMark_PROMOTE_MARK_UNSETTLED
+		notSent   = pgdrv1.PromoteMark_PROMOTE_MARK_NOT_SENT
+		settled   = pgdrv1.PromoteMark_PROMOTE_MARK_SETTLED
+		promoted  = pgdrv1.PromoteMark_PROMOTE_MARK_PROMOTED
+	)
 	for _, c := range []struct {
-		n      int
-		what   string
-		events []*pgdrv1.HistoryEvent
-		want   string
+		n            int
+		what         string
+		writable     bool // b recorded without a promote order (an initial primary)
+		marks        []mark
+		want         string
+		wantPromoted bool
 	}{
-		{1, "no history", nil, ""},
-		{2, "failover done", []*pgdrv1.HistoryEvent{
-			{Kind: kindFailoverIntent, Node: "b", Epoch: 2},
-			{Kind: kindFailoverResult, Node: "b", Epoch: 3, Message: "done: b is primary at epoch 3"}}, ""},
-		{3, "failover result: promote unsettled", []*pgdrv1.HistoryEvent{
-			{Kind: kindFailoverIntent, Node: "b", Epoch: 2},
-			{Kind: kindFailoverResult, Node: "b", Epoch: 3, Details: map[string]string{detailPromote: promoteUnsettled}}}, "b"},
-		{4, "manual failover result: promote unsettled", []*pgdrv1.HistoryEvent{
-			{Kind: kindManualIntent, Node: "b", Epoch: 2},
-			{Kind: kindManualResult, Node: "b", Epoch: 3, Details: map[string]string{detailPromote: promoteUnsettled}}}, "b"},
-		{5, "intent without a result after the new primary was recorded", []*pgdrv1.HistoryEvent{
-			{Kind: kindFailoverIntent, Node: "b", Epoch: 2}}, "b"},
-		{6, "intent of an older epoch", []*pgdrv1.HistoryEvent{
-			{Kind: kindFailoverIntent, Node: "b", Epoch: 1}}, ""},
-		{7, "switchover failed after recording b", []*pgdrv1.HistoryEvent{
-			{Kind: kindSwitchoverIntent, Node: "b", Epoch: 2},
-			{Kind: kindSwitchoverResult, Node: "b", Epoch: 3, Details: map[string]string{"result": "failed"}}}, "b"},
-		{8, "switchover done", []*pgdrv1.HistoryEvent{
-			{Kind: kindSwitchoverIntent, Node: "b", Epoch: 2},
-			{Kind: kindSwitchoverResult, Node: "b", Epoch: 3, Details: map[string]string{"result": "ok"}}}, ""},
-		{9, "definite failure (not sent)", []*pgdrv1.HistoryEvent{
-			{Kind: kindFailoverIntent, Node: "b", Epoch: 2},
-			{Kind: kindFailoverResult, Node: "b", Epoch: 3, Message: "failed: promote: no open command stream"}}, ""},
-		{10, "switchover-result under a resumed failover: promote unsettled (review D1)", []*pgdrv1.HistoryEvent{
-			{Kind: kindSwitchoverIntent, Node: "b", Epoch: 2},
-			{Kind: kindSwitchoverResult, Node: "b", Epoch: 3, Message: "pending: promote: promotion pending", Details: map[string]string{detailPromote: promoteUnsettled}}}, "b"},
-		{11, "pending, then a retry refused for its epoch (review D2)", []*pgdrv1.HistoryEvent{
-			{Kind: kindFailoverIntent, Node: "b", Epoch: 2},
-			{Kind: fsm.KindPrimarySet, Node: "b", Epoch: 3},
-			{Kind: kindFailoverResult, Node: "b", Epoch: 3, Message: "pending: promote: promotion pending", Details: map[string]string{detailPromote: promoteUnsettled}},
-			{Kind: kindPromoteRetry, Node: "b", Epoch: 3},
-			{Kind: kindFailoverResult, Node: "b", Epoch: 3, Message: "failed: promote: the coordinator leader did not confirm the epoch"}}, "b"},
-		{12, "pending, then a retry not sent (review D2)", []*pgdrv1.HistoryEvent{
-			{Kind: kindFailoverIntent, Node: "b", Epoch: 2},
-			{Kind: kindFailoverResult, Node: "b", Epoch: 3, Details: map[string]string{detailPromote: promoteUnsettled}},
-			{Kind: kindPromoteRetry, Node: "b", Epoch: 3},
-			{Kind: kindFailoverResult, Node: "b", Epoch: 3, Message: "failed: promote: the agent of b: no open command stream"}}, "b"},
-		{13, "pending, then a retry done", []*pgdrv1.HistoryEvent{
-			{Kind: kindFailoverIntent, Node: "b", Epoch: 2},
-			{Kind: kindFailoverResult, Node: "b", Epoch: 3, Details: map[string]string{detailPromote: promoteUnsettled}},
-			{Kind: kindPromoteRetry, Node: "b", Epoch: 3},
-			{Kind: kindFailoverResult, Node: "b", Epoch: 3, Message: "done: b is primary at epoch 3"}}, ""},
-		{14, "pending, then fenced", []*pgdrv1.HistoryEvent{
-			{Kind: kindFailoverIntent, Node: "b", Epoch: 2},
-			{Kind: kindFailoverResult, Node: "b", Epoch: 3, Details: map[string]string{detailPromote: promoteUnsettled}},
-			{Kind: kindPromoteSettled, Node: "b", Epoch: 3}}, ""},
-		{15, "a retry with no result (a leader died)", []*pgdrv1.HistoryEvent{
-			{Kind: kindFailoverIntent, Node: "b", Epoch: 2},
-			{Kind: kindFailoverResult, Node: "b", Epoch: 3, Message: "failed: promote: refusing to promote: this node is fenced"},
-			{Kind: kindPromoteRetry, Node: "b", Epoch: 3}}, "b"},
-		{16, "events of other members after an unsettled promote", []*pgdrv1.HistoryEvent{
-			{Kind: kindFailoverIntent, Node: "b", Epoch: 2},
-			{Kind: kindFailoverResult, Node: "b", Epoch: 3, Details: map[string]string{detailPromote: promoteUnsettled}},
-			{Kind: kindFailoverIntent, Node: "c", Epoch: 3}}, "b"},
+		{1, "recorded writable (initial primary)", true, nil, "", true},
+		{2, "recorded, no outcome (a leader died before the order's result)", false, nil, "b", false},
+		{3, "promoted", false, []mark{{"b", 2, promoted}}, "", true},
+		{4, "answered pending or not at all", false, []mark{{"b", 2, unsettled}}, "b", false},
+		{5, "definite failure (not sent)", false, []mark{{"b", 2, notSent}}, "", false},
+		{6, "pending, then a retry refused for its epoch (review D2)", false, []mark{{"b", 2, unsettled}, {"b", 2, ordered}, {"b", 2, notSent}}, "b", false},
+		{7, "pending, then a retry done", false, []mark{{"b", 2, unsettled}, {"b", 2, ordered}, {"b", 2, promoted}}, "", true},
+		{8, "pending, then fenced", false, []mark{{"b", 2, unsettled}, {"b", 2, settled}}, "", false},
+		{9, "not sent, then a retry with no result (a leader died)", false, []mark{{"b", 2, notSent}, {"b", 2, ordered}}, "b", false},
+		{10, "marks of another member or epoch change nothing", false, []mark{{"b", 2, unsettled}, {"c", 2, promoted}, {"b", 1, promoted}, {"b", 3, settled}}, "b", false},
+		{11, "a retry of a primary recorded writable", true, []mark{{"b", 2, ordered}}, "b", false},
 	} {
 		f := fsm.New(nil, fsm.Options{})
 		s := &Server{fsm: f}
-		for i, ev := range c.events {
-			ev.Cluster = "main"
-			cmd, err := fsm.NewCommand(pgdrv1.CommandType_COMMAND_TYPE_RECORD_EVENT, &pgdrv1.RecordEvent{Event: ev}, "coordinator:test", time.Now())
+		apply := func(typ pgdrv1.CommandType, payload proto.Message) {
+			cmd, err := fsm.NewCommand(typ, payload, "coordinator:test", time.Now())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -273,12 +300,25 @@ func TestUnsettledPromote(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if res, _ := f.Apply(&raft.Log{Index: uint64(i + 1), Data: b}).(*pgdrv1.ApplyResult); res.GetError() != "" {
-				t.Fatalf("#%d apply: %s", c.n, res.GetError())
+			if res, _ := f.Apply(&raft.Log{Index: f.LastIndex() + 1, Data: b}).(*pgdrv1.ApplyResult); !res.GetOk() {
+				t.Fatalf("#%d apply %s: %s", c.n, typ, res.GetError())
 			}
 		}
-		if got := s.unsettledPromote(&pgdrv1.Cluster{Name: "main", Primary: "b", Epoch: 3}); got != c.want {
-			t.Errorf("#%d %s: %q, want %q", c.n, c.what, got, c.want)
+		for _, m := range []string{"a", "b", "c"} {
+			apply(pgdrv1.CommandType_COMMAND_TYPE_REGISTER_MEMBER, &pgdrv1.RegisterMember{Member: &pgdrv1.Member{Name: m, Cluster: "main", Region: "r1"}})
+		}
+		apply(pgdrv1.CommandType_COMMAND_TYPE_SET_PRIMARY, &pgdrv1.SetPrimary{Cluster: "main", Name: "a"})
+		apply(pgdrv1.CommandType_COMMAND_TYPE_SET_PRIMARY, &pgdrv1.SetPrimary{Cluster: "main", Name: "b", ExpectedEpoch: 1, Promote: !c.writable})
+		for _, m := range c.marks {
+			apply(pgdrv1.CommandType_COMMAND_TYPE_RECORD_EVENT, &pgdrv1.RecordEvent{Event: &pgdrv1.HistoryEvent{
+				Cluster: "main", Kind: kindFailoverStep, Node: m.node, Epoch: m.epoch}, Promote: m.m})
+		}
+		cl, _ := f.Cluster("main")
+		if got := s.unsettledPromote(cl); got != c.want {
+			t.Errorf("#%d %s: unsettled %q, want %q", c.n, c.what, got, c.want)
+		}
+		if got := s.primaryPromoted(cl); got != c.wantPromoted {
+			t.Errorf("#%d %s: promoted %v, want %v", c.n, c.what, got, c.wantPromoted)
 		}
 	}
 }
@@ -336,5 +376,129 @@ func TestSyncBeforePromoteRecordFails(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "epoch mismatch") {
 		t.Errorf("error does not say why: %v", err)
+	}
+}
+
+// unsettledCluster is cluster main with a, b and c (b's agent honours
+// settle_by when honours), a recorded at epoch 1, then b recorded at epoch
+// 2 with a promote order that was answered pending with settleBy.
+func unsettledCluster(t *testing.T, s *Server, honours bool, settleBy time.Time) *pgdrv1.Cluster {
+	t.Helper()
+	ctx := context.Background()
+	for _, m := range []string{"a", "b", "c"} {
+		if _, err := s.propose(ctx, pgdrv1.CommandType_COMMAND_TYPE_REGISTER_MEMBER, &pgdrv1.RegisterMember{Member: &pgdrv1.Member{
+			Name: m, Cluster: "main", Region: "r1", Dsn: "host=" + m, HonoursSettleBy: honours && m == "b"}}, "test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, p := range []*pgdrv1.SetPrimary{{Cluster: "main", Name: "a"}, {Cluster: "main", Name: "b", ExpectedEpoch: 1, Promote: true}} {
+		if _, err := s.propose(ctx, pgdrv1.CommandType_COMMAND_TYPE_SET_PRIMARY, p, "test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ev := &pgdrv1.RecordEvent{Event: &pgdrv1.HistoryEvent{Cluster: "main", Kind: kindFailoverResult, Node: "b", Epoch: 2, Message: "pending: promote: promotion pending"},
+		Promote: pgdrv1.PromoteMark_PROMOTE_MARK_UNSETTLED}
+	if !settleBy.IsZero() {
+		ev.SettleBy = timestamppb.New(settleBy)
+	}
+	if _, err := s.propose(ctx, pgdrv1.CommandType_COMMAND_TYPE_RECORD_EVENT, ev, "test"); err != nil {
+		t.Fatal(err)
+	}
+	cl, _ := s.fsm.Cluster("main")
+	if s.unsettledPromote(cl) != "b" {
+		t.Fatalf("b's promotion is not unsettled: %v", cl.GetUnsettledPromote())
+	}
+	return cl
+}
+
+// TestSettleNeedsStoppedNotJustFenced: review D11. The fence marker is
+// written before PostgreSQL is stopped, so a report "fenced" from a
+// server still running writable does not settle an unsettled promotion:
+// the leader fences the node first.
+func TestSettleNeedsStoppedNotJustFenced(t *testing.T) {
+	s := testLeader(t)
+	cl := unsettledCluster(t, s, false, time.Time{})
+	agents := &fakeAgents{answer: func(string, *pgdrv1.AgentCommand) *pgdrv1.CommandResult {
+		return &pgdrv1.CommandResult{Ok: true}
+	}}
+	agents.start(t, s, "a", "b", "c")
+	s.view.put(&pgdrv1.HealthReport{Cluster: "main", Node: "b", PostmasterAlive: true, Connectable: true, Fenced: true}, time.Now())
+	done, wait := s.settlePromote(context.Background(), cl, "c")
+	if wait != "" || index(agents.orders(), "b fence@2") < 0 {
+		t.Fatalf("orders %v, done %q, wait %q: b, fenced but still running writable, must be fenced before c is promoted", agents.orders(), done, wait)
+	}
+	// Fenced and still in recovery, or stopped: settled without an order.
+	for _, r := range []*pgdrv1.HealthReport{
+		{Cluster: "main", Node: "b", PostmasterAlive: true, Connectable: true, InRecovery: true, Fenced: true},
+		{Cluster: "main", Node: "b"},
+	} {
+		s := testLeader(t)
+		cl := unsettledCluster(t, s, false, time.Time{})
+		agents := &fakeAgents{answer: func(string, *pgdrv1.AgentCommand) *pgdrv1.CommandResult { return &pgdrv1.CommandResult{Ok: true} }}
+		agents.start(t, s, "a", "b", "c")
+		s.view.put(r, time.Now())
+		if done, wait := s.settlePromote(context.Background(), cl, "c"); wait != "" || done == "" || len(agents.orders()) != 0 {
+			t.Fatalf("report %v: orders %v, done %q, wait %q: want settled without an order", r, agents.orders(), done, wait)
+		}
+	}
+}
+
+// TestSettleAfterSettleDeadline: review D10. A candidate whose promotion
+// is unsettled and whose host is gone (no answer to the fence) no longer
+// blocks failover once the settle deadline its agent promised to keep has
+// passed (plus the safety margin); without that promise (an agent that
+// does not honour settle_by) the leader waits, and says that only
+// 'pgdrctl failover --force' goes on.
+func TestSettleAfterSettleDeadline(t *testing.T) {
+	for _, c := range []struct {
+		what      string
+		honours   bool
+		settleBy  time.Duration // from now; 0: none
+		wantWait  bool
+		wantInMsg string
+	}{
+		{"honoured, deadline passed", true, -time.Minute, false, "settle deadline"},
+		{"honoured, deadline ahead", true, time.Minute, true, "drops the promotion unless confirmed"},
+		{"not honoured", false, -time.Minute, true, "pgdrctl failover --force"},
+		{"no deadline", true, 0, true, "pgdrctl failover --force"},
+	} {
+		t.Run(c.what, func(t *testing.T) {
+			s := testLeader(t)
+			s.cfg.Failover.CommandTimeout.Duration = 300 * time.Millisecond
+			s.cfg.Failover.SafetyMargin.Duration = time.Second
+			var settleBy time.Time
+			if c.settleBy != 0 {
+				settleBy = time.Now().Add(c.settleBy)
+			}
+			cl := unsettledCluster(t, s, c.honours, settleBy)
+			agents := &fakeAgents{answer: func(node string, cmd *pgdrv1.AgentCommand) *pgdrv1.CommandResult {
+				if node == "b" {
+					return nil // its host is gone
+				}
+				return &pgdrv1.CommandResult{Ok: true}
+			}}
+			agents.start(t, s, "a", "b", "c")
+			done, wait := s.settlePromote(context.Background(), cl, "c")
+			msg := done
+			if c.wantWait {
+				msg = wait
+			}
+			if (wait != "") != c.wantWait || !strings.Contains(msg, c.wantInMsg) {
+				t.Fatalf("done %q, wait %q: want wait=%v with %q", done, wait, c.wantWait, c.wantInMsg)
+			}
+		})
+	}
+}
+
+// TestSameMemberHonoursSettleBy: an agent that starts keeping settle_by
+// (upgraded, or its watchdog turned on) re-registers with nothing else
+// changed; the registration must still reach the state, or the leader
+// would never count on the promise.
+func TestSameMemberHonoursSettleBy(t *testing.T) {
+	a := &pgdrv1.Member{Name: "b", Cluster: "main", Region: "r1", Dsn: "host=b"}
+	b := proto.Clone(a).(*pgdrv1.Member)
+	b.HonoursSettleBy = true
+	if sameMember(a, b) {
+		t.Fatal("a registration that only turns honours_settle_by on counts as unchanged")
 	}
 }

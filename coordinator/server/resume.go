@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/pgdr/pgdr/coordinator/failover"
-	"github.com/pgdr/pgdr/coordinator/fsm"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
 
@@ -48,7 +47,8 @@ import (
 // synchronous-mode change before the promotion failed, or a resumed
 // failover's order failed), is the decision's rule 2a
 // (failover.ActionRepromote): while it is a running replica, not fenced,
-// and history does not show its promotion done at this epoch, the leader
+// and the state does not show its promotion confirmed at this epoch
+// (Cluster.unsettled_promote, primaryPromoted), the leader
 // orders it to promote again at the current epoch (repromoteTick), first
 // repromoteInterval after it sees it so and then after doubling pauses,
 // and records each attempt (kind promote-retry) and its steps and result
@@ -140,7 +140,11 @@ func (s *Server) resumeTick(ctx context.Context, c *pgdrv1.Cluster, samples map[
 		s.log.Warn("resuming an interrupted failover", "cluster", c.Name, "candidate", p.cand, "epoch", epoch, "promoted", promoted)
 		// The new primary's lease starts now, as executeFailover gives it.
 		s.leases.renew(c.Name, p.cand, epoch, p.cand, epoch, time.Now(), s.cfg.Failover.LeaseTTL.Duration)
-		s.recordEvent(rctx, c.Name, kindFailoverStep, p.cand, epoch, msg, nil)
+		mark := pgdrv1.PromoteMark_PROMOTE_MARK_ORDERED
+		if promoted {
+			mark = pgdrv1.PromoteMark_PROMOTE_MARK_UNSPECIFIED // confirmed by the result
+		}
+		s.recordPromoteEvent(rctx, c.Name, kindFailoverStep, p.cand, epoch, msg, nil, mark)
 		s.completeFailover(rctx, c, p.old, p.cand, epoch, p.reason, promoted)
 	}()
 	return true
@@ -177,29 +181,14 @@ func repromotePause(failures int) time.Duration {
 	return min(pause, repromoteMaxPause)
 }
 
-// primaryPromoted reports whether history shows the recorded primary of c
-// promoted at its epoch: a failover's or switchover's result "done" for it
-// at this epoch, or it was recorded as the initial primary (the one member
-// not in recovery). It reads back to the event that recorded it (a
-// primary-set event: they are applied in epoch order). When that event is
-// no longer in the (bounded) history, the primary was recorded long ago
-// and counts as promoted: the ordinary judgement applies, as before.
+// primaryPromoted reports whether the recorded primary of c is promoted
+// at its epoch, from the replicated state (not the bounded history): it is
+// unless Cluster.unsettled_promote names it at this epoch, which SetPrimary
+// sets for a candidate ordered to promote and only its confirmed promotion
+// clears. The initial primary (recorded writable) was never unsettled.
 func (s *Server) primaryPromoted(c *pgdrv1.Cluster) bool {
-	promoted, found := false, false
-	s.fsm.ScanHistoryBack(c.GetName(), func(ev *pgdrv1.HistoryEvent) bool {
-		if ev.GetKind() == fsm.KindPrimarySet {
-			found = ev.GetEpoch() == c.GetEpoch() && ev.GetNode() == c.GetPrimary()
-			promoted = found && strings.HasPrefix(ev.GetDetails()["reason"], "initial primary")
-			return false
-		}
-		if ev.GetEpoch() == c.GetEpoch() && ev.GetNode() == c.GetPrimary() &&
-			strings.HasSuffix(ev.GetKind(), "-result") && strings.HasPrefix(ev.GetMessage(), "done") {
-			promoted, found = true, true
-			return false
-		}
-		return true
-	})
-	return promoted || !found
+	u := c.GetUnsettledPromote()
+	return c.GetPrimary() == "" || u.GetNode() != c.GetPrimary() || u.GetEpoch() != c.GetEpoch()
 }
 
 // recordedBy returns the kind prefix of the operation that recorded node
@@ -270,7 +259,8 @@ func (s *Server) promoteRecorded(ctx context.Context, c *pgdrv1.Cluster, why str
 	name, cand, epoch := c.GetName(), c.GetPrimary(), c.GetEpoch()
 	_, old := s.recordedBy(name, cand, epoch)
 	s.log.Warn("ordering the recorded primary to promote again", "cluster", name, "primary", cand, "epoch", epoch, "reason", why)
-	s.recordEvent(ctx, name, kindPromoteRetry, cand, epoch, fmt.Sprintf("%s is recorded as primary at epoch %d but still in recovery; ordering it to promote again (%s)", cand, epoch, why), nil)
+	s.recordPromoteEvent(ctx, name, kindPromoteRetry, cand, epoch, fmt.Sprintf("%s is recorded as primary at epoch %d but still in recovery; ordering it to promote again (%s)", cand, epoch, why), nil,
+		pgdrv1.PromoteMark_PROMOTE_MARK_ORDERED)
 	cur, ok := s.fsm.Cluster(name)
 	if !ok || cur.GetPrimary() != cand || cur.GetEpoch() != epoch {
 		return "", fmt.Errorf("the primary of cluster %s changed meanwhile (now %s at epoch %d)", name, cur.GetPrimary(), cur.GetEpoch())

@@ -209,7 +209,12 @@ type steps struct {
 }
 
 func (st *steps) add(kind, node string, epoch uint64, msg string, details map[string]string) {
-	st.s.recordEvent(st.ctx, st.cluster, kind, node, epoch, msg, details)
+	st.addMark(kind, node, epoch, msg, details, pgdrv1.PromoteMark_PROMOTE_MARK_UNSPECIFIED)
+}
+
+// addMark is add for an event that says what became of a promotion.
+func (st *steps) addMark(kind, node string, epoch uint64, msg string, details map[string]string, mark pgdrv1.PromoteMark) {
+	st.s.recordPromoteEvent(st.ctx, st.cluster, kind, node, epoch, msg, details, mark)
 	st.list = append(st.list, msg)
 }
 
@@ -323,8 +328,12 @@ func (s *Server) switchover(name, to, actor string) (*pgdrv1.SwitchoverResponse,
 		intent += "; the cluster is paused, but a switchover is the operator's own action and proceeds"
 	}
 	st.add(kindSwitchoverIntent, to, epoch, intent, map[string]string{"old_primary": old, "target": to, "requested_by": actor})
+	var settleBy time.Time // of the promote order, once sent
 	fail := func(code codes.Code, msg string) (*pgdrv1.SwitchoverResponse, error) {
-		st.add(kindSwitchoverResult, to, epoch, msg, map[string]string{"result": "failed"})
+		// Once to is recorded (epoch moved), its promote order may still
+		// complete; before, the mark does not apply (to is not the primary).
+		st.s.recordUnsettled(st.ctx, st.cluster, kindSwitchoverResult, to, epoch, msg, map[string]string{"result": "failed"}, pgdrv1.PromoteMark_PROMOTE_MARK_UNSETTLED, settleBy)
+		st.list = append(st.list, msg)
 		return nil, status.Errorf(code, "switchover of cluster %s: %s (steps: %s)", name, msg, strings.Join(st.list, " | "))
 	}
 
@@ -363,6 +372,7 @@ func (s *Server) switchover(name, to, actor string) (*pgdrv1.SwitchoverResponse,
 	s.leases.revoke(name, epoch)
 	if _, err := s.propose(ctx, pgdrv1.CommandType_COMMAND_TYPE_SET_PRIMARY, &pgdrv1.SetPrimary{
 		Cluster: name, Name: to, ExpectedEpoch: epoch, Reason: "switchover requested by " + actor,
+		Promote: true, PrimaryLsnSeed: max(s.primaryLSNSeed(c, to), got),
 	}, "coordinator:"+s.cfg.Name); err != nil {
 		return fail(codes.Aborted, fmt.Sprintf("failed: recording %s as primary: %v; nothing was promoted", to, err))
 	}
@@ -379,12 +389,13 @@ func (s *Server) switchover(name, to, actor string) (*pgdrv1.SwitchoverResponse,
 	}
 
 	// (d) Promote the target.
+	settleBy = s.promoteSettleBy(time.Now().Add(s.cfg.Failover.CommandTimeout.Duration))
 	out, err = s.order(ctx, name, to, epoch, &pgdrv1.AgentCommand{Kind: &pgdrv1.AgentCommand_Promote{Promote: &pgdrv1.Promote{
-		Reason: "switchover from " + old}}}, s.cfg.Failover.CommandTimeout.Duration)
+		Reason: "switchover from " + old, SettleBy: timestamppb.New(settleBy)}}}, s.cfg.Failover.CommandTimeout.Duration)
 	if err != nil {
 		return fail(codes.Aborted, fmt.Sprintf("failed: promoting %s: %v; %s is the recorded primary at epoch %d: while it is a running replica the leader orders it to promote again", to, err, to, epoch))
 	}
-	st.add(kindSwitchoverStep, to, epoch, fmt.Sprintf("%s %s", to, out), nil)
+	st.addMark(kindSwitchoverStep, to, epoch, fmt.Sprintf("%s %s", to, out), nil, pgdrv1.PromoteMark_PROMOTE_MARK_PROMOTED)
 
 	// (e) The other replicas follow the new primary.
 	cur, _ := s.fsm.Cluster(name)
@@ -436,7 +447,7 @@ func (s *Server) switchover(name, to, actor string) (*pgdrv1.SwitchoverResponse,
 		slices.Sort(notFollowing)
 		result += "; not following yet: " + strings.Join(notFollowing, ", ")
 	}
-	st.add(kindSwitchoverResult, to, epoch, result, map[string]string{"result": "ok", "old_primary": old})
+	st.addMark(kindSwitchoverResult, to, epoch, result, map[string]string{"result": "ok", "old_primary": old}, pgdrv1.PromoteMark_PROMOTE_MARK_PROMOTED)
 	log.Warn("switchover done", "epoch", epoch)
 	return &pgdrv1.SwitchoverResponse{Primary: to, Epoch: epoch, Steps: st.list}, nil
 }

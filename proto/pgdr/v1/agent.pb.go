@@ -1410,8 +1410,16 @@ func (*CheckNow) Descriptor() ([]byte, []int) {
 }
 
 type Promote struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Reason        string                 `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Reason string                 `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
+	// settle_by: unless this node's lease as the new primary was granted
+	// before it, an agent that registered honours_settle_by makes sure its
+	// PostgreSQL is not writable after settle_by (leader's clock): its
+	// pending promotion watcher fences it a safety margin before, and its
+	// watchdog does if the agent is gone. The leader may then treat a
+	// promotion it never heard the outcome of as settled once settle_by
+	// (plus its own safety margin) has passed. Unset: no such promise.
+	SettleBy      *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=settle_by,json=settleBy,proto3" json:"settle_by,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1451,6 +1459,13 @@ func (x *Promote) GetReason() string {
 		return x.Reason
 	}
 	return ""
+}
+
+func (x *Promote) GetSettleBy() *timestamppb.Timestamp {
+	if x != nil {
+		return x.SettleBy
+	}
+	return nil
 }
 
 type Follow struct {
@@ -1980,9 +1995,10 @@ const file_pgdr_v1_agent_proto_rawDesc = "" +
 	"\x04kind\"\x06\n" +
 	"\x04Ping\"\n" +
 	"\n" +
-	"\bCheckNow\"!\n" +
+	"\bCheckNow\"Z\n" +
 	"\aPromote\x12\x16\n" +
-	"\x06reason\x18\x01 \x01(\tR\x06reason\"C\n" +
+	"\x06reason\x18\x01 \x01(\tR\x06reason\x127\n" +
+	"\tsettle_by\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\bsettleBy\"C\n" +
 	"\x06Follow\x12\x18\n" +
 	"\aprimary\x18\x01 \x01(\tR\aprimary\x12\x1f\n" +
 	"\vprimary_dsn\x18\x02 \x01(\tR\n" +
@@ -2080,25 +2096,26 @@ var file_pgdr_v1_agent_proto_depIdxs = []int32{
 	20, // 16: pgdr.v1.AgentCommand.demote:type_name -> pgdr.v1.Demote
 	22, // 17: pgdr.v1.AgentCommand.set_synchronous:type_name -> pgdr.v1.SetSynchronous
 	21, // 18: pgdr.v1.AgentCommand.restart:type_name -> pgdr.v1.Restart
-	5,  // 19: pgdr.v1.AgentService.Leader:input_type -> pgdr.v1.LeaderRequest
-	7,  // 20: pgdr.v1.AgentService.Register:input_type -> pgdr.v1.RegisterRequest
-	9,  // 21: pgdr.v1.AgentService.Report:input_type -> pgdr.v1.HealthReport
-	12, // 22: pgdr.v1.AgentService.Commands:input_type -> pgdr.v1.CommandsRequest
-	23, // 23: pgdr.v1.AgentService.CompleteCommand:input_type -> pgdr.v1.CommandResult
-	2,  // 24: pgdr.v1.AgentService.RenewLease:input_type -> pgdr.v1.RenewLeaseRequest
-	0,  // 25: pgdr.v1.AgentService.Epoch:input_type -> pgdr.v1.EpochRequest
-	6,  // 26: pgdr.v1.AgentService.Leader:output_type -> pgdr.v1.LeaderResponse
-	8,  // 27: pgdr.v1.AgentService.Register:output_type -> pgdr.v1.RegisterResponse
-	11, // 28: pgdr.v1.AgentService.Report:output_type -> pgdr.v1.ReportSummary
-	13, // 29: pgdr.v1.AgentService.Commands:output_type -> pgdr.v1.AgentCommand
-	24, // 30: pgdr.v1.AgentService.CompleteCommand:output_type -> pgdr.v1.CommandResultAck
-	3,  // 31: pgdr.v1.AgentService.RenewLease:output_type -> pgdr.v1.RenewLeaseResponse
-	1,  // 32: pgdr.v1.AgentService.Epoch:output_type -> pgdr.v1.EpochResponse
-	26, // [26:33] is the sub-list for method output_type
-	19, // [19:26] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	25, // 19: pgdr.v1.Promote.settle_by:type_name -> google.protobuf.Timestamp
+	5,  // 20: pgdr.v1.AgentService.Leader:input_type -> pgdr.v1.LeaderRequest
+	7,  // 21: pgdr.v1.AgentService.Register:input_type -> pgdr.v1.RegisterRequest
+	9,  // 22: pgdr.v1.AgentService.Report:input_type -> pgdr.v1.HealthReport
+	12, // 23: pgdr.v1.AgentService.Commands:input_type -> pgdr.v1.CommandsRequest
+	23, // 24: pgdr.v1.AgentService.CompleteCommand:input_type -> pgdr.v1.CommandResult
+	2,  // 25: pgdr.v1.AgentService.RenewLease:input_type -> pgdr.v1.RenewLeaseRequest
+	0,  // 26: pgdr.v1.AgentService.Epoch:input_type -> pgdr.v1.EpochRequest
+	6,  // 27: pgdr.v1.AgentService.Leader:output_type -> pgdr.v1.LeaderResponse
+	8,  // 28: pgdr.v1.AgentService.Register:output_type -> pgdr.v1.RegisterResponse
+	11, // 29: pgdr.v1.AgentService.Report:output_type -> pgdr.v1.ReportSummary
+	13, // 30: pgdr.v1.AgentService.Commands:output_type -> pgdr.v1.AgentCommand
+	24, // 31: pgdr.v1.AgentService.CompleteCommand:output_type -> pgdr.v1.CommandResultAck
+	3,  // 32: pgdr.v1.AgentService.RenewLease:output_type -> pgdr.v1.RenewLeaseResponse
+	1,  // 33: pgdr.v1.AgentService.Epoch:output_type -> pgdr.v1.EpochResponse
+	27, // [27:34] is the sub-list for method output_type
+	20, // [20:27] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_pgdr_v1_agent_proto_init() }

@@ -102,6 +102,73 @@ func (CommandType) EnumDescriptor() ([]byte, []int) {
 	return file_pgdr_v1_raft_proto_rawDescGZIP(), []int{0}
 }
 
+// PromoteMark updates Cluster.unsettled_promote.
+type PromoteMark int32
+
+const (
+	PromoteMark_PROMOTE_MARK_UNSPECIFIED PromoteMark = 0
+	// ORDERED: an order to promote is going out (in flight).
+	PromoteMark_PROMOTE_MARK_ORDERED PromoteMark = 1
+	// UNSETTLED: the order was answered pending or not at all: it may
+	// still complete.
+	PromoteMark_PROMOTE_MARK_UNSETTLED PromoteMark = 2
+	// NOT_SENT: the order did not reach the agent or was refused before
+	// pg_promote: it cannot complete (an earlier one still may).
+	PromoteMark_PROMOTE_MARK_NOT_SENT PromoteMark = 3
+	// SETTLED: confirmed fenced or stopped: nothing ordered can complete
+	// any more; the node is still not promoted.
+	PromoteMark_PROMOTE_MARK_SETTLED PromoteMark = 4
+	// PROMOTED: the promotion completed and was confirmed.
+	PromoteMark_PROMOTE_MARK_PROMOTED PromoteMark = 5
+)
+
+// Enum value maps for PromoteMark.
+var (
+	PromoteMark_name = map[int32]string{
+		0: "PROMOTE_MARK_UNSPECIFIED",
+		1: "PROMOTE_MARK_ORDERED",
+		2: "PROMOTE_MARK_UNSETTLED",
+		3: "PROMOTE_MARK_NOT_SENT",
+		4: "PROMOTE_MARK_SETTLED",
+		5: "PROMOTE_MARK_PROMOTED",
+	}
+	PromoteMark_value = map[string]int32{
+		"PROMOTE_MARK_UNSPECIFIED": 0,
+		"PROMOTE_MARK_ORDERED":     1,
+		"PROMOTE_MARK_UNSETTLED":   2,
+		"PROMOTE_MARK_NOT_SENT":    3,
+		"PROMOTE_MARK_SETTLED":     4,
+		"PROMOTE_MARK_PROMOTED":    5,
+	}
+)
+
+func (x PromoteMark) Enum() *PromoteMark {
+	p := new(PromoteMark)
+	*p = x
+	return p
+}
+
+func (x PromoteMark) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (PromoteMark) Descriptor() protoreflect.EnumDescriptor {
+	return file_pgdr_v1_raft_proto_enumTypes[1].Descriptor()
+}
+
+func (PromoteMark) Type() protoreflect.EnumType {
+	return &file_pgdr_v1_raft_proto_enumTypes[1]
+}
+
+func (x PromoteMark) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use PromoteMark.Descriptor instead.
+func (PromoteMark) EnumDescriptor() ([]byte, []int) {
+	return file_pgdr_v1_raft_proto_rawDescGZIP(), []int{1}
+}
+
 // Command is the envelope of every Raft log entry. Fields are filled by the
 // proposer (the leader stamps time), so that applying is deterministic.
 type Command struct {
@@ -350,8 +417,19 @@ type SetPrimary struct {
 	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	ExpectedEpoch uint64                 `protobuf:"varint,3,opt,name=expected_epoch,json=expectedEpoch,proto3" json:"expected_epoch,omitempty"`
 	Reason        string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// promote: the new primary is a replica that is ordered to promote at
+	// the new epoch: its promotion is unsettled (Cluster.unsettled_promote,
+	// in flight) until a RecordEvent marks it promoted or settled. False
+	// for a primary that is already writable (the initial primary).
+	Promote bool `protobuf:"varint,5,opt,name=promote,proto3" json:"promote,omitempty"`
+	// primary_lsn_seed: the new primary's position when it was chosen (its
+	// received WAL): the new epoch's primary_last_lsn is seeded with the
+	// higher of it and the old epoch's, atomically with the new primary, so
+	// that a leader change before the new primary's first report does not
+	// leave the lag limit without a floor. 0: none.
+	PrimaryLsnSeed uint64 `protobuf:"varint,6,opt,name=primary_lsn_seed,json=primaryLsnSeed,proto3" json:"primary_lsn_seed,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *SetPrimary) Reset() {
@@ -410,6 +488,20 @@ func (x *SetPrimary) GetReason() string {
 		return x.Reason
 	}
 	return ""
+}
+
+func (x *SetPrimary) GetPromote() bool {
+	if x != nil {
+		return x.Promote
+	}
+	return false
+}
+
+func (x *SetPrimary) GetPrimaryLsnSeed() uint64 {
+	if x != nil {
+		return x.PrimaryLsnSeed
+	}
+	return 0
 }
 
 type SetPaused struct {
@@ -614,8 +706,15 @@ func (x *RemoveCoordinator) GetName() string {
 
 // RecordEvent appends a decision event (intent, step, result) to history.
 type RecordEvent struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Event         *HistoryEvent          `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Event *HistoryEvent          `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
+	// promote: what the event says about the promotion of event.node at
+	// event.epoch (Cluster.unsettled_promote); applied only when that node
+	// is the recorded primary at that epoch.
+	Promote PromoteMark `protobuf:"varint,2,opt,name=promote,proto3,enum=pgdr.v1.PromoteMark" json:"promote,omitempty"`
+	// settle_by: with PROMOTE_MARK_UNSETTLED, the settle_by the order that
+	// may still complete carried (unset: none).
+	SettleBy      *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=settle_by,json=settleBy,proto3" json:"settle_by,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -653,6 +752,20 @@ func (*RecordEvent) Descriptor() ([]byte, []int) {
 func (x *RecordEvent) GetEvent() *HistoryEvent {
 	if x != nil {
 		return x.Event
+	}
+	return nil
+}
+
+func (x *RecordEvent) GetPromote() PromoteMark {
+	if x != nil {
+		return x.Promote
+	}
+	return PromoteMark_PROMOTE_MARK_UNSPECIFIED
+}
+
+func (x *RecordEvent) GetSettleBy() *timestamppb.Timestamp {
+	if x != nil {
+		return x.SettleBy
 	}
 	return nil
 }
@@ -821,13 +934,15 @@ const file_pgdr_v1_raft_proto_rawDesc = "" +
 	"\x06member\x18\x01 \x01(\v2\x0f.pgdr.v1.MemberR\x06member\"<\n" +
 	"\fRemoveMember\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\tR\x04name\"y\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"\xbd\x01\n" +
 	"\n" +
 	"SetPrimary\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12%\n" +
 	"\x0eexpected_epoch\x18\x03 \x01(\x04R\rexpectedEpoch\x12\x16\n" +
-	"\x06reason\x18\x04 \x01(\tR\x06reason\"U\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x18\n" +
+	"\apromote\x18\x05 \x01(\bR\apromote\x12(\n" +
+	"\x10primary_lsn_seed\x18\x06 \x01(\x04R\x0eprimaryLsnSeed\"U\n" +
 	"\tSetPaused\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x16\n" +
 	"\x06paused\x18\x02 \x01(\bR\x06paused\x12\x16\n" +
@@ -838,9 +953,11 @@ const file_pgdr_v1_raft_proto_rawDesc = "" +
 	"\x11UpsertCoordinator\x126\n" +
 	"\vcoordinator\x18\x01 \x01(\v2\x14.pgdr.v1.CoordinatorR\vcoordinator\"'\n" +
 	"\x11RemoveCoordinator\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\":\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\xa3\x01\n" +
 	"\vRecordEvent\x12+\n" +
-	"\x05event\x18\x01 \x01(\v2\x15.pgdr.v1.HistoryEventR\x05event\"\x80\x01\n" +
+	"\x05event\x18\x01 \x01(\v2\x15.pgdr.v1.HistoryEventR\x05event\x12.\n" +
+	"\apromote\x18\x02 \x01(\x0e2\x14.pgdr.v1.PromoteMarkR\apromote\x127\n" +
+	"\tsettle_by\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\bsettleBy\"\x80\x01\n" +
 	"\x0fSetSyncStandbys\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x14\n" +
 	"\x05names\x18\x02 \x03(\tR\x05names\x12%\n" +
@@ -864,7 +981,14 @@ const file_pgdr_v1_raft_proto_rawDesc = "" +
 	"\x1eCOMMAND_TYPE_SET_SYNC_STANDBYS\x10\t\x12#\n" +
 	"\x1fCOMMAND_TYPE_RECORD_PRIMARY_LSN\x10\n" +
 	"\x12\"\n" +
-	"\x1eCOMMAND_TYPE_SET_BACKUP_POLICY\x10\x14B+Z)github.com/pgdr/pgdr/proto/pgdr/v1;pgdrv1b\x06proto3"
+	"\x1eCOMMAND_TYPE_SET_BACKUP_POLICY\x10\x14*\xb1\x01\n" +
+	"\vPromoteMark\x12\x1c\n" +
+	"\x18PROMOTE_MARK_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14PROMOTE_MARK_ORDERED\x10\x01\x12\x1a\n" +
+	"\x16PROMOTE_MARK_UNSETTLED\x10\x02\x12\x19\n" +
+	"\x15PROMOTE_MARK_NOT_SENT\x10\x03\x12\x18\n" +
+	"\x14PROMOTE_MARK_SETTLED\x10\x04\x12\x19\n" +
+	"\x15PROMOTE_MARK_PROMOTED\x10\x05B+Z)github.com/pgdr/pgdr/proto/pgdr/v1;pgdrv1b\x06proto3"
 
 var (
 	file_pgdr_v1_raft_proto_rawDescOnce sync.Once
@@ -878,40 +1002,43 @@ func file_pgdr_v1_raft_proto_rawDescGZIP() []byte {
 	return file_pgdr_v1_raft_proto_rawDescData
 }
 
-var file_pgdr_v1_raft_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_pgdr_v1_raft_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
 var file_pgdr_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_pgdr_v1_raft_proto_goTypes = []any{
 	(CommandType)(0),              // 0: pgdr.v1.CommandType
-	(*Command)(nil),               // 1: pgdr.v1.Command
-	(*ApplyResult)(nil),           // 2: pgdr.v1.ApplyResult
-	(*RegisterMember)(nil),        // 3: pgdr.v1.RegisterMember
-	(*RemoveMember)(nil),          // 4: pgdr.v1.RemoveMember
-	(*SetPrimary)(nil),            // 5: pgdr.v1.SetPrimary
-	(*SetPaused)(nil),             // 6: pgdr.v1.SetPaused
-	(*SetPolicy)(nil),             // 7: pgdr.v1.SetPolicy
-	(*UpsertCoordinator)(nil),     // 8: pgdr.v1.UpsertCoordinator
-	(*RemoveCoordinator)(nil),     // 9: pgdr.v1.RemoveCoordinator
-	(*RecordEvent)(nil),           // 10: pgdr.v1.RecordEvent
-	(*SetSyncStandbys)(nil),       // 11: pgdr.v1.SetSyncStandbys
-	(*RecordPrimaryLSN)(nil),      // 12: pgdr.v1.RecordPrimaryLSN
-	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
-	(*Member)(nil),                // 14: pgdr.v1.Member
-	(*Policy)(nil),                // 15: pgdr.v1.Policy
-	(*Coordinator)(nil),           // 16: pgdr.v1.Coordinator
-	(*HistoryEvent)(nil),          // 17: pgdr.v1.HistoryEvent
+	(PromoteMark)(0),              // 1: pgdr.v1.PromoteMark
+	(*Command)(nil),               // 2: pgdr.v1.Command
+	(*ApplyResult)(nil),           // 3: pgdr.v1.ApplyResult
+	(*RegisterMember)(nil),        // 4: pgdr.v1.RegisterMember
+	(*RemoveMember)(nil),          // 5: pgdr.v1.RemoveMember
+	(*SetPrimary)(nil),            // 6: pgdr.v1.SetPrimary
+	(*SetPaused)(nil),             // 7: pgdr.v1.SetPaused
+	(*SetPolicy)(nil),             // 8: pgdr.v1.SetPolicy
+	(*UpsertCoordinator)(nil),     // 9: pgdr.v1.UpsertCoordinator
+	(*RemoveCoordinator)(nil),     // 10: pgdr.v1.RemoveCoordinator
+	(*RecordEvent)(nil),           // 11: pgdr.v1.RecordEvent
+	(*SetSyncStandbys)(nil),       // 12: pgdr.v1.SetSyncStandbys
+	(*RecordPrimaryLSN)(nil),      // 13: pgdr.v1.RecordPrimaryLSN
+	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
+	(*Member)(nil),                // 15: pgdr.v1.Member
+	(*Policy)(nil),                // 16: pgdr.v1.Policy
+	(*Coordinator)(nil),           // 17: pgdr.v1.Coordinator
+	(*HistoryEvent)(nil),          // 18: pgdr.v1.HistoryEvent
 }
 var file_pgdr_v1_raft_proto_depIdxs = []int32{
 	0,  // 0: pgdr.v1.Command.type:type_name -> pgdr.v1.CommandType
-	13, // 1: pgdr.v1.Command.time:type_name -> google.protobuf.Timestamp
-	14, // 2: pgdr.v1.RegisterMember.member:type_name -> pgdr.v1.Member
-	15, // 3: pgdr.v1.SetPolicy.policy:type_name -> pgdr.v1.Policy
-	16, // 4: pgdr.v1.UpsertCoordinator.coordinator:type_name -> pgdr.v1.Coordinator
-	17, // 5: pgdr.v1.RecordEvent.event:type_name -> pgdr.v1.HistoryEvent
-	6,  // [6:6] is the sub-list for method output_type
-	6,  // [6:6] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	14, // 1: pgdr.v1.Command.time:type_name -> google.protobuf.Timestamp
+	15, // 2: pgdr.v1.RegisterMember.member:type_name -> pgdr.v1.Member
+	16, // 3: pgdr.v1.SetPolicy.policy:type_name -> pgdr.v1.Policy
+	17, // 4: pgdr.v1.UpsertCoordinator.coordinator:type_name -> pgdr.v1.Coordinator
+	18, // 5: pgdr.v1.RecordEvent.event:type_name -> pgdr.v1.HistoryEvent
+	1,  // 6: pgdr.v1.RecordEvent.promote:type_name -> pgdr.v1.PromoteMark
+	14, // 7: pgdr.v1.RecordEvent.settle_by:type_name -> google.protobuf.Timestamp
+	8,  // [8:8] is the sub-list for method output_type
+	8,  // [8:8] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_pgdr_v1_raft_proto_init() }
@@ -925,7 +1052,7 @@ func file_pgdr_v1_raft_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pgdr_v1_raft_proto_rawDesc), len(file_pgdr_v1_raft_proto_rawDesc)),
-			NumEnums:      1,
+			NumEnums:      2,
 			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,

@@ -48,9 +48,12 @@ type Member struct {
 	// failsafe_key: the agent's Ed25519 public key (32 bytes). The agent
 	// signs its failsafe acknowledgements with the private half; a primary
 	// counts an acknowledgement only when it verifies under this key.
-	FailsafeKey   []byte `protobuf:"bytes,12,opt,name=failsafe_key,json=failsafeKey,proto3" json:"failsafe_key,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	FailsafeKey []byte `protobuf:"bytes,12,opt,name=failsafe_key,json=failsafeKey,proto3" json:"failsafe_key,omitempty"`
+	// honours_settle_by: the agent keeps Promote.settle_by, with a watchdog
+	// that covers its own death (failover.watchdog on).
+	HonoursSettleBy bool `protobuf:"varint,13,opt,name=honours_settle_by,json=honoursSettleBy,proto3" json:"honours_settle_by,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Member) Reset() {
@@ -165,6 +168,13 @@ func (x *Member) GetFailsafeKey() []byte {
 		return x.FailsafeKey
 	}
 	return nil
+}
+
+func (x *Member) GetHonoursSettleBy() bool {
+	if x != nil {
+		return x.HonoursSettleBy
+	}
+	return false
 }
 
 // Policy is per-cluster behaviour set by operators.
@@ -303,9 +313,16 @@ type Cluster struct {
 	SyncQuorum uint32 `protobuf:"varint,11,opt,name=sync_quorum,json=syncQuorum,proto3" json:"sync_quorum,omitempty"`
 	// backup_policy: the cluster's backup tiers (unset = the defaults of
 	// coordinator/policy). Field 20 keeps clear of the numbers above.
-	BackupPolicy  *BackupPolicy `protobuf:"bytes,20,opt,name=backup_policy,json=backupPolicy,proto3" json:"backup_policy,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	BackupPolicy *BackupPolicy `protobuf:"bytes,20,opt,name=backup_policy,json=backupPolicy,proto3" json:"backup_policy,omitempty"`
+	// unsettled_promote: the recorded primary's promotion at this epoch is
+	// not confirmed yet (set by SetPrimary with promote, updated by the
+	// promote marks of RecordEvent; absent once it is confirmed). Kept here,
+	// not read from the bounded history, so that evicted events never make
+	// an unconfirmed promotion look settled. One per cluster: nothing moves
+	// the primary while it may still complete.
+	UnsettledPromote *UnsettledPromote `protobuf:"bytes,12,opt,name=unsettled_promote,json=unsettledPromote,proto3" json:"unsettled_promote,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Cluster) Reset() {
@@ -422,6 +439,106 @@ func (x *Cluster) GetBackupPolicy() *BackupPolicy {
 	return nil
 }
 
+func (x *Cluster) GetUnsettledPromote() *UnsettledPromote {
+	if x != nil {
+		return x.UnsettledPromote
+	}
+	return nil
+}
+
+// UnsettledPromote is a promotion of node at epoch that is not confirmed.
+type UnsettledPromote struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Node  string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Epoch uint64                 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// in_flight: an order is about to go out or went out and its outcome
+	// is not recorded yet (a leader that died in between leaves it set).
+	InFlight bool `protobuf:"varint,3,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
+	// may_complete: an order was answered pending, or got no answer: the
+	// promotion may still complete (PostgreSQL does not cancel it).
+	MayComplete bool `protobuf:"varint,4,opt,name=may_complete,json=mayComplete,proto3" json:"may_complete,omitempty"`
+	// ordered_at: the leader's time of the latest order that may still
+	// complete (in flight or answered unsettled).
+	OrderedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=ordered_at,json=orderedAt,proto3" json:"ordered_at,omitempty"`
+	// settle_by: the latest Promote.settle_by of the orders that may still
+	// complete; unset while one of them carried none (no promise known).
+	SettleBy      *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=settle_by,json=settleBy,proto3" json:"settle_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnsettledPromote) Reset() {
+	*x = UnsettledPromote{}
+	mi := &file_pgdr_v1_state_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnsettledPromote) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnsettledPromote) ProtoMessage() {}
+
+func (x *UnsettledPromote) ProtoReflect() protoreflect.Message {
+	mi := &file_pgdr_v1_state_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnsettledPromote.ProtoReflect.Descriptor instead.
+func (*UnsettledPromote) Descriptor() ([]byte, []int) {
+	return file_pgdr_v1_state_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *UnsettledPromote) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *UnsettledPromote) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *UnsettledPromote) GetInFlight() bool {
+	if x != nil {
+		return x.InFlight
+	}
+	return false
+}
+
+func (x *UnsettledPromote) GetMayComplete() bool {
+	if x != nil {
+		return x.MayComplete
+	}
+	return false
+}
+
+func (x *UnsettledPromote) GetOrderedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.OrderedAt
+	}
+	return nil
+}
+
+func (x *UnsettledPromote) GetSettleBy() *timestamppb.Timestamp {
+	if x != nil {
+		return x.SettleBy
+	}
+	return nil
+}
+
 // Coordinator is one voter of the Raft cluster.
 type Coordinator struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -436,7 +553,7 @@ type Coordinator struct {
 
 func (x *Coordinator) Reset() {
 	*x = Coordinator{}
-	mi := &file_pgdr_v1_state_proto_msgTypes[3]
+	mi := &file_pgdr_v1_state_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -448,7 +565,7 @@ func (x *Coordinator) String() string {
 func (*Coordinator) ProtoMessage() {}
 
 func (x *Coordinator) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_state_proto_msgTypes[3]
+	mi := &file_pgdr_v1_state_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -461,7 +578,7 @@ func (x *Coordinator) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Coordinator.ProtoReflect.Descriptor instead.
 func (*Coordinator) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_state_proto_rawDescGZIP(), []int{3}
+	return file_pgdr_v1_state_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Coordinator) GetName() string {
@@ -524,7 +641,7 @@ type HistoryEvent struct {
 
 func (x *HistoryEvent) Reset() {
 	*x = HistoryEvent{}
-	mi := &file_pgdr_v1_state_proto_msgTypes[4]
+	mi := &file_pgdr_v1_state_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -536,7 +653,7 @@ func (x *HistoryEvent) String() string {
 func (*HistoryEvent) ProtoMessage() {}
 
 func (x *HistoryEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_state_proto_msgTypes[4]
+	mi := &file_pgdr_v1_state_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -549,7 +666,7 @@ func (x *HistoryEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryEvent.ProtoReflect.Descriptor instead.
 func (*HistoryEvent) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_state_proto_rawDescGZIP(), []int{4}
+	return file_pgdr_v1_state_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *HistoryEvent) GetSeq() uint64 {
@@ -638,7 +755,7 @@ type State struct {
 
 func (x *State) Reset() {
 	*x = State{}
-	mi := &file_pgdr_v1_state_proto_msgTypes[5]
+	mi := &file_pgdr_v1_state_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -650,7 +767,7 @@ func (x *State) String() string {
 func (*State) ProtoMessage() {}
 
 func (x *State) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_state_proto_msgTypes[5]
+	mi := &file_pgdr_v1_state_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -663,7 +780,7 @@ func (x *State) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use State.ProtoReflect.Descriptor instead.
 func (*State) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_state_proto_rawDescGZIP(), []int{5}
+	return file_pgdr_v1_state_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *State) GetClusters() map[string]*Cluster {
@@ -705,7 +822,7 @@ var File_pgdr_v1_state_proto protoreflect.FileDescriptor
 
 const file_pgdr_v1_state_proto_rawDesc = "" +
 	"\n" +
-	"\x13pgdr/v1/state.proto\x12\apgdr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bpgdr/v1/backup_policy.proto\"\x9c\x03\n" +
+	"\x13pgdr/v1/state.proto\x12\apgdr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bpgdr/v1/backup_policy.proto\"\xc8\x03\n" +
 	"\x06Member\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12\x16\n" +
@@ -720,7 +837,8 @@ const file_pgdr_v1_state_proto_rawDesc = "" +
 	"updated_at\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12+\n" +
 	"\x11system_identifier\x18\v \x01(\x04R\x10systemIdentifier\x12!\n" +
-	"\ffailsafe_key\x18\f \x01(\fR\vfailsafeKey\"\xce\x02\n" +
+	"\ffailsafe_key\x18\f \x01(\fR\vfailsafeKey\x12*\n" +
+	"\x11honours_settle_by\x18\r \x01(\bR\x0fhonoursSettleBy\"\xce\x02\n" +
 	"\x06Policy\x12\x16\n" +
 	"\x06paused\x18\x01 \x01(\bR\x06paused\x12#\n" +
 	"\rpaused_reason\x18\x02 \x01(\tR\fpausedReason\x12\x1b\n" +
@@ -729,7 +847,7 @@ const file_pgdr_v1_state_proto_rawDesc = "" +
 	"\x17maximum_lag_on_failover\x18\x05 \x01(\x04R\x14maximumLagOnFailover\x12 \n" +
 	"\vsynchronous\x18\x06 \x01(\tR\vsynchronous\x12+\n" +
 	"\x11preferred_regions\x18\a \x03(\tR\x10preferredRegions\x12+\n" +
-	"\x11failsafe_disabled\x18\b \x01(\bR\x10failsafeDisabled\"\xc5\x04\n" +
+	"\x11failsafe_disabled\x18\b \x01(\bR\x10failsafeDisabled\"\x8d\x05\n" +
 	"\aCluster\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x127\n" +
 	"\amembers\x18\x02 \x03(\v2\x1d.pgdr.v1.Cluster.MembersEntryR\amembers\x12\x18\n" +
@@ -745,10 +863,19 @@ const file_pgdr_v1_state_proto_rawDesc = "" +
 	" \x01(\x04R\x13primaryLastLsnEpoch\x12\x1f\n" +
 	"\vsync_quorum\x18\v \x01(\rR\n" +
 	"syncQuorum\x12:\n" +
-	"\rbackup_policy\x18\x14 \x01(\v2\x15.pgdr.v1.BackupPolicyR\fbackupPolicy\x1aK\n" +
+	"\rbackup_policy\x18\x14 \x01(\v2\x15.pgdr.v1.BackupPolicyR\fbackupPolicy\x12F\n" +
+	"\x11unsettled_promote\x18\f \x01(\v2\x19.pgdr.v1.UnsettledPromoteR\x10unsettledPromote\x1aK\n" +
 	"\fMembersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12%\n" +
-	"\x05value\x18\x02 \x01(\v2\x0f.pgdr.v1.MemberR\x05value:\x028\x01\"\xa4\x01\n" +
+	"\x05value\x18\x02 \x01(\v2\x0f.pgdr.v1.MemberR\x05value:\x028\x01\"\xf0\x01\n" +
+	"\x10UnsettledPromote\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x14\n" +
+	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x1b\n" +
+	"\tin_flight\x18\x03 \x01(\bR\binFlight\x12!\n" +
+	"\fmay_complete\x18\x04 \x01(\bR\vmayComplete\x129\n" +
+	"\n" +
+	"ordered_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\torderedAt\x127\n" +
+	"\tsettle_by\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\bsettleBy\"\xa4\x01\n" +
 	"\vCoordinator\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06region\x18\x02 \x01(\tR\x06region\x12!\n" +
@@ -797,42 +924,46 @@ func file_pgdr_v1_state_proto_rawDescGZIP() []byte {
 	return file_pgdr_v1_state_proto_rawDescData
 }
 
-var file_pgdr_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_pgdr_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_pgdr_v1_state_proto_goTypes = []any{
 	(*Member)(nil),                // 0: pgdr.v1.Member
 	(*Policy)(nil),                // 1: pgdr.v1.Policy
 	(*Cluster)(nil),               // 2: pgdr.v1.Cluster
-	(*Coordinator)(nil),           // 3: pgdr.v1.Coordinator
-	(*HistoryEvent)(nil),          // 4: pgdr.v1.HistoryEvent
-	(*State)(nil),                 // 5: pgdr.v1.State
-	nil,                           // 6: pgdr.v1.Cluster.MembersEntry
-	nil,                           // 7: pgdr.v1.HistoryEvent.DetailsEntry
-	nil,                           // 8: pgdr.v1.State.ClustersEntry
-	nil,                           // 9: pgdr.v1.State.CoordinatorsEntry
-	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
-	(*BackupPolicy)(nil),          // 11: pgdr.v1.BackupPolicy
+	(*UnsettledPromote)(nil),      // 3: pgdr.v1.UnsettledPromote
+	(*Coordinator)(nil),           // 4: pgdr.v1.Coordinator
+	(*HistoryEvent)(nil),          // 5: pgdr.v1.HistoryEvent
+	(*State)(nil),                 // 6: pgdr.v1.State
+	nil,                           // 7: pgdr.v1.Cluster.MembersEntry
+	nil,                           // 8: pgdr.v1.HistoryEvent.DetailsEntry
+	nil,                           // 9: pgdr.v1.State.ClustersEntry
+	nil,                           // 10: pgdr.v1.State.CoordinatorsEntry
+	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
+	(*BackupPolicy)(nil),          // 12: pgdr.v1.BackupPolicy
 }
 var file_pgdr_v1_state_proto_depIdxs = []int32{
-	10, // 0: pgdr.v1.Member.registered_at:type_name -> google.protobuf.Timestamp
-	10, // 1: pgdr.v1.Member.updated_at:type_name -> google.protobuf.Timestamp
-	10, // 2: pgdr.v1.Policy.paused_at:type_name -> google.protobuf.Timestamp
-	6,  // 3: pgdr.v1.Cluster.members:type_name -> pgdr.v1.Cluster.MembersEntry
+	11, // 0: pgdr.v1.Member.registered_at:type_name -> google.protobuf.Timestamp
+	11, // 1: pgdr.v1.Member.updated_at:type_name -> google.protobuf.Timestamp
+	11, // 2: pgdr.v1.Policy.paused_at:type_name -> google.protobuf.Timestamp
+	7,  // 3: pgdr.v1.Cluster.members:type_name -> pgdr.v1.Cluster.MembersEntry
 	1,  // 4: pgdr.v1.Cluster.policy:type_name -> pgdr.v1.Policy
-	10, // 5: pgdr.v1.Cluster.created_at:type_name -> google.protobuf.Timestamp
-	11, // 6: pgdr.v1.Cluster.backup_policy:type_name -> pgdr.v1.BackupPolicy
-	10, // 7: pgdr.v1.HistoryEvent.time:type_name -> google.protobuf.Timestamp
-	7,  // 8: pgdr.v1.HistoryEvent.details:type_name -> pgdr.v1.HistoryEvent.DetailsEntry
-	8,  // 9: pgdr.v1.State.clusters:type_name -> pgdr.v1.State.ClustersEntry
-	9,  // 10: pgdr.v1.State.coordinators:type_name -> pgdr.v1.State.CoordinatorsEntry
-	4,  // 11: pgdr.v1.State.history:type_name -> pgdr.v1.HistoryEvent
-	0,  // 12: pgdr.v1.Cluster.MembersEntry.value:type_name -> pgdr.v1.Member
-	2,  // 13: pgdr.v1.State.ClustersEntry.value:type_name -> pgdr.v1.Cluster
-	3,  // 14: pgdr.v1.State.CoordinatorsEntry.value:type_name -> pgdr.v1.Coordinator
-	15, // [15:15] is the sub-list for method output_type
-	15, // [15:15] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	11, // 5: pgdr.v1.Cluster.created_at:type_name -> google.protobuf.Timestamp
+	12, // 6: pgdr.v1.Cluster.backup_policy:type_name -> pgdr.v1.BackupPolicy
+	3,  // 7: pgdr.v1.Cluster.unsettled_promote:type_name -> pgdr.v1.UnsettledPromote
+	11, // 8: pgdr.v1.UnsettledPromote.ordered_at:type_name -> google.protobuf.Timestamp
+	11, // 9: pgdr.v1.UnsettledPromote.settle_by:type_name -> google.protobuf.Timestamp
+	11, // 10: pgdr.v1.HistoryEvent.time:type_name -> google.protobuf.Timestamp
+	8,  // 11: pgdr.v1.HistoryEvent.details:type_name -> pgdr.v1.HistoryEvent.DetailsEntry
+	9,  // 12: pgdr.v1.State.clusters:type_name -> pgdr.v1.State.ClustersEntry
+	10, // 13: pgdr.v1.State.coordinators:type_name -> pgdr.v1.State.CoordinatorsEntry
+	5,  // 14: pgdr.v1.State.history:type_name -> pgdr.v1.HistoryEvent
+	0,  // 15: pgdr.v1.Cluster.MembersEntry.value:type_name -> pgdr.v1.Member
+	2,  // 16: pgdr.v1.State.ClustersEntry.value:type_name -> pgdr.v1.Cluster
+	4,  // 17: pgdr.v1.State.CoordinatorsEntry.value:type_name -> pgdr.v1.Coordinator
+	18, // [18:18] is the sub-list for method output_type
+	18, // [18:18] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_pgdr_v1_state_proto_init() }
@@ -847,7 +978,7 @@ func file_pgdr_v1_state_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pgdr_v1_state_proto_rawDesc), len(file_pgdr_v1_state_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,62 @@
+package failover
+
+import (
+	"fmt"
+	"time"
+)
+
+// Unsettled is what the leader knows of a promotion it ordered and never
+// saw the outcome of: the recorded primary's, at the current epoch, which
+// may still complete (PostgreSQL does not cancel a requested promotion).
+type Unsettled struct {
+	Node string
+	// InFlight: an order's outcome was never recorded (a coordinator
+	// leader changed while it was out): what it promised is unknown.
+	InFlight bool
+	// SettleBy: every order that may still complete carried this
+	// Promote.settle_by or an earlier one (zero: one of them carried none).
+	SettleBy time.Time
+	// Honoured: the node's agent registered that it keeps settle_by, with
+	// a watchdog that covers its own death.
+	Honoured bool
+}
+
+// PromoteSettled decides whether the unsettled promotion u can no longer
+// make its node writable, from m, the node's latest report, and the
+// leader's clock now; margin is the leader's safety margin, added to
+// settle_by for the clocks' disagreement. It returns why, either way:
+//   - a fresh report that PostgreSQL is stopped: a restarted server drops
+//     the promote request (the postmaster removes the signal file);
+//   - a fresh report that the node is fenced and still a replica (in
+//     recovery): the marker is written before PostgreSQL is stopped, so
+//     "fenced" alone, from a server still running writable, settles
+//     nothing;
+//   - settle_by plus margin has passed, the agent keeps settle_by, and no
+//     order of unknown promise is out: the agent's watcher, or its
+//     watchdog if the agent is gone, has made sure the node is not
+//     writable unless a lease was granted to it (which the leader's lease
+//     check covers);
+//
+// otherwise it is not settled: the leader fences the node first, or waits.
+func PromoteSettled(u Unsettled, m Member, now time.Time, margin time.Duration) (bool, string) {
+	switch {
+	case m.Fresh && !m.PostmasterAlive:
+		return true, fmt.Sprintf("%s reports PostgreSQL stopped (a restarted server drops the promote request)", u.Node)
+	case m.Fresh && m.Fenced && m.Connectable && m.InRecovery:
+		return true, fmt.Sprintf("%s reports itself fenced and still in recovery", u.Node)
+	}
+	end := u.SettleBy.Add(margin)
+	switch {
+	case u.InFlight:
+		return false, fmt.Sprintf("the outcome of a promote order to %s was never recorded (a coordinator leader changed meanwhile), so what it promised is unknown", u.Node)
+	case !u.Honoured:
+		return false, fmt.Sprintf("%s's agent does not guarantee to drop an unconfirmed promotion by its deadline (an older agent, or failover.watchdog off)", u.Node)
+	case u.SettleBy.IsZero():
+		return false, fmt.Sprintf("an order to %s that may still complete carried no settle deadline", u.Node)
+	case now.Before(end):
+		return false, fmt.Sprintf("%s's agent drops the promotion unless confirmed by %s (settle_by %s plus the safety margin)",
+			u.Node, end.UTC().Format(time.RFC3339), u.SettleBy.UTC().Format(time.RFC3339))
+	}
+	return true, fmt.Sprintf("%s's promotion was not confirmed by its settle deadline %s (plus the safety margin %s): its agent, or its watchdog, has fenced it unless it was granted a lease",
+		u.Node, u.SettleBy.UTC().Format(time.RFC3339), margin)
+}

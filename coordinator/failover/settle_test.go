@@ -1,0 +1,46 @@
+package failover
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestPromoteSettled: review D10 and D11. An unsettled promotion counts as
+// settled only on a fresh report that PostgreSQL is stopped or fenced and
+// still a replica (never on "fenced" alone, which a server still running
+// writable reports while it is being stopped), or once the settle deadline
+// its agent promised to keep has passed, with no order of unknown promise
+// out.
+func TestPromoteSettled(t *testing.T) {
+	now := time.Date(2026, 12, 7, 6, 0, 0, 0, time.UTC)
+	const margin = time.Second
+	past, future := now.Add(-2*time.Second), now.Add(-500*time.Millisecond) // future: within the margin
+	replica := Member{Fresh: true, PostmasterAlive: true, Connectable: true, InRecovery: true}
+	for _, c := range []struct {
+		what    string
+		u       Unsettled
+		m       Member
+		settled bool
+		why     string
+	}{
+		{"no report, no promise", Unsettled{Node: "b"}, Member{}, false, "does not guarantee"},
+		{"stopped", Unsettled{Node: "b"}, Member{Fresh: true}, true, "stopped"},
+		{"stopped, stale report", Unsettled{Node: "b"}, Member{}, false, ""},
+		{"fenced, still running writable (D11)", Unsettled{Node: "b"}, Member{Fresh: true, PostmasterAlive: true, Connectable: true, Fenced: true}, false, ""},
+		{"fenced, running, recovery state unknown (D11)", Unsettled{Node: "b"}, Member{Fresh: true, PostmasterAlive: true, Fenced: true}, false, ""},
+		{"fenced and in recovery", Unsettled{Node: "b"}, Member{Fresh: true, PostmasterAlive: true, Connectable: true, InRecovery: true, Fenced: true}, true, "fenced and still in recovery"},
+		{"in recovery, not fenced", Unsettled{Node: "b"}, replica, false, ""},
+		{"settle deadline passed, honoured", Unsettled{Node: "b", SettleBy: past, Honoured: true}, Member{}, true, "not confirmed by its settle deadline"},
+		{"settle deadline within the margin", Unsettled{Node: "b", SettleBy: future, Honoured: true}, Member{}, false, "drops the promotion unless confirmed by"},
+		{"settle deadline passed, not honoured", Unsettled{Node: "b", SettleBy: past}, Member{}, false, "does not guarantee"},
+		{"no settle deadline", Unsettled{Node: "b", Honoured: true}, Member{}, false, "carried no settle deadline"},
+		{"an order in flight", Unsettled{Node: "b", InFlight: true, SettleBy: past, Honoured: true}, Member{}, false, "never recorded"},
+		{"settle deadline passed, replica still running", Unsettled{Node: "b", SettleBy: past, Honoured: true}, replica, true, "settle deadline"},
+	} {
+		settled, why := PromoteSettled(c.u, c.m, now, margin)
+		if settled != c.settled || !strings.Contains(why, c.why) || why == "" {
+			t.Errorf("%s: settled=%v %q, want settled=%v and a reason with %q", c.what, settled, why, c.settled, c.why)
+		}
+	}
+}
