@@ -95,8 +95,11 @@ func TestWatchdogHeartbeatNeverLater(t *testing.T) {
 		deadline := time.Now().Add(time.Duration(i) * 137 * time.Microsecond)
 		d.watchdogBeat(deadline)
 		hb, _ := d.watchdogHeartbeat()
-		mono, ok := monoNow()
+		// The receipt first, then the monotonic clock, as the child reads
+		// them (RunWatchdog): the other order would add the gap between the
+		// two readings to the child's deadline.
 		recv := time.Now()
+		mono, ok := monoNow()
 		if !ok || hb.MonoNs == 0 {
 			t.Skip("no shared monotonic clock here")
 		}
