@@ -163,26 +163,26 @@ func (d *Daemon) promote(ctx context.Context, epoch uint64, timing orderTiming) 
 				errOrderExpired, epoch, left.Round(time.Millisecond))
 		}
 	}
-	ans, err := d.confirmEpoch(ctx, epoch)
+	cur, err := d.confirmCurrent(ctx, "promote", epoch, timing)
 	if err != nil {
 		return "", err
 	}
 	wait := promoteWait
-	if left, ok := localLeft(); ok {
-		w, late := promoteWaitFor(left, true)
+	if cur.hasLocal {
+		w, late := promoteWaitFor(cur.local, true)
 		if late {
 			return "", fmt.Errorf("%w: promote at epoch %d: %s left before the order's deadline by this agent's clock once the leader confirmed the epoch, too little for pg_promote to answer in time",
-				errOrderExpired, epoch, left.Round(time.Millisecond))
+				errOrderExpired, epoch, cur.local.Round(time.Millisecond))
 		}
 		wait = w
 	}
 	// The final check is made on the leader's clock: it does not depend on
 	// the agent's clock or on how long the order was in transit.
-	if left, ok := leaderLeft(timing.Leader, ans.leaderNow, ans.rtt); ok {
-		w, late := promoteWaitFor(left, true)
+	if cur.hasLeader {
+		w, late := promoteWaitFor(cur.leader, true)
 		if late {
 			return "", fmt.Errorf("%w: promote at epoch %d: %s left before the order's deadline %s by the coordinator leader's clock (read %s, answered in %s), too little for pg_promote to answer in time",
-				errOrderExpired, epoch, left.Round(time.Millisecond), timing.Leader.Format(time.RFC3339Nano), ans.leaderNow.Format(time.RFC3339Nano), ans.rtt.Round(time.Millisecond))
+				errOrderExpired, epoch, cur.leader.Round(time.Millisecond), timing.Leader.Format(time.RFC3339Nano), cur.ans.leaderNow.Format(time.RFC3339Nano), cur.ans.rtt.Round(time.Millisecond))
 		}
 		wait = min(wait, w)
 	}
@@ -211,8 +211,39 @@ func (d *Daemon) promote(ctx context.Context, epoch uint64, timing orderTiming) 
 	return out, nil
 }
 
+// orderCurrent is what confirmCurrent found: the time left before the
+// order's deadline on the agent's monotonic clock (hasLocal) and on the
+// leader's clock as it answered (hasLeader: a deadline, and a coordinator
+// that sends its clock), and the answer itself.
+type orderCurrent struct {
+	local, leader       time.Duration
+	hasLocal, hasLeader bool
+	ans                 epochAnswer
+}
+
+// confirmCurrent is the last check before an order makes this node
+// writable (pg_promote, or a restart that starts a former primary's
+// PostgreSQL): the leader must still record this node as the primary at
+// epoch (confirmEpoch), and the caller weighs the time left it returns,
+// on both clocks, against what it is about to do. The leader's clock is
+// read in the same answer, so neither the agent's clock nor the order's
+// transit time counts there.
+func (d *Daemon) confirmCurrent(ctx context.Context, what string, epoch uint64, timing orderTiming) (orderCurrent, error) {
+	var cur orderCurrent
+	ans, err := d.confirmEpoch(ctx, what, epoch)
+	if err != nil {
+		return cur, err
+	}
+	cur.ans = ans
+	if !timing.Deadline.IsZero() {
+		cur.local, cur.hasLocal = timing.Deadline.Sub(d.clock()), true
+	}
+	cur.leader, cur.hasLeader = leaderLeft(timing.Leader, ans.leaderNow, ans.rtt)
+	return cur, nil
+}
+
 // errSuperseded: the leader records another primary or a newer epoch
-// than a promote order's.
+// than an order's that would make this node writable.
 var errSuperseded = errors.New("the order's epoch is superseded")
 
 // epochAnswer is what confirmEpoch learnt of the leader's clock: its
@@ -224,33 +255,47 @@ type epochAnswer struct {
 }
 
 // confirmEpoch asks the leader whether it still records this node as the
-// primary at epoch. An order superseded while it waited (behind a long
-// order, or given up by its leader, which then chose another candidate at
-// a higher epoch) is refused, and the leader's epoch is taken.
-func (d *Daemon) confirmEpoch(ctx context.Context, epoch uint64) (epochAnswer, error) {
+// primary at epoch, before what (promote, restart) makes it writable. An
+// order superseded while it waited (behind a long order, or given up by
+// its leader, which then chose another candidate at a higher epoch) is
+// refused, and the leader's epoch is taken.
+func (d *Daemon) confirmEpoch(ctx context.Context, what string, epoch uint64) (epochAnswer, error) {
 	var ans epochAnswer
-	cli := d.session()
-	if cli == nil {
-		return ans, fmt.Errorf("refusing to promote at epoch %d: no session with the coordinator leader to confirm the epoch", epoch)
-	}
-	rctx, cancel := context.WithTimeout(ctx, rpcTimeout)
-	sent := d.clock()
-	resp, err := cli.Epoch(rctx, &pgdrv1.EpochRequest{Cluster: d.cfg.Cluster, Node: d.cfg.Node.Name})
-	back := d.clock()
-	cancel()
+	resp, sent, back, err := d.askEpoch(ctx)
 	if err != nil {
-		return ans, fmt.Errorf("refusing to promote at epoch %d: the coordinator leader did not confirm the epoch: %w", epoch, err)
+		return ans, fmt.Errorf("refusing to %s at epoch %d: the coordinator leader did not confirm the epoch: %w", what, epoch, err)
 	}
 	ans.rtt = back.Sub(sent)
 	if n := resp.GetNow(); n != nil {
 		ans.leaderNow = n.AsTime()
-		d.noteSkew(sent.Add(ans.rtt/2).Sub(ans.leaderNow), "epoch confirmation")
 	}
 	d.seeEpoch(resp.GetEpoch())
 	if resp.GetEpoch() != epoch || resp.GetPrimary() != d.cfg.Node.Name {
-		return ans, fmt.Errorf("refusing to promote: %w: the order is of epoch %d and the coordinator leader records %q as primary at epoch %d", errSuperseded, epoch, resp.GetPrimary(), resp.GetEpoch())
+		return ans, fmt.Errorf("refusing to %s: %w: the order is of epoch %d and the coordinator leader records %q as primary at epoch %d", what, errSuperseded, epoch, resp.GetPrimary(), resp.GetEpoch())
 	}
 	return ans, nil
+}
+
+// askEpoch is the Epoch call to the leader of the current session, with
+// the agent's clock before and after it; the leader's clock in the answer
+// is recorded (noteLeaderClock).
+func (d *Daemon) askEpoch(ctx context.Context) (resp *pgdrv1.EpochResponse, sent, back time.Time, err error) {
+	cli := d.session()
+	if cli == nil {
+		return nil, sent, back, errors.New("no session with the coordinator leader")
+	}
+	rctx, cancel := context.WithTimeout(ctx, rpcTimeout)
+	defer cancel()
+	sent = d.clock()
+	resp, err = cli.Epoch(rctx, &pgdrv1.EpochRequest{Cluster: d.cfg.Cluster, Node: d.cfg.Node.Name})
+	back = d.clock()
+	if err != nil {
+		return nil, sent, back, err
+	}
+	if n := resp.GetNow(); n != nil {
+		d.noteLeaderClock(sent, back, n.AsTime(), "epoch query")
+	}
+	return resp, sent, back, nil
 }
 
 // watchPromotion watches a pending promotion of epoch until it completes
@@ -276,7 +321,7 @@ func (d *Daemon) watchPromotion(epoch uint64, done func()) {
 			done()
 		}()
 		superseded := func(why string) bool {
-			_, err := d.confirmEpoch(ctx, epoch)
+			_, err := d.confirmEpoch(ctx, "promote", epoch)
 			if !errors.Is(err, errSuperseded) {
 				return false // still current, or the leader cannot say: the lease loop decides
 			}

@@ -185,7 +185,13 @@ func (a *agentAPI) notLeader() error {
 
 func (a *agentAPI) Leader(ctx context.Context, _ *pgdrv1.LeaderRequest) (*pgdrv1.LeaderResponse, error) {
 	name, api, ok := a.s.leaderInfo()
-	return &pgdrv1.LeaderResponse{Name: name, ApiAddress: api, Known: ok}, nil
+	resp := &pgdrv1.LeaderResponse{Name: name, ApiAddress: api, Known: ok}
+	if a.s.isLeader() {
+		// An agent in session measures the leader's clock with it (an
+		// order's transit time is counted against its budget).
+		resp.Now = timestamppb.Now()
+	}
+	return resp, nil
 }
 
 // checkCaller refuses an agent identity (certificate or token) acting for
@@ -258,7 +264,7 @@ func (a *agentAPI) Register(ctx context.Context, req *pgdrv1.RegisterRequest) (*
 		}
 	}
 	_, primary, epoch := a.s.fsm.MemberEpoch(m.Cluster, m.Name)
-	return &pgdrv1.RegisterResponse{Epoch: epoch, Primary: primary}, nil
+	return &pgdrv1.RegisterResponse{Epoch: epoch, Primary: primary, Now: timestamppb.Now()}, nil
 }
 
 func (a *agentAPI) registered(cluster, node string) error {

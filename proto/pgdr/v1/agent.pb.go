@@ -402,7 +402,12 @@ type LeaderResponse struct {
 	Name       string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	ApiAddress string                 `protobuf:"bytes,2,opt,name=api_address,json=apiAddress,proto3" json:"api_address,omitempty"`
 	// known is false while no leader is elected.
-	Known         bool `protobuf:"varint,3,opt,name=known,proto3" json:"known,omitempty"`
+	Known bool `protobuf:"varint,3,opt,name=known,proto3" json:"known,omitempty"`
+	// now: the answering coordinator's clock, set only when it is the
+	// leader. An agent in session with it measures the leader's clock from
+	// the call's round trip (its midpoint) and bounds an order's transit
+	// time with it (unset from a follower or an older coordinator).
+	Now           *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=now,proto3" json:"now,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -458,6 +463,13 @@ func (x *LeaderResponse) GetKnown() bool {
 	return false
 }
 
+func (x *LeaderResponse) GetNow() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Now
+	}
+	return nil
+}
+
 type RegisterRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Member        *Member                `protobuf:"bytes,1,opt,name=member,proto3" json:"member,omitempty"`
@@ -505,8 +517,12 @@ func (x *RegisterRequest) GetMember() *Member {
 type RegisterResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// epoch and primary as the coordinators see them.
-	Epoch         uint64 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
-	Primary       string `protobuf:"bytes,2,opt,name=primary,proto3" json:"primary,omitempty"`
+	Epoch   uint64 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Primary string `protobuf:"bytes,2,opt,name=primary,proto3" json:"primary,omitempty"`
+	// now: the leader's clock when it answered: the agent's first
+	// measurement of it, before the command stream opens (see
+	// LeaderResponse.now).
+	Now           *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=now,proto3" json:"now,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -553,6 +569,13 @@ func (x *RegisterResponse) GetPrimary() string {
 		return x.Primary
 	}
 	return ""
+}
+
+func (x *RegisterResponse) GetNow() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Now
+	}
+	return nil
 }
 
 // HealthReport is one sample of the local checks (every health.interval).
@@ -1070,11 +1093,13 @@ type AgentCommand struct {
 	// budget_ms: deadline - sent_at on the leader's clock (<= 0: already
 	// expired when sent). The agent's deadline is the instant it received
 	// the order (on its monotonic clock) + budget_ms, whatever its wall
-	// clock says; so the leader may assume that an agent starts the order
-	// no later than sent_at + budget_ms + the stream's transit time (the
-	// agent stamps an order when it arrives, not when its turn comes). A
-	// promote is also checked on the leader's clock right before pg_promote
-	// (EpochResponse.now), which does not depend on the transit time.
+	// clock says, less the transit time (sent_at to the receipt on the
+	// leader's clock, which the agent measures: LeaderResponse.now,
+	// RegisterResponse.now); so the leader may assume that an agent starts
+	// the order no later than sent_at + budget_ms (the agent stamps an order
+	// when it arrives, not when its turn comes). A promote, and a restart
+	// that starts a former primary, are also checked on the leader's clock
+	// right before (EpochResponse.now).
 	BudgetMs int64 `protobuf:"varint,8,opt,name=budget_ms,json=budgetMs,proto3" json:"budget_ms,omitempty"`
 	// Types that are valid to be assigned to Kind:
 	//
@@ -1893,17 +1918,19 @@ const file_pgdr_v1_agent_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n" +
 	"\aapi_url\x18\x02 \x01(\tR\x06apiUrl\x12!\n" +
 	"\ffailsafe_key\x18\x03 \x01(\fR\vfailsafeKey\"\x0f\n" +
-	"\rLeaderRequest\"[\n" +
+	"\rLeaderRequest\"\x89\x01\n" +
 	"\x0eLeaderResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
 	"\vapi_address\x18\x02 \x01(\tR\n" +
 	"apiAddress\x12\x14\n" +
-	"\x05known\x18\x03 \x01(\bR\x05known\":\n" +
+	"\x05known\x18\x03 \x01(\bR\x05known\x12,\n" +
+	"\x03now\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x03now\":\n" +
 	"\x0fRegisterRequest\x12'\n" +
-	"\x06member\x18\x01 \x01(\v2\x0f.pgdr.v1.MemberR\x06member\"B\n" +
+	"\x06member\x18\x01 \x01(\v2\x0f.pgdr.v1.MemberR\x06member\"p\n" +
 	"\x10RegisterResponse\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x18\n" +
-	"\aprimary\x18\x02 \x01(\tR\aprimary\"\xe2\t\n" +
+	"\aprimary\x18\x02 \x01(\tR\aprimary\x12,\n" +
+	"\x03now\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x03now\"\xe2\t\n" +
 	"\fHealthReport\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12.\n" +
@@ -2063,42 +2090,44 @@ var file_pgdr_v1_agent_proto_goTypes = []any{
 var file_pgdr_v1_agent_proto_depIdxs = []int32{
 	25, // 0: pgdr.v1.EpochResponse.now:type_name -> google.protobuf.Timestamp
 	4,  // 1: pgdr.v1.RenewLeaseResponse.members:type_name -> pgdr.v1.FailsafeMember
-	26, // 2: pgdr.v1.RegisterRequest.member:type_name -> pgdr.v1.Member
-	25, // 3: pgdr.v1.HealthReport.time:type_name -> google.protobuf.Timestamp
-	25, // 4: pgdr.v1.HealthReport.archive_last_failed_time:type_name -> google.protobuf.Timestamp
-	10, // 5: pgdr.v1.HealthReport.replicas:type_name -> pgdr.v1.ReplicaState
-	25, // 6: pgdr.v1.HealthReport.failsafe_acked_at:type_name -> google.protobuf.Timestamp
-	25, // 7: pgdr.v1.AgentCommand.issued_at:type_name -> google.protobuf.Timestamp
-	25, // 8: pgdr.v1.AgentCommand.deadline:type_name -> google.protobuf.Timestamp
-	25, // 9: pgdr.v1.AgentCommand.sent_at:type_name -> google.protobuf.Timestamp
-	14, // 10: pgdr.v1.AgentCommand.ping:type_name -> pgdr.v1.Ping
-	15, // 11: pgdr.v1.AgentCommand.check_now:type_name -> pgdr.v1.CheckNow
-	16, // 12: pgdr.v1.AgentCommand.promote:type_name -> pgdr.v1.Promote
-	17, // 13: pgdr.v1.AgentCommand.follow:type_name -> pgdr.v1.Follow
-	18, // 14: pgdr.v1.AgentCommand.fence:type_name -> pgdr.v1.Fence
-	19, // 15: pgdr.v1.AgentCommand.rejoin:type_name -> pgdr.v1.Rejoin
-	20, // 16: pgdr.v1.AgentCommand.demote:type_name -> pgdr.v1.Demote
-	22, // 17: pgdr.v1.AgentCommand.set_synchronous:type_name -> pgdr.v1.SetSynchronous
-	21, // 18: pgdr.v1.AgentCommand.restart:type_name -> pgdr.v1.Restart
-	5,  // 19: pgdr.v1.AgentService.Leader:input_type -> pgdr.v1.LeaderRequest
-	7,  // 20: pgdr.v1.AgentService.Register:input_type -> pgdr.v1.RegisterRequest
-	9,  // 21: pgdr.v1.AgentService.Report:input_type -> pgdr.v1.HealthReport
-	12, // 22: pgdr.v1.AgentService.Commands:input_type -> pgdr.v1.CommandsRequest
-	23, // 23: pgdr.v1.AgentService.CompleteCommand:input_type -> pgdr.v1.CommandResult
-	2,  // 24: pgdr.v1.AgentService.RenewLease:input_type -> pgdr.v1.RenewLeaseRequest
-	0,  // 25: pgdr.v1.AgentService.Epoch:input_type -> pgdr.v1.EpochRequest
-	6,  // 26: pgdr.v1.AgentService.Leader:output_type -> pgdr.v1.LeaderResponse
-	8,  // 27: pgdr.v1.AgentService.Register:output_type -> pgdr.v1.RegisterResponse
-	11, // 28: pgdr.v1.AgentService.Report:output_type -> pgdr.v1.ReportSummary
-	13, // 29: pgdr.v1.AgentService.Commands:output_type -> pgdr.v1.AgentCommand
-	24, // 30: pgdr.v1.AgentService.CompleteCommand:output_type -> pgdr.v1.CommandResultAck
-	3,  // 31: pgdr.v1.AgentService.RenewLease:output_type -> pgdr.v1.RenewLeaseResponse
-	1,  // 32: pgdr.v1.AgentService.Epoch:output_type -> pgdr.v1.EpochResponse
-	26, // [26:33] is the sub-list for method output_type
-	19, // [19:26] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	25, // 2: pgdr.v1.LeaderResponse.now:type_name -> google.protobuf.Timestamp
+	26, // 3: pgdr.v1.RegisterRequest.member:type_name -> pgdr.v1.Member
+	25, // 4: pgdr.v1.RegisterResponse.now:type_name -> google.protobuf.Timestamp
+	25, // 5: pgdr.v1.HealthReport.time:type_name -> google.protobuf.Timestamp
+	25, // 6: pgdr.v1.HealthReport.archive_last_failed_time:type_name -> google.protobuf.Timestamp
+	10, // 7: pgdr.v1.HealthReport.replicas:type_name -> pgdr.v1.ReplicaState
+	25, // 8: pgdr.v1.HealthReport.failsafe_acked_at:type_name -> google.protobuf.Timestamp
+	25, // 9: pgdr.v1.AgentCommand.issued_at:type_name -> google.protobuf.Timestamp
+	25, // 10: pgdr.v1.AgentCommand.deadline:type_name -> google.protobuf.Timestamp
+	25, // 11: pgdr.v1.AgentCommand.sent_at:type_name -> google.protobuf.Timestamp
+	14, // 12: pgdr.v1.AgentCommand.ping:type_name -> pgdr.v1.Ping
+	15, // 13: pgdr.v1.AgentCommand.check_now:type_name -> pgdr.v1.CheckNow
+	16, // 14: pgdr.v1.AgentCommand.promote:type_name -> pgdr.v1.Promote
+	17, // 15: pgdr.v1.AgentCommand.follow:type_name -> pgdr.v1.Follow
+	18, // 16: pgdr.v1.AgentCommand.fence:type_name -> pgdr.v1.Fence
+	19, // 17: pgdr.v1.AgentCommand.rejoin:type_name -> pgdr.v1.Rejoin
+	20, // 18: pgdr.v1.AgentCommand.demote:type_name -> pgdr.v1.Demote
+	22, // 19: pgdr.v1.AgentCommand.set_synchronous:type_name -> pgdr.v1.SetSynchronous
+	21, // 20: pgdr.v1.AgentCommand.restart:type_name -> pgdr.v1.Restart
+	5,  // 21: pgdr.v1.AgentService.Leader:input_type -> pgdr.v1.LeaderRequest
+	7,  // 22: pgdr.v1.AgentService.Register:input_type -> pgdr.v1.RegisterRequest
+	9,  // 23: pgdr.v1.AgentService.Report:input_type -> pgdr.v1.HealthReport
+	12, // 24: pgdr.v1.AgentService.Commands:input_type -> pgdr.v1.CommandsRequest
+	23, // 25: pgdr.v1.AgentService.CompleteCommand:input_type -> pgdr.v1.CommandResult
+	2,  // 26: pgdr.v1.AgentService.RenewLease:input_type -> pgdr.v1.RenewLeaseRequest
+	0,  // 27: pgdr.v1.AgentService.Epoch:input_type -> pgdr.v1.EpochRequest
+	6,  // 28: pgdr.v1.AgentService.Leader:output_type -> pgdr.v1.LeaderResponse
+	8,  // 29: pgdr.v1.AgentService.Register:output_type -> pgdr.v1.RegisterResponse
+	11, // 30: pgdr.v1.AgentService.Report:output_type -> pgdr.v1.ReportSummary
+	13, // 31: pgdr.v1.AgentService.Commands:output_type -> pgdr.v1.AgentCommand
+	24, // 32: pgdr.v1.AgentService.CompleteCommand:output_type -> pgdr.v1.CommandResultAck
+	3,  // 33: pgdr.v1.AgentService.RenewLease:output_type -> pgdr.v1.RenewLeaseResponse
+	1,  // 34: pgdr.v1.AgentService.Epoch:output_type -> pgdr.v1.EpochResponse
+	28, // [28:35] is the sub-list for method output_type
+	21, // [21:28] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_pgdr_v1_agent_proto_init() }

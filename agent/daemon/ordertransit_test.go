@@ -1,0 +1,207 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/pgdr/pgdr/pkg/testutil"
+	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
+)
+
+// lateOrder is an order of kind sent at sent on the leader's clock with
+// budget left before its deadline, as a leader of today stamps it.
+func lateOrder(epoch uint64, sent time.Time, budget time.Duration, kind any) *pgdrv1.AgentCommand {
+	c := &pgdrv1.AgentCommand{Id: "late", Cluster: "main", Node: "pg-a2", Epoch: epoch, IssuedAt: timestamppb.New(sent),
+		Deadline: timestamppb.New(sent.Add(budget)), SentAt: timestamppb.New(sent), BudgetMs: budget.Milliseconds()}
+	switch k := kind.(type) {
+	case *pgdrv1.AgentCommand_Follow:
+		c.Kind = k
+	case *pgdrv1.AgentCommand_Restart:
+		c.Kind = k
+	case *pgdrv1.AgentCommand_SetSynchronous:
+		c.Kind = k
+	}
+	return c
+}
+
+// TestOrderTransitBounded: adversarial review of D8, finding 1a. An order
+// that spent longer in transit than its budget (an agent frozen with the
+// order in its socket buffer, a stalled connection, a full receive
+// queue) is refused: the agent knows the leader's clock (measured from a
+// call's round trip) and counts the transit against the budget, whatever
+// its own wall clock says. Counting the budget from the receipt alone gave
+// such an order a full fresh budget.
+func TestOrderTransitBounded(t *testing.T) {
+	ctx := context.Background()
+	leaderNow := time.Now
+	follow := &pgdrv1.AgentCommand_Follow{Follow: &pgdrv1.Follow{Primary: "pg-a1", PrimaryDsn: "host=127.0.0.1 port=1 user=postgres"}}
+	for _, offset := range []time.Duration{0, 120 * time.Second, -120 * time.Second} {
+		t.Run("agent clock offset "+offset.String(), func(t *testing.T) {
+			d, c := promoteDaemon(t, &fakePromotion{}, &epochClient{epoch: 6, primary: "pg-a1", now: leaderNow})
+			d.now = func() time.Time { return time.Now().Add(offset) }
+			// Sent 70s ago with a 60s budget, received now.
+			res := c.carryOut(ctx, lateOrder(6, leaderNow().Add(-70*time.Second), time.Minute, follow))
+			if res.Ok || !strings.Contains(res.Error, "deadline") {
+				t.Fatalf("a follow order sent 70s ago with a 60s budget, received now: %+v; want refused (deadline)", res)
+			}
+		})
+	}
+	// A late set_synchronous is refused the same way: the leader gave up
+	// on it and may have decided otherwise since (sync.go's planner narrows
+	// the recorded standbys only from the primary's reports, which a late
+	// setting would contradict).
+	t.Run("set_synchronous", func(t *testing.T) {
+		d, c := promoteDaemon(t, &fakePromotion{}, &epochClient{epoch: 6, primary: "pg-a2", now: leaderNow})
+		d.now = func() time.Time { return time.Now().Add(-120 * time.Second) }
+		res := c.carryOut(ctx, lateOrder(6, leaderNow().Add(-40*time.Second), 30*time.Second,
+			&pgdrv1.AgentCommand_SetSynchronous{SetSynchronous: &pgdrv1.SetSynchronous{Value: "ANY 1 (pg-a1, pg-a3)"}}))
+		if res.Ok || !strings.Contains(res.Error, "deadline") {
+			t.Fatalf("a set_synchronous sent 40s ago with a 30s budget, received now: %+v; want refused (deadline)", res)
+		}
+	})
+	t.Run("fresh order still accepted", func(t *testing.T) {
+		d, c := promoteDaemon(t, &fakePromotion{}, &epochClient{epoch: 6, primary: "pg-a1", now: leaderNow})
+		d.now = func() time.Time { return time.Now().Add(-120 * time.Second) }
+		res := c.carryOut(ctx, lateOrder(6, leaderNow().Add(-time.Second), time.Minute, follow))
+		if strings.Contains(res.Error, "deadline") {
+			t.Fatalf("a follow order sent 1s ago with a 60s budget: %+v; want accepted", res)
+		}
+	})
+}
+
+// TestRestartConfirmsWithLeader: adversarial review of D8, finding 1b. A
+// restart order starts PostgreSQL as it is on disk, writable on a former
+// primary. Right before, the agent asks the leader (as before pg_promote)
+// whether it still records this node as primary at the order's epoch and
+// whether the order's deadline has not passed on its clock; otherwise it
+// refuses and leaves PostgreSQL stopped.
+func TestRestartConfirmsWithLeader(t *testing.T) {
+	ctx := context.Background()
+	leaderNow := time.Now
+	restart := &pgdrv1.AgentCommand_Restart{Restart: &pgdrv1.Restart{Reason: "switchover aborted"}}
+	t.Run("another primary at a newer epoch", func(t *testing.T) {
+		// The switchover at epoch 6 was aborted, the leader gave up on the
+		// restart, and a failover promoted pg-a3 at epoch 7; this agent has
+		// not heard of epoch 7.
+		leader := &epochClient{epoch: 7, primary: "pg-a3", now: leaderNow}
+		d, c := promoteDaemon(t, &fakePromotion{}, leader)
+		d.seeEpoch(6)
+		res := c.carryOut(ctx, lateOrder(6, leaderNow().Add(-time.Second), time.Minute, restart))
+		if res.Ok || !strings.Contains(res.Error, "superseded") || strings.Contains(res.Error, "pg_ctl") {
+			t.Fatalf("a restart at epoch 6 while the leader records pg-a3 at epoch 7: %+v; want refused (superseded) before pg_ctl", res)
+		}
+		if d.seeEpoch(0) != 7 {
+			t.Fatalf("the agent knows epoch %d; want 7 (the leader's)", d.seeEpoch(0))
+		}
+	})
+	t.Run("past its deadline on the leader's clock", func(t *testing.T) {
+		leader := &epochClient{epoch: 6, primary: "pg-a2", now: leaderNow}
+		d, c := promoteDaemon(t, &fakePromotion{}, leader)
+		// The agent's clock is 120s behind, so by it the order has 60s left
+		// from its sending; on the leader's clock it ended 10s ago.
+		d.now = func() time.Time { return time.Now().Add(-120 * time.Second) }
+		res := c.carryOut(ctx, lateOrder(6, leaderNow().Add(-70*time.Second), time.Minute, restart))
+		if res.Ok || !strings.Contains(res.Error, "deadline") || strings.Contains(res.Error, "pg_ctl") {
+			t.Fatalf("a restart past its deadline on the leader's clock: %+v; want refused (deadline) before pg_ctl", res)
+		}
+	})
+	t.Run("confirmed: PostgreSQL is started", func(t *testing.T) {
+		leader := &epochClient{epoch: 6, primary: "pg-a2", now: leaderNow}
+		d, c := promoteDaemon(t, &fakePromotion{}, leader)
+		res := c.carryOut(ctx, lateOrder(6, leaderNow(), time.Minute, restart))
+		// No PostgreSQL in this test: pg_ctl start runs and fails.
+		if res.Ok || !strings.Contains(res.Error, "restart: ") || strings.Contains(res.Error, "refus") {
+			t.Fatalf("a confirmed restart: %+v; want pg_ctl start to run", res)
+		}
+		leader.mu.Lock()
+		asked := leader.asked
+		leader.mu.Unlock()
+		if asked == 0 {
+			t.Fatalf("the leader was not asked before the restart")
+		}
+		_ = d
+	})
+}
+
+// TestOrderDeadlineTransit: adversarial review of D8, findings 1a and 2.
+// With a measurement of the leader's clock, the time an order spent
+// between its sending and its receipt (in a socket buffer, on a stalled
+// connection, behind a full receive queue) is taken off its budget,
+// whatever the agent's wall clock says; the budget is never lengthened.
+func TestOrderDeadlineTransit(t *testing.T) {
+	sent := time.Date(2026, 12, 7, 5, 0, 0, 0, time.UTC) // the leader's clock at sending
+	base := time.Now()                                   // the agent's clock, with its monotonic reading
+	for _, c := range []struct {
+		name     string
+		offset   time.Duration // the agent's clock minus the leader's
+		transit  time.Duration
+		measured time.Duration // how long before the receipt the leader's clock was measured
+		rtt      time.Duration // the measuring call's round trip
+		budget   time.Duration
+		wantLeft time.Duration
+	}{
+		{name: "in sync, no transit", budget: time.Minute, wantLeft: time.Minute},
+		{name: "agent 120s behind, 70s in transit: expired", offset: -120 * time.Second, transit: 70 * time.Second, measured: 5 * time.Second, budget: time.Minute, wantLeft: -10 * time.Second},
+		{name: "agent 120s ahead, 2s in transit, 200ms round trip", offset: 120 * time.Second, transit: 2 * time.Second, rtt: 200 * time.Millisecond, budget: time.Minute, wantLeft: 57900 * time.Millisecond},
+		{name: "frozen agent, measured an hour before", transit: 70 * time.Second, measured: time.Hour, budget: time.Minute, wantLeft: -10 * time.Second},
+		{name: "stamped late behind a full queue", offset: 30 * time.Second, transit: 10 * time.Second, measured: time.Second, budget: time.Minute, wantLeft: 50 * time.Second},
+		{name: "a measurement that puts the receipt before the sending adds nothing", offset: 3 * time.Second, transit: -2 * time.Second, budget: time.Minute, wantLeft: time.Minute},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cmd := &pgdrv1.AgentCommand{Id: "x", Epoch: 2, IssuedAt: timestamppb.New(sent), SentAt: timestamppb.New(sent),
+				Deadline: timestamppb.New(sent.Add(c.budget)), BudgetMs: c.budget.Milliseconds()}
+			received := base.Add(c.offset + c.transit) // the agent's clock at receipt
+			// The measurement's midpoint, on the agent's clock, and the
+			// leader's clock then (read at the midpoint).
+			mid := received.Add(-c.measured)
+			lc := &leaderClock{local: mid, leader: sent.Add(mid.Sub(base) - c.offset), rtt: c.rtt}
+			got := orderDeadline(cmd, received, lc)
+			if left := got.Deadline.Sub(received); left != c.wantLeft || !got.Relative {
+				t.Fatalf("deadline %s after the receipt (relative %t); want %s", left, got.Relative, c.wantLeft)
+			}
+			if !got.HasTransit {
+				t.Fatalf("no transit time measured")
+			}
+		})
+	}
+	// Without a measurement, the budget counts from the receipt.
+	cmd := &pgdrv1.AgentCommand{Id: "x", Epoch: 2, SentAt: timestamppb.New(sent), Deadline: timestamppb.New(sent.Add(time.Minute)), BudgetMs: 60000}
+	if got := orderDeadline(cmd, base, nil); got.Deadline.Sub(base) != time.Minute || got.HasTransit {
+		t.Fatalf("no measurement: %+v; want the whole budget from the receipt", got)
+	}
+}
+
+// TestSessionMeasuresLeaderClock: the session measures the leader's clock
+// when it registers (and at every leader check), so an order that spent
+// longer than its budget in transit is refused without asking the leader
+// (the fake leader does not answer Epoch), on an agent whose clock is
+// 120s behind.
+func TestSessionMeasuresLeaderClock(t *testing.T) {
+	fc, d := fakeSession(t, func(d *Daemon) {
+		d.now = func() time.Time { return time.Now().Add(-120 * time.Second) }
+	})
+	c2 := fc.coords["c2"]
+	testutil.WaitFor(t, 30*time.Second, "a measurement of the leader's clock", func() (bool, error) {
+		return d.leaderClockNow() != nil, errors.New("none yet")
+	})
+	if s, _ := d.clockSkew(); s > -119*time.Second || s < -121*time.Second {
+		t.Fatalf("measured skew %s; want about -120s", s)
+	}
+	late := lateOrder(5, time.Now().Add(-70*time.Second), time.Minute,
+		&pgdrv1.AgentCommand_Follow{Follow: &pgdrv1.Follow{Primary: "pg-a1", PrimaryDsn: "host=127.0.0.1 port=1 user=postgres"}})
+	c2.cmds <- late
+	testutil.WaitFor(t, 30*time.Second, "the order's result", func() (bool, error) {
+		_, _, res, _, _ := c2.snapshot()
+		return len(res) == 1, fmt.Errorf("%d results", len(res))
+	})
+	_, _, res, _, _ := c2.snapshot()
+	if r := res[0]; r.Ok || !strings.Contains(r.Error, "deadline") || !strings.Contains(r.Error, "in transit by the leader's clock") {
+		t.Fatalf("an order sent 70s ago with a 60s budget: %v; want refused, its transit counted", r)
+	}
+}
