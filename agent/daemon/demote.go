@@ -179,8 +179,8 @@ func (d *Daemon) restart(ctx context.Context, epoch uint64, timing orderTiming) 
 			errOrderExpired, epoch, cur.local.Round(time.Millisecond))
 	}
 	if cur.hasLeader && cur.leader < restartMargin {
-		return "", fmt.Errorf("%w: restart at epoch %d: %s left before the order's deadline %s by the coordinator leader's clock (read %s, answered in %s); PostgreSQL left stopped",
-			errOrderExpired, epoch, cur.leader.Round(time.Millisecond), timing.Leader.Format(time.RFC3339Nano), cur.ans.leaderNow.Format(time.RFC3339Nano), cur.ans.rtt.Round(time.Millisecond))
+		return "", fmt.Errorf("%w: restart at epoch %d: %s left %s; PostgreSQL left stopped",
+			errOrderExpired, epoch, cur.leader.Round(time.Millisecond), cur.leaderHow(timing))
 	}
 	if err := d.startPostgres(ctx); err != nil {
 		return "", fmt.Errorf("restart: %w", err)

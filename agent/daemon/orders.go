@@ -51,6 +51,8 @@ var errOrderExpired = errors.New("refused: the order's deadline passed")
 
 // orderTiming is when an order stops being worth starting.
 type orderTiming struct {
+	// ID is the order's command id (the Epoch call asks about it).
+	ID string
 	// Deadline is on the agent's clock (zero: none). From a budget it
 	// carries the monotonic reading of the receipt time, so that no step
 	// of the agent's wall clock moves it.
@@ -110,7 +112,7 @@ func (c leaderClock) latest(at time.Time) time.Time {
 // leader's absolute deadline is compared with the agent's wall clock, as
 // before.
 func orderDeadline(cmd *pgdrv1.AgentCommand, received time.Time, lc *leaderClock) orderTiming {
-	var t orderTiming
+	t := orderTiming{ID: cmd.GetId()}
 	s := cmd.GetSentAt()
 	if s != nil {
 		t.Skew, t.HasSkew = received.Sub(s.AsTime()), true
@@ -201,7 +203,7 @@ func (d *Daemon) orderLeaderClock(cmd *pgdrv1.AgentCommand) *leaderClock {
 	if lc := d.leaderClockNow(); lc != nil {
 		return lc
 	}
-	if _, _, _, err := d.askEpoch(d.runCtx); err != nil {
+	if _, _, _, err := d.askEpoch(d.runCtx, ""); err != nil {
 		d.log.Warn("no measurement of the coordinator leader's clock: the order's budget counts from its receipt, its transit time unknown",
 			"command", cmd.GetId(), "err", err)
 	}

@@ -205,3 +205,40 @@ func TestSessionMeasuresLeaderClock(t *testing.T) {
 		t.Fatalf("an order sent 70s ago with a 60s budget: %v; want refused, its transit counted", r)
 	}
 }
+
+// TestPromoteLeaderMonotonic: adversarial review of D8, finding 3. The
+// final check before pg_promote uses the time the leader still waits for
+// the order, measured on its monotonic clock, when the leader answers it:
+// a backward step of the leader's wall clock (here 120s) does not extend
+// the promote.
+func TestPromoteLeaderMonotonic(t *testing.T) {
+	ctx := context.Background()
+	stepped := func() time.Time { return time.Now().Add(-120 * time.Second) } // the leader's wall clock, stepped back
+	sent := time.Now().Add(-50 * time.Second)                                 // on the leader's clock before the step
+	t.Run("500ms left: refused", func(t *testing.T) {
+		fp := &fakePromotion{finish: true}
+		_, c := promoteDaemon(t, fp, &epochClient{epoch: 6, primary: "pg-a2", now: stepped,
+			left: func(string) time.Duration { return 500 * time.Millisecond }})
+		res := c.carryOut(ctx, budgetOrder(6, sent, time.Minute))
+		if res.Ok || !strings.Contains(res.Error, "deadline") || fp.calls() != 0 {
+			t.Fatalf("a promote the leader waits for 500ms more (its wall clock stepped back 120s): %+v (pg_promote called %d times)", res, fp.calls())
+		}
+	})
+	t.Run("10s left: pg_promote's wait ends before", func(t *testing.T) {
+		fp := &fakePromotion{finish: true}
+		_, c := promoteDaemon(t, fp, &epochClient{epoch: 6, primary: "pg-a2", now: stepped,
+			left: func(id string) time.Duration {
+				if id != "p1" {
+					return 0
+				}
+				return 10 * time.Second
+			}})
+		res := c.carryOut(ctx, budgetOrder(6, sent, time.Minute))
+		fp.mu.Lock()
+		wait := fp.wait
+		fp.mu.Unlock()
+		if !res.Ok || fp.calls() != 1 || wait <= 0 || wait > 10*time.Second {
+			t.Fatalf("promote with 10s left on the leader's monotonic clock: %+v, pg_promote called %d times with wait %s (want at most 10s)", res, fp.calls(), wait)
+		}
+	})
+}

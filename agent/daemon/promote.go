@@ -181,8 +181,8 @@ func (d *Daemon) promote(ctx context.Context, epoch uint64, timing orderTiming) 
 	if cur.hasLeader {
 		w, late := promoteWaitFor(cur.leader, true)
 		if late {
-			return "", fmt.Errorf("%w: promote at epoch %d: %s left before the order's deadline %s by the coordinator leader's clock (read %s, answered in %s), too little for pg_promote to answer in time",
-				errOrderExpired, epoch, cur.leader.Round(time.Millisecond), timing.Leader.Format(time.RFC3339Nano), cur.ans.leaderNow.Format(time.RFC3339Nano), cur.ans.rtt.Round(time.Millisecond))
+			return "", fmt.Errorf("%w: promote at epoch %d: %s left %s, too little for pg_promote to answer in time",
+				errOrderExpired, epoch, cur.leader.Round(time.Millisecond), cur.leaderHow(timing))
 		}
 		wait = min(wait, w)
 	}
@@ -230,7 +230,7 @@ type orderCurrent struct {
 // transit time counts there.
 func (d *Daemon) confirmCurrent(ctx context.Context, what string, epoch uint64, timing orderTiming) (orderCurrent, error) {
 	var cur orderCurrent
-	ans, err := d.confirmEpoch(ctx, what, epoch)
+	ans, err := d.confirmEpoch(ctx, what, epoch, timing.ID)
 	if err != nil {
 		return cur, err
 	}
@@ -238,8 +238,24 @@ func (d *Daemon) confirmCurrent(ctx context.Context, what string, epoch uint64, 
 	if !timing.Deadline.IsZero() {
 		cur.local, cur.hasLocal = timing.Deadline.Sub(d.clock()), true
 	}
+	if ans.waiting {
+		// On the leader's monotonic clock: no step of its wall clock
+		// counts. The leader measured it within the call.
+		cur.leader, cur.hasLeader = ans.left-max(ans.rtt, 0), true
+		return cur, nil
+	}
 	cur.leader, cur.hasLeader = leaderLeft(timing.Leader, ans.leaderNow, ans.rtt)
 	return cur, nil
+}
+
+// leaderHow says how orderCurrent.leader was measured, for errors.
+func (cur orderCurrent) leaderHow(timing orderTiming) string {
+	if cur.ans.waiting {
+		return fmt.Sprintf("before the order's deadline by the coordinator leader's monotonic clock (%s left as it answered, in %s)",
+			cur.ans.left.Round(time.Millisecond), cur.ans.rtt.Round(time.Millisecond))
+	}
+	return fmt.Sprintf("before the order's deadline %s by the coordinator leader's clock (read %s, answered in %s)",
+		timing.Leader.Format(time.RFC3339Nano), cur.ans.leaderNow.Format(time.RFC3339Nano), cur.ans.rtt.Round(time.Millisecond))
 }
 
 // errSuperseded: the leader records another primary or a newer epoch
@@ -252,6 +268,10 @@ var errSuperseded = errors.New("the order's epoch is superseded")
 type epochAnswer struct {
 	leaderNow time.Time
 	rtt       time.Duration
+	// waiting: the leader still waits for the order asked about, left
+	// more on its monotonic clock.
+	waiting bool
+	left    time.Duration
 }
 
 // confirmEpoch asks the leader whether it still records this node as the
@@ -259,15 +279,18 @@ type epochAnswer struct {
 // order superseded while it waited (behind a long order, or given up by
 // its leader, which then chose another candidate at a higher epoch) is
 // refused, and the leader's epoch is taken.
-func (d *Daemon) confirmEpoch(ctx context.Context, what string, epoch uint64) (epochAnswer, error) {
+func (d *Daemon) confirmEpoch(ctx context.Context, what string, epoch uint64, id string) (epochAnswer, error) {
 	var ans epochAnswer
-	resp, sent, back, err := d.askEpoch(ctx)
+	resp, sent, back, err := d.askEpoch(ctx, id)
 	if err != nil {
 		return ans, fmt.Errorf("refusing to %s at epoch %d: the coordinator leader did not confirm the epoch: %w", what, epoch, err)
 	}
 	ans.rtt = back.Sub(sent)
 	if n := resp.GetNow(); n != nil {
 		ans.leaderNow = n.AsTime()
+	}
+	if resp.GetCommandWaiting() {
+		ans.waiting, ans.left = true, time.Duration(resp.GetCommandLeftMs())*time.Millisecond
 	}
 	d.seeEpoch(resp.GetEpoch())
 	if resp.GetEpoch() != epoch || resp.GetPrimary() != d.cfg.Node.Name {
@@ -276,10 +299,10 @@ func (d *Daemon) confirmEpoch(ctx context.Context, what string, epoch uint64) (e
 	return ans, nil
 }
 
-// askEpoch is the Epoch call to the leader of the current session, with
-// the agent's clock before and after it; the leader's clock in the answer
-// is recorded (noteLeaderClock).
-func (d *Daemon) askEpoch(ctx context.Context) (resp *pgdrv1.EpochResponse, sent, back time.Time, err error) {
+// askEpoch is the Epoch call to the leader of the current session (about
+// order id, if any), with the agent's clock before and after it; the
+// leader's clock in the answer is recorded (noteLeaderClock).
+func (d *Daemon) askEpoch(ctx context.Context, id string) (resp *pgdrv1.EpochResponse, sent, back time.Time, err error) {
 	cli := d.session()
 	if cli == nil {
 		return nil, sent, back, errors.New("no session with the coordinator leader")
@@ -287,7 +310,7 @@ func (d *Daemon) askEpoch(ctx context.Context) (resp *pgdrv1.EpochResponse, sent
 	rctx, cancel := context.WithTimeout(ctx, rpcTimeout)
 	defer cancel()
 	sent = d.clock()
-	resp, err = cli.Epoch(rctx, &pgdrv1.EpochRequest{Cluster: d.cfg.Cluster, Node: d.cfg.Node.Name})
+	resp, err = cli.Epoch(rctx, &pgdrv1.EpochRequest{Cluster: d.cfg.Cluster, Node: d.cfg.Node.Name, CommandId: id})
 	back = d.clock()
 	if err != nil {
 		return nil, sent, back, err
@@ -321,7 +344,7 @@ func (d *Daemon) watchPromotion(epoch uint64, done func()) {
 			done()
 		}()
 		superseded := func(why string) bool {
-			_, err := d.confirmEpoch(ctx, "promote", epoch)
+			_, err := d.confirmEpoch(ctx, "promote", epoch, "")
 			if !errors.Is(err, errSuperseded) {
 				return false // still current, or the leader cannot say: the lease loop decides
 			}

@@ -36,10 +36,12 @@ type hub struct {
 }
 
 // waiter waits for the result of a command sent to member k: only k's
-// result completes it.
+// result completes it. deadline is when it stops waiting (zero: never),
+// with its monotonic reading (commandLeft).
 type waiter struct {
-	k  memberKey
-	ch chan *pgdrv1.CommandResult
+	k        memberKey
+	ch       chan *pgdrv1.CommandResult
+	deadline time.Time
 }
 
 func newHub() *hub {
@@ -53,8 +55,9 @@ func newHub() *hub {
 // does not start an order the leader no longer waits for.
 func (h *hub) call(ctx context.Context, k memberKey, c *pgdrv1.AgentCommand) (*pgdrv1.CommandResult, error) {
 	ch := make(chan *pgdrv1.CommandResult, 1)
+	dl, _ := ctx.Deadline()
 	h.mu.Lock()
-	h.waiters[c.Id] = waiter{k: k, ch: ch}
+	h.waiters[c.Id] = waiter{k: k, ch: ch, deadline: dl}
 	h.mu.Unlock()
 	defer func() {
 		h.mu.Lock()
@@ -140,6 +143,20 @@ func stampSent(cmd *pgdrv1.AgentCommand, now time.Time) *pgdrv1.AgentCommand {
 		out.BudgetMs = dl.AsTime().Sub(now).Milliseconds()
 	}
 	return out
+}
+
+// commandLeft is how long the leader still waits for command id sent to
+// k (ok false: it does not wait for it, or without a deadline). The
+// deadline comes from a context's timeout, which carries a monotonic
+// reading: no step of the wall clock moves what is left.
+func (h *hub) commandLeft(k memberKey, id string, now time.Time) (left time.Duration, ok bool) {
+	h.mu.Lock()
+	w, found := h.waiters[id]
+	h.mu.Unlock()
+	if !found || w.k != k || w.deadline.IsZero() {
+		return 0, false
+	}
+	return w.deadline.Sub(now), true
 }
 
 func (h *hub) complete(r *pgdrv1.CommandResult) {

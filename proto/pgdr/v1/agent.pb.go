@@ -25,9 +25,12 @@ const (
 )
 
 type EpochRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Cluster       string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
-	Node          string                 `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Cluster string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	Node    string                 `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	// command_id: the order the agent is about to carry out (promote,
+	// restart), whose time left the answer carries (command_left_ms).
+	CommandId     string `protobuf:"bytes,3,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -76,6 +79,13 @@ func (x *EpochRequest) GetNode() string {
 	return ""
 }
 
+func (x *EpochRequest) GetCommandId() string {
+	if x != nil {
+		return x.CommandId
+	}
+	return ""
+}
+
 type EpochResponse struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Epoch   uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
@@ -83,9 +93,18 @@ type EpochResponse struct {
 	// now: the leader's clock when it answered (after its barrier). The agent
 	// checks a promote order's deadline against it, on the leader's clock,
 	// right before pg_promote (unset from an older coordinator).
-	Now           *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=now,proto3" json:"now,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Now *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=now,proto3" json:"now,omitempty"`
+	// command_waiting: this leader still waits for the result of the
+	// request's command_id, sent to this member, and command_left_ms is the
+	// time left before that order's deadline (<= 0: passed), measured on the
+	// leader's monotonic clock, so that no step of its wall clock moves it.
+	// false: the leader does not know the order (sent by a previous leader,
+	// or no longer waited for); the agent then checks the deadline against
+	// now.
+	CommandWaiting bool  `protobuf:"varint,4,opt,name=command_waiting,json=commandWaiting,proto3" json:"command_waiting,omitempty"`
+	CommandLeftMs  int64 `protobuf:"varint,5,opt,name=command_left_ms,json=commandLeftMs,proto3" json:"command_left_ms,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *EpochResponse) Reset() {
@@ -137,6 +156,20 @@ func (x *EpochResponse) GetNow() *timestamppb.Timestamp {
 		return x.Now
 	}
 	return nil
+}
+
+func (x *EpochResponse) GetCommandWaiting() bool {
+	if x != nil {
+		return x.CommandWaiting
+	}
+	return false
+}
+
+func (x *EpochResponse) GetCommandLeftMs() int64 {
+	if x != nil {
+		return x.CommandLeftMs
+	}
+	return 0
 }
 
 type RenewLeaseRequest struct {
@@ -1894,14 +1927,18 @@ var File_pgdr_v1_agent_proto protoreflect.FileDescriptor
 
 const file_pgdr_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x13pgdr/v1/agent.proto\x12\apgdr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13pgdr/v1/state.proto\"<\n" +
+	"\x13pgdr/v1/agent.proto\x12\apgdr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13pgdr/v1/state.proto\"[\n" +
 	"\fEpochRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
-	"\x04node\x18\x02 \x01(\tR\x04node\"m\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\x12\x1d\n" +
+	"\n" +
+	"command_id\x18\x03 \x01(\tR\tcommandId\"\xbe\x01\n" +
 	"\rEpochResponse\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x18\n" +
 	"\aprimary\x18\x02 \x01(\tR\aprimary\x12,\n" +
-	"\x03now\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x03now\"W\n" +
+	"\x03now\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x03now\x12'\n" +
+	"\x0fcommand_waiting\x18\x04 \x01(\bR\x0ecommandWaiting\x12&\n" +
+	"\x0fcommand_left_ms\x18\x05 \x01(\x03R\rcommandLeftMs\"W\n" +
 	"\x11RenewLeaseRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x14\n" +
