@@ -205,6 +205,7 @@ func (c *coordClient) session(ctx context.Context) error {
 		wcancel()
 	}
 	member := c.member()
+	c.d.forgetLeaderClock() // measured afresh with this leader
 	rctx, cancel := context.WithTimeout(ctx, rpcTimeout)
 	sent := c.d.clock()
 	reg, err := cli.Register(rctx, &pgdrv1.RegisterRequest{Member: member})

@@ -80,21 +80,31 @@ type orderTiming struct {
 
 // leaderClock is one measurement of the coordinator leader's clock: its
 // reading in the answer to a call, the agent's clock (with its monotonic
-// reading) at the call's midpoint, and the call's round trip.
+// reading) at the call's midpoint, that clock's wall reading alone
+// (localWall), and the call's round trip.
 type leaderClock struct {
-	local  time.Time
-	leader time.Time
-	rtt    time.Duration
+	local     time.Time
+	localWall time.Time
+	leader    time.Time
+	rtt       time.Duration
 }
 
 // latest is the latest the leader's clock can read when the agent's reads
 // at: the leader read its clock within the call, at most rtt/2 after its
-// midpoint, and the time since is counted on the agent's monotonic clock
-// (no step of the agent's wall clock counts; the two clocks' rates differ
-// by parts per million). A step of the leader's own wall clock after the
-// measurement is not seen until the next one (every leaderRecheck).
+// midpoint, and the time since is counted on the agent's monotonic clock,
+// or on its wall clock when that counts more: the monotonic clock stands
+// still while the machine (or VM) is suspended, the wall clock is set
+// right on waking. So a backward step of the agent's wall clock counts
+// for nothing, a forward one shortens the budgets of the orders received
+// before the next measurement (every leaderRecheck): never a longer
+// budget. A step of the leader's own wall clock after the measurement is
+// not seen until the next one.
 func (c leaderClock) latest(at time.Time) time.Time {
-	return c.leader.Add(at.Sub(c.local) + max(c.rtt, 0)/2)
+	elapsed := at.Sub(c.local)
+	if !c.localWall.IsZero() {
+		elapsed = max(elapsed, at.Round(0).Sub(c.localWall))
+	}
+	return c.leader.Add(elapsed + max(c.rtt, 0)/2)
 }
 
 // orderDeadline times an order received at received, a reading of the
@@ -163,9 +173,17 @@ func (d *Daemon) noteLeaderClock(sent, back, leaderNow time.Time, how string) {
 	rtt := back.Sub(sent)
 	mid := sent.Add(rtt / 2)
 	d.skewMu.Lock()
-	d.leaderClk, d.leaderClkKnown = leaderClock{local: mid, leader: leaderNow, rtt: rtt}, true
+	d.leaderClk, d.leaderClkKnown = leaderClock{local: mid, localWall: mid.Round(0), leader: leaderNow, rtt: rtt}, true
 	d.skewMu.Unlock()
 	d.noteSkew(mid.Sub(leaderNow), how)
+}
+
+// forgetLeaderClock drops the measurement of the leader's clock: a new
+// session may be with another leader (measured again when it registers).
+func (d *Daemon) forgetLeaderClock() {
+	d.skewMu.Lock()
+	d.leaderClkKnown = false
+	d.skewMu.Unlock()
 }
 
 // leaderClockNow is the latest measurement of the leader's clock (nil:

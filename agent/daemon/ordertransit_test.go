@@ -160,7 +160,7 @@ func TestOrderDeadlineTransit(t *testing.T) {
 			// The measurement's midpoint, on the agent's clock, and the
 			// leader's clock then (read at the midpoint).
 			mid := received.Add(-c.measured)
-			lc := &leaderClock{local: mid, leader: sent.Add(mid.Sub(base) - c.offset), rtt: c.rtt}
+			lc := &leaderClock{local: mid, localWall: mid.Round(0), leader: sent.Add(mid.Sub(base) - c.offset), rtt: c.rtt}
 			got := orderDeadline(cmd, received, lc)
 			if left := got.Deadline.Sub(received); left != c.wantLeft || !got.Relative {
 				t.Fatalf("deadline %s after the receipt (relative %t); want %s", left, got.Relative, c.wantLeft)
@@ -170,6 +170,18 @@ func TestOrderDeadlineTransit(t *testing.T) {
 			}
 		})
 	}
+	// A suspended VM: the agent's monotonic clock stood still while its
+	// wall clock (set from the host or NTP on waking) moved on by 100s more.
+	// The larger of both elapsed times counts.
+	t.Run("suspended: the wall clock moved on, the monotonic one did not", func(t *testing.T) {
+		cmd := &pgdrv1.AgentCommand{Id: "x", Epoch: 2, SentAt: timestamppb.New(sent), Deadline: timestamppb.New(sent.Add(time.Minute)), BudgetMs: 60000}
+		mid := base.Add(-5 * time.Second) // measured 5s before the receipt by the monotonic clock
+		lc := &leaderClock{local: mid, localWall: mid.Round(0).Add(-100 * time.Second), leader: sent.Add(-5 * time.Second)}
+		got := orderDeadline(cmd, base, lc)
+		if left := got.Deadline.Sub(base); left != -40*time.Second {
+			t.Fatalf("deadline %s after the receipt; want -40s (100s in transit by the wall clock)", left)
+		}
+	})
 	// Without a measurement, the budget counts from the receipt.
 	cmd := &pgdrv1.AgentCommand{Id: "x", Epoch: 2, SentAt: timestamppb.New(sent), Deadline: timestamppb.New(sent.Add(time.Minute)), BudgetMs: 60000}
 	if got := orderDeadline(cmd, base, nil); got.Deadline.Sub(base) != time.Minute || got.HasTransit {
