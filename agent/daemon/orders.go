@@ -286,7 +286,7 @@ func (d *Daemon) Order(cmd *pgdrv1.AgentCommand, received time.Time) (string, er
 	case *pgdrv1.AgentCommand_Rejoin:
 		return d.rejoin(ctx, cmd.GetEpoch(), k.Rejoin.GetPrimary(), k.Rejoin.GetPrimaryDsn())
 	case *pgdrv1.AgentCommand_SetSynchronous:
-		return d.setSynchronous(ctx, cmd.GetEpoch(), k.SetSynchronous.GetValue())
+		return d.setSynchronous(ctx, cmd.GetEpoch(), k.SetSynchronous.GetValue(), timing)
 	case *pgdrv1.AgentCommand_Demote:
 		return d.demote(ctx, cmd.GetEpoch(), k.Demote.GetReason())
 	case *pgdrv1.AgentCommand_Restart:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -253,4 +254,37 @@ func TestPromoteLeaderMonotonic(t *testing.T) {
 			t.Fatalf("promote with 10s left on the leader's monotonic clock: %+v, pg_promote called %d times with wait %s (want at most 10s)", res, fp.calls(), wait)
 		}
 	})
+}
+
+// TestSetSynchronousBoundedByDeadline: a set_synchronous accepted just
+// before its deadline must not be applied after it: the leader stopped
+// waiting then, and its planner may narrow the recorded synchronous
+// standbys from the primary's reports, which do not show the late
+// setting yet. Connecting to the local server (here one that never
+// answers) and the ALTER SYSTEM are bounded by the order's deadline.
+func TestSetSynchronousBoundedByDeadline(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() { // accepts and never answers
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { c.Close() })
+		}
+	}()
+	leaderNow := time.Now
+	d, c := promoteDaemon(t, &fakePromotion{}, &epochClient{epoch: 6, primary: "pg-a2", now: leaderNow})
+	d.cfg.Postgres.DSN = fmt.Sprintf("host=127.0.0.1 port=%d user=postgres connect_timeout=30", ln.Addr().(*net.TCPAddr).Port)
+	start := time.Now()
+	res := c.carryOut(context.Background(), lateOrder(6, leaderNow(), 2*time.Second,
+		&pgdrv1.AgentCommand_SetSynchronous{SetSynchronous: &pgdrv1.SetSynchronous{Value: "ANY 1 (pg-a1, pg-a3)"}}))
+	took := time.Since(start)
+	if res.Ok || took > 5*time.Second || !strings.Contains(res.Error, "deadline") {
+		t.Fatalf("a set_synchronous with a 2s budget on a server that does not answer: %+v after %s; want refused (deadline) within about 2s", res, took.Round(time.Millisecond))
+	}
 }
