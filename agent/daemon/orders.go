@@ -51,8 +51,9 @@ var errOrderExpired = errors.New("refused: the order's deadline passed")
 
 // orderTiming is when an order stops being worth starting.
 type orderTiming struct {
-	// ID is the order's command id (the Epoch call asks about it).
-	ID string
+	// ID is the order's command id (the Epoch call asks about it), Sender
+	// the coordinator that sent it ("": an older one).
+	ID, Sender string
 	// Deadline is on the agent's clock (zero: none). From a budget it
 	// carries the monotonic reading of the receipt time, so that no step
 	// of the agent's wall clock moves it.
@@ -122,7 +123,7 @@ func (c leaderClock) latest(at time.Time) time.Time {
 // leader's absolute deadline is compared with the agent's wall clock, as
 // before.
 func orderDeadline(cmd *pgdrv1.AgentCommand, received time.Time, lc *leaderClock) orderTiming {
-	t := orderTiming{ID: cmd.GetId()}
+	t := orderTiming{ID: cmd.GetId(), Sender: cmd.GetSender()}
 	s := cmd.GetSentAt()
 	if s != nil {
 		t.Skew, t.HasSkew = received.Sub(s.AsTime()), true

@@ -288,3 +288,43 @@ func TestSetSynchronousBoundedByDeadline(t *testing.T) {
 		t.Fatalf("a set_synchronous with a 2s budget on a server that does not answer: %+v after %s; want refused (deadline) within about 2s", res, took.Round(time.Millisecond))
 	}
 }
+
+// TestOrderGivenUpBySender: adversarial review of D8, finding 3. When the
+// leader that sent an order answers the Epoch call and no longer waits for
+// that order, it gave up on it: the promote or restart is refused, even
+// if the deadline by the leader's wall clock (stepped back) seems far.
+// Another leader (or an older coordinator) that does not know the order
+// leaves the decision to the clocks.
+func TestOrderGivenUpBySender(t *testing.T) {
+	ctx := context.Background()
+	stepped := func() time.Time { return time.Now().Add(-120 * time.Second) }
+	sent := time.Now().Add(-5 * time.Second)
+	for _, c := range []struct {
+		name, sender, leader string
+		refused              bool
+	}{
+		{"the sender gave up", "c1", "c1", true},
+		{"another leader does not know it", "c1", "c2", false},
+		{"older coordinator", "", "", false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			fp := &fakePromotion{finish: true}
+			_, cc := promoteDaemon(t, fp, &epochClient{epoch: 6, primary: "pg-a2", now: stepped, leader: c.leader})
+			o := budgetOrder(6, sent, time.Minute)
+			o.Sender = c.sender
+			res := cc.carryOut(ctx, o)
+			if c.refused != (!res.Ok && strings.Contains(res.Error, "no longer waits") && fp.calls() == 0) {
+				t.Fatalf("%+v (pg_promote called %d times); want refused %t", res, fp.calls(), c.refused)
+			}
+		})
+	}
+	t.Run("restart", func(t *testing.T) {
+		_, cc := promoteDaemon(t, &fakePromotion{}, &epochClient{epoch: 6, primary: "pg-a2", now: stepped, leader: "c1"})
+		o := lateOrder(6, sent, time.Minute, &pgdrv1.AgentCommand_Restart{Restart: &pgdrv1.Restart{}})
+		o.Sender = "c1"
+		res := cc.carryOut(ctx, o)
+		if res.Ok || !strings.Contains(res.Error, "no longer waits") || strings.Contains(res.Error, "pg_ctl") {
+			t.Fatalf("a restart its sender gave up on: %+v; want refused before pg_ctl", res)
+		}
+	})
+}

@@ -224,8 +224,9 @@ type orderCurrent struct {
 // confirmCurrent is the last check before an order makes this node
 // writable (pg_promote, or a restart that starts a former primary's
 // PostgreSQL): the leader must still record this node as the primary at
-// epoch (confirmEpoch), and the caller weighs the time left it returns,
-// on both clocks, against what it is about to do. The leader's clock is
+// epoch (confirmEpoch), the leader that sent the order, if it is the one
+// answering, must still wait for it, and the caller weighs the time left
+// it returns, on both clocks, against what it is about to do. The leader's clock is
 // read in the same answer, so neither the agent's clock nor the order's
 // transit time counts there.
 func (d *Daemon) confirmCurrent(ctx context.Context, what string, epoch uint64, timing orderTiming) (orderCurrent, error) {
@@ -235,6 +236,10 @@ func (d *Daemon) confirmCurrent(ctx context.Context, what string, epoch uint64, 
 		return cur, err
 	}
 	cur.ans = ans
+	if timing.Sender != "" && ans.leader == timing.Sender && !ans.waiting {
+		return cur, fmt.Errorf("%w: %s order %s at epoch %d: the coordinator leader %s that sent it no longer waits for it",
+			errOrderExpired, what, timing.ID, epoch, ans.leader)
+	}
 	if !timing.Deadline.IsZero() {
 		cur.local, cur.hasLocal = timing.Deadline.Sub(d.clock()), true
 	}
@@ -272,6 +277,8 @@ type epochAnswer struct {
 	// more on its monotonic clock.
 	waiting bool
 	left    time.Duration
+	// leader is the answering leader's name ("": an older coordinator).
+	leader string
 }
 
 // confirmEpoch asks the leader whether it still records this node as the
@@ -292,6 +299,7 @@ func (d *Daemon) confirmEpoch(ctx context.Context, what string, epoch uint64, id
 	if resp.GetCommandWaiting() {
 		ans.waiting, ans.left = true, time.Duration(resp.GetCommandLeftMs())*time.Millisecond
 	}
+	ans.leader = resp.GetLeader()
 	d.seeEpoch(resp.GetEpoch())
 	if resp.GetEpoch() != epoch || resp.GetPrimary() != d.cfg.Node.Name {
 		return ans, fmt.Errorf("refusing to %s: %w: the order is of epoch %d and the coordinator leader records %q as primary at epoch %d", what, errSuperseded, epoch, resp.GetPrimary(), resp.GetEpoch())

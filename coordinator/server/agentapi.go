@@ -130,15 +130,17 @@ func (h *hub) send(k memberKey, c *pgdrv1.AgentCommand) bool {
 	}
 }
 
-// stampSent is cmd as it leaves on the stream at now (the leader's clock):
-// with sent_at, and with its deadline's budget (deadline - now, <= 0 when
-// it already passed) when it has one. The agent counts the budget from
-// when it receives the order, on its monotonic clock, so a skewed agent
-// clock neither refuses a fresh order nor keeps an old one alive; the
-// absolute deadline stays for older agents. cmd itself is not changed.
-func stampSent(cmd *pgdrv1.AgentCommand, now time.Time) *pgdrv1.AgentCommand {
+// stampSent is cmd as it leaves on the stream at now (the leader's clock)
+// from sender (this coordinator's name): with sent_at, the sender, and
+// with its deadline's budget (deadline - now, <= 0 when it already
+// passed) when it has one. The agent counts the budget from when it
+// receives the order, on its monotonic clock, less its transit time, so a
+// skewed agent clock neither refuses a fresh order nor keeps an old one
+// alive; the absolute deadline stays for older agents. cmd itself is not
+// changed.
+func stampSent(cmd *pgdrv1.AgentCommand, now time.Time, sender string) *pgdrv1.AgentCommand {
 	out := proto.Clone(cmd).(*pgdrv1.AgentCommand)
-	out.SentAt = timestamppb.New(now)
+	out.SentAt, out.Sender = timestamppb.New(now), sender
 	if dl := cmd.GetDeadline(); dl != nil {
 		out.BudgetMs = dl.AsTime().Sub(now).Milliseconds()
 	}
@@ -397,7 +399,7 @@ func (a *agentAPI) Commands(req *pgdrv1.CommandsRequest, stream pgdrv1.AgentServ
 		case <-ctx.Done():
 			return ctx.Err()
 		case cmd := <-ch:
-			if err := stream.Send(stampSent(cmd, time.Now())); err != nil {
+			if err := stream.Send(stampSent(cmd, time.Now(), a.s.cfg.Name)); err != nil {
 				return err
 			}
 		}

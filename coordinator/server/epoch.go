@@ -45,6 +45,7 @@ func (a *agentAPI) Epoch(ctx context.Context, req *pgdrv1.EpochRequest) (*pgdrv1
 	now := time.Now()
 	resp := &pgdrv1.EpochResponse{Epoch: epoch, Primary: primary, Now: timestamppb.New(now)}
 	if id := req.GetCommandId(); id != "" {
+		resp.Leader = a.s.cfg.Name
 		if left, ok := a.s.hub.commandLeft(memberKey{req.GetCluster(), req.GetNode()}, id, now); ok {
 			resp.CommandWaiting, resp.CommandLeftMs = true, left.Milliseconds()
 		}

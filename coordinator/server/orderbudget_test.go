@@ -32,11 +32,11 @@ func TestStampSent(t *testing.T) {
 			if !c.deadline.IsZero() {
 				cmd.Deadline = timestamppb.New(c.deadline)
 			}
-			out := stampSent(cmd, now)
+			out := stampSent(cmd, now, "c1")
 			if cmd.SentAt != nil || cmd.BudgetMs != 0 {
 				t.Fatalf("stampSent changed the caller's order: %v", cmd)
 			}
-			if !out.GetSentAt().AsTime().Equal(now) || out.GetBudgetMs() != c.budgetMs {
+			if !out.GetSentAt().AsTime().Equal(now) || out.GetBudgetMs() != c.budgetMs || out.GetSender() != "c1" {
 				t.Fatalf("sent_at %v budget_ms %d; want %v and %d", out.GetSentAt().AsTime(), out.GetBudgetMs(), now, c.budgetMs)
 			}
 			if c.deadline.IsZero() != (out.GetDeadline() == nil) || out.GetId() != "x" || out.GetEpoch() != 3 {
@@ -98,8 +98,8 @@ func TestEpochAnswersCommandLeft(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !resp.GetCommandWaiting() || resp.GetCommandLeftMs() <= 15000 || resp.GetCommandLeftMs() > 20000 {
-		t.Fatalf("the Epoch answer for an order waited for 20s: waiting %t, %d ms left", resp.GetCommandWaiting(), resp.GetCommandLeftMs())
+	if !resp.GetCommandWaiting() || resp.GetCommandLeftMs() <= 15000 || resp.GetCommandLeftMs() > 20000 || resp.GetLeader() != s.cfg.Name || s.cfg.Name == "" {
+		t.Fatalf("the Epoch answer for an order waited for 20s: waiting %t, %d ms left, leader %q (this coordinator: %q)", resp.GetCommandWaiting(), resp.GetCommandLeftMs(), resp.GetLeader(), s.cfg.Name)
 	}
 	for _, req := range []*pgdrv1.EpochRequest{
 		{Cluster: "main", Node: "a", CommandId: "cmd-2"},

@@ -103,8 +103,14 @@ type EpochResponse struct {
 	// now.
 	CommandWaiting bool  `protobuf:"varint,4,opt,name=command_waiting,json=commandWaiting,proto3" json:"command_waiting,omitempty"`
 	CommandLeftMs  int64 `protobuf:"varint,5,opt,name=command_left_ms,json=commandLeftMs,proto3" json:"command_left_ms,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// leader: the answering leader's name, set when the request names a
+	// command_id (unset from an older coordinator). With command_waiting
+	// false and the order's sender equal to it, the leader that sent the
+	// order no longer waits for it: the agent refuses it whatever the
+	// clocks say.
+	Leader        string `protobuf:"bytes,6,opt,name=leader,proto3" json:"leader,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *EpochResponse) Reset() {
@@ -170,6 +176,13 @@ func (x *EpochResponse) GetCommandLeftMs() int64 {
 		return x.CommandLeftMs
 	}
 	return 0
+}
+
+func (x *EpochResponse) GetLeader() string {
+	if x != nil {
+		return x.Leader
+	}
+	return ""
 }
 
 type RenewLeaseRequest struct {
@@ -1134,6 +1147,11 @@ type AgentCommand struct {
 	// that starts a former primary, are also checked on the leader's clock
 	// right before (EpochResponse.now).
 	BudgetMs int64 `protobuf:"varint,8,opt,name=budget_ms,json=budgetMs,proto3" json:"budget_ms,omitempty"`
+	// sender: the name of the coordinator that wrote the order to the
+	// stream (the leader then). An Epoch answer from that same coordinator
+	// that does not wait for the order (EpochResponse.leader,
+	// command_waiting) means it gave up on it.
+	Sender string `protobuf:"bytes,9,opt,name=sender,proto3" json:"sender,omitempty"`
 	// Types that are valid to be assigned to Kind:
 	//
 	//	*AgentCommand_Ping
@@ -1234,6 +1252,13 @@ func (x *AgentCommand) GetBudgetMs() int64 {
 		return x.BudgetMs
 	}
 	return 0
+}
+
+func (x *AgentCommand) GetSender() string {
+	if x != nil {
+		return x.Sender
+	}
+	return ""
 }
 
 func (x *AgentCommand) GetKind() isAgentCommand_Kind {
@@ -1932,13 +1957,14 @@ const file_pgdr_v1_agent_proto_rawDesc = "" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x1d\n" +
 	"\n" +
-	"command_id\x18\x03 \x01(\tR\tcommandId\"\xbe\x01\n" +
+	"command_id\x18\x03 \x01(\tR\tcommandId\"\xd6\x01\n" +
 	"\rEpochResponse\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x18\n" +
 	"\aprimary\x18\x02 \x01(\tR\aprimary\x12,\n" +
 	"\x03now\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x03now\x12'\n" +
 	"\x0fcommand_waiting\x18\x04 \x01(\bR\x0ecommandWaiting\x12&\n" +
-	"\x0fcommand_left_ms\x18\x05 \x01(\x03R\rcommandLeftMs\"W\n" +
+	"\x0fcommand_left_ms\x18\x05 \x01(\x03R\rcommandLeftMs\x12\x16\n" +
+	"\x06leader\x18\x06 \x01(\tR\x06leader\"W\n" +
 	"\x11RenewLeaseRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x14\n" +
@@ -2021,7 +2047,7 @@ const file_pgdr_v1_agent_proto_rawDesc = "" +
 	"\breceived\x18\x01 \x01(\x04R\breceived\"?\n" +
 	"\x0fCommandsRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
-	"\x04node\x18\x02 \x01(\tR\x04node\"\xcd\x05\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\"\xe5\x05\n" +
 	"\fAgentCommand\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12\x12\n" +
@@ -2030,7 +2056,8 @@ const file_pgdr_v1_agent_proto_rawDesc = "" +
 	"\tissued_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bissuedAt\x126\n" +
 	"\bdeadline\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\x123\n" +
 	"\asent_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x06sentAt\x12\x1b\n" +
-	"\tbudget_ms\x18\b \x01(\x03R\bbudgetMs\x12#\n" +
+	"\tbudget_ms\x18\b \x01(\x03R\bbudgetMs\x12\x16\n" +
+	"\x06sender\x18\t \x01(\tR\x06sender\x12#\n" +
 	"\x04ping\x18\n" +
 	" \x01(\v2\r.pgdr.v1.PingH\x00R\x04ping\x120\n" +
 	"\tcheck_now\x18\v \x01(\v2\x11.pgdr.v1.CheckNowH\x00R\bcheckNow\x12,\n" +
