@@ -76,6 +76,7 @@ type Daemon struct {
 	skewKnown      bool
 	leaderClk      leaderClock
 	leaderClkKnown bool
+	skewWarned     time.Time // when a large skew was last logged
 	// now replaces time.Now for the orders' deadlines in tests (a clock
 	// ahead of or behind the leader's); nil in production.
 	now func() time.Time

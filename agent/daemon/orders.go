@@ -147,8 +147,12 @@ func orderDeadline(cmd *pgdrv1.AgentCommand, received time.Time, lc *leaderClock
 }
 
 // skewWarn is the clock skew (with the transit time) between the leader
-// and the agent above which the agent warns.
-const skewWarn = 5 * time.Second
+// and the agent above which the agent warns: once, then again after
+// skewWarnEvery while it lasts (it is measured every leaderRecheck).
+const (
+	skewWarn      = 5 * time.Second
+	skewWarnEvery = 10 * time.Minute
+)
 
 // noteSkew records the agent's clock minus the leader's, as last measured
 // (from an order's sent_at or a call's answer), for the metrics, and
@@ -156,11 +160,19 @@ const skewWarn = 5 * time.Second
 // count from the receipt on the agent's monotonic clock, less the transit
 // time (noteLeaderClock).
 func (d *Daemon) noteSkew(skew time.Duration, how string) {
+	large := skew > skewWarn || skew < -skewWarn
 	d.skewMu.Lock()
 	d.skew, d.skewKnown = skew, true
+	warn := large && (d.skewWarned.IsZero() || time.Since(d.skewWarned) >= skewWarnEvery)
+	switch {
+	case warn:
+		d.skewWarned = time.Now()
+	case !large:
+		d.skewWarned = time.Time{}
+	}
 	d.skewMu.Unlock()
 	d.metrics.clockSkew.Set(skew.Seconds())
-	if skew > skewWarn || skew < -skewWarn {
+	if warn {
 		d.log.Warn("this agent's clock differs from the coordinator leader's (keep both in sync with NTP); order deadlines count from their receipt and do not depend on it",
 			"agent_minus_leader", skew.Round(time.Millisecond), "measured", how)
 	}

@@ -1,9 +1,11 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"strings"
 	"testing"
@@ -327,4 +329,26 @@ func TestOrderGivenUpBySender(t *testing.T) {
 			t.Fatalf("a restart its sender gave up on: %+v; want refused before pg_ctl", res)
 		}
 	})
+}
+
+// TestSkewWarningNotRepeated: the leader's clock is measured every leader
+// check (5s); an agent whose clock is off warns once, not at every
+// measurement, and again only after skewWarnEvery or once the skew went
+// back under skewWarn in between.
+func TestSkewWarningNotRepeated(t *testing.T) {
+	var buf bytes.Buffer
+	d := New(testConfig(t, ""), nil, slog.New(slog.NewTextHandler(&buf, nil)))
+	warnings := func() int { return strings.Count(buf.String(), "clock differs") }
+	now := time.Now()
+	for i := 0; i < 5; i++ {
+		d.noteLeaderClock(now, now.Add(time.Millisecond), now.Add(-120*time.Second), "leader check")
+	}
+	if n := warnings(); n != 1 {
+		t.Fatalf("%d warnings for 5 measurements of the same 120s skew; want 1", n)
+	}
+	d.noteLeaderClock(now, now, now, "leader check") // back in sync
+	d.noteLeaderClock(now, now, now.Add(-120*time.Second), "leader check")
+	if n := warnings(); n != 2 {
+		t.Fatalf("%d warnings after the skew came back; want 2", n)
+	}
 }
