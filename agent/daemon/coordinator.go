@@ -208,11 +208,17 @@ func (c *coordClient) session(ctx context.Context) error {
 		wcancel()
 	}
 	member := c.member()
+	c.d.forgetLeaderClock() // measured afresh with this leader
 	rctx, cancel := context.WithTimeout(ctx, rpcTimeout)
+	sent := c.d.clock()
 	reg, err := cli.Register(rctx, &pgdrv1.RegisterRequest{Member: member})
+	back := c.d.clock()
 	cancel()
 	if err != nil {
 		return fmt.Errorf("register with %s: %w", leader.GetName(), err)
+	}
+	if n := reg.GetNow(); n != nil {
+		c.d.noteLeaderClock(sent, back, n.AsTime(), "registration with "+leader.GetName())
 	}
 	c.seeEpoch(reg.GetEpoch())
 	registeredSysid := member.SystemIdentifier
@@ -265,7 +271,10 @@ func (c *coordClient) session(ctx context.Context) error {
 	})
 	// Orders are stamped with the agent's clock as they arrive, not when
 	// their turn comes behind a long order: an order's budget counts from
-	// its receipt (orderDeadline).
+	// its receipt (orderDeadline). When the queue is full the receiver
+	// waits and the orders behind are stamped late; that only shortens
+	// their budgets (the time since sent_at, on the leader's clock, is
+	// taken off: orderDeadline), never lengthens them.
 	queue := make(chan receivedCommand, commandQueue)
 	g.Go(func() error { // commands: receive
 		for {
@@ -307,13 +316,20 @@ func (c *coordClient) session(ctx context.Context) error {
 			case <-t.C:
 			}
 			lctx, cancel := context.WithTimeout(gctx, rpcTimeout)
+			sent := c.d.clock()
 			resp, err := cli.Leader(lctx, &pgdrv1.LeaderRequest{})
+			back := c.d.clock()
 			cancel()
 			if err != nil {
 				return fmt.Errorf("leader %s does not answer: %w", leader.GetName(), err)
 			}
 			if !resp.GetKnown() || resp.GetName() != leader.GetName() {
 				return fmt.Errorf("%w: %s now names %q", errLeaderMoved, leader.GetName(), resp.GetName())
+			}
+			// The orders' transit times are measured with the leader's
+			// clock (orderDeadline): measured again every leaderRecheck.
+			if n := resp.GetNow(); n != nil {
+				c.d.noteLeaderClock(sent, back, n.AsTime(), "leader check")
 			}
 		}
 	})
@@ -334,7 +350,8 @@ type receivedCommand struct {
 }
 
 // commandQueue bounds the orders received and not yet carried out (the
-// leader queues at most 16 per member; a full queue only delays stamping).
+// leader queues at most 16 per member; a full queue only delays stamping,
+// which the transit correction counts against the orders' budgets).
 const commandQueue = 64
 
 // carryOutAt is carryOut for an order received at received (the agent's

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/pgdr/pgdr/agent/walship"
 	"github.com/pgdr/pgdr/pkg/config"
@@ -94,7 +95,11 @@ func (c *fakeCoord) Leader(ctx context.Context, _ *pgdrv1.LeaderRequest) (*pgdrv
 		return nil, err
 	}
 	n, a := c.fc.leaderOf()
-	return &pgdrv1.LeaderResponse{Name: n, ApiAddress: a, Known: n != ""}, nil
+	resp := &pgdrv1.LeaderResponse{Name: n, ApiAddress: a, Known: n != ""}
+	if n == c.name {
+		resp.Now = timestamppb.Now()
+	}
+	return resp, nil
 }
 
 func (c *fakeCoord) RenewLease(ctx context.Context, req *pgdrv1.RenewLeaseRequest) (*pgdrv1.RenewLeaseResponse, error) {
@@ -117,7 +122,7 @@ func (c *fakeCoord) Register(ctx context.Context, req *pgdrv1.RegisterRequest) (
 	c.mu.Lock()
 	c.members = append(c.members, req.GetMember())
 	c.mu.Unlock()
-	return &pgdrv1.RegisterResponse{Epoch: 5, Primary: "pg-a1"}, nil
+	return &pgdrv1.RegisterResponse{Epoch: 5, Primary: "pg-a1", Now: timestamppb.Now()}, nil
 }
 
 func (c *fakeCoord) Report(st grpc.ClientStreamingServer[pgdrv1.HealthReport, pgdrv1.ReportSummary]) error {

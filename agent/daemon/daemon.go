@@ -69,9 +69,14 @@ type Daemon struct {
 	promoteWatching bool
 	// skewMu guards skew: the agent's clock minus the coordinator
 	// leader's, as last measured (noteSkew).
-	skewMu    sync.Mutex
-	skew      time.Duration
-	skewKnown bool
+	// and leaderClk, the last measurement of the leader's clock
+	// (noteLeaderClock).
+	skewMu         sync.Mutex
+	skew           time.Duration
+	skewKnown      bool
+	leaderClk      leaderClock
+	leaderClkKnown bool
+	skewWarned     time.Time // when a large skew was last logged
 	// now replaces time.Now for the orders' deadlines in tests (a clock
 	// ahead of or behind the leader's); nil in production.
 	now func() time.Time

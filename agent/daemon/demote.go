@@ -149,17 +149,38 @@ func recordEnd(start, n, blk, seg uint64) uint64 {
 	return pos
 }
 
+// restartMargin: a restart is refused with less than this left before
+// its deadline (on either clock).
+const restartMargin = time.Second
+
 // restart starts PostgreSQL again as it is on disk: the undo of a demote
-// when a switchover is aborted before anything was promoted. A fenced node
-// is never restarted (it may have lost the primary role); a running one is
-// left alone.
-func (d *Daemon) restart(ctx context.Context) (string, error) {
+// when a switchover is aborted before anything was promoted. On a former
+// primary that makes it writable, so right before, as before pg_promote,
+// the leader must confirm that it still records this node as the primary
+// at epoch and that the order's deadline has not passed on its clock
+// (confirmCurrent): a restart that arrives after the leader gave up on
+// it, or after a failover chose another primary, leaves PostgreSQL
+// stopped. A fenced node is never restarted (it may have lost the primary
+// role); a running one is left alone.
+func (d *Daemon) restart(ctx context.Context, epoch uint64, timing orderTiming) (string, error) {
 	pgdata := d.cfg.Postgres.PGData
 	if fi, err := health.ReadFenced(pgdata); fi != nil {
 		return "", fmt.Errorf("refusing to restart: this node is fenced (%s, epoch %d; marker %s, %v)", fi.Reason, fi.Epoch, health.FencedPath(pgdata), err)
 	}
 	if postmasterRunning(pgdata) {
 		return "PostgreSQL is already running", nil
+	}
+	cur, err := d.confirmCurrent(ctx, "restart", epoch, timing)
+	if err != nil {
+		return "", err
+	}
+	if cur.hasLocal && cur.local < restartMargin {
+		return "", fmt.Errorf("%w: restart at epoch %d: %s left before the order's deadline by this agent's clock once the leader confirmed the epoch; PostgreSQL left stopped",
+			errOrderExpired, epoch, cur.local.Round(time.Millisecond))
+	}
+	if cur.hasLeader && cur.leader < restartMargin {
+		return "", fmt.Errorf("%w: restart at epoch %d: %s left %s; PostgreSQL left stopped",
+			errOrderExpired, epoch, cur.leader.Round(time.Millisecond), cur.leaderHow(timing))
 	}
 	if err := d.startPostgres(ctx); err != nil {
 		return "", fmt.Errorf("restart: %w", err)

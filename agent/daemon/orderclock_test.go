@@ -136,7 +136,7 @@ func TestOrderDeadline(t *testing.T) {
 				}
 			}
 			received := leader.Add(c.offset + c.transit)
-			got := orderDeadline(cmd, received)
+			got := orderDeadline(cmd, received, nil)
 			if c.wantNone {
 				if !got.Deadline.IsZero() || !got.Leader.IsZero() {
 					t.Fatalf("an order without a deadline got %+v", got)

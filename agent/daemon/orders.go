@@ -51,12 +51,15 @@ var errOrderExpired = errors.New("refused: the order's deadline passed")
 
 // orderTiming is when an order stops being worth starting.
 type orderTiming struct {
+	// ID is the order's command id (the Epoch call asks about it), Sender
+	// the coordinator that sent it ("": an older one).
+	ID, Sender string
 	// Deadline is on the agent's clock (zero: none). From a budget it
 	// carries the monotonic reading of the receipt time, so that no step
 	// of the agent's wall clock moves it.
 	Deadline time.Time
 	// Leader is the order's deadline on the leader's clock (zero: none):
-	// what a promote checks against the leader's own clock.
+	// what a promote or a restart checks against the leader's own clock.
 	Leader time.Time
 	// Relative: Deadline counts the leader's budget from the receipt.
 	// Otherwise it is the leader's absolute deadline taken as the agent's
@@ -68,21 +71,61 @@ type orderTiming struct {
 	// HasSkew (the order carries sent_at).
 	Skew    time.Duration
 	HasSkew bool
+	// Transit is the longest the order can have been on its way, on the
+	// leader's clock (its sending to its receipt), as a measurement of
+	// that clock tells (leaderClock.latest). Valid when HasTransit; it is
+	// taken off the budget.
+	Transit    time.Duration
+	HasTransit bool
+}
+
+// leaderClock is one measurement of the coordinator leader's clock: its
+// reading in the answer to a call, the agent's clock (with its monotonic
+// reading) at the call's midpoint, that clock's wall reading alone
+// (localWall), and the call's round trip.
+type leaderClock struct {
+	local     time.Time
+	localWall time.Time
+	leader    time.Time
+	rtt       time.Duration
+}
+
+// latest is the latest the leader's clock can read when the agent's reads
+// at: the leader read its clock within the call, at most rtt/2 after its
+// midpoint, and the time since is counted on the agent's monotonic clock,
+// or on its wall clock when that counts more: the monotonic clock stands
+// still while the machine (or VM) is suspended, the wall clock is set
+// right on waking. So a backward step of the agent's wall clock counts
+// for nothing, a forward one shortens the budgets of the orders received
+// before the next measurement (every leaderRecheck): never a longer
+// budget. A step of the leader's own wall clock after the measurement is
+// not seen until the next one.
+func (c leaderClock) latest(at time.Time) time.Time {
+	elapsed := at.Sub(c.local)
+	if !c.localWall.IsZero() {
+		elapsed = max(elapsed, at.Round(0).Sub(c.localWall))
+	}
+	return c.leader.Add(elapsed + max(c.rtt, 0)/2)
 }
 
 // orderDeadline times an order received at received, a reading of the
 // agent's clock taken when the order arrived on the stream (not when its
 // turn came behind another order). With a budget (sent_at set) the
-// deadline is received + budget_ms on the agent's monotonic clock: an
-// agent whose clock is ahead of the leader's still has the whole budget,
-// one whose clock is behind no more than it. The leader may then assume
-// that the agent starts the order no later than sent_at + budget_ms + the
-// stream's transit time. Without a budget (an older coordinator) the
+// deadline is received + budget_ms on the agent's monotonic clock, less
+// the time the order spent in transit when lc, a measurement of the
+// leader's clock, tells it: received + min(budget, sent_at + budget -
+// the leader's clock at receipt). So an order that sat in a frozen
+// agent's socket buffer, on a stalled connection or behind a full receive
+// queue loses that time, whatever the agent's wall clock says, and the
+// leader may assume that the agent starts it no later than sent_at +
+// budget_ms. Without lc the budget counts from the receipt (see Order for
+// when that happens). Without a budget (an older coordinator) the
 // leader's absolute deadline is compared with the agent's wall clock, as
 // before.
-func orderDeadline(cmd *pgdrv1.AgentCommand, received time.Time) orderTiming {
-	var t orderTiming
-	if s := cmd.GetSentAt(); s != nil {
+func orderDeadline(cmd *pgdrv1.AgentCommand, received time.Time, lc *leaderClock) orderTiming {
+	t := orderTiming{ID: cmd.GetId(), Sender: cmd.GetSender()}
+	s := cmd.GetSentAt()
+	if s != nil {
 		t.Skew, t.HasSkew = received.Sub(s.AsTime()), true
 	}
 	dl := cmd.GetDeadline()
@@ -91,7 +134,12 @@ func orderDeadline(cmd *pgdrv1.AgentCommand, received time.Time) orderTiming {
 	}
 	t.Leader = dl.AsTime()
 	if t.HasSkew {
-		t.Deadline, t.Relative = received.Add(time.Duration(cmd.GetBudgetMs())*time.Millisecond), true
+		budget := time.Duration(cmd.GetBudgetMs()) * time.Millisecond
+		if lc != nil {
+			t.Transit, t.HasTransit = lc.latest(received).Sub(s.AsTime()), true
+			budget -= max(t.Transit, 0)
+		}
+		t.Deadline, t.Relative = received.Add(budget), true
 		return t
 	}
 	t.Deadline = t.Leader
@@ -99,22 +147,68 @@ func orderDeadline(cmd *pgdrv1.AgentCommand, received time.Time) orderTiming {
 }
 
 // skewWarn is the clock skew (with the transit time) between the leader
-// and the agent above which the agent warns.
-const skewWarn = 5 * time.Second
+// and the agent above which the agent warns: once, then again after
+// skewWarnEvery while it lasts (it is measured every leaderRecheck).
+const (
+	skewWarn      = 5 * time.Second
+	skewWarnEvery = 10 * time.Minute
+)
 
 // noteSkew records the agent's clock minus the leader's, as last measured
-// (from an order's sent_at or an Epoch answer), for the metrics, and
+// (from an order's sent_at or a call's answer), for the metrics, and
 // warns when it is large. Orders do not depend on it: their deadlines
-// count from the receipt on the agent's monotonic clock.
+// count from the receipt on the agent's monotonic clock, less the transit
+// time (noteLeaderClock).
 func (d *Daemon) noteSkew(skew time.Duration, how string) {
+	large := skew > skewWarn || skew < -skewWarn
 	d.skewMu.Lock()
 	d.skew, d.skewKnown = skew, true
+	warn := large && (d.skewWarned.IsZero() || time.Since(d.skewWarned) >= skewWarnEvery)
+	switch {
+	case warn:
+		d.skewWarned = time.Now()
+	case !large:
+		d.skewWarned = time.Time{}
+	}
 	d.skewMu.Unlock()
 	d.metrics.clockSkew.Set(skew.Seconds())
-	if skew > skewWarn || skew < -skewWarn {
+	if warn {
 		d.log.Warn("this agent's clock differs from the coordinator leader's (keep both in sync with NTP); order deadlines count from their receipt and do not depend on it",
 			"agent_minus_leader", skew.Round(time.Millisecond), "measured", how)
 	}
+}
+
+// noteLeaderClock records the leader's clock, leaderNow, read in the
+// answer to a call sent at sent and answered at back on the agent's clock
+// (the latest measurement is kept): orders' transit times are measured
+// with it (orderDeadline).
+func (d *Daemon) noteLeaderClock(sent, back, leaderNow time.Time, how string) {
+	rtt := back.Sub(sent)
+	mid := sent.Add(rtt / 2)
+	d.skewMu.Lock()
+	d.leaderClk, d.leaderClkKnown = leaderClock{local: mid, localWall: mid.Round(0), leader: leaderNow, rtt: rtt}, true
+	d.skewMu.Unlock()
+	d.noteSkew(mid.Sub(leaderNow), how)
+}
+
+// forgetLeaderClock drops the measurement of the leader's clock: a new
+// session may be with another leader (measured again when it registers).
+func (d *Daemon) forgetLeaderClock() {
+	d.skewMu.Lock()
+	d.leaderClkKnown = false
+	d.skewMu.Unlock()
+}
+
+// leaderClockNow is the latest measurement of the leader's clock (nil:
+// none yet).
+func (d *Daemon) leaderClockNow() *leaderClock {
+	d.skewMu.Lock()
+	defer d.skewMu.Unlock()
+	if !d.leaderClkKnown {
+		return nil
+	}
+	c := d.leaderClk
+	return &c
 }
 
 // clockSkew is the last measured agent clock minus the leader's.
@@ -122,6 +216,29 @@ func (d *Daemon) clockSkew() (time.Duration, bool) {
 	d.skewMu.Lock()
 	defer d.skewMu.Unlock()
 	return d.skew, d.skewKnown
+}
+
+// orderLeaderClock is the measurement of the leader's clock an order with
+// a budget is timed with. Every session measures it when it registers
+// and again every leaderRecheck, so there is one unless the coordinator
+// sends no clock in those answers (one from before this agent). Then, to
+// stay on the safe side, the leader is asked once (the Epoch call, which
+// carries its clock too); if that fails as well the budget counts from the
+// receipt, as that coordinator expects, and the orders that make this
+// node writable (promote, restart) are refused anyway unless the leader
+// confirms them (confirmCurrent).
+func (d *Daemon) orderLeaderClock(cmd *pgdrv1.AgentCommand) *leaderClock {
+	if cmd.GetSentAt() == nil || cmd.GetDeadline() == nil {
+		return nil
+	}
+	if lc := d.leaderClockNow(); lc != nil {
+		return lc
+	}
+	if _, _, _, err := d.askEpoch(d.runCtx, ""); err != nil {
+		d.log.Warn("no measurement of the coordinator leader's clock: the order's budget counts from its receipt, its transit time unknown",
+			"command", cmd.GetId(), "err", err)
+	}
+	return d.leaderClockNow()
 }
 
 // Order carries out one of the coordinator's orders (promote, follow,
@@ -140,12 +257,16 @@ func (d *Daemon) Order(cmd *pgdrv1.AgentCommand, received time.Time) (string, er
 	if known := d.seeEpoch(0); cmd.GetEpoch() < known {
 		return "", fmt.Errorf("stale epoch %d: this agent knows epoch %d", cmd.GetEpoch(), known)
 	}
-	timing := orderDeadline(cmd, received)
+	timing := orderDeadline(cmd, received, d.orderLeaderClock(cmd))
 	if dl := timing.Deadline; !dl.IsZero() {
 		if now := d.clock(); !now.Before(dl) {
 			if timing.Relative {
-				return "", fmt.Errorf("%w: %s order %s at epoch %d, received %s ago with a budget of %s (it waited behind another order); the leader no longer waits for it",
-					errOrderExpired, orderName(cmd), cmd.GetId(), cmd.GetEpoch(), now.Sub(received).Round(time.Millisecond), time.Duration(cmd.GetBudgetMs())*time.Millisecond)
+				transit := "its transit time unknown"
+				if timing.HasTransit {
+					transit = fmt.Sprintf("%s of it spent in transit by the leader's clock", max(timing.Transit, 0).Round(time.Millisecond))
+				}
+				return "", fmt.Errorf("%w: %s order %s at epoch %d, received %s ago with a budget of %s, %s (it waited in transit or behind another order); the leader no longer waits for it",
+					errOrderExpired, orderName(cmd), cmd.GetId(), cmd.GetEpoch(), now.Sub(received).Round(time.Millisecond), time.Duration(cmd.GetBudgetMs())*time.Millisecond, transit)
 			}
 			return "", fmt.Errorf("%w: %s order %s at epoch %d, issued at %s, had to start by %s by this agent's clock (it waited behind another order or in transit; the coordinator sent no budget, so the clocks must agree); the leader no longer waits for it",
 				errOrderExpired, orderName(cmd), cmd.GetId(), cmd.GetEpoch(), cmd.GetIssuedAt().AsTime().Format(time.RFC3339Nano), dl.Format(time.RFC3339Nano))
@@ -182,11 +303,11 @@ func (d *Daemon) Order(cmd *pgdrv1.AgentCommand, received time.Time) (string, er
 	case *pgdrv1.AgentCommand_Rejoin:
 		return d.rejoin(ctx, cmd.GetEpoch(), k.Rejoin.GetPrimary(), k.Rejoin.GetPrimaryDsn())
 	case *pgdrv1.AgentCommand_SetSynchronous:
-		return d.setSynchronous(ctx, cmd.GetEpoch(), k.SetSynchronous.GetValue())
+		return d.setSynchronous(ctx, cmd.GetEpoch(), k.SetSynchronous.GetValue(), timing)
 	case *pgdrv1.AgentCommand_Demote:
 		return d.demote(ctx, cmd.GetEpoch(), k.Demote.GetReason())
 	case *pgdrv1.AgentCommand_Restart:
-		return d.restart(ctx)
+		return d.restart(ctx, cmd.GetEpoch(), timing)
 	}
 	return "", fmt.Errorf("unknown order %T", cmd.GetKind())
 }

@@ -173,26 +173,26 @@ func (d *Daemon) promote(ctx context.Context, epoch uint64, timing orderTiming, 
 				errOrderExpired, epoch, left.Round(time.Millisecond))
 		}
 	}
-	ans, err := d.confirmEpoch(ctx, epoch)
+	cur, err := d.confirmCurrent(ctx, "promote", epoch, timing)
 	if err != nil {
 		return "", err
 	}
 	wait := promoteWait
-	if left, ok := localLeft(); ok {
-		w, late := promoteWaitFor(left, true)
+	if cur.hasLocal {
+		w, late := promoteWaitFor(cur.local, true)
 		if late {
 			return "", fmt.Errorf("%w: promote at epoch %d: %s left before the order's deadline by this agent's clock once the leader confirmed the epoch, too little for pg_promote to answer in time",
-				errOrderExpired, epoch, left.Round(time.Millisecond))
+				errOrderExpired, epoch, cur.local.Round(time.Millisecond))
 		}
 		wait = w
 	}
 	// The final check is made on the leader's clock: it does not depend on
 	// the agent's clock or on how long the order was in transit.
-	if left, ok := leaderLeft(timing.Leader, ans.leaderNow, ans.rtt); ok {
-		w, late := promoteWaitFor(left, true)
+	if cur.hasLeader {
+		w, late := promoteWaitFor(cur.leader, true)
 		if late {
-			return "", fmt.Errorf("%w: promote at epoch %d: %s left before the order's deadline %s by the coordinator leader's clock (read %s, answered in %s), too little for pg_promote to answer in time",
-				errOrderExpired, epoch, left.Round(time.Millisecond), timing.Leader.Format(time.RFC3339Nano), ans.leaderNow.Format(time.RFC3339Nano), ans.rtt.Round(time.Millisecond))
+			return "", fmt.Errorf("%w: promote at epoch %d: %s left %s, too little for pg_promote to answer in time",
+				errOrderExpired, epoch, cur.leader.Round(time.Millisecond), cur.leaderHow(timing))
 		}
 		wait = min(wait, w)
 	}
@@ -230,8 +230,60 @@ func (d *Daemon) promote(ctx context.Context, epoch uint64, timing orderTiming, 
 	return out, nil
 }
 
+// orderCurrent is what confirmCurrent found: the time left before the
+// order's deadline on the agent's monotonic clock (hasLocal) and on the
+// leader's clock as it answered (hasLeader: a deadline, and a coordinator
+// that sends its clock), and the answer itself.
+type orderCurrent struct {
+	local, leader       time.Duration
+	hasLocal, hasLeader bool
+	ans                 epochAnswer
+}
+
+// confirmCurrent is the last check before an order makes this node
+// writable (pg_promote, or a restart that starts a former primary's
+// PostgreSQL): the leader must still record this node as the primary at
+// epoch (confirmEpoch), the leader that sent the order, if it is the one
+// answering, must still wait for it, and the caller weighs the time left
+// it returns, on both clocks, against what it is about to do. The leader's clock is
+// read in the same answer, so neither the agent's clock nor the order's
+// transit time counts there.
+func (d *Daemon) confirmCurrent(ctx context.Context, what string, epoch uint64, timing orderTiming) (orderCurrent, error) {
+	var cur orderCurrent
+	ans, err := d.confirmEpoch(ctx, what, epoch, timing.ID)
+	if err != nil {
+		return cur, err
+	}
+	cur.ans = ans
+	if timing.Sender != "" && ans.leader == timing.Sender && !ans.waiting {
+		return cur, fmt.Errorf("%w: %s order %s at epoch %d: the coordinator leader %s that sent it no longer waits for it",
+			errOrderExpired, what, timing.ID, epoch, ans.leader)
+	}
+	if !timing.Deadline.IsZero() {
+		cur.local, cur.hasLocal = timing.Deadline.Sub(d.clock()), true
+	}
+	if ans.waiting {
+		// On the leader's monotonic clock: no step of its wall clock
+		// counts. The leader measured it within the call.
+		cur.leader, cur.hasLeader = ans.left-max(ans.rtt, 0), true
+		return cur, nil
+	}
+	cur.leader, cur.hasLeader = leaderLeft(timing.Leader, ans.leaderNow, ans.rtt)
+	return cur, nil
+}
+
+// leaderHow says how orderCurrent.leader was measured, for errors.
+func (cur orderCurrent) leaderHow(timing orderTiming) string {
+	if cur.ans.waiting {
+		return fmt.Sprintf("before the order's deadline by the coordinator leader's monotonic clock (%s left as it answered, in %s)",
+			cur.ans.left.Round(time.Millisecond), cur.ans.rtt.Round(time.Millisecond))
+	}
+	return fmt.Sprintf("before the order's deadline %s by the coordinator leader's clock (read %s, answered in %s)",
+		timing.Leader.Format(time.RFC3339Nano), cur.ans.leaderNow.Format(time.RFC3339Nano), cur.ans.rtt.Round(time.Millisecond))
+}
+
 // errSuperseded: the leader records another primary or a newer epoch
-// than a promote order's.
+// than an order's that would make this node writable.
 var errSuperseded = errors.New("the order's epoch is superseded")
 
 // epochAnswer is what confirmEpoch learnt of the leader's clock: its
@@ -240,36 +292,60 @@ var errSuperseded = errors.New("the order's epoch is superseded")
 type epochAnswer struct {
 	leaderNow time.Time
 	rtt       time.Duration
+	// waiting: the leader still waits for the order asked about, left
+	// more on its monotonic clock.
+	waiting bool
+	left    time.Duration
+	// leader is the answering leader's name ("": an older coordinator).
+	leader string
 }
 
 // confirmEpoch asks the leader whether it still records this node as the
-// primary at epoch. An order superseded while it waited (behind a long
-// order, or given up by its leader, which then chose another candidate at
-// a higher epoch) is refused, and the leader's epoch is taken.
-func (d *Daemon) confirmEpoch(ctx context.Context, epoch uint64) (epochAnswer, error) {
+// primary at epoch, before what (promote, restart) makes it writable. An
+// order superseded while it waited (behind a long order, or given up by
+// its leader, which then chose another candidate at a higher epoch) is
+// refused, and the leader's epoch is taken.
+func (d *Daemon) confirmEpoch(ctx context.Context, what string, epoch uint64, id string) (epochAnswer, error) {
 	var ans epochAnswer
-	cli := d.session()
-	if cli == nil {
-		return ans, fmt.Errorf("refusing to promote at epoch %d: no session with the coordinator leader to confirm the epoch", epoch)
-	}
-	rctx, cancel := context.WithTimeout(ctx, rpcTimeout)
-	sent := d.clock()
-	resp, err := cli.Epoch(rctx, &pgdrv1.EpochRequest{Cluster: d.cfg.Cluster, Node: d.cfg.Node.Name})
-	back := d.clock()
-	cancel()
+	resp, sent, back, err := d.askEpoch(ctx, id)
 	if err != nil {
-		return ans, fmt.Errorf("refusing to promote at epoch %d: the coordinator leader did not confirm the epoch: %w", epoch, err)
+		return ans, fmt.Errorf("refusing to %s at epoch %d: the coordinator leader did not confirm the epoch: %w", what, epoch, err)
 	}
 	ans.rtt = back.Sub(sent)
 	if n := resp.GetNow(); n != nil {
 		ans.leaderNow = n.AsTime()
-		d.noteSkew(sent.Add(ans.rtt/2).Sub(ans.leaderNow), "epoch confirmation")
 	}
+	if resp.GetCommandWaiting() {
+		ans.waiting, ans.left = true, time.Duration(resp.GetCommandLeftMs())*time.Millisecond
+	}
+	ans.leader = resp.GetLeader()
 	d.seeEpoch(resp.GetEpoch())
 	if resp.GetEpoch() != epoch || resp.GetPrimary() != d.cfg.Node.Name {
-		return ans, fmt.Errorf("refusing to promote: %w: the order is of epoch %d and the coordinator leader records %q as primary at epoch %d", errSuperseded, epoch, resp.GetPrimary(), resp.GetEpoch())
+		return ans, fmt.Errorf("refusing to %s: %w: the order is of epoch %d and the coordinator leader records %q as primary at epoch %d", what, errSuperseded, epoch, resp.GetPrimary(), resp.GetEpoch())
 	}
 	return ans, nil
+}
+
+// askEpoch is the Epoch call to the leader of the current session (about
+// order id, if any), with the agent's clock before and after it; the
+// leader's clock in the answer is recorded (noteLeaderClock).
+func (d *Daemon) askEpoch(ctx context.Context, id string) (resp *pgdrv1.EpochResponse, sent, back time.Time, err error) {
+	cli := d.session()
+	if cli == nil {
+		return nil, sent, back, errors.New("no session with the coordinator leader")
+	}
+	rctx, cancel := context.WithTimeout(ctx, rpcTimeout)
+	defer cancel()
+	sent = d.clock()
+	resp, err = cli.Epoch(rctx, &pgdrv1.EpochRequest{Cluster: d.cfg.Cluster, Node: d.cfg.Node.Name, CommandId: id})
+	back = d.clock()
+	if err != nil {
+		return nil, sent, back, err
+	}
+	if n := resp.GetNow(); n != nil {
+		d.noteLeaderClock(sent, back, n.AsTime(), "epoch query")
+	}
+	return resp, sent, back, nil
 }
 
 // watchPromotion watches a pending promotion of epoch until it completes
@@ -325,7 +401,7 @@ func (d *Daemon) watchPromotion(epoch uint64, giveUp time.Time, done func()) {
 			}
 		}
 		superseded := func(why string) bool {
-			_, err := d.confirmEpoch(ctx, epoch)
+			_, err := d.confirmEpoch(ctx, "promote", epoch, "")
 			if !errors.Is(err, errSuperseded) {
 				return false // still current, or the leader cannot say: the lease loop decides
 			}

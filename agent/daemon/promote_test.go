@@ -67,6 +67,12 @@ type epochClient struct {
 	// now is the leader's clock in the answer (nil: an older coordinator
 	// that sends none).
 	now func() time.Time
+	// left is the time the leader still waits for the command asked about,
+	// on its monotonic clock (nil: it does not know the command).
+	left func(id string) time.Duration
+	// leader is the answering leader's name, sent when asked about a
+	// command ("" : an older coordinator).
+	leader string
 }
 
 func (c *epochClient) Epoch(_ context.Context, req *pgdrv1.EpochRequest, _ ...grpc.CallOption) (*pgdrv1.EpochResponse, error) {
@@ -76,6 +82,12 @@ func (c *epochClient) Epoch(_ context.Context, req *pgdrv1.EpochRequest, _ ...gr
 	r := &pgdrv1.EpochResponse{Epoch: c.epoch, Primary: c.primary}
 	if c.now != nil {
 		r.Now = timestamppb.New(c.now())
+	}
+	if req.GetCommandId() != "" {
+		r.Leader = c.leader
+	}
+	if c.left != nil && req.GetCommandId() != "" {
+		r.CommandWaiting, r.CommandLeftMs = true, c.left(req.GetCommandId()).Milliseconds()
 	}
 	return r, nil
 }

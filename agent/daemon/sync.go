@@ -23,7 +23,16 @@ const syncWait = 15 * time.Second
 // are set, on a standby the coordinator is about to promote: there the
 // setting is inert until the promotion. A fenced node refuses it: it must
 // rejoin first.
-func (d *Daemon) setSynchronous(ctx context.Context, epoch uint64, value string) (string, error) {
+//
+// The setting is applied before the order's deadline or not at all: once
+// the leader stops waiting, its planner may narrow the recorded standbys
+// from the primary's reports, which would not show a setting applied
+// later. So connecting and the ALTER SYSTEM are bounded by the deadline
+// (a slow connection cannot carry the order past it). Left: a deadline
+// that falls between the ALTER SYSTEM and the reload leaves the setting
+// written but not loaded (until the next reload, when the planner sees it
+// reported and records its standbys first).
+func (d *Daemon) setSynchronous(ctx context.Context, epoch uint64, value string, timing orderTiming) (string, error) {
 	pgdata := d.cfg.Postgres.PGData
 	if fi, _ := health.ReadFenced(pgdata); fi != nil {
 		return "", fmt.Errorf("refusing to set synchronous_standby_names: this node is fenced (%s, epoch %d)", fi.Reason, fi.Epoch)
@@ -31,8 +40,23 @@ func (d *Daemon) setSynchronous(ctx context.Context, epoch uint64, value string)
 	if strings.ContainsAny(value, "\x00\n\r") {
 		return "", fmt.Errorf("refusing synchronous_standby_names %q: control characters", value)
 	}
-	conn, inRecovery, err := d.localConnRecovery(ctx)
+	actx := ctx
+	if !timing.Deadline.IsZero() {
+		var cancel context.CancelFunc
+		actx, cancel = context.WithTimeout(ctx, timing.Deadline.Sub(d.clock()))
+		defer cancel()
+	}
+	expired := func(err error) error {
+		if actx.Err() != nil && ctx.Err() == nil {
+			return fmt.Errorf("%w: set_synchronous at epoch %d: synchronous_standby_names not set before the order's deadline (%v); the leader no longer waits for it", errOrderExpired, epoch, err)
+		}
+		return nil
+	}
+	conn, inRecovery, err := d.localConnRecovery(actx)
 	if err != nil {
+		if e := expired(err); e != nil {
+			return "", e
+		}
 		return "", err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
@@ -40,7 +64,10 @@ func (d *Daemon) setSynchronous(ctx context.Context, epoch uint64, value string)
 		"ALTER SYSTEM SET synchronous_standby_names = " + quoteLiteral(value),
 		"SELECT pg_reload_conf()",
 	} {
-		if _, err := conn.Exec(ctx, sql); err != nil {
+		if _, err := conn.Exec(actx, sql); err != nil {
+			if e := expired(err); e != nil {
+				return "", e
+			}
 			return "", fmt.Errorf("setting synchronous_standby_names: %w", err)
 		}
 	}

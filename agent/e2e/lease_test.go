@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/pgdr/pgdr/agent/health"
 	"github.com/pgdr/pgdr/pkg/testutil"
@@ -131,7 +132,7 @@ func (f *fakeLeader) Leader(ctx context.Context, _ *pgdrv1.LeaderRequest) (*pgdr
 	if f.hang(ctx) {
 		return nil, ctx.Err()
 	}
-	return &pgdrv1.LeaderResponse{Name: "c1", ApiAddress: f.addr, Known: true}, nil
+	return &pgdrv1.LeaderResponse{Name: "c1", ApiAddress: f.addr, Known: true, Now: timestamppb.Now()}, nil
 }
 
 func (f *fakeLeader) Register(ctx context.Context, _ *pgdrv1.RegisterRequest) (*pgdrv1.RegisterResponse, error) {
@@ -140,7 +141,7 @@ func (f *fakeLeader) Register(ctx context.Context, _ *pgdrv1.RegisterRequest) (*
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return &pgdrv1.RegisterResponse{Epoch: f.epoch, Primary: f.primary}, nil
+	return &pgdrv1.RegisterResponse{Epoch: f.epoch, Primary: f.primary, Now: timestamppb.Now()}, nil
 }
 
 func (f *fakeLeader) Report(st grpc.ClientStreamingServer[pgdrv1.HealthReport, pgdrv1.ReportSummary]) error {
@@ -198,7 +199,7 @@ func (f *fakeLeader) Epoch(ctx context.Context, _ *pgdrv1.EpochRequest) (*pgdrv1
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return &pgdrv1.EpochResponse{Epoch: f.epoch, Primary: f.primary}, nil
+	return &pgdrv1.EpochResponse{Epoch: f.epoch, Primary: f.primary, Now: timestamppb.Now()}, nil
 }
 
 // order sends a command to node and waits for its result.

@@ -36,10 +36,12 @@ type hub struct {
 }
 
 // waiter waits for the result of a command sent to member k: only k's
-// result completes it.
+// result completes it. deadline is when it stops waiting (zero: never),
+// with its monotonic reading (commandLeft).
 type waiter struct {
-	k  memberKey
-	ch chan *pgdrv1.CommandResult
+	k        memberKey
+	ch       chan *pgdrv1.CommandResult
+	deadline time.Time
 }
 
 func newHub() *hub {
@@ -53,8 +55,9 @@ func newHub() *hub {
 // does not start an order the leader no longer waits for.
 func (h *hub) call(ctx context.Context, k memberKey, c *pgdrv1.AgentCommand) (*pgdrv1.CommandResult, error) {
 	ch := make(chan *pgdrv1.CommandResult, 1)
+	dl, _ := ctx.Deadline()
 	h.mu.Lock()
-	h.waiters[c.Id] = waiter{k: k, ch: ch}
+	h.waiters[c.Id] = waiter{k: k, ch: ch, deadline: dl}
 	h.mu.Unlock()
 	defer func() {
 		h.mu.Lock()
@@ -127,19 +130,35 @@ func (h *hub) send(k memberKey, c *pgdrv1.AgentCommand) bool {
 	}
 }
 
-// stampSent is cmd as it leaves on the stream at now (the leader's clock):
-// with sent_at, and with its deadline's budget (deadline - now, <= 0 when
-// it already passed) when it has one. The agent counts the budget from
-// when it receives the order, on its monotonic clock, so a skewed agent
-// clock neither refuses a fresh order nor keeps an old one alive; the
-// absolute deadline stays for older agents. cmd itself is not changed.
-func stampSent(cmd *pgdrv1.AgentCommand, now time.Time) *pgdrv1.AgentCommand {
+// stampSent is cmd as it leaves on the stream at now (the leader's clock)
+// from sender (this coordinator's name): with sent_at, the sender, and
+// with its deadline's budget (deadline - now, <= 0 when it already
+// passed) when it has one. The agent counts the budget from when it
+// receives the order, on its monotonic clock, less its transit time, so a
+// skewed agent clock neither refuses a fresh order nor keeps an old one
+// alive; the absolute deadline stays for older agents. cmd itself is not
+// changed.
+func stampSent(cmd *pgdrv1.AgentCommand, now time.Time, sender string) *pgdrv1.AgentCommand {
 	out := proto.Clone(cmd).(*pgdrv1.AgentCommand)
-	out.SentAt = timestamppb.New(now)
+	out.SentAt, out.Sender = timestamppb.New(now), sender
 	if dl := cmd.GetDeadline(); dl != nil {
 		out.BudgetMs = dl.AsTime().Sub(now).Milliseconds()
 	}
 	return out
+}
+
+// commandLeft is how long the leader still waits for command id sent to
+// k (ok false: it does not wait for it, or without a deadline). The
+// deadline comes from a context's timeout, which carries a monotonic
+// reading: no step of the wall clock moves what is left.
+func (h *hub) commandLeft(k memberKey, id string, now time.Time) (left time.Duration, ok bool) {
+	h.mu.Lock()
+	w, found := h.waiters[id]
+	h.mu.Unlock()
+	if !found || w.k != k || w.deadline.IsZero() {
+		return 0, false
+	}
+	return w.deadline.Sub(now), true
 }
 
 func (h *hub) complete(r *pgdrv1.CommandResult) {
@@ -185,7 +204,13 @@ func (a *agentAPI) notLeader() error {
 
 func (a *agentAPI) Leader(ctx context.Context, _ *pgdrv1.LeaderRequest) (*pgdrv1.LeaderResponse, error) {
 	name, api, ok := a.s.leaderInfo()
-	return &pgdrv1.LeaderResponse{Name: name, ApiAddress: api, Known: ok}, nil
+	resp := &pgdrv1.LeaderResponse{Name: name, ApiAddress: api, Known: ok}
+	if a.s.isLeader() {
+		// An agent in session measures the leader's clock with it (an
+		// order's transit time is counted against its budget).
+		resp.Now = timestamppb.Now()
+	}
+	return resp, nil
 }
 
 // checkCaller refuses an agent identity (certificate or token) acting for
@@ -259,7 +284,7 @@ func (a *agentAPI) Register(ctx context.Context, req *pgdrv1.RegisterRequest) (*
 		}
 	}
 	_, primary, epoch := a.s.fsm.MemberEpoch(m.Cluster, m.Name)
-	return &pgdrv1.RegisterResponse{Epoch: epoch, Primary: primary}, nil
+	return &pgdrv1.RegisterResponse{Epoch: epoch, Primary: primary, Now: timestamppb.Now()}, nil
 }
 
 func (a *agentAPI) registered(cluster, node string) error {
@@ -375,7 +400,7 @@ func (a *agentAPI) Commands(req *pgdrv1.CommandsRequest, stream pgdrv1.AgentServ
 		case <-ctx.Done():
 			return ctx.Err()
 		case cmd := <-ch:
-			if err := stream.Send(stampSent(cmd, time.Now())); err != nil {
+			if err := stream.Send(stampSent(cmd, time.Now(), a.s.cfg.Name)); err != nil {
 				return err
 			}
 		}

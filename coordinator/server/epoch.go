@@ -17,7 +17,10 @@ const epochBarrier = 3 * time.Second
 // machine behind the log: a barrier first applies everything committed
 // (and fails on a node that no longer leads). The answer carries the
 // leader's clock, read after the barrier: the agent checks the order's
-// deadline, set on this clock, against it rather than against its own.
+// deadline, set on this clock, against it rather than against its own;
+// and, for the order the agent asks about (command_id) if this leader
+// still waits for it, the time left on this leader's monotonic clock,
+// which a step of its wall clock does not move.
 func (a *agentAPI) Epoch(ctx context.Context, req *pgdrv1.EpochRequest) (*pgdrv1.EpochResponse, error) {
 	if err := checkName("cluster", req.GetCluster(), true); err != nil {
 		return nil, err
@@ -39,5 +42,13 @@ func (a *agentAPI) Epoch(ctx context.Context, req *pgdrv1.EpochRequest) (*pgdrv1
 		return nil, err
 	}
 	_, primary, epoch := a.s.fsm.MemberEpoch(req.GetCluster(), req.GetNode())
-	return &pgdrv1.EpochResponse{Epoch: epoch, Primary: primary, Now: timestamppb.Now()}, nil
+	now := time.Now()
+	resp := &pgdrv1.EpochResponse{Epoch: epoch, Primary: primary, Now: timestamppb.New(now)}
+	if id := req.GetCommandId(); id != "" {
+		resp.Leader = a.s.cfg.Name
+		if left, ok := a.s.hub.commandLeft(memberKey{req.GetCluster(), req.GetNode()}, id, now); ok {
+			resp.CommandWaiting, resp.CommandLeftMs = true, left.Milliseconds()
+		}
+	}
+	return resp, nil
 }

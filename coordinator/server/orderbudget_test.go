@@ -32,11 +32,11 @@ func TestStampSent(t *testing.T) {
 			if !c.deadline.IsZero() {
 				cmd.Deadline = timestamppb.New(c.deadline)
 			}
-			out := stampSent(cmd, now)
+			out := stampSent(cmd, now, "c1")
 			if cmd.SentAt != nil || cmd.BudgetMs != 0 {
 				t.Fatalf("stampSent changed the caller's order: %v", cmd)
 			}
-			if !out.GetSentAt().AsTime().Equal(now) || out.GetBudgetMs() != c.budgetMs {
+			if !out.GetSentAt().AsTime().Equal(now) || out.GetBudgetMs() != c.budgetMs || out.GetSender() != "c1" {
 				t.Fatalf("sent_at %v budget_ms %d; want %v and %d", out.GetSentAt().AsTime(), out.GetBudgetMs(), now, c.budgetMs)
 			}
 			if c.deadline.IsZero() != (out.GetDeadline() == nil) || out.GetId() != "x" || out.GetEpoch() != 3 {
@@ -67,5 +67,51 @@ func TestEpochAnswersLeaderClock(t *testing.T) {
 	}
 	if n := resp.GetNow().AsTime(); n.Before(before.Truncate(time.Microsecond)) || n.After(after) {
 		t.Fatalf("leader clock %v outside the call [%v, %v]", n, before, after)
+	}
+}
+
+// TestEpochAnswersCommandLeft: adversarial review of D8, finding 3. The
+// Epoch answer carries the time the leader still waits for the order the
+// agent asks about, measured on the leader's monotonic clock (ctx's
+// deadline in hub.call), so that a step of the leader's wall clock does
+// not extend it; an order it does not wait for, or one sent to another
+// member, is not known.
+func TestEpochAnswersCommandLeft(t *testing.T) {
+	s := testLeader(t)
+	ctx := context.Background()
+	for _, n := range []string{"a", "b"} {
+		if _, err := s.propose(ctx, pgdrv1.CommandType_COMMAND_TYPE_REGISTER_MEMBER, &pgdrv1.RegisterMember{Member: &pgdrv1.Member{
+			Name: n, Cluster: "main", Region: "r1", Dsn: "host=" + n}}, "test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	k := memberKey{"main", "a"}
+	stream := s.hub.open(k)
+	defer s.hub.close(k, stream)
+	cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	go s.hub.call(cctx, k, &pgdrv1.AgentCommand{Id: "cmd-1", Cluster: "main", Node: "a", Epoch: 1,
+		Kind: &pgdrv1.AgentCommand_Promote{Promote: &pgdrv1.Promote{}}})
+	<-stream // sent
+	api := &agentAPI{s: s}
+	resp, err := api.Epoch(ctx, &pgdrv1.EpochRequest{Cluster: "main", Node: "a", CommandId: "cmd-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !resp.GetCommandWaiting() || resp.GetCommandLeftMs() <= 15000 || resp.GetCommandLeftMs() > 20000 || resp.GetLeader() != s.cfg.Name || s.cfg.Name == "" {
+		t.Fatalf("the Epoch answer for an order waited for 20s: waiting %t, %d ms left, leader %q (this coordinator: %q)", resp.GetCommandWaiting(), resp.GetCommandLeftMs(), resp.GetLeader(), s.cfg.Name)
+	}
+	for _, req := range []*pgdrv1.EpochRequest{
+		{Cluster: "main", Node: "a", CommandId: "cmd-2"},
+		{Cluster: "main", Node: "b", CommandId: "cmd-1"},
+		{Cluster: "main", Node: "a"},
+	} {
+		resp, err := api.Epoch(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.GetCommandWaiting() || resp.GetCommandLeftMs() != 0 {
+			t.Fatalf("%v: waiting %t, %d ms left; want not known", req, resp.GetCommandWaiting(), resp.GetCommandLeftMs())
+		}
 	}
 }

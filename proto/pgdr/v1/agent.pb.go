@@ -25,9 +25,12 @@ const (
 )
 
 type EpochRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Cluster       string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
-	Node          string                 `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Cluster string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	Node    string                 `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	// command_id: the order the agent is about to carry out (promote,
+	// restart), whose time left the answer carries (command_left_ms).
+	CommandId     string `protobuf:"bytes,3,opt,name=command_id,json=commandId,proto3" json:"command_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -76,6 +79,13 @@ func (x *EpochRequest) GetNode() string {
 	return ""
 }
 
+func (x *EpochRequest) GetCommandId() string {
+	if x != nil {
+		return x.CommandId
+	}
+	return ""
+}
+
 type EpochResponse struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Epoch   uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
@@ -83,7 +93,22 @@ type EpochResponse struct {
 	// now: the leader's clock when it answered (after its barrier). The agent
 	// checks a promote order's deadline against it, on the leader's clock,
 	// right before pg_promote (unset from an older coordinator).
-	Now           *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=now,proto3" json:"now,omitempty"`
+	Now *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=now,proto3" json:"now,omitempty"`
+	// command_waiting: this leader still waits for the result of the
+	// request's command_id, sent to this member, and command_left_ms is the
+	// time left before that order's deadline (<= 0: passed), measured on the
+	// leader's monotonic clock, so that no step of its wall clock moves it.
+	// false: the leader does not know the order (sent by a previous leader,
+	// or no longer waited for); the agent then checks the deadline against
+	// now.
+	CommandWaiting bool  `protobuf:"varint,4,opt,name=command_waiting,json=commandWaiting,proto3" json:"command_waiting,omitempty"`
+	CommandLeftMs  int64 `protobuf:"varint,5,opt,name=command_left_ms,json=commandLeftMs,proto3" json:"command_left_ms,omitempty"`
+	// leader: the answering leader's name, set when the request names a
+	// command_id (unset from an older coordinator). With command_waiting
+	// false and the order's sender equal to it, the leader that sent the
+	// order no longer waits for it: the agent refuses it whatever the
+	// clocks say.
+	Leader        string `protobuf:"bytes,6,opt,name=leader,proto3" json:"leader,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -137,6 +162,27 @@ func (x *EpochResponse) GetNow() *timestamppb.Timestamp {
 		return x.Now
 	}
 	return nil
+}
+
+func (x *EpochResponse) GetCommandWaiting() bool {
+	if x != nil {
+		return x.CommandWaiting
+	}
+	return false
+}
+
+func (x *EpochResponse) GetCommandLeftMs() int64 {
+	if x != nil {
+		return x.CommandLeftMs
+	}
+	return 0
+}
+
+func (x *EpochResponse) GetLeader() string {
+	if x != nil {
+		return x.Leader
+	}
+	return ""
 }
 
 type RenewLeaseRequest struct {
@@ -402,7 +448,12 @@ type LeaderResponse struct {
 	Name       string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	ApiAddress string                 `protobuf:"bytes,2,opt,name=api_address,json=apiAddress,proto3" json:"api_address,omitempty"`
 	// known is false while no leader is elected.
-	Known         bool `protobuf:"varint,3,opt,name=known,proto3" json:"known,omitempty"`
+	Known bool `protobuf:"varint,3,opt,name=known,proto3" json:"known,omitempty"`
+	// now: the answering coordinator's clock, set only when it is the
+	// leader. An agent in session with it measures the leader's clock from
+	// the call's round trip (its midpoint) and bounds an order's transit
+	// time with it (unset from a follower or an older coordinator).
+	Now           *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=now,proto3" json:"now,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -458,6 +509,13 @@ func (x *LeaderResponse) GetKnown() bool {
 	return false
 }
 
+func (x *LeaderResponse) GetNow() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Now
+	}
+	return nil
+}
+
 type RegisterRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Member        *Member                `protobuf:"bytes,1,opt,name=member,proto3" json:"member,omitempty"`
@@ -505,8 +563,12 @@ func (x *RegisterRequest) GetMember() *Member {
 type RegisterResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// epoch and primary as the coordinators see them.
-	Epoch         uint64 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
-	Primary       string `protobuf:"bytes,2,opt,name=primary,proto3" json:"primary,omitempty"`
+	Epoch   uint64 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Primary string `protobuf:"bytes,2,opt,name=primary,proto3" json:"primary,omitempty"`
+	// now: the leader's clock when it answered: the agent's first
+	// measurement of it, before the command stream opens (see
+	// LeaderResponse.now).
+	Now           *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=now,proto3" json:"now,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -553,6 +615,13 @@ func (x *RegisterResponse) GetPrimary() string {
 		return x.Primary
 	}
 	return ""
+}
+
+func (x *RegisterResponse) GetNow() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Now
+	}
+	return nil
 }
 
 // HealthReport is one sample of the local checks (every health.interval).
@@ -1070,12 +1139,19 @@ type AgentCommand struct {
 	// budget_ms: deadline - sent_at on the leader's clock (<= 0: already
 	// expired when sent). The agent's deadline is the instant it received
 	// the order (on its monotonic clock) + budget_ms, whatever its wall
-	// clock says; so the leader may assume that an agent starts the order
-	// no later than sent_at + budget_ms + the stream's transit time (the
-	// agent stamps an order when it arrives, not when its turn comes). A
-	// promote is also checked on the leader's clock right before pg_promote
-	// (EpochResponse.now), which does not depend on the transit time.
+	// clock says, less the transit time (sent_at to the receipt on the
+	// leader's clock, which the agent measures: LeaderResponse.now,
+	// RegisterResponse.now); so the leader may assume that an agent starts
+	// the order no later than sent_at + budget_ms (the agent stamps an order
+	// when it arrives, not when its turn comes). A promote, and a restart
+	// that starts a former primary, are also checked on the leader's clock
+	// right before (EpochResponse.now).
 	BudgetMs int64 `protobuf:"varint,8,opt,name=budget_ms,json=budgetMs,proto3" json:"budget_ms,omitempty"`
+	// sender: the name of the coordinator that wrote the order to the
+	// stream (the leader then). An Epoch answer from that same coordinator
+	// that does not wait for the order (EpochResponse.leader,
+	// command_waiting) means it gave up on it.
+	Sender string `protobuf:"bytes,9,opt,name=sender,proto3" json:"sender,omitempty"`
 	// Types that are valid to be assigned to Kind:
 	//
 	//	*AgentCommand_Ping
@@ -1176,6 +1252,13 @@ func (x *AgentCommand) GetBudgetMs() int64 {
 		return x.BudgetMs
 	}
 	return 0
+}
+
+func (x *AgentCommand) GetSender() string {
+	if x != nil {
+		return x.Sender
+	}
+	return ""
 }
 
 func (x *AgentCommand) GetKind() isAgentCommand_Kind {
@@ -1884,14 +1967,19 @@ var File_pgdr_v1_agent_proto protoreflect.FileDescriptor
 
 const file_pgdr_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x13pgdr/v1/agent.proto\x12\apgdr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13pgdr/v1/state.proto\"<\n" +
+	"\x13pgdr/v1/agent.proto\x12\apgdr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13pgdr/v1/state.proto\"[\n" +
 	"\fEpochRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
-	"\x04node\x18\x02 \x01(\tR\x04node\"m\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\x12\x1d\n" +
+	"\n" +
+	"command_id\x18\x03 \x01(\tR\tcommandId\"\xd6\x01\n" +
 	"\rEpochResponse\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x18\n" +
 	"\aprimary\x18\x02 \x01(\tR\aprimary\x12,\n" +
-	"\x03now\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x03now\"W\n" +
+	"\x03now\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x03now\x12'\n" +
+	"\x0fcommand_waiting\x18\x04 \x01(\bR\x0ecommandWaiting\x12&\n" +
+	"\x0fcommand_left_ms\x18\x05 \x01(\x03R\rcommandLeftMs\x12\x16\n" +
+	"\x06leader\x18\x06 \x01(\tR\x06leader\"W\n" +
 	"\x11RenewLeaseRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x14\n" +
@@ -1908,17 +1996,19 @@ const file_pgdr_v1_agent_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n" +
 	"\aapi_url\x18\x02 \x01(\tR\x06apiUrl\x12!\n" +
 	"\ffailsafe_key\x18\x03 \x01(\fR\vfailsafeKey\"\x0f\n" +
-	"\rLeaderRequest\"[\n" +
+	"\rLeaderRequest\"\x89\x01\n" +
 	"\x0eLeaderResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
 	"\vapi_address\x18\x02 \x01(\tR\n" +
 	"apiAddress\x12\x14\n" +
-	"\x05known\x18\x03 \x01(\bR\x05known\":\n" +
+	"\x05known\x18\x03 \x01(\bR\x05known\x12,\n" +
+	"\x03now\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x03now\":\n" +
 	"\x0fRegisterRequest\x12'\n" +
-	"\x06member\x18\x01 \x01(\v2\x0f.pgdr.v1.MemberR\x06member\"B\n" +
+	"\x06member\x18\x01 \x01(\v2\x0f.pgdr.v1.MemberR\x06member\"p\n" +
 	"\x10RegisterResponse\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x18\n" +
-	"\aprimary\x18\x02 \x01(\tR\aprimary\"\xe2\t\n" +
+	"\aprimary\x18\x02 \x01(\tR\aprimary\x12,\n" +
+	"\x03now\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x03now\"\xe2\t\n" +
 	"\fHealthReport\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12.\n" +
@@ -1972,7 +2062,7 @@ const file_pgdr_v1_agent_proto_rawDesc = "" +
 	"\breceived\x18\x01 \x01(\x04R\breceived\"?\n" +
 	"\x0fCommandsRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
-	"\x04node\x18\x02 \x01(\tR\x04node\"\xcd\x05\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\"\xe5\x05\n" +
 	"\fAgentCommand\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12\x12\n" +
@@ -1981,7 +2071,8 @@ const file_pgdr_v1_agent_proto_rawDesc = "" +
 	"\tissued_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bissuedAt\x126\n" +
 	"\bdeadline\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\x123\n" +
 	"\asent_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x06sentAt\x12\x1b\n" +
-	"\tbudget_ms\x18\b \x01(\x03R\bbudgetMs\x12#\n" +
+	"\tbudget_ms\x18\b \x01(\x03R\bbudgetMs\x12\x16\n" +
+	"\x06sender\x18\t \x01(\tR\x06sender\x12#\n" +
 	"\x04ping\x18\n" +
 	" \x01(\v2\r.pgdr.v1.PingH\x00R\x04ping\x120\n" +
 	"\tcheck_now\x18\v \x01(\v2\x11.pgdr.v1.CheckNowH\x00R\bcheckNow\x12,\n" +
@@ -2079,43 +2170,45 @@ var file_pgdr_v1_agent_proto_goTypes = []any{
 var file_pgdr_v1_agent_proto_depIdxs = []int32{
 	25, // 0: pgdr.v1.EpochResponse.now:type_name -> google.protobuf.Timestamp
 	4,  // 1: pgdr.v1.RenewLeaseResponse.members:type_name -> pgdr.v1.FailsafeMember
-	26, // 2: pgdr.v1.RegisterRequest.member:type_name -> pgdr.v1.Member
-	25, // 3: pgdr.v1.HealthReport.time:type_name -> google.protobuf.Timestamp
-	25, // 4: pgdr.v1.HealthReport.archive_last_failed_time:type_name -> google.protobuf.Timestamp
-	10, // 5: pgdr.v1.HealthReport.replicas:type_name -> pgdr.v1.ReplicaState
-	25, // 6: pgdr.v1.HealthReport.failsafe_acked_at:type_name -> google.protobuf.Timestamp
-	25, // 7: pgdr.v1.AgentCommand.issued_at:type_name -> google.protobuf.Timestamp
-	25, // 8: pgdr.v1.AgentCommand.deadline:type_name -> google.protobuf.Timestamp
-	25, // 9: pgdr.v1.AgentCommand.sent_at:type_name -> google.protobuf.Timestamp
-	14, // 10: pgdr.v1.AgentCommand.ping:type_name -> pgdr.v1.Ping
-	15, // 11: pgdr.v1.AgentCommand.check_now:type_name -> pgdr.v1.CheckNow
-	16, // 12: pgdr.v1.AgentCommand.promote:type_name -> pgdr.v1.Promote
-	17, // 13: pgdr.v1.AgentCommand.follow:type_name -> pgdr.v1.Follow
-	18, // 14: pgdr.v1.AgentCommand.fence:type_name -> pgdr.v1.Fence
-	19, // 15: pgdr.v1.AgentCommand.rejoin:type_name -> pgdr.v1.Rejoin
-	20, // 16: pgdr.v1.AgentCommand.demote:type_name -> pgdr.v1.Demote
-	22, // 17: pgdr.v1.AgentCommand.set_synchronous:type_name -> pgdr.v1.SetSynchronous
-	21, // 18: pgdr.v1.AgentCommand.restart:type_name -> pgdr.v1.Restart
-	25, // 19: pgdr.v1.Promote.settle_by:type_name -> google.protobuf.Timestamp
-	5,  // 20: pgdr.v1.AgentService.Leader:input_type -> pgdr.v1.LeaderRequest
-	7,  // 21: pgdr.v1.AgentService.Register:input_type -> pgdr.v1.RegisterRequest
-	9,  // 22: pgdr.v1.AgentService.Report:input_type -> pgdr.v1.HealthReport
-	12, // 23: pgdr.v1.AgentService.Commands:input_type -> pgdr.v1.CommandsRequest
-	23, // 24: pgdr.v1.AgentService.CompleteCommand:input_type -> pgdr.v1.CommandResult
-	2,  // 25: pgdr.v1.AgentService.RenewLease:input_type -> pgdr.v1.RenewLeaseRequest
-	0,  // 26: pgdr.v1.AgentService.Epoch:input_type -> pgdr.v1.EpochRequest
-	6,  // 27: pgdr.v1.AgentService.Leader:output_type -> pgdr.v1.LeaderResponse
-	8,  // 28: pgdr.v1.AgentService.Register:output_type -> pgdr.v1.RegisterResponse
-	11, // 29: pgdr.v1.AgentService.Report:output_type -> pgdr.v1.ReportSummary
-	13, // 30: pgdr.v1.AgentService.Commands:output_type -> pgdr.v1.AgentCommand
-	24, // 31: pgdr.v1.AgentService.CompleteCommand:output_type -> pgdr.v1.CommandResultAck
-	3,  // 32: pgdr.v1.AgentService.RenewLease:output_type -> pgdr.v1.RenewLeaseResponse
-	1,  // 33: pgdr.v1.AgentService.Epoch:output_type -> pgdr.v1.EpochResponse
-	27, // [27:34] is the sub-list for method output_type
-	20, // [20:27] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	25, // 2: pgdr.v1.LeaderResponse.now:type_name -> google.protobuf.Timestamp
+	26, // 3: pgdr.v1.RegisterRequest.member:type_name -> pgdr.v1.Member
+	25, // 4: pgdr.v1.RegisterResponse.now:type_name -> google.protobuf.Timestamp
+	25, // 5: pgdr.v1.HealthReport.time:type_name -> google.protobuf.Timestamp
+	25, // 6: pgdr.v1.HealthReport.archive_last_failed_time:type_name -> google.protobuf.Timestamp
+	10, // 7: pgdr.v1.HealthReport.replicas:type_name -> pgdr.v1.ReplicaState
+	25, // 8: pgdr.v1.HealthReport.failsafe_acked_at:type_name -> google.protobuf.Timestamp
+	25, // 9: pgdr.v1.AgentCommand.issued_at:type_name -> google.protobuf.Timestamp
+	25, // 10: pgdr.v1.AgentCommand.deadline:type_name -> google.protobuf.Timestamp
+	25, // 11: pgdr.v1.AgentCommand.sent_at:type_name -> google.protobuf.Timestamp
+	14, // 12: pgdr.v1.AgentCommand.ping:type_name -> pgdr.v1.Ping
+	15, // 13: pgdr.v1.AgentCommand.check_now:type_name -> pgdr.v1.CheckNow
+	16, // 14: pgdr.v1.AgentCommand.promote:type_name -> pgdr.v1.Promote
+	17, // 15: pgdr.v1.AgentCommand.follow:type_name -> pgdr.v1.Follow
+	18, // 16: pgdr.v1.AgentCommand.fence:type_name -> pgdr.v1.Fence
+	19, // 17: pgdr.v1.AgentCommand.rejoin:type_name -> pgdr.v1.Rejoin
+	20, // 18: pgdr.v1.AgentCommand.demote:type_name -> pgdr.v1.Demote
+	22, // 19: pgdr.v1.AgentCommand.set_synchronous:type_name -> pgdr.v1.SetSynchronous
+	21, // 20: pgdr.v1.AgentCommand.restart:type_name -> pgdr.v1.Restart
+	25, // 21: pgdr.v1.Promote.settle_by:type_name -> google.protobuf.Timestamp
+	5,  // 22: pgdr.v1.AgentService.Leader:input_type -> pgdr.v1.LeaderRequest
+	7,  // 23: pgdr.v1.AgentService.Register:input_type -> pgdr.v1.RegisterRequest
+	9,  // 24: pgdr.v1.AgentService.Report:input_type -> pgdr.v1.HealthReport
+	12, // 25: pgdr.v1.AgentService.Commands:input_type -> pgdr.v1.CommandsRequest
+	23, // 26: pgdr.v1.AgentService.CompleteCommand:input_type -> pgdr.v1.CommandResult
+	2,  // 27: pgdr.v1.AgentService.RenewLease:input_type -> pgdr.v1.RenewLeaseRequest
+	0,  // 28: pgdr.v1.AgentService.Epoch:input_type -> pgdr.v1.EpochRequest
+	6,  // 29: pgdr.v1.AgentService.Leader:output_type -> pgdr.v1.LeaderResponse
+	8,  // 30: pgdr.v1.AgentService.Register:output_type -> pgdr.v1.RegisterResponse
+	11, // 31: pgdr.v1.AgentService.Report:output_type -> pgdr.v1.ReportSummary
+	13, // 32: pgdr.v1.AgentService.Commands:output_type -> pgdr.v1.AgentCommand
+	24, // 33: pgdr.v1.AgentService.CompleteCommand:output_type -> pgdr.v1.CommandResultAck
+	3,  // 34: pgdr.v1.AgentService.RenewLease:output_type -> pgdr.v1.RenewLeaseResponse
+	1,  // 35: pgdr.v1.AgentService.Epoch:output_type -> pgdr.v1.EpochResponse
+	29, // [29:36] is the sub-list for method output_type
+	22, // [22:29] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_pgdr_v1_agent_proto_init() }
