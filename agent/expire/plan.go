@@ -20,6 +20,11 @@ const (
 // DefaultPITRWindow is the PITR window when none is given.
 const DefaultPITRWindow = 7 * 24 * time.Hour
 
+// PITRSkewMargin is how much earlier than the PITR window's start the
+// anchor backup must have stopped: backup times come from the backup
+// host's clock, which may be ahead of the expiring host's.
+const PITRSkewMargin = 10 * time.Minute
+
 // Backup is what the decision needs to know of one backup.
 type Backup struct {
 	ID          string
@@ -288,26 +293,31 @@ func Decide(in Input) (*Plan, error) {
 			break
 		}
 	}
-	// The PITR window's anchor: the newest restorable backup starting at
-	// or before the window's start, else the oldest restorable one.
+	// The PITR window's anchor: the newest restorable backup that was
+	// consistent (stopped) at or before the window's start less
+	// PITRSkewMargin, else the oldest restorable one. A backup restores
+	// only targets after its stop, so one that starts before the edge but
+	// ends after it cannot anchor the window.
 	plan := &Plan{}
 	if in.Spec.PITRWindow > 0 {
 		edge := in.Now.Add(-in.Spec.PITRWindow)
+		limit := edge.Add(-PITRSkewMargin)
 		var anchor, oldest *state
 		for _, s := range all {
 			if !trusted(s) || root(s) == nil || !chainTrusted(s, byID) {
 				continue
 			}
 			oldest = s
-			if anchor == nil && !s.b.StartTime.After(edge) {
+			if anchor == nil && !s.b.StopTime.IsZero() && !s.b.StopTime.After(limit) {
 				anchor = s
 			}
 		}
 		if anchor != nil {
-			anchor.keep(keepContinuous, fmt.Sprintf("PITR window %s: newest backup starting at or before %s", FormatDuration(in.Spec.PITRWindow), edge.UTC().Format(time.RFC3339)))
+			anchor.keep(keepContinuous, fmt.Sprintf("PITR window %s: newest backup consistent (stopped) at or before %s (the window's start less %s)",
+				FormatDuration(in.Spec.PITRWindow), limit.UTC().Format(time.RFC3339), PITRSkewMargin))
 		} else if oldest != nil {
 			anchor = oldest
-			anchor.keep(keepContinuous, fmt.Sprintf("PITR window %s: no backup starts before %s, so the oldest one anchors it", FormatDuration(in.Spec.PITRWindow), edge.UTC().Format(time.RFC3339)))
+			anchor.keep(keepContinuous, fmt.Sprintf("PITR window %s: no backup stopped before %s, so the oldest one anchors it", FormatDuration(in.Spec.PITRWindow), limit.UTC().Format(time.RFC3339)))
 		}
 		if anchor != nil {
 			plan.PITRAnchor = anchor.b.ID

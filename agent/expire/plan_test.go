@@ -112,7 +112,7 @@ func TestDecide(t *testing.T) {
 				bk("F4", TypeFull, "", day(-1), 1, 8, 8),
 			}, WAL: segs(1, 1, 9), Spec: Spec{Types: map[string]Rule{TypeFull: {Count: 1}}, PITRWindow: 7 * 24 * time.Hour}},
 			keep: []string{"F2", "F4"}, del: []string{"F1", "F3"}, walDel: segs(1, 1, 3), anchor: "F2",
-			reasons: map[string]string{"F2": "PITR window 7d: newest backup starting at or before"},
+			reasons: map[string]string{"F2": "PITR window 7d: newest backup consistent (stopped) at or before"},
 		},
 		{
 			name: "#7 PITR window and the anchor is an incremental: its chain stays too",
@@ -131,7 +131,7 @@ func TestDecide(t *testing.T) {
 				bk("F2", TypeFull, "", day(-1), 1, 4, 4),
 			}, WAL: segs(1, 1, 5), Spec: Spec{Types: map[string]Rule{TypeFull: {Count: 1}}, PITRWindow: 7 * 24 * time.Hour}},
 			keep: []string{"F1", "F2"}, walDel: segs(1, 1, 1), anchor: "F1",
-			reasons: map[string]string{"F1": "no backup starts before"},
+			reasons: map[string]string{"F1": "no backup stopped before"},
 		},
 		{
 			name: "#9 a backup on timeline 1 restored to latest needs timeline 2 after the switch; no history: all of timeline 2 kept",
