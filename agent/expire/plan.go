@@ -171,7 +171,7 @@ type keepKind int
 const (
 	keepNone keepKind = iota
 	// keepConsistent: kept as data (a parent, pinned, untrusted): WAL from
-	// its start to its stop only.
+	// its start to its stop only (none for an untrusted one).
 	keepConsistent
 	// keepContinuous: kept by a rule, as newest full or PITR anchor: all
 	// WAL from its start on.
@@ -437,13 +437,16 @@ func decideWAL(in Input, all []*state, plan *Plan) {
 	var needs []need
 	var segSize uint64
 	for _, s := range all {
-		if s.kind == keepNone {
+		// An untrusted manifest's WAL positions are whatever its writer
+		// chose (a forged range of 2^62 bytes, a start of 0): it keeps
+		// its own objects, never WAL.
+		if s.kind == keepNone || s.b.Untrusted != "" {
 			continue
 		}
-		if s.b.Untrusted == "" && s.b.SegmentSize != 0 && segSize == 0 {
+		if s.b.SegmentSize != 0 && segSize == 0 {
 			segSize = s.b.SegmentSize
 		}
-		needs = append(needs, need{id: s.b.ID, tli: s.b.Timeline, start: s.b.StartLSN, stop: s.b.StopLSN, continuous: s.kind == keepContinuous && s.b.Untrusted == ""})
+		needs = append(needs, need{id: s.b.ID, tli: s.b.Timeline, start: s.b.StartLSN, stop: s.b.StopLSN, continuous: s.kind == keepContinuous})
 	}
 	var global *need
 	for i := range needs {
@@ -504,21 +507,37 @@ func decideWAL(in Input, all []*state, plan *Plan) {
 		plan.WALKeep = append(plan.WALKeep, WALRange{Timeline: t, First: k.from.Segment(t, segSize),
 			Reason: fmt.Sprintf("kept from %s on: needed by backup %s", k.from, k.by)})
 	}
+	// Every kept backup's own start..stop, as merged segment intervals
+	// per timeline (never as lists of names: a range's size is only
+	// bounded by the manifest).
+	type interval struct{ first, last uint64 }
+	spans := map[uint32][]interval{}
 	for _, n := range needs {
+		first, last := segOf(n.start), segOf(maxLSN(n.start, n.stop-1))
+		spans[n.tli] = append(spans[n.tli], interval{first, last})
 		if n.continuous {
 			continue
 		}
-		segs := wal.SegmentsBetween(n.tli, n.start, n.stop, segSize)
-		plan.WALKeep = append(plan.WALKeep, WALRange{Timeline: n.tli, First: segs[0], Last: segs[len(segs)-1], Files: len(segs),
+		plan.WALKeep = append(plan.WALKeep, WALRange{Timeline: n.tli, First: wal.SegmentName(n.tli, first, segSize),
+			Last: wal.SegmentName(n.tli, last, segSize), Files: int(min(last-first+1, uint64(1)<<31)),
 			Reason: "start to stop of kept backup " + n.id})
 	}
-	inConsistency := func(tli uint32, seg uint64) bool {
-		for _, n := range needs {
-			if n.tli == tli && seg >= segOf(n.start) && seg <= segOf(maxLSN(n.start, n.stop-1)) {
-				return true
+	for tli, iv := range spans {
+		sort.Slice(iv, func(i, j int) bool { return iv[i].first < iv[j].first })
+		merged := iv[:1]
+		for _, x := range iv[1:] {
+			if l := &merged[len(merged)-1]; x.first <= l.last || x.first == l.last+1 {
+				l.last = max(l.last, x.last)
+				continue
 			}
+			merged = append(merged, x)
 		}
-		return false
+		spans[tli] = merged
+	}
+	inConsistency := func(tli uint32, seg uint64) bool {
+		iv := spans[tli]
+		i := sort.Search(len(iv), func(i int) bool { return iv[i].last >= seg })
+		return i < len(iv) && iv[i].first <= seg
 	}
 	sort.Slice(files, func(i, j int) bool {
 		if files[i].name.Timeline != files[j].name.Timeline {

@@ -346,6 +346,10 @@ func newReservation(ctx context.Context, st storage.ObjectStore, prefix string, 
 	return "", nil
 }
 
+// maxBackupWAL bounds the WAL one backup may span (start to stop): a
+// manifest claiming more (1 PiB) is not believed.
+const maxBackupWAL = 1 << 50
+
 // fromManifest is the decision's view of m, read from r under id.
 func fromManifest(m *backup.Manifest, id, cluster string, r repo.Repo, pins map[string]*Pin) Backup {
 	b := Backup{ID: id, Type: m.Type, Parent: m.Parent, Tier: m.Tier, StartTime: m.StartTime, StopTime: m.StopTime,
@@ -359,6 +363,8 @@ func fromManifest(m *backup.Manifest, id, cluster string, r repo.Repo, pins map[
 		b.Untrusted = fmt.Sprintf("unknown type %q", m.Type)
 	case m.SegmentSize == 0 || m.SegmentSize&(m.SegmentSize-1) != 0 || m.StopLSN < m.StartLSN || m.Timeline == 0:
 		b.Untrusted = "impossible WAL position or segment size"
+	case m.StopLSN-m.StartLSN > maxBackupWAL:
+		b.Untrusted = fmt.Sprintf("implausible WAL range %s..%s", m.StartLSN, m.StopLSN)
 	}
 	if p, ok := pins[id]; ok {
 		b.Pinned, b.PinNote = true, p.Note
