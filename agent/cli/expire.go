@@ -97,8 +97,8 @@ backup's tier rule, when its tier has one, replaces its type's rule. A full
 backup no rule covers stays; a diff/incr no rule covers goes with its full.
 Whatever the rules say, these stay: pinned backups (backup-pin), the newest
 full backup, every backup a kept one builds on, and what keeps the PITR
-window restorable (the newest backup starting before now - --pitr-window,
-and all WAL after its start). WAL is kept from the start of the oldest
+window restorable (the newest backup that stopped before now - --pitr-window
+- 10m, and all WAL after its start). WAL is kept from the start of the oldest
 backup kept by a rule, on every timeline, and from start to stop for every
 other kept backup. Backups whose manifest is not signed (where signing is
 configured) are never expired nor counted; an unreadable manifest stops
@@ -106,8 +106,10 @@ expiry of that repository.
 
 A backup's manifest is deleted before its data, and backups before WAL, so
 an interrupted run leaves no backup that looks complete but is not; the
-next run removes what was left once older than --grace (which also spares
-a backup being written now). Durations: 36h, 30d, 12w, 1d12h.`, true).withJSON()
+next run removes what was left once older than --grace (at least 6h; a
+running backup refreshes its reservation every 30m, so it is never taken for
+a stale one). Expiry and backups running at the same time coordinate through
+markers under <cluster>/expiry/ (see docs/backup.md). Durations: 36h, 30d, 12w, 1d12h.`, true).withJSON()
 	keepFull := f.Int("keep-full", 0, "keep the newest N full backups")
 	keepDiff := f.Int("keep-diff", 0, "keep the newest N differential backups")
 	keepIncr := f.Int("keep-incr", 0, "keep the newest N incremental backups")
@@ -121,7 +123,7 @@ a backup being written now). Durations: 36h, 30d, 12w, 1d12h.`, true).withJSON()
 	window := durationFlag{d: expire.DefaultPITRWindow}
 	f.Var(&window, "pitr-window", "keep every point of the last DUR restorable (0 for none; default 7d)")
 	grace := durationFlag{d: expire.DefaultGrace}
-	f.Var(&grace, "grace", "objects of a backup without a manifest are removed only when older than DUR (default 1d)")
+	f.Var(&grace, "grace", "objects of a backup without a manifest are removed only when older than DUR (default 1d, at least 6h)")
 	repoName := f.String("repo", "", "expire only this repository (pins are read from all)")
 	parallel := f.Int("parallel", expire.DefaultParallel, "deletes at once per repository")
 	dry := f.Bool("dry-run", false, "print what would be deleted and why; delete nothing")
@@ -158,8 +160,8 @@ a backup being written now). Durations: 36h, 30d, 12w, 1d12h.`, true).withJSON()
 	if *parallel < 1 || *parallel > 256 {
 		return usageErr("--parallel %d: want 1 to 256", *parallel)
 	}
-	if grace.d <= 0 {
-		return usageErr("--grace must be above 0")
+	if grace.d < expire.MinGrace {
+		return usageErr("--grace %s: at least %s (a running backup refreshes its reservation every %s)", expire.FormatDuration(grace.d), expire.FormatDuration(expire.MinGrace), backup.ReservationRefresh)
 	}
 	if err := spec.Validate(); err != nil {
 		return usageErr("%v", err)
@@ -253,11 +255,16 @@ func printExpire(w io.Writer, r expire.Result) {
 		fmt.Fprintf(w, "  WAL DELETE  timeline %d  %s..%s (%d files): %s\n", g.Timeline, g.First, g.Last, g.Files, g.Reason)
 	}
 	for _, g := range p.WALKeep {
-		if g.Last == "" {
+		if g.First == "" {
+			fmt.Fprintf(w, "  WAL KEEP    all: %s\n", g.Reason)
+		} else if g.Last == "" {
 			fmt.Fprintf(w, "  WAL KEEP    timeline %d  from %s: %s\n", g.Timeline, g.First, g.Reason)
 		} else {
 			fmt.Fprintf(w, "  WAL KEEP    timeline %d  %s..%s: %s\n", g.Timeline, g.First, g.Last, g.Reason)
 		}
+	}
+	if r.WALSkipped != "" {
+		fmt.Fprintf(w, "  WAL SKIPPED %s\n", r.WALSkipped)
 	}
 	for _, l := range r.Leftovers {
 		fmt.Fprintf(w, "  LEFTOVER    %s: objects without a manifest, older than the grace period\n", l)

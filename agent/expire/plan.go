@@ -384,6 +384,14 @@ func Decide(in Input) (*Plan, error) {
 		plan.Delete = append(plan.Delete, d)
 	}
 	decideWAL(in, all, plan)
+	if len(in.InProgress) > 0 && len(plan.WALDeleteNames) > 0 {
+		// A backup in progress may need WAL from before every kept
+		// backup's start (a standby's backup starts at its last
+		// restartpoint, which may be far behind).
+		plan.WALKeep = append(plan.WALKeep, WALRange{Files: len(plan.WALDeleteNames),
+			Reason: "a backup is in progress (" + strings.Join(in.InProgress, ", ") + ") and may need older WAL: no WAL expires now"})
+		plan.WALDelete, plan.WALDeleteNames = nil, nil
+	}
 	return plan, nil
 }
 

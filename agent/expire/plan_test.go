@@ -256,13 +256,13 @@ func TestDecide(t *testing.T) {
 			keep: []string{"F1", "I1", "F2"}, walDel: cat(segs(1, 1, 1), segs(1, 3, 3), segs(1, 6, 8)),
 		},
 		{
-			name: "#20 a backup in progress may build on any backup: none expires, WAL before them still goes",
+			name: "#20 a backup in progress may build on any backup and need older WAL: none expires, no WAL goes",
 			in: Input{Backups: []Backup{
 				bk("F1", TypeFull, "", day(-3), 1, 2, 2),
 				bk("I1", TypeIncr, "F1", day(-2), 1, 4, 4),
 				bk("F2", TypeFull, "", day(-1), 1, 6, 6),
 			}, WAL: segs(1, 1, 7), Spec: fullRule(1), InProgress: []string{"20261207T115900"}},
-			keep: []string{"F1", "I1", "F2"}, walDel: segs(1, 1, 1),
+			keep: []string{"F1", "I1", "F2"}, walDel: nil,
 			reasons: map[string]string{"I1": "a backup is in progress (20261207T115900)"},
 		},
 		{

@@ -25,6 +25,12 @@ import (
 // its ID's reservation) must be before expiry removes them.
 const DefaultGrace = 24 * time.Hour
 
+// MinGrace is the shortest grace period accepted: far above the interval
+// at which a running backup refreshes its reservation
+// (backup.ReservationRefresh) and any plausible clock skew between hosts,
+// so a running backup is never taken for a stale one.
+const MinGrace = 6 * time.Hour
+
 // DefaultParallel is how many deletes run at once per repository.
 const DefaultParallel = 16
 
@@ -61,6 +67,9 @@ type Result struct {
 	Deleted []string `json:"deleted_backups"`
 	// WALDeleted counts the WAL files removed.
 	WALDeleted int `json:"wal_deleted"`
+	// WALSkipped, when not empty, says why no WAL was removed although
+	// the plan had some to remove.
+	WALSkipped string `json:"wal_skipped,omitempty"`
 	// Leftovers lists the backup IDs (and stale reservations) whose
 	// objects without a manifest were removed (or would be).
 	Leftovers []string `json:"leftovers"`
@@ -76,8 +85,11 @@ func Run(ctx context.Context, d Deps, o Options) ([]Result, error) {
 	if err := o.Spec.Validate(); err != nil {
 		return nil, err
 	}
-	if o.Grace <= 0 {
+	if o.Grace == 0 {
 		o.Grace = DefaultGrace
+	}
+	if o.Grace < MinGrace {
+		return nil, fmt.Errorf("grace period %s is below the minimum %s: a running backup's reservation could be taken for a stale one", o.Grace, MinGrace)
 	}
 	if o.Parallel <= 0 {
 		o.Parallel = DefaultParallel
@@ -116,13 +128,18 @@ func runOne(ctx context.Context, d Deps, o Options, r repo.Repo, pins map[string
 	log := d.Log.With("repo", r.Name)
 	now := o.Now()
 	res := &Result{Repo: r.Name, DryRun: o.DryRun}
-	listedAt := time.Now()
+	// The backups started so far (see the protocol in agent/backup's
+	// expiry.go): listed before the backups, again before deleting WAL.
+	started, err := listStarted(ctx, r.Store, d.Cluster)
+	if err != nil {
+		return res, err
+	}
 	// One listing of the backups: manifests, leftovers, reservations.
 	prefix := backup.Prefix(d.Cluster)
 	ids := map[string]*backupObjects{}
 	reserved := map[string]time.Time{}    // stamp -> newest reservation
 	reservations := map[string][]string{} // stamp -> keys
-	err := r.Store.List(ctx, prefix, func(oi storage.ObjectInfo) error {
+	err = r.Store.List(ctx, prefix, func(oi storage.ObjectInfo) error {
 		rest := strings.TrimPrefix(oi.Key, prefix)
 		first, _, _ := strings.Cut(rest, "/")
 		if stamp, ok := strings.CutSuffix(first, backup.ReservedSuffix); ok {
@@ -224,6 +241,25 @@ func runOne(ctx context.Context, d Deps, o Options, r repo.Repo, pins map[string
 		return res, nil
 	}
 	del := &deleter{store: r.Store, parallel: o.Parallel, log: log, n: &res.Objects}
+	// Markers left by an interrupted run (a backup seeing one is not
+	// recorded) go, except those of backups about to be deleted again.
+	deleting := map[string]bool{}
+	for _, dcs := range plan.Delete {
+		deleting[dcs.ID] = true
+	}
+	var staleMarks []string
+	if err := r.Store.List(ctx, backup.DeletingPrefix(d.Cluster), func(oi storage.ObjectInfo) error {
+		if !deleting[strings.TrimPrefix(oi.Key, backup.DeletingPrefix(d.Cluster))] {
+			staleMarks = append(staleMarks, oi.Key)
+		}
+		return nil
+	}); err != nil {
+		return res, fmt.Errorf("listing expiry markers: %w", err)
+	}
+	if err := del.keys(ctx, staleMarks, nil); err != nil {
+		return res, fmt.Errorf("deleting stale expiry markers: %w", err)
+	}
+	expired := map[string]bool{}
 	// Backups newest first (a child before its parent), each manifest
 	// first: once the manifest is gone it is not a backup, and its data is
 	// a leftover the next run finishes.
@@ -232,41 +268,82 @@ func runOne(ctx context.Context, d Deps, o Options, r repo.Repo, pins map[string
 		if err := ctx.Err(); err != nil {
 			return res, err
 		}
-		// A backup that started since the listing may have chosen this
-		// one as its parent: stop (before any WAL, which the plan counted
-		// on these backups being gone for). backup.Take checks its chain
-		// again before writing its manifest, so one that started after
-		// this check fails rather than recording a broken chain.
-		if stamp, err := newReservation(ctx, r.Store, prefix, listedAt, reserved); err != nil {
+		// A backup started since the listing may have chosen this one as
+		// its parent: mark it as being deleted, then look for children
+		// (backup.ClaimParent does the reverse: of the two, at least one
+		// sees the other).
+		mark := backup.DeletingKey(d.Cluster, dcs.ID)
+		body := fmt.Sprintf(`{"time":%q}`, time.Now().UTC().Format(time.RFC3339Nano))
+		if err := r.Store.Put(ctx, mark, strings.NewReader(body), int64(len(body))); err != nil {
+			return res, fmt.Errorf("marking backup %s as being deleted: %w", dcs.ID, err)
+		}
+		child, err := newChild(ctx, r.Store, d.Cluster, dcs.ID, expired, ids, reserved, now.Add(-o.Grace), now.Add(-o.Grace))
+		if err == nil && child != "" {
+			err = fmt.Errorf("%w (backup %s builds on %s): stopped before deleting backup %s; the next run goes on", ErrBackupStarted, child, dcs.ID, dcs.ID)
+		}
+		if err != nil {
+			_ = r.Store.Delete(context.WithoutCancel(ctx), mark)
 			return res, err
-		} else if stamp != "" {
-			return res, fmt.Errorf("%w (reservation %s): stopped before deleting backup %s; the next run goes on", ErrBackupStarted, stamp, dcs.ID)
 		}
 		if err := r.Store.Delete(ctx, backup.ManifestKey(d.Cluster, dcs.ID)); err != nil {
 			return res, fmt.Errorf("deleting backup %s's manifest: %w", dcs.ID, err)
 		}
+		expired[dcs.ID] = true
 		res.Objects++
 		log.Info("backup expired: manifest deleted", "backup", dcs.ID, "type", dcs.Type, "tier", dcs.Tier, "reason", dcs.Reason)
 		if err := del.prefix(ctx, prefix+dcs.ID+"/"); err != nil {
 			return res, fmt.Errorf("deleting backup %s's data (the next run finishes it): %w", dcs.ID, err)
 		}
+		if err := del.prefix(ctx, backup.ChildPrefix(d.Cluster, dcs.ID)); err != nil {
+			return res, fmt.Errorf("deleting backup %s's child records (the next run finishes it): %w", dcs.ID, err)
+		}
+		if err := r.Store.Delete(ctx, mark); err != nil {
+			return res, fmt.Errorf("deleting %s: %w", mark, err)
+		}
 		res.Deleted = append(res.Deleted, dcs.ID)
 		log.Info("backup expired: data deleted", "backup", dcs.ID)
 	}
 	// WAL after the backups: a backup is never left without the WAL it
-	// needs while its manifest is still there.
+	// needs while its manifest is still there. A backup started since the
+	// listing may need WAL the plan did not know of (a standby's backup
+	// starts at its last restartpoint): then no WAL goes this time.
 	keys := make([]string, 0, len(plan.WALDeleteNames))
 	for _, n := range plan.WALDeleteNames {
 		keys = append(keys, walKeys[n])
 	}
-	for _, rg := range plan.WALDelete {
-		log.Info("WAL expired", "timeline", rg.Timeline, "first", rg.First, "last", rg.Last, "files", rg.Files, "reason", rg.Reason)
+	if len(keys) > 0 {
+		again, err := listStarted(ctx, r.Store, d.Cluster)
+		if err != nil {
+			return res, err
+		}
+		for k := range again {
+			if _, seen := started[k]; !seen {
+				res.WALSkipped = fmt.Sprintf("backup %s started during expiry: no WAL expired; the next run does it", strings.TrimPrefix(k, backup.StartedPrefix(d.Cluster)))
+				log.Warn(res.WALSkipped)
+				keys = nil
+				break
+			}
+		}
+	}
+	if len(keys) > 0 {
+		for _, rg := range plan.WALDelete {
+			log.Info("WAL expired", "timeline", rg.Timeline, "first", rg.First, "last", rg.Last, "files", rg.Files, "reason", rg.Reason)
+		}
 	}
 	var walN atomic.Int64
 	err = del.keys(ctx, keys, &walN)
 	res.WALDeleted = int(walN.Load())
 	if err != nil {
 		return res, fmt.Errorf("deleting WAL (the next run finishes it): %w", err)
+	}
+	var oldStarted []string
+	for k, t := range started {
+		if t.Before(now.Add(-o.Grace)) {
+			oldStarted = append(oldStarted, k)
+		}
+	}
+	if err := del.keys(ctx, oldStarted, nil); err != nil {
+		return res, fmt.Errorf("deleting old backup start records: %w", err)
 	}
 	for _, id := range res.Leftovers {
 		if strings.HasSuffix(id, backup.ReservedSuffix) {
@@ -318,32 +395,48 @@ func loadManifests(ctx context.Context, r repo.Repo, cluster string, ids []strin
 // backups: it stopped, leaving the repository consistent.
 var ErrBackupStarted = errors.New("a backup started during expiry")
 
-// newReservation returns the stamp of a reservation made since the run's
-// listing (not in seen). Reservations carry the second they were made (or
-// a little later), so only the backups of the hours from start to a minute
-// from now are listed.
-func newReservation(ctx context.Context, st storage.ObjectStore, prefix string, start time.Time, seen map[string]time.Time) (string, error) {
-	found := ""
-	end := time.Now().UTC().Add(time.Minute)
-	for hour := start.UTC().Truncate(time.Hour); !hour.After(end); hour = hour.Add(time.Hour) {
-		err := st.List(ctx, prefix+hour.Format("20060102T15"), func(oi storage.ObjectInfo) error {
-			first, _, _ := strings.Cut(strings.TrimPrefix(oi.Key, prefix), "/")
-			if stamp, ok := strings.CutSuffix(first, backup.ReservedSuffix); ok {
-				if _, old := seen[stamp]; !old {
-					found = stamp
-					return io.EOF
-				}
-			}
-			return nil
-		})
-		if err != nil && !errors.Is(err, io.EOF) {
-			return "", fmt.Errorf("listing reservations: %w", err)
-		}
-		if found != "" {
-			return found, nil
-		}
+// listStarted lists the backups' start records (key -> ModTime).
+func listStarted(ctx context.Context, st storage.ObjectStore, cluster string) (map[string]time.Time, error) {
+	out := map[string]time.Time{}
+	err := st.List(ctx, backup.StartedPrefix(cluster), func(oi storage.ObjectInfo) error {
+		out[oi.Key] = oi.ModTime
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing backup start records: %w", err)
 	}
-	return "", nil
+	return out, nil
+}
+
+// newChild returns a backup recorded (backup.ClaimParent) as building on
+// parent that this run did not expire, "" when none. A record is ignored
+// as stale only when it is older than staleBefore (the listing's time
+// less the grace period: its backup's data, written before it, was in the
+// listing), its backup had no manifest in the listing and no reservation
+// fresher than freshAfter: a backup that failed after claiming.
+func newChild(ctx context.Context, st storage.ObjectStore, cluster, parent string, expired map[string]bool,
+	ids map[string]*backupObjects, reserved map[string]time.Time, staleBefore, freshAfter time.Time) (string, error) {
+	prefix := backup.ChildPrefix(cluster, parent)
+	found := ""
+	err := st.List(ctx, prefix, func(oi storage.ObjectInfo) error {
+		c := strings.TrimPrefix(oi.Key, prefix)
+		if expired[c] {
+			return nil
+		}
+		if oi.ModTime.Before(staleBefore) && backup.ValidID(c) {
+			b := ids[c]
+			t, resv := reserved[c[:len(c)-1]]
+			if (b == nil || !b.manifest) && (!resv || !t.After(freshAfter)) {
+				return nil
+			}
+		}
+		found = c
+		return io.EOF
+	})
+	if err != nil && !errors.Is(err, io.EOF) {
+		return "", fmt.Errorf("listing the backups recorded on %s: %w", parent, err)
+	}
+	return found, nil
 }
 
 // maxBackupWAL bounds the WAL one backup may span (start to stop): a

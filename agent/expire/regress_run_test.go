@@ -1,0 +1,201 @@
+package expire
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pgdr/pgdr/agent/backup"
+	"github.com/pgdr/pgdr/pkg/repo"
+	"github.com/pgdr/pgdr/pkg/storage"
+)
+
+// takeDuring runs a whole backup (reserve, record as started, claim a
+// parent as backup.Take does, write the manifest, release) while expiry
+// deletes the data of the first backup it expires.
+type takeDuring struct {
+	storage.ObjectStore
+	f       *fixture
+	parent  string
+	done    atomic.Bool
+	id      string
+	claimed error
+}
+
+func (s *takeDuring) Delete(ctx context.Context, key string) error {
+	if strings.Contains(key, "20261206T000000I/pgdata") && !s.done.Swap(true) {
+		// A backup host two hours behind the expiring host: its stamp
+		// says nothing of when it ran.
+		stamp := time.Now().UTC().Add(-2 * time.Hour).Format("20060102T150405")
+		rk := backup.Prefix(cluster) + stamp + backup.ReservedSuffix + "/n"
+		s.f.put(rk)
+		s.f.put(backup.StartedKey(cluster, stamp))
+		s.id = stamp + "I"
+		s.claimed = backup.ClaimParent(ctx, []repo.Repo{s.f.r}, cluster, s.parent, s.id)
+		if s.claimed == nil {
+			s.f.backup(s.id, TypeIncr, s.parent, 0, 9, 9, 1, nil)
+		}
+		if err := s.ObjectStore.Delete(ctx, rk); err != nil { // release
+			return err
+		}
+	}
+	return s.ObjectStore.Delete(ctx, key)
+}
+
+// TestRunBackupCompletesDuringDelete: a backup that starts and completes
+// while expiry deletes another backup's data never ends up with its parent
+// gone (R2, R3): building on the next backup to expire, expiry sees its
+// child record and stops before deleting it; building on the backup being
+// deleted, the backup sees the marker and is not recorded. Either way no
+// WAL goes, since a backup started during the run (R5).
+func TestRunBackupCompletesDuringDelete(t *testing.T) {
+	for _, parent := range []string{"20261205T000000I", "20261206T000000I"} {
+		t.Run(parent, func(t *testing.T) {
+			f := newFixture(t, false)
+			f.backup("20261204T000000F", TypeFull, "", 72*time.Hour, 2, 2, 2, nil)
+			f.backup("20261205T000000I", TypeIncr, "20261204T000000F", 48*time.Hour, 4, 4, 2, nil)
+			f.backup("20261206T000000I", TypeIncr, "20261205T000000I", 24*time.Hour, 6, 6, 2, nil)
+			f.backup("20261207T000000F", TypeFull, "", time.Hour, 8, 8, 1, nil)
+			f.wal(1, 10)
+			st := &takeDuring{ObjectStore: f.r.Store, f: f, parent: parent}
+			res, err := Run(context.Background(), f.deps(st), Options{Spec: Spec{Types: map[string]Rule{TypeFull: {Count: 1}, TypeIncr: {Age: time.Hour}}}})
+			t.Logf("err %v deleted %v new %s claim %v", err, res[0].Deleted, st.id, st.claimed)
+			if !st.done.Load() {
+				t.Fatal("no backup was taken during the run")
+			}
+			switch parent {
+			case "20261205T000000I":
+				if !errors.Is(err, ErrBackupStarted) || st.claimed != nil {
+					t.Errorf("want expiry stopped by the new child; err %v, claim %v", err, st.claimed)
+				}
+				if f.gone(parent) {
+					t.Errorf("parent %s of new backup %s deleted", parent, st.id)
+				}
+			default:
+				if !errors.Is(st.claimed, backup.ErrParentExpiring) {
+					t.Errorf("the backup building on %s, being deleted, was not refused: %v", parent, st.claimed)
+				}
+				if err != nil {
+					t.Errorf("run: %v", err)
+				}
+				if f.exists(backup.ManifestKey(cluster, st.id)) {
+					t.Errorf("backup %s recorded on a parent being deleted", st.id)
+				}
+			}
+			if res[0].WALDeleted != 0 {
+				t.Errorf("%d WAL files deleted although a backup started during the run", res[0].WALDeleted)
+			}
+			if f.exists(backup.DeletingKey(cluster, "20261205T000000I")) || f.exists(backup.DeletingKey(cluster, "20261206T000000I")) {
+				t.Error("a deleting marker was left behind")
+			}
+			f.consistent()
+		})
+	}
+}
+
+// TestRunStaleChildRecord: the child record of a backup that failed long
+// ago (no manifest, no fresh reservation) does not keep its parent forever,
+// while a fresh one does.
+func TestRunStaleChildRecord(t *testing.T) {
+	f := newFixture(t, false)
+	f.backup("20261204T000000F", TypeFull, "", 72*time.Hour, 2, 2, 1, nil)
+	f.backup("20261207T000000F", TypeFull, "", time.Hour, 8, 8, 1, nil)
+	f.put(backup.ChildKey(cluster, "20261204T000000F", "20261205T000000I"))
+	_, err := Run(context.Background(), f.deps(nil), Options{Spec: fullRule(1)})
+	if !errors.Is(err, ErrBackupStarted) || f.gone("20261204T000000F") {
+		t.Fatalf("a fresh child record did not stop expiry: %v", err)
+	}
+	later := func() time.Time { return time.Now().Add(DefaultGrace + time.Hour) }
+	res, err := Run(context.Background(), f.deps(nil), Options{Spec: fullRule(1), Now: later})
+	if err != nil || !f.gone("20261204T000000F") {
+		t.Fatalf("a stale child record kept its parent: %v %+v", err, res)
+	}
+	if f.exists(backup.ChildKey(cluster, "20261204T000000F", "20261205T000000I")) {
+		t.Error("the expired backup's child records were left")
+	}
+}
+
+// TestRunNewStartedRecordSkipsWAL: a backup recorded as started after the
+// listing (its reservation already released) stops the WAL deletion (R5).
+type startDuring struct {
+	storage.ObjectStore
+	f    *fixture
+	done atomic.Bool
+}
+
+func (s *startDuring) Delete(ctx context.Context, key string) error {
+	if !s.done.Swap(true) {
+		s.f.put(backup.StartedKey(cluster, "20261201T000000"))
+	}
+	return s.ObjectStore.Delete(ctx, key)
+}
+
+func TestRunNewStartedRecordSkipsWAL(t *testing.T) {
+	f := newFixture(t, false)
+	f.backup("20261201T000000F", TypeFull, "", 72*time.Hour, 2, 2, 1, nil)
+	f.backup("20261203T000000F", TypeFull, "", 24*time.Hour, 6, 6, 1, nil)
+	f.wal(1, 7)
+	res, err := Run(context.Background(), f.deps(&startDuring{ObjectStore: f.r.Store, f: f}), Options{Spec: fullRule(1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res[0].WALDeleted != 0 || res[0].WALSkipped == "" {
+		t.Errorf("WAL deleted %d, skipped %q: want none deleted", res[0].WALDeleted, res[0].WALSkipped)
+	}
+	// Without it the same run deletes the WAL.
+	f2 := newFixture(t, false)
+	f2.backup("20261201T000000F", TypeFull, "", 72*time.Hour, 2, 2, 1, nil)
+	f2.backup("20261203T000000F", TypeFull, "", 24*time.Hour, 6, 6, 1, nil)
+	f2.wal(1, 7)
+	if res, err := Run(context.Background(), f2.deps(nil), Options{Spec: fullRule(1)}); err != nil || res[0].WALDeleted == 0 {
+		t.Errorf("control run: %v, %+v", err, res)
+	}
+}
+
+// aged makes every listed object look 10 minutes old.
+type aged struct{ storage.ObjectStore }
+
+func (s aged) List(ctx context.Context, p string, fn func(storage.ObjectInfo) error) error {
+	return s.ObjectStore.List(ctx, p, func(oi storage.ObjectInfo) error {
+		oi.ModTime = oi.ModTime.Add(-10 * time.Minute)
+		return fn(oi)
+	})
+}
+
+// TestRunGraceFloor: a grace period below MinGrace is refused, so a backup
+// running for 10 minutes (reservation and data 10 minutes old) is never
+// taken for a leftover (R7).
+func TestRunGraceFloor(t *testing.T) {
+	f := newFixture(t, false)
+	f.backup("20261203T000000F", TypeFull, "", 24*time.Hour, 6, 6, 0, nil)
+	stamp := "20261207T050000"
+	f.put(backup.Prefix(cluster) + stamp + backup.ReservedSuffix + "/n")
+	data := backup.Prefix(cluster) + stamp + "F/pgdata/base/1/1000"
+	f.put(data)
+	if _, err := Run(context.Background(), f.deps(aged{f.r.Store}), Options{Spec: fullRule(1), Grace: time.Minute}); err == nil || !strings.Contains(err.Error(), "below the minimum") {
+		t.Errorf("grace 1m accepted: %v", err)
+	}
+	res, err := Run(context.Background(), f.deps(aged{f.r.Store}), Options{Spec: fullRule(1), Grace: MinGrace})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !f.exists(data) || len(res[0].Leftovers) != 0 {
+		t.Errorf("the running backup's data was deleted (leftovers %v)", res[0].Leftovers)
+	}
+}
+
+// TestDecideInProgressKeepsWAL: while a backup is in progress no WAL goes:
+// a standby's backup may start far behind the kept backups (R5).
+func TestDecideInProgressKeepsWAL(t *testing.T) {
+	p, err := Decide(Input{Backups: []Backup{bk("F", TypeFull, "", day(-0.5), 1, 50, 51)}, WAL: segs(1, 1, 60), Now: now,
+		Spec: fullRule(1), InProgress: []string{"20261207T110000"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.WALDeleteNames) > 0 {
+		t.Errorf("a backup is in progress, yet %d WAL files (%s..) go", len(p.WALDeleteNames), p.WALDeleteNames[0])
+	}
+}
