@@ -199,3 +199,38 @@ func TestDecideInProgressKeepsWAL(t *testing.T) {
 		t.Errorf("a backup is in progress, yet %d WAL files (%s..) go", len(p.WALDeleteNames), p.WALDeleteNames[0])
 	}
 }
+
+// oddList adds, to every WAL listing, a key with a WAL base name that is
+// not a valid key (S3 allows anything).
+type oddList struct{ storage.ObjectStore }
+
+func (s oddList) List(ctx context.Context, p string, fn func(storage.ObjectInfo) error) error {
+	if err := s.ObjectStore.List(ctx, p, fn); err != nil {
+		return err
+	}
+	if strings.HasPrefix(repo.WALPrefix(cluster), p) || strings.HasPrefix(p, repo.WALPrefix(cluster)) {
+		for _, k := range []string{"main/wal/x/../000000010000000000000001", "main/wal/000000010000000000000002", "main/wal/00000001/a/000000010000000000000003"} {
+			if err := fn(storage.ObjectInfo{Key: k, ModTime: time.Now()}); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// TestRunIgnoresOddWALKeys: a listed key under the WAL prefix that is not
+// exactly where wal-push puts that WAL file is ignored, so it neither
+// blocks the WAL deletion of every run nor is taken for archive (R6).
+func TestRunIgnoresOddWALKeys(t *testing.T) {
+	f := newFixture(t, false)
+	f.backup("20261201T000000F", TypeFull, "", 72*time.Hour, 2, 2, 0, nil)
+	f.backup("20261203T000000F", TypeFull, "", 24*time.Hour, 6, 6, 0, nil)
+	f.wal(3, 7)
+	res, err := Run(context.Background(), f.deps(oddList{f.r.Store}), Options{Spec: fullRule(1)})
+	if err != nil {
+		t.Fatalf("odd keys in the bucket stop WAL expiry: %v", err)
+	}
+	if res[0].WALDeleted != 3 {
+		t.Errorf("%d WAL files deleted, want 3 (segments 3-5)", res[0].WALDeleted)
+	}
+}

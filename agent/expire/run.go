@@ -189,8 +189,18 @@ func runOne(ctx context.Context, d Deps, o Options, r repo.Repo, pins map[string
 	// One listing of the WAL.
 	walKeys := map[string]string{}
 	var histories []string
+	odd := 0
 	err = r.Store.List(ctx, repo.WALPrefix(d.Cluster), func(oi storage.ObjectInfo) error {
 		name := oi.Key[strings.LastIndexByte(oi.Key, '/')+1:]
+		// Only keys exactly where wal-push puts them: a key such as
+		// wal/x/../<segment> (any key is allowed on S3) is never read as
+		// archive, and deleting it would be refused.
+		if len(name) < 8 || oi.Key != repo.WALKey(d.Cluster, name) {
+			if odd++; odd == 1 {
+				log.Warn("object under the WAL prefix that is not an archived WAL file's key: ignored (and not deleted)", "key", oi.Key)
+			}
+			return nil
+		}
 		walKeys[name] = oi.Key
 		in.WAL = append(in.WAL, name)
 		if n, err := wal.ParseName(name); err == nil && n.Kind == wal.KindHistory {
@@ -200,6 +210,9 @@ func runOne(ctx context.Context, d Deps, o Options, r repo.Repo, pins map[string
 	})
 	if err != nil {
 		return res, fmt.Errorf("listing WAL: %w", err)
+	}
+	if odd > 1 {
+		log.Warn("objects under the WAL prefix that are not archived WAL files' keys were ignored", "count", odd)
 	}
 	in.History = verifiedHistories(ctx, r, d, histories, walKeys, log)
 	edge := now.Add(-o.Grace)
