@@ -375,8 +375,10 @@ func runOne(ctx context.Context, d Deps, o Options, r repo.Repo, pins map[string
 }
 
 // loadManifests reads the manifests of ids, at most parallel at once.
-func loadManifests(ctx context.Context, r repo.Repo, cluster string, ids []string, parallel int) ([]*backup.Manifest, error) {
-	out := make([]*backup.Manifest, len(ids))
+// Only their headers are kept (not their lists of files): a repository
+// may hold many backups of many files.
+func loadManifests(ctx context.Context, r repo.Repo, cluster string, ids []string, parallel int) ([]*backup.ManifestHeader, error) {
+	out := make([]*backup.ManifestHeader, len(ids))
 	errs := make([]error, len(ids))
 	sem := make(chan struct{}, min(parallel, 8))
 	var wg sync.WaitGroup
@@ -386,7 +388,7 @@ func loadManifests(ctx context.Context, r repo.Repo, cluster string, ids []strin
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			out[i], errs[i] = backup.LoadManifest(ctx, r, cluster, id)
+			out[i], errs[i] = backup.LoadManifestHeader(ctx, r, cluster, id)
 		}()
 	}
 	wg.Wait()
@@ -457,7 +459,7 @@ func newChild(ctx context.Context, st storage.ObjectStore, cluster, parent strin
 const maxBackupWAL = 1 << 50
 
 // fromManifest is the decision's view of m, read from r under id.
-func fromManifest(m *backup.Manifest, id, cluster string, r repo.Repo, pins map[string]*Pin) Backup {
+func fromManifest(m *backup.ManifestHeader, id, cluster string, r repo.Repo, pins map[string]*Pin) Backup {
 	b := Backup{ID: id, Type: m.Type, Parent: m.Parent, Tier: m.Tier, StartTime: m.StartTime, StopTime: m.StopTime,
 		StartLSN: m.StartLSN, StopLSN: m.StopLSN, Timeline: m.Timeline, SegmentSize: m.SegmentSize}
 	switch {
