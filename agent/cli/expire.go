@@ -82,7 +82,7 @@ func (t tierRules) Set(s string) error {
 }
 
 func cmdExpire(ctx context.Context, e env, args []string) int {
-	f := newFlags(e, "expire", "expire --config FILE [--keep-full N] [--keep-diff N] [--keep-incr N] [--keep-age DUR] [--keep-full-age DUR] [--keep-diff-age DUR] [--keep-incr-age DUR] [--keep-tier NAME=N|DUR[,N|DUR]]... [--pitr-window DUR] [--grace DUR] [--repo NAME] [--parallel N] [--dry-run] [--json]",
+	f := newFlags(e, "expire", "expire --config FILE [--keep-full N] [--keep-diff N] [--keep-incr N] [--keep-age DUR] [--keep-full-age DUR] [--keep-diff-age DUR] [--keep-incr-age DUR] [--keep-tier NAME=N|DUR[,N|DUR]]... [--pitr-window DUR] [--grace DUR] [--repo NAME] [--parallel N] [--trust-unsigned] [--dry-run] [--json]",
 		`Expires backups and archived WAL by retention rules, in every repository
 (or --repo's), and says why each backup stays or goes (see docs/backup.md,
 "Retention"). Give at least one rule:
@@ -102,7 +102,8 @@ window restorable (the newest backup that stopped before now - --pitr-window
 backup kept by a rule, on every timeline, and from start to stop for every
 other kept backup. Backups whose manifest is not signed (where signing is
 configured) are never expired nor counted; an unreadable manifest stops
-expiry of that repository.
+expiry of that repository. Without signing configured, a run that deletes
+needs --trust-unsigned: any writer of the repository could forge backups.
 
 A backup's manifest is deleted before its data, and backups before WAL, so
 an interrupted run leaves no backup that looks complete but is not; the
@@ -127,6 +128,7 @@ markers under <cluster>/expiry/ (see docs/backup.md). Durations: 36h, 30d, 12w, 
 	repoName := f.String("repo", "", "expire only this repository (pins are read from all)")
 	parallel := f.Int("parallel", expire.DefaultParallel, "deletes at once per repository")
 	dry := f.Bool("dry-run", false, "print what would be deleted and why; delete nothing")
+	trustUnsigned := f.Bool("trust-unsigned", false, "delete even where signing is not configured (every manifest, even a forged one, then counts against the rules)")
 	if _, code, ok := f.parse(args, 0); !ok {
 		return code
 	}
@@ -206,7 +208,7 @@ markers under <cluster>/expiry/ (see docs/backup.md). Durations: 36h, 30d, 12w, 
 	}
 	ids, _ := keys.Identities(cfg) // without them timeline history is not followed (keeps more)
 	results, err := expire.Run(ctx, expire.Deps{Cluster: cfg.Cluster, Repos: repos, Identities: ids, Log: log, Pins: pins},
-		expire.Options{Spec: spec, DryRun: *dry, Grace: grace.d, Parallel: *parallel})
+		expire.Options{Spec: spec, DryRun: *dry, Grace: grace.d, Parallel: *parallel, TrustUnsigned: *trustUnsigned})
 	if *f.jsonOut {
 		out := map[string]any{"cluster": cfg.Cluster, "dry_run": *dry, "spec": spec, "results": results}
 		if results == nil {

@@ -61,7 +61,7 @@ func TestRunBackupCompletesDuringDelete(t *testing.T) {
 			f.backup("20261207T000000F", TypeFull, "", time.Hour, 8, 8, 1, nil)
 			f.wal(1, 10)
 			st := &takeDuring{ObjectStore: f.r.Store, f: f, parent: parent}
-			res, err := Run(context.Background(), f.deps(st), Options{Spec: Spec{Types: map[string]Rule{TypeFull: {Count: 1}, TypeIncr: {Age: time.Hour}}}})
+			res, err := Run(context.Background(), f.deps(st), Options{TrustUnsigned: true, Spec: Spec{Types: map[string]Rule{TypeFull: {Count: 1}, TypeIncr: {Age: time.Hour}}}})
 			t.Logf("err %v deleted %v new %s claim %v", err, res[0].Deleted, st.id, st.claimed)
 			if !st.done.Load() {
 				t.Fatal("no backup was taken during the run")
@@ -104,12 +104,12 @@ func TestRunStaleChildRecord(t *testing.T) {
 	f.backup("20261204T000000F", TypeFull, "", 72*time.Hour, 2, 2, 1, nil)
 	f.backup("20261207T000000F", TypeFull, "", time.Hour, 8, 8, 1, nil)
 	f.put(backup.ChildKey(cluster, "20261204T000000F", "20261205T000000I"))
-	_, err := Run(context.Background(), f.deps(nil), Options{Spec: fullRule(1)})
+	_, err := Run(context.Background(), f.deps(nil), Options{TrustUnsigned: true, Spec: fullRule(1)})
 	if !errors.Is(err, ErrBackupStarted) || f.gone("20261204T000000F") {
 		t.Fatalf("a fresh child record did not stop expiry: %v", err)
 	}
 	later := func() time.Time { return time.Now().Add(DefaultGrace + time.Hour) }
-	res, err := Run(context.Background(), f.deps(nil), Options{Spec: fullRule(1), Now: later})
+	res, err := Run(context.Background(), f.deps(nil), Options{TrustUnsigned: true, Spec: fullRule(1), Now: later})
 	if err != nil || !f.gone("20261204T000000F") {
 		t.Fatalf("a stale child record kept its parent: %v %+v", err, res)
 	}
@@ -138,7 +138,7 @@ func TestRunNewStartedRecordSkipsWAL(t *testing.T) {
 	f.backup("20261201T000000F", TypeFull, "", 72*time.Hour, 2, 2, 1, nil)
 	f.backup("20261203T000000F", TypeFull, "", 24*time.Hour, 6, 6, 1, nil)
 	f.wal(1, 7)
-	res, err := Run(context.Background(), f.deps(&startDuring{ObjectStore: f.r.Store, f: f}), Options{Spec: fullRule(1)})
+	res, err := Run(context.Background(), f.deps(&startDuring{ObjectStore: f.r.Store, f: f}), Options{TrustUnsigned: true, Spec: fullRule(1)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +150,7 @@ func TestRunNewStartedRecordSkipsWAL(t *testing.T) {
 	f2.backup("20261201T000000F", TypeFull, "", 72*time.Hour, 2, 2, 1, nil)
 	f2.backup("20261203T000000F", TypeFull, "", 24*time.Hour, 6, 6, 1, nil)
 	f2.wal(1, 7)
-	if res, err := Run(context.Background(), f2.deps(nil), Options{Spec: fullRule(1)}); err != nil || res[0].WALDeleted == 0 {
+	if res, err := Run(context.Background(), f2.deps(nil), Options{TrustUnsigned: true, Spec: fullRule(1)}); err != nil || res[0].WALDeleted == 0 {
 		t.Errorf("control run: %v, %+v", err, res)
 	}
 }
@@ -175,10 +175,10 @@ func TestRunGraceFloor(t *testing.T) {
 	f.put(backup.Prefix(cluster) + stamp + backup.ReservedSuffix + "/n")
 	data := backup.Prefix(cluster) + stamp + "F/pgdata/base/1/1000"
 	f.put(data)
-	if _, err := Run(context.Background(), f.deps(aged{f.r.Store}), Options{Spec: fullRule(1), Grace: time.Minute}); err == nil || !strings.Contains(err.Error(), "below the minimum") {
+	if _, err := Run(context.Background(), f.deps(aged{f.r.Store}), Options{TrustUnsigned: true, Spec: fullRule(1), Grace: time.Minute}); err == nil || !strings.Contains(err.Error(), "below the minimum") {
 		t.Errorf("grace 1m accepted: %v", err)
 	}
-	res, err := Run(context.Background(), f.deps(aged{f.r.Store}), Options{Spec: fullRule(1), Grace: MinGrace})
+	res, err := Run(context.Background(), f.deps(aged{f.r.Store}), Options{TrustUnsigned: true, Spec: fullRule(1), Grace: MinGrace})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,11 +226,45 @@ func TestRunIgnoresOddWALKeys(t *testing.T) {
 	f.backup("20261201T000000F", TypeFull, "", 72*time.Hour, 2, 2, 0, nil)
 	f.backup("20261203T000000F", TypeFull, "", 24*time.Hour, 6, 6, 0, nil)
 	f.wal(3, 7)
-	res, err := Run(context.Background(), f.deps(oddList{f.r.Store}), Options{Spec: fullRule(1)})
+	res, err := Run(context.Background(), f.deps(oddList{f.r.Store}), Options{TrustUnsigned: true, Spec: fullRule(1)})
 	if err != nil {
 		t.Fatalf("odd keys in the bucket stop WAL expiry: %v", err)
 	}
 	if res[0].WALDeleted != 3 {
 		t.Errorf("%d WAL files deleted, want 3 (segments 3-5)", res[0].WALDeleted)
+	}
+}
+
+// TestRunUnsignedNeedsTrust: without signing every manifest counts, so two
+// forged (data-less) newer "fulls" would push the real ones out of keep
+// full 2: a deleting run there is refused unless trusted explicitly; a dry
+// run shows the plan (R9).
+func TestRunUnsignedNeedsTrust(t *testing.T) {
+	f := newFixture(t, false)
+	f.backup("20261201T000000F", TypeFull, "", 72*time.Hour, 2, 2, 2, nil)
+	f.backup("20261202T000000F", TypeFull, "", 48*time.Hour, 4, 4, 2, nil)
+	f.backup("20261206T000000F", TypeFull, "", 1*time.Hour, 9, 9, 0, nil) // forged, no data
+	f.backup("20261206T010000F", TypeFull, "", 0, 9, 9, 0, nil)           // forged, no data
+	f.wal(1, 10)
+	spec := Spec{Types: map[string]Rule{TypeFull: {Count: 2}}}
+	_, err := Run(context.Background(), f.deps(nil), Options{Spec: spec})
+	if !errors.Is(err, ErrUnsigned) {
+		t.Errorf("run without signing nor TrustUnsigned: %v", err)
+	}
+	if f.gone("20261201T000000F") || f.gone("20261202T000000F") {
+		t.Errorf("real backups deleted because of forged manifests (err %v)", err)
+	}
+	res, err := Run(context.Background(), f.deps(nil), Options{Spec: spec, DryRun: true})
+	if err != nil || len(res[0].Plan.Delete) != 2 {
+		t.Errorf("dry run: %v %+v", err, res)
+	}
+	// Signed: the forged unsigned manifests do not count.
+	g := newFixture(t, true)
+	g.backup("20261201T000000F", TypeFull, "", 72*time.Hour, 2, 2, 2, g.signer)
+	g.backup("20261202T000000F", TypeFull, "", 48*time.Hour, 4, 4, 2, g.signer)
+	g.backup("20261206T000000F", TypeFull, "", 1*time.Hour, 9, 9, 0, nil)
+	g.backup("20261206T010000F", TypeFull, "", 0, 9, 9, 0, nil)
+	if _, err := Run(context.Background(), g.deps(nil), Options{Spec: spec}); err != nil || g.gone("20261201T000000F") || g.gone("20261202T000000F") {
+		t.Errorf("signed repository: %v", err)
 	}
 }

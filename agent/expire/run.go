@@ -57,6 +57,12 @@ type Options struct {
 	Grace    time.Duration
 	Parallel int              // deletes at once (default DefaultParallel)
 	Now      func() time.Time // default time.Now
+	// TrustUnsigned allows deleting in a repository without signing
+	// configured, where every manifest counts as trusted: whoever can
+	// write the repository can forge newer backups that push real ones
+	// out of their rules. Without it such a run is refused (a dry run is
+	// not).
+	TrustUnsigned bool
 }
 
 // Result is what one run did (or, dry, would do) in one repository.
@@ -96,6 +102,14 @@ func Run(ctx context.Context, d Deps, o Options) ([]Result, error) {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if !o.DryRun && !o.TrustUnsigned {
+		for _, r := range d.Repos {
+			if r.Verifier == nil {
+				return nil, fmt.Errorf("%w: repository %s: whoever can write it can forge newer backups that push real ones out of their rules; "+
+					"configure signing, or pass --trust-unsigned if only trusted writers can write it (--dry-run shows the plan)", ErrUnsigned, r.Name)
+			}
+		}
 	}
 	pins := d.Pins
 	if pins == nil {
@@ -405,6 +419,9 @@ func loadManifests(ctx context.Context, r repo.Repo, cluster string, ids []strin
 	}
 	return out, nil
 }
+
+// ErrUnsigned means expiry was refused in a repository without signing.
+var ErrUnsigned = errors.New("signing is not configured, so no manifest is authenticated")
 
 // ErrBackupStarted means a backup started while expiry was deleting
 // backups: it stopped, leaving the repository consistent.

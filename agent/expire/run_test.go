@@ -161,7 +161,7 @@ func TestRunDryRunAndReal(t *testing.T) {
 	f.backup("20261203T000000F", TypeFull, "", 24*time.Hour, 8, 8, 5, nil)
 	f.wal(1, 10)
 	ctx := context.Background()
-	o := Options{Spec: fullRule(1), DryRun: true}
+	o := Options{TrustUnsigned: true, Spec: fullRule(1), DryRun: true}
 	res, err := Run(ctx, f.deps(nil), o)
 	if err != nil {
 		t.Fatal(err)
@@ -214,20 +214,20 @@ func TestRunInterrupted(t *testing.T) {
 			f.backup("20261203T000000F", TypeFull, "", 24*time.Hour, 8, 8, 4, nil)
 			f.wal(1, 9)
 			fs := &failingStore{ObjectStore: f.r.Store, n: n}
-			_, err := Run(context.Background(), f.deps(fs), Options{Spec: fullRule(1), Parallel: 3})
+			_, err := Run(context.Background(), f.deps(fs), Options{TrustUnsigned: true, Spec: fullRule(1), Parallel: 3})
 			if err == nil {
 				t.Fatalf("run with deletes failing after %d did not fail", n)
 			}
 			f.consistent()
 			// Within the grace period the leftovers stay (they could be a
 			// backup being written).
-			res, err := Run(context.Background(), f.deps(nil), Options{Spec: fullRule(1)})
+			res, err := Run(context.Background(), f.deps(nil), Options{TrustUnsigned: true, Spec: fullRule(1)})
 			if err != nil {
 				t.Fatal(err)
 			}
 			f.consistent()
 			later := func() time.Time { return time.Now().Add(DefaultGrace + time.Hour) }
-			res, err = Run(context.Background(), f.deps(nil), Options{Spec: fullRule(1), Now: later})
+			res, err = Run(context.Background(), f.deps(nil), Options{TrustUnsigned: true, Spec: fullRule(1), Now: later})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -251,7 +251,7 @@ func TestRunCancelled(t *testing.T) {
 	f.wal(1, 9)
 	ctx, cancel := context.WithCancel(context.Background())
 	cs := &cancelStore{ObjectStore: f.r.Store, after: 5, cancel: cancel}
-	if _, err := Run(ctx, f.deps(cs), Options{Spec: fullRule(1), Parallel: 2}); !errors.Is(err, context.Canceled) {
+	if _, err := Run(ctx, f.deps(cs), Options{TrustUnsigned: true, Spec: fullRule(1), Parallel: 2}); !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled run: %v", err)
 	}
 	f.consistent()
@@ -259,7 +259,7 @@ func TestRunCancelled(t *testing.T) {
 		t.Fatal("the manifest was not deleted first")
 	}
 	later := func() time.Time { return time.Now().Add(DefaultGrace + time.Hour) }
-	res, err := Run(context.Background(), f.deps(nil), Options{Spec: fullRule(1), Now: later})
+	res, err := Run(context.Background(), f.deps(nil), Options{TrustUnsigned: true, Spec: fullRule(1), Now: later})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -291,7 +291,7 @@ func TestRunSparesBackupInProgress(t *testing.T) {
 	running := backup.Prefix(cluster) + "20261204T000000F/pgdata/base/1/1"
 	f.put(running)
 	f.put(backup.Prefix(cluster) + "20261204T000000" + backup.ReservedSuffix + "/abcd")
-	res, err := Run(context.Background(), f.deps(nil), Options{Spec: fullRule(1)})
+	res, err := Run(context.Background(), f.deps(nil), Options{TrustUnsigned: true, Spec: fullRule(1)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -300,7 +300,7 @@ func TestRunSparesBackupInProgress(t *testing.T) {
 	}
 	// Old objects but a fresh reservation (a long backup): still spared.
 	old := func() time.Time { return time.Now().Add(2 * DefaultGrace) }
-	res, err = Run(context.Background(), f.deps(nil), Options{Spec: fullRule(1), Now: old})
+	res, err = Run(context.Background(), f.deps(nil), Options{TrustUnsigned: true, Spec: fullRule(1), Now: old})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -329,7 +329,7 @@ func TestRunUntrustedAndPins(t *testing.T) {
 	if _, err := SetPin(ctx, []repo.Repo{f.r}, f.signer, cluster, "n1", "20261231T000000F", "x", time.Now()); !errors.Is(err, ErrNoBackup) {
 		t.Fatalf("pinning a missing backup: %v", err)
 	}
-	res, err := Run(ctx, f.deps(nil), Options{Spec: fullRule(1)})
+	res, err := Run(ctx, f.deps(nil), Options{TrustUnsigned: true, Spec: fullRule(1)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -343,7 +343,7 @@ func TestRunUntrustedAndPins(t *testing.T) {
 	if err := Unpin(ctx, []repo.Repo{f.r}, cluster, "20261201T000000F"); err != nil {
 		t.Fatal(err)
 	}
-	res, err = Run(ctx, f.deps(nil), Options{Spec: fullRule(1)})
+	res, err = Run(ctx, f.deps(nil), Options{TrustUnsigned: true, Spec: fullRule(1)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -360,7 +360,7 @@ func TestRunRefusesUnreadableManifest(t *testing.T) {
 	f.backup("20261201T000000F", TypeFull, "", 72*time.Hour, 2, 2, 2, nil)
 	f.backup("20261203T000000F", TypeFull, "", 24*time.Hour, 6, 6, 2, nil)
 	f.put(backup.ManifestKey(cluster, "20261202T000000I"))
-	_, err := Run(context.Background(), f.deps(nil), Options{Spec: fullRule(1)})
+	_, err := Run(context.Background(), f.deps(nil), Options{TrustUnsigned: true, Spec: fullRule(1)})
 	if err == nil || !strings.Contains(err.Error(), "20261202T000000I's manifest cannot be read") {
 		t.Fatalf("error %v", err)
 	}
@@ -398,7 +398,7 @@ func TestRunBackupStartsDuringRun(t *testing.T) {
 	f.backup("20261202T000000I", TypeIncr, "20261201T000000F", 48*time.Hour, 4, 4, 2, nil)
 	f.backup("20261203T000000F", TypeFull, "", 24*time.Hour, 6, 6, 2, nil)
 	f.wal(1, 7)
-	res, err := Run(context.Background(), f.deps(&startsBackup{ObjectStore: f.r.Store}), Options{Spec: fullRule(1)})
+	res, err := Run(context.Background(), f.deps(&startsBackup{ObjectStore: f.r.Store}), Options{TrustUnsigned: true, Spec: fullRule(1)})
 	if err != nil {
 		t.Fatalf("run during a backup's start: %v", err)
 	}
@@ -410,7 +410,7 @@ func TestRunBackupStartsDuringRun(t *testing.T) {
 	}
 	f.consistent()
 	// With the reservation fresh, the next run expires no WAL either.
-	res, err = Run(context.Background(), f.deps(nil), Options{Spec: fullRule(1)})
+	res, err = Run(context.Background(), f.deps(nil), Options{TrustUnsigned: true, Spec: fullRule(1)})
 	if err != nil || res[0].WALDeleted != 0 {
 		t.Fatalf("run during a backup: %v, %+v", err, res)
 	}
