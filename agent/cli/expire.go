@@ -207,7 +207,7 @@ markers under <cluster>/expiry/ (see docs/backup.md). Durations: 36h, 30d, 12w, 
 		return ExitFailure
 	}
 	ids, _ := keys.Identities(cfg) // without them timeline history is not followed (keeps more)
-	results, err := expire.Run(ctx, expire.Deps{Cluster: cfg.Cluster, Repos: repos, Identities: ids, Log: log, Pins: pins},
+	results, err := expire.Run(ctx, expire.Deps{Cluster: cfg.Cluster, Repos: repos, Identities: ids, Log: log, Pins: pins, PinRepos: all},
 		expire.Options{Spec: spec, DryRun: *dry, Grace: grace.d, Parallel: *parallel, TrustUnsigned: *trustUnsigned})
 	if *f.jsonOut {
 		out := map[string]any{"cluster": cfg.Cluster, "dry_run": *dry, "spec": spec, "results": results}

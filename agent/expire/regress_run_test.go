@@ -268,3 +268,38 @@ func TestRunUnsignedNeedsTrust(t *testing.T) {
 		t.Errorf("signed repository: %v", err)
 	}
 }
+
+// pinDuring pins a backup when the first manifest is deleted.
+type pinDuring struct {
+	storage.ObjectStore
+	f    *fixture
+	id   string
+	done atomic.Bool
+}
+
+func (s *pinDuring) Delete(ctx context.Context, key string) error {
+	if strings.HasSuffix(key, "/backup.manifest") && !s.done.Swap(true) {
+		if _, err := SetPin(ctx, []repo.Repo{s.f.r}, nil, cluster, "n1", s.id, "hold", time.Now()); err != nil {
+			return err
+		}
+	}
+	return s.ObjectStore.Delete(ctx, key)
+}
+
+// TestRunPinnedDuringRun: a backup pinned after the run read the pins is
+// not deleted: the run stops before it, and before any WAL (R10).
+func TestRunPinnedDuringRun(t *testing.T) {
+	f := newFixture(t, false)
+	f.backup("20261201T000000F", TypeFull, "", 72*time.Hour, 2, 2, 2, nil)
+	f.backup("20261202T000000F", TypeFull, "", 48*time.Hour, 4, 4, 2, nil)
+	f.backup("20261203T000000F", TypeFull, "", 24*time.Hour, 6, 6, 2, nil)
+	f.wal(1, 7)
+	_, err := Run(context.Background(), f.deps(&pinDuring{ObjectStore: f.r.Store, f: f, id: "20261201T000000F"}), Options{TrustUnsigned: true, Spec: fullRule(1)})
+	if !errors.Is(err, ErrPinnedDuringRun) {
+		t.Errorf("run: %v", err)
+	}
+	if f.gone("20261201T000000F") || !f.gone("20261202T000000F") {
+		t.Error("want the newer backup deleted and the pinned one kept")
+	}
+	f.consistent()
+}

@@ -46,6 +46,9 @@ type Deps struct {
 	// Pins, when not nil, are the pins to honour (LoadPins over every
 	// repository, also those not expired now); nil loads them from Repos.
 	Pins map[string]*Pin
+	// PinRepos are where a pin is looked for again right before each
+	// backup is deleted (a pin made during the run); nil is Repos.
+	PinRepos []repo.Repo
 }
 
 // Options tune one run.
@@ -299,6 +302,11 @@ func runOne(ctx context.Context, d Deps, o Options, r repo.Repo, pins map[string
 		// its parent: mark it as being deleted, then look for children
 		// (backup.ClaimParent does the reverse: of the two, at least one
 		// sees the other).
+		// A pin made since the pins were read stops the run (the plan,
+		// WAL included, counted on this backup going).
+		if err := pinnedNow(ctx, d, dcs.ID); err != nil {
+			return res, err
+		}
 		mark := backup.DeletingKey(d.Cluster, dcs.ID)
 		body := fmt.Sprintf(`{"time":%q}`, time.Now().UTC().Format(time.RFC3339Nano))
 		if err := r.Store.Put(ctx, mark, strings.NewReader(body), int64(len(body))); err != nil {
@@ -426,6 +434,28 @@ var ErrUnsigned = errors.New("signing is not configured, so no manifest is authe
 // ErrBackupStarted means a backup started while expiry was deleting
 // backups: it stopped, leaving the repository consistent.
 var ErrBackupStarted = errors.New("a backup started during expiry")
+
+// ErrPinnedDuringRun means a backup about to be deleted was pinned since
+// the run read the pins: the run stopped before it.
+var ErrPinnedDuringRun = errors.New("a backup was pinned during expiry")
+
+// pinnedNow fails when backup id is pinned in any of d's pin repositories.
+func pinnedNow(ctx context.Context, d Deps, id string) error {
+	repos := d.PinRepos
+	if repos == nil {
+		repos = d.Repos
+	}
+	for _, r := range repos {
+		_, err := r.Store.Stat(ctx, PinKey(d.Cluster, id))
+		if err == nil {
+			return fmt.Errorf("%w (backup %s, in repository %s): stopped before deleting it; the next run goes on", ErrPinnedDuringRun, id, r.Name)
+		}
+		if !errors.Is(err, storage.ErrNotFound) {
+			return fmt.Errorf("repository %s: checking for a pin of %s: %w", r.Name, id, err)
+		}
+	}
+	return nil
+}
 
 // listStarted lists the backups' start records (key -> ModTime).
 func listStarted(ctx context.Context, st storage.ObjectStore, cluster string) (map[string]time.Time, error) {
