@@ -303,3 +303,27 @@ func TestRunPinnedDuringRun(t *testing.T) {
 	}
 	f.consistent()
 }
+
+// TestRunChildRecordGoesWithChild: expiring a young incremental removes
+// its record as a child, so a later run may expire its parent at once.
+func TestRunChildRecordGoesWithChild(t *testing.T) {
+	f := newFixture(t, false)
+	f.backup("20261201T000000F", TypeFull, "", 72*time.Hour, 2, 2, 1, nil)
+	f.backup("20261202T000000I", TypeIncr, "20261201T000000F", 48*time.Hour, 4, 4, 1, nil)
+	f.backup("20261203T000000F", TypeFull, "", 24*time.Hour, 6, 6, 1, nil)
+	f.put(backup.ChildKey(cluster, "20261201T000000F", "20261202T000000I"))
+	f.wal(1, 7)
+	// Keep the full for now (count 2), expire the incremental.
+	spec := Spec{Types: map[string]Rule{TypeFull: {Count: 2}, TypeIncr: {Count: 1}}}
+	f.backup("20261203T010000I", TypeIncr, "20261203T000000F", 23*time.Hour, 6, 6, 1, nil)
+	if _, err := Run(context.Background(), f.deps(nil), Options{TrustUnsigned: true, Spec: spec}); err != nil || !f.gone("20261202T000000I") {
+		t.Fatalf("first run: %v", err)
+	}
+	if f.exists(backup.ChildKey(cluster, "20261201T000000F", "20261202T000000I")) {
+		t.Error("the expired incremental's child record is left")
+	}
+	if _, err := Run(context.Background(), f.deps(nil), Options{TrustUnsigned: true, Spec: fullRule(1)}); err != nil || !f.gone("20261201T000000F") {
+		t.Fatalf("second run: %v", err)
+	}
+	f.consistent()
+}

@@ -290,6 +290,12 @@ func runOne(ctx context.Context, d Deps, o Options, r repo.Repo, pins map[string
 		return res, fmt.Errorf("deleting stale expiry markers: %w", err)
 	}
 	expired := map[string]bool{}
+	parentOf := map[string]string{}
+	for _, b := range in.Backups {
+		if b.Parent != "" && backup.ValidID(b.Parent) {
+			parentOf[b.ID] = b.Parent
+		}
+	}
 	// Backups newest first (a child before its parent), each manifest
 	// first: once the manifest is gone it is not a backup, and its data is
 	// a leftover the next run finishes.
@@ -329,8 +335,16 @@ func runOne(ctx context.Context, d Deps, o Options, r repo.Repo, pins map[string
 		if err := del.prefix(ctx, prefix+dcs.ID+"/"); err != nil {
 			return res, fmt.Errorf("deleting backup %s's data (the next run finishes it): %w", dcs.ID, err)
 		}
+		// Its records as a parent and as a child go with it (a record
+		// left as a child would only make a later run wait for the grace
+		// period before deleting its parent).
 		if err := del.prefix(ctx, backup.ChildPrefix(d.Cluster, dcs.ID)); err != nil {
 			return res, fmt.Errorf("deleting backup %s's child records (the next run finishes it): %w", dcs.ID, err)
+		}
+		if p := parentOf[dcs.ID]; p != "" {
+			if err := r.Store.Delete(ctx, backup.ChildKey(d.Cluster, p, dcs.ID)); err != nil {
+				return res, fmt.Errorf("deleting %s: %w", backup.ChildKey(d.Cluster, p, dcs.ID), err)
+			}
 		}
 		if err := r.Store.Delete(ctx, mark); err != nil {
 			return res, fmt.Errorf("deleting %s: %w", mark, err)
