@@ -82,7 +82,7 @@ func (t tierRules) Set(s string) error {
 }
 
 func cmdExpire(ctx context.Context, e env, args []string) int {
-	f := newFlags(e, "expire", "expire --config FILE [--keep-full N] [--keep-diff N] [--keep-incr N] [--keep-age DUR] [--keep-full-age DUR] [--keep-diff-age DUR] [--keep-incr-age DUR] [--keep-tier NAME=N|DUR[,N|DUR]]... [--pitr-window DUR] [--grace DUR] [--repo NAME] [--parallel N] [--trust-unsigned] [--dry-run] [--json]",
+	f := newFlags(e, "expire", "expire --config FILE [--keep-full N] [--keep-diff N] [--keep-incr N] [--keep-age DUR] [--keep-full-age DUR] [--keep-diff-age DUR] [--keep-incr-age DUR] [--keep-tier NAME=N|DUR[,N|DUR]]... [--pitr-window DUR] [--pitr-margin DUR] [--grace DUR] [--repo NAME] [--parallel N] [--trust-unsigned] [--dry-run] [--json]",
 		`Expires backups and archived WAL by retention rules, in every repository
 (or --repo's), and says why each backup stays or goes (see docs/backup.md,
 "Retention"). Give at least one rule:
@@ -98,7 +98,7 @@ backup no rule covers stays; a diff/incr no rule covers goes with its full.
 Whatever the rules say, these stay: pinned backups (backup-pin), the newest
 full backup, every backup a kept one builds on, and what keeps the PITR
 window restorable (the newest backup that stopped before now - --pitr-window
-- 10m, and all WAL after its start). WAL is kept from the start of the oldest
+- --pitr-margin, and all WAL after its start). WAL is kept from the start of the oldest
 backup kept by a rule, on every timeline, and from start to stop for every
 other kept backup. Backups whose manifest is not signed (where signing is
 configured) are never expired nor counted; an unreadable manifest stops
@@ -123,6 +123,8 @@ markers under <cluster>/expiry/ (see docs/backup.md). Durations: 36h, 30d, 12w, 
 	f.Var(tiers, "keep-tier", "NAME=COUNT, NAME=AGE or NAME=COUNT,AGE: the rule of backups taken with --tier NAME (repeatable)")
 	window := durationFlag{d: expire.DefaultPITRWindow}
 	f.Var(&window, "pitr-window", "keep every point of the last DUR restorable (0 for none; default 7d)")
+	margin := durationFlag{d: expire.PITRSkewMargin}
+	f.Var(&margin, "pitr-margin", "the window's anchor must have stopped DUR before the window's start, for clock skew between hosts (default 10m)")
 	grace := durationFlag{d: expire.DefaultGrace}
 	f.Var(&grace, "grace", "objects of a backup without a manifest are removed only when older than DUR (default 1d, at least 6h)")
 	repoName := f.String("repo", "", "expire only this repository (pins are read from all)")
@@ -136,7 +138,7 @@ markers under <cluster>/expiry/ (see docs/backup.md). Durations: 36h, 30d, 12w, 
 		fmt.Fprintf(e.stderr, "pgdr-agent expire: "+format+"\n", a...)
 		return ExitUsage
 	}
-	spec := expire.Spec{Types: map[string]expire.Rule{}, Tiers: map[string]expire.Rule(tiers), PITRWindow: window.d}
+	spec := expire.Spec{Types: map[string]expire.Rule{}, Tiers: map[string]expire.Rule(tiers), PITRWindow: window.d, PITRMargin: margin.d}
 	for _, t := range []struct {
 		typ   string
 		count int
@@ -161,6 +163,9 @@ markers under <cluster>/expiry/ (see docs/backup.md). Durations: 36h, 30d, 12w, 
 	}
 	if *parallel < 1 || *parallel > 256 {
 		return usageErr("--parallel %d: want 1 to 256", *parallel)
+	}
+	if margin.d <= 0 {
+		return usageErr("--pitr-margin must be above 0")
 	}
 	if grace.d < expire.MinGrace {
 		return usageErr("--grace %s: at least %s (a running backup refreshes its reservation every %s)", expire.FormatDuration(grace.d), expire.FormatDuration(expire.MinGrace), backup.ReservationRefresh)

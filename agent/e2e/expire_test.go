@@ -103,7 +103,10 @@ func TestExpireKeepsWhatRestoresNeed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	edge = edge.Add(time.Second)
+	// 2s after batch 4: the window's anchor must have stopped at least
+	// --pitr-margin before now - window, which the whole-second window
+	// below puts up to a second before the edge.
+	edge = edge.Add(2 * time.Second)
 	testutil.WaitFor(t, 10*time.Second, "the clock to pass the window's edge", func() (bool, error) {
 		return time.Now().After(edge.Add(time.Second)), nil
 	})
@@ -115,7 +118,7 @@ func TestExpireKeepsWhatRestoresNeed(t *testing.T) {
 	}
 	// The window reaches back to just after batch 4: its anchor is b3.
 	window := func() string { return fmt.Sprintf("%ds", int(time.Since(edge).Seconds())+1) }
-	args := []string{"--keep-tier", "daily=1", "--keep-tier", "hourly=1"}
+	args := []string{"--keep-tier", "daily=1", "--keep-tier", "hourly=1", "--pitr-margin", "1ms"}
 
 	dry := runExpire(t, l.cfg, append(args, "--pitr-window", window(), "--dry-run")...)
 	if len(dry.Results) != 2 {

@@ -21,8 +21,9 @@ const (
 const DefaultPITRWindow = 7 * 24 * time.Hour
 
 // PITRSkewMargin is how much earlier than the PITR window's start the
-// anchor backup must have stopped: backup times come from the backup
-// host's clock, which may be ahead of the expiring host's.
+// anchor backup must have stopped, by default (Spec.PITRMargin): backup
+// times come from the backup host's clock, which may be ahead of the
+// expiring host's.
 const PITRSkewMargin = 10 * time.Minute
 
 // Backup is what the decision needs to know of one backup.
@@ -76,12 +77,18 @@ type Spec struct {
 	// PITRWindow keeps every point in time since now − PITRWindow
 	// restorable; 0 keeps no window.
 	PITRWindow time.Duration `json:"pitr_window"`
+	// PITRMargin is how much earlier than the window's start its anchor
+	// must have stopped; 0 is PITRSkewMargin.
+	PITRMargin time.Duration `json:"pitr_margin,omitempty"`
 }
 
 // Validate checks the spec; errors name the field.
 func (s Spec) Validate() error {
 	if s.PITRWindow < 0 {
 		return fmt.Errorf("pitr window %s is negative", s.PITRWindow)
+	}
+	if s.PITRMargin < 0 {
+		return fmt.Errorf("pitr margin %s is negative", s.PITRMargin)
 	}
 	check := func(what string, r Rule) error {
 		if r.Count < 0 {
@@ -301,7 +308,11 @@ func Decide(in Input) (*Plan, error) {
 	plan := &Plan{}
 	if in.Spec.PITRWindow > 0 {
 		edge := in.Now.Add(-in.Spec.PITRWindow)
-		limit := edge.Add(-PITRSkewMargin)
+		margin := in.Spec.PITRMargin
+		if margin == 0 {
+			margin = PITRSkewMargin
+		}
+		limit := edge.Add(-margin)
 		var anchor, oldest *state
 		for _, s := range all {
 			if !trusted(s) || root(s) == nil || !chainTrusted(s, byID) {
@@ -314,7 +325,7 @@ func Decide(in Input) (*Plan, error) {
 		}
 		if anchor != nil {
 			anchor.keep(keepContinuous, fmt.Sprintf("PITR window %s: newest backup consistent (stopped) at or before %s (the window's start less %s)",
-				FormatDuration(in.Spec.PITRWindow), limit.UTC().Format(time.RFC3339), PITRSkewMargin))
+				FormatDuration(in.Spec.PITRWindow), limit.UTC().Format(time.RFC3339), margin))
 		} else if oldest != nil {
 			anchor = oldest
 			anchor.keep(keepContinuous, fmt.Sprintf("PITR window %s: no backup stopped before %s, so the oldest one anchors it", FormatDuration(in.Spec.PITRWindow), limit.UTC().Format(time.RFC3339)))
