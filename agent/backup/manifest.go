@@ -255,6 +255,60 @@ func LoadManifest(ctx context.Context, r repo.Repo, cluster, id string) (*Manife
 	return &m, nil
 }
 
+// ManifestHeader is a manifest without its lists of files, directories
+// and tablespaces: what retention needs of every backup.
+type ManifestHeader struct {
+	Format      int       `json:"format"`
+	ID          string    `json:"id"`
+	Type        string    `json:"type"`
+	Parent      string    `json:"parent,omitempty"`
+	Tier        string    `json:"tier,omitempty"`
+	Cluster     string    `json:"cluster"`
+	SegmentSize uint64    `json:"wal_segment_size"`
+	StartTime   time.Time `json:"start_time"`
+	StopTime    time.Time `json:"stop_time"`
+	StartLSN    wal.LSN   `json:"start_lsn"`
+	StopLSN     wal.LSN   `json:"stop_lsn"`
+	Timeline    uint32    `json:"timeline"`
+	// Signed: as Manifest.Signed.
+	Signed bool `json:"-"`
+}
+
+// LoadManifestHeader reads backup id's manifest as LoadManifest does
+// (the signature checked over all of it) but keeps only its header.
+func LoadManifestHeader(ctx context.Context, r repo.Repo, cluster, id string) (*ManifestHeader, error) {
+	if !ValidID(id) {
+		return nil, fmt.Errorf("%q is not a backup ID (like 20261126T081700F)", id)
+	}
+	key := manifestKey(cluster, id)
+	rc, err := r.Store.Get(ctx, key)
+	if err != nil {
+		if errors.Is(err, storage.ErrNotFound) {
+			return nil, fmt.Errorf("backup %s in repository %s: %w", id, r.Name, ErrNoBackup)
+		}
+		return nil, fmt.Errorf("repository %s: %s: %w", r.Name, key, err)
+	}
+	defer rc.Close()
+	or, err := objstream.NewReaderOpts(rc, r.SignedReadOptions(key, nil, false))
+	if err != nil {
+		return nil, fmt.Errorf("repository %s: manifest %s: %w", r.Name, key, err)
+	}
+	defer or.Close()
+	var m ManifestHeader
+	if err := json.NewDecoder(or).Decode(&m); err != nil {
+		return nil, fmt.Errorf("repository %s: manifest %s: %w", r.Name, key, err)
+	}
+	// Read to io.EOF, so the plaintext matched the signed header.
+	if _, err := io.Copy(io.Discard, or); err != nil {
+		return nil, fmt.Errorf("repository %s: manifest %s: %w", r.Name, key, err)
+	}
+	if m.Format != ManifestFormat {
+		return nil, fmt.Errorf("repository %s: manifest %s has format %d, this pgdr reads %d", r.Name, key, m.Format, ManifestFormat)
+	}
+	m.Signed = r.Verifier != nil && or.Header.Signature != nil
+	return &m, nil
+}
+
 // saveManifest writes the manifest (compressed, checksummed, not
 // encrypted: see the package comment) to one repository, signed by signer
 // when it is not nil.

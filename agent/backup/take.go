@@ -179,6 +179,13 @@ func Take(ctx context.Context, d Deps, o Options) (*Manifest, error) {
 		return nil, err
 	}
 	defer resv.release(context.WithoutCancel(ctx))
+	// Recorded as started before pg_backup_start settles the WAL it
+	// needs, and its reservation kept fresh while it runs: see the
+	// protocol with expiry in expiry.go.
+	if err := recordStarted(ctx, d.Repos, d.Cfg.Cluster, resv.stamp); err != nil {
+		return nil, err
+	}
+	defer resv.keepFresh(ctx, ReservationRefresh, log)()
 	cands, reason, err := parentCandidates(ctx, d.Repos, d.Cfg.Cluster, o.Type, srv)
 	if err != nil {
 		return nil, err
@@ -323,13 +330,11 @@ func Take(ctx context.Context, d Deps, o Options) (*Manifest, error) {
 		m.StoredBytes += f.Stored
 	}
 	m.DurationSeconds = time.Since(m.StartTime).Seconds()
-	// The parent chain must still be there: an expiry that listed the
-	// repository before this backup's reservation may have removed it.
+	// The parent chain must still be there and not being expired: an
+	// expiry running now may be removing it (see ClaimParent).
 	if m.Parent != "" {
-		for _, r := range d.Repos {
-			if _, err := Chain(ctx, r, m.Cluster, m.Parent); err != nil {
-				return nil, fmt.Errorf("repository %s: the parent chain of this %s backup is gone (expired while it ran?), so it is not recorded: %w", r.Name, m.Type, err)
-			}
+		if err := ClaimParent(ctx, d.Repos, m.Cluster, m.Parent, m.ID); err != nil {
+			return nil, fmt.Errorf("%s backup: %w", m.Type, err)
 		}
 	}
 	for i, r := range d.Repos {
@@ -658,6 +663,7 @@ func awaitCheckpoint(ctx context.Context, standby *pgx.Conn, primaryDSN string, 
 type reservation struct {
 	stamp string
 	key   string
+	body  string
 	repos []repo.Repo
 }
 
@@ -685,7 +691,7 @@ func reserveID(ctx context.Context, repos []repo.Repo, cluster, node string, now
 	t := now().UTC()
 	for range 30 {
 		stamp := t.Format("20060102T150405")
-		r := &reservation{stamp: stamp, key: reservePrefix(cluster, stamp) + hex.EncodeToString(nonce[:]), repos: repos}
+		r := &reservation{stamp: stamp, key: reservePrefix(cluster, stamp) + hex.EncodeToString(nonce[:]), body: body, repos: repos}
 		used, err := r.othersUse(ctx, cluster)
 		if err != nil {
 			return nil, err

@@ -82,7 +82,7 @@ func (t tierRules) Set(s string) error {
 }
 
 func cmdExpire(ctx context.Context, e env, args []string) int {
-	f := newFlags(e, "expire", "expire --config FILE [--keep-full N] [--keep-diff N] [--keep-incr N] [--keep-age DUR] [--keep-full-age DUR] [--keep-diff-age DUR] [--keep-incr-age DUR] [--keep-tier NAME=N|DUR[,N|DUR]]... [--pitr-window DUR] [--grace DUR] [--repo NAME] [--parallel N] [--dry-run] [--json]",
+	f := newFlags(e, "expire", "expire --config FILE [--keep-full N] [--keep-diff N] [--keep-incr N] [--keep-age DUR] [--keep-full-age DUR] [--keep-diff-age DUR] [--keep-incr-age DUR] [--keep-tier NAME=N|DUR[,N|DUR]]... [--pitr-window DUR] [--pitr-margin DUR] [--grace DUR] [--repo NAME] [--parallel N] [--trust-unsigned] [--dry-run] [--json]",
 		`Expires backups and archived WAL by retention rules, in every repository
 (or --repo's), and says why each backup stays or goes (see docs/backup.md,
 "Retention"). Give at least one rule:
@@ -97,17 +97,20 @@ backup's tier rule, when its tier has one, replaces its type's rule. A full
 backup no rule covers stays; a diff/incr no rule covers goes with its full.
 Whatever the rules say, these stay: pinned backups (backup-pin), the newest
 full backup, every backup a kept one builds on, and what keeps the PITR
-window restorable (the newest backup starting before now - --pitr-window,
-and all WAL after its start). WAL is kept from the start of the oldest
+window restorable (the newest backup that stopped before now - --pitr-window
+- --pitr-margin, and all WAL after its start). WAL is kept from the start of the oldest
 backup kept by a rule, on every timeline, and from start to stop for every
 other kept backup. Backups whose manifest is not signed (where signing is
 configured) are never expired nor counted; an unreadable manifest stops
-expiry of that repository.
+expiry of that repository. Without signing configured, a run that deletes
+needs --trust-unsigned: any writer of the repository could forge backups.
 
 A backup's manifest is deleted before its data, and backups before WAL, so
 an interrupted run leaves no backup that looks complete but is not; the
-next run removes what was left once older than --grace (which also spares
-a backup being written now). Durations: 36h, 30d, 12w, 1d12h.`, true).withJSON()
+next run removes what was left once older than --grace (at least 6h; a
+running backup refreshes its reservation every 30m, so it is never taken for
+a stale one). Expiry and backups running at the same time coordinate through
+markers under <cluster>/expiry/ (see docs/backup.md). Durations: 36h, 30d, 12w, 1d12h.`, true).withJSON()
 	keepFull := f.Int("keep-full", 0, "keep the newest N full backups")
 	keepDiff := f.Int("keep-diff", 0, "keep the newest N differential backups")
 	keepIncr := f.Int("keep-incr", 0, "keep the newest N incremental backups")
@@ -120,11 +123,14 @@ a backup being written now). Durations: 36h, 30d, 12w, 1d12h.`, true).withJSON()
 	f.Var(tiers, "keep-tier", "NAME=COUNT, NAME=AGE or NAME=COUNT,AGE: the rule of backups taken with --tier NAME (repeatable)")
 	window := durationFlag{d: expire.DefaultPITRWindow}
 	f.Var(&window, "pitr-window", "keep every point of the last DUR restorable (0 for none; default 7d)")
+	margin := durationFlag{d: expire.PITRSkewMargin}
+	f.Var(&margin, "pitr-margin", "the window's anchor must have stopped DUR before the window's start, for clock skew between hosts (default 10m)")
 	grace := durationFlag{d: expire.DefaultGrace}
-	f.Var(&grace, "grace", "objects of a backup without a manifest are removed only when older than DUR (default 1d)")
+	f.Var(&grace, "grace", "objects of a backup without a manifest are removed only when older than DUR (default 1d, at least 6h)")
 	repoName := f.String("repo", "", "expire only this repository (pins are read from all)")
 	parallel := f.Int("parallel", expire.DefaultParallel, "deletes at once per repository")
 	dry := f.Bool("dry-run", false, "print what would be deleted and why; delete nothing")
+	trustUnsigned := f.Bool("trust-unsigned", false, "delete even where signing is not configured (every manifest, even a forged one, then counts against the rules)")
 	if _, code, ok := f.parse(args, 0); !ok {
 		return code
 	}
@@ -132,7 +138,7 @@ a backup being written now). Durations: 36h, 30d, 12w, 1d12h.`, true).withJSON()
 		fmt.Fprintf(e.stderr, "pgdr-agent expire: "+format+"\n", a...)
 		return ExitUsage
 	}
-	spec := expire.Spec{Types: map[string]expire.Rule{}, Tiers: map[string]expire.Rule(tiers), PITRWindow: window.d}
+	spec := expire.Spec{Types: map[string]expire.Rule{}, Tiers: map[string]expire.Rule(tiers), PITRWindow: window.d, PITRMargin: margin.d}
 	for _, t := range []struct {
 		typ   string
 		count int
@@ -158,8 +164,11 @@ a backup being written now). Durations: 36h, 30d, 12w, 1d12h.`, true).withJSON()
 	if *parallel < 1 || *parallel > 256 {
 		return usageErr("--parallel %d: want 1 to 256", *parallel)
 	}
-	if grace.d <= 0 {
-		return usageErr("--grace must be above 0")
+	if margin.d <= 0 {
+		return usageErr("--pitr-margin must be above 0")
+	}
+	if grace.d < expire.MinGrace {
+		return usageErr("--grace %s: at least %s (a running backup refreshes its reservation every %s)", expire.FormatDuration(grace.d), expire.FormatDuration(expire.MinGrace), backup.ReservationRefresh)
 	}
 	if err := spec.Validate(); err != nil {
 		return usageErr("%v", err)
@@ -203,8 +212,8 @@ a backup being written now). Durations: 36h, 30d, 12w, 1d12h.`, true).withJSON()
 		return ExitFailure
 	}
 	ids, _ := keys.Identities(cfg) // without them timeline history is not followed (keeps more)
-	results, err := expire.Run(ctx, expire.Deps{Cluster: cfg.Cluster, Repos: repos, Identities: ids, Log: log, Pins: pins},
-		expire.Options{Spec: spec, DryRun: *dry, Grace: grace.d, Parallel: *parallel})
+	results, err := expire.Run(ctx, expire.Deps{Cluster: cfg.Cluster, Repos: repos, Identities: ids, Log: log, Pins: pins, PinRepos: all},
+		expire.Options{Spec: spec, DryRun: *dry, Grace: grace.d, Parallel: *parallel, TrustUnsigned: *trustUnsigned})
 	if *f.jsonOut {
 		out := map[string]any{"cluster": cfg.Cluster, "dry_run": *dry, "spec": spec, "results": results}
 		if results == nil {
@@ -253,11 +262,16 @@ func printExpire(w io.Writer, r expire.Result) {
 		fmt.Fprintf(w, "  WAL DELETE  timeline %d  %s..%s (%d files): %s\n", g.Timeline, g.First, g.Last, g.Files, g.Reason)
 	}
 	for _, g := range p.WALKeep {
-		if g.Last == "" {
+		if g.First == "" {
+			fmt.Fprintf(w, "  WAL KEEP    all: %s\n", g.Reason)
+		} else if g.Last == "" {
 			fmt.Fprintf(w, "  WAL KEEP    timeline %d  from %s: %s\n", g.Timeline, g.First, g.Reason)
 		} else {
 			fmt.Fprintf(w, "  WAL KEEP    timeline %d  %s..%s: %s\n", g.Timeline, g.First, g.Last, g.Reason)
 		}
+	}
+	if r.WALSkipped != "" {
+		fmt.Fprintf(w, "  WAL SKIPPED %s\n", r.WALSkipped)
 	}
 	for _, l := range r.Leftovers {
 		fmt.Fprintf(w, "  LEFTOVER    %s: objects without a manifest, older than the grace period\n", l)

@@ -39,6 +39,7 @@ func TestExpireUsage(t *testing.T) {
 		{[]string{"expire", "--config", cfg, "--keep-tier", "daily=7,8"}, "want one count"},
 		{[]string{"expire", "--config", cfg, "--keep-tier", "daily=7", "--keep-tier", "daily=3"}, "tier daily given twice"},
 		{[]string{"expire", "--config", cfg, "--keep-full", "1", "--parallel", "0"}, "--parallel 0"},
+		{[]string{"expire", "--config", cfg, "--keep-full", "1", "--grace", "1m"}, "--grace 1m0s: at least 6h"},
 		{[]string{"expire", "--config", cfg, "--keep-full", "1", "--bogus"}, "flag provided but not defined: -bogus"},
 		{[]string{"expire", "--config", cfg, "--keep-full", "1", "extra"}, "expected 0 argument(s)"},
 		{[]string{"backup-pin", "--config", cfg, "20261201T000000F"}, "--note TEXT is required"},
@@ -122,7 +123,14 @@ func TestExpireCommand(t *testing.T) {
 	if code != 0 || !strings.Contains(stdout, `"pin_note": "legal hold"`) {
 		t.Fatalf("backup-list: exit %d\n%s%s", code, stdout, stderr)
 	}
-	res = expire("--keep-full", "1")
+	// Without signing configured, a run that deletes needs --trust-unsigned.
+	if code, _, stderr := agentRun("expire", "--config", cfg, "--keep-full", "1", "--pitr-window", "0"); code != ExitFailure || !strings.Contains(stderr, "--trust-unsigned") {
+		t.Fatalf("expire without signing nor --trust-unsigned: exit %d\n%s", code, stderr)
+	}
+	if _, err := st.Stat(ctx, backup.ManifestKey("c1", "20261202T000000F")); err != nil {
+		t.Fatalf("the refused run deleted: %v", err)
+	}
+	res = expire("--keep-full", "1", "--trust-unsigned")
 	if got := res.Results[0].Deleted; len(got) != 1 || got[0] != "20261202T000000F" || res.Results[0].WALDeleted != 6 { // segments 1 and 3-7: the pinned one keeps 2
 		t.Fatalf("expire with a pin: %+v", res)
 	}
@@ -135,7 +143,7 @@ func TestExpireCommand(t *testing.T) {
 	if code, _, stderr := agentRun("backup-unpin", "--config", cfg, "20261201T000000F"); code != ExitFailure || !strings.Contains(stderr, "is not pinned") {
 		t.Fatalf("second backup-unpin: exit %d\n%s", code, stderr)
 	}
-	code, stdout, _ = agentRun("expire", "--config", cfg, "--keep-full", "1", "--pitr-window", "0")
+	code, stdout, _ = agentRun("expire", "--config", cfg, "--keep-full", "1", "--pitr-window", "0", "--trust-unsigned")
 	if code != 0 || !strings.Contains(stdout, "deleted 1 of 2 backups") || !strings.Contains(stdout, "DELETE  20261201T000000F") {
 		t.Fatalf("expire after unpin: exit %d\n%s", code, stdout)
 	}

@@ -73,7 +73,7 @@ func TestExpireS3Scale(t *testing.T) {
 	}
 	t.Logf("filled %d WAL objects and 200 backups in %s", n, time.Since(fill).Round(time.Second))
 	d := Deps{Cluster: cluster, Repos: []repo.Repo{r}, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	o := Options{Spec: Spec{Types: map[string]Rule{TypeFull: {Count: 20}}}, DryRun: true}
+	o := Options{TrustUnsigned: true, Spec: Spec{Types: map[string]Rule{TypeFull: {Count: 20}}}, DryRun: true}
 	t0 := time.Now()
 	res, err := Run(ctx, d, o)
 	if err != nil {

@@ -20,6 +20,12 @@ const (
 // DefaultPITRWindow is the PITR window when none is given.
 const DefaultPITRWindow = 7 * 24 * time.Hour
 
+// PITRSkewMargin is how much earlier than the PITR window's start the
+// anchor backup must have stopped, by default (Spec.PITRMargin): backup
+// times come from the backup host's clock, which may be ahead of the
+// expiring host's.
+const PITRSkewMargin = 10 * time.Minute
+
 // Backup is what the decision needs to know of one backup.
 type Backup struct {
 	ID          string
@@ -71,12 +77,18 @@ type Spec struct {
 	// PITRWindow keeps every point in time since now − PITRWindow
 	// restorable; 0 keeps no window.
 	PITRWindow time.Duration `json:"pitr_window"`
+	// PITRMargin is how much earlier than the window's start its anchor
+	// must have stopped; 0 is PITRSkewMargin.
+	PITRMargin time.Duration `json:"pitr_margin,omitempty"`
 }
 
 // Validate checks the spec; errors name the field.
 func (s Spec) Validate() error {
 	if s.PITRWindow < 0 {
 		return fmt.Errorf("pitr window %s is negative", s.PITRWindow)
+	}
+	if s.PITRMargin < 0 {
+		return fmt.Errorf("pitr margin %s is negative", s.PITRMargin)
 	}
 	check := func(what string, r Rule) error {
 		if r.Count < 0 {
@@ -166,7 +178,7 @@ type keepKind int
 const (
 	keepNone keepKind = iota
 	// keepConsistent: kept as data (a parent, pinned, untrusted): WAL from
-	// its start to its stop only.
+	// its start to its stop only (none for an untrusted one).
 	keepConsistent
 	// keepContinuous: kept by a rule, as newest full or PITR anchor: all
 	// WAL from its start on.
@@ -288,26 +300,35 @@ func Decide(in Input) (*Plan, error) {
 			break
 		}
 	}
-	// The PITR window's anchor: the newest restorable backup starting at
-	// or before the window's start, else the oldest restorable one.
+	// The PITR window's anchor: the newest restorable backup that was
+	// consistent (stopped) at or before the window's start less
+	// PITRSkewMargin, else the oldest restorable one. A backup restores
+	// only targets after its stop, so one that starts before the edge but
+	// ends after it cannot anchor the window.
 	plan := &Plan{}
 	if in.Spec.PITRWindow > 0 {
 		edge := in.Now.Add(-in.Spec.PITRWindow)
+		margin := in.Spec.PITRMargin
+		if margin == 0 {
+			margin = PITRSkewMargin
+		}
+		limit := edge.Add(-margin)
 		var anchor, oldest *state
 		for _, s := range all {
 			if !trusted(s) || root(s) == nil || !chainTrusted(s, byID) {
 				continue
 			}
 			oldest = s
-			if anchor == nil && !s.b.StartTime.After(edge) {
+			if anchor == nil && !s.b.StopTime.IsZero() && !s.b.StopTime.After(limit) {
 				anchor = s
 			}
 		}
 		if anchor != nil {
-			anchor.keep(keepContinuous, fmt.Sprintf("PITR window %s: newest backup starting at or before %s", FormatDuration(in.Spec.PITRWindow), edge.UTC().Format(time.RFC3339)))
+			anchor.keep(keepContinuous, fmt.Sprintf("PITR window %s: newest backup consistent (stopped) at or before %s (the window's start less %s)",
+				FormatDuration(in.Spec.PITRWindow), limit.UTC().Format(time.RFC3339), margin))
 		} else if oldest != nil {
 			anchor = oldest
-			anchor.keep(keepContinuous, fmt.Sprintf("PITR window %s: no backup starts before %s, so the oldest one anchors it", FormatDuration(in.Spec.PITRWindow), edge.UTC().Format(time.RFC3339)))
+			anchor.keep(keepContinuous, fmt.Sprintf("PITR window %s: no backup stopped before %s, so the oldest one anchors it", FormatDuration(in.Spec.PITRWindow), limit.UTC().Format(time.RFC3339)))
 		}
 		if anchor != nil {
 			plan.PITRAnchor = anchor.b.ID
@@ -374,6 +395,14 @@ func Decide(in Input) (*Plan, error) {
 		plan.Delete = append(plan.Delete, d)
 	}
 	decideWAL(in, all, plan)
+	if len(in.InProgress) > 0 && len(plan.WALDeleteNames) > 0 {
+		// A backup in progress may need WAL from before every kept
+		// backup's start (a standby's backup starts at its last
+		// restartpoint, which may be far behind).
+		plan.WALKeep = append(plan.WALKeep, WALRange{Files: len(plan.WALDeleteNames),
+			Reason: "a backup is in progress (" + strings.Join(in.InProgress, ", ") + ") and may need older WAL: no WAL expires now"})
+		plan.WALDelete, plan.WALDeleteNames = nil, nil
+	}
 	return plan, nil
 }
 
@@ -427,13 +456,16 @@ func decideWAL(in Input, all []*state, plan *Plan) {
 	var needs []need
 	var segSize uint64
 	for _, s := range all {
-		if s.kind == keepNone {
+		// An untrusted manifest's WAL positions are whatever its writer
+		// chose (a forged range of 2^62 bytes, a start of 0): it keeps
+		// its own objects, never WAL.
+		if s.kind == keepNone || s.b.Untrusted != "" {
 			continue
 		}
-		if s.b.Untrusted == "" && s.b.SegmentSize != 0 && segSize == 0 {
+		if s.b.SegmentSize != 0 && segSize == 0 {
 			segSize = s.b.SegmentSize
 		}
-		needs = append(needs, need{id: s.b.ID, tli: s.b.Timeline, start: s.b.StartLSN, stop: s.b.StopLSN, continuous: s.kind == keepContinuous && s.b.Untrusted == ""})
+		needs = append(needs, need{id: s.b.ID, tli: s.b.Timeline, start: s.b.StartLSN, stop: s.b.StopLSN, continuous: s.kind == keepContinuous})
 	}
 	var global *need
 	for i := range needs {
@@ -494,21 +526,37 @@ func decideWAL(in Input, all []*state, plan *Plan) {
 		plan.WALKeep = append(plan.WALKeep, WALRange{Timeline: t, First: k.from.Segment(t, segSize),
 			Reason: fmt.Sprintf("kept from %s on: needed by backup %s", k.from, k.by)})
 	}
+	// Every kept backup's own start..stop, as merged segment intervals
+	// per timeline (never as lists of names: a range's size is only
+	// bounded by the manifest).
+	type interval struct{ first, last uint64 }
+	spans := map[uint32][]interval{}
 	for _, n := range needs {
+		first, last := segOf(n.start), segOf(maxLSN(n.start, n.stop-1))
+		spans[n.tli] = append(spans[n.tli], interval{first, last})
 		if n.continuous {
 			continue
 		}
-		segs := wal.SegmentsBetween(n.tli, n.start, n.stop, segSize)
-		plan.WALKeep = append(plan.WALKeep, WALRange{Timeline: n.tli, First: segs[0], Last: segs[len(segs)-1], Files: len(segs),
+		plan.WALKeep = append(plan.WALKeep, WALRange{Timeline: n.tli, First: wal.SegmentName(n.tli, first, segSize),
+			Last: wal.SegmentName(n.tli, last, segSize), Files: int(min(last-first+1, uint64(1)<<31)),
 			Reason: "start to stop of kept backup " + n.id})
 	}
-	inConsistency := func(tli uint32, seg uint64) bool {
-		for _, n := range needs {
-			if n.tli == tli && seg >= segOf(n.start) && seg <= segOf(maxLSN(n.start, n.stop-1)) {
-				return true
+	for tli, iv := range spans {
+		sort.Slice(iv, func(i, j int) bool { return iv[i].first < iv[j].first })
+		merged := iv[:1]
+		for _, x := range iv[1:] {
+			if l := &merged[len(merged)-1]; x.first <= l.last || x.first == l.last+1 {
+				l.last = max(l.last, x.last)
+				continue
 			}
+			merged = append(merged, x)
 		}
-		return false
+		spans[tli] = merged
+	}
+	inConsistency := func(tli uint32, seg uint64) bool {
+		iv := spans[tli]
+		i := sort.Search(len(iv), func(i int) bool { return iv[i].last >= seg })
+		return i < len(iv) && iv[i].first <= seg
 	}
 	sort.Slice(files, func(i, j int) bool {
 		if files[i].name.Timeline != files[j].name.Timeline {

@@ -112,7 +112,7 @@ func TestDecide(t *testing.T) {
 				bk("F4", TypeFull, "", day(-1), 1, 8, 8),
 			}, WAL: segs(1, 1, 9), Spec: Spec{Types: map[string]Rule{TypeFull: {Count: 1}}, PITRWindow: 7 * 24 * time.Hour}},
 			keep: []string{"F2", "F4"}, del: []string{"F1", "F3"}, walDel: segs(1, 1, 3), anchor: "F2",
-			reasons: map[string]string{"F2": "PITR window 7d: newest backup starting at or before"},
+			reasons: map[string]string{"F2": "PITR window 7d: newest backup consistent (stopped) at or before"},
 		},
 		{
 			name: "#7 PITR window and the anchor is an incremental: its chain stays too",
@@ -131,7 +131,7 @@ func TestDecide(t *testing.T) {
 				bk("F2", TypeFull, "", day(-1), 1, 4, 4),
 			}, WAL: segs(1, 1, 5), Spec: Spec{Types: map[string]Rule{TypeFull: {Count: 1}}, PITRWindow: 7 * 24 * time.Hour}},
 			keep: []string{"F1", "F2"}, walDel: segs(1, 1, 1), anchor: "F1",
-			reasons: map[string]string{"F1": "no backup starts before"},
+			reasons: map[string]string{"F1": "no backup stopped before"},
 		},
 		{
 			name: "#9 a backup on timeline 1 restored to latest needs timeline 2 after the switch; no history: all of timeline 2 kept",
@@ -256,13 +256,13 @@ func TestDecide(t *testing.T) {
 			keep: []string{"F1", "I1", "F2"}, walDel: cat(segs(1, 1, 1), segs(1, 3, 3), segs(1, 6, 8)),
 		},
 		{
-			name: "#20 a backup in progress may build on any backup: none expires, WAL before them still goes",
+			name: "#20 a backup in progress may build on any backup and need older WAL: none expires, no WAL goes",
 			in: Input{Backups: []Backup{
 				bk("F1", TypeFull, "", day(-3), 1, 2, 2),
 				bk("I1", TypeIncr, "F1", day(-2), 1, 4, 4),
 				bk("F2", TypeFull, "", day(-1), 1, 6, 6),
 			}, WAL: segs(1, 1, 7), Spec: fullRule(1), InProgress: []string{"20261207T115900"}},
-			keep: []string{"F1", "I1", "F2"}, walDel: segs(1, 1, 1),
+			keep: []string{"F1", "I1", "F2"}, walDel: nil,
 			reasons: map[string]string{"I1": "a backup is in progress (20261207T115900)"},
 		},
 		{

@@ -25,6 +25,12 @@ import (
 // its ID's reservation) must be before expiry removes them.
 const DefaultGrace = 24 * time.Hour
 
+// MinGrace is the shortest grace period accepted: far above the interval
+// at which a running backup refreshes its reservation
+// (backup.ReservationRefresh) and any plausible clock skew between hosts,
+// so a running backup is never taken for a stale one.
+const MinGrace = 6 * time.Hour
+
 // DefaultParallel is how many deletes run at once per repository.
 const DefaultParallel = 16
 
@@ -40,6 +46,9 @@ type Deps struct {
 	// Pins, when not nil, are the pins to honour (LoadPins over every
 	// repository, also those not expired now); nil loads them from Repos.
 	Pins map[string]*Pin
+	// PinRepos are where a pin is looked for again right before each
+	// backup is deleted (a pin made during the run); nil is Repos.
+	PinRepos []repo.Repo
 }
 
 // Options tune one run.
@@ -51,6 +60,12 @@ type Options struct {
 	Grace    time.Duration
 	Parallel int              // deletes at once (default DefaultParallel)
 	Now      func() time.Time // default time.Now
+	// TrustUnsigned allows deleting in a repository without signing
+	// configured, where every manifest counts as trusted: whoever can
+	// write the repository can forge newer backups that push real ones
+	// out of their rules. Without it such a run is refused (a dry run is
+	// not).
+	TrustUnsigned bool
 }
 
 // Result is what one run did (or, dry, would do) in one repository.
@@ -61,6 +76,9 @@ type Result struct {
 	Deleted []string `json:"deleted_backups"`
 	// WALDeleted counts the WAL files removed.
 	WALDeleted int `json:"wal_deleted"`
+	// WALSkipped, when not empty, says why no WAL was removed although
+	// the plan had some to remove.
+	WALSkipped string `json:"wal_skipped,omitempty"`
 	// Leftovers lists the backup IDs (and stale reservations) whose
 	// objects without a manifest were removed (or would be).
 	Leftovers []string `json:"leftovers"`
@@ -76,14 +94,25 @@ func Run(ctx context.Context, d Deps, o Options) ([]Result, error) {
 	if err := o.Spec.Validate(); err != nil {
 		return nil, err
 	}
-	if o.Grace <= 0 {
+	if o.Grace == 0 {
 		o.Grace = DefaultGrace
+	}
+	if o.Grace < MinGrace {
+		return nil, fmt.Errorf("grace period %s is below the minimum %s: a running backup's reservation could be taken for a stale one", o.Grace, MinGrace)
 	}
 	if o.Parallel <= 0 {
 		o.Parallel = DefaultParallel
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if !o.DryRun && !o.TrustUnsigned {
+		for _, r := range d.Repos {
+			if r.Verifier == nil {
+				return nil, fmt.Errorf("%w: repository %s: whoever can write it can forge newer backups that push real ones out of their rules; "+
+					"configure signing, or pass --trust-unsigned if only trusted writers can write it (--dry-run shows the plan)", ErrUnsigned, r.Name)
+			}
+		}
 	}
 	pins := d.Pins
 	if pins == nil {
@@ -116,13 +145,18 @@ func runOne(ctx context.Context, d Deps, o Options, r repo.Repo, pins map[string
 	log := d.Log.With("repo", r.Name)
 	now := o.Now()
 	res := &Result{Repo: r.Name, DryRun: o.DryRun}
-	listedAt := time.Now()
+	// The backups started so far (see the protocol in agent/backup's
+	// expiry.go): listed before the backups, again before deleting WAL.
+	started, err := listStarted(ctx, r.Store, d.Cluster)
+	if err != nil {
+		return res, err
+	}
 	// One listing of the backups: manifests, leftovers, reservations.
 	prefix := backup.Prefix(d.Cluster)
 	ids := map[string]*backupObjects{}
 	reserved := map[string]time.Time{}    // stamp -> newest reservation
 	reservations := map[string][]string{} // stamp -> keys
-	err := r.Store.List(ctx, prefix, func(oi storage.ObjectInfo) error {
+	err = r.Store.List(ctx, prefix, func(oi storage.ObjectInfo) error {
 		rest := strings.TrimPrefix(oi.Key, prefix)
 		first, _, _ := strings.Cut(rest, "/")
 		if stamp, ok := strings.CutSuffix(first, backup.ReservedSuffix); ok {
@@ -172,8 +206,18 @@ func runOne(ctx context.Context, d Deps, o Options, r repo.Repo, pins map[string
 	// One listing of the WAL.
 	walKeys := map[string]string{}
 	var histories []string
+	odd := 0
 	err = r.Store.List(ctx, repo.WALPrefix(d.Cluster), func(oi storage.ObjectInfo) error {
 		name := oi.Key[strings.LastIndexByte(oi.Key, '/')+1:]
+		// Only keys exactly where wal-push puts them: a key such as
+		// wal/x/../<segment> (any key is allowed on S3) is never read as
+		// archive, and deleting it would be refused.
+		if len(name) < 8 || oi.Key != repo.WALKey(d.Cluster, name) {
+			if odd++; odd == 1 {
+				log.Warn("object under the WAL prefix that is not an archived WAL file's key: ignored (and not deleted)", "key", oi.Key)
+			}
+			return nil
+		}
 		walKeys[name] = oi.Key
 		in.WAL = append(in.WAL, name)
 		if n, err := wal.ParseName(name); err == nil && n.Kind == wal.KindHistory {
@@ -183,6 +227,9 @@ func runOne(ctx context.Context, d Deps, o Options, r repo.Repo, pins map[string
 	})
 	if err != nil {
 		return res, fmt.Errorf("listing WAL: %w", err)
+	}
+	if odd > 1 {
+		log.Warn("objects under the WAL prefix that are not archived WAL files' keys were ignored", "count", odd)
 	}
 	in.History = verifiedHistories(ctx, r, d, histories, walKeys, log)
 	edge := now.Add(-o.Grace)
@@ -224,6 +271,31 @@ func runOne(ctx context.Context, d Deps, o Options, r repo.Repo, pins map[string
 		return res, nil
 	}
 	del := &deleter{store: r.Store, parallel: o.Parallel, log: log, n: &res.Objects}
+	// Markers left by an interrupted run (a backup seeing one is not
+	// recorded) go, except those of backups about to be deleted again.
+	deleting := map[string]bool{}
+	for _, dcs := range plan.Delete {
+		deleting[dcs.ID] = true
+	}
+	var staleMarks []string
+	if err := r.Store.List(ctx, backup.DeletingPrefix(d.Cluster), func(oi storage.ObjectInfo) error {
+		if !deleting[strings.TrimPrefix(oi.Key, backup.DeletingPrefix(d.Cluster))] {
+			staleMarks = append(staleMarks, oi.Key)
+		}
+		return nil
+	}); err != nil {
+		return res, fmt.Errorf("listing expiry markers: %w", err)
+	}
+	if err := del.keys(ctx, staleMarks, nil); err != nil {
+		return res, fmt.Errorf("deleting stale expiry markers: %w", err)
+	}
+	expired := map[string]bool{}
+	parentOf := map[string]string{}
+	for _, b := range in.Backups {
+		if b.Parent != "" && backup.ValidID(b.Parent) {
+			parentOf[b.ID] = b.Parent
+		}
+	}
 	// Backups newest first (a child before its parent), each manifest
 	// first: once the manifest is gone it is not a backup, and its data is
 	// a leftover the next run finishes.
@@ -232,41 +304,95 @@ func runOne(ctx context.Context, d Deps, o Options, r repo.Repo, pins map[string
 		if err := ctx.Err(); err != nil {
 			return res, err
 		}
-		// A backup that started since the listing may have chosen this
-		// one as its parent: stop (before any WAL, which the plan counted
-		// on these backups being gone for). backup.Take checks its chain
-		// again before writing its manifest, so one that started after
-		// this check fails rather than recording a broken chain.
-		if stamp, err := newReservation(ctx, r.Store, prefix, listedAt, reserved); err != nil {
+		// A backup started since the listing may have chosen this one as
+		// its parent: mark it as being deleted, then look for children
+		// (backup.ClaimParent does the reverse: of the two, at least one
+		// sees the other).
+		// A pin made since the pins were read stops the run (the plan,
+		// WAL included, counted on this backup going).
+		if err := pinnedNow(ctx, d, dcs.ID); err != nil {
 			return res, err
-		} else if stamp != "" {
-			return res, fmt.Errorf("%w (reservation %s): stopped before deleting backup %s; the next run goes on", ErrBackupStarted, stamp, dcs.ID)
+		}
+		mark := backup.DeletingKey(d.Cluster, dcs.ID)
+		body := fmt.Sprintf(`{"time":%q}`, time.Now().UTC().Format(time.RFC3339Nano))
+		if err := r.Store.Put(ctx, mark, strings.NewReader(body), int64(len(body))); err != nil {
+			return res, fmt.Errorf("marking backup %s as being deleted: %w", dcs.ID, err)
+		}
+		child, err := newChild(ctx, r.Store, d.Cluster, dcs.ID, expired, ids, reserved, now.Add(-o.Grace), now.Add(-o.Grace))
+		if err == nil && child != "" {
+			err = fmt.Errorf("%w (backup %s builds on %s): stopped before deleting backup %s; the next run goes on", ErrBackupStarted, child, dcs.ID, dcs.ID)
+		}
+		if err != nil {
+			_ = r.Store.Delete(context.WithoutCancel(ctx), mark)
+			return res, err
 		}
 		if err := r.Store.Delete(ctx, backup.ManifestKey(d.Cluster, dcs.ID)); err != nil {
 			return res, fmt.Errorf("deleting backup %s's manifest: %w", dcs.ID, err)
 		}
+		expired[dcs.ID] = true
 		res.Objects++
 		log.Info("backup expired: manifest deleted", "backup", dcs.ID, "type", dcs.Type, "tier", dcs.Tier, "reason", dcs.Reason)
 		if err := del.prefix(ctx, prefix+dcs.ID+"/"); err != nil {
 			return res, fmt.Errorf("deleting backup %s's data (the next run finishes it): %w", dcs.ID, err)
 		}
+		// Its records as a parent and as a child go with it (a record
+		// left as a child would only make a later run wait for the grace
+		// period before deleting its parent).
+		if err := del.prefix(ctx, backup.ChildPrefix(d.Cluster, dcs.ID)); err != nil {
+			return res, fmt.Errorf("deleting backup %s's child records (the next run finishes it): %w", dcs.ID, err)
+		}
+		if p := parentOf[dcs.ID]; p != "" {
+			if err := r.Store.Delete(ctx, backup.ChildKey(d.Cluster, p, dcs.ID)); err != nil {
+				return res, fmt.Errorf("deleting %s: %w", backup.ChildKey(d.Cluster, p, dcs.ID), err)
+			}
+		}
+		if err := r.Store.Delete(ctx, mark); err != nil {
+			return res, fmt.Errorf("deleting %s: %w", mark, err)
+		}
 		res.Deleted = append(res.Deleted, dcs.ID)
 		log.Info("backup expired: data deleted", "backup", dcs.ID)
 	}
 	// WAL after the backups: a backup is never left without the WAL it
-	// needs while its manifest is still there.
+	// needs while its manifest is still there. A backup started since the
+	// listing may need WAL the plan did not know of (a standby's backup
+	// starts at its last restartpoint): then no WAL goes this time.
 	keys := make([]string, 0, len(plan.WALDeleteNames))
 	for _, n := range plan.WALDeleteNames {
 		keys = append(keys, walKeys[n])
 	}
-	for _, rg := range plan.WALDelete {
-		log.Info("WAL expired", "timeline", rg.Timeline, "first", rg.First, "last", rg.Last, "files", rg.Files, "reason", rg.Reason)
+	if len(keys) > 0 {
+		again, err := listStarted(ctx, r.Store, d.Cluster)
+		if err != nil {
+			return res, err
+		}
+		for k := range again {
+			if _, seen := started[k]; !seen {
+				res.WALSkipped = fmt.Sprintf("backup %s started during expiry: no WAL expired; the next run does it", strings.TrimPrefix(k, backup.StartedPrefix(d.Cluster)))
+				log.Warn(res.WALSkipped)
+				keys = nil
+				break
+			}
+		}
+	}
+	if len(keys) > 0 {
+		for _, rg := range plan.WALDelete {
+			log.Info("WAL expired", "timeline", rg.Timeline, "first", rg.First, "last", rg.Last, "files", rg.Files, "reason", rg.Reason)
+		}
 	}
 	var walN atomic.Int64
 	err = del.keys(ctx, keys, &walN)
 	res.WALDeleted = int(walN.Load())
 	if err != nil {
 		return res, fmt.Errorf("deleting WAL (the next run finishes it): %w", err)
+	}
+	var oldStarted []string
+	for k, t := range started {
+		if t.Before(now.Add(-o.Grace)) {
+			oldStarted = append(oldStarted, k)
+		}
+	}
+	if err := del.keys(ctx, oldStarted, nil); err != nil {
+		return res, fmt.Errorf("deleting old backup start records: %w", err)
 	}
 	for _, id := range res.Leftovers {
 		if strings.HasSuffix(id, backup.ReservedSuffix) {
@@ -285,8 +411,10 @@ func runOne(ctx context.Context, d Deps, o Options, r repo.Repo, pins map[string
 }
 
 // loadManifests reads the manifests of ids, at most parallel at once.
-func loadManifests(ctx context.Context, r repo.Repo, cluster string, ids []string, parallel int) ([]*backup.Manifest, error) {
-	out := make([]*backup.Manifest, len(ids))
+// Only their headers are kept (not their lists of files): a repository
+// may hold many backups of many files.
+func loadManifests(ctx context.Context, r repo.Repo, cluster string, ids []string, parallel int) ([]*backup.ManifestHeader, error) {
+	out := make([]*backup.ManifestHeader, len(ids))
 	errs := make([]error, len(ids))
 	sem := make(chan struct{}, min(parallel, 8))
 	var wg sync.WaitGroup
@@ -296,7 +424,7 @@ func loadManifests(ctx context.Context, r repo.Repo, cluster string, ids []strin
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			out[i], errs[i] = backup.LoadManifest(ctx, r, cluster, id)
+			out[i], errs[i] = backup.LoadManifestHeader(ctx, r, cluster, id)
 		}()
 	}
 	wg.Wait()
@@ -314,40 +442,85 @@ func loadManifests(ctx context.Context, r repo.Repo, cluster string, ids []strin
 	return out, nil
 }
 
+// ErrUnsigned means expiry was refused in a repository without signing.
+var ErrUnsigned = errors.New("signing is not configured, so no manifest is authenticated")
+
 // ErrBackupStarted means a backup started while expiry was deleting
 // backups: it stopped, leaving the repository consistent.
 var ErrBackupStarted = errors.New("a backup started during expiry")
 
-// newReservation returns the stamp of a reservation made since the run's
-// listing (not in seen). Reservations carry the second they were made (or
-// a little later), so only the backups of the hours from start to a minute
-// from now are listed.
-func newReservation(ctx context.Context, st storage.ObjectStore, prefix string, start time.Time, seen map[string]time.Time) (string, error) {
-	found := ""
-	end := time.Now().UTC().Add(time.Minute)
-	for hour := start.UTC().Truncate(time.Hour); !hour.After(end); hour = hour.Add(time.Hour) {
-		err := st.List(ctx, prefix+hour.Format("20060102T15"), func(oi storage.ObjectInfo) error {
-			first, _, _ := strings.Cut(strings.TrimPrefix(oi.Key, prefix), "/")
-			if stamp, ok := strings.CutSuffix(first, backup.ReservedSuffix); ok {
-				if _, old := seen[stamp]; !old {
-					found = stamp
-					return io.EOF
-				}
-			}
-			return nil
-		})
-		if err != nil && !errors.Is(err, io.EOF) {
-			return "", fmt.Errorf("listing reservations: %w", err)
+// ErrPinnedDuringRun means a backup about to be deleted was pinned since
+// the run read the pins: the run stopped before it.
+var ErrPinnedDuringRun = errors.New("a backup was pinned during expiry")
+
+// pinnedNow fails when backup id is pinned in any of d's pin repositories.
+func pinnedNow(ctx context.Context, d Deps, id string) error {
+	repos := d.PinRepos
+	if repos == nil {
+		repos = d.Repos
+	}
+	for _, r := range repos {
+		_, err := r.Store.Stat(ctx, PinKey(d.Cluster, id))
+		if err == nil {
+			return fmt.Errorf("%w (backup %s, in repository %s): stopped before deleting it; the next run goes on", ErrPinnedDuringRun, id, r.Name)
 		}
-		if found != "" {
-			return found, nil
+		if !errors.Is(err, storage.ErrNotFound) {
+			return fmt.Errorf("repository %s: checking for a pin of %s: %w", r.Name, id, err)
 		}
 	}
-	return "", nil
+	return nil
 }
 
+// listStarted lists the backups' start records (key -> ModTime).
+func listStarted(ctx context.Context, st storage.ObjectStore, cluster string) (map[string]time.Time, error) {
+	out := map[string]time.Time{}
+	err := st.List(ctx, backup.StartedPrefix(cluster), func(oi storage.ObjectInfo) error {
+		out[oi.Key] = oi.ModTime
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing backup start records: %w", err)
+	}
+	return out, nil
+}
+
+// newChild returns a backup recorded (backup.ClaimParent) as building on
+// parent that this run did not expire, "" when none. A record is ignored
+// as stale only when it is older than staleBefore (the listing's time
+// less the grace period: its backup's data, written before it, was in the
+// listing), its backup had no manifest in the listing and no reservation
+// fresher than freshAfter: a backup that failed after claiming.
+func newChild(ctx context.Context, st storage.ObjectStore, cluster, parent string, expired map[string]bool,
+	ids map[string]*backupObjects, reserved map[string]time.Time, staleBefore, freshAfter time.Time) (string, error) {
+	prefix := backup.ChildPrefix(cluster, parent)
+	found := ""
+	err := st.List(ctx, prefix, func(oi storage.ObjectInfo) error {
+		c := strings.TrimPrefix(oi.Key, prefix)
+		if expired[c] {
+			return nil
+		}
+		if oi.ModTime.Before(staleBefore) && backup.ValidID(c) {
+			b := ids[c]
+			t, resv := reserved[c[:len(c)-1]]
+			if (b == nil || !b.manifest) && (!resv || !t.After(freshAfter)) {
+				return nil
+			}
+		}
+		found = c
+		return io.EOF
+	})
+	if err != nil && !errors.Is(err, io.EOF) {
+		return "", fmt.Errorf("listing the backups recorded on %s: %w", parent, err)
+	}
+	return found, nil
+}
+
+// maxBackupWAL bounds the WAL one backup may span (start to stop): a
+// manifest claiming more (1 PiB) is not believed.
+const maxBackupWAL = 1 << 50
+
 // fromManifest is the decision's view of m, read from r under id.
-func fromManifest(m *backup.Manifest, id, cluster string, r repo.Repo, pins map[string]*Pin) Backup {
+func fromManifest(m *backup.ManifestHeader, id, cluster string, r repo.Repo, pins map[string]*Pin) Backup {
 	b := Backup{ID: id, Type: m.Type, Parent: m.Parent, Tier: m.Tier, StartTime: m.StartTime, StopTime: m.StopTime,
 		StartLSN: m.StartLSN, StopLSN: m.StopLSN, Timeline: m.Timeline, SegmentSize: m.SegmentSize}
 	switch {
@@ -359,6 +532,8 @@ func fromManifest(m *backup.Manifest, id, cluster string, r repo.Repo, pins map[
 		b.Untrusted = fmt.Sprintf("unknown type %q", m.Type)
 	case m.SegmentSize == 0 || m.SegmentSize&(m.SegmentSize-1) != 0 || m.StopLSN < m.StartLSN || m.Timeline == 0:
 		b.Untrusted = "impossible WAL position or segment size"
+	case m.StopLSN-m.StartLSN > maxBackupWAL:
+		b.Untrusted = fmt.Sprintf("implausible WAL range %s..%s", m.StartLSN, m.StopLSN)
 	}
 	if p, ok := pins[id]; ok {
 		b.Pinned, b.PinNote = true, p.Note
