@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -297,7 +296,7 @@ func TestExpireRaceParentGoneDuringBackup(t *testing.T) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, agentPath(t), "backup", "--config", l.cfg, "--type", "incr", "--max-rate", "2", "--parallel", "1", "--json", "--wal-timeout", "2m")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: pgtest.Credential(t)}
-	var stdout, stderr bytes.Buffer
+	var stdout, stderr testutil.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
