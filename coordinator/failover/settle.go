@@ -25,12 +25,14 @@ type Unsettled struct {
 // make its node writable, from m, the node's latest report, and the
 // leader's clock now; margin is the leader's safety margin, added to
 // settle_by for the clocks' disagreement. It returns why, either way:
-//   - a fresh report that PostgreSQL is stopped: a restarted server drops
-//     the promote request (the postmaster removes the signal file);
-//   - a fresh report that the node is fenced and still a replica (in
-//     recovery): the marker is written before PostgreSQL is stopped, so
-//     "fenced" alone, from a server still running writable, settles
-//     nothing;
+//   - a fresh report that PostgreSQL is stopped: no postmaster and no
+//     connection (a restarted server drops the promote request: the
+//     postmaster removes the signal file). One signal alone is not enough:
+//     the postmaster is "not alive" on any postmaster.pid read error or
+//     when the PID namespace hides it. "Fenced" settles nothing by itself:
+//     the marker is written before PostgreSQL is stopped, and a fence whose
+//     stop failed leaves a running replica whose pending promotion can
+//     still complete;
 //   - settle_by plus margin has passed, the agent keeps settle_by, and no
 //     order of unknown promise is out: the agent's watcher, or its
 //     watchdog if the agent is gone, has made sure the node is not
@@ -39,11 +41,8 @@ type Unsettled struct {
 //
 // otherwise it is not settled: the leader fences the node first, or waits.
 func PromoteSettled(u Unsettled, m Member, now time.Time, margin time.Duration) (bool, string) {
-	switch {
-	case m.Fresh && !m.PostmasterAlive:
-		return true, fmt.Sprintf("%s reports PostgreSQL stopped (a restarted server drops the promote request)", u.Node)
-	case m.Fresh && m.Fenced && m.Connectable && m.InRecovery:
-		return true, fmt.Sprintf("%s reports itself fenced and still in recovery", u.Node)
+	if m.Fresh && !m.PostmasterAlive && !m.Connectable {
+		return true, fmt.Sprintf("%s reports PostgreSQL stopped: no postmaster and not connectable (a restarted server drops the promote request)", u.Node)
 	}
 	end := u.SettleBy.Add(margin)
 	switch {

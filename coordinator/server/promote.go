@@ -20,8 +20,8 @@ import (
 // promote=unsettled. Before the next failover promotes anyone else, the
 // candidate of an unsettled promote (still the recorded primary: nothing
 // moves the primary while one is unsettled) is fenced at the recorded epoch,
-// unless its fresh report shows it fenced or stopped (a restarted server
-// drops the promote request). When it cannot be fenced the leader waits:
+// unless its fresh report shows PostgreSQL stopped (no postmaster and not
+// connectable: a restarted server drops the promote request). When it cannot be fenced the leader waits:
 // it never promotes a second member while the first may still complete.
 
 // Details of a failover result about its promote order.
@@ -49,7 +49,7 @@ func promoteOutcome(res *pgdrv1.CommandResult, err error) (msg string, unsettled
 }
 
 // kindPromoteSettled: a recorded primary whose promotion may still have
-// completed was confirmed fenced (or reported itself fenced or stopped)
+// completed was confirmed fenced (or reported PostgreSQL stopped)
 // before another member is promoted.
 const kindPromoteSettled = "promote-settled"
 
@@ -90,8 +90,8 @@ func forcedFailover(ctx context.Context) bool { f, _ := ctx.Value(forcedKey{}).(
 // not be promoted now. A forced manual failover does not wait.
 //
 // The unsettled candidate counts as settled without an order when
-// failover.PromoteSettled says so (a fresh report that it is stopped, or
-// fenced and still in recovery; or the settle deadline its agent promised
+// failover.PromoteSettled says so (a fresh report that PostgreSQL is
+// stopped and not connectable; or the settle deadline its agent promised
 // to keep has passed). Otherwise it is fenced at the recorded epoch; when
 // that fails the leader waits, until the settle deadline when there is
 // one, or until an operator runs 'pgdrctl failover --force' when there is

@@ -427,9 +427,26 @@ func TestSettleNeedsStoppedNotJustFenced(t *testing.T) {
 	if wait != "" || index(agents.orders(), "b fence@2") < 0 {
 		t.Fatalf("orders %v, done %q, wait %q: b, fenced but still running writable, must be fenced before c is promoted", agents.orders(), done, wait)
 	}
-	// Fenced and still in recovery, or stopped: settled without an order.
+	// Fenced and still in recovery (a fence whose stop failed: the pending
+	// promotion can still complete), or a postmaster not seen while the
+	// server answers: fenced first (review A).
 	for _, r := range []*pgdrv1.HealthReport{
 		{Cluster: "main", Node: "b", PostmasterAlive: true, Connectable: true, InRecovery: true, Fenced: true},
+		{Cluster: "main", Node: "b", Connectable: true, InRecovery: true},
+	} {
+		s := testLeader(t)
+		cl := unsettledCluster(t, s, false, time.Time{})
+		agents := &fakeAgents{answer: func(string, *pgdrv1.AgentCommand) *pgdrv1.CommandResult { return &pgdrv1.CommandResult{Ok: true} }}
+		agents.start(t, s, "a", "b", "c")
+		s.view.put(r, time.Now())
+		if done, wait := s.settlePromote(context.Background(), cl, "c"); wait != "" || index(agents.orders(), "b fence@2") < 0 {
+			t.Fatalf("report %v: orders %v, done %q, wait %q: want b fenced first", r, agents.orders(), done, wait)
+		}
+	}
+	// Stopped (no postmaster, not connectable), fenced or not: settled
+	// without an order.
+	for _, r := range []*pgdrv1.HealthReport{
+		{Cluster: "main", Node: "b", Fenced: true},
 		{Cluster: "main", Node: "b"},
 	} {
 		s := testLeader(t)
