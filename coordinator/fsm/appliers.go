@@ -490,6 +490,10 @@ func applyRecordEvent(st *pgdrv1.State, c *pgdrv1.Command, p *pgdrv1.RecordEvent
 
 // markPromote applies what an event says about the promotion of cl's
 // recorded primary at cl's epoch to cl.unsettled_promote (see PromoteMark).
+// Only PROMOTED and SETTLED clear what an earlier order left: a later
+// order's NOT_SENT or UNSETTLED ends only its own, and an ORDERED while
+// an order is still in flight (a leader died before recording its
+// outcome) counts that one as possibly completing, its promise unknown.
 func markPromote(cl *pgdrv1.Cluster, mark pgdrv1.PromoteMark, now, settleBy *timestamppb.Timestamp) {
 	if mark == pgdrv1.PromoteMark_PROMOTE_MARK_PROMOTED {
 		cl.UnsettledPromote = nil
@@ -502,6 +506,12 @@ func markPromote(cl *pgdrv1.Cluster, mark pgdrv1.PromoteMark, now, settleBy *tim
 	}
 	switch mark {
 	case pgdrv1.PromoteMark_PROMOTE_MARK_ORDERED:
+		if u.GetInFlight() {
+			// The order in flight never had its outcome recorded (its
+			// leader died meanwhile): it may still complete, and what it
+			// promised is unknown.
+			u.MayComplete, u.SettleBy = true, nil
+		}
 		u.InFlight, u.OrderedAt = true, now
 	case pgdrv1.PromoteMark_PROMOTE_MARK_UNSETTLED:
 		// settle_by covers every order that may complete: the latest of
@@ -520,7 +530,9 @@ func markPromote(cl *pgdrv1.Cluster, mark pgdrv1.PromoteMark, now, settleBy *tim
 			u.OrderedAt = now
 		}
 	case pgdrv1.PromoteMark_PROMOTE_MARK_NOT_SENT:
-		u.InFlight = false // an earlier order that may complete still may
+		// This order cannot complete; an earlier one that may (answered
+		// unsettled, or folded in above) still may: may_complete stays.
+		u.InFlight = false
 	case pgdrv1.PromoteMark_PROMOTE_MARK_SETTLED:
 		u.InFlight, u.MayComplete, u.SettleBy = false, false, nil
 	}

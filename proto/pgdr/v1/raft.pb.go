@@ -107,13 +107,17 @@ type PromoteMark int32
 
 const (
 	PromoteMark_PROMOTE_MARK_UNSPECIFIED PromoteMark = 0
-	// ORDERED: an order to promote is going out (in flight).
+	// ORDERED: an order to promote is going out (in flight). One landing
+	// while an earlier order is still in flight (its leader died before
+	// recording its outcome) makes that one may_complete, its promise
+	// unknown.
 	PromoteMark_PROMOTE_MARK_ORDERED PromoteMark = 1
 	// UNSETTLED: the order was answered pending or not at all: it may
 	// still complete.
 	PromoteMark_PROMOTE_MARK_UNSETTLED PromoteMark = 2
 	// NOT_SENT: the order did not reach the agent or was refused before
-	// pg_promote: it cannot complete (an earlier one still may).
+	// pg_promote: it cannot complete (an earlier one still may: only
+	// SETTLED and PROMOTED clear may_complete).
 	PromoteMark_PROMOTE_MARK_NOT_SENT PromoteMark = 3
 	// SETTLED: confirmed fenced or stopped: nothing ordered can complete
 	// any more; the node is still not promoted.
