@@ -258,7 +258,8 @@ func applySetPrimary(st *pgdrv1.State, c *pgdrv1.Command, p *pgdrv1.SetPrimary, 
 	// recorded writable (the initial one) has nothing to confirm.
 	cl.UnsettledPromote = nil
 	if p.GetPromote() {
-		cl.UnsettledPromote = &pgdrv1.UnsettledPromote{Node: cl.Primary, Epoch: cl.Epoch, InFlight: true, OrderedAt: cmdTime(c)}
+		cl.UnsettledPromote = &pgdrv1.UnsettledPromote{Node: cl.Primary, Epoch: cl.Epoch, InFlight: true, OrderedAt: cmdTime(c),
+			InFlightSettleAfterMs: p.GetSettleAfterMs()}
 	}
 	// The new epoch's LSN floor: never below the old epoch's (a failover
 	// within the lag limit does not reset what later ones are judged
@@ -483,7 +484,7 @@ func applyRecordEvent(st *pgdrv1.State, c *pgdrv1.Command, p *pgdrv1.RecordEvent
 	addEvent(st, c, index, ev)
 	if cl := st.GetClusters()[ev.GetCluster()]; mark != pgdrv1.PromoteMark_PROMOTE_MARK_UNSPECIFIED && cl != nil &&
 		ev.GetNode() == cl.GetPrimary() && ev.GetEpoch() == cl.GetEpoch() && cl.GetPrimary() != "" {
-		markPromote(cl, mark, cmdTime(c), p.GetSettleBy())
+		markPromote(cl, mark, cmdTime(c), p.GetSettleBy(), p.GetSettleAfterMs())
 	}
 	return nil
 }
@@ -494,7 +495,11 @@ func applyRecordEvent(st *pgdrv1.State, c *pgdrv1.Command, p *pgdrv1.RecordEvent
 // order's NOT_SENT or UNSETTLED ends only its own, and an ORDERED while
 // an order is still in flight (a leader died before recording its
 // outcome) counts that one as possibly completing, its promise unknown.
-func markPromote(cl *pgdrv1.Cluster, mark pgdrv1.PromoteMark, now, settleBy *timestamppb.Timestamp) {
+//
+// The settle windows (settle_after_ms) fold the same way: an order that
+// may complete adds its window, the longest one is kept, and one without
+// a window (0) makes it unknown until nothing may complete any more.
+func markPromote(cl *pgdrv1.Cluster, mark pgdrv1.PromoteMark, now, settleBy *timestamppb.Timestamp, window uint64) {
 	if mark == pgdrv1.PromoteMark_PROMOTE_MARK_PROMOTED {
 		cl.UnsettledPromote = nil
 		return
@@ -508,11 +513,12 @@ func markPromote(cl *pgdrv1.Cluster, mark pgdrv1.PromoteMark, now, settleBy *tim
 	case pgdrv1.PromoteMark_PROMOTE_MARK_ORDERED:
 		if u.GetInFlight() {
 			// The order in flight never had its outcome recorded (its
-			// leader died meanwhile): it may still complete, and what it
-			// promised is unknown.
+			// leader died meanwhile): it may still complete, its settle
+			// deadline unknown (its window, if it carried one, is known).
+			foldWindow(u, u.GetInFlightSettleAfterMs())
 			u.MayComplete, u.SettleBy = true, nil
 		}
-		u.InFlight, u.OrderedAt = true, now
+		u.InFlight, u.OrderedAt, u.InFlightSettleAfterMs = true, now, window
 	case pgdrv1.PromoteMark_PROMOTE_MARK_UNSETTLED:
 		// settle_by covers every order that may complete: the latest of
 		// theirs, or none once one of them carried none.
@@ -525,15 +531,31 @@ func markPromote(cl *pgdrv1.Cluster, mark pgdrv1.PromoteMark, now, settleBy *tim
 		case settleBy == nil:
 			u.SettleBy = nil
 		}
-		u.InFlight, u.MayComplete = false, true
+		foldWindow(u, window)
+		u.InFlight, u.MayComplete, u.InFlightSettleAfterMs = false, true, 0
 		if u.OrderedAt == nil {
 			u.OrderedAt = now
 		}
 	case pgdrv1.PromoteMark_PROMOTE_MARK_NOT_SENT:
 		// This order cannot complete; an earlier one that may (answered
 		// unsettled, or folded in above) still may: may_complete stays.
-		u.InFlight = false
+		u.InFlight, u.InFlightSettleAfterMs = false, 0
 	case pgdrv1.PromoteMark_PROMOTE_MARK_SETTLED:
 		u.InFlight, u.MayComplete, u.SettleBy = false, false, nil
+		u.InFlightSettleAfterMs, u.SettleAfterMs = 0, 0
+	}
+}
+
+// foldWindow adds the settle window of one more order that may complete
+// (0: none) to u's, before u.may_complete is set: the longest, or none
+// once one of them carried none.
+func foldWindow(u *pgdrv1.UnsettledPromote, window uint64) {
+	switch {
+	case !u.GetMayComplete():
+		u.SettleAfterMs = window
+	case window == 0 || u.GetSettleAfterMs() == 0:
+		u.SettleAfterMs = 0
+	default:
+		u.SettleAfterMs = max(u.GetSettleAfterMs(), window)
 	}
 }

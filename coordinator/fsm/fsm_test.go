@@ -1115,3 +1115,53 @@ func TestUnsettledPromoteMarkSequences(t *testing.T) {
 		})
 	}
 }
+
+// TestUnsettledPromoteSettleWindow: review C of D10. The settle window
+// (a duration, not a time of some leader's clock) of the orders that may
+// still complete: the longest, known only while every one of them carried
+// one, including an order a dead leader never recorded the outcome of.
+func TestUnsettledPromoteSettleWindow(t *testing.T) {
+	const (
+		ordered   = pgdrv1.PromoteMark_PROMOTE_MARK_ORDERED
+		unsettled = pgdrv1.PromoteMark_PROMOTE_MARK_UNSETTLED
+		notSent   = pgdrv1.PromoteMark_PROMOTE_MARK_NOT_SENT
+		settled   = pgdrv1.PromoteMark_PROMOTE_MARK_SETTLED
+	)
+	type step struct {
+		m pgdrv1.PromoteMark
+		w uint64
+	}
+	for _, c := range []struct {
+		what        string
+		first       uint64 // SetPrimary's window
+		steps       []step
+		want        uint64
+		mayComplete bool
+	}{
+		{"order1 lost (30s), order2 not sent", 30000, []step{{ordered, 40000}, {notSent, 40000}}, 30000, true},
+		{"order1 lost (30s), order2 unsettled (40s)", 30000, []step{{ordered, 40000}, {unsettled, 40000}}, 40000, true},
+		{"order1 lost without a window, order2 unsettled", 0, []step{{ordered, 40000}, {unsettled, 40000}}, 0, true},
+		{"order1 unsettled, order2 without a window unsettled", 30000, []step{{unsettled, 30000}, {ordered, 0}, {unsettled, 0}}, 0, true},
+		{"order1 unsettled (50s), order2 unsettled (40s)", 50000, []step{{unsettled, 50000}, {ordered, 40000}, {unsettled, 40000}}, 50000, true},
+		{"order1 not sent, order2 unsettled", 30000, []step{{notSent, 30000}, {ordered, 40000}, {unsettled, 40000}}, 40000, true},
+		{"fenced", 30000, []step{{unsettled, 30000}, {settled, 0}}, 0, false},
+	} {
+		t.Run(c.what, func(t *testing.T) {
+			h := newHarness(t, Options{})
+			for _, n := range []string{"a", "b"} {
+				h.mustApply(tRegister, member("main", n, 0))
+			}
+			h.mustApply(tPrimary, &pgdrv1.SetPrimary{Cluster: "main", Name: "a"})
+			h.mustApply(tPrimary, &pgdrv1.SetPrimary{Cluster: "main", Name: "b", ExpectedEpoch: 1, Promote: true, SettleAfterMs: c.first})
+			for _, s := range c.steps {
+				h.mustApply(tRecordEvnt, &pgdrv1.RecordEvent{Event: &pgdrv1.HistoryEvent{Kind: "failover-step", Cluster: "main", Node: "b", Epoch: 2},
+					Promote: s.m, SettleAfterMs: s.w})
+			}
+			cl, _ := h.f.Cluster("main")
+			u := cl.GetUnsettledPromote()
+			if u.GetSettleAfterMs() != c.want || u.GetMayComplete() != c.mayComplete {
+				t.Fatalf("settle_after_ms=%d may_complete=%v, want %d %v", u.GetSettleAfterMs(), u.GetMayComplete(), c.want, c.mayComplete)
+			}
+		})
+	}
+}

@@ -185,13 +185,18 @@ func (s *Server) recordPromoteEvent(ctx context.Context, cluster, kind, node str
 }
 
 // recordUnsettled is recordPromoteEvent with the settle_by of the order
-// the event is about (zero: none).
+// the event is about (zero: none; shown only) and its settle window. An
+// ORDERED mark is of an order this leader is about to send: it carries
+// this leader's settle window.
 func (s *Server) recordUnsettled(ctx context.Context, cluster, kind, node string, epoch uint64, msg string, details map[string]string, mark pgdrv1.PromoteMark, settleBy time.Time) {
 	rec := &pgdrv1.RecordEvent{Event: &pgdrv1.HistoryEvent{
 		Cluster: cluster, Kind: historyKind(ctx, kind), Node: node, Epoch: epoch, Message: msg, Details: details,
 	}, Promote: mark}
 	if !settleBy.IsZero() {
 		rec.SettleBy = timestamppb.New(settleBy)
+	}
+	if mark == pgdrv1.PromoteMark_PROMOTE_MARK_ORDERED || mark == pgdrv1.PromoteMark_PROMOTE_MARK_UNSETTLED && !settleBy.IsZero() {
+		rec.SettleAfterMs = uint64(s.promoteSettleAfter().Milliseconds())
 	}
 	_, err := s.propose(ctx, pgdrv1.CommandType_COMMAND_TYPE_RECORD_EVENT, rec, "coordinator:"+s.cfg.Name)
 	if err != nil {
@@ -239,7 +244,7 @@ func (s *Server) executeFailover(ctx context.Context, c *pgdrv1.Cluster, d failo
 	s.recordEvent(ctx, name, kindFailoverIntent, cand, c.Epoch, fmt.Sprintf("promote %s in place of %s: %s", cand, old, d.Reason), details)
 	if _, err := s.propose(ctx, pgdrv1.CommandType_COMMAND_TYPE_SET_PRIMARY, &pgdrv1.SetPrimary{
 		Cluster: name, Name: cand, ExpectedEpoch: c.Epoch, Reason: "failover: " + d.Reason,
-		Promote: true, PrimaryLsnSeed: s.primaryLSNSeed(c, cand),
+		Promote: true, PrimaryLsnSeed: s.primaryLSNSeed(c, cand), SettleAfterMs: uint64(s.promoteSettleAfter().Milliseconds()),
 	}, "coordinator:"+s.cfg.Name); err != nil {
 		s.recordEvent(ctx, name, kindFailoverResult, cand, c.Epoch, "failed: recording the new primary: "+err.Error(), nil)
 		return
@@ -277,8 +282,10 @@ func (s *Server) completeFailover(ctx context.Context, c *pgdrv1.Cluster, old, c
 		s.hub.waitStream(cctx, memberKey{name, cand}, streamWait)
 		res, err := s.hub.call(cctx, memberKey{name, cand}, &pgdrv1.AgentCommand{
 			Id: newCommandID(), Cluster: name, Node: cand, Epoch: epoch, IssuedAt: timestamppb.Now(), Deadline: timestamppb.New(deadline),
-			Kind: &pgdrv1.AgentCommand_Promote{Promote: &pgdrv1.Promote{Reason: reason, SettleBy: timestamppb.New(settleBy)}},
+			Kind: &pgdrv1.AgentCommand_Promote{Promote: &pgdrv1.Promote{Reason: reason, SettleBy: timestamppb.New(settleBy),
+				SettleAfterMs: uint64(s.promoteSettleAfter().Milliseconds())}},
 		})
+		s.promoteClk.sent(name, cand, epoch, time.Now()) // after it went out, if it did
 		cancel()
 		if msg, unsettled := promoteOutcome(res, err); msg != "" {
 			if err == nil && isFailsafeRefusal(res.Error) { // primary alive per the candidate: reported, not retried
@@ -332,11 +339,21 @@ func (s *Server) completeFailover(ctx context.Context, c *pgdrv1.Cluster, old, c
 }
 
 // promoteSettleBy is the settle_by of a promote order that must start by
-// deadline: a lease TTL later. The agent drops (fences) a promotion that
-// was not granted a lease by then, so the leader may count one it never
-// heard the outcome of as settled after it (plus the safety margin).
+// deadline: a lease TTL later. Shown, and kept for older agents; newer
+// ones keep promoteSettleAfter instead.
 func (s *Server) promoteSettleBy(deadline time.Time) time.Time {
 	return deadline.Add(s.cfg.Failover.LeaseTTL.Duration)
+}
+
+// promoteSettleAfter is a promote order's settle window
+// (Promote.settle_after_ms): its longest wait plus a lease TTL, from its
+// sending. The agent drops (fences) a promotion that was not granted a
+// lease by then, counted on its monotonic clock, so the leader may count
+// one it never heard the outcome of as settled once the window (plus the
+// safety margin) has passed on its own monotonic clock since the order
+// went out (promoteClock).
+func (s *Server) promoteSettleAfter() time.Duration {
+	return s.cfg.Failover.CommandTimeout.Duration + s.cfg.Failover.LeaseTTL.Duration
 }
 
 // streamWait bounds how long an order waits for the agent's command stream

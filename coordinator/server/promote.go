@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -111,10 +112,8 @@ func (s *Server) settlePromote(ctx context.Context, c *pgdrv1.Cluster, cand stri
 			Connectable: r.GetConnectable() && !r.GetRecoveryUnknown(), InRecovery: r.GetInRecovery(), Fenced: r.GetFenced()}
 	}
 	up := c.GetUnsettledPromote()
-	un := failover.Unsettled{Node: u, InFlight: up.GetInFlight(), Honoured: c.GetMembers()[u].GetHonoursSettleBy()}
-	if up.GetSettleBy() != nil {
-		un.SettleBy = up.GetSettleBy().AsTime()
-	}
+	un := failover.Unsettled{Node: u, InFlight: up.GetInFlight(), Honoured: c.GetMembers()[u].GetHonoursSettleBy(),
+		Window: time.Duration(up.GetSettleAfterMs()) * time.Millisecond, Since: s.promoteClk.since(c.GetName(), u, c.GetEpoch())}
 	settled, why := failover.PromoteSettled(un, m, now, s.cfg.Failover.SafetyMargin.Duration)
 	if settled {
 		done = fmt.Sprintf("%s, whose promotion at epoch %d was never confirmed, counts as settled: %s", u, c.GetEpoch(), why)
@@ -142,7 +141,7 @@ func (s *Server) settlePromote(ctx context.Context, c *pgdrv1.Cluster, cand stri
 	}
 	if err != nil {
 		until := "until it is fenced, stopped or promoted, or an operator runs 'pgdrctl failover --force' (only once its host is known to be down or its PostgreSQL stopped)"
-		if !un.InFlight && un.Honoured && !un.SettleBy.IsZero() {
+		if !un.InFlight && un.Honoured && un.Window > 0 {
 			until = "until it is fenced, stopped or promoted, or its settle deadline has passed"
 		}
 		return "", fmt.Sprintf("not promoting %s: %s was ordered to promote at epoch %d and never confirmed it, so its promotion may still complete, and it could not be fenced (%v); %s; waiting %s",
@@ -151,4 +150,60 @@ func (s *Server) settlePromote(ctx context.Context, c *pgdrv1.Cluster, cand stri
 	done = fmt.Sprintf("%s fenced at epoch %d first: its promotion at that epoch was never confirmed and may still have completed", u, epoch)
 	s.recordPromoteEvent(ctx, c.GetName(), kindPromoteSettled, u, epoch, done, nil, pgdrv1.PromoteMark_PROMOTE_MARK_SETTLED)
 	return done, ""
+}
+
+// promoteClock is when this leader's promote orders went out, and when it
+// caught up as leader, on its monotonic clock: the settle window of an
+// unsettled promotion counts from there (failover.Unsettled.Since), never
+// from a time another leader recorded, nor from any wall clock.
+type promoteClock struct {
+	mu   sync.Mutex
+	term time.Time                // this term's catch-up (zero: not caught up)
+	last map[promoteKey]time.Time // the latest order sent, per promotion
+}
+
+// promoteKey is one promotion: of node in cluster at epoch.
+type promoteKey struct {
+	cluster, node string
+	epoch         uint64
+}
+
+// begin starts a term caught up at now (zero: no term), forgetting the
+// previous term's orders.
+func (p *promoteClock) begin(now time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.term, p.last = now, nil
+}
+
+// sent notes a promote order to node at epoch that went out before at (it
+// is read after the call that sent it returned).
+func (p *promoteClock) sent(cluster, node string, epoch uint64, at time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.last == nil {
+		p.last = map[promoteKey]time.Time{}
+	}
+	k := promoteKey{cluster, node, epoch}
+	if l, ok := p.last[k]; !ok || at.After(l) {
+		p.last[k] = at
+	}
+}
+
+// since is the time after which no promote order to node at epoch went
+// out, as this leader knows: the later of its catch-up (orders of earlier
+// leaders went out before it; a leader deposed without knowing it is
+// refused by the agent's epoch and sender checks) and its own latest
+// order. Zero before the catch-up.
+func (p *promoteClock) since(cluster, node string, epoch uint64) time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.term.IsZero() {
+		return time.Time{}
+	}
+	at := p.term
+	if l, ok := p.last[promoteKey{cluster, node, epoch}]; ok && l.After(at) {
+		at = l
+	}
+	return at
 }

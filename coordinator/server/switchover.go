@@ -372,7 +372,7 @@ func (s *Server) switchover(name, to, actor string) (*pgdrv1.SwitchoverResponse,
 	s.leases.revoke(name, epoch)
 	if _, err := s.propose(ctx, pgdrv1.CommandType_COMMAND_TYPE_SET_PRIMARY, &pgdrv1.SetPrimary{
 		Cluster: name, Name: to, ExpectedEpoch: epoch, Reason: "switchover requested by " + actor,
-		Promote: true, PrimaryLsnSeed: max(s.primaryLSNSeed(c, to), got),
+		Promote: true, PrimaryLsnSeed: max(s.primaryLSNSeed(c, to), got), SettleAfterMs: uint64(s.promoteSettleAfter().Milliseconds()),
 	}, "coordinator:"+s.cfg.Name); err != nil {
 		return fail(codes.Aborted, fmt.Sprintf("failed: recording %s as primary: %v; nothing was promoted", to, err))
 	}
@@ -391,7 +391,9 @@ func (s *Server) switchover(name, to, actor string) (*pgdrv1.SwitchoverResponse,
 	// (d) Promote the target.
 	settleBy = s.promoteSettleBy(time.Now().Add(s.cfg.Failover.CommandTimeout.Duration))
 	out, err = s.order(ctx, name, to, epoch, &pgdrv1.AgentCommand{Kind: &pgdrv1.AgentCommand_Promote{Promote: &pgdrv1.Promote{
-		Reason: "switchover from " + old, SettleBy: timestamppb.New(settleBy)}}}, s.cfg.Failover.CommandTimeout.Duration)
+		Reason: "switchover from " + old, SettleBy: timestamppb.New(settleBy),
+		SettleAfterMs: uint64(s.promoteSettleAfter().Milliseconds())}}}, s.cfg.Failover.CommandTimeout.Duration)
+	s.promoteClk.sent(name, to, epoch, time.Now()) // after it went out, if it did
 	if err != nil {
 		return fail(codes.Aborted, fmt.Sprintf("failed: promoting %s: %v; %s is the recorded primary at epoch %d: while it is a running replica the leader orders it to promote again", to, err, to, epoch))
 	}
