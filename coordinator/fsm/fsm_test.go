@@ -1165,3 +1165,46 @@ func TestUnsettledPromoteSettleWindow(t *testing.T) {
 		})
 	}
 }
+
+// TestUnsettledPromoteHonoured: review D. Whether the agent kept settle
+// deadlines is recorded per order as it went out, and holds for the
+// orders that may complete only while it held for every one of them.
+func TestUnsettledPromoteHonoured(t *testing.T) {
+	const (
+		ordered   = pgdrv1.PromoteMark_PROMOTE_MARK_ORDERED
+		unsettled = pgdrv1.PromoteMark_PROMOTE_MARK_UNSETTLED
+		notSent   = pgdrv1.PromoteMark_PROMOTE_MARK_NOT_SENT
+	)
+	type step struct {
+		m pgdrv1.PromoteMark
+		h bool
+	}
+	for _, c := range []struct {
+		what  string
+		first bool
+		steps []step
+		want  bool
+	}{
+		{"order1 (honoured) lost, order2 (not) not sent", true, []step{{ordered, false}, {notSent, false}}, true},
+		{"order1 (honoured) lost, order2 (not) unsettled", true, []step{{ordered, false}, {unsettled, false}}, false},
+		{"order1 (not) unsettled, order2 (honoured) unsettled", false, []step{{unsettled, false}, {ordered, true}, {unsettled, true}}, false},
+		{"order1 (not) not sent, order2 (honoured) unsettled", false, []step{{notSent, false}, {ordered, true}, {unsettled, true}}, true},
+	} {
+		t.Run(c.what, func(t *testing.T) {
+			h := newHarness(t, Options{})
+			for _, n := range []string{"a", "b"} {
+				h.mustApply(tRegister, member("main", n, 0))
+			}
+			h.mustApply(tPrimary, &pgdrv1.SetPrimary{Cluster: "main", Name: "a"})
+			h.mustApply(tPrimary, &pgdrv1.SetPrimary{Cluster: "main", Name: "b", ExpectedEpoch: 1, Promote: true, SettleAfterMs: 30000, HonoursSettle: c.first})
+			for _, s := range c.steps {
+				h.mustApply(tRecordEvnt, &pgdrv1.RecordEvent{Event: &pgdrv1.HistoryEvent{Kind: "failover-step", Cluster: "main", Node: "b", Epoch: 2},
+					Promote: s.m, SettleAfterMs: 30000, HonoursSettle: s.h})
+			}
+			cl, _ := h.f.Cluster("main")
+			if u := cl.GetUnsettledPromote(); u.GetHonoured() != c.want || !u.GetMayComplete() {
+				t.Fatalf("%v: honoured=%v, want %v (and may_complete)", u, u.GetHonoured(), c.want)
+			}
+		})
+	}
+}

@@ -181,17 +181,26 @@ func (s *Server) recordEvent(ctx context.Context, cluster, kind, node string, ep
 // recordPromoteEvent records an event that also says what became of the
 // promotion of node at epoch (Cluster.unsettled_promote, promote.go).
 func (s *Server) recordPromoteEvent(ctx context.Context, cluster, kind, node string, epoch uint64, msg string, details map[string]string, mark pgdrv1.PromoteMark) {
-	s.recordUnsettled(ctx, cluster, kind, node, epoch, msg, details, mark, time.Time{})
+	s.recordUnsettled(ctx, cluster, kind, node, epoch, msg, details, mark, time.Time{}, s.honoursSettle(cluster, node))
+}
+
+// honoursSettle reports whether node's agent, as registered now, keeps
+// settle deadlines: recorded with a promote order as it goes out, so that
+// a later registration does not change what that order promised.
+func (s *Server) honoursSettle(cluster, node string) bool {
+	c, ok := s.fsm.Cluster(cluster)
+	return ok && c.GetMembers()[node].GetHonoursSettleBy()
 }
 
 // recordUnsettled is recordPromoteEvent with the settle_by of the order
-// the event is about (zero: none; shown only) and its settle window. An
-// ORDERED mark is of an order this leader is about to send: it carries
+// the event is about (zero: none; shown only), its settle window, and
+// whether node's agent kept settle deadlines when it went out (honours).
+// An ORDERED mark is of an order this leader is about to send: it carries
 // this leader's settle window.
-func (s *Server) recordUnsettled(ctx context.Context, cluster, kind, node string, epoch uint64, msg string, details map[string]string, mark pgdrv1.PromoteMark, settleBy time.Time) {
+func (s *Server) recordUnsettled(ctx context.Context, cluster, kind, node string, epoch uint64, msg string, details map[string]string, mark pgdrv1.PromoteMark, settleBy time.Time, honours bool) {
 	rec := &pgdrv1.RecordEvent{Event: &pgdrv1.HistoryEvent{
 		Cluster: cluster, Kind: historyKind(ctx, kind), Node: node, Epoch: epoch, Message: msg, Details: details,
-	}, Promote: mark}
+	}, Promote: mark, HonoursSettle: honours}
 	if !settleBy.IsZero() {
 		rec.SettleBy = timestamppb.New(settleBy)
 	}
@@ -245,6 +254,7 @@ func (s *Server) executeFailover(ctx context.Context, c *pgdrv1.Cluster, d failo
 	if _, err := s.propose(ctx, pgdrv1.CommandType_COMMAND_TYPE_SET_PRIMARY, &pgdrv1.SetPrimary{
 		Cluster: name, Name: cand, ExpectedEpoch: c.Epoch, Reason: "failover: " + d.Reason,
 		Promote: true, PrimaryLsnSeed: s.primaryLSNSeed(c, cand), SettleAfterMs: uint64(s.promoteSettleAfter().Milliseconds()),
+		HonoursSettle: c.GetMembers()[cand].GetHonoursSettleBy(),
 	}, "coordinator:"+s.cfg.Name); err != nil {
 		s.recordEvent(ctx, name, kindFailoverResult, cand, c.Epoch, "failed: recording the new primary: "+err.Error(), nil)
 		return
@@ -279,6 +289,7 @@ func (s *Server) completeFailover(ctx context.Context, c *pgdrv1.Cluster, old, c
 		cctx, cancel := context.WithTimeout(ctx, s.cfg.Failover.CommandTimeout.Duration)
 		deadline, _ := cctx.Deadline()
 		settleBy := s.promoteSettleBy(deadline)
+		honours := s.honoursSettle(name, cand)
 		s.hub.waitStream(cctx, memberKey{name, cand}, streamWait)
 		res, err := s.hub.call(cctx, memberKey{name, cand}, &pgdrv1.AgentCommand{
 			Id: newCommandID(), Cluster: name, Node: cand, Epoch: epoch, IssuedAt: timestamppb.Now(), Deadline: timestamppb.New(deadline),
@@ -297,7 +308,7 @@ func (s *Server) completeFailover(ctx context.Context, c *pgdrv1.Cluster, old, c
 				details = map[string]string{detailPromote: promoteUnsettled}
 				mark = pgdrv1.PromoteMark_PROMOTE_MARK_UNSETTLED
 			}
-			s.recordUnsettled(ctx, name, kindFailoverResult, cand, epoch, msg, details, mark, settleBy)
+			s.recordUnsettled(ctx, name, kindFailoverResult, cand, epoch, msg, details, mark, settleBy, honours)
 			return
 		}
 		msg := strings.TrimSpace(res.Output)

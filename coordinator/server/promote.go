@@ -112,7 +112,8 @@ func (s *Server) settlePromote(ctx context.Context, c *pgdrv1.Cluster, cand stri
 			Connectable: r.GetConnectable() && !r.GetRecoveryUnknown(), InRecovery: r.GetInRecovery(), Fenced: r.GetFenced()}
 	}
 	up := c.GetUnsettledPromote()
-	un := failover.Unsettled{Node: u, InFlight: up.GetInFlight(), Honoured: c.GetMembers()[u].GetHonoursSettleBy(),
+	// Honoured as recorded with the orders, not as registered now.
+	un := failover.Unsettled{Node: u, InFlight: up.GetInFlight(), Honoured: up.GetHonoured(),
 		Window: time.Duration(up.GetSettleAfterMs()) * time.Millisecond, Since: s.promoteClk.since(c.GetName(), u, c.GetEpoch())}
 	settled, why := failover.PromoteSettled(un, m, now, s.cfg.Failover.SafetyMargin.Duration)
 	if settled {

@@ -406,7 +406,7 @@ func unsettledClusterWindow(t *testing.T, s *Server, honours bool, settleBy time
 		}
 	}
 	ev := &pgdrv1.RecordEvent{Event: &pgdrv1.HistoryEvent{Cluster: "main", Kind: kindFailoverResult, Node: "b", Epoch: 2, Message: "pending: promote: promotion pending"},
-		Promote: pgdrv1.PromoteMark_PROMOTE_MARK_UNSETTLED, SettleAfterMs: uint64(window.Milliseconds())}
+		Promote: pgdrv1.PromoteMark_PROMOTE_MARK_UNSETTLED, SettleAfterMs: uint64(window.Milliseconds()), HonoursSettle: honours}
 	if !settleBy.IsZero() {
 		ev.SettleBy = timestamppb.New(settleBy)
 	}
@@ -583,6 +583,45 @@ func TestSettleWindowOnLeaderClock(t *testing.T) {
 	s2.promoteClk.sent("main", "b", 2, time.Now().Add(-time.Hour))
 	if _, wait := s2.settlePromote(context.Background(), cl2, "c"); wait == "" {
 		t.Fatal("an earlier order moved the count back")
+	}
+}
+
+// TestSettleHonouredAsOrdered: review D. Whether the agent keeps settle
+// deadlines is what it registered when the order went out, recorded with
+// the order: a registration after it (a restarted agent with the watchdog
+// turned on, or off) changes nothing for that order.
+func TestSettleHonouredAsOrdered(t *testing.T) {
+	for _, c := range []struct {
+		what              string
+		atOrder, nowAfter bool
+		wantWait          bool
+	}{
+		{"did not honour when ordered, registers honouring after", false, true, true},
+		{"honoured when ordered, registers without after", true, false, false},
+	} {
+		t.Run(c.what, func(t *testing.T) {
+			s := testLeader(t)
+			s.cfg.Failover.CommandTimeout.Duration = 300 * time.Millisecond
+			s.cfg.Failover.SafetyMargin.Duration = time.Second
+			cl := unsettledClusterWindow(t, s, c.atOrder, time.Now().Add(-time.Minute), time.Minute)
+			if _, err := s.propose(context.Background(), pgdrv1.CommandType_COMMAND_TYPE_REGISTER_MEMBER, &pgdrv1.RegisterMember{Member: &pgdrv1.Member{
+				Name: "b", Cluster: "main", Region: "r1", Dsn: "host=b", HonoursSettleBy: c.nowAfter}}, "test"); err != nil {
+				t.Fatal(err)
+			}
+			cl, _ = s.fsm.Cluster("main")
+			leaderCaughtUp(s, time.Now().Add(-2*time.Minute))
+			agents := &fakeAgents{answer: func(node string, cmd *pgdrv1.AgentCommand) *pgdrv1.CommandResult {
+				if node == "b" {
+					return nil // its host is gone
+				}
+				return &pgdrv1.CommandResult{Ok: true}
+			}}
+			agents.start(t, s, "a", "b", "c")
+			done, wait := s.settlePromote(context.Background(), cl, "c")
+			if (wait != "") != c.wantWait {
+				t.Fatalf("done %q, wait %q: want wait=%v", done, wait, c.wantWait)
+			}
+		})
 	}
 }
 
