@@ -274,12 +274,18 @@ func (d *Daemon) promote(ctx context.Context, epoch uint64, timing orderTiming, 
 		return "", fmt.Errorf("%w: %v", errPromotionPending, err)
 	}
 	out, err := p.Finish(ctx)
+	if err != nil {
+		// Promoted, but its timeline and LSN are unknown: reported as
+		// pending, so that the leader keeps the promotion unsettled (a
+		// plain failure reads as an order that never reached PostgreSQL).
+		// The watcher sees it completed and asks the leader (guarded:
+		// until a lease is granted or the give-up time).
+		pending()
+		return "", fmt.Errorf("%w: pg_promote at epoch %d completed (recovery ended), but reading the new timeline and LSN failed: %v", errPromotionPending, epoch, err)
+	}
 	if !giveUp.IsZero() {
 		// Promoted: guarded until a lease is granted (or the give-up time).
 		d.watchPromotion(epoch, giveUp, func() {})
-	}
-	if err != nil {
-		return "", err
 	}
 	d.CheckNow(ctx)
 	return out, nil

@@ -28,6 +28,8 @@ type fakePromotion struct {
 	promoted bool          // recovery has ended
 	promotes int           // pg_promote calls
 	wait     time.Duration // the last pg_promote's wait
+	// finishErr fails Finish (after the end of recovery).
+	finishErr error
 }
 
 func (f *fakePromotion) InRecovery(context.Context) (bool, error) {
@@ -48,7 +50,24 @@ func (f *fakePromotion) Promote(_ context.Context, wait time.Duration) (bool, er
 }
 
 func (f *fakePromotion) Finish(context.Context) (string, error) {
+	if f.finishErr != nil {
+		return "", f.finishErr
+	}
 	return "promoted: timeline 2, lsn 0/5000000", nil
+}
+
+// TestPromoteFinishFailsAfterPromotion: review E. When the promotion
+// completed but reading its timeline and LSN fails, the node is promoted:
+// the answer is pending (the leader keeps it unsettled), never a plain
+// failure, which the leader would take for an order that did not reach
+// PostgreSQL.
+func TestPromoteFinishFailsAfterPromotion(t *testing.T) {
+	fp := &fakePromotion{finish: true, finishErr: errors.New("connection reset")}
+	_, cc := promoteDaemon(t, fp, &epochClient{epoch: 6, primary: "pg-a2"})
+	res := cc.carryOut(context.Background(), promoteOrder(6, time.Now(), time.Now().Add(time.Minute)))
+	if res.Ok || !res.Pending || fp.calls() != 1 {
+		t.Fatalf("promoted, then Finish failed: %+v (pg_promote called %d times), want a pending answer", res, fp.calls())
+	}
 }
 func (f *fakePromotion) Close() {}
 
