@@ -83,6 +83,8 @@ type Daemon struct {
 	// promoteGiveUp: the watched promotion's give-up time (promoteguard.go;
 	// zero: not guarded), the latest of the guarded orders it watches.
 	promoteGiveUp time.Time
+	// bootIDPath replaces /proc/sys/kernel/random/boot_id in tests.
+	bootIDPath string
 }
 
 // clock is the agent's clock for the orders' deadlines: time.Now, or the

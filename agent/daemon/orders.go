@@ -77,6 +77,22 @@ type orderTiming struct {
 	// taken off the budget.
 	Transit    time.Duration
 	HasTransit bool
+	// Received is the order's receipt on the agent's clock; Budget its
+	// budget_ms (HasBudget: it carries sent_at and a deadline).
+	Received  time.Time
+	Budget    time.Duration
+	HasBudget bool
+}
+
+// sentBefore is a time no later than the order's sending, on the agent's
+// clock (d.clock): its receipt less the transit time, which the
+// measurement of the leader's clock overestimates (ok false: no such
+// measurement).
+func (t orderTiming) sentBefore() (time.Time, bool) {
+	if !t.HasTransit {
+		return time.Time{}, false
+	}
+	return t.Received.Add(-max(t.Transit, 0)), true
 }
 
 // leaderClock is one measurement of the coordinator leader's clock: its
@@ -123,7 +139,7 @@ func (c leaderClock) latest(at time.Time) time.Time {
 // leader's absolute deadline is compared with the agent's wall clock, as
 // before.
 func orderDeadline(cmd *pgdrv1.AgentCommand, received time.Time, lc *leaderClock) orderTiming {
-	t := orderTiming{ID: cmd.GetId(), Sender: cmd.GetSender()}
+	t := orderTiming{ID: cmd.GetId(), Sender: cmd.GetSender(), Received: received}
 	s := cmd.GetSentAt()
 	if s != nil {
 		t.Skew, t.HasSkew = received.Sub(s.AsTime()), true
@@ -135,6 +151,7 @@ func orderDeadline(cmd *pgdrv1.AgentCommand, received time.Time, lc *leaderClock
 	t.Leader = dl.AsTime()
 	if t.HasSkew {
 		budget := time.Duration(cmd.GetBudgetMs()) * time.Millisecond
+		t.Budget, t.HasBudget = budget, true
 		if lc != nil {
 			t.Transit, t.HasTransit = lc.latest(received).Sub(s.AsTime()), true
 			budget -= max(t.Transit, 0)
@@ -284,11 +301,12 @@ func (d *Daemon) Order(cmd *pgdrv1.AgentCommand, received time.Time) (string, er
 	ctx := d.runCtx
 	switch k := cmd.GetKind().(type) {
 	case *pgdrv1.AgentCommand_Promote:
-		var settleBy time.Time
+		var settle settlePromise
 		if sb := k.Promote.GetSettleBy(); sb != nil {
-			settleBy = sb.AsTime()
+			settle.By = sb.AsTime()
 		}
-		return d.promote(ctx, cmd.GetEpoch(), timing, settleBy)
+		settle.After = time.Duration(k.Promote.GetSettleAfterMs()) * time.Millisecond
+		return d.promote(ctx, cmd.GetEpoch(), timing, settle)
 	case *pgdrv1.AgentCommand_Follow:
 		return d.follow(ctx, k.Follow.GetPrimary(), k.Follow.GetPrimaryDsn())
 	case *pgdrv1.AgentCommand_Fence:

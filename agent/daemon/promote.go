@@ -117,21 +117,73 @@ func leaderLeft(leaderDeadline, leaderNow time.Time, rtt time.Duration) (left ti
 	return leaderDeadline.Sub(leaderNow) - max(rtt, 0), true
 }
 
+// settlePromise is a promote order's settle deadline: After, the window
+// from its sending (Promote.settle_after_ms; 0: none), or, from an older
+// coordinator that sends no window, By, the leader's absolute settle_by
+// (zero: none).
+type settlePromise struct {
+	By    time.Time
+	After time.Duration
+}
+
+func (p settlePromise) none() bool { return p.After <= 0 && p.By.IsZero() }
+
+// settleGiveUp is the give-up time of a promotion ordered with settle
+// (promoteguard.go), on time.Now's monotonic clock, checked right before
+// pg_promote (cur: the leader's answer then). With a window it counts from
+// a time no later than the order's sending, on the agent's monotonic
+// clock: the earlier of its receipt less the transit time the leader's clock
+// bounds (timing.sentBefore) and the Epoch call's start less the time the
+// leader had already waited for it on its own monotonic clock (budget -
+// left); neither wall clock counts. Without either bound the window cannot
+// be kept: an error. Without a window (an older coordinator) settle_by,
+// less the safety margin, is taken on the agent's wall clock, as before.
+func (d *Daemon) settleGiveUp(epoch uint64, timing orderTiming, cur orderCurrent, settle settlePromise) (time.Time, error) {
+	margin := d.safetyMargin()
+	if settle.After <= 0 {
+		giveUp := settle.By.Add(-margin)
+		if !time.Now().Before(giveUp) {
+			return time.Time{}, fmt.Errorf("%w: promote at epoch %d: its settle deadline %s (less the safety margin) has passed",
+				errOrderExpired, epoch, settle.By.Format(time.RFC3339Nano))
+		}
+		return giveUp, nil
+	}
+	var sent time.Time
+	if at, ok := timing.sentBefore(); ok {
+		sent = at
+	}
+	if cur.ans.waiting && timing.HasBudget && !cur.ans.sent.IsZero() {
+		if at := cur.ans.sent.Add(-(timing.Budget - cur.ans.left)); sent.IsZero() || at.Before(sent) {
+			sent = at
+		}
+	}
+	if sent.IsZero() {
+		return time.Time{}, fmt.Errorf("refusing to promote at epoch %d: the order's settle window (%s) cannot be counted: neither its transit time nor the leader's wait for it is known (a coordinator that sends neither its clock nor the wait)",
+			epoch, settle.After)
+	}
+	left := sent.Add(settle.After - margin).Sub(d.clock())
+	if left <= 0 {
+		return time.Time{}, fmt.Errorf("%w: promote at epoch %d: its settle window %s from its sending, less the safety margin %s, has passed",
+			errOrderExpired, epoch, settle.After, margin)
+	}
+	// On time.Now's monotonic clock, which the watcher and the watchdog's
+	// heartbeat count with.
+	return time.Now().Add(left), nil
+}
+
 // promote promotes the local replica at epoch: never a fenced node, never
 // once the order's deadline has passed (on the agent's monotonic clock
 // from the receipt, and on the leader's clock read right before
 // pg_promote) or the leader records another primary or a newer epoch
 // (asked right before pg_promote). pg_promote's wait ends before the
-// earlier of both deadlines. With a settle deadline (settleBy, not zero)
-// the promotion is guarded until a lease is granted to this node
-// (promoteguard.go).
-func (d *Daemon) promote(ctx context.Context, epoch uint64, timing orderTiming, settleBy time.Time) (string, error) {
+// earlier of both deadlines. With a settle deadline the promotion is
+// guarded until a lease is granted to this node (promoteguard.go,
+// settleGiveUp).
+func (d *Daemon) promote(ctx context.Context, epoch uint64, timing orderTiming, settle settlePromise) (string, error) {
 	var giveUp time.Time
-	if !settleBy.IsZero() {
-		giveUp = settleBy.Add(-d.safetyMargin())
-		if !time.Now().Before(giveUp) {
-			return "", fmt.Errorf("%w: promote at epoch %d: its settle deadline %s (less the safety margin) has passed",
-				errOrderExpired, epoch, settleBy.Format(time.RFC3339Nano))
+	if settle.After <= 0 && !settle.By.IsZero() {
+		if _, err := d.settleGiveUp(epoch, timing, orderCurrent{}, settle); err != nil {
+			return "", err
 		}
 	}
 	fsDone, err := d.failsafeBeginPromote() // acknowledged a failsafe ping within lease_ttl?
@@ -196,7 +248,10 @@ func (d *Daemon) promote(ctx context.Context, epoch uint64, timing orderTiming, 
 		}
 		wait = min(wait, w)
 	}
-	if !giveUp.IsZero() {
+	if !settle.none() {
+		if giveUp, err = d.settleGiveUp(epoch, timing, cur, settle); err != nil {
+			return "", err
+		}
 		if err := d.guardPromotion(epoch, giveUp); err != nil {
 			return "", err
 		}
@@ -219,12 +274,18 @@ func (d *Daemon) promote(ctx context.Context, epoch uint64, timing orderTiming, 
 		return "", fmt.Errorf("%w: %v", errPromotionPending, err)
 	}
 	out, err := p.Finish(ctx)
+	if err != nil {
+		// Promoted, but its timeline and LSN are unknown: reported as
+		// pending, so that the leader keeps the promotion unsettled (a
+		// plain failure reads as an order that never reached PostgreSQL).
+		// The watcher sees it completed and asks the leader (guarded:
+		// until a lease is granted or the give-up time).
+		pending()
+		return "", fmt.Errorf("%w: pg_promote at epoch %d completed (recovery ended), but reading the new timeline and LSN failed: %v", errPromotionPending, epoch, err)
+	}
 	if !giveUp.IsZero() {
 		// Promoted: guarded until a lease is granted (or the give-up time).
 		d.watchPromotion(epoch, giveUp, func() {})
-	}
-	if err != nil {
-		return "", err
 	}
 	d.CheckNow(ctx)
 	return out, nil
@@ -291,7 +352,9 @@ var errSuperseded = errors.New("the order's epoch is superseded")
 // the agent's monotonic clock.
 type epochAnswer struct {
 	leaderNow time.Time
-	rtt       time.Duration
+	// sent is the call's start on the agent's clock (d.clock).
+	sent time.Time
+	rtt  time.Duration
 	// waiting: the leader still waits for the order asked about, left
 	// more on its monotonic clock.
 	waiting bool
@@ -311,7 +374,7 @@ func (d *Daemon) confirmEpoch(ctx context.Context, what string, epoch uint64, id
 	if err != nil {
 		return ans, fmt.Errorf("refusing to %s at epoch %d: the coordinator leader did not confirm the epoch: %w", what, epoch, err)
 	}
-	ans.rtt = back.Sub(sent)
+	ans.sent, ans.rtt = sent, back.Sub(sent)
 	if n := resp.GetNow(); n != nil {
 		ans.leaderNow = n.AsTime()
 	}

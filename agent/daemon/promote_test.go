@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -27,6 +28,8 @@ type fakePromotion struct {
 	promoted bool          // recovery has ended
 	promotes int           // pg_promote calls
 	wait     time.Duration // the last pg_promote's wait
+	// finishErr fails Finish (after the end of recovery).
+	finishErr error
 }
 
 func (f *fakePromotion) InRecovery(context.Context) (bool, error) {
@@ -47,7 +50,24 @@ func (f *fakePromotion) Promote(_ context.Context, wait time.Duration) (bool, er
 }
 
 func (f *fakePromotion) Finish(context.Context) (string, error) {
+	if f.finishErr != nil {
+		return "", f.finishErr
+	}
 	return "promoted: timeline 2, lsn 0/5000000", nil
+}
+
+// TestPromoteFinishFailsAfterPromotion: review E. When the promotion
+// completed but reading its timeline and LSN fails, the node is promoted:
+// the answer is pending (the leader keeps it unsettled), never a plain
+// failure, which the leader would take for an order that did not reach
+// PostgreSQL.
+func TestPromoteFinishFailsAfterPromotion(t *testing.T) {
+	fp := &fakePromotion{finish: true, finishErr: errors.New("connection reset")}
+	_, cc := promoteDaemon(t, fp, &epochClient{epoch: 6, primary: "pg-a2"})
+	res := cc.carryOut(context.Background(), promoteOrder(6, time.Now(), time.Now().Add(time.Minute)))
+	if res.Ok || !res.Pending || fp.calls() != 1 {
+		t.Fatalf("promoted, then Finish failed: %+v (pg_promote called %d times), want a pending answer", res, fp.calls())
+	}
 }
 func (f *fakePromotion) Close() {}
 
@@ -329,16 +349,78 @@ func TestPromoteWatchSettleByGranted(t *testing.T) {
 func TestPromoteWatchResumed(t *testing.T) {
 	fp := &fakePromotion{finish: false}
 	d, _ := promoteDaemon(t, fp, &epochClient{epoch: 6, primary: "pg-a2"})
+	d.bootIDPath = filepath.Join(t.TempDir(), "boot_id")
+	if err := os.WriteFile(d.bootIDPath, []byte("boot-1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	giveUp := time.Now().Add(time.Second)
-	if err := os.WriteFile(d.promotePendingPath(), []byte(fmt.Sprintf(`{"epoch": 6, "give_up": %q}`, giveUp.UTC().Format(time.RFC3339Nano))), 0o600); err != nil {
+	mono, ok := monoNow()
+	if !ok {
+		t.Skip("no CLOCK_MONOTONIC on this platform")
+	}
+	// The wall-clock give_up says an hour later: only the monotonic one counts.
+	if err := os.WriteFile(d.promotePendingPath(), []byte(fmt.Sprintf(`{"epoch": 6, "give_up": %q, "give_up_mono_ns": %d, "boot_id": "boot-1"}`,
+		giveUp.Add(time.Hour).UTC().Format(time.RFC3339Nano), mono+int64(time.Second))), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	d.resumePendingPromotion()
 	if hb, _ := d.watchdogHeartbeat(); hb.RemainingMs <= 0 {
 		t.Fatalf("heartbeat after resuming a guard: %+v", hb)
 	}
-	if reason := waitFenced(t, d, 20*time.Second); !strings.Contains(reason, "settle deadline") || time.Now().Before(giveUp) {
+	if reason := waitFenced(t, d, 20*time.Second); !strings.Contains(reason, "settle deadline") || time.Now().Before(giveUp) || time.Now().After(giveUp.Add(5*time.Second)) {
 		t.Fatalf("fenced at %s (give-up %s) for %q", time.Now(), giveUp, reason)
+	}
+}
+
+// TestPromoteWatchResumedOtherBoot: review C of D10. A guard recorded in
+// another boot (CLOCK_MONOTONIC restarted), or without a monotonic
+// give-up time, counts as passed: the node is fenced at once unless a
+// lease was granted, whatever the wall-clock give_up says (a promotion
+// that completed before the reboot stays completed).
+func TestPromoteWatchResumedOtherBoot(t *testing.T) {
+	mono, ok := monoNow()
+	if !ok {
+		t.Skip("no CLOCK_MONOTONIC on this platform")
+	}
+	for _, rec := range []string{
+		fmt.Sprintf(`{"epoch": 6, "give_up": %q, "give_up_mono_ns": %d, "boot_id": "boot-0"}`, time.Now().Add(time.Hour).UTC().Format(time.RFC3339Nano), mono+int64(time.Hour)),
+		fmt.Sprintf(`{"epoch": 6, "give_up": %q}`, time.Now().Add(time.Hour).UTC().Format(time.RFC3339Nano)),
+	} {
+		fp := &fakePromotion{finish: false}
+		d, _ := promoteDaemon(t, fp, &epochClient{epoch: 6, primary: "pg-a2"})
+		d.bootIDPath = filepath.Join(t.TempDir(), "boot_id")
+		if err := os.WriteFile(d.bootIDPath, []byte("boot-1\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(d.promotePendingPath(), []byte(rec), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		d.resumePendingPromotion()
+		if reason := waitFenced(t, d, 20*time.Second); !strings.Contains(reason, "settle deadline") || time.Since(start) > 10*time.Second {
+			t.Fatalf("record %s: fenced after %s for %q, want at once", rec, time.Since(start), reason)
+		}
+	}
+}
+
+// TestPromoteGuardRecord: the guard's record carries the give-up time on
+// CLOCK_MONOTONIC with this boot's id, and reads back as the same time.
+func TestPromoteGuardRecord(t *testing.T) {
+	mono, ok := monoNow()
+	if !ok {
+		t.Skip("no CLOCK_MONOTONIC on this platform")
+	}
+	d, _ := promoteDaemon(t, &fakePromotion{}, nil)
+	d.bootIDPath = filepath.Join(t.TempDir(), "boot_id")
+	if err := os.WriteFile(d.bootIDPath, []byte("boot-1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := d.pendingRecord(6, time.Now().Add(10*time.Second))
+	if p.BootID != "boot-1" || p.GiveUpMonoNs < mono+int64(9*time.Second) || p.GiveUpMonoNs > mono+int64(11*time.Second) {
+		t.Fatalf("record %+v, want boot-1 and about %d", p, mono+int64(10*time.Second))
+	}
+	if at, why := d.giveUpOf(p); why != "" || time.Until(at) < 9*time.Second || time.Until(at) > 10*time.Second {
+		t.Fatalf("give-up in %s (%q)", time.Until(at), why)
 	}
 }
 

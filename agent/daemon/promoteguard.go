@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/pgdr/pgdr/pkg/fsutil"
@@ -16,10 +17,15 @@ import (
 // A promotion the leader never heard the outcome of may still complete
 // (PostgreSQL finishes a requested promotion once replay catches up). The
 // leader may count it as settled, and promote another member, once the
-// order's settle_by plus its safety margin has passed, provided this agent
+// order's settle window (Promote.settle_after_ms) plus its safety margin
+// has passed on its own monotonic clock since the order went out (or since
+// it caught up, for orders of earlier leaders), provided this agent
 // registered honours_settle_by (its watchdog runs). The agent keeps that
-// promise as follows. Let G = settle_by - safety_margin (the give-up
-// time). From right before pg_promote until the node holds a lease
+// promise as follows. Let G, the give-up time, be a time no later than
+// the order's sending (settleGiveUp), plus the window, less the safety margin,
+// on the agent's monotonic clock: no wall clock counts (an older
+// coordinator sends only settle_by: G = settle_by - safety_margin, on the
+// clocks' agreement). From right before pg_promote until the node holds a lease
 // granted as the new primary (or is fenced, or its PostgreSQL stopped,
 // which drops the promote request), the promotion is guarded:
 //   - the pending promotion watcher fences the node at G unless a lease
@@ -27,25 +33,81 @@ import (
 //   - the watchdog's deadline is at most G (plus its grace), whatever the
 //     lease loop says, and the guard reaches the watchdog before
 //     pg_promote is called; so a crashed, killed or stalled agent leaves
-//     it to the watchdog, which fences at G + grace < settle_by;
-//   - the guard is written to pgdata (promotePendingFile), so that an
-//     agent restarted meanwhile resumes it before its own watchdog tells
-//     the previous one to stand down.
-// After settle_by the node is therefore writable only under a lease
+//     it to the watchdog, which fences at G + grace, before the window
+//     ends;
+//   - the guard is written to pgdata (promotePendingFile, G on
+//     CLOCK_MONOTONIC with the boot id), so that an agent restarted
+//     meanwhile resumes it before its own watchdog tells the previous one
+//     to stand down.
+// After the window the node is therefore writable only under a lease
 // granted by a leader that records it as primary, which the leader's
 // lease check (revokeExpired) covers like any primary's.
 
 // promotePendingFile is the guard's record in pgdata.
 const promotePendingFile = "pgdr.promote-pending"
 
-// pendingPromotion is the guard of one promotion.
+// pendingPromotion is the guard of one promotion. The give-up time that
+// counts is GiveUpMonoNs on CLOCK_MONOTONIC of the boot BootID: a wall
+// clock stepped while the agent was down moves nothing. GiveUp (the wall
+// clock's reading) is shown only. A record of another boot, or without the
+// monotonic time, counts as passed: the node is fenced at once unless a
+// lease was granted to it (a reboot restarts PostgreSQL, which drops a
+// requested promotion, but one that completed before it stays: the node
+// then starts writable).
 type pendingPromotion struct {
-	Epoch  uint64    `json:"epoch"`
-	GiveUp time.Time `json:"give_up"`
+	Epoch        uint64    `json:"epoch"`
+	GiveUp       time.Time `json:"give_up"`
+	GiveUpMonoNs int64     `json:"give_up_mono_ns,omitempty"`
+	BootID       string    `json:"boot_id,omitempty"`
 }
 
 func (d *Daemon) promotePendingPath() string {
 	return filepath.Join(d.cfg.Postgres.PGData, promotePendingFile)
+}
+
+// defaultBootIDPath is where Linux tells the current boot apart.
+const defaultBootIDPath = "/proc/sys/kernel/random/boot_id"
+
+// bootID is this boot's id ("" when it cannot be read).
+func (d *Daemon) bootID() string {
+	p := d.bootIDPath
+	if p == "" {
+		p = defaultBootIDPath
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// pendingRecord is the record of a guard of epoch until giveUp (a time
+// with time.Now's monotonic reading).
+func (d *Daemon) pendingRecord(epoch uint64, giveUp time.Time) pendingPromotion {
+	p := pendingPromotion{Epoch: epoch, GiveUp: giveUp.UTC()}
+	if mono, ok := monoNow(); ok {
+		if id := d.bootID(); id != "" {
+			p.GiveUpMonoNs, p.BootID = mono+int64(time.Until(giveUp)), id
+		}
+	}
+	return p
+}
+
+// giveUpOf is the give-up time of a record left by an agent process, on
+// time.Now's monotonic clock, and why it is taken as passed ("" when it
+// is not).
+func (d *Daemon) giveUpOf(p pendingPromotion) (time.Time, string) {
+	mono, ok := monoNow()
+	switch id := d.bootID(); {
+	case p.GiveUpMonoNs == 0 || p.BootID == "":
+		return time.Now(), "the record has no monotonic give-up time"
+	case !ok || id == "":
+		return time.Now(), "this boot's monotonic clock or boot id cannot be read"
+	case id != p.BootID:
+		return time.Now(), fmt.Sprintf("it was recorded in another boot (%s, now %s)", p.BootID, id)
+	default:
+		return time.Now().Add(time.Duration(p.GiveUpMonoNs - mono)), ""
+	}
 }
 
 // guardWait bounds how long the guard waits for the watchdog to take it.
@@ -55,7 +117,7 @@ const guardWait = 2 * time.Second
 // the watchdog's deadline, which it waits for the watchdog to receive. An
 // error means the promise cannot be kept: pg_promote must not be called.
 func (d *Daemon) guardPromotion(epoch uint64, giveUp time.Time) error {
-	b, err := json.Marshal(pendingPromotion{Epoch: epoch, GiveUp: giveUp.UTC()})
+	b, err := json.Marshal(d.pendingRecord(epoch, giveUp))
 	if err != nil {
 		return err
 	}
@@ -123,14 +185,19 @@ func (d *Daemon) resumePendingPromotion() {
 	if err == nil {
 		err = json.Unmarshal(b, &p)
 	}
-	if err != nil || p.GiveUp.IsZero() {
+	giveUp := time.Now()
+	if err != nil {
 		// Unreadable: the promise is kept the strictest way.
-		p.GiveUp = time.Now()
 		d.log.Error("the pending promotion's record is unreadable; treating its settle deadline as passed", "path", d.promotePendingPath(), "err", err)
+	} else {
+		var why string
+		if giveUp, why = d.giveUpOf(p); why != "" {
+			d.log.Warn("treating the pending promotion's settle deadline as passed", "path", d.promotePendingPath(), "why", why)
+		}
 	}
-	d.log.Warn("resuming the guard of a promotion a previous agent process left pending", "epoch", p.Epoch, "give_up", p.GiveUp)
+	d.log.Warn("resuming the guard of a promotion a previous agent process left pending", "epoch", p.Epoch, "give_up_in", time.Until(giveUp).Round(time.Millisecond))
 	d.wd.mu.Lock()
-	d.wd.pendingUntil = p.GiveUp
+	d.wd.pendingUntil = giveUp
 	d.wd.mu.Unlock()
-	d.watchPromotion(p.Epoch, p.GiveUp, func() {})
+	d.watchPromotion(p.Epoch, giveUp, func() {})
 }

@@ -7,15 +7,19 @@ import (
 )
 
 // TestPromoteSettled: review D10 and D11. An unsettled promotion counts as
-// settled only on a fresh report that PostgreSQL is stopped or fenced and
-// still a replica (never on "fenced" alone, which a server still running
-// writable reports while it is being stopped), or once the settle deadline
+// settled only on a fresh report that PostgreSQL is stopped and not
+// connectable (never on "fenced", whose marker is written before the stop
+// and stays when the stop failed, nor on a postmaster not seen while the
+// server answers: review A), or once the settle deadline
 // its agent promised to keep has passed, with no order of unknown promise
 // out.
 func TestPromoteSettled(t *testing.T) {
 	now := time.Date(2026, 12, 7, 6, 0, 0, 0, time.UTC)
 	const margin = time.Second
-	past, future := now.Add(-2*time.Second), now.Add(-500*time.Millisecond) // future: within the margin
+	const window = 10 * time.Second
+	// Orders sent so long ago (on the leader's monotonic clock) that the
+	// window plus the margin has passed, or not yet (within the margin).
+	past, future := now.Add(-window-2*time.Second), now.Add(-window-500*time.Millisecond)
 	replica := Member{Fresh: true, PostmasterAlive: true, Connectable: true, InRecovery: true}
 	for _, c := range []struct {
 		what    string
@@ -26,17 +30,26 @@ func TestPromoteSettled(t *testing.T) {
 	}{
 		{"no report, no promise", Unsettled{Node: "b"}, Member{}, false, "does not guarantee"},
 		{"stopped", Unsettled{Node: "b"}, Member{Fresh: true}, true, "stopped"},
+		// review A: postmaster.pid unreadable, or the PID namespace hides
+		// the postmaster, while the server still answers.
+		{"postmaster not seen but connectable (A)", Unsettled{Node: "b"}, Member{Fresh: true, Connectable: true}, false, ""},
+		{"postmaster not seen, connectable, in recovery (A)", Unsettled{Node: "b"}, Member{Fresh: true, Connectable: true, InRecovery: true}, false, ""},
 		{"stopped, stale report", Unsettled{Node: "b"}, Member{}, false, ""},
 		{"fenced, still running writable (D11)", Unsettled{Node: "b"}, Member{Fresh: true, PostmasterAlive: true, Connectable: true, Fenced: true}, false, ""},
 		{"fenced, running, recovery state unknown (D11)", Unsettled{Node: "b"}, Member{Fresh: true, PostmasterAlive: true, Fenced: true}, false, ""},
-		{"fenced and in recovery", Unsettled{Node: "b"}, Member{Fresh: true, PostmasterAlive: true, Connectable: true, InRecovery: true, Fenced: true}, true, "fenced and still in recovery"},
+		// review A: the marker is written before PostgreSQL is stopped, and
+		// a fence whose stop failed leaves a running replica whose pending
+		// promotion can still complete.
+		{"fenced and in recovery, still running (A)", Unsettled{Node: "b"}, Member{Fresh: true, PostmasterAlive: true, Connectable: true, InRecovery: true, Fenced: true}, false, ""},
+		{"fenced and stopped", Unsettled{Node: "b"}, Member{Fresh: true, Fenced: true}, true, "stopped"},
 		{"in recovery, not fenced", Unsettled{Node: "b"}, replica, false, ""},
-		{"settle deadline passed, honoured", Unsettled{Node: "b", SettleBy: past, Honoured: true}, Member{}, true, "not confirmed by its settle deadline"},
-		{"settle deadline within the margin", Unsettled{Node: "b", SettleBy: future, Honoured: true}, Member{}, false, "drops the promotion unless confirmed by"},
-		{"settle deadline passed, not honoured", Unsettled{Node: "b", SettleBy: past}, Member{}, false, "does not guarantee"},
-		{"no settle deadline", Unsettled{Node: "b", Honoured: true}, Member{}, false, "carried no settle deadline"},
-		{"an order in flight", Unsettled{Node: "b", InFlight: true, SettleBy: past, Honoured: true}, Member{}, false, "never recorded"},
-		{"settle deadline passed, replica still running", Unsettled{Node: "b", SettleBy: past, Honoured: true}, replica, true, "settle deadline"},
+		{"settle deadline passed, honoured", Unsettled{Node: "b", Window: window, Since: past, Honoured: true}, Member{}, true, "not confirmed by its settle deadline"},
+		{"settle deadline within the margin", Unsettled{Node: "b", Window: window, Since: future, Honoured: true}, Member{}, false, "drops the promotion unless confirmed within"},
+		{"settle deadline passed, not honoured", Unsettled{Node: "b", Window: window, Since: past}, Member{}, false, "does not guarantee"},
+		{"no settle deadline", Unsettled{Node: "b", Honoured: true, Since: past}, Member{}, false, "carried no settle deadline"},
+		{"no start known", Unsettled{Node: "b", Honoured: true, Window: window}, Member{}, false, "does not know when"},
+		{"an order in flight", Unsettled{Node: "b", InFlight: true, Window: window, Since: past, Honoured: true}, Member{}, false, "never recorded"},
+		{"settle deadline passed, replica still running", Unsettled{Node: "b", Window: window, Since: past, Honoured: true}, replica, true, "settle deadline"},
 	} {
 		settled, why := PromoteSettled(c.u, c.m, now, margin)
 		if settled != c.settled || !strings.Contains(why, c.why) || why == "" {

@@ -258,7 +258,8 @@ func applySetPrimary(st *pgdrv1.State, c *pgdrv1.Command, p *pgdrv1.SetPrimary, 
 	// recorded writable (the initial one) has nothing to confirm.
 	cl.UnsettledPromote = nil
 	if p.GetPromote() {
-		cl.UnsettledPromote = &pgdrv1.UnsettledPromote{Node: cl.Primary, Epoch: cl.Epoch, InFlight: true, OrderedAt: cmdTime(c)}
+		cl.UnsettledPromote = &pgdrv1.UnsettledPromote{Node: cl.Primary, Epoch: cl.Epoch, InFlight: true, OrderedAt: cmdTime(c),
+			InFlightSettleAfterMs: p.GetSettleAfterMs(), InFlightHonoured: p.GetHonoursSettle()}
 	}
 	// The new epoch's LSN floor: never below the old epoch's (a failover
 	// within the lag limit does not reset what later ones are judged
@@ -483,14 +484,22 @@ func applyRecordEvent(st *pgdrv1.State, c *pgdrv1.Command, p *pgdrv1.RecordEvent
 	addEvent(st, c, index, ev)
 	if cl := st.GetClusters()[ev.GetCluster()]; mark != pgdrv1.PromoteMark_PROMOTE_MARK_UNSPECIFIED && cl != nil &&
 		ev.GetNode() == cl.GetPrimary() && ev.GetEpoch() == cl.GetEpoch() && cl.GetPrimary() != "" {
-		markPromote(cl, mark, cmdTime(c), p.GetSettleBy())
+		markPromote(cl, mark, cmdTime(c), p.GetSettleBy(), p.GetSettleAfterMs(), p.GetHonoursSettle())
 	}
 	return nil
 }
 
 // markPromote applies what an event says about the promotion of cl's
 // recorded primary at cl's epoch to cl.unsettled_promote (see PromoteMark).
-func markPromote(cl *pgdrv1.Cluster, mark pgdrv1.PromoteMark, now, settleBy *timestamppb.Timestamp) {
+// Only PROMOTED and SETTLED clear what an earlier order left: a later
+// order's NOT_SENT or UNSETTLED ends only its own, and an ORDERED while
+// an order is still in flight (a leader died before recording its
+// outcome) counts that one as possibly completing, its promise unknown.
+//
+// The settle windows (settle_after_ms) fold the same way: an order that
+// may complete adds its window, the longest one is kept, and one without
+// a window (0) makes it unknown until nothing may complete any more.
+func markPromote(cl *pgdrv1.Cluster, mark pgdrv1.PromoteMark, now, settleBy *timestamppb.Timestamp, window uint64, honoured bool) {
 	if mark == pgdrv1.PromoteMark_PROMOTE_MARK_PROMOTED {
 		cl.UnsettledPromote = nil
 		return
@@ -502,7 +511,14 @@ func markPromote(cl *pgdrv1.Cluster, mark pgdrv1.PromoteMark, now, settleBy *tim
 	}
 	switch mark {
 	case pgdrv1.PromoteMark_PROMOTE_MARK_ORDERED:
-		u.InFlight, u.OrderedAt = true, now
+		if u.GetInFlight() {
+			// The order in flight never had its outcome recorded (its
+			// leader died meanwhile): it may still complete, its settle
+			// deadline unknown (its window, if it carried one, is known).
+			foldWindow(u, u.GetInFlightSettleAfterMs(), u.GetInFlightHonoured())
+			u.MayComplete, u.SettleBy = true, nil
+		}
+		u.InFlight, u.OrderedAt, u.InFlightSettleAfterMs, u.InFlightHonoured = true, now, window, honoured
 	case pgdrv1.PromoteMark_PROMOTE_MARK_UNSETTLED:
 		// settle_by covers every order that may complete: the latest of
 		// theirs, or none once one of them carried none.
@@ -515,13 +531,37 @@ func markPromote(cl *pgdrv1.Cluster, mark pgdrv1.PromoteMark, now, settleBy *tim
 		case settleBy == nil:
 			u.SettleBy = nil
 		}
-		u.InFlight, u.MayComplete = false, true
+		foldWindow(u, window, honoured)
+		u.InFlight, u.MayComplete, u.InFlightSettleAfterMs, u.InFlightHonoured = false, true, 0, false
 		if u.OrderedAt == nil {
 			u.OrderedAt = now
 		}
 	case pgdrv1.PromoteMark_PROMOTE_MARK_NOT_SENT:
-		u.InFlight = false // an earlier order that may complete still may
+		// This order cannot complete; an earlier one that may (answered
+		// unsettled, or folded in above) still may: may_complete stays.
+		u.InFlight, u.InFlightSettleAfterMs, u.InFlightHonoured = false, 0, false
 	case pgdrv1.PromoteMark_PROMOTE_MARK_SETTLED:
 		u.InFlight, u.MayComplete, u.SettleBy = false, false, nil
+		u.InFlightSettleAfterMs, u.SettleAfterMs, u.InFlightHonoured, u.Honoured = 0, 0, false, false
+	}
+}
+
+// foldWindow adds the settle window of one more order that may complete
+// (0: none) to u's, before u.may_complete is set: the longest, or none
+// once one of them carried none; and whether its agent kept settle
+// deadlines when it went out (honoured only while every one's did).
+func foldWindow(u *pgdrv1.UnsettledPromote, window uint64, honoured bool) {
+	if u.GetMayComplete() {
+		u.Honoured = u.GetHonoured() && honoured
+	} else {
+		u.Honoured = honoured
+	}
+	switch {
+	case !u.GetMayComplete():
+		u.SettleAfterMs = window
+	case window == 0 || u.GetSettleAfterMs() == 0:
+		u.SettleAfterMs = 0
+	default:
+		u.SettleAfterMs = max(u.GetSettleAfterMs(), window)
 	}
 }

@@ -1040,3 +1040,171 @@ func TestUnsettledPromoteSettleBy(t *testing.T) {
 		}
 	}
 }
+
+// TestUnsettledPromoteMarkSequences: review B of D7. An order whose
+// outcome a dead leader never recorded may still complete: the next
+// order's mark (ORDERED while one is in flight) folds it into
+// may_complete, with its settle deadline unknown; NOT_SENT and UNSETTLED
+// of a later order never clear what an earlier one left; only PROMOTED
+// and SETTLED do.
+func TestUnsettledPromoteMarkSequences(t *testing.T) {
+	const (
+		ordered   = pgdrv1.PromoteMark_PROMOTE_MARK_ORDERED
+		unsettled = pgdrv1.PromoteMark_PROMOTE_MARK_UNSETTLED
+		notSent   = pgdrv1.PromoteMark_PROMOTE_MARK_NOT_SENT
+		settled   = pgdrv1.PromoteMark_PROMOTE_MARK_SETTLED
+		promoted  = pgdrv1.PromoteMark_PROMOTE_MARK_PROMOTED
+	)
+	type step struct {
+		m pgdrv1.PromoteMark
+		// the order's settle deadline, minutes after at (0: none)
+		settleBy int
+	}
+	at := time.Date(2026, 12, 7, 6, 0, 0, 0, time.UTC)
+	for _, c := range []struct {
+		what       string
+		steps      []step // after SetPrimary b with a promote order (in flight)
+		inFlight   bool
+		mayComplet bool
+		settleBy   int // minutes after at; 0: unknown
+		gone       bool
+	}{
+		{"order1 lost with its leader, order2 not sent", []step{{ordered, 0}, {notSent, 0}}, false, true, 0, false},
+		{"order1 lost, order2 unsettled with a deadline", []step{{ordered, 0}, {unsettled, 5}}, false, true, 0, false},
+		{"order1 lost, order2 refused before pg_promote, order3 lost", []step{{ordered, 0}, {notSent, 0}, {ordered, 0}}, true, true, 0, false},
+		{"order1 unsettled, order2 not sent", []step{{unsettled, 5}, {ordered, 0}, {notSent, 0}}, false, true, 5, false},
+		{"order1 unsettled, order2 lost", []step{{unsettled, 5}, {ordered, 0}, {ordered, 0}}, true, true, 0, false},
+		{"order1 not sent", []step{{notSent, 0}}, false, false, 0, false},
+		{"order1 not sent, order2 unsettled", []step{{notSent, 0}, {ordered, 0}, {unsettled, 5}}, false, true, 5, false},
+		{"order1 lost, order2 promoted", []step{{ordered, 0}, {promoted, 0}}, false, false, 0, true},
+		{"order1 lost, fenced", []step{{ordered, 0}, {settled, 0}}, false, false, 0, false},
+	} {
+		t.Run(c.what, func(t *testing.T) {
+			h := newHarness(t, Options{})
+			for _, n := range []string{"a", "b"} {
+				h.mustApply(tRegister, member("main", n, 0))
+			}
+			h.mustApply(tPrimary, &pgdrv1.SetPrimary{Cluster: "main", Name: "a"})
+			h.mustApply(tPrimary, &pgdrv1.SetPrimary{Cluster: "main", Name: "b", ExpectedEpoch: 1, Promote: true})
+			for _, s := range c.steps {
+				rec := &pgdrv1.RecordEvent{Event: &pgdrv1.HistoryEvent{Kind: "failover-step", Cluster: "main", Node: "b", Epoch: 2}, Promote: s.m}
+				if s.settleBy != 0 {
+					rec.SettleBy = timestamppb.New(at.Add(time.Duration(s.settleBy) * time.Minute))
+				}
+				h.mustApply(tRecordEvnt, rec)
+			}
+			cl, _ := h.f.Cluster("main")
+			u := cl.GetUnsettledPromote()
+			if c.gone {
+				if u != nil {
+					t.Fatalf("%v: want none", u)
+				}
+				return
+			}
+			var sb time.Time
+			if u.GetSettleBy() != nil {
+				sb = u.GetSettleBy().AsTime()
+			}
+			want := time.Time{}
+			if c.settleBy != 0 {
+				want = at.Add(time.Duration(c.settleBy) * time.Minute)
+			}
+			if u.GetInFlight() != c.inFlight || u.GetMayComplete() != c.mayComplet || !sb.Equal(want) {
+				t.Fatalf("in_flight=%v may_complete=%v settle_by=%v, want %v %v %v", u.GetInFlight(), u.GetMayComplete(), sb, c.inFlight, c.mayComplet, want)
+			}
+		})
+	}
+}
+
+// TestUnsettledPromoteSettleWindow: review C of D10. The settle window
+// (a duration, not a time of some leader's clock) of the orders that may
+// still complete: the longest, known only while every one of them carried
+// one, including an order a dead leader never recorded the outcome of.
+func TestUnsettledPromoteSettleWindow(t *testing.T) {
+	const (
+		ordered   = pgdrv1.PromoteMark_PROMOTE_MARK_ORDERED
+		unsettled = pgdrv1.PromoteMark_PROMOTE_MARK_UNSETTLED
+		notSent   = pgdrv1.PromoteMark_PROMOTE_MARK_NOT_SENT
+		settled   = pgdrv1.PromoteMark_PROMOTE_MARK_SETTLED
+	)
+	type step struct {
+		m pgdrv1.PromoteMark
+		w uint64
+	}
+	for _, c := range []struct {
+		what        string
+		first       uint64 // SetPrimary's window
+		steps       []step
+		want        uint64
+		mayComplete bool
+	}{
+		{"order1 lost (30s), order2 not sent", 30000, []step{{ordered, 40000}, {notSent, 40000}}, 30000, true},
+		{"order1 lost (30s), order2 unsettled (40s)", 30000, []step{{ordered, 40000}, {unsettled, 40000}}, 40000, true},
+		{"order1 lost without a window, order2 unsettled", 0, []step{{ordered, 40000}, {unsettled, 40000}}, 0, true},
+		{"order1 unsettled, order2 without a window unsettled", 30000, []step{{unsettled, 30000}, {ordered, 0}, {unsettled, 0}}, 0, true},
+		{"order1 unsettled (50s), order2 unsettled (40s)", 50000, []step{{unsettled, 50000}, {ordered, 40000}, {unsettled, 40000}}, 50000, true},
+		{"order1 not sent, order2 unsettled", 30000, []step{{notSent, 30000}, {ordered, 40000}, {unsettled, 40000}}, 40000, true},
+		{"fenced", 30000, []step{{unsettled, 30000}, {settled, 0}}, 0, false},
+	} {
+		t.Run(c.what, func(t *testing.T) {
+			h := newHarness(t, Options{})
+			for _, n := range []string{"a", "b"} {
+				h.mustApply(tRegister, member("main", n, 0))
+			}
+			h.mustApply(tPrimary, &pgdrv1.SetPrimary{Cluster: "main", Name: "a"})
+			h.mustApply(tPrimary, &pgdrv1.SetPrimary{Cluster: "main", Name: "b", ExpectedEpoch: 1, Promote: true, SettleAfterMs: c.first})
+			for _, s := range c.steps {
+				h.mustApply(tRecordEvnt, &pgdrv1.RecordEvent{Event: &pgdrv1.HistoryEvent{Kind: "failover-step", Cluster: "main", Node: "b", Epoch: 2},
+					Promote: s.m, SettleAfterMs: s.w})
+			}
+			cl, _ := h.f.Cluster("main")
+			u := cl.GetUnsettledPromote()
+			if u.GetSettleAfterMs() != c.want || u.GetMayComplete() != c.mayComplete {
+				t.Fatalf("settle_after_ms=%d may_complete=%v, want %d %v", u.GetSettleAfterMs(), u.GetMayComplete(), c.want, c.mayComplete)
+			}
+		})
+	}
+}
+
+// TestUnsettledPromoteHonoured: review D. Whether the agent kept settle
+// deadlines is recorded per order as it went out, and holds for the
+// orders that may complete only while it held for every one of them.
+func TestUnsettledPromoteHonoured(t *testing.T) {
+	const (
+		ordered   = pgdrv1.PromoteMark_PROMOTE_MARK_ORDERED
+		unsettled = pgdrv1.PromoteMark_PROMOTE_MARK_UNSETTLED
+		notSent   = pgdrv1.PromoteMark_PROMOTE_MARK_NOT_SENT
+	)
+	type step struct {
+		m pgdrv1.PromoteMark
+		h bool
+	}
+	for _, c := range []struct {
+		what  string
+		first bool
+		steps []step
+		want  bool
+	}{
+		{"order1 (honoured) lost, order2 (not) not sent", true, []step{{ordered, false}, {notSent, false}}, true},
+		{"order1 (honoured) lost, order2 (not) unsettled", true, []step{{ordered, false}, {unsettled, false}}, false},
+		{"order1 (not) unsettled, order2 (honoured) unsettled", false, []step{{unsettled, false}, {ordered, true}, {unsettled, true}}, false},
+		{"order1 (not) not sent, order2 (honoured) unsettled", false, []step{{notSent, false}, {ordered, true}, {unsettled, true}}, true},
+	} {
+		t.Run(c.what, func(t *testing.T) {
+			h := newHarness(t, Options{})
+			for _, n := range []string{"a", "b"} {
+				h.mustApply(tRegister, member("main", n, 0))
+			}
+			h.mustApply(tPrimary, &pgdrv1.SetPrimary{Cluster: "main", Name: "a"})
+			h.mustApply(tPrimary, &pgdrv1.SetPrimary{Cluster: "main", Name: "b", ExpectedEpoch: 1, Promote: true, SettleAfterMs: 30000, HonoursSettle: c.first})
+			for _, s := range c.steps {
+				h.mustApply(tRecordEvnt, &pgdrv1.RecordEvent{Event: &pgdrv1.HistoryEvent{Kind: "failover-step", Cluster: "main", Node: "b", Epoch: 2},
+					Promote: s.m, SettleAfterMs: 30000, HonoursSettle: s.h})
+			}
+			cl, _ := h.f.Cluster("main")
+			if u := cl.GetUnsettledPromote(); u.GetHonoured() != c.want || !u.GetMayComplete() {
+				t.Fatalf("%v: honoured=%v, want %v (and may_complete)", u, u.GetHonoured(), c.want)
+			}
+		})
+	}
+}

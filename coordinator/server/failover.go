@@ -181,17 +181,31 @@ func (s *Server) recordEvent(ctx context.Context, cluster, kind, node string, ep
 // recordPromoteEvent records an event that also says what became of the
 // promotion of node at epoch (Cluster.unsettled_promote, promote.go).
 func (s *Server) recordPromoteEvent(ctx context.Context, cluster, kind, node string, epoch uint64, msg string, details map[string]string, mark pgdrv1.PromoteMark) {
-	s.recordUnsettled(ctx, cluster, kind, node, epoch, msg, details, mark, time.Time{})
+	s.recordUnsettled(ctx, cluster, kind, node, epoch, msg, details, mark, time.Time{}, s.honoursSettle(cluster, node))
+}
+
+// honoursSettle reports whether node's agent, as registered now, keeps
+// settle deadlines: recorded with a promote order as it goes out, so that
+// a later registration does not change what that order promised.
+func (s *Server) honoursSettle(cluster, node string) bool {
+	c, ok := s.fsm.Cluster(cluster)
+	return ok && c.GetMembers()[node].GetHonoursSettleBy()
 }
 
 // recordUnsettled is recordPromoteEvent with the settle_by of the order
-// the event is about (zero: none).
-func (s *Server) recordUnsettled(ctx context.Context, cluster, kind, node string, epoch uint64, msg string, details map[string]string, mark pgdrv1.PromoteMark, settleBy time.Time) {
+// the event is about (zero: none; shown only), its settle window, and
+// whether node's agent kept settle deadlines when it went out (honours).
+// An ORDERED mark is of an order this leader is about to send: it carries
+// this leader's settle window.
+func (s *Server) recordUnsettled(ctx context.Context, cluster, kind, node string, epoch uint64, msg string, details map[string]string, mark pgdrv1.PromoteMark, settleBy time.Time, honours bool) {
 	rec := &pgdrv1.RecordEvent{Event: &pgdrv1.HistoryEvent{
 		Cluster: cluster, Kind: historyKind(ctx, kind), Node: node, Epoch: epoch, Message: msg, Details: details,
-	}, Promote: mark}
+	}, Promote: mark, HonoursSettle: honours}
 	if !settleBy.IsZero() {
 		rec.SettleBy = timestamppb.New(settleBy)
+	}
+	if mark == pgdrv1.PromoteMark_PROMOTE_MARK_ORDERED || mark == pgdrv1.PromoteMark_PROMOTE_MARK_UNSETTLED && !settleBy.IsZero() {
+		rec.SettleAfterMs = uint64(s.promoteSettleAfter().Milliseconds())
 	}
 	_, err := s.propose(ctx, pgdrv1.CommandType_COMMAND_TYPE_RECORD_EVENT, rec, "coordinator:"+s.cfg.Name)
 	if err != nil {
@@ -239,7 +253,8 @@ func (s *Server) executeFailover(ctx context.Context, c *pgdrv1.Cluster, d failo
 	s.recordEvent(ctx, name, kindFailoverIntent, cand, c.Epoch, fmt.Sprintf("promote %s in place of %s: %s", cand, old, d.Reason), details)
 	if _, err := s.propose(ctx, pgdrv1.CommandType_COMMAND_TYPE_SET_PRIMARY, &pgdrv1.SetPrimary{
 		Cluster: name, Name: cand, ExpectedEpoch: c.Epoch, Reason: "failover: " + d.Reason,
-		Promote: true, PrimaryLsnSeed: s.primaryLSNSeed(c, cand),
+		Promote: true, PrimaryLsnSeed: s.primaryLSNSeed(c, cand), SettleAfterMs: uint64(s.promoteSettleAfter().Milliseconds()),
+		HonoursSettle: c.GetMembers()[cand].GetHonoursSettleBy(),
 	}, "coordinator:"+s.cfg.Name); err != nil {
 		s.recordEvent(ctx, name, kindFailoverResult, cand, c.Epoch, "failed: recording the new primary: "+err.Error(), nil)
 		return
@@ -274,11 +289,14 @@ func (s *Server) completeFailover(ctx context.Context, c *pgdrv1.Cluster, old, c
 		cctx, cancel := context.WithTimeout(ctx, s.cfg.Failover.CommandTimeout.Duration)
 		deadline, _ := cctx.Deadline()
 		settleBy := s.promoteSettleBy(deadline)
+		honours := s.honoursSettle(name, cand)
 		s.hub.waitStream(cctx, memberKey{name, cand}, streamWait)
 		res, err := s.hub.call(cctx, memberKey{name, cand}, &pgdrv1.AgentCommand{
 			Id: newCommandID(), Cluster: name, Node: cand, Epoch: epoch, IssuedAt: timestamppb.Now(), Deadline: timestamppb.New(deadline),
-			Kind: &pgdrv1.AgentCommand_Promote{Promote: &pgdrv1.Promote{Reason: reason, SettleBy: timestamppb.New(settleBy)}},
+			Kind: &pgdrv1.AgentCommand_Promote{Promote: &pgdrv1.Promote{Reason: reason, SettleBy: timestamppb.New(settleBy),
+				SettleAfterMs: uint64(s.promoteSettleAfter().Milliseconds())}},
 		})
+		s.promoteClk.sent(name, cand, epoch, time.Now()) // after it went out, if it did
 		cancel()
 		if msg, unsettled := promoteOutcome(res, err); msg != "" {
 			if err == nil && isFailsafeRefusal(res.Error) { // primary alive per the candidate: reported, not retried
@@ -290,7 +308,7 @@ func (s *Server) completeFailover(ctx context.Context, c *pgdrv1.Cluster, old, c
 				details = map[string]string{detailPromote: promoteUnsettled}
 				mark = pgdrv1.PromoteMark_PROMOTE_MARK_UNSETTLED
 			}
-			s.recordUnsettled(ctx, name, kindFailoverResult, cand, epoch, msg, details, mark, settleBy)
+			s.recordUnsettled(ctx, name, kindFailoverResult, cand, epoch, msg, details, mark, settleBy, honours)
 			return
 		}
 		msg := strings.TrimSpace(res.Output)
@@ -332,11 +350,21 @@ func (s *Server) completeFailover(ctx context.Context, c *pgdrv1.Cluster, old, c
 }
 
 // promoteSettleBy is the settle_by of a promote order that must start by
-// deadline: a lease TTL later. The agent drops (fences) a promotion that
-// was not granted a lease by then, so the leader may count one it never
-// heard the outcome of as settled after it (plus the safety margin).
+// deadline: a lease TTL later. Shown, and kept for older agents; newer
+// ones keep promoteSettleAfter instead.
 func (s *Server) promoteSettleBy(deadline time.Time) time.Time {
 	return deadline.Add(s.cfg.Failover.LeaseTTL.Duration)
+}
+
+// promoteSettleAfter is a promote order's settle window
+// (Promote.settle_after_ms): its longest wait plus a lease TTL, from its
+// sending. The agent drops (fences) a promotion that was not granted a
+// lease by then, counted on its monotonic clock, so the leader may count
+// one it never heard the outcome of as settled once the window (plus the
+// safety margin) has passed on its own monotonic clock since the order
+// went out (promoteClock).
+func (s *Server) promoteSettleAfter() time.Duration {
+	return s.cfg.Failover.CommandTimeout.Duration + s.cfg.Failover.LeaseTTL.Duration
 }
 
 // streamWait bounds how long an order waits for the agent's command stream

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -20,8 +21,8 @@ import (
 // promote=unsettled. Before the next failover promotes anyone else, the
 // candidate of an unsettled promote (still the recorded primary: nothing
 // moves the primary while one is unsettled) is fenced at the recorded epoch,
-// unless its fresh report shows it fenced or stopped (a restarted server
-// drops the promote request). When it cannot be fenced the leader waits:
+// unless its fresh report shows PostgreSQL stopped (no postmaster and not
+// connectable: a restarted server drops the promote request). When it cannot be fenced the leader waits:
 // it never promotes a second member while the first may still complete.
 
 // Details of a failover result about its promote order.
@@ -49,7 +50,7 @@ func promoteOutcome(res *pgdrv1.CommandResult, err error) (msg string, unsettled
 }
 
 // kindPromoteSettled: a recorded primary whose promotion may still have
-// completed was confirmed fenced (or reported itself fenced or stopped)
+// completed was confirmed fenced (or reported PostgreSQL stopped)
 // before another member is promoted.
 const kindPromoteSettled = "promote-settled"
 
@@ -90,8 +91,8 @@ func forcedFailover(ctx context.Context) bool { f, _ := ctx.Value(forcedKey{}).(
 // not be promoted now. A forced manual failover does not wait.
 //
 // The unsettled candidate counts as settled without an order when
-// failover.PromoteSettled says so (a fresh report that it is stopped, or
-// fenced and still in recovery; or the settle deadline its agent promised
+// failover.PromoteSettled says so (a fresh report that PostgreSQL is
+// stopped and not connectable; or the settle deadline its agent promised
 // to keep has passed). Otherwise it is fenced at the recorded epoch; when
 // that fails the leader waits, until the settle deadline when there is
 // one, or until an operator runs 'pgdrctl failover --force' when there is
@@ -111,10 +112,9 @@ func (s *Server) settlePromote(ctx context.Context, c *pgdrv1.Cluster, cand stri
 			Connectable: r.GetConnectable() && !r.GetRecoveryUnknown(), InRecovery: r.GetInRecovery(), Fenced: r.GetFenced()}
 	}
 	up := c.GetUnsettledPromote()
-	un := failover.Unsettled{Node: u, InFlight: up.GetInFlight(), Honoured: c.GetMembers()[u].GetHonoursSettleBy()}
-	if up.GetSettleBy() != nil {
-		un.SettleBy = up.GetSettleBy().AsTime()
-	}
+	// Honoured as recorded with the orders, not as registered now.
+	un := failover.Unsettled{Node: u, InFlight: up.GetInFlight(), Honoured: up.GetHonoured(),
+		Window: time.Duration(up.GetSettleAfterMs()) * time.Millisecond, Since: s.promoteClk.since(c.GetName(), u, c.GetEpoch())}
 	settled, why := failover.PromoteSettled(un, m, now, s.cfg.Failover.SafetyMargin.Duration)
 	if settled {
 		done = fmt.Sprintf("%s, whose promotion at epoch %d was never confirmed, counts as settled: %s", u, c.GetEpoch(), why)
@@ -142,7 +142,7 @@ func (s *Server) settlePromote(ctx context.Context, c *pgdrv1.Cluster, cand stri
 	}
 	if err != nil {
 		until := "until it is fenced, stopped or promoted, or an operator runs 'pgdrctl failover --force' (only once its host is known to be down or its PostgreSQL stopped)"
-		if !un.InFlight && un.Honoured && !un.SettleBy.IsZero() {
+		if !un.InFlight && un.Honoured && un.Window > 0 {
 			until = "until it is fenced, stopped or promoted, or its settle deadline has passed"
 		}
 		return "", fmt.Sprintf("not promoting %s: %s was ordered to promote at epoch %d and never confirmed it, so its promotion may still complete, and it could not be fenced (%v); %s; waiting %s",
@@ -151,4 +151,60 @@ func (s *Server) settlePromote(ctx context.Context, c *pgdrv1.Cluster, cand stri
 	done = fmt.Sprintf("%s fenced at epoch %d first: its promotion at that epoch was never confirmed and may still have completed", u, epoch)
 	s.recordPromoteEvent(ctx, c.GetName(), kindPromoteSettled, u, epoch, done, nil, pgdrv1.PromoteMark_PROMOTE_MARK_SETTLED)
 	return done, ""
+}
+
+// promoteClock is when this leader's promote orders went out, and when it
+// caught up as leader, on its monotonic clock: the settle window of an
+// unsettled promotion counts from there (failover.Unsettled.Since), never
+// from a time another leader recorded, nor from any wall clock.
+type promoteClock struct {
+	mu   sync.Mutex
+	term time.Time                // this term's catch-up (zero: not caught up)
+	last map[promoteKey]time.Time // the latest order sent, per promotion
+}
+
+// promoteKey is one promotion: of node in cluster at epoch.
+type promoteKey struct {
+	cluster, node string
+	epoch         uint64
+}
+
+// begin starts a term caught up at now (zero: no term), forgetting the
+// previous term's orders.
+func (p *promoteClock) begin(now time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.term, p.last = now, nil
+}
+
+// sent notes a promote order to node at epoch that went out before at (it
+// is read after the call that sent it returned).
+func (p *promoteClock) sent(cluster, node string, epoch uint64, at time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.last == nil {
+		p.last = map[promoteKey]time.Time{}
+	}
+	k := promoteKey{cluster, node, epoch}
+	if l, ok := p.last[k]; !ok || at.After(l) {
+		p.last[k] = at
+	}
+}
+
+// since is the time after which no promote order to node at epoch went
+// out, as this leader knows: the later of its catch-up (orders of earlier
+// leaders went out before it; a leader deposed without knowing it is
+// refused by the agent's epoch and sender checks) and its own latest
+// order. Zero before the catch-up.
+func (p *promoteClock) since(cluster, node string, epoch uint64) time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.term.IsZero() {
+		return time.Time{}
+	}
+	at := p.term
+	if l, ok := p.last[promoteKey{cluster, node, epoch}]; ok && l.After(at) {
+		at = l
+	}
+	return at
 }

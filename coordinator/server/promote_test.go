@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"github.com/pgdr/pgdr/coordinator/config"
 	"github.com/pgdr/pgdr/coordinator/failover"
 	"github.com/pgdr/pgdr/coordinator/fsm"
+	"github.com/pgdr/pgdr/pkg/testutil"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
 
@@ -384,6 +386,13 @@ func TestSyncBeforePromoteRecordFails(t *testing.T) {
 // 2 with a promote order that was answered pending with settleBy.
 func unsettledCluster(t *testing.T, s *Server, honours bool, settleBy time.Time) *pgdrv1.Cluster {
 	t.Helper()
+	return unsettledClusterWindow(t, s, honours, settleBy, 0)
+}
+
+// unsettledClusterWindow is unsettledCluster whose order carried the
+// settle window window (0: none) besides settleBy.
+func unsettledClusterWindow(t *testing.T, s *Server, honours bool, settleBy time.Time, window time.Duration) *pgdrv1.Cluster {
+	t.Helper()
 	ctx := context.Background()
 	for _, m := range []string{"a", "b", "c"} {
 		if _, err := s.propose(ctx, pgdrv1.CommandType_COMMAND_TYPE_REGISTER_MEMBER, &pgdrv1.RegisterMember{Member: &pgdrv1.Member{
@@ -397,7 +406,7 @@ func unsettledCluster(t *testing.T, s *Server, honours bool, settleBy time.Time)
 		}
 	}
 	ev := &pgdrv1.RecordEvent{Event: &pgdrv1.HistoryEvent{Cluster: "main", Kind: kindFailoverResult, Node: "b", Epoch: 2, Message: "pending: promote: promotion pending"},
-		Promote: pgdrv1.PromoteMark_PROMOTE_MARK_UNSETTLED}
+		Promote: pgdrv1.PromoteMark_PROMOTE_MARK_UNSETTLED, SettleAfterMs: uint64(window.Milliseconds()), HonoursSettle: honours}
 	if !settleBy.IsZero() {
 		ev.SettleBy = timestamppb.New(settleBy)
 	}
@@ -427,9 +436,26 @@ func TestSettleNeedsStoppedNotJustFenced(t *testing.T) {
 	if wait != "" || index(agents.orders(), "b fence@2") < 0 {
 		t.Fatalf("orders %v, done %q, wait %q: b, fenced but still running writable, must be fenced before c is promoted", agents.orders(), done, wait)
 	}
-	// Fenced and still in recovery, or stopped: settled without an order.
+	// Fenced and still in recovery (a fence whose stop failed: the pending
+	// promotion can still complete), or a postmaster not seen while the
+	// server answers: fenced first (review A).
 	for _, r := range []*pgdrv1.HealthReport{
 		{Cluster: "main", Node: "b", PostmasterAlive: true, Connectable: true, InRecovery: true, Fenced: true},
+		{Cluster: "main", Node: "b", Connectable: true, InRecovery: true},
+	} {
+		s := testLeader(t)
+		cl := unsettledCluster(t, s, false, time.Time{})
+		agents := &fakeAgents{answer: func(string, *pgdrv1.AgentCommand) *pgdrv1.CommandResult { return &pgdrv1.CommandResult{Ok: true} }}
+		agents.start(t, s, "a", "b", "c")
+		s.view.put(r, time.Now())
+		if done, wait := s.settlePromote(context.Background(), cl, "c"); wait != "" || index(agents.orders(), "b fence@2") < 0 {
+			t.Fatalf("report %v: orders %v, done %q, wait %q: want b fenced first", r, agents.orders(), done, wait)
+		}
+	}
+	// Stopped (no postmaster, not connectable), fenced or not: settled
+	// without an order.
+	for _, r := range []*pgdrv1.HealthReport{
+		{Cluster: "main", Node: "b", Fenced: true},
 		{Cluster: "main", Node: "b"},
 	} {
 		s := testLeader(t)
@@ -453,24 +479,26 @@ func TestSettleAfterSettleDeadline(t *testing.T) {
 	for _, c := range []struct {
 		what      string
 		honours   bool
-		settleBy  time.Duration // from now; 0: none
+		sentAgo   time.Duration // the order went out this long ago on the leader's monotonic clock
+		window    time.Duration // 0: none
 		wantWait  bool
 		wantInMsg string
 	}{
-		{"honoured, deadline passed", true, -time.Minute, false, "settle deadline"},
-		{"honoured, deadline ahead", true, time.Minute, true, "drops the promotion unless confirmed"},
-		{"not honoured", false, -time.Minute, true, "pgdrctl failover --force"},
-		{"no deadline", true, 0, true, "pgdrctl failover --force"},
+		{"honoured, deadline passed", true, 2 * time.Minute, time.Minute, false, "settle deadline"},
+		{"honoured, deadline ahead", true, 0, time.Minute, true, "drops the promotion unless confirmed"},
+		{"not honoured", false, 2 * time.Minute, time.Minute, true, "pgdrctl failover --force"},
+		{"no deadline", true, 2 * time.Minute, 0, true, "pgdrctl failover --force"},
 	} {
 		t.Run(c.what, func(t *testing.T) {
 			s := testLeader(t)
 			s.cfg.Failover.CommandTimeout.Duration = 300 * time.Millisecond
 			s.cfg.Failover.SafetyMargin.Duration = time.Second
 			var settleBy time.Time
-			if c.settleBy != 0 {
-				settleBy = time.Now().Add(c.settleBy)
+			if c.window != 0 {
+				settleBy = time.Now().Add(c.window - c.sentAgo)
 			}
-			cl := unsettledCluster(t, s, c.honours, settleBy)
+			cl := unsettledClusterWindow(t, s, c.honours, settleBy, c.window)
+			leaderCaughtUp(s, time.Now().Add(-c.sentAgo))
 			agents := &fakeAgents{answer: func(node string, cmd *pgdrv1.AgentCommand) *pgdrv1.CommandResult {
 				if node == "b" {
 					return nil // its host is gone
@@ -485,6 +513,113 @@ func TestSettleAfterSettleDeadline(t *testing.T) {
 			}
 			if (wait != "") != c.wantWait || !strings.Contains(msg, c.wantInMsg) {
 				t.Fatalf("done %q, wait %q: want wait=%v with %q", done, wait, c.wantWait, c.wantInMsg)
+			}
+		})
+	}
+}
+
+// leaderCaughtUp starts s's leadership term as caught up at at (a time
+// with the monotonic reading).
+func leaderCaughtUp(s *Server, at time.Time) { s.promoteClk.begin(at) }
+
+// TestSettleWindowOnLeaderClock: review C of D10. The settle deadline
+// counts on the leader's own monotonic clock: a new leader that inherits
+// an unsettled promotion counts the whole window from its own catch-up,
+// whatever settle_by an earlier leader (whose clock ran ahead) recorded;
+// an order it sends itself restarts the count from after it went out.
+func TestSettleWindowOnLeaderClock(t *testing.T) {
+	const window = 3 * time.Second
+	s := testLeader(t)
+	s.cfg.Failover.CommandTimeout.Duration = 300 * time.Millisecond
+	s.cfg.Failover.SafetyMargin.Duration = 500 * time.Millisecond
+	// The previous leader's clock was a minute ahead: by its settle_by the
+	// deadline passed long ago.
+	cl := unsettledClusterWindow(t, s, true, time.Now().Add(-time.Minute), window)
+	leaderCaughtUp(s, time.Now())
+	agents := &fakeAgents{answer: func(node string, cmd *pgdrv1.AgentCommand) *pgdrv1.CommandResult {
+		if node == "b" {
+			return nil // its host is gone
+		}
+		return &pgdrv1.CommandResult{Ok: true}
+	}}
+	agents.start(t, s, "a", "b", "c")
+	start := time.Now()
+	done, wait := s.settlePromote(context.Background(), cl, "c")
+	if wait == "" {
+		t.Fatalf("settled %s after this leader caught up, by another leader's settle_by: %q", time.Since(start), done)
+	}
+	// It settles once the window plus the margin has passed since the
+	// catch-up, on this leader's clock.
+	var settledAt time.Duration
+	testutil.WaitFor(t, 20*time.Second, "the settle window to pass", func() (bool, error) {
+		done, wait := s.settlePromote(context.Background(), cl, "c")
+		if wait == "" {
+			settledAt = time.Since(start)
+			return strings.Contains(done, "settle deadline"), fmt.Errorf("done %q", done)
+		}
+		return false, errors.New(wait)
+	})
+	if settledAt < window+s.cfg.Failover.SafetyMargin.Duration {
+		t.Fatalf("settled %s after the catch-up, before the window %s plus the margin", settledAt, window)
+	}
+	// An order this leader sends restarts the count.
+	s2 := testLeader(t)
+	s2.cfg.Failover.CommandTimeout.Duration = 300 * time.Millisecond
+	s2.cfg.Failover.SafetyMargin.Duration = 500 * time.Millisecond
+	cl2 := unsettledClusterWindow(t, s2, true, time.Time{}, window)
+	leaderCaughtUp(s2, time.Now().Add(-time.Hour))
+	agents2 := &fakeAgents{answer: func(node string, cmd *pgdrv1.AgentCommand) *pgdrv1.CommandResult {
+		if node == "b" {
+			return nil
+		}
+		return &pgdrv1.CommandResult{Ok: true}
+	}}
+	agents2.start(t, s2, "a", "b", "c")
+	s2.promoteClk.sent("main", "b", 2, time.Now())
+	if done, wait := s2.settlePromote(context.Background(), cl2, "c"); wait == "" {
+		t.Fatalf("settled right after this leader's own order went out: %q", done)
+	}
+	s2.promoteClk.sent("main", "b", 1, time.Now().Add(time.Hour)) // another epoch: not this promotion
+	s2.promoteClk.sent("main", "b", 2, time.Now().Add(-time.Hour))
+	if _, wait := s2.settlePromote(context.Background(), cl2, "c"); wait == "" {
+		t.Fatal("an earlier order moved the count back")
+	}
+}
+
+// TestSettleHonouredAsOrdered: review D. Whether the agent keeps settle
+// deadlines is what it registered when the order went out, recorded with
+// the order: a registration after it (a restarted agent with the watchdog
+// turned on, or off) changes nothing for that order.
+func TestSettleHonouredAsOrdered(t *testing.T) {
+	for _, c := range []struct {
+		what              string
+		atOrder, nowAfter bool
+		wantWait          bool
+	}{
+		{"did not honour when ordered, registers honouring after", false, true, true},
+		{"honoured when ordered, registers without after", true, false, false},
+	} {
+		t.Run(c.what, func(t *testing.T) {
+			s := testLeader(t)
+			s.cfg.Failover.CommandTimeout.Duration = 300 * time.Millisecond
+			s.cfg.Failover.SafetyMargin.Duration = time.Second
+			cl := unsettledClusterWindow(t, s, c.atOrder, time.Now().Add(-time.Minute), time.Minute)
+			if _, err := s.propose(context.Background(), pgdrv1.CommandType_COMMAND_TYPE_REGISTER_MEMBER, &pgdrv1.RegisterMember{Member: &pgdrv1.Member{
+				Name: "b", Cluster: "main", Region: "r1", Dsn: "host=b", HonoursSettleBy: c.nowAfter}}, "test"); err != nil {
+				t.Fatal(err)
+			}
+			cl, _ = s.fsm.Cluster("main")
+			leaderCaughtUp(s, time.Now().Add(-2*time.Minute))
+			agents := &fakeAgents{answer: func(node string, cmd *pgdrv1.AgentCommand) *pgdrv1.CommandResult {
+				if node == "b" {
+					return nil // its host is gone
+				}
+				return &pgdrv1.CommandResult{Ok: true}
+			}}
+			agents.start(t, s, "a", "b", "c")
+			done, wait := s.settlePromote(context.Background(), cl, "c")
+			if (wait != "") != c.wantWait {
+				t.Fatalf("done %q, wait %q: want wait=%v", done, wait, c.wantWait)
 			}
 		})
 	}

@@ -94,6 +94,9 @@ type Server struct {
 	// caughtUp: this term's barrier completed, so the FSM holds every entry
 	// committed before the term began (see caughtUpLeader).
 	caughtUp bool
+	// promoteClk: when this term caught up and sent its promote orders
+	// (promote.go).
+	promoteClk promoteClock
 }
 
 // New checks the configuration's files and builds a server; Run starts it.
@@ -369,6 +372,7 @@ func (s *Server) beginLeadership(parent context.Context) {
 	lctx, cancel := context.WithCancel(parent)
 	s.leaderCtx, s.leaderEnd = lctx, cancel
 	s.caughtUp = false
+	s.promoteClk.begin(time.Time{})
 	s.mu.Unlock()
 	s.view.reset()
 	s.judge.reset()
@@ -384,6 +388,7 @@ func (s *Server) endLeadership() {
 	s.mu.Lock()
 	s.leaderEnd()
 	s.caughtUp = false
+	s.promoteClk.begin(time.Time{})
 	s.mu.Unlock()
 	s.view.reset()
 }
@@ -440,10 +445,14 @@ func (s *Server) catchUp(ctx context.Context) bool {
 		if err == nil {
 			// Leases are assumed held on the caught-up state before the
 			// first renewal is let in, so that no grant is overwritten.
-			s.leases.assumeHeld(s.fsm.State(), time.Now(), s.cfg.Failover.LeaseTTL.Duration)
+			now := time.Now()
+			s.leases.assumeHeld(s.fsm.State(), now, s.cfg.Failover.LeaseTTL.Duration)
 			s.mu.Lock()
 			if s.leaderCtx == ctx {
 				s.caughtUp = true
+				// Settle windows of orders sent by earlier leaders count
+				// from now, on this leader's monotonic clock.
+				s.promoteClk.begin(now)
 			}
 			s.mu.Unlock()
 			s.log.Info("leader caught up with the raft log; lease renewals accepted")

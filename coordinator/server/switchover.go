@@ -329,10 +329,11 @@ func (s *Server) switchover(name, to, actor string) (*pgdrv1.SwitchoverResponse,
 	}
 	st.add(kindSwitchoverIntent, to, epoch, intent, map[string]string{"old_primary": old, "target": to, "requested_by": actor})
 	var settleBy time.Time // of the promote order, once sent
+	var honours bool       // its agent kept settle deadlines then
 	fail := func(code codes.Code, msg string) (*pgdrv1.SwitchoverResponse, error) {
 		// Once to is recorded (epoch moved), its promote order may still
 		// complete; before, the mark does not apply (to is not the primary).
-		st.s.recordUnsettled(st.ctx, st.cluster, kindSwitchoverResult, to, epoch, msg, map[string]string{"result": "failed"}, pgdrv1.PromoteMark_PROMOTE_MARK_UNSETTLED, settleBy)
+		st.s.recordUnsettled(st.ctx, st.cluster, kindSwitchoverResult, to, epoch, msg, map[string]string{"result": "failed"}, pgdrv1.PromoteMark_PROMOTE_MARK_UNSETTLED, settleBy, honours)
 		st.list = append(st.list, msg)
 		return nil, status.Errorf(code, "switchover of cluster %s: %s (steps: %s)", name, msg, strings.Join(st.list, " | "))
 	}
@@ -372,7 +373,8 @@ func (s *Server) switchover(name, to, actor string) (*pgdrv1.SwitchoverResponse,
 	s.leases.revoke(name, epoch)
 	if _, err := s.propose(ctx, pgdrv1.CommandType_COMMAND_TYPE_SET_PRIMARY, &pgdrv1.SetPrimary{
 		Cluster: name, Name: to, ExpectedEpoch: epoch, Reason: "switchover requested by " + actor,
-		Promote: true, PrimaryLsnSeed: max(s.primaryLSNSeed(c, to), got),
+		Promote: true, PrimaryLsnSeed: max(s.primaryLSNSeed(c, to), got), SettleAfterMs: uint64(s.promoteSettleAfter().Milliseconds()),
+		HonoursSettle: s.honoursSettle(name, to),
 	}, "coordinator:"+s.cfg.Name); err != nil {
 		return fail(codes.Aborted, fmt.Sprintf("failed: recording %s as primary: %v; nothing was promoted", to, err))
 	}
@@ -390,8 +392,11 @@ func (s *Server) switchover(name, to, actor string) (*pgdrv1.SwitchoverResponse,
 
 	// (d) Promote the target.
 	settleBy = s.promoteSettleBy(time.Now().Add(s.cfg.Failover.CommandTimeout.Duration))
+	honours = s.honoursSettle(name, to)
 	out, err = s.order(ctx, name, to, epoch, &pgdrv1.AgentCommand{Kind: &pgdrv1.AgentCommand_Promote{Promote: &pgdrv1.Promote{
-		Reason: "switchover from " + old, SettleBy: timestamppb.New(settleBy)}}}, s.cfg.Failover.CommandTimeout.Duration)
+		Reason: "switchover from " + old, SettleBy: timestamppb.New(settleBy),
+		SettleAfterMs: uint64(s.promoteSettleAfter().Milliseconds())}}}, s.cfg.Failover.CommandTimeout.Duration)
+	s.promoteClk.sent(name, to, epoch, time.Now()) // after it went out, if it did
 	if err != nil {
 		return fail(codes.Aborted, fmt.Sprintf("failed: promoting %s: %v; %s is the recorded primary at epoch %d: while it is a running replica the leader orders it to promote again", to, err, to, epoch))
 	}

@@ -1502,7 +1502,19 @@ type Promote struct {
 	// watchdog does if the agent is gone. The leader may then treat a
 	// promotion it never heard the outcome of as settled once settle_by
 	// (plus its own safety margin) has passed. Unset: no such promise.
-	SettleBy      *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=settle_by,json=settleBy,proto3" json:"settle_by,omitempty"`
+	// Shown for operators and kept for older agents; an agent that reads
+	// settle_after_ms ignores it.
+	SettleBy *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=settle_by,json=settleBy,proto3" json:"settle_by,omitempty"`
+	// settle_after_ms: the settle window, counted from the command's
+	// sending (sent_at) on the leader's monotonic clock. The agent counts it
+	// on its own monotonic clock from a time no later than the sending (its
+	// receipt less the transit time the leader's clock bounds, or the
+	// Epoch query right before pg_promote less the time the leader says it
+	// has waited, whichever is earlier) and gives up a safety margin before its end; the
+	// leader counts it from after the order went out (a new leader: from
+	// when it caught up), so that neither wall clock matters. 0: none
+	// (settle_by, if set, is then the promise, on the clocks' agreement).
+	SettleAfterMs uint64 `protobuf:"varint,3,opt,name=settle_after_ms,json=settleAfterMs,proto3" json:"settle_after_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1549,6 +1561,13 @@ func (x *Promote) GetSettleBy() *timestamppb.Timestamp {
 		return x.SettleBy
 	}
 	return nil
+}
+
+func (x *Promote) GetSettleAfterMs() uint64 {
+	if x != nil {
+		return x.SettleAfterMs
+	}
+	return 0
 }
 
 type Follow struct {
@@ -2086,10 +2105,11 @@ const file_pgdr_v1_agent_proto_rawDesc = "" +
 	"\x04kind\"\x06\n" +
 	"\x04Ping\"\n" +
 	"\n" +
-	"\bCheckNow\"Z\n" +
+	"\bCheckNow\"\x82\x01\n" +
 	"\aPromote\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\x127\n" +
-	"\tsettle_by\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\bsettleBy\"C\n" +
+	"\tsettle_by\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\bsettleBy\x12&\n" +
+	"\x0fsettle_after_ms\x18\x03 \x01(\x04R\rsettleAfterMs\"C\n" +
 	"\x06Follow\x12\x18\n" +
 	"\aprimary\x18\x01 \x01(\tR\aprimary\x12\x1f\n" +
 	"\vprimary_dsn\x18\x02 \x01(\tR\n" +

@@ -107,13 +107,17 @@ type PromoteMark int32
 
 const (
 	PromoteMark_PROMOTE_MARK_UNSPECIFIED PromoteMark = 0
-	// ORDERED: an order to promote is going out (in flight).
+	// ORDERED: an order to promote is going out (in flight). One landing
+	// while an earlier order is still in flight (its leader died before
+	// recording its outcome) makes that one may_complete, its promise
+	// unknown.
 	PromoteMark_PROMOTE_MARK_ORDERED PromoteMark = 1
 	// UNSETTLED: the order was answered pending or not at all: it may
 	// still complete.
 	PromoteMark_PROMOTE_MARK_UNSETTLED PromoteMark = 2
 	// NOT_SENT: the order did not reach the agent or was refused before
-	// pg_promote: it cannot complete (an earlier one still may).
+	// pg_promote: it cannot complete (an earlier one still may: only
+	// SETTLED and PROMOTED clear may_complete).
 	PromoteMark_PROMOTE_MARK_NOT_SENT PromoteMark = 3
 	// SETTLED: confirmed fenced or stopped: nothing ordered can complete
 	// any more; the node is still not promoted.
@@ -428,8 +432,15 @@ type SetPrimary struct {
 	// that a leader change before the new primary's first report does not
 	// leave the lag limit without a floor. 0: none.
 	PrimaryLsnSeed uint64 `protobuf:"varint,6,opt,name=primary_lsn_seed,json=primaryLsnSeed,proto3" json:"primary_lsn_seed,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// settle_after_ms: with promote, the settle window the promote order
+	// carries (Promote.settle_after_ms; 0: none).
+	SettleAfterMs uint64 `protobuf:"varint,7,opt,name=settle_after_ms,json=settleAfterMs,proto3" json:"settle_after_ms,omitempty"`
+	// honours_settle: with promote, the new primary's agent registered that
+	// it keeps settle deadlines (Member.honours_settle_by) when the order
+	// was decided.
+	HonoursSettle bool `protobuf:"varint,8,opt,name=honours_settle,json=honoursSettle,proto3" json:"honours_settle,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SetPrimary) Reset() {
@@ -502,6 +513,20 @@ func (x *SetPrimary) GetPrimaryLsnSeed() uint64 {
 		return x.PrimaryLsnSeed
 	}
 	return 0
+}
+
+func (x *SetPrimary) GetSettleAfterMs() uint64 {
+	if x != nil {
+		return x.SettleAfterMs
+	}
+	return 0
+}
+
+func (x *SetPrimary) GetHonoursSettle() bool {
+	if x != nil {
+		return x.HonoursSettle
+	}
+	return false
 }
 
 type SetPaused struct {
@@ -714,7 +739,14 @@ type RecordEvent struct {
 	Promote PromoteMark `protobuf:"varint,2,opt,name=promote,proto3,enum=pgdr.v1.PromoteMark" json:"promote,omitempty"`
 	// settle_by: with PROMOTE_MARK_UNSETTLED, the settle_by the order that
 	// may still complete carried (unset: none).
-	SettleBy      *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=settle_by,json=settleBy,proto3" json:"settle_by,omitempty"`
+	SettleBy *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=settle_by,json=settleBy,proto3" json:"settle_by,omitempty"`
+	// settle_after_ms: with PROMOTE_MARK_ORDERED or _UNSETTLED, the settle
+	// window the order carried (Promote.settle_after_ms; 0: none).
+	SettleAfterMs uint64 `protobuf:"varint,4,opt,name=settle_after_ms,json=settleAfterMs,proto3" json:"settle_after_ms,omitempty"`
+	// honours_settle: with PROMOTE_MARK_ORDERED or _UNSETTLED, the node's
+	// agent registered that it keeps settle deadlines when the order went
+	// out (Member.honours_settle_by then, not at settle time).
+	HonoursSettle bool `protobuf:"varint,5,opt,name=honours_settle,json=honoursSettle,proto3" json:"honours_settle,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -768,6 +800,20 @@ func (x *RecordEvent) GetSettleBy() *timestamppb.Timestamp {
 		return x.SettleBy
 	}
 	return nil
+}
+
+func (x *RecordEvent) GetSettleAfterMs() uint64 {
+	if x != nil {
+		return x.SettleAfterMs
+	}
+	return 0
+}
+
+func (x *RecordEvent) GetHonoursSettle() bool {
+	if x != nil {
+		return x.HonoursSettle
+	}
+	return false
 }
 
 // SetSyncStandbys records the synchronous standbys of a cluster; applies
@@ -934,7 +980,7 @@ const file_pgdr_v1_raft_proto_rawDesc = "" +
 	"\x06member\x18\x01 \x01(\v2\x0f.pgdr.v1.MemberR\x06member\"<\n" +
 	"\fRemoveMember\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\tR\x04name\"\xbd\x01\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"\x8c\x02\n" +
 	"\n" +
 	"SetPrimary\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
@@ -942,7 +988,9 @@ const file_pgdr_v1_raft_proto_rawDesc = "" +
 	"\x0eexpected_epoch\x18\x03 \x01(\x04R\rexpectedEpoch\x12\x16\n" +
 	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x18\n" +
 	"\apromote\x18\x05 \x01(\bR\apromote\x12(\n" +
-	"\x10primary_lsn_seed\x18\x06 \x01(\x04R\x0eprimaryLsnSeed\"U\n" +
+	"\x10primary_lsn_seed\x18\x06 \x01(\x04R\x0eprimaryLsnSeed\x12&\n" +
+	"\x0fsettle_after_ms\x18\a \x01(\x04R\rsettleAfterMs\x12%\n" +
+	"\x0ehonours_settle\x18\b \x01(\bR\rhonoursSettle\"U\n" +
 	"\tSetPaused\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x16\n" +
 	"\x06paused\x18\x02 \x01(\bR\x06paused\x12\x16\n" +
@@ -953,11 +1001,13 @@ const file_pgdr_v1_raft_proto_rawDesc = "" +
 	"\x11UpsertCoordinator\x126\n" +
 	"\vcoordinator\x18\x01 \x01(\v2\x14.pgdr.v1.CoordinatorR\vcoordinator\"'\n" +
 	"\x11RemoveCoordinator\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"\xa3\x01\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\xf2\x01\n" +
 	"\vRecordEvent\x12+\n" +
 	"\x05event\x18\x01 \x01(\v2\x15.pgdr.v1.HistoryEventR\x05event\x12.\n" +
 	"\apromote\x18\x02 \x01(\x0e2\x14.pgdr.v1.PromoteMarkR\apromote\x127\n" +
-	"\tsettle_by\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\bsettleBy\"\x80\x01\n" +
+	"\tsettle_by\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\bsettleBy\x12&\n" +
+	"\x0fsettle_after_ms\x18\x04 \x01(\x04R\rsettleAfterMs\x12%\n" +
+	"\x0ehonours_settle\x18\x05 \x01(\bR\rhonoursSettle\"\x80\x01\n" +
 	"\x0fSetSyncStandbys\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x14\n" +
 	"\x05names\x18\x02 \x03(\tR\x05names\x12%\n" +

@@ -462,7 +462,22 @@ type UnsettledPromote struct {
 	OrderedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=ordered_at,json=orderedAt,proto3" json:"ordered_at,omitempty"`
 	// settle_by: the latest Promote.settle_by of the orders that may still
 	// complete; unset while one of them carried none (no promise known).
-	SettleBy      *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=settle_by,json=settleBy,proto3" json:"settle_by,omitempty"`
+	SettleBy *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=settle_by,json=settleBy,proto3" json:"settle_by,omitempty"`
+	// in_flight_settle_after_ms: the settle window of the order in flight
+	// (0: none known).
+	InFlightSettleAfterMs uint64 `protobuf:"varint,7,opt,name=in_flight_settle_after_ms,json=inFlightSettleAfterMs,proto3" json:"in_flight_settle_after_ms,omitempty"`
+	// settle_after_ms: the longest settle window of the orders that may
+	// still complete; 0 while one of them carried none (no promise known).
+	// A leader counts it on its own monotonic clock from when it sent the
+	// latest such order or, for orders of earlier leaders, from when it
+	// caught up: never from a time another leader recorded.
+	SettleAfterMs uint64 `protobuf:"varint,8,opt,name=settle_after_ms,json=settleAfterMs,proto3" json:"settle_after_ms,omitempty"`
+	// in_flight_honoured: the agent kept settle deadlines when the order in
+	// flight went out.
+	InFlightHonoured bool `protobuf:"varint,9,opt,name=in_flight_honoured,json=inFlightHonoured,proto3" json:"in_flight_honoured,omitempty"`
+	// honoured: the agent kept settle deadlines when each order that may
+	// still complete went out (false once one of them did not).
+	Honoured      bool `protobuf:"varint,10,opt,name=honoured,proto3" json:"honoured,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -537,6 +552,34 @@ func (x *UnsettledPromote) GetSettleBy() *timestamppb.Timestamp {
 		return x.SettleBy
 	}
 	return nil
+}
+
+func (x *UnsettledPromote) GetInFlightSettleAfterMs() uint64 {
+	if x != nil {
+		return x.InFlightSettleAfterMs
+	}
+	return 0
+}
+
+func (x *UnsettledPromote) GetSettleAfterMs() uint64 {
+	if x != nil {
+		return x.SettleAfterMs
+	}
+	return 0
+}
+
+func (x *UnsettledPromote) GetInFlightHonoured() bool {
+	if x != nil {
+		return x.InFlightHonoured
+	}
+	return false
+}
+
+func (x *UnsettledPromote) GetHonoured() bool {
+	if x != nil {
+		return x.Honoured
+	}
+	return false
 }
 
 // Coordinator is one voter of the Raft cluster.
@@ -867,7 +910,7 @@ const file_pgdr_v1_state_proto_rawDesc = "" +
 	"\x11unsettled_promote\x18\f \x01(\v2\x19.pgdr.v1.UnsettledPromoteR\x10unsettledPromote\x1aK\n" +
 	"\fMembersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12%\n" +
-	"\x05value\x18\x02 \x01(\v2\x0f.pgdr.v1.MemberR\x05value:\x028\x01\"\xf0\x01\n" +
+	"\x05value\x18\x02 \x01(\v2\x0f.pgdr.v1.MemberR\x05value:\x028\x01\"\x9c\x03\n" +
 	"\x10UnsettledPromote\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x1b\n" +
@@ -875,7 +918,12 @@ const file_pgdr_v1_state_proto_rawDesc = "" +
 	"\fmay_complete\x18\x04 \x01(\bR\vmayComplete\x129\n" +
 	"\n" +
 	"ordered_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\torderedAt\x127\n" +
-	"\tsettle_by\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\bsettleBy\"\xa4\x01\n" +
+	"\tsettle_by\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\bsettleBy\x128\n" +
+	"\x19in_flight_settle_after_ms\x18\a \x01(\x04R\x15inFlightSettleAfterMs\x12&\n" +
+	"\x0fsettle_after_ms\x18\b \x01(\x04R\rsettleAfterMs\x12,\n" +
+	"\x12in_flight_honoured\x18\t \x01(\bR\x10inFlightHonoured\x12\x1a\n" +
+	"\bhonoured\x18\n" +
+	" \x01(\bR\bhonoured\"\xa4\x01\n" +
 	"\vCoordinator\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06region\x18\x02 \x01(\tR\x06region\x12!\n" +

@@ -1,0 +1,74 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
+)
+
+// settleOrder is a promote order as a leader of today sends it, from a
+// leader whose clock reads leaderNow: with a budget and a settle window
+// (settle_by is that window from sent_at on the leader's clock).
+func settleOrder(epoch uint64, leaderNow time.Time, budget, window time.Duration) *pgdrv1.AgentCommand {
+	c := budgetOrder(epoch, leaderNow, budget)
+	c.GetPromote().SettleBy = timestamppb.New(leaderNow.Add(window))
+	c.GetPromote().SettleAfterMs = uint64(window.Milliseconds())
+	return c
+}
+
+// TestPromoteSettleWindowClockSkew: review C of D10. The settle deadline
+// is a window from the order's sending, counted on the agent's monotonic
+// clock (less the transit time the leader's clock bounds), not the
+// leader's absolute settle_by compared with the agent's wall clock: with
+// the leader's clock 3s ahead of or behind the agent's, the watchdog's
+// deadline and the watcher's give-up stay the window less the safety
+// margin from the receipt.
+func TestPromoteSettleWindowClockSkew(t *testing.T) {
+	const window = 8 * time.Second
+	for _, off := range []time.Duration{3 * time.Second, -3 * time.Second} {
+		t.Run(fmt.Sprintf("leader clock %s off", off), func(t *testing.T) {
+			leaderNow := func() time.Time { return time.Now().Add(off) }
+			received := time.Now() // sent now too, on the leader's monotonic clock
+			fp := &fakePromotion{finish: false}
+			d, cc := promoteDaemon(t, fp, &epochClient{epoch: 6, primary: "pg-a2", now: leaderNow,
+				left: func(string) time.Duration { return time.Minute - time.Since(received) }})
+			res := cc.carryOut(context.Background(), settleOrder(6, leaderNow(), time.Minute, window))
+			if res.Ok || !res.Pending {
+				t.Fatalf("unfinished pg_promote: %+v", res)
+			}
+			hb, _ := d.watchdogHeartbeat()
+			want := time.Until(received.Add(window - d.safetyMargin())).Milliseconds()
+			if hb.RemainingMs > want+300 || hb.RemainingMs < want-1500 {
+				t.Fatalf("watchdog deadline in %d ms, want about %d ms (the window %s less the margin %s from the receipt), whatever the leader's clock (%s off)",
+					hb.RemainingMs, want, window, d.safetyMargin(), off)
+			}
+			reason := waitFenced(t, d, 20*time.Second)
+			if el := time.Since(received); !strings.Contains(reason, "settle deadline") || el > window-d.safetyMargin()+2*time.Second || el < window-d.safetyMargin()-2*time.Second {
+				t.Fatalf("fenced %s after the receipt (window %s, margin %s) for %q", el, window, d.safetyMargin(), reason)
+			}
+		})
+	}
+}
+
+// TestPromoteSettleWindowUnknownSending: without a bound on when the
+// order was sent (no measurement of the leader's clock and no answer
+// saying how long the leader still waits), the settle window cannot be
+// counted from the sending: the promotion is refused without pg_promote.
+func TestPromoteSettleWindowUnknownSending(t *testing.T) {
+	fp := &fakePromotion{finish: false}
+	d, cc := promoteDaemon(t, fp, &epochClient{epoch: 6, primary: "pg-a2"}) // sends neither its clock nor the wait
+	res := cc.carryOut(context.Background(), settleOrder(6, time.Now(), time.Minute, 8*time.Second))
+	if res.Ok || res.Pending || !strings.Contains(res.Error, "settle") || fp.calls() != 0 {
+		t.Fatalf("a settle window that cannot be timed: %+v (pg_promote called %d times)", res, fp.calls())
+	}
+	if _, err := os.Stat(d.promotePendingPath()); err == nil {
+		t.Fatal("a refused promotion left its guard")
+	}
+}
