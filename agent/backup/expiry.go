@@ -44,6 +44,18 @@ import (
 // period (6h).
 const ReservationRefresh = 30 * time.Minute
 
+// StaleMarkerAge is how old (by its ModTime, judged by the expiring
+// host's clock) a DeletingKey marker must be before an expiry run removes
+// it as left by an interrupted run. A run abandons the manifest delete a
+// marker announces once StaleMarkerAge/2 has passed on its own monotonic
+// clock since writing it, so a marker younger than that bound (less clock
+// skew, at most StaleMarkerAge/2) is always some run's live one.
+const StaleMarkerAge = time.Hour
+
+// ValidStamp says whether s is a backup stamp (an ID without its type
+// letter), the shape of the StartedKey records.
+func ValidStamp(s string) bool { return ValidID(s + "F") }
+
 func expiryPrefix(cluster string) string { return cluster + "/expiry/" }
 
 // DeletingPrefix is where expiry marks the backups whose manifest it is

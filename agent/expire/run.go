@@ -277,9 +277,17 @@ func runOne(ctx context.Context, d Deps, o Options, r repo.Repo, pins map[string
 	for _, dcs := range plan.Delete {
 		deleting[dcs.ID] = true
 	}
+	// Only markers older than backup.StaleMarkerAge: a younger one may be
+	// another run's, live (see the protocol in agent/backup's expiry.go).
+	// Only keys of the shape expiry writes are ever deleted.
 	var staleMarks []string
 	if err := r.Store.List(ctx, backup.DeletingPrefix(d.Cluster), func(oi storage.ObjectInfo) error {
-		if !deleting[strings.TrimPrefix(oi.Key, backup.DeletingPrefix(d.Cluster))] {
+		id := strings.TrimPrefix(oi.Key, backup.DeletingPrefix(d.Cluster))
+		if !backup.ValidID(id) {
+			log.Warn("object under the expiry markers' prefix that is not a marker: ignored (and not deleted)", "key", oi.Key)
+			return nil
+		}
+		if !deleting[id] && oi.ModTime.Before(now.Add(-backup.StaleMarkerAge)) {
 			staleMarks = append(staleMarks, oi.Key)
 		}
 		return nil
@@ -318,9 +326,17 @@ func runOne(ctx context.Context, d Deps, o Options, r repo.Repo, pins map[string
 		if err := r.Store.Put(ctx, mark, strings.NewReader(body), int64(len(body))); err != nil {
 			return res, fmt.Errorf("marking backup %s as being deleted: %w", dcs.ID, err)
 		}
+		marked := time.Now() // monotonic: no clock of another host
 		child, err := newChild(ctx, r.Store, d.Cluster, dcs.ID, expired, ids, reserved, now.Add(-o.Grace), now.Add(-o.Grace))
 		if err == nil && child != "" {
 			err = fmt.Errorf("%w (backup %s builds on %s): stopped before deleting backup %s; the next run goes on", ErrBackupStarted, child, dcs.ID, dcs.ID)
+		}
+		// Another run may remove a marker older than StaleMarkerAge:
+		// past half of it (clock skew and a slow store get the rest),
+		// this one is no longer trusted to hold backups off.
+		if el := time.Since(marked); err == nil && el > backup.StaleMarkerAge/2 {
+			err = fmt.Errorf("%w: %s passed since marking backup %s as being deleted (the limit is %s): stopped before deleting it; the next run goes on",
+				ErrMarkerTooOld, el.Round(time.Second), dcs.ID, backup.StaleMarkerAge/2)
 		}
 		if err != nil {
 			_ = r.Store.Delete(context.WithoutCancel(ctx), mark)
@@ -332,13 +348,13 @@ func runOne(ctx context.Context, d Deps, o Options, r repo.Repo, pins map[string
 		expired[dcs.ID] = true
 		res.Objects++
 		log.Info("backup expired: manifest deleted", "backup", dcs.ID, "type", dcs.Type, "tier", dcs.Tier, "reason", dcs.Reason)
-		if err := del.prefix(ctx, prefix+dcs.ID+"/"); err != nil {
+		if err := del.prefix(ctx, prefix+dcs.ID+"/", nil); err != nil {
 			return res, fmt.Errorf("deleting backup %s's data (the next run finishes it): %w", dcs.ID, err)
 		}
 		// Its records as a parent and as a child go with it (a record
 		// left as a child would only make a later run wait for the grace
 		// period before deleting its parent).
-		if err := del.prefix(ctx, backup.ChildPrefix(d.Cluster, dcs.ID)); err != nil {
+		if err := del.prefix(ctx, backup.ChildPrefix(d.Cluster, dcs.ID), backup.ValidID); err != nil {
 			return res, fmt.Errorf("deleting backup %s's child records (the next run finishes it): %w", dcs.ID, err)
 		}
 		if p := parentOf[dcs.ID]; p != "" {
@@ -387,7 +403,7 @@ func runOne(ctx context.Context, d Deps, o Options, r repo.Repo, pins map[string
 	}
 	var oldStarted []string
 	for k, t := range started {
-		if t.Before(now.Add(-o.Grace)) {
+		if backup.ValidStamp(strings.TrimPrefix(k, backup.StartedPrefix(d.Cluster))) && t.Before(now.Add(-o.Grace)) {
 			oldStarted = append(oldStarted, k)
 		}
 	}
@@ -400,7 +416,7 @@ func runOne(ctx context.Context, d Deps, o Options, r repo.Repo, pins map[string
 		}
 		log.Info("removing the objects of a backup without a manifest (an interrupted expiry or a failed backup)", "backup", id,
 			"objects", ids[id].objects, "newest", ids[id].newest.UTC().Format(time.RFC3339))
-		if err := del.prefix(ctx, prefix+id+"/"); err != nil {
+		if err := del.prefix(ctx, prefix+id+"/", nil); err != nil {
 			return res, fmt.Errorf("deleting leftover objects of %s: %w", id, err)
 		}
 	}
@@ -448,6 +464,11 @@ var ErrUnsigned = errors.New("signing is not configured, so no manifest is authe
 // ErrBackupStarted means a backup started while expiry was deleting
 // backups: it stopped, leaving the repository consistent.
 var ErrBackupStarted = errors.New("a backup started during expiry")
+
+// ErrMarkerTooOld means a run's own deleting marker became old enough for
+// another run to take it for stale before the manifest was deleted: it
+// stopped before deleting the backup.
+var ErrMarkerTooOld = errors.New("the expiry marker became too old")
 
 // ErrPinnedDuringRun means a backup about to be deleted was pinned since
 // the run read the pins: the run stopped before it.
@@ -596,10 +617,15 @@ type deleter struct {
 	mu       sync.Mutex
 }
 
-// prefix deletes every object under p (one listing).
-func (d *deleter) prefix(ctx context.Context, p string) error {
+// prefix deletes every object under p (one listing); with valid, only
+// those whose key past p it accepts (the others are logged and left).
+func (d *deleter) prefix(ctx context.Context, p string, valid func(string) bool) error {
 	var keys []string
 	if err := d.store.List(ctx, p, func(oi storage.ObjectInfo) error {
+		if valid != nil && !valid(strings.TrimPrefix(oi.Key, p)) {
+			d.log.Warn("object of an unexpected shape under an expiry prefix: ignored (and not deleted)", "key", oi.Key)
+			return nil
+		}
 		keys = append(keys, oi.Key)
 		return nil
 	}); err != nil {

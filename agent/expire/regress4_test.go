@@ -1,0 +1,135 @@
+package expire
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/pgdr/pgdr/agent/backup"
+	"github.com/pgdr/pgdr/pkg/repo"
+	"github.com/pgdr/pgdr/pkg/storage/filestore"
+)
+
+// A bucket (directory) writer makes <cluster>/expiry/deleting a symlink to
+// a host directory: a signed, deleting run removes the host's files.
+func TestRunSymlinkInRepositoryNotFollowed(t *testing.T) {
+	f := newFixture(t, true)
+	f.backup("20261204T000000F", TypeFull, "", 72*time.Hour, 2, 2, 2, f.signer)
+	f.wal(1, 4)
+	victim := t.TempDir()
+	if err := os.WriteFile(filepath.Join(victim, "precious"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	os.MkdirAll(filepath.Join(victim, "sub"), 0o700)
+	os.WriteFile(filepath.Join(victim, "sub", "deep"), []byte("x"), 0o600)
+	root := f.r.Store.(*filestore.Store).Root()
+	if err := os.MkdirAll(filepath.Join(root, cluster, "expiry"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(victim, filepath.Join(root, cluster, "expiry", "deleting")); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Run(context.Background(), f.deps(f.r.Store), Options{Spec: Spec{Types: map[string]Rule{TypeFull: {Count: 1}}}})
+	if !errors.Is(err, filestore.ErrSymlink) || !strings.Contains(err.Error(), filepath.Join(root, cluster, "expiry", "deleting")) {
+		t.Errorf("run through a planted link: err %v, want ErrSymlink naming the link", err)
+	}
+	for _, p := range []string{"precious", "sub/deep"} {
+		if _, err := os.Stat(filepath.Join(victim, p)); err != nil {
+			t.Errorf("host file %s outside the repository: %v", p, err)
+		}
+	}
+}
+
+// Two expire runs: run 2 lists while a backup's reservation is fresh, so its
+// plan deletes nothing and it removes every deleting marker, including run
+// 1's live one; the backup then claims run 1's victim.
+func TestRunKeepsAnotherRunsLiveMarker(t *testing.T) {
+	f := newFixture(t, false)
+	f.backup("20261205T000000F", TypeFull, "", 48*time.Hour, 2, 2, 2, nil)
+	f.backup("20261206T000000I", TypeIncr, "20261205T000000F", 24*time.Hour, 4, 4, 1, nil)
+	f.wal(1, 6)
+	ctx := context.Background()
+	// run 1 has marked P and listed its children (none).
+	P := "20261206T000000I"
+	f.put(backup.DeletingKey(cluster, P))
+	// a backup reserves (fresh); run 2 starts and lists.
+	stamp := time.Now().UTC().Format("20060102T150405")
+	f.put(backup.Prefix(cluster) + stamp + backup.ReservedSuffix + "/n")
+	_, err := Run(ctx, f.deps(f.r.Store), Options{TrustUnsigned: true, Spec: Spec{Types: map[string]Rule{TypeFull: {Count: 1}}}})
+	if err != nil {
+		t.Fatalf("run 2: %v", err)
+	}
+	if !f.exists(backup.DeletingKey(cluster, P)) {
+		t.Errorf("run 2 removed run 1's fresh marker of %s", P)
+	}
+	// the backup claims P: passes, though run 1 is about to delete P's manifest.
+	if err := backup.ClaimParent(ctx, []repo.Repo{f.r}, cluster, P, stamp+"I"); !errors.Is(err, backup.ErrParentExpiring) {
+		t.Errorf("claim on %s succeeded after run 2 removed run 1's live marker: run 1 now deletes the parent of a recorded backup", P)
+	}
+}
+
+// A legacy unsigned full (require: false, kept "until it expires") and a
+// newer signed full: the legacy backup is never deleted, but its own WAL is.
+func TestRev4LegacyUnsignedLosesWAL(t *testing.T) {
+	l := bk("20261201T000000F", TypeFull, "", now.Add(-144*time.Hour), 1, 2, 3)
+	l.Untrusted = "not signed by a trusted key"
+	n := bk("20261206T000000F", TypeFull, "", now.Add(-24*time.Hour), 1, 8, 9)
+	w := segs(1, 1, 10)
+	p, err := Decide(Input{Backups: []Backup{l, n}, WAL: w, Now: now, Spec: Spec{Types: map[string]Rule{TypeFull: {Count: 1}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("delete %v walDelete %v", p.Delete, p.WALDeleteNames)
+}
+
+// A forged unsigned incr naming a real backup as parent: does it keep it?
+func TestRev4ForgedChildKeepsParent(t *testing.T) {
+	f1 := bk("20261201T000000F", TypeFull, "", now.Add(-144*time.Hour), 1, 2, 3)
+	f2 := bk("20261206T000000F", TypeFull, "", now.Add(-24*time.Hour), 1, 8, 9)
+	x := untrusted(bk("20261206T100000I", TypeIncr, "20261201T000000F", now.Add(-20*time.Hour), 1, 9, 9))
+	p, err := Decide(Input{Backups: []Backup{f1, f2, x}, WAL: segs(1, 1, 10), Now: now, Spec: Spec{Types: map[string]Rule{TypeFull: {Count: 1}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("delete %v walDelete %v", p.Delete, p.WALDeleteNames)
+}
+
+// Only markers older than backup.StaleMarkerAge go, and only keys of the
+// shapes expiry writes (deleting/<ID>, started/<stamp>) are ever deleted.
+func TestRunDeletesOnlyOldMarkersOfExpectedShape(t *testing.T) {
+	f := newFixture(t, false)
+	f.backup("20261205T000000F", TypeFull, "", 48*time.Hour, 2, 2, 2, nil)
+	f.wal(1, 3)
+	root := f.r.Store.(*filestore.Store).Root()
+	old := time.Now().Add(-backup.StaleMarkerAge - time.Minute)
+	older := time.Now().Add(-72 * time.Hour)
+	age := func(key string, at time.Time) {
+		t.Helper()
+		f.put(key)
+		if err := os.Chtimes(filepath.Join(root, filepath.FromSlash(key)), at, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	staleMark := backup.DeletingKey(cluster, "20261101T000000F")
+	freshMark := backup.DeletingKey(cluster, "20261102T000000F")
+	oddMark := backup.DeletingPrefix(cluster) + "not-a-backup"
+	oddStarted := backup.StartedPrefix(cluster) + "junk"
+	oldStarted := backup.StartedKey(cluster, "20261101T000000")
+	age(staleMark, old)
+	f.put(freshMark)
+	age(oddMark, older)
+	age(oddStarted, older)
+	age(oldStarted, older)
+	if _, err := Run(context.Background(), f.deps(nil), Options{TrustUnsigned: true, Spec: Spec{Types: map[string]Rule{TypeFull: {Count: 1}}}}); err != nil {
+		t.Fatal(err)
+	}
+	for key, want := range map[string]bool{staleMark: false, freshMark: true, oddMark: true, oddStarted: true, oldStarted: false} {
+		if got := f.exists(key); got != want {
+			t.Errorf("%s exists %v, want %v", key, got, want)
+		}
+	}
+}
