@@ -101,10 +101,10 @@ func ClaimParent(ctx context.Context, repos []repo.Repo, cluster, parent, child 
 		}
 	}
 	for _, r := range repos {
-		_, err := r.Store.Stat(ctx, DeletingKey(cluster, parent))
+		oi, err := r.Store.Stat(ctx, DeletingKey(cluster, parent))
 		if err == nil {
 			undo()
-			return fmt.Errorf("repository %s: %w (%s), so this backup is not recorded; take it again", r.Name, ErrParentExpiring, parent)
+			return fmt.Errorf("repository %s: %w (%s; %s), so this backup is not recorded; take it again", r.Name, ErrParentExpiring, parent, markerNote(oi))
 		}
 		if !errors.Is(err, storage.ErrNotFound) {
 			undo()
@@ -153,4 +153,11 @@ func (r *reservation) keepFresh(ctx context.Context, interval time.Duration, log
 		}
 	}()
 	return func() { cancel(); <-done }
+}
+
+// markerNote describes a DeletingKey marker: its key, its age and what
+// clears it when it was left by an interrupted run.
+func markerNote(oi storage.ObjectInfo) string {
+	return fmt.Sprintf("marker %s, written %s ago; a run of `pgdr-agent expire` (not --dry-run) removes markers older than %s, left by an interrupted run",
+		oi.Key, time.Since(oi.ModTime).Round(time.Second), StaleMarkerAge)
 }

@@ -3,9 +3,9 @@ package expire
 import (
 	"context"
 	"errors"
-	"strings"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -124,6 +124,12 @@ func TestRunDeletesOnlyOldMarkersOfExpectedShape(t *testing.T) {
 	age(oddMark, older)
 	age(oddStarted, older)
 	age(oldStarted, older)
+	if _, err := Run(context.Background(), f.deps(nil), Options{DryRun: true, Spec: Spec{Types: map[string]Rule{TypeFull: {Count: 1}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if !f.exists(staleMark) {
+		t.Error("a dry run removed a stale marker")
+	}
 	if _, err := Run(context.Background(), f.deps(nil), Options{TrustUnsigned: true, Spec: Spec{Types: map[string]Rule{TypeFull: {Count: 1}}}}); err != nil {
 		t.Fatal(err)
 	}
