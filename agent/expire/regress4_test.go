@@ -139,3 +139,24 @@ func TestRunDeletesOnlyOldMarkersOfExpectedShape(t *testing.T) {
 		}
 	}
 }
+
+// A repository that fails does not stop the others: the run goes on and
+// returns the errors joined.
+func TestRunGoesOnAfterARepositoryFails(t *testing.T) {
+	bad := newFixture(t, false)
+	bad.r.Name = "bad"
+	bad.put(backup.ManifestKey(cluster, "20261201T000000F")) // not a manifest
+	good := newFixture(t, false)
+	good.backup("20261201T000000F", TypeFull, "", 96*time.Hour, 2, 2, 1, nil)
+	good.backup("20261205T000000F", TypeFull, "", 48*time.Hour, 4, 4, 1, nil)
+	good.wal(1, 5)
+	d := good.deps(nil)
+	d.Repos = append([]repo.Repo{bad.r}, d.Repos...)
+	res, err := Run(context.Background(), d, Options{TrustUnsigned: true, Spec: Spec{Types: map[string]Rule{TypeFull: {Count: 1}}}})
+	if err == nil || !strings.Contains(err.Error(), "repository bad") {
+		t.Errorf("run: %v, want repository bad's error", err)
+	}
+	if !good.gone("20261201T000000F") {
+		t.Errorf("the second repository was not expired after the first failed (results %d)", len(res))
+	}
+}

@@ -89,7 +89,8 @@ type Result struct {
 
 // Run expires each repository of d by o.Spec. Repositories are decided
 // and expired one by one, each by its own listing; pins are taken from
-// all of them. It returns the results so far with the first error.
+// all of them. It returns the results of every repository with the
+// errors of those that failed, joined.
 func Run(ctx context.Context, d Deps, o Options) ([]Result, error) {
 	if err := o.Spec.Validate(); err != nil {
 		return nil, err
@@ -121,17 +122,25 @@ func Run(ctx context.Context, d Deps, o Options) ([]Result, error) {
 			return nil, err
 		}
 	}
+	// A repository that fails (a backup started or a pin made during the
+	// run, an unreadable manifest, ...) does not stop the others: each is
+	// decided by its own listing. The errors are joined.
 	var out []Result
+	var errs []error
 	for _, r := range d.Repos {
+		if err := ctx.Err(); err != nil {
+			errs = append(errs, err)
+			break
+		}
 		res, err := runOne(ctx, d, o, r, pins)
 		if res != nil {
 			out = append(out, *res)
 		}
 		if err != nil {
-			return out, fmt.Errorf("repository %s: %w", r.Name, err)
+			errs = append(errs, fmt.Errorf("repository %s: %w", r.Name, err))
 		}
 	}
-	return out, nil
+	return out, errors.Join(errs...)
 }
 
 // backupObjects is what one listing of the backup prefix says of one ID.
