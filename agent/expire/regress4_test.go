@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -73,8 +74,10 @@ func TestRunKeepsAnotherRunsLiveMarker(t *testing.T) {
 }
 
 // A legacy unsigned full (require: false, kept "until it expires") and a
-// newer signed full: the legacy backup is never deleted, but its own WAL is.
-func TestRev4LegacyUnsignedLosesWAL(t *testing.T) {
+// newer signed full: the legacy backup is never deleted, and its own
+// start..stop WAL is kept with it (a range wider than maxUntrustedWAL is
+// not believed and keeps none).
+func TestUntrustedBackupKeepsItsOwnWAL(t *testing.T) {
 	l := bk("20261201T000000F", TypeFull, "", now.Add(-144*time.Hour), 1, 2, 3)
 	l.Untrusted = "not signed by a trusted key"
 	n := bk("20261206T000000F", TypeFull, "", now.Add(-24*time.Hour), 1, 8, 9)
@@ -83,11 +86,27 @@ func TestRev4LegacyUnsignedLosesWAL(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("delete %v walDelete %v", p.Delete, p.WALDeleteNames)
+	if len(p.Delete) != 0 {
+		t.Errorf("deleted %v", p.Delete)
+	}
+	if want := cat(segs(1, 1, 1), segs(1, 4, 7)); !slices.Equal(p.WALDeleteNames, want) {
+		t.Errorf("WAL deleted %v, want %v (the untrusted backup's 2..3 kept)", p.WALDeleteNames, want)
+	}
+	// Implausibly wide: keeps no WAL (nor does any list of its segments
+	// get built).
+	l.StopLSN = l.StartLSN + maxUntrustedWAL + 1
+	p, err = Decide(Input{Backups: []Backup{l, n}, WAL: w, Now: now, Spec: Spec{Types: map[string]Rule{TypeFull: {Count: 1}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := segs(1, 1, 7); !slices.Equal(p.WALDeleteNames, want) {
+		t.Errorf("WAL deleted with an implausible untrusted range %v, want %v", p.WALDeleteNames, want)
+	}
 }
 
-// A forged unsigned incr naming a real backup as parent: does it keep it?
-func TestRev4ForgedChildKeepsParent(t *testing.T) {
+// A forged unsigned incr naming a real backup as parent keeps it (forging
+// only ever keeps more), and keeps its own (plausible) range of WAL.
+func TestForgedChildKeepsParent(t *testing.T) {
 	f1 := bk("20261201T000000F", TypeFull, "", now.Add(-144*time.Hour), 1, 2, 3)
 	f2 := bk("20261206T000000F", TypeFull, "", now.Add(-24*time.Hour), 1, 8, 9)
 	x := untrusted(bk("20261206T100000I", TypeIncr, "20261201T000000F", now.Add(-20*time.Hour), 1, 9, 9))
@@ -95,7 +114,12 @@ func TestRev4ForgedChildKeepsParent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("delete %v walDelete %v", p.Delete, p.WALDeleteNames)
+	if len(p.Delete) != 0 {
+		t.Errorf("deleted %v: the forged child's parent must stay", p.Delete)
+	}
+	if want := cat(segs(1, 1, 1), segs(1, 4, 7)); !slices.Equal(p.WALDeleteNames, want) {
+		t.Errorf("WAL deleted %v, want %v", p.WALDeleteNames, want)
+	}
 }
 
 // Only markers older than backup.StaleMarkerAge go, and only keys of the
