@@ -15,10 +15,13 @@ import (
 // The protocol between backups being taken and expiry (agent/expire),
 // which may run at the same time on other hosts. The object stores have
 // strong read-after-write and list-after-write consistency (S3, the file
-// store) but no locks, so each race is settled by a pair of "write my
-// flag, then read yours" steps (Dekker): of two processes doing that, at
-// least one sees the other's flag. Times are judged by the objects'
-// ModTime (the store's clock), never by a stamp from a backup host.
+// store) but no locks. The parent choice is settled by a pair of "write
+// my flag, then read yours" steps (Dekker): of two processes doing that, at
+// least one sees the other's flag; the WAL check below is one-sided. Ages
+// are judged by the objects' ModTime (the store's clock) against the clock
+// of the host running expiry, never by a stamp from a backup host. A file
+// repository on NFS (no such consistency between hosts) is not supported
+// for backups and expiry at the same time.
 //
 //   - Parent choice. A diff/incr backup C, before writing its manifest,
 //     writes ChildKey(P, C) for its parent P and then checks, in every
@@ -28,13 +31,24 @@ import (
 //     expire itself stops it. Either C sees the marker (and is not
 //     recorded) or expiry sees C's child key (and keeps P). Expiry removes
 //     P's manifest before its marker, so a backup that checks after the
-//     marker is gone finds the manifest gone.
+//     marker is gone finds the manifest gone. Another run removes a
+//     marker only once older than StaleMarkerAge, and the run that wrote
+//     it abandons P when StaleMarkerAge/2 has passed on its monotonic
+//     clock before deleting P's manifest: so while a run relies on its
+//     marker (unless the clocks are StaleMarkerAge/2 apart) no other run
+//     removes it. A backup skips a marked P when choosing its parent.
 //   - WAL. A backup writes StartedKey(stamp) right after reserving its
 //     ID, before pg_backup_start settles which WAL it needs; expiry lists
 //     StartedPrefix before its plan and again just before deleting WAL,
 //     and deletes no WAL if an entry appeared (nor while a reservation is
-//     fresh). A started entry is left in place when the backup ends;
-//     expiry removes it once older than its grace period.
+//     fresh). This is not a Dekker pair: expiry writes nothing before its
+//     second listing, so a backup starting after it is not seen. On a
+//     primary that backup's WAL begins after all WAL archived so far; a
+//     standby's backup (from its last restartpoint) may find WAL deleted
+//     and then fails at its end (it waits for its WAL in every
+//     repository) rather than being recorded. A started entry is left in
+//     place when the backup ends; expiry removes it once older than its
+//     grace period.
 //   - Long backups. A running backup rewrites its reservation every
 //     ReservationRefresh, so that its age, by ModTime, stays far below
 //     expiry's grace period (at least expire.MinGrace).
