@@ -184,3 +184,26 @@ func TestRunGoesOnAfterARepositoryFails(t *testing.T) {
 		t.Errorf("the second repository was not expired after the first failed (results %d)", len(res))
 	}
 }
+
+// A run that held its deleting marker for more than StaleMarkerAge/2
+// before deleting the manifest (another run may take the marker for stale
+// past StaleMarkerAge) stops before deleting that backup.
+func TestRunAbandonsDeleteWhenMarkerTooOld(t *testing.T) {
+	f := newFixture(t, false)
+	f.backup("20261201T000000F", TypeFull, "", 96*time.Hour, 2, 2, 1, nil)
+	f.backup("20261205T000000F", TypeFull, "", 48*time.Hour, 4, 4, 1, nil)
+	f.wal(1, 5)
+	o := Options{TrustUnsigned: true, Spec: Spec{Types: map[string]Rule{TypeFull: {Count: 1}}}}
+	o.since = func(time.Time) time.Duration { return backup.StaleMarkerAge/2 + time.Second }
+	_, err := Run(context.Background(), f.deps(nil), o)
+	if !errors.Is(err, ErrMarkerTooOld) {
+		t.Fatalf("run: %v, want ErrMarkerTooOld", err)
+	}
+	if !f.exists(backup.ManifestKey(cluster, "20261201T000000F")) {
+		t.Error("the backup was deleted although its marker was too old")
+	}
+	if f.exists(backup.DeletingKey(cluster, "20261201T000000F")) {
+		t.Error("the abandoned marker was left behind")
+	}
+	f.consistent()
+}

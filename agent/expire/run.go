@@ -66,6 +66,9 @@ type Options struct {
 	// out of their rules. Without it such a run is refused (a dry run is
 	// not).
 	TrustUnsigned bool
+	// since is time.Since (tests stand in for it: how long a run held its
+	// deleting marker).
+	since func(time.Time) time.Duration
 }
 
 // Result is what one run did (or, dry, would do) in one repository.
@@ -106,6 +109,9 @@ func Run(ctx context.Context, d Deps, o Options) ([]Result, error) {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.since == nil {
+		o.since = time.Since
 	}
 	if !o.DryRun && !o.TrustUnsigned {
 		for _, r := range d.Repos {
@@ -343,7 +349,7 @@ func runOne(ctx context.Context, d Deps, o Options, r repo.Repo, pins map[string
 		// Another run may remove a marker older than StaleMarkerAge:
 		// past half of it (clock skew and a slow store get the rest),
 		// this one is no longer trusted to hold backups off.
-		if el := time.Since(marked); err == nil && el > backup.StaleMarkerAge/2 {
+		if el := o.since(marked); err == nil && el > backup.StaleMarkerAge/2 {
 			err = fmt.Errorf("%w: %s passed since marking backup %s as being deleted (the limit is %s): stopped before deleting it; the next run goes on",
 				ErrMarkerTooOld, el.Round(time.Second), dcs.ID, backup.StaleMarkerAge/2)
 		}
