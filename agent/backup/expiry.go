@@ -15,10 +15,13 @@ import (
 // The protocol between backups being taken and expiry (agent/expire),
 // which may run at the same time on other hosts. The object stores have
 // strong read-after-write and list-after-write consistency (S3, the file
-// store) but no locks, so each race is settled by a pair of "write my
-// flag, then read yours" steps (Dekker): of two processes doing that, at
-// least one sees the other's flag. Times are judged by the objects'
-// ModTime (the store's clock), never by a stamp from a backup host.
+// store) but no locks. The parent choice is settled by a pair of "write
+// my flag, then read yours" steps (Dekker): of two processes doing that, at
+// least one sees the other's flag; the WAL check below is one-sided. Ages
+// are judged by the objects' ModTime (the store's clock) against the clock
+// of the host running expiry, never by a stamp from a backup host. A file
+// repository on NFS (no such consistency between hosts) is not supported
+// for backups and expiry at the same time.
 //
 //   - Parent choice. A diff/incr backup C, before writing its manifest,
 //     writes ChildKey(P, C) for its parent P and then checks, in every
@@ -28,13 +31,24 @@ import (
 //     expire itself stops it. Either C sees the marker (and is not
 //     recorded) or expiry sees C's child key (and keeps P). Expiry removes
 //     P's manifest before its marker, so a backup that checks after the
-//     marker is gone finds the manifest gone.
+//     marker is gone finds the manifest gone. Another run removes a
+//     marker only once older than StaleMarkerAge, and the run that wrote
+//     it abandons P when StaleMarkerAge/2 has passed on its monotonic
+//     clock before deleting P's manifest: so while a run relies on its
+//     marker (unless the clocks are StaleMarkerAge/2 apart) no other run
+//     removes it. A backup skips a marked P when choosing its parent.
 //   - WAL. A backup writes StartedKey(stamp) right after reserving its
 //     ID, before pg_backup_start settles which WAL it needs; expiry lists
 //     StartedPrefix before its plan and again just before deleting WAL,
 //     and deletes no WAL if an entry appeared (nor while a reservation is
-//     fresh). A started entry is left in place when the backup ends;
-//     expiry removes it once older than its grace period.
+//     fresh). This is not a Dekker pair: expiry writes nothing before its
+//     second listing, so a backup starting after it is not seen. On a
+//     primary that backup's WAL begins after all WAL archived so far; a
+//     standby's backup (from its last restartpoint) may find WAL deleted
+//     and then fails at its end (it waits for its WAL in every
+//     repository) rather than being recorded. A started entry is left in
+//     place when the backup ends; expiry removes it once older than its
+//     grace period.
 //   - Long backups. A running backup rewrites its reservation every
 //     ReservationRefresh, so that its age, by ModTime, stays far below
 //     expiry's grace period (at least expire.MinGrace).
@@ -43,6 +57,18 @@ import (
 // reservation (and so its ModTime): far below expiry's minimum grace
 // period (6h).
 const ReservationRefresh = 30 * time.Minute
+
+// StaleMarkerAge is how old (by its ModTime, judged by the expiring
+// host's clock) a DeletingKey marker must be before an expiry run removes
+// it as left by an interrupted run. A run abandons the manifest delete a
+// marker announces once StaleMarkerAge/2 has passed on its own monotonic
+// clock since writing it, so a marker younger than that bound (less clock
+// skew, at most StaleMarkerAge/2) is always some run's live one.
+const StaleMarkerAge = time.Hour
+
+// ValidStamp says whether s is a backup stamp (an ID without its type
+// letter), the shape of the StartedKey records.
+func ValidStamp(s string) bool { return ValidID(s + "F") }
 
 func expiryPrefix(cluster string) string { return cluster + "/expiry/" }
 
@@ -89,10 +115,10 @@ func ClaimParent(ctx context.Context, repos []repo.Repo, cluster, parent, child 
 		}
 	}
 	for _, r := range repos {
-		_, err := r.Store.Stat(ctx, DeletingKey(cluster, parent))
+		oi, err := r.Store.Stat(ctx, DeletingKey(cluster, parent))
 		if err == nil {
 			undo()
-			return fmt.Errorf("repository %s: %w (%s), so this backup is not recorded; take it again", r.Name, ErrParentExpiring, parent)
+			return fmt.Errorf("repository %s: %w (%s; %s), so this backup is not recorded; take it again", r.Name, ErrParentExpiring, parent, markerNote(oi))
 		}
 		if !errors.Is(err, storage.ErrNotFound) {
 			undo()
@@ -141,4 +167,11 @@ func (r *reservation) keepFresh(ctx context.Context, interval time.Duration, log
 		}
 	}()
 	return func() { cancel(); <-done }
+}
+
+// markerNote describes a DeletingKey marker: its key, its age and what
+// clears it when it was left by an interrupted run.
+func markerNote(oi storage.ObjectInfo) string {
+	return fmt.Sprintf("marker %s, written %s ago; a run of `pgdr-agent expire` (not --dry-run) removes markers older than %s, left by an interrupted run",
+		oi.Key, time.Since(oi.ModTime).Round(time.Second), StaleMarkerAge)
 }

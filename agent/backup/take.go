@@ -383,10 +383,23 @@ func parentCandidates(ctx context.Context, repos []repo.Repo, cluster, typ strin
 	}
 	per := make([]map[string]*Manifest, len(repos))
 	var newest []*Manifest
+	// A backup marked as being deleted by expiry (a live run, or one
+	// interrupted) would refuse the claim at the end (ClaimParent): it is
+	// no parent, whatever the marker's age.
+	marked := map[string]string{}
 	for i, r := range repos {
 		ms, err := List(ctx, r, cluster)
 		if err != nil {
 			return nil, "", err
+		}
+		if err := r.Store.List(ctx, DeletingPrefix(cluster), func(oi storage.ObjectInfo) error {
+			id := strings.TrimPrefix(oi.Key, DeletingPrefix(cluster))
+			if _, seen := marked[id]; !seen {
+				marked[id] = fmt.Sprintf("backup %s is marked as being deleted by expiry in repository %s (%s)", id, r.Name, markerNote(oi))
+			}
+			return nil
+		}); err != nil {
+			return nil, "", fmt.Errorf("repository %s: listing expiry markers: %w", r.Name, err)
 		}
 		per[i] = make(map[string]*Manifest, len(ms))
 		for _, m := range ms {
@@ -403,6 +416,10 @@ func parentCandidates(ctx context.Context, repos []repo.Repo, cluster, typ strin
 		if m.SystemIdentifier != srv.sysid || (typ == TypeDiff && m.Type != TypeFull) {
 			continue
 		}
+		if why, ok := marked[m.ID]; ok {
+			skipped = append(skipped, why)
+			continue
+		}
 		if missing := chainMissing(repos, per, m); missing != "" {
 			skipped = append(skipped, missing)
 			continue
@@ -413,7 +430,7 @@ func parentCandidates(ctx context.Context, repos []repo.Repo, cluster, typ strin
 		return out, "", nil
 	}
 	if len(skipped) > 0 {
-		return nil, "no backup to build on is complete in every repository: " + strings.Join(firstN(skipped, 3), "; "), nil
+		return nil, "no backup to build on is complete in every repository and free of expiry: " + strings.Join(firstN(skipped, 3), "; "), nil
 	}
 	return nil, "no backup to build on", nil
 }

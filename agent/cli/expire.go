@@ -101,8 +101,9 @@ window restorable (the newest backup that stopped before now - --pitr-window
 - --pitr-margin, and all WAL after its start). WAL is kept from the start of the oldest
 backup kept by a rule, on every timeline, and from start to stop for every
 other kept backup. Backups whose manifest is not signed (where signing is
-configured) are never expired nor counted; an unreadable manifest stops
-expiry of that repository. Without signing configured, a run that deletes
+configured) are never expired nor counted, and keep their own start to stop
+WAL (when at most 4 TiB); an unreadable manifest stops expiry of that
+repository (the others are still expired; exit 1). Without signing configured, a run that deletes
 needs --trust-unsigned: any writer of the repository could forge backups.
 
 A backup's manifest is deleted before its data, and backups before WAL, so
@@ -110,7 +111,8 @@ an interrupted run leaves no backup that looks complete but is not; the
 next run removes what was left once older than --grace (at least 6h; a
 running backup refreshes its reservation every 30m, so it is never taken for
 a stale one). Expiry and backups running at the same time coordinate through
-markers under <cluster>/expiry/ (see docs/backup.md). Durations: 36h, 30d, 12w, 1d12h.`, true).withJSON()
+markers under <cluster>/expiry/ (see docs/backup.md); a run (not --dry-run)
+removes markers of an interrupted run once older than 1h. Durations: 36h, 30d, 12w, 1d12h.`, true).withJSON()
 	keepFull := f.Int("keep-full", 0, "keep the newest N full backups")
 	keepDiff := f.Int("keep-diff", 0, "keep the newest N differential backups")
 	keepIncr := f.Int("keep-incr", 0, "keep the newest N incremental backups")

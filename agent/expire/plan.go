@@ -442,13 +442,19 @@ type need struct {
 	continuous bool
 }
 
+// maxUntrustedWAL bounds the WAL an untrusted backup's own start..stop may
+// keep (4 TiB): far more than any real backup's, small enough that a forged
+// manifest cannot keep a repository's whole archive.
+const maxUntrustedWAL = 4 << 40
+
 // decideWAL fills the plan's WAL decisions. WAL is kept:
 //   - on every timeline from the oldest start of the continuous needs that
 //     may reach it (all of them unless a verified history file shows the
 //     timeline branched off before the need's start);
 //   - from the oldest continuous need's start on timelines no need
 //     reaches (a dead branch is kept above that point, never guessed at);
-//   - inside every kept backup's own start..stop range.
+//   - inside every kept backup's own start..stop range (an untrusted
+//     one's too, when at most maxUntrustedWAL wide).
 //
 // History files and names that are not WAL are never deleted; nothing is
 // deleted when no trusted full backup is kept (no segment size, no anchor).
@@ -456,10 +462,20 @@ func decideWAL(in Input, all []*state, plan *Plan) {
 	var needs []need
 	var segSize uint64
 	for _, s := range all {
+		if s.kind == keepNone {
+			continue
+		}
 		// An untrusted manifest's WAL positions are whatever its writer
-		// chose (a forged range of 2^62 bytes, a start of 0): it keeps
-		// its own objects, never WAL.
-		if s.kind == keepNone || s.b.Untrusted != "" {
+		// chose (a forged range of 2^62 bytes, a start of 0): it never
+		// anchors WAL kept from its start on, nor sets the segment size.
+		// But a legacy unsigned backup (signing with require: false) must
+		// stay restorable: its own start..stop is kept when plausible, at
+		// most maxUntrustedWAL wide (a forger then keeps at most that
+		// much more, kept as intervals, never as lists of names).
+		if s.b.Untrusted != "" {
+			if s.b.Timeline != 0 && s.b.StopLSN >= s.b.StartLSN && s.b.StopLSN-s.b.StartLSN <= maxUntrustedWAL {
+				needs = append(needs, need{id: s.b.ID + " (not trusted)", tli: s.b.Timeline, start: s.b.StartLSN, stop: s.b.StopLSN})
+			}
 			continue
 		}
 		if s.b.SegmentSize != 0 && segSize == 0 {

@@ -66,6 +66,9 @@ type Options struct {
 	// out of their rules. Without it such a run is refused (a dry run is
 	// not).
 	TrustUnsigned bool
+	// since is time.Since (tests stand in for it: how long a run held its
+	// deleting marker).
+	since func(time.Time) time.Duration
 }
 
 // Result is what one run did (or, dry, would do) in one repository.
@@ -89,7 +92,8 @@ type Result struct {
 
 // Run expires each repository of d by o.Spec. Repositories are decided
 // and expired one by one, each by its own listing; pins are taken from
-// all of them. It returns the results so far with the first error.
+// all of them. It returns the results of every repository with the
+// errors of those that failed, joined.
 func Run(ctx context.Context, d Deps, o Options) ([]Result, error) {
 	if err := o.Spec.Validate(); err != nil {
 		return nil, err
@@ -106,6 +110,9 @@ func Run(ctx context.Context, d Deps, o Options) ([]Result, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.since == nil {
+		o.since = time.Since
+	}
 	if !o.DryRun && !o.TrustUnsigned {
 		for _, r := range d.Repos {
 			if r.Verifier == nil {
@@ -121,17 +128,25 @@ func Run(ctx context.Context, d Deps, o Options) ([]Result, error) {
 			return nil, err
 		}
 	}
+	// A repository that fails (a backup started or a pin made during the
+	// run, an unreadable manifest, ...) does not stop the others: each is
+	// decided by its own listing. The errors are joined.
 	var out []Result
+	var errs []error
 	for _, r := range d.Repos {
+		if err := ctx.Err(); err != nil {
+			errs = append(errs, err)
+			break
+		}
 		res, err := runOne(ctx, d, o, r, pins)
 		if res != nil {
 			out = append(out, *res)
 		}
 		if err != nil {
-			return out, fmt.Errorf("repository %s: %w", r.Name, err)
+			errs = append(errs, fmt.Errorf("repository %s: %w", r.Name, err))
 		}
 	}
-	return out, nil
+	return out, errors.Join(errs...)
 }
 
 // backupObjects is what one listing of the backup prefix says of one ID.
@@ -277,9 +292,17 @@ func runOne(ctx context.Context, d Deps, o Options, r repo.Repo, pins map[string
 	for _, dcs := range plan.Delete {
 		deleting[dcs.ID] = true
 	}
+	// Only markers older than backup.StaleMarkerAge: a younger one may be
+	// another run's, live (see the protocol in agent/backup's expiry.go).
+	// Only keys of the shape expiry writes are ever deleted.
 	var staleMarks []string
 	if err := r.Store.List(ctx, backup.DeletingPrefix(d.Cluster), func(oi storage.ObjectInfo) error {
-		if !deleting[strings.TrimPrefix(oi.Key, backup.DeletingPrefix(d.Cluster))] {
+		id := strings.TrimPrefix(oi.Key, backup.DeletingPrefix(d.Cluster))
+		if !backup.ValidID(id) {
+			log.Warn("object under the expiry markers' prefix that is not a marker: ignored (and not deleted)", "key", oi.Key)
+			return nil
+		}
+		if !deleting[id] && oi.ModTime.Before(now.Add(-backup.StaleMarkerAge)) {
 			staleMarks = append(staleMarks, oi.Key)
 		}
 		return nil
@@ -318,9 +341,17 @@ func runOne(ctx context.Context, d Deps, o Options, r repo.Repo, pins map[string
 		if err := r.Store.Put(ctx, mark, strings.NewReader(body), int64(len(body))); err != nil {
 			return res, fmt.Errorf("marking backup %s as being deleted: %w", dcs.ID, err)
 		}
+		marked := time.Now() // monotonic: no clock of another host
 		child, err := newChild(ctx, r.Store, d.Cluster, dcs.ID, expired, ids, reserved, now.Add(-o.Grace), now.Add(-o.Grace))
 		if err == nil && child != "" {
 			err = fmt.Errorf("%w (backup %s builds on %s): stopped before deleting backup %s; the next run goes on", ErrBackupStarted, child, dcs.ID, dcs.ID)
+		}
+		// Another run may remove a marker older than StaleMarkerAge:
+		// past half of it (clock skew and a slow store get the rest),
+		// this one is no longer trusted to hold backups off.
+		if el := o.since(marked); err == nil && el > backup.StaleMarkerAge/2 {
+			err = fmt.Errorf("%w: %s passed since marking backup %s as being deleted (the limit is %s): stopped before deleting it; the next run goes on",
+				ErrMarkerTooOld, el.Round(time.Second), dcs.ID, backup.StaleMarkerAge/2)
 		}
 		if err != nil {
 			_ = r.Store.Delete(context.WithoutCancel(ctx), mark)
@@ -332,13 +363,13 @@ func runOne(ctx context.Context, d Deps, o Options, r repo.Repo, pins map[string
 		expired[dcs.ID] = true
 		res.Objects++
 		log.Info("backup expired: manifest deleted", "backup", dcs.ID, "type", dcs.Type, "tier", dcs.Tier, "reason", dcs.Reason)
-		if err := del.prefix(ctx, prefix+dcs.ID+"/"); err != nil {
+		if err := del.prefix(ctx, prefix+dcs.ID+"/", nil); err != nil {
 			return res, fmt.Errorf("deleting backup %s's data (the next run finishes it): %w", dcs.ID, err)
 		}
 		// Its records as a parent and as a child go with it (a record
 		// left as a child would only make a later run wait for the grace
 		// period before deleting its parent).
-		if err := del.prefix(ctx, backup.ChildPrefix(d.Cluster, dcs.ID)); err != nil {
+		if err := del.prefix(ctx, backup.ChildPrefix(d.Cluster, dcs.ID), backup.ValidID); err != nil {
 			return res, fmt.Errorf("deleting backup %s's child records (the next run finishes it): %w", dcs.ID, err)
 		}
 		if p := parentOf[dcs.ID]; p != "" {
@@ -387,7 +418,7 @@ func runOne(ctx context.Context, d Deps, o Options, r repo.Repo, pins map[string
 	}
 	var oldStarted []string
 	for k, t := range started {
-		if t.Before(now.Add(-o.Grace)) {
+		if backup.ValidStamp(strings.TrimPrefix(k, backup.StartedPrefix(d.Cluster))) && t.Before(now.Add(-o.Grace)) {
 			oldStarted = append(oldStarted, k)
 		}
 	}
@@ -400,7 +431,7 @@ func runOne(ctx context.Context, d Deps, o Options, r repo.Repo, pins map[string
 		}
 		log.Info("removing the objects of a backup without a manifest (an interrupted expiry or a failed backup)", "backup", id,
 			"objects", ids[id].objects, "newest", ids[id].newest.UTC().Format(time.RFC3339))
-		if err := del.prefix(ctx, prefix+id+"/"); err != nil {
+		if err := del.prefix(ctx, prefix+id+"/", nil); err != nil {
 			return res, fmt.Errorf("deleting leftover objects of %s: %w", id, err)
 		}
 	}
@@ -448,6 +479,11 @@ var ErrUnsigned = errors.New("signing is not configured, so no manifest is authe
 // ErrBackupStarted means a backup started while expiry was deleting
 // backups: it stopped, leaving the repository consistent.
 var ErrBackupStarted = errors.New("a backup started during expiry")
+
+// ErrMarkerTooOld means a run's own deleting marker became old enough for
+// another run to take it for stale before the manifest was deleted: it
+// stopped before deleting the backup.
+var ErrMarkerTooOld = errors.New("the expiry marker became too old")
 
 // ErrPinnedDuringRun means a backup about to be deleted was pinned since
 // the run read the pins: the run stopped before it.
@@ -596,10 +632,15 @@ type deleter struct {
 	mu       sync.Mutex
 }
 
-// prefix deletes every object under p (one listing).
-func (d *deleter) prefix(ctx context.Context, p string) error {
+// prefix deletes every object under p (one listing); with valid, only
+// those whose key past p it accepts (the others are logged and left).
+func (d *deleter) prefix(ctx context.Context, p string, valid func(string) bool) error {
 	var keys []string
 	if err := d.store.List(ctx, p, func(oi storage.ObjectInfo) error {
+		if valid != nil && !valid(strings.TrimPrefix(oi.Key, p)) {
+			d.log.Warn("object of an unexpected shape under an expiry prefix: ignored (and not deleted)", "key", oi.Key)
+			return nil
+		}
 		keys = append(keys, oi.Key)
 		return nil
 	}); err != nil {

@@ -14,6 +14,18 @@
 // So a command run with sudo, or a daemon run as root, leaves a repository
 // that PostgreSQL's user, the archiver, can still read and write.
 //
+// Symbolic links below the root are never followed, by any operation: the
+// repository is untrusted storage (docs/security.md), and a link planted in
+// it must not let pgdr read, write or delete a file of the host. Every
+// operation resolves keys through an os.Root opened on the root directory
+// (no path can resolve outside it, however its components change
+// meanwhile) and refuses, with ErrSymlink naming it, a key any component of
+// which is a link, even one pointing inside the root. A listing that meets a
+// link (as the listed directory or as an entry) fails with ErrSymlink: a
+// caller deleting what it lists stops rather than act on a partial view;
+// remove the link by hand. The root itself may be a link: the operator
+// chose it.
+//
 // Because a file system cannot hold both a file "a" and a directory "a", the
 // keys "a" and "a/b" cannot coexist here (S3 allows it); pgdr's key layout
 // never needs that.

@@ -2,6 +2,7 @@ package filestore
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -77,6 +78,61 @@ func (s *Store) checkKey(key string) (string, error) {
 	return filepath.Join(s.root, filepath.FromSlash(key)), nil
 }
 
+// ErrSymlink means a symbolic link was found below the root: the store
+// never follows one (nor reports it as an object). Whoever can write the
+// repository could otherwise point a key's directory, or a key itself, at
+// any file of the host (docs/security.md: the repository is untrusted).
+var ErrSymlink = errors.New("symbolic link in the repository: not followed")
+
+// openRoot opens the root directory as an os.Root: every operation below it
+// goes through it, so no path, however its components are swapped
+// concurrently, resolves outside the root; noLinks on top of that refuses
+// links that stay inside it.
+func (s *Store) openRoot() (*os.Root, error) {
+	return os.OpenRoot(s.root)
+}
+
+// noLinks fails with ErrSymlink, naming the path, when a component of rel
+// (relative to the root, which itself may be a link: the operator chose it)
+// is a symbolic link. A missing component ends the check: nothing below it
+// exists.
+func (s *Store) noLinks(root *os.Root, rel string) error {
+	if rel == "" || rel == "." {
+		return nil
+	}
+	parts := strings.Split(rel, string(filepath.Separator))
+	for i := range parts {
+		p := filepath.Join(parts[:i+1]...)
+		fi, err := root.Lstat(p)
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if fi.Mode()&fs.ModeSymlink != 0 {
+			return fmt.Errorf("%s: %w", filepath.Join(s.root, p), ErrSymlink)
+		}
+	}
+	return nil
+}
+
+// syncDirIn fsyncs directory dir below root (see fsutil.SyncDir).
+func syncDirIn(root *os.Root, dir string) error {
+	d, err := root.Open(dir)
+	if err != nil {
+		return fmt.Errorf("fsync directory: %w", err)
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil || errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENOTSUP) {
+		return nil
+	}
+	return fmt.Errorf("fsync directory %s: %w", dir, err)
+}
+
 // Put implements storage.ObjectStore.
 func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64) (err error) {
 	path, err := s.checkKey(key)
@@ -86,16 +142,30 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64) (e
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("put %q (%s): %w", key, path, err)
 	}
-	dir := filepath.Dir(path)
-	f, err := s.createTemp(dir)
+	own, chown := s.owner()
+	// The root itself (and its parents) is the operator's choice: plain
+	// paths. Everything below it goes through the os.Root.
+	if err := s.mkdirAll(s.root, own, chown); err != nil {
+		return fmt.Errorf("put %q (%s): %w", key, path, err)
+	}
+	root, err := s.openRoot()
 	if err != nil {
 		return fmt.Errorf("put %q (%s): %w", key, path, err)
 	}
-	tmp := f.Name()
+	defer root.Close()
+	rel := filepath.FromSlash(key)
+	if err := s.noLinks(root, rel); err != nil {
+		return fmt.Errorf("put %q (%s): %w", key, path, err)
+	}
+	dir := filepath.Dir(rel)
+	f, tmp, err := s.createTemp(root, dir, own, chown)
+	if err != nil {
+		return fmt.Errorf("put %q (%s): %w", key, path, err)
+	}
 	defer func() {
 		if err != nil {
 			_ = f.Close() // may already be closed; the error is irrelevant now
-			_ = os.Remove(tmp)
+			_ = root.Remove(tmp)
 		}
 	}()
 
@@ -115,11 +185,12 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64) (e
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("put %q (%s): %w", key, path, err)
 	}
-	if err := os.Rename(tmp, path); err != nil {
+	// A link planted at the key since the check is replaced, not followed.
+	if err := root.Rename(tmp, rel); err != nil {
 		return fmt.Errorf("put %q (%s): %w", key, path, err)
 	}
 	// The rename is only durable once the directory entry is on disk.
-	if err := fsutil.SyncDir(dir); err != nil {
+	if err := syncDirIn(root, dir); err != nil {
 		return fmt.Errorf("put %q (%s): %w", key, path, err)
 	}
 	return nil
@@ -137,7 +208,16 @@ func (s *Store) Sync(ctx context.Context, key string) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("sync %q (%s): %w", key, path, err)
 	}
-	f, err := os.Open(path)
+	root, err := s.openRoot()
+	if err != nil {
+		return s.wrapErr("sync", key, path, err)
+	}
+	defer root.Close()
+	rel := filepath.FromSlash(key)
+	if err := s.noLinks(root, rel); err != nil {
+		return fmt.Errorf("sync %q (%s): %w", key, path, err)
+	}
+	f, err := root.Open(rel)
 	if err != nil {
 		return s.wrapErr("sync", key, path, err)
 	}
@@ -154,45 +234,51 @@ func (s *Store) Sync(ctx context.Context, key string) error {
 	if err != nil {
 		return fmt.Errorf("sync %q (%s): %w", key, path, err)
 	}
-	for dir := filepath.Dir(path); ; dir = filepath.Dir(dir) {
-		if err := fsutil.SyncDir(dir); err != nil {
+	for dir := filepath.Dir(rel); ; dir = filepath.Dir(dir) {
+		if err := syncDirIn(root, dir); err != nil {
 			return fmt.Errorf("sync %q (%s): %w", key, path, err)
 		}
-		if dir == s.root || !strings.HasPrefix(dir, s.root+string(filepath.Separator)) {
-			return nil
+		if dir == "." {
+			break
 		}
 	}
+	// The root's own entry in its parent.
+	if err := fsutil.SyncDir(filepath.Dir(s.root)); err != nil {
+		return fmt.Errorf("sync %q (%s): %w", key, path, err)
+	}
+	return nil
 }
 
-// createTemp creates the temp file in dir, creating dir first. A concurrent
-// Delete may prune a directory that was just made and is still empty, so
-// creation is retried a few times when the directory vanishes underneath.
-// Run as root, the file and the directories created belong to the owner of
-// the root (see owner).
-func (s *Store) createTemp(dir string) (*os.File, error) {
-	own, chown := s.owner()
+// createTemp creates a temp file in dir (relative to root), creating dir
+// first. A concurrent Delete may prune a directory that was just made and
+// is still empty, so creation is retried a few times when the directory
+// vanishes underneath. Run as root, the file and the directories created
+// belong to the owner of the root (see owner). It returns the file and its
+// path relative to root.
+func (s *Store) createTemp(root *os.Root, dir string, own fsutil.Owner, chown bool) (*os.File, string, error) {
 	var lastErr error
 	for range 10 {
-		if err := s.mkdirAll(dir, own, chown); err != nil {
-			return nil, err
+		if err := s.mkdirIn(root, dir, own, chown); err != nil {
+			return nil, "", err
 		}
-		f, err := os.CreateTemp(dir, tempPrefix+"*")
+		name := filepath.Join(dir, tempPrefix+rand.Text())
+		f, err := root.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, filePerm)
 		if err == nil {
 			if chown {
 				if err := f.Chown(own.UID, own.GID); err != nil {
 					f.Close()
-					os.Remove(f.Name())
-					return nil, fmt.Errorf("chown %d:%d %s: %w", own.UID, own.GID, f.Name(), err)
+					_ = root.Remove(name)
+					return nil, "", fmt.Errorf("chown %d:%d %s: %w", own.UID, own.GID, filepath.Join(s.root, name), err)
 				}
 			}
-			return f, nil
+			return f, name, nil
 		}
 		if !errors.Is(err, fs.ErrNotExist) {
-			return nil, err
+			return nil, "", err
 		}
 		lastErr = err
 	}
-	return nil, lastErr
+	return nil, "", lastErr
 }
 
 // owner says who must own what the store creates when the process runs as
@@ -207,9 +293,10 @@ func (s *Store) owner() (own fsutil.Owner, chown bool) {
 	return fsutil.InheritOwner(s.root)
 }
 
-// mkdirAll creates dir and any missing parents, fsyncing the parent of every
-// directory it creates so the new entries survive a crash; with chown, each
-// directory it creates is given to own first.
+// mkdirAll creates dir (the root: a plain path) and any missing parents,
+// fsyncing the parent of every directory it creates so the new entries
+// survive a crash; with chown, each directory it creates is given to own
+// first.
 func (s *Store) mkdirAll(dir string, own fsutil.Owner, chown bool) error {
 	fi, err := os.Stat(dir)
 	if err == nil {
@@ -244,6 +331,43 @@ func (s *Store) mkdirAll(dir string, own fsutil.Owner, chown bool) error {
 	return nil
 }
 
+// mkdirIn is mkdirAll below root, for dir relative to it; a component
+// that is a symbolic link is an ErrSymlink.
+func (s *Store) mkdirIn(root *os.Root, dir string, own fsutil.Owner, chown bool) error {
+	if dir == "." || dir == "" {
+		return nil
+	}
+	fi, err := root.Lstat(dir)
+	if err == nil {
+		switch {
+		case fi.Mode()&fs.ModeSymlink != 0:
+			return fmt.Errorf("%s: %w", filepath.Join(s.root, dir), ErrSymlink)
+		case !fi.IsDir():
+			return fmt.Errorf("%s exists and is not a directory", filepath.Join(s.root, dir))
+		}
+		return nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	parent := filepath.Dir(dir)
+	if err := s.mkdirIn(root, parent, own, chown); err != nil {
+		return err
+	}
+	if err := root.Mkdir(dir, dirPerm); err != nil {
+		if errors.Is(err, fs.ErrExist) { // lost a race with another Put: fine
+			return nil
+		}
+		return err
+	}
+	if chown {
+		if err := root.Lchown(dir, own.UID, own.GID); err != nil {
+			return fmt.Errorf("chown %d:%d %s: %w", own.UID, own.GID, filepath.Join(s.root, dir), err)
+		}
+	}
+	return syncDirIn(root, parent)
+}
+
 // Get implements storage.ObjectStore. The returned reader is the open file.
 func (s *Store) Get(ctx context.Context, key string) (io.ReadCloser, error) {
 	path, err := s.checkKey(key)
@@ -253,7 +377,16 @@ func (s *Store) Get(ctx context.Context, key string) (io.ReadCloser, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("get %q (%s): %w", key, path, err)
 	}
-	f, err := os.Open(path)
+	root, err := s.openRoot()
+	if err != nil {
+		return nil, s.wrapErr("get", key, path, err)
+	}
+	defer root.Close()
+	rel := filepath.FromSlash(key)
+	if err := s.noLinks(root, rel); err != nil {
+		return nil, fmt.Errorf("get %q (%s): %w", key, path, err)
+	}
+	f, err := root.Open(rel)
 	if err != nil {
 		return nil, s.wrapErr("get", key, path, err)
 	}
@@ -278,7 +411,16 @@ func (s *Store) Stat(ctx context.Context, key string) (storage.ObjectInfo, error
 	if err := ctx.Err(); err != nil {
 		return storage.ObjectInfo{}, fmt.Errorf("stat %q (%s): %w", key, path, err)
 	}
-	fi, err := os.Stat(path)
+	root, err := s.openRoot()
+	if err != nil {
+		return storage.ObjectInfo{}, s.wrapErr("stat", key, path, err)
+	}
+	defer root.Close()
+	rel := filepath.FromSlash(key)
+	if err := s.noLinks(root, rel); err != nil {
+		return storage.ObjectInfo{}, fmt.Errorf("stat %q (%s): %w", key, path, err)
+	}
+	fi, err := root.Lstat(rel)
 	if err != nil {
 		return storage.ObjectInfo{}, s.wrapErr("stat", key, path, err)
 	}
@@ -298,7 +440,8 @@ func (s *Store) wrapErr(op, key, path string, err error) error {
 }
 
 // Delete implements storage.ObjectStore. Directories left empty are removed
-// (best effort) so pruning old backups does not leave a skeleton behind.
+// (best effort) so pruning old backups does not leave a skeleton behind. A
+// key through or at a symbolic link is an ErrSymlink: nothing is removed.
 func (s *Store) Delete(ctx context.Context, key string) error {
 	path, err := s.checkKey(key)
 	if err != nil {
@@ -307,7 +450,19 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("delete %q (%s): %w", key, path, err)
 	}
-	fi, err := os.Lstat(path)
+	root, err := s.openRoot()
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("delete %q (%s): %w", key, path, err)
+	}
+	defer root.Close()
+	rel := filepath.FromSlash(key)
+	if err := s.noLinks(root, rel); err != nil {
+		return fmt.Errorf("delete %q (%s): %w", key, path, err)
+	}
+	fi, err := root.Lstat(rel)
 	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
 		return nil
 	}
@@ -318,17 +473,17 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 		// Not an object (only a key prefix); refuse rather than remove a tree.
 		return nil
 	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := root.Remove(rel); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("delete %q (%s): %w", key, path, err)
 	}
-	dir := filepath.Dir(path)
-	for dir != s.root && strings.HasPrefix(dir, s.root+string(filepath.Separator)) {
-		if os.Remove(dir) != nil { // not empty (or busy): stop pruning
+	dir := filepath.Dir(rel)
+	for dir != "." {
+		if root.Remove(dir) != nil { // not empty (or busy): stop pruning
 			break
 		}
 		dir = filepath.Dir(dir)
 	}
-	if err := fsutil.SyncDir(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := syncDirIn(root, dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("delete %q (%s): %w", key, path, err)
 	}
 	return nil
@@ -353,15 +508,46 @@ func (s *Store) List(ctx context.Context, prefix string, fn func(storage.ObjectI
 }
 
 // walk lists the directory for dirKey ("" or ending in '/'), descending into
-// subdirectories, reporting entries whose names start with namePrefix.
+// subdirectories, reporting entries whose names start with namePrefix. A
+// symbolic link, as the directory listed, on its way or among the entries,
+// stops the listing with an ErrSymlink naming it: nothing is read through
+// it, and a caller deleting what it lists (expiry) stops rather than acting
+// on a partial view.
 func (s *Store) walk(ctx context.Context, dirKey, namePrefix string, fn func(storage.ObjectInfo) error) error {
+	root, err := s.openRoot()
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+		return nil // nothing stored yet
+	}
+	if err != nil {
+		return fmt.Errorf("list %q (%s): %w", dirKey+namePrefix, s.root, err)
+	}
+	defer root.Close()
+	if err := s.noLinks(root, filepath.FromSlash(strings.TrimSuffix(dirKey, "/"))); err != nil {
+		return fmt.Errorf("list %q: %w", dirKey+namePrefix, err)
+	}
+	return s.walkIn(ctx, root, dirKey, namePrefix, fn)
+}
+
+func (s *Store) walkIn(ctx context.Context, root *os.Root, dirKey, namePrefix string, fn func(storage.ObjectInfo) error) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("list %q: %w", dirKey+namePrefix, err)
 	}
-	dir := filepath.Join(s.root, filepath.FromSlash(dirKey))
-	entries, err := os.ReadDir(dir)
+	rel := filepath.FromSlash(strings.TrimSuffix(dirKey, "/"))
+	if rel == "" {
+		rel = "."
+	}
+	dir := filepath.Join(s.root, rel)
+	d, err := root.Open(rel)
 	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
 		return nil // nothing stored under this prefix
+	}
+	if err != nil {
+		return fmt.Errorf("list %q (%s): %w", dirKey+namePrefix, dir, err)
+	}
+	entries, err := d.ReadDir(-1)
+	d.Close()
+	if errors.Is(err, syscall.ENOTDIR) {
+		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("list %q (%s): %w", dirKey+namePrefix, dir, err)
@@ -377,9 +563,12 @@ func (s *Store) walk(ctx context.Context, dirKey, namePrefix string, fn func(sto
 		if !strings.HasPrefix(name, namePrefix) || strings.HasPrefix(name, tempPrefix) {
 			continue
 		}
-		if e.IsDir() {
+		switch {
+		case e.Type()&fs.ModeSymlink != 0:
+			return fmt.Errorf("list %q: %s: %w", dirKey+namePrefix, filepath.Join(dir, name), ErrSymlink)
+		case e.IsDir():
 			list = append(list, entry{name + "/", name, true})
-		} else if e.Type().IsRegular() {
+		case e.Type().IsRegular():
 			list = append(list, entry{name, name, false})
 		}
 	}
@@ -387,17 +576,23 @@ func (s *Store) walk(ctx context.Context, dirKey, namePrefix string, fn func(sto
 	for _, e := range list {
 		key := dirKey + e.name
 		if e.isDir {
-			if err := s.walk(ctx, key+"/", "", fn); err != nil {
+			if err := s.walkIn(ctx, root, key+"/", "", fn); err != nil {
 				return err
 			}
 			continue
 		}
-		fi, err := os.Stat(filepath.Join(dir, e.name))
+		fi, err := root.Lstat(filepath.Join(rel, e.name))
 		if errors.Is(err, fs.ErrNotExist) {
 			continue // deleted while listing
 		}
 		if err != nil {
 			return fmt.Errorf("list: stat %q (%s): %w", key, filepath.Join(dir, e.name), err)
+		}
+		if fi.Mode()&fs.ModeSymlink != 0 {
+			return fmt.Errorf("list %q: %s: %w", dirKey+namePrefix, filepath.Join(dir, e.name), ErrSymlink)
+		}
+		if !fi.Mode().IsRegular() {
+			continue
 		}
 		if err := fn(storage.ObjectInfo{Key: key, Size: fi.Size(), ModTime: fi.ModTime()}); err != nil {
 			return err
