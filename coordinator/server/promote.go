@@ -109,7 +109,9 @@ func (s *Server) settlePromote(ctx context.Context, c *pgdrv1.Cluster, cand stri
 	if sm, ok := s.view.snapshot()[k]; ok {
 		r := sm.report
 		m = failover.Member{Name: u, Fresh: now.Sub(sm.at) <= s.cfg.Health.StaleAfter.Duration, PostmasterAlive: r.GetPostmasterAlive(),
-			Connectable: r.GetConnectable() && !r.GetRecoveryUnknown(), InRecovery: r.GetInRecovery(), Fenced: r.GetFenced()}
+			// The raw flag: a server that answers counts as running even
+			// when its recovery state is unknown.
+			Connectable: r.GetConnectable(), InRecovery: r.GetInRecovery(), Fenced: r.GetFenced()}
 	}
 	up := c.GetUnsettledPromote()
 	// Honoured as recorded with the orders, not as registered now.

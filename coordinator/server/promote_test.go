@@ -442,6 +442,10 @@ func TestSettleNeedsStoppedNotJustFenced(t *testing.T) {
 	for _, r := range []*pgdrv1.HealthReport{
 		{Cluster: "main", Node: "b", PostmasterAlive: true, Connectable: true, InRecovery: true, Fenced: true},
 		{Cluster: "main", Node: "b", Connectable: true, InRecovery: true},
+		// Running, its recovery state unknown (pg_is_in_recovery timed
+		// out) and its postmaster hidden (a sidecar without a shared PID
+		// namespace): not stopped.
+		{Cluster: "main", Node: "b", Connectable: true, RecoveryUnknown: true},
 	} {
 		s := testLeader(t)
 		cl := unsettledCluster(t, s, false, time.Time{})
