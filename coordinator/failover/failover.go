@@ -25,7 +25,10 @@ type Member struct {
 	Priority int32
 	// Fresh: a report arrived within stale_after. Every other field is only
 	// as good as that report.
-	Fresh                                                       bool
+	Fresh bool
+	// ReportedAt: when the leader received that report, on its own clock
+	// (with the monotonic reading; zero: unknown).
+	ReportedAt                                                  time.Time
 	PostmasterAlive, Connectable, InRecovery, Streaming, Fenced bool
 	Timeline                                                    uint32
 	ReceiveLSN, ReplayLSN                                       uint64

@@ -32,8 +32,9 @@ type Unsettled struct {
 // leader's clock now (with its monotonic reading, as u.Since); margin is
 // the leader's safety margin, added to the window for the clocks' rates
 // and the agent's estimate of the sending. It returns why, either way:
-//   - a fresh report that PostgreSQL is stopped: no postmaster and no
-//     connection (a restarted server drops the promote request: the
+//   - a fresh report, received after u.Since (after every order that may
+//     still complete went out), that PostgreSQL is stopped: no postmaster
+//     and no connection (a restarted server drops the promote request: the
 //     postmaster removes the signal file). One signal alone is not enough:
 //     the postmaster is "not alive" on any postmaster.pid read error or
 //     when the PID namespace hides it. "Fenced" settles nothing by itself:
@@ -49,9 +50,24 @@ type Unsettled struct {
 //
 // otherwise it is not settled: the leader fences the node first, or waits.
 func PromoteSettled(u Unsettled, m Member, now time.Time, margin time.Duration) (bool, string) {
+	note := ""
 	if m.Fresh && !m.PostmasterAlive && !m.Connectable {
-		return true, fmt.Sprintf("%s reports PostgreSQL stopped: no postmaster and not connectable (a restarted server drops the promote request)", u.Node)
+		if !u.Since.IsZero() && m.ReportedAt.After(u.Since) {
+			return true, fmt.Sprintf("%s reports PostgreSQL stopped: no postmaster and not connectable (a restarted server drops the promote request)", u.Node)
+		}
+		// A report from before an order went out says nothing of it: the
+		// server may have been started since.
+		note = fmt.Sprintf("%s's report that PostgreSQL is stopped was received before the last promote order to it went out (or this leader does not know when that was); ", u.Node)
 	}
+	settled, why := promoteDeadlinePassed(u, now, margin)
+	if !settled {
+		why = note + why
+	}
+	return settled, why
+}
+
+// promoteDeadlinePassed: the settle-deadline part of PromoteSettled.
+func promoteDeadlinePassed(u Unsettled, now time.Time, margin time.Duration) (bool, string) {
 	end := u.Since.Add(u.Window + margin)
 	switch {
 	case u.InFlight:

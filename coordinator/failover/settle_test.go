@@ -29,7 +29,10 @@ func TestPromoteSettled(t *testing.T) {
 		why     string
 	}{
 		{"no report, no promise", Unsettled{Node: "b"}, Member{}, false, "does not guarantee"},
-		{"stopped", Unsettled{Node: "b"}, Member{Fresh: true}, true, "stopped"},
+		{"stopped", Unsettled{Node: "b", Since: past}, Member{Fresh: true, ReportedAt: now}, true, "stopped"},
+		// review 3/2: a report from before the order says nothing of it.
+		{"stopped, reported before the order", Unsettled{Node: "b", Since: now}, Member{Fresh: true, ReportedAt: now.Add(-time.Second)}, false, "before"},
+		{"stopped, no order start known", Unsettled{Node: "b"}, Member{Fresh: true, ReportedAt: now}, false, ""},
 		// review A: postmaster.pid unreadable, or the PID namespace hides
 		// the postmaster, while the server still answers.
 		{"postmaster not seen but connectable (A)", Unsettled{Node: "b"}, Member{Fresh: true, Connectable: true}, false, ""},
@@ -41,7 +44,7 @@ func TestPromoteSettled(t *testing.T) {
 		// a fence whose stop failed leaves a running replica whose pending
 		// promotion can still complete.
 		{"fenced and in recovery, still running (A)", Unsettled{Node: "b"}, Member{Fresh: true, PostmasterAlive: true, Connectable: true, InRecovery: true, Fenced: true}, false, ""},
-		{"fenced and stopped", Unsettled{Node: "b"}, Member{Fresh: true, Fenced: true}, true, "stopped"},
+		{"fenced and stopped", Unsettled{Node: "b", Since: past}, Member{Fresh: true, Fenced: true, ReportedAt: now}, true, "stopped"},
 		{"in recovery, not fenced", Unsettled{Node: "b"}, replica, false, ""},
 		{"settle deadline passed, honoured", Unsettled{Node: "b", Window: window, Since: past, Honoured: true}, Member{}, true, "not confirmed by its settle deadline"},
 		{"settle deadline within the margin", Unsettled{Node: "b", Window: window, Since: future, Honoured: true}, Member{}, false, "drops the promotion unless confirmed within"},

@@ -108,7 +108,7 @@ func (s *Server) settlePromote(ctx context.Context, c *pgdrv1.Cluster, cand stri
 	var m failover.Member
 	if sm, ok := s.view.snapshot()[k]; ok {
 		r := sm.report
-		m = failover.Member{Name: u, Fresh: now.Sub(sm.at) <= s.cfg.Health.StaleAfter.Duration, PostmasterAlive: r.GetPostmasterAlive(),
+		m = failover.Member{Name: u, Fresh: now.Sub(sm.at) <= s.cfg.Health.StaleAfter.Duration, ReportedAt: sm.at, PostmasterAlive: r.GetPostmasterAlive(),
 			// The raw flag: a server that answers counts as running even
 			// when its recovery state is unknown.
 			Connectable: r.GetConnectable(), InRecovery: r.GetInRecovery(), Fenced: r.GetFenced()}

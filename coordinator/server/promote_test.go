@@ -464,11 +464,25 @@ func TestSettleNeedsStoppedNotJustFenced(t *testing.T) {
 	} {
 		s := testLeader(t)
 		cl := unsettledCluster(t, s, false, time.Time{})
+		leaderCaughtUp(s, time.Now().Add(-time.Second))
 		agents := &fakeAgents{answer: func(string, *pgdrv1.AgentCommand) *pgdrv1.CommandResult { return &pgdrv1.CommandResult{Ok: true} }}
 		agents.start(t, s, "a", "b", "c")
 		s.view.put(r, time.Now())
 		if done, wait := s.settlePromote(context.Background(), cl, "c"); wait != "" || done == "" || len(agents.orders()) != 0 {
 			t.Fatalf("report %v: orders %v, done %q, wait %q: want settled without an order", r, agents.orders(), done, wait)
+		}
+	}
+	// Stopped, but reported before the order's window start (review 3/2):
+	// the server may have been restarted since; fenced first.
+	{
+		s := testLeader(t)
+		cl := unsettledCluster(t, s, false, time.Time{})
+		s.view.put(&pgdrv1.HealthReport{Cluster: "main", Node: "b"}, time.Now())
+		leaderCaughtUp(s, time.Now().Add(time.Millisecond))
+		agents := &fakeAgents{answer: func(string, *pgdrv1.AgentCommand) *pgdrv1.CommandResult { return &pgdrv1.CommandResult{Ok: true} }}
+		agents.start(t, s, "a", "b", "c")
+		if done, wait := s.settlePromote(context.Background(), cl, "c"); wait != "" || index(agents.orders(), "b fence@2") < 0 {
+			t.Fatalf("stopped report from before the order: orders %v, done %q, wait %q: want b fenced first", agents.orders(), done, wait)
 		}
 	}
 }
