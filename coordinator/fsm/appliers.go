@@ -259,7 +259,7 @@ func applySetPrimary(st *pgdrv1.State, c *pgdrv1.Command, p *pgdrv1.SetPrimary, 
 	cl.UnsettledPromote = nil
 	if p.GetPromote() {
 		cl.UnsettledPromote = &pgdrv1.UnsettledPromote{Node: cl.Primary, Epoch: cl.Epoch, InFlight: true, OrderedAt: cmdTime(c),
-			InFlightSettleAfterMs: p.GetSettleAfterMs(), InFlightHonoured: p.GetHonoursSettle()}
+			InFlightSettleAfterMs: p.GetSettleAfterMs(), InFlightHonoured: p.GetHonoursSettle(), InFlightActor: c.GetActor()}
 	}
 	// The new epoch's LSN floor: never below the old epoch's (a failover
 	// within the lag limit does not reset what later ones are judged
@@ -484,7 +484,7 @@ func applyRecordEvent(st *pgdrv1.State, c *pgdrv1.Command, p *pgdrv1.RecordEvent
 	addEvent(st, c, index, ev)
 	if cl := st.GetClusters()[ev.GetCluster()]; mark != pgdrv1.PromoteMark_PROMOTE_MARK_UNSPECIFIED && cl != nil &&
 		ev.GetNode() == cl.GetPrimary() && ev.GetEpoch() == cl.GetEpoch() && cl.GetPrimary() != "" {
-		markPromote(cl, mark, cmdTime(c), p.GetSettleBy(), p.GetSettleAfterMs(), p.GetHonoursSettle())
+		markPromote(cl, mark, cmdTime(c), c.GetActor(), p.GetSettleBy(), p.GetSettleAfterMs(), p.GetHonoursSettle())
 	}
 	return nil
 }
@@ -499,7 +499,11 @@ func applyRecordEvent(st *pgdrv1.State, c *pgdrv1.Command, p *pgdrv1.RecordEvent
 // The settle windows (settle_after_ms) fold the same way: an order that
 // may complete adds its window, the longest one is kept, and one without
 // a window (0) makes it unknown until nothing may complete any more.
-func markPromote(cl *pgdrv1.Cluster, mark pgdrv1.PromoteMark, now, settleBy *timestamppb.Timestamp, window uint64, honoured bool) {
+//
+// A NOT_SENT or UNSETTLED mark from another actor than the one whose order
+// is in flight is of another order (its own ORDERED mark was never
+// committed): the one in flight is folded first, as ORDERED folds it.
+func markPromote(cl *pgdrv1.Cluster, mark pgdrv1.PromoteMark, now *timestamppb.Timestamp, actor string, settleBy *timestamppb.Timestamp, window uint64, honoured bool) {
 	if mark == pgdrv1.PromoteMark_PROMOTE_MARK_PROMOTED {
 		cl.UnsettledPromote = nil
 		return
@@ -509,16 +513,24 @@ func markPromote(cl *pgdrv1.Cluster, mark pgdrv1.PromoteMark, now, settleBy *tim
 		u = &pgdrv1.UnsettledPromote{Node: cl.GetPrimary(), Epoch: cl.GetEpoch()}
 		cl.UnsettledPromote = u
 	}
+	foldInFlight := func() {
+		// The order in flight never had its outcome recorded (its
+		// leader died meanwhile): it may still complete, its settle
+		// deadline unknown (its window, if it carried one, is known).
+		foldWindow(u, u.GetInFlightSettleAfterMs(), u.GetInFlightHonoured())
+		u.MayComplete, u.SettleBy = true, nil
+		u.InFlight, u.InFlightSettleAfterMs, u.InFlightHonoured, u.InFlightActor = false, 0, false, ""
+	}
+	if (mark == pgdrv1.PromoteMark_PROMOTE_MARK_NOT_SENT || mark == pgdrv1.PromoteMark_PROMOTE_MARK_UNSETTLED) &&
+		u.GetInFlight() && u.GetInFlightActor() != "" && u.GetInFlightActor() != actor {
+		foldInFlight()
+	}
 	switch mark {
 	case pgdrv1.PromoteMark_PROMOTE_MARK_ORDERED:
 		if u.GetInFlight() {
-			// The order in flight never had its outcome recorded (its
-			// leader died meanwhile): it may still complete, its settle
-			// deadline unknown (its window, if it carried one, is known).
-			foldWindow(u, u.GetInFlightSettleAfterMs(), u.GetInFlightHonoured())
-			u.MayComplete, u.SettleBy = true, nil
+			foldInFlight()
 		}
-		u.InFlight, u.OrderedAt, u.InFlightSettleAfterMs, u.InFlightHonoured = true, now, window, honoured
+		u.InFlight, u.OrderedAt, u.InFlightSettleAfterMs, u.InFlightHonoured, u.InFlightActor = true, now, window, honoured, actor
 	case pgdrv1.PromoteMark_PROMOTE_MARK_UNSETTLED:
 		// settle_by covers every order that may complete: the latest of
 		// theirs, or none once one of them carried none.
@@ -532,16 +544,16 @@ func markPromote(cl *pgdrv1.Cluster, mark pgdrv1.PromoteMark, now, settleBy *tim
 			u.SettleBy = nil
 		}
 		foldWindow(u, window, honoured)
-		u.InFlight, u.MayComplete, u.InFlightSettleAfterMs, u.InFlightHonoured = false, true, 0, false
+		u.InFlight, u.MayComplete, u.InFlightSettleAfterMs, u.InFlightHonoured, u.InFlightActor = false, true, 0, false, ""
 		if u.OrderedAt == nil {
 			u.OrderedAt = now
 		}
 	case pgdrv1.PromoteMark_PROMOTE_MARK_NOT_SENT:
 		// This order cannot complete; an earlier one that may (answered
 		// unsettled, or folded in above) still may: may_complete stays.
-		u.InFlight, u.InFlightSettleAfterMs, u.InFlightHonoured = false, 0, false
+		u.InFlight, u.InFlightSettleAfterMs, u.InFlightHonoured, u.InFlightActor = false, 0, false, ""
 	case pgdrv1.PromoteMark_PROMOTE_MARK_SETTLED:
-		u.InFlight, u.MayComplete, u.SettleBy = false, false, nil
+		u.InFlight, u.MayComplete, u.SettleBy, u.InFlightActor = false, false, nil, ""
 		u.InFlightSettleAfterMs, u.SettleAfterMs, u.InFlightHonoured, u.Honoured = 0, 0, false, false
 	}
 }

@@ -1208,3 +1208,51 @@ func TestUnsettledPromoteHonoured(t *testing.T) {
 		})
 	}
 }
+
+// TestUnsettledPromoteOutcomeOfAnotherLeader: review 3/3. A NOT_SENT or
+// UNSETTLED mark proposed by a leader other than the one whose order is
+// in flight (its own ORDERED mark was never committed) ends only its own
+// order: the earlier one still in flight may complete, folded as ORDERED
+// folds it (its window and honoured combined).
+func TestUnsettledPromoteOutcomeOfAnotherLeader(t *testing.T) {
+	for _, c := range []struct {
+		what        string
+		mark        pgdrv1.PromoteMark
+		window      uint64
+		actor       string
+		mayComplete bool
+		want        uint64
+		honoured    bool
+	}{
+		{"another leader's order not sent", pgdrv1.PromoteMark_PROMOTE_MARK_NOT_SENT, 40000, "coordinator:l2", true, 30000, true},
+		{"another leader's order unsettled", pgdrv1.PromoteMark_PROMOTE_MARK_UNSETTLED, 20000, "coordinator:l2", true, 30000, true},
+		{"the same leader's order not sent", pgdrv1.PromoteMark_PROMOTE_MARK_NOT_SENT, 30000, "coordinator:l1", false, 0, false},
+	} {
+		t.Run(c.what, func(t *testing.T) {
+			h := newHarness(t, Options{})
+			for _, n := range []string{"a", "b"} {
+				h.mustApply(tRegister, member("main", n, 0))
+			}
+			h.mustApply(tPrimary, &pgdrv1.SetPrimary{Cluster: "main", Name: "a"})
+			applyAs := func(typ pgdrv1.CommandType, actor string, p proto.Message) {
+				t.Helper()
+				cmd, err := NewCommand(typ, p, actor, t0.Add(time.Duration(h.index+1)*time.Second))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if res := h.applyCmd(cmd); !res.GetOk() {
+					t.Fatalf("apply %s: %s", typ, res.GetError())
+				}
+			}
+			applyAs(tPrimary, "coordinator:l1", &pgdrv1.SetPrimary{Cluster: "main", Name: "b", ExpectedEpoch: 1, Promote: true, SettleAfterMs: 30000, HonoursSettle: true})
+			applyAs(tRecordEvnt, c.actor, &pgdrv1.RecordEvent{Event: &pgdrv1.HistoryEvent{Kind: "failover-step", Cluster: "main", Node: "b", Epoch: 2},
+				Promote: c.mark, SettleAfterMs: c.window, HonoursSettle: true})
+			cl, _ := h.f.Cluster("main")
+			u := cl.GetUnsettledPromote()
+			if u.GetInFlight() || u.GetMayComplete() != c.mayComplete || u.GetSettleAfterMs() != c.want || u.GetHonoured() != c.honoured {
+				t.Fatalf("in_flight=%v may_complete=%v settle_after_ms=%d honoured=%v, want false %v %d %v",
+					u.GetInFlight(), u.GetMayComplete(), u.GetSettleAfterMs(), u.GetHonoured(), c.mayComplete, c.want, c.honoured)
+			}
+		})
+	}
+}

@@ -180,8 +180,11 @@ func (s *Server) recordEvent(ctx context.Context, cluster, kind, node string, ep
 
 // recordPromoteEvent records an event that also says what became of the
 // promotion of node at epoch (Cluster.unsettled_promote, promote.go).
-func (s *Server) recordPromoteEvent(ctx context.Context, cluster, kind, node string, epoch uint64, msg string, details map[string]string, mark pgdrv1.PromoteMark) {
-	s.recordUnsettled(ctx, cluster, kind, node, epoch, msg, details, mark, time.Time{}, s.honoursSettle(cluster, node))
+//
+// It returns the error of recording it (logged): a promote order whose
+// ORDERED mark was not committed must not be sent.
+func (s *Server) recordPromoteEvent(ctx context.Context, cluster, kind, node string, epoch uint64, msg string, details map[string]string, mark pgdrv1.PromoteMark) error {
+	return s.recordUnsettled(ctx, cluster, kind, node, epoch, msg, details, mark, time.Time{}, s.honoursSettle(cluster, node))
 }
 
 // honoursSettle reports whether node's agent, as registered now, keeps
@@ -197,7 +200,7 @@ func (s *Server) honoursSettle(cluster, node string) bool {
 // whether node's agent kept settle deadlines when it went out (honours).
 // An ORDERED mark is of an order this leader is about to send: it carries
 // this leader's settle window.
-func (s *Server) recordUnsettled(ctx context.Context, cluster, kind, node string, epoch uint64, msg string, details map[string]string, mark pgdrv1.PromoteMark, settleBy time.Time, honours bool) {
+func (s *Server) recordUnsettled(ctx context.Context, cluster, kind, node string, epoch uint64, msg string, details map[string]string, mark pgdrv1.PromoteMark, settleBy time.Time, honours bool) error {
 	rec := &pgdrv1.RecordEvent{Event: &pgdrv1.HistoryEvent{
 		Cluster: cluster, Kind: historyKind(ctx, kind), Node: node, Epoch: epoch, Message: msg, Details: details,
 	}, Promote: mark, HonoursSettle: honours}
@@ -210,9 +213,10 @@ func (s *Server) recordUnsettled(ctx context.Context, cluster, kind, node string
 	_, err := s.propose(ctx, pgdrv1.CommandType_COMMAND_TYPE_RECORD_EVENT, rec, "coordinator:"+s.cfg.Name)
 	if err != nil {
 		s.log.Warn("recording history", "cluster", cluster, "kind", kind, "err", err)
-		return
+		return fmt.Errorf("recording %s event of %s at epoch %d in cluster %s: %w", kind, node, epoch, cluster, err)
 	}
 	s.notifyEvent(cluster, kind, node, epoch, msg, details)
+	return nil
 }
 
 // executeFailover carries out a promotion decided by failover.Decide:

@@ -655,3 +655,39 @@ func TestSameMemberHonoursSettleBy(t *testing.T) {
 		t.Fatal("a registration that only turns honours_settle_by on counts as unchanged")
 	}
 }
+
+// TestNoPromoteWithoutOrderedMark: review 3/3. A promote order whose
+// ORDERED mark was not committed is not sent (a later outcome mark would
+// otherwise land on an earlier leader's order still in flight): the
+// retry returns the error and is tried again later.
+func TestNoPromoteWithoutOrderedMark(t *testing.T) {
+	s := testLeader(t)
+	ctx := context.Background()
+	for _, m := range []string{"a", "b", "c"} {
+		if _, err := s.propose(ctx, pgdrv1.CommandType_COMMAND_TYPE_REGISTER_MEMBER, &pgdrv1.RegisterMember{Member: &pgdrv1.Member{
+			Name: m, Cluster: "main", Region: "r1", Dsn: "host=" + m}}, "test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, p := range []*pgdrv1.SetPrimary{{Cluster: "main", Name: "a"}, {Cluster: "main", Name: "b", ExpectedEpoch: 1, Promote: true}} {
+		if _, err := s.propose(ctx, pgdrv1.CommandType_COMMAND_TYPE_SET_PRIMARY, p, "test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	agents := &fakeAgents{answer: func(string, *pgdrv1.AgentCommand) *pgdrv1.CommandResult { return &pgdrv1.CommandResult{Ok: true} }}
+	agents.start(t, s, "a", "b", "c")
+	cl, _ := s.fsm.Cluster("main")
+	// Nothing can be committed any more.
+	if err := s.raft.Shutdown().Error(); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.promoteRecorded(ctx, cl, "test: still in recovery")
+	for _, o := range agents.orders() {
+		if strings.Contains(o, "promote") {
+			t.Fatalf("orders %v (err %v): a promote order went out although its ORDERED mark was not committed", agents.orders(), err)
+		}
+	}
+	if err == nil || !strings.Contains(err.Error(), "recording") {
+		t.Fatalf("promoteRecorded: err %v, want the failure to record the order", err)
+	}
+}

@@ -144,7 +144,12 @@ func (s *Server) resumeTick(ctx context.Context, c *pgdrv1.Cluster, samples map[
 		if promoted {
 			mark = pgdrv1.PromoteMark_PROMOTE_MARK_UNSPECIFIED // confirmed by the result
 		}
-		s.recordPromoteEvent(rctx, c.Name, kindFailoverStep, p.cand, epoch, msg, nil, mark)
+		if err := s.recordPromoteEvent(rctx, c.Name, kindFailoverStep, p.cand, epoch, msg, nil, mark); err != nil && !promoted {
+			// Never send a promote order whose ORDERED mark was not
+			// committed; the next tick resumes it again.
+			s.log.Warn("not resuming the failover now: its promote order could not be recorded", "cluster", c.Name, "candidate", p.cand, "epoch", epoch, "err", err)
+			return
+		}
 		s.completeFailover(rctx, c, p.old, p.cand, epoch, p.reason, promoted)
 	}()
 	return true
@@ -259,8 +264,11 @@ func (s *Server) promoteRecorded(ctx context.Context, c *pgdrv1.Cluster, why str
 	name, cand, epoch := c.GetName(), c.GetPrimary(), c.GetEpoch()
 	_, old := s.recordedBy(name, cand, epoch)
 	s.log.Warn("ordering the recorded primary to promote again", "cluster", name, "primary", cand, "epoch", epoch, "reason", why)
-	s.recordPromoteEvent(ctx, name, kindPromoteRetry, cand, epoch, fmt.Sprintf("%s is recorded as primary at epoch %d but still in recovery; ordering it to promote again (%s)", cand, epoch, why), nil,
-		pgdrv1.PromoteMark_PROMOTE_MARK_ORDERED)
+	if err := s.recordPromoteEvent(ctx, name, kindPromoteRetry, cand, epoch, fmt.Sprintf("%s is recorded as primary at epoch %d but still in recovery; ordering it to promote again (%s)", cand, epoch, why), nil,
+		pgdrv1.PromoteMark_PROMOTE_MARK_ORDERED); err != nil {
+		// Never send a promote order whose ORDERED mark was not committed.
+		return "", fmt.Errorf("not ordering %s to promote again at epoch %d: %w", cand, epoch, err)
+	}
 	cur, ok := s.fsm.Cluster(name)
 	if !ok || cur.GetPrimary() != cand || cur.GetEpoch() != epoch {
 		return "", fmt.Errorf("the primary of cluster %s changed meanwhile (now %s at epoch %d)", name, cur.GetPrimary(), cur.GetEpoch())

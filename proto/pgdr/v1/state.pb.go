@@ -477,7 +477,12 @@ type UnsettledPromote struct {
 	InFlightHonoured bool `protobuf:"varint,9,opt,name=in_flight_honoured,json=inFlightHonoured,proto3" json:"in_flight_honoured,omitempty"`
 	// honoured: the agent kept settle deadlines when each order that may
 	// still complete went out (false once one of them did not).
-	Honoured      bool `protobuf:"varint,10,opt,name=honoured,proto3" json:"honoured,omitempty"`
+	Honoured bool `protobuf:"varint,10,opt,name=honoured,proto3" json:"honoured,omitempty"`
+	// in_flight_actor: who proposed the order in flight (the command's
+	// actor, "coordinator:<name>"); a NOT_SENT or UNSETTLED mark from
+	// another leader is of another order and leaves this one possibly
+	// completing. Empty: unknown (recorded before this field).
+	InFlightActor string `protobuf:"bytes,11,opt,name=in_flight_actor,json=inFlightActor,proto3" json:"in_flight_actor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -580,6 +585,13 @@ func (x *UnsettledPromote) GetHonoured() bool {
 		return x.Honoured
 	}
 	return false
+}
+
+func (x *UnsettledPromote) GetInFlightActor() string {
+	if x != nil {
+		return x.InFlightActor
+	}
+	return ""
 }
 
 // Coordinator is one voter of the Raft cluster.
@@ -910,7 +922,7 @@ const file_pgdr_v1_state_proto_rawDesc = "" +
 	"\x11unsettled_promote\x18\f \x01(\v2\x19.pgdr.v1.UnsettledPromoteR\x10unsettledPromote\x1aK\n" +
 	"\fMembersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12%\n" +
-	"\x05value\x18\x02 \x01(\v2\x0f.pgdr.v1.MemberR\x05value:\x028\x01\"\x9c\x03\n" +
+	"\x05value\x18\x02 \x01(\v2\x0f.pgdr.v1.MemberR\x05value:\x028\x01\"\xc4\x03\n" +
 	"\x10UnsettledPromote\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x1b\n" +
@@ -923,7 +935,8 @@ const file_pgdr_v1_state_proto_rawDesc = "" +
 	"\x0fsettle_after_ms\x18\b \x01(\x04R\rsettleAfterMs\x12,\n" +
 	"\x12in_flight_honoured\x18\t \x01(\bR\x10inFlightHonoured\x12\x1a\n" +
 	"\bhonoured\x18\n" +
-	" \x01(\bR\bhonoured\"\xa4\x01\n" +
+	" \x01(\bR\bhonoured\x12&\n" +
+	"\x0fin_flight_actor\x18\v \x01(\tR\rinFlightActor\"\xa4\x01\n" +
 	"\vCoordinator\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06region\x18\x02 \x01(\tR\x06region\x12!\n" +
