@@ -229,6 +229,15 @@ func (d *Daemon) promote(ctx context.Context, epoch uint64, timing orderTiming, 
 	if err != nil {
 		return "", err
 	}
+	if timing.Sender != "" && settle.After > 0 && (cur.ans.leader != timing.Sender || !cur.ans.waiting) {
+		// The settle window counts from the sender's order on the sender's
+		// clock; another leader counts it from its own catch-up, which a
+		// deposed sender's late order may follow. Only the sender, still
+		// waiting for it (its answer passed a barrier in its term), vouches
+		// for the order.
+		return "", fmt.Errorf("%w: promote order %s at epoch %d: sent by coordinator %s, but the leader answering is %q and does not wait for it (a deposed leader's late order)",
+			errOrderExpired, timing.ID, epoch, timing.Sender, cur.ans.leader)
+	}
 	wait := promoteWait
 	if cur.hasLocal {
 		w, late := promoteWaitFor(cur.local, true)

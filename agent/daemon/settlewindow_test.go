@@ -72,3 +72,38 @@ func TestPromoteSettleWindowUnknownSending(t *testing.T) {
 		t.Fatal("a refused promotion left its guard")
 	}
 }
+
+// TestPromoteLateOrderOfDeposedLeader: review 3/4. An order that carries
+// its sender and a settle window is carried out only when the leader
+// answering the last check is that sender and still waits for it: a
+// deposed leader's late order, answered by the new leader (which counts
+// its settle window from its own catch-up, later than the order), is
+// refused before pg_promote.
+func TestPromoteLateOrderOfDeposedLeader(t *testing.T) {
+	for _, c := range []struct {
+		name, leader string
+		waiting      bool
+		refused      bool
+	}{
+		{"answered by another leader", "c2", false, true},
+		{"answered by another leader that waits for a command of that id", "c2", true, true},
+		{"answered by the sender which no longer waits", "c1", false, true},
+		{"answered by the sender which waits", "c1", true, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			received := time.Now()
+			ec := &epochClient{epoch: 6, primary: "pg-a2", now: time.Now, leader: c.leader}
+			if c.waiting {
+				ec.left = func(string) time.Duration { return time.Minute - time.Since(received) }
+			}
+			fp := &fakePromotion{finish: true}
+			_, cc := promoteDaemon(t, fp, ec)
+			o := settleOrder(6, time.Now(), time.Minute, 30*time.Second)
+			o.Sender = "c1"
+			res := cc.carryOut(context.Background(), o)
+			if refused := !res.Ok && !res.Pending && fp.calls() == 0; refused != c.refused {
+				t.Fatalf("%+v (pg_promote called %d times); want refused %t", res, fp.calls(), c.refused)
+			}
+		})
+	}
+}
