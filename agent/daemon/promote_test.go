@@ -476,3 +476,46 @@ func TestPromoteGuardReachesWatchdog(t *testing.T) {
 		mu.Unlock()
 	}
 }
+
+// TestPromoteGuardNotTakenKeepsPrevious: review 3/5. When the watchdog
+// does not take a second order's guard in time, that order is refused, and
+// the first order's guard (its pg_promote may still be pending) stays: on
+// disk and in the watchdog's deadline.
+func TestPromoteGuardNotTakenKeepsPrevious(t *testing.T) {
+	d, _ := promoteDaemon(t, &fakePromotion{}, &epochClient{epoch: 6, primary: "pg-a2"})
+	d.lease = NewLease(time.Now(), d.leaseTTL(), d.safetyMargin())
+	d.wd.argv, d.wd.notify = []string{"pgdr-agent", "watchdog"}, make(chan struct{}, 1)
+	first := time.Now().Add(time.Minute)
+	ctx, cancel := context.WithCancel(context.Background())
+	acks := make(chan struct{})
+	go func() { // the watchdog takes the first guard only
+		defer close(acks)
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.wd.notify:
+		}
+		_, _, seq := d.watchdogHeartbeatSeq()
+		d.wd.mu.Lock()
+		d.wd.pendingSent = max(d.wd.pendingSent, seq)
+		d.wd.mu.Unlock()
+	}()
+	if err := d.guardPromotion(5, first); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	<-acks
+	if err := d.guardPromotion(6, time.Now().Add(2*time.Minute)); err == nil || !strings.Contains(err.Error(), "watchdog") {
+		t.Fatalf("second guard not taken by the watchdog: err %v", err)
+	}
+	b, err := os.ReadFile(d.promotePendingPath())
+	if err != nil || !strings.Contains(string(b), `"epoch":5`) {
+		t.Fatalf("the first order's guard record after the second was refused: %q, %v", b, err)
+	}
+	d.wd.mu.Lock()
+	until := d.wd.pendingUntil
+	d.wd.mu.Unlock()
+	if !until.Equal(first) {
+		t.Fatalf("watchdog pendingUntil %v, want the first order's %v", until, first)
+	}
+}

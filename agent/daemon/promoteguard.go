@@ -121,6 +121,15 @@ func (d *Daemon) guardPromotion(epoch uint64, giveUp time.Time) error {
 	if err != nil {
 		return err
 	}
+	// An earlier order's guard (its pg_promote may be pending) is
+	// restored when this one is not taken.
+	prev, err := os.ReadFile(d.promotePendingPath())
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("reading the pending promotion's record %s: %w", d.promotePendingPath(), err)
+	}
+	d.wd.mu.Lock()
+	prevUntil := d.wd.pendingUntil
+	d.wd.mu.Unlock()
 	if err := fsutil.WriteFileSynced(d.promotePendingPath(), append(b, '\n'), 0o600); err != nil {
 		return fmt.Errorf("recording the pending promotion's settle deadline: %w", err)
 	}
@@ -148,10 +157,47 @@ func (d *Daemon) guardPromotion(epoch uint64, giveUp time.Time) error {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			d.unguardPromotion()
+			d.restoreGuard(prev, prevUntil, giveUp)
 			return fmt.Errorf("refusing to promote at epoch %d: the watchdog did not take the promotion's settle deadline within %s", epoch, guardWait)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// restoreGuard undoes a guard until giveUp that the watchdog did not
+// take: it restores the guard before it (prev, the record on disk, and
+// prevUntil; none: it ends the guard), unless the guard changed meanwhile.
+func (d *Daemon) restoreGuard(prev []byte, prevUntil, giveUp time.Time) {
+	d.wd.mu.Lock()
+	changed := !d.wd.pendingUntil.Equal(giveUp)
+	d.wd.mu.Unlock()
+	switch {
+	case changed:
+		return
+	case prev == nil && prevUntil.IsZero():
+		d.unguardPromotion()
+		return
+	}
+	if prev == nil {
+		if err := os.Remove(d.promotePendingPath()); err != nil && !errors.Is(err, os.ErrNotExist) {
+			d.log.Warn("removing the pending promotion's record", "path", d.promotePendingPath(), "err", err)
+		}
+	} else {
+		if err := fsutil.WriteFileSynced(d.promotePendingPath(), prev, 0o600); err != nil {
+			d.log.Error("restoring the earlier pending promotion's record", "path", d.promotePendingPath(), "err", err)
+		} else if err := fsutil.SyncDir(d.cfg.Postgres.PGData); err != nil {
+			d.log.Error("restoring the earlier pending promotion's record", "path", d.promotePendingPath(), "err", err)
+		}
+	}
+	d.wd.mu.Lock()
+	d.wd.pendingUntil = prevUntil
+	notify := d.wd.notify
+	d.wd.mu.Unlock()
+	if notify != nil {
+		select {
+		case notify <- struct{}{}:
+		default:
+		}
 	}
 }
 
