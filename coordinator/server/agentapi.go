@@ -147,6 +147,18 @@ func stampSent(cmd *pgdrv1.AgentCommand, now time.Time, sender string) *pgdrv1.A
 	return out
 }
 
+// stamp is stampSent for cmd sent to k at now (time.Now, with its
+// monotonic reading): the budget is what the call waiting for cmd has
+// left on the monotonic clock (no step of the wall clock since the call
+// changes it); the wall-clock deadline only when nothing waits for it.
+func (h *hub) stamp(k memberKey, cmd *pgdrv1.AgentCommand, now time.Time, sender string) *pgdrv1.AgentCommand {
+	out := stampSent(cmd, now, sender)
+	if left, ok := h.commandLeft(k, cmd.GetId(), now); ok && cmd.GetDeadline() != nil {
+		out.BudgetMs = left.Milliseconds()
+	}
+	return out
+}
+
 // commandLeft is how long the leader still waits for command id sent to
 // k (ok false: it does not wait for it, or without a deadline). The
 // deadline comes from a context's timeout, which carries a monotonic
@@ -400,7 +412,7 @@ func (a *agentAPI) Commands(req *pgdrv1.CommandsRequest, stream pgdrv1.AgentServ
 		case <-ctx.Done():
 			return ctx.Err()
 		case cmd := <-ch:
-			if err := stream.Send(stampSent(cmd, time.Now(), a.s.cfg.Name)); err != nil {
+			if err := stream.Send(a.s.hub.stamp(k, cmd, time.Now(), a.s.cfg.Name)); err != nil {
 				return err
 			}
 		}

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
@@ -113,5 +114,35 @@ func TestEpochAnswersCommandLeft(t *testing.T) {
 		if resp.GetCommandWaiting() || resp.GetCommandLeftMs() != 0 {
 			t.Fatalf("%v: waiting %t, %d ms left; want not known", req, resp.GetCommandWaiting(), resp.GetCommandLeftMs())
 		}
+	}
+}
+
+// TestStampBudgetFromWaiter: review 3/6. The budget an order carries is
+// what the leader's waiter has left on the monotonic clock, not the
+// order's wall-clock deadline less the wall clock: a step of the leader's
+// wall clock between the call and the sending does not change it.
+func TestStampBudgetFromWaiter(t *testing.T) {
+	h := newHub()
+	k := memberKey{"main", "b"}
+	ch := h.open(k)
+	defer h.close(k, ch)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cmd := &pgdrv1.AgentCommand{Id: "p1", Cluster: "main", Node: "b", Epoch: 3, Kind: &pgdrv1.AgentCommand_Ping{Ping: &pgdrv1.Ping{}}}
+	go func() { _, _ = h.call(ctx, k, cmd) }()
+	var sent *pgdrv1.AgentCommand
+	select {
+	case sent = <-ch:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the order was not queued")
+	}
+	// The wall clock stepped an hour back since the deadline was taken:
+	// the order's wall-clock deadline is an hour past the wall clock's
+	// reading now; the waiter's monotonic deadline is not.
+	sent = proto.Clone(sent).(*pgdrv1.AgentCommand)
+	sent.Deadline = timestamppb.New(sent.GetDeadline().AsTime().Add(time.Hour))
+	out := h.stamp(k, sent, time.Now(), "c1")
+	if b := out.GetBudgetMs(); b > 10000 || b < 8000 {
+		t.Fatalf("budget_ms %d, want about 10000 (the waiter's monotonic deadline), whatever the wall clock", b)
 	}
 }
