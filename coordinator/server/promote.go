@@ -109,9 +109,10 @@ func (s *Server) settlePromote(ctx context.Context, c *pgdrv1.Cluster, cand stri
 	if sm, ok := s.view.snapshot()[k]; ok {
 		r := sm.report
 		m = failover.Member{Name: u, Fresh: now.Sub(sm.at) <= s.cfg.Health.StaleAfter.Duration, ReportedAt: sm.at, PostmasterAlive: r.GetPostmasterAlive(),
-			// The raw flag: a server that answers counts as running even
-			// when its recovery state is unknown.
-			Connectable: r.GetConnectable(), InRecovery: r.GetInRecovery(), Fenced: r.GetFenced()}
+			// A server that answered counts as running even when its
+			// recovery state is unknown: ingestReport stores such a report
+			// as not connectable, RecoveryUnknown still says it answered.
+			Connectable: r.GetConnectable() || r.GetRecoveryUnknown(), InRecovery: r.GetInRecovery(), Fenced: r.GetFenced()}
 	}
 	up := c.GetUnsettledPromote()
 	// Honoured as recorded with the orders, not as registered now.

@@ -449,9 +449,12 @@ func TestSettleNeedsStoppedNotJustFenced(t *testing.T) {
 	} {
 		s := testLeader(t)
 		cl := unsettledCluster(t, s, false, time.Time{})
+		// Caught up before the report: a report that counted as stopped
+		// would settle (the stopped rule needs the order's start).
+		leaderCaughtUp(s, time.Now().Add(-time.Second))
 		agents := &fakeAgents{answer: func(string, *pgdrv1.AgentCommand) *pgdrv1.CommandResult { return &pgdrv1.CommandResult{Ok: true} }}
 		agents.start(t, s, "a", "b", "c")
-		s.view.put(r, time.Now())
+		s.ingestReport(r, time.Now()) // as the report stream stores it
 		if done, wait := s.settlePromote(context.Background(), cl, "c"); wait != "" || index(agents.orders(), "b fence@2") < 0 {
 			t.Fatalf("report %v: orders %v, done %q, wait %q: want b fenced first", r, agents.orders(), done, wait)
 		}
