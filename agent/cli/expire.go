@@ -13,6 +13,7 @@ import (
 
 	"github.com/pgdr/pgdr/agent/backup"
 	"github.com/pgdr/pgdr/agent/expire"
+	"github.com/pgdr/pgdr/pkg/duration"
 	"github.com/pgdr/pgdr/pkg/keys"
 	"github.com/pgdr/pgdr/pkg/repo"
 )
@@ -30,7 +31,7 @@ func (f *durationFlag) String() string {
 	if !f.set {
 		return ""
 	}
-	return expire.FormatDuration(f.d)
+	return duration.Format(f.d)
 }
 
 func (f *durationFlag) Set(s string) error {
@@ -170,7 +171,7 @@ removes markers of an interrupted run once older than 1h. Durations: 36h, 30d, 1
 		return usageErr("--pitr-margin must be above 0")
 	}
 	if grace.d < expire.MinGrace {
-		return usageErr("--grace %s: at least %s (a running backup refreshes its reservation every %s)", expire.FormatDuration(grace.d), expire.FormatDuration(expire.MinGrace), backup.ReservationRefresh)
+		return usageErr("--grace %s: at least %s (a running backup refreshes its reservation every %s)", duration.Format(grace.d), duration.Format(expire.MinGrace), backup.ReservationRefresh)
 	}
 	if err := spec.Validate(); err != nil {
 		return usageErr("%v", err)

@@ -39,7 +39,7 @@ func TestExpireUsage(t *testing.T) {
 		{[]string{"expire", "--config", cfg, "--keep-tier", "daily=7,8"}, "want one count"},
 		{[]string{"expire", "--config", cfg, "--keep-tier", "daily=7", "--keep-tier", "daily=3"}, "tier daily given twice"},
 		{[]string{"expire", "--config", cfg, "--keep-full", "1", "--parallel", "0"}, "--parallel 0"},
-		{[]string{"expire", "--config", cfg, "--keep-full", "1", "--grace", "1m"}, "--grace 1m0s: at least 6h"},
+		{[]string{"expire", "--config", cfg, "--keep-full", "1", "--grace", "1m"}, "--grace 1m: at least 6h"},
 		{[]string{"expire", "--config", cfg, "--keep-full", "1", "--bogus"}, "flag provided but not defined: -bogus"},
 		{[]string{"expire", "--config", cfg, "--keep-full", "1", "extra"}, "expected 0 argument(s)"},
 		{[]string{"backup-pin", "--config", cfg, "20261201T000000F"}, "--note TEXT is required"},

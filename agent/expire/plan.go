@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pgdr/pgdr/pkg/duration"
 	"github.com/pgdr/pgdr/pkg/wal"
 )
 
@@ -62,7 +63,7 @@ func (r Rule) String() string {
 		p = append(p, fmt.Sprintf("count %d", r.Count))
 	}
 	if r.Age > 0 {
-		p = append(p, "age "+FormatDuration(r.Age))
+		p = append(p, "age "+duration.Format(r.Age))
 	}
 	return strings.Join(p, ", ")
 }
@@ -272,7 +273,7 @@ func Decide(in Input) (*Plan, error) {
 			kept = append(kept, fmt.Sprintf("%s: newest %d of %d kept", group, n, r.Count))
 		}
 		if r.Age > 0 && age <= r.Age {
-			kept = append(kept, fmt.Sprintf("%s: %s old, within %s", group, FormatDuration(age), FormatDuration(r.Age)))
+			kept = append(kept, fmt.Sprintf("%s: %s old, within %s", group, duration.Format(age), duration.Format(r.Age)))
 		}
 		if len(kept) > 0 {
 			s.keep(keepContinuous, strings.Join(kept, "; "))
@@ -283,7 +284,7 @@ func Decide(in Input) (*Plan, error) {
 			why = append(why, fmt.Sprintf("%s: number %d by age, keep count %d", group, n, r.Count))
 		}
 		if r.Age > 0 {
-			why = append(why, fmt.Sprintf("%s: %s old, keep age %s", group, FormatDuration(age), FormatDuration(r.Age)))
+			why = append(why, fmt.Sprintf("%s: %s old, keep age %s", group, duration.Format(age), duration.Format(r.Age)))
 		}
 		s.ruleDrop = strings.Join(why, "; ")
 	}
@@ -325,10 +326,10 @@ func Decide(in Input) (*Plan, error) {
 		}
 		if anchor != nil {
 			anchor.keep(keepContinuous, fmt.Sprintf("PITR window %s: newest backup consistent (stopped) at or before %s (the window's start less %s)",
-				FormatDuration(in.Spec.PITRWindow), limit.UTC().Format(time.RFC3339), margin))
+				duration.Format(in.Spec.PITRWindow), limit.UTC().Format(time.RFC3339), margin))
 		} else if oldest != nil {
 			anchor = oldest
-			anchor.keep(keepContinuous, fmt.Sprintf("PITR window %s: no backup stopped before %s, so the oldest one anchors it", FormatDuration(in.Spec.PITRWindow), limit.UTC().Format(time.RFC3339)))
+			anchor.keep(keepContinuous, fmt.Sprintf("PITR window %s: no backup stopped before %s, so the oldest one anchors it", duration.Format(in.Spec.PITRWindow), limit.UTC().Format(time.RFC3339)))
 		}
 		if anchor != nil {
 			plan.PITRAnchor = anchor.b.ID
@@ -640,47 +641,15 @@ func reach(n need, tli uint32, hist map[uint32][]wal.HistoryEntry) (wal.LSN, boo
 	return 0, false // n's timeline is not among tli's ancestors
 }
 
-// FormatDuration prints d in days (and hours) when it is at least a day.
-func FormatDuration(d time.Duration) string {
-	if d >= 24*time.Hour && d%time.Hour == 0 {
-		days, h := d/(24*time.Hour), (d%(24*time.Hour))/time.Hour
-		if h == 0 {
-			return fmt.Sprintf("%dd", days)
-		}
-		return fmt.Sprintf("%dd%dh", days, h)
-	}
-	return d.Round(time.Second).String()
-}
-
-// ParseDuration parses a Go duration, also accepting days ("30d") and
-// weeks ("12w"), alone or before a Go duration ("1d12h").
+// ParseDuration parses a retention or window duration in pkg/duration's
+// forms (36h, 30d, 12w, 7y, 1d12h); it must be positive ("0" aside).
 func ParseDuration(s string) (time.Duration, error) {
-	orig := s
-	var d time.Duration
-	for _, u := range []struct {
-		suffix byte
-		unit   time.Duration
-	}{{'w', 7 * 24 * time.Hour}, {'d', 24 * time.Hour}} {
-		i := strings.IndexByte(s, u.suffix)
-		if i < 0 {
-			continue
-		}
-		var n int
-		if _, err := fmt.Sscanf(s[:i], "%d", &n); err != nil || fmt.Sprint(n) != s[:i] || n < 0 {
-			return 0, fmt.Errorf("duration %q: want e.g. 36h, 30d, 12w or 1d12h", orig)
-		}
-		d += time.Duration(n) * u.unit
-		s = s[i+1:]
+	d, err := duration.Parse(s)
+	if err != nil {
+		return 0, fmt.Errorf("duration %q: want e.g. 36h, 30d, 12w or 1d12h", s)
 	}
-	if s != "" {
-		x, err := time.ParseDuration(s)
-		if err != nil {
-			return 0, fmt.Errorf("duration %q: want e.g. 36h, 30d, 12w or 1d12h", orig)
-		}
-		d += x
-	}
-	if d <= 0 && orig != "0" {
-		return 0, fmt.Errorf("duration %q must be positive", orig)
+	if d <= 0 && strings.TrimSpace(s) != "0" {
+		return 0, fmt.Errorf("duration %q must be positive", s)
 	}
 	return d, nil
 }

@@ -16,6 +16,8 @@ import (
 
 	"github.com/pgdr/pgdr/coordinator/policy"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
+
+	"github.com/pgdr/pgdr/pkg/duration"
 )
 
 // BackupPolicyJSON is a cluster's backup policy as `policy show --json`
@@ -60,15 +62,15 @@ type PolicyApplyJSON struct {
 
 func backupPolicyView(bp *pgdrv1.BackupPolicy, isDefault bool, now time.Time) BackupPolicyJSON {
 	p := policy.FromProto(bp)
-	v := BackupPolicyJSON{IsDefault: isDefault, PITRWindow: policy.FormatDuration(p.PITRWindow),
+	v := BackupPolicyJSON{IsDefault: isDefault, PITRWindow: duration.Format(p.PITRWindow),
 		PITRWindowSeconds: bp.GetPitrWindowSeconds(), UpdatedAt: rfc3339(bp.GetUpdatedAt()), UpdatedBy: bp.GetUpdatedBy(),
 		Tiers: []BackupTierJSON{}}
 	for _, t := range p.Tiers {
 		tj := BackupTierJSON{Name: t.Name, Type: t.Type, Schedule: t.Schedule, Timezone: t.Timezone,
 			KeepCount: t.KeepCount, KeepAgeSeconds: int64(t.KeepAge / time.Second), Repos: nonNil(t.Repos),
-			RunOn: t.RunOn, Timeout: policy.FormatDuration(t.Timeout), TimeoutSeconds: int64(t.Timeout / time.Second)}
+			RunOn: t.RunOn, Timeout: duration.Format(t.Timeout), TimeoutSeconds: int64(t.Timeout / time.Second)}
 		if t.KeepAge > 0 {
-			tj.KeepAge = policy.FormatDuration(t.KeepAge)
+			tj.KeepAge = duration.Format(t.KeepAge)
 		}
 		if next, err := t.NextRun(now); err == nil {
 			tj.NextRun = next.UTC().Format(time.RFC3339)
@@ -240,7 +242,7 @@ func setBackupSettings(ctx context.Context, e env, cf *connFlags, asJSON bool, c
 	var window time.Duration
 	if pitr != "" {
 		var err error
-		if window, err = policy.ParseDuration(pitr); err != nil {
+		if window, err = duration.Parse(pitr); err != nil {
 			return usagef("--pitr-window: %v", err)
 		}
 		if window < 0 {

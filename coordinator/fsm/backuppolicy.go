@@ -8,6 +8,8 @@ import (
 
 	"github.com/pgdr/pgdr/coordinator/policy"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
+
+	"github.com/pgdr/pgdr/pkg/duration"
 )
 
 // KindBackupPolicySet is the history kind of a backup policy change
@@ -54,7 +56,7 @@ func applySetBackupPolicy(st *pgdrv1.State, c *pgdrv1.Command, p *pgdrv1.SetBack
 			tiers = append(tiers, t.GetName()+" "+t.GetType())
 		}
 		ev.Message = fmt.Sprintf("backup policy set: %d tiers (%s), pitr_window %s", len(tiers), strings.Join(tiers, ", "),
-			policy.FormatDuration(policy.FromProto(np).PITRWindow))
+			duration.Format(policy.FromProto(np).PITRWindow))
 	}
 	cl.BackupPolicy = np
 	addEvent(st, c, index, ev)

@@ -8,11 +8,13 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/pgdr/pgdr/pkg/strictyaml"
+
+	"github.com/pgdr/pgdr/pkg/duration"
 )
 
 // File is the YAML form of a policy, as `pgdrctl policy apply -f` reads
 // it and `pgdrctl policy show --yaml` writes it. Durations are written as
-// ParseDuration reads them (7d, 12w, 7y, 90m).
+// duration.Parse (pkg/duration) reads them (7d, 12w, 7y, 90m).
 type File struct {
 	// Cluster, when given, must match --cluster.
 	Cluster    string     `yaml:"cluster,omitempty"`
@@ -53,7 +55,7 @@ func ParseFile(data []byte) (cluster string, p Policy, err error) {
 		if s == "" {
 			return def
 		}
-		d, err := ParseDuration(s)
+		d, err := duration.Parse(s)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", field, err))
 		}
@@ -77,12 +79,12 @@ func ParseFile(data []byte) (cluster string, p Policy, err error) {
 
 // ToFile is p in its YAML form.
 func ToFile(cluster string, p Policy) File {
-	f := File{Cluster: cluster, PITRWindow: FormatDuration(p.PITRWindow), Tiers: []FileTier{}}
+	f := File{Cluster: cluster, PITRWindow: duration.Format(p.PITRWindow), Tiers: []FileTier{}}
 	opt := func(d time.Duration) string {
 		if d == 0 {
 			return ""
 		}
-		return FormatDuration(d)
+		return duration.Format(d)
 	}
 	for _, t := range p.Tiers {
 		f.Tiers = append(f.Tiers, FileTier{

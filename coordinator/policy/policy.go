@@ -10,6 +10,8 @@ import (
 	// The zone database is compiled in so that every coordinator reads a
 	// schedule's time zone the same way, whatever the host has installed.
 	_ "time/tzdata"
+
+	"github.com/pgdr/pgdr/pkg/duration"
 )
 
 // Tier types.
@@ -37,7 +39,7 @@ const (
 	MaxKeepCount    = 100000
 	MaxDuration     = 100 * 365 * 24 * time.Hour // keep_age, pitr_window
 	MaxTimeout      = 7 * 24 * time.Hour
-	Day             = 24 * time.Hour
+	Day             = duration.Day
 	DefaultPITR     = 7 * Day
 	DefaultTimezone = "UTC"
 )
@@ -157,9 +159,9 @@ func (p Policy) Validate(o Options) error {
 	}
 	switch {
 	case p.PITRWindow < 0:
-		bad("pitr_window", "%s is negative", FormatDuration(p.PITRWindow))
+		bad("pitr_window", "%s is negative", duration.Format(p.PITRWindow))
 	case p.PITRWindow > MaxDuration:
-		bad("pitr_window", "%s is more than 100 years", FormatDuration(p.PITRWindow))
+		bad("pitr_window", "%s is more than 100 years", duration.Format(p.PITRWindow))
 	}
 	wholeSeconds := func(field string, d time.Duration) {
 		if d%time.Second != 0 {
@@ -214,12 +216,12 @@ func (p Policy) Validate(o Options) error {
 		}
 		switch {
 		case t.KeepAge < 0:
-			bad(f+".keep_age", "%s is negative", FormatDuration(t.KeepAge))
+			bad(f+".keep_age", "%s is negative", duration.Format(t.KeepAge))
 		case t.KeepAge > MaxDuration:
-			bad(f+".keep_age", "%s is more than 100 years", FormatDuration(t.KeepAge))
+			bad(f+".keep_age", "%s is more than 100 years", duration.Format(t.KeepAge))
 		case t.KeepCount == 0 && t.KeepAge > 0 && interval > 0 && t.KeepAge < interval:
 			bad(f+".keep_age", "%s is shorter than the schedule's longest interval between runs (%s): "+
-				"a backup would expire before the next one is taken", FormatDuration(t.KeepAge), FormatDuration(interval))
+				"a backup would expire before the next one is taken", duration.Format(t.KeepAge), duration.Format(interval))
 		}
 		wholeSeconds(f+".keep_age", t.KeepAge)
 		wholeSeconds(f+".timeout", t.Timeout)
@@ -249,11 +251,11 @@ func (p Policy) Validate(o Options) error {
 		}
 		switch {
 		case t.Timeout < 0:
-			bad(f+".timeout", "%s is negative", FormatDuration(t.Timeout))
+			bad(f+".timeout", "%s is negative", duration.Format(t.Timeout))
 		case t.Timeout > 0 && t.Timeout < time.Second:
 			bad(f+".timeout", "%s is less than a second", t.Timeout)
 		case t.Timeout > MaxTimeout:
-			bad(f+".timeout", "%s is more than %s", FormatDuration(t.Timeout), FormatDuration(MaxTimeout))
+			bad(f+".timeout", "%s is more than %s", duration.Format(t.Timeout), duration.Format(MaxTimeout))
 		}
 	}
 	if !hasFull {
@@ -314,7 +316,7 @@ func (p Policy) CheckBounds() error {
 		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, a...)))
 	}
 	if p.PITRWindow < 0 || p.PITRWindow > MaxDuration {
-		bad("pitr_window", "%s is out of range", FormatDuration(p.PITRWindow))
+		bad("pitr_window", "%s is out of range", duration.Format(p.PITRWindow))
 	}
 	if len(p.Tiers) == 0 || len(p.Tiers) > MaxTiers {
 		bad("tiers", "%d tiers, want 1 to %d", len(p.Tiers), MaxTiers)
@@ -347,7 +349,7 @@ func (p Policy) CheckBounds() error {
 			bad(f+".run_on", "%q: want prefer-standby, standby-only or primary", clip(t.RunOn))
 		}
 		if t.Timeout <= 0 || t.Timeout > MaxTimeout {
-			bad(f+".timeout", "%s is out of range", FormatDuration(t.Timeout))
+			bad(f+".timeout", "%s is out of range", duration.Format(t.Timeout))
 		}
 	}
 	return errors.Join(errs...)

@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pgdr/pgdr/pkg/duration"
 )
 
 // valid is a small policy that passes; each case below breaks one thing.
@@ -28,7 +30,7 @@ func TestDefaultIsValid(t *testing.T) {
 	want := map[string]struct {
 		typ string
 		age time.Duration
-	}{"hourly": {TypeIncr, 7 * Day}, "daily": {TypeFull, 30 * Day}, "weekly": {TypeFull, 12 * 7 * Day}, "monthly": {TypeFull, 7 * Year}}
+	}{"hourly": {TypeIncr, 7 * Day}, "daily": {TypeFull, 30 * Day}, "weekly": {TypeFull, 12 * 7 * Day}, "monthly": {TypeFull, 7 * duration.Year}}
 	if len(d.Tiers) != len(want) || d.PITRWindow != 7*Day {
 		t.Fatalf("defaults: %+v", d)
 	}
@@ -143,33 +145,5 @@ func TestDSTInterval(t *testing.T) {
 	p.Tiers[0].KeepAge = Day
 	if err := p.Validate(Options{}); err != nil {
 		t.Fatalf("in UTC a day is enough: %v", err)
-	}
-}
-
-func TestDuration(t *testing.T) {
-	for in, want := range map[string]time.Duration{
-		"7d": 7 * Day, "12w": 84 * Day, "7y": 7 * Year, "1d12h": 36 * time.Hour, "90m": 90 * time.Minute,
-		"1h30m": 90 * time.Minute, "-1d": -Day, " 30s ": 30 * time.Second, "0": 0, "1y2w3d4h": Year + 17*Day + 4*time.Hour,
-	} {
-		got, err := ParseDuration(in)
-		if err != nil || got != want {
-			t.Errorf("ParseDuration(%q) = %v, %v; want %v", in, got, err, want)
-		}
-	}
-	for _, in := range []string{"", "7", "d", "7days", "1.5d", "-", "99999999999y", "1d-2h", "h1"} {
-		if got, err := ParseDuration(in); err == nil {
-			t.Errorf("ParseDuration(%q) = %v, want an error", in, got)
-		}
-	}
-	for d, want := range map[time.Duration]string{
-		7 * Year: "7y", 84 * Day: "12w", 7 * Day: "7d", 14 * Day: "2w", 30 * Day: "30d", 36 * time.Hour: "1d12h", 90 * time.Minute: "1h30m",
-		2 * time.Hour: "2h", 0: "0s", -Day: "-1d", 26*time.Hour + 30*time.Second: "1d2h0m30s",
-	} {
-		if got := FormatDuration(d); got != want {
-			t.Errorf("FormatDuration(%v) = %q, want %q", d, got, want)
-		}
-		if back, err := ParseDuration(FormatDuration(d)); err != nil || back != d {
-			t.Errorf("round trip of %v: %v, %v", d, back, err)
-		}
 	}
 }

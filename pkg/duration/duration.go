@@ -1,4 +1,4 @@
-package policy
+package duration
 
 import (
 	"fmt"
@@ -8,14 +8,17 @@ import (
 	"time"
 )
 
-// Year is 365 days, the unit "y" of ParseDuration.
-const Year = 365 * Day
+// Day, Week and Year (365 days) are the units d, w and y of Parse.
+const (
+	Day  = 24 * time.Hour
+	Week = 7 * Day
+	Year = 365 * Day
+)
 
-// ParseDuration reads a duration as a policy writes one: Go's form (90m,
-// 1h30m) extended with d (day), w (week) and y (365 days) leading it:
-// 7d, 12w, 7y, 1d12h. A leading '-' is kept so that Validate can say the
-// value is negative.
-func ParseDuration(s string) (time.Duration, error) {
+// Parse reads a duration: Go's form (90m, 1h30m) extended with d (day),
+// w (week) and y (365 days) leading it: 7d, 12w, 7y, 1d12h. A leading '-'
+// is kept so that a caller can say the value is negative.
+func Parse(s string) (time.Duration, error) {
 	in := strings.TrimSpace(s)
 	rest, neg := strings.CutPrefix(in, "-")
 	if rest == "" {
@@ -35,7 +38,7 @@ func ParseDuration(s string) (time.Duration, error) {
 		case 'd':
 			unit = Day
 		case 'w':
-			unit = 7 * Day
+			unit = Week
 		case 'y':
 			unit = Year
 		}
@@ -62,11 +65,11 @@ func ParseDuration(s string) (time.Duration, error) {
 	return total, nil
 }
 
-// FormatDuration writes d the way ParseDuration reads it, in the largest
-// whole units: 7y, 12w, 30d, 7d, 1d12h, 1h30m.
-func FormatDuration(d time.Duration) string {
+// Format writes d the way Parse reads it, in the largest whole units:
+// 7y, 12w, 30d, 7d, 1d12h, 1h30m.
+func Format(d time.Duration) string {
 	if d < 0 {
-		return "-" + FormatDuration(-d)
+		return "-" + Format(-d)
 	}
 	if d == 0 {
 		return "0s"
@@ -75,8 +78,8 @@ func FormatDuration(d time.Duration) string {
 		return strconv.FormatInt(int64(d/Year), 10) + "y"
 	}
 	// Weeks from two on: a week reads better as 7d.
-	if week := 7 * Day; d%week == 0 && d >= 2*week {
-		return strconv.FormatInt(int64(d/week), 10) + "w"
+	if d%Week == 0 && d >= 2*Week {
+		return strconv.FormatInt(int64(d/Week), 10) + "w"
 	}
 	days, rest := d/Day, d%Day
 	var b strings.Builder
@@ -95,4 +98,13 @@ func FormatDuration(d time.Duration) string {
 		b.WriteString(s)
 	}
 	return b.String()
+}
+
+// clip shortens a value quoted in an error so that a hostile or mistaken
+// megabyte does not end up in a message.
+func clip(s string) string {
+	if len(s) > 80 {
+		return s[:80] + "..."
+	}
+	return s
 }
