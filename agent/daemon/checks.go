@@ -50,8 +50,8 @@ func (d *Daemon) CheckNow(ctx context.Context) *pgdrv1.HealthReport {
 	if prev == nil || !r.GetTime().AsTime().Before(prev.GetTime().AsTime()) {
 		d.latest = r
 		// Under d.mu, so that roles reach the hook in report order;
-		// observe never blocks.
-		d.hooks.observe(health.Role(r), d.seeEpoch(0))
+		// Observe never blocks.
+		d.hooks.Observe(health.Role(r), d.seeEpoch(0))
 	}
 	d.mu.Unlock()
 	select {

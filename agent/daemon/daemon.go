@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pgdr/pgdr/agent/health"
+	"github.com/pgdr/pgdr/agent/hooks"
 	"github.com/pgdr/pgdr/agent/walship"
 	"github.com/pgdr/pgdr/pkg/config"
 	"github.com/pgdr/pgdr/pkg/gossip"
@@ -34,7 +35,7 @@ type Daemon struct {
 	log     *slog.Logger
 	checker *health.Checker
 	metrics *metrics
-	hooks   *hookRunner // nil without hooks.on_role_change
+	hooks   *hooks.Runner // nil without hooks.on_role_change
 
 	mu     sync.Mutex
 	latest *pgdrv1.HealthReport
@@ -103,7 +104,7 @@ func New(cfg *config.Config, shipper *walship.Shipper, log *slog.Logger) *Daemon
 	hc.Timeout = d.checkTimeout()
 	d.checker = health.NewChecker(hc, log.With("component", "health"))
 	d.metrics = newMetrics(cfg.Cluster, cfg.Node.Name, d.Latest, d.failsafeGauges)
-	d.hooks = newHookRunner(cfg, log, prometheus.WrapRegistererWith(prometheus.Labels{"cluster": cfg.Cluster, "node": cfg.Node.Name}, d.metrics.reg))
+	d.hooks = hooks.New(cfg, log, prometheus.WrapRegistererWith(prometheus.Labels{"cluster": cfg.Cluster, "node": cfg.Node.Name}, d.metrics.reg))
 	d.runCtx = context.Background()
 	if len(cfg.Coordinator.Addresses) > 0 {
 		d.lease = NewLease(time.Now(), d.leaseTTL(), d.safetyMargin())

@@ -1,4 +1,4 @@
-package daemon
+package hooks
 
 import (
 	"bytes"
@@ -37,12 +37,14 @@ type roleChange struct {
 	epoch          uint64
 }
 
-// hookRunner runs hooks.on_role_change when the node's role changes.
-// observe is called with every report and never blocks: runs are
+// Runner runs hooks.on_role_change when the node's role changes.
+// Observe is called with every report and never blocks: runs are
 // serialized on one goroutine at a time, and while one runs only the latest
 // change waits (intermediate roles are coalesced: the hook learns the
 // current role and the role the previous run announced).
-type hookRunner struct {
+//
+// A nil *Runner (no hook configured) is valid: Observe and Wait do nothing.
+type Runner struct {
 	argv    []string
 	timeout time.Duration
 	cluster string
@@ -58,12 +60,14 @@ type hookRunner struct {
 	idle      *sync.Cond // signalled when running turns false
 }
 
-// newHookRunner returns nil without hooks.on_role_change.
-func newHookRunner(cfg *config.Config, log *slog.Logger, reg prometheus.Registerer) *hookRunner {
+// New returns the runner of cfg's hooks.on_role_change, or nil without
+// one. It registers pgdr_agent_hook_runs_total{result} with reg (when reg
+// is not nil); log gets the runs' results and output.
+func New(cfg *config.Config, log *slog.Logger, reg prometheus.Registerer) *Runner {
 	if len(cfg.Hooks.OnRoleChange) == 0 {
 		return nil
 	}
-	h := &hookRunner{
+	h := &Runner{
 		argv:    append([]string(nil), cfg.Hooks.OnRoleChange...),
 		timeout: cfg.Hooks.Timeout.Duration,
 		cluster: cfg.Cluster, node: cfg.Node.Name,
@@ -86,12 +90,12 @@ func newHookRunner(cfg *config.Config, log *slog.Logger, reg prometheus.Register
 	return h
 }
 
-// observe notes the role of the latest report. A change from the last
+// Observe notes the role of the latest report. A change from the last
 // known role starts the hook (or replaces the waiting change). "unknown"
 // (the server runs but cannot be queried this round) is not a role and
 // changes nothing. The first report after start counts as a change from
 // the empty role, so that a restarted agent re-asserts its node's role.
-func (h *hookRunner) observe(role string, epoch uint64) {
+func (h *Runner) Observe(role string, epoch uint64) {
 	if h == nil || role == health.RoleUnknown || role == "" {
 		return
 	}
@@ -112,7 +116,7 @@ func (h *hookRunner) observe(role string, epoch uint64) {
 }
 
 // loop runs rc, then every change that arrived meanwhile, one at a time.
-func (h *hookRunner) loop(rc *roleChange) {
+func (h *Runner) loop(rc *roleChange) {
 	for {
 		h.run(rc)
 		h.mu.Lock()
@@ -130,8 +134,12 @@ func (h *hookRunner) loop(rc *roleChange) {
 	}
 }
 
-// wait blocks until no hook runs (tests).
-func (h *hookRunner) wait() {
+// Wait blocks until no hook runs (tests, and a caller that wants the
+// runs it started to end before it does).
+func (h *Runner) Wait() {
+	if h == nil {
+		return
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for h.running {
@@ -141,7 +149,7 @@ func (h *hookRunner) wait() {
 
 // run executes the hook once, bounded by the timeout; the whole process
 // group is killed at the deadline.
-func (h *hookRunner) run(rc *roleChange) {
+func (h *Runner) run(rc *roleChange) {
 	ctx, cancel := context.WithTimeout(context.Background(), h.timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, h.argv[0], h.argv[1:]...)
@@ -199,6 +207,8 @@ type limitedBuffer struct {
 	dropped int
 }
 
+// Write keeps what fits under max and counts the rest; it never fails, so
+// a chatty hook is not killed by a broken pipe.
 func (b *limitedBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -214,6 +224,7 @@ func (b *limitedBuffer) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// String is what was kept, followed by how many bytes were dropped.
 func (b *limitedBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
