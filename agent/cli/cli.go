@@ -21,6 +21,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/pgdr/pgdr/agent/agentsock"
 	"github.com/pgdr/pgdr/agent/daemon"
 	"github.com/pgdr/pgdr/agent/walship"
 	"github.com/pgdr/pgdr/pkg/config"
@@ -279,15 +280,15 @@ postgresql.conf:  archive_command = 'pgdr-agent wal-push --config /etc/pgdr/agen
 	// PostgreSQL marked ready.
 	opts := walship.PushOptions{Force: *force}
 	if !opts.Force && filepath.Dir(abs) == filepath.Join(cfg.Postgres.PGData, "pg_wal") {
-		err := daemon.Call(ctx, cfg.Agent.Socket, daemon.Request{Op: "wal-push", Path: abs}, daemon.TrustedUIDs(cfg.Postgres.PGData)...)
+		err := agentsock.Call(ctx, cfg.Agent.Socket, agentsock.Request{Op: "wal-push", Path: abs}, agentsock.TrustedUIDs(cfg.Postgres.PGData)...)
 		if err == nil {
 			return 0
 		}
-		if !errors.Is(err, daemon.ErrNoDaemon) {
+		if !errors.Is(err, agentsock.ErrNoDaemon) {
 			log.Error("wal-push failed", "file", filepath.Base(abs), "err", err)
 			return ExitFailure
 		}
-		if errors.Is(err, daemon.ErrUntrustedSocket) {
+		if errors.Is(err, agentsock.ErrUntrustedSocket) {
 			log.Warn("not handing the segment to the agent daemon: pushing it myself", "file", filepath.Base(abs), "reason", err)
 		} else {
 			log.Debug("working alone", "reason", err)
@@ -487,12 +488,12 @@ func startPrefetch(ctx context.Context, cfg *config.Config, log *slog.Logger, pg
 	if fi, err := os.Stat(dest); err == nil {
 		segSize = uint64(fi.Size())
 	}
-	req := daemon.Request{Op: "wal-prefetch", PGWal: pgwal, After: name, SegmentSize: segSize}
-	err := daemon.Call(ctx, cfg.Agent.Socket, req, daemon.TrustedUIDs(cfg.Postgres.PGData)...)
-	if err == nil || !errors.Is(err, daemon.ErrNoDaemon) {
+	req := agentsock.Request{Op: "wal-prefetch", PGWal: pgwal, After: name, SegmentSize: segSize}
+	err := agentsock.Call(ctx, cfg.Agent.Socket, req, agentsock.TrustedUIDs(cfg.Postgres.PGData)...)
+	if err == nil || !errors.Is(err, agentsock.ErrNoDaemon) {
 		return
 	}
-	if errors.Is(err, daemon.ErrUntrustedSocket) {
+	if errors.Is(err, agentsock.ErrUntrustedSocket) {
 		log.Warn("not handing prefetching to the agent daemon", "reason", err)
 	}
 	self, err := os.Executable()

@@ -1,15 +1,9 @@
 package daemon
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
-	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -17,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/pgdr/pgdr/agent/agentsock"
 	"github.com/pgdr/pgdr/agent/health"
 	"github.com/pgdr/pgdr/agent/hooks"
 	"github.com/pgdr/pgdr/agent/walship"
@@ -121,13 +116,13 @@ func New(cfg *config.Config, shipper *walship.Shipper, log *slog.Logger) *Daemon
 // metrics (health.listen), the coordinator client (coordinator.addresses)
 // and gossip (gossip.bind).
 func (d *Daemon) Run(ctx context.Context) error {
-	ln, err := listen(d.cfg.Agent.Socket)
+	// Who may hand work to the daemon: its own user, root, and the owner
+	// of the data directory (SO_PEERCRED; the socket is 0600 as well).
+	clients := append(agentsock.TrustedUIDs(d.cfg.Postgres.PGData), 0)
+	sock, err := agentsock.Listen(d.cfg.Agent.Socket, clients, d.handle, d.log)
 	if err != nil {
 		return err
 	}
-	// Who may hand work to the daemon: its own user, root, and the owner
-	// of the data directory (SO_PEERCRED; the socket is 0600 as well).
-	clients := append(TrustedUIDs(d.cfg.Postgres.PGData), 0)
 	d.log.Info("agent daemon listening", "socket", d.cfg.Agent.Socket, "cluster", d.cfg.Cluster, "node", d.cfg.Node.Name)
 	var wg sync.WaitGroup
 	ctx, cancel := context.WithCancel(ctx)
@@ -137,8 +132,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if d.cfg.Gossip.Bind != "" {
 		pool, err := d.startGossip(ctx)
 		if err != nil {
-			ln.Close()
-			os.Remove(d.cfg.Agent.Socket)
+			sock.Close()
 			return err
 		}
 		defer pool.Close()
@@ -167,35 +161,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	} else {
 		d.log.Info("no coordinator.addresses: running standalone")
 	}
-	go func() {
-		<-ctx.Done()
-		ln.Close()
-	}()
-	for {
-		conn, err := ln.Accept()
-		if err != nil {
-			if ctx.Err() != nil {
-				break
-			}
-			d.log.Warn("accept", "err", err)
-			time.Sleep(50 * time.Millisecond)
-			continue
-		}
-		if err := checkPeer(conn, clients); err != nil {
-			d.log.Warn("refusing a connection on the agent socket", "err", err)
-			conn.Close()
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			d.serve(ctx, conn)
-		}()
-	}
+	// Serves the socket until ctx ends; the socket is gone when it returns.
+	err = sock.Run(ctx)
 	wg.Wait()
-	os.Remove(d.cfg.Agent.Socket)
 	d.log.Info("agent daemon stopped")
-	return nil
+	return err
 }
 
 // startGossip joins the memberlist pool; joining goes on in the background.
@@ -216,40 +186,6 @@ func (d *Daemon) startGossip(ctx context.Context) (*gossip.Pool, error) {
 	return pool, nil
 }
 
-// listen binds the unix socket (mode 0600: only the same user may hand
-// work over), replacing a stale socket file but never a live daemon's.
-func listen(path string) (net.Listener, error) {
-	// The socket's directory and a socket left there must be this user's
-	// (socketsafety.go): the failsafe acknowledgement and the watchdog's
-	// pid file live beside the socket too.
-	self := []uint32{uint32(os.Geteuid())}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("agent socket: %w", err)
-	}
-	if err := checkSocketDir(filepath.Dir(path), self); err != nil {
-		return nil, fmt.Errorf("agent socket %s: %w", path, err)
-	}
-	if err := checkSocketFile(path, self); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("agent socket %s: %w (remove it if it is stale)", path, err)
-	}
-	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-		c.Close()
-		return nil, fmt.Errorf("another agent daemon is already listening on %s", path)
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("removing stale socket: %w", err)
-	}
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, fmt.Errorf("agent socket: %w", err)
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
-		return nil, err
-	}
-	return ln, nil
-}
-
 func (d *Daemon) pushAheadLoop(ctx context.Context) {
 	pgwal := filepath.Join(d.cfg.Postgres.PGData, "pg_wal")
 	t := time.NewTicker(AheadInterval)
@@ -264,26 +200,9 @@ func (d *Daemon) pushAheadLoop(ctx context.Context) {
 	}
 }
 
-func (d *Daemon) serve(ctx context.Context, conn net.Conn) {
-	defer conn.Close()
-	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-	line, err := bufio.NewReader(conn).ReadBytes('\n')
-	if err != nil {
-		return
-	}
-	conn.SetReadDeadline(time.Time{})
-	var req Request
-	resp := Response{OK: true}
-	if err := json.Unmarshal(line, &req); err != nil {
-		resp = Response{Error: "bad request: " + err.Error()}
-	} else if err := d.handle(ctx, req); err != nil {
-		resp = Response{Error: err.Error()}
-	}
-	b, _ := json.Marshal(resp)
-	conn.Write(append(b, '\n'))
-}
-
-func (d *Daemon) handle(ctx context.Context, req Request) error {
+// handle carries out one request a one-shot command handed over on the
+// agent socket (agentsock.Handler).
+func (d *Daemon) handle(ctx context.Context, req agentsock.Request) error {
 	pgwal := filepath.Join(d.cfg.Postgres.PGData, "pg_wal")
 	switch req.Op {
 	case "wal-push":

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgdr/pgdr/agent/agentsock"
 	"github.com/pgdr/pgdr/agent/walship"
 	"github.com/pgdr/pgdr/pkg/config"
 	"github.com/pgdr/pgdr/pkg/testutil"
@@ -19,7 +20,7 @@ import (
 
 // TestHandOff runs the daemon and hands it a wal-push over the socket, as
 // the one-shot command does; a path outside its pg_wal is refused; without
-// a daemon Call says so, so the caller works alone.
+// a daemon agentsock.Call says so, so the caller works alone.
 func TestHandOff(t *testing.T) {
 	const sysid, segSize = 7300000000000000099, 1 << 20
 	pgdata := testutil.FakePGData(t, sysid)
@@ -32,7 +33,7 @@ func TestHandOff(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	if err := Call(ctx, sock, Request{Op: "wal-push", Path: "/x"}); !errors.Is(err, ErrNoDaemon) {
+	if err := agentsock.Call(ctx, sock, agentsock.Request{Op: "wal-push", Path: "/x"}); !errors.Is(err, agentsock.ErrNoDaemon) {
 		t.Fatalf("no daemon: %v", err)
 	}
 	log := slog.New(slog.DiscardHandler)
@@ -72,7 +73,7 @@ func TestHandOff(t *testing.T) {
 	path := filepath.Join(pgdata, "pg_wal", name)
 	os.WriteFile(path, testutil.FakeSegment(sysid, 1, 4, segSize), 0o600)
 	os.WriteFile(filepath.Join(pgdata, "pg_wal", "archive_status", name+".done"), nil, 0o600)
-	if err := Call(ctx, sock, Request{Op: "wal-push", Path: path}); err != nil {
+	if err := agentsock.Call(ctx, sock, agentsock.Request{Op: "wal-push", Path: path}); err != nil {
 		t.Fatalf("hand-off: %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(repoDir, "c", "wal", name[:8], name)); err != nil {
@@ -82,23 +83,23 @@ func TestHandOff(t *testing.T) {
 	bad := filepath.Join(pgdata, "pg_wal", wal.SegmentName(1, 5, segSize))
 	os.WriteFile(bad, []byte("short"), 0o600)
 	os.WriteFile(filepath.Join(pgdata, "pg_wal", "archive_status", filepath.Base(bad)+".done"), nil, 0o600)
-	err = Call(ctx, sock, Request{Op: "wal-push", Path: bad})
-	if err == nil || errors.Is(err, ErrNoDaemon) || !strings.Contains(err.Error(), "WAL file") {
+	err = agentsock.Call(ctx, sock, agentsock.Request{Op: "wal-push", Path: bad})
+	if err == nil || errors.Is(err, agentsock.ErrNoDaemon) || !strings.Contains(err.Error(), "WAL file") {
 		t.Fatalf("bad segment: %v", err)
 	}
 	// Marked neither ready nor done: refused, naming the file.
 	unready := filepath.Join(pgdata, "pg_wal", wal.SegmentName(1, 7, segSize))
 	os.WriteFile(unready, testutil.FakeSegment(sysid, 1, 7, segSize), 0o600)
-	err = Call(ctx, sock, Request{Op: "wal-push", Path: unready})
-	if err == nil || errors.Is(err, ErrNoDaemon) || !strings.Contains(err.Error(), "not marked it ready") {
+	err = agentsock.Call(ctx, sock, agentsock.Request{Op: "wal-push", Path: unready})
+	if err == nil || errors.Is(err, agentsock.ErrNoDaemon) || !strings.Contains(err.Error(), "not marked it ready") {
 		t.Fatalf("a segment not marked ready: %v", err)
 	}
 	other := filepath.Join(t.TempDir(), name)
-	err = Call(ctx, sock, Request{Op: "wal-push", Path: other})
+	err = agentsock.Call(ctx, sock, agentsock.Request{Op: "wal-push", Path: other})
 	if err == nil || !strings.Contains(err.Error(), "not in this node's pg_wal") {
 		t.Fatalf("foreign path: %v", err)
 	}
-	if err := Call(ctx, sock, Request{Op: "drop-tables"}); err == nil || !strings.Contains(err.Error(), "unknown operation") {
+	if err := agentsock.Call(ctx, sock, agentsock.Request{Op: "drop-tables"}); err == nil || !strings.Contains(err.Error(), "unknown operation") {
 		t.Fatalf("unknown op: %v", err)
 	}
 

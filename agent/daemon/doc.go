@@ -3,9 +3,9 @@
 //
 // It ships WAL: it keeps one Shipper (so repository connections stay warm),
 // pushes ready WAL segments ahead of archive_command, and serves one-shot
-// commands that hand their work to it over a local unix socket (Call), so
-// no process start-up or connection set-up is paid per segment. Without the
-// daemon the one-shot commands work alone.
+// commands that hand their work to it over a local unix socket
+// (agent/agentsock), so no process start-up or connection set-up is paid
+// per segment. Without the daemon the one-shot commands work alone.
 //
 // It watches the server: a round of agent/health checks every
 // health.interval, whose latest report answers the HTTP probes (/health,
