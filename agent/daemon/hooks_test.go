@@ -202,7 +202,7 @@ func TestRoleChangeHookFromChecks(t *testing.T) {
 	script := hookScript(t, out, "exit 0")
 	cfg := hookConfig(t, fmt.Sprintf("{on_role_change: [%s]}", script))
 	d := New(cfg, nil, slog.New(slog.DiscardHandler))
-	d.seeEpoch(7)
+	d.epoch.See(7)
 	d.CheckNow(context.Background())
 	d.CheckNow(context.Background())
 	d.hooks.wait()
