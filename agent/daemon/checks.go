@@ -51,7 +51,7 @@ func (d *Daemon) CheckNow(ctx context.Context) *pgdrv1.HealthReport {
 		d.latest = r
 		// Under d.mu, so that roles reach the hook in report order;
 		// Observe never blocks.
-		d.hooks.Observe(health.Role(r), d.seeEpoch(0))
+		d.hooks.Observe(health.Role(r), d.epoch.Current())
 	}
 	d.mu.Unlock()
 	select {

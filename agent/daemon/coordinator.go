@@ -158,16 +158,7 @@ func (c *coordClient) member() *pgdrv1.Member {
 	return m
 }
 
-func (c *coordClient) seeEpoch(e uint64) uint64 { return c.d.seeEpoch(e) }
-
-// seeEpoch records e if it is the highest epoch seen and returns the
-// highest (seeEpoch(0) just reads it).
-func (d *Daemon) seeEpoch(e uint64) uint64 {
-	d.epochMu.Lock()
-	defer d.epochMu.Unlock()
-	d.epoch = max(d.epoch, e)
-	return d.epoch
-}
+func (c *coordClient) seeEpoch(e uint64) uint64 { return c.d.epoch.See(e) }
 
 // setSession publishes (or, with nil, withdraws) the session's client.
 func (d *Daemon) setSession(cli pgdrv1.AgentServiceClient) {
@@ -208,7 +199,7 @@ func (c *coordClient) session(ctx context.Context) error {
 		wcancel()
 	}
 	member := c.member()
-	c.d.forgetLeaderClock() // measured afresh with this leader
+	c.d.lclock.Forget() // measured afresh with this leader
 	rctx, cancel := context.WithTimeout(ctx, rpcTimeout)
 	sent := c.d.clock()
 	reg, err := cli.Register(rctx, &pgdrv1.RegisterRequest{Member: member})
@@ -218,7 +209,7 @@ func (c *coordClient) session(ctx context.Context) error {
 		return fmt.Errorf("register with %s: %w", leader.GetName(), err)
 	}
 	if n := reg.GetNow(); n != nil {
-		c.d.noteLeaderClock(sent, back, n.AsTime(), "registration with "+leader.GetName())
+		c.d.lclock.Note(sent, back, n.AsTime(), "registration with "+leader.GetName())
 	}
 	c.seeEpoch(reg.GetEpoch())
 	registeredSysid := member.SystemIdentifier
@@ -329,7 +320,7 @@ func (c *coordClient) session(ctx context.Context) error {
 			// The orders' transit times are measured with the leader's
 			// clock (orderDeadline): measured again every leaderRecheck.
 			if n := resp.GetNow(); n != nil {
-				c.d.noteLeaderClock(sent, back, n.AsTime(), "leader check")
+				c.d.lclock.Note(sent, back, n.AsTime(), "leader check")
 			}
 		}
 	})
@@ -360,7 +351,7 @@ func (c *coordClient) carryOutAt(ctx context.Context, cmd *pgdrv1.AgentCommand, 
 	res := &pgdrv1.CommandResult{Id: cmd.GetId(), Cluster: c.d.cfg.Cluster, Node: c.d.cfg.Node.Name}
 	log := c.log.With("command", cmd.GetId(), "epoch", cmd.GetEpoch())
 	if s := cmd.GetSentAt(); s != nil {
-		c.d.noteSkew(received.Sub(s.AsTime()), "order "+cmd.GetId()+" (with its transit time)")
+		c.d.lclock.NoteSkew(received.Sub(s.AsTime()), "order "+cmd.GetId()+" (with its transit time)")
 	}
 	if known := c.seeEpoch(0); cmd.GetEpoch() != 0 && cmd.GetEpoch() < known {
 		res.Error = fmt.Sprintf("stale epoch %d: this agent knows epoch %d", cmd.GetEpoch(), known)

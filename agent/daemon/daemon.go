@@ -12,8 +12,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pgdr/pgdr/agent/agentsock"
+	"github.com/pgdr/pgdr/agent/epoch"
 	"github.com/pgdr/pgdr/agent/health"
 	"github.com/pgdr/pgdr/agent/hooks"
+	"github.com/pgdr/pgdr/agent/leaderclock"
 	"github.com/pgdr/pgdr/agent/walship"
 	"github.com/pgdr/pgdr/pkg/config"
 	"github.com/pgdr/pgdr/pkg/gossip"
@@ -37,8 +39,9 @@ type Daemon struct {
 	// reported is signalled (without blocking) after every round of checks.
 	reported chan struct{}
 
-	epochMu sync.Mutex
-	epoch   uint64 // the highest epoch seen (registration, commands, leases)
+	// epoch is the highest epoch seen (registration, commands, leases);
+	// its zero value is ready, capabilities get &d.epoch.
+	epoch epoch.Tracker
 
 	// sessMu guards sessCli: the coordinator session's client while a
 	// session with the leader is up (the lease renews through it).
@@ -63,16 +66,9 @@ type Daemon struct {
 	// promoteMu guards promoteWatching: a pending promotion is watched.
 	promoteMu       sync.Mutex
 	promoteWatching bool
-	// skewMu guards skew: the agent's clock minus the coordinator
-	// leader's, as last measured (noteSkew).
-	// and leaderClk, the last measurement of the leader's clock
-	// (noteLeaderClock).
-	skewMu         sync.Mutex
-	skew           time.Duration
-	skewKnown      bool
-	leaderClk      leaderClock
-	leaderClkKnown bool
-	skewWarned     time.Time // when a large skew was last logged
+	// lclock is the last measurement of the coordinator leader's clock
+	// and the skew, the agent's clock minus the leader's.
+	lclock *leaderclock.Clock
 	// now replaces time.Now for the orders' deadlines in tests (a clock
 	// ahead of or behind the leader's); nil in production.
 	now func() time.Time
@@ -99,6 +95,7 @@ func New(cfg *config.Config, shipper *walship.Shipper, log *slog.Logger) *Daemon
 	hc.Timeout = d.checkTimeout()
 	d.checker = health.NewChecker(hc, log.With("component", "health"))
 	d.metrics = newMetrics(cfg.Cluster, cfg.Node.Name, d.Latest, d.failsafeGauges)
+	d.lclock = leaderclock.New(log, d.metrics.clockSkew)
 	d.hooks = hooks.New(cfg, log, prometheus.WrapRegistererWith(prometheus.Labels{"cluster": cfg.Cluster, "node": cfg.Node.Name}, d.metrics.reg))
 	d.runCtx = context.Background()
 	if len(cfg.Coordinator.Addresses) > 0 {

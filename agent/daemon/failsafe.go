@@ -681,7 +681,7 @@ func (d *Daemon) pingMembers(ctx context.Context, client *http.Client, log *slog
 	sent := time.Now()
 	nonce := make([]byte, 16)
 	_, _ = rand.Read(nonce)
-	ping := FailsafePing{Cluster: d.cfg.Cluster, Primary: d.cfg.Node.Name, Epoch: d.seeEpoch(0), SentAt: sent.UTC(),
+	ping := FailsafePing{Cluster: d.cfg.Cluster, Primary: d.cfg.Node.Name, Epoch: d.epoch.Current(), SentAt: sent.UTC(),
 		LeaseTTLMs: ttl.Milliseconds(), Nonce: hex.EncodeToString(nonce)}
 	body, _ := json.Marshal(ping)
 	sig := SignFailsafe(key, body)
@@ -913,7 +913,7 @@ func (d *Daemon) serveFailsafe(w http.ResponseWriter, req *http.Request) {
 	}
 	d.fs.mu.Lock()
 	d.loadAckLocked()
-	why := ackDecision(d.cfg.Node.Name, p, d.seeEpoch(0), d.Latest(), d.fs.promoting)
+	why := ackDecision(d.cfg.Node.Name, p, d.epoch.Current(), d.Latest(), d.fs.promoting)
 	var ack failsafeAck
 	if why == "" {
 		ack = failsafeAck{at: time.Now(), primary: p.Primary, epoch: p.Epoch, ttl: time.Duration(p.LeaseTTLMs) * time.Millisecond}

@@ -92,7 +92,7 @@ func TestFailsafeAcknowledgement(t *testing.T) {
 	h := d.Handler()
 	replica := &pgdrv1.HealthReport{Cluster: "main", Node: "pg-a2", Time: timestamppb.Now(), PostmasterAlive: true, Connectable: true, InRecovery: true}
 	d.latest = replica
-	d.seeEpoch(3)
+	d.epoch.See(3)
 	now := time.Now().UTC()
 	ping := FailsafePing{Cluster: "main", Primary: "pg-a1", Epoch: 3, SentAt: now}
 	wrongKey := []byte("fedcba9876543210fedcba9876543210")
@@ -326,7 +326,7 @@ func TestFailsafeMembersFromRaftAndGossip(t *testing.T) {
 func TestFailsafeMismatchedTTL(t *testing.T) {
 	d, key := failsafeDaemon(t, t.TempDir()) // lease_ttl 5s
 	d.latest = &pgdrv1.HealthReport{Cluster: "main", Node: "pg-a2", Time: timestamppb.Now(), PostmasterAlive: true, Connectable: true, InRecovery: true}
-	d.seeEpoch(3)
+	d.epoch.See(3)
 	body := []byte(fmt.Sprintf(`{"cluster":"main","primary":"pg-a1","epoch":3,"sent_at":%q,"lease_ttl_ms":10000}`, time.Now().UTC().Format(time.RFC3339Nano)))
 	req := httptest.NewRequest("POST", FailsafePath, bytes.NewReader(body))
 	req.Header.Set(FailsafeSignatureHeader, SignFailsafe(key, body))
@@ -386,7 +386,7 @@ func TestFailsafeAckAuthenticated(t *testing.T) {
 	dirP, dirM := t.TempDir(), t.TempDir()
 	primary, _ := failsafeDaemon(t, dirP)
 	primary.cfg.Node.Name = "pg-a1"
-	primary.seeEpoch(3)
+	primary.epoch.See(3)
 	gk, err := os.ReadFile(filepath.Join(dirP, "gossip.key"))
 	if err != nil {
 		t.Fatal(err)
@@ -396,7 +396,7 @@ func TestFailsafeAckAuthenticated(t *testing.T) {
 	}
 	member, _ := failsafeDaemon(t, dirM) // pg-a2, sharing the gossip key
 	member.latest = &pgdrv1.HealthReport{Cluster: "main", Node: "pg-a2", Time: timestamppb.Now(), PostmasterAlive: true, Connectable: true, InRecovery: true}
-	member.seeEpoch(3)
+	member.epoch.See(3)
 	real := httptest.NewServer(member.Handler())
 	defer real.Close()
 
@@ -500,7 +500,7 @@ func TestFailsafeAckAuthenticated(t *testing.T) {
 func TestFailsafePingTTLBounded(t *testing.T) {
 	d, key := failsafeDaemon(t, t.TempDir()) // lease_ttl 5s
 	d.latest = &pgdrv1.HealthReport{Cluster: "main", Node: "pg-a2", Time: timestamppb.Now(), PostmasterAlive: true, Connectable: true, InRecovery: true}
-	d.seeEpoch(3)
+	d.epoch.See(3)
 	post := func(ttlMs int64) (int, string) {
 		body := []byte(fmt.Sprintf(`{"cluster":"main","primary":"pg-a1","epoch":3,"sent_at":%q,"lease_ttl_ms":%d}`, time.Now().UTC().Format(time.RFC3339Nano), ttlMs))
 		req := httptest.NewRequest("POST", FailsafePath, bytes.NewReader(body))

@@ -23,7 +23,7 @@ func (d *Daemon) fence(ctx context.Context, reason string) error {
 		d.log.Info("already fenced: PostgreSQL is stopped and the marker is in place", "reason", reason, "marker_reason", fi.Reason)
 		return nil
 	}
-	epoch := d.seeEpoch(0)
+	epoch := d.epoch.Current()
 	d.log.Error("FENCING PostgreSQL: stopping it (fast shutdown)", "reason", reason, "epoch", epoch, "pgdata", d.cfg.Postgres.PGData)
 	d.leaseMu.Lock()
 	if d.lease != nil {

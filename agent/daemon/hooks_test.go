@@ -34,7 +34,7 @@ exit 0
 		t.Fatal(err)
 	}
 	d := New(cfg, nil, slog.New(slog.DiscardHandler))
-	d.seeEpoch(7)
+	d.epoch.See(7)
 	d.CheckNow(context.Background())
 	d.CheckNow(context.Background())
 	d.hooks.Wait()

@@ -165,7 +165,7 @@ func (d *Daemon) leaseRound(ctx context.Context, lc *leaseConn, warn func(error)
 		d.fence(ctx, d.expiredReason(wasGranted, deadline))
 		return 0
 	}
-	epoch := d.seeEpoch(0)
+	epoch := d.epoch.Current()
 	sent := time.Now() // the deadline counts from here, never from the answer
 	rpcEnd := sent.Add(rpcTimeout)
 	if deadline.Before(rpcEnd) {
@@ -185,7 +185,7 @@ func (d *Daemon) leaseRound(ctx context.Context, lc *leaseConn, warn func(error)
 		granted := d.lease.Granted()
 		deadline = d.lease.Deadline()
 		d.leaseMu.Unlock()
-		d.seeEpoch(resp.GetEpoch())
+		d.epoch.See(resp.GetEpoch())
 		if resp.GetGranted() {
 			d.failsafeGranted(sent, resp)
 		} else {

@@ -40,7 +40,7 @@ func TestOrderClockSkew(t *testing.T) {
 			t.Fatalf("a fresh order (60s budget) to an agent whose clock is 120s ahead: %+v (pg_promote called %d times)", res, fp.calls())
 		}
 		// The skew is measured (and shown in the metrics).
-		if s, ok := d.clockSkew(); !ok || s < 119*time.Second || s > 121*time.Second {
+		if s, ok := d.lclock.Skew(); !ok || s < 119*time.Second || s > 121*time.Second {
 			t.Fatalf("measured skew %s (known %t); want about 120s", s, ok)
 		}
 		mfs, err := d.metrics.reg.Gather()

@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgdr/pgdr/agent/health"
+	"github.com/pgdr/pgdr/agent/leaderclock"
 	"github.com/pgdr/pgdr/pkg/conninfo"
 	"github.com/pgdr/pgdr/pkg/fsutil"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
@@ -73,8 +74,8 @@ type orderTiming struct {
 	HasSkew bool
 	// Transit is the longest the order can have been on its way, on the
 	// leader's clock (its sending to its receipt), as a measurement of
-	// that clock tells (leaderClock.latest). Valid when HasTransit; it is
-	// taken off the budget.
+	// that clock tells (leaderclock.Measurement.Latest). Valid when
+	// HasTransit; it is taken off the budget.
 	Transit    time.Duration
 	HasTransit bool
 	// Received is the order's receipt on the agent's clock; Budget its
@@ -95,35 +96,6 @@ func (t orderTiming) sentBefore() (time.Time, bool) {
 	return t.Received.Add(-max(t.Transit, 0)), true
 }
 
-// leaderClock is one measurement of the coordinator leader's clock: its
-// reading in the answer to a call, the agent's clock (with its monotonic
-// reading) at the call's midpoint, that clock's wall reading alone
-// (localWall), and the call's round trip.
-type leaderClock struct {
-	local     time.Time
-	localWall time.Time
-	leader    time.Time
-	rtt       time.Duration
-}
-
-// latest is the latest the leader's clock can read when the agent's reads
-// at: the leader read its clock within the call, at most rtt/2 after its
-// midpoint, and the time since is counted on the agent's monotonic clock,
-// or on its wall clock when that counts more: the monotonic clock stands
-// still while the machine (or VM) is suspended, the wall clock is set
-// right on waking. So a backward step of the agent's wall clock counts
-// for nothing, a forward one shortens the budgets of the orders received
-// before the next measurement (every leaderRecheck): never a longer
-// budget. A step of the leader's own wall clock after the measurement is
-// not seen until the next one.
-func (c leaderClock) latest(at time.Time) time.Time {
-	elapsed := at.Sub(c.local)
-	if !c.localWall.IsZero() {
-		elapsed = max(elapsed, at.Round(0).Sub(c.localWall))
-	}
-	return c.leader.Add(elapsed + max(c.rtt, 0)/2)
-}
-
 // orderDeadline times an order received at received, a reading of the
 // agent's clock taken when the order arrived on the stream (not when its
 // turn came behind another order). With a budget (sent_at set) the
@@ -138,7 +110,7 @@ func (c leaderClock) latest(at time.Time) time.Time {
 // when that happens). Without a budget (an older coordinator) the
 // leader's absolute deadline is compared with the agent's wall clock, as
 // before.
-func orderDeadline(cmd *pgdrv1.AgentCommand, received time.Time, lc *leaderClock) orderTiming {
+func orderDeadline(cmd *pgdrv1.AgentCommand, received time.Time, lc *leaderclock.Measurement) orderTiming {
 	t := orderTiming{ID: cmd.GetId(), Sender: cmd.GetSender(), Received: received}
 	s := cmd.GetSentAt()
 	if s != nil {
@@ -153,7 +125,7 @@ func orderDeadline(cmd *pgdrv1.AgentCommand, received time.Time, lc *leaderClock
 		budget := time.Duration(cmd.GetBudgetMs()) * time.Millisecond
 		t.Budget, t.HasBudget = budget, true
 		if lc != nil {
-			t.Transit, t.HasTransit = lc.latest(received).Sub(s.AsTime()), true
+			t.Transit, t.HasTransit = lc.Latest(received).Sub(s.AsTime()), true
 			budget -= max(t.Transit, 0)
 		}
 		t.Deadline, t.Relative = received.Add(budget), true
@@ -161,78 +133,6 @@ func orderDeadline(cmd *pgdrv1.AgentCommand, received time.Time, lc *leaderClock
 	}
 	t.Deadline = t.Leader
 	return t
-}
-
-// skewWarn is the clock skew (with the transit time) between the leader
-// and the agent above which the agent warns: once, then again after
-// skewWarnEvery while it lasts (it is measured every leaderRecheck).
-const (
-	skewWarn      = 5 * time.Second
-	skewWarnEvery = 10 * time.Minute
-)
-
-// noteSkew records the agent's clock minus the leader's, as last measured
-// (from an order's sent_at or a call's answer), for the metrics, and
-// warns when it is large. Orders do not depend on it: their deadlines
-// count from the receipt on the agent's monotonic clock, less the transit
-// time (noteLeaderClock).
-func (d *Daemon) noteSkew(skew time.Duration, how string) {
-	large := skew > skewWarn || skew < -skewWarn
-	d.skewMu.Lock()
-	d.skew, d.skewKnown = skew, true
-	warn := large && (d.skewWarned.IsZero() || time.Since(d.skewWarned) >= skewWarnEvery)
-	switch {
-	case warn:
-		d.skewWarned = time.Now()
-	case !large:
-		d.skewWarned = time.Time{}
-	}
-	d.skewMu.Unlock()
-	d.metrics.clockSkew.Set(skew.Seconds())
-	if warn {
-		d.log.Warn("this agent's clock differs from the coordinator leader's (keep both in sync with NTP); order deadlines count from their receipt and do not depend on it",
-			"agent_minus_leader", skew.Round(time.Millisecond), "measured", how)
-	}
-}
-
-// noteLeaderClock records the leader's clock, leaderNow, read in the
-// answer to a call sent at sent and answered at back on the agent's clock
-// (the latest measurement is kept): orders' transit times are measured
-// with it (orderDeadline).
-func (d *Daemon) noteLeaderClock(sent, back, leaderNow time.Time, how string) {
-	rtt := back.Sub(sent)
-	mid := sent.Add(rtt / 2)
-	d.skewMu.Lock()
-	d.leaderClk, d.leaderClkKnown = leaderClock{local: mid, localWall: mid.Round(0), leader: leaderNow, rtt: rtt}, true
-	d.skewMu.Unlock()
-	d.noteSkew(mid.Sub(leaderNow), how)
-}
-
-// forgetLeaderClock drops the measurement of the leader's clock: a new
-// session may be with another leader (measured again when it registers).
-func (d *Daemon) forgetLeaderClock() {
-	d.skewMu.Lock()
-	d.leaderClkKnown = false
-	d.skewMu.Unlock()
-}
-
-// leaderClockNow is the latest measurement of the leader's clock (nil:
-// none yet).
-func (d *Daemon) leaderClockNow() *leaderClock {
-	d.skewMu.Lock()
-	defer d.skewMu.Unlock()
-	if !d.leaderClkKnown {
-		return nil
-	}
-	c := d.leaderClk
-	return &c
-}
-
-// clockSkew is the last measured agent clock minus the leader's.
-func (d *Daemon) clockSkew() (time.Duration, bool) {
-	d.skewMu.Lock()
-	defer d.skewMu.Unlock()
-	return d.skew, d.skewKnown
 }
 
 // orderLeaderClock is the measurement of the leader's clock an order with
@@ -244,18 +144,18 @@ func (d *Daemon) clockSkew() (time.Duration, bool) {
 // receipt, as that coordinator expects, and the orders that make this
 // node writable (promote, restart) are refused anyway unless the leader
 // confirms them (confirmCurrent).
-func (d *Daemon) orderLeaderClock(cmd *pgdrv1.AgentCommand) *leaderClock {
+func (d *Daemon) orderLeaderClock(cmd *pgdrv1.AgentCommand) *leaderclock.Measurement {
 	if cmd.GetSentAt() == nil || cmd.GetDeadline() == nil {
 		return nil
 	}
-	if lc := d.leaderClockNow(); lc != nil {
+	if lc := d.lclock.Last(); lc != nil {
 		return lc
 	}
 	if _, _, _, err := d.askEpoch(d.runCtx, ""); err != nil {
 		d.log.Warn("no measurement of the coordinator leader's clock: the order's budget counts from its receipt, its transit time unknown",
 			"command", cmd.GetId(), "err", err)
 	}
-	return d.leaderClockNow()
+	return d.lclock.Last()
 }
 
 // Order carries out one of the coordinator's orders (promote, follow,
@@ -271,7 +171,7 @@ func (d *Daemon) Order(cmd *pgdrv1.AgentCommand, received time.Time) (string, er
 	if cmd.GetEpoch() == 0 {
 		return "", fmt.Errorf("%s: an order must carry an epoch", orderName(cmd))
 	}
-	if known := d.seeEpoch(0); cmd.GetEpoch() < known {
+	if known := d.epoch.Current(); cmd.GetEpoch() < known {
 		return "", fmt.Errorf("stale epoch %d: this agent knows epoch %d", cmd.GetEpoch(), known)
 	}
 	timing := orderDeadline(cmd, received, d.orderLeaderClock(cmd))
@@ -297,7 +197,7 @@ func (d *Daemon) Order(cmd *pgdrv1.AgentCommand, received time.Time) (string, er
 	}
 	// Adopted only now that the order is accepted: a refused order (expired,
 	// unknown) must not make the next order at the recorded epoch stale.
-	d.seeEpoch(cmd.GetEpoch())
+	d.epoch.See(cmd.GetEpoch())
 	ctx := d.runCtx
 	switch k := cmd.GetKind().(type) {
 	case *pgdrv1.AgentCommand_Promote:

@@ -1,11 +1,9 @@
 package daemon
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"strings"
 	"testing"
@@ -13,6 +11,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/pgdr/pgdr/agent/leaderclock"
 	"github.com/pgdr/pgdr/pkg/testutil"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
@@ -94,13 +93,13 @@ func TestRestartConfirmsWithLeader(t *testing.T) {
 		// not heard of epoch 7.
 		leader := &epochClient{epoch: 7, primary: "pg-a3", now: leaderNow}
 		d, c := promoteDaemon(t, &fakePromotion{}, leader)
-		d.seeEpoch(6)
+		d.epoch.See(6)
 		res := c.carryOut(ctx, lateOrder(6, leaderNow().Add(-time.Second), time.Minute, restart))
 		if res.Ok || !strings.Contains(res.Error, "superseded") || strings.Contains(res.Error, "pg_ctl") {
 			t.Fatalf("a restart at epoch 6 while the leader records pg-a3 at epoch 7: %+v; want refused (superseded) before pg_ctl", res)
 		}
-		if d.seeEpoch(0) != 7 {
-			t.Fatalf("the agent knows epoch %d; want 7 (the leader's)", d.seeEpoch(0))
+		if d.epoch.Current() != 7 {
+			t.Fatalf("the agent knows epoch %d; want 7 (the leader's)", d.epoch.Current())
 		}
 	})
 	t.Run("past its deadline on the leader's clock", func(t *testing.T) {
@@ -163,7 +162,7 @@ func TestOrderDeadlineTransit(t *testing.T) {
 			// The measurement's midpoint, on the agent's clock, and the
 			// leader's clock then (read at the midpoint).
 			mid := received.Add(-c.measured)
-			lc := &leaderClock{local: mid, localWall: mid.Round(0), leader: sent.Add(mid.Sub(base) - c.offset), rtt: c.rtt}
+			lc := &leaderclock.Measurement{Local: mid, LocalWall: mid.Round(0), Leader: sent.Add(mid.Sub(base) - c.offset), RTT: c.rtt}
 			got := orderDeadline(cmd, received, lc)
 			if left := got.Deadline.Sub(received); left != c.wantLeft || !got.Relative {
 				t.Fatalf("deadline %s after the receipt (relative %t); want %s", left, got.Relative, c.wantLeft)
@@ -179,7 +178,7 @@ func TestOrderDeadlineTransit(t *testing.T) {
 	t.Run("suspended: the wall clock moved on, the monotonic one did not", func(t *testing.T) {
 		cmd := &pgdrv1.AgentCommand{Id: "x", Epoch: 2, SentAt: timestamppb.New(sent), Deadline: timestamppb.New(sent.Add(time.Minute)), BudgetMs: 60000}
 		mid := base.Add(-5 * time.Second) // measured 5s before the receipt by the monotonic clock
-		lc := &leaderClock{local: mid, localWall: mid.Round(0).Add(-100 * time.Second), leader: sent.Add(-5 * time.Second)}
+		lc := &leaderclock.Measurement{Local: mid, LocalWall: mid.Round(0).Add(-100 * time.Second), Leader: sent.Add(-5 * time.Second)}
 		got := orderDeadline(cmd, base, lc)
 		if left := got.Deadline.Sub(base); left != -40*time.Second {
 			t.Fatalf("deadline %s after the receipt; want -40s (100s in transit by the wall clock)", left)
@@ -203,9 +202,9 @@ func TestSessionMeasuresLeaderClock(t *testing.T) {
 	})
 	c2 := fc.coords["c2"]
 	testutil.WaitFor(t, 30*time.Second, "a measurement of the leader's clock", func() (bool, error) {
-		return d.leaderClockNow() != nil, errors.New("none yet")
+		return d.lclock.Last() != nil, errors.New("none yet")
 	})
-	if s, _ := d.clockSkew(); s > -119*time.Second || s < -121*time.Second {
+	if s, _ := d.lclock.Skew(); s > -119*time.Second || s < -121*time.Second {
 		t.Fatalf("measured skew %s; want about -120s", s)
 	}
 	late := lateOrder(5, time.Now().Add(-70*time.Second), time.Minute,
@@ -329,26 +328,4 @@ func TestOrderGivenUpBySender(t *testing.T) {
 			t.Fatalf("a restart its sender gave up on: %+v; want refused before pg_ctl", res)
 		}
 	})
-}
-
-// TestSkewWarningNotRepeated: the leader's clock is measured every leader
-// check (5s); an agent whose clock is off warns once, not at every
-// measurement, and again only after skewWarnEvery or once the skew went
-// back under skewWarn in between.
-func TestSkewWarningNotRepeated(t *testing.T) {
-	var buf bytes.Buffer
-	d := New(testConfig(t, ""), nil, slog.New(slog.NewTextHandler(&buf, nil)))
-	warnings := func() int { return strings.Count(buf.String(), "clock differs") }
-	now := time.Now()
-	for i := 0; i < 5; i++ {
-		d.noteLeaderClock(now, now.Add(time.Millisecond), now.Add(-120*time.Second), "leader check")
-	}
-	if n := warnings(); n != 1 {
-		t.Fatalf("%d warnings for 5 measurements of the same 120s skew; want 1", n)
-	}
-	d.noteLeaderClock(now, now, now, "leader check") // back in sync
-	d.noteLeaderClock(now, now, now.Add(-120*time.Second), "leader check")
-	if n := warnings(); n != 2 {
-		t.Fatalf("%d warnings after the skew came back; want 2", n)
-	}
 }

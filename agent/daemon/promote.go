@@ -391,7 +391,7 @@ func (d *Daemon) confirmEpoch(ctx context.Context, what string, epoch uint64, id
 		ans.waiting, ans.left = true, time.Duration(resp.GetCommandLeftMs())*time.Millisecond
 	}
 	ans.leader = resp.GetLeader()
-	d.seeEpoch(resp.GetEpoch())
+	d.epoch.See(resp.GetEpoch())
 	if resp.GetEpoch() != epoch || resp.GetPrimary() != d.cfg.Node.Name {
 		return ans, fmt.Errorf("refusing to %s: %w: the order is of epoch %d and the coordinator leader records %q as primary at epoch %d", what, errSuperseded, epoch, resp.GetPrimary(), resp.GetEpoch())
 	}
@@ -400,7 +400,7 @@ func (d *Daemon) confirmEpoch(ctx context.Context, what string, epoch uint64, id
 
 // askEpoch is the Epoch call to the leader of the current session (about
 // order id, if any), with the agent's clock before and after it; the
-// leader's clock in the answer is recorded (noteLeaderClock).
+// leader's clock in the answer is recorded (leaderclock.Clock.Note).
 func (d *Daemon) askEpoch(ctx context.Context, id string) (resp *pgdrv1.EpochResponse, sent, back time.Time, err error) {
 	cli := d.session()
 	if cli == nil {
@@ -415,7 +415,7 @@ func (d *Daemon) askEpoch(ctx context.Context, id string) (resp *pgdrv1.EpochRes
 		return nil, sent, back, err
 	}
 	if n := resp.GetNow(); n != nil {
-		d.noteLeaderClock(sent, back, n.AsTime(), "epoch query")
+		d.lclock.Note(sent, back, n.AsTime(), "epoch query")
 	}
 	return resp, sent, back, nil
 }
@@ -459,7 +459,7 @@ func (d *Daemon) watchPromotion(epoch uint64, giveUp time.Time, done func()) {
 			d.promoteMu.Unlock()
 			done()
 			if again {
-				d.watchPromotion(d.seeEpoch(0), time.Time{}, func() {})
+				d.watchPromotion(d.epoch.Current(), time.Time{}, func() {})
 			}
 		}()
 		// settled ends the guard: the node cannot become writable without
@@ -503,7 +503,7 @@ func (d *Daemon) watchPromotion(epoch uint64, giveUp time.Time, done func()) {
 				log.Info("pending promotion: the node is fenced; it cannot complete")
 				return
 			}
-			if e := d.seeEpoch(0); e > known {
+			if e := d.epoch.Current(); e > known {
 				known = e
 				if superseded("was still pending") {
 					return

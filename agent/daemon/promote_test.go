@@ -167,8 +167,8 @@ func TestPromoteOrder(t *testing.T) {
 		if res.Ok || res.Pending || !strings.Contains(res.Error, "superseded") || fp.calls() != 0 {
 			t.Fatalf("superseded order: %+v (pg_promote called %d times)", res, fp.calls())
 		}
-		if d.seeEpoch(0) != 7 {
-			t.Fatalf("the leader's epoch 7 was not taken: %d", d.seeEpoch(0))
+		if d.epoch.Current() != 7 {
+			t.Fatalf("the leader's epoch 7 was not taken: %d", d.epoch.Current())
 		}
 	})
 	t.Run("no leader to ask", func(t *testing.T) {
@@ -224,13 +224,13 @@ func TestExpiredOrderKeepsEpoch(t *testing.T) {
 	ctx := context.Background()
 	fp := &fakePromotion{finish: true}
 	d, c := promoteDaemon(t, fp, &epochClient{epoch: 6, primary: "pg-a2"})
-	d.seeEpoch(6)
+	d.epoch.See(6)
 	fence := &pgdrv1.AgentCommand{Id: "f1", Cluster: "main", Node: "pg-a2", Epoch: 7, IssuedAt: timestamppb.New(time.Now().Add(-2 * time.Minute)),
 		Deadline: timestamppb.New(time.Now().Add(-time.Minute)), Kind: &pgdrv1.AgentCommand_Fence{Fence: &pgdrv1.Fence{Reason: "test"}}}
 	if res := c.carryOut(ctx, fence); res.Ok || !strings.Contains(res.Error, "deadline") {
 		t.Fatalf("expired fence: %+v", res)
 	}
-	if e := d.seeEpoch(0); e != 6 {
+	if e := d.epoch.Current(); e != 6 {
 		t.Fatalf("an expired order at epoch 7 moved the agent's epoch to %d", e)
 	}
 	res := c.carryOut(ctx, promoteOrder(6, time.Now(), time.Now().Add(time.Minute)))

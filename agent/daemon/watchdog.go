@@ -423,7 +423,7 @@ func (d *Daemon) watchdogHeartbeatSeq() (hb WatchdogHeartbeat, handover bool, se
 		granted, seq = true, d.wd.pendingSeq
 	}
 	d.wd.mu.Unlock()
-	hb.Epoch = d.seeEpoch(0)
+	hb.Epoch = d.epoch.Current()
 	if deadline.IsZero() {
 		return hb, known, seq
 	}
