@@ -153,6 +153,7 @@ func TestStandbyConfigRefusesInjectingDSN(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := &Daemon{cfg: &config.Config{Cluster: "main", Node: config.Node{Name: "pg-a1"}, Postgres: config.Postgres{PGData: pgdata}}}
+	d.pg = newPG(d.cfg, nil)
 	err := d.writeStandbyConfig(3, injectingDSN)
 	if err == nil {
 		b, _ := os.ReadFile(auto)

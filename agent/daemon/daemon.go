@@ -16,6 +16,7 @@ import (
 	"github.com/pgdr/pgdr/agent/health"
 	"github.com/pgdr/pgdr/agent/hooks"
 	"github.com/pgdr/pgdr/agent/leaderclock"
+	"github.com/pgdr/pgdr/agent/pgctl"
 	"github.com/pgdr/pgdr/agent/walship"
 	"github.com/pgdr/pgdr/pkg/config"
 	"github.com/pgdr/pgdr/pkg/gossip"
@@ -30,6 +31,7 @@ type Daemon struct {
 	cfg     *config.Config
 	shipper *walship.Shipper
 	log     *slog.Logger
+	pg      *pgctl.Controller // PostgreSQL's programs, start/stop, local connections
 	checker *health.Checker
 	metrics *metrics
 	hooks   *hooks.Runner // nil without hooks.on_role_change
@@ -91,6 +93,7 @@ func (d *Daemon) clock() time.Time {
 // New builds a daemon; Run serves until ctx ends.
 func New(cfg *config.Config, shipper *walship.Shipper, log *slog.Logger) *Daemon {
 	d := &Daemon{cfg: cfg, shipper: shipper, log: log, reported: make(chan struct{}, 1)}
+	d.pg = newPG(cfg, log)
 	hc := health.ConfigFrom(cfg)
 	hc.Timeout = d.checkTimeout()
 	d.checker = health.NewChecker(hc, log.With("component", "health"))
@@ -105,6 +108,11 @@ func New(cfg *config.Config, shipper *walship.Shipper, log *slog.Logger) *Daemon
 		}
 	}
 	return d
+}
+
+// newPG is the PostgreSQL process control for cfg's server.
+func newPG(cfg *config.Config, log *slog.Logger) *pgctl.Controller {
+	return pgctl.New(pgctl.Config{BinDir: cfg.Postgres.BinDir, PGData: cfg.Postgres.PGData, DSN: cfg.Postgres.DSN, Log: log})
 }
 
 // Run listens on the configured socket, pushes ready WAL ahead, and serves

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pgdr/pgdr/agent/health"
+	"github.com/pgdr/pgdr/agent/pgctl"
 	"github.com/pgdr/pgdr/pkg/wal"
 )
 
@@ -34,10 +35,10 @@ func (d *Daemon) demote(ctx context.Context, epoch uint64, reason string) (strin
 	if fi, err := health.ReadFenced(pgdata); fi != nil {
 		return "", fmt.Errorf("refusing to demote: this node is fenced (%s, epoch %d; marker %s, %v)", fi.Reason, fi.Epoch, health.FencedPath(pgdata), err)
 	}
-	if !postmasterRunning(pgdata) {
+	if !pgctl.PostmasterRunning(pgdata) {
 		return "", errors.New("refusing to demote: PostgreSQL is not running here (nothing to stop cleanly; this is not a working primary)")
 	}
-	conn, inRecovery, err := d.localConnRecovery(ctx)
+	conn, inRecovery, err := d.pg.ConnRecovery(ctx)
 	if err != nil {
 		return "", err
 	}
@@ -57,16 +58,16 @@ func (d *Daemon) demote(ctx context.Context, epoch uint64, reason string) (strin
 	// The stop outlives a daemon shutdown that begins meanwhile.
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), demoteStopTimeout)
 	defer cancel()
-	_, stopErr := d.runPG(sctx, "pg_ctl", "stop", "-D", pgdata, "-m", "fast", "-w", "-t", strconv.Itoa(int(demoteStopTimeout.Seconds())-5))
-	if stopErr != nil && postmasterRunning(pgdata) {
+	stopErr := d.pg.StopMode(sctx, pgctl.Fast, demoteStopTimeout-5*time.Second)
+	if stopErr != nil && pgctl.PostmasterRunning(pgdata) {
 		// It must not stay half up: stop it for sure, and say that the
 		// stop was not clean (no shutdown checkpoint to wait for).
-		err := d.stopPostgres(sctx)
+		err := d.pg.Stop(sctx)
 		d.CheckNow(ctx)
 		return "", fmt.Errorf("the fast shutdown did not finish (%v); PostgreSQL was stopped harder (%v), so there is no clean shutdown checkpoint: do not switch over, fail over instead", stopErr, err)
 	}
 	d.CheckNow(ctx)
-	out, err := d.runPG(sctx, "pg_controldata", "-D", pgdata)
+	out, err := d.pg.Run(sctx, "pg_controldata", "-D", pgdata)
 	if err != nil {
 		return "", fmt.Errorf("PostgreSQL stopped, but reading pg_controldata failed: %w", err)
 	}
@@ -167,7 +168,7 @@ func (d *Daemon) restart(ctx context.Context, epoch uint64, timing orderTiming) 
 	if fi, err := health.ReadFenced(pgdata); fi != nil {
 		return "", fmt.Errorf("refusing to restart: this node is fenced (%s, epoch %d; marker %s, %v)", fi.Reason, fi.Epoch, health.FencedPath(pgdata), err)
 	}
-	if postmasterRunning(pgdata) {
+	if pgctl.PostmasterRunning(pgdata) {
 		return "PostgreSQL is already running", nil
 	}
 	cur, err := d.confirmCurrent(ctx, "restart", epoch, timing)
@@ -182,7 +183,7 @@ func (d *Daemon) restart(ctx context.Context, epoch uint64, timing orderTiming) 
 		return "", fmt.Errorf("%w: restart at epoch %d: %s left %s; PostgreSQL left stopped",
 			errOrderExpired, epoch, cur.leader.Round(time.Millisecond), cur.leaderHow(timing))
 	}
-	if err := d.startPostgres(ctx); err != nil {
+	if err := d.pg.Start(ctx); err != nil {
 		return "", fmt.Errorf("restart: %w", err)
 	}
 	d.CheckNow(ctx)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/pgdr/pgdr/agent/health"
+	"github.com/pgdr/pgdr/agent/pgctl"
 )
 
 // fence stops PostgreSQL at once (fast shutdown) and marks the node
@@ -19,7 +20,7 @@ func (d *Daemon) fence(ctx context.Context, reason string) error {
 	// Two fences can race (an order and the lease loop that saw the lease
 	// fenced while its last report still said writable): the second finds
 	// the work done and keeps the first one's marker and reason.
-	if fi, _ := health.ReadFenced(d.cfg.Postgres.PGData); fi != nil && !postmasterRunning(d.cfg.Postgres.PGData) {
+	if fi, _ := health.ReadFenced(d.cfg.Postgres.PGData); fi != nil && !pgctl.PostmasterRunning(d.cfg.Postgres.PGData) {
 		d.log.Info("already fenced: PostgreSQL is stopped and the marker is in place", "reason", reason, "marker_reason", fi.Reason)
 		return nil
 	}
@@ -39,7 +40,7 @@ func (d *Daemon) fence(ctx context.Context, reason string) error {
 		errs = append(errs, fmt.Errorf("writing the fenced marker: %w", err))
 	}
 	start := time.Now()
-	if err := d.stopPostgres(ctx); err != nil {
+	if err := d.pg.Stop(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("stopping PostgreSQL: %w", err))
 	}
 	err := errors.Join(errs...)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/pgdr/pgdr/agent/health"
 	"github.com/pgdr/pgdr/agent/leaderclock"
+	"github.com/pgdr/pgdr/agent/pgctl"
 	"github.com/pgdr/pgdr/pkg/conninfo"
 	"github.com/pgdr/pgdr/pkg/fsutil"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
@@ -312,7 +313,7 @@ func (d *Daemon) waitStreaming(ctx context.Context, timeout time.Duration, host 
 	var got string
 	err := waitCond(ctx, timeout, fmt.Sprintf("streaming from %s:%d", host, port), func(ctx context.Context) (bool, error) {
 		if conn == nil || conn.IsClosed() {
-			c, err := d.localConn(ctx)
+			c, err := d.pg.Conn(ctx)
 			if err != nil {
 				return false, err
 			}
@@ -351,7 +352,7 @@ func (d *Daemon) follow(ctx context.Context, primary, dsn string) (string, error
 	if err != nil {
 		return "", err
 	}
-	conn, inRecovery, err := d.localConnRecovery(ctx)
+	conn, inRecovery, err := d.pg.ConnRecovery(ctx)
 	if err != nil {
 		return "", err
 	}
@@ -380,7 +381,7 @@ func (d *Daemon) follow(ctx context.Context, primary, dsn string) (string, error
 // rewindable says whether pg_rewind can work on pgdata: it needs
 // wal_log_hints=on or data checksums (pg_controldata shows both).
 func (d *Daemon) rewindable(ctx context.Context) (string, error) {
-	out, err := d.runPG(ctx, "pg_controldata", "-D", d.cfg.Postgres.PGData)
+	out, err := d.pg.Run(ctx, "pg_controldata", "-D", d.cfg.Postgres.PGData)
 	if err != nil {
 		return "", err
 	}
@@ -422,9 +423,9 @@ func (d *Daemon) rejoin(ctx context.Context, epoch uint64, primary, dsn string) 
 	if err != nil {
 		return "", err
 	}
-	if postmasterRunning(pgdata) {
+	if pgctl.PostmasterRunning(pgdata) {
 		d.log.Warn("rejoin: stopping the running server (fast shutdown)")
-		if err := d.stopPostgres(ctx); err != nil {
+		if err := d.pg.Stop(ctx); err != nil {
 			return "", fmt.Errorf("rejoin: stopping PostgreSQL: %w", err)
 		}
 	}
@@ -433,7 +434,7 @@ func (d *Daemon) rejoin(ctx context.Context, epoch uint64, primary, dsn string) 
 		return d.reclone(ctx, epoch, primary, dsn, err) // a fresh copy instead (reclone.go)
 	}
 	// The new primary's control file must show its new timeline.
-	if c, err := connectDSN(ctx, dsn, "the primary's DSN"); err != nil {
+	if c, err := pgctl.Connect(ctx, dsn, "the primary's DSN"); err != nil {
 		d.log.Warn("rejoin: cannot reach the new primary for a checkpoint", "err", err)
 	} else {
 		if _, err := c.Exec(ctx, "CHECKPOINT"); err != nil {
@@ -453,12 +454,12 @@ func (d *Daemon) rejoin(ctx context.Context, epoch uint64, primary, dsn string) 
 			if err := os.WriteFile(p, b, 0o600); err != nil {
 				return err
 			}
-			d.chownLikePGData(p)
+			d.pg.ChownLikePGData(p)
 		}
 		return nil
 	}
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Minute)
-	out, err := d.runPG(rctx, "pg_rewind", "--target-pgdata", pgdata, "--source-server", dsn, "--progress")
+	out, err := d.pg.Run(rctx, "pg_rewind", "--target-pgdata", pgdata, "--source-server", dsn, "--progress")
 	cancel()
 	if rerr := restoreConfig(); rerr != nil {
 		return "", fmt.Errorf("restoring the configuration files after pg_rewind: %w", rerr)
@@ -472,7 +473,7 @@ func (d *Daemon) rejoin(ctx context.Context, epoch uint64, primary, dsn string) 
 	if err := d.unfence(); err != nil {
 		return "", err
 	}
-	if err := d.startPostgres(ctx); err != nil {
+	if err := d.pg.Start(ctx); err != nil {
 		return "", err
 	}
 	got, err := d.waitStreaming(ctx, rejoinWait, host, port)
@@ -482,7 +483,7 @@ func (d *Daemon) rejoin(ctx context.Context, epoch uint64, primary, dsn string) 
 	}
 	// The coordinator's history line already says "<node> rejoined as a
 	// replica of <primary>": this is the detail, on one line.
-	return fmt.Sprintf("rewound (pg_rewind, %s): %s; pg_rewind: %s", how, got, strings.ReplaceAll(tailString(out, 300), "\n", " | ")), nil
+	return fmt.Sprintf("rewound (pg_rewind, %s): %s; pg_rewind: %s", how, got, strings.ReplaceAll(pgctl.Tail(out, 300), "\n", " | ")), nil
 }
 
 // writeStandbyConfig writes standby.signal and the recovery settings.
@@ -511,12 +512,12 @@ func (d *Daemon) writeStandbyConfig(epoch uint64, dsn string) error {
 	if err := fsutil.WriteFileSynced(auto, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
 		return err
 	}
-	d.chownLikePGData(auto)
+	d.pg.ChownLikePGData(auto)
 	sig := filepath.Join(pgdata, "standby.signal")
 	if err := fsutil.WriteFileSynced(sig, nil, 0o600); err != nil {
 		return err
 	}
-	d.chownLikePGData(sig)
+	d.pg.ChownLikePGData(sig)
 	if err := os.Remove(filepath.Join(pgdata, "recovery.signal")); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}

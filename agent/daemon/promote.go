@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgdr/pgdr/agent/health"
+	"github.com/pgdr/pgdr/agent/pgctl"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
 
@@ -36,7 +37,7 @@ type pgPromotion struct {
 }
 
 func (d *Daemon) openPGPromotion(ctx context.Context) (promotion, error) {
-	conn, err := d.localConn(ctx)
+	conn, err := d.pg.Conn(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to the local server: %w", err)
 	}
@@ -495,7 +496,7 @@ func (d *Daemon) watchPromotion(epoch uint64, giveUp time.Time, done func()) {
 			case <-time.After(promoteWatchInterval):
 			}
 			refresh()
-			if fi, _ := health.ReadFenced(d.cfg.Postgres.PGData); fi != nil && !postmasterRunning(d.cfg.Postgres.PGData) {
+			if fi, _ := health.ReadFenced(d.cfg.Postgres.PGData); fi != nil && !pgctl.PostmasterRunning(d.cfg.Postgres.PGData) {
 				log.Info("pending promotion: the node is fenced and stopped; it cannot complete")
 				settled()
 				return
@@ -534,7 +535,7 @@ func (d *Daemon) watchPromotion(epoch uint64, giveUp time.Time, done func()) {
 			}
 			p, err := d.openPromotion(ctx)
 			if err != nil {
-				if !postmasterRunning(d.cfg.Postgres.PGData) {
+				if !pgctl.PostmasterRunning(d.cfg.Postgres.PGData) {
 					// A restarted server drops the promote signal file.
 					log.Warn("pending promotion: PostgreSQL stopped; the promotion will not complete")
 					settled()

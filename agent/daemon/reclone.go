@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pgdr/pgdr/agent/health"
+	"github.com/pgdr/pgdr/agent/pgctl"
 	"github.com/pgdr/pgdr/agent/restore"
 	"github.com/pgdr/pgdr/pkg/fsutil"
 )
@@ -46,7 +47,7 @@ func (d *Daemon) reclone(ctx context.Context, epoch uint64, primary, dsn string,
 	if err != nil {
 		return fail(err)
 	}
-	if postmasterRunning(pgdata) {
+	if pgctl.PostmasterRunning(pgdata) {
 		return fail(errors.New("PostgreSQL is running; it must be stopped before its data directory is replaced"))
 	}
 	d.log.Warn("rejoin: pg_rewind cannot be used; making a fresh copy of the new primary", "primary", primary, "why", why)
@@ -66,7 +67,7 @@ func (d *Daemon) reclone(ctx context.Context, epoch uint64, primary, dsn string,
 	if fc.restored != nil {
 		d.log.Warn("rejoin: restored from the latest backup; the old data directory is kept", "backup", fc.restored.Backup, "old_data", fc.old)
 		kept = fmt.Sprintf("restored from backup %s (chain %v; the fresh copy from %s failed: %s), old data kept at %s",
-			fc.restored.Backup, fc.restored.Chain, primary, tailString(fc.copyErr.Error(), 500), fc.old)
+			fc.restored.Backup, fc.restored.Chain, primary, pgctl.Tail(fc.copyErr.Error(), 500), fc.old)
 	} else {
 		d.log.Warn("rejoin: recloned from the new primary; the old data directory is kept", "primary", primary, "old_data", fc.old)
 		kept = fmt.Sprintf("recloned from %s, old data kept at %s", primary, fc.old)
@@ -89,7 +90,7 @@ func (d *Daemon) reclone(ctx context.Context, epoch uint64, primary, dsn string,
 	if err := d.unfence(); err != nil {
 		return after("unfencing", err)
 	}
-	if err := d.startPostgres(ctx); err != nil {
+	if err := d.pg.Start(ctx); err != nil {
 		return after("starting PostgreSQL", err)
 	}
 	var got string
@@ -125,7 +126,7 @@ func (d *Daemon) putBackConfigFiles(saved map[string][]byte) error {
 		if err := os.WriteFile(p, b, 0o600); err != nil {
 			return err
 		}
-		d.chownLikePGData(p)
+		d.pg.ChownLikePGData(p)
 	}
 	return nil
 }
@@ -186,7 +187,7 @@ func (d *Daemon) freshCopy(ctx context.Context, dsn, host string, port uint16, f
 	cancel()
 	switch {
 	case err == nil:
-		d.log.Info("rejoin: pg_basebackup done", "output", tailString(out, 500))
+		d.log.Info("rejoin: pg_basebackup done", "output", pgctl.Tail(out, 500))
 	case !fromBackup || ctx.Err() != nil: // no fallback, or the daemon is stopping
 		err = fmt.Errorf("pg_basebackup from %s:%d: %w", host, port, err)
 		if rerr := restoreAside(pgdata, fc.old); rerr != nil {
@@ -214,7 +215,7 @@ func (d *Daemon) freshCopy(ctx context.Context, dsn, host string, port uint16, f
 		if err := fsutil.WriteFileSynced(p, b, 0o600); err != nil {
 			return fc, fmt.Errorf("carrying the fenced marker over: %w", err)
 		}
-		d.chownLikePGData(p)
+		d.pg.ChownLikePGData(p)
 	}
 	return fc, nil
 }
@@ -223,14 +224,14 @@ func (d *Daemon) freshCopy(ctx context.Context, dsn, host string, port uint16, f
 // directory's owner. Its error never quotes the DSN (it may hold a
 // password).
 func (d *Daemon) basebackup(ctx context.Context, pgdata, dsn string) (string, error) {
-	cmd, err := d.pgCommand(ctx, "pg_basebackup", "-D", pgdata, "-d", primaryConninfo(dsn, d.cfg.Node.Name),
+	cmd, err := d.pg.Command(ctx, "pg_basebackup", "-D", pgdata, "-d", primaryConninfo(dsn, d.cfg.Node.Name),
 		"-X", "stream", "-c", "fast", "-R", "--no-password")
 	if err != nil {
 		return "", err
 	}
 	b, err := cmd.CombinedOutput()
 	if err != nil {
-		return string(b), fmt.Errorf("%v: %s", err, tailString(string(b), 1500))
+		return string(b), fmt.Errorf("%v: %s", err, pgctl.Tail(string(b), 1500))
 	}
 	return string(b), nil
 }

@@ -136,7 +136,7 @@ func (d *Daemon) ensureRestoreCommand(res *restore.Result) error {
 	if err := fsutil.WriteFileSynced(auto, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
 		return err
 	}
-	d.chownLikePGData(auto)
+	d.pg.ChownLikePGData(auto)
 	return nil
 }
 
@@ -151,7 +151,7 @@ func (d *Daemon) waitRestoredReplica(ctx context.Context, host string, port uint
 	if ctx.Err() != nil {
 		return got, err
 	}
-	conn, cerr := d.localConn(ctx)
+	conn, cerr := d.pg.Conn(ctx)
 	if cerr != nil {
 		return got, fmt.Errorf("%v; and connecting to the restored server: %w", err, cerr)
 	}

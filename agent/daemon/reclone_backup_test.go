@@ -80,6 +80,7 @@ func TestEnsureRestoreCommand(t *testing.T) {
 	os.WriteFile(auto, []byte("work_mem = '8MB'\nrestore_command = 'agent wal-fetch --config agent.yaml %f %p'\nprimary_conninfo = 'host=x'\n"), 0o600)
 	d := &Daemon{cfg: &config.Config{}}
 	d.cfg.Postgres.PGData = pgdata
+	d.pg = newPG(d.cfg, nil)
 	res := &restore.Result{RecoveryConf: []string{"restore_command = '/bin/agent wal-fetch --config /etc/agent.yaml %f %p'", "recovery_target_timeline = 'latest'"}}
 	if err := d.ensureRestoreCommand(res); err != nil {
 		t.Fatal(err)

@@ -173,7 +173,8 @@ func fakeDaemon(t *testing.T, pgdata, body string) (*Daemon, string) {
 	cfg.Node.Name = "pg-a1"
 	cfg.Postgres.PGData = pgdata
 	cfg.Postgres.BinDir = bin
-	return &Daemon{cfg: cfg, log: slog.New(slog.DiscardHandler)}, args
+	log := slog.New(slog.DiscardHandler)
+	return &Daemon{cfg: cfg, log: log, pg: newPG(cfg, log)}, args
 }
 
 // TestRecloneCopyFails: when pg_basebackup fails (after writing part of

@@ -52,7 +52,7 @@ func (d *Daemon) setSynchronous(ctx context.Context, epoch uint64, value string,
 		}
 		return nil
 	}
-	conn, inRecovery, err := d.localConnRecovery(actx)
+	conn, inRecovery, err := d.pg.ConnRecovery(actx)
 	if err != nil {
 		if e := expired(err); e != nil {
 			return "", e

@@ -94,7 +94,6 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -102,6 +101,7 @@ import (
 	"time"
 
 	"github.com/pgdr/pgdr/agent/health"
+	"github.com/pgdr/pgdr/agent/pgctl"
 	"github.com/pgdr/pgdr/pkg/config"
 )
 
@@ -302,14 +302,14 @@ func watchdogFence(cfg *config.Config, epoch uint64, reason string, log *slog.Lo
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	d := &Daemon{cfg: cfg, log: log}
+	pg := newPG(cfg, log)
 	var errs []error
-	if postmasterRunning(pgdata) {
-		if _, err := d.runPG(ctx, "pg_ctl", "stop", "-D", pgdata, "-m", "immediate", "-w", "-t", "60"); err != nil && postmasterRunning(pgdata) {
+	if pgctl.PostmasterRunning(pgdata) {
+		if err := pg.StopMode(ctx, pgctl.Immediate, pgctl.DefaultStopTimeout); err != nil && pgctl.PostmasterRunning(pgdata) {
 			// pg_ctl could not even run: signal the postmaster directly
 			// (SIGQUIT is what pg_ctl -m immediate sends).
 			errs = append(errs, err)
-			if pid := postmasterPID(pgdata); pid > 0 {
+			if pid, perr := pgctl.ReadPID(pgdata); perr == nil {
 				if kerr := syscall.Kill(pid, syscall.SIGQUIT); kerr != nil {
 					errs = append(errs, fmt.Errorf("SIGQUIT to the postmaster %d: %w", pid, kerr))
 				} else {
@@ -328,16 +328,6 @@ func watchdogFence(cfg *config.Config, epoch uint64, reason string, log *slog.Lo
 	}
 	log.Error("PostgreSQL fenced by the watchdog (stopped)", "stop_took", time.Since(start).Round(time.Millisecond), "marker", health.FencedPath(pgdata))
 	return nil
-}
-
-func postmasterPID(pgdata string) int {
-	b, err := os.ReadFile(filepath.Join(pgdata, "postmaster.pid"))
-	if err != nil {
-		return 0
-	}
-	first, _, _ := strings.Cut(string(b), "\n")
-	pid, _ := strconv.Atoi(strings.TrimSpace(first))
-	return pid
 }
 
 // ---- the daemon's side ------------------------------------------------

@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/pgdr/pgdr/agent/pgctl"
 	"github.com/pgdr/pgdr/pkg/config"
 	"github.com/pgdr/pgdr/pkg/wal"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
@@ -316,20 +317,14 @@ func (c *Checker) connect(ctx context.Context) error {
 // postmasterAlive reports whether postmaster.pid names a live process. A
 // missing file means the server is stopped (not an error).
 func postmasterAlive(pgdata string) (bool, error) {
-	b, err := os.ReadFile(filepath.Join(pgdata, "postmaster.pid"))
+	pid, err := pgctl.ReadPID(pgdata)
 	if errors.Is(err, os.ErrNotExist) {
 		return false, errors.New("not running (no postmaster.pid)")
 	}
 	if err != nil {
 		return false, err
 	}
-	first, _, _ := strings.Cut(string(b), "\n")
-	pid, err := strconv.Atoi(strings.TrimSpace(first))
-	if err != nil || pid <= 0 {
-		return false, fmt.Errorf("postmaster.pid: bad process id %q", first)
-	}
-	// EPERM means the process exists but belongs to another user.
-	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
+	if !pgctl.ProcessAlive(pid) {
 		return false, fmt.Errorf("process %d from postmaster.pid is not running (stale file)", pid)
 	}
 	// After a crash the pid may have been reused by an unrelated program.

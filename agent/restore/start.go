@@ -10,10 +10,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/pgdr/pgdr/agent/pgctl"
 )
 
 // Reached is where recovery stopped.
@@ -88,12 +89,8 @@ func Start(ctx context.Context, pgdata string, o StartOptions) (*Reached, error)
 		args = append(args, "-o", opts)
 	}
 	cmd := exec.CommandContext(ctx, filepath.Join(o.BinDir, "pg_ctl"), args...)
-	if os.Geteuid() == 0 && uid != 0 {
-		cred, err := Credential(uid, gid)
-		if err != nil {
-			return nil, err
-		}
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	if err := pgctl.AsOwner(cmd, pgdata); err != nil {
+		return nil, err
 	}
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("pg_ctl start: %v\n%s%s", err, out, logTail(logFile))
@@ -138,14 +135,10 @@ func Start(ctx context.Context, pgdata string, o StartOptions) (*Reached, error)
 // directory from it (lines: pid, datadir, start time, port, socket dir, ...).
 func pidFileAddress(ctx context.Context, pgdata string) (int, string, error) {
 	for i := 0; i < 300; i++ {
-		b, err := os.ReadFile(filepath.Join(pgdata, "postmaster.pid"))
+		b, err := os.ReadFile(filepath.Join(pgdata, pgctl.PIDFile))
 		if err == nil {
-			lines := strings.Split(string(b), "\n")
-			if len(lines) >= 5 {
-				port, _ := strconv.Atoi(lines[3])
-				if port > 0 {
-					return port, lines[4], nil
-				}
+			if port, socket, ok := pgctl.ParseAddress(b); ok {
+				return port, socket, nil
 			}
 		}
 		select {

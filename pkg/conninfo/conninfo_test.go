@@ -28,3 +28,20 @@ func TestCheck(t *testing.T) {
 		}
 	}
 }
+
+func TestWithoutPassword(t *testing.T) {
+	for in, want := range map[string]string{
+		"host=127.0.0.1 port=5432 user=postgres password=s3cret dbname=postgres": "host=127.0.0.1 port=5432 user=postgres dbname=postgres",
+		"password='a b\\' c' host=h":                               "host=h",
+		"host = h   password = x user=u":                           "host=h user=u",
+		"host=h application_name='pgdr agent'":                     "host=h application_name='pgdr agent'",
+		"postgres://u:s3cret@h:5432/db?sslmode=require&password=x": "postgres://u@h:5432/db?sslmode=require",
+		"postgresql://h/db":                                        "postgresql://h/db",
+		"host=h password='unterminated":                            "",
+		"":                                                         "",
+	} {
+		if got := WithoutPassword(in); got != want {
+			t.Errorf("WithoutPassword(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

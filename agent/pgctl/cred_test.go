@@ -1,4 +1,4 @@
-package restore
+package pgctl
 
 import (
 	"os/user"

@@ -1,4 +1,4 @@
-package daemon
+package pgctl
 
 import (
 	"context"
@@ -6,19 +6,17 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/pgdr/pgdr/pkg/config"
 )
 
-// TestRunPGHidesPasswords: a failing PostgreSQL program's error names its
+// TestRunHidesPasswords: a failing PostgreSQL program's error names its
 // arguments, but never a password in a connection string.
-func TestRunPGHidesPasswords(t *testing.T) {
+func TestRunHidesPasswords(t *testing.T) {
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "pg_rewind"), []byte("#!/bin/sh\necho failed >&2\nexit 1\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	d := &Daemon{cfg: &config.Config{Postgres: config.Postgres{BinDir: dir, PGData: dir}}}
-	_, err := d.runPG(context.Background(), "pg_rewind", "--target-pgdata", dir,
+	c := New(Config{BinDir: dir, PGData: dir})
+	_, err := c.Run(context.Background(), "pg_rewind", "--target-pgdata", dir,
 		"--source-server", "host=10.0.0.1 port=5432 user=postgres password=s3cr3t")
 	if err == nil {
 		t.Fatal("a failing program reported success")
