@@ -76,7 +76,11 @@ type Daemon struct {
 	now func() time.Time
 	// promoteGiveUp: the watched promotion's give-up time (promoteguard.go;
 	// zero: not guarded), the latest of the guarded orders it watches.
-	promoteGiveUp time.Time
+	promoteGiveUp giveUpTime
+	// clocks replaces ReadClocks, the clocks give-up times are judged on,
+	// in tests (a wall clock or CLOCK_BOOTTIME that jumps ahead of the
+	// monotonic clock, as a resumed VM's does); nil in production.
+	clocks func() Clocks
 	// bootIDPath replaces /proc/sys/kernel/random/boot_id in tests.
 	bootIDPath string
 }

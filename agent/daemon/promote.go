@@ -130,24 +130,30 @@ type settlePromise struct {
 func (p settlePromise) none() bool { return p.After <= 0 && p.By.IsZero() }
 
 // settleGiveUp is the give-up time of a promotion ordered with settle
-// (promoteguard.go), on time.Now's monotonic clock, checked right before
-// pg_promote (cur: the leader's answer then). With a window it counts from
-// a time no later than the order's sending, on the agent's monotonic
-// clock: the earlier of its receipt less the transit time the leader's clock
-// bounds (timing.sentBefore) and the Epoch call's start less the time the
-// leader had already waited for it on its own monotonic clock (budget -
-// left); neither wall clock counts. Without either bound the window cannot
-// be kept: an error. Without a window (an older coordinator) settle_by,
-// less the safety margin, is taken on the agent's wall clock, as before.
-func (d *Daemon) settleGiveUp(epoch uint64, timing orderTiming, cur orderCurrent, settle settlePromise) (time.Time, error) {
+// (promoteguard.go), checked right before pg_promote (cur: the leader's
+// answer then). With a window it counts from a time no later than the
+// order's sending, on the agent's monotonic clock: the earlier of its
+// receipt less the transit time the leader's clock bounds
+// (timing.sentBefore) and the Epoch call's start less the time the leader
+// had already waited for it on its own monotonic clock (budget - left);
+// the leader's wall clock does not count. The same window is also counted
+// on the agent's wall clock from that time's wall reading, and on
+// CLOCK_BOOTTIME from now, and the earliest counts: a VM paused meanwhile
+// (its monotonic clock stood still) gives up no later than the leader
+// expects; a wall clock stepped back changes nothing. Without either
+// bound the window cannot be kept: an error. Without a window (an older
+// coordinator) settle_by, less the safety margin, is taken on the agent's
+// wall clock as before, and counted from now on the other clocks.
+func (d *Daemon) settleGiveUp(epoch uint64, timing orderTiming, cur orderCurrent, settle settlePromise) (giveUpTime, error) {
 	margin := d.safetyMargin()
+	c := d.readClocks()
 	if settle.After <= 0 {
-		giveUp := settle.By.Add(-margin)
-		if !time.Now().Before(giveUp) {
-			return time.Time{}, fmt.Errorf("%w: promote at epoch %d: its settle deadline %s (less the safety margin) has passed",
+		left := settle.By.Add(-margin).Sub(c.Wall)
+		if left <= 0 {
+			return giveUpTime{}, fmt.Errorf("%w: promote at epoch %d: its settle deadline %s (less the safety margin) has passed",
 				errOrderExpired, epoch, settle.By.Format(time.RFC3339Nano))
 		}
-		return giveUp, nil
+		return giveUpAfter(c, left, left), nil
 	}
 	var sent time.Time
 	if at, ok := timing.sentBefore(); ok {
@@ -159,17 +165,21 @@ func (d *Daemon) settleGiveUp(epoch uint64, timing orderTiming, cur orderCurrent
 		}
 	}
 	if sent.IsZero() {
-		return time.Time{}, fmt.Errorf("refusing to promote at epoch %d: the order's settle window (%s) cannot be counted: neither its transit time nor the leader's wait for it is known (a coordinator that sends neither its clock nor the wait)",
+		return giveUpTime{}, fmt.Errorf("refusing to promote at epoch %d: the order's settle window (%s) cannot be counted: neither its transit time nor the leader's wait for it is known (a coordinator that sends neither its clock nor the wait)",
 			epoch, settle.After)
 	}
-	left := sent.Add(settle.After - margin).Sub(d.clock())
-	if left <= 0 {
-		return time.Time{}, fmt.Errorf("%w: promote at epoch %d: its settle window %s from its sending, less the safety margin %s, has passed",
+	// On the monotonic clock from the sending; on the wall clock from the
+	// sending's wall reading, so that a pause of the VM since (which the
+	// monotonic clock does not count) brings it forward.
+	now := d.clock()
+	left := sent.Add(settle.After - margin).Sub(now)
+	leftWall := sent.Round(0).Add(settle.After - margin).Sub(now.Round(0))
+	if left <= 0 || leftWall <= 0 {
+		return giveUpTime{}, fmt.Errorf("%w: promote at epoch %d: its settle window %s from its sending, less the safety margin %s, has passed",
 			errOrderExpired, epoch, settle.After, margin)
 	}
-	// On time.Now's monotonic clock, which the watcher and the watchdog's
-	// heartbeat count with.
-	return time.Now().Add(left), nil
+	// On the clocks the watcher and the watchdog's heartbeat count with.
+	return giveUpAfter(c, left, leftWall), nil
 }
 
 // promote promotes the local replica at epoch: never a fenced node, never
@@ -181,7 +191,7 @@ func (d *Daemon) settleGiveUp(epoch uint64, timing orderTiming, cur orderCurrent
 // guarded until a lease is granted to this node (promoteguard.go,
 // settleGiveUp).
 func (d *Daemon) promote(ctx context.Context, epoch uint64, timing orderTiming, settle settlePromise) (string, error) {
-	var giveUp time.Time
+	var giveUp giveUpTime
 	if settle.After <= 0 && !settle.By.IsZero() {
 		if _, err := d.settleGiveUp(epoch, timing, orderCurrent{}, settle); err != nil {
 			return "", err
@@ -293,7 +303,7 @@ func (d *Daemon) promote(ctx context.Context, epoch uint64, timing orderTiming, 
 		pending()
 		return "", fmt.Errorf("%w: pg_promote at epoch %d completed (recovery ended), but reading the new timeline and LSN failed: %v", errPromotionPending, epoch, err)
 	}
-	if !giveUp.IsZero() {
+	if !giveUp.isZero() {
 		// Promoted: guarded until a lease is granted (or the give-up time).
 		d.watchPromotion(epoch, giveUp, func() {})
 	}
@@ -430,9 +440,9 @@ func (d *Daemon) askEpoch(ctx context.Context, id string) (resp *pgdrv1.EpochRes
 // margin) the promotion stays guarded after it completed, until a lease
 // is granted to this node; at giveUp a node without a granted lease is
 // fenced, whether the promotion completed or not (promoteguard.go).
-func (d *Daemon) watchPromotion(epoch uint64, giveUp time.Time, done func()) {
+func (d *Daemon) watchPromotion(epoch uint64, giveUp giveUpTime, done func()) {
 	d.promoteMu.Lock()
-	if !giveUp.IsZero() && (d.promoteGiveUp.IsZero() || giveUp.After(d.promoteGiveUp)) {
+	if !giveUp.isZero() && (d.promoteGiveUp.isZero() || giveUp.after(d.promoteGiveUp)) {
 		d.promoteGiveUp = giveUp // the running watcher keeps the latest guard
 	}
 	if d.promoteWatching {
@@ -449,25 +459,25 @@ func (d *Daemon) watchPromotion(epoch uint64, giveUp time.Time, done func()) {
 		d.promoteMu.Lock()
 		giveUp = d.promoteGiveUp
 		d.promoteMu.Unlock()
-		guarded = !giveUp.IsZero()
+		guarded = !giveUp.isZero()
 	}
 	refresh()
 	go func() {
 		defer func() {
 			d.promoteMu.Lock()
 			d.promoteWatching = false
-			again := !d.promoteGiveUp.IsZero() && ctx.Err() == nil // a guarded order came in meanwhile
+			again := !d.promoteGiveUp.isZero() && ctx.Err() == nil // a guarded order came in meanwhile
 			d.promoteMu.Unlock()
 			done()
 			if again {
-				d.watchPromotion(d.epoch.Current(), time.Time{}, func() {})
+				d.watchPromotion(d.epoch.Current(), giveUpTime{}, func() {})
 			}
 		}()
 		// settled ends the guard: the node cannot become writable without
 		// a lease any more (fenced, stopped, or granted).
 		settled := func() {
 			d.promoteMu.Lock()
-			d.promoteGiveUp = time.Time{}
+			d.promoteGiveUp = giveUpTime{}
 			d.promoteMu.Unlock()
 			if guarded {
 				d.unguardPromotion()
@@ -515,7 +525,7 @@ func (d *Daemon) watchPromotion(epoch uint64, giveUp time.Time, done func()) {
 				settled()
 				return
 			}
-			if guarded && !time.Now().Before(giveUp) {
+			if guarded && giveUp.passed(d.readClocks()) {
 				if granted() {
 					settled()
 					return
@@ -525,7 +535,7 @@ func (d *Daemon) watchPromotion(epoch uint64, giveUp time.Time, done func()) {
 					what = "completed, but no lease was granted"
 				}
 				if d.fence(ctx, fmt.Sprintf("a promotion ordered at epoch %d %s by its settle deadline (less the safety margin, %s): the coordinators may count it as settled and promote another member",
-					epoch, what, giveUp.Format(time.RFC3339Nano))) == nil {
+					epoch, what, giveUp)) == nil {
 					settled()
 				}
 				return // a failed fence leaves the guard to the watchdog

@@ -415,12 +415,16 @@ func TestPromoteGuardRecord(t *testing.T) {
 	if err := os.WriteFile(d.bootIDPath, []byte("boot-1\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	p := d.pendingRecord(6, time.Now().Add(10*time.Second))
+	g := giveUpAfter(ReadClocks(), 10*time.Second, 10*time.Second)
+	p := d.pendingRecord(6, g)
 	if p.BootID != "boot-1" || p.GiveUpMonoNs < mono+int64(9*time.Second) || p.GiveUpMonoNs > mono+int64(11*time.Second) {
 		t.Fatalf("record %+v, want boot-1 and about %d", p, mono+int64(10*time.Second))
 	}
-	if at, why := d.giveUpOf(p); why != "" || time.Until(at) < 9*time.Second || time.Until(at) > 10*time.Second {
-		t.Fatalf("give-up in %s (%q)", time.Until(at), why)
+	if !p.GiveUp.Equal(g.wall) || p.GiveUpBootNs != g.boot {
+		t.Fatalf("record %+v, want the wall-clock give-up %s and CLOCK_BOOTTIME %d", p, g.wall, g.boot)
+	}
+	if at, why := d.giveUpOf(p); why != "" || at.left(ReadClocks()) < 9*time.Second || at.left(ReadClocks()) > 10*time.Second || !at.wall.Equal(g.wall) || at.boot != g.boot {
+		t.Fatalf("give-up %+v in %s (%q), want %+v", at, at.left(ReadClocks()), why, g)
 	}
 }
 
@@ -485,7 +489,7 @@ func TestPromoteGuardNotTakenKeepsPrevious(t *testing.T) {
 	d, _ := promoteDaemon(t, &fakePromotion{}, &epochClient{epoch: 6, primary: "pg-a2"})
 	d.lease = NewLease(time.Now(), d.leaseTTL(), d.safetyMargin())
 	d.wd.argv, d.wd.notify = []string{"pgdr-agent", "watchdog"}, make(chan struct{}, 1)
-	first := time.Now().Add(time.Minute)
+	first := giveUpAfter(ReadClocks(), time.Minute, time.Minute)
 	ctx, cancel := context.WithCancel(context.Background())
 	acks := make(chan struct{})
 	go func() { // the watchdog takes the first guard only
@@ -505,7 +509,7 @@ func TestPromoteGuardNotTakenKeepsPrevious(t *testing.T) {
 	}
 	cancel()
 	<-acks
-	if err := d.guardPromotion(6, time.Now().Add(2*time.Minute)); err == nil || !strings.Contains(err.Error(), "watchdog") {
+	if err := d.guardPromotion(6, giveUpAfter(ReadClocks(), 2*time.Minute, 2*time.Minute)); err == nil || !strings.Contains(err.Error(), "watchdog") {
 		t.Fatalf("second guard not taken by the watchdog: err %v", err)
 	}
 	b, err := os.ReadFile(d.promotePendingPath())
@@ -515,7 +519,7 @@ func TestPromoteGuardNotTakenKeepsPrevious(t *testing.T) {
 	d.wd.mu.Lock()
 	until := d.wd.pendingUntil
 	d.wd.mu.Unlock()
-	if !until.Equal(first) {
+	if !until.equal(first) {
 		t.Fatalf("watchdog pendingUntil %v, want the first order's %v", until, first)
 	}
 }

@@ -23,9 +23,28 @@ import (
 // registered honours_settle_by (its watchdog runs). The agent keeps that
 // promise as follows. Let G, the give-up time, be a time no later than
 // the order's sending (settleGiveUp), plus the window, less the safety margin,
-// on the agent's monotonic clock: no wall clock counts (an older
-// coordinator sends only settle_by: G = settle_by - safety_margin, on the
-// clocks' agreement). From right before pg_promote until the node holds a lease
+// on the agent's monotonic clock: the leader's wall clock does not count
+// (an older coordinator sends only settle_by: G = settle_by -
+// safety_margin, on the clocks' agreement).
+//
+// G is held on three clocks and has passed once ANY of them reaches it
+// (giveUpTime): CLOCK_MONOTONIC (Go's monotonic readings), the wall clock
+// (that window from the sending's wall reading) and CLOCK_BOOTTIME (the
+// window's rest from the guard, on Linux). CLOCK_MONOTONIC stands still
+// while a hypervisor pauses the guest (and while the host is suspended),
+// but the leader's clock runs on: counted on it alone, a candidate paused
+// longer than the window with its pg_promote pending would give up only
+// after the leader had counted the promotion as settled and promoted
+// another member, and two primaries would take writes until the watcher
+// saw the newer epoch. CLOCK_BOOTTIME counts a suspension, and the wall
+// clock is set right once the guest resumes (kvmclock, NTP), so either
+// brings G forward by the pause. A wall clock stepped forward for another
+// reason fences early, the conservative direction; one stepped back
+// changes nothing, since the monotonic G still applies. Wall times are
+// compared without Go's monotonic readings (t.Round(0)): Go compares two
+// readings that both carry one on the monotonic clock.
+//
+// From right before pg_promote until the node holds a lease
 // granted as the new primary (or is fenced, or its PostgreSQL stopped,
 // which drops the promote request), the promotion is guarded:
 //   - the pending promotion watcher fences the node at G unless a lease
@@ -34,11 +53,13 @@ import (
 //     lease loop says, and the guard reaches the watchdog before
 //     pg_promote is called; so a crashed, killed or stalled agent leaves
 //     it to the watchdog, which fences at G + grace, before the window
-//     ends;
+//     ends (the heartbeat carries G on the wall clock and CLOCK_BOOTTIME
+//     too, which the child checks at least every watchdogPoll, since its
+//     timer runs on CLOCK_MONOTONIC);
 //   - the guard is written to pgdata (promotePendingFile, G on
-//     CLOCK_MONOTONIC with the boot id), so that an agent restarted
-//     meanwhile resumes it before its own watchdog tells the previous one
-//     to stand down.
+//     CLOCK_MONOTONIC and CLOCK_BOOTTIME with the boot id, and on the
+//     wall clock), so that an agent restarted meanwhile resumes it before
+//     its own watchdog tells the previous one to stand down.
 // After the window the node is therefore writable only under a lease
 // granted by a leader that records it as primary, which the leader's
 // lease check (revokeExpired) covers like any primary's.
@@ -46,18 +67,21 @@ import (
 // promotePendingFile is the guard's record in pgdata.
 const promotePendingFile = "pgdr.promote-pending"
 
-// pendingPromotion is the guard of one promotion. The give-up time that
-// counts is GiveUpMonoNs on CLOCK_MONOTONIC of the boot BootID: a wall
-// clock stepped while the agent was down moves nothing. GiveUp (the wall
-// clock's reading) is shown only. A record of another boot, or without the
-// monotonic time, counts as passed: the node is fenced at once unless a
-// lease was granted to it (a reboot restarts PostgreSQL, which drops a
-// requested promotion, but one that completed before it stays: the node
-// then starts writable).
+// pendingPromotion is the guard of one promotion. Its give-up time is the
+// earliest of GiveUpMonoNs on CLOCK_MONOTONIC and GiveUpBootNs on
+// CLOCK_BOOTTIME (0: not recorded, as by older agents), both of the boot
+// BootID, and GiveUp on the wall clock (older agents wrote the same
+// instant's wall reading there): a wall clock stepped back while the agent
+// was down moves nothing, one stepped forward brings it forward. A record
+// of another boot, or without the monotonic time, counts as passed: the
+// node is fenced at once unless a lease was granted to it (a reboot
+// restarts PostgreSQL, which drops a requested promotion, but one that
+// completed before it stays: the node then starts writable).
 type pendingPromotion struct {
 	Epoch        uint64    `json:"epoch"`
 	GiveUp       time.Time `json:"give_up"`
 	GiveUpMonoNs int64     `json:"give_up_mono_ns,omitempty"`
+	GiveUpBootNs int64     `json:"give_up_boot_ns,omitempty"`
 	BootID       string    `json:"boot_id,omitempty"`
 }
 
@@ -81,32 +105,35 @@ func (d *Daemon) bootID() string {
 	return strings.TrimSpace(string(b))
 }
 
-// pendingRecord is the record of a guard of epoch until giveUp (a time
-// with time.Now's monotonic reading).
-func (d *Daemon) pendingRecord(epoch uint64, giveUp time.Time) pendingPromotion {
-	p := pendingPromotion{Epoch: epoch, GiveUp: giveUp.UTC()}
+// pendingRecord is the record of a guard of epoch until giveUp.
+func (d *Daemon) pendingRecord(epoch uint64, giveUp giveUpTime) pendingPromotion {
+	p := pendingPromotion{Epoch: epoch, GiveUp: giveUp.wall.UTC()}
+	if giveUp.wall.IsZero() {
+		p.GiveUp = giveUp.mono.Round(0).UTC()
+	}
 	if mono, ok := monoNow(); ok {
 		if id := d.bootID(); id != "" {
-			p.GiveUpMonoNs, p.BootID = mono+int64(time.Until(giveUp)), id
+			p.GiveUpMonoNs, p.GiveUpBootNs, p.BootID = mono+int64(time.Until(giveUp.mono)), giveUp.boot, id
 		}
 	}
 	return p
 }
 
-// giveUpOf is the give-up time of a record left by an agent process, on
-// time.Now's monotonic clock, and why it is taken as passed ("" when it
-// is not).
-func (d *Daemon) giveUpOf(p pendingPromotion) (time.Time, string) {
+// giveUpOf is the give-up time of a record left by an agent process, and
+// why it is taken as passed ("" when it is not).
+func (d *Daemon) giveUpOf(p pendingPromotion) (giveUpTime, string) {
+	c := d.readClocks()
 	mono, ok := monoNow()
 	switch id := d.bootID(); {
 	case p.GiveUpMonoNs == 0 || p.BootID == "":
-		return time.Now(), "the record has no monotonic give-up time"
+		return giveUpAfter(c, 0, 0), "the record has no monotonic give-up time"
 	case !ok || id == "":
-		return time.Now(), "this boot's monotonic clock or boot id cannot be read"
+		return giveUpAfter(c, 0, 0), "this boot's monotonic clock or boot id cannot be read"
 	case id != p.BootID:
-		return time.Now(), fmt.Sprintf("it was recorded in another boot (%s, now %s)", p.BootID, id)
+		return giveUpAfter(c, 0, 0), fmt.Sprintf("it was recorded in another boot (%s, now %s)", p.BootID, id)
 	default:
-		return time.Now().Add(time.Duration(p.GiveUpMonoNs - mono)), ""
+		// CLOCK_BOOTTIME of the same boot, like CLOCK_MONOTONIC.
+		return giveUpTime{mono: c.Now.Add(time.Duration(p.GiveUpMonoNs - mono)), wall: p.GiveUp.Round(0), boot: p.GiveUpBootNs}, ""
 	}
 }
 
@@ -116,7 +143,7 @@ const guardWait = 2 * time.Second
 // guardPromotion guards a promotion of epoch until giveUp: on disk, and in
 // the watchdog's deadline, which it waits for the watchdog to receive. An
 // error means the promise cannot be kept: pg_promote must not be called.
-func (d *Daemon) guardPromotion(epoch uint64, giveUp time.Time) error {
+func (d *Daemon) guardPromotion(epoch uint64, giveUp giveUpTime) error {
 	b, err := json.Marshal(d.pendingRecord(epoch, giveUp))
 	if err != nil {
 		return err
@@ -167,14 +194,14 @@ func (d *Daemon) guardPromotion(epoch uint64, giveUp time.Time) error {
 // restoreGuard undoes a guard until giveUp that the watchdog did not
 // take: it restores the guard before it (prev, the record on disk, and
 // prevUntil; none: it ends the guard), unless the guard changed meanwhile.
-func (d *Daemon) restoreGuard(prev []byte, prevUntil, giveUp time.Time) {
+func (d *Daemon) restoreGuard(prev []byte, prevUntil, giveUp giveUpTime) {
 	d.wd.mu.Lock()
-	changed := !d.wd.pendingUntil.Equal(giveUp)
+	changed := !d.wd.pendingUntil.equal(giveUp)
 	d.wd.mu.Unlock()
 	switch {
 	case changed:
 		return
-	case prev == nil && prevUntil.IsZero():
+	case prev == nil && prevUntil.isZero():
 		d.unguardPromotion()
 		return
 	}
@@ -208,7 +235,7 @@ func (d *Daemon) unguardPromotion() {
 		d.log.Warn("removing the pending promotion's record", "path", d.promotePendingPath(), "err", err)
 	}
 	d.wd.mu.Lock()
-	d.wd.pendingUntil = time.Time{}
+	d.wd.pendingUntil = giveUpTime{}
 	notify := d.wd.notify
 	d.wd.mu.Unlock()
 	if notify != nil {
@@ -231,7 +258,7 @@ func (d *Daemon) resumePendingPromotion() {
 	if err == nil {
 		err = json.Unmarshal(b, &p)
 	}
-	giveUp := time.Now()
+	giveUp := giveUpAfter(d.readClocks(), 0, 0)
 	if err != nil {
 		// Unreadable: the promise is kept the strictest way.
 		d.log.Error("the pending promotion's record is unreadable; treating its settle deadline as passed", "path", d.promotePendingPath(), "err", err)
@@ -241,7 +268,7 @@ func (d *Daemon) resumePendingPromotion() {
 			d.log.Warn("treating the pending promotion's settle deadline as passed", "path", d.promotePendingPath(), "why", why)
 		}
 	}
-	d.log.Warn("resuming the guard of a promotion a previous agent process left pending", "epoch", p.Epoch, "give_up_in", time.Until(giveUp).Round(time.Millisecond))
+	d.log.Warn("resuming the guard of a promotion a previous agent process left pending", "epoch", p.Epoch, "give_up_in", giveUp.left(d.readClocks()).Round(time.Millisecond))
 	d.wd.mu.Lock()
 	d.wd.pendingUntil = giveUp
 	d.wd.mu.Unlock()

@@ -23,6 +23,12 @@ package daemon
 // remaining_ms minus the heartbeat's age (its CLOCK_MONOTONIC at receipt
 // minus mono_ns; 0 where that clock cannot be read), plus grace_ms. Wall-
 // clock steps change nothing: only intervals on monotonic clocks count.
+// The one exception is a guarded promotion's give-up time
+// (promoteguard.go), which the heartbeat also carries on the wall clock
+// and CLOCK_BOOTTIME (give_up_wall_ns, give_up_boot_ns): the child fences
+// when either reaches it plus grace_ms, earlier than its monotonic
+// deadline after a VM pause, or a forward step of the wall clock (early:
+// the safe direction).
 //
 // grace_ms, G = min(safety_margin/4, 250ms), lets a running agent fence
 // first, at D, with its fast shutdown and its own reason: without it the
@@ -124,16 +130,35 @@ type WatchdogHeartbeat struct {
 	MonoNs int64 `json:"mono_ns,omitempty"`
 	// Epoch is the highest epoch the daemon knows (for the marker).
 	Epoch uint64 `json:"epoch,omitempty"`
+	// GiveUpWallNs and GiveUpBootNs are a guarded promotion's give-up
+	// time (promoteguard.go) on the wall clock (Unix ns) and on
+	// CLOCK_BOOTTIME (0: none), which the deadline above already counts
+	// at the heartbeat's sending. The child fences when either clock
+	// reaches it (plus the grace), even before its monotonic deadline:
+	// its timer runs on CLOCK_MONOTONIC, which stood still while the VM
+	// was paused or the host suspended.
+	GiveUpWallNs int64 `json:"give_up_wall_ns,omitempty"`
+	GiveUpBootNs int64 `json:"give_up_boot_ns,omitempty"`
 }
 
+// watchdogPoll bounds the child's sleep while it holds a give-up time on
+// the wall clock or CLOCK_BOOTTIME: a timer runs on CLOCK_MONOTONIC, so a
+// paused VM's resumption would otherwise be noticed only once that clock
+// reached the deadline.
+const watchdogPoll = 100 * time.Millisecond
+
 // WatchdogTimer is the watchdog's deadline logic, a pure type: every
-// method takes the time from the caller (the child's monotonic clock, or
-// a fake one in tests).
+// method takes the time from the caller (the child's clocks, or fake ones
+// in tests).
 type WatchdogTimer struct {
 	armed    bool
 	deadline time.Time
-	epoch    uint64
-	beats    int
+	// wall and boot: a guarded promotion's give-up time on the wall clock
+	// (zero: none) and on CLOCK_BOOTTIME (0: none), plus the grace.
+	wall  time.Time
+	boot  int64
+	epoch uint64
+	beats int
 }
 
 // Beat applies a heartbeat received at now; age is how long ago the
@@ -144,14 +169,22 @@ func (w *WatchdogTimer) Beat(now time.Time, hb WatchdogHeartbeat, age time.Durat
 	if hb.Epoch > w.epoch {
 		w.epoch = hb.Epoch
 	}
+	w.wall, w.boot = time.Time{}, 0
 	switch {
 	case hb.RemainingMs == 0:
 		w.armed, w.deadline = false, time.Time{}
 	case hb.RemainingMs < 0:
 		w.armed, w.deadline = true, now
 	default:
+		grace := time.Duration(max(hb.GraceMs, 0)) * time.Millisecond
 		w.armed = true
-		w.deadline = now.Add(time.Duration(hb.RemainingMs+max(hb.GraceMs, 0))*time.Millisecond - max(age, 0))
+		w.deadline = now.Add(time.Duration(hb.RemainingMs)*time.Millisecond + grace - max(age, 0))
+		if hb.GiveUpWallNs != 0 {
+			w.wall = time.Unix(0, hb.GiveUpWallNs).Add(grace)
+		}
+		if hb.GiveUpBootNs != 0 {
+			w.boot = hb.GiveUpBootNs + int64(grace)
+		}
 	}
 }
 
@@ -167,15 +200,35 @@ func (w *WatchdogTimer) Epoch() uint64 { return w.epoch }
 // Beats counts the heartbeats applied.
 func (w *WatchdogTimer) Beats() int { return w.beats }
 
-// Due reports whether the watchdog must fence at now.
-func (w *WatchdogTimer) Due(now time.Time) bool { return w.armed && !now.Before(w.deadline) }
+// Due reports whether the watchdog must fence at c: its deadline has
+// passed on c.Now's monotonic clock, or a guarded promotion's give-up
+// time on the wall clock or CLOCK_BOOTTIME.
+func (w *WatchdogTimer) Due(c Clocks) bool { return w.armed && w.left(c) <= 0 }
 
-// Wait is how long until the deadline at now (ok=false when not armed).
-func (w *WatchdogTimer) Wait(now time.Time) (time.Duration, bool) {
+// left is the time left at c, the least on any clock.
+func (w *WatchdogTimer) left(c Clocks) time.Duration {
+	l := w.deadline.Sub(c.Now)
+	if !w.wall.IsZero() && !c.Wall.IsZero() {
+		l = min(l, w.wall.Sub(c.Wall))
+	}
+	if w.boot != 0 && c.Boot != 0 {
+		l = min(l, time.Duration(w.boot-c.Boot))
+	}
+	return l
+}
+
+// Wait is how long to sleep at c before checking Due again (ok=false when
+// not armed): until the deadline, at most watchdogPoll while a give-up
+// time on the wall clock or CLOCK_BOOTTIME is held.
+func (w *WatchdogTimer) Wait(c Clocks) (time.Duration, bool) {
 	if !w.armed {
 		return 0, false
 	}
-	return max(w.deadline.Sub(now), 0), true
+	l := max(w.left(c), 0)
+	if !w.wall.IsZero() || w.boot != 0 {
+		l = min(l, watchdogPoll)
+	}
+	return l, true
 }
 
 // ---- the child: `pgdr-agent watchdog` ---------------------------------
@@ -235,7 +288,7 @@ func RunWatchdog(ctx context.Context, cfg *config.Config, in io.Reader, standDow
 	for {
 		var timer <-chan time.Time
 		var tm *time.Timer
-		if wait, armed := wt.Wait(time.Now()); armed {
+		if wait, armed := wt.Wait(ReadClocks()); armed {
 			tm = time.NewTimer(wait)
 			timer = tm.C
 		} else if !open || stopping {
@@ -275,7 +328,7 @@ func RunWatchdog(ctx context.Context, cfg *config.Config, in io.Reader, standDow
 					break drain
 				}
 			}
-			if !wt.Due(time.Now()) {
+			if !wt.Due(ReadClocks()) {
 				break
 			}
 			reason := fmt.Sprintf("%s: no heartbeat moved the lease deadline (last heartbeat %s ago)", WatchdogReason, time.Since(last).Round(time.Millisecond))
@@ -343,7 +396,7 @@ type watchdogState struct {
 	orphan   int           // a previous daemon's watchdog still running
 	// pendingUntil: a guarded promotion's give-up time (promoteguard.go;
 	// zero: none). The heartbeat's deadline is never later while it is set.
-	pendingUntil time.Time
+	pendingUntil giveUpTime
 	pendingSeq   uint64 // guards begun
 	pendingSent  uint64 // the pendingSeq the last heartbeat written carried
 }
@@ -400,22 +453,27 @@ func (d *Daemon) watchdogHeartbeat() (hb WatchdogHeartbeat, handover bool) {
 // watchdogHeartbeatSeq is watchdogHeartbeat, and the guard (pendingSeq)
 // the heartbeat carries.
 func (d *Daemon) watchdogHeartbeatSeq() (hb WatchdogHeartbeat, handover bool, seq uint64) {
+	c := d.readClocks()
 	d.wd.mu.Lock()
 	deadline, granted, known := d.wd.deadline, d.wd.granted, d.wd.known
-	if p := d.wd.pendingUntil; !p.IsZero() {
+	if p := d.wd.pendingUntil; !p.isZero() {
 		// A guarded promotion: fenced at its give-up time at the latest,
-		// whatever the lease loop says (a replica's heartbeat says 0). The
-		// new watchdog holds the same deadline, so a previous one may
-		// stand down.
-		if deadline.IsZero() || p.Before(deadline) {
-			deadline = p
+		// whatever the lease loop says (a replica's heartbeat says 0), on
+		// whichever clock reaches it first. The new watchdog holds the
+		// same deadline, so a previous one may stand down.
+		if pd := c.Now.Add(p.left(c)); deadline.IsZero() || pd.Before(deadline) {
+			deadline = pd
 		}
+		if !p.wall.IsZero() {
+			hb.GiveUpWallNs = p.wall.UnixNano()
+		}
+		hb.GiveUpBootNs = p.boot
 		granted, seq = true, d.wd.pendingSeq
 	}
 	d.wd.mu.Unlock()
 	hb.Epoch = d.epoch.Current()
 	if deadline.IsZero() {
-		return hb, known, seq
+		return WatchdogHeartbeat{Epoch: hb.Epoch}, known, seq
 	}
 	// mono_ns first, remaining after: the child's deadline is then never
 	// later than ours (see the proof above).

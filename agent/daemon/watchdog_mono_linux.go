@@ -3,6 +3,8 @@ package daemon
 import (
 	"syscall"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // monoNow reads CLOCK_MONOTONIC, the one clock the daemon and its watchdog
@@ -12,6 +14,16 @@ func monoNow() (ns int64, ok bool) {
 	var ts syscall.Timespec
 	const clockMonotonic = 1
 	if _, _, errno := syscall.RawSyscall(syscall.SYS_CLOCK_GETTIME, clockMonotonic, uintptr(unsafe.Pointer(&ts)), 0); errno != 0 {
+		return 0, false
+	}
+	return ts.Nano(), true
+}
+
+// bootNow reads CLOCK_BOOTTIME: CLOCK_MONOTONIC plus the time the system
+// was suspended. ok is false when it cannot be read.
+func bootNow() (ns int64, ok bool) {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
 		return 0, false
 	}
 	return ts.Nano(), true

@@ -16,14 +16,17 @@ import (
 	"github.com/pgdr/pgdr/pkg/testutil"
 )
 
+// clocksAt is a reading of the clocks at t on every one of them.
+func clocksAt(t time.Time) Clocks { return Clocks{Now: t, Wall: t.Round(0)} }
+
 func TestWatchdogTimer(t *testing.T) {
 	t0 := time.Unix(1000, 0) // a fake clock
 	ms := func(n int64) WatchdogHeartbeat { return WatchdogHeartbeat{RemainingMs: n, Epoch: 3} }
 	var w WatchdogTimer
-	if w.Armed() || w.Due(t0.Add(time.Hour)) {
+	if w.Armed() || w.Due(clocksAt(t0.Add(time.Hour))) {
 		t.Fatal("a new watchdog guards nothing")
 	}
-	if _, ok := w.Wait(t0); ok {
+	if _, ok := w.Wait(clocksAt(t0)); ok {
 		t.Fatal("Wait without a deadline")
 	}
 
@@ -32,13 +35,13 @@ func TestWatchdogTimer(t *testing.T) {
 	if !w.Armed() || !w.Deadline().Equal(t0.Add(3*time.Second)) || w.Epoch() != 3 {
 		t.Fatalf("armed %v deadline %v epoch %d", w.Armed(), w.Deadline().Sub(t0), w.Epoch())
 	}
-	if w.Due(t0.Add(2999*time.Millisecond)) || !w.Due(t0.Add(3*time.Second)) {
+	if w.Due(clocksAt(t0.Add(2999*time.Millisecond))) || !w.Due(clocksAt(t0.Add(3*time.Second))) {
 		t.Fatal("due exactly at the deadline")
 	}
-	if d, ok := w.Wait(t0.Add(time.Second)); !ok || d != 2*time.Second {
+	if d, ok := w.Wait(clocksAt(t0.Add(time.Second))); !ok || d != 2*time.Second {
 		t.Fatalf("Wait = %v %v", d, ok)
 	}
-	if d, _ := w.Wait(t0.Add(time.Minute)); d != 0 {
+	if d, _ := w.Wait(clocksAt(t0.Add(time.Minute))); d != 0 {
 		t.Fatalf("Wait past the deadline = %v", d)
 	}
 
@@ -65,16 +68,16 @@ func TestWatchdogTimer(t *testing.T) {
 	// A stale heartbeat (sat in the pipe longer than it had left) is due
 	// at once: the child never fences later than the daemon would have.
 	w.Beat(t0.Add(10*time.Second), ms(1000), 5*time.Second)
-	if !w.Due(t0.Add(10 * time.Second)) {
+	if !w.Due(clocksAt(t0.Add(10 * time.Second))) {
 		t.Fatalf("a stale heartbeat: deadline %v after receipt", w.Deadline().Sub(t0.Add(10*time.Second)))
 	}
 	// 0 disarms; a negative remaining_ms means "already past".
 	w.Beat(t0.Add(11*time.Second), ms(0), 0)
-	if w.Armed() || w.Due(t0.Add(time.Hour)) {
+	if w.Armed() || w.Due(clocksAt(t0.Add(time.Hour))) {
 		t.Fatal("remaining_ms 0 must disarm")
 	}
 	w.Beat(t0.Add(12*time.Second), ms(-1), 0)
-	if !w.Due(t0.Add(12 * time.Second)) {
+	if !w.Due(clocksAt(t0.Add(12 * time.Second))) {
 		t.Fatal("remaining_ms < 0 must be due at once")
 	}
 	if w.Beats() != 8 {
@@ -109,7 +112,7 @@ func TestWatchdogHeartbeatNeverLater(t *testing.T) {
 			t.Fatalf("a guarding heartbeat disarmed: %+v", hb)
 		}
 		if hb.RemainingMs < 0 { // built after the deadline: fence at once
-			if !w.Due(recv) {
+			if !w.Due(clocksAt(recv)) {
 				t.Fatalf("a passed deadline is not due at once: %+v", hb)
 			}
 			continue
