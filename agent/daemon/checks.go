@@ -41,7 +41,11 @@ func (d *Daemon) Latest() *pgdrv1.HealthReport {
 // probes, the metrics and the coordinator) and returns it.
 func (d *Daemon) CheckNow(ctx context.Context) *pgdrv1.HealthReport {
 	start := time.Now()
+	// The checks begin after sampled, on the clock that stamps received
+	// commands: the report names the latest command received by then.
+	sampled := d.clock()
 	r := d.checker.Check(ctx)
+	r.AfterCommandId = d.echo.before(sampled)
 	d.annotateFailsafe(r)
 	d.metrics.checkDuration.Observe(time.Since(start).Seconds())
 	d.mu.Lock()

@@ -273,8 +273,12 @@ func (c *coordClient) session(ctx context.Context) error {
 			if err != nil {
 				return fmt.Errorf("command stream: %w", err)
 			}
+			// Reports sampled from now on name it (at receipt, not once
+			// carried out: echo.go).
+			at := c.d.clock()
+			c.d.echo.received(cmd.GetId(), at)
 			select {
-			case queue <- receivedCommand{cmd: cmd, at: c.d.clock()}:
+			case queue <- receivedCommand{cmd: cmd, at: at}:
 			case <-gctx.Done():
 				return gctx.Err()
 			}

@@ -61,6 +61,9 @@ type fakeCoord struct {
 	results    []*pgdrv1.CommandResult
 	badAuth    int
 	notLeaders int
+	// completeGate, when set, holds CompleteCommand until it is closed (or
+	// the call ends), which holds up the agent's carrying out of orders.
+	completeGate chan struct{}
 }
 
 func (c *fakeCoord) isLeader() bool { n, _ := c.fc.leaderOf(); return n == c.name }
@@ -162,6 +165,16 @@ func (c *fakeCoord) Commands(req *pgdrv1.CommandsRequest, st grpc.ServerStreamin
 func (c *fakeCoord) CompleteCommand(ctx context.Context, res *pgdrv1.CommandResult) (*pgdrv1.CommandResultAck, error) {
 	if err := c.leaderOnly(ctx); err != nil {
 		return nil, err
+	}
+	c.mu.Lock()
+	gate := c.completeGate
+	c.mu.Unlock()
+	if gate != nil {
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	}
 	c.mu.Lock()
 	c.results = append(c.results, res)
@@ -320,4 +333,59 @@ func TestCoordinatorClient(t *testing.T) {
 	if _, _, _, bad, _ := c1.snapshot(); bad != 0 {
 		t.Errorf("%d calls without the token", bad)
 	}
+}
+
+// TestReportEchoesReceivedCommand: review 4 of issue 12. Every report
+// names the latest command the agent had received before its checks
+// began (after_command_id), counted from the command's arrival on the
+// stream, not from when it was carried out: the leader that sent it knows
+// the report was sampled after it went out. Before any command arrived a
+// report names none.
+func TestReportEchoesReceivedCommand(t *testing.T) {
+	fc, _ := fakeSession(t, nil)
+	c2 := fc.coords["c2"]
+	gate := make(chan struct{})
+	c2.mu.Lock()
+	c2.completeGate = gate
+	c2.mu.Unlock()
+	released := false
+	defer func() {
+		if !released {
+			close(gate)
+		}
+	}()
+	testutil.WaitFor(t, 30*time.Second, "reports at the leader c2", func() (bool, error) {
+		_, r, _, _, _ := c2.snapshot()
+		return len(r) >= 2, fmt.Errorf("%d reports", len(r))
+	})
+	_, reports, _, _, _ := c2.snapshot()
+	for _, r := range reports {
+		if r.AfterCommandId != "" {
+			t.Fatalf("a report before any command names command %q", r.AfterCommandId)
+		}
+	}
+	// cmd-1 is carried out and its completion held up, so cmd-2 is
+	// received and waits in the queue.
+	c2.cmds <- &pgdrv1.AgentCommand{Id: "cmd-1", Cluster: "main", Node: "pg-a2", Epoch: 5, Kind: &pgdrv1.AgentCommand_Ping{Ping: &pgdrv1.Ping{}}}
+	c2.cmds <- &pgdrv1.AgentCommand{Id: "cmd-2", Cluster: "main", Node: "pg-a2", Epoch: 5, Kind: &pgdrv1.AgentCommand_Ping{Ping: &pgdrv1.Ping{}}}
+	testutil.WaitFor(t, 30*time.Second, "a report echoing cmd-2, received and not yet carried out", func() (bool, error) {
+		_, r, _, _, _ := c2.snapshot()
+		var last string
+		for _, r := range r {
+			if r.AfterCommandId == "cmd-2" {
+				return true, nil
+			}
+			last = r.AfterCommandId
+		}
+		return false, fmt.Errorf("%d reports, the last echoing %q", len(r), last)
+	})
+	if _, _, res, _, _ := c2.snapshot(); len(res) != 0 {
+		t.Fatalf("results %v completed while the gate was closed", res)
+	}
+	released = true
+	close(gate)
+	testutil.WaitFor(t, 30*time.Second, "both results", func() (bool, error) {
+		_, _, res, _, _ := c2.snapshot()
+		return len(res) == 2, fmt.Errorf("%d results", len(res))
+	})
 }

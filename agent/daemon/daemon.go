@@ -40,6 +40,8 @@ type Daemon struct {
 	latest *pgdrv1.HealthReport
 	// reported is signalled (without blocking) after every round of checks.
 	reported chan struct{}
+	// echo: the commands received last, which reports name (echo.go).
+	echo commandEcho
 
 	// epoch is the highest epoch seen (registration, commands, leases);
 	// its zero value is ready, capabilities get &d.epoch.

@@ -26,9 +26,14 @@ type Member struct {
 	// Fresh: a report arrived within stale_after. Every other field is only
 	// as good as that report.
 	Fresh bool
-	// ReportedAt: when the leader received that report, on its own clock
-	// (with the monotonic reading; zero: unknown).
-	ReportedAt                                                  time.Time
+	// SampledAfter: a time on the leader's clock (with the monotonic
+	// reading) before which that report's checks cannot have begun: when
+	// this leader sent the command the report names as the latest its
+	// agent had received before sampling (zero: unknown, e.g. a command of
+	// another leader, or an older agent that names none). When the leader
+	// received the report is no such bound: an agent sends its cached
+	// report again when a new session opens.
+	SampledAfter                                                time.Time
 	PostmasterAlive, Connectable, InRecovery, Streaming, Fenced bool
 	Timeline                                                    uint32
 	ReceiveLSN, ReplayLSN                                       uint64

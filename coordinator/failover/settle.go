@@ -32,10 +32,17 @@ type Unsettled struct {
 // leader's clock now (with its monotonic reading, as u.Since); margin is
 // the leader's safety margin, added to the window for the clocks' rates
 // and the agent's estimate of the sending. It returns why, either way:
-//   - a fresh report, received after u.Since (after every order that may
-//     still complete went out), that PostgreSQL is stopped: no postmaster
-//     and no connection (a restarted server drops the promote request: the
-//     postmaster removes the signal file). One signal alone is not enough:
+//   - a fresh report, sampled after u.Since (after every order that may
+//     still complete went out: m.SampledAfter, when this leader sent the
+//     command the report names as the latest its agent had received before
+//     its checks began, is not before u.Since), that PostgreSQL is
+//     stopped: no postmaster and no connection (a restarted server drops
+//     the promote request: the postmaster removes the signal file). When
+//     the leader received the report proves nothing: the agent sends its
+//     cached report again on a new session, and a sample from before the
+//     order may arrive after it, the server started in between. A report
+//     that names no command this leader sent (an older agent) never
+//     settles: the leader fences instead. One signal alone is not enough:
 //     the postmaster is "not alive" on any postmaster.pid read error or
 //     when the PID namespace hides it. "Fenced" settles nothing by itself:
 //     the marker is written before PostgreSQL is stopped, and a fence whose
@@ -52,12 +59,12 @@ type Unsettled struct {
 func PromoteSettled(u Unsettled, m Member, now time.Time, margin time.Duration) (bool, string) {
 	note := ""
 	if m.Fresh && !m.PostmasterAlive && !m.Connectable {
-		if !u.Since.IsZero() && m.ReportedAt.After(u.Since) {
-			return true, fmt.Sprintf("%s reports PostgreSQL stopped: no postmaster and not connectable (a restarted server drops the promote request)", u.Node)
+		if !u.Since.IsZero() && !m.SampledAfter.IsZero() && !m.SampledAfter.Before(u.Since) {
+			return true, fmt.Sprintf("%s reports PostgreSQL stopped, sampled after the last promote order to it went out: no postmaster and not connectable (a restarted server drops the promote request)", u.Node)
 		}
-		// A report from before an order went out says nothing of it: the
-		// server may have been started since.
-		note = fmt.Sprintf("%s's report that PostgreSQL is stopped was received before the last promote order to it went out (or this leader does not know when that was); ", u.Node)
+		// A report sampled before an order went out says nothing of it:
+		// the server may have been started since.
+		note = fmt.Sprintf("%s's report that PostgreSQL is stopped was not sampled after the last promote order to it went out, as far as this leader knows (it names no command this leader sent after that); ", u.Node)
 	}
 	settled, why := promoteDeadlinePassed(u, now, margin)
 	if !settled {

@@ -12,7 +12,9 @@ import (
 // and stays when the stop failed, nor on a postmaster not seen while the
 // server answers: review A), or once the settle deadline
 // its agent promised to keep has passed, with no order of unknown promise
-// out.
+// out. A stopped report counts only when it was sampled after the last
+// order went out (review 4: SampledAfter, from the command it names), not
+// merely received after.
 func TestPromoteSettled(t *testing.T) {
 	now := time.Date(2026, 12, 7, 6, 0, 0, 0, time.UTC)
 	const margin = time.Second
@@ -29,10 +31,19 @@ func TestPromoteSettled(t *testing.T) {
 		why     string
 	}{
 		{"no report, no promise", Unsettled{Node: "b"}, Member{}, false, "does not guarantee"},
-		{"stopped", Unsettled{Node: "b", Since: past}, Member{Fresh: true, ReportedAt: now}, true, "stopped"},
+		{"stopped", Unsettled{Node: "b", Since: past}, Member{Fresh: true, SampledAfter: now}, true, "stopped"},
 		// review 3/2: a report from before the order says nothing of it.
-		{"stopped, reported before the order", Unsettled{Node: "b", Since: now}, Member{Fresh: true, ReportedAt: now.Add(-time.Second)}, false, "before"},
-		{"stopped, no order start known", Unsettled{Node: "b"}, Member{Fresh: true, ReportedAt: now}, false, ""},
+		{"stopped, sampled before the order", Unsettled{Node: "b", Since: now}, Member{Fresh: true, SampledAfter: now.Add(-time.Second)}, false, "not sampled after"},
+		{"stopped, no order start known", Unsettled{Node: "b"}, Member{Fresh: true, SampledAfter: now}, false, ""},
+		// review 4: received after the order went out is not sampled after
+		// it. A report cached by the agent (sent again when a new session
+		// opens) or held up in transit may have been sampled before the
+		// order, and the server started since.
+		{"stopped, received after the order, sampled when unknown (no echo)", Unsettled{Node: "b", Since: past}, Member{Fresh: true}, false, "not sampled after"},
+		{"stopped, received after the order, echoes an older command", Unsettled{Node: "b", Since: past}, Member{Fresh: true, SampledAfter: past.Add(-time.Second)}, false, "not sampled after"},
+		{"stopped, echoes the order sent at Since", Unsettled{Node: "b", Since: past}, Member{Fresh: true, SampledAfter: past}, true, "stopped"},
+		{"stopped, echoes a later command (a fence)", Unsettled{Node: "b", Since: past}, Member{Fresh: true, SampledAfter: past.Add(time.Second)}, true, "stopped"},
+		{"stopped, echoes a command, no order start known", Unsettled{Node: "b"}, Member{Fresh: true, SampledAfter: past}, false, ""},
 		// review A: postmaster.pid unreadable, or the PID namespace hides
 		// the postmaster, while the server still answers.
 		{"postmaster not seen but connectable (A)", Unsettled{Node: "b"}, Member{Fresh: true, Connectable: true}, false, ""},
@@ -44,7 +55,7 @@ func TestPromoteSettled(t *testing.T) {
 		// a fence whose stop failed leaves a running replica whose pending
 		// promotion can still complete.
 		{"fenced and in recovery, still running (A)", Unsettled{Node: "b"}, Member{Fresh: true, PostmasterAlive: true, Connectable: true, InRecovery: true, Fenced: true}, false, ""},
-		{"fenced and stopped", Unsettled{Node: "b", Since: past}, Member{Fresh: true, Fenced: true, ReportedAt: now}, true, "stopped"},
+		{"fenced and stopped", Unsettled{Node: "b", Since: past}, Member{Fresh: true, Fenced: true, SampledAfter: now}, true, "stopped"},
 		{"in recovery, not fenced", Unsettled{Node: "b"}, replica, false, ""},
 		{"settle deadline passed, honoured", Unsettled{Node: "b", Window: window, Since: past, Honoured: true}, Member{}, true, "not confirmed by its settle deadline"},
 		{"settle deadline within the margin", Unsettled{Node: "b", Window: window, Since: future, Honoured: true}, Member{}, false, "drops the promotion unless confirmed within"},

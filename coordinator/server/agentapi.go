@@ -33,6 +33,8 @@ type hub struct {
 	streams map[memberKey]chan *pgdrv1.AgentCommand
 	results map[memberKey]*pgdrv1.CommandResult
 	waiters map[string]waiter
+	// sent: when the latest commands to each member went out (echo.go).
+	sent sentCommands
 }
 
 // waiter waits for the result of a command sent to member k: only k's
@@ -115,6 +117,8 @@ func (h *hub) close(k memberKey, ch chan *pgdrv1.AgentCommand) {
 }
 
 // send queues a command for a member; false if it has no open stream.
+// When it went out is noted first, before the agent can receive it: a
+// report that names it was sampled after then (echo.go).
 func (h *hub) send(k memberKey, c *pgdrv1.AgentCommand) bool {
 	h.mu.Lock()
 	ch, ok := h.streams[k]
@@ -122,6 +126,7 @@ func (h *hub) send(k memberKey, c *pgdrv1.AgentCommand) bool {
 	if !ok {
 		return false
 	}
+	h.sent.note(k, c.GetId(), time.Now())
 	select {
 	case ch <- c:
 		return true
@@ -403,8 +408,12 @@ func (a *agentAPI) Commands(req *pgdrv1.CommandsRequest, stream pgdrv1.AgentServ
 	a.s.metrics.streams.Inc()
 	defer a.s.metrics.streams.Dec()
 	_, _, epoch := a.s.fsm.MemberEpoch(req.Cluster, req.Node)
-	ch <- &pgdrv1.AgentCommand{Id: newCommandID(), Cluster: req.Cluster, Node: req.Node, Epoch: epoch,
+	ping := &pgdrv1.AgentCommand{Id: newCommandID(), Cluster: req.Cluster, Node: req.Node, Epoch: epoch,
 		IssuedAt: timestamppb.Now(), Kind: &pgdrv1.AgentCommand_Ping{Ping: &pgdrv1.Ping{}}}
+	// Noted like every command sent: the reports sampled after the agent
+	// received it name it (echo.go).
+	a.s.hub.sent.note(k, ping.Id, time.Now())
+	ch <- ping
 	for {
 		select {
 		case <-lctx.Done():

@@ -114,11 +114,13 @@ func (p *primaryLSNs) wrote(cluster string, lsn uint64, now time.Time) {
 // known position. A report whose recovery state could not be read is kept
 // as not connectable: nothing may take it for a writable server (a primary
 // to fail over from, a stray writable node to rejoin) nor for a replica.
+// The report was sampled after the command it names went out, when this
+// leader sent it (echo.go); when it was received says nothing of that.
 func (s *Server) ingestReport(r *pgdrv1.HealthReport, now time.Time) {
 	if r.GetRecoveryUnknown() {
 		r.Connectable = false
 	}
-	s.view.put(r, now)
+	s.view.put(r, now, s.hub.sent.at(memberKey{r.GetCluster(), r.GetNode()}, r.GetAfterCommandId()))
 	if !r.GetConnectable() || r.GetInRecovery() || r.GetCurrentLsn() == 0 {
 		return
 	}

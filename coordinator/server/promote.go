@@ -22,8 +22,11 @@ import (
 // candidate of an unsettled promote (still the recorded primary: nothing
 // moves the primary while one is unsettled) is fenced at the recorded epoch,
 // unless its fresh report shows PostgreSQL stopped (no postmaster and not
-// connectable: a restarted server drops the promote request). When it cannot be fenced the leader waits:
-// it never promotes a second member while the first may still complete.
+// connectable: a restarted server drops the promote request) and was
+// sampled after the last promote order to it went out (the report names a
+// command this leader sent since: echo.go). When it cannot be fenced the
+// leader waits: it never promotes a second member while the first may
+// still complete.
 
 // Details of a failover result about its promote order.
 const (
@@ -92,12 +95,16 @@ func forcedFailover(ctx context.Context) bool { f, _ := ctx.Value(forcedKey{}).(
 //
 // The unsettled candidate counts as settled without an order when
 // failover.PromoteSettled says so (a fresh report that PostgreSQL is
-// stopped and not connectable; or the settle deadline its agent promised
-// to keep has passed). Otherwise it is fenced at the recorded epoch; when
-// that fails the leader waits, until the settle deadline when there is
-// one, or until an operator runs 'pgdrctl failover --force' when there is
-// none (an agent that does not keep settle_by, an order whose outcome a
-// leader change lost).
+// stopped and not connectable, sampled after the last promote order went
+// out; or the settle deadline its agent promised to keep has passed).
+// Otherwise it is fenced at the recorded epoch, and a fence that succeeds
+// settles it; when that fails the leader waits, until the settle deadline
+// when there is one, or until an operator runs 'pgdrctl failover --force'
+// when there is none (an agent that does not keep settle_by, an order
+// whose outcome a leader change lost). A fence whose answer did not come
+// back but that reached the agent is named by its later reports (hub.send
+// notes when it went out, before the agent can receive it): once one of
+// them says PostgreSQL is stopped, a later call settles on it.
 func (s *Server) settlePromote(ctx context.Context, c *pgdrv1.Cluster, cand string) (done, wait string) {
 	u := s.unsettledPromote(c)
 	if u == "" || u == cand {
@@ -108,7 +115,7 @@ func (s *Server) settlePromote(ctx context.Context, c *pgdrv1.Cluster, cand stri
 	var m failover.Member
 	if sm, ok := s.view.snapshot()[k]; ok {
 		r := sm.report
-		m = failover.Member{Name: u, Fresh: now.Sub(sm.at) <= s.cfg.Health.StaleAfter.Duration, ReportedAt: sm.at, PostmasterAlive: r.GetPostmasterAlive(),
+		m = failover.Member{Name: u, Fresh: now.Sub(sm.at) <= s.cfg.Health.StaleAfter.Duration, SampledAfter: sm.sampledAfter, PostmasterAlive: r.GetPostmasterAlive(),
 			// A server that answered counts as running even when its
 			// recovery state is unknown: ingestReport stores such a report
 			// as not connectable, RecoveryUnknown still says it answered.

@@ -18,6 +18,7 @@ import (
 	"github.com/pgdr/pgdr/coordinator/failover"
 	"github.com/pgdr/pgdr/coordinator/fsm"
 	"github.com/pgdr/pgdr/pkg/testutil"
+	"github.com/pgdr/pgdr/pkg/tlsutil"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
 
@@ -70,6 +71,7 @@ func testLeaderWith(t *testing.T, opts fsm.Options) *Server {
 type fakeAgents struct {
 	mu     sync.Mutex
 	log    []string
+	ids    []string // "node kind id", in arrival order
 	answer func(node string, c *pgdrv1.AgentCommand) *pgdrv1.CommandResult
 }
 
@@ -88,6 +90,7 @@ func (f *fakeAgents) start(t *testing.T, s *Server, nodes ...string) {
 				case c := <-ch:
 					f.mu.Lock()
 					f.log = append(f.log, fmt.Sprintf("%s %s@%d", n, orderKind(c), c.GetEpoch()))
+					f.ids = append(f.ids, n+" "+orderKind(c)+" "+c.GetId())
 					answer := f.answer
 					f.mu.Unlock()
 					if r := answer(n, c); r != nil {
@@ -104,6 +107,19 @@ func (f *fakeAgents) orders() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return append([]string(nil), f.log...)
+}
+
+// lastID is the id of the last order of kind (orderKind) node received
+// ("" when none).
+func (f *fakeAgents) lastID(node, kind string) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i := len(f.ids) - 1; i >= 0; i-- {
+		if rest, ok := strings.CutPrefix(f.ids[i], node+" "+kind+" "); ok {
+			return rest
+		}
+	}
+	return ""
 }
 
 func orderKind(c *pgdrv1.AgentCommand) string {
@@ -431,7 +447,7 @@ func TestSettleNeedsStoppedNotJustFenced(t *testing.T) {
 		return &pgdrv1.CommandResult{Ok: true}
 	}}
 	agents.start(t, s, "a", "b", "c")
-	s.view.put(&pgdrv1.HealthReport{Cluster: "main", Node: "b", PostmasterAlive: true, Connectable: true, Fenced: true}, time.Now())
+	s.view.put(&pgdrv1.HealthReport{Cluster: "main", Node: "b", PostmasterAlive: true, Connectable: true, Fenced: true}, time.Now(), time.Now())
 	done, wait := s.settlePromote(context.Background(), cl, "c")
 	if wait != "" || index(agents.orders(), "b fence@2") < 0 {
 		t.Fatalf("orders %v, done %q, wait %q: b, fenced but still running writable, must be fenced before c is promoted", agents.orders(), done, wait)
@@ -459,8 +475,9 @@ func TestSettleNeedsStoppedNotJustFenced(t *testing.T) {
 			t.Fatalf("report %v: orders %v, done %q, wait %q: want b fenced first", r, agents.orders(), done, wait)
 		}
 	}
-	// Stopped (no postmaster, not connectable), fenced or not: settled
-	// without an order.
+	// Stopped (no postmaster, not connectable), fenced or not, and sampled
+	// after a command sent after the catch-up (review 4): settled without
+	// another order.
 	for _, r := range []*pgdrv1.HealthReport{
 		{Cluster: "main", Node: "b", Fenced: true},
 		{Cluster: "main", Node: "b"},
@@ -470,17 +487,18 @@ func TestSettleNeedsStoppedNotJustFenced(t *testing.T) {
 		leaderCaughtUp(s, time.Now().Add(-time.Second))
 		agents := &fakeAgents{answer: func(string, *pgdrv1.AgentCommand) *pgdrv1.CommandResult { return &pgdrv1.CommandResult{Ok: true} }}
 		agents.start(t, s, "a", "b", "c")
-		s.view.put(r, time.Now())
-		if done, wait := s.settlePromote(context.Background(), cl, "c"); wait != "" || done == "" || len(agents.orders()) != 0 {
+		r.AfterCommandId = sendPing(t, s, "b")
+		s.ingestReport(r, time.Now())
+		if done, wait := s.settlePromote(context.Background(), cl, "c"); wait != "" || done == "" || index(agents.orders(), "b fence") >= 0 {
 			t.Fatalf("report %v: orders %v, done %q, wait %q: want settled without an order", r, agents.orders(), done, wait)
 		}
 	}
-	// Stopped, but reported before the order's window start (review 3/2):
+	// Stopped, but sampled before the order's window start (review 3/2):
 	// the server may have been restarted since; fenced first.
 	{
 		s := testLeader(t)
 		cl := unsettledCluster(t, s, false, time.Time{})
-		s.view.put(&pgdrv1.HealthReport{Cluster: "main", Node: "b"}, time.Now())
+		s.view.put(&pgdrv1.HealthReport{Cluster: "main", Node: "b"}, time.Now(), time.Now())
 		leaderCaughtUp(s, time.Now().Add(time.Millisecond))
 		agents := &fakeAgents{answer: func(string, *pgdrv1.AgentCommand) *pgdrv1.CommandResult { return &pgdrv1.CommandResult{Ok: true} }}
 		agents.start(t, s, "a", "b", "c")
@@ -488,6 +506,96 @@ func TestSettleNeedsStoppedNotJustFenced(t *testing.T) {
 			t.Fatalf("stopped report from before the order: orders %v, done %q, wait %q: want b fenced first", agents.orders(), done, wait)
 		}
 	}
+}
+
+// TestSettleStoppedSampledAfterOrder: review 4. A report that PostgreSQL
+// is stopped settles an unsettled promotion only when it was sampled after
+// the last order to the node went out, which the leader knows only from
+// the command the report echoes (after_command_id: the latest the agent
+// had received before its checks began), when it sent that command
+// itself. The agent sends its cached latest report when a new session
+// opens: received after this leader caught up, sampled before, when the
+// server may since have been started and its promotion completed.
+func TestSettleStoppedSampledAfterOrder(t *testing.T) {
+	ok := func(string, *pgdrv1.AgentCommand) *pgdrv1.CommandResult { return &pgdrv1.CommandResult{Ok: true} }
+	// The cached report from before the new leader's catch-up, echoing no
+	// command (an older agent), or one of the previous leader's.
+	for _, echo := range []string{"", "0123456789abcdef"} {
+		s := testLeader(t)
+		cl := unsettledCluster(t, s, false, time.Time{})
+		leaderCaughtUp(s, time.Now())
+		agents := &fakeAgents{answer: ok}
+		agents.start(t, s, "a", "b", "c")
+		s.ingestReport(&pgdrv1.HealthReport{Cluster: "main", Node: "b", AfterCommandId: echo}, time.Now()) // on b's new session
+		if done, wait := s.settlePromote(context.Background(), cl, "c"); wait != "" || index(agents.orders(), "b fence@2") < 0 {
+			t.Fatalf("stopped report echoing %q, received after the catch-up: orders %v, done %q, wait %q: want b fenced first (it may have been sampled before)",
+				echo, agents.orders(), done, wait)
+		}
+	}
+	// Sampled after a command this leader sent after its catch-up: settled
+	// without an order.
+	{
+		s := testLeader(t)
+		cl := unsettledCluster(t, s, false, time.Time{})
+		leaderCaughtUp(s, time.Now())
+		agents := &fakeAgents{answer: ok}
+		agents.start(t, s, "a", "b", "c")
+		id := sendPing(t, s, "b")
+		s.ingestReport(&pgdrv1.HealthReport{Cluster: "main", Node: "b", AfterCommandId: id}, time.Now())
+		if done, wait := s.settlePromote(context.Background(), cl, "c"); wait != "" || done == "" || len(agents.orders()) != 1 {
+			t.Fatalf("stopped report sampled after the ping: orders %v, done %q, wait %q: want settled without an order", agents.orders(), done, wait)
+		}
+	}
+	// A command sent before the catch-up (before Since) proves nothing.
+	{
+		s := testLeader(t)
+		cl := unsettledCluster(t, s, false, time.Time{})
+		agents := &fakeAgents{answer: ok}
+		agents.start(t, s, "a", "b", "c")
+		id := sendPing(t, s, "b")
+		leaderCaughtUp(s, time.Now().Add(time.Millisecond))
+		s.ingestReport(&pgdrv1.HealthReport{Cluster: "main", Node: "b", AfterCommandId: id}, time.Now().Add(time.Second))
+		if done, wait := s.settlePromote(context.Background(), cl, "c"); wait != "" || index(agents.orders(), "b fence@2") < 0 {
+			t.Fatalf("stopped report sampled after a ping sent before the catch-up: orders %v, done %q, wait %q: want b fenced first", agents.orders(), done, wait)
+		}
+	}
+	// The fence whose call timed out but reached the agent: a later report
+	// that echoes it and says stopped settles.
+	{
+		s := testLeader(t)
+		s.cfg.Failover.CommandTimeout.Duration = 300 * time.Millisecond
+		cl := unsettledCluster(t, s, false, time.Time{})
+		leaderCaughtUp(s, time.Now())
+		agents := &fakeAgents{answer: func(node string, cmd *pgdrv1.AgentCommand) *pgdrv1.CommandResult {
+			if node == "b" {
+				return nil // received, never answered
+			}
+			return &pgdrv1.CommandResult{Ok: true}
+		}}
+		agents.start(t, s, "a", "b", "c")
+		if done, wait := s.settlePromote(context.Background(), cl, "c"); wait == "" {
+			t.Fatalf("settled without an answer to the fence: %q", done)
+		}
+		fence := agents.lastID("b", "fence")
+		if fence == "" {
+			t.Fatalf("no fence sent to b: %v", agents.orders())
+		}
+		s.ingestReport(&pgdrv1.HealthReport{Cluster: "main", Node: "b", AfterCommandId: fence}, time.Now())
+		if done, wait := s.settlePromote(context.Background(), cl, "c"); wait != "" || !strings.Contains(done, "stopped") {
+			t.Fatalf("stopped report sampled after the fence: done %q, wait %q: want settled by the report", done, wait)
+		}
+	}
+}
+
+// sendPing sends a ping to node of cluster main on its command stream and
+// returns its id.
+func sendPing(t *testing.T, s *Server, node string) string {
+	t.Helper()
+	id := newCommandID()
+	if !s.hub.send(memberKey{"main", node}, &pgdrv1.AgentCommand{Id: id, Cluster: "main", Node: node, Kind: &pgdrv1.AgentCommand_Ping{Ping: &pgdrv1.Ping{}}}) {
+		t.Fatalf("no command stream to %s", node)
+	}
+	return id
 }
 
 // TestSettleAfterSettleDeadline: review D10. A candidate whose promotion
@@ -692,5 +800,61 @@ func TestNoPromoteWithoutOrderedMark(t *testing.T) {
 	}
 	if err == nil || !strings.Contains(err.Error(), "recording") {
 		t.Fatalf("promoteRecorded: err %v, want the failure to record the order", err)
+	}
+}
+
+// TestReportSampledAfterOpeningPing: review 4, over the agent API. The
+// ping that opens a command stream is noted when it goes out, so a report
+// that names it was sampled after then; a report naming a command this
+// leader did not send (another leader's), or none, has no known sample
+// time, however late it arrives.
+func TestReportSampledAfterOpeningPing(t *testing.T) {
+	s := testServer(t, Options{Barrier: func(time.Duration) error { return nil }})
+	startInmemRaft(t, s)
+	mustPropose(t, s, pgdrv1.CommandType_COMMAND_TYPE_REGISTER_MEMBER, &pgdrv1.RegisterMember{Member: &pgdrv1.Member{
+		Cluster: "main", Name: "pg-a", Region: "eu-west-1", Dsn: "host=pg-a"}})
+	ca, dial := agentAPIServer(t, s)
+	cert := issueTestCert(t, ca, "pg-a", tlsutil.RoleAgent, "urn:pgdr:cluster:main")
+	cli := dial(&cert, "")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	before := time.Now()
+	cs, err := cli.Commands(ctx, &pgdrv1.CommandsRequest{Cluster: "main", Node: "pg-a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ping, err := cs.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ping.GetPing() == nil || ping.GetId() == "" {
+		t.Fatalf("the stream opened with %v, want a ping with an id", ping)
+	}
+	k := memberKey{"main", "pg-a"}
+	for _, c := range []struct {
+		echo  string
+		known bool
+	}{{"", false}, {"0123456789abcdef", false}, {ping.GetId(), true}} {
+		rs, err := cli.Report(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := rs.Send(&pgdrv1.HealthReport{Cluster: "main", Node: "pg-a", AfterCommandId: c.echo}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := rs.CloseAndRecv(); err != nil {
+			t.Fatal(err)
+		}
+		sm, ok := s.view.get(k)
+		if !ok || sm.report.GetAfterCommandId() != c.echo {
+			t.Fatalf("report naming %q not stored: %v", c.echo, sm.report)
+		}
+		if known := !sm.sampledAfter.IsZero(); known != c.known {
+			t.Fatalf("report naming %q: sampled after %v, want known=%v", c.echo, sm.sampledAfter, c.known)
+		}
+		if c.known && (sm.sampledAfter.Before(before) || sm.sampledAfter.After(sm.at)) {
+			t.Fatalf("report naming the opening ping: sampled after %v, not between the stream's opening (%v) and the report's receipt (%v)",
+				sm.sampledAfter, before, sm.at)
+		}
 	}
 }

@@ -101,6 +101,9 @@ func validReport(r *pgdrv1.HealthReport) error {
 			return invalid(f.name, "longer than %d bytes", maxReportStr)
 		}
 	}
+	if len(r.AfterCommandId) > maxCommandID {
+		return invalid("after_command_id", "longer than %d bytes", maxCommandID)
+	}
 	if len(r.Replicas) > maxReplicas {
 		return invalid("replicas", "%d replicas; at most %d", len(r.Replicas), maxReplicas)
 	}

@@ -375,6 +375,7 @@ func (s *Server) beginLeadership(parent context.Context) {
 	s.promoteClk.begin(time.Time{})
 	s.mu.Unlock()
 	s.view.reset()
+	s.hub.sent.reset()
 	s.judge.reset()
 	s.syncer.reset()
 	s.log.Info("became raft leader")
@@ -391,6 +392,7 @@ func (s *Server) endLeadership() {
 	s.promoteClk.begin(time.Time{})
 	s.mu.Unlock()
 	s.view.reset()
+	s.hub.sent.reset()
 }
 
 // currentLeaderCtx is done as soon as this node stops leading.

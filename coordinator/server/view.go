@@ -26,6 +26,11 @@ type memberKey struct{ cluster, node string }
 type sample struct {
 	report *pgdrv1.HealthReport
 	at     time.Time
+	// sampledAfter: the report's checks began after this time on the
+	// leader's clock, with its monotonic reading: when this leader sent
+	// the command the report names as the latest its agent had received
+	// (zero: unknown; echo.go).
+	sampledAfter time.Time
 }
 
 // view is the leader's in-memory picture of agent health. It is rebuilt
@@ -37,9 +42,11 @@ type view struct {
 
 func newView() *view { return &view{samples: map[memberKey]sample{}} }
 
-func (v *view) put(r *pgdrv1.HealthReport, at time.Time) {
+// put stores r, received at at and sampled after sampledAfter (zero:
+// unknown), as its member's latest report.
+func (v *view) put(r *pgdrv1.HealthReport, at, sampledAfter time.Time) {
 	v.mu.Lock()
-	v.samples[memberKey{r.Cluster, r.Node}] = sample{report: r, at: at}
+	v.samples[memberKey{r.Cluster, r.Node}] = sample{report: r, at: at, sampledAfter: sampledAfter}
 	v.mu.Unlock()
 }
 

@@ -677,8 +677,16 @@ type HealthReport struct {
 	// failsafe_refuse_ms: how long after failsafe_acked_at this member
 	// refuses promotion (the larger of its lease TTL and the ping's).
 	FailsafeRefuseMs int64 `protobuf:"varint,31,opt,name=failsafe_refuse_ms,json=failsafeRefuseMs,proto3" json:"failsafe_refuse_ms,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// after_command_id: the id of the latest AgentCommand this agent had
+	// received (when it arrived on the command stream, not when it was
+	// carried out) before this report's checks began, measured on the
+	// agent's monotonic clock; "" when none. The leader that sent that
+	// command knows when it went out: the report was sampled after that,
+	// whenever it was received (a report cached from before a new session
+	// arrives late). Never a command received after the checks began.
+	AfterCommandId string `protobuf:"bytes,32,opt,name=after_command_id,json=afterCommandId,proto3" json:"after_command_id,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *HealthReport) Reset() {
@@ -926,6 +934,13 @@ func (x *HealthReport) GetFailsafeRefuseMs() int64 {
 		return x.FailsafeRefuseMs
 	}
 	return 0
+}
+
+func (x *HealthReport) GetAfterCommandId() string {
+	if x != nil {
+		return x.AfterCommandId
+	}
+	return ""
 }
 
 // ReplicaState is one row of the primary's pg_stat_replication.
@@ -2027,7 +2042,8 @@ const file_pgdr_v1_agent_proto_rawDesc = "" +
 	"\x10RegisterResponse\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x18\n" +
 	"\aprimary\x18\x02 \x01(\tR\aprimary\x12,\n" +
-	"\x03now\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x03now\"\xe2\t\n" +
+	"\x03now\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x03now\"\x8c\n" +
+	"\n" +
 	"\fHealthReport\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12.\n" +
@@ -2066,7 +2082,8 @@ const file_pgdr_v1_agent_proto_rawDesc = "" +
 	"\x0efailsafe_epoch\x18\x1c \x01(\x04R\rfailsafeEpoch\x12'\n" +
 	"\x0ffailsafe_active\x18\x1d \x01(\bR\x0efailsafeActive\x12)\n" +
 	"\x10recovery_unknown\x18\x1e \x01(\bR\x0frecoveryUnknown\x12,\n" +
-	"\x12failsafe_refuse_ms\x18\x1f \x01(\x03R\x10failsafeRefuseMs\"\xe2\x01\n" +
+	"\x12failsafe_refuse_ms\x18\x1f \x01(\x03R\x10failsafeRefuseMs\x12(\n" +
+	"\x10after_command_id\x18  \x01(\tR\x0eafterCommandId\"\xe2\x01\n" +
 	"\fReplicaState\x12)\n" +
 	"\x10application_name\x18\x01 \x01(\tR\x0fapplicationName\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x1d\n" +
