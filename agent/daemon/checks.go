@@ -42,7 +42,7 @@ func (d *Daemon) Latest() *pgdrv1.HealthReport {
 func (d *Daemon) CheckNow(ctx context.Context) *pgdrv1.HealthReport {
 	start := time.Now()
 	r := d.checker.Check(ctx)
-	d.annotateFailsafe(r)
+	d.failsafe.Annotate(r)
 	d.metrics.checkDuration.Observe(time.Since(start).Seconds())
 	d.mu.Lock()
 	prev := d.latest

@@ -17,6 +17,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/pgdr/pgdr/agent/failsafe"
 	"github.com/pgdr/pgdr/agent/health"
 	"github.com/pgdr/pgdr/agent/walship"
 	"github.com/pgdr/pgdr/pkg/config"
@@ -57,8 +58,8 @@ type Daemon struct {
 	orderMu sync.Mutex
 	// runCtx is Run's context: orders outlive the session that brought them.
 	runCtx context.Context
-	// fs is the failsafe state (failsafe.go).
-	fs failsafeState
+	// failsafe is the failsafe (agent/failsafe; built in New).
+	failsafe *failsafe.Failsafe
 	// wd is the process watchdog's state (watchdog.go).
 	wd watchdogState
 	// promotionOpener replaces the local server's side of a promotion in
@@ -102,7 +103,8 @@ func New(cfg *config.Config, shipper *walship.Shipper, log *slog.Logger) *Daemon
 	hc := health.ConfigFrom(cfg)
 	hc.Timeout = d.checkTimeout()
 	d.checker = health.NewChecker(hc, log.With("component", "health"))
-	d.metrics = newMetrics(cfg.Cluster, cfg.Node.Name, d.Latest, d.failsafeGauges)
+	d.failsafe = d.newFailsafe()
+	d.metrics = newMetrics(cfg.Cluster, cfg.Node.Name, d.Latest, d.failsafe.Gauges)
 	d.hooks = newHookRunner(cfg, log, prometheus.WrapRegistererWith(prometheus.Labels{"cluster": cfg.Cluster, "node": cfg.Node.Name}, d.metrics.reg))
 	d.runCtx = context.Background()
 	if len(cfg.Coordinator.Addresses) > 0 {
@@ -141,7 +143,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 			return err
 		}
 		defer pool.Close()
-		d.setGossipPool(pool)
+		d.failsafe.SetPeers(pool)
 	}
 	run := func(f func(context.Context)) {
 		wg.Add(1)
@@ -158,7 +160,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if len(d.cfg.Coordinator.Addresses) > 0 {
 		run(d.runCoordinator)
 		run(d.leaseLoop)
-		run(d.failsafeLoop)
+		run(d.failsafe.Run)
 		d.resumePendingPromotion() // before this agent's watchdog relieves the previous one
 		if d.watchdogEnabled() {
 			run(d.watchdogLoop)
