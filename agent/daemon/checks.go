@@ -46,7 +46,7 @@ func (d *Daemon) CheckNow(ctx context.Context) *pgdrv1.HealthReport {
 	sampled := d.clock()
 	r := d.checker.Check(ctx)
 	r.AfterCommandId = d.echo.before(sampled)
-	d.annotateFailsafe(r)
+	d.failsafe.Annotate(r)
 	d.metrics.checkDuration.Observe(time.Since(start).Seconds())
 	d.mu.Lock()
 	prev := d.latest

@@ -148,7 +148,7 @@ func (c *coordClient) member() *pgdrv1.Member {
 		Priority:      int32(cfg.Node.Priority),
 	}
 	m.ApiUrl = c.d.apiURL()
-	m.FailsafeKey = c.d.failsafePublicKey()
+	m.FailsafeKey = c.d.failsafe.PublicKey()
 	// Promote.settle_by is kept with a watchdog that covers this process's
 	// death (promoteguard.go); without one the leader must not rely on it.
 	m.HonoursSettleBy = c.d.watchdogEnabled()

@@ -13,6 +13,7 @@ import (
 
 	"github.com/pgdr/pgdr/agent/agentsock"
 	"github.com/pgdr/pgdr/agent/epoch"
+	"github.com/pgdr/pgdr/agent/failsafe"
 	"github.com/pgdr/pgdr/agent/health"
 	"github.com/pgdr/pgdr/agent/hooks"
 	"github.com/pgdr/pgdr/agent/leaderclock"
@@ -60,8 +61,8 @@ type Daemon struct {
 	orderMu sync.Mutex
 	// runCtx is Run's context: orders outlive the session that brought them.
 	runCtx context.Context
-	// fs is the failsafe state (failsafe.go).
-	fs failsafeState
+	// failsafe is the failsafe (agent/failsafe; built in New).
+	failsafe *failsafe.Failsafe
 	// wd is the process watchdog's state (watchdog.go).
 	wd watchdogState
 	// promotionOpener replaces the local server's side of a promotion in
@@ -103,7 +104,8 @@ func New(cfg *config.Config, shipper *walship.Shipper, log *slog.Logger) *Daemon
 	hc := health.ConfigFrom(cfg)
 	hc.Timeout = d.checkTimeout()
 	d.checker = health.NewChecker(hc, log.With("component", "health"))
-	d.metrics = newMetrics(cfg.Cluster, cfg.Node.Name, d.Latest, d.failsafeGauges)
+	d.failsafe = d.newFailsafe()
+	d.metrics = newMetrics(cfg.Cluster, cfg.Node.Name, d.Latest, d.failsafe.Gauges)
 	d.lclock = leaderclock.New(log, d.metrics.clockSkew)
 	d.hooks = hooks.New(cfg, log, prometheus.WrapRegistererWith(prometheus.Labels{"cluster": cfg.Cluster, "node": cfg.Node.Name}, d.metrics.reg))
 	d.runCtx = context.Background()
@@ -147,7 +149,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 			return err
 		}
 		defer pool.Close()
-		d.setGossipPool(pool)
+		d.failsafe.SetPeers(pool)
 	}
 	run := func(f func(context.Context)) {
 		wg.Add(1)
@@ -164,7 +166,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if len(d.cfg.Coordinator.Addresses) > 0 {
 		run(d.runCoordinator)
 		run(d.leaseLoop)
-		run(d.failsafeLoop)
+		run(d.failsafe.Run)
 		d.resumePendingPromotion() // before this agent's watchdog relieves the previous one
 		if d.watchdogEnabled() {
 			run(d.watchdogLoop)

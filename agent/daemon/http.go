@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/pgdr/pgdr/agent/failsafe"
 	"github.com/pgdr/pgdr/agent/health"
 	"github.com/pgdr/pgdr/pkg/config"
 )
@@ -23,7 +24,7 @@ func (d *Daemon) Handler() http.Handler {
 	for _, ep := range health.Endpoints() {
 		mux.HandleFunc(string(ep), func(w http.ResponseWriter, req *http.Request) { d.serveProbe(w, req, ep) })
 	}
-	mux.HandleFunc(FailsafePath, d.serveFailsafe)
+	mux.Handle(failsafe.Path, d.failsafe)
 	mux.Handle("/metrics", promhttp.HandlerFor(d.metrics.reg, promhttp.HandlerOpts{Registry: d.metrics.reg}))
 	return mux
 }

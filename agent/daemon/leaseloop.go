@@ -39,7 +39,7 @@ func (d *Daemon) safetyMargin() time.Duration {
 // leaseServing is /primary's lease condition: true without coordinators
 // (standalone keeps the report-only behaviour).
 func (d *Daemon) leaseServing(now time.Time) (bool, string) {
-	return d.failsafeServing(now) // the lease's verdict, extended by failsafe
+	return d.failsafe.Serving(now) // the lease's verdict, extended by failsafe
 }
 
 // leaseRole is what the lease loop makes of the latest report.
@@ -152,14 +152,14 @@ func (d *Daemon) leaseRound(ctx context.Context, lc *leaseConn, warn func(error)
 		d.leaseMu.Lock()
 		d.lease.Reset(time.Now())
 		d.leaseMu.Unlock()
-		d.failsafeReset()
+		d.failsafe.Reset()
 		return 0
 	}
 	// A writable primary (or one that may be): renew, or fence.
 	d.leaseMu.Lock()
 	deadline, wasGranted := d.lease.Deadline(), d.lease.Granted()
 	d.leaseMu.Unlock()
-	deadline = d.failsafeDeadline(deadline) // later while every member acknowledges
+	deadline = d.failsafe.Deadline(deadline) // later while every member acknowledges
 	expired := !time.Now().Before(deadline)
 	if expired {
 		d.fence(ctx, d.expiredReason(wasGranted, deadline))
@@ -178,7 +178,7 @@ func (d *Daemon) leaseRound(ctx context.Context, lc *leaseConn, warn func(error)
 		return 0
 	}
 	if err != nil {
-		warn(err) // the leader unreachable: failsafe may carry on (failsafe.go)
+		warn(err) // the leader unreachable: failsafe may carry on (agent/failsafe)
 	} else {
 		d.leaseMu.Lock()
 		fence, why := d.lease.Answer(d.cfg.Node.Name, epoch, sent, resp)
@@ -187,9 +187,9 @@ func (d *Daemon) leaseRound(ctx context.Context, lc *leaseConn, warn func(error)
 		d.leaseMu.Unlock()
 		d.epoch.See(resp.GetEpoch())
 		if resp.GetGranted() {
-			d.failsafeGranted(sent, resp)
+			d.failsafe.Granted(sent, resp)
 		} else {
-			d.failsafeRefused() // a reachable leader refused: no failsafe
+			d.failsafe.Refused() // a reachable leader refused: no failsafe
 		}
 		note := ""
 		switch {
@@ -214,7 +214,7 @@ func (d *Daemon) leaseRound(ctx context.Context, lc *leaseConn, warn func(error)
 	d.leaseMu.Lock()
 	deadline, wasGranted = d.lease.Deadline(), d.lease.Granted()
 	d.leaseMu.Unlock()
-	deadline = d.failsafeDeadline(deadline)
+	deadline = d.failsafe.Deadline(deadline)
 	expired = !now.Before(deadline)
 	if expired {
 		d.fence(ctx, d.expiredReason(wasGranted, deadline))
@@ -226,7 +226,7 @@ func (d *Daemon) leaseRound(ctx context.Context, lc *leaseConn, warn func(error)
 
 func (d *Daemon) expiredReason(granted bool, deadline time.Time) string {
 	window := d.leaseTTL() - d.safetyMargin()
-	if why := d.failsafeExpiredReason(); why != "" {
+	if why := d.failsafe.ExpiredReason(); why != "" {
 		return why
 	}
 	if !granted {

@@ -197,7 +197,7 @@ func (d *Daemon) promote(ctx context.Context, epoch uint64, timing orderTiming, 
 			return "", err
 		}
 	}
-	fsDone, err := d.failsafeBeginPromote() // acknowledged a failsafe ping within lease_ttl?
+	fsDone, err := d.failsafe.BeginPromote() // acknowledged a failsafe ping within lease_ttl?
 	if err != nil {
 		return "", err
 	}

@@ -187,10 +187,7 @@ func TestPromoteOrder(t *testing.T) {
 		if res.Ok || !res.Pending || !strings.Contains(res.Error, "promotion pending") {
 			t.Fatalf("unfinished pg_promote: %+v", res)
 		}
-		d.fs.mu.Lock()
-		holding := d.fs.promoting
-		d.fs.mu.Unlock()
-		if !holding {
+		if !d.failsafe.Promoting() {
 			t.Fatal("a pending promotion must acknowledge no failsafe ping")
 		}
 		// The leader gave up and moved on; the promotion then completes:

@@ -23,7 +23,7 @@ import (
 // granted, so it assumes every primary holds a lease for a full TTL from
 // its election. A lease that expired is renewed again only while no
 // failover of its epoch began: a primary serving under failsafe (every
-// member acknowledged its pings, see agent/daemon/failsafe.go) renews when
+// member acknowledged its pings, see agent/failsafe) renews when
 // the leader is reachable again, and a failover revokes the lease
 // atomically with checking that it expired (revokeExpired) before anyone
 // is promoted, so a renewal never overlaps a promotion.

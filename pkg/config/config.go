@@ -195,7 +195,7 @@ type Failover struct {
 	SafetyMargin Duration `yaml:"safety_margin"`
 	// Failsafe (default true): a primary that cannot reach the coordinator
 	// leader keeps serving past its lease while every other member's agent
-	// acknowledges its failsafe pings (see agent/daemon/failsafe.go).
+	// acknowledges its failsafe pings (see agent/failsafe).
 	Failsafe *bool `yaml:"failsafe"`
 	// Watchdog (default true): the daemon runs a watchdog process that
 	// fences PostgreSQL itself when the agent stalls past its lease
