@@ -18,6 +18,7 @@ import (
 	"github.com/pgdr/pgdr/agent/hooks"
 	"github.com/pgdr/pgdr/agent/leaderclock"
 	"github.com/pgdr/pgdr/agent/pgctl"
+	"github.com/pgdr/pgdr/agent/reclone"
 	"github.com/pgdr/pgdr/agent/walship"
 	"github.com/pgdr/pgdr/pkg/config"
 	"github.com/pgdr/pgdr/pkg/gossip"
@@ -63,6 +64,9 @@ type Daemon struct {
 	runCtx context.Context
 	// failsafe is the failsafe (agent/failsafe; built in New).
 	failsafe *failsafe.Failsafe
+	// recloner re-clones a node pg_rewind cannot rejoin (agent/reclone;
+	// built in New).
+	recloner *reclone.Recloner
 	// wd is the process watchdog's state (watchdog.go).
 	wd watchdogState
 	// promotionOpener replaces the local server's side of a promotion in
@@ -109,6 +113,7 @@ func New(cfg *config.Config, shipper *walship.Shipper, log *slog.Logger) *Daemon
 	d.lclock = leaderclock.New(log, d.metrics.clockSkew)
 	d.hooks = hooks.New(cfg, log, prometheus.WrapRegistererWith(prometheus.Labels{"cluster": cfg.Cluster, "node": cfg.Node.Name}, d.metrics.reg))
 	d.runCtx = context.Background()
+	d.recloner = d.newRecloner()
 	if len(cfg.Coordinator.Addresses) > 0 {
 		d.lease = NewLease(time.Now(), d.leaseTTL(), d.safetyMargin())
 		if fi, err := health.ReadFenced(cfg.Postgres.PGData); fi != nil {

@@ -1,9 +1,10 @@
-package daemon
+package reclone
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -12,6 +13,7 @@ import (
 	"github.com/pgdr/pgdr/agent/health"
 	"github.com/pgdr/pgdr/agent/pgctl"
 	"github.com/pgdr/pgdr/agent/restore"
+	"github.com/pgdr/pgdr/pkg/config"
 	"github.com/pgdr/pgdr/pkg/fsutil"
 )
 
@@ -25,34 +27,87 @@ const recloneCopyWait = 12 * time.Hour
 // primary never got): an operator removes it.
 const oldDataSuffix = ".pgdr-old-"
 
-// reclone rejoins this former primary with a fresh copy when pg_rewind
+// Deps is what a reclone needs from the rest of the agent. The orders
+// own the recovery settings and the wait for streaming (the rewind path
+// uses them too), the lease and fencing own the fence, the monitor owns
+// the health checks: each arrives here as a func, so this package imports
+// none of them. Reclone needs every field (Log may be nil).
+type Deps struct {
+	// Cfg is the agent's configuration: postgres.pgdata, node.name, and
+	// for a restore the repos, encryption and the configuration's path.
+	Cfg *config.Config
+	// PG controls the local server: pg_basebackup, start, connections.
+	PG  *pgctl.Controller
+	Log *slog.Logger
+	// ConfigFiles are the node's own configuration files, kept across a
+	// rejoin (the copy brings the primary's).
+	ConfigFiles []string
+	// StreamWait bounds the wait for a fresh copy from the primary to
+	// stream from it (the rewind path's bound).
+	StreamWait time.Duration
+	// HostPort is where a DSN connects (the first host); its error never
+	// quotes the DSN.
+	HostPort func(dsn string) (string, uint16, error)
+	// PrimaryConninfo is dsn with node as its application_name.
+	PrimaryConninfo func(dsn, node string) string
+	// WriteStandbyConfig writes standby.signal and the recovery settings
+	// (primary_conninfo for dsn, recovery_target_timeline) at epoch.
+	WriteStandbyConfig func(epoch uint64, dsn string) error
+	// WaitStreaming waits up to timeout until the local WAL receiver
+	// streams from host:port, and says what it saw.
+	WaitStreaming func(ctx context.Context, timeout time.Duration, host string, port uint16) (string, error)
+	// Unfence clears the fence in memory and on disk.
+	Unfence func() error
+	// CheckNow runs one round of health checks at once and publishes it.
+	CheckNow func(ctx context.Context)
+}
+
+// Recloner re-clones a node that cannot rejoin by pg_rewind (Reclone). It
+// keeps no state between reclones; the orders serialize them.
+type Recloner struct {
+	deps Deps
+	cfg  *config.Config
+	pg   *pgctl.Controller
+	log  *slog.Logger
+}
+
+// New returns a Recloner working with deps.
+func New(deps Deps) *Recloner {
+	r := &Recloner{deps: deps, cfg: deps.Cfg, pg: deps.PG, log: deps.Log}
+	if r.log == nil {
+		r.log = slog.New(slog.DiscardHandler)
+	}
+	return r
+}
+
+// Reclone rejoins this former primary with a fresh copy when pg_rewind
 // cannot be used (why): neither data checksums nor wal_log_hints, or
 // pg_rewind failed. PostgreSQL must be stopped. The old data directory is
 // renamed aside (never deleted) and an empty one is filled by
 // pg_basebackup from the new primary or, when that copy fails (the primary
 // refuses replication connections, has no WAL sender free, cannot be
 // reached), by a restore of the latest backup from the agent's
-// repositories (reclone_backup.go). The node's own configuration files and
+// repositories (backup.go). The node's own configuration files and
 // the recovery settings are written as the rewind path does, and the
 // server starts as a replica: streaming, or, after a restore, at least
 // replaying the archive (the output says which). If neither copy can be
 // made, the old directory is renamed back and the error names all three
 // failures.
-func (d *Daemon) reclone(ctx context.Context, epoch uint64, primary, dsn string, why error) (string, error) {
-	pgdata := d.cfg.Postgres.PGData
+func (r *Recloner) Reclone(ctx context.Context, epoch uint64, primary, dsn string, why error) (string, error) {
+	pgdata := r.cfg.Postgres.PGData
 	fail := func(err error) (string, error) {
 		return "", fmt.Errorf("rejoin: pg_rewind cannot be used (%v), and the fresh copy from %s failed: %w", why, primary, err)
 	}
-	host, port, err := hostPort(dsn)
+	host, port, err := r.deps.HostPort(dsn)
 	if err != nil {
 		return fail(err)
 	}
 	if pgctl.PostmasterRunning(pgdata) {
 		return fail(errors.New("PostgreSQL is running; it must be stopped before its data directory is replaced"))
 	}
-	d.log.Warn("rejoin: pg_rewind cannot be used; making a fresh copy of the new primary", "primary", primary, "why", why)
-	saved := readConfigFiles(pgdata)
-	fc, err := d.freshCopy(ctx, dsn, host, port, true)
+	r.log.Warn("rejoin: pg_rewind cannot be used; making a fresh copy of the new primary", "primary", primary, "why", why)
+	saved := readConfigFiles(pgdata, r.deps.ConfigFiles)
+	fc, err := r.freshCopy(ctx, dsn, host, port, true)
 	if err != nil {
 		var ce *copyErrors
 		if errors.As(err, &ce) {
@@ -65,41 +120,41 @@ func (d *Daemon) reclone(ctx context.Context, epoch uint64, primary, dsn string,
 	}
 	var kept string
 	if fc.restored != nil {
-		d.log.Warn("rejoin: restored from the latest backup; the old data directory is kept", "backup", fc.restored.Backup, "old_data", fc.old)
+		r.log.Warn("rejoin: restored from the latest backup; the old data directory is kept", "backup", fc.restored.Backup, "old_data", fc.old)
 		kept = fmt.Sprintf("restored from backup %s (chain %v; the fresh copy from %s failed: %s), old data kept at %s",
 			fc.restored.Backup, fc.restored.Chain, primary, pgctl.Tail(fc.copyErr.Error(), 500), fc.old)
 	} else {
-		d.log.Warn("rejoin: recloned from the new primary; the old data directory is kept", "primary", primary, "old_data", fc.old)
+		r.log.Warn("rejoin: recloned from the new primary; the old data directory is kept", "primary", primary, "old_data", fc.old)
 		kept = fmt.Sprintf("recloned from %s, old data kept at %s", primary, fc.old)
 	}
 	after := func(step string, err error) (string, error) {
 		return "", fmt.Errorf("rejoin: %s, but %s failed: %w", kept, step, err)
 	}
-	if err := d.putBackConfigFiles(saved); err != nil {
+	if err := r.putBackConfigFiles(saved); err != nil {
 		return after("restoring the configuration files", err)
 	}
-	if err := d.writeStandbyConfig(epoch, dsn); err != nil {
+	if err := r.deps.WriteStandbyConfig(epoch, dsn); err != nil {
 		return after("writing the recovery settings", err)
 	}
 	if fc.restored != nil {
 		// Recovery from a backup cannot do without the archive.
-		if err := d.ensureRestoreCommand(fc.restored); err != nil {
+		if err := r.ensureRestoreCommand(fc.restored); err != nil {
 			return after("writing restore_command", err)
 		}
 	}
-	if err := d.unfence(); err != nil {
+	if err := r.deps.Unfence(); err != nil {
 		return after("unfencing", err)
 	}
-	if err := d.pg.Start(ctx); err != nil {
+	if err := r.pg.Start(ctx); err != nil {
 		return after("starting PostgreSQL", err)
 	}
 	var got string
 	if fc.restored != nil {
-		got, err = d.waitRestoredReplica(ctx, host, port)
+		got, err = r.waitRestoredReplica(ctx, host, port)
 	} else {
-		got, err = d.waitStreaming(ctx, rejoinWait, host, port)
+		got, err = r.deps.WaitStreaming(ctx, r.deps.StreamWait, host, port)
 	}
-	d.CheckNow(ctx)
+	r.deps.CheckNow(ctx)
 	if err != nil {
 		return got, fmt.Errorf("rejoin: %s: %w", kept, err)
 	}
@@ -107,10 +162,10 @@ func (d *Daemon) reclone(ctx context.Context, epoch uint64, primary, dsn string,
 }
 
 // readConfigFiles reads the node's configuration files kept across a
-// rejoin (configFiles) from pgdata.
-func readConfigFiles(pgdata string) map[string][]byte {
+// rejoin (files, Deps.ConfigFiles) from pgdata.
+func readConfigFiles(pgdata string, files []string) map[string][]byte {
 	saved := map[string][]byte{}
-	for _, f := range configFiles {
+	for _, f := range files {
 		if b, err := os.ReadFile(filepath.Join(pgdata, f)); err == nil {
 			saved[f] = b
 		}
@@ -120,13 +175,13 @@ func readConfigFiles(pgdata string) map[string][]byte {
 
 // putBackConfigFiles writes the saved configuration files over the copied
 // primary's, as rejoin does after pg_rewind.
-func (d *Daemon) putBackConfigFiles(saved map[string][]byte) error {
+func (r *Recloner) putBackConfigFiles(saved map[string][]byte) error {
 	for f, b := range saved {
-		p := filepath.Join(d.cfg.Postgres.PGData, f)
+		p := filepath.Join(r.cfg.Postgres.PGData, f)
 		if err := os.WriteFile(p, b, 0o600); err != nil {
 			return err
 		}
-		d.pg.ChownLikePGData(p)
+		r.pg.ChownLikePGData(p)
 	}
 	return nil
 }
@@ -153,8 +208,8 @@ func (e *copyErrors) Unwrap() []error { return []error{e.copy, e.rest} }
 // pg_basebackup from dsn (no backup fallback). It returns where the old
 // data is kept and a note for the output; on failure the old directory is
 // back in place.
-func (d *Daemon) copyFromPrimary(ctx context.Context, dsn, host string, port uint16) (old, note string, err error) {
-	fc, err := d.freshCopy(ctx, dsn, host, port, false)
+func (r *Recloner) copyFromPrimary(ctx context.Context, dsn, host string, port uint16) (old, note string, err error) {
+	fc, err := r.freshCopy(ctx, dsn, host, port, false)
 	if fc != nil {
 		old, note = fc.old, fc.note
 	}
@@ -165,8 +220,8 @@ func (d *Daemon) copyFromPrimary(ctx context.Context, dsn, host string, port uin
 // pg_basebackup from dsn or, if that fails and fromBackup, with the
 // latest backup. On failure the old directory is back in place (and fc
 // is nil), except when only carrying the fenced marker over failed.
-func (d *Daemon) freshCopy(ctx context.Context, dsn, host string, port uint16, fromBackup bool) (*freshCopied, error) {
-	pgdata, err := filepath.EvalSymlinks(d.cfg.Postgres.PGData) // a symlinked PGDATA keeps its link
+func (r *Recloner) freshCopy(ctx context.Context, dsn, host string, port uint16, fromBackup bool) (*freshCopied, error) {
+	pgdata, err := filepath.EvalSymlinks(r.cfg.Postgres.PGData) // a symlinked PGDATA keeps its link
 	if err != nil {
 		return nil, fmt.Errorf("the data directory: %w", err)
 	}
@@ -181,30 +236,30 @@ func (d *Daemon) freshCopy(ctx context.Context, dsn, host string, port uint16, f
 	if err != nil {
 		return nil, err
 	}
-	d.log.Warn("rejoin: data directory moved aside", "pgdata", pgdata, "old_data", fc.old)
+	r.log.Warn("rejoin: data directory moved aside", "pgdata", pgdata, "old_data", fc.old)
 	cctx, cancel := context.WithTimeout(ctx, recloneCopyWait)
-	out, err := d.basebackup(cctx, pgdata, dsn)
+	out, err := r.basebackup(cctx, pgdata, dsn)
 	cancel()
 	switch {
 	case err == nil:
-		d.log.Info("rejoin: pg_basebackup done", "output", pgctl.Tail(out, 500))
+		r.log.Info("rejoin: pg_basebackup done", "output", pgctl.Tail(out, 500))
 	case !fromBackup || ctx.Err() != nil: // no fallback, or the daemon is stopping
 		err = fmt.Errorf("pg_basebackup from %s:%d: %w", host, port, err)
 		if rerr := restoreAside(pgdata, fc.old); rerr != nil {
 			return nil, fmt.Errorf("%w; AND putting the old data directory back failed: %v (the old data is at %s)", err, rerr, fc.old)
 		}
-		d.log.Warn("rejoin: the fresh copy failed; the old data directory is back in place", "pgdata", pgdata, "err", err)
+		r.log.Warn("rejoin: the fresh copy failed; the old data directory is back in place", "pgdata", pgdata, "err", err)
 		return nil, fmt.Errorf("%w; the old data directory is back in place at %s", err, pgdata)
 	default:
 		fc.copyErr = fmt.Errorf("pg_basebackup from %s:%d: %w", host, port, err)
-		d.log.Warn("rejoin: the fresh copy from the new primary failed; trying the latest backup", "err", fc.copyErr)
-		res, rerr := d.restoreLatestBackup(ctx, pgdata)
+		r.log.Warn("rejoin: the fresh copy from the new primary failed; trying the latest backup", "err", fc.copyErr)
+		res, rerr := r.restoreLatestBackup(ctx, pgdata)
 		if rerr != nil {
 			rerr = fmt.Errorf("restoring the latest backup instead failed: %w", rerr)
 			if aerr := restoreAside(pgdata, fc.old); aerr != nil {
 				return nil, &copyErrors{fc.copyErr, fmt.Errorf("%w; AND putting the old data directory back failed: %v (the old data is at %s)", rerr, aerr, fc.old)}
 			}
-			d.log.Warn("rejoin: no fresh copy could be made; the old data directory is back in place", "pgdata", pgdata, "copy_err", fc.copyErr, "restore_err", rerr)
+			r.log.Warn("rejoin: no fresh copy could be made; the old data directory is back in place", "pgdata", pgdata, "copy_err", fc.copyErr, "restore_err", rerr)
 			return nil, &copyErrors{fc.copyErr, fmt.Errorf("%w; the old data directory is back in place at %s", rerr, pgdata)}
 		}
 		fc.restored = res
@@ -215,7 +270,7 @@ func (d *Daemon) freshCopy(ctx context.Context, dsn, host string, port uint16, f
 		if err := fsutil.WriteFileSynced(p, b, 0o600); err != nil {
 			return fc, fmt.Errorf("carrying the fenced marker over: %w", err)
 		}
-		d.pg.ChownLikePGData(p)
+		r.pg.ChownLikePGData(p)
 	}
 	return fc, nil
 }
@@ -223,8 +278,8 @@ func (d *Daemon) freshCopy(ctx context.Context, dsn, host string, port uint16, f
 // basebackup runs pg_basebackup into the empty pgdata as the data
 // directory's owner. Its error never quotes the DSN (it may hold a
 // password).
-func (d *Daemon) basebackup(ctx context.Context, pgdata, dsn string) (string, error) {
-	cmd, err := d.pg.Command(ctx, "pg_basebackup", "-D", pgdata, "-d", primaryConninfo(dsn, d.cfg.Node.Name),
+func (r *Recloner) basebackup(ctx context.Context, pgdata, dsn string) (string, error) {
+	cmd, err := r.pg.Command(ctx, "pg_basebackup", "-D", pgdata, "-d", r.deps.PrimaryConninfo(dsn, r.cfg.Node.Name),
 		"-X", "stream", "-c", "fast", "-R", "--no-password")
 	if err != nil {
 		return "", err

@@ -1,4 +1,4 @@
-package daemon
+package reclone
 
 import (
 	"context"
@@ -46,10 +46,10 @@ func TestRecloneNoBackupSource(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			pgdata, files := fakeDataDir(t)
-			d, _ := fakeDaemon(t, pgdata, `mkdir -p "$dir/base/1" && echo partial > "$dir/base/1/1259"; echo 'pg_basebackup: error: FATAL:  must be superuser or replication role' >&2; exit 1`)
-			tc.setup(t, d.cfg)
+			r, _ := fakeRecloner(t, pgdata, `mkdir -p "$dir/base/1" && echo partial > "$dir/base/1/1259"; echo 'pg_basebackup: error: FATAL:  must be superuser or replication role' >&2; exit 1`)
+			tc.setup(t, r.cfg)
 			why := errors.New("pg_rewind cannot rejoin this node: it needs wal_log_hints=on or data checksums")
-			_, err := d.reclone(context.Background(), 3, "pg-a2", "host=127.0.0.1 port=1 user=norepl password=secret", why)
+			_, err := r.Reclone(context.Background(), 3, "pg-a2", "host=127.0.0.1 port=1 user=norepl password=secret", why)
 			if err == nil {
 				t.Fatal("reclone succeeded")
 			}
@@ -78,18 +78,18 @@ func TestEnsureRestoreCommand(t *testing.T) {
 	pgdata := t.TempDir()
 	auto := filepath.Join(pgdata, "postgresql.auto.conf")
 	os.WriteFile(auto, []byte("work_mem = '8MB'\nrestore_command = 'agent wal-fetch --config agent.yaml %f %p'\nprimary_conninfo = 'host=x'\n"), 0o600)
-	d := &Daemon{cfg: &config.Config{}}
-	d.cfg.Postgres.PGData = pgdata
-	d.pg = newPG(d.cfg, nil)
+	cfg := &config.Config{}
+	cfg.Postgres.PGData = pgdata
+	r := New(Deps{Cfg: cfg, PG: testPG(cfg, nil)})
 	res := &restore.Result{RecoveryConf: []string{"restore_command = '/bin/agent wal-fetch --config /etc/agent.yaml %f %p'", "recovery_target_timeline = 'latest'"}}
-	if err := d.ensureRestoreCommand(res); err != nil {
+	if err := r.ensureRestoreCommand(res); err != nil {
 		t.Fatal(err)
 	}
 	want := "work_mem = '8MB'\nprimary_conninfo = 'host=x'\nrestore_command = '/bin/agent wal-fetch --config /etc/agent.yaml %f %p'\n"
 	if got := readFileString(t, auto); got != want {
 		t.Errorf("postgresql.auto.conf:\n%s\nwant:\n%s", got, want)
 	}
-	if err := d.ensureRestoreCommand(&restore.Result{}); err == nil {
+	if err := r.ensureRestoreCommand(&restore.Result{}); err == nil {
 		t.Error("no restore_command from the restore: no error")
 	}
 }

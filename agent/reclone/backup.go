@@ -1,4 +1,4 @@
-package daemon
+package reclone
 
 import (
 	"context"
@@ -31,8 +31,8 @@ const restoredStreamWait = 30 * time.Second
 // latest) and then follows the primary. It needs repositories and the
 // identity that decrypts them; everything the restore checks is checked
 // before pgdata is emptied of a partial copy.
-func (d *Daemon) restoreLatestBackup(ctx context.Context, pgdata string) (*restore.Result, error) {
-	cfg := d.cfg
+func (r *Recloner) restoreLatestBackup(ctx context.Context, pgdata string) (*restore.Result, error) {
+	cfg := r.cfg
 	if len(cfg.Repos) == 0 {
 		return nil, errors.New("no backup source: the agent configuration has no repos")
 	}
@@ -62,10 +62,10 @@ func (d *Daemon) restoreLatestBackup(ctx context.Context, pgdata string) (*resto
 	if err := emptyDir(pgdata); err != nil {
 		return nil, fmt.Errorf("removing the failed copy's files: %w", err)
 	}
-	d.log.Warn("rejoin: restoring the latest backup into the data directory", "pgdata", pgdata, "repos", len(repos))
+	r.log.Warn("rejoin: restoring the latest backup into the data directory", "pgdata", pgdata, "repos", len(repos))
 	rctx, cancel := context.WithTimeout(ctx, recloneCopyWait)
 	defer cancel()
-	res, err := restore.Restore(rctx, restore.Deps{Cfg: cfg, Repos: repos, Identities: ids, Log: d.log}, restore.Options{
+	res, err := restore.Restore(rctx, restore.Deps{Cfg: cfg, Repos: repos, Identities: ids, Log: r.log}, restore.Options{
 		BackupID: "latest", PGData: pgdata, Parallel: runtime.NumCPU(), AgentPath: self, ConfigPath: cfgPath, Rejoin: true,
 		// Unattended: only a backup whose manifest a trusted key signed.
 		RequireSigned: true,
@@ -86,7 +86,7 @@ func (d *Daemon) restoreLatestBackup(ctx context.Context, pgdata string) (*resto
 			return nil, fmt.Errorf("restored backup %s, but giving its files to the data directory's owner failed: %w", res.Backup, err)
 		}
 	}
-	d.log.Warn("rejoin: backup restored", "backup", res.Backup, "chain", res.Chain, "files", res.Files, "bytes", res.Bytes,
+	r.log.Warn("rejoin: backup restored", "backup", res.Backup, "chain", res.Chain, "files", res.Files, "bytes", res.Bytes,
 		"seconds", fmt.Sprintf("%.1f", res.Seconds))
 	return res, nil
 }
@@ -111,7 +111,7 @@ var restoreCommandLine = regexp.MustCompile(`^\s*restore_command\s*=`)
 // one the restore wrote (wal-fetch with the absolute configuration path),
 // after writeStandbyConfig: a node restored from a backup cannot reach
 // consistency without the archive.
-func (d *Daemon) ensureRestoreCommand(res *restore.Result) error {
+func (r *Recloner) ensureRestoreCommand(res *restore.Result) error {
 	var cmd string
 	for _, s := range res.RecoveryConf {
 		if restoreCommandLine.MatchString(s) {
@@ -121,7 +121,7 @@ func (d *Daemon) ensureRestoreCommand(res *restore.Result) error {
 	if cmd == "" {
 		return errors.New("the restore wrote no restore_command")
 	}
-	auto := filepath.Join(d.cfg.Postgres.PGData, "postgresql.auto.conf")
+	auto := filepath.Join(r.cfg.Postgres.PGData, "postgresql.auto.conf")
 	b, err := os.ReadFile(auto)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
@@ -136,22 +136,22 @@ func (d *Daemon) ensureRestoreCommand(res *restore.Result) error {
 	if err := fsutil.WriteFileSynced(auto, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
 		return err
 	}
-	d.pg.ChownLikePGData(auto)
+	r.pg.ChownLikePGData(auto)
 	return nil
 }
 
 // waitRestoredReplica waits until the server restored from a backup
 // streams from host:port; if it does not within restoredStreamWait, it
 // settles for a server in recovery that replays the archive, and says so.
-func (d *Daemon) waitRestoredReplica(ctx context.Context, host string, port uint16) (string, error) {
-	got, err := d.waitStreaming(ctx, restoredStreamWait, host, port)
+func (r *Recloner) waitRestoredReplica(ctx context.Context, host string, port uint16) (string, error) {
+	got, err := r.deps.WaitStreaming(ctx, restoredStreamWait, host, port)
 	if err == nil {
 		return "streaming: " + got, nil
 	}
 	if ctx.Err() != nil {
 		return got, err
 	}
-	conn, cerr := d.pg.Conn(ctx)
+	conn, cerr := r.pg.Conn(ctx)
 	if cerr != nil {
 		return got, fmt.Errorf("%v; and connecting to the restored server: %w", err, cerr)
 	}

@@ -1,4 +1,4 @@
-package daemon
+package reclone
 
 import (
 	"context"
@@ -10,7 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
+
 	"github.com/pgdr/pgdr/agent/health"
+	"github.com/pgdr/pgdr/agent/pgctl"
 	"github.com/pgdr/pgdr/pkg/config"
 )
 
@@ -132,8 +135,8 @@ func TestMoveAsideSymlink(t *testing.T) {
 	if err := os.Symlink(real, link); err != nil {
 		t.Fatal(err)
 	}
-	d, _ := fakeDaemon(t, link, `mkdir -p "$dir" && echo 15 > "$dir/PG_VERSION"`)
-	old, _, err := d.copyFromPrimary(context.Background(), "host=127.0.0.1 port=1", "127.0.0.1", 1)
+	r, _ := fakeRecloner(t, link, `mkdir -p "$dir" && echo 15 > "$dir/PG_VERSION"`)
+	old, _, err := r.copyFromPrimary(context.Background(), "host=127.0.0.1 port=1", "127.0.0.1", 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,9 +162,11 @@ func TestCopyableRefuses(t *testing.T) {
 	}
 }
 
-// fakeDaemon is a daemon whose bindir holds a pg_basebackup script: it
-// records its arguments, sets dir to its -D and runs body.
-func fakeDaemon(t *testing.T, pgdata, body string) (*Daemon, string) {
+// fakeRecloner is a Recloner whose bindir holds a pg_basebackup script:
+// it records its arguments, sets dir to its -D and runs body. It is given
+// the DSN helpers of the orders (testHostPort, testPrimaryConninfo) and
+// nothing else: the tests stop before the recovery settings.
+func fakeRecloner(t *testing.T, pgdata, body string) (*Recloner, string) {
 	t.Helper()
 	bin := t.TempDir()
 	args := filepath.Join(bin, "args")
@@ -174,7 +179,30 @@ func fakeDaemon(t *testing.T, pgdata, body string) (*Daemon, string) {
 	cfg.Postgres.PGData = pgdata
 	cfg.Postgres.BinDir = bin
 	log := slog.New(slog.DiscardHandler)
-	return &Daemon{cfg: cfg, log: log, pg: newPG(cfg, log)}, args
+	return New(Deps{Cfg: cfg, Log: log, PG: testPG(cfg, log), ConfigFiles: testConfigFiles,
+		HostPort: testHostPort, PrimaryConninfo: testPrimaryConninfo}), args
+}
+
+// testPG is the daemon's process control for cfg's server.
+func testPG(cfg *config.Config, log *slog.Logger) *pgctl.Controller {
+	return pgctl.New(pgctl.Config{BinDir: cfg.Postgres.BinDir, PGData: cfg.Postgres.PGData, DSN: cfg.Postgres.DSN, Log: log})
+}
+
+// testConfigFiles are the files the daemon keeps across a rejoin.
+var testConfigFiles = []string{"postgresql.conf", "pg_hba.conf", "pg_ident.conf", "postgresql.auto.conf"}
+
+// testHostPort is the orders' hostPort: where dsn connects.
+func testHostPort(dsn string) (string, uint16, error) {
+	pc, err := pgconn.ParseConfig(dsn)
+	if err != nil {
+		return "", 0, errors.New("the primary's DSN does not parse")
+	}
+	return pc.Host, pc.Port, nil
+}
+
+// testPrimaryConninfo is the orders' primaryConninfo for a key=value dsn.
+func testPrimaryConninfo(dsn, node string) string {
+	return strings.TrimSpace(dsn) + " application_name=" + node
 }
 
 // TestRecloneCopyFails: when pg_basebackup fails (after writing part of
@@ -182,9 +210,9 @@ func fakeDaemon(t *testing.T, pgdata, body string) (*Daemon, string) {
 // beside it, and the error names both pg_rewind's reason and the copy's.
 func TestRecloneCopyFails(t *testing.T) {
 	pgdata, files := fakeDataDir(t)
-	d, _ := fakeDaemon(t, pgdata, `echo 15 > "$dir/PG_VERSION"; echo 'pg_basebackup: error: connection to server failed: Connection refused' >&2; exit 1`)
+	r, _ := fakeRecloner(t, pgdata, `echo 15 > "$dir/PG_VERSION"; echo 'pg_basebackup: error: connection to server failed: Connection refused' >&2; exit 1`)
 	why := errors.New("pg_rewind cannot rejoin this node: it needs wal_log_hints=on or data checksums")
-	_, err := d.reclone(context.Background(), 3, "pg-a2", "host=127.0.0.1 port=1 user=postgres password=secret", why)
+	_, err := r.Reclone(context.Background(), 3, "pg-a2", "host=127.0.0.1 port=1 user=postgres password=secret", why)
 	if err == nil {
 		t.Fatal("reclone succeeded")
 	}
@@ -212,9 +240,9 @@ func TestRecloneCopyFails(t *testing.T) {
 // primary's.
 func TestRecloneCopy(t *testing.T) {
 	pgdata, files := fakeDataDir(t)
-	d, args := fakeDaemon(t, pgdata, `echo 15 > "$dir/PG_VERSION" && echo 'port = 5432 # the primary' > "$dir/postgresql.conf" && touch "$dir/standby.signal"`)
-	saved := readConfigFiles(pgdata)
-	old, note, err := d.copyFromPrimary(context.Background(), "host=127.0.0.1 port=5432 user=postgres", "127.0.0.1", 5432)
+	r, args := fakeRecloner(t, pgdata, `echo 15 > "$dir/PG_VERSION" && echo 'port = 5432 # the primary' > "$dir/postgresql.conf" && touch "$dir/standby.signal"`)
+	saved := readConfigFiles(pgdata, testConfigFiles)
+	old, note, err := r.copyFromPrimary(context.Background(), "host=127.0.0.1 port=5432 user=postgres", "127.0.0.1", 5432)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,7 +263,7 @@ func TestRecloneCopy(t *testing.T) {
 		t.Errorf("fenced marker in the copy: %+v %v", fi, err)
 	}
 	checkFiles(t, pgdata, map[string]string{"postgresql.conf": "port = 5432 # the primary\n"})
-	if err := d.putBackConfigFiles(saved); err != nil {
+	if err := r.putBackConfigFiles(saved); err != nil {
 		t.Fatal(err)
 	}
 	checkFiles(t, pgdata, map[string]string{"postgresql.conf": files["postgresql.conf"], "postgresql.auto.conf": files["postgresql.auto.conf"], "PG_VERSION": "15\n"})
