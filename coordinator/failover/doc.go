@@ -52,9 +52,8 @@
 //
 // Lag is PrimaryLastLSN − ReceiveLSN (0 when the replica received past it).
 // PrimaryLastLSN is the highest LSN the primary reported while writable at
-// this epoch, or the position it had when it was chosen (where its
-// timeline forks) if higher; a report without an LSN (its PostgreSQL is
-// down while its agent still reports) never lowers it. When it is unknown (0) the lag
+// this epoch; a report without an LSN (its PostgreSQL is down while its
+// agent still reports) never lowers it. When it is unknown (0) the lag
 // cannot be checked, and every member is rejected with UnknownPrimaryLSN
 // unless Input.Forced (an operator's manual failover with --force): taking
 // "unknown" for "no lag" would let a replica far behind be promoted and

@@ -73,8 +73,7 @@ type Input struct {
 	Policy         Policy
 	LastFailoverAt time.Time
 	// PrimaryLastLSN is the highest LSN the primary reported while writable
-	// at this epoch, or its position when it was chosen if higher (0:
-	// unknown). It must never be lowered by a report that
+	// at this epoch (0: unknown). It must never be lowered by a report that
 	// carries no LSN (PostgreSQL down): that would turn the lag limit off.
 	PrimaryLastLSN uint64
 	// Forced is an operator's --force (manual failover): an unknown

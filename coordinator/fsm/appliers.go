@@ -261,17 +261,13 @@ func applySetPrimary(st *pgdrv1.State, c *pgdrv1.Command, p *pgdrv1.SetPrimary, 
 		cl.UnsettledPromote = &pgdrv1.UnsettledPromote{Node: cl.Primary, Epoch: cl.Epoch, InFlight: true, OrderedAt: cmdTime(c),
 			InFlightSettleAfterMs: p.GetSettleAfterMs(), InFlightHonoured: p.GetHonoursSettle(), InFlightActor: c.GetActor()}
 	}
-	// The new epoch's LSN floor is the seed as given: the new primary's
-	// position when it was chosen, where its timeline forks. It may be
-	// below the old epoch's floor: a failover that lost L bytes within
-	// the lag limit (or forced) starts a history that never reaches the
-	// old primary's LSN, and a floor there would refuse the replicas at
-	// the new primary's position as L behind until its own reports passed
-	// it. Without a seed the old epoch's floor is carried over.
+	// The new epoch's LSN floor: never below the old epoch's (a failover
+	// within the lag limit does not reset what later ones are judged
+	// against) nor below the new primary's position when it was chosen.
 	if p.GetPromote() || p.GetPrimaryLsnSeed() > 0 {
 		floor := p.GetPrimaryLsnSeed()
-		if floor == 0 && cl.GetPrimaryLastLsnEpoch() == prevEpoch {
-			floor = cl.GetPrimaryLastLsn()
+		if cl.GetPrimaryLastLsnEpoch() == prevEpoch {
+			floor = max(floor, cl.GetPrimaryLastLsn())
 		}
 		if floor > 0 {
 			cl.PrimaryLastLsn, cl.PrimaryLastLsnEpoch = floor, cl.Epoch

@@ -936,57 +936,9 @@ func TestHistoryCompactionKeepsDecisions(t *testing.T) {
 	}
 }
 
-// TestSetPrimarySeedIsTheNewFloor: issue 12, the floor after a lossy
-// failover. A promotion's seed (the candidate's position as the leader
-// knew it) is the new epoch's LSN floor as given, even below the old
-// epoch's: the old primary at 600 MB, the candidate at 596 MB promoted
-// within the lag limit, the new timeline forks at 596 MB and never reaches
-// 600 MB in that history, so a floor of 600 MB would refuse a replica at
-// the candidate's position as 4 MB behind. Without a seed the old floor is
-// carried over as before; a floor is never made up.
-func TestSetPrimarySeedIsTheNewFloor(t *testing.T) {
-	for _, c := range []struct {
-		what      string
-		oldFloor  uint64
-		seed      uint64
-		promote   bool
-		wantFloor uint64
-		wantEpoch uint64
-	}{
-		{"a lossy failover: the candidate's position, below the old floor", 600 << 20, 596 << 20, true, 596 << 20, 2},
-		{"the candidate ahead of the old floor", 100 << 20, 300 << 20, true, 300 << 20, 2},
-		{"no seed: the old floor is carried over", 600 << 20, 0, true, 600 << 20, 2},
-		{"no seed and no old floor: unknown", 0, 0, true, 0, 0},
-		{"no promotion, no seed: unknown at the new epoch", 600 << 20, 0, false, 600 << 20, 1},
-	} {
-		t.Run(c.what, func(t *testing.T) {
-			h := newHarness(t, Options{})
-			for _, n := range []string{"a", "b"} {
-				h.mustApply(tRegister, member("main", n, 0))
-			}
-			h.mustApply(tPrimary, &pgdrv1.SetPrimary{Cluster: "main", Name: "a"})
-			if c.oldFloor > 0 {
-				h.mustApply(pgdrv1.CommandType_COMMAND_TYPE_RECORD_PRIMARY_LSN, &pgdrv1.RecordPrimaryLSN{Cluster: "main", Primary: "a", Epoch: 1, Lsn: c.oldFloor})
-			}
-			h.mustApply(tPrimary, &pgdrv1.SetPrimary{Cluster: "main", Name: "b", ExpectedEpoch: 1, Promote: c.promote, PrimaryLsnSeed: c.seed})
-			cl, _ := h.f.Cluster("main")
-			if cl.PrimaryLastLsn != c.wantFloor || cl.PrimaryLastLsnEpoch != c.wantEpoch {
-				t.Fatalf("floor %d at epoch %d, want %d at %d", cl.PrimaryLastLsn, cl.PrimaryLastLsnEpoch, c.wantFloor, c.wantEpoch)
-			}
-			// Within the epoch the floor only rises.
-			if c.wantEpoch == 2 {
-				h.mustApply(pgdrv1.CommandType_COMMAND_TYPE_RECORD_PRIMARY_LSN, &pgdrv1.RecordPrimaryLSN{Cluster: "main", Primary: "b", Epoch: 2, Lsn: c.wantFloor - 1})
-				if cl, _ := h.f.Cluster("main"); cl.PrimaryLastLsn != c.wantFloor {
-					t.Fatalf("a lower LSN lowered the floor to %d", cl.PrimaryLastLsn)
-				}
-			}
-		})
-	}
-}
-
 // TestUnsettledPromoteState: review D7 and D9. SetPrimary with a promote
 // order records the new primary's promotion as unsettled and seeds the new
-// epoch's LSN floor (the seed as given); the promote
+// epoch's LSN floor (the higher of the seed and the old floor); the promote
 // marks of recorded events update it (only for the recorded primary at its
 // epoch; an unknown mark is refused and changes nothing); history eviction
 // does not touch it, and snapshots carry it.
@@ -1005,11 +957,8 @@ func TestUnsettledPromoteState(t *testing.T) {
 	if u := c.UnsettledPromote; u.GetNode() != "b" || u.GetEpoch() != 2 || !u.GetInFlight() || u.GetMayComplete() || u.GetOrderedAt() == nil {
 		t.Fatalf("after SetPrimary b with a promote order: %v", u)
 	}
-	// The seed is the floor as given, below the old floor: b's timeline
-	// forks at its own position (TestSetPrimarySeedIsTheNewFloor; it was
-	// the higher of both before issue 12's lossy-failover fix).
-	if c.PrimaryLastLsn != 300<<20 || c.PrimaryLastLsnEpoch != 2 {
-		t.Fatalf("new epoch's floor %d at epoch %d, want the seed %d at 2", c.PrimaryLastLsn, c.PrimaryLastLsnEpoch, 300<<20)
+	if c.PrimaryLastLsn != 600<<20 || c.PrimaryLastLsnEpoch != 2 {
+		t.Fatalf("new epoch's floor %d at epoch %d, want the old floor %d at 2", c.PrimaryLastLsn, c.PrimaryLastLsnEpoch, 600<<20)
 	}
 	before := h.f.State()
 	if r := h.apply(tRecordEvnt, &pgdrv1.RecordEvent{Event: &pgdrv1.HistoryEvent{Kind: "failover-result", Cluster: "main", Node: "b", Epoch: 2}, Promote: 99}); r.Ok {

@@ -140,25 +140,17 @@ func (s *Server) primaryLastLSN(c *pgdrv1.Cluster) uint64 {
 }
 
 // primaryLSNSeed is the LSN floor of the epoch at which cand replaces c's
-// primary: cand's own position as this leader knows it (the higher of its
-// received and replayed WAL, where its timeline will fork), or, when that
-// is unknown, the old primary's last known LSN (0 when both are: the lag
-// stays unknown, and only a forced failover promotes). It is not raised to
-// the old primary's LSN: after a failover that lost L bytes the new
-// timeline never reaches it, and the next failover would refuse the
-// replicas at cand's position as L behind. It travels in the SetPrimary
-// that records cand (the applier takes it as given), so that a leader
-// change before cand's first report as a primary does not leave the lag
-// limit without a floor ("unknown"). cand's report may be a little older
-// than its promotion; within the epoch its own reports only raise the
-// floor.
+// primary: the higher of cand's position (its received WAL, a point its
+// timeline has passed) and the old primary's last known LSN. It travels in
+// the SetPrimary that records cand (the applier raises it to the state's
+// old floor too), so that a leader change before cand's first report as a
+// primary does not leave the lag limit without a floor ("unknown").
 func (s *Server) primaryLSNSeed(c *pgdrv1.Cluster, cand string) uint64 {
+	seed := s.primaryLastLSN(c)
 	if sm, ok := s.view.get(memberKey{c.GetName(), cand}); ok {
-		if pos := max(sm.report.GetReceiveLsn(), sm.report.GetReplayLsn()); pos > 0 {
-			return pos
-		}
+		seed = max(seed, sm.report.GetReceiveLsn(), sm.report.GetReplayLsn())
 	}
-	return s.primaryLastLSN(c)
+	return seed
 }
 
 // recordPrimaryLSNs writes the primaries' positions that are due to Raft

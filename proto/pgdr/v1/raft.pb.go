@@ -427,12 +427,10 @@ type SetPrimary struct {
 	// for a primary that is already writable (the initial primary).
 	Promote bool `protobuf:"varint,5,opt,name=promote,proto3" json:"promote,omitempty"`
 	// primary_lsn_seed: the new primary's position when it was chosen (its
-	// received WAL; the old primary's last known LSN when that is unknown):
-	// the new epoch's primary_last_lsn is set to it as given (even below the
-	// old epoch's: a lossy failover's timeline forks there), atomically with
-	// the new primary, so that a leader change before the new primary's
-	// first report does not leave the lag limit without a floor. 0: none
-	// (the old epoch's floor is carried over).
+	// received WAL): the new epoch's primary_last_lsn is seeded with the
+	// higher of it and the old epoch's, atomically with the new primary, so
+	// that a leader change before the new primary's first report does not
+	// leave the lag limit without a floor. 0: none.
 	PrimaryLsnSeed uint64 `protobuf:"varint,6,opt,name=primary_lsn_seed,json=primaryLsnSeed,proto3" json:"primary_lsn_seed,omitempty"`
 	// settle_after_ms: with promote, the settle window the promote order
 	// carries (Promote.settle_after_ms; 0: none).
