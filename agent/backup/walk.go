@@ -19,10 +19,14 @@ var excludedDirContents = map[string]bool{
 	"pg_snapshots": true, "pg_stat_tmp": true, "pg_subtrans": true, "pg_replslot": true, "pgdr": true,
 }
 
-// excludedFiles are top-level files never backed up.
+// excludedFiles are top-level files never backed up. pgdr.promote-pending
+// is the agent's guard of this node's own pending promotion: restored
+// elsewhere, the agent there would take it for its own (from another boot)
+// and fence the restored server as soon as it starts.
 var excludedFiles = map[string]bool{
 	"postmaster.pid": true, "postmaster.opts": true, "backup_label": true, "tablespace_map": true,
 	"backup_label.old": true, "recovery.signal": true, "standby.signal": true, "pg_internal.init": true,
+	"pgdr.promote-pending": true,
 }
 
 type walkFile struct {

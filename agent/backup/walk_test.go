@@ -10,7 +10,7 @@ import (
 func TestWalkExcludes(t *testing.T) {
 	root := t.TempDir()
 	files := []string{
-		"PG_VERSION", "postgresql.conf", "postmaster.pid", "postmaster.opts", "backup_label", "standby.signal",
+		"PG_VERSION", "postgresql.conf", "postmaster.pid", "postmaster.opts", "backup_label", "standby.signal", "pgdr.promote-pending",
 		"global/pg_control", "global/1262",
 		"base/5/16384", "base/5/16384_fsm", "base/5/16384_vm", "base/5/16384.1",
 		"base/5/16500", "base/5/16500_init", "base/5/16500_fsm", // unlogged: only the init fork
