@@ -1,4 +1,4 @@
-package daemon
+package orders
 
 import (
 	"context"
@@ -17,6 +17,7 @@ import (
 	"github.com/pgdr/pgdr/agent/health"
 	"github.com/pgdr/pgdr/agent/leaderclock"
 	"github.com/pgdr/pgdr/agent/pgctl"
+	"github.com/pgdr/pgdr/pkg/config"
 	"github.com/pgdr/pgdr/pkg/conninfo"
 	"github.com/pgdr/pgdr/pkg/fsutil"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
@@ -25,10 +26,13 @@ import (
 // Bounds of the orders' waits.
 const (
 	followWait = 20 * time.Second
-	rejoinWait = 2 * time.Minute
+	// RejoinWait bounds a rejoined or re-cloned replica's wait for
+	// streaming.
+	RejoinWait = 2 * time.Minute
 )
 
-func orderName(cmd *pgdrv1.AgentCommand) string {
+// Name is an order's kind as the logs name it.
+func Name(cmd *pgdrv1.AgentCommand) string {
 	switch cmd.GetKind().(type) {
 	case *pgdrv1.AgentCommand_Promote:
 		return "promote"
@@ -48,8 +52,8 @@ func orderName(cmd *pgdrv1.AgentCommand) string {
 	return fmt.Sprintf("%T", cmd.GetKind())
 }
 
-// errOrderExpired: an order's deadline passed before it could start.
-var errOrderExpired = errors.New("refused: the order's deadline passed")
+// ErrOrderExpired: an order's deadline passed before it could start.
+var ErrOrderExpired = errors.New("refused: the order's deadline passed")
 
 // orderTiming is when an order stops being worth starting.
 type orderTiming struct {
@@ -87,7 +91,7 @@ type orderTiming struct {
 }
 
 // sentBefore is a time no later than the order's sending, on the agent's
-// clock (d.clock): its receipt less the transit time, which the
+// clock (Deps.Clock): its receipt less the transit time, which the
 // measurement of the leader's clock overestimates (ok false: no such
 // measurement).
 func (t orderTiming) sentBefore() (time.Time, bool) {
@@ -145,18 +149,18 @@ func orderDeadline(cmd *pgdrv1.AgentCommand, received time.Time, lc *leaderclock
 // receipt, as that coordinator expects, and the orders that make this
 // node writable (promote, restart) are refused anyway unless the leader
 // confirms them (confirmCurrent).
-func (d *Daemon) orderLeaderClock(cmd *pgdrv1.AgentCommand) *leaderclock.Measurement {
+func (x *Executor) orderLeaderClock(ctx context.Context, cmd *pgdrv1.AgentCommand) *leaderclock.Measurement {
 	if cmd.GetSentAt() == nil || cmd.GetDeadline() == nil {
 		return nil
 	}
-	if lc := d.lclock.Last(); lc != nil {
+	if lc := x.lclock.Last(); lc != nil {
 		return lc
 	}
-	if _, _, _, err := d.askEpoch(d.runCtx, ""); err != nil {
-		d.log.Warn("no measurement of the coordinator leader's clock: the order's budget counts from its receipt, its transit time unknown",
+	if _, _, _, err := x.askEpoch(ctx, ""); err != nil {
+		x.log.Warn("no measurement of the coordinator leader's clock: the order's budget counts from its receipt, its transit time unknown",
 			"command", cmd.GetId(), "err", err)
 	}
-	return d.lclock.Last()
+	return x.lclock.Last()
 }
 
 // Order carries out one of the coordinator's orders (promote, follow,
@@ -165,29 +169,31 @@ func (d *Daemon) orderLeaderClock(cmd *pgdrv1.AgentCommand) *leaderclock.Measure
 // order is done) is refused, as is one whose deadline (when the leader
 // stops waiting for it; see orderDeadline, counted from received) passed
 // before it could start. Only an accepted order's epoch becomes the
-// highest seen. It returns the output to report.
-func (d *Daemon) Order(cmd *pgdrv1.AgentCommand, received time.Time) (string, error) {
-	d.orderMu.Lock()
-	defer d.orderMu.Unlock()
+// highest seen. It returns the output to report. ctx is the agent's run
+// context, not the session's: orders outlive the session that brought
+// them.
+func (x *Executor) Order(ctx context.Context, cmd *pgdrv1.AgentCommand, received time.Time) (string, error) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
 	if cmd.GetEpoch() == 0 {
-		return "", fmt.Errorf("%s: an order must carry an epoch", orderName(cmd))
+		return "", fmt.Errorf("%s: an order must carry an epoch", Name(cmd))
 	}
-	if known := d.epoch.Current(); cmd.GetEpoch() < known {
+	if known := x.epoch.Current(); cmd.GetEpoch() < known {
 		return "", fmt.Errorf("stale epoch %d: this agent knows epoch %d", cmd.GetEpoch(), known)
 	}
-	timing := orderDeadline(cmd, received, d.orderLeaderClock(cmd))
+	timing := orderDeadline(cmd, received, x.orderLeaderClock(ctx, cmd))
 	if dl := timing.Deadline; !dl.IsZero() {
-		if now := d.clock(); !now.Before(dl) {
+		if now := x.clock(); !now.Before(dl) {
 			if timing.Relative {
 				transit := "its transit time unknown"
 				if timing.HasTransit {
 					transit = fmt.Sprintf("%s of it spent in transit by the leader's clock", max(timing.Transit, 0).Round(time.Millisecond))
 				}
 				return "", fmt.Errorf("%w: %s order %s at epoch %d, received %s ago with a budget of %s, %s (it waited in transit or behind another order); the leader no longer waits for it",
-					errOrderExpired, orderName(cmd), cmd.GetId(), cmd.GetEpoch(), now.Sub(received).Round(time.Millisecond), time.Duration(cmd.GetBudgetMs())*time.Millisecond, transit)
+					ErrOrderExpired, Name(cmd), cmd.GetId(), cmd.GetEpoch(), now.Sub(received).Round(time.Millisecond), time.Duration(cmd.GetBudgetMs())*time.Millisecond, transit)
 			}
 			return "", fmt.Errorf("%w: %s order %s at epoch %d, issued at %s, had to start by %s by this agent's clock (it waited behind another order or in transit; the coordinator sent no budget, so the clocks must agree); the leader no longer waits for it",
-				errOrderExpired, orderName(cmd), cmd.GetId(), cmd.GetEpoch(), cmd.GetIssuedAt().AsTime().Format(time.RFC3339Nano), dl.Format(time.RFC3339Nano))
+				ErrOrderExpired, Name(cmd), cmd.GetId(), cmd.GetEpoch(), cmd.GetIssuedAt().AsTime().Format(time.RFC3339Nano), dl.Format(time.RFC3339Nano))
 		}
 	}
 	switch cmd.GetKind().(type) {
@@ -198,8 +204,7 @@ func (d *Daemon) Order(cmd *pgdrv1.AgentCommand, received time.Time) (string, er
 	}
 	// Adopted only now that the order is accepted: a refused order (expired,
 	// unknown) must not make the next order at the recorded epoch stale.
-	d.epoch.See(cmd.GetEpoch())
-	ctx := d.runCtx
+	x.epoch.See(cmd.GetEpoch())
 	switch k := cmd.GetKind().(type) {
 	case *pgdrv1.AgentCommand_Promote:
 		var settle settlePromise
@@ -207,26 +212,26 @@ func (d *Daemon) Order(cmd *pgdrv1.AgentCommand, received time.Time) (string, er
 			settle.By = sb.AsTime()
 		}
 		settle.After = time.Duration(k.Promote.GetSettleAfterMs()) * time.Millisecond
-		return d.promote(ctx, cmd.GetEpoch(), timing, settle)
+		return x.promoter.promote(ctx, cmd.GetEpoch(), timing, settle)
 	case *pgdrv1.AgentCommand_Follow:
-		return d.follow(ctx, k.Follow.GetPrimary(), k.Follow.GetPrimaryDsn())
+		return x.follow(ctx, k.Follow.GetPrimary(), k.Follow.GetPrimaryDsn())
 	case *pgdrv1.AgentCommand_Fence:
 		reason := k.Fence.GetReason()
 		if reason == "" {
 			reason = "no reason given"
 		}
-		if err := d.fence(ctx, fmt.Sprintf("fence order %s at epoch %d: %s", cmd.GetId(), cmd.GetEpoch(), reason)); err != nil {
+		if err := x.Fence(ctx, fmt.Sprintf("fence order %s at epoch %d: %s", cmd.GetId(), cmd.GetEpoch(), reason)); err != nil {
 			return "", err
 		}
-		return "fenced: PostgreSQL stopped (fast shutdown), marker " + health.FencedPath(d.cfg.Postgres.PGData), nil
+		return "fenced: PostgreSQL stopped (fast shutdown), marker " + health.FencedPath(x.cfg.Postgres.PGData), nil
 	case *pgdrv1.AgentCommand_Rejoin:
-		return d.rejoin(ctx, cmd.GetEpoch(), k.Rejoin.GetPrimary(), k.Rejoin.GetPrimaryDsn())
+		return x.rejoin(ctx, cmd.GetEpoch(), k.Rejoin.GetPrimary(), k.Rejoin.GetPrimaryDsn())
 	case *pgdrv1.AgentCommand_SetSynchronous:
-		return d.setSynchronous(ctx, cmd.GetEpoch(), k.SetSynchronous.GetValue(), timing)
+		return x.setSynchronous(ctx, cmd.GetEpoch(), k.SetSynchronous.GetValue(), timing)
 	case *pgdrv1.AgentCommand_Demote:
-		return d.demote(ctx, cmd.GetEpoch(), k.Demote.GetReason())
+		return x.demote(ctx, cmd.GetEpoch(), k.Demote.GetReason())
 	case *pgdrv1.AgentCommand_Restart:
-		return d.restart(ctx, cmd.GetEpoch(), timing)
+		return x.restart(ctx, cmd.GetEpoch(), timing)
 	}
 	return "", fmt.Errorf("unknown order %T", cmd.GetKind())
 }
@@ -255,9 +260,9 @@ func waitCond(ctx context.Context, timeout time.Duration, what string, cond func
 	}
 }
 
-// primaryConninfo is dsn with this node's name as application_name (what
+// PrimaryConninfo is dsn with this node's name as application_name (what
 // synchronous_standby_names and pg_stat_replication know it by).
-func primaryConninfo(dsn, node string) string {
+func PrimaryConninfo(dsn, node string) string {
 	dsn = strings.TrimSpace(dsn)
 	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
 		if u, err := url.Parse(dsn); err == nil {
@@ -293,8 +298,8 @@ func quoteLiteral(s string) string {
 	return b.String()
 }
 
-// hostPort is where dsn connects (the first host).
-func hostPort(dsn string) (string, uint16, error) {
+// HostPort is where dsn connects (the first host).
+func HostPort(dsn string) (string, uint16, error) {
 	pc, err := pgconn.ParseConfig(dsn)
 	if err != nil {
 		return "", 0, errors.New("the primary's DSN does not parse")
@@ -302,8 +307,9 @@ func hostPort(dsn string) (string, uint16, error) {
 	return pc.Host, pc.Port, nil
 }
 
-// waitStreaming waits until the local WAL receiver streams from host:port.
-func (d *Daemon) waitStreaming(ctx context.Context, timeout time.Duration, host string, port uint16) (string, error) {
+// WaitStreaming waits until the local WAL receiver streams from
+// host:port, for at most timeout; it returns what it saw last.
+func WaitStreaming(ctx context.Context, pg *pgctl.Controller, timeout time.Duration, host string, port uint16) (string, error) {
 	var conn *pgx.Conn
 	defer func() {
 		if conn != nil {
@@ -313,7 +319,7 @@ func (d *Daemon) waitStreaming(ctx context.Context, timeout time.Duration, host 
 	var got string
 	err := waitCond(ctx, timeout, fmt.Sprintf("streaming from %s:%d", host, port), func(ctx context.Context) (bool, error) {
 		if conn == nil || conn.IsClosed() {
-			c, err := d.pg.Conn(ctx)
+			c, err := pg.Conn(ctx)
 			if err != nil {
 				return false, err
 			}
@@ -341,18 +347,18 @@ func (d *Daemon) waitStreaming(ctx context.Context, timeout time.Duration, host 
 }
 
 // follow re-points the local replica to a new primary.
-func (d *Daemon) follow(ctx context.Context, primary, dsn string) (string, error) {
+func (x *Executor) follow(ctx context.Context, primary, dsn string) (string, error) {
 	if strings.TrimSpace(dsn) == "" {
 		return "", errors.New("follow: no primary_dsn")
 	}
 	if err := conninfo.Check(dsn); err != nil {
 		return "", fmt.Errorf("follow: the primary's DSN: %w", err)
 	}
-	host, port, err := hostPort(dsn)
+	host, port, err := HostPort(dsn)
 	if err != nil {
 		return "", err
 	}
-	conn, inRecovery, err := d.pg.ConnRecovery(ctx)
+	conn, inRecovery, err := x.pg.ConnRecovery(ctx)
 	if err != nil {
 		return "", err
 	}
@@ -361,7 +367,7 @@ func (d *Daemon) follow(ctx context.Context, primary, dsn string) (string, error
 		return "", errors.New("refusing to follow: the server is not in recovery (a primary must be rejoined, not re-pointed)")
 	}
 	for _, sql := range []string{
-		"ALTER SYSTEM SET primary_conninfo = " + quoteLiteral(primaryConninfo(dsn, d.cfg.Node.Name)),
+		"ALTER SYSTEM SET primary_conninfo = " + quoteLiteral(PrimaryConninfo(dsn, x.cfg.Node.Name)),
 		"ALTER SYSTEM SET recovery_target_timeline = 'latest'",
 		"SELECT pg_reload_conf()",
 	} {
@@ -370,18 +376,18 @@ func (d *Daemon) follow(ctx context.Context, primary, dsn string) (string, error
 			return "", fmt.Errorf("re-pointing the replica: %w", err)
 		}
 	}
-	got, err := d.waitStreaming(ctx, followWait, host, port)
+	got, err := WaitStreaming(ctx, x.pg, followWait, host, port)
 	if err != nil {
 		return got, err
 	}
-	d.CheckNow(ctx)
+	x.monitor.CheckNow(ctx)
 	return fmt.Sprintf("following %s: %s", primary, got), nil
 }
 
 // rewindable says whether pg_rewind can work on pgdata: it needs
 // wal_log_hints=on or data checksums (pg_controldata shows both).
-func (d *Daemon) rewindable(ctx context.Context) (string, error) {
-	out, err := d.pg.Run(ctx, "pg_controldata", "-D", d.cfg.Postgres.PGData)
+func (x *Executor) rewindable(ctx context.Context) (string, error) {
+	out, err := x.pg.Run(ctx, "pg_controldata", "-D", x.cfg.Postgres.PGData)
 	if err != nil {
 		return "", err
 	}
@@ -402,8 +408,11 @@ func (d *Daemon) rewindable(ctx context.Context) (string, error) {
 	return "", fmt.Errorf("pg_rewind cannot rejoin this node: it needs wal_log_hints=on or data checksums, and this data directory has neither (pg_controldata: checksum version %q, wal_log_hints %q); it needs a fresh copy from the new primary or a backup", checksums, hints)
 }
 
-// configFiles are kept across pg_rewind, which would copy the source's.
-var configFiles = []string{"postgresql.conf", "pg_hba.conf", "pg_ident.conf", "postgresql.auto.conf"}
+// ConfigFiles are kept across pg_rewind, which would copy the source's
+// (and across a re-clone).
+func ConfigFiles() []string {
+	return []string{"postgresql.conf", "pg_hba.conf", "pg_ident.conf", "postgresql.auto.conf"}
+}
 
 // managedKeys are the recovery settings rejoin writes (earlier values of
 // them are dropped from postgresql.auto.conf).
@@ -411,39 +420,39 @@ var managedKeys = regexp.MustCompile(`^\s*(primary_conninfo|recovery_target_time
 
 // rejoin turns this former primary into a replica of the new one with
 // pg_rewind.
-func (d *Daemon) rejoin(ctx context.Context, epoch uint64, primary, dsn string) (string, error) {
-	pgdata := d.cfg.Postgres.PGData
+func (x *Executor) rejoin(ctx context.Context, epoch uint64, primary, dsn string) (string, error) {
+	pgdata := x.cfg.Postgres.PGData
 	if strings.TrimSpace(dsn) == "" {
 		return "", errors.New("rejoin: no primary_dsn")
 	}
 	if err := conninfo.Check(dsn); err != nil {
 		return "", fmt.Errorf("rejoin: the primary's DSN: %w", err)
 	}
-	host, port, err := hostPort(dsn)
+	host, port, err := HostPort(dsn)
 	if err != nil {
 		return "", err
 	}
 	if pgctl.PostmasterRunning(pgdata) {
-		d.log.Warn("rejoin: stopping the running server (fast shutdown)")
-		if err := d.pg.Stop(ctx); err != nil {
+		x.log.Warn("rejoin: stopping the running server (fast shutdown)")
+		if err := x.pg.Stop(ctx); err != nil {
 			return "", fmt.Errorf("rejoin: stopping PostgreSQL: %w", err)
 		}
 	}
-	how, err := d.rewindable(ctx)
+	how, err := x.rewindable(ctx)
 	if err != nil {
-		return d.reclone(ctx, epoch, primary, dsn, err) // a fresh copy instead (reclone.go)
+		return x.Reclone(ctx, epoch, primary, dsn, err) // a fresh copy instead (Deps.Reclone)
 	}
 	// The new primary's control file must show its new timeline.
 	if c, err := pgctl.Connect(ctx, dsn, "the primary's DSN"); err != nil {
-		d.log.Warn("rejoin: cannot reach the new primary for a checkpoint", "err", err)
+		x.log.Warn("rejoin: cannot reach the new primary for a checkpoint", "err", err)
 	} else {
 		if _, err := c.Exec(ctx, "CHECKPOINT"); err != nil {
-			d.log.Warn("rejoin: checkpoint on the new primary", "err", err)
+			x.log.Warn("rejoin: checkpoint on the new primary", "err", err)
 		}
 		c.Close(context.WithoutCancel(ctx))
 	}
 	saved := map[string][]byte{}
-	for _, f := range configFiles {
+	for _, f := range ConfigFiles() {
 		if b, err := os.ReadFile(filepath.Join(pgdata, f)); err == nil {
 			saved[f] = b
 		}
@@ -454,30 +463,30 @@ func (d *Daemon) rejoin(ctx context.Context, epoch uint64, primary, dsn string) 
 			if err := os.WriteFile(p, b, 0o600); err != nil {
 				return err
 			}
-			d.pg.ChownLikePGData(p)
+			x.pg.ChownLikePGData(p)
 		}
 		return nil
 	}
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Minute)
-	out, err := d.pg.Run(rctx, "pg_rewind", "--target-pgdata", pgdata, "--source-server", dsn, "--progress")
+	out, err := x.pg.Run(rctx, "pg_rewind", "--target-pgdata", pgdata, "--source-server", dsn, "--progress")
 	cancel()
 	if rerr := restoreConfig(); rerr != nil {
 		return "", fmt.Errorf("restoring the configuration files after pg_rewind: %w", rerr)
 	}
 	if err != nil {
-		return d.reclone(ctx, epoch, primary, dsn, fmt.Errorf("pg_rewind failed: %w", err))
+		return x.Reclone(ctx, epoch, primary, dsn, fmt.Errorf("pg_rewind failed: %w", err))
 	}
-	if err := d.writeStandbyConfig(epoch, dsn); err != nil {
+	if err := WriteStandbyConfig(x.cfg, x.pg, epoch, dsn); err != nil {
 		return "", err
 	}
-	if err := d.unfence(); err != nil {
+	if err := x.Unfence(); err != nil {
 		return "", err
 	}
-	if err := d.pg.Start(ctx); err != nil {
+	if err := x.pg.Start(ctx); err != nil {
 		return "", err
 	}
-	got, err := d.waitStreaming(ctx, rejoinWait, host, port)
-	d.CheckNow(ctx)
+	got, err := WaitStreaming(ctx, x.pg, RejoinWait, host, port)
+	x.monitor.CheckNow(ctx)
 	if err != nil {
 		return got, err
 	}
@@ -486,12 +495,13 @@ func (d *Daemon) rejoin(ctx context.Context, epoch uint64, primary, dsn string) 
 	return fmt.Sprintf("rewound (pg_rewind, %s): %s; pg_rewind: %s", how, got, strings.ReplaceAll(pgctl.Tail(out, 300), "\n", " | ")), nil
 }
 
-// writeStandbyConfig writes standby.signal and the recovery settings.
-func (d *Daemon) writeStandbyConfig(epoch uint64, dsn string) error {
+// WriteStandbyConfig writes standby.signal and the recovery settings of
+// cfg's server for a replica of the primary at dsn (rejoin, re-clone).
+func WriteStandbyConfig(cfg *config.Config, pg *pgctl.Controller, epoch uint64, dsn string) error {
 	if err := conninfo.Check(dsn); err != nil {
 		return fmt.Errorf("primary_conninfo: the primary's DSN: %w", err)
 	}
-	pgdata := d.cfg.Postgres.PGData
+	pgdata := cfg.Postgres.PGData
 	auto := filepath.Join(pgdata, "postgresql.auto.conf")
 	old, err := os.ReadFile(auto)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -504,20 +514,20 @@ func (d *Daemon) writeStandbyConfig(epoch uint64, dsn string) error {
 		}
 	}
 	lines = append(lines, fmt.Sprintf("# recovery settings written by pgdr-agent rejoin at epoch %d", epoch),
-		"primary_conninfo = "+confQuote(primaryConninfo(dsn, d.cfg.Node.Name)),
+		"primary_conninfo = "+confQuote(PrimaryConninfo(dsn, cfg.Node.Name)),
 		"recovery_target_timeline = 'latest'")
-	if exe, err := os.Executable(); err == nil && d.cfg.Path != "" && len(d.cfg.Repos) > 0 {
-		lines = append(lines, "restore_command = "+confQuote(fmt.Sprintf("%s wal-fetch --config %s %%f %%p", exe, d.cfg.Path)))
+	if exe, err := os.Executable(); err == nil && cfg.Path != "" && len(cfg.Repos) > 0 {
+		lines = append(lines, "restore_command = "+confQuote(fmt.Sprintf("%s wal-fetch --config %s %%f %%p", exe, cfg.Path)))
 	}
 	if err := fsutil.WriteFileSynced(auto, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
 		return err
 	}
-	d.pg.ChownLikePGData(auto)
+	pg.ChownLikePGData(auto)
 	sig := filepath.Join(pgdata, "standby.signal")
 	if err := fsutil.WriteFileSynced(sig, nil, 0o600); err != nil {
 		return err
 	}
-	d.pg.ChownLikePGData(sig)
+	pg.ChownLikePGData(sig)
 	if err := os.Remove(filepath.Join(pgdata, "recovery.signal")); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
