@@ -220,7 +220,7 @@ func TestSetSynchronousBoundedByDeadline(t *testing.T) {
 	leaderNow := time.Now
 	d, c := promoteDaemon(t, &fakePromotion{}, &epochClient{epoch: 6, primary: "pg-a2", now: leaderNow})
 	d.cfg.Postgres.DSN = fmt.Sprintf("host=127.0.0.1 port=%d user=postgres connect_timeout=30", ln.Addr().(*net.TCPAddr).Port)
-	d.pg = newPG(d.cfg, d.log) // the process control reads the configuration once, when built
+	d.pg = newPG(d.cfg, d.log)  // the process control reads the configuration once, when built
 	d.orders = d.newOrders(nil) // the orders take the process control when built
 	start := time.Now()
 	res := c.carryOut(context.Background(), lateOrder(6, leaderNow(), 2*time.Second,

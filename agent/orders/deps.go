@@ -97,7 +97,7 @@ type Deps struct {
 	// Session is the client of the session with the coordinator leader
 	// (nil: no session).
 	Session func() EpochClient
-	// RPCTimeout bounds the Epoch call.
+	// RPCTimeout bounds the Epoch call (0: defaultRPCTimeout).
 	RPCTimeout time.Duration
 	// SafetyMargin is failover.safety_margin.
 	SafetyMargin func() time.Duration
@@ -118,6 +118,10 @@ type Deps struct {
 	// connection to the local server (OpenPGPromotion).
 	OpenPromotion func(ctx context.Context) (Promotion, error)
 }
+
+// defaultRPCTimeout bounds the Epoch call when Deps.RPCTimeout is not set
+// (the session's own RPC timeout).
+const defaultRPCTimeout = 3 * time.Second
 
 // base is what the Executor and the Promoter share: the configuration,
 // the dependencies, and the epoch's confirmation with the leader.
@@ -149,6 +153,9 @@ type Executor struct {
 
 // New builds the executor of cfg's orders.
 func New(cfg *config.Config, deps Deps) *Executor {
+	if deps.RPCTimeout <= 0 {
+		deps.RPCTimeout = defaultRPCTimeout
+	}
 	b := &base{cfg: cfg, Deps: deps, log: deps.Log, pg: deps.PG, epoch: deps.Epoch, lclock: deps.LeaderClock, monitor: deps.Monitor}
 	return &Executor{base: b, promoter: &Promoter{base: b}}
 }

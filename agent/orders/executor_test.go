@@ -53,8 +53,10 @@ func (r *replica) Promote(context.Context, time.Duration) (bool, error) {
 	return true, nil
 }
 
-func (r *replica) Finish(context.Context) (string, error) { return "promoted: timeline 2, lsn 0/3000000", nil }
-func (r *replica) Close()                                 {}
+func (r *replica) Finish(context.Context) (string, error) {
+	return "promoted: timeline 2, lsn 0/3000000", nil
+}
+func (r *replica) Close() {}
 
 type monitor struct{ checks int }
 
