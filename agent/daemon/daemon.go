@@ -17,6 +17,7 @@ import (
 	"github.com/pgdr/pgdr/agent/health"
 	"github.com/pgdr/pgdr/agent/hooks"
 	"github.com/pgdr/pgdr/agent/leaderclock"
+	"github.com/pgdr/pgdr/agent/orders"
 	"github.com/pgdr/pgdr/agent/pgctl"
 	"github.com/pgdr/pgdr/agent/reclone"
 	"github.com/pgdr/pgdr/agent/walship"
@@ -57,9 +58,8 @@ type Daemon struct {
 	// leaseMu guards lease, which is nil without coordinator.addresses.
 	leaseMu sync.Mutex
 	lease   *Lease
-	// fenceMu serializes fencing; orderMu the coordinator's orders.
+	// fenceMu serializes fencing.
 	fenceMu sync.Mutex
-	orderMu sync.Mutex
 	// runCtx is Run's context: orders outlive the session that brought them.
 	runCtx context.Context
 	// failsafe is the failsafe (agent/failsafe; built in New).
@@ -69,21 +69,15 @@ type Daemon struct {
 	recloner *reclone.Recloner
 	// wd is the process watchdog's state (watchdog.go).
 	wd watchdogState
-	// promotionOpener replaces the local server's side of a promotion in
-	// tests (promote.go); nil in production.
-	promotionOpener func(context.Context) (promotion, error)
-	// promoteMu guards promoteWatching: a pending promotion is watched.
-	promoteMu       sync.Mutex
-	promoteWatching bool
+	// orders carries out the coordinator's orders (agent/orders; built
+	// in New).
+	orders *orders.Executor
 	// lclock is the last measurement of the coordinator leader's clock
 	// and the skew, the agent's clock minus the leader's.
 	lclock *leaderclock.Clock
 	// now replaces time.Now for the orders' deadlines in tests (a clock
 	// ahead of or behind the leader's); nil in production.
 	now func() time.Time
-	// promoteGiveUp: the watched promotion's give-up time (promoteguard.go;
-	// zero: not guarded), the latest of the guarded orders it watches.
-	promoteGiveUp giveUpTime
 	// clocks replaces ReadClocks, the clocks give-up times are judged on,
 	// in tests (a wall clock or CLOCK_BOOTTIME that jumps ahead of the
 	// monotonic clock, as a resumed VM's does); nil in production.
@@ -114,6 +108,7 @@ func New(cfg *config.Config, shipper *walship.Shipper, log *slog.Logger) *Daemon
 	d.hooks = hooks.New(cfg, log, prometheus.WrapRegistererWith(prometheus.Labels{"cluster": cfg.Cluster, "node": cfg.Node.Name}, d.metrics.reg))
 	d.runCtx = context.Background()
 	d.recloner = d.newRecloner()
+	d.orders = d.newOrders(nil)
 	if len(cfg.Coordinator.Addresses) > 0 {
 		d.lease = NewLease(time.Now(), d.leaseTTL(), d.safetyMargin())
 		if fi, err := health.ReadFenced(cfg.Postgres.PGData); fi != nil {

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/pgdr/pgdr/agent/health"
+	"github.com/pgdr/pgdr/agent/orders"
 	"github.com/pgdr/pgdr/pkg/testutil"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
@@ -115,7 +116,7 @@ func (c *epochClient) Epoch(_ context.Context, req *pgdrv1.EpochRequest, _ ...gr
 func promoteDaemon(t *testing.T, fp *fakePromotion, leader *epochClient) (*Daemon, *coordClient) {
 	t.Helper()
 	d := New(testConfig(t, ""), nil, slog.New(slog.DiscardHandler)) // node pg-a2
-	d.promotionOpener = func(context.Context) (promotion, error) { return fp, nil }
+	d.orders = d.newOrders(func(context.Context) (orders.Promotion, error) { return fp, nil })
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	d.runCtx = ctx

@@ -1,4 +1,4 @@
-package daemon
+package orders
 
 import (
 	"context"
@@ -30,15 +30,15 @@ import (
 // the target has received WAL up to that end:
 //
 //	demoted: ... shutdown_checkpoint_lsn=0/3000060 shutdown_checkpoint_end_lsn=0/30000D2 timeline=1
-func (d *Daemon) demote(ctx context.Context, epoch uint64, reason string) (string, error) {
-	pgdata := d.cfg.Postgres.PGData
+func (x *Executor) demote(ctx context.Context, epoch uint64, reason string) (string, error) {
+	pgdata := x.cfg.Postgres.PGData
 	if fi, err := health.ReadFenced(pgdata); fi != nil {
 		return "", fmt.Errorf("refusing to demote: this node is fenced (%s, epoch %d; marker %s, %v)", fi.Reason, fi.Epoch, health.FencedPath(pgdata), err)
 	}
 	if !pgctl.PostmasterRunning(pgdata) {
 		return "", errors.New("refusing to demote: PostgreSQL is not running here (nothing to stop cleanly; this is not a working primary)")
 	}
-	conn, inRecovery, err := d.pg.ConnRecovery(ctx)
+	conn, inRecovery, err := x.pg.ConnRecovery(ctx)
 	if err != nil {
 		return "", err
 	}
@@ -47,27 +47,27 @@ func (d *Daemon) demote(ctx context.Context, epoch uint64, reason string) (strin
 		return "", errors.New("refusing to demote: the server is in recovery (a replica, not the primary)")
 	}
 	if _, err := conn.Exec(ctx, "CHECKPOINT"); err != nil {
-		d.log.Warn("demote: checkpoint before the shutdown", "err", err)
+		x.log.Warn("demote: checkpoint before the shutdown", "err", err)
 	}
 	conn.Close(context.WithoutCancel(ctx))
 
 	if reason == "" {
 		reason = "no reason given"
 	}
-	d.log.Warn("DEMOTING PostgreSQL: clean stop (fast shutdown) for a switchover", "reason", reason, "epoch", epoch)
+	x.log.Warn("DEMOTING PostgreSQL: clean stop (fast shutdown) for a switchover", "reason", reason, "epoch", epoch)
 	// The stop outlives a daemon shutdown that begins meanwhile.
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), demoteStopTimeout)
 	defer cancel()
-	stopErr := d.pg.StopMode(sctx, pgctl.Fast, demoteStopTimeout-5*time.Second)
+	stopErr := x.pg.StopMode(sctx, pgctl.Fast, demoteStopTimeout-5*time.Second)
 	if stopErr != nil && pgctl.PostmasterRunning(pgdata) {
 		// It must not stay half up: stop it for sure, and say that the
 		// stop was not clean (no shutdown checkpoint to wait for).
-		err := d.pg.Stop(sctx)
-		d.CheckNow(ctx)
+		err := x.pg.Stop(sctx)
+		x.monitor.CheckNow(ctx)
 		return "", fmt.Errorf("the fast shutdown did not finish (%v); PostgreSQL was stopped harder (%v), so there is no clean shutdown checkpoint: do not switch over, fail over instead", stopErr, err)
 	}
-	d.CheckNow(ctx)
-	out, err := d.pg.Run(sctx, "pg_controldata", "-D", pgdata)
+	x.monitor.CheckNow(ctx)
+	out, err := x.pg.Run(sctx, "pg_controldata", "-D", pgdata)
 	if err != nil {
 		return "", fmt.Errorf("PostgreSQL stopped, but reading pg_controldata failed: %w", err)
 	}
@@ -163,29 +163,29 @@ const restartMargin = time.Second
 // it, or after a failover chose another primary, leaves PostgreSQL
 // stopped. A fenced node is never restarted (it may have lost the primary
 // role); a running one is left alone.
-func (d *Daemon) restart(ctx context.Context, epoch uint64, timing orderTiming) (string, error) {
-	pgdata := d.cfg.Postgres.PGData
+func (x *Executor) restart(ctx context.Context, epoch uint64, timing orderTiming) (string, error) {
+	pgdata := x.cfg.Postgres.PGData
 	if fi, err := health.ReadFenced(pgdata); fi != nil {
 		return "", fmt.Errorf("refusing to restart: this node is fenced (%s, epoch %d; marker %s, %v)", fi.Reason, fi.Epoch, health.FencedPath(pgdata), err)
 	}
 	if pgctl.PostmasterRunning(pgdata) {
 		return "PostgreSQL is already running", nil
 	}
-	cur, err := d.confirmCurrent(ctx, "restart", epoch, timing)
+	cur, err := x.confirmCurrent(ctx, "restart", epoch, timing)
 	if err != nil {
 		return "", err
 	}
 	if cur.hasLocal && cur.local < restartMargin {
 		return "", fmt.Errorf("%w: restart at epoch %d: %s left before the order's deadline by this agent's clock once the leader confirmed the epoch; PostgreSQL left stopped",
-			errOrderExpired, epoch, cur.local.Round(time.Millisecond))
+			ErrOrderExpired, epoch, cur.local.Round(time.Millisecond))
 	}
 	if cur.hasLeader && cur.leader < restartMargin {
 		return "", fmt.Errorf("%w: restart at epoch %d: %s left %s; PostgreSQL left stopped",
-			errOrderExpired, epoch, cur.leader.Round(time.Millisecond), cur.leaderHow(timing))
+			ErrOrderExpired, epoch, cur.leader.Round(time.Millisecond), cur.leaderHow(timing))
 	}
-	if err := d.pg.Start(ctx); err != nil {
+	if err := x.pg.Start(ctx); err != nil {
 		return "", fmt.Errorf("restart: %w", err)
 	}
-	d.CheckNow(ctx)
+	x.monitor.CheckNow(ctx)
 	return "restarted: PostgreSQL started again", nil
 }

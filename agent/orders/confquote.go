@@ -1,4 +1,4 @@
-package daemon
+package orders
 
 import (
 	"fmt"
@@ -26,6 +26,29 @@ func confQuote(s string) string {
 			b.WriteString(`\\`)
 		case c < 0x20 || c == 0x7f:
 			fmt.Fprintf(&b, `\%03o`, c)
+		default:
+			b.WriteByte(c)
+		}
+	}
+	b.WriteByte('\'')
+	return b.String()
+}
+
+// quoteLiteral quotes s as an SQL escape string literal, E'...', with \
+// and ' doubled: the same value whatever standard_conforming_strings is
+// (off, a plain '...' literal takes \' as an escaped quote and the value
+// could end early, the rest run as SQL). For statements that take no bind
+// parameters (ALTER SYSTEM); not for configuration files: see confQuote.
+func quoteLiteral(s string) string {
+	var b strings.Builder
+	b.Grow(len(s) + 3)
+	b.WriteString("E'")
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; c {
+		case '\\':
+			b.WriteString(`\\`)
+		case '\'':
+			b.WriteString("''")
 		default:
 			b.WriteByte(c)
 		}

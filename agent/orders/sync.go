@@ -1,4 +1,4 @@
-package daemon
+package orders
 
 import (
 	"context"
@@ -32,8 +32,8 @@ const syncWait = 15 * time.Second
 // that falls between the ALTER SYSTEM and the reload leaves the setting
 // written but not loaded (until the next reload, when the planner sees it
 // reported and records its standbys first).
-func (d *Daemon) setSynchronous(ctx context.Context, epoch uint64, value string, timing orderTiming) (string, error) {
-	pgdata := d.cfg.Postgres.PGData
+func (x *Executor) setSynchronous(ctx context.Context, epoch uint64, value string, timing orderTiming) (string, error) {
+	pgdata := x.cfg.Postgres.PGData
 	if fi, _ := health.ReadFenced(pgdata); fi != nil {
 		return "", fmt.Errorf("refusing to set synchronous_standby_names: this node is fenced (%s, epoch %d)", fi.Reason, fi.Epoch)
 	}
@@ -43,16 +43,16 @@ func (d *Daemon) setSynchronous(ctx context.Context, epoch uint64, value string,
 	actx := ctx
 	if !timing.Deadline.IsZero() {
 		var cancel context.CancelFunc
-		actx, cancel = context.WithTimeout(ctx, timing.Deadline.Sub(d.clock()))
+		actx, cancel = context.WithTimeout(ctx, timing.Deadline.Sub(x.clock()))
 		defer cancel()
 	}
 	expired := func(err error) error {
 		if actx.Err() != nil && ctx.Err() == nil {
-			return fmt.Errorf("%w: set_synchronous at epoch %d: synchronous_standby_names not set before the order's deadline (%v); the leader no longer waits for it", errOrderExpired, epoch, err)
+			return fmt.Errorf("%w: set_synchronous at epoch %d: synchronous_standby_names not set before the order's deadline (%v); the leader no longer waits for it", ErrOrderExpired, epoch, err)
 		}
 		return nil
 	}
-	conn, inRecovery, err := d.pg.ConnRecovery(actx)
+	conn, inRecovery, err := x.pg.ConnRecovery(actx)
 	if err != nil {
 		if e := expired(err); e != nil {
 			return "", e
@@ -80,8 +80,8 @@ func (d *Daemon) setSynchronous(ctx context.Context, epoch uint64, value string,
 	}); err != nil {
 		return "", err
 	}
-	d.log.Info("synchronous_standby_names set", "value", value, "epoch", epoch, "in_recovery", inRecovery)
-	d.CheckNow(ctx)
+	x.log.Info("synchronous_standby_names set", "value", value, "epoch", epoch, "in_recovery", inRecovery)
+	x.monitor.CheckNow(ctx)
 	where := "primary"
 	if inRecovery {
 		where = "standby: in force once promoted"

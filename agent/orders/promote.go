@@ -1,10 +1,12 @@
-package daemon
+package orders
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -17,31 +19,31 @@ import (
 // promoteWait bounds pg_promote's own wait.
 const promoteWait = 60 * time.Second
 
-// promotion is the local server's side of a promotion; the daemon opens one
-// per order (openPromotion, replaced in tests).
-type promotion interface {
-	// InRecovery is pg_is_in_recovery().
-	InRecovery(ctx context.Context) (bool, error)
-	// Promote is pg_promote(true, wait): true once the promotion finished.
-	Promote(ctx context.Context, wait time.Duration) (bool, error)
-	// Finish runs after the end of recovery: a checkpoint, then the new
-	// timeline and LSN for the order's output.
-	Finish(ctx context.Context) (string, error)
-	Close()
+// Promoter carries out promote orders and watches the promotions left
+// pending (Watch).
+type Promoter struct {
+	*base
+	// mu guards watching (a pending promotion is watched) and giveUp (the
+	// watched promotion's give-up time, the latest of the guarded orders
+	// it watches; nil: not guarded).
+	mu       sync.Mutex
+	watching bool
+	giveUp   GiveUp
 }
 
 // pgPromotion is a promotion over a connection to the local server.
 type pgPromotion struct {
-	d    *Daemon
+	log  *slog.Logger
 	conn *pgx.Conn
 }
 
-func (d *Daemon) openPGPromotion(ctx context.Context) (promotion, error) {
-	conn, err := d.pg.Conn(ctx)
+// OpenPGPromotion opens a promotion over a connection to the local server.
+func OpenPGPromotion(ctx context.Context, pg *pgctl.Controller, log *slog.Logger) (Promotion, error) {
+	conn, err := pg.Conn(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to the local server: %w", err)
 	}
-	return &pgPromotion{d: d, conn: conn}, nil
+	return &pgPromotion{log: log, conn: conn}, nil
 }
 
 func (p *pgPromotion) InRecovery(ctx context.Context) (bool, error) {
@@ -60,7 +62,7 @@ func (p *pgPromotion) Finish(ctx context.Context) (string, error) {
 	// A checkpoint puts the new timeline into pg_control at once, so the
 	// old primary can be rewound from this one without waiting.
 	if _, err := p.conn.Exec(ctx, "CHECKPOINT"); err != nil {
-		p.d.log.Warn("checkpoint after the promotion", "err", err)
+		p.log.Warn("checkpoint after the promotion", "err", err)
 	}
 	var lsn, file string
 	if err := p.conn.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text, pg_walfile_name(pg_current_wal_lsn())").Scan(&lsn, &file); err != nil {
@@ -72,18 +74,18 @@ func (p *pgPromotion) Finish(ctx context.Context) (string, error) {
 
 func (p *pgPromotion) Close() { p.conn.Close(context.Background()) }
 
-func (d *Daemon) openPromotion(ctx context.Context) (promotion, error) {
-	if d.promotionOpener != nil {
-		return d.promotionOpener(ctx)
+func (x *Promoter) openPromotion(ctx context.Context) (Promotion, error) {
+	if x.OpenPromotion != nil {
+		return x.OpenPromotion(ctx)
 	}
-	return d.openPGPromotion(ctx)
+	return OpenPGPromotion(ctx, x.pg, x.log)
 }
 
-// errPromotionPending marks a promotion that was asked of PostgreSQL and
+// ErrPromotionPending marks a promotion that was asked of PostgreSQL and
 // has not finished: PostgreSQL does not cancel it, it completes once
 // replay catches up. The order is reported as pending (not failed), so the
 // leader fences this node (or waits for it) before it promotes another.
-var errPromotionPending = errors.New("promotion pending")
+var ErrPromotionPending = errors.New("promotion pending")
 
 // Promotion timings: pg_promote's wait ends this long (at most a quarter
 // of the time left) before the order's deadline, so that the answer
@@ -130,7 +132,7 @@ type settlePromise struct {
 func (p settlePromise) none() bool { return p.After <= 0 && p.By.IsZero() }
 
 // settleGiveUp is the give-up time of a promotion ordered with settle
-// (promoteguard.go), checked right before pg_promote (cur: the leader's
+// (Deps.Guard), checked right before pg_promote (cur: the leader's
 // answer then). With a window it counts from a time no later than the
 // order's sending, on the agent's monotonic clock: the earlier of its
 // receipt less the transit time the leader's clock bounds
@@ -144,16 +146,16 @@ func (p settlePromise) none() bool { return p.After <= 0 && p.By.IsZero() }
 // bound the window cannot be kept: an error. Without a window (an older
 // coordinator) settle_by, less the safety margin, is taken on the agent's
 // wall clock as before, and counted from now on the other clocks.
-func (d *Daemon) settleGiveUp(epoch uint64, timing orderTiming, cur orderCurrent, settle settlePromise) (giveUpTime, error) {
-	margin := d.safetyMargin()
-	c := d.readClocks()
+func (x *Promoter) settleGiveUp(epoch uint64, timing orderTiming, cur orderCurrent, settle settlePromise) (GiveUp, error) {
+	margin := x.SafetyMargin()
+	c := x.Guard.ReadClocks()
 	if settle.After <= 0 {
-		left := settle.By.Add(-margin).Sub(c.Wall)
+		left := settle.By.Add(-margin).Sub(c.Wall())
 		if left <= 0 {
-			return giveUpTime{}, fmt.Errorf("%w: promote at epoch %d: its settle deadline %s (less the safety margin) has passed",
-				errOrderExpired, epoch, settle.By.Format(time.RFC3339Nano))
+			return nil, fmt.Errorf("%w: promote at epoch %d: its settle deadline %s (less the safety margin) has passed",
+				ErrOrderExpired, epoch, settle.By.Format(time.RFC3339Nano))
 		}
-		return giveUpAfter(c, left, left), nil
+		return c.GiveUpAfter(left, left), nil
 	}
 	var sent time.Time
 	if at, ok := timing.sentBefore(); ok {
@@ -165,21 +167,21 @@ func (d *Daemon) settleGiveUp(epoch uint64, timing orderTiming, cur orderCurrent
 		}
 	}
 	if sent.IsZero() {
-		return giveUpTime{}, fmt.Errorf("refusing to promote at epoch %d: the order's settle window (%s) cannot be counted: neither its transit time nor the leader's wait for it is known (a coordinator that sends neither its clock nor the wait)",
+		return nil, fmt.Errorf("refusing to promote at epoch %d: the order's settle window (%s) cannot be counted: neither its transit time nor the leader's wait for it is known (a coordinator that sends neither its clock nor the wait)",
 			epoch, settle.After)
 	}
 	// On the monotonic clock from the sending; on the wall clock from the
 	// sending's wall reading, so that a pause of the VM since (which the
 	// monotonic clock does not count) brings it forward.
-	now := d.clock()
+	now := x.clock()
 	left := sent.Add(settle.After - margin).Sub(now)
 	leftWall := sent.Round(0).Add(settle.After - margin).Sub(now.Round(0))
 	if left <= 0 || leftWall <= 0 {
-		return giveUpTime{}, fmt.Errorf("%w: promote at epoch %d: its settle window %s from its sending, less the safety margin %s, has passed",
-			errOrderExpired, epoch, settle.After, margin)
+		return nil, fmt.Errorf("%w: promote at epoch %d: its settle window %s from its sending, less the safety margin %s, has passed",
+			ErrOrderExpired, epoch, settle.After, margin)
 	}
 	// On the clocks the watcher and the watchdog's heartbeat count with.
-	return giveUpAfter(c, left, leftWall), nil
+	return c.GiveUpAfter(left, leftWall), nil
 }
 
 // promote promotes the local replica at epoch: never a fenced node, never
@@ -188,31 +190,31 @@ func (d *Daemon) settleGiveUp(epoch uint64, timing orderTiming, cur orderCurrent
 // pg_promote) or the leader records another primary or a newer epoch
 // (asked right before pg_promote). pg_promote's wait ends before the
 // earlier of both deadlines. With a settle deadline the promotion is
-// guarded until a lease is granted to this node (promoteguard.go,
+// guarded until a lease is granted to this node (Deps.Guard,
 // settleGiveUp).
-func (d *Daemon) promote(ctx context.Context, epoch uint64, timing orderTiming, settle settlePromise) (string, error) {
-	var giveUp giveUpTime
+func (x *Promoter) promote(ctx context.Context, epoch uint64, timing orderTiming, settle settlePromise) (string, error) {
+	var giveUp GiveUp
 	if settle.After <= 0 && !settle.By.IsZero() {
-		if _, err := d.settleGiveUp(epoch, timing, orderCurrent{}, settle); err != nil {
+		if _, err := x.settleGiveUp(epoch, timing, orderCurrent{}, settle); err != nil {
 			return "", err
 		}
 	}
-	fsDone, err := d.failsafe.BeginPromote() // acknowledged a failsafe ping within lease_ttl?
+	fsDone, err := x.Failsafe.BeginPromote() // acknowledged a failsafe ping within lease_ttl?
 	if err != nil {
 		return "", err
 	}
 	// A pending promotion acknowledges no failsafe ping until it is over:
 	// the watcher releases it then.
 	pending := func() {
-		d.watchPromotion(epoch, giveUp, fsDone)
+		x.Watch(ctx, epoch, giveUp, fsDone)
 		fsDone = func() {}
 	}
 	defer func() { fsDone() }()
-	pgdata := d.cfg.Postgres.PGData
+	pgdata := x.cfg.Postgres.PGData
 	if fi, err := health.ReadFenced(pgdata); fi != nil {
 		return "", fmt.Errorf("refusing to promote: this node is fenced (%s, epoch %d; marker %s, %v); a fenced node is never promoted, rejoin it first", fi.Reason, fi.Epoch, health.FencedPath(pgdata), err)
 	}
-	p, err := d.openPromotion(ctx)
+	p, err := x.openPromotion(ctx)
 	if err != nil {
 		return "", err
 	}
@@ -228,15 +230,15 @@ func (d *Daemon) promote(ctx context.Context, epoch uint64, timing orderTiming, 
 		if timing.Deadline.IsZero() {
 			return 0, false
 		}
-		return timing.Deadline.Sub(d.clock()), true
+		return timing.Deadline.Sub(x.clock()), true
 	}
 	if left, ok := localLeft(); ok {
 		if _, late := promoteWaitFor(left, true); late {
 			return "", fmt.Errorf("%w: promote at epoch %d: %s left before the order's deadline by this agent's clock, too little for pg_promote to answer in time",
-				errOrderExpired, epoch, left.Round(time.Millisecond))
+				ErrOrderExpired, epoch, left.Round(time.Millisecond))
 		}
 	}
-	cur, err := d.confirmCurrent(ctx, "promote", epoch, timing)
+	cur, err := x.confirmCurrent(ctx, "promote", epoch, timing)
 	if err != nil {
 		return "", err
 	}
@@ -247,14 +249,14 @@ func (d *Daemon) promote(ctx context.Context, epoch uint64, timing orderTiming, 
 		// waiting for it (its answer passed a barrier in its term), vouches
 		// for the order.
 		return "", fmt.Errorf("%w: promote order %s at epoch %d: sent by coordinator %s, but the leader answering is %q and does not wait for it (a deposed leader's late order)",
-			errOrderExpired, timing.ID, epoch, timing.Sender, cur.ans.leader)
+			ErrOrderExpired, timing.ID, epoch, timing.Sender, cur.ans.leader)
 	}
 	wait := promoteWait
 	if cur.hasLocal {
 		w, late := promoteWaitFor(cur.local, true)
 		if late {
 			return "", fmt.Errorf("%w: promote at epoch %d: %s left before the order's deadline by this agent's clock once the leader confirmed the epoch, too little for pg_promote to answer in time",
-				errOrderExpired, epoch, cur.local.Round(time.Millisecond))
+				ErrOrderExpired, epoch, cur.local.Round(time.Millisecond))
 		}
 		wait = w
 	}
@@ -264,15 +266,15 @@ func (d *Daemon) promote(ctx context.Context, epoch uint64, timing orderTiming, 
 		w, late := promoteWaitFor(cur.leader, true)
 		if late {
 			return "", fmt.Errorf("%w: promote at epoch %d: %s left %s, too little for pg_promote to answer in time",
-				errOrderExpired, epoch, cur.leader.Round(time.Millisecond), cur.leaderHow(timing))
+				ErrOrderExpired, epoch, cur.leader.Round(time.Millisecond), cur.leaderHow(timing))
 		}
 		wait = min(wait, w)
 	}
 	if !settle.none() {
-		if giveUp, err = d.settleGiveUp(epoch, timing, cur, settle); err != nil {
+		if giveUp, err = x.settleGiveUp(epoch, timing, cur, settle); err != nil {
 			return "", err
 		}
-		if err := d.guardPromotion(epoch, giveUp); err != nil {
+		if err := x.Guard.Guard(epoch, giveUp); err != nil {
 			return "", err
 		}
 	}
@@ -280,18 +282,18 @@ func (d *Daemon) promote(ctx context.Context, epoch uint64, timing orderTiming, 
 	if err != nil {
 		// The request may have reached PostgreSQL: its outcome is unknown.
 		pending()
-		return "", fmt.Errorf("%w: pg_promote at epoch %d failed (%v) and may still have been requested; PostgreSQL completes a requested promotion once replay catches up", errPromotionPending, epoch, err)
+		return "", fmt.Errorf("%w: pg_promote at epoch %d failed (%v) and may still have been requested; PostgreSQL completes a requested promotion once replay catches up", ErrPromotionPending, epoch, err)
 	}
 	if !done {
 		pending()
-		return "", fmt.Errorf("%w: pg_promote at epoch %d did not finish within %s; PostgreSQL completes it once replay catches up (unless this node is fenced)", errPromotionPending, epoch, wait)
+		return "", fmt.Errorf("%w: pg_promote at epoch %d did not finish within %s; PostgreSQL completes it once replay catches up (unless this node is fenced)", ErrPromotionPending, epoch, wait)
 	}
 	if err := waitCond(ctx, promoteWait, "the end of recovery", func(ctx context.Context) (bool, error) {
 		in, err := p.InRecovery(ctx)
 		return err == nil && !in, err
 	}); err != nil {
 		pending()
-		return "", fmt.Errorf("%w: %v", errPromotionPending, err)
+		return "", fmt.Errorf("%w: %v", ErrPromotionPending, err)
 	}
 	out, err := p.Finish(ctx)
 	if err != nil {
@@ -301,13 +303,13 @@ func (d *Daemon) promote(ctx context.Context, epoch uint64, timing orderTiming, 
 		// The watcher sees it completed and asks the leader (guarded:
 		// until a lease is granted or the give-up time).
 		pending()
-		return "", fmt.Errorf("%w: pg_promote at epoch %d completed (recovery ended), but reading the new timeline and LSN failed: %v", errPromotionPending, epoch, err)
+		return "", fmt.Errorf("%w: pg_promote at epoch %d completed (recovery ended), but reading the new timeline and LSN failed: %v", ErrPromotionPending, epoch, err)
 	}
-	if !giveUp.isZero() {
+	if giveUp != nil {
 		// Promoted: guarded until a lease is granted (or the give-up time).
-		d.watchPromotion(epoch, giveUp, func() {})
+		x.Watch(ctx, epoch, giveUp, func() {})
 	}
-	d.CheckNow(ctx)
+	x.monitor.CheckNow(ctx)
 	return out, nil
 }
 
@@ -329,19 +331,19 @@ type orderCurrent struct {
 // it returns, on both clocks, against what it is about to do. The leader's clock is
 // read in the same answer, so neither the agent's clock nor the order's
 // transit time counts there.
-func (d *Daemon) confirmCurrent(ctx context.Context, what string, epoch uint64, timing orderTiming) (orderCurrent, error) {
+func (x *base) confirmCurrent(ctx context.Context, what string, epoch uint64, timing orderTiming) (orderCurrent, error) {
 	var cur orderCurrent
-	ans, err := d.confirmEpoch(ctx, what, epoch, timing.ID)
+	ans, err := x.confirmEpoch(ctx, what, epoch, timing.ID)
 	if err != nil {
 		return cur, err
 	}
 	cur.ans = ans
 	if timing.Sender != "" && ans.leader == timing.Sender && !ans.waiting {
 		return cur, fmt.Errorf("%w: %s order %s at epoch %d: the coordinator leader %s that sent it no longer waits for it",
-			errOrderExpired, what, timing.ID, epoch, ans.leader)
+			ErrOrderExpired, what, timing.ID, epoch, ans.leader)
 	}
 	if !timing.Deadline.IsZero() {
-		cur.local, cur.hasLocal = timing.Deadline.Sub(d.clock()), true
+		cur.local, cur.hasLocal = timing.Deadline.Sub(x.clock()), true
 	}
 	if ans.waiting {
 		// On the leader's monotonic clock: no step of its wall clock
@@ -363,16 +365,16 @@ func (cur orderCurrent) leaderHow(timing orderTiming) string {
 		timing.Leader.Format(time.RFC3339Nano), cur.ans.leaderNow.Format(time.RFC3339Nano), cur.ans.rtt.Round(time.Millisecond))
 }
 
-// errSuperseded: the leader records another primary or a newer epoch
+// ErrSuperseded: the leader records another primary or a newer epoch
 // than an order's that would make this node writable.
-var errSuperseded = errors.New("the order's epoch is superseded")
+var ErrSuperseded = errors.New("the order's epoch is superseded")
 
 // epochAnswer is what confirmEpoch learnt of the leader's clock: its
 // reading (zero from an older coordinator) and how long the call took on
 // the agent's monotonic clock.
 type epochAnswer struct {
 	leaderNow time.Time
-	// sent is the call's start on the agent's clock (d.clock).
+	// sent is the call's start on the agent's clock (Deps.Clock).
 	sent time.Time
 	rtt  time.Duration
 	// waiting: the leader still waits for the order asked about, left
@@ -388,9 +390,9 @@ type epochAnswer struct {
 // order superseded while it waited (behind a long order, or given up by
 // its leader, which then chose another candidate at a higher epoch) is
 // refused, and the leader's epoch is taken.
-func (d *Daemon) confirmEpoch(ctx context.Context, what string, epoch uint64, id string) (epochAnswer, error) {
+func (x *base) confirmEpoch(ctx context.Context, what string, epoch uint64, id string) (epochAnswer, error) {
 	var ans epochAnswer
-	resp, sent, back, err := d.askEpoch(ctx, id)
+	resp, sent, back, err := x.askEpoch(ctx, id)
 	if err != nil {
 		return ans, fmt.Errorf("refusing to %s at epoch %d: the coordinator leader did not confirm the epoch: %w", what, epoch, err)
 	}
@@ -402,9 +404,9 @@ func (d *Daemon) confirmEpoch(ctx context.Context, what string, epoch uint64, id
 		ans.waiting, ans.left = true, time.Duration(resp.GetCommandLeftMs())*time.Millisecond
 	}
 	ans.leader = resp.GetLeader()
-	d.epoch.See(resp.GetEpoch())
-	if resp.GetEpoch() != epoch || resp.GetPrimary() != d.cfg.Node.Name {
-		return ans, fmt.Errorf("refusing to %s: %w: the order is of epoch %d and the coordinator leader records %q as primary at epoch %d", what, errSuperseded, epoch, resp.GetPrimary(), resp.GetEpoch())
+	x.epoch.See(resp.GetEpoch())
+	if resp.GetEpoch() != epoch || resp.GetPrimary() != x.cfg.Node.Name {
+		return ans, fmt.Errorf("refusing to %s: %w: the order is of epoch %d and the coordinator leader records %q as primary at epoch %d", what, ErrSuperseded, epoch, resp.GetPrimary(), resp.GetEpoch())
 	}
 	return ans, nil
 }
@@ -412,26 +414,29 @@ func (d *Daemon) confirmEpoch(ctx context.Context, what string, epoch uint64, id
 // askEpoch is the Epoch call to the leader of the current session (about
 // order id, if any), with the agent's clock before and after it; the
 // leader's clock in the answer is recorded (leaderclock.Clock.Note).
-func (d *Daemon) askEpoch(ctx context.Context, id string) (resp *pgdrv1.EpochResponse, sent, back time.Time, err error) {
-	cli := d.session()
+func (x *base) askEpoch(ctx context.Context, id string) (resp *pgdrv1.EpochResponse, sent, back time.Time, err error) {
+	var cli EpochClient
+	if x.Session != nil {
+		cli = x.Session()
+	}
 	if cli == nil {
 		return nil, sent, back, errors.New("no session with the coordinator leader")
 	}
-	rctx, cancel := context.WithTimeout(ctx, rpcTimeout)
+	rctx, cancel := context.WithTimeout(ctx, x.RPCTimeout)
 	defer cancel()
-	sent = d.clock()
-	resp, err = cli.Epoch(rctx, &pgdrv1.EpochRequest{Cluster: d.cfg.Cluster, Node: d.cfg.Node.Name, CommandId: id})
-	back = d.clock()
+	sent = x.clock()
+	resp, err = cli.Epoch(rctx, &pgdrv1.EpochRequest{Cluster: x.cfg.Cluster, Node: x.cfg.Node.Name, CommandId: id})
+	back = x.clock()
 	if err != nil {
 		return nil, sent, back, err
 	}
 	if n := resp.GetNow(); n != nil {
-		d.lclock.Note(sent, back, n.AsTime(), "epoch query")
+		x.lclock.Note(sent, back, n.AsTime(), "epoch query")
 	}
 	return resp, sent, back, nil
 }
 
-// watchPromotion watches a pending promotion of epoch until it completes
+// Watch watches a pending promotion of epoch until it completes
 // or cannot any more (one watcher at a time), then calls done. When a newer epoch appears
 // while it is pending, or it completes, the leader is asked who is
 // primary: if another member is, this node is fenced at once rather than
@@ -439,65 +444,60 @@ func (d *Daemon) askEpoch(ctx context.Context, id string) (resp *pgdrv1.EpochRes
 // time (giveUp, not zero: the order's settle deadline less the safety
 // margin) the promotion stays guarded after it completed, until a lease
 // is granted to this node; at giveUp a node without a granted lease is
-// fenced, whether the promotion completed or not (promoteguard.go).
-func (d *Daemon) watchPromotion(epoch uint64, giveUp giveUpTime, done func()) {
-	d.promoteMu.Lock()
-	if !giveUp.isZero() && (d.promoteGiveUp.isZero() || giveUp.after(d.promoteGiveUp)) {
-		d.promoteGiveUp = giveUp // the running watcher keeps the latest guard
+// fenced, whether the promotion completed or not (Deps.Guard).
+func (x *Promoter) Watch(ctx context.Context, epoch uint64, giveUp GiveUp, done func()) {
+	x.mu.Lock()
+	if giveUp != nil && (x.giveUp == nil || giveUp.After(x.giveUp)) {
+		x.giveUp = giveUp // the running watcher keeps the latest guard
 	}
-	if d.promoteWatching {
-		d.promoteMu.Unlock()
+	if x.watching {
+		x.mu.Unlock()
 		return // that watcher's done ends the failsafe hold for both
 	}
-	d.promoteWatching = true
-	d.promoteMu.Unlock()
-	ctx := d.runCtx
-	log := d.log.With("component", "promote", "epoch", epoch)
+	x.watching = true
+	x.mu.Unlock()
+	log := x.log.With("component", "promote", "epoch", epoch)
 	var guarded bool
 	// refresh reads the give-up time, which a later guarded order may move.
 	refresh := func() {
-		d.promoteMu.Lock()
-		giveUp = d.promoteGiveUp
-		d.promoteMu.Unlock()
-		guarded = !giveUp.isZero()
+		x.mu.Lock()
+		giveUp = x.giveUp
+		x.mu.Unlock()
+		guarded = giveUp != nil
 	}
 	refresh()
 	go func() {
 		defer func() {
-			d.promoteMu.Lock()
-			d.promoteWatching = false
-			again := !d.promoteGiveUp.isZero() && ctx.Err() == nil // a guarded order came in meanwhile
-			d.promoteMu.Unlock()
+			x.mu.Lock()
+			x.watching = false
+			again := x.giveUp != nil && ctx.Err() == nil // a guarded order came in meanwhile
+			x.mu.Unlock()
 			done()
 			if again {
-				d.watchPromotion(d.epoch.Current(), giveUpTime{}, func() {})
+				x.Watch(ctx, x.epoch.Current(), nil, func() {})
 			}
 		}()
 		// settled ends the guard: the node cannot become writable without
 		// a lease any more (fenced, stopped, or granted).
 		settled := func() {
-			d.promoteMu.Lock()
-			d.promoteGiveUp = giveUpTime{}
-			d.promoteMu.Unlock()
+			x.mu.Lock()
+			x.giveUp = nil
+			x.mu.Unlock()
 			if guarded {
-				d.unguardPromotion()
+				x.Guard.Unguard()
 			}
 		}
 		superseded := func(why string) bool {
-			_, err := d.confirmEpoch(ctx, "promote", epoch, "")
-			if !errors.Is(err, errSuperseded) {
+			_, err := x.confirmEpoch(ctx, "promote", epoch, "")
+			if !errors.Is(err, ErrSuperseded) {
 				return false // still current, or the leader cannot say: the lease loop decides
 			}
-			if d.fence(ctx, fmt.Sprintf("a promotion ordered at epoch %d %s, and the coordinators moved on: %v", epoch, why, err)) == nil {
+			if x.Fence(ctx, fmt.Sprintf("a promotion ordered at epoch %d %s, and the coordinators moved on: %v", epoch, why, err)) == nil {
 				settled()
 			}
 			return true
 		}
-		granted := func() bool {
-			d.leaseMu.Lock()
-			defer d.leaseMu.Unlock()
-			return d.lease != nil && d.lease.Granted()
-		}
+		granted := x.Granted
 		known, completed := epoch, false
 		for {
 			select {
@@ -506,7 +506,7 @@ func (d *Daemon) watchPromotion(epoch uint64, giveUp giveUpTime, done func()) {
 			case <-time.After(promoteWatchInterval):
 			}
 			refresh()
-			if fi, _ := health.ReadFenced(d.cfg.Postgres.PGData); fi != nil && !pgctl.PostmasterRunning(d.cfg.Postgres.PGData) {
+			if fi, _ := health.ReadFenced(x.cfg.Postgres.PGData); fi != nil && !pgctl.PostmasterRunning(x.cfg.Postgres.PGData) {
 				log.Info("pending promotion: the node is fenced and stopped; it cannot complete")
 				settled()
 				return
@@ -514,7 +514,7 @@ func (d *Daemon) watchPromotion(epoch uint64, giveUp giveUpTime, done func()) {
 				log.Info("pending promotion: the node is fenced; it cannot complete")
 				return
 			}
-			if e := d.epoch.Current(); e > known {
+			if e := x.epoch.Current(); e > known {
 				known = e
 				if superseded("was still pending") {
 					return
@@ -525,7 +525,7 @@ func (d *Daemon) watchPromotion(epoch uint64, giveUp giveUpTime, done func()) {
 				settled()
 				return
 			}
-			if guarded && giveUp.passed(d.readClocks()) {
+			if guarded && giveUp.Passed() {
 				if granted() {
 					settled()
 					return
@@ -534,7 +534,7 @@ func (d *Daemon) watchPromotion(epoch uint64, giveUp giveUpTime, done func()) {
 				if completed {
 					what = "completed, but no lease was granted"
 				}
-				if d.fence(ctx, fmt.Sprintf("a promotion ordered at epoch %d %s by its settle deadline (less the safety margin, %s): the coordinators may count it as settled and promote another member",
+				if x.Fence(ctx, fmt.Sprintf("a promotion ordered at epoch %d %s by its settle deadline (less the safety margin, %s): the coordinators may count it as settled and promote another member",
 					epoch, what, giveUp)) == nil {
 					settled()
 				}
@@ -543,9 +543,9 @@ func (d *Daemon) watchPromotion(epoch uint64, giveUp giveUpTime, done func()) {
 			if completed {
 				continue
 			}
-			p, err := d.openPromotion(ctx)
+			p, err := x.openPromotion(ctx)
 			if err != nil {
-				if !pgctl.PostmasterRunning(d.cfg.Postgres.PGData) {
+				if !pgctl.PostmasterRunning(x.cfg.Postgres.PGData) {
 					// A restarted server drops the promote signal file.
 					log.Warn("pending promotion: PostgreSQL stopped; the promotion will not complete")
 					settled()
@@ -562,7 +562,7 @@ func (d *Daemon) watchPromotion(epoch uint64, giveUp giveUpTime, done func()) {
 			if superseded("completed late") {
 				return
 			}
-			d.CheckNow(ctx)
+			x.monitor.CheckNow(ctx)
 			if !guarded {
 				return
 			}

@@ -1,4 +1,4 @@
-package daemon
+package orders
 
 import (
 	"errors"
@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/pgdr/pgdr/agent/pgctl"
 	"github.com/pgdr/pgdr/pkg/config"
 	"github.com/pgdr/pgdr/pkg/conninfo"
 	"github.com/pgdr/pgdr/pkg/testutil/pgtest"
@@ -143,7 +144,7 @@ func TestParseGUCFile(t *testing.T) {
 
 // TestStandbyConfigRefusesInjectingDSN: the DSN that set archive_mode and
 // archive_command on rejoin is refused, by the order before anything is
-// stopped, and by writeStandbyConfig before anything is written (issue 13
+// stopped, and by WriteStandbyConfig before anything is written (issue 13
 // item 4).
 func TestStandbyConfigRefusesInjectingDSN(t *testing.T) {
 	pgdata := t.TempDir()
@@ -152,16 +153,17 @@ func TestStandbyConfigRefusesInjectingDSN(t *testing.T) {
 	if err := os.WriteFile(auto, []byte(before), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	d := &Daemon{cfg: &config.Config{Cluster: "main", Node: config.Node{Name: "pg-a1"}, Postgres: config.Postgres{PGData: pgdata}}}
-	d.pg = newPG(d.cfg, nil)
-	err := d.writeStandbyConfig(3, injectingDSN)
+	cfg := &config.Config{Cluster: "main", Node: config.Node{Name: "pg-a1"}, Postgres: config.Postgres{PGData: pgdata}}
+	pg := pgctl.New(pgctl.Config{BinDir: cfg.Postgres.BinDir, PGData: cfg.Postgres.PGData, DSN: cfg.Postgres.DSN})
+	x := New(cfg, Deps{PG: pg})
+	err := WriteStandbyConfig(cfg, pg, 3, injectingDSN)
 	if err == nil {
 		b, _ := os.ReadFile(auto)
 		settings, perr := parseGUCFile(string(b))
-		t.Fatalf("writeStandbyConfig accepted the DSN and wrote\n%s\nwhich PostgreSQL reads as %q (%v)", b, settings, perr)
+		t.Fatalf("WriteStandbyConfig accepted the DSN and wrote\n%s\nwhich PostgreSQL reads as %q (%v)", b, settings, perr)
 	}
 	if !errors.Is(err, conninfo.ErrInvalid) {
-		t.Fatalf("writeStandbyConfig = %v, want a refusal of the DSN", err)
+		t.Fatalf("WriteStandbyConfig = %v, want a refusal of the DSN", err)
 	}
 	if b, _ := os.ReadFile(auto); string(b) != before {
 		t.Fatalf("postgresql.auto.conf changed to %q", b)
@@ -170,8 +172,8 @@ func TestStandbyConfigRefusesInjectingDSN(t *testing.T) {
 		t.Fatal("standby.signal written")
 	}
 	for name, order := range map[string]func() (string, error){
-		"rejoin": func() (string, error) { return d.rejoin(t.Context(), 3, "pg-a2", injectingDSN) },
-		"follow": func() (string, error) { return d.follow(t.Context(), "pg-a2", injectingDSN) },
+		"rejoin": func() (string, error) { return x.rejoin(t.Context(), 3, "pg-a2", injectingDSN) },
+		"follow": func() (string, error) { return x.follow(t.Context(), "pg-a2", injectingDSN) },
 	} {
 		if _, err := order(); !errors.Is(err, conninfo.ErrInvalid) {
 			t.Errorf("%s with the DSN = %v, want a refusal of the DSN", name, err)
