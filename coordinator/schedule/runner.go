@@ -55,6 +55,12 @@ type Config struct {
 	Every time.Duration
 	// Grace is Input.Grace.
 	Grace time.Duration
+	// WarmUp is how long Run waits before its first evaluation: a new
+	// leader starts with no health reports, and must not judge every
+	// member unhealthy (and skip a standby-only tier's slot) before the
+	// agents have reconnected and reported. The server passes its
+	// health.stale_after.
+	WarmUp time.Duration
 	// StartBudget is DefaultStartBudget when zero.
 	StartBudget time.Duration
 	// NewID returns a new run id (random hex when nil).
@@ -99,9 +105,16 @@ func NewRunner(cfg Config) *Runner {
 	return &Runner{cfg: cfg, log: cfg.Log.With("component", "backup-scheduler")}
 }
 
-// Run evaluates every cluster each Config.Every until ctx ends (the end
-// of this node's leadership).
+// Run evaluates every cluster each Config.Every, after Config.WarmUp,
+// until ctx ends (the end of this node's leadership).
 func (r *Runner) Run(ctx context.Context) {
+	if r.cfg.WarmUp > 0 {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(r.cfg.WarmUp):
+		}
+	}
 	t := time.NewTicker(r.cfg.Every)
 	defer t.Stop()
 	for {

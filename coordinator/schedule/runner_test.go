@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -46,7 +47,9 @@ func (l *fakeLeader) ClusterNames() []string { return []string{"main"} }
 
 func (l *fakeLeader) Cluster(name string) (*pgdrv1.Cluster, []Member, bool) {
 	c, ok := l.f.Cluster(name)
-	return c, l.members, ok
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return c, slices.Clone(l.members), ok
 }
 
 func (l *fakeLeader) apply(actor string, typ pgdrv1.CommandType, p proto.Message) error {
@@ -269,5 +272,38 @@ func TestRunner(t *testing.T) {
 	}
 	if _, err := r2.RunNow(ctx, "main", "hourly", "admin:bob"); !errors.Is(err, ErrBusy) || !strings.Contains(err.Error(), got.GetId()) {
 		t.Fatalf("manual run while busy: %v", err)
+	}
+}
+
+// TestRunnerWarmUp: a new leader has no health reports yet; Run does not
+// decide before its warm-up (a standby-only slot would be skipped for
+// want of a healthy replica), then evaluates at once.
+func TestRunnerWarmUp(t *testing.T) {
+	l := newFakeLeader(t)
+	l.members = nil // nothing reported yet
+	p := tiers(daily, nightly)
+	if err := l.apply("admin:alice", pgdrv1.CommandType_COMMAND_TYPE_SET_BACKUP_POLICY, &pgdrv1.SetBackupPolicy{Cluster: "main", Policy: policy.ToProto(p)}); err != nil {
+		t.Fatal(err)
+	}
+	l.set("2026-05-02 02:30:01") // both tiers due
+	r := NewRunner(Config{Server: l, Name: "c1", Log: slog.New(slog.DiscardHandler), Now: l.clock, WarmUp: 300 * time.Millisecond, Every: time.Hour})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { r.Run(ctx); close(done) }()
+	time.Sleep(100 * time.Millisecond)
+	if n := len(l.runs()); n != 0 {
+		t.Fatalf("%d runs recorded during the warm-up", n)
+	}
+	l.mu.Lock()
+	l.members = healthy()
+	l.mu.Unlock()
+	deadline := time.Now().Add(10 * time.Second)
+	for len(l.runs()) == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	if run := l.last(); run == nil || run.GetResult() != "" || run.GetTier() != "daily" || run.GetNode() != "pg-3" {
+		t.Fatalf("first run after the warm-up: %v", run)
 	}
 }

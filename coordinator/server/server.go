@@ -143,7 +143,7 @@ func newServer(cfg *config.Config, log *slog.Logger, opts Options, tokens *confi
 		grace = schedule.DefaultGrace
 	}
 	s.sched = schedule.NewRunner(schedule.Config{Server: schedServer{s}, Name: cfg.Name, Log: log,
-		Every: opts.BackupEvery, Grace: grace})
+		Every: opts.BackupEvery, Grace: grace, WarmUp: cfg.Health.StaleAfter.Duration})
 	if s.notify, err = newNotifier(cfg, log); err != nil {
 		return nil, err
 	}
