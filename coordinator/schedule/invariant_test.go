@@ -25,7 +25,11 @@ func TestInvariant9(t *testing.T) {
 		policy.Tier{Name: "incr", Type: policy.TypeIncr, Schedule: "*/3 * * * * *", KeepCount: 5, Timeout: 4 * time.Second, RunOn: policy.RunOnStandbyOnly},
 		policy.Tier{Name: "prim", Type: policy.TypeIncr, Schedule: "30 * * * * *", KeepCount: 5, Timeout: 10 * time.Second, RunOn: policy.RunOnPrimary},
 	)
-	for seed := int64(1); seed <= 24; seed++ {
+	seeds := int64(24)
+	if testing.Short() {
+		seeds = 6
+	}
+	for seed := int64(1); seed <= seeds; seed++ {
 		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) { simulate(t, p, seed) })
 	}
 }
