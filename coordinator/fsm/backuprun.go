@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -132,7 +131,7 @@ func checkIntent(cl *pgdrv1.Cluster, in *pgdrv1.BackupRun) (*pgdrv1.BackupRun, e
 	default:
 		return nil, fmt.Errorf("an intent has no result, or %q (got %q)", RunSkipped, clip(in.GetResult(), 80))
 	}
-	if t := in.GetTimeoutMs(); t <= 0 || time.Duration(t)*time.Millisecond > policy.MaxTimeout {
+	if t := in.GetTimeoutMs(); t <= 0 || t > policy.MaxTimeout.Milliseconds() {
 		return nil, fmt.Errorf("timeout_ms %d is out of range", t)
 	}
 	if len(in.GetRepositories()) > policy.MaxRepos {

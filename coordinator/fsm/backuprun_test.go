@@ -100,6 +100,11 @@ func TestRecordBackupRun(t *testing.T) {
 			c.GetIntent().TimeoutMs = 0
 			return c
 		}(),
+		"huge timeout": func() *pgdrv1.RecordBackupRun {
+			c := intent("x7", "hourly", "incr", "pg-a1")
+			c.GetIntent().TimeoutMs = 1 << 62
+			return c
+		}(),
 		"result in an intent": func() *pgdrv1.RecordBackupRun {
 			c := intent("x6", "hourly", "incr", "pg-a1")
 			c.GetIntent().Result = RunOK
