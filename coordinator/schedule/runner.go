@@ -79,6 +79,9 @@ type Runner struct {
 	cfg Config
 	log *slog.Logger
 	mu  sync.Mutex
+	// ordered: the runs this leadership ordered (or ordered again), by
+	// id; see resend.
+	ordered map[string]bool
 }
 
 // NewRunner returns a Runner; Run starts its ticks.
@@ -102,12 +105,15 @@ func NewRunner(cfg Config) *Runner {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Runner{cfg: cfg, log: cfg.Log.With("component", "backup-scheduler")}
+	return &Runner{cfg: cfg, log: cfg.Log.With("component", "backup-scheduler"), ordered: map[string]bool{}}
 }
 
 // Run evaluates every cluster each Config.Every, after Config.WarmUp,
 // until ctx ends (the end of this node's leadership).
 func (r *Runner) Run(ctx context.Context) {
+	r.mu.Lock()
+	clear(r.ordered) // a new leadership: runs in flight are inherited
+	r.mu.Unlock()
 	if r.cfg.WarmUp > 0 {
 		select {
 		case <-ctx.Done():
@@ -184,7 +190,7 @@ func (r *Runner) tickCluster(ctx context.Context, name string) error {
 	switch d.Action {
 	case None:
 		log.Debug("no backup to start", "reason", d.Reason())
-		return nil
+		return r.resend(ctx, c)
 	case Cancel:
 		log.Warn("backup run timed out", "run", d.RunID, "tier", d.Tier, "node", d.Node, "reason", d.Reason())
 		return r.cfg.Server.Record(ctx, r.actor(), &pgdrv1.RecordBackupRun{Cluster: name, Phase: &pgdrv1.RecordBackupRun_Result{
@@ -197,6 +203,37 @@ func (r *Runner) tickCluster(ctx context.Context, name string) error {
 	log.Info("starting backup run", "tier", d.Tier, "type", d.Type, "node", d.Node, "reason", d.Reason())
 	_, err := r.start(ctx, c, d, r.actor())
 	return err
+}
+
+// resend orders again, once per leadership, a run in flight that this
+// leadership did not order and that its agent has not accepted: the
+// leader that recorded the intent may have died before the order went
+// out, and the run would otherwise block the cluster's backups until its
+// timeout (hours for a full). The order carries the same run id, and an
+// agent carries a Backup order out at most once per run id (answering a
+// repeat with the state of the run it has), so a repeat of an order that
+// did arrive starts nothing. A repeat that cannot be written is left for
+// the next tick of a later leadership, or the timeout.
+func (r *Runner) resend(ctx context.Context, c *pgdrv1.Cluster) error {
+	for _, run := range c.GetBackupRuns() {
+		if run.GetResult() != "" || run.GetAcceptedAt() != nil || r.ordered[run.GetId()] {
+			continue
+		}
+		r.ordered[run.GetId()] = true
+		r.log.Info("ordering again a backup run in flight that a previous leader ordered", "cluster", c.GetName(),
+			"run", run.GetId(), "tier", run.GetTier(), "node", run.GetNode())
+		return r.cfg.Server.Order(ctx, r.order(c, run))
+	}
+	return nil
+}
+
+// order is the Backup order of run.
+func (r *Runner) order(c *pgdrv1.Cluster, run *pgdrv1.BackupRun) *pgdrv1.AgentCommand {
+	now := r.cfg.Now()
+	return &pgdrv1.AgentCommand{Id: run.GetId(), Cluster: c.GetName(), Node: run.GetNode(), Epoch: c.GetEpoch(),
+		IssuedAt: timestamppb.New(now), Deadline: timestamppb.New(now.Add(r.cfg.StartBudget)),
+		Kind: &pgdrv1.AgentCommand_Backup{Backup: &pgdrv1.Backup{RunId: run.GetId(), Tier: run.GetTier(), Type: run.GetType(),
+			Repositories: slices.Clone(run.GetRepositories()), TimeoutMs: run.GetTimeoutMs()}}}
 }
 
 // start records d's intent (or skipped slot) and, for a Start, orders the
@@ -219,12 +256,8 @@ func (r *Runner) start(ctx context.Context, c *pgdrv1.Cluster, d Decision, actor
 	if d.Action == Skip {
 		return run, nil
 	}
-	now := r.cfg.Now()
-	cmd := &pgdrv1.AgentCommand{Id: run.Id, Cluster: name, Node: d.Node, Epoch: c.GetEpoch(),
-		IssuedAt: timestamppb.New(now), Deadline: timestamppb.New(now.Add(r.cfg.StartBudget)),
-		Kind: &pgdrv1.AgentCommand_Backup{Backup: &pgdrv1.Backup{RunId: run.Id, Tier: d.Tier, Type: d.Type,
-			Repositories: slices.Clone(d.Repos), TimeoutMs: run.TimeoutMs}}}
-	if err := r.cfg.Server.Order(ctx, cmd); err != nil {
+	r.ordered[run.Id] = true
+	if err := r.cfg.Server.Order(ctx, r.order(c, run)); err != nil {
 		run.Result, run.Error = ResultFailed, "order not sent: "+err.Error()
 		if rerr := r.record(ctx, actor, name, &pgdrv1.BackupRunResult{Id: run.Id, Result: ResultFailed, Error: run.Error}); rerr != nil {
 			return run, errors.Join(err, rerr)

@@ -250,9 +250,16 @@ func TestRunner(t *testing.T) {
 	// The leader dies with the run in flight; the next one records the
 	// agent's answer to the old leader's order.
 	r2 := l.runner("c2")
+	orders := len(l.orders)
+	r2.Tick(ctx)
 	r2.Tick(ctx)
 	if len(l.runs()) != n+1 {
 		t.Fatal("the new leader started a second run")
+	}
+	// The agent had not accepted it: the new leader orders it once more,
+	// under the same run id (the agent carries a run id out once).
+	if len(l.orders) != orders+1 || l.lastOrder().GetId() != run.GetId() || l.lastOrder().GetBackup().GetRunId() != run.GetId() {
+		t.Fatalf("orders after the change of leader: %d new, last %v", len(l.orders)-orders, l.lastOrder())
 	}
 	if ok, err := r2.Answer(ctx, &pgdrv1.CommandResult{Id: run.GetId(), Cluster: "main", Node: "pg-3", Error: "unknown command *pgdrv1.AgentCommand_Backup"}); !ok || err != nil {
 		t.Fatalf("answer to the new leader: %v %v", ok, err)

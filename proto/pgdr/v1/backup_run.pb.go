@@ -490,9 +490,13 @@ func (x *BackupRunResult) GetBackupId() string {
 // Backup (AgentCommand.backup) orders a backup of one tier. The agent
 // answers at once with CommandResult.pending (the backup runs) and
 // completes the same command id when it ends, with CommandResult.backup;
-// it stops the backup and cleans up after timeout_ms. An agent that does
-// not know the order answers with an error, and the run is recorded
-// failed with it.
+// it stops the backup and cleans up after timeout_ms. An agent carries a
+// run_id out at most once: a new leader orders again a run in flight it
+// inherited that was not accepted (its leader may have died before
+// sending it), and the agent answers such a repeat with the state of the
+// run it has (pending while it runs, its result once it ended) instead of
+// starting another backup. An agent that does not know the order answers
+// with an error, and the run is recorded failed with it.
 type Backup struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	RunId string                 `protobuf:"bytes,1,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
