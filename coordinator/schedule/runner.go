@@ -215,6 +215,9 @@ func (r *Runner) tickCluster(ctx context.Context, name string) error {
 // did arrive starts nothing. A repeat that cannot be written is left for
 // the next tick of a later leadership, or the timeout.
 func (r *Runner) resend(ctx context.Context, c *pgdrv1.Cluster) error {
+	if c.GetPolicy().GetPaused() {
+		return nil // paused: no order goes out
+	}
 	for _, run := range c.GetBackupRuns() {
 		if run.GetResult() != "" || run.GetAcceptedAt() != nil || r.ordered[run.GetId()] {
 			continue
