@@ -47,4 +47,18 @@
 // flight (naming it), for an unknown tier (naming the known ones) or with
 // no member to run on. A manual run is allowed while the cluster is
 // paused: the operator asks for it explicitly.
+//
+// # Carrying decisions out
+//
+// Runner runs on the Raft leader, after its barrier and a warm-up of
+// health.stale_after (a new leader has no reports yet, and must not skip a
+// standby-only slot for want of a healthy replica). A Start is recorded
+// as an intent in Raft (fsm RecordBackupRun), then a Backup order goes to
+// the node's agent over its command stream and the step "sent" is
+// recorded; the agent's pending answer is the step "accepted", its final
+// answer the result (ok or failed, with the backup's id and sizes). An
+// order that cannot be written ends the run as failed at once. Any leader
+// records an answer to a run in flight; a new leader orders again, once,
+// an inherited run the agent has not accepted (Backup orders are
+// idempotent by run id), and Decide cancels a run past its timeout.
 package schedule
