@@ -194,7 +194,7 @@ func (e *rpcError) Unwrap() error { return e.err }
 // roleFor mirrors admin.proto: reading needs "read", changing needs "admin".
 func roleFor(method string) string {
 	switch method {
-	case "Status", "Members", "History", "GetBackupPolicy":
+	case "Status", "Members", "History", "GetBackupPolicy", "ListBackupRuns":
 		return tlsutil.RoleRead
 	}
 	return tlsutil.RoleAdmin

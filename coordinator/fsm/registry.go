@@ -69,5 +69,7 @@ func newRegistry() registry {
 		typed(func() *pgdrv1.RecordPrimaryLSN { return &pgdrv1.RecordPrimaryLSN{} }, applyRecordPrimaryLSN))
 	r.register(pgdrv1.CommandType_COMMAND_TYPE_SET_BACKUP_POLICY,
 		typed(func() *pgdrv1.SetBackupPolicy { return &pgdrv1.SetBackupPolicy{} }, applySetBackupPolicy))
+	r.register(pgdrv1.CommandType_COMMAND_TYPE_RECORD_BACKUP_RUN,
+		typed(func() *pgdrv1.RecordBackupRun { return &pgdrv1.RecordBackupRun{} }, applyRecordBackupRun))
 	return r
 }

@@ -446,6 +446,7 @@ func (a *agentAPI) CompleteCommand(ctx context.Context, r *pgdrv1.CommandResult)
 	r.Error = clipText(r.Error, maxResultText)
 	r.Output = clipText(r.Output, maxResultText)
 	a.s.hub.complete(r)
+	a.s.answerBackup(ctx, r)
 	if !r.Ok {
 		a.s.log.Warn("agent command failed", "cluster", r.Cluster, "node", r.Node, "id", r.Id, "err", r.Error)
 	}

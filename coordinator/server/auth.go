@@ -75,7 +75,8 @@ func rolesFor(method string) []string {
 	case strings.HasPrefix(method, "/pgdr.v1.AdminService/Status"),
 		strings.HasPrefix(method, "/pgdr.v1.AdminService/Members"),
 		strings.HasPrefix(method, "/pgdr.v1.AdminService/History"),
-		method == "/pgdr.v1.AdminService/GetBackupPolicy":
+		method == "/pgdr.v1.AdminService/GetBackupPolicy",
+		method == "/pgdr.v1.AdminService/ListBackupRuns":
 		return []string{tlsutil.RoleRead, tlsutil.RoleAdmin}
 	case strings.HasPrefix(method, "/pgdr.v1.AdminService/"):
 		return []string{tlsutil.RoleAdmin}

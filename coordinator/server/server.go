@@ -29,6 +29,7 @@ import (
 	"github.com/pgdr/pgdr/coordinator/config"
 	"github.com/pgdr/pgdr/coordinator/fsm"
 	"github.com/pgdr/pgdr/coordinator/outcome"
+	"github.com/pgdr/pgdr/coordinator/schedule"
 	"github.com/pgdr/pgdr/pkg/gossip"
 	"github.com/pgdr/pgdr/pkg/tlsutil"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
@@ -58,6 +59,9 @@ type Options struct {
 	// LeadershipTransfer at the start of a term (tests hold or fail them).
 	Barrier  func(timeout time.Duration) error
 	StepDown func() error
+	// BackupEvery and BackupGrace tune the backup scheduler (zero: the
+	// defaults of coordinator/schedule; tests and labs shorten them).
+	BackupEvery, BackupGrace time.Duration
 }
 
 // Server is one coordinator.
@@ -87,6 +91,9 @@ type Server struct {
 
 	metrics *metrics
 	notify  *notifier // webhook notifications (notify.go)
+	// sched: the backup scheduler, run while this node leads
+	// (backupsched.go, coordinator/schedule).
+	sched *schedule.Runner
 
 	mu        sync.Mutex
 	leaderCtx context.Context
@@ -131,6 +138,12 @@ func newServer(cfg *config.Config, log *slog.Logger, opts Options, tokens *confi
 		memberUpdateEvery: memberUpdateEvery,
 	}
 	s.metrics = newMetrics(s)
+	grace := opts.BackupGrace
+	if grace == 0 {
+		grace = schedule.DefaultGrace
+	}
+	s.sched = schedule.NewRunner(schedule.Config{Server: schedServer{s}, Name: cfg.Name, Log: log,
+		Every: opts.BackupEvery, Grace: grace, WarmUp: cfg.Health.StaleAfter.Duration})
 	if s.notify, err = newNotifier(cfg, log); err != nil {
 		return nil, err
 	}
@@ -409,6 +422,12 @@ func (s *Server) leaderLoop(ctx context.Context) {
 		return
 	}
 	s.ensureCoordinators(ctx)
+	// The backup scheduler starts once the state is caught up: a run a
+	// previous leader left in flight is then seen (and waited for, or
+	// recorded as timed out), never run a second time.
+	if s.sched != nil { // nil in tests that build a Server by hand
+		go s.sched.Run(ctx)
+	}
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
 	for {

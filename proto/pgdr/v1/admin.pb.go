@@ -1639,7 +1639,7 @@ var File_pgdr_v1_admin_proto protoreflect.FileDescriptor
 
 const file_pgdr_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x13pgdr/v1/admin.proto\x12\apgdr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13pgdr/v1/state.proto\x1a\x12pgdr/v1/raft.proto\x1a\x1bpgdr/v1/backup_policy.proto\"=\n" +
+	"\x13pgdr/v1/admin.proto\x12\apgdr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13pgdr/v1/state.proto\x1a\x12pgdr/v1/raft.proto\x1a\x1bpgdr/v1/backup_policy.proto\x1a\x18pgdr/v1/backup_run.proto\"=\n" +
 	"\x11SwitchoverRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x0e\n" +
 	"\x02to\x18\x02 \x01(\tR\x02to\"Z\n" +
@@ -1753,7 +1753,7 @@ const file_pgdr_v1_admin_proto_rawDesc = "" +
 	"\x19RemoveCoordinatorResponse\x12>\n" +
 	"\fcoordinators\x18\x01 \x03(\v2\x1a.pgdr.v1.CoordinatorStatusR\fcoordinators\":\n" +
 	"\fApplyRequest\x12*\n" +
-	"\acommand\x18\x01 \x01(\v2\x10.pgdr.v1.CommandR\acommand2\xdf\x06\n" +
+	"\acommand\x18\x01 \x01(\v2\x10.pgdr.v1.CommandR\acommand2\xf6\a\n" +
 	"\fAdminService\x129\n" +
 	"\x06Status\x12\x16.pgdr.v1.StatusRequest\x1a\x17.pgdr.v1.StatusResponse\x12<\n" +
 	"\aMembers\x12\x17.pgdr.v1.MembersRequest\x1a\x18.pgdr.v1.MembersResponse\x12<\n" +
@@ -1767,7 +1767,9 @@ const file_pgdr_v1_admin_proto_rawDesc = "" +
 	"\bFailover\x12\x18.pgdr.v1.FailoverRequest\x1a\x19.pgdr.v1.FailoverResponse\x12B\n" +
 	"\tSetPolicy\x12\x19.pgdr.v1.SetPolicyRequest\x1a\x1a.pgdr.v1.SetPolicyResponse\x12T\n" +
 	"\x0fGetBackupPolicy\x12\x1f.pgdr.v1.GetBackupPolicyRequest\x1a .pgdr.v1.GetBackupPolicyResponse\x12T\n" +
-	"\x0fSetBackupPolicy\x12\x1f.pgdr.v1.SetBackupPolicyRequest\x1a .pgdr.v1.SetBackupPolicyResponse2\x8e\x01\n" +
+	"\x0fSetBackupPolicy\x12\x1f.pgdr.v1.SetBackupPolicyRequest\x1a .pgdr.v1.SetBackupPolicyResponse\x12Q\n" +
+	"\x0eListBackupRuns\x12\x1e.pgdr.v1.ListBackupRunsRequest\x1a\x1f.pgdr.v1.ListBackupRunsResponse\x12B\n" +
+	"\tRunBackup\x12\x19.pgdr.v1.RunBackupRequest\x1a\x1a.pgdr.v1.RunBackupResponse2\x8e\x01\n" +
 	"\x12CoordinatorService\x124\n" +
 	"\x05Apply\x12\x15.pgdr.v1.ApplyRequest\x1a\x14.pgdr.v1.ApplyResult\x12B\n" +
 	"\tRaftIndex\x12\x19.pgdr.v1.RaftIndexRequest\x1a\x1a.pgdr.v1.RaftIndexResponseB+Z)github.com/pgdr/pgdr/proto/pgdr/v1;pgdrv1b\x06proto3"
@@ -1819,9 +1821,13 @@ var file_pgdr_v1_admin_proto_goTypes = []any{
 	(*Command)(nil),                   // 30: pgdr.v1.Command
 	(*GetBackupPolicyRequest)(nil),    // 31: pgdr.v1.GetBackupPolicyRequest
 	(*SetBackupPolicyRequest)(nil),    // 32: pgdr.v1.SetBackupPolicyRequest
-	(*GetBackupPolicyResponse)(nil),   // 33: pgdr.v1.GetBackupPolicyResponse
-	(*SetBackupPolicyResponse)(nil),   // 34: pgdr.v1.SetBackupPolicyResponse
-	(*ApplyResult)(nil),               // 35: pgdr.v1.ApplyResult
+	(*ListBackupRunsRequest)(nil),     // 33: pgdr.v1.ListBackupRunsRequest
+	(*RunBackupRequest)(nil),          // 34: pgdr.v1.RunBackupRequest
+	(*GetBackupPolicyResponse)(nil),   // 35: pgdr.v1.GetBackupPolicyResponse
+	(*SetBackupPolicyResponse)(nil),   // 36: pgdr.v1.SetBackupPolicyResponse
+	(*ListBackupRunsResponse)(nil),    // 37: pgdr.v1.ListBackupRunsResponse
+	(*RunBackupResponse)(nil),         // 38: pgdr.v1.RunBackupResponse
+	(*ApplyResult)(nil),               // 39: pgdr.v1.ApplyResult
 }
 var file_pgdr_v1_admin_proto_depIdxs = []int32{
 	26, // 0: pgdr.v1.SetPolicyRequest.policy:type_name -> pgdr.v1.Policy
@@ -1851,24 +1857,28 @@ var file_pgdr_v1_admin_proto_depIdxs = []int32{
 	4,  // 24: pgdr.v1.AdminService.SetPolicy:input_type -> pgdr.v1.SetPolicyRequest
 	31, // 25: pgdr.v1.AdminService.GetBackupPolicy:input_type -> pgdr.v1.GetBackupPolicyRequest
 	32, // 26: pgdr.v1.AdminService.SetBackupPolicy:input_type -> pgdr.v1.SetBackupPolicyRequest
-	25, // 27: pgdr.v1.CoordinatorService.Apply:input_type -> pgdr.v1.ApplyRequest
-	6,  // 28: pgdr.v1.CoordinatorService.RaftIndex:input_type -> pgdr.v1.RaftIndexRequest
-	12, // 29: pgdr.v1.AdminService.Status:output_type -> pgdr.v1.StatusResponse
-	14, // 30: pgdr.v1.AdminService.Members:output_type -> pgdr.v1.MembersResponse
-	16, // 31: pgdr.v1.AdminService.History:output_type -> pgdr.v1.HistoryResponse
-	18, // 32: pgdr.v1.AdminService.Pause:output_type -> pgdr.v1.PauseResponse
-	20, // 33: pgdr.v1.AdminService.Resume:output_type -> pgdr.v1.ResumeResponse
-	22, // 34: pgdr.v1.AdminService.AddCoordinator:output_type -> pgdr.v1.AddCoordinatorResponse
-	24, // 35: pgdr.v1.AdminService.RemoveCoordinator:output_type -> pgdr.v1.RemoveCoordinatorResponse
-	1,  // 36: pgdr.v1.AdminService.Switchover:output_type -> pgdr.v1.SwitchoverResponse
-	3,  // 37: pgdr.v1.AdminService.Failover:output_type -> pgdr.v1.FailoverResponse
-	5,  // 38: pgdr.v1.AdminService.SetPolicy:output_type -> pgdr.v1.SetPolicyResponse
-	33, // 39: pgdr.v1.AdminService.GetBackupPolicy:output_type -> pgdr.v1.GetBackupPolicyResponse
-	34, // 40: pgdr.v1.AdminService.SetBackupPolicy:output_type -> pgdr.v1.SetBackupPolicyResponse
-	35, // 41: pgdr.v1.CoordinatorService.Apply:output_type -> pgdr.v1.ApplyResult
-	7,  // 42: pgdr.v1.CoordinatorService.RaftIndex:output_type -> pgdr.v1.RaftIndexResponse
-	29, // [29:43] is the sub-list for method output_type
-	15, // [15:29] is the sub-list for method input_type
+	33, // 27: pgdr.v1.AdminService.ListBackupRuns:input_type -> pgdr.v1.ListBackupRunsRequest
+	34, // 28: pgdr.v1.AdminService.RunBackup:input_type -> pgdr.v1.RunBackupRequest
+	25, // 29: pgdr.v1.CoordinatorService.Apply:input_type -> pgdr.v1.ApplyRequest
+	6,  // 30: pgdr.v1.CoordinatorService.RaftIndex:input_type -> pgdr.v1.RaftIndexRequest
+	12, // 31: pgdr.v1.AdminService.Status:output_type -> pgdr.v1.StatusResponse
+	14, // 32: pgdr.v1.AdminService.Members:output_type -> pgdr.v1.MembersResponse
+	16, // 33: pgdr.v1.AdminService.History:output_type -> pgdr.v1.HistoryResponse
+	18, // 34: pgdr.v1.AdminService.Pause:output_type -> pgdr.v1.PauseResponse
+	20, // 35: pgdr.v1.AdminService.Resume:output_type -> pgdr.v1.ResumeResponse
+	22, // 36: pgdr.v1.AdminService.AddCoordinator:output_type -> pgdr.v1.AddCoordinatorResponse
+	24, // 37: pgdr.v1.AdminService.RemoveCoordinator:output_type -> pgdr.v1.RemoveCoordinatorResponse
+	1,  // 38: pgdr.v1.AdminService.Switchover:output_type -> pgdr.v1.SwitchoverResponse
+	3,  // 39: pgdr.v1.AdminService.Failover:output_type -> pgdr.v1.FailoverResponse
+	5,  // 40: pgdr.v1.AdminService.SetPolicy:output_type -> pgdr.v1.SetPolicyResponse
+	35, // 41: pgdr.v1.AdminService.GetBackupPolicy:output_type -> pgdr.v1.GetBackupPolicyResponse
+	36, // 42: pgdr.v1.AdminService.SetBackupPolicy:output_type -> pgdr.v1.SetBackupPolicyResponse
+	37, // 43: pgdr.v1.AdminService.ListBackupRuns:output_type -> pgdr.v1.ListBackupRunsResponse
+	38, // 44: pgdr.v1.AdminService.RunBackup:output_type -> pgdr.v1.RunBackupResponse
+	39, // 45: pgdr.v1.CoordinatorService.Apply:output_type -> pgdr.v1.ApplyResult
+	7,  // 46: pgdr.v1.CoordinatorService.RaftIndex:output_type -> pgdr.v1.RaftIndexResponse
+	31, // [31:47] is the sub-list for method output_type
+	15, // [15:31] is the sub-list for method input_type
 	15, // [15:15] is the sub-list for extension type_name
 	15, // [15:15] is the sub-list for extension extendee
 	0,  // [0:15] is the sub-list for field type_name
@@ -1882,6 +1892,7 @@ func file_pgdr_v1_admin_proto_init() {
 	file_pgdr_v1_state_proto_init()
 	file_pgdr_v1_raft_proto_init()
 	file_pgdr_v1_backup_policy_proto_init()
+	file_pgdr_v1_backup_run_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

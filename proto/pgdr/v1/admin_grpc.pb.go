@@ -33,14 +33,16 @@ const (
 	AdminService_SetPolicy_FullMethodName         = "/pgdr.v1.AdminService/SetPolicy"
 	AdminService_GetBackupPolicy_FullMethodName   = "/pgdr.v1.AdminService/GetBackupPolicy"
 	AdminService_SetBackupPolicy_FullMethodName   = "/pgdr.v1.AdminService/SetBackupPolicy"
+	AdminService_ListBackupRuns_FullMethodName    = "/pgdr.v1.AdminService/ListBackupRuns"
+	AdminService_RunBackup_FullMethodName         = "/pgdr.v1.AdminService/RunBackup"
 )
 
 // AdminServiceClient is the client API for AdminService service.
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// AdminService: role "read" may call Status, Members, History and
-// GetBackupPolicy; the other methods need role "admin".
+// AdminService: role "read" may call Status, Members, History,
+// GetBackupPolicy and ListBackupRuns; the other methods need role "admin".
 type AdminServiceClient interface {
 	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error)
 	Members(ctx context.Context, in *MembersRequest, opts ...grpc.CallOption) (*MembersResponse, error)
@@ -64,6 +66,11 @@ type AdminServiceClient interface {
 	// defaults.
 	GetBackupPolicy(ctx context.Context, in *GetBackupPolicyRequest, opts ...grpc.CallOption) (*GetBackupPolicyResponse, error)
 	SetBackupPolicy(ctx context.Context, in *SetBackupPolicyRequest, opts ...grpc.CallOption) (*SetBackupPolicyResponse, error)
+	// ListBackupRuns (role read) lists the recorded backup runs; RunBackup
+	// (role admin) has the leader run a tier now, refused while another
+	// backup of the cluster runs.
+	ListBackupRuns(ctx context.Context, in *ListBackupRunsRequest, opts ...grpc.CallOption) (*ListBackupRunsResponse, error)
+	RunBackup(ctx context.Context, in *RunBackupRequest, opts ...grpc.CallOption) (*RunBackupResponse, error)
 }
 
 type adminServiceClient struct {
@@ -194,12 +201,32 @@ func (c *adminServiceClient) SetBackupPolicy(ctx context.Context, in *SetBackupP
 	return out, nil
 }
 
+func (c *adminServiceClient) ListBackupRuns(ctx context.Context, in *ListBackupRunsRequest, opts ...grpc.CallOption) (*ListBackupRunsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListBackupRunsResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListBackupRuns_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) RunBackup(ctx context.Context, in *RunBackupRequest, opts ...grpc.CallOption) (*RunBackupResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RunBackupResponse)
+	err := c.cc.Invoke(ctx, AdminService_RunBackup_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
 //
-// AdminService: role "read" may call Status, Members, History and
-// GetBackupPolicy; the other methods need role "admin".
+// AdminService: role "read" may call Status, Members, History,
+// GetBackupPolicy and ListBackupRuns; the other methods need role "admin".
 type AdminServiceServer interface {
 	Status(context.Context, *StatusRequest) (*StatusResponse, error)
 	Members(context.Context, *MembersRequest) (*MembersResponse, error)
@@ -223,6 +250,11 @@ type AdminServiceServer interface {
 	// defaults.
 	GetBackupPolicy(context.Context, *GetBackupPolicyRequest) (*GetBackupPolicyResponse, error)
 	SetBackupPolicy(context.Context, *SetBackupPolicyRequest) (*SetBackupPolicyResponse, error)
+	// ListBackupRuns (role read) lists the recorded backup runs; RunBackup
+	// (role admin) has the leader run a tier now, refused while another
+	// backup of the cluster runs.
+	ListBackupRuns(context.Context, *ListBackupRunsRequest) (*ListBackupRunsResponse, error)
+	RunBackup(context.Context, *RunBackupRequest) (*RunBackupResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -268,6 +300,12 @@ func (UnimplementedAdminServiceServer) GetBackupPolicy(context.Context, *GetBack
 }
 func (UnimplementedAdminServiceServer) SetBackupPolicy(context.Context, *SetBackupPolicyRequest) (*SetBackupPolicyResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method SetBackupPolicy not implemented")
+}
+func (UnimplementedAdminServiceServer) ListBackupRuns(context.Context, *ListBackupRunsRequest) (*ListBackupRunsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListBackupRuns not implemented")
+}
+func (UnimplementedAdminServiceServer) RunBackup(context.Context, *RunBackupRequest) (*RunBackupResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method RunBackup not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -506,6 +544,42 @@ func _AdminService_SetBackupPolicy_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_ListBackupRuns_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListBackupRunsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListBackupRuns(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListBackupRuns_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListBackupRuns(ctx, req.(*ListBackupRunsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_RunBackup_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RunBackupRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).RunBackup(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_RunBackup_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).RunBackup(ctx, req.(*RunBackupRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -560,6 +634,14 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SetBackupPolicy",
 			Handler:    _AdminService_SetBackupPolicy_Handler,
+		},
+		{
+			MethodName: "ListBackupRuns",
+			Handler:    _AdminService_ListBackupRuns_Handler,
+		},
+		{
+			MethodName: "RunBackup",
+			Handler:    _AdminService_RunBackup_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -1178,6 +1178,7 @@ type AgentCommand struct {
 	//	*AgentCommand_Demote
 	//	*AgentCommand_SetSynchronous
 	//	*AgentCommand_Restart
+	//	*AgentCommand_Backup
 	Kind          isAgentCommand_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1364,6 +1365,15 @@ func (x *AgentCommand) GetRestart() *Restart {
 	return nil
 }
 
+func (x *AgentCommand) GetBackup() *Backup {
+	if x != nil {
+		if x, ok := x.Kind.(*AgentCommand_Backup); ok {
+			return x.Backup
+		}
+	}
+	return nil
+}
+
 type isAgentCommand_Kind interface {
 	isAgentCommand_Kind()
 }
@@ -1417,6 +1427,12 @@ type AgentCommand_Restart struct {
 	Restart *Restart `protobuf:"bytes,18,opt,name=restart,proto3,oneof"`
 }
 
+type AgentCommand_Backup struct {
+	// backup: take a backup of a tier (the backup scheduler); the id is
+	// the run's.
+	Backup *Backup `protobuf:"bytes,19,opt,name=backup,proto3,oneof"`
+}
+
 func (*AgentCommand_Ping) isAgentCommand_Kind() {}
 
 func (*AgentCommand_CheckNow) isAgentCommand_Kind() {}
@@ -1434,6 +1450,8 @@ func (*AgentCommand_Demote) isAgentCommand_Kind() {}
 func (*AgentCommand_SetSynchronous) isAgentCommand_Kind() {}
 
 func (*AgentCommand_Restart) isAgentCommand_Kind() {}
+
+func (*AgentCommand_Backup) isAgentCommand_Kind() {}
 
 type Ping struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1877,7 +1895,9 @@ type CommandResult struct {
 	Output  string                 `protobuf:"bytes,6,opt,name=output,proto3" json:"output,omitempty"`
 	// pending: the order started something that has not finished and may
 	// still complete (a promotion waiting for replay); ok is false.
-	Pending       bool `protobuf:"varint,7,opt,name=pending,proto3" json:"pending,omitempty"`
+	Pending bool `protobuf:"varint,7,opt,name=pending,proto3" json:"pending,omitempty"`
+	// backup: for a Backup order, what was made.
+	Backup        *BackupReport `protobuf:"bytes,8,opt,name=backup,proto3" json:"backup,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1961,6 +1981,13 @@ func (x *CommandResult) GetPending() bool {
 	return false
 }
 
+func (x *CommandResult) GetBackup() *BackupReport {
+	if x != nil {
+		return x.Backup
+	}
+	return nil
+}
+
 type CommandResultAck struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -2001,7 +2028,7 @@ var File_pgdr_v1_agent_proto protoreflect.FileDescriptor
 
 const file_pgdr_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x13pgdr/v1/agent.proto\x12\apgdr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13pgdr/v1/state.proto\"[\n" +
+	"\x13pgdr/v1/agent.proto\x12\apgdr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13pgdr/v1/state.proto\x1a\x18pgdr/v1/backup_run.proto\"[\n" +
 	"\fEpochRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x1d\n" +
@@ -2098,7 +2125,7 @@ const file_pgdr_v1_agent_proto_rawDesc = "" +
 	"\breceived\x18\x01 \x01(\x04R\breceived\"?\n" +
 	"\x0fCommandsRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
-	"\x04node\x18\x02 \x01(\tR\x04node\"\xe5\x05\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\"\x90\x06\n" +
 	"\fAgentCommand\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12\x12\n" +
@@ -2118,7 +2145,8 @@ const file_pgdr_v1_agent_proto_rawDesc = "" +
 	"\x06rejoin\x18\x0f \x01(\v2\x0f.pgdr.v1.RejoinH\x00R\x06rejoin\x12)\n" +
 	"\x06demote\x18\x10 \x01(\v2\x0f.pgdr.v1.DemoteH\x00R\x06demote\x12B\n" +
 	"\x0fset_synchronous\x18\x11 \x01(\v2\x17.pgdr.v1.SetSynchronousH\x00R\x0esetSynchronous\x12,\n" +
-	"\arestart\x18\x12 \x01(\v2\x10.pgdr.v1.RestartH\x00R\arestartB\x06\n" +
+	"\arestart\x18\x12 \x01(\v2\x10.pgdr.v1.RestartH\x00R\arestart\x12)\n" +
+	"\x06backup\x18\x13 \x01(\v2\x0f.pgdr.v1.BackupH\x00R\x06backupB\x06\n" +
 	"\x04kind\"\x06\n" +
 	"\x04Ping\"\n" +
 	"\n" +
@@ -2142,7 +2170,7 @@ const file_pgdr_v1_agent_proto_rawDesc = "" +
 	"\aRestart\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\"&\n" +
 	"\x0eSetSynchronous\x12\x14\n" +
-	"\x05value\x18\x01 \x01(\tR\x05value\"\xa5\x01\n" +
+	"\x05value\x18\x01 \x01(\tR\x05value\"\xd4\x01\n" +
 	"\rCommandResult\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12\x12\n" +
@@ -2150,7 +2178,8 @@ const file_pgdr_v1_agent_proto_rawDesc = "" +
 	"\x02ok\x18\x04 \x01(\bR\x02ok\x12\x14\n" +
 	"\x05error\x18\x05 \x01(\tR\x05error\x12\x16\n" +
 	"\x06output\x18\x06 \x01(\tR\x06output\x12\x18\n" +
-	"\apending\x18\a \x01(\bR\apending\"\x12\n" +
+	"\apending\x18\a \x01(\bR\apending\x12-\n" +
+	"\x06backup\x18\b \x01(\v2\x15.pgdr.v1.BackupReportR\x06backup\"\x12\n" +
 	"\x10CommandResultAck2\xc9\x03\n" +
 	"\fAgentService\x129\n" +
 	"\x06Leader\x12\x16.pgdr.v1.LeaderRequest\x1a\x17.pgdr.v1.LeaderResponse\x12?\n" +
@@ -2203,6 +2232,8 @@ var file_pgdr_v1_agent_proto_goTypes = []any{
 	(*CommandResultAck)(nil),      // 24: pgdr.v1.CommandResultAck
 	(*timestamppb.Timestamp)(nil), // 25: google.protobuf.Timestamp
 	(*Member)(nil),                // 26: pgdr.v1.Member
+	(*Backup)(nil),                // 27: pgdr.v1.Backup
+	(*BackupReport)(nil),          // 28: pgdr.v1.BackupReport
 }
 var file_pgdr_v1_agent_proto_depIdxs = []int32{
 	25, // 0: pgdr.v1.EpochResponse.now:type_name -> google.protobuf.Timestamp
@@ -2226,26 +2257,28 @@ var file_pgdr_v1_agent_proto_depIdxs = []int32{
 	20, // 18: pgdr.v1.AgentCommand.demote:type_name -> pgdr.v1.Demote
 	22, // 19: pgdr.v1.AgentCommand.set_synchronous:type_name -> pgdr.v1.SetSynchronous
 	21, // 20: pgdr.v1.AgentCommand.restart:type_name -> pgdr.v1.Restart
-	25, // 21: pgdr.v1.Promote.settle_by:type_name -> google.protobuf.Timestamp
-	5,  // 22: pgdr.v1.AgentService.Leader:input_type -> pgdr.v1.LeaderRequest
-	7,  // 23: pgdr.v1.AgentService.Register:input_type -> pgdr.v1.RegisterRequest
-	9,  // 24: pgdr.v1.AgentService.Report:input_type -> pgdr.v1.HealthReport
-	12, // 25: pgdr.v1.AgentService.Commands:input_type -> pgdr.v1.CommandsRequest
-	23, // 26: pgdr.v1.AgentService.CompleteCommand:input_type -> pgdr.v1.CommandResult
-	2,  // 27: pgdr.v1.AgentService.RenewLease:input_type -> pgdr.v1.RenewLeaseRequest
-	0,  // 28: pgdr.v1.AgentService.Epoch:input_type -> pgdr.v1.EpochRequest
-	6,  // 29: pgdr.v1.AgentService.Leader:output_type -> pgdr.v1.LeaderResponse
-	8,  // 30: pgdr.v1.AgentService.Register:output_type -> pgdr.v1.RegisterResponse
-	11, // 31: pgdr.v1.AgentService.Report:output_type -> pgdr.v1.ReportSummary
-	13, // 32: pgdr.v1.AgentService.Commands:output_type -> pgdr.v1.AgentCommand
-	24, // 33: pgdr.v1.AgentService.CompleteCommand:output_type -> pgdr.v1.CommandResultAck
-	3,  // 34: pgdr.v1.AgentService.RenewLease:output_type -> pgdr.v1.RenewLeaseResponse
-	1,  // 35: pgdr.v1.AgentService.Epoch:output_type -> pgdr.v1.EpochResponse
-	29, // [29:36] is the sub-list for method output_type
-	22, // [22:29] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	27, // 21: pgdr.v1.AgentCommand.backup:type_name -> pgdr.v1.Backup
+	25, // 22: pgdr.v1.Promote.settle_by:type_name -> google.protobuf.Timestamp
+	28, // 23: pgdr.v1.CommandResult.backup:type_name -> pgdr.v1.BackupReport
+	5,  // 24: pgdr.v1.AgentService.Leader:input_type -> pgdr.v1.LeaderRequest
+	7,  // 25: pgdr.v1.AgentService.Register:input_type -> pgdr.v1.RegisterRequest
+	9,  // 26: pgdr.v1.AgentService.Report:input_type -> pgdr.v1.HealthReport
+	12, // 27: pgdr.v1.AgentService.Commands:input_type -> pgdr.v1.CommandsRequest
+	23, // 28: pgdr.v1.AgentService.CompleteCommand:input_type -> pgdr.v1.CommandResult
+	2,  // 29: pgdr.v1.AgentService.RenewLease:input_type -> pgdr.v1.RenewLeaseRequest
+	0,  // 30: pgdr.v1.AgentService.Epoch:input_type -> pgdr.v1.EpochRequest
+	6,  // 31: pgdr.v1.AgentService.Leader:output_type -> pgdr.v1.LeaderResponse
+	8,  // 32: pgdr.v1.AgentService.Register:output_type -> pgdr.v1.RegisterResponse
+	11, // 33: pgdr.v1.AgentService.Report:output_type -> pgdr.v1.ReportSummary
+	13, // 34: pgdr.v1.AgentService.Commands:output_type -> pgdr.v1.AgentCommand
+	24, // 35: pgdr.v1.AgentService.CompleteCommand:output_type -> pgdr.v1.CommandResultAck
+	3,  // 36: pgdr.v1.AgentService.RenewLease:output_type -> pgdr.v1.RenewLeaseResponse
+	1,  // 37: pgdr.v1.AgentService.Epoch:output_type -> pgdr.v1.EpochResponse
+	31, // [31:38] is the sub-list for method output_type
+	24, // [24:31] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_pgdr_v1_agent_proto_init() }
@@ -2254,6 +2287,7 @@ func file_pgdr_v1_agent_proto_init() {
 		return
 	}
 	file_pgdr_v1_state_proto_init()
+	file_pgdr_v1_backup_run_proto_init()
 	file_pgdr_v1_agent_proto_msgTypes[13].OneofWrappers = []any{
 		(*AgentCommand_Ping)(nil),
 		(*AgentCommand_CheckNow)(nil),
@@ -2264,6 +2298,7 @@ func file_pgdr_v1_agent_proto_init() {
 		(*AgentCommand_Demote)(nil),
 		(*AgentCommand_SetSynchronous)(nil),
 		(*AgentCommand_Restart)(nil),
+		(*AgentCommand_Backup)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

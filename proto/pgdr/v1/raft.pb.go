@@ -41,6 +41,8 @@ const (
 	CommandType_COMMAND_TYPE_RECORD_PRIMARY_LSN CommandType = 10
 	// 20: backup policy commands (numbered apart from the failover ones).
 	CommandType_COMMAND_TYPE_SET_BACKUP_POLICY CommandType = 20
+	// RecordBackupRun (backup_run.proto); proposed with ignore_if_unknown.
+	CommandType_COMMAND_TYPE_RECORD_BACKUP_RUN CommandType = 21
 )
 
 // Enum value maps for CommandType.
@@ -58,6 +60,7 @@ var (
 		9:  "COMMAND_TYPE_SET_SYNC_STANDBYS",
 		10: "COMMAND_TYPE_RECORD_PRIMARY_LSN",
 		20: "COMMAND_TYPE_SET_BACKUP_POLICY",
+		21: "COMMAND_TYPE_RECORD_BACKUP_RUN",
 	}
 	CommandType_value = map[string]int32{
 		"COMMAND_TYPE_UNSPECIFIED":        0,
@@ -72,6 +75,7 @@ var (
 		"COMMAND_TYPE_SET_SYNC_STANDBYS":  9,
 		"COMMAND_TYPE_RECORD_PRIMARY_LSN": 10,
 		"COMMAND_TYPE_SET_BACKUP_POLICY":  20,
+		"COMMAND_TYPE_RECORD_BACKUP_RUN":  21,
 	}
 )
 
@@ -1017,7 +1021,7 @@ const file_pgdr_v1_raft_proto_rawDesc = "" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x18\n" +
 	"\aprimary\x18\x02 \x01(\tR\aprimary\x12\x14\n" +
 	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12\x10\n" +
-	"\x03lsn\x18\x04 \x01(\x04R\x03lsn*\x9b\x03\n" +
+	"\x03lsn\x18\x04 \x01(\x04R\x03lsn*\xbf\x03\n" +
 	"\vCommandType\x12\x1c\n" +
 	"\x18COMMAND_TYPE_UNSPECIFIED\x10\x00\x12 \n" +
 	"\x1cCOMMAND_TYPE_REGISTER_MEMBER\x10\x01\x12\x1e\n" +
@@ -1031,7 +1035,8 @@ const file_pgdr_v1_raft_proto_rawDesc = "" +
 	"\x1eCOMMAND_TYPE_SET_SYNC_STANDBYS\x10\t\x12#\n" +
 	"\x1fCOMMAND_TYPE_RECORD_PRIMARY_LSN\x10\n" +
 	"\x12\"\n" +
-	"\x1eCOMMAND_TYPE_SET_BACKUP_POLICY\x10\x14*\xb1\x01\n" +
+	"\x1eCOMMAND_TYPE_SET_BACKUP_POLICY\x10\x14\x12\"\n" +
+	"\x1eCOMMAND_TYPE_RECORD_BACKUP_RUN\x10\x15*\xb1\x01\n" +
 	"\vPromoteMark\x12\x1c\n" +
 	"\x18PROMOTE_MARK_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14PROMOTE_MARK_ORDERED\x10\x01\x12\x1a\n" +

@@ -1,0 +1,371 @@
+package schedule
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/pgdr/pgdr/coordinator/policy"
+	"github.com/pgdr/pgdr/pkg/duration"
+)
+
+// Member roles as the leader's status judges them (coordinator/server).
+const (
+	RolePrimary = "primary"
+	RoleReplica = "replica"
+)
+
+// Run results. ResultRunning is a run in flight (an intent without result).
+const (
+	ResultRunning   = ""
+	ResultOK        = "ok"
+	ResultFailed    = "failed"
+	ResultCancelled = "cancelled"
+	ResultTimeout   = "timeout"
+	ResultSkipped   = "skipped"
+)
+
+// Finished reports whether result ends a run.
+func Finished(result string) bool { return result != ResultRunning }
+
+// Member is what the leader knows of one member right now.
+type Member struct {
+	Name string
+	// Role: RolePrimary, RoleReplica, or anything else (fenced, stopped,
+	// unknown), which never runs a backup.
+	Role        string
+	Healthy     bool
+	Connectable bool
+	Fenced      bool
+	LagBytes    int64
+}
+
+// Run is one recorded run, as the replicated state holds it.
+type Run struct {
+	ID   string
+	Tier string
+	// Type is what ran (full when a diff or incr tier had no base).
+	Type string
+	Node string
+	// Slot is the scheduled time the run makes (zero: manual).
+	Slot     time.Time
+	Started  time.Time
+	Finished time.Time
+	Result   string // ResultRunning while in flight
+	Timeout  time.Duration
+}
+
+// Input is the leader's view of one cluster for one decision.
+type Input struct {
+	Now time.Time
+	// Policy is the cluster's effective backup policy (policy.Default when
+	// none was set), normalized.
+	Policy policy.Policy
+	// Runs are the recorded runs, any order (the bounded record keeps the
+	// newest run of every tier of the policy and the newest successful
+	// full, so compaction never makes a tier look as if it never ran).
+	Runs    []Run
+	Members []Member
+	// Primary is the recorded primary ("" = none).
+	Primary string
+	Paused  bool
+	// FullKnown: a successful full backup is known besides the runs (a
+	// repository listing an agent reported). Nothing reports one yet.
+	FullKnown bool
+	// Since is when a tier that never ran counts its slots from when the
+	// policy carries no time of its own (the defaults): the cluster's
+	// creation, so that a new cluster's first runs come at the tiers'
+	// next slots instead of every default tier at once.
+	Since time.Time
+	// Grace is added to a run's timeout before the leader records it as
+	// timed out, so that the agent's own answer (it stops the run at its
+	// timeout and cleans up) arrives first when it can.
+	Grace time.Duration
+}
+
+// Action is what the leader does.
+type Action int
+
+// Actions.
+const (
+	// None: nothing this tick (Reasons say why).
+	None Action = iota
+	// Start: record an intent and order Node to back up.
+	Start
+	// Skip: record the slot as skipped (no candidate for standby-only).
+	Skip
+	// Cancel: record the run in flight (RunID) as timed out.
+	Cancel
+)
+
+func (a Action) String() string {
+	switch a {
+	case None:
+		return "none"
+	case Start:
+		return "start"
+	case Skip:
+		return "skip"
+	case Cancel:
+		return "cancel"
+	}
+	return fmt.Sprintf("action(%d)", int(a))
+}
+
+// Decision is what Decide returns.
+type Decision struct {
+	Action Action
+	// Start and Skip: the tier, the type to run, the node (Start only),
+	// the slot made (zero for a manual run), how many slots it covers, and
+	// the tier's timeout and repositories.
+	Tier    string
+	Type    string
+	Node    string
+	Slot    time.Time
+	Missed  int
+	Timeout time.Duration
+	Repos   []string
+	// Cancel: the run and the result to record.
+	RunID  string
+	Result string
+	// Reasons say, in words, why.
+	Reasons []string
+}
+
+// Reason is the reasons joined, for logs and records.
+func (d Decision) Reason() string { return strings.Join(d.Reasons, "; ") }
+
+// Errors of Manual.
+var (
+	ErrUnknownTier = errors.New("unknown tier")
+	ErrBusy        = errors.New("another backup of the cluster is running")
+	ErrNoCandidate = errors.New("no member can run the backup")
+)
+
+// inFlight returns the runs without a result, oldest first.
+func inFlight(runs []Run) []Run {
+	var out []Run
+	for _, r := range runs {
+		if !Finished(r.Result) {
+			out = append(out, r)
+		}
+	}
+	slices.SortFunc(out, func(a, b Run) int { return a.Started.Compare(b.Started) })
+	return out
+}
+
+// lastByTier is each tier's newest run (by start; ties by id).
+func lastByTier(runs []Run) map[string]time.Time {
+	last := map[string]time.Time{}
+	for _, r := range runs {
+		if t, ok := last[r.Tier]; !ok || r.Started.After(t) {
+			last[r.Tier] = r.Started
+		}
+	}
+	return last
+}
+
+func describe(r Run, now time.Time) string {
+	return fmt.Sprintf("run %s of tier %s (%s) on %s, started %s ago", r.ID, r.Tier, r.Type, r.Node,
+		duration.Format(now.Sub(r.Started).Round(time.Second)))
+}
+
+// Decide is the scheduler's decision for one cluster; see the package
+// documentation for the rules.
+func Decide(in Input) Decision {
+	if in.Paused {
+		return Decision{Reasons: []string{"cluster paused (maintenance mode): no backup is scheduled"}}
+	}
+	if fl := inFlight(in.Runs); len(fl) > 0 {
+		r := fl[0]
+		end := r.Started.Add(r.Timeout + in.Grace)
+		if r.Timeout > 0 && !in.Now.Before(end) {
+			return Decision{Action: Cancel, RunID: r.ID, Tier: r.Tier, Type: r.Type, Node: r.Node, Result: ResultTimeout,
+				Reasons: []string{fmt.Sprintf("%s: over its timeout of %s (no result recorded)", describe(r, in.Now), duration.Format(r.Timeout))}}
+		}
+		return Decision{Reasons: []string{fmt.Sprintf("%s is in flight; never two backups of a cluster at once (timeout at %s)",
+			describe(r, in.Now), end.UTC().Format(time.RFC3339))}}
+	}
+	due, err := policy.Due(effective(in), lastByTier(in.Runs), in.Now)
+	if err != nil {
+		return Decision{Reasons: []string{fmt.Sprintf("cannot schedule: %v", err)}}
+	}
+	if len(due) == 0 {
+		return Decision{Reasons: []string{nextReason(in)}}
+	}
+	// The tier waiting longest goes first (policy.Due puts fulls first on
+	// equal slots): a tier whose runs outlast its interval must not starve
+	// the others.
+	run := slices.MinFunc(due, func(a, b policy.Run) int { return a.At.Compare(b.At) })
+	tier, _ := in.Policy.TierByName(run.Tier)
+	d := Decision{Action: Start, Tier: tier.Name, Slot: run.At, Missed: run.Missed, Timeout: tier.Timeout,
+		Repos: slices.Clone(tier.Repos)}
+	if run.Missed > 1 {
+		more := ""
+		if run.Missed >= policy.MaxCountedMissed {
+			more = " or more"
+		}
+		d.Reasons = append(d.Reasons, fmt.Sprintf("tier %s due since %s: %d%s slots missed, one catch-up run",
+			tier.Name, run.At.UTC().Format(time.RFC3339), run.Missed, more))
+	} else {
+		d.Reasons = append(d.Reasons, fmt.Sprintf("tier %s due at %s", tier.Name, run.At.UTC().Format(time.RFC3339)))
+	}
+	var why string
+	d.Type, why = runType(in, tier)
+	if why != "" {
+		d.Reasons = append(d.Reasons, why)
+	}
+	node, why, ok := place(in, tier)
+	d.Reasons = append(d.Reasons, why)
+	switch {
+	case ok:
+		d.Node = node
+	case tier.RunOn == policy.RunOnStandbyOnly:
+		d.Action = Skip
+	default:
+		return Decision{Reasons: append(d.Reasons, "the tier stays due and runs once a member can take it")}
+	}
+	return d
+}
+
+// effective is the policy Due reads: with Since as its time when it has
+// none.
+func effective(in Input) policy.Policy {
+	p := in.Policy
+	if p.UpdatedAt.IsZero() {
+		p.UpdatedAt = in.Since
+	}
+	return p
+}
+
+// nextReason says when the next run is due.
+func nextReason(in Input) string {
+	runs, err := policy.NextRuns(effective(in), lastByTier(in.Runs), in.Now)
+	if err != nil || len(runs) == 0 {
+		return "nothing due"
+	}
+	next := runs[0]
+	for _, r := range runs[1:] {
+		if r.At.Before(next.At) {
+			next = r
+		}
+	}
+	return fmt.Sprintf("nothing due; next: tier %s at %s", next.Tier, next.At.UTC().Format(time.RFC3339))
+}
+
+// runType is the type a run of tier makes: a diff or incr tier runs a
+// full when no successful full is known.
+func runType(in Input, tier policy.Tier) (string, string) {
+	if tier.Type == policy.TypeFull || in.FullKnown {
+		return tier.Type, ""
+	}
+	for _, r := range in.Runs {
+		if r.Type == policy.TypeFull && r.Result == ResultOK {
+			return tier.Type, ""
+		}
+	}
+	return policy.TypeFull, fmt.Sprintf("runs a full instead of %s: no successful full backup is known to base it on", tier.Type)
+}
+
+// usable: the member can run a backup now.
+func usable(m Member) bool { return m.Healthy && m.Connectable && !m.Fenced }
+
+// place picks the node for tier, with the reason; ok false when none fits.
+func place(in Input, tier policy.Tier) (node, why string, ok bool) {
+	members := slices.Clone(in.Members)
+	slices.SortFunc(members, func(a, b Member) int {
+		if a.LagBytes != b.LagBytes {
+			if a.LagBytes < b.LagBytes {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(a.Name, b.Name)
+	})
+	var replica, primary *Member
+	var notes []string
+	for i := range members {
+		m := &members[i]
+		switch {
+		case m.Name == in.Primary && m.Role == RolePrimary && usable(*m):
+			primary = m
+		case m.Name != in.Primary && m.Role == RoleReplica && usable(*m):
+			if replica == nil {
+				replica = m
+			}
+		case m.Name != in.Primary:
+			notes = append(notes, fmt.Sprintf("%s is not a healthy replica (role %s)", m.Name, orUnknown(m.Role)))
+		}
+	}
+	noReplica := "no healthy replica"
+	if len(notes) > 0 {
+		slices.Sort(notes)
+		noReplica += " (" + strings.Join(notes, ", ") + ")"
+	}
+	switch tier.RunOn {
+	case policy.RunOnPrimary:
+		if primary != nil {
+			return primary.Name, fmt.Sprintf("on the primary %s (run_on primary)", primary.Name), true
+		}
+		return "", fmt.Sprintf("run_on primary: the primary %s is not healthy", orNone(in.Primary)), false
+	case policy.RunOnStandbyOnly:
+		if replica != nil {
+			return replica.Name, fmt.Sprintf("on replica %s, lag %d bytes, the least (run_on standby-only)", replica.Name, replica.LagBytes), true
+		}
+		return "", "run_on standby-only: " + noReplica + "; slot skipped", false
+	default:
+		if replica != nil {
+			return replica.Name, fmt.Sprintf("on replica %s, lag %d bytes, the least (run_on prefer-standby)", replica.Name, replica.LagBytes), true
+		}
+		if primary != nil {
+			return primary.Name, fmt.Sprintf("on the primary %s: %s (run_on prefer-standby)", primary.Name, noReplica), true
+		}
+		return "", fmt.Sprintf("run_on prefer-standby: %s and the primary %s is not healthy", noReplica, orNone(in.Primary)), false
+	}
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	return s
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(none recorded)"
+	}
+	return s
+}
+
+// Manual is the decision for an operator's run of tierName now: a Start,
+// or an error wrapping ErrUnknownTier, ErrBusy or ErrNoCandidate that says
+// which tiers exist, which run is in flight, or why no member fits.
+func Manual(in Input, tierName string) (Decision, error) {
+	tier, ok := in.Policy.TierByName(tierName)
+	if !ok {
+		var names []string
+		for _, t := range in.Policy.Tiers {
+			names = append(names, t.Name)
+		}
+		return Decision{}, fmt.Errorf("%w %q: the cluster's tiers are %s", ErrUnknownTier, tierName, strings.Join(names, ", "))
+	}
+	if fl := inFlight(in.Runs); len(fl) > 0 {
+		return Decision{}, fmt.Errorf("%w: %s; wait for it (pgdrctl backups)", ErrBusy, describe(fl[0], in.Now))
+	}
+	d := Decision{Action: Start, Tier: tier.Name, Timeout: tier.Timeout, Repos: slices.Clone(tier.Repos),
+		Reasons: []string{fmt.Sprintf("tier %s run on request", tier.Name)}}
+	var why string
+	if d.Type, why = runType(in, tier); why != "" {
+		d.Reasons = append(d.Reasons, why)
+	}
+	node, why, ok := place(in, tier)
+	if !ok {
+		return Decision{}, fmt.Errorf("%w: %s", ErrNoCandidate, strings.TrimSuffix(why, "; slot skipped"))
+	}
+	d.Node = node
+	d.Reasons = append(d.Reasons, why)
+	return d, nil
+}

@@ -1,0 +1,150 @@
+package server
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
+)
+
+// yearlyTiers never fall due during a test: only manual runs happen.
+func yearlyTiers() *pgdrv1.BackupPolicy {
+	return &pgdrv1.BackupPolicy{PitrWindowSeconds: 86400, Tiers: []*pgdrv1.BackupTier{
+		{Name: "full", Type: "full", Schedule: "0 3 1 1 *", KeepCount: 2},
+		{Name: "incr", Type: "incr", Schedule: "0 4 1 1 *", KeepCount: 2, Repos: []string{"local"}},
+	}}
+}
+
+// reportHealthy puts fresh reports of a writable pg-a1 and a streaming
+// replica pg-a2 into the leader's view.
+func reportHealthy(s *Server) {
+	now := time.Now()
+	s.view.put(&pgdrv1.HealthReport{Cluster: "main", Node: "pg-a1", PostmasterAlive: true, Connectable: true, CurrentLsn: 1000}, now)
+	s.view.put(&pgdrv1.HealthReport{Cluster: "main", Node: "pg-a2", PostmasterAlive: true, Connectable: true, InRecovery: true,
+		Streaming: true, ReceiveLsn: 1000, ReplayLsn: 1000}, now)
+}
+
+// TestBackupRunAdminAPI: over TLS with the production interceptors, the
+// read token lists runs but cannot start one; the admin token runs a
+// tier now on the healthy replica (a full, since no full is known), the
+// order reaches the agent's command stream, and a second run is refused
+// naming the first; today's agent's "unknown command" answer ends the run
+// as failed with that error; a pending then final answer records the
+// accepted step and the sizes; an unknown tier is refused naming the
+// known ones; with no command stream the run is recorded failed at once.
+func TestBackupRunAdminAPI(t *testing.T) {
+	s, client := adminAPIServer(t)
+	ctx := context.Background()
+	reader, admin := client("read-secret"), client("admin-secret")
+	mustPropose(t, s, pgdrv1.CommandType_COMMAND_TYPE_REGISTER_MEMBER, &pgdrv1.RegisterMember{Member: &pgdrv1.Member{
+		Name: "pg-a2", Cluster: "main", Region: "r1", Dsn: "host=pg-a2", ApiUrl: "http://pg-a2:8008", GossipAddress: "pg-a2:7946"}})
+	mustPropose(t, s, pgdrv1.CommandType_COMMAND_TYPE_SET_PRIMARY, &pgdrv1.SetPrimary{Cluster: "main", Name: "pg-a1"})
+	if _, err := admin.SetBackupPolicy(ctx, &pgdrv1.SetBackupPolicyRequest{Cluster: "main", Policy: yearlyTiers()}); err != nil {
+		t.Fatal(err)
+	}
+	agents := &agentAPI{s: s}
+
+	list, err := reader.ListBackupRuns(ctx, &pgdrv1.ListBackupRunsRequest{})
+	if err != nil || len(list.GetClusters()) != 1 || len(list.GetClusters()[0].GetRuns()) != 0 {
+		t.Fatalf("list before any run: %v %v", list, err)
+	}
+	if _, err := reader.RunBackup(ctx, &pgdrv1.RunBackupRequest{Cluster: "main", Tier: "full"}); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("the read token ran a backup: %v", err)
+	}
+	if _, err := admin.RunBackup(ctx, &pgdrv1.RunBackupRequest{Cluster: "main", Tier: "yearly"}); status.Code(err) != codes.InvalidArgument ||
+		!strings.Contains(err.Error(), `unknown tier "yearly": the cluster's tiers are full, incr`) {
+		t.Fatalf("unknown tier: %v", err)
+	}
+	if _, err := admin.RunBackup(ctx, &pgdrv1.RunBackupRequest{Cluster: "nope", Tier: "full"}); status.Code(err) != codes.NotFound {
+		t.Fatalf("unknown cluster: %v", err)
+	}
+	// No report yet: no member can take it.
+	if _, err := admin.RunBackup(ctx, &pgdrv1.RunBackupRequest{Cluster: "main", Tier: "full"}); status.Code(err) != codes.FailedPrecondition ||
+		!strings.Contains(err.Error(), "no member can run the backup") {
+		t.Fatalf("no healthy member: %v", err)
+	}
+
+	stream := s.hub.open(memberKey{"main", "pg-a2"})
+	defer s.hub.close(memberKey{"main", "pg-a2"}, stream)
+	reportHealthy(s)
+	res, err := admin.RunBackup(ctx, &pgdrv1.RunBackupRequest{Cluster: "main", Tier: "incr"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := res.GetRun()
+	if run.GetNode() != "pg-a2" || run.GetType() != "full" || run.GetTier() != "incr" || run.GetSentAt() == nil || run.GetResult() != "" ||
+		run.GetRequestedBy() != "admin:alice" || !strings.Contains(run.GetReason(), "runs a full instead of incr") {
+		t.Fatalf("run %v", run)
+	}
+	var order *pgdrv1.AgentCommand
+	select {
+	case order = <-stream:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no order on pg-a2's command stream")
+	}
+	if order.GetId() != run.GetId() || order.GetBackup().GetType() != "full" || order.GetBackup().GetRepositories()[0] != "local" ||
+		order.GetBackup().GetTimeoutMs() != 2*3600*1000 || order.GetDeadline() == nil {
+		t.Fatalf("order %v", order)
+	}
+	reportHealthy(s)
+	if _, err := admin.RunBackup(ctx, &pgdrv1.RunBackupRequest{Cluster: "main", Tier: "full"}); status.Code(err) != codes.FailedPrecondition ||
+		!strings.Contains(err.Error(), "another backup of the cluster is running: run "+run.GetId()+" of tier incr (full) on pg-a2") {
+		t.Fatalf("a second run while one runs: %v", err)
+	}
+	// Today's agent does not know the order and says so.
+	if _, err := agents.CompleteCommand(ctx, &pgdrv1.CommandResult{Id: run.GetId(), Cluster: "main", Node: "pg-a2",
+		Error: "unknown command *pgdrv1.AgentCommand_Backup"}); err != nil {
+		t.Fatal(err)
+	}
+	list, err = reader.ListBackupRuns(ctx, &pgdrv1.ListBackupRunsRequest{Cluster: "main"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := list.GetClusters()[0].GetRuns()[0]; got.GetResult() != "failed" || got.GetError() != "unknown command *pgdrv1.AgentCommand_Backup" || got.GetFinishedAt() == nil {
+		t.Fatalf("run after the agent's answer: %v", got)
+	}
+
+	// A run the agent carries out: pending, then done with sizes.
+	reportHealthy(s)
+	res, err = admin.RunBackup(ctx, &pgdrv1.RunBackupRequest{Cluster: "main", Tier: "full"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-stream
+	id := res.GetRun().GetId()
+	for _, r := range []*pgdrv1.CommandResult{
+		{Id: id, Cluster: "main", Node: "pg-a2", Pending: true, Error: "backup running"},
+		{Id: id, Cluster: "main", Node: "pg-a2", Ok: true, Backup: &pgdrv1.BackupReport{BackupId: "B1", SizeBytes: 1 << 20, StoredBytes: 1 << 18}},
+	} {
+		if _, err := agents.CompleteCommand(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, _ := s.fsm.Cluster("main")
+	if got := c.GetBackupRuns()[1]; got.GetResult() != "ok" || got.GetAcceptedAt() == nil || got.GetSizeBytes() != 1<<20 || got.GetBackupId() != "B1" {
+		t.Fatalf("run carried out: %v", got)
+	}
+
+	// No command stream: recorded failed at once, and said so.
+	s.hub.close(memberKey{"main", "pg-a2"}, stream)
+	reportHealthy(s)
+	res, err = admin.RunBackup(ctx, &pgdrv1.RunBackupRequest{Cluster: "main", Tier: "full"})
+	if err != nil || res.GetRun().GetResult() != "failed" || !strings.Contains(res.GetRun().GetError(), "order not sent: the agent of pg-a2: no open command stream") {
+		t.Fatalf("run without a stream: %v %v", res, err)
+	}
+	before := s.fsm.State()
+	if _, err := admin.RunBackup(ctx, &pgdrv1.RunBackupRequest{Cluster: "main", Tier: "../x"}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("bad tier name: %v", err)
+	}
+	after := s.fsm.State()
+	after.LastIndex = before.LastIndex
+	if !proto.Equal(before, after) {
+		t.Fatal("a refused run changed the state")
+	}
+}
