@@ -25,9 +25,9 @@ func yearlyTiers() *pgdrv1.BackupPolicy {
 // replica pg-a2 into the leader's view.
 func reportHealthy(s *Server) {
 	now := time.Now()
-	s.view.put(&pgdrv1.HealthReport{Cluster: "main", Node: "pg-a1", PostmasterAlive: true, Connectable: true, CurrentLsn: 1000}, now)
+	s.view.put(&pgdrv1.HealthReport{Cluster: "main", Node: "pg-a1", PostmasterAlive: true, Connectable: true, CurrentLsn: 1000}, now, time.Time{})
 	s.view.put(&pgdrv1.HealthReport{Cluster: "main", Node: "pg-a2", PostmasterAlive: true, Connectable: true, InRecovery: true,
-		Streaming: true, ReceiveLsn: 1000, ReplayLsn: 1000}, now)
+		Streaming: true, ReceiveLsn: 1000, ReplayLsn: 1000}, now, time.Time{})
 }
 
 // TestBackupRunAdminAPI: over TLS with the production interceptors, the
