@@ -494,9 +494,7 @@ func (d *Daemon) watchPromotion(epoch uint64, giveUp giveUpTime, done func()) {
 			return true
 		}
 		granted := func() bool {
-			d.leaseMu.Lock()
-			defer d.leaseMu.Unlock()
-			return d.lease != nil && d.lease.Granted()
+			return d.leaseGranted()
 		}
 		known, completed := epoch, false
 		for {
