@@ -256,7 +256,7 @@ func (c *coordClient) session(ctx context.Context) error {
 			select {
 			case <-gctx.Done():
 				return gctx.Err()
-			case <-c.d.reported:
+			case <-c.d.monitor.Reported():
 			}
 		}
 	})
@@ -276,7 +276,7 @@ func (c *coordClient) session(ctx context.Context) error {
 			// Reports sampled from now on name it (at receipt, not once
 			// carried out: echo.go).
 			at := c.d.clock()
-			c.d.echo.received(cmd.GetId(), at)
+			c.d.monitor.Received(cmd.GetId(), at)
 			select {
 			case queue <- receivedCommand{cmd: cmd, at: at}:
 			case <-gctx.Done():

@@ -17,6 +17,8 @@ import (
 	"github.com/pgdr/pgdr/agent/health"
 	"github.com/pgdr/pgdr/agent/hooks"
 	"github.com/pgdr/pgdr/agent/leaderclock"
+	"github.com/pgdr/pgdr/agent/lease"
+	"github.com/pgdr/pgdr/agent/monitor"
 	"github.com/pgdr/pgdr/agent/orders"
 	"github.com/pgdr/pgdr/agent/pgctl"
 	"github.com/pgdr/pgdr/agent/reclone"
@@ -39,12 +41,9 @@ type Daemon struct {
 	metrics *metrics
 	hooks   *hooks.Runner // nil without hooks.on_role_change
 
-	mu     sync.Mutex
-	latest *pgdrv1.HealthReport
-	// reported is signalled (without blocking) after every round of checks.
-	reported chan struct{}
-	// echo: the commands received last, which reports name (echo.go).
-	echo commandEcho
+	// monitor is the local health loop: the latest report, the command
+	// echo (agent/monitor).
+	monitor *monitor.Monitor
 
 	// epoch is the highest epoch seen (registration, commands, leases);
 	// its zero value is ready, capabilities get &d.epoch.
@@ -55,11 +54,9 @@ type Daemon struct {
 	sessMu  sync.Mutex
 	sessCli pgdrv1.AgentServiceClient
 
-	// leaseMu guards lease, which is nil without coordinator.addresses.
-	leaseMu sync.Mutex
-	lease   *Lease
-	// fenceMu serializes fencing.
-	fenceMu sync.Mutex
+	// lease is the primary lease, its renewal loop and fencing
+	// (agent/lease); it holds no lease without coordinator.addresses.
+	lease *lease.Keeper
 	// runCtx is Run's context: orders outlive the session that brought them.
 	runCtx context.Context
 	// failsafe is the failsafe (agent/failsafe; built in New).
@@ -97,24 +94,24 @@ func (d *Daemon) clock() time.Time {
 
 // New builds a daemon; Run serves until ctx ends.
 func New(cfg *config.Config, shipper *walship.Shipper, log *slog.Logger) *Daemon {
-	d := &Daemon{cfg: cfg, shipper: shipper, log: log, reported: make(chan struct{}, 1)}
+	d := &Daemon{cfg: cfg, shipper: shipper, log: log}
 	d.pg = newPG(cfg, log)
 	hc := health.ConfigFrom(cfg)
 	hc.Timeout = d.checkTimeout()
 	d.checker = health.NewChecker(hc, log.With("component", "health"))
-	d.failsafe = d.newFailsafe()
+	held := lease.NewHolder(nil)
+	if len(cfg.Coordinator.Addresses) > 0 {
+		held.Set(lease.Start(time.Now(), d.leaseConfig()))
+	}
+	d.failsafe = d.newFailsafe(held)
 	d.metrics = newMetrics(cfg.Cluster, cfg.Node.Name, d.Latest, d.failsafe.Gauges)
 	d.lclock = leaderclock.New(log, d.metrics.clockSkew)
 	d.hooks = hooks.New(cfg, log, prometheus.WrapRegistererWith(prometheus.Labels{"cluster": cfg.Cluster, "node": cfg.Node.Name}, d.metrics.reg))
+	d.monitor = d.newMonitor()
 	d.runCtx = context.Background()
 	d.recloner = d.newRecloner()
+	d.lease = d.newLease(held)
 	d.orders = d.newOrders(nil)
-	if len(cfg.Coordinator.Addresses) > 0 {
-		d.lease = NewLease(time.Now(), d.leaseTTL(), d.safetyMargin())
-		if fi, err := health.ReadFenced(cfg.Postgres.PGData); fi != nil {
-			d.lease.Fence(fmt.Sprintf("%s (marker %s, epoch %d, err %v)", fi.Reason, health.FencedPath(cfg.Postgres.PGData), fi.Epoch, err))
-		}
-	}
 	return d
 }
 
@@ -159,13 +156,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}()
 	}
 	run(d.pushAheadLoop)
-	run(d.healthLoop)
+	run(d.monitor.Run)
 	if d.cfg.Health.Listen != "" {
 		run(d.serveHTTP)
 	}
 	if len(d.cfg.Coordinator.Addresses) > 0 {
 		run(d.runCoordinator)
-		run(d.leaseLoop)
+		run(d.lease.Run)
 		run(d.failsafe.Run)
 		d.resumePendingPromotion() // before this agent's watchdog relieves the previous one
 		if d.watchdogEnabled() {

@@ -1,15 +1,13 @@
 package daemon
 
 import (
-	"time"
-
 	"github.com/pgdr/pgdr/agent/failsafe"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
 
 // newFailsafe builds the agent's failsafe (agent/failsafe) from the
-// configuration, reading the lease through failsafeLease.
-func (d *Daemon) newFailsafe() *failsafe.Failsafe {
+// configuration, reading the lease l.
+func (d *Daemon) newFailsafe(l failsafe.Lease) *failsafe.Failsafe {
 	f := d.cfg.Failover.Failsafe
 	return failsafe.New(failsafe.Config{
 		Cluster:      d.cfg.Cluster,
@@ -21,35 +19,12 @@ func (d *Daemon) newFailsafe() *failsafe.Failsafe {
 		SafetyMargin: d.safetyMargin(),
 		Loop:         d.loopInterval(),
 	}, failsafe.Deps{
-		Lease:  failsafeLease{d},
+		Lease:  l,
 		Fence:  d.fence,
 		Epoch:  func() uint64 { return d.epoch.Current() },
 		Report: d.Latest,
 		Log:    d.log,
 	})
-}
-
-// failsafeLease is the lease as the failsafe reads it (failsafe.Lease):
-// d.lease under leaseMu; without a lease (no coordinators) it serves and
-// reports nothing granted.
-type failsafeLease struct{ d *Daemon }
-
-func (l failsafeLease) Serving(now time.Time) (bool, string) {
-	l.d.leaseMu.Lock()
-	defer l.d.leaseMu.Unlock()
-	if l.d.lease == nil {
-		return true, ""
-	}
-	return l.d.lease.Serving(now)
-}
-
-func (l failsafeLease) Status() (granted bool, fenced string, deadline time.Time) {
-	l.d.leaseMu.Lock()
-	defer l.d.leaseMu.Unlock()
-	if l.d.lease == nil {
-		return false, "", time.Time{}
-	}
-	return l.d.lease.Granted(), l.d.lease.Fenced(), l.d.lease.Deadline()
 }
 
 // apiURL is where other agents and the coordinators reach this agent's

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/pgdr/pgdr/agent/failsafe"
+	"github.com/pgdr/pgdr/agent/lease"
 	"github.com/pgdr/pgdr/pkg/gossip"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
@@ -54,7 +55,7 @@ func failsafeDaemon(t *testing.T, dir string) (*Daemon, []byte) {
 // promotion; the lease (none here: no coordinators) never holds serving.
 func TestFailsafeWiring(t *testing.T) {
 	d, key := failsafeDaemon(t, t.TempDir())
-	d.latest = &pgdrv1.HealthReport{Cluster: "main", Node: "pg-a2", Time: timestamppb.Now(), PostmasterAlive: true, Connectable: true, InRecovery: true}
+	d.monitor.SetLatest(&pgdrv1.HealthReport{Cluster: "main", Node: "pg-a2", Time: timestamppb.Now(), PostmasterAlive: true, Connectable: true, InRecovery: true})
 	d.epoch.See(3)
 	post := func(p failsafe.Ping) (int, string) {
 		body, _ := json.Marshal(p)
@@ -88,12 +89,12 @@ func TestFailsafeWiring(t *testing.T) {
 // with T = 5s and M = 1s, the lease alone fences at 4s, and at 10s after
 // a grant sent at 6s; a refusal naming another primary fences at once
 // (the lease says so), whatever the acknowledgements. The failsafe reads
-// them through failsafeLease.
+// them through the lease.Holder it is given.
 func TestFailsafeLeaseDeadlines(t *testing.T) {
 	t0 := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
 	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
 	granted := &pgdrv1.RenewLeaseResponse{Granted: true, TtlMs: 5000, SafetyMarginMs: 1000, Epoch: 3, Primary: "a"}
-	l := NewLease(t0, 5*time.Second, time.Second)
+	l := lease.NewLease(t0, 5*time.Second, time.Second)
 	l.Answer("a", 3, t0, granted)
 	if !l.Granted() || !l.Deadline().Equal(at(4)) {
 		t.Fatalf("granted at 0: granted %v deadline %v, want true at 4s", l.Granted(), l.Deadline().Sub(t0))
@@ -103,7 +104,7 @@ func TestFailsafeLeaseDeadlines(t *testing.T) {
 		t.Fatalf("granted again at 6s: deadline %v, want 10s", l.Deadline().Sub(t0))
 	}
 
-	l = NewLease(t0, 5*time.Second, time.Second)
+	l = lease.NewLease(t0, 5*time.Second, time.Second)
 	l.Answer("a", 3, t0, granted)
 	if fence, why := l.Answer("a", 3, at(5), &pgdrv1.RenewLeaseResponse{Epoch: 4, Primary: "b", Reason: "the recorded primary is b"}); !fence || !strings.Contains(why, "primary is b") {
 		t.Fatalf("refusal naming another primary: fence %v %q", fence, why)
@@ -111,12 +112,12 @@ func TestFailsafeLeaseDeadlines(t *testing.T) {
 
 	// The daemon's view of its lease, as the failsafe reads it.
 	d, _ := failsafeDaemon(t, t.TempDir())
-	if g, f, dl := (failsafeLease{d}).Status(); g || f != "" || !dl.IsZero() {
+	if g, f, dl := d.lease.Status(); g || f != "" || !dl.IsZero() {
 		t.Fatalf("no lease: status %v %q %v", g, f, dl)
 	}
-	d.lease = NewLease(t0, 5*time.Second, time.Second)
-	d.lease.Answer("a", 3, t0, granted)
-	if g, f, dl := (failsafeLease{d}).Status(); !g || f != "" || !dl.Equal(at(4)) {
+	d.lease.Set(lease.NewLease(t0, 5*time.Second, time.Second))
+	d.lease.Update(func(l *lease.Lease) { l.Answer("a", 3, t0, granted) })
+	if g, f, dl := d.lease.Status(); !g || f != "" || !dl.Equal(at(4)) {
 		t.Fatalf("lease granted at 0: status %v %q %v", g, f, dl.Sub(t0))
 	}
 }

@@ -47,8 +47,8 @@ func TestProbes(t *testing.T) {
 		t.Fatalf("before the first check: %d %s", code, body)
 	}
 
-	d.latest = &pgdrv1.HealthReport{Cluster: "main", Node: "pg-a2", Time: timestamppb.Now(), PostmasterAlive: true, Connectable: true,
-		InRecovery: true, Streaming: true, Timeline: 3, CurrentLsn: 0x3000000, ReceiveLsn: 0x3100000, ReplayLsn: 0x3000000, LagBytes: 0x100000, LagSeconds: 0.5}
+	d.monitor.SetLatest(&pgdrv1.HealthReport{Cluster: "main", Node: "pg-a2", Time: timestamppb.Now(), PostmasterAlive: true, Connectable: true,
+		InRecovery: true, Streaming: true, Timeline: 3, CurrentLsn: 0x3000000, ReceiveLsn: 0x3100000, ReplayLsn: 0x3000000, LagBytes: 0x100000, LagSeconds: 0.5})
 	want := map[string]int{"/health": 200, "/ready": 200, "/primary": 503, "/replica": 200, "/replica?lag=1048575": 503, "/replica?lag=0": 503, "/replica?lag=2097152": 200, "/replica?lag=2MB": 200, "/replica?lag=1MB": 200, "/replica?lag=1023kB": 503}
 	for path, w := range want {
 		if code, body := get(t, h, "GET", path); code != w {
@@ -111,19 +111,19 @@ func TestProbes(t *testing.T) {
 	}
 
 	// A primary.
-	d.latest = &pgdrv1.HealthReport{Time: timestamppb.Now(), PostmasterAlive: true, Connectable: true, Timeline: 4, CurrentLsn: 0x5000000}
+	d.monitor.SetLatest(&pgdrv1.HealthReport{Time: timestamppb.Now(), PostmasterAlive: true, Connectable: true, Timeline: 4, CurrentLsn: 0x5000000})
 	for path, w := range map[string]int{"/health": 200, "/ready": 200, "/primary": 200, "/replica": 503} {
 		if code, body := get(t, h, "GET", path); code != w {
 			t.Errorf("primary: GET %s = %d, want %d (%s)", path, code, w, body)
 		}
 	}
 	// A stale report no longer speaks for the server.
-	d.latest = &pgdrv1.HealthReport{Time: timestamppb.New(time.Now().Add(-time.Hour)), PostmasterAlive: true, Connectable: true}
+	d.monitor.SetLatest(&pgdrv1.HealthReport{Time: timestamppb.New(time.Now().Add(-time.Hour)), PostmasterAlive: true, Connectable: true})
 	if code, body := get(t, h, "GET", "/primary"); code != 503 || !strings.Contains(body, "stale") {
 		t.Errorf("stale report: %d %s", code, body)
 	}
 	// Stopped.
-	d.latest = &pgdrv1.HealthReport{Time: timestamppb.Now(), Error: "postmaster: not running (no postmaster.pid); connect: refused"}
+	d.monitor.SetLatest(&pgdrv1.HealthReport{Time: timestamppb.Now(), Error: "postmaster: not running (no postmaster.pid); connect: refused"})
 	for _, path := range []string{"/health", "/ready", "/primary", "/replica"} {
 		if code, body := get(t, h, "GET", path); code != 503 || !strings.Contains(body, `"role":"stopped"`) || !strings.Contains(body, "no postmaster.pid") {
 			t.Errorf("stopped: GET %s = %d %s", path, code, body)

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/pgdr/pgdr/agent/health"
+	"github.com/pgdr/pgdr/agent/lease"
 	"github.com/pgdr/pgdr/agent/orders"
 	"github.com/pgdr/pgdr/pkg/testutil"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
@@ -321,15 +322,15 @@ func TestPromoteWatchSettleBy(t *testing.T) {
 func TestPromoteWatchSettleByGranted(t *testing.T) {
 	fp := &fakePromotion{finish: true}
 	d, cc := promoteDaemon(t, fp, &epochClient{epoch: 6, primary: "pg-a2"})
-	d.lease = NewLease(time.Now(), d.leaseTTL(), d.safetyMargin())
+	d.lease.Set(lease.NewLease(time.Now(), d.leaseTTL(), d.safetyMargin()))
 	settleBy := time.Now().Add(d.safetyMargin() + 2*time.Second)
 	res := cc.carryOut(context.Background(), promoteOrderSettleBy(6, time.Now().Add(time.Minute), settleBy))
 	if !res.Ok {
 		t.Fatalf("promote: %+v", res)
 	}
-	d.leaseMu.Lock()
-	d.lease.Answer("pg-a2", 6, time.Now(), &pgdrv1.RenewLeaseResponse{Granted: true, Epoch: 6, Primary: "pg-a2", TtlMs: 5000})
-	d.leaseMu.Unlock()
+	d.lease.Update(func(l *lease.Lease) {
+		l.Answer("pg-a2", 6, time.Now(), &pgdrv1.RenewLeaseResponse{Granted: true, Epoch: 6, Primary: "pg-a2", TtlMs: 5000})
+	})
 	testutil.WaitFor(t, 10*time.Second, "the guard to end", func() (bool, error) {
 		_, err := os.Stat(d.promotePendingPath())
 		return errors.Is(err, os.ErrNotExist), fmt.Errorf("record %v", err)
@@ -434,7 +435,7 @@ func TestPromoteGuardReachesWatchdog(t *testing.T) {
 	for _, reads := range []bool{true, false} {
 		fp := &fakePromotion{finish: false}
 		d, cc := promoteDaemon(t, fp, &epochClient{epoch: 6, primary: "pg-a2"})
-		d.lease = NewLease(time.Now(), d.leaseTTL(), d.safetyMargin())
+		d.lease.Set(lease.NewLease(time.Now(), d.leaseTTL(), d.safetyMargin()))
 		d.wd.argv, d.wd.notify = []string{"pgdr-agent", "watchdog"}, make(chan struct{}, 1)
 		var got []WatchdogHeartbeat
 		var mu sync.Mutex
@@ -485,7 +486,7 @@ func TestPromoteGuardReachesWatchdog(t *testing.T) {
 // disk and in the watchdog's deadline.
 func TestPromoteGuardNotTakenKeepsPrevious(t *testing.T) {
 	d, _ := promoteDaemon(t, &fakePromotion{}, &epochClient{epoch: 6, primary: "pg-a2"})
-	d.lease = NewLease(time.Now(), d.leaseTTL(), d.safetyMargin())
+	d.lease.Set(lease.NewLease(time.Now(), d.leaseTTL(), d.safetyMargin()))
 	d.wd.argv, d.wd.notify = []string{"pgdr-agent", "watchdog"}, make(chan struct{}, 1)
 	first := giveUpAfter(ReadClocks(), time.Minute, time.Minute)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -417,7 +417,7 @@ func (d *Daemon) watchdogEnabled() bool {
 	argv := d.wd.argv
 	d.wd.mu.Unlock()
 	w := d.cfg.Failover.Watchdog
-	return d.lease != nil && len(argv) > 0 && (w == nil || *w)
+	return d.leaseEnabled() && len(argv) > 0 && (w == nil || *w)
 }
 
 // watchdogBeat records the lease loop's verdict: the fencing deadline of a
@@ -426,9 +426,7 @@ func (d *Daemon) watchdogBeat(deadline time.Time) {
 	known := d.Latest() != nil
 	granted := false
 	if !deadline.IsZero() {
-		d.leaseMu.Lock()
-		granted = d.lease != nil && d.lease.Granted()
-		d.leaseMu.Unlock()
+		granted = d.leaseGranted()
 	}
 	d.wd.mu.Lock()
 	defer d.wd.mu.Unlock()

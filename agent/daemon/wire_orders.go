@@ -85,14 +85,6 @@ func (d *Daemon) watchPromotion(epoch uint64, giveUp giveUpTime, done func()) {
 	d.orders.Promoter().Watch(d.runCtx, epoch, ordersGiveUp(d, giveUp), done)
 }
 
-// leaseGranted reports whether a lease renewal was granted to this node
-// (false without a lease).
-func (d *Daemon) leaseGranted() bool {
-	d.leaseMu.Lock()
-	defer d.leaseMu.Unlock()
-	return d.lease != nil && d.lease.Granted()
-}
-
 // ordersGuard is the promotion guard as the orders use it (orders.Guard).
 type ordersGuard struct{ d *Daemon }
 

@@ -1,4 +1,4 @@
-package daemon
+package lease
 
 import (
 	"fmt"
@@ -10,8 +10,8 @@ import (
 
 // Lease is the agent's view of its primary lease, a pure state machine:
 // every method takes the time from the caller (a monotonic reading from
-// time.Now in the daemon, a fake clock in tests). It is not safe for
-// concurrent use; the daemon guards it with a mutex.
+// time.Now in the agent, a fake clock in tests). It is not safe for
+// concurrent use; Holder guards it with a mutex.
 //
 // Why the agent fences before the leader considers the lease expired:
 // let s be the instant the agent SENT its last granted renewal and r the

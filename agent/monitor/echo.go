@@ -1,4 +1,4 @@
-package daemon
+package monitor
 
 import (
 	"sync"
@@ -11,7 +11,7 @@ import (
 const receivedKeep = 8
 
 // commandEcho remembers the latest commands received from the coordinator
-// leader and when they arrived, on the agent's clock (Daemon.clock, with
+// leader and when they arrived, on the agent's clock (Deps.Clock, with
 // its monotonic reading), so that every health report can name the latest
 // one received before its checks began (HealthReport.after_command_id).
 // The leader knows when it sent that command: the report was sampled after
