@@ -19,6 +19,7 @@ import (
 	"github.com/pgdr/pgdr/agent/leaderclock"
 	"github.com/pgdr/pgdr/agent/pgctl"
 	"github.com/pgdr/pgdr/agent/walship"
+	"github.com/pgdr/pgdr/agent/watchdog"
 	"github.com/pgdr/pgdr/pkg/config"
 	"github.com/pgdr/pgdr/pkg/gossip"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
@@ -63,8 +64,10 @@ type Daemon struct {
 	runCtx context.Context
 	// failsafe is the failsafe (agent/failsafe; built in New).
 	failsafe *failsafe.Failsafe
-	// wd is the process watchdog's state (watchdog.go).
-	wd watchdogState
+	// wd is the process watchdog's parent side, guard the promotion
+	// guard (agent/watchdog; built in New).
+	wd    *watchdog.Watchdog
+	guard *watchdog.Guard
 	// promotionOpener replaces the local server's side of a promotion in
 	// tests (promote.go); nil in production.
 	promotionOpener func(context.Context) (promotion, error)
@@ -105,6 +108,7 @@ func New(cfg *config.Config, shipper *walship.Shipper, log *slog.Logger) *Daemon
 	hc.Timeout = d.checkTimeout()
 	d.checker = health.NewChecker(hc, log.With("component", "health"))
 	d.failsafe = d.newFailsafe()
+	d.wd, d.guard = d.newWatchdog()
 	d.metrics = newMetrics(cfg.Cluster, cfg.Node.Name, d.Latest, d.failsafe.Gauges)
 	d.lclock = leaderclock.New(log, d.metrics.clockSkew)
 	d.hooks = hooks.New(cfg, log, prometheus.WrapRegistererWith(prometheus.Labels{"cluster": cfg.Cluster, "node": cfg.Node.Name}, d.metrics.reg))
@@ -168,8 +172,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 		run(d.leaseLoop)
 		run(d.failsafe.Run)
 		d.resumePendingPromotion() // before this agent's watchdog relieves the previous one
-		if d.watchdogEnabled() {
-			run(d.watchdogLoop)
+		if d.wd.Enabled() {
+			run(d.wd.Run)
 		}
 	} else {
 		d.log.Info("no coordinator.addresses: running standalone")
