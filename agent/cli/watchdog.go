@@ -9,6 +9,7 @@ import (
 	"syscall"
 
 	"github.com/pgdr/pgdr/agent/daemon"
+	"github.com/pgdr/pgdr/agent/watchdog"
 )
 
 // internalCommands are run by the agent itself and left out of the usage.
@@ -19,7 +20,7 @@ func internalCommands() []command {
 }
 
 func cmdWatchdog(ctx context.Context, e env, args []string) int {
-	f := newFlags(e, "watchdog", "watchdog --config FILE", "INTERNAL: not for interactive use. `pgdr-agent run` starts this process itself\n(failover.watchdog, default true with coordinator.addresses) and writes it a\nheartbeat line on stdin every failover.loop. When the newest heartbeat's\ndeadline passes (the agent stalled, crashed or was killed while its node was\na primary), it stops PostgreSQL at once (pg_ctl stop -m immediate), writes the\npgdr.fenced marker and exits. SIGTERM/SIGINT: exit once nothing is left to\nguard (fencing first if the deadline passes); SIGUSR1: stand down without\nfencing (a restarted agent's own watchdog took over). See\nagent/daemon/watchdog.go.", true)
+	f := newFlags(e, "watchdog", "watchdog --config FILE", "INTERNAL: not for interactive use. `pgdr-agent run` starts this process itself\n(failover.watchdog, default true with coordinator.addresses) and writes it a\nheartbeat line on stdin every failover.loop. When the newest heartbeat's\ndeadline passes (the agent stalled, crashed or was killed while its node was\na primary), it stops PostgreSQL at once (pg_ctl stop -m immediate), writes the\npgdr.fenced marker and exits. SIGTERM/SIGINT: exit once nothing is left to\nguard (fencing first if the deadline passes); SIGUSR1: stand down without\nfencing (a restarted agent's own watchdog took over). See\nagent/watchdog.", true)
 	if _, code, ok := f.parse(args, 0); !ok {
 		return code
 	}
@@ -30,7 +31,7 @@ func cmdWatchdog(ctx context.Context, e env, args []string) int {
 	standDown := make(chan os.Signal, 1)
 	signal.Notify(standDown, syscall.SIGUSR1)
 	defer signal.Stop(standDown)
-	return daemon.RunWatchdog(ctx, cfg, os.Stdin, standDown, log)
+	return watchdog.RunChild(ctx, cfg, os.Stdin, standDown, log)
 }
 
 // enableWatchdog gives the daemon its watchdog command: this executable,

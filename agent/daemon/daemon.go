@@ -23,6 +23,7 @@ import (
 	"github.com/pgdr/pgdr/agent/pgctl"
 	"github.com/pgdr/pgdr/agent/reclone"
 	"github.com/pgdr/pgdr/agent/walship"
+	"github.com/pgdr/pgdr/agent/watchdog"
 	"github.com/pgdr/pgdr/pkg/config"
 	"github.com/pgdr/pgdr/pkg/gossip"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
@@ -64,8 +65,10 @@ type Daemon struct {
 	// recloner re-clones a node pg_rewind cannot rejoin (agent/reclone;
 	// built in New).
 	recloner *reclone.Recloner
-	// wd is the process watchdog's state (watchdog.go).
-	wd watchdogState
+	// wd is the process watchdog's parent side, guard the promotion
+	// guard (agent/watchdog; built in New).
+	wd    *watchdog.Watchdog
+	guard *watchdog.Guard
 	// orders carries out the coordinator's orders (agent/orders; built
 	// in New).
 	orders *orders.Executor
@@ -104,6 +107,7 @@ func New(cfg *config.Config, shipper *walship.Shipper, log *slog.Logger) *Daemon
 		held.Set(lease.Start(time.Now(), d.leaseConfig()))
 	}
 	d.failsafe = d.newFailsafe(held)
+	d.wd, d.guard = d.newWatchdog()
 	d.metrics = newMetrics(cfg.Cluster, cfg.Node.Name, d.Latest, d.failsafe.Gauges)
 	d.lclock = leaderclock.New(log, d.metrics.clockSkew)
 	d.hooks = hooks.New(cfg, log, prometheus.WrapRegistererWith(prometheus.Labels{"cluster": cfg.Cluster, "node": cfg.Node.Name}, d.metrics.reg))
@@ -165,8 +169,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 		run(d.lease.Run)
 		run(d.failsafe.Run)
 		d.resumePendingPromotion() // before this agent's watchdog relieves the previous one
-		if d.watchdogEnabled() {
-			run(d.watchdogLoop)
+		if d.wd.Enabled() {
+			run(d.wd.Run)
 		}
 	} else {
 		d.log.Info("no coordinator.addresses: running standalone")

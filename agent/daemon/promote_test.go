@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,6 +19,7 @@ import (
 	"github.com/pgdr/pgdr/agent/health"
 	"github.com/pgdr/pgdr/agent/lease"
 	"github.com/pgdr/pgdr/agent/orders"
+	"github.com/pgdr/pgdr/agent/watchdog"
 	"github.com/pgdr/pgdr/pkg/testutil"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
@@ -402,31 +404,6 @@ func TestPromoteWatchResumedOtherBoot(t *testing.T) {
 	}
 }
 
-// TestPromoteGuardRecord: the guard's record carries the give-up time on
-// CLOCK_MONOTONIC with this boot's id, and reads back as the same time.
-func TestPromoteGuardRecord(t *testing.T) {
-	mono, ok := monoNow()
-	if !ok {
-		t.Skip("no CLOCK_MONOTONIC on this platform")
-	}
-	d, _ := promoteDaemon(t, &fakePromotion{}, nil)
-	d.bootIDPath = filepath.Join(t.TempDir(), "boot_id")
-	if err := os.WriteFile(d.bootIDPath, []byte("boot-1\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	g := giveUpAfter(ReadClocks(), 10*time.Second, 10*time.Second)
-	p := d.pendingRecord(6, g)
-	if p.BootID != "boot-1" || p.GiveUpMonoNs < mono+int64(9*time.Second) || p.GiveUpMonoNs > mono+int64(11*time.Second) {
-		t.Fatalf("record %+v, want boot-1 and about %d", p, mono+int64(10*time.Second))
-	}
-	if !p.GiveUp.Equal(g.wall) || p.GiveUpBootNs != g.boot {
-		t.Fatalf("record %+v, want the wall-clock give-up %s and CLOCK_BOOTTIME %d", p, g.wall, g.boot)
-	}
-	if at, why := d.giveUpOf(p); why != "" || at.left(ReadClocks()) < 9*time.Second || at.left(ReadClocks()) > 10*time.Second || !at.wall.Equal(g.wall) || at.boot != g.boot {
-		t.Fatalf("give-up %+v in %s (%q), want %+v", at, at.left(ReadClocks()), why, g)
-	}
-}
-
 // TestPromoteGuardReachesWatchdog: with a watchdog, pg_promote is called
 // only once a heartbeat carrying the guard's give-up time was written to
 // it (so that the agent's death right after pg_promote is covered); when
@@ -436,28 +413,16 @@ func TestPromoteGuardReachesWatchdog(t *testing.T) {
 		fp := &fakePromotion{finish: false}
 		d, cc := promoteDaemon(t, fp, &epochClient{epoch: 6, primary: "pg-a2"})
 		d.lease.Set(lease.NewLease(time.Now(), d.leaseTTL(), d.safetyMargin()))
-		d.wd.argv, d.wd.notify = []string{"pgdr-agent", "watchdog"}, make(chan struct{}, 1)
-		var got []WatchdogHeartbeat
-		var mu sync.Mutex
-		if reads { // runWatchdogChild's bookkeeping, without the child
+		// A child that keeps the heartbeats it reads (the guard's seq is
+		// taken once one is written to it: agent/watchdog's
+		// TestGuardReachesWatchdog).
+		out := filepath.Join(t.TempDir(), "heartbeats")
+		d.EnableWatchdog([]string{"/bin/sh", "-c", `exec cat >"$1"`, "watchdog", out})
+		if reads { // the watchdog's loop runs the child
 			ctx, cancel := context.WithCancel(context.Background())
-			t.Cleanup(cancel)
-			go func() {
-				for {
-					select {
-					case <-ctx.Done():
-						return
-					case <-d.wd.notify:
-					}
-					hb, _, seq := d.watchdogHeartbeatSeq()
-					mu.Lock()
-					got = append(got, hb)
-					mu.Unlock()
-					d.wd.mu.Lock()
-					d.wd.pendingSent = max(d.wd.pendingSent, seq)
-					d.wd.mu.Unlock()
-				}
-			}()
+			stopped := make(chan struct{})
+			go func() { defer close(stopped); d.wd.Run(ctx) }()
+			t.Cleanup(func() { cancel(); <-stopped })
 		}
 		res := cc.carryOut(context.Background(), promoteOrderSettleBy(6, time.Now().Add(time.Minute), time.Now().Add(time.Minute)))
 		if !reads {
@@ -472,53 +437,15 @@ func TestPromoteGuardReachesWatchdog(t *testing.T) {
 		if !res.Pending || fp.calls() != 1 {
 			t.Fatalf("watchdog reading: %+v (pg_promote called %d times)", res, fp.calls())
 		}
-		mu.Lock()
-		if len(got) == 0 || got[0].RemainingMs <= 0 {
-			t.Fatalf("heartbeats before pg_promote: %+v", got)
-		}
-		mu.Unlock()
-	}
-}
-
-// TestPromoteGuardNotTakenKeepsPrevious: review 3/5. When the watchdog
-// does not take a second order's guard in time, that order is refused, and
-// the first order's guard (its pg_promote may still be pending) stays: on
-// disk and in the watchdog's deadline.
-func TestPromoteGuardNotTakenKeepsPrevious(t *testing.T) {
-	d, _ := promoteDaemon(t, &fakePromotion{}, &epochClient{epoch: 6, primary: "pg-a2"})
-	d.lease.Set(lease.NewLease(time.Now(), d.leaseTTL(), d.safetyMargin()))
-	d.wd.argv, d.wd.notify = []string{"pgdr-agent", "watchdog"}, make(chan struct{}, 1)
-	first := giveUpAfter(ReadClocks(), time.Minute, time.Minute)
-	ctx, cancel := context.WithCancel(context.Background())
-	acks := make(chan struct{})
-	go func() { // the watchdog takes the first guard only
-		defer close(acks)
-		select {
-		case <-ctx.Done():
-			return
-		case <-d.wd.notify:
-		}
-		_, _, seq := d.watchdogHeartbeatSeq()
-		d.wd.mu.Lock()
-		d.wd.pendingSent = max(d.wd.pendingSent, seq)
-		d.wd.mu.Unlock()
-	}()
-	if err := d.guardPromotion(5, first); err != nil {
-		t.Fatal(err)
-	}
-	cancel()
-	<-acks
-	if err := d.guardPromotion(6, giveUpAfter(ReadClocks(), 2*time.Minute, 2*time.Minute)); err == nil || !strings.Contains(err.Error(), "watchdog") {
-		t.Fatalf("second guard not taken by the watchdog: err %v", err)
-	}
-	b, err := os.ReadFile(d.promotePendingPath())
-	if err != nil || !strings.Contains(string(b), `"epoch":5`) {
-		t.Fatalf("the first order's guard record after the second was refused: %q, %v", b, err)
-	}
-	d.wd.mu.Lock()
-	until := d.wd.pendingUntil
-	d.wd.mu.Unlock()
-	if !until.equal(first) {
-		t.Fatalf("watchdog pendingUntil %v, want the first order's %v", until, first)
+		testutil.WaitFor(t, 10*time.Second, "the watchdog to get the guard's heartbeat", func() (bool, error) {
+			b, err := os.ReadFile(out)
+			for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+				var hb watchdog.Heartbeat
+				if json.Unmarshal([]byte(l), &hb) == nil && hb.RemainingMs > 0 {
+					return true, nil
+				}
+			}
+			return false, fmt.Errorf("heartbeats %q, %v", b, err)
+		})
 	}
 }

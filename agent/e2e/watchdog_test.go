@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pgdr/pgdr/agent/daemon"
 	"github.com/pgdr/pgdr/agent/health"
+	"github.com/pgdr/pgdr/agent/watchdog"
 	"github.com/pgdr/pgdr/pkg/testutil"
 	"github.com/pgdr/pgdr/pkg/testutil/pgtest"
 )
@@ -164,7 +164,7 @@ func TestWatchdogFencesStalledAgent(t *testing.T) {
 		fi, err = health.ReadFenced(l.pg.PGData)
 		return fi != nil, err
 	})
-	if err != nil || fi == nil || !strings.HasPrefix(fi.Reason, daemon.WatchdogReason) || fi.Node != "pg-a1" || fi.Epoch != 1 {
+	if err != nil || fi == nil || !strings.HasPrefix(fi.Reason, watchdog.Reason) || fi.Node != "pg-a1" || fi.Epoch != 1 {
 		t.Fatalf("fenced marker: %+v %v", fi, err)
 	}
 	t.Logf("marker: %q", fi.Reason)

@@ -199,7 +199,7 @@ type Failover struct {
 	Failsafe *bool `yaml:"failsafe"`
 	// Watchdog (default true): the daemon runs a watchdog process that
 	// fences PostgreSQL itself when the agent stalls past its lease
-	// deadline (see agent/daemon/watchdog.go).
+	// deadline (see agent/watchdog).
 	Watchdog *bool `yaml:"watchdog"`
 }
 

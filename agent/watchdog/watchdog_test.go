@@ -1,4 +1,4 @@
-package daemon
+package watchdog
 
 import (
 	"context"
@@ -21,8 +21,8 @@ func clocksAt(t time.Time) Clocks { return Clocks{Now: t, Wall: t.Round(0)} }
 
 func TestWatchdogTimer(t *testing.T) {
 	t0 := time.Unix(1000, 0) // a fake clock
-	ms := func(n int64) WatchdogHeartbeat { return WatchdogHeartbeat{RemainingMs: n, Epoch: 3} }
-	var w WatchdogTimer
+	ms := func(n int64) Heartbeat { return Heartbeat{RemainingMs: n, Epoch: 3} }
+	var w Timer
 	if w.Armed() || w.Due(clocksAt(t0.Add(time.Hour))) {
 		t.Fatal("a new watchdog guards nothing")
 	}
@@ -56,7 +56,7 @@ func TestWatchdogTimer(t *testing.T) {
 		t.Fatalf("deadline %v, want %v", w.Deadline().Sub(t0), want.Sub(t0))
 	}
 	// The grace moves it later by exactly grace_ms.
-	w.Beat(t0.Add(1200*time.Millisecond), WatchdogHeartbeat{RemainingMs: 500, GraceMs: 250}, 100*time.Millisecond)
+	w.Beat(t0.Add(1200*time.Millisecond), Heartbeat{RemainingMs: 500, GraceMs: 250}, 100*time.Millisecond)
 	if want := t0.Add(1850 * time.Millisecond); !w.Deadline().Equal(want) {
 		t.Fatalf("deadline %v, want %v", w.Deadline().Sub(t0), want.Sub(t0))
 	}
@@ -89,24 +89,25 @@ func TestWatchdogTimer(t *testing.T) {
 // the child a deadline no later than the daemon's own (mono_ns read before
 // remaining_ms is measured, remaining_ms rounded down).
 func TestWatchdogHeartbeatNeverLater(t *testing.T) {
-	d := &Daemon{cfg: &config.Config{}, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	d.wd.notify = make(chan struct{}, 1)
-	if hb, handover := d.watchdogHeartbeat(); hb.RemainingMs != 0 || handover {
+	// The default safety margin (failover.safety_margin): 1s.
+	d := New(Config{Enabled: true, SafetyMargin: time.Second}, Deps{Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	d.Enable([]string{"pgdr-agent", "watchdog"})
+	if hb, handover := d.Heartbeat(); hb.RemainingMs != 0 || handover {
 		t.Fatalf("nothing to guard: %+v %v", hb, handover)
 	}
 	for i := range 200 {
 		deadline := time.Now().Add(time.Duration(i) * 137 * time.Microsecond)
-		d.watchdogBeat(deadline)
-		hb, _ := d.watchdogHeartbeat()
+		d.Beat(deadline)
+		hb, _ := d.Heartbeat()
 		// The receipt first, then the monotonic clock, as the child reads
-		// them (RunWatchdog): the other order would add the gap between the
+		// them (RunChild): the other order would add the gap between the
 		// two readings to the child's deadline.
 		recv := time.Now()
-		mono, ok := monoNow()
+		mono, ok := MonoNow()
 		if !ok || hb.MonoNs == 0 {
 			t.Skip("no shared monotonic clock here")
 		}
-		var w WatchdogTimer
+		var w Timer
 		w.Beat(recv, hb, time.Duration(mono-hb.MonoNs))
 		if !w.Armed() {
 			t.Fatalf("a guarding heartbeat disarmed: %+v", hb)
@@ -125,12 +126,12 @@ func TestWatchdogHeartbeatNeverLater(t *testing.T) {
 			t.Fatalf("the child's deadline is %v later than the daemon's plus the grace (%+v)", w.Deadline().Sub(deadline.Add(grace)), hb)
 		}
 	}
-	d.watchdogBeat(time.Now().Add(-time.Second))
-	if hb, _ := d.watchdogHeartbeat(); hb.RemainingMs >= 0 {
+	d.Beat(time.Now().Add(-time.Second))
+	if hb, _ := d.Heartbeat(); hb.RemainingMs >= 0 {
 		t.Fatalf("a passed deadline must say < 0: %+v", hb)
 	}
-	d.watchdogBeat(time.Time{})
-	if hb, _ := d.watchdogHeartbeat(); hb.RemainingMs != 0 {
+	d.Beat(time.Time{})
+	if hb, _ := d.Heartbeat(); hb.RemainingMs != 0 {
 		t.Fatalf("disarm: %+v", hb)
 	}
 }
@@ -156,7 +157,7 @@ func watchdogRunLogged(t *testing.T, cfg *config.Config, lines ...string) (w *os
 	sd = make(chan os.Signal, 1)
 	logb = &testutil.SyncBuffer{}
 	log := slog.New(slog.NewTextHandler(logb, nil))
-	go func() { done <- RunWatchdog(ctx, cfg, r, sd, log) }()
+	go func() { done <- RunChild(ctx, cfg, r, sd, log) }()
 	for _, l := range lines {
 		w.WriteString(l + "\n")
 	}
@@ -172,8 +173,8 @@ func waitGuarding(t *testing.T, logb *testutil.SyncBuffer) {
 }
 
 func hbLine(ms int64) string {
-	mono, _ := monoNow()
-	b, _ := json.Marshal(WatchdogHeartbeat{RemainingMs: ms, MonoNs: mono, Epoch: 7})
+	mono, _ := MonoNow()
+	b, _ := json.Marshal(Heartbeat{RemainingMs: ms, MonoNs: mono, Epoch: 7})
 	return string(b)
 }
 
@@ -208,7 +209,7 @@ func TestRunWatchdog(t *testing.T) {
 			t.Errorf("fenced after %s, want ~300ms", took)
 		}
 		fi, err := health.ReadFenced(cfg.Postgres.PGData)
-		if err != nil || fi == nil || !strings.HasPrefix(fi.Reason, WatchdogReason) || fi.Epoch != 7 || fi.Node != "n1" {
+		if err != nil || fi == nil || !strings.HasPrefix(fi.Reason, Reason) || fi.Epoch != 7 || fi.Node != "n1" {
 			t.Fatalf("marker %+v %v", fi, err)
 		}
 	})

@@ -1,4 +1,4 @@
-package daemon
+package watchdog
 
 import (
 	"syscall"
@@ -7,10 +7,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// monoNow reads CLOCK_MONOTONIC, the one clock the daemon and its watchdog
+// MonoNow reads CLOCK_MONOTONIC, the one clock the daemon and its watchdog
 // process share (system-wide, never stepped; the child inherits the
 // daemon's time namespace). ok is false when it cannot be read.
-func monoNow() (ns int64, ok bool) {
+func MonoNow() (ns int64, ok bool) {
 	var ts syscall.Timespec
 	const clockMonotonic = 1
 	if _, _, errno := syscall.RawSyscall(syscall.SYS_CLOCK_GETTIME, clockMonotonic, uintptr(unsafe.Pointer(&ts)), 0); errno != 0 {
@@ -19,9 +19,9 @@ func monoNow() (ns int64, ok bool) {
 	return ts.Nano(), true
 }
 
-// bootNow reads CLOCK_BOOTTIME: CLOCK_MONOTONIC plus the time the system
+// BootNow reads CLOCK_BOOTTIME: CLOCK_MONOTONIC plus the time the system
 // was suspended. ok is false when it cannot be read.
-func bootNow() (ns int64, ok bool) {
+func BootNow() (ns int64, ok bool) {
 	var ts unix.Timespec
 	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
 		return 0, false
