@@ -17,7 +17,8 @@
 //
 // Never name in a report a command received after its checks began (the
 // server may have changed in between); never let an older round's report
-// replace a newer one; never block a round on whoever hears of it. It
-// decides nothing about the server: it observes and reports, and imports
-// no other agent capability.
+// replace a newer one (rounds are ordered by when they began, never by
+// the wall time in their reports, which steps back with the clock); never
+// block a round on whoever hears of it. It decides nothing about the
+// server: it observes and reports, and imports no other agent capability.
 package monitor

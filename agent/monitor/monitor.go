@@ -64,6 +64,11 @@ type Monitor struct {
 
 	mu     sync.Mutex
 	latest *pgdrv1.HealthReport
+	// begun counts the rounds begun; latestRound is the number of the
+	// round whose report is latest. Rounds are ordered by when they began,
+	// never by the wall time in their reports: after the wall clock steps
+	// back, a newer round's report carries an earlier time.
+	begun, latestRound uint64
 	// reported is signalled (without blocking) after every round of checks.
 	reported chan struct{}
 	// echo: the commands received last, which reports name (echo.go).
@@ -95,6 +100,8 @@ func (m *Monitor) SetLatest(r *pgdrv1.HealthReport) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.latest = r
+	// Rounds begun before it do not replace it; rounds begun after do.
+	m.latestRound = m.begun
 }
 
 // Reported is signalled (without blocking, one pending signal at most)
@@ -110,9 +117,13 @@ func (m *Monitor) Received(id string, at time.Time) { m.echo.received(id, at) }
 // probes, the metrics and the coordinator) and returns it.
 func (m *Monitor) CheckNow(ctx context.Context) *pgdrv1.HealthReport {
 	start := time.Now()
+	m.mu.Lock()
+	m.begun++
+	round := m.begun
 	// The checks begin after sampled, on the clock that stamps received
 	// commands: the report names the latest command received by then.
 	sampled := m.deps.Clock()
+	m.mu.Unlock()
 	r := m.deps.Checker.Check(ctx)
 	r.AfterCommandId = m.echo.before(sampled)
 	if m.deps.Annotate != nil {
@@ -123,9 +134,10 @@ func (m *Monitor) CheckNow(ctx context.Context) *pgdrv1.HealthReport {
 	}
 	m.mu.Lock()
 	prev := m.latest
-	// Rounds may overlap (check_now during the loop's round): keep the newer.
-	if prev == nil || !r.GetTime().AsTime().Before(prev.GetTime().AsTime()) {
-		m.latest = r
+	// Rounds may overlap (check_now during the loop's round): keep the one
+	// begun last (by number, not by r.Time: see begun).
+	if prev == nil || round > m.latestRound {
+		m.latest, m.latestRound = r, round
 		// Under m.mu, so that roles reach the hook in report order;
 		// Observe never blocks.
 		if m.deps.Published != nil {

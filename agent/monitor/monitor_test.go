@@ -2,6 +2,7 @@ package monitor
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,37 +20,110 @@ func (c *fakeChecker) Check(context.Context) *pgdrv1.HealthReport {
 	return r
 }
 
+// overlapChecker's first round blocks, once it has said so on entered,
+// until release is closed; later rounds return at once. Each round hands
+// out the next report queued.
+type overlapChecker struct {
+	mu      sync.Mutex
+	reports []*pgdrv1.HealthReport
+	calls   int
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (c *overlapChecker) Check(context.Context) *pgdrv1.HealthReport {
+	c.mu.Lock()
+	r := c.reports[0]
+	c.reports = c.reports[1:]
+	c.calls++
+	first := c.calls == 1
+	c.mu.Unlock()
+	if first {
+		close(c.entered)
+		<-c.release
+	}
+	return r
+}
+
 // TestCheckNowPublishes: a round annotates its report, names the command
-// received before it, becomes the latest and is published unless an
-// overlapping round already published a newer one; every round signals
-// Reported once, without blocking when nobody listens.
+// received before it, becomes the latest and is published unless a round
+// begun after it (overlapping it: check_now during the loop's round)
+// already published its report; every round signals Reported once,
+// without blocking when nobody listens.
 func TestCheckNowPublishes(t *testing.T) {
 	t0 := time.Now()
+	slow := &pgdrv1.HealthReport{Time: timestamppb.New(t0)}
 	newer := &pgdrv1.HealthReport{Time: timestamppb.New(t0), PostmasterAlive: true}
-	older := &pgdrv1.HealthReport{Time: timestamppb.New(t0.Add(-time.Second))}
-	var published []*pgdrv1.HealthReport
+	var (
+		mu        sync.Mutex
+		published []*pgdrv1.HealthReport
+	)
+	c := &overlapChecker{reports: []*pgdrv1.HealthReport{slow, newer}, entered: make(chan struct{}), release: make(chan struct{})}
 	m := New(0, Deps{
-		Checker:   &fakeChecker{reports: []*pgdrv1.HealthReport{newer, older, older}},
-		Clock:     func() time.Time { return t0 },
-		Annotate:  func(r *pgdrv1.HealthReport) { r.FailsafePrimary = "pg-a1" },
-		Published: func(r *pgdrv1.HealthReport) { published = append(published, r) },
+		Checker:  c,
+		Clock:    func() time.Time { return t0 },
+		Annotate: func(r *pgdrv1.HealthReport) { r.FailsafePrimary = "pg-a1" },
+		Published: func(r *pgdrv1.HealthReport) {
+			mu.Lock()
+			defer mu.Unlock()
+			published = append(published, r)
+		},
 	})
 	if m.Latest() != nil {
 		t.Fatal("a report before the first round")
 	}
 	m.Received("cmd-1", t0.Add(-time.Millisecond))
 	m.Received("cmd-2", t0.Add(time.Millisecond))
+	done := make(chan *pgdrv1.HealthReport)
+	go func() { done <- m.CheckNow(context.Background()) }() // the slow round, begun first
+	<-c.entered
 	if r := m.CheckNow(context.Background()); r != newer || r.AfterCommandId != "cmd-1" || r.FailsafePrimary != "pg-a1" {
-		t.Fatalf("first round: %v", r)
+		t.Fatalf("second round: %v", r)
 	}
 	select {
 	case <-m.Reported():
 	default:
 		t.Fatal("no signal after the round")
 	}
-	m.CheckNow(context.Background()) // an overlapping round's older report
-	m.CheckNow(context.Background()) // no one listening: must not block
-	if m.Latest() != newer || len(published) != 1 {
-		t.Fatalf("latest %v, published %d reports, want the newer one once", m.Latest(), len(published))
+	close(c.release)
+	if r := <-done; r != slow {
+		t.Fatalf("the slow round returned %v", r)
+	}
+	mu.Lock()
+	n := len(published)
+	mu.Unlock()
+	if m.Latest() != newer || n != 1 {
+		t.Fatalf("latest %v, published %d reports, want the report of the round begun last, once", m.Latest(), n)
+	}
+	// The slow round signalled too; nobody listened to its signal or to
+	// this one: must not block.
+	c.reports = []*pgdrv1.HealthReport{{Time: timestamppb.New(t0)}}
+	m.CheckNow(context.Background())
+}
+
+// TestCheckNowWallClockStepBack: review 12. Rounds are ordered by when
+// they began, not by the wall time in their reports: after the wall clock
+// steps back an hour, the next round's report (stamped an hour earlier
+// than the last) is still the newer one and must be published, or the
+// lease loop and /primary act on the stale report for that hour.
+func TestCheckNowWallClockStepBack(t *testing.T) {
+	t0 := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC) // no monotonic reading
+	before := &pgdrv1.HealthReport{Time: timestamppb.New(t0), PostmasterAlive: true}
+	after := &pgdrv1.HealthReport{Time: timestamppb.New(t0.Add(-time.Hour))} // PostgreSQL died
+	clock := []time.Time{t0, t0.Add(-time.Hour)}
+	var published []*pgdrv1.HealthReport
+	m := New(0, Deps{
+		Checker: &fakeChecker{reports: []*pgdrv1.HealthReport{before, after}},
+		Clock: func() time.Time {
+			now := clock[0]
+			clock = clock[1:]
+			return now
+		},
+		Published: func(r *pgdrv1.HealthReport) { published = append(published, r) },
+	})
+	m.CheckNow(context.Background())
+	m.CheckNow(context.Background())
+	if m.Latest() != after || len(published) != 2 {
+		t.Fatalf("after the wall clock stepped back: latest %v, published %d reports, want the second round's report published", m.Latest(), len(published))
 	}
 }
