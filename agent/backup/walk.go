@@ -20,9 +20,10 @@ var excludedDirContents = map[string]bool{
 }
 
 // excludedFiles are top-level files never backed up. pgdr.promote-pending
-// is the agent's guard of this node's own pending promotion: restored
-// elsewhere, the agent there would take it for its own (from another boot)
-// and fence the restored server as soon as it starts.
+// (health.PromotePendingFile) is the agent's guard of this node's own
+// pending promotion: restored elsewhere, the agent there would take it for
+// its own (from another boot) and fence the restored server as soon as it
+// starts (a restore of an older backup that holds it leaves it out too).
 var excludedFiles = map[string]bool{
 	"postmaster.pid": true, "postmaster.opts": true, "backup_label": true, "tablespace_map": true,
 	"backup_label.old": true, "recovery.signal": true, "standby.signal": true, "pg_internal.init": true,

@@ -486,7 +486,11 @@ func TestPromoteFollowRejoin(t *testing.T) {
 	r1.Exec(t, "INSERT INTO rows VALUES (3, 'after follow')")
 	waitRows(t, r2, "pg-a3 to replay the new primary's rows", "old primary,new primary,after follow")
 
-	// (d) Rejoin the old primary with pg_rewind.
+	// (d) Rejoin the old primary with pg_rewind. The new primary holds a
+	// promotion guard record (as if a promotion of its own were pending):
+	// pg_rewind copies it, and the rewound node must not keep it
+	// (review 12).
+	plantPromotePending(t, r1.PGData)
 	res = f.order(t, "pg-a1", &pgdrv1.AgentCommand{Epoch: 2, Kind: &pgdrv1.AgentCommand_Rejoin{Rejoin: &pgdrv1.Rejoin{Primary: "pg-a2", PrimaryDsn: r1.DSN()}}}, 3*time.Minute)
 	if !res.Ok {
 		t.Fatalf("rejoin: %v\n%s\nold primary log:\n%s", res, agentLogs(), tail(readFile(l.pg.PGData+".pgdr.log"), 2000))
@@ -496,6 +500,7 @@ func TestPromoteFollowRejoin(t *testing.T) {
 	if fi, _ := health.ReadFenced(l.pg.PGData); fi != nil {
 		t.Errorf("the marker survived the rejoin: %+v", fi)
 	}
+	noPromotePending(t, l.pg.PGData)
 	r1.Exec(t, "INSERT INTO rows VALUES (4, 'after rejoin')")
 	waitRows(t, l.pg, "the old primary to replay the new primary's rows", "old primary,new primary,after follow,after rejoin")
 	if got := l.pg.QueryString(t, "SELECT pg_is_in_recovery()::text"); got != "true" {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pgdr/pgdr/agent/health"
+	"github.com/pgdr/pgdr/pkg/fsutil"
 	"github.com/pgdr/pgdr/pkg/testutil"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
@@ -81,6 +82,10 @@ func TestRejoinReclone(t *testing.T) {
 	}
 
 	// (b) Rejoin from the new primary: rewind impossible, so a fresh copy.
+	// The new primary holds a promotion guard record (as if a promotion
+	// of its own were pending): pg_basebackup copies it, and the copy
+	// must not keep it (review 12).
+	plantPromotePending(t, r1.PGData)
 	res = f.order(t, "pg-a1", &pgdrv1.AgentCommand{Epoch: 2, Kind: &pgdrv1.AgentCommand_Rejoin{Rejoin: &pgdrv1.Rejoin{Primary: "pg-a2", PrimaryDsn: r1.DSN()}}}, 5*time.Minute)
 	if !res.Ok {
 		t.Fatalf("rejoin: %v\nagent log:\n%s\nold primary log:\n%s", res, tail(logb.String(), 3000), tail(readFile(l.pg.PGData+".pgdr.log"), 2000))
@@ -107,6 +112,7 @@ func TestRejoinReclone(t *testing.T) {
 	if fi, _ := health.ReadFenced(l.pg.PGData); fi != nil {
 		t.Errorf("the marker survived the rejoin: %+v", fi)
 	}
+	noPromotePending(t, l.pg.PGData)
 	r1.Exec(t, "INSERT INTO rows VALUES (3, 'after rejoin')")
 	waitRows(t, l.pg, "the recloned node to replay the new primary's rows", "old primary,new primary,after rejoin")
 	if got := l.pg.QueryString(t, "SELECT pg_is_in_recovery()::text || ' ' || current_setting('port')"); got != fmt.Sprintf("true %d", oldPort) {
@@ -117,4 +123,35 @@ func TestRejoinReclone(t *testing.T) {
 	}
 	waitProbes(t, 30*time.Second, addr, 200, "/replica")
 	waitProbes(t, 10*time.Second, addr, 503, "/primary")
+}
+
+// plantPromotePending writes a promotion guard record of another boot
+// into pgdata, owned like it, as an agent whose promotion is pending
+// would (agent/watchdog's pendingPromotion). The test removes it at its
+// end.
+func plantPromotePending(t *testing.T, pgdata string) {
+	t.Helper()
+	p := health.PromotePendingPath(pgdata)
+	rec := `{"epoch":9,"give_up":"2026-12-07T12:00:00Z","give_up_mono_ns":1,"boot_id":"the-source's-boot"}` + "\n"
+	if err := os.WriteFile(p, []byte(rec), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(p) })
+	o, err := fsutil.OwnerOf(pgdata)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(p, o.UID, o.GID); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// noPromotePending fails unless pgdata holds no promotion guard record:
+// one copied from the source server would make the agent fence the node
+// on its next start (it takes another boot's record as passed).
+func noPromotePending(t *testing.T, pgdata string) {
+	t.Helper()
+	if b, err := os.ReadFile(health.PromotePendingPath(pgdata)); err == nil {
+		t.Errorf("the rejoined data directory holds a promotion guard record (%s): the agent would fence the node on its next start", strings.TrimSpace(string(b)))
+	}
 }

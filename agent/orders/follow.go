@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/pgdr/pgdr/agent/health"
 	"github.com/pgdr/pgdr/agent/pgctl"
 	"github.com/pgdr/pgdr/pkg/config"
 	"github.com/pgdr/pgdr/pkg/conninfo"
@@ -209,6 +210,23 @@ func (x *Executor) rejoin(ctx context.Context, epoch uint64, primary, dsn string
 	cancel()
 	if rerr := restoreConfig(); rerr != nil {
 		return "", fmt.Errorf("restoring the configuration files after pg_rewind: %w", rerr)
+	}
+	// pg_rewind copies the source's promotion guard record (a promotion
+	// of its own may have been pending) and removes this node's: a record
+	// here now is the source's, which the agent would take for this
+	// node's, from another boot, and fence the node on its next start.
+	// Removed whether or not the rewind completed (a failed one may have
+	// copied it, and the data directory comes back if the fresh copy
+	// fails too): PostgreSQL was stopped above, which drops a promotion
+	// this node had requested, and it is started again only as a replica,
+	// so no guard of this node needs it.
+	if removed, rerr := health.RemovePromotePending(pgdata); rerr != nil {
+		if err == nil {
+			return "", fmt.Errorf("after pg_rewind: the source's promotion guard record: %w", rerr)
+		}
+		x.log.Warn("rejoin: after the failed pg_rewind, the promotion guard record", "err", rerr)
+	} else if removed {
+		x.log.Info("rejoin: removed the promotion guard record pg_rewind copied from the source", "path", health.PromotePendingPath(pgdata))
 	}
 	if err != nil {
 		return x.Reclone(ctx, epoch, primary, dsn, fmt.Errorf("pg_rewind failed: %w", err))

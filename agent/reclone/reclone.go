@@ -219,7 +219,8 @@ func (r *Recloner) copyFromPrimary(ctx context.Context, dsn, host string, port u
 // freshCopy moves the data directory aside and fills a new one with
 // pg_basebackup from dsn or, if that fails and fromBackup, with the
 // latest backup. On failure the old directory is back in place (and fc
-// is nil), except when only carrying the fenced marker over failed.
+// is nil), except when only removing the copied promotion guard record
+// or carrying the fenced marker over failed.
 func (r *Recloner) freshCopy(ctx context.Context, dsn, host string, port uint16, fromBackup bool) (*freshCopied, error) {
 	pgdata, err := filepath.EvalSymlinks(r.cfg.Postgres.PGData) // a symlinked PGDATA keeps its link
 	if err != nil {
@@ -263,6 +264,17 @@ func (r *Recloner) freshCopy(ctx context.Context, dsn, host string, port uint16,
 			return nil, &copyErrors{fc.copyErr, fmt.Errorf("%w; the old data directory is back in place at %s", rerr, pgdata)}
 		}
 		fc.restored = res
+	}
+	// pg_basebackup copies the primary's promotion guard record (a
+	// promotion of its own may have been pending): the agent here would
+	// take it for this node's, from another boot, and fence the node on
+	// its next start. This node is not promoting (its server was stopped
+	// before it was moved aside); its own record, if any, stays with the
+	// old data.
+	if removed, err := health.RemovePromotePending(pgdata); err != nil {
+		return fc, fmt.Errorf("removing the primary's promotion guard record from the copy: %w", err)
+	} else if removed {
+		r.log.Info("rejoin: removed the primary's promotion guard record from the copy", "path", health.PromotePendingPath(pgdata))
 	}
 	// The node stays marked fenced until it is configured as a replica.
 	if b, err := os.ReadFile(health.FencedPath(fc.old)); err == nil {

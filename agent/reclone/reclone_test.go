@@ -271,3 +271,28 @@ func TestRecloneCopy(t *testing.T) {
 		t.Error("the old data's files are in the copy")
 	}
 }
+
+// TestRecloneCopyDropsPromotePending: review 12. pg_basebackup copies
+// the source's pgdr.promote-pending (its own promotion's guard, when the
+// copy is taken while that promotion is pending): left in the copy, the
+// agent here would take it for its own from another boot and fence the
+// re-cloned node on its next start. The copy holds none; the old data
+// keeps whatever it held (it is never changed).
+func TestRecloneCopyDropsPromotePending(t *testing.T) {
+	pgdata, files := fakeDataDir(t)
+	own := `{"epoch":1,"give_up":"2026-12-07T12:00:00Z"}`
+	if err := os.WriteFile(filepath.Join(pgdata, "pgdr.promote-pending"), []byte(own), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	files["pgdr.promote-pending"] = own
+	r, _ := fakeRecloner(t, pgdata, `echo 15 > "$dir/PG_VERSION" && echo '{"epoch":7,"give_up":"2026-12-07T12:00:00Z","boot_id":"the-source"}' > "$dir/pgdr.promote-pending"`)
+	old, _, err := r.copyFromPrimary(context.Background(), "host=127.0.0.1 port=5432 user=postgres", "127.0.0.1", 5432)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(pgdata, "pgdr.promote-pending")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the copy holds the source's pgdr.promote-pending (%v): the agent here would fence the node on its next start", err)
+	}
+	checkFiles(t, old, files)
+	checkFiles(t, pgdata, map[string]string{"PG_VERSION": "15\n"})
+}

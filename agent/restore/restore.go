@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/pgdr/pgdr/agent/backup"
+	"github.com/pgdr/pgdr/agent/health"
 	"github.com/pgdr/pgdr/pkg/config"
 	"github.com/pgdr/pgdr/pkg/fsutil"
 	"github.com/pgdr/pgdr/pkg/objstream"
@@ -464,7 +465,11 @@ type filePlan struct {
 }
 
 // makePlan resolves, for every file of the newest backup, the objects that
-// build it: the newest whole copy, then the deltas after it.
+// build it: the newest whole copy, then the deltas after it. It leaves out
+// pgdr.promote-pending (health.PromotePendingFile), which an older backup
+// may hold (backups leave it out since review 12): the source node's
+// promotion guard, which the agent here would take for its own, from
+// another boot, and fence the restored server on its next start.
 func makePlan(chain []*backup.Manifest) ([]filePlan, error) {
 	byBackup := make([]map[string]backup.File, len(chain))
 	for i, m := range chain {
@@ -476,6 +481,9 @@ func makePlan(chain []*backup.Manifest) ([]filePlan, error) {
 	target := chain[len(chain)-1]
 	plan := make([]filePlan, 0, len(target.Files))
 	for _, f := range target.Files {
+		if f.Path == health.PromotePendingFile {
+			continue
+		}
 		var steps []step
 		found := false
 		for i := len(chain) - 1; i >= 0; i-- {

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pgdr/pgdr/agent/health"
 	"github.com/pgdr/pgdr/pkg/fsutil"
 )
 
@@ -66,8 +67,9 @@ import (
 // granted by a leader that records it as primary, which the leader's
 // lease check (revokeExpired) covers like any primary's.
 
-// PendingFile is the guard's record in pgdata.
-const PendingFile = "pgdr.promote-pending"
+// PendingFile is the guard's record in pgdata (health.PromotePendingFile,
+// where the code that copies data directories finds it).
+const PendingFile = health.PromotePendingFile
 
 // pendingPromotion is the guard of one promotion. Its give-up time is the
 // earliest of GiveUpMonoNs on CLOCK_MONOTONIC and GiveUpBootNs on
