@@ -185,6 +185,11 @@ const guardWait = 2 * time.Second
 // the watchdog's deadline, which it waits for the watchdog to receive. An
 // error means the promise cannot be kept: pg_promote must not be called.
 func (g *Guard) Guard(epoch uint64, giveUp GiveUpTime) error {
+	if giveUp.IsZero() {
+		// A guard with no give-up time would promise nothing: refuse it,
+		// so that pg_promote is not called behind it.
+		return fmt.Errorf("refusing to guard the promotion at epoch %d: no give-up time", epoch)
+	}
 	b, err := json.Marshal(g.record(epoch, giveUp))
 	if err != nil {
 		return err

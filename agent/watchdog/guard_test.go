@@ -145,3 +145,18 @@ func TestPromoteGuardNotTakenKeepsPrevious(t *testing.T) {
 		t.Fatalf("watchdog pendingUntil %v, want the first order's %v", until, first)
 	}
 }
+
+// TestGuardRefusesZeroGiveUp: review of issue 15. A zero give-up time
+// (a caller's translation that lost it) must not become a guard that
+// promises nothing: Guard refuses it, writes no record and holds nothing,
+// so pg_promote is never called behind it.
+func TestGuardRefusesZeroGiveUp(t *testing.T) {
+	_, d := newGuard(t, nil, nil)
+	err := d.Guard(6, GiveUpTime{})
+	if err == nil || !strings.Contains(err.Error(), "no give-up time") {
+		t.Fatalf("Guard with a zero give-up time: err %v, want a refusal naming the missing give-up time", err)
+	}
+	if _, err := os.Stat(d.Path()); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a refused guard left a record: %v", err)
+	}
+}
