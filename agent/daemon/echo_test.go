@@ -19,14 +19,14 @@ func TestCheckNowEchoesOnlyEarlierCommands(t *testing.T) {
 		d.monitor.Received("during", base.Add(time.Millisecond))
 		return base
 	}
-	if r := d.CheckNow(context.Background()); r.AfterCommandId != "before" {
+	if r := d.monitor.CheckNow(context.Background()); r.AfterCommandId != "before" {
 		t.Fatalf("the round names %q, want %q (received before it began)", r.AfterCommandId, "before")
 	}
-	if r := d.Latest(); r.AfterCommandId != "before" {
+	if r := d.monitor.Latest(); r.AfterCommandId != "before" {
 		t.Fatalf("the published report names %q", r.AfterCommandId)
 	}
 	d.now = func() time.Time { return base.Add(time.Second) }
-	if r := d.CheckNow(context.Background()); r.AfterCommandId != "during" {
+	if r := d.monitor.CheckNow(context.Background()); r.AfterCommandId != "during" {
 		t.Fatalf("the next round names %q, want %q", r.AfterCommandId, "during")
 	}
 }
