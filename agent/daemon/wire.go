@@ -63,7 +63,7 @@ func build(cfg *config.Config, shipper *walship.Shipper, log *slog.Logger, opt o
 		Log:    log,
 	})
 	d.wd = watchdog.New(watchdogConfig(cfg), watchdog.Deps{
-		Lease:    holderLease{held},
+		Lease:    held,
 		Epoch:    d.epoch.Current,
 		Reported: func() bool { return d.monitor.Latest() != nil },
 		Clocks:   d.readClocks,
@@ -215,13 +215,6 @@ func (d *Daemon) readClocks() watchdog.Clocks {
 	}
 	return watchdog.ReadClocks()
 }
-
-// holderLease is the lease as the watchdog reads it (watchdog.Lease):
-// none without coordinator.addresses.
-type holderLease struct{ h *lease.Holder }
-
-func (l holderLease) Exists() bool  { return l.h.Enabled() }
-func (l holderLease) Granted() bool { return l.h.Granted() }
 
 // ordersGuard is the promotion guard as the orders use it (orders.Guard):
 // agent/watchdog's give-up times behind orders.GiveUp, judged on clocks.
