@@ -6,10 +6,9 @@ import (
 	"log/slog"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/pgdr/pgdr/agent/agentsock"
 	"github.com/pgdr/pgdr/agent/epoch"
@@ -22,17 +21,18 @@ import (
 	"github.com/pgdr/pgdr/agent/orders"
 	"github.com/pgdr/pgdr/agent/pgctl"
 	"github.com/pgdr/pgdr/agent/reclone"
+	"github.com/pgdr/pgdr/agent/session"
 	"github.com/pgdr/pgdr/agent/walship"
 	"github.com/pgdr/pgdr/agent/watchdog"
 	"github.com/pgdr/pgdr/pkg/config"
 	"github.com/pgdr/pgdr/pkg/gossip"
-	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
 
 // AheadInterval is how often the daemon looks for ready WAL to push ahead.
 const AheadInterval = 200 * time.Millisecond
 
-// Daemon is the agent process.
+// Daemon is the agent process: the capabilities it built and wired
+// (wire.go), run together by Run.
 type Daemon struct {
 	cfg     *config.Config
 	shipper *walship.Shipper
@@ -45,43 +45,35 @@ type Daemon struct {
 	// monitor is the local health loop: the latest report, the command
 	// echo (agent/monitor).
 	monitor *monitor.Monitor
-
 	// epoch is the highest epoch seen (registration, commands, leases);
 	// its zero value is ready, capabilities get &d.epoch.
 	epoch epoch.Tracker
-
-	// sessMu guards sessCli: the coordinator session's client while a
-	// session with the leader is up (the lease renews through it).
-	sessMu  sync.Mutex
-	sessCli pgdrv1.AgentServiceClient
-
 	// lease is the primary lease, its renewal loop and fencing
 	// (agent/lease); it holds no lease without coordinator.addresses.
 	lease *lease.Keeper
-	// runCtx is Run's context: orders outlive the session that brought them.
-	runCtx context.Context
-	// failsafe is the failsafe (agent/failsafe; built in New).
+	// failsafe is the failsafe (agent/failsafe).
 	failsafe *failsafe.Failsafe
-	// recloner re-clones a node pg_rewind cannot rejoin (agent/reclone;
-	// built in New).
+	// recloner re-clones a node pg_rewind cannot rejoin (agent/reclone).
 	recloner *reclone.Recloner
 	// wd is the process watchdog's parent side, guard the promotion
-	// guard (agent/watchdog; built in New).
+	// guard (agent/watchdog).
 	wd    *watchdog.Watchdog
 	guard *watchdog.Guard
-	// orders carries out the coordinator's orders (agent/orders; built
-	// in New).
+	// orders carries out the coordinator's orders (agent/orders).
 	orders *orders.Executor
 	// lclock is the last measurement of the coordinator leader's clock
 	// and the skew, the agent's clock minus the leader's.
 	lclock *leaderclock.Clock
+	// sess is the session with the coordinator leader (agent/session).
+	sess *session.Session
+
 	// now replaces time.Now for the orders' deadlines in tests (a clock
 	// ahead of or behind the leader's); nil in production.
 	now func() time.Time
-	// clocks replaces ReadClocks, the clocks give-up times are judged on,
-	// in tests (a wall clock or CLOCK_BOOTTIME that jumps ahead of the
-	// monotonic clock, as a resumed VM's does); nil in production.
-	clocks func() Clocks
+	// clocks replaces watchdog.ReadClocks, the clocks give-up times are
+	// judged on, in tests (a wall clock or CLOCK_BOOTTIME that jumps ahead
+	// of the monotonic clock, as a resumed VM's does); nil in production.
+	clocks func() watchdog.Clocks
 	// bootIDPath replaces /proc/sys/kernel/random/boot_id in tests.
 	bootIDPath string
 }
@@ -97,38 +89,15 @@ func (d *Daemon) clock() time.Time {
 
 // New builds a daemon; Run serves until ctx ends.
 func New(cfg *config.Config, shipper *walship.Shipper, log *slog.Logger) *Daemon {
-	d := &Daemon{cfg: cfg, shipper: shipper, log: log}
-	d.pg = newPG(cfg, log)
-	hc := health.ConfigFrom(cfg)
-	hc.Timeout = d.checkTimeout()
-	d.checker = health.NewChecker(hc, log.With("component", "health"))
-	held := lease.NewHolder(nil)
-	if len(cfg.Coordinator.Addresses) > 0 {
-		held.Set(lease.Start(time.Now(), d.leaseConfig()))
-	}
-	d.failsafe = d.newFailsafe(held)
-	d.wd, d.guard = d.newWatchdog()
-	d.metrics = newMetrics(cfg.Cluster, cfg.Node.Name, d.Latest, d.failsafe.Gauges)
-	d.lclock = leaderclock.New(log, d.metrics.clockSkew)
-	d.hooks = hooks.New(cfg, log, prometheus.WrapRegistererWith(prometheus.Labels{"cluster": cfg.Cluster, "node": cfg.Node.Name}, d.metrics.reg))
-	d.monitor = d.newMonitor()
-	d.runCtx = context.Background()
-	d.recloner = d.newRecloner()
-	d.lease = d.newLease(held)
-	d.orders = d.newOrders(nil)
-	return d
-}
-
-// newPG is the PostgreSQL process control for cfg's server.
-func newPG(cfg *config.Config, log *slog.Logger) *pgctl.Controller {
-	return pgctl.New(pgctl.Config{BinDir: cfg.Postgres.BinDir, PGData: cfg.Postgres.PGData, DSN: cfg.Postgres.DSN, Log: log})
+	return build(cfg, shipper, log, options{})
 }
 
 // Run listens on the configured socket, pushes ready WAL ahead, and serves
 // one-shot commands until ctx is cancelled. Alongside it runs the health
 // checks every health.interval and, as configured, the HTTP probes and
-// metrics (health.listen), the coordinator client (coordinator.addresses)
-// and gossip (gossip.bind).
+// metrics (health.listen), the coordinator session, the lease, the
+// failsafe and the watchdog (coordinator.addresses) and gossip
+// (gossip.bind). Every loop runs in one errgroup and stops when ctx ends.
 func (d *Daemon) Run(ctx context.Context) error {
 	// Who may hand work to the daemon: its own user, root, and the owner
 	// of the data directory (SO_PEERCRED; the socket is 0600 as well).
@@ -138,10 +107,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 	d.log.Info("agent daemon listening", "socket", d.cfg.Agent.Socket, "cluster", d.cfg.Cluster, "node", d.cfg.Node.Name)
-	var wg sync.WaitGroup
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	d.runCtx = ctx
 	defer d.checker.Close(context.Background())
 	if d.cfg.Gossip.Bind != "" {
 		pool, err := d.startGossip(ctx)
@@ -152,12 +119,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 		defer pool.Close()
 		d.failsafe.SetPeers(pool)
 	}
+	g, gctx := errgroup.WithContext(ctx)
 	run := func(f func(context.Context)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			f(ctx)
-		}()
+		g.Go(func() error { f(gctx); return nil })
 	}
 	run(d.pushAheadLoop)
 	run(d.monitor.Run)
@@ -165,10 +129,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 		run(d.serveHTTP)
 	}
 	if len(d.cfg.Coordinator.Addresses) > 0 {
-		run(d.runCoordinator)
+		run(d.sess.Run)
 		run(d.lease.Run)
 		run(d.failsafe.Run)
-		d.resumePendingPromotion() // before this agent's watchdog relieves the previous one
+		d.resumePendingPromotion(gctx) // before this agent's watchdog relieves the previous one
 		if d.wd.Enabled() {
 			run(d.wd.Run)
 		}
@@ -176,16 +140,31 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.log.Info("no coordinator.addresses: running standalone")
 	}
 	// Serves the socket until ctx ends; the socket is gone when it returns.
-	err = sock.Run(ctx)
-	wg.Wait()
+	g.Go(func() error { return sock.Run(gctx) })
+	err = g.Wait()
 	d.log.Info("agent daemon stopped")
 	return err
+}
+
+// EnableWatchdog makes Run start argv (`pgdr-agent watchdog --config F`,
+// with the agent's executable) as the watchdog when failover.watchdog is
+// on and coordinators are configured.
+func (d *Daemon) EnableWatchdog(argv []string) { d.wd.Enable(argv) }
+
+// resumePendingPromotion resumes the guard of a promotion that a previous
+// agent process left in pgdata: its watcher (in ctx, the run context)
+// fences the node at the give-up time unless a lease is granted by then
+// (at once when it passed).
+func (d *Daemon) resumePendingPromotion(ctx context.Context) {
+	if epoch, giveUp, ok := d.guard.Resume(); ok {
+		d.orders.Promoter().Watch(ctx, epoch, ordersGuard{guard: d.guard, clocks: d.readClocks}.giveUp(giveUp), func() {})
+	}
 }
 
 // startGossip joins the memberlist pool; joining goes on in the background.
 func (d *Daemon) startGossip(ctx context.Context) (*gossip.Pool, error) {
 	meta := gossip.Meta{Kind: gossip.KindAgent, Name: d.cfg.Node.Name, Cluster: d.cfg.Cluster, Region: d.cfg.Node.Region}
-	meta.API = d.apiURL()
+	meta.API = session.APIURL(d.cfg)
 	pool, err := gossip.Start(ctx, gossip.Config{
 		Bind:    d.cfg.Gossip.Bind,
 		Join:    d.cfg.Gossip.Join,

@@ -79,7 +79,7 @@ func TestFailsafeWiring(t *testing.T) {
 	if _, err := d.failsafe.BeginPromote(); err == nil || !strings.Contains(err.Error(), "refuses promotion: acknowledged pg-a1's failsafe ping") {
 		t.Fatalf("promotion after an acknowledgement: %v", err)
 	}
-	if ok, why := d.leaseServing(time.Now()); !ok {
+	if ok, why := d.failsafe.Serving(time.Now()); !ok {
 		t.Fatalf("no lease (standalone): not serving: %s", why)
 	}
 }

@@ -35,8 +35,8 @@ exit 0
 	}
 	d := New(cfg, nil, slog.New(slog.DiscardHandler))
 	d.epoch.See(7)
-	d.CheckNow(context.Background())
-	d.CheckNow(context.Background())
+	d.monitor.CheckNow(context.Background())
+	d.monitor.CheckNow(context.Background())
 	d.hooks.Wait()
 	want := "role=stopped previous= cluster=main node=n1 epoch=7 args="
 	b, err := os.ReadFile(out)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/pgdr/pgdr/agent/failsafe"
 	"github.com/pgdr/pgdr/agent/health"
+	"github.com/pgdr/pgdr/agent/monitor"
 	"github.com/pgdr/pgdr/pkg/config"
 )
 
@@ -46,10 +47,10 @@ func (d *Daemon) serveProbe(w http.ResponseWriter, req *http.Request, ep health.
 		}
 		maxLag = v
 	}
-	r := d.Latest()
+	r := d.monitor.Latest()
 	body := health.BodyOf(r)
 	code := health.Status(ep, r, maxLag)
-	if r != nil && time.Since(r.GetTime().AsTime()) > d.staleAfter() {
+	if r != nil && time.Since(r.GetTime().AsTime()) > monitor.StaleAfter(monitor.Interval(d.cfg.Health.Interval.Duration)) {
 		code = http.StatusServiceUnavailable
 		body.Healthy = false
 		body.Error = fmt.Sprintf("the latest health check is stale (from %s)", body.Time.Format(time.RFC3339))
@@ -57,7 +58,7 @@ func (d *Daemon) serveProbe(w http.ResponseWriter, req *http.Request, ep health.
 	// With coordinators, /primary follows the lease: 200 only while a
 	// grant holds and the node is not fenced.
 	if ep == health.EndpointPrimary {
-		if ok, why := d.leaseServing(time.Now()); !ok && code == http.StatusOK {
+		if ok, why := d.failsafe.Serving(time.Now()); !ok && code == http.StatusOK {
 			code = http.StatusServiceUnavailable
 			body.Error = why
 		}

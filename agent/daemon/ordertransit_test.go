@@ -11,6 +11,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/pgdr/pgdr/pkg/config"
 	"github.com/pgdr/pgdr/pkg/testutil"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
@@ -218,10 +219,10 @@ func TestSetSynchronousBoundedByDeadline(t *testing.T) {
 		}
 	}()
 	leaderNow := time.Now
-	d, c := promoteDaemon(t, &fakePromotion{}, &epochClient{epoch: 6, primary: "pg-a2", now: leaderNow})
-	d.cfg.Postgres.DSN = fmt.Sprintf("host=127.0.0.1 port=%d user=postgres connect_timeout=30", ln.Addr().(*net.TCPAddr).Port)
-	d.pg = newPG(d.cfg, d.log)  // the process control reads the configuration once, when built
-	d.orders = d.newOrders(nil) // the orders take the process control when built
+	// The process control reads the configuration once, when built.
+	_, c := promoteDaemonCfg(t, &fakePromotion{}, &epochClient{epoch: 6, primary: "pg-a2", now: leaderNow}, func(cfg *config.Config) {
+		cfg.Postgres.DSN = fmt.Sprintf("host=127.0.0.1 port=%d user=postgres connect_timeout=30", ln.Addr().(*net.TCPAddr).Port)
+	})
 	start := time.Now()
 	res := c.carryOut(context.Background(), lateOrder(6, leaderNow(), 2*time.Second,
 		&pgdrv1.AgentCommand_SetSynchronous{SetSynchronous: &pgdrv1.SetSynchronous{Value: "ANY 1 (pg-a1, pg-a3)"}}))

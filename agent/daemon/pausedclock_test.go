@@ -76,8 +76,8 @@ func TestPromoteWatchGivesUpOnResumedClocks(t *testing.T) {
 			if res.Ok || !res.Pending {
 				t.Fatalf("unfinished pg_promote: %+v", res)
 			}
-			if hb, _ := d.watchdogHeartbeat(); hb.RemainingMs < 30_000 {
-				t.Fatalf("heartbeat before the pause %+v, want about %s left", hb, window-d.safetyMargin())
+			if hb, _ := d.wd.Heartbeat(); hb.RemainingMs < 30_000 {
+				t.Fatalf("heartbeat before the pause %+v, want about %s left", hb, window-margin(d))
 			}
 			jump.Store(true) // resumed: the monotonic clock still has ~59s to go
 			start := time.Now()
@@ -123,10 +123,10 @@ func TestPromoteWatchResumedEarliestClock(t *testing.T) {
 				t.Fatal(err)
 			}
 			start := time.Now()
-			if err := os.WriteFile(d.promotePendingPath(), []byte(rec()), 0o600); err != nil {
+			if err := os.WriteFile(d.guard.Path(), []byte(rec()), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			d.resumePendingPromotion()
+			d.resumePendingPromotion(t.Context())
 			if reason := waitFenced(t, d, 10*time.Second); !strings.Contains(reason, "settle deadline") {
 				t.Fatalf("fenced for %q", reason)
 			}

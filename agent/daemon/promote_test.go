@@ -20,6 +20,7 @@ import (
 	"github.com/pgdr/pgdr/agent/lease"
 	"github.com/pgdr/pgdr/agent/orders"
 	"github.com/pgdr/pgdr/agent/watchdog"
+	"github.com/pgdr/pgdr/pkg/config"
 	"github.com/pgdr/pgdr/pkg/testutil"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
@@ -116,18 +117,49 @@ func (c *epochClient) Epoch(_ context.Context, req *pgdrv1.EpochRequest, _ ...gr
 	return r, nil
 }
 
-func promoteDaemon(t *testing.T, fp *fakePromotion, leader *epochClient) (*Daemon, *coordClient) {
+func promoteDaemon(t *testing.T, fp *fakePromotion, leader *epochClient) (*Daemon, *carrier) {
 	t.Helper()
-	d := New(testConfig(t, ""), nil, slog.New(slog.DiscardHandler)) // node pg-a2
-	d.orders = d.newOrders(func(context.Context) (orders.Promotion, error) { return fp, nil })
+	return promoteDaemonCfg(t, fp, leader, nil)
+}
+
+// promoteDaemonCfg is promoteDaemon with tweak applied to the
+// configuration before the daemon is built.
+func promoteDaemonCfg(t *testing.T, fp *fakePromotion, leader *epochClient, tweak func(*config.Config)) (*Daemon, *carrier) {
+	t.Helper()
+	cfg := testConfig(t, "") // node pg-a2
+	if tweak != nil {
+		tweak(cfg)
+	}
+	opt := options{openPromotion: func(context.Context) (orders.Promotion, error) { return fp, nil }}
+	if leader != nil {
+		opt.client = leader
+	}
+	d := build(cfg, nil, slog.New(slog.DiscardHandler), opt)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	d.runCtx = ctx
-	if leader != nil {
-		d.setSession(leader)
-	}
-	return d, &coordClient{d: d, log: d.log, cfg: d.cfg.Coordinator}
+	return d, &carrier{d: d, ctx: ctx}
 }
+
+// carrier hands commands to the daemon's session as a session does (the
+// result is not sent), in the test's run context, as if received now.
+type carrier struct {
+	d   *Daemon
+	ctx context.Context
+}
+
+func (c *carrier) carryOut(_ context.Context, cmd *pgdrv1.AgentCommand) *pgdrv1.CommandResult {
+	return c.d.sess.CarryOut(c.ctx, cmd, c.d.clock())
+}
+
+// carryOutAt is carryOut of an order received at received.
+func (c *carrier) carryOutAt(_ context.Context, cmd *pgdrv1.AgentCommand, received time.Time) *pgdrv1.CommandResult {
+	return c.d.sess.CarryOut(c.ctx, cmd, received)
+}
+
+// margin and ttl are failover.safety_margin and failover.lease_ttl as the
+// daemon uses them.
+func margin(d *Daemon) time.Duration { return leaseConfig(d.cfg).SafetyMargin }
+func ttl(d *Daemon) time.Duration    { return leaseConfig(d.cfg).TTL }
 
 func promoteOrder(epoch uint64, issued time.Time, deadline time.Time) *pgdrv1.AgentCommand {
 	c := &pgdrv1.AgentCommand{Id: "p1", Cluster: "main", Node: "pg-a2", Epoch: epoch, IssuedAt: timestamppb.New(issued),
@@ -283,19 +315,19 @@ func TestPromoteWatchSettleBy(t *testing.T) {
 		t.Run(c.what, func(t *testing.T) {
 			fp := &fakePromotion{finish: false}
 			d, cc := promoteDaemon(t, fp, &epochClient{epoch: 6, primary: "pg-a2"}) // stays current
-			settleBy := time.Now().Add(d.safetyMargin() + 2*time.Second)
+			settleBy := time.Now().Add(margin(d) + 2*time.Second)
 			res := cc.carryOut(ctx, promoteOrderSettleBy(6, time.Now().Add(time.Minute), settleBy))
 			if res.Ok || !res.Pending {
 				t.Fatalf("unfinished pg_promote: %+v", res)
 			}
-			hb, _ := d.watchdogHeartbeat()
+			hb, _ := d.wd.Heartbeat()
 			if hb.RemainingMs <= 0 {
 				t.Fatalf("heartbeat during a guarded pending promotion: %+v, want the give-up time as the watchdog's deadline", hb)
 			}
-			if want := time.Until(settleBy.Add(-d.safetyMargin())).Milliseconds(); hb.RemainingMs > want+50 {
+			if want := time.Until(settleBy.Add(-margin(d))).Milliseconds(); hb.RemainingMs > want+50 {
 				t.Fatalf("heartbeat remaining %d ms, later than the give-up time (%d ms)", hb.RemainingMs, want)
 			}
-			if _, err := os.Stat(d.promotePendingPath()); err != nil {
+			if _, err := os.Stat(d.guard.Path()); err != nil {
 				t.Fatalf("the guard is not recorded in pgdata: %v", err)
 			}
 			if c.complete {
@@ -304,15 +336,15 @@ func TestPromoteWatchSettleBy(t *testing.T) {
 				fp.mu.Unlock()
 			}
 			reason := waitFenced(t, d, 20*time.Second)
-			if !strings.Contains(reason, "settle deadline") || time.Now().Before(settleBy.Add(-d.safetyMargin())) {
-				t.Fatalf("fenced at %s (give-up %s) for %q", time.Now(), settleBy.Add(-d.safetyMargin()), reason)
+			if !strings.Contains(reason, "settle deadline") || time.Now().Before(settleBy.Add(-margin(d))) {
+				t.Fatalf("fenced at %s (give-up %s) for %q", time.Now(), settleBy.Add(-margin(d)), reason)
 			}
 			if time.Now().After(settleBy) {
 				t.Fatalf("fenced only after the settle deadline")
 			}
 			testutil.WaitFor(t, 10*time.Second, "the guard to end", func() (bool, error) {
-				hb, _ := d.watchdogHeartbeat()
-				_, err := os.Stat(d.promotePendingPath())
+				hb, _ := d.wd.Heartbeat()
+				_, err := os.Stat(d.guard.Path())
 				return hb.RemainingMs == 0 && errors.Is(err, os.ErrNotExist), fmt.Errorf("heartbeat %+v, record %v", hb, err)
 			})
 		})
@@ -324,8 +356,8 @@ func TestPromoteWatchSettleBy(t *testing.T) {
 func TestPromoteWatchSettleByGranted(t *testing.T) {
 	fp := &fakePromotion{finish: true}
 	d, cc := promoteDaemon(t, fp, &epochClient{epoch: 6, primary: "pg-a2"})
-	d.lease.Set(lease.NewLease(time.Now(), d.leaseTTL(), d.safetyMargin()))
-	settleBy := time.Now().Add(d.safetyMargin() + 2*time.Second)
+	d.lease.Set(lease.NewLease(time.Now(), ttl(d), margin(d)))
+	settleBy := time.Now().Add(margin(d) + 2*time.Second)
 	res := cc.carryOut(context.Background(), promoteOrderSettleBy(6, time.Now().Add(time.Minute), settleBy))
 	if !res.Ok {
 		t.Fatalf("promote: %+v", res)
@@ -334,7 +366,7 @@ func TestPromoteWatchSettleByGranted(t *testing.T) {
 		l.Answer("pg-a2", 6, time.Now(), &pgdrv1.RenewLeaseResponse{Granted: true, Epoch: 6, Primary: "pg-a2", TtlMs: 5000})
 	})
 	testutil.WaitFor(t, 10*time.Second, "the guard to end", func() (bool, error) {
-		_, err := os.Stat(d.promotePendingPath())
+		_, err := os.Stat(d.guard.Path())
 		return errors.Is(err, os.ErrNotExist), fmt.Errorf("record %v", err)
 	})
 	time.Sleep(time.Until(settleBy)) // past the give-up time: nothing fences it
@@ -355,17 +387,17 @@ func TestPromoteWatchResumed(t *testing.T) {
 		t.Fatal(err)
 	}
 	giveUp := time.Now().Add(time.Second)
-	mono, ok := monoNow()
+	mono, ok := watchdog.MonoNow()
 	if !ok {
 		t.Skip("no CLOCK_MONOTONIC on this platform")
 	}
 	// The wall-clock give_up says an hour later: only the monotonic one counts.
-	if err := os.WriteFile(d.promotePendingPath(), []byte(fmt.Sprintf(`{"epoch": 6, "give_up": %q, "give_up_mono_ns": %d, "boot_id": "boot-1"}`,
+	if err := os.WriteFile(d.guard.Path(), []byte(fmt.Sprintf(`{"epoch": 6, "give_up": %q, "give_up_mono_ns": %d, "boot_id": "boot-1"}`,
 		giveUp.Add(time.Hour).UTC().Format(time.RFC3339Nano), mono+int64(time.Second))), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	d.resumePendingPromotion()
-	if hb, _ := d.watchdogHeartbeat(); hb.RemainingMs <= 0 {
+	d.resumePendingPromotion(t.Context())
+	if hb, _ := d.wd.Heartbeat(); hb.RemainingMs <= 0 {
 		t.Fatalf("heartbeat after resuming a guard: %+v", hb)
 	}
 	if reason := waitFenced(t, d, 20*time.Second); !strings.Contains(reason, "settle deadline") || time.Now().Before(giveUp) || time.Now().After(giveUp.Add(5*time.Second)) {
@@ -379,7 +411,7 @@ func TestPromoteWatchResumed(t *testing.T) {
 // lease was granted, whatever the wall-clock give_up says (a promotion
 // that completed before the reboot stays completed).
 func TestPromoteWatchResumedOtherBoot(t *testing.T) {
-	mono, ok := monoNow()
+	mono, ok := watchdog.MonoNow()
 	if !ok {
 		t.Skip("no CLOCK_MONOTONIC on this platform")
 	}
@@ -393,11 +425,11 @@ func TestPromoteWatchResumedOtherBoot(t *testing.T) {
 		if err := os.WriteFile(d.bootIDPath, []byte("boot-1\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(d.promotePendingPath(), []byte(rec), 0o600); err != nil {
+		if err := os.WriteFile(d.guard.Path(), []byte(rec), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		start := time.Now()
-		d.resumePendingPromotion()
+		d.resumePendingPromotion(t.Context())
 		if reason := waitFenced(t, d, 20*time.Second); !strings.Contains(reason, "settle deadline") || time.Since(start) > 10*time.Second {
 			t.Fatalf("record %s: fenced after %s for %q, want at once", rec, time.Since(start), reason)
 		}
@@ -412,7 +444,7 @@ func TestPromoteGuardReachesWatchdog(t *testing.T) {
 	for _, reads := range []bool{true, false} {
 		fp := &fakePromotion{finish: false}
 		d, cc := promoteDaemon(t, fp, &epochClient{epoch: 6, primary: "pg-a2"})
-		d.lease.Set(lease.NewLease(time.Now(), d.leaseTTL(), d.safetyMargin()))
+		d.lease.Set(lease.NewLease(time.Now(), ttl(d), margin(d)))
 		// A child that keeps the heartbeats it reads (the guard's seq is
 		// taken once one is written to it: agent/watchdog's
 		// TestGuardReachesWatchdog).
@@ -429,7 +461,7 @@ func TestPromoteGuardReachesWatchdog(t *testing.T) {
 			if res.Ok || res.Pending || !strings.Contains(res.Error, "watchdog") || fp.calls() != 0 {
 				t.Fatalf("no watchdog reading: %+v (pg_promote called %d times)", res, fp.calls())
 			}
-			if _, err := os.Stat(d.promotePendingPath()); !errors.Is(err, os.ErrNotExist) {
+			if _, err := os.Stat(d.guard.Path()); !errors.Is(err, os.ErrNotExist) {
 				t.Fatalf("a refused promotion left its guard: %v", err)
 			}
 			continue

@@ -43,15 +43,15 @@ func TestPromoteSettleWindowClockSkew(t *testing.T) {
 			if res.Ok || !res.Pending {
 				t.Fatalf("unfinished pg_promote: %+v", res)
 			}
-			hb, _ := d.watchdogHeartbeat()
-			want := time.Until(received.Add(window - d.safetyMargin())).Milliseconds()
+			hb, _ := d.wd.Heartbeat()
+			want := time.Until(received.Add(window - margin(d))).Milliseconds()
 			if hb.RemainingMs > want+300 || hb.RemainingMs < want-1500 {
 				t.Fatalf("watchdog deadline in %d ms, want about %d ms (the window %s less the margin %s from the receipt), whatever the leader's clock (%s off)",
-					hb.RemainingMs, want, window, d.safetyMargin(), off)
+					hb.RemainingMs, want, window, margin(d), off)
 			}
 			reason := waitFenced(t, d, 20*time.Second)
-			if el := time.Since(received); !strings.Contains(reason, "settle deadline") || el > window-d.safetyMargin()+2*time.Second || el < window-d.safetyMargin()-2*time.Second {
-				t.Fatalf("fenced %s after the receipt (window %s, margin %s) for %q", el, window, d.safetyMargin(), reason)
+			if el := time.Since(received); !strings.Contains(reason, "settle deadline") || el > window-margin(d)+2*time.Second || el < window-margin(d)-2*time.Second {
+				t.Fatalf("fenced %s after the receipt (window %s, margin %s) for %q", el, window, margin(d), reason)
 			}
 		})
 	}
@@ -68,7 +68,7 @@ func TestPromoteSettleWindowUnknownSending(t *testing.T) {
 	if res.Ok || res.Pending || !strings.Contains(res.Error, "settle") || fp.calls() != 0 {
 		t.Fatalf("a settle window that cannot be timed: %+v (pg_promote called %d times)", res, fp.calls())
 	}
-	if _, err := os.Stat(d.promotePendingPath()); err == nil {
+	if _, err := os.Stat(d.guard.Path()); err == nil {
 		t.Fatal("a refused promotion left its guard")
 	}
 }

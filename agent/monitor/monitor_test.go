@@ -127,3 +127,33 @@ func TestCheckNowWallClockStepBack(t *testing.T) {
 		t.Fatalf("after the wall clock stepped back: latest %v, published %d reports, want the second round's report published", m.Latest(), len(published))
 	}
 }
+
+// TestCheckNowEchoesOnlyEarlierCommands: a round of checks names the
+// command received before it began, not one that arrives (on the same
+// clock) once it has begun, even if noted before the round ends.
+func TestCheckNowEchoesOnlyEarlierCommands(t *testing.T) {
+	base := time.Now()
+	var now func() time.Time
+	m := New(0, Deps{
+		Checker: &fakeChecker{reports: []*pgdrv1.HealthReport{
+			{Time: timestamppb.New(base)}, {Time: timestamppb.New(base.Add(time.Second))},
+		}},
+		Clock: func() time.Time { return now() },
+	})
+	m.Received("before", base.Add(-time.Second))
+	now = func() time.Time {
+		// A command arrives as the round begins, stamped just after.
+		m.Received("during", base.Add(time.Millisecond))
+		return base
+	}
+	if r := m.CheckNow(context.Background()); r.AfterCommandId != "before" {
+		t.Fatalf("the round names %q, want %q (received before it began)", r.AfterCommandId, "before")
+	}
+	if r := m.Latest(); r.AfterCommandId != "before" {
+		t.Fatalf("the published report names %q", r.AfterCommandId)
+	}
+	now = func() time.Time { return base.Add(time.Second) }
+	if r := m.CheckNow(context.Background()); r.AfterCommandId != "during" {
+		t.Fatalf("the next round names %q, want %q", r.AfterCommandId, "during")
+	}
+}

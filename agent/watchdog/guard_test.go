@@ -15,7 +15,7 @@ import (
 // fakeLease is a lease that exists (coordinator.addresses), granted or not.
 type fakeLease struct{ granted bool }
 
-func (fakeLease) Exists() bool    { return true }
+func (fakeLease) Enabled() bool   { return true }
 func (l fakeLease) Granted() bool { return l.granted }
 
 // newGuard is a watchdog's parent side (failover.watchdog on, the default

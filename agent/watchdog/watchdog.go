@@ -34,13 +34,13 @@ type Config struct {
 	PIDPath string
 }
 
-// Lease is the primary lease as the watchdog reads it. Both methods take
-// the lease's own lock.
+// Lease is the primary lease as the watchdog reads it (agent/lease's
+// Holder). Both methods take the lease's own lock.
 type Lease interface {
-	// Exists reports whether the agent keeps a lease at all
+	// Enabled reports whether the agent keeps a lease at all
 	// (coordinator.addresses): without one there is nothing to guard and
 	// no watchdog runs.
-	Exists() bool
+	Enabled() bool
 	// Granted reports whether a renewal was granted to this node since it
 	// became primary.
 	Granted() bool
@@ -111,7 +111,7 @@ func (w *Watchdog) Enabled() bool {
 	w.mu.Lock()
 	argv := w.argv
 	w.mu.Unlock()
-	return w.deps.Lease != nil && w.deps.Lease.Exists() && len(argv) > 0 && w.cfg.Enabled
+	return w.deps.Lease != nil && w.deps.Lease.Enabled() && len(argv) > 0 && w.cfg.Enabled
 }
 
 // readClocks is Deps.Clocks, or ReadClocks.

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/pgdr/pgdr/pkg/config"
+	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
 
 // TestRecloneWiring: the daemon's recloner copies with the orders' DSN
@@ -35,10 +36,9 @@ func TestRecloneWiring(t *testing.T) {
 	cfg.Postgres.PGData = pgdata
 	cfg.Postgres.BinDir = bin
 	log := slog.New(slog.DiscardHandler)
-	d := &Daemon{cfg: cfg, log: log, pg: newPG(cfg, log)}
-	d.recloner = d.newRecloner()
+	r := newRecloner(cfg, newPG(cfg, log), log, func() error { return nil }, func(context.Context) *pgdrv1.HealthReport { return nil })
 	why := errors.New("pg_rewind cannot rejoin this node: it needs wal_log_hints=on or data checksums")
-	_, err := d.reclone(context.Background(), 3, "pg-a2", "postgres://postgres:secret@127.0.0.1:1/postgres", why)
+	_, err := r.Reclone(context.Background(), 3, "pg-a2", "postgres://postgres:secret@127.0.0.1:1/postgres", why)
 	if err == nil {
 		t.Fatal("reclone succeeded")
 	}

@@ -1,0 +1,270 @@
+package daemon
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pgdr/pgdr/agent/failsafe"
+	"github.com/pgdr/pgdr/agent/health"
+	"github.com/pgdr/pgdr/agent/hooks"
+	"github.com/pgdr/pgdr/agent/leaderclock"
+	"github.com/pgdr/pgdr/agent/lease"
+	"github.com/pgdr/pgdr/agent/monitor"
+	"github.com/pgdr/pgdr/agent/orders"
+	"github.com/pgdr/pgdr/agent/pgctl"
+	"github.com/pgdr/pgdr/agent/reclone"
+	"github.com/pgdr/pgdr/agent/session"
+	"github.com/pgdr/pgdr/agent/walship"
+	"github.com/pgdr/pgdr/agent/watchdog"
+	"github.com/pgdr/pgdr/pkg/config"
+	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
+)
+
+// The wiring: build makes every capability and hands each what it needs
+// from the others. A capability's method is passed as it is where it
+// satisfies the other's interface; the closures below stand for the
+// capabilities built later (the wiring has cycles: the lease fences for
+// the failsafe, which the lease reads), and the adapters at the end of
+// the file translate where the types differ.
+
+// options replace parts of the wiring in tests.
+type options struct {
+	// openPromotion replaces the local server's side of a promotion (nil:
+	// a connection to the local server).
+	openPromotion func(context.Context) (orders.Promotion, error)
+	// client replaces the session's client for the orders' Epoch call
+	// (nil: the session's).
+	client pgdrv1.AgentServiceClient
+}
+
+// build makes the daemon of cfg: the capabilities and their wiring.
+func build(cfg *config.Config, shipper *walship.Shipper, log *slog.Logger, opt options) *Daemon {
+	d := &Daemon{cfg: cfg, shipper: shipper, log: log}
+	d.pg = newPG(cfg, log)
+	interval := monitor.Interval(cfg.Health.Interval.Duration)
+	hc := health.ConfigFrom(cfg)
+	hc.Timeout = monitor.CheckTimeout(interval)
+	d.checker = health.NewChecker(hc, log.With("component", "health"))
+	lc := leaseConfig(cfg)
+	held := lease.NewHolder(nil)
+	if len(cfg.Coordinator.Addresses) > 0 {
+		held.Set(lease.Start(time.Now(), lc))
+	}
+	latest := func() *pgdrv1.HealthReport { return d.monitor.Latest() }
+	fence := func(ctx context.Context, reason string) error { return d.lease.Fence(ctx, reason) }
+	d.failsafe = failsafe.New(failsafeConfig(cfg), failsafe.Deps{
+		Lease:  held,
+		Fence:  fence,
+		Epoch:  d.epoch.Current,
+		Report: latest,
+		Log:    log,
+	})
+	d.wd = watchdog.New(watchdogConfig(cfg), watchdog.Deps{
+		Lease:    held,
+		Epoch:    d.epoch.Current,
+		Reported: func() bool { return d.monitor.Latest() != nil },
+		Clocks:   d.readClocks,
+		Log:      log,
+	})
+	d.guard = watchdog.NewGuard(watchdog.GuardConfig{PGData: cfg.Postgres.PGData, BootID: func() string { return watchdog.ReadBootID(d.bootIDPath) }}, d.wd, log)
+	d.metrics = newMetrics(cfg.Cluster, cfg.Node.Name, latest, d.failsafe.Gauges)
+	d.lclock = leaderclock.New(log, d.metrics.clockSkew)
+	d.hooks = hooks.New(cfg, log, prometheus.WrapRegistererWith(prometheus.Labels{"cluster": cfg.Cluster, "node": cfg.Node.Name}, d.metrics.reg))
+	// The failsafe annotates every report, and every newer one reaches
+	// the role-change hook in report order.
+	d.monitor = monitor.New(interval, monitor.Deps{
+		Checker:  d.checker,
+		Clock:    d.clock,
+		Annotate: d.failsafe.Annotate,
+		Published: func(r *pgdrv1.HealthReport) {
+			d.hooks.Observe(health.Role(r), d.epoch.Current())
+		},
+		CheckDuration: d.metrics.checkDuration.Observe,
+		Log:           log,
+	})
+	d.lease = lease.New(lc, held, lease.Deps{
+		Session:     func() pgdrv1.AgentServiceClient { return d.sess.Client() },
+		DialLeader:  session.NewDialer(cfg).Dial,
+		Report:      d.monitor.Latest,
+		CheckNow:    d.monitor.CheckNow,
+		Epoch:       &d.epoch,
+		PG:          d.pg,
+		Failsafe:    d.failsafe,
+		Beat:        d.wd.Beat,
+		FencedGauge: d.metrics.fenced,
+		Log:         log,
+	})
+	d.recloner = newRecloner(cfg, d.pg, log, d.lease.Unfence, d.monitor.CheckNow)
+	d.orders = orders.New(cfg, orders.Deps{
+		Log:         log,
+		PG:          d.pg,
+		Epoch:       &d.epoch,
+		LeaderClock: d.lclock,
+		Clock:       d.clock,
+		Session: func() orders.EpochClient {
+			cli := opt.client
+			if cli == nil {
+				cli = d.sess.Client()
+			}
+			if cli != nil {
+				return cli
+			}
+			return nil // not a non-nil interface holding a nil client
+		},
+		RPCTimeout:    session.RPCTimeout,
+		SafetyMargin:  func() time.Duration { return lc.SafetyMargin },
+		Monitor:       d.monitor,
+		Failsafe:      d.failsafe,
+		Guard:         ordersGuard{guard: d.guard, clocks: d.readClocks},
+		Granted:       held.Granted,
+		Fence:         d.lease.Fence,
+		Unfence:       d.lease.Unfence,
+		Reclone:       d.recloner.Reclone,
+		OpenPromotion: opt.openPromotion,
+	})
+	d.sess = session.New(cfg, session.Deps{
+		Executor:    d.orders,
+		Monitor:     d.monitor,
+		Epoch:       &d.epoch,
+		LeaderClock: d.lclock,
+		Failsafe:    d.failsafe,
+		Watchdog:    d.wd,
+		Clock:       d.clock,
+		Connected:   d.metrics.coordinator,
+		Log:         log,
+	})
+	return d
+}
+
+// newPG is the PostgreSQL process control for cfg's server.
+func newPG(cfg *config.Config, log *slog.Logger) *pgctl.Controller {
+	return pgctl.New(pgctl.Config{BinDir: cfg.Postgres.BinDir, PGData: cfg.Postgres.PGData, DSN: cfg.Postgres.DSN, Log: log})
+}
+
+// newRecloner builds the agent's recloner (agent/reclone), with the
+// orders' recovery settings and wait for streaming, the unfence and the
+// health checks it calls.
+func newRecloner(cfg *config.Config, pg *pgctl.Controller, log *slog.Logger, unfence func() error, checkNow func(context.Context) *pgdrv1.HealthReport) *reclone.Recloner {
+	return reclone.New(reclone.Deps{
+		Cfg:             cfg,
+		PG:              pg,
+		Log:             log,
+		ConfigFiles:     orders.ConfigFiles(),
+		StreamWait:      orders.RejoinWait,
+		HostPort:        orders.HostPort,
+		PrimaryConninfo: orders.PrimaryConninfo,
+		WriteStandbyConfig: func(epoch uint64, dsn string) error {
+			return orders.WriteStandbyConfig(cfg, pg, epoch, dsn)
+		},
+		WaitStreaming: func(ctx context.Context, timeout time.Duration, host string, port uint16) (string, error) {
+			return orders.WaitStreaming(ctx, pg, timeout, host, port)
+		},
+		Unfence:  unfence,
+		CheckNow: func(ctx context.Context) { checkNow(ctx) },
+	})
+}
+
+// leaseConfig is the lease's part of cfg (the failover.* settings, their
+// defaults when the configuration was not loaded through Parse).
+func leaseConfig(cfg *config.Config) lease.Config {
+	return lease.Config{
+		Cluster:      cfg.Cluster,
+		Node:         cfg.Node.Name,
+		PGData:       cfg.Postgres.PGData,
+		TTL:          lease.TTLOf(cfg.Failover.LeaseTTL.Duration),
+		SafetyMargin: lease.SafetyMarginOf(cfg.Failover.SafetyMargin.Duration),
+		Loop:         lease.LoopOf(cfg.Failover.Loop.Duration),
+		RPCTimeout:   session.RPCTimeout,
+	}
+}
+
+// failsafeConfig is the failsafe's part of cfg.
+func failsafeConfig(cfg *config.Config) failsafe.Config {
+	f := cfg.Failover.Failsafe
+	lc := leaseConfig(cfg)
+	return failsafe.Config{
+		Cluster:      cfg.Cluster,
+		Node:         cfg.Node.Name,
+		Enabled:      (f == nil || *f) && cfg.Gossip.KeyFile != "",
+		KeyFile:      cfg.Gossip.KeyFile,
+		Socket:       cfg.Agent.Socket,
+		LeaseTTL:     lc.TTL,
+		SafetyMargin: lc.SafetyMargin,
+		Loop:         lc.Loop,
+	}
+}
+
+// watchdogConfig is the process watchdog's part of cfg (off until
+// EnableWatchdog).
+func watchdogConfig(cfg *config.Config) watchdog.Config {
+	w := cfg.Failover.Watchdog
+	return watchdog.Config{
+		Enabled:      w == nil || *w,
+		SafetyMargin: lease.SafetyMarginOf(cfg.Failover.SafetyMargin.Duration),
+		PIDPath:      cfg.Agent.Socket + ".watchdog.pid",
+	}
+}
+
+// readClocks is watchdog.ReadClocks, or the tests' clocks (d.clocks).
+func (d *Daemon) readClocks() watchdog.Clocks {
+	if d.clocks != nil {
+		return d.clocks()
+	}
+	return watchdog.ReadClocks()
+}
+
+// ordersGuard is the promotion guard as the orders use it (orders.Guard):
+// agent/watchdog's give-up times behind orders.GiveUp, judged on clocks.
+type ordersGuard struct {
+	guard  *watchdog.Guard
+	clocks func() watchdog.Clocks
+}
+
+func (g ordersGuard) ReadClocks() orders.Reading { return guardReading{g: g, c: g.clocks()} }
+
+func (g ordersGuard) Guard(epoch uint64, giveUp orders.GiveUp) error {
+	return g.guard.Guard(epoch, giveUpTimeOf(giveUp))
+}
+
+func (g ordersGuard) Unguard() { g.guard.Unguard() }
+
+// giveUp is t as the orders see it (nil: no guard).
+func (g ordersGuard) giveUp(t watchdog.GiveUpTime) orders.GiveUp {
+	if t.IsZero() {
+		return nil
+	}
+	return guardGiveUp{clocks: g.clocks, t: t}
+}
+
+// guardReading is one reading of the clocks (orders.Reading).
+type guardReading struct {
+	g ordersGuard
+	c watchdog.Clocks
+}
+
+func (r guardReading) Wall() time.Time { return r.c.Wall }
+
+func (r guardReading) GiveUpAfter(left, leftWall time.Duration) orders.GiveUp {
+	return guardGiveUp{clocks: r.g.clocks, t: watchdog.GiveUpAfter(r.c, left, leftWall)}
+}
+
+// guardGiveUp is a give-up time as the orders see it (orders.GiveUp).
+type guardGiveUp struct {
+	clocks func() watchdog.Clocks
+	t      watchdog.GiveUpTime
+}
+
+func (g guardGiveUp) Passed() bool               { return g.t.Passed(g.clocks()) }
+func (g guardGiveUp) After(o orders.GiveUp) bool { return g.t.After(giveUpTimeOf(o)) }
+func (g guardGiveUp) String() string             { return g.t.String() }
+
+// giveUpTimeOf is the give-up time behind g (zero: none).
+func giveUpTimeOf(g orders.GiveUp) watchdog.GiveUpTime {
+	if gg, ok := g.(guardGiveUp); ok {
+		return gg.t
+	}
+	return watchdog.GiveUpTime{}
+}
