@@ -63,7 +63,7 @@ func TestLeaseRenewsWithoutSession(t *testing.T) {
 		addrs[0], addrs[1], filepath.Join(dir, "ca.crt"), filepath.Join(dir, "token"))
 	d := New(testConfig(t, coord), nil, slog.New(slog.DiscardHandler))
 	d.monitor.SetLatest(&pgdrv1.HealthReport{Cluster: "main", Node: "pg-a2", Time: timestamppb.Now(), PostmasterAlive: true, Connectable: true})
-	if d.session() != nil {
+	if d.sess.Client() != nil {
 		t.Fatal("a session is up; the test needs none")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -74,7 +74,7 @@ func TestLeaseRenewsWithoutSession(t *testing.T) {
 		fc.coords["c2"].mu.Lock()
 		n := fc.coords["c2"].renewals
 		fc.coords["c2"].mu.Unlock()
-		return n > 0 && d.leaseGranted(), fmt.Errorf("%d renewals at the leader, granted %v, fenced %q", n, d.leaseGranted(), d.lease.Fenced())
+		return n > 0 && d.lease.Granted(), fmt.Errorf("%d renewals at the leader, granted %v, fenced %q", n, d.lease.Granted(), d.lease.Fenced())
 	})
 	_, _, _, badAuth, notLeaders := fc.coords["c1"].snapshot()
 	if badAuth != 0 || notLeaders != 0 {
