@@ -23,11 +23,21 @@ import (
 // returns the agent's.
 type TakeFunc func(ctx context.Context, repos []repo.Repo, o backup.Options) (*backup.Manifest, error)
 
-// Completer delivers the final result of a command to the coordinator
-// leader (the session's CompleteCommand). An error means it was not
-// delivered: the Runner tries again later.
+// Completer delivers the final result of a command (res.Id) to the
+// coordinator leader: agent/session's Session.Complete. An error means it
+// was not delivered: the Runner tries again later. It may fill res's
+// cluster and node.
 type Completer interface {
-	Complete(ctx context.Context, cmdID string, res *pgdrv1.CommandResult) error
+	Complete(ctx context.Context, res *pgdrv1.CommandResult) error
+}
+
+// CompleterFunc is a func as a Completer (a session built after the
+// Runner: func(ctx, res) error { return sess.Complete(ctx, res) }).
+type CompleterFunc func(ctx context.Context, res *pgdrv1.CommandResult) error
+
+// Complete calls f.
+func (f CompleterFunc) Complete(ctx context.Context, res *pgdrv1.CommandResult) error {
+	return f(ctx, res)
 }
 
 // Clock is the time a Runner goes by: timeouts, clean-up grace and the
@@ -302,6 +312,16 @@ func (r *Runner) carryOut(ctx context.Context, ru *run, repos []repo.Repo, cmd *
 		case out = <-done:
 		case <-r.d.Clock.After(r.d.CleanupGrace):
 			cleaning = true
+			r.wg.Add(1)
+			go func() { // the end of the clean-up, for the log
+				defer r.wg.Done()
+				late := <-done
+				if late.err == nil && late.m != nil {
+					log.Error("a backup reported as timed out was recorded after all: it exists", "backup", late.m.ID)
+					return
+				}
+				log.Info("the timed-out backup's clean-up ended; the node is free", "err", late.err)
+			}()
 		case <-ctx.Done():
 			out = <-done
 		}
@@ -383,7 +403,7 @@ func (r *Runner) release(ru *run) {
 func (r *Runner) deliver(ctx context.Context, ru *run, res *pgdrv1.CommandResult, log *slog.Logger) {
 	wait := r.d.MinBackoff
 	for attempt := 1; ; attempt++ {
-		err := r.d.Completer.Complete(ctx, ru.cmdID, cloneResult(res))
+		err := r.d.Completer.Complete(ctx, cloneResult(res))
 		if err == nil {
 			log.Info("backup run's result delivered", "command", ru.cmdID, "ok", res.GetOk(), "attempts", attempt)
 			return

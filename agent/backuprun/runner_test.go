@@ -152,7 +152,7 @@ type fakeCompleter struct {
 	ids      []string
 }
 
-func (c *fakeCompleter) Complete(_ context.Context, id string, res *pgdrv1.CommandResult) error {
+func (c *fakeCompleter) Complete(_ context.Context, res *pgdrv1.CommandResult) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.attempts++
@@ -160,7 +160,7 @@ func (c *fakeCompleter) Complete(_ context.Context, id string, res *pgdrv1.Comma
 		return errors.New("no session with the coordinator leader")
 	}
 	c.got = append(c.got, res)
-	c.ids = append(c.ids, id)
+	c.ids = append(c.ids, res.GetId())
 	return nil
 }
 

@@ -5,24 +5,29 @@ import (
 	"fmt"
 	"log/slog"
 
-	"filippo.io/age"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgdr/pgdr/agent/backup"
 	"github.com/pgdr/pgdr/pkg/config"
+	"github.com/pgdr/pgdr/pkg/keys"
 	"github.com/pgdr/pgdr/pkg/repo"
 )
 
 // Taker returns the agent's TakeFunc: backup.Take with the agent's
-// configuration, recipients and logger, as `pgdr-agent backup --tier`
-// calls it (the other options at their defaults). The local server is
+// configuration, its recipients (loaded at each run, as `pgdr-agent
+// backup` loads them) and log, as `pgdr-agent backup --tier` calls it
+// (the other options at their defaults). The local server is
 // asked whether it is a standby first: a standby is backed up with
 // FromStandby, and with the primary's DSN that primaryDSN returns, or,
 // when it is nil or returns "", the standby's own primary_conninfo (the
 // orders write the primary's DSN there), so that the primary switches to
 // a new WAL segment and the backup's last segment gets archived.
-func Taker(cfg *config.Config, recipients []age.Recipient, log *slog.Logger, primaryDSN func() string) TakeFunc {
+func Taker(cfg *config.Config, log *slog.Logger, primaryDSN func() string) TakeFunc {
 	return func(ctx context.Context, repos []repo.Repo, o backup.Options) (*backup.Manifest, error) {
+		recipients, err := keys.Recipients(cfg)
+		if err != nil {
+			return nil, err
+		}
 		standby, conninfo, err := localRole(ctx, cfg.Postgres.DSN)
 		if err != nil {
 			return nil, err

@@ -15,7 +15,6 @@ import (
 
 	"github.com/pgdr/pgdr/agent/backup"
 	"github.com/pgdr/pgdr/pkg/config"
-	"github.com/pgdr/pgdr/pkg/keys"
 	"github.com/pgdr/pgdr/pkg/repo"
 	"github.com/pgdr/pgdr/pkg/testutil"
 	"github.com/pgdr/pgdr/pkg/testutil/pgtest"
@@ -31,7 +30,6 @@ type realLab struct {
 	repoDir string
 	cfg     *config.Config
 	repos   []repo.Repo
-	rs      []age.Recipient
 }
 
 func newRealLab(t *testing.T) *realLab {
@@ -71,9 +69,6 @@ func newRealLab(t *testing.T) *realLab {
 	if l.repos, err = repo.OpenAll(ctx, l.cfg); err != nil {
 		t.Fatal(err)
 	}
-	if l.rs, err = keys.Recipients(l.cfg); err != nil {
-		t.Fatal(err)
-	}
 	return l
 }
 
@@ -103,7 +98,7 @@ func TestRealFullBackupThroughRunner(t *testing.T) {
 	l := newRealLab(t)
 	l.pg.Exec(t, "CREATE TABLE t AS SELECT g AS i, md5(g::text) AS s FROM generate_series(1, 20000) g")
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	got := runReal(t, l, Taker(l.cfg, l.rs, log, nil), order("r1", "full", time.Minute, "local"))
+	got := runReal(t, l, Taker(l.cfg, log, nil), order("r1", "full", time.Minute, "local"))
 	if !got.GetOk() || got.GetBackup().GetBackupId() == "" || got.GetBackup().GetSizeBytes() == 0 || got.GetBackup().GetStoredBytes() == 0 {
 		t.Fatalf("result = %v, want ok with the backup's id and sizes", got)
 	}
@@ -120,7 +115,7 @@ func TestRealFullBackupThroughRunner(t *testing.T) {
 func TestRealTimeoutLeavesNoBackup(t *testing.T) {
 	l := newRealLab(t)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	real := Taker(l.cfg, l.rs, log, nil)
+	real := Taker(l.cfg, log, nil)
 	// Reading at 1 MB/s, the ~30 MB of a new cluster take far longer
 	// than the 2 s timeout: the backup is cancelled while it copies.
 	slow := func(ctx context.Context, repos []repo.Repo, o backup.Options) (*backup.Manifest, error) {
