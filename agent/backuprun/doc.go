@@ -8,7 +8,8 @@
 // runs in the background), the state of the run when the order repeats a
 // run id this node already has (pending while it runs, its result once it
 // ended), or a refusal with the reason (another run in progress, an
-// unknown type or repository, no timeout). The backup itself is
+// unknown type or repository, no timeout, or an order whose budget to
+// start passed while it waited for its turn: StartAt). The backup itself is
 // backup.Take, as `pgdr-agent backup --tier` calls it (Taker), into the
 // repositories the order names (all of the agent's when it names none).
 // When it ends, the run's result (CommandResult with backup: the backup's
@@ -18,7 +19,7 @@
 // when the backup ends. The last Deps.Remember runs are remembered with
 // their results, to answer repeats.
 //
-// At the order's timeout_ms, counted from its acceptance on this node,
+// At the order's timeout_ms, counted from its arrival on this node,
 // the backup's context is cancelled: backup.Take then removes what it
 // wrote and releases its ID's reservation, so no manifest is left and
 // the backup does not exist; the run completes with a timeout error once

@@ -109,7 +109,9 @@ type run struct {
 	id, cmdID, tier, typ string
 	repos                []string
 	timeout              time.Duration
-	accepted             time.Time
+	// received: the order's arrival, which the timeout counts from;
+	// accepted: its acceptance (both on Deps.Clock).
+	received, accepted time.Time
 	// result: nil while it runs; the final answer once it ended.
 	result *pgdrv1.CommandResult
 }
@@ -144,6 +146,8 @@ var (
 	ErrBusy = errors.New("another backup run is in progress on this node")
 	// ErrBadOrder: the order cannot be carried out as given.
 	ErrBadOrder = errors.New("bad backup order")
+	// ErrExpired: the order's budget to start passed before its turn.
+	ErrExpired = errors.New("backup order expired")
 )
 
 // errTimedOut is the cause a run's context is cancelled with at its
@@ -159,6 +163,17 @@ var errTimedOut = errors.New("the backup run's timeout passed")
 // its result): pass the agent's run context, not the session's, which
 // ends when the connection to the leader drops.
 func (r *Runner) Start(ctx context.Context, cmd *pgdrv1.AgentCommand) *pgdrv1.CommandResult {
+	return r.StartAt(ctx, cmd, r.d.Clock.Now())
+}
+
+// StartAt is Start for an order that arrived at received, on Deps.Clock
+// (the session stamps orders as they arrive, before their turn comes
+// behind other orders). The run's timeout counts from received, so that
+// time spent waiting for its turn is not added to it, and an order whose
+// budget (budget_ms, counted from received when the order carries
+// sent_at) passed before its turn is refused: the leader no longer waits
+// for it to start.
+func (r *Runner) StartAt(ctx context.Context, cmd *pgdrv1.AgentCommand, received time.Time) *pgdrv1.CommandResult {
 	res := r.result(cmd)
 	b := cmd.GetBackup()
 	if b == nil {
@@ -190,8 +205,17 @@ func (r *Runner) Start(ctx context.Context, cmd *pgdrv1.AgentCommand) *pgdrv1.Co
 		res.Error = fmt.Sprintf("backup run %s not started: the agent is stopping (%v)", b.GetRunId(), err)
 		return res
 	}
+	now := r.d.Clock.Now()
+	if cmd.GetSentAt() != nil && cmd.GetDeadline() != nil {
+		if budget := time.Duration(cmd.GetBudgetMs()) * time.Millisecond; !now.Before(received.Add(budget)) {
+			res.Error = fmt.Sprintf("%v: backup run %s received %s ago with a budget of %s to start: the leader no longer waits for it",
+				ErrExpired, b.GetRunId(), now.Sub(received).Round(time.Millisecond), budget)
+			r.log.Warn("backup order refused", "command", cmd.GetId(), "run", b.GetRunId(), "err", res.Error)
+			return res
+		}
+	}
 	ru := &run{id: b.GetRunId(), cmdID: cmd.GetId(), tier: b.GetTier(), typ: b.GetType(), repos: names(repos),
-		timeout: time.Duration(b.GetTimeoutMs()) * time.Millisecond, accepted: r.d.Clock.Now()}
+		timeout: time.Duration(b.GetTimeoutMs()) * time.Millisecond, received: received, accepted: now}
 	r.runs[ru.id] = ru
 	r.running = ru
 	r.wg.Add(1)
@@ -304,7 +328,7 @@ func (r *Runner) carryOut(ctx context.Context, ru *run, repos []repo.Repo, cmd *
 	timedOut, cleaning := false, false
 	select {
 	case out = <-done:
-	case <-r.d.Clock.After(ru.timeout):
+	case <-r.d.Clock.After(ru.timeout - ru.accepted.Sub(ru.received)):
 		timedOut = true
 		cancel(errTimedOut)
 		log.Warn("backup run timed out: cancelling the backup", "timeout", duration.Format(ru.timeout))

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/types/known/timestamppb"
+
 	"github.com/pgdr/pgdr/agent/backup"
 	"github.com/pgdr/pgdr/pkg/repo"
 	"github.com/pgdr/pgdr/pkg/testutil"
@@ -426,4 +428,44 @@ func TestRemembersTheLastRuns(t *testing.T) {
 	if res := h.r.Start(h.ctx, order("run3", "full", time.Hour)); res.GetBackup().GetBackupId() != "20261207T120003F" {
 		t.Fatalf("repeat of the last run = %v, want its result", res)
 	}
+}
+
+func TestTimeoutCountsFromReceipt(t *testing.T) {
+	h := newHarness(t, nil)
+	received := h.clock.Now()
+	h.clock.Advance(50 * time.Second) // behind another order in the session's queue
+	if res := h.r.StartAt(h.ctx, order("run1", "full", time.Minute), received); !res.GetPending() {
+		t.Fatalf("answer = %v, want pending", res)
+	}
+	c := h.take.waitStarted(t)
+	h.clock.waitWaiter(t, 10*time.Second)
+	h.clock.Advance(10 * time.Second)
+	select {
+	case <-c.ctx.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the backup was not cancelled a minute after the order's receipt")
+	}
+	if got := h.comp.waitResults(t, 1)[0]; !strings.Contains(got.GetError(), "timed out after 1m") {
+		t.Fatalf("completed with %v, want a timeout", got)
+	}
+}
+
+func TestExpiredOrderRefused(t *testing.T) {
+	h := newHarness(t, nil)
+	cmd := order("run1", "full", time.Hour)
+	cmd.SentAt, cmd.Deadline, cmd.BudgetMs = timestamppb.New(h.clock.Now()), timestamppb.New(h.clock.Now().Add(time.Minute)), 60_000
+	received := h.clock.Now()
+	h.clock.Advance(time.Minute)
+	res := h.r.StartAt(h.ctx, cmd, received)
+	if res.GetPending() || !strings.Contains(res.GetError(), ErrExpired.Error()) {
+		t.Fatalf("answer = %v, want refused as expired", res)
+	}
+	if n := h.take.nCalls(); n != 0 {
+		t.Fatalf("an expired order took %d backup(s)", n)
+	}
+	// Within its budget it starts.
+	if res := h.r.StartAt(h.ctx, cmd, h.clock.Now()); !res.GetPending() {
+		t.Fatalf("answer within the budget = %v, want pending", res)
+	}
+	h.take.waitStarted(t)
 }
