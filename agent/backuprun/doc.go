@@ -1,0 +1,41 @@
+// Package backuprun carries out the backups the coordinator leader's
+// scheduler orders (AgentCommand.backup, proto/pgdr/v1/backup_run.proto):
+// it owns the backup runs of this node, one at a time.
+//
+// # What it owns
+//
+// Runner.Start answers an order at once: pending (accepted: the backup
+// runs in the background), the state of the run when the order repeats a
+// run id this node already has (pending while it runs, its result once it
+// ended), or a refusal with the reason (another run in progress, an
+// unknown type or repository, no timeout, or an order whose budget to
+// start passed while it waited for its turn: StartAt). The backup itself is
+// backup.Take, as `pgdr-agent backup --tier` calls it (Taker), into the
+// repositories the order names (all of the agent's when it names none).
+// When it ends, the run's result (CommandResult with backup: the backup's
+// id and sizes, ok, or the error) completes the order's command id
+// through the Completer (the coordinator session), retried with backoff
+// until it is taken or the Runner's context ends: the session may be down
+// when the backup ends. The last Deps.Remember runs are remembered with
+// their results, to answer repeats.
+//
+// At the order's timeout_ms, counted from its arrival on this node,
+// the backup's context is cancelled: backup.Take then removes what it
+// wrote and releases its ID's reservation, so no manifest is left and
+// the backup does not exist; the run completes with a timeout error once
+// Take has returned, or after Deps.CleanupGrace if its clean-up takes
+// longer (the coordinator waits one minute past the timeout). The run
+// holds the node until Take has returned, whatever was reported.
+//
+// Retention (expire) is not run here: the Backup order carries no
+// retention rules, and the leader sends no expire order yet (issue 16,
+// item 3).
+//
+// # What it must never do
+//
+// Never run two backups at once on this node; never carry a run id out
+// twice (a repeat is answered, not run: within the remembered runs of
+// this agent process); never let a backup outlive its timeout_ms by more
+// than its clean-up; never report a backup as taken unless backup.Take
+// returned its manifest, nor as failed when it did.
+package backuprun

@@ -1,0 +1,68 @@
+package backuprun
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgdr/pgdr/agent/backup"
+	"github.com/pgdr/pgdr/pkg/config"
+	"github.com/pgdr/pgdr/pkg/keys"
+	"github.com/pgdr/pgdr/pkg/repo"
+)
+
+// Taker returns the agent's TakeFunc: backup.Take with the agent's
+// configuration, its recipients (loaded at each run, as `pgdr-agent
+// backup` loads them) and log, as `pgdr-agent backup --tier` calls it
+// (the other options at their defaults). The local server is
+// asked whether it is a standby first: a standby is backed up with
+// FromStandby, and with the primary's DSN that primaryDSN returns, or,
+// when it is nil or returns "", the standby's own primary_conninfo (the
+// orders write the primary's DSN there), so that the primary switches to
+// a new WAL segment and the backup's last segment gets archived.
+func Taker(cfg *config.Config, log *slog.Logger, primaryDSN func() string) TakeFunc {
+	return func(ctx context.Context, repos []repo.Repo, o backup.Options) (*backup.Manifest, error) {
+		recipients, err := keys.Recipients(cfg)
+		if err != nil {
+			return nil, err
+		}
+		standby, conninfo, err := localRole(ctx, cfg.Postgres.DSN)
+		if err != nil {
+			return nil, err
+		}
+		if standby {
+			o.FromStandby = true
+			if primaryDSN != nil {
+				o.PrimaryDSN = primaryDSN()
+			}
+			if o.PrimaryDSN == "" {
+				o.PrimaryDSN = conninfo
+			}
+		}
+		return backup.Take(ctx, backup.Deps{Cfg: cfg, Repos: repos, Recipients: recipients, Log: log}, o)
+	}
+}
+
+// localRole tells whether the server at dsn is in recovery, and its
+// primary_conninfo then ("" when it has none or it cannot be read).
+func localRole(ctx context.Context, dsn string) (bool, string, error) {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return false, "", fmt.Errorf("connecting to the local server (postgres.dsn): %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	var standby bool
+	if err := conn.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&standby); err != nil {
+		return false, "", fmt.Errorf("asking the local server whether it is a standby: %w", err)
+	}
+	if !standby {
+		return false, "", nil
+	}
+	var ci string
+	if err := conn.QueryRow(ctx, "SELECT current_setting('primary_conninfo', true)").Scan(&ci); err != nil {
+		ci = ""
+	}
+	return true, ci, nil
+}
