@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/pgdr/pgdr/agent/agentsock"
+	"github.com/pgdr/pgdr/agent/backuprun"
 	"github.com/pgdr/pgdr/agent/epoch"
 	"github.com/pgdr/pgdr/agent/failsafe"
 	"github.com/pgdr/pgdr/agent/health"
@@ -64,6 +65,8 @@ type Daemon struct {
 	// lclock is the last measurement of the coordinator leader's clock
 	// and the skew, the agent's clock minus the leader's.
 	lclock *leaderclock.Clock
+	// backups carries out the scheduler's backup runs (agent/backuprun).
+	backups *backuprun.Runner
 	// sess is the session with the coordinator leader (agent/session).
 	sess *session.Session
 

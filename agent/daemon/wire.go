@@ -7,6 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/pgdr/pgdr/agent/backuprun"
 	"github.com/pgdr/pgdr/agent/failsafe"
 	"github.com/pgdr/pgdr/agent/health"
 	"github.com/pgdr/pgdr/agent/hooks"
@@ -20,6 +21,7 @@ import (
 	"github.com/pgdr/pgdr/agent/walship"
 	"github.com/pgdr/pgdr/agent/watchdog"
 	"github.com/pgdr/pgdr/pkg/config"
+	"github.com/pgdr/pgdr/pkg/repo"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
 
@@ -125,8 +127,15 @@ func build(cfg *config.Config, shipper *walship.Shipper, log *slog.Logger, opt o
 		Reclone:       d.recloner.Reclone,
 		OpenPromotion: opt.openPromotion,
 	})
+	var repos []repo.Repo
+	if shipper != nil { // tests build daemons without one
+		repos = shipper.Repos()
+	}
+	d.backups = backuprun.New(backuprun.Deps{Cluster: cfg.Cluster, Node: cfg.Node.Name, Repos: repos, Take: backuprun.Taker(cfg, log, nil), Log: log,
+		Completer: backuprun.CompleterFunc(func(ctx context.Context, res *pgdrv1.CommandResult) error { return d.sess.Complete(ctx, res) })})
 	d.sess = session.New(cfg, session.Deps{
 		Executor:    d.orders,
+		Backups:     d.backups,
 		Monitor:     d.monitor,
 		Epoch:       &d.epoch,
 		LeaderClock: d.lclock,

@@ -46,6 +46,14 @@ type Executor interface {
 	Order(ctx context.Context, cmd *pgdrv1.AgentCommand, received time.Time) (string, error)
 }
 
+// Backups carries out the scheduler's backup runs (agent/backuprun.Runner):
+// it answers at once (pending, a repeated run's state, or a refusal) and
+// completes the run later through Session.Complete, so that a backup never
+// holds up the orders behind it.
+type Backups interface {
+	StartAt(ctx context.Context, cmd *pgdrv1.AgentCommand, received time.Time) *pgdrv1.CommandResult
+}
+
 // Monitor is the local health loop (agent/monitor.Monitor): the latest
 // report, a round of checks at once, the signal of a newer report, and the
 // note of a command's receipt that the next reports echo.
@@ -83,6 +91,7 @@ type Watchdog interface {
 // Deps is what the session needs from the rest of the agent.
 type Deps struct {
 	Executor    Executor
+	Backups     Backups // nil: Backup orders are refused
 	Monitor     Monitor
 	Epoch       Epoch
 	LeaderClock LeaderClock
@@ -475,6 +484,13 @@ func (s *Session) carryOut(ctx, runCtx context.Context, cmd *pgdrv1.AgentCommand
 			res.Ok = true
 			log.Info("order carried out", "order", orders.Name(cmd), "output", out)
 		}
+	case *pgdrv1.AgentCommand_Backup:
+		if s.deps.Backups == nil {
+			res.Error = "this agent does not carry out backup runs"
+			break
+		}
+		res = s.deps.Backups.StartAt(runCtx, cmd, received)
+		log.Info("backup run ordered", "run", k.Backup.GetRunId(), "tier", k.Backup.GetTier(), "pending", res.GetPending(), "error", res.GetError())
 	default:
 		res.Error = fmt.Sprintf("unknown command %T", k)
 	}
