@@ -343,7 +343,8 @@ Exit 0: nothing to repair, or repaired.`, true).withJSON()
 		log.Error("wal-repair", "err", err)
 		return ExitFailure
 	}
-	v, err := sh.Inspect(ctx, path)
+	rp := sh.Repairer()
+	v, err := rp.Inspect(ctx, path)
 	if err != nil {
 		log.Error("wal-repair", "err", err)
 		return ExitFailure
@@ -370,7 +371,7 @@ Exit 0: nothing to repair, or repaired.`, true).withJSON()
 		}
 		return ExitFailure
 	}
-	done, err := sh.Repair(ctx, path, *force)
+	done, err := rp.Repair(ctx, path, *force)
 	for _, r := range done {
 		if !*f.jsonOut {
 			fmt.Fprintf(e.stdout, "replaced %s in repository %s (the old object is kept as %s)\n", r.Key, r.Repo, r.KeptAs)
@@ -560,7 +561,7 @@ func cmdWalList(ctx context.Context, e env, args []string) int {
 		log.Error("wal-list", "err", err)
 		return ExitFailure
 	}
-	ls, err := sh.List(ctx)
+	ls, err := sh.Lister().List(ctx)
 	if err != nil {
 		log.Error("wal-list", "err", err)
 		return ExitFailure
@@ -645,7 +646,7 @@ func cmdWalVerify(ctx context.Context, e env, args []string) int {
 		log.Error("wal-verify", "err", err)
 		return ExitFailure
 	}
-	res, err := sh.Verify(ctx, *parallel, progressTo(e, *showProgress))
+	res, err := sh.Lister().Verify(ctx, *parallel, progressTo(e, *showProgress))
 	if err != nil {
 		log.Error("wal-verify", "err", err)
 		return ExitFailure

@@ -10,10 +10,7 @@ import (
 	"sync"
 	"syscall"
 
-	"filippo.io/age"
-
 	"github.com/pgdr/pgdr/pkg/fsutil"
-	"github.com/pgdr/pgdr/pkg/keys"
 	"github.com/pgdr/pgdr/pkg/repo"
 	"github.com/pgdr/pgdr/pkg/storage"
 	"github.com/pgdr/pgdr/pkg/wal"
@@ -26,19 +23,6 @@ var ErrNotInArchive = errors.New("not in the archive")
 // PrefetchDir is the directory, inside pg_wal, where segments fetched ahead
 // of restore_command wait, each complete and verified.
 const PrefetchDir = "pgdr_prefetch"
-
-func (s *Shipper) identities() ([]age.Identity, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.idsLoaded {
-		ids, err := keys.Identities(s.cfg)
-		if err != nil {
-			return nil, err
-		}
-		s.ids, s.idsLoaded = ids, true
-	}
-	return s.ids, nil
-}
 
 // Fetch restores the archived file name into dest (as restore_command's %f
 // and %p). It returns an error wrapping ErrNotInArchive only when no
@@ -107,19 +91,7 @@ func (s *Shipper) Fetch(ctx context.Context, name, dest string) error {
 // checkHolds checks, once per process and repository, that r holds the
 // cluster's record (repo.CheckClusterInfo).
 func (s *Shipper) checkHolds(ctx context.Context, r repo.Repo) error {
-	s.mu.Lock()
-	ok := s.holdsOK[r.Name]
-	s.mu.Unlock()
-	if ok {
-		return nil
-	}
-	if err := repo.CheckClusterInfo(ctx, r, s.cfg.Cluster); err != nil {
-		return err
-	}
-	s.mu.Lock()
-	s.holdsOK[r.Name] = true
-	s.mu.Unlock()
-	return nil
+	return s.holdsOK.check(r.Name, func() error { return repo.CheckClusterInfo(ctx, r, s.cfg.Cluster) })
 }
 
 // checkPrefetched checks that the prefetched file at path is the whole
@@ -167,7 +139,7 @@ func (s *Shipper) fetchFrom(ctx context.Context, r repo.Repo, key, dest string, 
 		return fmt.Errorf("repository %s: reading %s: %w", r.Name, key, err)
 	}
 	defer rc.Close()
-	ids, err := s.identities()
+	ids, err := s.keys.identities()
 	if err != nil {
 		return fmt.Errorf("repository %s: %s: %w", r.Name, key, err)
 	}

@@ -60,15 +60,21 @@ type RepoListing struct {
 	Errors    []string   `json:"errors,omitempty"`
 }
 
+// Lister lists and verifies what the archive holds. Get one from
+// Shipper.Lister.
+type Lister struct {
+	archive
+}
+
 type entry struct {
 	name wal.Name
 	info storage.ObjectInfo
 }
 
-func (s *Shipper) entries(ctx context.Context, r repo.Repo) ([]entry, []string, error) {
+func (l *Lister) entries(ctx context.Context, r repo.Repo) ([]entry, []string, error) {
 	var out []entry
 	var bad []string
-	prefix := repo.WALPrefix(s.cfg.Cluster)
+	prefix := repo.WALPrefix(l.cfg.Cluster)
 	err := r.Store.List(ctx, prefix, func(oi storage.ObjectInfo) error {
 		base := oi.Key[strings.LastIndex(oi.Key, "/")+1:]
 		n, err := wal.ParseName(base)
@@ -86,27 +92,27 @@ func (s *Shipper) entries(ctx context.Context, r repo.Repo) ([]entry, []string, 
 }
 
 // List summarizes each repository's archive per timeline, with gaps.
-func (s *Shipper) List(ctx context.Context) ([]RepoListing, error) {
+func (l *Lister) List(ctx context.Context) ([]RepoListing, error) {
 	var out []RepoListing
-	for _, r := range s.repos {
-		ents, bad, err := s.entries(ctx, r)
+	for _, r := range l.repos {
+		ents, bad, err := l.entries(ctx, r)
 		if err != nil {
 			return nil, err
 		}
-		l := RepoListing{Repo: r.Name, URL: r.Store.String(), Objects: len(ents), Errors: bad}
-		l.Timelines, err = s.summarize(ctx, r, ents)
+		rl := RepoListing{Repo: r.Name, URL: r.Store.String(), Objects: len(ents), Errors: bad}
+		rl.Timelines, err = l.summarize(ctx, r, ents)
 		if err != nil {
 			return nil, err
 		}
-		if err := s.forks(ctx, r, ents, l.Timelines); err != nil {
-			l.Errors = append(l.Errors, err.Error())
+		if err := l.forks(ctx, r, ents, rl.Timelines); err != nil {
+			rl.Errors = append(rl.Errors, err.Error())
 		}
-		out = append(out, l)
+		out = append(out, rl)
 	}
 	return out, nil
 }
 
-func (s *Shipper) summarize(ctx context.Context, r repo.Repo, ents []entry) ([]Timeline, error) {
+func (l *Lister) summarize(ctx context.Context, r repo.Repo, ents []entry) ([]Timeline, error) {
 	byTLI := map[uint32]*Timeline{}
 	segs := map[uint32][]wal.Name{}
 	get := func(tli uint32) *Timeline {
@@ -138,7 +144,7 @@ func (s *Shipper) summarize(ctx context.Context, r repo.Repo, ents []entry) ([]T
 		t.Segments = len(ns)
 		if len(ns) > 0 {
 			t.First, t.Last = ns[0].Raw, ns[len(ns)-1].Raw
-			size, err := segmentSize(ctx, r, repo.WALKey(s.cfg.Cluster, ns[0].Raw))
+			size, err := segmentSize(ctx, r, repo.WALKey(l.cfg.Cluster, ns[0].Raw))
 			if err != nil {
 				return nil, err
 			}
@@ -156,7 +162,7 @@ func (s *Shipper) summarize(ctx context.Context, r repo.Repo, ents []entry) ([]T
 // it refuses to choose a timeline (agent/restore/timeline.go). The history
 // files and the parent's segment holding a branch point are read and
 // decrypted, so this needs the identity; without it forks are not checked.
-func (s *Shipper) forks(ctx context.Context, r repo.Repo, ents []entry, tls []Timeline) error {
+func (l *Lister) forks(ctx context.Context, r repo.Repo, ents []entry, tls []Timeline) error {
 	hasHistory := false
 	segSize := uint64(wal.DefaultSegmentSize)
 	for _, t := range tls {
@@ -168,7 +174,7 @@ func (s *Shipper) forks(ctx context.Context, r repo.Repo, ents []entry, tls []Ti
 	if !hasHistory {
 		return nil
 	}
-	ids, err := s.identities()
+	ids, err := l.keys.identities()
 	if err != nil {
 		return fmt.Errorf("timeline forks not checked: the history files cannot be read: %w", err)
 	}
@@ -188,8 +194,8 @@ func (s *Shipper) forks(ctx context.Context, r repo.Repo, ents []entry, tls []Ti
 		if !t.History {
 			continue
 		}
-		key := repo.WALKey(s.cfg.Cluster, wal.HistoryFileName(t.Timeline))
-		b, err := s.readObject(ctx, r, key, ids)
+		key := repo.WALKey(l.cfg.Cluster, wal.HistoryFileName(t.Timeline))
+		b, err := l.readObject(ctx, r, key, ids)
 		if err != nil {
 			return fmt.Errorf("timeline forks not checked: repository %s: %s: %w", r.Name, key, err)
 		}
@@ -222,8 +228,8 @@ func (s *Shipper) forks(ctx context.Context, r repo.Repo, ents []entry, tls []Ti
 			why = append(why, fmt.Sprintf("timeline %s also branches off timeline %d", strings.Join(sib, ", "), e.Timeline))
 		}
 		src := func(ctx context.Context, segNo uint64) (io.ReadCloser, error) {
-			key := repo.WALKey(s.cfg.Cluster, wal.SegmentName(e.Timeline, segNo, segSize))
-			b, err := s.readObject(ctx, r, key, ids)
+			key := repo.WALKey(l.cfg.Cluster, wal.SegmentName(e.Timeline, segNo, segSize))
+			b, err := l.readObject(ctx, r, key, ids)
 			if errors.Is(err, storage.ErrNotFound) {
 				return nil, fmt.Errorf("%s: %w", key, wal.ErrNoSegment)
 			}
@@ -245,13 +251,13 @@ func (s *Shipper) forks(ctx context.Context, r repo.Repo, ents []entry, tls []Ti
 }
 
 // readObject reads, decrypts and verifies one whole archived object.
-func (s *Shipper) readObject(ctx context.Context, r repo.Repo, key string, ids []age.Identity) ([]byte, error) {
+func (l *Lister) readObject(ctx context.Context, r repo.Repo, key string, ids []age.Identity) ([]byte, error) {
 	rc, err := r.Store.Get(ctx, key)
 	if err != nil {
 		return nil, err
 	}
 	defer rc.Close()
-	or, err := s.pool.NewReaderOpts(rc, r.SignedReadOptions(key, ids, true))
+	or, err := l.pool.NewReaderOpts(rc, r.SignedReadOptions(key, ids, true))
 	if err != nil {
 		return nil, err
 	}
@@ -324,22 +330,22 @@ func (v VerifyResult) OK() bool {
 // progressTo, when not nil, receives a progress line every few seconds (the
 // stored bytes read against the repository's total) and a final one, per
 // repository.
-func (s *Shipper) Verify(ctx context.Context, parallel int, progressTo io.Writer) ([]VerifyResult, error) {
+func (l *Lister) Verify(ctx context.Context, parallel int, progressTo io.Writer) ([]VerifyResult, error) {
 	if parallel < 1 {
 		parallel = 1
 	}
-	ids, err := s.identities()
+	ids, err := l.keys.identities()
 	if err != nil {
 		return nil, err
 	}
 	var out []VerifyResult
-	for _, r := range s.repos {
-		ents, bad, err := s.entries(ctx, r)
+	for _, r := range l.repos {
+		ents, bad, err := l.entries(ctx, r)
 		if err != nil {
 			return nil, err
 		}
 		res := VerifyResult{RepoListing: RepoListing{Repo: r.Name, URL: r.Store.String(), Objects: len(ents), Errors: bad}, Failed: []FailedObject{}}
-		res.Timelines, err = s.summarize(ctx, r, ents)
+		res.Timelines, err = l.summarize(ctx, r, ents)
 		if err != nil {
 			res.Errors = append(res.Errors, err.Error())
 		}
@@ -358,7 +364,7 @@ func (s *Shipper) Verify(ctx context.Context, parallel int, progressTo io.Writer
 			go func() {
 				defer wg.Done()
 				defer func() { <-sem }()
-				err := s.verifyObject(ctx, r, e.info.Key, ids, &read)
+				err := l.verifyObject(ctx, r, e.info.Key, ids, &read)
 				mu.Lock()
 				defer mu.Unlock()
 				if err != nil {
@@ -376,13 +382,13 @@ func (s *Shipper) Verify(ctx context.Context, parallel int, progressTo io.Writer
 	return out, nil
 }
 
-func (s *Shipper) verifyObject(ctx context.Context, r repo.Repo, key string, ids []age.Identity, read *atomic.Int64) error {
+func (l *Lister) verifyObject(ctx context.Context, r repo.Repo, key string, ids []age.Identity, read *atomic.Int64) error {
 	rc, err := r.Store.Get(ctx, key)
 	if err != nil {
 		return err
 	}
 	defer rc.Close()
-	or, err := s.pool.NewReaderOpts(&progress.Reader{R: rc, N: read}, r.SignedReadOptions(key, ids, true))
+	or, err := l.pool.NewReaderOpts(&progress.Reader{R: rc, N: read}, r.SignedReadOptions(key, ids, true))
 	if err != nil {
 		return err
 	}

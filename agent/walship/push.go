@@ -42,28 +42,55 @@ const MarkerDir = "pgdr_archive_status"
 
 // Shipper pushes and fetches WAL for one configured node. It is safe for
 // concurrent use; the daemon keeps one for its lifetime so that repository
-// connections stay warm.
+// connections stay warm. Lister lists and verifies the archive, Repairer
+// replaces a conflicting archived copy.
 type Shipper struct {
-	cfg        *config.Config
-	repos      []repo.Repo
+	archive
 	recipients []age.Recipient
-	log        *slog.Logger
-	pool       objstream.Pool // reuses zstd coders across segments in the daemon
 
-	mu        sync.Mutex
-	inflight  map[string]*call
-	sysid     uint64
-	ids       []age.Identity
-	idsLoaded bool // identities are loaded on first read, only where fetches run
-	signer    *objstream.Signer
-	signerOK  bool            // the signing key is loaded on first push, only where pushes run
-	infoOK    map[string]bool // repositories whose cluster record was checked
-	holdsOK   map[string]bool // repositories seen to hold the cluster's record (wal-fetch)
+	pushes  flight
+	infoOK  checkedRepos // repositories whose cluster record was checked
+	holdsOK checkedRepos // repositories seen to hold the cluster's record (wal-fetch)
+}
+
+// flight coalesces concurrent pushes of one file name: a push of a name
+// already being pushed waits for that push's outcome. The zero value is
+// ready to use.
+type flight struct {
+	mu    sync.Mutex
+	calls map[string]*call
 }
 
 type call struct {
 	done chan struct{}
 	err  error
+}
+
+// do runs fn for name unless a run for name is in flight, in which case it
+// waits for that run (or ctx) and returns its error.
+func (f *flight) do(ctx context.Context, name string, fn func() error) error {
+	f.mu.Lock()
+	if c, ok := f.calls[name]; ok {
+		f.mu.Unlock()
+		select {
+		case <-c.done:
+			return c.err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	if f.calls == nil {
+		f.calls = map[string]*call{}
+	}
+	c := &call{done: make(chan struct{})}
+	f.calls[name] = c
+	f.mu.Unlock()
+	c.err = fn()
+	f.mu.Lock()
+	delete(f.calls, name)
+	f.mu.Unlock()
+	close(c.done)
+	return c.err
 }
 
 // New opens the configured repositories and loads the recipients.
@@ -76,9 +103,16 @@ func New(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Shipper, e
 	if err != nil {
 		return nil, err
 	}
-	return &Shipper{cfg: cfg, repos: repos, recipients: rs, log: log,
-		inflight: map[string]*call{}, infoOK: map[string]bool{}, holdsOK: map[string]bool{}}, nil
+	return &Shipper{archive: newArchive(cfg, repos, log), recipients: rs}, nil
 }
+
+// Lister returns the Lister of s's repositories, sharing s's repositories
+// and loaded keys.
+func (s *Shipper) Lister() *Lister { return &Lister{archive: s.archive} }
+
+// Repairer returns the Repairer of s's repositories; it pushes through s,
+// so a repair's push coalesces with s's pushes of the same file.
+func (s *Shipper) Repairer() *Repairer { return &Repairer{archive: s.archive, push: s.pushOne} }
 
 // Repos returns the opened repositories.
 func (s *Shipper) Repos() []repo.Repo { return s.repos }
@@ -188,39 +222,7 @@ func (s *Shipper) PushAhead(ctx context.Context, pgwal string, n int) {
 
 // pushOne pushes one file, coalescing concurrent pushes of the same name.
 func (s *Shipper) pushOne(ctx context.Context, path string) error {
-	name := filepath.Base(path)
-	s.mu.Lock()
-	if c, ok := s.inflight[name]; ok {
-		s.mu.Unlock()
-		select {
-		case <-c.done:
-			return c.err
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	c := &call{done: make(chan struct{})}
-	s.inflight[name] = c
-	s.mu.Unlock()
-	c.err = s.push(ctx, path)
-	s.mu.Lock()
-	delete(s.inflight, name)
-	s.mu.Unlock()
-	close(c.done)
-	return c.err
-}
-
-func (s *Shipper) systemIdentifier() (uint64, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.sysid == 0 {
-		id, err := wal.SystemIdentifier(s.cfg.Postgres.PGData)
-		if err != nil {
-			return 0, err
-		}
-		s.sysid = id
-	}
-	return s.sysid, nil
+	return s.pushes.do(ctx, filepath.Base(path), func() error { return s.push(ctx, path) })
 }
 
 func (s *Shipper) push(ctx context.Context, path string) error {
@@ -234,7 +236,7 @@ func (s *Shipper) push(ctx context.Context, path string) error {
 	if err != nil {
 		return fmt.Errorf("wal-push: %w", err)
 	}
-	sysid, err := s.systemIdentifier()
+	sysid, err := s.sysid.get()
 	if err != nil {
 		return err
 	}
@@ -243,7 +245,7 @@ func (s *Shipper) push(ctx context.Context, path string) error {
 			return err
 		}
 	}
-	signer, err := s.loadSigner()
+	signer, err := s.keys.loadSigner()
 	if err != nil {
 		return fmt.Errorf("wal-push %s: %w", name, err)
 	}
@@ -282,35 +284,8 @@ func (s *Shipper) push(ctx context.Context, path string) error {
 	return nil
 }
 
-// loadSigner loads the signing key (nil when objects are written
-// unsigned) on first use.
-func (s *Shipper) loadSigner() (*objstream.Signer, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.signerOK {
-		sg, err := keys.Signer(s.cfg)
-		if err != nil {
-			return nil, err
-		}
-		s.signer, s.signerOK = sg, true
-	}
-	return s.signer, nil
-}
-
 func (s *Shipper) ensureInfo(ctx context.Context, r repo.Repo, sysid uint64) error {
-	s.mu.Lock()
-	ok := s.infoOK[r.Name]
-	s.mu.Unlock()
-	if ok {
-		return nil
-	}
-	if err := repo.EnsureClusterInfo(ctx, r, s.cfg.Cluster, sysid); err != nil {
-		return err
-	}
-	s.mu.Lock()
-	s.infoOK[r.Name] = true
-	s.mu.Unlock()
-	return nil
+	return s.infoOK.check(r.Name, func() error { return repo.EnsureClusterInfo(ctx, r, s.cfg.Cluster, sysid) })
 }
 
 // putIfAbsent stores body under key unless the key exists: an existing

@@ -17,6 +17,14 @@ import (
 	"github.com/pgdr/pgdr/pkg/wal"
 )
 
+// Repairer compares a local WAL file with what the repositories hold under
+// its name and replaces a conflicting archived copy. Get one from
+// Shipper.Repairer.
+type Repairer struct {
+	archive
+	push func(ctx context.Context, path string) error // the Shipper's coalesced push
+}
+
 // Versions is what wal-repair shows: the local file and what every
 // repository holds under its name.
 type Versions struct {
@@ -70,7 +78,7 @@ func (v *Versions) Conflicting() []string {
 
 // Inspect compares the local WAL file at path with what every repository
 // holds under its name. It changes nothing.
-func (s *Shipper) Inspect(ctx context.Context, path string) (*Versions, error) {
+func (rp *Repairer) Inspect(ctx context.Context, path string) (*Versions, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return nil, err
@@ -89,7 +97,7 @@ func (s *Shipper) Inspect(ctx context.Context, path string) (*Versions, error) {
 		Path: abs, Size: int64(len(data)), SHA256: hex.EncodeToString(sum[:]), Ready: readyState(filepath.Dir(abs), name),
 	}}
 	if n.Kind == wal.KindSegment || n.Kind == wal.KindPartial {
-		sysid, err := s.systemIdentifier()
+		sysid, err := rp.sysid.get()
 		if err != nil {
 			return nil, err
 		}
@@ -97,8 +105,8 @@ func (s *Shipper) Inspect(ctx context.Context, path string) (*Versions, error) {
 			v.Local.Problem = err.Error()
 		}
 	}
-	key := repo.WALKey(s.cfg.Cluster, name)
-	for _, r := range s.repos {
+	key := repo.WALKey(rp.cfg.Cluster, name)
+	for _, r := range rp.repos {
 		sv, err := inspectStored(ctx, r, key, int64(len(data)), sum[:])
 		if err != nil {
 			return nil, err
@@ -153,8 +161,8 @@ type Replaced struct {
 // accepts (a whole segment of this cluster under this name) and, unless
 // force, marked ready or done by PostgreSQL; otherwise nothing changes.
 // Each replaced object is first copied to <cluster>/wal-replaced/<name>.<time>.
-func (s *Shipper) Repair(ctx context.Context, path string, force bool) ([]Replaced, error) {
-	v, err := s.Inspect(ctx, path)
+func (rp *Repairer) Repair(ctx context.Context, path string, force bool) ([]Replaced, error) {
+	v, err := rp.Inspect(ctx, path)
 	if err != nil {
 		return nil, err
 	}
@@ -172,8 +180,8 @@ func (s *Shipper) Repair(ctx context.Context, path string, force bool) ([]Replac
 		if !sv.Present || sv.Same {
 			continue
 		}
-		r := s.repos[i]
-		kept := repo.WALReplacedKey(s.cfg.Cluster, v.Name, stamp)
+		r := rp.repos[i]
+		kept := repo.WALReplacedKey(rp.cfg.Cluster, v.Name, stamp)
 		if err := copyObject(ctx, r, sv.Key, kept); err != nil {
 			return done, err
 		}
@@ -181,15 +189,15 @@ func (s *Shipper) Repair(ctx context.Context, path string, force bool) ([]Replac
 			return done, fmt.Errorf("repository %s: removing %s (kept as %s): %w", r.Name, sv.Key, kept, err)
 		}
 		done = append(done, Replaced{Repo: r.Name, Key: sv.Key, KeptAs: kept})
-		s.log.Warn("replaced a conflicting archived WAL file", "file", v.Name, "repo", r.Name, "kept_as", kept,
+		rp.log.Warn("replaced a conflicting archived WAL file", "file", v.Name, "repo", r.Name, "kept_as", kept,
 			"stored_sha256", sv.SHA256, "local_sha256", v.Local.SHA256)
 	}
 	if len(done) == 0 {
 		return nil, nil
 	}
-	if err := s.pushOne(ctx, v.Local.Path); err != nil {
+	if err := rp.push(ctx, v.Local.Path); err != nil {
 		return done, fmt.Errorf("wal-repair: the conflicting objects were removed (kept under %s) but pushing the local file failed; run wal-push on it again: %w",
-			repo.WALReplacedPrefix(s.cfg.Cluster), err)
+			repo.WALReplacedPrefix(rp.cfg.Cluster), err)
 	}
 	return done, nil
 }

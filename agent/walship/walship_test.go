@@ -286,7 +286,7 @@ func TestListAndVerifyReportGaps(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	ls, err := f.sh.List(ctx)
+	ls, err := f.sh.Lister().List(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -295,7 +295,7 @@ func TestListAndVerifyReportGaps(t *testing.T) {
 		tl.Gaps[0].From != wal.SegmentName(1, 4, segSize) || tl.Gaps[0].To != wal.SegmentName(1, 5, segSize) {
 		t.Fatalf("listing %+v", tl)
 	}
-	res, err := f.sh.Verify(ctx, 2, nil)
+	res, err := f.sh.Lister().Verify(ctx, 2, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -461,7 +461,7 @@ func TestRepairReplacesAnIncompleteStoredCopy(t *testing.T) {
 		t.Fatalf("archive_command after the hand push: %v, want ErrConflict pointing at wal-repair", err)
 	}
 
-	c, err := f.sh.Inspect(ctx, path)
+	c, err := f.sh.Repairer().Inspect(ctx, path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -479,7 +479,7 @@ func TestRepairReplacesAnIncompleteStoredCopy(t *testing.T) {
 		t.Fatal("Inspect changed the stored object")
 	}
 
-	res, err := f.sh.Repair(ctx, path, false)
+	res, err := f.sh.Repairer().Repair(ctx, path, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -501,10 +501,10 @@ func TestRepairReplacesAnIncompleteStoredCopy(t *testing.T) {
 		t.Fatal("after the repair the archive does not hold the finished segment")
 	}
 	// Nothing left to repair.
-	if c, err := f.sh.Inspect(ctx, path); err != nil || len(c.Conflicting()) != 0 {
+	if c, err := f.sh.Repairer().Inspect(ctx, path); err != nil || len(c.Conflicting()) != 0 {
 		t.Fatalf("after the repair: %+v, %v", c, err)
 	}
-	if res, err := f.sh.Repair(ctx, path, false); err != nil || len(res) != 0 {
+	if res, err := f.sh.Repairer().Repair(ctx, path, false); err != nil || len(res) != 0 {
 		t.Fatalf("second repair: %+v, %v", res, err)
 	}
 }
@@ -537,7 +537,7 @@ func TestRepairRefusesABadLocalFile(t *testing.T) {
 		}},
 	} {
 		c.prep()
-		if _, err := f.sh.Repair(ctx, path, false); err == nil || !strings.Contains(err.Error(), c.says) {
+		if _, err := f.sh.Repairer().Repair(ctx, path, false); err == nil || !strings.Contains(err.Error(), c.says) {
 			t.Fatalf("%s local file: repair returned %v, want an error saying %q", c.what, err, c.says)
 		}
 		what := c.what
@@ -545,7 +545,7 @@ func TestRepairRefusesABadLocalFile(t *testing.T) {
 			t.Fatalf("%s local file: the stored object changed", what)
 		}
 	}
-	if _, err := f.sh.Repair(ctx, path, true); err != nil { // not ready, forced
+	if _, err := f.sh.Repairer().Repair(ctx, path, true); err != nil { // not ready, forced
 		t.Fatalf("forced repair: %v", err)
 	}
 }
@@ -579,7 +579,7 @@ func TestListFlagsForks(t *testing.T) {
 	}
 	list := func() map[uint32]Timeline {
 		t.Helper()
-		ls, err := f.sh.List(ctx)
+		ls, err := f.sh.Lister().List(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
