@@ -80,8 +80,8 @@ func parseRFC3339(t *testing.T, what, s string) time.Time {
 // repository). `pgdrctl backup run --tier daily --wait` (a full tier of
 // the default policy) ends ok on a replica (prefer-standby), and the
 // backup is in the repository with tier daily; then a policy with a tier
-// every 20 s makes scheduled runs that end ok, and no two runs of the
-// cluster overlap (invariant 9).
+// every 20 s makes scheduled runs that end ok, their backups in the
+// repository, and no two runs of the cluster overlap (invariant 9).
 func TestBackupRunRealAgents(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the lab")
@@ -136,23 +136,39 @@ tiers:
 	if out, err := l.ctl("policy", "apply", "-f", policy); err != nil {
 		t.Fatalf("policy apply: %v\n%s", err, out)
 	}
+	// Two scheduled runs ended ok, so that the records show runs one after
+	// the other.
 	var runs []ctl.BackupRunJSON
-	testutil.WaitFor(t, 120*time.Second, "a scheduled run of tier often ended ok", func() (bool, error) {
+	var scheduled []ctl.BackupRunJSON
+	testutil.WaitFor(t, 150*time.Second, "two scheduled runs of tier often ended ok", func() (bool, error) {
 		var err error
 		if runs, err = l.labBackupRuns(); err != nil {
 			return false, err
 		}
+		scheduled = scheduled[:0]
 		var last ctl.BackupRunJSON
 		for _, r := range runs {
 			if r.Tier == "often" {
 				if r.Result == "ok" && strings.HasPrefix(r.RequestedBy, "coordinator:") {
-					return true, nil
+					scheduled = append(scheduled, r)
 				}
 				last = r
 			}
 		}
-		return false, fmt.Errorf("%d runs; last of tier often: %+v", len(runs), last)
+		return len(scheduled) >= 2, fmt.Errorf("%d runs, %d scheduled ok; last of tier often: %+v", len(runs), len(scheduled), last)
 	})
+	inRepo := map[string]labBackup{}
+	for _, b := range l.backupList(t, scheduled[0].Node) {
+		inRepo[b.ID] = b
+	}
+	for _, r := range scheduled {
+		if r.Node != "pg-a2" && r.Node != "pg-b1" {
+			t.Errorf("scheduled run %s ran on %q, want a replica (prefer-standby)", r.ID, r.Node)
+		}
+		if b, ok := inRepo[r.BackupID]; !ok || b.Tier != "often" || b.Type != "full" {
+			t.Errorf("scheduled run %s: backup %q in the repository: %+v, want a full of tier often", r.ID, r.BackupID, b)
+		}
+	}
 
 	// Invariant 9: never two runs of the cluster at once.
 	for i, r := range runs {
