@@ -9,6 +9,7 @@ import (
 
 	"github.com/pgdr/pgdr/agent/backup"
 	"github.com/pgdr/pgdr/pkg/config"
+	"github.com/pgdr/pgdr/pkg/conninfo"
 	"github.com/pgdr/pgdr/pkg/keys"
 	"github.com/pgdr/pgdr/pkg/repo"
 )
@@ -20,7 +21,8 @@ import (
 // asked whether it is a standby first: a standby is backed up with
 // FromStandby, and with the primary's DSN that primaryDSN returns, or,
 // when it is nil or returns "", the standby's own primary_conninfo (the
-// orders write the primary's DSN there), so that the primary switches to
+// orders write the primary's DSN there; conninfo.ForPgx drops what only
+// libpq knows), so that the primary switches to
 // a new WAL segment and the backup's last segment gets archived.
 func Taker(cfg *config.Config, log *slog.Logger, primaryDSN func() string) TakeFunc {
 	return func(ctx context.Context, repos []repo.Repo, o backup.Options) (*backup.Manifest, error) {
@@ -28,7 +30,7 @@ func Taker(cfg *config.Config, log *slog.Logger, primaryDSN func() string) TakeF
 		if err != nil {
 			return nil, err
 		}
-		standby, conninfo, err := localRole(ctx, cfg.Postgres.DSN)
+		standby, primaryConninfo, err := localRole(ctx, cfg.Postgres.DSN)
 		if err != nil {
 			return nil, err
 		}
@@ -38,7 +40,9 @@ func Taker(cfg *config.Config, log *slog.Logger, primaryDSN func() string) TakeF
 				o.PrimaryDSN = primaryDSN()
 			}
 			if o.PrimaryDSN == "" {
-				o.PrimaryDSN = conninfo
+				// Written by libpq tools (pg_basebackup -R) it may hold
+				// keywords pgx would send to the primary, which refuses them.
+				o.PrimaryDSN = conninfo.ForPgx(primaryConninfo)
 			}
 		}
 		return backup.Take(ctx, backup.Deps{Cfg: cfg, Repos: repos, Recipients: recipients, Log: log}, o)

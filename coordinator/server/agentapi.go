@@ -447,7 +447,9 @@ func (a *agentAPI) CompleteCommand(ctx context.Context, r *pgdrv1.CommandResult)
 	r.Output = clipText(r.Output, maxResultText)
 	a.s.hub.complete(r)
 	a.s.answerBackup(ctx, r)
-	if !r.Ok {
+	// A pending answer (a Backup order accepted, its result to come) is
+	// no failure.
+	if !r.Ok && !r.Pending {
 		a.s.log.Warn("agent command failed", "cluster", r.Cluster, "node", r.Node, "id", r.Id, "err", r.Error)
 	}
 	return &pgdrv1.CommandResultAck{}, nil

@@ -57,16 +57,82 @@ func WithoutPassword(dsn string) string {
 		}
 		return u.String()
 	}
+	pairs, ok := split(dsn)
+	if !ok {
+		return ""
+	}
 	var out []string
+	for _, p := range pairs {
+		if p.key != "password" {
+			out = append(out, p.text)
+		}
+	}
+	return strings.Join(out, " ")
+}
+
+// libpqOnly are libpq connection keywords that pgx does not know: pgx
+// sends an unknown keyword to the server as a startup parameter, which the
+// server refuses ("unrecognized configuration parameter"), so a
+// connection string libpq wrote (pg_basebackup -R writes sslcompression,
+// ssl_min_protocol_version, gssencmode, ... into primary_conninfo) fails in
+// pgx as it is. Each only tunes how libpq connects; dropping it keeps the
+// destination and the credentials.
+var libpqOnly = map[string]bool{
+	"fallback_application_name": true, "keepalives": true, "keepalives_idle": true,
+	"keepalives_interval": true, "keepalives_count": true, "tcp_user_timeout": true,
+	"sslcompression": true, "sslcrl": true, "sslcrldir": true, "ssl_min_protocol_version": true,
+	"ssl_max_protocol_version": true, "requirepeer": true, "gssencmode": true, "gsslib": true,
+	"gssdelegation": true, "load_balance_hosts": true, "sslkeylogfile": true,
+}
+
+// ForPgx returns a libpq connection string in key=value form (as in
+// primary_conninfo) that pgx can use: without the keywords only libpq
+// knows (see libpqOnly), and with hostaddr as host when there is no host
+// (pgx has no hostaddr; with a host, hostaddr only skips the name lookup
+// and is dropped). A URL, or what does not parse, is returned unchanged.
+func ForPgx(dsn string) string {
+	t := strings.TrimSpace(dsn)
+	if strings.HasPrefix(t, "postgres://") || strings.HasPrefix(t, "postgresql://") {
+		return dsn
+	}
+	pairs, ok := split(t)
+	if !ok {
+		return dsn
+	}
+	hasHost := false
+	for _, p := range pairs {
+		hasHost = hasHost || p.key == "host"
+	}
+	var out []string
+	for _, p := range pairs {
+		switch {
+		case libpqOnly[p.key]:
+		case p.key == "hostaddr" && !hasHost:
+			out = append(out, "host="+p.value)
+		case p.key == "hostaddr":
+		default:
+			out = append(out, p.text)
+		}
+	}
+	return strings.Join(out, " ")
+}
+
+// pair is one key=value of a connection string: text is it as written
+// (value quoted as it was), value the raw value text after '='.
+type pair struct{ key, value, text string }
+
+// split parses key=value pairs (values may be quoted with ' and escaped
+// with \); ok is false when dsn does not parse.
+func split(dsn string) (pairs []pair, ok bool) {
 	rest := dsn
 	for {
 		rest = strings.TrimLeft(rest, " \t\n\r")
 		if rest == "" {
-			break
+			return pairs, true
 		}
 		eq := strings.IndexByte(rest, '=')
 		if eq <= 0 {
-			return ""
+			return nil, false
 		}
 		key := strings.TrimSpace(rest[:eq])
 		rest = strings.TrimLeft(rest[eq+1:], " \t\n\r")
@@ -83,23 +149,17 @@ func WithoutPassword(dsn string) string {
 				}
 			}
 			if !closed {
-				return ""
+				return nil, false
 			}
-			pair := key + "=" + rest[:i+1]
+			pairs = append(pairs, pair{key: key, value: rest[:i+1], text: key + "=" + rest[:i+1]})
 			rest = rest[i+1:]
-			if key != "password" {
-				out = append(out, pair)
-			}
 			continue
 		}
 		end := strings.IndexAny(rest, " \t\n\r")
 		if end < 0 {
 			end = len(rest)
 		}
-		if key != "password" {
-			out = append(out, key+"="+rest[:end])
-		}
+		pairs = append(pairs, pair{key: key, value: rest[:end], text: key + "=" + rest[:end]})
 		rest = rest[end:]
 	}
-	return strings.Join(out, " ")
 }

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 func TestCheck(t *testing.T) {
@@ -42,6 +44,40 @@ func TestWithoutPassword(t *testing.T) {
 	} {
 		if got := WithoutPassword(in); got != want {
 			t.Errorf("WithoutPassword(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestForPgx(t *testing.T) {
+	// What pg_basebackup -R (PostgreSQL 15) writes into primary_conninfo.
+	basebackup := "user=postgres passfile='/var/lib/postgresql/.pgpass' channel_binding=prefer host=127.0.0.1 port=28941 sslmode=prefer " +
+		"sslcompression=0 sslcertmode=allow sslsni=1 ssl_min_protocol_version=TLSv1.2 gssencmode=prefer krbsrvname=postgres " +
+		"gssdelegation=0 target_session_attrs=any load_balance_hosts=disable application_name=pg-a2"
+	for in, want := range map[string]string{
+		basebackup: "user=postgres passfile='/var/lib/postgresql/.pgpass' channel_binding=prefer host=127.0.0.1 port=28941 sslmode=prefer " +
+			"sslcertmode=allow sslsni=1 krbsrvname=postgres target_session_attrs=any application_name=pg-a2",
+		"hostaddr=10.0.0.1 port=5432 password='a b\\' c'": "host=10.0.0.1 port=5432 password='a b\\' c'",
+		"host=db hostaddr=10.0.0.1 keepalives_idle=30":    "host=db",
+		"host=h application_name='pgdr agent'":            "host=h application_name='pgdr agent'",
+		"postgres://u@h/db?sslcompression=0":              "postgres://u@h/db?sslcompression=0",
+		"host=h password='unterminated sslcompression=0":  "host=h password='unterminated sslcompression=0",
+		"": "",
+	} {
+		got := ForPgx(in)
+		if got != want {
+			t.Errorf("ForPgx(%q) = %q, want %q", in, got, want)
+		}
+		if want != in && !strings.HasPrefix(in, "host=h password='unterm") {
+			pc, err := pgconn.ParseConfig(got)
+			if err != nil {
+				t.Errorf("pgconn.ParseConfig(%q): %v", got, err)
+				continue
+			}
+			for k := range pc.RuntimeParams {
+				if k != "application_name" {
+					t.Errorf("ForPgx(%q) leaves %s, which pgx sends to the server", in, k)
+				}
+			}
 		}
 	}
 }
