@@ -214,6 +214,13 @@ func (r *Runner) tickCluster(ctx context.Context, name string) error {
 // repeat with the state of the run it has), so a repeat of an order that
 // did arrive starts nothing. A repeat that cannot be written is left for
 // the next tick of a later leadership, or the timeout.
+//
+// The repeat carries only what is left of the run's timeout (its start +
+// timeout − now), since the agent counts an order's timeout from its
+// arrival: with the tier's whole timeout a late repeat would still run
+// after this leader recorded the run timed out and started another one,
+// maybe on another node (invariant 9). A run with nothing left is not
+// ordered again but recorded timed out.
 func (r *Runner) resend(ctx context.Context, c *pgdrv1.Cluster) error {
 	if c.GetPolicy().GetPaused() {
 		return nil // paused: no order goes out
@@ -222,21 +229,38 @@ func (r *Runner) resend(ctx context.Context, c *pgdrv1.Cluster) error {
 		if run.GetResult() != "" || run.GetAcceptedAt() != nil || r.ordered[run.GetId()] {
 			continue
 		}
+		now := r.cfg.Now()
+		timeout := time.Duration(run.GetTimeoutMs()) * time.Millisecond
+		if timeout > 0 {
+			// Whole milliseconds, rounded down: the order never outlasts
+			// the run's timeout.
+			left := run.GetStartedAt().AsTime().Add(timeout).Sub(now).Truncate(time.Millisecond)
+			if left <= 0 {
+				why := fmt.Sprintf("%s: nothing left of its timeout of %s to order it again after a change of leader (not accepted by its agent)",
+					describe(RunOf(run), now), duration.Format(timeout))
+				r.log.Warn("backup run timed out", "cluster", c.GetName(), "run", run.GetId(), "tier", run.GetTier(),
+					"node", run.GetNode(), "reason", why)
+				return r.record(ctx, r.actor(), c.GetName(), &pgdrv1.BackupRunResult{Id: run.GetId(), Result: ResultTimeout,
+					Error: "no result within the timeout: " + why})
+			}
+			timeout = left
+		}
 		r.ordered[run.GetId()] = true
 		r.log.Info("ordering again a backup run in flight that a previous leader ordered", "cluster", c.GetName(),
-			"run", run.GetId(), "tier", run.GetTier(), "node", run.GetNode())
-		return r.cfg.Server.Order(ctx, r.order(c, run))
+			"run", run.GetId(), "tier", run.GetTier(), "node", run.GetNode(), "timeout_left", duration.Format(timeout))
+		return r.cfg.Server.Order(ctx, r.order(c, run, timeout))
 	}
 	return nil
 }
 
-// order is the Backup order of run.
-func (r *Runner) order(c *pgdrv1.Cluster, run *pgdrv1.BackupRun) *pgdrv1.AgentCommand {
+// order is the Backup order of run, with timeout (the run's whole
+// timeout for its first order, what is left of it for a repeat).
+func (r *Runner) order(c *pgdrv1.Cluster, run *pgdrv1.BackupRun, timeout time.Duration) *pgdrv1.AgentCommand {
 	now := r.cfg.Now()
 	return &pgdrv1.AgentCommand{Id: run.GetId(), Cluster: c.GetName(), Node: run.GetNode(), Epoch: c.GetEpoch(),
 		IssuedAt: timestamppb.New(now), Deadline: timestamppb.New(now.Add(r.cfg.StartBudget)),
 		Kind: &pgdrv1.AgentCommand_Backup{Backup: &pgdrv1.Backup{RunId: run.GetId(), Tier: run.GetTier(), Type: run.GetType(),
-			Repositories: slices.Clone(run.GetRepositories()), TimeoutMs: run.GetTimeoutMs()}}}
+			Repositories: slices.Clone(run.GetRepositories()), TimeoutMs: timeout.Milliseconds()}}}
 }
 
 // start records d's intent (or skipped slot) and, for a Start, orders the
@@ -260,7 +284,7 @@ func (r *Runner) start(ctx context.Context, c *pgdrv1.Cluster, d Decision, actor
 		return run, nil
 	}
 	r.ordered[run.Id] = true
-	if err := r.cfg.Server.Order(ctx, r.order(c, run)); err != nil {
+	if err := r.cfg.Server.Order(ctx, r.order(c, run, time.Duration(run.GetTimeoutMs())*time.Millisecond)); err != nil {
 		run.Result, run.Error = ResultFailed, "order not sent: "+err.Error()
 		if rerr := r.record(ctx, actor, name, &pgdrv1.BackupRunResult{Id: run.Id, Result: ResultFailed, Error: run.Error}); rerr != nil {
 			return run, errors.Join(err, rerr)
