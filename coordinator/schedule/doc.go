@@ -61,7 +61,7 @@
 // records an answer to a run in flight; a new leader orders again, once,
 // an inherited run the agent has not accepted (Backup orders are
 // idempotent by run id) with only what is left of its timeout (start +
-// timeout − now; the agent counts it from the order's arrival), or
-// records it timed out when nothing is left; and Decide cancels a run
-// past its timeout.
+// timeout − now; the agent counts it from the order's arrival), and not
+// at all when nothing is left; and Decide cancels a run past its timeout
+// and the grace.
 package schedule

@@ -220,7 +220,10 @@ func (r *Runner) tickCluster(ctx context.Context, name string) error {
 // arrival: with the tier's whole timeout a late repeat would still run
 // after this leader recorded the run timed out and started another one,
 // maybe on another node (invariant 9). A run with nothing left is not
-// ordered again but recorded timed out.
+// ordered again: Decide records it timed out once the grace has passed
+// too, as for any run past its timeout (its agent may have the first
+// order after all, its acceptance lost with the old leader, and still be
+// cleaning up).
 func (r *Runner) resend(ctx context.Context, c *pgdrv1.Cluster) error {
 	if c.GetPolicy().GetPaused() {
 		return nil // paused: no order goes out
@@ -236,12 +239,10 @@ func (r *Runner) resend(ctx context.Context, c *pgdrv1.Cluster) error {
 			// the run's timeout.
 			left := run.GetStartedAt().AsTime().Add(timeout).Sub(now).Truncate(time.Millisecond)
 			if left <= 0 {
-				why := fmt.Sprintf("%s: nothing left of its timeout of %s to order it again after a change of leader (not accepted by its agent)",
-					describe(RunOf(run), now), duration.Format(timeout))
-				r.log.Warn("backup run timed out", "cluster", c.GetName(), "run", run.GetId(), "tier", run.GetTier(),
-					"node", run.GetNode(), "reason", why)
-				return r.record(ctx, r.actor(), c.GetName(), &pgdrv1.BackupRunResult{Id: run.GetId(), Result: ResultTimeout,
-					Error: "no result within the timeout: " + why})
+				r.ordered[run.GetId()] = true
+				r.log.Info("not ordering again a backup run in flight that a previous leader ordered: nothing is left of its timeout; it is recorded timed out after the grace",
+					"cluster", c.GetName(), "run", run.GetId(), "tier", run.GetTier(), "node", run.GetNode(), "timeout", duration.Format(timeout))
+				continue
 			}
 			timeout = left
 		}
