@@ -26,6 +26,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/pgdr/pgdr/pkg/config"
+	"github.com/pgdr/pgdr/pkg/conninfo"
 	"github.com/pgdr/pgdr/pkg/keys"
 	"github.com/pgdr/pgdr/pkg/objstream"
 	"github.com/pgdr/pgdr/pkg/pgcontrol"
@@ -149,7 +150,8 @@ func Take(ctx context.Context, d Deps, o Options) (*Manifest, error) {
 	log := d.Log
 	conn, err := pgx.Connect(ctx, d.Cfg.Postgres.DSN)
 	if err != nil {
-		return nil, fmt.Errorf("connecting to %s: %w", d.Cfg.Postgres.DSN, err)
+		// Never the password: the error ends up in run records and logs.
+		return nil, fmt.Errorf("connecting to %s: %w", conninfo.WithoutPassword(d.Cfg.Postgres.DSN), err)
 	}
 	defer conn.Close(context.Background())
 	srv, err := inspect(ctx, conn)

@@ -13,6 +13,7 @@ import (
 	"github.com/pgdr/pgdr/agent/backup"
 	"github.com/pgdr/pgdr/pkg/duration"
 	"github.com/pgdr/pgdr/pkg/repo"
+	"github.com/pgdr/pgdr/pkg/tiername"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
 
@@ -275,8 +276,10 @@ func (r *Runner) check(b *pgdrv1.Backup) ([]repo.Repo, error) {
 	default:
 		return nil, fmt.Errorf("%w: run %s: type %q: want full, diff or incr", ErrBadOrder, id, clip(b.GetType()))
 	}
-	if !validTier(b.GetTier()) {
-		return nil, fmt.Errorf("%w: run %s: tier %q: want 1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit", ErrBadOrder, id, clip(b.GetTier()))
+	if !tiername.Valid(b.GetTier()) {
+		// The manifest records the tier, and expire --keep-tier must be
+		// able to name it.
+		return nil, fmt.Errorf("%w: run %s: tier %q: want %s (rename the tier in the cluster's backup policy)", ErrBadOrder, id, clip(b.GetTier()), tiername.Rule)
 	}
 	if b.GetTimeoutMs() <= 0 {
 		return nil, fmt.Errorf("%w: run %s: timeout_ms %d: a backup run must have a timeout", ErrBadOrder, id, b.GetTimeoutMs())
@@ -459,22 +462,6 @@ func names(rs []repo.Repo) []string {
 		out[i] = rp.Name
 	}
 	return out
-}
-
-// validTier is the coordinators' name alphabet (fsm.ValidName), which
-// policy tier names follow.
-func validTier(s string) bool {
-	if len(s) == 0 || len(s) > 63 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		ch := s[i]
-		alnum := ch >= 'a' && ch <= 'z' || ch >= 'A' && ch <= 'Z' || ch >= '0' && ch <= '9'
-		if !alnum && (i == 0 || ch != '.' && ch != '_' && ch != '-') {
-			return false
-		}
-	}
-	return true
 }
 
 // clip shortens a value quoted in an error.

@@ -288,6 +288,9 @@ func TestBadOrdersRefused(t *testing.T) {
 		{"no timeout", order("run1", "full", 0), "must have a timeout"},
 		{"no run id", order("", "full", time.Hour), "run id"},
 		{"not a backup", &pgdrv1.AgentCommand{Id: "x", Kind: &pgdrv1.AgentCommand_Ping{Ping: &pgdrv1.Ping{}}}, "not a backup order"},
+		// Tier names are what expire --keep-tier can name (pkg/tiername).
+		{"upper-case tier", withTier(order("run1", "full", time.Hour), "Weekly"), `tier "Weekly": want lower-case letters`},
+		{"dot in tier", withTier(order("run1", "full", time.Hour), "db.daily"), `tier "db.daily": want lower-case letters`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -468,4 +471,10 @@ func TestExpiredOrderRefused(t *testing.T) {
 		t.Fatalf("answer within the budget = %v, want pending", res)
 	}
 	h.take.waitStarted(t)
+}
+
+// withTier is cmd, a Backup order, for tier.
+func withTier(cmd *pgdrv1.AgentCommand, tier string) *pgdrv1.AgentCommand {
+	cmd.GetBackup().Tier = tier
+	return cmd
 }

@@ -144,3 +144,21 @@ func TestRealTimeoutLeavesNoBackup(t *testing.T) {
 		t.Fatalf("objects left by the cancelled backup: %v", left)
 	}
 }
+
+// TestTakerErrorHidesPassword: a Taker that cannot reach the local server
+// fails without the DSN's password in its error (the run's result, which
+// the leader records in Raft).
+func TestTakerErrorHidesPassword(t *testing.T) {
+	port := testutil.FreePort(t) // nothing listens there
+	cfg := &config.Config{Encryption: config.Encryption{Disabled: true}}
+	cfg.Postgres.DSN = fmt.Sprintf("host=127.0.0.1 port=%d user=backup password=secret dbname=postgres sslmode=disable connect_timeout=10", port)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := Taker(cfg, slog.New(slog.DiscardHandler), nil)(ctx, nil, backup.Options{})
+	if err == nil {
+		t.Fatal("the Taker connected to a closed port")
+	}
+	if strings.Contains(err.Error(), "secret") {
+		t.Fatalf("the error shows the DSN's password: %v", err)
+	}
+}

@@ -19,6 +19,7 @@ import (
 	"github.com/pgdr/pgdr/pkg/keys"
 	"github.com/pgdr/pgdr/pkg/objstream"
 	"github.com/pgdr/pgdr/pkg/repo"
+	"github.com/pgdr/pgdr/pkg/tiername"
 	"github.com/pgdr/pgdr/pkg/wal"
 )
 
@@ -74,8 +75,8 @@ repository must stay readable by archive_command), unless --allow-other-user.`, 
 		fmt.Fprintf(e.stderr, "pgdr-agent backup: --checksum %q: want blake3 or sha256\n", *checksum)
 		return ExitUsage
 	}
-	if *tierName != "" && !tierRE.MatchString(*tierName) {
-		fmt.Fprintf(e.stderr, "pgdr-agent backup: --tier %q: want lower-case letters, digits, - and _ (at most 63)\n", *tierName)
+	if *tierName != "" && !tiername.Valid(*tierName) {
+		fmt.Fprintf(e.stderr, "pgdr-agent backup: --tier %q: want %s\n", *tierName, tiername.Rule)
 		return ExitUsage
 	}
 	if *maxRate < 0 {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -16,10 +15,8 @@ import (
 	"github.com/pgdr/pgdr/pkg/duration"
 	"github.com/pgdr/pgdr/pkg/keys"
 	"github.com/pgdr/pgdr/pkg/repo"
+	"github.com/pgdr/pgdr/pkg/tiername"
 )
-
-// tierRE is what a tier name may be.
-var tierRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
 
 // durationFlag is a flag.Value taking expire.ParseDuration's forms.
 type durationFlag struct {
@@ -57,8 +54,8 @@ func (t tierRules) String() string {
 
 func (t tierRules) Set(s string) error {
 	name, spec, ok := strings.Cut(s, "=")
-	if !ok || !tierRE.MatchString(name) {
-		return fmt.Errorf("%q: want NAME=COUNT, NAME=AGE or NAME=COUNT,AGE (a tier name is lower-case letters, digits, - and _)", s)
+	if !ok || !tiername.Valid(name) {
+		return fmt.Errorf("%q: want NAME=COUNT, NAME=AGE or NAME=COUNT,AGE (a tier name is %s)", s, tiername.Rule)
 	}
 	if _, dup := t[name]; dup {
 		return fmt.Errorf("tier %s given twice", name)

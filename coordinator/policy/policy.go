@@ -12,6 +12,7 @@ import (
 	_ "time/tzdata"
 
 	"github.com/pgdr/pgdr/pkg/duration"
+	"github.com/pgdr/pgdr/pkg/tiername"
 )
 
 // Tier types.
@@ -181,8 +182,8 @@ func (p Policy) Validate(o Options) error {
 		f := fmt.Sprintf("tiers[%d]", i)
 		if t.Name == "" {
 			bad(f+".name", "required")
-		} else if !validName(t.Name) {
-			bad(f+".name", "%q is not a valid name (letters, digits, '.', '_', '-'; at most %d)", clip(t.Name), MaxNameLen)
+		} else if !tiername.Valid(t.Name) {
+			bad(f+".name", "%q is not a valid tier name (%s): the agent's expire --keep-tier names a tier's backups by it", clip(t.Name), tiername.Rule)
 		} else if j, dup := names[t.Name]; dup {
 			bad(f+".name", "%q is also the name of tiers[%d]", t.Name, j)
 		} else {
@@ -309,7 +310,10 @@ func clip(s string) string {
 // repeats it when applying, which must give the same answer on every
 // coordinator; the schedule and time zone checks (a cron library and a
 // zone database, which may differ between binaries or hosts) are the
-// proposing server's, before the command is written.
+// proposing server's, before the command is written. Tier names are
+// held here to the coordinators' name alphabet only, which is wider than
+// Validate's tiername.Valid: a policy the FSM accepted before tier names
+// were narrowed must still apply the same when its log is replayed.
 func (p Policy) CheckBounds() error {
 	var errs []error
 	bad := func(field, format string, a ...any) {

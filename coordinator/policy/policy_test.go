@@ -83,7 +83,16 @@ func TestValidate(t *testing.T) {
 		{name: "diff without full", edit: func(p *Policy) { p.Tiers = p.Tiers[1:] }, field: "tiers[0].type", text: "needs a full tier"},
 		{name: "incr only", edit: func(p *Policy) { p.Tiers = p.Tiers[2:] }, field: "tiers[0].type", text: "needs a full tier"},
 		{name: "duplicate name", edit: func(p *Policy) { p.Tiers[2].Name = "full" }, field: "tiers[2].name", text: "also the name of tiers[0]"},
-		{name: "bad name", edit: func(p *Policy) { p.Tiers[1].Name = "daily backups" }, field: "tiers[1].name", text: "not a valid name"},
+		{name: "bad name", edit: func(p *Policy) { p.Tiers[1].Name = "daily backups" }, field: "tiers[1].name", text: "not a valid tier name"},
+		// Tier names are what pgdr-agent backup --tier and expire --keep-tier
+		// accept, so that expiry can name every tier's manifests.
+		{name: "upper-case name", edit: func(p *Policy) { p.Tiers[1].Name = "Weekly" }, field: "tiers[1].name", text: "not a valid tier name"},
+		{name: "dot in name", edit: func(p *Policy) { p.Tiers[0].Name = "db.daily" }, field: "tiers[0].name", text: "not a valid tier name"},
+		{name: "name starting with '-'", edit: func(p *Policy) { p.Tiers[0].Name = "-daily" }, field: "tiers[0].name", text: "not a valid tier name"},
+		{name: "name too long", edit: func(p *Policy) { p.Tiers[0].Name = strings.Repeat("a", 64) }, field: "tiers[0].name", text: "not a valid tier name"},
+		{name: "name of digits, '_' and '-'", edit: func(p *Policy) { p.Tiers[0].Name = "0db_daily-2" }},
+		{name: "name of 63 characters", edit: func(p *Policy) { p.Tiers[0].Name = strings.Repeat("a", 63) }},
+		{name: "upper-case repo name still accepted", edit: func(p *Policy) { p.Tiers[2].Repos = []string{"S3.eu"} }},
 		{name: "bad type", edit: func(p *Policy) { p.Tiers[1].Type = "differential" }, field: "tiers[1].type", text: "want full, diff or incr"},
 		{name: "negative keep_count", edit: func(p *Policy) { p.Tiers[0].KeepCount = -1 }, field: "tiers[0].keep_count", text: "negative"},
 		{name: "negative keep_age", edit: func(p *Policy) { p.Tiers[1].KeepAge = -Day }, field: "tiers[1].keep_age", text: "negative"},
@@ -124,6 +133,25 @@ func TestValidate(t *testing.T) {
 				t.Fatalf("want %s: ...%s..., got %v", c.field, c.text, err)
 			}
 		})
+	}
+}
+
+// TestCheckBoundsTierNames: the FSM's check keeps the coordinators' wider
+// name alphabet for tier names, so that a policy it accepted before
+// Validate narrowed them still applies when its log is replayed; new
+// policies are held to tiername.Valid by Validate, on the proposer.
+func TestCheckBoundsTierNames(t *testing.T) {
+	p := valid()
+	p.Tiers[0].Name, p.Tiers[1].Name = "Weekly", "db.daily"
+	if err := p.CheckBounds(); err != nil {
+		t.Fatalf("CheckBounds refuses a tier name it accepted before: %v", err)
+	}
+	if err := p.Validate(Options{}); err == nil {
+		t.Fatal("Validate accepts tier names expire --keep-tier cannot name")
+	}
+	p.Tiers[0].Name = "daily backups"
+	if err := p.CheckBounds(); err == nil || !strings.Contains(err.Error(), "tiers[0].name") {
+		t.Fatalf("CheckBounds on a name outside the coordinators' alphabet: %v", err)
 	}
 }
 

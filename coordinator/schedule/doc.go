@@ -60,5 +60,8 @@
 // order that cannot be written ends the run as failed at once. Any leader
 // records an answer to a run in flight; a new leader orders again, once,
 // an inherited run the agent has not accepted (Backup orders are
-// idempotent by run id), and Decide cancels a run past its timeout.
+// idempotent by run id) with only what is left of its timeout (start +
+// timeout − now; the agent counts it from the order's arrival), and not
+// at all when nothing is left; and Decide cancels a run past its timeout
+// and the grace.
 package schedule

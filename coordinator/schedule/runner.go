@@ -214,6 +214,16 @@ func (r *Runner) tickCluster(ctx context.Context, name string) error {
 // repeat with the state of the run it has), so a repeat of an order that
 // did arrive starts nothing. A repeat that cannot be written is left for
 // the next tick of a later leadership, or the timeout.
+//
+// The repeat carries only what is left of the run's timeout (its start +
+// timeout − now), since the agent counts an order's timeout from its
+// arrival: with the tier's whole timeout a late repeat would still run
+// after this leader recorded the run timed out and started another one,
+// maybe on another node (invariant 9). A run with nothing left is not
+// ordered again: Decide records it timed out once the grace has passed
+// too, as for any run past its timeout (its agent may have the first
+// order after all, its acceptance lost with the old leader, and still be
+// cleaning up).
 func (r *Runner) resend(ctx context.Context, c *pgdrv1.Cluster) error {
 	if c.GetPolicy().GetPaused() {
 		return nil // paused: no order goes out
@@ -222,21 +232,36 @@ func (r *Runner) resend(ctx context.Context, c *pgdrv1.Cluster) error {
 		if run.GetResult() != "" || run.GetAcceptedAt() != nil || r.ordered[run.GetId()] {
 			continue
 		}
+		now := r.cfg.Now()
+		timeout := time.Duration(run.GetTimeoutMs()) * time.Millisecond
+		if timeout > 0 {
+			// Whole milliseconds, rounded down: the order never outlasts
+			// the run's timeout.
+			left := run.GetStartedAt().AsTime().Add(timeout).Sub(now).Truncate(time.Millisecond)
+			if left <= 0 {
+				r.ordered[run.GetId()] = true
+				r.log.Info("not ordering again a backup run in flight that a previous leader ordered: nothing is left of its timeout; it is recorded timed out after the grace",
+					"cluster", c.GetName(), "run", run.GetId(), "tier", run.GetTier(), "node", run.GetNode(), "timeout", duration.Format(timeout))
+				continue
+			}
+			timeout = left
+		}
 		r.ordered[run.GetId()] = true
 		r.log.Info("ordering again a backup run in flight that a previous leader ordered", "cluster", c.GetName(),
-			"run", run.GetId(), "tier", run.GetTier(), "node", run.GetNode())
-		return r.cfg.Server.Order(ctx, r.order(c, run))
+			"run", run.GetId(), "tier", run.GetTier(), "node", run.GetNode(), "timeout_left", duration.Format(timeout))
+		return r.cfg.Server.Order(ctx, r.order(c, run, timeout))
 	}
 	return nil
 }
 
-// order is the Backup order of run.
-func (r *Runner) order(c *pgdrv1.Cluster, run *pgdrv1.BackupRun) *pgdrv1.AgentCommand {
+// order is the Backup order of run, with timeout (the run's whole
+// timeout for its first order, what is left of it for a repeat).
+func (r *Runner) order(c *pgdrv1.Cluster, run *pgdrv1.BackupRun, timeout time.Duration) *pgdrv1.AgentCommand {
 	now := r.cfg.Now()
 	return &pgdrv1.AgentCommand{Id: run.GetId(), Cluster: c.GetName(), Node: run.GetNode(), Epoch: c.GetEpoch(),
 		IssuedAt: timestamppb.New(now), Deadline: timestamppb.New(now.Add(r.cfg.StartBudget)),
 		Kind: &pgdrv1.AgentCommand_Backup{Backup: &pgdrv1.Backup{RunId: run.GetId(), Tier: run.GetTier(), Type: run.GetType(),
-			Repositories: slices.Clone(run.GetRepositories()), TimeoutMs: run.GetTimeoutMs()}}}
+			Repositories: slices.Clone(run.GetRepositories()), TimeoutMs: timeout.Milliseconds()}}}
 }
 
 // start records d's intent (or skipped slot) and, for a Start, orders the
@@ -260,7 +285,7 @@ func (r *Runner) start(ctx context.Context, c *pgdrv1.Cluster, d Decision, actor
 		return run, nil
 	}
 	r.ordered[run.Id] = true
-	if err := r.cfg.Server.Order(ctx, r.order(c, run)); err != nil {
+	if err := r.cfg.Server.Order(ctx, r.order(c, run, time.Duration(run.GetTimeoutMs())*time.Millisecond)); err != nil {
 		run.Result, run.Error = ResultFailed, "order not sent: "+err.Error()
 		if rerr := r.record(ctx, actor, name, &pgdrv1.BackupRunResult{Id: run.Id, Result: ResultFailed, Error: run.Error}); rerr != nil {
 			return run, errors.Join(err, rerr)

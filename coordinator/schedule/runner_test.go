@@ -314,3 +314,107 @@ func TestRunnerWarmUp(t *testing.T) {
 		t.Fatalf("first run after the warm-up: %v", run)
 	}
 }
+
+// TestRunnerResendTimeLeft: a run a new leader inherited, not accepted by
+// its agent, is ordered again with only what is left of its timeout
+// (started_at + timeout − now): the agent counts the order's timeout from
+// its arrival, and with the tier's full timeout a late repeat would still
+// run after the leader recorded it timed out and started another run
+// elsewhere — two backups of one cluster at once (invariant 9). When
+// nothing is left the run is not ordered again, and is recorded timed out
+// once the grace has passed too.
+func TestRunnerResendTimeLeft(t *testing.T) {
+	const started = "2026-05-01 10:00:01" // the hourly tier's run, timeout 2h
+	cases := []struct {
+		name string
+		now  string // when the new leader ticks
+		// left: the timeout of the repeat order; 0: no order.
+		left time.Duration
+		// timedOut: the run is recorded timed out (past its timeout and
+		// the grace); else it stays in flight.
+		timedOut bool
+	}{
+		{"at once", started, 2 * time.Hour, false},
+		{"within a minute", "2026-05-01 10:00:31", 2*time.Hour - 30*time.Second, false},
+		{"an hour and a half later", "2026-05-01 11:30:01", 30 * time.Minute, false},
+		{"a millisecond left", "2026-05-01 12:00:00.999", time.Millisecond, false},
+		{"at its timeout", "2026-05-01 12:00:01", 0, false},
+		{"within the grace", "2026-05-01 12:00:30", 0, false},
+		{"past the grace", "2026-05-01 12:01:01", 0, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			l := newFakeLeader(t)
+			p := tiers(hourly)
+			p.UpdatedAt = time.Time{}
+			if err := l.apply("admin:alice", pgdrv1.CommandType_COMMAND_TYPE_SET_BACKUP_POLICY, &pgdrv1.SetBackupPolicy{Cluster: "main", Policy: policy.ToProto(p)}); err != nil {
+				t.Fatal(err)
+			}
+			// The first leader records the intent and dies before the
+			// order goes out.
+			l.set(started)
+			if err := l.Record(ctx, "coordinator:c1", &pgdrv1.RecordBackupRun{Cluster: "main", Phase: &pgdrv1.RecordBackupRun_Intent{
+				Intent: &pgdrv1.BackupRun{Id: "c1-a", Tier: "hourly", Type: "full", Node: "pg-3", TimeoutMs: (2 * time.Hour).Milliseconds()}}}); err != nil {
+				t.Fatal(err)
+			}
+			run := l.last()
+			if run.GetResult() != "" || run.GetAcceptedAt() != nil {
+				t.Fatalf("setup: run %v", run)
+			}
+
+			l.mu.Lock()
+			l.now = atMs(tc.now)
+			l.mu.Unlock()
+			orders := len(l.orders)
+			r2 := l.runner("c2")
+			r2.Tick(ctx)
+			r2.Tick(ctx)
+			// The second tick may start the next run once this one timed
+			// out: look at this one, and at the orders for it.
+			var got *pgdrv1.BackupRun
+			for _, br := range l.runs() {
+				if br.GetId() == run.GetId() {
+					got = br
+				}
+			}
+			var repeats []*pgdrv1.AgentCommand
+			for _, o := range l.orders[orders:] {
+				if o.GetBackup().GetRunId() == run.GetId() {
+					repeats = append(repeats, o)
+				}
+			}
+			switch {
+			case tc.timedOut:
+				if got.GetId() != run.GetId() || got.GetResult() != ResultTimeout || !strings.Contains(got.GetError(), "no result within the timeout") {
+					t.Fatalf("run past its timeout and the grace recorded as %v", got)
+				}
+			case got.GetId() != run.GetId() || got.GetResult() != "":
+				t.Fatalf("run within its timeout or grace recorded as %v", got)
+			}
+			if tc.left == 0 {
+				if len(repeats) != 0 {
+					t.Fatalf("ordered again with nothing left of its timeout: %v", repeats[0])
+				}
+				return
+			}
+			if len(repeats) != 1 {
+				t.Fatalf("%d repeat orders, want one", len(repeats))
+			}
+			o := repeats[0]
+			if o.GetBackup().GetRunId() != run.GetId() || o.GetBackup().GetTimeoutMs() != tc.left.Milliseconds() {
+				t.Fatalf("repeat order carries timeout_ms %d, want %d (what is left of the run's timeout)",
+					o.GetBackup().GetTimeoutMs(), tc.left.Milliseconds())
+			}
+		})
+	}
+}
+
+// atMs is at with optional fractional seconds.
+func atMs(s string) time.Time {
+	t, err := time.Parse("2006-01-02 15:04:05.999", s)
+	if err != nil {
+		panic(err)
+	}
+	return t
+}
