@@ -39,7 +39,7 @@ func (ss schedServer) Cluster(name string) (*pgdrv1.Cluster, []schedule.Member, 
 		return nil, nil, false
 	}
 	var members []schedule.Member
-	for _, cs := range ss.s.clusterStatus(name) {
+	for _, cs := range ss.s.statusOf(c) {
 		for _, ms := range cs.GetMembers() {
 			role := ms.GetRole()
 			members = append(members, schedule.Member{Name: ms.GetName(), Role: role, Healthy: ms.GetHealthy(),

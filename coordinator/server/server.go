@@ -713,6 +713,18 @@ func (s *Server) clusterStatus(only string) []*pgdrv1.ClusterStatus {
 	}, only)
 }
 
+// statusOf is the status of cluster c alone (a copy the caller holds):
+// unlike clusterStatus it copies neither the other clusters nor their
+// members' samples, so that a loop over every cluster (the backup
+// scheduler's tick) costs the clusters' size, not its square.
+func (s *Server) statusOf(c *pgdrv1.Cluster) []*pgdrv1.ClusterStatus {
+	name := c.GetName()
+	return clusterStatus(statusInput{
+		state: &pgdrv1.State{Clusters: map[string]*pgdrv1.Cluster{name: c}}, samples: s.view.snapshotCluster(name), gossip: s.gossipStates(),
+		now: time.Now(), staleAfter: s.cfg.Health.StaleAfter.Duration, primaryLSN: map[string]uint64{name: s.primaryLastLSN(c)},
+	}, name)
+}
+
 func (s *Server) httpHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))

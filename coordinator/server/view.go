@@ -60,6 +60,19 @@ func (v *view) snapshot() map[memberKey]sample {
 	return out
 }
 
+// snapshotCluster is snapshot restricted to cluster's members.
+func (v *view) snapshotCluster(cluster string) map[memberKey]sample {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	out := map[memberKey]sample{}
+	for k, s := range v.samples {
+		if k.cluster == cluster {
+			out[k] = s
+		}
+	}
+	return out
+}
+
 // get returns one member's latest sample.
 func (v *view) get(k memberKey) (sample, bool) {
 	v.mu.Lock()
