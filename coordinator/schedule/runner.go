@@ -246,10 +246,16 @@ func (r *Runner) resend(ctx context.Context, c *pgdrv1.Cluster) error {
 			}
 			timeout = left
 		}
-		r.ordered[run.GetId()] = true
 		r.log.Info("ordering again a backup run in flight that a previous leader ordered", "cluster", c.GetName(),
 			"run", run.GetId(), "tier", run.GetTier(), "node", run.GetNode(), "timeout_left", duration.Format(timeout))
-		return r.cfg.Server.Order(ctx, r.order(c, run, timeout))
+		if err := r.cfg.Server.Order(ctx, r.order(c, run, timeout)); err != nil {
+			// Not written (the agent's stream is not open yet, as right
+			// after a leader change): tried again on the next tick, with
+			// what is then left of the timeout.
+			return err
+		}
+		r.ordered[run.GetId()] = true
+		return nil
 	}
 	return nil
 }
