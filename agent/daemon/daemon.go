@@ -145,8 +145,33 @@ func (d *Daemon) Run(ctx context.Context) error {
 	// Serves the socket until ctx ends; the socket is gone when it returns.
 	g.Go(func() error { return sock.Run(gctx) })
 	err = g.Wait()
+	d.waitBackups(backupStopWait)
 	d.log.Info("agent daemon stopped")
 	return err
+}
+
+// backupStopWait bounds how long a stopping daemon waits for a backup run
+// it was carrying out to clean up (its context is cancelled with Run's:
+// the backup removes what it wrote and its reservation).
+const backupStopWait = time.Minute
+
+// waitBackups waits, at most limit, for the backup runs in progress to end,
+// so that a stopping agent does not cut a backup's clean-up short and
+// leave partial objects in the repositories.
+func (d *Daemon) waitBackups(limit time.Duration) {
+	if d.backups == nil {
+		return
+	}
+	done := make(chan struct{})
+	go func() {
+		d.backups.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(limit):
+		d.log.Warn("stopping without waiting longer for a backup run's clean-up", "waited", limit)
+	}
 }
 
 // EnableWatchdog makes Run start argv (`pgdr-agent watchdog --config F`,
