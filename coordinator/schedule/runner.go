@@ -24,9 +24,12 @@ import (
 type Server interface {
 	// ClusterNames lists the clusters, sorted.
 	ClusterNames() []string
-	// Cluster returns a copy of the replicated cluster and its members as
-	// the leader judges them now; false when it is not known.
-	Cluster(name string) (*pgdrv1.Cluster, []Member, bool)
+	// Cluster returns a copy of the replicated cluster; false when it is
+	// not known.
+	Cluster(name string) (*pgdrv1.Cluster, bool)
+	// Members are c's members as the leader judges them now (its health
+	// view: dearer than Cluster, so asked only where a decision needs it).
+	Members(c *pgdrv1.Cluster) []Member
 	// Record writes rec through Raft as actor; a rejection by the FSM is
 	// an error.
 	Record(ctx context.Context, actor string, rec *pgdrv1.RecordBackupRun) error
@@ -181,11 +184,11 @@ func (r *Runner) actor() string { return "coordinator:" + r.cfg.Name }
 func (r *Runner) tickCluster(ctx context.Context, name string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	c, members, ok := r.cfg.Server.Cluster(name)
+	c, ok := r.cfg.Server.Cluster(name)
 	if !ok {
 		return nil
 	}
-	d := Decide(InputOf(c, members, r.cfg.Now(), r.cfg.Grace))
+	d := Decide(InputOf(c, r.cfg.Server.Members(c), r.cfg.Now(), r.cfg.Grace))
 	log := r.log.With("cluster", name)
 	switch d.Action {
 	case None:
@@ -317,11 +320,11 @@ func (r *Runner) record(ctx context.Context, actor, cluster string, res *pgdrv1.
 func (r *Runner) RunNow(ctx context.Context, cluster, tier, actor string) (*pgdrv1.BackupRun, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	c, members, ok := r.cfg.Server.Cluster(cluster)
+	c, ok := r.cfg.Server.Cluster(cluster)
 	if !ok {
 		return nil, fmt.Errorf("cluster %q is not known", cluster)
 	}
-	d, err := Manual(InputOf(c, members, r.cfg.Now(), r.cfg.Grace), tier)
+	d, err := Manual(InputOf(c, r.cfg.Server.Members(c), r.cfg.Now(), r.cfg.Grace), tier)
 	if err != nil {
 		return nil, err
 	}
@@ -337,7 +340,7 @@ func (r *Runner) RunNow(ctx context.Context, cluster, tier, actor string) (*pgdr
 // A leader that did not send the order records the answer too, so a run
 // survives a change of leader.
 func (r *Runner) Answer(ctx context.Context, res *pgdrv1.CommandResult) (bool, error) {
-	c, _, ok := r.cfg.Server.Cluster(res.GetCluster())
+	c, ok := r.cfg.Server.Cluster(res.GetCluster())
 	if !ok {
 		return false, nil
 	}

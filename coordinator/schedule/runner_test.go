@@ -45,11 +45,12 @@ func (l *fakeLeader) set(now string) {
 
 func (l *fakeLeader) ClusterNames() []string { return []string{"main"} }
 
-func (l *fakeLeader) Cluster(name string) (*pgdrv1.Cluster, []Member, bool) {
-	c, ok := l.f.Cluster(name)
+func (l *fakeLeader) Cluster(name string) (*pgdrv1.Cluster, bool) { return l.f.Cluster(name) }
+
+func (l *fakeLeader) Members(*pgdrv1.Cluster) []Member {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return c, slices.Clone(l.members), ok
+	return slices.Clone(l.members)
 }
 
 func (l *fakeLeader) apply(actor string, typ pgdrv1.CommandType, p proto.Message) error {

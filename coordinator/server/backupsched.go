@@ -33,11 +33,9 @@ func (ss schedServer) ClusterNames() []string {
 	return names
 }
 
-func (ss schedServer) Cluster(name string) (*pgdrv1.Cluster, []schedule.Member, bool) {
-	c, ok := ss.s.fsm.Cluster(name)
-	if !ok {
-		return nil, nil, false
-	}
+func (ss schedServer) Cluster(name string) (*pgdrv1.Cluster, bool) { return ss.s.fsm.Cluster(name) }
+
+func (ss schedServer) Members(c *pgdrv1.Cluster) []schedule.Member {
 	var members []schedule.Member
 	for _, cs := range ss.s.statusOf(c) {
 		for _, ms := range cs.GetMembers() {
@@ -46,7 +44,7 @@ func (ss schedServer) Cluster(name string) (*pgdrv1.Cluster, []schedule.Member, 
 				LagBytes: ms.GetLagBytes(), Connectable: role == RolePrimary || role == RoleReplica, Fenced: role == RoleFenced})
 		}
 	}
-	return c, members, true
+	return members
 }
 
 // Record proposes the run record with ignore_if_unknown: a coordinator
