@@ -185,7 +185,7 @@ func (d *Daemon) EnableWatchdog(argv []string) { d.wd.Enable(argv) }
 // (at once when it passed).
 func (d *Daemon) resumePendingPromotion(ctx context.Context) {
 	if epoch, giveUp, ok := d.guard.Resume(); ok {
-		d.orders.Promoter().Watch(ctx, epoch, ordersGuard{guard: d.guard, clocks: d.readClocks}.giveUp(giveUp), func() {})
+		d.orders.Promoter().Watch(ctx, epoch, giveUp, func() {})
 	}
 }
 

@@ -226,54 +226,15 @@ func (d *Daemon) readClocks() watchdog.Clocks {
 }
 
 // ordersGuard is the promotion guard as the orders use it (orders.Guard):
-// agent/watchdog's give-up times behind orders.GiveUp, judged on clocks.
+// agent/watchdog's Guard, judged on the daemon's clocks (the tests'
+// jumping clocks, or the real ones).
 type ordersGuard struct {
 	guard  *watchdog.Guard
 	clocks func() watchdog.Clocks
 }
 
-func (g ordersGuard) ReadClocks() orders.Reading { return guardReading{g: g, c: g.clocks()} }
-
-func (g ordersGuard) Guard(epoch uint64, giveUp orders.GiveUp) error {
-	return g.guard.Guard(epoch, giveUpTimeOf(giveUp))
-}
-
-func (g ordersGuard) Unguard() { g.guard.Unguard() }
-
-// giveUp is t as the orders see it (nil: no guard).
-func (g ordersGuard) giveUp(t watchdog.GiveUpTime) orders.GiveUp {
-	if t.IsZero() {
-		return nil
-	}
-	return guardGiveUp{clocks: g.clocks, t: t}
-}
-
-// guardReading is one reading of the clocks (orders.Reading).
-type guardReading struct {
-	g ordersGuard
-	c watchdog.Clocks
-}
-
-func (r guardReading) Wall() time.Time { return r.c.Wall }
-
-func (r guardReading) GiveUpAfter(left, leftWall time.Duration) orders.GiveUp {
-	return guardGiveUp{clocks: r.g.clocks, t: watchdog.GiveUpAfter(r.c, left, leftWall)}
-}
-
-// guardGiveUp is a give-up time as the orders see it (orders.GiveUp).
-type guardGiveUp struct {
-	clocks func() watchdog.Clocks
-	t      watchdog.GiveUpTime
-}
-
-func (g guardGiveUp) Passed() bool               { return g.t.Passed(g.clocks()) }
-func (g guardGiveUp) After(o orders.GiveUp) bool { return g.t.After(giveUpTimeOf(o)) }
-func (g guardGiveUp) String() string             { return g.t.String() }
-
-// giveUpTimeOf is the give-up time behind g (zero: none).
-func giveUpTimeOf(g orders.GiveUp) watchdog.GiveUpTime {
-	if gg, ok := g.(guardGiveUp); ok {
-		return gg.t
-	}
-	return watchdog.GiveUpTime{}
+func (g ordersGuard) ReadClocks() watchdog.Clocks { return g.clocks() }
+func (g ordersGuard) Unguard()                    { g.guard.Unguard() }
+func (g ordersGuard) Guard(epoch uint64, giveUp watchdog.GiveUpTime) error {
+	return g.guard.Guard(epoch, giveUp)
 }

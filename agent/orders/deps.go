@@ -11,6 +11,7 @@ import (
 	"github.com/pgdr/pgdr/agent/epoch"
 	"github.com/pgdr/pgdr/agent/leaderclock"
 	"github.com/pgdr/pgdr/agent/pgctl"
+	"github.com/pgdr/pgdr/agent/watchdog"
 	"github.com/pgdr/pgdr/pkg/config"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
@@ -34,36 +35,15 @@ type Failsafe interface {
 	BeginPromote() (done func(), err error)
 }
 
-// GiveUp is a guarded promotion's give-up time on the clocks that count
-// (the promotion guard's): it has passed once any of them reaches it. A
-// nil GiveUp is no guard.
-type GiveUp interface {
-	// Passed reports whether it has passed, on the clocks read now.
-	Passed() bool
-	// After reports whether it is later than o (a later order's guard).
-	After(o GiveUp) bool
-	// String shows it on the wall clock.
-	String() string
-}
-
-// Reading is one reading of the clocks a give-up time is judged on.
-type Reading interface {
-	// Wall is the wall clock alone (no monotonic reading).
-	Wall() time.Time
-	// GiveUpAfter is the give-up time left after this reading on the
-	// monotonic clock and on CLOCK_BOOTTIME, and leftWall after it on the
-	// wall clock.
-	GiveUpAfter(left, leftWall time.Duration) GiveUp
-}
-
 // Guard is the promotion guard: it holds a guarded promotion's give-up
 // time on disk and in the watchdog (settleGiveUp, Promoter.Watch).
 type Guard interface {
 	// ReadClocks reads the clocks a give-up time is judged on.
-	ReadClocks() Reading
+	ReadClocks() watchdog.Clocks
 	// Guard guards a promotion of epoch until giveUp; an error means the
-	// promise cannot be kept: pg_promote must not be called.
-	Guard(epoch uint64, giveUp GiveUp) error
+	// promise cannot be kept: pg_promote must not be called. A zero
+	// giveUp is refused.
+	Guard(epoch uint64, giveUp watchdog.GiveUpTime) error
 	// Unguard ends the guard (lease granted, fenced, or PostgreSQL
 	// stopped).
 	Unguard()

@@ -30,7 +30,8 @@
 // client (the Epoch call), the monitor (CheckNow), the lease (Granted),
 // fencing (Fence, Unfence), the promotion guard, the failsafe and the
 // re-clone, as interfaces or funcs declared here; it imports agent/epoch,
-// agent/leaderclock and agent/pgctl, and no other capability package.
+// agent/leaderclock, agent/pgctl and agent/watchdog (for the give-up time
+// and the clocks it is judged on), and no other capability package.
 //
 // # What it must never do
 //

@@ -13,6 +13,7 @@ import (
 
 	"github.com/pgdr/pgdr/agent/health"
 	"github.com/pgdr/pgdr/agent/pgctl"
+	"github.com/pgdr/pgdr/agent/watchdog"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
 
@@ -28,7 +29,7 @@ type Promoter struct {
 	// it watches; nil: not guarded).
 	mu       sync.Mutex
 	watching bool
-	giveUp   GiveUp
+	giveUp   watchdog.GiveUpTime
 }
 
 // pgPromotion is a promotion over a connection to the local server.
@@ -146,16 +147,16 @@ func (p settlePromise) none() bool { return p.After <= 0 && p.By.IsZero() }
 // bound the window cannot be kept: an error. Without a window (an older
 // coordinator) settle_by, less the safety margin, is taken on the agent's
 // wall clock as before, and counted from now on the other clocks.
-func (x *Promoter) settleGiveUp(epoch uint64, timing orderTiming, cur orderCurrent, settle settlePromise) (GiveUp, error) {
+func (x *Promoter) settleGiveUp(epoch uint64, timing orderTiming, cur orderCurrent, settle settlePromise) (watchdog.GiveUpTime, error) {
 	margin := x.SafetyMargin()
 	c := x.Guard.ReadClocks()
 	if settle.After <= 0 {
-		left := settle.By.Add(-margin).Sub(c.Wall())
+		left := settle.By.Add(-margin).Sub(c.Wall)
 		if left <= 0 {
-			return nil, fmt.Errorf("%w: promote at epoch %d: its settle deadline %s (less the safety margin) has passed",
+			return watchdog.GiveUpTime{}, fmt.Errorf("%w: promote at epoch %d: its settle deadline %s (less the safety margin) has passed",
 				ErrOrderExpired, epoch, settle.By.Format(time.RFC3339Nano))
 		}
-		return c.GiveUpAfter(left, left), nil
+		return watchdog.GiveUpAfter(c, left, left), nil
 	}
 	var sent time.Time
 	if at, ok := timing.sentBefore(); ok {
@@ -167,7 +168,7 @@ func (x *Promoter) settleGiveUp(epoch uint64, timing orderTiming, cur orderCurre
 		}
 	}
 	if sent.IsZero() {
-		return nil, fmt.Errorf("refusing to promote at epoch %d: the order's settle window (%s) cannot be counted: neither its transit time nor the leader's wait for it is known (a coordinator that sends neither its clock nor the wait)",
+		return watchdog.GiveUpTime{}, fmt.Errorf("refusing to promote at epoch %d: the order's settle window (%s) cannot be counted: neither its transit time nor the leader's wait for it is known (a coordinator that sends neither its clock nor the wait)",
 			epoch, settle.After)
 	}
 	// On the monotonic clock from the sending; on the wall clock from the
@@ -177,11 +178,11 @@ func (x *Promoter) settleGiveUp(epoch uint64, timing orderTiming, cur orderCurre
 	left := sent.Add(settle.After - margin).Sub(now)
 	leftWall := sent.Round(0).Add(settle.After - margin).Sub(now.Round(0))
 	if left <= 0 || leftWall <= 0 {
-		return nil, fmt.Errorf("%w: promote at epoch %d: its settle window %s from its sending, less the safety margin %s, has passed",
+		return watchdog.GiveUpTime{}, fmt.Errorf("%w: promote at epoch %d: its settle window %s from its sending, less the safety margin %s, has passed",
 			ErrOrderExpired, epoch, settle.After, margin)
 	}
 	// On the clocks the watcher and the watchdog's heartbeat count with.
-	return c.GiveUpAfter(left, leftWall), nil
+	return watchdog.GiveUpAfter(c, left, leftWall), nil
 }
 
 // promote promotes the local replica at epoch: never a fenced node, never
@@ -193,7 +194,7 @@ func (x *Promoter) settleGiveUp(epoch uint64, timing orderTiming, cur orderCurre
 // guarded until a lease is granted to this node (Deps.Guard,
 // settleGiveUp).
 func (x *Promoter) promote(ctx context.Context, epoch uint64, timing orderTiming, settle settlePromise) (string, error) {
-	var giveUp GiveUp
+	var giveUp watchdog.GiveUpTime
 	if settle.After <= 0 && !settle.By.IsZero() {
 		if _, err := x.settleGiveUp(epoch, timing, orderCurrent{}, settle); err != nil {
 			return "", err
@@ -305,7 +306,7 @@ func (x *Promoter) promote(ctx context.Context, epoch uint64, timing orderTiming
 		pending()
 		return "", fmt.Errorf("%w: pg_promote at epoch %d completed (recovery ended), but reading the new timeline and LSN failed: %v", ErrPromotionPending, epoch, err)
 	}
-	if giveUp != nil {
+	if !giveUp.IsZero() {
 		// Promoted: guarded until a lease is granted (or the give-up time).
 		x.Watch(ctx, epoch, giveUp, func() {})
 	}
@@ -445,9 +446,9 @@ func (x *base) askEpoch(ctx context.Context, id string) (resp *pgdrv1.EpochRespo
 // margin) the promotion stays guarded after it completed, until a lease
 // is granted to this node; at giveUp a node without a granted lease is
 // fenced, whether the promotion completed or not (Deps.Guard).
-func (x *Promoter) Watch(ctx context.Context, epoch uint64, giveUp GiveUp, done func()) {
+func (x *Promoter) Watch(ctx context.Context, epoch uint64, giveUp watchdog.GiveUpTime, done func()) {
 	x.mu.Lock()
-	if giveUp != nil && (x.giveUp == nil || giveUp.After(x.giveUp)) {
+	if !giveUp.IsZero() && (x.giveUp.IsZero() || giveUp.After(x.giveUp)) {
 		x.giveUp = giveUp // the running watcher keeps the latest guard
 	}
 	if x.watching {
@@ -463,25 +464,25 @@ func (x *Promoter) Watch(ctx context.Context, epoch uint64, giveUp GiveUp, done 
 		x.mu.Lock()
 		giveUp = x.giveUp
 		x.mu.Unlock()
-		guarded = giveUp != nil
+		guarded = !giveUp.IsZero()
 	}
 	refresh()
 	go func() {
 		defer func() {
 			x.mu.Lock()
 			x.watching = false
-			again := x.giveUp != nil && ctx.Err() == nil // a guarded order came in meanwhile
+			again := !x.giveUp.IsZero() && ctx.Err() == nil // a guarded order came in meanwhile
 			x.mu.Unlock()
 			done()
 			if again {
-				x.Watch(ctx, x.epoch.Current(), nil, func() {})
+				x.Watch(ctx, x.epoch.Current(), watchdog.GiveUpTime{}, func() {})
 			}
 		}()
 		// settled ends the guard: the node cannot become writable without
 		// a lease any more (fenced, stopped, or granted).
 		settled := func() {
 			x.mu.Lock()
-			x.giveUp = nil
+			x.giveUp = watchdog.GiveUpTime{}
 			x.mu.Unlock()
 			if guarded {
 				x.Guard.Unguard()
@@ -525,7 +526,7 @@ func (x *Promoter) Watch(ctx context.Context, epoch uint64, giveUp GiveUp, done 
 				settled()
 				return
 			}
-			if guarded && giveUp.Passed() {
+			if guarded && giveUp.Passed(x.Guard.ReadClocks()) {
 				if granted() {
 					settled()
 					return
