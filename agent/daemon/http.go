@@ -47,10 +47,12 @@ func (d *Daemon) serveProbe(w http.ResponseWriter, req *http.Request, ep health.
 		}
 		maxLag = v
 	}
-	r := d.monitor.Latest()
+	r, age := d.monitor.LatestAge()
 	body := health.BodyOf(r)
 	code := health.Status(ep, r, maxLag)
-	if r != nil && time.Since(r.GetTime().AsTime()) > monitor.StaleAfter(monitor.Interval(d.cfg.Health.Interval.Duration)) {
+	// Stale on the monotonic clock: a wall clock stepped back must not make
+	// a hung check's old report look fresh.
+	if r != nil && age > monitor.StaleAfter(monitor.Interval(d.cfg.Health.Interval.Duration)) {
 		code = http.StatusServiceUnavailable
 		body.Healthy = false
 		body.Error = fmt.Sprintf("the latest health check is stale (from %s)", body.Time.Format(time.RFC3339))

@@ -69,6 +69,11 @@ type Monitor struct {
 	// never by the wall time in their reports: after the wall clock steps
 	// back, a newer round's report carries an earlier time.
 	begun, latestRound uint64
+	// latestAt is when the latest report's round began, on Deps.Clock
+	// (with its monotonic reading): a report's age is counted from it,
+	// never from the wall time in the report, which a wall clock stepped
+	// back would make look fresh.
+	latestAt time.Time
 	// reported is signalled (without blocking) after every round of checks.
 	reported chan struct{}
 	// echo: the commands received last, which reports name (echo.go).
@@ -94,12 +99,29 @@ func (m *Monitor) Latest() *pgdrv1.HealthReport {
 	return m.latest
 }
 
+// LatestAge returns the most recent report (nil before the first round)
+// and how long ago its round began, on Deps.Clock's monotonic reading.
+// The report must not be modified.
+func (m *Monitor) LatestAge() (*pgdrv1.HealthReport, time.Duration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.latest == nil {
+		return nil, 0
+	}
+	return m.latest, m.deps.Clock().Sub(m.latestAt)
+}
+
 // SetLatest makes r the latest report, without a round of checks and
-// without anything a round publishes (tests).
+// without anything a round publishes (tests). Its age is counted from
+// r.Time as read on the wall clock now.
 func (m *Monitor) SetLatest(r *pgdrv1.HealthReport) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.latest = r
+	now := m.deps.Clock()
+	m.latest, m.latestAt = r, now
+	if r.GetTime() != nil {
+		m.latestAt = now.Add(-now.Round(0).Sub(r.GetTime().AsTime()))
+	}
 	// Rounds begun before it do not replace it; rounds begun after do.
 	m.latestRound = m.begun
 }
@@ -121,7 +143,8 @@ func (m *Monitor) CheckNow(ctx context.Context) *pgdrv1.HealthReport {
 	m.begun++
 	round := m.begun
 	// The checks begin after sampled, on the clock that stamps received
-	// commands: the report names the latest command received by then.
+	// commands: the report names the latest command received by then, and
+	// its age is counted from it (LatestAge).
 	sampled := m.deps.Clock()
 	m.mu.Unlock()
 	r := m.deps.Checker.Check(ctx)
@@ -137,7 +160,7 @@ func (m *Monitor) CheckNow(ctx context.Context) *pgdrv1.HealthReport {
 	// Rounds may overlap (check_now during the loop's round): keep the one
 	// begun last (by number, not by r.Time: see begun).
 	if prev == nil || round > m.latestRound {
-		m.latest, m.latestRound = r, round
+		m.latest, m.latestRound, m.latestAt = r, round, sampled
 		// Under m.mu, so that roles reach the hook in report order;
 		// Observe never blocks.
 		if m.deps.Published != nil {

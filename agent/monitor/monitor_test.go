@@ -157,3 +157,31 @@ func TestCheckNowEchoesOnlyEarlierCommands(t *testing.T) {
 		t.Fatalf("the next round names %q, want %q", r.AfterCommandId, "during")
 	}
 }
+
+// TestLatestAgeIgnoresWallTime: a report's age (the probes' staleness) is
+// counted on the monitor's clock from when its round began, not from the
+// wall time in the report: after the wall clock steps back an hour, a
+// report from a round begun an hour ago (the checks hung since) reads an
+// hour old, and a fresh round's report stamped in the "future" reads fresh.
+func TestLatestAgeIgnoresWallTime(t *testing.T) {
+	t0 := time.Now()
+	now := t0
+	m := New(0, Deps{
+		// The report is stamped by the wall clock an hour behind (stepped
+		// back after the round began).
+		Checker: &fakeChecker{reports: []*pgdrv1.HealthReport{{Time: timestamppb.New(t0.Add(time.Hour))}, {Time: timestamppb.New(t0.Add(-time.Hour))}}},
+		Clock:   func() time.Time { return now },
+	})
+	if r, age := m.LatestAge(); r != nil || age != 0 {
+		t.Fatalf("before the first round: %v, %s", r, age)
+	}
+	m.CheckNow(context.Background())
+	now = t0.Add(time.Hour)
+	if _, age := m.LatestAge(); age != time.Hour {
+		t.Fatalf("a round begun an hour ago by the monitor's clock, its report stamped an hour ahead: age %s, want 1h", age)
+	}
+	m.CheckNow(context.Background())
+	if _, age := m.LatestAge(); age != 0 {
+		t.Fatalf("a round begun now, its report stamped an hour back: age %s, want 0", age)
+	}
+}
