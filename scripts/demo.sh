@@ -2,7 +2,8 @@
 # make demo: a guided tour of pgdr on the local lab (scripts/lab.sh).
 #
 # Starts the lab — 3 coordinators (Raft), a PostgreSQL 15 primary pg-a1 and
-# two streaming replicas pg-a2 (us-east-1) and pg-b1 (eu-west-1), an agent
+# two streaming replicas pg-a2 (us-east-1) and pg-b1 (eu-west-1) (coordinators
+# one per region: us-east-1, eu-west-1, us-west-2), an agent
 # next to each — and walks through it step by step: status and members, the
 # agents' HTTP probes, a write seen on the replicas, maintenance mode and the
 # history, the encrypted WAL archive, a full and an incremental base backup, a
@@ -96,7 +97,7 @@ trap finish EXIT
 trap 'exit 130' INT TERM
 
 step "0. The lab: scripts/lab.sh up"
-say "3 coordinators c1, c2 (us-east-1) and c3 (eu-west-1) form a Raft cluster over TLS and" \
+say "3 coordinators c1 (us-east-1), c2 (eu-west-1) and c3 (us-west-2) form a Raft cluster over TLS and" \
   "a gossip pool. pg-a1 is a PostgreSQL 15 primary; pg-a2 (us-east-1) and pg-b1 (eu-west-1)" \
   "are streaming replicas made with pg_basebackup -R. Next to each server runs pgdr-agent:" \
   "it checks PostgreSQL every second, reports to the coordinator leader and serves HTTP probes." \
@@ -108,8 +109,12 @@ $LABSH ports
 
 step "1. pgdrctl status: the cluster as the coordinator leader sees it"
 say "The leader keeps every agent's latest report in memory: role, health, timeline, LSN and" \
-  "replication lag per member, grouped by region. The primary and its epoch are Raft state."
+  "replication lag per member, grouped by region. The primary and its epoch are Raft state." \
+  "It also warns when losing one region would lose the coordinators' quorum or leave a cluster" \
+  "nothing to promote: the lab's coordinators sit one per region, so it warns about nothing."
 run pgdrctl status
+no_layout_warnings() { status_json | jq -e '.warnings | length == 0' >/dev/null; }
+wait_until 30 "pgdrctl status with no layout warnings (one coordinator per region)" no_layout_warnings
 
 step "2. pgdrctl members: what is registered (replicated in Raft)"
 say "Members register themselves; name, region, DSN, tags and failover priority are in the log."

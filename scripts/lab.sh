@@ -11,7 +11,9 @@
 #   scripts/lab.sh start-agent NAME         start one stopped (or killed) agent again
 #
 # What `up` starts, under ${PGDR_LAB_DIR:-/tmp/pgdr-lab}:
-#   3 coordinators  c1 (us-east-1), c2 (us-east-1), c3 (eu-west-1)   in <dir>/cN/
+#   3 coordinators  c1 (us-east-1), c2 (eu-west-1), c3 (us-west-2)   in <dir>/cN/
+#                   one per region, so that losing any one region keeps
+#                   quorum (PGDR_LAB_COORDINATOR_REGIONS; docs/regions.md)
 #   PostgreSQL 15   pg-a1 primary (us-east-1), streaming replicas
 #                   pg-a2 (us-east-1) and pg-b1 (eu-west-1)           in <dir>/pg-*/
 #   an agent daemon next to each PostgreSQL (health.interval 1s), reporting to
@@ -38,6 +40,10 @@
 #                       min_interval (defaults 5s, 1s and 30s)
 #   PGDR_LAB_PAUSE_BEFORE_PROMOTE  failover.pause_before_promote, for fault-
 #                       injection tests only (default 0s)
+#   PGDR_LAB_COORDINATOR_REGIONS  the regions of c1, c2 and c3, three names
+#                       separated by spaces (default "us-east-1 eu-west-1
+#                       us-west-2"; `pgdrctl status` warns about a layout
+#                       where losing one region loses quorum)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -77,7 +83,19 @@ port() { # port KIND NAME
     restore) echo $((BASE + 65)) ;;
   esac
 }
-region() { case "$1" in c3 | pg-b1) echo eu-west-1 ;; *) echo us-east-1 ;; esac; }
+read -r -a COORD_REGIONS <<<"${PGDR_LAB_COORDINATOR_REGIONS:-us-east-1 eu-west-1 us-west-2}"
+[ "${#COORD_REGIONS[@]}" = "${#COORDS[@]}" ] ||
+  { echo "lab: PGDR_LAB_COORDINATOR_REGIONS: want ${#COORDS[@]} region names (one per coordinator: ${COORDS[*]}), got ${#COORD_REGIONS[@]}" >&2; exit 2; }
+for r in "${COORD_REGIONS[@]}"; do
+  [[ "$r" =~ ^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$ ]] || { echo "lab: PGDR_LAB_COORDINATOR_REGIONS: $r is not a valid region name" >&2; exit 2; }
+done
+region() {
+  case "$1" in
+    c[0-9]*) echo "${COORD_REGIONS[$(coord_idx "$1") - 1]}" ;;
+    pg-b1) echo eu-west-1 ;;
+    *) echo us-east-1 ;;
+  esac
+}
 all_ports() {
   local c n
   for c in "${COORDS[@]}"; do port raft "$c"; port api "$c"; port http "$c"; port cgossip "$c"; done

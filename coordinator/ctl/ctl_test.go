@@ -38,7 +38,7 @@ func TestStatusJSONShapeAndValues(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &raw); err != nil {
 		t.Fatalf("not JSON: %v\n%s", err, out)
 	}
-	for _, k := range []string{"coordinators", "clusters", "answered_by"} {
+	for _, k := range []string{"coordinators", "clusters", "answered_by", "warnings"} {
 		if _, ok := raw[k]; !ok {
 			t.Errorf("top level lacks %q", k)
 		}
@@ -104,6 +104,10 @@ func TestStatusJSONShapeAndValues(t *testing.T) {
 	if a2.Role != "stopped" || a2.Healthy || a2.LastReportAgeSeconds != -1 || len(a2.Problems) != 2 || a2.LSN != "0/0" {
 		t.Errorf("pg-a2 %+v", a2)
 	}
+	// Two voters, one per region: losing either region loses quorum.
+	if len(v.Warnings) != 2 || v.Warnings[0].Kind != "quorum" || v.Warnings[0].Region != "us-east-1" || v.Warnings[1].Region != "us-west-2" {
+		t.Errorf("warnings %+v, want quorum warnings for us-east-1 and us-west-2", v.Warnings)
+	}
 }
 
 func TestStatusHumanTable(t *testing.T) {
@@ -124,6 +128,7 @@ func TestStatusHumanTable(t *testing.T) {
 		`(?m)^\s+pg-a2\s+us-east-1\s+stopped\s+NO\s+-\s+-\s+0 B\s+never\s+postmaster not running; no report for 9s$`,
 		`(?m)^\s+pg-b1\s+us-west-2\s+replica\s+yes\s+1\s+0/3000060\s+1\.5 KiB \(500ms\)\s+400ms\s+-$`,
 		`Cluster empty: primary -, epoch 0\n\s+\(no members registered\)`,
+		`Layout warnings \(losing one region\):\n\s+WARNING: losing region us-east-1 \(coordinators c1\) loses the coordinators' quorum: 1 of 2 voters left, quorum needs 2`,
 	} {
 		if !regexp.MustCompile(re).MatchString(out) {
 			t.Errorf("output lacks %s:\n%s", re, out)

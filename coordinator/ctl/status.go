@@ -13,6 +13,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/pgdr/pgdr/coordinator/layout"
 	"github.com/pgdr/pgdr/pkg/wal"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
@@ -28,6 +29,9 @@ type StatusJSON struct {
 	// Address is the address pgdrctl reached.
 	Address string `json:"address"`
 	Time    string `json:"time,omitempty"`
+	// Warnings: what losing any one region would break (coordinator/layout);
+	// empty when the layout survives it.
+	Warnings []layout.Warning `json:"warnings"`
 }
 
 // CoordinatorJSON is one coordinator as status and coordinator list show it.
@@ -131,7 +135,29 @@ func statusView(r *pgdrv1.StatusResponse, addr string) StatusJSON {
 		v.Clusters = append(v.Clusters, cj)
 	}
 	slices.SortFunc(v.Clusters, func(a, b ClusterJSON) int { return cmp.Compare(a.Name, b.Name) })
+	v.Warnings = layoutWarnings(v)
 	return v
+}
+
+// layoutWarnings is layout.Check on what status shows (never nil).
+func layoutWarnings(v StatusJSON) []layout.Warning {
+	var coords []layout.Coordinator
+	for _, c := range v.Coordinators {
+		coords = append(coords, layout.Coordinator{Name: c.Name, Region: c.Region, Voter: c.Voter})
+	}
+	var clusters []layout.Cluster
+	for _, c := range v.Clusters {
+		lc := layout.Cluster{Name: c.Name}
+		for _, m := range c.Members {
+			lc.Members = append(lc.Members, layout.Member{Name: m.Name, Region: m.Region, Primary: m.Name == c.Primary})
+		}
+		clusters = append(clusters, lc)
+	}
+	ws := layout.Check(coords, clusters)
+	if ws == nil {
+		ws = []layout.Warning{}
+	}
+	return ws
 }
 
 func coordinatorsView(cs []*pgdrv1.CoordinatorStatus) []CoordinatorJSON {
@@ -218,7 +244,12 @@ func cmdStatus(ctx context.Context, e env, cf *connFlags, args []string) error {
 	f := newCmdFlags(e, "status", "status [--cluster C] [--json]", `Shows the coordinators (leader, region, gossip state) and, per cluster, its
 primary, epoch and maintenance mode, and every member grouped by region:
 role, health, timeline, LSN, replication lag, the age of its last report and,
-when unhealthy, why. The health comes from the Raft leader's memory.`, cf)
+when unhealthy, why. The health comes from the Raft leader's memory.
+
+It warns when losing any one region would take the service down: the
+coordinators' quorum (no region may hold as many voters as the others'
+quorum needs: three voters go one per region), or a cluster with no member
+outside its primary's region. See docs/regions.md.`, cf)
 	cluster := f.String("cluster", "", "show only this cluster")
 	if _, err := f.parse(args, 0); err != nil {
 		return err
@@ -253,6 +284,12 @@ func writeStatus(w io.Writer, v StatusJSON) error {
 	fmt.Fprintf(w, "Coordinators (answered by %s):\n", via)
 	if err := writeCoordinators(w, v.Coordinators); err != nil {
 		return err
+	}
+	if len(v.Warnings) > 0 {
+		fmt.Fprintln(w, "\nLayout warnings (losing one region):")
+		for _, wr := range v.Warnings {
+			fmt.Fprintf(w, "  WARNING: %s\n", wr.Message)
+		}
 	}
 	if len(v.Clusters) == 0 {
 		fmt.Fprintln(w, "\nNo clusters registered.")

@@ -122,16 +122,29 @@ func (w *writeChecker) finish(t *testing.T) {
 	}
 }
 
-// TestFailoverKillPrimary: kill -9 the primary's postmaster and agent
-// together. A replica is promoted and takes writes, the other replica
-// follows it, the old node (its agent restarted) rejoins as a replica
-// through pg_rewind, and `pgdrctl history` shows each step.
-func TestFailoverKillPrimary(t *testing.T) {
+// TestFailoverKillPrimaryRegion: the loss of the primary's whole region
+// at once. The lab places its coordinators one per region (c1 in
+// us-east-1, with pg-a1 and pg-a2; c2 and c3 elsewhere), so `status` warns
+// about nothing. kill -9 of everything in us-east-1 — both PostgreSQL
+// servers, their agents and coordinator c1 — leaves c2 and c3 a quorum,
+// which promotes pg-b1 (eu-west-1), the only member left; it takes
+// writes. The region comes back (c1, then the agents of pg-a1 and pg-a2):
+// both old nodes rejoin as replicas of pg-b1 (pg-a1 through pg_rewind),
+// and `pgdrctl history` shows each step. A write checker tries every node
+// throughout: never two writable at once.
+func TestFailoverKillPrimaryRegion(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the lab")
 	}
 	l := startLab(t)
 	epoch0 := l.wantPrimary(t, "pg-a1")
+	v, raw, err := l.status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(v.Warnings) != 0 {
+		t.Fatalf("the lab's layout (one coordinator per region) has warnings:\n%s", raw)
+	}
 	if _, err := l.psql("pg-a1", "CREATE TABLE before_failover AS SELECT 1 AS x"); err != nil {
 		t.Fatal(err)
 	}
@@ -145,24 +158,32 @@ func TestFailoverKillPrimary(t *testing.T) {
 	testutil.WaitFor(t, 30*time.Second, "the checker writes on pg-a1", func() (bool, error) {
 		return checker.count("pg-a1") > 0, nil
 	})
+	// us-east-1 goes: c1, pg-a1 and pg-a2 (postmasters and agents).
+	c1 := readPid(t, filepath.Join(l.dir, "c1", "coordinator.pid"))
 	killed := l.killNode(t, "pg-a1")
-	newPrimary, _ := l.waitNewPrimary(t, "pg-a1", epoch0, 90*time.Second)
-	t.Logf("failover: %s is primary %.1fs after kill -9 of pg-a1", newPrimary, time.Since(killed).Seconds())
+	l.killNode(t, "pg-a2")
+	_ = syscall.Kill(c1, syscall.SIGKILL)
+	newPrimary, _ := l.waitNewPrimary(t, "pg-a1", epoch0, 120*time.Second)
+	t.Logf("region us-east-1 lost: %s is primary %.1fs after kill -9 of c1, pg-a1 and pg-a2", newPrimary, time.Since(killed).Seconds())
+	if newPrimary != "pg-b1" {
+		t.Fatalf("new primary %s, want pg-b1 (the only member outside us-east-1)", newPrimary)
+	}
 	if _, err := l.psql(newPrimary, "CREATE TABLE after_failover AS SELECT 2 AS x"); err != nil {
 		t.Fatalf("the new primary does not take writes: %v", err)
 	}
-	other := "pg-a2"
-	if newPrimary == "pg-a2" {
-		other = "pg-b1"
-	}
-	l.waitTable(t, other, "after_failover", 60*time.Second)
 
-	// The old node comes back (its agent restarted; PostgreSQL is down
-	// after the kill): the coordinators order it to rejoin, and it becomes
-	// a streaming replica of the new primary.
+	// The region comes back: c1 rejoins the Raft cluster; the old nodes'
+	// agents restart (PostgreSQL is down after the kill) and the
+	// coordinators order both to rejoin as streaming replicas of pg-b1.
+	if out, err := l.labScript(t.Context(), "start-coordinator", "c1"); err != nil {
+		t.Fatalf("start-coordinator c1: %v\n%s", err, out)
+	}
 	l.startAgent(t, "pg-a1")
-	l.waitHealthyReplica(t, "pg-a1", 120*time.Second)
-	l.waitTable(t, "pg-a1", "after_failover", 60*time.Second)
+	l.startAgent(t, "pg-a2")
+	for _, n := range []string{"pg-a1", "pg-a2"} {
+		l.waitHealthyReplica(t, n, 150*time.Second)
+		l.waitTable(t, n, "after_failover", 60*time.Second)
+	}
 
 	checker.finish(t)
 	if checker.writes["pg-a1"] == 0 || checker.writes[newPrimary] == 0 {

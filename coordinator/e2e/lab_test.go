@@ -254,12 +254,15 @@ func httpCode(url string) (int, error) {
 // PostgreSQL 15 primary and two streaming replicas in two regions, an agent
 // next to each; it checks what pgdrctl and the probes show, pause/resume and
 // the history, and that a stopped replica turns unhealthy within a few
-// health intervals and recovers when started again.
+// health intervals and recovers when started again. Its coordinators are
+// placed badly on purpose (two in us-east-1, one in eu-west-1): status
+// warns that losing us-east-1 loses quorum (the default placement, one
+// per region, is TestFailoverKillPrimaryRegion's).
 func TestLab(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts the real lab (PostgreSQL 15, 3 coordinators, 3 agents)")
 	}
-	l := startLab(t)
+	l := startLab(t, "PGDR_LAB_COORDINATOR_REGIONS=us-east-1 us-east-1 eu-west-1")
 	nodes := []string{"pg-a1", "pg-a2", "pg-b1"}
 	regions := map[string]string{"pg-a1": "us-east-1", "pg-a2": "us-east-1", "pg-b1": "eu-west-1"}
 
@@ -296,6 +299,13 @@ func TestLab(t *testing.T) {
 	}
 	if leaders != 1 {
 		t.Errorf("%d leaders, want 1: %+v", leaders, v.Coordinators)
+	}
+	if len(v.Warnings) != 1 || v.Warnings[0].Kind != "quorum" || v.Warnings[0].Region != "us-east-1" ||
+		!strings.Contains(v.Warnings[0].Message, "losing region us-east-1 (coordinators c1, c2) loses the coordinators' quorum") {
+		t.Errorf("layout warnings %+v, want one: losing us-east-1 (c1, c2) loses quorum", v.Warnings)
+	}
+	if out, err := l.ctl("status"); err != nil || !strings.Contains(string(out), "WARNING: losing region us-east-1") {
+		t.Errorf("status (human) lacks the layout warning (err %v):\n%s", err, out)
 	}
 	cl, ok := labCluster(v, "main")
 	if !ok {
