@@ -166,7 +166,8 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.cfg.Gossip.Bind != "" {
 		s.pool, err = gossip.Start(ctx, gossip.Config{
 			Bind: s.cfg.Gossip.Bind, Join: s.cfg.Gossip.Join, KeyFile: s.cfg.Gossip.KeyFile,
-			Meta:    gossip.Meta{Kind: gossip.KindCoordinator, Name: s.cfg.Name, Region: s.cfg.Region, API: s.cfg.API.Advertise},
+			Meta: gossip.Meta{Kind: gossip.KindCoordinator, Name: s.cfg.Name, Region: s.cfg.Region, API: s.cfg.API.Advertise,
+				Features: FeatureLevel},
 			Profile: s.cfg.Gossip.Profile, Logger: s.log, Tune: s.opts.GossipTune,
 		})
 		if err != nil {
