@@ -325,7 +325,7 @@ func TestTimeoutCancelsTheBackupAndReportsIt(t *testing.T) {
 		t.Fatalf("cancelled with %v, want the timeout", context.Cause(c.ctx))
 	}
 	got := h.comp.waitResults(t, 1)[0]
-	if got.GetOk() || got.GetPending() || !strings.Contains(got.GetError(), "timed out after 2h") || got.GetBackup() != nil {
+	if got.GetOk() || got.GetPending() || !strings.Contains(got.GetError(), "timed out after 2h") || got.GetBackup().GetBackupId() != "" {
 		t.Fatalf("completed with %v, want a timeout error", got)
 	}
 	// The node is free again.

@@ -217,3 +217,22 @@ func TestTypeTakenRecorded(t *testing.T) {
 		t.Fatalf("run recorded as %v, want type full (what the agent took)", got)
 	}
 }
+
+// TestOrderCarriesRetention (issue 16 item 3): a Backup order carries the
+// cluster's retention (each tier's rules and the PITR window), which the
+// agent's expiry applies after a successful backup.
+func TestOrderCarriesRetention(t *testing.T) {
+	ctx := context.Background()
+	l, run := setupInherited(t) // the policy: hourly, kept 7 days
+	r := l.runner("c2")
+	r.StreamOpened(ctx, "main", "pg-3")
+	os := ordersFor(l, run.GetId())
+	if len(os) != 1 {
+		t.Fatalf("orders %v", os)
+	}
+	rt := os[0].GetBackup().GetRetention()
+	if rt.GetPitrWindowMs() != (7*24*time.Hour).Milliseconds() || len(rt.GetTiers()) != 1 || rt.GetTiers()[0].GetTier() != "hourly" ||
+		rt.GetTiers()[0].GetKeepAgeMs() != (7*24*time.Hour).Milliseconds() {
+		t.Fatalf("retention %v", rt)
+	}
+}

@@ -493,7 +493,19 @@ func (r *Runner) order(c *pgdrv1.Cluster, run *pgdrv1.BackupRun, timeout time.Du
 	return &pgdrv1.AgentCommand{Id: run.GetId(), Cluster: c.GetName(), Node: run.GetNode(), Epoch: c.GetEpoch(),
 		IssuedAt: timestamppb.New(now), Deadline: timestamppb.New(now.Add(r.cfg.StartBudget)),
 		Kind: &pgdrv1.AgentCommand_Backup{Backup: &pgdrv1.Backup{RunId: run.GetId(), Tier: run.GetTier(), Type: run.GetType(),
-			Repositories: slices.Clone(run.GetRepositories()), TimeoutMs: timeout.Milliseconds()}}}
+			Repositories: slices.Clone(run.GetRepositories()), TimeoutMs: timeout.Milliseconds(), Retention: Retention(c)}}}
+}
+
+// Retention is the expiry the agent runs after a successful backup of
+// c: each tier's keep_count/keep_age (expire --keep-tier NAME=...) and
+// the PITR window, from c's effective policy.
+func Retention(c *pgdrv1.Cluster) *pgdrv1.BackupRetention {
+	p, _ := policy.Effective(c)
+	out := &pgdrv1.BackupRetention{PitrWindowMs: p.PITRWindow.Milliseconds()}
+	for _, t := range p.Tiers {
+		out.Tiers = append(out.Tiers, &pgdrv1.TierRetention{Tier: t.Name, KeepCount: t.KeepCount, KeepAgeMs: t.KeepAge.Milliseconds()})
+	}
+	return out
 }
 
 // start records d's intent (or skipped slot) and, for a Start, orders the
