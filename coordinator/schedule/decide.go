@@ -119,6 +119,10 @@ type Input struct {
 	// Cleanup bounds how long a cancelled run may clean up before the
 	// leader records it ended without the agent's answer.
 	Cleanup time.Duration
+	// Retry is how long after a run that never started its tier is tried
+	// again (0: on the next tick), so that an agent refusing every order
+	// does not fill the bounded record with one run per tick.
+	Retry time.Duration
 	// Known are the cluster's recorded members (nil: not checked): a run
 	// in flight on a member that is no longer one ends at once.
 	Known []string
@@ -270,6 +274,14 @@ func Decide(in Input) Decision {
 	// the others.
 	run := slices.MinFunc(due, func(a, b policy.Run) int { return a.At.Compare(b.At) })
 	tier, _ := in.Policy.TierByName(run.Tier)
+	if in.Retry > 0 {
+		for _, r := range in.Runs {
+			if r.Tier == tier.Name && r.Result == ResultNotStarted && in.Now.Before(r.Started.Add(in.Retry)) {
+				return Decision{Reasons: []string{fmt.Sprintf("tier %s is due, but its run %s did not start (%s ago); tried again at %s",
+					tier.Name, r.ID, duration.Format(in.Now.Sub(r.Started).Round(time.Second)), r.Started.Add(in.Retry).UTC().Format(time.RFC3339))}}
+			}
+		}
+	}
 	d := Decision{Action: Start, Tier: tier.Name, Slot: run.At, Missed: run.Missed, Timeout: tier.Timeout,
 		Repos: slices.Clone(tier.Repos)}
 	if run.Missed > 1 {

@@ -68,6 +68,9 @@ const (
 	// DefaultCleanup bounds how long the leader waits for the agent's
 	// answer to a cancel order (the agent gives its clean-up 30 s).
 	DefaultCleanup = 2 * time.Minute
+	// DefaultRetry is how long the server's scheduler waits before trying
+	// again a tier whose run never started.
+	DefaultRetry = 30 * time.Second
 )
 
 // Config configures a Runner. Server and Name are required.
@@ -91,6 +94,9 @@ type Config struct {
 	StartBudget time.Duration
 	// Cleanup is Input.Cleanup (DefaultCleanup when zero).
 	Cleanup time.Duration
+	// Retry is Input.Retry (0: a run that never started is tried again
+	// on the next tick). The server passes DefaultRetry.
+	Retry time.Duration
 	// NewID returns a new run id (random hex when nil).
 	NewID func() string
 	// Now is time.Now when nil.
@@ -260,7 +266,7 @@ func (r *Runner) ready() bool {
 func (r *Runner) input(c *pgdrv1.Cluster, now time.Time) Input {
 	r.adopt(c, now)
 	in := InputOf(c, r.cfg.Server.Members(c), now, r.cfg.Grace)
-	in.Cleanup = r.cfg.Cleanup
+	in.Cleanup, in.Retry = r.cfg.Cleanup, r.cfg.Retry
 	in.Known = make([]string, 0, len(c.GetMembers()))
 	for n := range c.GetMembers() {
 		in.Known = append(in.Known, n)
