@@ -234,6 +234,22 @@ func TestCancelBackupRunAdminAPI(t *testing.T) {
 		Backup: &pgdrv1.BackupReport{RunId: "never-recorded"}}); err != nil {
 		t.Fatalf("answer about an unknown run on the leader: %v", err)
 	}
+	// A leader that has not caught up (or a follower) does not know
+	// whether the run exists yet: Unavailable, the agent sends it again.
+	s.mu.Lock()
+	s.caughtUp = false
+	s.mu.Unlock()
+	if _, err := agents.CompleteCommand(ctx, &pgdrv1.CommandResult{Id: "zz", Cluster: "main", Node: "pg-a2", Ok: true,
+		Backup: &pgdrv1.BackupReport{RunId: "maybe-recorded-soon"}}); status.Code(err) != codes.Unavailable {
+		t.Fatalf("answer about an unknown run on a leader catching up: %v, want Unavailable", err)
+	}
+	// Any other command's answer is acknowledged as before.
+	if _, err := agents.CompleteCommand(ctx, &pgdrv1.CommandResult{Id: "ping-1", Cluster: "main", Node: "pg-a2", Ok: true}); err != nil {
+		t.Fatalf("a ping's answer: %v", err)
+	}
+	s.mu.Lock()
+	s.caughtUp = true
+	s.mu.Unlock()
 }
 
 // TestSchedulerMembersAndGate (review of issue 16, 5 and 6): the members
