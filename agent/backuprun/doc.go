@@ -27,9 +27,22 @@
 // longer (the coordinator waits one minute past the timeout). The run
 // holds the node until Take has returned, whatever was reported.
 //
-// Retention (expire) is not run here: the Backup order carries no
-// retention rules, and the leader sends no expire order yet (issue 16,
-// item 3).
+// Every answer names its run (BackupReport.run_id) and, for a refusal
+// before the start (busy, expired, stopping), says not_started, so that
+// the leader does not count it as the tier's run of its slot. The final
+// answer carries the type actually taken (a full when an incr or diff had
+// no usable parent).
+//
+// A cancel order (Backup.cancel) cancels a running backup as its timeout
+// does and is answered pending, the run completing once cleaned up; a
+// cancel for a run this node does not have remembers it as cancelled so
+// it never starts later.
+//
+// After a successful backup, the retention the order carries (each
+// tier's rules, the PITR window) is applied by Deps.Expire (Expirer:
+// agent/expire.Run as `pgdr-agent expire` calls it) on the order's
+// repositories; what it removed, or its error, is in the final answer. A
+// failed expiry does not fail the backup.
 //
 // # What it must never do
 //

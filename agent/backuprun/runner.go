@@ -10,7 +10,10 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/pgdr/pgdr/agent/backup"
+	"github.com/pgdr/pgdr/agent/expire"
 	"github.com/pgdr/pgdr/pkg/duration"
 	"github.com/pgdr/pgdr/pkg/repo"
 	"github.com/pgdr/pgdr/pkg/tiername"
@@ -23,6 +26,12 @@ import (
 // ctx ends, having removed what it wrote (backup.Take does). Taker
 // returns the agent's.
 type TakeFunc func(ctx context.Context, repos []repo.Repo, o backup.Options) (*backup.Manifest, error)
+
+// ExpireFunc expires repos (the order's repositories) by spec after a
+// successful backup, honouring the pins of all (every repository of the
+// agent): expire.Run as `pgdr-agent expire` calls it. Expirer returns the
+// agent's.
+type ExpireFunc func(ctx context.Context, repos, all []repo.Repo, spec expire.Spec) ([]expire.Result, error)
 
 // Completer delivers the final result of a command (res.Id) to the
 // coordinator leader: agent/session's Session.Complete. An error means it
@@ -77,8 +86,11 @@ type Deps struct {
 	Repos     []repo.Repo
 	Take      TakeFunc
 	Completer Completer
-	Clock     Clock // RealClock when nil
-	Log       *slog.Logger
+	// Expire runs the retention an order carries after its backup
+	// succeeded (nil: an order's retention is reported as not applied).
+	Expire ExpireFunc
+	Clock  Clock // RealClock when nil
+	Log    *slog.Logger
 	// Remember is how many ended runs are remembered with their results
 	// to answer repeats (DefaultRemember when 0).
 	Remember int
@@ -115,6 +127,11 @@ type run struct {
 	received, accepted time.Time
 	// result: nil while it runs; the final answer once it ended.
 	result *pgdrv1.CommandResult
+	// cancel stops the backup (a cancel order: errCancelled); cancelled
+	// says why.
+	cancel    context.CancelCauseFunc
+	cancelled string
+	retention *pgdrv1.BackupRetention
 }
 
 // New returns a Runner.
@@ -152,8 +169,11 @@ var (
 )
 
 // errTimedOut is the cause a run's context is cancelled with at its
-// timeout.
-var errTimedOut = errors.New("the backup run's timeout passed")
+// timeout; errCancelled with a cancel order.
+var (
+	errTimedOut  = errors.New("the backup run's timeout passed")
+	errCancelled = errors.New("the backup run was cancelled by the coordinator")
+)
 
 // Start answers the Backup order cmd at once, and runs the backup it
 // accepts in the background, completing cmd's id through the Completer
@@ -181,8 +201,14 @@ func (r *Runner) StartAt(ctx context.Context, cmd *pgdrv1.AgentCommand, received
 		res.Error = fmt.Sprintf("%v: not a backup order (%T)", ErrBadOrder, cmd.GetKind())
 		return res
 	}
+	// Every answer names its run: the coordinator tells a backup answer
+	// it must record (and have sent again) from any other.
+	res.Backup = &pgdrv1.BackupReport{RunId: b.GetRunId()}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if b.GetCancel() {
+		return r.cancelRun(cmd, b, res)
+	}
 	if ru, ok := r.runs[b.GetRunId()]; ok && b.GetRunId() != "" {
 		return r.answerRepeat(cmd, ru)
 	}
@@ -199,11 +225,13 @@ func (r *Runner) StartAt(ctx context.Context, cmd *pgdrv1.AgentCommand, received
 		}
 		res.Error = fmt.Sprintf("%v: run %s (tier %s, %s) is %s, accepted %s ago; one backup at a time",
 			ErrBusy, ru.id, ru.tier, ru.typ, what, r.d.Clock.Now().Sub(ru.accepted).Round(time.Second))
+		res.Backup.NotStarted = true
 		r.log.Warn("backup order refused", "command", cmd.GetId(), "run", b.GetRunId(), "err", res.Error)
 		return res
 	}
 	if err := ctx.Err(); err != nil {
 		res.Error = fmt.Sprintf("backup run %s not started: the agent is stopping (%v)", b.GetRunId(), err)
+		res.Backup.NotStarted = true
 		return res
 	}
 	now := r.d.Clock.Now()
@@ -212,22 +240,63 @@ func (r *Runner) StartAt(ctx context.Context, cmd *pgdrv1.AgentCommand, received
 			res.Error = fmt.Sprintf("%v: backup run %s received %s ago with a budget of %s to start: the leader no longer waits for it",
 				ErrExpired, b.GetRunId(), now.Sub(received).Round(time.Millisecond), budget)
 			r.log.Warn("backup order refused", "command", cmd.GetId(), "run", b.GetRunId(), "err", res.Error)
+			res.Backup.NotStarted = true
 			return res
 		}
 	}
 	ru := &run{id: b.GetRunId(), cmdID: cmd.GetId(), tier: b.GetTier(), typ: b.GetType(), repos: names(repos),
-		timeout: time.Duration(b.GetTimeoutMs()) * time.Millisecond, received: received, accepted: now}
+		timeout: time.Duration(b.GetTimeoutMs()) * time.Millisecond, received: received, accepted: now, retention: b.GetRetention()}
+	bctx, cancel := context.WithCancelCause(ctx)
+	ru.cancel = cancel
 	r.runs[ru.id] = ru
 	r.running = ru
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
-		r.carryOut(ctx, ru, repos, cmd)
+		r.carryOut(ctx, bctx, ru, repos, cmd)
 	}()
 	r.log.Info("backup run accepted", "run", ru.id, "command", ru.cmdID, "tier", ru.tier, "type", ru.typ,
 		"repos", strings.Join(ru.repos, ","), "timeout", duration.Format(ru.timeout))
 	res.Pending = true
 	res.Output = fmt.Sprintf("backup run %s (tier %s, %s) started", ru.id, ru.tier, ru.typ)
+	return res
+}
+
+// cancelRun answers the cancel order cmd of run b.RunId: a running run
+// is cancelled (its backup's context ends: Take removes what it wrote)
+// and the answer is pending, the run's final result following once its
+// clean-up ended; an ended run is answered with its result; a run this
+// agent does not have is remembered as cancelled, so a late order for it
+// never starts. r.mu is held.
+func (r *Runner) cancelRun(cmd *pgdrv1.AgentCommand, b *pgdrv1.Backup, res *pgdrv1.CommandResult) *pgdrv1.CommandResult {
+	id := b.GetRunId()
+	why := b.GetCancelReason()
+	if why == "" {
+		why = "no reason given"
+	}
+	ru, ok := r.runs[id]
+	switch {
+	case id == "":
+		res.Error = fmt.Sprintf("%v: a cancel order without a run id", ErrBadOrder)
+		return res
+	case !ok:
+		res.Error = fmt.Sprintf("backup run %s is not known to this agent: nothing runs; it will not start (%s)", id, why)
+		res.Backup.NotStarted = true
+		r.runs[id] = &run{id: id, cmdID: cmd.GetId(), result: cloneResult(res)}
+		r.ended = append(r.ended, id)
+		r.forget()
+		r.log.Warn("cancel order for a backup run this agent does not have: it will not start", "run", id, "reason", why)
+		return res
+	case ru.result != nil:
+		return r.answerRepeat(cmd, ru)
+	}
+	if ru.cancelled == "" {
+		ru.cancelled = why
+		ru.cancel(errCancelled)
+		r.log.Warn("backup run cancelled by the coordinator: stopping it and cleaning up", "run", id, "reason", why)
+	}
+	res.Pending = true
+	res.Output = fmt.Sprintf("backup run %s is being cancelled (%s): its result follows once it is cleaned up", id, why)
 	return res
 }
 
@@ -305,9 +374,9 @@ func (r *Runner) check(b *pgdrv1.Backup) ([]repo.Repo, error) {
 
 // carryOut takes the backup of ru, bounded by its timeout, records its
 // result and delivers it.
-func (r *Runner) carryOut(ctx context.Context, ru *run, repos []repo.Repo, cmd *pgdrv1.AgentCommand) {
+func (r *Runner) carryOut(ctx, bctx context.Context, ru *run, repos []repo.Repo, cmd *pgdrv1.AgentCommand) {
 	log := r.log.With("run", ru.id, "tier", ru.tier, "type", ru.typ)
-	bctx, cancel := context.WithCancelCause(ctx)
+	cancel := ru.cancel
 	defer cancel(nil)
 	type outcome struct {
 		m   *backup.Manifest
@@ -359,12 +428,14 @@ func (r *Runner) carryOut(ctx context.Context, ru *run, repos []repo.Repo, cmd *
 
 	res := r.result(cmd)
 	res.Id = ru.cmdID
+	res.Backup = &pgdrv1.BackupReport{RunId: ru.id}
 	took := r.d.Clock.Now().Sub(ru.accepted).Round(time.Second)
+	cancelled := !timedOut && errors.Is(context.Cause(bctx), errCancelled)
 	switch {
 	case !cleaning && out.err == nil && out.m != nil:
 		m := out.m
 		res.Ok = true
-		res.Backup = &pgdrv1.BackupReport{BackupId: m.ID, SizeBytes: uint64(max(m.DatabaseBytes, 0)), StoredBytes: uint64(max(m.StoredBytes, 0))}
+		res.Backup = &pgdrv1.BackupReport{RunId: ru.id, Type: m.Type, BackupId: m.ID, SizeBytes: uint64(max(m.DatabaseBytes, 0)), StoredBytes: uint64(max(m.StoredBytes, 0))}
 		res.Output = fmt.Sprintf("backup %s (%s) of tier %s complete: %d bytes read, %d stored, in %s", m.ID, m.Type, ru.tier,
 			m.DatabaseBytes, m.StoredBytes, duration.Format(took))
 		if m.Type != ru.typ {
@@ -374,6 +445,18 @@ func (r *Runner) carryOut(ctx context.Context, ru *run, repos []repo.Repo, cmd *
 			res.Output += " (it ended as its timeout passed; the backup exists)"
 		}
 		log.Info("backup run complete", "backup", m.ID, "took", duration.Format(took))
+		if ru.retention != nil && ctx.Err() == nil {
+			res.Backup.Expiry = r.expire(ctx, ru, repos, log)
+			if e := res.Backup.Expiry; e.GetError() != "" {
+				res.Output += "; expiry failed (the backup stands): " + e.GetError()
+			} else {
+				res.Output += fmt.Sprintf("; expiry removed %d backups and %d WAL files (%d objects)", e.GetBackupsDeleted(), e.GetWalDeleted(), e.GetObjectsDeleted())
+			}
+		}
+	case cancelled:
+		res.Error = fmt.Sprintf("backup run %s (tier %s, %s): cancelled by the coordinator (%s) after %s: the backup was cancelled, not recorded, and its objects removed",
+			ru.id, ru.tier, ru.typ, ru.cancelled, duration.Format(took))
+		log.Warn("backup run cancelled", "err", res.Error)
 	case cleaning:
 		res.Error = fmt.Sprintf("backup run %s (tier %s, %s): timed out after %s (the order's timeout): the backup was cancelled and is not recorded; its clean-up is still running after %s",
 			ru.id, ru.tier, ru.typ, duration.Format(ru.timeout), duration.Format(r.d.CleanupGrace))
@@ -408,12 +491,67 @@ func (r *Runner) finish(ru *run, res *pgdrv1.CommandResult) {
 	defer r.mu.Unlock()
 	ru.result = cloneResult(res)
 	r.ended = append(r.ended, ru.id)
-	// The run still cleaning up (at most one) stays: its run id must not
-	// start another backup while it holds the node.
+	r.forget()
+}
+
+// forget drops the oldest ended runs beyond Deps.Remember. The run still
+// cleaning up (at most one) stays: its run id must not start another
+// backup while it holds the node. r.mu is held.
+func (r *Runner) forget() {
 	for len(r.ended) > r.d.Remember && r.runs[r.ended[0]] != r.running {
 		delete(r.runs, r.ended[0])
 		r.ended = r.ended[1:]
 	}
+}
+
+// expire runs ru's retention over repos after its backup succeeded; a
+// failure is reported, and does not fail the backup.
+func (r *Runner) expire(ctx context.Context, ru *run, repos []repo.Repo, log *slog.Logger) *pgdrv1.BackupExpiry {
+	out := &pgdrv1.BackupExpiry{}
+	if r.d.Expire == nil {
+		out.Error = "this agent does not run expiry"
+		return out
+	}
+	spec, err := SpecOf(ru.retention)
+	if err != nil {
+		out.Error = err.Error()
+		log.Error("expiry after the backup not run", "err", err)
+		return out
+	}
+	results, err := r.d.Expire(ctx, repos, r.d.Repos, spec)
+	for _, res := range results {
+		out.BackupsDeleted += uint32(len(res.Deleted))
+		out.WalDeleted += uint64(max(res.WALDeleted, 0))
+		out.ObjectsDeleted += uint64(max(res.Objects, 0))
+	}
+	if err != nil {
+		out.Error = err.Error()
+		log.Error("expiry after the backup failed (the backup stands)", "err", err)
+		return out
+	}
+	log.Info("expiry after the backup", "backups_deleted", out.BackupsDeleted, "wal_deleted", out.WalDeleted, "objects_deleted", out.ObjectsDeleted)
+	return out
+}
+
+// SpecOf is the expire.Spec of an order's retention: each tier's rule
+// (keep_count, keep_age) as `expire --keep-tier NAME=...`, and the PITR
+// window; an error names what is wrong.
+func SpecOf(rt *pgdrv1.BackupRetention) (expire.Spec, error) {
+	spec := expire.Spec{Tiers: map[string]expire.Rule{}, PITRWindow: time.Duration(rt.GetPitrWindowMs()) * time.Millisecond}
+	for _, t := range rt.GetTiers() {
+		if !tiername.Valid(t.GetTier()) {
+			return expire.Spec{}, fmt.Errorf("%w: retention of tier %q: want %s", ErrBadOrder, clip(t.GetTier()), tiername.Rule)
+		}
+		rule := expire.Rule{Count: int(min(max(t.GetKeepCount(), 0), 1<<30)), Age: time.Duration(max(t.GetKeepAgeMs(), 0)) * time.Millisecond}
+		if rule.Count == 0 && rule.Age == 0 {
+			continue // no rule: the tier's backups follow expire's defaults (a full is kept)
+		}
+		spec.Tiers[t.GetTier()] = rule
+	}
+	if err := spec.Validate(); err != nil {
+		return expire.Spec{}, fmt.Errorf("%w: retention: %w", ErrBadOrder, err)
+	}
+	return spec, nil
 }
 
 // release frees the node once ru's Take has returned.
@@ -451,7 +589,7 @@ func cloneResult(res *pgdrv1.CommandResult) *pgdrv1.CommandResult {
 	out := &pgdrv1.CommandResult{Id: res.GetId(), Cluster: res.GetCluster(), Node: res.GetNode(), Ok: res.GetOk(),
 		Error: res.GetError(), Output: res.GetOutput(), Pending: res.GetPending()}
 	if b := res.GetBackup(); b != nil {
-		out.Backup = &pgdrv1.BackupReport{BackupId: b.GetBackupId(), SizeBytes: b.GetSizeBytes(), StoredBytes: b.GetStoredBytes()}
+		out.Backup = proto.Clone(b).(*pgdrv1.BackupReport)
 	}
 	return out
 }

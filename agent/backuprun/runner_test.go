@@ -168,7 +168,12 @@ func (c *fakeCompleter) Complete(_ context.Context, res *pgdrv1.CommandResult) e
 
 func (c *fakeCompleter) waitResults(t *testing.T, n int) []*pgdrv1.CommandResult {
 	t.Helper()
-	testutil.WaitFor(t, 10*time.Second, fmt.Sprintf("%d delivered result(s)", n), func() (bool, error) {
+	return c.waitResultsWithin(t, n, 10*time.Second)
+}
+
+func (c *fakeCompleter) waitResultsWithin(t *testing.T, n int, d time.Duration) []*pgdrv1.CommandResult {
+	t.Helper()
+	testutil.WaitFor(t, d, fmt.Sprintf("%d delivered result(s)", n), func() (bool, error) {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		return len(c.got) >= n, fmt.Errorf("%d delivered, %d attempts", len(c.got), c.attempts)
@@ -325,7 +330,7 @@ func TestTimeoutCancelsTheBackupAndReportsIt(t *testing.T) {
 		t.Fatalf("cancelled with %v, want the timeout", context.Cause(c.ctx))
 	}
 	got := h.comp.waitResults(t, 1)[0]
-	if got.GetOk() || got.GetPending() || !strings.Contains(got.GetError(), "timed out after 2h") || got.GetBackup() != nil {
+	if got.GetOk() || got.GetPending() || !strings.Contains(got.GetError(), "timed out after 2h") || got.GetBackup().GetBackupId() != "" {
 		t.Fatalf("completed with %v, want a timeout error", got)
 	}
 	// The node is free again.

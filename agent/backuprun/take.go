@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgdr/pgdr/agent/backup"
+	"github.com/pgdr/pgdr/agent/expire"
 	"github.com/pgdr/pgdr/pkg/config"
 	"github.com/pgdr/pgdr/pkg/conninfo"
 	"github.com/pgdr/pgdr/pkg/keys"
@@ -46,6 +47,24 @@ func Taker(cfg *config.Config, log *slog.Logger, primaryDSN func() string) TakeF
 			}
 		}
 		return backup.Take(ctx, backup.Deps{Cfg: cfg, Repos: repos, Recipients: recipients, Log: log}, o)
+	}
+}
+
+// Expirer returns the agent's ExpireFunc: expire.Run as `pgdr-agent
+// expire` calls it (pins loaded from every repository, identities to
+// follow timeline history, the default grace and parallelism).
+// trustUnsigned is expire's --trust-unsigned: without it a repository
+// without signing configured is refused (the error is the run's expiry
+// outcome, the backup stands).
+func Expirer(cfg *config.Config, log *slog.Logger, trustUnsigned bool) ExpireFunc {
+	return func(ctx context.Context, repos, all []repo.Repo, spec expire.Spec) ([]expire.Result, error) {
+		pins, err := expire.LoadPins(ctx, all, cfg.Cluster)
+		if err != nil {
+			return nil, err
+		}
+		ids, _ := keys.Identities(cfg) // without them timeline history is not followed (keeps more)
+		return expire.Run(ctx, expire.Deps{Cluster: cfg.Cluster, Repos: repos, Identities: ids, Log: log, Pins: pins, PinRepos: all},
+			expire.Options{Spec: spec, TrustUnsigned: trustUnsigned})
 	}
 }
 

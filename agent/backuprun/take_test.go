@@ -162,3 +162,44 @@ func TestTakerErrorHidesPassword(t *testing.T) {
 		t.Fatalf("the error shows the DSN's password: %v", err)
 	}
 }
+
+// TestRealScheduledExpiry (issue 16 item 3): on a real file repository, a
+// run whose order carries the cluster's retention (daily: keep 1, no PITR
+// window) expires the older daily backup after its own succeeded, keeps
+// the new one, and reports what it removed.
+func TestRealScheduledExpiry(t *testing.T) {
+	l := newRealLab(t)
+	l.pg.Exec(t, "CREATE TABLE t AS SELECT g AS i, md5(g::text) AS s FROM generate_series(1, 20000) g")
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	take := Taker(l.cfg, log, nil)
+	first := runReal(t, l, take, order("r1", "full", time.Minute, "local"))
+	if !first.GetOk() {
+		t.Fatalf("first backup: %v", first)
+	}
+	cmd := order("r2", "full", time.Minute, "local")
+	cmd.GetBackup().Retention = &pgdrv1.BackupRetention{Tiers: []*pgdrv1.TierRetention{{Tier: "daily", KeepCount: 1}}}
+	comp := &fakeCompleter{}
+	r := New(Deps{Cluster: l.cfg.Cluster, Node: l.cfg.Node.Name, Repos: l.repos, Take: take, Completer: comp, Log: log,
+		Expire: Expirer(l.cfg, log, true)}) // the lab's repository has no signing
+	ctx, cancel := context.WithCancel(context.Background())
+	defer func() { cancel(); r.Wait() }()
+	if res := r.Start(ctx, cmd); !res.GetPending() {
+		t.Fatalf("Start = %v", res)
+	}
+	second := comp.waitResultsWithin(t, 1, 120*time.Second)[0]
+	e := second.GetBackup().GetExpiry()
+	if !second.GetOk() || e == nil || e.GetError() != "" || e.GetBackupsDeleted() != 1 || e.GetObjectsDeleted() == 0 {
+		t.Fatalf("second run: %v, want ok with one backup expired", second)
+	}
+	ms, err := backup.List(context.Background(), l.repos[0], "main")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, m := range ms {
+		ids = append(ids, m.ID)
+	}
+	if len(ids) != 1 || ids[0] != second.GetBackup().GetBackupId() {
+		t.Fatalf("backups after expiry %v, want only %s (the first, %s, expired)", ids, second.GetBackup().GetBackupId(), first.GetBackup().GetBackupId())
+	}
+}

@@ -166,7 +166,7 @@ tiers:
 		return []*pgdrv1.CommandResult{
 			{Id: cmd.GetId(), Cluster: "main", Node: "pg-a2", Pending: true, Output: "backup started"},
 			{Id: cmd.GetId(), Cluster: "main", Node: "pg-a2", Ok: true, Backup: &pgdrv1.BackupReport{BackupId: "20260501T100000F",
-				SizeBytes: 3 << 30, StoredBytes: 1 << 30}},
+				SizeBytes: 3 << 30, StoredBytes: 1 << 30, Expiry: &pgdrv1.BackupExpiry{BackupsDeleted: 2, WalDeleted: 31, ObjectsDeleted: 40}}},
 		}
 	})
 	code, out, errOut = pgdrctl(admin, "backup", "run", "--tier", "yearly", "--cluster", "main", "--wait", "--json")
@@ -175,7 +175,8 @@ tiers:
 		t.Fatalf("backup run --wait: exit %d, %v\n%s%s", code, err, out, errOut)
 	}
 	if r := done.Run; r.Result != "ok" || r.Node != "pg-a2" || r.Type != "full" || r.SizeBytes != 3<<30 || r.StoredBytes != 1<<30 ||
-		r.BackupID != "20260501T100000F" || r.Accepted == "" || r.RequestedBy != "admin:admin-token" {
+		r.BackupID != "20260501T100000F" || r.Accepted == "" || r.RequestedBy != "admin:admin-token" ||
+		r.Expiry == nil || r.Expiry.BackupsDeleted != 2 || r.Expiry.WALDeleted != 31 || r.Expiry.Error != "" {
 		t.Fatalf("run carried out: %+v", r)
 	}
 
@@ -190,6 +191,32 @@ tiers:
 		t.Fatalf("second run while one runs: exit %d, %s", code, errOut)
 	}
 
+	// Cancelled (review of issue 16): the read token cannot; the admin
+	// token ends the run in flight as cancelled, and the agent gets a
+	// cancel order.
+	if code, _, errOut = pgdrctl(read, "backup", "cancel"); code != ExitFailure || !strings.Contains(errOut, "needs role admin") {
+		t.Fatalf("backup cancel with the read token: exit %d, %s", code, errOut)
+	}
+	code, out, errOut = pgdrctl(admin, "backup", "cancel", "--note", "agent host lost", "--json")
+	var cancelled BackupRunResultJSON
+	if err := json.Unmarshal([]byte(out), &cancelled); code != ExitOK || err != nil || cancelled.Run.Result != "cancelled" ||
+		cancelled.Run.Error != "cancelled by admin:admin-token: agent host lost" {
+		t.Fatalf("backup cancel: exit %d, %v\n%s%s", code, err, out, errOut)
+	}
+	testutil.WaitFor(t, 30*time.Second, "the cancel order at the agent", func() (bool, error) {
+		replica.mu.Lock()
+		defer replica.mu.Unlock()
+		for _, o := range replica.orders {
+			if o.GetBackup().GetCancel() && o.GetBackup().GetRunId() == cancelled.Run.ID {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if code, _, errOut = pgdrctl(admin, "backup", "cancel", cancelled.Run.ID); code != ExitFailure || !strings.Contains(errOut, "no backup run "+cancelled.Run.ID+" in flight") {
+		t.Fatalf("second cancel: exit %d, %s", code, errOut)
+	}
+
 	code, out, errOut = pgdrctl(read, "backups", "--cluster", "main", "--json")
 	var list BackupsJSON
 	if err := json.Unmarshal([]byte(out), &list); code != ExitOK || err != nil || len(list.Clusters) != 1 {
@@ -199,12 +226,13 @@ tiers:
 	for _, r := range list.Clusters[0].Runs {
 		results = append(results, r.Tier+"/"+r.Result)
 	}
-	if strings.Join(results, " ") != "quick/failed yearly/ok quick/running" {
+	if strings.Join(results, " ") != "quick/failed yearly/ok quick/cancelled" {
 		t.Fatalf("runs listed: %v", results)
 	}
 	code, out, _ = pgdrctl(read, "backups")
 	if code != ExitOK || !strings.Contains(out, "cluster main: 3 runs") || !strings.Contains(out, "3.0 GiB") ||
-		!strings.Contains(out, "unknown command *pgdrv1.AgentCommand_Backup") || !strings.Contains(out, "running") {
+		!strings.Contains(out, "unknown command *pgdrv1.AgentCommand_Backup") || !strings.Contains(out, "cancelled by admin:admin-token") ||
+		!strings.Contains(out, "2 backups, 31 WAL") {
 		t.Fatalf("backups table:\n%s", out)
 	}
 }

@@ -26,13 +26,17 @@ const (
 
 // Backup run results and steps (coordinator/schedule names the same).
 const (
-	RunOK        = "ok"
-	RunFailed    = "failed"
-	RunCancelled = "cancelled"
-	RunTimeout   = "timeout"
-	RunSkipped   = "skipped"
-	StepSent     = "sent"
-	StepAccepted = "accepted"
+	RunOK         = "ok"
+	RunFailed     = "failed"
+	RunCancelled  = "cancelled"
+	RunTimeout    = "timeout"
+	RunSkipped    = "skipped"
+	RunNotStarted = "not_started"
+	StepSent      = "sent"
+	StepAccepted  = "accepted"
+	// StepCancel: the leader sent a cancel order; the run cleans up, in
+	// flight, with the result to record when it ends.
+	StepCancel = "cancel"
 )
 
 // applyRecordBackupRun records one phase of a backup run: a new run
@@ -73,20 +77,41 @@ func applyRecordBackupRun(st *pgdrv1.State, c *pgdrv1.Command, p *pgdrv1.RecordB
 			if run.AcceptedAt == nil {
 				run.AcceptedAt = cmdTime(c)
 			}
+		case StepCancel:
+			switch ph.Step.GetResult() {
+			case RunTimeout, RunCancelled:
+			default:
+				return fmt.Errorf("backup run %s: cancel result %q: want timeout or cancelled", run.GetId(), clip(ph.Step.GetResult(), 64))
+			}
+			if run.CancelAt == nil {
+				run.CancelAt, run.CancelResult, run.CancelNote = cmdTime(c), ph.Step.GetResult(), clip(ph.Step.GetNote(), MaxBackupRunText)
+			}
 		default:
-			return fmt.Errorf("backup run %s: unknown step %q (want sent or accepted)", run.GetId(), clip(ph.Step.GetStep(), 64))
+			return fmt.Errorf("backup run %s: unknown step %q (want sent, accepted or cancel)", run.GetId(), clip(ph.Step.GetStep(), 64))
 		}
 		return nil
 	case *pgdrv1.RecordBackupRun_Result:
 		r := ph.Result
 		switch r.GetResult() {
-		case RunOK, RunFailed, RunCancelled, RunTimeout:
+		case RunOK, RunFailed, RunCancelled, RunTimeout, RunNotStarted:
 		default:
-			return fmt.Errorf("backup run %s: result %q: want ok, failed, cancelled or timeout", clip(r.GetId(), 64), clip(r.GetResult(), 64))
+			return fmt.Errorf("backup run %s: result %q: want ok, failed, cancelled, timeout or not_started", clip(r.GetId(), 64), clip(r.GetResult(), 64))
+		}
+		switch r.GetType() {
+		case "", policy.TypeFull, policy.TypeDiff, policy.TypeIncr:
+		default:
+			return fmt.Errorf("backup run %s: type %q: want full, diff or incr", clip(r.GetId(), 64), clip(r.GetType(), 64))
 		}
 		run, err := runInFlight(cl, r.GetId())
 		if err != nil {
 			return err
+		}
+		if r.GetType() != "" {
+			run.Type = r.GetType() // what the agent took (a full when an incr had no parent)
+		}
+		if e := r.GetExpiry(); e != nil {
+			run.Expiry = &pgdrv1.BackupExpiry{BackupsDeleted: e.GetBackupsDeleted(), WalDeleted: e.GetWalDeleted(),
+				ObjectsDeleted: e.GetObjectsDeleted(), Error: clip(e.GetError(), MaxBackupRunText)}
 		}
 		run.Result, run.Error = r.GetResult(), clip(r.GetError(), MaxBackupRunText)
 		run.SizeBytes, run.StoredBytes, run.BackupId = r.GetSizeBytes(), r.GetStoredBytes(), clip(r.GetBackupId(), 256)
@@ -179,8 +204,8 @@ func compactBackupRuns(cl *pgdrv1.Cluster) {
 		if r.GetResult() == "" {
 			keep[i] = true
 		}
-		if _, ok := p.TierByName(r.GetTier()); ok {
-			newest[r.GetTier()] = i
+		if _, ok := p.TierByName(r.GetTier()); ok && r.GetResult() != "" && r.GetResult() != RunNotStarted {
+			newest[r.GetTier()] = i // the scheduler counts the tier's slots from it (one in flight is kept anyway)
 		}
 		if r.GetType() == policy.TypeFull && r.GetResult() == RunOK {
 			full = i

@@ -194,3 +194,76 @@ func TestBackupRunsSurviveSnapshot(t *testing.T) {
 	}
 	h2.mustApply(tBackupRun, result("r2", RunTimeout, "no result within the timeout"))
 }
+
+// TestBackupRunCancelAndOutcome (review of issue 16): the "cancel" step
+// keeps the run in flight (cleaning up: a second intent is refused) with
+// the result to come; a result carries the type the agent took and the
+// expiry's outcome; a run that never started ("not_started") does not
+// count as its tier's newest run in compaction; all of it survives a
+// snapshot.
+func TestBackupRunCancelAndOutcome(t *testing.T) {
+	h := newHarness(t, Options{})
+	baseline(h)
+	h.mustApply(tBackupRun, intent("r1", "hourly", "incr", "pg-a2"))
+	if res := h.apply(tBackupRun, &pgdrv1.RecordBackupRun{Cluster: "main", Phase: &pgdrv1.RecordBackupRun_Step{
+		Step: &pgdrv1.BackupRunStep{Id: "r1", Step: StepCancel, Result: RunOK}}}); res.GetOk() {
+		t.Fatal("a cancel step with result ok was taken")
+	}
+	h.mustApply(tBackupRun, &pgdrv1.RecordBackupRun{Cluster: "main", Phase: &pgdrv1.RecordBackupRun_Step{
+		Step: &pgdrv1.BackupRunStep{Id: "r1", Step: StepCancel, Result: RunTimeout, Note: "over its timeout"}}})
+	r := runs(h)[0]
+	if r.GetResult() != "" || r.GetCancelAt() == nil || r.GetCancelResult() != RunTimeout || r.GetCancelNote() != "over its timeout" {
+		t.Fatalf("cancel step recorded as %v", r)
+	}
+	if res := h.apply(tBackupRun, intent("r2", "daily", "full", "pg-a1")); res.GetOk() {
+		t.Fatal("a second run while one cleans up")
+	}
+	h.mustApply(tBackupRun, result("r1", RunTimeout, "cleaned up"))
+
+	h.mustApply(tBackupRun, intent("r2", "hourly", "incr", "pg-a2"))
+	if res := h.apply(tBackupRun, &pgdrv1.RecordBackupRun{Cluster: "main", Phase: &pgdrv1.RecordBackupRun_Result{
+		Result: &pgdrv1.BackupRunResult{Id: "r2", Result: RunOK, Type: "huge"}}}); res.GetOk() {
+		t.Fatal("a bad type in a result was taken")
+	}
+	h.mustApply(tBackupRun, &pgdrv1.RecordBackupRun{Cluster: "main", Phase: &pgdrv1.RecordBackupRun_Result{
+		Result: &pgdrv1.BackupRunResult{Id: "r2", Result: RunOK, Type: "full", BackupId: "20260501T100000F",
+			Expiry: &pgdrv1.BackupExpiry{BackupsDeleted: 2, WalDeleted: 30, ObjectsDeleted: 40, Error: "repository s3: unsigned"}}}})
+	r = runs(h)[1]
+	if r.GetType() != "full" || r.GetExpiry().GetBackupsDeleted() != 2 || r.GetExpiry().GetWalDeleted() != 30 ||
+		r.GetExpiry().GetObjectsDeleted() != 40 || r.GetExpiry().GetError() != "repository s3: unsigned" {
+		t.Fatalf("result recorded as %v", r)
+	}
+	h.mustApply(tBackupRun, intent("r3", "hourly", "incr", "pg-a2"))
+	h.mustApply(tBackupRun, result("r3", RunNotStarted, "busy"))
+	if r := runs(h)[2]; r.GetResult() != RunNotStarted || r.GetFinishedAt() == nil {
+		t.Fatalf("not started run %v", r)
+	}
+	want := runs(h)
+	fresh := New(quietLogger(), Options{})
+	if err := fresh.Restore(io.NopCloser(bytes.NewReader(persist(t, h.f)))); err != nil {
+		t.Fatal(err)
+	}
+	c, _ := fresh.Cluster("main")
+	for i := range want {
+		if !proto.Equal(c.GetBackupRuns()[i], want[i]) {
+			t.Fatalf("restored run %v, want %v", c.GetBackupRuns()[i], want[i])
+		}
+	}
+
+	// Compaction: the hourly tier's newest run that started stays,
+	// however many not_started runs come after it.
+	h.mustApply(tBackupRun, intent("r4", "hourly", "incr", "pg-a2"))
+	h.mustApply(tBackupRun, result("r4", RunFailed, "disk full"))
+	for i := 0; i < MaxBackupRuns+10; i++ {
+		id := fmt.Sprint("ns-", i)
+		h.mustApply(tBackupRun, intent(id, "hourly", "incr", "pg-a2"))
+		h.mustApply(tBackupRun, result(id, RunNotStarted, "busy"))
+	}
+	kept := false
+	for _, r := range runs(h) {
+		kept = kept || r.GetId() == "r4"
+	}
+	if !kept || len(runs(h)) != MaxBackupRuns {
+		t.Fatalf("hourly's newest started run compacted away (or %d runs)", len(runs(h)))
+	}
+}

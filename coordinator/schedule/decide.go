@@ -1,8 +1,10 @@
 package schedule
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -25,10 +27,18 @@ const (
 	ResultCancelled = "cancelled"
 	ResultTimeout   = "timeout"
 	ResultSkipped   = "skipped"
+	// ResultNotStarted: the order was not written, or the agent refused
+	// it before starting (busy, expired, stopping). It does not count as
+	// the tier's run of its slot: the tier stays due.
+	ResultNotStarted = "not_started"
 )
 
 // Finished reports whether result ends a run.
 func Finished(result string) bool { return result != ResultRunning }
+
+// counts reports whether a run with result counts as its tier's run of
+// its slot (everything but a run that never started).
+func counts(result string) bool { return result != ResultNotStarted }
 
 // Member is what the leader knows of one member right now.
 type Member struct {
@@ -40,6 +50,15 @@ type Member struct {
 	Connectable bool
 	Fenced      bool
 	LagBytes    int64
+	// Timeline is the member's timeline (0: not reported); a replica on
+	// the primary's timeline is preferred.
+	Timeline uint32
+	// ReplayLag is how far the member's replay is behind the primary's
+	// LSN, in bytes (-1: not known); the least goes first.
+	ReplayLag int64
+	// Stream: the member's agent has its command stream open on this
+	// leader (an order to it can be written now); preferred.
+	Stream bool
 }
 
 // Run is one recorded run, as the replicated state holds it.
@@ -55,7 +74,21 @@ type Run struct {
 	Finished time.Time
 	Result   string // ResultRunning while in flight
 	Timeout  time.Duration
+	// Due is when the run is over its timeout on the clock of Input.Now
+	// (the Runner's: for an inherited run, counted from its takeover);
+	// zero: Started + Timeout. Grace is added to it.
+	Due time.Time
+	// CancelAt: the cancel order went out (the run is cleaning up), with
+	// CancelResult to record when it ends; CleanupBy is when the leader
+	// stops waiting for the agent's answer (zero: CancelAt +
+	// Input.Cleanup).
+	CancelAt     time.Time
+	CancelResult string
+	CleanupBy    time.Time
 }
+
+// Cleaning reports whether the run is cleaning up after a cancel order.
+func (r Run) Cleaning() bool { return !r.CancelAt.IsZero() && !Finished(r.Result) }
 
 // Input is the leader's view of one cluster for one decision.
 type Input struct {
@@ -83,6 +116,16 @@ type Input struct {
 	// timed out, so that the agent's own answer (it stops the run at its
 	// timeout and cleans up) arrives first when it can.
 	Grace time.Duration
+	// Cleanup bounds how long a cancelled run may clean up before the
+	// leader records it ended without the agent's answer.
+	Cleanup time.Duration
+	// Retry is how long after a run that never started its tier is tried
+	// again (0: on the next tick), so that an agent refusing every order
+	// does not fill the bounded record with one run per tick.
+	Retry time.Duration
+	// Known are the cluster's recorded members (nil: not checked): a run
+	// in flight on a member that is no longer one ends at once.
+	Known []string
 }
 
 // Action is what the leader does.
@@ -96,8 +139,14 @@ const (
 	Start
 	// Skip: record the slot as skipped (no candidate for standby-only).
 	Skip
-	// Cancel: record the run in flight (RunID) as timed out.
+	// Cancel: the run in flight (RunID) outlived its timeout: record the
+	// step "cancel" with Result and send its agent a cancel order; it
+	// cleans up, still in flight, until the agent answers or its clean-up
+	// deadline.
 	Cancel
+	// End: record the run in flight (RunID) ended with Result: its
+	// clean-up deadline passed, or its member left the cluster.
+	End
 )
 
 func (a Action) String() string {
@@ -110,6 +159,8 @@ func (a Action) String() string {
 		return "skip"
 	case Cancel:
 		return "cancel"
+	case End:
+		return "end"
 	}
 	return fmt.Sprintf("action(%d)", int(a))
 }
@@ -160,6 +211,9 @@ func inFlight(runs []Run) []Run {
 func lastByTier(runs []Run) map[string]time.Time {
 	last := map[string]time.Time{}
 	for _, r := range runs {
+		if !counts(r.Result) {
+			continue // never started: the tier stays due
+		}
 		if t, ok := last[r.Tier]; !ok || r.Started.After(t) {
 			last[r.Tier] = r.Started
 		}
@@ -180,7 +234,27 @@ func Decide(in Input) Decision {
 	}
 	if fl := inFlight(in.Runs); len(fl) > 0 {
 		r := fl[0]
-		end := r.Started.Add(r.Timeout + in.Grace)
+		if in.Known != nil && !slices.Contains(in.Known, r.Node) {
+			return Decision{Action: End, RunID: r.ID, Tier: r.Tier, Type: r.Type, Node: r.Node, Result: ResultCancelled,
+				Reasons: []string{fmt.Sprintf("%s: %s is no longer a member of the cluster", describe(r, in.Now), r.Node)}}
+		}
+		if r.Cleaning() {
+			by := r.CleanupBy
+			if by.IsZero() {
+				by = r.CancelAt.Add(in.Cleanup)
+			}
+			if !in.Now.Before(by) {
+				return Decision{Action: End, RunID: r.ID, Tier: r.Tier, Type: r.Type, Node: r.Node, Result: orResult(r.CancelResult),
+					Reasons: []string{fmt.Sprintf("%s: no answer to its cancel order within the clean-up deadline of %s", describe(r, in.Now), duration.Format(in.Cleanup))}}
+			}
+			return Decision{Reasons: []string{fmt.Sprintf("%s is cleaning up after its cancel order; never two backups of a cluster at once (clean-up deadline at %s)",
+				describe(r, in.Now), by.UTC().Format(time.RFC3339))}}
+		}
+		due := r.Due
+		if due.IsZero() {
+			due = r.Started.Add(r.Timeout)
+		}
+		end := due.Add(in.Grace)
 		if r.Timeout > 0 && !in.Now.Before(end) {
 			return Decision{Action: Cancel, RunID: r.ID, Tier: r.Tier, Type: r.Type, Node: r.Node, Result: ResultTimeout,
 				Reasons: []string{fmt.Sprintf("%s: over its timeout of %s (no result recorded)", describe(r, in.Now), duration.Format(r.Timeout))}}
@@ -200,6 +274,14 @@ func Decide(in Input) Decision {
 	// the others.
 	run := slices.MinFunc(due, func(a, b policy.Run) int { return a.At.Compare(b.At) })
 	tier, _ := in.Policy.TierByName(run.Tier)
+	if in.Retry > 0 {
+		for _, r := range in.Runs {
+			if r.Tier == tier.Name && r.Result == ResultNotStarted && in.Now.Before(r.Started.Add(in.Retry)) {
+				return Decision{Reasons: []string{fmt.Sprintf("tier %s is due, but its run %s did not start (%s ago); tried again at %s",
+					tier.Name, r.ID, duration.Format(in.Now.Sub(r.Started).Round(time.Second)), r.Started.Add(in.Retry).UTC().Format(time.RFC3339))}}
+			}
+		}
+	}
 	d := Decision{Action: Start, Tier: tier.Name, Slot: run.At, Missed: run.Missed, Timeout: tier.Timeout,
 		Repos: slices.Clone(tier.Repos)}
 	if run.Missed > 1 {
@@ -275,12 +357,40 @@ func usable(m Member) bool { return m.Healthy && m.Connectable && !m.Fenced }
 // place picks the node for tier, with the reason; ok false when none fits.
 func place(in Input, tier policy.Tier) (node, why string, ok bool) {
 	members := slices.Clone(in.Members)
+	var tli uint32
+	for _, m := range members {
+		if m.Name == in.Primary && m.Role == RolePrimary {
+			tli = m.Timeline
+		}
+	}
+	// Preferred first: the command stream open (the order can be written
+	// now), on the primary's timeline, the least replay lag (unknown
+	// last), then by name.
+	rank := func(m Member) (int, int, int64) {
+		s, t := 1, 1
+		if m.Stream {
+			s = 0
+		}
+		if tli == 0 || m.Timeline == tli {
+			t = 0
+		}
+		lag := m.ReplayLag
+		if lag < 0 {
+			lag = math.MaxInt64
+		}
+		return s, t, lag
+	}
 	slices.SortFunc(members, func(a, b Member) int {
-		if a.LagBytes != b.LagBytes {
-			if a.LagBytes < b.LagBytes {
-				return -1
-			}
-			return 1
+		as, at, al := rank(a)
+		bs, bt, bl := rank(b)
+		if c := cmp.Compare(as, bs); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(at, bt); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(al, bl); c != 0 {
+			return c
 		}
 		return strings.Compare(a.Name, b.Name)
 	})
@@ -312,18 +422,45 @@ func place(in Input, tier policy.Tier) (node, why string, ok bool) {
 		return "", fmt.Sprintf("run_on primary: the primary %s is not healthy", orNone(in.Primary)), false
 	case policy.RunOnStandbyOnly:
 		if replica != nil {
-			return replica.Name, fmt.Sprintf("on replica %s, lag %d bytes, the least (run_on standby-only)", replica.Name, replica.LagBytes), true
+			return replica.Name, fmt.Sprintf("on replica %s, %s (run_on standby-only)", replica.Name, replicaWhy(*replica, tli)), true
 		}
 		return "", "run_on standby-only: " + noReplica + "; slot skipped", false
 	default:
 		if replica != nil {
-			return replica.Name, fmt.Sprintf("on replica %s, lag %d bytes, the least (run_on prefer-standby)", replica.Name, replica.LagBytes), true
+			return replica.Name, fmt.Sprintf("on replica %s, %s (run_on prefer-standby)", replica.Name, replicaWhy(*replica, tli)), true
 		}
 		if primary != nil {
 			return primary.Name, fmt.Sprintf("on the primary %s: %s (run_on prefer-standby)", primary.Name, noReplica), true
 		}
 		return "", fmt.Sprintf("run_on prefer-standby: %s and the primary %s is not healthy", noReplica, orNone(in.Primary)), false
 	}
+}
+
+// replicaWhy says why replica m was chosen.
+func replicaWhy(m Member, tli uint32) string {
+	var p []string
+	if !m.Stream {
+		p = append(p, "no command stream open (no other replica has one)")
+	}
+	switch {
+	case tli != 0 && m.Timeline == tli:
+		p = append(p, fmt.Sprintf("on the primary's timeline %d", tli))
+	case tli != 0:
+		p = append(p, fmt.Sprintf("on timeline %d, not the primary's %d (no replica on it)", m.Timeline, tli))
+	}
+	if m.ReplayLag >= 0 {
+		p = append(p, fmt.Sprintf("replay lag %d bytes, the least", m.ReplayLag))
+	} else {
+		p = append(p, "replay lag unknown")
+	}
+	return strings.Join(p, ", ")
+}
+
+func orResult(s string) string {
+	if s == "" {
+		return ResultTimeout
+	}
+	return s
 }
 
 func orUnknown(s string) string {

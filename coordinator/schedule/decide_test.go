@@ -36,9 +36,9 @@ var (
 // replicas, all healthy.
 func healthy() []Member {
 	return []Member{
-		{Name: "pg-1", Role: RolePrimary, Healthy: true, Connectable: true},
-		{Name: "pg-2", Role: RoleReplica, Healthy: true, Connectable: true, LagBytes: 4096},
-		{Name: "pg-3", Role: RoleReplica, Healthy: true, Connectable: true, LagBytes: 512},
+		{Name: "pg-1", Role: RolePrimary, Healthy: true, Connectable: true, Timeline: 1, Stream: true},
+		{Name: "pg-2", Role: RoleReplica, Healthy: true, Connectable: true, LagBytes: 4096, ReplayLag: 4096, Timeline: 1, Stream: true},
+		{Name: "pg-3", Role: RoleReplica, Healthy: true, Connectable: true, LagBytes: 512, ReplayLag: 512, Timeline: 1, Stream: true},
 	}
 }
 
@@ -49,6 +49,18 @@ func with(ms []Member, name string, f func(*Member)) []Member {
 		}
 	}
 	return ms
+}
+
+// cleaning is r with its cancel order sent at cancelAt.
+func cleaning(r Run, cancelAt string) Run {
+	r.CancelAt, r.CancelResult = at(cancelAt), ResultTimeout
+	return r
+}
+
+// due is r with the leader's own deadline.
+func due(r Run, d string) Run {
+	r.Due = at(d)
+	return r
 }
 
 func fullOK(startedAt string) Run {
@@ -81,7 +93,7 @@ func TestDecide(t *testing.T) {
 		{name: "#1 hourly incr due on time, a full exists: least-lagging replica pg-3",
 			in: Input{Now: at("2026-05-01 10:00:03"), Policy: tiers(hourly, daily), Primary: "pg-1", Members: healthy(),
 				Runs: []Run{fullOK("2026-05-01 01:15:00"), ran("hourly", "incr", "2026-05-01 09:00:01", ResultOK)}},
-			want: "start hourly incr pg-3 2026-05-01T10:00:00Z×1", why: "on replica pg-3, lag 512 bytes, the least"},
+			want: "start hourly incr pg-3 2026-05-01T10:00:00Z×1", why: "on replica pg-3, on the primary's timeline 1, replay lag 512 bytes, the least"},
 		{name: "#2 not yet: the last hourly run started after the slot",
 			in: Input{Now: at("2026-05-01 10:30:00"), Policy: tiers(hourly, daily), Primary: "pg-1", Members: healthy(),
 				Runs: []Run{fullOK("2026-05-01 01:15:00"), ran("hourly", "incr", "2026-05-01 10:00:01", ResultOK)}},
@@ -162,7 +174,7 @@ func TestDecide(t *testing.T) {
 			want: "none", why: "next: tier hourly at 2026-05-01T10:05:00Z"},
 		{name: "#20 equal lag: replicas by name",
 			in: Input{Now: at("2026-05-01 10:00:03"), Policy: tiers(hourly, daily), Primary: "pg-1",
-				Members: with(healthy(), "pg-2", func(m *Member) { m.LagBytes = 512 }),
+				Members: with(healthy(), "pg-2", func(m *Member) { m.LagBytes, m.ReplayLag = 512, 512 }),
 				Runs:    []Run{fullOK("2026-05-01 01:15:00"), ran("hourly", "incr", "2026-05-01 09:00:01", ResultOK)}},
 			want: "start hourly incr pg-2 2026-05-01T10:00:00Z×1"},
 		{name: "#21 a writable member that is not the recorded primary never runs it",
@@ -170,6 +182,48 @@ func TestDecide(t *testing.T) {
 				Members: []Member{{Name: "pg-1", Role: RolePrimary, Healthy: true, Connectable: true}, {Name: "pg-2", Role: "stopped"}},
 				Runs:    []Run{ran("prim", "full", "2026-04-30 04:00:00", ResultOK)}},
 			want: "none", why: "the primary pg-2 is not healthy"},
+		// Review of issue 16.
+		{name: "#22 a replica off the primary's timeline is not preferred, however small its lag",
+			in: Input{Now: at("2026-05-01 10:00:03"), Policy: tiers(hourly, daily), Primary: "pg-1",
+				Members: with(with(healthy(), "pg-1", func(m *Member) { m.Timeline = 2 }), "pg-2", func(m *Member) { m.Timeline = 2 }),
+				Runs:    []Run{fullOK("2026-05-01 01:15:00"), ran("hourly", "incr", "2026-05-01 09:00:01", ResultOK)}},
+			want: "start hourly incr pg-2 2026-05-01T10:00:00Z×1", why: "on the primary's timeline 2, replay lag 4096 bytes"},
+		{name: "#23 replay lag, not receive lag, orders the replicas",
+			in: Input{Now: at("2026-05-01 10:00:03"), Policy: tiers(hourly, daily), Primary: "pg-1",
+				Members: with(healthy(), "pg-2", func(m *Member) { m.ReplayLag = 100 }),
+				Runs:    []Run{fullOK("2026-05-01 01:15:00"), ran("hourly", "incr", "2026-05-01 09:00:01", ResultOK)}},
+			want: "start hourly incr pg-2 2026-05-01T10:00:00Z×1", why: "replay lag 100 bytes, the least"},
+		{name: "#24 a replica whose agent has no command stream open comes after one that has",
+			in: Input{Now: at("2026-05-01 10:00:03"), Policy: tiers(hourly, daily), Primary: "pg-1",
+				Members: with(healthy(), "pg-3", func(m *Member) { m.Stream = false }),
+				Runs:    []Run{fullOK("2026-05-01 01:15:00"), ran("hourly", "incr", "2026-05-01 09:00:01", ResultOK)}},
+			want: "start hourly incr pg-2 2026-05-01T10:00:00Z×1"},
+		{name: "#25 a run that never started does not take the tier's slot: tried again",
+			in: Input{Now: at("2026-05-01 10:00:10"), Policy: tiers(hourly, daily), Primary: "pg-1", Members: healthy(),
+				Runs: []Run{fullOK("2026-05-01 01:15:00"), ran("hourly", "incr", "2026-05-01 09:00:01", ResultOK),
+					ran("hourly", "incr", "2026-05-01 10:00:02", ResultNotStarted)}},
+			want: "start hourly incr pg-3 2026-05-01T10:00:00Z×1"},
+		{name: "#25b a run that never started is tried again only after Retry",
+			in: Input{Now: at("2026-05-01 10:00:20"), Policy: tiers(hourly, daily), Primary: "pg-1", Members: healthy(), Retry: 30 * time.Second,
+				Runs: []Run{fullOK("2026-05-01 01:15:00"), ran("hourly", "incr", "2026-05-01 09:00:01", ResultOK),
+					ran("hourly", "incr", "2026-05-01 10:00:02", ResultNotStarted)}},
+			want: "none", why: "did not start (18s ago); tried again at 2026-05-01T10:00:32Z"},
+		{name: "#26 a run cleaning up after its cancel blocks the cluster until its clean-up deadline",
+			in: Input{Now: at("2026-05-01 12:02:00"), Policy: tiers(hourly, daily), Primary: "pg-1", Members: healthy(), Cleanup: 2 * time.Minute,
+				Runs: []Run{fullOK("2026-05-01 01:15:00"), cleaning(ran("hourly", "incr", "2026-05-01 10:00:02", ResultRunning), "2026-05-01 12:01:02")}},
+			want: "none", why: "is cleaning up after its cancel order"},
+		{name: "#27 past its clean-up deadline without an answer: ended with the cancel's result",
+			in: Input{Now: at("2026-05-01 12:03:02"), Policy: tiers(hourly, daily), Primary: "pg-1", Members: healthy(), Cleanup: 2 * time.Minute,
+				Runs: []Run{fullOK("2026-05-01 01:15:00"), cleaning(ran("hourly", "incr", "2026-05-01 10:00:02", ResultRunning), "2026-05-01 12:01:02")}},
+			want: "end hourly-2026-05-01 10:00:02 timeout", why: "no answer to its cancel order within the clean-up deadline"},
+		{name: "#28 a run on a member no longer in the cluster ends at once",
+			in: Input{Now: at("2026-05-01 10:30:00"), Policy: tiers(hourly, daily), Primary: "pg-1", Members: healthy(), Known: []string{"pg-1", "pg-2"},
+				Runs: []Run{fullOK("2026-05-01 01:15:00"), ran("hourly", "incr", "2026-05-01 10:00:02", ResultRunning)}},
+			want: "end hourly-2026-05-01 10:00:02 cancelled", why: "pg-3 is no longer a member of the cluster"},
+		{name: "#29 an inherited run is over its timeout when the leader's own deadline (Due) says so, not the old leader's start",
+			in: Input{Now: at("2026-05-01 12:30:00"), Policy: tiers(hourly, daily), Primary: "pg-1", Members: healthy(), Grace: time.Minute,
+				Runs: []Run{fullOK("2026-05-01 01:15:00"), due(ran("hourly", "incr", "2026-05-01 10:00:02", ResultRunning), "2026-05-01 12:29:30")}},
+			want: "none", why: "is in flight"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -191,8 +245,8 @@ func show(d Decision) string {
 	switch d.Action {
 	case None:
 		return "none"
-	case Cancel:
-		return fmt.Sprintf("cancel %s %s", d.RunID, d.Result)
+	case Cancel, End:
+		return fmt.Sprintf("%s %s %s", d.Action, d.RunID, d.Result)
 	}
 	node := d.Node
 	if node == "" {

@@ -15,10 +15,13 @@
 //     even the cancellation of a run that outlived its timeout; the
 //     leader resumes with the first tick after Resume.
 //  2. A run is in flight (recorded intent, no result): never a second
-//     backup of the cluster. When Now is past its start + the tier's
-//     timeout + Grace, cancel it with result "timeout" (a new leader does
-//     the same for an intent the previous one left behind); otherwise
-//     wait for it.
+//     backup of the cluster. A run on a member no longer in the cluster
+//     (Input.Known) ends at once (End, "cancelled"). A run cleaning up
+//     after its cancel order waits until its clean-up deadline (CleanupBy,
+//     else CancelAt + Input.Cleanup), then ends with its cancel's result
+//     (End). When Now is past the run's Due (the Runner's deadline on its
+//     own clock; else start + timeout) + Grace: Cancel (record the step
+//     "cancel", send a cancel order); otherwise wait for it.
 //  3. Which tiers are due is policy.Due over each tier's last recorded
 //     run (its start; scheduled, manual, failed or skipped alike): a tier
 //     is due once however many slots were missed, so after an outage one
@@ -40,7 +43,11 @@
 //     and waits (the run is made once, when a member is back).
 //
 // A failed, timed-out or skipped run counts as the tier's last run: the
-// tier runs again at its next slot, not in a loop every tick.
+// tier runs again at its next slot, not in a loop every tick. A run that
+// never started (ResultNotStarted) does not: the tier is tried again on
+// the next tick, until its next slot. Placement prefers a member whose
+// agent has its command stream open, then one on the primary's timeline,
+// then the least replay lag.
 //
 // Manual runs (pgdrctl backup run) go through Manual: the same type and
 // placement rules, refused with a sentinel error while another run is in
@@ -57,7 +64,16 @@
 // the node's agent over its command stream and the step "sent" is
 // recorded; the agent's pending answer is the step "accepted", its final
 // answer the result (ok or failed, with the backup's id and sizes). An
-// order that cannot be written ends the run as failed at once. Any leader
+// order that cannot be written ends the run as not_started at once. An
+// answer whose record fails, or that a coordinator that is not the
+// caught-up leader cannot place, is an ErrRetry (the agent sends it
+// again). When an agent's command stream opens (StreamOpened) its runs in
+// flight are ordered again, accepted ones too, with what is left of their
+// timeout (a cleaning one gets its cancel again). Deadlines are kept per
+// leadership on the Runner's clock: an inherited run gets what was left
+// of its timeout at the takeover, within [0, timeout]. Tick and RunNow do
+// nothing while Server.Ready says a voter may not know the records.
+// Any leader
 // records an answer to a run in flight; a new leader orders again, once,
 // an inherited run the agent has not accepted (Backup orders are
 // idempotent by run id) with only what is left of its timeout (start +

@@ -29,6 +29,22 @@ type fakeLeader struct {
 	members  []Member
 	orders   []*pgdrv1.AgentCommand
 	noStream bool
+	// follower: Leading is false; failRecord: Record fails; notReady:
+	// Ready's reason when set.
+	follower, failRecord bool
+	notReady             string
+}
+
+func (l *fakeLeader) Leading() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return !l.follower
+}
+
+func (l *fakeLeader) Ready() (bool, string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.notReady == "", l.notReady
 }
 
 func (l *fakeLeader) clock() time.Time {
@@ -74,6 +90,12 @@ func (l *fakeLeader) apply(actor string, typ pgdrv1.CommandType, p proto.Message
 }
 
 func (l *fakeLeader) Record(_ context.Context, actor string, rec *pgdrv1.RecordBackupRun) error {
+	l.mu.Lock()
+	fail := l.failRecord
+	l.mu.Unlock()
+	if fail {
+		return errors.New("raft: leadership lost while committing log")
+	}
 	return l.apply(actor, pgdrv1.CommandType_COMMAND_TYPE_RECORD_BACKUP_RUN, rec)
 }
 
@@ -203,27 +225,55 @@ func TestRunner(t *testing.T) {
 		t.Fatal("cancelled within the grace")
 	}
 	l.set("2026-05-01 13:01:03")
-	r.Tick(ctx) // the timeout is recorded; the 12:00 and 13:00 slots make one catch-up run only on the next tick
-	if got := l.runs()[1]; got.GetResult() != "timeout" || !strings.Contains(got.GetError(), "no result within the timeout") {
+	r.Tick(ctx) // over the timeout and the grace: a cancel order, the run cleans up
+	if got := l.runs()[1]; got.GetResult() != "" || got.GetCancelResult() != "timeout" || !strings.Contains(got.GetCancelNote(), "no result within the timeout") {
+		t.Fatalf("timed-out run %v", got)
+	}
+	if o := l.lastOrder().GetBackup(); !o.GetCancel() || o.GetRunId() != run.GetId() {
+		t.Fatalf("no cancel order after the timeout: %v", l.lastOrder())
+	}
+	r.Tick(ctx)
+	if got := l.last(); got.GetId() != run.GetId() {
+		t.Fatalf("a new run while the timed-out one cleans up: %v", got)
+	}
+	// The agent answers the cancel once its clean-up ended.
+	if ok, err := r.Answer(ctx, &pgdrv1.CommandResult{Id: run.GetId(), Cluster: "main", Node: "pg-3", Error: "cancelled and cleaned up",
+		Backup: &pgdrv1.BackupReport{RunId: run.GetId()}}); !ok || err != nil {
+		t.Fatalf("answer to the cancel: %v %v", ok, err)
+	}
+	if got := l.runs()[1]; got.GetResult() != "timeout" || !strings.Contains(got.GetError(), "cancelled and cleaned up") {
 		t.Fatalf("timed-out run %v", got)
 	}
 	if ok, _ := r.Answer(ctx, &pgdrv1.CommandResult{Id: run.GetId(), Cluster: "main", Node: "pg-3", Ok: true}); ok {
 		t.Fatal("a late answer after the timeout was recorded")
 	}
 
-	// The agent has no command stream: the catch-up run fails at once.
+	// The agent has no command stream: the catch-up run is recorded as
+	// not started, and the tier is tried again on the next tick.
 	l.mu.Lock()
 	l.noStream = true
 	l.mu.Unlock()
 	r.Tick(ctx)
-	if run = l.last(); run.GetResult() != "failed" || !strings.Contains(run.GetError(), "order not sent: the agent of pg-3: no open command stream") ||
+	if run = l.last(); run.GetResult() != "not_started" || !strings.Contains(run.GetError(), "order not sent: the agent of pg-3: no open command stream") ||
 		run.GetMissed() != 2 {
 		t.Fatalf("run without a stream %v", run)
 	}
 	n := len(l.runs())
+	l.mu.Lock()
+	l.noStream = false
+	l.mu.Unlock()
+	r.Tick(ctx)
+	if run = l.last(); len(l.runs()) != n+1 || run.GetResult() != "" || run.GetMissed() != 2 {
+		t.Fatalf("a run that never started is not tried again: %v", run)
+	}
+	if _, err := r.Answer(ctx, &pgdrv1.CommandResult{Id: run.GetId(), Cluster: "main", Node: "pg-3", Ok: true,
+		Backup: &pgdrv1.BackupReport{RunId: run.GetId(), Type: "incr"}}); err != nil {
+		t.Fatal(err)
+	}
+	n = len(l.runs())
 	r.Tick(ctx)
 	if len(l.runs()) != n {
-		t.Fatal("a failed run is retried before the next slot")
+		t.Fatal("a run that ended is retried before the next slot")
 	}
 	l.mu.Lock()
 	l.noStream = false
@@ -341,7 +391,9 @@ func TestRunnerResendTimeLeft(t *testing.T) {
 		{"a millisecond left", "2026-05-01 12:00:00.999", time.Millisecond, false},
 		{"at its timeout", "2026-05-01 12:00:01", 0, false},
 		{"within the grace", "2026-05-01 12:00:30", 0, false},
-		{"past the grace", "2026-05-01 12:01:01", 0, true},
+		// The new leader counts the grace from its takeover: it was not
+		// there to see the run's timeout pass.
+		{"past the grace", "2026-05-01 12:01:01", 0, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -387,7 +439,7 @@ func TestRunnerResendTimeLeft(t *testing.T) {
 			}
 			switch {
 			case tc.timedOut:
-				if got.GetId() != run.GetId() || got.GetResult() != ResultTimeout || !strings.Contains(got.GetError(), "no result within the timeout") {
+				if got.GetId() != run.GetId() || got.GetCancelResult() != ResultTimeout || !strings.Contains(got.GetCancelNote(), "no result within the timeout") {
 					t.Fatalf("run past its timeout and the grace recorded as %v", got)
 				}
 			case got.GetId() != run.GetId() || got.GetResult() != "":

@@ -100,6 +100,14 @@ func (h *hub) waitStream(ctx context.Context, k memberKey, d time.Duration) bool
 	}
 }
 
+// hasStream reports whether k's agent has a command stream open.
+func (h *hub) hasStream(k memberKey) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	_, ok := h.streams[k]
+	return ok
+}
+
 func (h *hub) open(k memberKey) chan *pgdrv1.AgentCommand {
 	ch := make(chan *pgdrv1.AgentCommand, 16)
 	h.mu.Lock()
@@ -414,6 +422,11 @@ func (a *agentAPI) Commands(req *pgdrv1.CommandsRequest, stream pgdrv1.AgentServ
 	// received it name it (echo.go).
 	a.s.hub.sent.note(k, ping.Id, time.Now())
 	ch <- ping
+	if a.s.sched != nil {
+		// The agent's backup runs in flight are ordered again: an answer
+		// lost with its previous stream comes again.
+		go a.s.sched.StreamOpened(lctx, req.Cluster, req.Node)
+	}
 	for {
 		select {
 		case <-lctx.Done():
@@ -446,7 +459,9 @@ func (a *agentAPI) CompleteCommand(ctx context.Context, r *pgdrv1.CommandResult)
 	r.Error = clipText(r.Error, maxResultText)
 	r.Output = clipText(r.Output, maxResultText)
 	a.s.hub.complete(r)
-	a.s.answerBackup(ctx, r)
+	if err := a.s.answerBackup(ctx, r); err != nil {
+		return nil, err
+	}
 	// A pending answer (a Backup order accepted, its result to come) is
 	// no failure.
 	if !r.Ok && !r.Pending {

@@ -10,8 +10,11 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/hashicorp/raft"
+
 	"github.com/pgdr/pgdr/coordinator/fsm"
 	"github.com/pgdr/pgdr/coordinator/schedule"
+	"github.com/pgdr/pgdr/pkg/gossip"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
 
@@ -38,13 +41,107 @@ func (ss schedServer) Cluster(name string) (*pgdrv1.Cluster, bool) { return ss.s
 func (ss schedServer) Members(c *pgdrv1.Cluster) []schedule.Member {
 	var members []schedule.Member
 	for _, cs := range ss.s.statusOf(c) {
-		for _, ms := range cs.GetMembers() {
-			role := ms.GetRole()
-			members = append(members, schedule.Member{Name: ms.GetName(), Role: role, Healthy: ms.GetHealthy(),
-				LagBytes: ms.GetLagBytes(), Connectable: role == RolePrimary || role == RoleReplica, Fenced: role == RoleFenced})
-		}
+		members = append(members, membersOf(cs, ss.s.hub.hasStream)...)
 	}
 	return members
+}
+
+// membersOf is the scheduler's view of a cluster's status: each member's
+// timeline and replay lag (the primary's LSN − its replay LSN; -1 when
+// either is unknown), and whether its agent's command stream is open.
+func membersOf(cs *pgdrv1.ClusterStatus, stream func(memberKey) bool) []schedule.Member {
+	var primaryLSN uint64
+	for _, ms := range cs.GetMembers() {
+		if ms.GetName() == cs.GetPrimary() && ms.GetRole() == RolePrimary {
+			primaryLSN = ms.GetLsn()
+		}
+	}
+	var members []schedule.Member
+	for _, ms := range cs.GetMembers() {
+		role := ms.GetRole()
+		m := schedule.Member{Name: ms.GetName(), Role: role, Healthy: ms.GetHealthy(), LagBytes: ms.GetLagBytes(),
+			Connectable: role == RolePrimary || role == RoleReplica, Fenced: role == RoleFenced,
+			Timeline: ms.GetTimeline(), ReplayLag: -1, Stream: stream(memberKey{cs.GetName(), ms.GetName()})}
+		switch {
+		case role == RolePrimary:
+			m.ReplayLag = 0
+		case primaryLSN > 0 && ms.GetReplayLsn() > 0:
+			m.ReplayLag = int64(primaryLSN - min(primaryLSN, ms.GetReplayLsn()))
+		}
+		members = append(members, m)
+	}
+	return members
+}
+
+// FeatureLevel is this coordinator's feature level, advertised in its
+// gossip metadata: 1 knows RecordBackupRun with its cancel step, the
+// not_started result, the type taken and the expiry outcome. The backup
+// scheduler runs only when every voter advertises at least
+// schedFeatureLevel: its records are proposed ignore_if_unknown, and an
+// older voter that skipped them would diverge.
+const FeatureLevel = 1
+
+const schedFeatureLevel = 1
+
+func (ss schedServer) Leading() bool { return ss.s.caughtUpLeader() }
+
+// Ready: every Raft voter advertises (gossip metadata, as last heard of)
+// a feature level that knows the scheduler's records.
+func (ss schedServer) Ready() (bool, string) {
+	return votersReady(ss.s.cfg.Name, ss.s.voters(), ss.s.featureLevels())
+}
+
+// votersReady checks each voter's level (self is FeatureLevel).
+func votersReady(self string, voters []string, levels map[string]int) (bool, string) {
+	if len(voters) == 0 {
+		return false, "the Raft configuration is not known"
+	}
+	for _, v := range voters {
+		lvl, ok := levels[v]
+		if v == self {
+			lvl, ok = FeatureLevel, true
+		}
+		switch {
+		case !ok:
+			return false, fmt.Sprintf("the feature level of voter %s is not known (not heard of by gossip): it may not know the backup run records", v)
+		case lvl < schedFeatureLevel:
+			return false, fmt.Sprintf("voter %s has feature level %d, the backup scheduler needs %d (a rolling upgrade is in progress?)", v, lvl, schedFeatureLevel)
+		}
+	}
+	return true, ""
+}
+
+// voters are the names of the Raft voters.
+func (s *Server) voters() []string {
+	if s.raft == nil {
+		return nil
+	}
+	cf := s.raft.GetConfiguration()
+	if cf.Error() != nil {
+		return nil
+	}
+	var out []string
+	for _, srv := range cf.Configuration().Servers {
+		if srv.Suffrage == raft.Voter {
+			out = append(out, string(srv.ID))
+		}
+	}
+	return out
+}
+
+// featureLevels are the coordinators' advertised feature levels, as the
+// gossip pool last heard of them.
+func (s *Server) featureLevels() map[string]int {
+	out := map[string]int{}
+	if s.pool == nil {
+		return out
+	}
+	for _, p := range s.pool.Members() {
+		if p.Meta.Kind == gossip.KindCoordinator {
+			out[p.Meta.Name] = p.Meta.Features
+		}
+	}
+	return out
 }
 
 // Record proposes the run record with ignore_if_unknown: a coordinator
@@ -68,15 +165,19 @@ func (ss schedServer) Order(_ context.Context, cmd *pgdrv1.AgentCommand) error {
 }
 
 // answerBackup hands an agent's answer to the scheduler, which records it
-// when it is about a backup run in flight.
-func (s *Server) answerBackup(ctx context.Context, r *pgdrv1.CommandResult) {
+// when it is about a backup run in flight. An answer that was not
+// recorded and must come again (schedule.ErrRetry) is an Unavailable
+// error, which the agent's Complete retries (to the leader).
+func (s *Server) answerBackup(ctx context.Context, r *pgdrv1.CommandResult) error {
 	if s.sched == nil { // tests that build a Server by hand
-		return
+		return nil
 	}
-	ok, err := s.sched.Answer(ctx, r)
-	if ok && err != nil {
-		s.log.Warn("recording a backup run's answer", "cluster", r.GetCluster(), "node", r.GetNode(), "run", r.GetId(), "err", err)
+	_, err := s.sched.Answer(ctx, r)
+	if err != nil {
+		s.log.Warn("a backup run's answer was not recorded: the agent sends it again", "cluster", r.GetCluster(), "node", r.GetNode(), "run", r.GetId(), "err", err)
+		return status.Errorf(codes.Unavailable, "%v", err)
 	}
+	return nil
 }
 
 // ListBackupRuns lists the recorded backup runs from this coordinator's
@@ -134,7 +235,7 @@ func (a *adminAPI) RunBackup(ctx context.Context, req *pgdrv1.RunBackupRequest) 
 	switch {
 	case errors.Is(err, schedule.ErrUnknownTier):
 		return nil, invalid("tier", "%v", err)
-	case errors.Is(err, schedule.ErrBusy), errors.Is(err, schedule.ErrNoCandidate):
+	case errors.Is(err, schedule.ErrBusy), errors.Is(err, schedule.ErrNoCandidate), errors.Is(err, schedule.ErrNotReady):
 		return nil, status.Errorf(codes.FailedPrecondition, "cluster %s: %v", req.GetCluster(), err)
 	case err != nil:
 		if _, ok := status.FromError(err); ok {
@@ -150,4 +251,44 @@ func (a *adminAPI) RunBackup(ctx context.Context, req *pgdrv1.RunBackupRequest) 
 		}
 	}
 	return &pgdrv1.RunBackupResponse{Run: run}, nil
+}
+
+// CancelBackupRun ends a backup run in flight as cancelled (the actor and
+// note in its error) and sends its agent a cancel order: the way out of
+// a run that would otherwise wait for its timeout (its agent gone for
+// good). A follower forwards it.
+func (a *adminAPI) CancelBackupRun(ctx context.Context, req *pgdrv1.CancelBackupRunRequest) (*pgdrv1.CancelBackupRunResponse, error) {
+	if err := checkName("cluster", req.GetCluster(), true); err != nil {
+		return nil, err
+	}
+	if len(req.GetRunId()) > 64 {
+		return nil, invalid("run_id", "at most 64 bytes")
+	}
+	if len(req.GetNote()) > 1024 {
+		return nil, invalid("note", "at most 1024 bytes")
+	}
+	if !a.s.isLeader() {
+		conn, err := a.s.leaderConn()
+		if err != nil {
+			return nil, err
+		}
+		return pgdrv1.NewAdminServiceClient(conn).CancelBackupRun(forwardCtx(ctx), req)
+	}
+	if !a.s.caughtUpLeader() {
+		return nil, errCatchingUp
+	}
+	if err := a.clusterMustExist(req.GetCluster()); err != nil {
+		return nil, err
+	}
+	run, err := a.s.sched.Cancel(ctx, req.GetCluster(), req.GetRunId(), requester(ctx), req.GetNote())
+	switch {
+	case errors.Is(err, schedule.ErrNoRun):
+		return nil, status.Errorf(codes.FailedPrecondition, "%v", err)
+	case err != nil:
+		if _, ok := status.FromError(err); ok {
+			return nil, err
+		}
+		return nil, status.Errorf(codes.Internal, "cluster %s: %v", req.GetCluster(), err)
+	}
+	return &pgdrv1.CancelBackupRunResponse{Run: run}, nil
 }

@@ -131,11 +131,11 @@ func TestBackupRunAdminAPI(t *testing.T) {
 		t.Fatalf("run carried out: %v", got)
 	}
 
-	// No command stream: recorded failed at once, and said so.
+	// No command stream: recorded not started at once, and said so.
 	s.hub.close(memberKey{"main", "pg-a2"}, stream)
 	reportHealthy(s)
 	res, err = admin.RunBackup(ctx, &pgdrv1.RunBackupRequest{Cluster: "main", Tier: "full"})
-	if err != nil || res.GetRun().GetResult() != "failed" || !strings.Contains(res.GetRun().GetError(), "order not sent: the agent of pg-a2: no open command stream") {
+	if err != nil || res.GetRun().GetResult() != "not_started" || !strings.Contains(res.GetRun().GetError(), "order not sent: the agent of pg-a2: no open command stream") {
 		t.Fatalf("run without a stream: %v %v", res, err)
 	}
 	before := s.fsm.State()
@@ -183,5 +183,104 @@ func TestStatusOfOneCluster(t *testing.T) {
 	}
 	if n := len(one[0].GetMembers()); n < 2 {
 		t.Fatalf("status of main has %d members, want pg-a1 and pg-a2", n)
+	}
+}
+
+// TestCancelBackupRunAdminAPI (review of issue 16, 4): the read token
+// cannot cancel; the admin token ends the run in flight as cancelled, with
+// who and why, and its agent gets a cancel order; a cancel with no run in
+// flight is refused. A final answer about a run the leader does not know
+// is acknowledged (it ended or was never recorded: nothing to retry).
+func TestCancelBackupRunAdminAPI(t *testing.T) {
+	s, client := adminAPIServer(t)
+	ctx := context.Background()
+	reader, admin := client("read-secret"), client("admin-secret")
+	mustPropose(t, s, pgdrv1.CommandType_COMMAND_TYPE_REGISTER_MEMBER, &pgdrv1.RegisterMember{Member: &pgdrv1.Member{
+		Name: "pg-a2", Cluster: "main", Region: "r1", Dsn: "host=pg-a2", ApiUrl: "http://pg-a2:8008", GossipAddress: "pg-a2:7946"}})
+	mustPropose(t, s, pgdrv1.CommandType_COMMAND_TYPE_SET_PRIMARY, &pgdrv1.SetPrimary{Cluster: "main", Name: "pg-a1"})
+	if _, err := admin.SetBackupPolicy(ctx, &pgdrv1.SetBackupPolicyRequest{Cluster: "main", Policy: yearlyTiers()}); err != nil {
+		t.Fatal(err)
+	}
+	stream := s.hub.open(memberKey{"main", "pg-a2"})
+	defer s.hub.close(memberKey{"main", "pg-a2"}, stream)
+	reportHealthy(s)
+	if _, err := admin.CancelBackupRun(ctx, &pgdrv1.CancelBackupRunRequest{Cluster: "main"}); status.Code(err) != codes.FailedPrecondition ||
+		!strings.Contains(err.Error(), "no backup run in flight") {
+		t.Fatalf("cancel with nothing in flight: %v", err)
+	}
+	res, err := admin.RunBackup(ctx, &pgdrv1.RunBackupRequest{Cluster: "main", Tier: "full"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-stream
+	id := res.GetRun().GetId()
+	if _, err := reader.CancelBackupRun(ctx, &pgdrv1.CancelBackupRunRequest{Cluster: "main", RunId: id}); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("the read token cancelled a run: %v", err)
+	}
+	got, err := admin.CancelBackupRun(ctx, &pgdrv1.CancelBackupRunRequest{Cluster: "main", RunId: id, Note: "agent host lost"})
+	if err != nil || got.GetRun().GetResult() != "cancelled" || got.GetRun().GetError() != "cancelled by admin:alice: agent host lost" {
+		t.Fatalf("cancel: %v %v", got, err)
+	}
+	select {
+	case o := <-stream:
+		if !o.GetBackup().GetCancel() || o.GetBackup().GetRunId() != id {
+			t.Fatalf("order after the cancel: %v", o)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no cancel order on pg-a2's stream")
+	}
+	agents := &agentAPI{s: s}
+	if _, err := agents.CompleteCommand(ctx, &pgdrv1.CommandResult{Id: "zz", Cluster: "main", Node: "pg-a2", Ok: true,
+		Backup: &pgdrv1.BackupReport{RunId: "never-recorded"}}); err != nil {
+		t.Fatalf("answer about an unknown run on the leader: %v", err)
+	}
+	// A leader that has not caught up (or a follower) does not know
+	// whether the run exists yet: Unavailable, the agent sends it again.
+	s.mu.Lock()
+	s.caughtUp = false
+	s.mu.Unlock()
+	if _, err := agents.CompleteCommand(ctx, &pgdrv1.CommandResult{Id: "zz", Cluster: "main", Node: "pg-a2", Ok: true,
+		Backup: &pgdrv1.BackupReport{RunId: "maybe-recorded-soon"}}); status.Code(err) != codes.Unavailable {
+		t.Fatalf("answer about an unknown run on a leader catching up: %v, want Unavailable", err)
+	}
+	// Any other command's answer is acknowledged as before.
+	if _, err := agents.CompleteCommand(ctx, &pgdrv1.CommandResult{Id: "ping-1", Cluster: "main", Node: "pg-a2", Ok: true}); err != nil {
+		t.Fatalf("a ping's answer: %v", err)
+	}
+	s.mu.Lock()
+	s.caughtUp = true
+	s.mu.Unlock()
+}
+
+// TestSchedulerMembersAndGate (review of issue 16, 5 and 6): the members
+// as the scheduler sees them carry the timeline, the replay lag from the
+// primary's LSN and whether their stream is open; the scheduler runs only
+// when every voter's feature level is known and high enough.
+func TestSchedulerMembersAndGate(t *testing.T) {
+	cs := &pgdrv1.ClusterStatus{Name: "main", Primary: "a", Members: []*pgdrv1.MemberStatus{
+		{Name: "a", Role: RolePrimary, Timeline: 3, Lsn: 5000},
+		{Name: "b", Role: RoleReplica, Timeline: 3, ReplayLsn: 4000, ReceiveLsn: 5000, LagBytes: 0},
+		{Name: "c", Role: RoleReplica, Timeline: 2},
+	}}
+	ms := membersOf(cs, func(k memberKey) bool { return k.node == "b" })
+	if ms[0].ReplayLag != 0 || ms[1].ReplayLag != 1000 || ms[1].Timeline != 3 || !ms[1].Stream || ms[2].ReplayLag != -1 || ms[2].Stream {
+		t.Fatalf("members %+v", ms)
+	}
+	for _, tc := range []struct {
+		voters []string
+		levels map[string]int
+		ok     bool
+		why    string
+	}{
+		{[]string{"c1"}, nil, true, ""},
+		{[]string{"c1", "c2", "c3"}, map[string]int{"c2": 1, "c3": 1}, true, ""},
+		{[]string{"c1", "c2", "c3"}, map[string]int{"c2": 1, "c3": 0}, false, "voter c3 has feature level 0"},
+		{[]string{"c1", "c2"}, map[string]int{}, false, "feature level of voter c2 is not known"},
+		{nil, nil, false, "not known"},
+	} {
+		ok, why := votersReady("c1", tc.voters, tc.levels)
+		if ok != tc.ok || !strings.Contains(why, tc.why) {
+			t.Errorf("%v %v: %v %q", tc.voters, tc.levels, ok, why)
+		}
 	}
 }

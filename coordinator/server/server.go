@@ -142,8 +142,12 @@ func newServer(cfg *config.Config, log *slog.Logger, opts Options, tokens *confi
 	if grace == 0 {
 		grace = schedule.DefaultGrace
 	}
+	retry := schedule.DefaultRetry
+	if opts.BackupEvery > 0 { // labs tick fast: retry within a few ticks
+		retry = min(retry, 4*opts.BackupEvery)
+	}
 	s.sched = schedule.NewRunner(schedule.Config{Server: schedServer{s}, Name: cfg.Name, Log: log,
-		Every: opts.BackupEvery, Grace: grace, WarmUp: cfg.Health.StaleAfter.Duration})
+		Every: opts.BackupEvery, Grace: grace, WarmUp: cfg.Health.StaleAfter.Duration, Retry: retry})
 	if s.notify, err = newNotifier(cfg, log); err != nil {
 		return nil, err
 	}
@@ -166,7 +170,8 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.cfg.Gossip.Bind != "" {
 		s.pool, err = gossip.Start(ctx, gossip.Config{
 			Bind: s.cfg.Gossip.Bind, Join: s.cfg.Gossip.Join, KeyFile: s.cfg.Gossip.KeyFile,
-			Meta:    gossip.Meta{Kind: gossip.KindCoordinator, Name: s.cfg.Name, Region: s.cfg.Region, API: s.cfg.API.Advertise},
+			Meta: gossip.Meta{Kind: gossip.KindCoordinator, Name: s.cfg.Name, Region: s.cfg.Region, API: s.cfg.API.Advertise,
+				Features: FeatureLevel},
 			Profile: s.cfg.Gossip.Profile, Logger: s.log, Tune: s.opts.GossipTune,
 		})
 		if err != nil {

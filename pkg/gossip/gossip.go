@@ -41,6 +41,9 @@ type Meta struct {
 	Cluster string `json:"c,omitempty"`
 	Region  string `json:"r,omitempty"`
 	API     string `json:"a,omitempty"`
+	// Features is a coordinator's feature level (0 for versions before
+	// it was advertised): what replicated records it knows.
+	Features int `json:"f,omitempty"`
 }
 
 // Config starts a pool member.

@@ -35,6 +35,7 @@ const (
 	AdminService_SetBackupPolicy_FullMethodName   = "/pgdr.v1.AdminService/SetBackupPolicy"
 	AdminService_ListBackupRuns_FullMethodName    = "/pgdr.v1.AdminService/ListBackupRuns"
 	AdminService_RunBackup_FullMethodName         = "/pgdr.v1.AdminService/RunBackup"
+	AdminService_CancelBackupRun_FullMethodName   = "/pgdr.v1.AdminService/CancelBackupRun"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -71,6 +72,9 @@ type AdminServiceClient interface {
 	// backup of the cluster runs.
 	ListBackupRuns(ctx context.Context, in *ListBackupRunsRequest, opts ...grpc.CallOption) (*ListBackupRunsResponse, error)
 	RunBackup(ctx context.Context, in *RunBackupRequest, opts ...grpc.CallOption) (*RunBackupResponse, error)
+	// CancelBackupRun (role admin) ends a run in flight as cancelled and
+	// sends its agent a cancel order.
+	CancelBackupRun(ctx context.Context, in *CancelBackupRunRequest, opts ...grpc.CallOption) (*CancelBackupRunResponse, error)
 }
 
 type adminServiceClient struct {
@@ -221,6 +225,16 @@ func (c *adminServiceClient) RunBackup(ctx context.Context, in *RunBackupRequest
 	return out, nil
 }
 
+func (c *adminServiceClient) CancelBackupRun(ctx context.Context, in *CancelBackupRunRequest, opts ...grpc.CallOption) (*CancelBackupRunResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CancelBackupRunResponse)
+	err := c.cc.Invoke(ctx, AdminService_CancelBackupRun_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -255,6 +269,9 @@ type AdminServiceServer interface {
 	// backup of the cluster runs.
 	ListBackupRuns(context.Context, *ListBackupRunsRequest) (*ListBackupRunsResponse, error)
 	RunBackup(context.Context, *RunBackupRequest) (*RunBackupResponse, error)
+	// CancelBackupRun (role admin) ends a run in flight as cancelled and
+	// sends its agent a cancel order.
+	CancelBackupRun(context.Context, *CancelBackupRunRequest) (*CancelBackupRunResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -306,6 +323,9 @@ func (UnimplementedAdminServiceServer) ListBackupRuns(context.Context, *ListBack
 }
 func (UnimplementedAdminServiceServer) RunBackup(context.Context, *RunBackupRequest) (*RunBackupResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method RunBackup not implemented")
+}
+func (UnimplementedAdminServiceServer) CancelBackupRun(context.Context, *CancelBackupRunRequest) (*CancelBackupRunResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method CancelBackupRun not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -580,6 +600,24 @@ func _AdminService_RunBackup_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_CancelBackupRun_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CancelBackupRunRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).CancelBackupRun(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_CancelBackupRun_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).CancelBackupRun(ctx, req.(*CancelBackupRunRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -642,6 +680,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RunBackup",
 			Handler:    _AdminService_RunBackup_Handler,
+		},
+		{
+			MethodName: "CancelBackupRun",
+			Handler:    _AdminService_CancelBackupRun_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

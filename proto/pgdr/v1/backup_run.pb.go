@@ -58,15 +58,29 @@ type BackupRun struct {
 	SentAt *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=sent_at,json=sentAt,proto3" json:"sent_at,omitempty"`
 	// accepted_at (step): the agent answered that the backup runs.
 	AcceptedAt *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=accepted_at,json=acceptedAt,proto3" json:"accepted_at,omitempty"`
-	// result: "" while in flight; ok, failed, cancelled, timeout or skipped.
+	// result: "" while in flight; ok, failed, cancelled, timeout, skipped
+	// or not_started (the order was not written, or the agent refused it
+	// before starting: busy, expired; it does not count as the tier's run
+	// of its slot, which is tried again).
 	Result     string                 `protobuf:"bytes,14,opt,name=result,proto3" json:"result,omitempty"`
 	Error      string                 `protobuf:"bytes,15,opt,name=error,proto3" json:"error,omitempty"`
 	FinishedAt *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
 	// size_bytes, stored_bytes and backup_id: as the agent reported them
 	// (0 and "": not reported).
-	SizeBytes     uint64 `protobuf:"varint,17,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
-	StoredBytes   uint64 `protobuf:"varint,18,opt,name=stored_bytes,json=storedBytes,proto3" json:"stored_bytes,omitempty"`
-	BackupId      string `protobuf:"bytes,19,opt,name=backup_id,json=backupId,proto3" json:"backup_id,omitempty"`
+	SizeBytes   uint64 `protobuf:"varint,17,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	StoredBytes uint64 `protobuf:"varint,18,opt,name=stored_bytes,json=storedBytes,proto3" json:"stored_bytes,omitempty"`
+	BackupId    string `protobuf:"bytes,19,opt,name=backup_id,json=backupId,proto3" json:"backup_id,omitempty"`
+	// cancel_at (step "cancel"): the leader sent a cancel order (the run
+	// outlived its timeout, or an operator cancelled it); the run is
+	// cleaning up, still in flight, until the agent answers or the
+	// clean-up deadline passes, and then ends with cancel_result.
+	CancelAt *timestamppb.Timestamp `protobuf:"bytes,20,opt,name=cancel_at,json=cancelAt,proto3" json:"cancel_at,omitempty"`
+	// cancel_result: timeout or cancelled.
+	CancelResult string `protobuf:"bytes,21,opt,name=cancel_result,json=cancelResult,proto3" json:"cancel_result,omitempty"`
+	// cancel_note: why, and who asked.
+	CancelNote string `protobuf:"bytes,22,opt,name=cancel_note,json=cancelNote,proto3" json:"cancel_note,omitempty"`
+	// expiry: the retention run after a successful backup (unset: none).
+	Expiry        *BackupExpiry `protobuf:"bytes,23,opt,name=expiry,proto3" json:"expiry,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -234,6 +248,220 @@ func (x *BackupRun) GetBackupId() string {
 	return ""
 }
 
+func (x *BackupRun) GetCancelAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CancelAt
+	}
+	return nil
+}
+
+func (x *BackupRun) GetCancelResult() string {
+	if x != nil {
+		return x.CancelResult
+	}
+	return ""
+}
+
+func (x *BackupRun) GetCancelNote() string {
+	if x != nil {
+		return x.CancelNote
+	}
+	return ""
+}
+
+func (x *BackupRun) GetExpiry() *BackupExpiry {
+	if x != nil {
+		return x.Expiry
+	}
+	return nil
+}
+
+// BackupExpiry is what the expiry the agent ran after a successful
+// backup did, over every repository of the order.
+type BackupExpiry struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	BackupsDeleted uint32                 `protobuf:"varint,1,opt,name=backups_deleted,json=backupsDeleted,proto3" json:"backups_deleted,omitempty"`
+	WalDeleted     uint64                 `protobuf:"varint,2,opt,name=wal_deleted,json=walDeleted,proto3" json:"wal_deleted,omitempty"`
+	ObjectsDeleted uint64                 `protobuf:"varint,3,opt,name=objects_deleted,json=objectsDeleted,proto3" json:"objects_deleted,omitempty"`
+	// error: why expiry failed in some repository ("" = it did not); a
+	// failed expiry does not fail the backup.
+	Error         string `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupExpiry) Reset() {
+	*x = BackupExpiry{}
+	mi := &file_pgdr_v1_backup_run_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupExpiry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupExpiry) ProtoMessage() {}
+
+func (x *BackupExpiry) ProtoReflect() protoreflect.Message {
+	mi := &file_pgdr_v1_backup_run_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupExpiry.ProtoReflect.Descriptor instead.
+func (*BackupExpiry) Descriptor() ([]byte, []int) {
+	return file_pgdr_v1_backup_run_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *BackupExpiry) GetBackupsDeleted() uint32 {
+	if x != nil {
+		return x.BackupsDeleted
+	}
+	return 0
+}
+
+func (x *BackupExpiry) GetWalDeleted() uint64 {
+	if x != nil {
+		return x.WalDeleted
+	}
+	return 0
+}
+
+func (x *BackupExpiry) GetObjectsDeleted() uint64 {
+	if x != nil {
+		return x.ObjectsDeleted
+	}
+	return 0
+}
+
+func (x *BackupExpiry) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+// BackupRetention is the retention the agent applies after a successful
+// backup (pgdr-agent expire --keep-tier NAME=... --pitr-window ...).
+type BackupRetention struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tiers         []*TierRetention       `protobuf:"bytes,1,rep,name=tiers,proto3" json:"tiers,omitempty"`
+	PitrWindowMs  int64                  `protobuf:"varint,2,opt,name=pitr_window_ms,json=pitrWindowMs,proto3" json:"pitr_window_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupRetention) Reset() {
+	*x = BackupRetention{}
+	mi := &file_pgdr_v1_backup_run_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupRetention) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupRetention) ProtoMessage() {}
+
+func (x *BackupRetention) ProtoReflect() protoreflect.Message {
+	mi := &file_pgdr_v1_backup_run_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupRetention.ProtoReflect.Descriptor instead.
+func (*BackupRetention) Descriptor() ([]byte, []int) {
+	return file_pgdr_v1_backup_run_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *BackupRetention) GetTiers() []*TierRetention {
+	if x != nil {
+		return x.Tiers
+	}
+	return nil
+}
+
+func (x *BackupRetention) GetPitrWindowMs() int64 {
+	if x != nil {
+		return x.PitrWindowMs
+	}
+	return 0
+}
+
+type TierRetention struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tier          string                 `protobuf:"bytes,1,opt,name=tier,proto3" json:"tier,omitempty"`
+	KeepCount     int64                  `protobuf:"varint,2,opt,name=keep_count,json=keepCount,proto3" json:"keep_count,omitempty"`
+	KeepAgeMs     int64                  `protobuf:"varint,3,opt,name=keep_age_ms,json=keepAgeMs,proto3" json:"keep_age_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TierRetention) Reset() {
+	*x = TierRetention{}
+	mi := &file_pgdr_v1_backup_run_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TierRetention) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TierRetention) ProtoMessage() {}
+
+func (x *TierRetention) ProtoReflect() protoreflect.Message {
+	mi := &file_pgdr_v1_backup_run_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TierRetention.ProtoReflect.Descriptor instead.
+func (*TierRetention) Descriptor() ([]byte, []int) {
+	return file_pgdr_v1_backup_run_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *TierRetention) GetTier() string {
+	if x != nil {
+		return x.Tier
+	}
+	return ""
+}
+
+func (x *TierRetention) GetKeepCount() int64 {
+	if x != nil {
+		return x.KeepCount
+	}
+	return 0
+}
+
+func (x *TierRetention) GetKeepAgeMs() int64 {
+	if x != nil {
+		return x.KeepAgeMs
+	}
+	return 0
+}
+
 // RecordBackupRun (Raft command) records one phase of a run of cluster.
 // Timestamps come from the command's time (the leader's clock).
 type RecordBackupRun struct {
@@ -251,7 +479,7 @@ type RecordBackupRun struct {
 
 func (x *RecordBackupRun) Reset() {
 	*x = RecordBackupRun{}
-	mi := &file_pgdr_v1_backup_run_proto_msgTypes[1]
+	mi := &file_pgdr_v1_backup_run_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -263,7 +491,7 @@ func (x *RecordBackupRun) String() string {
 func (*RecordBackupRun) ProtoMessage() {}
 
 func (x *RecordBackupRun) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_backup_run_proto_msgTypes[1]
+	mi := &file_pgdr_v1_backup_run_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -276,7 +504,7 @@ func (x *RecordBackupRun) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordBackupRun.ProtoReflect.Descriptor instead.
 func (*RecordBackupRun) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_backup_run_proto_rawDescGZIP(), []int{1}
+	return file_pgdr_v1_backup_run_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *RecordBackupRun) GetCluster() string {
@@ -352,15 +580,19 @@ func (*RecordBackupRun_Result) isRecordBackupRun_Phase() {}
 type BackupRunStep struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	// step: "sent" or "accepted".
-	Step          string `protobuf:"bytes,2,opt,name=step,proto3" json:"step,omitempty"`
+	// step: "sent", "accepted" or "cancel" (with result and note: the
+	// cancel order went out; the run is cleaning up).
+	Step string `protobuf:"bytes,2,opt,name=step,proto3" json:"step,omitempty"`
+	// result (cancel): timeout or cancelled.
+	Result        string `protobuf:"bytes,3,opt,name=result,proto3" json:"result,omitempty"`
+	Note          string `protobuf:"bytes,4,opt,name=note,proto3" json:"note,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *BackupRunStep) Reset() {
 	*x = BackupRunStep{}
-	mi := &file_pgdr_v1_backup_run_proto_msgTypes[2]
+	mi := &file_pgdr_v1_backup_run_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -372,7 +604,7 @@ func (x *BackupRunStep) String() string {
 func (*BackupRunStep) ProtoMessage() {}
 
 func (x *BackupRunStep) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_backup_run_proto_msgTypes[2]
+	mi := &file_pgdr_v1_backup_run_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -385,7 +617,7 @@ func (x *BackupRunStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupRunStep.ProtoReflect.Descriptor instead.
 func (*BackupRunStep) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_backup_run_proto_rawDescGZIP(), []int{2}
+	return file_pgdr_v1_backup_run_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *BackupRunStep) GetId() string {
@@ -402,22 +634,39 @@ func (x *BackupRunStep) GetStep() string {
 	return ""
 }
 
+func (x *BackupRunStep) GetResult() string {
+	if x != nil {
+		return x.Result
+	}
+	return ""
+}
+
+func (x *BackupRunStep) GetNote() string {
+	if x != nil {
+		return x.Note
+	}
+	return ""
+}
+
 type BackupRunResult struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	// result: ok, failed, cancelled or timeout.
-	Result        string `protobuf:"bytes,2,opt,name=result,proto3" json:"result,omitempty"`
-	Error         string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
-	SizeBytes     uint64 `protobuf:"varint,4,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
-	StoredBytes   uint64 `protobuf:"varint,5,opt,name=stored_bytes,json=storedBytes,proto3" json:"stored_bytes,omitempty"`
-	BackupId      string `protobuf:"bytes,6,opt,name=backup_id,json=backupId,proto3" json:"backup_id,omitempty"`
+	// result: ok, failed, cancelled, timeout or not_started.
+	Result      string `protobuf:"bytes,2,opt,name=result,proto3" json:"result,omitempty"`
+	Error       string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	SizeBytes   uint64 `protobuf:"varint,4,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	StoredBytes uint64 `protobuf:"varint,5,opt,name=stored_bytes,json=storedBytes,proto3" json:"stored_bytes,omitempty"`
+	BackupId    string `protobuf:"bytes,6,opt,name=backup_id,json=backupId,proto3" json:"backup_id,omitempty"`
+	// type: what the agent took ("" = the intent's type).
+	Type          string        `protobuf:"bytes,7,opt,name=type,proto3" json:"type,omitempty"`
+	Expiry        *BackupExpiry `protobuf:"bytes,8,opt,name=expiry,proto3" json:"expiry,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *BackupRunResult) Reset() {
 	*x = BackupRunResult{}
-	mi := &file_pgdr_v1_backup_run_proto_msgTypes[3]
+	mi := &file_pgdr_v1_backup_run_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -429,7 +678,7 @@ func (x *BackupRunResult) String() string {
 func (*BackupRunResult) ProtoMessage() {}
 
 func (x *BackupRunResult) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_backup_run_proto_msgTypes[3]
+	mi := &file_pgdr_v1_backup_run_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -442,7 +691,7 @@ func (x *BackupRunResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupRunResult.ProtoReflect.Descriptor instead.
 func (*BackupRunResult) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_backup_run_proto_rawDescGZIP(), []int{3}
+	return file_pgdr_v1_backup_run_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *BackupRunResult) GetId() string {
@@ -487,6 +736,20 @@ func (x *BackupRunResult) GetBackupId() string {
 	return ""
 }
 
+func (x *BackupRunResult) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *BackupRunResult) GetExpiry() *BackupExpiry {
+	if x != nil {
+		return x.Expiry
+	}
+	return nil
+}
+
 // Backup (AgentCommand.backup) orders a backup of one tier. The agent
 // answers at once with CommandResult.pending (the backup runs) and
 // completes the same command id when it ends, with CommandResult.backup;
@@ -505,15 +768,23 @@ type Backup struct {
 	Type string `protobuf:"bytes,3,opt,name=type,proto3" json:"type,omitempty"`
 	// repositories: the repos (by name of the agent's configuration) the
 	// backup must reach; empty = every repository.
-	Repositories  []string `protobuf:"bytes,4,rep,name=repositories,proto3" json:"repositories,omitempty"`
-	TimeoutMs     int64    `protobuf:"varint,5,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	Repositories []string `protobuf:"bytes,4,rep,name=repositories,proto3" json:"repositories,omitempty"`
+	TimeoutMs    int64    `protobuf:"varint,5,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	// cancel: stop run_id (cancel it and clean up if it runs; never start
+	// it later); the other fields are not read. The agent answers with the
+	// run's final result when it has one, else pending, and completes the
+	// run once its clean-up ended.
+	Cancel       bool   `protobuf:"varint,6,opt,name=cancel,proto3" json:"cancel,omitempty"`
+	CancelReason string `protobuf:"bytes,7,opt,name=cancel_reason,json=cancelReason,proto3" json:"cancel_reason,omitempty"`
+	// retention: expiry run after a successful backup (unset: none).
+	Retention     *BackupRetention `protobuf:"bytes,8,opt,name=retention,proto3" json:"retention,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Backup) Reset() {
 	*x = Backup{}
-	mi := &file_pgdr_v1_backup_run_proto_msgTypes[4]
+	mi := &file_pgdr_v1_backup_run_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -525,7 +796,7 @@ func (x *Backup) String() string {
 func (*Backup) ProtoMessage() {}
 
 func (x *Backup) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_backup_run_proto_msgTypes[4]
+	mi := &file_pgdr_v1_backup_run_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -538,7 +809,7 @@ func (x *Backup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Backup.ProtoReflect.Descriptor instead.
 func (*Backup) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_backup_run_proto_rawDescGZIP(), []int{4}
+	return file_pgdr_v1_backup_run_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Backup) GetRunId() string {
@@ -576,6 +847,27 @@ func (x *Backup) GetTimeoutMs() int64 {
 	return 0
 }
 
+func (x *Backup) GetCancel() bool {
+	if x != nil {
+		return x.Cancel
+	}
+	return false
+}
+
+func (x *Backup) GetCancelReason() string {
+	if x != nil {
+		return x.CancelReason
+	}
+	return ""
+}
+
+func (x *Backup) GetRetention() *BackupRetention {
+	if x != nil {
+		return x.Retention
+	}
+	return nil
+}
+
 // BackupReport is what the agent reports with the result of a Backup
 // order.
 type BackupReport struct {
@@ -583,15 +875,24 @@ type BackupReport struct {
 	BackupId string                 `protobuf:"bytes,1,opt,name=backup_id,json=backupId,proto3" json:"backup_id,omitempty"`
 	// size_bytes: bytes read from the data directory; stored_bytes: bytes
 	// written to each repository (after compression).
-	SizeBytes     uint64 `protobuf:"varint,2,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
-	StoredBytes   uint64 `protobuf:"varint,3,opt,name=stored_bytes,json=storedBytes,proto3" json:"stored_bytes,omitempty"`
+	SizeBytes   uint64 `protobuf:"varint,2,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	StoredBytes uint64 `protobuf:"varint,3,opt,name=stored_bytes,json=storedBytes,proto3" json:"stored_bytes,omitempty"`
+	// run_id: the run the answer is about (set in every answer to a Backup
+	// order, pending or final, so the coordinator knows it for one).
+	RunId string `protobuf:"bytes,4,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	// type: what was taken (full when an incr/diff had no usable parent).
+	Type string `protobuf:"bytes,5,opt,name=type,proto3" json:"type,omitempty"`
+	// not_started: the run was refused before it started (busy, expired,
+	// the agent stopping).
+	NotStarted    bool          `protobuf:"varint,6,opt,name=not_started,json=notStarted,proto3" json:"not_started,omitempty"`
+	Expiry        *BackupExpiry `protobuf:"bytes,7,opt,name=expiry,proto3" json:"expiry,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *BackupReport) Reset() {
 	*x = BackupReport{}
-	mi := &file_pgdr_v1_backup_run_proto_msgTypes[5]
+	mi := &file_pgdr_v1_backup_run_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -603,7 +904,7 @@ func (x *BackupReport) String() string {
 func (*BackupReport) ProtoMessage() {}
 
 func (x *BackupReport) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_backup_run_proto_msgTypes[5]
+	mi := &file_pgdr_v1_backup_run_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -616,7 +917,7 @@ func (x *BackupReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupReport.ProtoReflect.Descriptor instead.
 func (*BackupReport) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_backup_run_proto_rawDescGZIP(), []int{5}
+	return file_pgdr_v1_backup_run_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *BackupReport) GetBackupId() string {
@@ -640,6 +941,34 @@ func (x *BackupReport) GetStoredBytes() uint64 {
 	return 0
 }
 
+func (x *BackupReport) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+func (x *BackupReport) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *BackupReport) GetNotStarted() bool {
+	if x != nil {
+		return x.NotStarted
+	}
+	return false
+}
+
+func (x *BackupReport) GetExpiry() *BackupExpiry {
+	if x != nil {
+		return x.Expiry
+	}
+	return nil
+}
+
 type ListBackupRunsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// cluster: "" = every cluster.
@@ -650,7 +979,7 @@ type ListBackupRunsRequest struct {
 
 func (x *ListBackupRunsRequest) Reset() {
 	*x = ListBackupRunsRequest{}
-	mi := &file_pgdr_v1_backup_run_proto_msgTypes[6]
+	mi := &file_pgdr_v1_backup_run_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -662,7 +991,7 @@ func (x *ListBackupRunsRequest) String() string {
 func (*ListBackupRunsRequest) ProtoMessage() {}
 
 func (x *ListBackupRunsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_backup_run_proto_msgTypes[6]
+	mi := &file_pgdr_v1_backup_run_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -675,7 +1004,7 @@ func (x *ListBackupRunsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBackupRunsRequest.ProtoReflect.Descriptor instead.
 func (*ListBackupRunsRequest) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_backup_run_proto_rawDescGZIP(), []int{6}
+	return file_pgdr_v1_backup_run_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListBackupRunsRequest) GetCluster() string {
@@ -696,7 +1025,7 @@ type ClusterBackupRuns struct {
 
 func (x *ClusterBackupRuns) Reset() {
 	*x = ClusterBackupRuns{}
-	mi := &file_pgdr_v1_backup_run_proto_msgTypes[7]
+	mi := &file_pgdr_v1_backup_run_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -708,7 +1037,7 @@ func (x *ClusterBackupRuns) String() string {
 func (*ClusterBackupRuns) ProtoMessage() {}
 
 func (x *ClusterBackupRuns) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_backup_run_proto_msgTypes[7]
+	mi := &file_pgdr_v1_backup_run_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -721,7 +1050,7 @@ func (x *ClusterBackupRuns) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterBackupRuns.ProtoReflect.Descriptor instead.
 func (*ClusterBackupRuns) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_backup_run_proto_rawDescGZIP(), []int{7}
+	return file_pgdr_v1_backup_run_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ClusterBackupRuns) GetCluster() string {
@@ -747,7 +1076,7 @@ type ListBackupRunsResponse struct {
 
 func (x *ListBackupRunsResponse) Reset() {
 	*x = ListBackupRunsResponse{}
-	mi := &file_pgdr_v1_backup_run_proto_msgTypes[8]
+	mi := &file_pgdr_v1_backup_run_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -759,7 +1088,7 @@ func (x *ListBackupRunsResponse) String() string {
 func (*ListBackupRunsResponse) ProtoMessage() {}
 
 func (x *ListBackupRunsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_backup_run_proto_msgTypes[8]
+	mi := &file_pgdr_v1_backup_run_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -772,7 +1101,7 @@ func (x *ListBackupRunsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBackupRunsResponse.ProtoReflect.Descriptor instead.
 func (*ListBackupRunsResponse) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_backup_run_proto_rawDescGZIP(), []int{8}
+	return file_pgdr_v1_backup_run_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListBackupRunsResponse) GetClusters() []*ClusterBackupRuns {
@@ -792,7 +1121,7 @@ type RunBackupRequest struct {
 
 func (x *RunBackupRequest) Reset() {
 	*x = RunBackupRequest{}
-	mi := &file_pgdr_v1_backup_run_proto_msgTypes[9]
+	mi := &file_pgdr_v1_backup_run_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -804,7 +1133,7 @@ func (x *RunBackupRequest) String() string {
 func (*RunBackupRequest) ProtoMessage() {}
 
 func (x *RunBackupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_backup_run_proto_msgTypes[9]
+	mi := &file_pgdr_v1_backup_run_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -817,7 +1146,7 @@ func (x *RunBackupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunBackupRequest.ProtoReflect.Descriptor instead.
 func (*RunBackupRequest) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_backup_run_proto_rawDescGZIP(), []int{9}
+	return file_pgdr_v1_backup_run_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RunBackupRequest) GetCluster() string {
@@ -834,6 +1163,111 @@ func (x *RunBackupRequest) GetTier() string {
 	return ""
 }
 
+type CancelBackupRunRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Cluster string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	// run_id: "" = the cluster's run in flight.
+	RunId         string `protobuf:"bytes,2,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	Note          string `protobuf:"bytes,3,opt,name=note,proto3" json:"note,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelBackupRunRequest) Reset() {
+	*x = CancelBackupRunRequest{}
+	mi := &file_pgdr_v1_backup_run_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelBackupRunRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelBackupRunRequest) ProtoMessage() {}
+
+func (x *CancelBackupRunRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pgdr_v1_backup_run_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelBackupRunRequest.ProtoReflect.Descriptor instead.
+func (*CancelBackupRunRequest) Descriptor() ([]byte, []int) {
+	return file_pgdr_v1_backup_run_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *CancelBackupRunRequest) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *CancelBackupRunRequest) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+func (x *CancelBackupRunRequest) GetNote() string {
+	if x != nil {
+		return x.Note
+	}
+	return ""
+}
+
+type CancelBackupRunResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Run           *BackupRun             `protobuf:"bytes,1,opt,name=run,proto3" json:"run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelBackupRunResponse) Reset() {
+	*x = CancelBackupRunResponse{}
+	mi := &file_pgdr_v1_backup_run_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelBackupRunResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelBackupRunResponse) ProtoMessage() {}
+
+func (x *CancelBackupRunResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pgdr_v1_backup_run_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelBackupRunResponse.ProtoReflect.Descriptor instead.
+func (*CancelBackupRunResponse) Descriptor() ([]byte, []int) {
+	return file_pgdr_v1_backup_run_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *CancelBackupRunResponse) GetRun() *BackupRun {
+	if x != nil {
+		return x.Run
+	}
+	return nil
+}
+
 type RunBackupResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// run: the run as its intent was recorded (no result yet).
@@ -844,7 +1278,7 @@ type RunBackupResponse struct {
 
 func (x *RunBackupResponse) Reset() {
 	*x = RunBackupResponse{}
-	mi := &file_pgdr_v1_backup_run_proto_msgTypes[10]
+	mi := &file_pgdr_v1_backup_run_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -856,7 +1290,7 @@ func (x *RunBackupResponse) String() string {
 func (*RunBackupResponse) ProtoMessage() {}
 
 func (x *RunBackupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_backup_run_proto_msgTypes[10]
+	mi := &file_pgdr_v1_backup_run_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -869,7 +1303,7 @@ func (x *RunBackupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunBackupResponse.ProtoReflect.Descriptor instead.
 func (*RunBackupResponse) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_backup_run_proto_rawDescGZIP(), []int{10}
+	return file_pgdr_v1_backup_run_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RunBackupResponse) GetRun() *BackupRun {
@@ -883,7 +1317,7 @@ var File_pgdr_v1_backup_run_proto protoreflect.FileDescriptor
 
 const file_pgdr_v1_backup_run_proto_rawDesc = "" +
 	"\n" +
-	"\x18pgdr/v1/backup_run.proto\x12\apgdr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x94\x05\n" +
+	"\x18pgdr/v1/backup_run.proto\x12\apgdr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc2\x06\n" +
 	"\tBackupRun\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04tier\x18\x02 \x01(\tR\x04tier\x12\x12\n" +
@@ -909,16 +1343,37 @@ const file_pgdr_v1_backup_run_proto_rawDesc = "" +
 	"\n" +
 	"size_bytes\x18\x11 \x01(\x04R\tsizeBytes\x12!\n" +
 	"\fstored_bytes\x18\x12 \x01(\x04R\vstoredBytes\x12\x1b\n" +
-	"\tbackup_id\x18\x13 \x01(\tR\bbackupId\"\xc4\x01\n" +
+	"\tbackup_id\x18\x13 \x01(\tR\bbackupId\x127\n" +
+	"\tcancel_at\x18\x14 \x01(\v2\x1a.google.protobuf.TimestampR\bcancelAt\x12#\n" +
+	"\rcancel_result\x18\x15 \x01(\tR\fcancelResult\x12\x1f\n" +
+	"\vcancel_note\x18\x16 \x01(\tR\n" +
+	"cancelNote\x12-\n" +
+	"\x06expiry\x18\x17 \x01(\v2\x15.pgdr.v1.BackupExpiryR\x06expiry\"\x97\x01\n" +
+	"\fBackupExpiry\x12'\n" +
+	"\x0fbackups_deleted\x18\x01 \x01(\rR\x0ebackupsDeleted\x12\x1f\n" +
+	"\vwal_deleted\x18\x02 \x01(\x04R\n" +
+	"walDeleted\x12'\n" +
+	"\x0fobjects_deleted\x18\x03 \x01(\x04R\x0eobjectsDeleted\x12\x14\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\"e\n" +
+	"\x0fBackupRetention\x12,\n" +
+	"\x05tiers\x18\x01 \x03(\v2\x16.pgdr.v1.TierRetentionR\x05tiers\x12$\n" +
+	"\x0epitr_window_ms\x18\x02 \x01(\x03R\fpitrWindowMs\"b\n" +
+	"\rTierRetention\x12\x12\n" +
+	"\x04tier\x18\x01 \x01(\tR\x04tier\x12\x1d\n" +
+	"\n" +
+	"keep_count\x18\x02 \x01(\x03R\tkeepCount\x12\x1e\n" +
+	"\vkeep_age_ms\x18\x03 \x01(\x03R\tkeepAgeMs\"\xc4\x01\n" +
 	"\x0fRecordBackupRun\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12,\n" +
 	"\x06intent\x18\x02 \x01(\v2\x12.pgdr.v1.BackupRunH\x00R\x06intent\x12,\n" +
 	"\x04step\x18\x03 \x01(\v2\x16.pgdr.v1.BackupRunStepH\x00R\x04step\x122\n" +
 	"\x06result\x18\x04 \x01(\v2\x18.pgdr.v1.BackupRunResultH\x00R\x06resultB\a\n" +
-	"\x05phase\"3\n" +
+	"\x05phase\"_\n" +
 	"\rBackupRunStep\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
-	"\x04step\x18\x02 \x01(\tR\x04step\"\xae\x01\n" +
+	"\x04step\x18\x02 \x01(\tR\x04step\x12\x16\n" +
+	"\x06result\x18\x03 \x01(\tR\x06result\x12\x12\n" +
+	"\x04note\x18\x04 \x01(\tR\x04note\"\xf1\x01\n" +
 	"\x0fBackupRunResult\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06result\x18\x02 \x01(\tR\x06result\x12\x14\n" +
@@ -926,19 +1381,29 @@ const file_pgdr_v1_backup_run_proto_rawDesc = "" +
 	"\n" +
 	"size_bytes\x18\x04 \x01(\x04R\tsizeBytes\x12!\n" +
 	"\fstored_bytes\x18\x05 \x01(\x04R\vstoredBytes\x12\x1b\n" +
-	"\tbackup_id\x18\x06 \x01(\tR\bbackupId\"\x8a\x01\n" +
+	"\tbackup_id\x18\x06 \x01(\tR\bbackupId\x12\x12\n" +
+	"\x04type\x18\a \x01(\tR\x04type\x12-\n" +
+	"\x06expiry\x18\b \x01(\v2\x15.pgdr.v1.BackupExpiryR\x06expiry\"\xff\x01\n" +
 	"\x06Backup\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x12\n" +
 	"\x04tier\x18\x02 \x01(\tR\x04tier\x12\x12\n" +
 	"\x04type\x18\x03 \x01(\tR\x04type\x12\"\n" +
 	"\frepositories\x18\x04 \x03(\tR\frepositories\x12\x1d\n" +
 	"\n" +
-	"timeout_ms\x18\x05 \x01(\x03R\ttimeoutMs\"m\n" +
+	"timeout_ms\x18\x05 \x01(\x03R\ttimeoutMs\x12\x16\n" +
+	"\x06cancel\x18\x06 \x01(\bR\x06cancel\x12#\n" +
+	"\rcancel_reason\x18\a \x01(\tR\fcancelReason\x126\n" +
+	"\tretention\x18\b \x01(\v2\x18.pgdr.v1.BackupRetentionR\tretention\"\xe8\x01\n" +
 	"\fBackupReport\x12\x1b\n" +
 	"\tbackup_id\x18\x01 \x01(\tR\bbackupId\x12\x1d\n" +
 	"\n" +
 	"size_bytes\x18\x02 \x01(\x04R\tsizeBytes\x12!\n" +
-	"\fstored_bytes\x18\x03 \x01(\x04R\vstoredBytes\"1\n" +
+	"\fstored_bytes\x18\x03 \x01(\x04R\vstoredBytes\x12\x15\n" +
+	"\x06run_id\x18\x04 \x01(\tR\x05runId\x12\x12\n" +
+	"\x04type\x18\x05 \x01(\tR\x04type\x12\x1f\n" +
+	"\vnot_started\x18\x06 \x01(\bR\n" +
+	"notStarted\x12-\n" +
+	"\x06expiry\x18\a \x01(\v2\x15.pgdr.v1.BackupExpiryR\x06expiry\"1\n" +
 	"\x15ListBackupRunsRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\"U\n" +
 	"\x11ClusterBackupRuns\x12\x18\n" +
@@ -948,7 +1413,13 @@ const file_pgdr_v1_backup_run_proto_rawDesc = "" +
 	"\bclusters\x18\x01 \x03(\v2\x1a.pgdr.v1.ClusterBackupRunsR\bclusters\"@\n" +
 	"\x10RunBackupRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
-	"\x04tier\x18\x02 \x01(\tR\x04tier\"9\n" +
+	"\x04tier\x18\x02 \x01(\tR\x04tier\"]\n" +
+	"\x16CancelBackupRunRequest\x12\x18\n" +
+	"\acluster\x18\x01 \x01(\tR\acluster\x12\x15\n" +
+	"\x06run_id\x18\x02 \x01(\tR\x05runId\x12\x12\n" +
+	"\x04note\x18\x03 \x01(\tR\x04note\"?\n" +
+	"\x17CancelBackupRunResponse\x12$\n" +
+	"\x03run\x18\x01 \x01(\v2\x12.pgdr.v1.BackupRunR\x03run\"9\n" +
 	"\x11RunBackupResponse\x12$\n" +
 	"\x03run\x18\x01 \x01(\v2\x12.pgdr.v1.BackupRunR\x03runB+Z)github.com/pgdr/pgdr/proto/pgdr/v1;pgdrv1b\x06proto3"
 
@@ -964,38 +1435,50 @@ func file_pgdr_v1_backup_run_proto_rawDescGZIP() []byte {
 	return file_pgdr_v1_backup_run_proto_rawDescData
 }
 
-var file_pgdr_v1_backup_run_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_pgdr_v1_backup_run_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_pgdr_v1_backup_run_proto_goTypes = []any{
-	(*BackupRun)(nil),              // 0: pgdr.v1.BackupRun
-	(*RecordBackupRun)(nil),        // 1: pgdr.v1.RecordBackupRun
-	(*BackupRunStep)(nil),          // 2: pgdr.v1.BackupRunStep
-	(*BackupRunResult)(nil),        // 3: pgdr.v1.BackupRunResult
-	(*Backup)(nil),                 // 4: pgdr.v1.Backup
-	(*BackupReport)(nil),           // 5: pgdr.v1.BackupReport
-	(*ListBackupRunsRequest)(nil),  // 6: pgdr.v1.ListBackupRunsRequest
-	(*ClusterBackupRuns)(nil),      // 7: pgdr.v1.ClusterBackupRuns
-	(*ListBackupRunsResponse)(nil), // 8: pgdr.v1.ListBackupRunsResponse
-	(*RunBackupRequest)(nil),       // 9: pgdr.v1.RunBackupRequest
-	(*RunBackupResponse)(nil),      // 10: pgdr.v1.RunBackupResponse
-	(*timestamppb.Timestamp)(nil),  // 11: google.protobuf.Timestamp
+	(*BackupRun)(nil),               // 0: pgdr.v1.BackupRun
+	(*BackupExpiry)(nil),            // 1: pgdr.v1.BackupExpiry
+	(*BackupRetention)(nil),         // 2: pgdr.v1.BackupRetention
+	(*TierRetention)(nil),           // 3: pgdr.v1.TierRetention
+	(*RecordBackupRun)(nil),         // 4: pgdr.v1.RecordBackupRun
+	(*BackupRunStep)(nil),           // 5: pgdr.v1.BackupRunStep
+	(*BackupRunResult)(nil),         // 6: pgdr.v1.BackupRunResult
+	(*Backup)(nil),                  // 7: pgdr.v1.Backup
+	(*BackupReport)(nil),            // 8: pgdr.v1.BackupReport
+	(*ListBackupRunsRequest)(nil),   // 9: pgdr.v1.ListBackupRunsRequest
+	(*ClusterBackupRuns)(nil),       // 10: pgdr.v1.ClusterBackupRuns
+	(*ListBackupRunsResponse)(nil),  // 11: pgdr.v1.ListBackupRunsResponse
+	(*RunBackupRequest)(nil),        // 12: pgdr.v1.RunBackupRequest
+	(*CancelBackupRunRequest)(nil),  // 13: pgdr.v1.CancelBackupRunRequest
+	(*CancelBackupRunResponse)(nil), // 14: pgdr.v1.CancelBackupRunResponse
+	(*RunBackupResponse)(nil),       // 15: pgdr.v1.RunBackupResponse
+	(*timestamppb.Timestamp)(nil),   // 16: google.protobuf.Timestamp
 }
 var file_pgdr_v1_backup_run_proto_depIdxs = []int32{
-	11, // 0: pgdr.v1.BackupRun.slot:type_name -> google.protobuf.Timestamp
-	11, // 1: pgdr.v1.BackupRun.started_at:type_name -> google.protobuf.Timestamp
-	11, // 2: pgdr.v1.BackupRun.sent_at:type_name -> google.protobuf.Timestamp
-	11, // 3: pgdr.v1.BackupRun.accepted_at:type_name -> google.protobuf.Timestamp
-	11, // 4: pgdr.v1.BackupRun.finished_at:type_name -> google.protobuf.Timestamp
-	0,  // 5: pgdr.v1.RecordBackupRun.intent:type_name -> pgdr.v1.BackupRun
-	2,  // 6: pgdr.v1.RecordBackupRun.step:type_name -> pgdr.v1.BackupRunStep
-	3,  // 7: pgdr.v1.RecordBackupRun.result:type_name -> pgdr.v1.BackupRunResult
-	0,  // 8: pgdr.v1.ClusterBackupRuns.runs:type_name -> pgdr.v1.BackupRun
-	7,  // 9: pgdr.v1.ListBackupRunsResponse.clusters:type_name -> pgdr.v1.ClusterBackupRuns
-	0,  // 10: pgdr.v1.RunBackupResponse.run:type_name -> pgdr.v1.BackupRun
-	11, // [11:11] is the sub-list for method output_type
-	11, // [11:11] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	16, // 0: pgdr.v1.BackupRun.slot:type_name -> google.protobuf.Timestamp
+	16, // 1: pgdr.v1.BackupRun.started_at:type_name -> google.protobuf.Timestamp
+	16, // 2: pgdr.v1.BackupRun.sent_at:type_name -> google.protobuf.Timestamp
+	16, // 3: pgdr.v1.BackupRun.accepted_at:type_name -> google.protobuf.Timestamp
+	16, // 4: pgdr.v1.BackupRun.finished_at:type_name -> google.protobuf.Timestamp
+	16, // 5: pgdr.v1.BackupRun.cancel_at:type_name -> google.protobuf.Timestamp
+	1,  // 6: pgdr.v1.BackupRun.expiry:type_name -> pgdr.v1.BackupExpiry
+	3,  // 7: pgdr.v1.BackupRetention.tiers:type_name -> pgdr.v1.TierRetention
+	0,  // 8: pgdr.v1.RecordBackupRun.intent:type_name -> pgdr.v1.BackupRun
+	5,  // 9: pgdr.v1.RecordBackupRun.step:type_name -> pgdr.v1.BackupRunStep
+	6,  // 10: pgdr.v1.RecordBackupRun.result:type_name -> pgdr.v1.BackupRunResult
+	1,  // 11: pgdr.v1.BackupRunResult.expiry:type_name -> pgdr.v1.BackupExpiry
+	2,  // 12: pgdr.v1.Backup.retention:type_name -> pgdr.v1.BackupRetention
+	1,  // 13: pgdr.v1.BackupReport.expiry:type_name -> pgdr.v1.BackupExpiry
+	0,  // 14: pgdr.v1.ClusterBackupRuns.runs:type_name -> pgdr.v1.BackupRun
+	10, // 15: pgdr.v1.ListBackupRunsResponse.clusters:type_name -> pgdr.v1.ClusterBackupRuns
+	0,  // 16: pgdr.v1.CancelBackupRunResponse.run:type_name -> pgdr.v1.BackupRun
+	0,  // 17: pgdr.v1.RunBackupResponse.run:type_name -> pgdr.v1.BackupRun
+	18, // [18:18] is the sub-list for method output_type
+	18, // [18:18] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_pgdr_v1_backup_run_proto_init() }
@@ -1003,7 +1486,7 @@ func file_pgdr_v1_backup_run_proto_init() {
 	if File_pgdr_v1_backup_run_proto != nil {
 		return
 	}
-	file_pgdr_v1_backup_run_proto_msgTypes[1].OneofWrappers = []any{
+	file_pgdr_v1_backup_run_proto_msgTypes[4].OneofWrappers = []any{
 		(*RecordBackupRun_Intent)(nil),
 		(*RecordBackupRun_Step)(nil),
 		(*RecordBackupRun_Result)(nil),
@@ -1014,7 +1497,7 @@ func file_pgdr_v1_backup_run_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pgdr_v1_backup_run_proto_rawDesc), len(file_pgdr_v1_backup_run_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
