@@ -79,9 +79,11 @@ func parseRFC3339(t *testing.T, what, s string) time.Time {
 // real agents and real PostgreSQL 15 (the lab, WAL archived into a file
 // repository). `pgdrctl backup run --tier daily --wait` (a full tier of
 // the default policy) ends ok on a replica (prefer-standby), and the
-// backup is in the repository with tier daily; then a policy with a tier
-// every 20 s makes scheduled runs that end ok, their backups in the
-// repository, and no two runs of the cluster overlap (invariant 9).
+// backup is in the repository with tier daily; then a policy with
+// second-level full, diff and incr tiers makes scheduled runs of each that
+// end ok on a replica as their types, each followed by an expiry without
+// error, their backups in the repository, and no two runs of the cluster
+// overlap (invariant 9).
 func TestBackupRunRealAgents(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the lab")
@@ -120,14 +122,26 @@ func TestBackupRunRealAgents(t *testing.T) {
 		t.Fatalf("backup %s in the repository: %+v, want a full of tier daily taken from a standby", run.BackupID, found)
 	}
 
-	// 2. A tier every 20 s: scheduled runs end ok.
+	// 2. Second-level schedules of a full, a diff and an incr tier: each
+	// runs on a replica and ends ok as the type it names (the diff and the
+	// incr find a usable full), with the expiry after it done without error.
 	policy := filepath.Join(t.TempDir(), "policy.yaml")
 	if err := os.WriteFile(policy, []byte(`cluster: main
 pitr_window: 1d
 tiers:
   - name: often
     type: full
-    schedule: "*/20 * * * * *"
+    schedule: "0,30 * * * * *"
+    keep_count: 3
+    timeout: 2m
+  - name: oftendiff
+    type: diff
+    schedule: "10,40 * * * * *"
+    keep_count: 3
+    timeout: 2m
+  - name: oftenincr
+    type: incr
+    schedule: "20,50 * * * * *"
     keep_count: 3
     timeout: 2m
 `), 0o600); err != nil {
@@ -136,37 +150,48 @@ tiers:
 	if out, err := l.ctl("policy", "apply", "-f", policy); err != nil {
 		t.Fatalf("policy apply: %v\n%s", err, out)
 	}
-	// Two scheduled runs ended ok, so that the records show runs one after
-	// the other.
+	wantType := map[string]string{"often": "full", "oftendiff": "diff", "oftenincr": "incr"}
 	var runs []ctl.BackupRunJSON
-	var scheduled []ctl.BackupRunJSON
-	testutil.WaitFor(t, 150*time.Second, "two scheduled runs of tier often ended ok", func() (bool, error) {
+	okRuns := map[string][]ctl.BackupRunJSON{} // by tier: scheduled runs that ended ok
+	testutil.WaitFor(t, 240*time.Second, "scheduled runs of tiers often (2), oftendiff and oftenincr ended ok as their types", func() (bool, error) {
 		var err error
 		if runs, err = l.labBackupRuns(); err != nil {
 			return false, err
 		}
-		scheduled = scheduled[:0]
-		var last ctl.BackupRunJSON
+		clear(okRuns)
+		last := map[string]ctl.BackupRunJSON{}
 		for _, r := range runs {
-			if r.Tier == "often" {
-				if r.Result == "ok" && strings.HasPrefix(r.RequestedBy, "coordinator:") {
-					scheduled = append(scheduled, r)
-				}
-				last = r
+			if _, ok := wantType[r.Tier]; !ok {
+				continue
+			}
+			last[r.Tier] = r
+			if r.Result == "ok" && strings.HasPrefix(r.RequestedBy, "coordinator:") && r.Type == wantType[r.Tier] {
+				okRuns[r.Tier] = append(okRuns[r.Tier], r)
 			}
 		}
-		return len(scheduled) >= 2, fmt.Errorf("%d runs, %d scheduled ok; last of tier often: %+v", len(runs), len(scheduled), last)
+		return len(okRuns["often"]) >= 2 && len(okRuns["oftendiff"]) >= 1 && len(okRuns["oftenincr"]) >= 1,
+			fmt.Errorf("%d runs; ok: often %d, oftendiff %d, oftenincr %d; last of each tier: %+v",
+				len(runs), len(okRuns["often"]), len(okRuns["oftendiff"]), len(okRuns["oftenincr"]), last)
 	})
 	inRepo := map[string]labBackup{}
-	for _, b := range l.backupList(t, scheduled[0].Node) {
+	for _, b := range l.backupList(t, "pg-a2") {
 		inRepo[b.ID] = b
 	}
-	for _, r := range scheduled {
-		if r.Node != "pg-a2" && r.Node != "pg-b1" {
-			t.Errorf("scheduled run %s ran on %q, want a replica (prefer-standby)", r.ID, r.Node)
-		}
-		if b, ok := inRepo[r.BackupID]; !ok || b.Tier != "often" || b.Type != "full" {
-			t.Errorf("scheduled run %s: backup %q in the repository: %+v, want a full of tier often", r.ID, r.BackupID, b)
+	for tier, rs := range okRuns {
+		for _, r := range rs {
+			if r.Node != "pg-a2" && r.Node != "pg-b1" {
+				t.Errorf("scheduled run %s ran on %q, want a replica (prefer-standby)", r.ID, r.Node)
+			}
+			if r.Expiry == nil || r.Expiry.Error != "" {
+				t.Errorf("scheduled run %s of tier %s: expiry %+v, want run without error", r.ID, tier, r.Expiry)
+			}
+			b, ok := inRepo[r.BackupID]
+			if !ok && r.Expiry != nil && tier == "often" {
+				continue // a full expired since (keep_count 3) by a later run's expiry
+			}
+			if !ok || b.Tier != tier || b.Type != wantType[tier] {
+				t.Errorf("scheduled run %s: backup %q in the repository: %+v, want a %s of tier %s", r.ID, r.BackupID, b, wantType[tier], tier)
+			}
 		}
 	}
 
