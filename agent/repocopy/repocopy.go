@@ -1,0 +1,274 @@
+package repocopy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/pgdr/pgdr/agent/repocopy/queue"
+	"github.com/pgdr/pgdr/pkg/config"
+	"github.com/pgdr/pgdr/pkg/repo"
+)
+
+// ErrVerify means a copy read back from the async repository differs from
+// what was read from the sync one; the copy was deleted and is retried.
+var ErrVerify = errors.New("copy read back differs from the source")
+
+// Defaults of Options.
+const (
+	DefaultReconcile  = 10 * time.Minute
+	DefaultPoll       = time.Second
+	DefaultMaxBackoff = time.Minute
+)
+
+// Options tune the copier; zero values take the defaults.
+type Options struct {
+	Reconcile  time.Duration // between two reconciles
+	Poll       time.Duration // between two looks at an empty queue
+	MaxBackoff time.Duration // longest wait after a failure
+}
+
+// Target is one async repository and its queue.
+type Target struct {
+	Repo        repo.Repo
+	Queue       *queue.Queue
+	Concurrency int
+}
+
+// Deps is what a Copier works with.
+type Deps struct {
+	Cluster string
+	// Sources are the sync repositories, in configuration order: an
+	// object is read from the first that holds it.
+	Sources []repo.Repo
+	Targets []Target
+	Log     *slog.Logger
+}
+
+// Status is one async repository's copy state.
+type Status struct {
+	Repo                 string    `json:"repo"`
+	LagObjects           int64     `json:"lag_objects"`
+	LagBytes             int64     `json:"lag_bytes"`
+	OldestMissing        time.Time `json:"oldest_missing,omitzero"`
+	OldestMissingSeconds float64   `json:"oldest_missing_seconds"`
+	CopiedObjects        int64     `json:"copied_objects"`
+	CopiedBytes          int64     `json:"copied_bytes"`
+	LastReconcile        time.Time `json:"last_reconcile,omitzero"`
+	LastError            string    `json:"last_error,omitempty"`
+	LastErrorTime        time.Time `json:"last_error_time,omitzero"`
+}
+
+// Copier fills the async repositories; see the package documentation.
+type Copier struct {
+	d Deps
+	o Options
+
+	mu     sync.Mutex
+	status map[string]*Status
+	// reconcileNow asks a target's loop to reconcile at its next round.
+	reconcileNow map[string]bool
+}
+
+// New returns the copier of d (nil when d has no targets).
+func New(d Deps, o Options) *Copier {
+	if len(d.Targets) == 0 {
+		return nil
+	}
+	if o.Reconcile <= 0 {
+		o.Reconcile = DefaultReconcile
+	}
+	if o.Poll <= 0 {
+		o.Poll = DefaultPoll
+	}
+	if o.MaxBackoff <= 0 {
+		o.MaxBackoff = DefaultMaxBackoff
+	}
+	c := &Copier{d: d, o: o, status: map[string]*Status{}, reconcileNow: map[string]bool{}}
+	for _, t := range d.Targets {
+		c.status[t.Repo.Name] = &Status{Repo: t.Repo.Name}
+		c.reconcileNow[t.Repo.Name] = true
+	}
+	return c
+}
+
+// FromConfig builds the copier of cfg over repos (repo.OpenAll's): nil,
+// nil when no repository is async.
+func FromConfig(cfg *config.Config, repos []repo.Repo, log *slog.Logger, o Options) (*Copier, error) {
+	d := Deps{Cluster: cfg.Cluster, Sources: repo.Sync(repos), Log: log.With("component", "repocopy")}
+	for _, r := range repo.Async(repos) {
+		q, err := queue.Open(queue.DirOf(cfg.Agent.StateDir, r.Name))
+		if err != nil {
+			return nil, fmt.Errorf("repository %s: %w", r.Name, err)
+		}
+		n := config.DefaultCopyConcurrency
+		for _, cr := range cfg.Repos {
+			if cr.Name == r.Name && cr.CopyConcurrency > 0 {
+				n = cr.CopyConcurrency
+			}
+		}
+		d.Targets = append(d.Targets, Target{Repo: r, Queue: q, Concurrency: n})
+	}
+	return New(d, o), nil
+}
+
+// Status returns every async repository's state, in configuration order.
+func (c *Copier) Status() []Status {
+	if c == nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]Status, 0, len(c.d.Targets))
+	for _, t := range c.d.Targets {
+		s := *c.status[t.Repo.Name]
+		if !s.OldestMissing.IsZero() {
+			s.OldestMissingSeconds = max(0, time.Since(s.OldestMissing).Seconds())
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// Run copies into every async repository until ctx ends.
+func (c *Copier) Run(ctx context.Context) {
+	if c == nil {
+		return
+	}
+	var wg sync.WaitGroup
+	for _, t := range c.d.Targets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.runTarget(ctx, t)
+		}()
+	}
+	wg.Wait()
+}
+
+func (c *Copier) runTarget(ctx context.Context, t Target) {
+	log := c.d.Log.With("repo", t.Repo.Name)
+	var backoff time.Duration
+	nextReconcile := time.Now()
+	for ctx.Err() == nil {
+		c.mu.Lock()
+		force := c.reconcileNow[t.Repo.Name]
+		c.mu.Unlock()
+		if force || !time.Now().Before(nextReconcile) {
+			if err := c.Reconcile(ctx, t); err != nil {
+				c.failed(t, err)
+				log.Warn("reconcile failed; retrying later", "err", err)
+				nextReconcile = time.Now().Add(min(c.o.Reconcile, max(backoff, time.Second)*4))
+			} else {
+				nextReconcile = time.Now().Add(c.o.Reconcile)
+			}
+		}
+		n, err := c.Drain(ctx, t)
+		c.refreshLag(t)
+		wait := c.o.Poll
+		if err != nil {
+			c.failed(t, err)
+			backoff = min(max(2*backoff, time.Second), c.o.MaxBackoff)
+			wait = backoff
+			log.Warn("copy failed; retrying the oldest entries", "err", err, "retry_in", backoff)
+		} else {
+			backoff = 0
+			if n > 0 {
+				wait = 0
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
+	}
+}
+
+func (c *Copier) failed(t Target, err error) {
+	if errors.Is(err, context.Canceled) {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := c.status[t.Repo.Name]
+	s.LastError, s.LastErrorTime = err.Error(), time.Now().UTC()
+}
+
+func (c *Copier) refreshLag(t Target) {
+	ps, _, err := t.Queue.List()
+	if err != nil {
+		return
+	}
+	l := queue.LagOf(ps)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := c.status[t.Repo.Name]
+	s.LagObjects, s.LagBytes, s.OldestMissing = l.Objects, l.Bytes, l.Oldest
+}
+
+func (c *Copier) copied(t Target, n int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := c.status[t.Repo.Name]
+	s.CopiedObjects++
+	s.CopiedBytes += n
+}
+
+// Drain copies the oldest entries of t's queue, at most t.Concurrency at
+// once, and returns how many it finished. Corrupt queue files are
+// quarantined (kept, renamed *.corrupt), reported, and make the next round
+// reconcile, which finds whatever they stood for.
+func (c *Copier) Drain(ctx context.Context, t Target) (int, error) {
+	ps, bad, err := t.Queue.List()
+	if err != nil {
+		return 0, err
+	}
+	var (
+		mu      sync.Mutex
+		errs    []error
+		done    int
+		corrupt = len(bad) > 0
+	)
+	for _, b := range bad {
+		errs = append(errs, errors.Join(b.Err, t.Queue.Quarantine(b.Name)))
+	}
+	if n := max(t.Concurrency, 1); len(ps) > n {
+		ps = ps[:n]
+	}
+	var wg sync.WaitGroup
+	for _, p := range ps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			e, err := t.Queue.Load(p)
+			switch {
+			case errors.Is(err, queue.ErrCorrupt):
+				err = errors.Join(err, t.Queue.Quarantine(p.Name))
+				mu.Lock()
+				corrupt = true
+				mu.Unlock()
+			case err == nil:
+				if err = c.copyEntry(ctx, t, e); err == nil {
+					err = t.Queue.Done(e)
+				}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, err)
+			} else {
+				done++
+			}
+		}()
+	}
+	wg.Wait()
+	if corrupt {
+		c.mu.Lock()
+		c.reconcileNow[t.Repo.Name] = true
+		c.mu.Unlock()
+	}
+	return done, errors.Join(errs...)
+}

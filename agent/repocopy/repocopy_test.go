@@ -1,0 +1,246 @@
+package repocopy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/pgdr/pgdr/agent/backup"
+	"github.com/pgdr/pgdr/agent/repocopy/queue"
+	"github.com/pgdr/pgdr/pkg/repo"
+	"github.com/pgdr/pgdr/pkg/storage"
+	"github.com/pgdr/pgdr/pkg/storage/filestore"
+)
+
+// corrupting is a store whose first Puts of chosen keys store a damaged
+// copy (one byte flipped), as a faulty network or disk would, and that
+// records the order of completed Puts.
+type corrupting struct {
+	storage.ObjectStore
+	mu      sync.Mutex
+	damage  map[string]int // key -> Puts still to damage
+	written []string
+}
+
+func (c *corrupting) Put(ctx context.Context, key string, r io.Reader, size int64) error {
+	c.mu.Lock()
+	bad := c.damage[key] > 0
+	if bad {
+		c.damage[key]--
+	}
+	c.mu.Unlock()
+	if bad {
+		b, err := io.ReadAll(r)
+		if err != nil {
+			return err
+		}
+		b[len(b)/2] ^= 0xff
+		r = bytes.NewReader(b)
+	}
+	if err := c.ObjectStore.Put(ctx, key, r, size); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.written = append(c.written, key)
+	c.mu.Unlock()
+	return nil
+}
+
+type fixture struct {
+	src    repo.Repo
+	dst    *corrupting
+	target Target
+	c      *Copier
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	dir := t.TempDir()
+	ss, err := filestore.New(filepath.Join(dir, "sync"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds, err := filestore.New(filepath.Join(dir, "async"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := queue.Open(filepath.Join(dir, "state", "repocopy", "dr"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{src: repo.Repo{Name: "local", Store: ss}, dst: &corrupting{ObjectStore: ds, damage: map[string]int{}}}
+	f.target = Target{Repo: repo.Repo{Name: "dr", Store: f.dst, Async: true}, Queue: q, Concurrency: 2}
+	f.c = New(Deps{Cluster: "main", Sources: []repo.Repo{f.src}, Targets: []Target{f.target}, Log: slog.New(slog.DiscardHandler)}, Options{})
+	return f
+}
+
+func (f *fixture) put(t *testing.T, key, body string) {
+	t.Helper()
+	if err := f.src.Store.Put(context.Background(), key, strings.NewReader(body), int64(len(body))); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (f *fixture) get(t *testing.T, key string) string {
+	t.Helper()
+	rc, err := f.dst.Get(context.Background(), key)
+	if err != nil {
+		t.Fatalf("async repository: %v", err)
+	}
+	defer rc.Close()
+	b, _ := io.ReadAll(rc)
+	return string(b)
+}
+
+// drain runs Drain until the queue is empty (bounded).
+func (f *fixture) drain(t *testing.T) []error {
+	t.Helper()
+	var errs []error
+	for range 20 {
+		_, err := f.c.Drain(context.Background(), f.target)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		if ps, _, _ := f.target.Queue.List(); len(ps) == 0 {
+			return errs
+		}
+	}
+	t.Fatal("queue not drained in 20 rounds")
+	return nil
+}
+
+// A damaged upload is found by the read-back, deleted and copied again;
+// the entry stays queued until the copy verifies.
+func TestCorruptedUploadIsRetried(t *testing.T) {
+	f := newFixture(t)
+	key := "main/wal/00000001/000000010000000000000001"
+	f.put(t, key, strings.Repeat("wal ", 1000))
+	f.dst.damage[key] = 1
+	if err := f.target.Queue.Add(queue.Entry{Kind: queue.KindObject, Key: key, Size: 4000}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := f.c.Drain(context.Background(), f.target)
+	if !errors.Is(err, ErrVerify) {
+		t.Fatalf("first round: %v, want ErrVerify", err)
+	}
+	if _, err := f.dst.Stat(context.Background(), key); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("the damaged copy was left in place: %v", err)
+	}
+	if ps, _, _ := f.target.Queue.List(); len(ps) != 1 {
+		t.Fatalf("entry gone after a failed verification: %v", ps)
+	}
+	if errs := f.drain(t); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	if got := f.get(t, key); got != strings.Repeat("wal ", 1000) {
+		t.Fatal("copy differs")
+	}
+}
+
+// A backup is copied data first, manifest last; one whose manifest the
+// sync repository no longer holds (expired) is not copied, nor is an
+// object gone from it.
+func TestBackupManifestLastAndExpiredNotCopied(t *testing.T) {
+	f := newFixture(t)
+	id, gone := "20261207T100000F", "20261206T100000F"
+	for _, p := range []string{"base/1/1", "base/1/2", "global/pg_control"} {
+		f.put(t, "main/backup/"+id+"/pgdata/"+p, "data "+p)
+		f.put(t, "main/backup/"+gone+"/pgdata/"+p, "data "+p) // manifest already deleted by expiry
+	}
+	f.put(t, backup.ManifestKey("main", id), "manifest")
+	for _, e := range []queue.Entry{{Kind: queue.KindBackup, Key: id}, {Kind: queue.KindBackup, Key: gone}, {Kind: queue.KindObject, Key: "main/wal/00000001/000000010000000000000009"}} {
+		if err := f.target.Queue.Add(e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.dst.damage["main/backup/"+id+"/pgdata/base/1/2"] = 1
+	f.drain(t)
+	w := f.dst.written
+	if len(w) != 5 || w[len(w)-1] != backup.ManifestKey("main", id) {
+		t.Fatalf("writes %v: want the 3 data objects (one twice: damaged, then again), then the manifest", w)
+	}
+	n := 0
+	f.dst.List(context.Background(), "main/backup/"+gone, func(storage.ObjectInfo) error { n++; return nil })
+	if n != 0 {
+		t.Fatalf("the expired backup was copied (%d objects)", n)
+	}
+	// A reconcile finds nothing more to copy.
+	if err := f.c.Reconcile(context.Background(), f.target); err != nil {
+		t.Fatal(err)
+	}
+	if ps, _, _ := f.target.Queue.List(); len(ps) != 0 {
+		t.Fatalf("reconcile queued %d entries after catch-up", len(ps))
+	}
+}
+
+// Reconcile queues exactly what the async repository lacks, skipping
+// reservations, expiry's records and backups without a manifest; a
+// corrupt queue file is kept, reported and its work found again.
+func TestReconcile(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.put(t, "main/cluster.json", "{}")
+	f.put(t, "main/wal/00000001/000000010000000000000001", "one")
+	f.put(t, "main/wal/00000001/000000010000000000000002", "two")
+	f.put(t, "main/backup/20261207T100000F/backup.manifest", "m")
+	f.put(t, "main/backup/20261207T100000F/pgdata/PG_VERSION", "15")
+	f.put(t, "main/backup/20261207T110000F/pgdata/PG_VERSION", "15") // in progress or expired
+	f.put(t, "main/backup/20261207T120000.reserved/abc", "r")
+	f.put(t, "main/expiry/started/20261207T120000", "s")
+	f.put(t, "main/expiry/deleting/20261206T100000F", "d")
+	f.put(t, "main/pins/20261207T100000F.pin", "p")
+	// The async repository already holds one WAL file.
+	f.dst.ObjectStore.Put(ctx, "main/wal/00000001/000000010000000000000001", strings.NewReader("one"), 3)
+	if err := f.c.Reconcile(ctx, f.target); err != nil {
+		t.Fatal(err)
+	}
+	ps, _, _ := f.target.Queue.List()
+	var got []string
+	for _, p := range ps {
+		e, _ := f.target.Queue.Load(p)
+		got = append(got, e.Kind+":"+e.Key)
+	}
+	want := "backup:20261207T100000F,object:main/cluster.json,object:main/pins/20261207T100000F.pin,object:main/wal/00000001/000000010000000000000002"
+	if g := strings.Join(sortedCopy(got), ","); g != want {
+		t.Fatalf("queued %s\nwant   %s", g, want)
+	}
+	// A second reconcile adds nothing already queued.
+	if err := f.c.Reconcile(ctx, f.target); err != nil {
+		t.Fatal(err)
+	}
+	if ps2, _, _ := f.target.Queue.List(); len(ps2) != len(ps) {
+		t.Fatalf("second reconcile: %d entries, want %d", len(ps2), len(ps))
+	}
+	// Damage one queue file: the round reports it by name, keeps it
+	// (quarantined), copies the rest, and the next reconcile re-queues it.
+	damaged := filepath.Join(f.target.Queue.Dir(), ps[0].Name)
+	if err := writeFile(damaged, "not json"); err != nil {
+		t.Fatal(err)
+	}
+	errs := f.drain(t)
+	if len(errs) == 0 || !errors.Is(errs[0], queue.ErrCorrupt) || !strings.Contains(errs[0].Error(), damaged) {
+		t.Fatalf("errors %v: want one naming %s", errs, damaged)
+	}
+	if !fileExists(damaged + ".corrupt") {
+		t.Fatal("the corrupt queue file was not kept")
+	}
+	if err := f.c.Reconcile(ctx, f.target); err != nil {
+		t.Fatal(err)
+	}
+	if errs := f.drain(t); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	for _, k := range []string{"main/cluster.json", "main/pins/20261207T100000F.pin", "main/wal/00000001/000000010000000000000002", "main/backup/20261207T100000F/backup.manifest", "main/backup/20261207T100000F/pgdata/PG_VERSION"} {
+		f.get(t, k)
+	}
+	st := f.c.Status()
+	if len(st) != 1 || st[0].CopiedObjects != 5 || st[0].LagObjects != 0 {
+		t.Fatalf("status %+v", st)
+	}
+}
