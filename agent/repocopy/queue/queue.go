@@ -51,27 +51,35 @@ type Queue struct {
 	dir string
 }
 
-// Open opens (creating, mode 0700) the queue in dir. Run as root, the
-// directory goes to the owner of its nearest existing parent, so that
-// wal-push run by PostgreSQL's user can add to it.
+// Open returns the queue kept in dir. The directory is made (mode 0700)
+// by the first Add; run as root, it goes to the owner of its nearest
+// existing parent, so that wal-push run by PostgreSQL's user can add to it.
 func Open(dir string) (*Queue, error) {
-	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
-		own, chown := fsutil.InheritOwner(filepath.Dir(dir))
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return nil, fmt.Errorf("copy queue %s: %w", dir, err)
-		}
-		if chown {
-			for p := dir; p != filepath.Dir(p); p = filepath.Dir(p) {
-				if o, err := fsutil.OwnerOf(p); err == nil && o == own {
-					break
-				}
-				if err := own.Chown(p); err != nil {
-					return nil, fmt.Errorf("copy queue %s: %w", dir, err)
-				}
+	if !filepath.IsAbs(dir) {
+		return nil, fmt.Errorf("copy queue %q: not an absolute path (agent.state_dir)", dir)
+	}
+	return &Queue{dir: dir}, nil
+}
+
+func (q *Queue) makeDir() error {
+	if _, err := os.Stat(q.dir); !errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	own, chown := fsutil.InheritOwner(filepath.Dir(q.dir))
+	if err := os.MkdirAll(q.dir, 0o700); err != nil {
+		return fmt.Errorf("copy queue %s: %w", q.dir, err)
+	}
+	if chown {
+		for p := q.dir; p != filepath.Dir(p); p = filepath.Dir(p) {
+			if o, err := fsutil.OwnerOf(p); err == nil && o == own {
+				break
+			}
+			if err := own.Chown(p); err != nil {
+				return fmt.Errorf("copy queue %s: %w", q.dir, err)
 			}
 		}
 	}
-	return &Queue{dir: dir}, nil
+	return nil
 }
 
 // Dir is the queue's directory.
@@ -104,6 +112,9 @@ func (q *Queue) Add(e Entry) error {
 	}
 	body, err := json.Marshal(e)
 	if err != nil {
+		return err
+	}
+	if err := q.makeDir(); err != nil {
 		return err
 	}
 	var rnd [8]byte
