@@ -1,0 +1,127 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pgdr/pgdr/agent/repocopy"
+	"github.com/pgdr/pgdr/pkg/testutil"
+)
+
+// copyStatus reads the daemon's /status: the async repository dr's copy state.
+func copyStatus(t *testing.T, base string) (repocopy.Status, error) {
+	t.Helper()
+	resp, err := http.Get(base + "/status")
+	if err != nil {
+		return repocopy.Status{}, err
+	}
+	defer resp.Body.Close()
+	var body struct {
+		RepoCopies []repocopy.Status `json:"repo_copies"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		return repocopy.Status{}, err
+	}
+	for _, s := range body.RepoCopies {
+		if s.Repo == "dr" {
+			return s, nil
+		}
+	}
+	return repocopy.Status{}, fmt.Errorf("/status has no repository dr: %+v", body.RepoCopies)
+}
+
+func metricsText(t *testing.T, base string) string {
+	t.Helper()
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+// An async S3 repository stopped for a while: archiving and backups go on
+// in the sync repository, the copy lag grows and shows in /status and
+// /metrics, and after the restart everything is copied, and backup-verify
+// and wal-verify pass on the async repository alone.
+func TestAsyncRepoOutage(t *testing.T) {
+	if testing.Short() {
+		t.Skip("e2e")
+	}
+	l := newLab(t, labOpts{s3: true})
+	base := fmt.Sprintf("http://127.0.0.1:%d", testutil.FreePort(t))
+	rewriteFile(t, l.cfg, "  - name: dr\n", "  - name: dr\n    mode: async\n    copy_concurrency: 4\n")
+	f, err := os.OpenFile(l.cfg, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(f, "health: {listen: %q}\n", strings.TrimPrefix(base, "http://"))
+	f.Close()
+	daemonLog := startDaemon(t, l, l.cfg)
+	caughtUp := func(what string, timeout time.Duration) repocopy.Status {
+		t.Helper()
+		var last repocopy.Status
+		testutil.WaitFor(t, timeout, what, func() (bool, error) {
+			s, err := copyStatus(t, base)
+			last = s
+			if err != nil {
+				return false, err
+			}
+			return s.LagObjects == 0 && s.CopiedObjects > 0 && !s.LastReconcile.IsZero(), fmt.Errorf("status %+v\ndaemon log:\n%s", s, tail(daemonLog.String(), 3000))
+		})
+		return last
+	}
+
+	id1 := l.backup(t, l.cfg)
+	l.waitArchived(t, l.switchWAL(t), time.Minute)
+	caughtUp("the first catch-up", time.Minute)
+
+	// The remote region's bucket goes away.
+	l.s3.Stop()
+	var last string
+	for range 3 {
+		last = l.switchWAL(t)
+		l.waitArchived(t, last, time.Minute) // archiving goes on
+	}
+	id2 := l.backup(t, l.cfg) // and so do backups
+	testutil.WaitFor(t, time.Minute, "the copy lag to show", func() (bool, error) {
+		s, err := copyStatus(t, base)
+		if err != nil {
+			return false, err
+		}
+		return s.LagObjects >= 4 && s.LagBytes > 0 && s.OldestMissingSeconds >= 1 && s.LastError != "", fmt.Errorf("status %+v", s)
+	})
+	m := metricsText(t, base)
+	for _, name := range []string{"pgdr_repo_copy_lag_objects", "pgdr_repo_copy_lag_bytes", "pgdr_repo_copy_oldest_missing_seconds"} {
+		prefix := name + `{cluster="main",node="pg-a1",repo="dr"} `
+		i := strings.Index(m, prefix)
+		if i < 0 || strings.HasPrefix(m[i+len(prefix):], "0\n") {
+			t.Fatalf("/metrics does not show a lag in %s:\n%s", name, m)
+		}
+	}
+
+	l.s3.Restart(t)
+	caughtUp("the catch-up after the outage", 2*time.Minute)
+
+	// The async repository alone holds every backup and the WAL.
+	drCfg := l.writeConfig(t, "dr-only.yaml", []string{"s3"}, l.identity, 0)
+	for _, id := range []string{id1, id2} {
+		if code, failed, r := verifyBackup(t, drCfg, id); code != 0 {
+			t.Fatalf("backup-verify %s on dr alone: exit %d, failed %v\n%s\n%s", id, code, failed, r.stdout, tail(r.stderr, 3000))
+		}
+	}
+	if r := runAgent(t, nil, "wal-verify", "--config", drCfg); r.code != 0 {
+		t.Fatalf("wal-verify on dr alone: exit %d\n%s\n%s", r.code, r.stdout, tail(r.stderr, 3000))
+	}
+	ls := walList(t, drCfg)
+	if len(ls.Repos) != 1 || len(ls.Repos[0].Timelines) != 1 || ls.Repos[0].Timelines[0].Last < last || len(ls.Repos[0].Timelines[0].Gaps) > 0 {
+		t.Fatalf("dr's archive does not reach %s, archived during the outage, without gaps: %+v", last, ls)
+	}
+}
