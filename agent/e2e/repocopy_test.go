@@ -1,16 +1,24 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/pgdr/pgdr/agent/backup"
 	"github.com/pgdr/pgdr/agent/repocopy"
+	"github.com/pgdr/pgdr/agent/repocopy/queue"
+	"github.com/pgdr/pgdr/pkg/config"
+	"github.com/pgdr/pgdr/pkg/repo"
+	"github.com/pgdr/pgdr/pkg/storage"
 	"github.com/pgdr/pgdr/pkg/testutil"
 )
 
@@ -123,5 +131,45 @@ func TestAsyncRepoOutage(t *testing.T) {
 	ls := walList(t, drCfg)
 	if len(ls.Repos) != 1 || len(ls.Repos[0].Timelines) != 1 || ls.Repos[0].Timelines[0].Last < last || len(ls.Repos[0].Timelines[0].Gaps) > 0 {
 		t.Fatalf("dr's archive does not reach %s, archived during the outage, without gaps: %+v", last, ls)
+	}
+
+	// Expiry runs in the async repository too, by the same rules, and
+	// what it deleted from the sync one is not copied again.
+	out := runExpire(t, l.cfg, "--keep-full", "1", "--pitr-window", "0")
+	if len(out.Results) != 2 {
+		t.Fatalf("expire ran in %d repositories, want local and dr: %+v", len(out.Results), out)
+	}
+	for _, r := range out.Results {
+		if !slices.Equal(r.Deleted, []string{id1}) {
+			t.Fatalf("expire in %s deleted %v, want %s", r.Repo, r.Deleted, id1)
+		}
+	}
+	ctx := context.Background()
+	cfg, err := config.Load(l.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := repo.OpenAll(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := repocopy.FromConfig(cfg, rs, slog.New(slog.DiscardHandler), repocopy.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ReconcileAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	q, _ := queue.Open(queue.DirOf(cfg.Agent.StateDir, "dr"))
+	ps, _, _ := q.List()
+	for _, p := range ps {
+		if p.Hash == queue.Hash(queue.KindBackup, id1) {
+			t.Fatalf("the reconcile after expiry queued the expired backup %s again", id1)
+		}
+	}
+	n := 0
+	rs[1].Store.List(ctx, backup.Prefix(cfg.Cluster)+id1+"/", func(storage.ObjectInfo) error { n++; return nil })
+	if n != 0 {
+		t.Fatalf("dr still holds %d objects of the expired %s", n, id1)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/pgdr/pgdr/agent/repocopy/queue"
 	"github.com/pgdr/pgdr/pkg/config"
 	"github.com/pgdr/pgdr/pkg/repo"
+	"github.com/pgdr/pgdr/pkg/storage"
 )
 
 // ErrVerify means a copy read back from the async repository differs from
@@ -71,6 +72,8 @@ type Copier struct {
 	status map[string]*Status
 	// reconcileNow asks a target's loop to reconcile at its next round.
 	reconcileNow map[string]bool
+	// infoOK holds the targets seen to hold the cluster's record.
+	infoOK map[string]bool
 }
 
 // New returns the copier of d (nil when d has no targets).
@@ -87,7 +90,7 @@ func New(d Deps, o Options) *Copier {
 	if o.MaxBackoff <= 0 {
 		o.MaxBackoff = DefaultMaxBackoff
 	}
-	c := &Copier{d: d, o: o, status: map[string]*Status{}, reconcileNow: map[string]bool{}}
+	c := &Copier{d: d, o: o, status: map[string]*Status{}, reconcileNow: map[string]bool{}, infoOK: map[string]bool{}}
 	for _, t := range d.Targets {
 		c.status[t.Repo.Name] = &Status{Repo: t.Repo.Name}
 		c.reconcileNow[t.Repo.Name] = true
@@ -131,6 +134,18 @@ func (c *Copier) Status() []Status {
 		out = append(out, s)
 	}
 	return out
+}
+
+// ReconcileAll reconciles every async repository now (see Reconcile).
+func (c *Copier) ReconcileAll(ctx context.Context) error {
+	if c == nil {
+		return nil
+	}
+	var errs []error
+	for _, t := range c.d.Targets {
+		errs = append(errs, c.Reconcile(ctx, t))
+	}
+	return errors.Join(errs...)
 }
 
 // Run copies into every async repository until ctx ends.
@@ -217,6 +232,33 @@ func (c *Copier) copied(t Target, n int64) {
 	s.CopiedBytes += n
 }
 
+// ensureInfo copies the cluster's record (<cluster>/cluster.json) before
+// anything else: readers of the async repository (wal-fetch, restore,
+// expire) trust a repository only once it holds the record, and the
+// writers write it to the sync repositories only.
+func (c *Copier) ensureInfo(ctx context.Context, t Target) error {
+	c.mu.Lock()
+	ok := c.infoOK[t.Repo.Name]
+	c.mu.Unlock()
+	if ok {
+		return nil
+	}
+	src, info, err := c.find(ctx, repo.ClusterInfoKey(c.d.Cluster))
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil // nothing archived yet; looked for again next time
+	}
+	if err != nil {
+		return fmt.Errorf("the cluster's record: %w", err)
+	}
+	if err := c.copyObject(ctx, t, src, info); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.infoOK[t.Repo.Name] = true
+	c.mu.Unlock()
+	return nil
+}
+
 // Drain copies the oldest entries of t's queue, at most t.Concurrency at
 // once, and returns how many it finished. Corrupt queue files are
 // quarantined (kept, renamed *.corrupt), reported, and make the next round
@@ -237,6 +279,11 @@ func (c *Copier) Drain(ctx context.Context, t Target) (int, error) {
 	}
 	if n := max(t.Concurrency, 1); len(ps) > n {
 		ps = ps[:n]
+	}
+	if len(ps) > 0 {
+		if err := c.ensureInfo(ctx, t); err != nil {
+			return 0, errors.Join(append(errs, err)...)
+		}
 	}
 	var wg sync.WaitGroup
 	for _, p := range ps {

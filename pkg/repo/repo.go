@@ -167,6 +167,9 @@ type ClusterInfo struct {
 
 func clusterInfoKey(cluster string) string { return cluster + "/cluster.json" }
 
+// ClusterInfoKey is the key of the cluster's record (see CheckClusterInfo).
+func ClusterInfoKey(cluster string) string { return clusterInfoKey(cluster) }
+
 // ErrNoClusterInfo means a repository does not hold the cluster's record
 // (<cluster>/cluster.json, written by the first wal-push): it is not the
 // repository configured (a file repository not mounted or moved, a wrong
