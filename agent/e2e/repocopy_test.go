@@ -98,6 +98,7 @@ func TestAsyncRepoOutage(t *testing.T) {
 		last = l.switchWAL(t)
 		l.waitArchived(t, last, time.Minute) // archiving goes on
 	}
+	l.pg.Exec(t, "CREATE TABLE outage(v text); INSERT INTO outage VALUES ('during the outage')")
 	id2 := l.backup(t, l.cfg) // and so do backups
 	testutil.WaitFor(t, time.Minute, "the copy lag to show", func() (bool, error) {
 		s, err := copyStatus(t, base)
@@ -127,6 +128,10 @@ func TestAsyncRepoOutage(t *testing.T) {
 	}
 	if r := runAgent(t, nil, "wal-verify", "--config", drCfg); r.code != 0 {
 		t.Fatalf("wal-verify on dr alone: exit %d\n%s\n%s", r.code, r.stdout, tail(r.stderr, 3000))
+	}
+	restored, _ := l.restoreJSON(t, drCfg, "--backup", id2)
+	if got := restored.QueryString(t, "SELECT v FROM outage"); got != "during the outage" {
+		t.Fatalf("restored from dr alone: %q", got)
 	}
 	ls := walList(t, drCfg)
 	if len(ls.Repos) != 1 || len(ls.Repos[0].Timelines) != 1 || ls.Repos[0].Timelines[0].Last < last || len(ls.Repos[0].Timelines[0].Gaps) > 0 {
