@@ -100,6 +100,10 @@ func TestAsyncRepoOutage(t *testing.T) {
 	}
 	l.pg.Exec(t, "CREATE TABLE outage(v text); INSERT INTO outage VALUES ('during the outage')")
 	id2 := l.backup(t, l.cfg) // and so do backups
+	// Expiry goes on in the sync repository, the async one skipped.
+	if out := runExpire(t, l.cfg, "--keep-full", "2", "--pitr-window", "0", "--dry-run"); len(out.Results) != 1 || out.Results[0].Repo != "local" {
+		t.Fatalf("expire during the outage: %+v, want a result for local only", out.Results)
+	}
 	testutil.WaitFor(t, time.Minute, "the copy lag to show", func() (bool, error) {
 		s, err := copyStatus(t, base)
 		if err != nil {
