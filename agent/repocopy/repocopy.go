@@ -259,6 +259,9 @@ func (c *Copier) ensureInfo(ctx context.Context, t Target) error {
 	return nil
 }
 
+// batchPerWorker is how many queue entries one Drain round takes per worker.
+const batchPerWorker = 16
+
 // Drain copies the oldest entries of t's queue, at most t.Concurrency at
 // once, and returns how many it finished. Corrupt queue files are
 // quarantined (kept, renamed *.corrupt), reported, and make the next round
@@ -273,11 +276,17 @@ func (c *Copier) Drain(ctx context.Context, t Target) (int, error) {
 		errs    []error
 		done    int
 		corrupt = len(bad) > 0
+		failed  bool // a copy failed: start no more this round
 	)
 	for _, b := range bad {
 		errs = append(errs, errors.Join(b.Err, t.Queue.Quarantine(b.Name)))
 	}
-	if n := max(t.Concurrency, 1); len(ps) > n {
+	// One round takes up to batchPerWorker entries per worker, oldest
+	// first, so that a long queue is not listed again for every few
+	// objects; a failure stops the round from starting more (the loop
+	// backs off and retries the oldest).
+	workers := max(t.Concurrency, 1)
+	if n := workers * batchPerWorker; len(ps) > n {
 		ps = ps[:n]
 	}
 	if len(ps) > 0 {
@@ -286,10 +295,18 @@ func (c *Copier) Drain(ctx context.Context, t Target) (int, error) {
 		}
 	}
 	var wg sync.WaitGroup
+	sem := make(chan struct{}, workers)
 	for _, p := range ps {
+		mu.Lock()
+		stop := failed
+		mu.Unlock()
+		if stop || ctx.Err() != nil {
+			break
+		}
+		sem <- struct{}{}
 		wg.Add(1)
 		go func() {
-			defer wg.Done()
+			defer func() { <-sem; wg.Done() }()
 			e, err := t.Queue.Load(p)
 			switch {
 			case errors.Is(err, queue.ErrCorrupt):
@@ -300,6 +317,11 @@ func (c *Copier) Drain(ctx context.Context, t Target) (int, error) {
 			case err == nil:
 				if err = c.copyEntry(ctx, t, e); err == nil {
 					err = t.Queue.Done(e)
+				}
+				if err != nil {
+					mu.Lock()
+					failed = true
+					mu.Unlock()
 				}
 			}
 			mu.Lock()

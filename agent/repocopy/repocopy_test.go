@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/pgdr/pgdr/agent/backup"
 	"github.com/pgdr/pgdr/agent/repocopy/queue"
@@ -242,5 +244,29 @@ func TestReconcile(t *testing.T) {
 	st := f.c.Status()
 	if len(st) != 1 || st[0].CopiedObjects != 5 || st[0].LagObjects != 0 {
 		t.Fatalf("status %+v", st)
+	}
+}
+
+// Entries are copied oldest first (one worker: in exactly that order),
+// whatever order they were queued in.
+func TestDrainOldestFirst(t *testing.T) {
+	f := newFixture(t)
+	f.target.Concurrency = 1
+	base := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+	var want []string
+	for i := range 5 {
+		want = append(want, fmt.Sprintf("main/wal/00000001/00000001000000000000000%d", i+1))
+	}
+	for _, i := range []int{3, 0, 4, 1, 2} {
+		f.put(t, want[i], "segment")
+		if err := f.target.Queue.Add(queue.Entry{Kind: queue.KindObject, Key: want[i], Time: base.Add(time.Duration(i) * time.Second)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if errs := f.drain(t); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	if got := strings.Join(f.dst.written, " "); got != strings.Join(want, " ") {
+		t.Fatalf("copied in the order\n%s\nwant\n%s", got, strings.Join(want, " "))
 	}
 }
