@@ -162,6 +162,9 @@ type Pending struct {
 	Objects int
 }
 
+// staleTemp is the age past which List removes an Add's temporary file.
+const staleTemp = time.Hour
+
 // Bad is a file in a queue directory that is not an entry.
 type Bad struct {
 	Name string
@@ -182,7 +185,16 @@ func (q *Queue) List() (entries []Pending, bad []Bad, err error) {
 	}
 	for _, de := range des {
 		n := de.Name()
-		if strings.HasPrefix(n, ".tmp-") || strings.HasSuffix(n, ".corrupt") {
+		if strings.HasPrefix(n, ".tmp-") {
+			// An Add that died before its rename: the entry was never
+			// added (its writer did not report success), so the file
+			// goes once no Add can still be writing it.
+			if fi, err := de.Info(); err == nil && time.Since(fi.ModTime()) > staleTemp {
+				os.Remove(filepath.Join(q.dir, n))
+			}
+			continue
+		}
+		if strings.HasSuffix(n, ".corrupt") {
 			continue
 		}
 		p, err := parseName(n)

@@ -124,3 +124,25 @@ func TestQueueRefusesBadEntries(t *testing.T) {
 		t.Fatalf("refused entries left files: %v", ps)
 	}
 }
+
+// A temporary file left by an Add that died is removed once stale, and
+// never listed.
+func TestQueueStaleTemporaryFile(t *testing.T) {
+	dir := t.TempDir()
+	q, _ := Open(dir)
+	fresh, stale := filepath.Join(dir, ".tmp-fresh"), filepath.Join(dir, ".tmp-stale")
+	os.WriteFile(fresh, []byte("{"), 0o600)
+	os.WriteFile(stale, []byte("{"), 0o600)
+	old := time.Now().Add(-2 * staleTemp)
+	os.Chtimes(stale, old, old)
+	ps, bad, err := q.List()
+	if err != nil || len(ps) != 0 || len(bad) != 0 {
+		t.Fatalf("List: %v %v %v", ps, bad, err)
+	}
+	if _, err := os.Stat(stale); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("stale temporary file kept: %v", err)
+	}
+	if _, err := os.Stat(fresh); err != nil {
+		t.Fatalf("fresh temporary file removed: %v", err)
+	}
+}
