@@ -8,8 +8,11 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -20,6 +23,7 @@ import (
 	"github.com/pgdr/pgdr/pkg/repo"
 	"github.com/pgdr/pgdr/pkg/storage"
 	"github.com/pgdr/pgdr/pkg/testutil"
+	"github.com/pgdr/pgdr/pkg/testutil/pgtest"
 )
 
 // copyStatus reads the daemon's /status: the async repository dr's copy state.
@@ -72,7 +76,7 @@ func TestAsyncRepoOutage(t *testing.T) {
 	}
 	fmt.Fprintf(f, "health: {listen: %q}\n", strings.TrimPrefix(base, "http://"))
 	f.Close()
-	daemonLog := startDaemon(t, l, l.cfg)
+	daemonLog, kill := startKillableDaemon(t, l, l.cfg)
 	caughtUp := func(what string, timeout time.Duration) repocopy.Status {
 		t.Helper()
 		var last repocopy.Status
@@ -120,8 +124,25 @@ func TestAsyncRepoOutage(t *testing.T) {
 		}
 	}
 
+	// The daemon dies (kill -9) during the outage; archive_command goes on
+	// alone, queueing what the async repository is missing on disk.
+	kill()
+	for range 2 {
+		last = l.switchWAL(t)
+		l.waitArchived(t, last, time.Minute)
+	}
+	q, _ := queue.Open(filepath.Join(l.dir, "repocopy", "dr"))
+	ps, _, err := q.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(ps, func(p queue.Pending) bool { return p.Hash == queue.Hash(queue.KindObject, repo.WALKey("main", last)) }) {
+		t.Fatalf("%s, archived by a one-shot wal-push with no daemon, is not in the copy queue (%d entries)", last, len(ps))
+	}
+
 	l.s3.Restart(t)
-	caughtUp("the catch-up after the outage", 2*time.Minute)
+	daemonLog, _ = startKillableDaemon(t, l, l.cfg)
+	caughtUp("the catch-up after the outage and the daemon's restart", 2*time.Minute)
 
 	// The async repository alone holds every backup and the WAL.
 	drCfg := l.writeConfig(t, "dr-only.yaml", []string{"s3"}, l.identity, 0)
@@ -169,8 +190,8 @@ func TestAsyncRepoOutage(t *testing.T) {
 	if err := c.ReconcileAll(ctx); err != nil {
 		t.Fatal(err)
 	}
-	q, _ := queue.Open(queue.DirOf(cfg.Agent.StateDir, "dr"))
-	ps, _, _ := q.List()
+	q, _ = queue.Open(queue.DirOf(cfg.Agent.StateDir, "dr"))
+	ps, _, _ = q.List()
 	for _, p := range ps {
 		if p.Hash == queue.Hash(queue.KindBackup, id1) {
 			t.Fatalf("the reconcile after expiry queued the expired backup %s again", id1)
@@ -181,4 +202,42 @@ func TestAsyncRepoOutage(t *testing.T) {
 	if n != 0 {
 		t.Fatalf("dr still holds %d objects of the expired %s", n, id1)
 	}
+}
+
+// startKillableDaemon starts `pgdr-agent run` as the postgres user, like
+// startDaemon, and returns its log and a kill -9 of it (also run at the
+// test's end).
+func startKillableDaemon(t *testing.T, l *lab, cfg string) (*testutil.SyncBuffer, func()) {
+	t.Helper()
+	cmd := exec.Command(agentPath(t), "run", "--config", cfg)
+	var logb testutil.SyncBuffer
+	cmd.Stdout, cmd.Stderr = &logb, &logb
+	if cred := pgtest.Credential(t); cred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	kill := func() {
+		cmd.Process.Kill()
+		<-done
+	}
+	t.Cleanup(kill)
+	testutil.WaitFor(t, 30*time.Second, "the agent daemon's HTTP server", func() (bool, error) {
+		_, err := copyStatus(t, "http://"+healthListen(t, cfg))
+		return err == nil, err
+	})
+	return &logb, kill
+}
+
+// healthListen is health.listen in the configuration file cfg.
+func healthListen(t *testing.T, cfg string) string {
+	t.Helper()
+	c, err := config.Load(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.Health.Listen
 }

@@ -119,15 +119,23 @@ func FromConfig(cfg *config.Config, repos []repo.Repo, log *slog.Logger, o Optio
 }
 
 // Status returns every async repository's state, in configuration order.
+// The lag is read from the queue directory now (its file names alone), so
+// it counts what any process queued up to this moment.
 func (c *Copier) Status() []Status {
 	if c == nil {
 		return nil
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	out := make([]Status, 0, len(c.d.Targets))
 	for _, t := range c.d.Targets {
+		ps, _, err := t.Queue.List()
+		c.mu.Lock()
 		s := *c.status[t.Repo.Name]
+		c.mu.Unlock()
+		if err != nil {
+			s.LastError, s.LastErrorTime = err.Error(), time.Now().UTC()
+		}
+		l := queue.LagOf(ps)
+		s.LagObjects, s.LagBytes, s.OldestMissing = l.Objects, l.Bytes, l.Oldest
 		if !s.OldestMissing.IsZero() {
 			s.OldestMissingSeconds = max(0, time.Since(s.OldestMissing).Seconds())
 		}
@@ -182,7 +190,6 @@ func (c *Copier) runTarget(ctx context.Context, t Target) {
 			}
 		}
 		n, err := c.Drain(ctx, t)
-		c.refreshLag(t)
 		wait := c.o.Poll
 		if err != nil {
 			c.failed(t, err)
@@ -210,18 +217,6 @@ func (c *Copier) failed(t Target, err error) {
 	defer c.mu.Unlock()
 	s := c.status[t.Repo.Name]
 	s.LastError, s.LastErrorTime = err.Error(), time.Now().UTC()
-}
-
-func (c *Copier) refreshLag(t Target) {
-	ps, _, err := t.Queue.List()
-	if err != nil {
-		return
-	}
-	l := queue.LagOf(ps)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	s := c.status[t.Repo.Name]
-	s.LagObjects, s.LagBytes, s.OldestMissing = l.Objects, l.Bytes, l.Oldest
 }
 
 func (c *Copier) copied(t Target, n int64) {
