@@ -45,7 +45,6 @@ func (c *Copier) Reconcile(ctx context.Context, t Target) error {
 			n++
 		}
 		c.mu.Lock()
-		c.reconcileNow[t.Repo.Name] = false
 		c.status[t.Repo.Name].LastReconcile = time.Now().UTC()
 		c.mu.Unlock()
 		if n > 0 {

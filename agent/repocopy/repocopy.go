@@ -174,18 +174,23 @@ func (c *Copier) Run(ctx context.Context) {
 
 func (c *Copier) runTarget(ctx context.Context, t Target) {
 	log := c.d.Log.With("repo", t.Repo.Name)
-	var backoff time.Duration
+	var backoff, reconcileBackoff time.Duration
 	nextReconcile := time.Now()
 	for ctx.Err() == nil {
 		c.mu.Lock()
 		force := c.reconcileNow[t.Repo.Name]
+		c.reconcileNow[t.Repo.Name] = false
 		c.mu.Unlock()
 		if force || !time.Now().Before(nextReconcile) {
 			if err := c.Reconcile(ctx, t); err != nil {
+				// Retried sooner than the interval, but not every round:
+				// each try lists the cluster.
+				reconcileBackoff = min(max(2*reconcileBackoff, 5*time.Second), c.o.Reconcile)
+				nextReconcile = time.Now().Add(reconcileBackoff)
 				c.failed(t, err)
-				log.Warn("reconcile failed; retrying later", "err", err)
-				nextReconcile = time.Now().Add(min(c.o.Reconcile, max(backoff, time.Second)*4))
+				log.Warn("reconcile failed; retrying later", "err", err, "retry_in", reconcileBackoff)
 			} else {
+				reconcileBackoff = 0
 				nextReconcile = time.Now().Add(c.o.Reconcile)
 			}
 		}

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -268,5 +269,93 @@ func TestDrainOldestFirst(t *testing.T) {
 	}
 	if got := strings.Join(f.dst.written, " "); got != strings.Join(want, " ") {
 		t.Fatalf("copied in the order\n%s\nwant\n%s", got, strings.Join(want, " "))
+	}
+}
+
+// failing is a store that fails every call while down is set.
+type failing struct {
+	storage.ObjectStore
+	down atomic.Bool
+}
+
+var errDown = errors.New("connection refused (test outage)")
+
+func (f *failing) Put(ctx context.Context, key string, r io.Reader, size int64) error {
+	if f.down.Load() {
+		return errDown
+	}
+	return f.ObjectStore.Put(ctx, key, r, size)
+}
+
+func (f *failing) Get(ctx context.Context, key string) (io.ReadCloser, error) {
+	if f.down.Load() {
+		return nil, errDown
+	}
+	return f.ObjectStore.Get(ctx, key)
+}
+
+func (f *failing) Stat(ctx context.Context, key string) (storage.ObjectInfo, error) {
+	if f.down.Load() {
+		return storage.ObjectInfo{}, errDown
+	}
+	return f.ObjectStore.Stat(ctx, key)
+}
+
+func (f *failing) List(ctx context.Context, prefix string, fn func(storage.ObjectInfo) error) error {
+	if f.down.Load() {
+		return errDown
+	}
+	return f.ObjectStore.List(ctx, prefix, fn)
+}
+
+// Run against an async repository that is down: the queue and the lag
+// grow, the error shows; once it is back, everything already in the sync
+// repository (queued or not) is copied.
+func TestRunCatchesUpAfterAnOutage(t *testing.T) {
+	f := newFixture(t)
+	down := &failing{ObjectStore: f.dst.ObjectStore}
+	down.down.Store(true)
+	f.target.Repo.Store = down
+	f.c = New(Deps{Cluster: "main", Sources: []repo.Repo{f.src}, Targets: []Target{f.target}, Log: slog.New(slog.DiscardHandler)},
+		Options{Poll: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, Reconcile: time.Hour})
+	f.put(t, "main/cluster.json", "{}")
+	f.put(t, "main/pins/x.pin", "not queued by anyone: the reconcile finds it")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { f.c.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	var keys []string
+	for i := range 6 {
+		k := fmt.Sprintf("main/wal/00000001/00000001000000000000000%d", i+1)
+		keys = append(keys, k)
+		f.put(t, k, "segment")
+		if err := f.target.Queue.Add(queue.Entry{Kind: queue.KindObject, Key: k, Size: 7}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the outage to show", func() bool {
+		s := f.c.Status()[0]
+		return s.LagObjects == 6 && s.LagBytes == 42 && s.LastError != "" && strings.Contains(s.LastError, "test outage")
+	})
+	down.down.Store(false)
+	// The reconcile that failed at the start is retried (5 s later).
+	waitFor(t, "the catch-up", func() bool {
+		s := f.c.Status()[0]
+		_, err := down.Stat(context.Background(), "main/pins/x.pin")
+		return s.LagObjects == 0 && s.CopiedObjects == 8 && err == nil
+	})
+	for _, k := range keys {
+		f.get(t, k)
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
