@@ -104,6 +104,10 @@ func TestAsyncRepoOutage(t *testing.T) {
 	}
 	l.pg.Exec(t, "CREATE TABLE outage(v text); INSERT INTO outage VALUES ('during the outage')")
 	id2 := l.backup(t, l.cfg) // and so do backups
+	// Listing backups goes on too.
+	if bs := listBackups(t, l.cfg, "local"); len(bs) != 2 {
+		t.Fatalf("backup-list during the outage: %+v, want both backups in local", bs)
+	}
 	// Expiry goes on in the sync repository, the async one skipped.
 	if out := runExpire(t, l.cfg, "--keep-full", "2", "--pitr-window", "0", "--dry-run"); len(out.Results) != 1 || out.Results[0].Repo != "local" {
 		t.Fatalf("expire during the outage: %+v, want a result for local only", out.Results)
