@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -74,6 +75,16 @@ type Copier struct {
 	reconcileNow map[string]bool
 	// infoOK holds the targets seen to hold the cluster's record.
 	infoOK map[string]bool
+	// retry holds, by target and queue file name, the entries whose copy
+	// failed: each waits out its own backoff, so one object that cannot
+	// be copied (unreadable in the sync repository, say) does not hold up
+	// the queue behind it.
+	retry map[string]retryState
+}
+
+type retryState struct {
+	failures int
+	at       time.Time
 }
 
 // New returns the copier of d (nil when d has no targets).
@@ -90,7 +101,7 @@ func New(d Deps, o Options) *Copier {
 	if o.MaxBackoff <= 0 {
 		o.MaxBackoff = DefaultMaxBackoff
 	}
-	c := &Copier{d: d, o: o, status: map[string]*Status{}, reconcileNow: map[string]bool{}, infoOK: map[string]bool{}}
+	c := &Copier{d: d, o: o, status: map[string]*Status{}, reconcileNow: map[string]bool{}, infoOK: map[string]bool{}, retry: map[string]retryState{}}
 	for _, t := range d.Targets {
 		c.status[t.Repo.Name] = &Status{Repo: t.Repo.Name}
 		c.reconcileNow[t.Repo.Name] = true
@@ -196,12 +207,16 @@ func (c *Copier) runTarget(ctx context.Context, t Target) {
 		}
 		n, err := c.Drain(ctx, t)
 		wait := c.o.Poll
-		if err != nil {
+		if err != nil && n == 0 {
 			c.failed(t, err)
 			backoff = min(max(2*backoff, time.Second), c.o.MaxBackoff)
 			wait = backoff
 			log.Warn("copy failed; retrying the oldest entries", "err", err, "retry_in", backoff)
 		} else {
+			if err != nil {
+				c.failed(t, err)
+				log.Warn("some copies failed; each is retried after its own backoff", "err", err)
+			}
 			backoff = 0
 			if n > 0 {
 				wait = 0
@@ -259,6 +274,22 @@ func (c *Copier) ensureInfo(ctx context.Context, t Target) error {
 	return nil
 }
 
+// retried records the outcome of a copy of the queue entry in file name:
+// a failure sets its next try 1 s later, doubling up to MaxBackoff.
+func (c *Copier) retried(t Target, name string, err error) {
+	key := t.Repo.Name + "/" + name
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err == nil || errors.Is(err, context.Canceled) {
+		delete(c.retry, key)
+		return
+	}
+	r := c.retry[key]
+	r.failures++
+	r.at = time.Now().Add(min(time.Second<<min(r.failures-1, 16), c.o.MaxBackoff))
+	c.retry[key] = r
+}
+
 // batchPerWorker is how many queue entries one Drain round takes per worker.
 const batchPerWorker = 16
 
@@ -276,7 +307,10 @@ func (c *Copier) Drain(ctx context.Context, t Target) (int, error) {
 		errs    []error
 		done    int
 		corrupt = len(bad) > 0
-		failed  bool // a copy failed: start no more this round
+		// failedInARow copies failed since the last success: as many as
+		// there are workers and the repository is likely down, so the
+		// round starts no more (the loop backs off).
+		failedInARow int
 	)
 	for _, b := range bad {
 		errs = append(errs, errors.Join(b.Err, t.Queue.Quarantine(b.Name)))
@@ -286,6 +320,10 @@ func (c *Copier) Drain(ctx context.Context, t Target) (int, error) {
 	// objects; a failure stops the round from starting more (the loop
 	// backs off and retries the oldest).
 	workers := max(t.Concurrency, 1)
+	now := time.Now()
+	c.mu.Lock()
+	ps = slices.DeleteFunc(ps, func(p queue.Pending) bool { return c.retry[t.Repo.Name+"/"+p.Name].at.After(now) })
+	c.mu.Unlock()
 	if n := workers * batchPerWorker; len(ps) > n {
 		ps = ps[:n]
 	}
@@ -297,13 +335,14 @@ func (c *Copier) Drain(ctx context.Context, t Target) (int, error) {
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, workers)
 	for _, p := range ps {
+		sem <- struct{}{} // a free worker: what the others finished is known
 		mu.Lock()
-		stop := failed
+		stop := failedInARow >= workers
 		mu.Unlock()
 		if stop || ctx.Err() != nil {
+			<-sem
 			break
 		}
-		sem <- struct{}{}
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
@@ -318,11 +357,14 @@ func (c *Copier) Drain(ctx context.Context, t Target) (int, error) {
 				if err = c.copyEntry(ctx, t, e); err == nil {
 					err = t.Queue.Done(e)
 				}
+				c.retried(t, p.Name, err)
+				mu.Lock()
 				if err != nil {
-					mu.Lock()
-					failed = true
-					mu.Unlock()
+					failedInARow++
+				} else {
+					failedInARow = 0
 				}
+				mu.Unlock()
 			}
 			mu.Lock()
 			defer mu.Unlock()

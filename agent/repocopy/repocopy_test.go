@@ -79,7 +79,8 @@ func newFixture(t *testing.T) *fixture {
 	}
 	f := &fixture{src: repo.Repo{Name: "local", Store: ss}, dst: &corrupting{ObjectStore: ds, damage: map[string]int{}}}
 	f.target = Target{Repo: repo.Repo{Name: "dr", Store: f.dst, Async: true}, Queue: q, Concurrency: 2}
-	f.c = New(Deps{Cluster: "main", Sources: []repo.Repo{f.src}, Targets: []Target{f.target}, Log: slog.New(slog.DiscardHandler)}, Options{})
+	// Failed entries are retried at once (MaxBackoff caps each entry's).
+	f.c = New(Deps{Cluster: "main", Sources: []repo.Repo{f.src}, Targets: []Target{f.target}, Log: slog.New(slog.DiscardHandler)}, Options{MaxBackoff: time.Millisecond})
 	return f
 }
 
@@ -113,6 +114,7 @@ func (f *fixture) drain(t *testing.T) []error {
 		if ps, _, _ := f.target.Queue.List(); len(ps) == 0 {
 			return errs
 		}
+		time.Sleep(2 * time.Millisecond) // past the failed entries' backoff
 	}
 	t.Fatal("queue not drained in 20 rounds")
 	return nil
@@ -358,4 +360,49 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// An entry that cannot be copied (its object unreadable in the sync
+// repository) waits out its own backoff and does not hold up the entries
+// queued after it.
+func TestFailingEntryDoesNotBlockTheQueue(t *testing.T) {
+	f := newFixture(t)
+	f.c.o.MaxBackoff = time.Hour
+	f.target.Concurrency = 1
+	bad := "main/wal/00000001/000000010000000000000001"
+	f.put(t, bad, "segment")
+	f.src.Store = unreadable{ObjectStore: f.src.Store, key: bad}
+	f.c.d.Sources = []repo.Repo{f.src}
+	base := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+	f.target.Queue.Add(queue.Entry{Kind: queue.KindObject, Key: bad, Time: base})
+	var good []string
+	for i := range 3 {
+		k := fmt.Sprintf("main/wal/00000001/00000001000000000000000%d", i+2)
+		good = append(good, k)
+		f.put(t, k, "segment")
+		f.target.Queue.Add(queue.Entry{Kind: queue.KindObject, Key: k, Time: base.Add(time.Duration(i+1) * time.Second)})
+	}
+	for range 3 {
+		f.c.Drain(context.Background(), f.target)
+	}
+	for _, k := range good {
+		f.get(t, k)
+	}
+	ps, _, _ := f.target.Queue.List()
+	if len(ps) != 1 {
+		t.Fatalf("%d entries left, want the failing one only", len(ps))
+	}
+}
+
+// unreadable is a store whose object key lists and stats but cannot be read.
+type unreadable struct {
+	storage.ObjectStore
+	key string
+}
+
+func (u unreadable) Get(ctx context.Context, key string) (io.ReadCloser, error) {
+	if key == u.key {
+		return nil, errors.New("input/output error (test)")
+	}
+	return u.ObjectStore.Get(ctx, key)
 }
