@@ -11,8 +11,9 @@
 // A backup is copied data objects first and manifest last, so it exists in
 // the async repository (restore, backup-verify) only once complete. While
 // the async repository fails, the copier backs off (1 s doubling to a
-// minute) and retries the oldest entries; archiving and backups go on in
-// the sync repositories.
+// minute) and retries the oldest entries; an entry whose copy fails waits
+// out its own backoff, so it does not hold up the queue behind it.
+// Archiving and backups go on in the sync repositories meanwhile.
 //
 // The queue is the fast path; a periodic reconcile is the safety net: it
 // lists the cluster's objects in the first reachable sync repository and in
