@@ -25,6 +25,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/pgdr/pgdr/agent/repocopy/queue"
 	"github.com/pgdr/pgdr/pkg/config"
 	"github.com/pgdr/pgdr/pkg/conninfo"
 	"github.com/pgdr/pgdr/pkg/keys"
@@ -118,6 +119,14 @@ func inspect(ctx context.Context, conn *pgx.Conn) (*server, error) {
 func Take(ctx context.Context, d Deps, o Options) (*Manifest, error) {
 	if o.Type == "" {
 		o.Type = TypeFull
+	}
+	// A backup is written to the sync repositories; the async ones get it
+	// from the daemon's copier (agent/repocopy), queued below.
+	if sync := repo.Sync(d.Repos); len(sync) < len(d.Repos) {
+		if len(sync) == 0 {
+			return nil, fmt.Errorf("backup: every repository given (%s) is async: a backup is written to sync repositories and copied to async ones", strings.Join(repoNames(d.Repos), ", "))
+		}
+		d.Repos = sync
 	}
 	if o.Type != TypeFull && o.Type != TypeDiff && o.Type != TypeIncr {
 		return nil, fmt.Errorf("unknown backup type %q (full, diff or incr)", o.Type)
@@ -350,6 +359,9 @@ func Take(ctx context.Context, d Deps, o Options) (*Manifest, error) {
 		}
 	}
 	complete = true
+	if err := queue.Enqueue(d.Cfg, queue.Entry{Kind: queue.KindBackup, Key: m.ID, Size: m.StoredBytes, Objects: len(m.Files) + 1}); err != nil {
+		log.Warn("queueing the copy to the async repositories failed; the daemon's reconcile will copy it", "err", err)
+	}
 	log.Info("backup complete", "files", len(m.Files), "database_bytes", m.DatabaseBytes, "stored_bytes", m.StoredBytes,
 		"seconds", fmt.Sprintf("%.1f", m.DurationSeconds))
 	return m, nil
@@ -1400,4 +1412,12 @@ func (c *copier) read(n int64) {
 	if ahead > 0 {
 		time.Sleep(ahead)
 	}
+}
+
+func repoNames(rs []repo.Repo) []string {
+	out := make([]string, 0, len(rs))
+	for _, r := range rs {
+		out = append(out, r.Name)
+	}
+	return out
 }

@@ -168,7 +168,8 @@ func cmdBackupList(ctx context.Context, e env, args []string) int {
 		log.Error("backup-list", "err", err)
 		return ExitFailure
 	}
-	pins, err := expire.LoadPins(ctx, repos, cfg.Cluster)
+	// Pins are written to every repository: the sync ones hold them all.
+	pins, err := expire.LoadPins(ctx, repo.Sync(repos), cfg.Cluster)
 	if err != nil {
 		log.Error("backup-list", "err", err)
 		return ExitFailure
@@ -177,6 +178,11 @@ func cmdBackupList(ctx context.Context, e env, args []string) int {
 	damaged := []map[string]string{}
 	for _, r := range repos {
 		ms, bad, err := backup.ListAll(ctx, r, cfg.Cluster)
+		if err != nil && r.Async {
+			// The other region's copy being down does not hide the backups.
+			log.Warn("backup-list: skipping the async repository, which cannot be listed now", "repo", r.Name, "err", err)
+			continue
+		}
 		if err != nil {
 			log.Error("backup-list", "err", err)
 			return ExitFailure

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -199,8 +200,20 @@ removes markers of an interrupted run once older than 1h. Durations: 36h, 30d, 1
 			return ExitUsage
 		}
 	}
-	for _, r := range repos {
+	// An async repository that cannot be read now (its region is down, or
+	// the copier has not reached it yet) is left for the next run unless
+	// named with --repo: it must not stop expiry in the sync repositories.
+	// Pins are written to every repository, so the sync ones hold them all.
+	skip := func(r repo.Repo) bool { return r.Async && *repoName == "" }
+	repos = slices.Clone(repos) // all may share its array
+	for _, r := range slices.Clone(repos) {
 		if err := repo.CheckClusterInfo(ctx, r, cfg.Cluster); err != nil {
+			if skip(r) {
+				log.Warn("expire: skipping the async repository, which cannot be read now; a later run expires it", "repo", r.Name, "err", err)
+				repos = slices.DeleteFunc(repos, func(o repo.Repo) bool { return o.Name == r.Name })
+				all = slices.DeleteFunc(slices.Clone(all), func(o repo.Repo) bool { return o.Name == r.Name })
+				continue
+			}
 			log.Error("expire refused", "err", err)
 			return ExitFailure
 		}

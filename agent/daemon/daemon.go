@@ -22,6 +22,7 @@ import (
 	"github.com/pgdr/pgdr/agent/orders"
 	"github.com/pgdr/pgdr/agent/pgctl"
 	"github.com/pgdr/pgdr/agent/reclone"
+	"github.com/pgdr/pgdr/agent/repocopy"
 	"github.com/pgdr/pgdr/agent/session"
 	"github.com/pgdr/pgdr/agent/walship"
 	"github.com/pgdr/pgdr/agent/watchdog"
@@ -69,6 +70,8 @@ type Daemon struct {
 	backups *backuprun.Runner
 	// sess is the session with the coordinator leader (agent/session).
 	sess *session.Session
+	// copier fills the async repositories (agent/repocopy); nil without.
+	copier *repocopy.Copier
 
 	// now replaces time.Now for the orders' deadlines in tests (a clock
 	// ahead of or behind the leader's); nil in production.
@@ -127,6 +130,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 		g.Go(func() error { f(gctx); return nil })
 	}
 	run(d.pushAheadLoop)
+	if d.copier != nil {
+		run(d.copier.Run)
+	}
 	run(d.monitor.Run)
 	if d.cfg.Health.Listen != "" {
 		run(d.serveHTTP)

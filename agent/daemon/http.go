@@ -14,6 +14,7 @@ import (
 	"github.com/pgdr/pgdr/agent/failsafe"
 	"github.com/pgdr/pgdr/agent/health"
 	"github.com/pgdr/pgdr/agent/monitor"
+	"github.com/pgdr/pgdr/agent/repocopy"
 	"github.com/pgdr/pgdr/pkg/config"
 )
 
@@ -26,6 +27,7 @@ func (d *Daemon) Handler() http.Handler {
 		mux.HandleFunc(string(ep), func(w http.ResponseWriter, req *http.Request) { d.serveProbe(w, req, ep) })
 	}
 	mux.Handle(failsafe.Path, d.failsafe)
+	mux.HandleFunc("/status", d.serveStatus)
 	mux.Handle("/metrics", promhttp.HandlerFor(d.metrics.reg, promhttp.HandlerOpts{Registry: d.metrics.reg}))
 	return mux
 }
@@ -113,4 +115,30 @@ func (d *Daemon) serveHTTP(ctx context.Context) {
 		d.log.Error("health HTTP server", "err", err)
 	}
 	<-done
+}
+
+// statusBody is /status's answer: what the daemon does besides the
+// probes (today: the async repositories' copy lag).
+type statusBody struct {
+	Cluster    string            `json:"cluster"`
+	Node       string            `json:"node"`
+	RepoCopies []repocopy.Status `json:"repo_copies"`
+}
+
+func (d *Daemon) serveStatus(w http.ResponseWriter, req *http.Request) {
+	if req.Method != http.MethodGet && req.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	body := statusBody{Cluster: d.cfg.Cluster, Node: d.cfg.Node.Name, RepoCopies: d.copier.Status()}
+	if body.RepoCopies == nil {
+		body.RepoCopies = []repocopy.Status{}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	if req.Method == http.MethodHead {
+		return
+	}
+	json.NewEncoder(w).Encode(body)
 }

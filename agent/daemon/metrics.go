@@ -6,6 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/pgdr/pgdr/agent/repocopy"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
 
@@ -18,6 +19,7 @@ type metrics struct {
 	coordinator   prometheus.Gauge
 	fenced        prometheus.Gauge
 	clockSkew     prometheus.Gauge
+	labels        prometheus.Labels // cluster and node
 }
 
 // failsafeGauges are the failsafe state's values at scrape time.
@@ -28,7 +30,8 @@ func newMetrics(cluster, node string, latest func() *pgdrv1.HealthReport, fs fai
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	labeled := prometheus.WrapRegistererWith(prometheus.Labels{"cluster": cluster, "node": node}, reg)
 	m := &metrics{
-		reg: reg,
+		reg:    reg,
+		labels: prometheus.Labels{"cluster": cluster, "node": node},
 		checkDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "pgdr_agent_health_check_duration_seconds",
 			Help:    "Duration of one round of local health checks.",
@@ -135,4 +138,36 @@ func (c *reportCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descTimeline, float64(r.Timeline))
 	gauge(descLSN, float64(r.CurrentLsn))
 	ch <- prometheus.MustNewConstMetric(descArchiveFail, prometheus.CounterValue, float64(r.ArchiveFailedCount))
+}
+
+// copyLagCollector serves the async repositories' copy lag at scrape time.
+type copyLagCollector struct {
+	status              func() []repocopy.Status
+	objects, bytes, age *prometheus.Desc
+}
+
+// registerCopyLag registers the copy lag metrics, one series per async
+// repository (labelled repo), read from status at scrape time.
+func (m *metrics) registerCopyLag(status func() []repocopy.Status) {
+	c := &copyLagCollector{
+		status:  status,
+		objects: prometheus.NewDesc("pgdr_repo_copy_lag_objects", "Objects written to the sync repositories and not yet copied and verified in this async repository (queued).", []string{"repo"}, m.labels),
+		bytes:   prometheus.NewDesc("pgdr_repo_copy_lag_bytes", "Bytes of those objects.", []string{"repo"}, m.labels),
+		age:     prometheus.NewDesc("pgdr_repo_copy_oldest_missing_seconds", "Age of the oldest object not yet copied to this async repository (0 when caught up).", []string{"repo"}, m.labels),
+	}
+	m.reg.MustRegister(c)
+}
+
+func (c *copyLagCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.objects
+	ch <- c.bytes
+	ch <- c.age
+}
+
+func (c *copyLagCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, s := range c.status() {
+		ch <- prometheus.MustNewConstMetric(c.objects, prometheus.GaugeValue, float64(s.LagObjects), s.Repo)
+		ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.GaugeValue, float64(s.LagBytes), s.Repo)
+		ch <- prometheus.MustNewConstMetric(c.age, prometheus.GaugeValue, s.OldestMissingSeconds, s.Repo)
+	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/pgdr/pgdr/agent/orders"
 	"github.com/pgdr/pgdr/agent/pgctl"
 	"github.com/pgdr/pgdr/agent/reclone"
+	"github.com/pgdr/pgdr/agent/repocopy"
 	"github.com/pgdr/pgdr/agent/session"
 	"github.com/pgdr/pgdr/agent/walship"
 	"github.com/pgdr/pgdr/agent/watchdog"
@@ -131,6 +132,14 @@ func build(cfg *config.Config, shipper *walship.Shipper, log *slog.Logger, opt o
 	if shipper != nil { // tests build daemons without one
 		repos = shipper.Repos()
 	}
+	// The async repositories' copier (nil without one): config validation
+	// made agent.state_dir absolute, which is all FromConfig checks.
+	if c, err := repocopy.FromConfig(cfg, repos, log, repocopy.Options{}); err != nil {
+		log.Error("async repositories will not be copied", "err", err)
+	} else {
+		d.copier = c
+	}
+	d.metrics.registerCopyLag(d.copier.Status)
 	d.backups = backuprun.New(backuprun.Deps{Cluster: cfg.Cluster, Node: cfg.Node.Name, Repos: repos, Take: backuprun.Taker(cfg, log, nil), Log: log,
 		Expire:    backuprun.Expirer(cfg, log, false),
 		Completer: backuprun.CompleterFunc(func(ctx context.Context, res *pgdrv1.CommandResult) error { return d.sess.Complete(ctx, res) })})

@@ -58,34 +58,54 @@ func (s *Shipper) Fetch(ctx context.Context, name, dest string) error {
 		}
 	}
 	key := repo.WALKey(s.cfg.Cluster, name)
-	var errs []error
-	for _, r := range s.repos {
+	var errs, asyncErrs []error
+	for _, r := range s.readOrder() {
 		err := s.fetchFrom(ctx, r, key, dest, false, nil)
 		if err == nil {
-			if len(errs) > 0 {
-				s.log.Warn("fetched from a later repository after failures", "file", name, "repo", r.Name, "errors", errors.Join(errs...))
+			if failed := append(errs, asyncErrs...); len(failed) > 0 {
+				s.log.Warn("fetched from a later repository after failures", "file", name, "repo", r.Name, "errors", errors.Join(failed...))
 			}
 			return nil
 		}
-		if errors.Is(err, storage.ErrNotFound) {
-			continue
+		switch {
+		case errors.Is(err, storage.ErrNotFound):
+		case r.Async:
+			asyncErrs = append(asyncErrs, err)
+		default:
+			errs = append(errs, err)
 		}
-		errs = append(errs, err)
+	}
+	sync := repo.Sync(s.repos)
+	if len(sync) == 0 { // only async repositories (not a configuration Parse accepts)
+		errs, asyncErrs = append(errs, asyncErrs...), nil
+		sync = s.repos
 	}
 	if len(errs) == 0 {
 		// "Not found" ends recovery: only a repository that holds the
 		// cluster may say it. A file repository not mounted, or its root
-		// moved, answers "not found" for everything.
-		for _, r := range s.repos {
+		// moved, answers "not found" for everything. Every write reaches
+		// every sync repository, so their answer is the archive's: an
+		// async repository may lag or be down without changing it.
+		for _, r := range sync {
 			if err := s.checkHolds(ctx, r); err != nil {
 				errs = append(errs, err)
 			}
 		}
 	}
 	if len(errs) == 0 {
+		if len(asyncErrs) > 0 {
+			s.log.Warn("not in the sync repositories; an async repository could not be read", "file", name, "errors", errors.Join(asyncErrs...))
+		}
 		return fmt.Errorf("%s: %w", name, ErrNotInArchive)
 	}
-	return fmt.Errorf("wal-fetch %s: %w", name, errors.Join(errs...))
+	return fmt.Errorf("wal-fetch %s: %w", name, errors.Join(append(errs, asyncErrs...)...))
+}
+
+// readOrder is the order fetches try the repositories in: the sync ones
+// (which hold every archived file), then the async ones (copies that may
+// lag or be down), each in configuration order.
+func (s *Shipper) readOrder() []repo.Repo {
+	return append(repo.Sync(s.repos), repo.Async(s.repos)...)
 }
 
 // checkHolds checks, once per process and repository, that r holds the
@@ -302,7 +322,7 @@ func (s *Shipper) prefetchOne(ctx context.Context, dir, name string, own *fsutil
 	key := repo.WALKey(s.cfg.Cluster, name)
 	dest := filepath.Join(dir, name)
 	var last error = storage.ErrNotFound
-	for _, r := range s.repos {
+	for _, r := range s.readOrder() {
 		err := s.fetchFrom(ctx, r, key, dest, true, own)
 		if err == nil {
 			return nil

@@ -19,6 +19,7 @@ import (
 	"filippo.io/age"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/pgdr/pgdr/agent/repocopy/queue"
 	"github.com/pgdr/pgdr/pkg/config"
 	"github.com/pgdr/pgdr/pkg/fsutil"
 	"github.com/pgdr/pgdr/pkg/keys"
@@ -268,8 +269,11 @@ func (s *Shipper) push(ctx context.Context, path string) error {
 	if err := w.Close(); err != nil {
 		return err
 	}
+	// Only the sync repositories are written; the async ones get the
+	// object from the daemon's copier (agent/repocopy).
+	sync := repo.Sync(s.repos)
 	g, gctx := errgroup.WithContext(ctx)
-	for _, r := range s.repos {
+	for _, r := range sync {
 		g.Go(func() error {
 			if err := s.ensureInfo(gctx, r, sysid); err != nil {
 				return err
@@ -280,7 +284,14 @@ func (s *Shipper) push(ctx context.Context, path string) error {
 	if err := g.Wait(); err != nil {
 		return fmt.Errorf("wal-push %s: %w", name, err)
 	}
-	s.log.Info("pushed", "file", name, "bytes", len(data), "stored", enc.Len(), "repos", len(s.repos), "took", time.Since(start).Round(time.Millisecond))
+	if len(sync) < len(s.repos) {
+		// A queue that cannot be written does not fail archiving: the
+		// copier's periodic reconcile finds the object missing anyway.
+		if err := queue.Enqueue(s.cfg, queue.Entry{Kind: queue.KindObject, Key: key, Size: int64(enc.Len())}); err != nil {
+			s.log.Warn("queueing the copy to the async repositories failed; the daemon's reconcile will copy it", "file", name, "err", err)
+		}
+	}
+	s.log.Info("pushed", "file", name, "bytes", len(data), "stored", enc.Len(), "repos", len(sync), "took", time.Since(start).Round(time.Millisecond))
 	return nil
 }
 

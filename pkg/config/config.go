@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -58,12 +59,30 @@ type Postgres struct {
 	DSN    string `yaml:"dsn"`
 }
 
-// Repo is one repository; every write goes to all of them.
+// Repo is one repository. Every write (wal-push, backups) goes to all
+// repositories of mode sync and succeeds only once in all of them; a
+// repository of mode async is filled afterwards by the agent daemon from
+// a durable queue (agent/repocopy), so its outage never stops archiving.
 type Repo struct {
 	Name string `yaml:"name"`
 	URL  string `yaml:"url"`
-	S3   *S3    `yaml:"s3"`
+	// Mode is sync (the default) or async.
+	Mode string `yaml:"mode"`
+	// CopyConcurrency is how many objects the daemon copies into an async
+	// repository at once (default 4).
+	CopyConcurrency int `yaml:"copy_concurrency"`
+	S3              *S3 `yaml:"s3"`
 }
+
+// Repository modes.
+const (
+	ModeSync  = "sync"
+	ModeAsync = "async"
+)
+
+// Async says whether the repository is filled by the daemon's copier
+// rather than by every write.
+func (r Repo) Async() bool { return r.Mode == ModeAsync }
 
 // S3 holds the settings of an s3:// repository. Credentials are read from
 // the files named here, or else from the standard AWS environment variables
@@ -138,6 +157,11 @@ type Agent struct {
 	Socket string `yaml:"socket"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `yaml:"log_level"`
+	// StateDir holds the agent's durable local state: the queues of
+	// objects still to copy into async repositories (default: the
+	// socket's directory). wal-push, run by PostgreSQL's user, writes in
+	// it too.
+	StateDir string `yaml:"state_dir"`
 }
 
 // Health configures the daemon's local checks and its HTTP endpoints.
@@ -214,6 +238,7 @@ const (
 	DefaultFailoverLoop     = time.Second
 	DefaultLeaseTTL         = 5 * time.Second
 	DefaultSafetyMargin     = time.Second
+	DefaultCopyConcurrency  = 4
 )
 
 // FieldError is a validation error about one field, named by its YAML path.
@@ -299,6 +324,15 @@ func (c *Config) applyDefaults() {
 		if c.Repos[i].Name == "" {
 			c.Repos[i].Name = fmt.Sprintf("repo%d", i+1)
 		}
+		if c.Repos[i].Mode == "" {
+			c.Repos[i].Mode = ModeSync
+		}
+		if c.Repos[i].CopyConcurrency == 0 && c.Repos[i].Async() {
+			c.Repos[i].CopyConcurrency = DefaultCopyConcurrency
+		}
+	}
+	if c.Agent.StateDir == "" && c.Agent.Socket != "" {
+		c.Agent.StateDir = filepath.Dir(c.Agent.Socket)
 	}
 }
 
@@ -353,6 +387,17 @@ func (c *Config) Validate() error {
 		if err := validateRepoURL(r); err != nil {
 			return fe(field+".url", "%v", err)
 		}
+		switch r.Mode {
+		case ModeSync, ModeAsync, "":
+		default:
+			return fe(field+".mode", "%q is not a repository mode (sync or async)", r.Mode)
+		}
+		if r.CopyConcurrency < 0 || r.CopyConcurrency > 64 {
+			return fe(field+".copy_concurrency", "%d is out of range (1 to 64)", r.CopyConcurrency)
+		}
+		if r.CopyConcurrency != 0 && !r.Async() {
+			return fe(field+".copy_concurrency", "is only valid for a repository of mode async")
+		}
 		if r.S3 != nil {
 			if !strings.HasPrefix(r.URL, "s3://") {
 				return fe(field+".s3", "is only valid for an s3:// repository")
@@ -373,6 +418,15 @@ func (c *Config) Validate() error {
 				return fe(field+".s3.max_attempts", "must not be negative")
 			}
 		}
+	}
+	if !slices.ContainsFunc(c.Repos, func(r Repo) bool { return !r.Async() }) {
+		return fe("repos", "at least one repository must be of mode sync: wal-push and backups succeed once every sync repository holds what they wrote, async ones are copied from them")
+	}
+	if slices.ContainsFunc(c.Repos, Repo.Async) && c.Agent.StateDir != "" && !filepath.IsAbs(c.Agent.StateDir) {
+		return fe("agent.state_dir", "%q must be an absolute path", c.Agent.StateDir)
+	}
+	if slices.ContainsFunc(c.Repos, Repo.Async) && c.Agent.StateDir == "" {
+		return fe("agent.state_dir", "is required with an async repository (where the copy queue is kept)")
 	}
 	switch c.Compression.Method {
 	case "zstd", "none":

@@ -33,6 +33,32 @@ type Repo struct {
 	// Verifier checks the signatures of manifests and WAL objects; nil
 	// when signing is not configured. Set by OpenAll.
 	Verifier *objstream.Verifier
+	// Async marks a repository of mode async: writers leave it to the
+	// daemon's copier (agent/repocopy); readers use it like any other.
+	Async bool
+}
+
+// Sync returns the repositories of rs that writers write to (mode sync),
+// in order.
+func Sync(rs []Repo) []Repo {
+	var out []Repo
+	for _, r := range rs {
+		if !r.Async {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// Async returns the repositories of rs of mode async, in order.
+func Async(rs []Repo) []Repo {
+	var out []Repo
+	for _, r := range rs {
+		if r.Async {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 // SignedReadOptions are the options for reading an object that writers
@@ -108,6 +134,7 @@ func OpenAll(ctx context.Context, cfg *config.Config) ([]Repo, error) {
 		}
 		o.RequireEncrypted = !cfg.Encryption.Disabled
 		o.Verifier = v
+		o.Async = r.Async()
 		out = append(out, o)
 	}
 	return out, nil
@@ -139,6 +166,9 @@ type ClusterInfo struct {
 }
 
 func clusterInfoKey(cluster string) string { return cluster + "/cluster.json" }
+
+// ClusterInfoKey is the key of the cluster's record (see CheckClusterInfo).
+func ClusterInfoKey(cluster string) string { return clusterInfoKey(cluster) }
 
 // ErrNoClusterInfo means a repository does not hold the cluster's record
 // (<cluster>/cluster.json, written by the first wal-push): it is not the

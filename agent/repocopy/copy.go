@@ -1,0 +1,151 @@
+package repocopy
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/pgdr/pgdr/agent/backup"
+	"github.com/pgdr/pgdr/agent/repocopy/queue"
+	"github.com/pgdr/pgdr/pkg/repo"
+	"github.com/pgdr/pgdr/pkg/storage"
+)
+
+// copyEntry carries out one queue entry; nil means it is done (copied and
+// verified, already there, or gone from the sync repositories).
+func (c *Copier) copyEntry(ctx context.Context, t Target, e queue.Entry) error {
+	switch e.Kind {
+	case queue.KindObject:
+		src, info, err := c.find(ctx, e.Key)
+		if errors.Is(err, storage.ErrNotFound) {
+			c.d.Log.Debug("not copied: gone from the sync repositories", "repo", t.Repo.Name, "key", e.Key)
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		return c.copyObject(ctx, t, src, info)
+	case queue.KindBackup:
+		return c.copyBackup(ctx, t, e.Key)
+	}
+	return fmt.Errorf("copy queue entry of unknown kind %q", e.Kind)
+}
+
+// find returns the first sync repository holding key, with its info.
+func (c *Copier) find(ctx context.Context, key string) (repo.Repo, storage.ObjectInfo, error) {
+	var errs []error
+	for _, r := range c.d.Sources {
+		info, err := r.Store.Stat(ctx, key)
+		if err == nil {
+			return r, info, nil
+		}
+		if !errors.Is(err, storage.ErrNotFound) {
+			errs = append(errs, fmt.Errorf("repository %s: %s: %w", r.Name, key, err))
+		}
+	}
+	if len(errs) > 0 {
+		return repo.Repo{}, storage.ObjectInfo{}, errors.Join(errs...)
+	}
+	return repo.Repo{}, storage.ObjectInfo{}, fmt.Errorf("%s: %w", key, storage.ErrNotFound)
+}
+
+// copyObject copies one object unless t holds it at the same size.
+func (c *Copier) copyObject(ctx context.Context, t Target, src repo.Repo, info storage.ObjectInfo) error {
+	if have, err := t.Repo.Store.Stat(ctx, info.Key); err == nil && have.Size == info.Size {
+		return nil
+	} else if err != nil && !errors.Is(err, storage.ErrNotFound) {
+		return fmt.Errorf("repository %s: %s: %w", t.Repo.Name, info.Key, err)
+	}
+	return c.copyVerified(ctx, t, src, info)
+}
+
+// copyVerified streams the object from src to t, then reads it back from
+// t and compares size and SHA-256 with what was read from src. A copy
+// that differs is deleted (so that no later size check takes it for a
+// good one) and reported with ErrVerify.
+func (c *Copier) copyVerified(ctx context.Context, t Target, src repo.Repo, info storage.ObjectInfo) error {
+	key := info.Key
+	rc, err := src.Store.Get(ctx, key)
+	if err != nil {
+		return fmt.Errorf("repository %s: %s: %w", src.Name, key, err)
+	}
+	h := sha256.New()
+	err = t.Repo.Store.Put(ctx, key, io.TeeReader(rc, h), info.Size)
+	rc.Close()
+	if err != nil {
+		return fmt.Errorf("copying %s from %s to %s: %w", key, src.Name, t.Repo.Name, err)
+	}
+	want := h.Sum(nil)
+	back, err := t.Repo.Store.Get(ctx, key)
+	if err != nil {
+		return fmt.Errorf("repository %s: reading back %s: %w", t.Repo.Name, key, err)
+	}
+	h.Reset()
+	n, err := io.Copy(h, back)
+	back.Close()
+	if err != nil {
+		return fmt.Errorf("repository %s: reading back %s: %w", t.Repo.Name, key, err)
+	}
+	if got := h.Sum(nil); n != info.Size || !bytes.Equal(got, want) {
+		_ = t.Repo.Store.Delete(context.WithoutCancel(ctx), key)
+		return fmt.Errorf("%w: repository %s: %s read back as %d bytes with sha256 %s, %s holds %d bytes with sha256 %s (the copy was deleted and will be tried again)",
+			ErrVerify, t.Repo.Name, key, n, hex.EncodeToString(got), src.Name, info.Size, hex.EncodeToString(want))
+	}
+	c.copied(t, info.Size)
+	return nil
+}
+
+// copyBackup copies backup id from the first sync repository holding its
+// manifest: every data object t lacks (or holds at another size) first,
+// the manifest last. A backup whose manifest no sync repository holds
+// (expired, or never finished) is not copied.
+func (c *Copier) copyBackup(ctx context.Context, t Target, id string) error {
+	mkey := backup.ManifestKey(c.d.Cluster, id)
+	src, minfo, err := c.find(ctx, mkey)
+	if errors.Is(err, storage.ErrNotFound) {
+		c.d.Log.Debug("backup not copied: no sync repository holds its manifest", "repo", t.Repo.Name, "backup", id)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	prefix := backup.Prefix(c.d.Cluster) + id + "/"
+	have := map[string]int64{}
+	if err := t.Repo.Store.List(ctx, prefix, func(oi storage.ObjectInfo) error {
+		have[oi.Key] = oi.Size
+		return nil
+	}); err != nil {
+		return fmt.Errorf("repository %s: listing %s: %w", t.Repo.Name, prefix, err)
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(max(t.Concurrency, 1))
+	err = src.Store.List(ctx, prefix, func(oi storage.ObjectInfo) error {
+		if oi.Key == mkey {
+			return nil
+		}
+		if n, ok := have[oi.Key]; ok && n == oi.Size {
+			return nil
+		}
+		if gctx.Err() != nil {
+			return gctx.Err()
+		}
+		g.Go(func() error { return c.copyVerified(gctx, t, src, oi) })
+		return nil
+	})
+	if werr := g.Wait(); werr != nil {
+		return werr
+	}
+	if err != nil {
+		return fmt.Errorf("repository %s: listing %s: %w", src.Name, prefix, err)
+	}
+	if n, ok := have[mkey]; ok && n == minfo.Size {
+		return nil
+	}
+	return c.copyVerified(ctx, t, src, minfo)
+}
