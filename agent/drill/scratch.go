@@ -58,6 +58,10 @@ func prepareScratch(cfg *config.Config, path string) (*scratch, error) {
 			os.Remove(dir)
 			return nil, err
 		}
+		if err := checkReachable(dir, uid, gid); err != nil {
+			os.Remove(dir)
+			return nil, fmt.Errorf("%w (set TMPDIR or give --scratch)", err)
+		}
 	} else {
 		abs, err := filepath.Abs(path)
 		if err != nil {
@@ -67,20 +71,14 @@ func prepareScratch(cfg *config.Config, path string) (*scratch, error) {
 		if err := checkOutside(cfg, s.dir); err != nil {
 			return nil, err
 		}
-		if err := checkReachable(s.dir, uid, gid); err != nil {
-			return nil, err
-		}
 		if len(s.dir) > maxSocketDir {
 			return nil, fmt.Errorf("%w: --scratch %s: the path is %d bytes long, and the scratch server's unix socket in it needs one of at most %d",
 				ErrScratch, s.dir, len(s.dir), maxSocketDir)
 		}
 		fi, err := os.Lstat(s.dir)
+		exists := err == nil
 		switch {
 		case errors.Is(err, os.ErrNotExist):
-			if err := os.Mkdir(s.dir, 0o700); err != nil {
-				return nil, fmt.Errorf("%w: --scratch %s: %w", ErrScratch, s.dir, err)
-			}
-			s.created = true
 		case err != nil:
 			return nil, fmt.Errorf("%w: --scratch %s: %w", ErrScratch, s.dir, err)
 		case !fi.IsDir():
@@ -94,6 +92,15 @@ func prepareScratch(cfg *config.Config, path string) (*scratch, error) {
 				return nil, fmt.Errorf("%w: --scratch %s is not empty: a drill restores only into an empty or absent directory (and deletes what it puts there); empty it or give another",
 					ErrScratch, s.dir)
 			}
+		}
+		if err := checkReachable(s.dir, uid, gid); err != nil {
+			return nil, err
+		}
+		if !exists {
+			if err := os.Mkdir(s.dir, 0o700); err != nil {
+				return nil, fmt.Errorf("%w: --scratch %s: %w", ErrScratch, s.dir, err)
+			}
+			s.created = true
 		}
 	}
 	if len(s.dir) > maxSocketDir {
