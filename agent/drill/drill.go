@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -166,7 +167,7 @@ func Run(ctx context.Context, d Deps, o Options) (*Result, error) {
 	res.Scratch = sc.dir
 	port := o.Port
 	if port == 0 {
-		if port, err = freePort(); err != nil {
+		if port, err = freePort(productionPorts(d.Cfg)); err != nil {
 			sc.remove()
 			return nil, err
 		}
@@ -335,6 +336,14 @@ func choose(ctx context.Context, d Deps, o Options) (*chosen, error) {
 	if t := o.TargetTime; t != nil && t.After(time.Now()) {
 		return nil, fmt.Errorf("%w: target time %s is in the future", ErrOptions, t.UTC().Format(time.RFC3339Nano))
 	}
+	if o.Port < 0 || o.Port > 65535 {
+		return nil, fmt.Errorf("%w: port %d", ErrOptions, o.Port)
+	}
+	for _, p := range productionPorts(d.Cfg) {
+		if o.Port == p {
+			return nil, fmt.Errorf("%w: port %d is the production server's (postgres.dsn): a drill never takes it", ErrOptions, p)
+		}
+	}
 	if o.SourceDSN != "" {
 		if _, err := pgx.ParseConfig(o.SourceDSN); err != nil {
 			return nil, fmt.Errorf("%w: --source-dsn: %v", ErrOptions, err)
@@ -406,14 +415,33 @@ func loadManifest(ctx context.Context, d Deps, id string) *backup.Manifest {
 	return nil
 }
 
-// freePort is a TCP port free on 127.0.0.1 just now.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("finding a free port: %w", err)
+// freePort is a TCP port free on 127.0.0.1 just now, none of avoid (the
+// production server's, which a stopped server leaves free).
+func freePort(avoid []int) (int, error) {
+	for i := 0; i < 10; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, fmt.Errorf("finding a free port: %w", err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		if !slices.Contains(avoid, port) {
+			return port, nil
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return 0, errors.New("finding a free port: only the production server's came up")
+}
+
+// productionPorts are the ports the agent's configuration gives the
+// production server (postgres.dsn, node.advertise_dsn).
+func productionPorts(cfg *config.Config) []int {
+	var out []int
+	for _, dsn := range []string{cfg.Postgres.DSN, cfg.Node.AdvertiseDSN} {
+		if c, err := pgx.ParseConfig(dsn); err == nil && dsn != "" {
+			out = append(out, int(c.Port))
+		}
+	}
+	return out
 }
 
 // server is the scratch copy's running PostgreSQL.

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -270,6 +271,7 @@ func TestDrill(t *testing.T) {
 			{"unknown tier", Options{Tier: "hourly", Scratch: absent}, []string{`no backup of tier "hourly"`}},
 			{"future target", Options{TargetTime: &future, Scratch: absent}, []string{"in the future"}},
 			{"target before the backup", Options{BackupID: m.ID, TargetTime: &early, Scratch: absent}, []string{"before backup " + m.ID + " ends"}},
+			{"production port", Options{Port: l.pg.Port, Scratch: absent}, []string{fmt.Sprintf("port %d is the production server's", l.pg.Port)}},
 			{"no parent", Options{Scratch: filepath.Join(absent, "s")}, []string{"its parent " + absent + " does not exist"}},
 		}
 		if os.Geteuid() == 0 {
@@ -334,6 +336,38 @@ func TestDrill(t *testing.T) {
 		}
 		if pids := processesNaming(t, scratch); len(pids) > 0 {
 			t.Errorf("processes still running on the cancelled drill's scratch copy: %v", pids)
+		}
+	})
+
+	t.Run("cli, source moved on", func(t *testing.T) {
+		// Rows the source committed after its last archived WAL: a drill
+		// to the latest WAL cannot have them, and the comparison with the
+		// source says so and fails the drill.
+		l.pg.Exec(t, "INSERT INTO keep SELECT generate_series(1, 10)")
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, l.bin, "drill", "--config", l.cfg.Path, "--json", "--checks", checksFile, "--source-dsn", l.pg.DSN(), "--parallel", "2")
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+			t.Fatalf("pgdr-agent drill: %v, want exit 1\n%s\n%s", err, out, stderr.String())
+		}
+		var res Result
+		if err := json.Unmarshal(out, &res); err != nil {
+			t.Fatalf("drill --json: %v\n%s", err, out)
+		}
+		rc := res.RowCounts
+		if res.OK || rc == nil || rc.MismatchCount != 1 || rc.Mismatches[0].Table != "public.keep" || rc.Mismatches[0].Rows != 0 ||
+			rc.Mismatches[0].SourceRows == nil || *rc.Mismatches[0].SourceRows != 10 || !strings.Contains(res.Reason, "row counts differ from the source in 1 table(s), e.g. postgres.public.keep: restored 0, source 10") {
+			t.Fatalf("ok %v, reason %q, row counts %+v: want public.keep restored 0, source 10", res.OK, res.Reason, rc)
+		}
+		if len(res.Checks) != 2 || !res.Checks[0].OK || res.Timings.Total <= 0 || res.Cleanup != "deleted" {
+			t.Errorf("checks %+v, timings %+v, cleanup %q", res.Checks, res.Timings, res.Cleanup)
+		}
+		if _, err := os.Stat(res.Scratch); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("scratch %s left: %v", res.Scratch, err)
 		}
 	})
 
