@@ -3,15 +3,11 @@ package cli
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"runtime"
 	"time"
 
 	"github.com/pgdr/pgdr/agent/drill"
 	"github.com/pgdr/pgdr/agent/restore"
-	"github.com/pgdr/pgdr/pkg/keys"
-	"github.com/pgdr/pgdr/pkg/repo"
 	"github.com/pgdr/pgdr/pkg/tiername"
 )
 
@@ -103,23 +99,11 @@ See docs/drill.md.`, true).withJSON()
 		fmt.Fprintf(e.stderr, "pgdr-agent drill: %v\n", err)
 		return ExitFailure
 	}
-	repos, err := repo.OpenAll(ctx, cfg)
+	deps, self, cfgPath, err := restoreDeps(ctx, cfg, log)
 	if err != nil {
 		return fail(err)
 	}
-	ids, err := keys.Identities(cfg)
-	if err != nil {
-		return fail(err)
-	}
-	self, err := os.Executable()
-	if err != nil {
-		return fail(err)
-	}
-	cfgPath, err := filepath.Abs(cfg.Path)
-	if err != nil {
-		return fail(err)
-	}
-	res, err := drill.Run(ctx, drill.Deps{Cfg: cfg, Repos: repos, Identities: ids, Log: log}, drill.Options{
+	res, err := drill.Run(ctx, deps, drill.Options{
 		BackupID: *id, Tier: *tier, TargetTime: target, Scratch: *scratch, Keep: *keep, Checks: checks, SourceDSN: *sourceDSN,
 		Port: *port, Parallel: *parallel, ReplayTimeout: *waitTimeout, AgentPath: self, ConfigPath: cfgPath,
 	})

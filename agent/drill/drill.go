@@ -12,14 +12,12 @@ import (
 	"strings"
 	"time"
 
-	"filippo.io/age"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgdr/pgdr/agent/backup"
 	"github.com/pgdr/pgdr/agent/pgctl"
 	"github.com/pgdr/pgdr/agent/restore"
 	"github.com/pgdr/pgdr/pkg/config"
-	"github.com/pgdr/pgdr/pkg/repo"
 )
 
 // Options say what a drill restores and checks.
@@ -59,16 +57,11 @@ type Options struct {
 	AgentPath, ConfigPath string
 }
 
-// Deps are what a drill works with: the agent's configuration (its
-// postgres section names the production data directory the scratch path
-// must stay out of, and the PostgreSQL binaries), its repositories and
-// decryption keys.
-type Deps struct {
-	Cfg        *config.Config
-	Repos      []repo.Repo
-	Identities []age.Identity
-	Log        *slog.Logger
-}
+// Deps are what a drill works with, as a restore does: the agent's
+// configuration (its postgres section names the production data
+// directory the scratch path must stay out of, and the PostgreSQL
+// binaries), its repositories and decryption keys.
+type Deps = restore.Deps
 
 // Result is a finished drill, passed or failed.
 type Result struct {
@@ -209,7 +202,7 @@ func (r *Result) drill(ctx context.Context, d Deps, o Options, sc *scratch, pick
 		id, repoName = pick.m.ID, pick.repo
 	}
 	target := restore.Target{Time: o.TargetTime}
-	rr, err := restore.Restore(ctx, restore.Deps{Cfg: d.Cfg, Repos: d.Repos, Identities: d.Identities, Log: d.Log}, restore.Options{
+	rr, err := restore.Restore(ctx, d, restore.Options{
 		BackupID: id, Repo: repoName, PGData: sc.data(), Target: target, Action: "promote", Parallel: o.Parallel,
 		NoArchive: true, TablespaceMapAll: sc.tablespaces(), AgentPath: o.AgentPath, ConfigPath: o.ConfigPath,
 	})
