@@ -155,6 +155,13 @@ func TestDrill(t *testing.T) {
 	l := newLab(t)
 	l.pg.Exec(t, "CREATE TABLE t(id int PRIMARY KEY, pad text); INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 5000) g")
 	l.pg.Exec(t, "CREATE TABLE keep(id int); INSERT INTO keep SELECT generate_series(1, 50)")
+	spc := filepath.Join(l.dir, "spc")
+	if err := os.Mkdir(spc, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	pgtest.Chown(t, spc)
+	l.pg.Exec(t, fmt.Sprintf("CREATE TABLESPACE ts LOCATION '%s'", spc))
+	l.pg.Exec(t, "CREATE TABLE spc(id int) TABLESPACE ts; INSERT INTO spc SELECT generate_series(1, 7)")
 	rel := l.pg.QueryString(t, "SELECT pg_relation_filepath('t')")
 	m := l.backup(t)
 	l.pg.Exec(t, "INSERT INTO t SELECT g, 'after' FROM generate_series(5001, 5100) g")
@@ -198,8 +205,8 @@ func TestDrill(t *testing.T) {
 			t.Errorf("amcheck %+v, checks %+v: want all passed", res.Amcheck, res.Checks)
 		}
 		rc := res.RowCounts
-		if !rc.Compared || rc.MismatchCount != 0 || rc.Tables != 2 || rc.Rows != 5100 {
-			t.Errorf("row counts %+v: want 2 tables, 5100 rows, compared without mismatch", rc)
+		if !rc.Compared || rc.MismatchCount != 0 || rc.Tables != 3 || rc.Rows != 5107 {
+			t.Errorf("row counts %+v: want 3 tables, 5107 rows, compared without mismatch", rc)
 		}
 		if res.RPO == nil || res.RPO.NewestCommit == nil || res.RPO.NewestCommit.Before(target) || res.RPO.Seconds <= 0 || res.RPO.Seconds > 120 {
 			t.Errorf("rpo %+v: want the DELETE's commit (after %s), a little before the drill's start", res.RPO, target)
@@ -231,6 +238,12 @@ func TestDrill(t *testing.T) {
 		res := l.run(t, Options{BackupID: "latest", Checks: bad, Scratch: scratch, Keep: true})
 		if _, err := os.Stat(filepath.Join(scratch, "data", "PG_VERSION")); err != nil || !res.Kept || !strings.HasPrefix(res.Cleanup, "kept at "+scratch) {
 			t.Errorf("--keep: kept %v, cleanup %q, %v: want the stopped copy left in %s", res.Kept, res.Cleanup, err, scratch)
+		}
+		if _, err := os.Stat(filepath.Join(scratch, "tablespaces", "ts", "PG_15_202209061")); err != nil {
+			t.Errorf("the tablespace was not restored into the scratch directory: %v", err)
+		}
+		if n, _ := count(res, "public.spc"); n != 7 {
+			t.Errorf("spc (in tablespace ts): %d rows, want 7", n)
 		}
 		if _, err := os.Stat(filepath.Join(scratch, "data", "postmaster.pid")); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("--keep: the scratch server is still running (%v)", err)
@@ -265,6 +278,8 @@ func TestDrill(t *testing.T) {
 			{"scratch is pgdata", Options{Scratch: l.pg.PGData}, []string{l.pg.PGData, "is the production data directory"}},
 			{"scratch inside pgdata", Options{Scratch: inside}, []string{inside, "inside the production data directory"}},
 			{"scratch holds pgdata", Options{Scratch: l.pg.Dir}, []string{l.pg.Dir, "holds the production data directory"}},
+			{"scratch inside a tablespace", Options{Scratch: filepath.Join(spc, "drill")}, []string{filepath.Join(spc, "drill"), "is inside tablespace", "of the production data directory (" + spc + ")"}},
+			{"scratch is a tablespace's parent", Options{Scratch: l.dir}, []string{l.dir, "holds tablespace"}},
 			{"scratch not empty", Options{Scratch: nonEmpty}, []string{nonEmpty, "not empty"}},
 			{"unknown backup", Options{BackupID: "20200101T000000F", Scratch: absent}, []string{"no repository holds backup 20200101T000000F"}},
 			{"not a backup id", Options{BackupID: "yesterday", Scratch: absent}, []string{`"yesterday" is not a backup ID`}},
