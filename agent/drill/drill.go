@@ -153,9 +153,20 @@ func Run(ctx context.Context, d Deps, o Options) (*Result, error) {
 		res.Backup, res.Tier, res.Repo = pick.m.ID, pick.m.Tier, pick.repo
 		res.manifestFor = pick.m
 	}
-	sc, err := prepareScratch(d.Cfg, o.Scratch)
+	uid, gid, err := serverUser(d.Cfg)
 	if err != nil {
 		return nil, err
+	}
+	acct := lookupAccount(uid, gid)
+	sc, err := prepareScratch(d.Cfg, o.Scratch, acct)
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range [][2]string{{"the agent's configuration", o.ConfigPath}, {"encryption.identity_file", d.Cfg.Encryption.IdentityFile}} {
+		if err := checkReadable(f[0], f[1], acct); err != nil {
+			sc.remove()
+			return nil, err
+		}
 	}
 	res.Scratch = sc.dir
 	port := o.Port

@@ -310,6 +310,28 @@ func TestDrill(t *testing.T) {
 				}
 			}
 		}
+		if os.Geteuid() == 0 {
+			// A configuration only root can read: the scratch server's
+			// restore_command, run as postgres, could not read it.
+			private := filepath.Join(pgtest.OwnedDir(t, "pgdr-drill-cfg-"), "agent.yaml")
+			b, err := os.ReadFile(l.cfg.Path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(private, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			scratch := filepath.Join(pgtest.OwnedDir(t, "pgdr-drill-s-"), "s")
+			o := l.opts(Options{Scratch: scratch})
+			o.ConfigPath = private
+			_, err = Run(ctx, d, o)
+			if err == nil || !strings.Contains(err.Error(), "the agent's configuration "+private+" cannot be read by postgres") {
+				t.Errorf("a configuration postgres cannot read: %v, want refused naming it", err)
+			}
+			if _, err := os.Stat(scratch); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("%s was left by a refused drill", scratch)
+			}
+		}
 		if _, err := os.Stat(inside); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("%s was created by a refused drill", inside)
 		}

@@ -42,12 +42,8 @@ const maxSocketDir = 107 - len("/.s.PGSQL.65535")
 
 // prepareScratch checks the scratch path and makes it ready (absent:
 // created; empty: used). A refusal creates nothing.
-func prepareScratch(cfg *config.Config, path string) (*scratch, error) {
-	uid, gid, err := serverUser(cfg)
-	if err != nil {
-		return nil, err
-	}
-	s := &scratch{uid: uid, gid: gid}
+func prepareScratch(cfg *config.Config, path string, a account) (*scratch, error) {
+	s := &scratch{uid: a.uid, gid: a.gid}
 	if path == "" {
 		dir, err := os.MkdirTemp("", "pgdr-drill-")
 		if err != nil {
@@ -58,7 +54,7 @@ func prepareScratch(cfg *config.Config, path string) (*scratch, error) {
 			os.Remove(dir)
 			return nil, err
 		}
-		if err := checkReachable(dir, uid, gid); err != nil {
+		if err := checkReachable(dir, a); err != nil {
 			os.Remove(dir)
 			return nil, fmt.Errorf("%w (set TMPDIR or give --scratch)", err)
 		}
@@ -93,7 +89,7 @@ func prepareScratch(cfg *config.Config, path string) (*scratch, error) {
 					ErrScratch, s.dir)
 			}
 		}
-		if err := checkReachable(s.dir, uid, gid); err != nil {
+		if err := checkReachable(s.dir, a); err != nil {
 			return nil, err
 		}
 		if !exists {
@@ -142,51 +138,112 @@ func serverUser(cfg *config.Config) (int, int, error) {
 	return uid, gid, nil
 }
 
-// checkReachable refuses a scratch directory the server's user (uid, when
-// the agent runs as root) could not reach: every directory above it must
-// let that user through.
-func checkReachable(dir string, uid, gid int) error {
+// account is the user the scratch server and its restore_command run as
+// (uid < 0: the agent's own user, who needs no check).
+type account struct {
+	uid, gid int
+	name     string
+	groups   map[uint32]bool
+}
+
+func lookupAccount(uid, gid int) account {
+	a := account{uid: uid, gid: gid, name: strconv.Itoa(uid), groups: map[uint32]bool{uint32(gid): true}}
 	if uid < 0 {
-		return nil
+		return a
 	}
-	groups := map[uint32]bool{uint32(gid): true}
-	name := strconv.Itoa(uid)
-	if u, err := user.LookupId(name); err == nil {
-		name = u.Username
+	if u, err := user.LookupId(a.name); err == nil {
+		a.name = u.Username
 		if ids, err := u.GroupIds(); err == nil {
 			for _, g := range ids {
 				if n, err := strconv.ParseUint(g, 10, 32); err == nil {
-					groups[uint32(n)] = true
+					a.groups[uint32(n)] = true
 				}
 			}
 		}
 	}
-	for p := filepath.Dir(dir); ; p = filepath.Dir(p) {
+	return a
+}
+
+// allows reports whether fi's permission bits give a the access want
+// (0o4 read, 0o1 search) as owner, group or other.
+func (a account) allows(fi os.FileInfo, want uint32) bool {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return true
+	}
+	mode := uint32(fi.Mode().Perm())
+	switch {
+	case int(st.Uid) == a.uid:
+		return mode&(want<<6) != 0
+	case a.groups[st.Gid]:
+		return mode&(want<<3) != 0
+	}
+	return mode&want != 0
+}
+
+// blocked is the first directory above path that a cannot enter ("" when
+// none); a missing one is an error.
+func (a account) blocked(path string) (string, os.FileInfo, error) {
+	for p := filepath.Dir(path); ; p = filepath.Dir(p) {
 		fi, err := os.Stat(p)
 		if err != nil {
 			if errors.Is(err, os.ErrNotExist) {
-				return fmt.Errorf("%w: --scratch %s: its parent %s does not exist", ErrScratch, dir, p)
+				return "", nil, fmt.Errorf("its parent %s does not exist", p)
 			}
-			return fmt.Errorf("%w: --scratch %s: %w", ErrScratch, dir, err)
+			return "", nil, err
 		}
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-			mode := uint32(fi.Mode().Perm())
-			var bit uint32 = 0o001
-			switch {
-			case int(st.Uid) == uid:
-				bit = 0o100
-			case groups[st.Gid]:
-				bit = 0o010
-			}
-			if mode&bit == 0 {
-				return fmt.Errorf("%w: --scratch %s: the scratch server runs as %s, who cannot enter %s (mode %04o, owner uid %d); give a directory %s can reach",
-					ErrScratch, dir, name, p, mode, st.Uid, name)
-			}
+		if !a.allows(fi, 0o1) {
+			return p, fi, nil
 		}
 		if filepath.Dir(p) == p {
-			return nil
+			return "", nil, nil
 		}
 	}
+}
+
+func describeMode(fi os.FileInfo) string {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return fmt.Sprintf("mode %04o, owner uid %d", fi.Mode().Perm(), st.Uid)
+	}
+	return fmt.Sprintf("mode %04o", fi.Mode().Perm())
+}
+
+// checkReachable refuses a scratch directory the server's user could not
+// reach: every directory above it must let that user through.
+func checkReachable(dir string, a account) error {
+	if a.uid < 0 {
+		return nil
+	}
+	p, fi, err := a.blocked(dir)
+	switch {
+	case err != nil:
+		return fmt.Errorf("%w: --scratch %s: %w", ErrScratch, dir, err)
+	case p != "":
+		return fmt.Errorf("%w: --scratch %s: the scratch server runs as %s, who cannot enter %s (%s); give a directory %s can reach",
+			ErrScratch, dir, a.name, p, describeMode(fi), a.name)
+	}
+	return nil
+}
+
+// checkReadable refuses a file the scratch server's restore_command
+// (pgdr-agent wal-fetch, run as the server's user) must read and could
+// not: recovery would fail only once the server is started.
+func checkReadable(what, path string, a account) error {
+	if a.uid < 0 || path == "" {
+		return nil
+	}
+	p, fi, err := a.blocked(path)
+	if err == nil && p == "" {
+		if fi, err = os.Stat(path); err == nil && a.allows(fi, 0o4) {
+			return nil
+		}
+		p = path
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %s %s: %w", ErrOptions, what, path, err)
+	}
+	return fmt.Errorf("%w: %s %s cannot be read by %s (%s is %s), who runs the scratch server and its restore_command (pgdr-agent wal-fetch): make it readable by %s",
+		ErrOptions, what, path, a.name, p, describeMode(fi), a.name)
 }
 
 // checkOutside refuses a scratch path equal to, inside or holding the
