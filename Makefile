@@ -7,7 +7,7 @@ LDFLAGS   := -X github.com/pgdr/pgdr/agent/cli.Version=$(VERSION) \
              -X main.Version=$(VERSION)
 GOTESTFLAGS ?= -race -count=1 -timeout 25m
 
-.PHONY: all build test unit lint demo bench-wal bench-backup bench-coordinator bench-failover clean proto
+.PHONY: all build test unit lint demo bench-wal bench-backup bench-coordinator bench-failover bench-drill clean proto
 
 all: build
 
@@ -50,6 +50,11 @@ bench-wal: build
 
 bench-backup: build
 	bash scripts/bench/backup.sh
+
+# bench-drill: pgdr-agent drill's time split against pgBackRest restoring the
+# same data and WAL (scripts/bench/drill.sh).
+bench-drill: build
+	bash scripts/bench/drill.sh
 
 bench-coordinator: build
 	bash scripts/bench/coordinator.sh

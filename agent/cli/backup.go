@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"github.com/pgdr/pgdr/agent/backup"
 	"github.com/pgdr/pgdr/agent/expire"
 	"github.com/pgdr/pgdr/agent/restore"
+	"github.com/pgdr/pgdr/pkg/config"
 	"github.com/pgdr/pgdr/pkg/keys"
 	"github.com/pgdr/pgdr/pkg/objstream"
 	"github.com/pgdr/pgdr/pkg/repo"
@@ -431,23 +433,11 @@ if the data directory being replaced links its pg_wal there).`, true).withJSON()
 			return fail(err)
 		}
 	}
-	repos, err := repo.OpenAll(ctx, cfg)
+	deps, self, cfgPath, err := restoreDeps(ctx, cfg, log)
 	if err != nil {
 		return fail(err)
 	}
-	ids, err := keys.Identities(cfg)
-	if err != nil {
-		return fail(err)
-	}
-	self, err := os.Executable()
-	if err != nil {
-		return fail(err)
-	}
-	cfgPath, err := filepath.Abs(cfg.Path)
-	if err != nil {
-		return fail(err)
-	}
-	res, err := restore.Restore(ctx, restore.Deps{Cfg: cfg, Repos: repos, Identities: ids, Log: log}, restore.Options{
+	res, err := restore.Restore(ctx, deps, restore.Options{
 		BackupID: *id, PGData: *pgdata, Target: target, Action: *action, Parallel: *parallel, Force: *force,
 		Repo: *repoName, NoArchive: *noArchive, ArchiveConfig: *archiveCfg, ReplacesSource: *replaces, TargetTimeline: *timeline,
 		AgentPath: self, ConfigPath: cfgPath,
@@ -518,4 +508,25 @@ func progressTo(e env, on bool) io.Writer {
 		return e.stderr
 	}
 	return nil
+}
+
+// restoreDeps are what a restore (or a drill) reads with, and the
+// restored copy's restore_command: this program and the configuration's
+// absolute path.
+func restoreDeps(ctx context.Context, cfg *config.Config, log *slog.Logger) (d restore.Deps, self, cfgPath string, err error) {
+	repos, err := repo.OpenAll(ctx, cfg)
+	if err != nil {
+		return d, "", "", err
+	}
+	ids, err := keys.Identities(cfg)
+	if err != nil {
+		return d, "", "", err
+	}
+	if self, err = os.Executable(); err != nil {
+		return d, "", "", err
+	}
+	if cfgPath, err = filepath.Abs(cfg.Path); err != nil {
+		return d, "", "", err
+	}
+	return restore.Deps{Cfg: cfg, Repos: repos, Identities: ids, Log: log}, self, cfgPath, nil
 }

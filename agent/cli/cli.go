@@ -75,6 +75,7 @@ func commands() []command {
 		{"expire", "expire backups and WAL by retention rules (keeps pins, chains and the PITR window)", "expire --config FILE [--keep-full N] ... [--dry-run]", cmdExpire},
 		{"backup-verify", "re-read and verify a backup, its chain and the WAL it needs", "backup-verify --config FILE ID|latest", cmdBackupVerify},
 		{"restore", "restore a backup and configure point-in-time recovery", "restore --config FILE --pgdata DIR [target]", cmdRestore},
+		{"drill", "restore drill: restore into a scratch directory, replay, check (pg_amcheck, SQL, row counts), measure RTO/RPO, delete", "drill --config FILE [--backup ID|latest | --tier T] [--target-time T] [--checks FILE] [--json]", cmdDrill},
 		{"keygen", "write a new age identity or signing key (mode 0600) and print its public key", "keygen [--signing] -o FILE", cmdKeygen},
 		{"config", "check a configuration file", "config check --config FILE", cmdConfig},
 		{"version", "print the version", "version", func(_ context.Context, e env, _ []string) int {
