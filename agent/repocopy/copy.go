@@ -15,6 +15,7 @@ import (
 	"github.com/pgdr/pgdr/agent/repocopy/queue"
 	"github.com/pgdr/pgdr/pkg/repo"
 	"github.com/pgdr/pgdr/pkg/storage"
+	"github.com/pgdr/pgdr/pkg/wal"
 )
 
 // copyEntry carries out one queue entry; nil means it is done (copied and
@@ -103,16 +104,54 @@ func (c *Copier) copyVerified(ctx context.Context, t Target, src repo.Repo, info
 
 // copyBackup copies backup id from the first sync repository holding its
 // manifest: every data object t lacks (or holds at another size) first,
-// the manifest last. A backup whose manifest no sync repository holds
-// (expired, or never finished) is not copied.
+// the manifest last. Before its manifest, what it needs to be restored
+// from t alone must be complete in t: its parent chain (each parent
+// copied first unless t holds its manifest) and the WAL from its start to
+// its stop segment (and its timeline's history file). A backup whose
+// manifest no sync repository holds (expired, or never finished) is not
+// copied.
 func (c *Copier) copyBackup(ctx context.Context, t Target, id string) error {
+	return c.copyBackupIn(ctx, t, id, 0)
+}
+
+// maxChain bounds the parent chain followed (as backup.Chain does).
+const maxChain = 1000
+
+func (c *Copier) copyBackupIn(ctx context.Context, t Target, id string, depth int) error {
+	if !backup.ValidID(id) {
+		return fmt.Errorf("copy queue entry: %q is not a backup ID", id)
+	}
 	mkey := backup.ManifestKey(c.d.Cluster, id)
 	src, minfo, err := c.find(ctx, mkey)
 	if errors.Is(err, storage.ErrNotFound) {
+		if depth > 0 {
+			// The child's manifest was there: its parent went since
+			// (expired with it, child first), or the chain is broken.
+			return fmt.Errorf("backup %s: no sync repository holds its manifest: %w", id, err)
+		}
 		c.d.Log.Debug("backup not copied: no sync repository holds its manifest", "repo", t.Repo.Name, "backup", id)
 		return nil
 	}
 	if err != nil {
+		return err
+	}
+	h, err := backup.LoadManifestHeader(ctx, src, c.d.Cluster, id)
+	if err != nil {
+		return fmt.Errorf("copying backup %s: %w", id, err)
+	}
+	if h.Parent != "" {
+		if depth >= maxChain {
+			return fmt.Errorf("copying backup %s: parent chain too long (a loop?)", id)
+		}
+		_, err := t.Repo.Store.Stat(ctx, backup.ManifestKey(c.d.Cluster, h.Parent))
+		if errors.Is(err, storage.ErrNotFound) {
+			err = c.copyBackupIn(ctx, t, h.Parent, depth+1)
+		}
+		if err != nil {
+			return fmt.Errorf("copying backup %s: its parent %s is not complete in repository %s: %w", id, h.Parent, t.Repo.Name, err)
+		}
+	}
+	if err := c.copyBackupWAL(ctx, t, h); err != nil {
 		return err
 	}
 	prefix := backup.Prefix(c.d.Cluster) + id + "/"
@@ -148,4 +187,38 @@ func (c *Copier) copyBackup(ctx context.Context, t Target, id string) error {
 		return nil
 	}
 	return c.copyVerified(ctx, t, src, minfo)
+}
+
+// copyBackupWAL copies the WAL backup h needs to be consistent (its start
+// to its stop segment) unless t holds it, and its timeline's history file
+// when a sync repository holds one. A segment no sync repository holds
+// fails the copy: the backup is being expired (its manifest goes first,
+// so the next try drops it) or is not restorable anywhere.
+func (c *Copier) copyBackupWAL(ctx context.Context, t Target, h *backup.ManifestHeader) error {
+	if h.SegmentSize == 0 {
+		return fmt.Errorf("copying backup %s: its manifest has no WAL segment size", h.ID)
+	}
+	var keys []string
+	if h.Timeline > 1 {
+		keys = append(keys, repo.WALKey(c.d.Cluster, wal.HistoryFileName(h.Timeline)))
+	}
+	for _, s := range wal.SegmentsBetween(h.Timeline, h.StartLSN, h.StopLSN, h.SegmentSize) {
+		keys = append(keys, repo.WALKey(c.d.Cluster, s))
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(max(t.Concurrency, 1))
+	for i, k := range keys {
+		history := h.Timeline > 1 && i == 0
+		g.Go(func() error {
+			src, info, err := c.find(gctx, k)
+			if errors.Is(err, storage.ErrNotFound) && history {
+				return nil
+			}
+			if err != nil {
+				return fmt.Errorf("copying backup %s: the WAL it needs: %w", h.ID, err)
+			}
+			return c.copyObject(gctx, t, src, info)
+		})
+	}
+	return g.Wait()
 }
