@@ -3,11 +3,14 @@ package repocopy
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"strings"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 
@@ -154,6 +157,11 @@ func (c *Copier) copyBackupIn(ctx context.Context, t Target, id string, depth in
 	if err := c.copyBackupWAL(ctx, t, h); err != nil {
 		return err
 	}
+	release, err := c.reserve(ctx, t, id)
+	if err != nil {
+		return err
+	}
+	defer release()
 	prefix := backup.Prefix(c.d.Cluster) + id + "/"
 	have := map[string]int64{}
 	if err := t.Repo.Store.List(ctx, prefix, func(oi storage.ObjectInfo) error {
@@ -221,4 +229,40 @@ func (c *Copier) copyBackupWAL(ctx context.Context, t Target, h *backup.Manifest
 		})
 	}
 	return g.Wait()
+}
+
+// ErrLeftoverExpiring means expiry, in the async repository, is deleting
+// the objects of a backup without a manifest there (a copy cut short) that
+// the copier was about to complete; the copy is tried again later.
+var ErrLeftoverExpiring = errors.New("expiry is deleting this backup's objects in the async repository")
+
+// reserve writes, in t, a reservation of backup id's stamp (as a backup
+// being taken does), then checks that expiry is not deleting id's objects
+// there (backup.DeletingKey). Expiry, before deleting the objects of a
+// backup without a manifest, writes that marker and then looks for a
+// reservation (and the manifest): of the two, at least one sees the
+// other, so expiry never deletes objects the copier took for copied
+// while it writes the manifest. The reservation goes once the copy ends.
+// While it is fresh, expiry in t expires no backup (as while a backup
+// runs).
+func (c *Copier) reserve(ctx context.Context, t Target, id string) (release func(), err error) {
+	var nonce [8]byte
+	_, _ = rand.Read(nonce[:])
+	key := backup.ReservePrefix(c.d.Cluster, id[:len(id)-1]) + "copy-" + hex.EncodeToString(nonce[:])
+	body := fmt.Sprintf(`{"copy":%q,"time":%q}`, id, time.Now().UTC().Format(time.RFC3339Nano))
+	if err := t.Repo.Store.Put(ctx, key, strings.NewReader(body), int64(len(body))); err != nil {
+		return nil, fmt.Errorf("repository %s: reserving backup %s for its copy: %w", t.Repo.Name, id, err)
+	}
+	release = func() { _ = t.Repo.Store.Delete(context.WithoutCancel(ctx), key) }
+	mark := backup.DeletingKey(c.d.Cluster, id)
+	_, err = t.Repo.Store.Stat(ctx, mark)
+	if err == nil {
+		release()
+		return nil, fmt.Errorf("repository %s: backup %s: %w (%s); the copy is tried again later", t.Repo.Name, id, ErrLeftoverExpiring, mark)
+	}
+	if !errors.Is(err, storage.ErrNotFound) {
+		release()
+		return nil, fmt.Errorf("repository %s: checking %s: %w", t.Repo.Name, mark, err)
+	}
+	return release, nil
 }

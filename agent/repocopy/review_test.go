@@ -1,13 +1,20 @@
 package repocopy
 
 import (
+	"bytes"
 	"context"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/pgdr/pgdr/agent/backup"
+	"github.com/pgdr/pgdr/agent/expire"
 	"github.com/pgdr/pgdr/agent/repocopy/queue"
 	"github.com/pgdr/pgdr/pkg/repo"
+	"github.com/pgdr/pgdr/pkg/storage"
 	"github.com/pgdr/pgdr/pkg/wal"
 )
 
@@ -101,5 +108,81 @@ func TestBackupNotCompleteBeforeItsWAL(t *testing.T) {
 		if !f.inAsync(k) {
 			t.Fatalf("%s not copied", k)
 		}
+	}
+}
+
+// hookStore runs hook (once) before the first Delete of a key under
+// prefix: the moment expiry has listed what it deletes.
+type hookStore struct {
+	storage.ObjectStore
+	prefix string
+	once   sync.Once
+	hook   func()
+}
+
+func (h *hookStore) Delete(ctx context.Context, key string) error {
+	if strings.HasPrefix(key, h.prefix) {
+		h.once.Do(h.hook)
+	}
+	return h.ObjectStore.Delete(ctx, key)
+}
+
+// A copy of a backup cut short long ago (the async repository's region
+// was down for days) is resumed while expiry, run in the async repository,
+// removes what it took for a failed backup's leftovers: the copier must
+// not write the manifest of a backup whose objects expiry deletes under
+// it (before: the copier listed the old objects as already copied, expiry
+// deleted them, and the manifest made a backup without its data exist).
+func TestResumedCopyRacingAsyncExpiry(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	id := "20261207T100000F"
+	f.putBackup(t, id, backup.TypeFull, "", false)
+	f.put(t, "main/cluster.json", "{}")
+	// The interrupted copy left one data object in the async repository.
+	part := "main/backup/" + id + "/pgdata/base/1/1"
+	rc, _ := f.src.Store.Get(ctx, part)
+	b, _ := io.ReadAll(rc)
+	rc.Close()
+	f.dst.ObjectStore.Put(ctx, part, bytes.NewReader(b), int64(len(b)))
+	f.target.Queue.Add(queue.Entry{Kind: queue.KindBackup, Key: id})
+	// Expiry in the async repository, days later by its clock, resumes
+	// the copy just after listing the leftover's objects to delete them.
+	hs := &hookStore{ObjectStore: f.dst.ObjectStore, prefix: backup.Prefix("main") + id + "/"}
+	hs.hook = func() { f.c.Drain(ctx, f.target) }
+	later := func() time.Time { return time.Now().Add(3 * expire.DefaultGrace) }
+	_, err := expire.Run(ctx, expire.Deps{Cluster: "main", Repos: []repo.Repo{{Name: "dr", Store: hs, Async: true}}, Log: slog.New(slog.DiscardHandler)},
+		expire.Options{TrustUnsigned: true, Spec: expire.Spec{Types: map[string]expire.Rule{expire.TypeFull: {Count: 1}}}, Now: later})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.inAsync(backup.ManifestKey("main", id)) {
+		for _, k := range []string{part, "main/backup/" + id + "/pgdata/global/pg_control"} {
+			if !f.inAsync(k) {
+				t.Fatalf("before: the async repository holds %s's manifest but not its object %s", id, k)
+			}
+		}
+	}
+	// The copier tries again and completes the backup.
+	f.c.mu.Lock()
+	f.c.retry = map[string]retryState{}
+	f.c.mu.Unlock()
+	if ps, _, _ := f.target.Queue.List(); len(ps) == 0 {
+		if err := f.c.Reconcile(ctx, f.target); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if errs := f.drain(t); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	for _, k := range []string{backup.ManifestKey("main", id), part, "main/backup/" + id + "/pgdata/global/pg_control"} {
+		if !f.inAsync(k) {
+			t.Fatalf("%s not copied", k)
+		}
+	}
+	n := 0
+	f.dst.List(ctx, backup.ReservePrefix("main", id[:len(id)-1]), func(storage.ObjectInfo) error { n++; return nil })
+	if n != 0 {
+		t.Fatalf("%d reservations left after the copies", n)
 	}
 }
