@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -39,6 +40,41 @@ func (c *Copier) copyEntry(ctx context.Context, t Target, e queue.Entry) error {
 		return c.copyBackup(ctx, t, e.Key)
 	}
 	return fmt.Errorf("copy queue entry of unknown kind %q", e.Kind)
+}
+
+// checkEntry refuses, as corrupt (ErrCorrupt: quarantined), an entry the
+// copier must not carry out whoever wrote it: an object outside the
+// cluster's prefix or not a valid key, a record only the repository it was
+// written to holds (reservations, expiry's marks: see skip), a backup
+// entry whose key is not a backup ID.
+func (c *Copier) checkEntry(t Target, e queue.Entry) error {
+	bad := ""
+	switch e.Kind {
+	case queue.KindObject:
+		switch {
+		case storage.ValidateKey(e.Key) != nil:
+			bad = "not a valid object key"
+		case !strings.HasPrefix(e.Key, c.d.Cluster+"/"):
+			bad = "outside the cluster " + c.d.Cluster
+		case skip(e.Key, c.d.Cluster) || reservation(e.Key, c.d.Cluster):
+			bad = "a record that is never copied"
+		}
+	case queue.KindBackup:
+		if !backup.ValidID(e.Key) {
+			bad = "not a backup ID"
+		}
+	}
+	if bad == "" {
+		return nil
+	}
+	return fmt.Errorf("%w %s: %s %q: %s", queue.ErrCorrupt, filepath.Join(t.Queue.Dir(), e.Name()), e.Kind, e.Key, bad)
+}
+
+// reservation says whether key is a backup ID's reservation.
+func reservation(key, cluster string) bool {
+	rest, ok := strings.CutPrefix(key, backup.Prefix(cluster))
+	first, _, _ := strings.Cut(rest, "/")
+	return ok && strings.HasSuffix(first, backup.ReservedSuffix)
 }
 
 // find returns the first sync repository holding key, with its info.

@@ -347,6 +347,9 @@ func (c *Copier) Drain(ctx context.Context, t Target) (int, error) {
 		go func() {
 			defer func() { <-sem; wg.Done() }()
 			e, err := t.Queue.Load(p)
+			if err == nil {
+				err = c.checkEntry(t, e)
+			}
 			switch {
 			case errors.Is(err, queue.ErrCorrupt):
 				err = errors.Join(err, t.Queue.Quarantine(p.Name))

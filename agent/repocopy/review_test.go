@@ -186,3 +186,38 @@ func TestResumedCopyRacingAsyncExpiry(t *testing.T) {
 		t.Fatalf("%d reservations left after the copies", n)
 	}
 }
+
+// A queue entry naming a key outside the cluster, or a record only the
+// repository it was written to may hold (a reservation, expiry's marks), is
+// not carried out: it is quarantined like a corrupt queue file. A queue
+// file is written by anyone who can write the state directory; the copier
+// reads with the sync repositories' credentials and writes with the async
+// one's.
+func TestForgedEntryNotCopied(t *testing.T) {
+	f := newFixture(t)
+	f.put(t, "main/cluster.json", "{}")
+	forged := []string{
+		"other/wal/00000001/000000010000000000000001", // another cluster in the same bucket
+		"main/expiry/deleting/20261207T100000F",       // would stop copies of that backup
+		"main/backup/20261207T100000.reserved/abc",    // would stop expiry in the async repository
+	}
+	for _, k := range forged {
+		f.put(t, k, "x")
+		if err := f.target.Queue.Add(queue.Entry{Kind: queue.KindObject, Key: k}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.target.Queue.Add(queue.Entry{Kind: queue.KindBackup, Key: "../other/backup/20261207T100000F"}); err != nil {
+		t.Fatal(err)
+	}
+	f.c.Drain(context.Background(), f.target)
+	for _, k := range forged {
+		if f.inAsync(k) {
+			t.Fatalf("before: a forged queue entry copied %s into the async repository", k)
+		}
+	}
+	ps, _, _ := f.target.Queue.List()
+	if len(ps) != 0 {
+		t.Fatalf("%d forged entries still queued (retried forever), want them quarantined", len(ps))
+	}
+}
