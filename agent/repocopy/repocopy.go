@@ -356,7 +356,11 @@ func (c *Copier) Drain(ctx context.Context, t Target) (int, error) {
 				mu.Lock()
 				corrupt = true
 				mu.Unlock()
-			case err == nil:
+			case err != nil:
+				// Unreadable (permissions, I/O): it waits out its own
+				// backoff like a failed copy.
+				c.retried(t, p.Name, err)
+			default:
 				if err = c.copyEntry(ctx, t, e); err == nil {
 					err = t.Queue.Done(e)
 				}
