@@ -198,6 +198,16 @@ func (c *Copier) copyBackupIn(ctx context.Context, t Target, id string, depth in
 		return err
 	}
 	defer release()
+	if h.Parent != "" {
+		// As a backup being taken does: record the child on its parent
+		// in t, then check that expiry there is not deleting the parent
+		// and that its chain is still there. Expiry in t, which does not
+		// hold this child yet, would otherwise delete the parent under
+		// the manifest written below.
+		if err := backup.ClaimParent(ctx, []repo.Repo{t.Repo}, c.d.Cluster, h.Parent, id); err != nil {
+			return fmt.Errorf("copying backup %s: %w; the copy is tried again later", id, err)
+		}
+	}
 	prefix := backup.Prefix(c.d.Cluster) + id + "/"
 	have := map[string]int64{}
 	if err := t.Repo.Store.List(ctx, prefix, func(oi storage.ObjectInfo) error {

@@ -221,3 +221,70 @@ func TestForgedEntryNotCopied(t *testing.T) {
 		t.Fatalf("%d forged entries still queued (retried forever), want them quarantined", len(ps))
 	}
 }
+
+// putFirstHook runs hook once before the first Put of a key under prefix.
+type putFirstHook struct {
+	storage.ObjectStore
+	prefix string
+	once   sync.Once
+	hook   func()
+}
+
+func (p *putFirstHook) Put(ctx context.Context, key string, r io.Reader, size int64) error {
+	if strings.HasPrefix(key, p.prefix) {
+		p.once.Do(p.hook)
+	}
+	return p.ObjectStore.Put(ctx, key, r, size)
+}
+
+// Expiry in the async repository does not delete a parent while the copier
+// copies a child onto it: the async repository does not hold the child yet
+// (so nothing there keeps the parent), the copier has seen the parent's
+// manifest. The copier records the child on its parent there first, as a
+// backup being taken does (backup.ClaimParent), and expiry's check finds it.
+func TestParentNotExpiredUnderACopiedChild(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	full, incr, full2 := "20261205T100000F", "20261206T100000I", "20261207T100000F"
+	f.putBackup(t, full, backup.TypeFull, "", false)
+	f.putBackup(t, incr, backup.TypeIncr, full, false)
+	f.putBackup(t, full2, backup.TypeFull, "", false)
+	f.put(t, "main/cluster.json", "{}")
+	// The async repository holds both fulls already.
+	for _, id := range []string{full, full2} {
+		f.target.Queue.Add(queue.Entry{Kind: queue.KindBackup, Key: id})
+	}
+	if errs := f.drain(t); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	// While the child is copied (its parent seen, before its reservation),
+	// expiry runs in the async repository
+	// (keeping one full: the older one has no child there yet).
+	asyncRepo := repo.Repo{Name: "dr", Store: f.dst.ObjectStore, Async: true}
+	var expErr error
+	hook := &putFirstHook{ObjectStore: f.dst, prefix: backup.ReservePrefix("main", incr[:len(incr)-1])}
+	hook.hook = func() {
+		_, expErr = expire.Run(ctx, expire.Deps{Cluster: "main", Repos: []repo.Repo{asyncRepo}, Log: slog.New(slog.DiscardHandler)},
+			expire.Options{TrustUnsigned: true, Spec: expire.Spec{Types: map[string]expire.Rule{expire.TypeFull: {Count: 1}}}})
+	}
+	f.target.Repo.Store = hook
+	f.target.Queue.Add(queue.Entry{Kind: queue.KindBackup, Key: incr})
+	f.c.Drain(ctx, f.target)
+	if f.inAsync(backup.ManifestKey("main", incr)) && !f.inAsync(backup.ManifestKey("main", full)) {
+		t.Fatalf("before: the async repository holds %s's manifest, expiry there deleted its parent %s (expiry: %v)", incr, full, expErr)
+	}
+	// Tried again, the child is copied with its parent (copied again
+	// from the sync repository, where the child keeps it).
+	f.target.Repo.Store = f.dst
+	f.c.mu.Lock()
+	f.c.retry = map[string]retryState{}
+	f.c.mu.Unlock()
+	if errs := f.drain(t); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	for _, id := range []string{full, incr} {
+		if !f.inAsync(backup.ManifestKey("main", id)) {
+			t.Fatalf("%s not in the async repository", id)
+		}
+	}
+}
