@@ -397,8 +397,10 @@ func runOne(ctx context.Context, d Deps, o Options, r repo.Repo, pins map[string
 		if err != nil {
 			return res, err
 		}
-		for k := range again {
-			if _, seen := started[k]; !seen {
+		for k, t := range again {
+			// New, or rewritten (a copy into an async repository
+			// rewrites its backup's record on each try).
+			if t0, seen := started[k]; !seen || t.After(t0) {
 				res.WALSkipped = fmt.Sprintf("backup %s started during expiry: no WAL expired; the next run does it", strings.TrimPrefix(k, backup.StartedPrefix(d.Cluster)))
 				log.Warn(res.WALSkipped)
 				keys = nil

@@ -190,9 +190,6 @@ func (c *Copier) copyBackupIn(ctx context.Context, t Target, id string, depth in
 			return fmt.Errorf("copying backup %s: its parent %s is not complete in repository %s: %w", id, h.Parent, t.Repo.Name, err)
 		}
 	}
-	if err := c.copyBackupWAL(ctx, t, h); err != nil {
-		return err
-	}
 	release, err := c.reserve(ctx, t, id)
 	if err != nil {
 		return err
@@ -207,6 +204,9 @@ func (c *Copier) copyBackupIn(ctx context.Context, t Target, id string, depth in
 		if err := backup.ClaimParent(ctx, []repo.Repo{t.Repo}, c.d.Cluster, h.Parent, id); err != nil {
 			return fmt.Errorf("copying backup %s: %w; the copy is tried again later", id, err)
 		}
+	}
+	if err := c.copyBackupWAL(ctx, t, h); err != nil {
+		return err
 	}
 	prefix := backup.Prefix(c.d.Cluster) + id + "/"
 	have := map[string]int64{}
@@ -282,8 +282,8 @@ func (c *Copier) copyBackupWAL(ctx context.Context, t Target, h *backup.Manifest
 // the copier was about to complete; the copy is tried again later.
 var ErrLeftoverExpiring = errors.New("expiry is deleting this backup's objects in the async repository")
 
-// reserve writes, in t, a reservation of backup id's stamp (as a backup
-// being taken does), then checks that expiry is not deleting id's objects
+// reserve writes, in t, a reservation of backup id's stamp and its start
+// record (as a backup being taken does), then checks that expiry is not deleting id's objects
 // there (backup.DeletingKey). Expiry, before deleting the objects of a
 // backup without a manifest, writes that marker and then looks for a
 // reservation (and the manifest): of the two, at least one sees the
@@ -300,6 +300,15 @@ func (c *Copier) reserve(ctx context.Context, t Target, id string) (release func
 		return nil, fmt.Errorf("repository %s: reserving backup %s for its copy: %w", t.Repo.Name, id, err)
 	}
 	release = func() { _ = t.Repo.Store.Delete(context.WithoutCancel(ctx), key) }
+	// The start record, as a backup's (left in place; expiry removes it
+	// once old): expiry in t lists them again before deleting WAL, and
+	// deletes none if one appeared or was rewritten since its plan, which
+	// did not know this backup's WAL is needed.
+	skey := backup.StartedKey(c.d.Cluster, id[:len(id)-1])
+	if err := t.Repo.Store.Put(ctx, skey, strings.NewReader(body), int64(len(body))); err != nil {
+		release()
+		return nil, fmt.Errorf("repository %s: recording the start of backup %s's copy: %w", t.Repo.Name, id, err)
+	}
 	mark := backup.DeletingKey(c.d.Cluster, id)
 	_, err = t.Repo.Store.Stat(ctx, mark)
 	if err == nil {

@@ -288,3 +288,68 @@ func TestParentNotExpiredUnderACopiedChild(t *testing.T) {
 		}
 	}
 }
+
+// Expiry in the async repository does not delete the WAL of a backup being
+// copied there: the async repository does not hold the backup yet, so its
+// plan does not know that WAL is needed (an old backup copied late, a
+// parent copied for its child). The copier reserves the backup and writes
+// its start record before copying its WAL, as a backup being taken does;
+// expiry, listing the start records again before deleting WAL, sees it.
+func TestWALNotExpiredUnderACopiedBackup(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	old, newer := "20261205T100000F", "20261207T100000F"
+	f.putBackup(t, old, backup.TypeFull, "", false) // WAL segments 2-3
+	for _, p := range []string{"base/1/1"} {
+		f.put(t, "main/backup/"+newer+"/pgdata/"+p, "data")
+	}
+	f.putManifest(t, newer, backup.TypeFull, "", 8, 8)
+	f.put(t, repo.WALKey("main", wal.SegmentName(1, 8, segSize)), "segment")
+	f.put(t, "main/cluster.json", "{}")
+	f.target.Queue.Add(queue.Entry{Kind: queue.KindBackup, Key: newer})
+	if errs := f.drain(t); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	// Expiry starts (its listings) before the copy of the old backup and
+	// deletes WAL while it runs: its WAL listing is made to include the
+	// old backup's segments, as if they were copied already.
+	for _, s := range []uint64{2, 3} {
+		k := repo.WALKey("main", wal.SegmentName(1, s, segSize))
+		f.dst.ObjectStore.Put(ctx, k, strings.NewReader("segment"), 7)
+	}
+	asyncRepo := repo.Repo{Name: "dr", Store: f.dst.ObjectStore, Async: true}
+	copyDuring := &listHook{ObjectStore: f.dst.ObjectStore, prefix: backup.StartedPrefix("main"), n: 2, hook: func() {
+		f.target.Queue.Add(queue.Entry{Kind: queue.KindBackup, Key: old})
+		f.c.Drain(ctx, f.target)
+	}}
+	asyncRepo.Store = copyDuring
+	_, err := expire.Run(ctx, expire.Deps{Cluster: "main", Repos: []repo.Repo{asyncRepo}, Log: slog.New(slog.DiscardHandler)},
+		expire.Options{TrustUnsigned: true, Spec: expire.Spec{Types: map[string]expire.Rule{expire.TypeFull: {Count: 2}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.inAsync(backup.ManifestKey("main", old)) {
+		for _, s := range []uint64{2, 3} {
+			if k := repo.WALKey("main", wal.SegmentName(1, s, segSize)); !f.inAsync(k) {
+				t.Fatalf("before: the async repository holds %s's manifest, expiry there deleted its WAL %s", old, k)
+			}
+		}
+	}
+}
+
+// listHook runs hook before the n-th List of prefix.
+type listHook struct {
+	storage.ObjectStore
+	prefix string
+	n      int
+	hook   func()
+}
+
+func (l *listHook) List(ctx context.Context, prefix string, fn func(storage.ObjectInfo) error) error {
+	if prefix == l.prefix {
+		if l.n--; l.n == 0 {
+			l.hook()
+		}
+	}
+	return l.ObjectStore.List(ctx, prefix, fn)
+}
