@@ -174,6 +174,12 @@ func (c *Copier) copyBackupIn(ctx context.Context, t Target, id string, depth in
 	if err != nil {
 		return err
 	}
+	// Complete in t already (the manifest goes last).
+	if have, err := t.Repo.Store.Stat(ctx, mkey); err == nil && have.Size == minfo.Size {
+		return nil
+	} else if err != nil && !errors.Is(err, storage.ErrNotFound) {
+		return fmt.Errorf("repository %s: %s: %w", t.Repo.Name, mkey, err)
+	}
 	h, err := backup.LoadManifestHeader(ctx, src, c.d.Cluster, id)
 	if err != nil {
 		return fmt.Errorf("copying backup %s: %w", id, err)
