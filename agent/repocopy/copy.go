@@ -45,8 +45,10 @@ func (c *Copier) copyEntry(ctx context.Context, t Target, e queue.Entry) error {
 // checkEntry refuses, as corrupt (ErrCorrupt: quarantined), an entry the
 // copier must not carry out whoever wrote it: an object outside the
 // cluster's prefix or not a valid key, a record only the repository it was
-// written to holds (reservations, expiry's marks: see skip), a backup
-// entry whose key is not a backup ID.
+// written to holds (expiry's marks: see skip), an object under the
+// backups' prefix (a backup's objects go with its entry, manifest last;
+// reservations are never copied), a backup entry whose key is not a
+// backup ID.
 func (c *Copier) checkEntry(t Target, e queue.Entry) error {
 	bad := ""
 	switch e.Kind {
@@ -56,8 +58,10 @@ func (c *Copier) checkEntry(t Target, e queue.Entry) error {
 			bad = "not a valid object key"
 		case !strings.HasPrefix(e.Key, c.d.Cluster+"/"):
 			bad = "outside the cluster " + c.d.Cluster
-		case skip(e.Key, c.d.Cluster) || reservation(e.Key, c.d.Cluster):
+		case skip(e.Key, c.d.Cluster):
 			bad = "a record that is never copied"
+		case strings.HasPrefix(e.Key, backup.Prefix(c.d.Cluster)):
+			bad = "under the backups' prefix: a backup's objects are copied with it (manifest last), reservations never"
 		}
 	case queue.KindBackup:
 		if !backup.ValidID(e.Key) {
@@ -68,13 +72,6 @@ func (c *Copier) checkEntry(t Target, e queue.Entry) error {
 		return nil
 	}
 	return fmt.Errorf("%w %s: %s %q: %s", queue.ErrCorrupt, filepath.Join(t.Queue.Dir(), e.Name()), e.Kind, e.Key, bad)
-}
-
-// reservation says whether key is a backup ID's reservation.
-func reservation(key, cluster string) bool {
-	rest, ok := strings.CutPrefix(key, backup.Prefix(cluster))
-	first, _, _ := strings.Cut(rest, "/")
-	return ok && strings.HasSuffix(first, backup.ReservedSuffix)
 }
 
 // find returns the first sync repository holding key, with its info.

@@ -197,9 +197,10 @@ func TestForgedEntryNotCopied(t *testing.T) {
 	f := newFixture(t)
 	f.put(t, "main/cluster.json", "{}")
 	forged := []string{
-		"other/wal/00000001/000000010000000000000001", // another cluster in the same bucket
-		"main/expiry/deleting/20261207T100000F",       // would stop copies of that backup
-		"main/backup/20261207T100000.reserved/abc",    // would stop expiry in the async repository
+		"other/wal/00000001/000000010000000000000001",  // another cluster in the same bucket
+		"main/expiry/deleting/20261207T100000F",        // would stop copies of that backup
+		"main/backup/20261207T100000.reserved/abc",     // would stop expiry in the async repository
+		"main/backup/20261207T100000F/backup.manifest", // a manifest alone: a backup without its data
 	}
 	for _, k := range forged {
 		f.put(t, k, "x")
