@@ -705,6 +705,11 @@ func reservePrefix(cluster, stamp string) string {
 	return backupPrefix(cluster) + stamp + ReservedSuffix + "/"
 }
 
+// ReservePrefix is where the reservations of stamp live (see reserveID);
+// expiry (agent/expire) and the copier into async repositories
+// (agent/repocopy) read and write them too.
+func ReservePrefix(cluster, stamp string) string { return reservePrefix(cluster, stamp) }
+
 // reserveID reserves a backup ID stamp in every repository: the current
 // second, or the first later one no backup and no other reservation uses.
 // The object stores have no put-if-absent, so each process puts a

@@ -58,12 +58,32 @@ func Taker(cfg *config.Config, log *slog.Logger, primaryDSN func() string) TakeF
 // outcome, the backup stands).
 func Expirer(cfg *config.Config, log *slog.Logger, trustUnsigned bool) ExpireFunc {
 	return func(ctx context.Context, repos, all []repo.Repo, spec expire.Spec) ([]expire.Result, error) {
-		pins, err := expire.LoadPins(ctx, all, cfg.Cluster)
+		// As pgdr-agent expire: an async repository that cannot be read
+		// now (its region down, or not reached by the copier yet) is
+		// left for a later run rather than stopping expiry in the sync
+		// ones; pins are written to every repository, so the sync ones
+		// hold them all.
+		var use []repo.Repo
+		for _, r := range repos {
+			if r.Async {
+				if err := repo.CheckClusterInfo(ctx, r, cfg.Cluster); err != nil {
+					log.Warn("expire: skipping the async repository, which cannot be read now; a later run expires it", "repo", r.Name, "err", err)
+					continue
+				}
+			}
+			use = append(use, r)
+		}
+		repos = use
+		pinRepos := repo.Sync(all)
+		if len(pinRepos) == 0 {
+			pinRepos = all
+		}
+		pins, err := expire.LoadPins(ctx, pinRepos, cfg.Cluster)
 		if err != nil {
 			return nil, err
 		}
 		ids, _ := keys.Identities(cfg) // without them timeline history is not followed (keeps more)
-		return expire.Run(ctx, expire.Deps{Cluster: cfg.Cluster, Repos: repos, Identities: ids, Log: log, Pins: pins, PinRepos: all},
+		return expire.Run(ctx, expire.Deps{Cluster: cfg.Cluster, Repos: repos, Identities: ids, Log: log, Pins: pins, PinRepos: pinRepos},
 			expire.Options{Spec: spec, TrustUnsigned: trustUnsigned})
 	}
 }

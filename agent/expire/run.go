@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -396,8 +397,10 @@ func runOne(ctx context.Context, d Deps, o Options, r repo.Repo, pins map[string
 		if err != nil {
 			return res, err
 		}
-		for k := range again {
-			if _, seen := started[k]; !seen {
+		for k, t := range again {
+			// New, or rewritten (a copy into an async repository
+			// rewrites its backup's record on each try).
+			if t0, seen := started[k]; !seen || t.After(t0) {
 				res.WALSkipped = fmt.Sprintf("backup %s started during expiry: no WAL expired; the next run does it", strings.TrimPrefix(k, backup.StartedPrefix(d.Cluster)))
 				log.Warn(res.WALSkipped)
 				keys = nil
@@ -429,10 +432,32 @@ func runOne(ctx context.Context, d Deps, o Options, r repo.Repo, pins map[string
 		if strings.HasSuffix(id, backup.ReservedSuffix) {
 			continue
 		}
+		// The copier into an async repository (agent/repocopy) may be
+		// completing this backup now, trusting the objects it finds:
+		// mark it as being deleted, then look again for a reservation
+		// and the manifest (the copier reserves, then looks for the
+		// mark; of the two, at least one sees the other).
+		mark := backup.DeletingKey(d.Cluster, id)
+		body := fmt.Sprintf(`{"time":%q,"leftover":true}`, time.Now().UTC().Format(time.RFC3339Nano))
+		if err := r.Store.Put(ctx, mark, strings.NewReader(body), int64(len(body))); err != nil {
+			return res, fmt.Errorf("marking the leftover objects of %s as being deleted: %w", id, err)
+		}
+		why, err := leftoverInUse(ctx, r.Store, d.Cluster, id, reservations[id[:len(id)-1]], edge)
+		if err != nil || why != "" {
+			_ = r.Store.Delete(context.WithoutCancel(ctx), mark)
+			if err != nil {
+				return res, err
+			}
+			log.Info("leftover objects kept: "+why, "backup", id)
+			continue
+		}
 		log.Info("removing the objects of a backup without a manifest (an interrupted expiry or a failed backup)", "backup", id,
 			"objects", ids[id].objects, "newest", ids[id].newest.UTC().Format(time.RFC3339))
 		if err := del.prefix(ctx, prefix+id+"/", nil); err != nil {
 			return res, fmt.Errorf("deleting leftover objects of %s: %w", id, err)
+		}
+		if err := r.Store.Delete(ctx, mark); err != nil {
+			return res, fmt.Errorf("deleting %s: %w", mark, err)
 		}
 	}
 	if err := del.keys(ctx, staleResv, nil); err != nil {
@@ -702,4 +727,34 @@ feed:
 	close(work)
 	wg.Wait()
 	return context.Cause(ctx)
+}
+
+// leftoverInUse looks again, after its deletion mark was written, at what
+// would make backup id's objects no leftover: a reservation of its stamp
+// fresh or not in the first listing (a backup or a copy started since;
+// reservations in the listing were seen then), in that order before its
+// manifest (a copy writes the manifest before it releases its
+// reservation). It says why they are kept, or "".
+func leftoverInUse(ctx context.Context, st storage.ObjectStore, cluster, id string, listed []string, edge time.Time) (string, error) {
+	why := ""
+	err := st.List(ctx, backup.ReservePrefix(cluster, id[:len(id)-1]), func(oi storage.ObjectInfo) error {
+		if oi.ModTime.After(edge) || !slices.Contains(listed, oi.Key) {
+			why = "a backup or a copy of it started since the listing (" + oi.Key + ")"
+		}
+		return nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("listing the reservations of %s: %w", id, err)
+	}
+	if why != "" {
+		return why, nil
+	}
+	_, err = st.Stat(ctx, backup.ManifestKey(cluster, id))
+	if err == nil {
+		return "its manifest appeared since the listing", nil
+	}
+	if !errors.Is(err, storage.ErrNotFound) {
+		return "", fmt.Errorf("checking %s: %w", backup.ManifestKey(cluster, id), err)
+	}
+	return "", nil
 }

@@ -9,7 +9,9 @@
 // from the async repository and its size and SHA-256 compared with what was
 // read from the sync one; a copy that differs is deleted and tried again.
 // A backup is copied data objects first and manifest last, so it exists in
-// the async repository (restore, backup-verify) only once complete. While
+// the async repository (restore, backup-verify) only once complete; its
+// parent chain and the WAL from its start to its stop segment are copied
+// before its manifest too. While
 // the async repository fails, the copier backs off (1 s doubling to a
 // minute) and retries the oldest entries; an entry whose copy fails waits
 // out its own backoff, so it does not hold up the queue behind it.

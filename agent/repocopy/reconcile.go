@@ -109,6 +109,9 @@ func (c *Copier) missing(ctx context.Context, src, dst storage.ObjectStore) ([]q
 			if strings.HasSuffix(id, backup.ReservedSuffix) {
 				return nil // a backup in progress
 			}
+			if !backup.ValidID(id) {
+				return nil // not a backup's (never copied: the copier would refuse its entry)
+			}
 			if id != b.id {
 				flush()
 				b.id = id

@@ -347,13 +347,20 @@ func (c *Copier) Drain(ctx context.Context, t Target) (int, error) {
 		go func() {
 			defer func() { <-sem; wg.Done() }()
 			e, err := t.Queue.Load(p)
+			if err == nil {
+				err = c.checkEntry(t, e)
+			}
 			switch {
 			case errors.Is(err, queue.ErrCorrupt):
 				err = errors.Join(err, t.Queue.Quarantine(p.Name))
 				mu.Lock()
 				corrupt = true
 				mu.Unlock()
-			case err == nil:
+			case err != nil:
+				// Unreadable (permissions, I/O): it waits out its own
+				// backoff like a failed copy.
+				c.retried(t, p.Name, err)
+			default:
 				if err = c.copyEntry(ctx, t, e); err == nil {
 					err = t.Queue.Done(e)
 				}

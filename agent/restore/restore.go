@@ -303,7 +303,9 @@ func chainIDs(chain []*backup.Manifest) []string {
 // backup that reaches it consistently, or a check of the backup given),
 // restorepoint.go.
 func pickBackup(ctx context.Context, d Deps, o Options) (repo.Repo, *backup.Manifest, *RestorePoint, error) {
-	repos := d.Repos
+	// The sync repositories first: they hold every backup; an async one
+	// is a copy that may lag.
+	repos := append(repo.Sync(d.Repos), repo.Async(d.Repos)...)
 	if o.Repo != "" {
 		repos = nil
 		for _, r := range d.Repos {

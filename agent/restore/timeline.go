@@ -85,6 +85,12 @@ func loadTimelines(ctx context.Context, a *walArchive, segSize uint64) (*tlGraph
 			}
 			return nil
 		})
+		if err != nil && r.Async && len(repo.Sync(a.repos)) > 0 {
+			// Every archived file is in the sync repositories; an async
+			// copy that cannot be listed (its region down) adds nothing.
+			a.log.Warn("the archive's timelines read without the async repository, which cannot be listed now", "repo", r.Name, "err", err)
+			continue
+		}
 		if err != nil {
 			return nil, fmt.Errorf("listing the archive in repository %s: %w", r.Name, err)
 		}

@@ -375,6 +375,7 @@ func (c *Config) Validate() error {
 		return fe("repos", "at least one repository is required")
 	}
 	seen := map[string]bool{}
+	sameRepo := map[string]int{}
 	for i, r := range c.Repos {
 		field := fmt.Sprintf("repos[%d]", i)
 		if !nameRE.MatchString(r.Name) {
@@ -387,6 +388,12 @@ func (c *Config) Validate() error {
 		if err := validateRepoURL(r); err != nil {
 			return fe(field+".url", "%v", err)
 		}
+		// Two entries for one repository would count as two copies
+		// (an async "copy" being the sync repository itself).
+		if j, ok := sameRepo[repoIdentity(r)]; ok {
+			return fe(field+".url", "%q is the same repository as repos[%d] (%s): every repository must be a separate copy", r.URL, j, c.Repos[j].Name)
+		}
+		sameRepo[repoIdentity(r)] = i
 		switch r.Mode {
 		case ModeSync, ModeAsync, "":
 		default:
@@ -634,4 +641,17 @@ func ReadSecretFile(path string) (string, error) {
 		return "", fmt.Errorf("secret file %s is empty", path)
 	}
 	return s, nil
+}
+
+// repoIdentity names the storage r's URL points at: the URL without a
+// trailing '/' (a file path cleaned), with an S3 repository's endpoint.
+func repoIdentity(r Repo) string {
+	if p, ok := strings.CutPrefix(r.URL, "file://"); ok {
+		return "file://" + filepath.Clean(p)
+	}
+	endpoint := ""
+	if r.S3 != nil {
+		endpoint = strings.TrimRight(r.S3.Endpoint, "/")
+	}
+	return strings.TrimRight(r.URL, "/") + " at " + endpoint
 }

@@ -28,6 +28,9 @@ func TestRepoModes(t *testing.T) {
 		{"copy concurrency on a sync repo", good, "  - name: dr\n", "  - name: dr\n    copy_concurrency: 2\n", "repos[1].copy_concurrency", "mode async"},
 		{"copy concurrency out of range", async, "    mode: async\n", "    mode: async\n    copy_concurrency: 100\n", "repos[1].copy_concurrency", "out of range"},
 		{"relative state dir", async, "wal: {", "agent: {state_dir: rel}\nwal: {", "agent.state_dir", "absolute"},
+		// before: accepted; the async "copy" was the sync repository itself
+		{"async repository is the sync one", async, "url: s3://pgdr-backups/main\n    s3: {endpoint: \"http://127.0.0.1:7070\", region: us-east-1, path_style: true}", "url: file:///var/lib/pgdr/./repo/", "repos[1].url", "same repository as repos[0]"},
+		{"two names for one repository", good, "url: file:///var/lib/pgdr/repo", "url: s3://pgdr-backups/main/\n    s3: {endpoint: \"http://127.0.0.1:7070/\"}", "repos[1].url", "same repository as repos[0]"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

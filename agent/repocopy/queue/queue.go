@@ -125,6 +125,11 @@ func (q *Queue) Add(e Entry) error {
 		return fmt.Errorf("copy queue %s: %w", q.dir, err)
 	}
 	_, err = f.Write(append(body, '\n'))
+	// Run as root, the entry goes to the queue directory's owner (the
+	// daemon's user, PostgreSQL's), who must read and remove it.
+	if own, chown := fsutil.InheritOwner(q.dir); err == nil && chown {
+		err = own.Chown(tmp)
+	}
 	if err == nil {
 		err = f.Sync()
 	}
