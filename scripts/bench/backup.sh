@@ -49,6 +49,8 @@
 # BENCH_PGDR_LEVEL (3, pgdr's default: pgdr's compression.level, which maps
 # to klauspost/compress levels: 1-2 fastest, 3-5 default),
 # BENCH_DIAG (1), BENCH_QUICK=1 (scale 10, incremental after 10 s),
+# BENCH_DATA (pgbench; mixed: pgbench's tables plus as many bytes of
+# random text, about half the database, which compresses far less),
 # BENCH_PROFILE=1 (pgdr's backups and restores write a CPU profile,
 # logs/KEY.pprof: go tool pprof bin/pgdr-agent FILE).
 #
@@ -73,6 +75,8 @@ NPROC=$(nproc)
 PAR=${BENCH_PARALLEL:-$NPROC}
 DIAG=${BENCH_DIAG:-1}
 MODE=${BENCH_MODE:-full}
+DATA=${BENCH_DATA:-pgbench}
+case "$DATA" in pgbench | mixed) ;; *) echo "BENCH_DATA=$DATA: want pgbench or mixed" >&2; exit 2 ;; esac
 PROFILE=$([ "${BENCH_PROFILE:-0}" = 1 ] && echo 1 || true)
 CLIENTS=4
 RUN_START=$SECONDS
@@ -229,6 +233,20 @@ CONF
   local t0=$SECONDS
   as_pg env PGHOST=127.0.0.1 PGPORT=$PORT timeout 1800 "$PGBIN/pgbench" -U postgres -i -q -s "$SCALE" postgres > "$BENCH/logs/pgbench-init.log" 2>&1
   say "  loaded in $((SECONDS - t0)) s"
+  if [ "$DATA" = mixed ]; then
+    # About as many bytes of random text as pgbench's tables hold: rows
+    # of 256 hex digits (md5 of random numbers; no TOAST at this width),
+    # which zstd compresses about 2:1 (against 20:1 for pgbench's).
+    local db rows
+    db=$(q "select pg_database_size('postgres')")
+    rows=$((db / 300))
+    say "BENCH_DATA=mixed: $rows rows of random text (table bench_text)"
+    t0=$SECONDS
+    q "create table bench_text (id int primary key, t text not null)" >/dev/null
+    q "insert into bench_text select g, $(printf "md5(random()::text)||%.0s" {1..7})md5(random()::text) from generate_series(1, $rows) g" >/dev/null
+    q "vacuum (freeze, analyze) bench_text" >/dev/null
+    say "  loaded in $((SECONDS - t0)) s"
+  fi
   q "checkpoint" >/dev/null
   as_pg "$PGBIN/pg_ctl" -D "$PGDATA" -m fast -w -t 120 stop >/dev/null
   as_pg sed -i 's/^archive_mode = off$/archive_mode = on/' "$PGDATA/postgresql.conf"
@@ -603,7 +621,7 @@ row_diag() { # row_diag KEY LABEL
 {
   cat "$RESULTS.head"
   echo "load avg:   $(cut -d' ' -f1-3 /proc/loadavg) (at end; other work on this machine shares its $NPROC CPUs)"
-  echo "database:   pgbench scale $SCALE, data checksums on, $(mib "$DB_BYTES") MiB = sum(pg_database_size) (PGDATA without pg_wal: $(mib "$PGDATA_BYTES") MiB); throughput = that / wall time"
+  echo "database:   pgbench scale $SCALE$([ "$DATA" = mixed ] && echo ' + random text (BENCH_DATA=mixed)'), data checksums on, $(mib "$DB_BYTES") MiB = sum(pg_database_size) (PGDATA without pg_wal: $(mib "$PGDATA_BYTES") MiB); throughput = that / wall time"
   echo "settings:   pgdr zstd level $LEVEL + age, --parallel $PAR; pgBackRest zst 3 + aes-256-cbc, process-max $PAR, start-fast; pg_basebackup -Ft -X fetch client-zstd 3, -c fast (its tar includes the WAL)"
   echo "runs:       $RUNS per measurement (median of the successful ones; ok = successful/runs); page cache warm; sync before each"
   echo "RSS:        max = largest single process (/usr/bin/time -v); tree = peak of the summed RSS of the tool's processes (sampled every 0.2 s, at least max)"
