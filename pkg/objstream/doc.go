@@ -80,7 +80,7 @@
 // the optional xxhash64 content checksum: the trailer's checksum covers the
 // same bytes; objects from earlier writers carry it, and the reader still
 // verifies it when present; at the default level, with the fastest encoder
-// where a sample of the object shows it compresses as well, adaptive.go).
+// where a sample of the object shows it compresses about as well, adaptive.go).
 // The trailer is 48 bytes:
 //
 //	offset  size  field
