@@ -7,7 +7,7 @@ LDFLAGS   := -X github.com/pgdr/pgdr/agent/cli.Version=$(VERSION) \
              -X main.Version=$(VERSION)
 GOTESTFLAGS ?= -race -count=1 -timeout 25m
 
-.PHONY: all build test unit lint demo bench-wal bench-backup bench-coordinator bench-failover bench-drill clean proto
+.PHONY: all build test unit lint demo bench-wal bench-backup bench-chain bench-coordinator bench-failover bench-drill clean proto
 
 all: build
 
@@ -55,6 +55,11 @@ bench-backup: build
 # same data and WAL (scripts/bench/drill.sh).
 bench-drill: build
 	bash scripts/bench/drill.sh
+
+# bench-chain: restore of a chain (full + 5 incrementals, each after
+# pgbench -T 60), pgdr against pgBackRest and pgdr's own full restore.
+bench-chain: build
+	BENCH_MODE=chain bash scripts/bench/backup.sh
 
 bench-coordinator: build
 	bash scripts/bench/coordinator.sh

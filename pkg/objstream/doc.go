@@ -79,7 +79,9 @@
 // layer is one or more zstd frames (the writer emits one frame, without
 // the optional xxhash64 content checksum: the trailer's checksum covers the
 // same bytes; objects from earlier writers carry it, and the reader still
-// verifies it when present). The trailer is 48 bytes:
+// verifies it when present; at the default level, with the fastest encoder
+// where a sample of the object shows it compresses about as well, adaptive.go).
+// The trailer is 48 bytes:
 //
 //	offset  size  field
 //	0       8     magic "PGDRSUM\x01" (version 1) or "PGDRSUM\x02" (version 2)

@@ -64,9 +64,10 @@ type Options struct {
 
 // writer implements the io.WriteCloser returned by NewWriter.
 type writer struct {
-	top    io.Writer     // where plaintext goes: zenc, aenc or dst
-	zenc   *zstd.Encoder // nil without compression
-	pool   *Pool         // where zenc goes back to, or nil
+	top    io.Writer        // where plaintext goes: zenc, aenc or dst
+	zenc   *zstd.Encoder    // nil without compression or with azenc
+	azenc  *adaptiveEncoder // the zstd layer at the default level (adaptive.go)
+	pool   *Pool            // where zenc goes back to, or nil
 	key    encKey
 	aenc   io.WriteCloser // nil without encryption
 	hash   hash.Hash
@@ -193,6 +194,15 @@ func newWriter(w io.Writer, opts Options, pool *Pool) (Writer, error) {
 	if hdr.Compression == CompressionZstd {
 		ow.pool = pool
 		ow.key = encKey{level: zstd.EncoderLevelFromZstd(level), conc: conc}
+		if ow.key == adaptiveDefKey {
+			size := int64(-1)
+			if hdr.PlainSize >= 0 {
+				size = hdr.PlainSize + TrailerSize
+			}
+			ow.azenc = newAdaptiveEncoder(ow.top, pool, size)
+			ow.top = ow.azenc
+			return ow, nil
+		}
 		ow.zenc, err = pool.newEncoder(ow.key)
 		if err != nil {
 			return nil, fmt.Errorf("objstream: starting zstd: %w", err)
@@ -283,6 +293,14 @@ func (w *writer) Close() error {
 		w.release()
 		return w.err
 	}
+	if w.azenc != nil {
+		err := w.azenc.Close()
+		w.azenc = nil
+		if err != nil {
+			w.err = fmt.Errorf("objstream: finishing zstd: %w", err)
+			return w.err
+		}
+	}
 	if w.zenc != nil {
 		if err := w.zenc.Close(); err != nil {
 			w.err = fmt.Errorf("objstream: finishing zstd: %w", err)
@@ -304,6 +322,10 @@ func (w *writer) Close() error {
 // release frees the zstd encoder after a failure without finishing the
 // object (the output is unusable anyway; no trailer is written).
 func (w *writer) release() {
+	if w.azenc != nil {
+		w.azenc.release()
+		w.azenc = nil
+	}
 	if w.zenc != nil {
 		// Reset to a discarding writer so Close flushes nothing into the
 		// object and stops any encoder goroutines.

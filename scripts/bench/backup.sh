@@ -48,7 +48,14 @@
 # BENCH_INCR_SECONDS (60), BENCH_RUNS (1), BENCH_PARALLEL (nproc),
 # BENCH_PGDR_LEVEL (3, pgdr's default: pgdr's compression.level, which maps
 # to klauspost/compress levels: 1-2 fastest, 3-5 default),
-# BENCH_DIAG (1), BENCH_QUICK=1 (scale 10, incremental after 10 s).
+# BENCH_DIAG (1), BENCH_QUICK=1 (scale 10, incremental after 10 s),
+# BENCH_DATA (pgbench; mixed: pgbench's tables plus as many bytes of
+# random text, about half the database, which compresses far less),
+# BENCH_PROFILE=1 (pgdr's backups and restores write a CPU profile,
+# logs/KEY.pprof: go tool pprof bin/pgdr-agent FILE).
+#
+# BENCH_MODE=chain (make bench-chain) measures the restore of a chain
+# instead: see chain_bench below (BENCH_CHAIN incrementals, default 5).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
@@ -67,6 +74,10 @@ ALT_LEVEL=$([ "$LEVEL" = 3 ] && echo 1 || echo 3)
 NPROC=$(nproc)
 PAR=${BENCH_PARALLEL:-$NPROC}
 DIAG=${BENCH_DIAG:-1}
+MODE=${BENCH_MODE:-full}
+DATA=${BENCH_DATA:-pgbench}
+case "$DATA" in pgbench | mixed) ;; *) echo "BENCH_DATA=$DATA: want pgbench or mixed" >&2; exit 2 ;; esac
+PROFILE=$([ "${BENCH_PROFILE:-0}" = 1 ] && echo 1 || true)
 CLIENTS=4
 RUN_START=$SECONDS
 
@@ -222,6 +233,20 @@ CONF
   local t0=$SECONDS
   as_pg env PGHOST=127.0.0.1 PGPORT=$PORT timeout 1800 "$PGBIN/pgbench" -U postgres -i -q -s "$SCALE" postgres > "$BENCH/logs/pgbench-init.log" 2>&1
   say "  loaded in $((SECONDS - t0)) s"
+  if [ "$DATA" = mixed ]; then
+    # About as many bytes of random text as pgbench's tables hold: rows
+    # of 256 hex digits (md5 of random numbers; no TOAST at this width),
+    # which zstd compresses about 2:1 (against 20:1 for pgbench's).
+    local db rows
+    db=$(q "select pg_database_size('postgres')")
+    rows=$((db / 300))
+    say "BENCH_DATA=mixed: $rows rows of random text (table bench_text)"
+    t0=$SECONDS
+    q "create table bench_text (id int primary key, t text not null)" >/dev/null
+    q "insert into bench_text select g, $(printf "md5(random()::text)||%.0s" {1..7})md5(random()::text) from generate_series(1, $rows) g" >/dev/null
+    q "vacuum (freeze, analyze) bench_text" >/dev/null
+    say "  loaded in $((SECONDS - t0)) s"
+  fi
   q "checkpoint" >/dev/null
   as_pg "$PGBIN/pg_ctl" -D "$PGDATA" -m fast -w -t 120 stop >/dev/null
   as_pg sed -i 's/^archive_mode = off$/archive_mode = on/' "$PGDATA/postgresql.conf"
@@ -342,7 +367,7 @@ backup_pgdr() { # backup_pgdr KEY TYPE [CONFIG] [PARALLEL]
   settle pgdr; warm "$PGDATA"
   b0=$(dub "$PGDR_BK"); d0=$(duk "$PGDR_BK")
   say "pgdr backup --type $typ --parallel $par ($(basename "$cfg"))  [$key]"
-  measure "$key" "$AGENT" backup --config "$cfg" --type "$typ" --parallel "$par"
+  measure "$key" env ${PROFILE:+PGDR_CPUPROFILE=$BENCH/logs/$key.pprof} "$AGENT" backup --config "$cfg" --type "$typ" --parallel "$par"
   stored "$key" "$PGDR_BK" "$b0" "$d0"
   R[$key:id]=$(sed -n 's/^backup \([^ ]*\) (.*complete.*/\1/p' "$BENCH/logs/$key.out" | head -1)
   phases_pgdr "$key"
@@ -379,7 +404,7 @@ restore_pgdr() {
   rm -rf "$dir"; mkdir -m 700 "$dir"; [ "$(id -u)" = 0 ] && chown postgres: "$dir"
   sync; warm "$BENCH/repo-pgdr"
   say "pgdr restore --backup $id --parallel $par  [$key]"
-  measure "$key" "$AGENT" restore --config "$BENCH/agent.yaml" --backup "$id" --pgdata "$dir" --parallel "$par"
+  measure "$key" env ${PROFILE:+PGDR_CPUPROFILE=$BENCH/logs/$key.pprof} "$AGENT" restore --config "$BENCH/agent.yaml" --backup "$id" --pgdata "$dir" --parallel "$par"
   R[$key:restored]=$(dub "$dir")
   ok "$key" && say "  ${R[$key:wall]} s, restored $(mib "${R[$key:restored]}") MiB: $(cat "$BENCH/logs/$key.out")"
   rm -rf "$dir"; sync
@@ -438,6 +463,81 @@ runs() { local i v=""; for ((i = 1; i <= RUNS; i++)); do ok "$1#$i" && v+=" ${R[
 best() { runs "$1" "$2" | tr ' ' '\n' | awk 'NF && (m == "" || $1 < m) {m = $1} END {print (m == "" ? "-" : m)}'; }
 nok() { local i n=0; for ((i = 1; i <= RUNS; i++)); do ok "$1#$i" && n=$((n + 1)); done; echo "$n/$RUNS"; }
 
+# Report helpers.
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a=="" || b=="" || a=="-" || b=="-" || b+0==0) print "n/a"; else printf "%.2f", a/b }'; }
+cores() { awk -v c="$1" -v w="$2" 'BEGIN{ if (c=="-" || w=="-" || w+0==0) print "-"; else printf "%.2f", c/w }'; }
+verdict() { # verdict VALUE OP TARGET...
+  awk -v v="$1" -v op="$2" -v a="$3" -v b="${4:-}" 'BEGIN{
+    if (v == "n/a") { print "n/a"; exit }
+    if (op == ">=") m = (v >= a); else if (op == "<=") m = (v <= a); else m = (v >= a && v <= b)
+    print (m ? "met" : "NOT met") }'
+}
+line() { printf '%s\n' "$(printf '%.0s-' {1..120})"; }
+
+# -------------------------------------------------------------- chain mode
+# BENCH_MODE=chain (make bench-chain): restore of a chain, full + BENCH_CHAIN
+# (5) incrementals each after pgbench -T BENCH_INCR_SECONDS, by both tools
+# from their own chain of the same database; then a pgdr full backup of the
+# same data (after the last incremental) and its restore, against which
+# the chain's restore is also compared. Restores run BENCH_RUNS times each,
+# pgdr and pgBackRest alternating.
+chain_bench() {
+  local i n=${BENCH_CHAIN:-5} tps=() wal=()
+  backup_pgdr "chain-full-pgdr" full
+  backup_pgbr "chain-full-pgbr" full
+  for ((i = 1; i <= n; i++)); do
+    settle both
+    say "chain: pgbench -c $CLIENTS -j 2 -T $INCR_SECS ($i/$n)"
+    as_pg env PGHOST=127.0.0.1 PGPORT=$PORT timeout $((INCR_SECS + 120)) "$PGBIN/pgbench" -U postgres -n -c "$CLIENTS" -j 2 -T "$INCR_SECS" postgres > "$BENCH/logs/pgbench-chain-$i.log" 2>&1 || true
+    tps+=("$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' "$BENCH/logs/pgbench-chain-$i.log" | head -1 | xargs printf '%.0f')")
+    backup_pgdr "chain-incr$i-pgdr" incr
+    backup_pgbr "chain-incr$i-pgbr" incr
+  done
+  local last_pgdr=${R[chain-incr$n-pgdr:id]:-latest} last_pgbr=${R[chain-incr$n-pgbr:id]:-latest}
+  backup_pgdr "chain-same-pgdr" full
+  for ((i = 1; i <= RUNS; i++)); do
+    restore_pgdr "chain-restore-pgdr#$i" "$last_pgdr"
+    restore_pgbr "chain-restore-pgbr#$i" "$last_pgbr"
+    restore_pgdr "chain-fullrestore-pgdr#$i" "${R[chain-same-pgdr:id]:-latest}"
+  done
+  local cp cb cf
+  cp=$(med chain-restore-pgdr wall); cb=$(med chain-restore-pgbr wall); cf=$(med chain-fullrestore-pgdr wall)
+  {
+    cat "$RESULTS.head"
+    echo "load avg:   $(cut -d' ' -f1-3 /proc/loadavg) (at end; other work on this machine shares its $NPROC CPUs)"
+    echo "database:   pgbench scale $SCALE, $(mib "$DB_BYTES") MiB at the start; chain: full + $n incrementals, each after pgbench -c $CLIENTS -j 2 -T $INCR_SECS (tps ${tps[*]:-?}; autovacuum off)"
+    echo "runs:       $RUNS per restore (median); page cache warm; sync before each"
+    echo
+    echo "CHAIN RESTORE (into an empty directory; no recovery run)"
+    printf '%-52s | %4s | %7s | %9s | %6s %5s | %7s %8s\n' "tool" "ok" "wall s" "restored" "cpu s" "cores" "RSS max" "RSS tree"
+    line
+    for k in "chain-restore-pgdr:pgdr-agent restore (chain of $((n + 1)))" "chain-restore-pgbr:pgbackrest restore (chain of $((n + 1)))" \
+             "chain-fullrestore-pgdr:pgdr-agent restore (full backup of the same data)"; do
+      local w; w=$(med "${k%%:*}" wall)
+      printf '%-52s | %4s | %7s | %9s | %6s %5s | %7s %8s\n' "${k#*:}" "$(nok "${k%%:*}")" "$w" "$(mib "$(med "${k%%:*}" restored)")" \
+        "$(med "${k%%:*}" cpu)" "$(cores "$(med "${k%%:*}" cpu)" "$w")" "$(med "${k%%:*}" rss)" "$(med "${k%%:*}" tree)"
+    done
+    echo "  (each run, wall s: pgdr chain $(runs chain-restore-pgdr wall) | pgBackRest chain $(runs chain-restore-pgbr wall) | pgdr full $(runs chain-fullrestore-pgdr wall))"
+    echo "  pgdr's output: $(cat "$BENCH/logs/chain-restore-pgdr#1.out" 2>/dev/null | tr '\n' ' ')"
+    echo
+    echo "STORED (MiB): pgdr full $(mib "${R[chain-full-pgdr:stored]:-}"), incrementals $(for ((i = 1; i <= n; i++)); do printf '%s ' "$(mib "${R[chain-incr$i-pgdr:stored]:-}")"; done)"
+    echo "              pgBackRest full $(mib "${R[chain-full-pgbr:stored]:-}"), incrementals $(for ((i = 1; i <= n; i++)); do printf '%s ' "$(mib "${R[chain-incr$i-pgbr:stored]:-}")"; done)"
+    echo
+    echo "RATIOS"
+    r=$(ratio "$cp" "$cb")
+    printf '  pgdr chain / pgBackRest chain restore time   %6s   target <= 1.0   %s\n' "$r" "$(verdict "$r" "<=" 1.0)"
+    r=$(ratio "$cp" "$cf")
+    printf '  pgdr chain / pgdr full restore time          %6s   target <= 1.2   %s\n' "$r" "$(verdict "$r" "<=" 1.2)"
+    printf '  best against best: %s, %s\n' "$(ratio "$(best chain-restore-pgdr wall)" "$(best chain-restore-pgbr wall)")" \
+      "$(ratio "$(best chain-restore-pgdr wall)" "$(best chain-fullrestore-pgdr wall)")"
+    echo
+    echo "total bench time: $((SECONDS - RUN_START)) s; logs in $BENCH/logs/, repositories in $BENCH/repo-{pgdr,pgbr}/"
+  } > "$RESULTS"
+  rm -f "$RESULTS.head"
+  echo
+  cat "$RESULTS"
+}
+
 # ---------------------------------------------------------------------- run
 machine() {
   echo "machine:    $NPROC CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)), $(free -m | awk '/^Mem:/{printf "%.1f GiB", $2/1024}') memory, kernel $(uname -r)"
@@ -452,6 +552,7 @@ machine() {
 cat "$RESULTS.head" >&2
 
 setup_server
+if [ "$MODE" = chain ]; then chain_bench; exit 0; fi
 for ((i = 1; i <= RUNS; i++)); do
   backup_pgdr "full-pgdr#$i" full
   backup_pgbr "full-pgbr#$i" full
@@ -491,14 +592,6 @@ if [ "$DIAG" = 1 ]; then
 fi
 
 # -------------------------------------------------------------------- report
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a=="" || b=="" || a=="-" || b=="-" || b+0==0) print "n/a"; else printf "%.2f", a/b }'; }
-cores() { awk -v c="$1" -v w="$2" 'BEGIN{ if (c=="-" || w=="-" || w+0==0) print "-"; else printf "%.2f", c/w }'; }
-verdict() { # verdict VALUE OP TARGET...
-  awk -v v="$1" -v op="$2" -v a="$3" -v b="${4:-}" 'BEGIN{
-    if (v == "n/a") { print "n/a"; exit }
-    if (op == ">=") m = (v >= a); else if (op == "<=") m = (v <= a); else m = (v >= a && v <= b)
-    print (m ? "met" : "NOT met") }'
-}
 row_full() { # row_full PREFIX LABEL
   local w; w=$(med "$1" wall)
   printf '%-44s | %4s | %7s %8s | %9s %9s | %6s %5s | %7s %8s\n' "$2" "$(nok "$1")" "$w" "$(rate "$DB_BYTES" "$w")" \
@@ -525,11 +618,10 @@ row_diag() { # row_diag KEY LABEL
     printf '  %-52s FAILED (exit %s)\n' "$2" "${R[$k:rc]}"
   fi
 }
-line() { printf '%s\n' "$(printf '%.0s-' {1..120})"; }
 {
   cat "$RESULTS.head"
   echo "load avg:   $(cut -d' ' -f1-3 /proc/loadavg) (at end; other work on this machine shares its $NPROC CPUs)"
-  echo "database:   pgbench scale $SCALE, data checksums on, $(mib "$DB_BYTES") MiB = sum(pg_database_size) (PGDATA without pg_wal: $(mib "$PGDATA_BYTES") MiB); throughput = that / wall time"
+  echo "database:   pgbench scale $SCALE$([ "$DATA" = mixed ] && echo ' + random text (BENCH_DATA=mixed)'), data checksums on, $(mib "$DB_BYTES") MiB = sum(pg_database_size) (PGDATA without pg_wal: $(mib "$PGDATA_BYTES") MiB); throughput = that / wall time"
   echo "settings:   pgdr zstd level $LEVEL + age, --parallel $PAR; pgBackRest zst 3 + aes-256-cbc, process-max $PAR, start-fast; pg_basebackup -Ft -X fetch client-zstd 3, -c fast (its tar includes the WAL)"
   echo "runs:       $RUNS per measurement (median of the successful ones; ok = successful/runs); page cache warm; sync before each"
   echo "RSS:        max = largest single process (/usr/bin/time -v); tree = peak of the summed RSS of the tool's processes (sampled every 0.2 s, at least max)"
