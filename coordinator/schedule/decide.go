@@ -229,6 +229,20 @@ func describe(r Run, now time.Time) string {
 // Decide is the scheduler's decision for one cluster; see the package
 // documentation for the rules.
 func Decide(in Input) Decision {
+	if fl := inFlight(in.Runs); len(fl) > 0 && fl[0].Cleaning() {
+		// Even while paused: ending a run whose clean-up deadline passed
+		// is bookkeeping, not a backup (an operator's cancel while paused
+		// would otherwise hold the cluster's manual runs until Resume).
+		r := fl[0]
+		by := r.CleanupBy
+		if by.IsZero() {
+			by = r.CancelAt.Add(in.Cleanup)
+		}
+		if !in.Now.Before(by) {
+			return Decision{Action: End, RunID: r.ID, Tier: r.Tier, Type: r.Type, Node: r.Node, Result: orResult(r.CancelResult),
+				Reasons: []string{fmt.Sprintf("%s: no answer to its cancel order within the clean-up deadline of %s", describe(r, in.Now), duration.Format(in.Cleanup))}}
+		}
+	}
 	if in.Paused {
 		return Decision{Reasons: []string{"cluster paused (maintenance mode): no backup is scheduled"}}
 	}
@@ -242,10 +256,6 @@ func Decide(in Input) Decision {
 			by := r.CleanupBy
 			if by.IsZero() {
 				by = r.CancelAt.Add(in.Cleanup)
-			}
-			if !in.Now.Before(by) {
-				return Decision{Action: End, RunID: r.ID, Tier: r.Tier, Type: r.Type, Node: r.Node, Result: orResult(r.CancelResult),
-					Reasons: []string{fmt.Sprintf("%s: no answer to its cancel order within the clean-up deadline of %s", describe(r, in.Now), duration.Format(in.Cleanup))}}
 			}
 			return Decision{Reasons: []string{fmt.Sprintf("%s is cleaning up after its cancel order; never two backups of a cluster at once (clean-up deadline at %s)",
 				describe(r, in.Now), by.UTC().Format(time.RFC3339))}}

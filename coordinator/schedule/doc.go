@@ -13,7 +13,8 @@
 //
 //  1. The cluster is paused (maintenance mode): nothing is scheduled, not
 //     even the cancellation of a run that outlived its timeout; the
-//     leader resumes with the first tick after Resume.
+//     leader resumes with the first tick after Resume. Only a run
+//     cleaning up past its clean-up deadline is ended (End), as below.
 //  2. A run is in flight (recorded intent, no result): never a second
 //     backup of the cluster. A run on a member no longer in the cluster
 //     (Input.Known) ends at once (End, "cancelled"). A run cleaning up

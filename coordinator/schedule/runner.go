@@ -656,11 +656,17 @@ func (r *Runner) Answer(ctx context.Context, res *pgdrv1.CommandResult) (bool, e
 	return true, nil
 }
 
-// Cancel ends a run in flight of cluster (runID; "" = the cluster's run
-// in flight) as cancelled on request of actor, with note, and sends its
-// agent a cancel order (again when its stream opens, if it cannot be
-// written now). It returns the run as recorded, or an error wrapping
-// ErrNoRun.
+// Cancel cancels a run in flight of cluster (runID; "" = the cluster's
+// run in flight) on request of actor, with note, and sends its agent a
+// cancel order (again when its stream opens, if it cannot be written
+// now). The run is not ended at once: it cleans up (the step "cancel",
+// result cancelled) until its agent answers or its clean-up deadline
+// passes, so that no other backup of the cluster starts while that agent
+// still removes what it wrote. A run already cleaning up is returned as
+// it is. While the scheduler is gated (Server.Ready), when no tick would
+// end a cleaning run and an older voter would not know the step, the run
+// is ended at once as cancelled. It returns the run as recorded, or an
+// error wrapping ErrNoRun.
 func (r *Runner) Cancel(ctx context.Context, cluster, runID, actor, note string) (*pgdrv1.BackupRun, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -684,15 +690,33 @@ func (r *Runner) Cancel(ctx context.Context, cluster, runID, actor, note string)
 	if note != "" {
 		why += ": " + note
 	}
-	if err := r.record(ctx, actor, cluster, &pgdrv1.BackupRunResult{Id: run.GetId(), Result: ResultCancelled, Error: why}); err != nil {
-		return nil, err
+	ready, _ := r.cfg.Server.Ready()
+	switch {
+	case run.GetCancelAt() != nil:
+		// Already cleaning up: its clean-up deadline ends it.
+		why = run.GetCancelNote()
+	case ready:
+		if err := r.cfg.Server.Record(ctx, actor, &pgdrv1.RecordBackupRun{Cluster: cluster, Phase: &pgdrv1.RecordBackupRun_Step{
+			Step: &pgdrv1.BackupRunStep{Id: run.GetId(), Step: "cancel", Result: ResultCancelled, Note: why}}}); err != nil {
+			return nil, err
+		}
+		r.cleanupBy[run.GetId()] = r.cfg.Now().Add(r.cfg.Cleanup)
+		r.log.Warn("backup run cancelled: it cleans up until its agent answers", "cluster", cluster, "run", run.GetId(),
+			"node", run.GetNode(), "actor", actor, "note", note)
+	default:
+		if err := r.record(ctx, actor, cluster, &pgdrv1.BackupRunResult{Id: run.GetId(), Result: ResultCancelled, Error: why}); err != nil {
+			return nil, err
+		}
+		r.log.Warn("backup run cancelled (ended at once: the scheduler is gated)", "cluster", cluster, "run", run.GetId(),
+			"node", run.GetNode(), "actor", actor, "note", note)
 	}
-	r.log.Warn("backup run cancelled", "cluster", cluster, "run", run.GetId(), "node", run.GetNode(), "actor", actor, "note", note)
 	cmd := r.cancelOrder(c, run.GetNode(), run.GetId(), why)
 	if err := r.cfg.Server.Order(ctx, cmd); err != nil {
 		if len(r.cancels) < 1024 { // bounded: one per cancelled run, forgotten with the leadership
 			r.cancels[run.GetId()] = cmd
 		}
+	} else {
+		r.cancelSent[run.GetId()] = true
 	}
 	if c, ok := r.cfg.Server.Cluster(cluster); ok {
 		for _, br := range c.GetBackupRuns() {

@@ -187,8 +187,9 @@ func TestStatusOfOneCluster(t *testing.T) {
 }
 
 // TestCancelBackupRunAdminAPI (review of issue 16, 4): the read token
-// cannot cancel; the admin token ends the run in flight as cancelled, with
-// who and why, and its agent gets a cancel order; a cancel with no run in
+// cannot cancel; the admin token has the run in flight clean up (its
+// cancel result cancelled, with who and why), and its agent gets a cancel
+// order; a cancel with no run in
 // flight is refused. A final answer about a run the leader does not know
 // is acknowledged (it ended or was never recorded: nothing to retry).
 func TestCancelBackupRunAdminAPI(t *testing.T) {
@@ -218,7 +219,8 @@ func TestCancelBackupRunAdminAPI(t *testing.T) {
 		t.Fatalf("the read token cancelled a run: %v", err)
 	}
 	got, err := admin.CancelBackupRun(ctx, &pgdrv1.CancelBackupRunRequest{Cluster: "main", RunId: id, Note: "agent host lost"})
-	if err != nil || got.GetRun().GetResult() != "cancelled" || got.GetRun().GetError() != "cancelled by admin:alice: agent host lost" {
+	if err != nil || got.GetRun().GetResult() != "" || got.GetRun().GetCancelResult() != "cancelled" ||
+		got.GetRun().GetCancelNote() != "cancelled by admin:alice: agent host lost" {
 		t.Fatalf("cancel: %v %v", got, err)
 	}
 	select {

@@ -1,0 +1,81 @@
+package schedule
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
+)
+
+// TestOperatorCancelCleansUp (adversarial review of the sched branch, a):
+// an operator's cancel of a run whose agent is still running it keeps the
+// run in flight, cleaning up, until the agent answers (or the clean-up
+// deadline): a due tier must not start a second backup of the cluster
+// elsewhere while the first agent is still removing what it wrote.
+func TestOperatorCancelCleansUp(t *testing.T) {
+	ctx := context.Background()
+	l, run := setupInherited(t) // pg-3, started 10:00:01, 12 h timeout
+	if err := l.Record(ctx, "agent:pg-3", &pgdrv1.RecordBackupRun{Cluster: "main", Phase: &pgdrv1.RecordBackupRun_Step{
+		Step: &pgdrv1.BackupRunStep{Id: run.GetId(), Step: "accepted"}}}); err != nil {
+		t.Fatal(err)
+	}
+	r := l.runner("c2")
+	l.set("2026-05-01 10:59:30")
+	got, err := r.Cancel(ctx, "main", "", "admin:alice", "wrong tier")
+	if err != nil || got.GetId() != run.GetId() {
+		t.Fatalf("cancel: %v %v", got, err)
+	}
+	if os := ordersFor(l, run.GetId()); len(os) != 1 || !os[0].GetBackup().GetCancel() {
+		t.Fatalf("cancel orders %v", os)
+	}
+	// The hourly tier is due at 11:00; the agent of pg-3 is still
+	// cleaning up (its answer has not come).
+	l.set("2026-05-01 11:00:30")
+	r.Tick(ctx)
+	for _, br := range l.runs() {
+		if br.GetId() != run.GetId() && br.GetResult() == "" {
+			t.Fatalf("before: a second run %s started on %s while %s's agent cleans up after the operator's cancel", br.GetId(), br.GetNode(), run.GetNode())
+		}
+	}
+	if got := l.runs()[0]; got.GetResult() != "" || got.GetCancelAt() == nil || got.GetCancelResult() != ResultCancelled {
+		t.Fatalf("the cancelled run is not cleaning up: %v", got)
+	}
+	// A second cancel of the cleaning run: nothing more (the clean-up
+	// deadline ends it).
+	if _, err := r.Cancel(ctx, "main", run.GetId(), "admin:alice", ""); err != nil {
+		t.Fatalf("second cancel of a cleaning run: %v", err)
+	}
+	// The agent's final answer ends it as cancelled, with who asked.
+	if _, err := r.Answer(ctx, &pgdrv1.CommandResult{Id: run.GetId(), Cluster: "main", Node: "pg-3",
+		Error: "cancelled by the coordinator", Backup: &pgdrv1.BackupReport{RunId: run.GetId()}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := l.runs()[0]; got.GetResult() != ResultCancelled || !strings.Contains(got.GetError(), "cancelled by admin:alice: wrong tier") {
+		t.Fatalf("after the agent's answer: %v", got)
+	}
+
+	// No answer: the clean-up deadline (on this leader's clock) ends it.
+	l2, run2 := setupInherited(t)
+	r2 := l2.runner("c2")
+	l2.set("2026-05-01 10:30:00")
+	if _, err := r2.Cancel(ctx, "main", "", "admin:alice", ""); err != nil {
+		t.Fatal(err)
+	}
+	l2.set("2026-05-01 10:32:01")
+	r2.Tick(ctx)
+	if got := l2.runs()[0]; got.GetId() != run2.GetId() || got.GetResult() != ResultCancelled {
+		t.Fatalf("after the clean-up deadline: %v", got)
+	}
+
+	// While the scheduler is gated (an older voter would not know the
+	// cancel step, and no tick would end it), the cancel ends the run at
+	// once, in the older records' words.
+	l3, run3 := setupInherited(t)
+	l3.notReady = "voter c3 has feature level 0"
+	r3 := l3.runner("c2")
+	got, err = r3.Cancel(ctx, "main", "", "admin:alice", "")
+	if err != nil || got.GetId() != run3.GetId() || got.GetResult() != ResultCancelled || got.GetCancelAt() != nil {
+		t.Fatalf("cancel while gated: %v %v", got, err)
+	}
+}
