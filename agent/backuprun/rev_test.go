@@ -8,7 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgdr/pgdr/agent/expire"
+	"github.com/pgdr/pgdr/pkg/repo"
 	"github.com/pgdr/pgdr/pkg/testutil"
+	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
 
 // logSeen is a slog handler noting the messages logged.
@@ -89,5 +92,43 @@ func TestTimedOutRunReportsOnceCleanedUp(t *testing.T) {
 	}
 	if res := h.r.Start(h.ctx, order("run2", "full", time.Hour)); !res.GetPending() {
 		t.Fatalf("next run once the clean-up ended = %v, want pending", res)
+	}
+}
+
+// TestRepeatUpdatesRetention (adversarial review of the sched branch, e):
+// the retention the expiry applies after the backup is the newest order's
+// of the run: the leader orders a running run again when the cluster's
+// policy changed (an operator lengthening a tier's retention during a
+// full that runs for hours), and the expiry must not delete what the new
+// policy keeps.
+func TestRepeatUpdatesRetention(t *testing.T) {
+	var mu sync.Mutex
+	var calls []expire.Spec
+	h := newHarness(t, func(d *Deps) {
+		d.Expire = func(_ context.Context, _, _ []repo.Repo, spec expire.Spec) ([]expire.Result, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			calls = append(calls, spec)
+			return nil, nil
+		}
+	})
+	withRet := func(c *pgdrv1.AgentCommand, count int64) *pgdrv1.AgentCommand {
+		c.GetBackup().Retention = &pgdrv1.BackupRetention{PitrWindowMs: (24 * time.Hour).Milliseconds(),
+			Tiers: []*pgdrv1.TierRetention{{Tier: "daily", KeepCount: count}}}
+		return c
+	}
+	h.r.Start(h.ctx, withRet(order("run1", "full", time.Hour), 2))
+	h.take.waitStarted(t)
+	if res := h.r.Start(h.ctx, withRet(order("run1", "full", time.Hour), 30)); !res.GetPending() {
+		t.Fatalf("repeat %v", res)
+	}
+	// A repeat without retention (an older leader's) keeps the newest.
+	h.r.Start(h.ctx, order("run1", "full", time.Hour))
+	h.take.finish <- takeOutcome{m: manifest("B1")}
+	h.comp.waitResults(t, 1)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(calls) != 1 || calls[0].Tiers["daily"].Count != 30 {
+		t.Fatalf("before: expiry with %+v, want the repeat's keep_count 30", calls)
 	}
 }

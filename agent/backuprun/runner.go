@@ -209,6 +209,12 @@ func (r *Runner) StartAt(ctx context.Context, cmd *pgdrv1.AgentCommand, received
 		return r.cancelRun(cmd, b, res)
 	}
 	if ru, ok := r.runs[b.GetRunId()]; ok && b.GetRunId() != "" {
+		if rt := b.GetRetention(); rt != nil && ru.result == nil {
+			// The newest order's retention: the leader orders a run again
+			// when the cluster's policy changed while it ran, and the
+			// expiry after it must not delete what the new policy keeps.
+			ru.retention = proto.Clone(rt).(*pgdrv1.BackupRetention)
+		}
 		return r.answerRepeat(cmd, ru)
 	}
 	repos, err := r.check(b)
@@ -442,8 +448,11 @@ func (r *Runner) carryOut(ctx, bctx context.Context, ru *run, repos []repo.Repo,
 			res.Output += " (it ended as its timeout passed; the backup exists)"
 		}
 		log.Info("backup run complete", "backup", m.ID, "took", duration.Format(took))
-		if ru.retention != nil && ctx.Err() == nil {
-			res.Backup.Expiry = r.expire(ctx, ru, repos, log)
+		r.mu.Lock()
+		rt := ru.retention // a repeat of the order may have changed it
+		r.mu.Unlock()
+		if rt != nil && ctx.Err() == nil {
+			res.Backup.Expiry = r.expire(ctx, rt, repos, log)
 			if e := res.Backup.Expiry; e.GetError() != "" {
 				res.Output += "; expiry failed (the backup stands): " + e.GetError()
 			} else {
@@ -504,15 +513,15 @@ func (r *Runner) forget() {
 	}
 }
 
-// expire runs ru's retention over repos after its backup succeeded; a
+// expire runs the retention rt over repos after a backup succeeded; a
 // failure is reported, and does not fail the backup.
-func (r *Runner) expire(ctx context.Context, ru *run, repos []repo.Repo, log *slog.Logger) *pgdrv1.BackupExpiry {
+func (r *Runner) expire(ctx context.Context, rt *pgdrv1.BackupRetention, repos []repo.Repo, log *slog.Logger) *pgdrv1.BackupExpiry {
 	out := &pgdrv1.BackupExpiry{}
 	if r.d.Expire == nil {
 		out.Error = "this agent does not run expiry"
 		return out
 	}
-	spec, err := SpecOf(ru.retention)
+	spec, err := SpecOf(rt)
 	if err != nil {
 		out.Error = err.Error()
 		log.Error("expiry after the backup not run", "err", err)

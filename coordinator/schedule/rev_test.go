@@ -4,7 +4,9 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/pgdr/pgdr/coordinator/policy"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
 
@@ -77,5 +79,46 @@ func TestOperatorCancelCleansUp(t *testing.T) {
 	got, err = r3.Cancel(ctx, "main", "", "admin:alice", "")
 	if err != nil || got.GetId() != run3.GetId() || got.GetResult() != ResultCancelled || got.GetCancelAt() != nil {
 		t.Fatalf("cancel while gated: %v %v", got, err)
+	}
+}
+
+// TestPolicyEditReordersRetention (adversarial review of the sched branch,
+// e): when the cluster's retention changes while a run is in flight (an
+// operator keeps the hourly backups 30 days instead of 7 during a long
+// run), the run is ordered again with the new retention, so that the
+// expiry after it does not delete what the new policy keeps.
+func TestPolicyEditReordersRetention(t *testing.T) {
+	ctx := context.Background()
+	l, run := setupInherited(t) // hourly kept 7 days
+	if err := l.Record(ctx, "agent:pg-3", &pgdrv1.RecordBackupRun{Cluster: "main", Phase: &pgdrv1.RecordBackupRun_Step{
+		Step: &pgdrv1.BackupRunStep{Id: run.GetId(), Step: "accepted"}}}); err != nil {
+		t.Fatal(err)
+	}
+	r := l.runner("c2")
+	l.set("2026-05-01 10:10:00")
+	r.StreamOpened(ctx, "main", "pg-3")
+	r.Tick(ctx)
+	n := len(ordersFor(l, run.GetId()))
+	if n != 1 {
+		t.Fatalf("%d orders before the edit", n)
+	}
+	p := tiers(hourly)
+	p.Tiers[0].KeepAge = 30 * policy.Day
+	if err := l.apply("admin:alice", pgdrv1.CommandType_COMMAND_TYPE_SET_BACKUP_POLICY, &pgdrv1.SetBackupPolicy{Cluster: "main", Policy: policy.ToProto(p)}); err != nil {
+		t.Fatal(err)
+	}
+	l.set("2026-05-01 10:10:05")
+	r.Tick(ctx)
+	os := ordersFor(l, run.GetId())
+	if len(os) != n+1 || os[n].GetBackup().GetCancel() ||
+		os[n].GetBackup().GetRetention().GetTiers()[0].GetKeepAgeMs() != (30*policy.Day).Milliseconds() {
+		t.Fatalf("before: no order with the new retention after the policy edit: %v", os)
+	}
+	if left := os[n].GetBackup().GetTimeoutMs(); left <= 0 || left > (12*time.Hour).Milliseconds() {
+		t.Fatalf("repeat's timeout %d ms", left)
+	}
+	r.Tick(ctx) // unchanged since: no more orders
+	if got := len(ordersFor(l, run.GetId())); got != n+1 {
+		t.Fatalf("%d orders, want %d", got, n+1)
 	}
 }
