@@ -2,6 +2,7 @@ package schedule
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -120,5 +121,39 @@ func TestPolicyEditReordersRetention(t *testing.T) {
 	r.Tick(ctx) // unchanged since: no more orders
 	if got := len(ordersFor(l, run.GetId())); got != n+1 {
 		t.Fatalf("%d orders, want %d", got, n+1)
+	}
+}
+
+// TestAnswerWhileGated (adversarial review of the sched branch, g): while
+// the scheduler is gated (a voter may run a version that does not know
+// the records' not_started result, the type taken or the expiry), a final
+// answer is not recorded but retried (ErrRetry): an older voter would
+// refuse or half-apply it and its state would diverge. A pending answer
+// (the step "accepted", which every version knows) is recorded.
+func TestAnswerWhileGated(t *testing.T) {
+	ctx := context.Background()
+	l, run := setupInherited(t)
+	r := l.runner("c2")
+	l.mu.Lock()
+	l.notReady = "voter c3 has feature level 0"
+	l.mu.Unlock()
+	if ok, err := r.Answer(ctx, &pgdrv1.CommandResult{Id: run.GetId(), Cluster: "main", Node: "pg-3", Pending: true,
+		Backup: &pgdrv1.BackupReport{RunId: run.GetId()}}); !ok || err != nil {
+		t.Fatalf("pending answer while gated: %v %v", ok, err)
+	}
+	refusal := &pgdrv1.CommandResult{Id: run.GetId(), Cluster: "main", Node: "pg-3", Error: "busy",
+		Backup: &pgdrv1.BackupReport{RunId: run.GetId(), NotStarted: true}}
+	_, err := r.Answer(ctx, refusal)
+	if got := l.last(); got.GetResult() != "" || !errors.Is(err, ErrRetry) {
+		t.Fatalf("before: a final answer recorded while gated (%v, err %v), want ErrRetry", got, err)
+	}
+	l.mu.Lock()
+	l.notReady = ""
+	l.mu.Unlock()
+	if _, err := r.Answer(ctx, refusal); err != nil {
+		t.Fatal(err)
+	}
+	if got := l.last(); got.GetResult() != ResultNotStarted || got.GetAcceptedAt() == nil {
+		t.Fatalf("once ready: %v", got)
 	}
 }

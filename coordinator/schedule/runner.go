@@ -645,7 +645,9 @@ func (r *Runner) RunNow(ctx context.Context, cluster, tier, actor string) (*pgdr
 // not send the order records the answer too, so a run survives a change
 // of leader. The error wraps ErrRetry when the answer must come again: a
 // Raft write failed, or this coordinator is not the caught-up leader and
-// does not know the run (a follower, a stale leader).
+// does not know the run (a follower, a stale leader), or the answer is
+// final while the scheduler is gated (Server.Ready: a voter may not know
+// its record).
 func (r *Runner) Answer(ctx context.Context, res *pgdrv1.CommandResult) (bool, error) {
 	rep := res.GetBackup()
 	id := rep.GetRunId()
@@ -680,6 +682,12 @@ func (r *Runner) Answer(ctx context.Context, res *pgdrv1.CommandResult) (bool, e
 			return true, fmt.Errorf("%w: recording that backup run %s was accepted: %w", ErrRetry, run.GetId(), err)
 		}
 		return true, nil
+	}
+	if ok, why := r.cfg.Server.Ready(); !ok {
+		// A voter may not know the final record's words (not_started,
+		// the type taken, the expiry): it would refuse or half-apply it
+		// and its state diverge. The agent sends it again.
+		return true, fmt.Errorf("%w: the result of backup run %s waits for the scheduler's gate: %s", ErrRetry, run.GetId(), why)
 	}
 	typ := rep.GetType()
 	if typ != policy.TypeFull && typ != policy.TypeDiff && typ != policy.TypeIncr {
