@@ -45,8 +45,9 @@
 //
 // A failed, timed-out or skipped run counts as the tier's last run: the
 // tier runs again at its next slot, not in a loop every tick. A run that
-// never started (ResultNotStarted) does not: the tier is tried again on
-// the next tick, until its next slot. Placement prefers a member whose
+// never started (ResultNotStarted) does not: the tier is tried again
+// after Input.Retry, doubled for each further such run since the tier's
+// last run (up to MaxRetry), and stays due. Placement prefers a member whose
 // agent has its command stream open, then one on the primary's timeline,
 // then the least replay lag.
 //
