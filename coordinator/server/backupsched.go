@@ -111,7 +111,8 @@ func votersReady(self string, voters []string, levels map[string]int) (bool, str
 	return true, ""
 }
 
-// voters are the names of the Raft voters.
+// voters are the names of the servers that apply the Raft log (the gate
+// counts them all: see logServers).
 func (s *Server) voters() []string {
 	if s.raft == nil {
 		return nil
@@ -120,11 +121,16 @@ func (s *Server) voters() []string {
 	if cf.Error() != nil {
 		return nil
 	}
-	var out []string
-	for _, srv := range cf.Configuration().Servers {
-		if srv.Suffrage == raft.Voter {
-			out = append(out, string(srv.ID))
-		}
+	return logServers(cf.Configuration())
+}
+
+// logServers are the names of cf's servers, voters or not: a non-voter
+// (a coordinator catching up before its promotion) applies the log too,
+// and an older one would refuse or drop the scheduler's records.
+func logServers(cf raft.Configuration) []string {
+	out := make([]string, 0, len(cf.Servers))
+	for _, srv := range cf.Servers {
+		out = append(out, string(srv.ID))
 	}
 	return out
 }

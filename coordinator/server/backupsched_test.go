@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"github.com/hashicorp/raft"
 	"strings"
 	"testing"
 	"time"
@@ -284,5 +285,21 @@ func TestSchedulerMembersAndGate(t *testing.T) {
 		if ok != tc.ok || !strings.Contains(why, tc.why) {
 			t.Errorf("%v %v: %v %q", tc.voters, tc.levels, ok, why)
 		}
+	}
+}
+
+// TestSchedulerGateCountsNonvoters (adversarial review of the sched
+// branch, g): a non-voter applies the log too (a coordinator being added
+// catches up as one for up to two minutes before its promotion): an older
+// one would refuse or drop the scheduler's records and its state diverge
+// before it ever votes, so the gate counts every server of the Raft
+// configuration.
+func TestSchedulerGateCountsNonvoters(t *testing.T) {
+	cf := raft.Configuration{Servers: []raft.Server{
+		{ID: "c1", Suffrage: raft.Voter}, {ID: "c2", Suffrage: raft.Voter}, {ID: "c4", Suffrage: raft.Nonvoter}}}
+	servers := logServers(cf)
+	ok, why := votersReady("c1", servers, map[string]int{"c2": 1, "c4": 0})
+	if ok || !strings.Contains(why, "c4 has feature level 0") {
+		t.Fatalf("before: gate open with an old non-voter (servers %v): %v %q", servers, ok, why)
 	}
 }
