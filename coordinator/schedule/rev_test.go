@@ -157,3 +157,38 @@ func TestAnswerWhileGated(t *testing.T) {
 		t.Fatalf("once ready: %v", got)
 	}
 }
+
+// TestUnsentOrderNotStuck (adversarial review of the sched branch, c): an
+// order that could not be written, whose not_started record failed too
+// (a Raft write lost), left the run in flight marked as ordered: nothing
+// ordered it again and the cluster's backups waited for its whole timeout
+// (hours for a full). It is now ordered again on the next tick.
+func TestUnsentOrderNotStuck(t *testing.T) {
+	ctx := context.Background()
+	l := newFakeLeader(t)
+	p := tiers(hourly)
+	p.UpdatedAt = time.Time{}
+	if err := l.apply("admin:alice", pgdrv1.CommandType_COMMAND_TYPE_SET_BACKUP_POLICY, &pgdrv1.SetBackupPolicy{Cluster: "main", Policy: policy.ToProto(p)}); err != nil {
+		t.Fatal(err)
+	}
+	r := l.runner("c1")
+	l.mu.Lock()
+	l.noStream, l.failResults = true, true
+	l.mu.Unlock()
+	l.set("2026-05-01 10:00:01")
+	if _, err := r.RunNow(ctx, "main", "hourly", "admin:alice"); err == nil {
+		t.Fatal("want the failed record's error")
+	}
+	run := l.last()
+	if run.GetResult() != "" {
+		t.Fatalf("run %v", run)
+	}
+	l.mu.Lock()
+	l.noStream, l.failResults = false, false
+	l.mu.Unlock()
+	l.set("2026-05-01 10:00:06")
+	r.Tick(ctx)
+	if os := ordersFor(l, run.GetId()); len(os) != 1 {
+		t.Fatalf("before: the run in flight whose order was never written is not ordered again (%d orders); it waits for its %s timeout", len(os), time.Duration(run.GetTimeoutMs())*time.Millisecond)
+	}
+}

@@ -595,6 +595,9 @@ func (r *Runner) start(ctx context.Context, c *pgdrv1.Cluster, d Decision, actor
 		// (the tier is tried again on the next tick).
 		run.Result, run.Error = ResultNotStarted, "order not sent: "+err.Error()
 		if rerr := r.record(ctx, actor, name, &pgdrv1.BackupRunResult{Id: run.Id, Result: ResultNotStarted, Error: run.Error}); rerr != nil {
+			// Still in flight, never ordered: resend orders it on the
+			// next tick (else it would wait for its whole timeout).
+			delete(r.ordered, run.Id)
 			return run, errors.Join(err, rerr)
 		}
 		return run, nil
