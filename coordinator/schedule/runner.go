@@ -547,7 +547,10 @@ func (r *Runner) refreshRetention(ctx context.Context, c *pgdrv1.Cluster) error 
 			continue // over its timeout: Decide cancels it after the grace
 		}
 		if err := r.sendOrder(ctx, c, run, left); err != nil {
-			return fmt.Errorf("ordering backup run %s again with the cluster's retention: %w", run.GetId(), err)
+			// Its agent's stream is not open: StreamOpened orders it
+			// again, with the retention of then, when it opens.
+			r.log.Debug("ordering a backup run again with the cluster's retention", "cluster", c.GetName(), "run", run.GetId(), "err", err)
+			continue
 		}
 		r.ordered[run.GetId()] = true
 		r.log.Info("ordered a backup run in flight again with the cluster's current retention", "cluster", c.GetName(),
