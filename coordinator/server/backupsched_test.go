@@ -303,3 +303,37 @@ func TestSchedulerGateCountsNonvoters(t *testing.T) {
 		t.Fatalf("before: gate open with an old non-voter (servers %v): %v %q", servers, ok, why)
 	}
 }
+
+// TestSchedulerGateAsksPeers (adversarial review of the sched branch, g):
+// gossip is optional (gossip.bind), and without it no voter's feature
+// level was ever known: the scheduler of a multi-coordinator deployment
+// never ran. A server gossip does not know is asked over the API
+// (RaftIndex carries its feature level; an older coordinator answers 0,
+// an unreachable one stays unknown).
+func TestSchedulerGateAsksPeers(t *testing.T) {
+	asked := map[string]int{}
+	ask := func(name string) (int, bool) {
+		asked[name]++
+		switch name {
+		case "c2":
+			return 1, true
+		case "c3":
+			return 0, true // an older coordinator: no feature_level in its answer
+		}
+		return 0, false // unreachable
+	}
+	levels := peerLevels("c1", []string{"c1", "c2"}, map[string]int{}, ask)
+	if ok, why := votersReady("c1", []string{"c1", "c2"}, levels); !ok {
+		t.Fatalf("before: no gossip, c2 answers level 1: gate closed: %s", why)
+	}
+	levels = peerLevels("c1", []string{"c1", "c2", "c3", "c4"}, map[string]int{"c2": 1}, ask)
+	if asked["c2"] != 1 || asked["c1"] != 0 {
+		t.Fatalf("asked %v: a server gossip knows (or self) is not asked", asked)
+	}
+	if ok, why := votersReady("c1", []string{"c1", "c2", "c3"}, levels); ok || !strings.Contains(why, "c3 has feature level 0") {
+		t.Fatalf("older peer: %v %q", ok, why)
+	}
+	if ok, why := votersReady("c1", []string{"c1", "c4"}, levels); ok || !strings.Contains(why, "c4 is not known") {
+		t.Fatalf("unreachable peer: %v %q", ok, why)
+	}
+}
