@@ -23,9 +23,12 @@
 // the backup's context is cancelled: backup.Take then removes what it
 // wrote and releases its ID's reservation, so no manifest is left and
 // the backup does not exist; the run completes with a timeout error once
-// Take has returned, or after Deps.CleanupGrace if its clean-up takes
-// longer (the coordinator waits one minute past the timeout). The run
-// holds the node until Take has returned, whatever was reported.
+// Take has returned, never before: a clean-up longer than
+// Deps.CleanupGrace is logged, and reported when it ended, so that the
+// leader does not start the cluster's next backup on another node while
+// this one still removes what it wrote (the leader's own grace, cancel
+// order and clean-up deadline bound its wait). The run holds the node
+// until Take has returned.
 //
 // Every answer names its run (BackupReport.run_id) and, for a refusal
 // before the start (busy, expired, stopping), says not_started, so that

@@ -94,10 +94,9 @@ type Deps struct {
 	// Remember is how many ended runs are remembered with their results
 	// to answer repeats (DefaultRemember when 0).
 	Remember int
-	// CleanupGrace is how long after the timeout the run waits for Take
-	// to clean up before it reports the timeout anyway
-	// (DefaultCleanupGrace when 0; keep it under the leader's one
-	// minute of grace).
+	// CleanupGrace is how long after the timeout a clean-up may take
+	// before it is logged as slow (DefaultCleanupGrace when 0); the end
+	// is reported only once the clean-up ended.
 	CleanupGrace time.Duration
 	// MinBackoff and MaxBackoff bound the wait between two attempts to
 	// deliver a result (doubling from MinBackoff).
@@ -210,6 +209,12 @@ func (r *Runner) StartAt(ctx context.Context, cmd *pgdrv1.AgentCommand, received
 		return r.cancelRun(cmd, b, res)
 	}
 	if ru, ok := r.runs[b.GetRunId()]; ok && b.GetRunId() != "" {
+		if rt := b.GetRetention(); rt != nil && ru.result == nil {
+			// The newest order's retention: the leader orders a run again
+			// when the cluster's policy changed while it ran, and the
+			// expiry after it must not delete what the new policy keeps.
+			ru.retention = proto.Clone(rt).(*pgdrv1.BackupRetention)
+		}
 		return r.answerRepeat(cmd, ru)
 	}
 	repos, err := r.check(b)
@@ -407,17 +412,15 @@ func (r *Runner) carryOut(ctx, bctx context.Context, ru *run, repos []repo.Repo,
 		select {
 		case out = <-done:
 		case <-r.d.Clock.After(r.d.CleanupGrace):
+			// The end is reported once the clean-up ended, not before:
+			// the leader would record the run ended and start the
+			// cluster's next backup elsewhere while this one still
+			// removes what it wrote. Its own deadlines (its grace, its
+			// cancel order, its clean-up deadline) bound its wait.
 			cleaning = true
-			r.wg.Add(1)
-			go func() { // the end of the clean-up, for the log
-				defer r.wg.Done()
-				late := <-done
-				if late.err == nil && late.m != nil {
-					log.Error("a backup reported as timed out was recorded after all: it exists", "backup", late.m.ID)
-					return
-				}
-				log.Info("the timed-out backup's clean-up ended; the node is free", "err", late.err)
-			}()
+			log.Error("backup run timed out; its clean-up goes on: its end is reported once the clean-up ended",
+				"timeout", duration.Format(ru.timeout), "grace", duration.Format(r.d.CleanupGrace))
+			out = <-done
 		case <-ctx.Done():
 			out = <-done
 		}
@@ -432,7 +435,7 @@ func (r *Runner) carryOut(ctx, bctx context.Context, ru *run, repos []repo.Repo,
 	took := r.d.Clock.Now().Sub(ru.accepted).Round(time.Second)
 	cancelled := !timedOut && errors.Is(context.Cause(bctx), errCancelled)
 	switch {
-	case !cleaning && out.err == nil && out.m != nil:
+	case out.err == nil && out.m != nil:
 		m := out.m
 		res.Ok = true
 		res.Backup = &pgdrv1.BackupReport{RunId: ru.id, Type: m.Type, BackupId: m.ID, SizeBytes: uint64(max(m.DatabaseBytes, 0)), StoredBytes: uint64(max(m.StoredBytes, 0))}
@@ -445,8 +448,11 @@ func (r *Runner) carryOut(ctx, bctx context.Context, ru *run, repos []repo.Repo,
 			res.Output += " (it ended as its timeout passed; the backup exists)"
 		}
 		log.Info("backup run complete", "backup", m.ID, "took", duration.Format(took))
-		if ru.retention != nil && ctx.Err() == nil {
-			res.Backup.Expiry = r.expire(ctx, ru, repos, log)
+		r.mu.Lock()
+		rt := ru.retention // a repeat of the order may have changed it
+		r.mu.Unlock()
+		if rt != nil && ctx.Err() == nil {
+			res.Backup.Expiry = r.expire(ctx, rt, repos, log)
 			if e := res.Backup.Expiry; e.GetError() != "" {
 				res.Output += "; expiry failed (the backup stands): " + e.GetError()
 			} else {
@@ -458,9 +464,12 @@ func (r *Runner) carryOut(ctx, bctx context.Context, ru *run, repos []repo.Repo,
 			ru.id, ru.tier, ru.typ, ru.cancelled, duration.Format(took))
 		log.Warn("backup run cancelled", "err", res.Error)
 	case cleaning:
-		res.Error = fmt.Sprintf("backup run %s (tier %s, %s): timed out after %s (the order's timeout): the backup was cancelled and is not recorded; its clean-up is still running after %s",
+		res.Error = fmt.Sprintf("backup run %s (tier %s, %s): timed out after %s (the order's timeout): the backup was cancelled and is not recorded; its clean-up took longer than %s",
 			ru.id, ru.tier, ru.typ, duration.Format(ru.timeout), duration.Format(r.d.CleanupGrace))
-		log.Error("backup run timed out; its clean-up goes on", "err", res.Error)
+		if out.err != nil && !errors.Is(out.err, context.Canceled) {
+			res.Error += " (" + out.err.Error() + ")"
+		}
+		log.Error("backup run timed out; its clean-up ended", "err", res.Error)
 	case timedOut:
 		res.Error = fmt.Sprintf("backup run %s (tier %s, %s): timed out after %s (the order's timeout): the backup was cancelled, not recorded, and its objects removed",
 			ru.id, ru.tier, ru.typ, duration.Format(ru.timeout))
@@ -504,15 +513,15 @@ func (r *Runner) forget() {
 	}
 }
 
-// expire runs ru's retention over repos after its backup succeeded; a
+// expire runs the retention rt over repos after a backup succeeded; a
 // failure is reported, and does not fail the backup.
-func (r *Runner) expire(ctx context.Context, ru *run, repos []repo.Repo, log *slog.Logger) *pgdrv1.BackupExpiry {
+func (r *Runner) expire(ctx context.Context, rt *pgdrv1.BackupRetention, repos []repo.Repo, log *slog.Logger) *pgdrv1.BackupExpiry {
 	out := &pgdrv1.BackupExpiry{}
 	if r.d.Expire == nil {
 		out.Error = "this agent does not run expiry"
 		return out
 	}
-	spec, err := SpecOf(ru.retention)
+	spec, err := SpecOf(rt)
 	if err != nil {
 		out.Error = err.Error()
 		log.Error("expiry after the backup not run", "err", err)

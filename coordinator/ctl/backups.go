@@ -308,10 +308,12 @@ func onlyCluster(ctx context.Context, cl *client, cluster string) (string, error
 }
 
 func cmdBackupCancel(ctx context.Context, e env, cf *connFlags, args []string) error {
-	f := newCmdFlags(e, "backup cancel", "backup cancel [--cluster C] [RUN_ID] [--note TEXT] [--json]", `Ends a backup run in flight as cancelled (with who asked and the note) and
-sends its agent a cancel order: the agent stops the backup and removes what it
-wrote. The way out of a run that would otherwise wait for its timeout, as when
-its agent is gone for good. RUN_ID defaults to the cluster's run in flight
+	f := newCmdFlags(e, "backup cancel", "backup cancel [--cluster C] [RUN_ID] [--note TEXT] [--json]", `Cancels a backup run in flight (with who asked and the note) and sends its
+agent a cancel order: the agent stops the backup and removes what it wrote.
+The run shows cleaning_up until the agent answers, or at most the clean-up
+deadline (2 minutes), then ends as cancelled; no other backup of the cluster
+starts meanwhile. The way out of a run that would otherwise wait for its
+timeout, as when its agent is gone for good. RUN_ID defaults to the cluster's run in flight
 (see pgdrctl backups). Needs role admin.`, cf)
 	cluster := f.String("cluster", "", "the cluster (may be left out when there is only one)")
 	note := f.String("note", "", "why (recorded with the run)")

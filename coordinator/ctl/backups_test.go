@@ -192,17 +192,41 @@ tiers:
 	}
 
 	// Cancelled (review of issue 16): the read token cannot; the admin
-	// token ends the run in flight as cancelled, and the agent gets a
-	// cancel order.
+	// token has the run in flight clean up, the agent gets a cancel order,
+	// and its answer (the backup stopped, its objects removed) ends the
+	// run as cancelled.
 	if code, _, errOut = pgdrctl(read, "backup", "cancel"); code != ExitFailure || !strings.Contains(errOut, "needs role admin") {
 		t.Fatalf("backup cancel with the read token: exit %d, %s", code, errOut)
 	}
+	replica.setAnswer(func(cmd *pgdrv1.AgentCommand) []*pgdrv1.CommandResult {
+		if !cmd.GetBackup().GetCancel() {
+			return nil
+		}
+		id := cmd.GetBackup().GetRunId()
+		return []*pgdrv1.CommandResult{
+			{Id: cmd.GetId(), Cluster: "main", Node: "pg-a2", Pending: true, Backup: &pgdrv1.BackupReport{RunId: id}},
+			{Id: id, Cluster: "main", Node: "pg-a2", Error: "cancelled by the coordinator", Backup: &pgdrv1.BackupReport{RunId: id}},
+		}
+	})
 	code, out, errOut = pgdrctl(admin, "backup", "cancel", "--note", "agent host lost", "--json")
 	var cancelled BackupRunResultJSON
-	if err := json.Unmarshal([]byte(out), &cancelled); code != ExitOK || err != nil || cancelled.Run.Result != "cancelled" ||
-		cancelled.Run.Error != "cancelled by admin:admin-token: agent host lost" {
+	if err := json.Unmarshal([]byte(out), &cancelled); code != ExitOK || err != nil || cancelled.Run.Result != "cleaning_up" ||
+		cancelled.Run.CancelNote != "cancelled by admin:admin-token: agent host lost" {
 		t.Fatalf("backup cancel: exit %d, %v\n%s%s", code, err, out, errOut)
 	}
+	testutil.WaitFor(t, 30*time.Second, "the cancelled run ended by its agent's answer", func() (bool, error) {
+		code, out, errOut := pgdrctl(read, "backups", "--cluster", "main", "--json")
+		var list BackupsJSON
+		if err := json.Unmarshal([]byte(out), &list); code != ExitOK || err != nil || len(list.Clusters) != 1 {
+			return false, fmt.Errorf("backups --json: exit %d, %v: %s", code, err, errOut)
+		}
+		for _, r := range list.Clusters[0].Runs {
+			if r.ID == cancelled.Run.ID {
+				return r.Result == "cancelled", nil
+			}
+		}
+		return false, nil
+	})
 	testutil.WaitFor(t, 30*time.Second, "the cancel order at the agent", func() (bool, error) {
 		replica.mu.Lock()
 		defer replica.mu.Unlock()

@@ -33,6 +33,10 @@ const (
 	ResultNotStarted = "not_started"
 )
 
+// MaxRetry bounds the doubling wait before a tier whose runs never
+// started is tried again (Input.Retry).
+const MaxRetry = time.Hour
+
 // Finished reports whether result ends a run.
 func Finished(result string) bool { return result != ResultRunning }
 
@@ -120,8 +124,9 @@ type Input struct {
 	// leader records it ended without the agent's answer.
 	Cleanup time.Duration
 	// Retry is how long after a run that never started its tier is tried
-	// again (0: on the next tick), so that an agent refusing every order
-	// does not fill the bounded record with one run per tick.
+	// again (0: on the next tick), doubled for each further such run of
+	// the tier since its last run, up to MaxRetry, so that an agent
+	// refusing every order does not fill the bounded record.
 	Retry time.Duration
 	// Known are the cluster's recorded members (nil: not checked): a run
 	// in flight on a member that is no longer one ends at once.
@@ -229,6 +234,20 @@ func describe(r Run, now time.Time) string {
 // Decide is the scheduler's decision for one cluster; see the package
 // documentation for the rules.
 func Decide(in Input) Decision {
+	if fl := inFlight(in.Runs); len(fl) > 0 && fl[0].Cleaning() {
+		// Even while paused: ending a run whose clean-up deadline passed
+		// is bookkeeping, not a backup (an operator's cancel while paused
+		// would otherwise hold the cluster's manual runs until Resume).
+		r := fl[0]
+		by := r.CleanupBy
+		if by.IsZero() {
+			by = r.CancelAt.Add(in.Cleanup)
+		}
+		if !in.Now.Before(by) {
+			return Decision{Action: End, RunID: r.ID, Tier: r.Tier, Type: r.Type, Node: r.Node, Result: orResult(r.CancelResult),
+				Reasons: []string{fmt.Sprintf("%s: no answer to its cancel order within the clean-up deadline of %s", describe(r, in.Now), duration.Format(in.Cleanup))}}
+		}
+	}
 	if in.Paused {
 		return Decision{Reasons: []string{"cluster paused (maintenance mode): no backup is scheduled"}}
 	}
@@ -242,10 +261,6 @@ func Decide(in Input) Decision {
 			by := r.CleanupBy
 			if by.IsZero() {
 				by = r.CancelAt.Add(in.Cleanup)
-			}
-			if !in.Now.Before(by) {
-				return Decision{Action: End, RunID: r.ID, Tier: r.Tier, Type: r.Type, Node: r.Node, Result: orResult(r.CancelResult),
-					Reasons: []string{fmt.Sprintf("%s: no answer to its cancel order within the clean-up deadline of %s", describe(r, in.Now), duration.Format(in.Cleanup))}}
 			}
 			return Decision{Reasons: []string{fmt.Sprintf("%s is cleaning up after its cancel order; never two backups of a cluster at once (clean-up deadline at %s)",
 				describe(r, in.Now), by.UTC().Format(time.RFC3339))}}
@@ -275,10 +290,32 @@ func Decide(in Input) Decision {
 	run := slices.MinFunc(due, func(a, b policy.Run) int { return a.At.Compare(b.At) })
 	tier, _ := in.Policy.TierByName(run.Tier)
 	if in.Retry > 0 {
+		// Each run of the tier that never started since its last run
+		// doubles the wait (up to MaxRetry): an agent refusing every
+		// order must not fill the bounded record with one run per Retry.
+		since := lastByTier(in.Runs)[tier.Name]
+		var newest Run
+		k := 0
 		for _, r := range in.Runs {
-			if r.Tier == tier.Name && r.Result == ResultNotStarted && in.Now.Before(r.Started.Add(in.Retry)) {
-				return Decision{Reasons: []string{fmt.Sprintf("tier %s is due, but its run %s did not start (%s ago); tried again at %s",
-					tier.Name, r.ID, duration.Format(in.Now.Sub(r.Started).Round(time.Second)), r.Started.Add(in.Retry).UTC().Format(time.RFC3339))}}
+			if r.Tier == tier.Name && r.Result == ResultNotStarted && r.Started.After(since) {
+				k++
+				if newest.ID == "" || r.Started.After(newest.Started) {
+					newest = r
+				}
+			}
+		}
+		if k > 0 {
+			wait := in.Retry << min(k-1, 20)
+			if wait <= 0 || wait > MaxRetry {
+				wait = max(MaxRetry, in.Retry)
+			}
+			if in.Now.Before(newest.Started.Add(wait)) {
+				why := fmt.Sprintf("tier %s is due, but its run %s did not start (%s ago); tried again at %s",
+					tier.Name, newest.ID, duration.Format(in.Now.Sub(newest.Started).Round(time.Second)), newest.Started.Add(wait).UTC().Format(time.RFC3339))
+				if k > 1 {
+					why += fmt.Sprintf(" (%d runs of the tier did not start since its last run: the wait doubles)", k)
+				}
+				return Decision{Reasons: []string{why}}
 			}
 		}
 	}

@@ -57,6 +57,16 @@ func cleaning(r Run, cancelAt string) Run {
 	return r
 }
 
+// notStarted is n runs of tier that never started, a minute apart from
+// first.
+func notStarted(tier, first string, n int) []Run {
+	var out []Run
+	for i := range n {
+		out = append(out, ran(tier, "incr", at(first).Add(time.Duration(i)*time.Minute).Format("2006-01-02 15:04:05"), ResultNotStarted))
+	}
+	return out
+}
+
 // due is r with the leader's own deadline.
 func due(r Run, d string) Run {
 	r.Due = at(d)
@@ -208,12 +218,28 @@ func TestDecide(t *testing.T) {
 				Runs: []Run{fullOK("2026-05-01 01:15:00"), ran("hourly", "incr", "2026-05-01 09:00:01", ResultOK),
 					ran("hourly", "incr", "2026-05-01 10:00:02", ResultNotStarted)}},
 			want: "none", why: "did not start (18s ago); tried again at 2026-05-01T10:00:32Z"},
+		{name: "#25c refused again and again: the wait doubles with each run of the tier that never started since its last run (30s, 1m, 2m, 4m, 8m...), so an agent refusing every order does not flush the bounded record",
+			in: Input{Now: at("2026-05-01 10:10:00"), Policy: tiers(hourly, daily), Primary: "pg-1", Members: healthy(), Retry: 30 * time.Second,
+				Runs: []Run{fullOK("2026-05-01 01:15:00"), ran("hourly", "incr", "2026-05-01 09:00:01", ResultOK),
+					ran("hourly", "incr", "2026-05-01 10:00:02", ResultNotStarted), ran("hourly", "incr", "2026-05-01 10:00:32", ResultNotStarted),
+					ran("hourly", "incr", "2026-05-01 10:01:32", ResultNotStarted), ran("hourly", "incr", "2026-05-01 10:03:32", ResultNotStarted),
+					ran("hourly", "incr", "2026-05-01 10:07:32", ResultNotStarted)}},
+			want: "none", why: "tried again at 2026-05-01T10:15:32Z"},
+		{name: "#25d the doubling stops at MaxRetry (an hour)",
+			in: Input{Now: at("2026-05-01 12:00:10"), Policy: tiers(hourly, daily), Primary: "pg-1", Members: healthy(), Retry: 30 * time.Second,
+				Runs: append(notStarted("hourly", "2026-05-01 09:00:02", 12), fullOK("2026-05-01 01:15:00"),
+					ran("hourly", "incr", "2026-05-01 08:00:01", ResultOK), ran("hourly", "incr", "2026-05-01 11:30:00", ResultNotStarted))},
+			want: "none", why: "tried again at 2026-05-01T12:30:00Z"},
 		{name: "#26 a run cleaning up after its cancel blocks the cluster until its clean-up deadline",
 			in: Input{Now: at("2026-05-01 12:02:00"), Policy: tiers(hourly, daily), Primary: "pg-1", Members: healthy(), Cleanup: 2 * time.Minute,
 				Runs: []Run{fullOK("2026-05-01 01:15:00"), cleaning(ran("hourly", "incr", "2026-05-01 10:00:02", ResultRunning), "2026-05-01 12:01:02")}},
 			want: "none", why: "is cleaning up after its cancel order"},
 		{name: "#27 past its clean-up deadline without an answer: ended with the cancel's result",
 			in: Input{Now: at("2026-05-01 12:03:02"), Policy: tiers(hourly, daily), Primary: "pg-1", Members: healthy(), Cleanup: 2 * time.Minute,
+				Runs: []Run{fullOK("2026-05-01 01:15:00"), cleaning(ran("hourly", "incr", "2026-05-01 10:00:02", ResultRunning), "2026-05-01 12:01:02")}},
+			want: "end hourly-2026-05-01 10:00:02 timeout", why: "no answer to its cancel order within the clean-up deadline"},
+		{name: "#27b paused: a cleaning run past its clean-up deadline still ends (bookkeeping, not a backup; a manual run would wait for it forever)",
+			in: Input{Now: at("2026-05-01 12:03:02"), Policy: tiers(hourly, daily), Primary: "pg-1", Members: healthy(), Cleanup: 2 * time.Minute, Paused: true,
 				Runs: []Run{fullOK("2026-05-01 01:15:00"), cleaning(ran("hourly", "incr", "2026-05-01 10:00:02", ResultRunning), "2026-05-01 12:01:02")}},
 			want: "end hourly-2026-05-01 10:00:02 timeout", why: "no answer to its cancel order within the clean-up deadline"},
 		{name: "#28 a run on a member no longer in the cluster ends at once",

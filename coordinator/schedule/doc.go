@@ -13,7 +13,8 @@
 //
 //  1. The cluster is paused (maintenance mode): nothing is scheduled, not
 //     even the cancellation of a run that outlived its timeout; the
-//     leader resumes with the first tick after Resume.
+//     leader resumes with the first tick after Resume. Only a run
+//     cleaning up past its clean-up deadline is ended (End), as below.
 //  2. A run is in flight (recorded intent, no result): never a second
 //     backup of the cluster. A run on a member no longer in the cluster
 //     (Input.Known) ends at once (End, "cancelled"). A run cleaning up
@@ -44,8 +45,9 @@
 //
 // A failed, timed-out or skipped run counts as the tier's last run: the
 // tier runs again at its next slot, not in a loop every tick. A run that
-// never started (ResultNotStarted) does not: the tier is tried again on
-// the next tick, until its next slot. Placement prefers a member whose
+// never started (ResultNotStarted) does not: the tier is tried again
+// after Input.Retry, doubled for each further such run since the tier's
+// last run (up to MaxRetry), and stays due. Placement prefers a member whose
 // agent has its command stream open, then one on the primary's timeline,
 // then the least replay lag.
 //

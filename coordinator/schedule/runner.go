@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/pgdr/pgdr/coordinator/policy"
@@ -123,6 +124,10 @@ type Runner struct {
 	// saw the run: an inherited run gets what was left of it then, never
 	// less than zero nor more than the whole.
 	due, cleanupBy map[string]time.Time
+	// retSent: the retention this leadership last ordered each run in
+	// flight with; a run is ordered again when its cluster's retention
+	// changed since (see refreshRetention).
+	retSent map[string]*pgdrv1.BackupRetention
 	// cancels: cancel orders of runs an operator ended, not yet written
 	// (sent when the agent's stream opens), by run id.
 	cancels map[string]*pgdrv1.AgentCommand
@@ -165,6 +170,7 @@ func (r *Runner) reset() {
 	r.ordered, r.cancelSent = map[string]bool{}, map[string]bool{}
 	r.due, r.cleanupBy = map[string]time.Time{}, map[string]time.Time{}
 	r.cancels = map[string]*pgdrv1.AgentCommand{}
+	r.retSent = map[string]*pgdrv1.BackupRetention{}
 	r.gate = ""
 }
 
@@ -179,6 +185,7 @@ func (r *Runner) adopt(c *pgdrv1.Cluster, now time.Time) {
 			delete(r.cleanupBy, id)
 			delete(r.ordered, id)
 			delete(r.cancelSent, id)
+			delete(r.retSent, id)
 			continue
 		}
 		if _, ok := r.due[id]; !ok {
@@ -326,7 +333,10 @@ func (r *Runner) tickCluster(ctx context.Context, name string) error {
 	switch d.Action {
 	case None:
 		log.Debug("no backup to start", "reason", d.Reason())
-		return r.resend(ctx, c)
+		if err := r.resend(ctx, c); err != nil {
+			return err
+		}
+		return r.refreshRetention(ctx, c)
 	case Cancel:
 		log.Warn("backup run timed out: cancelling it", "run", d.RunID, "tier", d.Tier, "node", d.Node, "reason", d.Reason())
 		if err := r.cfg.Server.Record(ctx, r.actor(), &pgdrv1.RecordBackupRun{Cluster: name, Phase: &pgdrv1.RecordBackupRun_Step{
@@ -399,7 +409,7 @@ func (r *Runner) resend(ctx context.Context, c *pgdrv1.Cluster) error {
 		}
 		r.log.Info("ordering again a backup run in flight that a previous leader ordered", "cluster", c.GetName(),
 			"run", run.GetId(), "tier", run.GetTier(), "node", run.GetNode(), "timeout_left", duration.Format(timeout))
-		if err := r.cfg.Server.Order(ctx, r.order(c, run, timeout)); err != nil {
+		if err := r.sendOrder(ctx, c, run, timeout); err != nil {
 			// Not written (the agent's stream is not open yet, as right
 			// after a leader change): tried again on the next tick, with
 			// what is then left of the timeout.
@@ -482,7 +492,7 @@ func (r *Runner) StreamOpened(ctx context.Context, cluster, node string) {
 		if left <= 0 {
 			continue // over its timeout: Decide cancels it after the grace
 		}
-		if err := r.cfg.Server.Order(ctx, r.order(c, run, left)); err != nil {
+		if err := r.sendOrder(ctx, c, run, left); err != nil {
 			log.Warn("ordering a backup run in flight again", "run", run.GetId(), "err", err)
 			continue
 		}
@@ -500,6 +510,53 @@ func (r *Runner) order(c *pgdrv1.Cluster, run *pgdrv1.BackupRun, timeout time.Du
 		IssuedAt: timestamppb.New(now), Deadline: timestamppb.New(now.Add(r.cfg.StartBudget)),
 		Kind: &pgdrv1.AgentCommand_Backup{Backup: &pgdrv1.Backup{RunId: run.GetId(), Tier: run.GetTier(), Type: run.GetType(),
 			Repositories: slices.Clone(run.GetRepositories()), TimeoutMs: timeout.Milliseconds(), Retention: Retention(c)}}}
+}
+
+// sendOrder writes run's Backup order with timeout and notes the
+// retention it carried. r.mu is held.
+func (r *Runner) sendOrder(ctx context.Context, c *pgdrv1.Cluster, run *pgdrv1.BackupRun, timeout time.Duration) error {
+	cmd := r.order(c, run, timeout)
+	if err := r.cfg.Server.Order(ctx, cmd); err != nil {
+		return err
+	}
+	r.retSent[run.GetId()] = cmd.GetBackup().GetRetention()
+	return nil
+}
+
+// refreshRetention orders again, with what is left of its timeout, a run
+// in flight of c whose cluster's retention changed since this leadership
+// last ordered it (or that this leadership never ordered): the agent
+// answers the repeat with the run's state and keeps the newest order's
+// retention for the expiry after the backup, which must not delete what
+// an operator's policy edit during the run now keeps. Not while paused
+// (no order goes out), nor for a run cleaning up. r.mu is held.
+func (r *Runner) refreshRetention(ctx context.Context, c *pgdrv1.Cluster) error {
+	if c.GetPolicy().GetPaused() {
+		return nil
+	}
+	want := Retention(c)
+	for _, run := range c.GetBackupRuns() {
+		if run.GetResult() != "" || run.GetCancelAt() != nil {
+			continue
+		}
+		if sent, ok := r.retSent[run.GetId()]; ok && proto.Equal(sent, want) {
+			continue
+		}
+		left := r.left(run, r.cfg.Now())
+		if left <= 0 {
+			continue // over its timeout: Decide cancels it after the grace
+		}
+		if err := r.sendOrder(ctx, c, run, left); err != nil {
+			// Its agent's stream is not open: StreamOpened orders it
+			// again, with the retention of then, when it opens.
+			r.log.Debug("ordering a backup run again with the cluster's retention", "cluster", c.GetName(), "run", run.GetId(), "err", err)
+			continue
+		}
+		r.ordered[run.GetId()] = true
+		r.log.Info("ordered a backup run in flight again with the cluster's current retention", "cluster", c.GetName(),
+			"run", run.GetId(), "node", run.GetNode(), "timeout_left", duration.Format(left))
+	}
+	return nil
 }
 
 // Retention is the expiry the agent runs after a successful backup of
@@ -536,11 +593,14 @@ func (r *Runner) start(ctx context.Context, c *pgdrv1.Cluster, d Decision, actor
 	}
 	r.ordered[run.Id] = true
 	r.due[run.Id] = r.cfg.Now().Add(d.Timeout)
-	if err := r.cfg.Server.Order(ctx, r.order(c, run, time.Duration(run.GetTimeoutMs())*time.Millisecond)); err != nil {
+	if err := r.sendOrder(ctx, c, run, time.Duration(run.GetTimeoutMs())*time.Millisecond); err != nil {
 		// Never started: it does not count as the tier's run of its slot
 		// (the tier is tried again on the next tick).
 		run.Result, run.Error = ResultNotStarted, "order not sent: "+err.Error()
 		if rerr := r.record(ctx, actor, name, &pgdrv1.BackupRunResult{Id: run.Id, Result: ResultNotStarted, Error: run.Error}); rerr != nil {
+			// Still in flight, never ordered: resend orders it on the
+			// next tick (else it would wait for its whole timeout).
+			delete(r.ordered, run.Id)
 			return run, errors.Join(err, rerr)
 		}
 		return run, nil
@@ -591,7 +651,9 @@ func (r *Runner) RunNow(ctx context.Context, cluster, tier, actor string) (*pgdr
 // not send the order records the answer too, so a run survives a change
 // of leader. The error wraps ErrRetry when the answer must come again: a
 // Raft write failed, or this coordinator is not the caught-up leader and
-// does not know the run (a follower, a stale leader).
+// does not know the run (a follower, a stale leader), or the answer is
+// final while the scheduler is gated (Server.Ready: a voter may not know
+// its record).
 func (r *Runner) Answer(ctx context.Context, res *pgdrv1.CommandResult) (bool, error) {
 	rep := res.GetBackup()
 	id := rep.GetRunId()
@@ -627,6 +689,12 @@ func (r *Runner) Answer(ctx context.Context, res *pgdrv1.CommandResult) (bool, e
 		}
 		return true, nil
 	}
+	if ok, why := r.cfg.Server.Ready(); !ok {
+		// A voter may not know the final record's words (not_started,
+		// the type taken, the expiry): it would refuse or half-apply it
+		// and its state diverge. The agent sends it again.
+		return true, fmt.Errorf("%w: the result of backup run %s waits for the scheduler's gate: %s", ErrRetry, run.GetId(), why)
+	}
 	typ := rep.GetType()
 	if typ != policy.TypeFull && typ != policy.TypeDiff && typ != policy.TypeIncr {
 		typ = "" // not reported (or nonsense): the intent's type stays
@@ -656,11 +724,17 @@ func (r *Runner) Answer(ctx context.Context, res *pgdrv1.CommandResult) (bool, e
 	return true, nil
 }
 
-// Cancel ends a run in flight of cluster (runID; "" = the cluster's run
-// in flight) as cancelled on request of actor, with note, and sends its
-// agent a cancel order (again when its stream opens, if it cannot be
-// written now). It returns the run as recorded, or an error wrapping
-// ErrNoRun.
+// Cancel cancels a run in flight of cluster (runID; "" = the cluster's
+// run in flight) on request of actor, with note, and sends its agent a
+// cancel order (again when its stream opens, if it cannot be written
+// now). The run is not ended at once: it cleans up (the step "cancel",
+// result cancelled) until its agent answers or its clean-up deadline
+// passes, so that no other backup of the cluster starts while that agent
+// still removes what it wrote. A run already cleaning up is returned as
+// it is. While the scheduler is gated (Server.Ready), when no tick would
+// end a cleaning run and an older voter would not know the step, the run
+// is ended at once as cancelled. It returns the run as recorded, or an
+// error wrapping ErrNoRun.
 func (r *Runner) Cancel(ctx context.Context, cluster, runID, actor, note string) (*pgdrv1.BackupRun, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -684,15 +758,33 @@ func (r *Runner) Cancel(ctx context.Context, cluster, runID, actor, note string)
 	if note != "" {
 		why += ": " + note
 	}
-	if err := r.record(ctx, actor, cluster, &pgdrv1.BackupRunResult{Id: run.GetId(), Result: ResultCancelled, Error: why}); err != nil {
-		return nil, err
+	ready, _ := r.cfg.Server.Ready()
+	switch {
+	case run.GetCancelAt() != nil:
+		// Already cleaning up: its clean-up deadline ends it.
+		why = run.GetCancelNote()
+	case ready:
+		if err := r.cfg.Server.Record(ctx, actor, &pgdrv1.RecordBackupRun{Cluster: cluster, Phase: &pgdrv1.RecordBackupRun_Step{
+			Step: &pgdrv1.BackupRunStep{Id: run.GetId(), Step: "cancel", Result: ResultCancelled, Note: why}}}); err != nil {
+			return nil, err
+		}
+		r.cleanupBy[run.GetId()] = r.cfg.Now().Add(r.cfg.Cleanup)
+		r.log.Warn("backup run cancelled: it cleans up until its agent answers", "cluster", cluster, "run", run.GetId(),
+			"node", run.GetNode(), "actor", actor, "note", note)
+	default:
+		if err := r.record(ctx, actor, cluster, &pgdrv1.BackupRunResult{Id: run.GetId(), Result: ResultCancelled, Error: why}); err != nil {
+			return nil, err
+		}
+		r.log.Warn("backup run cancelled (ended at once: the scheduler is gated)", "cluster", cluster, "run", run.GetId(),
+			"node", run.GetNode(), "actor", actor, "note", note)
 	}
-	r.log.Warn("backup run cancelled", "cluster", cluster, "run", run.GetId(), "node", run.GetNode(), "actor", actor, "note", note)
 	cmd := r.cancelOrder(c, run.GetNode(), run.GetId(), why)
 	if err := r.cfg.Server.Order(ctx, cmd); err != nil {
 		if len(r.cancels) < 1024 { // bounded: one per cancelled run, forgotten with the leadership
 			r.cancels[run.GetId()] = cmd
 		}
+	} else {
+		r.cancelSent[run.GetId()] = true
 	}
 	if c, ok := r.cfg.Server.Cluster(cluster); ok {
 		for _, br := range c.GetBackupRuns() {

@@ -33,6 +33,8 @@ type fakeLeader struct {
 	// Ready's reason when set.
 	follower, failRecord bool
 	notReady             string
+	// failResults: Record fails for results only.
+	failResults bool
 }
 
 func (l *fakeLeader) Leading() bool {
@@ -91,7 +93,7 @@ func (l *fakeLeader) apply(actor string, typ pgdrv1.CommandType, p proto.Message
 
 func (l *fakeLeader) Record(_ context.Context, actor string, rec *pgdrv1.RecordBackupRun) error {
 	l.mu.Lock()
-	fail := l.failRecord
+	fail := l.failRecord || l.failResults && rec.GetResult() != nil
 	l.mu.Unlock()
 	if fail {
 		return errors.New("raft: leadership lost while committing log")

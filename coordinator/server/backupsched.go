@@ -88,7 +88,58 @@ func (ss schedServer) Leading() bool { return ss.s.caughtUpLeader() }
 // Ready: every Raft voter advertises (gossip metadata, as last heard of)
 // a feature level that knows the scheduler's records.
 func (ss schedServer) Ready() (bool, string) {
-	return votersReady(ss.s.cfg.Name, ss.s.voters(), ss.s.featureLevels())
+	servers := ss.s.voters()
+	return votersReady(ss.s.cfg.Name, servers, peerLevels(ss.s.cfg.Name, servers, ss.s.featureLevels(), ss.s.askLevel))
+}
+
+// levelTTL is how long a feature level asked of a peer is believed.
+const levelTTL = 30 * time.Second
+
+// askLevel is the feature level of coordinator name as its RaftIndex
+// answers it (cached for levelTTL, success or not, so that the
+// scheduler's ticks do not ask every time); false when it cannot be
+// asked (no known API address, not reachable).
+func (s *Server) askLevel(name string) (int, bool) {
+	s.levelMu.Lock()
+	if c, ok := s.levels[name]; ok && time.Since(c.at) < levelTTL {
+		s.levelMu.Unlock()
+		return c.level, c.ok
+	}
+	s.levelMu.Unlock()
+	addr := ""
+	for _, c := range s.fsm.Coordinators() {
+		if c.GetName() == name {
+			addr = c.GetApiAddress()
+		}
+	}
+	for _, p := range s.cfg.Bootstrap {
+		if addr == "" && p.Name == name {
+			addr = p.APIAddress
+		}
+	}
+	c := askedLevel{at: time.Now()}
+	if addr != "" {
+		if resp, err := s.peerRaftIndex(context.Background(), addr); err == nil && resp.GetName() == name {
+			c.level, c.ok = int(resp.GetFeatureLevel()), true
+		}
+	}
+	s.levelMu.Lock()
+	if s.levels == nil {
+		s.levels = map[string]askedLevel{}
+	}
+	if len(s.levels) > 256 { // bounded: the servers of the configuration
+		clear(s.levels)
+	}
+	s.levels[name] = c
+	s.levelMu.Unlock()
+	return c.level, c.ok
+}
+
+// askedLevel is a feature level asked of a peer, and when.
+type askedLevel struct {
+	level int
+	ok    bool
+	at    time.Time
 }
 
 // votersReady checks each voter's level (self is FeatureLevel).
@@ -111,7 +162,8 @@ func votersReady(self string, voters []string, levels map[string]int) (bool, str
 	return true, ""
 }
 
-// voters are the names of the Raft voters.
+// voters are the names of the servers that apply the Raft log (the gate
+// counts them all: see logServers).
 func (s *Server) voters() []string {
 	if s.raft == nil {
 		return nil
@@ -120,13 +172,33 @@ func (s *Server) voters() []string {
 	if cf.Error() != nil {
 		return nil
 	}
-	var out []string
-	for _, srv := range cf.Configuration().Servers {
-		if srv.Suffrage == raft.Voter {
-			out = append(out, string(srv.ID))
-		}
+	return logServers(cf.Configuration())
+}
+
+// logServers are the names of cf's servers, voters or not: a non-voter
+// (a coordinator catching up before its promotion) applies the log too,
+// and an older one would refuse or drop the scheduler's records.
+func logServers(cf raft.Configuration) []string {
+	out := make([]string, 0, len(cf.Servers))
+	for _, srv := range cf.Servers {
+		out = append(out, string(srv.ID))
 	}
 	return out
+}
+
+// peerLevels completes levels (from gossip) with the level of each of
+// servers gossip does not know, asked with ask (false: not reachable, it
+// stays unknown). Self is not asked.
+func peerLevels(self string, servers []string, levels map[string]int, ask func(name string) (int, bool)) map[string]int {
+	for _, n := range servers {
+		if _, ok := levels[n]; ok || n == self {
+			continue
+		}
+		if lvl, ok := ask(n); ok {
+			levels[n] = lvl
+		}
+	}
+	return levels
 }
 
 // featureLevels are the coordinators' advertised feature levels, as the

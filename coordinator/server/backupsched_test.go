@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"github.com/hashicorp/raft"
 	"strings"
 	"testing"
 	"time"
@@ -187,8 +188,9 @@ func TestStatusOfOneCluster(t *testing.T) {
 }
 
 // TestCancelBackupRunAdminAPI (review of issue 16, 4): the read token
-// cannot cancel; the admin token ends the run in flight as cancelled, with
-// who and why, and its agent gets a cancel order; a cancel with no run in
+// cannot cancel; the admin token has the run in flight clean up (its
+// cancel result cancelled, with who and why), and its agent gets a cancel
+// order; a cancel with no run in
 // flight is refused. A final answer about a run the leader does not know
 // is acknowledged (it ended or was never recorded: nothing to retry).
 func TestCancelBackupRunAdminAPI(t *testing.T) {
@@ -218,7 +220,8 @@ func TestCancelBackupRunAdminAPI(t *testing.T) {
 		t.Fatalf("the read token cancelled a run: %v", err)
 	}
 	got, err := admin.CancelBackupRun(ctx, &pgdrv1.CancelBackupRunRequest{Cluster: "main", RunId: id, Note: "agent host lost"})
-	if err != nil || got.GetRun().GetResult() != "cancelled" || got.GetRun().GetError() != "cancelled by admin:alice: agent host lost" {
+	if err != nil || got.GetRun().GetResult() != "" || got.GetRun().GetCancelResult() != "cancelled" ||
+		got.GetRun().GetCancelNote() != "cancelled by admin:alice: agent host lost" {
 		t.Fatalf("cancel: %v %v", got, err)
 	}
 	select {
@@ -282,5 +285,55 @@ func TestSchedulerMembersAndGate(t *testing.T) {
 		if ok != tc.ok || !strings.Contains(why, tc.why) {
 			t.Errorf("%v %v: %v %q", tc.voters, tc.levels, ok, why)
 		}
+	}
+}
+
+// TestSchedulerGateCountsNonvoters (adversarial review of the sched
+// branch, g): a non-voter applies the log too (a coordinator being added
+// catches up as one for up to two minutes before its promotion): an older
+// one would refuse or drop the scheduler's records and its state diverge
+// before it ever votes, so the gate counts every server of the Raft
+// configuration.
+func TestSchedulerGateCountsNonvoters(t *testing.T) {
+	cf := raft.Configuration{Servers: []raft.Server{
+		{ID: "c1", Suffrage: raft.Voter}, {ID: "c2", Suffrage: raft.Voter}, {ID: "c4", Suffrage: raft.Nonvoter}}}
+	servers := logServers(cf)
+	ok, why := votersReady("c1", servers, map[string]int{"c2": 1, "c4": 0})
+	if ok || !strings.Contains(why, "c4 has feature level 0") {
+		t.Fatalf("before: gate open with an old non-voter (servers %v): %v %q", servers, ok, why)
+	}
+}
+
+// TestSchedulerGateAsksPeers (adversarial review of the sched branch, g):
+// gossip is optional (gossip.bind), and without it no voter's feature
+// level was ever known: the scheduler of a multi-coordinator deployment
+// never ran. A server gossip does not know is asked over the API
+// (RaftIndex carries its feature level; an older coordinator answers 0,
+// an unreachable one stays unknown).
+func TestSchedulerGateAsksPeers(t *testing.T) {
+	asked := map[string]int{}
+	ask := func(name string) (int, bool) {
+		asked[name]++
+		switch name {
+		case "c2":
+			return 1, true
+		case "c3":
+			return 0, true // an older coordinator: no feature_level in its answer
+		}
+		return 0, false // unreachable
+	}
+	levels := peerLevels("c1", []string{"c1", "c2"}, map[string]int{}, ask)
+	if ok, why := votersReady("c1", []string{"c1", "c2"}, levels); !ok {
+		t.Fatalf("before: no gossip, c2 answers level 1: gate closed: %s", why)
+	}
+	levels = peerLevels("c1", []string{"c1", "c2", "c3", "c4"}, map[string]int{"c2": 1}, ask)
+	if asked["c2"] != 1 || asked["c1"] != 0 {
+		t.Fatalf("asked %v: a server gossip knows (or self) is not asked", asked)
+	}
+	if ok, why := votersReady("c1", []string{"c1", "c2", "c3"}, levels); ok || !strings.Contains(why, "c3 has feature level 0") {
+		t.Fatalf("older peer: %v %q", ok, why)
+	}
+	if ok, why := votersReady("c1", []string{"c1", "c4"}, levels); ok || !strings.Contains(why, "c4 is not known") {
+		t.Fatalf("unreachable peer: %v %q", ok, why)
 	}
 }

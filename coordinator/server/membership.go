@@ -223,7 +223,7 @@ func (c *coordAPI) RaftIndex(ctx context.Context, req *pgdrv1.RaftIndexRequest) 
 		return nil, outcome.NotSubmitted("raft is not running yet")
 	}
 	resp := &pgdrv1.RaftIndexResponse{Name: c.s.cfg.Name, LastLogIndex: c.s.raft.LastIndex(),
-		AppliedIndex: c.s.fsm.LastIndex(), RaftState: c.s.raft.State().String()}
+		AppliedIndex: c.s.fsm.LastIndex(), RaftState: c.s.raft.State().String(), FeatureLevel: FeatureLevel}
 	if req.GetName() != "" {
 		f := c.s.raft.GetConfiguration()
 		if err := f.Error(); err != nil {

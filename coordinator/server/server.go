@@ -104,6 +104,11 @@ type Server struct {
 	// promoteClk: when this term caught up and sent its promote orders
 	// (promote.go).
 	promoteClk promoteClock
+
+	// levelMu guards levels: feature levels asked of peers gossip does
+	// not know (askLevel).
+	levelMu sync.Mutex
+	levels  map[string]askedLevel
 }
 
 // New checks the configuration's files and builds a server; Run starts it.

@@ -413,7 +413,12 @@ type RaftIndexResponse struct {
 	// node's latest Raft configuration ("voter", "nonvoter", "staging"), or
 	// "none" when it is not listed. Empty when no name was asked, and from a
 	// coordinator that predates the field.
-	ListedAs      string `protobuf:"bytes,5,opt,name=listed_as,json=listedAs,proto3" json:"listed_as,omitempty"`
+	ListedAs string `protobuf:"bytes,5,opt,name=listed_as,json=listedAs,proto3" json:"listed_as,omitempty"`
+	// feature_level: the answering coordinator's feature level (0 from a
+	// coordinator that predates the field): what replicated records it
+	// knows; the backup scheduler's gate asks it of a server gossip does
+	// not know.
+	FeatureLevel  int32 `protobuf:"varint,6,opt,name=feature_level,json=featureLevel,proto3" json:"feature_level,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -481,6 +486,13 @@ func (x *RaftIndexResponse) GetListedAs() string {
 		return x.ListedAs
 	}
 	return ""
+}
+
+func (x *RaftIndexResponse) GetFeatureLevel() int32 {
+	if x != nil {
+		return x.FeatureLevel
+	}
+	return 0
 }
 
 type StatusRequest struct {
@@ -1661,14 +1673,15 @@ const file_pgdr_v1_admin_proto_rawDesc = "" +
 	"\x11SetPolicyResponse\x12'\n" +
 	"\x06policy\x18\x01 \x01(\v2\x0f.pgdr.v1.PolicyR\x06policy\"&\n" +
 	"\x10RaftIndexRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"\xae\x01\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\xd3\x01\n" +
 	"\x11RaftIndexResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12$\n" +
 	"\x0elast_log_index\x18\x02 \x01(\x04R\flastLogIndex\x12#\n" +
 	"\rapplied_index\x18\x03 \x01(\x04R\fappliedIndex\x12\x1d\n" +
 	"\n" +
 	"raft_state\x18\x04 \x01(\tR\traftState\x12\x1b\n" +
-	"\tlisted_as\x18\x05 \x01(\tR\blistedAs\")\n" +
+	"\tlisted_as\x18\x05 \x01(\tR\blistedAs\x12#\n" +
+	"\rfeature_level\x18\x06 \x01(\x05R\ffeatureLevel\")\n" +
 	"\rStatusRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\"\xc2\x01\n" +
 	"\x11CoordinatorStatus\x12\x12\n" +

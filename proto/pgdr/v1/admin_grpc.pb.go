@@ -72,8 +72,9 @@ type AdminServiceClient interface {
 	// backup of the cluster runs.
 	ListBackupRuns(ctx context.Context, in *ListBackupRunsRequest, opts ...grpc.CallOption) (*ListBackupRunsResponse, error)
 	RunBackup(ctx context.Context, in *RunBackupRequest, opts ...grpc.CallOption) (*RunBackupResponse, error)
-	// CancelBackupRun (role admin) ends a run in flight as cancelled and
-	// sends its agent a cancel order.
+	// CancelBackupRun (role admin) cancels a run in flight and sends its
+	// agent a cancel order: the run cleans up until the agent answers or its
+	// clean-up deadline, then ends as cancelled.
 	CancelBackupRun(ctx context.Context, in *CancelBackupRunRequest, opts ...grpc.CallOption) (*CancelBackupRunResponse, error)
 }
 
@@ -269,8 +270,9 @@ type AdminServiceServer interface {
 	// backup of the cluster runs.
 	ListBackupRuns(context.Context, *ListBackupRunsRequest) (*ListBackupRunsResponse, error)
 	RunBackup(context.Context, *RunBackupRequest) (*RunBackupResponse, error)
-	// CancelBackupRun (role admin) ends a run in flight as cancelled and
-	// sends its agent a cancel order.
+	// CancelBackupRun (role admin) cancels a run in flight and sends its
+	// agent a cancel order: the run cleans up until the agent answers or its
+	// clean-up deadline, then ends as cancelled.
 	CancelBackupRun(context.Context, *CancelBackupRunRequest) (*CancelBackupRunResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
