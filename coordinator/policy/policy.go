@@ -161,6 +161,11 @@ func (p Policy) Validate(o Options) error {
 	switch {
 	case p.PITRWindow < 0:
 		bad("pitr_window", "%s is negative", duration.Format(p.PITRWindow))
+	case p.PITRWindow == 0:
+		// An API request that leaves the field out reads as 0: refused, so
+		// that the expiry after every scheduled backup never runs with no
+		// window because a field was forgotten.
+		bad("pitr_window", "missing or 0: point-in-time recovery needs a window of at least 1s (the default is %s)", duration.Format(DefaultPITR))
 	case p.PITRWindow > MaxDuration:
 		bad("pitr_window", "%s is more than 100 years", duration.Format(p.PITRWindow))
 	}

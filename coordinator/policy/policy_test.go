@@ -100,6 +100,7 @@ func TestValidate(t *testing.T) {
 		{name: "negative timeout", edit: func(p *Policy) { p.Tiers[0].Timeout = -time.Hour }, field: "tiers[0].timeout", text: "negative"},
 		{name: "fractional timeout", edit: func(p *Policy) { p.Tiers[0].Timeout = 1500 * time.Millisecond }, field: "tiers[0].timeout", text: "whole number of seconds"},
 		{name: "negative pitr window", edit: func(p *Policy) { p.PITRWindow = -Day }, field: "pitr_window", text: "negative"},
+		{name: "no pitr window (an API request leaving the field out)", edit: func(p *Policy) { p.PITRWindow = 0 }, field: "pitr_window", text: "missing or 0"},
 		{name: "bad run_on", edit: func(p *Policy) { p.Tiers[0].RunOn = "replica" }, field: "tiers[0].run_on", text: "want prefer-standby, standby-only or primary"},
 		{name: "repo listed twice", edit: func(p *Policy) { p.Tiers[2].Repos = []string{"local", "local"} }, field: "tiers[2].repos[1]", text: "listed twice"},
 		{name: "bad repo name", edit: func(p *Policy) { p.Tiers[2].Repos = []string{"s3 eu"} }, field: "tiers[2].repos[0]", text: "not a valid repository name"},
