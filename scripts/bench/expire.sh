@@ -116,7 +116,7 @@ repos:
     s3: {endpoint: "http://127.0.0.1:$PORT", region: us-east-1, path_style: true, access_key_id_file: $BENCH/access, secret_access_key_file: $BENCH/secret}
 encryption: {recipients: [$(cat "$BENCH/recipient")], identity_file: $BENCH/identity}
 signing: {key_file: $BENCH/signing.key}
-agent: {socket: $BENCH/agent.sock, log_level: warn}
+agent: {socket: $BENCH/agent.sock, log_level: info}
 health: {listen: ""}
 EOF
 }
