@@ -752,7 +752,8 @@ feed:
 // keys deletes keys, at most d.parallel at once (batches of
 // storage.MaxBatchDelete where the store deletes in batches), and stops at
 // the first error (or the context's end); count, when not nil, counts the
-// deletes.
+// deletes: exactly, a failed batch's keys counted only where the store
+// said which went (storage.BatchDeleteError).
 func (d *deleter) keys(ctx context.Context, keys []string, count *atomic.Int64) error {
 	bd, batched := d.store.(storage.BatchDeleter)
 	size := 1
@@ -778,15 +779,21 @@ func (d *deleter) keys(ctx context.Context, keys []string, count *atomic.Int64) 
 				} else {
 					err = d.store.Delete(ctx, ks[0])
 				}
+				gone := len(ks)
 				if err != nil {
+					// A batch the store answered key by key: the
+					// others went. Otherwise none is counted.
+					gone = 0
+					if be := (*storage.BatchDeleteError)(nil); errors.As(err, &be) {
+						gone = max(len(ks)-len(be.Failed), 0)
+					}
 					cancel(fmt.Errorf("deleting %s: %w", ks[0], err))
-					continue
 				}
 				if count != nil {
-					count.Add(int64(len(ks)))
+					count.Add(int64(gone))
 				}
 				d.mu.Lock()
-				*d.n += int64(len(ks))
+				*d.n += int64(gone)
 				d.mu.Unlock()
 			}
 		}()

@@ -52,6 +52,18 @@ type Syncer interface {
 	Sync(ctx context.Context, key string) error
 }
 
+// BatchDeleteError is DeleteBatch's error when the store answered key by
+// key and some keys were not deleted: Failed lists them, and every other
+// key of the batch was deleted. Any other error from DeleteBatch says
+// nothing of which keys went.
+type BatchDeleteError struct {
+	Failed []string
+	Err    error // the first failure
+}
+
+func (e *BatchDeleteError) Error() string { return e.Err.Error() }
+func (e *BatchDeleteError) Unwrap() error { return e.Err }
+
 // MaxBatchDelete is the most keys one DeleteBatch call takes (S3's limit).
 const MaxBatchDelete = 1000
 

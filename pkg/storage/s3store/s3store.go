@@ -313,12 +313,20 @@ func (s *Store) DeleteBatch(ctx context.Context, keys []string) error {
 	if err != nil {
 		return fmt.Errorf("delete %d objects from %s (first %q): %w", len(keys), s, keys[0], err)
 	}
+	var failed []string
+	var first error
 	for _, e := range out.Errors {
 		if aws.ToString(e.Code) == "NoSuchKey" {
 			continue
 		}
-		return fmt.Errorf("delete %q (%s): %s: %s (%d of %d keys failed)", strings.TrimPrefix(aws.ToString(e.Key), s.prefix),
-			s.objectURL(strings.TrimPrefix(aws.ToString(e.Key), s.prefix)), aws.ToString(e.Code), aws.ToString(e.Message), len(out.Errors), len(keys))
+		k := strings.TrimPrefix(aws.ToString(e.Key), s.prefix)
+		failed = append(failed, k)
+		if first == nil {
+			first = fmt.Errorf("delete %q (%s): %s: %s", k, s.objectURL(k), aws.ToString(e.Code), aws.ToString(e.Message))
+		}
+	}
+	if len(failed) > 0 {
+		return &storage.BatchDeleteError{Failed: failed, Err: fmt.Errorf("%w (%d of %d keys failed)", first, len(failed), len(keys))}
 	}
 	return nil
 }
