@@ -178,7 +178,7 @@ func runOne(ctx context.Context, d Deps, o Options, r repo.Repo, pins map[string
 	// listing is newer than any the plan deletes).
 	walCtx, stopWAL := context.WithCancel(ctx)
 	walc := make(chan walListing, 1)
-	go func() { walc <- listWAL(walCtx, r.Store, d.Cluster, log) }()
+	go func() { walc <- listWAL(walCtx, r.Store, d.Cluster, min(o.Parallel, maxListers), chunkLogs, log) }()
 	walDone := false
 	defer func() {
 		stopWAL()
@@ -459,40 +459,6 @@ func runOne(ctx context.Context, d Deps, o Options, r repo.Repo, pins map[string
 		return res, fmt.Errorf("deleting stale reservations: %w", err)
 	}
 	return res, nil
-}
-
-// walListing is what one listing of the WAL prefix found.
-type walListing struct {
-	names     []string // base names of archived WAL files, as listed
-	histories []string // the timeline history files among them
-	err       error
-}
-
-// listWAL lists the archived WAL files of cluster: only keys exactly
-// where wal-push puts them (repo.WALKey of their name). A key such as
-// wal/x/../<segment> (any key is allowed on S3) is never read as archive,
-// and deleting it would be refused.
-func listWAL(ctx context.Context, st storage.ObjectStore, cluster string, log *slog.Logger) walListing {
-	var out walListing
-	odd := 0
-	out.err = st.List(ctx, repo.WALPrefix(cluster), func(oi storage.ObjectInfo) error {
-		name := oi.Key[strings.LastIndexByte(oi.Key, '/')+1:]
-		if len(name) < 8 || oi.Key != repo.WALKey(cluster, name) {
-			if odd++; odd == 1 {
-				log.Warn("object under the WAL prefix that is not an archived WAL file's key: ignored (and not deleted)", "key", oi.Key)
-			}
-			return nil
-		}
-		out.names = append(out.names, name)
-		if n, err := wal.ParseName(name); err == nil && n.Kind == wal.KindHistory {
-			out.histories = append(out.histories, name)
-		}
-		return nil
-	})
-	if odd > 1 {
-		log.Warn("objects under the WAL prefix that are not archived WAL files' keys were ignored", "count", odd)
-	}
-	return out
 }
 
 // loadManifests reads the manifests of ids, at most parallel at once.

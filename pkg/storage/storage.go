@@ -75,3 +75,13 @@ const MaxBatchDelete = 1000
 type BatchDeleter interface {
 	DeleteBatch(ctx context.Context, keys []string) error
 }
+
+// RangeLister is implemented by stores that can list from a given key on
+// (S3's StartAfter), so that a large prefix can be listed in parts at
+// once. ListRange calls fn, in lexical key order, for every object whose
+// key starts with prefix and lies after after (excluded; "" for no lower
+// bound) and at or before upTo (included; "" for no upper bound). An
+// error returned by fn stops the listing and is returned.
+type RangeLister interface {
+	ListRange(ctx context.Context, prefix, after, upTo string, fn func(ObjectInfo) error) error
+}
