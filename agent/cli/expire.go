@@ -104,7 +104,7 @@ WAL (when at most 4 TiB); an unreadable manifest stops expiry of that
 repository (the others are still expired; exit 1). Without signing configured, a run that deletes
 needs --trust-unsigned: any writer of the repository could forge backups.
 
-A backup's manifest is deleted before its data, and backups before WAL, so
+The expired backups' manifests are deleted before their data and any WAL, so
 an interrupted run leaves no backup that looks complete but is not; the
 next run removes what was left once older than --grace (at least 6h; a
 running backup refreshes its reservation every 30m, so it is never taken for
