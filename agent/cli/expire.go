@@ -273,6 +273,9 @@ func printExpire(w io.Writer, r expire.Result) {
 	if r.WALSkipped != "" {
 		fmt.Fprintf(w, "  WAL SKIPPED %s\n", r.WALSkipped)
 	}
+	for _, id := range r.DataLeft {
+		fmt.Fprintf(w, "  DATA LEFT   %s: its manifest was deleted, not all its data; the next run removes the rest\n", id)
+	}
 	for _, l := range r.Leftovers {
 		fmt.Fprintf(w, "  LEFTOVER    %s: objects without a manifest, older than the grace period\n", l)
 	}

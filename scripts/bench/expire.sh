@@ -27,7 +27,9 @@
 #
 # Environment: PGDR_BENCH_DIR (/tmp/pgdr-bench), BENCH_WAL, BENCH_BACKUPS,
 # BENCH_FULL_FILES, BENCH_INCR_FILES, BENCH_FILL_PARALLEL (32),
-# BENCH_EXPIRE_ARGS (the retention flags above), BENCH_PROFILE.
+# BENCH_EXPIRE_ARGS (the retention flags above), BENCH_PROFILE, BENCH_AGENT
+# (the pgdr-agent binary to measure, default bin/pgdr-agent: another
+# build's, for a before/after).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
@@ -41,6 +43,7 @@ EXPIRE_ARGS=${BENCH_EXPIRE_ARGS:-}
 TARGET_WALL=60
 TARGET_RSS_MIB=128
 BUCKET=pgdr-bench
+AGENT=${BENCH_AGENT:-bin/pgdr-agent}
 EMPTY_SHA256=e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855
 
 say() { printf '\033[1m[%s] %s\033[0m\n' "$(date +%T)" "$*" >&2; }
@@ -162,7 +165,7 @@ run_one() {
   say "expire ($name): $EXPIRE_ARGS $*"
   local rc=0
   # shellcheck disable=SC2086
-  "${prof[@]}" /usr/bin/time -v -o "$BENCH/$name.time" bin/pgdr-agent expire --config "$BENCH/agent.yaml" $EXPIRE_ARGS "$@" \
+  "${prof[@]}" /usr/bin/time -v -o "$BENCH/$name.time" "$AGENT" expire --config "$BENCH/agent.yaml" $EXPIRE_ARGS "$@" \
     > "$BENCH/$name.out" 2> "$BENCH/$name.err" || rc=$?
   stop_vgw
   if [ $rc != 0 ]; then
