@@ -105,7 +105,7 @@ WAL (when at most 4 TiB); an unreadable manifest stops expiry of that
 repository (the others are still expired; exit 1). Without signing configured, a run that deletes
 needs --trust-unsigned: any writer of the repository could forge backups.
 
-A backup's manifest is deleted before its data, and backups before WAL, so
+The expired backups' manifests are deleted before their data and any WAL, so
 an interrupted run leaves no backup that looks complete but is not; the
 next run removes what was left once older than --grace (at least 6h; a
 running backup refreshes its reservation every 30m, so it is never taken for
@@ -285,6 +285,9 @@ func printExpire(w io.Writer, r expire.Result) {
 	}
 	if r.WALSkipped != "" {
 		fmt.Fprintf(w, "  WAL SKIPPED %s\n", r.WALSkipped)
+	}
+	for _, id := range r.DataLeft {
+		fmt.Fprintf(w, "  DATA LEFT   %s: its manifest was deleted, not all its data; the next run removes the rest\n", id)
 	}
 	for _, l := range r.Leftovers {
 		fmt.Fprintf(w, "  LEFTOVER    %s: objects without a manifest, older than the grace period\n", l)

@@ -21,10 +21,11 @@
 //     configured) is never expired and never counted against a rule, so a
 //     forged manifest cannot push a real backup out of its tier.
 //
-// Execution (run.go, Run) deletes manifest first: a backup's manifest (the
-// object that makes it exist) goes before its data objects, and backups go
-// before WAL, so an interrupted run leaves no backup that looks complete
-// but lacks data or WAL. Data objects left without a manifest (an
+// Execution (run.go, Run) deletes manifest first: the manifests (the
+// objects that make backups exist) of the expired backups go one by one, a
+// child before its parent, and only then their data objects and the WAL,
+// together and in parallel, so an interrupted run leaves no backup that
+// looks complete but lacks data or WAL. Data objects left without a manifest (an
 // interrupted expiry, a crashed backup) are removed by a later run once
 // they are older than a grace period and no fresh reservation holds their
 // ID, so a backup being written now is never touched.

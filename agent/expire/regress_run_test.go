@@ -15,7 +15,8 @@ import (
 
 // takeDuring runs a whole backup (reserve, record as started, claim a
 // parent as backup.Take does, write the manifest, release) while expiry
-// deletes the data of the first backup it expires.
+// deletes the first backup it expires: its manifest is gone, its marker
+// not yet (expiry is deleting its record as its parent's child).
 type takeDuring struct {
 	storage.ObjectStore
 	f       *fixture
@@ -26,7 +27,7 @@ type takeDuring struct {
 }
 
 func (s *takeDuring) Delete(ctx context.Context, key string) error {
-	if strings.Contains(key, "20261206T000000I/pgdata") && !s.done.Swap(true) {
+	if key == backup.ChildKey(cluster, "20261205T000000I", "20261206T000000I") && !s.done.Swap(true) {
 		// A backup host two hours behind the expiring host: its stamp
 		// says nothing of when it ran.
 		stamp := time.Now().UTC().Add(-2 * time.Hour).Format("20060102T150405")
@@ -46,7 +47,7 @@ func (s *takeDuring) Delete(ctx context.Context, key string) error {
 }
 
 // TestRunBackupCompletesDuringDelete: a backup that starts and completes
-// while expiry deletes another backup's data never ends up with its parent
+// while expiry deletes another backup never ends up with its parent
 // gone (R2, R3): building on the next backup to expire, expiry sees its
 // child record and stops before deleting it; building on the backup being
 // deleted, the backup sees the marker and is not recorded. Either way no

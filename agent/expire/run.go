@@ -76,8 +76,14 @@ type Options struct {
 type Result struct {
 	Repo string `json:"repo"`
 	Plan *Plan  `json:"plan"`
-	// Deleted lists the backups removed (manifest and data), in order.
+	// Deleted lists the backups removed, in order: their manifests went
+	// one by one (a child before its parent), their data objects after
+	// all of them.
 	Deleted []string `json:"deleted_backups"`
+	// DataLeft lists the backups whose manifest this run deleted but not
+	// all of their data objects (a failed or interrupted run): the next
+	// run removes those as leftovers.
+	DataLeft []string `json:"data_left,omitempty"`
 	// WALDeleted counts the WAL files removed.
 	WALDeleted int `json:"wal_deleted"`
 	// WALSkipped, when not empty, says why no WAL was removed although
@@ -167,6 +173,20 @@ func runOne(ctx context.Context, d Deps, o Options, r repo.Repo, pins map[string
 	if err != nil {
 		return res, err
 	}
+	// The WAL is listed while the backups are listed and their manifests
+	// read: on a large repository the two listings are most of a run's
+	// time, and neither depends on the other (WAL archived during the
+	// listing is newer than any the plan deletes).
+	walCtx, stopWAL := context.WithCancel(ctx)
+	walc := make(chan walListing, 1)
+	go func() { walc <- listWAL(walCtx, r.Store, d.Cluster, min(o.Parallel, maxListers), chunkLogs, log) }()
+	walDone := false
+	defer func() {
+		stopWAL()
+		if !walDone {
+			<-walc
+		}
+	}()
 	// One listing of the backups: manifests, leftovers, reservations.
 	prefix := backup.Prefix(d.Cluster)
 	ids := map[string]*backupObjects{}
@@ -219,35 +239,13 @@ func runOne(ctx context.Context, d Deps, o Options, r repo.Repo, pins map[string
 	for i, id := range withManifest {
 		in.Backups = append(in.Backups, fromManifest(ms[i], id, d.Cluster, r, pins))
 	}
-	// One listing of the WAL.
-	walKeys := map[string]string{}
-	var histories []string
-	odd := 0
-	err = r.Store.List(ctx, repo.WALPrefix(d.Cluster), func(oi storage.ObjectInfo) error {
-		name := oi.Key[strings.LastIndexByte(oi.Key, '/')+1:]
-		// Only keys exactly where wal-push puts them: a key such as
-		// wal/x/../<segment> (any key is allowed on S3) is never read as
-		// archive, and deleting it would be refused.
-		if len(name) < 8 || oi.Key != repo.WALKey(d.Cluster, name) {
-			if odd++; odd == 1 {
-				log.Warn("object under the WAL prefix that is not an archived WAL file's key: ignored (and not deleted)", "key", oi.Key)
-			}
-			return nil
-		}
-		walKeys[name] = oi.Key
-		in.WAL = append(in.WAL, name)
-		if n, err := wal.ParseName(name); err == nil && n.Kind == wal.KindHistory {
-			histories = append(histories, name)
-		}
-		return nil
-	})
-	if err != nil {
-		return res, fmt.Errorf("listing WAL: %w", err)
+	wl := <-walc
+	walDone = true
+	if wl.err != nil {
+		return res, fmt.Errorf("listing WAL: %w", wl.err)
 	}
-	if odd > 1 {
-		log.Warn("objects under the WAL prefix that are not archived WAL files' keys were ignored", "count", odd)
-	}
-	in.History = verifiedHistories(ctx, r, d, histories, walKeys, log)
+	in.WAL = wl.names
+	in.History = verifiedHistories(ctx, r, d, wl.histories, log)
 	edge := now.Add(-o.Grace)
 	for stamp, t := range reserved {
 		if t.After(edge) {
@@ -323,79 +321,98 @@ func runOne(ctx context.Context, d Deps, o Options, r repo.Repo, pins map[string
 	// Backups newest first (a child before its parent), each manifest
 	// first: once the manifest is gone it is not a backup, and its data is
 	// a leftover the next run finishes.
-	for i := len(plan.Delete) - 1; i >= 0; i-- {
-		dcs := plan.Delete[i]
-		if err := ctx.Err(); err != nil {
-			return res, err
-		}
-		// A backup started since the listing may have chosen this one as
-		// its parent: mark it as being deleted, then look for children
-		// (backup.ClaimParent does the reverse: of the two, at least one
-		// sees the other).
-		// A pin made since the pins were read stops the run (the plan,
-		// WAL included, counted on this backup going).
-		if err := pinnedNow(ctx, d, dcs.ID); err != nil {
-			return res, err
-		}
-		mark := backup.DeletingKey(d.Cluster, dcs.ID)
-		body := fmt.Sprintf(`{"time":%q}`, time.Now().UTC().Format(time.RFC3339Nano))
-		if err := r.Store.Put(ctx, mark, strings.NewReader(body), int64(len(body))); err != nil {
-			return res, fmt.Errorf("marking backup %s as being deleted: %w", dcs.ID, err)
-		}
-		marked := time.Now() // monotonic: no clock of another host
-		child, err := newChild(ctx, r.Store, d.Cluster, dcs.ID, expired, ids, reserved, now.Add(-o.Grace), now.Add(-o.Grace))
-		if err == nil && child != "" {
-			err = fmt.Errorf("%w (backup %s builds on %s): stopped before deleting backup %s; the next run goes on", ErrBackupStarted, child, dcs.ID, dcs.ID)
-		}
-		// Another run may remove a marker older than StaleMarkerAge:
-		// past half of it (clock skew and a slow store get the rest),
-		// this one is no longer trusted to hold backups off.
-		if el := o.since(marked); err == nil && el > backup.StaleMarkerAge/2 {
-			err = fmt.Errorf("%w: %s passed since marking backup %s as being deleted (the limit is %s): stopped before deleting it; the next run goes on",
-				ErrMarkerTooOld, el.Round(time.Second), dcs.ID, backup.StaleMarkerAge/2)
-		}
-		if err != nil {
-			_ = r.Store.Delete(context.WithoutCancel(ctx), mark)
-			return res, err
-		}
-		if err := r.Store.Delete(ctx, backup.ManifestKey(d.Cluster, dcs.ID)); err != nil {
-			return res, fmt.Errorf("deleting backup %s's manifest: %w", dcs.ID, err)
-		}
-		expired[dcs.ID] = true
-		res.Objects++
-		log.Info("backup expired: manifest deleted", "backup", dcs.ID, "type", dcs.Type, "tier", dcs.Tier, "reason", dcs.Reason)
-		if err := del.prefix(ctx, prefix+dcs.ID+"/", nil); err != nil {
-			return res, fmt.Errorf("deleting backup %s's data (the next run finishes it): %w", dcs.ID, err)
-		}
-		// Its records as a parent and as a child go with it (a record
-		// left as a child would only make a later run wait for the grace
-		// period before deleting its parent).
-		if err := del.prefix(ctx, backup.ChildPrefix(d.Cluster, dcs.ID), backup.ValidID); err != nil {
-			return res, fmt.Errorf("deleting backup %s's child records (the next run finishes it): %w", dcs.ID, err)
-		}
-		if p := parentOf[dcs.ID]; p != "" {
-			if err := r.Store.Delete(ctx, backup.ChildKey(d.Cluster, p, dcs.ID)); err != nil {
-				return res, fmt.Errorf("deleting %s: %w", backup.ChildKey(d.Cluster, p, dcs.ID), err)
+	var gone []string // backups whose manifest this run deleted
+	loopErr := func() error {
+		for i := len(plan.Delete) - 1; i >= 0; i-- {
+			dcs := plan.Delete[i]
+			if err := ctx.Err(); err != nil {
+				return err
 			}
+			// A backup started since the listing may have chosen this one as
+			// its parent: mark it as being deleted, then look for children
+			// (backup.ClaimParent does the reverse: of the two, at least one
+			// sees the other).
+			// A pin made since the pins were read stops the run (the plan,
+			// WAL included, counted on this backup going).
+			if err := pinnedNow(ctx, d, dcs.ID); err != nil {
+				return err
+			}
+			mark := backup.DeletingKey(d.Cluster, dcs.ID)
+			body := fmt.Sprintf(`{"time":%q}`, time.Now().UTC().Format(time.RFC3339Nano))
+			if err := r.Store.Put(ctx, mark, strings.NewReader(body), int64(len(body))); err != nil {
+				return fmt.Errorf("marking backup %s as being deleted: %w", dcs.ID, err)
+			}
+			marked := time.Now() // monotonic: no clock of another host
+			child, err := newChild(ctx, r.Store, d.Cluster, dcs.ID, expired, ids, reserved, now.Add(-o.Grace), now.Add(-o.Grace))
+			if err == nil && child != "" {
+				err = fmt.Errorf("%w (backup %s builds on %s): stopped before deleting backup %s; the next run goes on", ErrBackupStarted, child, dcs.ID, dcs.ID)
+			}
+			// Another run may remove a marker older than StaleMarkerAge:
+			// past half of it (clock skew and a slow store get the rest),
+			// this one is no longer trusted to hold backups off.
+			if el := o.since(marked); err == nil && el > backup.StaleMarkerAge/2 {
+				err = fmt.Errorf("%w: %s passed since marking backup %s as being deleted (the limit is %s): stopped before deleting it; the next run goes on",
+					ErrMarkerTooOld, el.Round(time.Second), dcs.ID, backup.StaleMarkerAge/2)
+			}
+			if err != nil {
+				_ = r.Store.Delete(context.WithoutCancel(ctx), mark)
+				return err
+			}
+			if err := r.Store.Delete(ctx, backup.ManifestKey(d.Cluster, dcs.ID)); err != nil {
+				return fmt.Errorf("deleting backup %s's manifest: %w", dcs.ID, err)
+			}
+			expired[dcs.ID] = true
+			gone = append(gone, dcs.ID)
+			res.Objects++
+			log.Info("backup expired: manifest deleted", "backup", dcs.ID, "type", dcs.Type, "tier", dcs.Tier, "reason", dcs.Reason)
+			// Its records as a parent and as a child go with it (a record
+			// left as a child would only make a later run wait for the grace
+			// period before deleting its parent).
+			if err := del.prefix(ctx, backup.ChildPrefix(d.Cluster, dcs.ID), backup.ValidID); err != nil {
+				return fmt.Errorf("deleting backup %s's child records (the next run finishes it): %w", dcs.ID, err)
+			}
+			if p := parentOf[dcs.ID]; p != "" {
+				if err := r.Store.Delete(ctx, backup.ChildKey(d.Cluster, p, dcs.ID)); err != nil {
+					return fmt.Errorf("deleting %s: %w", backup.ChildKey(d.Cluster, p, dcs.ID), err)
+				}
+			}
+			if err := r.Store.Delete(ctx, mark); err != nil {
+				return fmt.Errorf("deleting %s: %w", mark, err)
+			}
+			res.Deleted = append(res.Deleted, dcs.ID)
 		}
-		if err := r.Store.Delete(ctx, mark); err != nil {
-			return res, fmt.Errorf("deleting %s: %w", mark, err)
+		return nil
+	}()
+	// The data of the backups whose manifest went, all at once: the
+	// manifests went first, one backup after another, so whatever is left
+	// of a backup's data is a leftover the next run removes.
+	dataErr := func() error {
+		left, err := del.backups(ctx, prefix, gone)
+		res.DataLeft = left
+		if err != nil {
+			return fmt.Errorf("deleting the data of expired backups (their manifests are gone; the next run removes what is left of %s): %w",
+				strings.Join(left, ", "), err)
 		}
-		res.Deleted = append(res.Deleted, dcs.ID)
-		log.Info("backup expired: data deleted", "backup", dcs.ID)
+		return nil
 	}
+	if loopErr != nil {
+		return res, errors.Join(loopErr, dataErr())
+	}
+	// The data goes while the WAL does.
+	dataDone := make(chan error, 1)
+	go func() { dataDone <- dataErr() }()
 	// WAL after the backups: a backup is never left without the WAL it
 	// needs while its manifest is still there. A backup started since the
 	// listing may need WAL the plan did not know of (a standby's backup
 	// starts at its last restartpoint): then no WAL goes this time.
 	keys := make([]string, 0, len(plan.WALDeleteNames))
 	for _, n := range plan.WALDeleteNames {
-		keys = append(keys, walKeys[n])
+		keys = append(keys, repo.WALKey(d.Cluster, n))
 	}
 	if len(keys) > 0 {
 		again, err := listStarted(ctx, r.Store, d.Cluster)
 		if err != nil {
-			return res, err
+			return res, errors.Join(err, <-dataDone)
 		}
 		for k, t := range again {
 			// New, or rewritten (a copy into an async repository
@@ -417,7 +434,10 @@ func runOne(ctx context.Context, d Deps, o Options, r repo.Repo, pins map[string
 	err = del.keys(ctx, keys, &walN)
 	res.WALDeleted = int(walN.Load())
 	if err != nil {
-		return res, fmt.Errorf("deleting WAL (the next run finishes it): %w", err)
+		err = fmt.Errorf("deleting WAL (the next run finishes it): %w", err)
+	}
+	if err := errors.Join(err, <-dataDone); err != nil {
+		return res, err
 	}
 	var oldStarted []string
 	for k, t := range started {
@@ -605,13 +625,13 @@ func fromManifest(m *backup.ManifestHeader, id, cluster string, r repo.Repo, pin
 // verifiedHistories reads the timeline history files whose signature
 // verifies; the others (and all of them without identities or signing)
 // are left out, which keeps more WAL.
-func verifiedHistories(ctx context.Context, r repo.Repo, d Deps, names []string, keys map[string]string, log *slog.Logger) map[uint32][]wal.HistoryEntry {
+func verifiedHistories(ctx context.Context, r repo.Repo, d Deps, names []string, log *slog.Logger) map[uint32][]wal.HistoryEntry {
 	if r.Verifier == nil || len(d.Identities) == 0 {
 		return nil
 	}
 	out := map[uint32][]wal.HistoryEntry{}
 	for _, n := range names {
-		key := keys[n]
+		key := repo.WALKey(d.Cluster, n)
 		h, err := readHistory(ctx, r, d.Identities, key, n)
 		if err != nil {
 			log.Warn("timeline history not used (WAL on later timelines is kept as if reachable)", "file", key, "err", err)
@@ -674,10 +694,57 @@ func (d *deleter) prefix(ctx context.Context, p string, valid func(string) bool)
 	return d.keys(ctx, keys, nil)
 }
 
+// backups deletes the objects under prefix+id+"/" for each of ids (one
+// listing each), a few backups at once, and stops at the first error (or
+// the context's end). It returns the IDs whose objects were not all
+// deleted (failed or not reached), in the order of ids.
+func (d *deleter) backups(ctx context.Context, prefix string, ids []string) ([]string, error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	done := make([]bool, len(ids))
+	work := make(chan int)
+	var wg sync.WaitGroup
+	for range min(d.parallel, 4, max(len(ids), 1)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				if err := d.prefix(ctx, prefix+ids[i]+"/", nil); err != nil {
+					cancel(fmt.Errorf("backup %s: %w", ids[i], err))
+					continue
+				}
+				done[i] = true
+				d.log.Info("backup expired: data deleted", "backup", ids[i])
+			}
+		}()
+	}
+feed:
+	for i := range ids {
+		select {
+		case work <- i:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(work)
+	wg.Wait()
+	var left []string
+	for i, ok := range done {
+		if !ok {
+			left = append(left, ids[i])
+		}
+	}
+	if len(left) == 0 {
+		return nil, nil
+	}
+	return left, context.Cause(ctx)
+}
+
 // keys deletes keys, at most d.parallel at once (batches of
 // storage.MaxBatchDelete where the store deletes in batches), and stops at
 // the first error (or the context's end); count, when not nil, counts the
-// deletes.
+// deletes: exactly, a failed batch's keys counted only where the store
+// said which went (storage.BatchDeleteError).
 func (d *deleter) keys(ctx context.Context, keys []string, count *atomic.Int64) error {
 	bd, batched := d.store.(storage.BatchDeleter)
 	size := 1
@@ -703,15 +770,21 @@ func (d *deleter) keys(ctx context.Context, keys []string, count *atomic.Int64) 
 				} else {
 					err = d.store.Delete(ctx, ks[0])
 				}
+				gone := len(ks)
 				if err != nil {
+					// A batch the store answered key by key: the
+					// others went. Otherwise none is counted.
+					gone = 0
+					if be := (*storage.BatchDeleteError)(nil); errors.As(err, &be) {
+						gone = max(len(ks)-len(be.Failed), 0)
+					}
 					cancel(fmt.Errorf("deleting %s: %w", ks[0], err))
-					continue
 				}
 				if count != nil {
-					count.Add(int64(len(ks)))
+					count.Add(int64(gone))
 				}
 				d.mu.Lock()
-				*d.n += int64(len(ks))
+				*d.n += int64(gone)
 				d.mu.Unlock()
 			}
 		}()

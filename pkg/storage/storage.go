@@ -52,6 +52,18 @@ type Syncer interface {
 	Sync(ctx context.Context, key string) error
 }
 
+// BatchDeleteError is DeleteBatch's error when the store answered key by
+// key and some keys were not deleted: Failed lists them, and every other
+// key of the batch was deleted. Any other error from DeleteBatch says
+// nothing of which keys went.
+type BatchDeleteError struct {
+	Failed []string
+	Err    error // the first failure
+}
+
+func (e *BatchDeleteError) Error() string { return e.Err.Error() }
+func (e *BatchDeleteError) Unwrap() error { return e.Err }
+
 // MaxBatchDelete is the most keys one DeleteBatch call takes (S3's limit).
 const MaxBatchDelete = 1000
 
@@ -62,4 +74,14 @@ const MaxBatchDelete = 1000
 // may have been deleted and others not.
 type BatchDeleter interface {
 	DeleteBatch(ctx context.Context, keys []string) error
+}
+
+// RangeLister is implemented by stores that can list from a given key on
+// (S3's StartAfter), so that a large prefix can be listed in parts at
+// once. ListRange calls fn, in lexical key order, for every object whose
+// key starts with prefix and lies after after (excluded; "" for no lower
+// bound) and at or before upTo (included; "" for no upper bound). An
+// error returned by fn stops the listing and is returned.
+type RangeLister interface {
+	ListRange(ctx context.Context, prefix, after, upTo string, fn func(ObjectInfo) error) error
 }

@@ -313,12 +313,20 @@ func (s *Store) DeleteBatch(ctx context.Context, keys []string) error {
 	if err != nil {
 		return fmt.Errorf("delete %d objects from %s (first %q): %w", len(keys), s, keys[0], err)
 	}
+	var failed []string
+	var first error
 	for _, e := range out.Errors {
 		if aws.ToString(e.Code) == "NoSuchKey" {
 			continue
 		}
-		return fmt.Errorf("delete %q (%s): %s: %s (%d of %d keys failed)", strings.TrimPrefix(aws.ToString(e.Key), s.prefix),
-			s.objectURL(strings.TrimPrefix(aws.ToString(e.Key), s.prefix)), aws.ToString(e.Code), aws.ToString(e.Message), len(out.Errors), len(keys))
+		k := strings.TrimPrefix(aws.ToString(e.Key), s.prefix)
+		failed = append(failed, k)
+		if first == nil {
+			first = fmt.Errorf("delete %q (%s): %s: %s", k, s.objectURL(k), aws.ToString(e.Code), aws.ToString(e.Message))
+		}
+	}
+	if len(failed) > 0 {
+		return &storage.BatchDeleteError{Failed: failed, Err: fmt.Errorf("%w (%d of %d keys failed)", first, len(failed), len(keys))}
 	}
 	return nil
 }
@@ -326,13 +334,23 @@ func (s *Store) DeleteBatch(ctx context.Context, keys []string) error {
 // List implements storage.ObjectStore. S3 lists keys in UTF-8 byte order,
 // which is Go's string order, so pages are passed through as they come.
 func (s *Store) List(ctx context.Context, prefix string, fn func(storage.ObjectInfo) error) error {
+	return s.ListRange(ctx, prefix, "", "", fn)
+}
+
+// ListRange implements storage.RangeLister: StartAfter is after, and the
+// listing stops at the first key past upTo.
+func (s *Store) ListRange(ctx context.Context, prefix, after, upTo string, fn func(storage.ObjectInfo) error) error {
 	if err := storage.ValidatePrefix(prefix); err != nil {
 		return fmt.Errorf("%s: list: %w", s, err)
 	}
-	p := s3.NewListObjectsV2Paginator(s.client, &s3.ListObjectsV2Input{
+	in := &s3.ListObjectsV2Input{
 		Bucket: aws.String(s.bucket),
 		Prefix: aws.String(s.prefix + prefix),
-	})
+	}
+	if after != "" {
+		in.StartAfter = aws.String(s.prefix + after)
+	}
+	p := s3.NewListObjectsV2Paginator(s.client, in)
 	for p.HasMorePages() {
 		page, err := p.NextPage(ctx)
 		if err != nil {
@@ -345,6 +363,9 @@ func (s *Store) List(ctx context.Context, prefix string, fn func(storage.ObjectI
 			// keys that every other method would reject.
 			if !ok || key == "" || strings.HasSuffix(key, "/") {
 				continue
+			}
+			if upTo != "" && key > upTo {
+				return nil
 			}
 			if err := fn(storage.ObjectInfo{
 				Key:     key,

@@ -358,3 +358,60 @@ func TestDeleteBatch(t *testing.T) {
 		t.Fatalf("a refused batch deleted %s: %v", all[20], err)
 	}
 }
+
+// TestListRange: keys after after (excluded) and up to upTo (included),
+// under the store's prefix, across pages (the server is asked for pages of
+// 1,000 keys; 1,200 keys make two).
+func TestListRange(t *testing.T) {
+	srv := s3server.Start(t)
+	srv.CreateBucket(t, "ranges")
+	s := newStore(t, options(srv, "", "ranges", "pgdr"))
+	ctx := t.Context()
+	var all []string
+	for i := range 1200 {
+		all = append(all, fmt.Sprintf("wal/00000001/k%04d", i))
+	}
+	all = append(all, "wal/00000002/k0000", "walx")
+	var wg sync.WaitGroup
+	errs := make(chan error, len(all))
+	sem := make(chan struct{}, 16)
+	for _, k := range all {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			errs <- s.Put(ctx, k, strings.NewReader("v"), 1)
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	list := func(prefix, after, upTo string) []string {
+		var got []string
+		if err := s.ListRange(ctx, prefix, after, upTo, func(oi storage.ObjectInfo) error { got = append(got, oi.Key); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	for _, tc := range []struct {
+		prefix, after, upTo string
+		want                []string
+	}{
+		{"wal/", "", "", all[:1201]},
+		{"wal/00000001/", "wal/00000001/k0010", "wal/00000001/k1100", all[11:1101]},
+		{"wal/00000001/", "wal/00000001/k0010", "wal/00000001/k1100x", all[11:1101]},
+		{"wal/", "wal/00000001/k1199", "", all[1200:1201]},
+		{"wal/", "wal/00000001/", "wal/00000001/k0001", all[:2]},
+		{"wal/", "wal/00000002/", "wal/00000001/k0001", nil},
+		{"", "wal/00000002/k0000", "", all[1201:]},
+	} {
+		if got := list(tc.prefix, tc.after, tc.upTo); !slices.Equal(got, tc.want) {
+			t.Errorf("ListRange(%q, %q, %q): %d keys, want %d", tc.prefix, tc.after, tc.upTo, len(got), len(tc.want))
+		}
+	}
+}
