@@ -97,7 +97,9 @@ func Decide(t Targets, m Measured) []Breach {
 	if d := m.Drill; d.Recorded {
 		over(TargetRTO, SourceDrill, d.Seconds, t.RTO, "the last drill's restore took")
 	}
-	slices.SortFunc(out, func(a, b Breach) int { return cmp.Or(cmp.Compare(a.Target, b.Target), cmp.Compare(a.Subject, b.Subject)) })
+	slices.SortFunc(out, func(a, b Breach) int {
+		return cmp.Or(cmp.Compare(a.Target, b.Target), cmp.Compare(a.Subject, b.Subject))
+	})
 	return out
 }
 
