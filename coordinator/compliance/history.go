@@ -53,6 +53,13 @@ func family(kind string) (fam, role string) {
 	return "", ""
 }
 
+// Relevant reports whether events of kind are read by this package
+// (Recoveries, OpenFromHistory): a caller may copy only those.
+func Relevant(kind string) bool {
+	fam, _ := family(kind)
+	return fam != "" || kind == KindBreached || kind == KindRestored
+}
+
 // ParseTime reads a detail written by FormatTime.
 func ParseTime(s string) (time.Time, bool) {
 	t, err := time.Parse(time.RFC3339Nano, s)

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/pgdr/pgdr/coordinator/compliance"
@@ -138,15 +139,26 @@ func (c *complianceState) lagAge(cluster string, recv uint64, now time.Time) flo
 	return 0
 }
 
-// clusterEvents returns cluster's history, oldest first.
+// clusterEvents returns copies of cluster's history events that
+// compliance reads (failovers, switchovers, breaches), oldest first, and
+// the time of the oldest event held for the cluster.
 func (s *Server) clusterEvents(cluster string) []*pgdrv1.HistoryEvent {
-	var evs []*pgdrv1.HistoryEvent
-	s.fsm.ScanHistoryBack(cluster, func(ev *pgdrv1.HistoryEvent) bool {
-		evs = append(evs, ev)
-		return true
-	})
-	slices.Reverse(evs)
+	evs, _ := s.clusterEventsFrom(cluster)
 	return evs
+}
+
+func (s *Server) clusterEventsFrom(cluster string) ([]*pgdrv1.HistoryEvent, *timestamppb.Timestamp) {
+	var evs []*pgdrv1.HistoryEvent
+	var oldest *timestamppb.Timestamp
+	s.fsm.ScanHistory(cluster, func(ev *pgdrv1.HistoryEvent) {
+		if oldest == nil && ev.GetTime() != nil {
+			oldest = proto.Clone(ev.GetTime()).(*timestamppb.Timestamp)
+		}
+		if compliance.Relevant(ev.GetKind()) {
+			evs = append(evs, proto.Clone(ev).(*pgdrv1.HistoryEvent))
+		}
+	})
+	return evs, oldest
 }
 
 // measure gathers what the leader knows of cluster c's recovery.

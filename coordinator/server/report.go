@@ -66,12 +66,9 @@ func (a *adminAPI) Report(ctx context.Context, req *pgdrv1.ReportRequest) (*pgdr
 // clusterReport is one cluster's section of the report.
 func (s *Server) clusterReport(c *pgdrv1.Cluster, since, now time.Time) *pgdrv1.ClusterReport {
 	name := c.GetName()
-	events := s.clusterEvents(name)
+	events, oldest := s.clusterEventsFrom(name)
 	cp, _ := s.complianceOf(c, s.view.snapshotCluster(name), events, now)
-	r := &pgdrv1.ClusterReport{Name: name, Compliance: cp, Backups: tierBackups(c, since)}
-	if len(events) > 0 {
-		r.HistoryFrom = events[0].GetTime()
-	}
+	r := &pgdrv1.ClusterReport{Name: name, Compliance: cp, Backups: tierBackups(c, since), HistoryFrom: oldest}
 	r.Drills = &pgdrv1.DrillSummary{Note: "no drill recorded"}
 	if s.comp != nil && s.comp.drills != nil {
 		if d := s.comp.drills.LastDrill(name); d.Recorded {
