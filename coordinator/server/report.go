@@ -49,18 +49,23 @@ func (a *adminAPI) Report(ctx context.Context, req *pgdrv1.ReportRequest) (*pgdr
 		return pgdrv1.NewAdminServiceClient(conn).Report(ctx, req)
 	}
 	clusters := a.s.fsm.Clusters()
+	out := &pgdrv1.ReportResponse{Time: timestamppb.New(now), Since: timestamppb.New(since), AnsweredBy: a.s.cfg.Name}
+	for _, n := range sortedNames(clusters, req.GetCluster()) {
+		out.Clusters = append(out.Clusters, a.s.clusterReport(clusters[n], since, now))
+	}
+	return out, nil
+}
+
+// sortedNames are the names of clusters, sorted; only one when only is set.
+func sortedNames(clusters map[string]*pgdrv1.Cluster, only string) []string {
 	names := make([]string, 0, len(clusters))
 	for n := range clusters {
-		if req.GetCluster() == "" || n == req.GetCluster() {
+		if only == "" || n == only {
 			names = append(names, n)
 		}
 	}
 	slices.Sort(names)
-	out := &pgdrv1.ReportResponse{Time: timestamppb.New(now), Since: timestamppb.New(since), AnsweredBy: a.s.cfg.Name}
-	for _, n := range names {
-		out.Clusters = append(out.Clusters, a.s.clusterReport(clusters[n], since, now))
-	}
-	return out, nil
+	return names
 }
 
 // clusterReport is one cluster's section of the report.
