@@ -140,7 +140,7 @@ func TestOpenOneStartOneClear(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	a := Breach{Target: TargetArchiveRPO, Subject: "local"}
 	b := Breach{Target: TargetFailoverRPO, Subject: "pg-b"}
-	o := NewOpen(nil)
+	o := NewOpen(nil, 1)
 	steps := []struct {
 		decided          []Breach
 		started, cleared int
@@ -164,7 +164,7 @@ func TestOpenOneStartOneClear(t *testing.T) {
 		ev(KindBreached, "", t0, "b", map[string]string{DetailTarget: b.Target, DetailSubject: b.Subject}),
 		ev(KindRestored, "", t0, "b", map[string]string{DetailTarget: b.Target, DetailSubject: b.Subject}),
 	}
-	o = NewOpen(OpenFromHistory(hist))
+	o = NewOpen(OpenFromHistory(hist), 1)
 	if ch := o.Update(t0, []Breach{a}); len(ch.Started)+len(ch.Cleared) != 0 {
 		t.Fatalf("after a leader change: %+v", ch)
 	}
@@ -178,5 +178,29 @@ func TestOpenOneStartOneClear(t *testing.T) {
 	}
 	if ch := o.Update(t0, many); len(ch.Started) != MaxOpen || len(o.List()) != MaxOpen {
 		t.Fatalf("started %d, open %d, want %d", len(ch.Started), len(o.List()), MaxOpen)
+	}
+}
+
+// TestOpenFlapping: a value hovering at its target clears only after
+// ClearAfter decisions in a row without it, so a flap is one episode.
+func TestOpenFlapping(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	a := Breach{Target: TargetArchiveRPO, Subject: "local"}
+	o := NewOpen(nil, ClearAfter)
+	var started, cleared int
+	for i, in := range []bool{true, false, true, false, false, true, false, false, false, false} {
+		var decided []Breach
+		if in {
+			decided = []Breach{a}
+		}
+		ch := o.Update(t0.Add(time.Duration(i)*time.Second), decided)
+		started += len(ch.Started)
+		cleared += len(ch.Cleared)
+		if i == 8 && cleared != 1 {
+			t.Fatalf("not cleared after %d decisions without it", ClearAfter)
+		}
+	}
+	if started != 1 || cleared != 1 {
+		t.Fatalf("started %d, cleared %d; want one episode", started, cleared)
 	}
 }

@@ -9,10 +9,17 @@ import (
 // target and subject (a repository name), so real clusters stay far below.
 const MaxOpen = 64
 
+// ClearAfter is how many consecutive decisions without a breach clear it:
+// a value hovering at its target does not start and clear a breach every
+// round (one notification each way per episode).
+const ClearAfter = 3
+
 // OpenBreach is a breach the leader has announced and not cleared.
 type OpenBreach struct {
 	Breach
 	Since time.Time
+	// absent: consecutive decisions without it (cleared at clearAfter).
+	absent int
 }
 
 // Change is what Update found: breaches that started and breaches that
@@ -25,14 +32,15 @@ type Change struct {
 // Open is the set of announced breaches of one cluster. It is not safe for
 // concurrent use; the leader keeps one per cluster under its lock.
 type Open struct {
-	m map[string]OpenBreach
+	m          map[string]OpenBreach
+	clearAfter int
 }
 
-// NewOpen returns an empty set, or one holding keys (announced and not
-// cleared according to the history a new leader read), each since the
-// time given.
-func NewOpen(known map[string]OpenBreach) *Open {
-	o := &Open{m: map[string]OpenBreach{}}
+// NewOpen returns an empty set, or one holding known (announced and not
+// cleared according to the history a new leader read). A breach clears
+// once clearAfter consecutive decisions lacked it (at least 1).
+func NewOpen(known map[string]OpenBreach, clearAfter int) *Open {
+	o := &Open{m: map[string]OpenBreach{}, clearAfter: max(1, clearAfter)}
 	for k, b := range known {
 		if len(o.m) >= MaxOpen {
 			break
@@ -43,8 +51,8 @@ func NewOpen(known map[string]OpenBreach) *Open {
 }
 
 // Update takes the current decision: a breach not open yet starts, an open
-// one no longer decided clears, one still decided keeps its start (its
-// measured value is refreshed). Each breach thus yields one start and one
+// one missing from clearAfter decisions in a row clears, one still decided
+// keeps its start (its measured value is refreshed). Each breach thus yields one start and one
 // clear, however many decisions it spans. Beyond MaxOpen new breaches are
 // not tracked (nor announced).
 func (o *Open) Update(now time.Time, decided []Breach) Change {
@@ -54,7 +62,7 @@ func (o *Open) Update(now time.Time, decided []Breach) Change {
 		k := b.Key()
 		seen[k] = true
 		if cur, ok := o.m[k]; ok {
-			cur.Breach = b
+			cur.Breach, cur.absent = b, 0
 			o.m[k] = cur
 			continue
 		}
@@ -65,10 +73,16 @@ func (o *Open) Update(now time.Time, decided []Breach) Change {
 		ch.Started = append(ch.Started, b)
 	}
 	for _, k := range o.Keys() {
-		if !seen[k] {
-			ch.Cleared = append(ch.Cleared, o.m[k])
-			delete(o.m, k)
+		if seen[k] {
+			continue
 		}
+		cur := o.m[k]
+		if cur.absent++; cur.absent < o.clearAfter {
+			o.m[k] = cur
+			continue
+		}
+		ch.Cleared = append(ch.Cleared, cur)
+		delete(o.m, k)
 	}
 	return ch
 }

@@ -306,7 +306,7 @@ func (s *Server) complianceTick(ctx context.Context) {
 		s.comp.mu.Lock()
 		o := s.comp.open[name]
 		if o == nil {
-			o = compliance.NewOpen(compliance.OpenFromHistory(events))
+			o = compliance.NewOpen(compliance.OpenFromHistory(events), compliance.ClearAfter)
 			s.comp.open[name] = o
 		}
 		ch := o.Update(now, breaches)

@@ -2,6 +2,9 @@ package server
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/pgdr/pgdr/coordinator/compliance"
+	"github.com/pgdr/pgdr/coordinator/config"
 	"github.com/pgdr/pgdr/pkg/testutil"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
@@ -66,7 +70,13 @@ func gaugeValue(m *dto.Metric) float64 { return m.GetGauge().GetValue() }
 // the breach, the tiers, "no drill recorded" and a failover from history
 // with its measured duration.
 func TestComplianceStatusMetricsReport(t *testing.T) {
-	s, client := adminAPIServer(t)
+	recv := &receiver{}
+	hook := httptest.NewServer(recv)
+	defer hook.Close()
+	s, client := adminAPIServerWith(t, func(s *Server) {
+		s.notify = testNotifier(t, config.Webhook{URL: hook.URL})
+		s.notify.run(t.Context())
+	})
 	ctx := context.Background()
 	reader, admin := client("read-secret"), client("admin-secret")
 	mustPropose(t, s, pgdrv1.CommandType_COMMAND_TYPE_REGISTER_MEMBER, &pgdrv1.RegisterMember{Member: &pgdrv1.Member{
@@ -155,6 +165,22 @@ func TestComplianceStatusMetricsReport(t *testing.T) {
 	if n := countKind(s, compliance.KindRestored); n != 1 {
 		t.Fatalf("%d restored events after the reset", n)
 	}
+
+	// The webhook got each start and each clear once, as history has them.
+	notified := func(kind string) int {
+		n := 0
+		for _, r := range recv.got() {
+			var nt Notification
+			if json.Unmarshal(r.body, &nt) == nil && nt.Kind == kind {
+				n++
+			}
+		}
+		return n
+	}
+	testutil.WaitFor(t, 10*time.Second, "the webhook deliveries", func() (bool, error) {
+		b, r := notified(compliance.KindBreached), notified(compliance.KindRestored)
+		return b == 2 && r == 1, fmt.Errorf("%d breached, %d restored notifications", b, r)
+	})
 
 	// A failover in history, measured from detection to writable.
 	t0 := time.Now()
