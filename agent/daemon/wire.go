@@ -50,6 +50,7 @@ func build(cfg *config.Config, shipper *walship.Shipper, log *slog.Logger, opt o
 	interval := monitor.Interval(cfg.Health.Interval.Duration)
 	hc := health.ConfigFrom(cfg)
 	hc.Timeout = monitor.CheckTimeout(interval)
+	hc.CopyLag = func() []health.CopyLag { return copyLags(d.copier.Status()) }
 	d.checker = health.NewChecker(hc, log.With("component", "health"))
 	lc := leaseConfig(cfg)
 	held := lease.NewHolder(nil)
@@ -247,4 +248,13 @@ func (g ordersGuard) ReadClocks() watchdog.Clocks { return g.clocks() }
 func (g ordersGuard) Unguard()                    { g.guard.Unguard() }
 func (g ordersGuard) Guard(epoch uint64, giveUp watchdog.GiveUpTime) error {
 	return g.guard.Guard(epoch, giveUp)
+}
+
+// copyLags is the copier's backlog as the health checks read it.
+func copyLags(st []repocopy.Status) []health.CopyLag {
+	out := make([]health.CopyLag, 0, len(st))
+	for _, s := range st {
+		out = append(out, health.CopyLag{Repo: s.Repo, Bytes: s.LagBytes, OldestMissing: s.OldestMissing})
+	}
+	return out
 }

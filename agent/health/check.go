@@ -36,11 +36,25 @@ type Config struct {
 	DSN string
 	// Timeout bounds one round of checks (connecting included).
 	Timeout time.Duration
+	// Repos are the configured repositories: a primary's report carries
+	// the archive RPO of each (none without).
+	Repos []RepoRef
+	// CopyLag, when set, returns the async repositories' copy backlog
+	// (agent/repocopy); it must be cheap (no repository listing).
+	CopyLag func() []CopyLag
 }
 
 // ConfigFrom takes a Checker's settings from the agent's configuration.
 func ConfigFrom(c *config.Config) Config {
-	return Config{Cluster: c.Cluster, Node: c.Node.Name, PGData: c.Postgres.PGData, DSN: c.Postgres.DSN}
+	out := Config{Cluster: c.Cluster, Node: c.Node.Name, PGData: c.Postgres.PGData, DSN: c.Postgres.DSN}
+	for _, r := range c.Repos {
+		mode := r.Mode
+		if mode == "" {
+			mode = config.ModeSync
+		}
+		out.Repos = append(out.Repos, RepoRef{Name: r.Name, Mode: mode})
+	}
+	return out
 }
 
 // Checker runs the local checks. It keeps one connection open between
@@ -194,7 +208,37 @@ func (c *Checker) Check(ctx context.Context) *pgdrv1.HealthReport {
 			r.ArchiveLastFailedTime = timestamppb.New(*failedAt)
 		}
 	}
+	if !r.InRecovery && r.CurrentLsn > 0 && len(c.cfg.Repos) > 0 {
+		c.archiveRPO(q, r)
+	}
 	return r
+}
+
+// archiveRPO fills the primary's archive RPO per repository from what the
+// archiver already knows: pg_stat_archiver, the .ready backlog and the
+// copier's queue. Nothing is listed in any repository.
+func (c *Checker) archiveRPO(q *querier, r *pgdrv1.HealthReport) {
+	var lastArchived *time.Time
+	var started time.Time
+	var segSize int64
+	if !q.row("archive RPO", `SELECT last_archived_time, pg_postmaster_start_time(), (SELECT setting::int8 FROM pg_settings WHERE name = 'wal_segment_size') FROM pg_stat_archiver`,
+		&lastArchived, &started, &segSize) {
+		return
+	}
+	oldest, count, err := readyBacklog(c.cfg.PGData)
+	if err != nil {
+		q.fail("archive status", err)
+		return
+	}
+	st := ArchiverState{Now: time.Now(), CurrentLSN: r.CurrentLsn, SegmentSize: uint64(segSize), OldestReady: oldest, ReadyCount: count, Started: started}
+	if lastArchived != nil {
+		st.LastArchived = *lastArchived
+	}
+	var lags []CopyLag
+	if c.cfg.CopyLag != nil {
+		lags = c.cfg.CopyLag()
+	}
+	r.ArchiveRpo = ArchiveRPO(st, c.cfg.Repos, lags)
 }
 
 // replica fills what a server in recovery reports: received and replayed

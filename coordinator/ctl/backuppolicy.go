@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/pgdr/pgdr/coordinator/compliance"
 	"github.com/pgdr/pgdr/coordinator/policy"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 
@@ -32,6 +33,23 @@ type BackupPolicyJSON struct {
 	UpdatedAt         string           `json:"updated_at"`
 	UpdatedBy         string           `json:"updated_by"`
 	Tiers             []BackupTierJSON `json:"tiers"`
+	// Targets: the recovery targets in effect (defaults filled in).
+	Targets TargetsJSON `json:"targets"`
+}
+
+// TargetsJSON are recovery targets as durations and in seconds.
+type TargetsJSON struct {
+	RTO             string  `json:"rto"`
+	RPO             string  `json:"rpo"`
+	Failover        string  `json:"failover"`
+	RTOSeconds      float64 `json:"rto_seconds"`
+	RPOSeconds      float64 `json:"rpo_seconds"`
+	FailoverSeconds float64 `json:"failover_seconds"`
+}
+
+func targetsView(t compliance.Targets) TargetsJSON {
+	return TargetsJSON{RTO: duration.Format(t.RTO), RPO: duration.Format(t.RPO), Failover: duration.Format(t.Failover),
+		RTOSeconds: t.RTO.Seconds(), RPOSeconds: t.RPO.Seconds(), FailoverSeconds: t.Failover.Seconds()}
 }
 
 // BackupTierJSON is one tier of a BackupPolicyJSON.
@@ -64,7 +82,7 @@ func backupPolicyView(bp *pgdrv1.BackupPolicy, isDefault bool, now time.Time) Ba
 	p := policy.FromProto(bp)
 	v := BackupPolicyJSON{IsDefault: isDefault, PITRWindow: duration.Format(p.PITRWindow),
 		PITRWindowSeconds: bp.GetPitrWindowSeconds(), UpdatedAt: rfc3339(bp.GetUpdatedAt()), UpdatedBy: bp.GetUpdatedBy(),
-		Tiers: []BackupTierJSON{}}
+		Tiers: []BackupTierJSON{}, Targets: targetsView(p.Targets.WithDefaults())}
 	for _, t := range p.Tiers {
 		tj := BackupTierJSON{Name: t.Name, Type: t.Type, Schedule: t.Schedule, Timezone: t.Timezone,
 			KeepCount: t.KeepCount, KeepAgeSeconds: int64(t.KeepAge / time.Second), Repos: nonNil(t.Repos),
@@ -91,6 +109,7 @@ func writeBackupPolicy(w io.Writer, cluster string, v BackupPolicyJSON) error {
 		origin = "not applied"
 	}
 	fmt.Fprintf(w, "cluster %s backup policy (%s):\n  pitr_window: %s\n", cluster, origin, v.PITRWindow)
+	fmt.Fprintf(w, "  targets:     rto %s, rpo %s, failover %s\n", v.Targets.RTO, v.Targets.RPO, v.Targets.Failover)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "  TIER\tTYPE\tSCHEDULE\tTIMEZONE\tKEEP\tREPOS\tRUN ON\tTIMEOUT\tNEXT RUN")
 	for _, t := range v.Tiers {
@@ -238,16 +257,36 @@ func writeApplied(w io.Writer, asJSON bool, resp *pgdrv1.SetBackupPolicyResponse
 // setBackupSettings is `policy set` for the backup policy: --pitr-window
 // changes the window of the cluster's effective policy (the defaults'
 // tiers become its own), --backup-defaults forgets the policy.
-func setBackupSettings(ctx context.Context, e env, cf *connFlags, asJSON bool, cluster, pitr string, reset bool) error {
+// backupSettings are policy set's flags that change the backup policy
+// record (the PITR window, the recovery targets); "" = unchanged.
+type backupSettings struct {
+	pitr, rto, rpo, failover string
+}
+
+func setBackupSettings(ctx context.Context, e env, cf *connFlags, asJSON bool, cluster string, bs backupSettings, reset bool) error {
 	var window time.Duration
-	if pitr != "" {
+	if bs.pitr != "" {
 		var err error
-		if window, err = duration.Parse(pitr); err != nil {
+		if window, err = duration.Parse(bs.pitr); err != nil {
 			return usagef("--pitr-window: %v", err)
 		}
 		if window < 0 {
-			return usagef("--pitr-window: %s is negative", pitr)
+			return usagef("--pitr-window: %s is negative", bs.pitr)
 		}
+	}
+	targets := map[string]time.Duration{}
+	for _, t := range []struct{ flag, v string }{{"target-rto", bs.rto}, {"target-rpo", bs.rpo}, {"target-failover", bs.failover}} {
+		if t.v == "" {
+			continue
+		}
+		d, err := duration.Parse(t.v)
+		if err != nil {
+			return usagef("--%s: %v", t.flag, err)
+		}
+		if d <= 0 {
+			return usagef("--%s: %s is not a positive duration", t.flag, t.v)
+		}
+		targets[t.flag] = d
 	}
 	cl, err := cf.client()
 	if err != nil {
@@ -263,7 +302,18 @@ func setBackupSettings(ctx context.Context, e env, cf *connFlags, asJSON bool, c
 			return errors.New("the coordinators do not support backup policies; upgrade them")
 		}
 		p := policy.FromProto(cur.GetPolicy())
-		p.PITRWindow = window
+		if bs.pitr != "" {
+			p.PITRWindow = window
+		}
+		if d, ok := targets["target-rto"]; ok {
+			p.Targets.RTO = d
+		}
+		if d, ok := targets["target-rpo"]; ok {
+			p.Targets.RPO = d
+		}
+		if d, ok := targets["target-failover"]; ok {
+			p.Targets.Failover = d
+		}
 		if err := p.Validate(policy.Options{}); err != nil {
 			return fmt.Errorf("cluster %s: %w", cluster, err)
 		}

@@ -185,6 +185,20 @@ func TestBackupPolicyCommands(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &applied); code != ExitOK || err != nil || applied.Backup.PITRWindow != "2w" || len(applied.Backup.Tiers) != 2 {
 		t.Fatalf("set --pitr-window: exit %d %v\n%s%s", code, err, out, errOut)
 	}
+	// --target-* change only the targets given; a non-positive one is refused naming the flag.
+	code, out, errOut = run(admin, "policy", "set", "--cluster", "main", "--target-rpo", "1ms", "--target-failover", "2m", "--json")
+	if err := json.Unmarshal([]byte(out), &applied); code != ExitOK || err != nil || applied.Backup.PITRWindow != "2w" ||
+		applied.Backup.Targets.RPO != "1ms" || applied.Backup.Targets.Failover != "2m" || applied.Backup.Targets.RTO != "15m" {
+		t.Fatalf("set --target-*: exit %d %v\n%s%s", code, err, out, errOut)
+	}
+	for _, bad := range [][]string{{"--target-rto", "0s"}, {"--target-rpo", "-1m"}, {"--target-failover", "soon"}} {
+		if code, _, errOut := run(admin, append([]string{"policy", "set", "--cluster", "main"}, bad...)...); code != ExitUsage || !strings.Contains(errOut, bad[0]) {
+			t.Errorf("%v: exit %d %s", bad, code, errOut)
+		}
+	}
+	if v := showJSON(t, run); v.Backup.Targets.RPOSeconds != 0.001 {
+		t.Fatalf("refused targets changed the policy: %+v", v.Backup.Targets)
+	}
 	if code, _, errOut := run(admin, "policy", "set", "--cluster", "main", "--pitr-window", "1d", "--synchronous", "on"); code != ExitUsage || !strings.Contains(errOut, "separate commands") {
 		t.Errorf("mixed failover and backup settings: exit %d %s", code, errOut)
 	}

@@ -194,7 +194,7 @@ func (e *rpcError) Unwrap() error { return e.err }
 // roleFor mirrors admin.proto: reading needs "read", changing needs "admin".
 func roleFor(method string) string {
 	switch method {
-	case "Status", "Members", "History", "GetBackupPolicy", "ListBackupRuns":
+	case "Status", "Members", "History", "GetBackupPolicy", "ListBackupRuns", "Report":
 		return tlsutil.RoleRead
 	}
 	return tlsutil.RoleAdmin

@@ -51,6 +51,7 @@ func commands() []command {
 		{"failover", "manual failover --to NODE when the primary is gone (--force: even if it is not; data loss)", cmdFailover},
 		{"policy", "policy show | set | apply -f FILE: failover settings (synchronous mode, maximum lag, regions, failsafe) and the backup policy (tiers, retention, PITR window)", cmdPolicy},
 		{"backups", "the backup runs the scheduler recorded: tier, node, start, duration, sizes, result, error", cmdBackups},
+		{"report", "the compliance report: recovery targets against measured RPO and failover/switchover times, backups per tier, drills, breaches", cmdReport},
 		{"backup", "backup run --tier T [--wait]: have the leader run a backup tier now; backup cancel [RUN_ID]: end a run in flight", cmdBackup},
 		{"coordinator", "list, add or remove coordinators (Raft voters)", cmdCoordinator},
 		{"tls", "tls init: create a development CA and certificates for a lab", cmdTLS},

@@ -41,6 +41,8 @@ type fakeAdmin struct {
 	pause  *pgdrv1.PauseRequest
 	add    *pgdrv1.AddCoordinatorRequest
 	remove *pgdrv1.RemoveCoordinatorRequest
+	// reportSince: the since of the last Report request.
+	reportSince time.Time
 }
 
 func (f *fakeAdmin) seen() []string {
@@ -108,6 +110,7 @@ func (f *fakeAdmin) Status(_ context.Context, r *pgdrv1.StatusRequest) (*pgdrv1.
 				Lsn: 0x1_0000_0060, LastReportAgeSeconds: 0.2, Priority: 10, ApiUrl: "http://127.0.0.1:9001"},
 		},
 	}
+	main.Compliance = fakeCompliance()
 	empty := &pgdrv1.ClusterStatus{Name: "empty", Epoch: 0}
 	resp := &pgdrv1.StatusResponse{Coordinators: f.coordinators(), AnsweredBy: f.name, Time: ts("2025-01-02T03:04:05Z")}
 	for _, c := range []*pgdrv1.ClusterStatus{main, empty} {

@@ -53,7 +53,9 @@ func cmdPolicy(ctx context.Context, e env, cf *connFlags, args []string) error {
 const policyUsage = `Usage: pgdrctl policy show --cluster C [--json | --yaml]
        pgdrctl policy set --cluster C [--synchronous off|on|"quorum N"] [--maximum-lag BYTES]
                           [--preferred-regions r1,r2] [--failsafe on|off] [--json]
-       pgdrctl policy set --cluster C [--pitr-window DURATION | --backup-defaults] [--json]
+       pgdrctl policy set --cluster C [--pitr-window DURATION] [--target-rto D] [--target-rpo D]
+                          [--target-failover D] [--json]
+       pgdrctl policy set --cluster C --backup-defaults [--json]
        pgdrctl policy apply -f FILE [--cluster C] [--dry-run] [--json]
 
 A cluster's failover policy and backup policy, recorded in Raft. 'show'
@@ -133,7 +135,8 @@ next run; the defaults when none was set). Needs role read.`, cf)
 
 func cmdPolicySet(ctx context.Context, e env, cf *connFlags, args []string) error {
 	f := newCmdFlags(e, "policy set", `policy set --cluster C [--synchronous off|on|"quorum N"] [--maximum-lag BYTES] [--preferred-regions r1,r2] [--failsafe on|off] [--json]
-       pgdrctl policy set --cluster C [--pitr-window DURATION | --backup-defaults] [--json]`,
+       pgdrctl policy set --cluster C [--pitr-window DURATION] [--target-rto D] [--target-rpo D] [--target-failover D] [--json]
+       pgdrctl policy set --cluster C --backup-defaults [--json]`,
 		`Changes the settings given and keeps the others; recorded in Raft and in the
 history. The failover settings and the backup ones (--pitr-window,
 --backup-defaults) are set by separate commands. Backup tiers are changed
@@ -145,6 +148,9 @@ with 'policy apply -f FILE'. Needs role admin.`, cf)
 	failsafe := f.String("failsafe", "", "on or off: keep a primary serving through a coordinator outage while every member acknowledges it")
 	pitr := f.String("pitr-window", "", "backup policy: how far back point-in-time recovery must stay possible (7d, 36h, 2w)")
 	backupDefaults := f.Bool("backup-defaults", false, "backup policy: forget the cluster's backup policy; the defaults apply")
+	rto := f.String("target-rto", "", "recovery target: longest restore from backup (default 15m)")
+	rpo := f.String("target-rpo", "", "recovery target: longest data loss, as the age of WAL not in a repository or the best candidate's lag (default 5m)")
+	foTarget := f.String("target-failover", "", "recovery target: longest failover or switchover, detection to writable new primary (default 5m)")
 	pos, err := f.parse(args, -1)
 	if err != nil {
 		return err
@@ -162,20 +168,24 @@ with 'policy apply -f FILE'. Needs role admin.`, cf)
 		return usagef("--cluster is required")
 	}
 	failover := set["synchronous"] || set["maximum-lag"] || set["preferred-regions"] || set["failsafe"]
-	backup := set["pitr-window"] || set["backup-defaults"]
+	targets := set["target-rto"] || set["target-rpo"] || set["target-failover"]
+	backup := set["pitr-window"] || set["backup-defaults"] || targets
 	switch {
 	case !failover && !backup:
-		return usagef("nothing to set: give --synchronous, --maximum-lag, --preferred-regions, --failsafe, --pitr-window or --backup-defaults")
+		return usagef("nothing to set: give --synchronous, --maximum-lag, --preferred-regions, --failsafe, --pitr-window, --target-rto, --target-rpo, --target-failover or --backup-defaults")
 	case failover && backup:
-		return usagef("the failover settings and the backup policy (--pitr-window, --backup-defaults) are set by separate commands")
-	case set["pitr-window"] && *backupDefaults:
-		return usagef("--pitr-window and --backup-defaults exclude each other")
+		return usagef("the failover settings and the backup policy (--pitr-window, --target-*, --backup-defaults) are set by separate commands")
+	case (set["pitr-window"] || targets) && *backupDefaults:
+		return usagef("--pitr-window and --target-* exclude --backup-defaults")
 	case set["backup-defaults"] && !*backupDefaults:
 		return usagef("--backup-defaults=false sets nothing")
 	case set["pitr-window"] && strings.TrimSpace(*pitr) == "":
 		return usagef("--pitr-window: empty")
+	case set["target-rto"] && strings.TrimSpace(*rto) == "", set["target-rpo"] && strings.TrimSpace(*rpo) == "",
+		set["target-failover"] && strings.TrimSpace(*foTarget) == "":
+		return usagef("--target-*: empty")
 	case backup:
-		return setBackupSettings(ctx, e, cf, f.json(), *cluster, *pitr, *backupDefaults)
+		return setBackupSettings(ctx, e, cf, f.json(), *cluster, backupSettings{pitr: *pitr, rto: *rto, rpo: *rpo, failover: *foTarget}, *backupDefaults)
 	}
 	var sync string
 	if set["synchronous"] {

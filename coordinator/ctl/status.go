@@ -58,6 +58,9 @@ type ClusterJSON struct {
 	LeaseExpiresAt string `json:"lease_expires_at"`
 	// Failover: the leader's current failover judgement.
 	Failover string `json:"failover"`
+	// Compliance: recovery targets against measured values (absent from
+	// coordinators that predate it).
+	Compliance *ComplianceJSON `json:"compliance,omitempty"`
 }
 
 // MemberJSON is one member's observed state in status.
@@ -125,6 +128,10 @@ func statusView(r *pgdrv1.StatusResponse, addr string) StatusJSON {
 		if c.GetPolicy() != nil {
 			p := policyView(c.GetPolicy())
 			cj.Policy = &p
+		}
+		if c.GetCompliance() != nil {
+			cv := complianceView(c.GetCompliance())
+			cj.Compliance = &cv
 		}
 		for _, m := range c.GetMembers() {
 			cj.Members = append(cj.Members, memberView(m))
@@ -334,6 +341,9 @@ func writeStatus(w io.Writer, v StatusJSON) error {
 		}
 		if err := tw.Flush(); err != nil {
 			return err
+		}
+		if c.Compliance != nil {
+			writeComplianceLines(w, *c.Compliance)
 		}
 	}
 	return nil

@@ -4,6 +4,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/pgdr/pgdr/coordinator/compliance"
+
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
 
@@ -11,6 +13,9 @@ import (
 // seconds; UpdatedAt and UpdatedBy are the FSM's to stamp, not copied).
 func ToProto(p Policy) *pgdrv1.BackupPolicy {
 	out := &pgdrv1.BackupPolicy{PitrWindowSeconds: seconds(p.PITRWindow)}
+	if p.Targets != (compliance.Targets{}) {
+		out.Targets = &pgdrv1.RecoveryTargets{RtoMs: p.Targets.RTO.Milliseconds(), RpoMs: p.Targets.RPO.Milliseconds(), FailoverMs: p.Targets.Failover.Milliseconds()}
+	}
 	for _, t := range p.Tiers {
 		out.Tiers = append(out.Tiers, &pgdrv1.BackupTier{
 			Name: t.Name, Type: t.Type, Schedule: t.Schedule, Timezone: t.Timezone,
@@ -27,6 +32,10 @@ func FromProto(bp *pgdrv1.BackupPolicy) Policy {
 		return Default()
 	}
 	p := Policy{PITRWindow: fromSeconds(bp.GetPitrWindowSeconds()), UpdatedBy: bp.GetUpdatedBy()}
+	if t := bp.GetTargets(); t != nil {
+		ms := func(v int64) time.Duration { return fromSeconds(v/1000) + time.Duration(v%1000)*time.Millisecond }
+		p.Targets = compliance.Targets{RTO: ms(t.GetRtoMs()), RPO: ms(t.GetRpoMs()), Failover: ms(t.GetFailoverMs())}
+	}
 	if bp.GetUpdatedAt() != nil {
 		p.UpdatedAt = bp.GetUpdatedAt().AsTime()
 	}
@@ -38,6 +47,12 @@ func FromProto(bp *pgdrv1.BackupPolicy) Policy {
 		})
 	}
 	return p
+}
+
+// EffectiveTargets are a cluster's recovery targets, defaults filled in.
+func EffectiveTargets(c *pgdrv1.Cluster) compliance.Targets {
+	p, _ := Effective(c)
+	return p.Targets.WithDefaults()
 }
 
 // Effective is the backup policy a cluster runs: its own, or the defaults

@@ -7,6 +7,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/pgdr/pgdr/coordinator/compliance"
 	"github.com/pgdr/pgdr/pkg/strictyaml"
 
 	"github.com/pgdr/pgdr/pkg/duration"
@@ -20,6 +21,15 @@ type File struct {
 	Cluster    string     `yaml:"cluster,omitempty"`
 	PITRWindow string     `yaml:"pitr_window,omitempty"`
 	Tiers      []FileTier `yaml:"tiers"`
+	// Targets: the recovery targets (omitted ones are the defaults).
+	Targets *FileTargets `yaml:"targets,omitempty"`
+}
+
+// FileTargets are a File's recovery targets, as durations (15m, 90s, 1ms).
+type FileTargets struct {
+	RTO      string `yaml:"rto,omitempty"`
+	RPO      string `yaml:"rpo,omitempty"`
+	Failover string `yaml:"failover,omitempty"`
 }
 
 // FileTier is one tier of a File.
@@ -62,6 +72,18 @@ func ParseFile(data []byte) (cluster string, p Policy, err error) {
 		return d
 	}
 	p.PITRWindow = dur("pitr_window", f.PITRWindow, DefaultPITR)
+	if ft := f.Targets; ft != nil {
+		target := func(field, s string) time.Duration {
+			d := dur(field, s, 0)
+			if s != "" && d <= 0 {
+				errs = append(errs, fmt.Errorf("%s: %q is not a positive duration", field, s))
+			}
+			return d
+		}
+		p.Targets.RTO = target("targets.rto", ft.RTO)
+		p.Targets.RPO = target("targets.rpo", ft.RPO)
+		p.Targets.Failover = target("targets.failover", ft.Failover)
+	}
 	for i, ft := range f.Tiers {
 		field := fmt.Sprintf("tiers[%d]", i)
 		p.Tiers = append(p.Tiers, Tier{
@@ -85,6 +107,9 @@ func ToFile(cluster string, p Policy) File {
 			return ""
 		}
 		return duration.Format(d)
+	}
+	if p.Targets != (compliance.Targets{}) {
+		f.Targets = &FileTargets{RTO: opt(p.Targets.RTO), RPO: opt(p.Targets.RPO), Failover: opt(p.Targets.Failover)}
 	}
 	for _, t := range p.Tiers {
 		f.Tiers = append(f.Tiers, FileTier{

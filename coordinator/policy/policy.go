@@ -11,6 +11,7 @@ import (
 	// schedule's time zone the same way, whatever the host has installed.
 	_ "time/tzdata"
 
+	"github.com/pgdr/pgdr/coordinator/compliance"
 	"github.com/pgdr/pgdr/pkg/duration"
 	"github.com/pgdr/pgdr/pkg/tiername"
 )
@@ -81,6 +82,9 @@ type Tier struct {
 type Policy struct {
 	Tiers      []Tier
 	PITRWindow time.Duration
+	// Targets are the cluster's recovery targets; a zero field is its
+	// default (compliance.DefaultTargets).
+	Targets compliance.Targets
 	// UpdatedAt and UpdatedBy say who set it (zero for the defaults).
 	UpdatedAt time.Time
 	UpdatedBy string
@@ -175,6 +179,9 @@ func (p Policy) Validate(o Options) error {
 		}
 	}
 	wholeSeconds("pitr_window", p.PITRWindow)
+	if err := p.Targets.WithDefaults().Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	if len(p.Tiers) == 0 {
 		bad("tiers", "at least one tier is needed (reset to the defaults instead to get the default tiers)")
 	}
@@ -329,6 +336,14 @@ func (p Policy) CheckBounds() error {
 	}
 	if len(p.Tiers) == 0 || len(p.Tiers) > MaxTiers {
 		bad("tiers", "%d tiers, want 1 to %d", len(p.Tiers), MaxTiers)
+	}
+	for _, t := range []struct {
+		f string
+		d time.Duration
+	}{{"targets.rto", p.Targets.RTO}, {"targets.rpo", p.Targets.RPO}, {"targets.failover", p.Targets.Failover}} {
+		if t.d < 0 || t.d > compliance.MaxTarget {
+			bad(t.f, "%s is out of range", t.d)
+		}
 	}
 	names := map[string]bool{}
 	for i, t := range p.Tiers {

@@ -83,6 +83,7 @@ func (a *adminAPI) Status(ctx context.Context, req *pgdrv1.StatusRequest) (*pgdr
 			cs.LeaseExpiresAt = timestamppb.New(le.expires)
 		}
 		cs.Failover = a.s.judge.get(cs.Name)
+		cs.Compliance = a.s.complianceStatus(cs.Name)
 	}
 	return &pgdrv1.StatusResponse{
 		Coordinators: a.s.coordinatorStatus(),

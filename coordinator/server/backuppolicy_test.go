@@ -31,6 +31,13 @@ import (
 // returns a client for a token.
 func adminAPIServer(t *testing.T) (s *Server, client func(token string) pgdrv1.AdminServiceClient) {
 	t.Helper()
+	return adminAPIServerWith(t, nil)
+}
+
+// adminAPIServerWith is adminAPIServer with setup run on the server
+// before it starts leading (nil: none).
+func adminAPIServerWith(t *testing.T, setup func(*Server)) (s *Server, client func(token string) pgdrv1.AdminServiceClient) {
+	t.Helper()
 	dir := t.TempDir()
 	tokFile := filepath.Join(dir, "tokens.yaml")
 	if err := os.WriteFile(tokFile, []byte(fmt.Sprintf("- {name: reader, role: read, sha256: %s}\n- {name: alice, role: admin, sha256: %s}\n",
@@ -44,6 +51,9 @@ func adminAPIServer(t *testing.T) (s *Server, client func(token string) pgdrv1.A
 	s, err = newServer(testConfig(), slog.New(slog.DiscardHandler), Options{}, tokens, &tls.Config{})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if setup != nil {
+		setup(s)
 	}
 	startInmemRaft(t, s)
 	mustPropose(t, s, pgdrv1.CommandType_COMMAND_TYPE_REGISTER_MEMBER, &pgdrv1.RegisterMember{Member: &pgdrv1.Member{

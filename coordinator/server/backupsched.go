@@ -265,14 +265,7 @@ func (a *adminAPI) ListBackupRuns(ctx context.Context, req *pgdrv1.ListBackupRun
 	}
 	out := &pgdrv1.ListBackupRunsResponse{}
 	clusters := a.s.fsm.Clusters()
-	names := make([]string, 0, len(clusters))
-	for n := range clusters {
-		if req.GetCluster() == "" || n == req.GetCluster() {
-			names = append(names, n)
-		}
-	}
-	slices.Sort(names)
-	for _, n := range names {
+	for _, n := range sortedNames(clusters, req.GetCluster()) {
 		out.Clusters = append(out.Clusters, &pgdrv1.ClusterBackupRuns{Cluster: n, Runs: clusters[n].GetBackupRuns()})
 	}
 	return out, nil

@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/pgdr/pgdr/coordinator/compliance"
 	"github.com/pgdr/pgdr/coordinator/failover"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
@@ -123,6 +125,13 @@ func (s *Server) failoverTick(ctx context.Context) {
 			continue
 		}
 		s.leases.ensure(name, c.Primary, c.Epoch, now, s.cfg.Failover.LeaseTTL.Duration)
+		pm := failover.Member{}
+		if sm, ok := samples[memberKey{name, c.Primary}]; ok {
+			pm = failover.Member{Fresh: now.Sub(sm.at) <= s.cfg.Health.StaleAfter.Duration,
+				PostmasterAlive: sm.report.PostmasterAlive, Connectable: sm.report.Connectable,
+				InRecovery: sm.report.InRecovery, Fenced: sm.report.Fenced}
+		}
+		s.comp.notePrimary(name, c.Epoch, failover.PrimaryHealthy(pm), now) // a failover's detection time
 		d := failover.Decide(s.failoverInput(c, samples, now))
 		s.judge.mu.Lock()
 		s.judge.reason[name] = d.Reason
@@ -146,12 +155,6 @@ func (s *Server) failoverTick(ctx context.Context) {
 		case failover.ActionNone:
 			// A primary that is down but cannot be replaced is recorded once
 			// per distinct reason, so that history says why nothing happened.
-			pm := failover.Member{}
-			if sm, ok := samples[memberKey{name, c.Primary}]; ok {
-				pm = failover.Member{Fresh: now.Sub(sm.at) <= s.cfg.Health.StaleAfter.Duration,
-					PostmasterAlive: sm.report.PostmasterAlive, Connectable: sm.report.Connectable,
-					InRecovery: sm.report.InRecovery, Fenced: sm.report.Fenced}
-			}
 			if !failover.PrimaryHealthy(pm) && d.Reason != lastRefusal {
 				s.judge.mu.Lock()
 				s.judge.refused[name] = d.Reason
@@ -254,6 +257,9 @@ func (s *Server) executeFailover(ctx context.Context, c *pgdrv1.Cluster, d failo
 	if fenced != "" {
 		details["fenced_first"] = fenced
 	}
+	if t, ok := s.comp.detectedAt(name, c.Epoch); ok {
+		details[compliance.DetailDetectedAt] = compliance.FormatTime(t)
+	}
 	s.recordEvent(ctx, name, kindFailoverIntent, cand, c.Epoch, fmt.Sprintf("promote %s in place of %s: %s", cand, old, d.Reason), details)
 	if _, err := s.propose(ctx, pgdrv1.CommandType_COMMAND_TYPE_SET_PRIMARY, &pgdrv1.SetPrimary{
 		Cluster: name, Name: cand, ExpectedEpoch: c.Epoch, Reason: "failover: " + d.Reason,
@@ -285,6 +291,7 @@ func (s *Server) executeFailover(ctx context.Context, c *pgdrv1.Cluster, d failo
 // resumes it), re-point every other replica, and record the result.
 func (s *Server) completeFailover(ctx context.Context, c *pgdrv1.Cluster, old, cand string, epoch uint64, reason string, promoted bool) {
 	name := c.GetName()
+	var writable time.Time // when cand confirmed its promotion (zero: resumed, not seen here)
 	if !promoted {
 		if err := s.syncBeforePromote(ctx, c, cand, epoch); err != nil {
 			s.recordPromoteEvent(ctx, name, kindFailoverResult, cand, epoch, "failed: "+err.Error(), nil, pgdrv1.PromoteMark_PROMOTE_MARK_NOT_SENT)
@@ -315,6 +322,7 @@ func (s *Server) completeFailover(ctx context.Context, c *pgdrv1.Cluster, old, c
 			s.recordUnsettled(ctx, name, kindFailoverResult, cand, epoch, msg, details, mark, settleBy, honours)
 			return
 		}
+		writable = time.Now()
 		msg := strings.TrimSpace(res.Output)
 		if !strings.HasPrefix(msg, "promoted") {
 			msg = "promoted: " + msg
@@ -350,7 +358,33 @@ func (s *Server) completeFailover(ctx context.Context, c *pgdrv1.Cluster, old, c
 	if len(failed) > 0 {
 		result += "; not following yet: " + strings.Join(failed, ", ")
 	}
-	s.recordPromoteEvent(ctx, name, kindFailoverResult, cand, epoch, result, nil, pgdrv1.PromoteMark_PROMOTE_MARK_PROMOTED)
+	s.recordPromoteEvent(ctx, name, kindFailoverResult, cand, epoch, result, s.measuredDetails(name, epoch, writable), pgdrv1.PromoteMark_PROMOTE_MARK_PROMOTED)
+}
+
+// measuredDetails are a recovery result's measurement: when the new
+// primary at epoch became writable and how long after its start (the
+// intent's detection time, else the intent's time; compliance.Recoveries
+// reads the same). Nil when writable is not known.
+func (s *Server) measuredDetails(cluster string, epoch uint64, writable time.Time) map[string]string {
+	if writable.IsZero() {
+		return nil
+	}
+	out := map[string]string{compliance.DetailWritableAt: compliance.FormatTime(writable)}
+	var started time.Time
+	s.fsm.ScanHistoryBack(cluster, func(ev *pgdrv1.HistoryEvent) bool {
+		if strings.HasSuffix(ev.GetKind(), "-intent") && ev.GetEpoch()+1 == epoch && ev.GetTime() != nil {
+			started = ev.GetTime().AsTime()
+			if t, ok := compliance.ParseTime(ev.GetDetails()[compliance.DetailDetectedAt]); ok && t.Before(started) {
+				started = t
+			}
+			return false
+		}
+		return ev.GetEpoch()+1 >= epoch
+	})
+	if !started.IsZero() && !writable.Before(started) {
+		out[compliance.DetailDurationMS] = strconv.FormatInt(writable.Sub(started).Milliseconds(), 10)
+	}
+	return out
 }
 
 // promoteSettleBy is the settle_by of a promote order that must start by

@@ -48,6 +48,7 @@ func newMetrics(s *Server) *metrics {
 			func() float64 { return float64(s.countHealthy(true)) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pgdr_coordinator_members_unhealthy", Help: "Members judged unhealthy (leader only)."},
 			func() float64 { return float64(s.countHealthy(false)) }),
+		complianceCollector{s},
 	)
 	return m
 }

@@ -62,6 +62,9 @@ type Options struct {
 	// BackupEvery and BackupGrace tune the backup scheduler (zero: the
 	// defaults of coordinator/schedule; tests and labs shorten them).
 	BackupEvery, BackupGrace time.Duration
+	// Drills gives each cluster's last drill for the RTO measurement
+	// (nil: "no drill recorded"; compliance.go).
+	Drills DrillSource
 }
 
 // Server is one coordinator.
@@ -80,8 +83,10 @@ type Server struct {
 	// primaryLSN: each cluster's primary's highest LSN seen (primarylsn.go).
 	primaryLSN *primaryLSNs
 	judge      *judgements
-	syncer     *syncer
-	conns      *peerConns
+	// comp: recovery targets measured by the leader (compliance.go).
+	comp   *complianceState
+	syncer *syncer
+	conns  *peerConns
 	// contacts: which peers this leader's heartbeats reach (membership.go).
 	contacts *contacts
 	// memberWrites rate-limits registration changes per member
@@ -134,6 +139,7 @@ func newServer(cfg *config.Config, log *slog.Logger, opts Options, tokens *confi
 		hub:        newHub(),
 		leases:     newLeases(),
 		judge:      newJudgements(),
+		comp:       newComplianceState(),
 		primaryLSN: newPrimaryLSNs(),
 		syncer:     newSyncer(),
 		conns:      newPeerConns(cli),
@@ -142,6 +148,7 @@ func newServer(cfg *config.Config, log *slog.Logger, opts Options, tokens *confi
 		memberWrites:      newMemberWrites(),
 		memberUpdateEvery: memberUpdateEvery,
 	}
+	s.comp.drills = opts.Drills
 	s.metrics = newMetrics(s)
 	grace := opts.BackupGrace
 	if grace == 0 {
@@ -400,6 +407,7 @@ func (s *Server) beginLeadership(parent context.Context) {
 	s.view.reset()
 	s.hub.sent.reset()
 	s.judge.reset()
+	s.comp.reset()
 	s.syncer.reset()
 	s.log.Info("became raft leader")
 	// The state is read after the barrier in leaderLoop; until then every
@@ -449,6 +457,7 @@ func (s *Server) leaderLoop(ctx context.Context) {
 			s.recordPrimaryLSNs(ctx)
 			s.failoverTick(ctx)
 			s.syncTick(ctx)
+			s.complianceTick(ctx)
 		}
 	}
 }

@@ -401,6 +401,7 @@ func (s *Server) switchover(name, to, actor string) (*pgdrv1.SwitchoverResponse,
 		return fail(codes.Aborted, fmt.Sprintf("failed: promoting %s: %v; %s is the recorded primary at epoch %d: while it is a running replica the leader orders it to promote again", to, err, to, epoch))
 	}
 	st.addMark(kindSwitchoverStep, to, epoch, fmt.Sprintf("%s %s", to, out), nil, pgdrv1.PromoteMark_PROMOTE_MARK_PROMOTED)
+	writable := time.Now()
 
 	// (e) The other replicas follow the new primary.
 	cur, _ := s.fsm.Cluster(name)
@@ -452,7 +453,11 @@ func (s *Server) switchover(name, to, actor string) (*pgdrv1.SwitchoverResponse,
 		slices.Sort(notFollowing)
 		result += "; not following yet: " + strings.Join(notFollowing, ", ")
 	}
-	st.addMark(kindSwitchoverResult, to, epoch, result, map[string]string{"result": "ok", "old_primary": old}, pgdrv1.PromoteMark_PROMOTE_MARK_PROMOTED)
+	details := map[string]string{"result": "ok", "old_primary": old}
+	for k, v := range s.measuredDetails(name, epoch, writable) {
+		details[k] = v
+	}
+	st.addMark(kindSwitchoverResult, to, epoch, result, details, pgdrv1.PromoteMark_PROMOTE_MARK_PROMOTED)
 	log.Warn("switchover done", "epoch", epoch)
 	return &pgdrv1.SwitchoverResponse{Primary: to, Epoch: epoch, Steps: st.list}, nil
 }

@@ -837,7 +837,9 @@ type ClusterStatus struct {
 	LeaseExpiresAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=lease_expires_at,json=leaseExpiresAt,proto3" json:"lease_expires_at,omitempty"`
 	// failover: the leader's current judgement ("primary healthy", why it
 	// waits, why no member can be promoted, ...).
-	Failover      string `protobuf:"bytes,9,opt,name=failover,proto3" json:"failover,omitempty"`
+	Failover string `protobuf:"bytes,9,opt,name=failover,proto3" json:"failover,omitempty"`
+	// compliance: recovery targets against measured values (the leader's).
+	Compliance    *Compliance `protobuf:"bytes,10,opt,name=compliance,proto3" json:"compliance,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -933,6 +935,13 @@ func (x *ClusterStatus) GetFailover() string {
 		return x.Failover
 	}
 	return ""
+}
+
+func (x *ClusterStatus) GetCompliance() *Compliance {
+	if x != nil {
+		return x.Compliance
+	}
+	return nil
 }
 
 type StatusResponse struct {
@@ -1651,7 +1660,7 @@ var File_pgdr_v1_admin_proto protoreflect.FileDescriptor
 
 const file_pgdr_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x13pgdr/v1/admin.proto\x12\apgdr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13pgdr/v1/state.proto\x1a\x12pgdr/v1/raft.proto\x1a\x1bpgdr/v1/backup_policy.proto\x1a\x18pgdr/v1/backup_run.proto\"=\n" +
+	"\x13pgdr/v1/admin.proto\x12\apgdr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13pgdr/v1/state.proto\x1a\x12pgdr/v1/raft.proto\x1a\x1bpgdr/v1/backup_policy.proto\x1a\x18pgdr/v1/backup_run.proto\x1a\x18pgdr/v1/compliance.proto\"=\n" +
 	"\x11SwitchoverRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x0e\n" +
 	"\x02to\x18\x02 \x01(\tR\x02to\"Z\n" +
@@ -1715,7 +1724,7 @@ const file_pgdr_v1_admin_proto_rawDesc = "" +
 	"\vreceive_lsn\x18\x12 \x01(\x04R\n" +
 	"receiveLsn\x12\x1d\n" +
 	"\n" +
-	"replay_lsn\x18\x13 \x01(\x04R\treplayLsn\"\xcc\x02\n" +
+	"replay_lsn\x18\x13 \x01(\x04R\treplayLsn\"\x81\x03\n" +
 	"\rClusterStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aprimary\x18\x02 \x01(\tR\aprimary\x12\x14\n" +
@@ -1725,7 +1734,11 @@ const file_pgdr_v1_admin_proto_rawDesc = "" +
 	"\amembers\x18\x06 \x03(\v2\x15.pgdr.v1.MemberStatusR\amembers\x12'\n" +
 	"\x06policy\x18\a \x01(\v2\x0f.pgdr.v1.PolicyR\x06policy\x12D\n" +
 	"\x10lease_expires_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x0eleaseExpiresAt\x12\x1a\n" +
-	"\bfailover\x18\t \x01(\tR\bfailover\"\xd5\x01\n" +
+	"\bfailover\x18\t \x01(\tR\bfailover\x123\n" +
+	"\n" +
+	"compliance\x18\n" +
+	" \x01(\v2\x13.pgdr.v1.ComplianceR\n" +
+	"compliance\"\xd5\x01\n" +
 	"\x0eStatusResponse\x12>\n" +
 	"\fcoordinators\x18\x01 \x03(\v2\x1a.pgdr.v1.CoordinatorStatusR\fcoordinators\x122\n" +
 	"\bclusters\x18\x02 \x03(\v2\x16.pgdr.v1.ClusterStatusR\bclusters\x12\x1f\n" +
@@ -1766,7 +1779,7 @@ const file_pgdr_v1_admin_proto_rawDesc = "" +
 	"\x19RemoveCoordinatorResponse\x12>\n" +
 	"\fcoordinators\x18\x01 \x03(\v2\x1a.pgdr.v1.CoordinatorStatusR\fcoordinators\":\n" +
 	"\fApplyRequest\x12*\n" +
-	"\acommand\x18\x01 \x01(\v2\x10.pgdr.v1.CommandR\acommand2\xcc\b\n" +
+	"\acommand\x18\x01 \x01(\v2\x10.pgdr.v1.CommandR\acommand2\x87\t\n" +
 	"\fAdminService\x129\n" +
 	"\x06Status\x12\x16.pgdr.v1.StatusRequest\x1a\x17.pgdr.v1.StatusResponse\x12<\n" +
 	"\aMembers\x12\x17.pgdr.v1.MembersRequest\x1a\x18.pgdr.v1.MembersResponse\x12<\n" +
@@ -1783,7 +1796,8 @@ const file_pgdr_v1_admin_proto_rawDesc = "" +
 	"\x0fSetBackupPolicy\x12\x1f.pgdr.v1.SetBackupPolicyRequest\x1a .pgdr.v1.SetBackupPolicyResponse\x12Q\n" +
 	"\x0eListBackupRuns\x12\x1e.pgdr.v1.ListBackupRunsRequest\x1a\x1f.pgdr.v1.ListBackupRunsResponse\x12B\n" +
 	"\tRunBackup\x12\x19.pgdr.v1.RunBackupRequest\x1a\x1a.pgdr.v1.RunBackupResponse\x12T\n" +
-	"\x0fCancelBackupRun\x12\x1f.pgdr.v1.CancelBackupRunRequest\x1a .pgdr.v1.CancelBackupRunResponse2\x8e\x01\n" +
+	"\x0fCancelBackupRun\x12\x1f.pgdr.v1.CancelBackupRunRequest\x1a .pgdr.v1.CancelBackupRunResponse\x129\n" +
+	"\x06Report\x12\x16.pgdr.v1.ReportRequest\x1a\x17.pgdr.v1.ReportResponse2\x8e\x01\n" +
 	"\x12CoordinatorService\x124\n" +
 	"\x05Apply\x12\x15.pgdr.v1.ApplyRequest\x1a\x14.pgdr.v1.ApplyResult\x12B\n" +
 	"\tRaftIndex\x12\x19.pgdr.v1.RaftIndexRequest\x1a\x1a.pgdr.v1.RaftIndexResponseB+Z)github.com/pgdr/pgdr/proto/pgdr/v1;pgdrv1b\x06proto3"
@@ -1830,20 +1844,23 @@ var file_pgdr_v1_admin_proto_goTypes = []any{
 	(*ApplyRequest)(nil),              // 25: pgdr.v1.ApplyRequest
 	(*Policy)(nil),                    // 26: pgdr.v1.Policy
 	(*timestamppb.Timestamp)(nil),     // 27: google.protobuf.Timestamp
-	(*Member)(nil),                    // 28: pgdr.v1.Member
-	(*HistoryEvent)(nil),              // 29: pgdr.v1.HistoryEvent
-	(*Command)(nil),                   // 30: pgdr.v1.Command
-	(*GetBackupPolicyRequest)(nil),    // 31: pgdr.v1.GetBackupPolicyRequest
-	(*SetBackupPolicyRequest)(nil),    // 32: pgdr.v1.SetBackupPolicyRequest
-	(*ListBackupRunsRequest)(nil),     // 33: pgdr.v1.ListBackupRunsRequest
-	(*RunBackupRequest)(nil),          // 34: pgdr.v1.RunBackupRequest
-	(*CancelBackupRunRequest)(nil),    // 35: pgdr.v1.CancelBackupRunRequest
-	(*GetBackupPolicyResponse)(nil),   // 36: pgdr.v1.GetBackupPolicyResponse
-	(*SetBackupPolicyResponse)(nil),   // 37: pgdr.v1.SetBackupPolicyResponse
-	(*ListBackupRunsResponse)(nil),    // 38: pgdr.v1.ListBackupRunsResponse
-	(*RunBackupResponse)(nil),         // 39: pgdr.v1.RunBackupResponse
-	(*CancelBackupRunResponse)(nil),   // 40: pgdr.v1.CancelBackupRunResponse
-	(*ApplyResult)(nil),               // 41: pgdr.v1.ApplyResult
+	(*Compliance)(nil),                // 28: pgdr.v1.Compliance
+	(*Member)(nil),                    // 29: pgdr.v1.Member
+	(*HistoryEvent)(nil),              // 30: pgdr.v1.HistoryEvent
+	(*Command)(nil),                   // 31: pgdr.v1.Command
+	(*GetBackupPolicyRequest)(nil),    // 32: pgdr.v1.GetBackupPolicyRequest
+	(*SetBackupPolicyRequest)(nil),    // 33: pgdr.v1.SetBackupPolicyRequest
+	(*ListBackupRunsRequest)(nil),     // 34: pgdr.v1.ListBackupRunsRequest
+	(*RunBackupRequest)(nil),          // 35: pgdr.v1.RunBackupRequest
+	(*CancelBackupRunRequest)(nil),    // 36: pgdr.v1.CancelBackupRunRequest
+	(*ReportRequest)(nil),             // 37: pgdr.v1.ReportRequest
+	(*GetBackupPolicyResponse)(nil),   // 38: pgdr.v1.GetBackupPolicyResponse
+	(*SetBackupPolicyResponse)(nil),   // 39: pgdr.v1.SetBackupPolicyResponse
+	(*ListBackupRunsResponse)(nil),    // 40: pgdr.v1.ListBackupRunsResponse
+	(*RunBackupResponse)(nil),         // 41: pgdr.v1.RunBackupResponse
+	(*CancelBackupRunResponse)(nil),   // 42: pgdr.v1.CancelBackupRunResponse
+	(*ReportResponse)(nil),            // 43: pgdr.v1.ReportResponse
+	(*ApplyResult)(nil),               // 44: pgdr.v1.ApplyResult
 }
 var file_pgdr_v1_admin_proto_depIdxs = []int32{
 	26, // 0: pgdr.v1.SetPolicyRequest.policy:type_name -> pgdr.v1.Policy
@@ -1851,55 +1868,58 @@ var file_pgdr_v1_admin_proto_depIdxs = []int32{
 	10, // 2: pgdr.v1.ClusterStatus.members:type_name -> pgdr.v1.MemberStatus
 	26, // 3: pgdr.v1.ClusterStatus.policy:type_name -> pgdr.v1.Policy
 	27, // 4: pgdr.v1.ClusterStatus.lease_expires_at:type_name -> google.protobuf.Timestamp
-	9,  // 5: pgdr.v1.StatusResponse.coordinators:type_name -> pgdr.v1.CoordinatorStatus
-	11, // 6: pgdr.v1.StatusResponse.clusters:type_name -> pgdr.v1.ClusterStatus
-	27, // 7: pgdr.v1.StatusResponse.time:type_name -> google.protobuf.Timestamp
-	28, // 8: pgdr.v1.MembersResponse.members:type_name -> pgdr.v1.Member
-	29, // 9: pgdr.v1.HistoryResponse.events:type_name -> pgdr.v1.HistoryEvent
-	26, // 10: pgdr.v1.PauseResponse.policy:type_name -> pgdr.v1.Policy
-	26, // 11: pgdr.v1.ResumeResponse.policy:type_name -> pgdr.v1.Policy
-	9,  // 12: pgdr.v1.AddCoordinatorResponse.coordinators:type_name -> pgdr.v1.CoordinatorStatus
-	9,  // 13: pgdr.v1.RemoveCoordinatorResponse.coordinators:type_name -> pgdr.v1.CoordinatorStatus
-	30, // 14: pgdr.v1.ApplyRequest.command:type_name -> pgdr.v1.Command
-	8,  // 15: pgdr.v1.AdminService.Status:input_type -> pgdr.v1.StatusRequest
-	13, // 16: pgdr.v1.AdminService.Members:input_type -> pgdr.v1.MembersRequest
-	15, // 17: pgdr.v1.AdminService.History:input_type -> pgdr.v1.HistoryRequest
-	17, // 18: pgdr.v1.AdminService.Pause:input_type -> pgdr.v1.PauseRequest
-	19, // 19: pgdr.v1.AdminService.Resume:input_type -> pgdr.v1.ResumeRequest
-	21, // 20: pgdr.v1.AdminService.AddCoordinator:input_type -> pgdr.v1.AddCoordinatorRequest
-	23, // 21: pgdr.v1.AdminService.RemoveCoordinator:input_type -> pgdr.v1.RemoveCoordinatorRequest
-	0,  // 22: pgdr.v1.AdminService.Switchover:input_type -> pgdr.v1.SwitchoverRequest
-	2,  // 23: pgdr.v1.AdminService.Failover:input_type -> pgdr.v1.FailoverRequest
-	4,  // 24: pgdr.v1.AdminService.SetPolicy:input_type -> pgdr.v1.SetPolicyRequest
-	31, // 25: pgdr.v1.AdminService.GetBackupPolicy:input_type -> pgdr.v1.GetBackupPolicyRequest
-	32, // 26: pgdr.v1.AdminService.SetBackupPolicy:input_type -> pgdr.v1.SetBackupPolicyRequest
-	33, // 27: pgdr.v1.AdminService.ListBackupRuns:input_type -> pgdr.v1.ListBackupRunsRequest
-	34, // 28: pgdr.v1.AdminService.RunBackup:input_type -> pgdr.v1.RunBackupRequest
-	35, // 29: pgdr.v1.AdminService.CancelBackupRun:input_type -> pgdr.v1.CancelBackupRunRequest
-	25, // 30: pgdr.v1.CoordinatorService.Apply:input_type -> pgdr.v1.ApplyRequest
-	6,  // 31: pgdr.v1.CoordinatorService.RaftIndex:input_type -> pgdr.v1.RaftIndexRequest
-	12, // 32: pgdr.v1.AdminService.Status:output_type -> pgdr.v1.StatusResponse
-	14, // 33: pgdr.v1.AdminService.Members:output_type -> pgdr.v1.MembersResponse
-	16, // 34: pgdr.v1.AdminService.History:output_type -> pgdr.v1.HistoryResponse
-	18, // 35: pgdr.v1.AdminService.Pause:output_type -> pgdr.v1.PauseResponse
-	20, // 36: pgdr.v1.AdminService.Resume:output_type -> pgdr.v1.ResumeResponse
-	22, // 37: pgdr.v1.AdminService.AddCoordinator:output_type -> pgdr.v1.AddCoordinatorResponse
-	24, // 38: pgdr.v1.AdminService.RemoveCoordinator:output_type -> pgdr.v1.RemoveCoordinatorResponse
-	1,  // 39: pgdr.v1.AdminService.Switchover:output_type -> pgdr.v1.SwitchoverResponse
-	3,  // 40: pgdr.v1.AdminService.Failover:output_type -> pgdr.v1.FailoverResponse
-	5,  // 41: pgdr.v1.AdminService.SetPolicy:output_type -> pgdr.v1.SetPolicyResponse
-	36, // 42: pgdr.v1.AdminService.GetBackupPolicy:output_type -> pgdr.v1.GetBackupPolicyResponse
-	37, // 43: pgdr.v1.AdminService.SetBackupPolicy:output_type -> pgdr.v1.SetBackupPolicyResponse
-	38, // 44: pgdr.v1.AdminService.ListBackupRuns:output_type -> pgdr.v1.ListBackupRunsResponse
-	39, // 45: pgdr.v1.AdminService.RunBackup:output_type -> pgdr.v1.RunBackupResponse
-	40, // 46: pgdr.v1.AdminService.CancelBackupRun:output_type -> pgdr.v1.CancelBackupRunResponse
-	41, // 47: pgdr.v1.CoordinatorService.Apply:output_type -> pgdr.v1.ApplyResult
-	7,  // 48: pgdr.v1.CoordinatorService.RaftIndex:output_type -> pgdr.v1.RaftIndexResponse
-	32, // [32:49] is the sub-list for method output_type
-	15, // [15:32] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	28, // 5: pgdr.v1.ClusterStatus.compliance:type_name -> pgdr.v1.Compliance
+	9,  // 6: pgdr.v1.StatusResponse.coordinators:type_name -> pgdr.v1.CoordinatorStatus
+	11, // 7: pgdr.v1.StatusResponse.clusters:type_name -> pgdr.v1.ClusterStatus
+	27, // 8: pgdr.v1.StatusResponse.time:type_name -> google.protobuf.Timestamp
+	29, // 9: pgdr.v1.MembersResponse.members:type_name -> pgdr.v1.Member
+	30, // 10: pgdr.v1.HistoryResponse.events:type_name -> pgdr.v1.HistoryEvent
+	26, // 11: pgdr.v1.PauseResponse.policy:type_name -> pgdr.v1.Policy
+	26, // 12: pgdr.v1.ResumeResponse.policy:type_name -> pgdr.v1.Policy
+	9,  // 13: pgdr.v1.AddCoordinatorResponse.coordinators:type_name -> pgdr.v1.CoordinatorStatus
+	9,  // 14: pgdr.v1.RemoveCoordinatorResponse.coordinators:type_name -> pgdr.v1.CoordinatorStatus
+	31, // 15: pgdr.v1.ApplyRequest.command:type_name -> pgdr.v1.Command
+	8,  // 16: pgdr.v1.AdminService.Status:input_type -> pgdr.v1.StatusRequest
+	13, // 17: pgdr.v1.AdminService.Members:input_type -> pgdr.v1.MembersRequest
+	15, // 18: pgdr.v1.AdminService.History:input_type -> pgdr.v1.HistoryRequest
+	17, // 19: pgdr.v1.AdminService.Pause:input_type -> pgdr.v1.PauseRequest
+	19, // 20: pgdr.v1.AdminService.Resume:input_type -> pgdr.v1.ResumeRequest
+	21, // 21: pgdr.v1.AdminService.AddCoordinator:input_type -> pgdr.v1.AddCoordinatorRequest
+	23, // 22: pgdr.v1.AdminService.RemoveCoordinator:input_type -> pgdr.v1.RemoveCoordinatorRequest
+	0,  // 23: pgdr.v1.AdminService.Switchover:input_type -> pgdr.v1.SwitchoverRequest
+	2,  // 24: pgdr.v1.AdminService.Failover:input_type -> pgdr.v1.FailoverRequest
+	4,  // 25: pgdr.v1.AdminService.SetPolicy:input_type -> pgdr.v1.SetPolicyRequest
+	32, // 26: pgdr.v1.AdminService.GetBackupPolicy:input_type -> pgdr.v1.GetBackupPolicyRequest
+	33, // 27: pgdr.v1.AdminService.SetBackupPolicy:input_type -> pgdr.v1.SetBackupPolicyRequest
+	34, // 28: pgdr.v1.AdminService.ListBackupRuns:input_type -> pgdr.v1.ListBackupRunsRequest
+	35, // 29: pgdr.v1.AdminService.RunBackup:input_type -> pgdr.v1.RunBackupRequest
+	36, // 30: pgdr.v1.AdminService.CancelBackupRun:input_type -> pgdr.v1.CancelBackupRunRequest
+	37, // 31: pgdr.v1.AdminService.Report:input_type -> pgdr.v1.ReportRequest
+	25, // 32: pgdr.v1.CoordinatorService.Apply:input_type -> pgdr.v1.ApplyRequest
+	6,  // 33: pgdr.v1.CoordinatorService.RaftIndex:input_type -> pgdr.v1.RaftIndexRequest
+	12, // 34: pgdr.v1.AdminService.Status:output_type -> pgdr.v1.StatusResponse
+	14, // 35: pgdr.v1.AdminService.Members:output_type -> pgdr.v1.MembersResponse
+	16, // 36: pgdr.v1.AdminService.History:output_type -> pgdr.v1.HistoryResponse
+	18, // 37: pgdr.v1.AdminService.Pause:output_type -> pgdr.v1.PauseResponse
+	20, // 38: pgdr.v1.AdminService.Resume:output_type -> pgdr.v1.ResumeResponse
+	22, // 39: pgdr.v1.AdminService.AddCoordinator:output_type -> pgdr.v1.AddCoordinatorResponse
+	24, // 40: pgdr.v1.AdminService.RemoveCoordinator:output_type -> pgdr.v1.RemoveCoordinatorResponse
+	1,  // 41: pgdr.v1.AdminService.Switchover:output_type -> pgdr.v1.SwitchoverResponse
+	3,  // 42: pgdr.v1.AdminService.Failover:output_type -> pgdr.v1.FailoverResponse
+	5,  // 43: pgdr.v1.AdminService.SetPolicy:output_type -> pgdr.v1.SetPolicyResponse
+	38, // 44: pgdr.v1.AdminService.GetBackupPolicy:output_type -> pgdr.v1.GetBackupPolicyResponse
+	39, // 45: pgdr.v1.AdminService.SetBackupPolicy:output_type -> pgdr.v1.SetBackupPolicyResponse
+	40, // 46: pgdr.v1.AdminService.ListBackupRuns:output_type -> pgdr.v1.ListBackupRunsResponse
+	41, // 47: pgdr.v1.AdminService.RunBackup:output_type -> pgdr.v1.RunBackupResponse
+	42, // 48: pgdr.v1.AdminService.CancelBackupRun:output_type -> pgdr.v1.CancelBackupRunResponse
+	43, // 49: pgdr.v1.AdminService.Report:output_type -> pgdr.v1.ReportResponse
+	44, // 50: pgdr.v1.CoordinatorService.Apply:output_type -> pgdr.v1.ApplyResult
+	7,  // 51: pgdr.v1.CoordinatorService.RaftIndex:output_type -> pgdr.v1.RaftIndexResponse
+	34, // [34:52] is the sub-list for method output_type
+	16, // [16:34] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_pgdr_v1_admin_proto_init() }
@@ -1911,6 +1931,7 @@ func file_pgdr_v1_admin_proto_init() {
 	file_pgdr_v1_raft_proto_init()
 	file_pgdr_v1_backup_policy_proto_init()
 	file_pgdr_v1_backup_run_proto_init()
+	file_pgdr_v1_compliance_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

@@ -36,6 +36,7 @@ const (
 	AdminService_ListBackupRuns_FullMethodName    = "/pgdr.v1.AdminService/ListBackupRuns"
 	AdminService_RunBackup_FullMethodName         = "/pgdr.v1.AdminService/RunBackup"
 	AdminService_CancelBackupRun_FullMethodName   = "/pgdr.v1.AdminService/CancelBackupRun"
+	AdminService_Report_FullMethodName            = "/pgdr.v1.AdminService/Report"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -43,7 +44,7 @@ const (
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
 // AdminService: role "read" may call Status, Members, History,
-// GetBackupPolicy and ListBackupRuns; the other methods need role "admin".
+// GetBackupPolicy, ListBackupRuns and Report; the other methods need role "admin".
 type AdminServiceClient interface {
 	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error)
 	Members(ctx context.Context, in *MembersRequest, opts ...grpc.CallOption) (*MembersResponse, error)
@@ -76,6 +77,8 @@ type AdminServiceClient interface {
 	// agent a cancel order: the run cleans up until the agent answers or its
 	// clean-up deadline, then ends as cancelled.
 	CancelBackupRun(ctx context.Context, in *CancelBackupRunRequest, opts ...grpc.CallOption) (*CancelBackupRunResponse, error)
+	// Report (role read): the compliance report, assembled on the leader.
+	Report(ctx context.Context, in *ReportRequest, opts ...grpc.CallOption) (*ReportResponse, error)
 }
 
 type adminServiceClient struct {
@@ -236,12 +239,22 @@ func (c *adminServiceClient) CancelBackupRun(ctx context.Context, in *CancelBack
 	return out, nil
 }
 
+func (c *adminServiceClient) Report(ctx context.Context, in *ReportRequest, opts ...grpc.CallOption) (*ReportResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReportResponse)
+	err := c.cc.Invoke(ctx, AdminService_Report_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
 //
 // AdminService: role "read" may call Status, Members, History,
-// GetBackupPolicy and ListBackupRuns; the other methods need role "admin".
+// GetBackupPolicy, ListBackupRuns and Report; the other methods need role "admin".
 type AdminServiceServer interface {
 	Status(context.Context, *StatusRequest) (*StatusResponse, error)
 	Members(context.Context, *MembersRequest) (*MembersResponse, error)
@@ -274,6 +287,8 @@ type AdminServiceServer interface {
 	// agent a cancel order: the run cleans up until the agent answers or its
 	// clean-up deadline, then ends as cancelled.
 	CancelBackupRun(context.Context, *CancelBackupRunRequest) (*CancelBackupRunResponse, error)
+	// Report (role read): the compliance report, assembled on the leader.
+	Report(context.Context, *ReportRequest) (*ReportResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -328,6 +343,9 @@ func (UnimplementedAdminServiceServer) RunBackup(context.Context, *RunBackupRequ
 }
 func (UnimplementedAdminServiceServer) CancelBackupRun(context.Context, *CancelBackupRunRequest) (*CancelBackupRunResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method CancelBackupRun not implemented")
+}
+func (UnimplementedAdminServiceServer) Report(context.Context, *ReportRequest) (*ReportResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Report not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -620,6 +638,24 @@ func _AdminService_CancelBackupRun_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_Report_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReportRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).Report(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_Report_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).Report(ctx, req.(*ReportRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -686,6 +722,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CancelBackupRun",
 			Handler:    _AdminService_CancelBackupRun_Handler,
+		},
+		{
+			MethodName: "Report",
+			Handler:    _AdminService_Report_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -685,8 +685,12 @@ type HealthReport struct {
 	// whenever it was received (a report cached from before a new session
 	// arrives late). Never a command received after the checks began.
 	AfterCommandId string `protobuf:"bytes,32,opt,name=after_command_id,json=afterCommandId,proto3" json:"after_command_id,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// archive_rpo: on a primary, per configured repository, the WAL not yet
+	// in it (empty on a replica, and when the archiver's state could not be
+	// read). See agent/health ArchiveRPO.
+	ArchiveRpo    []*ArchiveRPO `protobuf:"bytes,33,rep,name=archive_rpo,json=archiveRpo,proto3" json:"archive_rpo,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *HealthReport) Reset() {
@@ -943,6 +947,99 @@ func (x *HealthReport) GetAfterCommandId() string {
 	return ""
 }
 
+func (x *HealthReport) GetArchiveRpo() []*ArchiveRPO {
+	if x != nil {
+		return x.ArchiveRpo
+	}
+	return nil
+}
+
+// ArchiveRPO is what losing the primary now would lose from a repository.
+type ArchiveRPO struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Repository string                 `protobuf:"bytes,1,opt,name=repository,proto3" json:"repository,omitempty"`
+	// mode: sync or async (the repository's configuration).
+	Mode string `protobuf:"bytes,2,opt,name=mode,proto3" json:"mode,omitempty"`
+	// bytes: WAL written and not yet in the repository: from the start of
+	// the oldest segment not archived (a .ready one, else the current one)
+	// to the current LSN, plus for an async repository the copier's queue.
+	Bytes uint64 `protobuf:"varint,3,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	// seconds: age of the oldest WAL not in the repository (0 when bytes is
+	// 0): since the last successful archive (or, never archived, since the
+	// server started), for an async repository at least the age of the
+	// oldest object its copier has not copied yet.
+	Seconds float64 `protobuf:"fixed64,4,opt,name=seconds,proto3" json:"seconds,omitempty"`
+	// ready_segments: segments waiting for archive_command (.ready files).
+	ReadySegments uint32 `protobuf:"varint,5,opt,name=ready_segments,json=readySegments,proto3" json:"ready_segments,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ArchiveRPO) Reset() {
+	*x = ArchiveRPO{}
+	mi := &file_pgdr_v1_agent_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ArchiveRPO) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ArchiveRPO) ProtoMessage() {}
+
+func (x *ArchiveRPO) ProtoReflect() protoreflect.Message {
+	mi := &file_pgdr_v1_agent_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ArchiveRPO.ProtoReflect.Descriptor instead.
+func (*ArchiveRPO) Descriptor() ([]byte, []int) {
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ArchiveRPO) GetRepository() string {
+	if x != nil {
+		return x.Repository
+	}
+	return ""
+}
+
+func (x *ArchiveRPO) GetMode() string {
+	if x != nil {
+		return x.Mode
+	}
+	return ""
+}
+
+func (x *ArchiveRPO) GetBytes() uint64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *ArchiveRPO) GetSeconds() float64 {
+	if x != nil {
+		return x.Seconds
+	}
+	return 0
+}
+
+func (x *ArchiveRPO) GetReadySegments() uint32 {
+	if x != nil {
+		return x.ReadySegments
+	}
+	return 0
+}
+
 // ReplicaState is one row of the primary's pg_stat_replication.
 type ReplicaState struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
@@ -960,7 +1057,7 @@ type ReplicaState struct {
 
 func (x *ReplicaState) Reset() {
 	*x = ReplicaState{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[10]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -972,7 +1069,7 @@ func (x *ReplicaState) String() string {
 func (*ReplicaState) ProtoMessage() {}
 
 func (x *ReplicaState) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[10]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -985,7 +1082,7 @@ func (x *ReplicaState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaState.ProtoReflect.Descriptor instead.
 func (*ReplicaState) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{10}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ReplicaState) GetApplicationName() string {
@@ -1046,7 +1143,7 @@ type ReportSummary struct {
 
 func (x *ReportSummary) Reset() {
 	*x = ReportSummary{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[11]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1058,7 +1155,7 @@ func (x *ReportSummary) String() string {
 func (*ReportSummary) ProtoMessage() {}
 
 func (x *ReportSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[11]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1071,7 +1168,7 @@ func (x *ReportSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportSummary.ProtoReflect.Descriptor instead.
 func (*ReportSummary) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{11}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ReportSummary) GetReceived() uint64 {
@@ -1091,7 +1188,7 @@ type CommandsRequest struct {
 
 func (x *CommandsRequest) Reset() {
 	*x = CommandsRequest{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[12]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1103,7 +1200,7 @@ func (x *CommandsRequest) String() string {
 func (*CommandsRequest) ProtoMessage() {}
 
 func (x *CommandsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[12]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1116,7 +1213,7 @@ func (x *CommandsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandsRequest.ProtoReflect.Descriptor instead.
 func (*CommandsRequest) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{12}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CommandsRequest) GetCluster() string {
@@ -1186,7 +1283,7 @@ type AgentCommand struct {
 
 func (x *AgentCommand) Reset() {
 	*x = AgentCommand{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[13]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1198,7 +1295,7 @@ func (x *AgentCommand) String() string {
 func (*AgentCommand) ProtoMessage() {}
 
 func (x *AgentCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[13]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1211,7 +1308,7 @@ func (x *AgentCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentCommand.ProtoReflect.Descriptor instead.
 func (*AgentCommand) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{13}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *AgentCommand) GetId() string {
@@ -1461,7 +1558,7 @@ type Ping struct {
 
 func (x *Ping) Reset() {
 	*x = Ping{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[14]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1473,7 +1570,7 @@ func (x *Ping) String() string {
 func (*Ping) ProtoMessage() {}
 
 func (x *Ping) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[14]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1486,7 +1583,7 @@ func (x *Ping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ping.ProtoReflect.Descriptor instead.
 func (*Ping) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{14}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{15}
 }
 
 type CheckNow struct {
@@ -1497,7 +1594,7 @@ type CheckNow struct {
 
 func (x *CheckNow) Reset() {
 	*x = CheckNow{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[15]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1509,7 +1606,7 @@ func (x *CheckNow) String() string {
 func (*CheckNow) ProtoMessage() {}
 
 func (x *CheckNow) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[15]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1522,7 +1619,7 @@ func (x *CheckNow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckNow.ProtoReflect.Descriptor instead.
 func (*CheckNow) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{15}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{16}
 }
 
 type Promote struct {
@@ -1554,7 +1651,7 @@ type Promote struct {
 
 func (x *Promote) Reset() {
 	*x = Promote{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[16]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1566,7 +1663,7 @@ func (x *Promote) String() string {
 func (*Promote) ProtoMessage() {}
 
 func (x *Promote) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[16]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1579,7 +1676,7 @@ func (x *Promote) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Promote.ProtoReflect.Descriptor instead.
 func (*Promote) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{16}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Promote) GetReason() string {
@@ -1614,7 +1711,7 @@ type Follow struct {
 
 func (x *Follow) Reset() {
 	*x = Follow{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[17]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1626,7 +1723,7 @@ func (x *Follow) String() string {
 func (*Follow) ProtoMessage() {}
 
 func (x *Follow) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[17]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1639,7 +1736,7 @@ func (x *Follow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Follow.ProtoReflect.Descriptor instead.
 func (*Follow) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{17}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Follow) GetPrimary() string {
@@ -1665,7 +1762,7 @@ type Fence struct {
 
 func (x *Fence) Reset() {
 	*x = Fence{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[18]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1677,7 +1774,7 @@ func (x *Fence) String() string {
 func (*Fence) ProtoMessage() {}
 
 func (x *Fence) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[18]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1690,7 +1787,7 @@ func (x *Fence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fence.ProtoReflect.Descriptor instead.
 func (*Fence) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{18}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Fence) GetReason() string {
@@ -1710,7 +1807,7 @@ type Rejoin struct {
 
 func (x *Rejoin) Reset() {
 	*x = Rejoin{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[19]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1722,7 +1819,7 @@ func (x *Rejoin) String() string {
 func (*Rejoin) ProtoMessage() {}
 
 func (x *Rejoin) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[19]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1735,7 +1832,7 @@ func (x *Rejoin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rejoin.ProtoReflect.Descriptor instead.
 func (*Rejoin) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{19}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Rejoin) GetPrimary() string {
@@ -1761,7 +1858,7 @@ type Demote struct {
 
 func (x *Demote) Reset() {
 	*x = Demote{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[20]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1773,7 +1870,7 @@ func (x *Demote) String() string {
 func (*Demote) ProtoMessage() {}
 
 func (x *Demote) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[20]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1786,7 +1883,7 @@ func (x *Demote) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Demote.ProtoReflect.Descriptor instead.
 func (*Demote) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{20}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Demote) GetReason() string {
@@ -1805,7 +1902,7 @@ type Restart struct {
 
 func (x *Restart) Reset() {
 	*x = Restart{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[21]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1817,7 +1914,7 @@ func (x *Restart) String() string {
 func (*Restart) ProtoMessage() {}
 
 func (x *Restart) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[21]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1830,7 +1927,7 @@ func (x *Restart) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Restart.ProtoReflect.Descriptor instead.
 func (*Restart) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{21}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Restart) GetReason() string {
@@ -1850,7 +1947,7 @@ type SetSynchronous struct {
 
 func (x *SetSynchronous) Reset() {
 	*x = SetSynchronous{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[22]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1862,7 +1959,7 @@ func (x *SetSynchronous) String() string {
 func (*SetSynchronous) ProtoMessage() {}
 
 func (x *SetSynchronous) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[22]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1875,7 +1972,7 @@ func (x *SetSynchronous) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSynchronous.ProtoReflect.Descriptor instead.
 func (*SetSynchronous) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{22}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *SetSynchronous) GetValue() string {
@@ -1904,7 +2001,7 @@ type CommandResult struct {
 
 func (x *CommandResult) Reset() {
 	*x = CommandResult{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[23]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1916,7 +2013,7 @@ func (x *CommandResult) String() string {
 func (*CommandResult) ProtoMessage() {}
 
 func (x *CommandResult) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[23]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1929,7 +2026,7 @@ func (x *CommandResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandResult.ProtoReflect.Descriptor instead.
 func (*CommandResult) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{23}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CommandResult) GetId() string {
@@ -1996,7 +2093,7 @@ type CommandResultAck struct {
 
 func (x *CommandResultAck) Reset() {
 	*x = CommandResultAck{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[24]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2008,7 +2105,7 @@ func (x *CommandResultAck) String() string {
 func (*CommandResultAck) ProtoMessage() {}
 
 func (x *CommandResultAck) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[24]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2021,7 +2118,7 @@ func (x *CommandResultAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandResultAck.ProtoReflect.Descriptor instead.
 func (*CommandResultAck) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{24}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{25}
 }
 
 var File_pgdr_v1_agent_proto protoreflect.FileDescriptor
@@ -2069,7 +2166,7 @@ const file_pgdr_v1_agent_proto_rawDesc = "" +
 	"\x10RegisterResponse\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x18\n" +
 	"\aprimary\x18\x02 \x01(\tR\aprimary\x12,\n" +
-	"\x03now\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x03now\"\x8c\n" +
+	"\x03now\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x03now\"\xc2\n" +
 	"\n" +
 	"\fHealthReport\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
@@ -2110,7 +2207,18 @@ const file_pgdr_v1_agent_proto_rawDesc = "" +
 	"\x0ffailsafe_active\x18\x1d \x01(\bR\x0efailsafeActive\x12)\n" +
 	"\x10recovery_unknown\x18\x1e \x01(\bR\x0frecoveryUnknown\x12,\n" +
 	"\x12failsafe_refuse_ms\x18\x1f \x01(\x03R\x10failsafeRefuseMs\x12(\n" +
-	"\x10after_command_id\x18  \x01(\tR\x0eafterCommandId\"\xe2\x01\n" +
+	"\x10after_command_id\x18  \x01(\tR\x0eafterCommandId\x124\n" +
+	"\varchive_rpo\x18! \x03(\v2\x13.pgdr.v1.ArchiveRPOR\n" +
+	"archiveRpo\"\x97\x01\n" +
+	"\n" +
+	"ArchiveRPO\x12\x1e\n" +
+	"\n" +
+	"repository\x18\x01 \x01(\tR\n" +
+	"repository\x12\x12\n" +
+	"\x04mode\x18\x02 \x01(\tR\x04mode\x12\x14\n" +
+	"\x05bytes\x18\x03 \x01(\x04R\x05bytes\x12\x18\n" +
+	"\aseconds\x18\x04 \x01(\x01R\aseconds\x12%\n" +
+	"\x0eready_segments\x18\x05 \x01(\rR\rreadySegments\"\xe2\x01\n" +
 	"\fReplicaState\x12)\n" +
 	"\x10application_name\x18\x01 \x01(\tR\x0fapplicationName\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x1d\n" +
@@ -2203,7 +2311,7 @@ func file_pgdr_v1_agent_proto_rawDescGZIP() []byte {
 	return file_pgdr_v1_agent_proto_rawDescData
 }
 
-var file_pgdr_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_pgdr_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_pgdr_v1_agent_proto_goTypes = []any{
 	(*EpochRequest)(nil),          // 0: pgdr.v1.EpochRequest
 	(*EpochResponse)(nil),         // 1: pgdr.v1.EpochResponse
@@ -2215,70 +2323,72 @@ var file_pgdr_v1_agent_proto_goTypes = []any{
 	(*RegisterRequest)(nil),       // 7: pgdr.v1.RegisterRequest
 	(*RegisterResponse)(nil),      // 8: pgdr.v1.RegisterResponse
 	(*HealthReport)(nil),          // 9: pgdr.v1.HealthReport
-	(*ReplicaState)(nil),          // 10: pgdr.v1.ReplicaState
-	(*ReportSummary)(nil),         // 11: pgdr.v1.ReportSummary
-	(*CommandsRequest)(nil),       // 12: pgdr.v1.CommandsRequest
-	(*AgentCommand)(nil),          // 13: pgdr.v1.AgentCommand
-	(*Ping)(nil),                  // 14: pgdr.v1.Ping
-	(*CheckNow)(nil),              // 15: pgdr.v1.CheckNow
-	(*Promote)(nil),               // 16: pgdr.v1.Promote
-	(*Follow)(nil),                // 17: pgdr.v1.Follow
-	(*Fence)(nil),                 // 18: pgdr.v1.Fence
-	(*Rejoin)(nil),                // 19: pgdr.v1.Rejoin
-	(*Demote)(nil),                // 20: pgdr.v1.Demote
-	(*Restart)(nil),               // 21: pgdr.v1.Restart
-	(*SetSynchronous)(nil),        // 22: pgdr.v1.SetSynchronous
-	(*CommandResult)(nil),         // 23: pgdr.v1.CommandResult
-	(*CommandResultAck)(nil),      // 24: pgdr.v1.CommandResultAck
-	(*timestamppb.Timestamp)(nil), // 25: google.protobuf.Timestamp
-	(*Member)(nil),                // 26: pgdr.v1.Member
-	(*Backup)(nil),                // 27: pgdr.v1.Backup
-	(*BackupReport)(nil),          // 28: pgdr.v1.BackupReport
+	(*ArchiveRPO)(nil),            // 10: pgdr.v1.ArchiveRPO
+	(*ReplicaState)(nil),          // 11: pgdr.v1.ReplicaState
+	(*ReportSummary)(nil),         // 12: pgdr.v1.ReportSummary
+	(*CommandsRequest)(nil),       // 13: pgdr.v1.CommandsRequest
+	(*AgentCommand)(nil),          // 14: pgdr.v1.AgentCommand
+	(*Ping)(nil),                  // 15: pgdr.v1.Ping
+	(*CheckNow)(nil),              // 16: pgdr.v1.CheckNow
+	(*Promote)(nil),               // 17: pgdr.v1.Promote
+	(*Follow)(nil),                // 18: pgdr.v1.Follow
+	(*Fence)(nil),                 // 19: pgdr.v1.Fence
+	(*Rejoin)(nil),                // 20: pgdr.v1.Rejoin
+	(*Demote)(nil),                // 21: pgdr.v1.Demote
+	(*Restart)(nil),               // 22: pgdr.v1.Restart
+	(*SetSynchronous)(nil),        // 23: pgdr.v1.SetSynchronous
+	(*CommandResult)(nil),         // 24: pgdr.v1.CommandResult
+	(*CommandResultAck)(nil),      // 25: pgdr.v1.CommandResultAck
+	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
+	(*Member)(nil),                // 27: pgdr.v1.Member
+	(*Backup)(nil),                // 28: pgdr.v1.Backup
+	(*BackupReport)(nil),          // 29: pgdr.v1.BackupReport
 }
 var file_pgdr_v1_agent_proto_depIdxs = []int32{
-	25, // 0: pgdr.v1.EpochResponse.now:type_name -> google.protobuf.Timestamp
+	26, // 0: pgdr.v1.EpochResponse.now:type_name -> google.protobuf.Timestamp
 	4,  // 1: pgdr.v1.RenewLeaseResponse.members:type_name -> pgdr.v1.FailsafeMember
-	25, // 2: pgdr.v1.LeaderResponse.now:type_name -> google.protobuf.Timestamp
-	26, // 3: pgdr.v1.RegisterRequest.member:type_name -> pgdr.v1.Member
-	25, // 4: pgdr.v1.RegisterResponse.now:type_name -> google.protobuf.Timestamp
-	25, // 5: pgdr.v1.HealthReport.time:type_name -> google.protobuf.Timestamp
-	25, // 6: pgdr.v1.HealthReport.archive_last_failed_time:type_name -> google.protobuf.Timestamp
-	10, // 7: pgdr.v1.HealthReport.replicas:type_name -> pgdr.v1.ReplicaState
-	25, // 8: pgdr.v1.HealthReport.failsafe_acked_at:type_name -> google.protobuf.Timestamp
-	25, // 9: pgdr.v1.AgentCommand.issued_at:type_name -> google.protobuf.Timestamp
-	25, // 10: pgdr.v1.AgentCommand.deadline:type_name -> google.protobuf.Timestamp
-	25, // 11: pgdr.v1.AgentCommand.sent_at:type_name -> google.protobuf.Timestamp
-	14, // 12: pgdr.v1.AgentCommand.ping:type_name -> pgdr.v1.Ping
-	15, // 13: pgdr.v1.AgentCommand.check_now:type_name -> pgdr.v1.CheckNow
-	16, // 14: pgdr.v1.AgentCommand.promote:type_name -> pgdr.v1.Promote
-	17, // 15: pgdr.v1.AgentCommand.follow:type_name -> pgdr.v1.Follow
-	18, // 16: pgdr.v1.AgentCommand.fence:type_name -> pgdr.v1.Fence
-	19, // 17: pgdr.v1.AgentCommand.rejoin:type_name -> pgdr.v1.Rejoin
-	20, // 18: pgdr.v1.AgentCommand.demote:type_name -> pgdr.v1.Demote
-	22, // 19: pgdr.v1.AgentCommand.set_synchronous:type_name -> pgdr.v1.SetSynchronous
-	21, // 20: pgdr.v1.AgentCommand.restart:type_name -> pgdr.v1.Restart
-	27, // 21: pgdr.v1.AgentCommand.backup:type_name -> pgdr.v1.Backup
-	25, // 22: pgdr.v1.Promote.settle_by:type_name -> google.protobuf.Timestamp
-	28, // 23: pgdr.v1.CommandResult.backup:type_name -> pgdr.v1.BackupReport
-	5,  // 24: pgdr.v1.AgentService.Leader:input_type -> pgdr.v1.LeaderRequest
-	7,  // 25: pgdr.v1.AgentService.Register:input_type -> pgdr.v1.RegisterRequest
-	9,  // 26: pgdr.v1.AgentService.Report:input_type -> pgdr.v1.HealthReport
-	12, // 27: pgdr.v1.AgentService.Commands:input_type -> pgdr.v1.CommandsRequest
-	23, // 28: pgdr.v1.AgentService.CompleteCommand:input_type -> pgdr.v1.CommandResult
-	2,  // 29: pgdr.v1.AgentService.RenewLease:input_type -> pgdr.v1.RenewLeaseRequest
-	0,  // 30: pgdr.v1.AgentService.Epoch:input_type -> pgdr.v1.EpochRequest
-	6,  // 31: pgdr.v1.AgentService.Leader:output_type -> pgdr.v1.LeaderResponse
-	8,  // 32: pgdr.v1.AgentService.Register:output_type -> pgdr.v1.RegisterResponse
-	11, // 33: pgdr.v1.AgentService.Report:output_type -> pgdr.v1.ReportSummary
-	13, // 34: pgdr.v1.AgentService.Commands:output_type -> pgdr.v1.AgentCommand
-	24, // 35: pgdr.v1.AgentService.CompleteCommand:output_type -> pgdr.v1.CommandResultAck
-	3,  // 36: pgdr.v1.AgentService.RenewLease:output_type -> pgdr.v1.RenewLeaseResponse
-	1,  // 37: pgdr.v1.AgentService.Epoch:output_type -> pgdr.v1.EpochResponse
-	31, // [31:38] is the sub-list for method output_type
-	24, // [24:31] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	26, // 2: pgdr.v1.LeaderResponse.now:type_name -> google.protobuf.Timestamp
+	27, // 3: pgdr.v1.RegisterRequest.member:type_name -> pgdr.v1.Member
+	26, // 4: pgdr.v1.RegisterResponse.now:type_name -> google.protobuf.Timestamp
+	26, // 5: pgdr.v1.HealthReport.time:type_name -> google.protobuf.Timestamp
+	26, // 6: pgdr.v1.HealthReport.archive_last_failed_time:type_name -> google.protobuf.Timestamp
+	11, // 7: pgdr.v1.HealthReport.replicas:type_name -> pgdr.v1.ReplicaState
+	26, // 8: pgdr.v1.HealthReport.failsafe_acked_at:type_name -> google.protobuf.Timestamp
+	10, // 9: pgdr.v1.HealthReport.archive_rpo:type_name -> pgdr.v1.ArchiveRPO
+	26, // 10: pgdr.v1.AgentCommand.issued_at:type_name -> google.protobuf.Timestamp
+	26, // 11: pgdr.v1.AgentCommand.deadline:type_name -> google.protobuf.Timestamp
+	26, // 12: pgdr.v1.AgentCommand.sent_at:type_name -> google.protobuf.Timestamp
+	15, // 13: pgdr.v1.AgentCommand.ping:type_name -> pgdr.v1.Ping
+	16, // 14: pgdr.v1.AgentCommand.check_now:type_name -> pgdr.v1.CheckNow
+	17, // 15: pgdr.v1.AgentCommand.promote:type_name -> pgdr.v1.Promote
+	18, // 16: pgdr.v1.AgentCommand.follow:type_name -> pgdr.v1.Follow
+	19, // 17: pgdr.v1.AgentCommand.fence:type_name -> pgdr.v1.Fence
+	20, // 18: pgdr.v1.AgentCommand.rejoin:type_name -> pgdr.v1.Rejoin
+	21, // 19: pgdr.v1.AgentCommand.demote:type_name -> pgdr.v1.Demote
+	23, // 20: pgdr.v1.AgentCommand.set_synchronous:type_name -> pgdr.v1.SetSynchronous
+	22, // 21: pgdr.v1.AgentCommand.restart:type_name -> pgdr.v1.Restart
+	28, // 22: pgdr.v1.AgentCommand.backup:type_name -> pgdr.v1.Backup
+	26, // 23: pgdr.v1.Promote.settle_by:type_name -> google.protobuf.Timestamp
+	29, // 24: pgdr.v1.CommandResult.backup:type_name -> pgdr.v1.BackupReport
+	5,  // 25: pgdr.v1.AgentService.Leader:input_type -> pgdr.v1.LeaderRequest
+	7,  // 26: pgdr.v1.AgentService.Register:input_type -> pgdr.v1.RegisterRequest
+	9,  // 27: pgdr.v1.AgentService.Report:input_type -> pgdr.v1.HealthReport
+	13, // 28: pgdr.v1.AgentService.Commands:input_type -> pgdr.v1.CommandsRequest
+	24, // 29: pgdr.v1.AgentService.CompleteCommand:input_type -> pgdr.v1.CommandResult
+	2,  // 30: pgdr.v1.AgentService.RenewLease:input_type -> pgdr.v1.RenewLeaseRequest
+	0,  // 31: pgdr.v1.AgentService.Epoch:input_type -> pgdr.v1.EpochRequest
+	6,  // 32: pgdr.v1.AgentService.Leader:output_type -> pgdr.v1.LeaderResponse
+	8,  // 33: pgdr.v1.AgentService.Register:output_type -> pgdr.v1.RegisterResponse
+	12, // 34: pgdr.v1.AgentService.Report:output_type -> pgdr.v1.ReportSummary
+	14, // 35: pgdr.v1.AgentService.Commands:output_type -> pgdr.v1.AgentCommand
+	25, // 36: pgdr.v1.AgentService.CompleteCommand:output_type -> pgdr.v1.CommandResultAck
+	3,  // 37: pgdr.v1.AgentService.RenewLease:output_type -> pgdr.v1.RenewLeaseResponse
+	1,  // 38: pgdr.v1.AgentService.Epoch:output_type -> pgdr.v1.EpochResponse
+	32, // [32:39] is the sub-list for method output_type
+	25, // [25:32] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_pgdr_v1_agent_proto_init() }
@@ -2288,7 +2398,7 @@ func file_pgdr_v1_agent_proto_init() {
 	}
 	file_pgdr_v1_state_proto_init()
 	file_pgdr_v1_backup_run_proto_init()
-	file_pgdr_v1_agent_proto_msgTypes[13].OneofWrappers = []any{
+	file_pgdr_v1_agent_proto_msgTypes[14].OneofWrappers = []any{
 		(*AgentCommand_Ping)(nil),
 		(*AgentCommand_CheckNow)(nil),
 		(*AgentCommand_Promote)(nil),
@@ -2306,7 +2416,7 @@ func file_pgdr_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pgdr_v1_agent_proto_rawDesc), len(file_pgdr_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   25,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

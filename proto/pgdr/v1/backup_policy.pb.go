@@ -36,8 +36,11 @@ type BackupPolicy struct {
 	// possible.
 	PitrWindowSeconds int64 `protobuf:"varint,2,opt,name=pitr_window_seconds,json=pitrWindowSeconds,proto3" json:"pitr_window_seconds,omitempty"`
 	// updated_at and updated_by are stamped by the FSM from the command.
-	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
-	UpdatedBy     string                 `protobuf:"bytes,4,opt,name=updated_by,json=updatedBy,proto3" json:"updated_by,omitempty"`
+	UpdatedAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	UpdatedBy string                 `protobuf:"bytes,4,opt,name=updated_by,json=updatedBy,proto3" json:"updated_by,omitempty"`
+	// targets: the cluster's recovery targets (unset = the defaults of
+	// coordinator/policy: RTO 15m, RPO 5m, failover 5m).
+	Targets       *RecoveryTargets `protobuf:"bytes,5,opt,name=targets,proto3" json:"targets,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -100,6 +103,83 @@ func (x *BackupPolicy) GetUpdatedBy() string {
 	return ""
 }
 
+func (x *BackupPolicy) GetTargets() *RecoveryTargets {
+	if x != nil {
+		return x.Targets
+	}
+	return nil
+}
+
+// RecoveryTargets are what the cluster promises; the leader measures
+// against them (coordinator/compliance). A zero field is its default.
+type RecoveryTargets struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// rto_ms: longest acceptable time to restore the cluster from its
+	// backups (measured by the last drill's restore time).
+	RtoMs int64 `protobuf:"varint,1,opt,name=rto_ms,json=rtoMs,proto3" json:"rto_ms,omitempty"`
+	// rpo_ms: longest acceptable data loss, in time: the age of WAL not yet
+	// in each repository (archive RPO) and the replication lag of the best
+	// failover candidate (failover RPO).
+	RpoMs int64 `protobuf:"varint,2,opt,name=rpo_ms,json=rpoMs,proto3" json:"rpo_ms,omitempty"`
+	// failover_ms: longest acceptable time from detecting the primary's
+	// loss (or a switchover's request) to a writable new primary (measured
+	// by the last failover or switchover).
+	FailoverMs    int64 `protobuf:"varint,3,opt,name=failover_ms,json=failoverMs,proto3" json:"failover_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecoveryTargets) Reset() {
+	*x = RecoveryTargets{}
+	mi := &file_pgdr_v1_backup_policy_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecoveryTargets) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecoveryTargets) ProtoMessage() {}
+
+func (x *RecoveryTargets) ProtoReflect() protoreflect.Message {
+	mi := &file_pgdr_v1_backup_policy_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecoveryTargets.ProtoReflect.Descriptor instead.
+func (*RecoveryTargets) Descriptor() ([]byte, []int) {
+	return file_pgdr_v1_backup_policy_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *RecoveryTargets) GetRtoMs() int64 {
+	if x != nil {
+		return x.RtoMs
+	}
+	return 0
+}
+
+func (x *RecoveryTargets) GetRpoMs() int64 {
+	if x != nil {
+		return x.RpoMs
+	}
+	return 0
+}
+
+func (x *RecoveryTargets) GetFailoverMs() int64 {
+	if x != nil {
+		return x.FailoverMs
+	}
+	return 0
+}
+
 // BackupTier is one kind of backup taken on a schedule.
 type BackupTier struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -130,7 +210,7 @@ type BackupTier struct {
 
 func (x *BackupTier) Reset() {
 	*x = BackupTier{}
-	mi := &file_pgdr_v1_backup_policy_proto_msgTypes[1]
+	mi := &file_pgdr_v1_backup_policy_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -142,7 +222,7 @@ func (x *BackupTier) String() string {
 func (*BackupTier) ProtoMessage() {}
 
 func (x *BackupTier) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_backup_policy_proto_msgTypes[1]
+	mi := &file_pgdr_v1_backup_policy_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -155,7 +235,7 @@ func (x *BackupTier) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupTier.ProtoReflect.Descriptor instead.
 func (*BackupTier) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_backup_policy_proto_rawDescGZIP(), []int{1}
+	return file_pgdr_v1_backup_policy_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *BackupTier) GetName() string {
@@ -233,7 +313,7 @@ type SetBackupPolicy struct {
 
 func (x *SetBackupPolicy) Reset() {
 	*x = SetBackupPolicy{}
-	mi := &file_pgdr_v1_backup_policy_proto_msgTypes[2]
+	mi := &file_pgdr_v1_backup_policy_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -245,7 +325,7 @@ func (x *SetBackupPolicy) String() string {
 func (*SetBackupPolicy) ProtoMessage() {}
 
 func (x *SetBackupPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_backup_policy_proto_msgTypes[2]
+	mi := &file_pgdr_v1_backup_policy_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -258,7 +338,7 @@ func (x *SetBackupPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetBackupPolicy.ProtoReflect.Descriptor instead.
 func (*SetBackupPolicy) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_backup_policy_proto_rawDescGZIP(), []int{2}
+	return file_pgdr_v1_backup_policy_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *SetBackupPolicy) GetCluster() string {
@@ -284,7 +364,7 @@ type GetBackupPolicyRequest struct {
 
 func (x *GetBackupPolicyRequest) Reset() {
 	*x = GetBackupPolicyRequest{}
-	mi := &file_pgdr_v1_backup_policy_proto_msgTypes[3]
+	mi := &file_pgdr_v1_backup_policy_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -296,7 +376,7 @@ func (x *GetBackupPolicyRequest) String() string {
 func (*GetBackupPolicyRequest) ProtoMessage() {}
 
 func (x *GetBackupPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_backup_policy_proto_msgTypes[3]
+	mi := &file_pgdr_v1_backup_policy_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -309,7 +389,7 @@ func (x *GetBackupPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBackupPolicyRequest.ProtoReflect.Descriptor instead.
 func (*GetBackupPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_backup_policy_proto_rawDescGZIP(), []int{3}
+	return file_pgdr_v1_backup_policy_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *GetBackupPolicyRequest) GetCluster() string {
@@ -332,7 +412,7 @@ type GetBackupPolicyResponse struct {
 
 func (x *GetBackupPolicyResponse) Reset() {
 	*x = GetBackupPolicyResponse{}
-	mi := &file_pgdr_v1_backup_policy_proto_msgTypes[4]
+	mi := &file_pgdr_v1_backup_policy_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -344,7 +424,7 @@ func (x *GetBackupPolicyResponse) String() string {
 func (*GetBackupPolicyResponse) ProtoMessage() {}
 
 func (x *GetBackupPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_backup_policy_proto_msgTypes[4]
+	mi := &file_pgdr_v1_backup_policy_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -357,7 +437,7 @@ func (x *GetBackupPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBackupPolicyResponse.ProtoReflect.Descriptor instead.
 func (*GetBackupPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_backup_policy_proto_rawDescGZIP(), []int{4}
+	return file_pgdr_v1_backup_policy_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *GetBackupPolicyResponse) GetCluster() string {
@@ -394,7 +474,7 @@ type SetBackupPolicyRequest struct {
 
 func (x *SetBackupPolicyRequest) Reset() {
 	*x = SetBackupPolicyRequest{}
-	mi := &file_pgdr_v1_backup_policy_proto_msgTypes[5]
+	mi := &file_pgdr_v1_backup_policy_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -406,7 +486,7 @@ func (x *SetBackupPolicyRequest) String() string {
 func (*SetBackupPolicyRequest) ProtoMessage() {}
 
 func (x *SetBackupPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_backup_policy_proto_msgTypes[5]
+	mi := &file_pgdr_v1_backup_policy_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -419,7 +499,7 @@ func (x *SetBackupPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetBackupPolicyRequest.ProtoReflect.Descriptor instead.
 func (*SetBackupPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_backup_policy_proto_rawDescGZIP(), []int{5}
+	return file_pgdr_v1_backup_policy_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SetBackupPolicyRequest) GetCluster() string {
@@ -456,7 +536,7 @@ type SetBackupPolicyResponse struct {
 
 func (x *SetBackupPolicyResponse) Reset() {
 	*x = SetBackupPolicyResponse{}
-	mi := &file_pgdr_v1_backup_policy_proto_msgTypes[6]
+	mi := &file_pgdr_v1_backup_policy_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -468,7 +548,7 @@ func (x *SetBackupPolicyResponse) String() string {
 func (*SetBackupPolicyResponse) ProtoMessage() {}
 
 func (x *SetBackupPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_backup_policy_proto_msgTypes[6]
+	mi := &file_pgdr_v1_backup_policy_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -481,7 +561,7 @@ func (x *SetBackupPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetBackupPolicyResponse.ProtoReflect.Descriptor instead.
 func (*SetBackupPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_backup_policy_proto_rawDescGZIP(), []int{6}
+	return file_pgdr_v1_backup_policy_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *SetBackupPolicyResponse) GetCluster() string {
@@ -516,14 +596,20 @@ var File_pgdr_v1_backup_policy_proto protoreflect.FileDescriptor
 
 const file_pgdr_v1_backup_policy_proto_rawDesc = "" +
 	"\n" +
-	"\x1bpgdr/v1/backup_policy.proto\x12\apgdr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc3\x01\n" +
+	"\x1bpgdr/v1/backup_policy.proto\x12\apgdr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf7\x01\n" +
 	"\fBackupPolicy\x12)\n" +
 	"\x05tiers\x18\x01 \x03(\v2\x13.pgdr.v1.BackupTierR\x05tiers\x12.\n" +
 	"\x13pitr_window_seconds\x18\x02 \x01(\x03R\x11pitrWindowSeconds\x129\n" +
 	"\n" +
 	"updated_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12\x1d\n" +
 	"\n" +
-	"updated_by\x18\x04 \x01(\tR\tupdatedBy\"\x8b\x02\n" +
+	"updated_by\x18\x04 \x01(\tR\tupdatedBy\x122\n" +
+	"\atargets\x18\x05 \x01(\v2\x18.pgdr.v1.RecoveryTargetsR\atargets\"`\n" +
+	"\x0fRecoveryTargets\x12\x15\n" +
+	"\x06rto_ms\x18\x01 \x01(\x03R\x05rtoMs\x12\x15\n" +
+	"\x06rpo_ms\x18\x02 \x01(\x03R\x05rpoMs\x12\x1f\n" +
+	"\vfailover_ms\x18\x03 \x01(\x03R\n" +
+	"failoverMs\"\x8b\x02\n" +
 	"\n" +
 	"BackupTier\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
@@ -569,29 +655,31 @@ func file_pgdr_v1_backup_policy_proto_rawDescGZIP() []byte {
 	return file_pgdr_v1_backup_policy_proto_rawDescData
 }
 
-var file_pgdr_v1_backup_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_pgdr_v1_backup_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_pgdr_v1_backup_policy_proto_goTypes = []any{
 	(*BackupPolicy)(nil),            // 0: pgdr.v1.BackupPolicy
-	(*BackupTier)(nil),              // 1: pgdr.v1.BackupTier
-	(*SetBackupPolicy)(nil),         // 2: pgdr.v1.SetBackupPolicy
-	(*GetBackupPolicyRequest)(nil),  // 3: pgdr.v1.GetBackupPolicyRequest
-	(*GetBackupPolicyResponse)(nil), // 4: pgdr.v1.GetBackupPolicyResponse
-	(*SetBackupPolicyRequest)(nil),  // 5: pgdr.v1.SetBackupPolicyRequest
-	(*SetBackupPolicyResponse)(nil), // 6: pgdr.v1.SetBackupPolicyResponse
-	(*timestamppb.Timestamp)(nil),   // 7: google.protobuf.Timestamp
+	(*RecoveryTargets)(nil),         // 1: pgdr.v1.RecoveryTargets
+	(*BackupTier)(nil),              // 2: pgdr.v1.BackupTier
+	(*SetBackupPolicy)(nil),         // 3: pgdr.v1.SetBackupPolicy
+	(*GetBackupPolicyRequest)(nil),  // 4: pgdr.v1.GetBackupPolicyRequest
+	(*GetBackupPolicyResponse)(nil), // 5: pgdr.v1.GetBackupPolicyResponse
+	(*SetBackupPolicyRequest)(nil),  // 6: pgdr.v1.SetBackupPolicyRequest
+	(*SetBackupPolicyResponse)(nil), // 7: pgdr.v1.SetBackupPolicyResponse
+	(*timestamppb.Timestamp)(nil),   // 8: google.protobuf.Timestamp
 }
 var file_pgdr_v1_backup_policy_proto_depIdxs = []int32{
-	1, // 0: pgdr.v1.BackupPolicy.tiers:type_name -> pgdr.v1.BackupTier
-	7, // 1: pgdr.v1.BackupPolicy.updated_at:type_name -> google.protobuf.Timestamp
-	0, // 2: pgdr.v1.SetBackupPolicy.policy:type_name -> pgdr.v1.BackupPolicy
-	0, // 3: pgdr.v1.GetBackupPolicyResponse.policy:type_name -> pgdr.v1.BackupPolicy
-	0, // 4: pgdr.v1.SetBackupPolicyRequest.policy:type_name -> pgdr.v1.BackupPolicy
-	0, // 5: pgdr.v1.SetBackupPolicyResponse.policy:type_name -> pgdr.v1.BackupPolicy
-	6, // [6:6] is the sub-list for method output_type
-	6, // [6:6] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	2, // 0: pgdr.v1.BackupPolicy.tiers:type_name -> pgdr.v1.BackupTier
+	8, // 1: pgdr.v1.BackupPolicy.updated_at:type_name -> google.protobuf.Timestamp
+	1, // 2: pgdr.v1.BackupPolicy.targets:type_name -> pgdr.v1.RecoveryTargets
+	0, // 3: pgdr.v1.SetBackupPolicy.policy:type_name -> pgdr.v1.BackupPolicy
+	0, // 4: pgdr.v1.GetBackupPolicyResponse.policy:type_name -> pgdr.v1.BackupPolicy
+	0, // 5: pgdr.v1.SetBackupPolicyRequest.policy:type_name -> pgdr.v1.BackupPolicy
+	0, // 6: pgdr.v1.SetBackupPolicyResponse.policy:type_name -> pgdr.v1.BackupPolicy
+	7, // [7:7] is the sub-list for method output_type
+	7, // [7:7] is the sub-list for method input_type
+	7, // [7:7] is the sub-list for extension type_name
+	7, // [7:7] is the sub-list for extension extendee
+	0, // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_pgdr_v1_backup_policy_proto_init() }
@@ -605,7 +693,7 @@ func file_pgdr_v1_backup_policy_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pgdr_v1_backup_policy_proto_rawDesc), len(file_pgdr_v1_backup_policy_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
