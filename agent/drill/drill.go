@@ -235,6 +235,11 @@ func (r *Result) drill(ctx context.Context, d Deps, o Options, sc *scratch, pick
 	r.startedServer = true
 	reached, err := restore.Start(ctx, sc.data(), restore.StartOptions{
 		BinDir: d.Cfg.Postgres.BinDir, Port: r.Port, Socket: sc.dir, Action: "promote", Timeout: o.ReplayTimeout, LogFile: sc.logFile(),
+		// A restored postgresql.conf naming a data_directory (the
+		// production one) would have the postmaster run there, reading
+		// that directory's postgresql.auto.conf instead of the scratch
+		// settings: pinned where no configuration file can move it.
+		Settings: []string{"data_directory=" + sc.data()},
 	})
 	if err != nil {
 		r.fail("replaying WAL to the target: %v", err)

@@ -348,6 +348,21 @@ func (s *scratch) configure(port int) error {
 		"archive_mode = 'off'",
 		"archive_command = ''",
 		"archive_library = ''",
+		// Commands of the source's host that recovery would run: a
+		// standby's archive_cleanup_command deletes from its archive at
+		// every restartpoint, recovery_end_command runs at promotion.
+		"archive_cleanup_command = ''",
+		"recovery_end_command = ''",
+		// The production server's pid file outside its data directory,
+		// which the scratch server would overwrite and then delete.
+		"external_pid_file = ''",
+		// Subscriptions restored enabled: their apply workers would take
+		// the publisher's slots and consume the changes meant for the
+		// real subscriber.
+		"max_logical_replication_workers = 0",
+		// Not into the production server's syslog or event log, where
+		// the scratch server's messages would read as production's.
+		"log_destination = 'stderr'",
 		"primary_conninfo = ''",
 		"primary_slot_name = ''",
 		"synchronous_standby_names = ''",
