@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -127,4 +128,35 @@ func TestDrillConfinesRestoredSettings(t *testing.T) {
 			t.Errorf("the production data directory was started during the drill:\n%s", log)
 		}
 	})
+}
+
+// TestDrillRefusesScratchThroughBindMount: a scratch path under a bind
+// mount of the production data directory's parent names the same
+// directories by another path, which neither the path nor its symbolic
+// links show: the drill compares the directories themselves.
+func TestDrillRefusesScratchThroughBindMount(t *testing.T) {
+	l := newLab(t)
+	l.backup(t)
+	l.archiveAll(t)
+	mnt := pgtest.OwnedDir(t, "pgdr-drill-bind-")
+	if out, err := exec.Command("mount", "--bind", l.pg.Dir, mnt).CombinedOutput(); err != nil {
+		t.Skipf("cannot bind-mount here: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", mnt).Run() })
+	for _, c := range []struct{ scratch, want string }{
+		{filepath.Join(mnt, "pgdata", "drill"), "inside the production data directory"},
+		{filepath.Join(mnt, "pgdata", "pg_wal", "drill"), "inside the production data directory"},
+	} {
+		res, err := Run(context.Background(), l.deps(t), l.opts(Options{Scratch: c.scratch}))
+		if err == nil {
+			t.Errorf("scratch %s (%s through a bind mount): drill ran (ok %v, scratch %s), want refused", c.scratch, c.want, res.OK, res.Scratch)
+			continue
+		}
+		if !strings.Contains(err.Error(), c.want) {
+			t.Errorf("scratch %s: error %q does not say %q", c.scratch, err, c.want)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(l.pg.PGData, "drill")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the drill created %s/drill in the production data directory (%v)", l.pg.PGData, err)
+	}
 }

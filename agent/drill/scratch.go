@@ -277,7 +277,33 @@ func checkOutside(cfg *config.Config, dir string) error {
 			}
 		}
 	}
-	return nil
+	// The same directories by another path (a bind mount, a second mount
+	// of the file system) show in no path: compare the directory and each
+	// of its existing parents with the production places themselves.
+	var infos []os.FileInfo
+	for _, p := range places {
+		fi, err := os.Stat(p.path)
+		infos = append(infos, fi)
+		if err != nil {
+			infos[len(infos)-1] = nil
+		}
+	}
+	for cur := dir; ; cur = filepath.Dir(cur) {
+		if fi, err := os.Stat(cur); err == nil {
+			for i, p := range places {
+				if infos[i] == nil || !os.SameFile(fi, infos[i]) {
+					continue
+				}
+				if cur == dir {
+					return fmt.Errorf("%w: %s is %s (%s, by another path): a drill never touches production data", ErrScratch, dir, p.what, p.path)
+				}
+				return fmt.Errorf("%w: %s is inside %s (%s, which %s is by another path): a drill never touches production data", ErrScratch, dir, p.what, p.path, cur)
+			}
+		}
+		if filepath.Dir(cur) == cur {
+			return nil
+		}
+	}
 }
 
 func absFrom(base, p string) string {
