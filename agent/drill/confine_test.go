@@ -160,3 +160,40 @@ func TestDrillRefusesScratchThroughBindMount(t *testing.T) {
 		t.Errorf("the drill created %s/drill in the production data directory (%v)", l.pg.PGData, err)
 	}
 }
+
+// TestDrillFailsOnArchiveGap: a segment missing from the middle of the
+// archive ends recovery to the latest WAL early, and PostgreSQL promotes
+// there as if that were the end: the drill must fail rather than pass
+// with the rows after the gap silently missing.
+func TestDrillFailsOnArchiveGap(t *testing.T) {
+	l := newLab(t)
+	l.pg.Exec(t, "CREATE TABLE t(id int)")
+	m := l.backup(t)
+	for i := 0; i < 3; i++ {
+		l.pg.Exec(t, "INSERT INTO t SELECT generate_series(1, 100)")
+		l.archiveAll(t)
+	}
+	dir := filepath.Join(l.repoDir, "main", "wal", fmt.Sprintf("%08X", m.Timeline))
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var segs []string
+	for _, e := range ents {
+		if len(e.Name()) == 24 && e.Name() > m.StopLSN.Segment(m.Timeline, m.SegmentSize) {
+			segs = append(segs, e.Name())
+		}
+	}
+	if len(segs) < 3 {
+		t.Fatalf("archive %s holds %v after the backup, want at least 3 segments", dir, segs)
+	}
+	gone := segs[len(segs)/2]
+	if err := os.Rename(filepath.Join(dir, gone), filepath.Join(l.dir, gone)); err != nil {
+		t.Fatal(err)
+	}
+	res := l.run(t, Options{})
+	if res.OK || !strings.Contains(res.Reason, gone) {
+		t.Fatalf("drill with %s missing from the archive: ok %v, reason %q, recovery LSN %s; want failed naming the gap",
+			gone, res.OK, res.Reason, res.RecoveryLSN)
+	}
+}
