@@ -44,6 +44,9 @@ func TestDrillConfinesRestoredSettings(t *testing.T) {
 	l.pg.AppendConf(t, map[string]string{
 		"external_pid_file":    "'" + prodPID + "'",
 		"recovery_end_command": "'touch " + marker + "'",
+		// The host's huge page pool is sized for the production server,
+		// which fails to start (huge_pages = on) once another took it.
+		"huge_pages": "'try'",
 	})
 	l.backup(t)
 	l.pg.Exec(t, "CREATE TABLE later(id int)")
@@ -86,7 +89,8 @@ func TestDrillConfinesRestoredSettings(t *testing.T) {
 		// The check keeps the promoted copy up a while: long enough for a
 		// logical replication launcher to start its apply worker.
 		wait := Check{Name: "wait", Database: "postgres", SQL: "SELECT pg_sleep(5)"}
-		res := l.run(t, Options{TargetTime: &target, Checks: []Check{wait}})
+		hp := Check{Name: "huge pages", Database: "postgres", SQL: "SHOW huge_pages", Expect: "off"}
+		res := l.run(t, Options{TargetTime: &target, Checks: []Check{wait, hp}})
 		close(stop)
 		<-done
 		if !res.OK {

@@ -389,6 +389,10 @@ func (s *scratch) configure(port int) error {
 		// Not into the production server's syslog or event log, where
 		// the scratch server's messages would read as production's.
 		"log_destination = 'stderr'",
+		// The host's huge page pool is sized for the production server:
+		// one the scratch server took would make production's next start
+		// fail (huge_pages = on) or run without them.
+		"huge_pages = 'off'",
 		"primary_conninfo = ''",
 		"primary_slot_name = ''",
 		"synchronous_standby_names = ''",
