@@ -147,9 +147,16 @@ func TestDrillRefusesScratchThroughBindMount(t *testing.T) {
 		t.Skipf("cannot bind-mount here: %v %s", err, out)
 	}
 	t.Cleanup(func() { exec.Command("umount", mnt).Run() })
+	// The production WAL directory also mounted on its own elsewhere.
+	walMnt := pgtest.OwnedDir(t, "pgdr-drill-walbind-")
+	if out, err := exec.Command("mount", "--bind", filepath.Join(l.pg.PGData, "pg_wal"), walMnt).CombinedOutput(); err != nil {
+		t.Fatalf("bind-mounting pg_wal: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", walMnt).Run() })
 	for _, c := range []struct{ scratch, want string }{
 		{filepath.Join(mnt, "pgdata", "drill"), "inside the production data directory"},
-		{filepath.Join(mnt, "pgdata", "pg_wal", "drill"), "inside the production data directory"},
+		{filepath.Join(mnt, "pgdata", "pg_wal", "drill"), "inside the production WAL directory"},
+		{filepath.Join(walMnt, "drill"), "inside the production WAL directory"},
 	} {
 		res, err := Run(context.Background(), l.deps(t), l.opts(Options{Scratch: c.scratch}))
 		if err == nil {
@@ -159,6 +166,9 @@ func TestDrillRefusesScratchThroughBindMount(t *testing.T) {
 		if !strings.Contains(err.Error(), c.want) {
 			t.Errorf("scratch %s: error %q does not say %q", c.scratch, err, c.want)
 		}
+	}
+	if _, err := os.Stat(filepath.Join(l.pg.PGData, "pg_wal", "drill")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the drill created %s/pg_wal/drill in the production WAL directory (%v)", l.pg.PGData, err)
 	}
 	if _, err := os.Stat(filepath.Join(l.pg.PGData, "drill")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the drill created %s/drill in the production data directory (%v)", l.pg.PGData, err)

@@ -280,6 +280,14 @@ func checkOutside(cfg *config.Config, dir string) error {
 	// The same directories by another path (a bind mount, a second mount
 	// of the file system) show in no path: compare the directory and each
 	// of its existing parents with the production places themselves.
+	// pg_wal and the tablespace links as the directories they lead to
+	// (a WAL directory mounted there, not linked, is one too).
+	places = append(places, place{"the production WAL directory (" + pgdata + "/pg_wal)", filepath.Join(pgdata, "pg_wal")})
+	if ents, err := os.ReadDir(filepath.Join(pgdata, "pg_tblspc")); err == nil {
+		for _, e := range ents {
+			places = append(places, place{"tablespace " + e.Name() + " of the production data directory", filepath.Join(pgdata, "pg_tblspc", e.Name())})
+		}
+	}
 	var infos []os.FileInfo
 	for _, p := range places {
 		fi, err := os.Stat(p.path)
@@ -295,9 +303,9 @@ func checkOutside(cfg *config.Config, dir string) error {
 					continue
 				}
 				if cur == dir {
-					return fmt.Errorf("%w: %s is %s (%s, by another path): a drill never touches production data", ErrScratch, dir, p.what, p.path)
+					return fmt.Errorf("%w: %s is %s: it is %s by another path: a drill never touches production data", ErrScratch, dir, p.what, p.path)
 				}
-				return fmt.Errorf("%w: %s is inside %s (%s, which %s is by another path): a drill never touches production data", ErrScratch, dir, p.what, p.path, cur)
+				return fmt.Errorf("%w: %s is inside %s: %s is %s by another path: a drill never touches production data", ErrScratch, dir, p.what, cur, p.path)
 			}
 		}
 		if filepath.Dir(cur) == cur {
