@@ -157,7 +157,10 @@ func runAmcheck(ctx context.Context, s server, jobs int) *Amcheck {
 		a.ExitCode, a.Output = -1, err.Error()
 		return a
 	}
-	out, err := cmd.CombinedOutput()
+	out := &amcheckOutput{a: a}
+	cmd.Stdout, cmd.Stderr = out, out
+	err = cmd.Run()
+	out.flush()
 	a.Seconds = time.Since(start).Seconds()
 	var ee *exec.ExitError
 	switch {
@@ -168,21 +171,76 @@ func runAmcheck(ctx context.Context, s server, jobs int) *Amcheck {
 		a.ExitCode = ee.ExitCode()
 	default:
 		a.ExitCode = -1
-		out = append(out, []byte(err.Error())...)
+		out.tail = append(out.tail, err.Error()...)
 	}
-	a.Output = pgctl.Tail(string(out), 2000)
-	lines := strings.Split(string(out), "\n")
-	for i, l := range lines {
-		if !amcheckRelation.MatchString(l) || len(a.Problems) >= maxProblems {
-			continue
-		}
-		p := strings.TrimSuffix(l, ":")
-		if i+1 < len(lines) && strings.HasPrefix(lines[i+1], " ") {
-			p += ": " + strings.TrimSpace(lines[i+1])
-		}
-		a.Problems = append(a.Problems, strings.Join(strings.Fields(p), " "))
-	}
+	a.Output = pgctl.Tail(string(out.tail), 2000)
 	return a
+}
+
+// amcheckOutput reads pg_amcheck's output as it comes, keeping only the
+// first maxProblems relations reported (each with its first line of
+// detail) and the end of the output: a badly damaged cluster reports
+// every damaged tuple, hundreds of megabytes.
+type amcheckOutput struct {
+	a       *Amcheck
+	line    []byte // the line being read (at most maxLine bytes kept)
+	pending bool   // the last problem waits for its detail line
+	tail    []byte // the last tailKeep bytes of the output
+}
+
+const (
+	maxLine  = 4096
+	tailKeep = 4096
+)
+
+func (o *amcheckOutput) Write(p []byte) (int, error) {
+	o.tail = append(o.tail, p...)
+	if len(o.tail) > 2*tailKeep {
+		o.tail = append(o.tail[:0], o.tail[len(o.tail)-tailKeep:]...)
+	}
+	for rest := p; len(rest) > 0; {
+		i := bytes.IndexByte(rest, '\n')
+		chunk := rest
+		if i >= 0 {
+			chunk = rest[:i]
+		}
+		if room := maxLine - len(o.line); room > 0 {
+			o.line = append(o.line, chunk[:min(room, len(chunk))]...)
+		}
+		if i < 0 {
+			break
+		}
+		o.endLine()
+		rest = rest[i+1:]
+	}
+	return len(p), nil
+}
+
+func (o *amcheckOutput) flush() {
+	if len(o.line) > 0 {
+		o.endLine()
+	}
+	if len(o.tail) > tailKeep {
+		o.tail = o.tail[len(o.tail)-tailKeep:]
+	}
+}
+
+func (o *amcheckOutput) endLine() {
+	l := o.line
+	o.line = o.line[:0]
+	ps := o.a.Problems
+	if o.pending {
+		o.pending = false
+		if bytes.HasPrefix(l, []byte(" ")) {
+			ps[len(ps)-1] = strings.Join(strings.Fields(ps[len(ps)-1]+": "+string(l)), " ")
+			return
+		}
+	}
+	if len(ps) >= maxProblems || !amcheckRelation.Match(l) {
+		return
+	}
+	o.a.Problems = append(ps, strings.Join(strings.Fields(strings.TrimSuffix(string(l), ":")), " "))
+	o.pending = true
 }
 
 // RowCounts are the restored copy's per-table row counts.

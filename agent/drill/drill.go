@@ -18,6 +18,9 @@ import (
 	"github.com/pgdr/pgdr/agent/pgctl"
 	"github.com/pgdr/pgdr/agent/restore"
 	"github.com/pgdr/pgdr/pkg/config"
+	"github.com/pgdr/pgdr/pkg/repo"
+	"github.com/pgdr/pgdr/pkg/storage"
+	"github.com/pgdr/pgdr/pkg/wal"
 )
 
 // Options say what a drill restores and checks.
@@ -232,9 +235,20 @@ func (r *Result) drill(ctx context.Context, d Deps, o Options, sc *scratch, pick
 		r.fail("configuring the scratch copy: %v", err)
 		return
 	}
+	// What the archive holds now: recovery to the latest WAL must get
+	// at least that far (gap, below).
+	var newest archived
+	if o.TargetTime == nil && r.manifestFor != nil && rr.Timeline > 0 {
+		newest = newestArchived(ctx, d, rr.Timeline, r.manifestFor.SegmentSize)
+	}
 	r.startedServer = true
 	reached, err := restore.Start(ctx, sc.data(), restore.StartOptions{
 		BinDir: d.Cfg.Postgres.BinDir, Port: r.Port, Socket: sc.dir, Action: "promote", Timeout: o.ReplayTimeout, LogFile: sc.logFile(),
+		// A restored postgresql.conf naming a data_directory (the
+		// production one) would have the postmaster run there, reading
+		// that directory's postgresql.auto.conf instead of the scratch
+		// settings: pinned where no configuration file can move it.
+		Settings: []string{"data_directory=" + sc.data()},
 	})
 	if err != nil {
 		r.fail("replaying WAL to the target: %v", err)
@@ -243,6 +257,11 @@ func (r *Result) drill(ctx context.Context, d Deps, o Options, sc *scratch, pick
 	r.Timings.Replay = reached.Seconds
 	r.RecoveryLSN = reached.LSN
 	srv := server{sock: sc.dir, port: r.Port, binDir: d.Cfg.Postgres.BinDir, pgdata: sc.data()}
+	if newest.name != "" {
+		if err := r.checkGap(ctx, srv, newest); err != nil {
+			r.fail("%v", err)
+		}
+	}
 	if err := r.measureRPO(ctx, srv, o); err != nil {
 		r.fail("reading the recovery point: %v", err)
 	}
@@ -498,4 +517,70 @@ func dash(s, alt string) string {
 		return alt
 	}
 	return "-"
+}
+
+// archived is the newest WAL segment of a timeline in the archive.
+type archived struct {
+	name    string // "" when none was found
+	segNo   uint64
+	segSize uint64
+	tli     uint32
+}
+
+// newestArchived finds the newest segment of timeline tli in any of the
+// repositories (wal-fetch reads from each); one that cannot be listed is
+// skipped.
+func newestArchived(ctx context.Context, d Deps, tli uint32, segSize uint64) archived {
+	a := archived{segSize: segSize, tli: tli}
+	if segSize == 0 {
+		return a
+	}
+	for _, r := range d.Repos {
+		prefix := repo.WALPrefix(d.Cfg.Cluster) + fmt.Sprintf("%08X/", tli)
+		err := r.Store.List(ctx, prefix, func(oi storage.ObjectInfo) error {
+			base := oi.Key[strings.LastIndex(oi.Key, "/")+1:]
+			n, err := wal.ParseName(base)
+			if err != nil || n.Kind != wal.KindSegment || n.Timeline != tli {
+				return nil
+			}
+			if no := n.SegNo(segSize); a.name == "" || no > a.segNo {
+				a.name, a.segNo = base, no
+			}
+			return nil
+		})
+		if err != nil {
+			d.Log.Warn("drill: listing the archive for the gap check", "repo", r.Name, "err", err)
+		}
+	}
+	return a
+}
+
+// checkGap fails a drill to the latest WAL whose recovery ended before the
+// newest segment the archive held when replay began: PostgreSQL ends
+// recovery at the first segment restore_command cannot give and promotes
+// there as if it were the end of the archive, so a missing or unreadable
+// segment would otherwise pass the drill with everything after it lost.
+func (r *Result) checkGap(ctx context.Context, s server, newest archived) error {
+	conn, err := s.connect(ctx, "postgres")
+	if err != nil {
+		return fmt.Errorf("reading where recovery ended: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	var text string
+	if err := conn.QueryRow(ctx, "SELECT coalesce(pg_last_wal_replay_lsn()::text, '')").Scan(&text); err != nil {
+		return fmt.Errorf("reading where recovery ended: pg_last_wal_replay_lsn(): %w", err)
+	}
+	end, err := wal.ParseLSN(text)
+	if err != nil {
+		return fmt.Errorf("reading where recovery ended: pg_last_wal_replay_lsn() %q: %w", text, err)
+	}
+	// The first segment recovery did not read whole: the one after the
+	// last record's end (that one itself when the record ends on a
+	// segment boundary).
+	next := (uint64(end) + newest.segSize - 1) / newest.segSize
+	if next > newest.segNo {
+		return nil
+	}
+	return fmt.Errorf("recovery ended at %s, but the archive held WAL up to segment %s when replay began: segment %s could not be replayed (missing, damaged or unreadable), "+
+		"so a restore to the latest WAL loses everything after %s", end, newest.name, wal.SegmentName(newest.tli, next, newest.segSize), end)
 }

@@ -277,7 +277,41 @@ func checkOutside(cfg *config.Config, dir string) error {
 			}
 		}
 	}
-	return nil
+	// The same directories by another path (a bind mount, a second mount
+	// of the file system) show in no path: compare the directory and each
+	// of its existing parents with the production places themselves.
+	// pg_wal and the tablespace links as the directories they lead to
+	// (a WAL directory mounted there, not linked, is one too).
+	places = append(places, place{"the production WAL directory (" + pgdata + "/pg_wal)", filepath.Join(pgdata, "pg_wal")})
+	if ents, err := os.ReadDir(filepath.Join(pgdata, "pg_tblspc")); err == nil {
+		for _, e := range ents {
+			places = append(places, place{"tablespace " + e.Name() + " of the production data directory", filepath.Join(pgdata, "pg_tblspc", e.Name())})
+		}
+	}
+	var infos []os.FileInfo
+	for _, p := range places {
+		fi, err := os.Stat(p.path)
+		infos = append(infos, fi)
+		if err != nil {
+			infos[len(infos)-1] = nil
+		}
+	}
+	for cur := dir; ; cur = filepath.Dir(cur) {
+		if fi, err := os.Stat(cur); err == nil {
+			for i, p := range places {
+				if infos[i] == nil || !os.SameFile(fi, infos[i]) {
+					continue
+				}
+				if cur == dir {
+					return fmt.Errorf("%w: %s is %s: it is %s by another path: a drill never touches production data", ErrScratch, dir, p.what, p.path)
+				}
+				return fmt.Errorf("%w: %s is inside %s: %s is %s by another path: a drill never touches production data", ErrScratch, dir, p.what, cur, p.path)
+			}
+		}
+		if filepath.Dir(cur) == cur {
+			return nil
+		}
+	}
 }
 
 func absFrom(base, p string) string {
@@ -348,6 +382,25 @@ func (s *scratch) configure(port int) error {
 		"archive_mode = 'off'",
 		"archive_command = ''",
 		"archive_library = ''",
+		// Commands of the source's host that recovery would run: a
+		// standby's archive_cleanup_command deletes from its archive at
+		// every restartpoint, recovery_end_command runs at promotion.
+		"archive_cleanup_command = ''",
+		"recovery_end_command = ''",
+		// The production server's pid file outside its data directory,
+		// which the scratch server would overwrite and then delete.
+		"external_pid_file = ''",
+		// Subscriptions restored enabled: their apply workers would take
+		// the publisher's slots and consume the changes meant for the
+		// real subscriber.
+		"max_logical_replication_workers = 0",
+		// Not into the production server's syslog or event log, where
+		// the scratch server's messages would read as production's.
+		"log_destination = 'stderr'",
+		// The host's huge page pool is sized for the production server:
+		// one the scratch server took would make production's next start
+		// fail (huge_pages = on) or run without them.
+		"huge_pages = 'off'",
 		"primary_conninfo = ''",
 		"primary_slot_name = ''",
 		"synchronous_standby_names = ''",

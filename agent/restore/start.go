@@ -33,6 +33,11 @@ type StartOptions struct {
 	Action  string
 	Timeout time.Duration
 	LogFile string // the server's log ("" = LogPath(pgdata))
+	// Settings are name=value pairs given to the postmaster as -c
+	// options: they win over every configuration file, and only there
+	// can data_directory be pinned (a restored postgresql.conf may name
+	// another directory, and the postmaster would run on that one).
+	Settings []string
 }
 
 // LogDir is the directory pgdr keeps in a data directory for its own files;
@@ -83,7 +88,10 @@ func Start(ctx context.Context, pgdata string, o StartOptions) (*Reached, error)
 		opts += fmt.Sprintf(" -p %d", o.Port)
 	}
 	if o.Socket != "" {
-		opts += " -k " + o.Socket
+		opts += " -k " + shellQuote(o.Socket)
+	}
+	for _, kv := range o.Settings {
+		opts += " -c " + shellQuote(kv)
 	}
 	if opts != "" {
 		args = append(args, "-o", opts)
@@ -130,6 +138,10 @@ func Start(ctx context.Context, pgdata string, o StartOptions) (*Reached, error)
 		}
 	}
 }
+
+// shellQuote quotes s for the shell pg_ctl starts the postmaster with
+// (its -o options are pasted into a /bin/sh command line).
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
 // pidFileAddress waits for postmaster.pid and reads the port and socket
 // directory from it (lines: pid, datadir, start time, port, socket dir, ...).
