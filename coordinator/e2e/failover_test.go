@@ -130,7 +130,8 @@ func (w *writeChecker) finish(t *testing.T) {
 // which promotes pg-b1 (eu-west-1), the only member left; it takes
 // writes. The region comes back (c1, then the agents of pg-a1 and pg-a2):
 // both old nodes rejoin as replicas of pg-b1 (pg-a1 through pg_rewind),
-// and `pgdrctl history` shows each step. A write checker tries every node
+// and `pgdrctl history` shows each step; `pgdrctl report` lists the
+// failover with its measured duration. A write checker tries every node
 // throughout: never two writable at once.
 func TestFailoverKillPrimaryRegion(t *testing.T) {
 	if testing.Short() {
@@ -171,6 +172,21 @@ func TestFailoverKillPrimaryRegion(t *testing.T) {
 	if _, err := l.psql(newPrimary, "CREATE TABLE after_failover AS SELECT 2 AS x"); err != nil {
 		t.Fatalf("the new primary does not take writes: %v", err)
 	}
+	// The compliance report shows the failover to pg-b1 with its measured
+	// duration (detection to writable).
+	testutil.WaitFor(t, 30*time.Second, "the report lists the failover to pg-b1 with its measured duration", func() (bool, error) {
+		rep, err := l.report()
+		if err != nil {
+			return false, err
+		}
+		for _, r := range rep.Clusters[0].Recoveries {
+			if r.Kind == "failover" && r.Node == "pg-b1" && r.OK && r.Measured && r.DurationSeconds > 0 {
+				t.Logf("report: failover to pg-b1 measured %.2fs (detection to writable)", r.DurationSeconds)
+				return true, nil
+			}
+		}
+		return false, fmt.Errorf("recoveries %+v", rep.Clusters[0].Recoveries)
+	})
 
 	// The region comes back: c1 rejoins the Raft cluster; the old nodes'
 	// agents restart (PostgreSQL is down after the kill) and the

@@ -344,12 +344,16 @@ func (s *Server) completeFailover(ctx context.Context, c *pgdrv1.Cluster, old, c
 		go func() {
 			defer wg.Done()
 			msg, err := s.repoint(ctx, name, m, cand, primaryDSN, epoch, true)
+			result := "ok"
 			if err != nil {
 				mu.Lock()
 				failed = append(failed, m)
 				mu.Unlock()
+				result = "failed"
 			}
-			s.recordEvent(ctx, name, kindFailoverStep, m, epoch, msg, nil)
+			// step/result let rejoinTick find a replica that missed it
+			// (missedFollow).
+			s.recordEvent(ctx, name, kindFailoverStep, m, epoch, msg, map[string]string{"step": stepFollow, "result": result})
 		}()
 	}
 	wg.Wait()
@@ -467,8 +471,12 @@ func (s *Server) rejoinTick(ctx context.Context, c *pgdrv1.Cluster, samples map[
 		r := sm.report
 		// A member needs to rejoin when it is writable but not the primary,
 		// fenced, or stopped after it lost the primary role in a failover
-		// (its data may have diverged; pg_rewind puts it back in line).
-		if !(r.Fenced || (r.Connectable && !r.InRecovery) || (!r.PostmasterAlive && s.replacedPrimary(c.Name, name))) {
+		// (its data may have diverged; pg_rewind puts it back in line), or
+		// stopped while a failover re-pointed the replicas (its follow
+		// order failed: it would come back streaming from, or ahead of, a
+		// primary that is gone — the loss of a whole region).
+		if !(r.Fenced || (r.Connectable && !r.InRecovery) ||
+			(!r.PostmasterAlive && (s.replacedPrimary(c.Name, name) || s.missedFollow(c.Name, name)))) {
 			continue
 		}
 		k := memberKey{c.Name, name}
@@ -501,6 +509,29 @@ func (s *Server) rejoinTick(ctx context.Context, c *pgdrv1.Cluster, samples map[
 			s.recordEvent(ctx, c.Name, kindRejoin, name, c.Epoch, msg, map[string]string{"result": result})
 		}()
 	}
+}
+
+// stepFollow is the "step" detail of a failover step that re-pointed a
+// replica at the new primary.
+const stepFollow = "follow"
+
+// missedFollow reports whether a failover's order to member to follow the
+// new primary failed (it was down) and member has not rejoined, followed
+// or been re-pointed successfully since.
+func (s *Server) missedFollow(cluster, member string) bool {
+	missed := false
+	s.fsm.ScanHistory(cluster, func(ev *pgdrv1.HistoryEvent) {
+		if ev.Node != member {
+			return
+		}
+		switch {
+		case ev.Kind == kindFailoverStep && ev.Details["step"] == stepFollow:
+			missed = ev.Details["result"] == "failed"
+		case rejoinedKind(ev.Kind) && ev.Details["result"] == "ok", ev.Kind == kindFollow:
+			missed = false
+		}
+	})
+	return missed
 }
 
 // replacedPrimary reports whether member lost the primary role in a
