@@ -36,6 +36,8 @@ const (
 	AdminService_ListBackupRuns_FullMethodName    = "/pgdr.v1.AdminService/ListBackupRuns"
 	AdminService_RunBackup_FullMethodName         = "/pgdr.v1.AdminService/RunBackup"
 	AdminService_CancelBackupRun_FullMethodName   = "/pgdr.v1.AdminService/CancelBackupRun"
+	AdminService_ListDrillRuns_FullMethodName     = "/pgdr.v1.AdminService/ListDrillRuns"
+	AdminService_RunDrill_FullMethodName          = "/pgdr.v1.AdminService/RunDrill"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -75,6 +77,11 @@ type AdminServiceClient interface {
 	// CancelBackupRun (role admin) ends a run in flight as cancelled and
 	// sends its agent a cancel order.
 	CancelBackupRun(ctx context.Context, in *CancelBackupRunRequest, opts ...grpc.CallOption) (*CancelBackupRunResponse, error)
+	// ListDrillRuns (role read) lists the recorded restore drills; RunDrill
+	// (role admin) has the leader order a drill now, refused while another
+	// drill of the cluster runs.
+	ListDrillRuns(ctx context.Context, in *ListDrillRunsRequest, opts ...grpc.CallOption) (*ListDrillRunsResponse, error)
+	RunDrill(ctx context.Context, in *RunDrillRequest, opts ...grpc.CallOption) (*RunDrillResponse, error)
 }
 
 type adminServiceClient struct {
@@ -235,6 +242,26 @@ func (c *adminServiceClient) CancelBackupRun(ctx context.Context, in *CancelBack
 	return out, nil
 }
 
+func (c *adminServiceClient) ListDrillRuns(ctx context.Context, in *ListDrillRunsRequest, opts ...grpc.CallOption) (*ListDrillRunsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListDrillRunsResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListDrillRuns_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) RunDrill(ctx context.Context, in *RunDrillRequest, opts ...grpc.CallOption) (*RunDrillResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RunDrillResponse)
+	err := c.cc.Invoke(ctx, AdminService_RunDrill_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -272,6 +299,11 @@ type AdminServiceServer interface {
 	// CancelBackupRun (role admin) ends a run in flight as cancelled and
 	// sends its agent a cancel order.
 	CancelBackupRun(context.Context, *CancelBackupRunRequest) (*CancelBackupRunResponse, error)
+	// ListDrillRuns (role read) lists the recorded restore drills; RunDrill
+	// (role admin) has the leader order a drill now, refused while another
+	// drill of the cluster runs.
+	ListDrillRuns(context.Context, *ListDrillRunsRequest) (*ListDrillRunsResponse, error)
+	RunDrill(context.Context, *RunDrillRequest) (*RunDrillResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -326,6 +358,12 @@ func (UnimplementedAdminServiceServer) RunBackup(context.Context, *RunBackupRequ
 }
 func (UnimplementedAdminServiceServer) CancelBackupRun(context.Context, *CancelBackupRunRequest) (*CancelBackupRunResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method CancelBackupRun not implemented")
+}
+func (UnimplementedAdminServiceServer) ListDrillRuns(context.Context, *ListDrillRunsRequest) (*ListDrillRunsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListDrillRuns not implemented")
+}
+func (UnimplementedAdminServiceServer) RunDrill(context.Context, *RunDrillRequest) (*RunDrillResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method RunDrill not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -618,6 +656,42 @@ func _AdminService_CancelBackupRun_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_ListDrillRuns_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListDrillRunsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListDrillRuns(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListDrillRuns_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListDrillRuns(ctx, req.(*ListDrillRunsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_RunDrill_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RunDrillRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).RunDrill(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_RunDrill_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).RunDrill(ctx, req.(*RunDrillRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -684,6 +758,14 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CancelBackupRun",
 			Handler:    _AdminService_CancelBackupRun_Handler,
+		},
+		{
+			MethodName: "ListDrillRuns",
+			Handler:    _AdminService_ListDrillRuns_Handler,
+		},
+		{
+			MethodName: "RunDrill",
+			Handler:    _AdminService_RunDrill_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
