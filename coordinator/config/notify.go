@@ -9,12 +9,13 @@ import (
 
 // DefaultNotificationKinds are the history kinds notified when
 // notifications.kinds is left out: every failover, switchover, manual
-// failover, refused failover and rejoin.
+// failover, refused failover, rejoin and failed restore drill.
 var DefaultNotificationKinds = []string{
 	"failover-intent", "failover-result", "failover-refused",
 	"switchover-intent", "switchover-result",
 	"manual-failover-intent", "manual-failover-result",
 	"rejoin",
+	"drill-failed",
 }
 
 // Defaults of a webhook.

@@ -1,0 +1,165 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/pgdr/pgdr/coordinator/config"
+	ptestutil "github.com/pgdr/pgdr/pkg/testutil"
+	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
+)
+
+// TestDrillAdminAPI: the read token lists drills but cannot run one; the
+// admin token runs one on the healthy standby (prefer-standby), the
+// order reaches its agent's stream, a second one is refused naming the
+// first; pending records it accepted; a failed answer is recorded failed
+// with its reason and report, goes into history as a drill event and to
+// the webhooks as drill-failed, and counts in the metrics; a passed one
+// sets the last-success metric; a refused request changes nothing.
+func TestDrillAdminAPI(t *testing.T) {
+	s, client := adminAPIServer(t)
+	ctx := context.Background()
+	reader, admin := client("read-secret"), client("admin-secret")
+	mustPropose(t, s, pgdrv1.CommandType_COMMAND_TYPE_REGISTER_MEMBER, &pgdrv1.RegisterMember{Member: &pgdrv1.Member{
+		Name: "pg-a2", Cluster: "main", Region: "r1", Dsn: "host=pg-a2", ApiUrl: "http://pg-a2:8008", GossipAddress: "pg-a2:7946"}})
+	mustPropose(t, s, pgdrv1.CommandType_COMMAND_TYPE_SET_PRIMARY, &pgdrv1.SetPrimary{Cluster: "main", Name: "pg-a1"})
+	rcv := &receiver{}
+	hook := httptest.NewServer(rcv)
+	defer hook.Close()
+	n, err := newNotifier(&config.Config{Name: "c1", Notifications: config.Notifications{
+		Webhooks: []config.Webhook{{URL: hook.URL, Timeout: config.Duration{Duration: 2 * time.Second}, QueueSize: 10}},
+		Kinds:    config.DefaultNotificationKinds}}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	n.run(nctx)
+	s.notify = n
+	agents := &agentAPI{s: s}
+
+	if _, err := reader.RunDrill(ctx, &pgdrv1.RunDrillRequest{Cluster: "main"}); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("the read token ran a drill: %v", err)
+	}
+	if _, err := admin.RunDrill(ctx, &pgdrv1.RunDrillRequest{Cluster: "main"}); status.Code(err) != codes.FailedPrecondition ||
+		!strings.Contains(err.Error(), "no member can run the drill") {
+		t.Fatalf("no healthy member: %v", err)
+	}
+	before := s.fsm.State()
+	if _, err := admin.RunDrill(ctx, &pgdrv1.RunDrillRequest{Cluster: "main", Tier: "daily", BackupId: "B1"}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("tier and backup: %v", err)
+	}
+	after := s.fsm.State()
+	after.LastIndex = before.LastIndex
+	if !proto.Equal(before, after) {
+		t.Fatal("a refused drill changed the state")
+	}
+	stream := s.hub.open(memberKey{"main", "pg-a2"})
+	defer s.hub.close(memberKey{"main", "pg-a2"}, stream)
+	primary := s.hub.open(memberKey{"main", "pg-a1"})
+	defer s.hub.close(memberKey{"main", "pg-a1"}, primary)
+	reportHealthy(s)
+	res, err := admin.RunDrill(ctx, &pgdrv1.RunDrillRequest{Cluster: "main", Tier: "daily"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := res.GetRun()
+	if run.GetNode() != "pg-a2" || run.GetSentAt() == nil || run.GetRequestedBy() != "admin:alice" || !strings.Contains(run.GetReason(), "prefer-standby") {
+		t.Fatalf("run %v", run)
+	}
+	var order *pgdrv1.AgentCommand
+	select {
+	case order = <-stream:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no order on pg-a2's command stream")
+	}
+	if order.GetId() != run.GetId() || order.GetDrill().GetTier() != "daily" || order.GetDrill().GetTimeoutMs() != DefaultDrillTimeout.Milliseconds() {
+		t.Fatalf("order %v", order)
+	}
+	reportHealthy(s)
+	if _, err := admin.RunDrill(ctx, &pgdrv1.RunDrillRequest{Cluster: "main", Node: "pg-a1"}); status.Code(err) != codes.FailedPrecondition ||
+		!strings.Contains(err.Error(), "drill "+run.GetId()+" on pg-a2") {
+		t.Fatalf("a second drill: %v", err)
+	}
+	id := run.GetId()
+	for _, r := range []*pgdrv1.CommandResult{
+		{Id: id, Cluster: "main", Node: "pg-a2", Pending: true, Drill: &pgdrv1.DrillReport{RunId: id}},
+		{Id: id, Cluster: "main", Node: "pg-a2", Error: "drill " + id + " failed: check rows: got 2, want 3", Drill: &pgdrv1.DrillReport{RunId: id,
+			Reason: "check rows: got 2, want 3", Backup: "B1", Target: "latest", ChecksFailed: 1, AmcheckRun: true, AmcheckOk: true,
+			Timings: &pgdrv1.DrillTimings{FetchWrite: 1, Replay: 2, Checks: 3, Total: 6}, RpoSeconds: 4}},
+	} {
+		if _, err := agents.CompleteCommand(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	list, err := reader.ListDrillRuns(ctx, &pgdrv1.ListDrillRunsRequest{Cluster: "main"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := list.GetClusters()[0].GetRuns()[0]
+	if got.GetResult() != "failed" || got.GetAcceptedAt() == nil || got.GetReport().GetChecksFailed() != 1 || !strings.Contains(got.GetError(), "got 2, want 3") {
+		t.Fatalf("drill after its answer: %v", got)
+	}
+	ev := s.fsm.History("main", 0, 1)[0]
+	if ev.GetKind() != "drill" || ev.GetDetails()["result"] != "failed" || ev.GetDetails()["reason"] != "check rows: got 2, want 3" {
+		t.Fatalf("history event %v", ev)
+	}
+	ptestutil.WaitFor(t, 10*time.Second, "the drill-failed webhook", func() (bool, error) {
+		for _, r := range rcv.got() {
+			var nt Notification
+			if json.Unmarshal(r.body, &nt) == nil && nt.Kind == "drill-failed" && nt.Details["reason"] == "check rows: got 2, want 3" {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+
+	// A passed drill on the named primary sets the last-success metric.
+	reportHealthy(s)
+	res, err = admin.RunDrill(ctx, &pgdrv1.RunDrillRequest{Cluster: "main", Node: "pg-a1"})
+	if err != nil || res.GetRun().GetNode() != "pg-a1" {
+		t.Fatalf("drill on the primary: %v %v", res, err)
+	}
+	<-primary
+	if _, err := agents.CompleteCommand(ctx, &pgdrv1.CommandResult{Id: res.GetRun().GetId(), Cluster: "main", Node: "pg-a1", Ok: true,
+		Drill: &pgdrv1.DrillReport{RunId: res.GetRun().GetId(), Ok: true, Timings: &pgdrv1.DrillTimings{Total: 7}}}); err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := s.metrics.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sawLast, sawTotal, sawFailed bool
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			switch mf.GetName() {
+			case "pgdr_drill_last_success_timestamp_seconds":
+				sawLast = m.GetGauge().GetValue() > float64(time.Now().Add(-time.Minute).Unix())
+			case "pgdr_drill_runs_total":
+				for _, l := range m.GetLabel() {
+					if l.GetValue() == "failed" && m.GetCounter().GetValue() == 1 {
+						sawFailed = true
+					}
+				}
+			case "pgdr_drill_duration_seconds":
+				for _, l := range m.GetLabel() {
+					if l.GetValue() == "total" && m.GetGauge().GetValue() == 7 {
+						sawTotal = true
+					}
+				}
+			}
+		}
+	}
+	if !sawLast || !sawTotal || !sawFailed {
+		t.Fatalf("drill metrics: last success %v, total duration %v, failed run counted %v", sawLast, sawTotal, sawFailed)
+	}
+}
