@@ -52,6 +52,8 @@ func commands() []command {
 		{"policy", "policy show | set | apply -f FILE: failover settings (synchronous mode, maximum lag, regions, failsafe) and the backup policy (tiers, retention, PITR window)", cmdPolicy},
 		{"backups", "the backup runs the scheduler recorded: tier, node, start, duration, sizes, result, error", cmdBackups},
 		{"backup", "backup run --tier T [--wait]: have the leader run a backup tier now; backup cancel [RUN_ID]: end a run in flight", cmdBackup},
+		{"drills", "the restore drills recorded: node, backup, target, timings, RPO, amcheck, checks, result, reason", cmdDrills},
+		{"drill", "drill run [--tier T|--backup ID] [--target-time T] [--node N] [--wait]: have the leader order a restore drill now", cmdDrill},
 		{"coordinator", "list, add or remove coordinators (Raft voters)", cmdCoordinator},
 		{"tls", "tls init: create a development CA and certificates for a lab", cmdTLS},
 		{"version", "print the version", cmdVersion},
