@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/pgdr/pgdr/coordinator/policy"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
 
@@ -13,11 +14,8 @@ const (
 	// first, but never the one in flight, the newest ok one (the last
 	// success the metrics and the report show) or the newest failed one.
 	MaxDrillRuns = 100
-	// MaxDrillChecks bounds the SQL checks an intent carries; their
-	// fields are bounded by MaxDrillCheckSQL and maxDrillCheckField.
-	MaxDrillChecks     = 16
-	MaxDrillCheckSQL   = 4096
-	maxDrillCheckField = 256
+	// The SQL checks an intent carries are bounded as a policy's
+	// (policy.CheckDrillChecks).
 )
 
 // applyRecordDrillRun records one phase of a restore drill: a new run
@@ -119,7 +117,7 @@ func checkDrillIntent(cl *pgdrv1.Cluster, in *pgdrv1.DrillRun) (*pgdrv1.DrillRun
 	if t := in.GetTimeoutMs(); t <= 0 || t > maxDrillTimeout.Milliseconds() {
 		return nil, fmt.Errorf("timeout_ms %d is out of range", t)
 	}
-	if err := CheckDrillChecks(in.GetChecks()); err != nil {
+	if err := policy.CheckDrillChecks(policy.DrillChecksFromProto(in.GetChecks())); err != nil {
 		return nil, err
 	}
 	out := &pgdrv1.DrillRun{Id: id, Node: in.GetNode(), Tier: in.GetTier(), BackupId: in.GetBackupId(),
@@ -129,27 +127,6 @@ func checkDrillIntent(cl *pgdrv1.Cluster, in *pgdrv1.DrillRun) (*pgdrv1.DrillRun
 		out.Checks = append(out.Checks, &pgdrv1.DrillCheck{Name: ch.GetName(), Database: ch.GetDatabase(), Sql: ch.GetSql(), Expect: ch.GetExpect()})
 	}
 	return out, nil
-}
-
-// CheckDrillChecks validates a drill's SQL checks against the bounds of
-// the replicated state, naming the check and field that is wrong.
-func CheckDrillChecks(checks []*pgdrv1.DrillCheck) error {
-	if len(checks) > MaxDrillChecks {
-		return fmt.Errorf("checks: %d, at most %d", len(checks), MaxDrillChecks)
-	}
-	for i, ch := range checks {
-		switch {
-		case ch.GetName() == "" || len(ch.GetName()) > maxDrillCheckField:
-			return fmt.Errorf("checks[%d].name: want 1 to %d bytes", i, maxDrillCheckField)
-		case ch.GetSql() == "" || len(ch.GetSql()) > MaxDrillCheckSQL:
-			return fmt.Errorf("checks[%d] (%s).sql: want 1 to %d bytes", i, clip(ch.GetName(), 80), MaxDrillCheckSQL)
-		case len(ch.GetDatabase()) > 63:
-			return fmt.Errorf("checks[%d] (%s).database: at most 63 bytes", i, clip(ch.GetName(), 80))
-		case len(ch.GetExpect()) > maxDrillCheckField:
-			return fmt.Errorf("checks[%d] (%s).expect: at most %d bytes", i, clip(ch.GetName(), 80), maxDrillCheckField)
-		}
-	}
-	return nil
 }
 
 // maxDrillTimeout bounds a drill's timeout (a day).

@@ -9,6 +9,8 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/pgdr/pgdr/coordinator/policy"
+
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
 
@@ -58,10 +60,10 @@ func TestRecordDrillRun(t *testing.T) {
 	bad["timeout_ms"] = drillIntent("d3", "pg-a2")
 	bad["timeout_ms"].GetIntent().TimeoutMs = 0
 	bad["checks[0] (one).sql"] = drillIntent("d3", "pg-a2")
-	bad["checks[0] (one).sql"].GetIntent().Checks[0].Sql = strings.Repeat("x", MaxDrillCheckSQL+1)
-	bad["checks: 17"] = drillIntent("d3", "pg-a2")
-	for i := 0; i < MaxDrillChecks; i++ {
-		bad["checks: 17"].GetIntent().Checks = append(bad["checks: 17"].GetIntent().Checks, &pgdrv1.DrillCheck{Name: "n", Sql: "select 1"})
+	bad["checks[0] (one).sql"].GetIntent().Checks[0].Sql = strings.Repeat("x", policy.MaxDrillCheckSQL+1)
+	bad["17 checks"] = drillIntent("d3", "pg-a2")
+	for i := 0; i < policy.MaxDrillChecks; i++ {
+		bad["17 checks"].GetIntent().Checks = append(bad["17 checks"].GetIntent().Checks, &pgdrv1.DrillCheck{Name: "n", Sql: "select 1"})
 	}
 	bad["name one, not both"] = drillIntent("d3", "pg-a2")
 	bad["name one, not both"].GetIntent().BackupId = "B1"

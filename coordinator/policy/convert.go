@@ -10,7 +10,7 @@ import (
 // ToProto is p as the replicated state holds it (durations in whole
 // seconds; UpdatedAt and UpdatedBy are the FSM's to stamp, not copied).
 func ToProto(p Policy) *pgdrv1.BackupPolicy {
-	out := &pgdrv1.BackupPolicy{PitrWindowSeconds: seconds(p.PITRWindow)}
+	out := &pgdrv1.BackupPolicy{PitrWindowSeconds: seconds(p.PITRWindow), Drill: drillToProto(p.Drill)}
 	for _, t := range p.Tiers {
 		out.Tiers = append(out.Tiers, &pgdrv1.BackupTier{
 			Name: t.Name, Type: t.Type, Schedule: t.Schedule, Timezone: t.Timezone,
@@ -26,7 +26,7 @@ func FromProto(bp *pgdrv1.BackupPolicy) Policy {
 	if bp == nil {
 		return Default()
 	}
-	p := Policy{PITRWindow: fromSeconds(bp.GetPitrWindowSeconds()), UpdatedBy: bp.GetUpdatedBy()}
+	p := Policy{PITRWindow: fromSeconds(bp.GetPitrWindowSeconds()), UpdatedBy: bp.GetUpdatedBy(), Drill: drillFromProto(bp.GetDrill())}
 	if bp.GetUpdatedAt() != nil {
 		p.UpdatedAt = bp.GetUpdatedAt().AsTime()
 	}

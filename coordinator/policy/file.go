@@ -20,6 +20,8 @@ type File struct {
 	Cluster    string     `yaml:"cluster,omitempty"`
 	PITRWindow string     `yaml:"pitr_window,omitempty"`
 	Tiers      []FileTier `yaml:"tiers"`
+	// Drill: scheduled restore drills (drill.go).
+	Drill *FileDrill `yaml:"drill,omitempty"`
 }
 
 // FileTier is one tier of a File.
@@ -70,6 +72,7 @@ func ParseFile(data []byte) (cluster string, p Policy, err error) {
 			Repos: ft.Repos, RunOn: ft.RunOn, Timeout: dur(field+".timeout", ft.Timeout, 0),
 		})
 	}
+	p.Drill = drillFromFile(f.Drill, dur)
 	if len(errs) > 0 {
 		return "", Policy{}, errors.Join(errs...)
 	}
@@ -79,7 +82,7 @@ func ParseFile(data []byte) (cluster string, p Policy, err error) {
 
 // ToFile is p in its YAML form.
 func ToFile(cluster string, p Policy) File {
-	f := File{Cluster: cluster, PITRWindow: duration.Format(p.PITRWindow), Tiers: []FileTier{}}
+	f := File{Cluster: cluster, PITRWindow: duration.Format(p.PITRWindow), Tiers: []FileTier{}, Drill: drillToFile(p.Drill)}
 	opt := func(d time.Duration) string {
 		if d == 0 {
 			return ""

@@ -36,8 +36,11 @@ type BackupPolicy struct {
 	// possible.
 	PitrWindowSeconds int64 `protobuf:"varint,2,opt,name=pitr_window_seconds,json=pitrWindowSeconds,proto3" json:"pitr_window_seconds,omitempty"`
 	// updated_at and updated_by are stamped by the FSM from the command.
-	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
-	UpdatedBy     string                 `protobuf:"bytes,4,opt,name=updated_by,json=updatedBy,proto3" json:"updated_by,omitempty"`
+	UpdatedAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	UpdatedBy string                 `protobuf:"bytes,4,opt,name=updated_by,json=updatedBy,proto3" json:"updated_by,omitempty"`
+	// drill: the cluster's scheduled restore drills (unset: none). Field 20
+	// keeps clear of the policy's other additions.
+	Drill         *DrillPolicy `protobuf:"bytes,20,opt,name=drill,proto3" json:"drill,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -98,6 +101,13 @@ func (x *BackupPolicy) GetUpdatedBy() string {
 		return x.UpdatedBy
 	}
 	return ""
+}
+
+func (x *BackupPolicy) GetDrill() *DrillPolicy {
+	if x != nil {
+		return x.Drill
+	}
+	return nil
 }
 
 // BackupTier is one kind of backup taken on a schedule.
@@ -516,14 +526,15 @@ var File_pgdr_v1_backup_policy_proto protoreflect.FileDescriptor
 
 const file_pgdr_v1_backup_policy_proto_rawDesc = "" +
 	"\n" +
-	"\x1bpgdr/v1/backup_policy.proto\x12\apgdr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc3\x01\n" +
+	"\x1bpgdr/v1/backup_policy.proto\x12\apgdr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13pgdr/v1/drill.proto\"\xef\x01\n" +
 	"\fBackupPolicy\x12)\n" +
 	"\x05tiers\x18\x01 \x03(\v2\x13.pgdr.v1.BackupTierR\x05tiers\x12.\n" +
 	"\x13pitr_window_seconds\x18\x02 \x01(\x03R\x11pitrWindowSeconds\x129\n" +
 	"\n" +
 	"updated_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12\x1d\n" +
 	"\n" +
-	"updated_by\x18\x04 \x01(\tR\tupdatedBy\"\x8b\x02\n" +
+	"updated_by\x18\x04 \x01(\tR\tupdatedBy\x12*\n" +
+	"\x05drill\x18\x14 \x01(\v2\x14.pgdr.v1.DrillPolicyR\x05drill\"\x8b\x02\n" +
 	"\n" +
 	"BackupTier\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
@@ -579,19 +590,21 @@ var file_pgdr_v1_backup_policy_proto_goTypes = []any{
 	(*SetBackupPolicyRequest)(nil),  // 5: pgdr.v1.SetBackupPolicyRequest
 	(*SetBackupPolicyResponse)(nil), // 6: pgdr.v1.SetBackupPolicyResponse
 	(*timestamppb.Timestamp)(nil),   // 7: google.protobuf.Timestamp
+	(*DrillPolicy)(nil),             // 8: pgdr.v1.DrillPolicy
 }
 var file_pgdr_v1_backup_policy_proto_depIdxs = []int32{
 	1, // 0: pgdr.v1.BackupPolicy.tiers:type_name -> pgdr.v1.BackupTier
 	7, // 1: pgdr.v1.BackupPolicy.updated_at:type_name -> google.protobuf.Timestamp
-	0, // 2: pgdr.v1.SetBackupPolicy.policy:type_name -> pgdr.v1.BackupPolicy
-	0, // 3: pgdr.v1.GetBackupPolicyResponse.policy:type_name -> pgdr.v1.BackupPolicy
-	0, // 4: pgdr.v1.SetBackupPolicyRequest.policy:type_name -> pgdr.v1.BackupPolicy
-	0, // 5: pgdr.v1.SetBackupPolicyResponse.policy:type_name -> pgdr.v1.BackupPolicy
-	6, // [6:6] is the sub-list for method output_type
-	6, // [6:6] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	8, // 2: pgdr.v1.BackupPolicy.drill:type_name -> pgdr.v1.DrillPolicy
+	0, // 3: pgdr.v1.SetBackupPolicy.policy:type_name -> pgdr.v1.BackupPolicy
+	0, // 4: pgdr.v1.GetBackupPolicyResponse.policy:type_name -> pgdr.v1.BackupPolicy
+	0, // 5: pgdr.v1.SetBackupPolicyRequest.policy:type_name -> pgdr.v1.BackupPolicy
+	0, // 6: pgdr.v1.SetBackupPolicyResponse.policy:type_name -> pgdr.v1.BackupPolicy
+	7, // [7:7] is the sub-list for method output_type
+	7, // [7:7] is the sub-list for method input_type
+	7, // [7:7] is the sub-list for extension type_name
+	7, // [7:7] is the sub-list for extension extendee
+	0, // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_pgdr_v1_backup_policy_proto_init() }
@@ -599,6 +612,7 @@ func file_pgdr_v1_backup_policy_proto_init() {
 	if File_pgdr_v1_backup_policy_proto != nil {
 		return
 	}
+	file_pgdr_v1_drill_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

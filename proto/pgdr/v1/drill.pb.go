@@ -1118,6 +1118,105 @@ func (x *RunDrillResponse) GetRun() *DrillRun {
 	return nil
 }
 
+// DrillPolicy (BackupPolicy.drill) schedules a cluster's restore drills;
+// coordinator/policy owns its rules (drill.go).
+type DrillPolicy struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// schedule: a cron expression as a backup tier's; timezone: IANA name.
+	Schedule string `protobuf:"bytes,1,opt,name=schedule,proto3" json:"schedule,omitempty"`
+	Timezone string `protobuf:"bytes,2,opt,name=timezone,proto3" json:"timezone,omitempty"`
+	// tier: restore the newest backup of this tier ("" = the latest backup).
+	Tier string `protobuf:"bytes,3,opt,name=tier,proto3" json:"tier,omitempty"`
+	// node: a member name, or "prefer-standby" (default).
+	Node string `protobuf:"bytes,4,opt,name=node,proto3" json:"node,omitempty"`
+	// scratch: the drill's scratch directory on the node ("" = a fresh one
+	// under the agent's temporary directory).
+	Scratch        string        `protobuf:"bytes,5,opt,name=scratch,proto3" json:"scratch,omitempty"`
+	TimeoutSeconds int64         `protobuf:"varint,6,opt,name=timeout_seconds,json=timeoutSeconds,proto3" json:"timeout_seconds,omitempty"`
+	Checks         []*DrillCheck `protobuf:"bytes,7,rep,name=checks,proto3" json:"checks,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *DrillPolicy) Reset() {
+	*x = DrillPolicy{}
+	mi := &file_pgdr_v1_drill_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrillPolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrillPolicy) ProtoMessage() {}
+
+func (x *DrillPolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_pgdr_v1_drill_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrillPolicy.ProtoReflect.Descriptor instead.
+func (*DrillPolicy) Descriptor() ([]byte, []int) {
+	return file_pgdr_v1_drill_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *DrillPolicy) GetSchedule() string {
+	if x != nil {
+		return x.Schedule
+	}
+	return ""
+}
+
+func (x *DrillPolicy) GetTimezone() string {
+	if x != nil {
+		return x.Timezone
+	}
+	return ""
+}
+
+func (x *DrillPolicy) GetTier() string {
+	if x != nil {
+		return x.Tier
+	}
+	return ""
+}
+
+func (x *DrillPolicy) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *DrillPolicy) GetScratch() string {
+	if x != nil {
+		return x.Scratch
+	}
+	return ""
+}
+
+func (x *DrillPolicy) GetTimeoutSeconds() int64 {
+	if x != nil {
+		return x.TimeoutSeconds
+	}
+	return 0
+}
+
+func (x *DrillPolicy) GetChecks() []*DrillCheck {
+	if x != nil {
+		return x.Checks
+	}
+	return nil
+}
+
 var File_pgdr_v1_drill_proto protoreflect.FileDescriptor
 
 const file_pgdr_v1_drill_proto_rawDesc = "" +
@@ -1220,7 +1319,15 @@ const file_pgdr_v1_drill_proto_rawDesc = "" +
 	"targetTime\x12\x12\n" +
 	"\x04node\x18\x05 \x01(\tR\x04node\"7\n" +
 	"\x10RunDrillResponse\x12#\n" +
-	"\x03run\x18\x01 \x01(\v2\x11.pgdr.v1.DrillRunR\x03runB+Z)github.com/pgdr/pgdr/proto/pgdr/v1;pgdrv1b\x06proto3"
+	"\x03run\x18\x01 \x01(\v2\x11.pgdr.v1.DrillRunR\x03run\"\xdd\x01\n" +
+	"\vDrillPolicy\x12\x1a\n" +
+	"\bschedule\x18\x01 \x01(\tR\bschedule\x12\x1a\n" +
+	"\btimezone\x18\x02 \x01(\tR\btimezone\x12\x12\n" +
+	"\x04tier\x18\x03 \x01(\tR\x04tier\x12\x12\n" +
+	"\x04node\x18\x04 \x01(\tR\x04node\x12\x18\n" +
+	"\ascratch\x18\x05 \x01(\tR\ascratch\x12'\n" +
+	"\x0ftimeout_seconds\x18\x06 \x01(\x03R\x0etimeoutSeconds\x12+\n" +
+	"\x06checks\x18\a \x03(\v2\x13.pgdr.v1.DrillCheckR\x06checksB+Z)github.com/pgdr/pgdr/proto/pgdr/v1;pgdrv1b\x06proto3"
 
 var (
 	file_pgdr_v1_drill_proto_rawDescOnce sync.Once
@@ -1234,7 +1341,7 @@ func file_pgdr_v1_drill_proto_rawDescGZIP() []byte {
 	return file_pgdr_v1_drill_proto_rawDescData
 }
 
-var file_pgdr_v1_drill_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_pgdr_v1_drill_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_pgdr_v1_drill_proto_goTypes = []any{
 	(*DrillCheck)(nil),            // 0: pgdr.v1.DrillCheck
 	(*DrillTimings)(nil),          // 1: pgdr.v1.DrillTimings
@@ -1249,33 +1356,35 @@ var file_pgdr_v1_drill_proto_goTypes = []any{
 	(*ListDrillRunsResponse)(nil), // 10: pgdr.v1.ListDrillRunsResponse
 	(*RunDrillRequest)(nil),       // 11: pgdr.v1.RunDrillRequest
 	(*RunDrillResponse)(nil),      // 12: pgdr.v1.RunDrillResponse
-	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
+	(*DrillPolicy)(nil),           // 13: pgdr.v1.DrillPolicy
+	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
 }
 var file_pgdr_v1_drill_proto_depIdxs = []int32{
-	13, // 0: pgdr.v1.DrillRun.target_time:type_name -> google.protobuf.Timestamp
-	13, // 1: pgdr.v1.DrillRun.started_at:type_name -> google.protobuf.Timestamp
-	13, // 2: pgdr.v1.DrillRun.sent_at:type_name -> google.protobuf.Timestamp
-	13, // 3: pgdr.v1.DrillRun.accepted_at:type_name -> google.protobuf.Timestamp
-	13, // 4: pgdr.v1.DrillRun.finished_at:type_name -> google.protobuf.Timestamp
+	14, // 0: pgdr.v1.DrillRun.target_time:type_name -> google.protobuf.Timestamp
+	14, // 1: pgdr.v1.DrillRun.started_at:type_name -> google.protobuf.Timestamp
+	14, // 2: pgdr.v1.DrillRun.sent_at:type_name -> google.protobuf.Timestamp
+	14, // 3: pgdr.v1.DrillRun.accepted_at:type_name -> google.protobuf.Timestamp
+	14, // 4: pgdr.v1.DrillRun.finished_at:type_name -> google.protobuf.Timestamp
 	3,  // 5: pgdr.v1.DrillRun.report:type_name -> pgdr.v1.DrillReport
 	0,  // 6: pgdr.v1.DrillRun.checks:type_name -> pgdr.v1.DrillCheck
-	13, // 7: pgdr.v1.DrillRun.slot:type_name -> google.protobuf.Timestamp
+	14, // 7: pgdr.v1.DrillRun.slot:type_name -> google.protobuf.Timestamp
 	1,  // 8: pgdr.v1.DrillReport.timings:type_name -> pgdr.v1.DrillTimings
 	2,  // 9: pgdr.v1.RecordDrillRun.intent:type_name -> pgdr.v1.DrillRun
 	5,  // 10: pgdr.v1.RecordDrillRun.step:type_name -> pgdr.v1.DrillRunStep
 	6,  // 11: pgdr.v1.RecordDrillRun.result:type_name -> pgdr.v1.DrillRunResult
 	3,  // 12: pgdr.v1.DrillRunResult.report:type_name -> pgdr.v1.DrillReport
-	13, // 13: pgdr.v1.Drill.target_time:type_name -> google.protobuf.Timestamp
+	14, // 13: pgdr.v1.Drill.target_time:type_name -> google.protobuf.Timestamp
 	0,  // 14: pgdr.v1.Drill.checks:type_name -> pgdr.v1.DrillCheck
 	2,  // 15: pgdr.v1.ClusterDrillRuns.runs:type_name -> pgdr.v1.DrillRun
 	9,  // 16: pgdr.v1.ListDrillRunsResponse.clusters:type_name -> pgdr.v1.ClusterDrillRuns
-	13, // 17: pgdr.v1.RunDrillRequest.target_time:type_name -> google.protobuf.Timestamp
+	14, // 17: pgdr.v1.RunDrillRequest.target_time:type_name -> google.protobuf.Timestamp
 	2,  // 18: pgdr.v1.RunDrillResponse.run:type_name -> pgdr.v1.DrillRun
-	19, // [19:19] is the sub-list for method output_type
-	19, // [19:19] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	0,  // 19: pgdr.v1.DrillPolicy.checks:type_name -> pgdr.v1.DrillCheck
+	20, // [20:20] is the sub-list for method output_type
+	20, // [20:20] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_pgdr_v1_drill_proto_init() }
@@ -1294,7 +1403,7 @@ func file_pgdr_v1_drill_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pgdr_v1_drill_proto_rawDesc), len(file_pgdr_v1_drill_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
