@@ -24,6 +24,8 @@ type Run struct {
 	Result string
 	// Due: when its timeout passes.
 	Due time.Time
+	// Slot: the scheduled slot it makes (zero: an operator's drill).
+	Slot time.Time
 }
 
 // Input is what a decision reads. Members are the cluster's members as
@@ -123,4 +125,97 @@ func orUnknown(s string) string {
 		return "role unknown"
 	}
 	return "role " + s
+}
+
+// Schedule is a cluster's drill schedule as Scheduled reads it.
+type Schedule struct {
+	// Next is the schedule's first slot after a time.
+	Next func(after time.Time) (time.Time, error)
+	// Since is when slots start counting when no scheduled drill was
+	// recorded (the policy's update, else the cluster's creation).
+	Since time.Time
+	// Node is the drill node: a member name, or "" / "prefer-standby".
+	Node string
+}
+
+// Decision is what Scheduled decided.
+type Decision struct {
+	Start bool
+	// Slot is the newest due slot; Missed how many slots it covers (a
+	// drill after an outage runs once, however many slots passed).
+	Slot   time.Time
+	Missed int
+	Node   string
+	Reason string
+}
+
+// maxSlots bounds the slots counted in one decision.
+const maxSlots = 10000
+
+// Scheduled decides whether a scheduled drill starts now: when a slot
+// passed after the newest scheduled drill's slot (or Since), no drill of
+// the cluster is in flight (it waits for an operator's drill to end, and
+// then runs once), and Place finds a node. A run's Slot is zero for an
+// operator's drill.
+func Scheduled(in Input, s Schedule) (Decision, error) {
+	last := s.Since
+	for _, r := range in.Runs {
+		if r.Slot.After(last) {
+			last = r.Slot
+		}
+	}
+	slot, missed, err := dueSlot(s.Next, last, in.Now)
+	if err != nil {
+		return Decision{}, err
+	}
+	if missed == 0 {
+		return Decision{Reason: "no slot due since " + last.UTC().Format(time.RFC3339)}, nil
+	}
+	want := s.Node
+	if want == "prefer-standby" {
+		want = ""
+	}
+	d := Decision{Slot: slot, Missed: missed}
+	node, why, err := Place(in, want)
+	if err != nil {
+		d.Reason = fmt.Sprintf("the drill of slot %s waits: %v", slot.UTC().Format(time.RFC3339), err)
+		return d, nil
+	}
+	d.Start, d.Node = true, node
+	d.Reason = fmt.Sprintf("scheduled slot %s", slot.UTC().Format(time.RFC3339))
+	if missed > 1 {
+		d.Reason += fmt.Sprintf(" (covering %d missed slots: run once)", missed)
+	}
+	d.Reason += "; " + why
+	return d, nil
+}
+
+// dueSlot is the newest slot of next after last and at or before now, and
+// how many there were (0: none); at most maxSlots are counted, the newest
+// found from an hour before now when there are more.
+func dueSlot(next func(time.Time) (time.Time, error), last, now time.Time) (time.Time, int, error) {
+	var slot time.Time
+	n := 0
+	for t := last; ; {
+		s, err := next(t)
+		if err != nil {
+			return time.Time{}, 0, err
+		}
+		if s.After(now) || s.IsZero() {
+			return slot, n, nil
+		}
+		slot, t = s, s
+		if n++; n == maxSlots {
+			if t.Before(now.Add(-time.Hour)) {
+				t = now.Add(-time.Hour)
+			}
+			for i := 0; i < maxSlots; i++ {
+				if s, err = next(t); err != nil || s.After(now) || s.IsZero() {
+					break
+				}
+				slot, t = s, s
+			}
+			return slot, n, nil
+		}
+	}
 }

@@ -66,3 +66,47 @@ func TestOverdue(t *testing.T) {
 		}
 	}
 }
+
+// hourly is a schedule with a slot at every whole hour.
+func hourly(after time.Time) (time.Time, error) { return after.Truncate(time.Hour).Add(time.Hour), nil }
+
+// TestScheduled: the decision table of scheduled drills: not due yet; due
+// on time; many missed slots run once; one at a time (an operator's drill
+// in flight makes the slot wait); counted from the newest scheduled slot
+// (an operator's drill does not count); the named node; nobody to run it.
+func TestScheduled(t *testing.T) {
+	pri := m("a1", schedule.RolePrimary, true, true, 0)
+	r2 := m("a2", schedule.RoleReplica, true, true, 0)
+	since := t0.Add(-30 * time.Minute) // 11:30
+	for _, tc := range []struct {
+		name   string
+		now    time.Time
+		runs   []Run
+		node   string
+		start  bool
+		slot   time.Time
+		missed int
+		onNode string
+	}{
+		{"not due", t0.Add(-time.Minute), nil, "", false, time.Time{}, 0, ""},
+		{"due on time", t0.Add(time.Second), nil, "", true, t0, 1, "a2"},
+		{"missed slots run once", t0.Add(5*time.Hour + time.Minute), nil, "", true, t0.Add(5 * time.Hour), 6, "a2"},
+		{"done for the slot", t0.Add(30 * time.Minute), []Run{{ID: "s1", Result: "ok", Slot: t0}}, "", false, time.Time{}, 0, ""},
+		{"an operator's drill does not count", t0.Add(30 * time.Minute), []Run{{ID: "m1", Result: "ok"}}, "", true, t0, 1, "a2"},
+		{"waits for the drill in flight", t0.Add(time.Minute), []Run{{ID: "m1", Node: "a2"}}, "", false, t0, 1, ""},
+		{"the named node", t0.Add(time.Minute), nil, "a1", true, t0, 1, "a1"},
+		{"prefer-standby spelled out", t0.Add(time.Minute), nil, "prefer-standby", true, t0, 1, "a2"},
+		{"the named node is gone", t0.Add(time.Minute), nil, "a9", false, t0, 1, ""},
+	} {
+		d, err := Scheduled(Input{Now: tc.now, Members: []schedule.Member{pri, r2}, Runs: tc.runs}, Schedule{Next: hourly, Since: since, Node: tc.node})
+		if err != nil || d.Start != tc.start || !d.Slot.Equal(tc.slot) || d.Missed != tc.missed || d.Node != tc.onNode || d.Reason == "" {
+			t.Errorf("%s: %+v, %v", tc.name, d, err)
+		}
+	}
+	// Bounded: a schedule every second, down for a day.
+	every := func(after time.Time) (time.Time, error) { return after.Truncate(time.Second).Add(time.Second), nil }
+	d, err := Scheduled(Input{Now: t0, Members: []schedule.Member{r2}}, Schedule{Next: every, Since: t0.Add(-24 * time.Hour)})
+	if err != nil || !d.Start || !d.Slot.Equal(t0) || d.Missed != maxSlots {
+		t.Errorf("every second for a day: %+v, %v", d, err)
+	}
+}

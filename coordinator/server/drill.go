@@ -17,6 +17,7 @@ import (
 
 	"github.com/pgdr/pgdr/coordinator/drillsched"
 	"github.com/pgdr/pgdr/coordinator/fsm"
+	"github.com/pgdr/pgdr/coordinator/policy"
 	"github.com/pgdr/pgdr/pkg/duration"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
@@ -55,11 +56,14 @@ type drills struct {
 	// a drill; the FSM refuses a second in flight anyway).
 	mu      sync.Mutex
 	ordered map[string]bool
-	runs    *prometheus.CounterVec
+	// waited: the slot each cluster's scheduled drill last waited for
+	// (logged once per slot).
+	waited map[string]time.Time
+	runs   *prometheus.CounterVec
 }
 
 func newDrills(s *Server, log *slog.Logger) *drills {
-	d := &drills{s: s, log: log.With("component", "drills"), ordered: map[string]bool{},
+	d := &drills{s: s, log: log.With("component", "drills"), ordered: map[string]bool{}, waited: map[string]time.Time{},
 		runs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pgdr_drill_runs_total",
 			Help: "Restore drills this coordinator recorded ended, by cluster and result."}, []string{"cluster", "result"})}
 	return d
@@ -83,7 +87,11 @@ func (d *drills) record(ctx context.Context, actor string, rec *pgdrv1.RecordDri
 func runsOf(c *pgdrv1.Cluster) []drillsched.Run {
 	var out []drillsched.Run
 	for _, r := range c.GetDrillRuns() {
-		out = append(out, drillsched.Run{ID: r.GetId(), Node: r.GetNode(), Result: r.GetResult(), Due: due(r)})
+		run := drillsched.Run{ID: r.GetId(), Node: r.GetNode(), Result: r.GetResult(), Due: due(r)}
+		if t := r.GetSlot(); t != nil {
+			run.Slot = t.AsTime()
+		}
+		out = append(out, run)
 	}
 	return out
 }
@@ -94,16 +102,17 @@ func due(r *pgdrv1.DrillRun) time.Time {
 	return r.GetStartedAt().AsTime().Add(time.Duration(r.GetTimeoutMs()) * time.Millisecond)
 }
 
-// start places, records and orders a drill of c.
-func (d *drills) start(ctx context.Context, c *pgdrv1.Cluster, req *pgdrv1.RunDrillRequest, actor string, timeout time.Duration, checks []*pgdrv1.DrillCheck) (*pgdrv1.DrillRun, error) {
-	in := drillsched.Input{Now: time.Now(), Members: schedServer{d.s}.Members(c), Runs: runsOf(c), Grace: drillGrace}
-	node, why, err := drillsched.Place(in, req.GetNode())
-	if err != nil {
-		return nil, err
-	}
-	run := &pgdrv1.DrillRun{Id: newCommandID(), Node: node, Tier: req.GetTier(), BackupId: req.GetBackupId(),
-		TargetTime: req.GetTargetTime(), TimeoutMs: timeout.Milliseconds(), Checks: checks,
-		Reason: "on request of " + actor + "; " + why}
+// place is the node of an operator's drill of c, and why.
+func (d *drills) place(c *pgdrv1.Cluster, want string) (node, why string, err error) {
+	return drillsched.Place(drillsched.Input{Now: time.Now(), Members: schedServer{d.s}.Members(c), Runs: runsOf(c)}, want)
+}
+
+// start records run (node and reason decided) as a new drill of c,
+// orders it and records it sent; an order that cannot be written ends it
+// not_started at once.
+func (d *drills) start(ctx context.Context, c *pgdrv1.Cluster, run *pgdrv1.DrillRun, actor string) (*pgdrv1.DrillRun, error) {
+	run.Id = newCommandID()
+	node, timeout := run.GetNode(), time.Duration(run.GetTimeoutMs())*time.Millisecond
 	if err := d.record(ctx, actor, &pgdrv1.RecordDrillRun{Cluster: c.GetName(), Phase: &pgdrv1.RecordDrillRun_Intent{Intent: run}}); err != nil {
 		return nil, fmt.Errorf("recording the intent of a drill on %s: %w", node, err)
 	}
@@ -125,7 +134,7 @@ func (d *drills) order(c *pgdrv1.Cluster, run *pgdrv1.DrillRun, timeout time.Dur
 	return &pgdrv1.AgentCommand{Id: run.GetId(), Cluster: c.GetName(), Node: run.GetNode(), Epoch: c.GetEpoch(),
 		IssuedAt: timestamppb.New(now), Deadline: timestamppb.New(now.Add(time.Minute)),
 		Kind: &pgdrv1.AgentCommand_Drill{Drill: &pgdrv1.Drill{RunId: run.GetId(), Tier: run.GetTier(), BackupId: run.GetBackupId(),
-			TargetTime: run.GetTargetTime(), TimeoutMs: timeout.Milliseconds(), Checks: run.GetChecks()}}}
+			TargetTime: run.GetTargetTime(), TimeoutMs: timeout.Milliseconds(), Checks: run.GetChecks(), Scratch: run.GetScratch()}}}
 }
 
 func (d *drills) cancelOrder(c *pgdrv1.Cluster, run *pgdrv1.DrillRun, why string) *pgdrv1.AgentCommand {
@@ -233,7 +242,7 @@ func (d *drills) answer(ctx context.Context, r *pgdrv1.CommandResult) error {
 // run ticks while ctx (this node's leadership) lasts.
 func (d *drills) run(ctx context.Context) {
 	d.mu.Lock()
-	d.ordered = map[string]bool{}
+	d.ordered, d.waited = map[string]bool{}, map[string]time.Time{}
 	d.mu.Unlock()
 	t := time.NewTicker(drillEvery)
 	defer t.Stop()
@@ -272,6 +281,7 @@ func (d *drills) tick(ctx context.Context) {
 			}
 			continue
 		}
+		d.scheduled(ctx, c)
 		for _, run := range c.GetDrillRuns() {
 			if run.GetResult() != "" || run.GetAcceptedAt() != nil || d.ordered[run.GetId()] {
 				continue
@@ -287,6 +297,39 @@ func (d *drills) tick(ctx context.Context) {
 			d.ordered[run.GetId()] = true
 			d.log.Info("ordered again a drill in flight that a previous leader ordered", "cluster", name, "run", run.GetId(), "node", run.GetNode())
 		}
+	}
+}
+
+// scheduled starts c's scheduled drill when its policy's slot is due
+// (drillsched.Scheduled). A paused cluster runs none. d.mu is held.
+func (d *drills) scheduled(ctx context.Context, c *pgdrv1.Cluster) {
+	p, _ := policy.Effective(c)
+	if p.Drill == nil || c.GetPolicy().GetPaused() {
+		return
+	}
+	p.Normalize()
+	since := p.UpdatedAt
+	if since.IsZero() {
+		since = c.GetCreatedAt().AsTime()
+	}
+	dec, err := drillsched.Scheduled(drillsched.Input{Now: time.Now(), Members: schedServer{d.s}.Members(c), Runs: runsOf(c)},
+		drillsched.Schedule{Next: p.Drill.NextRun, Since: since, Node: p.Drill.Node})
+	log := d.log.With("cluster", c.GetName())
+	switch {
+	case err != nil:
+		log.Warn("the drill schedule cannot be read", "err", err)
+		return
+	case !dec.Start:
+		if !dec.Slot.IsZero() && !d.waited[c.GetName()].Equal(dec.Slot) {
+			d.waited[c.GetName()] = dec.Slot // said once per slot
+			log.Warn("scheduled restore drill waits", "reason", dec.Reason)
+		}
+		return
+	}
+	run := &pgdrv1.DrillRun{Node: dec.Node, Tier: p.Drill.Tier, TimeoutMs: p.Drill.Timeout.Milliseconds(), Scratch: p.Drill.Scratch,
+		Checks: policy.DrillChecksProto(p.Drill.Checks), Slot: timestamppb.New(dec.Slot), Reason: dec.Reason}
+	if _, err := d.start(ctx, c, run, "coordinator:"+d.s.cfg.Name); err != nil {
+		log.Warn("starting a scheduled restore drill", "err", err)
 	}
 }
 
@@ -392,7 +435,20 @@ func (a *adminAPI) RunDrill(ctx context.Context, req *pgdrv1.RunDrillRequest) (*
 	if !ok {
 		return nil, status.Errorf(codes.NotFound, "cluster %q is not known", req.GetCluster())
 	}
-	run, err := d.start(ctx, c, req, requester(ctx), DefaultDrillTimeout, nil)
+	actor := requester(ctx)
+	node, why, err := d.place(c, req.GetNode())
+	var run *pgdrv1.DrillRun
+	if err == nil {
+		// An operator's drill carries the policy's checks and scratch
+		// directory when the policy schedules drills.
+		p, _ := policy.Effective(c)
+		run = &pgdrv1.DrillRun{Node: node, Tier: req.GetTier(), BackupId: req.GetBackupId(), TargetTime: req.GetTargetTime(),
+			TimeoutMs: DefaultDrillTimeout.Milliseconds(), Reason: "on request of " + actor + "; " + why}
+		if p.Drill != nil {
+			run.Checks, run.Scratch, run.TimeoutMs = policy.DrillChecksProto(p.Drill.Checks), p.Drill.Scratch, p.Drill.Timeout.Milliseconds()
+		}
+		run, err = d.start(ctx, c, run, actor)
+	}
 	switch {
 	case errors.Is(err, drillsched.ErrBusy), errors.Is(err, drillsched.ErrNoNode):
 		return nil, status.Errorf(codes.FailedPrecondition, "cluster %s: %v", req.GetCluster(), err)

@@ -163,3 +163,79 @@ func TestDrillAdminAPI(t *testing.T) {
 		t.Fatalf("drill metrics: last success %v, total duration %v, failed run counted %v", sawLast, sawTotal, sawFailed)
 	}
 }
+
+// TestScheduledDrill: a drill schedule in the backup policy starts a drill
+// on the standby at its slot, carrying the policy's checks, scratch
+// directory and timeout, never a second while one is in flight, and the
+// next slot's once it ended; a paused cluster runs none.
+func TestScheduledDrill(t *testing.T) {
+	s, client := adminAPIServer(t)
+	ctx := context.Background()
+	admin := client("admin-secret")
+	mustPropose(t, s, pgdrv1.CommandType_COMMAND_TYPE_REGISTER_MEMBER, &pgdrv1.RegisterMember{Member: &pgdrv1.Member{
+		Name: "pg-a2", Cluster: "main", Region: "r1", Dsn: "host=pg-a2", ApiUrl: "http://pg-a2:8008", GossipAddress: "pg-a2:7946"}})
+	mustPropose(t, s, pgdrv1.CommandType_COMMAND_TYPE_SET_PRIMARY, &pgdrv1.SetPrimary{Cluster: "main", Name: "pg-a1"})
+	pol := yearlyTiers()
+	pol.Drill = &pgdrv1.DrillPolicy{Schedule: "* * * * * *", Tier: "full", Scratch: "/var/tmp/drill", TimeoutSeconds: 600,
+		Checks: []*pgdrv1.DrillCheck{{Name: "rows", Database: "shop", Sql: "select count(*) from orders", Expect: "42"}}}
+	if _, err := admin.SetBackupPolicy(ctx, &pgdrv1.SetBackupPolicyRequest{Cluster: "main", Policy: pol}); err != nil {
+		t.Fatal(err)
+	}
+	bad := proto.Clone(pol).(*pgdrv1.BackupPolicy)
+	bad.Drill.Node = "../x"
+	if _, err := admin.SetBackupPolicy(ctx, &pgdrv1.SetBackupPolicyRequest{Cluster: "main", Policy: bad}); status.Code(err) != codes.InvalidArgument ||
+		!strings.Contains(err.Error(), "drill.node") {
+		t.Fatalf("a bad drill node: %v", err)
+	}
+	stream := s.hub.open(memberKey{"main", "pg-a2"})
+	defer s.hub.close(memberKey{"main", "pg-a2"}, stream)
+	time.Sleep(1100 * time.Millisecond) // a slot of the every-second schedule passes after the policy was set
+	reportHealthy(s)
+	s.drills.tick(ctx)
+	c, _ := s.fsm.Cluster("main")
+	if len(c.GetDrillRuns()) != 1 {
+		t.Fatalf("drills after the first tick: %v", c.GetDrillRuns())
+	}
+	run := c.GetDrillRuns()[0]
+	if run.GetNode() != "pg-a2" || run.GetSlot() == nil || run.GetRequestedBy() != "coordinator:"+s.cfg.Name || run.GetSentAt() == nil ||
+		!strings.Contains(run.GetReason(), "scheduled slot") {
+		t.Fatalf("scheduled drill %v", run)
+	}
+	order := <-stream
+	if o := order.GetDrill(); o.GetRunId() != run.GetId() || o.GetScratch() != "/var/tmp/drill" || o.GetTimeoutMs() != 600_000 ||
+		len(o.GetChecks()) != 1 || o.GetChecks()[0].GetExpect() != "42" || o.GetTier() != "full" {
+		t.Fatalf("order %v", order)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	reportHealthy(s)
+	s.drills.tick(ctx)
+	if c, _ := s.fsm.Cluster("main"); len(c.GetDrillRuns()) != 1 {
+		t.Fatalf("a second drill while one is in flight: %v", c.GetDrillRuns())
+	}
+	agents := &agentAPI{s: s}
+	if _, err := agents.CompleteCommand(ctx, &pgdrv1.CommandResult{Id: run.GetId(), Cluster: "main", Node: "pg-a2", Ok: true,
+		Drill: &pgdrv1.DrillReport{RunId: run.GetId(), Ok: true}}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	reportHealthy(s)
+	s.drills.tick(ctx)
+	c, _ = s.fsm.Cluster("main")
+	if len(c.GetDrillRuns()) != 2 || !c.GetDrillRuns()[1].GetSlot().AsTime().After(run.GetSlot().AsTime()) {
+		t.Fatalf("the next slot's drill: %v", c.GetDrillRuns())
+	}
+	second := c.GetDrillRuns()[1].GetId()
+	if _, err := agents.CompleteCommand(ctx, &pgdrv1.CommandResult{Id: second, Cluster: "main", Node: "pg-a2", Ok: true,
+		Drill: &pgdrv1.DrillReport{RunId: second, Ok: true}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.Pause(ctx, &pgdrv1.PauseRequest{Cluster: "main", Reason: "maintenance"}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	reportHealthy(s)
+	s.drills.tick(ctx)
+	if c, _ := s.fsm.Cluster("main"); len(c.GetDrillRuns()) != 2 {
+		t.Fatalf("a paused cluster ran a scheduled drill: %v", c.GetDrillRuns())
+	}
+}

@@ -195,7 +195,10 @@ type DrillRun struct {
 	// checks: the SQL checks the order carried.
 	Checks []*DrillCheck `protobuf:"bytes,16,rep,name=checks,proto3" json:"checks,omitempty"`
 	// slot: the scheduled time this run makes (unset: a manual run).
-	Slot          *timestamppb.Timestamp `protobuf:"bytes,17,opt,name=slot,proto3" json:"slot,omitempty"`
+	Slot *timestamppb.Timestamp `protobuf:"bytes,17,opt,name=slot,proto3" json:"slot,omitempty"`
+	// scratch: the scratch directory the order names ("" = the agent's
+	// choice).
+	Scratch       string `protobuf:"bytes,18,opt,name=scratch,proto3" json:"scratch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -347,6 +350,13 @@ func (x *DrillRun) GetSlot() *timestamppb.Timestamp {
 		return x.Slot
 	}
 	return nil
+}
+
+func (x *DrillRun) GetScratch() string {
+	if x != nil {
+		return x.Scratch
+	}
+	return ""
 }
 
 // DrillReport is the bounded summary of an agent's drill.Result.
@@ -1233,7 +1243,7 @@ const file_pgdr_v1_drill_proto_rawDesc = "" +
 	"fetchWrite\x12\x16\n" +
 	"\x06replay\x18\x02 \x01(\x01R\x06replay\x12\x16\n" +
 	"\x06checks\x18\x03 \x01(\x01R\x06checks\x12\x14\n" +
-	"\x05total\x18\x04 \x01(\x01R\x05total\"\x99\x05\n" +
+	"\x05total\x18\x04 \x01(\x01R\x05total\"\xb3\x05\n" +
 	"\bDrillRun\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x12\n" +
@@ -1257,7 +1267,8 @@ const file_pgdr_v1_drill_proto_rawDesc = "" +
 	"finishedAt\x12,\n" +
 	"\x06report\x18\x0f \x01(\v2\x14.pgdr.v1.DrillReportR\x06report\x12+\n" +
 	"\x06checks\x18\x10 \x03(\v2\x13.pgdr.v1.DrillCheckR\x06checks\x12.\n" +
-	"\x04slot\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\x04slot\"\xb2\x03\n" +
+	"\x04slot\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\x04slot\x12\x18\n" +
+	"\ascratch\x18\x12 \x01(\tR\ascratch\"\xb2\x03\n" +
 	"\vDrillReport\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x0e\n" +
 	"\x02ok\x18\x02 \x01(\bR\x02ok\x12\x16\n" +
