@@ -54,7 +54,9 @@ type drills struct {
 	log *slog.Logger
 	// mu: one decision at a time (a request and a tick never both start
 	// a drill; the FSM refuses a second in flight anyway).
-	mu      sync.Mutex
+	mu sync.Mutex
+	// grace is drillGrace (tests shorten it).
+	grace   time.Duration
 	ordered map[string]bool
 	// waited: the slot each cluster's scheduled drill last waited for
 	// (logged once per slot).
@@ -63,7 +65,7 @@ type drills struct {
 }
 
 func newDrills(s *Server, log *slog.Logger) *drills {
-	d := &drills{s: s, log: log.With("component", "drills"), ordered: map[string]bool{}, waited: map[string]time.Time{},
+	d := &drills{s: s, log: log.With("component", "drills"), grace: drillGrace, ordered: map[string]bool{}, waited: map[string]time.Time{},
 		runs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pgdr_drill_runs_total",
 			Help: "Restore drills this coordinator recorded ended, by cluster and result."}, []string{"cluster", "result"})}
 	return d
@@ -269,9 +271,9 @@ func (d *drills) tick(ctx context.Context) {
 		if !ok {
 			continue
 		}
-		if id := drillsched.Overdue(drillsched.Input{Now: time.Now(), Runs: runsOf(c), Grace: drillGrace}); id != "" {
+		if id := drillsched.Overdue(drillsched.Input{Now: time.Now(), Runs: runsOf(c), Grace: d.grace}); id != "" {
 			run := drillByID(c, id)
-			why := fmt.Sprintf("no result within the timeout of %s and %s of grace", duration.Format(time.Duration(run.GetTimeoutMs())*time.Millisecond), duration.Format(drillGrace))
+			why := fmt.Sprintf("no result within the timeout of %s and %s of grace", duration.Format(time.Duration(run.GetTimeoutMs())*time.Millisecond), duration.Format(d.grace))
 			if err := d.finish(ctx, actor, name, run, &pgdrv1.DrillRunResult{Id: id, Result: fsm.RunTimeout, Error: why}); err != nil {
 				d.log.Warn("recording a drill timed out", "cluster", name, "run", id, "err", err)
 				continue

@@ -239,3 +239,54 @@ func TestScheduledDrill(t *testing.T) {
 		t.Fatalf("a paused cluster ran a scheduled drill: %v", c.GetDrillRuns())
 	}
 }
+
+// TestDrillResumeAndTimeout: a drill a previous leader recorded but whose
+// acceptance never came is ordered again once by this leadership (with
+// what is left of its timeout), not on every tick; once its timeout and
+// the grace pass it is recorded timed out, its agent gets a cancel order,
+// and the history says so.
+func TestDrillResumeAndTimeout(t *testing.T) {
+	s, _ := adminAPIServer(t)
+	ctx := context.Background()
+	mustPropose(t, s, pgdrv1.CommandType_COMMAND_TYPE_REGISTER_MEMBER, &pgdrv1.RegisterMember{Member: &pgdrv1.Member{
+		Name: "pg-a2", Cluster: "main", Region: "r1", Dsn: "host=pg-a2", ApiUrl: "http://pg-a2:8008", GossipAddress: "pg-a2:7946"}})
+	// The previous leader's intent (this leadership did not order it).
+	if err := s.drills.record(ctx, "coordinator:old", &pgdrv1.RecordDrillRun{Cluster: "main", Phase: &pgdrv1.RecordDrillRun_Intent{Intent: &pgdrv1.DrillRun{
+		Id: "inherited", Node: "pg-a2", TimeoutMs: 2000, Reason: "scheduled"}}}); err != nil {
+		t.Fatal(err)
+	}
+	stream := s.hub.open(memberKey{"main", "pg-a2"})
+	defer s.hub.close(memberKey{"main", "pg-a2"}, stream)
+	s.drills.grace = 500 * time.Millisecond
+	s.drills.tick(ctx)
+	select {
+	case o := <-stream:
+		if o.GetDrill().GetRunId() != "inherited" || o.GetDrill().GetTimeoutMs() <= 0 || o.GetDrill().GetTimeoutMs() > 2000 {
+			t.Fatalf("order again %v", o)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the inherited drill was not ordered again")
+	}
+	s.drills.tick(ctx)
+	select {
+	case o := <-stream:
+		t.Fatalf("ordered a second time: %v", o)
+	default:
+	}
+	ptestutil.WaitFor(t, 30*time.Second, "the drill recorded timed out", func() (bool, error) {
+		s.drills.tick(ctx)
+		c, _ := s.fsm.Cluster("main")
+		return c.GetDrillRuns()[0].GetResult() == "timeout", nil
+	})
+	select {
+	case o := <-stream:
+		if !o.GetDrill().GetCancel() || o.GetDrill().GetRunId() != "inherited" {
+			t.Fatalf("cancel order %v", o)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no cancel order")
+	}
+	if ev := s.fsm.History("main", 0, 1)[0]; ev.GetKind() != "drill" || ev.GetDetails()["result"] != "timeout" || !strings.Contains(ev.GetDetails()["reason"], "no result within the timeout") {
+		t.Fatalf("history %v", ev)
+	}
+}
