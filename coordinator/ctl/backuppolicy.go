@@ -32,6 +32,8 @@ type BackupPolicyJSON struct {
 	UpdatedAt         string           `json:"updated_at"`
 	UpdatedBy         string           `json:"updated_by"`
 	Tiers             []BackupTierJSON `json:"tiers"`
+	// Drill: the scheduled restore drills (null: none; drills.go).
+	Drill *DrillPolicyJSON `json:"drill"`
 }
 
 // BackupTierJSON is one tier of a BackupPolicyJSON.
@@ -77,6 +79,7 @@ func backupPolicyView(bp *pgdrv1.BackupPolicy, isDefault bool, now time.Time) Ba
 		}
 		v.Tiers = append(v.Tiers, tj)
 	}
+	v.Drill = drillPolicyView(p.Drill, now)
 	return v
 }
 
@@ -107,6 +110,10 @@ func writeBackupPolicy(w io.Writer, cluster string, v BackupPolicyJSON) error {
 		}
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.Name, t.Type, t.Schedule, t.Timezone,
 			strings.Join(keep, " or "), repos, t.RunOn, t.Timeout, dash(t.NextRun))
+	}
+	if d := v.Drill; d != nil {
+		fmt.Fprintf(tw, "  drill: %s %s, tier %s, node %s, timeout %s, %d checks; next %s\n", d.Schedule, d.Timezone,
+			dash(d.Tier), d.Node, d.Timeout, len(d.Checks), dash(d.NextRun))
 	}
 	return tw.Flush()
 }

@@ -11,6 +11,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/pgdr/pgdr/coordinator/policy"
 	"github.com/pgdr/pgdr/pkg/duration"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
@@ -286,4 +287,23 @@ func drillEnd(d DrillJSON) string {
 		s += ": " + d.Reason
 	}
 	return s
+}
+
+// DrillPolicyJSON is a policy's drill section in `policy show --json`.
+type DrillPolicyJSON struct {
+	policy.FileDrill
+	TimeoutSeconds int64 `json:"timeout_seconds"`
+	// NextRun is the next scheduled drill after now (RFC 3339, UTC).
+	NextRun string `json:"next_run"`
+}
+
+func drillPolicyView(d *policy.Drill, now time.Time) *DrillPolicyJSON {
+	if d == nil {
+		return nil
+	}
+	v := &DrillPolicyJSON{FileDrill: *policy.ToFile("", policy.Policy{Drill: d}).Drill, TimeoutSeconds: int64(d.Timeout / time.Second)}
+	if next, err := d.NextRun(now); err == nil {
+		v.NextRun = next.UTC().Format(time.RFC3339)
+	}
+	return v
 }

@@ -68,7 +68,31 @@ func TestDrillCommands(t *testing.T) {
 		t.Fatalf("bad target time: exit %d, %s", code, errOut)
 	}
 
+	// A drill section in the policy: shown by policy show, and carried
+	// (checks, timeout) by an operator's drill.
+	if code, out, errOut := pgdrctl(admin, "policy", "apply", "-f", writeFile(t, `cluster: main
+tiers:
+  - {name: daily, type: full, schedule: "0 3 1 1 *", keep_count: 3}
+drill:
+  schedule: "0 4 1 1 *"
+  tier: daily
+  timeout: 20m
+  checks:
+    - {name: rows, database: shop, sql: "select count(*) from orders", expect: "3"}
+`)); code != ExitOK {
+		t.Fatalf("policy apply: exit %d\n%s%s", code, out, errOut)
+	}
+	if d := showJSON(t, pgdrctl).Backup.Drill; d == nil || d.Schedule != "0 4 1 1 *" || d.Node != "prefer-standby" || d.TimeoutSeconds != 1200 ||
+		len(d.Checks) != 1 || d.Checks[0].Expect != "3" || d.NextRun == "" {
+		t.Fatalf("policy show --json: drill %+v", d)
+	}
+	if code, out, _ := pgdrctl(read, "policy", "show", "--cluster", "main"); code != ExitOK || !strings.Contains(out, "drill: 0 4 1 1 * UTC, tier daily, node prefer-standby, timeout 20m, 1 checks") {
+		t.Fatalf("policy show:\n%s", out)
+	}
 	passed := func(cmd *pgdrv1.AgentCommand) []*pgdrv1.CommandResult {
+		if o := cmd.GetDrill(); len(o.GetChecks()) != 1 || o.GetTimeoutMs() != 1_200_000 {
+			t.Errorf("the order does not carry the policy's checks and timeout: %v", o)
+		}
 		id := cmd.GetDrill().GetRunId()
 		return []*pgdrv1.CommandResult{
 			{Id: cmd.GetId(), Cluster: "main", Node: "pg-a2", Pending: true, Drill: &pgdrv1.DrillReport{RunId: id}},

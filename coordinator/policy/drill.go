@@ -170,21 +170,21 @@ func drillFromProto(dp *pgdrv1.DrillPolicy) *Drill {
 
 // FileDrill is the drill section of a policy File.
 type FileDrill struct {
-	Schedule string           `yaml:"schedule"`
-	Timezone string           `yaml:"timezone,omitempty"`
-	Tier     string           `yaml:"tier,omitempty"`
-	Node     string           `yaml:"node,omitempty"`
-	Scratch  string           `yaml:"scratch,omitempty"`
-	Timeout  string           `yaml:"timeout,omitempty"`
-	Checks   []FileDrillCheck `yaml:"checks,omitempty"`
+	Schedule string           `yaml:"schedule" json:"schedule"`
+	Timezone string           `yaml:"timezone,omitempty" json:"timezone"`
+	Tier     string           `yaml:"tier,omitempty" json:"tier"`
+	Node     string           `yaml:"node,omitempty" json:"node"`
+	Scratch  string           `yaml:"scratch,omitempty" json:"scratch"`
+	Timeout  string           `yaml:"timeout,omitempty" json:"timeout"`
+	Checks   []FileDrillCheck `yaml:"checks,omitempty" json:"checks"`
 }
 
 // FileDrillCheck is one SQL check of a FileDrill.
 type FileDrillCheck struct {
-	Name     string `yaml:"name"`
-	Database string `yaml:"database,omitempty"`
-	SQL      string `yaml:"sql"`
-	Expect   string `yaml:"expect"`
+	Name     string `yaml:"name" json:"name"`
+	Database string `yaml:"database,omitempty" json:"database"`
+	SQL      string `yaml:"sql" json:"sql"`
+	Expect   string `yaml:"expect" json:"expect"`
 }
 
 func drillFromFile(fd *FileDrill, dur func(field, s string, def time.Duration) time.Duration) *Drill {
