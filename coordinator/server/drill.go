@@ -367,6 +367,19 @@ func drillByID(c *pgdrv1.Cluster, id string) *pgdrv1.DrillRun {
 	return nil
 }
 
+// drillPolicyAllowed refuses a policy with a drill section until every
+// voter knows drills (an older voter would keep the section without
+// checking its bounds, and run none).
+func (s *Server) drillPolicyAllowed(bp *pgdrv1.BackupPolicy) error {
+	if bp.GetDrill() == nil || s.drills == nil {
+		return nil
+	}
+	if ok, why := s.drills.ready(); !ok {
+		return status.Errorf(codes.FailedPrecondition, "a drill section cannot be set yet: %s", why)
+	}
+	return nil
+}
+
 // ListDrillRuns lists the recorded drills from this coordinator's state.
 func (a *adminAPI) ListDrillRuns(ctx context.Context, req *pgdrv1.ListDrillRunsRequest) (*pgdrv1.ListDrillRunsResponse, error) {
 	if err := checkName("cluster", req.GetCluster(), false); err != nil {

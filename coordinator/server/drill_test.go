@@ -290,3 +290,25 @@ func TestDrillResumeAndTimeout(t *testing.T) {
 		t.Fatalf("history %v", ev)
 	}
 }
+
+// TestDrillGate: drills need every voter at feature level 2 (a level-1
+// voter runs the backup scheduler but would skip drill records); the
+// backup scheduler still runs with level-1 voters.
+func TestDrillGate(t *testing.T) {
+	levels := map[string]int{"c2": 1, "c3": 2}
+	voters := []string{"c1", "c2", "c3"}
+	if ok, why := votersReadyFor("c1", voters, levels, drillFeatureLevel, "restore drills"); ok ||
+		!strings.Contains(why, "voter c2 has feature level 1, restore drills needs 2") {
+		t.Fatalf("drills with a level-1 voter: %v %q", ok, why)
+	}
+	if ok, why := votersReady("c1", voters, levels); !ok {
+		t.Fatalf("the backup scheduler with a level-1 voter: %q", why)
+	}
+	levels["c2"] = 2
+	if ok, why := votersReadyFor("c1", voters, levels, drillFeatureLevel, "restore drills"); !ok {
+		t.Fatalf("drills with every voter at 2: %q", why)
+	}
+	if FeatureLevel < drillFeatureLevel {
+		t.Fatalf("this coordinator advertises level %d, below drills' %d", FeatureLevel, drillFeatureLevel)
+	}
+}
