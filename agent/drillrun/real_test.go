@@ -27,7 +27,8 @@ var agentBin testutil.Builder
 // TestRunnerOnRealPostgreSQL: a PostgreSQL 15 primary archiving with
 // pgdr-agent wal-push, one full backup of tier daily; Drill orders carried
 // out by a Runner with the agent's Driller: one passes (amcheck, a SQL
-// check, timings), one with a wrong expectation fails naming the check,
+// check, timings), one to the backup's end + 1 s does not show the rows
+// committed later, one with a wrong expectation fails naming the check,
 // one with a scratch path inside the production data directory is refused
 // before it starts (not_started) and leaves PGDATA as it was.
 func TestRunnerOnRealPostgreSQL(t *testing.T) {
@@ -72,9 +73,16 @@ func TestRunnerOnRealPostgreSQL(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := backup.Take(ctx, backup.Deps{Cfg: cfg, Repos: repos, Recipients: rec, Log: log}, backup.Options{Type: backup.TypeFull, Tier: "daily"}); err != nil {
+	m, err := backup.Take(ctx, backup.Deps{Cfg: cfg, Repos: repos, Recipients: rec, Log: log}, backup.Options{Type: backup.TypeFull, Tier: "daily"})
+	if err != nil {
 		t.Fatalf("backup: %v", err)
 	}
+	// 100 more rows committed after the backup's end + 1 s: a drill to
+	// that target must not show them, one to the end of the archive must.
+	testutil.WaitFor(t, 10*time.Second, "a second past the backup's end", func() (bool, error) {
+		return time.Now().After(m.StopTime.Add(1500 * time.Millisecond)), nil
+	})
+	pg.Exec(t, "INSERT INTO drill_t SELECT g FROM generate_series(501, 600) g")
 	seg := pg.QueryString(t, "SELECT pg_walfile_name(pg_switch_wal())")
 	testutil.WaitFor(t, 60*time.Second, "segment "+seg+" archived", func() (bool, error) {
 		return pg.QueryString(t, "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver") >= seg, nil
@@ -87,7 +95,7 @@ func TestRunnerOnRealPostgreSQL(t *testing.T) {
 			RunId: id, Tier: "daily", TimeoutMs: (3 * time.Minute).Milliseconds(), Scratch: scratch,
 			Checks: []*pgdrv1.DrillCheck{{Name: "rows", Database: "postgres", Sql: "SELECT count(*) FROM drill_t", Expect: expect}}}}}
 	}
-	if res := r.StartAt(ctx, drillOrder("pass", "500", ""), time.Now()); !res.GetPending() {
+	if res := r.StartAt(ctx, drillOrder("pass", "600", ""), time.Now()); !res.GetPending() {
 		t.Fatalf("answer %v", res)
 	}
 	got := comp.wait(t)
@@ -98,7 +106,18 @@ func TestRunnerOnRealPostgreSQL(t *testing.T) {
 		t.Fatalf("passing drill: %v", got)
 	}
 
-	r.StartAt(ctx, drillOrder("fail", "499", ""), time.Now())
+	// Backup end + 1 s: the tier's newest backup, recovered to just after
+	// its end: the later rows are not there.
+	after := drillOrder("after", "500", "")
+	after.GetDrill().TargetAfterBackupMs = 1000
+	r.StartAt(ctx, after, time.Now())
+	got = comp.wait(t)
+	t.Logf("backup end + 1s: %v", got)
+	if !got.GetOk() || got.GetDrill().GetTarget() == "latest" || got.GetDrill().GetBackup() != rep.GetBackup() {
+		t.Fatalf("drill to backup end + 1s: %v", got)
+	}
+
+	r.StartAt(ctx, drillOrder("fail", "599", ""), time.Now())
 	got = comp.wait(t)
 	t.Logf("failed: %v", got)
 	if got.GetOk() || got.GetDrill().GetChecksFailed() != 1 || !strings.Contains(got.GetDrill().GetReason(), "rows") || got.GetDrill().GetNotStarted() {
@@ -106,7 +125,7 @@ func TestRunnerOnRealPostgreSQL(t *testing.T) {
 	}
 
 	before, _ := os.ReadDir(pg.PGData)
-	r.StartAt(ctx, drillOrder("inside", "500", filepath.Join(pg.PGData, "drill-scratch")), time.Now())
+	r.StartAt(ctx, drillOrder("inside", "600", filepath.Join(pg.PGData, "drill-scratch")), time.Now())
 	got = comp.wait(t)
 	if got.GetOk() || !got.GetDrill().GetNotStarted() || !strings.Contains(got.GetError(), "scratch") {
 		t.Fatalf("scratch inside PGDATA: %v", got)

@@ -17,8 +17,10 @@ import (
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
 
-// RunFunc runs one drill (drill.Run with the agent's Deps).
-type RunFunc func(ctx context.Context, o drill.Options) (*drill.Result, error)
+// RunFunc runs one drill (drill.Run with the agent's Deps). afterBackup,
+// when positive, sets the target to the chosen backup's end plus it
+// (Driller resolves the backup first).
+type RunFunc func(ctx context.Context, o drill.Options, afterBackup time.Duration) (*drill.Result, error)
 
 // Defaults of Deps.
 const (
@@ -128,6 +130,10 @@ func (r *Runner) StartAt(ctx context.Context, cmd *pgdrv1.AgentCommand, received
 		return res
 	}
 	opts, timeout, err := Options(o)
+	after := time.Duration(o.GetTargetAfterBackupMs()) * time.Millisecond
+	if err == nil && (after < 0 || after > 0 && opts.TargetTime != nil) {
+		err = fmt.Errorf("%w: drill %s: target_after_backup_ms %d: negative, or given with a target time", ErrBadOrder, o.GetRunId(), o.GetTargetAfterBackupMs())
+	}
 	if err != nil {
 		res.Error = err.Error()
 		res.Drill.NotStarted = true
@@ -154,7 +160,7 @@ func (r *Runner) StartAt(ctx context.Context, cmd *pgdrv1.AgentCommand, received
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
-		r.carryOut(ctx, dctx, ru, opts, left)
+		r.carryOut(ctx, dctx, ru, opts, after, left)
 	}()
 	r.log.Info("drill accepted", "run", ru.id, "tier", o.GetTier(), "backup", o.GetBackupId(), "timeout", duration.Format(timeout))
 	res.Pending = true
@@ -218,7 +224,7 @@ func Report(runID string, res *drill.Result) *pgdrv1.DrillReport {
 }
 
 // carryOut runs ru's drill, bounded by left, and delivers its result.
-func (r *Runner) carryOut(ctx, dctx context.Context, ru *run, opts drill.Options, left time.Duration) {
+func (r *Runner) carryOut(ctx, dctx context.Context, ru *run, opts drill.Options, after, left time.Duration) {
 	log := r.log.With("run", ru.id)
 	defer ru.cancel(nil)
 	timer := time.AfterFunc(max(left, 0), func() { ru.cancel(errTimedOut) })
@@ -232,7 +238,7 @@ func (r *Runner) carryOut(ctx, dctx context.Context, ru *run, opts drill.Options
 				err = fmt.Errorf("the drill panicked: %v", p)
 			}
 		}()
-		out, err = r.d.Run(dctx, opts)
+		out, err = r.d.Run(dctx, opts, after)
 	}()
 	timer.Stop()
 	res := &pgdrv1.CommandResult{Id: ru.cmdID, Cluster: r.d.Cluster, Node: r.d.Node, Drill: Report(ru.id, out)}

@@ -54,7 +54,7 @@ func TestRunnerPassAndRepeat(t *testing.T) {
 	var calls int
 	var mu sync.Mutex
 	comp := newCompletions()
-	r := New(Deps{Cluster: "main", Node: "pg-a2", Completer: comp, Run: func(ctx context.Context, o drill.Options) (*drill.Result, error) {
+	r := New(Deps{Cluster: "main", Node: "pg-a2", Completer: comp, Run: func(ctx context.Context, o drill.Options, _ time.Duration) (*drill.Result, error) {
 		mu.Lock()
 		calls++
 		mu.Unlock()
@@ -98,7 +98,7 @@ func TestRunnerPassAndRepeat(t *testing.T) {
 // its reason; a bad order is refused.
 func TestRunnerTimeoutAndCancel(t *testing.T) {
 	comp := newCompletions()
-	r := New(Deps{Completer: comp, Clock: backuprun.RealClock{}, Run: func(ctx context.Context, o drill.Options) (*drill.Result, error) {
+	r := New(Deps{Completer: comp, Clock: backuprun.RealClock{}, Run: func(ctx context.Context, o drill.Options, _ time.Duration) (*drill.Result, error) {
 		if o.Tier == "bad" {
 			return &drill.Result{OK: false, Reason: "check one: got 2, want 1"}, nil
 		}

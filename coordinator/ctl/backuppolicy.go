@@ -112,8 +112,12 @@ func writeBackupPolicy(w io.Writer, cluster string, v BackupPolicyJSON) error {
 			strings.Join(keep, " or "), repos, t.RunOn, t.Timeout, dash(t.NextRun))
 	}
 	if d := v.Drill; d != nil {
-		fmt.Fprintf(tw, "  drill: %s %s, tier %s, node %s, timeout %s, %d checks; next %s\n", d.Schedule, d.Timezone,
-			dash(d.Tier), d.Node, d.Timeout, len(d.Checks), dash(d.NextRun))
+		target := d.Target
+		if target == "" {
+			target = "latest"
+		}
+		fmt.Fprintf(tw, "  drill: %s %s, tier %s, node %s, target %s, timeout %s, %d checks; next %s\n", d.Schedule, d.Timezone,
+			dash(d.Tier), d.Node, target, d.Timeout, len(d.Checks), dash(d.NextRun))
 	}
 	return tw.Flush()
 }

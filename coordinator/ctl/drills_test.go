@@ -86,7 +86,7 @@ drill:
 		len(d.Checks) != 1 || d.Checks[0].Expect != "3" || d.NextRun == "" {
 		t.Fatalf("policy show --json: drill %+v", d)
 	}
-	if code, out, _ := pgdrctl(read, "policy", "show", "--cluster", "main"); code != ExitOK || !strings.Contains(out, "drill: 0 4 1 1 * UTC, tier daily, node prefer-standby, timeout 20m, 1 checks") {
+	if code, out, _ := pgdrctl(read, "policy", "show", "--cluster", "main"); code != ExitOK || !strings.Contains(out, "drill: 0 4 1 1 * UTC, tier daily, node prefer-standby, target latest, timeout 20m, 1 checks") {
 		t.Fatalf("policy show:\n%s", out)
 	}
 	passed := func(cmd *pgdrv1.AgentCommand) []*pgdrv1.CommandResult {

@@ -111,6 +111,9 @@ func checkDrillIntent(cl *pgdrv1.Cluster, in *pgdrv1.DrillRun) (*pgdrv1.DrillRun
 	if in.GetTier() != "" && in.GetBackupId() != "" {
 		return nil, fmt.Errorf("tier %s and backup %s: name one, not both", in.GetTier(), clip(in.GetBackupId(), 80))
 	}
+	if a := in.GetTargetAfterBackupMs(); a < 0 || a > policy.MaxTargetAfterBackup.Milliseconds() || a > 0 && in.GetTargetTime() != nil {
+		return nil, fmt.Errorf("target_after_backup_ms %d: out of range, or given with a target time", a)
+	}
 	if len(in.GetScratch()) > 1024 {
 		return nil, fmt.Errorf("scratch of %d bytes, at most 1024", len(in.GetScratch()))
 	}
@@ -125,7 +128,7 @@ func checkDrillIntent(cl *pgdrv1.Cluster, in *pgdrv1.DrillRun) (*pgdrv1.DrillRun
 	}
 	out := &pgdrv1.DrillRun{Id: id, Node: in.GetNode(), Tier: in.GetTier(), BackupId: in.GetBackupId(),
 		TargetTime: copyTime(in.GetTargetTime()), TimeoutMs: in.GetTimeoutMs(), Reason: clip(in.GetReason(), MaxBackupRunText),
-		Slot: copyTime(in.GetSlot()), Scratch: in.GetScratch()}
+		Slot: copyTime(in.GetSlot()), Scratch: in.GetScratch(), TargetAfterBackupMs: in.GetTargetAfterBackupMs()}
 	for _, ch := range in.GetChecks() {
 		out.Checks = append(out.Checks, &pgdrv1.DrillCheck{Name: ch.GetName(), Database: ch.GetDatabase(), Sql: ch.GetSql(), Expect: ch.GetExpect()})
 	}

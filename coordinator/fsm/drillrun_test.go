@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/pgdr/pgdr/coordinator/policy"
 
@@ -65,6 +66,9 @@ func TestRecordDrillRun(t *testing.T) {
 	for i := 0; i < policy.MaxDrillChecks; i++ {
 		bad["17 checks"].GetIntent().Checks = append(bad["17 checks"].GetIntent().Checks, &pgdrv1.DrillCheck{Name: "n", Sql: "select 1"})
 	}
+	bad["given with a target time"] = drillIntent("d3", "pg-a2")
+	bad["given with a target time"].GetIntent().TargetAfterBackupMs = 1000
+	bad["given with a target time"].GetIntent().TargetTime = timestamppb.New(t0)
 	bad["name one, not both"] = drillIntent("d3", "pg-a2")
 	bad["name one, not both"].GetIntent().BackupId = "B1"
 	for want, rec := range bad {

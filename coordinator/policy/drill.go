@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/pgdr/pgdr/pkg/duration"
@@ -27,6 +28,10 @@ type Drill struct {
 	Scratch string
 	Timeout time.Duration // 0 = DefaultDrillTimeout
 	Checks  []DrillCheck
+	// TargetAfterBackup: recover to the restored backup's end plus this
+	// (file: target: backup-end+10m); 0 = the end of the archive
+	// (target: latest).
+	TargetAfterBackup time.Duration
 }
 
 // DrillCheck is one SQL check: SQL run in Database must return Expect.
@@ -43,6 +48,10 @@ const (
 	MaxDrillCheckSQL       = 4096
 	MaxDrillCheckField     = 256
 	maxScratchLen          = 1024
+	// MaxTargetAfterBackup bounds "backup-end+N".
+	MaxTargetAfterBackup = 30 * Day
+	targetLatest         = "latest"
+	targetBackupEnd      = "backup-end+"
 )
 
 // normalizeDrill fills d's defaults (timezone, node, timeout).
@@ -110,6 +119,32 @@ func validateDrill(d *Drill, p Policy, withSchedule bool, bad func(field, format
 	if err := CheckDrillChecks(d.Checks); err != nil {
 		bad("drill.checks", "%v", err)
 	}
+	if d.TargetAfterBackup < 0 || d.TargetAfterBackup > MaxTargetAfterBackup || d.TargetAfterBackup%time.Second != 0 {
+		bad("drill.target", "backup-end+%s: want whole seconds up to %s", duration.Format(d.TargetAfterBackup), duration.Format(MaxTargetAfterBackup))
+	}
+}
+
+// parseTarget reads a drill's target: "" or "latest" (0), or
+// "backup-end+DURATION".
+func parseTarget(s string) (time.Duration, error) {
+	switch {
+	case s == "" || s == targetLatest:
+		return 0, nil
+	case strings.HasPrefix(s, targetBackupEnd):
+		d, err := duration.Parse(strings.TrimPrefix(s, targetBackupEnd))
+		if err != nil || d <= 0 {
+			return 0, fmt.Errorf("%q: want latest or backup-end+DURATION (backup-end+10m)", clip(s))
+		}
+		return d, nil
+	}
+	return 0, fmt.Errorf("%q: want latest or backup-end+DURATION (backup-end+10m)", clip(s))
+}
+
+func formatTarget(d time.Duration) string {
+	if d == 0 {
+		return ""
+	}
+	return targetBackupEnd + duration.Format(d)
 }
 
 // CheckDrillChecks checks the bounds of a drill's SQL checks, naming the
@@ -157,7 +192,7 @@ func drillToProto(d *Drill) *pgdrv1.DrillPolicy {
 		return nil
 	}
 	return &pgdrv1.DrillPolicy{Schedule: d.Schedule, Timezone: d.Timezone, Tier: d.Tier, Node: d.Node, Scratch: d.Scratch,
-		TimeoutSeconds: seconds(d.Timeout), Checks: DrillChecksProto(d.Checks)}
+		TimeoutSeconds: seconds(d.Timeout), Checks: DrillChecksProto(d.Checks), TargetAfterBackupSeconds: seconds(d.TargetAfterBackup)}
 }
 
 func drillFromProto(dp *pgdrv1.DrillPolicy) *Drill {
@@ -165,18 +200,21 @@ func drillFromProto(dp *pgdrv1.DrillPolicy) *Drill {
 		return nil
 	}
 	return &Drill{Schedule: dp.GetSchedule(), Timezone: dp.GetTimezone(), Tier: dp.GetTier(), Node: dp.GetNode(),
-		Scratch: dp.GetScratch(), Timeout: fromSeconds(dp.GetTimeoutSeconds()), Checks: DrillChecksFromProto(dp.GetChecks())}
+		Scratch: dp.GetScratch(), Timeout: fromSeconds(dp.GetTimeoutSeconds()), Checks: DrillChecksFromProto(dp.GetChecks()),
+		TargetAfterBackup: fromSeconds(dp.GetTargetAfterBackupSeconds())}
 }
 
 // FileDrill is the drill section of a policy File.
 type FileDrill struct {
-	Schedule string           `yaml:"schedule" json:"schedule"`
-	Timezone string           `yaml:"timezone,omitempty" json:"timezone"`
-	Tier     string           `yaml:"tier,omitempty" json:"tier"`
-	Node     string           `yaml:"node,omitempty" json:"node"`
-	Scratch  string           `yaml:"scratch,omitempty" json:"scratch"`
-	Timeout  string           `yaml:"timeout,omitempty" json:"timeout"`
-	Checks   []FileDrillCheck `yaml:"checks,omitempty" json:"checks"`
+	Schedule string `yaml:"schedule" json:"schedule"`
+	Timezone string `yaml:"timezone,omitempty" json:"timezone"`
+	Tier     string `yaml:"tier,omitempty" json:"tier"`
+	Node     string `yaml:"node,omitempty" json:"node"`
+	Scratch  string `yaml:"scratch,omitempty" json:"scratch"`
+	Timeout  string `yaml:"timeout,omitempty" json:"timeout"`
+	// Target: latest (default) or backup-end+DURATION.
+	Target string           `yaml:"target,omitempty" json:"target"`
+	Checks []FileDrillCheck `yaml:"checks,omitempty" json:"checks"`
 }
 
 // FileDrillCheck is one SQL check of a FileDrill.
@@ -187,23 +225,28 @@ type FileDrillCheck struct {
 	Expect   string `yaml:"expect" json:"expect"`
 }
 
-func drillFromFile(fd *FileDrill, dur func(field, s string, def time.Duration) time.Duration) *Drill {
+func drillFromFile(fd *FileDrill, dur func(field, s string, def time.Duration) time.Duration) (*Drill, error) {
 	if fd == nil {
-		return nil
+		return nil, nil
+	}
+	after, err := parseTarget(fd.Target)
+	if err != nil {
+		err = fmt.Errorf("drill.target: %w", err)
 	}
 	d := &Drill{Schedule: fd.Schedule, Timezone: fd.Timezone, Tier: fd.Tier, Node: fd.Node, Scratch: fd.Scratch,
-		Timeout: dur("drill.timeout", fd.Timeout, 0)}
+		Timeout: dur("drill.timeout", fd.Timeout, 0), TargetAfterBackup: after}
 	for _, c := range fd.Checks {
 		d.Checks = append(d.Checks, DrillCheck{Name: c.Name, Database: c.Database, SQL: c.SQL, Expect: c.Expect})
 	}
-	return d
+	return d, err
 }
 
 func drillToFile(d *Drill) *FileDrill {
 	if d == nil {
 		return nil
 	}
-	fd := &FileDrill{Schedule: d.Schedule, Timezone: d.Timezone, Tier: d.Tier, Node: d.Node, Scratch: d.Scratch}
+	fd := &FileDrill{Schedule: d.Schedule, Timezone: d.Timezone, Tier: d.Tier, Node: d.Node, Scratch: d.Scratch,
+		Target: formatTarget(d.TargetAfterBackup)}
 	if d.Timeout != 0 {
 		fd.Timeout = duration.Format(d.Timeout)
 	}

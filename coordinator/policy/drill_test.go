@@ -16,6 +16,7 @@ drill:
   timezone: Europe/Paris
   tier: daily
   timeout: 45m
+  target: backup-end+10m
   checks:
     - {name: orders, database: shop, sql: "select count(*) > 0 from orders", expect: "t"}
 `
@@ -31,7 +32,7 @@ func TestDrillPolicyFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := p.Drill
-	if d == nil || d.Node != DrillNodePreferStandby || d.Timeout != 45*time.Minute || d.Timezone != "Europe/Paris" || len(d.Checks) != 1 || d.Checks[0].SQL == "" {
+	if d == nil || d.Node != DrillNodePreferStandby || d.Timeout != 45*time.Minute || d.Timezone != "Europe/Paris" || d.TargetAfterBackup != 10*time.Minute || len(d.Checks) != 1 || d.Checks[0].SQL == "" {
 		t.Fatalf("drill %+v", d)
 	}
 	next, err := d.NextRun(time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)) // a Sunday
@@ -83,5 +84,8 @@ func TestDrillPolicyInvalid(t *testing.T) {
 	}
 	if _, _, err := ParseFile([]byte(drillFile + "  colour: blue\n")); err == nil || !strings.Contains(err.Error(), "colour") {
 		t.Errorf("an unknown drill key: %v", err)
+	}
+	if _, _, err := ParseFile([]byte(strings.Replace(drillFile, "backup-end+10m", "tomorrow", 1))); err == nil || !strings.Contains(err.Error(), "drill.target") {
+		t.Errorf("a bad target: %v", err)
 	}
 }

@@ -72,7 +72,10 @@ func ParseFile(data []byte) (cluster string, p Policy, err error) {
 			Repos: ft.Repos, RunOn: ft.RunOn, Timeout: dur(field+".timeout", ft.Timeout, 0),
 		})
 	}
-	p.Drill = drillFromFile(f.Drill, dur)
+	var derr error
+	if p.Drill, derr = drillFromFile(f.Drill, dur); derr != nil {
+		errs = append(errs, derr)
+	}
 	if len(errs) > 0 {
 		return "", Policy{}, errors.Join(errs...)
 	}

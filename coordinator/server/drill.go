@@ -136,7 +136,8 @@ func (d *drills) order(c *pgdrv1.Cluster, run *pgdrv1.DrillRun, timeout time.Dur
 	return &pgdrv1.AgentCommand{Id: run.GetId(), Cluster: c.GetName(), Node: run.GetNode(), Epoch: c.GetEpoch(),
 		IssuedAt: timestamppb.New(now), Deadline: timestamppb.New(now.Add(time.Minute)),
 		Kind: &pgdrv1.AgentCommand_Drill{Drill: &pgdrv1.Drill{RunId: run.GetId(), Tier: run.GetTier(), BackupId: run.GetBackupId(),
-			TargetTime: run.GetTargetTime(), TimeoutMs: timeout.Milliseconds(), Checks: run.GetChecks(), Scratch: run.GetScratch()}}}
+			TargetTime: run.GetTargetTime(), TimeoutMs: timeout.Milliseconds(), Checks: run.GetChecks(), Scratch: run.GetScratch(),
+			TargetAfterBackupMs: run.GetTargetAfterBackupMs()}}}
 }
 
 func (d *drills) cancelOrder(c *pgdrv1.Cluster, run *pgdrv1.DrillRun, why string) *pgdrv1.AgentCommand {
@@ -329,7 +330,8 @@ func (d *drills) scheduled(ctx context.Context, c *pgdrv1.Cluster) {
 		return
 	}
 	run := &pgdrv1.DrillRun{Node: dec.Node, Tier: p.Drill.Tier, TimeoutMs: p.Drill.Timeout.Milliseconds(), Scratch: p.Drill.Scratch,
-		Checks: policy.DrillChecksProto(p.Drill.Checks), Slot: timestamppb.New(dec.Slot), Reason: dec.Reason}
+		Checks: policy.DrillChecksProto(p.Drill.Checks), Slot: timestamppb.New(dec.Slot), Reason: dec.Reason,
+		TargetAfterBackupMs: p.Drill.TargetAfterBackup.Milliseconds()}
 	if _, err := d.start(ctx, c, run, "coordinator:"+d.s.cfg.Name); err != nil {
 		log.Warn("starting a scheduled restore drill", "err", err)
 	}

@@ -176,7 +176,7 @@ func TestScheduledDrill(t *testing.T) {
 		Name: "pg-a2", Cluster: "main", Region: "r1", Dsn: "host=pg-a2", ApiUrl: "http://pg-a2:8008", GossipAddress: "pg-a2:7946"}})
 	mustPropose(t, s, pgdrv1.CommandType_COMMAND_TYPE_SET_PRIMARY, &pgdrv1.SetPrimary{Cluster: "main", Name: "pg-a1"})
 	pol := yearlyTiers()
-	pol.Drill = &pgdrv1.DrillPolicy{Schedule: "* * * * * *", Tier: "full", Scratch: "/var/tmp/drill", TimeoutSeconds: 600,
+	pol.Drill = &pgdrv1.DrillPolicy{Schedule: "* * * * * *", Tier: "full", Scratch: "/var/tmp/drill", TimeoutSeconds: 600, TargetAfterBackupSeconds: 600,
 		Checks: []*pgdrv1.DrillCheck{{Name: "rows", Database: "shop", Sql: "select count(*) from orders", Expect: "42"}}}
 	if _, err := admin.SetBackupPolicy(ctx, &pgdrv1.SetBackupPolicyRequest{Cluster: "main", Policy: pol}); err != nil {
 		t.Fatal(err)
@@ -203,7 +203,7 @@ func TestScheduledDrill(t *testing.T) {
 	}
 	order := <-stream
 	if o := order.GetDrill(); o.GetRunId() != run.GetId() || o.GetScratch() != "/var/tmp/drill" || o.GetTimeoutMs() != 600_000 ||
-		len(o.GetChecks()) != 1 || o.GetChecks()[0].GetExpect() != "42" || o.GetTier() != "full" {
+		len(o.GetChecks()) != 1 || o.GetChecks()[0].GetExpect() != "42" || o.GetTier() != "full" || o.GetTargetAfterBackupMs() != 600_000 {
 		t.Fatalf("order %v", order)
 	}
 	time.Sleep(1100 * time.Millisecond)

@@ -198,9 +198,12 @@ type DrillRun struct {
 	Slot *timestamppb.Timestamp `protobuf:"bytes,17,opt,name=slot,proto3" json:"slot,omitempty"`
 	// scratch: the scratch directory the order names ("" = the agent's
 	// choice).
-	Scratch       string `protobuf:"bytes,18,opt,name=scratch,proto3" json:"scratch,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Scratch string `protobuf:"bytes,18,opt,name=scratch,proto3" json:"scratch,omitempty"`
+	// target_after_backup_ms: recover to the restored backup's end plus
+	// this (0: target_time, else the end of the archive).
+	TargetAfterBackupMs int64 `protobuf:"varint,19,opt,name=target_after_backup_ms,json=targetAfterBackupMs,proto3" json:"target_after_backup_ms,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *DrillRun) Reset() {
@@ -357,6 +360,13 @@ func (x *DrillRun) GetScratch() string {
 		return x.Scratch
 	}
 	return ""
+}
+
+func (x *DrillRun) GetTargetAfterBackupMs() int64 {
+	if x != nil {
+		return x.TargetAfterBackupMs
+	}
+	return 0
 }
 
 // DrillReport is the bounded summary of an agent's drill.Result.
@@ -765,10 +775,14 @@ type Drill struct {
 	TimeoutMs int64         `protobuf:"varint,6,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
 	Checks    []*DrillCheck `protobuf:"bytes,7,rep,name=checks,proto3" json:"checks,omitempty"`
 	// cancel: stop run_id and clean up; the other fields are not read.
-	Cancel        bool   `protobuf:"varint,8,opt,name=cancel,proto3" json:"cancel,omitempty"`
-	CancelReason  string `protobuf:"bytes,9,opt,name=cancel_reason,json=cancelReason,proto3" json:"cancel_reason,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Cancel       bool   `protobuf:"varint,8,opt,name=cancel,proto3" json:"cancel,omitempty"`
+	CancelReason string `protobuf:"bytes,9,opt,name=cancel_reason,json=cancelReason,proto3" json:"cancel_reason,omitempty"`
+	// target_after_backup_ms: recover to the chosen backup's end plus this
+	// (0: target_time, else the end of the archive); the end of the archive
+	// when that time has not come yet.
+	TargetAfterBackupMs int64 `protobuf:"varint,10,opt,name=target_after_backup_ms,json=targetAfterBackupMs,proto3" json:"target_after_backup_ms,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *Drill) Reset() {
@@ -862,6 +876,13 @@ func (x *Drill) GetCancelReason() string {
 		return x.CancelReason
 	}
 	return ""
+}
+
+func (x *Drill) GetTargetAfterBackupMs() int64 {
+	if x != nil {
+		return x.TargetAfterBackupMs
+	}
+	return 0
 }
 
 type ListDrillRunsRequest struct {
@@ -1144,8 +1165,11 @@ type DrillPolicy struct {
 	Scratch        string        `protobuf:"bytes,5,opt,name=scratch,proto3" json:"scratch,omitempty"`
 	TimeoutSeconds int64         `protobuf:"varint,6,opt,name=timeout_seconds,json=timeoutSeconds,proto3" json:"timeout_seconds,omitempty"`
 	Checks         []*DrillCheck `protobuf:"bytes,7,rep,name=checks,proto3" json:"checks,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// target_after_backup_seconds: recover to the backup's end plus this
+	// (0: the end of the archive, "latest").
+	TargetAfterBackupSeconds int64 `protobuf:"varint,8,opt,name=target_after_backup_seconds,json=targetAfterBackupSeconds,proto3" json:"target_after_backup_seconds,omitempty"`
+	unknownFields            protoimpl.UnknownFields
+	sizeCache                protoimpl.SizeCache
 }
 
 func (x *DrillPolicy) Reset() {
@@ -1227,6 +1251,13 @@ func (x *DrillPolicy) GetChecks() []*DrillCheck {
 	return nil
 }
 
+func (x *DrillPolicy) GetTargetAfterBackupSeconds() int64 {
+	if x != nil {
+		return x.TargetAfterBackupSeconds
+	}
+	return 0
+}
+
 var File_pgdr_v1_drill_proto protoreflect.FileDescriptor
 
 const file_pgdr_v1_drill_proto_rawDesc = "" +
@@ -1243,7 +1274,7 @@ const file_pgdr_v1_drill_proto_rawDesc = "" +
 	"fetchWrite\x12\x16\n" +
 	"\x06replay\x18\x02 \x01(\x01R\x06replay\x12\x16\n" +
 	"\x06checks\x18\x03 \x01(\x01R\x06checks\x12\x14\n" +
-	"\x05total\x18\x04 \x01(\x01R\x05total\"\xb3\x05\n" +
+	"\x05total\x18\x04 \x01(\x01R\x05total\"\xe8\x05\n" +
 	"\bDrillRun\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x12\n" +
@@ -1268,7 +1299,8 @@ const file_pgdr_v1_drill_proto_rawDesc = "" +
 	"\x06report\x18\x0f \x01(\v2\x14.pgdr.v1.DrillReportR\x06report\x12+\n" +
 	"\x06checks\x18\x10 \x03(\v2\x13.pgdr.v1.DrillCheckR\x06checks\x12.\n" +
 	"\x04slot\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\x04slot\x12\x18\n" +
-	"\ascratch\x18\x12 \x01(\tR\ascratch\"\xb2\x03\n" +
+	"\ascratch\x18\x12 \x01(\tR\ascratch\x123\n" +
+	"\x16target_after_backup_ms\x18\x13 \x01(\x03R\x13targetAfterBackupMs\"\xb2\x03\n" +
 	"\vDrillReport\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x0e\n" +
 	"\x02ok\x18\x02 \x01(\bR\x02ok\x12\x16\n" +
@@ -1302,7 +1334,7 @@ const file_pgdr_v1_drill_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06result\x18\x02 \x01(\tR\x06result\x12\x14\n" +
 	"\x05error\x18\x03 \x01(\tR\x05error\x12,\n" +
-	"\x06report\x18\x04 \x01(\v2\x14.pgdr.v1.DrillReportR\x06report\"\xaf\x02\n" +
+	"\x06report\x18\x04 \x01(\v2\x14.pgdr.v1.DrillReportR\x06report\"\xe4\x02\n" +
 	"\x05Drill\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12\x12\n" +
 	"\x04tier\x18\x02 \x01(\tR\x04tier\x12\x1b\n" +
@@ -1314,7 +1346,9 @@ const file_pgdr_v1_drill_proto_rawDesc = "" +
 	"timeout_ms\x18\x06 \x01(\x03R\ttimeoutMs\x12+\n" +
 	"\x06checks\x18\a \x03(\v2\x13.pgdr.v1.DrillCheckR\x06checks\x12\x16\n" +
 	"\x06cancel\x18\b \x01(\bR\x06cancel\x12#\n" +
-	"\rcancel_reason\x18\t \x01(\tR\fcancelReason\"0\n" +
+	"\rcancel_reason\x18\t \x01(\tR\fcancelReason\x123\n" +
+	"\x16target_after_backup_ms\x18\n" +
+	" \x01(\x03R\x13targetAfterBackupMs\"0\n" +
 	"\x14ListDrillRunsRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\"S\n" +
 	"\x10ClusterDrillRuns\x12\x18\n" +
@@ -1330,7 +1364,7 @@ const file_pgdr_v1_drill_proto_rawDesc = "" +
 	"targetTime\x12\x12\n" +
 	"\x04node\x18\x05 \x01(\tR\x04node\"7\n" +
 	"\x10RunDrillResponse\x12#\n" +
-	"\x03run\x18\x01 \x01(\v2\x11.pgdr.v1.DrillRunR\x03run\"\xdd\x01\n" +
+	"\x03run\x18\x01 \x01(\v2\x11.pgdr.v1.DrillRunR\x03run\"\x9c\x02\n" +
 	"\vDrillPolicy\x12\x1a\n" +
 	"\bschedule\x18\x01 \x01(\tR\bschedule\x12\x1a\n" +
 	"\btimezone\x18\x02 \x01(\tR\btimezone\x12\x12\n" +
@@ -1338,7 +1372,8 @@ const file_pgdr_v1_drill_proto_rawDesc = "" +
 	"\x04node\x18\x04 \x01(\tR\x04node\x12\x18\n" +
 	"\ascratch\x18\x05 \x01(\tR\ascratch\x12'\n" +
 	"\x0ftimeout_seconds\x18\x06 \x01(\x03R\x0etimeoutSeconds\x12+\n" +
-	"\x06checks\x18\a \x03(\v2\x13.pgdr.v1.DrillCheckR\x06checksB+Z)github.com/pgdr/pgdr/proto/pgdr/v1;pgdrv1b\x06proto3"
+	"\x06checks\x18\a \x03(\v2\x13.pgdr.v1.DrillCheckR\x06checks\x12=\n" +
+	"\x1btarget_after_backup_seconds\x18\b \x01(\x03R\x18targetAfterBackupSecondsB+Z)github.com/pgdr/pgdr/proto/pgdr/v1;pgdrv1b\x06proto3"
 
 var (
 	file_pgdr_v1_drill_proto_rawDescOnce sync.Once
