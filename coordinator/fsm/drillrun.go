@@ -173,7 +173,13 @@ func compactDrillRuns(cl *pgdrv1.Cluster) {
 			keep[i] = true
 		}
 	}
-	drop := len(runs) - MaxDrillRuns
+	cl.DrillRuns = dropOldest(runs, keep, MaxDrillRuns)
+}
+
+// dropOldest drops the oldest of runs not marked keep until at most
+// limit are left (fewer kept ones permitting), in place.
+func dropOldest[T any](runs []T, keep []bool, limit int) []T {
+	drop := len(runs) - limit
 	out := runs[:0]
 	for i, r := range runs {
 		if drop > 0 && !keep[i] {
@@ -183,5 +189,5 @@ func compactDrillRuns(cl *pgdrv1.Cluster) {
 		out = append(out, r)
 	}
 	clear(runs[len(out):])
-	cl.DrillRuns = out
+	return out
 }

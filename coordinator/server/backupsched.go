@@ -189,23 +189,11 @@ func (s *Server) answerBackup(ctx context.Context, r *pgdrv1.CommandResult) erro
 // ListBackupRuns lists the recorded backup runs from this coordinator's
 // state (a follower answers too, at most a moment behind the leader).
 func (a *adminAPI) ListBackupRuns(ctx context.Context, req *pgdrv1.ListBackupRunsRequest) (*pgdrv1.ListBackupRunsResponse, error) {
-	if err := checkName("cluster", req.GetCluster(), false); err != nil {
+	names, clusters, err := a.listed(req.GetCluster())
+	if err != nil {
 		return nil, err
 	}
-	if req.GetCluster() != "" {
-		if err := a.clusterMustExist(req.GetCluster()); err != nil {
-			return nil, err
-		}
-	}
 	out := &pgdrv1.ListBackupRunsResponse{}
-	clusters := a.s.fsm.Clusters()
-	names := make([]string, 0, len(clusters))
-	for n := range clusters {
-		if req.GetCluster() == "" || n == req.GetCluster() {
-			names = append(names, n)
-		}
-	}
-	slices.Sort(names)
 	for _, n := range names {
 		out.Clusters = append(out.Clusters, &pgdrv1.ClusterBackupRuns{Cluster: n, Runs: clusters[n].GetBackupRuns()})
 	}

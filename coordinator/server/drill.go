@@ -384,27 +384,37 @@ func (s *Server) drillPolicyAllowed(bp *pgdrv1.BackupPolicy) error {
 
 // ListDrillRuns lists the recorded drills from this coordinator's state.
 func (a *adminAPI) ListDrillRuns(ctx context.Context, req *pgdrv1.ListDrillRunsRequest) (*pgdrv1.ListDrillRunsResponse, error) {
-	if err := checkName("cluster", req.GetCluster(), false); err != nil {
+	names, clusters, err := a.listed(req.GetCluster())
+	if err != nil {
 		return nil, err
 	}
-	if req.GetCluster() != "" {
-		if err := a.clusterMustExist(req.GetCluster()); err != nil {
-			return nil, err
-		}
-	}
 	out := &pgdrv1.ListDrillRunsResponse{}
-	clusters := a.s.fsm.Clusters()
-	names := make([]string, 0, len(clusters))
-	for n := range clusters {
-		if req.GetCluster() == "" || n == req.GetCluster() {
-			names = append(names, n)
-		}
-	}
-	slices.Sort(names)
 	for _, n := range names {
 		out.Clusters = append(out.Clusters, &pgdrv1.ClusterDrillRuns{Cluster: n, Runs: clusters[n].GetDrillRuns()})
 	}
 	return out, nil
+}
+
+// listed are the clusters a list request names (cluster, or every one
+// when ""), sorted, from this coordinator's state.
+func (a *adminAPI) listed(cluster string) ([]string, map[string]*pgdrv1.Cluster, error) {
+	if err := checkName("cluster", cluster, false); err != nil {
+		return nil, nil, err
+	}
+	if cluster != "" {
+		if err := a.clusterMustExist(cluster); err != nil {
+			return nil, nil, err
+		}
+	}
+	clusters := a.s.fsm.Clusters()
+	names := make([]string, 0, len(clusters))
+	for n := range clusters {
+		if cluster == "" || n == cluster {
+			names = append(names, n)
+		}
+	}
+	slices.Sort(names)
+	return names, clusters, nil
 }
 
 // RunDrill has the leader order a restore drill now; a follower forwards
