@@ -12,6 +12,7 @@ import (
 
 	"github.com/pgdr/pgdr/agent/agentsock"
 	"github.com/pgdr/pgdr/agent/backuprun"
+	"github.com/pgdr/pgdr/agent/drillrun"
 	"github.com/pgdr/pgdr/agent/epoch"
 	"github.com/pgdr/pgdr/agent/failsafe"
 	"github.com/pgdr/pgdr/agent/health"
@@ -68,6 +69,7 @@ type Daemon struct {
 	lclock *leaderclock.Clock
 	// backups carries out the scheduler's backup runs (agent/backuprun).
 	backups *backuprun.Runner
+	drills  *drillrun.Runner
 	// sess is the session with the coordinator leader (agent/session).
 	sess *session.Session
 	// copier fills the async repositories (agent/repocopy); nil without.
@@ -171,6 +173,9 @@ func (d *Daemon) waitBackups(limit time.Duration) {
 	done := make(chan struct{})
 	go func() {
 		d.backups.Wait()
+		if d.drills != nil {
+			d.drills.Wait() // a drill stops its scratch server and removes its copy
+		}
 		close(done)
 	}()
 	select {

@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pgdr/pgdr/agent/backuprun"
+	"github.com/pgdr/pgdr/agent/drillrun"
 	"github.com/pgdr/pgdr/agent/failsafe"
 	"github.com/pgdr/pgdr/agent/health"
 	"github.com/pgdr/pgdr/agent/hooks"
@@ -144,9 +145,12 @@ func build(cfg *config.Config, shipper *walship.Shipper, log *slog.Logger, opt o
 	d.backups = backuprun.New(backuprun.Deps{Cluster: cfg.Cluster, Node: cfg.Node.Name, Repos: repos, Take: backuprun.Taker(cfg, log, nil), Log: log,
 		Expire:    backuprun.Expirer(cfg, log, false),
 		Completer: backuprun.CompleterFunc(func(ctx context.Context, res *pgdrv1.CommandResult) error { return d.sess.Complete(ctx, res) })})
+	d.drills = drillrun.New(drillrun.Deps{Cluster: cfg.Cluster, Node: cfg.Node.Name, Run: drillrun.Driller(cfg, repos, log, ""), Log: log,
+		Completer: backuprun.CompleterFunc(func(ctx context.Context, res *pgdrv1.CommandResult) error { return d.sess.Complete(ctx, res) })})
 	d.sess = session.New(cfg, session.Deps{
 		Executor:    d.orders,
 		Backups:     d.backups,
+		Drills:      d.drills,
 		Monitor:     d.monitor,
 		Epoch:       &d.epoch,
 		LeaderClock: d.lclock,

@@ -90,8 +90,11 @@ type Watchdog interface {
 
 // Deps is what the session needs from the rest of the agent.
 type Deps struct {
-	Executor    Executor
-	Backups     Backups // nil: Backup orders are refused
+	Executor Executor
+	Backups  Backups // nil: Backup orders are refused
+	// Drills carries out restore drills (agent/drillrun.Runner), as
+	// Backups does backups; nil: Drill orders are refused.
+	Drills      Backups
 	Monitor     Monitor
 	Epoch       Epoch
 	LeaderClock LeaderClock
@@ -491,6 +494,13 @@ func (s *Session) carryOut(ctx, runCtx context.Context, cmd *pgdrv1.AgentCommand
 		}
 		res = s.deps.Backups.StartAt(runCtx, cmd, received)
 		log.Info("backup run ordered", "run", k.Backup.GetRunId(), "tier", k.Backup.GetTier(), "pending", res.GetPending(), "error", res.GetError())
+	case *pgdrv1.AgentCommand_Drill:
+		if s.deps.Drills == nil {
+			res.Error = "this agent does not carry out restore drills"
+			break
+		}
+		res = s.deps.Drills.StartAt(runCtx, cmd, received)
+		log.Info("restore drill ordered", "run", k.Drill.GetRunId(), "pending", res.GetPending(), "error", res.GetError())
 	default:
 		res.Error = fmt.Sprintf("unknown command %T", k)
 	}

@@ -9,14 +9,15 @@ import (
 
 // DefaultNotificationKinds are the history kinds notified when
 // notifications.kinds is left out: every failover, switchover, manual
-// failover, refused failover and rejoin, and every recovery target
-// breach starting and ending (coordinator/compliance).
+// failover, refused failover, rejoin, failed restore drill, and every
+// recovery target breach starting and ending (coordinator/compliance).
 var DefaultNotificationKinds = []string{
 	"failover-intent", "failover-result", "failover-refused",
 	"switchover-intent", "switchover-result",
 	"manual-failover-intent", "manual-failover-result",
 	"rejoin",
 	"target-breached", "target-restored",
+	"drill-failed",
 }
 
 // Defaults of a webhook.

@@ -35,6 +35,8 @@ type BackupPolicyJSON struct {
 	Tiers             []BackupTierJSON `json:"tiers"`
 	// Targets: the recovery targets in effect (defaults filled in).
 	Targets TargetsJSON `json:"targets"`
+	// Drill: the scheduled restore drills (null: none; drills.go).
+	Drill *DrillPolicyJSON `json:"drill"`
 }
 
 // TargetsJSON are recovery targets as durations and in seconds.
@@ -95,6 +97,7 @@ func backupPolicyView(bp *pgdrv1.BackupPolicy, isDefault bool, now time.Time) Ba
 		}
 		v.Tiers = append(v.Tiers, tj)
 	}
+	v.Drill = drillPolicyView(p.Drill, now)
 	return v
 }
 
@@ -126,6 +129,14 @@ func writeBackupPolicy(w io.Writer, cluster string, v BackupPolicyJSON) error {
 		}
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.Name, t.Type, t.Schedule, t.Timezone,
 			strings.Join(keep, " or "), repos, t.RunOn, t.Timeout, dash(t.NextRun))
+	}
+	if d := v.Drill; d != nil {
+		target := d.Target
+		if target == "" {
+			target = "latest"
+		}
+		fmt.Fprintf(tw, "  drill: %s %s, tier %s, node %s, target %s, timeout %s, %d checks; next %s\n", d.Schedule, d.Timezone,
+			dash(d.Tier), d.Node, target, d.Timeout, len(d.Checks), dash(d.NextRun))
 	}
 	return tw.Flush()
 }

@@ -53,6 +53,8 @@ func commands() []command {
 		{"backups", "the backup runs the scheduler recorded: tier, node, start, duration, sizes, result, error", cmdBackups},
 		{"report", "the compliance report: recovery targets against measured RPO and failover/switchover times, backups per tier, drills, breaches", cmdReport},
 		{"backup", "backup run --tier T [--wait]: have the leader run a backup tier now; backup cancel [RUN_ID]: end a run in flight", cmdBackup},
+		{"drills", "the restore drills recorded: node, backup, target, timings, RPO, amcheck, checks, result, reason", cmdDrills},
+		{"drill", "drill run [--tier T|--backup ID] [--target-time T] [--node N] [--wait]: have the leader order a restore drill now", cmdDrill},
 		{"coordinator", "list, add or remove coordinators (Raft voters)", cmdCoordinator},
 		{"tls", "tls init: create a development CA and certificates for a lab", cmdTLS},
 		{"version", "print the version", cmdVersion},

@@ -125,7 +125,7 @@ type ClusterReportJSON struct {
 	Name        string            `json:"name"`
 	Compliance  ComplianceJSON    `json:"compliance"`
 	Backups     []TierBackupsJSON `json:"backups"`
-	Drills      DrillsJSON        `json:"drills"`
+	Drills      DrillSummaryJSON        `json:"drills"`
 	Recoveries  []RecoveryJSON    `json:"recoveries"`
 	HistoryFrom string            `json:"history_from"`
 }
@@ -141,8 +141,8 @@ type TierBackupsJSON struct {
 	Verification string `json:"verification"`
 }
 
-// DrillsJSON is the drills of the period.
-type DrillsJSON struct {
+// DrillSummaryJSON is the drills of the period.
+type DrillSummaryJSON struct {
 	Recorded bool     `json:"recorded"`
 	Note     string   `json:"note"`
 	OK       uint32   `json:"ok"`
@@ -174,7 +174,7 @@ func reportView(r *pgdrv1.ReportResponse) ReportJSON {
 				LastOK: rfc3339(b.GetLastOk()), LastOKBackup: b.GetLastOkBackup(), Verification: b.GetVerification()})
 		}
 		d := c.GetDrills()
-		cj.Drills = DrillsJSON{Recorded: d.GetRecorded(), Note: d.GetNote(), OK: d.GetOk(), Failed: d.GetFailed()}
+		cj.Drills = DrillSummaryJSON{Recorded: d.GetRecorded(), Note: d.GetNote(), OK: d.GetOk(), Failed: d.GetFailed()}
 		if l := d.GetLast(); l != nil {
 			cj.Drills.Last = &RTOJSON{Source: l.GetSource(), Recorded: l.GetRecorded(), At: rfc3339(l.GetAt()), Seconds: l.GetSeconds(), Note: l.GetNote()}
 		}

@@ -217,17 +217,7 @@ func compactBackupRuns(cl *pgdrv1.Cluster) {
 	if full >= 0 {
 		keep[full] = true
 	}
-	drop := len(runs) - MaxBackupRuns
-	out := runs[:0]
-	for i, r := range runs {
-		if drop > 0 && !keep[i] {
-			drop--
-			continue
-		}
-		out = append(out, r)
-	}
-	clear(runs[len(out):])
-	cl.BackupRuns = out
+	cl.BackupRuns = dropOldest(runs, keep, MaxBackupRuns)
 }
 
 func validRunID(s string) bool {

@@ -71,5 +71,7 @@ func newRegistry() registry {
 		typed(func() *pgdrv1.SetBackupPolicy { return &pgdrv1.SetBackupPolicy{} }, applySetBackupPolicy))
 	r.register(pgdrv1.CommandType_COMMAND_TYPE_RECORD_BACKUP_RUN,
 		typed(func() *pgdrv1.RecordBackupRun { return &pgdrv1.RecordBackupRun{} }, applyRecordBackupRun))
+	r.register(pgdrv1.CommandType_COMMAND_TYPE_RECORD_DRILL_RUN,
+		typed(func() *pgdrv1.RecordDrillRun { return &pgdrv1.RecordDrillRun{} }, applyRecordDrillRun))
 	return r
 }

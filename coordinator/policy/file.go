@@ -23,6 +23,8 @@ type File struct {
 	Tiers      []FileTier `yaml:"tiers"`
 	// Targets: the recovery targets (omitted ones are the defaults).
 	Targets *FileTargets `yaml:"targets,omitempty"`
+	// Drill: scheduled restore drills (drill.go).
+	Drill *FileDrill `yaml:"drill,omitempty"`
 }
 
 // FileTargets are a File's recovery targets, as durations (15m, 90s, 1ms).
@@ -92,6 +94,10 @@ func ParseFile(data []byte) (cluster string, p Policy, err error) {
 			Repos: ft.Repos, RunOn: ft.RunOn, Timeout: dur(field+".timeout", ft.Timeout, 0),
 		})
 	}
+	var derr error
+	if p.Drill, derr = drillFromFile(f.Drill, dur); derr != nil {
+		errs = append(errs, derr)
+	}
 	if len(errs) > 0 {
 		return "", Policy{}, errors.Join(errs...)
 	}
@@ -101,7 +107,7 @@ func ParseFile(data []byte) (cluster string, p Policy, err error) {
 
 // ToFile is p in its YAML form.
 func ToFile(cluster string, p Policy) File {
-	f := File{Cluster: cluster, PITRWindow: duration.Format(p.PITRWindow), Tiers: []FileTier{}}
+	f := File{Cluster: cluster, PITRWindow: duration.Format(p.PITRWindow), Tiers: []FileTier{}, Drill: drillToFile(p.Drill)}
 	opt := func(d time.Duration) string {
 		if d == 0 {
 			return ""

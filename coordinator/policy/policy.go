@@ -88,6 +88,8 @@ type Policy struct {
 	// UpdatedAt and UpdatedBy say who set it (zero for the defaults).
 	UpdatedAt time.Time
 	UpdatedBy string
+	// Drill schedules restore drills (nil: none; drill.go).
+	Drill *Drill
 }
 
 // Default is the policy of a cluster that has none: the four tiers of the
@@ -116,6 +118,7 @@ func Default() Policy {
 // that equal policies compare equal. A prefix that disagrees with an
 // explicit timezone is left in place for Validate to report.
 func (p *Policy) Normalize() {
+	normalizeDrill(p.Drill)
 	for i := range p.Tiers {
 		t := &p.Tiers[i]
 		t.Schedule = strings.Join(strings.Fields(t.Schedule), " ")
@@ -271,6 +274,7 @@ func (p Policy) Validate(o Options) error {
 			bad(f+".timeout", "%s is more than %s", duration.Format(t.Timeout), duration.Format(MaxTimeout))
 		}
 	}
+	validateDrill(p.Drill, p, true, bad)
 	if !hasFull {
 		for i, t := range p.Tiers {
 			if t.Type == TypeDiff || t.Type == TypeIncr {
@@ -376,5 +380,6 @@ func (p Policy) CheckBounds() error {
 			bad(f+".timeout", "%s is out of range", duration.Format(t.Timeout))
 		}
 	}
+	validateDrill(p.Drill, p, false, bad)
 	return errors.Join(errs...)
 }

@@ -427,6 +427,9 @@ func (a *agentAPI) Commands(req *pgdrv1.CommandsRequest, stream pgdrv1.AgentServ
 		// lost with its previous stream comes again.
 		go a.s.sched.StreamOpened(lctx, req.Cluster, req.Node)
 	}
+	if a.s.drills != nil {
+		go a.s.drills.streamOpened(lctx, req.Cluster, req.Node)
+	}
 	for {
 		select {
 		case <-lctx.Done():
@@ -461,6 +464,11 @@ func (a *agentAPI) CompleteCommand(ctx context.Context, r *pgdrv1.CommandResult)
 	a.s.hub.complete(r)
 	if err := a.s.answerBackup(ctx, r); err != nil {
 		return nil, err
+	}
+	if a.s.drills != nil {
+		if err := a.s.drills.answer(ctx, r); err != nil {
+			return nil, err
+		}
 	}
 	// A pending answer (a Backup order accepted, its result to come) is
 	// no failure.

@@ -77,7 +77,8 @@ func rolesFor(method string) []string {
 		strings.HasPrefix(method, "/pgdr.v1.AdminService/History"),
 		method == "/pgdr.v1.AdminService/GetBackupPolicy",
 		method == "/pgdr.v1.AdminService/ListBackupRuns",
-		method == "/pgdr.v1.AdminService/Report":
+		method == "/pgdr.v1.AdminService/Report",
+		method == "/pgdr.v1.AdminService/ListDrillRuns":
 		return []string{tlsutil.RoleRead, tlsutil.RoleAdmin}
 	case strings.HasPrefix(method, "/pgdr.v1.AdminService/"):
 		return []string{tlsutil.RoleAdmin}

@@ -75,11 +75,12 @@ func membersOf(cs *pgdrv1.ClusterStatus, stream func(memberKey) bool) []schedule
 
 // FeatureLevel is this coordinator's feature level, advertised in its
 // gossip metadata: 1 knows RecordBackupRun with its cancel step, the
-// not_started result, the type taken and the expiry outcome. The backup
+// not_started result, the type taken and the expiry outcome; 2 also
+// RecordDrillRun (restore drills run only at drillFeatureLevel). The backup
 // scheduler runs only when every voter advertises at least
 // schedFeatureLevel: its records are proposed ignore_if_unknown, and an
 // older voter that skipped them would diverge.
-const FeatureLevel = 1
+const FeatureLevel = 2
 
 const schedFeatureLevel = 1
 
@@ -144,6 +145,11 @@ type askedLevel struct {
 
 // votersReady checks each voter's level (self is FeatureLevel).
 func votersReady(self string, voters []string, levels map[string]int) (bool, string) {
+	return votersReadyFor(self, voters, levels, schedFeatureLevel, "the backup scheduler")
+}
+
+// votersReadyFor checks each voter's level against need, for what.
+func votersReadyFor(self string, voters []string, levels map[string]int, need int, what string) (bool, string) {
 	if len(voters) == 0 {
 		return false, "the Raft configuration is not known"
 	}
@@ -154,9 +160,9 @@ func votersReady(self string, voters []string, levels map[string]int) (bool, str
 		}
 		switch {
 		case !ok:
-			return false, fmt.Sprintf("the feature level of voter %s is not known (not heard of by gossip): it may not know the backup run records", v)
-		case lvl < schedFeatureLevel:
-			return false, fmt.Sprintf("voter %s has feature level %d, the backup scheduler needs %d (a rolling upgrade is in progress?)", v, lvl, schedFeatureLevel)
+			return false, fmt.Sprintf("the feature level of voter %s is not known (not heard of by gossip): it may not know the records of %s", v, what)
+		case lvl < need:
+			return false, fmt.Sprintf("voter %s has feature level %d, %s needs %d (a rolling upgrade is in progress?)", v, lvl, what, need)
 		}
 	}
 	return true, ""
@@ -255,17 +261,12 @@ func (s *Server) answerBackup(ctx context.Context, r *pgdrv1.CommandResult) erro
 // ListBackupRuns lists the recorded backup runs from this coordinator's
 // state (a follower answers too, at most a moment behind the leader).
 func (a *adminAPI) ListBackupRuns(ctx context.Context, req *pgdrv1.ListBackupRunsRequest) (*pgdrv1.ListBackupRunsResponse, error) {
-	if err := checkName("cluster", req.GetCluster(), false); err != nil {
+	names, clusters, err := a.listed(req.GetCluster())
+	if err != nil {
 		return nil, err
 	}
-	if req.GetCluster() != "" {
-		if err := a.clusterMustExist(req.GetCluster()); err != nil {
-			return nil, err
-		}
-	}
 	out := &pgdrv1.ListBackupRunsResponse{}
-	clusters := a.s.fsm.Clusters()
-	for _, n := range sortedNames(clusters, req.GetCluster()) {
+	for _, n := range names {
 		out.Clusters = append(out.Clusters, &pgdrv1.ClusterBackupRuns{Cluster: n, Runs: clusters[n].GetBackupRuns()})
 	}
 	return out, nil

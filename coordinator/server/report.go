@@ -81,6 +81,22 @@ func (s *Server) clusterReport(c *pgdrv1.Cluster, since, now time.Time) *pgdrv1.
 				Seconds: d.Seconds, At: timestamppb.New(d.At)}}
 		}
 	}
+	// Drills ended in the period, passed and failed (a cluster whose drills
+	// all failed has no restore time, but its failures are reported).
+	for _, dr := range c.GetDrillRuns() {
+		if dr.GetFinishedAt() == nil || dr.GetFinishedAt().AsTime().Before(since) {
+			continue
+		}
+		switch {
+		case dr.GetResult() == "ok" && dr.GetReport().GetOk():
+			r.Drills.Ok++
+		case dr.GetResult() != "not_started":
+			r.Drills.Failed++
+		}
+	}
+	if r.Drills.Ok+r.Drills.Failed > 0 && !r.Drills.Recorded {
+		r.Drills.Recorded, r.Drills.Note = true, "no drill passed"
+	}
 	for _, rc := range compliance.Recoveries(events) {
 		if rc.Started.Before(since) {
 			continue

@@ -99,6 +99,8 @@ type Server struct {
 	// sched: the backup scheduler, run while this node leads
 	// (backupsched.go, coordinator/schedule).
 	sched *schedule.Runner
+	// drills: restore drills ordered by the leader (drill.go).
+	drills *drills
 
 	mu        sync.Mutex
 	leaderCtx context.Context
@@ -149,6 +151,9 @@ func newServer(cfg *config.Config, log *slog.Logger, opts Options, tokens *confi
 		memberUpdateEvery: memberUpdateEvery,
 	}
 	s.comp.drills = opts.Drills
+	if s.comp.drills == nil {
+		s.comp.drills = fsmDrills{s}
+	}
 	s.metrics = newMetrics(s)
 	grace := opts.BackupGrace
 	if grace == 0 {
@@ -160,6 +165,8 @@ func newServer(cfg *config.Config, log *slog.Logger, opts Options, tokens *confi
 	}
 	s.sched = schedule.NewRunner(schedule.Config{Server: schedServer{s}, Name: cfg.Name, Log: log,
 		Every: opts.BackupEvery, Grace: grace, WarmUp: cfg.Health.StaleAfter.Duration, Retry: retry})
+	s.drills = newDrills(s, log)
+	s.metrics.reg.MustRegister(s.drills.runs, drillCollector{s})
 	if s.notify, err = newNotifier(cfg, log); err != nil {
 		return nil, err
 	}
@@ -445,6 +452,9 @@ func (s *Server) leaderLoop(ctx context.Context) {
 	// recorded as timed out), never run a second time.
 	if s.sched != nil { // nil in tests that build a Server by hand
 		go s.sched.Run(ctx)
+	}
+	if s.drills != nil {
+		go s.drills.run(ctx)
 	}
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()

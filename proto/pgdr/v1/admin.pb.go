@@ -1660,7 +1660,7 @@ var File_pgdr_v1_admin_proto protoreflect.FileDescriptor
 
 const file_pgdr_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x13pgdr/v1/admin.proto\x12\apgdr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13pgdr/v1/state.proto\x1a\x12pgdr/v1/raft.proto\x1a\x1bpgdr/v1/backup_policy.proto\x1a\x18pgdr/v1/backup_run.proto\x1a\x18pgdr/v1/compliance.proto\"=\n" +
+	"\x13pgdr/v1/admin.proto\x12\apgdr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13pgdr/v1/state.proto\x1a\x12pgdr/v1/raft.proto\x1a\x1bpgdr/v1/backup_policy.proto\x1a\x18pgdr/v1/backup_run.proto\x1a\x18pgdr/v1/compliance.proto\x1a\x13pgdr/v1/drill.proto\"=\n" +
 	"\x11SwitchoverRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x0e\n" +
 	"\x02to\x18\x02 \x01(\tR\x02to\"Z\n" +
@@ -1779,7 +1779,8 @@ const file_pgdr_v1_admin_proto_rawDesc = "" +
 	"\x19RemoveCoordinatorResponse\x12>\n" +
 	"\fcoordinators\x18\x01 \x03(\v2\x1a.pgdr.v1.CoordinatorStatusR\fcoordinators\":\n" +
 	"\fApplyRequest\x12*\n" +
-	"\acommand\x18\x01 \x01(\v2\x10.pgdr.v1.CommandR\acommand2\x87\t\n" +
+	"\acommand\x18\x01 \x01(\v2\x10.pgdr.v1.CommandR\acommand2\x98\n" +
+	"\n" +
 	"\fAdminService\x129\n" +
 	"\x06Status\x12\x16.pgdr.v1.StatusRequest\x1a\x17.pgdr.v1.StatusResponse\x12<\n" +
 	"\aMembers\x12\x17.pgdr.v1.MembersRequest\x1a\x18.pgdr.v1.MembersResponse\x12<\n" +
@@ -1797,7 +1798,9 @@ const file_pgdr_v1_admin_proto_rawDesc = "" +
 	"\x0eListBackupRuns\x12\x1e.pgdr.v1.ListBackupRunsRequest\x1a\x1f.pgdr.v1.ListBackupRunsResponse\x12B\n" +
 	"\tRunBackup\x12\x19.pgdr.v1.RunBackupRequest\x1a\x1a.pgdr.v1.RunBackupResponse\x12T\n" +
 	"\x0fCancelBackupRun\x12\x1f.pgdr.v1.CancelBackupRunRequest\x1a .pgdr.v1.CancelBackupRunResponse\x129\n" +
-	"\x06Report\x12\x16.pgdr.v1.ReportRequest\x1a\x17.pgdr.v1.ReportResponse2\x8e\x01\n" +
+	"\x06Report\x12\x16.pgdr.v1.ReportRequest\x1a\x17.pgdr.v1.ReportResponse\x12N\n" +
+	"\rListDrillRuns\x12\x1d.pgdr.v1.ListDrillRunsRequest\x1a\x1e.pgdr.v1.ListDrillRunsResponse\x12?\n" +
+	"\bRunDrill\x12\x18.pgdr.v1.RunDrillRequest\x1a\x19.pgdr.v1.RunDrillResponse2\x8e\x01\n" +
 	"\x12CoordinatorService\x124\n" +
 	"\x05Apply\x12\x15.pgdr.v1.ApplyRequest\x1a\x14.pgdr.v1.ApplyResult\x12B\n" +
 	"\tRaftIndex\x12\x19.pgdr.v1.RaftIndexRequest\x1a\x1a.pgdr.v1.RaftIndexResponseB+Z)github.com/pgdr/pgdr/proto/pgdr/v1;pgdrv1b\x06proto3"
@@ -1854,13 +1857,17 @@ var file_pgdr_v1_admin_proto_goTypes = []any{
 	(*RunBackupRequest)(nil),          // 35: pgdr.v1.RunBackupRequest
 	(*CancelBackupRunRequest)(nil),    // 36: pgdr.v1.CancelBackupRunRequest
 	(*ReportRequest)(nil),             // 37: pgdr.v1.ReportRequest
-	(*GetBackupPolicyResponse)(nil),   // 38: pgdr.v1.GetBackupPolicyResponse
-	(*SetBackupPolicyResponse)(nil),   // 39: pgdr.v1.SetBackupPolicyResponse
-	(*ListBackupRunsResponse)(nil),    // 40: pgdr.v1.ListBackupRunsResponse
-	(*RunBackupResponse)(nil),         // 41: pgdr.v1.RunBackupResponse
-	(*CancelBackupRunResponse)(nil),   // 42: pgdr.v1.CancelBackupRunResponse
-	(*ReportResponse)(nil),            // 43: pgdr.v1.ReportResponse
-	(*ApplyResult)(nil),               // 44: pgdr.v1.ApplyResult
+	(*ListDrillRunsRequest)(nil),      // 38: pgdr.v1.ListDrillRunsRequest
+	(*RunDrillRequest)(nil),           // 39: pgdr.v1.RunDrillRequest
+	(*GetBackupPolicyResponse)(nil),   // 40: pgdr.v1.GetBackupPolicyResponse
+	(*SetBackupPolicyResponse)(nil),   // 41: pgdr.v1.SetBackupPolicyResponse
+	(*ListBackupRunsResponse)(nil),    // 42: pgdr.v1.ListBackupRunsResponse
+	(*RunBackupResponse)(nil),         // 43: pgdr.v1.RunBackupResponse
+	(*CancelBackupRunResponse)(nil),   // 44: pgdr.v1.CancelBackupRunResponse
+	(*ReportResponse)(nil),            // 45: pgdr.v1.ReportResponse
+	(*ListDrillRunsResponse)(nil),     // 46: pgdr.v1.ListDrillRunsResponse
+	(*RunDrillResponse)(nil),          // 47: pgdr.v1.RunDrillResponse
+	(*ApplyResult)(nil),               // 48: pgdr.v1.ApplyResult
 }
 var file_pgdr_v1_admin_proto_depIdxs = []int32{
 	26, // 0: pgdr.v1.SetPolicyRequest.policy:type_name -> pgdr.v1.Policy
@@ -1895,28 +1902,32 @@ var file_pgdr_v1_admin_proto_depIdxs = []int32{
 	35, // 29: pgdr.v1.AdminService.RunBackup:input_type -> pgdr.v1.RunBackupRequest
 	36, // 30: pgdr.v1.AdminService.CancelBackupRun:input_type -> pgdr.v1.CancelBackupRunRequest
 	37, // 31: pgdr.v1.AdminService.Report:input_type -> pgdr.v1.ReportRequest
-	25, // 32: pgdr.v1.CoordinatorService.Apply:input_type -> pgdr.v1.ApplyRequest
-	6,  // 33: pgdr.v1.CoordinatorService.RaftIndex:input_type -> pgdr.v1.RaftIndexRequest
-	12, // 34: pgdr.v1.AdminService.Status:output_type -> pgdr.v1.StatusResponse
-	14, // 35: pgdr.v1.AdminService.Members:output_type -> pgdr.v1.MembersResponse
-	16, // 36: pgdr.v1.AdminService.History:output_type -> pgdr.v1.HistoryResponse
-	18, // 37: pgdr.v1.AdminService.Pause:output_type -> pgdr.v1.PauseResponse
-	20, // 38: pgdr.v1.AdminService.Resume:output_type -> pgdr.v1.ResumeResponse
-	22, // 39: pgdr.v1.AdminService.AddCoordinator:output_type -> pgdr.v1.AddCoordinatorResponse
-	24, // 40: pgdr.v1.AdminService.RemoveCoordinator:output_type -> pgdr.v1.RemoveCoordinatorResponse
-	1,  // 41: pgdr.v1.AdminService.Switchover:output_type -> pgdr.v1.SwitchoverResponse
-	3,  // 42: pgdr.v1.AdminService.Failover:output_type -> pgdr.v1.FailoverResponse
-	5,  // 43: pgdr.v1.AdminService.SetPolicy:output_type -> pgdr.v1.SetPolicyResponse
-	38, // 44: pgdr.v1.AdminService.GetBackupPolicy:output_type -> pgdr.v1.GetBackupPolicyResponse
-	39, // 45: pgdr.v1.AdminService.SetBackupPolicy:output_type -> pgdr.v1.SetBackupPolicyResponse
-	40, // 46: pgdr.v1.AdminService.ListBackupRuns:output_type -> pgdr.v1.ListBackupRunsResponse
-	41, // 47: pgdr.v1.AdminService.RunBackup:output_type -> pgdr.v1.RunBackupResponse
-	42, // 48: pgdr.v1.AdminService.CancelBackupRun:output_type -> pgdr.v1.CancelBackupRunResponse
-	43, // 49: pgdr.v1.AdminService.Report:output_type -> pgdr.v1.ReportResponse
-	44, // 50: pgdr.v1.CoordinatorService.Apply:output_type -> pgdr.v1.ApplyResult
-	7,  // 51: pgdr.v1.CoordinatorService.RaftIndex:output_type -> pgdr.v1.RaftIndexResponse
-	34, // [34:52] is the sub-list for method output_type
-	16, // [16:34] is the sub-list for method input_type
+	38, // 32: pgdr.v1.AdminService.ListDrillRuns:input_type -> pgdr.v1.ListDrillRunsRequest
+	39, // 33: pgdr.v1.AdminService.RunDrill:input_type -> pgdr.v1.RunDrillRequest
+	25, // 34: pgdr.v1.CoordinatorService.Apply:input_type -> pgdr.v1.ApplyRequest
+	6,  // 35: pgdr.v1.CoordinatorService.RaftIndex:input_type -> pgdr.v1.RaftIndexRequest
+	12, // 36: pgdr.v1.AdminService.Status:output_type -> pgdr.v1.StatusResponse
+	14, // 37: pgdr.v1.AdminService.Members:output_type -> pgdr.v1.MembersResponse
+	16, // 38: pgdr.v1.AdminService.History:output_type -> pgdr.v1.HistoryResponse
+	18, // 39: pgdr.v1.AdminService.Pause:output_type -> pgdr.v1.PauseResponse
+	20, // 40: pgdr.v1.AdminService.Resume:output_type -> pgdr.v1.ResumeResponse
+	22, // 41: pgdr.v1.AdminService.AddCoordinator:output_type -> pgdr.v1.AddCoordinatorResponse
+	24, // 42: pgdr.v1.AdminService.RemoveCoordinator:output_type -> pgdr.v1.RemoveCoordinatorResponse
+	1,  // 43: pgdr.v1.AdminService.Switchover:output_type -> pgdr.v1.SwitchoverResponse
+	3,  // 44: pgdr.v1.AdminService.Failover:output_type -> pgdr.v1.FailoverResponse
+	5,  // 45: pgdr.v1.AdminService.SetPolicy:output_type -> pgdr.v1.SetPolicyResponse
+	40, // 46: pgdr.v1.AdminService.GetBackupPolicy:output_type -> pgdr.v1.GetBackupPolicyResponse
+	41, // 47: pgdr.v1.AdminService.SetBackupPolicy:output_type -> pgdr.v1.SetBackupPolicyResponse
+	42, // 48: pgdr.v1.AdminService.ListBackupRuns:output_type -> pgdr.v1.ListBackupRunsResponse
+	43, // 49: pgdr.v1.AdminService.RunBackup:output_type -> pgdr.v1.RunBackupResponse
+	44, // 50: pgdr.v1.AdminService.CancelBackupRun:output_type -> pgdr.v1.CancelBackupRunResponse
+	45, // 51: pgdr.v1.AdminService.Report:output_type -> pgdr.v1.ReportResponse
+	46, // 52: pgdr.v1.AdminService.ListDrillRuns:output_type -> pgdr.v1.ListDrillRunsResponse
+	47, // 53: pgdr.v1.AdminService.RunDrill:output_type -> pgdr.v1.RunDrillResponse
+	48, // 54: pgdr.v1.CoordinatorService.Apply:output_type -> pgdr.v1.ApplyResult
+	7,  // 55: pgdr.v1.CoordinatorService.RaftIndex:output_type -> pgdr.v1.RaftIndexResponse
+	36, // [36:56] is the sub-list for method output_type
+	16, // [16:36] is the sub-list for method input_type
 	16, // [16:16] is the sub-list for extension type_name
 	16, // [16:16] is the sub-list for extension extendee
 	0,  // [0:16] is the sub-list for field type_name
@@ -1932,6 +1943,7 @@ func file_pgdr_v1_admin_proto_init() {
 	file_pgdr_v1_backup_policy_proto_init()
 	file_pgdr_v1_backup_run_proto_init()
 	file_pgdr_v1_compliance_proto_init()
+	file_pgdr_v1_drill_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

@@ -37,6 +37,8 @@ const (
 	AdminService_RunBackup_FullMethodName         = "/pgdr.v1.AdminService/RunBackup"
 	AdminService_CancelBackupRun_FullMethodName   = "/pgdr.v1.AdminService/CancelBackupRun"
 	AdminService_Report_FullMethodName            = "/pgdr.v1.AdminService/Report"
+	AdminService_ListDrillRuns_FullMethodName     = "/pgdr.v1.AdminService/ListDrillRuns"
+	AdminService_RunDrill_FullMethodName          = "/pgdr.v1.AdminService/RunDrill"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -79,6 +81,11 @@ type AdminServiceClient interface {
 	CancelBackupRun(ctx context.Context, in *CancelBackupRunRequest, opts ...grpc.CallOption) (*CancelBackupRunResponse, error)
 	// Report (role read): the compliance report, assembled on the leader.
 	Report(ctx context.Context, in *ReportRequest, opts ...grpc.CallOption) (*ReportResponse, error)
+	// ListDrillRuns (role read) lists the recorded restore drills; RunDrill
+	// (role admin) has the leader order a drill now, refused while another
+	// drill of the cluster runs.
+	ListDrillRuns(ctx context.Context, in *ListDrillRunsRequest, opts ...grpc.CallOption) (*ListDrillRunsResponse, error)
+	RunDrill(ctx context.Context, in *RunDrillRequest, opts ...grpc.CallOption) (*RunDrillResponse, error)
 }
 
 type adminServiceClient struct {
@@ -249,6 +256,26 @@ func (c *adminServiceClient) Report(ctx context.Context, in *ReportRequest, opts
 	return out, nil
 }
 
+func (c *adminServiceClient) ListDrillRuns(ctx context.Context, in *ListDrillRunsRequest, opts ...grpc.CallOption) (*ListDrillRunsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListDrillRunsResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListDrillRuns_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) RunDrill(ctx context.Context, in *RunDrillRequest, opts ...grpc.CallOption) (*RunDrillResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RunDrillResponse)
+	err := c.cc.Invoke(ctx, AdminService_RunDrill_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -289,6 +316,11 @@ type AdminServiceServer interface {
 	CancelBackupRun(context.Context, *CancelBackupRunRequest) (*CancelBackupRunResponse, error)
 	// Report (role read): the compliance report, assembled on the leader.
 	Report(context.Context, *ReportRequest) (*ReportResponse, error)
+	// ListDrillRuns (role read) lists the recorded restore drills; RunDrill
+	// (role admin) has the leader order a drill now, refused while another
+	// drill of the cluster runs.
+	ListDrillRuns(context.Context, *ListDrillRunsRequest) (*ListDrillRunsResponse, error)
+	RunDrill(context.Context, *RunDrillRequest) (*RunDrillResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -346,6 +378,12 @@ func (UnimplementedAdminServiceServer) CancelBackupRun(context.Context, *CancelB
 }
 func (UnimplementedAdminServiceServer) Report(context.Context, *ReportRequest) (*ReportResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Report not implemented")
+}
+func (UnimplementedAdminServiceServer) ListDrillRuns(context.Context, *ListDrillRunsRequest) (*ListDrillRunsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListDrillRuns not implemented")
+}
+func (UnimplementedAdminServiceServer) RunDrill(context.Context, *RunDrillRequest) (*RunDrillResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method RunDrill not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -656,6 +694,42 @@ func _AdminService_Report_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_ListDrillRuns_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListDrillRunsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListDrillRuns(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListDrillRuns_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListDrillRuns(ctx, req.(*ListDrillRunsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_RunDrill_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RunDrillRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).RunDrill(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_RunDrill_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).RunDrill(ctx, req.(*RunDrillRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -726,6 +800,14 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Report",
 			Handler:    _AdminService_Report_Handler,
+		},
+		{
+			MethodName: "ListDrillRuns",
+			Handler:    _AdminService_ListDrillRuns_Handler,
+		},
+		{
+			MethodName: "RunDrill",
+			Handler:    _AdminService_RunDrill_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -1276,6 +1276,7 @@ type AgentCommand struct {
 	//	*AgentCommand_SetSynchronous
 	//	*AgentCommand_Restart
 	//	*AgentCommand_Backup
+	//	*AgentCommand_Drill
 	Kind          isAgentCommand_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1471,6 +1472,15 @@ func (x *AgentCommand) GetBackup() *Backup {
 	return nil
 }
 
+func (x *AgentCommand) GetDrill() *Drill {
+	if x != nil {
+		if x, ok := x.Kind.(*AgentCommand_Drill); ok {
+			return x.Drill
+		}
+	}
+	return nil
+}
+
 type isAgentCommand_Kind interface {
 	isAgentCommand_Kind()
 }
@@ -1530,6 +1540,11 @@ type AgentCommand_Backup struct {
 	Backup *Backup `protobuf:"bytes,19,opt,name=backup,proto3,oneof"`
 }
 
+type AgentCommand_Drill struct {
+	// drill: run a restore drill (drill.proto); the id is the run's.
+	Drill *Drill `protobuf:"bytes,20,opt,name=drill,proto3,oneof"`
+}
+
 func (*AgentCommand_Ping) isAgentCommand_Kind() {}
 
 func (*AgentCommand_CheckNow) isAgentCommand_Kind() {}
@@ -1549,6 +1564,8 @@ func (*AgentCommand_SetSynchronous) isAgentCommand_Kind() {}
 func (*AgentCommand_Restart) isAgentCommand_Kind() {}
 
 func (*AgentCommand_Backup) isAgentCommand_Kind() {}
+
+func (*AgentCommand_Drill) isAgentCommand_Kind() {}
 
 type Ping struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1994,7 +2011,9 @@ type CommandResult struct {
 	// still complete (a promotion waiting for replay); ok is false.
 	Pending bool `protobuf:"varint,7,opt,name=pending,proto3" json:"pending,omitempty"`
 	// backup: for a Backup order, what was made.
-	Backup        *BackupReport `protobuf:"bytes,8,opt,name=backup,proto3" json:"backup,omitempty"`
+	Backup *BackupReport `protobuf:"bytes,8,opt,name=backup,proto3" json:"backup,omitempty"`
+	// drill: for a Drill order, what the drill measured.
+	Drill         *DrillReport `protobuf:"bytes,9,opt,name=drill,proto3" json:"drill,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2085,6 +2104,13 @@ func (x *CommandResult) GetBackup() *BackupReport {
 	return nil
 }
 
+func (x *CommandResult) GetDrill() *DrillReport {
+	if x != nil {
+		return x.Drill
+	}
+	return nil
+}
+
 type CommandResultAck struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -2125,7 +2151,7 @@ var File_pgdr_v1_agent_proto protoreflect.FileDescriptor
 
 const file_pgdr_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x13pgdr/v1/agent.proto\x12\apgdr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13pgdr/v1/state.proto\x1a\x18pgdr/v1/backup_run.proto\"[\n" +
+	"\x13pgdr/v1/agent.proto\x12\apgdr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13pgdr/v1/state.proto\x1a\x18pgdr/v1/backup_run.proto\x1a\x13pgdr/v1/drill.proto\"[\n" +
 	"\fEpochRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x1d\n" +
@@ -2233,7 +2259,7 @@ const file_pgdr_v1_agent_proto_rawDesc = "" +
 	"\breceived\x18\x01 \x01(\x04R\breceived\"?\n" +
 	"\x0fCommandsRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
-	"\x04node\x18\x02 \x01(\tR\x04node\"\x90\x06\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\"\xb8\x06\n" +
 	"\fAgentCommand\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12\x12\n" +
@@ -2254,7 +2280,8 @@ const file_pgdr_v1_agent_proto_rawDesc = "" +
 	"\x06demote\x18\x10 \x01(\v2\x0f.pgdr.v1.DemoteH\x00R\x06demote\x12B\n" +
 	"\x0fset_synchronous\x18\x11 \x01(\v2\x17.pgdr.v1.SetSynchronousH\x00R\x0esetSynchronous\x12,\n" +
 	"\arestart\x18\x12 \x01(\v2\x10.pgdr.v1.RestartH\x00R\arestart\x12)\n" +
-	"\x06backup\x18\x13 \x01(\v2\x0f.pgdr.v1.BackupH\x00R\x06backupB\x06\n" +
+	"\x06backup\x18\x13 \x01(\v2\x0f.pgdr.v1.BackupH\x00R\x06backup\x12&\n" +
+	"\x05drill\x18\x14 \x01(\v2\x0e.pgdr.v1.DrillH\x00R\x05drillB\x06\n" +
 	"\x04kind\"\x06\n" +
 	"\x04Ping\"\n" +
 	"\n" +
@@ -2278,7 +2305,7 @@ const file_pgdr_v1_agent_proto_rawDesc = "" +
 	"\aRestart\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\"&\n" +
 	"\x0eSetSynchronous\x12\x14\n" +
-	"\x05value\x18\x01 \x01(\tR\x05value\"\xd4\x01\n" +
+	"\x05value\x18\x01 \x01(\tR\x05value\"\x80\x02\n" +
 	"\rCommandResult\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12\x12\n" +
@@ -2287,7 +2314,8 @@ const file_pgdr_v1_agent_proto_rawDesc = "" +
 	"\x05error\x18\x05 \x01(\tR\x05error\x12\x16\n" +
 	"\x06output\x18\x06 \x01(\tR\x06output\x12\x18\n" +
 	"\apending\x18\a \x01(\bR\apending\x12-\n" +
-	"\x06backup\x18\b \x01(\v2\x15.pgdr.v1.BackupReportR\x06backup\"\x12\n" +
+	"\x06backup\x18\b \x01(\v2\x15.pgdr.v1.BackupReportR\x06backup\x12*\n" +
+	"\x05drill\x18\t \x01(\v2\x14.pgdr.v1.DrillReportR\x05drill\"\x12\n" +
 	"\x10CommandResultAck2\xc9\x03\n" +
 	"\fAgentService\x129\n" +
 	"\x06Leader\x12\x16.pgdr.v1.LeaderRequest\x1a\x17.pgdr.v1.LeaderResponse\x12?\n" +
@@ -2342,7 +2370,9 @@ var file_pgdr_v1_agent_proto_goTypes = []any{
 	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
 	(*Member)(nil),                // 27: pgdr.v1.Member
 	(*Backup)(nil),                // 28: pgdr.v1.Backup
-	(*BackupReport)(nil),          // 29: pgdr.v1.BackupReport
+	(*Drill)(nil),                 // 29: pgdr.v1.Drill
+	(*BackupReport)(nil),          // 30: pgdr.v1.BackupReport
+	(*DrillReport)(nil),           // 31: pgdr.v1.DrillReport
 }
 var file_pgdr_v1_agent_proto_depIdxs = []int32{
 	26, // 0: pgdr.v1.EpochResponse.now:type_name -> google.protobuf.Timestamp
@@ -2368,27 +2398,29 @@ var file_pgdr_v1_agent_proto_depIdxs = []int32{
 	23, // 20: pgdr.v1.AgentCommand.set_synchronous:type_name -> pgdr.v1.SetSynchronous
 	22, // 21: pgdr.v1.AgentCommand.restart:type_name -> pgdr.v1.Restart
 	28, // 22: pgdr.v1.AgentCommand.backup:type_name -> pgdr.v1.Backup
-	26, // 23: pgdr.v1.Promote.settle_by:type_name -> google.protobuf.Timestamp
-	29, // 24: pgdr.v1.CommandResult.backup:type_name -> pgdr.v1.BackupReport
-	5,  // 25: pgdr.v1.AgentService.Leader:input_type -> pgdr.v1.LeaderRequest
-	7,  // 26: pgdr.v1.AgentService.Register:input_type -> pgdr.v1.RegisterRequest
-	9,  // 27: pgdr.v1.AgentService.Report:input_type -> pgdr.v1.HealthReport
-	13, // 28: pgdr.v1.AgentService.Commands:input_type -> pgdr.v1.CommandsRequest
-	24, // 29: pgdr.v1.AgentService.CompleteCommand:input_type -> pgdr.v1.CommandResult
-	2,  // 30: pgdr.v1.AgentService.RenewLease:input_type -> pgdr.v1.RenewLeaseRequest
-	0,  // 31: pgdr.v1.AgentService.Epoch:input_type -> pgdr.v1.EpochRequest
-	6,  // 32: pgdr.v1.AgentService.Leader:output_type -> pgdr.v1.LeaderResponse
-	8,  // 33: pgdr.v1.AgentService.Register:output_type -> pgdr.v1.RegisterResponse
-	12, // 34: pgdr.v1.AgentService.Report:output_type -> pgdr.v1.ReportSummary
-	14, // 35: pgdr.v1.AgentService.Commands:output_type -> pgdr.v1.AgentCommand
-	25, // 36: pgdr.v1.AgentService.CompleteCommand:output_type -> pgdr.v1.CommandResultAck
-	3,  // 37: pgdr.v1.AgentService.RenewLease:output_type -> pgdr.v1.RenewLeaseResponse
-	1,  // 38: pgdr.v1.AgentService.Epoch:output_type -> pgdr.v1.EpochResponse
-	32, // [32:39] is the sub-list for method output_type
-	25, // [25:32] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	29, // 23: pgdr.v1.AgentCommand.drill:type_name -> pgdr.v1.Drill
+	26, // 24: pgdr.v1.Promote.settle_by:type_name -> google.protobuf.Timestamp
+	30, // 25: pgdr.v1.CommandResult.backup:type_name -> pgdr.v1.BackupReport
+	31, // 26: pgdr.v1.CommandResult.drill:type_name -> pgdr.v1.DrillReport
+	5,  // 27: pgdr.v1.AgentService.Leader:input_type -> pgdr.v1.LeaderRequest
+	7,  // 28: pgdr.v1.AgentService.Register:input_type -> pgdr.v1.RegisterRequest
+	9,  // 29: pgdr.v1.AgentService.Report:input_type -> pgdr.v1.HealthReport
+	13, // 30: pgdr.v1.AgentService.Commands:input_type -> pgdr.v1.CommandsRequest
+	24, // 31: pgdr.v1.AgentService.CompleteCommand:input_type -> pgdr.v1.CommandResult
+	2,  // 32: pgdr.v1.AgentService.RenewLease:input_type -> pgdr.v1.RenewLeaseRequest
+	0,  // 33: pgdr.v1.AgentService.Epoch:input_type -> pgdr.v1.EpochRequest
+	6,  // 34: pgdr.v1.AgentService.Leader:output_type -> pgdr.v1.LeaderResponse
+	8,  // 35: pgdr.v1.AgentService.Register:output_type -> pgdr.v1.RegisterResponse
+	12, // 36: pgdr.v1.AgentService.Report:output_type -> pgdr.v1.ReportSummary
+	14, // 37: pgdr.v1.AgentService.Commands:output_type -> pgdr.v1.AgentCommand
+	25, // 38: pgdr.v1.AgentService.CompleteCommand:output_type -> pgdr.v1.CommandResultAck
+	3,  // 39: pgdr.v1.AgentService.RenewLease:output_type -> pgdr.v1.RenewLeaseResponse
+	1,  // 40: pgdr.v1.AgentService.Epoch:output_type -> pgdr.v1.EpochResponse
+	34, // [34:41] is the sub-list for method output_type
+	27, // [27:34] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_pgdr_v1_agent_proto_init() }
@@ -2398,6 +2430,7 @@ func file_pgdr_v1_agent_proto_init() {
 	}
 	file_pgdr_v1_state_proto_init()
 	file_pgdr_v1_backup_run_proto_init()
+	file_pgdr_v1_drill_proto_init()
 	file_pgdr_v1_agent_proto_msgTypes[14].OneofWrappers = []any{
 		(*AgentCommand_Ping)(nil),
 		(*AgentCommand_CheckNow)(nil),
@@ -2409,6 +2442,7 @@ func file_pgdr_v1_agent_proto_init() {
 		(*AgentCommand_SetSynchronous)(nil),
 		(*AgentCommand_Restart)(nil),
 		(*AgentCommand_Backup)(nil),
+		(*AgentCommand_Drill)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

@@ -40,7 +40,10 @@ type BackupPolicy struct {
 	UpdatedBy string                 `protobuf:"bytes,4,opt,name=updated_by,json=updatedBy,proto3" json:"updated_by,omitempty"`
 	// targets: the cluster's recovery targets (unset = the defaults of
 	// coordinator/policy: RTO 15m, RPO 5m, failover 5m).
-	Targets       *RecoveryTargets `protobuf:"bytes,5,opt,name=targets,proto3" json:"targets,omitempty"`
+	Targets *RecoveryTargets `protobuf:"bytes,5,opt,name=targets,proto3" json:"targets,omitempty"`
+	// drill: the cluster's scheduled restore drills (unset: none). Field 20
+	// keeps clear of the policy's other additions.
+	Drill         *DrillPolicy `protobuf:"bytes,20,opt,name=drill,proto3" json:"drill,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -106,6 +109,13 @@ func (x *BackupPolicy) GetUpdatedBy() string {
 func (x *BackupPolicy) GetTargets() *RecoveryTargets {
 	if x != nil {
 		return x.Targets
+	}
+	return nil
+}
+
+func (x *BackupPolicy) GetDrill() *DrillPolicy {
+	if x != nil {
+		return x.Drill
 	}
 	return nil
 }
@@ -596,7 +606,7 @@ var File_pgdr_v1_backup_policy_proto protoreflect.FileDescriptor
 
 const file_pgdr_v1_backup_policy_proto_rawDesc = "" +
 	"\n" +
-	"\x1bpgdr/v1/backup_policy.proto\x12\apgdr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf7\x01\n" +
+	"\x1bpgdr/v1/backup_policy.proto\x12\apgdr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13pgdr/v1/drill.proto\"\xa3\x02\n" +
 	"\fBackupPolicy\x12)\n" +
 	"\x05tiers\x18\x01 \x03(\v2\x13.pgdr.v1.BackupTierR\x05tiers\x12.\n" +
 	"\x13pitr_window_seconds\x18\x02 \x01(\x03R\x11pitrWindowSeconds\x129\n" +
@@ -604,7 +614,8 @@ const file_pgdr_v1_backup_policy_proto_rawDesc = "" +
 	"updated_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12\x1d\n" +
 	"\n" +
 	"updated_by\x18\x04 \x01(\tR\tupdatedBy\x122\n" +
-	"\atargets\x18\x05 \x01(\v2\x18.pgdr.v1.RecoveryTargetsR\atargets\"`\n" +
+	"\atargets\x18\x05 \x01(\v2\x18.pgdr.v1.RecoveryTargetsR\atargets\x12*\n" +
+	"\x05drill\x18\x14 \x01(\v2\x14.pgdr.v1.DrillPolicyR\x05drill\"`\n" +
 	"\x0fRecoveryTargets\x12\x15\n" +
 	"\x06rto_ms\x18\x01 \x01(\x03R\x05rtoMs\x12\x15\n" +
 	"\x06rpo_ms\x18\x02 \x01(\x03R\x05rpoMs\x12\x1f\n" +
@@ -666,20 +677,22 @@ var file_pgdr_v1_backup_policy_proto_goTypes = []any{
 	(*SetBackupPolicyRequest)(nil),  // 6: pgdr.v1.SetBackupPolicyRequest
 	(*SetBackupPolicyResponse)(nil), // 7: pgdr.v1.SetBackupPolicyResponse
 	(*timestamppb.Timestamp)(nil),   // 8: google.protobuf.Timestamp
+	(*DrillPolicy)(nil),             // 9: pgdr.v1.DrillPolicy
 }
 var file_pgdr_v1_backup_policy_proto_depIdxs = []int32{
 	2, // 0: pgdr.v1.BackupPolicy.tiers:type_name -> pgdr.v1.BackupTier
 	8, // 1: pgdr.v1.BackupPolicy.updated_at:type_name -> google.protobuf.Timestamp
 	1, // 2: pgdr.v1.BackupPolicy.targets:type_name -> pgdr.v1.RecoveryTargets
-	0, // 3: pgdr.v1.SetBackupPolicy.policy:type_name -> pgdr.v1.BackupPolicy
-	0, // 4: pgdr.v1.GetBackupPolicyResponse.policy:type_name -> pgdr.v1.BackupPolicy
-	0, // 5: pgdr.v1.SetBackupPolicyRequest.policy:type_name -> pgdr.v1.BackupPolicy
-	0, // 6: pgdr.v1.SetBackupPolicyResponse.policy:type_name -> pgdr.v1.BackupPolicy
-	7, // [7:7] is the sub-list for method output_type
-	7, // [7:7] is the sub-list for method input_type
-	7, // [7:7] is the sub-list for extension type_name
-	7, // [7:7] is the sub-list for extension extendee
-	0, // [0:7] is the sub-list for field type_name
+	9, // 3: pgdr.v1.BackupPolicy.drill:type_name -> pgdr.v1.DrillPolicy
+	0, // 4: pgdr.v1.SetBackupPolicy.policy:type_name -> pgdr.v1.BackupPolicy
+	0, // 5: pgdr.v1.GetBackupPolicyResponse.policy:type_name -> pgdr.v1.BackupPolicy
+	0, // 6: pgdr.v1.SetBackupPolicyRequest.policy:type_name -> pgdr.v1.BackupPolicy
+	0, // 7: pgdr.v1.SetBackupPolicyResponse.policy:type_name -> pgdr.v1.BackupPolicy
+	8, // [8:8] is the sub-list for method output_type
+	8, // [8:8] is the sub-list for method input_type
+	8, // [8:8] is the sub-list for extension type_name
+	8, // [8:8] is the sub-list for extension extendee
+	0, // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_pgdr_v1_backup_policy_proto_init() }
@@ -687,6 +700,7 @@ func file_pgdr_v1_backup_policy_proto_init() {
 	if File_pgdr_v1_backup_policy_proto != nil {
 		return
 	}
+	file_pgdr_v1_drill_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

@@ -43,6 +43,8 @@ const (
 	CommandType_COMMAND_TYPE_SET_BACKUP_POLICY CommandType = 20
 	// RecordBackupRun (backup_run.proto); proposed with ignore_if_unknown.
 	CommandType_COMMAND_TYPE_RECORD_BACKUP_RUN CommandType = 21
+	// RecordDrillRun (drill.proto); proposed with ignore_if_unknown.
+	CommandType_COMMAND_TYPE_RECORD_DRILL_RUN CommandType = 22
 )
 
 // Enum value maps for CommandType.
@@ -61,6 +63,7 @@ var (
 		10: "COMMAND_TYPE_RECORD_PRIMARY_LSN",
 		20: "COMMAND_TYPE_SET_BACKUP_POLICY",
 		21: "COMMAND_TYPE_RECORD_BACKUP_RUN",
+		22: "COMMAND_TYPE_RECORD_DRILL_RUN",
 	}
 	CommandType_value = map[string]int32{
 		"COMMAND_TYPE_UNSPECIFIED":        0,
@@ -76,6 +79,7 @@ var (
 		"COMMAND_TYPE_RECORD_PRIMARY_LSN": 10,
 		"COMMAND_TYPE_SET_BACKUP_POLICY":  20,
 		"COMMAND_TYPE_RECORD_BACKUP_RUN":  21,
+		"COMMAND_TYPE_RECORD_DRILL_RUN":   22,
 	}
 )
 
@@ -1021,7 +1025,7 @@ const file_pgdr_v1_raft_proto_rawDesc = "" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x18\n" +
 	"\aprimary\x18\x02 \x01(\tR\aprimary\x12\x14\n" +
 	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12\x10\n" +
-	"\x03lsn\x18\x04 \x01(\x04R\x03lsn*\xbf\x03\n" +
+	"\x03lsn\x18\x04 \x01(\x04R\x03lsn*\xe2\x03\n" +
 	"\vCommandType\x12\x1c\n" +
 	"\x18COMMAND_TYPE_UNSPECIFIED\x10\x00\x12 \n" +
 	"\x1cCOMMAND_TYPE_REGISTER_MEMBER\x10\x01\x12\x1e\n" +
@@ -1036,7 +1040,8 @@ const file_pgdr_v1_raft_proto_rawDesc = "" +
 	"\x1fCOMMAND_TYPE_RECORD_PRIMARY_LSN\x10\n" +
 	"\x12\"\n" +
 	"\x1eCOMMAND_TYPE_SET_BACKUP_POLICY\x10\x14\x12\"\n" +
-	"\x1eCOMMAND_TYPE_RECORD_BACKUP_RUN\x10\x15*\xb1\x01\n" +
+	"\x1eCOMMAND_TYPE_RECORD_BACKUP_RUN\x10\x15\x12!\n" +
+	"\x1dCOMMAND_TYPE_RECORD_DRILL_RUN\x10\x16*\xb1\x01\n" +
 	"\vPromoteMark\x12\x1c\n" +
 	"\x18PROMOTE_MARK_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14PROMOTE_MARK_ORDERED\x10\x01\x12\x1a\n" +

@@ -318,6 +318,9 @@ type Cluster struct {
 	// coordinator/fsm (the newest of each tier and the newest successful
 	// full always kept). At most one has no result (in flight).
 	BackupRuns []*BackupRun `protobuf:"bytes,21,rep,name=backup_runs,json=backupRuns,proto3" json:"backup_runs,omitempty"`
+	// drill_runs: restore drills, oldest first, bounded by coordinator/fsm
+	// (the one in flight and the newest ok and failed always kept).
+	DrillRuns []*DrillRun `protobuf:"bytes,22,rep,name=drill_runs,json=drillRuns,proto3" json:"drill_runs,omitempty"`
 	// unsettled_promote: the recorded primary's promotion at this epoch is
 	// not confirmed yet (set by SetPrimary with promote, updated by the
 	// promote marks of RecordEvent; absent once it is confirmed). Kept here,
@@ -446,6 +449,13 @@ func (x *Cluster) GetBackupPolicy() *BackupPolicy {
 func (x *Cluster) GetBackupRuns() []*BackupRun {
 	if x != nil {
 		return x.BackupRuns
+	}
+	return nil
+}
+
+func (x *Cluster) GetDrillRuns() []*DrillRun {
+	if x != nil {
+		return x.DrillRuns
 	}
 	return nil
 }
@@ -888,7 +898,7 @@ var File_pgdr_v1_state_proto protoreflect.FileDescriptor
 
 const file_pgdr_v1_state_proto_rawDesc = "" +
 	"\n" +
-	"\x13pgdr/v1/state.proto\x12\apgdr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bpgdr/v1/backup_policy.proto\x1a\x18pgdr/v1/backup_run.proto\"\xc8\x03\n" +
+	"\x13pgdr/v1/state.proto\x12\apgdr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bpgdr/v1/backup_policy.proto\x1a\x18pgdr/v1/backup_run.proto\x1a\x13pgdr/v1/drill.proto\"\xc8\x03\n" +
 	"\x06Member\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12\x16\n" +
@@ -913,7 +923,7 @@ const file_pgdr_v1_state_proto_rawDesc = "" +
 	"\x17maximum_lag_on_failover\x18\x05 \x01(\x04R\x14maximumLagOnFailover\x12 \n" +
 	"\vsynchronous\x18\x06 \x01(\tR\vsynchronous\x12+\n" +
 	"\x11preferred_regions\x18\a \x03(\tR\x10preferredRegions\x12+\n" +
-	"\x11failsafe_disabled\x18\b \x01(\bR\x10failsafeDisabled\"\xc2\x05\n" +
+	"\x11failsafe_disabled\x18\b \x01(\bR\x10failsafeDisabled\"\xf4\x05\n" +
 	"\aCluster\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x127\n" +
 	"\amembers\x18\x02 \x03(\v2\x1d.pgdr.v1.Cluster.MembersEntryR\amembers\x12\x18\n" +
@@ -931,7 +941,9 @@ const file_pgdr_v1_state_proto_rawDesc = "" +
 	"syncQuorum\x12:\n" +
 	"\rbackup_policy\x18\x14 \x01(\v2\x15.pgdr.v1.BackupPolicyR\fbackupPolicy\x123\n" +
 	"\vbackup_runs\x18\x15 \x03(\v2\x12.pgdr.v1.BackupRunR\n" +
-	"backupRuns\x12F\n" +
+	"backupRuns\x120\n" +
+	"\n" +
+	"drill_runs\x18\x16 \x03(\v2\x11.pgdr.v1.DrillRunR\tdrillRuns\x12F\n" +
 	"\x11unsettled_promote\x18\f \x01(\v2\x19.pgdr.v1.UnsettledPromoteR\x10unsettledPromote\x1aK\n" +
 	"\fMembersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12%\n" +
@@ -1014,6 +1026,7 @@ var file_pgdr_v1_state_proto_goTypes = []any{
 	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
 	(*BackupPolicy)(nil),          // 12: pgdr.v1.BackupPolicy
 	(*BackupRun)(nil),             // 13: pgdr.v1.BackupRun
+	(*DrillRun)(nil),              // 14: pgdr.v1.DrillRun
 }
 var file_pgdr_v1_state_proto_depIdxs = []int32{
 	11, // 0: pgdr.v1.Member.registered_at:type_name -> google.protobuf.Timestamp
@@ -1024,22 +1037,23 @@ var file_pgdr_v1_state_proto_depIdxs = []int32{
 	11, // 5: pgdr.v1.Cluster.created_at:type_name -> google.protobuf.Timestamp
 	12, // 6: pgdr.v1.Cluster.backup_policy:type_name -> pgdr.v1.BackupPolicy
 	13, // 7: pgdr.v1.Cluster.backup_runs:type_name -> pgdr.v1.BackupRun
-	3,  // 8: pgdr.v1.Cluster.unsettled_promote:type_name -> pgdr.v1.UnsettledPromote
-	11, // 9: pgdr.v1.UnsettledPromote.ordered_at:type_name -> google.protobuf.Timestamp
-	11, // 10: pgdr.v1.UnsettledPromote.settle_by:type_name -> google.protobuf.Timestamp
-	11, // 11: pgdr.v1.HistoryEvent.time:type_name -> google.protobuf.Timestamp
-	8,  // 12: pgdr.v1.HistoryEvent.details:type_name -> pgdr.v1.HistoryEvent.DetailsEntry
-	9,  // 13: pgdr.v1.State.clusters:type_name -> pgdr.v1.State.ClustersEntry
-	10, // 14: pgdr.v1.State.coordinators:type_name -> pgdr.v1.State.CoordinatorsEntry
-	5,  // 15: pgdr.v1.State.history:type_name -> pgdr.v1.HistoryEvent
-	0,  // 16: pgdr.v1.Cluster.MembersEntry.value:type_name -> pgdr.v1.Member
-	2,  // 17: pgdr.v1.State.ClustersEntry.value:type_name -> pgdr.v1.Cluster
-	4,  // 18: pgdr.v1.State.CoordinatorsEntry.value:type_name -> pgdr.v1.Coordinator
-	19, // [19:19] is the sub-list for method output_type
-	19, // [19:19] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	14, // 8: pgdr.v1.Cluster.drill_runs:type_name -> pgdr.v1.DrillRun
+	3,  // 9: pgdr.v1.Cluster.unsettled_promote:type_name -> pgdr.v1.UnsettledPromote
+	11, // 10: pgdr.v1.UnsettledPromote.ordered_at:type_name -> google.protobuf.Timestamp
+	11, // 11: pgdr.v1.UnsettledPromote.settle_by:type_name -> google.protobuf.Timestamp
+	11, // 12: pgdr.v1.HistoryEvent.time:type_name -> google.protobuf.Timestamp
+	8,  // 13: pgdr.v1.HistoryEvent.details:type_name -> pgdr.v1.HistoryEvent.DetailsEntry
+	9,  // 14: pgdr.v1.State.clusters:type_name -> pgdr.v1.State.ClustersEntry
+	10, // 15: pgdr.v1.State.coordinators:type_name -> pgdr.v1.State.CoordinatorsEntry
+	5,  // 16: pgdr.v1.State.history:type_name -> pgdr.v1.HistoryEvent
+	0,  // 17: pgdr.v1.Cluster.MembersEntry.value:type_name -> pgdr.v1.Member
+	2,  // 18: pgdr.v1.State.ClustersEntry.value:type_name -> pgdr.v1.Cluster
+	4,  // 19: pgdr.v1.State.CoordinatorsEntry.value:type_name -> pgdr.v1.Coordinator
+	20, // [20:20] is the sub-list for method output_type
+	20, // [20:20] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_pgdr_v1_state_proto_init() }
@@ -1049,6 +1063,7 @@ func file_pgdr_v1_state_proto_init() {
 	}
 	file_pgdr_v1_backup_policy_proto_init()
 	file_pgdr_v1_backup_run_proto_init()
+	file_pgdr_v1_drill_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

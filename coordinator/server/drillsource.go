@@ -1,0 +1,34 @@
+package server
+
+import (
+	"github.com/pgdr/pgdr/coordinator/compliance"
+	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
+)
+
+// fsmDrills is the DrillSource of the recorded restore drills: a
+// cluster's RTO evidence is its newest passed drill's restore time (fetch
+// and write plus WAL replay: what a real restore of that backup takes
+// before the database is usable; the checks are the drill's own).
+type fsmDrills struct{ s *Server }
+
+func (d fsmDrills) LastDrill(cluster string) compliance.Duration {
+	c, ok := d.s.fsm.Cluster(cluster)
+	if !ok {
+		return compliance.Duration{}
+	}
+	return lastDrillOf(c.GetDrillRuns())
+}
+
+// lastDrillOf is the newest passed drill of runs (runs are in start order).
+func lastDrillOf(runs []*pgdrv1.DrillRun) compliance.Duration {
+	for i := len(runs) - 1; i >= 0; i-- {
+		r := runs[i]
+		if r.GetResult() != "ok" || !r.GetReport().GetOk() || r.GetFinishedAt() == nil {
+			continue
+		}
+		t := r.GetReport().GetTimings()
+		return compliance.Duration{Recorded: true, Source: compliance.SourceDrill,
+			Seconds: t.GetFetchWrite() + t.GetReplay(), At: r.GetFinishedAt().AsTime()}
+	}
+	return compliance.Duration{}
+}
