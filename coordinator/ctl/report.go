@@ -125,7 +125,7 @@ type ClusterReportJSON struct {
 	Name        string            `json:"name"`
 	Compliance  ComplianceJSON    `json:"compliance"`
 	Backups     []TierBackupsJSON `json:"backups"`
-	Drills      DrillSummaryJSON        `json:"drills"`
+	Drills      DrillSummaryJSON  `json:"drills"`
 	Recoveries  []RecoveryJSON    `json:"recoveries"`
 	HistoryFrom string            `json:"history_from"`
 }
