@@ -66,6 +66,17 @@ func TestDrillRealAgents(t *testing.T) {
 	if got := list.Clusters[0].Drills[0]; got.ID != d.ID || got.Result != "ok" || got.Timings == nil || got.Timings.Replay <= 0 {
 		t.Fatalf("listed drill %+v", got)
 	}
+	// The compliance report counts it and takes its restore time (fetch
+	// and write plus replay) as the cluster's measured RTO.
+	rep, err := l.report()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dr := rep.Clusters[0].Drills; !dr.Recorded || dr.OK != 1 || dr.Last == nil || dr.Last.Seconds <= 0 {
+		t.Fatalf("report drills %+v, want one passed drill with its restore time", dr)
+	} else {
+		t.Logf("report: last drill's restore time %.2fs", dr.Last.Seconds)
+	}
 
 	policy := filepath.Join(t.TempDir(), "policy.yaml")
 	if err := os.WriteFile(policy, []byte(`cluster: main
