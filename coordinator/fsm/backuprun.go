@@ -176,16 +176,7 @@ func checkIntent(cl *pgdrv1.Cluster, in *pgdrv1.BackupRun) (*pgdrv1.BackupRun, e
 
 // runInFlight is the cluster's run id, which must have no result yet.
 func runInFlight(cl *pgdrv1.Cluster, id string) (*pgdrv1.BackupRun, error) {
-	for _, r := range cl.GetBackupRuns() {
-		if r.GetId() != id {
-			continue
-		}
-		if r.GetResult() != "" {
-			return nil, fmt.Errorf("backup run %s already ended: %s", id, r.GetResult())
-		}
-		return r, nil
-	}
-	return nil, fmt.Errorf("backup run %q is not recorded in cluster %q", clip(id, 80), cl.GetName())
+	return inFlight(cl.GetBackupRuns(), "backup run", id, cl.GetName())
 }
 
 // compactBackupRuns drops the oldest runs beyond MaxBackupRuns, keeping

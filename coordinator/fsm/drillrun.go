@@ -140,16 +140,29 @@ const maxDrillTimeout = 24 * time.Hour
 
 // drillInFlight is the cluster's drill id, which must have no result yet.
 func drillInFlight(cl *pgdrv1.Cluster, id string) (*pgdrv1.DrillRun, error) {
-	for _, r := range cl.GetDrillRuns() {
+	return inFlight(cl.GetDrillRuns(), "drill run", id, cl.GetName())
+}
+
+// runRecord is what inFlight needs of a backup or drill run.
+type runRecord interface {
+	GetId() string
+	GetResult() string
+}
+
+// inFlight is the run id of runs (what names kind), which must have no
+// result yet.
+func inFlight[T runRecord](runs []T, kind, id, cluster string) (T, error) {
+	var none T
+	for _, r := range runs {
 		if r.GetId() != id {
 			continue
 		}
 		if r.GetResult() != "" {
-			return nil, fmt.Errorf("drill run %s already ended: %s", id, r.GetResult())
+			return none, fmt.Errorf("%s %s already ended: %s", kind, id, r.GetResult())
 		}
 		return r, nil
 	}
-	return nil, fmt.Errorf("drill run %q is not recorded in cluster %q", clip(id, 80), cl.GetName())
+	return none, fmt.Errorf("%s %q is not recorded in cluster %q", kind, clip(id, 80), cluster)
 }
 
 // compactDrillRuns drops the oldest drills beyond MaxDrillRuns, keeping
