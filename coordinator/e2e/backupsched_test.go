@@ -157,7 +157,7 @@ func TestBackupSchedulerLeaderKill(t *testing.T) {
 		go func() { defer wg.Done(); a.run(ctx) }()
 	}
 	if _, err := c.Admin(leader).SetBackupPolicy(ctxT(t), &pgdrv1.SetBackupPolicyRequest{Cluster: "main", Policy: &pgdrv1.BackupPolicy{
-		Tiers: []*pgdrv1.BackupTier{{Name: "fast", Type: "full", Schedule: "*/6 * * * * *", KeepCount: 5, TimeoutSeconds: 60}}}}); err != nil {
+		PitrWindowSeconds: 86400, Tiers: []*pgdrv1.BackupTier{{Name: "fast", Type: "full", Schedule: "*/6 * * * * *", KeepCount: 5, TimeoutSeconds: 60}}}}); err != nil {
 		t.Fatal(err)
 	}
 	runs := func(n *coordtest.Node) []*pgdrv1.BackupRun {
