@@ -455,7 +455,13 @@ const rejoinInterval = 30 * time.Second
 
 // rejoinTick orders a former primary that is back (writable, or fenced)
 // to become a replica of the recorded primary, once the primary is healthy.
+// Never while the cluster is paused (maintenance mode, as followTick): the
+// operator may have stopped, fenced or promoted a member on purpose, and a
+// rejoin rewinds and restarts it.
 func (s *Server) rejoinTick(ctx context.Context, c *pgdrv1.Cluster, samples map[memberKey]sample, now time.Time) {
+	if c.GetPolicy().GetPaused() {
+		return
+	}
 	ps, ok := samples[memberKey{c.Name, c.Primary}]
 	if !ok || now.Sub(ps.at) > s.cfg.Health.StaleAfter.Duration || !ps.report.Connectable || ps.report.InRecovery {
 		return
