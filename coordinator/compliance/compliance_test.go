@@ -204,3 +204,31 @@ func TestOpenFlapping(t *testing.T) {
 		t.Fatalf("started %d, cleared %d; want one episode", started, cleared)
 	}
 }
+
+// TestOpenKeptWhileNotMeasured: a breach clears only on measurements
+// within the target. While its target is not measured (the primary stopped
+// reporting — it is down, or its agent has not reconnected to a new
+// leader yet), no "restored" is announced, however long; once measured
+// again within the target it clears after ClearAfter decisions.
+func TestOpenKeptWhileNotMeasured(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	a := Breach{Target: TargetArchiveRPO, Subject: "local"}
+	o := NewOpen(nil, ClearAfter)
+	if ch := o.Update(t0, []Breach{a}); len(ch.Started) != 1 {
+		t.Fatalf("not started: %+v", ch)
+	}
+	unmeasured := Measured{Drill: Duration{Recorded: true}} // no fresh report: no archive RPO
+	for i := range 10 {
+		if ch := o.UpdateMeasured(t0.Add(time.Duration(i+1)*time.Second), nil, unmeasured.Measures); len(ch.Cleared) != 0 {
+			t.Fatalf("cleared after %d decisions without a measurement of its target", i+1)
+		}
+	}
+	measured := Measured{ArchiveRPO: []RepoRPO{{Repo: "local"}}}
+	cleared := 0
+	for i := range ClearAfter {
+		cleared += len(o.UpdateMeasured(t0.Add(time.Minute+time.Duration(i)*time.Second), nil, measured.Measures).Cleared)
+	}
+	if cleared != 1 {
+		t.Fatalf("cleared %d times after %d measurements within the target, want 1", cleared, ClearAfter)
+	}
+}

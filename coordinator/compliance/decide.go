@@ -60,6 +60,21 @@ type Measured struct {
 	Drill Duration
 }
 
+// Measures reports whether m holds a measurement of target.
+func (m Measured) Measures(target string) bool {
+	switch target {
+	case TargetArchiveRPO:
+		return len(m.ArchiveRPO) > 0 // a fresh report lists every repository
+	case TargetFailoverRPO:
+		return m.FailoverRPO.Known
+	case TargetFailover:
+		return m.Failover.Recorded
+	case TargetRTO:
+		return m.Drill.Recorded
+	}
+	return true
+}
+
 // Breach is one target a measured value exceeds.
 type Breach struct {
 	Target   string
