@@ -84,8 +84,16 @@ type Breach struct {
 	Message  string
 }
 
-// Key identifies a breach across decisions: a target and its subject.
-func (b Breach) Key() string { return b.Target + "/" + b.Subject }
+// Key identifies a breach across decisions: a target and its subject,
+// except for the failover RPO, whose subject (the best candidate) changes
+// as replicas overtake each other: one breach of the cluster's failover
+// RPO, named after the current candidate.
+func (b Breach) Key() string {
+	if b.Target == TargetFailoverRPO {
+		return b.Target
+	}
+	return b.Target + "/" + b.Subject
+}
 
 // Decide returns every target the measured values exceed, sorted by
 // target and subject. A value equal to its target is not a breach; what
