@@ -15,7 +15,7 @@ func TestDecide(t *testing.T) {
 	keys := func(bs []Breach) string {
 		var ks []string
 		for _, b := range bs {
-			ks = append(ks, b.Key())
+			ks = append(ks, b.Target+"/"+b.Subject)
 		}
 		return strings.Join(ks, " ")
 	}
@@ -202,5 +202,60 @@ func TestOpenFlapping(t *testing.T) {
 	}
 	if started != 1 || cleared != 1 {
 		t.Fatalf("started %d, cleared %d; want one episode", started, cleared)
+	}
+}
+
+// TestOpenKeptWhileNotMeasured: a breach clears only on measurements
+// within the target. While its target is not measured (the primary stopped
+// reporting — it is down, or its agent has not reconnected to a new
+// leader yet), no "restored" is announced, however long; once measured
+// again within the target it clears after ClearAfter decisions.
+func TestOpenKeptWhileNotMeasured(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	a := Breach{Target: TargetArchiveRPO, Subject: "local"}
+	o := NewOpen(nil, ClearAfter)
+	if ch := o.Update(t0, []Breach{a}); len(ch.Started) != 1 {
+		t.Fatalf("not started: %+v", ch)
+	}
+	unmeasured := Measured{Drill: Duration{Recorded: true}} // no fresh report: no archive RPO
+	for i := range 10 {
+		if ch := o.UpdateMeasured(t0.Add(time.Duration(i+1)*time.Second), nil, unmeasured.Measures); len(ch.Cleared) != 0 {
+			t.Fatalf("cleared after %d decisions without a measurement of its target", i+1)
+		}
+	}
+	measured := Measured{ArchiveRPO: []RepoRPO{{Repo: "local"}}}
+	cleared := 0
+	for i := range ClearAfter {
+		cleared += len(o.UpdateMeasured(t0.Add(time.Minute+time.Duration(i)*time.Second), nil, measured.Measures).Cleared)
+	}
+	if cleared != 1 {
+		t.Fatalf("cleared %d times after %d measurements within the target, want 1", cleared, ClearAfter)
+	}
+}
+
+// TestFailoverRPOBreachFollowsTheCandidate: the failover RPO's subject is
+// the best candidate, which changes as two replicas overtake each other;
+// one breach lasting while the candidate changes is one episode (one
+// start, no clear), its subject the current candidate.
+func TestFailoverRPOBreachFollowsTheCandidate(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	m := func(cand string) Measured {
+		return Measured{FailoverRPO: FailoverRPO{Known: true, Candidate: cand, Seconds: 100}}
+	}
+	tight := Targets{RPO: time.Second}
+	o := NewOpen(nil, ClearAfter)
+	var started, cleared int
+	for i := range 40 {
+		cand := []string{"pg-b", "pg-c"}[i/5%2]
+		mm := m(cand)
+		ch := o.UpdateMeasured(t0.Add(time.Duration(i)*time.Second), Decide(tight, mm), mm.Measures)
+		started += len(ch.Started)
+		cleared += len(ch.Cleared)
+	}
+	if started != 1 || cleared != 0 {
+		t.Fatalf("started %d, cleared %d while the best candidate alternated; want one start, no clear", started, cleared)
+	}
+	if l := o.List(); len(l) != 1 || l[0].Subject != "pg-c" {
+		t.Fatalf("open %+v, want one breach of the current candidate pg-c", l)
 	}
 }

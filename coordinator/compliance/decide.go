@@ -60,6 +60,21 @@ type Measured struct {
 	Drill Duration
 }
 
+// Measures reports whether m holds a measurement of target.
+func (m Measured) Measures(target string) bool {
+	switch target {
+	case TargetArchiveRPO:
+		return len(m.ArchiveRPO) > 0 // a fresh report lists every repository
+	case TargetFailoverRPO:
+		return m.FailoverRPO.Known
+	case TargetFailover:
+		return m.Failover.Recorded
+	case TargetRTO:
+		return m.Drill.Recorded
+	}
+	return true
+}
+
 // Breach is one target a measured value exceeds.
 type Breach struct {
 	Target   string
@@ -69,8 +84,16 @@ type Breach struct {
 	Message  string
 }
 
-// Key identifies a breach across decisions: a target and its subject.
-func (b Breach) Key() string { return b.Target + "/" + b.Subject }
+// Key identifies a breach across decisions: a target and its subject,
+// except for the failover RPO, whose subject (the best candidate) changes
+// as replicas overtake each other: one breach of the cluster's failover
+// RPO, named after the current candidate.
+func (b Breach) Key() string {
+	if b.Target == TargetFailoverRPO {
+		return b.Target
+	}
+	return b.Target + "/" + b.Subject
+}
 
 // Decide returns every target the measured values exceed, sorted by
 // target and subject. A value equal to its target is not a breach; what

@@ -56,6 +56,14 @@ func NewOpen(known map[string]OpenBreach, clearAfter int) *Open {
 // clear, however many decisions it spans. Beyond MaxOpen new breaches are
 // not tracked (nor announced).
 func (o *Open) Update(now time.Time, decided []Breach) Change {
+	return o.UpdateMeasured(now, decided, func(string) bool { return true })
+}
+
+// UpdateMeasured is Update where measured says which targets this
+// decision measured (Measured.Measures): an open breach of a target not
+// measured is kept as it is (no measurement is no evidence that it is
+// back within the target).
+func (o *Open) UpdateMeasured(now time.Time, decided []Breach, measured func(target string) bool) Change {
 	var ch Change
 	seen := map[string]bool{}
 	for _, b := range decided {
@@ -77,6 +85,9 @@ func (o *Open) Update(now time.Time, decided []Breach) Change {
 			continue
 		}
 		cur := o.m[k]
+		if !measured(cur.Target) {
+			continue
+		}
 		if cur.absent++; cur.absent < o.clearAfter {
 			o.m[k] = cur
 			continue

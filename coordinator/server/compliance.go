@@ -212,8 +212,9 @@ func (s *Server) measure(c *pgdrv1.Cluster, samples map[memberKey]sample, events
 }
 
 // complianceOf is cluster c's compliance now: targets, measured values
-// and breaches (with the time the leader first saw each, when it did).
-func (s *Server) complianceOf(c *pgdrv1.Cluster, samples map[memberKey]sample, events []*pgdrv1.HistoryEvent, now time.Time) (*pgdrv1.Compliance, []compliance.Breach) {
+// and breaches (with the time the leader first saw each, when it did),
+// and what was measured.
+func (s *Server) complianceOf(c *pgdrv1.Cluster, samples map[memberKey]sample, events []*pgdrv1.HistoryEvent, now time.Time) (*pgdrv1.Compliance, []compliance.Breach, compliance.Measured) {
 	targets := policy.EffectiveTargets(c)
 	m, note := s.measure(c, samples, events, now)
 	breaches := compliance.Decide(targets, m)
@@ -257,7 +258,7 @@ func (s *Server) complianceOf(c *pgdrv1.Cluster, samples map[memberKey]sample, e
 		}
 		out.Breaches = append(out.Breaches, pb)
 	}
-	return out, breaches
+	return out, breaches, m
 }
 
 // lastOfSource is the newest successful recovery of source (failover
@@ -302,14 +303,17 @@ func (s *Server) complianceTick(ctx context.Context) {
 			continue
 		}
 		events := s.clusterEvents(name)
-		out, breaches := s.complianceOf(c, samples, events, now)
+		out, breaches, m := s.complianceOf(c, samples, events, now)
 		s.comp.mu.Lock()
 		o := s.comp.open[name]
 		if o == nil {
 			o = compliance.NewOpen(compliance.OpenFromHistory(events), compliance.ClearAfter)
 			s.comp.open[name] = o
 		}
-		ch := o.Update(now, breaches)
+		// A breach whose target was not measured this time (the primary
+		// not reporting: down, or not reconnected to a new leader yet)
+		// stays open: only a measurement within the target clears it.
+		ch := o.UpdateMeasured(now, breaches, m.Measures)
 		s.comp.last[name] = out
 		s.comp.mu.Unlock()
 		for _, b := range ch.Started {
@@ -356,6 +360,6 @@ func (s *Server) complianceStatus(cluster string) *pgdrv1.Compliance {
 	if !ok {
 		return nil
 	}
-	out, _ := s.complianceOf(c, s.view.snapshotCluster(cluster), s.clusterEvents(cluster), time.Now())
+	out, _, _ := s.complianceOf(c, s.view.snapshotCluster(cluster), s.clusterEvents(cluster), time.Now())
 	return out
 }

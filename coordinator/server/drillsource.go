@@ -1,6 +1,8 @@
 package server
 
 import (
+	"math"
+
 	"github.com/pgdr/pgdr/coordinator/compliance"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
@@ -19,7 +21,9 @@ func (d fsmDrills) LastDrill(cluster string) compliance.Duration {
 	return lastDrillOf(c.GetDrillRuns())
 }
 
-// lastDrillOf is the newest passed drill of runs (runs are in start order).
+// lastDrillOf is the newest passed drill of runs (runs are in start order)
+// with a possible restore time: the timings are the agent's report, and a
+// negative or non-finite one (a broken or forged agent) is no evidence.
 func lastDrillOf(runs []*pgdrv1.DrillRun) compliance.Duration {
 	for i := len(runs) - 1; i >= 0; i-- {
 		r := runs[i]
@@ -27,8 +31,12 @@ func lastDrillOf(runs []*pgdrv1.DrillRun) compliance.Duration {
 			continue
 		}
 		t := r.GetReport().GetTimings()
-		return compliance.Duration{Recorded: true, Source: compliance.SourceDrill,
-			Seconds: t.GetFetchWrite() + t.GetReplay(), At: r.GetFinishedAt().AsTime()}
+		fw, replay := t.GetFetchWrite(), t.GetReplay()
+		sec := fw + replay
+		if fw < 0 || replay < 0 || math.IsNaN(sec) || math.IsInf(sec, 0) {
+			continue
+		}
+		return compliance.Duration{Recorded: true, Source: compliance.SourceDrill, Seconds: sec, At: r.GetFinishedAt().AsTime()}
 	}
 	return compliance.Duration{}
 }

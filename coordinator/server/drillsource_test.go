@@ -1,6 +1,7 @@
 package server
 
 import (
+	"math"
 	"testing"
 	"time"
 
@@ -32,6 +33,9 @@ func TestLastDrillOf(t *testing.T) {
 		{"only failed", []*pgdrv1.DrillRun{run("a", "failed", false, 1, 2, t0)}, -1, time.Time{}},
 		{"newest passed, failed after it", []*pgdrv1.DrillRun{run("a", "ok", true, 3, 4, t0), run("b", "ok", true, 5, 6, t0.Add(time.Hour)),
 			run("c", "failed", false, 1, 1, t0.Add(2*time.Hour))}, 11, t0.Add(time.Hour)},
+		{"an impossible restore time is not evidence", []*pgdrv1.DrillRun{run("a", "ok", true, 3, 4, t0),
+			run("b", "ok", true, -1e9, 1, t0.Add(time.Hour)), run("c", "ok", true, math.NaN(), 0, t0.Add(2*time.Hour)),
+			run("d", "ok", true, math.Inf(1), 0, t0.Add(3*time.Hour))}, 7, t0},
 		{"in flight is not evidence", []*pgdrv1.DrillRun{run("a", "ok", true, 3, 4, t0), run("b", "", false, 0, 0, time.Time{})}, 7, t0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

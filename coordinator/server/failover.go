@@ -33,8 +33,12 @@ type judgements struct {
 	refused  map[string]string // last refusal recorded in history
 	inFlight map[string]bool   // cluster → a failover is running
 	rejoins  map[memberKey]time.Time
-	stray    map[memberKey]time.Time // replica → first seen not streaming (followTick)
-	follows  map[memberKey]time.Time // replica → last follow order (followTick)
+	// rejoinBusy: a rejoin order to the member is running;
+	// rejoinFails: its rejoins that failed in a row (rejoinTick backs off).
+	rejoinBusy  map[memberKey]bool
+	rejoinFails map[memberKey]int
+	stray       map[memberKey]time.Time // replica → first seen not streaming (followTick)
+	follows     map[memberKey]time.Time // replica → last follow order (followTick)
 	// repromotes: cluster → orders to its unpromoted recorded primary (repromoteTick)
 	repromotes map[string]repromoteState
 }
@@ -57,6 +61,7 @@ func (j *judgements) reset() {
 	j.reason, j.refused, j.inFlight = map[string]string{}, map[string]string{}, map[string]bool{}
 	j.rejoins, j.stray, j.follows = map[memberKey]time.Time{}, map[memberKey]time.Time{}, map[memberKey]time.Time{}
 	j.repromotes = map[string]repromoteState{}
+	j.rejoinBusy, j.rejoinFails = map[memberKey]bool{}, map[memberKey]int{}
 }
 
 // failoverInput builds the decision's view of one cluster from the
@@ -450,12 +455,29 @@ func (s *Server) repoint(ctx context.Context, name, m, cand, primaryDSN string, 
 	return msg, nil
 }
 
-// rejoinInterval spaces rejoin orders to one member.
-const rejoinInterval = 30 * time.Second
+// rejoinInterval spaces rejoin orders to one member; after failed ones
+// the wait doubles per failure in a row, up to rejoinMaxInterval (each
+// order writes two history events, decisions that are kept).
+const (
+	rejoinInterval    = 30 * time.Second
+	rejoinMaxInterval = 30 * time.Minute
+)
+
+// rejoinWait is the wait after a rejoin order when fails rejoins in a
+// row failed.
+func rejoinWait(fails int) time.Duration {
+	return min(rejoinInterval<<min(fails, 10), rejoinMaxInterval)
+}
 
 // rejoinTick orders a former primary that is back (writable, or fenced)
 // to become a replica of the recorded primary, once the primary is healthy.
+// Never while the cluster is paused (maintenance mode, as followTick): the
+// operator may have stopped, fenced or promoted a member on purpose, and a
+// rejoin rewinds and restarts it.
 func (s *Server) rejoinTick(ctx context.Context, c *pgdrv1.Cluster, samples map[memberKey]sample, now time.Time) {
+	if c.GetPolicy().GetPaused() {
+		return
+	}
 	ps, ok := samples[memberKey{c.Name, c.Primary}]
 	if !ok || now.Sub(ps.at) > s.cfg.Health.StaleAfter.Duration || !ps.report.Connectable || ps.report.InRecovery {
 		return
@@ -482,9 +504,10 @@ func (s *Server) rejoinTick(ctx context.Context, c *pgdrv1.Cluster, samples map[
 		k := memberKey{c.Name, name}
 		s.judge.mu.Lock()
 		last := s.judge.rejoins[k]
-		due := now.Sub(last) >= rejoinInterval
+		due := !s.judge.rejoinBusy[k] && now.Sub(last) >= rejoinWait(s.judge.rejoinFails[k])
 		if due {
 			s.judge.rejoins[k] = now
+			s.judge.rejoinBusy[k] = true
 		}
 		s.judge.mu.Unlock()
 		if !due {
@@ -507,6 +530,14 @@ func (s *Server) rejoinTick(ctx context.Context, c *pgdrv1.Cluster, samples map[
 				msg, result = fmt.Sprintf("%s could not rejoin: %v", name, err), "failed"
 			}
 			s.recordEvent(ctx, c.Name, kindRejoin, name, c.Epoch, msg, map[string]string{"result": result})
+			s.judge.mu.Lock()
+			delete(s.judge.rejoinBusy, k)
+			if err != nil {
+				s.judge.rejoinFails[k]++
+			} else {
+				delete(s.judge.rejoinFails, k)
+			}
+			s.judge.mu.Unlock()
 		}()
 	}
 }

@@ -3,6 +3,7 @@ package server
 import (
 	"crypto/ed25519"
 	"fmt"
+	"math"
 	"net"
 	"net/url"
 	"sync"
@@ -12,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	agentconfig "github.com/pgdr/pgdr/pkg/config"
 	"github.com/pgdr/pgdr/pkg/conninfo"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
@@ -27,6 +29,10 @@ const (
 	maxReportText = 8192 // HealthReport.error
 	maxReportStr  = 1024 // the other strings of a report
 	maxReplicas   = 256
+	// maxArchiveRPO: repositories in a report's archive RPO; each is a
+	// metric label and may be a breach (compliance.MaxOpen per cluster).
+	// An agent's configuration holds at most as many.
+	maxArchiveRPO = agentconfig.MaxRepos
 	maxCommandID  = 64
 	maxResultText = 8192 // CommandResult.error and .output, each (cut, not refused)
 
@@ -110,6 +116,33 @@ func validReport(r *pgdrv1.HealthReport) error {
 	for i, rep := range r.Replicas {
 		if len(rep.ApplicationName) > maxReportStr || len(rep.State) > maxReportStr || len(rep.SyncState) > maxReportStr {
 			return invalid("replicas", "replica %d has a field longer than %d bytes", i, maxReportStr)
+		}
+	}
+	return validArchiveRPO(r.ArchiveRpo)
+}
+
+// validArchiveRPO: the archive RPO entries become metric labels and
+// breaches, so they are few, each a repository name (as the agent's
+// configuration requires), each once (two samples with the same labels
+// fail the whole /metrics scrape), with a finite, non-negative age.
+func validArchiveRPO(as []*pgdrv1.ArchiveRPO) error {
+	if len(as) > maxArchiveRPO {
+		return invalid("archive_rpo", "%d repositories; at most %d", len(as), maxArchiveRPO)
+	}
+	seen := make(map[string]bool, len(as))
+	for i, a := range as {
+		if err := checkName(fmt.Sprintf("archive_rpo[%d].repository", i), a.GetRepository(), true); err != nil {
+			return err
+		}
+		if seen[a.GetRepository()] {
+			return invalid("archive_rpo", "repository %q listed twice", a.GetRepository())
+		}
+		seen[a.GetRepository()] = true
+		if len(a.GetMode()) > maxTagLen {
+			return invalid("archive_rpo", "mode of %q longer than %d bytes", a.GetRepository(), maxTagLen)
+		}
+		if sec := a.GetSeconds(); sec < 0 || math.IsNaN(sec) || math.IsInf(sec, 0) {
+			return invalid("archive_rpo", "age of %q is %v seconds", a.GetRepository(), sec)
 		}
 	}
 	return nil

@@ -249,6 +249,11 @@ type FieldError struct {
 
 func (e *FieldError) Error() string { return e.Field + ": " + e.Msg }
 
+// MaxRepos bounds the repositories of a node: each is reported to the
+// coordinator (archive RPO) and becomes a metric label there, and the
+// coordinator refuses reports listing more.
+const MaxRepos = 16
+
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 
 // Load reads, defaults and validates the configuration file at path.
@@ -373,6 +378,9 @@ func (c *Config) Validate() error {
 	}
 	if len(c.Repos) == 0 {
 		return fe("repos", "at least one repository is required")
+	}
+	if len(c.Repos) > MaxRepos {
+		return fe("repos", "%d repositories; at most %d", len(c.Repos), MaxRepos)
 	}
 	seen := map[string]bool{}
 	sameRepo := map[string]int{}

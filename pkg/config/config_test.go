@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -155,5 +156,21 @@ func TestSigning(t *testing.T) {
 		if _, err := Parse([]byte(base + c.yaml)); !errors.As(err, &fe) || fe.Field != c.field {
 			t.Fatalf("%q: %v, want a FieldError on %s", c.yaml, err, c.field)
 		}
+	}
+}
+
+// TestTooManyRepos: a node reports the archive RPO of each repository and
+// the coordinator refuses reports listing more than MaxRepos, so the
+// configuration refuses more.
+func TestTooManyRepos(t *testing.T) {
+	repos := "repos:\n  - name: local\n    url: file:///var/lib/pgdr/repo\n"
+	for i := range MaxRepos {
+		repos += fmt.Sprintf("  - name: r%d\n    url: file:///var/lib/pgdr/r%d\n", i, i)
+	}
+	i := strings.Index(good, "repos:")
+	j := strings.Index(good, "compression:")
+	_, err := Parse([]byte(good[:i] + repos + good[j:]))
+	if err == nil || !strings.Contains(err.Error(), "repos") {
+		t.Fatalf("%d repositories: %v; want an error naming repos", MaxRepos+1, err)
 	}
 }
