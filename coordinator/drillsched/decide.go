@@ -72,6 +72,8 @@ func Place(in Input, want string) (node, reason string, err error) {
 			return "", "", fmt.Errorf("%w: node %s is not healthy (%s)", ErrNoNode, want, orUnknown(in.Members[i].Role))
 		case !in.Members[i].Stream:
 			return "", "", fmt.Errorf("%w: the agent of node %s has no command stream open on the leader", ErrNoNode, want)
+		case in.Members[i].Role == schedule.RolePrimary:
+			return "", "", fmt.Errorf("%w: node %s is the primary now, and a drill never runs on the primary (it restores a whole copy next to production: disk, memory, I/O); name a standby or a dedicated drill node", ErrNoNode, want)
 		}
 		return want, "node " + want + " as asked", nil
 	}
@@ -105,7 +107,7 @@ func Place(in Input, want string) (node, reason string, err error) {
 		return standbys[0].Name, "prefer-standby: healthy standby " + standbys[0].Name, nil
 	}
 	if primary != nil {
-		return primary.Name, "prefer-standby: no healthy standby, the primary " + primary.Name + " restores into scratch", nil
+		return "", "", fmt.Errorf("%w: no healthy standby with an open command stream, and a drill never runs on the primary %s (it restores a whole copy next to production)", ErrNoNode, primary.Name)
 	}
 	return "", "", fmt.Errorf("%w: no healthy member with an open command stream", ErrNoNode)
 }

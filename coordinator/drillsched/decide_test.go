@@ -32,9 +32,9 @@ func TestPlace(t *testing.T) {
 	}{
 		{"least lagging standby", []schedule.Member{pri, r2, r3}, nil, "", "a3", nil},
 		{"unknown lag last", []schedule.Member{pri, unknownLag, r2}, nil, "", "a2", nil},
-		{"sick and streamless standbys skipped: the primary", []schedule.Member{pri, sick, noStream}, nil, "", "a1", nil},
+		{"sick and streamless standbys skipped: never the primary", []schedule.Member{pri, sick, noStream}, nil, "", "", ErrNoNode},
 		{"named member", []schedule.Member{pri, r2, r3}, nil, "a2", "a2", nil},
-		{"named primary", []schedule.Member{pri, r2}, nil, "a1", "a1", nil},
+		{"named primary refused (a drill never runs on the primary)", []schedule.Member{pri, r2}, nil, "a1", "", ErrNoNode},
 		{"named unhealthy", []schedule.Member{pri, sick}, nil, "a4", "", ErrNoNode},
 		{"named without stream", []schedule.Member{pri, noStream}, nil, "a5", "", ErrNoNode},
 		{"named unknown", []schedule.Member{pri}, nil, "zz", "", ErrNoNode},
@@ -94,7 +94,8 @@ func TestScheduled(t *testing.T) {
 		{"done for the slot", t0.Add(30 * time.Minute), []Run{{ID: "s1", Result: "ok", Slot: t0}}, "", false, time.Time{}, 0, ""},
 		{"an operator's drill does not count", t0.Add(30 * time.Minute), []Run{{ID: "m1", Result: "ok"}}, "", true, t0, 1, "a2"},
 		{"waits for the drill in flight", t0.Add(time.Minute), []Run{{ID: "m1", Node: "a2"}}, "", false, t0, 1, ""},
-		{"the named node", t0.Add(time.Minute), nil, "a1", true, t0, 1, "a1"},
+		{"the named node", t0.Add(time.Minute), nil, "a2", true, t0, 1, "a2"},
+		{"the named node is the primary now: waits", t0.Add(time.Minute), nil, "a1", false, t0, 1, ""},
 		{"prefer-standby spelled out", t0.Add(time.Minute), nil, "prefer-standby", true, t0, 1, "a2"},
 		{"the named node is gone", t0.Add(time.Minute), nil, "a9", false, t0, 1, ""},
 	} {

@@ -123,14 +123,19 @@ func TestDrillAdminAPI(t *testing.T) {
 		return false, nil
 	})
 
-	// A passed drill on the named primary sets the last-success metric.
+	// Never on the primary, even when named: it is refused, nothing recorded.
 	reportHealthy(s)
-	res, err = admin.RunDrill(ctx, &pgdrv1.RunDrillRequest{Cluster: "main", Node: "pg-a1"})
-	if err != nil || res.GetRun().GetNode() != "pg-a1" {
-		t.Fatalf("drill on the primary: %v %v", res, err)
+	if _, err := admin.RunDrill(ctx, &pgdrv1.RunDrillRequest{Cluster: "main", Node: "pg-a1"}); status.Code(err) != codes.FailedPrecondition ||
+		!strings.Contains(err.Error(), "never runs on the primary") {
+		t.Fatalf("a drill on the named primary: %v, want refused", err)
 	}
-	<-primary
-	if _, err := agents.CompleteCommand(ctx, &pgdrv1.CommandResult{Id: res.GetRun().GetId(), Cluster: "main", Node: "pg-a1", Ok: true,
+	// A passed drill on the named standby sets the last-success metric.
+	res, err = admin.RunDrill(ctx, &pgdrv1.RunDrillRequest{Cluster: "main", Node: "pg-a2"})
+	if err != nil || res.GetRun().GetNode() != "pg-a2" {
+		t.Fatalf("drill on pg-a2: %v %v", res, err)
+	}
+	<-stream
+	if _, err := agents.CompleteCommand(ctx, &pgdrv1.CommandResult{Id: res.GetRun().GetId(), Cluster: "main", Node: "pg-a2", Ok: true,
 		Drill: &pgdrv1.DrillReport{RunId: res.GetRun().GetId(), Ok: true, Timings: &pgdrv1.DrillTimings{Total: 7}}}); err != nil {
 		t.Fatal(err)
 	}
