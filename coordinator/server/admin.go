@@ -122,6 +122,9 @@ func (s *Server) coordinatorStatus() []*pgdrv1.CoordinatorStatus {
 }
 
 func (a *adminAPI) Members(ctx context.Context, req *pgdrv1.MembersRequest) (*pgdrv1.MembersResponse, error) {
+	if err := a.s.stateReadable(); err != nil {
+		return nil, err
+	}
 	if err := checkName("cluster", req.Cluster, false); err != nil {
 		return nil, err
 	}
@@ -150,6 +153,9 @@ func (a *adminAPI) Members(ctx context.Context, req *pgdrv1.MembersRequest) (*pg
 }
 
 func (a *adminAPI) History(ctx context.Context, req *pgdrv1.HistoryRequest) (*pgdrv1.HistoryResponse, error) {
+	if err := a.s.stateReadable(); err != nil {
+		return nil, err
+	}
 	if err := checkName("cluster", req.Cluster, false); err != nil {
 		return nil, err
 	}

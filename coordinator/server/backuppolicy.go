@@ -16,6 +16,9 @@ import (
 // defaults when none was set) from this coordinator's state: a follower
 // answers too, at most a moment behind the leader.
 func (a *adminAPI) GetBackupPolicy(ctx context.Context, req *pgdrv1.GetBackupPolicyRequest) (*pgdrv1.GetBackupPolicyResponse, error) {
+	if err := a.s.stateReadable(); err != nil {
+		return nil, err
+	}
 	if err := checkName("cluster", req.GetCluster(), true); err != nil {
 		return nil, err
 	}

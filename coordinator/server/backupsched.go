@@ -261,6 +261,9 @@ func (s *Server) answerBackup(ctx context.Context, r *pgdrv1.CommandResult) erro
 // ListBackupRuns lists the recorded backup runs from this coordinator's
 // state (a follower answers too, at most a moment behind the leader).
 func (a *adminAPI) ListBackupRuns(ctx context.Context, req *pgdrv1.ListBackupRunsRequest) (*pgdrv1.ListBackupRunsResponse, error) {
+	if err := a.s.stateReadable(); err != nil {
+		return nil, err
+	}
 	names, clusters, err := a.listed(req.GetCluster())
 	if err != nil {
 		return nil, err

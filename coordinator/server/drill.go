@@ -384,6 +384,9 @@ func (s *Server) drillPolicyAllowed(bp *pgdrv1.BackupPolicy) error {
 
 // ListDrillRuns lists the recorded drills from this coordinator's state.
 func (a *adminAPI) ListDrillRuns(ctx context.Context, req *pgdrv1.ListDrillRunsRequest) (*pgdrv1.ListDrillRunsResponse, error) {
+	if err := a.s.stateReadable(); err != nil {
+		return nil, err
+	}
 	names, clusters, err := a.listed(req.GetCluster())
 	if err != nil {
 		return nil, err

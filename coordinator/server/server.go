@@ -380,6 +380,32 @@ func (s *Server) caughtUpLeader() bool {
 	return ok && s.isLeader()
 }
 
+// stateReadable refuses (Unavailable, so that pgdrctl asks the next
+// coordinator) a read of the replicated state from a follower that has not
+// heard from a Raft leader since it started: it applies only what a leader
+// told it is committed, so its copy may be empty or far behind (a
+// coordinator restarted after an outage answered an empty history). A
+// leader that has not caught up refuses too.
+func (s *Server) stateReadable() error {
+	if s.raft == nil {
+		return nil
+	}
+	if s.isLeader() {
+		if !s.caughtUpLeader() {
+			return errCatchingUp
+		}
+		return nil
+	}
+	if s.raft.LastContact().IsZero() {
+		return errNoLeaderYet
+	}
+	return nil
+}
+
+// errNoLeaderYet: see stateReadable.
+var errNoLeaderYet = status.Error(codes.Unavailable,
+	"this coordinator has not heard from a Raft leader since it started, so its copy of the state may be behind; ask another coordinator")
+
 // errCatchingUp refuses a request a leader that has not caught up must not
 // answer; the caller retries (Unavailable).
 var errCatchingUp = status.Error(codes.Unavailable,
