@@ -46,11 +46,14 @@ func TestReadsRefusedBeforeLeaderContact(t *testing.T) {
 	a := &adminAPI{s: s}
 	ctx := context.Background()
 	for name, call := range map[string]func() error{
-		"History":         func() error { _, err := a.History(ctx, &pgdrv1.HistoryRequest{Cluster: "main"}); return err },
-		"Members":         func() error { _, err := a.Members(ctx, &pgdrv1.MembersRequest{}); return err },
-		"ListBackupRuns":  func() error { _, err := a.ListBackupRuns(ctx, &pgdrv1.ListBackupRunsRequest{}); return err },
-		"ListDrillRuns":   func() error { _, err := a.ListDrillRuns(ctx, &pgdrv1.ListDrillRunsRequest{}); return err },
-		"GetBackupPolicy": func() error { _, err := a.GetBackupPolicy(ctx, &pgdrv1.GetBackupPolicyRequest{Cluster: "main"}); return err },
+		"History":        func() error { _, err := a.History(ctx, &pgdrv1.HistoryRequest{Cluster: "main"}); return err },
+		"Members":        func() error { _, err := a.Members(ctx, &pgdrv1.MembersRequest{}); return err },
+		"ListBackupRuns": func() error { _, err := a.ListBackupRuns(ctx, &pgdrv1.ListBackupRunsRequest{}); return err },
+		"ListDrillRuns":  func() error { _, err := a.ListDrillRuns(ctx, &pgdrv1.ListDrillRunsRequest{}); return err },
+		"GetBackupPolicy": func() error {
+			_, err := a.GetBackupPolicy(ctx, &pgdrv1.GetBackupPolicyRequest{Cluster: "main"})
+			return err
+		},
 	} {
 		if err := call(); status.Code(err) != codes.Unavailable {
 			t.Errorf("%s on a follower that never heard from a leader: %v, want Unavailable", name, err)
