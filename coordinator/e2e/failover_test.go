@@ -222,6 +222,12 @@ func TestFailoverKillPrimaryRegion(t *testing.T) {
 			t.Errorf("history has no %s event:\n%s", k, out)
 		}
 	}
+	if t.Failed() {
+		for i := 1; i <= 3; i++ {
+			out, err := l.ctl("history", "--cluster", "main", "--json", "--address", l.addr(i))
+			t.Logf("history as c%d answers it: %v\n%.300s", i, err, out)
+		}
+	}
 }
 
 // TestFailoverAgentKilledPrimaryStaysUp: kill -9 only the primary's agent,

@@ -59,6 +59,12 @@ func TestReadsRefusedBeforeLeaderContact(t *testing.T) {
 			t.Errorf("%s on a follower that never heard from a leader: %v, want Unavailable", name, err)
 		}
 	}
+	// A follower that heard from a leader but has not applied the log it
+	// held when it started (heartbeats come before the entries) refuses too.
+	s.startIndex = r.AppliedIndex() + 5
+	if _, err := a.History(ctx, &pgdrv1.HistoryRequest{Cluster: "main"}); status.Code(err) != codes.Unavailable {
+		t.Errorf("History on a follower behind its own log: %v, want Unavailable", err)
+	}
 	// A leader that caught up answers.
 	l, _ := adminAPIServer(t)
 	testutil.WaitFor(t, 30*time.Second, "the leader caught up", func() (bool, error) { return l.caughtUpLeader(), nil })

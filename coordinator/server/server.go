@@ -75,11 +75,14 @@ type Server struct {
 	fsm    *fsm.FSM
 	tokens *config.Tokens
 
-	raft   *raft.Raft
-	pool   *gossip.Pool
-	view   *view
-	hub    *hub
-	leases *leases
+	raft *raft.Raft
+	// startIndex: the last log index this node held when it started
+	// (stateReadable).
+	startIndex uint64
+	pool       *gossip.Pool
+	view       *view
+	hub        *hub
+	leases     *leases
 	// primaryLSN: each cluster's primary's highest LSN seen (primarylsn.go).
 	primaryLSN *primaryLSNs
 	judge      *judgements
@@ -339,6 +342,9 @@ func (s *Server) startRaft(ctx context.Context) (func(), error) {
 		return nil, fmt.Errorf("raft: %w", err)
 	}
 	s.raft = r
+	// The log this node holds on disk from before it started: a follower
+	// has not caught up before it applied it again (stateReadable).
+	s.startIndex = r.LastIndex()
 	wctx, wcancel := context.WithCancel(context.Background())
 	go s.contacts.watch(wctx, r)
 	return func() {
@@ -382,7 +388,9 @@ func (s *Server) caughtUpLeader() bool {
 
 // stateReadable refuses (Unavailable, so that pgdrctl asks the next
 // coordinator) a read of the replicated state from a follower that has not
-// heard from a Raft leader since it started: it applies only what a leader
+// heard from a Raft leader since it started, or has not yet applied the log
+// it held on disk when it started (heartbeats reach it before the entries
+// do, so contact alone proves nothing): it applies only what a leader
 // told it is committed, so its copy may be empty or far behind (a
 // coordinator restarted after an outage answered an empty history). A
 // leader that has not caught up refuses too.
@@ -396,7 +404,7 @@ func (s *Server) stateReadable() error {
 		}
 		return nil
 	}
-	if s.raft.LastContact().IsZero() {
+	if s.raft.LastContact().IsZero() || s.raft.AppliedIndex() < s.startIndex {
 		return errNoLeaderYet
 	}
 	return nil
@@ -404,7 +412,7 @@ func (s *Server) stateReadable() error {
 
 // errNoLeaderYet: see stateReadable.
 var errNoLeaderYet = status.Error(codes.Unavailable,
-	"this coordinator has not heard from a Raft leader since it started, so its copy of the state may be behind; ask another coordinator")
+	"this coordinator has not caught up with a Raft leader since it started, so its copy of the state may be behind; ask another coordinator")
 
 // errCatchingUp refuses a request a leader that has not caught up must not
 // answer; the caller retries (Unavailable).
