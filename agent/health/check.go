@@ -295,6 +295,15 @@ func (c *Checker) replica(q *querier, r *pgdrv1.HealthReport) {
 	if recvTLI != nil && *recvTLI > 0 {
 		r.Timeline = uint32(*recvTLI)
 	}
+	if !r.Streaming {
+		// The receiver's timeline is gone with it: what pg_wal holds says
+		// which timeline's WAL this replica received.
+		if tli, err := newestWALTimeline(filepath.Join(c.cfg.PGData, "pg_wal")); err != nil {
+			q.fail("timeline of pg_wal", err)
+		} else {
+			r.Timeline = max(r.Timeline, tli)
+		}
+	}
 	r.Timeline = c.replicaTimeline(r.SystemIdentifier, r.Timeline)
 }
 

@@ -2,6 +2,9 @@ package health
 
 import (
 	"errors"
+	"fmt"
+	"os"
+	"strconv"
 
 	"github.com/pgdr/pgdr/pkg/wal"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
@@ -61,6 +64,36 @@ func lsnOrZero(s *string) uint64 {
 		return 0
 	}
 	return uint64(l)
+}
+
+// newestWALTimeline is the highest timeline of the WAL segment files in
+// walDir (0 when there are none). A replica's WAL receiver writes a
+// timeline's segments only once recovery follows that timeline, so the
+// replica holds WAL of it and promoting it keeps that timeline's commits
+// (pg_control shows the timeline of the last restartpoint, which on a
+// replica whose primary died may be several promotions old). Recycled
+// segments are named on the timeline being replayed, never a newer one.
+func newestWALTimeline(walDir string) (uint32, error) {
+	entries, err := os.ReadDir(walDir)
+	if err != nil {
+		return 0, fmt.Errorf("listing %s: %w", walDir, err)
+	}
+	var newest uint32
+	for _, e := range entries {
+		name := e.Name()
+		if len(name) != 24 || !e.Type().IsRegular() {
+			continue
+		}
+		tli, err := strconv.ParseUint(name[:8], 16, 32)
+		if err != nil {
+			continue
+		}
+		if _, err := strconv.ParseUint(name[8:], 16, 64); err != nil {
+			continue
+		}
+		newest = max(newest, uint32(tli))
+	}
+	return newest, nil
 }
 
 // replicaTimeline is the timeline a replica reports: once its WAL receiver

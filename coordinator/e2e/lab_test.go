@@ -137,6 +137,7 @@ func startLab(t *testing.T, extraEnv ...string) *lab {
 	t.Cleanup(func() {
 		if t.Failed() {
 			l.logTails(t)
+			l.keepLogs(t)
 		}
 		l.down(t)
 	})
@@ -177,6 +178,29 @@ func (l *lab) logTails(t *testing.T) {
 		}
 		t.Logf("----- %s (last %d lines) -----\n%s", f, len(lines), strings.Join(lines, "\n"))
 	}
+}
+
+// keepLogs copies the lab's logs (whole, where logTails shows their
+// ends) to /tmp/pgdr-failed-labs/TEST-TIME/ for reading after the run.
+func (l *lab) keepLogs(t *testing.T) {
+	t.Helper()
+	dest := filepath.Join(os.TempDir(), "pgdr-failed-labs", strings.ReplaceAll(t.Name(), "/", "_")+"-"+time.Now().UTC().Format("20060102T150405"))
+	logs, _ := filepath.Glob(filepath.Join(l.dir, "*", "*.log"))
+	for _, f := range logs {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		to := filepath.Join(dest, filepath.Base(filepath.Dir(f))+"-"+filepath.Base(f))
+		if err := os.MkdirAll(dest, 0o755); err == nil {
+			err = os.WriteFile(to, b, 0o644)
+		}
+		if err != nil {
+			t.Logf("keeping %s: %v", f, err)
+			return
+		}
+	}
+	t.Logf("the lab's logs are kept in %s", dest)
 }
 
 // ctl runs pgdrctl (the lab's copy) as admin.

@@ -287,6 +287,19 @@ func TestSwitchover(t *testing.T) {
 	// The primary gone while the cluster is paused (no automatic failover):
 	// once its lease has expired, a manual failover to pg-a2 goes through,
 	// and pg-a1 follows pg-a2.
+	// pg-a2 must hold WAL of pg-b1's timeline before pg-b1 goes, or the
+	// failover below would rightly be refused (promoting it would drop
+	// pg-b1's commits).
+	testutil.WaitFor(t, 60*time.Second, "pg-a2 on pg-b1's timeline", func() (bool, error) {
+		v, _, err := l.status()
+		if err != nil {
+			return false, err
+		}
+		c, _ := labCluster(v, "main")
+		b, _ := labMember(c, "pg-b1")
+		a, _ := labMember(c, "pg-a2")
+		return b.Timeline > 1 && a.Timeline == b.Timeline, fmt.Errorf("pg-a2 timeline %d, pg-b1 %d", a.Timeline, b.Timeline)
+	})
 	if _, err := l.ctl("pause", "--cluster", "main", "--reason", "manual failover test"); err != nil {
 		t.Fatal(err)
 	}
