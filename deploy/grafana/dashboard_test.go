@@ -191,7 +191,8 @@ func TestCheckDashboardFails(t *testing.T) {
 		return fmt.Sprintf(`{"id":%d,"type":"timeseries","title":"p%d","datasource":%s,"gridPos":{"h":8,"w":12,"x":0,"y":0},"targets":[{"refId":"A","expr":%s}]}`, id, id, ds, e)
 	}
 	good := panelJSON(1, `sum(rate(pgdr_agent_wal_push_duration_seconds_bucket{cluster=~"$cluster"}[$__rate_interval]))`)
-	if p := checkDashboard([]byte(board(good+`,`+panelJSON(2, `cluster:pgdr_agent_up:sum`))), c); len(p) != 0 {
+	relabel := panelJSON(3, `label_replace(pgdr_agent_up{cluster=~"${cluster:regex}"}, "host", "$1", "node", "(.*)-.*")`)
+	if p := checkDashboard([]byte(board(good+`,`+panelJSON(2, `cluster:pgdr_agent_up:sum`)+`,`+relabel)), c); len(p) != 0 {
 		t.Fatalf("a good dashboard fails: %q", p)
 	}
 	for _, tc := range []struct {
@@ -281,7 +282,9 @@ func allPanels(ps []panel) []panel {
 	return out
 }
 
-var varRef = regexp.MustCompile(`\$(?:\{([A-Za-z0-9_]+)[^}]*\}|([A-Za-z0-9_]+))`)
+// varRef matches a Grafana variable reference, $name or ${name} or
+// ${name:format}; $1 (a label_replace group) is not one.
+var varRef = regexp.MustCompile(`\$(?:\{([A-Za-z_][A-Za-z0-9_]*)[^}]*\}|([A-Za-z_][A-Za-z0-9_]*))`)
 
 // checkDashboard returns what is wrong with a dashboard's JSON, each problem
 // naming where it is.
