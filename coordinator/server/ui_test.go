@@ -8,11 +8,13 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/pgdr/pgdr/coordinator/config"
 	"github.com/pgdr/pgdr/pkg/testutil"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
@@ -224,4 +226,44 @@ func checkEscaped(t *testing.T, w *httptest.ResponseRecorder, raw, escaped []str
 			t.Errorf("the page lacks %q (escaped):\n%s", e, body)
 		}
 	}
+}
+
+// TestStatusPageLeaderlessFollower: a follower that has heard from no
+// leader since it started can neither ask one for the health nor trust its
+// own copy of the state: the page says so, names the coordinators to ask
+// instead (no links) and answers 503, showing no cluster.
+func TestStatusPageLeaderlessFollower(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	cfg := testConfig()
+	s, err := newServer(cfg, log, Options{}, mustTokens(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	startLeaderlessFollower(t, s)
+	u, err := newStatusUI(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := uiReq{method: "GET", path: "/ui/", header: map[string]string{"Authorization": "Bearer read-secret"}}.do(t, u.handler())
+	body := w.Body.String()
+	if w.Code != http.StatusServiceUnavailable || !strings.Contains(body, "c1 cannot show the state") || !strings.Contains(body, "Ask another coordinator: c2, c3") {
+		t.Fatalf("leaderless follower: %d\n%s", w.Code, body)
+	}
+	if strings.Contains(body, "Cluster ") || strings.Contains(body, "<a ") {
+		t.Errorf("the refusal shows clusters or links:\n%s", body)
+	}
+}
+
+// mustTokens is a tokens file with read-secret (role read).
+func mustTokens(t *testing.T) *config.Tokens {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "tokens.yaml")
+	if err := os.WriteFile(f, []byte("- {name: reader, role: read, sha256: "+config.HashToken("read-secret")+"}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tokens, err := config.LoadTokens(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tokens
 }
