@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"encoding/base64"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -13,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/raft"
 
 	"github.com/pgdr/pgdr/coordinator/config"
 	"github.com/pgdr/pgdr/pkg/testutil"
@@ -266,4 +269,78 @@ func mustTokens(t *testing.T) *config.Tokens {
 		t.Fatal(err)
 	}
 	return tokens
+}
+
+// TestStatusPageFollowerWithoutLeaderAnswer: a follower whose state is
+// readable (it heard from the leader and applied the log) but that cannot
+// get the health from the leader (here the leader has no known API
+// address) renders its replicated state: the members with health, lag and
+// lease unknown, the backups and the history, and says so at the top.
+func TestStatusPageFollowerWithoutLeaderAnswer(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	type node struct {
+		s     *Server
+		addr  raft.ServerAddress
+		trans *raft.InmemTransport
+	}
+	var nodes []*node
+	for _, name := range []string{"c1", "c2"} {
+		cfg := testConfig()
+		cfg.Name = name
+		s, err := newServer(cfg, log, Options{}, mustTokens(t), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr, trans := raft.NewInmemTransport("")
+		nodes = append(nodes, &node{s: s, addr: addr, trans: trans})
+	}
+	nodes[0].trans.Connect(nodes[1].addr, nodes[1].trans)
+	nodes[1].trans.Connect(nodes[0].addr, nodes[0].trans)
+	servers := []raft.Server{{ID: "c1", Address: nodes[0].addr}, {ID: "c2", Address: nodes[1].addr}}
+	for _, n := range nodes {
+		rc := raft.DefaultConfig()
+		rc.LocalID = raft.ServerID(n.s.cfg.Name)
+		rc.Logger = hclogger(log, "raft", "")
+		rc.HeartbeatTimeout, rc.ElectionTimeout, rc.LeaderLeaseTimeout = 50*time.Millisecond, 50*time.Millisecond, 50*time.Millisecond
+		store := raft.NewInmemStore()
+		r, err := raft.NewRaft(rc, n.s.fsm, store, store, raft.NewInmemSnapshotStore(), n.trans)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { r.Shutdown().Error() })
+		if err := r.BootstrapCluster(raft.Configuration{Servers: servers}).Error(); err != nil {
+			t.Fatal(err)
+		}
+		n.s.raft = r
+	}
+	var leader, follower *Server
+	testutil.WaitFor(t, 30*time.Second, "a leader", func() (bool, error) {
+		for i, n := range nodes {
+			if n.s.isLeader() {
+				leader, follower = n.s, nodes[1-i].s
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	mustPropose(t, leader, pgdrv1.CommandType_COMMAND_TYPE_REGISTER_MEMBER, &pgdrv1.RegisterMember{Member: &pgdrv1.Member{
+		Name: "pg-a1", Cluster: "main", Region: "r1", Dsn: "host=pg-a1", ApiUrl: "http://pg-a1:8008", GossipAddress: "pg-a1:7946"}})
+	testutil.WaitFor(t, 30*time.Second, "the follower applied the registration and its state is readable", func() (bool, error) {
+		_, ok := follower.fsm.Cluster("main")
+		return ok && follower.stateReadable() == nil, fmt.Errorf("cluster main known: %v; readable: %v", ok, follower.stateReadable())
+	})
+	u, err := newStatusUI(follower)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := uiReq{method: "GET", path: "/ui/", header: map[string]string{"Authorization": "Bearer read-secret"}}.do(t, u.handler())
+	body := w.Body.String()
+	if w.Code != http.StatusOK || !strings.Contains(body, `id="degraded"`) || !strings.Contains(body, "no known API address") {
+		t.Fatalf("follower without the leader's answer: %d\n%s", w.Code, body)
+	}
+	for _, want := range []string{`data-member="pg-a1"`, `class="health unknown">unknown<`, "member-registered", `data-tier="daily"`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("the page lacks %q:\n%s", want, body)
+		}
+	}
 }
