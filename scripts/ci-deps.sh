@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh machine, skipping what is present:
 # PostgreSQL 15 server binaries (Debian's postgresql-15), HAProxy (the example
-# configuration in deploy/haproxy is checked with haproxy -c) and versitygw (an
-# S3 server, via go install). Safe to run repeatedly.
+# configuration in deploy/haproxy is checked with haproxy -c), Chromium (the
+# coordinators' status page is rendered in headless Chromium by
+# coordinator/e2e) and versitygw (an S3 server, via go install). Safe to run
+# repeatedly.
 set -euo pipefail
 PG_BIN=/usr/lib/postgresql/15/bin
 VERSITYGW_VERSION=v1.8.0
@@ -10,6 +12,7 @@ VERSITYGW_VERSION=v1.8.0
 need_apt=()
 [ -x "$PG_BIN/postgres" ] || need_apt+=(postgresql-15)
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need_apt+=(haproxy)
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "ci-deps: installing ${need_apt[*]}"
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO=sudo; fi
@@ -26,4 +29,4 @@ if ! command -v versitygw >/dev/null 2>&1 && [ ! -x "$gobin/versitygw" ]; then
   echo "ci-deps: installing versitygw $VERSITYGW_VERSION"
   go install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
 fi
-echo "ci-deps: PostgreSQL 15, HAProxy and versitygw present"
+echo "ci-deps: PostgreSQL 15, HAProxy, Chromium and versitygw present"

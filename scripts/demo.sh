@@ -4,7 +4,8 @@
 # Starts the lab — 3 coordinators (Raft), a PostgreSQL 15 primary pg-a1 and
 # two streaming replicas pg-a2 (us-east-1) and pg-b1 (eu-west-1) (coordinators
 # one per region: us-east-1, eu-west-1, us-west-2), an agent
-# next to each — and walks through it step by step: status and members, the
+# next to each — and walks through it step by step: status, the status page
+# (its URL and how to open it) and members, the
 # agents' HTTP probes, a write seen on the replicas, maintenance mode and the
 # history, the encrypted WAL archive, a full and an incremental base backup, a
 # point-in-time restore to just before an "accidental" DELETE, and the
@@ -115,6 +116,16 @@ say "The leader keeps every agent's latest report in memory: role, health, timel
 run pgdrctl status
 no_layout_warnings() { status_json | jq -e '.warnings | length == 0' >/dev/null; }
 wait_until 30 "pgdrctl status with no layout warnings (one coordinator per region)" no_layout_warnings
+
+step "1b. The status page: the same, in a browser"
+UI=$PGDR_LAB_UI
+say "Every coordinator serves it over HTTPS (ui.listen, the API's certificate) to a client" \
+  "certificate or token of role read or admin; it reloads itself every few seconds."
+ui_shows_primary() { curl -fsS --max-time 5 --cacert "$LAB/tls/ca.crt" -H "Authorization: Bearer $(cat "$LAB/read.token")" "$UI" | grep -q 'data-primary="pg-a1"'; }
+wait_until 30 "the status page at $UI to show pg-a1 as primary" ui_shows_primary
+bold "   Status page: $UI"
+echo "   In a browser: open ${UI}login (trust $LAB/tls/ca.crt) and paste the token in $LAB/read.token"
+echo "   From a shell: curl --cacert $LAB/tls/ca.crt -H \"Authorization: Bearer \$(cat $LAB/read.token)\" $UI"
 
 step "2. pgdrctl members: what is registered (replicated in Raft)"
 say "Members register themselves; name, region, DSN, tags and failover priority are in the log."

@@ -16,6 +16,8 @@
 #                   quorum (PGDR_LAB_COORDINATOR_REGIONS; docs/regions.md)
 #   PostgreSQL 15   pg-a1 primary (us-east-1), streaming replicas
 #                   pg-a2 (us-east-1) and pg-b1 (eu-west-1)           in <dir>/pg-*/
+#   the status page: every coordinator serves https://127.0.0.1:<ui port>/ui/
+#                   (`ports` lists them; log in with the token in <dir>/read.token)
 #   an agent daemon next to each PostgreSQL (health.interval 1s), reporting to
 #   the coordinators with its client certificate, gossip joined; WAL archived
 #   through `pgdr-agent wal-push` into an encrypted file repository <dir>/repo.
@@ -65,7 +67,8 @@ case "$LAB" in *[[:space:]]*) echo "lab: PGDR_LAB_DIR must not contain spaces" >
   { echo "lab: PGDR_LAB_PORT_BASE=$BASE: want a number in 1024..65400" >&2; exit 2; }
 
 # ---- ports: base + offset -------------------------------------------------
-# coordinator i (1..3): raft +10i+1, api +10i+2, http +10i+3, gossip +10i+4
+# coordinator i (1..3): raft +10i+1, api +10i+2, http +10i+3, gossip +10i+4,
+#                      status page (https /ui/) +10i+5
 # node j (pg-a1=4, pg-a2=5, pg-b1=6): postgres +10j+1, agent http +10j+2, gossip +10j+3
 # demo point-in-time restored server: +65
 coord_idx() { case "$1" in c1) echo 1 ;; c2) echo 2 ;; c3) echo 3 ;; *) echo "lab: no coordinator $1" >&2; return 1 ;; esac; }
@@ -77,6 +80,7 @@ port() { # port KIND NAME
     api) i=$(coord_idx "$name"); echo $((BASE + 10 * i + 2)) ;;
     http) i=$(coord_idx "$name"); echo $((BASE + 10 * i + 3)) ;;
     cgossip) i=$(coord_idx "$name"); echo $((BASE + 10 * i + 4)) ;;
+    ui) i=$(coord_idx "$name"); echo $((BASE + 10 * i + 5)) ;;
     pg) i=$(node_idx "$name"); echo $((BASE + 10 * i + 1)) ;;
     health) i=$(node_idx "$name"); echo $((BASE + 10 * i + 2)) ;;
     gossip) i=$(node_idx "$name"); echo $((BASE + 10 * i + 3)) ;;
@@ -98,7 +102,7 @@ region() {
 }
 all_ports() {
   local c n
-  for c in "${COORDS[@]}"; do port raft "$c"; port api "$c"; port http "$c"; port cgossip "$c"; done
+  for c in "${COORDS[@]}"; do port raft "$c"; port api "$c"; port http "$c"; port cgossip "$c"; port ui "$c"; done
   for n in "${NODES[@]}"; do port pg "$n"; port health "$n"; port gossip "$n"; done
 }
 
@@ -222,6 +226,9 @@ api:
   listen: "127.0.0.1:$(port api "$c")"
 http:
   listen: "127.0.0.1:$(port http "$c")"
+ui:
+  listen: "127.0.0.1:$(port ui "$c")"
+  refresh: 5s
 gossip:
   bind: "127.0.0.1:$(port cgossip "$c")"
   join: [$joins]
@@ -384,6 +391,7 @@ export PGDR_ADDR=$PGDR_ADDR
 export PGDR_CA=$PGDR_CA
 export PGDR_CERT=$PGDR_CERT
 export PGDR_KEY=$PGDR_KEY
+export PGDR_LAB_UI=https://127.0.0.1:$(port ui c1)/ui/
 export PATH=$LAB/bin:\$PATH
 ENV
 }
@@ -567,7 +575,7 @@ case "$cmd" in
   ports)
     printf '%-10s %-28s\n' NAME "PORTS (127.0.0.1)"
     for c in "${COORDS[@]}"; do
-      printf '%-10s raft %s  api %s  http %s  gossip %s\n' "$c" "$(port raft "$c")" "$(port api "$c")" "$(port http "$c")" "$(port cgossip "$c")"
+      printf '%-10s raft %s  api %s  http %s  gossip %s  status page https://127.0.0.1:%s/ui/\n' "$c" "$(port raft "$c")" "$(port api "$c")" "$(port http "$c")" "$(port cgossip "$c")" "$(port ui "$c")"
     done
     for n in "${NODES[@]}"; do
       printf '%-10s postgres %s  agent http %s  gossip %s\n' "$n" "$(port pg "$n")" "$(port health "$n")" "$(port gossip "$n")"

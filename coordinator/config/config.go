@@ -26,6 +26,7 @@ type Config struct {
 	Raft      Raft          `yaml:"raft"`
 	API       API           `yaml:"api"`
 	HTTP      HTTP          `yaml:"http"`
+	UI        UI            `yaml:"ui"`
 	Gossip    Gossip        `yaml:"gossip"`
 	TLS       tlsutil.Files `yaml:"tls"`
 	Auth      Auth          `yaml:"auth"`
@@ -198,6 +199,7 @@ func (c *Config) defaults() {
 		c.LogLevel = "info"
 	}
 	c.Notifications.defaults()
+	c.UI.defaults()
 	for i := range c.Bootstrap {
 		if c.Bootstrap[i].APIAddress == "" && c.Bootstrap[i].Name == c.Name {
 			c.Bootstrap[i].APIAddress = c.API.Advertise
@@ -281,6 +283,9 @@ func (c *Config) Validate() error {
 		return &FieldError{"failover.safety_margin", "must be shorter than failover.lease_ttl"}
 	}
 	if err := c.Notifications.validate(); err != nil {
+		return err
+	}
+	if err := c.UI.validate(); err != nil {
 		return err
 	}
 	seen := map[string]bool{}

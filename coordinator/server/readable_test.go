@@ -27,22 +27,7 @@ func TestReadsRefusedBeforeLeaderContact(t *testing.T) {
 	s := &Server{cfg: &config.Config{Name: "c1"}, log: log, view: newView(), hub: newHub(), leases: newLeases(), judge: newJudgements(),
 		syncer: newSyncer(), primaryLSN: newPrimaryLSNs()}
 	s.fsm = fsm.New(log, fsm.Options{})
-	rc := raft.DefaultConfig()
-	rc.LocalID = "c1"
-	rc.Logger = hclogger(log, "raft", "")
-	rc.HeartbeatTimeout, rc.ElectionTimeout, rc.LeaderLeaseTimeout = time.Hour, time.Hour, time.Hour // never campaigns in the test
-	store := raft.NewInmemStore()
-	addr, trans := raft.NewInmemTransport("")
-	r, err := raft.NewRaft(rc, s.fsm, store, store, raft.NewInmemSnapshotStore(), trans)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.Shutdown().Error() })
-	// c2 and c3 exist only in the configuration: no leader ever contacts c1.
-	if err := r.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{ID: "c1", Address: addr}, {ID: "c2", Address: "nowhere-2"}, {ID: "c3", Address: "nowhere-3"}}}).Error(); err != nil {
-		t.Fatal(err)
-	}
-	s.raft = r
+	r := startLeaderlessFollower(t, s)
 	a := &adminAPI{s: s}
 	ctx := context.Background()
 	for name, call := range map[string]func() error{
@@ -71,4 +56,27 @@ func TestReadsRefusedBeforeLeaderContact(t *testing.T) {
 	if _, err := (&adminAPI{s: l}).History(ctx, &pgdrv1.HistoryRequest{Cluster: "main"}); err != nil {
 		t.Fatalf("History on a caught-up leader: %v", err)
 	}
+}
+
+// startLeaderlessFollower makes s (named c1) a member of a three-voter Raft
+// cluster whose other voters, c2 and c3, exist only in the configuration:
+// no leader ever contacts it, and it never campaigns.
+func startLeaderlessFollower(t *testing.T, s *Server) *raft.Raft {
+	t.Helper()
+	rc := raft.DefaultConfig()
+	rc.LocalID = "c1"
+	rc.Logger = hclogger(s.log, "raft", "")
+	rc.HeartbeatTimeout, rc.ElectionTimeout, rc.LeaderLeaseTimeout = time.Hour, time.Hour, time.Hour // never campaigns in the test
+	store := raft.NewInmemStore()
+	addr, trans := raft.NewInmemTransport("")
+	r, err := raft.NewRaft(rc, s.fsm, store, store, raft.NewInmemSnapshotStore(), trans)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Shutdown().Error() })
+	if err := r.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{ID: "c1", Address: addr}, {ID: "c2", Address: "nowhere-2"}, {ID: "c3", Address: "nowhere-3"}}}).Error(); err != nil {
+		t.Fatal(err)
+	}
+	s.raft = r
+	return r
 }

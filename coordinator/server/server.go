@@ -220,7 +220,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("api.listen %s: %w", s.cfg.API.Listen, err)
 	}
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- gs.Serve(ln) }()
 	defer gs.Stop()
 
@@ -236,6 +236,13 @@ func (s *Server) Run(ctx context.Context) error {
 			}
 		}()
 		defer hs.Close()
+	}
+	if s.cfg.UI.Listen != "" { // the status page (ui.go)
+		stopUI, err := s.startUI(errc)
+		if err != nil {
+			return err
+		}
+		defer stopUI()
 	}
 	s.log.Info("coordinator running", "name", s.cfg.Name, "api", s.cfg.API.Listen, "raft", s.cfg.Raft.Advertise)
 
