@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/pgdr/pgdr/pkg/testutil"
 )
 
 // labScrapeTarget is one process of the lab whose /metrics Prometheus
@@ -134,23 +136,6 @@ func (tg labScrapeTarget) scrape(ctx context.Context) (body []byte, scheme strin
 	return b, "http", err
 }
 
-// labPromtool finds promtool like deploy/prometheus's tests: $PGDR_PROMTOOL,
-// PATH, then where scripts/ci-deps.sh puts it; missing, the test fails.
-func labPromtool(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("PGDR_PROMTOOL"); p != "" {
-		return p
-	}
-	if p, err := exec.LookPath("promtool"); err == nil {
-		return p
-	}
-	if _, err := os.Stat("/usr/local/bin/promtool"); err == nil {
-		return "/usr/local/bin/promtool"
-	}
-	t.Fatal("promtool is not installed (scripts/ci-deps.sh extracts it from Debian's prometheus package)")
-	return ""
-}
-
 // TestLabMetricsLint scrapes every process of the lab — the three
 // coordinators (the leader serves the per-cluster series too) and the three
 // agents — and runs `promtool check metrics` on what each serves: names,
@@ -160,7 +145,7 @@ func TestLabMetricsLint(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts the real lab (PostgreSQL 15, 3 coordinators, 3 agents)")
 	}
-	pt := labPromtool(t)
+	pt := testutil.Promtool(t)
 	l := startLab(t)
 	targets := labScrapeTargets(t, l)
 

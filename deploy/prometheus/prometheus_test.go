@@ -12,6 +12,8 @@ import (
 	"testing"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/pgdr/pgdr/pkg/testutil"
 )
 
 // runbookBase is how every runbook_url starts: the rest is a path in this
@@ -104,28 +106,6 @@ func loadRules(t *testing.T) map[string][]rule {
 	return out
 }
 
-// promtool finds promtool: $PGDR_PROMTOOL, then PATH, then where
-// scripts/ci-deps.sh puts it. Missing, the test fails — in CI and in
-// `make test` alike (only a -short run outside CI skips).
-func promtool(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("PGDR_PROMTOOL"); p != "" {
-		return p
-	}
-	if p, err := exec.LookPath("promtool"); err == nil {
-		return p
-	}
-	if _, err := os.Stat("/usr/local/bin/promtool"); err == nil {
-		return "/usr/local/bin/promtool"
-	}
-	const msg = "promtool is not installed (scripts/ci-deps.sh extracts it from Debian's prometheus package): the rules cannot be checked"
-	if testing.Short() && os.Getenv("CI") == "" {
-		t.Skip(msg)
-	}
-	t.Fatal(msg)
-	return ""
-}
-
 // TestPromtoolCheckConfig runs `promtool check config` on every Prometheus
 // configuration, which also loads the rule files and the file_sd target
 // files they name. The TLS files (absolute paths under /etc/prometheus/pgdr/)
@@ -135,7 +115,7 @@ func promtool(t *testing.T) string {
 // the file (relabelling, TLS, rules) with the kubernetes_sd_configs blocks
 // removed, and the blocks' shape itself.
 func TestPromtoolCheckConfig(t *testing.T) {
-	pt := promtool(t)
+	pt := testutil.Promtool(t)
 	tmp := t.TempDir()
 	for _, dir := range []string{"regional", "regional/targets", "global", "rules"} {
 		if err := os.MkdirAll(filepath.Join(tmp, dir), 0o755); err != nil {
@@ -258,7 +238,7 @@ func checkKubernetesSD(t *testing.T, path string) {
 
 // TestPromtoolCheckRules runs `promtool check rules` on every rule file.
 func TestPromtoolCheckRules(t *testing.T) {
-	pt := promtool(t)
+	pt := testutil.Promtool(t)
 	for _, f := range globFiles(t, "rules/*.yml") {
 		out, err := exec.Command(pt, "check", "rules", f).CombinedOutput()
 		if err != nil {
@@ -269,7 +249,7 @@ func TestPromtoolCheckRules(t *testing.T) {
 
 // TestPromtoolTestRules runs the rules' unit tests (tests/*.yml).
 func TestPromtoolTestRules(t *testing.T) {
-	pt := promtool(t)
+	pt := testutil.Promtool(t)
 	for _, f := range globFiles(t, "tests/*.yml") {
 		t.Run(filepath.Base(f), func(t *testing.T) {
 			t.Parallel()
