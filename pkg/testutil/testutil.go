@@ -111,3 +111,26 @@ func Trim(b []byte) string {
 	}
 	return s
 }
+
+// Promtool returns the path of promtool: $PGDR_PROMTOOL, then PATH, then
+// /usr/local/bin where scripts/ci-deps.sh extracts it from Debian's
+// prometheus package. Missing, the test fails, in CI and in `make test`
+// alike; only a -short run outside CI (CI unset) skips.
+func Promtool(t testing.TB) string {
+	t.Helper()
+	if p := os.Getenv("PGDR_PROMTOOL"); p != "" {
+		return p
+	}
+	if p, err := exec.LookPath("promtool"); err == nil {
+		return p
+	}
+	if _, err := os.Stat("/usr/local/bin/promtool"); err == nil {
+		return "/usr/local/bin/promtool"
+	}
+	const msg = "promtool is not installed (scripts/ci-deps.sh extracts it from Debian's prometheus package)"
+	if testing.Short() && os.Getenv("CI") == "" {
+		t.Skip(msg)
+	}
+	t.Fatal(msg)
+	return ""
+}
