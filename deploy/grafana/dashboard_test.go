@@ -12,6 +12,8 @@ import (
 	"testing"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/pgdr/pgdr/pkg/testutil"
 )
 
 const (
@@ -88,13 +90,10 @@ func TestDashboard(t *testing.T) {
 
 // TestDashboardPromQLSyntax has promtool parse every expression (as a
 // recording rule, Grafana's variables replaced by values of their kind):
-// the tokenizer finds names, not syntax errors. Skipped without promtool
+// the tokenizer finds names, not syntax errors. promtool comes from scripts/ci-deps.sh
 // (Debian's prometheus package).
 func TestDashboardPromQLSyntax(t *testing.T) {
-	promtool, err := exec.LookPath("promtool")
-	if err != nil {
-		t.Skip("promtool not installed")
-	}
+	promtool := testutil.Promtool(t)
 	b, err := os.ReadFile(dashboardFile)
 	if err != nil {
 		t.Fatal(err)

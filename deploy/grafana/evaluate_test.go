@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/pgdr/pgdr/pkg/testutil"
 )
 
 // TestDashboardJoins evaluates the dashboard's queries that join two
@@ -17,12 +19,9 @@ import (
 // processes serve them: agent series from two nodes in two regions, leader
 // series from an old and a new leader during a handover (both carry the
 // same replicated values). A join that matches many-to-many or drops a
-// label fails here, not on an on-call screen. Skipped without promtool.
+// label fails here, not on an on-call screen. promtool comes from scripts/ci-deps.sh.
 func TestDashboardJoins(t *testing.T) {
-	promtool, err := exec.LookPath("promtool")
-	if err != nil {
-		t.Skip("promtool not installed")
-	}
+	promtool := testutil.Promtool(t)
 	b, err := os.ReadFile(dashboardFile)
 	if err != nil {
 		t.Fatal(err)
