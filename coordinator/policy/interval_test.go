@@ -22,9 +22,9 @@ func TestInterval(t *testing.T) {
 		{"15 3 1 * *", "UTC", 31 * 24 * h},
 		{"0 2 * * 1-5", "UTC", 3 * 24 * h},
 		{"0 2 * * 1-5", "Europe/Berlin", 3*24*h + h}, // the weekend of the switch back to winter time
-		{"30 2 * * *", "Europe/Berlin", 47 * h},     // 02:30 does not exist on the spring-forward day
-		{"0 0 1 1 *", "", 365 * 24 * h},             // yearly: two times even beyond 13 months
-		{"0 0 0 * * *", "", 24 * h},                 // six fields, seconds first
+		{"30 2 * * *", "Europe/Berlin", 47 * h},      // 02:30 does not exist on the spring-forward day
+		{"0 0 1 1 *", "", 365 * 24 * h},              // yearly: two times even beyond 13 months
+		{"0 0 0 * * *", "", 24 * h},                  // six fields, seconds first
 	}
 	for _, c := range cases {
 		got, err := Interval(c.sched, c.tz, from)
