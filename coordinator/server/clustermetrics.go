@@ -1,10 +1,13 @@
 package server
 
 import (
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/pgdr/pgdr/coordinator/compliance"
 	"github.com/pgdr/pgdr/coordinator/failover"
@@ -70,24 +73,89 @@ func (c *clusterCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *clusterCollector) Collect(ch chan<- prometheus.Metric) {
-	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
-	}
-	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
-	}
 	s := c.s
 	if !s.caughtUpLeader() {
-		gauge(descMembersHealthy, 0)
-		gauge(descMembersUnhealthy, 0)
+		ch <- prometheus.MustNewConstMetric(descMembersHealthy, prometheus.GaugeValue, 0)
+		ch <- prometheus.MustNewConstMetric(descMembersUnhealthy, prometheus.GaugeValue, 0)
 		return
 	}
 	now := time.Now()
-	clusters := s.fsm.Clusters()
-	samples := s.view.snapshot()
+	samples, gossip, last := s.view.snapshot(), s.gossipStates(), s.lastCompliance()
+	var clusters []scrapeCluster
+	s.fsm.Read(func(st *pgdrv1.State) { clusters = scrapeClusters(st) })
+	for _, m := range c.collect(clusters, samples, gossip, last, now) {
+		ch <- m
+	}
+}
+
+// scrapeCluster is what the metrics read of one cluster, copied out of
+// the state under its lock.
+type scrapeCluster struct {
+	// cluster holds the fields status and the failover judgement read:
+	// scalars and the policy copied, the members map copied (the state
+	// replaces a member's record on a change, never edits it).
+	cluster *pgdrv1.Cluster
+	totals  *pgdrv1.ClusterTotals
+	policy  policy.Policy
+	// lastOK: each tier's newest successful run's end, from the totals and
+	// the run records (runs recorded before the totals were counted).
+	lastOK map[string]time.Time
+}
+
+// scrapeClusters copies what the metrics read of every cluster of st; it
+// runs under the FSM's read lock, so it copies no more than that: not the
+// history, the run records or the members' records.
+func scrapeClusters(st *pgdrv1.State) []scrapeCluster {
+	out := make([]scrapeCluster, 0, len(st.GetClusters()))
+	for _, cl := range st.GetClusters() {
+		sc := scrapeCluster{cluster: &pgdrv1.Cluster{
+			Name: cl.GetName(), Primary: cl.GetPrimary(), Epoch: cl.GetEpoch(),
+			SyncStandbys: slices.Clone(cl.GetSyncStandbys()), SyncQuorum: cl.GetSyncQuorum(),
+			PrimaryLastLsn: cl.GetPrimaryLastLsn(), PrimaryLastLsnEpoch: cl.GetPrimaryLastLsnEpoch(),
+			Members: maps.Clone(cl.GetMembers()),
+		}}
+		if cl.GetPolicy() != nil {
+			sc.cluster.Policy = proto.Clone(cl.GetPolicy()).(*pgdrv1.Policy)
+		}
+		sc.totals = &pgdrv1.ClusterTotals{}
+		if cl.GetTotals() != nil {
+			sc.totals = proto.Clone(cl.GetTotals()).(*pgdrv1.ClusterTotals)
+		}
+		sc.policy, _ = policy.Effective(cl)
+		sc.lastOK = map[string]time.Time{}
+		for _, tt := range sc.totals.GetBackupTiers() {
+			if tt.GetLastSuccess() != nil {
+				sc.lastOK[tt.GetTier()] = tt.GetLastSuccess().AsTime()
+			}
+		}
+		for _, r := range cl.GetBackupRuns() {
+			if at := r.GetFinishedAt().AsTime(); r.GetResult() == fsm.RunOK && r.GetFinishedAt() != nil && at.After(sc.lastOK[r.GetTier()]) {
+				sc.lastOK[r.GetTier()] = at
+			}
+		}
+		out = append(out, sc)
+	}
+	return out
+}
+
+// collect builds the metrics of clusters.
+func (c *clusterCollector) collect(clusters []scrapeCluster, samples map[memberKey]sample, gossip map[string]string,
+	last map[string]*pgdrv1.Compliance, now time.Time) []prometheus.Metric {
+	var out []prometheus.Metric
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		out = append(out, prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...))
+	}
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		out = append(out, prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...))
+	}
+	s := c.s
+	st := &pgdrv1.State{Clusters: make(map[string]*pgdrv1.Cluster, len(clusters))}
+	for _, sc := range clusters {
+		st.Clusters[sc.cluster.GetName()] = sc.cluster
+	}
 	statuses := clusterStatus(statusInput{
-		state: &pgdrv1.State{Clusters: clusters}, samples: samples, gossip: s.gossipStates(),
-		now: now, staleAfter: s.cfg.Health.StaleAfter.Duration, primaryLSN: s.primaryLSNs(clusters),
+		state: st, samples: samples, gossip: gossip,
+		now: now, staleAfter: s.cfg.Health.StaleAfter.Duration, primaryLSN: s.primaryLSNs(st.GetClusters()),
 	}, "")
 	healthyAll, unhealthyAll := 0, 0
 	for _, cs := range statuses {
@@ -105,9 +173,9 @@ func (c *clusterCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descMembersHealthy, float64(healthyAll))
 	gauge(descMembersUnhealthy, float64(unhealthyAll))
 
-	last := s.lastCompliance()
 	seen := map[scheduleKey]bool{}
-	for name, cl := range clusters {
+	for _, sc := range clusters {
+		cl, name := sc.cluster, sc.cluster.GetName()
 		in := s.membersInput(cl, samples, now)
 		s.syncEligibility(cl, samples, &in) // no lease: every fresh position counts
 		gauge(descCandidates, float64(len(failover.Candidates(in))), name)
@@ -118,42 +186,29 @@ func (c *clusterCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		gauge(descPaused, paused, name)
 
-		t := cl.GetTotals()
-		counter(descChanges, t.GetFailovers(), name, compliance.SourceFailover)
-		counter(descChanges, t.GetSwitchovers(), name, compliance.SourceSwitchover)
+		counter(descChanges, sc.totals.GetFailovers(), name, compliance.SourceFailover)
+		counter(descChanges, sc.totals.GetSwitchovers(), name, compliance.SourceSwitchover)
 		for _, r := range last[name].GetRto() {
 			if src := r.GetSource(); r.GetRecorded() && (src == compliance.SourceFailover || src == compliance.SourceSwitchover) {
 				gauge(descChangeTime, r.GetSeconds(), name, src)
 			}
 		}
-
-		p, _ := policy.Effective(cl)
-		lastOK := map[string]time.Time{}
-		for _, tt := range t.GetBackupTiers() {
+		for _, tt := range sc.totals.GetBackupTiers() {
 			counter(descBackupRuns, tt.GetOk(), name, tt.GetTier(), fsm.RunOK)
 			counter(descBackupRuns, tt.GetFailed(), name, tt.GetTier(), fsm.RunFailed)
 			counter(descBackupRuns, tt.GetTimeout(), name, tt.GetTier(), fsm.RunTimeout)
 			counter(descBackupRuns, tt.GetCancelled(), name, tt.GetTier(), fsm.RunCancelled)
 			counter(descBackupRuns, tt.GetNotStarted(), name, tt.GetTier(), fsm.RunNotStarted)
-			if tt.GetLastSuccess() != nil {
-				lastOK[tt.GetTier()] = tt.GetLastSuccess().AsTime()
-			}
 		}
-		// Runs recorded before the totals were counted (bounded records).
-		for _, r := range cl.GetBackupRuns() {
-			if at := r.GetFinishedAt().AsTime(); r.GetResult() == fsm.RunOK && r.GetFinishedAt() != nil && at.After(lastOK[r.GetTier()]) {
-				lastOK[r.GetTier()] = at
-			}
-		}
-		for tier, at := range lastOK {
+		for tier, at := range sc.lastOK {
 			gauge(descBackupLastOK, float64(at.UnixMilli())/1000, name, tier)
 		}
-		for _, tier := range p.Tiers {
+		for _, tier := range sc.policy.Tiers {
 			if d, ok := c.interval(seen, tier.Schedule, tier.Timezone, now); ok {
 				gauge(descTierInterval, d.Seconds(), name, tier.Name)
 			}
 		}
-		if d := p.Drill; d != nil {
+		if d := sc.policy.Drill; d != nil {
 			if iv, ok := c.interval(seen, d.Schedule, d.Timezone, now); ok {
 				gauge(descDrillInterval, iv.Seconds(), name)
 			}
@@ -166,6 +221,7 @@ func (c *clusterCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	c.mu.Unlock()
+	return out
 }
 
 // interval is the schedule's interval (policy.Interval), cached for

@@ -3,6 +3,7 @@ package server
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
 	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -328,5 +330,147 @@ func TestMetricsCatalogue(t *testing.T) {
 	}
 	if v, _ := series(mfs, "pgdr_coordinator_raft_term"); v < 1 {
 		t.Errorf("term %v", v)
+	}
+}
+
+// startInmemRaft3 makes three servers the voters of one in-memory Raft
+// cluster, each watching its leadership and leader changes, and returns
+// them once one leads and has caught up.
+func startInmemRaft3(t *testing.T) []*Server {
+	t.Helper()
+	var servers []*Server
+	var trans []*raft.InmemTransport
+	var cfg raft.Configuration
+	for i := 1; i <= 3; i++ {
+		s := testServer(t, Options{})
+		s.cfg.Name = fmt.Sprintf("c%d", i)
+		addr, tr := raft.NewInmemTransport(raft.ServerAddress(s.cfg.Name))
+		servers, trans = append(servers, s), append(trans, tr)
+		cfg.Servers = append(cfg.Servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(s.cfg.Name), Address: addr})
+	}
+	for i, a := range trans {
+		for j, b := range trans {
+			if i != j {
+				a.Connect(b.LocalAddr(), b)
+			}
+		}
+	}
+	for i, s := range servers {
+		store, snaps := raft.NewInmemStore(), raft.NewInmemSnapshotStore()
+		rc := raft.DefaultConfig()
+		rc.LocalID = raft.ServerID(s.cfg.Name)
+		rc.Logger = hclogger(s.log, "raft", "error")
+		rc.HeartbeatTimeout, rc.ElectionTimeout, rc.LeaderLeaseTimeout = 100*time.Millisecond, 100*time.Millisecond, 100*time.Millisecond
+		if err := raft.BootstrapCluster(rc, store, store, snaps, trans[i], cfg); err != nil {
+			t.Fatal(err)
+		}
+		r, err := raft.NewRaft(rc, s.fsm, store, store, snaps, trans[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.raft, s.raftStarted = r, time.Now()
+		ctx, cancel := context.WithCancel(context.Background())
+		s.watchLeaderChanges(ctx, r)
+		go s.watchLeadership(ctx)
+		t.Cleanup(func() {
+			cancel()
+			s.endLeadership()
+			_ = r.Shutdown().Error()
+		})
+	}
+	leaderOf(t, servers)
+	return servers
+}
+
+// leaderOf waits for the one server that leads and has caught up.
+func leaderOf(t *testing.T, servers []*Server) *Server {
+	t.Helper()
+	var l *Server
+	testutil.WaitFor(t, 20*time.Second, "a caught-up leader", func() (bool, error) {
+		for _, s := range servers {
+			if s.caughtUpLeader() {
+				l = s
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	return l
+}
+
+// TestMetricsAcrossLeaderChange: on three coordinators, the leader serves
+// raft state leader and the followers follower, all with the same term,
+// 3 voters and a commit index at least the leader's applied index; only
+// the leader serves the per-cluster series; after a leadership transfer
+// the new leader serves the same primary change and backup run totals
+// (from the replicated state, never lower), and every coordinator counted
+// the leader change.
+func TestMetricsAcrossLeaderChange(t *testing.T) {
+	servers := startInmemRaft3(t)
+	old := leaderOf(t, servers)
+	metricsCluster(t, old)
+	totals := [][]string{
+		{"pgdr_cluster_primary_changes_total", "cluster", "main", "kind", "failover"},
+		{"pgdr_cluster_primary_changes_total", "cluster", "main", "kind", "switchover"},
+		{"pgdr_backup_runs_total", "cluster", "main", "tier", "yearly", "result", "ok"},
+		{"pgdr_backup_runs_total", "cluster", "main", "tier", "weekdays", "result", "failed"},
+	}
+	check := func(l *Server, when string) {
+		t.Helper()
+		var term float64
+		testutil.WaitFor(t, 20*time.Second, when+": every coordinator's raft metrics", func() (bool, error) {
+			applied := float64(l.fsm.LastIndex())
+			for i, s := range servers {
+				mfs := gather(t, s)
+				state := "follower"
+				if s == l {
+					state = "leader"
+				}
+				v, _ := series(mfs, "pgdr_coordinator_raft_state", "state", state)
+				voters, _ := series(mfs, "pgdr_coordinator_raft_voters")
+				commit, _ := series(mfs, "pgdr_coordinator_raft_commit_index")
+				tm, _ := series(mfs, "pgdr_coordinator_raft_term")
+				contact, _ := series(mfs, "pgdr_coordinator_raft_last_contact_seconds")
+				if i == 0 {
+					term = tm
+				}
+				if v != 1 || voters != 3 || commit < applied || tm != term || tm < 1 || contact > 2 {
+					return false, fmt.Errorf("%s: %s %v, voters %v, commit %v (leader applied %v), term %v (first %v), last contact %v",
+						s.cfg.Name, state, v, voters, commit, applied, tm, term, contact)
+				}
+				_, perCluster := series(mfs, "pgdr_cluster_primary_epoch", "cluster", "main")
+				if perCluster != (s == l) {
+					return false, fmt.Errorf("%s (%s) serves the per-cluster series: %v", s.cfg.Name, state, perCluster)
+				}
+				if s == l {
+					for _, tl := range totals {
+						if v, _ := series(mfs, tl[0], tl[1:]...); v != 1 {
+							return false, fmt.Errorf("%s: %v = %v, want 1", s.cfg.Name, tl, v)
+						}
+					}
+				}
+			}
+			return true, nil
+		})
+	}
+	check(old, "before the transfer")
+	if err := old.raft.LeadershipTransfer().Error(); err != nil {
+		t.Fatal(err)
+	}
+	var l *Server
+	testutil.WaitFor(t, 20*time.Second, "a new caught-up leader", func() (bool, error) {
+		for _, s := range servers {
+			if s != old && s.caughtUpLeader() {
+				l = s
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	check(l, "after the transfer")
+	for _, s := range servers {
+		if v, _ := series(gather(t, s), "pgdr_coordinator_leader_changes_total"); v < 2 {
+			t.Errorf("%s counted %v leader changes, want at least 2", s.cfg.Name, v)
+		}
 	}
 }
