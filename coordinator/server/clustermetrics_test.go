@@ -331,6 +331,16 @@ func TestMetricsCatalogue(t *testing.T) {
 	if v, _ := series(mfs, "pgdr_coordinator_raft_term"); v < 1 {
 		t.Errorf("term %v", v)
 	}
+
+	// A manual failover counts as a failover; its result recorded again
+	// (a resuming leader) does not count twice.
+	mustPropose(t, s, pgdrv1.CommandType_COMMAND_TYPE_SET_PRIMARY, &pgdrv1.SetPrimary{Cluster: "main", Name: "pg-a2", ExpectedEpoch: 3})
+	for range 2 {
+		recordEv(t, s, kindManualResult, "pg-a2", 4, "done: pg-a2 is primary at epoch 4", nil)
+	}
+	if v, _ := series(gather(t, s), "pgdr_cluster_primary_changes_total", "cluster", "main", "kind", "failover"); v != 2 {
+		t.Errorf("failovers after a manual one: %v, want 2", v)
+	}
 }
 
 // startInmemRaft3 makes three servers the voters of one in-memory Raft
@@ -472,5 +482,28 @@ func TestMetricsAcrossLeaderChange(t *testing.T) {
 		if v, _ := series(gather(t, s), "pgdr_coordinator_leader_changes_total"); v < 2 {
 			t.Errorf("%s counted %v leader changes, want at least 2", s.cfg.Name, v)
 		}
+	}
+}
+
+// TestFailoverRefusedReasons: a refusal is counted under its reason, one
+// outside the fixed set under "other", and every reason is served from 0.
+func TestFailoverRefusedReasons(t *testing.T) {
+	s := testServer(t, Options{})
+	s.metrics.failoverRefused(failover.RefusedLag)
+	s.metrics.failoverRefused(refusedUnsettled)
+	s.metrics.failoverRefused("primary %s is unhealthy")
+	(*metrics)(nil).failoverRefused(failover.RefusedLag) // a server built by hand has none
+	mfs := gather(t, s)
+	for _, r := range refusedReasons {
+		want := 0.0
+		if r == failover.RefusedLag || r == refusedUnsettled || r == refusedOther {
+			want = 1
+		}
+		if v, ok := series(mfs, "pgdr_coordinator_failovers_refused_total", "reason", r); !ok || v != want {
+			t.Errorf("reason %s: %v (served %v), want %v", r, v, ok, want)
+		}
+	}
+	if n := len(refusedReasons); n != 8 {
+		t.Errorf("%d reasons, want the 8 docs/metrics.md lists", n)
 	}
 }
