@@ -304,7 +304,7 @@ func judgeMembers(in Input) judgement {
 		}
 		if why, code := rejection(m, in.PrimaryLastLSN, maxLag, topTimeline, syncMode, in.Forced); why != "" {
 			rejected[n] = why
-			if code == RefusedLag || code == RefusedNotSynchronous && noCandidate == RefusedNoCandidate {
+			if code == RefusedLag || (code == RefusedNotSynchronous && noCandidate == RefusedNoCandidate) {
 				noCandidate = code
 			}
 			continue
