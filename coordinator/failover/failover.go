@@ -131,11 +131,26 @@ type Decision struct {
 	// Rejected maps each non-primary member that is not a candidate to why;
 	// set once the members were judged (rules 6 and later), nil before.
 	Rejected map[string]string
+	// Refused is why no member is promoted, as one of a fixed set
+	// (Refused*: a metric label), when the primary is unhealthy and the
+	// action is ActionNone; "" otherwise.
+	Refused string
 	// Ranked lists the members that qualify, best first: Candidate is
 	// Ranked[0] when promoting; with a failsafe refusal it is who would have
 	// been promoted. Empty when the members were not judged or none qualified.
 	Ranked []string
 }
+
+// Why a failover of an unhealthy primary was decided against
+// (Decision.Refused): a small fixed set, for metric labels.
+const (
+	RefusedPaused         = "paused"          // the cluster is paused
+	RefusedFailsafe       = "failsafe"        // a member acknowledged the primary's failsafe ping
+	RefusedMinInterval    = "min_interval"    // the last failover was too recent
+	RefusedLag            = "lag"             // a member could be promoted but for its lag (or the primary's unknown LSN)
+	RefusedNotSynchronous = "not_synchronous" // a member could be promoted but is not a synchronous standby
+	RefusedNoCandidate    = "no_candidate"    // no other member, or none that is healthy
+)
 
 // PrimaryHealthy reports whether m can be trusted as a working primary:
 // a fresh report, postmaster alive, connectable, not in recovery, not fenced.
@@ -186,17 +201,17 @@ func Decide(in Input) Decision {
 	if known && !in.PrimaryPromoted && UnpromotedPrimary(pm) {
 		switch {
 		case pm.RefusesPromotion != "":
-			return Decision{Action: ActionNone, Reason: fmt.Sprintf(
+			return Decision{Action: ActionNone, Refused: RefusedFailsafe, Reason: fmt.Sprintf(
 				"primary %s is recorded but still in recovery, and refuses promotion (%s); no failover", in.Primary, pm.RefusesPromotion)}
 		case in.Paused:
-			return Decision{Action: ActionNone, Reason: fmt.Sprintf(
+			return Decision{Action: ActionNone, Refused: RefusedPaused, Reason: fmt.Sprintf(
 				"cluster paused: primary %s is recorded but still in recovery (never promoted); reported, not acted on ('pgdrctl failover --to %s' promotes it)", in.Primary, in.Primary)}
 		}
 		return Decision{Action: ActionRepromote, Candidate: in.Primary, Reason: fmt.Sprintf(
 			"primary %s is recorded at epoch %d but still in recovery (never promoted); ordering it to promote again", in.Primary, in.Epoch)}
 	}
 	if in.Paused {
-		return Decision{Action: ActionNone, Reason: fmt.Sprintf(
+		return Decision{Action: ActionNone, Refused: RefusedPaused, Reason: fmt.Sprintf(
 			"cluster paused: primary %s is unhealthy (%s); reported, not acted on", in.Primary, problem)}
 	}
 	if in.Now.Before(in.LeaseExpiresAt) {
@@ -208,12 +223,55 @@ func Decide(in Input) Decision {
 	if !in.LastFailoverAt.IsZero() && in.Policy.MinInterval > 0 {
 		if since := in.Now.Sub(in.LastFailoverAt); since < in.Policy.MinInterval {
 			next := in.LastFailoverAt.Add(in.Policy.MinInterval)
-			return Decision{Action: ActionNone, Reason: fmt.Sprintf(
+			return Decision{Action: ActionNone, Refused: RefusedMinInterval, Reason: fmt.Sprintf(
 				"primary %s is unhealthy (%s) but the last failover was %s ago; the next may happen at %s (in %s)",
 				in.Primary, problem, since, next.UTC().Format(time.RFC3339Nano), next.Sub(in.Now))}
 		}
 	}
 
+	j := judgeMembers(in)
+	names, rejected, candidates, ranked, refusing, noCandidate := j.names, j.rejected, j.candidates, j.ranked, j.refusing, j.noCandidate
+	if refusing != "" {
+		return Decision{Action: ActionNone, Refused: RefusedFailsafe, Rejected: rejected, Ranked: ranked, Reason: fmt.Sprintf(
+			"primary alive per %s's failsafe acknowledgement; no failover", refusing)}
+	}
+	if len(candidates) == 0 {
+		if len(names) == 0 {
+			return Decision{Action: ActionNone, Refused: RefusedNoCandidate, Rejected: rejected, Reason: fmt.Sprintf(
+				"no candidate: primary %s is unhealthy (%s) and there is no other member", in.Primary, problem)}
+		}
+		parts := make([]string, 0, len(names))
+		for _, n := range names {
+			parts = append(parts, n+": "+rejected[n])
+		}
+		return Decision{Action: ActionNone, Refused: noCandidate, Rejected: rejected, Reason: "no candidate: " + strings.Join(parts, "; ")}
+	}
+
+	best := candidates[0]
+	return Decision{
+		Action:    ActionPromote,
+		Candidate: best.Name,
+		Rejected:  rejected,
+		Ranked:    ranked,
+		Reason: fmt.Sprintf(
+			"primary %s is unhealthy (%s) and its lease has expired; promoting %s (receive LSN %s, priority %d, region %q, timeline %d)",
+			in.Primary, problem, best.Name, FormatLSN(best.ReceiveLSN), best.Priority, best.Region, best.Timeline),
+	}
+}
+
+// judgement is how judgeMembers found the members other than the primary.
+type judgement struct {
+	names       []string // sorted
+	rejected    map[string]string
+	candidates  []Member // best first
+	ranked      []string // candidates' names
+	refusing    string   // the first fresh member that acknowledged the primary's failsafe ping
+	noCandidate string   // the Refused code when there is no candidate
+}
+
+// judgeMembers judges every member but the primary as a failover
+// candidate (Decide's rules 6 and later).
+func judgeMembers(in Input) judgement {
 	names := make([]string, 0, len(in.Members))
 	for n := range in.Members {
 		if n != in.Primary {
@@ -237,14 +295,18 @@ func Decide(in Input) Decision {
 	rejected := map[string]string{}
 	var candidates []Member
 	refusing := ""
+	noCandidate := RefusedNoCandidate
 	for _, n := range names {
 		m := in.Members[n]
 		m.Name = n // the map key is authoritative
 		if m.Fresh && m.RefusesPromotion != "" && refusing == "" {
 			refusing = n
 		}
-		if why := rejection(m, in.PrimaryLastLSN, maxLag, topTimeline, syncMode, in.Forced); why != "" {
+		if why, code := rejection(m, in.PrimaryLastLSN, maxLag, topTimeline, syncMode, in.Forced); why != "" {
 			rejected[n] = why
+			if code == RefusedLag || (code == RefusedNotSynchronous && noCandidate == RefusedNoCandidate) {
+				noCandidate = code
+			}
 			continue
 		}
 		candidates = append(candidates, m)
@@ -268,63 +330,49 @@ func Decide(in Input) Decision {
 	for _, c := range candidates {
 		ranked = append(ranked, c.Name)
 	}
-	if refusing != "" {
-		return Decision{Action: ActionNone, Rejected: rejected, Ranked: ranked, Reason: fmt.Sprintf(
-			"primary alive per %s's failsafe acknowledgement; no failover", refusing)}
-	}
-	if len(candidates) == 0 {
-		if len(names) == 0 {
-			return Decision{Action: ActionNone, Rejected: rejected, Reason: fmt.Sprintf(
-				"no candidate: primary %s is unhealthy (%s) and there is no other member", in.Primary, problem)}
-		}
-		parts := make([]string, 0, len(names))
-		for _, n := range names {
-			parts = append(parts, n+": "+rejected[n])
-		}
-		return Decision{Action: ActionNone, Rejected: rejected, Reason: "no candidate: " + strings.Join(parts, "; ")}
-	}
-
-	best := candidates[0]
-	return Decision{
-		Action:    ActionPromote,
-		Candidate: best.Name,
-		Rejected:  rejected,
-		Ranked:    ranked,
-		Reason: fmt.Sprintf(
-			"primary %s is unhealthy (%s) and its lease has expired; promoting %s (receive LSN %s, priority %d, region %q, timeline %d)",
-			in.Primary, problem, best.Name, FormatLSN(best.ReceiveLSN), best.Priority, best.Region, best.Timeline),
-	}
+	return judgement{names: names, rejected: rejected, candidates: candidates, ranked: ranked, refusing: refusing, noCandidate: noCandidate}
 }
 
-// rejection is why m may not be promoted, or "" if it may. Checks run in a
-// fixed order and the first failure is the reason.
-func rejection(m Member, primaryLSN, maxLag uint64, topTimeline uint32, syncMode, forced bool) string {
+// Candidates lists the members a failover would promote, best first, if
+// the primary were lost now with its lease expired: Decide's judgement of
+// the members whatever the primary's health, a pause or the last
+// failover's time.
+func Candidates(in Input) []string {
+	return judgeMembers(in).ranked
+}
+
+// rejection is why m may not be promoted, or "" if it may, and its
+// Refused code when it is the lag or synchronous mode alone
+// (RefusedNoCandidate otherwise). Checks run in a fixed order and the
+// first failure is the reason.
+func rejection(m Member, primaryLSN, maxLag uint64, topTimeline uint32, syncMode, forced bool) (why, code string) {
+	code = RefusedNoCandidate
 	switch {
 	case !m.Fresh:
-		return "no fresh report"
+		return "no fresh report", code
 	case m.Fenced:
-		return "fenced"
+		return "fenced", code
 	case slices.Contains(m.Tags, TagNoFailover):
-		return "tagged " + TagNoFailover
+		return "tagged " + TagNoFailover, code
 	case m.RefusesPromotion != "":
-		return "refuses promotion: " + m.RefusesPromotion
+		return "refuses promotion: " + m.RefusesPromotion, code
 	case !m.PostmasterAlive:
-		return "postmaster not running"
+		return "postmaster not running", code
 	case !m.Connectable:
-		return "not connectable"
+		return "not connectable", code
 	case !m.InRecovery:
-		return "not in recovery"
+		return "not in recovery", code
 	case m.Timeline < topTimeline:
-		return fmt.Sprintf("timeline %d behind %d", m.Timeline, topTimeline)
+		return fmt.Sprintf("timeline %d behind %d", m.Timeline, topTimeline), code
 	case syncMode && !m.Synchronous:
-		return notSynchronous(m)
+		return notSynchronous(m), RefusedNotSynchronous
 	case primaryLSN == 0 && !forced:
-		return UnknownPrimaryLSN
+		return UnknownPrimaryLSN, RefusedLag
 	}
 	if lag := Lag(primaryLSN, m.ReceiveLSN); lag > maxLag {
-		return fmt.Sprintf("lags %d bytes, limit %d", lag, maxLag)
+		return fmt.Sprintf("lags %d bytes, limit %d", lag, maxLag), RefusedLag
 	}
-	return ""
+	return "", ""
 }
 
 // UnknownPrimaryLSN is the rejection of every member while the primary's

@@ -189,3 +189,43 @@ func Due(p Policy, last map[string]time.Time, now time.Time) ([]Run, error) {
 	})
 	return runs, nil
 }
+
+// Bounds of Interval's look-ahead.
+const (
+	intervalFires  = 400
+	intervalMonths = 13
+)
+
+// Interval is the longest gap between two consecutive times of the
+// schedule (cron expression, in the IANA zone tz, "" = UTC) from from on:
+// the schedule's interval, the age a backup of its tier reaches before the
+// next is due. It looks ahead over at most 400 times or 13 months (at
+// least two times), so its cost is bounded whatever the schedule; DST days
+// count as they fall in that window.
+func Interval(schedule, tz string, from time.Time) (time.Duration, error) {
+	sched, err := Tier{Schedule: schedule, Timezone: tz}.schedule()
+	if err != nil {
+		return 0, err
+	}
+	prev := sched.Next(from)
+	if prev.IsZero() {
+		return 0, fmt.Errorf("%q never runs after %s", clip(schedule), from.UTC().Format(time.RFC3339))
+	}
+	end := from.AddDate(0, intervalMonths, 0)
+	var gap time.Duration
+	for i := 0; i < intervalFires; i++ {
+		next := sched.Next(prev)
+		if next.IsZero() {
+			break
+		}
+		gap = max(gap, next.Sub(prev))
+		if next.After(end) {
+			break
+		}
+		prev = next
+	}
+	if gap == 0 {
+		return 0, fmt.Errorf("%q runs only once", clip(schedule))
+	}
+	return gap, nil
+}

@@ -511,24 +511,31 @@ var (
 func (dc drillCollector) Describe(ch chan<- *prometheus.Desc) { ch <- drillLastOK; ch <- drillDuration }
 
 func (dc drillCollector) Collect(ch chan<- prometheus.Metric) {
-	for name, c := range dc.s.fsm.Clusters() {
-		var lastOK, lastRep *pgdrv1.DrillRun
-		for _, r := range c.GetDrillRuns() {
-			if r.GetResult() == fsm.RunOK {
-				lastOK = r
+	var out []prometheus.Metric
+	// Read in place (the drill records only), not a copy of every cluster.
+	dc.s.fsm.Read(func(st *pgdrv1.State) {
+		for name, c := range st.GetClusters() {
+			var lastOK, lastRep *pgdrv1.DrillRun
+			for _, r := range c.GetDrillRuns() {
+				if r.GetResult() == fsm.RunOK {
+					lastOK = r
+				}
+				if r.GetResult() != "" && r.GetReport().GetTimings() != nil {
+					lastRep = r
+				}
 			}
-			if r.GetResult() != "" && r.GetReport().GetTimings() != nil {
-				lastRep = r
+			if lastOK != nil {
+				out = append(out, prometheus.MustNewConstMetric(drillLastOK, prometheus.GaugeValue, float64(lastOK.GetFinishedAt().AsTime().UnixMilli())/1000, name))
+			}
+			if lastRep != nil {
+				t := lastRep.GetReport().GetTimings()
+				for phase, v := range map[string]float64{"fetch_write": t.GetFetchWrite(), "replay": t.GetReplay(), "checks": t.GetChecks(), "total": t.GetTotal()} {
+					out = append(out, prometheus.MustNewConstMetric(drillDuration, prometheus.GaugeValue, v, name, phase))
+				}
 			}
 		}
-		if lastOK != nil {
-			ch <- prometheus.MustNewConstMetric(drillLastOK, prometheus.GaugeValue, float64(lastOK.GetFinishedAt().AsTime().UnixMilli())/1000, name)
-		}
-		if lastRep != nil {
-			t := lastRep.GetReport().GetTimings()
-			for phase, v := range map[string]float64{"fetch_write": t.GetFetchWrite(), "replay": t.GetReplay(), "checks": t.GetChecks(), "total": t.GetTotal()} {
-				ch <- prometheus.MustNewConstMetric(drillDuration, prometheus.GaugeValue, v, name, phase)
-			}
-		}
+	})
+	for _, m := range out {
+		ch <- m
 	}
 }

@@ -67,6 +67,28 @@ func (j *judgements) reset() {
 // failoverInput builds the decision's view of one cluster from the
 // replicated state and the leader's in-memory reports.
 func (s *Server) failoverInput(c *pgdrv1.Cluster, samples map[memberKey]sample, now time.Time) failover.Input {
+	in := s.membersInput(c, samples, now)
+	if le, ok := s.leases.get(c.Name); ok && le.epoch == c.Epoch && le.holder == c.Primary {
+		in.LeaseExpiresAt = le.expires
+	}
+	s.fsm.ScanHistoryBack(c.Name, func(ev *pgdrv1.HistoryEvent) bool {
+		if countsAsFailover(ev.Kind) && ev.Time != nil {
+			in.LastFailoverAt = ev.Time.AsTime() // the newest one
+			return false
+		}
+		return true
+	})
+	if failover.UnpromotedPrimary(in.Members[c.Primary]) { // rule 2a reads history only then
+		in.PrimaryPromoted = s.primaryPromoted(c)
+	}
+	s.syncEligibility(c, samples, &in)
+	return in
+}
+
+// membersInput is the decision's view of cluster c's members, policy and
+// primary LSN, without the lease, the history or synchronous eligibility
+// (failoverInput adds them; the metrics read it at scrape time).
+func (s *Server) membersInput(c *pgdrv1.Cluster, samples map[memberKey]sample, now time.Time) failover.Input {
 	in := failover.Input{
 		Cluster: c.Name, Primary: c.Primary, Epoch: c.Epoch, Now: now,
 		Members: map[string]failover.Member{},
@@ -83,16 +105,6 @@ func (s *Server) failoverInput(c *pgdrv1.Cluster, samples map[memberKey]sample, 
 	// Never the latest report's LSN: one from an agent whose PostgreSQL is
 	// down carries none (see primarylsn.go).
 	in.PrimaryLastLSN = s.primaryLastLSN(c)
-	if le, ok := s.leases.get(c.Name); ok && le.epoch == c.Epoch && le.holder == c.Primary {
-		in.LeaseExpiresAt = le.expires
-	}
-	s.fsm.ScanHistoryBack(c.Name, func(ev *pgdrv1.HistoryEvent) bool {
-		if countsAsFailover(ev.Kind) && ev.Time != nil {
-			in.LastFailoverAt = ev.Time.AsTime() // the newest one
-			return false
-		}
-		return true
-	})
 	for name, m := range c.Members {
 		fm := failover.Member{Name: name, Region: m.Region, Tags: m.Tags, Priority: m.Priority}
 		if sm, ok := samples[memberKey{c.Name, name}]; ok {
@@ -107,10 +119,6 @@ func (s *Server) failoverInput(c *pgdrv1.Cluster, samples map[memberKey]sample, 
 		}
 		in.Members[name] = fm
 	}
-	if failover.UnpromotedPrimary(in.Members[c.Primary]) { // rule 2a reads history only then
-		in.PrimaryPromoted = s.primaryPromoted(c)
-	}
-	s.syncEligibility(c, samples, &in)
 	return in
 }
 
@@ -165,6 +173,7 @@ func (s *Server) failoverTick(ctx context.Context) {
 				s.judge.refused[name] = d.Reason
 				s.judge.mu.Unlock()
 				s.recordEvent(ctx, name, kindFailoverRefused, c.Primary, c.Epoch, d.Reason, rejectedDetails(d))
+				s.metrics.failoverRefused(d.Refused)
 			}
 		}
 		if d.Action != failover.ActionPromote {
@@ -250,6 +259,7 @@ func (s *Server) executeFailover(ctx context.Context, c *pgdrv1.Cluster, d failo
 		s.judge.mu.Unlock()
 		if !again {
 			s.recordEvent(ctx, name, kindFailoverRefused, cand, c.Epoch, wait, nil)
+			s.metrics.failoverRefused(refusedUnsettled)
 		}
 		return
 	}
@@ -317,6 +327,7 @@ func (s *Server) completeFailover(ctx context.Context, c *pgdrv1.Cluster, old, c
 		if msg, unsettled := promoteOutcome(res, err); msg != "" {
 			if err == nil && isFailsafeRefusal(res.Error) { // primary alive per the candidate: reported, not retried
 				s.recordEvent(ctx, name, kindFailoverRefused, cand, epoch, "primary alive per "+cand+"'s failsafe acknowledgement: "+res.Error, nil)
+				s.metrics.failoverRefused(failover.RefusedFailsafe)
 			}
 			var details map[string]string
 			mark := pgdrv1.PromoteMark_PROMOTE_MARK_NOT_SENT

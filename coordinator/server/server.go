@@ -119,6 +119,9 @@ type Server struct {
 	// not know (askLevel).
 	levelMu sync.Mutex
 	levels  map[string]askedLevel
+
+	// raftStarted: when Raft started (pgdr_coordinator_raft_last_contact_seconds).
+	raftStarted time.Time
 }
 
 // New checks the configuration's files and builds a server; Run starts it.
@@ -352,8 +355,10 @@ func (s *Server) startRaft(ctx context.Context) (func(), error) {
 	// The log this node holds on disk from before it started: a follower
 	// has not caught up before it applied it again (stateReadable).
 	s.startIndex = r.LastIndex()
+	s.raftStarted = time.Now()
 	wctx, wcancel := context.WithCancel(context.Background())
 	go s.contacts.watch(wctx, r)
+	s.watchLeaderChanges(wctx, r)
 	return func() {
 		wcancel()
 		if err := r.Shutdown().Error(); err != nil {
@@ -716,8 +721,11 @@ func (s *Server) proposeCommand(ctx context.Context, cmd *pgdrv1.Command) (*pgdr
 		if err != nil {
 			return nil, status.Errorf(codes.Internal, "encoding command: %v", err)
 		}
+		start := time.Now()
 		f := s.raft.Apply(data, applyTimeout)
-		if err := f.Error(); err != nil {
+		err = f.Error()
+		s.metrics.applyDuration.Observe(time.Since(start).Seconds())
+		if err != nil {
 			s.metrics.applies.WithLabelValues("error").Inc()
 			return nil, raftError("raft apply", err)
 		}
@@ -731,7 +739,9 @@ func (s *Server) proposeCommand(ctx context.Context, cmd *pgdrv1.Command) (*pgdr
 		if err != nil {
 			return nil, err
 		}
+		start := time.Now()
 		r, err := pgdrv1.NewCoordinatorServiceClient(conn).Apply(ctx, &pgdrv1.ApplyRequest{Command: cmd})
+		s.metrics.applyDuration.Observe(time.Since(start).Seconds())
 		if err != nil {
 			return nil, outcome.Forwarded("forwarding to the leader", err)
 		}
@@ -743,21 +753,6 @@ func (s *Server) proposeCommand(ctx context.Context, cmd *pgdrv1.Command) (*pgdr
 	}
 	s.metrics.applies.WithLabelValues("ok").Inc()
 	return res, nil
-}
-
-func (s *Server) countHealthy(healthy bool) int {
-	if !s.isLeader() {
-		return 0
-	}
-	n := 0
-	for _, c := range s.clusterStatus("") {
-		for _, m := range c.Members {
-			if m.Healthy == healthy {
-				n++
-			}
-		}
-	}
-	return n
 }
 
 func (s *Server) gossipStates() map[string]string {

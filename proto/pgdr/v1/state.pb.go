@@ -328,8 +328,12 @@ type Cluster struct {
 	// an unconfirmed promotion look settled. One per cluster: nothing moves
 	// the primary while it may still complete.
 	UnsettledPromote *UnsettledPromote `protobuf:"bytes,12,opt,name=unsettled_promote,json=unsettledPromote,proto3" json:"unsettled_promote,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// totals: completed primary changes and ended backup runs, counted as
+	// they are applied (the metrics' counters). Field 30 keeps clear of
+	// the numbers above.
+	Totals        *ClusterTotals `protobuf:"bytes,30,opt,name=totals,proto3" json:"totals,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Cluster) Reset() {
@@ -463,6 +467,13 @@ func (x *Cluster) GetDrillRuns() []*DrillRun {
 func (x *Cluster) GetUnsettledPromote() *UnsettledPromote {
 	if x != nil {
 		return x.UnsettledPromote
+	}
+	return nil
+}
+
+func (x *Cluster) GetTotals() *ClusterTotals {
+	if x != nil {
+		return x.Totals
 	}
 	return nil
 }
@@ -898,7 +909,7 @@ var File_pgdr_v1_state_proto protoreflect.FileDescriptor
 
 const file_pgdr_v1_state_proto_rawDesc = "" +
 	"\n" +
-	"\x13pgdr/v1/state.proto\x12\apgdr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bpgdr/v1/backup_policy.proto\x1a\x18pgdr/v1/backup_run.proto\x1a\x13pgdr/v1/drill.proto\"\xc8\x03\n" +
+	"\x13pgdr/v1/state.proto\x12\apgdr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bpgdr/v1/backup_policy.proto\x1a\x18pgdr/v1/backup_run.proto\x1a\x13pgdr/v1/drill.proto\x1a\x14pgdr/v1/totals.proto\"\xc8\x03\n" +
 	"\x06Member\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12\x16\n" +
@@ -923,7 +934,7 @@ const file_pgdr_v1_state_proto_rawDesc = "" +
 	"\x17maximum_lag_on_failover\x18\x05 \x01(\x04R\x14maximumLagOnFailover\x12 \n" +
 	"\vsynchronous\x18\x06 \x01(\tR\vsynchronous\x12+\n" +
 	"\x11preferred_regions\x18\a \x03(\tR\x10preferredRegions\x12+\n" +
-	"\x11failsafe_disabled\x18\b \x01(\bR\x10failsafeDisabled\"\xf4\x05\n" +
+	"\x11failsafe_disabled\x18\b \x01(\bR\x10failsafeDisabled\"\xa4\x06\n" +
 	"\aCluster\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x127\n" +
 	"\amembers\x18\x02 \x03(\v2\x1d.pgdr.v1.Cluster.MembersEntryR\amembers\x12\x18\n" +
@@ -944,7 +955,8 @@ const file_pgdr_v1_state_proto_rawDesc = "" +
 	"backupRuns\x120\n" +
 	"\n" +
 	"drill_runs\x18\x16 \x03(\v2\x11.pgdr.v1.DrillRunR\tdrillRuns\x12F\n" +
-	"\x11unsettled_promote\x18\f \x01(\v2\x19.pgdr.v1.UnsettledPromoteR\x10unsettledPromote\x1aK\n" +
+	"\x11unsettled_promote\x18\f \x01(\v2\x19.pgdr.v1.UnsettledPromoteR\x10unsettledPromote\x12.\n" +
+	"\x06totals\x18\x1e \x01(\v2\x16.pgdr.v1.ClusterTotalsR\x06totals\x1aK\n" +
 	"\fMembersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12%\n" +
 	"\x05value\x18\x02 \x01(\v2\x0f.pgdr.v1.MemberR\x05value:\x028\x01\"\xc4\x03\n" +
@@ -1027,6 +1039,7 @@ var file_pgdr_v1_state_proto_goTypes = []any{
 	(*BackupPolicy)(nil),          // 12: pgdr.v1.BackupPolicy
 	(*BackupRun)(nil),             // 13: pgdr.v1.BackupRun
 	(*DrillRun)(nil),              // 14: pgdr.v1.DrillRun
+	(*ClusterTotals)(nil),         // 15: pgdr.v1.ClusterTotals
 }
 var file_pgdr_v1_state_proto_depIdxs = []int32{
 	11, // 0: pgdr.v1.Member.registered_at:type_name -> google.protobuf.Timestamp
@@ -1039,21 +1052,22 @@ var file_pgdr_v1_state_proto_depIdxs = []int32{
 	13, // 7: pgdr.v1.Cluster.backup_runs:type_name -> pgdr.v1.BackupRun
 	14, // 8: pgdr.v1.Cluster.drill_runs:type_name -> pgdr.v1.DrillRun
 	3,  // 9: pgdr.v1.Cluster.unsettled_promote:type_name -> pgdr.v1.UnsettledPromote
-	11, // 10: pgdr.v1.UnsettledPromote.ordered_at:type_name -> google.protobuf.Timestamp
-	11, // 11: pgdr.v1.UnsettledPromote.settle_by:type_name -> google.protobuf.Timestamp
-	11, // 12: pgdr.v1.HistoryEvent.time:type_name -> google.protobuf.Timestamp
-	8,  // 13: pgdr.v1.HistoryEvent.details:type_name -> pgdr.v1.HistoryEvent.DetailsEntry
-	9,  // 14: pgdr.v1.State.clusters:type_name -> pgdr.v1.State.ClustersEntry
-	10, // 15: pgdr.v1.State.coordinators:type_name -> pgdr.v1.State.CoordinatorsEntry
-	5,  // 16: pgdr.v1.State.history:type_name -> pgdr.v1.HistoryEvent
-	0,  // 17: pgdr.v1.Cluster.MembersEntry.value:type_name -> pgdr.v1.Member
-	2,  // 18: pgdr.v1.State.ClustersEntry.value:type_name -> pgdr.v1.Cluster
-	4,  // 19: pgdr.v1.State.CoordinatorsEntry.value:type_name -> pgdr.v1.Coordinator
-	20, // [20:20] is the sub-list for method output_type
-	20, // [20:20] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	15, // 10: pgdr.v1.Cluster.totals:type_name -> pgdr.v1.ClusterTotals
+	11, // 11: pgdr.v1.UnsettledPromote.ordered_at:type_name -> google.protobuf.Timestamp
+	11, // 12: pgdr.v1.UnsettledPromote.settle_by:type_name -> google.protobuf.Timestamp
+	11, // 13: pgdr.v1.HistoryEvent.time:type_name -> google.protobuf.Timestamp
+	8,  // 14: pgdr.v1.HistoryEvent.details:type_name -> pgdr.v1.HistoryEvent.DetailsEntry
+	9,  // 15: pgdr.v1.State.clusters:type_name -> pgdr.v1.State.ClustersEntry
+	10, // 16: pgdr.v1.State.coordinators:type_name -> pgdr.v1.State.CoordinatorsEntry
+	5,  // 17: pgdr.v1.State.history:type_name -> pgdr.v1.HistoryEvent
+	0,  // 18: pgdr.v1.Cluster.MembersEntry.value:type_name -> pgdr.v1.Member
+	2,  // 19: pgdr.v1.State.ClustersEntry.value:type_name -> pgdr.v1.Cluster
+	4,  // 20: pgdr.v1.State.CoordinatorsEntry.value:type_name -> pgdr.v1.Coordinator
+	21, // [21:21] is the sub-list for method output_type
+	21, // [21:21] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_pgdr_v1_state_proto_init() }
@@ -1064,6 +1078,7 @@ func file_pgdr_v1_state_proto_init() {
 	file_pgdr_v1_backup_policy_proto_init()
 	file_pgdr_v1_backup_run_proto_init()
 	file_pgdr_v1_drill_proto_init()
+	file_pgdr_v1_totals_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
