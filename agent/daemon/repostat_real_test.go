@@ -142,6 +142,12 @@ func TestRepoMetricsOnRealPostgreSQL(t *testing.T) {
 	if v, ok := gaugeValue(t, reg, "pgdr_agent_last_archived_timestamp_seconds", nil); !ok || time.Since(time.Unix(int64(v), 0)) > time.Minute {
 		t.Fatalf("pgdr_agent_last_archived_timestamp_seconds = %v (%v)", v, ok)
 	}
+	if v, ok := gaugeValue(t, reg, "pgdr_agent_wal_ready_segments", nil); !ok || v != 0 {
+		t.Fatalf("pgdr_agent_wal_ready_segments = %v (%v), want 0 with the archive caught up", v, ok)
+	}
+	if v, ok := gaugeValue(t, reg, "pgdr_agent_archive_rpo_bytes", map[string]string{"repository": "s3"}); !ok || v >= 16<<20 {
+		t.Fatalf("pgdr_agent_archive_rpo_bytes{s3} = %v (%v), want under a segment", v, ok)
+	}
 	if v, ok := gaugeValue(t, reg, "pgdr_agent_role", map[string]string{"role": "primary"}); !ok || v != 1 {
 		t.Fatalf("pgdr_agent_role{role=primary} = %v (%v)", v, ok)
 	}
