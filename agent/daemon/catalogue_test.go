@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -219,6 +220,22 @@ func TestMetricsCatalogue(t *testing.T) {
 		if row.served && !gathered[n] {
 			t.Errorf("docs/metrics.md says %s is served (Status yes), the agent did not serve it", n)
 		}
+	}
+	// What /metrics serves passes promtool's lint (when promtool is
+	// installed: Debian's prometheus package, scripts/ci-deps.sh).
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Log("promtool not installed: /metrics not linted")
+		return
+	}
+	code, body := get(t, d.Handler(), "GET", "/metrics")
+	if code != 200 {
+		t.Fatalf("/metrics: %d", code)
+	}
+	cmd := exec.Command(promtool, "check", "metrics")
+	cmd.Stdin = strings.NewReader(body)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("promtool check metrics: %v\n%s", err, out)
 	}
 }
 

@@ -73,6 +73,14 @@ func newWorkMetrics(reg prometheus.Registerer) *workMetrics {
 			Name: "pgdr_agent_drills_total", Help: "Restore drills this daemon ran, by result (ok, failed, cancelled).",
 		}, []string{"result"}),
 	}
+	// The counters of outcomes exist from the start (at 0), so that an
+	// increase over them is defined before the first failure.
+	for _, res := range []string{"ok", "failed", "cancelled"} {
+		for _, typ := range []string{"full", "diff", "incr"} {
+			w.backups.WithLabelValues(typ, res)
+		}
+		w.drills.WithLabelValues(res)
+	}
 	reg.MustRegister(w.walPush, w.walPushFail, w.walFetch, w.walFetchFail, w.renewalFailures,
 		w.backupDuration, w.backupBytes, w.backups, w.restoreDuration, w.restoreBytes, w.drills)
 	return w
