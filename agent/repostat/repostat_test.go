@@ -181,3 +181,60 @@ func testBackupsByTier(t *testing.T, fs storage.ObjectStore) {
 		}
 	}
 }
+
+// failingStore fails every listing while down.
+type failingStore struct {
+	storage.ObjectStore
+	mu   sync.Mutex
+	down bool
+}
+
+func (f *failingStore) List(ctx context.Context, prefix string, fn func(storage.ObjectInfo) error) error {
+	f.mu.Lock()
+	down := f.down
+	f.mu.Unlock()
+	if down {
+		return fmt.Errorf("list %s: connection refused", prefix)
+	}
+	return f.ObjectStore.List(ctx, prefix, fn)
+}
+
+// TestReadFailures: a repository that cannot be read counts a failure and
+// keeps its figures and its last successful read time (so the staleness
+// shows), while the other repositories are read.
+func TestReadFailures(t *testing.T) {
+	a, err := filestore.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := filestore.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fa := &failingStore{ObjectStore: a}
+	put(t, a, repo.WALKey(cluster, segment(1, 7)))
+	put(t, b, repo.WALKey(cluster, segment(1, 7)))
+	rd := New(cluster, []repo.Repo{{Name: "a", Store: fa}, {Name: "b", Store: b}}, nil)
+	ctx := context.Background()
+	rd.ReadOnce(ctx)
+	before := rd.Snapshots()
+	fa.mu.Lock()
+	fa.down = true
+	fa.mu.Unlock()
+	time.Sleep(10 * time.Millisecond)
+	rd.ReadOnce(ctx)
+	after := rd.Snapshots()
+	if after[0].Failures != 1 || !after[0].Read.Equal(before[0].Read) || after[0].WALName != segment(1, 7) {
+		t.Fatalf("a down: %+v, was %+v", after[0], before[0])
+	}
+	if after[1].Failures != 0 || !after[1].Read.After(before[1].Read) {
+		t.Fatalf("b up: %+v, was %+v", after[1], before[1])
+	}
+	fa.mu.Lock()
+	fa.down = false
+	fa.mu.Unlock()
+	rd.ReadOnce(ctx)
+	if s := rd.Snapshots()[0]; s.Failures != 1 || !s.Read.After(before[0].Read) {
+		t.Fatalf("a back: %+v", s)
+	}
+}
