@@ -118,7 +118,10 @@ func (rd *Reader) ReadOnce(ctx context.Context) {
 	rd.roundMu.Lock()
 	defer rd.roundMu.Unlock()
 	for i, st := range rd.repos {
-		snap, err := rd.read(ctx, st)
+		rd.mu.Lock()
+		prev := rd.snaps[i]
+		rd.mu.Unlock()
+		snap, err := rd.read(ctx, st, prev)
 		rd.mu.Lock()
 		if err != nil {
 			rd.snaps[i].Failures++
@@ -144,7 +147,7 @@ func (rd *Reader) Snapshots() []Snapshot {
 	return out
 }
 
-func (rd *Reader) read(ctx context.Context, st *repoState) (Snapshot, error) {
+func (rd *Reader) read(ctx context.Context, st *repoState, prev Snapshot) (Snapshot, error) {
 	snap := Snapshot{Repository: st.r.Name}
 	ids, err := rd.backupIDs(ctx, st.r)
 	if err != nil {
@@ -175,7 +178,7 @@ func (rd *Reader) read(ctx context.Context, st *repoState) (Snapshot, error) {
 			delete(st.manifests, id)
 		}
 	}
-	snap.Tiers = tiers(st.manifests)
+	snap.Tiers = keepTiers(tiers(st.manifests), prev.Tiers)
 	if err := rd.newestWAL(ctx, st); err != nil {
 		return snap, err
 	}
@@ -252,6 +255,24 @@ func tiers(ms map[string]*backup.ManifestHeader) []Tier {
 		out = append(out, *other)
 	}
 	return out
+}
+
+// keepTiers adds to now the tiers of before it lacks, with no backups,
+// while there is room (MaxTiers and OtherTier): a tier whose last backup
+// expired reads 0 rather than vanishing.
+func keepTiers(now, before []Tier) []Tier {
+	have := map[string]bool{}
+	for _, t := range now {
+		have[t.Name] = true
+	}
+	for _, t := range before {
+		if !have[t.Name] && len(now) < MaxTiers+1 {
+			now = append(now, Tier{Name: t.Name, Last: map[string]time.Time{}})
+			have[t.Name] = true
+		}
+	}
+	sort.Slice(now, func(i, j int) bool { return now[i].Name < now[j].Name })
+	return now
 }
 
 var errFound = errors.New("found")

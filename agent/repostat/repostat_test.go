@@ -238,3 +238,32 @@ func TestReadFailures(t *testing.T) {
 		t.Fatalf("a back: %+v", s)
 	}
 }
+
+// TestTierKeptAtZero: a tier whose last backup expired reads 0 backups
+// rather than vanishing.
+func TestTierKeptAtZero(t *testing.T) {
+	fs, err := filestore.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := repo.Repo{Name: "local", Store: fs}
+	ctx := context.Background()
+	start := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	m := &backup.Manifest{Format: backup.ManifestFormat, ID: start.Format("20060102T150405") + "F", Type: "full", Tier: "weekly", Cluster: cluster,
+		StartTime: start, StopTime: start.Add(time.Minute), SegmentSize: wal.DefaultSegmentSize, Timeline: 1}
+	if err := backup.SaveManifest(ctx, r, m, nil); err != nil {
+		t.Fatal(err)
+	}
+	rd := New(cluster, []repo.Repo{r}, nil)
+	rd.ReadOnce(ctx)
+	if tiers := rd.Snapshots()[0].Tiers; len(tiers) != 1 || tiers[0].Backups != 1 {
+		t.Fatalf("tiers %+v", tiers)
+	}
+	if err := fs.Delete(ctx, backup.ManifestKey(cluster, m.ID)); err != nil {
+		t.Fatal(err)
+	}
+	rd.ReadOnce(ctx)
+	if tiers := rd.Snapshots()[0].Tiers; len(tiers) != 1 || tiers[0].Name != "weekly" || tiers[0].Backups != 0 || len(tiers[0].Last) != 0 {
+		t.Fatalf("after the tier's last backup expired: %+v", tiers)
+	}
+}
