@@ -8,7 +8,8 @@
 // Reading is incremental: a manifest is read once per backup (its header
 // is kept), and after the first round's listing of the WAL prefix a round
 // lists only the newest segment's WAL log and the next one, and looks for
-// a newer timeline: never the whole WAL archive. Backup IDs are found by
-// skipping from one backup's keys to the next where the store lists from
-// a key (S3); a file repository is walked.
+// a newer timeline: never the whole WAL archive. Backup IDs come from the
+// backups' directory in a file repository (one directory read and a
+// look for each manifest), and on S3 by skipping from one backup's keys
+// to the next: a backup's data objects are never listed.
 package repostat

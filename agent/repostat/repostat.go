@@ -278,12 +278,30 @@ func keepTiers(now, before []Tier) []Tier {
 var errFound = errors.New("found")
 
 // backupIDs lists the IDs of the backups whose manifest r holds, in
-// order. A store that lists from a key skips from one backup's keys to
+// order. A file store reads the backups' directory and looks for each
+// manifest; a store that lists from a key skips from one backup's keys to
 // the next (a request per backup, whatever each holds); another is
 // listed whole.
 func (rd *Reader) backupIDs(ctx context.Context, r repo.Repo) ([]string, error) {
 	prefix := backup.Prefix(rd.cluster)
 	var ids []string
+	if dl, ok := r.Store.(storage.DirLister); ok {
+		dirs, err := dl.ListDirs(ctx, prefix)
+		if err != nil {
+			return nil, fmt.Errorf("listing backups in repository %s: %w", r.Name, err)
+		}
+		for _, id := range dirs {
+			if !backup.ValidID(id) {
+				continue
+			}
+			if _, err := r.Store.Stat(ctx, backup.ManifestKey(rd.cluster, id)); err == nil {
+				ids = append(ids, id)
+			} else if !errors.Is(err, storage.ErrNotFound) {
+				return nil, fmt.Errorf("repository %s: %w", r.Name, err)
+			}
+		}
+		return ids, nil
+	}
 	rl, ok := r.Store.(storage.RangeLister)
 	if !ok {
 		err := r.Store.List(ctx, prefix, func(oi storage.ObjectInfo) error {

@@ -108,6 +108,9 @@ func TestBackupsByTier(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if _, ok := storage.ObjectStore(fs).(storage.DirLister); !ok {
+			t.Fatal("the file store does not list directories")
+		}
 		testBackupsByTier(t, fs)
 	})
 	t.Run("s3", func(t *testing.T) {
