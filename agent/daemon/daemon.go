@@ -140,9 +140,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 		run(d.copier.Run)
 	}
 	run(d.monitor.Run)
-	run(func(ctx context.Context) { d.repoStat.Run(ctx, repoInterval(d.cfg)) })
 	if d.cfg.Health.Listen != "" {
 		run(d.serveHTTP)
+		// The repositories are read for /metrics only.
+		run(func(ctx context.Context) { d.repoStat.Run(ctx, repoInterval(d.cfg)) })
 	}
 	if len(d.cfg.Coordinator.Addresses) > 0 {
 		run(d.sess.Run)
