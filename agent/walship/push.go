@@ -287,7 +287,10 @@ func (s *Shipper) push(ctx context.Context, path string) (err error) {
 			if err == nil {
 				err = putIfAbsent(gctx, r, key, enc.Bytes(), sum[:], int64(len(data)))
 			}
-			if s.obs != nil {
+			// A push cut short because another repository failed is not
+			// this repository's failure.
+			cut := err != nil && ctx.Err() == nil && gctx.Err() != nil && errors.Is(err, context.Canceled)
+			if s.obs != nil && !cut {
 				s.obs.ObservePush(r.Name, time.Since(start), err)
 			}
 			return err
