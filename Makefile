@@ -2,7 +2,10 @@
 GO        ?= go
 BIN       := bin
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
-LDFLAGS   := -X github.com/pgdr/pgdr/agent/cli.Version=$(VERSION) \
+COMMIT    ?= $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS   := -X github.com/pgdr/pgdr/pkg/buildinfo.Version=$(VERSION) \
+             -X github.com/pgdr/pgdr/pkg/buildinfo.Commit=$(COMMIT) \
+             -X github.com/pgdr/pgdr/agent/cli.Version=$(VERSION) \
              -X github.com/pgdr/pgdr/coordinator/ctl.Version=$(VERSION) \
              -X main.Version=$(VERSION)
 GOTESTFLAGS ?= -race -count=1 -timeout 25m

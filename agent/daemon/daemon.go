@@ -24,6 +24,7 @@ import (
 	"github.com/pgdr/pgdr/agent/pgctl"
 	"github.com/pgdr/pgdr/agent/reclone"
 	"github.com/pgdr/pgdr/agent/repocopy"
+	"github.com/pgdr/pgdr/agent/repostat"
 	"github.com/pgdr/pgdr/agent/session"
 	"github.com/pgdr/pgdr/agent/walship"
 	"github.com/pgdr/pgdr/agent/watchdog"
@@ -74,6 +75,9 @@ type Daemon struct {
 	sess *session.Session
 	// copier fills the async repositories (agent/repocopy); nil without.
 	copier *repocopy.Copier
+	// repoStat reads what the repositories hold for the pgdr_repo_*
+	// metrics (agent/repostat), every metrics.repo_interval.
+	repoStat *repostat.Reader
 
 	// now replaces time.Now for the orders' deadlines in tests (a clock
 	// ahead of or behind the leader's); nil in production.
@@ -138,6 +142,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	run(d.monitor.Run)
 	if d.cfg.Health.Listen != "" {
 		run(d.serveHTTP)
+		// The repositories are read for /metrics only.
+		run(func(ctx context.Context) { d.repoStat.Run(ctx, repoInterval(d.cfg)) })
 	}
 	if len(d.cfg.Coordinator.Addresses) > 0 {
 		run(d.sess.Run)
@@ -156,6 +162,15 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.waitBackups(backupStopWait)
 	d.log.Info("agent daemon stopped")
 	return err
+}
+
+// repoInterval is metrics.repo_interval, its default when the
+// configuration was not loaded through Parse.
+func repoInterval(cfg *config.Config) time.Duration {
+	if d := cfg.Metrics.RepoInterval.Duration; d > 0 {
+		return d
+	}
+	return config.DefaultRepoInterval
 }
 
 // backupStopWait bounds how long a stopping daemon waits for a backup run

@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/pgdr/pgdr/agent/repocopy"
+	"github.com/pgdr/pgdr/pkg/buildinfo"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
 
@@ -20,6 +21,10 @@ type metrics struct {
 	fenced        prometheus.Gauge
 	clockSkew     prometheus.Gauge
 	labels        prometheus.Labels // cluster and node
+	// labeled registers with the cluster and node labels.
+	labeled prometheus.Registerer
+	work    *workMetrics
+	state   *stateCollector
 }
 
 // failsafeGauges are the failsafe state's values at scrape time.
@@ -30,8 +35,9 @@ func newMetrics(cluster, node string, latest func() *pgdrv1.HealthReport, fs fai
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	labeled := prometheus.WrapRegistererWith(prometheus.Labels{"cluster": cluster, "node": node}, reg)
 	m := &metrics{
-		reg:    reg,
-		labels: prometheus.Labels{"cluster": cluster, "node": node},
+		reg:     reg,
+		labels:  prometheus.Labels{"cluster": cluster, "node": node},
+		labeled: labeled,
 		checkDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "pgdr_agent_health_check_duration_seconds",
 			Help:    "Duration of one round of local health checks.",
@@ -50,7 +56,8 @@ func newMetrics(cluster, node string, latest func() *pgdrv1.HealthReport, fs fai
 			Help: "This agent's clock minus the coordinator leader's, as last measured (an order's send time, with its transit, or the leader's answer before a promotion). Order deadlines do not depend on it; above 5 s the agent logs a warning.",
 		}),
 	}
-	labeled.MustRegister(m.checkDuration, m.coordinator, m.fenced, m.clockSkew, &reportCollector{latest: latest})
+	labeled.MustRegister(m.checkDuration, m.coordinator, m.fenced, m.clockSkew, &reportCollector{latest: latest}, buildinfo.Collector("pgdr-agent"))
+	m.work = newWorkMetrics(labeled)
 	if fs != nil {
 		labeled.MustRegister(
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -147,13 +154,13 @@ type copyLagCollector struct {
 }
 
 // registerCopyLag registers the copy lag metrics, one series per async
-// repository (labelled repo), read from status at scrape time.
+// repository (labelled repository), read from status at scrape time.
 func (m *metrics) registerCopyLag(status func() []repocopy.Status) {
 	c := &copyLagCollector{
 		status:  status,
-		objects: prometheus.NewDesc("pgdr_repo_copy_lag_objects", "Objects written to the sync repositories and not yet copied and verified in this async repository (queued).", []string{"repo"}, m.labels),
-		bytes:   prometheus.NewDesc("pgdr_repo_copy_lag_bytes", "Bytes of those objects.", []string{"repo"}, m.labels),
-		age:     prometheus.NewDesc("pgdr_repo_copy_oldest_missing_seconds", "Age of the oldest object not yet copied to this async repository (0 when caught up).", []string{"repo"}, m.labels),
+		objects: prometheus.NewDesc("pgdr_repo_copy_lag_objects", "Objects written to the sync repositories and not yet copied and verified in this async repository (queued).", []string{"repository"}, m.labels),
+		bytes:   prometheus.NewDesc("pgdr_repo_copy_lag_bytes", "Bytes of those objects.", []string{"repository"}, m.labels),
+		age:     prometheus.NewDesc("pgdr_repo_copy_oldest_missing_seconds", "Age of the oldest object not yet copied to this async repository (0 when caught up).", []string{"repository"}, m.labels),
 	}
 	m.reg.MustRegister(c)
 }

@@ -42,7 +42,7 @@ func TestCopyLagServed(t *testing.T) {
 	}
 	_, metrics := get(t, h, "GET", "/metrics")
 	for _, m := range []string{"pgdr_repo_copy_lag_objects", "pgdr_repo_copy_lag_bytes", "pgdr_repo_copy_oldest_missing_seconds"} {
-		if !strings.Contains(metrics, m+`{cluster="main",node="pg-a2",repo="dr"} 0`) {
+		if !strings.Contains(metrics, m+`{cluster="main",node="pg-a2",repository="dr"} 0`) {
 			t.Fatalf("/metrics lacks %s for dr:\n%s", m, metrics)
 		}
 	}

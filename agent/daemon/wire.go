@@ -19,6 +19,7 @@ import (
 	"github.com/pgdr/pgdr/agent/pgctl"
 	"github.com/pgdr/pgdr/agent/reclone"
 	"github.com/pgdr/pgdr/agent/repocopy"
+	"github.com/pgdr/pgdr/agent/repostat"
 	"github.com/pgdr/pgdr/agent/session"
 	"github.com/pgdr/pgdr/agent/walship"
 	"github.com/pgdr/pgdr/agent/watchdog"
@@ -91,17 +92,28 @@ func build(cfg *config.Config, shipper *walship.Shipper, log *slog.Logger, opt o
 		Log:           log,
 	})
 	d.lease = lease.New(lc, held, lease.Deps{
-		Session:     func() pgdrv1.AgentServiceClient { return d.sess.Client() },
-		DialLeader:  session.NewDialer(cfg).Dial,
-		Report:      d.monitor.Latest,
-		CheckNow:    d.monitor.CheckNow,
-		Epoch:       &d.epoch,
-		PG:          d.pg,
-		Failsafe:    d.failsafe,
-		Beat:        d.wd.Beat,
-		FencedGauge: d.metrics.fenced,
-		Log:         log,
+		Session:         func() pgdrv1.AgentServiceClient { return d.sess.Client() },
+		DialLeader:      session.NewDialer(cfg).Dial,
+		Report:          d.monitor.Latest,
+		CheckNow:        d.monitor.CheckNow,
+		Epoch:           &d.epoch,
+		PG:              d.pg,
+		Failsafe:        d.failsafe,
+		Beat:            d.wd.Beat,
+		FencedGauge:     d.metrics.fenced,
+		RenewalFailures: d.metrics.work.renewalFailures,
+		Log:             log,
 	})
+	d.metrics.state = &stateCollector{
+		latest:   latest,
+		archiver: d.checker.Archiver,
+		lease: func() (time.Time, bool) {
+			granted, fenced, deadline := d.lease.Status()
+			return deadline, granted && fenced == ""
+		},
+		now: time.Now,
+	}
+	d.metrics.labeled.MustRegister(d.metrics.state)
 	d.recloner = newRecloner(cfg, d.pg, log, d.lease.Unfence, d.monitor.CheckNow)
 	d.orders = orders.New(cfg, orders.Deps{
 		Log:         log,
@@ -127,13 +139,18 @@ func build(cfg *config.Config, shipper *walship.Shipper, log *slog.Logger, opt o
 		Granted:       held.Granted,
 		Fence:         d.lease.Fence,
 		Unfence:       d.lease.Unfence,
-		Reclone:       d.recloner.Reclone,
+		Reclone:       d.metrics.work.recloner(d.recloner.Reclone),
 		OpenPromotion: opt.openPromotion,
 	})
 	var repos []repo.Repo
 	if shipper != nil { // tests build daemons without one
 		repos = shipper.Repos()
+		shipper.SetObserver(d.metrics.work)
 	}
+	d.metrics.work.registerRepos(repos)
+	// What the repositories hold, read on an interval (Run).
+	d.repoStat = repostat.New(cfg.Cluster, repos, log.With("component", "repostat"))
+	d.metrics.labeled.MustRegister(&repoCollector{snapshots: d.repoStat.Snapshots, latest: latest})
 	// The async repositories' copier (nil without one): config validation
 	// made agent.state_dir absolute, which is all FromConfig checks.
 	if c, err := repocopy.FromConfig(cfg, repos, log, repocopy.Options{}); err != nil {
@@ -142,10 +159,10 @@ func build(cfg *config.Config, shipper *walship.Shipper, log *slog.Logger, opt o
 		d.copier = c
 	}
 	d.metrics.registerCopyLag(d.copier.Status)
-	d.backups = backuprun.New(backuprun.Deps{Cluster: cfg.Cluster, Node: cfg.Node.Name, Repos: repos, Take: backuprun.Taker(cfg, log, nil), Log: log,
+	d.backups = backuprun.New(backuprun.Deps{Cluster: cfg.Cluster, Node: cfg.Node.Name, Repos: repos, Take: d.metrics.work.taker(backuprun.Taker(cfg, log, nil)), Log: log,
 		Expire:    backuprun.Expirer(cfg, log, false),
 		Completer: backuprun.CompleterFunc(func(ctx context.Context, res *pgdrv1.CommandResult) error { return d.sess.Complete(ctx, res) })})
-	d.drills = drillrun.New(drillrun.Deps{Cluster: cfg.Cluster, Node: cfg.Node.Name, Run: drillrun.Driller(cfg, repos, log, ""), Log: log,
+	d.drills = drillrun.New(drillrun.Deps{Cluster: cfg.Cluster, Node: cfg.Node.Name, Run: d.metrics.work.driller(drillrun.Driller(cfg, repos, log, "")), Log: log,
 		Completer: backuprun.CompleterFunc(func(ctx context.Context, res *pgdrv1.CommandResult) error { return d.sess.Complete(ctx, res) })})
 	d.sess = session.New(cfg, session.Deps{
 		Executor:    d.orders,

@@ -89,7 +89,7 @@ func TestDaemonHealth(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		fmt.Fprintf(f, "health:\n  interval: %s\n  listen: %q\n  max_replica_lag: 16MB\n", interval, addr)
+		fmt.Fprintf(f, "health:\n  interval: %s\n  listen: %q\n  max_replica_lag: 16MB\nmetrics:\n  repo_interval: 1s\n", interval, addr)
 		f.Close()
 	}
 	pLog := startDaemon(t, l, pCfg)
@@ -156,6 +156,24 @@ func TestDaemonHealth(t *testing.T) {
 				t.Errorf("%s/metrics (%d) lacks %s", addr, m.code, name)
 			}
 		}
+	}
+
+	// The running daemons' role, build and repository figures (the
+	// repositories read on metrics.repo_interval).
+	for addr, role := range map[string]string{pAddr: "primary", rAddr: "replica"} {
+		testutil.WaitFor(t, 30*time.Second, addr+"'s role and repository figures in /metrics", func() (bool, error) {
+			m, err := getProbe(addr, "/metrics")
+			if err != nil {
+				return false, err
+			}
+			for _, want := range []string{`,role="` + role + `"} 1`, `pgdr_build_info{`, `program="pgdr-agent"`, `pgdr_repo_read_timestamp_seconds{`,
+				`pgdr_repo_last_wal_timestamp_seconds{`, `pgdr_repo_read_failures_total{cluster="main",`} {
+				if !strings.Contains(m.raw, want) {
+					return false, fmt.Errorf("/metrics lacks %s", want)
+				}
+			}
+			return true, nil
+		})
 	}
 
 	// Stop the replica's server: its probes fail within 3 intervals.

@@ -121,7 +121,7 @@ func TestAsyncRepoOutage(t *testing.T) {
 	})
 	m := metricsText(t, base)
 	for _, name := range []string{"pgdr_repo_copy_lag_objects", "pgdr_repo_copy_lag_bytes", "pgdr_repo_copy_oldest_missing_seconds"} {
-		prefix := name + `{cluster="main",node="pg-a1",repo="dr"} `
+		prefix := name + `{cluster="main",node="pg-a1",repository="dr"} `
 		i := strings.Index(m, prefix)
 		if i < 0 || strings.HasPrefix(m[i+len(prefix):], "0\n") {
 			t.Fatalf("/metrics does not show a lag in %s:\n%s", name, m)

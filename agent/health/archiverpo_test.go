@@ -106,6 +106,9 @@ func TestArchiveRPOGrowsWhileArchivingFails(t *testing.T) {
 	if caughtUp.Seconds > 30 {
 		t.Fatalf("archiving works, yet the archive RPO is %vs", caughtUp.Seconds)
 	}
+	if a := c.Archiver(); !a.Known || a.Ready != 0 || !a.OldestReady.IsZero() || time.Since(a.LastArchived) > 30*time.Second {
+		t.Fatalf("archiving works: archiver %+v", a)
+	}
 
 	if err := os.Remove(ok); err != nil {
 		t.Fatal(err)
@@ -118,6 +121,10 @@ func TestArchiveRPOGrowsWhileArchivingFails(t *testing.T) {
 	second := check()
 	if second.Bytes <= first.Bytes || second.Seconds < first.Seconds+1 {
 		t.Fatalf("while archiving fails the RPO must grow: %v then %v", first, second)
+	}
+	// The .ready backlog and its oldest segment's age, for the metrics.
+	if a := c.Archiver(); !a.Known || a.Ready < 2 || time.Since(a.OldestReady) < time.Second || a.LastArchived.After(time.Now().Add(-time.Second)) {
+		t.Fatalf("while archiving fails: archiver %+v", a)
 	}
 
 	if err := os.WriteFile(ok, nil, 0o644); err != nil {

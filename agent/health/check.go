@@ -69,6 +69,31 @@ type Checker struct {
 	// recvTLI: the highest timeline seen streamed (see replicaTimeline).
 	recvTLI   uint32
 	recvSysid uint64
+
+	// archMu guards arch, the archiver's state as the latest round saw
+	// it (read by the metrics at scrape time, never waiting for a round).
+	archMu sync.Mutex
+	arch   Archiver
+}
+
+// Archiver is what the latest round saw of WAL archiving: the server's
+// last successful archive (zero when nothing was archived since the
+// statistics were reset, or unknown) and the segments waiting for
+// archive_command (.ready files), the oldest of which was marked ready at
+// OldestReady (zero when none waits). Known is false until a round read
+// them.
+type Archiver struct {
+	Known        bool
+	LastArchived time.Time
+	Ready        int
+	OldestReady  time.Time
+}
+
+// Archiver returns what the latest round saw of WAL archiving.
+func (c *Checker) Archiver() Archiver {
+	c.archMu.Lock()
+	defer c.archMu.Unlock()
+	return c.arch
 }
 
 // NewChecker returns a Checker; it connects on the first Check.
@@ -199,17 +224,37 @@ func (c *Checker) Check(ctx context.Context) *pgdrv1.HealthReport {
 	}
 
 	var failedWAL string
-	var failedAt *time.Time
+	var failedAt, archivedAt *time.Time
 	var failed int64
-	if q.row("pg_stat_archiver", "SELECT failed_count, coalesce(last_failed_wal, ''), last_failed_time FROM pg_stat_archiver", &failed, &failedWAL, &failedAt) {
+	arch := Archiver{}
+	if q.row("pg_stat_archiver", "SELECT failed_count, coalesce(last_failed_wal, ''), last_failed_time, last_archived_time FROM pg_stat_archiver", &failed, &failedWAL, &failedAt, &archivedAt) {
 		r.ArchiveFailedCount = uint64(failed)
 		r.ArchiveLastFailedWal = failedWAL
 		if failedAt != nil {
 			r.ArchiveLastFailedTime = timestamppb.New(*failedAt)
 		}
+		if archivedAt != nil {
+			arch.LastArchived = *archivedAt
+		}
+		arch.Known = true
 	}
-	if !r.InRecovery && r.CurrentLsn > 0 && len(c.cfg.Repos) > 0 {
-		c.archiveRPO(q, r)
+	oldest, count, err := readyBacklog(c.cfg.PGData)
+	if err != nil {
+		fail("archive status", err)
+		arch.Known = false
+	} else {
+		arch.Ready = count
+		if oldest != "" {
+			if fi, err := os.Stat(filepath.Join(c.cfg.PGData, "pg_wal", "archive_status", oldest+".ready")); err == nil {
+				arch.OldestReady = fi.ModTime()
+			}
+		}
+	}
+	c.archMu.Lock()
+	c.arch = arch
+	c.archMu.Unlock()
+	if err == nil && !r.InRecovery && r.CurrentLsn > 0 && len(c.cfg.Repos) > 0 {
+		c.archiveRPO(q, r, oldest, count)
 	}
 	return r
 }
@@ -217,17 +262,12 @@ func (c *Checker) Check(ctx context.Context) *pgdrv1.HealthReport {
 // archiveRPO fills the primary's archive RPO per repository from what the
 // archiver already knows: pg_stat_archiver, the .ready backlog and the
 // copier's queue. Nothing is listed in any repository.
-func (c *Checker) archiveRPO(q *querier, r *pgdrv1.HealthReport) {
+func (c *Checker) archiveRPO(q *querier, r *pgdrv1.HealthReport, oldest string, count int) {
 	var lastArchived *time.Time
 	var started time.Time
 	var segSize int64
 	if !q.row("archive RPO", `SELECT last_archived_time, pg_postmaster_start_time(), (SELECT setting::int8 FROM pg_settings WHERE name = 'wal_segment_size') FROM pg_stat_archiver`,
 		&lastArchived, &started, &segSize) {
-		return
-	}
-	oldest, count, err := readyBacklog(c.cfg.PGData)
-	if err != nil {
-		q.fail("archive status", err)
 		return
 	}
 	st := ArchiverState{Now: time.Now(), CurrentLSN: r.CurrentLsn, SegmentSize: uint64(segSize), OldestReady: oldest, ReadyCount: count, Started: started}

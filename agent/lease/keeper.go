@@ -103,7 +103,10 @@ type Deps struct {
 	Beat func(deadline time.Time)
 	// FencedGauge is pgdr_agent_fenced; nil: none.
 	FencedGauge prometheus.Gauge
-	Log         *slog.Logger
+	// RenewalFailures is pgdr_agent_lease_renewal_failures_total: renewals
+	// that failed or were refused; nil: none.
+	RenewalFailures prometheus.Counter
+	Log             *slog.Logger
 }
 
 // Keeper renews the primary lease through the coordinator leader and
@@ -220,6 +223,9 @@ func (k *Keeper) round(ctx context.Context, lc *leaseConn, warn func(error)) tim
 	cancel()
 	if ctx.Err() != nil {
 		return 0
+	}
+	if k.deps.RenewalFailures != nil && (err != nil || !resp.GetGranted()) {
+		k.deps.RenewalFailures.Inc()
 	}
 	if err != nil {
 		warn(err) // the leader unreachable: failsafe may carry on (agent/failsafe)

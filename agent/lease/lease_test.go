@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -213,8 +215,10 @@ func TestLeaseRoundPartialReport(t *testing.T) {
 		t.Run(tc.what, func(t *testing.T) {
 			cfg := Config{Cluster: "main", Node: "pg-a2", PGData: t.TempDir(), TTL: 5 * time.Second, SafetyMargin: time.Second, Loop: 100 * time.Millisecond}
 			pg := &stoppedPG{}
+			failures := prometheus.NewCounter(prometheus.CounterOpts{Name: "pgdr_agent_lease_renewal_failures_total"})
 			k := New(cfg, NewHolder(Start(time.Now(), cfg)), Deps{
-				Session: func() pgdrv1.AgentServiceClient { return nil },
+				RenewalFailures: failures,
+				Session:         func() pgdrv1.AgentServiceClient { return nil },
 				DialLeader: func(ctx context.Context) (*grpc.ClientConn, error) {
 					return grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 				},
@@ -243,6 +247,10 @@ func TestLeaseRoundPartialReport(t *testing.T) {
 			t.Logf("renewals %d, fenced %q, warnings %q, stops %d", renewals, fenced, warned, pg.stops)
 			if renewals != tc.wantRenewals {
 				t.Errorf("%d renewals sent, want %d", renewals, tc.wantRenewals)
+			}
+			var m dto.Metric
+			if err := failures.Write(&m); err != nil || int(m.GetCounter().GetValue()) != tc.wantRenewals {
+				t.Errorf("renewal failures counted %v (%v), want %d (every renewal was refused)", m.GetCounter().GetValue(), err, tc.wantRenewals)
 			}
 			if (fenced != "") != tc.wantFenced || (markerErr == nil) != tc.wantFenced {
 				t.Errorf("fenced %q (marker written: %v), want fenced %v", fenced, markerErr == nil, tc.wantFenced)

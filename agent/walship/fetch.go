@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/pgdr/pgdr/pkg/fsutil"
 	"github.com/pgdr/pgdr/pkg/repo"
@@ -150,7 +151,8 @@ func checkPrefetched(path string, n wal.Name) error {
 // after an OS crash dest is either absent or whole (a prefetched file waits
 // on disk; a file fetched for restore_command is PostgreSQL's to sync).
 // With own, the file is given to own before it is renamed into place.
-func (s *Shipper) fetchFrom(ctx context.Context, r repo.Repo, key, dest string, durable bool, own *fsutil.Owner) error {
+func (s *Shipper) fetchFrom(ctx context.Context, r repo.Repo, key, dest string, durable bool, own *fsutil.Owner) (err error) {
+	defer func(start time.Time) { s.fetched(r, start, err) }(time.Now())
 	rc, err := r.Store.Get(ctx, key)
 	if err != nil {
 		if errors.Is(err, storage.ErrNotFound) {

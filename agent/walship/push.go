@@ -52,6 +52,7 @@ type Shipper struct {
 	pushes  flight
 	infoOK  checkedRepos // repositories whose cluster record was checked
 	holdsOK checkedRepos // repositories seen to hold the cluster's record (wal-fetch)
+	obs     Observer     // nil: pushes and fetches are not reported (SetObserver)
 }
 
 // flight coalesces concurrent pushes of one file name: a push of a name
@@ -226,13 +227,19 @@ func (s *Shipper) pushOne(ctx context.Context, path string) error {
 	return s.pushes.do(ctx, filepath.Base(path), func() error { return s.push(ctx, path) })
 }
 
-func (s *Shipper) push(ctx context.Context, path string) error {
+func (s *Shipper) push(ctx context.Context, path string) (err error) {
 	start := time.Now()
 	name := filepath.Base(path)
 	n, err := wal.ParseName(name)
 	if err != nil {
 		return err
 	}
+	stored := false // the repositories reported their own outcome
+	defer func() {
+		if !stored {
+			s.pushFailed(start, err)
+		}
+	}()
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("wal-push: %w", err)
@@ -273,12 +280,20 @@ func (s *Shipper) push(ctx context.Context, path string) error {
 	// object from the daemon's copier (agent/repocopy).
 	sync := repo.Sync(s.repos)
 	g, gctx := errgroup.WithContext(ctx)
+	stored = true
 	for _, r := range sync {
 		g.Go(func() error {
-			if err := s.ensureInfo(gctx, r, sysid); err != nil {
-				return err
+			err := s.ensureInfo(gctx, r, sysid)
+			if err == nil {
+				err = putIfAbsent(gctx, r, key, enc.Bytes(), sum[:], int64(len(data)))
 			}
-			return putIfAbsent(gctx, r, key, enc.Bytes(), sum[:], int64(len(data)))
+			// A push cut short because another repository failed is not
+			// this repository's failure.
+			cut := err != nil && ctx.Err() == nil && gctx.Err() != nil && errors.Is(err, context.Canceled)
+			if s.obs != nil && !cut {
+				s.obs.ObservePush(r.Name, time.Since(start), err)
+			}
+			return err
 		})
 	}
 	if err := g.Wait(); err != nil {

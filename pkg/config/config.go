@@ -34,6 +34,7 @@ type Config struct {
 	Gossip      Gossip      `yaml:"gossip"`
 	Failover    Failover    `yaml:"failover"`
 	Hooks       Hooks       `yaml:"hooks"`
+	Metrics     Metrics     `yaml:"metrics"`
 
 	// Path is the file the configuration was loaded from (not a YAML key).
 	Path string `yaml:"-"`
@@ -180,6 +181,14 @@ type Health struct {
 	MaxReplicaLag ByteSize `yaml:"max_replica_lag"`
 }
 
+// Metrics configures what the daemon's /metrics reads besides its checks.
+type Metrics struct {
+	// RepoInterval is how often the daemon reads what its repositories
+	// hold (backups per tier, the newest archived WAL) for the pgdr_repo_*
+	// metrics (a Go duration, 1s..24h; default 1m).
+	RepoInterval Duration `yaml:"repo_interval"`
+}
+
 // Coordinator locates the coordinator cluster; with no addresses the agent
 // runs standalone and reports to no one.
 type Coordinator struct {
@@ -233,6 +242,7 @@ const (
 	DefaultPushConcurrency  = 4
 	DefaultPrefetch         = 8
 	DefaultHealthInterval   = time.Second
+	DefaultRepoInterval     = time.Minute
 	DefaultHealthListen     = "127.0.0.1:8543"
 	DefaultMaxReplicaLag    = 16 << 20 // bytes
 	DefaultFailoverLoop     = time.Second
@@ -312,6 +322,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Health.Interval.Duration == 0 && c.Health.Interval.text == "" {
 		c.Health.Interval.Duration = DefaultHealthInterval
+	}
+	if c.Metrics.RepoInterval.Duration == 0 && c.Metrics.RepoInterval.text == "" {
+		c.Metrics.RepoInterval.Duration = DefaultRepoInterval
 	}
 	for _, d := range []struct {
 		v   *Duration
@@ -527,6 +540,11 @@ func (c *Config) validateControl() error {
 	}
 	if h.MaxReplicaLag.Bytes < 0 {
 		return fe("health.max_replica_lag", "must not be negative")
+	}
+	if ri := c.Metrics.RepoInterval; ri.invalid != "" {
+		return fe("metrics.repo_interval", "%q is not a duration (%s; e.g. 60s or 5m)", ri.text, ri.invalid)
+	} else if ri.Duration < time.Second || ri.Duration > 24*time.Hour {
+		return fe("metrics.repo_interval", "%s is out of range 1s..24h", ri.Duration)
 	}
 	co := c.Coordinator
 	for i, a := range co.Addresses {

@@ -76,6 +76,15 @@ type BatchDeleter interface {
 	DeleteBatch(ctx context.Context, keys []string) error
 }
 
+// DirLister is implemented by stores that keep keys as a directory tree
+// (the file store). ListDirs returns, sorted, the names of the
+// directories directly under prefix (a key prefix ending in '/'), without
+// reading below them: the prefixes of the keys under prefix up to their
+// next '/'. A missing prefix has none.
+type DirLister interface {
+	ListDirs(ctx context.Context, prefix string) ([]string, error)
+}
+
 // RangeLister is implemented by stores that can list from a given key on
 // (S3's StartAfter), so that a large prefix can be listed in parts at
 // once. ListRange calls fn, in lexical key order, for every object whose

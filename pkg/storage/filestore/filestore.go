@@ -507,6 +507,52 @@ func (s *Store) List(ctx context.Context, prefix string, fn func(storage.ObjectI
 	return s.walk(ctx, dirKey, namePrefix, fn)
 }
 
+// ListDirs implements storage.DirLister: one directory read. A symbolic
+// link on the way or among the entries stops it with an ErrSymlink.
+func (s *Store) ListDirs(ctx context.Context, prefix string) ([]string, error) {
+	if err := storage.ValidatePrefix(prefix); err != nil || !strings.HasSuffix(prefix, "/") {
+		return nil, fmt.Errorf("filestore %s: list directories of %q: not a prefix ending in '/' (%v)", s, prefix, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	root, err := s.openRoot()
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list directories of %q (%s): %w", prefix, s.root, err)
+	}
+	defer root.Close()
+	rel := filepath.FromSlash(strings.TrimSuffix(prefix, "/"))
+	if err := s.noLinks(root, rel); err != nil {
+		return nil, fmt.Errorf("list directories of %q: %w", prefix, err)
+	}
+	d, err := root.Open(rel)
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list directories of %q (%s): %w", prefix, s.root, err)
+	}
+	entries, err := d.ReadDir(-1)
+	d.Close()
+	if err != nil {
+		return nil, fmt.Errorf("list directories of %q (%s): %w", prefix, filepath.Join(s.root, rel), err)
+	}
+	var out []string
+	for _, e := range entries {
+		switch {
+		case e.Type()&fs.ModeSymlink != 0:
+			return nil, fmt.Errorf("list directories of %q: %s: %w", prefix, filepath.Join(s.root, rel, e.Name()), ErrSymlink)
+		case e.IsDir() && !strings.HasPrefix(e.Name(), tempPrefix):
+			out = append(out, e.Name())
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
 // walk lists the directory for dirKey ("" or ending in '/'), descending into
 // subdirectories, reporting entries whose names start with namePrefix. A
 // symbolic link, as the directory listed, on its way or among the entries,

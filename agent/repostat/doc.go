@@ -1,0 +1,15 @@
+// Package repostat reads what the agent's repositories hold, on an
+// interval, for the daemon's pgdr_repo_* metrics: per repository, the
+// complete backups by tier and type (from their manifests) and the newest
+// WAL segment of the newest timeline. The figures come from the
+// repositories themselves, so they stay true for backups taken by hand, by
+// another node or before the daemon restarted.
+//
+// Reading is incremental: a manifest is read once per backup (its header
+// is kept), and after the first round's listing of the WAL prefix a round
+// lists only the newest segment's WAL log and the next one, and looks for
+// a newer timeline: never the whole WAL archive. Backup IDs come from the
+// backups' directory in a file repository (one directory read and a
+// look for each manifest), and on S3 by skipping from one backup's keys
+// to the next: a backup's data objects are never listed.
+package repostat

@@ -1,0 +1,421 @@
+package repostat
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pgdr/pgdr/agent/backup"
+	"github.com/pgdr/pgdr/pkg/repo"
+	"github.com/pgdr/pgdr/pkg/storage"
+	"github.com/pgdr/pgdr/pkg/wal"
+)
+
+// MaxTiers bounds the tier label values per repository: tiers past the
+// first MaxTiers (by name) are counted under OtherTier.
+const MaxTiers = 16
+
+// ManualTier is the tier of a backup taken outside the policy (its
+// manifest names no tier); OtherTier gathers the tiers past MaxTiers.
+const (
+	ManualTier = "manual"
+	OtherTier  = "other"
+)
+
+// Tier is what a repository holds of one tier.
+type Tier struct {
+	Name    string
+	Backups int
+	// Last is the end time of the newest complete backup of each type
+	// (full, diff, incr) of the tier.
+	Last map[string]time.Time
+}
+
+// Snapshot is what the reader last learned of one repository.
+type Snapshot struct {
+	Repository string
+	// Read is when the repository was last read successfully (zero:
+	// never); Failures counts the reads that failed.
+	Read     time.Time
+	Failures uint64
+	Tiers    []Tier // by name
+	// WALKnown: the repository holds a WAL segment; WALName is the newest
+	// segment of the newest timeline, WALStored when it was stored, WALEnd
+	// the WAL position where it ends.
+	WALKnown  bool
+	WALName   string
+	WALStored time.Time
+	WALEnd    uint64
+}
+
+// Reader reads the repositories; Run reads them on an interval, Snapshots
+// returns what it learned. Safe for concurrent use.
+type Reader struct {
+	cluster string
+	log     *slog.Logger
+	repos   []*repoState // read by one round at a time (roundMu)
+
+	roundMu sync.Mutex
+	mu      sync.Mutex
+	snaps   []Snapshot
+}
+
+// repoState is what the reader keeps of one repository between rounds.
+type repoState struct {
+	r repo.Repo
+	// manifests: the header of every complete backup seen (by ID).
+	manifests map[string]*backup.ManifestHeader
+	// walKey is the key of the newest WAL segment seen ("" before the
+	// first listing of the WAL prefix).
+	walKey    string
+	walStored time.Time
+}
+
+// New returns a reader of repos (the cluster's); it reads nothing until
+// Run or ReadOnce.
+func New(cluster string, repos []repo.Repo, log *slog.Logger) *Reader {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	rd := &Reader{cluster: cluster, log: log}
+	for _, r := range repos {
+		rd.repos = append(rd.repos, &repoState{r: r, manifests: map[string]*backup.ManifestHeader{}})
+		rd.snaps = append(rd.snaps, Snapshot{Repository: r.Name})
+	}
+	return rd
+}
+
+// Run reads every repository at once and then every interval until ctx
+// ends.
+func (rd *Reader) Run(ctx context.Context, interval time.Duration) {
+	if len(rd.repos) == 0 {
+		return
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		rctx, cancel := context.WithTimeout(ctx, max(interval, 30*time.Second))
+		rd.ReadOnce(rctx)
+		cancel()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// ReadOnce reads every repository once and publishes what it found; a
+// repository that cannot be read keeps its previous figures and counts a
+// failure.
+func (rd *Reader) ReadOnce(ctx context.Context) {
+	rd.roundMu.Lock()
+	defer rd.roundMu.Unlock()
+	for i, st := range rd.repos {
+		rd.mu.Lock()
+		prev := rd.snaps[i]
+		rd.mu.Unlock()
+		snap, err := rd.read(ctx, st, prev)
+		rd.mu.Lock()
+		if err != nil {
+			rd.snaps[i].Failures++
+			rd.mu.Unlock()
+			if ctx.Err() == nil {
+				rd.log.Warn("reading the repository for its metrics failed", "repo", st.r.Name, "err", err)
+			}
+			continue
+		}
+		snap.Failures = rd.snaps[i].Failures
+		rd.snaps[i] = snap
+		rd.mu.Unlock()
+	}
+}
+
+// Snapshots returns what the reader last learned, one per repository in
+// the configured order.
+func (rd *Reader) Snapshots() []Snapshot {
+	rd.mu.Lock()
+	defer rd.mu.Unlock()
+	out := make([]Snapshot, len(rd.snaps))
+	copy(out, rd.snaps)
+	return out
+}
+
+func (rd *Reader) read(ctx context.Context, st *repoState, prev Snapshot) (Snapshot, error) {
+	snap := Snapshot{Repository: st.r.Name}
+	ids, err := rd.backupIDs(ctx, st.r)
+	if err != nil {
+		return snap, err
+	}
+	seen := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		seen[id] = true
+		if st.manifests[id] != nil {
+			continue
+		}
+		h, err := backup.LoadManifestHeader(ctx, st.r, rd.cluster, id)
+		switch {
+		case errors.Is(err, backup.ErrNoBackup):
+			// Gone since the listing (expired).
+		case err != nil:
+			if ctx.Err() != nil {
+				return snap, ctx.Err()
+			}
+			// A damaged manifest is not a backup; backup-list names it.
+			rd.log.Debug("a backup's manifest cannot be read; not counted", "repo", st.r.Name, "backup", id, "err", err)
+		default:
+			st.manifests[id] = h
+		}
+	}
+	for id := range st.manifests {
+		if !seen[id] {
+			delete(st.manifests, id)
+		}
+	}
+	snap.Tiers = keepTiers(tiers(st.manifests), prev.Tiers)
+	if err := rd.newestWAL(ctx, st); err != nil {
+		return snap, err
+	}
+	if st.walKey != "" {
+		name := st.walKey[strings.LastIndexByte(st.walKey, '/')+1:]
+		snap.WALKnown, snap.WALName, snap.WALStored = true, name, st.walStored
+		if n, err := wal.ParseName(name); err == nil {
+			size := segmentSize(st.manifests)
+			snap.WALEnd = (n.SegNo(size) + 1) * size
+		}
+	}
+	snap.Read = time.Now()
+	return snap, nil
+}
+
+// segmentSize is the WAL segment size the backups record (the newest
+// one's), or PostgreSQL's default.
+func segmentSize(ms map[string]*backup.ManifestHeader) uint64 {
+	var newest *backup.ManifestHeader
+	for _, m := range ms {
+		if m.SegmentSize > 0 && (newest == nil || m.StopTime.After(newest.StopTime)) {
+			newest = m
+		}
+	}
+	if newest == nil {
+		return wal.DefaultSegmentSize
+	}
+	return newest.SegmentSize
+}
+
+// tiers counts the backups by tier, at most MaxTiers names (by name) and
+// OtherTier for the rest.
+func tiers(ms map[string]*backup.ManifestHeader) []Tier {
+	byName := map[string]*Tier{}
+	for _, m := range ms {
+		name := m.Tier
+		if name == "" {
+			name = ManualTier
+		}
+		t := byName[name]
+		if t == nil {
+			t = &Tier{Name: name, Last: map[string]time.Time{}}
+			byName[name] = t
+		}
+		t.Backups++
+		if m.StopTime.After(t.Last[m.Type]) {
+			t.Last[m.Type] = m.StopTime
+		}
+	}
+	names := make([]string, 0, len(byName))
+	for n := range byName {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var out []Tier
+	var other *Tier
+	for i, n := range names {
+		t := byName[n]
+		if i < MaxTiers && n != OtherTier {
+			out = append(out, *t)
+			continue
+		}
+		if other == nil {
+			other = &Tier{Name: OtherTier, Last: map[string]time.Time{}}
+		}
+		other.Backups += t.Backups
+		for typ, at := range t.Last {
+			if at.After(other.Last[typ]) {
+				other.Last[typ] = at
+			}
+		}
+	}
+	if other != nil {
+		out = append(out, *other)
+	}
+	return out
+}
+
+// keepTiers adds to now the tiers of before it lacks, with no backups,
+// while there is room (MaxTiers and OtherTier): a tier whose last backup
+// expired reads 0 rather than vanishing.
+func keepTiers(now, before []Tier) []Tier {
+	have := map[string]bool{}
+	for _, t := range now {
+		have[t.Name] = true
+	}
+	for _, t := range before {
+		if !have[t.Name] && len(now) < MaxTiers+1 {
+			now = append(now, Tier{Name: t.Name, Last: map[string]time.Time{}})
+			have[t.Name] = true
+		}
+	}
+	sort.Slice(now, func(i, j int) bool { return now[i].Name < now[j].Name })
+	return now
+}
+
+var errFound = errors.New("found")
+
+// backupIDs lists the IDs of the backups whose manifest r holds, in
+// order. A file store reads the backups' directory and looks for each
+// manifest; a store that lists from a key skips from one backup's keys to
+// the next (a request per backup, whatever each holds); another is
+// listed whole.
+func (rd *Reader) backupIDs(ctx context.Context, r repo.Repo) ([]string, error) {
+	prefix := backup.Prefix(rd.cluster)
+	var ids []string
+	if dl, ok := r.Store.(storage.DirLister); ok {
+		dirs, err := dl.ListDirs(ctx, prefix)
+		if err != nil {
+			return nil, fmt.Errorf("listing backups in repository %s: %w", r.Name, err)
+		}
+		for _, id := range dirs {
+			if !backup.ValidID(id) {
+				continue
+			}
+			if _, err := r.Store.Stat(ctx, backup.ManifestKey(rd.cluster, id)); err == nil {
+				ids = append(ids, id)
+			} else if !errors.Is(err, storage.ErrNotFound) {
+				return nil, fmt.Errorf("repository %s: %w", r.Name, err)
+			}
+		}
+		return ids, nil
+	}
+	rl, ok := r.Store.(storage.RangeLister)
+	if !ok {
+		err := r.Store.List(ctx, prefix, func(oi storage.ObjectInfo) error {
+			if id, ok := strings.CutSuffix(strings.TrimPrefix(oi.Key, prefix), "/backup.manifest"); ok && backup.ValidID(id) {
+				ids = append(ids, id)
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("listing backups in repository %s: %w", r.Name, err)
+		}
+		return ids, nil
+	}
+	after := ""
+	for range 100_000 { // bounded: one round per first key segment under the prefix
+		var first string
+		err := rl.ListRange(ctx, prefix, after, "", func(oi storage.ObjectInfo) error {
+			first = oi.Key
+			return errFound
+		})
+		if err != nil && !errors.Is(err, errFound) {
+			return nil, fmt.Errorf("listing backups in repository %s: %w", r.Name, err)
+		}
+		if first == "" {
+			return ids, nil
+		}
+		seg, _, _ := strings.Cut(strings.TrimPrefix(first, prefix), "/")
+		// '0' follows '/': every key of seg+"/" sorts before seg+"0".
+		after = prefix + seg + "0"
+		if !backup.ValidID(seg) {
+			continue
+		}
+		// A backup's manifest sorts before its data (pgdata/...): the
+		// first key tells whether it is there, unless another object
+		// sorts first.
+		mk := backup.ManifestKey(rd.cluster, seg)
+		switch {
+		case first == mk:
+			ids = append(ids, seg)
+		case first < mk:
+			if _, err := r.Store.Stat(ctx, mk); err == nil {
+				ids = append(ids, seg)
+			} else if !errors.Is(err, storage.ErrNotFound) {
+				return nil, fmt.Errorf("repository %s: %w", r.Name, err)
+			}
+		}
+	}
+	return nil, fmt.Errorf("listing backups in repository %s: too many keys under %s", r.Name, prefix)
+}
+
+// newestWAL updates st's newest WAL segment: the first time by listing
+// the WAL prefix, then by listing the newest segment's log and the next
+// ones and the next timeline's keys.
+func (rd *Reader) newestWAL(ctx context.Context, st *repoState) error {
+	prefix := repo.WALPrefix(rd.cluster)
+	newest := func(p string) (bool, error) {
+		found := false
+		err := st.r.Store.List(ctx, p, func(oi storage.ObjectInfo) error {
+			name := oi.Key[strings.LastIndexByte(oi.Key, '/')+1:]
+			if oi.Key != repo.WALKey(rd.cluster, name) {
+				return nil
+			}
+			if n, err := wal.ParseName(name); err != nil || n.Kind != wal.KindSegment {
+				return nil
+			}
+			if oi.Key > st.walKey {
+				st.walKey, st.walStored, found = oi.Key, oi.ModTime, true
+			}
+			return nil
+		})
+		if err != nil {
+			return false, fmt.Errorf("listing WAL in repository %s: %w", st.r.Name, err)
+		}
+		return found, nil
+	}
+	if st.walKey == "" {
+		_, err := newest(prefix)
+		return err
+	}
+	// The newest timeline first: a newer one's keys sort after every key
+	// of the older ones.
+	for range 16 {
+		tli := st.walKey[len(prefix) : len(prefix)+8]
+		t, err := strconv.ParseUint(tli, 16, 32)
+		if err != nil {
+			return fmt.Errorf("repository %s: WAL key %s: %w", st.r.Name, st.walKey, err)
+		}
+		found, err := newest(prefix + fmt.Sprintf("%08X/", t+1))
+		if err != nil {
+			return err
+		}
+		if !found {
+			break
+		}
+	}
+	// Then the newest segment's log and the logs after it, while they
+	// hold segments (each log is 4 GiB of WAL).
+	for range 64 {
+		name := st.walKey[strings.LastIndexByte(st.walKey, '/')+1:]
+		log, err := strconv.ParseUint(name[8:16], 16, 32)
+		if err != nil {
+			return fmt.Errorf("repository %s: WAL key %s: %w", st.r.Name, st.walKey, err)
+		}
+		dir := prefix + name[:8] + "/"
+		if _, err := newest(dir + name[:16]); err != nil {
+			return err
+		}
+		found, err := newest(dir + name[:8] + fmt.Sprintf("%08X", log+1))
+		if err != nil {
+			return err
+		}
+		if !found {
+			break
+		}
+	}
+	return nil
+}
