@@ -2,8 +2,6 @@ package server
 
 import (
 	"context"
-	"runtime"
-	"runtime/debug"
 	"slices"
 	"strings"
 	"time"
@@ -13,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/pgdr/pgdr/coordinator/failover"
+	"github.com/pgdr/pgdr/pkg/buildinfo"
 )
 
 // metrics are one coordinator's Prometheus metrics, in its own registry.
@@ -59,7 +58,7 @@ func newMetrics(s *Server) *metrics {
 		m.refused.WithLabelValues(r) // every reason is served from 0
 	}
 	m.reg.MustRegister(m.reports, m.reportDelay, m.streams, m.authFailures, m.applies, m.forwards,
-		m.applyDuration, m.leaderChanges, m.refused, buildInfo("pgdr-coordinator"),
+		m.applyDuration, m.leaderChanges, m.refused, buildinfo.Collector("pgdr-coordinator"),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pgdr_coordinator_leader", Help: "1 while this coordinator is the Raft leader."},
 			func() float64 {
@@ -96,25 +95,6 @@ func (m *metrics) failoverRefused(reason string) {
 		reason = refusedOther
 	}
 	m.refused.WithLabelValues(reason).Inc()
-}
-
-// buildInfo is pgdr_build_info for program, from the binary's build
-// information. TODO(merge): replace with pkg/buildinfo's collector.
-func buildInfo(program string) prometheus.Collector {
-	version, commit, goVersion := "(devel)", "unknown", runtime.Version()
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		if bi.Main.Version != "" {
-			version = bi.Main.Version
-		}
-		for _, st := range bi.Settings {
-			if st.Key == "vcs.revision" {
-				commit = st.Value
-			}
-		}
-	}
-	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pgdr_build_info", Help: "Always 1; the running build.",
-		ConstLabels: prometheus.Labels{"version": version, "commit": commit, "goversion": goVersion, "program": program}},
-		func() float64 { return 1 })
 }
 
 // Raft metrics, read from the raft library at scrape time.
