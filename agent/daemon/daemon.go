@@ -16,6 +16,7 @@ import (
 	"github.com/pgdr/pgdr/agent/epoch"
 	"github.com/pgdr/pgdr/agent/failsafe"
 	"github.com/pgdr/pgdr/agent/health"
+	"github.com/pgdr/pgdr/agent/heartbeat"
 	"github.com/pgdr/pgdr/agent/hooks"
 	"github.com/pgdr/pgdr/agent/leaderclock"
 	"github.com/pgdr/pgdr/agent/lease"
@@ -74,6 +75,9 @@ type Daemon struct {
 	sess *session.Session
 	// copier fills the async repositories (agent/repocopy); nil without.
 	copier *repocopy.Copier
+	// heartbeat commits the write-availability heartbeat on a primary
+	// (agent/heartbeat); nil with heartbeat.enabled false.
+	heartbeat *heartbeat.Writer
 
 	// now replaces time.Now for the orders' deadlines in tests (a clock
 	// ahead of or behind the leader's); nil in production.
@@ -136,6 +140,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 		run(d.copier.Run)
 	}
 	run(d.monitor.Run)
+	if d.heartbeat != nil {
+		run(d.heartbeat.Run)
+	}
 	if d.cfg.Health.Listen != "" {
 		run(d.serveHTTP)
 	}
