@@ -47,11 +47,15 @@ type TargetsJSON struct {
 	RTOSeconds      float64 `json:"rto_seconds"`
 	RPOSeconds      float64 `json:"rpo_seconds"`
 	FailoverSeconds float64 `json:"failover_seconds"`
+	// WriteAvailability: the write-availability target (99.99%).
+	WriteAvailability      string  `json:"write_availability"`
+	WriteAvailabilityRatio float64 `json:"write_availability_ratio"`
 }
 
 func targetsView(t compliance.Targets) TargetsJSON {
 	return TargetsJSON{RTO: duration.Format(t.RTO), RPO: duration.Format(t.RPO), Failover: duration.Format(t.Failover),
-		RTOSeconds: t.RTO.Seconds(), RPOSeconds: t.RPO.Seconds(), FailoverSeconds: t.Failover.Seconds()}
+		RTOSeconds: t.RTO.Seconds(), RPOSeconds: t.RPO.Seconds(), FailoverSeconds: t.Failover.Seconds(),
+		WriteAvailability: compliance.FormatPPM(t.WriteAvailabilityPPM), WriteAvailabilityRatio: t.WriteAvailability()}
 }
 
 // BackupTierJSON is one tier of a BackupPolicyJSON.

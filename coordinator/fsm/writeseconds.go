@@ -85,3 +85,19 @@ func (f *FSM) WriteThrough() map[string]int64 {
 	})
 	return out
 }
+
+// ScanWriteSeconds calls fn for every cluster with recorded seconds,
+// under the read lock and without copying: fn must not keep or modify
+// the cluster, and must not call back into f.
+func (f *FSM) ScanWriteSeconds(now time.Time, fn func(cluster string, ws WriteSeconds, c *pgdrv1.Cluster)) {
+	f.Read(func(st *pgdrv1.State) {
+		for name, w := range st.WriteSeconds {
+			c := st.Clusters[name]
+			if c == nil {
+				continue
+			}
+			fn(name, WriteSeconds{Window: slo.Sum(w, now), Good: w.GoodTotal, Bad: w.BadTotal, Unobserved: w.UnobservedTotal,
+				Through: time.Unix(w.ThroughUnix, 0)}, c)
+		}
+	})
+}

@@ -49,6 +49,7 @@ func newMetrics(s *Server) *metrics {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pgdr_coordinator_members_unhealthy", Help: "Members judged unhealthy (leader only)."},
 			func() float64 { return float64(s.countHealthy(false)) }),
 		complianceCollector{s},
+		sloCollector{s},
 	)
 	return m
 }

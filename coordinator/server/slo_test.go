@@ -1,0 +1,68 @@
+package server
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/pgdr/pgdr/coordinator/slo"
+	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
+)
+
+// TestHeartbeatsObserve: only heartbeat writers' reports move a cluster's
+// newest heartbeat, placed at arrival minus its age; an older one never
+// replaces a newer one; a writable server with the heartbeat off stops
+// the cluster's judgement.
+func TestHeartbeatsObserve(t *testing.T) {
+	h := newHeartbeats()
+	now := time.Now()
+	hb := timestamppb.New(now.Add(-time.Hour)) // the writer's clock is an hour off: only the age counts
+	h.observe(&pgdrv1.HealthReport{Cluster: "main", Node: "pg-a2", InRecovery: true, Connectable: true, HeartbeatTime: hb, HeartbeatAgeMs: 10}, now)
+	if len(h.snapshot()) != 0 {
+		t.Fatal("a replica's replayed heartbeat was judged")
+	}
+	h.observe(&pgdrv1.HealthReport{Cluster: "main", Node: "pg-a1", Connectable: true, HeartbeatTime: hb, HeartbeatAgeMs: 300, HeartbeatIntervalMs: 1000}, now)
+	got := h.snapshot()["main"]
+	if want := now.Add(-300 * time.Millisecond); !got.at.Equal(want) || got.interval != time.Second {
+		t.Fatalf("newest %+v, want at %s every 1s", got, want)
+	}
+	h.observe(&pgdrv1.HealthReport{Cluster: "main", Node: "pg-a1", Connectable: true, HeartbeatTime: hb, HeartbeatAgeMs: 5000, HeartbeatIntervalMs: 1000}, now)
+	if h.snapshot()["main"].at != got.at {
+		t.Fatal("an older heartbeat replaced a newer one")
+	}
+	h.observe(&pgdrv1.HealthReport{Cluster: "main", Node: "pg-a1", Connectable: true}, now)
+	if _, ok := h.snapshot()["main"]; ok {
+		t.Fatal("a primary with the heartbeat off left its cluster judged")
+	}
+}
+
+// TestSLOTickAndBatch: a tick judges each second since the last one (at
+// most sloCatchUp), and a batch becomes a command whose counts fit the
+// seconds each cluster was judged.
+func TestSLOTickAndBatch(t *testing.T) {
+	s := &Server{heartbeats: newHeartbeats()}
+	base := time.Unix(1_800_000_000-1_800_000_000%60, 0) // a minute boundary
+	j := &sloJudge{trackers: map[string]slo.Tracker{}, last: base.Unix() - 1}
+	s.heartbeats.observe(&pgdrv1.HealthReport{Cluster: "main", Connectable: true, HeartbeatTime: timestamppb.New(base), HeartbeatIntervalMs: 1000}, base.Add(2*time.Second))
+	ctx := context.Background()
+	s.sloTick(ctx, j, base.Add(3*time.Second+time.Millisecond)) // seconds 0, 1, 2
+	if c := j.batch.clusters["main"]; c == nil || c.good != 3 || c.bad != 0 || c.first != base.Unix() || j.batch.to != base.Unix()+3 {
+		t.Fatalf("after 3 s: %+v %+v", j.batch, c)
+	}
+	s.sloTick(ctx, j, base.Add(3*time.Second+500*time.Millisecond)) // same second: nothing
+	s.sloTick(ctx, j, base.Add(30*time.Second))                     // late: only the last 5 s judged, heartbeat stale
+	if c := j.batch.clusters["main"]; c.good+c.bad != 8 || c.bad != 5 || j.batch.to != base.Unix()+30 {
+		t.Fatalf("after a late tick: %+v, to %d", c, j.batch.to)
+	}
+	cmd := writeSecondsCommand(j.batch)
+	if cmd.FromUnix != base.Unix() || cmd.ToUnix != base.Unix()+30 || len(cmd.Clusters) != 1 || cmd.Clusters[0].Good != 3 || cmd.Clusters[0].Bad != 5 {
+		t.Fatalf("command %v", cmd)
+	}
+	// A correction larger than the batch is clamped to the seconds judged in it.
+	b := &sloBatch{minute: base.Unix() / 60, to: base.Unix() + 2, clusters: map[string]*sloCount{"main": {good: -4, bad: 6, first: base.Unix()}}}
+	if c := writeSecondsCommand(b).Clusters[0]; c.Good != 0 || c.Bad != 2 {
+		t.Fatalf("clamped to %v", c)
+	}
+}
