@@ -41,6 +41,11 @@ type WriteAvailabilityJSON struct {
 	Target            float64 `json:"target"`
 	BudgetRemaining   float64 `json:"error_budget_remaining"`
 	LastHeartbeat     string  `json:"last_heartbeat"`
+	// GoodTotal, BadTotal: every judged second since the cluster was first
+	// judged; RecordedThrough: the end of the last second recorded.
+	GoodTotal       uint64 `json:"good_total"`
+	BadTotal        uint64 `json:"bad_total"`
+	RecordedThrough string `json:"recorded_through"`
 	// Lag: per member, replication lag in seconds measured from the heartbeat.
 	Lag []HeartbeatLagJSON `json:"heartbeat_lag"`
 }
@@ -57,7 +62,8 @@ func writeAvailabilityView(w *pgdrv1.WriteAvailability) *WriteAvailabilityJSON {
 	}
 	v := &WriteAvailabilityJSON{WindowSeconds: w.GetWindowSeconds(), GoodSeconds: w.GetGoodSeconds(), BadSeconds: w.GetBadSeconds(),
 		UnobservedSeconds: w.GetUnobservedSeconds(), Ratio: w.GetRatio(), Target: w.GetTarget(), BudgetRemaining: w.GetBudgetRemaining(),
-		LastHeartbeat: rfc3339(w.GetLastHeartbeat()), Lag: []HeartbeatLagJSON{}}
+		LastHeartbeat: rfc3339(w.GetLastHeartbeat()), Lag: []HeartbeatLagJSON{},
+		GoodTotal: w.GetGoodTotal(), BadTotal: w.GetBadTotal(), RecordedThrough: rfc3339(w.GetRecordedThrough())}
 	for _, l := range w.GetLag() {
 		v.Lag = append(v.Lag, HeartbeatLagJSON{Node: l.GetNode(), Seconds: l.GetSeconds()})
 	}

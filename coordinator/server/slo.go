@@ -205,18 +205,25 @@ func (s *Server) sendWriteSeconds(ctx context.Context, j *sloJudge, b *sloBatch)
 
 // writeAvailability is cluster c's SLO for status and the report: the
 // recorded seconds, the budget against its target, and the replication
-// lag of each member measured from the heartbeats in samples.
+// lag of each member measured from the heartbeats in its fresh samples.
 func (s *Server) writeAvailability(c *pgdrv1.Cluster, samples map[memberKey]sample, now time.Time) *pgdrv1.WriteAvailability {
 	target := policy.EffectiveTargets(c).WriteAvailability()
 	out := &pgdrv1.WriteAvailability{WindowSeconds: int64(slo.Window / time.Second), Target: target, Ratio: 1, BudgetRemaining: 1}
 	if ws, ok := s.fsm.WriteSecondsOf(c.GetName(), now); ok {
 		out.GoodSeconds, out.BadSeconds, out.UnobservedSeconds = ws.Window.Good, ws.Window.Bad, ws.Window.Unobserved
 		out.GoodTotal, out.BadTotal = ws.Good, ws.Bad
+		out.RecordedThrough = timestamppb.New(ws.Through)
 		out.Ratio, out.BudgetRemaining = slo.Budget(ws.Window, target)
+	}
+	// Samples older than the staleness limit (a dead member's last
+	// report) say nothing of its lag now.
+	fresh := func(k memberKey, sm sample) bool {
+		return k.cluster == c.GetName() && sm.report.GetHeartbeatTime() != nil &&
+			(s.cfg == nil || s.cfg.Health.StaleAfter.Duration <= 0 || now.Sub(sm.at) <= s.cfg.Health.StaleAfter.Duration)
 	}
 	var newest time.Time
 	for k, sm := range samples {
-		if k.cluster == c.GetName() && sm.report.GetHeartbeatTime() != nil && sm.report.GetHeartbeatTime().AsTime().After(newest) {
+		if fresh(k, sm) && sm.report.GetHeartbeatTime().AsTime().After(newest) {
 			newest = sm.report.GetHeartbeatTime().AsTime()
 		}
 	}
@@ -225,7 +232,7 @@ func (s *Server) writeAvailability(c *pgdrv1.Cluster, samples map[memberKey]samp
 	}
 	out.LastHeartbeat = timestamppb.New(newest)
 	for k, sm := range samples {
-		if k.cluster == c.GetName() && sm.report.GetHeartbeatTime() != nil {
+		if fresh(k, sm) {
 			out.Lag = append(out.Lag, &pgdrv1.HeartbeatLag{Node: k.node, Seconds: newest.Sub(sm.report.GetHeartbeatTime().AsTime()).Seconds()})
 		}
 	}

@@ -7,6 +7,8 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/pgdr/pgdr/coordinator/config"
+	"github.com/pgdr/pgdr/coordinator/fsm"
 	"github.com/pgdr/pgdr/coordinator/slo"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
@@ -64,5 +66,29 @@ func TestSLOTickAndBatch(t *testing.T) {
 	b := &sloBatch{minute: base.Unix() / 60, to: base.Unix() + 2, clusters: map[string]*sloCount{"main": {good: -4, bad: 6, first: base.Unix()}}}
 	if c := writeSecondsCommand(b).Clusters[0]; c.Good != 0 || c.Bad != 2 {
 		t.Fatalf("clamped to %v", c)
+	}
+}
+
+// TestWriteAvailabilityLag: the lag is the newest heartbeat minus each
+// member's, from fresh samples only (a dead member's last report is left
+// out).
+func TestWriteAvailabilityLag(t *testing.T) {
+	cfg := &config.Config{}
+	cfg.Health.StaleAfter.Duration = 10 * time.Second
+	s := &Server{cfg: cfg, fsm: fsm.New(nil, fsm.Options{})}
+	now := time.Now()
+	hb := now.Add(-time.Second)
+	samples := map[memberKey]sample{
+		{"main", "pg-a2"}: {report: &pgdrv1.HealthReport{HeartbeatTime: timestamppb.New(hb)}, at: now},
+		{"main", "pg-b1"}: {report: &pgdrv1.HealthReport{HeartbeatTime: timestamppb.New(hb.Add(-1500 * time.Millisecond))}, at: now},
+		{"main", "pg-a1"}: {report: &pgdrv1.HealthReport{HeartbeatTime: timestamppb.New(hb.Add(-time.Minute))}, at: now.Add(-time.Minute)},
+		{"other", "pg-x"}: {report: &pgdrv1.HealthReport{HeartbeatTime: timestamppb.New(hb.Add(time.Hour))}, at: now},
+	}
+	wa := s.writeAvailability(&pgdrv1.Cluster{Name: "main"}, samples, now)
+	if len(wa.Lag) != 2 || wa.Lag[0].Node != "pg-a2" || wa.Lag[0].Seconds != 0 || wa.Lag[1].Node != "pg-b1" || wa.Lag[1].Seconds != 1.5 {
+		t.Fatalf("lag %v", wa.Lag)
+	}
+	if !wa.LastHeartbeat.AsTime().Equal(hb) || wa.Ratio != 1 || wa.BudgetRemaining != 1 || wa.Target != 0.9999 {
+		t.Fatalf("write availability %v", wa)
 	}
 }

@@ -145,10 +145,13 @@ type WriteAvailability struct {
 	Lag []*HeartbeatLag `protobuf:"bytes,9,rep,name=lag,proto3" json:"lag,omitempty"`
 	// good_total, bad_total: every judged second since the cluster was
 	// first judged (the pgdr_cluster_write_seconds_total counters).
-	GoodTotal     uint64 `protobuf:"varint,10,opt,name=good_total,json=goodTotal,proto3" json:"good_total,omitempty"`
-	BadTotal      uint64 `protobuf:"varint,11,opt,name=bad_total,json=badTotal,proto3" json:"bad_total,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	GoodTotal uint64 `protobuf:"varint,10,opt,name=good_total,json=goodTotal,proto3" json:"good_total,omitempty"`
+	BadTotal  uint64 `protobuf:"varint,11,opt,name=bad_total,json=badTotal,proto3" json:"bad_total,omitempty"`
+	// recorded_through: the end of the last second recorded in Raft (the
+	// leader records a minute's seconds once it ended).
+	RecordedThrough *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=recorded_through,json=recordedThrough,proto3" json:"recorded_through,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *WriteAvailability) Reset() {
@@ -256,6 +259,13 @@ func (x *WriteAvailability) GetBadTotal() uint64 {
 		return x.BadTotal
 	}
 	return 0
+}
+
+func (x *WriteAvailability) GetRecordedThrough() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RecordedThrough
+	}
+	return nil
 }
 
 type HeartbeatLag struct {
@@ -1175,7 +1185,7 @@ const file_pgdr_v1_compliance_proto_rawDesc = "" +
 	"\ffailover_rpo\x18\x03 \x01(\v2\x14.pgdr.v1.FailoverRPOR\vfailoverRpo\x12%\n" +
 	"\x03rto\x18\x04 \x03(\v2\x13.pgdr.v1.RTOMeasureR\x03rto\x12+\n" +
 	"\bbreaches\x18\x05 \x03(\v2\x0f.pgdr.v1.BreachR\bbreaches\x12I\n" +
-	"\x12write_availability\x18\x14 \x01(\v2\x1a.pgdr.v1.WriteAvailabilityR\x11writeAvailability\"\xae\x03\n" +
+	"\x12write_availability\x18\x14 \x01(\v2\x1a.pgdr.v1.WriteAvailabilityR\x11writeAvailability\"\xf5\x03\n" +
 	"\x11WriteAvailability\x12%\n" +
 	"\x0ewindow_seconds\x18\x01 \x01(\x03R\rwindowSeconds\x12!\n" +
 	"\fgood_seconds\x18\x02 \x01(\x04R\vgoodSeconds\x12\x1f\n" +
@@ -1190,7 +1200,8 @@ const file_pgdr_v1_compliance_proto_rawDesc = "" +
 	"\n" +
 	"good_total\x18\n" +
 	" \x01(\x04R\tgoodTotal\x12\x1b\n" +
-	"\tbad_total\x18\v \x01(\x04R\bbadTotal\"<\n" +
+	"\tbad_total\x18\v \x01(\x04R\bbadTotal\x12E\n" +
+	"\x10recorded_through\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\x0frecordedThrough\"<\n" +
 	"\fHeartbeatLag\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x18\n" +
 	"\aseconds\x18\x02 \x01(\x01R\aseconds\"\xae\x01\n" +
@@ -1313,26 +1324,27 @@ var file_pgdr_v1_compliance_proto_depIdxs = []int32{
 	1,  // 5: pgdr.v1.Compliance.write_availability:type_name -> pgdr.v1.WriteAvailability
 	14, // 6: pgdr.v1.WriteAvailability.last_heartbeat:type_name -> google.protobuf.Timestamp
 	2,  // 7: pgdr.v1.WriteAvailability.lag:type_name -> pgdr.v1.HeartbeatLag
-	14, // 8: pgdr.v1.RTOMeasure.at:type_name -> google.protobuf.Timestamp
-	14, // 9: pgdr.v1.Breach.since:type_name -> google.protobuf.Timestamp
-	14, // 10: pgdr.v1.ReportRequest.since:type_name -> google.protobuf.Timestamp
-	14, // 11: pgdr.v1.ReportResponse.time:type_name -> google.protobuf.Timestamp
-	14, // 12: pgdr.v1.ReportResponse.since:type_name -> google.protobuf.Timestamp
-	9,  // 13: pgdr.v1.ReportResponse.clusters:type_name -> pgdr.v1.ClusterReport
-	0,  // 14: pgdr.v1.ClusterReport.compliance:type_name -> pgdr.v1.Compliance
-	10, // 15: pgdr.v1.ClusterReport.backups:type_name -> pgdr.v1.TierBackups
-	11, // 16: pgdr.v1.ClusterReport.drills:type_name -> pgdr.v1.DrillSummary
-	12, // 17: pgdr.v1.ClusterReport.recoveries:type_name -> pgdr.v1.RecoveryEvent
-	14, // 18: pgdr.v1.ClusterReport.history_from:type_name -> google.protobuf.Timestamp
-	14, // 19: pgdr.v1.TierBackups.last_ok:type_name -> google.protobuf.Timestamp
-	5,  // 20: pgdr.v1.DrillSummary.last:type_name -> pgdr.v1.RTOMeasure
-	14, // 21: pgdr.v1.RecoveryEvent.started:type_name -> google.protobuf.Timestamp
-	14, // 22: pgdr.v1.RecoveryEvent.writable:type_name -> google.protobuf.Timestamp
-	23, // [23:23] is the sub-list for method output_type
-	23, // [23:23] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	14, // 8: pgdr.v1.WriteAvailability.recorded_through:type_name -> google.protobuf.Timestamp
+	14, // 9: pgdr.v1.RTOMeasure.at:type_name -> google.protobuf.Timestamp
+	14, // 10: pgdr.v1.Breach.since:type_name -> google.protobuf.Timestamp
+	14, // 11: pgdr.v1.ReportRequest.since:type_name -> google.protobuf.Timestamp
+	14, // 12: pgdr.v1.ReportResponse.time:type_name -> google.protobuf.Timestamp
+	14, // 13: pgdr.v1.ReportResponse.since:type_name -> google.protobuf.Timestamp
+	9,  // 14: pgdr.v1.ReportResponse.clusters:type_name -> pgdr.v1.ClusterReport
+	0,  // 15: pgdr.v1.ClusterReport.compliance:type_name -> pgdr.v1.Compliance
+	10, // 16: pgdr.v1.ClusterReport.backups:type_name -> pgdr.v1.TierBackups
+	11, // 17: pgdr.v1.ClusterReport.drills:type_name -> pgdr.v1.DrillSummary
+	12, // 18: pgdr.v1.ClusterReport.recoveries:type_name -> pgdr.v1.RecoveryEvent
+	14, // 19: pgdr.v1.ClusterReport.history_from:type_name -> google.protobuf.Timestamp
+	14, // 20: pgdr.v1.TierBackups.last_ok:type_name -> google.protobuf.Timestamp
+	5,  // 21: pgdr.v1.DrillSummary.last:type_name -> pgdr.v1.RTOMeasure
+	14, // 22: pgdr.v1.RecoveryEvent.started:type_name -> google.protobuf.Timestamp
+	14, // 23: pgdr.v1.RecoveryEvent.writable:type_name -> google.protobuf.Timestamp
+	24, // [24:24] is the sub-list for method output_type
+	24, // [24:24] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_pgdr_v1_compliance_proto_init() }
