@@ -205,7 +205,8 @@ func (s *Server) sendWriteSeconds(ctx context.Context, j *sloJudge, b *sloBatch)
 
 // writeAvailability is cluster c's SLO for status and the report: the
 // recorded seconds, the budget against its target, and the replication
-// lag of each member measured from the heartbeats in its fresh samples.
+// lag of each member but the primary measured from the heartbeats in its
+// fresh samples.
 func (s *Server) writeAvailability(c *pgdrv1.Cluster, samples map[memberKey]sample, now time.Time) *pgdrv1.WriteAvailability {
 	target := policy.EffectiveTargets(c).WriteAvailability()
 	out := &pgdrv1.WriteAvailability{WindowSeconds: int64(slo.Window / time.Second), Target: target, Ratio: 1, BudgetRemaining: 1}
@@ -232,7 +233,9 @@ func (s *Server) writeAvailability(c *pgdrv1.Cluster, samples map[memberKey]samp
 	}
 	out.LastHeartbeat = timestamppb.New(newest)
 	for k, sm := range samples {
-		if fresh(k, sm) {
+		// The primary is where the heartbeat is written: its report may
+		// carry an older one than a replica sampled later, not a lag.
+		if fresh(k, sm) && k.node != c.GetPrimary() {
 			out.Lag = append(out.Lag, &pgdrv1.HeartbeatLag{Node: k.node, Seconds: newest.Sub(sm.report.GetHeartbeatTime().AsTime()).Seconds()})
 		}
 	}

@@ -31,6 +31,10 @@ type Tracker struct {
 	// Streak is how many seconds have been counted bad since Last while
 	// no newer heartbeat came (provisionally: see Judge).
 	Streak int
+	// Start is when this leader first judged the cluster: a gap is
+	// corrected only from then on (earlier seconds were no leader's, and
+	// the FSM counts them unobserved).
+	Start time.Time
 }
 
 // Verdict is the outcome of one judgement: the seconds to add to the
@@ -48,9 +52,9 @@ type Verdict struct {
 // While heartbeats keep coming, a second is good when the newest one is at
 // most Allowed(interval) old. Once a heartbeat newer than t.Last arrives
 // after a gap, the gap is known exactly: newest - t.Last on the commit
-// times, of which one interval is the normal spacing of heartbeats and
-// the rest is seconds without a commit. The seconds judged since t.Last
-// are then corrected to that: the provisional judgement (good until the
+// times (from t.Start at the earliest), of which Missing seconds were
+// without a commit. The seconds judged since t.Last are then corrected to
+// that: the provisional judgement (good until the
 // allowance ran out, bad after) is replaced by the measured gap, so a
 // failover costs about its real write gap and not the gap minus the
 // allowance.
@@ -65,7 +69,7 @@ func Judge(t Tracker, newest, now time.Time, interval time.Duration) (Tracker, V
 	}
 	if t.Last.IsZero() {
 		// The first heartbeat this leader knows: nothing to correct.
-		t.Last = newest
+		t.Last, t.Start = newest, now
 		if now.Sub(newest) <= Allowed(interval) {
 			return t, Verdict{Good: 1}
 		}
@@ -73,7 +77,11 @@ func Judge(t Tracker, newest, now time.Time, interval time.Duration) (Tracker, V
 		return t, Verdict{Bad: 1}
 	}
 	if newest.After(t.Last) {
-		missing := Missing(newest.Sub(t.Last), interval)
+		from := t.Last
+		if floor := t.Start.Add(-Allowed(interval)); from.Before(floor) {
+			from = floor
+		}
+		missing := Missing(newest.Sub(from), interval)
 		corr := missing - t.Streak
 		t.Last, t.Streak = newest, 0
 		return t, Verdict{Good: 1 - corr, Bad: corr}

@@ -82,6 +82,14 @@ func TestJudge(t *testing.T) {
 			// a report late by seconds: the commit at 2.9 ended a 2 s gap (0 missing)
 			{6, 2.9, Verdict{Good: 3, Bad: -2}},
 		}, good: 6, bad: 0},
+		{name: "#7 a leader starting mid-outage corrects only the seconds it judged", steps: []step{
+			{100, 40, Verdict{Bad: 1}}, // the newest known is 60 s old: the 60 s before were no leader's
+			{101, 40, Verdict{Bad: 1}},
+			{102, 40, Verdict{Bad: 1}},
+			// writes back at 102.5: from 100-3 = 97 the gap is 5.5 s, 4 missing, 3 counted
+			{103, 102.5, Verdict{Good: 0, Bad: 1}},
+			{104, 103.5, Verdict{Good: 1}},
+		}, good: 1, bad: 4},
 	} {
 		var tr Tracker
 		good, bad := 0, 0
