@@ -167,7 +167,7 @@ func complianceView(c *pgdrv1.Compliance) ComplianceJSON {
 
 // writeComplianceLines is status's per-cluster summary of the targets.
 func writeComplianceLines(w io.Writer, c ComplianceJSON) {
-	fmt.Fprintf(w, "  targets: rto %s, rpo %s, failover %s\n", c.Targets.RTO, c.Targets.RPO, c.Targets.Failover)
+	fmt.Fprintf(w, "  targets: rto %s, rpo %s, failover %s, write availability %s\n", c.Targets.RTO, c.Targets.RPO, c.Targets.Failover, c.Targets.WriteAvailability)
 	var parts []string
 	for _, a := range c.ArchiveRPO {
 		parts = append(parts, fmt.Sprintf("archive RPO %s (%s) %s, %s", a.Repository, a.Mode, seconds(a.Seconds), humanBytes(int64(a.Bytes))))

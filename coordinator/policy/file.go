@@ -91,7 +91,7 @@ func ParseFile(data []byte) (cluster string, p Policy, err error) {
 		p.Targets.RPO = target("targets.rpo", ft.RPO)
 		p.Targets.Failover = target("targets.failover", ft.Failover)
 		if ft.WriteAvailability != "" {
-			ppm, err := parsePPM(ft.WriteAvailability)
+			ppm, err := ParsePPM(ft.WriteAvailability)
 			if err == nil {
 				err = compliance.CheckWriteAvailability(ppm)
 			} else {
@@ -151,9 +151,9 @@ func MarshalFile(cluster string, p Policy) ([]byte, error) {
 	return yaml.Marshal(ToFile(cluster, p))
 }
 
-// parsePPM reads a ratio as a percentage ("99.99%") or a plain ratio
+// ParsePPM reads a ratio as a percentage ("99.99%") or a plain ratio
 // ("0.9999") into parts per million.
-func parsePPM(s string) (uint32, error) {
+func ParsePPM(s string) (uint32, error) {
 	t := strings.TrimSpace(s)
 	scale := 1e6
 	if p, ok := strings.CutSuffix(t, "%"); ok {
