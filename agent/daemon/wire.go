@@ -57,7 +57,10 @@ func build(cfg *config.Config, shipper *walship.Shipper, log *slog.Logger, opt o
 		d.heartbeat = heartbeat.New(heartbeat.Config{DSN: cfg.Postgres.DSN, Node: cfg.Node.Name, PGData: cfg.Postgres.PGData,
 			Interval: cfg.Heartbeat.Interval.Duration}, heartbeat.Deps{Report: func() *pgdrv1.HealthReport { return d.monitor.Latest() },
 			Log: log.With("component", "heartbeat")})
-		hc.Heartbeat = func() (time.Time, time.Duration) { return d.heartbeat.Last(), d.heartbeat.Interval() }
+		hc.Heartbeat = func() (time.Time, time.Time, time.Duration) {
+			last, run := d.heartbeat.Last()
+			return last, run, d.heartbeat.Interval()
+		}
 	}
 	d.checker = health.NewChecker(hc, log.With("component", "health"))
 	lc := leaseConfig(cfg)

@@ -43,10 +43,10 @@ type Config struct {
 	// (agent/repocopy); it must be cheap (no repository listing).
 	CopyLag func() []CopyLag
 	// Heartbeat, when this agent writes heartbeats (agent/heartbeat),
-	// returns the commit time of its last acknowledged one (zero: none)
-	// and its interval: a primary reports those instead of reading its
-	// table. Nil: heartbeat disabled.
-	Heartbeat func() (last time.Time, interval time.Duration)
+	// returns the commit time of its last acknowledged one (zero: none),
+	// of the first of its unbroken run, and its interval: a primary
+	// reports those instead of reading its table. Nil: heartbeat disabled.
+	Heartbeat func() (last, runStart time.Time, interval time.Duration)
 }
 
 // ConfigFrom takes a Checker's settings from the agent's configuration.

@@ -20,9 +20,12 @@ import (
 // heartbeat cannot make a healthy server look unhealthy.
 func (c *Checker) heartbeat(q *querier, r *pgdrv1.HealthReport) {
 	if !r.InRecovery && c.cfg.Heartbeat != nil {
-		last, interval := c.cfg.Heartbeat()
+		last, runStart, interval := c.cfg.Heartbeat()
 		r.HeartbeatIntervalMs = interval.Milliseconds()
 		setHeartbeat(r, last)
+		if !last.IsZero() && !runStart.IsZero() {
+			r.HeartbeatRunMs = max(last.Sub(runStart).Milliseconds(), 0)
+		}
 		return
 	}
 	if q.c.conn == nil {

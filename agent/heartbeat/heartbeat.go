@@ -70,6 +70,10 @@ type Writer struct {
 	// since the writer started or since the server stopped being a
 	// writable primary).
 	last time.Time
+	// runStart: the commit time of the first heartbeat of the run that
+	// ends at last: no whole second between two of its commits was
+	// without one.
+	runStart time.Time
 
 	// conn and ready are used by Run's goroutine only.
 	conn  *pgx.Conn
@@ -92,11 +96,12 @@ func New(cfg Config, deps Deps) *Writer {
 // Interval is the configured heartbeat interval.
 func (w *Writer) Interval() time.Duration { return w.cfg.Interval }
 
-// Last is the commit time of the last acknowledged heartbeat (zero: none).
-func (w *Writer) Last() time.Time {
+// Last is the commit time of the last acknowledged heartbeat (zero: none)
+// and of the first of its run (see runStart).
+func (w *Writer) Last() (last, runStart time.Time) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.last
+	return w.last, w.runStart
 }
 
 // Run writes a heartbeat every interval until ctx ends. A heartbeat that
@@ -130,6 +135,9 @@ func (w *Writer) Beat(ctx context.Context) bool {
 	}
 	w.mu.Lock()
 	if at.After(w.last) {
+		if w.last.IsZero() || at.Sub(w.last)-w.cfg.Interval >= time.Second {
+			w.runStart = at
+		}
 		w.last = at
 	}
 	w.mu.Unlock()
@@ -153,7 +161,7 @@ func (w *Writer) writable() bool {
 // reports what its table holds instead.
 func (w *Writer) forget() {
 	w.mu.Lock()
-	w.last = time.Time{}
+	w.last, w.runStart = time.Time{}, time.Time{}
 	w.mu.Unlock()
 }
 

@@ -24,9 +24,9 @@ func applyRecordWriteSeconds(st *pgdrv1.State, _ *pgdrv1.Command, p *pgdrv1.Reco
 		return fmt.Errorf("record write seconds: [%d, %d) is not a batch within one minute of one hour", from, to)
 	}
 	for _, c := range p.GetClusters() {
-		if c.GetFirstUnix() < from || c.GetFirstUnix() > to || int64(c.GetGood())+int64(c.GetBad()) > to-c.GetFirstUnix() {
-			return fmt.Errorf("record write seconds: cluster %q: %d good and %d bad seconds from %d do not fit in [%d, %d)",
-				c.GetCluster(), c.GetGood(), c.GetBad(), c.GetFirstUnix(), from, to)
+		if c.GetFirstUnix() < from || c.GetFirstUnix() > to || int64(c.GetGood())+int64(c.GetBad()) > to-c.GetFirstUnix() || c.GetRunSinceUnix() > c.GetFirstUnix() {
+			return fmt.Errorf("record write seconds: cluster %q: %d good and %d bad seconds from %d (run since %d) do not fit in [%d, %d)",
+				c.GetCluster(), c.GetGood(), c.GetBad(), c.GetFirstUnix(), c.GetRunSinceUnix(), from, to)
 		}
 	}
 	if st.WriteSeconds == nil {
@@ -37,7 +37,7 @@ func applyRecordWriteSeconds(st *pgdrv1.State, _ *pgdrv1.Command, p *pgdrv1.Reco
 			continue
 		}
 		st.WriteSeconds[c.GetCluster()] = slo.Apply(st.WriteSeconds[c.GetCluster()], from, to,
-			slo.Batch{Good: c.GetGood(), Bad: c.GetBad(), First: c.GetFirstUnix()})
+			slo.Batch{Good: c.GetGood(), Bad: c.GetBad(), First: c.GetFirstUnix(), RunSince: c.GetRunSinceUnix()})
 	}
 	for name := range st.WriteSeconds {
 		if _, ok := st.Clusters[name]; !ok {

@@ -40,6 +40,13 @@ func TestRecordWriteSeconds(t *testing.T) {
 	if ws.Good != 88 || ws.Bad != 2+90 || ws.Unobserved != 90 || ws.Window != (slo.Sums{Good: 88, Bad: 92, Unobserved: 90}) || ws.Through.Unix() != hourStart+180 {
 		t.Fatalf("recorded %+v, want 88 good, 92 bad of which 90 unobserved, through +180", ws)
 	}
+	// The leader after the next gap knows heartbeats ran unbroken for
+	// its last 20 s: only the first 40 s are unobserved.
+	h.mustApply(tWriteSeconds, writeBatch(hourStart+240, &pgdrv1.ClusterWriteSeconds{Cluster: "main", Good: 50, FirstUnix: hourStart + 250, RunSinceUnix: hourStart + 230}))
+	if ws, _ := h.f.WriteSecondsOf("main", time.Unix(hourStart+300, 0)); ws.Good != 88+20+50 || ws.Bad != 92+50 || ws.Unobserved != 90+50 {
+		t.Fatalf("after a gap partly covered by a run of heartbeats: %+v", ws)
+	}
+	now = time.Unix(hourStart+300, 0)
 	if _, ok := h.f.WriteSecondsOf("gone", now); ok {
 		t.Fatal("a cluster that does not exist got write seconds")
 	}
@@ -50,6 +57,7 @@ func TestRecordWriteSeconds(t *testing.T) {
 		"not a batch within one":        {FromUnix: hourStart + 3590, ToUnix: hourStart + 3610},
 		"do not fit":                    writeBatch(hourStart+180, &pgdrv1.ClusterWriteSeconds{Cluster: "main", Good: 61, FirstUnix: hourStart + 180}),
 		"do not fit in":                 writeBatch(hourStart+180, &pgdrv1.ClusterWriteSeconds{Cluster: "main", Good: 1, FirstUnix: hourStart}),
+		"run since":                     writeBatch(hourStart+180, &pgdrv1.ClusterWriteSeconds{Cluster: "main", Good: 1, FirstUnix: hourStart + 180, RunSinceUnix: hourStart + 200}),
 	} {
 		if res := h.apply(tWriteSeconds, bad); res.GetOk() || !strings.Contains(res.GetError(), want) {
 			t.Errorf("bad batch (%s): %v", want, res)

@@ -22,7 +22,9 @@ import (
 // it, and once a wall-clock minute the judged seconds of all clusters go
 // to Raft in one RecordWriteSeconds. Seconds this leader did not judge
 // (before its first report of a cluster, a stalled tick, a leader change)
-// are counted bad and unobserved when the next batch is applied.
+// are counted good when the writer's unbroken run of heartbeats covers
+// them (heartbeat_run_ms), else bad and unobserved, when the next batch
+// is applied.
 
 const (
 	// sloFeatureLevel: the voters know RecordWriteSeconds.
@@ -39,6 +41,9 @@ const (
 type heartbeatSeen struct {
 	at       time.Time
 	interval time.Duration
+	// runSince: the first commit of the writer's unbroken run of
+	// heartbeats up to at, on the leader's clock (zero: not known).
+	runSince time.Time
 }
 
 // heartbeats holds, per cluster, the newest heartbeat seen by this leader.
@@ -69,7 +74,11 @@ func (h *heartbeats) observe(r *pgdrv1.HealthReport, now time.Time) {
 	at := now.Add(-time.Duration(max(r.GetHeartbeatAgeMs(), 0)) * time.Millisecond)
 	h.mu.Lock()
 	if cur, ok := h.newest[r.GetCluster()]; !ok || at.After(cur.at) {
-		h.newest[r.GetCluster()] = heartbeatSeen{at: at, interval: time.Duration(iv) * time.Millisecond}
+		hs := heartbeatSeen{at: at, interval: time.Duration(iv) * time.Millisecond}
+		if run := r.GetHeartbeatRunMs(); run > 0 {
+			hs.runSince = at.Add(-time.Duration(run) * time.Millisecond)
+		}
+		h.newest[r.GetCluster()] = hs
 	}
 	h.mu.Unlock()
 }
@@ -109,6 +118,8 @@ type sloBatch struct {
 type sloCount struct {
 	good, bad int
 	first     int64
+	// runSince: see ClusterWriteSeconds.run_since_unix (0: not known).
+	runSince int64
 }
 
 // sloLoop judges every cluster once a second while this node leads.
@@ -149,6 +160,10 @@ func (s *Server) sloTick(ctx context.Context, j *sloJudge, now time.Time) {
 			c := j.batch.clusters[cluster]
 			if c == nil {
 				c = &sloCount{first: x}
+				if !hs.runSince.IsZero() {
+					// The first whole second of the run, at most the batch's first.
+					c.runSince = min(hs.runSince.Add(time.Second-1).Unix(), x)
+				}
 				j.batch.clusters[cluster] = c
 			}
 			c.good += v.Good
@@ -174,7 +189,7 @@ func writeSecondsCommand(b *sloBatch) *pgdrv1.RecordWriteSeconds {
 		secs := int(b.to - c.first)
 		bad := min(max(c.bad, 0), secs)
 		good := min(max(c.good, 0), secs-bad)
-		out.Clusters = append(out.Clusters, &pgdrv1.ClusterWriteSeconds{Cluster: n, Good: uint32(good), Bad: uint32(bad), FirstUnix: c.first})
+		out.Clusters = append(out.Clusters, &pgdrv1.ClusterWriteSeconds{Cluster: n, Good: uint32(good), Bad: uint32(bad), FirstUnix: c.first, RunSinceUnix: c.runSince})
 	}
 	return out
 }

@@ -26,10 +26,11 @@ func TestHeartbeatsObserve(t *testing.T) {
 	if len(h.snapshot()) != 0 {
 		t.Fatal("a replica's replayed heartbeat was judged")
 	}
-	h.observe(&pgdrv1.HealthReport{Cluster: "main", Node: "pg-a1", Connectable: true, HeartbeatTime: hb, HeartbeatAgeMs: 300, HeartbeatIntervalMs: 1000}, now)
+	h.observe(&pgdrv1.HealthReport{Cluster: "main", Node: "pg-a1", Connectable: true, HeartbeatTime: hb, HeartbeatAgeMs: 300, HeartbeatIntervalMs: 1000,
+		HeartbeatRunMs: 60000}, now)
 	got := h.snapshot()["main"]
-	if want := now.Add(-300 * time.Millisecond); !got.at.Equal(want) || got.interval != time.Second {
-		t.Fatalf("newest %+v, want at %s every 1s", got, want)
+	if want := now.Add(-300 * time.Millisecond); !got.at.Equal(want) || got.interval != time.Second || !got.runSince.Equal(want.Add(-time.Minute)) {
+		t.Fatalf("newest %+v, want at %s every 1s, run since a minute before", got, want)
 	}
 	h.observe(&pgdrv1.HealthReport{Cluster: "main", Node: "pg-a1", Connectable: true, HeartbeatTime: hb, HeartbeatAgeMs: 5000, HeartbeatIntervalMs: 1000}, now)
 	if h.snapshot()["main"].at != got.at {
@@ -48,7 +49,8 @@ func TestSLOTickAndBatch(t *testing.T) {
 	s := &Server{heartbeats: newHeartbeats()}
 	base := time.Unix(1_800_000_000-1_800_000_000%60, 0) // a minute boundary
 	j := &sloJudge{trackers: map[string]slo.Tracker{}, last: base.Unix() - 1}
-	s.heartbeats.observe(&pgdrv1.HealthReport{Cluster: "main", Connectable: true, HeartbeatTime: timestamppb.New(base), HeartbeatIntervalMs: 1000}, base.Add(2*time.Second))
+	s.heartbeats.observe(&pgdrv1.HealthReport{Cluster: "main", Connectable: true, HeartbeatTime: timestamppb.New(base), HeartbeatIntervalMs: 1000,
+		HeartbeatRunMs: 30500}, base.Add(2*time.Second))
 	ctx := context.Background()
 	s.sloTick(ctx, j, base.Add(3*time.Second+time.Millisecond)) // seconds 0, 1, 2
 	if c := j.batch.clusters["main"]; c == nil || c.good != 3 || c.bad != 0 || c.first != base.Unix() || j.batch.to != base.Unix()+3 {
@@ -60,7 +62,8 @@ func TestSLOTickAndBatch(t *testing.T) {
 		t.Fatalf("after a late tick: %+v, to %d", c, j.batch.to)
 	}
 	cmd := writeSecondsCommand(j.batch)
-	if cmd.FromUnix != base.Unix() || cmd.ToUnix != base.Unix()+30 || len(cmd.Clusters) != 1 || cmd.Clusters[0].Good != 3 || cmd.Clusters[0].Bad != 5 {
+	if cmd.FromUnix != base.Unix() || cmd.ToUnix != base.Unix()+30 || len(cmd.Clusters) != 1 || cmd.Clusters[0].Good != 3 || cmd.Clusters[0].Bad != 5 ||
+		cmd.Clusters[0].RunSinceUnix != base.Unix()-28 {
 		t.Fatalf("command %v", cmd)
 	}
 	// A correction larger than the batch is clamped to the seconds judged in it.

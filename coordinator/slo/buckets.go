@@ -23,13 +23,18 @@ const DefaultTarget = 0.9999
 type Batch struct {
 	Good, Bad uint32
 	First     int64
+	// RunSince (0: not known): heartbeats were committed without a whole
+	// second missing from this second up to First, as the writer itself
+	// saw them (HealthReport.heartbeat_run_ms).
+	RunSince int64
 }
 
 // Apply adds one batch, covering [from, to) in Unix seconds, to ws (nil:
 // a cluster judged for the first time) and returns it. Seconds between
 // the recorded through_unix and the batch's first judged second were
-// judged by no leader: they are counted bad and unobserved (at most the
-// window's worth). The buckets are then trimmed to the window ending at
+// judged by no leader: those from RunSince on are good (the writer saw
+// its heartbeats committed without a whole second missing), the others
+// bad and unobserved (at most the window's worth). The buckets are then trimmed to the window ending at
 // the newest hour. A batch wholly before through_unix (a deposed
 // leader's batch committed late) changes nothing.
 func Apply(ws *pgdrv1.WriteSeconds, from, to int64, b Batch) *pgdrv1.WriteSeconds {
@@ -42,10 +47,19 @@ func Apply(ws *pgdrv1.WriteSeconds, from, to int64, b Batch) *pgdrv1.WriteSecond
 	first := max(b.First, from)
 	if t := ws.GetThroughUnix(); t > 0 && first > t {
 		gapFrom := max(t, first-int64(Window/time.Second))
+		goodFrom := first
+		if b.RunSince > 0 {
+			goodFrom = min(max(b.RunSince, gapFrom), first)
+		}
 		for s := gapFrom; s < first; {
 			end := min((s/hourSeconds+1)*hourSeconds, first)
-			n := uint32(end - s)
-			add(ws, s/hourSeconds, 0, n, n)
+			if s < goodFrom {
+				end = min(end, goodFrom)
+				n := uint32(end - s)
+				add(ws, s/hourSeconds, 0, n, n)
+			} else {
+				add(ws, s/hourSeconds, uint32(end-s), 0, 0)
+			}
 			s = end
 		}
 	}

@@ -120,6 +120,7 @@ func TestApplyBuckets(t *testing.T) {
 	for _, c := range []struct {
 		name       string
 		batches    [][3]int64 // from, to, first; good = judged seconds, bad 0
+		runSince   int64      // of the last batch
 		good, bad  uint64
 		unobserved uint64
 		buckets    int
@@ -133,12 +134,22 @@ func TestApplyBuckets(t *testing.T) {
 			good: 60, buckets: 1, through: base + 120},
 		{name: "#5 gap across an hour boundary", batches: [][3]int64{{base, base + 60, base}, {base + h + 60, base + h + 120, base + h + 60}},
 			good: 120, bad: uint64(h), unobserved: uint64(h), buckets: 2, through: base + h + 120},
+		{name: "#7 a new leader 90 s later, heartbeats unbroken for the last 60 s of the gap: 30 s unobserved",
+			batches: [][3]int64{{base, base + 60, base}, {base + 120, base + 180, base + 150}}, runSince: base + 90,
+			good: 60 + 60 + 30, bad: 30, unobserved: 30, buckets: 1, through: base + 180},
+		{name: "#8 heartbeats unbroken since before the gap: none unobserved",
+			batches: [][3]int64{{base, base + 60, base}, {base + 120, base + 180, base + 150}}, runSince: base - 600,
+			good: 60 + 90 + 30, buckets: 1, through: base + 180},
 		{name: "#6 29 days later: the gap is clamped to the window, buckets stay bounded", batches: [][3]int64{{base, base + 60, base}, {base + 29*24*h, base + 29*24*h + 60, base + 29*24*h}},
 			good: 120, bad: uint64(28 * 24 * h), unobserved: uint64(28 * 24 * h), buckets: Buckets, through: base + 29*24*h + 60},
 	} {
 		var ws *pgdrv1.WriteSeconds
-		for _, b := range c.batches {
-			ws = Apply(ws, b[0], b[1], Batch{Good: uint32(b[1] - max(b[2], b[0])), First: b[2]})
+		for i, b := range c.batches {
+			batch := Batch{Good: uint32(b[1] - max(b[2], b[0])), First: b[2]}
+			if i == len(c.batches)-1 {
+				batch.RunSince = c.runSince
+			}
+			ws = Apply(ws, b[0], b[1], batch)
 		}
 		if ws.GoodTotal != c.good || ws.BadTotal != c.bad || ws.UnobservedTotal != c.unobserved {
 			t.Errorf("%s: totals good %d bad %d unobserved %d, want %d %d %d", c.name, ws.GoodTotal, ws.BadTotal, ws.UnobservedTotal, c.good, c.bad, c.unobserved)

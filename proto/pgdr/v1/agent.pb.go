@@ -703,8 +703,13 @@ type HealthReport struct {
 	// heartbeat_interval_ms: this agent's heartbeat.interval when it writes
 	// heartbeats (its server is a primary and heartbeat is enabled), else 0.
 	HeartbeatIntervalMs int64 `protobuf:"varint,42,opt,name=heartbeat_interval_ms,json=heartbeatIntervalMs,proto3" json:"heartbeat_interval_ms,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// heartbeat_run_ms: on a writer, how long heartbeats have been committed
+	// without a whole second missing, up to heartbeat_time: the run began
+	// heartbeat_time minus this. A new coordinator leader counts the seconds
+	// of the run before it began judging as good instead of unobserved.
+	HeartbeatRunMs int64 `protobuf:"varint,43,opt,name=heartbeat_run_ms,json=heartbeatRunMs,proto3" json:"heartbeat_run_ms,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *HealthReport) Reset() {
@@ -985,6 +990,13 @@ func (x *HealthReport) GetHeartbeatAgeMs() int64 {
 func (x *HealthReport) GetHeartbeatIntervalMs() int64 {
 	if x != nil {
 		return x.HeartbeatIntervalMs
+	}
+	return 0
+}
+
+func (x *HealthReport) GetHeartbeatRunMs() int64 {
+	if x != nil {
+		return x.HeartbeatRunMs
 	}
 	return 0
 }
@@ -2227,7 +2239,7 @@ const file_pgdr_v1_agent_proto_rawDesc = "" +
 	"\x10RegisterResponse\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x18\n" +
 	"\aprimary\x18\x02 \x01(\tR\aprimary\x12,\n" +
-	"\x03now\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x03now\"\xe3\v\n" +
+	"\x03now\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x03now\"\x8d\f\n" +
 	"\fHealthReport\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12.\n" +
@@ -2272,7 +2284,8 @@ const file_pgdr_v1_agent_proto_rawDesc = "" +
 	"archiveRpo\x12A\n" +
 	"\x0eheartbeat_time\x18( \x01(\v2\x1a.google.protobuf.TimestampR\rheartbeatTime\x12(\n" +
 	"\x10heartbeat_age_ms\x18) \x01(\x03R\x0eheartbeatAgeMs\x122\n" +
-	"\x15heartbeat_interval_ms\x18* \x01(\x03R\x13heartbeatIntervalMs\"\x97\x01\n" +
+	"\x15heartbeat_interval_ms\x18* \x01(\x03R\x13heartbeatIntervalMs\x12(\n" +
+	"\x10heartbeat_run_ms\x18+ \x01(\x03R\x0eheartbeatRunMs\"\x97\x01\n" +
 	"\n" +
 	"ArchiveRPO\x12\x1e\n" +
 	"\n" +

@@ -1045,7 +1045,11 @@ type ClusterWriteSeconds struct {
 	Bad     uint32                 `protobuf:"varint,3,opt,name=bad,proto3" json:"bad,omitempty"`
 	// first_unix: the first second this leader judged for the cluster in
 	// the batch (a cluster seen first mid-batch starts there).
-	FirstUnix     int64 `protobuf:"varint,4,opt,name=first_unix,json=firstUnix,proto3" json:"first_unix,omitempty"`
+	FirstUnix int64 `protobuf:"varint,4,opt,name=first_unix,json=firstUnix,proto3" json:"first_unix,omitempty"`
+	// run_since_unix: heartbeats were committed without a whole second
+	// missing from this second up to first_unix (0: not known). Seconds of a
+	// gap before first_unix from here on are good, not unobserved.
+	RunSinceUnix  int64 `protobuf:"varint,5,opt,name=run_since_unix,json=runSinceUnix,proto3" json:"run_since_unix,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1104,6 +1108,13 @@ func (x *ClusterWriteSeconds) GetBad() uint32 {
 func (x *ClusterWriteSeconds) GetFirstUnix() int64 {
 	if x != nil {
 		return x.FirstUnix
+	}
+	return 0
+}
+
+func (x *ClusterWriteSeconds) GetRunSinceUnix() int64 {
+	if x != nil {
+		return x.RunSinceUnix
 	}
 	return 0
 }
@@ -1168,13 +1179,14 @@ const file_pgdr_v1_raft_proto_rawDesc = "" +
 	"\x12RecordWriteSeconds\x12\x1b\n" +
 	"\tfrom_unix\x18\x01 \x01(\x03R\bfromUnix\x12\x17\n" +
 	"\ato_unix\x18\x02 \x01(\x03R\x06toUnix\x128\n" +
-	"\bclusters\x18\x03 \x03(\v2\x1c.pgdr.v1.ClusterWriteSecondsR\bclusters\"t\n" +
+	"\bclusters\x18\x03 \x03(\v2\x1c.pgdr.v1.ClusterWriteSecondsR\bclusters\"\x9a\x01\n" +
 	"\x13ClusterWriteSeconds\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
 	"\x04good\x18\x02 \x01(\rR\x04good\x12\x10\n" +
 	"\x03bad\x18\x03 \x01(\rR\x03bad\x12\x1d\n" +
 	"\n" +
-	"first_unix\x18\x04 \x01(\x03R\tfirstUnix*\x89\x04\n" +
+	"first_unix\x18\x04 \x01(\x03R\tfirstUnix\x12$\n" +
+	"\x0erun_since_unix\x18\x05 \x01(\x03R\frunSinceUnix*\x89\x04\n" +
 	"\vCommandType\x12\x1c\n" +
 	"\x18COMMAND_TYPE_UNSPECIFIED\x10\x00\x12 \n" +
 	"\x1cCOMMAND_TYPE_REGISTER_MEMBER\x10\x01\x12\x1e\n" +
