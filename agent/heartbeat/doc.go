@@ -9,7 +9,9 @@
 // when missing) on a connection of its own, and remembers the commit time
 // (the primary's clock_timestamp()) of the last heartbeat whose commit
 // was acknowledged (Writer.Last): with synchronous replication, only once
-// the standbys confirmed it, as for any client. On a primary the
+// the standbys confirmed it, as for any client; and the first commit of
+// the run it ends (no whole second without a commit), which lets a new
+// coordinator leader count the seconds no leader judged. On a primary the
 // health report carries Last; elsewhere agent/health reads the replayed
 // row.
 //

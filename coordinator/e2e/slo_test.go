@@ -5,9 +5,11 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -207,4 +209,68 @@ func metricValue(body, series string) (float64, bool) {
 		}
 	}
 	return 0, false
+}
+
+// TestSLOLeaderChangeKeepsBudget: kill -9 of the coordinator leader while
+// the primary keeps writing. The seconds no leader judged (the old
+// leader's last, unsent minute and the election) are covered by the
+// writer's unbroken run of heartbeats: they count good, none unobserved,
+// and every second between the two leaders' records is accounted.
+func TestSLOLeaderChangeKeepsBudget(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the lab")
+	}
+	l := startLab(t)
+	l.wantPrimary(t, "pg-a1")
+	var base *ctl.WriteAvailabilityJSON
+	testutil.WaitFor(t, 150*time.Second, "a recorded minute of write availability", func() (bool, error) {
+		wa, err := l.writeAvailability()
+		if err != nil {
+			return false, err
+		}
+		base = wa
+		return wa.GoodSeconds >= 20 && wa.RecordedThrough != "", fmt.Errorf("write availability %+v", wa)
+	})
+	// Half a minute into a minute: the old leader's unsent batch holds
+	// about 30 judged seconds that only the writer's run can account for.
+	testutil.WaitFor(t, 70*time.Second, "the middle of a minute", func() (bool, error) {
+		s := time.Now().Second()
+		return s >= 25 && s <= 40, nil
+	})
+	leader, err := l.leaderName()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := readPid(t, filepath.Join(l.dir, leader, "coordinator.pid"))
+	killed := time.Now()
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("before: %d s good, %d s bad, %d unobserved, recorded through %s; leader %s killed -9 at %s",
+		base.GoodTotal, base.BadTotal, base.UnobservedSeconds, base.RecordedThrough, leader, killed.Format("15:04:05.000"))
+	var after *ctl.WriteAvailabilityJSON
+	testutil.WaitFor(t, 180*time.Second, "the new leader to record the seconds after the kill", func() (bool, error) {
+		wa, err := l.writeAvailability()
+		if err != nil {
+			return false, nil // status answers slowly while the leader changes
+		}
+		through, err := time.Parse(time.RFC3339, wa.RecordedThrough)
+		after = wa
+		return err == nil && through.After(killed.Add(20*time.Second)), fmt.Errorf("recorded through %s (%v)", wa.RecordedThrough, err)
+	})
+	newLeader, _ := l.leaderName()
+	t0, _ := time.Parse(time.RFC3339, base.RecordedThrough)
+	t1, _ := time.Parse(time.RFC3339, after.RecordedThrough)
+	accounted := int64(after.GoodTotal+after.BadTotal) - int64(base.GoodTotal+base.BadTotal)
+	t.Logf("after (leader %s): %d s good, %d s bad, %d unobserved, recorded through %s: %d s accounted for %s",
+		newLeader, after.GoodTotal, after.BadTotal, after.UnobservedSeconds, after.RecordedThrough, accounted, t1.Sub(t0))
+	if bad := after.BadTotal - base.BadTotal; bad > 2 {
+		t.Errorf("the leader change cost %d bad seconds while the primary kept writing", bad)
+	}
+	if un := after.UnobservedSeconds - base.UnobservedSeconds; un > 2 {
+		t.Errorf("%d seconds counted unobserved though the writer's run of heartbeats covered them", un)
+	}
+	if d := int64(t1.Sub(t0) / time.Second); accounted < d-2 || accounted > d {
+		t.Errorf("%d seconds accounted between the records, %d passed", accounted, d)
+	}
 }
