@@ -16,6 +16,7 @@ import (
 	"github.com/pgdr/pgdr/agent/epoch"
 	"github.com/pgdr/pgdr/agent/failsafe"
 	"github.com/pgdr/pgdr/agent/health"
+	"github.com/pgdr/pgdr/agent/heartbeat"
 	"github.com/pgdr/pgdr/agent/hooks"
 	"github.com/pgdr/pgdr/agent/leaderclock"
 	"github.com/pgdr/pgdr/agent/lease"
@@ -78,6 +79,9 @@ type Daemon struct {
 	// repoStat reads what the repositories hold for the pgdr_repo_*
 	// metrics (agent/repostat), every metrics.repo_interval.
 	repoStat *repostat.Reader
+	// heartbeat commits the write-availability heartbeat on a primary
+	// (agent/heartbeat); nil with heartbeat.enabled false.
+	heartbeat *heartbeat.Writer
 
 	// now replaces time.Now for the orders' deadlines in tests (a clock
 	// ahead of or behind the leader's); nil in production.
@@ -140,6 +144,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 		run(d.copier.Run)
 	}
 	run(d.monitor.Run)
+	if d.heartbeat != nil {
+		run(d.heartbeat.Run)
+	}
 	if d.cfg.Health.Listen != "" {
 		run(d.serveHTTP)
 		// The repositories are read for /metrics only.

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -99,11 +100,12 @@ var (
 	descArchiveFail = prometheus.NewDesc("pgdr_agent_archive_failed_total", "pg_stat_archiver.failed_count.", nil, nil)
 	descFreeBytes   = prometheus.NewDesc("pgdr_agent_free_bytes", "Free bytes of the file system holding path.", []string{"path"}, nil)
 	descLastCheck   = prometheus.NewDesc("pgdr_agent_last_check_timestamp_seconds", "When the latest round of checks ran.", nil, nil)
+	descHeartbeat   = prometheus.NewDesc("pgdr_agent_heartbeat_age_seconds", "Age of the newest write-availability heartbeat this server holds (committed on a primary, replayed on a replica), on this host's clock: on a replica, replication lag measured from the heartbeat plus up to one heartbeat.interval. Absent when none is known.", nil, nil)
 )
 
 func (c *reportCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descAgentUp, descPGUp, descPostmaster, descInRecovery, descStreaming, descLagBytes,
-		descLagSeconds, descTimeline, descLSN, descArchiveFail, descFreeBytes, descLastCheck} {
+		descLagSeconds, descTimeline, descLSN, descArchiveFail, descFreeBytes, descLastCheck, descHeartbeat} {
 		ch <- d
 	}
 }
@@ -145,6 +147,9 @@ func (c *reportCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descTimeline, float64(r.Timeline))
 	gauge(descLSN, float64(r.CurrentLsn))
 	ch <- prometheus.MustNewConstMetric(descArchiveFail, prometheus.CounterValue, float64(r.ArchiveFailedCount))
+	if hb := r.GetHeartbeatTime(); hb != nil {
+		gauge(descHeartbeat, max(time.Since(hb.AsTime()).Seconds(), 0))
+	}
 }
 
 // copyLagCollector serves the async repositories' copy lag at scrape time.

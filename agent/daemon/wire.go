@@ -11,6 +11,7 @@ import (
 	"github.com/pgdr/pgdr/agent/drillrun"
 	"github.com/pgdr/pgdr/agent/failsafe"
 	"github.com/pgdr/pgdr/agent/health"
+	"github.com/pgdr/pgdr/agent/heartbeat"
 	"github.com/pgdr/pgdr/agent/hooks"
 	"github.com/pgdr/pgdr/agent/leaderclock"
 	"github.com/pgdr/pgdr/agent/lease"
@@ -53,6 +54,15 @@ func build(cfg *config.Config, shipper *walship.Shipper, log *slog.Logger, opt o
 	hc := health.ConfigFrom(cfg)
 	hc.Timeout = monitor.CheckTimeout(interval)
 	hc.CopyLag = func() []health.CopyLag { return copyLags(d.copier.Status()) }
+	if cfg.Heartbeat.On() {
+		d.heartbeat = heartbeat.New(heartbeat.Config{DSN: cfg.Postgres.DSN, Node: cfg.Node.Name, PGData: cfg.Postgres.PGData,
+			Interval: cfg.Heartbeat.Interval.Duration}, heartbeat.Deps{Report: func() *pgdrv1.HealthReport { return d.monitor.Latest() },
+			Log: log.With("component", "heartbeat")})
+		hc.Heartbeat = func() (time.Time, time.Time, time.Duration) {
+			last, run := d.heartbeat.Last()
+			return last, run, d.heartbeat.Interval()
+		}
+	}
 	d.checker = health.NewChecker(hc, log.With("component", "health"))
 	lc := leaseConfig(cfg)
 	held := lease.NewHolder(nil)

@@ -42,6 +42,11 @@ type Config struct {
 	// CopyLag, when set, returns the async repositories' copy backlog
 	// (agent/repocopy); it must be cheap (no repository listing).
 	CopyLag func() []CopyLag
+	// Heartbeat, when this agent writes heartbeats (agent/heartbeat),
+	// returns the commit time of its last acknowledged one (zero: none),
+	// of the first of its unbroken run, and its interval: a primary
+	// reports those instead of reading its table. Nil: heartbeat disabled.
+	Heartbeat func() (last, runStart time.Time, interval time.Duration)
 }
 
 // ConfigFrom takes a Checker's settings from the agent's configuration.
@@ -66,6 +71,8 @@ type Checker struct {
 
 	mu   sync.Mutex
 	conn *pgx.Conn
+	// heartbeatTable: pgdr.heartbeat was seen on the server (heartbeat.go).
+	heartbeatTable bool
 	// recvTLI: the highest timeline seen streamed (see replicaTimeline).
 	recvTLI   uint32
 	recvSysid uint64
@@ -222,6 +229,8 @@ func (c *Checker) Check(ctx context.Context) *pgdrv1.HealthReport {
 		}
 		c.replication(q, r)
 	}
+
+	c.heartbeat(q, r)
 
 	var failedWAL string
 	var failedAt, archivedAt *time.Time

@@ -47,11 +47,15 @@ type TargetsJSON struct {
 	RTOSeconds      float64 `json:"rto_seconds"`
 	RPOSeconds      float64 `json:"rpo_seconds"`
 	FailoverSeconds float64 `json:"failover_seconds"`
+	// WriteAvailability: the write-availability target (99.99%).
+	WriteAvailability      string  `json:"write_availability"`
+	WriteAvailabilityRatio float64 `json:"write_availability_ratio"`
 }
 
 func targetsView(t compliance.Targets) TargetsJSON {
 	return TargetsJSON{RTO: duration.Format(t.RTO), RPO: duration.Format(t.RPO), Failover: duration.Format(t.Failover),
-		RTOSeconds: t.RTO.Seconds(), RPOSeconds: t.RPO.Seconds(), FailoverSeconds: t.Failover.Seconds()}
+		RTOSeconds: t.RTO.Seconds(), RPOSeconds: t.RPO.Seconds(), FailoverSeconds: t.Failover.Seconds(),
+		WriteAvailability: compliance.FormatPPM(t.WriteAvailabilityPPM), WriteAvailabilityRatio: t.WriteAvailability()}
 }
 
 // BackupTierJSON is one tier of a BackupPolicyJSON.
@@ -112,7 +116,7 @@ func writeBackupPolicy(w io.Writer, cluster string, v BackupPolicyJSON) error {
 		origin = "not applied"
 	}
 	fmt.Fprintf(w, "cluster %s backup policy (%s):\n  pitr_window: %s\n", cluster, origin, v.PITRWindow)
-	fmt.Fprintf(w, "  targets:     rto %s, rpo %s, failover %s\n", v.Targets.RTO, v.Targets.RPO, v.Targets.Failover)
+	fmt.Fprintf(w, "  targets:     rto %s, rpo %s, failover %s, write availability %s\n", v.Targets.RTO, v.Targets.RPO, v.Targets.Failover, v.Targets.WriteAvailability)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "  TIER\tTYPE\tSCHEDULE\tTIMEZONE\tKEEP\tREPOS\tRUN ON\tTIMEOUT\tNEXT RUN")
 	for _, t := range v.Tiers {
@@ -272,6 +276,8 @@ func writeApplied(w io.Writer, asJSON bool, resp *pgdrv1.SetBackupPolicyResponse
 // record (the PITR window, the recovery targets); "" = unchanged.
 type backupSettings struct {
 	pitr, rto, rpo, failover string
+	// writeAvailability: a percentage or a ratio.
+	writeAvailability string
 }
 
 func setBackupSettings(ctx context.Context, e env, cf *connFlags, asJSON bool, cluster string, bs backupSettings, reset bool) error {
@@ -299,6 +305,16 @@ func setBackupSettings(ctx context.Context, e env, cf *connFlags, asJSON bool, c
 		}
 		targets[t.flag] = d
 	}
+	var ppm uint32
+	if bs.writeAvailability != "" {
+		var err error
+		if ppm, err = policy.ParsePPM(bs.writeAvailability); err == nil {
+			err = compliance.CheckWriteAvailability(ppm)
+		}
+		if err != nil {
+			return usagef("--target-write-availability: %v", err)
+		}
+	}
 	cl, err := cf.client()
 	if err != nil {
 		return err
@@ -324,6 +340,9 @@ func setBackupSettings(ctx context.Context, e env, cf *connFlags, asJSON bool, c
 		}
 		if d, ok := targets["target-failover"]; ok {
 			p.Targets.Failover = d
+		}
+		if ppm != 0 {
+			p.Targets.WriteAvailabilityPPM = ppm
 		}
 		if err := p.Validate(policy.Options{}); err != nil {
 			return fmt.Errorf("cluster %s: %w", cluster, err)

@@ -191,7 +191,13 @@ func TestBackupPolicyCommands(t *testing.T) {
 		applied.Backup.Targets.RPO != "1ms" || applied.Backup.Targets.Failover != "2m" || applied.Backup.Targets.RTO != "15m" {
 		t.Fatalf("set --target-*: exit %d %v\n%s%s", code, err, out, errOut)
 	}
-	for _, bad := range [][]string{{"--target-rto", "0s"}, {"--target-rpo", "-1m"}, {"--target-failover", "soon"}} {
+	code, out, errOut = run(admin, "policy", "set", "--cluster", "main", "--target-write-availability", "99.95%", "--json")
+	if err := json.Unmarshal([]byte(out), &applied); code != ExitOK || err != nil || applied.Backup.Targets.WriteAvailability != "99.95%" ||
+		applied.Backup.Targets.RPO != "1ms" {
+		t.Fatalf("set --target-write-availability: exit %d %v\n%s%s", code, err, out, errOut)
+	}
+	for _, bad := range [][]string{{"--target-rto", "0s"}, {"--target-rpo", "-1m"}, {"--target-failover", "soon"},
+		{"--target-write-availability", "100%"}, {"--target-write-availability", "often"}} {
 		if code, _, errOut := run(admin, append([]string{"policy", "set", "--cluster", "main"}, bad...)...); code != ExitUsage || !strings.Contains(errOut, bad[0]) {
 			t.Errorf("%v: exit %d %s", bad, code, errOut)
 		}

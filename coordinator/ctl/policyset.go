@@ -54,7 +54,7 @@ const policyUsage = `Usage: pgdrctl policy show --cluster C [--json | --yaml]
        pgdrctl policy set --cluster C [--synchronous off|on|"quorum N"] [--maximum-lag BYTES]
                           [--preferred-regions r1,r2] [--failsafe on|off] [--json]
        pgdrctl policy set --cluster C [--pitr-window DURATION] [--target-rto D] [--target-rpo D]
-                          [--target-failover D] [--json]
+                          [--target-failover D] [--target-write-availability PCT] [--json]
        pgdrctl policy set --cluster C --backup-defaults [--json]
        pgdrctl policy apply -f FILE [--cluster C] [--dry-run] [--json]
 
@@ -135,7 +135,7 @@ next run; the defaults when none was set). Needs role read.`, cf)
 
 func cmdPolicySet(ctx context.Context, e env, cf *connFlags, args []string) error {
 	f := newCmdFlags(e, "policy set", `policy set --cluster C [--synchronous off|on|"quorum N"] [--maximum-lag BYTES] [--preferred-regions r1,r2] [--failsafe on|off] [--json]
-       pgdrctl policy set --cluster C [--pitr-window DURATION] [--target-rto D] [--target-rpo D] [--target-failover D] [--json]
+       pgdrctl policy set --cluster C [--pitr-window DURATION] [--target-rto D] [--target-rpo D] [--target-failover D] [--target-write-availability PCT] [--json]
        pgdrctl policy set --cluster C --backup-defaults [--json]`,
 		`Changes the settings given and keeps the others; recorded in Raft and in the
 history. The failover settings and the backup ones (--pitr-window,
@@ -151,6 +151,7 @@ with 'policy apply -f FILE'. Needs role admin.`, cf)
 	rto := f.String("target-rto", "", "recovery target: longest restore from backup (default 15m)")
 	rpo := f.String("target-rpo", "", "recovery target: longest data loss, as the age of WAL not in a repository or the best candidate's lag (default 5m)")
 	foTarget := f.String("target-failover", "", "recovery target: longest failover or switchover, detection to writable new primary (default 5m)")
+	waTarget := f.String("target-write-availability", "", "write-availability target over 28 days: a percentage (99.95%) or a ratio (default 99.99%; docs/slo.md)")
 	pos, err := f.parse(args, -1)
 	if err != nil {
 		return err
@@ -168,11 +169,11 @@ with 'policy apply -f FILE'. Needs role admin.`, cf)
 		return usagef("--cluster is required")
 	}
 	failover := set["synchronous"] || set["maximum-lag"] || set["preferred-regions"] || set["failsafe"]
-	targets := set["target-rto"] || set["target-rpo"] || set["target-failover"]
+	targets := set["target-rto"] || set["target-rpo"] || set["target-failover"] || set["target-write-availability"]
 	backup := set["pitr-window"] || set["backup-defaults"] || targets
 	switch {
 	case !failover && !backup:
-		return usagef("nothing to set: give --synchronous, --maximum-lag, --preferred-regions, --failsafe, --pitr-window, --target-rto, --target-rpo, --target-failover or --backup-defaults")
+		return usagef("nothing to set: give --synchronous, --maximum-lag, --preferred-regions, --failsafe, --pitr-window, --target-rto, --target-rpo, --target-failover, --target-write-availability or --backup-defaults")
 	case failover && backup:
 		return usagef("the failover settings and the backup policy (--pitr-window, --target-*, --backup-defaults) are set by separate commands")
 	case (set["pitr-window"] || targets) && *backupDefaults:
@@ -185,7 +186,7 @@ with 'policy apply -f FILE'. Needs role admin.`, cf)
 		set["target-failover"] && strings.TrimSpace(*foTarget) == "":
 		return usagef("--target-*: empty")
 	case backup:
-		return setBackupSettings(ctx, e, cf, f.json(), *cluster, backupSettings{pitr: *pitr, rto: *rto, rpo: *rpo, failover: *foTarget}, *backupDefaults)
+		return setBackupSettings(ctx, e, cf, f.json(), *cluster, backupSettings{pitr: *pitr, rto: *rto, rpo: *rpo, failover: *foTarget, writeAvailability: *waTarget}, *backupDefaults)
 	}
 	var sync string
 	if set["synchronous"] {

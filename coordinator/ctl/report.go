@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
+	"strconv"
 	"strings"
 	"time"
 
@@ -23,6 +25,84 @@ type ComplianceJSON struct {
 	// RTO: the latest measurement per source (failover, switchover, drill).
 	RTO      []RTOJSON    `json:"rto"`
 	Breaches []BreachJSON `json:"breaches"`
+	// WriteAvailability: the write-availability SLO (absent from a
+	// coordinator that does not measure it).
+	WriteAvailability *WriteAvailabilityJSON `json:"write_availability,omitempty"`
+}
+
+// WriteAvailabilityJSON is a cluster's write-availability SLO over the
+// last 28 days (docs/slo.md).
+type WriteAvailabilityJSON struct {
+	WindowSeconds     int64   `json:"window_seconds"`
+	GoodSeconds       uint64  `json:"good_seconds"`
+	BadSeconds        uint64  `json:"bad_seconds"`
+	UnobservedSeconds uint64  `json:"unobserved_seconds"`
+	Ratio             float64 `json:"ratio"`
+	Target            float64 `json:"target"`
+	BudgetRemaining   float64 `json:"error_budget_remaining"`
+	LastHeartbeat     string  `json:"last_heartbeat"`
+	// GoodTotal, BadTotal: every judged second since the cluster was first
+	// judged; RecordedThrough: the end of the last second recorded.
+	GoodTotal       uint64 `json:"good_total"`
+	BadTotal        uint64 `json:"bad_total"`
+	RecordedThrough string `json:"recorded_through"`
+	// Lag: per member, replication lag in seconds measured from the heartbeat.
+	Lag []HeartbeatLagJSON `json:"heartbeat_lag"`
+}
+
+// HeartbeatLagJSON is one member's replication lag from the heartbeat.
+type HeartbeatLagJSON struct {
+	Node    string  `json:"node"`
+	Seconds float64 `json:"seconds"`
+}
+
+func writeAvailabilityView(w *pgdrv1.WriteAvailability) *WriteAvailabilityJSON {
+	if w == nil {
+		return nil
+	}
+	v := &WriteAvailabilityJSON{WindowSeconds: w.GetWindowSeconds(), GoodSeconds: w.GetGoodSeconds(), BadSeconds: w.GetBadSeconds(),
+		UnobservedSeconds: w.GetUnobservedSeconds(), Ratio: w.GetRatio(), Target: w.GetTarget(), BudgetRemaining: w.GetBudgetRemaining(),
+		LastHeartbeat: rfc3339(w.GetLastHeartbeat()), Lag: []HeartbeatLagJSON{},
+		GoodTotal: w.GetGoodTotal(), BadTotal: w.GetBadTotal(), RecordedThrough: rfc3339(w.GetRecordedThrough())}
+	for _, l := range w.GetLag() {
+		v.Lag = append(v.Lag, HeartbeatLagJSON{Node: l.GetNode(), Seconds: l.GetSeconds()})
+	}
+	return v
+}
+
+// percent formats a ratio as a percentage with enough digits for 99.99%.
+func percent(r float64) string {
+	return strconv.FormatFloat(r*100, 'f', 4, 64) + "%"
+}
+
+// targetPercent is a target ratio as the policy file writes it (99.99%).
+func targetPercent(r float64) string {
+	return compliance.FormatPPM(uint32(math.Round(r * 1e6)))
+}
+
+// writeAvailabilityLine is the SLO in one line (status, the report).
+func writeAvailabilityLine(w *WriteAvailabilityJSON) string {
+	if w.GoodSeconds+w.BadSeconds == 0 {
+		return fmt.Sprintf("not measured yet (no heartbeat judged; target %s)", targetPercent(w.Target))
+	}
+	s := fmt.Sprintf("%s over 28d (target %s), error budget left %s; %d s bad", percent(w.Ratio), targetPercent(w.Target),
+		strconv.FormatFloat(w.BudgetRemaining*100, 'f', 1, 64)+"%", w.BadSeconds)
+	if w.UnobservedSeconds > 0 {
+		s += fmt.Sprintf(" (%d s of them unobserved: no coordinator leader judged)", w.UnobservedSeconds)
+	}
+	return s
+}
+
+// heartbeatLagLine is the members' replication lag from the heartbeat.
+func heartbeatLagLine(w *WriteAvailabilityJSON) string {
+	var parts []string
+	for _, l := range w.Lag {
+		parts = append(parts, fmt.Sprintf("%s %s", l.Node, seconds(l.Seconds)))
+	}
+	if len(parts) == 0 {
+		return "no heartbeat reported"
+	}
+	return strings.Join(parts, ", ")
 }
 
 // RepoRPOJSON is one repository's archive RPO.
@@ -81,12 +161,13 @@ func complianceView(c *pgdrv1.Compliance) ComplianceJSON {
 		v.Breaches = append(v.Breaches, BreachJSON{Target: b.GetTarget(), Subject: b.GetSubject(), MeasuredSeconds: b.GetMeasuredSeconds(),
 			TargetSeconds: b.GetTargetSeconds(), Since: rfc3339(b.GetSince()), Message: b.GetMessage()})
 	}
+	v.WriteAvailability = writeAvailabilityView(c.GetWriteAvailability())
 	return v
 }
 
 // writeComplianceLines is status's per-cluster summary of the targets.
 func writeComplianceLines(w io.Writer, c ComplianceJSON) {
-	fmt.Fprintf(w, "  targets: rto %s, rpo %s, failover %s\n", c.Targets.RTO, c.Targets.RPO, c.Targets.Failover)
+	fmt.Fprintf(w, "  targets: rto %s, rpo %s, failover %s, write availability %s\n", c.Targets.RTO, c.Targets.RPO, c.Targets.Failover, c.Targets.WriteAvailability)
 	var parts []string
 	for _, a := range c.ArchiveRPO {
 		parts = append(parts, fmt.Sprintf("archive RPO %s (%s) %s, %s", a.Repository, a.Mode, seconds(a.Seconds), humanBytes(int64(a.Bytes))))
@@ -104,6 +185,10 @@ func writeComplianceLines(w io.Writer, c ComplianceJSON) {
 		}
 	}
 	fmt.Fprintf(w, "  measured: %s\n", strings.Join(parts, "; "))
+	if wa := c.WriteAvailability; wa != nil {
+		fmt.Fprintf(w, "  write availability: %s\n", writeAvailabilityLine(wa))
+		fmt.Fprintf(w, "  heartbeat lag: %s\n", heartbeatLagLine(wa))
+	}
 	if len(c.Breaches) == 0 {
 		fmt.Fprintln(w, "  breaches: none")
 	}
@@ -317,6 +402,10 @@ func writeReportMarkdown(w io.Writer, v ReportJSON) error {
 			}
 			row(name, limit, m, r.Recorded && isBreached(target, r.Source))
 		}
+		if wa := cp.WriteAvailability; wa != nil {
+			b.WriteString("\n### Write availability (28 days)\n\n")
+			fmt.Fprintf(&b, "%s.\n\nReplication lag from the heartbeat: %s.\n", capitalize(writeAvailabilityLine(wa)), heartbeatLagLine(wa))
+		}
 		b.WriteString("\n### Backups per tier\n\n| Tier | OK | Failed | Running | Last OK | Verification |\n|---|---|---|---|---|---|\n")
 		for _, t := range c.Backups {
 			last := dash(t.LastOK)
@@ -355,4 +444,12 @@ func writeReportMarkdown(w io.Writer, v ReportJSON) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// capitalize upper-cases the first letter of s.
+func capitalize(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
 }

@@ -27,6 +27,9 @@ func fakeCompliance() *pgdrv1.Compliance {
 		},
 		Breaches: []*pgdrv1.Breach{{Target: "archive_rpo", Subject: "local", MeasuredSeconds: 12.5, TargetSeconds: 0.001,
 			Message: "archive RPO of repository local (8192 bytes not archived): 12.5s exceeds the RPO target 1ms", Since: ts("2025-01-02T03:00:00Z")}},
+		WriteAvailability: &pgdrv1.WriteAvailability{WindowSeconds: 2419200, GoodSeconds: 86370, BadSeconds: 30, UnobservedSeconds: 4,
+			Ratio: 86370.0 / 86400, Target: 0.9999, BudgetRemaining: 1 - 30/241.92, GoodTotal: 86370, BadTotal: 30,
+			LastHeartbeat: ts("2025-01-02T03:04:04Z"), Lag: []*pgdrv1.HeartbeatLag{{Node: "pg-a1"}, {Node: "pg-b1", Seconds: 1.5}}},
 	}
 }
 
@@ -84,7 +87,8 @@ func TestReportCommand(t *testing.T) {
 	c := v.Clusters[0]
 	if len(c.Compliance.Breaches) != 1 || c.Compliance.Breaches[0].Target != "archive_rpo" || c.Compliance.Targets.RPO != "1ms" ||
 		len(c.Recoveries) != 2 || c.Recoveries[0].DurationSeconds != 8.25 || !c.Recoveries[0].Measured || c.Drills.Recorded ||
-		c.Drills.Note != "no drill recorded" || c.Backups[0].OK != 6 {
+		c.Drills.Note != "no drill recorded" || c.Backups[0].OK != 6 ||
+		c.Compliance.WriteAvailability == nil || c.Compliance.WriteAvailability.UnobservedSeconds != 4 || len(c.Compliance.WriteAvailability.Lag) != 2 {
 		t.Fatalf("report %+v", c)
 	}
 
@@ -100,6 +104,9 @@ func TestReportCommand(t *testing.T) {
 		"None recorded (no drill recorded).",
 		"| failover | pg-a1 | pg-a2 | 2025-01-01T10:00:00Z | 2025-01-01T10:00:08Z | 8.3s | done: pg-a1 is primary at epoch 3 |",
 		"| switchover | pg-a2 | pg-a1 | 2024-12-30T09:00:00Z | - | not measured | failed: / pipe |",
+		"### Write availability (28 days)",
+		"99.9653% over 28d (target 99.99%), error budget left 87.6%; 30 s bad (4 s of them unobserved: no coordinator leader judged).",
+		"Replication lag from the heartbeat: pg-a1 0s, pg-b1 1.5s.",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("markdown lacks %q:\n%s", want, out)
@@ -122,13 +129,17 @@ func TestReportCommand(t *testing.T) {
 	code, out, errOut = l.run(t, "status", "--address", addr, "--cluster", "main")
 	if code != ExitOK || !strings.Contains(out, "targets: rto 15m, rpo 1ms, failover 5m") ||
 		!strings.Contains(out, "archive RPO local (sync) 13s, 8.0 KiB") || !strings.Contains(out, "last failover 8.3s") ||
-		!strings.Contains(out, "no drill recorded") || !strings.Contains(out, "BREACH archive_rpo/local: archive RPO of repository local") {
+		!strings.Contains(out, "no drill recorded") || !strings.Contains(out, "BREACH archive_rpo/local: archive RPO of repository local") ||
+		!strings.Contains(out, "write availability: 99.9653% over 28d (target 99.99%), error budget left 87.6%; 30 s bad") ||
+		!strings.Contains(out, "heartbeat lag: pg-a1 0s, pg-b1 1.5s") {
 		t.Fatalf("status: exit %d\n%s%s", code, out, errOut)
 	}
 	code, out, _ = l.run(t, "status", "--json", "--address", addr, "--cluster", "main")
 	var sv StatusJSON
 	if err := json.Unmarshal([]byte(out), &sv); code != ExitOK || err != nil || sv.Clusters[0].Compliance == nil ||
-		len(sv.Clusters[0].Compliance.Breaches) != 1 || sv.Clusters[0].Compliance.FailoverRPO.LagBytes != 1536 {
+		len(sv.Clusters[0].Compliance.Breaches) != 1 || sv.Clusters[0].Compliance.FailoverRPO.LagBytes != 1536 ||
+		sv.Clusters[0].Compliance.WriteAvailability == nil || sv.Clusters[0].Compliance.WriteAvailability.BadSeconds != 30 ||
+		sv.Clusters[0].Compliance.Targets.WriteAvailability != "99.99%" {
 		t.Fatalf("status --json: %v\n%s", err, out)
 	}
 }

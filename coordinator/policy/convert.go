@@ -14,7 +14,8 @@ import (
 func ToProto(p Policy) *pgdrv1.BackupPolicy {
 	out := &pgdrv1.BackupPolicy{PitrWindowSeconds: seconds(p.PITRWindow), Drill: drillToProto(p.Drill)}
 	if p.Targets != (compliance.Targets{}) {
-		out.Targets = &pgdrv1.RecoveryTargets{RtoMs: p.Targets.RTO.Milliseconds(), RpoMs: p.Targets.RPO.Milliseconds(), FailoverMs: p.Targets.Failover.Milliseconds()}
+		out.Targets = &pgdrv1.RecoveryTargets{RtoMs: p.Targets.RTO.Milliseconds(), RpoMs: p.Targets.RPO.Milliseconds(), FailoverMs: p.Targets.Failover.Milliseconds(),
+			WriteAvailabilityPpm: p.Targets.WriteAvailabilityPPM}
 	}
 	for _, t := range p.Tiers {
 		out.Tiers = append(out.Tiers, &pgdrv1.BackupTier{
@@ -34,7 +35,8 @@ func FromProto(bp *pgdrv1.BackupPolicy) Policy {
 	p := Policy{PITRWindow: fromSeconds(bp.GetPitrWindowSeconds()), UpdatedBy: bp.GetUpdatedBy(), Drill: drillFromProto(bp.GetDrill())}
 	if t := bp.GetTargets(); t != nil {
 		ms := func(v int64) time.Duration { return fromSeconds(v/1000) + time.Duration(v%1000)*time.Millisecond }
-		p.Targets = compliance.Targets{RTO: ms(t.GetRtoMs()), RPO: ms(t.GetRpoMs()), Failover: ms(t.GetFailoverMs())}
+		p.Targets = compliance.Targets{RTO: ms(t.GetRtoMs()), RPO: ms(t.GetRpoMs()), Failover: ms(t.GetFailoverMs()),
+			WriteAvailabilityPPM: t.GetWriteAvailabilityPpm()}
 	}
 	if bp.GetUpdatedAt() != nil {
 		p.UpdatedAt = bp.GetUpdatedAt().AsTime()

@@ -3,6 +3,9 @@ package policy
 import (
 	"errors"
 	"fmt"
+	"math"
+	"strconv"
+	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -32,6 +35,8 @@ type FileTargets struct {
 	RTO      string `yaml:"rto,omitempty"`
 	RPO      string `yaml:"rpo,omitempty"`
 	Failover string `yaml:"failover,omitempty"`
+	// WriteAvailability: a percentage (99.99%) or a ratio (0.9999).
+	WriteAvailability string `yaml:"write_availability,omitempty"`
 }
 
 // FileTier is one tier of a File.
@@ -85,6 +90,18 @@ func ParseFile(data []byte) (cluster string, p Policy, err error) {
 		p.Targets.RTO = target("targets.rto", ft.RTO)
 		p.Targets.RPO = target("targets.rpo", ft.RPO)
 		p.Targets.Failover = target("targets.failover", ft.Failover)
+		if ft.WriteAvailability != "" {
+			ppm, err := ParsePPM(ft.WriteAvailability)
+			if err == nil {
+				err = compliance.CheckWriteAvailability(ppm)
+			} else {
+				err = fmt.Errorf("targets.write_availability: %w", err)
+			}
+			if err != nil {
+				errs = append(errs, err)
+			}
+			p.Targets.WriteAvailabilityPPM = ppm
+		}
 	}
 	for i, ft := range f.Tiers {
 		field := fmt.Sprintf("tiers[%d]", i)
@@ -116,6 +133,9 @@ func ToFile(cluster string, p Policy) File {
 	}
 	if p.Targets != (compliance.Targets{}) {
 		f.Targets = &FileTargets{RTO: opt(p.Targets.RTO), RPO: opt(p.Targets.RPO), Failover: opt(p.Targets.Failover)}
+		if p.Targets.WriteAvailabilityPPM != 0 {
+			f.Targets.WriteAvailability = compliance.FormatPPM(p.Targets.WriteAvailabilityPPM)
+		}
 	}
 	for _, t := range p.Tiers {
 		f.Tiers = append(f.Tiers, FileTier{
@@ -129,4 +149,19 @@ func ToFile(cluster string, p Policy) File {
 // MarshalFile writes p as a policy file.
 func MarshalFile(cluster string, p Policy) ([]byte, error) {
 	return yaml.Marshal(ToFile(cluster, p))
+}
+
+// ParsePPM reads a ratio as a percentage ("99.99%") or a plain ratio
+// ("0.9999") into parts per million.
+func ParsePPM(s string) (uint32, error) {
+	t := strings.TrimSpace(s)
+	scale := 1e6
+	if p, ok := strings.CutSuffix(t, "%"); ok {
+		t, scale = strings.TrimSpace(p), 1e4
+	}
+	v, err := strconv.ParseFloat(t, 64)
+	if err != nil || math.IsNaN(v) || v <= 0 || v*scale > 1e6 {
+		return 0, fmt.Errorf("%q is not a percentage above 0 and at most 100%% (e.g. 99.99%%) or a ratio (0.9999)", s)
+	}
+	return uint32(math.Round(v * scale)), nil
 }

@@ -349,6 +349,9 @@ func (p Policy) CheckBounds() error {
 			bad(t.f, "%s is out of range", t.d)
 		}
 	}
+	if err := compliance.CheckWriteAvailability(p.Targets.WriteAvailabilityPPM); err != nil {
+		errs = append(errs, err)
+	}
 	names := map[string]bool{}
 	for i, t := range p.Tiers {
 		f := fmt.Sprintf("tiers[%d]", i)

@@ -60,3 +60,41 @@ targets:
 		t.Fatalf("check bounds: %v", err)
 	}
 }
+
+// TestWriteAvailabilityTarget: targets.write_availability is read as a
+// percentage (or a ratio), kept through the replicated form, written
+// back, defaults to 99.99%, and a bad one is refused naming the field.
+func TestWriteAvailabilityTarget(t *testing.T) {
+	for in, ppm := range map[string]uint32{`"99.99%"`: 999900, `99.9%`: 999000, `0.9995`: 999500, `"99.999 %"`: 999990} {
+		_, p, err := ParseFile([]byte(sampleFile + "targets: {write_availability: " + in + "}\n"))
+		if err != nil {
+			t.Fatalf("%s: %v", in, err)
+		}
+		if p.Targets.WriteAvailabilityPPM != ppm {
+			t.Errorf("%s: %d ppm, want %d", in, p.Targets.WriteAvailabilityPPM, ppm)
+		}
+		if err := p.Validate(Options{}); err != nil {
+			t.Fatalf("%s: %v", in, err)
+		}
+		if got := FromProto(ToProto(p)).Targets; got != p.Targets {
+			t.Errorf("%s: through the proto: %+v", in, got)
+		}
+		if b, err := MarshalFile("main", p); err != nil || !strings.Contains(string(b), "write_availability:") {
+			t.Errorf("%s: written back: %v\n%s", in, err, b)
+		}
+	}
+	if _, p, _ := ParseFile([]byte(sampleFile)); p.Targets.WithDefaults().WriteAvailabilityPPM != 999900 || p.Targets.WithDefaults().WriteAvailability() != 0.9999 {
+		t.Fatalf("default write availability: %+v", p.Targets.WithDefaults())
+	}
+	for _, bad := range []string{"100%", "101%", "0%", "40%", "often", "-99%", "1.5"} {
+		_, _, err := ParseFile([]byte(sampleFile + "targets: {write_availability: '" + bad + "'}\n"))
+		if err == nil || !strings.Contains(err.Error(), "targets.write_availability") {
+			t.Errorf("%s: error %v does not name targets.write_availability", bad, err)
+		}
+	}
+	_, p, _ := ParseFile([]byte(sampleFile))
+	p.Targets.WriteAvailabilityPPM = 1_000_000
+	if err := p.CheckBounds(); err == nil || !strings.Contains(err.Error(), "targets.write_availability") {
+		t.Fatalf("check bounds: %v", err)
+	}
+}

@@ -84,6 +84,9 @@ func (a *adminAPI) Status(ctx context.Context, req *pgdrv1.StatusRequest) (*pgdr
 		}
 		cs.Failover = a.s.judge.get(cs.Name)
 		cs.Compliance = a.s.complianceStatus(cs.Name)
+		if c, ok := a.s.fsm.Cluster(cs.Name); ok && cs.Compliance != nil {
+			cs.Compliance.WriteAvailability = a.s.writeAvailability(c, a.s.view.snapshotCluster(cs.Name), time.Now())
+		}
 	}
 	return &pgdrv1.StatusResponse{
 		Coordinators: a.s.coordinatorStatus(),

@@ -219,6 +219,11 @@ func metricsCluster(t *testing.T, s *Server) {
 			Phase: &pgdrv1.RecordBackupRun_Result{Result: &pgdrv1.BackupRunResult{Id: r.id, Result: r.result}}})
 	}
 
+	// A minute of write-availability seconds (the SLO series).
+	from := time.Now().Add(-2*time.Minute).Unix() / 60 * 60
+	mustPropose(t, s, pgdrv1.CommandType_COMMAND_TYPE_RECORD_WRITE_SECONDS, &pgdrv1.RecordWriteSeconds{FromUnix: from, ToUnix: from + 60,
+		Clusters: []*pgdrv1.ClusterWriteSeconds{{Cluster: "main", Good: 58, Bad: 2, FirstUnix: from}}})
+
 	ctx := context.Background()
 	run := &pgdrv1.DrillRun{Id: "d1", Node: "pg-a2", TimeoutMs: 600_000, Reason: "on request"}
 	if err := s.drills.record(ctx, "admin:test", &pgdrv1.RecordDrillRun{Cluster: "main", Phase: &pgdrv1.RecordDrillRun_Intent{Intent: run}}); err != nil {

@@ -69,7 +69,7 @@ func newMetrics(s *Server) *metrics {
 			}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pgdr_coordinator_applied_index", Help: "Raft index of the last applied command."},
 			func() float64 { return float64(s.fsm.LastIndex()) }),
-		complianceCollector{s}, raftCollector{s}, newClusterCollector(s),
+		complianceCollector{s}, raftCollector{s}, newClusterCollector(s), sloCollector{s},
 	)
 	return m
 }

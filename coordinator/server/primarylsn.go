@@ -121,6 +121,7 @@ func (s *Server) ingestReport(r *pgdrv1.HealthReport, now time.Time) {
 		r.Connectable = false
 	}
 	s.view.put(r, now, s.hub.sent.at(memberKey{r.GetCluster(), r.GetNode()}, r.GetAfterCommandId()))
+	s.heartbeats.observe(r, now)
 	if !r.GetConnectable() || r.GetInRecovery() || r.GetCurrentLsn() == 0 {
 		return
 	}

@@ -72,7 +72,9 @@ func sortedNames(clusters map[string]*pgdrv1.Cluster, only string) []string {
 func (s *Server) clusterReport(c *pgdrv1.Cluster, since, now time.Time) *pgdrv1.ClusterReport {
 	name := c.GetName()
 	events, oldest := s.clusterEventsFrom(name)
-	cp, _, _ := s.complianceOf(c, s.view.snapshotCluster(name), events, now)
+	samples := s.view.snapshotCluster(name)
+	cp, _, _ := s.complianceOf(c, samples, events, now)
+	cp.WriteAvailability = s.writeAvailability(c, samples, now)
 	r := &pgdrv1.ClusterReport{Name: name, Compliance: cp, Backups: tierBackups(c, since), HistoryFrom: oldest}
 	r.Drills = &pgdrv1.DrillSummary{Note: "no drill recorded"}
 	if s.comp != nil && s.comp.drills != nil {

@@ -92,6 +92,9 @@ type Server struct {
 	conns  *peerConns
 	// contacts: which peers this leader's heartbeats reach (membership.go).
 	contacts *contacts
+	// heartbeats: each cluster's newest write-availability heartbeat
+	// seen by this leader (slo.go).
+	heartbeats *heartbeats
 	// memberWrites rate-limits registration changes per member
 	// (register.go): a burst, then one per memberUpdateEvery.
 	memberWrites      *memberWrites
@@ -148,6 +151,7 @@ func newServer(cfg *config.Config, log *slog.Logger, opts Options, tokens *confi
 		leases:     newLeases(),
 		judge:      newJudgements(),
 		comp:       newComplianceState(),
+		heartbeats: newHeartbeats(),
 		primaryLSN: newPrimaryLSNs(),
 		syncer:     newSyncer(),
 		conns:      newPeerConns(cli),
@@ -462,6 +466,7 @@ func (s *Server) beginLeadership(parent context.Context) {
 	s.judge.reset()
 	s.comp.reset()
 	s.syncer.reset()
+	s.heartbeats.reset()
 	s.log.Info("became raft leader")
 	// The state is read after the barrier in leaderLoop; until then every
 	// renewal is refused as retryable (caughtUpLeader), so that none is
@@ -502,6 +507,7 @@ func (s *Server) leaderLoop(ctx context.Context) {
 	if s.drills != nil {
 		go s.drills.run(ctx)
 	}
+	go s.sloLoop(ctx)
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
 	for {

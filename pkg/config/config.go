@@ -30,6 +30,7 @@ type Config struct {
 	WAL         WAL         `yaml:"wal"`
 	Agent       Agent       `yaml:"agent"`
 	Health      Health      `yaml:"health"`
+	Heartbeat   Heartbeat   `yaml:"heartbeat"`
 	Coordinator Coordinator `yaml:"coordinator"`
 	Gossip      Gossip      `yaml:"gossip"`
 	Failover    Failover    `yaml:"failover"`
@@ -189,6 +190,19 @@ type Metrics struct {
 	RepoInterval Duration `yaml:"repo_interval"`
 }
 
+// Heartbeat configures the write-availability heartbeat: the primary's
+// agent commits one row (pgdr.heartbeat) every interval (agent/heartbeat).
+type Heartbeat struct {
+	// Enabled (default true); false writes no heartbeat, and the cluster's
+	// write availability is then not measured.
+	Enabled *bool `yaml:"enabled"`
+	// Interval between two heartbeats (default 1s, 100ms..1m).
+	Interval Duration `yaml:"interval"`
+}
+
+// On reports whether heartbeats are written (enabled is unset or true).
+func (h Heartbeat) On() bool { return h.Enabled == nil || *h.Enabled }
+
 // Coordinator locates the coordinator cluster; with no addresses the agent
 // runs standalone and reports to no one.
 type Coordinator struct {
@@ -243,6 +257,7 @@ const (
 	DefaultPrefetch         = 8
 	DefaultHealthInterval   = time.Second
 	DefaultRepoInterval     = time.Minute
+	DefaultHeartbeat        = time.Second
 	DefaultHealthListen     = "127.0.0.1:8543"
 	DefaultMaxReplicaLag    = 16 << 20 // bytes
 	DefaultFailoverLoop     = time.Second
@@ -329,7 +344,7 @@ func (c *Config) applyDefaults() {
 	for _, d := range []struct {
 		v   *Duration
 		def time.Duration
-	}{{&c.Failover.Loop, DefaultFailoverLoop}, {&c.Failover.LeaseTTL, DefaultLeaseTTL}, {&c.Failover.SafetyMargin, DefaultSafetyMargin}} {
+	}{{&c.Heartbeat.Interval, DefaultHeartbeat}, {&c.Failover.Loop, DefaultFailoverLoop}, {&c.Failover.LeaseTTL, DefaultLeaseTTL}, {&c.Failover.SafetyMargin, DefaultSafetyMargin}} {
 		if d.v.Duration == 0 && d.v.text == "" {
 			d.v.Duration = d.def
 		}
@@ -545,6 +560,11 @@ func (c *Config) validateControl() error {
 		return fe("metrics.repo_interval", "%q is not a duration (%s; e.g. 60s or 5m)", ri.text, ri.invalid)
 	} else if ri.Duration < time.Second || ri.Duration > 24*time.Hour {
 		return fe("metrics.repo_interval", "%s is out of range 1s..24h", ri.Duration)
+	}
+	if hb := c.Heartbeat.Interval; hb.invalid != "" {
+		return fe("heartbeat.interval", "%q is not a duration (%s; e.g. 1s or 500ms)", hb.text, hb.invalid)
+	} else if hb.Duration < 100*time.Millisecond || hb.Duration > time.Minute {
+		return fe("heartbeat.interval", "%s is out of range 100ms..1m", hb.Duration)
 	}
 	co := c.Coordinator
 	for i, a := range co.Addresses {

@@ -82,6 +82,9 @@ func TestControlErrorsNameTheField(t *testing.T) {
 		{"bad lag unit", "health: {max_replica_lag: 16XB}\n", "health.max_replica_lag"},
 		{"negative lag", "health: {max_replica_lag: -1}\n", "health.max_replica_lag"},
 		{"unknown health key", "health: {intervall: 1s}\n", "intervall"},
+		{"bad heartbeat interval", "heartbeat: {interval: often}\n", "heartbeat.interval"},
+		{"heartbeat interval too short", "heartbeat: {interval: 10ms}\n", "heartbeat.interval"},
+		{"heartbeat interval too long", "heartbeat: {interval: 2m}\n", "heartbeat.interval"},
 		{"bad coordinator address", "coordinator: {addresses: ['127.0.0.1:7101', 'coord2'], ca_file: /ca, token_file: /tok}\n", "coordinator.addresses[1]"},
 		{"coordinator without CA", "coordinator: {addresses: ['127.0.0.1:7101'], token_file: /tok}\n", "coordinator.ca_file"},
 		{"coordinator without credentials", "coordinator: {addresses: ['127.0.0.1:7101'], ca_file: /ca}\n", "coordinator"},
@@ -148,5 +151,22 @@ func TestFailoverKeys(t *testing.T) {
 		if !errors.As(err, &fe) || fe.Field != c.field {
 			t.Errorf("%s: error %v, want one naming %s", c.yaml, err, c.field)
 		}
+	}
+}
+
+func TestHeartbeatConfig(t *testing.T) {
+	cfg, err := Parse([]byte(minimal))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.Heartbeat.On() || cfg.Heartbeat.Interval.Duration != time.Second {
+		t.Fatalf("default heartbeat: %+v, want on every 1s", cfg.Heartbeat)
+	}
+	cfg, err = Parse([]byte(minimal + "heartbeat: {enabled: false, interval: 5s}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Heartbeat.On() || cfg.Heartbeat.Interval.Duration != 5*time.Second {
+		t.Fatalf("heartbeat: %+v, want off, 5s", cfg.Heartbeat)
 	}
 }

@@ -688,9 +688,28 @@ type HealthReport struct {
 	// archive_rpo: on a primary, per configured repository, the WAL not yet
 	// in it (empty on a replica, and when the archiver's state could not be
 	// read). See agent/health ArchiveRPO.
-	ArchiveRpo    []*ArchiveRPO `protobuf:"bytes,33,rep,name=archive_rpo,json=archiveRpo,proto3" json:"archive_rpo,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ArchiveRpo []*ArchiveRPO `protobuf:"bytes,33,rep,name=archive_rpo,json=archiveRpo,proto3" json:"archive_rpo,omitempty"`
+	// heartbeat_time: the newest write-availability heartbeat this server
+	// holds (pgdr.heartbeat, agent/heartbeat), on the clock of the primary
+	// that committed it. On a primary whose agent writes heartbeats, the
+	// last one whose commit was acknowledged (with synchronous replication,
+	// by the standbys too); elsewhere the replayed row. Unset: none known.
+	HeartbeatTime *timestamppb.Timestamp `protobuf:"bytes,40,opt,name=heartbeat_time,json=heartbeatTime,proto3" json:"heartbeat_time,omitempty"`
+	// heartbeat_age_ms: this agent's clock at the check minus
+	// heartbeat_time (0 or more): how old the heartbeat was when sampled.
+	// The leader subtracts it from the report's arrival to place the
+	// heartbeat's commit on its own clock, free of this host's clock skew.
+	HeartbeatAgeMs int64 `protobuf:"varint,41,opt,name=heartbeat_age_ms,json=heartbeatAgeMs,proto3" json:"heartbeat_age_ms,omitempty"`
+	// heartbeat_interval_ms: this agent's heartbeat.interval when it writes
+	// heartbeats (its server is a primary and heartbeat is enabled), else 0.
+	HeartbeatIntervalMs int64 `protobuf:"varint,42,opt,name=heartbeat_interval_ms,json=heartbeatIntervalMs,proto3" json:"heartbeat_interval_ms,omitempty"`
+	// heartbeat_run_ms: on a writer, how long heartbeats have been committed
+	// without a whole second missing, up to heartbeat_time: the run began
+	// heartbeat_time minus this. A new coordinator leader counts the seconds
+	// of the run before it began judging as good instead of unobserved.
+	HeartbeatRunMs int64 `protobuf:"varint,43,opt,name=heartbeat_run_ms,json=heartbeatRunMs,proto3" json:"heartbeat_run_ms,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *HealthReport) Reset() {
@@ -952,6 +971,34 @@ func (x *HealthReport) GetArchiveRpo() []*ArchiveRPO {
 		return x.ArchiveRpo
 	}
 	return nil
+}
+
+func (x *HealthReport) GetHeartbeatTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.HeartbeatTime
+	}
+	return nil
+}
+
+func (x *HealthReport) GetHeartbeatAgeMs() int64 {
+	if x != nil {
+		return x.HeartbeatAgeMs
+	}
+	return 0
+}
+
+func (x *HealthReport) GetHeartbeatIntervalMs() int64 {
+	if x != nil {
+		return x.HeartbeatIntervalMs
+	}
+	return 0
+}
+
+func (x *HealthReport) GetHeartbeatRunMs() int64 {
+	if x != nil {
+		return x.HeartbeatRunMs
+	}
+	return 0
 }
 
 // ArchiveRPO is what losing the primary now would lose from a repository.
@@ -2192,8 +2239,7 @@ const file_pgdr_v1_agent_proto_rawDesc = "" +
 	"\x10RegisterResponse\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x18\n" +
 	"\aprimary\x18\x02 \x01(\tR\aprimary\x12,\n" +
-	"\x03now\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x03now\"\xc2\n" +
-	"\n" +
+	"\x03now\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x03now\"\x8d\f\n" +
 	"\fHealthReport\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12.\n" +
@@ -2235,7 +2281,11 @@ const file_pgdr_v1_agent_proto_rawDesc = "" +
 	"\x12failsafe_refuse_ms\x18\x1f \x01(\x03R\x10failsafeRefuseMs\x12(\n" +
 	"\x10after_command_id\x18  \x01(\tR\x0eafterCommandId\x124\n" +
 	"\varchive_rpo\x18! \x03(\v2\x13.pgdr.v1.ArchiveRPOR\n" +
-	"archiveRpo\"\x97\x01\n" +
+	"archiveRpo\x12A\n" +
+	"\x0eheartbeat_time\x18( \x01(\v2\x1a.google.protobuf.TimestampR\rheartbeatTime\x12(\n" +
+	"\x10heartbeat_age_ms\x18) \x01(\x03R\x0eheartbeatAgeMs\x122\n" +
+	"\x15heartbeat_interval_ms\x18* \x01(\x03R\x13heartbeatIntervalMs\x12(\n" +
+	"\x10heartbeat_run_ms\x18+ \x01(\x03R\x0eheartbeatRunMs\"\x97\x01\n" +
 	"\n" +
 	"ArchiveRPO\x12\x1e\n" +
 	"\n" +
@@ -2385,42 +2435,43 @@ var file_pgdr_v1_agent_proto_depIdxs = []int32{
 	11, // 7: pgdr.v1.HealthReport.replicas:type_name -> pgdr.v1.ReplicaState
 	26, // 8: pgdr.v1.HealthReport.failsafe_acked_at:type_name -> google.protobuf.Timestamp
 	10, // 9: pgdr.v1.HealthReport.archive_rpo:type_name -> pgdr.v1.ArchiveRPO
-	26, // 10: pgdr.v1.AgentCommand.issued_at:type_name -> google.protobuf.Timestamp
-	26, // 11: pgdr.v1.AgentCommand.deadline:type_name -> google.protobuf.Timestamp
-	26, // 12: pgdr.v1.AgentCommand.sent_at:type_name -> google.protobuf.Timestamp
-	15, // 13: pgdr.v1.AgentCommand.ping:type_name -> pgdr.v1.Ping
-	16, // 14: pgdr.v1.AgentCommand.check_now:type_name -> pgdr.v1.CheckNow
-	17, // 15: pgdr.v1.AgentCommand.promote:type_name -> pgdr.v1.Promote
-	18, // 16: pgdr.v1.AgentCommand.follow:type_name -> pgdr.v1.Follow
-	19, // 17: pgdr.v1.AgentCommand.fence:type_name -> pgdr.v1.Fence
-	20, // 18: pgdr.v1.AgentCommand.rejoin:type_name -> pgdr.v1.Rejoin
-	21, // 19: pgdr.v1.AgentCommand.demote:type_name -> pgdr.v1.Demote
-	23, // 20: pgdr.v1.AgentCommand.set_synchronous:type_name -> pgdr.v1.SetSynchronous
-	22, // 21: pgdr.v1.AgentCommand.restart:type_name -> pgdr.v1.Restart
-	28, // 22: pgdr.v1.AgentCommand.backup:type_name -> pgdr.v1.Backup
-	29, // 23: pgdr.v1.AgentCommand.drill:type_name -> pgdr.v1.Drill
-	26, // 24: pgdr.v1.Promote.settle_by:type_name -> google.protobuf.Timestamp
-	30, // 25: pgdr.v1.CommandResult.backup:type_name -> pgdr.v1.BackupReport
-	31, // 26: pgdr.v1.CommandResult.drill:type_name -> pgdr.v1.DrillReport
-	5,  // 27: pgdr.v1.AgentService.Leader:input_type -> pgdr.v1.LeaderRequest
-	7,  // 28: pgdr.v1.AgentService.Register:input_type -> pgdr.v1.RegisterRequest
-	9,  // 29: pgdr.v1.AgentService.Report:input_type -> pgdr.v1.HealthReport
-	13, // 30: pgdr.v1.AgentService.Commands:input_type -> pgdr.v1.CommandsRequest
-	24, // 31: pgdr.v1.AgentService.CompleteCommand:input_type -> pgdr.v1.CommandResult
-	2,  // 32: pgdr.v1.AgentService.RenewLease:input_type -> pgdr.v1.RenewLeaseRequest
-	0,  // 33: pgdr.v1.AgentService.Epoch:input_type -> pgdr.v1.EpochRequest
-	6,  // 34: pgdr.v1.AgentService.Leader:output_type -> pgdr.v1.LeaderResponse
-	8,  // 35: pgdr.v1.AgentService.Register:output_type -> pgdr.v1.RegisterResponse
-	12, // 36: pgdr.v1.AgentService.Report:output_type -> pgdr.v1.ReportSummary
-	14, // 37: pgdr.v1.AgentService.Commands:output_type -> pgdr.v1.AgentCommand
-	25, // 38: pgdr.v1.AgentService.CompleteCommand:output_type -> pgdr.v1.CommandResultAck
-	3,  // 39: pgdr.v1.AgentService.RenewLease:output_type -> pgdr.v1.RenewLeaseResponse
-	1,  // 40: pgdr.v1.AgentService.Epoch:output_type -> pgdr.v1.EpochResponse
-	34, // [34:41] is the sub-list for method output_type
-	27, // [27:34] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	26, // 10: pgdr.v1.HealthReport.heartbeat_time:type_name -> google.protobuf.Timestamp
+	26, // 11: pgdr.v1.AgentCommand.issued_at:type_name -> google.protobuf.Timestamp
+	26, // 12: pgdr.v1.AgentCommand.deadline:type_name -> google.protobuf.Timestamp
+	26, // 13: pgdr.v1.AgentCommand.sent_at:type_name -> google.protobuf.Timestamp
+	15, // 14: pgdr.v1.AgentCommand.ping:type_name -> pgdr.v1.Ping
+	16, // 15: pgdr.v1.AgentCommand.check_now:type_name -> pgdr.v1.CheckNow
+	17, // 16: pgdr.v1.AgentCommand.promote:type_name -> pgdr.v1.Promote
+	18, // 17: pgdr.v1.AgentCommand.follow:type_name -> pgdr.v1.Follow
+	19, // 18: pgdr.v1.AgentCommand.fence:type_name -> pgdr.v1.Fence
+	20, // 19: pgdr.v1.AgentCommand.rejoin:type_name -> pgdr.v1.Rejoin
+	21, // 20: pgdr.v1.AgentCommand.demote:type_name -> pgdr.v1.Demote
+	23, // 21: pgdr.v1.AgentCommand.set_synchronous:type_name -> pgdr.v1.SetSynchronous
+	22, // 22: pgdr.v1.AgentCommand.restart:type_name -> pgdr.v1.Restart
+	28, // 23: pgdr.v1.AgentCommand.backup:type_name -> pgdr.v1.Backup
+	29, // 24: pgdr.v1.AgentCommand.drill:type_name -> pgdr.v1.Drill
+	26, // 25: pgdr.v1.Promote.settle_by:type_name -> google.protobuf.Timestamp
+	30, // 26: pgdr.v1.CommandResult.backup:type_name -> pgdr.v1.BackupReport
+	31, // 27: pgdr.v1.CommandResult.drill:type_name -> pgdr.v1.DrillReport
+	5,  // 28: pgdr.v1.AgentService.Leader:input_type -> pgdr.v1.LeaderRequest
+	7,  // 29: pgdr.v1.AgentService.Register:input_type -> pgdr.v1.RegisterRequest
+	9,  // 30: pgdr.v1.AgentService.Report:input_type -> pgdr.v1.HealthReport
+	13, // 31: pgdr.v1.AgentService.Commands:input_type -> pgdr.v1.CommandsRequest
+	24, // 32: pgdr.v1.AgentService.CompleteCommand:input_type -> pgdr.v1.CommandResult
+	2,  // 33: pgdr.v1.AgentService.RenewLease:input_type -> pgdr.v1.RenewLeaseRequest
+	0,  // 34: pgdr.v1.AgentService.Epoch:input_type -> pgdr.v1.EpochRequest
+	6,  // 35: pgdr.v1.AgentService.Leader:output_type -> pgdr.v1.LeaderResponse
+	8,  // 36: pgdr.v1.AgentService.Register:output_type -> pgdr.v1.RegisterResponse
+	12, // 37: pgdr.v1.AgentService.Report:output_type -> pgdr.v1.ReportSummary
+	14, // 38: pgdr.v1.AgentService.Commands:output_type -> pgdr.v1.AgentCommand
+	25, // 39: pgdr.v1.AgentService.CompleteCommand:output_type -> pgdr.v1.CommandResultAck
+	3,  // 40: pgdr.v1.AgentService.RenewLease:output_type -> pgdr.v1.RenewLeaseResponse
+	1,  // 41: pgdr.v1.AgentService.Epoch:output_type -> pgdr.v1.EpochResponse
+	35, // [35:42] is the sub-list for method output_type
+	28, // [28:35] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_pgdr_v1_agent_proto_init() }

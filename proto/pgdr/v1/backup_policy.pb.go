@@ -134,9 +134,13 @@ type RecoveryTargets struct {
 	// failover_ms: longest acceptable time from detecting the primary's
 	// loss (or a switchover's request) to a writable new primary (measured
 	// by the last failover or switchover).
-	FailoverMs    int64 `protobuf:"varint,3,opt,name=failover_ms,json=failoverMs,proto3" json:"failover_ms,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	FailoverMs int64 `protobuf:"varint,3,opt,name=failover_ms,json=failoverMs,proto3" json:"failover_ms,omitempty"`
+	// write_availability: the share of seconds with a committed heartbeat
+	// the cluster promises over 28 days, in parts per million (999900 =
+	// 99.99%; 0 = the default, 99.99%). See docs/slo.md.
+	WriteAvailabilityPpm uint32 `protobuf:"varint,10,opt,name=write_availability_ppm,json=writeAvailabilityPpm,proto3" json:"write_availability_ppm,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *RecoveryTargets) Reset() {
@@ -186,6 +190,13 @@ func (x *RecoveryTargets) GetRpoMs() int64 {
 func (x *RecoveryTargets) GetFailoverMs() int64 {
 	if x != nil {
 		return x.FailoverMs
+	}
+	return 0
+}
+
+func (x *RecoveryTargets) GetWriteAvailabilityPpm() uint32 {
+	if x != nil {
+		return x.WriteAvailabilityPpm
 	}
 	return 0
 }
@@ -615,12 +626,14 @@ const file_pgdr_v1_backup_policy_proto_rawDesc = "" +
 	"\n" +
 	"updated_by\x18\x04 \x01(\tR\tupdatedBy\x122\n" +
 	"\atargets\x18\x05 \x01(\v2\x18.pgdr.v1.RecoveryTargetsR\atargets\x12*\n" +
-	"\x05drill\x18\x14 \x01(\v2\x14.pgdr.v1.DrillPolicyR\x05drill\"`\n" +
+	"\x05drill\x18\x14 \x01(\v2\x14.pgdr.v1.DrillPolicyR\x05drill\"\x96\x01\n" +
 	"\x0fRecoveryTargets\x12\x15\n" +
 	"\x06rto_ms\x18\x01 \x01(\x03R\x05rtoMs\x12\x15\n" +
 	"\x06rpo_ms\x18\x02 \x01(\x03R\x05rpoMs\x12\x1f\n" +
 	"\vfailover_ms\x18\x03 \x01(\x03R\n" +
-	"failoverMs\"\x8b\x02\n" +
+	"failoverMs\x124\n" +
+	"\x16write_availability_ppm\x18\n" +
+	" \x01(\rR\x14writeAvailabilityPpm\"\x8b\x02\n" +
 	"\n" +
 	"BackupTier\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +

@@ -37,10 +37,12 @@ type Compliance struct {
 	ArchiveRpo  []*RepositoryRPO `protobuf:"bytes,2,rep,name=archive_rpo,json=archiveRpo,proto3" json:"archive_rpo,omitempty"`
 	FailoverRpo *FailoverRPO     `protobuf:"bytes,3,opt,name=failover_rpo,json=failoverRpo,proto3" json:"failover_rpo,omitempty"`
 	// rto: the latest measurement per source (failover, switchover, drill).
-	Rto           []*RTOMeasure `protobuf:"bytes,4,rep,name=rto,proto3" json:"rto,omitempty"`
-	Breaches      []*Breach     `protobuf:"bytes,5,rep,name=breaches,proto3" json:"breaches,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Rto      []*RTOMeasure `protobuf:"bytes,4,rep,name=rto,proto3" json:"rto,omitempty"`
+	Breaches []*Breach     `protobuf:"bytes,5,rep,name=breaches,proto3" json:"breaches,omitempty"`
+	// write_availability: the write-availability SLO (docs/slo.md).
+	WriteAvailability *WriteAvailability `protobuf:"bytes,20,opt,name=write_availability,json=writeAvailability,proto3" json:"write_availability,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Compliance) Reset() {
@@ -108,6 +110,216 @@ func (x *Compliance) GetBreaches() []*Breach {
 	return nil
 }
 
+func (x *Compliance) GetWriteAvailability() *WriteAvailability {
+	if x != nil {
+		return x.WriteAvailability
+	}
+	return nil
+}
+
+// WriteAvailability is one cluster's write-availability SLO: the seconds
+// the leaders judged over the window (coordinator/slo), the error budget
+// left against the target, and the replication lag measured from the
+// heartbeat.
+type WriteAvailability struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// window_seconds: the window the ratio covers (28 days).
+	WindowSeconds int64 `protobuf:"varint,1,opt,name=window_seconds,json=windowSeconds,proto3" json:"window_seconds,omitempty"`
+	// good_seconds, bad_seconds: the judged seconds within the window;
+	// unobserved_seconds (part of bad_seconds): seconds no leader judged
+	// (leader changes, coordinator outages), counted bad.
+	GoodSeconds       uint64 `protobuf:"varint,2,opt,name=good_seconds,json=goodSeconds,proto3" json:"good_seconds,omitempty"`
+	BadSeconds        uint64 `protobuf:"varint,3,opt,name=bad_seconds,json=badSeconds,proto3" json:"bad_seconds,omitempty"`
+	UnobservedSeconds uint64 `protobuf:"varint,4,opt,name=unobserved_seconds,json=unobservedSeconds,proto3" json:"unobserved_seconds,omitempty"`
+	// ratio: good / (good + bad) over the window (1 when nothing is judged).
+	Ratio float64 `protobuf:"fixed64,5,opt,name=ratio,proto3" json:"ratio,omitempty"`
+	// target: the target ratio (0.9999 by default).
+	Target float64 `protobuf:"fixed64,6,opt,name=target,proto3" json:"target,omitempty"`
+	// budget_remaining: the share of the window's error budget left:
+	// 1 - bad / ((1 - target) * (good + bad)); negative once overspent.
+	BudgetRemaining float64 `protobuf:"fixed64,7,opt,name=budget_remaining,json=budgetRemaining,proto3" json:"budget_remaining,omitempty"`
+	// last_heartbeat: the newest heartbeat any member reported (primary's clock).
+	LastHeartbeat *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=last_heartbeat,json=lastHeartbeat,proto3" json:"last_heartbeat,omitempty"`
+	// lag: per member, the newest heartbeat minus the member's: replication
+	// lag in seconds measured on the primary's clock alone.
+	Lag []*HeartbeatLag `protobuf:"bytes,9,rep,name=lag,proto3" json:"lag,omitempty"`
+	// good_total, bad_total: every judged second since the cluster was
+	// first judged (the pgdr_cluster_write_seconds_total counters).
+	GoodTotal uint64 `protobuf:"varint,10,opt,name=good_total,json=goodTotal,proto3" json:"good_total,omitempty"`
+	BadTotal  uint64 `protobuf:"varint,11,opt,name=bad_total,json=badTotal,proto3" json:"bad_total,omitempty"`
+	// recorded_through: the end of the last second recorded in Raft (the
+	// leader records a minute's seconds once it ended).
+	RecordedThrough *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=recorded_through,json=recordedThrough,proto3" json:"recorded_through,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *WriteAvailability) Reset() {
+	*x = WriteAvailability{}
+	mi := &file_pgdr_v1_compliance_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WriteAvailability) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WriteAvailability) ProtoMessage() {}
+
+func (x *WriteAvailability) ProtoReflect() protoreflect.Message {
+	mi := &file_pgdr_v1_compliance_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WriteAvailability.ProtoReflect.Descriptor instead.
+func (*WriteAvailability) Descriptor() ([]byte, []int) {
+	return file_pgdr_v1_compliance_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *WriteAvailability) GetWindowSeconds() int64 {
+	if x != nil {
+		return x.WindowSeconds
+	}
+	return 0
+}
+
+func (x *WriteAvailability) GetGoodSeconds() uint64 {
+	if x != nil {
+		return x.GoodSeconds
+	}
+	return 0
+}
+
+func (x *WriteAvailability) GetBadSeconds() uint64 {
+	if x != nil {
+		return x.BadSeconds
+	}
+	return 0
+}
+
+func (x *WriteAvailability) GetUnobservedSeconds() uint64 {
+	if x != nil {
+		return x.UnobservedSeconds
+	}
+	return 0
+}
+
+func (x *WriteAvailability) GetRatio() float64 {
+	if x != nil {
+		return x.Ratio
+	}
+	return 0
+}
+
+func (x *WriteAvailability) GetTarget() float64 {
+	if x != nil {
+		return x.Target
+	}
+	return 0
+}
+
+func (x *WriteAvailability) GetBudgetRemaining() float64 {
+	if x != nil {
+		return x.BudgetRemaining
+	}
+	return 0
+}
+
+func (x *WriteAvailability) GetLastHeartbeat() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastHeartbeat
+	}
+	return nil
+}
+
+func (x *WriteAvailability) GetLag() []*HeartbeatLag {
+	if x != nil {
+		return x.Lag
+	}
+	return nil
+}
+
+func (x *WriteAvailability) GetGoodTotal() uint64 {
+	if x != nil {
+		return x.GoodTotal
+	}
+	return 0
+}
+
+func (x *WriteAvailability) GetBadTotal() uint64 {
+	if x != nil {
+		return x.BadTotal
+	}
+	return 0
+}
+
+func (x *WriteAvailability) GetRecordedThrough() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RecordedThrough
+	}
+	return nil
+}
+
+type HeartbeatLag struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Seconds       float64                `protobuf:"fixed64,2,opt,name=seconds,proto3" json:"seconds,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HeartbeatLag) Reset() {
+	*x = HeartbeatLag{}
+	mi := &file_pgdr_v1_compliance_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeartbeatLag) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeartbeatLag) ProtoMessage() {}
+
+func (x *HeartbeatLag) ProtoReflect() protoreflect.Message {
+	mi := &file_pgdr_v1_compliance_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeartbeatLag.ProtoReflect.Descriptor instead.
+func (*HeartbeatLag) Descriptor() ([]byte, []int) {
+	return file_pgdr_v1_compliance_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *HeartbeatLag) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *HeartbeatLag) GetSeconds() float64 {
+	if x != nil {
+		return x.Seconds
+	}
+	return 0
+}
+
 type RepositoryRPO struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	Repository string                 `protobuf:"bytes,1,opt,name=repository,proto3" json:"repository,omitempty"`
@@ -123,7 +335,7 @@ type RepositoryRPO struct {
 
 func (x *RepositoryRPO) Reset() {
 	*x = RepositoryRPO{}
-	mi := &file_pgdr_v1_compliance_proto_msgTypes[1]
+	mi := &file_pgdr_v1_compliance_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -135,7 +347,7 @@ func (x *RepositoryRPO) String() string {
 func (*RepositoryRPO) ProtoMessage() {}
 
 func (x *RepositoryRPO) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_compliance_proto_msgTypes[1]
+	mi := &file_pgdr_v1_compliance_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -148,7 +360,7 @@ func (x *RepositoryRPO) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepositoryRPO.ProtoReflect.Descriptor instead.
 func (*RepositoryRPO) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_compliance_proto_rawDescGZIP(), []int{1}
+	return file_pgdr_v1_compliance_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *RepositoryRPO) GetRepository() string {
@@ -210,7 +422,7 @@ type FailoverRPO struct {
 
 func (x *FailoverRPO) Reset() {
 	*x = FailoverRPO{}
-	mi := &file_pgdr_v1_compliance_proto_msgTypes[2]
+	mi := &file_pgdr_v1_compliance_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -222,7 +434,7 @@ func (x *FailoverRPO) String() string {
 func (*FailoverRPO) ProtoMessage() {}
 
 func (x *FailoverRPO) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_compliance_proto_msgTypes[2]
+	mi := &file_pgdr_v1_compliance_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -235,7 +447,7 @@ func (x *FailoverRPO) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailoverRPO.ProtoReflect.Descriptor instead.
 func (*FailoverRPO) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_compliance_proto_rawDescGZIP(), []int{2}
+	return file_pgdr_v1_compliance_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *FailoverRPO) GetKnown() bool {
@@ -291,7 +503,7 @@ type RTOMeasure struct {
 
 func (x *RTOMeasure) Reset() {
 	*x = RTOMeasure{}
-	mi := &file_pgdr_v1_compliance_proto_msgTypes[3]
+	mi := &file_pgdr_v1_compliance_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -303,7 +515,7 @@ func (x *RTOMeasure) String() string {
 func (*RTOMeasure) ProtoMessage() {}
 
 func (x *RTOMeasure) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_compliance_proto_msgTypes[3]
+	mi := &file_pgdr_v1_compliance_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -316,7 +528,7 @@ func (x *RTOMeasure) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RTOMeasure.ProtoReflect.Descriptor instead.
 func (*RTOMeasure) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_compliance_proto_rawDescGZIP(), []int{3}
+	return file_pgdr_v1_compliance_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RTOMeasure) GetSource() string {
@@ -387,7 +599,7 @@ type Breach struct {
 
 func (x *Breach) Reset() {
 	*x = Breach{}
-	mi := &file_pgdr_v1_compliance_proto_msgTypes[4]
+	mi := &file_pgdr_v1_compliance_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -399,7 +611,7 @@ func (x *Breach) String() string {
 func (*Breach) ProtoMessage() {}
 
 func (x *Breach) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_compliance_proto_msgTypes[4]
+	mi := &file_pgdr_v1_compliance_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -412,7 +624,7 @@ func (x *Breach) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Breach.ProtoReflect.Descriptor instead.
 func (*Breach) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_compliance_proto_rawDescGZIP(), []int{4}
+	return file_pgdr_v1_compliance_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Breach) GetTarget() string {
@@ -469,7 +681,7 @@ type ReportRequest struct {
 
 func (x *ReportRequest) Reset() {
 	*x = ReportRequest{}
-	mi := &file_pgdr_v1_compliance_proto_msgTypes[5]
+	mi := &file_pgdr_v1_compliance_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -481,7 +693,7 @@ func (x *ReportRequest) String() string {
 func (*ReportRequest) ProtoMessage() {}
 
 func (x *ReportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_compliance_proto_msgTypes[5]
+	mi := &file_pgdr_v1_compliance_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -494,7 +706,7 @@ func (x *ReportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportRequest.ProtoReflect.Descriptor instead.
 func (*ReportRequest) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_compliance_proto_rawDescGZIP(), []int{5}
+	return file_pgdr_v1_compliance_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ReportRequest) GetCluster() string {
@@ -523,7 +735,7 @@ type ReportResponse struct {
 
 func (x *ReportResponse) Reset() {
 	*x = ReportResponse{}
-	mi := &file_pgdr_v1_compliance_proto_msgTypes[6]
+	mi := &file_pgdr_v1_compliance_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -535,7 +747,7 @@ func (x *ReportResponse) String() string {
 func (*ReportResponse) ProtoMessage() {}
 
 func (x *ReportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_compliance_proto_msgTypes[6]
+	mi := &file_pgdr_v1_compliance_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -548,7 +760,7 @@ func (x *ReportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportResponse.ProtoReflect.Descriptor instead.
 func (*ReportResponse) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_compliance_proto_rawDescGZIP(), []int{6}
+	return file_pgdr_v1_compliance_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ReportResponse) GetTime() *timestamppb.Timestamp {
@@ -597,7 +809,7 @@ type ClusterReport struct {
 
 func (x *ClusterReport) Reset() {
 	*x = ClusterReport{}
-	mi := &file_pgdr_v1_compliance_proto_msgTypes[7]
+	mi := &file_pgdr_v1_compliance_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -609,7 +821,7 @@ func (x *ClusterReport) String() string {
 func (*ClusterReport) ProtoMessage() {}
 
 func (x *ClusterReport) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_compliance_proto_msgTypes[7]
+	mi := &file_pgdr_v1_compliance_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -622,7 +834,7 @@ func (x *ClusterReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterReport.ProtoReflect.Descriptor instead.
 func (*ClusterReport) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_compliance_proto_rawDescGZIP(), []int{7}
+	return file_pgdr_v1_compliance_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ClusterReport) GetName() string {
@@ -685,7 +897,7 @@ type TierBackups struct {
 
 func (x *TierBackups) Reset() {
 	*x = TierBackups{}
-	mi := &file_pgdr_v1_compliance_proto_msgTypes[8]
+	mi := &file_pgdr_v1_compliance_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -697,7 +909,7 @@ func (x *TierBackups) String() string {
 func (*TierBackups) ProtoMessage() {}
 
 func (x *TierBackups) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_compliance_proto_msgTypes[8]
+	mi := &file_pgdr_v1_compliance_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -710,7 +922,7 @@ func (x *TierBackups) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TierBackups.ProtoReflect.Descriptor instead.
 func (*TierBackups) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_compliance_proto_rawDescGZIP(), []int{8}
+	return file_pgdr_v1_compliance_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *TierBackups) GetTier() string {
@@ -776,7 +988,7 @@ type DrillSummary struct {
 
 func (x *DrillSummary) Reset() {
 	*x = DrillSummary{}
-	mi := &file_pgdr_v1_compliance_proto_msgTypes[9]
+	mi := &file_pgdr_v1_compliance_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -788,7 +1000,7 @@ func (x *DrillSummary) String() string {
 func (*DrillSummary) ProtoMessage() {}
 
 func (x *DrillSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_compliance_proto_msgTypes[9]
+	mi := &file_pgdr_v1_compliance_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -801,7 +1013,7 @@ func (x *DrillSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrillSummary.ProtoReflect.Descriptor instead.
 func (*DrillSummary) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_compliance_proto_rawDescGZIP(), []int{9}
+	return file_pgdr_v1_compliance_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DrillSummary) GetRecorded() bool {
@@ -862,7 +1074,7 @@ type RecoveryEvent struct {
 
 func (x *RecoveryEvent) Reset() {
 	*x = RecoveryEvent{}
-	mi := &file_pgdr_v1_compliance_proto_msgTypes[10]
+	mi := &file_pgdr_v1_compliance_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -874,7 +1086,7 @@ func (x *RecoveryEvent) String() string {
 func (*RecoveryEvent) ProtoMessage() {}
 
 func (x *RecoveryEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_compliance_proto_msgTypes[10]
+	mi := &file_pgdr_v1_compliance_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -887,7 +1099,7 @@ func (x *RecoveryEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecoveryEvent.ProtoReflect.Descriptor instead.
 func (*RecoveryEvent) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_compliance_proto_rawDescGZIP(), []int{10}
+	return file_pgdr_v1_compliance_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RecoveryEvent) GetKind() string {
@@ -964,7 +1176,7 @@ var File_pgdr_v1_compliance_proto protoreflect.FileDescriptor
 
 const file_pgdr_v1_compliance_proto_rawDesc = "" +
 	"\n" +
-	"\x18pgdr/v1/compliance.proto\x12\apgdr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bpgdr/v1/backup_policy.proto\"\x86\x02\n" +
+	"\x18pgdr/v1/compliance.proto\x12\apgdr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bpgdr/v1/backup_policy.proto\"\xd1\x02\n" +
 	"\n" +
 	"Compliance\x122\n" +
 	"\atargets\x18\x01 \x01(\v2\x18.pgdr.v1.RecoveryTargetsR\atargets\x127\n" +
@@ -972,7 +1184,27 @@ const file_pgdr_v1_compliance_proto_rawDesc = "" +
 	"archiveRpo\x127\n" +
 	"\ffailover_rpo\x18\x03 \x01(\v2\x14.pgdr.v1.FailoverRPOR\vfailoverRpo\x12%\n" +
 	"\x03rto\x18\x04 \x03(\v2\x13.pgdr.v1.RTOMeasureR\x03rto\x12+\n" +
-	"\bbreaches\x18\x05 \x03(\v2\x0f.pgdr.v1.BreachR\bbreaches\"\xae\x01\n" +
+	"\bbreaches\x18\x05 \x03(\v2\x0f.pgdr.v1.BreachR\bbreaches\x12I\n" +
+	"\x12write_availability\x18\x14 \x01(\v2\x1a.pgdr.v1.WriteAvailabilityR\x11writeAvailability\"\xf5\x03\n" +
+	"\x11WriteAvailability\x12%\n" +
+	"\x0ewindow_seconds\x18\x01 \x01(\x03R\rwindowSeconds\x12!\n" +
+	"\fgood_seconds\x18\x02 \x01(\x04R\vgoodSeconds\x12\x1f\n" +
+	"\vbad_seconds\x18\x03 \x01(\x04R\n" +
+	"badSeconds\x12-\n" +
+	"\x12unobserved_seconds\x18\x04 \x01(\x04R\x11unobservedSeconds\x12\x14\n" +
+	"\x05ratio\x18\x05 \x01(\x01R\x05ratio\x12\x16\n" +
+	"\x06target\x18\x06 \x01(\x01R\x06target\x12)\n" +
+	"\x10budget_remaining\x18\a \x01(\x01R\x0fbudgetRemaining\x12A\n" +
+	"\x0elast_heartbeat\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\rlastHeartbeat\x12'\n" +
+	"\x03lag\x18\t \x03(\v2\x15.pgdr.v1.HeartbeatLagR\x03lag\x12\x1d\n" +
+	"\n" +
+	"good_total\x18\n" +
+	" \x01(\x04R\tgoodTotal\x12\x1b\n" +
+	"\tbad_total\x18\v \x01(\x04R\bbadTotal\x12E\n" +
+	"\x10recorded_through\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\x0frecordedThrough\"<\n" +
+	"\fHeartbeatLag\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x18\n" +
+	"\aseconds\x18\x02 \x01(\x01R\aseconds\"\xae\x01\n" +
 	"\rRepositoryRPO\x12\x1e\n" +
 	"\n" +
 	"repository\x18\x01 \x01(\tR\n" +
@@ -1065,48 +1297,54 @@ func file_pgdr_v1_compliance_proto_rawDescGZIP() []byte {
 	return file_pgdr_v1_compliance_proto_rawDescData
 }
 
-var file_pgdr_v1_compliance_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_pgdr_v1_compliance_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_pgdr_v1_compliance_proto_goTypes = []any{
 	(*Compliance)(nil),            // 0: pgdr.v1.Compliance
-	(*RepositoryRPO)(nil),         // 1: pgdr.v1.RepositoryRPO
-	(*FailoverRPO)(nil),           // 2: pgdr.v1.FailoverRPO
-	(*RTOMeasure)(nil),            // 3: pgdr.v1.RTOMeasure
-	(*Breach)(nil),                // 4: pgdr.v1.Breach
-	(*ReportRequest)(nil),         // 5: pgdr.v1.ReportRequest
-	(*ReportResponse)(nil),        // 6: pgdr.v1.ReportResponse
-	(*ClusterReport)(nil),         // 7: pgdr.v1.ClusterReport
-	(*TierBackups)(nil),           // 8: pgdr.v1.TierBackups
-	(*DrillSummary)(nil),          // 9: pgdr.v1.DrillSummary
-	(*RecoveryEvent)(nil),         // 10: pgdr.v1.RecoveryEvent
-	(*RecoveryTargets)(nil),       // 11: pgdr.v1.RecoveryTargets
-	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
+	(*WriteAvailability)(nil),     // 1: pgdr.v1.WriteAvailability
+	(*HeartbeatLag)(nil),          // 2: pgdr.v1.HeartbeatLag
+	(*RepositoryRPO)(nil),         // 3: pgdr.v1.RepositoryRPO
+	(*FailoverRPO)(nil),           // 4: pgdr.v1.FailoverRPO
+	(*RTOMeasure)(nil),            // 5: pgdr.v1.RTOMeasure
+	(*Breach)(nil),                // 6: pgdr.v1.Breach
+	(*ReportRequest)(nil),         // 7: pgdr.v1.ReportRequest
+	(*ReportResponse)(nil),        // 8: pgdr.v1.ReportResponse
+	(*ClusterReport)(nil),         // 9: pgdr.v1.ClusterReport
+	(*TierBackups)(nil),           // 10: pgdr.v1.TierBackups
+	(*DrillSummary)(nil),          // 11: pgdr.v1.DrillSummary
+	(*RecoveryEvent)(nil),         // 12: pgdr.v1.RecoveryEvent
+	(*RecoveryTargets)(nil),       // 13: pgdr.v1.RecoveryTargets
+	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
 }
 var file_pgdr_v1_compliance_proto_depIdxs = []int32{
-	11, // 0: pgdr.v1.Compliance.targets:type_name -> pgdr.v1.RecoveryTargets
-	1,  // 1: pgdr.v1.Compliance.archive_rpo:type_name -> pgdr.v1.RepositoryRPO
-	2,  // 2: pgdr.v1.Compliance.failover_rpo:type_name -> pgdr.v1.FailoverRPO
-	3,  // 3: pgdr.v1.Compliance.rto:type_name -> pgdr.v1.RTOMeasure
-	4,  // 4: pgdr.v1.Compliance.breaches:type_name -> pgdr.v1.Breach
-	12, // 5: pgdr.v1.RTOMeasure.at:type_name -> google.protobuf.Timestamp
-	12, // 6: pgdr.v1.Breach.since:type_name -> google.protobuf.Timestamp
-	12, // 7: pgdr.v1.ReportRequest.since:type_name -> google.protobuf.Timestamp
-	12, // 8: pgdr.v1.ReportResponse.time:type_name -> google.protobuf.Timestamp
-	12, // 9: pgdr.v1.ReportResponse.since:type_name -> google.protobuf.Timestamp
-	7,  // 10: pgdr.v1.ReportResponse.clusters:type_name -> pgdr.v1.ClusterReport
-	0,  // 11: pgdr.v1.ClusterReport.compliance:type_name -> pgdr.v1.Compliance
-	8,  // 12: pgdr.v1.ClusterReport.backups:type_name -> pgdr.v1.TierBackups
-	9,  // 13: pgdr.v1.ClusterReport.drills:type_name -> pgdr.v1.DrillSummary
-	10, // 14: pgdr.v1.ClusterReport.recoveries:type_name -> pgdr.v1.RecoveryEvent
-	12, // 15: pgdr.v1.ClusterReport.history_from:type_name -> google.protobuf.Timestamp
-	12, // 16: pgdr.v1.TierBackups.last_ok:type_name -> google.protobuf.Timestamp
-	3,  // 17: pgdr.v1.DrillSummary.last:type_name -> pgdr.v1.RTOMeasure
-	12, // 18: pgdr.v1.RecoveryEvent.started:type_name -> google.protobuf.Timestamp
-	12, // 19: pgdr.v1.RecoveryEvent.writable:type_name -> google.protobuf.Timestamp
-	20, // [20:20] is the sub-list for method output_type
-	20, // [20:20] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	13, // 0: pgdr.v1.Compliance.targets:type_name -> pgdr.v1.RecoveryTargets
+	3,  // 1: pgdr.v1.Compliance.archive_rpo:type_name -> pgdr.v1.RepositoryRPO
+	4,  // 2: pgdr.v1.Compliance.failover_rpo:type_name -> pgdr.v1.FailoverRPO
+	5,  // 3: pgdr.v1.Compliance.rto:type_name -> pgdr.v1.RTOMeasure
+	6,  // 4: pgdr.v1.Compliance.breaches:type_name -> pgdr.v1.Breach
+	1,  // 5: pgdr.v1.Compliance.write_availability:type_name -> pgdr.v1.WriteAvailability
+	14, // 6: pgdr.v1.WriteAvailability.last_heartbeat:type_name -> google.protobuf.Timestamp
+	2,  // 7: pgdr.v1.WriteAvailability.lag:type_name -> pgdr.v1.HeartbeatLag
+	14, // 8: pgdr.v1.WriteAvailability.recorded_through:type_name -> google.protobuf.Timestamp
+	14, // 9: pgdr.v1.RTOMeasure.at:type_name -> google.protobuf.Timestamp
+	14, // 10: pgdr.v1.Breach.since:type_name -> google.protobuf.Timestamp
+	14, // 11: pgdr.v1.ReportRequest.since:type_name -> google.protobuf.Timestamp
+	14, // 12: pgdr.v1.ReportResponse.time:type_name -> google.protobuf.Timestamp
+	14, // 13: pgdr.v1.ReportResponse.since:type_name -> google.protobuf.Timestamp
+	9,  // 14: pgdr.v1.ReportResponse.clusters:type_name -> pgdr.v1.ClusterReport
+	0,  // 15: pgdr.v1.ClusterReport.compliance:type_name -> pgdr.v1.Compliance
+	10, // 16: pgdr.v1.ClusterReport.backups:type_name -> pgdr.v1.TierBackups
+	11, // 17: pgdr.v1.ClusterReport.drills:type_name -> pgdr.v1.DrillSummary
+	12, // 18: pgdr.v1.ClusterReport.recoveries:type_name -> pgdr.v1.RecoveryEvent
+	14, // 19: pgdr.v1.ClusterReport.history_from:type_name -> google.protobuf.Timestamp
+	14, // 20: pgdr.v1.TierBackups.last_ok:type_name -> google.protobuf.Timestamp
+	5,  // 21: pgdr.v1.DrillSummary.last:type_name -> pgdr.v1.RTOMeasure
+	14, // 22: pgdr.v1.RecoveryEvent.started:type_name -> google.protobuf.Timestamp
+	14, // 23: pgdr.v1.RecoveryEvent.writable:type_name -> google.protobuf.Timestamp
+	24, // [24:24] is the sub-list for method output_type
+	24, // [24:24] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_pgdr_v1_compliance_proto_init() }
@@ -1121,7 +1359,7 @@ func file_pgdr_v1_compliance_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pgdr_v1_compliance_proto_rawDesc), len(file_pgdr_v1_compliance_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

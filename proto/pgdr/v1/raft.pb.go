@@ -45,6 +45,8 @@ const (
 	CommandType_COMMAND_TYPE_RECORD_BACKUP_RUN CommandType = 21
 	// RecordDrillRun (drill.proto); proposed with ignore_if_unknown.
 	CommandType_COMMAND_TYPE_RECORD_DRILL_RUN CommandType = 22
+	// RecordWriteSeconds; proposed with ignore_if_unknown.
+	CommandType_COMMAND_TYPE_RECORD_WRITE_SECONDS CommandType = 30
 )
 
 // Enum value maps for CommandType.
@@ -64,22 +66,24 @@ var (
 		20: "COMMAND_TYPE_SET_BACKUP_POLICY",
 		21: "COMMAND_TYPE_RECORD_BACKUP_RUN",
 		22: "COMMAND_TYPE_RECORD_DRILL_RUN",
+		30: "COMMAND_TYPE_RECORD_WRITE_SECONDS",
 	}
 	CommandType_value = map[string]int32{
-		"COMMAND_TYPE_UNSPECIFIED":        0,
-		"COMMAND_TYPE_REGISTER_MEMBER":    1,
-		"COMMAND_TYPE_REMOVE_MEMBER":      2,
-		"COMMAND_TYPE_SET_PRIMARY":        3,
-		"COMMAND_TYPE_SET_PAUSED":         4,
-		"COMMAND_TYPE_SET_POLICY":         5,
-		"COMMAND_TYPE_UPSERT_COORDINATOR": 6,
-		"COMMAND_TYPE_REMOVE_COORDINATOR": 7,
-		"COMMAND_TYPE_RECORD_EVENT":       8,
-		"COMMAND_TYPE_SET_SYNC_STANDBYS":  9,
-		"COMMAND_TYPE_RECORD_PRIMARY_LSN": 10,
-		"COMMAND_TYPE_SET_BACKUP_POLICY":  20,
-		"COMMAND_TYPE_RECORD_BACKUP_RUN":  21,
-		"COMMAND_TYPE_RECORD_DRILL_RUN":   22,
+		"COMMAND_TYPE_UNSPECIFIED":          0,
+		"COMMAND_TYPE_REGISTER_MEMBER":      1,
+		"COMMAND_TYPE_REMOVE_MEMBER":        2,
+		"COMMAND_TYPE_SET_PRIMARY":          3,
+		"COMMAND_TYPE_SET_PAUSED":           4,
+		"COMMAND_TYPE_SET_POLICY":           5,
+		"COMMAND_TYPE_UPSERT_COORDINATOR":   6,
+		"COMMAND_TYPE_REMOVE_COORDINATOR":   7,
+		"COMMAND_TYPE_RECORD_EVENT":         8,
+		"COMMAND_TYPE_SET_SYNC_STANDBYS":    9,
+		"COMMAND_TYPE_RECORD_PRIMARY_LSN":   10,
+		"COMMAND_TYPE_SET_BACKUP_POLICY":    20,
+		"COMMAND_TYPE_RECORD_BACKUP_RUN":    21,
+		"COMMAND_TYPE_RECORD_DRILL_RUN":     22,
+		"COMMAND_TYPE_RECORD_WRITE_SECONDS": 30,
 	}
 )
 
@@ -969,6 +973,152 @@ func (x *RecordPrimaryLSN) GetLsn() uint64 {
 	return 0
 }
 
+// RecordWriteSeconds is one batch of write-availability seconds the
+// leader judged, every cluster at once, all within one wall-clock minute
+// [from_unix, to_unix) (coordinator/slo). A cluster whose recorded
+// through_unix is before from_unix had seconds no leader judged: the
+// applier counts them bad and unobserved.
+type RecordWriteSeconds struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	FromUnix      int64                  `protobuf:"varint,1,opt,name=from_unix,json=fromUnix,proto3" json:"from_unix,omitempty"`
+	ToUnix        int64                  `protobuf:"varint,2,opt,name=to_unix,json=toUnix,proto3" json:"to_unix,omitempty"`
+	Clusters      []*ClusterWriteSeconds `protobuf:"bytes,3,rep,name=clusters,proto3" json:"clusters,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordWriteSeconds) Reset() {
+	*x = RecordWriteSeconds{}
+	mi := &file_pgdr_v1_raft_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordWriteSeconds) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordWriteSeconds) ProtoMessage() {}
+
+func (x *RecordWriteSeconds) ProtoReflect() protoreflect.Message {
+	mi := &file_pgdr_v1_raft_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordWriteSeconds.ProtoReflect.Descriptor instead.
+func (*RecordWriteSeconds) Descriptor() ([]byte, []int) {
+	return file_pgdr_v1_raft_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *RecordWriteSeconds) GetFromUnix() int64 {
+	if x != nil {
+		return x.FromUnix
+	}
+	return 0
+}
+
+func (x *RecordWriteSeconds) GetToUnix() int64 {
+	if x != nil {
+		return x.ToUnix
+	}
+	return 0
+}
+
+func (x *RecordWriteSeconds) GetClusters() []*ClusterWriteSeconds {
+	if x != nil {
+		return x.Clusters
+	}
+	return nil
+}
+
+type ClusterWriteSeconds struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Cluster string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	Good    uint32                 `protobuf:"varint,2,opt,name=good,proto3" json:"good,omitempty"`
+	Bad     uint32                 `protobuf:"varint,3,opt,name=bad,proto3" json:"bad,omitempty"`
+	// first_unix: the first second this leader judged for the cluster in
+	// the batch (a cluster seen first mid-batch starts there).
+	FirstUnix int64 `protobuf:"varint,4,opt,name=first_unix,json=firstUnix,proto3" json:"first_unix,omitempty"`
+	// run_since_unix: heartbeats were committed without a whole second
+	// missing from this second up to first_unix (0: not known). Seconds of a
+	// gap before first_unix from here on are good, not unobserved.
+	RunSinceUnix  int64 `protobuf:"varint,5,opt,name=run_since_unix,json=runSinceUnix,proto3" json:"run_since_unix,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClusterWriteSeconds) Reset() {
+	*x = ClusterWriteSeconds{}
+	mi := &file_pgdr_v1_raft_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterWriteSeconds) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterWriteSeconds) ProtoMessage() {}
+
+func (x *ClusterWriteSeconds) ProtoReflect() protoreflect.Message {
+	mi := &file_pgdr_v1_raft_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterWriteSeconds.ProtoReflect.Descriptor instead.
+func (*ClusterWriteSeconds) Descriptor() ([]byte, []int) {
+	return file_pgdr_v1_raft_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ClusterWriteSeconds) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *ClusterWriteSeconds) GetGood() uint32 {
+	if x != nil {
+		return x.Good
+	}
+	return 0
+}
+
+func (x *ClusterWriteSeconds) GetBad() uint32 {
+	if x != nil {
+		return x.Bad
+	}
+	return 0
+}
+
+func (x *ClusterWriteSeconds) GetFirstUnix() int64 {
+	if x != nil {
+		return x.FirstUnix
+	}
+	return 0
+}
+
+func (x *ClusterWriteSeconds) GetRunSinceUnix() int64 {
+	if x != nil {
+		return x.RunSinceUnix
+	}
+	return 0
+}
+
 var File_pgdr_v1_raft_proto protoreflect.FileDescriptor
 
 const file_pgdr_v1_raft_proto_rawDesc = "" +
@@ -1025,7 +1175,18 @@ const file_pgdr_v1_raft_proto_rawDesc = "" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x18\n" +
 	"\aprimary\x18\x02 \x01(\tR\aprimary\x12\x14\n" +
 	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12\x10\n" +
-	"\x03lsn\x18\x04 \x01(\x04R\x03lsn*\xe2\x03\n" +
+	"\x03lsn\x18\x04 \x01(\x04R\x03lsn\"\x84\x01\n" +
+	"\x12RecordWriteSeconds\x12\x1b\n" +
+	"\tfrom_unix\x18\x01 \x01(\x03R\bfromUnix\x12\x17\n" +
+	"\ato_unix\x18\x02 \x01(\x03R\x06toUnix\x128\n" +
+	"\bclusters\x18\x03 \x03(\v2\x1c.pgdr.v1.ClusterWriteSecondsR\bclusters\"\x9a\x01\n" +
+	"\x13ClusterWriteSeconds\x12\x18\n" +
+	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
+	"\x04good\x18\x02 \x01(\rR\x04good\x12\x10\n" +
+	"\x03bad\x18\x03 \x01(\rR\x03bad\x12\x1d\n" +
+	"\n" +
+	"first_unix\x18\x04 \x01(\x03R\tfirstUnix\x12$\n" +
+	"\x0erun_since_unix\x18\x05 \x01(\x03R\frunSinceUnix*\x89\x04\n" +
 	"\vCommandType\x12\x1c\n" +
 	"\x18COMMAND_TYPE_UNSPECIFIED\x10\x00\x12 \n" +
 	"\x1cCOMMAND_TYPE_REGISTER_MEMBER\x10\x01\x12\x1e\n" +
@@ -1041,7 +1202,8 @@ const file_pgdr_v1_raft_proto_rawDesc = "" +
 	"\x12\"\n" +
 	"\x1eCOMMAND_TYPE_SET_BACKUP_POLICY\x10\x14\x12\"\n" +
 	"\x1eCOMMAND_TYPE_RECORD_BACKUP_RUN\x10\x15\x12!\n" +
-	"\x1dCOMMAND_TYPE_RECORD_DRILL_RUN\x10\x16*\xb1\x01\n" +
+	"\x1dCOMMAND_TYPE_RECORD_DRILL_RUN\x10\x16\x12%\n" +
+	"!COMMAND_TYPE_RECORD_WRITE_SECONDS\x10\x1e*\xb1\x01\n" +
 	"\vPromoteMark\x12\x1c\n" +
 	"\x18PROMOTE_MARK_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14PROMOTE_MARK_ORDERED\x10\x01\x12\x1a\n" +
@@ -1063,7 +1225,7 @@ func file_pgdr_v1_raft_proto_rawDescGZIP() []byte {
 }
 
 var file_pgdr_v1_raft_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_pgdr_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_pgdr_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_pgdr_v1_raft_proto_goTypes = []any{
 	(CommandType)(0),              // 0: pgdr.v1.CommandType
 	(PromoteMark)(0),              // 1: pgdr.v1.PromoteMark
@@ -1079,26 +1241,29 @@ var file_pgdr_v1_raft_proto_goTypes = []any{
 	(*RecordEvent)(nil),           // 11: pgdr.v1.RecordEvent
 	(*SetSyncStandbys)(nil),       // 12: pgdr.v1.SetSyncStandbys
 	(*RecordPrimaryLSN)(nil),      // 13: pgdr.v1.RecordPrimaryLSN
-	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
-	(*Member)(nil),                // 15: pgdr.v1.Member
-	(*Policy)(nil),                // 16: pgdr.v1.Policy
-	(*Coordinator)(nil),           // 17: pgdr.v1.Coordinator
-	(*HistoryEvent)(nil),          // 18: pgdr.v1.HistoryEvent
+	(*RecordWriteSeconds)(nil),    // 14: pgdr.v1.RecordWriteSeconds
+	(*ClusterWriteSeconds)(nil),   // 15: pgdr.v1.ClusterWriteSeconds
+	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
+	(*Member)(nil),                // 17: pgdr.v1.Member
+	(*Policy)(nil),                // 18: pgdr.v1.Policy
+	(*Coordinator)(nil),           // 19: pgdr.v1.Coordinator
+	(*HistoryEvent)(nil),          // 20: pgdr.v1.HistoryEvent
 }
 var file_pgdr_v1_raft_proto_depIdxs = []int32{
 	0,  // 0: pgdr.v1.Command.type:type_name -> pgdr.v1.CommandType
-	14, // 1: pgdr.v1.Command.time:type_name -> google.protobuf.Timestamp
-	15, // 2: pgdr.v1.RegisterMember.member:type_name -> pgdr.v1.Member
-	16, // 3: pgdr.v1.SetPolicy.policy:type_name -> pgdr.v1.Policy
-	17, // 4: pgdr.v1.UpsertCoordinator.coordinator:type_name -> pgdr.v1.Coordinator
-	18, // 5: pgdr.v1.RecordEvent.event:type_name -> pgdr.v1.HistoryEvent
+	16, // 1: pgdr.v1.Command.time:type_name -> google.protobuf.Timestamp
+	17, // 2: pgdr.v1.RegisterMember.member:type_name -> pgdr.v1.Member
+	18, // 3: pgdr.v1.SetPolicy.policy:type_name -> pgdr.v1.Policy
+	19, // 4: pgdr.v1.UpsertCoordinator.coordinator:type_name -> pgdr.v1.Coordinator
+	20, // 5: pgdr.v1.RecordEvent.event:type_name -> pgdr.v1.HistoryEvent
 	1,  // 6: pgdr.v1.RecordEvent.promote:type_name -> pgdr.v1.PromoteMark
-	14, // 7: pgdr.v1.RecordEvent.settle_by:type_name -> google.protobuf.Timestamp
-	8,  // [8:8] is the sub-list for method output_type
-	8,  // [8:8] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	16, // 7: pgdr.v1.RecordEvent.settle_by:type_name -> google.protobuf.Timestamp
+	15, // 8: pgdr.v1.RecordWriteSeconds.clusters:type_name -> pgdr.v1.ClusterWriteSeconds
+	9,  // [9:9] is the sub-list for method output_type
+	9,  // [9:9] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_pgdr_v1_raft_proto_init() }
@@ -1113,7 +1278,7 @@ func file_pgdr_v1_raft_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pgdr_v1_raft_proto_rawDesc), len(file_pgdr_v1_raft_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   12,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

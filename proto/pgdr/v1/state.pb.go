@@ -835,7 +835,12 @@ type State struct {
 	// next_seq is the seq the next history event gets.
 	NextSeq uint64 `protobuf:"varint,4,opt,name=next_seq,json=nextSeq,proto3" json:"next_seq,omitempty"`
 	// last_index is the Raft index of the last applied command.
-	LastIndex     uint64 `protobuf:"varint,5,opt,name=last_index,json=lastIndex,proto3" json:"last_index,omitempty"`
+	LastIndex uint64 `protobuf:"varint,5,opt,name=last_index,json=lastIndex,proto3" json:"last_index,omitempty"`
+	// write_seconds: per cluster, the write-availability seconds judged by
+	// the leaders (coordinator/slo), bounded to a 28-day window of hourly
+	// buckets. Kept apart from Cluster so that reading a cluster does not
+	// copy its buckets.
+	WriteSeconds  map[string]*WriteSeconds `protobuf:"bytes,20,rep,name=write_seconds,json=writeSeconds,proto3" json:"write_seconds,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -901,6 +906,119 @@ func (x *State) GetNextSeq() uint64 {
 func (x *State) GetLastIndex() uint64 {
 	if x != nil {
 		return x.LastIndex
+	}
+	return 0
+}
+
+func (x *State) GetWriteSeconds() map[string]*WriteSeconds {
+	if x != nil {
+		return x.WriteSeconds
+	}
+	return nil
+}
+
+// WriteSeconds is one cluster's judged seconds: hourly buckets, oldest
+// first, good[i] and bad[i] for the hour starting at (first_hour + i)
+// hours after the Unix epoch; at most 672 (28 days).
+type WriteSeconds struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	FirstHour  int64                  `protobuf:"varint,1,opt,name=first_hour,json=firstHour,proto3" json:"first_hour,omitempty"`
+	Good       []uint32               `protobuf:"varint,2,rep,packed,name=good,proto3" json:"good,omitempty"`
+	Bad        []uint32               `protobuf:"varint,3,rep,packed,name=bad,proto3" json:"bad,omitempty"`
+	Unobserved []uint32               `protobuf:"varint,4,rep,packed,name=unobserved,proto3" json:"unobserved,omitempty"`
+	// through_unix: the end (Unix seconds) of the last judged second.
+	ThroughUnix int64 `protobuf:"varint,5,opt,name=through_unix,json=throughUnix,proto3" json:"through_unix,omitempty"`
+	// good_total, bad_total, unobserved_total: since the cluster was first
+	// judged (monotonic).
+	GoodTotal       uint64 `protobuf:"varint,6,opt,name=good_total,json=goodTotal,proto3" json:"good_total,omitempty"`
+	BadTotal        uint64 `protobuf:"varint,7,opt,name=bad_total,json=badTotal,proto3" json:"bad_total,omitempty"`
+	UnobservedTotal uint64 `protobuf:"varint,8,opt,name=unobserved_total,json=unobservedTotal,proto3" json:"unobserved_total,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *WriteSeconds) Reset() {
+	*x = WriteSeconds{}
+	mi := &file_pgdr_v1_state_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WriteSeconds) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WriteSeconds) ProtoMessage() {}
+
+func (x *WriteSeconds) ProtoReflect() protoreflect.Message {
+	mi := &file_pgdr_v1_state_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WriteSeconds.ProtoReflect.Descriptor instead.
+func (*WriteSeconds) Descriptor() ([]byte, []int) {
+	return file_pgdr_v1_state_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *WriteSeconds) GetFirstHour() int64 {
+	if x != nil {
+		return x.FirstHour
+	}
+	return 0
+}
+
+func (x *WriteSeconds) GetGood() []uint32 {
+	if x != nil {
+		return x.Good
+	}
+	return nil
+}
+
+func (x *WriteSeconds) GetBad() []uint32 {
+	if x != nil {
+		return x.Bad
+	}
+	return nil
+}
+
+func (x *WriteSeconds) GetUnobserved() []uint32 {
+	if x != nil {
+		return x.Unobserved
+	}
+	return nil
+}
+
+func (x *WriteSeconds) GetThroughUnix() int64 {
+	if x != nil {
+		return x.ThroughUnix
+	}
+	return 0
+}
+
+func (x *WriteSeconds) GetGoodTotal() uint64 {
+	if x != nil {
+		return x.GoodTotal
+	}
+	return 0
+}
+
+func (x *WriteSeconds) GetBadTotal() uint64 {
+	if x != nil {
+		return x.BadTotal
+	}
+	return 0
+}
+
+func (x *WriteSeconds) GetUnobservedTotal() uint64 {
+	if x != nil {
+		return x.UnobservedTotal
 	}
 	return 0
 }
@@ -995,20 +1113,37 @@ const file_pgdr_v1_state_proto_rawDesc = "" +
 	" \x03(\v2\".pgdr.v1.HistoryEvent.DetailsEntryR\adetails\x1a:\n" +
 	"\fDetailsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x98\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb7\x04\n" +
 	"\x05State\x128\n" +
 	"\bclusters\x18\x01 \x03(\v2\x1c.pgdr.v1.State.ClustersEntryR\bclusters\x12D\n" +
 	"\fcoordinators\x18\x02 \x03(\v2 .pgdr.v1.State.CoordinatorsEntryR\fcoordinators\x12/\n" +
 	"\ahistory\x18\x03 \x03(\v2\x15.pgdr.v1.HistoryEventR\ahistory\x12\x19\n" +
 	"\bnext_seq\x18\x04 \x01(\x04R\anextSeq\x12\x1d\n" +
 	"\n" +
-	"last_index\x18\x05 \x01(\x04R\tlastIndex\x1aM\n" +
+	"last_index\x18\x05 \x01(\x04R\tlastIndex\x12E\n" +
+	"\rwrite_seconds\x18\x14 \x03(\v2 .pgdr.v1.State.WriteSecondsEntryR\fwriteSeconds\x1aM\n" +
 	"\rClustersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12&\n" +
 	"\x05value\x18\x02 \x01(\v2\x10.pgdr.v1.ClusterR\x05value:\x028\x01\x1aU\n" +
 	"\x11CoordinatorsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12*\n" +
-	"\x05value\x18\x02 \x01(\v2\x14.pgdr.v1.CoordinatorR\x05value:\x028\x01B+Z)github.com/pgdr/pgdr/proto/pgdr/v1;pgdrv1b\x06proto3"
+	"\x05value\x18\x02 \x01(\v2\x14.pgdr.v1.CoordinatorR\x05value:\x028\x01\x1aV\n" +
+	"\x11WriteSecondsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12+\n" +
+	"\x05value\x18\x02 \x01(\v2\x15.pgdr.v1.WriteSecondsR\x05value:\x028\x01\"\xfd\x01\n" +
+	"\fWriteSeconds\x12\x1d\n" +
+	"\n" +
+	"first_hour\x18\x01 \x01(\x03R\tfirstHour\x12\x12\n" +
+	"\x04good\x18\x02 \x03(\rR\x04good\x12\x10\n" +
+	"\x03bad\x18\x03 \x03(\rR\x03bad\x12\x1e\n" +
+	"\n" +
+	"unobserved\x18\x04 \x03(\rR\n" +
+	"unobserved\x12!\n" +
+	"\fthrough_unix\x18\x05 \x01(\x03R\vthroughUnix\x12\x1d\n" +
+	"\n" +
+	"good_total\x18\x06 \x01(\x04R\tgoodTotal\x12\x1b\n" +
+	"\tbad_total\x18\a \x01(\x04R\bbadTotal\x12)\n" +
+	"\x10unobserved_total\x18\b \x01(\x04R\x0funobservedTotalB+Z)github.com/pgdr/pgdr/proto/pgdr/v1;pgdrv1b\x06proto3"
 
 var (
 	file_pgdr_v1_state_proto_rawDescOnce sync.Once
@@ -1022,7 +1157,7 @@ func file_pgdr_v1_state_proto_rawDescGZIP() []byte {
 	return file_pgdr_v1_state_proto_rawDescData
 }
 
-var file_pgdr_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_pgdr_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_pgdr_v1_state_proto_goTypes = []any{
 	(*Member)(nil),                // 0: pgdr.v1.Member
 	(*Policy)(nil),                // 1: pgdr.v1.Policy
@@ -1031,43 +1166,47 @@ var file_pgdr_v1_state_proto_goTypes = []any{
 	(*Coordinator)(nil),           // 4: pgdr.v1.Coordinator
 	(*HistoryEvent)(nil),          // 5: pgdr.v1.HistoryEvent
 	(*State)(nil),                 // 6: pgdr.v1.State
-	nil,                           // 7: pgdr.v1.Cluster.MembersEntry
-	nil,                           // 8: pgdr.v1.HistoryEvent.DetailsEntry
-	nil,                           // 9: pgdr.v1.State.ClustersEntry
-	nil,                           // 10: pgdr.v1.State.CoordinatorsEntry
-	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
-	(*BackupPolicy)(nil),          // 12: pgdr.v1.BackupPolicy
-	(*BackupRun)(nil),             // 13: pgdr.v1.BackupRun
-	(*DrillRun)(nil),              // 14: pgdr.v1.DrillRun
-	(*ClusterTotals)(nil),         // 15: pgdr.v1.ClusterTotals
+	(*WriteSeconds)(nil),          // 7: pgdr.v1.WriteSeconds
+	nil,                           // 8: pgdr.v1.Cluster.MembersEntry
+	nil,                           // 9: pgdr.v1.HistoryEvent.DetailsEntry
+	nil,                           // 10: pgdr.v1.State.ClustersEntry
+	nil,                           // 11: pgdr.v1.State.CoordinatorsEntry
+	nil,                           // 12: pgdr.v1.State.WriteSecondsEntry
+	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
+	(*BackupPolicy)(nil),          // 14: pgdr.v1.BackupPolicy
+	(*BackupRun)(nil),             // 15: pgdr.v1.BackupRun
+	(*DrillRun)(nil),              // 16: pgdr.v1.DrillRun
+	(*ClusterTotals)(nil),         // 17: pgdr.v1.ClusterTotals
 }
 var file_pgdr_v1_state_proto_depIdxs = []int32{
-	11, // 0: pgdr.v1.Member.registered_at:type_name -> google.protobuf.Timestamp
-	11, // 1: pgdr.v1.Member.updated_at:type_name -> google.protobuf.Timestamp
-	11, // 2: pgdr.v1.Policy.paused_at:type_name -> google.protobuf.Timestamp
-	7,  // 3: pgdr.v1.Cluster.members:type_name -> pgdr.v1.Cluster.MembersEntry
+	13, // 0: pgdr.v1.Member.registered_at:type_name -> google.protobuf.Timestamp
+	13, // 1: pgdr.v1.Member.updated_at:type_name -> google.protobuf.Timestamp
+	13, // 2: pgdr.v1.Policy.paused_at:type_name -> google.protobuf.Timestamp
+	8,  // 3: pgdr.v1.Cluster.members:type_name -> pgdr.v1.Cluster.MembersEntry
 	1,  // 4: pgdr.v1.Cluster.policy:type_name -> pgdr.v1.Policy
-	11, // 5: pgdr.v1.Cluster.created_at:type_name -> google.protobuf.Timestamp
-	12, // 6: pgdr.v1.Cluster.backup_policy:type_name -> pgdr.v1.BackupPolicy
-	13, // 7: pgdr.v1.Cluster.backup_runs:type_name -> pgdr.v1.BackupRun
-	14, // 8: pgdr.v1.Cluster.drill_runs:type_name -> pgdr.v1.DrillRun
+	13, // 5: pgdr.v1.Cluster.created_at:type_name -> google.protobuf.Timestamp
+	14, // 6: pgdr.v1.Cluster.backup_policy:type_name -> pgdr.v1.BackupPolicy
+	15, // 7: pgdr.v1.Cluster.backup_runs:type_name -> pgdr.v1.BackupRun
+	16, // 8: pgdr.v1.Cluster.drill_runs:type_name -> pgdr.v1.DrillRun
 	3,  // 9: pgdr.v1.Cluster.unsettled_promote:type_name -> pgdr.v1.UnsettledPromote
-	15, // 10: pgdr.v1.Cluster.totals:type_name -> pgdr.v1.ClusterTotals
-	11, // 11: pgdr.v1.UnsettledPromote.ordered_at:type_name -> google.protobuf.Timestamp
-	11, // 12: pgdr.v1.UnsettledPromote.settle_by:type_name -> google.protobuf.Timestamp
-	11, // 13: pgdr.v1.HistoryEvent.time:type_name -> google.protobuf.Timestamp
-	8,  // 14: pgdr.v1.HistoryEvent.details:type_name -> pgdr.v1.HistoryEvent.DetailsEntry
-	9,  // 15: pgdr.v1.State.clusters:type_name -> pgdr.v1.State.ClustersEntry
-	10, // 16: pgdr.v1.State.coordinators:type_name -> pgdr.v1.State.CoordinatorsEntry
+	17, // 10: pgdr.v1.Cluster.totals:type_name -> pgdr.v1.ClusterTotals
+	13, // 11: pgdr.v1.UnsettledPromote.ordered_at:type_name -> google.protobuf.Timestamp
+	13, // 12: pgdr.v1.UnsettledPromote.settle_by:type_name -> google.protobuf.Timestamp
+	13, // 13: pgdr.v1.HistoryEvent.time:type_name -> google.protobuf.Timestamp
+	9,  // 14: pgdr.v1.HistoryEvent.details:type_name -> pgdr.v1.HistoryEvent.DetailsEntry
+	10, // 15: pgdr.v1.State.clusters:type_name -> pgdr.v1.State.ClustersEntry
+	11, // 16: pgdr.v1.State.coordinators:type_name -> pgdr.v1.State.CoordinatorsEntry
 	5,  // 17: pgdr.v1.State.history:type_name -> pgdr.v1.HistoryEvent
-	0,  // 18: pgdr.v1.Cluster.MembersEntry.value:type_name -> pgdr.v1.Member
-	2,  // 19: pgdr.v1.State.ClustersEntry.value:type_name -> pgdr.v1.Cluster
-	4,  // 20: pgdr.v1.State.CoordinatorsEntry.value:type_name -> pgdr.v1.Coordinator
-	21, // [21:21] is the sub-list for method output_type
-	21, // [21:21] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	12, // 18: pgdr.v1.State.write_seconds:type_name -> pgdr.v1.State.WriteSecondsEntry
+	0,  // 19: pgdr.v1.Cluster.MembersEntry.value:type_name -> pgdr.v1.Member
+	2,  // 20: pgdr.v1.State.ClustersEntry.value:type_name -> pgdr.v1.Cluster
+	4,  // 21: pgdr.v1.State.CoordinatorsEntry.value:type_name -> pgdr.v1.Coordinator
+	7,  // 22: pgdr.v1.State.WriteSecondsEntry.value:type_name -> pgdr.v1.WriteSeconds
+	23, // [23:23] is the sub-list for method output_type
+	23, // [23:23] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_pgdr_v1_state_proto_init() }
@@ -1085,7 +1224,7 @@ func file_pgdr_v1_state_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pgdr_v1_state_proto_rawDesc), len(file_pgdr_v1_state_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
