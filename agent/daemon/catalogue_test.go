@@ -155,7 +155,7 @@ func TestMetricsCatalogue(t *testing.T) {
 	d.repoStat.ReadOnce(ctx)
 	// A primary's report, the archiver's state.
 	d.monitor.SetLatest(&pgdrv1.HealthReport{Cluster: cfg.Cluster, Node: cfg.Node.Name, Time: timestamppb.Now(), PostmasterAlive: true, Connectable: true,
-		Timeline: 1, CurrentLsn: 4 * segSize, ArchiveRpo: []*pgdrv1.ArchiveRPO{{Repository: "main", Mode: "sync", Bytes: 100, Seconds: 2}, {Repository: "dr", Mode: "async", Bytes: 200, Seconds: 5}}})
+		Timeline: 1, CurrentLsn: 4 * segSize, HeartbeatTime: timestamppb.New(time.Now().Add(-time.Second)), ArchiveRpo: []*pgdrv1.ArchiveRPO{{Repository: "main", Mode: "sync", Bytes: 100, Seconds: 2}, {Repository: "dr", Mode: "async", Bytes: 200, Seconds: 5}}})
 	d.metrics.state.archiver = func() health.Archiver {
 		return health.Archiver{Known: true, LastArchived: time.Now().Add(-time.Second), Ready: 1, OldestReady: time.Now().Add(-2 * time.Second)}
 	}

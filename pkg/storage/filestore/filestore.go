@@ -537,6 +537,9 @@ func (s *Store) ListDirs(ctx context.Context, prefix string) ([]string, error) {
 	}
 	entries, err := d.ReadDir(-1)
 	d.Close()
+	if errors.Is(err, fs.ErrNotExist) { // pruned by a concurrent Delete
+		return nil, nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("list directories of %q (%s): %w", prefix, filepath.Join(s.root, rel), err)
 	}
@@ -592,7 +595,9 @@ func (s *Store) walkIn(ctx context.Context, root *os.Root, dirKey, namePrefix st
 	}
 	entries, err := d.ReadDir(-1)
 	d.Close()
-	if errors.Is(err, syscall.ENOTDIR) {
+	// A directory emptied and pruned by a concurrent Delete between the
+	// open and the read (readdirent: ENOENT) holds nothing.
+	if errors.Is(err, syscall.ENOTDIR) || errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
