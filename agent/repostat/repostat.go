@@ -14,6 +14,7 @@ import (
 	"github.com/pgdr/pgdr/agent/backup"
 	"github.com/pgdr/pgdr/pkg/repo"
 	"github.com/pgdr/pgdr/pkg/storage"
+	"github.com/pgdr/pgdr/pkg/tiername"
 	"github.com/pgdr/pgdr/pkg/wal"
 )
 
@@ -195,11 +196,13 @@ func (rd *Reader) read(ctx context.Context, st *repoState, prev Snapshot) (Snaps
 }
 
 // segmentSize is the WAL segment size the backups record (the newest
-// one's), or PostgreSQL's default.
+// one's), or PostgreSQL's default. A size no server can have (a power of
+// two from 1 MiB to 1 GiB) is ignored.
 func segmentSize(ms map[string]*backup.ManifestHeader) uint64 {
 	var newest *backup.ManifestHeader
 	for _, m := range ms {
-		if m.SegmentSize > 0 && (newest == nil || m.StopTime.After(newest.StopTime)) {
+		sz := m.SegmentSize
+		if sz >= 1<<20 && sz <= 1<<30 && sz&(sz-1) == 0 && (newest == nil || m.StopTime.After(newest.StopTime)) {
 			newest = m
 		}
 	}
@@ -214,9 +217,16 @@ func segmentSize(ms map[string]*backup.ManifestHeader) uint64 {
 func tiers(ms map[string]*backup.ManifestHeader) []Tier {
 	byName := map[string]*Tier{}
 	for _, m := range ms {
+		// Tier and type become label values, and whoever can write to
+		// the repository can write a manifest: a tier that is not a
+		// tier name counts under other, a type other than the three
+		// gives no end time.
 		name := m.Tier
-		if name == "" {
+		switch {
+		case name == "":
 			name = ManualTier
+		case !tiername.Valid(name):
+			name = OtherTier
 		}
 		t := byName[name]
 		if t == nil {
@@ -224,8 +234,11 @@ func tiers(ms map[string]*backup.ManifestHeader) []Tier {
 			byName[name] = t
 		}
 		t.Backups++
-		if m.StopTime.After(t.Last[m.Type]) {
-			t.Last[m.Type] = m.StopTime
+		switch m.Type {
+		case backup.TypeFull, backup.TypeDiff, backup.TypeIncr:
+			if m.StopTime.After(t.Last[m.Type]) {
+				t.Last[m.Type] = m.StopTime
+			}
 		}
 	}
 	names := make([]string, 0, len(byName))
