@@ -366,69 +366,118 @@ func (rd *Reader) backupIDs(ctx context.Context, r repo.Repo) ([]string, error) 
 }
 
 // newestWAL updates st's newest WAL segment: the first time by listing
-// the WAL prefix, then by listing the newest segment's log and the next
-// ones and the next timeline's keys.
+// the WAL prefix, then by looking for newer timelines' keys and listing
+// the newest segment's log and the next ones. When the newest segment it
+// remembers is no longer there, it lists the WAL prefix again.
 func (rd *Reader) newestWAL(ctx context.Context, st *repoState) error {
 	prefix := repo.WALPrefix(rd.cluster)
-	newest := func(p string) (bool, error) {
-		found := false
-		err := st.r.Store.List(ctx, p, func(oi storage.ObjectInfo) error {
-			name := oi.Key[strings.LastIndexByte(oi.Key, '/')+1:]
-			if oi.Key != repo.WALKey(rd.cluster, name) {
-				return nil
-			}
-			if n, err := wal.ParseName(name); err != nil || n.Kind != wal.KindSegment {
-				return nil
-			}
-			if oi.Key > st.walKey {
-				st.walKey, st.walStored, found = oi.Key, oi.ModTime, true
-			}
-			return nil
-		})
-		if err != nil {
-			return false, fmt.Errorf("listing WAL in repository %s: %w", st.r.Name, err)
+	seen := false // st.walKey was among the keys listed
+	consider := func(oi storage.ObjectInfo) error {
+		if oi.Key == st.walKey {
+			seen = true
 		}
-		return found, nil
+		name := oi.Key[strings.LastIndexByte(oi.Key, '/')+1:]
+		if oi.Key != repo.WALKey(rd.cluster, name) {
+			return nil
+		}
+		if n, err := wal.ParseName(name); err != nil || n.Kind != wal.KindSegment {
+			return nil
+		}
+		if oi.Key > st.walKey {
+			st.walKey, st.walStored = oi.Key, oi.ModTime
+		}
+		return nil
+	}
+	list := func(p string) error {
+		if err := st.r.Store.List(ctx, p, consider); err != nil {
+			return fmt.Errorf("listing WAL in repository %s: %w", st.r.Name, err)
+		}
+		return nil
 	}
 	if st.walKey == "" {
-		_, err := newest(prefix)
+		return list(prefix)
+	}
+	tli := func() (uint64, error) {
+		t, err := strconv.ParseUint(st.walKey[len(prefix):len(prefix)+8], 16, 32)
+		if err != nil {
+			return 0, fmt.Errorf("repository %s: WAL key %s: %w", st.r.Name, st.walKey, err)
+		}
+		return t, nil
+	}
+	cur, err := tli()
+	if err != nil {
 		return err
 	}
-	// The newest timeline first: a newer one's keys sort after every key
-	// of the older ones.
-	for range 16 {
-		tli := st.walKey[len(prefix) : len(prefix)+8]
-		t, err := strconv.ParseUint(tli, 16, 32)
+	// Newer timelines first: their keys sort after every key of the
+	// older ones. Timelines can be skipped (a promotion whose history
+	// file alone was archived, or nothing), so every newer one is looked
+	// at: in a file store by reading the timelines' directory, on S3 by
+	// listing from the end of the current timeline's keys (one request
+	// while there is no newer one), elsewhere by probing the next few.
+	switch s := st.r.Store.(type) {
+	case storage.DirLister:
+		dirs, err := s.ListDirs(ctx, prefix)
 		if err != nil {
-			return fmt.Errorf("repository %s: WAL key %s: %w", st.r.Name, st.walKey, err)
+			return fmt.Errorf("listing WAL timelines in repository %s: %w", st.r.Name, err)
 		}
-		found, err := newest(prefix + fmt.Sprintf("%08X/", t+1))
-		if err != nil {
-			return err
+		for _, d := range dirs {
+			if t, err := strconv.ParseUint(d, 16, 32); err == nil && len(d) == 8 && t > cur {
+				if err := list(prefix + d + "/"); err != nil {
+					return err
+				}
+			}
 		}
-		if !found {
-			break
+	case storage.RangeLister:
+		// '0' follows '/': the keys of the current timeline's directory
+		// all sort before it.
+		if err := s.ListRange(ctx, prefix, prefix+fmt.Sprintf("%08X0", cur), prefix+"FFFFFFFF0", consider); err != nil {
+			return fmt.Errorf("listing WAL in repository %s: %w", st.r.Name, err)
+		}
+	default:
+		for next, misses := cur+1, 0; misses < maxTimelineGap && next <= 0xFFFFFFFF; next++ {
+			before := st.walKey
+			if err := list(prefix + fmt.Sprintf("%08X/", next)); err != nil {
+				return err
+			}
+			if st.walKey == before {
+				misses++
+			} else {
+				misses = 0
+			}
 		}
 	}
 	// Then the newest segment's log and the logs after it, while they
 	// hold segments (each log is 4 GiB of WAL).
-	for range 64 {
+	for i := range 64 {
 		name := st.walKey[strings.LastIndexByte(st.walKey, '/')+1:]
 		log, err := strconv.ParseUint(name[8:16], 16, 32)
 		if err != nil {
 			return fmt.Errorf("repository %s: WAL key %s: %w", st.r.Name, st.walKey, err)
 		}
 		dir := prefix + name[:8] + "/"
-		if _, err := newest(dir + name[:16]); err != nil {
+		seen = false
+		if err := list(dir + name[:16]); err != nil {
 			return err
 		}
-		found, err := newest(dir + name[:8] + fmt.Sprintf("%08X", log+1))
-		if err != nil {
+		if i == 0 && !seen {
+			// Gone (deleted by hand, replaced, the repository emptied
+			// and archived into again): what the WAL prefix holds now.
+			rd.log.Info("the newest WAL segment seen in the repository is gone; listing its WAL again", "repo", st.r.Name, "key", st.walKey)
+			st.walKey, st.walStored = "", time.Time{}
+			return list(prefix)
+		}
+		before := st.walKey
+		if err := list(dir + name[:8] + fmt.Sprintf("%08X", log+1)); err != nil {
 			return err
 		}
-		if !found {
+		if st.walKey == before {
 			break
 		}
 	}
 	return nil
 }
+
+// maxTimelineGap is how many timelines in a row, after the newest one
+// seen, a store that lists neither directories nor from a key is probed
+// for.
+const maxTimelineGap = 4
