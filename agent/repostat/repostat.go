@@ -288,13 +288,10 @@ func keepTiers(now, before []Tier) []Tier {
 	return now
 }
 
-var errFound = errors.New("found")
-
 // backupIDs lists the IDs of the backups whose manifest r holds, in
-// order. A file store reads the backups' directory and looks for each
-// manifest; a store that lists from a key skips from one backup's keys to
-// the next (a request per backup, whatever each holds); another is
-// listed whole.
+// order. A store that lists directories (file: one directory read; S3: a
+// request per 1000 backups) gives the backups' IDs, and each manifest is
+// looked for (a HEAD on S3); another store is listed whole.
 func (rd *Reader) backupIDs(ctx context.Context, r repo.Repo) ([]string, error) {
 	prefix := backup.Prefix(rd.cluster)
 	var ids []string
@@ -315,54 +312,16 @@ func (rd *Reader) backupIDs(ctx context.Context, r repo.Repo) ([]string, error) 
 		}
 		return ids, nil
 	}
-	rl, ok := r.Store.(storage.RangeLister)
-	if !ok {
-		err := r.Store.List(ctx, prefix, func(oi storage.ObjectInfo) error {
-			if id, ok := strings.CutSuffix(strings.TrimPrefix(oi.Key, prefix), "/backup.manifest"); ok && backup.ValidID(id) {
-				ids = append(ids, id)
-			}
-			return nil
-		})
-		if err != nil {
-			return nil, fmt.Errorf("listing backups in repository %s: %w", r.Name, err)
+	err := r.Store.List(ctx, prefix, func(oi storage.ObjectInfo) error {
+		if id, ok := strings.CutSuffix(strings.TrimPrefix(oi.Key, prefix), "/backup.manifest"); ok && backup.ValidID(id) {
+			ids = append(ids, id)
 		}
-		return ids, nil
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing backups in repository %s: %w", r.Name, err)
 	}
-	after := ""
-	for range 100_000 { // bounded: one round per first key segment under the prefix
-		var first string
-		err := rl.ListRange(ctx, prefix, after, "", func(oi storage.ObjectInfo) error {
-			first = oi.Key
-			return errFound
-		})
-		if err != nil && !errors.Is(err, errFound) {
-			return nil, fmt.Errorf("listing backups in repository %s: %w", r.Name, err)
-		}
-		if first == "" {
-			return ids, nil
-		}
-		seg, _, _ := strings.Cut(strings.TrimPrefix(first, prefix), "/")
-		// '0' follows '/': every key of seg+"/" sorts before seg+"0".
-		after = prefix + seg + "0"
-		if !backup.ValidID(seg) {
-			continue
-		}
-		// A backup's manifest sorts before its data (pgdata/...): the
-		// first key tells whether it is there, unless another object
-		// sorts first.
-		mk := backup.ManifestKey(rd.cluster, seg)
-		switch {
-		case first == mk:
-			ids = append(ids, seg)
-		case first < mk:
-			if _, err := r.Store.Stat(ctx, mk); err == nil {
-				ids = append(ids, seg)
-			} else if !errors.Is(err, storage.ErrNotFound) {
-				return nil, fmt.Errorf("repository %s: %w", r.Name, err)
-			}
-		}
-	}
-	return nil, fmt.Errorf("listing backups in repository %s: too many keys under %s", r.Name, prefix)
+	return ids, nil
 }
 
 // newestWAL updates st's newest WAL segment: the first time by listing
@@ -411,9 +370,8 @@ func (rd *Reader) newestWAL(ctx context.Context, st *repoState) error {
 	// Newer timelines first: their keys sort after every key of the
 	// older ones. Timelines can be skipped (a promotion whose history
 	// file alone was archived, or nothing), so every newer one is looked
-	// at: in a file store by reading the timelines' directory, on S3 by
-	// listing from the end of the current timeline's keys (one request
-	// while there is no newer one), elsewhere by probing the next few.
+	// at: by listing the timelines' directories (one directory read in a
+	// file store, one request on S3), elsewhere by probing the next few.
 	switch s := st.r.Store.(type) {
 	case storage.DirLister:
 		dirs, err := s.ListDirs(ctx, prefix)
@@ -426,12 +384,6 @@ func (rd *Reader) newestWAL(ctx context.Context, st *repoState) error {
 					return err
 				}
 			}
-		}
-	case storage.RangeLister:
-		// '0' follows '/': the keys of the current timeline's directory
-		// all sort before it.
-		if err := s.ListRange(ctx, prefix, prefix+fmt.Sprintf("%08X0", cur), prefix+"FFFFFFFF0", consider); err != nil {
-			return fmt.Errorf("listing WAL in repository %s: %w", st.r.Name, err)
 		}
 	default:
 		for next, misses := cur+1, 0; misses < maxTimelineGap && next <= 0xFFFFFFFF; next++ {

@@ -40,7 +40,7 @@ func TestWALTimelineSkipped(t *testing.T) {
 				}
 				st = fs
 				if kind == "generic" {
-					st = &countingStore{ObjectStore: fs} // neither DirLister nor RangeLister
+					st = &countingStore{ObjectStore: fs} // not a DirLister
 				}
 			}
 			r := repo.Repo{Name: "local", Store: st}
