@@ -72,6 +72,9 @@ type repoState struct {
 	r repo.Repo
 	// manifests: the header of every complete backup seen (by ID).
 	manifests map[string]*backup.ManifestHeader
+	// bad: the manifests that could not be read (by ID), as they were
+	// listed: read again only once they change.
+	bad map[string]storage.ObjectInfo
 	// walKey is the key of the newest WAL segment seen ("" before the
 	// first listing of the WAL prefix).
 	walKey    string
@@ -86,7 +89,7 @@ func New(cluster string, repos []repo.Repo, log *slog.Logger) *Reader {
 	}
 	rd := &Reader{cluster: cluster, log: log}
 	for _, r := range repos {
-		rd.repos = append(rd.repos, &repoState{r: r, manifests: map[string]*backup.ManifestHeader{}})
+		rd.repos = append(rd.repos, &repoState{r: r, manifests: map[string]*backup.ManifestHeader{}, bad: map[string]storage.ObjectInfo{}})
 		rd.snaps = append(rd.snaps, Snapshot{Repository: r.Name})
 	}
 	return rd
@@ -155,11 +158,16 @@ func (rd *Reader) read(ctx context.Context, st *repoState, prev Snapshot) (Snaps
 		return snap, err
 	}
 	seen := make(map[string]bool, len(ids))
-	for _, id := range ids {
+	for _, b := range ids {
+		id := b.id
 		seen[id] = true
 		if st.manifests[id] != nil {
 			continue
 		}
+		if was, ok := st.bad[id]; ok && was.Size == b.info.Size && was.ModTime.Equal(b.info.ModTime) {
+			continue // unreadable, and unchanged since
+		}
+		delete(st.bad, id)
 		h, err := backup.LoadManifestHeader(ctx, st.r, rd.cluster, id)
 		switch {
 		case errors.Is(err, backup.ErrNoBackup):
@@ -169,7 +177,10 @@ func (rd *Reader) read(ctx context.Context, st *repoState, prev Snapshot) (Snaps
 				return snap, ctx.Err()
 			}
 			// A damaged manifest is not a backup; backup-list names it.
+			// It is not read again until it changes: a forged one can
+			// be made slow to decode.
 			rd.log.Debug("a backup's manifest cannot be read; not counted", "repo", st.r.Name, "backup", id, "err", err)
+			st.bad[id] = b.info
 		default:
 			st.manifests[id] = h
 		}
@@ -177,6 +188,11 @@ func (rd *Reader) read(ctx context.Context, st *repoState, prev Snapshot) (Snaps
 	for id := range st.manifests {
 		if !seen[id] {
 			delete(st.manifests, id)
+		}
+	}
+	for id := range st.bad {
+		if !seen[id] {
+			delete(st.bad, id)
 		}
 	}
 	snap.Tiers = keepTiers(tiers(st.manifests), prev.Tiers)
@@ -288,13 +304,19 @@ func keepTiers(now, before []Tier) []Tier {
 	return now
 }
 
+// listedBackup is a backup ID and its manifest as listed.
+type listedBackup struct {
+	id   string
+	info storage.ObjectInfo
+}
+
 // backupIDs lists the IDs of the backups whose manifest r holds, in
 // order. A store that lists directories (file: one directory read; S3: a
 // request per 1000 backups) gives the backups' IDs, and each manifest is
 // looked for (a HEAD on S3); another store is listed whole.
-func (rd *Reader) backupIDs(ctx context.Context, r repo.Repo) ([]string, error) {
+func (rd *Reader) backupIDs(ctx context.Context, r repo.Repo) ([]listedBackup, error) {
 	prefix := backup.Prefix(rd.cluster)
-	var ids []string
+	var ids []listedBackup
 	if dl, ok := r.Store.(storage.DirLister); ok {
 		dirs, err := dl.ListDirs(ctx, prefix)
 		if err != nil {
@@ -304,8 +326,8 @@ func (rd *Reader) backupIDs(ctx context.Context, r repo.Repo) ([]string, error) 
 			if !backup.ValidID(id) {
 				continue
 			}
-			if _, err := r.Store.Stat(ctx, backup.ManifestKey(rd.cluster, id)); err == nil {
-				ids = append(ids, id)
+			if oi, err := r.Store.Stat(ctx, backup.ManifestKey(rd.cluster, id)); err == nil {
+				ids = append(ids, listedBackup{id, oi})
 			} else if !errors.Is(err, storage.ErrNotFound) {
 				return nil, fmt.Errorf("repository %s: %w", r.Name, err)
 			}
@@ -314,7 +336,7 @@ func (rd *Reader) backupIDs(ctx context.Context, r repo.Repo) ([]string, error) 
 	}
 	err := r.Store.List(ctx, prefix, func(oi storage.ObjectInfo) error {
 		if id, ok := strings.CutSuffix(strings.TrimPrefix(oi.Key, prefix), "/backup.manifest"); ok && backup.ValidID(id) {
-			ids = append(ids, id)
+			ids = append(ids, listedBackup{id, oi})
 		}
 		return nil
 	})
