@@ -130,7 +130,9 @@ func (rd *Reader) ReadOnce(ctx context.Context) {
 		if err != nil {
 			rd.snaps[i].Failures++
 			rd.mu.Unlock()
-			if ctx.Err() == nil {
+			// Stopping is no failure to warn of; a round out of time
+			// (Run's deadline) is.
+			if !errors.Is(ctx.Err(), context.Canceled) {
 				rd.log.Warn("reading the repository for its metrics failed", "repo", st.r.Name, "err", err)
 			}
 			continue
