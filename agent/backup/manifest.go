@@ -295,7 +295,7 @@ func LoadManifestHeader(ctx context.Context, r repo.Repo, cluster, id string) (*
 	}
 	defer or.Close()
 	var m ManifestHeader
-	if err := json.NewDecoder(or).Decode(&m); err != nil {
+	if err := decodeHeader(or, &m); err != nil {
 		return nil, fmt.Errorf("repository %s: manifest %s: %w", r.Name, key, err)
 	}
 	// Read to io.EOF, so the plaintext matched the signed header.
@@ -422,4 +422,104 @@ func Resolve(ctx context.Context, r repo.Repo, cluster, id string) (string, erro
 		return "", fmt.Errorf("repository %s has no backup of cluster %s: %w", r.Name, cluster, ErrNoBackup)
 	}
 	return ms[len(ms)-1].ID, nil
+}
+
+// maxManifestToken bounds one JSON token (a string, a number) of a
+// manifest read by decodeHeader: the longest a manifest holds are paths,
+// checksums and the backup label, far below it.
+const maxManifestToken = 1 << 20
+
+// maxManifestDepth bounds the nesting of a manifest's JSON (a manifest
+// nests three deep).
+const maxManifestDepth = 32
+
+// headerFields are the JSON names of ManifestHeader's fields.
+var headerFields = map[string]bool{"format": true, "id": true, "type": true, "parent": true, "tier": true, "cluster": true,
+	"wal_segment_size": true, "start_time": true, "stop_time": true, "start_lsn": true, "stop_lsn": true, "timeline": true}
+
+// decodeHeader decodes the header fields of the manifest JSON object r
+// holds into m, token by token: memory stays bounded by the longest token
+// (maxManifestToken), whatever the size of the lists it skips. (Decoding
+// into m with a json.Decoder holds the whole object: an unsigned manifest
+// of a few KiB of zstd can decode to GiBs.)
+func decodeHeader(r io.Reader, m *ManifestHeader) error {
+	lr := &tokenLimitReader{r: r}
+	dec := json.NewDecoder(lr)
+	lr.dec = dec
+	tok, err := dec.Token()
+	if err != nil {
+		return err
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '{' {
+		return errors.New("not a JSON object")
+	}
+	fields := map[string]json.RawMessage{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		name, _ := tok.(string)
+		// encoding/json matches names without regard to case.
+		if lower := strings.ToLower(name); headerFields[lower] {
+			var v json.RawMessage
+			if err := dec.Decode(&v); err != nil {
+				return err
+			}
+			fields[lower] = v
+			continue
+		}
+		if err := skipJSONValue(dec); err != nil {
+			return err
+		}
+	}
+	if _, err := dec.Token(); err != nil { // the closing '}'
+		return err
+	}
+	b, err := json.Marshal(fields)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(b, m)
+}
+
+// skipJSONValue reads the next value from dec, token by token.
+func skipJSONValue(dec *json.Decoder) error {
+	depth := 0
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		if d, ok := tok.(json.Delim); ok {
+			switch d {
+			case '{', '[':
+				if depth++; depth > maxManifestDepth {
+					return fmt.Errorf("JSON nested more than %d deep", maxManifestDepth)
+				}
+			default:
+				depth--
+			}
+		}
+		if depth == 0 {
+			return nil
+		}
+	}
+}
+
+// tokenLimitReader refuses to read on when dec holds more than
+// maxManifestToken bytes it has not yet decoded: a token that long.
+type tokenLimitReader struct {
+	r    io.Reader
+	dec  *json.Decoder
+	read int64
+}
+
+func (l *tokenLimitReader) Read(p []byte) (int, error) {
+	if l.read-l.dec.InputOffset() > maxManifestToken {
+		return 0, fmt.Errorf("a JSON token longer than %d bytes", maxManifestToken)
+	}
+	n, err := l.r.Read(p)
+	l.read += int64(n)
+	return n, err
 }

@@ -8,8 +8,10 @@
 // Reading is incremental: a manifest is read once per backup (its header
 // is kept), and after the first round's listing of the WAL prefix a round
 // lists only the newest segment's WAL log and the next one, and looks for
-// a newer timeline: never the whole WAL archive. Backup IDs come from the
-// backups' directory in a file repository (one directory read and a
-// look for each manifest), and on S3 by skipping from one backup's keys
-// to the next: a backup's data objects are never listed.
+// newer timelines (skipped ones included): never the whole WAL archive,
+// unless the newest segment it remembers is gone. Backup IDs come from
+// listing the backups' directories (one directory read in a file
+// repository; on S3 a ListObjectsV2 with delimiter per 1000 backups) and a
+// look for each manifest (a HEAD on S3): a backup's data objects are never
+// listed.
 package repostat

@@ -14,6 +14,7 @@ import (
 	"github.com/pgdr/pgdr/agent/backup"
 	"github.com/pgdr/pgdr/pkg/repo"
 	"github.com/pgdr/pgdr/pkg/storage"
+	"github.com/pgdr/pgdr/pkg/tiername"
 	"github.com/pgdr/pgdr/pkg/wal"
 )
 
@@ -71,6 +72,9 @@ type repoState struct {
 	r repo.Repo
 	// manifests: the header of every complete backup seen (by ID).
 	manifests map[string]*backup.ManifestHeader
+	// bad: the manifests that could not be read (by ID), as they were
+	// listed: read again only once they change.
+	bad map[string]storage.ObjectInfo
 	// walKey is the key of the newest WAL segment seen ("" before the
 	// first listing of the WAL prefix).
 	walKey    string
@@ -85,7 +89,7 @@ func New(cluster string, repos []repo.Repo, log *slog.Logger) *Reader {
 	}
 	rd := &Reader{cluster: cluster, log: log}
 	for _, r := range repos {
-		rd.repos = append(rd.repos, &repoState{r: r, manifests: map[string]*backup.ManifestHeader{}})
+		rd.repos = append(rd.repos, &repoState{r: r, manifests: map[string]*backup.ManifestHeader{}, bad: map[string]storage.ObjectInfo{}})
 		rd.snaps = append(rd.snaps, Snapshot{Repository: r.Name})
 	}
 	return rd
@@ -126,7 +130,9 @@ func (rd *Reader) ReadOnce(ctx context.Context) {
 		if err != nil {
 			rd.snaps[i].Failures++
 			rd.mu.Unlock()
-			if ctx.Err() == nil {
+			// Stopping is no failure to warn of; a round out of time
+			// (Run's deadline) is.
+			if !errors.Is(ctx.Err(), context.Canceled) {
 				rd.log.Warn("reading the repository for its metrics failed", "repo", st.r.Name, "err", err)
 			}
 			continue
@@ -154,11 +160,16 @@ func (rd *Reader) read(ctx context.Context, st *repoState, prev Snapshot) (Snaps
 		return snap, err
 	}
 	seen := make(map[string]bool, len(ids))
-	for _, id := range ids {
+	for _, b := range ids {
+		id := b.id
 		seen[id] = true
 		if st.manifests[id] != nil {
 			continue
 		}
+		if was, ok := st.bad[id]; ok && was.Size == b.info.Size && was.ModTime.Equal(b.info.ModTime) {
+			continue // unreadable, and unchanged since
+		}
+		delete(st.bad, id)
 		h, err := backup.LoadManifestHeader(ctx, st.r, rd.cluster, id)
 		switch {
 		case errors.Is(err, backup.ErrNoBackup):
@@ -168,7 +179,10 @@ func (rd *Reader) read(ctx context.Context, st *repoState, prev Snapshot) (Snaps
 				return snap, ctx.Err()
 			}
 			// A damaged manifest is not a backup; backup-list names it.
+			// It is not read again until it changes: a forged one can
+			// be made slow to decode.
 			rd.log.Debug("a backup's manifest cannot be read; not counted", "repo", st.r.Name, "backup", id, "err", err)
+			st.bad[id] = b.info
 		default:
 			st.manifests[id] = h
 		}
@@ -176,6 +190,11 @@ func (rd *Reader) read(ctx context.Context, st *repoState, prev Snapshot) (Snaps
 	for id := range st.manifests {
 		if !seen[id] {
 			delete(st.manifests, id)
+		}
+	}
+	for id := range st.bad {
+		if !seen[id] {
+			delete(st.bad, id)
 		}
 	}
 	snap.Tiers = keepTiers(tiers(st.manifests), prev.Tiers)
@@ -195,11 +214,13 @@ func (rd *Reader) read(ctx context.Context, st *repoState, prev Snapshot) (Snaps
 }
 
 // segmentSize is the WAL segment size the backups record (the newest
-// one's), or PostgreSQL's default.
+// one's), or PostgreSQL's default. A size no server can have (a power of
+// two from 1 MiB to 1 GiB) is ignored.
 func segmentSize(ms map[string]*backup.ManifestHeader) uint64 {
 	var newest *backup.ManifestHeader
 	for _, m := range ms {
-		if m.SegmentSize > 0 && (newest == nil || m.StopTime.After(newest.StopTime)) {
+		sz := m.SegmentSize
+		if sz >= 1<<20 && sz <= 1<<30 && sz&(sz-1) == 0 && (newest == nil || m.StopTime.After(newest.StopTime)) {
 			newest = m
 		}
 	}
@@ -214,9 +235,16 @@ func segmentSize(ms map[string]*backup.ManifestHeader) uint64 {
 func tiers(ms map[string]*backup.ManifestHeader) []Tier {
 	byName := map[string]*Tier{}
 	for _, m := range ms {
+		// Tier and type become label values, and whoever can write to
+		// the repository can write a manifest: a tier that is not a
+		// tier name counts under other, a type other than the three
+		// gives no end time.
 		name := m.Tier
-		if name == "" {
+		switch {
+		case name == "":
 			name = ManualTier
+		case !tiername.Valid(name):
+			name = OtherTier
 		}
 		t := byName[name]
 		if t == nil {
@@ -224,8 +252,11 @@ func tiers(ms map[string]*backup.ManifestHeader) []Tier {
 			byName[name] = t
 		}
 		t.Backups++
-		if m.StopTime.After(t.Last[m.Type]) {
-			t.Last[m.Type] = m.StopTime
+		switch m.Type {
+		case backup.TypeFull, backup.TypeDiff, backup.TypeIncr:
+			if m.StopTime.After(t.Last[m.Type]) {
+				t.Last[m.Type] = m.StopTime
+			}
 		}
 	}
 	names := make([]string, 0, len(byName))
@@ -275,16 +306,19 @@ func keepTiers(now, before []Tier) []Tier {
 	return now
 }
 
-var errFound = errors.New("found")
+// listedBackup is a backup ID and its manifest as listed.
+type listedBackup struct {
+	id   string
+	info storage.ObjectInfo
+}
 
 // backupIDs lists the IDs of the backups whose manifest r holds, in
-// order. A file store reads the backups' directory and looks for each
-// manifest; a store that lists from a key skips from one backup's keys to
-// the next (a request per backup, whatever each holds); another is
-// listed whole.
-func (rd *Reader) backupIDs(ctx context.Context, r repo.Repo) ([]string, error) {
+// order. A store that lists directories (file: one directory read; S3: a
+// request per 1000 backups) gives the backups' IDs, and each manifest is
+// looked for (a HEAD on S3); another store is listed whole.
+func (rd *Reader) backupIDs(ctx context.Context, r repo.Repo) ([]listedBackup, error) {
 	prefix := backup.Prefix(rd.cluster)
-	var ids []string
+	var ids []listedBackup
 	if dl, ok := r.Store.(storage.DirLister); ok {
 		dirs, err := dl.ListDirs(ctx, prefix)
 		if err != nil {
@@ -294,128 +328,132 @@ func (rd *Reader) backupIDs(ctx context.Context, r repo.Repo) ([]string, error) 
 			if !backup.ValidID(id) {
 				continue
 			}
-			if _, err := r.Store.Stat(ctx, backup.ManifestKey(rd.cluster, id)); err == nil {
-				ids = append(ids, id)
+			if oi, err := r.Store.Stat(ctx, backup.ManifestKey(rd.cluster, id)); err == nil {
+				ids = append(ids, listedBackup{id, oi})
 			} else if !errors.Is(err, storage.ErrNotFound) {
 				return nil, fmt.Errorf("repository %s: %w", r.Name, err)
 			}
 		}
 		return ids, nil
 	}
-	rl, ok := r.Store.(storage.RangeLister)
-	if !ok {
-		err := r.Store.List(ctx, prefix, func(oi storage.ObjectInfo) error {
-			if id, ok := strings.CutSuffix(strings.TrimPrefix(oi.Key, prefix), "/backup.manifest"); ok && backup.ValidID(id) {
-				ids = append(ids, id)
-			}
-			return nil
-		})
-		if err != nil {
-			return nil, fmt.Errorf("listing backups in repository %s: %w", r.Name, err)
+	err := r.Store.List(ctx, prefix, func(oi storage.ObjectInfo) error {
+		if id, ok := strings.CutSuffix(strings.TrimPrefix(oi.Key, prefix), "/backup.manifest"); ok && backup.ValidID(id) {
+			ids = append(ids, listedBackup{id, oi})
 		}
-		return ids, nil
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing backups in repository %s: %w", r.Name, err)
 	}
-	after := ""
-	for range 100_000 { // bounded: one round per first key segment under the prefix
-		var first string
-		err := rl.ListRange(ctx, prefix, after, "", func(oi storage.ObjectInfo) error {
-			first = oi.Key
-			return errFound
-		})
-		if err != nil && !errors.Is(err, errFound) {
-			return nil, fmt.Errorf("listing backups in repository %s: %w", r.Name, err)
-		}
-		if first == "" {
-			return ids, nil
-		}
-		seg, _, _ := strings.Cut(strings.TrimPrefix(first, prefix), "/")
-		// '0' follows '/': every key of seg+"/" sorts before seg+"0".
-		after = prefix + seg + "0"
-		if !backup.ValidID(seg) {
-			continue
-		}
-		// A backup's manifest sorts before its data (pgdata/...): the
-		// first key tells whether it is there, unless another object
-		// sorts first.
-		mk := backup.ManifestKey(rd.cluster, seg)
-		switch {
-		case first == mk:
-			ids = append(ids, seg)
-		case first < mk:
-			if _, err := r.Store.Stat(ctx, mk); err == nil {
-				ids = append(ids, seg)
-			} else if !errors.Is(err, storage.ErrNotFound) {
-				return nil, fmt.Errorf("repository %s: %w", r.Name, err)
-			}
-		}
-	}
-	return nil, fmt.Errorf("listing backups in repository %s: too many keys under %s", r.Name, prefix)
+	return ids, nil
 }
 
 // newestWAL updates st's newest WAL segment: the first time by listing
-// the WAL prefix, then by listing the newest segment's log and the next
-// ones and the next timeline's keys.
+// the WAL prefix, then by looking for newer timelines' keys and listing
+// the newest segment's log and the next ones. When the newest segment it
+// remembers is no longer there, it lists the WAL prefix again.
 func (rd *Reader) newestWAL(ctx context.Context, st *repoState) error {
 	prefix := repo.WALPrefix(rd.cluster)
-	newest := func(p string) (bool, error) {
-		found := false
-		err := st.r.Store.List(ctx, p, func(oi storage.ObjectInfo) error {
-			name := oi.Key[strings.LastIndexByte(oi.Key, '/')+1:]
-			if oi.Key != repo.WALKey(rd.cluster, name) {
-				return nil
-			}
-			if n, err := wal.ParseName(name); err != nil || n.Kind != wal.KindSegment {
-				return nil
-			}
-			if oi.Key > st.walKey {
-				st.walKey, st.walStored, found = oi.Key, oi.ModTime, true
-			}
-			return nil
-		})
-		if err != nil {
-			return false, fmt.Errorf("listing WAL in repository %s: %w", st.r.Name, err)
+	seen := false // st.walKey was among the keys listed
+	consider := func(oi storage.ObjectInfo) error {
+		if oi.Key == st.walKey {
+			seen = true
 		}
-		return found, nil
+		name := oi.Key[strings.LastIndexByte(oi.Key, '/')+1:]
+		if oi.Key != repo.WALKey(rd.cluster, name) {
+			return nil
+		}
+		if n, err := wal.ParseName(name); err != nil || n.Kind != wal.KindSegment {
+			return nil
+		}
+		if oi.Key > st.walKey {
+			st.walKey, st.walStored = oi.Key, oi.ModTime
+		}
+		return nil
+	}
+	list := func(p string) error {
+		if err := st.r.Store.List(ctx, p, consider); err != nil {
+			return fmt.Errorf("listing WAL in repository %s: %w", st.r.Name, err)
+		}
+		return nil
 	}
 	if st.walKey == "" {
-		_, err := newest(prefix)
+		return list(prefix)
+	}
+	tli := func() (uint64, error) {
+		t, err := strconv.ParseUint(st.walKey[len(prefix):len(prefix)+8], 16, 32)
+		if err != nil {
+			return 0, fmt.Errorf("repository %s: WAL key %s: %w", st.r.Name, st.walKey, err)
+		}
+		return t, nil
+	}
+	cur, err := tli()
+	if err != nil {
 		return err
 	}
-	// The newest timeline first: a newer one's keys sort after every key
-	// of the older ones.
-	for range 16 {
-		tli := st.walKey[len(prefix) : len(prefix)+8]
-		t, err := strconv.ParseUint(tli, 16, 32)
+	// Newer timelines first: their keys sort after every key of the
+	// older ones. Timelines can be skipped (a promotion whose history
+	// file alone was archived, or nothing), so every newer one is looked
+	// at: by listing the timelines' directories (one directory read in a
+	// file store, one request on S3), elsewhere by probing the next few.
+	switch s := st.r.Store.(type) {
+	case storage.DirLister:
+		dirs, err := s.ListDirs(ctx, prefix)
 		if err != nil {
-			return fmt.Errorf("repository %s: WAL key %s: %w", st.r.Name, st.walKey, err)
+			return fmt.Errorf("listing WAL timelines in repository %s: %w", st.r.Name, err)
 		}
-		found, err := newest(prefix + fmt.Sprintf("%08X/", t+1))
-		if err != nil {
-			return err
+		for _, d := range dirs {
+			if t, err := strconv.ParseUint(d, 16, 32); err == nil && len(d) == 8 && t > cur {
+				if err := list(prefix + d + "/"); err != nil {
+					return err
+				}
+			}
 		}
-		if !found {
-			break
+	default:
+		for next, misses := cur+1, 0; misses < maxTimelineGap && next <= 0xFFFFFFFF; next++ {
+			before := st.walKey
+			if err := list(prefix + fmt.Sprintf("%08X/", next)); err != nil {
+				return err
+			}
+			if st.walKey == before {
+				misses++
+			} else {
+				misses = 0
+			}
 		}
 	}
 	// Then the newest segment's log and the logs after it, while they
 	// hold segments (each log is 4 GiB of WAL).
-	for range 64 {
+	for i := range 64 {
 		name := st.walKey[strings.LastIndexByte(st.walKey, '/')+1:]
 		log, err := strconv.ParseUint(name[8:16], 16, 32)
 		if err != nil {
 			return fmt.Errorf("repository %s: WAL key %s: %w", st.r.Name, st.walKey, err)
 		}
 		dir := prefix + name[:8] + "/"
-		if _, err := newest(dir + name[:16]); err != nil {
+		seen = false
+		if err := list(dir + name[:16]); err != nil {
 			return err
 		}
-		found, err := newest(dir + name[:8] + fmt.Sprintf("%08X", log+1))
-		if err != nil {
+		if i == 0 && !seen {
+			// Gone (deleted by hand, replaced, the repository emptied
+			// and archived into again): what the WAL prefix holds now.
+			rd.log.Info("the newest WAL segment seen in the repository is gone; listing its WAL again", "repo", st.r.Name, "key", st.walKey)
+			st.walKey, st.walStored = "", time.Time{}
+			return list(prefix)
+		}
+		before := st.walKey
+		if err := list(dir + name[:8] + fmt.Sprintf("%08X", log+1)); err != nil {
 			return err
 		}
-		if !found {
+		if st.walKey == before {
 			break
 		}
 	}
 	return nil
 }
+
+// maxTimelineGap is how many timelines in a row, after the newest one
+// seen, a store that lists neither directories nor from a key is probed
+// for.
+const maxTimelineGap = 4

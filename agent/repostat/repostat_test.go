@@ -100,8 +100,7 @@ func TestIncrementalWAL(t *testing.T) {
 // the manifest names none), with the newest end per type; past MaxTiers
 // tiers the rest are folded into other; an expired backup drops out; a
 // backup without a manifest (running) is not counted.
-// On S3 (versitygw) the backup IDs are found by skipping from one
-// backup's keys to the next.
+// On S3 (versitygw) the backup IDs are found by listing with a delimiter.
 func TestBackupsByTier(t *testing.T) {
 	t.Run("file", func(t *testing.T) {
 		fs, err := filestore.New(t.TempDir())
@@ -124,8 +123,8 @@ func TestBackupsByTier(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, ok := storage.ObjectStore(st).(storage.RangeLister); !ok {
-			t.Fatal("the S3 store does not list from a key")
+		if _, ok := storage.ObjectStore(st).(storage.DirLister); !ok {
+			t.Fatal("the S3 store does not list directories")
 		}
 		testBackupsByTier(t, st)
 	})

@@ -76,8 +76,9 @@ type BatchDeleter interface {
 	DeleteBatch(ctx context.Context, keys []string) error
 }
 
-// DirLister is implemented by stores that keep keys as a directory tree
-// (the file store). ListDirs returns, sorted, the names of the
+// DirLister is implemented by stores that can list the key segments
+// under a prefix (the file store: one directory read; S3: ListObjectsV2
+// with delimiter '/'). ListDirs returns, sorted, the names of the
 // directories directly under prefix (a key prefix ending in '/'), without
 // reading below them: the prefixes of the keys under prefix up to their
 // next '/'. A missing prefix has none.

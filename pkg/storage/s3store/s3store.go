@@ -337,6 +337,36 @@ func (s *Store) List(ctx context.Context, prefix string, fn func(storage.ObjectI
 	return s.ListRange(ctx, prefix, "", "", fn)
 }
 
+// ListDirs implements storage.DirLister: ListObjectsV2 with delimiter
+// '/' answers the key segments under prefix (1000 a request), not the keys
+// below them.
+func (s *Store) ListDirs(ctx context.Context, prefix string) ([]string, error) {
+	if err := storage.ValidatePrefix(prefix); err != nil || !strings.HasSuffix(prefix, "/") {
+		return nil, fmt.Errorf("%s: list directories of %q: not a prefix ending in '/' (%v)", s, prefix, err)
+	}
+	full := s.prefix + prefix
+	p := s3.NewListObjectsV2Paginator(s.client, &s3.ListObjectsV2Input{
+		Bucket:    aws.String(s.bucket),
+		Prefix:    aws.String(full),
+		Delimiter: aws.String("/"),
+	})
+	var out []string
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("list directories of %q (%s): %w", prefix, s.objectURL(prefix), err)
+		}
+		for _, cp := range page.CommonPrefixes {
+			name, ok := strings.CutPrefix(aws.ToString(cp.Prefix), full)
+			if name, ok2 := strings.CutSuffix(name, "/"); ok && ok2 && name != "" && !strings.Contains(name, "/") {
+				out = append(out, name)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
 // ListRange implements storage.RangeLister: StartAfter is after, and the
 // listing stops at the first key past upTo.
 func (s *Store) ListRange(ctx context.Context, prefix, after, upTo string, fn func(storage.ObjectInfo) error) error {
