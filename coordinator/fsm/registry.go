@@ -73,5 +73,7 @@ func newRegistry() registry {
 		typed(func() *pgdrv1.RecordBackupRun { return &pgdrv1.RecordBackupRun{} }, applyRecordBackupRun))
 	r.register(pgdrv1.CommandType_COMMAND_TYPE_RECORD_DRILL_RUN,
 		typed(func() *pgdrv1.RecordDrillRun { return &pgdrv1.RecordDrillRun{} }, applyRecordDrillRun))
+	r.register(pgdrv1.CommandType_COMMAND_TYPE_START_TOTALS,
+		typed(func() *pgdrv1.StartTotals { return &pgdrv1.StartTotals{} }, applyStartTotals))
 	return r
 }

@@ -29,6 +29,7 @@ func totals(h *harness) *pgdrv1.ClusterTotals {
 func TestTotalsCountPrimaryChangesAndBackupRuns(t *testing.T) {
 	h := newHarness(t, Options{HistoryLimit: 5})
 	baseline(h)
+	h.applyStartTotals()
 	for _, ev := range []*pgdrv1.RecordEvent{
 		resultEvent("failover-result", "done: pg-a2 is primary at epoch 2", 2),
 		resultEvent("failover-result", "done: pg-a2 is primary at epoch 2", 2), // a resuming leader
@@ -107,6 +108,7 @@ func TestTotalsCountPrimaryChangesAndBackupRuns(t *testing.T) {
 func TestTierTotalsBounded(t *testing.T) {
 	h := newHarness(t, Options{})
 	baseline(h)
+	h.applyStartTotals()
 	for i := 0; i < MaxTierTotals+3; i++ {
 		id := fmt.Sprintf("r%d", i)
 		h.mustApply(tBackupRun, intent(id, fmt.Sprintf("manual%d", i), "full", "pg-a2"))

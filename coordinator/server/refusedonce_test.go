@@ -7,6 +7,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/pgdr/pgdr/coordinator/failover"
+	"github.com/pgdr/pgdr/pkg/testutil"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
 
@@ -50,4 +51,16 @@ func TestMinIntervalRefusalRecordedOnce(t *testing.T) {
 	if v, _ := series(gather(t, s), "pgdr_coordinator_failovers_refused_total", "reason", failover.RefusedMinInterval); v != 1 {
 		t.Errorf("pgdr_coordinator_failovers_refused_total{reason=min_interval} = %v, want 1", v)
 	}
+}
+
+// TestLeaderStartsTotals: a leader whose voters all know StartTotals
+// (here: itself alone) proposes it, and the totals are counted from then.
+func TestLeaderStartsTotals(t *testing.T) {
+	s := testServer(t, Options{})
+	startInmemRaft(t, s)
+	testutil.WaitFor(t, 10*time.Second, "the totals are started", func() (bool, error) {
+		var since uint64
+		s.fsm.Read(func(st *pgdrv1.State) { since = st.GetTotalsSinceIndex() })
+		return since != 0, nil
+	})
 }

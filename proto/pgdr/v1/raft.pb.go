@@ -45,6 +45,9 @@ const (
 	CommandType_COMMAND_TYPE_RECORD_BACKUP_RUN CommandType = 21
 	// RecordDrillRun (drill.proto); proposed with ignore_if_unknown.
 	CommandType_COMMAND_TYPE_RECORD_DRILL_RUN CommandType = 22
+	// StartTotals: the cluster totals (totals.proto) are counted from this
+	// command on; proposed with ignore_if_unknown once every voter knows it.
+	CommandType_COMMAND_TYPE_START_TOTALS CommandType = 23
 )
 
 // Enum value maps for CommandType.
@@ -64,6 +67,7 @@ var (
 		20: "COMMAND_TYPE_SET_BACKUP_POLICY",
 		21: "COMMAND_TYPE_RECORD_BACKUP_RUN",
 		22: "COMMAND_TYPE_RECORD_DRILL_RUN",
+		23: "COMMAND_TYPE_START_TOTALS",
 	}
 	CommandType_value = map[string]int32{
 		"COMMAND_TYPE_UNSPECIFIED":        0,
@@ -80,6 +84,7 @@ var (
 		"COMMAND_TYPE_SET_BACKUP_POLICY":  20,
 		"COMMAND_TYPE_RECORD_BACKUP_RUN":  21,
 		"COMMAND_TYPE_RECORD_DRILL_RUN":   22,
+		"COMMAND_TYPE_START_TOTALS":       23,
 	}
 )
 
@@ -969,6 +974,45 @@ func (x *RecordPrimaryLSN) GetLsn() uint64 {
 	return 0
 }
 
+// StartTotals starts counting the clusters' totals (State.totals_since_index):
+// every coordinator applies the same log from it, whatever snapshot it
+// restored, so every node counts the same commands.
+type StartTotals struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartTotals) Reset() {
+	*x = StartTotals{}
+	mi := &file_pgdr_v1_raft_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartTotals) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartTotals) ProtoMessage() {}
+
+func (x *StartTotals) ProtoReflect() protoreflect.Message {
+	mi := &file_pgdr_v1_raft_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartTotals.ProtoReflect.Descriptor instead.
+func (*StartTotals) Descriptor() ([]byte, []int) {
+	return file_pgdr_v1_raft_proto_rawDescGZIP(), []int{12}
+}
+
 var File_pgdr_v1_raft_proto protoreflect.FileDescriptor
 
 const file_pgdr_v1_raft_proto_rawDesc = "" +
@@ -1025,7 +1069,8 @@ const file_pgdr_v1_raft_proto_rawDesc = "" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x18\n" +
 	"\aprimary\x18\x02 \x01(\tR\aprimary\x12\x14\n" +
 	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12\x10\n" +
-	"\x03lsn\x18\x04 \x01(\x04R\x03lsn*\xe2\x03\n" +
+	"\x03lsn\x18\x04 \x01(\x04R\x03lsn\"\r\n" +
+	"\vStartTotals*\x81\x04\n" +
 	"\vCommandType\x12\x1c\n" +
 	"\x18COMMAND_TYPE_UNSPECIFIED\x10\x00\x12 \n" +
 	"\x1cCOMMAND_TYPE_REGISTER_MEMBER\x10\x01\x12\x1e\n" +
@@ -1041,7 +1086,8 @@ const file_pgdr_v1_raft_proto_rawDesc = "" +
 	"\x12\"\n" +
 	"\x1eCOMMAND_TYPE_SET_BACKUP_POLICY\x10\x14\x12\"\n" +
 	"\x1eCOMMAND_TYPE_RECORD_BACKUP_RUN\x10\x15\x12!\n" +
-	"\x1dCOMMAND_TYPE_RECORD_DRILL_RUN\x10\x16*\xb1\x01\n" +
+	"\x1dCOMMAND_TYPE_RECORD_DRILL_RUN\x10\x16\x12\x1d\n" +
+	"\x19COMMAND_TYPE_START_TOTALS\x10\x17*\xb1\x01\n" +
 	"\vPromoteMark\x12\x1c\n" +
 	"\x18PROMOTE_MARK_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14PROMOTE_MARK_ORDERED\x10\x01\x12\x1a\n" +
@@ -1063,7 +1109,7 @@ func file_pgdr_v1_raft_proto_rawDescGZIP() []byte {
 }
 
 var file_pgdr_v1_raft_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_pgdr_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_pgdr_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_pgdr_v1_raft_proto_goTypes = []any{
 	(CommandType)(0),              // 0: pgdr.v1.CommandType
 	(PromoteMark)(0),              // 1: pgdr.v1.PromoteMark
@@ -1079,21 +1125,22 @@ var file_pgdr_v1_raft_proto_goTypes = []any{
 	(*RecordEvent)(nil),           // 11: pgdr.v1.RecordEvent
 	(*SetSyncStandbys)(nil),       // 12: pgdr.v1.SetSyncStandbys
 	(*RecordPrimaryLSN)(nil),      // 13: pgdr.v1.RecordPrimaryLSN
-	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
-	(*Member)(nil),                // 15: pgdr.v1.Member
-	(*Policy)(nil),                // 16: pgdr.v1.Policy
-	(*Coordinator)(nil),           // 17: pgdr.v1.Coordinator
-	(*HistoryEvent)(nil),          // 18: pgdr.v1.HistoryEvent
+	(*StartTotals)(nil),           // 14: pgdr.v1.StartTotals
+	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
+	(*Member)(nil),                // 16: pgdr.v1.Member
+	(*Policy)(nil),                // 17: pgdr.v1.Policy
+	(*Coordinator)(nil),           // 18: pgdr.v1.Coordinator
+	(*HistoryEvent)(nil),          // 19: pgdr.v1.HistoryEvent
 }
 var file_pgdr_v1_raft_proto_depIdxs = []int32{
 	0,  // 0: pgdr.v1.Command.type:type_name -> pgdr.v1.CommandType
-	14, // 1: pgdr.v1.Command.time:type_name -> google.protobuf.Timestamp
-	15, // 2: pgdr.v1.RegisterMember.member:type_name -> pgdr.v1.Member
-	16, // 3: pgdr.v1.SetPolicy.policy:type_name -> pgdr.v1.Policy
-	17, // 4: pgdr.v1.UpsertCoordinator.coordinator:type_name -> pgdr.v1.Coordinator
-	18, // 5: pgdr.v1.RecordEvent.event:type_name -> pgdr.v1.HistoryEvent
+	15, // 1: pgdr.v1.Command.time:type_name -> google.protobuf.Timestamp
+	16, // 2: pgdr.v1.RegisterMember.member:type_name -> pgdr.v1.Member
+	17, // 3: pgdr.v1.SetPolicy.policy:type_name -> pgdr.v1.Policy
+	18, // 4: pgdr.v1.UpsertCoordinator.coordinator:type_name -> pgdr.v1.Coordinator
+	19, // 5: pgdr.v1.RecordEvent.event:type_name -> pgdr.v1.HistoryEvent
 	1,  // 6: pgdr.v1.RecordEvent.promote:type_name -> pgdr.v1.PromoteMark
-	14, // 7: pgdr.v1.RecordEvent.settle_by:type_name -> google.protobuf.Timestamp
+	15, // 7: pgdr.v1.RecordEvent.settle_by:type_name -> google.protobuf.Timestamp
 	8,  // [8:8] is the sub-list for method output_type
 	8,  // [8:8] is the sub-list for method input_type
 	8,  // [8:8] is the sub-list for extension type_name
@@ -1113,7 +1160,7 @@ func file_pgdr_v1_raft_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pgdr_v1_raft_proto_rawDesc), len(file_pgdr_v1_raft_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   12,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

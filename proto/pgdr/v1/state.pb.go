@@ -835,9 +835,14 @@ type State struct {
 	// next_seq is the seq the next history event gets.
 	NextSeq uint64 `protobuf:"varint,4,opt,name=next_seq,json=nextSeq,proto3" json:"next_seq,omitempty"`
 	// last_index is the Raft index of the last applied command.
-	LastIndex     uint64 `protobuf:"varint,5,opt,name=last_index,json=lastIndex,proto3" json:"last_index,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	LastIndex uint64 `protobuf:"varint,5,opt,name=last_index,json=lastIndex,proto3" json:"last_index,omitempty"`
+	// totals_since_index: the Raft index of the StartTotals command from
+	// which the clusters' totals are counted; 0 while they are not (a
+	// snapshot of an older coordinator, taken at its own index, holds none:
+	// counting from whatever each node restored would differ by node).
+	TotalsSinceIndex uint64 `protobuf:"varint,6,opt,name=totals_since_index,json=totalsSinceIndex,proto3" json:"totals_since_index,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *State) Reset() {
@@ -901,6 +906,13 @@ func (x *State) GetNextSeq() uint64 {
 func (x *State) GetLastIndex() uint64 {
 	if x != nil {
 		return x.LastIndex
+	}
+	return 0
+}
+
+func (x *State) GetTotalsSinceIndex() uint64 {
+	if x != nil {
+		return x.TotalsSinceIndex
 	}
 	return 0
 }
@@ -995,14 +1007,15 @@ const file_pgdr_v1_state_proto_rawDesc = "" +
 	" \x03(\v2\".pgdr.v1.HistoryEvent.DetailsEntryR\adetails\x1a:\n" +
 	"\fDetailsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x98\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc6\x03\n" +
 	"\x05State\x128\n" +
 	"\bclusters\x18\x01 \x03(\v2\x1c.pgdr.v1.State.ClustersEntryR\bclusters\x12D\n" +
 	"\fcoordinators\x18\x02 \x03(\v2 .pgdr.v1.State.CoordinatorsEntryR\fcoordinators\x12/\n" +
 	"\ahistory\x18\x03 \x03(\v2\x15.pgdr.v1.HistoryEventR\ahistory\x12\x19\n" +
 	"\bnext_seq\x18\x04 \x01(\x04R\anextSeq\x12\x1d\n" +
 	"\n" +
-	"last_index\x18\x05 \x01(\x04R\tlastIndex\x1aM\n" +
+	"last_index\x18\x05 \x01(\x04R\tlastIndex\x12,\n" +
+	"\x12totals_since_index\x18\x06 \x01(\x04R\x10totalsSinceIndex\x1aM\n" +
 	"\rClustersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12&\n" +
 	"\x05value\x18\x02 \x01(\v2\x10.pgdr.v1.ClusterR\x05value:\x028\x01\x1aU\n" +
