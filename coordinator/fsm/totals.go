@@ -49,7 +49,8 @@ func totalsOf(cl *pgdrv1.Cluster) *pgdrv1.ClusterTotals {
 
 // countPrimaryChange counts ev, just recorded, when it is the "done"
 // result of a failover or switchover of a newer epoch than the newest
-// counted (a resuming leader may record a result again).
+// counted (a resuming leader may record a result again), and not newer
+// than the cluster's.
 func countPrimaryChange(st *pgdrv1.State, ev *pgdrv1.HistoryEvent) {
 	if !counting(st) {
 		return
@@ -62,10 +63,12 @@ func countPrimaryChange(st *pgdrv1.State, ev *pgdrv1.HistoryEvent) {
 	if cl == nil || !strings.HasPrefix(ev.GetMessage(), "done") {
 		return
 	}
-	t := totalsOf(cl)
-	if ev.GetEpoch() <= t.GetCountedEpoch() {
+	// Counted once per epoch, and only at an epoch the cluster reached: a
+	// result beyond it would also stop the counting of every later one.
+	if ev.GetEpoch() > cl.GetEpoch() || ev.GetEpoch() <= cl.GetTotals().GetCountedEpoch() {
 		return
 	}
+	t := totalsOf(cl)
 	t.CountedEpoch = ev.GetEpoch()
 	if kind == resultSwitchover {
 		t.Switchovers++

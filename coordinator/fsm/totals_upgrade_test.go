@@ -19,12 +19,14 @@ import (
 func TestTotalsSameOnEveryNodeAcrossUpgrade(t *testing.T) {
 	before := func(h *harness) {
 		baseline(h)
+		toEpoch(h, 2)
 		h.mustApply(tRecordEvnt, resultEvent("failover-result", "done: pg-a2 is primary at epoch 2", 2))
 		h.mustApply(tBackupRun, intent("r1", "daily", "full", "pg-a2"))
 		h.mustApply(tBackupRun, result("r1", RunOK, ""))
 	}
 	after := func(h *harness) {
 		h.applyStartTotals()
+		toEpoch(h, 3)
 		h.mustApply(tRecordEvnt, resultEvent("switchover-result", "done: pg-a1 is primary at epoch 3", 3))
 		h.mustApply(tBackupRun, intent("r2", "daily", "full", "pg-a2"))
 		h.mustApply(tBackupRun, result("r2", RunFailed, ""))
@@ -81,3 +83,18 @@ func (h *harness) applyStartTotals() {
 
 // stripNewState drops what an older binary's snapshot lacks.
 func stripNewState(st *pgdrv1.State) { st.TotalsSinceIndex = 0 }
+
+// TestTotalsIgnoreFutureEpoch: a "done" result at an epoch the cluster has
+// not reached (a malformed or forged RecordEvent) is not counted and does
+// not stop the counting of the real changes that follow.
+func TestTotalsIgnoreFutureEpoch(t *testing.T) {
+	h := newHarness(t, Options{})
+	baseline(h)
+	h.applyStartTotals()
+	c, _ := h.f.Cluster("main")
+	h.mustApply(tRecordEvnt, resultEvent("failover-result", "done: forged", c.GetEpoch()+1000))
+	h.mustApply(tRecordEvnt, resultEvent("switchover-result", "done: pg-a1 is primary", c.GetEpoch()))
+	if got := totals(h); got.GetFailovers() != 0 || got.GetSwitchovers() != 1 || got.GetCountedEpoch() != c.GetEpoch() {
+		t.Fatalf("totals %v, want the switchover at epoch %d counted and nothing else", got, c.GetEpoch())
+	}
+}
