@@ -74,10 +74,13 @@ type statusUI struct {
 // new one (builds wait for each other, then share the result). The build
 // does not end with the request that started it (the others wait for it);
 // statusPage bounds it.
-func (u *statusUI) pageData(ctx context.Context, now time.Time) statusPageData {
+func (u *statusUI) pageData(ctx context.Context) statusPageData {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if !u.lastAt.IsZero() && now.Sub(u.lastAt) < uiPageReuse && !now.Before(u.lastAt) {
+	// The time is read once the lock is held: a request that waited for
+	// a build takes it.
+	now := time.Now()
+	if !u.lastAt.IsZero() && now.Sub(u.lastAt) < uiPageReuse {
 		return u.last
 	}
 	u.builds.Add(1)
@@ -300,7 +303,7 @@ func (u *statusUI) page(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_, viaCookie := r.Cookie(uiCookie)
-	data := u.pageData(r.Context(), time.Now()) // a copy: the fields below are this viewer's
+	data := u.pageData(r.Context()) // a copy: the fields below are this viewer's
 	data.Refresh = int(u.refresh / time.Second)
 	data.Viewer = id.Name + " (" + id.Role + ")"
 	data.Logout = viaCookie == nil && !id.ViaCert && r.Header.Get("Authorization") == ""
