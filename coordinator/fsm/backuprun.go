@@ -116,7 +116,7 @@ func applyRecordBackupRun(st *pgdrv1.State, c *pgdrv1.Command, p *pgdrv1.RecordB
 		run.Result, run.Error = r.GetResult(), clip(r.GetError(), MaxBackupRunText)
 		run.SizeBytes, run.StoredBytes, run.BackupId = r.GetSizeBytes(), r.GetStoredBytes(), clip(r.GetBackupId(), 256)
 		run.FinishedAt = cmdTime(c)
-		countBackupRun(cl, run)
+		countBackupRun(st, cl, run)
 		return nil
 	}
 	return fmt.Errorf("record backup run in cluster %q: no phase", cl.GetName())

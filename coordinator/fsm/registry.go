@@ -75,5 +75,7 @@ func newRegistry() registry {
 		typed(func() *pgdrv1.RecordDrillRun { return &pgdrv1.RecordDrillRun{} }, applyRecordDrillRun))
 	r.register(pgdrv1.CommandType_COMMAND_TYPE_RECORD_WRITE_SECONDS,
 		typed(func() *pgdrv1.RecordWriteSeconds { return &pgdrv1.RecordWriteSeconds{} }, applyRecordWriteSeconds))
+	r.register(pgdrv1.CommandType_COMMAND_TYPE_START_TOTALS,
+		typed(func() *pgdrv1.StartTotals { return &pgdrv1.StartTotals{} }, applyStartTotals))
 	return r
 }

@@ -21,6 +21,25 @@ const (
 	resultSwitchover     = "switchover-result"
 )
 
+// applyStartTotals starts counting the totals at index (once): every
+// node applies the log from this command on, whatever snapshot it
+// restored, so that every node counts the same commands. Totals held
+// before (an earlier build counted from its own snapshot's index) are
+// dropped, the same on every node.
+func applyStartTotals(st *pgdrv1.State, _ *pgdrv1.Command, _ *pgdrv1.StartTotals, index uint64) error {
+	if st.GetTotalsSinceIndex() != 0 {
+		return nil
+	}
+	st.TotalsSinceIndex = index
+	for _, cl := range st.GetClusters() {
+		cl.Totals = nil
+	}
+	return nil
+}
+
+// counting reports whether the totals are counted (StartTotals applied).
+func counting(st *pgdrv1.State) bool { return st.GetTotalsSinceIndex() != 0 }
+
 func totalsOf(cl *pgdrv1.Cluster) *pgdrv1.ClusterTotals {
 	if cl.Totals == nil {
 		cl.Totals = &pgdrv1.ClusterTotals{}
@@ -30,8 +49,12 @@ func totalsOf(cl *pgdrv1.Cluster) *pgdrv1.ClusterTotals {
 
 // countPrimaryChange counts ev, just recorded, when it is the "done"
 // result of a failover or switchover of a newer epoch than the newest
-// counted (a resuming leader may record a result again).
+// counted (a resuming leader may record a result again), and not newer
+// than the cluster's.
 func countPrimaryChange(st *pgdrv1.State, ev *pgdrv1.HistoryEvent) {
+	if !counting(st) {
+		return
+	}
 	kind := ev.GetKind()
 	if kind != resultFailover && kind != resultManualFailover && kind != resultSwitchover {
 		return
@@ -40,10 +63,12 @@ func countPrimaryChange(st *pgdrv1.State, ev *pgdrv1.HistoryEvent) {
 	if cl == nil || !strings.HasPrefix(ev.GetMessage(), "done") {
 		return
 	}
-	t := totalsOf(cl)
-	if ev.GetEpoch() <= t.GetCountedEpoch() {
+	// Counted once per epoch, and only at an epoch the cluster reached: a
+	// result beyond it would also stop the counting of every later one.
+	if ev.GetEpoch() > cl.GetEpoch() || ev.GetEpoch() <= cl.GetTotals().GetCountedEpoch() {
 		return
 	}
+	t := totalsOf(cl)
 	t.CountedEpoch = ev.GetEpoch()
 	if kind == resultSwitchover {
 		t.Switchovers++
@@ -53,8 +78,11 @@ func countPrimaryChange(st *pgdrv1.State, ev *pgdrv1.HistoryEvent) {
 }
 
 // countBackupRun counts run, whose result was just recorded, in its
-// tier's totals.
-func countBackupRun(cl *pgdrv1.Cluster, run *pgdrv1.BackupRun) {
+// tier's totals (once StartTotals was applied).
+func countBackupRun(st *pgdrv1.State, cl *pgdrv1.Cluster, run *pgdrv1.BackupRun) {
+	if !counting(st) {
+		return
+	}
 	t := totalsOf(cl)
 	var tt *pgdrv1.BackupTierTotals
 	for _, x := range t.BackupTiers {

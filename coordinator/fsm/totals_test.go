@@ -16,6 +16,23 @@ func resultEvent(kind, msg string, epoch uint64) *pgdrv1.RecordEvent {
 	return &pgdrv1.RecordEvent{Event: &pgdrv1.HistoryEvent{Cluster: "main", Kind: kind, Node: "pg-a2", Epoch: epoch, Message: msg}}
 }
 
+// toEpoch moves cluster main's primary until its epoch is at least epoch
+// (the leader records a change's result once the new primary is).
+func toEpoch(h *harness, epoch uint64) {
+	h.t.Helper()
+	for {
+		c, _ := h.f.Cluster("main")
+		if c.GetEpoch() >= epoch {
+			return
+		}
+		next := "pg-a2"
+		if c.GetPrimary() == next {
+			next = "pg-a1"
+		}
+		h.mustApply(tPrimary, &pgdrv1.SetPrimary{Cluster: "main", Name: next, ExpectedEpoch: c.GetEpoch()})
+	}
+}
+
 func totals(h *harness) *pgdrv1.ClusterTotals {
 	c, _ := h.f.Cluster("main")
 	return c.GetTotals()
@@ -29,6 +46,7 @@ func totals(h *harness) *pgdrv1.ClusterTotals {
 func TestTotalsCountPrimaryChangesAndBackupRuns(t *testing.T) {
 	h := newHarness(t, Options{HistoryLimit: 5})
 	baseline(h)
+	h.applyStartTotals()
 	for _, ev := range []*pgdrv1.RecordEvent{
 		resultEvent("failover-result", "done: pg-a2 is primary at epoch 2", 2),
 		resultEvent("failover-result", "done: pg-a2 is primary at epoch 2", 2), // a resuming leader
@@ -38,6 +56,7 @@ func TestTotalsCountPrimaryChangesAndBackupRuns(t *testing.T) {
 		resultEvent("manual-failover-result", "done: pg-a2 is primary at epoch 4", 4),
 		resultEvent("switchover-result", "done: stale", 1),
 	} {
+		toEpoch(h, ev.GetEvent().GetEpoch())
 		h.mustApply(tRecordEvnt, ev)
 	}
 	h.mustApply(tBackupRun, intent("r1", "daily", "full", "pg-a2"))
@@ -96,6 +115,7 @@ func TestTotalsCountPrimaryChangesAndBackupRuns(t *testing.T) {
 	h2 := &harness{t: t, f: fresh, index: h.index}
 	check(h2, "restored", 2, 1, 1)
 	h2.mustApply(tBackupRun, result("r5", RunOK, ""))
+	toEpoch(h2, 5)
 	h2.mustApply(tRecordEvnt, resultEvent("switchover-result", "done: pg-a1 is primary at epoch 5", 5))
 	if got := totals(h2); got.GetSwitchovers() != 2 || got.GetBackupTiers()[1].GetOk() != 1 {
 		t.Fatalf("after restore: %v", got)
@@ -107,6 +127,7 @@ func TestTotalsCountPrimaryChangesAndBackupRuns(t *testing.T) {
 func TestTierTotalsBounded(t *testing.T) {
 	h := newHarness(t, Options{})
 	baseline(h)
+	h.applyStartTotals()
 	for i := 0; i < MaxTierTotals+3; i++ {
 		id := fmt.Sprintf("r%d", i)
 		h.mustApply(tBackupRun, intent(id, fmt.Sprintf("manual%d", i), "full", "pg-a2"))

@@ -77,7 +77,8 @@ func membersOf(cs *pgdrv1.ClusterStatus, stream func(memberKey) bool) []schedule
 // gossip metadata: 1 knows RecordBackupRun with its cancel step, the
 // not_started result, the type taken and the expiry outcome; 2 also
 // RecordDrillRun (restore drills run only at drillFeatureLevel); 3 also
-// RecordWriteSeconds (recorded only at sloFeatureLevel). The backup
+// RecordWriteSeconds (recorded only at sloFeatureLevel) and StartTotals
+// (the totals are counted from it, totalsFeatureLevel). The backup
 // scheduler runs only when every voter advertises at least
 // schedFeatureLevel: its records are proposed ignore_if_unknown, and an
 // older voter that skipped them would diverge.

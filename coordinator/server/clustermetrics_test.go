@@ -189,6 +189,7 @@ func recordEv(t *testing.T, s *Server, kind, node string, epoch uint64, msg stri
 // two ended backup runs and a passed drill.
 func metricsCluster(t *testing.T, s *Server) {
 	t.Helper()
+	mustPropose(t, s, pgdrv1.CommandType_COMMAND_TYPE_START_TOTALS, &pgdrv1.StartTotals{}) // what the leader loop proposes once every voter knows it
 	for _, n := range []string{"pg-a1", "pg-a2", "pg-a3"} {
 		mustPropose(t, s, pgdrv1.CommandType_COMMAND_TYPE_REGISTER_MEMBER, &pgdrv1.RegisterMember{Member: &pgdrv1.Member{
 			Name: n, Cluster: "main", Region: "r1", Dsn: "host=" + n, ApiUrl: "http://" + n + ":8008"}})

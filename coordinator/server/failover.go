@@ -145,7 +145,8 @@ func (s *Server) failoverTick(ctx context.Context) {
 				InRecovery: sm.report.InRecovery, Fenced: sm.report.Fenced}
 		}
 		s.comp.notePrimary(name, c.Epoch, failover.PrimaryHealthy(pm), now) // a failover's detection time
-		d := failover.Decide(s.failoverInput(c, samples, now))
+		in := s.failoverInput(c, samples, now)
+		d := failover.Decide(in)
 		s.judge.mu.Lock()
 		s.judge.reason[name] = d.Reason
 		lastRefusal := s.judge.refused[name]
@@ -168,9 +169,9 @@ func (s *Server) failoverTick(ctx context.Context) {
 		case failover.ActionNone:
 			// A primary that is down but cannot be replaced is recorded once
 			// per distinct reason, so that history says why nothing happened.
-			if !failover.PrimaryHealthy(pm) && d.Reason != lastRefusal {
+			if key := refusalKey(in, d); !failover.PrimaryHealthy(pm) && key != lastRefusal {
 				s.judge.mu.Lock()
-				s.judge.refused[name] = d.Reason
+				s.judge.refused[name] = key
 				s.judge.mu.Unlock()
 				s.recordEvent(ctx, name, kindFailoverRefused, c.Primary, c.Epoch, d.Reason, rejectedDetails(d))
 				s.metrics.failoverRefused(d.Refused)
@@ -181,6 +182,17 @@ func (s *Server) failoverTick(ctx context.Context) {
 			s.followTick(ctx, c, samples, now)
 		}
 	}
+}
+
+// refusalKey is what tells one refusal from the next: its reason, but
+// for min_interval (whose reason counts the time since the last failover
+// and until the next, new at every tick) the last failover's time and the
+// primary's problem, so that it is recorded and counted once.
+func refusalKey(in failover.Input, d failover.Decision) string {
+	if d.Refused == failover.RefusedMinInterval {
+		return fmt.Sprintf("%s since %s: %s", d.Refused, in.LastFailoverAt.UTC().Format(time.RFC3339Nano), failover.PrimaryProblem(in.Members[in.Primary]))
+	}
+	return d.Reason
 }
 
 func rejectedDetails(d failover.Decision) map[string]string {

@@ -20,7 +20,8 @@ import (
 // drills and 200 history events, and after startInmemRaft a fresh report
 // of every member.
 func scrapeFleet(b testing.TB, s *Server, clusters, members int) {
-	st := &pgdrv1.State{Clusters: map[string]*pgdrv1.Cluster{}, Coordinators: map[string]*pgdrv1.Coordinator{}, NextSeq: 1}
+	st := &pgdrv1.State{Clusters: map[string]*pgdrv1.Cluster{}, Coordinators: map[string]*pgdrv1.Coordinator{}, NextSeq: 1,
+		TotalsSinceIndex: 1} // counting the totals (StartTotals applied)
 	now := time.Now()
 	for c := 0; c < clusters; c++ {
 		name := fmt.Sprintf("c%02d", c)
@@ -117,4 +118,30 @@ func cpuTime(b *testing.B) time.Duration {
 		b.Fatal(err)
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkStatusPage: one status page built on the leader (Status, the
+// backups per tier and the newest history) for the same fleet.
+//
+//	go test ./coordinator/server -run '^$' -bench StatusPage -benchtime 20x
+func BenchmarkStatusPage(b *testing.B) {
+	const clusters, members = 50, 100
+	s := testServer(b, Options{})
+	s.cfg.Health.StaleAfter.Duration = time.Hour
+	scrapeFleet(b, s, clusters, members)
+	startInmemRaft(b, s)
+	reportFleet(s, clusters, members)
+	for !s.caughtUpLeader() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	s.complianceTick(b.Context())
+	b.ResetTimer()
+	start, cpu := time.Now(), cpuTime(b)
+	for i := 0; i < b.N; i++ {
+		if d := s.statusPage(b.Context(), time.Now()); d.Unavailable != "" || len(d.Regions) == 0 {
+			b.Fatalf("page: %+v", d.Unavailable)
+		}
+	}
+	b.ReportMetric(float64(cpuTime(b)-cpu)/float64(b.N)/1e6, "cpu-ms/page")
+	_ = start
 }

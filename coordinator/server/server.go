@@ -125,6 +125,10 @@ type Server struct {
 
 	// raftStarted: when Raft started (pgdr_coordinator_raft_last_contact_seconds).
 	raftStarted time.Time
+
+	// totalsTried: when the leader last tried to start the totals (totals.go).
+	totalsMu    sync.Mutex
+	totalsTried time.Time
 }
 
 // New checks the configuration's files and builds a server; Run starts it.
@@ -516,6 +520,7 @@ func (s *Server) leaderLoop(ctx context.Context) {
 			return
 		case <-t.C:
 			s.recordInitialPrimaries(ctx)
+			s.startTotals(ctx, time.Now())
 			s.recordPrimaryLSNs(ctx)
 			s.failoverTick(ctx)
 			s.syncTick(ctx)

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"embed"
 	"encoding/base64"
 	"errors"
@@ -12,6 +13,8 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pgdr/pgdr/coordinator/config"
@@ -45,6 +48,11 @@ const (
 	uiMaxForm = 4096
 	// uiDefaultRefresh: when the configuration gives none (tests).
 	uiDefaultRefresh = 10 * time.Second
+	// uiPageReuse: how long a built page is shown to every viewer again.
+	// A build asks the leader for Status and reads the whole state; with
+	// one build at a time and at most one per uiPageReuse, any number of
+	// viewers costs the coordinator and its leader no more than one.
+	uiPageReuse = time.Second
 )
 
 // statusUI serves the status page of one coordinator.
@@ -54,6 +62,31 @@ type statusUI struct {
 	pages   *template.Template
 	static  http.Handler
 	refresh time.Duration
+	// builds counts the pages built (statusPage calls).
+	builds atomic.Int64
+	// mu: one build at a time; last is the newest, built at lastAt.
+	mu     sync.Mutex
+	last   statusPageData
+	lastAt time.Time
+}
+
+// pageData is the newest page if built less than uiPageReuse ago, or a
+// new one (builds wait for each other, then share the result). The build
+// does not end with the request that started it (the others wait for it);
+// statusPage bounds it.
+func (u *statusUI) pageData(ctx context.Context) statusPageData {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	// The time is read once the lock is held: a request that waited for
+	// a build takes it.
+	now := time.Now()
+	if !u.lastAt.IsZero() && now.Sub(u.lastAt) < uiPageReuse {
+		return u.last
+	}
+	u.builds.Add(1)
+	u.last = u.s.statusPage(context.WithoutCancel(ctx), now)
+	u.lastAt = time.Now()
+	return u.last
 }
 
 func newStatusUI(s *Server) (*statusUI, error) {
@@ -270,7 +303,7 @@ func (u *statusUI) page(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_, viaCookie := r.Cookie(uiCookie)
-	data := u.s.statusPage(r.Context(), time.Now())
+	data := u.pageData(r.Context()) // a copy: the fields below are this viewer's
 	data.Refresh = int(u.refresh / time.Second)
 	data.Viewer = id.Name + " (" + id.Role + ")"
 	data.Logout = viaCookie == nil && !id.ViaCert && r.Header.Get("Authorization") == ""

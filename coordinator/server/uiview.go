@@ -125,9 +125,15 @@ func (s *Server) statusPage(ctx context.Context, now time.Time) statusPageData {
 		d.Source = "the leader " + v.AnsweredBy + " (asked by " + s.cfg.Name + ")"
 	}
 
-	var clusters map[string]*pgdrv1.Cluster
+	// The backups per tier, read in place (no copy of every cluster).
+	var backups map[string][]backupView
 	if readErr == nil {
-		clusters = s.fsm.Clusters()
+		backups = map[string][]backupView{}
+		s.fsm.Read(func(st *pgdrv1.State) {
+			for name, c := range st.GetClusters() {
+				backups[name] = backupsPageView(c, now)
+			}
+		})
 		events := s.fsm.History("", 0, uiHistory)
 		h := ctl.HistoryView(&pgdrv1.HistoryResponse{Events: events}).Events
 		slices.Reverse(h) // newest first
@@ -150,8 +156,8 @@ func (s *Server) statusPage(ctx context.Context, now time.Time) statusPageData {
 		if c.Compliance != nil && d.Degraded == "" {
 			cv.Compliance = compliancePageView(*c.Compliance)
 		}
-		if fc, ok := clusters[c.Name]; ok {
-			cv.Backups = backupsPageView(fc, now)
+		if b, ok := backups[c.Name]; ok {
+			cv.Backups = b
 			if len(cv.Backups) == 0 {
 				cv.BackupsNote = "no backup tier configured and no backup run recorded"
 			}

@@ -47,6 +47,9 @@ const (
 	CommandType_COMMAND_TYPE_RECORD_DRILL_RUN CommandType = 22
 	// RecordWriteSeconds; proposed with ignore_if_unknown.
 	CommandType_COMMAND_TYPE_RECORD_WRITE_SECONDS CommandType = 30
+	// StartTotals: the cluster totals (totals.proto) are counted from this
+	// command on; proposed with ignore_if_unknown once every voter knows it.
+	CommandType_COMMAND_TYPE_START_TOTALS CommandType = 23
 )
 
 // Enum value maps for CommandType.
@@ -67,6 +70,7 @@ var (
 		21: "COMMAND_TYPE_RECORD_BACKUP_RUN",
 		22: "COMMAND_TYPE_RECORD_DRILL_RUN",
 		30: "COMMAND_TYPE_RECORD_WRITE_SECONDS",
+		23: "COMMAND_TYPE_START_TOTALS",
 	}
 	CommandType_value = map[string]int32{
 		"COMMAND_TYPE_UNSPECIFIED":          0,
@@ -84,6 +88,7 @@ var (
 		"COMMAND_TYPE_RECORD_BACKUP_RUN":    21,
 		"COMMAND_TYPE_RECORD_DRILL_RUN":     22,
 		"COMMAND_TYPE_RECORD_WRITE_SECONDS": 30,
+		"COMMAND_TYPE_START_TOTALS":         23,
 	}
 )
 
@@ -1119,6 +1124,45 @@ func (x *ClusterWriteSeconds) GetRunSinceUnix() int64 {
 	return 0
 }
 
+// StartTotals starts counting the clusters' totals (State.totals_since_index):
+// every coordinator applies the same log from it, whatever snapshot it
+// restored, so every node counts the same commands.
+type StartTotals struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartTotals) Reset() {
+	*x = StartTotals{}
+	mi := &file_pgdr_v1_raft_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartTotals) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartTotals) ProtoMessage() {}
+
+func (x *StartTotals) ProtoReflect() protoreflect.Message {
+	mi := &file_pgdr_v1_raft_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartTotals.ProtoReflect.Descriptor instead.
+func (*StartTotals) Descriptor() ([]byte, []int) {
+	return file_pgdr_v1_raft_proto_rawDescGZIP(), []int{14}
+}
+
 var File_pgdr_v1_raft_proto protoreflect.FileDescriptor
 
 const file_pgdr_v1_raft_proto_rawDesc = "" +
@@ -1186,7 +1230,8 @@ const file_pgdr_v1_raft_proto_rawDesc = "" +
 	"\x03bad\x18\x03 \x01(\rR\x03bad\x12\x1d\n" +
 	"\n" +
 	"first_unix\x18\x04 \x01(\x03R\tfirstUnix\x12$\n" +
-	"\x0erun_since_unix\x18\x05 \x01(\x03R\frunSinceUnix*\x89\x04\n" +
+	"\x0erun_since_unix\x18\x05 \x01(\x03R\frunSinceUnix\"\r\n" +
+	"\vStartTotals*\xa8\x04\n" +
 	"\vCommandType\x12\x1c\n" +
 	"\x18COMMAND_TYPE_UNSPECIFIED\x10\x00\x12 \n" +
 	"\x1cCOMMAND_TYPE_REGISTER_MEMBER\x10\x01\x12\x1e\n" +
@@ -1203,7 +1248,8 @@ const file_pgdr_v1_raft_proto_rawDesc = "" +
 	"\x1eCOMMAND_TYPE_SET_BACKUP_POLICY\x10\x14\x12\"\n" +
 	"\x1eCOMMAND_TYPE_RECORD_BACKUP_RUN\x10\x15\x12!\n" +
 	"\x1dCOMMAND_TYPE_RECORD_DRILL_RUN\x10\x16\x12%\n" +
-	"!COMMAND_TYPE_RECORD_WRITE_SECONDS\x10\x1e*\xb1\x01\n" +
+	"!COMMAND_TYPE_RECORD_WRITE_SECONDS\x10\x1e\x12\x1d\n" +
+	"\x19COMMAND_TYPE_START_TOTALS\x10\x17*\xb1\x01\n" +
 	"\vPromoteMark\x12\x1c\n" +
 	"\x18PROMOTE_MARK_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14PROMOTE_MARK_ORDERED\x10\x01\x12\x1a\n" +
@@ -1225,7 +1271,7 @@ func file_pgdr_v1_raft_proto_rawDescGZIP() []byte {
 }
 
 var file_pgdr_v1_raft_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_pgdr_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_pgdr_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_pgdr_v1_raft_proto_goTypes = []any{
 	(CommandType)(0),              // 0: pgdr.v1.CommandType
 	(PromoteMark)(0),              // 1: pgdr.v1.PromoteMark
@@ -1243,21 +1289,22 @@ var file_pgdr_v1_raft_proto_goTypes = []any{
 	(*RecordPrimaryLSN)(nil),      // 13: pgdr.v1.RecordPrimaryLSN
 	(*RecordWriteSeconds)(nil),    // 14: pgdr.v1.RecordWriteSeconds
 	(*ClusterWriteSeconds)(nil),   // 15: pgdr.v1.ClusterWriteSeconds
-	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
-	(*Member)(nil),                // 17: pgdr.v1.Member
-	(*Policy)(nil),                // 18: pgdr.v1.Policy
-	(*Coordinator)(nil),           // 19: pgdr.v1.Coordinator
-	(*HistoryEvent)(nil),          // 20: pgdr.v1.HistoryEvent
+	(*StartTotals)(nil),           // 16: pgdr.v1.StartTotals
+	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
+	(*Member)(nil),                // 18: pgdr.v1.Member
+	(*Policy)(nil),                // 19: pgdr.v1.Policy
+	(*Coordinator)(nil),           // 20: pgdr.v1.Coordinator
+	(*HistoryEvent)(nil),          // 21: pgdr.v1.HistoryEvent
 }
 var file_pgdr_v1_raft_proto_depIdxs = []int32{
 	0,  // 0: pgdr.v1.Command.type:type_name -> pgdr.v1.CommandType
-	16, // 1: pgdr.v1.Command.time:type_name -> google.protobuf.Timestamp
-	17, // 2: pgdr.v1.RegisterMember.member:type_name -> pgdr.v1.Member
-	18, // 3: pgdr.v1.SetPolicy.policy:type_name -> pgdr.v1.Policy
-	19, // 4: pgdr.v1.UpsertCoordinator.coordinator:type_name -> pgdr.v1.Coordinator
-	20, // 5: pgdr.v1.RecordEvent.event:type_name -> pgdr.v1.HistoryEvent
+	17, // 1: pgdr.v1.Command.time:type_name -> google.protobuf.Timestamp
+	18, // 2: pgdr.v1.RegisterMember.member:type_name -> pgdr.v1.Member
+	19, // 3: pgdr.v1.SetPolicy.policy:type_name -> pgdr.v1.Policy
+	20, // 4: pgdr.v1.UpsertCoordinator.coordinator:type_name -> pgdr.v1.Coordinator
+	21, // 5: pgdr.v1.RecordEvent.event:type_name -> pgdr.v1.HistoryEvent
 	1,  // 6: pgdr.v1.RecordEvent.promote:type_name -> pgdr.v1.PromoteMark
-	16, // 7: pgdr.v1.RecordEvent.settle_by:type_name -> google.protobuf.Timestamp
+	17, // 7: pgdr.v1.RecordEvent.settle_by:type_name -> google.protobuf.Timestamp
 	15, // 8: pgdr.v1.RecordWriteSeconds.clusters:type_name -> pgdr.v1.ClusterWriteSeconds
 	9,  // [9:9] is the sub-list for method output_type
 	9,  // [9:9] is the sub-list for method input_type
@@ -1278,7 +1325,7 @@ func file_pgdr_v1_raft_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pgdr_v1_raft_proto_rawDesc), len(file_pgdr_v1_raft_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   14,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -840,9 +840,14 @@ type State struct {
 	// the leaders (coordinator/slo), bounded to a 28-day window of hourly
 	// buckets. Kept apart from Cluster so that reading a cluster does not
 	// copy its buckets.
-	WriteSeconds  map[string]*WriteSeconds `protobuf:"bytes,20,rep,name=write_seconds,json=writeSeconds,proto3" json:"write_seconds,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	WriteSeconds map[string]*WriteSeconds `protobuf:"bytes,20,rep,name=write_seconds,json=writeSeconds,proto3" json:"write_seconds,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// totals_since_index: the Raft index of the StartTotals command from
+	// which the clusters' totals are counted; 0 while they are not (a
+	// snapshot of an older coordinator, taken at its own index, holds none:
+	// counting from whatever each node restored would differ by node).
+	TotalsSinceIndex uint64 `protobuf:"varint,6,opt,name=totals_since_index,json=totalsSinceIndex,proto3" json:"totals_since_index,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *State) Reset() {
@@ -915,6 +920,13 @@ func (x *State) GetWriteSeconds() map[string]*WriteSeconds {
 		return x.WriteSeconds
 	}
 	return nil
+}
+
+func (x *State) GetTotalsSinceIndex() uint64 {
+	if x != nil {
+		return x.TotalsSinceIndex
+	}
+	return 0
 }
 
 // WriteSeconds is one cluster's judged seconds: hourly buckets, oldest
@@ -1113,7 +1125,7 @@ const file_pgdr_v1_state_proto_rawDesc = "" +
 	" \x03(\v2\".pgdr.v1.HistoryEvent.DetailsEntryR\adetails\x1a:\n" +
 	"\fDetailsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb7\x04\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe5\x04\n" +
 	"\x05State\x128\n" +
 	"\bclusters\x18\x01 \x03(\v2\x1c.pgdr.v1.State.ClustersEntryR\bclusters\x12D\n" +
 	"\fcoordinators\x18\x02 \x03(\v2 .pgdr.v1.State.CoordinatorsEntryR\fcoordinators\x12/\n" +
@@ -1121,7 +1133,8 @@ const file_pgdr_v1_state_proto_rawDesc = "" +
 	"\bnext_seq\x18\x04 \x01(\x04R\anextSeq\x12\x1d\n" +
 	"\n" +
 	"last_index\x18\x05 \x01(\x04R\tlastIndex\x12E\n" +
-	"\rwrite_seconds\x18\x14 \x03(\v2 .pgdr.v1.State.WriteSecondsEntryR\fwriteSeconds\x1aM\n" +
+	"\rwrite_seconds\x18\x14 \x03(\v2 .pgdr.v1.State.WriteSecondsEntryR\fwriteSeconds\x12,\n" +
+	"\x12totals_since_index\x18\x06 \x01(\x04R\x10totalsSinceIndex\x1aM\n" +
 	"\rClustersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12&\n" +
 	"\x05value\x18\x02 \x01(\v2\x10.pgdr.v1.ClusterR\x05value:\x028\x01\x1aU\n" +
