@@ -38,13 +38,17 @@
 #
 # Environment: PGDR_BENCH_DIR (/tmp/pgdr-bench-coordinator), BENCH_AGENTS
 # ("1000 5000"), BENCH_SECONDS (60), BENCH_RAMP (N/500 s), BENCH_WARMUP (5),
-# BENCH_PORT_BASE (first of 12 consecutive free ports searched from here,
+# BENCH_PORT_BASE (first of 15 consecutive free ports searched from here,
 # 26100), BENCH_CONNECT_TIMEOUT (180 s), BENCH_FAILOVER_TIMEOUT (60 s),
 # BENCH_LOG_LEVEL (info, the coordinators' log_level), BENCH_COORDINATOR (the
 # pgdr-coordinator binary to run, default bin/pgdr-coordinator), BENCH_RAFT
 # (extra raft: settings, ";"-separated, e.g. "leader_lease_timeout: 1s";
 # default none: the coordinator's defaults, heartbeat and election 500 ms,
-# lease 250 ms).
+# lease 250 ms), BENCH_PROFILE (1: each coordinator serves Go's profiles
+# on a loopback port (PGDR_PPROF_LISTEN) and the leader's CPU is profiled
+# over the steady window into $PGDR_BENCH_DIR/nN/leader.cpu.pprof, read
+# with go tool pprof -top bin/pgdr-coordinator FILE; profiling costs the
+# leader a few percent of CPU; default 0).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
@@ -56,6 +60,7 @@ PORT_BASE=${BENCH_PORT_BASE:-26100}
 CONNECT_TIMEOUT=${BENCH_CONNECT_TIMEOUT:-180}
 FAILOVER_TIMEOUT=${BENCH_FAILOVER_TIMEOUT:-60}
 LOG_LEVEL=${BENCH_LOG_LEVEL:-info}
+PROFILE=${BENCH_PROFILE:-0}
 # BENCH_RAFT: extra raft settings, e.g. "leader_lease_timeout: 1s; heartbeat_timeout: 1s"
 RAFT_EXTRA=""
 if [ -n "${BENCH_RAFT:-}" ]; then
@@ -123,29 +128,30 @@ chmod 600 "$BENCH/gossip.key" "$BENCH/agent.token" "$BENCH/tokens.yaml"
 
 # ------------------------------------------------------------------- ports
 port_free() { [ -z "$(ss -Htanu "( sport = :$1 )" 2>/dev/null)" ]; }
-find_ports() { # 12 consecutive free ports from PORT_BASE
+find_ports() { # 15 consecutive free ports from PORT_BASE
   local b=$PORT_BASE i ok
   while [ "$b" -lt 65000 ]; do
     ok=1
-    for ((i = 0; i < 12; i++)); do port_free $((b + i)) || { ok=0; break; }; done
+    for ((i = 0; i < 15; i++)); do port_free $((b + i)) || { ok=0; break; }; done
     [ $ok = 1 ] && { echo "$b"; return 0; }
-    b=$((b + 12))
+    b=$((b + 15))
   done
   return 1
 }
 
 # ----------------------------------------------------------------- cluster
 NAMES=(c1 c2 c3)
-declare -A RAFT API HTTP GOSSIP PID
+declare -A RAFT API HTTP GOSSIP PPROF PID
 region() { [ "$1" = c2 ] && echo eu-west-1 || echo us-east-1; }
 
 start_cluster() { # start_cluster DIR
   local dir=$1 base i n boot="" join
-  base=$(find_ports) || { say "no 12 free consecutive ports from $PORT_BASE"; return 1; }
+  base=$(find_ports) || { say "no 15 free consecutive ports from $PORT_BASE"; return 1; }
   for i in 0 1 2; do
     n=${NAMES[$i]}
     RAFT[$n]=127.0.0.1:$((base + i * 4)); API[$n]=127.0.0.1:$((base + i * 4 + 1))
     HTTP[$n]=127.0.0.1:$((base + i * 4 + 2)); GOSSIP[$n]=127.0.0.1:$((base + i * 4 + 3))
+    PPROF[$n]=127.0.0.1:$((base + 12 + i))
     boot+="  - {name: $n, raft_address: \"${RAFT[$n]}\", api_address: \"${API[$n]}\", region: $(region "$n")}"$'\n'
   done
   for n in "${NAMES[@]}"; do
@@ -176,7 +182,11 @@ auth:
 bootstrap:
 $boot
 YAML
-    "$COORD" run --bootstrap --config "$dir/$n/coordinator.yaml" > "$dir/$n/coordinator.log" 2>&1 &
+    if [ "$PROFILE" = 1 ]; then
+      PGDR_PPROF_LISTEN=${PPROF[$n]} "$COORD" run --bootstrap --config "$dir/$n/coordinator.yaml" > "$dir/$n/coordinator.log" 2>&1 &
+    else
+      "$COORD" run --bootstrap --config "$dir/$n/coordinator.yaml" > "$dir/$n/coordinator.log" 2>&1 &
+    fi
     PID[$n]=$!
     register_pid "${PID[$n]}" "$dir/$n/coordinator.yaml"
   done
@@ -274,6 +284,11 @@ run_round() {
   local followers=() fpids=()
   for n in "${NAMES[@]}"; do [ "$n" != "$leader" ] && { followers+=("$n"); fpids+=("${PID[$n]}"); }; done
   local el0 el1; el0=$(cat "$dir"/c?/coordinator.log | grep -cE "became raft leader|stepping down" || true)
+  local prof_pid=""
+  if [ "$PROFILE" = 1 ]; then
+    curl -s -m $((WINDOW + 30)) -o "$dir/leader.cpu.pprof" "http://${PPROF[$leader]}/debug/pprof/profile?seconds=$WINDOW" &
+    prof_pid=$!
+  fi
   scrape "$leader" "$dir/m.start"
   t0=$(now_ns); c0=$(cpu_ticks "$lpid"); l0=$(cpu_ticks "$load_pid"); b0=$(box_ticks)
   f0=$(( $(cpu_ticks "${fpids[0]}") + $(cpu_ticks "${fpids[1]}") ))
@@ -281,6 +296,10 @@ run_round() {
   t1=$(now_ns); c1=$(cpu_ticks "$lpid"); l1=$(cpu_ticks "$load_pid"); b1=$(box_ticks)
   f1=$(( $(cpu_ticks "${fpids[0]}") + $(cpu_ticks "${fpids[1]}") ))
   scrape "$leader" "$dir/m.end"
+  if [ -n "$prof_pid" ]; then
+    wait "$prof_pid" || say "N=$n_agents: the leader's CPU profile failed"
+    say "N=$n_agents: leader CPU profile: go tool pprof -top $COORD $dir/leader.cpu.pprof"
+  fi
   el1=$(cat "$dir"/c?/coordinator.log | grep -cE "became raft leader|stepping down" || true)
   local dt; dt=$(awk -v a="$t0" -v b="$t1" 'BEGIN{print (b-a)/1e9}')
   R[$n_agents:cpu]=$(awk -v a="$c0" -v b="$c1" -v dt="$dt" -v hz="$HZ" 'BEGIN{printf "%.3f", (b-a)/hz/dt}')
