@@ -86,13 +86,17 @@ func (s *Server) failoverInput(c *pgdrv1.Cluster, samples map[memberKey]sample, 
 	if le, ok := s.leases.get(c.Name); ok && le.epoch == c.Epoch && le.holder == c.Primary {
 		in.LeaseExpiresAt = le.expires
 	}
-	s.fsm.ScanHistoryBack(c.Name, func(ev *pgdrv1.HistoryEvent) bool {
-		if countsAsFailover(ev.Kind) && ev.Time != nil {
-			in.LastFailoverAt = ev.Time.AsTime() // the newest one
-			return false
-		}
-		return true
-	})
+	if ev := s.fsm.LatestEvent(c.Name, kindFailoverIntent, kindManualIntent); ev.GetTime() != nil { // countsAsFailover
+		in.LastFailoverAt = ev.GetTime().AsTime()
+	} else if ev != nil { // (every event has a time; should one not, the newest that has)
+		s.fsm.ScanHistoryBack(c.Name, func(ev *pgdrv1.HistoryEvent) bool {
+			if countsAsFailover(ev.Kind) && ev.Time != nil {
+				in.LastFailoverAt = ev.Time.AsTime() // the newest one
+				return false
+			}
+			return true
+		})
+	}
 	for name, m := range c.Members {
 		fm := failover.Member{Name: name, Region: m.Region, Tags: m.Tags, Priority: m.Priority}
 		if sm, ok := samples[memberKey{c.Name, name}]; ok {
@@ -114,9 +118,11 @@ func (s *Server) failoverInput(c *pgdrv1.Cluster, samples map[memberKey]sample, 
 	return in
 }
 
-// failoverTick judges every cluster once; the leader loop calls it.
+// failoverTick judges every cluster once; the leader loop calls it. The
+// clusters are the FSM's shared views: read only, here and in everything
+// it hands them to.
 func (s *Server) failoverTick(ctx context.Context) {
-	clusters := s.fsm.Clusters()
+	clusters := s.fsm.ClusterViews()
 	samples := s.view.snapshot()
 	now := time.Now()
 	for name, c := range clusters {
