@@ -511,7 +511,7 @@ var (
 func (dc drillCollector) Describe(ch chan<- *prometheus.Desc) { ch <- drillLastOK; ch <- drillDuration }
 
 func (dc drillCollector) Collect(ch chan<- prometheus.Metric) {
-	for name, c := range dc.s.fsm.Clusters() {
+	for name, c := range dc.s.fsm.ClusterViews() { // read only
 		var lastOK, lastRep *pgdrv1.DrillRun
 		for _, r := range c.GetDrillRuns() {
 			if r.GetResult() == fsm.RunOK {

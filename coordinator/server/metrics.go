@@ -44,11 +44,28 @@ func newMetrics(s *Server) *metrics {
 			}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pgdr_coordinator_applied_index", Help: "Raft index of the last applied command."},
 			func() float64 { return float64(s.fsm.LastIndex()) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pgdr_coordinator_members_healthy", Help: "Members judged healthy (leader only)."},
-			func() float64 { return float64(s.countHealthy(true)) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pgdr_coordinator_members_unhealthy", Help: "Members judged unhealthy (leader only)."},
-			func() float64 { return float64(s.countHealthy(false)) }),
+		healthCollector{s},
 		complianceCollector{s},
 	)
 	return m
+}
+
+// healthCollector exports how many members the leader judges healthy and
+// not, from one judgement of every member per scrape.
+type healthCollector struct{ s *Server }
+
+var (
+	descMembersHealthy   = prometheus.NewDesc("pgdr_coordinator_members_healthy", "Members judged healthy (leader only).", nil, nil)
+	descMembersUnhealthy = prometheus.NewDesc("pgdr_coordinator_members_unhealthy", "Members judged unhealthy (leader only).", nil, nil)
+)
+
+func (c healthCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descMembersHealthy
+	ch <- descMembersUnhealthy
+}
+
+func (c healthCollector) Collect(ch chan<- prometheus.Metric) {
+	healthy, unhealthy := c.s.countHealthy()
+	ch <- prometheus.MustNewConstMetric(descMembersHealthy, prometheus.GaugeValue, float64(healthy))
+	ch <- prometheus.MustNewConstMetric(descMembersUnhealthy, prometheus.GaugeValue, float64(unhealthy))
 }

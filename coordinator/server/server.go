@@ -738,19 +738,23 @@ func (s *Server) proposeCommand(ctx context.Context, cmd *pgdrv1.Command) (*pgdr
 	return res, nil
 }
 
-func (s *Server) countHealthy(healthy bool) int {
+// countHealthy counts the members judged healthy and not (leader only;
+// /metrics): every member judged once per scrape, from the FSM's shared
+// cluster views (the status is only counted, never handed on).
+func (s *Server) countHealthy() (healthy, unhealthy int) {
 	if !s.isLeader() {
-		return 0
+		return 0, 0
 	}
-	n := 0
-	for _, c := range s.clusterStatus("") {
+	for _, c := range s.statusOfClusters(s.fsm.ClusterViews(), "") {
 		for _, m := range c.Members {
-			if m.Healthy == healthy {
-				n++
+			if m.Healthy {
+				healthy++
+			} else {
+				unhealthy++
 			}
 		}
 	}
-	return n
+	return healthy, unhealthy
 }
 
 func (s *Server) gossipStates() map[string]string {
@@ -765,7 +769,11 @@ func (s *Server) gossipStates() map[string]string {
 }
 
 func (s *Server) clusterStatus(only string) []*pgdrv1.ClusterStatus {
-	clusters := s.fsm.Clusters()
+	return s.statusOfClusters(s.fsm.Clusters(), only)
+}
+
+// statusOfClusters is clusterStatus of the given clusters.
+func (s *Server) statusOfClusters(clusters map[string]*pgdrv1.Cluster, only string) []*pgdrv1.ClusterStatus {
 	lsns := make(map[string]uint64, len(clusters))
 	for name, c := range clusters {
 		lsns[name] = s.primaryLastLSN(c)
