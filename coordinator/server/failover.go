@@ -69,7 +69,7 @@ func (j *judgements) reset() {
 func (s *Server) failoverInput(c *pgdrv1.Cluster, samples map[memberKey]sample, now time.Time) failover.Input {
 	in := failover.Input{
 		Cluster: c.Name, Primary: c.Primary, Epoch: c.Epoch, Now: now,
-		Members: map[string]failover.Member{},
+		Members: make(map[string]failover.Member, len(c.Members)),
 		Policy: failover.Policy{
 			MinInterval: s.cfg.Failover.MinInterval.Duration,
 		},

@@ -32,7 +32,7 @@ func testConfig() *config.Config {
 }
 
 // testServer builds a server without TLS files, raft or listeners.
-func testServer(t *testing.T, opts Options) *Server {
+func testServer(t testing.TB, opts Options) *Server {
 	t.Helper()
 	s, err := newServer(testConfig(), slog.New(slog.DiscardHandler), opts, &config.Tokens{}, &tls.Config{})
 	if err != nil {
@@ -43,7 +43,7 @@ func testServer(t *testing.T, opts Options) *Server {
 
 // startInmemRaft makes s the leader of a one-voter in-memory Raft cluster
 // and runs its leadership watch until the test ends.
-func startInmemRaft(t *testing.T, s *Server) {
+func startInmemRaft(t testing.TB, s *Server) {
 	t.Helper()
 	store := raft.NewInmemStore()
 	snaps := raft.NewInmemSnapshotStore()
