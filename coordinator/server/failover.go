@@ -363,7 +363,7 @@ func (s *Server) completeFailover(ctx context.Context, c *pgdrv1.Cluster, old, c
 				result = "failed"
 			}
 			// step/result let rejoinTick find a replica that missed it
-			// (missedFollow).
+			// (stoppedMustRejoin).
 			s.recordEvent(ctx, name, kindFailoverStep, m, epoch, msg, map[string]string{"step": stepFollow, "result": result})
 		}()
 	}
@@ -504,7 +504,7 @@ func (s *Server) rejoinTick(ctx context.Context, c *pgdrv1.Cluster, samples map[
 		// order failed: it would come back streaming from, or ahead of, a
 		// primary that is gone — the loss of a whole region).
 		if !(r.Fenced || (r.Connectable && !r.InRecovery) ||
-			(!r.PostmasterAlive && (s.replacedPrimary(c.Name, name) || s.missedFollow(c.Name, name)))) {
+			(!r.PostmasterAlive && s.stoppedMustRejoin(c.Name, name))) {
 			continue
 		}
 		k := memberKey{c.Name, name}
@@ -552,12 +552,20 @@ func (s *Server) rejoinTick(ctx context.Context, c *pgdrv1.Cluster, samples map[
 // replica at the new primary.
 const stepFollow = "follow"
 
-// missedFollow reports whether a failover's order to member to follow the
-// new primary failed (it was down) and member has not rejoined, followed
-// or been re-pointed successfully since.
-func (s *Server) missedFollow(cluster, member string) bool {
-	missed := false
+// stoppedMustRejoin reports whether member, found stopped, must rejoin:
+// it lost the primary role in a failover and has not rejoined successfully
+// since (replaced), or a failover's order to it to follow the new primary
+// failed (it was down) and it has not rejoined, followed or been re-pointed
+// successfully since (missed). Both in one pass over the cluster's history.
+func (s *Server) stoppedMustRejoin(cluster, member string) bool {
+	replaced, missed := false, false
 	s.fsm.ScanHistory(cluster, func(ev *pgdrv1.HistoryEvent) {
+		switch {
+		case replacesPrimary(ev.Kind) && ev.Details["old_primary"] == member:
+			replaced = true
+		case rejoinedKind(ev.Kind) && ev.Node == member && ev.Details["result"] == "ok":
+			replaced = false
+		}
 		if ev.Node != member {
 			return
 		}
@@ -568,20 +576,5 @@ func (s *Server) missedFollow(cluster, member string) bool {
 			missed = false
 		}
 	})
-	return missed
-}
-
-// replacedPrimary reports whether member lost the primary role in a
-// failover and has not rejoined successfully since.
-func (s *Server) replacedPrimary(cluster, member string) bool {
-	replaced := false
-	s.fsm.ScanHistory(cluster, func(ev *pgdrv1.HistoryEvent) {
-		switch {
-		case replacesPrimary(ev.Kind) && ev.Details["old_primary"] == member:
-			replaced = true
-		case rejoinedKind(ev.Kind) && ev.Node == member && ev.Details["result"] == "ok":
-			replaced = false
-		}
-	})
-	return replaced
+	return replaced || missed
 }
