@@ -72,24 +72,9 @@ func changedCluster(payload proto.Message) (name string, one, none bool) {
 		return p.GetMember().GetCluster(), true, false
 	case *pgdrv1.RecordEvent:
 		return p.GetEvent().GetCluster(), true, false
-	case *pgdrv1.RemoveMember:
-		return p.GetCluster(), true, false
-	case *pgdrv1.SetPrimary:
-		return p.GetCluster(), true, false
-	case *pgdrv1.SetSyncStandbys:
-		return p.GetCluster(), true, false
-	case *pgdrv1.SetPaused:
-		return p.GetCluster(), true, false
-	case *pgdrv1.SetPolicy:
-		return p.GetCluster(), true, false
-	case *pgdrv1.RecordPrimaryLSN:
-		return p.GetCluster(), true, false
-	case *pgdrv1.SetBackupPolicy:
-		return p.GetCluster(), true, false
-	case *pgdrv1.RecordBackupRun:
-		return p.GetCluster(), true, false
-	case *pgdrv1.RecordDrillRun:
-		return p.GetCluster(), true, false
+	case *pgdrv1.RemoveMember, *pgdrv1.SetPrimary, *pgdrv1.SetSyncStandbys, *pgdrv1.SetPaused, *pgdrv1.SetPolicy,
+		*pgdrv1.RecordPrimaryLSN, *pgdrv1.SetBackupPolicy, *pgdrv1.RecordBackupRun, *pgdrv1.RecordDrillRun:
+		return p.(interface{ GetCluster() string }).GetCluster(), true, false
 	case *pgdrv1.UpsertCoordinator, *pgdrv1.RemoveCoordinator:
 		return "", false, true
 	}
