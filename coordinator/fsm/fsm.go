@@ -38,6 +38,14 @@ type FSM struct {
 
 	mu    sync.RWMutex
 	state *pgdrv1.State
+
+	// views: the clusters ClusterViews shares (views.go), dropped by Apply
+	// and Restore; under viewsMu, taken with mu held.
+	viewsMu sync.Mutex
+	views   map[string]*pgdrv1.Cluster
+	// latest: cluster → kind → its newest event in the history (latest.go);
+	// under mu, derived from the history (never snapshotted).
+	latest map[string]map[string]*pgdrv1.HistoryEvent
 }
 
 var _ raft.FSM = (*FSM)(nil)
@@ -104,10 +112,18 @@ func (f *FSM) Apply(l *raft.Log) interface{} {
 			cmd.GetType(), int32(cmd.GetType()), l.Index, err))
 	}
 
+	// The views of the cluster the command may change are dropped whether
+	// it applies or not (no applier has to be trusted to leave a rejected
+	// command's cluster untouched).
+	f.dropViews(payload)
+	before := len(f.state.History)
 	if err := e.apply(f.state, &cmd, payload, l.Index); err != nil {
 		f.logger.Info("command rejected",
 			"index", l.Index, "type", cmd.GetType().String(), "actor", cmd.GetActor(), "err", err)
 		return &pgdrv1.ApplyResult{Ok: false, Error: err.Error(), Index: l.Index}
+	}
+	if len(f.state.History) > before {
+		f.indexEvents(f.state.History[before:])
 	}
 	f.trimHistory()
 	return &pgdrv1.ApplyResult{Ok: true, Index: l.Index}
@@ -130,12 +146,16 @@ func (f *FSM) trimHistory() {
 	for _, ev := range h {
 		if drop > 0 && RoutineEvent(ev) {
 			drop--
+			f.unindexEvent(ev)
 			continue
 		}
 		out = append(out, ev)
 	}
 	clear(h[len(out):])
 	if drop > 0 {
+		for _, ev := range out[:drop] {
+			f.unindexEvent(ev)
+		}
 		clear(out[:drop])
 		out = out[drop:]
 	}

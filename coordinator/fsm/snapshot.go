@@ -92,6 +92,11 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 
 	f.mu.Lock()
 	f.state = st
+	f.latest = nil
+	f.indexEvents(st.History)
+	f.viewsMu.Lock()
+	clear(f.views)
+	f.viewsMu.Unlock()
 	f.mu.Unlock()
 	f.logger.Info("state restored from snapshot",
 		"last_index", st.GetLastIndex(), "clusters", len(st.GetClusters()), "history", len(st.GetHistory()))

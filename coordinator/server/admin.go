@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/pgdr/pgdr/coordinator/fsm"
 	"github.com/pgdr/pgdr/coordinator/outcome"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
@@ -31,7 +32,7 @@ func checkName(field, v string, required bool) error {
 		}
 		return nil
 	}
-	if !nameRE.MatchString(v) {
+	if !fsm.ValidName(v) { // nameRE without a regexp: it runs twice per agent report
 		return invalid(field, "%q is not a valid name (letters, digits, '.', '_', '-'; at most 63)", v)
 	}
 	return nil

@@ -152,6 +152,7 @@ func TestBackupPolicyAdminAPI(t *testing.T) {
 		t.Fatalf("the same policy again: changed=%v err=%v", again.GetChanged(), err)
 	}
 
+	waitTotalsStarted(t, s)
 	before := s.fsm.State()
 	for _, c := range []struct {
 		name string

@@ -139,6 +139,7 @@ func TestBackupRunAdminAPI(t *testing.T) {
 	if err != nil || res.GetRun().GetResult() != "not_started" || !strings.Contains(res.GetRun().GetError(), "order not sent: the agent of pg-a2: no open command stream") {
 		t.Fatalf("run without a stream: %v %v", res, err)
 	}
+	waitTotalsStarted(t, s)
 	before := s.fsm.State()
 	if _, err := admin.RunBackup(ctx, &pgdrv1.RunBackupRequest{Cluster: "main", Tier: "../x"}); status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("bad tier name: %v", err)

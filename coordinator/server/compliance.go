@@ -298,7 +298,8 @@ func (s *Server) complianceTick(ctx context.Context) {
 		return
 	}
 	samples := s.view.snapshot()
-	for name, c := range s.fsm.Clusters() {
+	clusters := s.fsm.ClusterViews() // read only
+	for name, c := range clusters {
 		if c.GetPrimary() == "" {
 			continue
 		}
@@ -327,7 +328,7 @@ func (s *Server) complianceTick(ctx context.Context) {
 		}
 	}
 	// Clusters that were removed are forgotten.
-	clusters := s.fsm.Clusters()
+	clusters = s.fsm.ClusterViews()
 	s.comp.mu.Lock()
 	for name := range s.comp.last {
 		if _, ok := clusters[name]; !ok {

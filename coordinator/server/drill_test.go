@@ -54,6 +54,7 @@ func TestDrillAdminAPI(t *testing.T) {
 		!strings.Contains(err.Error(), "no member can run the drill") {
 		t.Fatalf("no healthy member: %v", err)
 	}
+	waitTotalsStarted(t, s)
 	before := s.fsm.State()
 	if _, err := admin.RunDrill(ctx, &pgdrv1.RunDrillRequest{Cluster: "main", Tier: "daily", BackupId: "B1"}); status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("tier and backup: %v", err)

@@ -14,11 +14,11 @@ import (
 type fsmDrills struct{ s *Server }
 
 func (d fsmDrills) LastDrill(cluster string) compliance.Duration {
-	c, ok := d.s.fsm.Cluster(cluster)
-	if !ok {
-		return compliance.Duration{}
-	}
-	return lastDrillOf(c.GetDrillRuns())
+	// Read in place (compliance asks for every cluster every 2 s): a copy
+	// of the cluster would copy all its members for its drill runs.
+	var out compliance.Duration
+	d.s.fsm.Read(func(st *pgdrv1.State) { out = lastDrillOf(st.GetClusters()[cluster].GetDrillRuns()) })
+	return out
 }
 
 // lastDrillOf is the newest passed drill of runs (runs are in start order)

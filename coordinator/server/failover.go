@@ -71,13 +71,17 @@ func (s *Server) failoverInput(c *pgdrv1.Cluster, samples map[memberKey]sample, 
 	if le, ok := s.leases.get(c.Name); ok && le.epoch == c.Epoch && le.holder == c.Primary {
 		in.LeaseExpiresAt = le.expires
 	}
-	s.fsm.ScanHistoryBack(c.Name, func(ev *pgdrv1.HistoryEvent) bool {
-		if countsAsFailover(ev.Kind) && ev.Time != nil {
-			in.LastFailoverAt = ev.Time.AsTime() // the newest one
-			return false
-		}
-		return true
-	})
+	if ev := s.fsm.LatestEvent(c.Name, kindFailoverIntent, kindManualIntent); ev.GetTime() != nil { // countsAsFailover
+		in.LastFailoverAt = ev.GetTime().AsTime()
+	} else if ev != nil { // (every event has a time; should one not, the newest that has)
+		s.fsm.ScanHistoryBack(c.Name, func(ev *pgdrv1.HistoryEvent) bool {
+			if countsAsFailover(ev.Kind) && ev.Time != nil {
+				in.LastFailoverAt = ev.Time.AsTime() // the newest one
+				return false
+			}
+			return true
+		})
+	}
 	if failover.UnpromotedPrimary(in.Members[c.Primary]) { // rule 2a reads history only then
 		in.PrimaryPromoted = s.primaryPromoted(c)
 	}
@@ -91,7 +95,7 @@ func (s *Server) failoverInput(c *pgdrv1.Cluster, samples map[memberKey]sample, 
 func (s *Server) membersInput(c *pgdrv1.Cluster, samples map[memberKey]sample, now time.Time) failover.Input {
 	in := failover.Input{
 		Cluster: c.Name, Primary: c.Primary, Epoch: c.Epoch, Now: now,
-		Members: map[string]failover.Member{},
+		Members: make(map[string]failover.Member, len(c.Members)),
 		Policy: failover.Policy{
 			MinInterval: s.cfg.Failover.MinInterval.Duration,
 		},
@@ -122,9 +126,11 @@ func (s *Server) membersInput(c *pgdrv1.Cluster, samples map[memberKey]sample, n
 	return in
 }
 
-// failoverTick judges every cluster once; the leader loop calls it.
+// failoverTick judges every cluster once; the leader loop calls it. The
+// clusters are the FSM's shared views: read only, here and in everything
+// it hands them to.
 func (s *Server) failoverTick(ctx context.Context) {
-	clusters := s.fsm.Clusters()
+	clusters := s.fsm.ClusterViews()
 	samples := s.view.snapshot()
 	now := time.Now()
 	for name, c := range clusters {
@@ -380,7 +386,7 @@ func (s *Server) completeFailover(ctx context.Context, c *pgdrv1.Cluster, old, c
 				result = "failed"
 			}
 			// step/result let rejoinTick find a replica that missed it
-			// (missedFollow).
+			// (stoppedMustRejoin).
 			s.recordEvent(ctx, name, kindFailoverStep, m, epoch, msg, map[string]string{"step": stepFollow, "result": result})
 		}()
 	}
@@ -521,7 +527,7 @@ func (s *Server) rejoinTick(ctx context.Context, c *pgdrv1.Cluster, samples map[
 		// order failed: it would come back streaming from, or ahead of, a
 		// primary that is gone — the loss of a whole region).
 		if !(r.Fenced || (r.Connectable && !r.InRecovery) ||
-			(!r.PostmasterAlive && (s.replacedPrimary(c.Name, name) || s.missedFollow(c.Name, name)))) {
+			(!r.PostmasterAlive && s.stoppedMustRejoin(c.Name, name))) {
 			continue
 		}
 		k := memberKey{c.Name, name}
@@ -569,12 +575,20 @@ func (s *Server) rejoinTick(ctx context.Context, c *pgdrv1.Cluster, samples map[
 // replica at the new primary.
 const stepFollow = "follow"
 
-// missedFollow reports whether a failover's order to member to follow the
-// new primary failed (it was down) and member has not rejoined, followed
-// or been re-pointed successfully since.
-func (s *Server) missedFollow(cluster, member string) bool {
-	missed := false
+// stoppedMustRejoin reports whether member, found stopped, must rejoin:
+// it lost the primary role in a failover and has not rejoined successfully
+// since (replaced), or a failover's order to it to follow the new primary
+// failed (it was down) and it has not rejoined, followed or been re-pointed
+// successfully since (missed). Both in one pass over the cluster's history.
+func (s *Server) stoppedMustRejoin(cluster, member string) bool {
+	replaced, missed := false, false
 	s.fsm.ScanHistory(cluster, func(ev *pgdrv1.HistoryEvent) {
+		switch {
+		case replacesPrimary(ev.Kind) && ev.Details["old_primary"] == member:
+			replaced = true
+		case rejoinedKind(ev.Kind) && ev.Node == member && ev.Details["result"] == "ok":
+			replaced = false
+		}
 		if ev.Node != member {
 			return
 		}
@@ -585,20 +599,5 @@ func (s *Server) missedFollow(cluster, member string) bool {
 			missed = false
 		}
 	})
-	return missed
-}
-
-// replacedPrimary reports whether member lost the primary role in a
-// failover and has not rejoined successfully since.
-func (s *Server) replacedPrimary(cluster, member string) bool {
-	replaced := false
-	s.fsm.ScanHistory(cluster, func(ev *pgdrv1.HistoryEvent) {
-		switch {
-		case replacesPrimary(ev.Kind) && ev.Details["old_primary"] == member:
-			replaced = true
-		case rejoinedKind(ev.Kind) && ev.Node == member && ev.Details["result"] == "ok":
-			replaced = false
-		}
-	})
-	return replaced
+	return replaced || missed
 }

@@ -71,6 +71,18 @@ func startInmemRaft(t testing.TB, s *Server) {
 	testutil.WaitFor(t, 10*time.Second, "the one voter leads", func() (bool, error) { return s.isLeader(), nil })
 }
 
+// waitTotalsStarted waits until the leader has started the totals
+// (StartTotals, proposed on its own once it is caught up), so that a test
+// comparing the state before and after its commands sees only its own.
+func waitTotalsStarted(t *testing.T, s *Server) {
+	t.Helper()
+	testutil.WaitFor(t, 20*time.Second, "the totals started", func() (bool, error) {
+		var since uint64
+		s.fsm.Read(func(st *pgdrv1.State) { since = st.GetTotalsSinceIndex() })
+		return since != 0, nil
+	})
+}
+
 // mustPropose applies a command through Raft on the leader.
 func mustPropose(t *testing.T, s *Server, typ pgdrv1.CommandType, payload proto.Message) {
 	t.Helper()

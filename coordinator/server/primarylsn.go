@@ -159,15 +159,26 @@ func (s *Server) primaryLSNSeed(c *pgdrv1.Cluster, cand string) uint64 {
 // loop calls it every tick.
 func (s *Server) recordPrimaryLSNs(ctx context.Context) {
 	now := time.Now()
-	for name, c := range s.fsm.Clusters() {
-		if c.GetPrimary() == "" {
-			continue
+	// Only the few fields read here are copied, not the clusters.
+	type primaryOf struct {
+		c                *pgdrv1.Cluster // name, primary and epoch only
+		recorded, maxLag uint64
+	}
+	var clusters []primaryOf
+	s.fsm.Read(func(st *pgdrv1.State) {
+		for name, c := range st.GetClusters() {
+			if c.GetPrimary() == "" {
+				continue
+			}
+			p := primaryOf{c: &pgdrv1.Cluster{Name: name, Primary: c.GetPrimary(), Epoch: c.GetEpoch()}, maxLag: c.GetPolicy().GetMaximumLagOnFailover()}
+			if c.GetPrimaryLastLsnEpoch() == c.GetEpoch() {
+				p.recorded = c.GetPrimaryLastLsn()
+			}
+			clusters = append(clusters, p)
 		}
-		var recorded uint64
-		if c.GetPrimaryLastLsnEpoch() == c.GetEpoch() {
-			recorded = c.GetPrimaryLastLsn()
-		}
-		maxLag := c.GetPolicy().GetMaximumLagOnFailover()
+	})
+	for _, p := range clusters {
+		c, name, recorded, maxLag := p.c, p.c.GetName(), p.recorded, p.maxLag
 		if maxLag == 0 {
 			maxLag = failover.DefaultMaxLag
 		}

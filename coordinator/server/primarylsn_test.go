@@ -18,7 +18,7 @@ import (
 const mib = 1 << 20
 
 // applyDirect applies commands to s's FSM as if Raft had committed them.
-func applyDirect(t *testing.T, s *Server, typ pgdrv1.CommandType, payload proto.Message) {
+func applyDirect(t testing.TB, s *Server, typ pgdrv1.CommandType, payload proto.Message) {
 	t.Helper()
 	c, err := fsm.NewCommand(typ, payload, "admin:test", time.Now())
 	if err != nil {

@@ -67,26 +67,21 @@ type pendingFailover struct {
 
 // pendingFailover returns cluster's unfinished failover or switchover, or
 // nil: the newest of its failover and switchover intents and results, if
-// that is an intent. (It runs on every leader tick: it reads back from the
-// newest event and stops at the first of those.)
+// that is an intent. (It runs on every leader tick: the FSM keeps each
+// kind's newest event, so the history is not scanned.)
 func (s *Server) pendingFailover(cluster string) *pendingFailover {
 	var p *pendingFailover
-	s.fsm.ScanHistoryBack(cluster, func(ev *pgdrv1.HistoryEvent) bool {
-		switch ev.GetKind() {
-		case kindFailoverIntent, kindManualIntent:
-			p = &pendingFailover{cand: ev.GetNode(), old: ev.GetDetails()["old_primary"], epoch: ev.GetEpoch(), reason: ev.GetMessage()}
-			if ev.GetKind() == kindManualIntent {
-				p.prefix = manualPrefix
-			}
-			return false
-		case kindSwitchoverIntent:
-			p = &pendingFailover{prefix: switchoverKinds, cand: ev.GetNode(), old: ev.GetDetails()["old_primary"], epoch: ev.GetEpoch(), reason: ev.GetMessage()}
-			return false
-		case kindFailoverResult, kindManualResult, kindSwitchoverResult:
-			return false
+	ev := s.fsm.LatestEvent(cluster, kindFailoverIntent, kindManualIntent, kindSwitchoverIntent,
+		kindFailoverResult, kindManualResult, kindSwitchoverResult)
+	switch ev.GetKind() {
+	case kindFailoverIntent, kindManualIntent:
+		p = &pendingFailover{cand: ev.GetNode(), old: ev.GetDetails()["old_primary"], epoch: ev.GetEpoch(), reason: ev.GetMessage()}
+		if ev.GetKind() == kindManualIntent {
+			p.prefix = manualPrefix
 		}
-		return true
-	})
+	case kindSwitchoverIntent:
+		p = &pendingFailover{prefix: switchoverKinds, cand: ev.GetNode(), old: ev.GetDetails()["old_primary"], epoch: ev.GetEpoch(), reason: ev.GetMessage()}
+	}
 	return p
 }
 

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http/httptest"
-	"syscall"
 	"testing"
 	"time"
 
@@ -109,15 +108,6 @@ func BenchmarkMetricsScrape(b *testing.B) {
 	used := float64(cpuTime(b)-cpu) - idleRate*float64(time.Since(start))
 	b.ReportMetric(float64(size), "bytes/scrape")
 	b.ReportMetric(used/float64(b.N)/1e6, "cpu-ms/scrape")
-}
-
-// cpuTime is the process's user and system CPU time so far.
-func cpuTime(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // BenchmarkStatusPage: one status page built on the leader (Status, the

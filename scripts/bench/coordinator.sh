@@ -26,7 +26,14 @@
 #      window, each quantile interpolated linearly inside its bucket (as
 #      Prometheus' histogram_quantile does); reports/s from
 #      pgdr_coordinator_reports_total. The followers' and coordload's CPU over
-#      the same window are shown for context.
+#      the same window are shown for context. Scrape cost: while the load
+#      runs, the leader's /metrics is scraped every BENCH_SCRAPE_INTERVAL
+#      (15) s of the window and once more at its end, as Prometheus would
+#      (so the window's CPU and report delay include them); the duration
+#      (curl's time_total) of these and of the two scrapes that bound the
+#      window is printed as median and max, with the response size.
+#      BENCH_SCRAPE_INTERVAL=0: no scrape inside the window (only the two
+#      bounding it), to compare CPU and p99 without.
 #   3. The leader is killed with SIGKILL. Re-election = time until both
 #      survivors' /health name the same new leader (polled every 20 ms).
 #      Agents back = time until the new leader holds all 2N streams and
@@ -38,13 +45,17 @@
 #
 # Environment: PGDR_BENCH_DIR (/tmp/pgdr-bench-coordinator), BENCH_AGENTS
 # ("1000 5000"), BENCH_SECONDS (60), BENCH_RAMP (N/500 s), BENCH_WARMUP (5),
-# BENCH_PORT_BASE (first of 12 consecutive free ports searched from here,
+# BENCH_PORT_BASE (first of 15 consecutive free ports searched from here,
 # 26100), BENCH_CONNECT_TIMEOUT (180 s), BENCH_FAILOVER_TIMEOUT (60 s),
 # BENCH_LOG_LEVEL (info, the coordinators' log_level), BENCH_COORDINATOR (the
 # pgdr-coordinator binary to run, default bin/pgdr-coordinator), BENCH_RAFT
 # (extra raft: settings, ";"-separated, e.g. "leader_lease_timeout: 1s";
 # default none: the coordinator's defaults, heartbeat and election 500 ms,
-# lease 250 ms).
+# lease 250 ms), BENCH_SCRAPE_INTERVAL (15 s; 0: none), BENCH_PROFILE (1: each coordinator serves Go's profiles
+# on a loopback port (PGDR_PPROF_LISTEN) and the leader's CPU is profiled
+# over the steady window into $PGDR_BENCH_DIR/nN/leader.cpu.pprof, read
+# with go tool pprof -top bin/pgdr-coordinator FILE; profiling costs the
+# leader a few percent of CPU; default 0).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
@@ -56,6 +67,8 @@ PORT_BASE=${BENCH_PORT_BASE:-26100}
 CONNECT_TIMEOUT=${BENCH_CONNECT_TIMEOUT:-180}
 FAILOVER_TIMEOUT=${BENCH_FAILOVER_TIMEOUT:-60}
 LOG_LEVEL=${BENCH_LOG_LEVEL:-info}
+PROFILE=${BENCH_PROFILE:-0}
+SCRAPE_INTERVAL=${BENCH_SCRAPE_INTERVAL:-15}
 # BENCH_RAFT: extra raft settings, e.g. "leader_lease_timeout: 1s; heartbeat_timeout: 1s"
 RAFT_EXTRA=""
 if [ -n "${BENCH_RAFT:-}" ]; then
@@ -123,29 +136,30 @@ chmod 600 "$BENCH/gossip.key" "$BENCH/agent.token" "$BENCH/tokens.yaml"
 
 # ------------------------------------------------------------------- ports
 port_free() { [ -z "$(ss -Htanu "( sport = :$1 )" 2>/dev/null)" ]; }
-find_ports() { # 12 consecutive free ports from PORT_BASE
+find_ports() { # 15 consecutive free ports from PORT_BASE
   local b=$PORT_BASE i ok
   while [ "$b" -lt 65000 ]; do
     ok=1
-    for ((i = 0; i < 12; i++)); do port_free $((b + i)) || { ok=0; break; }; done
+    for ((i = 0; i < 15; i++)); do port_free $((b + i)) || { ok=0; break; }; done
     [ $ok = 1 ] && { echo "$b"; return 0; }
-    b=$((b + 12))
+    b=$((b + 15))
   done
   return 1
 }
 
 # ----------------------------------------------------------------- cluster
 NAMES=(c1 c2 c3)
-declare -A RAFT API HTTP GOSSIP PID
+declare -A RAFT API HTTP GOSSIP PPROF PID
 region() { [ "$1" = c2 ] && echo eu-west-1 || echo us-east-1; }
 
 start_cluster() { # start_cluster DIR
   local dir=$1 base i n boot="" join
-  base=$(find_ports) || { say "no 12 free consecutive ports from $PORT_BASE"; return 1; }
+  base=$(find_ports) || { say "no 15 free consecutive ports from $PORT_BASE"; return 1; }
   for i in 0 1 2; do
     n=${NAMES[$i]}
     RAFT[$n]=127.0.0.1:$((base + i * 4)); API[$n]=127.0.0.1:$((base + i * 4 + 1))
     HTTP[$n]=127.0.0.1:$((base + i * 4 + 2)); GOSSIP[$n]=127.0.0.1:$((base + i * 4 + 3))
+    PPROF[$n]=127.0.0.1:$((base + 12 + i))
     boot+="  - {name: $n, raft_address: \"${RAFT[$n]}\", api_address: \"${API[$n]}\", region: $(region "$n")}"$'\n'
   done
   for n in "${NAMES[@]}"; do
@@ -176,7 +190,11 @@ auth:
 bootstrap:
 $boot
 YAML
-    "$COORD" run --bootstrap --config "$dir/$n/coordinator.yaml" > "$dir/$n/coordinator.log" 2>&1 &
+    if [ "$PROFILE" = 1 ]; then
+      PGDR_PPROF_LISTEN=${PPROF[$n]} "$COORD" run --bootstrap --config "$dir/$n/coordinator.yaml" > "$dir/$n/coordinator.log" 2>&1 &
+    else
+      "$COORD" run --bootstrap --config "$dir/$n/coordinator.yaml" > "$dir/$n/coordinator.log" 2>&1 &
+    fi
     PID[$n]=$!
     register_pid "${PID[$n]}" "$dir/$n/coordinator.yaml"
   done
@@ -206,6 +224,10 @@ metric() { # metric FILE NAME: an unlabelled sample's value
   awk -v n="$2" '$1 == n {printf "%.6f\n", $2; f=1} END {if (!f) print 0}' "$1"
 }
 scrape() { curl -s -m 5 "http://${HTTP[$1]}/metrics" > "$2" || : > "$2"; }
+# timed_scrape NODE FILE LOG: scrape, appending "seconds bytes http_code" to LOG.
+timed_scrape() {
+  curl -s -m 5 -o "$2" -w '%{time_total} %{size_download} %{http_code}\n' "http://${HTTP[$1]}/metrics" >> "$3" || { : > "$2"; echo "5 0 000" >> "$3"; }
+}
 box_ticks() { awk '/^cpu /{print $2+$3+$4+$7+$8+$9}' /proc/stat; } # busy jiffies, all CPUs
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 # hist_q BEFORE AFTER Q: quantile (ms) of the report delay observed between
@@ -274,13 +296,30 @@ run_round() {
   local followers=() fpids=()
   for n in "${NAMES[@]}"; do [ "$n" != "$leader" ] && { followers+=("$n"); fpids+=("${PID[$n]}"); }; done
   local el0 el1; el0=$(cat "$dir"/c?/coordinator.log | grep -cE "became raft leader|stepping down" || true)
-  scrape "$leader" "$dir/m.start"
+  local prof_pid=""
+  if [ "$PROFILE" = 1 ]; then
+    curl -s -m $((WINDOW + 30)) -o "$dir/leader.cpu.pprof" "http://${PPROF[$leader]}/debug/pprof/profile?seconds=$WINDOW" &
+    prof_pid=$!
+  fi
+  local slog="$dir/scrapes.txt" el=0 st
+  : > "$slog"
+  timed_scrape "$leader" "$dir/m.start" "$slog"
   t0=$(now_ns); c0=$(cpu_ticks "$lpid"); l0=$(cpu_ticks "$load_pid"); b0=$(box_ticks)
   f0=$(( $(cpu_ticks "${fpids[0]}") + $(cpu_ticks "${fpids[1]}") ))
-  sleep "$WINDOW"
+  # The window, scraped every SCRAPE_INTERVAL s and at its end.
+  while [ "$el" -lt "$WINDOW" ]; do
+    st=$WINDOW
+    [ "$SCRAPE_INTERVAL" -gt 0 ] && st=$(( SCRAPE_INTERVAL < WINDOW - el ? SCRAPE_INTERVAL : WINDOW - el ))
+    sleep "$st"; el=$((el + st))
+    [ "$SCRAPE_INTERVAL" -gt 0 ] && timed_scrape "$leader" "$dir/m.w$el" "$slog"
+  done
   t1=$(now_ns); c1=$(cpu_ticks "$lpid"); l1=$(cpu_ticks "$load_pid"); b1=$(box_ticks)
   f1=$(( $(cpu_ticks "${fpids[0]}") + $(cpu_ticks "${fpids[1]}") ))
-  scrape "$leader" "$dir/m.end"
+  timed_scrape "$leader" "$dir/m.end" "$slog"
+  if [ -n "$prof_pid" ]; then
+    wait "$prof_pid" || say "N=$n_agents: the leader's CPU profile failed"
+    say "N=$n_agents: leader CPU profile: go tool pprof -top $COORD $dir/leader.cpu.pprof"
+  fi
   el1=$(cat "$dir"/c?/coordinator.log | grep -cE "became raft leader|stepping down" || true)
   local dt; dt=$(awk -v a="$t0" -v b="$t1" 'BEGIN{print (b-a)/1e9}')
   R[$n_agents:cpu]=$(awk -v a="$c0" -v b="$c1" -v dt="$dt" -v hz="$HZ" 'BEGIN{printf "%.3f", (b-a)/hz/dt}')
@@ -295,6 +334,16 @@ run_round() {
     -v x="$(metric "$dir/m.start" pgdr_coordinator_report_delay_seconds_count)" -v y="$(metric "$dir/m.end" pgdr_coordinator_report_delay_seconds_count)" \
     'BEGIN{ if (y > x) printf "%.2f", (b-a)/(y-x)*1000; else print "-" }')
   R[$n_agents:rate]=$(awk -v a="$(metric "$dir/m.start" pgdr_coordinator_reports_total)" -v b="$(metric "$dir/m.end" pgdr_coordinator_reports_total)" -v dt="$dt" 'BEGIN{printf "%.0f", (b-a)/dt}')
+  # CPU per report: leader CPU seconds over the window / reports received in it.
+  R[$n_agents:cpurep]=$(awk -v a="$c0" -v b="$c1" -v hz="$HZ" -v x="$(metric "$dir/m.start" pgdr_coordinator_reports_total)" -v y="$(metric "$dir/m.end" pgdr_coordinator_reports_total)" \
+    'BEGIN{ if (y > x) printf "%.1f", (b-a)/hz/(y-x)*1e6; else print "-" }')
+  # Scrape cost: every timed scrape of the round (the two bounding the window and those inside it).
+  R[$n_agents:scrapes]=$(awk '{n++; d[n]=$1*1000; if ($1*1000 > mx) mx=$1*1000; if ($3 != 200) bad++; sz=$2}
+    END { if (!n) { print "-"; exit }
+          for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (d[j] < d[i]) { t=d[i]; d[i]=d[j]; d[j]=t }
+          med = (n % 2) ? d[(n+1)/2] : (d[n/2] + d[n/2+1]) / 2
+          printf "%d %.1f %.1f %d %d\n", n, med, mx, sz, bad }' "$slog")
+  R[$n_agents:series]=$(grep -vc '^#' "$dir/m.end" || true)
   R[$n_agents:gor]=$(metric "$dir/m.end" go_goroutines | cut -d. -f1)
   R[$n_agents:load]=$(cut -d' ' -f1 /proc/loadavg)
   s=$(leader_of "$leader")
@@ -365,6 +414,11 @@ mark() { # mark VALUE OP LIMIT: ✓ or ✗ (- when no value)
   echo "load avg:   $(cut -d' ' -f1-3 /proc/loadavg) (at end)"
   [ -n "${BENCH_RAFT:-}" ] && echo "raft:       $BENCH_RAFT (BENCH_RAFT)"
   echo "window:     ${WINDOW} s steady state, ${WARMUP} s after the leader held all streams; agents report every 1 s, 100 per cluster"
+  if [ "$SCRAPE_INTERVAL" -gt 0 ]; then
+    echo "scraping:   the leader's /metrics every ${SCRAPE_INTERVAL} s of the window and at its end (included in its CPU and delays)"
+  else
+    echo "scraping:   none inside the window (BENCH_SCRAPE_INTERVAL=0); only the scrapes just before and after it"
+  fi
   echo
   printf '%7s | %-9s %8s %7s | %-10s %-10s %7s | %-10s %9s | %6s %6s %6s | %8s %8s %7s\n' \
     agents "CPU cores" "RSS MiB" "rep/s" "p50 ms" "p99 ms" "mean" "re-elect s" "agents s" "fol." "load" "other" "reg p50" "reg p99" "conn s"
@@ -390,7 +444,12 @@ mark() { # mark VALUE OP LIMIT: ✓ or ✗ (- when no value)
   echo "         reg p50/p99 = first Register latency in ms seen by the agents (a Raft write each), during the ramp;"
   echo "         conn s = coordload start -> all N agents had both streams open"
   for N in $AGENT_COUNTS; do
-    echo "N=$N: 1-min load average at window end ${R[$N:load]:--}"
+    echo "N=$N: 1-min load average at window end ${R[$N:load]:--}; leader CPU per report ${R[$N:cpurep]:--} µs (CPU seconds over the window / reports received)"
+    read -r sn smed smax ssz sbad <<< "${R[$N:scrapes]:--}"
+    if [ "${sn:--}" != "-" ]; then
+      echo "N=$N: /metrics scrapes of the leader: $sn, duration median $smed ms, max $smax ms $(mark "$smax" '<' 100) (target < 100 ms),"
+      echo "        response $(awk -v b="$ssz" 'BEGIN{printf "%.1f KiB", b/1024}') (${R[$N:series]:--} samples)$( [ "${sbad:-0}" -gt 0 ] && echo ", $sbad failed" || true)"
+    fi
     [ -n "${R[$N:note]:-}" ] && echo "note N=$N: ${R[$N:note]}"
     echo "N=$N: leader VmRSS at window end ${R[$N:rssnow]:--} MiB, ${R[$N:gor]:--} goroutines; agents sent ${R[$N:lsent]:--} reports, ${R[$N:lerr]:--} session errors (mostly the failover);"
     echo "        Raft entries applied from the kill to 2 s after the agents were back: ${R[$N:applies]:--}; logs and JSON in $BENCH/n$N/"

@@ -56,6 +56,9 @@ Usage:
   pgdr-coordinator version
 
 The config file may also be given in PGDR_COORDINATOR_CONFIG.
+For performance work, PGDR_PPROF_LISTEN=127.0.0.1:PORT serves Go's runtime
+profiles at http://127.0.0.1:PORT/debug/pprof/ (no TLS, no authentication:
+loopback only), e.g. go tool pprof http://127.0.0.1:PORT/debug/pprof/profile?seconds=30
 `
 
 func main() {
@@ -135,6 +138,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if addr := os.Getenv(pprofEnv); addr != "" {
+		if err := startPprof(ctx, addr, log); err != nil {
+			fmt.Fprintln(stderr, "pgdr-coordinator:", err)
+			return 1
+		}
+	}
 	if err := srv.Run(ctx); err != nil {
 		log.Error("coordinator failed", "err", err)
 		return 1
