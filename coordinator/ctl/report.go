@@ -75,17 +75,17 @@ func percent(r float64) string {
 	return strconv.FormatFloat(r*100, 'f', 4, 64) + "%"
 }
 
-// targetPercent is a target ratio as the policy file writes it (99.99%).
-func targetPercent(r float64) string {
+// TargetPercent is a target ratio as the policy file writes it (99.99%).
+func TargetPercent(r float64) string {
 	return compliance.FormatPPM(uint32(math.Round(r * 1e6)))
 }
 
-// writeAvailabilityLine is the SLO in one line (status, the report).
-func writeAvailabilityLine(w *WriteAvailabilityJSON) string {
+// WriteAvailabilityLine is the SLO in one line (status, the report).
+func WriteAvailabilityLine(w *WriteAvailabilityJSON) string {
 	if w.GoodSeconds+w.BadSeconds == 0 {
-		return fmt.Sprintf("not measured yet (no heartbeat judged; target %s)", targetPercent(w.Target))
+		return fmt.Sprintf("not measured yet (no heartbeat judged; target %s)", TargetPercent(w.Target))
 	}
-	s := fmt.Sprintf("%s over 28d (target %s), error budget left %s; %d s bad", percent(w.Ratio), targetPercent(w.Target),
+	s := fmt.Sprintf("%s over 28d (target %s), error budget left %s; %d s bad", percent(w.Ratio), TargetPercent(w.Target),
 		strconv.FormatFloat(w.BudgetRemaining*100, 'f', 1, 64)+"%", w.BadSeconds)
 	if w.UnobservedSeconds > 0 {
 		s += fmt.Sprintf(" (%d s of them unobserved: no coordinator leader judged)", w.UnobservedSeconds)
@@ -93,8 +93,8 @@ func writeAvailabilityLine(w *WriteAvailabilityJSON) string {
 	return s
 }
 
-// heartbeatLagLine is the members' replication lag from the heartbeat.
-func heartbeatLagLine(w *WriteAvailabilityJSON) string {
+// HeartbeatLagLine is the members' replication lag from the heartbeat.
+func HeartbeatLagLine(w *WriteAvailabilityJSON) string {
 	var parts []string
 	for _, l := range w.Lag {
 		parts = append(parts, fmt.Sprintf("%s %s", l.Node, seconds(l.Seconds)))
@@ -186,8 +186,8 @@ func writeComplianceLines(w io.Writer, c ComplianceJSON) {
 	}
 	fmt.Fprintf(w, "  measured: %s\n", strings.Join(parts, "; "))
 	if wa := c.WriteAvailability; wa != nil {
-		fmt.Fprintf(w, "  write availability: %s\n", writeAvailabilityLine(wa))
-		fmt.Fprintf(w, "  heartbeat lag: %s\n", heartbeatLagLine(wa))
+		fmt.Fprintf(w, "  write availability: %s\n", WriteAvailabilityLine(wa))
+		fmt.Fprintf(w, "  heartbeat lag: %s\n", HeartbeatLagLine(wa))
 	}
 	if len(c.Breaches) == 0 {
 		fmt.Fprintln(w, "  breaches: none")
@@ -404,7 +404,7 @@ func writeReportMarkdown(w io.Writer, v ReportJSON) error {
 		}
 		if wa := cp.WriteAvailability; wa != nil {
 			b.WriteString("\n### Write availability (28 days)\n\n")
-			fmt.Fprintf(&b, "%s.\n\nReplication lag from the heartbeat: %s.\n", capitalize(writeAvailabilityLine(wa)), heartbeatLagLine(wa))
+			fmt.Fprintf(&b, "%s.\n\nReplication lag from the heartbeat: %s.\n", capitalize(WriteAvailabilityLine(wa)), HeartbeatLagLine(wa))
 		}
 		b.WriteString("\n### Backups per tier\n\n| Tier | OK | Failed | Running | Last OK | Verification |\n|---|---|---|---|---|---|\n")
 		for _, t := range c.Backups {

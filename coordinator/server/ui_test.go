@@ -18,6 +18,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/pgdr/pgdr/coordinator/config"
+	"github.com/pgdr/pgdr/coordinator/ctl"
 	"github.com/pgdr/pgdr/pkg/testutil"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
@@ -341,6 +342,39 @@ func TestStatusPageFollowerWithoutLeaderAnswer(t *testing.T) {
 	for _, want := range []string{`data-member="pg-a1"`, `class="health unknown">unknown<`, "member-registered", `data-tier="daily"`} {
 		if !strings.Contains(body, want) {
 			t.Errorf("the page lacks %q:\n%s", want, body)
+		}
+	}
+}
+
+// TestStatusPageWriteAvailability: the page's targets table shows the
+// write-availability SLO against its target, flagged when under it, and
+// the replication lag measured from the heartbeat.
+func TestStatusPageWriteAvailability(t *testing.T) {
+	wa := &ctl.WriteAvailabilityJSON{GoodSeconds: 9990, BadSeconds: 10, Ratio: 0.999, Target: 0.9999, BudgetRemaining: -9,
+		Lag: []ctl.HeartbeatLagJSON{{Node: "pg-a2", Seconds: 0.4}}}
+	v := compliancePageView(ctl.ComplianceJSON{WriteAvailability: wa})
+	var avail, lag *targetRow
+	for i, r := range v.Rows {
+		switch {
+		case strings.HasPrefix(r.Name, "Write availability"):
+			avail = &v.Rows[i]
+		case strings.HasPrefix(r.Name, "Replication lag from the heartbeat"):
+			lag = &v.Rows[i]
+		}
+	}
+	if avail == nil || lag == nil {
+		t.Fatalf("no write-availability or heartbeat-lag row: %+v", v.Rows)
+	}
+	if !avail.Breached || avail.Limit != "99.99%" || !strings.Contains(avail.Measured, "99.9000%") {
+		t.Errorf("write availability row: %+v", *avail)
+	}
+	if !strings.Contains(lag.Measured, "pg-a2") {
+		t.Errorf("heartbeat lag row: %+v", *lag)
+	}
+	wa.GoodSeconds, wa.BadSeconds, wa.Ratio = 0, 0, 0
+	for _, r := range compliancePageView(ctl.ComplianceJSON{WriteAvailability: wa}).Rows {
+		if strings.HasPrefix(r.Name, "Write availability") && (r.Breached || r.Measured != "not measured") {
+			t.Errorf("an unmeasured cluster: %+v", r)
 		}
 	}
 }

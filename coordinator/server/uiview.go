@@ -259,6 +259,19 @@ func compliancePageView(cp ctl.ComplianceJSON) *complianceView {
 	} else {
 		row("Failover RPO ("+dashIfEmpty(f.Note)+")", cp.Targets.RPO, "", false)
 	}
+	if wa := cp.WriteAvailability; wa != nil {
+		measured := ""
+		if wa.GoodSeconds+wa.BadSeconds > 0 {
+			measured = ctl.WriteAvailabilityLine(wa)
+		}
+		row("Write availability (28 days, from the heartbeat)", ctl.TargetPercent(wa.Target), measured,
+			measured != "" && wa.Ratio < wa.Target)
+		lag := ""
+		if len(wa.Lag) > 0 {
+			lag = ctl.HeartbeatLagLine(wa)
+		}
+		row("Replication lag from the heartbeat", "-", lag, false)
+	}
 	for _, r := range cp.RTO {
 		limit, target := cp.Targets.Failover, compliance.TargetFailover
 		name := "Last " + r.Source
