@@ -80,6 +80,10 @@ type Writer struct {
 	ready bool // the table exists on conn's server
 	// cancelled is set by conn's notice handler during a heartbeat.
 	cancelled bool
+	// createAfter: no attempt to create the table before (a privilege
+	// error); createErr: the last one logged.
+	createAfter time.Time
+	createErr   string
 }
 
 // New returns a writer; Run writes.
@@ -173,8 +177,7 @@ func (w *Writer) write(ctx context.Context) (time.Time, error) {
 		return time.Time{}, err
 	}
 	if !w.ready {
-		if _, err := w.conn.Exec(ctx, createSQL); err != nil {
-			w.failed(err)
+		if err := w.create(ctx); err != nil {
 			return time.Time{}, err
 		}
 		w.ready = true
@@ -189,6 +192,41 @@ func (w *Writer) write(ctx context.Context) (time.Time, error) {
 		return time.Time{}, errors.New("committed locally only: the wait for synchronous standbys was cancelled")
 	}
 	return at, nil
+}
+
+// createRetry: how long a table the agent could not create (its role may
+// not create schemas in the database) waits before the next attempt,
+// instead of an error in the server's log every interval.
+const createRetry = time.Minute
+
+// create makes sure the table exists: only when it does not is it
+// created, since CREATE SCHEMA IF NOT EXISTS checks the right to create
+// schemas in the database before it looks for the schema, and a role
+// without it writes into a table a DBA created and granted (docs/slo.md).
+func (w *Writer) create(ctx context.Context) error {
+	if time.Now().Before(w.createAfter) {
+		return errors.New("pgdr.heartbeat could not be created; retried at " + w.createAfter.Format(time.RFC3339))
+	}
+	var exists bool
+	err := w.conn.QueryRow(ctx, "SELECT to_regclass('"+Table+"') IS NOT NULL").Scan(&exists)
+	if err == nil && !exists {
+		_, err = w.conn.Exec(ctx, createSQL)
+	}
+	if err != nil {
+		w.failed(err)
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "42501" { // insufficient_privilege
+			w.createAfter = time.Now().Add(createRetry)
+			if msg := pgErr.Message; msg != w.createErr {
+				w.createErr = msg
+				w.deps.Log.Warn("no write-availability heartbeat: "+Table+" cannot be created or read by the agent's role; create it and grant the role USAGE on schema pgdr and SELECT, INSERT, UPDATE on it (docs/slo.md)",
+					"err", msg, "retry_in", createRetry)
+			}
+		}
+		return err
+	}
+	w.createErr = ""
+	return nil
 }
 
 func (w *Writer) connect(ctx context.Context, timeout time.Duration) error {

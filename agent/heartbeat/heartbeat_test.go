@@ -217,3 +217,54 @@ func last(w *Writer) time.Time {
 	l, _ := w.Last()
 	return l
 }
+
+// TestHeartbeatWithoutCreateOnDatabase: an agent role that may not create
+// schemas in its database writes the heartbeat into a table the DBA
+// created and granted (CREATE SCHEMA IF NOT EXISTS checks the privilege
+// before it looks for the schema, so it must not be run when the table is
+// there); without the table, its failure is retried at most once a minute
+// instead of an error in the server's log every interval.
+func TestHeartbeatWithoutCreateOnDatabase(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts PostgreSQL")
+	}
+	ctx := context.Background()
+	pg := pgtest.New(t, pgtest.Options{})
+	pg.Start(t)
+	pg.Exec(t, "CREATE ROLE hb LOGIN")
+	dsn := strings.Replace(pg.DSN(), "user=postgres", "user=hb", 1)
+
+	var latest *pgdrv1.HealthReport
+	newWriter := func() *Writer {
+		w := New(Config{DSN: dsn, Node: "pg-a1", PGData: pg.PGData, Interval: 200 * time.Millisecond},
+			Deps{Report: func() *pgdrv1.HealthReport { return latest }})
+		t.Cleanup(w.close)
+		return w
+	}
+	n := newNode(t, pg, "pg-a1", false)
+	latest = n.check(t)
+
+	// No table, no right to create it: no heartbeat, and the creation is
+	// not attempted again at every interval.
+	w := newWriter()
+	for i := 0; i < 5; i++ {
+		if w.Beat(ctx) {
+			t.Fatal("a heartbeat committed without its table")
+		}
+	}
+	if got := strings.Count(pg.Log(), "permission denied for database"); got > 1 {
+		t.Fatalf("%d permission errors in the server log for 5 heartbeats, want at most 1", got)
+	}
+
+	pg.Exec(t, `CREATE SCHEMA pgdr;
+CREATE TABLE pgdr.heartbeat (id int PRIMARY KEY CHECK (id = 1), at timestamptz NOT NULL, node text NOT NULL);
+GRANT USAGE ON SCHEMA pgdr TO hb;
+GRANT SELECT, INSERT, UPDATE ON pgdr.heartbeat TO hb`)
+	w = newWriter()
+	if !w.Beat(ctx) {
+		t.Fatalf("no heartbeat committed into the granted table; server log:\n%s", pg.Log())
+	}
+	if got := pg.QueryString(t, "SELECT node FROM pgdr.heartbeat"); got != "pg-a1" {
+		t.Fatalf("pgdr.heartbeat holds %q", got)
+	}
+}
