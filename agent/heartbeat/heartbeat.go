@@ -80,10 +80,10 @@ type Writer struct {
 	ready bool // the table exists on conn's server
 	// cancelled is set by conn's notice handler during a heartbeat.
 	cancelled bool
-	// createAfter: no attempt to create the table before (a privilege
-	// error); createErr: the last one logged.
-	createAfter time.Time
-	createErr   string
+	// retryAfter: no heartbeat is tried before (the role lacked a
+	// privilege); deniedErr: the last such error logged.
+	retryAfter time.Time
+	deniedErr  string
 }
 
 // New returns a writer; Run writes.
@@ -170,6 +170,9 @@ func (w *Writer) forget() {
 }
 
 func (w *Writer) write(ctx context.Context) (time.Time, error) {
+	if time.Now().Before(w.retryAfter) {
+		return time.Time{}, errors.New("the agent's role lacks a privilege on " + Table + "; retried at " + w.retryAfter.Format(time.RFC3339))
+	}
 	timeout := w.cfg.Timeout()
 	ctx, cancel := context.WithTimeout(ctx, timeout+time.Second)
 	defer cancel()
@@ -186,27 +189,27 @@ func (w *Writer) write(ctx context.Context) (time.Time, error) {
 	var at time.Time
 	if err := w.conn.QueryRow(ctx, upsertSQL, w.cfg.Node).Scan(&at); err != nil {
 		w.failed(err)
+		w.denied(err)
 		return time.Time{}, err
 	}
+	w.deniedErr = ""
 	if w.cancelled {
 		return time.Time{}, errors.New("committed locally only: the wait for synchronous standbys was cancelled")
 	}
 	return at, nil
 }
 
-// createRetry: how long a table the agent could not create (its role may
-// not create schemas in the database) waits before the next attempt,
-// instead of an error in the server's log every interval.
-const createRetry = time.Minute
+// deniedRetry: how long the heartbeat waits after the agent's role was
+// refused a privilege on the table (it may not create schemas in the
+// database, or was not granted the table), instead of an error in the
+// server's log every interval.
+const deniedRetry = time.Minute
 
 // create makes sure the table exists: only when it does not is it
 // created, since CREATE SCHEMA IF NOT EXISTS checks the right to create
 // schemas in the database before it looks for the schema, and a role
 // without it writes into a table a DBA created and granted (docs/slo.md).
 func (w *Writer) create(ctx context.Context) error {
-	if time.Now().Before(w.createAfter) {
-		return errors.New("pgdr.heartbeat could not be created; retried at " + w.createAfter.Format(time.RFC3339))
-	}
 	var exists bool
 	err := w.conn.QueryRow(ctx, "SELECT to_regclass('"+Table+"') IS NOT NULL").Scan(&exists)
 	if err == nil && !exists {
@@ -214,19 +217,24 @@ func (w *Writer) create(ctx context.Context) error {
 	}
 	if err != nil {
 		w.failed(err)
-		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && pgErr.Code == "42501" { // insufficient_privilege
-			w.createAfter = time.Now().Add(createRetry)
-			if msg := pgErr.Message; msg != w.createErr {
-				w.createErr = msg
-				w.deps.Log.Warn("no write-availability heartbeat: "+Table+" cannot be created or read by the agent's role; create it and grant the role USAGE on schema pgdr and SELECT, INSERT, UPDATE on it (docs/slo.md)",
-					"err", msg, "retry_in", createRetry)
-			}
-		}
-		return err
+		w.denied(err)
 	}
-	w.createErr = ""
-	return nil
+	return err
+}
+
+// denied holds the heartbeat back for deniedRetry after a privilege
+// error, logged once per distinct message.
+func (w *Writer) denied(err error) {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "42501" { // insufficient_privilege
+		return
+	}
+	w.retryAfter = time.Now().Add(deniedRetry)
+	if pgErr.Message != w.deniedErr {
+		w.deniedErr = pgErr.Message
+		w.deps.Log.Warn("no write-availability heartbeat: the agent's role may not create or write "+Table+"; create it and grant the role USAGE on schema pgdr and SELECT, INSERT, UPDATE on the table (docs/slo.md)",
+			"err", pgErr.Message, "retry_in", deniedRetry)
+	}
 }
 
 func (w *Writer) connect(ctx context.Context, timeout time.Duration) error {

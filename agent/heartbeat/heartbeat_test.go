@@ -222,8 +222,9 @@ func last(w *Writer) time.Time {
 // schemas in its database writes the heartbeat into a table the DBA
 // created and granted (CREATE SCHEMA IF NOT EXISTS checks the privilege
 // before it looks for the schema, so it must not be run when the table is
-// there); without the table, its failure is retried at most once a minute
-// instead of an error in the server's log every interval.
+// there); without the table, or without a grant on it, its failure is
+// retried at most once a minute instead of an error in the server's log
+// every interval.
 func TestHeartbeatWithoutCreateOnDatabase(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts PostgreSQL")
@@ -256,10 +257,21 @@ func TestHeartbeatWithoutCreateOnDatabase(t *testing.T) {
 		t.Fatalf("%d permission errors in the server log for 5 heartbeats, want at most 1", got)
 	}
 
+	// The table created, the role not granted it yet: likewise.
 	pg.Exec(t, `CREATE SCHEMA pgdr;
 CREATE TABLE pgdr.heartbeat (id int PRIMARY KEY CHECK (id = 1), at timestamptz NOT NULL, node text NOT NULL);
-GRANT USAGE ON SCHEMA pgdr TO hb;
-GRANT SELECT, INSERT, UPDATE ON pgdr.heartbeat TO hb`)
+GRANT USAGE ON SCHEMA pgdr TO hb`)
+	w = newWriter()
+	for i := 0; i < 5; i++ {
+		if w.Beat(ctx) {
+			t.Fatal("a heartbeat committed without the right to")
+		}
+	}
+	if got := strings.Count(pg.Log(), "permission denied for table heartbeat"); got > 1 {
+		t.Fatalf("%d permission errors in the server log for 5 heartbeats into a table not granted, want at most 1", got)
+	}
+
+	pg.Exec(t, "GRANT SELECT, INSERT, UPDATE ON pgdr.heartbeat TO hb")
 	w = newWriter()
 	if !w.Beat(ctx) {
 		t.Fatalf("no heartbeat committed into the granted table; server log:\n%s", pg.Log())
