@@ -280,3 +280,37 @@ GRANT USAGE ON SCHEMA pgdr TO hb`)
 		t.Fatalf("pgdr.heartbeat holds %q", got)
 	}
 }
+
+// TestHeartbeatReadWithoutGrant: an agent that reads the heartbeat (a
+// replica's, or a primary's with the heartbeat off) with a role not
+// granted the table reads it at most once a minute, not with an error in
+// the server's log every round of checks.
+func TestHeartbeatReadWithoutGrant(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts PostgreSQL")
+	}
+	ctx := context.Background()
+	pg := pgtest.New(t, pgtest.Options{})
+	pg.Start(t)
+	pg.Exec(t, `CREATE ROLE hb LOGIN IN ROLE pg_monitor;
+CREATE SCHEMA pgdr;
+CREATE TABLE pgdr.heartbeat (id int PRIMARY KEY CHECK (id = 1), at timestamptz NOT NULL, node text NOT NULL);
+GRANT USAGE ON SCHEMA pgdr TO hb`)
+	dsn := strings.Replace(pg.DSN(), "user=postgres", "user=hb", 1)
+	c := health.NewChecker(health.Config{Cluster: "main", Node: "pg-a2", PGData: pg.PGData, DSN: dsn}, nil)
+	t.Cleanup(func() { c.Close(context.Background()) })
+	for i := 0; i < 5; i++ {
+		if rep := c.Check(ctx); !rep.Connectable {
+			t.Fatalf("check: %v", rep)
+		}
+	}
+	if got := strings.Count(pg.Log(), "permission denied for table heartbeat"); got > 1 {
+		t.Fatalf("%d permission errors in the server log for 5 rounds of checks, want at most 1", got)
+	}
+	pg.Exec(t, "GRANT SELECT ON pgdr.heartbeat TO hb; INSERT INTO pgdr.heartbeat VALUES (1, now(), 'pg-a1')")
+	c = health.NewChecker(health.Config{Cluster: "main", Node: "pg-a2", PGData: pg.PGData, DSN: dsn}, nil)
+	t.Cleanup(func() { c.Close(context.Background()) })
+	if rep := c.Check(ctx); rep.GetHeartbeatTime() == nil {
+		t.Fatalf("no heartbeat read once granted: %v", rep)
+	}
+}
