@@ -66,10 +66,10 @@ func Apply(ws *pgdrv1.WriteSeconds, from, to int64, b Batch) *pgdrv1.WriteSecond
 	}
 	good, bad := b.Good, b.Bad
 	if t := ws.GetThroughUnix(); first < t {
-		// The batch overlaps the recorded seconds (a deposed leader's
-		// batch ended early, at a stalled tick, and this leader judged
-		// from before its end): only the seconds after through_unix are
-		// new. Which of the batch's seconds fell there is not known; the
+		// The batch overlaps the recorded seconds (the previous leader's
+		// last batch ended early, at a stalled tick, and this leader,
+		// its clock behind, judged from before that end): only the
+		// seconds after through_unix are new. Which of the batch's seconds fell there is not known; the
 		// bad ones are kept first, so availability is never overstated.
 		n := uint32(to - t)
 		bad = min(bad, n)
