@@ -73,6 +73,9 @@ type Checker struct {
 	conn *pgx.Conn
 	// heartbeatTable: pgdr.heartbeat was seen on the server (heartbeat.go).
 	heartbeatTable bool
+	// heartbeatRetry: the agent's role was refused the table; it is not
+	// read again before (heartbeat.go).
+	heartbeatRetry time.Time
 	// recvTLI: the highest timeline seen streamed (see replicaTimeline).
 	recvTLI   uint32
 	recvSysid uint64

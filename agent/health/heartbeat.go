@@ -28,22 +28,27 @@ func (c *Checker) heartbeat(q *querier, r *pgdrv1.HealthReport) {
 		}
 		return
 	}
-	if q.c.conn == nil {
+	if q.c.conn == nil || time.Now().Before(c.heartbeatRetry) {
 		return
 	}
+	var pgErr *pgconn.PgError
 	if !c.heartbeatTable {
 		// Until the table exists, ask the catalog: reading a missing table
 		// would log an error in the server's log every round.
 		var exists bool
 		if err := c.conn.QueryRow(q.ctx, "SELECT to_regclass('pgdr.heartbeat') IS NOT NULL").Scan(&exists); err != nil || !exists {
+			if errors.As(err, &pgErr) && pgErr.Code == "42501" {
+				c.heartbeatDenied(pgErr)
+			}
 			return
 		}
 		c.heartbeatTable = true
 	}
 	var at time.Time
 	err := c.conn.QueryRow(q.ctx, "SELECT at FROM pgdr.heartbeat WHERE id = 1").Scan(&at)
-	var pgErr *pgconn.PgError
 	switch {
+	case errors.As(err, &pgErr) && pgErr.Code == "42501":
+		c.heartbeatDenied(pgErr)
 	case errors.Is(err, pgx.ErrNoRows):
 	case errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "3F000"):
 		c.heartbeatTable = false // dropped
@@ -52,6 +57,17 @@ func (c *Checker) heartbeat(q *querier, r *pgdrv1.HealthReport) {
 	default:
 		setHeartbeat(r, at)
 	}
+}
+
+// heartbeatRetryAfter: how long the heartbeat is not read after the
+// agent's role was refused it (not granted USAGE on schema pgdr or SELECT
+// on the table): an error in the server's log every round otherwise.
+const heartbeatRetryAfter = time.Minute
+
+func (c *Checker) heartbeatDenied(err *pgconn.PgError) {
+	c.heartbeatRetry = time.Now().Add(heartbeatRetryAfter)
+	c.log.Warn("heartbeat not read: the agent's role may not read pgdr.heartbeat; grant it USAGE on schema pgdr and SELECT on the table (docs/slo.md)",
+		"err", err.Message, "retry_in", heartbeatRetryAfter)
 }
 
 // setHeartbeat records at (zero: none) and its age at the report's time.

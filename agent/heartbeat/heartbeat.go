@@ -80,6 +80,10 @@ type Writer struct {
 	ready bool // the table exists on conn's server
 	// cancelled is set by conn's notice handler during a heartbeat.
 	cancelled bool
+	// retryAfter: no heartbeat is tried before (the role lacked a
+	// privilege); deniedErr: the last such error logged.
+	retryAfter time.Time
+	deniedErr  string
 }
 
 // New returns a writer; Run writes.
@@ -166,6 +170,9 @@ func (w *Writer) forget() {
 }
 
 func (w *Writer) write(ctx context.Context) (time.Time, error) {
+	if time.Now().Before(w.retryAfter) {
+		return time.Time{}, errors.New("the agent's role lacks a privilege on " + Table + "; retried at " + w.retryAfter.Format(time.RFC3339))
+	}
 	timeout := w.cfg.Timeout()
 	ctx, cancel := context.WithTimeout(ctx, timeout+time.Second)
 	defer cancel()
@@ -173,8 +180,7 @@ func (w *Writer) write(ctx context.Context) (time.Time, error) {
 		return time.Time{}, err
 	}
 	if !w.ready {
-		if _, err := w.conn.Exec(ctx, createSQL); err != nil {
-			w.failed(err)
+		if err := w.create(ctx); err != nil {
 			return time.Time{}, err
 		}
 		w.ready = true
@@ -183,12 +189,52 @@ func (w *Writer) write(ctx context.Context) (time.Time, error) {
 	var at time.Time
 	if err := w.conn.QueryRow(ctx, upsertSQL, w.cfg.Node).Scan(&at); err != nil {
 		w.failed(err)
+		w.denied(err)
 		return time.Time{}, err
 	}
+	w.deniedErr = ""
 	if w.cancelled {
 		return time.Time{}, errors.New("committed locally only: the wait for synchronous standbys was cancelled")
 	}
 	return at, nil
+}
+
+// deniedRetry: how long the heartbeat waits after the agent's role was
+// refused a privilege on the table (it may not create schemas in the
+// database, or was not granted the table), instead of an error in the
+// server's log every interval.
+const deniedRetry = time.Minute
+
+// create makes sure the table exists: only when it does not is it
+// created, since CREATE SCHEMA IF NOT EXISTS checks the right to create
+// schemas in the database before it looks for the schema, and a role
+// without it writes into a table a DBA created and granted (docs/slo.md).
+func (w *Writer) create(ctx context.Context) error {
+	var exists bool
+	err := w.conn.QueryRow(ctx, "SELECT to_regclass('"+Table+"') IS NOT NULL").Scan(&exists)
+	if err == nil && !exists {
+		_, err = w.conn.Exec(ctx, createSQL)
+	}
+	if err != nil {
+		w.failed(err)
+		w.denied(err)
+	}
+	return err
+}
+
+// denied holds the heartbeat back for deniedRetry after a privilege
+// error, logged once per distinct message.
+func (w *Writer) denied(err error) {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "42501" { // insufficient_privilege
+		return
+	}
+	w.retryAfter = time.Now().Add(deniedRetry)
+	if pgErr.Message != w.deniedErr {
+		w.deniedErr = pgErr.Message
+		w.deps.Log.Warn("no write-availability heartbeat: the agent's role may not create or write "+Table+"; create it and grant the role USAGE on schema pgdr and SELECT, INSERT, UPDATE on the table (docs/slo.md)",
+			"err", pgErr.Message, "retry_in", deniedRetry)
+	}
 }
 
 func (w *Writer) connect(ctx context.Context, timeout time.Duration) error {

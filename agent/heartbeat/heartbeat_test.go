@@ -217,3 +217,100 @@ func last(w *Writer) time.Time {
 	l, _ := w.Last()
 	return l
 }
+
+// TestHeartbeatWithoutCreateOnDatabase: an agent role that may not create
+// schemas in its database writes the heartbeat into a table the DBA
+// created and granted (CREATE SCHEMA IF NOT EXISTS checks the privilege
+// before it looks for the schema, so it must not be run when the table is
+// there); without the table, or without a grant on it, its failure is
+// retried at most once a minute instead of an error in the server's log
+// every interval.
+func TestHeartbeatWithoutCreateOnDatabase(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts PostgreSQL")
+	}
+	ctx := context.Background()
+	pg := pgtest.New(t, pgtest.Options{})
+	pg.Start(t)
+	pg.Exec(t, "CREATE ROLE hb LOGIN")
+	dsn := strings.Replace(pg.DSN(), "user=postgres", "user=hb", 1)
+
+	var latest *pgdrv1.HealthReport
+	newWriter := func() *Writer {
+		w := New(Config{DSN: dsn, Node: "pg-a1", PGData: pg.PGData, Interval: 200 * time.Millisecond},
+			Deps{Report: func() *pgdrv1.HealthReport { return latest }})
+		t.Cleanup(w.close)
+		return w
+	}
+	n := newNode(t, pg, "pg-a1", false)
+	latest = n.check(t)
+
+	// No table, no right to create it: no heartbeat, and the creation is
+	// not attempted again at every interval.
+	w := newWriter()
+	for i := 0; i < 5; i++ {
+		if w.Beat(ctx) {
+			t.Fatal("a heartbeat committed without its table")
+		}
+	}
+	if got := strings.Count(pg.Log(), "permission denied for database"); got > 1 {
+		t.Fatalf("%d permission errors in the server log for 5 heartbeats, want at most 1", got)
+	}
+
+	// The table created, the role not granted it yet: likewise.
+	pg.Exec(t, `CREATE SCHEMA pgdr;
+CREATE TABLE pgdr.heartbeat (id int PRIMARY KEY CHECK (id = 1), at timestamptz NOT NULL, node text NOT NULL);
+GRANT USAGE ON SCHEMA pgdr TO hb`)
+	w = newWriter()
+	for i := 0; i < 5; i++ {
+		if w.Beat(ctx) {
+			t.Fatal("a heartbeat committed without the right to")
+		}
+	}
+	if got := strings.Count(pg.Log(), "permission denied for table heartbeat"); got > 1 {
+		t.Fatalf("%d permission errors in the server log for 5 heartbeats into a table not granted, want at most 1", got)
+	}
+
+	pg.Exec(t, "GRANT SELECT, INSERT, UPDATE ON pgdr.heartbeat TO hb")
+	w = newWriter()
+	if !w.Beat(ctx) {
+		t.Fatalf("no heartbeat committed into the granted table; server log:\n%s", pg.Log())
+	}
+	if got := pg.QueryString(t, "SELECT node FROM pgdr.heartbeat"); got != "pg-a1" {
+		t.Fatalf("pgdr.heartbeat holds %q", got)
+	}
+}
+
+// TestHeartbeatReadWithoutGrant: an agent that reads the heartbeat (a
+// replica's, or a primary's with the heartbeat off) with a role not
+// granted the table reads it at most once a minute, not with an error in
+// the server's log every round of checks.
+func TestHeartbeatReadWithoutGrant(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts PostgreSQL")
+	}
+	ctx := context.Background()
+	pg := pgtest.New(t, pgtest.Options{})
+	pg.Start(t)
+	pg.Exec(t, `CREATE ROLE hb LOGIN IN ROLE pg_monitor;
+CREATE SCHEMA pgdr;
+CREATE TABLE pgdr.heartbeat (id int PRIMARY KEY CHECK (id = 1), at timestamptz NOT NULL, node text NOT NULL);
+GRANT USAGE ON SCHEMA pgdr TO hb`)
+	dsn := strings.Replace(pg.DSN(), "user=postgres", "user=hb", 1)
+	c := health.NewChecker(health.Config{Cluster: "main", Node: "pg-a2", PGData: pg.PGData, DSN: dsn}, nil)
+	t.Cleanup(func() { c.Close(context.Background()) })
+	for i := 0; i < 5; i++ {
+		if rep := c.Check(ctx); !rep.Connectable {
+			t.Fatalf("check: %v", rep)
+		}
+	}
+	if got := strings.Count(pg.Log(), "permission denied for table heartbeat"); got > 1 {
+		t.Fatalf("%d permission errors in the server log for 5 rounds of checks, want at most 1", got)
+	}
+	pg.Exec(t, "GRANT SELECT ON pgdr.heartbeat TO hb; INSERT INTO pgdr.heartbeat VALUES (1, now(), 'pg-a1')")
+	c = health.NewChecker(health.Config{Cluster: "main", Node: "pg-a2", PGData: pg.PGData, DSN: dsn}, nil)
+	t.Cleanup(func() { c.Close(context.Background()) })
+	if rep := c.Check(ctx); rep.GetHeartbeatTime() == nil {
+		t.Fatalf("no heartbeat read once granted: %v", rep)
+	}
+}

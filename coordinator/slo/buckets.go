@@ -34,7 +34,8 @@ type Batch struct {
 // the recorded through_unix and the batch's first judged second were
 // judged by no leader: those from RunSince on are good (the writer saw
 // its heartbeats committed without a whole second missing), the others
-// bad and unobserved (at most the window's worth). The buckets are then trimmed to the window ending at
+// bad and unobserved (at most the window's worth); a batch overlapping
+// the recorded seconds counts at most the seconds after them. The buckets are then trimmed to the window ending at
 // the newest hour. A batch wholly before through_unix (a deposed
 // leader's batch committed late) changes nothing.
 func Apply(ws *pgdrv1.WriteSeconds, from, to int64, b Batch) *pgdrv1.WriteSeconds {
@@ -63,7 +64,18 @@ func Apply(ws *pgdrv1.WriteSeconds, from, to int64, b Batch) *pgdrv1.WriteSecond
 			s = end
 		}
 	}
-	add(ws, from/hourSeconds, b.Good, b.Bad, 0)
+	good, bad := b.Good, b.Bad
+	if t := ws.GetThroughUnix(); first < t {
+		// The batch overlaps the recorded seconds (the previous leader's
+		// last batch ended early, at a stalled tick, and this leader,
+		// its clock behind, judged from before that end): only the
+		// seconds after through_unix are new. Which of the batch's seconds fell there is not known; the
+		// bad ones are kept first, so availability is never overstated.
+		n := uint32(to - t)
+		bad = min(bad, n)
+		good = min(good, n-bad)
+	}
+	add(ws, from/hourSeconds, good, bad, 0)
 	ws.ThroughUnix = to
 	trim(ws, (to-1)/hourSeconds)
 	return ws

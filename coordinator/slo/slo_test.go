@@ -140,6 +140,9 @@ func TestApplyBuckets(t *testing.T) {
 		{name: "#8 heartbeats unbroken since before the gap: none unobserved",
 			batches: [][3]int64{{base, base + 60, base}, {base + 120, base + 180, base + 150}}, runSince: base - 600,
 			good: 60 + 90 + 30, buckets: 1, through: base + 180},
+		{name: "#9 a batch overlapping the recorded one (a deposed leader's stalled tick ended its batch at 51 s; the new leader judged from 30 s): no second counted twice",
+			batches: [][3]int64{{base, base + 51, base}, {base, base + 60, base + 30}},
+			good:    60, buckets: 1, through: base + 60},
 		{name: "#6 29 days later: the gap is clamped to the window, buckets stay bounded", batches: [][3]int64{{base, base + 60, base}, {base + 29*24*h, base + 29*24*h + 60, base + 29*24*h}},
 			good: 120, bad: uint64(28 * 24 * h), unobserved: uint64(28 * 24 * h), buckets: Buckets, through: base + 29*24*h + 60},
 	} {
