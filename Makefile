@@ -8,7 +8,7 @@ LDFLAGS   := -X github.com/pgdr/pgdr/pkg/buildinfo.Version=$(VERSION) \
              -X github.com/pgdr/pgdr/agent/cli.Version=$(VERSION) \
              -X github.com/pgdr/pgdr/coordinator/ctl.Version=$(VERSION) \
              -X main.Version=$(VERSION)
-GOTESTFLAGS ?= -race -count=1 -timeout 25m
+GOTESTFLAGS ?= -race -count=1 -timeout 40m
 
 .PHONY: all build test unit lint demo bench-wal bench-backup bench-chain bench-coordinator bench-failover bench-drill bench-expire clean proto
 
@@ -21,11 +21,13 @@ build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/pgdrctl ./coordinator/cmd/pgdrctl
 
 # test: lint, then every package's tests — unit tests and the integration
-# tests that run real PostgreSQL 15 and a real versitygw S3 server.
+# tests that run real PostgreSQL 15 and a real versitygw S3 server
+# (scripts/test.sh: the slowest coordinator/e2e tests in a second go test
+# alongside).
 # scripts/ci-deps.sh installs what a fresh machine lacks.
 test: lint
 	bash scripts/ci-deps.sh
-	$(GO) test $(GOTESTFLAGS) ./...
+	GO="$(GO)" GOTESTFLAGS="$(GOTESTFLAGS)" bash scripts/test.sh
 
 # unit: the fast tests only (no PostgreSQL, no S3 server).
 unit:
