@@ -55,18 +55,25 @@ func Compact(st State, lim Limits, now time.Time) (State, Compaction, error) {
 			c.Dropped = append(c.Dropped, in.ID)
 			continue
 		}
-		if n := len(in.Timeline); n > lim.MaxTimeline {
-			cut := n - lim.MaxTimeline
-			tl := make([]Entry, 0, lim.MaxTimeline)
-			tl = append(tl, in.Timeline[0])
-			in.Timeline = append(tl, in.Timeline[cut+1:]...)
-			in.TimelineDropped += uint64(cut)
-			c.EntriesDropped += cut
-		} else {
-			in.Timeline = append([]Entry(nil), in.Timeline...)
-		}
+		in.Timeline = append([]Entry(nil), in.Timeline...)
+		c.EntriesDropped += capTimeline(&in, lim.MaxTimeline)
 		in.Notes = append([]Note(nil), in.Notes...)
 		out.Incidents = append(out.Incidents, in)
 	}
 	return out, c, nil
+}
+
+// capTimeline cuts a timeline longer than max to its first entry (the
+// opening) and the newest max-1, counting the cut in TimelineDropped, and
+// returns how many entries it removed. The timeline must not be shared.
+func capTimeline(in *Incident, max int) int {
+	n := len(in.Timeline)
+	if n <= max {
+		return 0
+	}
+	cut := n - max
+	copy(in.Timeline[1:], in.Timeline[cut+1:])
+	in.Timeline = in.Timeline[:max:max]
+	in.TimelineDropped += uint64(cut)
+	return cut
 }

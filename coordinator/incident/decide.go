@@ -58,6 +58,9 @@ func (s Signal) validate(lim Limits) error {
 // Observe folds a signal into the active incident with its dedup key, or
 // opens a new incident with id IDFor(sig.Seq) (rule 1 of the package doc).
 func Observe(st State, sig Signal, lim Limits, now time.Time) (State, Result, error) {
+	if err := lim.Validate(); err != nil {
+		return st, Result{}, err
+	}
 	if err := sig.validate(lim); err != nil {
 		return st, Result{}, err
 	}
@@ -86,6 +89,7 @@ func Observe(st State, sig Signal, lim Limits, now time.Time) (State, Result, er
 			in.Severity = sig.Severity
 			res.Added = true
 		}
+		capTimeline(in, lim.MaxTimeline)
 		return out, res, nil
 	}
 	id := IDFor(sig.Seq)
@@ -127,6 +131,9 @@ func seenRecently(tl []Entry, msg string, now time.Time, window time.Duration) b
 // changed: no active incident for the key, or one already cleared, is not an
 // error.
 func Clear(st State, key, actor, message string, lim Limits, now time.Time) (State, bool, error) {
+	if err := lim.Validate(); err != nil {
+		return st, false, err
+	}
 	if err := checkText("clear dedup_key", key, lim.MaxKey, true); err != nil {
 		return st, false, err
 	}
@@ -148,6 +155,7 @@ func Clear(st State, key, actor, message string, lim Limits, now time.Time) (Sta
 	in.ConditionCleared = true
 	in.ClearedAt = now
 	in.Timeline = append(in.Timeline, Entry{Time: now, Actor: actor, Kind: KindCleared, Message: message})
+	capTimeline(in, lim.MaxTimeline)
 	return out, true, nil
 }
 
@@ -209,15 +217,9 @@ func Resolve(st State, id, actor, note string, lim Limits, now time.Time) (State
 }
 
 func transition(st State, id, actor, note string, noteRequired bool, to Status, lim Limits, now time.Time) (State, error) {
-	if err := checkText(string(to)+" actor", actor, lim.MaxKey, true); err != nil {
+	i, err := findForNote(st, string(to), id, actor, note, noteRequired, lim)
+	if err != nil {
 		return st, err
-	}
-	if err := checkText(string(to)+" note", note, lim.MaxMessage, noteRequired); err != nil {
-		return st, err
-	}
-	i := st.Find(id)
-	if i < 0 {
-		return st, fmt.Errorf("%w: %q", ErrNotFound, id)
 	}
 	cur := st.Incidents[i].Status
 	allowed := cur == Open || (to == Resolved && cur == Acknowledged)
@@ -241,5 +243,43 @@ func transition(st State, id, actor, note string, noteRequired bool, to Status, 
 		msg += ": " + note
 	}
 	in.Timeline = append(in.Timeline, Entry{Time: now, Actor: actor, Kind: kind, Message: msg})
+	capTimeline(in, lim.MaxTimeline)
 	return out, nil
+}
+
+// AddNote adds an operator's note to an incident in any status (a
+// post-mortem link on a resolved one, say), also recorded on the timeline.
+func AddNote(st State, id, actor, note string, lim Limits, now time.Time) (State, error) {
+	i, err := findForNote(st, "note", id, actor, note, true, lim)
+	if err != nil {
+		return st, err
+	}
+	out := st.Clone()
+	in := &out.Incidents[i]
+	in.Notes = append(in.Notes, Note{Time: now, Actor: actor, Text: note})
+	in.Timeline = append(in.Timeline, Entry{Time: now, Actor: actor, Kind: KindNote, Message: note})
+	capTimeline(in, lim.MaxTimeline)
+	return out, nil
+}
+
+// findForNote checks the limits, the actor and the note of an operator's
+// command (what names the command in errors) and finds the incident.
+func findForNote(st State, what, id, actor, note string, noteRequired bool, lim Limits) (int, error) {
+	if err := lim.Validate(); err != nil {
+		return -1, err
+	}
+	if err := checkText(what+" actor", actor, lim.MaxKey, true); err != nil {
+		return -1, err
+	}
+	if err := checkText(what+" note", note, lim.MaxMessage, noteRequired); err != nil {
+		return -1, err
+	}
+	i := st.Find(id)
+	if i < 0 {
+		return -1, fmt.Errorf("%w: %q", ErrNotFound, id)
+	}
+	if note != "" && len(st.Incidents[i].Notes) >= lim.MaxNotes {
+		return -1, fmt.Errorf("%w: incident %s has %d notes (limit max_notes %d)", ErrInvalid, id, len(st.Incidents[i].Notes), lim.MaxNotes)
+	}
+	return i, nil
 }

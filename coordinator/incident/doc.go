@@ -36,8 +36,11 @@
 //     Escalate twice at the same now escalates once: a new leader replaying
 //     it does not notify twice.
 //  5. Compact drops resolved incidents beyond a count or older than an age
-//     (oldest first), never an open or acknowledged one, and caps every
-//     timeline keeping its first entry and the newest ones.
+//     (oldest first), never an open or acknowledged one. Every timeline is
+//     capped at Limits.MaxTimeline entries, keeping its first entry and the
+//     newest ones (every decision that appends applies the cap, so the state
+//     stays bounded between compactions), and notes beyond Limits.MaxNotes
+//     are refused.
 //
 // Storing the State in the replicated state, the notifiers and the pgdrctl
 // commands belong elsewhere; the types use plain fields so they map onto

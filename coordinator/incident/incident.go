@@ -213,7 +213,8 @@ type Limits struct {
 	MaxMessage  int // characters of a timeline message or note
 	MaxKey      int // characters of a dedup key, cluster or actor
 	MaxOpen     int // open or acknowledged incidents per cluster
-	MaxTimeline int // entries per incident kept by Compact (>= 2)
+	MaxTimeline int // timeline entries per incident (>= 2): first + newest kept
+	MaxNotes    int // notes per incident; more are refused
 	// RepeatWindow: a repeat whose message is already on the timeline
 	// within this window adds no entry.
 	RepeatWindow time.Duration
@@ -231,6 +232,7 @@ func DefaultLimits() Limits {
 		MaxKey:         200,
 		MaxOpen:        100,
 		MaxTimeline:    50,
+		MaxNotes:       100,
 		RepeatWindow:   time.Hour,
 		MaxResolved:    500,
 		MaxResolvedAge: 30 * 24 * time.Hour,
@@ -244,7 +246,7 @@ func (l Limits) Validate() error {
 		v    int
 		min  int
 	}{{"max_title", l.MaxTitle, 1}, {"max_message", l.MaxMessage, 1}, {"max_key", l.MaxKey, 1},
-		{"max_open", l.MaxOpen, 1}, {"max_timeline", l.MaxTimeline, 2}, {"max_resolved", l.MaxResolved, 0}} {
+		{"max_open", l.MaxOpen, 1}, {"max_timeline", l.MaxTimeline, 2}, {"max_notes", l.MaxNotes, 1}, {"max_resolved", l.MaxResolved, 0}} {
 		if f.v < f.min {
 			return fmt.Errorf("%w: limits %s is %d, must be at least %d", ErrInvalid, f.name, f.v, f.min)
 		}
