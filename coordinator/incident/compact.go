@@ -49,7 +49,7 @@ func Compact(st State, lim Limits, now time.Time) (State, Compaction, error) {
 		}
 	}
 	var c Compaction
-	out := State{Incidents: make([]Incident, 0, len(st.Incidents)-len(drop))}
+	out := State{Incidents: make([]Incident, 0, len(st.Incidents)-len(drop)), LastSeq: st.LastSeq}
 	for i, in := range st.Incidents {
 		if drop[i] {
 			c.Dropped = append(c.Dropped, in.ID)

@@ -8,7 +8,8 @@ import (
 // Signal is one observation of a condition, from the leader or an operator.
 type Signal struct {
 	// Seq is the sequence the incident gets if this signal opens one (the
-	// Raft index of the command carrying it); it must be unique.
+	// Raft index of the command carrying it); it must be greater than
+	// State.LastSeq when it opens one, and is unused when it folds.
 	Seq      uint64
 	DedupKey string
 	Title    string
@@ -93,8 +94,9 @@ func Observe(st State, sig Signal, lim Limits, now time.Time) (State, Result, er
 		return out, res, nil
 	}
 	id := IDFor(sig.Seq)
-	if st.Find(id) >= 0 {
-		return st, Result{}, fmt.Errorf("%w: signal seq %d: incident %s already exists", ErrInvalid, sig.Seq, id)
+	if sig.Seq <= st.LastSeq {
+		return st, Result{}, fmt.Errorf("%w: signal seq %d would open %s, but seq %d was already used (ids are never reused)",
+			ErrInvalid, sig.Seq, id, st.LastSeq)
 	}
 	open := 0
 	for _, in := range st.Incidents {
@@ -113,6 +115,7 @@ func Observe(st State, sig Signal, lim Limits, now time.Time) (State, Result, er
 		Occurrences: 1, LastSeen: now, Opened: now,
 		Timeline: []Entry{{Time: now, Actor: sig.Actor, Kind: KindOpened, Message: msg}},
 	})
+	out.LastSeq = sig.Seq
 	return out, Result{ID: id, Opened: true, Added: true}, nil
 }
 
@@ -172,7 +175,10 @@ const AutoResolveActor = "auto-resolve"
 // AutoResolve resolves the active incidents the policy covers whose
 // condition has been cleared for at least the hold time, returning their ids
 // in state order.
-func AutoResolve(st State, p AutoResolvePolicy, now time.Time) (State, []string) {
+func AutoResolve(st State, p AutoResolvePolicy, now time.Time) (State, []string, error) {
+	if err := p.Validate(); err != nil {
+		return st, nil, err
+	}
 	var ids []string
 	var out State
 	for i, in := range st.Incidents {
@@ -190,9 +196,22 @@ func AutoResolve(st State, p AutoResolvePolicy, now time.Time) (State, []string)
 		ids = append(ids, in.ID)
 	}
 	if ids == nil {
-		return st, nil
+		return st, nil, nil
 	}
-	return out, ids
+	return out, ids, nil
+}
+
+// Validate refuses a negative hold time or an unknown category.
+func (p AutoResolvePolicy) Validate() error {
+	if p.Hold < 0 {
+		return fmt.Errorf("%w: auto-resolve hold is negative (%s)", ErrInvalid, p.Hold)
+	}
+	for _, c := range p.Categories {
+		if !c.Valid() {
+			return fmt.Errorf("%w: auto-resolve category %q is not one of %v", ErrInvalid, c, categories)
+		}
+	}
+	return nil
 }
 
 func covers(cs []Category, c Category) bool {

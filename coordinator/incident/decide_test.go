@@ -222,10 +222,10 @@ func TestAutoResolve(t *testing.T) {
 	st, _, _ = Clear(st, "fail", "coordinator", "back", lim, t0.Add(time.Minute))
 	st.Incidents[0].Category = CopyLag
 	p := AutoResolvePolicy{Categories: []Category{CopyLag}, Hold: 10 * time.Minute}
-	if _, ids := AutoResolve(st, p, t0.Add(5*time.Minute)); len(ids) != 0 {
+	if _, ids, _ := AutoResolve(st, p, t0.Add(5*time.Minute)); len(ids) != 0 {
 		t.Fatalf("resolved %v before the hold time", ids)
 	}
-	got, ids := AutoResolve(st, p, t0.Add(11*time.Minute))
+	got, ids, _ := AutoResolve(st, p, t0.Add(11*time.Minute))
 	if !reflect.DeepEqual(ids, []string{"INC-10"}) || got.Incidents[0].Status != Resolved || got.Incidents[1].Status != Open {
 		t.Fatalf("auto-resolved %v; statuses %s %s; want only INC-10 (copy_lag) resolved", ids, got.Incidents[0].Status, got.Incidents[1].Status)
 	}

@@ -162,11 +162,14 @@ func (in Incident) Active() bool { return in.Status != Resolved }
 // opened (ascending Seq).
 type State struct {
 	Incidents []Incident
+	// LastSeq is the highest Seq ever opened; a new incident needs a
+	// greater one, so an id is never given twice, even after Compact.
+	LastSeq uint64
 }
 
 // Clone returns a deep copy, so decisions never alias the caller's state.
 func (s State) Clone() State {
-	out := State{Incidents: make([]Incident, len(s.Incidents))}
+	out := State{Incidents: make([]Incident, len(s.Incidents)), LastSeq: s.LastSeq}
 	for i, in := range s.Incidents {
 		in.Timeline = append([]Entry(nil), in.Timeline...)
 		in.Notes = append([]Note(nil), in.Notes...)
