@@ -32,7 +32,8 @@
 //  4. Escalate moves each open, unacknowledged incident one level up when it
 //     has waited its current level's timeout since it was opened or last
 //     escalated, and records the move on the timeline. The last level is not
-//     exceeded. Because the wait restarts at the escalation time, running
+//     exceeded. Only acknowledgement or resolution stops escalation: a
+//     cleared condition nobody acknowledged still escalates. Because the wait restarts at the escalation time, running
 //     Escalate twice at the same now escalates once: a new leader replaying
 //     it does not notify twice.
 //  5. Compact drops resolved incidents beyond a count or older than an age
