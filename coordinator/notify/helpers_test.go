@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/pgdr/pgdr/pkg/testutil"
 )
 
 // receiver is a real local HTTP server that records what it gets and
@@ -115,27 +117,12 @@ func writeSecret(t *testing.T, name, content string) string {
 	return p
 }
 
-// logBuffer is a slog logger writing into a buffer the test can read.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
+// logBuffer collects a slog logger's output for the test to read.
+type logBuffer struct{ testutil.SyncBuffer }
 
 func (l *logBuffer) logger() *slog.Logger { return slog.New(slog.NewTextHandler(l, nil)) }
 
-// decodeStrict decodes into a generic map, failing the test on bad JSON.
+// decodeJSON decodes into a generic value, failing the test on bad JSON.
 func decodeJSON(t *testing.T, b []byte, v any) {
 	t.Helper()
 	d := json.NewDecoder(bytes.NewReader(b))

@@ -213,6 +213,10 @@ func TestSecretsNeverInErrorsOrLogs(t *testing.T) {
 	if !strings.Contains(err.Error(), "slack s") || !strings.Contains(err.Error(), "pagerduty p") || !strings.Contains(err.Error(), "alertmanager a") {
 		t.Fatalf("err %q does not name each failed channel", err)
 	}
+	// Network errors are retried (attempt 2); the 400 is not.
+	if !strings.Contains(err.Error(), "slack s: event inc-42: attempt 2") || !strings.Contains(err.Error(), "pagerduty p: event inc-42: attempt 1") {
+		t.Fatalf("err %q: want the refused connection retried and the 400 not", err)
+	}
 
 	// A secret that does not parse as a URL: the error names the field, not the content.
 	_, err = NewChannel(nil, ChannelConfig{Name: "s", Type: TypeSlack, URLFile: writeSecret(t, "bad", "ftp://"+slackSecret)})
