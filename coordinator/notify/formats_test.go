@@ -202,8 +202,16 @@ func TestSlackIncomingWebhookFormat(t *testing.T) {
 			t.Fatalf("block %d has type %q, not one this test knows", i, typ)
 		}
 	}
-	if strings.Contains(string(r.Body), "<b>") {
-		t.Fatal("mrkdwn control characters not escaped")
+	// A long timeline is cut, not the link to the incident.
+	section := blocks[1].(map[string]any)["text"].(map[string]any)["text"].(string)
+	if !strings.HasSuffix(section, "\n<https://pgdr.example/incidents/inc-42|Open incident inc-42>") {
+		t.Fatalf("link to the incident lost from a long message: ...%s", section[max(len(section)-120, 0):])
+	}
+	// mrkdwn texts escape <, > and &.
+	for _, s := range []string{section, str(t, m, "text")} {
+		if strings.Contains(s, "<b>") || strings.Contains(s, "&long") {
+			t.Fatalf("mrkdwn control characters not escaped in %.200q", s)
+		}
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"time"
+	"unicode/utf8"
 )
 
 // Slack posts to a Slack-compatible incoming webhook: a "text" fallback
@@ -69,13 +70,15 @@ func slackEscape(s string) string {
 
 func slackPayload(ev Event) slackMessage {
 	head := fmt.Sprintf("[%s] %s", ev.Status, ev.Title)
-	text := fmt.Sprintf("%s %s: %s (%s, %s) %s", slackIcon[ev.Status], ev.Cluster, head, ev.Severity, ev.IncidentID, ev.Link)
+	text := fmt.Sprintf("%s %s: %s (%s, %s) %s", slackIcon[ev.Status], slackEscape(ev.Cluster), slackEscape(head), ev.Severity, slackEscape(ev.IncidentID), ev.Link)
 	body := slackEscape(ev.Timeline)
 	if body == "" {
 		body = slackEscape(ev.Title)
 	}
 	if ev.Link != "" {
-		body += "\n<" + ev.Link + "|Open incident " + slackEscape(ev.IncidentID) + ">"
+		// Cut the timeline, never the link.
+		link := "\n<" + ev.Link + "|Open incident " + slackEscape(ev.IncidentID) + ">"
+		body = truncate(body, max(slackSectionMax-utf8.RuneCountInString(link), 1)) + link
 	}
 	fields := []slackText{
 		{Type: "mrkdwn", Text: "*Cluster*\n" + slackEscape(ev.Cluster)},
