@@ -164,7 +164,8 @@ func TestSLOFailoverConsumesBudget(t *testing.T) {
 	testutil.WaitFor(t, 30*time.Second, "the leader's metrics to show the recorded bad seconds", func() (bool, error) {
 		for i := 1; i <= 3; i++ {
 			body, err := httpGet(fmt.Sprintf("http://127.0.0.1:%d/metrics", l.base+10*i+3))
-			if err != nil || !strings.Contains(body, "pgdr_coordinator_leader 1") {
+			// (not a substring match: the HELP line reads "pgdr_coordinator_leader 1 while …")
+			if lead, ok := metricValue(body, "pgdr_coordinator_leader"); err != nil || !ok || lead != 1 {
 				continue
 			}
 			v, ok := metricValue(body, `pgdr_cluster_write_seconds_total{cluster="main",result="bad"}`)
