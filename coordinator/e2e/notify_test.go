@@ -20,7 +20,7 @@ import (
 	"github.com/pgdr/pgdr/pkg/testutil/pgtest"
 )
 
-// webhookNote is what a coordinator posts (coordinator/server.Notification).
+// webhookNote is what a coordinator posts (coordinator/notify.Notification).
 type webhookNote struct {
 	ID          string            `json:"id"`
 	Cluster     string            `json:"cluster"`

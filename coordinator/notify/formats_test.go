@@ -315,7 +315,7 @@ func TestSignedWebhookFormat(t *testing.T) {
 	if r.Header.Get("X-Pgdr-Delivery") != m["id"] {
 		t.Fatalf("X-Pgdr-Delivery %q, id %v", r.Header.Get("X-Pgdr-Delivery"), m["id"])
 	}
-	if got, want := r.Header.Get("X-Pgdr-Signature"), "sha256="+sign([]byte("hmac-key"), r.Body); got != want {
+	if got, want := r.Header.Get("X-Pgdr-Signature"), "sha256="+Sign([]byte("hmac-key"), r.Body); got != want {
 		t.Fatalf("signature %q, want %q", got, want)
 	}
 }

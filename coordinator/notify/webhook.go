@@ -14,10 +14,8 @@ import (
 // epoch, message, details, time and coordinator, headers X-Pgdr-Event,
 // X-Pgdr-Delivery and, with a secret, X-Pgdr-Signature "sha256=" + hex
 // HMAC-SHA256 of the body. The kind is "incident_" + status.
-//
-// coordinator/server keeps its own copy of the format (Notification, Sign):
-// importing it from here would make a cycle once the server uses this
-// package; TestWebhookSignatureMatchesServer pins the two together.
+// The format (Notification, Sign) is defined here and coordinator/server
+// sends its history events in it.
 type Webhook struct {
 	name   string
 	url    string
@@ -29,8 +27,9 @@ func (w *Webhook) Type() string      { return TypeWebhook }
 func (w *Webhook) String() string    { return "webhook " + w.name }
 func (w *Webhook) secrets() []string { return []string{string(w.secret)} }
 
-// webhookBody mirrors coordinator/server.Notification field for field.
-type webhookBody struct {
+// Notification is the signed webhook's JSON body: coordinator/server sends
+// history events in it, the Webhook channel incidents.
+type Notification struct {
 	ID          string            `json:"id"`
 	Cluster     string            `json:"cluster"`
 	Kind        string            `json:"kind"`
@@ -48,7 +47,7 @@ func webhookDeliveryID(ev Event) string {
 	return ev.IncidentID + "-" + string(ev.Status) + "-" + ev.when().UTC().Format("20060102T150405.000000000Z")
 }
 
-func webhookPayload(ev Event) webhookBody {
+func webhookPayload(ev Event) Notification {
 	d := map[string]string{
 		"incident_id": ev.IncidentID,
 		"title":       ev.Title,
@@ -66,7 +65,7 @@ func webhookPayload(ev Event) webhookBody {
 	if ev.Timeline != "" {
 		msg += ": " + ev.Timeline
 	}
-	return webhookBody{
+	return Notification{
 		ID:          webhookDeliveryID(ev),
 		Cluster:     ev.Cluster,
 		Kind:        "incident_" + string(ev.Status),
@@ -77,8 +76,9 @@ func webhookPayload(ev Event) webhookBody {
 	}
 }
 
-// sign is the hex HMAC-SHA256 of body under secret.
-func sign(secret, body []byte) string {
+// Sign is the hex HMAC-SHA256 of body under secret (the X-Pgdr-Signature
+// header is "sha256=" + Sign).
+func Sign(secret, body []byte) string {
 	m := hmac.New(sha256.New, secret)
 	m.Write(body)
 	return hex.EncodeToString(m.Sum(nil))
@@ -94,7 +94,7 @@ func (w *Webhook) Request(ctx context.Context, ev Event) (*http.Request, error) 
 	req.Header.Set("X-Pgdr-Event", b.Kind)
 	req.Header.Set("X-Pgdr-Delivery", b.ID)
 	if len(w.secret) > 0 {
-		req.Header.Set("X-Pgdr-Signature", "sha256="+sign(w.secret, body))
+		req.Header.Set("X-Pgdr-Signature", "sha256="+Sign(w.secret, body))
 	}
 	return req, nil
 }

@@ -3,9 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -22,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pgdr/pgdr/coordinator/config"
+	"github.com/pgdr/pgdr/coordinator/notify"
 )
 
 // Webhook notifications.
@@ -54,18 +53,9 @@ const (
 	notifyMaxBackoff  = 16 * time.Second
 )
 
-// Notification is the JSON body POSTed to a webhook.
-type Notification struct {
-	ID          string            `json:"id"`
-	Cluster     string            `json:"cluster"`
-	Kind        string            `json:"kind"`
-	Node        string            `json:"node"`
-	Epoch       uint64            `json:"epoch"`
-	Message     string            `json:"message"`
-	Details     map[string]string `json:"details"`
-	Time        time.Time         `json:"time"`
-	Coordinator string            `json:"coordinator"`
-}
+// Notification is the JSON body POSTed to a webhook (coordinator/notify
+// owns the format).
+type Notification = notify.Notification
 
 // notifier fans notifications out to the webhooks' workers.
 type notifier struct {
@@ -291,7 +281,7 @@ func (h *webhook) post(ctx context.Context, nt Notification, body []byte) (retry
 	req.Header.Set("X-Pgdr-Event", nt.Kind)
 	req.Header.Set("X-Pgdr-Delivery", nt.ID)
 	if len(h.secret) > 0 {
-		req.Header.Set("X-Pgdr-Signature", "sha256="+Sign(h.secret, body))
+		req.Header.Set("X-Pgdr-Signature", "sha256="+notify.Sign(h.secret, body))
 	}
 	resp, err := h.client.Do(req)
 	if err != nil {
@@ -315,14 +305,6 @@ func (h *webhook) post(ctx context.Context, nt Notification, body []byte) (retry
 	default:
 		return false, 0, fmt.Errorf("HTTP %s", resp.Status)
 	}
-}
-
-// Sign is the hex HMAC-SHA256 of body under secret, as sent in
-// X-Pgdr-Signature (after "sha256=").
-func Sign(secret, body []byte) string {
-	m := hmac.New(sha256.New, secret)
-	m.Write(body)
-	return hex.EncodeToString(m.Sum(nil))
 }
 
 // notifyEvent enqueues a recorded event when this coordinator leads and

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pgdr/pgdr/coordinator/config"
+	"github.com/pgdr/pgdr/coordinator/notify"
 	"github.com/pgdr/pgdr/pkg/testutil"
 )
 
@@ -144,14 +145,14 @@ func TestWebhookDelivery(t *testing.T) {
 			t.Errorf("body lacks %q: %s", k, r.body)
 		}
 	}
-	if want := "sha256=" + Sign([]byte("s3cret"), r.body); r.header.Get("X-Pgdr-Signature") != want {
+	if want := "sha256=" + notify.Sign([]byte("s3cret"), r.body); r.header.Get("X-Pgdr-Signature") != want {
 		t.Errorf("X-Pgdr-Signature %q, want %q", r.header.Get("X-Pgdr-Signature"), want)
 	}
 	if r.header.Get("Content-Type") != "application/json" || r.header.Get("X-Pgdr-Event") != "failover-result" || r.header.Get("X-Pgdr-Delivery") != got.ID {
 		t.Errorf("headers %v", r.header)
 	}
 	// A known signature (so that receivers in other languages can check theirs).
-	if s := Sign([]byte("key"), []byte("The quick brown fox jumps over the lazy dog")); s != "f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8" {
+	if s := notify.Sign([]byte("key"), []byte("The quick brown fox jumps over the lazy dog")); s != "f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8" {
 		t.Errorf("Sign = %s", s)
 	}
 	if n.hooks[0].name != "http://"+strings.TrimPrefix(srv.URL, "http://") {
