@@ -35,6 +35,9 @@
 #   PGDR_LAB_WEBHOOK_URL     when set, every coordinator posts its notifications
 #                       (failover, switchover, rejoin...) to this URL
 #   PGDR_LAB_WEBHOOK_SECRET  HMAC secret for those webhooks (written to <dir>/webhook.secret)
+#   PGDR_LAB_INCIDENTS_FILE  when set, a file holding the coordinators' incidents
+#                       section (channels, escalation; coordinator/config), copied
+#                       into every coordinator's config as it is
 #   PGDR_LAB_ROLE_HOOK  when set, an absolute path run by every agent on a role
 #                       change (hooks.on_role_change; it runs as the agents' user)
 #   PGDR_LAB_LEASE_TTL, PGDR_LAB_SAFETY_MARGIN, PGDR_LAB_MIN_INTERVAL
@@ -202,6 +205,11 @@ notifications_yaml() {
     printf '      secret_file: %s\n' "$LAB/webhook.secret"
   fi
 }
+# incidents_yaml: the coordinators' incidents section, when asked for.
+incidents_yaml() {
+  [ -n "${PGDR_LAB_INCIDENTS_FILE:-}" ] || return 0
+  cat "$PGDR_LAB_INCIDENTS_FILE"
+}
 # hooks_yaml: the agents' hooks section, when asked for.
 hooks_yaml() {
   [ -n "${PGDR_LAB_ROLE_HOOK:-}" ] || return 0
@@ -248,6 +256,7 @@ failover:
   min_interval: ${PGDR_LAB_MIN_INTERVAL:-30s}
   pause_before_promote: ${PGDR_LAB_PAUSE_BEFORE_PROMOTE:-0s}
 $(notifications_yaml)
+$(incidents_yaml)
 bootstrap:
 $(for o in "${COORDS[@]}"; do
     printf '  - {name: %s, raft_address: "127.0.0.1:%s", api_address: "127.0.0.1:%s", region: %s}\n' \

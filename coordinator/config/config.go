@@ -37,6 +37,8 @@ type Config struct {
 
 	// Notifications: webhooks the leader posts history events to.
 	Notifications Notifications `yaml:"notifications"`
+	// Incidents: escalation and notification of the incidents.
+	Incidents Incidents `yaml:"incidents"`
 
 	Path string `yaml:"-"`
 }
@@ -199,6 +201,7 @@ func (c *Config) defaults() {
 		c.LogLevel = "info"
 	}
 	c.Notifications.defaults()
+	c.Incidents.defaults()
 	c.UI.defaults()
 	for i := range c.Bootstrap {
 		if c.Bootstrap[i].APIAddress == "" && c.Bootstrap[i].Name == c.Name {
@@ -283,6 +286,9 @@ func (c *Config) Validate() error {
 		return &FieldError{"failover.safety_margin", "must be shorter than failover.lease_ttl"}
 	}
 	if err := c.Notifications.validate(); err != nil {
+		return err
+	}
+	if err := c.Incidents.validate(); err != nil {
 		return err
 	}
 	if err := c.UI.validate(); err != nil {

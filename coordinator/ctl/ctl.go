@@ -55,6 +55,8 @@ func commands() []command {
 		{"backup", "backup run --tier T [--wait]: have the leader run a backup tier now; backup cancel [RUN_ID]: end a run in flight", cmdBackup},
 		{"drills", "the restore drills recorded: node, backup, target, timings, RPO, amcheck, checks, result, reason", cmdDrills},
 		{"drill", "drill run [--tier T|--backup ID] [--target-time T] [--node N] [--wait]: have the leader order a restore drill now", cmdDrill},
+		{"incidents", "the incidents kept: id, priority, status, cluster, category, escalation level, title (--all: resolved too)", cmdIncidents},
+		{"incident", "incident open|show|ack|resolve|note: open one by hand, print one with its timeline, acknowledge, resolve or annotate it", cmdIncident},
 		{"coordinator", "list, add or remove coordinators (Raft voters)", cmdCoordinator},
 		{"tls", "tls init: create a development CA and certificates for a lab", cmdTLS},
 		{"version", "print the version", cmdVersion},

@@ -483,6 +483,7 @@ func applyRecordEvent(st *pgdrv1.State, c *pgdrv1.Command, p *pgdrv1.RecordEvent
 	ev := proto.Clone(p.GetEvent()).(*pgdrv1.HistoryEvent)
 	addEvent(st, c, index, ev)
 	countPrimaryChange(st, ev)
+	observeEvent(st, c, ev, index)
 	if cl := st.GetClusters()[ev.GetCluster()]; mark != pgdrv1.PromoteMark_PROMOTE_MARK_UNSPECIFIED && cl != nil &&
 		ev.GetNode() == cl.GetPrimary() && ev.GetEpoch() == cl.GetEpoch() && cl.GetPrimary() != "" {
 		markPromote(cl, mark, cmdTime(c), c.GetActor(), p.GetSettleBy(), p.GetSettleAfterMs(), p.GetHonoursSettle())

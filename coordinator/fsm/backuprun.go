@@ -45,7 +45,7 @@ const (
 // backups of a cluster never run at once whatever two leaders decided; a
 // result is refused for a run that already has one (a late agent answer
 // after the leader recorded a timeout). Times are the command's.
-func applyRecordBackupRun(st *pgdrv1.State, c *pgdrv1.Command, p *pgdrv1.RecordBackupRun, _ uint64) error {
+func applyRecordBackupRun(st *pgdrv1.State, c *pgdrv1.Command, p *pgdrv1.RecordBackupRun, index uint64) error {
 	cl, err := findCluster(st, p.GetCluster())
 	if err != nil {
 		return fmt.Errorf("record backup run: %w", err)
@@ -117,6 +117,7 @@ func applyRecordBackupRun(st *pgdrv1.State, c *pgdrv1.Command, p *pgdrv1.RecordB
 		run.SizeBytes, run.StoredBytes, run.BackupId = r.GetSizeBytes(), r.GetStoredBytes(), clip(r.GetBackupId(), 256)
 		run.FinishedAt = cmdTime(c)
 		countBackupRun(st, cl, run)
+		observeRun(st, c, index, cl.GetName(), "backup of tier "+run.GetTier(), "backup:"+cl.GetName()+":"+run.GetTier(), run.GetResult(), run.GetError())
 		return nil
 	}
 	return fmt.Errorf("record backup run in cluster %q: no phase", cl.GetName())

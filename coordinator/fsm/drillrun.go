@@ -22,7 +22,7 @@ const (
 // (refused while another drill of the cluster is in flight: never two
 // drills of a cluster at once), a step, or its result (refused for a run
 // that already has one). Times are the command's.
-func applyRecordDrillRun(st *pgdrv1.State, c *pgdrv1.Command, p *pgdrv1.RecordDrillRun, _ uint64) error {
+func applyRecordDrillRun(st *pgdrv1.State, c *pgdrv1.Command, p *pgdrv1.RecordDrillRun, index uint64) error {
 	cl, err := findCluster(st, p.GetCluster())
 	if err != nil {
 		return fmt.Errorf("record drill run: %w", err)
@@ -70,6 +70,7 @@ func applyRecordDrillRun(st *pgdrv1.State, c *pgdrv1.Command, p *pgdrv1.RecordDr
 		if rep := r.GetReport(); rep != nil {
 			run.Report = boundedDrillReport(rep)
 		}
+		observeRun(st, c, index, cl.GetName(), "restore drill", "drill:"+cl.GetName(), run.GetResult(), run.GetError())
 		return nil
 	}
 	return fmt.Errorf("record drill run in cluster %q: no phase", cl.GetName())

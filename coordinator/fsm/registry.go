@@ -77,5 +77,7 @@ func newRegistry() registry {
 		typed(func() *pgdrv1.RecordWriteSeconds { return &pgdrv1.RecordWriteSeconds{} }, applyRecordWriteSeconds))
 	r.register(pgdrv1.CommandType_COMMAND_TYPE_START_TOTALS,
 		typed(func() *pgdrv1.StartTotals { return &pgdrv1.StartTotals{} }, applyStartTotals))
+	r.register(pgdrv1.CommandType_COMMAND_TYPE_INCIDENT,
+		typed(func() *pgdrv1.IncidentCommand { return &pgdrv1.IncidentCommand{} }, applyIncident))
 	return r
 }

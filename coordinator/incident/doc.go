@@ -42,6 +42,12 @@
 //     newest ones (every decision that appends applies the cap, so the state
 //     stays bounded between compactions), and notes beyond Limits.MaxNotes
 //     are refused.
+//  6. Due is the leader's outbox: every escalation level reached but not
+//     notified yet is sent the incident's status, and when the status
+//     changed every level already notified is sent the new one; the Mark
+//     it returns is recorded once they went out, so that a new leader sends
+//     what the old one did not record, and a send's ID is the same for
+//     whichever leader computes it (receivers drop a repeat).
 //
 // Storing the State in the replicated state, the notifiers and the pgdrctl
 // commands belong elsewhere; the types use plain fields so they map onto

@@ -150,6 +150,12 @@ type Incident struct {
 	Opened   time.Time
 	Acked    time.Time
 	Resolved time.Time
+
+	// NotifiedLevels and NotifiedStatus are the leader's outbox (Due):
+	// how many escalation levels were notified, and the status they were
+	// last told.
+	NotifiedLevels int
+	NotifiedStatus Status
 }
 
 // Priority is derived from the severity, never stored.

@@ -40,6 +40,11 @@ type Event struct {
 	UpdatedAt  time.Time
 	ResolvedAt time.Time // zero unless resolved
 	Link       string    // where to see the incident; may be empty
+	// SendID identifies this notification whoever sends it (a new leader
+	// resending what the old one may have sent): the signed webhook's
+	// delivery id when set. Level is the escalation level notified.
+	SendID string
+	Level  int
 }
 
 // Validate says which field of the event is wrong, if any.

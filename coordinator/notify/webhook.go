@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"net/http"
+	"strconv"
 	"time"
 )
 
@@ -44,6 +45,9 @@ type Notification struct {
 // webhookDeliveryID identifies one state of one incident: receivers dedupe
 // retried deliveries by it.
 func webhookDeliveryID(ev Event) string {
+	if ev.SendID != "" {
+		return ev.SendID
+	}
 	return ev.IncidentID + "-" + string(ev.Status) + "-" + ev.when().UTC().Format("20060102T150405.000000000Z")
 }
 
@@ -58,6 +62,7 @@ func webhookPayload(ev Event) Notification {
 	if ev.DedupKey != "" {
 		d["dedup_key"] = ev.DedupKey
 	}
+	d["escalation_level"] = strconv.Itoa(ev.Level)
 	if ev.Link != "" {
 		d["link"] = ev.Link
 	}

@@ -78,7 +78,8 @@ func rolesFor(method string) []string {
 		method == "/pgdr.v1.AdminService/GetBackupPolicy",
 		method == "/pgdr.v1.AdminService/ListBackupRuns",
 		method == "/pgdr.v1.AdminService/Report",
-		method == "/pgdr.v1.AdminService/ListDrillRuns":
+		method == "/pgdr.v1.AdminService/ListDrillRuns",
+		method == "/pgdr.v1.AdminService/ListIncidents":
 		return []string{tlsutil.RoleRead, tlsutil.RoleAdmin}
 	case strings.HasPrefix(method, "/pgdr.v1.AdminService/"):
 		return []string{tlsutil.RoleAdmin}

@@ -78,11 +78,13 @@ func membersOf(cs *pgdrv1.ClusterStatus, stream func(memberKey) bool) []schedule
 // not_started result, the type taken and the expiry outcome; 2 also
 // RecordDrillRun (restore drills run only at drillFeatureLevel); 3 also
 // RecordWriteSeconds (recorded only at sloFeatureLevel) and StartTotals
-// (the totals are counted from it, totalsFeatureLevel). The backup
+// (the totals are counted from it, totalsFeatureLevel); 4 also
+// IncidentCommand (incidents are derived from StartIncidents on,
+// incidentsFeatureLevel). The backup
 // scheduler runs only when every voter advertises at least
 // schedFeatureLevel: its records are proposed ignore_if_unknown, and an
 // older voter that skipped them would diverge.
-const FeatureLevel = 3
+const FeatureLevel = 4
 
 const schedFeatureLevel = 1
 

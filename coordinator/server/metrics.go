@@ -169,8 +169,12 @@ func (s *Server) watchLeaderChanges(ctx context.Context, r *raft.Raft) {
 			case <-ctx.Done():
 				return
 			case o := <-ch:
-				if lo, ok := o.Data.(raft.LeaderObservation); ok && lo.LeaderID != "" {
+				lo, ok := o.Data.(raft.LeaderObservation)
+				if ok && lo.LeaderID != "" {
 					s.metrics.leaderChanges.Inc()
+				}
+				if ok && s.incidents != nil {
+					s.incidents.leaderSeen(string(lo.LeaderID), time.Now())
 				}
 			}
 		}

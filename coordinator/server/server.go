@@ -107,6 +107,8 @@ type Server struct {
 	sched *schedule.Runner
 	// drills: restore drills ordered by the leader (drill.go).
 	drills *drills
+	// incidents: the leader's escalation and notification of incidents.
+	incidents *incidentRunner
 
 	mu        sync.Mutex
 	leaderCtx context.Context
@@ -185,6 +187,9 @@ func newServer(cfg *config.Config, log *slog.Logger, opts Options, tokens *confi
 		return nil, err
 	}
 	s.metrics.reg.MustRegister(s.notify.deliveries)
+	if s.incidents, err = newIncidentRunner(s, cfg.Incidents, log); err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel() // not leader yet: the leader context starts out done
 	s.leaderCtx, s.leaderEnd = ctx, cancel
@@ -518,6 +523,9 @@ func (s *Server) leaderLoop(ctx context.Context) {
 		go s.drills.run(ctx)
 	}
 	go s.sloLoop(ctx)
+	if s.incidents != nil {
+		go s.incidents.run(ctx)
+	}
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
 	for {

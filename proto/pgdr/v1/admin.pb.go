@@ -1660,7 +1660,7 @@ var File_pgdr_v1_admin_proto protoreflect.FileDescriptor
 
 const file_pgdr_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x13pgdr/v1/admin.proto\x12\apgdr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13pgdr/v1/state.proto\x1a\x12pgdr/v1/raft.proto\x1a\x1bpgdr/v1/backup_policy.proto\x1a\x18pgdr/v1/backup_run.proto\x1a\x18pgdr/v1/compliance.proto\x1a\x13pgdr/v1/drill.proto\"=\n" +
+	"\x13pgdr/v1/admin.proto\x12\apgdr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13pgdr/v1/state.proto\x1a\x12pgdr/v1/raft.proto\x1a\x1bpgdr/v1/backup_policy.proto\x1a\x18pgdr/v1/backup_run.proto\x1a\x18pgdr/v1/compliance.proto\x1a\x13pgdr/v1/drill.proto\x1a\x16pgdr/v1/incident.proto\"=\n" +
 	"\x11SwitchoverRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x0e\n" +
 	"\x02to\x18\x02 \x01(\tR\x02to\"Z\n" +
@@ -1779,8 +1779,7 @@ const file_pgdr_v1_admin_proto_rawDesc = "" +
 	"\x19RemoveCoordinatorResponse\x12>\n" +
 	"\fcoordinators\x18\x01 \x03(\v2\x1a.pgdr.v1.CoordinatorStatusR\fcoordinators\":\n" +
 	"\fApplyRequest\x12*\n" +
-	"\acommand\x18\x01 \x01(\v2\x10.pgdr.v1.CommandR\acommand2\x98\n" +
-	"\n" +
+	"\acommand\x18\x01 \x01(\v2\x10.pgdr.v1.CommandR\acommand2\x88\f\n" +
 	"\fAdminService\x129\n" +
 	"\x06Status\x12\x16.pgdr.v1.StatusRequest\x1a\x17.pgdr.v1.StatusResponse\x12<\n" +
 	"\aMembers\x12\x17.pgdr.v1.MembersRequest\x1a\x18.pgdr.v1.MembersResponse\x12<\n" +
@@ -1800,7 +1799,10 @@ const file_pgdr_v1_admin_proto_rawDesc = "" +
 	"\x0fCancelBackupRun\x12\x1f.pgdr.v1.CancelBackupRunRequest\x1a .pgdr.v1.CancelBackupRunResponse\x129\n" +
 	"\x06Report\x12\x16.pgdr.v1.ReportRequest\x1a\x17.pgdr.v1.ReportResponse\x12N\n" +
 	"\rListDrillRuns\x12\x1d.pgdr.v1.ListDrillRunsRequest\x1a\x1e.pgdr.v1.ListDrillRunsResponse\x12?\n" +
-	"\bRunDrill\x12\x18.pgdr.v1.RunDrillRequest\x1a\x19.pgdr.v1.RunDrillResponse2\x8e\x01\n" +
+	"\bRunDrill\x12\x18.pgdr.v1.RunDrillRequest\x1a\x19.pgdr.v1.RunDrillResponse\x12N\n" +
+	"\rListIncidents\x12\x1d.pgdr.v1.ListIncidentsRequest\x1a\x1e.pgdr.v1.ListIncidentsResponse\x12K\n" +
+	"\fOpenIncident\x12\x1c.pgdr.v1.OpenIncidentRequest\x1a\x1d.pgdr.v1.OpenIncidentResponse\x12Q\n" +
+	"\x0eUpdateIncident\x12\x1e.pgdr.v1.UpdateIncidentRequest\x1a\x1f.pgdr.v1.UpdateIncidentResponse2\x8e\x01\n" +
 	"\x12CoordinatorService\x124\n" +
 	"\x05Apply\x12\x15.pgdr.v1.ApplyRequest\x1a\x14.pgdr.v1.ApplyResult\x12B\n" +
 	"\tRaftIndex\x12\x19.pgdr.v1.RaftIndexRequest\x1a\x1a.pgdr.v1.RaftIndexResponseB+Z)github.com/pgdr/pgdr/proto/pgdr/v1;pgdrv1b\x06proto3"
@@ -1859,15 +1861,21 @@ var file_pgdr_v1_admin_proto_goTypes = []any{
 	(*ReportRequest)(nil),             // 37: pgdr.v1.ReportRequest
 	(*ListDrillRunsRequest)(nil),      // 38: pgdr.v1.ListDrillRunsRequest
 	(*RunDrillRequest)(nil),           // 39: pgdr.v1.RunDrillRequest
-	(*GetBackupPolicyResponse)(nil),   // 40: pgdr.v1.GetBackupPolicyResponse
-	(*SetBackupPolicyResponse)(nil),   // 41: pgdr.v1.SetBackupPolicyResponse
-	(*ListBackupRunsResponse)(nil),    // 42: pgdr.v1.ListBackupRunsResponse
-	(*RunBackupResponse)(nil),         // 43: pgdr.v1.RunBackupResponse
-	(*CancelBackupRunResponse)(nil),   // 44: pgdr.v1.CancelBackupRunResponse
-	(*ReportResponse)(nil),            // 45: pgdr.v1.ReportResponse
-	(*ListDrillRunsResponse)(nil),     // 46: pgdr.v1.ListDrillRunsResponse
-	(*RunDrillResponse)(nil),          // 47: pgdr.v1.RunDrillResponse
-	(*ApplyResult)(nil),               // 48: pgdr.v1.ApplyResult
+	(*ListIncidentsRequest)(nil),      // 40: pgdr.v1.ListIncidentsRequest
+	(*OpenIncidentRequest)(nil),       // 41: pgdr.v1.OpenIncidentRequest
+	(*UpdateIncidentRequest)(nil),     // 42: pgdr.v1.UpdateIncidentRequest
+	(*GetBackupPolicyResponse)(nil),   // 43: pgdr.v1.GetBackupPolicyResponse
+	(*SetBackupPolicyResponse)(nil),   // 44: pgdr.v1.SetBackupPolicyResponse
+	(*ListBackupRunsResponse)(nil),    // 45: pgdr.v1.ListBackupRunsResponse
+	(*RunBackupResponse)(nil),         // 46: pgdr.v1.RunBackupResponse
+	(*CancelBackupRunResponse)(nil),   // 47: pgdr.v1.CancelBackupRunResponse
+	(*ReportResponse)(nil),            // 48: pgdr.v1.ReportResponse
+	(*ListDrillRunsResponse)(nil),     // 49: pgdr.v1.ListDrillRunsResponse
+	(*RunDrillResponse)(nil),          // 50: pgdr.v1.RunDrillResponse
+	(*ListIncidentsResponse)(nil),     // 51: pgdr.v1.ListIncidentsResponse
+	(*OpenIncidentResponse)(nil),      // 52: pgdr.v1.OpenIncidentResponse
+	(*UpdateIncidentResponse)(nil),    // 53: pgdr.v1.UpdateIncidentResponse
+	(*ApplyResult)(nil),               // 54: pgdr.v1.ApplyResult
 }
 var file_pgdr_v1_admin_proto_depIdxs = []int32{
 	26, // 0: pgdr.v1.SetPolicyRequest.policy:type_name -> pgdr.v1.Policy
@@ -1904,30 +1912,36 @@ var file_pgdr_v1_admin_proto_depIdxs = []int32{
 	37, // 31: pgdr.v1.AdminService.Report:input_type -> pgdr.v1.ReportRequest
 	38, // 32: pgdr.v1.AdminService.ListDrillRuns:input_type -> pgdr.v1.ListDrillRunsRequest
 	39, // 33: pgdr.v1.AdminService.RunDrill:input_type -> pgdr.v1.RunDrillRequest
-	25, // 34: pgdr.v1.CoordinatorService.Apply:input_type -> pgdr.v1.ApplyRequest
-	6,  // 35: pgdr.v1.CoordinatorService.RaftIndex:input_type -> pgdr.v1.RaftIndexRequest
-	12, // 36: pgdr.v1.AdminService.Status:output_type -> pgdr.v1.StatusResponse
-	14, // 37: pgdr.v1.AdminService.Members:output_type -> pgdr.v1.MembersResponse
-	16, // 38: pgdr.v1.AdminService.History:output_type -> pgdr.v1.HistoryResponse
-	18, // 39: pgdr.v1.AdminService.Pause:output_type -> pgdr.v1.PauseResponse
-	20, // 40: pgdr.v1.AdminService.Resume:output_type -> pgdr.v1.ResumeResponse
-	22, // 41: pgdr.v1.AdminService.AddCoordinator:output_type -> pgdr.v1.AddCoordinatorResponse
-	24, // 42: pgdr.v1.AdminService.RemoveCoordinator:output_type -> pgdr.v1.RemoveCoordinatorResponse
-	1,  // 43: pgdr.v1.AdminService.Switchover:output_type -> pgdr.v1.SwitchoverResponse
-	3,  // 44: pgdr.v1.AdminService.Failover:output_type -> pgdr.v1.FailoverResponse
-	5,  // 45: pgdr.v1.AdminService.SetPolicy:output_type -> pgdr.v1.SetPolicyResponse
-	40, // 46: pgdr.v1.AdminService.GetBackupPolicy:output_type -> pgdr.v1.GetBackupPolicyResponse
-	41, // 47: pgdr.v1.AdminService.SetBackupPolicy:output_type -> pgdr.v1.SetBackupPolicyResponse
-	42, // 48: pgdr.v1.AdminService.ListBackupRuns:output_type -> pgdr.v1.ListBackupRunsResponse
-	43, // 49: pgdr.v1.AdminService.RunBackup:output_type -> pgdr.v1.RunBackupResponse
-	44, // 50: pgdr.v1.AdminService.CancelBackupRun:output_type -> pgdr.v1.CancelBackupRunResponse
-	45, // 51: pgdr.v1.AdminService.Report:output_type -> pgdr.v1.ReportResponse
-	46, // 52: pgdr.v1.AdminService.ListDrillRuns:output_type -> pgdr.v1.ListDrillRunsResponse
-	47, // 53: pgdr.v1.AdminService.RunDrill:output_type -> pgdr.v1.RunDrillResponse
-	48, // 54: pgdr.v1.CoordinatorService.Apply:output_type -> pgdr.v1.ApplyResult
-	7,  // 55: pgdr.v1.CoordinatorService.RaftIndex:output_type -> pgdr.v1.RaftIndexResponse
-	36, // [36:56] is the sub-list for method output_type
-	16, // [16:36] is the sub-list for method input_type
+	40, // 34: pgdr.v1.AdminService.ListIncidents:input_type -> pgdr.v1.ListIncidentsRequest
+	41, // 35: pgdr.v1.AdminService.OpenIncident:input_type -> pgdr.v1.OpenIncidentRequest
+	42, // 36: pgdr.v1.AdminService.UpdateIncident:input_type -> pgdr.v1.UpdateIncidentRequest
+	25, // 37: pgdr.v1.CoordinatorService.Apply:input_type -> pgdr.v1.ApplyRequest
+	6,  // 38: pgdr.v1.CoordinatorService.RaftIndex:input_type -> pgdr.v1.RaftIndexRequest
+	12, // 39: pgdr.v1.AdminService.Status:output_type -> pgdr.v1.StatusResponse
+	14, // 40: pgdr.v1.AdminService.Members:output_type -> pgdr.v1.MembersResponse
+	16, // 41: pgdr.v1.AdminService.History:output_type -> pgdr.v1.HistoryResponse
+	18, // 42: pgdr.v1.AdminService.Pause:output_type -> pgdr.v1.PauseResponse
+	20, // 43: pgdr.v1.AdminService.Resume:output_type -> pgdr.v1.ResumeResponse
+	22, // 44: pgdr.v1.AdminService.AddCoordinator:output_type -> pgdr.v1.AddCoordinatorResponse
+	24, // 45: pgdr.v1.AdminService.RemoveCoordinator:output_type -> pgdr.v1.RemoveCoordinatorResponse
+	1,  // 46: pgdr.v1.AdminService.Switchover:output_type -> pgdr.v1.SwitchoverResponse
+	3,  // 47: pgdr.v1.AdminService.Failover:output_type -> pgdr.v1.FailoverResponse
+	5,  // 48: pgdr.v1.AdminService.SetPolicy:output_type -> pgdr.v1.SetPolicyResponse
+	43, // 49: pgdr.v1.AdminService.GetBackupPolicy:output_type -> pgdr.v1.GetBackupPolicyResponse
+	44, // 50: pgdr.v1.AdminService.SetBackupPolicy:output_type -> pgdr.v1.SetBackupPolicyResponse
+	45, // 51: pgdr.v1.AdminService.ListBackupRuns:output_type -> pgdr.v1.ListBackupRunsResponse
+	46, // 52: pgdr.v1.AdminService.RunBackup:output_type -> pgdr.v1.RunBackupResponse
+	47, // 53: pgdr.v1.AdminService.CancelBackupRun:output_type -> pgdr.v1.CancelBackupRunResponse
+	48, // 54: pgdr.v1.AdminService.Report:output_type -> pgdr.v1.ReportResponse
+	49, // 55: pgdr.v1.AdminService.ListDrillRuns:output_type -> pgdr.v1.ListDrillRunsResponse
+	50, // 56: pgdr.v1.AdminService.RunDrill:output_type -> pgdr.v1.RunDrillResponse
+	51, // 57: pgdr.v1.AdminService.ListIncidents:output_type -> pgdr.v1.ListIncidentsResponse
+	52, // 58: pgdr.v1.AdminService.OpenIncident:output_type -> pgdr.v1.OpenIncidentResponse
+	53, // 59: pgdr.v1.AdminService.UpdateIncident:output_type -> pgdr.v1.UpdateIncidentResponse
+	54, // 60: pgdr.v1.CoordinatorService.Apply:output_type -> pgdr.v1.ApplyResult
+	7,  // 61: pgdr.v1.CoordinatorService.RaftIndex:output_type -> pgdr.v1.RaftIndexResponse
+	39, // [39:62] is the sub-list for method output_type
+	16, // [16:39] is the sub-list for method input_type
 	16, // [16:16] is the sub-list for extension type_name
 	16, // [16:16] is the sub-list for extension extendee
 	0,  // [0:16] is the sub-list for field type_name
@@ -1944,6 +1958,7 @@ func file_pgdr_v1_admin_proto_init() {
 	file_pgdr_v1_backup_run_proto_init()
 	file_pgdr_v1_compliance_proto_init()
 	file_pgdr_v1_drill_proto_init()
+	file_pgdr_v1_incident_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

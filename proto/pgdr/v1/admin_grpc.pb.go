@@ -39,6 +39,9 @@ const (
 	AdminService_Report_FullMethodName            = "/pgdr.v1.AdminService/Report"
 	AdminService_ListDrillRuns_FullMethodName     = "/pgdr.v1.AdminService/ListDrillRuns"
 	AdminService_RunDrill_FullMethodName          = "/pgdr.v1.AdminService/RunDrill"
+	AdminService_ListIncidents_FullMethodName     = "/pgdr.v1.AdminService/ListIncidents"
+	AdminService_OpenIncident_FullMethodName      = "/pgdr.v1.AdminService/OpenIncident"
+	AdminService_UpdateIncident_FullMethodName    = "/pgdr.v1.AdminService/UpdateIncident"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -86,6 +89,12 @@ type AdminServiceClient interface {
 	// drill of the cluster runs.
 	ListDrillRuns(ctx context.Context, in *ListDrillRunsRequest, opts ...grpc.CallOption) (*ListDrillRunsResponse, error)
 	RunDrill(ctx context.Context, in *RunDrillRequest, opts ...grpc.CallOption) (*RunDrillResponse, error)
+	// ListIncidents (role read) lists the incidents kept; OpenIncident and
+	// UpdateIncident (role admin) open one by hand and acknowledge, resolve
+	// or annotate one.
+	ListIncidents(ctx context.Context, in *ListIncidentsRequest, opts ...grpc.CallOption) (*ListIncidentsResponse, error)
+	OpenIncident(ctx context.Context, in *OpenIncidentRequest, opts ...grpc.CallOption) (*OpenIncidentResponse, error)
+	UpdateIncident(ctx context.Context, in *UpdateIncidentRequest, opts ...grpc.CallOption) (*UpdateIncidentResponse, error)
 }
 
 type adminServiceClient struct {
@@ -276,6 +285,36 @@ func (c *adminServiceClient) RunDrill(ctx context.Context, in *RunDrillRequest, 
 	return out, nil
 }
 
+func (c *adminServiceClient) ListIncidents(ctx context.Context, in *ListIncidentsRequest, opts ...grpc.CallOption) (*ListIncidentsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListIncidentsResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListIncidents_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) OpenIncident(ctx context.Context, in *OpenIncidentRequest, opts ...grpc.CallOption) (*OpenIncidentResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(OpenIncidentResponse)
+	err := c.cc.Invoke(ctx, AdminService_OpenIncident_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) UpdateIncident(ctx context.Context, in *UpdateIncidentRequest, opts ...grpc.CallOption) (*UpdateIncidentResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdateIncidentResponse)
+	err := c.cc.Invoke(ctx, AdminService_UpdateIncident_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -321,6 +360,12 @@ type AdminServiceServer interface {
 	// drill of the cluster runs.
 	ListDrillRuns(context.Context, *ListDrillRunsRequest) (*ListDrillRunsResponse, error)
 	RunDrill(context.Context, *RunDrillRequest) (*RunDrillResponse, error)
+	// ListIncidents (role read) lists the incidents kept; OpenIncident and
+	// UpdateIncident (role admin) open one by hand and acknowledge, resolve
+	// or annotate one.
+	ListIncidents(context.Context, *ListIncidentsRequest) (*ListIncidentsResponse, error)
+	OpenIncident(context.Context, *OpenIncidentRequest) (*OpenIncidentResponse, error)
+	UpdateIncident(context.Context, *UpdateIncidentRequest) (*UpdateIncidentResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -384,6 +429,15 @@ func (UnimplementedAdminServiceServer) ListDrillRuns(context.Context, *ListDrill
 }
 func (UnimplementedAdminServiceServer) RunDrill(context.Context, *RunDrillRequest) (*RunDrillResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method RunDrill not implemented")
+}
+func (UnimplementedAdminServiceServer) ListIncidents(context.Context, *ListIncidentsRequest) (*ListIncidentsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListIncidents not implemented")
+}
+func (UnimplementedAdminServiceServer) OpenIncident(context.Context, *OpenIncidentRequest) (*OpenIncidentResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method OpenIncident not implemented")
+}
+func (UnimplementedAdminServiceServer) UpdateIncident(context.Context, *UpdateIncidentRequest) (*UpdateIncidentResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method UpdateIncident not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -730,6 +784,60 @@ func _AdminService_RunDrill_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_ListIncidents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListIncidentsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListIncidents(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListIncidents_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListIncidents(ctx, req.(*ListIncidentsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_OpenIncident_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(OpenIncidentRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).OpenIncident(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_OpenIncident_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).OpenIncident(ctx, req.(*OpenIncidentRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_UpdateIncident_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateIncidentRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).UpdateIncident(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_UpdateIncident_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).UpdateIncident(ctx, req.(*UpdateIncidentRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -808,6 +916,18 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RunDrill",
 			Handler:    _AdminService_RunDrill_Handler,
+		},
+		{
+			MethodName: "ListIncidents",
+			Handler:    _AdminService_ListIncidents_Handler,
+		},
+		{
+			MethodName: "OpenIncident",
+			Handler:    _AdminService_OpenIncident_Handler,
+		},
+		{
+			MethodName: "UpdateIncident",
+			Handler:    _AdminService_UpdateIncident_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

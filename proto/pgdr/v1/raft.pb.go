@@ -50,6 +50,8 @@ const (
 	// StartTotals: the cluster totals (totals.proto) are counted from this
 	// command on; proposed with ignore_if_unknown once every voter knows it.
 	CommandType_COMMAND_TYPE_START_TOTALS CommandType = 23
+	// IncidentCommand (incident.proto); proposed with ignore_if_unknown.
+	CommandType_COMMAND_TYPE_INCIDENT CommandType = 24
 )
 
 // Enum value maps for CommandType.
@@ -71,6 +73,7 @@ var (
 		22: "COMMAND_TYPE_RECORD_DRILL_RUN",
 		30: "COMMAND_TYPE_RECORD_WRITE_SECONDS",
 		23: "COMMAND_TYPE_START_TOTALS",
+		24: "COMMAND_TYPE_INCIDENT",
 	}
 	CommandType_value = map[string]int32{
 		"COMMAND_TYPE_UNSPECIFIED":          0,
@@ -89,6 +92,7 @@ var (
 		"COMMAND_TYPE_RECORD_DRILL_RUN":     22,
 		"COMMAND_TYPE_RECORD_WRITE_SECONDS": 30,
 		"COMMAND_TYPE_START_TOTALS":         23,
+		"COMMAND_TYPE_INCIDENT":             24,
 	}
 )
 
@@ -1231,7 +1235,7 @@ const file_pgdr_v1_raft_proto_rawDesc = "" +
 	"\n" +
 	"first_unix\x18\x04 \x01(\x03R\tfirstUnix\x12$\n" +
 	"\x0erun_since_unix\x18\x05 \x01(\x03R\frunSinceUnix\"\r\n" +
-	"\vStartTotals*\xa8\x04\n" +
+	"\vStartTotals*\xc3\x04\n" +
 	"\vCommandType\x12\x1c\n" +
 	"\x18COMMAND_TYPE_UNSPECIFIED\x10\x00\x12 \n" +
 	"\x1cCOMMAND_TYPE_REGISTER_MEMBER\x10\x01\x12\x1e\n" +
@@ -1249,7 +1253,8 @@ const file_pgdr_v1_raft_proto_rawDesc = "" +
 	"\x1eCOMMAND_TYPE_RECORD_BACKUP_RUN\x10\x15\x12!\n" +
 	"\x1dCOMMAND_TYPE_RECORD_DRILL_RUN\x10\x16\x12%\n" +
 	"!COMMAND_TYPE_RECORD_WRITE_SECONDS\x10\x1e\x12\x1d\n" +
-	"\x19COMMAND_TYPE_START_TOTALS\x10\x17*\xb1\x01\n" +
+	"\x19COMMAND_TYPE_START_TOTALS\x10\x17\x12\x19\n" +
+	"\x15COMMAND_TYPE_INCIDENT\x10\x18*\xb1\x01\n" +
 	"\vPromoteMark\x12\x1c\n" +
 	"\x18PROMOTE_MARK_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14PROMOTE_MARK_ORDERED\x10\x01\x12\x1a\n" +

@@ -846,8 +846,17 @@ type State struct {
 	// snapshot of an older coordinator, taken at its own index, holds none:
 	// counting from whatever each node restored would differ by node).
 	TotalsSinceIndex uint64 `protobuf:"varint,6,opt,name=totals_since_index,json=totalsSinceIndex,proto3" json:"totals_since_index,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// incidents: every incident kept, in the order opened (bounded by
+	// coordinator/incident.Compact after every change).
+	Incidents []*Incident `protobuf:"bytes,21,rep,name=incidents,proto3" json:"incidents,omitempty"`
+	// incident_last_seq: the highest seq an incident was opened at (ids are
+	// never reused, even after compaction).
+	IncidentLastSeq uint64 `protobuf:"varint,22,opt,name=incident_last_seq,json=incidentLastSeq,proto3" json:"incident_last_seq,omitempty"`
+	// incidents_since_index: the Raft index of the StartIncidents command
+	// from which incidents are derived from events; 0 while they are not.
+	IncidentsSinceIndex uint64 `protobuf:"varint,23,opt,name=incidents_since_index,json=incidentsSinceIndex,proto3" json:"incidents_since_index,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *State) Reset() {
@@ -925,6 +934,27 @@ func (x *State) GetWriteSeconds() map[string]*WriteSeconds {
 func (x *State) GetTotalsSinceIndex() uint64 {
 	if x != nil {
 		return x.TotalsSinceIndex
+	}
+	return 0
+}
+
+func (x *State) GetIncidents() []*Incident {
+	if x != nil {
+		return x.Incidents
+	}
+	return nil
+}
+
+func (x *State) GetIncidentLastSeq() uint64 {
+	if x != nil {
+		return x.IncidentLastSeq
+	}
+	return 0
+}
+
+func (x *State) GetIncidentsSinceIndex() uint64 {
+	if x != nil {
+		return x.IncidentsSinceIndex
 	}
 	return 0
 }
@@ -1039,7 +1069,7 @@ var File_pgdr_v1_state_proto protoreflect.FileDescriptor
 
 const file_pgdr_v1_state_proto_rawDesc = "" +
 	"\n" +
-	"\x13pgdr/v1/state.proto\x12\apgdr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bpgdr/v1/backup_policy.proto\x1a\x18pgdr/v1/backup_run.proto\x1a\x13pgdr/v1/drill.proto\x1a\x14pgdr/v1/totals.proto\"\xc8\x03\n" +
+	"\x13pgdr/v1/state.proto\x12\apgdr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bpgdr/v1/backup_policy.proto\x1a\x18pgdr/v1/backup_run.proto\x1a\x13pgdr/v1/drill.proto\x1a\x14pgdr/v1/totals.proto\x1a\x16pgdr/v1/incident.proto\"\xc8\x03\n" +
 	"\x06Member\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12\x16\n" +
@@ -1125,7 +1155,7 @@ const file_pgdr_v1_state_proto_rawDesc = "" +
 	" \x03(\v2\".pgdr.v1.HistoryEvent.DetailsEntryR\adetails\x1a:\n" +
 	"\fDetailsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe5\x04\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf6\x05\n" +
 	"\x05State\x128\n" +
 	"\bclusters\x18\x01 \x03(\v2\x1c.pgdr.v1.State.ClustersEntryR\bclusters\x12D\n" +
 	"\fcoordinators\x18\x02 \x03(\v2 .pgdr.v1.State.CoordinatorsEntryR\fcoordinators\x12/\n" +
@@ -1134,7 +1164,10 @@ const file_pgdr_v1_state_proto_rawDesc = "" +
 	"\n" +
 	"last_index\x18\x05 \x01(\x04R\tlastIndex\x12E\n" +
 	"\rwrite_seconds\x18\x14 \x03(\v2 .pgdr.v1.State.WriteSecondsEntryR\fwriteSeconds\x12,\n" +
-	"\x12totals_since_index\x18\x06 \x01(\x04R\x10totalsSinceIndex\x1aM\n" +
+	"\x12totals_since_index\x18\x06 \x01(\x04R\x10totalsSinceIndex\x12/\n" +
+	"\tincidents\x18\x15 \x03(\v2\x11.pgdr.v1.IncidentR\tincidents\x12*\n" +
+	"\x11incident_last_seq\x18\x16 \x01(\x04R\x0fincidentLastSeq\x122\n" +
+	"\x15incidents_since_index\x18\x17 \x01(\x04R\x13incidentsSinceIndex\x1aM\n" +
 	"\rClustersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12&\n" +
 	"\x05value\x18\x02 \x01(\v2\x10.pgdr.v1.ClusterR\x05value:\x028\x01\x1aU\n" +
@@ -1190,6 +1223,7 @@ var file_pgdr_v1_state_proto_goTypes = []any{
 	(*BackupRun)(nil),             // 15: pgdr.v1.BackupRun
 	(*DrillRun)(nil),              // 16: pgdr.v1.DrillRun
 	(*ClusterTotals)(nil),         // 17: pgdr.v1.ClusterTotals
+	(*Incident)(nil),              // 18: pgdr.v1.Incident
 }
 var file_pgdr_v1_state_proto_depIdxs = []int32{
 	13, // 0: pgdr.v1.Member.registered_at:type_name -> google.protobuf.Timestamp
@@ -1211,15 +1245,16 @@ var file_pgdr_v1_state_proto_depIdxs = []int32{
 	11, // 16: pgdr.v1.State.coordinators:type_name -> pgdr.v1.State.CoordinatorsEntry
 	5,  // 17: pgdr.v1.State.history:type_name -> pgdr.v1.HistoryEvent
 	12, // 18: pgdr.v1.State.write_seconds:type_name -> pgdr.v1.State.WriteSecondsEntry
-	0,  // 19: pgdr.v1.Cluster.MembersEntry.value:type_name -> pgdr.v1.Member
-	2,  // 20: pgdr.v1.State.ClustersEntry.value:type_name -> pgdr.v1.Cluster
-	4,  // 21: pgdr.v1.State.CoordinatorsEntry.value:type_name -> pgdr.v1.Coordinator
-	7,  // 22: pgdr.v1.State.WriteSecondsEntry.value:type_name -> pgdr.v1.WriteSeconds
-	23, // [23:23] is the sub-list for method output_type
-	23, // [23:23] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	18, // 19: pgdr.v1.State.incidents:type_name -> pgdr.v1.Incident
+	0,  // 20: pgdr.v1.Cluster.MembersEntry.value:type_name -> pgdr.v1.Member
+	2,  // 21: pgdr.v1.State.ClustersEntry.value:type_name -> pgdr.v1.Cluster
+	4,  // 22: pgdr.v1.State.CoordinatorsEntry.value:type_name -> pgdr.v1.Coordinator
+	7,  // 23: pgdr.v1.State.WriteSecondsEntry.value:type_name -> pgdr.v1.WriteSeconds
+	24, // [24:24] is the sub-list for method output_type
+	24, // [24:24] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_pgdr_v1_state_proto_init() }
@@ -1231,6 +1266,7 @@ func file_pgdr_v1_state_proto_init() {
 	file_pgdr_v1_backup_run_proto_init()
 	file_pgdr_v1_drill_proto_init()
 	file_pgdr_v1_totals_proto_init()
+	file_pgdr_v1_incident_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

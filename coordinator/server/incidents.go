@@ -1,0 +1,403 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pgdr/pgdr/coordinator/config"
+	"github.com/pgdr/pgdr/coordinator/fsm"
+	"github.com/pgdr/pgdr/coordinator/incident"
+	"github.com/pgdr/pgdr/coordinator/notify"
+	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
+)
+
+// Incidents: the leader's part.
+//
+// The incidents themselves live in the replicated state and most are
+// opened and cleared by the FSM from the commands that record their
+// conditions (coordinator/fsm/incidents.go). While it leads, a coordinator
+// runs incidentRunner.run once per incidents.interval:
+//
+//  1. it starts incidents (StartIncidents) once every voter knows the
+//     command type (incidentsFeatureLevel);
+//  2. it observes the conditions no command records: a member reporting
+//     itself fenced (cleared when it reports a role again), a refused
+//     failover whose cluster has a healthy primary again (cleared), and at
+//     the start of its leadership a lost quorum, when this coordinator saw
+//     no leader for longer than incidents.quorum_lost_after (recorded with
+//     its duration, cleared at once: the alert rules page meanwhile);
+//  3. it escalates: incident.Escalate on the state, each move proposed as
+//     IncidentEscalate{from, to}, applied only if the incident is still
+//     open at level from, so that two leaders proposing the same move
+//     escalate once;
+//  4. it resolves what the auto-resolve policy covers;
+//  5. it delivers the outbox: incident.Due says which levels are owed which
+//     status; the sends go out (with the notifier's retries) and then
+//     IncidentNotified records the mark and the deliveries on the
+//     incident's timeline. A leader that dies between the sends and the
+//     record leaves the mark behind, and the next leader sends again with
+//     the same send ids (the signed webhook's delivery id, PagerDuty's
+//     dedup_key is the incident id): a level is never lost, and a repeat
+//     can be dropped by the receiver. Alertmanager channels are pushed
+//     again every incidents.alertmanager_resend while the incident is
+//     open (Alertmanager forgets an alert that is not re-sent).
+//
+// Only the runner proposes from the leader's loop; operators' commands
+// (pgdrctl incident …) go through the admin API.
+
+// incidentsFeatureLevel: the voters know COMMAND_TYPE_INCIDENT.
+const incidentsFeatureLevel = 4
+
+// incidentStartRetry: how often the leader tries again to start incidents.
+const incidentStartRetry = 5 * time.Second
+
+// quorumCluster is the cluster name of lost-quorum incidents: they are
+// about the coordinators, not one cluster.
+const quorumCluster = fsm.QuorumCluster
+
+type incidentRunner struct {
+	s        *Server
+	log      *slog.Logger
+	cfg      config.Incidents
+	policy   incident.EscalationPolicy
+	auto     incident.AutoResolvePolicy
+	notifier *notify.Notifier // nil without channels
+	channels map[string]notify.Channel
+
+	mu         sync.Mutex
+	sending    map[string]bool      // incident id → its outbox is being delivered
+	amSent     map[string]time.Time // incident id → last Alertmanager push
+	startTried time.Time
+
+	// Leader gaps this coordinator saw (watchLeaderChanges): no leader
+	// from gapFrom; the last gap that ended is [lastGapFrom, lastGapTo].
+	gapFrom, lastGapFrom, lastGapTo time.Time
+}
+
+func newIncidentRunner(s *Server, cfg config.Incidents, log *slog.Logger) (*incidentRunner, error) {
+	cfg = cfg.WithDefaults()
+	r := &incidentRunner{s: s, log: log.With("subsystem", "incidents"), cfg: cfg, policy: cfg.Policy(), auto: cfg.AutoResolvePolicy(),
+		channels: map[string]notify.Channel{}, sending: map[string]bool{}, amSent: map[string]time.Time{}}
+	if len(cfg.Channels) == 0 {
+		return r, nil
+	}
+	n, err := notify.NewFromConfig(notify.Config{Channels: cfg.Channels}, notify.Options{Log: r.log, Backoff: 500 * time.Millisecond})
+	if err != nil {
+		return nil, fmt.Errorf("incidents: %w", err)
+	}
+	r.notifier = n
+	for _, ch := range n.Channels() {
+		r.channels[ch.Name()] = ch
+	}
+	return r, nil
+}
+
+// leaderSeen is called on every leader observation: id "" when this
+// coordinator lost its leader.
+func (r *incidentRunner) leaderSeen(id string, now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch {
+	case id == "" && r.gapFrom.IsZero():
+		r.gapFrom = now
+	case id != "" && !r.gapFrom.IsZero():
+		r.lastGapFrom, r.lastGapTo, r.gapFrom = r.gapFrom, now, time.Time{}
+	}
+}
+
+// run is the leader's loop; it ends with the leadership (ctx).
+func (r *incidentRunner) run(ctx context.Context) {
+	quorumChecked := false
+	t := time.NewTicker(r.cfg.Interval.Duration)
+	defer t.Stop()
+	for {
+		now := time.Now()
+		if !r.s.fsm.IncidentsStarted() {
+			r.start(ctx, now)
+		} else {
+			if !quorumChecked {
+				quorumChecked = true
+				r.quorum(ctx, now)
+			}
+			r.conditions(ctx)
+			r.escalate(ctx, now)
+			r.autoResolve(ctx, now)
+			r.deliver(ctx, now)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (r *incidentRunner) actor() string { return "coordinator:" + r.s.cfg.Name }
+
+// propose proposes one incident operation (ignore_if_unknown: an older
+// voter skips it). Errors are logged: the next round tries again.
+func (r *incidentRunner) propose(ctx context.Context, what string, op *pgdrv1.IncidentCommand) bool {
+	cmd, err := fsm.NewCommand(pgdrv1.CommandType_COMMAND_TYPE_INCIDENT, op, r.actor(), time.Now())
+	if err != nil {
+		r.log.Error("encoding incident command", "what", what, "err", err)
+		return false
+	}
+	cmd.IgnoreIfUnknown = true
+	res, err := r.s.proposeCommand(ctx, cmd)
+	if err == nil && !res.GetOk() {
+		err = fmt.Errorf("%s", res.GetError())
+	}
+	if err != nil {
+		if ctx.Err() == nil {
+			r.log.Warn("incident command", "what", what, "err", err)
+		}
+		return false
+	}
+	return true
+}
+
+// start proposes StartIncidents once every voter knows the command.
+func (r *incidentRunner) start(ctx context.Context, now time.Time) {
+	r.mu.Lock()
+	if !r.startTried.IsZero() && now.Sub(r.startTried) < incidentStartRetry {
+		r.mu.Unlock()
+		return
+	}
+	r.startTried = now
+	r.mu.Unlock()
+	servers := r.s.voters()
+	levels := peerLevels(r.s.cfg.Name, servers, r.s.featureLevels(), r.s.askLevel)
+	if ok, why := votersReadyFor(r.s.cfg.Name, servers, levels, incidentsFeatureLevel, "incidents"); !ok {
+		r.log.Debug("incidents not started yet", "why", why)
+		return
+	}
+	r.propose(ctx, "start", &pgdrv1.IncidentCommand{Op: &pgdrv1.IncidentCommand_Start{Start: &pgdrv1.StartIncidents{}}})
+}
+
+// quorum records the leaderless gap this coordinator saw just before it
+// became leader, if it was longer than quorum_lost_after.
+func (r *incidentRunner) quorum(ctx context.Context, now time.Time) {
+	r.mu.Lock()
+	from, to := r.lastGapFrom, r.lastGapTo
+	r.mu.Unlock()
+	if from.IsZero() || now.Sub(to) > time.Minute {
+		return
+	}
+	if gap := to.Sub(from); gap > r.cfg.QuorumLostAfter.Duration {
+		msg := fmt.Sprintf("no coordinator leader for %s (from %s to %s, as %s saw it): quorum was lost",
+			gap.Round(100*time.Millisecond), from.UTC().Format(time.RFC3339), to.UTC().Format(time.RFC3339), r.s.cfg.Name)
+		r.propose(ctx, "quorum lost", &pgdrv1.IncidentCommand{Op: &pgdrv1.IncidentCommand_Observe{Observe: &pgdrv1.IncidentObserve{
+			DedupKey: "quorum", Title: "Coordinators lost their quorum", Cluster: quorumCluster, Category: string(incident.QuorumLost),
+			Severity: string(incident.High), Message: msg, ClearNow: true}}})
+	}
+}
+
+// condition is one condition the leader sees in the agents' reports.
+type condition struct {
+	key, cluster string
+	present      bool // seen now (observe) or seen gone (clear)
+	sig          incident.Signal
+}
+
+// viewConditions lists the conditions the members' statuses show: a
+// fenced member (present) or one reporting a role again (gone); a cluster
+// whose recorded primary is healthy ends a refused failover (gone). A
+// member without a fresh report says nothing.
+func viewConditions(statuses []*pgdrv1.ClusterStatus) []condition {
+	var out []condition
+	for _, cs := range statuses {
+		cl := cs.GetName()
+		for _, ms := range cs.GetMembers() {
+			key := "fencing:" + cl + ":" + ms.GetName()
+			switch ms.GetRole() {
+			case RoleFenced:
+				out = append(out, condition{key: key, cluster: cl, present: true, sig: incident.Signal{DedupKey: key, Cluster: cl,
+					Category: incident.Fencing, Severity: incident.High, Title: fmt.Sprintf("%s of cluster %s is fenced", ms.GetName(), cl),
+					Message: fmt.Sprintf("%s reports itself fenced (writes refused until the coordinators tell it to follow)", ms.GetName())}})
+			case RolePrimary, RoleReplica:
+				out = append(out, condition{key: key, cluster: cl})
+			}
+			if ms.GetName() == cs.GetPrimary() && ms.GetRole() == RolePrimary && ms.GetHealthy() {
+				out = append(out, condition{key: "failover-refused:" + cl, cluster: cl})
+			}
+		}
+	}
+	return out
+}
+
+// conditions observes the present conditions that have no active,
+// uncleared incident, and clears the gone ones that have one.
+func (r *incidentRunner) conditions(ctx context.Context) {
+	var statuses []*pgdrv1.ClusterStatus
+	for _, c := range r.s.fsm.ClusterViews() {
+		statuses = append(statuses, r.s.statusOf(c)...)
+	}
+	st := r.s.fsm.IncidentState()
+	for _, c := range viewConditions(statuses) {
+		i := st.ActiveByKey(c.key)
+		switch {
+		case c.present && (i < 0 || st.Incidents[i].ConditionCleared):
+			r.propose(ctx, "observe "+c.key, &pgdrv1.IncidentCommand{Op: &pgdrv1.IncidentCommand_Observe{Observe: &pgdrv1.IncidentObserve{
+				DedupKey: c.key, Title: c.sig.Title, Cluster: c.cluster, Category: string(c.sig.Category), Severity: string(c.sig.Severity), Message: c.sig.Message}}})
+		case !c.present && i >= 0 && !st.Incidents[i].ConditionCleared:
+			r.propose(ctx, "clear "+c.key, &pgdrv1.IncidentCommand{Op: &pgdrv1.IncidentCommand_Clear{Clear: &pgdrv1.IncidentClear{
+				DedupKey: c.key, Message: "condition over (seen in the members' reports)"}}})
+		}
+	}
+}
+
+// escalate proposes every move incident.Escalate decides now.
+func (r *incidentRunner) escalate(ctx context.Context, now time.Time) {
+	if len(r.policy.Levels) < 2 {
+		return
+	}
+	st := r.s.fsm.IncidentState()
+	next, moves, err := incident.Escalate(st, r.policy, now)
+	if err != nil {
+		r.log.Error("escalation policy", "err", err)
+		return
+	}
+	for _, m := range moves {
+		msg := ""
+		if i := next.Find(m.ID); i >= 0 {
+			tl := next.Incidents[i].Timeline
+			msg = tl[len(tl)-1].Message
+		}
+		r.propose(ctx, "escalate "+m.ID, &pgdrv1.IncidentCommand{Op: &pgdrv1.IncidentCommand_Escalate{Escalate: &pgdrv1.IncidentEscalate{
+			Id: m.ID, From: int32(m.From), To: int32(m.To), Message: msg}}})
+	}
+}
+
+// autoResolve resolves what the auto-resolve policy covers.
+func (r *incidentRunner) autoResolve(ctx context.Context, now time.Time) {
+	if len(r.auto.Categories) == 0 {
+		return
+	}
+	_, ids, err := incident.AutoResolve(r.s.fsm.IncidentState(), r.auto, now)
+	if err != nil {
+		r.log.Error("auto-resolve policy", "err", err)
+		return
+	}
+	for _, id := range ids {
+		r.propose(ctx, "auto-resolve "+id, &pgdrv1.IncidentCommand{Op: &pgdrv1.IncidentCommand_Resolve{Resolve: &pgdrv1.IncidentTransition{
+			Id: id, Note: fmt.Sprintf("auto-resolved: condition cleared for at least %s", r.auto.Hold)}}})
+	}
+}
+
+// deliver sends every incident's outbox in its own goroutine (one at a
+// time per incident) and pushes open incidents to Alertmanager again.
+func (r *incidentRunner) deliver(ctx context.Context, now time.Time) {
+	if r.notifier == nil {
+		return
+	}
+	for _, in := range r.s.fsm.IncidentState().Incidents {
+		sends, mark := incident.Due(in, r.policy)
+		r.mu.Lock()
+		busy := r.sending[in.ID]
+		resend := len(sends) == 0 && in.Active() && in.NotifiedLevels > 0 && now.Sub(r.amSent[in.ID]) >= r.cfg.AlertmanagerResend.Duration
+		if len(sends) > 0 && !busy {
+			r.sending[in.ID] = true
+		}
+		if resend && !busy {
+			r.amSent[in.ID] = now
+		}
+		r.mu.Unlock()
+		switch {
+		case busy:
+		case len(sends) > 0:
+			go r.send(ctx, in, sends, mark)
+		case resend:
+			go r.resendAlertmanager(ctx, in)
+		}
+	}
+	r.forget()
+}
+
+// forget drops the Alertmanager push times of incidents no longer kept.
+func (r *incidentRunner) forget() {
+	st := r.s.fsm.IncidentState()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for id := range r.amSent {
+		if i := st.Find(id); i < 0 || !st.Incidents[i].Active() {
+			delete(r.amSent, id)
+		}
+	}
+}
+
+// send delivers sends and records the mark with what each delivery
+// returned.
+func (r *incidentRunner) send(ctx context.Context, in incident.Incident, sends []incident.Send, mark incident.Mark) {
+	defer func() {
+		r.mu.Lock()
+		delete(r.sending, in.ID)
+		r.mu.Unlock()
+	}()
+	var log []string
+	for _, sd := range sends {
+		ev := r.event(in, sd.Level, sd.ID)
+		for _, name := range sd.Channels {
+			ch := r.channels[name]
+			if ch == nil {
+				log = append(log, fmt.Sprintf("level %d %s %s: no such channel in this coordinator's config", sd.Level, sd.Status, name))
+				continue
+			}
+			if err := r.notifier.Deliver(ctx, ch, ev); err != nil {
+				if ctx.Err() != nil {
+					return // leadership lost: the next leader sends what was not recorded
+				}
+				log = append(log, fmt.Sprintf("level %d %s to %s (%s): failed: %v", sd.Level, sd.Status, name, ch.Type(), err))
+				continue
+			}
+			log = append(log, fmt.Sprintf("level %d %s to %s (%s): delivered", sd.Level, sd.Status, name, ch.Type()))
+		}
+	}
+	if in.Active() {
+		r.mu.Lock()
+		r.amSent[in.ID] = time.Now()
+		r.mu.Unlock()
+	}
+	r.propose(ctx, "notified "+in.ID, &pgdrv1.IncidentCommand{Op: &pgdrv1.IncidentCommand_Notified{Notified: &pgdrv1.IncidentNotified{
+		Id: in.ID, NotifiedLevels: uint32(mark.NotifiedLevels), Status: string(mark.NotifiedStatus), Deliveries: log}}})
+}
+
+// resendAlertmanager pushes an open incident to the Alertmanager channels
+// of the levels notified (not recorded: Alertmanager dedupes by labels).
+func (r *incidentRunner) resendAlertmanager(ctx context.Context, in incident.Incident) {
+	ev := r.event(in, in.EscalationLevel, "")
+	for _, name := range r.policy.Channels(in.NotifiedLevels - 1) {
+		if ch := r.channels[name]; ch != nil && ch.Type() == notify.TypeAlertmanager {
+			if err := r.notifier.Deliver(ctx, ch, ev); err != nil && ctx.Err() == nil {
+				r.log.Warn("alertmanager re-send", "incident", in.ID, "channel", name, "err", err)
+			}
+		}
+	}
+}
+
+// event is what the channels render of in.
+func (r *incidentRunner) event(in incident.Incident, level int, sendID string) notify.Event {
+	st := notify.StatusTriggered
+	switch in.Status {
+	case incident.Acknowledged:
+		st = notify.StatusAcknowledged
+	case incident.Resolved:
+		st = notify.StatusResolved
+	}
+	ev := notify.Event{IncidentID: in.ID, DedupKey: in.DedupKey, Cluster: in.Cluster, Title: in.Title, Category: string(in.Category),
+		Severity: notify.Severity(in.Severity), Status: st, Source: r.s.cfg.Name, OpenedAt: in.Opened, ResolvedAt: in.Resolved,
+		Link: r.cfg.Link, SendID: sendID, Level: level}
+	var lines []string
+	for _, e := range in.Timeline[max(0, len(in.Timeline)-5):] {
+		if e.Kind == "notified" {
+			continue
+		}
+		lines = append(lines, e.Time.UTC().Format("15:04:05")+" "+e.Kind+": "+e.Message)
+		ev.UpdatedAt = e.Time
+	}
+	ev.Timeline = strings.Join(lines, "\n")
+	return ev
+}
