@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 	"time"
+	"unicode/utf8"
 )
 
 // Status is where a step is.
@@ -132,7 +133,7 @@ func Apply(run RunState, d Decision, now time.Time) (RunState, error) {
 		return run, nil
 	case KindRunDone, KindRunRolledBack, KindRunFailed:
 		out.Result = map[Kind]Result{KindRunDone: ResultDone, KindRunRolledBack: ResultRolledBack, KindRunFailed: ResultFailed}[d.Kind]
-		out.Reason, out.Ended = d.Reason, now
+		out.Reason, out.Ended = clipText(d.Reason), now
 		return out, nil
 	}
 	i := out.index(d.Step)
@@ -149,7 +150,7 @@ func applyStep(run *RunState, s *StepState, d Decision, now time.Time) error {
 	if err := fits(run, s, d); err != nil {
 		return err
 	}
-	s.Reason = d.Reason
+	s.Reason = clipText(d.Reason)
 	switch d.Kind {
 	case KindStart:
 		if !d.Reissue {
@@ -163,7 +164,7 @@ func applyStep(run *RunState, s *StepState, d Decision, now time.Time) error {
 		s.Status, s.Applied = StatusDone, s.Applied || d.Applied
 	case KindStepFailed:
 		s.Status, s.Applied = StatusFailed, s.Applied || d.Applied
-		run.RollingBack, run.Reason = true, fmt.Sprintf("step %s failed: %s", s.ID, d.Reason)
+		run.RollingBack, run.Reason = true, clipText(fmt.Sprintf("step %s failed: %s", s.ID, d.Reason))
 	case KindRollback:
 		s.RollbackStatus = StatusRunning
 		s.RollbackExec = Exec{Started: now, Leader: d.Leader, Target: d.Target}
@@ -279,6 +280,19 @@ func (s *StepState) setRef(rollback bool, ref string) {
 	} else {
 		s.Exec.Ref = ref
 	}
+}
+
+// clipText bounds a reason kept in the replicated run, on a character
+// boundary (the record may be protobuf, whose strings are UTF-8).
+func clipText(s string) string {
+	if len(s) <= MaxText {
+		return s
+	}
+	n := MaxText - 3
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "..."
 }
 
 func what(rollback bool) string {

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 var t0 = time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
@@ -599,6 +600,13 @@ func TestApplyRefusesStale(t *testing.T) {
 	}
 	if _, err := Apply(run, Decision{Kind: KindStart, Step: "nope"}, t0); !errors.Is(err, ErrStale) {
 		t.Errorf("unknown step: %v", err)
+	}
+	long, err := Apply(run, Decision{Kind: KindRunFailed, Reason: strings.Repeat("x", 5000)}, t0)
+	if err != nil || len(long.Reason) != MaxText {
+		t.Errorf("a long reason is kept at %d bytes (%v), want %d", len(long.Reason), err, MaxText)
+	}
+	if r := clipText(strings.Repeat("é", 1000)); len(r) > MaxText || !utf8.ValidString(r) {
+		t.Errorf("clipped to %d bytes, valid UTF-8 %t", len(r), utf8.ValidString(r))
 	}
 	if _, err := NewRun(rb, "", nil, t0); !errors.Is(err, ErrInvalid) {
 		t.Errorf("empty run id: %v", err)

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/pgdr/pgdr/pkg/duration"
 	"github.com/pgdr/pgdr/pkg/tiername"
@@ -517,10 +518,14 @@ func paramList(ps []Param) string {
 	return strings.Join(s, ", ")
 }
 
-// clip bounds a value quoted in an error.
+// clip bounds a value quoted in an error, on a character boundary.
 func clip(s string) string {
-	if len(s) > 80 {
-		return s[:80] + "..."
+	n := 80
+	if len(s) <= n {
+		return s
 	}
-	return s
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "..."
 }
