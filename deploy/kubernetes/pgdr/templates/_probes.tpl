@@ -6,7 +6,8 @@ The agent's probes, shared by the PostgreSQL pod and the DaemonSet:
 - liveness on /status, which answers while the agent serves HTTP whatever
   PostgreSQL's state: /health is 503 while PostgreSQL is stopped on purpose
   (fenced, or being rejoined), and a liveness restart must never fight that;
-- startup on /status, so that a slow first start is not taken for a hang.
+- startup on /status for up to an hour (pg_ctl start waits that long for
+  crash recovery before the agent runs), so a long recovery is not a hang.
 */}}
 {{- define "pgdr.agent.probes" -}}
 startupProbe:
@@ -14,7 +15,7 @@ startupProbe:
     path: /status
     port: {{ .port }}
   periodSeconds: 2
-  failureThreshold: 150
+  failureThreshold: 1800
 readinessProbe:
   httpGet:
     path: /primary
@@ -51,4 +52,27 @@ livenessProbe:
     secretName: {{ . }}
     defaultMode: 0440
 {{- end }}
+{{- end -}}
+
+{{/* The PostgreSQL pod's environment, for pgdr-pod-start init and run. */}}
+{{- define "pgdr.postgres.env" -}}
+{{- $p := .Values.postgres -}}
+- name: POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: PGDATA
+  value: /var/lib/postgresql/data/pgdata
+- name: PGDR_CONFIG
+  value: /etc/pgdr/config/$(POD_NAME).yaml
+- name: PGDR_BOOTSTRAP_POD
+  value: {{ ternary "" (printf "%s-%d" (include "pgdr.postgres.name" .) (int $p.pod.bootstrapOrdinal)) (lt (int $p.pod.bootstrapOrdinal) 0) | quote }}
+- name: PGDR_PRIMARY_HOST
+  value: {{ printf "%s.%s.svc.%s" (include "pgdr.postgres.primary" .) .Release.Namespace .Values.clusterDomain }}
+- name: PGDR_PORT
+  value: {{ $p.port | quote }}
+- name: PGDR_REPLICATION_USER
+  value: {{ $p.pod.replicationUser }}
+- name: PGDR_AUTH_DIR
+  value: /etc/pgdr/auth
 {{- end -}}
