@@ -147,6 +147,11 @@ func TestPodStartScript(t *testing.T) {
 	want(out, err, false, "starting PostgreSQL", "fake agent: run --config /etc/pgdr/config/pg-0.yaml")
 	out, err = p.run(ctx, "pg-0", a, port, "init")
 	want(out, err, false, "holds a cluster; nothing to prepare")
+	// Every start writes the password file the pod's connections use,
+	// readable by its owner alone (libpq ignores it otherwise).
+	if fi, err := os.Stat(filepath.Join(p.dir, "a", ".pgpass")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("the password file: %v, %v; want mode 0600", fi, err)
+	}
 
 	// pg-1 copies pg-0 (the replication role and its password work) and
 	// streams from it once started on a port of its own.

@@ -75,4 +75,6 @@ livenessProbe:
   value: {{ $p.pod.replicationUser }}
 - name: PGDR_AUTH_DIR
   value: /etc/pgdr/auth
+- name: PGPASSFILE
+  value: /var/lib/postgresql/data/.pgpass
 {{- end -}}
