@@ -174,6 +174,19 @@ func set(t *testing.T, vals map[string]any, key string, value any) map[string]an
 	return cp
 }
 
+// TestLintRefusesUnknownValues: helm lint --strict checks the values
+// against the chart's schema too.
+func TestLintRefusesUnknownValues(t *testing.T) {
+	vals, err := ReadValues(filepath.Join(chartDir, "ci", "three-coordinators-pod-values.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "additional properties 'replica' not allowed"
+	if err := Lint(chartDir, set(t, vals, "coordinator.replica", 3)); err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("lint: %v; want an error containing %q", err, want)
+	}
+}
+
 // TestRequiredValues: a missing or wrong required value fails rendering
 // (and so `helm install` and `helm template`) with a message naming it.
 // `helm lint` runs templates in its lint mode, where `fail` only logs, so
@@ -204,7 +217,12 @@ func TestRequiredValues(t *testing.T) {
 		{pod, "postgres.pod.regions", nil, "postgres.pod.regions is required"},
 		{pod, "postgres.pod.authSecretName", nil, "postgres.pod.authSecretName is required"},
 		{pod, "postgres.pod.replicas", 1, "postgres.pod.replicas: want at least 2"},
-		{pod, "postgres.mode", "sidecar", `postgres.mode: "sidecar": want pod or daemonset`},
+		{pod, "postgres.mode", "sidecar", `at '/postgres/mode': value must be one of 'pod', 'daemonset'`},
+		// values.schema.json: a misspelt key or a wrong type is an error,
+		// not a value silently ignored.
+		{pod, "coordinator.replica", 3, "at '/coordinator': additional properties 'replica' not allowed"},
+		{pod, "postgres.agentconfig", map[string]any{}, "at '/postgres': additional properties 'agentconfig' not allowed"},
+		{pod, "coordinator.replicas", "3", "at '/coordinator/replicas': got string, want integer"},
 		{pod, "coordinator.enabled", false, "postgres.coordinatorAddresses is required"},
 		{ds, "postgres.daemonset.nodes", nil, "postgres.daemonset.nodes is required"},
 		{ds, "postgres.daemonset.runAsUser", nil, "postgres.daemonset.runAsUser and runAsGroup are required"},
