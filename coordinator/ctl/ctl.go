@@ -57,6 +57,7 @@ func commands() []command {
 		{"drill", "drill run [--tier T|--backup ID] [--target-time T] [--node N] [--wait]: have the leader order a restore drill now", cmdDrill},
 		{"incidents", "the incidents kept: id, priority, status, cluster, category, escalation level, title (--all: resolved too)", cmdIncidents},
 		{"incident", "incident open|show|ack|resolve|note: open one by hand, print one with its timeline, acknowledge, resolve or annotate it", cmdIncident},
+		{"runbook", "runbook list|show|apply -f|run NAME [--dry-run] [--yes]|runs|status: business-continuity procedures executed by the leader step by step", cmdRunbook},
 		{"coordinator", "list, add or remove coordinators (Raft voters)", cmdCoordinator},
 		{"tls", "tls init: create a development CA and certificates for a lab", cmdTLS},
 		{"version", "print the version", cmdVersion},

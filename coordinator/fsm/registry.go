@@ -79,5 +79,7 @@ func newRegistry() registry {
 		typed(func() *pgdrv1.StartTotals { return &pgdrv1.StartTotals{} }, applyStartTotals))
 	r.register(pgdrv1.CommandType_COMMAND_TYPE_INCIDENT,
 		typed(func() *pgdrv1.IncidentCommand { return &pgdrv1.IncidentCommand{} }, applyIncident))
+	r.register(pgdrv1.CommandType_COMMAND_TYPE_RUNBOOK,
+		typed(func() *pgdrv1.RunbookCommand { return &pgdrv1.RunbookCommand{} }, applyRunbook))
 	return r
 }

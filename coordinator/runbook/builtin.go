@@ -30,3 +30,15 @@ func Builtin() []Runbook {
 	}
 	return out
 }
+
+// BuiltinText returns the YAML text of the shipped runbook name, as
+// embedded (a run keeps the text it started with).
+func BuiltinText(name string) ([]byte, bool) {
+	for _, f := range builtinFiles {
+		if f == name+".yaml" {
+			data, err := builtinFS.ReadFile(path.Join("builtin", f))
+			return data, err == nil
+		}
+	}
+	return nil, false
+}

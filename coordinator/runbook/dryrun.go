@@ -92,7 +92,11 @@ func foresee(sim *View, path string, b Body, prev string) (string, []error) {
 	case ActionSwitchover:
 		return foreseeSwitchover(sim, path, b, prev)
 	case ActionWait:
-		return foreseeCheck(*sim, path, b.Check, false)
+		line, errs := foreseeCheck(*sim, path, b.Check, false)
+		if assume(sim, b.Check) {
+			line += " (assumed met for the steps after it: the wait fails the run if it is not)"
+		}
+		return line, errs
 	case ActionBackup:
 		if len(sim.Tiers) > 0 && !slices.Contains(sim.Tiers, b.Tier) {
 			bad(".tier", "%q is not a tier of the policy (%s)", b.Tier, strings.Join(sim.Tiers, ", "))
@@ -144,6 +148,27 @@ func foreseeSwitchover(sim *View, path string, b Body, prev string) (string, []e
 	}
 	sim.Primary = node
 	return fmt.Sprintf("%s: from %s to %s (region %s), no acknowledged commit lost", describe(b), old, node, orNone(sim.primaryRegion())), nil
+}
+
+// assume applies to the simulated view what a wait for c establishes
+// when it holds (a wait exists to let the cluster get there, e.g. a
+// region's replicas coming back after an outage): every member of the
+// condition's region filter but the primary counts as a healthy replica
+// with no lag. It reports whether the condition did not hold before.
+func assume(sim *View, c Check) bool {
+	if ok, _ := met(c, *sim); ok {
+		return false
+	}
+	if c.Condition != CondHealthyReplicas && c.Condition != CondLagUnder {
+		return true
+	}
+	for k, m := range sim.Members {
+		if m.Name == sim.Primary || (c.Region != "" && m.Region != c.Region) || (c.OutsideRegion != "" && m.Region == c.OutsideRegion) {
+			continue
+		}
+		sim.Members[k].Role, sim.Members[k].Healthy, sim.Members[k].LagBytes = RoleReplica, true, 0
+	}
+	return true
 }
 
 // foreseeCheck describes a condition and whether it holds on the view;

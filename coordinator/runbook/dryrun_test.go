@@ -36,9 +36,12 @@ func TestDryRun(t *testing.T) {
 		}, nil, []string{"not met now: 0 healthy replicas outside region eu lag under 16777216 bytes (want 1)"}},
 		{"already paused: nothing to do", evac, eu, func(v *View) { v.Paused = true }, nil,
 			[]string{"keep-out: pause automatic failover: already paused, nothing to do"}},
-		{"no replica outside the region", evac, eu, func(v *View) {
-			v.Members[2].Healthy, v.Members[3].Role = false, "stopped"
+		{"no member outside the region", evac, eu, func(v *View) {
+			v.Members[2].Region, v.Members[3].Region = "eu", "eu"
 		}, ErrPrecondition, []string{"steps[2].away_from_region: no healthy replica outside region eu"}},
+		{"replicas outside the region down: the wait is planned and assumed met", evac, eu, func(v *View) {
+			v.Members[2].Healthy, v.Members[3].Role = false, "stopped"
+		}, nil, []string{"(assumed met for the steps after it", "from a1 to b1 (region us)"}},
 		{"another operation in flight", evac, eu, func(v *View) { v.BackupInFlight = true }, ErrPrecondition,
 			[]string{"cluster main: a backup is in flight: one operation at a time"}},
 		{"another runbook running", evac, eu, func(v *View) { v.OtherRun = "regional-failback/r7" }, ErrPrecondition,

@@ -259,6 +259,10 @@ func (c cursor) begin() Decision {
 		}
 		node, noop, err := target(b, c.v, c.state().Previous)
 		switch {
+		case err != nil && c.rollback && !c.run.RollbackSince.IsZero() && c.now.Before(c.run.RollbackSince.Add(c.timeout())):
+			// The node to switch back to may still be rejoining after
+			// the step's own switchover: wait for it, up to the timeout.
+			return c.wait(c.run.RollbackSince.Add(c.timeout()), "waiting for the rollback's switchover target: "+err.Error())
 		case err != nil:
 			return c.fail(false, err.Error())
 		case noop:

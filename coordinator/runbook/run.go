@@ -80,6 +80,9 @@ type RunState struct {
 	Steps   []StepState
 	// RollingBack: a step failed; the completed steps roll back.
 	RollingBack bool
+	// RollbackSince: when the run began rolling back (a rollback's
+	// switchover waits for its target from then, up to its timeout).
+	RollbackSince time.Time
 	// Reason: why it rolls back, or how it ended.
 	Reason  string
 	Result  Result
@@ -165,6 +168,9 @@ func applyStep(run *RunState, s *StepState, d Decision, now time.Time) error {
 	case KindStepFailed:
 		s.Status, s.Applied = StatusFailed, s.Applied || d.Applied
 		run.RollingBack, run.Reason = true, clipText(fmt.Sprintf("step %s failed: %s", s.ID, d.Reason))
+		if run.RollbackSince.IsZero() {
+			run.RollbackSince = now
+		}
 	case KindRollback:
 		s.RollbackStatus = StatusRunning
 		s.RollbackExec = Exec{Started: now, Leader: d.Leader, Target: d.Target}

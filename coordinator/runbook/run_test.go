@@ -703,3 +703,55 @@ func TestWithRef(t *testing.T) {
 		t.Errorf("unknown step: %v", err)
 	}
 }
+
+// TestRollbackSwitchoverWaitsForTarget: after a switchover whose
+// validation failed, the old primary may still be rejoining: the
+// rollback's switchover back to it waits for it to be a healthy replica
+// (up to the switchover's timeout from when the run began rolling back),
+// then goes; past the timeout it fails.
+func TestRollbackSwitchoverWaitsForTarget(t *testing.T) {
+	rb := mustParse(t, `
+name: v
+steps:
+  - id: move
+    action: switchover
+    to_node: b1
+    validate: {condition: primary_in_region, region: eu, timeout: 30s}
+    rollback: {action: switchover, to_previous: true, timeout: 2m}
+`)
+	run := mustRun(t, rb, nil)
+	v := twoRegions()
+	step := func(d Decision, now time.Time) {
+		t.Helper()
+		var err error
+		if run, err = Apply(run, d, now); err != nil {
+			t.Fatalf("apply %s: %v", d.Kind, err)
+		}
+	}
+	d := Next(rb, run, v, t0)
+	step(d, t0)
+	if run, _ = Record(rb, run, "move", false, Outcome{OK: true}, t0); run.Steps[0].Status != StatusValidating {
+		t.Fatalf("after the switchover: %+v", run.Steps[0])
+	}
+	// The switchover happened: b1 primary, a1 rejoining (not healthy).
+	v.Primary = "b1"
+	v.Members[0].Role, v.Members[0].Healthy = RoleReplica, false
+	v.Members[2].Role = RolePrimary
+	failedAt := t0.Add(31 * time.Second)
+	d = Next(rb, run, v, failedAt)
+	if d.Kind != KindStepFailed {
+		t.Fatalf("validation: %+v", d)
+	}
+	step(d, failedAt)
+	if d = Next(rb, run, v, failedAt.Add(10*time.Second)); d.Kind != KindWait || !strings.Contains(d.Reason, "rollback's switchover target") ||
+		!d.Until.Equal(failedAt.Add(2*time.Minute)) {
+		t.Fatalf("a1 still rejoining: %+v, want a wait until %s", d, failedAt.Add(2*time.Minute))
+	}
+	if d = Next(rb, run, v, failedAt.Add(2*time.Minute)); d.Kind != KindRollbackFail {
+		t.Fatalf("past the rollback's timeout: %+v", d)
+	}
+	v.Members[0].Healthy = true
+	if d = Next(rb, run, v, failedAt.Add(time.Minute)); d.Kind != KindRollback || d.Target != "a1" {
+		t.Fatalf("a1 healthy again: %+v, want the rollback's switchover to a1", d)
+	}
+}

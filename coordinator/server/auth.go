@@ -79,7 +79,9 @@ func rolesFor(method string) []string {
 		method == "/pgdr.v1.AdminService/ListBackupRuns",
 		method == "/pgdr.v1.AdminService/Report",
 		method == "/pgdr.v1.AdminService/ListDrillRuns",
-		method == "/pgdr.v1.AdminService/ListIncidents":
+		method == "/pgdr.v1.AdminService/ListIncidents",
+		method == "/pgdr.v1.AdminService/ListRunbooks",
+		method == "/pgdr.v1.AdminService/ListRunbookRuns":
 		return []string{tlsutil.RoleRead, tlsutil.RoleAdmin}
 	case strings.HasPrefix(method, "/pgdr.v1.AdminService/"):
 		return []string{tlsutil.RoleAdmin}

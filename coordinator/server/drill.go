@@ -455,17 +455,26 @@ func (a *adminAPI) RunDrill(ctx context.Context, req *pgdrv1.RunDrillRequest) (*
 	if err := a.clusterMustExist(req.GetCluster()); err != nil {
 		return nil, err
 	}
-	d := a.s.drills
+	run, err := a.s.runDrillNow(ctx, req, requester(ctx))
+	if err != nil {
+		return nil, err
+	}
+	return &pgdrv1.RunDrillResponse{Run: run}, nil
+}
+
+// runDrillNow has this leader order the drill req asks for now, on
+// behalf of actor (an operator, or a runbook's step).
+func (s *Server) runDrillNow(ctx context.Context, req *pgdrv1.RunDrillRequest, actor string) (*pgdrv1.DrillRun, error) {
+	d := s.drills
 	if ok, why := d.ready(); !ok {
 		return nil, status.Errorf(codes.FailedPrecondition, "restore drills cannot run yet: %s", why)
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	c, ok := a.s.fsm.Cluster(req.GetCluster())
+	c, ok := s.fsm.Cluster(req.GetCluster())
 	if !ok {
 		return nil, status.Errorf(codes.NotFound, "cluster %q is not known", req.GetCluster())
 	}
-	actor := requester(ctx)
 	node, why, err := d.place(c, req.GetNode())
 	var run *pgdrv1.DrillRun
 	if err == nil {
@@ -488,12 +497,12 @@ func (a *adminAPI) RunDrill(ctx context.Context, req *pgdrv1.RunDrillRequest) (*
 		}
 		return nil, status.Errorf(codes.Internal, "cluster %s: %v", req.GetCluster(), err)
 	}
-	if c, ok := a.s.fsm.Cluster(req.GetCluster()); ok {
+	if c, ok := s.fsm.Cluster(req.GetCluster()); ok {
 		if r := drillByID(c, run.GetId()); r != nil {
 			run = r
 		}
 	}
-	return &pgdrv1.RunDrillResponse{Run: run}, nil
+	return run, nil
 }
 
 // drillCollector exports the replicated drill records: the last

@@ -12,10 +12,16 @@ import (
 // acknowledged a failsafe ping of the recorded primary within the lease
 // TTL of the report's time (both times from the member's clock), or within
 // the longer window the member reports (the ping's TTL when the primary's
-// is longer). "" when it does not.
+// is longer). "" when it does not. With primary "", an acknowledgement of
+// any primary counts, as the agent itself counts it (agent/failsafe): a
+// switchover checks its target so, before it stops the old primary, since
+// the target would refuse its promote order once the old one is down.
 func failsafeRefusal(r *pgdrv1.HealthReport, primary string, ttl time.Duration) string {
-	if r == nil || r.FailsafeAckedAt == nil || r.Time == nil || primary == "" || r.FailsafePrimary != primary {
+	if r == nil || r.FailsafeAckedAt == nil || r.Time == nil || (primary != "" && r.FailsafePrimary != primary) {
 		return ""
+	}
+	if primary == "" {
+		primary = r.FailsafePrimary
 	}
 	age := r.Time.AsTime().Sub(r.FailsafeAckedAt.AsTime())
 	if age < 0 {

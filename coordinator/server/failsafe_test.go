@@ -29,6 +29,14 @@ func TestFailsafeRefusal(t *testing.T) {
 			t.Errorf("%s: %q", name, got)
 		}
 	}
+	// Any primary (a switchover's target, a runbook's view): the agent
+	// refuses promotion after acknowledging any primary's ping.
+	if got := failsafeRefusal(rep(time.Second, "b"), "", ttl); !strings.Contains(got, "acknowledged b's failsafe ping 1s ago") {
+		t.Errorf("any primary, fresh ack of b: %q", got)
+	}
+	if got := failsafeRefusal(rep(6*time.Second, "b"), "", ttl); got != "" {
+		t.Errorf("any primary, ack older than the TTL: %q", got)
+	}
 	// A member that acknowledged a primary with a longer lease TTL reports
 	// its longer refusal window; the leader holds back for it too.
 	long := rep(7*time.Second, "a")

@@ -109,6 +109,8 @@ type Server struct {
 	drills *drills
 	// incidents: the leader's escalation and notification of incidents.
 	incidents *incidentRunner
+	// runbooks: the leader's execution of runbook runs.
+	runbooks *runbookRunner
 
 	mu        sync.Mutex
 	leaderCtx context.Context
@@ -190,6 +192,7 @@ func newServer(cfg *config.Config, log *slog.Logger, opts Options, tokens *confi
 	if s.incidents, err = newIncidentRunner(s, cfg.Incidents, log); err != nil {
 		return nil, err
 	}
+	s.runbooks = newRunbookRunner(s, log)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel() // not leader yet: the leader context starts out done
 	s.leaderCtx, s.leaderEnd = ctx, cancel
@@ -525,6 +528,9 @@ func (s *Server) leaderLoop(ctx context.Context) {
 	go s.sloLoop(ctx)
 	if s.incidents != nil {
 		go s.incidents.run(ctx)
+	}
+	if s.runbooks != nil {
+		go s.runbooks.run(ctx)
 	}
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()

@@ -318,6 +318,13 @@ func (s *Server) switchover(name, to, actor string) (*pgdrv1.SwitchoverResponse,
 	case !slices.Contains(ranked, to):
 		return nil, status.Errorf(codes.FailedPrecondition, "refused: to: %s is not a healthy streaming replica", to)
 	}
+	// The target would refuse its promote order, whichever primary's
+	// failsafe ping it acknowledged lately: refuse before anything stops.
+	if smp, ok := s.view.snapshot()[memberKey{name, to}]; ok {
+		if why := failsafeRefusal(smp.report, "", s.cfg.Failover.LeaseTTL.Duration); why != "" {
+			return nil, status.Errorf(codes.FailedPrecondition, "refused: to: %s refuses promotion for now: it %s; nothing was stopped, try again in a few seconds", to, why)
+		}
+	}
 	tm := in.Members[to]
 	log := s.log.With("cluster", name, "old_primary", old, "target", to)
 	log.Warn("switchover", "requested_by", actor)

@@ -1660,7 +1660,7 @@ var File_pgdr_v1_admin_proto protoreflect.FileDescriptor
 
 const file_pgdr_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x13pgdr/v1/admin.proto\x12\apgdr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13pgdr/v1/state.proto\x1a\x12pgdr/v1/raft.proto\x1a\x1bpgdr/v1/backup_policy.proto\x1a\x18pgdr/v1/backup_run.proto\x1a\x18pgdr/v1/compliance.proto\x1a\x13pgdr/v1/drill.proto\x1a\x16pgdr/v1/incident.proto\"=\n" +
+	"\x13pgdr/v1/admin.proto\x12\apgdr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13pgdr/v1/state.proto\x1a\x12pgdr/v1/raft.proto\x1a\x1bpgdr/v1/backup_policy.proto\x1a\x18pgdr/v1/backup_run.proto\x1a\x18pgdr/v1/compliance.proto\x1a\x13pgdr/v1/drill.proto\x1a\x16pgdr/v1/incident.proto\x1a\x15pgdr/v1/runbook.proto\"=\n" +
 	"\x11SwitchoverRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x0e\n" +
 	"\x02to\x18\x02 \x01(\tR\x02to\"Z\n" +
@@ -1779,7 +1779,7 @@ const file_pgdr_v1_admin_proto_rawDesc = "" +
 	"\x19RemoveCoordinatorResponse\x12>\n" +
 	"\fcoordinators\x18\x01 \x03(\v2\x1a.pgdr.v1.CoordinatorStatusR\fcoordinators\":\n" +
 	"\fApplyRequest\x12*\n" +
-	"\acommand\x18\x01 \x01(\v2\x10.pgdr.v1.CommandR\acommand2\x88\f\n" +
+	"\acommand\x18\x01 \x01(\v2\x10.pgdr.v1.CommandR\acommand2\xbf\x0e\n" +
 	"\fAdminService\x129\n" +
 	"\x06Status\x12\x16.pgdr.v1.StatusRequest\x1a\x17.pgdr.v1.StatusResponse\x12<\n" +
 	"\aMembers\x12\x17.pgdr.v1.MembersRequest\x1a\x18.pgdr.v1.MembersResponse\x12<\n" +
@@ -1802,7 +1802,12 @@ const file_pgdr_v1_admin_proto_rawDesc = "" +
 	"\bRunDrill\x12\x18.pgdr.v1.RunDrillRequest\x1a\x19.pgdr.v1.RunDrillResponse\x12N\n" +
 	"\rListIncidents\x12\x1d.pgdr.v1.ListIncidentsRequest\x1a\x1e.pgdr.v1.ListIncidentsResponse\x12K\n" +
 	"\fOpenIncident\x12\x1c.pgdr.v1.OpenIncidentRequest\x1a\x1d.pgdr.v1.OpenIncidentResponse\x12Q\n" +
-	"\x0eUpdateIncident\x12\x1e.pgdr.v1.UpdateIncidentRequest\x1a\x1f.pgdr.v1.UpdateIncidentResponse2\x8e\x01\n" +
+	"\x0eUpdateIncident\x12\x1e.pgdr.v1.UpdateIncidentRequest\x1a\x1f.pgdr.v1.UpdateIncidentResponse\x12K\n" +
+	"\fApplyRunbook\x12\x1c.pgdr.v1.ApplyRunbookRequest\x1a\x1d.pgdr.v1.ApplyRunbookResponse\x12K\n" +
+	"\fListRunbooks\x12\x1c.pgdr.v1.ListRunbooksRequest\x1a\x1d.pgdr.v1.ListRunbooksResponse\x12E\n" +
+	"\n" +
+	"RunRunbook\x12\x1a.pgdr.v1.RunRunbookRequest\x1a\x1b.pgdr.v1.RunRunbookResponse\x12T\n" +
+	"\x0fListRunbookRuns\x12\x1f.pgdr.v1.ListRunbookRunsRequest\x1a .pgdr.v1.ListRunbookRunsResponse2\x8e\x01\n" +
 	"\x12CoordinatorService\x124\n" +
 	"\x05Apply\x12\x15.pgdr.v1.ApplyRequest\x1a\x14.pgdr.v1.ApplyResult\x12B\n" +
 	"\tRaftIndex\x12\x19.pgdr.v1.RaftIndexRequest\x1a\x1a.pgdr.v1.RaftIndexResponseB+Z)github.com/pgdr/pgdr/proto/pgdr/v1;pgdrv1b\x06proto3"
@@ -1864,18 +1869,26 @@ var file_pgdr_v1_admin_proto_goTypes = []any{
 	(*ListIncidentsRequest)(nil),      // 40: pgdr.v1.ListIncidentsRequest
 	(*OpenIncidentRequest)(nil),       // 41: pgdr.v1.OpenIncidentRequest
 	(*UpdateIncidentRequest)(nil),     // 42: pgdr.v1.UpdateIncidentRequest
-	(*GetBackupPolicyResponse)(nil),   // 43: pgdr.v1.GetBackupPolicyResponse
-	(*SetBackupPolicyResponse)(nil),   // 44: pgdr.v1.SetBackupPolicyResponse
-	(*ListBackupRunsResponse)(nil),    // 45: pgdr.v1.ListBackupRunsResponse
-	(*RunBackupResponse)(nil),         // 46: pgdr.v1.RunBackupResponse
-	(*CancelBackupRunResponse)(nil),   // 47: pgdr.v1.CancelBackupRunResponse
-	(*ReportResponse)(nil),            // 48: pgdr.v1.ReportResponse
-	(*ListDrillRunsResponse)(nil),     // 49: pgdr.v1.ListDrillRunsResponse
-	(*RunDrillResponse)(nil),          // 50: pgdr.v1.RunDrillResponse
-	(*ListIncidentsResponse)(nil),     // 51: pgdr.v1.ListIncidentsResponse
-	(*OpenIncidentResponse)(nil),      // 52: pgdr.v1.OpenIncidentResponse
-	(*UpdateIncidentResponse)(nil),    // 53: pgdr.v1.UpdateIncidentResponse
-	(*ApplyResult)(nil),               // 54: pgdr.v1.ApplyResult
+	(*ApplyRunbookRequest)(nil),       // 43: pgdr.v1.ApplyRunbookRequest
+	(*ListRunbooksRequest)(nil),       // 44: pgdr.v1.ListRunbooksRequest
+	(*RunRunbookRequest)(nil),         // 45: pgdr.v1.RunRunbookRequest
+	(*ListRunbookRunsRequest)(nil),    // 46: pgdr.v1.ListRunbookRunsRequest
+	(*GetBackupPolicyResponse)(nil),   // 47: pgdr.v1.GetBackupPolicyResponse
+	(*SetBackupPolicyResponse)(nil),   // 48: pgdr.v1.SetBackupPolicyResponse
+	(*ListBackupRunsResponse)(nil),    // 49: pgdr.v1.ListBackupRunsResponse
+	(*RunBackupResponse)(nil),         // 50: pgdr.v1.RunBackupResponse
+	(*CancelBackupRunResponse)(nil),   // 51: pgdr.v1.CancelBackupRunResponse
+	(*ReportResponse)(nil),            // 52: pgdr.v1.ReportResponse
+	(*ListDrillRunsResponse)(nil),     // 53: pgdr.v1.ListDrillRunsResponse
+	(*RunDrillResponse)(nil),          // 54: pgdr.v1.RunDrillResponse
+	(*ListIncidentsResponse)(nil),     // 55: pgdr.v1.ListIncidentsResponse
+	(*OpenIncidentResponse)(nil),      // 56: pgdr.v1.OpenIncidentResponse
+	(*UpdateIncidentResponse)(nil),    // 57: pgdr.v1.UpdateIncidentResponse
+	(*ApplyRunbookResponse)(nil),      // 58: pgdr.v1.ApplyRunbookResponse
+	(*ListRunbooksResponse)(nil),      // 59: pgdr.v1.ListRunbooksResponse
+	(*RunRunbookResponse)(nil),        // 60: pgdr.v1.RunRunbookResponse
+	(*ListRunbookRunsResponse)(nil),   // 61: pgdr.v1.ListRunbookRunsResponse
+	(*ApplyResult)(nil),               // 62: pgdr.v1.ApplyResult
 }
 var file_pgdr_v1_admin_proto_depIdxs = []int32{
 	26, // 0: pgdr.v1.SetPolicyRequest.policy:type_name -> pgdr.v1.Policy
@@ -1915,33 +1928,41 @@ var file_pgdr_v1_admin_proto_depIdxs = []int32{
 	40, // 34: pgdr.v1.AdminService.ListIncidents:input_type -> pgdr.v1.ListIncidentsRequest
 	41, // 35: pgdr.v1.AdminService.OpenIncident:input_type -> pgdr.v1.OpenIncidentRequest
 	42, // 36: pgdr.v1.AdminService.UpdateIncident:input_type -> pgdr.v1.UpdateIncidentRequest
-	25, // 37: pgdr.v1.CoordinatorService.Apply:input_type -> pgdr.v1.ApplyRequest
-	6,  // 38: pgdr.v1.CoordinatorService.RaftIndex:input_type -> pgdr.v1.RaftIndexRequest
-	12, // 39: pgdr.v1.AdminService.Status:output_type -> pgdr.v1.StatusResponse
-	14, // 40: pgdr.v1.AdminService.Members:output_type -> pgdr.v1.MembersResponse
-	16, // 41: pgdr.v1.AdminService.History:output_type -> pgdr.v1.HistoryResponse
-	18, // 42: pgdr.v1.AdminService.Pause:output_type -> pgdr.v1.PauseResponse
-	20, // 43: pgdr.v1.AdminService.Resume:output_type -> pgdr.v1.ResumeResponse
-	22, // 44: pgdr.v1.AdminService.AddCoordinator:output_type -> pgdr.v1.AddCoordinatorResponse
-	24, // 45: pgdr.v1.AdminService.RemoveCoordinator:output_type -> pgdr.v1.RemoveCoordinatorResponse
-	1,  // 46: pgdr.v1.AdminService.Switchover:output_type -> pgdr.v1.SwitchoverResponse
-	3,  // 47: pgdr.v1.AdminService.Failover:output_type -> pgdr.v1.FailoverResponse
-	5,  // 48: pgdr.v1.AdminService.SetPolicy:output_type -> pgdr.v1.SetPolicyResponse
-	43, // 49: pgdr.v1.AdminService.GetBackupPolicy:output_type -> pgdr.v1.GetBackupPolicyResponse
-	44, // 50: pgdr.v1.AdminService.SetBackupPolicy:output_type -> pgdr.v1.SetBackupPolicyResponse
-	45, // 51: pgdr.v1.AdminService.ListBackupRuns:output_type -> pgdr.v1.ListBackupRunsResponse
-	46, // 52: pgdr.v1.AdminService.RunBackup:output_type -> pgdr.v1.RunBackupResponse
-	47, // 53: pgdr.v1.AdminService.CancelBackupRun:output_type -> pgdr.v1.CancelBackupRunResponse
-	48, // 54: pgdr.v1.AdminService.Report:output_type -> pgdr.v1.ReportResponse
-	49, // 55: pgdr.v1.AdminService.ListDrillRuns:output_type -> pgdr.v1.ListDrillRunsResponse
-	50, // 56: pgdr.v1.AdminService.RunDrill:output_type -> pgdr.v1.RunDrillResponse
-	51, // 57: pgdr.v1.AdminService.ListIncidents:output_type -> pgdr.v1.ListIncidentsResponse
-	52, // 58: pgdr.v1.AdminService.OpenIncident:output_type -> pgdr.v1.OpenIncidentResponse
-	53, // 59: pgdr.v1.AdminService.UpdateIncident:output_type -> pgdr.v1.UpdateIncidentResponse
-	54, // 60: pgdr.v1.CoordinatorService.Apply:output_type -> pgdr.v1.ApplyResult
-	7,  // 61: pgdr.v1.CoordinatorService.RaftIndex:output_type -> pgdr.v1.RaftIndexResponse
-	39, // [39:62] is the sub-list for method output_type
-	16, // [16:39] is the sub-list for method input_type
+	43, // 37: pgdr.v1.AdminService.ApplyRunbook:input_type -> pgdr.v1.ApplyRunbookRequest
+	44, // 38: pgdr.v1.AdminService.ListRunbooks:input_type -> pgdr.v1.ListRunbooksRequest
+	45, // 39: pgdr.v1.AdminService.RunRunbook:input_type -> pgdr.v1.RunRunbookRequest
+	46, // 40: pgdr.v1.AdminService.ListRunbookRuns:input_type -> pgdr.v1.ListRunbookRunsRequest
+	25, // 41: pgdr.v1.CoordinatorService.Apply:input_type -> pgdr.v1.ApplyRequest
+	6,  // 42: pgdr.v1.CoordinatorService.RaftIndex:input_type -> pgdr.v1.RaftIndexRequest
+	12, // 43: pgdr.v1.AdminService.Status:output_type -> pgdr.v1.StatusResponse
+	14, // 44: pgdr.v1.AdminService.Members:output_type -> pgdr.v1.MembersResponse
+	16, // 45: pgdr.v1.AdminService.History:output_type -> pgdr.v1.HistoryResponse
+	18, // 46: pgdr.v1.AdminService.Pause:output_type -> pgdr.v1.PauseResponse
+	20, // 47: pgdr.v1.AdminService.Resume:output_type -> pgdr.v1.ResumeResponse
+	22, // 48: pgdr.v1.AdminService.AddCoordinator:output_type -> pgdr.v1.AddCoordinatorResponse
+	24, // 49: pgdr.v1.AdminService.RemoveCoordinator:output_type -> pgdr.v1.RemoveCoordinatorResponse
+	1,  // 50: pgdr.v1.AdminService.Switchover:output_type -> pgdr.v1.SwitchoverResponse
+	3,  // 51: pgdr.v1.AdminService.Failover:output_type -> pgdr.v1.FailoverResponse
+	5,  // 52: pgdr.v1.AdminService.SetPolicy:output_type -> pgdr.v1.SetPolicyResponse
+	47, // 53: pgdr.v1.AdminService.GetBackupPolicy:output_type -> pgdr.v1.GetBackupPolicyResponse
+	48, // 54: pgdr.v1.AdminService.SetBackupPolicy:output_type -> pgdr.v1.SetBackupPolicyResponse
+	49, // 55: pgdr.v1.AdminService.ListBackupRuns:output_type -> pgdr.v1.ListBackupRunsResponse
+	50, // 56: pgdr.v1.AdminService.RunBackup:output_type -> pgdr.v1.RunBackupResponse
+	51, // 57: pgdr.v1.AdminService.CancelBackupRun:output_type -> pgdr.v1.CancelBackupRunResponse
+	52, // 58: pgdr.v1.AdminService.Report:output_type -> pgdr.v1.ReportResponse
+	53, // 59: pgdr.v1.AdminService.ListDrillRuns:output_type -> pgdr.v1.ListDrillRunsResponse
+	54, // 60: pgdr.v1.AdminService.RunDrill:output_type -> pgdr.v1.RunDrillResponse
+	55, // 61: pgdr.v1.AdminService.ListIncidents:output_type -> pgdr.v1.ListIncidentsResponse
+	56, // 62: pgdr.v1.AdminService.OpenIncident:output_type -> pgdr.v1.OpenIncidentResponse
+	57, // 63: pgdr.v1.AdminService.UpdateIncident:output_type -> pgdr.v1.UpdateIncidentResponse
+	58, // 64: pgdr.v1.AdminService.ApplyRunbook:output_type -> pgdr.v1.ApplyRunbookResponse
+	59, // 65: pgdr.v1.AdminService.ListRunbooks:output_type -> pgdr.v1.ListRunbooksResponse
+	60, // 66: pgdr.v1.AdminService.RunRunbook:output_type -> pgdr.v1.RunRunbookResponse
+	61, // 67: pgdr.v1.AdminService.ListRunbookRuns:output_type -> pgdr.v1.ListRunbookRunsResponse
+	62, // 68: pgdr.v1.CoordinatorService.Apply:output_type -> pgdr.v1.ApplyResult
+	7,  // 69: pgdr.v1.CoordinatorService.RaftIndex:output_type -> pgdr.v1.RaftIndexResponse
+	43, // [43:70] is the sub-list for method output_type
+	16, // [16:43] is the sub-list for method input_type
 	16, // [16:16] is the sub-list for extension type_name
 	16, // [16:16] is the sub-list for extension extendee
 	0,  // [0:16] is the sub-list for field type_name
@@ -1959,6 +1980,7 @@ func file_pgdr_v1_admin_proto_init() {
 	file_pgdr_v1_compliance_proto_init()
 	file_pgdr_v1_drill_proto_init()
 	file_pgdr_v1_incident_proto_init()
+	file_pgdr_v1_runbook_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

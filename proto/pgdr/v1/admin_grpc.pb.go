@@ -42,6 +42,10 @@ const (
 	AdminService_ListIncidents_FullMethodName     = "/pgdr.v1.AdminService/ListIncidents"
 	AdminService_OpenIncident_FullMethodName      = "/pgdr.v1.AdminService/OpenIncident"
 	AdminService_UpdateIncident_FullMethodName    = "/pgdr.v1.AdminService/UpdateIncident"
+	AdminService_ApplyRunbook_FullMethodName      = "/pgdr.v1.AdminService/ApplyRunbook"
+	AdminService_ListRunbooks_FullMethodName      = "/pgdr.v1.AdminService/ListRunbooks"
+	AdminService_RunRunbook_FullMethodName        = "/pgdr.v1.AdminService/RunRunbook"
+	AdminService_ListRunbookRuns_FullMethodName   = "/pgdr.v1.AdminService/ListRunbookRuns"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -95,6 +99,13 @@ type AdminServiceClient interface {
 	ListIncidents(ctx context.Context, in *ListIncidentsRequest, opts ...grpc.CallOption) (*ListIncidentsResponse, error)
 	OpenIncident(ctx context.Context, in *OpenIncidentRequest, opts ...grpc.CallOption) (*OpenIncidentResponse, error)
 	UpdateIncident(ctx context.Context, in *UpdateIncidentRequest, opts ...grpc.CallOption) (*UpdateIncidentResponse, error)
+	// ListRunbooks and ListRunbookRuns (role read) list the runbooks (the
+	// shipped ones too) and their runs; ApplyRunbook and RunRunbook (role
+	// admin) store a runbook and start a run (or a dry run) on the leader.
+	ApplyRunbook(ctx context.Context, in *ApplyRunbookRequest, opts ...grpc.CallOption) (*ApplyRunbookResponse, error)
+	ListRunbooks(ctx context.Context, in *ListRunbooksRequest, opts ...grpc.CallOption) (*ListRunbooksResponse, error)
+	RunRunbook(ctx context.Context, in *RunRunbookRequest, opts ...grpc.CallOption) (*RunRunbookResponse, error)
+	ListRunbookRuns(ctx context.Context, in *ListRunbookRunsRequest, opts ...grpc.CallOption) (*ListRunbookRunsResponse, error)
 }
 
 type adminServiceClient struct {
@@ -315,6 +326,46 @@ func (c *adminServiceClient) UpdateIncident(ctx context.Context, in *UpdateIncid
 	return out, nil
 }
 
+func (c *adminServiceClient) ApplyRunbook(ctx context.Context, in *ApplyRunbookRequest, opts ...grpc.CallOption) (*ApplyRunbookResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ApplyRunbookResponse)
+	err := c.cc.Invoke(ctx, AdminService_ApplyRunbook_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) ListRunbooks(ctx context.Context, in *ListRunbooksRequest, opts ...grpc.CallOption) (*ListRunbooksResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListRunbooksResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListRunbooks_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) RunRunbook(ctx context.Context, in *RunRunbookRequest, opts ...grpc.CallOption) (*RunRunbookResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RunRunbookResponse)
+	err := c.cc.Invoke(ctx, AdminService_RunRunbook_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) ListRunbookRuns(ctx context.Context, in *ListRunbookRunsRequest, opts ...grpc.CallOption) (*ListRunbookRunsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListRunbookRunsResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListRunbookRuns_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -366,6 +417,13 @@ type AdminServiceServer interface {
 	ListIncidents(context.Context, *ListIncidentsRequest) (*ListIncidentsResponse, error)
 	OpenIncident(context.Context, *OpenIncidentRequest) (*OpenIncidentResponse, error)
 	UpdateIncident(context.Context, *UpdateIncidentRequest) (*UpdateIncidentResponse, error)
+	// ListRunbooks and ListRunbookRuns (role read) list the runbooks (the
+	// shipped ones too) and their runs; ApplyRunbook and RunRunbook (role
+	// admin) store a runbook and start a run (or a dry run) on the leader.
+	ApplyRunbook(context.Context, *ApplyRunbookRequest) (*ApplyRunbookResponse, error)
+	ListRunbooks(context.Context, *ListRunbooksRequest) (*ListRunbooksResponse, error)
+	RunRunbook(context.Context, *RunRunbookRequest) (*RunRunbookResponse, error)
+	ListRunbookRuns(context.Context, *ListRunbookRunsRequest) (*ListRunbookRunsResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -438,6 +496,18 @@ func (UnimplementedAdminServiceServer) OpenIncident(context.Context, *OpenIncide
 }
 func (UnimplementedAdminServiceServer) UpdateIncident(context.Context, *UpdateIncidentRequest) (*UpdateIncidentResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method UpdateIncident not implemented")
+}
+func (UnimplementedAdminServiceServer) ApplyRunbook(context.Context, *ApplyRunbookRequest) (*ApplyRunbookResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ApplyRunbook not implemented")
+}
+func (UnimplementedAdminServiceServer) ListRunbooks(context.Context, *ListRunbooksRequest) (*ListRunbooksResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListRunbooks not implemented")
+}
+func (UnimplementedAdminServiceServer) RunRunbook(context.Context, *RunRunbookRequest) (*RunRunbookResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method RunRunbook not implemented")
+}
+func (UnimplementedAdminServiceServer) ListRunbookRuns(context.Context, *ListRunbookRunsRequest) (*ListRunbookRunsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListRunbookRuns not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -838,6 +908,78 @@ func _AdminService_UpdateIncident_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_ApplyRunbook_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ApplyRunbookRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ApplyRunbook(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ApplyRunbook_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ApplyRunbook(ctx, req.(*ApplyRunbookRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_ListRunbooks_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListRunbooksRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListRunbooks(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListRunbooks_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListRunbooks(ctx, req.(*ListRunbooksRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_RunRunbook_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RunRunbookRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).RunRunbook(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_RunRunbook_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).RunRunbook(ctx, req.(*RunRunbookRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_ListRunbookRuns_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListRunbookRunsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListRunbookRuns(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListRunbookRuns_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListRunbookRuns(ctx, req.(*ListRunbookRunsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -928,6 +1070,22 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "UpdateIncident",
 			Handler:    _AdminService_UpdateIncident_Handler,
+		},
+		{
+			MethodName: "ApplyRunbook",
+			Handler:    _AdminService_ApplyRunbook_Handler,
+		},
+		{
+			MethodName: "ListRunbooks",
+			Handler:    _AdminService_ListRunbooks_Handler,
+		},
+		{
+			MethodName: "RunRunbook",
+			Handler:    _AdminService_RunRunbook_Handler,
+		},
+		{
+			MethodName: "ListRunbookRuns",
+			Handler:    _AdminService_ListRunbookRuns_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -52,6 +52,9 @@ const (
 	CommandType_COMMAND_TYPE_START_TOTALS CommandType = 23
 	// IncidentCommand (incident.proto); proposed with ignore_if_unknown.
 	CommandType_COMMAND_TYPE_INCIDENT CommandType = 24
+	// RunbookCommand (runbook.proto); proposed with ignore_if_unknown, only
+	// once incidents are started (every voter at feature level 4).
+	CommandType_COMMAND_TYPE_RUNBOOK CommandType = 25
 )
 
 // Enum value maps for CommandType.
@@ -74,6 +77,7 @@ var (
 		30: "COMMAND_TYPE_RECORD_WRITE_SECONDS",
 		23: "COMMAND_TYPE_START_TOTALS",
 		24: "COMMAND_TYPE_INCIDENT",
+		25: "COMMAND_TYPE_RUNBOOK",
 	}
 	CommandType_value = map[string]int32{
 		"COMMAND_TYPE_UNSPECIFIED":          0,
@@ -93,6 +97,7 @@ var (
 		"COMMAND_TYPE_RECORD_WRITE_SECONDS": 30,
 		"COMMAND_TYPE_START_TOTALS":         23,
 		"COMMAND_TYPE_INCIDENT":             24,
+		"COMMAND_TYPE_RUNBOOK":              25,
 	}
 )
 
@@ -1235,7 +1240,7 @@ const file_pgdr_v1_raft_proto_rawDesc = "" +
 	"\n" +
 	"first_unix\x18\x04 \x01(\x03R\tfirstUnix\x12$\n" +
 	"\x0erun_since_unix\x18\x05 \x01(\x03R\frunSinceUnix\"\r\n" +
-	"\vStartTotals*\xc3\x04\n" +
+	"\vStartTotals*\xdd\x04\n" +
 	"\vCommandType\x12\x1c\n" +
 	"\x18COMMAND_TYPE_UNSPECIFIED\x10\x00\x12 \n" +
 	"\x1cCOMMAND_TYPE_REGISTER_MEMBER\x10\x01\x12\x1e\n" +
@@ -1254,7 +1259,8 @@ const file_pgdr_v1_raft_proto_rawDesc = "" +
 	"\x1dCOMMAND_TYPE_RECORD_DRILL_RUN\x10\x16\x12%\n" +
 	"!COMMAND_TYPE_RECORD_WRITE_SECONDS\x10\x1e\x12\x1d\n" +
 	"\x19COMMAND_TYPE_START_TOTALS\x10\x17\x12\x19\n" +
-	"\x15COMMAND_TYPE_INCIDENT\x10\x18*\xb1\x01\n" +
+	"\x15COMMAND_TYPE_INCIDENT\x10\x18\x12\x18\n" +
+	"\x14COMMAND_TYPE_RUNBOOK\x10\x19*\xb1\x01\n" +
 	"\vPromoteMark\x12\x1c\n" +
 	"\x18PROMOTE_MARK_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14PROMOTE_MARK_ORDERED\x10\x01\x12\x1a\n" +

@@ -855,8 +855,13 @@ type State struct {
 	// incidents_since_index: the Raft index of the StartIncidents command
 	// from which incidents are derived from events; 0 while they are not.
 	IncidentsSinceIndex uint64 `protobuf:"varint,23,opt,name=incidents_since_index,json=incidentsSinceIndex,proto3" json:"incidents_since_index,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// runbooks: the runbooks operators applied (bounded, fsm.MaxRunbooks).
+	Runbooks []*RunbookDef `protobuf:"bytes,24,rep,name=runbooks,proto3" json:"runbooks,omitempty"`
+	// runbook_runs: the runs, oldest first (bounded per cluster,
+	// fsm.MaxRunbookRuns; a run in flight is never dropped).
+	RunbookRuns   []*RunbookRun `protobuf:"bytes,25,rep,name=runbook_runs,json=runbookRuns,proto3" json:"runbook_runs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *State) Reset() {
@@ -957,6 +962,20 @@ func (x *State) GetIncidentsSinceIndex() uint64 {
 		return x.IncidentsSinceIndex
 	}
 	return 0
+}
+
+func (x *State) GetRunbooks() []*RunbookDef {
+	if x != nil {
+		return x.Runbooks
+	}
+	return nil
+}
+
+func (x *State) GetRunbookRuns() []*RunbookRun {
+	if x != nil {
+		return x.RunbookRuns
+	}
+	return nil
 }
 
 // WriteSeconds is one cluster's judged seconds: hourly buckets, oldest
@@ -1069,7 +1088,7 @@ var File_pgdr_v1_state_proto protoreflect.FileDescriptor
 
 const file_pgdr_v1_state_proto_rawDesc = "" +
 	"\n" +
-	"\x13pgdr/v1/state.proto\x12\apgdr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bpgdr/v1/backup_policy.proto\x1a\x18pgdr/v1/backup_run.proto\x1a\x13pgdr/v1/drill.proto\x1a\x14pgdr/v1/totals.proto\x1a\x16pgdr/v1/incident.proto\"\xc8\x03\n" +
+	"\x13pgdr/v1/state.proto\x12\apgdr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bpgdr/v1/backup_policy.proto\x1a\x18pgdr/v1/backup_run.proto\x1a\x13pgdr/v1/drill.proto\x1a\x14pgdr/v1/totals.proto\x1a\x16pgdr/v1/incident.proto\x1a\x15pgdr/v1/runbook.proto\"\xc8\x03\n" +
 	"\x06Member\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12\x16\n" +
@@ -1155,7 +1174,7 @@ const file_pgdr_v1_state_proto_rawDesc = "" +
 	" \x03(\v2\".pgdr.v1.HistoryEvent.DetailsEntryR\adetails\x1a:\n" +
 	"\fDetailsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf6\x05\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xdf\x06\n" +
 	"\x05State\x128\n" +
 	"\bclusters\x18\x01 \x03(\v2\x1c.pgdr.v1.State.ClustersEntryR\bclusters\x12D\n" +
 	"\fcoordinators\x18\x02 \x03(\v2 .pgdr.v1.State.CoordinatorsEntryR\fcoordinators\x12/\n" +
@@ -1167,7 +1186,9 @@ const file_pgdr_v1_state_proto_rawDesc = "" +
 	"\x12totals_since_index\x18\x06 \x01(\x04R\x10totalsSinceIndex\x12/\n" +
 	"\tincidents\x18\x15 \x03(\v2\x11.pgdr.v1.IncidentR\tincidents\x12*\n" +
 	"\x11incident_last_seq\x18\x16 \x01(\x04R\x0fincidentLastSeq\x122\n" +
-	"\x15incidents_since_index\x18\x17 \x01(\x04R\x13incidentsSinceIndex\x1aM\n" +
+	"\x15incidents_since_index\x18\x17 \x01(\x04R\x13incidentsSinceIndex\x12/\n" +
+	"\brunbooks\x18\x18 \x03(\v2\x13.pgdr.v1.RunbookDefR\brunbooks\x126\n" +
+	"\frunbook_runs\x18\x19 \x03(\v2\x13.pgdr.v1.RunbookRunR\vrunbookRuns\x1aM\n" +
 	"\rClustersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12&\n" +
 	"\x05value\x18\x02 \x01(\v2\x10.pgdr.v1.ClusterR\x05value:\x028\x01\x1aU\n" +
@@ -1224,6 +1245,8 @@ var file_pgdr_v1_state_proto_goTypes = []any{
 	(*DrillRun)(nil),              // 16: pgdr.v1.DrillRun
 	(*ClusterTotals)(nil),         // 17: pgdr.v1.ClusterTotals
 	(*Incident)(nil),              // 18: pgdr.v1.Incident
+	(*RunbookDef)(nil),            // 19: pgdr.v1.RunbookDef
+	(*RunbookRun)(nil),            // 20: pgdr.v1.RunbookRun
 }
 var file_pgdr_v1_state_proto_depIdxs = []int32{
 	13, // 0: pgdr.v1.Member.registered_at:type_name -> google.protobuf.Timestamp
@@ -1246,15 +1269,17 @@ var file_pgdr_v1_state_proto_depIdxs = []int32{
 	5,  // 17: pgdr.v1.State.history:type_name -> pgdr.v1.HistoryEvent
 	12, // 18: pgdr.v1.State.write_seconds:type_name -> pgdr.v1.State.WriteSecondsEntry
 	18, // 19: pgdr.v1.State.incidents:type_name -> pgdr.v1.Incident
-	0,  // 20: pgdr.v1.Cluster.MembersEntry.value:type_name -> pgdr.v1.Member
-	2,  // 21: pgdr.v1.State.ClustersEntry.value:type_name -> pgdr.v1.Cluster
-	4,  // 22: pgdr.v1.State.CoordinatorsEntry.value:type_name -> pgdr.v1.Coordinator
-	7,  // 23: pgdr.v1.State.WriteSecondsEntry.value:type_name -> pgdr.v1.WriteSeconds
-	24, // [24:24] is the sub-list for method output_type
-	24, // [24:24] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	19, // 20: pgdr.v1.State.runbooks:type_name -> pgdr.v1.RunbookDef
+	20, // 21: pgdr.v1.State.runbook_runs:type_name -> pgdr.v1.RunbookRun
+	0,  // 22: pgdr.v1.Cluster.MembersEntry.value:type_name -> pgdr.v1.Member
+	2,  // 23: pgdr.v1.State.ClustersEntry.value:type_name -> pgdr.v1.Cluster
+	4,  // 24: pgdr.v1.State.CoordinatorsEntry.value:type_name -> pgdr.v1.Coordinator
+	7,  // 25: pgdr.v1.State.WriteSecondsEntry.value:type_name -> pgdr.v1.WriteSeconds
+	26, // [26:26] is the sub-list for method output_type
+	26, // [26:26] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_pgdr_v1_state_proto_init() }
@@ -1267,6 +1292,7 @@ func file_pgdr_v1_state_proto_init() {
 	file_pgdr_v1_drill_proto_init()
 	file_pgdr_v1_totals_proto_init()
 	file_pgdr_v1_incident_proto_init()
+	file_pgdr_v1_runbook_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

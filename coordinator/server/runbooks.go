@@ -1,0 +1,296 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/pgdr/pgdr/coordinator/fsm"
+	"github.com/pgdr/pgdr/coordinator/notify"
+	"github.com/pgdr/pgdr/coordinator/policy"
+	"github.com/pgdr/pgdr/coordinator/runbook"
+	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
+)
+
+// Runbooks: the leader carries out the runs kept in the replicated state.
+//
+// Every runbookTick, for each run in flight, the leader builds a View of
+// the run's cluster and asks runbook.Next; a decision other than wait is
+// proposed first (RunbookDecide: intent, recorded with the leadership that
+// takes it) and only once committed carried out: a start or rollback
+// sends its action (pause, resume, switchover, backup, drill, notify) in
+// its own goroutine, one at a time per run, and records the outcome
+// (RunbookRecord; a backup or drill records the run it started with
+// RunbookRef and ends with it). A leader that dies mid-step leaves the
+// step running under its leadership; the next leader's Next judges it
+// from the view (runbook.Next's judge: a switchover is never sent twice,
+// an idempotent pause is sent again). Every transition is in history and
+// on the run's incident.
+
+const runbookTick = 500 * time.Millisecond
+
+// repoCaughtUpBytes: a repository is caught up when no completed segment
+// is missing from it (what is not in it is at most the segment being
+// written).
+const repoCaughtUpBytes = 16 << 20
+
+type runbookRunner struct {
+	s   *Server
+	log *slog.Logger
+
+	mu   sync.Mutex
+	busy map[string]bool // run id → an action of it is being carried out
+}
+
+func newRunbookRunner(s *Server, log *slog.Logger) *runbookRunner {
+	return &runbookRunner{s: s, log: log.With("subsystem", "runbooks"), busy: map[string]bool{}}
+}
+
+// leadership identifies this leadership: name and Raft term.
+func (r *runbookRunner) leadership() string {
+	term := uint64(0)
+	if r.s.raft != nil {
+		term = r.s.raft.CurrentTerm()
+	}
+	return fmt.Sprintf("%s/term-%d", r.s.cfg.Name, term)
+}
+
+func (r *runbookRunner) run(ctx context.Context) {
+	t := time.NewTicker(runbookTick)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if !r.s.fsm.IncidentsStarted() {
+			continue
+		}
+		for _, run := range r.s.fsm.RunbookRuns("", "") {
+			r.step(ctx, run)
+		}
+	}
+}
+
+// step takes the next decision of one run in flight.
+func (r *runbookRunner) step(ctx context.Context, run *pgdrv1.RunbookRun) {
+	rs, err := fsm.RunState(run)
+	if err != nil || rs.Result != "" {
+		return
+	}
+	r.mu.Lock()
+	busy := r.busy[run.GetId()]
+	r.mu.Unlock()
+	if busy {
+		return
+	}
+	rb, err := runbook.Parse([]byte(run.GetYaml()))
+	if err != nil {
+		r.log.Error("runbook run: its runbook does not parse", "run", run.GetId(), "err", err)
+		return
+	}
+	c, ok := r.s.fsm.Cluster(run.GetCluster())
+	if !ok {
+		return
+	}
+	d := runbook.Next(rb, rs, r.view(c, run.GetId()), time.Now())
+	if d.Kind == runbook.KindWait || d.Kind == runbook.KindEnded {
+		return
+	}
+	if !r.proposeDecision(ctx, run.GetId(), d) {
+		return
+	}
+	if (d.Kind == runbook.KindStart || d.Kind == runbook.KindRollback) && d.Body.Action != runbook.ActionWait {
+		r.mu.Lock()
+		r.busy[run.GetId()] = true
+		r.mu.Unlock()
+		go func() {
+			defer func() {
+				r.mu.Lock()
+				delete(r.busy, run.GetId())
+				r.mu.Unlock()
+			}()
+			r.carryOut(ctx, run, d)
+		}()
+	}
+}
+
+func (r *runbookRunner) propose(ctx context.Context, what string, op *pgdrv1.RunbookCommand) bool {
+	cmd, err := fsm.NewCommand(pgdrv1.CommandType_COMMAND_TYPE_RUNBOOK, op, "coordinator:"+r.s.cfg.Name, time.Now())
+	if err != nil {
+		r.log.Error("encoding runbook command", "what", what, "err", err)
+		return false
+	}
+	cmd.IgnoreIfUnknown = true
+	if _, err := r.s.proposeCommand(ctx, cmd); err != nil {
+		if ctx.Err() == nil {
+			r.log.Warn("runbook command", "what", what, "err", err)
+		}
+		return false
+	}
+	return true
+}
+
+func (r *runbookRunner) proposeDecision(ctx context.Context, id string, d runbook.Decision) bool {
+	b, err := json.Marshal(d)
+	if err != nil {
+		r.log.Error("encoding runbook decision", "run", id, "err", err)
+		return false
+	}
+	return r.propose(ctx, string(d.Kind)+" "+d.Step, &pgdrv1.RunbookCommand{Op: &pgdrv1.RunbookCommand_Decide{Decide: &pgdrv1.RunbookDecide{RunId: id, DecisionJson: b}}})
+}
+
+// carryOut sends the action of decision d and records its outcome (a
+// backup or drill: the run it started). A leadership lost meanwhile
+// records nothing: the next leader judges the step.
+func (r *runbookRunner) carryOut(ctx context.Context, run *pgdrv1.RunbookRun, d runbook.Decision) {
+	actor := fmt.Sprintf("runbook %s (run %s)", run.GetRunbook(), run.GetId())
+	cluster := run.GetCluster()
+	var o runbook.Outcome
+	switch d.Body.Action {
+	case runbook.ActionPause, runbook.ActionResume:
+		paused := d.Body.Action == runbook.ActionPause
+		_, err := r.s.propose(ctx, pgdrv1.CommandType_COMMAND_TYPE_SET_PAUSED,
+			&pgdrv1.SetPaused{Cluster: cluster, Paused: paused, Reason: d.Body.Message}, "coordinator:"+r.s.cfg.Name+" for "+actor)
+		o = outcomeOf(err, fmt.Sprintf("automatic failover paused=%t", paused))
+	case runbook.ActionSwitchover:
+		resp, err := r.s.switchover(cluster, d.Target, actor)
+		o = outcomeOf(err, fmt.Sprintf("%s is primary at epoch %d", resp.GetPrimary(), resp.GetEpoch()))
+		if err != nil {
+			// A switchover that got as far as recording its target may
+			// have changed the primary: the view says.
+			if c, ok := r.s.fsm.Cluster(cluster); ok && c.GetPrimary() != d.Previous {
+				o.Applied = true
+			}
+		}
+	case runbook.ActionBackup:
+		if r.s.sched == nil {
+			o = runbook.Outcome{Message: "this coordinator runs no backup scheduler"}
+			break
+		}
+		br, err := r.s.sched.RunNow(ctx, cluster, d.Body.Tier, actor)
+		if err == nil {
+			r.ref(ctx, run.GetId(), d, br.GetId())
+			return // the step ends with the backup run (runbook.Next)
+		}
+		o = outcomeOf(err, "")
+	case runbook.ActionDrill:
+		dr, err := r.s.runDrillNow(ctx, &pgdrv1.RunDrillRequest{Cluster: cluster, Tier: d.Body.Tier, Node: d.Body.Node}, actor)
+		if err == nil {
+			r.ref(ctx, run.GetId(), d, dr.GetId())
+			return
+		}
+		o = outcomeOf(err, "")
+	case runbook.ActionNotify:
+		o = r.notify(ctx, run, d)
+	default:
+		o = runbook.Outcome{Message: fmt.Sprintf("action %s is not carried out by this coordinator version", d.Body.Action)}
+	}
+	if ctx.Err() != nil {
+		return
+	}
+	b, err := json.Marshal(o)
+	if err != nil {
+		return
+	}
+	r.propose(ctx, "outcome "+d.Step, &pgdrv1.RunbookCommand{Op: &pgdrv1.RunbookCommand_Record{Record: &pgdrv1.RunbookRecord{
+		RunId: run.GetId(), Step: d.Step, Rollback: d.Kind == runbook.KindRollback, OutcomeJson: b}}})
+}
+
+func (r *runbookRunner) ref(ctx context.Context, id string, d runbook.Decision, ref string) {
+	r.propose(ctx, "ref "+d.Step, &pgdrv1.RunbookCommand{Op: &pgdrv1.RunbookCommand_Ref{Ref: &pgdrv1.RunbookRef{
+		RunId: id, Step: d.Step, Rollback: d.Kind == runbook.KindRollback, Ref: ref}}})
+}
+
+func outcomeOf(err error, ok string) runbook.Outcome {
+	if err != nil {
+		return runbook.Outcome{Message: err.Error()}
+	}
+	return runbook.Outcome{OK: true, Message: ok}
+}
+
+// notify sends a notify step's message to the incident channels that take
+// free text (signed webhooks and Slack): paging tools are for incidents.
+func (r *runbookRunner) notify(ctx context.Context, run *pgdrv1.RunbookRun, d runbook.Decision) runbook.Outcome {
+	in := r.s.incidents
+	if in == nil || in.notifier == nil {
+		return runbook.Outcome{OK: true, Message: "no notification channel configured: recorded in history only"}
+	}
+	now := time.Now()
+	ev := notify.Event{IncidentID: run.GetId(), DedupKey: d.Key, Cluster: run.GetCluster(), Title: d.Body.Message, Category: "runbook",
+		Severity: notify.SeverityLow, Status: notify.StatusTriggered, Source: r.s.cfg.Name, OpenedAt: now, UpdatedAt: now, SendID: d.Key}
+	if run.GetIncident() != "" {
+		ev.Timeline = "incident " + run.GetIncident()
+	}
+	sent, failed := 0, ""
+	for _, ch := range in.notifier.Channels() {
+		if ch.Type() != notify.TypeWebhook && ch.Type() != notify.TypeSlack {
+			continue
+		}
+		if err := in.notifier.Deliver(ctx, ch, ev); err != nil {
+			failed += fmt.Sprintf("; %s: %v", ch.Name(), err)
+			continue
+		}
+		sent++
+	}
+	if failed != "" {
+		return runbook.Outcome{Message: fmt.Sprintf("sent to %d channel(s), failed%s", sent, failed)}
+	}
+	return runbook.Outcome{OK: true, Message: fmt.Sprintf("sent to %d channel(s)", sent)}
+}
+
+// view is the runbook's picture of cluster c: members from the leader's
+// health view, what is in flight, the recent backups and drills, and the
+// repositories as the primary's report says.
+func (r *runbookRunner) view(c *pgdrv1.Cluster, runID string) runbook.View {
+	v := runbook.View{Cluster: c.GetName(), Leader: r.leadership(), Primary: c.GetPrimary(), Paused: c.GetPolicy().GetPaused()}
+	// A replica that refuses promotion (it acknowledged a primary's
+	// failsafe ping a moment ago) is no switchover target yet.
+	samples := r.s.view.snapshot()
+	for _, cs := range r.s.statusOf(c) {
+		for _, ms := range cs.GetMembers() {
+			lag := ms.GetLagBytes()
+			if ms.GetRole() == RolePrimary {
+				lag = 0
+			}
+			refuses := failsafeRefusal(samples[memberKey{c.GetName(), ms.GetName()}].report, "", r.s.cfg.Failover.LeaseTTL.Duration)
+			healthy := ms.GetHealthy() && (ms.GetRole() != RoleReplica || refuses == "")
+			v.Members = append(v.Members, runbook.Member{Name: ms.GetName(), Region: ms.GetRegion(), Role: ms.GetRole(),
+				Healthy: healthy, LagBytes: lag})
+		}
+	}
+	r.s.judge.mu.Lock()
+	v.SwitchoverInFlight = r.s.judge.inFlight[c.GetName()]
+	r.s.judge.mu.Unlock()
+	for _, b := range c.GetBackupRuns() {
+		if b.GetResult() == "" {
+			v.BackupInFlight = true
+		}
+		v.Jobs = append(v.Jobs, runbook.Job{ID: b.GetId(), Kind: "backup", Tier: b.GetTier(), Started: b.GetStartedAt().AsTime(), Result: b.GetResult()})
+	}
+	for _, d := range c.GetDrillRuns() {
+		if d.GetResult() == "" {
+			v.DrillInFlight = true
+		}
+		v.Jobs = append(v.Jobs, runbook.Job{ID: d.GetId(), Kind: "drill", Tier: d.GetTier(), Started: d.GetStartedAt().AsTime(), Result: d.GetResult()})
+	}
+	p, _ := policy.Effective(c)
+	for _, t := range p.Tiers {
+		v.Tiers = append(v.Tiers, t.Name)
+	}
+	for _, other := range r.s.fsm.RunbookRuns(c.GetName(), "") {
+		if rs, err := fsm.RunState(other); err == nil && rs.Result == "" && other.GetId() != runID {
+			v.OtherRun = other.GetRunbook() + " (" + other.GetId() + ")"
+		}
+	}
+	if smp, ok := r.s.view.snapshot()[memberKey{c.GetName(), c.GetPrimary()}]; ok {
+		for _, a := range smp.report.GetArchiveRpo() {
+			v.Repos = append(v.Repos, runbook.Repo{Name: a.GetRepository(), CaughtUp: a.GetReadySegments() == 0 && a.GetBytes() <= repoCaughtUpBytes})
+		}
+	}
+	return v
+}
