@@ -4,10 +4,7 @@ BIN       := bin
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 COMMIT    ?= $(shell git rev-parse HEAD 2>/dev/null)
 LDFLAGS   := -X github.com/pgdr/pgdr/pkg/buildinfo.Version=$(VERSION) \
-             -X github.com/pgdr/pgdr/pkg/buildinfo.Commit=$(COMMIT) \
-             -X github.com/pgdr/pgdr/agent/cli.Version=$(VERSION) \
-             -X github.com/pgdr/pgdr/coordinator/ctl.Version=$(VERSION) \
-             -X main.Version=$(VERSION)
+             -X github.com/pgdr/pgdr/pkg/buildinfo.Commit=$(COMMIT)
 GOTESTFLAGS ?= -race -count=1 -timeout 40m
 
 .PHONY: all build test unit lint demo bench-wal bench-backup bench-chain bench-coordinator bench-failover bench-drill bench-expire clean proto

@@ -9,10 +9,11 @@ import (
 	"io"
 	"os"
 	"runtime"
-	"runtime/debug"
 	"slices"
 	"strings"
 	"text/tabwriter"
+
+	"github.com/pgdr/pgdr/pkg/buildinfo"
 )
 
 // Exit statuses. ExitUsage means nothing was sent to any coordinator.
@@ -21,11 +22,6 @@ const (
 	ExitFailure = 1
 	ExitUsage   = 2
 )
-
-// Version is pgdrctl's version. It is a variable only so that the linker can
-// set it (-ldflags "-X github.com/pgdr/pgdr/coordinator/ctl.Version=...");
-// nothing assigns it at run time.
-var Version = "dev"
 
 // env is what a command may touch of the outside world; tests substitute
 // getenv instead of mutating the process environment.
@@ -263,13 +259,10 @@ func cmdVersion(_ context.Context, e env, _ *connFlags, args []string) error {
 	if _, err := f.parse(args, 0); err != nil {
 		return err
 	}
-	v := Version
-	if info, ok := debug.ReadBuildInfo(); ok && v == "dev" && info.Main.Version != "" && info.Main.Version != "(devel)" {
-		v = info.Main.Version
-	}
 	if f.json() {
-		return printJSON(e.stdout, map[string]string{"version": v, "go": runtime.Version(), "platform": runtime.GOOS + "/" + runtime.GOARCH})
+		info := buildinfo.Get()
+		return printJSON(e.stdout, map[string]string{"version": info.Version, "commit": info.Commit, "go": info.GoVersion, "platform": runtime.GOOS + "/" + runtime.GOARCH})
 	}
-	_, err := fmt.Fprintf(e.stdout, "pgdrctl %s (%s %s/%s)\n", v, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	_, err := fmt.Fprintln(e.stdout, buildinfo.Line("pgdrctl"))
 	return err
 }
