@@ -93,7 +93,7 @@ func run(ctx context.Context, e env, args []string) int {
 		// "help X Y" is "X Y --help": the command prints its own text.
 		name, rest = rest[0], append(slices.Clone(rest[1:]), "--help")
 	}
-	for _, c := range commands() {
+	for _, c := range append(commands(), hiddenCommands()...) {
 		if c.name == name && c.run != nil {
 			return report(e, name, c.run(ctx, e, cf, rest))
 		}
