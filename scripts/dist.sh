@@ -7,7 +7,8 @@
 #       systemd units, completion, man pages, LICENSE and the licences of the
 #       Go modules linked in, docs/deploy.md
 #   DIST_DIR/pgdr_DEBVERSION_ARCH.deb         the same installed the Debian way
-#       (dpkg-deb --build): a pgdr system user, /etc/pgdr root:pgdr 0750, units in
+#       (dpkg-deb --build): a pgdr system user and group (the postgres user
+#       joins it), /etc/pgdr root:pgdr 0750, units in
 #       /lib/systemd/system, installed but not enabled; purge removes the user
 #       and /etc/pgdr
 #   DIST_DIR/SHA256SUMS                       sha256sum of every file above
@@ -136,7 +137,8 @@ Description: PostgreSQL disaster recovery and high availability
 EOF
   cat >"$r/DEBIAN/postinst" <<'EOF'
 #!/bin/sh
-# pgdr postinst: the pgdr system user and group, /etc/pgdr (root:pgdr 0750).
+# pgdr postinst: the pgdr system user and group (postgres joins the group),
+# /etc/pgdr (root:pgdr 0750).
 # The units are installed, never enabled or started here.
 set -e
 if [ "$1" = configure ]; then
@@ -146,6 +148,14 @@ if [ "$1" = configure ]; then
   if ! getent passwd pgdr >/dev/null; then
     useradd --system --gid pgdr --home-dir /var/lib/pgdr-coordinator --no-create-home \
       --shell /usr/sbin/nologin --comment "pgdr coordinator" pgdr
+  fi
+  # PostgreSQL's own processes run archive_command/restore_command
+  # (pgdr-agent wal-push/wal-fetch), which read /etc/pgdr/agent.yaml and the
+  # keys: the postgres user joins the pgdr group (the agent's unit adds the
+  # group itself with SupplementaryGroups=). PostgreSQL installed later: run
+  # usermod -aG pgdr postgres and restart PostgreSQL.
+  if getent passwd postgres >/dev/null && ! id -nG postgres | tr ' ' '\n' | grep -qx pgdr; then
+    usermod -a -G pgdr postgres
   fi
   install -d -o root -g pgdr -m 0750 /etc/pgdr
   chown root:pgdr /etc/pgdr

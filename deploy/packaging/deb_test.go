@@ -240,6 +240,12 @@ func testDeb(t *testing.T, deb string) {
 	if shell := passwdField(t, "pgdr", 6); !strings.HasSuffix(shell, "nologin") {
 		t.Errorf("pgdr's shell is %q, want nologin", shell)
 	}
+	// PostgreSQL's archive_command reads /etc/pgdr as postgres.
+	if pg, err := user.Lookup("postgres"); err == nil {
+		if gids, err := pg.GroupIds(); err != nil || !slices.Contains(gids, g.Gid) {
+			t.Errorf("postgres is not in the pgdr group (%v, %v): archive_command could not read /etc/pgdr", gids, err)
+		}
+	}
 	fi, err := os.Stat("/etc/pgdr")
 	if err != nil {
 		t.Fatal(err)
@@ -277,6 +283,9 @@ func testDeb(t *testing.T, deb string) {
 	}
 	if _, err := user.LookupGroup("pgdr"); err == nil {
 		t.Errorf("after the purge the pgdr group is still there")
+	}
+	if out, err := exec.Command("id", "-nG", "postgres").Output(); err == nil && slices.Contains(strings.Fields(string(out)), "pgdr") {
+		t.Errorf("after the purge postgres is still in a pgdr group: %s", out)
 	}
 	if out, err := exec.Command("dpkg-query", "-W", "pgdr").CombinedOutput(); err == nil {
 		t.Errorf("after the purge dpkg still knows pgdr: %s", out)
