@@ -2,8 +2,11 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	"strings"
 	"testing"
+
+	"github.com/pgdr/pgdr/pkg/clidoc"
 )
 
 // TestGeneratedDocs: every command of the table, and its flags, appear in
@@ -19,6 +22,11 @@ func TestGeneratedDocs(t *testing.T) {
 		return out.String()
 	}
 	bash, zsh, man := gen("completion", "bash"), gen("completion", "zsh"), gen("man")
+	if missing, err := clidoc.Validate(context.Background(), bash, zsh, man); err != nil {
+		t.Errorf("generated output does not pass its tools: %v", err)
+	} else if len(missing) > 0 {
+		t.Logf("not installed, not checked: %v", missing)
+	}
 	for _, c := range commands() {
 		if !strings.Contains(bash, "\n    "+c.name+")\n") || !strings.Contains(zsh, "'"+c.name+":") || !strings.Contains(man, ".SS "+strings.ReplaceAll(c.name, "-", `\-`)+"\n") {
 			t.Errorf("command %s missing from the bash, zsh or man output", c.name)

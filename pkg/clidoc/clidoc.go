@@ -139,11 +139,11 @@ func Bash(p Program) string {
 
 // zshText makes s safe inside a single-quoted _arguments/_describe spec.
 func zshText(s string) string {
-	s = strings.NewReplacer("[", "(", "]", ")", ":", " -", "'", "'\\''", "\\", "\\\\").Replace(s)
-	if len(s) > 100 {
-		s = s[:97] + "..."
+	// Cut first: an escape cut in half would leave a quote open.
+	if r := []rune(s); len(r) > 100 {
+		s = string(r[:97]) + "..."
 	}
-	return s
+	return strings.NewReplacer("[", "(", "]", ")", ":", " -", "'", "'\\''", "\\", "\\\\").Replace(s)
 }
 
 // Zsh is a zsh completion function for p (install it as _NAME in a
@@ -156,7 +156,16 @@ func Zsh(p Program) string {
 	for _, c := range p.Commands {
 		fmt.Fprintf(&b, "    '%s:%s'\n", c.Name, zshText(c.Summary))
 	}
-	b.WriteString("  )\n  local i cmd=\"\"\n  for ((i = 2; i < CURRENT; i++)); do\n    if [[ ${words[i]} != -* ]]; then cmd=${words[i]}; break; fi\n  done\n")
+	var globalValued []string
+	for _, f := range p.GlobalFlags {
+		if f.Arg != "" {
+			globalValued = append(globalValued, dashed(f), "-"+f.Name)
+		}
+	}
+	// The command is the first word that is neither a flag nor the value of
+	// a global flag given before it.
+	fmt.Fprintf(&b, "  )\n  local i cmd=\"\" gvalued=' %s '\n", strings.Join(globalValued, " "))
+	b.WriteString("  for ((i = 2; i < CURRENT; i++)); do\n    if [[ ${words[i]} == -* ]]; then\n      if [[ $gvalued == *\" ${words[i]} \"* ]]; then (( i++ )); fi\n      continue\n    fi\n    cmd=${words[i]}\n    break\n  done\n")
 	b.WriteString("  if [[ -z $cmd ]]; then\n    _describe -t commands 'command' commands\n    return\n  fi\n")
 	b.WriteString("  (( CURRENT -= i - 1 )); shift $((i - 1)) words\n")
 	b.WriteString("  case $cmd in\n")

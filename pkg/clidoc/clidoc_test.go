@@ -1,9 +1,8 @@
 package clidoc
 
 import (
-	"os"
+	"context"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -34,6 +33,7 @@ func demo() Program {
 		Commands: []Command{
 			NewCommand("demo", "status", "show the status", statusHelp),
 			NewCommand("demo", "coordinator", "list, add or remove coordinators", coordHelp),
+			NewCommand("demo", "long", strings.Repeat("word ", 19)+"'quoted' [here]: past the hundredth character", ""),
 			NewCommand("demo", "config", "check a configuration", "Usage: demo config check --config FILE\n\nFlags:\n  -config string\n    \tconfiguration file\n"),
 		},
 	}
@@ -51,7 +51,7 @@ func TestParse(t *testing.T) {
 	if got := p.Commands[1].Subs; !slices.Equal(got, []string{"list", "add", "remove"}) {
 		t.Errorf("coordinator subcommands %v", got)
 	}
-	if got := p.Commands[2].Subs; !slices.Equal(got, []string{"check"}) {
+	if got := p.Commands[3].Subs; !slices.Equal(got, []string{"check"}) {
 		t.Errorf("config subcommands %v", got)
 	}
 	if _, err := Generate(p, "fish"); err == nil || !strings.Contains(err.Error(), `"fish"`) {
@@ -89,7 +89,7 @@ func TestBash(t *testing.T) {
 		line string
 		want []string
 	}{
-		{"demo ", []string{"status", "coordinator", "config", "--address"}},
+		{"demo ", []string{"status", "coordinator", "long", "config", "--address"}},
 		{"demo st", []string{"status"}},
 		{"demo status --", []string{"--cluster", "--json"}},
 		{"demo status --cluster ", nil}, // a value: file names (complete -o default)
@@ -110,13 +110,22 @@ func TestZsh(t *testing.T) {
 			t.Errorf("zsh script lacks %q:\n%s", s, script)
 		}
 	}
-	zsh, err := exec.LookPath("zsh")
+}
+
+// TestValidate: the generated bash, zsh and man output pass bash -n, zsh -n
+// and groff -ww (each where installed; scripts/ci-deps.sh installs them).
+func TestValidate(t *testing.T) {
+	p := demo()
+	missing, err := Validate(context.Background(), Bash(p), Zsh(p), Man(p))
 	if err != nil {
-		t.Log("zsh is not installed: the zsh script's syntax was not checked (zsh -n)")
-		return
+		t.Fatal(err)
 	}
-	if out, err := exec.Command(zsh, "-n", "-c", script).CombinedOutput(); err != nil {
-		t.Fatalf("zsh -n: %v\n%s", err, out)
+	if len(missing) > 0 {
+		t.Logf("not installed, not checked: %v", missing)
+	}
+	// A broken input is reported.
+	if _, err := Validate(context.Background(), "if then", "case x in", ".TH\n\\fQ"); err == nil {
+		t.Errorf("Validate passed broken input")
 	}
 }
 
@@ -126,18 +135,5 @@ func TestMan(t *testing.T) {
 		if !strings.Contains(page, s) {
 			t.Errorf("man page lacks %q", s)
 		}
-	}
-	groff, err := exec.LookPath("groff")
-	if err != nil {
-		t.Log("groff is not installed: the man page was not rendered")
-		return
-	}
-	f := filepath.Join(t.TempDir(), "demo.1")
-	if err := os.WriteFile(f, []byte(page), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command(groff, "-man", "-Tutf8", "-ww", "-z", f).CombinedOutput()
-	if err != nil || len(out) > 0 {
-		t.Fatalf("groff -man -ww: %v\n%s", err, out)
 	}
 }
