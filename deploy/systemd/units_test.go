@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pgdr/pgdr/agent/cli"
 )
 
 // unit is a parsed unit file: section -> key -> every value in order (an
@@ -261,5 +263,25 @@ func TestFenceDropIn(t *testing.T) {
 	c := exec.Command("/bin/sh", "-c", `d=/var/lib/postgresql/${1%%-*}/${1#*-}; echo $d`, "x", "15-main")
 	if o, err := c.Output(); err != nil || strings.TrimSpace(string(o)) != "/var/lib/postgresql/15/main" {
 		t.Errorf("15-main -> %q %v", o, err)
+	}
+}
+
+// TestAgentExecStartParses: the agent's ExecStart, with ${PGDR_CONFIG}
+// expanded to a missing file, fails on the configuration (exit 1), not on
+// its command line (exit 2, which RestartPreventExitStatus stops on).
+func TestAgentExecStartParses(t *testing.T) {
+	u := parseUnit(t, "pgdr-agent.service")
+	exe, _ := u.last("Service", "ExecStart")
+	env, _ := u.last("Service", "Environment")
+	k, v, _ := strings.Cut(env, "=")
+	if k != "PGDR_CONFIG" || v != "/etc/pgdr/agent.yaml" {
+		t.Fatalf("Environment=%q, want PGDR_CONFIG=/etc/pgdr/agent.yaml", env)
+	}
+	missing := filepath.Join(t.TempDir(), "agent.yaml")
+	args := strings.Fields(strings.ReplaceAll(exe, "${PGDR_CONFIG}", missing))[1:]
+	var out, errb bytes.Buffer
+	code := cli.Main(args, &out, &errb)
+	if code != cli.ExitFailure || !strings.Contains(errb.String(), missing) {
+		t.Fatalf("pgdr-agent %v: exit %d, stderr %q; want exit 1 naming the missing configuration", args, code, errb.String())
 	}
 }
