@@ -280,6 +280,13 @@ func TestIAM(t *testing.T) {
 			}
 		}
 	}
+	// Listing is limited to the cluster's prefixes, each ending in "/": a
+	// prefix without it ("pgdr/main") would list pgdr/main2/ as well.
+	list := nested(m.one(t, "data", "aws_iam_policy_document", "agent").Body, "statement")[0]
+	if cond := nested(list.Body, "condition"); len(cond) != 1 || m.attr(cond[0].Body, "variable") != `"s3:prefix"` ||
+		!strings.HasSuffix(strings.TrimSpace(m.attr(cond[0].Body, "values")), `"${p}/${each.key}/*"]`) {
+		t.Errorf("agent policy: ListBucket is not limited to the cluster's prefixes with a trailing slash: %s", m.src(list.Range()))
+	}
 	var expiryDeletes bool
 	for _, st := range statements("expiry") {
 		if slices.Contains(literalStrings(t, st.Body, "actions"), "s3:DeleteObject") && strings.Contains(m.attr(st.Body, "resources"), "/${each.key}/*") {

@@ -67,9 +67,8 @@ data "aws_iam_policy_document" "agent" {
     condition {
       test     = "StringLike"
       variable = "s3:prefix"
-      values = flatten([
-        for p in distinct([var.prefix, var.archive_prefix]) : ["${p}/${each.key}/*", "${p}/${each.key}"]
-      ])
+      # With the slash: "pgdr/main" would also list pgdr/main2/'s keys.
+      values = [for p in distinct([var.prefix, var.archive_prefix]) : "${p}/${each.key}/*"]
     }
   }
 

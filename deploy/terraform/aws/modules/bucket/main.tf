@@ -3,6 +3,8 @@
 # versioned, encrypted by default, closed to the public, owner-enforced
 # and reachable over TLS only.
 
+data "aws_partition" "current" {}
+
 locals {
   buckets = merge(
     {
