@@ -45,11 +45,9 @@ DIST_DIR=$(cd "$DIST_DIR" && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-build() { # GOARCH OUTDIR
+build() { # GOARCH OUTDIR: the three binaries in one go build (linked in parallel)
   mkdir -p "$2"
-  for c in "${CMDS[@]}"; do
-    CGO_ENABLED=0 GOOS=linux GOARCH=$1 "$GO" build -trimpath -ldflags "$LDFLAGS" -o "$2/$(basename "$c")" "./$c"
-  done
+  CGO_ENABLED=0 GOOS=linux GOARCH=$1 "$GO" build -trimpath -ldflags "$LDFLAGS" -o "$2/" "${CMDS[@]/#/./}"
 }
 
 # Generated documentation, from host binaries (the same for every arch).
