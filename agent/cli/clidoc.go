@@ -30,7 +30,13 @@ func program(ctx context.Context) clidoc.Program {
 		if !strings.Contains(text, "Usage:") {
 			text = "Usage: pgdr-agent " + c.usage
 		}
-		p.Commands = append(p.Commands, clidoc.NewCommand(p.Name, c.name, c.summary, text))
+		cmd := clidoc.NewCommand(p.Name, c.name, c.summary, text)
+		for _, sub := range cmd.Subs {
+			var sh bytes.Buffer
+			c.run(ctx, env{stdout: &sh, stderr: &sh}, []string{sub, "--help"})
+			cmd.AddSub(sub, sh.String())
+		}
+		p.Commands = append(p.Commands, cmd)
 	}
 	return p
 }

@@ -40,6 +40,12 @@ func TestGeneratedDocs(t *testing.T) {
 	if !strings.Contains(bash, `compgen -W "check"`) {
 		t.Errorf("config's subcommand check is not completed")
 	}
+	// Subcommands' own flags (their --help), completed after the word.
+	for _, flag := range []string{"--no-probe"} {
+		if !strings.Contains(bash, flag+" ") && !strings.Contains(bash, flag+`"`) || !strings.Contains(zsh, "'"+flag+"[") || !strings.Contains(man, strings.ReplaceAll(flag, "-", `\-`)) {
+			t.Errorf("subcommand flag %s missing", flag)
+		}
+	}
 	for _, c := range internalCommands() {
 		if strings.Contains(zsh, "'"+c.name+":") {
 			t.Errorf("internal command %s is offered", c.name)

@@ -41,13 +41,20 @@ func program(ctx context.Context) clidoc.Program {
 		GlobalFlags: clidoc.ParseFlags(global.String()),
 	}
 	for _, c := range commands() {
+		helpOf := func(args ...string) string {
+			var out bytes.Buffer
+			_ = c.run(ctx, env{stdout: &out, stderr: &out, getenv: noenv}, newConnFlags(noenv), args)
+			return out.String()
+		}
 		help := "Usage: pgdrctl help [COMMAND]\n\n" + c.summary
 		if c.run != nil {
-			var out bytes.Buffer
-			_ = c.run(ctx, env{stdout: &out, stderr: &out, getenv: noenv}, newConnFlags(noenv), []string{"--help"})
-			help = out.String()
+			help = helpOf("--help")
 		}
-		p.Commands = append(p.Commands, clidoc.NewCommand(p.Name, c.name, c.summary, help))
+		cmd := clidoc.NewCommand(p.Name, c.name, c.summary, help)
+		for _, sub := range cmd.Subs {
+			cmd.AddSub(sub, helpOf(sub, "--help"))
+		}
+		p.Commands = append(p.Commands, cmd)
 	}
 	return p
 }

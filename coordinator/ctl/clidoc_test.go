@@ -43,6 +43,12 @@ func TestGeneratedDocs(t *testing.T) {
 			t.Errorf("flag %s missing", flag)
 		}
 	}
+	// Subcommands' own flags (their --help), completed after the word.
+	for _, flag := range []string{"--raft-address", "--synchronous", "--coordinators", "--tier"} {
+		if !strings.Contains(bash, flag+" ") && !strings.Contains(bash, flag+`"`) || !strings.Contains(zsh, "'"+flag+"[") || !strings.Contains(man, strings.ReplaceAll(flag, "-", `\-`)) {
+			t.Errorf("subcommand flag %s missing", flag)
+		}
+	}
 	for _, c := range hiddenCommands() {
 		if strings.Contains(zsh, "'"+c.name+":") {
 			t.Errorf("hidden command %s is offered", c.name)

@@ -27,6 +27,39 @@ type Command struct {
 	Help    string   // the command's --help output
 	Flags   []Flag   // parsed from Help
 	Subs    []string // second-level words (coordinator list|add|remove), parsed from Help
+	// SubCommands are the second-level commands whose --help the caller
+	// added (AddSub): their flags are completed after the word.
+	SubCommands []Command
+}
+
+// AddSub records the --help output of the subcommand word sub.
+func (c *Command) AddSub(sub, help string) {
+	c.SubCommands = append(c.SubCommands, Command{Name: sub, Help: strings.TrimSpace(help), Flags: ParseFlags(help)})
+}
+
+// allFlags is the command's flags and its subcommands', each once.
+func (c Command) allFlags() []Flag {
+	out := slices.Clone(c.Flags)
+	for _, s := range c.SubCommands {
+		for _, f := range s.Flags {
+			if !slices.ContainsFunc(out, func(o Flag) bool { return o.Name == f.Name }) {
+				out = append(out, f)
+			}
+		}
+	}
+	return out
+}
+
+// flagWords is the --names of flags, and those that take a value.
+func flagWords(flags []Flag) (names, valued string) {
+	var ws, vs []string
+	for _, f := range flags {
+		ws = append(ws, dashed(f))
+		if f.Arg != "" {
+			vs = append(vs, dashed(f))
+		}
+	}
+	return strings.Join(ws, " "), strings.Join(vs, " ")
 }
 
 // Flag is one flag of a command.
@@ -115,16 +148,18 @@ func Bash(p Program) string {
 	fmt.Fprintf(&b, "  if [[ -z $cmd ]]; then\n    COMPREPLY=($(compgen -W %q -- \"$cur\"))\n    return\n  fi\n", strings.Join(append(cmds, global...), " "))
 	b.WriteString("  case \"$cmd\" in\n")
 	for _, c := range p.Commands {
-		var ws, vs []string
-		for _, f := range c.Flags {
-			ws = append(ws, dashed(f))
-			if f.Arg != "" {
-				vs = append(vs, dashed(f))
-			}
-		}
-		fmt.Fprintf(&b, "    %s)\n      words=%q\n      valued=%q\n", c.Name, strings.Join(ws, " "), strings.Join(vs, " "))
+		ws, vs := flagWords(c.Flags)
+		fmt.Fprintf(&b, "    %s)\n      words=%q\n      valued=%q\n", c.Name, ws, vs)
 		if len(c.Subs) > 0 {
 			fmt.Fprintf(&b, "      if [[ -z $sub && $cur != -* ]]; then COMPREPLY=($(compgen -W %q -- \"$cur\")); return; fi\n", strings.Join(c.Subs, " "))
+		}
+		if len(c.SubCommands) > 0 {
+			b.WriteString("      case \"$sub\" in\n")
+			for _, sc := range c.SubCommands {
+				ws, vs := flagWords(sc.Flags)
+				fmt.Fprintf(&b, "        %s) words=%q; valued=%q ;;\n", sc.Name, ws, vs)
+			}
+			b.WriteString("      esac\n")
 		}
 		b.WriteString("      ;;\n")
 	}
@@ -171,7 +206,7 @@ func Zsh(p Program) string {
 	b.WriteString("  case $cmd in\n")
 	for _, c := range p.Commands {
 		fmt.Fprintf(&b, "    %s)\n      _arguments -s", c.Name)
-		for _, f := range c.Flags {
+		for _, f := range c.allFlags() {
 			if f.Arg != "" {
 				fmt.Fprintf(&b, " \\\n        '%s[%s]:%s:_files'", dashed(f), zshText(f.Usage), zshText(f.Arg))
 			} else {
@@ -240,6 +275,16 @@ func Man(p Program) string {
 			b.WriteString(".PP\nFlags:\n")
 			for _, f := range c.Flags {
 				manFlag(&b, f)
+			}
+		}
+		for _, sc := range c.SubCommands {
+			fmt.Fprintf(&b, ".PP\n.B %s %s\n.PP\n", roff(c.Name), roff(sc.Name))
+			roffBlock(&b, sc.Help)
+			if len(sc.Flags) > 0 {
+				b.WriteString(".PP\nFlags:\n")
+				for _, f := range sc.Flags {
+					manFlag(&b, f)
+				}
 			}
 		}
 	}

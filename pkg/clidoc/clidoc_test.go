@@ -27,16 +27,19 @@ const coordHelp = `Usage: demo coordinator list|add|remove [flags]
 `
 
 func demo() Program {
-	return Program{
+	coord := NewCommand("demo", "coordinator", "list, add or remove coordinators", coordHelp)
+	coord.AddSub("add", "Usage: demo coordinator add --name N\n\nFlags:\n  --name string\n    \tthe new coordinator\n  --update\n    \tchange an existing one\n")
+	p := Program{
 		Name: "demo", Summary: "a demo", Synopsis: "COMMAND [flags]", Intro: "Intro text.", Version: "v1",
 		GlobalFlags: ParseFlags("  -address string\n    \tcoordinator addresses\n"),
 		Commands: []Command{
 			NewCommand("demo", "status", "show the status", statusHelp),
-			NewCommand("demo", "coordinator", "list, add or remove coordinators", coordHelp),
+			coord,
 			NewCommand("demo", "long", strings.Repeat("word ", 19)+"'quoted' [here]: past the hundredth character", ""),
 			NewCommand("demo", "config", "check a configuration", "Usage: demo config check --config FILE\n\nFlags:\n  -config string\n    \tconfiguration file\n"),
 		},
 	}
+	return p
 }
 
 func TestParse(t *testing.T) {
@@ -95,6 +98,9 @@ func TestBash(t *testing.T) {
 		{"demo status --cluster ", nil}, // a value: file names (complete -o default)
 		{"demo coordinator ", []string{"list", "add", "remove"}},
 		{"demo coordinator a", []string{"add"}},
+		{"demo coordinator add --", []string{"--name", "--update"}},
+		{"demo coordinator add --name ", nil},
+		{"demo coordinator list --", nil}, // no flags recorded for list
 		{"demo --address x config --c", []string{"--config"}},
 	} {
 		if got := complete(t, script, tc.line); !slices.Equal(got, tc.want) {
@@ -105,7 +111,7 @@ func TestBash(t *testing.T) {
 
 func TestZsh(t *testing.T) {
 	script := Zsh(demo())
-	for _, s := range []string{"#compdef demo", "'status:show the status'", "'--cluster[show only this cluster]:string:_files'", "'1:subcommand:(list add remove)'"} {
+	for _, s := range []string{"#compdef demo", "'status:show the status'", "'--cluster[show only this cluster]:string:_files'", "'1:subcommand:(list add remove)'", "'--update[change an existing one]'"} {
 		if !strings.Contains(script, s) {
 			t.Errorf("zsh script lacks %q:\n%s", s, script)
 		}
@@ -131,7 +137,7 @@ func TestValidate(t *testing.T) {
 
 func TestMan(t *testing.T) {
 	page := Man(demo())
-	for _, s := range []string{".TH DEMO 1", ".SS status", ".SS coordinator", `\&.not a request`, `things \[u2014] a line`, `.B \-\-cluster \fIstring\fR`} {
+	for _, s := range []string{".TH DEMO 1", ".SS status", ".SS coordinator", ".B coordinator add\n", `.B \-\-update`, `\&.not a request`, `things \[u2014] a line`, `.B \-\-cluster \fIstring\fR`} {
 		if !strings.Contains(page, s) {
 			t.Errorf("man page lacks %q", s)
 		}
