@@ -4,13 +4,10 @@ BIN       := bin
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 COMMIT    ?= $(shell git rev-parse HEAD 2>/dev/null)
 LDFLAGS   := -X github.com/pgdr/pgdr/pkg/buildinfo.Version=$(VERSION) \
-             -X github.com/pgdr/pgdr/pkg/buildinfo.Commit=$(COMMIT) \
-             -X github.com/pgdr/pgdr/agent/cli.Version=$(VERSION) \
-             -X github.com/pgdr/pgdr/coordinator/ctl.Version=$(VERSION) \
-             -X main.Version=$(VERSION)
+             -X github.com/pgdr/pgdr/pkg/buildinfo.Commit=$(COMMIT)
 GOTESTFLAGS ?= -race -count=1 -timeout 40m
 
-.PHONY: all build test unit lint demo bench-wal bench-backup bench-chain bench-coordinator bench-failover bench-drill bench-expire clean proto
+.PHONY: all build dist test unit lint demo bench-wal bench-backup bench-chain bench-coordinator bench-failover bench-drill bench-expire clean proto
 
 all: build
 
@@ -19,6 +16,11 @@ build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/pgdr-agent ./agent/cmd/pgdr-agent
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/pgdr-coordinator ./coordinator/cmd/pgdr-coordinator
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/pgdrctl ./coordinator/cmd/pgdrctl
+
+# dist: release archives and .deb packages for linux/amd64 and linux/arm64
+# under dist/, with SHA256SUMS (scripts/dist.sh; DIST_ARCHES to narrow).
+dist:
+	GO="$(GO)" VERSION="$(VERSION)" COMMIT="$(COMMIT)" bash scripts/dist.sh
 
 # test: lint, then every package's tests — unit tests and the integration
 # tests that run real PostgreSQL 15 and a real versitygw S3 server
@@ -81,7 +83,7 @@ bench-expire: build
 	bash scripts/bench/expire.sh
 
 clean:
-	rm -rf $(BIN)
+	rm -rf $(BIN) dist
 
 # proto: regenerate proto/pgdr/v1/*.pb.go. protoc comes from Debian's
 # protobuf-compiler; the two Go plugins are installed here at pinned versions.

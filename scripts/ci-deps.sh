@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh machine, skipping what is present:
-# PostgreSQL 15 server binaries (Debian's postgresql-15), HAProxy (the example
+# PostgreSQL 15 server binaries (Debian's postgresql-15), systemd-analyze,
+# groff and zsh (deploy/systemd, pkg/clidoc), HAProxy (the example
 # configuration in deploy/haproxy is checked with haproxy -c), Chromium (the
 # coordinators' status page is rendered in headless Chromium by
 # coordinator/e2e), promtool (the rules and configurations in
@@ -15,6 +16,12 @@ need_apt=()
 [ -x "$PG_BIN/postgres" ] || need_apt+=(postgresql-15)
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need_apt+=(haproxy)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
+# systemd-analyze verifies the units in deploy/systemd; groff and zsh check
+# the generated man pages and zsh completion (pkg/clidoc); dpkg-deb (dpkg,
+# always there) builds the .deb that deploy/packaging installs.
+command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
+command -v groff >/dev/null 2>&1 || need_apt+=(groff-base)
+command -v zsh >/dev/null 2>&1 || need_apt+=(zsh)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "ci-deps: installing ${need_apt[*]}"
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO=sudo; fi
@@ -50,4 +57,4 @@ if ! command -v versitygw >/dev/null 2>&1 && [ ! -x "$gobin/versitygw" ]; then
   echo "ci-deps: installing versitygw $VERSITYGW_VERSION"
   go install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
 fi
-echo "ci-deps: PostgreSQL 15, HAProxy, Chromium, promtool and versitygw present"
+echo "ci-deps: PostgreSQL 15, systemd-analyze, groff, zsh, HAProxy, Chromium, promtool and versitygw present"

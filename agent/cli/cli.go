@@ -24,6 +24,7 @@ import (
 	"github.com/pgdr/pgdr/agent/agentsock"
 	"github.com/pgdr/pgdr/agent/daemon"
 	"github.com/pgdr/pgdr/agent/walship"
+	"github.com/pgdr/pgdr/pkg/buildinfo"
 	"github.com/pgdr/pgdr/pkg/config"
 	"github.com/pgdr/pgdr/pkg/humanlog"
 	"github.com/pgdr/pgdr/pkg/keys"
@@ -41,9 +42,6 @@ const (
 	// read, decrypted or verified: PostgreSQL aborts recovery on > 125.
 	ExitFatal = 126
 )
-
-// Version is set at build time with -ldflags.
-var Version = "dev"
 
 type env struct {
 	stdout, stderr io.Writer
@@ -79,7 +77,7 @@ func commands() []command {
 		{"keygen", "write a new age identity or signing key (mode 0600) and print its public key", "keygen [--signing] -o FILE", cmdKeygen},
 		{"config", "check a configuration file", "config check --config FILE", cmdConfig},
 		{"version", "print the version", "version", func(_ context.Context, e env, _ []string) int {
-			fmt.Fprintln(e.stdout, "pgdr-agent", Version)
+			fmt.Fprintln(e.stdout, buildinfo.Line("pgdr-agent"))
 			return 0
 		}},
 	}

@@ -12,10 +12,13 @@ import (
 	"github.com/pgdr/pgdr/agent/watchdog"
 )
 
-// internalCommands are run by the agent itself and left out of the usage.
+// internalCommands are run by the agent itself (watchdog) or by the
+// packaging (completion, man: scripts/dist.sh), and left out of the usage.
 func internalCommands() []command {
 	return []command{
 		{"watchdog", "internal: the process watchdog `pgdr-agent run` starts (failover.watchdog)", "watchdog --config FILE", cmdWatchdog},
+		{"completion", "internal: bash or zsh completion, generated from the command table", "completion bash|zsh", cmdDoc("completion")},
+		{"man", "internal: the man page, generated from the command table", "man", cmdDoc("man")},
 	}
 }
 

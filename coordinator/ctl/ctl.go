@@ -9,10 +9,11 @@ import (
 	"io"
 	"os"
 	"runtime"
-	"runtime/debug"
 	"slices"
 	"strings"
 	"text/tabwriter"
+
+	"github.com/pgdr/pgdr/pkg/buildinfo"
 )
 
 // Exit statuses. ExitUsage means nothing was sent to any coordinator.
@@ -21,11 +22,6 @@ const (
 	ExitFailure = 1
 	ExitUsage   = 2
 )
-
-// Version is pgdrctl's version. It is a variable only so that the linker can
-// set it (-ldflags "-X github.com/pgdr/pgdr/coordinator/ctl.Version=...");
-// nothing assigns it at run time.
-var Version = "dev"
 
 // env is what a command may touch of the outside world; tests substitute
 // getenv instead of mutating the process environment.
@@ -100,7 +96,7 @@ func run(ctx context.Context, e env, args []string) int {
 		// "help X Y" is "X Y --help": the command prints its own text.
 		name, rest = rest[0], append(slices.Clone(rest[1:]), "--help")
 	}
-	for _, c := range commands() {
+	for _, c := range append(commands(), hiddenCommands()...) {
 		if c.name == name && c.run != nil {
 			return report(e, name, c.run(ctx, e, cf, rest))
 		}
@@ -266,13 +262,10 @@ func cmdVersion(_ context.Context, e env, _ *connFlags, args []string) error {
 	if _, err := f.parse(args, 0); err != nil {
 		return err
 	}
-	v := Version
-	if info, ok := debug.ReadBuildInfo(); ok && v == "dev" && info.Main.Version != "" && info.Main.Version != "(devel)" {
-		v = info.Main.Version
-	}
 	if f.json() {
-		return printJSON(e.stdout, map[string]string{"version": v, "go": runtime.Version(), "platform": runtime.GOOS + "/" + runtime.GOARCH})
+		info := buildinfo.Get()
+		return printJSON(e.stdout, map[string]string{"version": info.Version, "commit": info.Commit, "go": info.GoVersion, "platform": runtime.GOOS + "/" + runtime.GOARCH})
 	}
-	_, err := fmt.Fprintf(e.stdout, "pgdrctl %s (%s %s/%s)\n", v, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	_, err := fmt.Fprintln(e.stdout, buildinfo.Line("pgdrctl"))
 	return err
 }

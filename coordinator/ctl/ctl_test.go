@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/pgdr/pgdr/coordinator/outcome"
+	"github.com/pgdr/pgdr/pkg/buildinfo"
 	"github.com/pgdr/pgdr/pkg/tlsutil"
 )
 
@@ -463,8 +464,9 @@ func TestUsageAndHelp(t *testing.T) {
 		{[]string{"status", "--bogus"}, ExitUsage, "flag provided but not defined"},
 		{[]string{"status", "extra"}, ExitUsage, `unexpected argument "extra"`},
 		{[]string{"coordinator", "rename"}, ExitUsage, "unknown subcommand"},
-		{[]string{"version"}, 0, "pgdrctl "},
-		{[]string{"--version"}, 0, "pgdrctl "},
+		{[]string{"version"}, 0, buildinfo.Line("pgdrctl")},
+		{[]string{"--version"}, 0, buildinfo.Line("pgdrctl")},
+		{[]string{"version", "--json"}, 0, `"commit": "` + buildinfo.Get().Commit + `"`},
 		{[]string{"status", "--timeout", "0s", "--address", "a:1", "--ca", "x"}, ExitUsage, "--timeout must be positive"},
 		{[]string{"status", "--address", "nohost", "--ca", "x"}, ExitUsage, "not host:port"},
 		{[]string{"status", "--address", "a:1", "--ca", "x", "--cert", "c"}, ExitUsage, "--key"},

@@ -47,6 +47,13 @@ func Get() Info {
 	return info
 }
 
+// Line is the one-line answer of every program's version command:
+// "PROGRAM VERSION (commit COMMIT, GOVERSION OS/ARCH)".
+func Line(program string) string {
+	info := Get()
+	return program + " " + info.Version + " (commit " + info.Commit + ", " + info.GoVersion + " " + runtime.GOOS + "/" + runtime.GOARCH + ")"
+}
+
 // Collector returns a collector serving pgdr_build_info{version, commit,
 // goversion, program} = 1 for the running build; program names the binary
 // (pgdr-agent, pgdr-coordinator).

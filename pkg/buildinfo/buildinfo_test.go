@@ -35,3 +35,12 @@ func TestCollector(t *testing.T) {
 		}
 	}
 }
+
+func TestLine(t *testing.T) {
+	info := Get()
+	got := Line("pgdrctl")
+	want := "pgdrctl " + info.Version + " (commit " + info.Commit + ", " + runtime.Version() + " " + runtime.GOOS + "/" + runtime.GOARCH + ")"
+	if got != want {
+		t.Fatalf("Line = %q, want %q", got, want)
+	}
+}

@@ -15,10 +15,8 @@ import (
 
 	"github.com/pgdr/pgdr/coordinator/config"
 	"github.com/pgdr/pgdr/coordinator/server"
+	"github.com/pgdr/pgdr/pkg/buildinfo"
 )
-
-// Version is set at build time by the Makefile.
-var Version = "dev"
 
 const usage = `pgdr-coordinator: the Raft-replicated control plane of pgdr.
 
@@ -98,7 +96,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	switch cmd {
 	case "version":
-		fmt.Fprintln(stdout, "pgdr-coordinator", Version)
+		fmt.Fprintln(stdout, buildinfo.Line("pgdr-coordinator"))
 		return 0
 	case "run", "config check", "recover":
 	default:

@@ -4,13 +4,16 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+
+	"github.com/pgdr/pgdr/pkg/buildinfo"
 )
 
 func TestVersionFlags(t *testing.T) {
+	want := buildinfo.Line("pgdr-coordinator")
 	for _, a := range []string{"version", "--version", "-version", "-V"} {
 		var out, errb bytes.Buffer
-		if code := run([]string{a}, &out, &errb); code != 0 || !strings.HasPrefix(out.String(), "pgdr-coordinator ") {
-			t.Errorf("pgdr-coordinator %s: exit %d, stdout %q, stderr %q", a, code, out.String(), errb.String())
+		if code := run([]string{a}, &out, &errb); code != 0 || strings.TrimSpace(out.String()) != want {
+			t.Errorf("pgdr-coordinator %s: exit %d, stdout %q (want %q), stderr %q", a, code, out.String(), want, errb.String())
 		}
 	}
 }
