@@ -244,6 +244,9 @@ func (c cursor) timeout() time.Duration {
 // Applied, so no rollback undoes what the run did not do).
 func (c cursor) begin() Decision {
 	b := c.body()
+	if c.v.Settling && (b.Action == ActionSwitchover || b.Action == ActionBackup || b.Action == ActionDrill) {
+		return c.wait(time.Time{}, "the leader's view of the members is still filling after a leadership change")
+	}
 	switch b.Action {
 	case ActionPause:
 		if c.v.Paused {

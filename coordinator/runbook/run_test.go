@@ -755,3 +755,20 @@ steps:
 		t.Fatalf("a1 healthy again: %+v, want the rollback's switchover to a1", d)
 	}
 }
+
+// TestSettlingViewWaits: right after a leadership change the leader's
+// view of the members is still filling: a switchover not yet sent waits
+// instead of failing on a primary without a report.
+func TestSettlingViewWaits(t *testing.T) {
+	rb := mustParse(t, "name: s\nsteps:\n  - {id: move, action: switchover, to_node: b1}\n")
+	run := mustRun(t, rb, nil)
+	v := twoRegions()
+	v.Settling = true
+	if d := Next(rb, run, v, t0); d.Kind != KindWait || !strings.Contains(d.Reason, "still filling") {
+		t.Fatalf("settling: %+v, want a wait", d)
+	}
+	v.Settling = false
+	if d := Next(rb, run, v, t0); d.Kind != KindStart || d.Target != "b1" {
+		t.Fatalf("settled: %+v, want the switchover to b1", d)
+	}
+}

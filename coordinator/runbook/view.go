@@ -20,6 +20,10 @@ type View struct {
 	// term, say). A step recorded running under another is judged from
 	// this view instead of awaiting an outcome nobody will report.
 	Leader string
+	// Settling: the leader's health view is still filling after a
+	// leadership change (its agents reconnect): a switchover, backup or
+	// drill not yet sent waits rather than being judged on an empty view.
+	Settling bool
 	// Primary is the recorded primary ("" = none).
 	Primary string
 	// Paused: automatic failover of the cluster is paused.

@@ -43,6 +43,8 @@ type runbookRunner struct {
 
 	mu   sync.Mutex
 	busy map[string]bool // run id → an action of it is being carried out
+	// led: when this coordinator's current leadership began (run).
+	led time.Time
 }
 
 func newRunbookRunner(s *Server, log *slog.Logger) *runbookRunner {
@@ -59,6 +61,9 @@ func (r *runbookRunner) leadership() string {
 }
 
 func (r *runbookRunner) run(ctx context.Context) {
+	r.mu.Lock()
+	r.led = time.Now()
+	r.mu.Unlock()
 	t := time.NewTicker(runbookTick)
 	defer t.Stop()
 	for {
@@ -248,6 +253,9 @@ func (r *runbookRunner) notify(ctx context.Context, run *pgdrv1.RunbookRun, d ru
 // repositories as the primary's report says.
 func (r *runbookRunner) view(c *pgdrv1.Cluster, runID string) runbook.View {
 	v := runbook.View{Cluster: c.GetName(), Leader: r.leadership(), Primary: c.GetPrimary(), Paused: c.GetPolicy().GetPaused()}
+	r.mu.Lock()
+	v.Settling = time.Since(r.led) < 2*r.s.cfg.Health.StaleAfter.Duration
+	r.mu.Unlock()
 	// A replica that refuses promotion (it acknowledged a primary's
 	// failsafe ping a moment ago) is no switchover target yet.
 	samples := r.s.view.snapshot()

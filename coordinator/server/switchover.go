@@ -397,13 +397,31 @@ func (s *Server) switchover(name, to, actor string) (*pgdrv1.SwitchoverResponse,
 		}
 	}
 
-	// (d) Promote the target.
-	settleBy = s.promoteSettleBy(time.Now().Add(s.cfg.Failover.CommandTimeout.Duration))
-	honours = s.honoursSettle(name, to)
-	out, err = s.order(ctx, name, to, epoch, &pgdrv1.AgentCommand{Kind: &pgdrv1.AgentCommand_Promote{Promote: &pgdrv1.Promote{
-		Reason: "switchover from " + old, SettleBy: timestamppb.New(settleBy),
-		SettleAfterMs: uint64(s.promoteSettleAfter().Milliseconds())}}}, s.cfg.Failover.CommandTimeout.Duration)
-	s.promoteClk.sent(name, to, epoch, time.Now()) // after it went out, if it did
+	// (d) Promote the target. A target that refuses because it
+	// acknowledged a failsafe ping (the old primary's, sent before it
+	// stopped: its lease renewal failed meanwhile, say across a leader
+	// change) refuses only for its refusal window, at most a lease TTL
+	// (agent/failsafe), and the old primary is known stopped (it answered
+	// the demote with its shutdown checkpoint): the order is sent again
+	// until that window has passed, instead of leaving the recorded
+	// primary unpromoted (for good while the cluster is paused).
+	retryUntil := time.Now().Add(s.cfg.Failover.LeaseTTL.Duration + 2*time.Second)
+	for {
+		settleBy = s.promoteSettleBy(time.Now().Add(s.cfg.Failover.CommandTimeout.Duration))
+		honours = s.honoursSettle(name, to)
+		out, err = s.order(ctx, name, to, epoch, &pgdrv1.AgentCommand{Kind: &pgdrv1.AgentCommand_Promote{Promote: &pgdrv1.Promote{
+			Reason: "switchover from " + old, SettleBy: timestamppb.New(settleBy),
+			SettleAfterMs: uint64(s.promoteSettleAfter().Milliseconds())}}}, s.cfg.Failover.CommandTimeout.Duration)
+		s.promoteClk.sent(name, to, epoch, time.Now()) // after it went out, if it did
+		if err == nil || !isFailsafeRefusal(err.Error()) || !time.Now().Before(retryUntil) || ctx.Err() != nil {
+			break
+		}
+		log.Info("switchover: the target refuses promotion for now (failsafe acknowledgement); ordering it again", "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 	if err != nil {
 		return fail(codes.Aborted, fmt.Sprintf("failed: promoting %s: %v; %s is the recorded primary at epoch %d: while it is a running replica the leader orders it to promote again", to, err, to, epoch))
 	}
