@@ -31,7 +31,7 @@ type catalogueRow struct {
 // catalogueLabels: the label names docs/metrics.md allows (its
 // conventions, and pgdr_build_info's).
 var catalogueLabels = []string{"cluster", "node", "repository", "tier", "type", "result", "reason", "phase", "state", "role",
-	"target", "source", "kind", "path", "version", "commit", "goversion", "program"}
+	"target", "source", "kind", "path", "version", "commit", "goversion", "program", "severity"}
 
 // readCatalogue reads the rows of docs/metrics.md's sections whose
 // heading starts with one of sections ("Both processes", "Coordinator").

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/pgdr/pgdr/coordinator/config"
 	"github.com/pgdr/pgdr/coordinator/fsm"
 	"github.com/pgdr/pgdr/coordinator/incident"
@@ -400,4 +402,28 @@ func (r *incidentRunner) event(in incident.Incident, level int, sendID string) n
 	}
 	ev.Timeline = strings.Join(lines, "\n")
 	return ev
+}
+
+// descIncidentsOpen: the active incidents, served by the caught-up leader.
+var descIncidentsOpen = prometheus.NewDesc("pgdr_incidents_open",
+	"Open and acknowledged incidents, by cluster, category (kind), severity and status (state) (leader only).",
+	[]string{"cluster", "kind", "severity", "state"}, nil)
+
+// incidentCollector serves pgdr_incidents_open from the replicated state.
+type incidentCollector struct{ s *Server }
+
+func (incidentCollector) Describe(ch chan<- *prometheus.Desc) { ch <- descIncidentsOpen }
+
+func (c incidentCollector) Collect(ch chan<- prometheus.Metric) {
+	if !c.s.caughtUpLeader() {
+		return
+	}
+	type key struct{ cluster, category, severity, status string }
+	n := map[key]int{}
+	for _, in := range c.s.fsm.Incidents("", false, "") {
+		n[key{in.GetCluster(), in.GetCategory(), in.GetSeverity(), in.GetStatus()}]++
+	}
+	for k, v := range n {
+		ch <- prometheus.MustNewConstMetric(descIncidentsOpen, prometheus.GaugeValue, float64(v), k.cluster, k.category, k.severity, k.status)
+	}
 }

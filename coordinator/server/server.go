@@ -193,6 +193,7 @@ func newServer(cfg *config.Config, log *slog.Logger, opts Options, tokens *confi
 		return nil, err
 	}
 	s.runbooks = newRunbookRunner(s, log)
+	s.metrics.reg.MustRegister(incidentCollector{s})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel() // not leader yet: the leader context starts out done
 	s.leaderCtx, s.leaderEnd = ctx, cancel
