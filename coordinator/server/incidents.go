@@ -125,10 +125,11 @@ func (r *incidentRunner) run(ctx context.Context) {
 				quorumChecked = true
 				r.quorum(ctx, now)
 			}
-			r.conditions(ctx)
-			r.escalate(ctx, now)
-			r.autoResolve(ctx, now)
-			r.deliver(ctx, now)
+			st := r.s.fsm.IncidentState() // one copy per round
+			r.conditions(ctx, st)
+			r.escalate(ctx, st, now)
+			r.autoResolve(ctx, st, now)
+			r.deliver(ctx, st, now)
 		}
 		select {
 		case <-ctx.Done():
@@ -233,12 +234,32 @@ func viewConditions(statuses []*pgdrv1.ClusterStatus) []condition {
 
 // conditions observes the present conditions that have no active,
 // uncleared incident, and clears the gone ones that have one.
-func (r *incidentRunner) conditions(ctx context.Context) {
-	var statuses []*pgdrv1.ClusterStatus
-	for _, c := range r.s.fsm.ClusterViews() {
-		statuses = append(statuses, r.s.statusOf(c)...)
+//
+// Only the clusters that can have such a condition are judged (a member
+// reporting itself fenced, or an active fencing or refused-failover
+// incident), so that a leader of thousands of agents does not build every
+// cluster's status every round.
+func (r *incidentRunner) conditions(ctx context.Context, st incident.State) {
+	watch := map[string]bool{}
+	for _, in := range st.Incidents {
+		if in.Active() && (in.Category == incident.Fencing || in.Category == incident.FailoverRefused) {
+			watch[in.Cluster] = true
+		}
 	}
-	st := r.s.fsm.IncidentState()
+	for k, smp := range r.s.view.snapshot() {
+		if smp.report.GetFenced() {
+			watch[k.cluster] = true
+		}
+	}
+	var statuses []*pgdrv1.ClusterStatus
+	if len(watch) > 0 {
+		views := r.s.fsm.ClusterViews()
+		for name := range watch {
+			if c, ok := views[name]; ok {
+				statuses = append(statuses, r.s.statusOf(c)...)
+			}
+		}
+	}
 	for _, c := range viewConditions(statuses) {
 		i := st.ActiveByKey(c.key)
 		switch {
@@ -253,11 +274,10 @@ func (r *incidentRunner) conditions(ctx context.Context) {
 }
 
 // escalate proposes every move incident.Escalate decides now.
-func (r *incidentRunner) escalate(ctx context.Context, now time.Time) {
+func (r *incidentRunner) escalate(ctx context.Context, st incident.State, now time.Time) {
 	if len(r.policy.Levels) < 2 {
 		return
 	}
-	st := r.s.fsm.IncidentState()
 	next, moves, err := incident.Escalate(st, r.policy, now)
 	if err != nil {
 		r.log.Error("escalation policy", "err", err)
@@ -275,11 +295,11 @@ func (r *incidentRunner) escalate(ctx context.Context, now time.Time) {
 }
 
 // autoResolve resolves what the auto-resolve policy covers.
-func (r *incidentRunner) autoResolve(ctx context.Context, now time.Time) {
+func (r *incidentRunner) autoResolve(ctx context.Context, st incident.State, now time.Time) {
 	if len(r.auto.Categories) == 0 {
 		return
 	}
-	_, ids, err := incident.AutoResolve(r.s.fsm.IncidentState(), r.auto, now)
+	_, ids, err := incident.AutoResolve(st, r.auto, now)
 	if err != nil {
 		r.log.Error("auto-resolve policy", "err", err)
 		return
@@ -292,11 +312,11 @@ func (r *incidentRunner) autoResolve(ctx context.Context, now time.Time) {
 
 // deliver sends every incident's outbox in its own goroutine (one at a
 // time per incident) and pushes open incidents to Alertmanager again.
-func (r *incidentRunner) deliver(ctx context.Context, now time.Time) {
+func (r *incidentRunner) deliver(ctx context.Context, st incident.State, now time.Time) {
 	if r.notifier == nil {
 		return
 	}
-	for _, in := range r.s.fsm.IncidentState().Incidents {
+	for _, in := range st.Incidents {
 		sends, mark := incident.Due(in, r.policy)
 		r.mu.Lock()
 		busy := r.sending[in.ID]
@@ -316,12 +336,11 @@ func (r *incidentRunner) deliver(ctx context.Context, now time.Time) {
 			go r.resendAlertmanager(ctx, in)
 		}
 	}
-	r.forget()
+	r.forget(st)
 }
 
 // forget drops the Alertmanager push times of incidents no longer kept.
-func (r *incidentRunner) forget() {
-	st := r.s.fsm.IncidentState()
+func (r *incidentRunner) forget(st incident.State) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for id := range r.amSent {
