@@ -184,15 +184,8 @@ func startRun(st *pgdrv1.State, c *pgdrv1.Command, s *pgdrv1.RunbookStart, index
 	return nil
 }
 
-// runEnded is the result of a run ("" while in flight; "damaged" when its
-// state cannot be read, which cannot happen to a state this FSM wrote).
-func runEnded(r *pgdrv1.RunbookRun) string {
-	var rs runbook.RunState
-	if err := json.Unmarshal(r.GetStateJson(), &rs); err != nil {
-		return "damaged"
-	}
-	return string(rs.Result)
-}
+// runEnded is the result of a run ("" while in flight).
+func runEnded(r *pgdrv1.RunbookRun) string { return r.GetResult() }
 
 // compactRuns keeps at most MaxRunbookRuns runs of cluster, dropping the
 // oldest ended ones.
@@ -240,7 +233,7 @@ func transition(st *pgdrv1.State, c *pgdrv1.Command, index uint64, id string,
 		return fmt.Errorf("runbook run %s: %w", id, err)
 	}
 	nr := proto.Clone(r).(*pgdrv1.RunbookRun)
-	nr.StateJson = data
+	nr.StateJson, nr.Result = data, string(out.Result)
 	st.RunbookRuns[i] = nr
 	msg = clip(fmt.Sprintf("run %s of %s: %s", id, r.GetRunbook(), msg), 1500)
 	addEvent(st, c, index, &pgdrv1.HistoryEvent{Cluster: r.GetCluster(), Kind: kindRunbook, Message: msg, Details: map[string]string{"run": id}})
@@ -273,6 +266,20 @@ func (f *FSM) RunbookRuns(cluster, id string) []*pgdrv1.RunbookRun {
 				continue
 			}
 			out = append(out, proto.Clone(r).(*pgdrv1.RunbookRun))
+		}
+	})
+	return out
+}
+
+// RunbookRunsInFlight returns copies of the runs not ended yet, oldest
+// first.
+func (f *FSM) RunbookRunsInFlight() []*pgdrv1.RunbookRun {
+	var out []*pgdrv1.RunbookRun
+	f.Read(func(st *pgdrv1.State) {
+		for _, r := range st.GetRunbookRuns() {
+			if r.GetResult() == "" {
+				out = append(out, proto.Clone(r).(*pgdrv1.RunbookRun))
+			}
 		}
 	})
 	return out

@@ -124,9 +124,13 @@ type RunbookRun struct {
 	Yaml    string                 `protobuf:"bytes,4,opt,name=yaml,proto3" json:"yaml,omitempty"`
 	// incident: the incident the run belongs to ("" = none); every step is
 	// also recorded on its timeline.
-	Incident      string `protobuf:"bytes,5,opt,name=incident,proto3" json:"incident,omitempty"`
-	StateJson     []byte `protobuf:"bytes,6,opt,name=state_json,json=stateJson,proto3" json:"state_json,omitempty"`
-	RequestedBy   string `protobuf:"bytes,7,opt,name=requested_by,json=requestedBy,proto3" json:"requested_by,omitempty"`
+	Incident    string `protobuf:"bytes,5,opt,name=incident,proto3" json:"incident,omitempty"`
+	StateJson   []byte `protobuf:"bytes,6,opt,name=state_json,json=stateJson,proto3" json:"state_json,omitempty"`
+	RequestedBy string `protobuf:"bytes,7,opt,name=requested_by,json=requestedBy,proto3" json:"requested_by,omitempty"`
+	// result: the run's result as its state says ("" while in flight),
+	// kept beside the JSON so that the leader finds the runs in flight
+	// without decoding every run.
+	Result        string `protobuf:"bytes,8,opt,name=result,proto3" json:"result,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -206,6 +210,13 @@ func (x *RunbookRun) GetStateJson() []byte {
 func (x *RunbookRun) GetRequestedBy() string {
 	if x != nil {
 		return x.RequestedBy
+	}
+	return ""
+}
+
+func (x *RunbookRun) GetResult() string {
+	if x != nil {
+		return x.Result
 	}
 	return ""
 }
@@ -1124,7 +1135,7 @@ const file_pgdr_v1_runbook_proto_rawDesc = "" +
 	"\n" +
 	"updated_by\x18\x04 \x01(\tR\tupdatedBy\x12\x18\n" +
 	"\abuiltin\x18\x05 \x01(\bR\abuiltin\x12 \n" +
-	"\vdescription\x18\x06 \x01(\tR\vdescription\"\xc2\x01\n" +
+	"\vdescription\x18\x06 \x01(\tR\vdescription\"\xda\x01\n" +
 	"\n" +
 	"RunbookRun\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
@@ -1134,7 +1145,8 @@ const file_pgdr_v1_runbook_proto_rawDesc = "" +
 	"\bincident\x18\x05 \x01(\tR\bincident\x12\x1d\n" +
 	"\n" +
 	"state_json\x18\x06 \x01(\fR\tstateJson\x12!\n" +
-	"\frequested_by\x18\a \x01(\tR\vrequestedBy\"\xad\x02\n" +
+	"\frequested_by\x18\a \x01(\tR\vrequestedBy\x12\x16\n" +
+	"\x06result\x18\b \x01(\tR\x06result\"\xad\x02\n" +
 	"\x0eRunbookCommand\x12'\n" +
 	"\x03put\x18\x01 \x01(\v2\x13.pgdr.v1.RunbookPutH\x00R\x03put\x120\n" +
 	"\x06delete\x18\x02 \x01(\v2\x16.pgdr.v1.RunbookDeleteH\x00R\x06delete\x12-\n" +
