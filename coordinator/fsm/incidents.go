@@ -202,12 +202,32 @@ func observeRun(st *pgdrv1.State, c *pgdrv1.Command, index uint64, cluster, what
 func observe(st *pgdrv1.State, c *pgdrv1.Command, index uint64, cluster string, sig incident.Signal) {
 	lim, now := incident.DefaultLimits(), cmdTime(c).AsTime()
 	sig.Seq, sig.Actor, sig.Cluster = index, clip(c.GetActor(), lim.MaxKey), clip(cluster, lim.MaxKey)
-	sig.DedupKey, sig.Title, sig.Message = clip(sig.DedupKey, lim.MaxKey), clip(sig.Title, lim.MaxTitle), clip(sig.Message, lim.MaxMessage)
+	sig.DedupKey, sig.Title, sig.Message = clip(flat(sig.DedupKey), lim.MaxKey), clip(flat(sig.Title), lim.MaxTitle), clip(flat(sig.Message), lim.MaxMessage)
 	next, _, err := incident.Observe(incidentsOf(st), sig, lim, now)
 	if err != nil {
 		return
 	}
 	_ = storeIncidents(st, next, lim, now)
+}
+
+// flat makes text recorded elsewhere (an agent's multi-line error, say)
+// fit an incident, which refuses control characters: each run of them
+// becomes one space.
+func flat(s string) string {
+	var b strings.Builder
+	ctl := false
+	for _, r := range s {
+		if r < 0x20 && r != '\t' || r == 0x7f {
+			if !ctl {
+				b.WriteByte(' ')
+			}
+			ctl = true
+			continue
+		}
+		ctl = false
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 // clearKey marks the condition of the active incident with key cleared.
@@ -217,7 +237,7 @@ func clearKey(st *pgdrv1.State, c *pgdrv1.Command, key, msg string) {
 	if cur.ActiveByKey(key) < 0 {
 		return
 	}
-	next, changed, err := incident.Clear(cur, clip(key, lim.MaxKey), clip(c.GetActor(), lim.MaxKey), clip(msg, lim.MaxMessage), lim, now)
+	next, changed, err := incident.Clear(cur, clip(key, lim.MaxKey), clip(c.GetActor(), lim.MaxKey), clip(flat(msg), lim.MaxMessage), lim, now)
 	if err != nil || !changed {
 		return
 	}
