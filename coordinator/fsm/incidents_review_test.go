@@ -1,8 +1,13 @@
 package fsm
 
 import (
+	"fmt"
+	"github.com/pgdr/pgdr/coordinator/incident"
+	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
+	"google.golang.org/protobuf/types/known/timestamppb"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestIncidentFromMultilineError: a failed backup whose error text has
@@ -21,5 +26,84 @@ func TestIncidentFromMultilineError(t *testing.T) {
 	}
 	if m := got[0].GetTimeline()[0].GetMessage(); !strings.Contains(m, "could not connect") || !strings.Contains(m, "no pg_hba.conf entry") {
 		t.Errorf("backup incident message %q lost the error text", m)
+	}
+}
+
+// fleetIncidents fills h's state with n incidents of other clusters (each
+// with a full timeline), as a fleet-wide outage leaves them, half resolved.
+func fleetIncidents(h *harness, n int) {
+	h.f.mu.Lock()
+	defer h.f.mu.Unlock()
+	st := h.f.state
+	for i := range n {
+		seq := uint64(1_000_000 + i)
+		in := &pgdrv1.Incident{Id: fmt.Sprintf("INC-%d", seq), Seq: seq, DedupKey: fmt.Sprintf("backup:c%d:daily", i), Title: "backup failed",
+			Cluster: fmt.Sprintf("c%d", i), Category: "backup_failed", Severity: "high", Status: "open", Occurrences: 1,
+			Opened: timestamppb.New(t0), LastSeen: timestamppb.New(t0)}
+		if i%2 == 1 && i < 2*400 {
+			in.Status, in.Resolved = "resolved", timestamppb.New(t0)
+		}
+		for j := range 50 {
+			in.Timeline = append(in.Timeline, &pgdrv1.IncidentEntry{Time: timestamppb.New(t0), Actor: "coordinator:c1", Kind: "notified",
+				Message: fmt.Sprintf("level 0 open to dba-slack (slack): delivered %d", j)})
+		}
+		st.Incidents = append(st.Incidents, in)
+		st.IncidentLastSeq = seq
+	}
+}
+
+// BenchmarkBackupResultAmongIncidents: recording a backup result of one
+// cluster while 5000 incidents of other clusters are kept.
+func BenchmarkBackupResultAmongIncidents(b *testing.B) {
+	h := newHarness(&testing.T{}, Options{})
+	baseline(h)
+	startIncidents(h)
+	fleetIncidents(h, 5000)
+	b.ResetTimer()
+	for i := range b.N {
+		id := fmt.Sprintf("r%d", i)
+		h.mustApply(tBackupRun, intent(id, "daily", "full", "pg-a2"))
+		r := RunOK
+		if i%2 == 0 {
+			r = RunFailed
+		}
+		h.mustApply(tBackupRun, result(id, r, "disk full"))
+	}
+}
+
+// TestIncidentStoreCompactsAll: decisions see only the incidents they need,
+// yet the stored state is what compacting the whole state gives: resolved
+// incidents beyond MaxResolved dropped oldest first, every timeline capped
+// (delivery records included), order by seq.
+func TestIncidentStoreCompactsAll(t *testing.T) {
+	h := newHarness(t, Options{})
+	baseline(h)
+	startIncidents(h)
+	lim := incident.DefaultLimits()
+	n := lim.MaxResolved + 20
+	for i := range n {
+		h.mustApply(tIncident, incCmd(&pgdrv1.IncidentObserve{DedupKey: fmt.Sprintf("manual:%d", i), Title: "t", Cluster: "main", Category: "manual", Severity: "low"}))
+		id := h.f.Incidents("main", false, "")[0].GetId()
+		for range 3 {
+			h.mustApply(tIncident, incCmd(&pgdrv1.IncidentNotified{Id: id, NotifiedLevels: 1, Status: "open", Deliveries: make([]string, 20)}))
+		}
+		h.mustApply(tIncident, incCmd([2]string{"resolve", id}))
+	}
+	all := h.f.Incidents("", true, "")
+	if len(all) != lim.MaxResolved {
+		t.Fatalf("%d incidents kept after resolving %d, want %d", len(all), n, lim.MaxResolved)
+	}
+	if all[0].GetDedupKey() != "manual:20" {
+		t.Errorf("oldest kept %s, want manual:20 (the oldest resolved dropped first)", all[0].GetDedupKey())
+	}
+	st := h.f.IncidentState()
+	again, c, err := incident.Compact(st, lim, t0.Add(time.Duration(h.index)*time.Second))
+	if err != nil || len(c.Dropped) != 0 || c.EntriesDropped != 0 || len(again.Incidents) != len(st.Incidents) {
+		t.Errorf("compacting the stored state again: %+v %v", c, err)
+	}
+	for i := 1; i < len(all); i++ {
+		if all[i-1].GetSeq() >= all[i].GetSeq() {
+			t.Fatalf("incidents out of seq order at %d", i)
+		}
 	}
 }
