@@ -29,7 +29,11 @@ import (
 //     failover whose cluster has a healthy primary again (cleared), and at
 //     the start of its leadership a lost quorum, when this coordinator saw
 //     no leader for longer than incidents.quorum_lost_after (recorded with
-//     its duration, cleared at once: the alert rules page meanwhile);
+//     its duration, cleared at once: the alert rules page meanwhile). A
+//     follower that saw such a gap end in an election records it too,
+//     through the leader (reportAsFollower: the new leader may have
+//     restarted during the outage and seen none), unless the outage is
+//     recorded already; each coordinator reports a gap once;
 //  3. it escalates: incident.Escalate on the state, each move proposed as
 //     IncidentEscalate{from, to}, applied only if the incident is still
 //     open at level from, so that two leaders proposing the same move
@@ -74,8 +78,13 @@ type incidentRunner struct {
 	startTried time.Time
 
 	// Leader gaps this coordinator saw (watchLeaderChanges): no leader
-	// from gapFrom; the last gap that ended is [lastGapFrom, lastGapTo].
+	// from gapFrom (in Raft term gapTerm); the last gap that ended is
+	// [lastGapFrom, lastGapTo], lastGapElection when a leader of a later
+	// term ended it (a coordinator cut off from a leader that kept its
+	// quorum finds that leader in the same term: no quorum was lost).
 	gapFrom, lastGapFrom, lastGapTo time.Time
+	gapTerm                         uint64
+	lastGapElection                 bool
 }
 
 func newIncidentRunner(s *Server, cfg config.Incidents, log *slog.Logger) (*incidentRunner, error) {
@@ -96,17 +105,21 @@ func newIncidentRunner(s *Server, cfg config.Incidents, log *slog.Logger) (*inci
 	return r, nil
 }
 
-// leaderSeen is called on every leader observation: id "" when this
-// coordinator lost its leader.
-func (r *incidentRunner) leaderSeen(id string, now time.Time) {
+// leaderSeen is called on every leader observation (id "" when this
+// coordinator lost its leader) with the Raft term then. It reports whether
+// a gap just ended under another coordinator's leadership (this one, a
+// follower, then reports it: reportAsFollower).
+func (r *incidentRunner) leaderSeen(id string, term uint64, now time.Time) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	switch {
 	case id == "" && r.gapFrom.IsZero():
-		r.gapFrom = now
+		r.gapFrom, r.gapTerm = now, term
 	case id != "" && !r.gapFrom.IsZero():
-		r.lastGapFrom, r.lastGapTo, r.gapFrom = r.gapFrom, now, time.Time{}
+		r.lastGapFrom, r.lastGapTo, r.lastGapElection, r.gapFrom = r.gapFrom, now, term > r.gapTerm, time.Time{}
+		return id != r.s.cfg.Name
 	}
+	return false
 }
 
 // run is the leader's loop; it ends with the leadership (ctx).
@@ -181,19 +194,67 @@ func (r *incidentRunner) start(ctx context.Context, now time.Time) {
 // quorum records the leaderless gap this coordinator saw just before it
 // became leader, if it was longer than quorum_lost_after.
 func (r *incidentRunner) quorum(ctx context.Context, now time.Time) {
-	r.mu.Lock()
-	from, to := r.lastGapFrom, r.lastGapTo
-	r.mu.Unlock()
-	if from.IsZero() || now.Sub(to) > time.Minute {
+	if from, to, ok := r.gapToReport(true, now); ok {
+		r.reportGap(ctx, from, to)
+	}
+}
+
+// reportAsFollower records, through the leader, the gap this follower saw
+// end (the new leader may have restarted during the outage and seen
+// none), unless the outage is recorded already: the new leader reports
+// first, the follower waits a moment.
+func (r *incidentRunner) reportAsFollower(ctx context.Context) {
+	select {
+	case <-ctx.Done():
 		return
+	case <-time.After(2*r.cfg.Interval.Duration + time.Second):
 	}
-	if gap := to.Sub(from); gap > r.cfg.QuorumLostAfter.Duration {
-		msg := fmt.Sprintf("no coordinator leader for %s (from %s to %s, as %s saw it): quorum was lost",
-			gap.Round(100*time.Millisecond), from.UTC().Format(time.RFC3339), to.UTC().Format(time.RFC3339), r.s.cfg.Name)
-		r.propose(ctx, "quorum lost", &pgdrv1.IncidentCommand{Op: &pgdrv1.IncidentCommand_Observe{Observe: &pgdrv1.IncidentObserve{
-			DedupKey: "quorum", Title: "Coordinators lost their quorum", Cluster: quorumCluster, Category: string(incident.QuorumLost),
-			Severity: string(incident.High), Message: msg, ClearNow: true}}})
+	if r.s.isLeader() || !r.s.fsm.IncidentsStarted() {
+		return // as the leader, quorum reports it
 	}
+	if from, to, ok := r.gapToReport(false, time.Now()); ok {
+		r.reportGap(ctx, from, to)
+	}
+}
+
+// reportGap records the gap [from, to] as a lost quorum, unless an active
+// lost-quorum incident was seen since from (another coordinator reported
+// the same outage).
+func (r *incidentRunner) reportGap(ctx context.Context, from, to time.Time) {
+	for _, in := range r.s.fsm.Incidents(quorumCluster, false, "") {
+		if in.GetDedupKey() == "quorum" && !in.GetLastSeen().AsTime().Before(from) {
+			return
+		}
+	}
+	msg := fmt.Sprintf("no coordinator leader for %s (from %s to %s, as %s saw it): quorum was lost",
+		to.Sub(from).Round(100*time.Millisecond), from.UTC().Format(time.RFC3339), to.UTC().Format(time.RFC3339), r.s.cfg.Name)
+	r.propose(ctx, "quorum lost", &pgdrv1.IncidentCommand{Op: &pgdrv1.IncidentCommand_Observe{Observe: &pgdrv1.IncidentObserve{
+		DedupKey: "quorum", Title: "Coordinators lost their quorum", Cluster: quorumCluster, Category: string(incident.QuorumLost),
+		Severity: string(incident.High), Message: msg, ClearNow: true}}})
+}
+
+// gapToReport returns, once, the leaderless gap this coordinator saw and
+// should record as a lost quorum if it lasted longer than
+// quorum_lost_after: as the new leader (leader: a gap its own observation
+// has not ended yet ends now) or as a follower that saw a new leader. A
+// gap that ended more than a minute ago, or without an election (the
+// leader of the same term found again), is not reported.
+func (r *incidentRunner) gapToReport(leader bool, now time.Time) (from, to time.Time, ok bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch {
+	case leader && !r.gapFrom.IsZero():
+		from, to, r.gapFrom = r.gapFrom, now, time.Time{}
+	case !r.lastGapFrom.IsZero() && now.Sub(r.lastGapTo) <= time.Minute:
+		from, to = r.lastGapFrom, r.lastGapTo
+		if !r.lastGapElection {
+			from = time.Time{}
+		}
+	default:
+		return from, to, false
+	}
+	r.lastGapFrom, r.lastGapTo = time.Time{}, time.Time{}
+	return from, to, !from.IsZero() && to.Sub(from) > r.cfg.QuorumLostAfter.Duration
 }
 
 // condition is one condition the leader sees in the agents' reports.
