@@ -129,8 +129,8 @@ func recordNotified(cur incident.State, n *pgdrv1.IncidentNotified, actor string
 	if i < 0 {
 		return cur, fmt.Errorf("%w: %s", incident.ErrNotFound, clip(n.GetId(), 64))
 	}
-	if len(n.GetDeliveries()) > 64 {
-		return cur, fmt.Errorf("%w: %d deliveries in one record (at most 64)", incident.ErrInvalid, len(n.GetDeliveries()))
+	if len(n.GetDeliveries()) > incident.MaxDeliveries {
+		return cur, fmt.Errorf("%w: %d deliveries in one record (at most %d)", incident.ErrInvalid, len(n.GetDeliveries()), incident.MaxDeliveries)
 	}
 	out := cur.Clone()
 	o := &out.Incidents[i]

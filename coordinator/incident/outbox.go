@@ -17,6 +17,11 @@ type Send struct {
 	Channels []string
 }
 
+// MaxDeliveries bounds the delivery lines one record of the outbox may
+// carry (one per channel of a Due call): the coordinators' config allows
+// no more channels than this.
+const MaxDeliveries = 64
+
 // Mark is what the outbox holds once every Send of a Due call went out.
 type Mark struct {
 	NotifiedLevels int
