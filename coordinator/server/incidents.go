@@ -56,6 +56,17 @@ import (
 // incidentsFeatureLevel: the voters know COMMAND_TYPE_INCIDENT.
 const incidentsFeatureLevel = 4
 
+// sendRounds: how many times the leader sends an outbox whose receivers
+// failed every attempt (an outage) before recording it with the failures;
+// the rounds are sendRetryWait apart, doubling.
+const sendRounds = 6
+
+// sendRetryWait is the wait after failed round n (from 1): five intervals,
+// doubling, at most five minutes.
+func (r *incidentRunner) sendRetryWait(n int) time.Duration {
+	return min(5*r.cfg.Interval.Duration<<(n-1), 5*time.Minute)
+}
+
 // incidentStartRetry: how often the leader tries again to start incidents.
 const incidentStartRetry = 5 * time.Second
 
@@ -72,10 +83,15 @@ type incidentRunner struct {
 	notifier *notify.Notifier // nil without channels
 	channels map[string]notify.Channel
 
-	mu         sync.Mutex
-	sending    map[string]bool      // incident id → its outbox is being delivered
-	amSent     map[string]time.Time // incident id → last Alertmanager push
-	startTried time.Time
+	mu      sync.Mutex
+	sending map[string]bool      // incident id → its outbox is being delivered
+	amSent  map[string]time.Time // incident id → last Alertmanager push
+	// failedRounds and retryAt: an outbox whose receivers were down
+	// (notify.Transient) is sent again from retryAt, up to sendRounds
+	// times, before it is recorded with the failures.
+	failedRounds map[string]int
+	retryAt      map[string]time.Time
+	startTried   time.Time
 
 	// Leader gaps this coordinator saw (watchLeaderChanges): no leader
 	// from gapFrom (in Raft term gapTerm); the last gap that ended is
@@ -90,7 +106,8 @@ type incidentRunner struct {
 func newIncidentRunner(s *Server, cfg config.Incidents, log *slog.Logger) (*incidentRunner, error) {
 	cfg = cfg.WithDefaults()
 	r := &incidentRunner{s: s, log: log.With("subsystem", "incidents"), cfg: cfg, policy: cfg.Policy(), auto: cfg.AutoResolvePolicy(),
-		channels: map[string]notify.Channel{}, sending: map[string]bool{}, amSent: map[string]time.Time{}}
+		channels: map[string]notify.Channel{}, sending: map[string]bool{}, amSent: map[string]time.Time{},
+		failedRounds: map[string]int{}, retryAt: map[string]time.Time{}}
 	if len(cfg.Channels) == 0 {
 		return r, nil
 	}
@@ -358,7 +375,7 @@ func (r *incidentRunner) deliver(ctx context.Context, now time.Time) {
 	for _, in := range r.s.fsm.IncidentState().Incidents {
 		sends, mark := incident.Due(in, r.policy)
 		r.mu.Lock()
-		busy := r.sending[in.ID]
+		busy := r.sending[in.ID] || now.Before(r.retryAt[in.ID])
 		resend := len(sends) == 0 && in.Active() && in.NotifiedLevels > 0 && now.Sub(r.amSent[in.ID]) >= r.cfg.AlertmanagerResend.Duration
 		if len(sends) > 0 && !busy {
 			r.sending[in.ID] = true
@@ -388,6 +405,12 @@ func (r *incidentRunner) forget() {
 			delete(r.amSent, id)
 		}
 	}
+	for id := range r.failedRounds {
+		if st.Find(id) < 0 {
+			delete(r.failedRounds, id)
+			delete(r.retryAt, id)
+		}
+	}
 }
 
 // send delivers sends and records the mark with what each delivery
@@ -399,6 +422,7 @@ func (r *incidentRunner) send(ctx context.Context, in incident.Incident, sends [
 		r.mu.Unlock()
 	}()
 	var log []string
+	outage := false
 	for _, sd := range sends {
 		ev := r.event(in, sd.Level, sd.ID)
 		for _, name := range sd.Channels {
@@ -411,17 +435,32 @@ func (r *incidentRunner) send(ctx context.Context, in incident.Incident, sends [
 				if ctx.Err() != nil {
 					return // leadership lost: the next leader sends what was not recorded
 				}
+				outage = outage || notify.Transient(err)
 				log = append(log, fmt.Sprintf("level %d %s to %s (%s): failed: %v", sd.Level, sd.Status, name, ch.Type(), err))
 				continue
 			}
 			log = append(log, fmt.Sprintf("level %d %s to %s (%s): delivered", sd.Level, sd.Status, name, ch.Type()))
 		}
 	}
-	if in.Active() {
-		r.mu.Lock()
-		r.amSent[in.ID] = time.Now()
-		r.mu.Unlock()
+	r.mu.Lock()
+	if outage {
+		r.failedRounds[in.ID]++
 	}
+	if n := r.failedRounds[in.ID]; outage && n < sendRounds {
+		wait := r.sendRetryWait(n)
+		r.retryAt[in.ID] = time.Now().Add(wait)
+		r.mu.Unlock()
+		r.log.Warn("incident notification not delivered: a receiver is down; sending again later", "incident", in.ID, "round", n, "wait", wait)
+		return // the outbox is not recorded: the next round (or leader) sends it again
+	} else if outage {
+		log = append(log, fmt.Sprintf("gave up after %d rounds", n))
+	}
+	delete(r.failedRounds, in.ID)
+	delete(r.retryAt, in.ID)
+	if in.Active() {
+		r.amSent[in.ID] = time.Now()
+	}
+	r.mu.Unlock()
 	r.propose(ctx, "notified "+in.ID, &pgdrv1.IncidentCommand{Op: &pgdrv1.IncidentCommand_Notified{Notified: &pgdrv1.IncidentNotified{
 		Id: in.ID, NotifiedLevels: uint32(mark.NotifiedLevels), Status: string(mark.NotifiedStatus), Deliveries: log}}})
 }

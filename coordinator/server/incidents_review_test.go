@@ -1,12 +1,20 @@
 package server
 
 import (
+	"crypto/tls"
+	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/pgdr/pgdr/coordinator/config"
+	"github.com/pgdr/pgdr/coordinator/notify"
+	"github.com/pgdr/pgdr/pkg/testutil"
+	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
 
 // TestGapToReport: the leaderless gap is recorded as a lost quorum by
@@ -64,4 +72,53 @@ func TestGapToReport(t *testing.T) {
 			t.Errorf("a coordinator cut off from a leader that kept its quorum reports a lost quorum")
 		}
 	}
+}
+
+// TestIncidentDeliveryOutlivesReceiverOutage: a receiver that fails every
+// attempt of one delivery (a PagerDuty outage of a few seconds) does not
+// lose the notification: the leader sends it again later, and records the
+// outbox only once it went out.
+func TestIncidentDeliveryOutlivesReceiverOutage(t *testing.T) {
+	var calls, delivered atomic.Int32
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		if calls.Add(1) <= 5 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		delivered.Add(1)
+	}))
+	defer recv.Close()
+	cfg := testConfig()
+	cfg.Incidents.Channels = []notify.ChannelConfig{{Name: "hook", Type: notify.TypeWebhook, URL: recv.URL}}
+	cfg.Incidents.Interval.Duration = 50 * time.Millisecond
+	log := slog.New(slog.DiscardHandler)
+	s, err := newServer(cfg, log, Options{}, &config.Tokens{}, &tls.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := notify.NewFromConfig(notify.Config{Channels: cfg.Incidents.Channels}, notify.Options{Log: log, Backoff: time.Millisecond, MaxBackoff: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.incidents.notifier = n
+	s.incidents.channels = map[string]notify.Channel{"hook": n.Channels()[0]}
+	startInmemRaft(t, s)
+	testutil.WaitFor(t, 20*time.Second, "incidents started", func() (bool, error) { return s.fsm.IncidentsStarted(), nil })
+	mustPropose(t, s, pgdrv1.CommandType_COMMAND_TYPE_REGISTER_MEMBER, &pgdrv1.RegisterMember{Member: &pgdrv1.Member{Cluster: "main", Name: "a", Region: "eu-west-1"}})
+	mustPropose(t, s, pgdrv1.CommandType_COMMAND_TYPE_INCIDENT, &pgdrv1.IncidentCommand{Op: &pgdrv1.IncidentCommand_Observe{Observe: &pgdrv1.IncidentObserve{
+		DedupKey: "manual:main:1", Title: "disk", Cluster: "main", Category: "manual", Severity: "high"}}})
+	testutil.WaitFor(t, 20*time.Second, "the notification delivered after the outage", func() (bool, error) {
+		if delivered.Load() > 0 {
+			return true, nil
+		}
+		var marks []uint32
+		for _, in := range s.fsm.Incidents("main", true, "") {
+			marks = append(marks, in.GetNotifiedLevels())
+		}
+		return false, fmt.Errorf("%d requests, outbox marks %v", calls.Load(), marks)
+	})
+	testutil.WaitFor(t, 20*time.Second, "the outbox recorded", func() (bool, error) {
+		l := s.fsm.Incidents("main", false, "")
+		return len(l) == 1 && l[0].GetNotifiedLevels() == 1, nil
+	})
 }
