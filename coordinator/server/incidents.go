@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"strings"
 	"sync"
 	"time"
@@ -372,10 +373,16 @@ func (r *incidentRunner) deliver(ctx context.Context, now time.Time) {
 	if r.notifier == nil {
 		return
 	}
+	// The sends in flight are taken before the state is read: one that
+	// ends (and records its outbox) after the read would otherwise look
+	// idle with its outbox still due, and be sent twice.
+	r.mu.Lock()
+	inFlight := maps.Clone(r.sending)
+	r.mu.Unlock()
 	for _, in := range r.s.fsm.IncidentState().Incidents {
 		sends, mark := incident.Due(in, r.policy)
 		r.mu.Lock()
-		busy := r.sending[in.ID] || now.Before(r.retryAt[in.ID])
+		busy := inFlight[in.ID] || r.sending[in.ID] || now.Before(r.retryAt[in.ID])
 		resend := len(sends) == 0 && in.Active() && in.NotifiedLevels > 0 && now.Sub(r.amSent[in.ID]) >= r.cfg.AlertmanagerResend.Duration
 		if len(sends) > 0 && !busy {
 			r.sending[in.ID] = true
