@@ -75,7 +75,11 @@ func applyIncident(st *pgdrv1.State, c *pgdrv1.Command, p *pgdrv1.IncidentComman
 		}
 		sig := incident.Signal{Seq: index, DedupKey: o.GetDedupKey(), Title: o.GetTitle(), Cluster: o.GetCluster(),
 			Category: incident.Category(o.GetCategory()), Severity: incident.Severity(o.GetSeverity()), Actor: actor, Message: o.GetMessage()}
-		next, _, err = incident.Observe(incidentsFor(st, observed(sig)), sig, lim, now)
+		cur := incidentsFor(st, observed(sig))
+		if err := manualRoom(cur, sig, lim); err != nil {
+			return err
+		}
+		next, _, err = incident.Observe(cur, sig, lim, now)
 		if err == nil && o.GetClearNow() {
 			next, _, err = incident.Clear(next, o.GetDedupKey(), actor, "condition over: "+clip(o.GetMessage(), 200), lim, now)
 		}
@@ -98,6 +102,26 @@ func applyIncident(st *pgdrv1.State, c *pgdrv1.Command, p *pgdrv1.IncidentComman
 		return fmt.Errorf("incident: %w", err)
 	}
 	return storeIncidents(st, next, lim, now)
+}
+
+// manualRoom refuses a manual incident beyond half the open incidents a
+// cluster may have (Limits.MaxOpen): the conditions the coordinators see
+// (a failover, a fencing) must always find room for theirs.
+func manualRoom(cur incident.State, sig incident.Signal, lim incident.Limits) error {
+	if sig.Category != incident.Manual || cur.ActiveByKey(sig.DedupKey) >= 0 {
+		return nil
+	}
+	n := 0
+	for _, in := range cur.Incidents {
+		if in.Cluster == sig.Cluster && in.Category == incident.Manual && in.Active() {
+			n++
+		}
+	}
+	if n >= lim.MaxOpen/2 {
+		return fmt.Errorf("incident: cluster %s has %d open manual incidents (at most %d, half of max_open: the rest is kept for the conditions the coordinators see); resolve some first",
+			clip(sig.Cluster, 64), n, lim.MaxOpen/2)
+	}
+	return nil
 }
 
 // escalateTo moves an incident still open at level e.from to e.to; a

@@ -107,3 +107,31 @@ func TestIncidentStoreCompactsAll(t *testing.T) {
 		}
 	}
 }
+
+// TestManualIncidentsLeaveRoomForFailover: however many incidents are
+// opened by hand in a cluster, a failover there still opens its incident
+// (manual ones are refused beyond half the per-cluster limit, naming it).
+func TestManualIncidentsLeaveRoomForFailover(t *testing.T) {
+	h := newHarness(t, Options{})
+	baseline(h)
+	startIncidents(h)
+	lim := incident.DefaultLimits()
+	var refused *pgdrv1.ApplyResult
+	for i := range lim.MaxOpen {
+		res := h.apply(tIncident, incCmd(&pgdrv1.IncidentObserve{DedupKey: fmt.Sprintf("manual:main:%d", i), Title: "noise", Cluster: "main", Category: "manual", Severity: "low"}))
+		if !res.GetOk() && refused == nil {
+			refused = res
+		}
+	}
+	h.mustApply(tRecordEvnt, event("failover-intent", "pg-a2", "promote pg-a2 in place of pg-a1", nil))
+	var failover bool
+	for _, in := range h.f.Incidents("main", false, "") {
+		failover = failover || in.GetCategory() == "failover"
+	}
+	if !failover {
+		t.Fatalf("after %d manual incidents the failover opened no incident", lim.MaxOpen)
+	}
+	if refused == nil || !strings.Contains(refused.GetError(), "manual") {
+		t.Errorf("the manual incident beyond the limit: %v, want an error naming the manual limit", refused)
+	}
+}
