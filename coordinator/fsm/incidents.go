@@ -372,6 +372,12 @@ func incidentsOf(st *pgdrv1.State) incident.State {
 
 // IncidentFromProto converts a stored incident to the pure package's form.
 func IncidentFromProto(p *pgdrv1.Incident) incident.Incident {
+	return incidentFromProto(p, len(p.GetTimeline()), true)
+}
+
+// incidentFromProto converts p with only the newest tail entries of its
+// timeline, and its notes when notes is set.
+func incidentFromProto(p *pgdrv1.Incident, tail int, notes bool) incident.Incident {
 	in := incident.Incident{
 		ID: p.GetId(), Seq: p.GetSeq(), DedupKey: p.GetDedupKey(), Title: p.GetTitle(), Cluster: p.GetCluster(),
 		Category: incident.Category(p.GetCategory()), Severity: incident.Severity(p.GetSeverity()), Status: incident.Status(p.GetStatus()),
@@ -381,11 +387,20 @@ func IncidentFromProto(p *pgdrv1.Incident) incident.Incident {
 		Opened: timeOf(p.GetOpened()), Acked: timeOf(p.GetAcked()), Resolved: timeOf(p.GetResolved()),
 		NotifiedLevels: int(p.GetNotifiedLevels()), NotifiedStatus: incident.Status(p.GetNotifiedStatus()),
 	}
-	for _, e := range p.GetTimeline() {
-		in.Timeline = append(in.Timeline, incident.Entry{Time: timeOf(e.GetTime()), Actor: e.GetActor(), Kind: e.GetKind(), Message: e.GetMessage()})
+	tl := p.GetTimeline()
+	tl = tl[len(tl)-min(max(tail, 0), len(tl)):]
+	if len(tl) > 0 {
+		in.Timeline = make([]incident.Entry, len(tl))
 	}
-	for _, n := range p.GetNotes() {
-		in.Notes = append(in.Notes, incident.Note{Time: timeOf(n.GetTime()), Actor: n.GetActor(), Text: n.GetText()})
+	for i, e := range tl {
+		in.Timeline[i] = incident.Entry{Time: timeOf(e.GetTime()), Actor: e.GetActor(), Kind: e.GetKind(), Message: e.GetMessage()}
+	}
+	if !notes || len(p.GetNotes()) == 0 {
+		return in
+	}
+	in.Notes = make([]incident.Note, len(p.GetNotes()))
+	for i, n := range p.GetNotes() {
+		in.Notes[i] = incident.Note{Time: timeOf(n.GetTime()), Actor: n.GetActor(), Text: n.GetText()}
 	}
 	return in
 }
@@ -451,6 +466,21 @@ func (f *FSM) Incidents(cluster string, all bool, id string) []*pgdrv1.Incident 
 func (f *FSM) IncidentState() incident.State {
 	var out incident.State
 	f.Read(func(st *pgdrv1.State) { out = incidentsOf(st) })
+	return out
+}
+
+// IncidentStateTail is IncidentState with at most the newest tail
+// timeline entries of each incident and no notes: what the leader reads
+// every round (escalation, auto-resolution, the outbox and the text of a
+// notification) without copying every timeline.
+func (f *FSM) IncidentStateTail(tail int) incident.State {
+	var out incident.State
+	f.Read(func(st *pgdrv1.State) {
+		out = incident.State{LastSeq: st.GetIncidentLastSeq(), Incidents: make([]incident.Incident, len(st.GetIncidents()))}
+		for i, p := range st.GetIncidents() {
+			out.Incidents[i] = incidentFromProto(p, tail, false)
+		}
+	})
 	return out
 }
 

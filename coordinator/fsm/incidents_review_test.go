@@ -135,3 +135,47 @@ func TestManualIncidentsLeaveRoomForFailover(t *testing.T) {
 		t.Errorf("the manual incident beyond the limit: %v, want an error naming the manual limit", refused)
 	}
 }
+
+// BenchmarkIncidentState: what the leader reads each round among 5000
+// kept incidents.
+func BenchmarkIncidentState(b *testing.B) {
+	h := newHarness(&testing.T{}, Options{})
+	baseline(h)
+	startIncidents(h)
+	fleetIncidents(h, 5000)
+	b.ResetTimer()
+	for range b.N {
+		_ = h.f.IncidentState()
+	}
+}
+
+func BenchmarkIncidentStateTail(b *testing.B) {
+	h := newHarness(&testing.T{}, Options{})
+	baseline(h)
+	startIncidents(h)
+	fleetIncidents(h, 5000)
+	b.ResetTimer()
+	for range b.N {
+		_ = h.f.IncidentStateTail(5)
+	}
+}
+
+// TestIncidentStateTail: the leader's read is the full state with the
+// newest timeline entries only and no notes.
+func TestIncidentStateTail(t *testing.T) {
+	h := newHarness(t, Options{})
+	baseline(h)
+	startIncidents(h)
+	fleetIncidents(h, 3)
+	h.mustApply(tIncident, incCmd([2]string{"note", "INC-1000000"}))
+	full, tail := h.f.IncidentState(), h.f.IncidentStateTail(5)
+	if len(full.Incidents) != len(tail.Incidents) || full.LastSeq != tail.LastSeq {
+		t.Fatalf("tail: %d incidents (last seq %d), full %d (%d)", len(tail.Incidents), tail.LastSeq, len(full.Incidents), full.LastSeq)
+	}
+	for i, in := range tail.Incidents {
+		f := full.Incidents[i]
+		if len(in.Timeline) != 5 || len(in.Notes) != 0 || in.Timeline[4] != f.Timeline[len(f.Timeline)-1] || in.NotifiedLevels != f.NotifiedLevels || in.ID != f.ID {
+			t.Errorf("tail of %s: %d entries, %d notes; last %+v, want %+v", f.ID, len(in.Timeline), len(in.Notes), in.Timeline[4], f.Timeline[len(f.Timeline)-1])
+		}
+	}
+}

@@ -68,6 +68,10 @@ func (r *incidentRunner) sendRetryWait(n int) time.Duration {
 	return min(5*r.cfg.Interval.Duration<<(n-1), 5*time.Minute)
 }
 
+// eventEntries: the newest timeline entries a notification carries; the
+// leader's rounds read only these of each incident (IncidentStateTail).
+const eventEntries = 5
+
 // incidentStartRetry: how often the leader tries again to start incidents.
 const incidentStartRetry = 5 * time.Second
 
@@ -315,7 +319,7 @@ func (r *incidentRunner) conditions(ctx context.Context) {
 	for _, c := range r.s.fsm.ClusterViews() {
 		statuses = append(statuses, r.s.statusOf(c)...)
 	}
-	st := r.s.fsm.IncidentState()
+	st := r.s.fsm.IncidentStateTail(eventEntries)
 	for _, c := range viewConditions(statuses) {
 		i := st.ActiveByKey(c.key)
 		switch {
@@ -334,7 +338,7 @@ func (r *incidentRunner) escalate(ctx context.Context, now time.Time) {
 	if len(r.policy.Levels) < 2 {
 		return
 	}
-	st := r.s.fsm.IncidentState()
+	st := r.s.fsm.IncidentStateTail(eventEntries)
 	next, moves, err := incident.Escalate(st, r.policy, now)
 	if err != nil {
 		r.log.Error("escalation policy", "err", err)
@@ -356,7 +360,7 @@ func (r *incidentRunner) autoResolve(ctx context.Context, now time.Time) {
 	if len(r.auto.Categories) == 0 {
 		return
 	}
-	_, ids, err := incident.AutoResolve(r.s.fsm.IncidentState(), r.auto, now)
+	_, ids, err := incident.AutoResolve(r.s.fsm.IncidentStateTail(eventEntries), r.auto, now)
 	if err != nil {
 		r.log.Error("auto-resolve policy", "err", err)
 		return
@@ -379,7 +383,7 @@ func (r *incidentRunner) deliver(ctx context.Context, now time.Time) {
 	r.mu.Lock()
 	inFlight := maps.Clone(r.sending)
 	r.mu.Unlock()
-	for _, in := range r.s.fsm.IncidentState().Incidents {
+	for _, in := range r.s.fsm.IncidentStateTail(eventEntries).Incidents {
 		sends, mark := incident.Due(in, r.policy)
 		r.mu.Lock()
 		busy := inFlight[in.ID] || r.sending[in.ID] || now.Before(r.retryAt[in.ID])
@@ -404,7 +408,7 @@ func (r *incidentRunner) deliver(ctx context.Context, now time.Time) {
 
 // forget drops the Alertmanager push times of incidents no longer kept.
 func (r *incidentRunner) forget() {
-	st := r.s.fsm.IncidentState()
+	st := r.s.fsm.IncidentStateTail(eventEntries)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for id := range r.amSent {
@@ -498,7 +502,7 @@ func (r *incidentRunner) event(in incident.Incident, level int, sendID string) n
 		Severity: notify.Severity(in.Severity), Status: st, Source: r.s.cfg.Name, OpenedAt: in.Opened, ResolvedAt: in.Resolved,
 		Link: r.cfg.Link, SendID: sendID, Level: level}
 	var lines []string
-	for _, e := range in.Timeline[max(0, len(in.Timeline)-5):] {
+	for _, e := range in.Timeline[max(0, len(in.Timeline)-eventEntries):] {
 		if e.Kind == "notified" {
 			continue
 		}
