@@ -1,12 +1,14 @@
 package server
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,6 +17,7 @@ import (
 	"github.com/pgdr/pgdr/coordinator/notify"
 	"github.com/pgdr/pgdr/pkg/testutil"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
+	"google.golang.org/protobuf/proto"
 )
 
 // TestGapToReport: the leaderless gap is recorded as a lost quorum by
@@ -121,4 +124,50 @@ func TestIncidentDeliveryOutlivesReceiverOutage(t *testing.T) {
 		l := s.fsm.Incidents("main", false, "")
 		return len(l) == 1 && l[0].GetNotifiedLevels() == 1, nil
 	})
+}
+
+// TestListIncidentsFitsAResponse: a list of incidents whose timelines are
+// full of long entries still fits the 4 MiB a gRPC client takes by default
+// (the timelines and notes are left out beyond a budget, and said so);
+// one incident by id comes whole.
+func TestListIncidentsFitsAResponse(t *testing.T) {
+	s := testServer(t, Options{})
+	startInmemRaft(t, s)
+	testutil.WaitFor(t, 20*time.Second, "incidents started", func() (bool, error) { return s.fsm.IncidentsStarted(), nil })
+	long := strings.Repeat("x", 990)
+	var ids []string
+	for _, cl := range []string{"main", "other"} {
+		mustPropose(t, s, pgdrv1.CommandType_COMMAND_TYPE_REGISTER_MEMBER, &pgdrv1.RegisterMember{Member: &pgdrv1.Member{Cluster: cl, Name: "a", Region: "eu-west-1"}})
+		for i := range 45 {
+			res, err := s.propose(context.Background(), pgdrv1.CommandType_COMMAND_TYPE_INCIDENT, &pgdrv1.IncidentCommand{Op: &pgdrv1.IncidentCommand_Observe{Observe: &pgdrv1.IncidentObserve{
+				DedupKey: fmt.Sprintf("manual:%s:%d", cl, i), Title: "t", Cluster: cl, Category: "manual", Severity: "low"}}}, "admin:test")
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, fmt.Sprintf("INC-%d", res.GetIndex()))
+		}
+	}
+	for _, id := range ids {
+		d := make([]string, 50)
+		for i := range d {
+			d[i] = fmt.Sprintf("%d %s", i, long)
+		}
+		mustPropose(t, s, pgdrv1.CommandType_COMMAND_TYPE_INCIDENT, &pgdrv1.IncidentCommand{Op: &pgdrv1.IncidentCommand_Notified{Notified: &pgdrv1.IncidentNotified{
+			Id: id, NotifiedLevels: 1, Status: "open", Deliveries: d}}})
+	}
+	a := &adminAPI{s: s}
+	resp, err := a.ListIncidents(context.Background(), &pgdrv1.ListIncidentsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := proto.Size(resp); n > 4<<20-64<<10 || len(resp.GetIncidents()) != len(ids) {
+		t.Fatalf("list of %d incidents: %d bytes (%d incidents), more than a gRPC client takes", len(ids), n, len(resp.GetIncidents()))
+	}
+	if !resp.GetDetailsOmitted() {
+		t.Errorf("the list left the timelines out without saying so")
+	}
+	one, err := a.ListIncidents(context.Background(), &pgdrv1.ListIncidentsRequest{Id: ids[0]})
+	if err != nil || len(one.GetIncidents()) != 1 || len(one.GetIncidents()[0].GetTimeline()) != 50 {
+		t.Fatalf("one incident by id: %v %v", one, err)
+	}
 }
