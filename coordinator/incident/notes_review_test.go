@@ -27,3 +27,19 @@ func TestResolveAtNotesLimit(t *testing.T) {
 		t.Errorf("ack with a note at the notes limit: %v", err)
 	}
 }
+
+// TestDueResolvedNeverNotified: an incident resolved before any level was
+// told (channels configured later, or a leader without channels) owes
+// nothing: enabling channels on a running cluster does not announce every
+// resolved incident kept.
+func TestDueResolvedNeverNotified(t *testing.T) {
+	p := EscalationPolicy{Levels: []Level{{Name: "oncall", Channels: []string{"pd"}}}}
+	in := Incident{ID: "INC-7", Status: Resolved, EscalationLevel: 0}
+	if sends, _ := Due(in, p); sends != nil {
+		t.Errorf("resolved, never notified: due %+v, want nothing", sends)
+	}
+	in.NotifiedLevels, in.NotifiedStatus = 1, Open
+	if sends, _ := Due(in, p); len(sends) != 1 || sends[0].Status != Resolved {
+		t.Errorf("resolved after level 0 was told: due %+v, want the resolution", sends)
+	}
+}
