@@ -68,6 +68,10 @@ func (r *incidentRunner) sendRetryWait(n int) time.Duration {
 	return min(5*r.cfg.Interval.Duration<<(n-1), 5*time.Minute)
 }
 
+// maxSendsInFlight bounds the incidents whose outbox is being delivered at
+// once.
+const maxSendsInFlight = 16
+
 // eventEntries: the newest timeline entries a notification carries; the
 // leader's rounds read only these of each incident (IncidentStateTail).
 const eventEntries = 5
@@ -386,7 +390,8 @@ func (r *incidentRunner) deliver(ctx context.Context, now time.Time) {
 	for _, in := range r.s.fsm.IncidentStateTail(eventEntries).Incidents {
 		sends, mark := incident.Due(in, r.policy)
 		r.mu.Lock()
-		busy := inFlight[in.ID] || r.sending[in.ID] || now.Before(r.retryAt[in.ID])
+		busy := inFlight[in.ID] || r.sending[in.ID] || now.Before(r.retryAt[in.ID]) ||
+			len(sends) > 0 && len(r.sending) >= maxSendsInFlight // the oldest first; the rest next round
 		resend := len(sends) == 0 && in.Active() && in.NotifiedLevels > 0 && now.Sub(r.amSent[in.ID]) >= r.cfg.AlertmanagerResend.Duration
 		if len(sends) > 0 && !busy {
 			r.sending[in.ID] = true

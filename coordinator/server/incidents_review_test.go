@@ -171,3 +171,49 @@ func TestListIncidentsFitsAResponse(t *testing.T) {
 		t.Fatalf("one incident by id: %v %v", one, err)
 	}
 }
+
+// TestIncidentSendsBounded: many incidents opening at once (a regional
+// outage) are delivered a bounded number at a time, not one goroutine and
+// connection per incident against a receiver that rate-limits.
+func TestIncidentSendsBounded(t *testing.T) {
+	var cur, peak, done atomic.Int32
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		n := cur.Add(1)
+		for {
+			p := peak.Load()
+			if n <= p || peak.CompareAndSwap(p, n) {
+				break
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+		cur.Add(-1)
+		done.Add(1)
+	}))
+	defer recv.Close()
+	cfg := testConfig()
+	cfg.Incidents.Channels = []notify.ChannelConfig{{Name: "hook", Type: notify.TypeWebhook, URL: recv.URL}}
+	cfg.Incidents.Interval.Duration = 50 * time.Millisecond
+	s, err := newServer(cfg, slog.New(slog.DiscardHandler), Options{}, &config.Tokens{}, &tls.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	startInmemRaft(t, s)
+	testutil.WaitFor(t, 20*time.Second, "incidents started", func() (bool, error) { return s.fsm.IncidentsStarted(), nil })
+	mustPropose(t, s, pgdrv1.CommandType_COMMAND_TYPE_REGISTER_MEMBER, &pgdrv1.RegisterMember{Member: &pgdrv1.Member{Cluster: "main", Name: "a", Region: "eu-west-1"}})
+	const n = 3 * maxSendsInFlight
+	var ops []*pgdrv1.IncidentCommand
+	for i := range n {
+		ops = append(ops, &pgdrv1.IncidentCommand{Op: &pgdrv1.IncidentCommand_Observe{Observe: &pgdrv1.IncidentObserve{
+			DedupKey: fmt.Sprintf("manual:main:%d", i), Title: "disk", Cluster: "main", Category: "manual", Severity: "high"}}})
+	}
+	// Opened together: the leader's round finds them all due at once.
+	for _, op := range ops {
+		mustPropose(t, s, pgdrv1.CommandType_COMMAND_TYPE_INCIDENT, op)
+	}
+	testutil.WaitFor(t, 60*time.Second, "every incident delivered", func() (bool, error) {
+		return done.Load() >= n, fmt.Errorf("%d delivered", done.Load())
+	})
+	if p := peak.Load(); p > maxSendsInFlight {
+		t.Errorf("%d deliveries at once, want at most %d", p, maxSendsInFlight)
+	}
+}
