@@ -52,14 +52,21 @@ func fleetIncidents(h *harness, n int) {
 	}
 }
 
-// BenchmarkBackupResultAmongIncidents: recording a backup result of one
-// cluster while 5000 incidents of other clusters are kept.
-func BenchmarkBackupResultAmongIncidents(b *testing.B) {
+// fleetHarness is a started harness keeping 5000 incidents, the timer
+// reset.
+func fleetHarness(b *testing.B) *harness {
 	h := newHarness(&testing.T{}, Options{})
 	baseline(h)
 	startIncidents(h)
 	fleetIncidents(h, 5000)
 	b.ResetTimer()
+	return h
+}
+
+// BenchmarkBackupResultAmongIncidents: recording a backup result of one
+// cluster while 5000 incidents of other clusters are kept.
+func BenchmarkBackupResultAmongIncidents(b *testing.B) {
+	h := fleetHarness(b)
 	for i := range b.N {
 		id := fmt.Sprintf("r%d", i)
 		h.mustApply(tBackupRun, intent(id, "daily", "full", "pg-a2"))
@@ -139,22 +146,14 @@ func TestManualIncidentsLeaveRoomForFailover(t *testing.T) {
 // BenchmarkIncidentState: what the leader reads each round among 5000
 // kept incidents.
 func BenchmarkIncidentState(b *testing.B) {
-	h := newHarness(&testing.T{}, Options{})
-	baseline(h)
-	startIncidents(h)
-	fleetIncidents(h, 5000)
-	b.ResetTimer()
+	h := fleetHarness(b)
 	for range b.N {
 		_ = h.f.IncidentState()
 	}
 }
 
 func BenchmarkIncidentStateTail(b *testing.B) {
-	h := newHarness(&testing.T{}, Options{})
-	baseline(h)
-	startIncidents(h)
-	fleetIncidents(h, 5000)
-	b.ResetTimer()
+	h := fleetHarness(b)
 	for range b.N {
 		_ = h.f.IncidentStateTail(5)
 	}

@@ -77,22 +77,13 @@ func TestGapToReport(t *testing.T) {
 	}
 }
 
-// TestIncidentDeliveryOutlivesReceiverOutage: a receiver that fails every
-// attempt of one delivery (a PagerDuty outage of a few seconds) does not
-// lose the notification: the leader sends it again later, and records the
-// outbox only once it went out.
-func TestIncidentDeliveryOutlivesReceiverOutage(t *testing.T) {
-	var calls, delivered atomic.Int32
-	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		if calls.Add(1) <= 5 {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			return
-		}
-		delivered.Add(1)
-	}))
-	defer recv.Close()
+// webhookLeader is the leader of a one-voter Raft whose incidents go to the
+// webhook at url (its notifier retrying at once), with incidents started
+// and a cluster "main".
+func webhookLeader(t *testing.T, url string) *Server {
+	t.Helper()
 	cfg := testConfig()
-	cfg.Incidents.Channels = []notify.ChannelConfig{{Name: "hook", Type: notify.TypeWebhook, URL: recv.URL}}
+	cfg.Incidents.Channels = []notify.ChannelConfig{{Name: "hook", Type: notify.TypeWebhook, URL: url}}
 	cfg.Incidents.Interval.Duration = 50 * time.Millisecond
 	log := slog.New(slog.DiscardHandler)
 	s, err := newServer(cfg, log, Options{}, &config.Tokens{}, &tls.Config{})
@@ -108,6 +99,24 @@ func TestIncidentDeliveryOutlivesReceiverOutage(t *testing.T) {
 	startInmemRaft(t, s)
 	testutil.WaitFor(t, 20*time.Second, "incidents started", func() (bool, error) { return s.fsm.IncidentsStarted(), nil })
 	mustPropose(t, s, pgdrv1.CommandType_COMMAND_TYPE_REGISTER_MEMBER, &pgdrv1.RegisterMember{Member: &pgdrv1.Member{Cluster: "main", Name: "a", Region: "eu-west-1"}})
+	return s
+}
+
+// TestIncidentDeliveryOutlivesReceiverOutage: a receiver that fails every
+// attempt of one delivery (a PagerDuty outage of a few seconds) does not
+// lose the notification: the leader sends it again later, and records the
+// outbox only once it went out.
+func TestIncidentDeliveryOutlivesReceiverOutage(t *testing.T) {
+	var calls, delivered atomic.Int32
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		if calls.Add(1) <= 5 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		delivered.Add(1)
+	}))
+	defer recv.Close()
+	s := webhookLeader(t, recv.URL)
 	mustPropose(t, s, pgdrv1.CommandType_COMMAND_TYPE_INCIDENT, &pgdrv1.IncidentCommand{Op: &pgdrv1.IncidentCommand_Observe{Observe: &pgdrv1.IncidentObserve{
 		DedupKey: "manual:main:1", Title: "disk", Cluster: "main", Category: "manual", Severity: "high"}}})
 	testutil.WaitFor(t, 20*time.Second, "the notification delivered after the outage", func() (bool, error) {
@@ -190,16 +199,7 @@ func TestIncidentSendsBounded(t *testing.T) {
 		done.Add(1)
 	}))
 	defer recv.Close()
-	cfg := testConfig()
-	cfg.Incidents.Channels = []notify.ChannelConfig{{Name: "hook", Type: notify.TypeWebhook, URL: recv.URL}}
-	cfg.Incidents.Interval.Duration = 50 * time.Millisecond
-	s, err := newServer(cfg, slog.New(slog.DiscardHandler), Options{}, &config.Tokens{}, &tls.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	startInmemRaft(t, s)
-	testutil.WaitFor(t, 20*time.Second, "incidents started", func() (bool, error) { return s.fsm.IncidentsStarted(), nil })
-	mustPropose(t, s, pgdrv1.CommandType_COMMAND_TYPE_REGISTER_MEMBER, &pgdrv1.RegisterMember{Member: &pgdrv1.Member{Cluster: "main", Name: "a", Region: "eu-west-1"}})
+	s := webhookLeader(t, recv.URL)
 	const n = 3 * maxSendsInFlight
 	var ops []*pgdrv1.IncidentCommand
 	for i := range n {
