@@ -41,7 +41,8 @@ import (
 //     escalate once;
 //  4. it resolves what the auto-resolve policy covers;
 //  5. it delivers the outbox: incident.Due says which levels are owed which
-//     status; the sends go out (with the notifier's retries) and then
+//     status; the sends go out, every channel at once (with the notifier's
+//     retries), and then
 //     IncidentNotified records the mark and the deliveries on the
 //     incident's timeline. A leader that dies between the sends and the
 //     record leaves the mark behind, and the next leader sends again with
@@ -437,26 +438,47 @@ func (r *incidentRunner) send(ctx context.Context, in incident.Incident, sends [
 		delete(r.sending, in.ID)
 		r.mu.Unlock()
 	}()
-	var log []string
-	outage := false
+	// Every channel of every send goes out at once: a slow or rate-limited
+	// channel (Slack's Retry-After) must not hold up the page of another.
+	type result struct {
+		line      string
+		transient bool
+	}
+	n := 0
+	for _, sd := range sends {
+		n += len(sd.Channels)
+	}
+	results := make([]result, 0, n) // never grown: the goroutines write in place
+	var wg sync.WaitGroup
 	for _, sd := range sends {
 		ev := r.event(in, sd.Level, sd.ID)
 		for _, name := range sd.Channels {
+			results = append(results, result{})
+			res := &results[len(results)-1]
 			ch := r.channels[name]
 			if ch == nil {
-				log = append(log, fmt.Sprintf("level %d %s %s: no such channel in this coordinator's config", sd.Level, sd.Status, name))
+				res.line = fmt.Sprintf("level %d %s %s: no such channel in this coordinator's config", sd.Level, sd.Status, name)
 				continue
 			}
-			if err := r.notifier.Deliver(ctx, ch, ev); err != nil {
-				if ctx.Err() != nil {
-					return // leadership lost: the next leader sends what was not recorded
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := r.notifier.Deliver(ctx, ch, ev); err != nil {
+					res.line, res.transient = fmt.Sprintf("level %d %s to %s (%s): failed: %v", sd.Level, sd.Status, name, ch.Type(), err), notify.Transient(err)
+					return
 				}
-				outage = outage || notify.Transient(err)
-				log = append(log, fmt.Sprintf("level %d %s to %s (%s): failed: %v", sd.Level, sd.Status, name, ch.Type(), err))
-				continue
-			}
-			log = append(log, fmt.Sprintf("level %d %s to %s (%s): delivered", sd.Level, sd.Status, name, ch.Type()))
+				res.line = fmt.Sprintf("level %d %s to %s (%s): delivered", sd.Level, sd.Status, name, ch.Type())
+			}()
 		}
+	}
+	wg.Wait()
+	if ctx.Err() != nil {
+		return // leadership lost: the next leader sends what was not recorded
+	}
+	var log []string
+	outage := false
+	for _, res := range results {
+		log, outage = append(log, res.line), outage || res.transient
 	}
 	r.mu.Lock()
 	if outage {

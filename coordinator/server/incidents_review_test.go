@@ -78,12 +78,14 @@ func TestGapToReport(t *testing.T) {
 }
 
 // webhookLeader is the leader of a one-voter Raft whose incidents go to the
-// webhook at url (its notifier retrying at once), with incidents started
-// and a cluster "main".
-func webhookLeader(t *testing.T, url string) *Server {
+// webhooks at urls (channels hook0, hook1, …, all at level 0; its
+// notifier retrying at once), with incidents started and a cluster "main".
+func webhookLeader(t *testing.T, urls ...string) *Server {
 	t.Helper()
 	cfg := testConfig()
-	cfg.Incidents.Channels = []notify.ChannelConfig{{Name: "hook", Type: notify.TypeWebhook, URL: url}}
+	for i, u := range urls {
+		cfg.Incidents.Channels = append(cfg.Incidents.Channels, notify.ChannelConfig{Name: fmt.Sprintf("hook%d", i), Type: notify.TypeWebhook, URL: u})
+	}
 	cfg.Incidents.Interval.Duration = 50 * time.Millisecond
 	log := slog.New(slog.DiscardHandler)
 	s, err := newServer(cfg, log, Options{}, &config.Tokens{}, &tls.Config{})
@@ -95,7 +97,10 @@ func webhookLeader(t *testing.T, url string) *Server {
 		t.Fatal(err)
 	}
 	s.incidents.notifier = n
-	s.incidents.channels = map[string]notify.Channel{"hook": n.Channels()[0]}
+	s.incidents.channels = map[string]notify.Channel{}
+	for _, ch := range n.Channels() {
+		s.incidents.channels[ch.Name()] = ch
+	}
 	startInmemRaft(t, s)
 	testutil.WaitFor(t, 20*time.Second, "incidents started", func() (bool, error) { return s.fsm.IncidentsStarted(), nil })
 	mustPropose(t, s, pgdrv1.CommandType_COMMAND_TYPE_REGISTER_MEMBER, &pgdrv1.RegisterMember{Member: &pgdrv1.Member{Cluster: "main", Name: "a", Region: "eu-west-1"}})
@@ -216,4 +221,23 @@ func TestIncidentSendsBounded(t *testing.T) {
 	if p := peak.Load(); p > maxSendsInFlight {
 		t.Errorf("%d deliveries at once, want at most %d", p, maxSendsInFlight)
 	}
+}
+
+// TestIncidentChannelsDeliveredTogether: a slow channel (Slack answering
+// 429 with Retry-After, say) does not hold up the other channels of the
+// same notification (the PagerDuty page).
+func TestIncidentChannelsDeliveredTogether(t *testing.T) {
+	release := make(chan struct{})
+	slow := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { <-release }))
+	defer slow.Close()
+	defer close(release)
+	var fastAt atomic.Int64
+	fast := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { fastAt.CompareAndSwap(0, time.Now().UnixNano()) }))
+	defer fast.Close()
+	s := webhookLeader(t, slow.URL, fast.URL)
+	mustPropose(t, s, pgdrv1.CommandType_COMMAND_TYPE_INCIDENT, &pgdrv1.IncidentCommand{Op: &pgdrv1.IncidentCommand_Observe{Observe: &pgdrv1.IncidentObserve{
+		DedupKey: "manual:main:1", Title: "disk", Cluster: "main", Category: "manual", Severity: "high"}}})
+	testutil.WaitFor(t, 5*time.Second, "the fast channel notified while the slow one hangs", func() (bool, error) {
+		return fastAt.Load() != 0, nil
+	})
 }
