@@ -257,7 +257,7 @@ func flat(s string) string {
 // clearKey marks the condition of the active incident with key cleared.
 func clearKey(st *pgdrv1.State, c *pgdrv1.Command, key, msg string) {
 	lim, now := incident.DefaultLimits(), cmdTime(c).AsTime()
-	key = clip(key, lim.MaxKey)
+	key = clip(flat(key), lim.MaxKey) // as observe stored it
 	cur := incidentsFor(st, activeKey(key))
 	if len(cur.Incidents) == 0 {
 		return
