@@ -70,7 +70,7 @@ func (r *incidentRunner) sendRetryWait(n int) time.Duration {
 }
 
 // maxSendsInFlight bounds the incidents whose outbox is being delivered at
-// once.
+// once, and the Alertmanager re-sends in flight.
 const maxSendsInFlight = 16
 
 // eventEntries: the newest timeline entries a notification carries; the
@@ -101,7 +101,11 @@ type incidentRunner struct {
 	// times, before it is recorded with the failures.
 	failedRounds map[string]int
 	retryAt      map[string]time.Time
-	startTried   time.Time
+	// resending: Alertmanager re-sends in flight (at most
+	// maxSendsInFlight; hasAM: there is an Alertmanager channel).
+	resending  int
+	hasAM      bool
+	startTried time.Time
 
 	// Leader gaps this coordinator saw (watchLeaderChanges): no leader
 	// from gapFrom (in Raft term gapTerm); the last gap that ended is
@@ -128,6 +132,7 @@ func newIncidentRunner(s *Server, cfg config.Incidents, log *slog.Logger) (*inci
 	r.notifier = n
 	for _, ch := range n.Channels() {
 		r.channels[ch.Name()] = ch
+		r.hasAM = r.hasAM || ch.Type() == notify.TypeAlertmanager
 	}
 	return r, nil
 }
@@ -393,12 +398,14 @@ func (r *incidentRunner) deliver(ctx context.Context, now time.Time) {
 		r.mu.Lock()
 		busy := inFlight[in.ID] || r.sending[in.ID] || now.Before(r.retryAt[in.ID]) ||
 			len(sends) > 0 && len(r.sending) >= maxSendsInFlight // the oldest first; the rest next round
-		resend := len(sends) == 0 && in.Active() && in.NotifiedLevels > 0 && now.Sub(r.amSent[in.ID]) >= r.cfg.AlertmanagerResend.Duration
+		resend := r.hasAM && len(sends) == 0 && in.Active() && in.NotifiedLevels > 0 && now.Sub(r.amSent[in.ID]) >= r.cfg.AlertmanagerResend.Duration &&
+			r.resending < maxSendsInFlight // the rest next round
 		if len(sends) > 0 && !busy {
 			r.sending[in.ID] = true
 		}
 		if resend && !busy {
 			r.amSent[in.ID] = now
+			r.resending++
 		}
 		r.mu.Unlock()
 		switch {
@@ -506,6 +513,11 @@ func (r *incidentRunner) send(ctx context.Context, in incident.Incident, sends [
 // resendAlertmanager pushes an open incident to the Alertmanager channels
 // of the levels notified (not recorded: Alertmanager dedupes by labels).
 func (r *incidentRunner) resendAlertmanager(ctx context.Context, in incident.Incident) {
+	defer func() {
+		r.mu.Lock()
+		r.resending--
+		r.mu.Unlock()
+	}()
 	ev := r.event(in, in.EscalationLevel, "")
 	for _, name := range r.policy.Channels(in.NotifiedLevels - 1) {
 		if ch := r.channels[name]; ch != nil && ch.Type() == notify.TypeAlertmanager {

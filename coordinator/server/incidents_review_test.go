@@ -82,10 +82,19 @@ func TestGapToReport(t *testing.T) {
 // notifier retrying at once), with incidents started and a cluster "main".
 func webhookLeader(t *testing.T, urls ...string) *Server {
 	t.Helper()
-	cfg := testConfig()
+	var chans []notify.ChannelConfig
 	for i, u := range urls {
-		cfg.Incidents.Channels = append(cfg.Incidents.Channels, notify.ChannelConfig{Name: fmt.Sprintf("hook%d", i), Type: notify.TypeWebhook, URL: u})
+		chans = append(chans, notify.ChannelConfig{Name: fmt.Sprintf("hook%d", i), Type: notify.TypeWebhook, URL: u})
 	}
+	return notifyLeader(t, chans...)
+}
+
+// notifyLeader is webhookLeader with the channels given.
+func notifyLeader(t *testing.T, chans ...notify.ChannelConfig) *Server {
+	t.Helper()
+	cfg := testConfig()
+	cfg.Incidents.Channels = chans
+	cfg.Incidents.AlertmanagerResend.Duration = time.Second
 	cfg.Incidents.Interval.Duration = 50 * time.Millisecond
 	log := slog.New(slog.DiscardHandler)
 	s, err := newServer(cfg, log, Options{}, &config.Tokens{}, &tls.Config{})
@@ -240,4 +249,52 @@ func TestIncidentChannelsDeliveredTogether(t *testing.T) {
 	testutil.WaitFor(t, 5*time.Second, "the fast channel notified while the slow one hangs", func() (bool, error) {
 		return fastAt.Load() != 0, nil
 	})
+}
+
+// TestAlertmanagerResendsBounded: the minutely re-sends of every open
+// incident to Alertmanager go out a bounded number at a time, not one
+// goroutine and connection per incident (thousands of descriptors at once
+// would starve the coordinator's own Raft and gRPC connections).
+func TestAlertmanagerResendsBounded(t *testing.T) {
+	var cur, peak, posts atomic.Int32
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		n := cur.Add(1)
+		for {
+			p := peak.Load()
+			if n <= p || peak.CompareAndSwap(p, n) {
+				break
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+		cur.Add(-1)
+		posts.Add(1)
+	}))
+	defer recv.Close()
+	s := notifyLeader(t, notify.ChannelConfig{Name: "am", Type: notify.TypeAlertmanager, URL: recv.URL})
+	const n = 3 * maxSendsInFlight
+	for i := range n {
+		mustPropose(t, s, pgdrv1.CommandType_COMMAND_TYPE_INCIDENT, &pgdrv1.IncidentCommand{Op: &pgdrv1.IncidentCommand_Observe{Observe: &pgdrv1.IncidentObserve{
+			DedupKey: fmt.Sprintf("manual:main:%d", i), Title: "disk", Cluster: "main", Category: "manual", Severity: "high"}}})
+	}
+	testutil.WaitFor(t, 60*time.Second, "every incident sent", func() (bool, error) {
+		l := s.fsm.Incidents("main", false, "")
+		for _, in := range l {
+			if in.GetNotifiedLevels() == 0 {
+				return false, fmt.Errorf("%s not sent yet", in.GetId())
+			}
+		}
+		return len(l) == n, nil
+	})
+	// As a new leader finds them: none re-sent yet by this coordinator.
+	s.incidents.mu.Lock()
+	clear(s.incidents.amSent)
+	s.incidents.mu.Unlock()
+	peak.Store(0)
+	base := posts.Load()
+	testutil.WaitFor(t, 60*time.Second, "every incident re-sent", func() (bool, error) {
+		return posts.Load() >= base+n, fmt.Errorf("%d posts", posts.Load()-base)
+	})
+	if p := peak.Load(); p > maxSendsInFlight {
+		t.Errorf("%d posts to Alertmanager at once, want at most %d", p, maxSendsInFlight)
+	}
 }
