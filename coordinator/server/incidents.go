@@ -329,14 +329,19 @@ func (r *incidentRunner) conditions(ctx context.Context) {
 	for _, c := range r.s.fsm.ClusterViews() {
 		statuses = append(statuses, r.s.statusOf(c)...)
 	}
-	st := r.s.fsm.IncidentStateTail(eventEntries)
+	cleared := map[string]bool{} // active incidents by dedup key: condition cleared (one lookup per member, not a scan)
+	for _, in := range r.s.fsm.IncidentStateTail(0).Incidents {
+		if in.Active() {
+			cleared[in.DedupKey] = in.ConditionCleared
+		}
+	}
 	for _, c := range viewConditions(statuses) {
-		i := st.ActiveByKey(c.key)
+		isCleared, active := cleared[c.key]
 		switch {
-		case c.present && (i < 0 || st.Incidents[i].ConditionCleared):
+		case c.present && (!active || isCleared):
 			r.propose(ctx, "observe "+c.key, &pgdrv1.IncidentCommand{Op: &pgdrv1.IncidentCommand_Observe{Observe: &pgdrv1.IncidentObserve{
 				DedupKey: c.key, Title: c.sig.Title, Cluster: c.cluster, Category: string(c.sig.Category), Severity: string(c.sig.Severity), Message: c.sig.Message}}})
-		case !c.present && i >= 0 && !st.Incidents[i].ConditionCleared:
+		case !c.present && active && !isCleared:
 			r.propose(ctx, "clear "+c.key, &pgdrv1.IncidentCommand{Op: &pgdrv1.IncidentCommand_Clear{Clear: &pgdrv1.IncidentClear{
 				DedupKey: c.key, Message: "condition over (seen in the members' reports)"}}})
 		}
