@@ -147,7 +147,7 @@ func escalateTo(cur incident.State, e *pgdrv1.IncidentEscalate, actor string, li
 
 // recordNotified moves an incident's outbox mark forward (never back: a
 // slow leader's late record of an older mark changes nothing) and puts the
-// deliveries on its timeline.
+// deliveries on its timeline, as one entry (cut at max_message).
 func recordNotified(cur incident.State, n *pgdrv1.IncidentNotified, actor string, lim incident.Limits, now time.Time) (incident.State, error) {
 	i := cur.Find(n.GetId())
 	if i < 0 {
@@ -161,8 +161,9 @@ func recordNotified(cur incident.State, n *pgdrv1.IncidentNotified, actor string
 	if int(n.GetNotifiedLevels()) >= o.NotifiedLevels {
 		o.NotifiedLevels, o.NotifiedStatus = int(n.GetNotifiedLevels()), incident.Status(clip(n.GetStatus(), 32))
 	}
-	for _, d := range n.GetDeliveries() {
-		o.Timeline = append(o.Timeline, incident.Entry{Time: now, Actor: actor, Kind: "notified", Message: clip(d, lim.MaxMessage)})
+	if len(n.GetDeliveries()) > 0 { // one entry, so that a record cannot push the rest of the timeline out
+		o.Timeline = append(o.Timeline, incident.Entry{Time: now, Actor: actor, Kind: "notified",
+			Message: clip(flat(strings.Join(n.GetDeliveries(), "; ")), lim.MaxMessage)})
 	}
 	return out, nil
 }

@@ -178,3 +178,36 @@ func TestIncidentStateTail(t *testing.T) {
 		}
 	}
 }
+
+// TestDeliveryRecordKeepsTimeline: one delivery record (up to 64 channel
+// lines) is one timeline entry, so it cannot push the escalations and
+// acknowledgements out of the 50 entries kept.
+func TestDeliveryRecordKeepsTimeline(t *testing.T) {
+	h := newHarness(t, Options{})
+	baseline(h)
+	startIncidents(h)
+	h.mustApply(tIncident, incCmd(&pgdrv1.IncidentObserve{DedupKey: "manual:1", Title: "disk", Cluster: "main", Category: "manual", Severity: "low"}))
+	id := h.f.Incidents("", false, "")[0].GetId()
+	h.mustApply(tIncident, incCmd(&pgdrv1.IncidentEscalate{Id: id, From: 0, To: 1, Message: "escalated to lead"}))
+	lines := make([]string, incident.MaxDeliveries)
+	for i := range lines {
+		lines[i] = fmt.Sprintf("level 1 open to hook%d (webhook): delivered", i)
+	}
+	h.mustApply(tIncident, incCmd(&pgdrv1.IncidentNotified{Id: id, NotifiedLevels: 2, Status: "open", Deliveries: lines}))
+	in := h.f.Incidents("", false, id)[0]
+	var escalated, notified int
+	for _, e := range in.GetTimeline() {
+		switch e.GetKind() {
+		case "escalated":
+			escalated++
+		case "notified":
+			notified++
+			if !strings.Contains(e.GetMessage(), "hook0 (webhook): delivered") {
+				t.Errorf("delivery entry %q lost the first line", e.GetMessage())
+			}
+		}
+	}
+	if escalated != 1 || notified != 1 {
+		t.Errorf("after a record of %d deliveries: %d escalation and %d delivery entries, want 1 and 1", len(lines), escalated, notified)
+	}
+}
