@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/raft"
+
 	"github.com/pgdr/pgdr/coordinator/config"
 	"github.com/pgdr/pgdr/coordinator/fsm"
 	"github.com/pgdr/pgdr/coordinator/incident"
@@ -113,15 +115,18 @@ type incidentRunner struct {
 	// term ended it (a coordinator cut off from a leader that kept its
 	// quorum finds that leader in the same term: no quorum was lost).
 	gapFrom, lastGapFrom, lastGapTo time.Time
-	gapTerm                         uint64
+	gapTerm, lastGapTerm            uint64
 	lastGapElection                 bool
+	// termStart says when the leader of a term was elected (its first
+	// log entry): Server.termStartedAt.
+	termStart func(term uint64) (time.Time, bool)
 }
 
 func newIncidentRunner(s *Server, cfg config.Incidents, log *slog.Logger) (*incidentRunner, error) {
 	cfg = cfg.WithDefaults()
 	r := &incidentRunner{s: s, log: log.With("subsystem", "incidents"), cfg: cfg, policy: cfg.Policy(), auto: cfg.AutoResolvePolicy(),
 		channels: map[string]notify.Channel{}, sending: map[string]bool{}, amSent: map[string]time.Time{},
-		failedRounds: map[string]int{}, retryAt: map[string]time.Time{}}
+		failedRounds: map[string]int{}, retryAt: map[string]time.Time{}, termStart: s.termStartedAt}
 	if len(cfg.Channels) == 0 {
 		return r, nil
 	}
@@ -148,7 +153,7 @@ func (r *incidentRunner) leaderSeen(id string, term uint64, now time.Time) bool 
 	case id == "" && r.gapFrom.IsZero():
 		r.gapFrom, r.gapTerm = now, term
 	case id != "" && !r.gapFrom.IsZero():
-		r.lastGapFrom, r.lastGapTo, r.lastGapElection, r.gapFrom = r.gapFrom, now, term > r.gapTerm, time.Time{}
+		r.lastGapFrom, r.lastGapTo, r.lastGapElection, r.lastGapTerm, r.gapFrom = r.gapFrom, now, term > r.gapTerm, term, time.Time{}
 		return id != r.s.cfg.Name
 	}
 	return false
@@ -226,7 +231,7 @@ func (r *incidentRunner) start(ctx context.Context, now time.Time) {
 // quorum records the leaderless gap this coordinator saw just before it
 // became leader, if it was longer than quorum_lost_after.
 func (r *incidentRunner) quorum(ctx context.Context, now time.Time) {
-	if from, to, ok := r.gapToReport(true, now); ok {
+	if from, to, _, ok := r.gapToReport(true, now); ok {
 		r.reportGap(ctx, from, to)
 	}
 }
@@ -244,9 +249,23 @@ func (r *incidentRunner) reportAsFollower(ctx context.Context) {
 	if r.s.isLeader() || !r.s.fsm.IncidentsStarted() {
 		return // as the leader, quorum reports it
 	}
-	if from, to, ok := r.gapToReport(false, time.Now()); ok {
-		r.reportGap(ctx, from, to)
+	from, to, term, ok := r.gapToReport(false, time.Now())
+	if !ok {
+		return
 	}
+	if start, known := r.termStart(term); !electedLate(from, start, known, r.cfg.QuorumLostAfter.Duration) {
+		return // the others had a leader soon after this coordinator lost its own: it was cut off, not the quorum lost
+	}
+	r.reportGap(ctx, from, to)
+}
+
+// electedLate reports whether the leader a follower found after its gap
+// (from) was elected (start, when known) more than after later: only then
+// had the coordinators no leader, rather than this one being cut off from
+// them (a leader cut off from the others, say, steps down and finds the
+// leader they elected at once).
+func electedLate(from, start time.Time, known bool, after time.Duration) bool {
+	return known && start.Sub(from) > after
 }
 
 // reportGap records the gap [from, to] as a lost quorum, unless an active
@@ -270,23 +289,56 @@ func (r *incidentRunner) reportGap(ctx context.Context, from, to time.Time) {
 // quorum_lost_after: as the new leader (leader: a gap its own observation
 // has not ended yet ends now) or as a follower that saw a new leader. A
 // gap that ended more than a minute ago, or without an election (the
-// leader of the same term found again), is not reported.
-func (r *incidentRunner) gapToReport(leader bool, now time.Time) (from, to time.Time, ok bool) {
+// leader of the same term found again), is not reported. term is the Raft
+// term of the leader that ended a follower's gap.
+func (r *incidentRunner) gapToReport(leader bool, now time.Time) (from, to time.Time, term uint64, ok bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	switch {
 	case leader && !r.gapFrom.IsZero():
 		from, to, r.gapFrom = r.gapFrom, now, time.Time{}
 	case !r.lastGapFrom.IsZero() && now.Sub(r.lastGapTo) <= time.Minute:
-		from, to = r.lastGapFrom, r.lastGapTo
+		from, to, term = r.lastGapFrom, r.lastGapTo, r.lastGapTerm
 		if !r.lastGapElection {
 			from = time.Time{}
 		}
 	default:
-		return from, to, false
+		return from, to, 0, false
 	}
 	r.lastGapFrom, r.lastGapTo = time.Time{}, time.Time{}
-	return from, to, !from.IsZero() && to.Sub(from) > r.cfg.QuorumLostAfter.Duration
+	return from, to, term, !from.IsZero() && to.Sub(from) > r.cfg.QuorumLostAfter.Duration
+}
+
+// termStartedAt returns when the leader of term was elected: the time its
+// first entry (the election's no-op) was appended, reading the Raft log
+// back from its end, at most 4096 entries. Unknown (false) when the log
+// read holds no entry of an earlier term before it.
+func (s *Server) termStartedAt(term uint64) (time.Time, bool) {
+	if s.raftLogs == nil {
+		return time.Time{}, false
+	}
+	first, err := s.raftLogs.FirstIndex()
+	if err != nil {
+		return time.Time{}, false
+	}
+	last, err := s.raftLogs.LastIndex()
+	if err != nil {
+		return time.Time{}, false
+	}
+	var at time.Time
+	for i := last; i >= first && i > 0 && last-i < 4096; i-- {
+		var l raft.Log
+		if err := s.raftLogs.GetLog(i, &l); err != nil {
+			return time.Time{}, false
+		}
+		switch {
+		case l.Term < term:
+			return at, !at.IsZero()
+		case l.Term == term:
+			at = l.AppendedAt
+		}
+	}
+	return time.Time{}, false
 }
 
 // condition is one condition the leader sees in the agents' reports.

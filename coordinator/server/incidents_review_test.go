@@ -9,9 +9,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/raft"
 
 	"github.com/pgdr/pgdr/coordinator/config"
 	"github.com/pgdr/pgdr/coordinator/notify"
@@ -40,28 +43,28 @@ func TestGapToReport(t *testing.T) {
 	r := newRunner()
 	r.leaderSeen("", 5, t0)
 	r.leaderSeen("c2", 6, t0.Add(40*time.Second))
-	if _, _, ok := r.gapToReport(false, t0.Add(40*time.Second)); !ok {
+	if _, _, _, ok := r.gapToReport(false, t0.Add(40*time.Second)); !ok {
 		t.Errorf("a follower that saw a 40s gap end does not report it")
 	}
 
 	r = newRunner()
 	r.leaderSeen("", 5, t0)
-	if from, to, ok := r.gapToReport(true, t0.Add(40*time.Second)); !ok || !from.Equal(t0) || !to.Equal(t0.Add(40*time.Second)) {
+	if from, to, _, ok := r.gapToReport(true, t0.Add(40*time.Second)); !ok || !from.Equal(t0) || !to.Equal(t0.Add(40*time.Second)) {
 		t.Errorf("new leader before its own observation: gap %s..%s %v, want %s..+40s", from, to, ok, t0)
 	}
 
 	r = newRunner()
 	r.leaderSeen("", 5, t0)
 	r.leaderSeen("c1", 6, t0.Add(40*time.Second))
-	if _, _, ok := r.gapToReport(true, t0.Add(41*time.Second)); !ok {
+	if _, _, _, ok := r.gapToReport(true, t0.Add(41*time.Second)); !ok {
 		t.Fatalf("new leader after a 40s gap does not report it")
 	}
 	r.leaderSeen("c2", 7, t0.Add(50*time.Second)) // leadership moved without a gap
 	r.leaderSeen("c1", 8, t0.Add(55*time.Second)) // and back
-	if _, _, ok := r.gapToReport(true, t0.Add(56*time.Second)); ok {
+	if _, _, _, ok := r.gapToReport(true, t0.Add(56*time.Second)); ok {
 		t.Errorf("the same gap reported again by the next leadership")
 	}
-	if _, _, ok := r.gapToReport(false, t0.Add(56*time.Second)); ok {
+	if _, _, _, ok := r.gapToReport(false, t0.Add(56*time.Second)); ok {
 		t.Errorf("the same gap reported again as a follower")
 	}
 
@@ -71,7 +74,7 @@ func TestGapToReport(t *testing.T) {
 	r.leaderSeen("c2", 5, t0)
 	r.leaderSeen("", 5, t0.Add(time.Second))
 	if r.leaderSeen("c2", 5, t0.Add(5*time.Minute)) {
-		if _, _, ok := r.gapToReport(false, t0.Add(5*time.Minute+3*time.Second)); ok {
+		if _, _, _, ok := r.gapToReport(false, t0.Add(5*time.Minute+3*time.Second)); ok {
 			t.Errorf("a coordinator cut off from a leader that kept its quorum reports a lost quorum")
 		}
 	}
@@ -170,14 +173,22 @@ func TestListIncidentsFitsAResponse(t *testing.T) {
 			ids = append(ids, fmt.Sprintf("INC-%d", res.GetIndex()))
 		}
 	}
+	// A full timeline each: 50 delivery records of ~1000 characters.
+	var wg sync.WaitGroup
 	for _, id := range ids {
-		d := make([]string, 50)
-		for i := range d {
-			d[i] = fmt.Sprintf("%d %s", i, long)
-		}
-		mustPropose(t, s, pgdrv1.CommandType_COMMAND_TYPE_INCIDENT, &pgdrv1.IncidentCommand{Op: &pgdrv1.IncidentCommand_Notified{Notified: &pgdrv1.IncidentNotified{
-			Id: id, NotifiedLevels: 1, Status: "open", Deliveries: d}}})
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 50 {
+				if _, err := s.propose(context.Background(), pgdrv1.CommandType_COMMAND_TYPE_INCIDENT, &pgdrv1.IncidentCommand{Op: &pgdrv1.IncidentCommand_Notified{Notified: &pgdrv1.IncidentNotified{
+					Id: id, NotifiedLevels: 1, Status: "open", Deliveries: []string{fmt.Sprintf("%d %s", i, long)}}}}, "admin:test"); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
 	}
+	wg.Wait()
 	a := &adminAPI{s: s}
 	resp, err := a.ListIncidents(context.Background(), &pgdrv1.ListIncidentsRequest{})
 	if err != nil {
@@ -296,5 +307,40 @@ func TestAlertmanagerResendsBounded(t *testing.T) {
 	})
 	if p := peak.Load(); p > maxSendsInFlight {
 		t.Errorf("%d posts to Alertmanager at once, want at most %d", p, maxSendsInFlight)
+	}
+}
+
+// TestFollowerReportsOnlyALateElection: a follower reports its gap only
+// when the leader it found was elected well after it lost its own: a
+// leader cut off from the others steps down, and when the partition heals
+// finds the leader they elected a second after the cut, five minutes ago.
+// When the term began is read back from the Raft log (its first entry).
+func TestFollowerReportsOnlyALateElection(t *testing.T) {
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	after := 15 * time.Second
+	if electedLate(t0, t0.Add(time.Second), true, after) {
+		t.Errorf("a leader elected 1s after this coordinator lost its own: reported as a lost quorum")
+	}
+	if !electedLate(t0, t0.Add(40*time.Second), true, after) {
+		t.Errorf("a leader elected 40s after: not reported")
+	}
+	if electedLate(t0, time.Time{}, false, after) {
+		t.Errorf("election time unknown: reported")
+	}
+
+	store := raft.NewInmemStore()
+	for i, l := range []raft.Log{{Term: 3, AppendedAt: t0}, {Term: 3, AppendedAt: t0.Add(time.Second)},
+		{Term: 5, AppendedAt: t0.Add(40 * time.Second)}, {Term: 5, AppendedAt: t0.Add(41 * time.Second)}} {
+		l.Index, l.Type = uint64(i+1), raft.LogCommand
+		if err := store.StoreLog(&l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := &Server{raftLogs: store}
+	if at, ok := s.termStartedAt(5); !ok || !at.Equal(t0.Add(40*time.Second)) {
+		t.Errorf("term 5 started %s %v, want %s", at, ok, t0.Add(40*time.Second))
+	}
+	if _, ok := s.termStartedAt(3); ok {
+		t.Errorf("term 3, whose start is not in the log read, is known")
 	}
 }
