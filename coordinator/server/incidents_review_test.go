@@ -206,12 +206,12 @@ func TestListIncidentsFitsAResponse(t *testing.T) {
 	}
 }
 
-// TestIncidentSendsBounded: many incidents opening at once (a regional
-// outage) are delivered a bounded number at a time, not one goroutine and
-// connection per incident against a receiver that rate-limits.
-func TestIncidentSendsBounded(t *testing.T) {
-	var cur, peak, done atomic.Int32
-	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+// peakReceiver is a receiver taking 20 ms per request that counts the
+// requests answered and the most in flight at once.
+func peakReceiver(t *testing.T) (recv *httptest.Server, peak, answered *atomic.Int32) {
+	var cur atomic.Int32
+	peak, answered = new(atomic.Int32), new(atomic.Int32)
+	recv = httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
 		n := cur.Add(1)
 		for {
 			p := peak.Load()
@@ -221,9 +221,17 @@ func TestIncidentSendsBounded(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 		cur.Add(-1)
-		done.Add(1)
+		answered.Add(1)
 	}))
-	defer recv.Close()
+	t.Cleanup(recv.Close)
+	return recv, peak, answered
+}
+
+// TestIncidentSendsBounded: many incidents opening at once (a regional
+// outage) are delivered a bounded number at a time, not one goroutine and
+// connection per incident against a receiver that rate-limits.
+func TestIncidentSendsBounded(t *testing.T) {
+	recv, peak, done := peakReceiver(t)
 	s := webhookLeader(t, recv.URL)
 	const n = 3 * maxSendsInFlight
 	var ops []*pgdrv1.IncidentCommand
@@ -267,20 +275,7 @@ func TestIncidentChannelsDeliveredTogether(t *testing.T) {
 // goroutine and connection per incident (thousands of descriptors at once
 // would starve the coordinator's own Raft and gRPC connections).
 func TestAlertmanagerResendsBounded(t *testing.T) {
-	var cur, peak, posts atomic.Int32
-	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		n := cur.Add(1)
-		for {
-			p := peak.Load()
-			if n <= p || peak.CompareAndSwap(p, n) {
-				break
-			}
-		}
-		time.Sleep(20 * time.Millisecond)
-		cur.Add(-1)
-		posts.Add(1)
-	}))
-	defer recv.Close()
+	recv, peak, posts := peakReceiver(t)
 	s := notifyLeader(t, notify.ChannelConfig{Name: "am", Type: notify.TypeAlertmanager, URL: recv.URL})
 	const n = 3 * maxSendsInFlight
 	for i := range n {
