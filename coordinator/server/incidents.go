@@ -1,10 +1,12 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
 	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -450,7 +452,13 @@ func (r *incidentRunner) deliver(ctx context.Context, now time.Time) {
 	r.mu.Lock()
 	inFlight := maps.Clone(r.sending)
 	r.mu.Unlock()
-	for _, in := range r.s.fsm.IncidentStateTail(eventEntries).Incidents {
+	// The most severe first (then the oldest): when more are due than
+	// maxSendsInFlight, a failover's page does not wait behind the rest.
+	ins := r.s.fsm.IncidentStateTail(eventEntries).Incidents
+	slices.SortStableFunc(ins, func(a, b incident.Incident) int {
+		return cmp.Compare(severityRank(a.Severity), severityRank(b.Severity))
+	})
+	for _, in := range ins {
 		sends, mark := incident.Due(in, r.policy)
 		r.mu.Lock()
 		busy := inFlight[in.ID] || r.sending[in.ID] || now.Before(r.retryAt[in.ID]) ||
@@ -474,6 +482,15 @@ func (r *incidentRunner) deliver(ctx context.Context, now time.Time) {
 		}
 	}
 	r.forget()
+}
+
+// severityRank orders severities for delivery: critical first, unknown
+// last.
+func severityRank(s incident.Severity) int {
+	if p := incident.PriorityOf(s); p != "" {
+		return int(p[1] - '0')
+	}
+	return 9
 }
 
 // forget drops the Alertmanager push times of incidents no longer kept.

@@ -339,3 +339,56 @@ func TestFollowerReportsOnlyALateElection(t *testing.T) {
 		t.Errorf("term 3, whose start is not in the log read, is known")
 	}
 }
+
+// TestCriticalSentFirst: when more incidents are due than can be sent at
+// once, the critical ones go first: a failover's page does not wait
+// behind the low-severity notifications already queued.
+func TestCriticalSentFirst(t *testing.T) {
+	gate := make(chan struct{})
+	var mu sync.Mutex
+	var order []string // severities, in the order the receiver got them
+	recv := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		sev := "low"
+		if strings.Contains(string(body), `"severity":"critical"`) {
+			sev = "critical"
+		}
+		mu.Lock()
+		order = append(order, sev)
+		mu.Unlock()
+		<-gate
+	}))
+	defer recv.Close()
+	defer close(gate)
+	s := webhookLeader(t, recv.URL)
+	observe := func(key, sev string) {
+		mustPropose(t, s, pgdrv1.CommandType_COMMAND_TYPE_INCIDENT, &pgdrv1.IncidentCommand{Op: &pgdrv1.IncidentCommand_Observe{Observe: &pgdrv1.IncidentObserve{
+			DedupKey: key, Title: "t", Cluster: "main", Category: "manual", Severity: sev}}})
+	}
+	for i := range 3 * maxSendsInFlight {
+		observe(fmt.Sprintf("manual:main:%d", i), "low")
+	}
+	testutil.WaitFor(t, 20*time.Second, "every slot taken", func() (bool, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(order) == maxSendsInFlight, fmt.Errorf("%d received", len(order))
+	})
+	observe("manual:main:page", "critical")
+	for range maxSendsInFlight {
+		gate <- struct{}{} // free the slots one by one
+	}
+	testutil.WaitFor(t, 20*time.Second, "the next sends", func() (bool, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(order) >= 2*maxSendsInFlight, fmt.Errorf("%d received", len(order))
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	for i, sev := range order[maxSendsInFlight : 2*maxSendsInFlight] {
+		if sev == "critical" {
+			t.Logf("critical sent %d after the slots freed", i+1)
+			return
+		}
+	}
+	t.Errorf("the critical incident was not among the %d sent once slots freed: %v", maxSendsInFlight, order)
+}
