@@ -201,6 +201,9 @@ func (c *Config) defaults() {
 		c.LogLevel = "info"
 	}
 	c.Notifications.defaults()
+	// Left out, quorum_lost_after is above an ordinary election however
+	// slow the raft timeouts (see Validate).
+	def(&c.Incidents.QuorumLostAfter, max(DefaultQuorumLostAfter, 4*max(c.Raft.ElectionTimeout.Duration, c.Raft.HeartbeatTimeout.Duration)))
 	c.Incidents.defaults()
 	c.UI.defaults()
 	for i := range c.Bootstrap {
@@ -290,6 +293,12 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Incidents.validate(); err != nil {
 		return err
+	}
+	// A gap shorter than failure detection plus an election or two is an
+	// ordinary leader change, not a lost quorum.
+	if floor := 4 * max(c.Raft.ElectionTimeout.Duration, c.Raft.HeartbeatTimeout.Duration); c.Incidents.QuorumLostAfter.Duration < floor {
+		return &FieldError{"incidents.quorum_lost_after", fmt.Sprintf("%s is shorter than an ordinary leader election may take (%s: 4 × raft election/heartbeat timeout)",
+			c.Incidents.QuorumLostAfter.Duration, floor)}
 	}
 	if err := c.UI.validate(); err != nil {
 		return err

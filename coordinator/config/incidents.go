@@ -103,6 +103,9 @@ func (in *Incidents) validate() error {
 	if err := notify.Validate(notify.Config{Channels: in.Channels}); err != nil {
 		return &FieldError{"incidents", err.Error()}
 	}
+	if len(in.Channels) > incident.MaxDeliveries {
+		return &FieldError{"incidents.channels", fmt.Sprintf("%d channels, at most %d (the deliveries of one notification are recorded together)", len(in.Channels), incident.MaxDeliveries)}
+	}
 	names := map[string]bool{}
 	for _, c := range in.Channels {
 		names[c.Name] = true

@@ -51,9 +51,12 @@ type IncidentNoteJSON struct {
 	Text  string `json:"text"`
 }
 
-// IncidentsJSON is `pgdrctl incidents --json`.
+// IncidentsJSON is `pgdrctl incidents --json`. DetailsOmitted: the
+// timelines and notes were left out (too many to list with them; `incident
+// show ID --json` has them).
 type IncidentsJSON struct {
-	Incidents []IncidentJSON `json:"incidents"`
+	Incidents      []IncidentJSON `json:"incidents"`
+	DetailsOmitted bool           `json:"details_omitted"`
 }
 
 func incidentView(in *pgdrv1.Incident) IncidentJSON {
@@ -96,7 +99,7 @@ Needs role read.`, cf)
 	}); err != nil {
 		return err
 	}
-	v := IncidentsJSON{Incidents: []IncidentJSON{}}
+	v := IncidentsJSON{Incidents: []IncidentJSON{}, DetailsOmitted: resp.GetDetailsOmitted()}
 	for _, in := range resp.GetIncidents() {
 		v.Incidents = append(v.Incidents, incidentView(in))
 	}

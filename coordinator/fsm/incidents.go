@@ -3,6 +3,7 @@ package fsm
 import (
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 
@@ -62,7 +63,6 @@ func applyIncident(st *pgdrv1.State, c *pgdrv1.Command, p *pgdrv1.IncidentComman
 	}
 	now, actor := cmdTime(c).AsTime(), c.GetActor()
 	lim := incident.DefaultLimits()
-	cur := incidentsOf(st)
 	var next incident.State
 	var err error
 	switch op := p.GetOp().(type) {
@@ -75,22 +75,26 @@ func applyIncident(st *pgdrv1.State, c *pgdrv1.Command, p *pgdrv1.IncidentComman
 		}
 		sig := incident.Signal{Seq: index, DedupKey: o.GetDedupKey(), Title: o.GetTitle(), Cluster: o.GetCluster(),
 			Category: incident.Category(o.GetCategory()), Severity: incident.Severity(o.GetSeverity()), Actor: actor, Message: o.GetMessage()}
+		cur := incidentsFor(st, observed(sig))
+		if err := manualRoom(cur, sig, lim); err != nil {
+			return err
+		}
 		next, _, err = incident.Observe(cur, sig, lim, now)
 		if err == nil && o.GetClearNow() {
 			next, _, err = incident.Clear(next, o.GetDedupKey(), actor, "condition over: "+clip(o.GetMessage(), 200), lim, now)
 		}
 	case *pgdrv1.IncidentCommand_Clear:
-		next, _, err = incident.Clear(cur, op.Clear.GetDedupKey(), actor, op.Clear.GetMessage(), lim, now)
+		next, _, err = incident.Clear(incidentsFor(st, activeKey(op.Clear.GetDedupKey())), op.Clear.GetDedupKey(), actor, op.Clear.GetMessage(), lim, now)
 	case *pgdrv1.IncidentCommand_Ack:
-		next, err = incident.Ack(cur, op.Ack.GetId(), actor, op.Ack.GetNote(), lim, now)
+		next, err = incident.Ack(incidentsFor(st, withID(op.Ack.GetId())), op.Ack.GetId(), actor, op.Ack.GetNote(), lim, now)
 	case *pgdrv1.IncidentCommand_Resolve:
-		next, err = incident.Resolve(cur, op.Resolve.GetId(), actor, op.Resolve.GetNote(), lim, now)
+		next, err = incident.Resolve(incidentsFor(st, withID(op.Resolve.GetId())), op.Resolve.GetId(), actor, op.Resolve.GetNote(), lim, now)
 	case *pgdrv1.IncidentCommand_Note:
-		next, err = incident.AddNote(cur, op.Note.GetId(), actor, op.Note.GetNote(), lim, now)
+		next, err = incident.AddNote(incidentsFor(st, withID(op.Note.GetId())), op.Note.GetId(), actor, op.Note.GetNote(), lim, now)
 	case *pgdrv1.IncidentCommand_Escalate:
-		next, err = escalateTo(cur, op.Escalate, actor, lim, now)
+		next, err = escalateTo(incidentsFor(st, withID(op.Escalate.GetId())), op.Escalate, actor, lim, now)
 	case *pgdrv1.IncidentCommand_Notified:
-		next, err = recordNotified(cur, op.Notified, actor, lim, now)
+		next, err = recordNotified(incidentsFor(st, withID(op.Notified.GetId())), op.Notified, actor, lim, now)
 	default:
 		return errors.New("incident: no operation")
 	}
@@ -98,6 +102,26 @@ func applyIncident(st *pgdrv1.State, c *pgdrv1.Command, p *pgdrv1.IncidentComman
 		return fmt.Errorf("incident: %w", err)
 	}
 	return storeIncidents(st, next, lim, now)
+}
+
+// manualRoom refuses a manual incident beyond half the open incidents a
+// cluster may have (Limits.MaxOpen): the conditions the coordinators see
+// (a failover, a fencing) must always find room for theirs.
+func manualRoom(cur incident.State, sig incident.Signal, lim incident.Limits) error {
+	if sig.Category != incident.Manual || cur.ActiveByKey(sig.DedupKey) >= 0 {
+		return nil
+	}
+	n := 0
+	for _, in := range cur.Incidents {
+		if in.Cluster == sig.Cluster && in.Category == incident.Manual && in.Active() {
+			n++
+		}
+	}
+	if n >= lim.MaxOpen/2 {
+		return fmt.Errorf("incident: cluster %s has %d open manual incidents (at most %d, half of max_open: the rest is kept for the conditions the coordinators see); resolve some first",
+			clip(sig.Cluster, 64), n, lim.MaxOpen/2)
+	}
+	return nil
 }
 
 // escalateTo moves an incident still open at level e.from to e.to; a
@@ -123,22 +147,23 @@ func escalateTo(cur incident.State, e *pgdrv1.IncidentEscalate, actor string, li
 
 // recordNotified moves an incident's outbox mark forward (never back: a
 // slow leader's late record of an older mark changes nothing) and puts the
-// deliveries on its timeline.
+// deliveries on its timeline, as one entry (cut at max_message).
 func recordNotified(cur incident.State, n *pgdrv1.IncidentNotified, actor string, lim incident.Limits, now time.Time) (incident.State, error) {
 	i := cur.Find(n.GetId())
 	if i < 0 {
 		return cur, fmt.Errorf("%w: %s", incident.ErrNotFound, clip(n.GetId(), 64))
 	}
-	if len(n.GetDeliveries()) > 64 {
-		return cur, fmt.Errorf("%w: %d deliveries in one record (at most 64)", incident.ErrInvalid, len(n.GetDeliveries()))
+	if len(n.GetDeliveries()) > incident.MaxDeliveries {
+		return cur, fmt.Errorf("%w: %d deliveries in one record (at most %d)", incident.ErrInvalid, len(n.GetDeliveries()), incident.MaxDeliveries)
 	}
 	out := cur.Clone()
 	o := &out.Incidents[i]
 	if int(n.GetNotifiedLevels()) >= o.NotifiedLevels {
 		o.NotifiedLevels, o.NotifiedStatus = int(n.GetNotifiedLevels()), incident.Status(clip(n.GetStatus(), 32))
 	}
-	for _, d := range n.GetDeliveries() {
-		o.Timeline = append(o.Timeline, incident.Entry{Time: now, Actor: actor, Kind: "notified", Message: clip(d, lim.MaxMessage)})
+	if len(n.GetDeliveries()) > 0 { // one entry, so that a record cannot push the rest of the timeline out
+		o.Timeline = append(o.Timeline, incident.Entry{Time: now, Actor: actor, Kind: "notified",
+			Message: clip(flat(strings.Join(n.GetDeliveries(), "; ")), lim.MaxMessage)})
 	}
 	return out, nil
 }
@@ -202,53 +227,158 @@ func observeRun(st *pgdrv1.State, c *pgdrv1.Command, index uint64, cluster, what
 func observe(st *pgdrv1.State, c *pgdrv1.Command, index uint64, cluster string, sig incident.Signal) {
 	lim, now := incident.DefaultLimits(), cmdTime(c).AsTime()
 	sig.Seq, sig.Actor, sig.Cluster = index, clip(c.GetActor(), lim.MaxKey), clip(cluster, lim.MaxKey)
-	sig.DedupKey, sig.Title, sig.Message = clip(sig.DedupKey, lim.MaxKey), clip(sig.Title, lim.MaxTitle), clip(sig.Message, lim.MaxMessage)
-	next, _, err := incident.Observe(incidentsOf(st), sig, lim, now)
+	sig.DedupKey, sig.Title, sig.Message = clip(flat(sig.DedupKey), lim.MaxKey), clip(flat(sig.Title), lim.MaxTitle), clip(flat(sig.Message), lim.MaxMessage)
+	next, _, err := incident.Observe(incidentsFor(st, observed(sig)), sig, lim, now)
 	if err != nil {
 		return
 	}
 	_ = storeIncidents(st, next, lim, now)
 }
 
+// flat makes text recorded elsewhere (an agent's multi-line error, say)
+// fit an incident, which refuses control characters: each run of them
+// becomes one space.
+func flat(s string) string {
+	var b strings.Builder
+	ctl := false
+	for _, r := range s {
+		if r < 0x20 && r != '\t' || r == 0x7f {
+			if !ctl {
+				b.WriteByte(' ')
+			}
+			ctl = true
+			continue
+		}
+		ctl = false
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
 // clearKey marks the condition of the active incident with key cleared.
 func clearKey(st *pgdrv1.State, c *pgdrv1.Command, key, msg string) {
 	lim, now := incident.DefaultLimits(), cmdTime(c).AsTime()
-	cur := incidentsOf(st)
-	if cur.ActiveByKey(key) < 0 {
+	key = clip(flat(key), lim.MaxKey) // as observe stored it
+	cur := incidentsFor(st, activeKey(key))
+	if len(cur.Incidents) == 0 {
 		return
 	}
-	next, changed, err := incident.Clear(cur, clip(key, lim.MaxKey), clip(c.GetActor(), lim.MaxKey), clip(msg, lim.MaxMessage), lim, now)
+	next, changed, err := incident.Clear(cur, clip(key, lim.MaxKey), clip(c.GetActor(), lim.MaxKey), clip(flat(msg), lim.MaxMessage), lim, now)
 	if err != nil || !changed {
 		return
 	}
 	_ = storeIncidents(st, next, lim, now)
 }
 
-// storeIncidents compacts next and stores it in st.
+// A decision is given only the incidents it can read or change (those a
+// pick selects) with the State's LastSeq, and storeIncidents merges what
+// it returns back: converting every kept incident on each backup result,
+// refusal or delivery record would cost milliseconds per thousand
+// incidents under the FSM's lock.
+
+// observed picks what Observe reads for sig: the active incident with its
+// dedup key, and the active incidents of its cluster (counted against
+// Limits.MaxOpen).
+func observed(sig incident.Signal) func(*pgdrv1.Incident) bool {
+	return func(p *pgdrv1.Incident) bool {
+		return p.GetStatus() != string(incident.Resolved) && (p.GetDedupKey() == sig.DedupKey || p.GetCluster() == sig.Cluster)
+	}
+}
+
+// activeKey picks the active incident with the dedup key.
+func activeKey(key string) func(*pgdrv1.Incident) bool {
+	return func(p *pgdrv1.Incident) bool {
+		return p.GetStatus() != string(incident.Resolved) && p.GetDedupKey() == key
+	}
+}
+
+// withID picks the incident with the id.
+func withID(id string) func(*pgdrv1.Incident) bool {
+	return func(p *pgdrv1.Incident) bool { return p.GetId() == id }
+}
+
+// incidentsFor is the part of the State's incidents pick selects, as the
+// pure package holds them.
+func incidentsFor(st *pgdrv1.State, pick func(*pgdrv1.Incident) bool) incident.State {
+	out := incident.State{LastSeq: st.GetIncidentLastSeq()}
+	for _, p := range st.GetIncidents() {
+		if pick(p) {
+			out.Incidents = append(out.Incidents, IncidentFromProto(p))
+		}
+	}
+	return out
+}
+
+// storeIncidents merges next, a decision's result on a part of the
+// incidents (incidentsFor), into st: each incident replaces the one with
+// its id, or is appended (opened now: its seq is the highest). It then
+// compacts as incident.Compact does the whole state: the changed
+// incidents' timelines are capped (the others were when they changed) and
+// the resolved incidents beyond the limits are dropped.
 func storeIncidents(st *pgdrv1.State, next incident.State, lim incident.Limits, now time.Time) error {
-	next, _, err := incident.Compact(next, lim, now)
+	capOnly := lim
+	capOnly.MaxResolved, capOnly.MaxResolvedAge = len(next.Incidents), time.Duration(math.MaxInt64)
+	next, _, err := incident.Compact(next, capOnly, now)
 	if err != nil {
 		return fmt.Errorf("incident: %w", err)
 	}
-	st.Incidents = make([]*pgdrv1.Incident, len(next.Incidents))
-	for i, in := range next.Incidents {
-		st.Incidents[i] = IncidentToProto(in)
+	changed := make(map[string]*pgdrv1.Incident, len(next.Incidents))
+	for _, in := range next.Incidents {
+		changed[in.ID] = IncidentToProto(in)
 	}
+	var resolved incident.State // only what Compact reads to drop resolved incidents
+	for _, p := range st.GetIncidents() {
+		if _, ok := changed[p.GetId()]; !ok && p.GetStatus() == string(incident.Resolved) {
+			resolved.Incidents = append(resolved.Incidents, incident.Incident{ID: p.GetId(), Seq: p.GetSeq(), Status: incident.Resolved, Resolved: timeOf(p.GetResolved())})
+		}
+	}
+	for _, in := range next.Incidents {
+		if !in.Active() {
+			resolved.Incidents = append(resolved.Incidents, incident.Incident{ID: in.ID, Seq: in.Seq, Status: in.Status, Resolved: in.Resolved})
+		}
+	}
+	_, dropped, err := incident.Compact(resolved, lim, now)
+	if err != nil {
+		return fmt.Errorf("incident: %w", err)
+	}
+	drop := make(map[string]bool, len(dropped.Dropped))
+	for _, id := range dropped.Dropped {
+		drop[id] = true
+	}
+	kept := make([]*pgdrv1.Incident, 0, len(st.GetIncidents())+1)
+	for _, p := range st.GetIncidents() {
+		if drop[p.GetId()] {
+			continue
+		}
+		if q, ok := changed[p.GetId()]; ok {
+			p = q
+			delete(changed, p.GetId())
+		}
+		kept = append(kept, p)
+	}
+	for _, in := range next.Incidents { // opened now, in seq order
+		if q, ok := changed[in.ID]; ok && !drop[in.ID] {
+			kept = append(kept, q)
+		}
+	}
+	st.Incidents = kept
 	st.IncidentLastSeq = next.LastSeq
 	return nil
 }
 
 // incidentsOf is the State's incidents as the pure package holds them.
 func incidentsOf(st *pgdrv1.State) incident.State {
-	out := incident.State{LastSeq: st.GetIncidentLastSeq(), Incidents: make([]incident.Incident, len(st.GetIncidents()))}
-	for i, p := range st.GetIncidents() {
-		out.Incidents[i] = IncidentFromProto(p)
-	}
-	return out
+	return incidentsFor(st, func(*pgdrv1.Incident) bool { return true })
 }
 
 // IncidentFromProto converts a stored incident to the pure package's form.
 func IncidentFromProto(p *pgdrv1.Incident) incident.Incident {
+	return incidentFromProto(p, len(p.GetTimeline()), true)
+}
+
+// incidentFromProto converts p with only the newest tail entries of its
+// timeline, and its notes when notes is set.
+func incidentFromProto(p *pgdrv1.Incident, tail int, notes bool) incident.Incident {
 	in := incident.Incident{
 		ID: p.GetId(), Seq: p.GetSeq(), DedupKey: p.GetDedupKey(), Title: p.GetTitle(), Cluster: p.GetCluster(),
 		Category: incident.Category(p.GetCategory()), Severity: incident.Severity(p.GetSeverity()), Status: incident.Status(p.GetStatus()),
@@ -258,11 +388,20 @@ func IncidentFromProto(p *pgdrv1.Incident) incident.Incident {
 		Opened: timeOf(p.GetOpened()), Acked: timeOf(p.GetAcked()), Resolved: timeOf(p.GetResolved()),
 		NotifiedLevels: int(p.GetNotifiedLevels()), NotifiedStatus: incident.Status(p.GetNotifiedStatus()),
 	}
-	for _, e := range p.GetTimeline() {
-		in.Timeline = append(in.Timeline, incident.Entry{Time: timeOf(e.GetTime()), Actor: e.GetActor(), Kind: e.GetKind(), Message: e.GetMessage()})
+	tl := p.GetTimeline()
+	tl = tl[len(tl)-min(max(tail, 0), len(tl)):]
+	if len(tl) > 0 {
+		in.Timeline = make([]incident.Entry, len(tl))
 	}
-	for _, n := range p.GetNotes() {
-		in.Notes = append(in.Notes, incident.Note{Time: timeOf(n.GetTime()), Actor: n.GetActor(), Text: n.GetText()})
+	for i, e := range tl {
+		in.Timeline[i] = incident.Entry{Time: timeOf(e.GetTime()), Actor: e.GetActor(), Kind: e.GetKind(), Message: e.GetMessage()}
+	}
+	if !notes || len(p.GetNotes()) == 0 {
+		return in
+	}
+	in.Notes = make([]incident.Note, len(p.GetNotes()))
+	for i, n := range p.GetNotes() {
+		in.Notes[i] = incident.Note{Time: timeOf(n.GetTime()), Actor: n.GetActor(), Text: n.GetText()}
 	}
 	return in
 }
@@ -328,6 +467,21 @@ func (f *FSM) Incidents(cluster string, all bool, id string) []*pgdrv1.Incident 
 func (f *FSM) IncidentState() incident.State {
 	var out incident.State
 	f.Read(func(st *pgdrv1.State) { out = incidentsOf(st) })
+	return out
+}
+
+// IncidentStateTail is IncidentState with at most the newest tail
+// timeline entries of each incident and no notes: what the leader reads
+// every round (escalation, auto-resolution, the outbox and the text of a
+// notification) without copying every timeline.
+func (f *FSM) IncidentStateTail(tail int) incident.State {
+	var out incident.State
+	f.Read(func(st *pgdrv1.State) {
+		out = incident.State{LastSeq: st.GetIncidentLastSeq(), Incidents: make([]incident.Incident, len(st.GetIncidents()))}
+		for i, p := range st.GetIncidents() {
+			out.Incidents[i] = incidentFromProto(p, tail, false)
+		}
+	})
 	return out
 }
 

@@ -236,7 +236,7 @@ func Resolve(st State, id, actor, note string, lim Limits, now time.Time) (State
 }
 
 func transition(st State, id, actor, note string, noteRequired bool, to Status, lim Limits, now time.Time) (State, error) {
-	i, err := findForNote(st, string(to), id, actor, note, noteRequired, lim)
+	i, err := findForNote(st, string(to), id, actor, note, noteRequired, false, lim)
 	if err != nil {
 		return st, err
 	}
@@ -258,7 +258,9 @@ func transition(st State, id, actor, note string, noteRequired bool, to Status, 
 	}
 	msg := string(to) + " by " + actor
 	if note != "" {
-		in.Notes = append(in.Notes, Note{Time: now, Actor: actor, Text: note})
+		if len(in.Notes) < lim.MaxNotes { // at the limit the note is on the timeline only
+			in.Notes = append(in.Notes, Note{Time: now, Actor: actor, Text: note})
+		}
 		msg += ": " + note
 	}
 	in.Timeline = append(in.Timeline, Entry{Time: now, Actor: actor, Kind: kind, Message: msg})
@@ -269,7 +271,7 @@ func transition(st State, id, actor, note string, noteRequired bool, to Status, 
 // AddNote adds an operator's note to an incident in any status (a
 // post-mortem link on a resolved one, say), also recorded on the timeline.
 func AddNote(st State, id, actor, note string, lim Limits, now time.Time) (State, error) {
-	i, err := findForNote(st, "note", id, actor, note, true, lim)
+	i, err := findForNote(st, "note", id, actor, note, true, true, lim)
 	if err != nil {
 		return st, err
 	}
@@ -282,8 +284,11 @@ func AddNote(st State, id, actor, note string, lim Limits, now time.Time) (State
 }
 
 // findForNote checks the limits, the actor and the note of an operator's
-// command (what names the command in errors) and finds the incident.
-func findForNote(st State, what, id, actor, note string, noteRequired bool, lim Limits) (int, error) {
+// command (what names the command in errors) and finds the incident;
+// refuseFull refuses a note beyond Limits.MaxNotes (a note on its own: an
+// acknowledgement or resolution at the limit keeps its note on the
+// timeline only, so that an incident can always be resolved).
+func findForNote(st State, what, id, actor, note string, noteRequired, refuseFull bool, lim Limits) (int, error) {
 	if err := lim.Validate(); err != nil {
 		return -1, err
 	}
@@ -297,7 +302,7 @@ func findForNote(st State, what, id, actor, note string, noteRequired bool, lim 
 	if i < 0 {
 		return -1, fmt.Errorf("%w: %q", ErrNotFound, id)
 	}
-	if note != "" && len(st.Incidents[i].Notes) >= lim.MaxNotes {
+	if refuseFull && len(st.Incidents[i].Notes) >= lim.MaxNotes {
 		return -1, fmt.Errorf("%w: incident %s has %d notes (limit max_notes %d)", ErrInvalid, id, len(st.Incidents[i].Notes), lim.MaxNotes)
 	}
 	return i, nil

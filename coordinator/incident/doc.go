@@ -41,7 +41,8 @@
 //     capped at Limits.MaxTimeline entries, keeping its first entry and the
 //     newest ones (every decision that appends applies the cap, so the state
 //     stays bounded between compactions), and notes beyond Limits.MaxNotes
-//     are refused.
+//     are refused (an acknowledgement's or resolution's note at the limit
+//     is kept on the timeline only: an incident can always be resolved).
 //  6. Due is the leader's outbox: every escalation level reached but not
 //     notified yet is sent the incident's status, and when the status
 //     changed every level already notified is sent the new one; the Mark

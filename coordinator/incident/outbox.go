@@ -17,6 +17,11 @@ type Send struct {
 	Channels []string
 }
 
+// MaxDeliveries bounds the delivery lines one record of the outbox may
+// carry (one per channel of a Due call): the coordinators' config allows
+// no more channels than this.
+const MaxDeliveries = 64
+
 // Mark is what the outbox holds once every Send of a Due call went out.
 type Mark struct {
 	NotifiedLevels int
@@ -33,11 +38,14 @@ type Mark struct {
 //     already notified is sent the new status (acknowledged, resolved);
 //   - a channel named by several levels of one Due call is sent once.
 //
-// Nothing is due when the outbox is up to date. A level beyond the policy
+// Nothing is due when the outbox is up to date, nor for an incident
+// resolved before any level was told (channels configured since: a
+// running cluster's kept incidents are not announced as resolved). A
+// level beyond the policy
 // (the policy was shortened) is clamped to its last level.
 func Due(in Incident, p EscalationPolicy) ([]Send, Mark) {
 	mark := Mark{NotifiedLevels: in.NotifiedLevels, NotifiedStatus: in.NotifiedStatus}
-	if len(p.Levels) == 0 {
+	if len(p.Levels) == 0 || in.Status == Resolved && in.NotifiedLevels <= 0 {
 		return nil, mark
 	}
 	top := min(max(in.EscalationLevel, 0), len(p.Levels)-1)

@@ -164,6 +164,9 @@ func (n *Notifier) Deliver(ctx context.Context, ch Channel, ev Event) error {
 		n.opts.Log.Warn("notify: delivery failed", "channel", ch.Name(), "type", ch.Type(), "incident", ev.IncidentID,
 			"action", ev.Status, "attempt", attempt, "status", code, "error", msg, "retry", d.Retry, "wait", d.Wait)
 		if !d.Retry {
+			if retry && ctx.Err() == nil {
+				return transientError{last} // every attempt failed, each worth retrying
+			}
 			return last
 		}
 		if err := n.opts.Sleep(ctx, d.Wait); err != nil {
@@ -171,6 +174,20 @@ func (n *Notifier) Deliver(ctx context.Context, ch Channel, ev Event) error {
 		}
 	}
 	return last
+}
+
+// transientError is a delivery whose every attempt failed with an error
+// worth retrying (a network error, 5xx, 429).
+type transientError struct{ error }
+
+func (e transientError) Unwrap() error { return e.error }
+
+// Transient reports whether Deliver's err says the receiver failed every
+// attempt with errors worth retrying later (an outage), rather than
+// refusing the request (4xx) or the caller giving up (ctx).
+func Transient(err error) bool {
+	var t transientError
+	return errors.As(err, &t)
 }
 
 // wait is the pause after a failed attempt: the receiver's Retry-After

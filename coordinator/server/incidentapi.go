@@ -54,8 +54,19 @@ func (a *adminAPI) ListIncidents(ctx context.Context, req *pgdrv1.ListIncidentsR
 	if req.GetId() != "" && len(out.Incidents) == 0 {
 		return nil, status.Errorf(codes.NotFound, "incident %s is not known (never opened, or compacted after its resolution)", req.GetId())
 	}
+	if proto.Size(out) > listIncidentsBudget {
+		for _, in := range out.Incidents {
+			in.Timeline, in.Notes = nil, nil
+		}
+		out.DetailsOmitted = true
+	}
 	return out, nil
 }
+
+// listIncidentsBudget: a list larger than this goes without timelines and
+// notes (gRPC clients take 4 MiB by default; an incident's timeline and
+// notes may hold up to 150 KB).
+const listIncidentsBudget = 3 << 20
 
 // OpenIncident opens an incident by hand (category manual).
 func (a *adminAPI) OpenIncident(ctx context.Context, req *pgdrv1.OpenIncidentRequest) (*pgdrv1.OpenIncidentResponse, error) {

@@ -1,13 +1,17 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pgdr/pgdr/coordinator/config"
@@ -31,14 +35,19 @@ import (
 //     failover whose cluster has a healthy primary again (cleared), and at
 //     the start of its leadership a lost quorum, when this coordinator saw
 //     no leader for longer than incidents.quorum_lost_after (recorded with
-//     its duration, cleared at once: the alert rules page meanwhile);
+//     its duration, cleared at once: the alert rules page meanwhile). A
+//     follower that saw such a gap end in an election records it too,
+//     through the leader (reportAsFollower: the new leader may have
+//     restarted during the outage and seen none), unless the outage is
+//     recorded already; each coordinator reports a gap once;
 //  3. it escalates: incident.Escalate on the state, each move proposed as
 //     IncidentEscalate{from, to}, applied only if the incident is still
 //     open at level from, so that two leaders proposing the same move
 //     escalate once;
 //  4. it resolves what the auto-resolve policy covers;
 //  5. it delivers the outbox: incident.Due says which levels are owed which
-//     status; the sends go out (with the notifier's retries) and then
+//     status; the sends go out, every channel at once (with the notifier's
+//     retries), and then
 //     IncidentNotified records the mark and the deliveries on the
 //     incident's timeline. A leader that dies between the sends and the
 //     record leaves the mark behind, and the next leader sends again with
@@ -53,6 +62,25 @@ import (
 
 // incidentsFeatureLevel: the voters know COMMAND_TYPE_INCIDENT.
 const incidentsFeatureLevel = 4
+
+// sendRounds: how many times the leader sends an outbox whose receivers
+// failed every attempt (an outage) before recording it with the failures;
+// the rounds are sendRetryWait apart, doubling.
+const sendRounds = 6
+
+// sendRetryWait is the wait after failed round n (from 1): five intervals,
+// doubling, at most five minutes.
+func (r *incidentRunner) sendRetryWait(n int) time.Duration {
+	return min(5*r.cfg.Interval.Duration<<(n-1), 5*time.Minute)
+}
+
+// maxSendsInFlight bounds the incidents whose outbox is being delivered at
+// once, and the Alertmanager re-sends in flight.
+const maxSendsInFlight = 16
+
+// eventEntries: the newest timeline entries a notification carries; the
+// leader's rounds read only these of each incident (IncidentStateTail).
+const eventEntries = 5
 
 // incidentStartRetry: how often the leader tries again to start incidents.
 const incidentStartRetry = 5 * time.Second
@@ -70,20 +98,38 @@ type incidentRunner struct {
 	notifier *notify.Notifier // nil without channels
 	channels map[string]notify.Channel
 
-	mu         sync.Mutex
-	sending    map[string]bool      // incident id → its outbox is being delivered
-	amSent     map[string]time.Time // incident id → last Alertmanager push
+	mu      sync.Mutex
+	sending map[string]bool      // incident id → its outbox is being delivered
+	amSent  map[string]time.Time // incident id → last Alertmanager push
+	// failedRounds and retryAt: an outbox whose receivers were down
+	// (notify.Transient) is sent again from retryAt, up to sendRounds
+	// times, before it is recorded with the failures.
+	failedRounds map[string]int
+	retryAt      map[string]time.Time
+	// resending: Alertmanager re-sends in flight (at most
+	// maxSendsInFlight; hasAM: there is an Alertmanager channel).
+	resending  int
+	hasAM      bool
 	startTried time.Time
 
 	// Leader gaps this coordinator saw (watchLeaderChanges): no leader
-	// from gapFrom; the last gap that ended is [lastGapFrom, lastGapTo].
+	// from gapFrom (in Raft term gapTerm); the last gap that ended is
+	// [lastGapFrom, lastGapTo], lastGapElection when a leader of a later
+	// term ended it (a coordinator cut off from a leader that kept its
+	// quorum finds that leader in the same term: no quorum was lost).
 	gapFrom, lastGapFrom, lastGapTo time.Time
+	gapTerm, lastGapTerm            uint64
+	lastGapElection                 bool
+	// termStart says when the leader of a term was elected (its first
+	// log entry): Server.termStartedAt.
+	termStart func(term uint64) (time.Time, bool)
 }
 
 func newIncidentRunner(s *Server, cfg config.Incidents, log *slog.Logger) (*incidentRunner, error) {
 	cfg = cfg.WithDefaults()
 	r := &incidentRunner{s: s, log: log.With("subsystem", "incidents"), cfg: cfg, policy: cfg.Policy(), auto: cfg.AutoResolvePolicy(),
-		channels: map[string]notify.Channel{}, sending: map[string]bool{}, amSent: map[string]time.Time{}}
+		channels: map[string]notify.Channel{}, sending: map[string]bool{}, amSent: map[string]time.Time{},
+		failedRounds: map[string]int{}, retryAt: map[string]time.Time{}, termStart: s.termStartedAt}
 	if len(cfg.Channels) == 0 {
 		return r, nil
 	}
@@ -94,21 +140,26 @@ func newIncidentRunner(s *Server, cfg config.Incidents, log *slog.Logger) (*inci
 	r.notifier = n
 	for _, ch := range n.Channels() {
 		r.channels[ch.Name()] = ch
+		r.hasAM = r.hasAM || ch.Type() == notify.TypeAlertmanager
 	}
 	return r, nil
 }
 
-// leaderSeen is called on every leader observation: id "" when this
-// coordinator lost its leader.
-func (r *incidentRunner) leaderSeen(id string, now time.Time) {
+// leaderSeen is called on every leader observation (id "" when this
+// coordinator lost its leader) with the Raft term then. It reports whether
+// a gap just ended under another coordinator's leadership (this one, a
+// follower, then reports it: reportAsFollower).
+func (r *incidentRunner) leaderSeen(id string, term uint64, now time.Time) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	switch {
 	case id == "" && r.gapFrom.IsZero():
-		r.gapFrom = now
+		r.gapFrom, r.gapTerm = now, term
 	case id != "" && !r.gapFrom.IsZero():
-		r.lastGapFrom, r.lastGapTo, r.gapFrom = r.gapFrom, now, time.Time{}
+		r.lastGapFrom, r.lastGapTo, r.lastGapElection, r.lastGapTerm, r.gapFrom = r.gapFrom, now, term > r.gapTerm, term, time.Time{}
+		return id != r.s.cfg.Name
 	}
+	return false
 }
 
 // run is the leader's loop; it ends with the leadership (ctx).
@@ -125,11 +176,11 @@ func (r *incidentRunner) run(ctx context.Context) {
 				quorumChecked = true
 				r.quorum(ctx, now)
 			}
-			st := r.s.fsm.IncidentState() // one copy per round
+			st := r.s.fsm.IncidentStateTail(eventEntries) // one copy per round
 			r.conditions(ctx, st)
 			r.escalate(ctx, st, now)
 			r.autoResolve(ctx, st, now)
-			r.deliver(ctx, st, now)
+			r.deliver(ctx, now) // reads its own copy, after the sends in flight
 		}
 		select {
 		case <-ctx.Done():
@@ -184,19 +235,114 @@ func (r *incidentRunner) start(ctx context.Context, now time.Time) {
 // quorum records the leaderless gap this coordinator saw just before it
 // became leader, if it was longer than quorum_lost_after.
 func (r *incidentRunner) quorum(ctx context.Context, now time.Time) {
-	r.mu.Lock()
-	from, to := r.lastGapFrom, r.lastGapTo
-	r.mu.Unlock()
-	if from.IsZero() || now.Sub(to) > time.Minute {
+	if from, to, _, ok := r.gapToReport(true, now); ok {
+		r.reportGap(ctx, from, to)
+	}
+}
+
+// reportAsFollower records, through the leader, the gap this follower saw
+// end (the new leader may have restarted during the outage and seen
+// none), unless the outage is recorded already: the new leader reports
+// first, the follower waits a moment.
+func (r *incidentRunner) reportAsFollower(ctx context.Context) {
+	select {
+	case <-ctx.Done():
+		return
+	case <-time.After(2*r.cfg.Interval.Duration + time.Second):
+	}
+	if r.s.isLeader() || !r.s.fsm.IncidentsStarted() {
+		return // as the leader, quorum reports it
+	}
+	from, to, term, ok := r.gapToReport(false, time.Now())
+	if !ok {
 		return
 	}
-	if gap := to.Sub(from); gap > r.cfg.QuorumLostAfter.Duration {
-		msg := fmt.Sprintf("no coordinator leader for %s (from %s to %s, as %s saw it): quorum was lost",
-			gap.Round(100*time.Millisecond), from.UTC().Format(time.RFC3339), to.UTC().Format(time.RFC3339), r.s.cfg.Name)
-		r.propose(ctx, "quorum lost", &pgdrv1.IncidentCommand{Op: &pgdrv1.IncidentCommand_Observe{Observe: &pgdrv1.IncidentObserve{
-			DedupKey: "quorum", Title: "Coordinators lost their quorum", Cluster: quorumCluster, Category: string(incident.QuorumLost),
-			Severity: string(incident.High), Message: msg, ClearNow: true}}})
+	if start, known := r.termStart(term); !electedLate(from, start, known, r.cfg.QuorumLostAfter.Duration) {
+		return // the others had a leader soon after this coordinator lost its own: it was cut off, not the quorum lost
 	}
+	r.reportGap(ctx, from, to)
+}
+
+// electedLate reports whether the leader a follower found after its gap
+// (from) was elected (start, when known) more than after later: only then
+// had the coordinators no leader, rather than this one being cut off from
+// them (a leader cut off from the others, say, steps down and finds the
+// leader they elected at once).
+func electedLate(from, start time.Time, known bool, after time.Duration) bool {
+	return known && start.Sub(from) > after
+}
+
+// reportGap records the gap [from, to] as a lost quorum, unless an active
+// lost-quorum incident was seen since from (another coordinator reported
+// the same outage).
+func (r *incidentRunner) reportGap(ctx context.Context, from, to time.Time) {
+	for _, in := range r.s.fsm.Incidents(quorumCluster, false, "") {
+		if in.GetDedupKey() == "quorum" && !in.GetLastSeen().AsTime().Before(from) {
+			return
+		}
+	}
+	msg := fmt.Sprintf("no coordinator leader for %s (from %s to %s, as %s saw it): quorum was lost",
+		to.Sub(from).Round(100*time.Millisecond), from.UTC().Format(time.RFC3339), to.UTC().Format(time.RFC3339), r.s.cfg.Name)
+	r.propose(ctx, "quorum lost", &pgdrv1.IncidentCommand{Op: &pgdrv1.IncidentCommand_Observe{Observe: &pgdrv1.IncidentObserve{
+		DedupKey: "quorum", Title: "Coordinators lost their quorum", Cluster: quorumCluster, Category: string(incident.QuorumLost),
+		Severity: string(incident.High), Message: msg, ClearNow: true}}})
+}
+
+// gapToReport returns, once, the leaderless gap this coordinator saw and
+// should record as a lost quorum if it lasted longer than
+// quorum_lost_after: as the new leader (leader: a gap its own observation
+// has not ended yet ends now) or as a follower that saw a new leader. A
+// gap that ended more than a minute ago, or without an election (the
+// leader of the same term found again), is not reported. term is the Raft
+// term of the leader that ended a follower's gap.
+func (r *incidentRunner) gapToReport(leader bool, now time.Time) (from, to time.Time, term uint64, ok bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch {
+	case leader && !r.gapFrom.IsZero():
+		from, to, r.gapFrom = r.gapFrom, now, time.Time{}
+	case !r.lastGapFrom.IsZero() && now.Sub(r.lastGapTo) <= time.Minute:
+		from, to, term = r.lastGapFrom, r.lastGapTo, r.lastGapTerm
+		if !r.lastGapElection {
+			from = time.Time{}
+		}
+	default:
+		return from, to, 0, false
+	}
+	r.lastGapFrom, r.lastGapTo = time.Time{}, time.Time{}
+	return from, to, term, !from.IsZero() && to.Sub(from) > r.cfg.QuorumLostAfter.Duration
+}
+
+// termStartedAt returns when the leader of term was elected: the time its
+// first entry (the election's no-op) was appended, reading the Raft log
+// back from its end, at most 4096 entries. Unknown (false) when the log
+// read holds no entry of an earlier term before it.
+func (s *Server) termStartedAt(term uint64) (time.Time, bool) {
+	if s.raftLogs == nil {
+		return time.Time{}, false
+	}
+	first, err := s.raftLogs.FirstIndex()
+	if err != nil {
+		return time.Time{}, false
+	}
+	last, err := s.raftLogs.LastIndex()
+	if err != nil {
+		return time.Time{}, false
+	}
+	var at time.Time
+	for i := last; i >= first && i > 0 && last-i < 4096; i-- {
+		var l raft.Log
+		if err := s.raftLogs.GetLog(i, &l); err != nil {
+			return time.Time{}, false
+		}
+		switch {
+		case l.Term < term:
+			return at, !at.IsZero()
+		case l.Term == term:
+			at = l.AppendedAt
+		}
+	}
+	return time.Time{}, false
 }
 
 // condition is one condition the leader sees in the agents' reports.
@@ -260,13 +406,19 @@ func (r *incidentRunner) conditions(ctx context.Context, st incident.State) {
 			}
 		}
 	}
+	cleared := map[string]bool{} // active incidents by dedup key: condition cleared (one lookup per member, not a scan)
+	for _, in := range st.Incidents {
+		if in.Active() {
+			cleared[in.DedupKey] = in.ConditionCleared
+		}
+	}
 	for _, c := range viewConditions(statuses) {
-		i := st.ActiveByKey(c.key)
+		isCleared, active := cleared[c.key]
 		switch {
-		case c.present && (i < 0 || st.Incidents[i].ConditionCleared):
+		case c.present && (!active || isCleared):
 			r.propose(ctx, "observe "+c.key, &pgdrv1.IncidentCommand{Op: &pgdrv1.IncidentCommand_Observe{Observe: &pgdrv1.IncidentObserve{
 				DedupKey: c.key, Title: c.sig.Title, Cluster: c.cluster, Category: string(c.sig.Category), Severity: string(c.sig.Severity), Message: c.sig.Message}}})
-		case !c.present && i >= 0 && !st.Incidents[i].ConditionCleared:
+		case !c.present && active && !isCleared:
 			r.propose(ctx, "clear "+c.key, &pgdrv1.IncidentCommand{Op: &pgdrv1.IncidentCommand_Clear{Clear: &pgdrv1.IncidentClear{
 				DedupKey: c.key, Message: "condition over (seen in the members' reports)"}}})
 		}
@@ -312,20 +464,35 @@ func (r *incidentRunner) autoResolve(ctx context.Context, st incident.State, now
 
 // deliver sends every incident's outbox in its own goroutine (one at a
 // time per incident) and pushes open incidents to Alertmanager again.
-func (r *incidentRunner) deliver(ctx context.Context, st incident.State, now time.Time) {
+func (r *incidentRunner) deliver(ctx context.Context, now time.Time) {
 	if r.notifier == nil {
 		return
 	}
-	for _, in := range st.Incidents {
+	// The sends in flight are taken before the state is read: one that
+	// ends (and records its outbox) after the read would otherwise look
+	// idle with its outbox still due, and be sent twice.
+	r.mu.Lock()
+	inFlight := maps.Clone(r.sending)
+	r.mu.Unlock()
+	// The most severe first (then the oldest): when more are due than
+	// maxSendsInFlight, a failover's page does not wait behind the rest.
+	ins := r.s.fsm.IncidentStateTail(eventEntries).Incidents
+	slices.SortStableFunc(ins, func(a, b incident.Incident) int {
+		return cmp.Compare(severityRank(a.Severity), severityRank(b.Severity))
+	})
+	for _, in := range ins {
 		sends, mark := incident.Due(in, r.policy)
 		r.mu.Lock()
-		busy := r.sending[in.ID]
-		resend := len(sends) == 0 && in.Active() && in.NotifiedLevels > 0 && now.Sub(r.amSent[in.ID]) >= r.cfg.AlertmanagerResend.Duration
+		busy := inFlight[in.ID] || r.sending[in.ID] || now.Before(r.retryAt[in.ID]) ||
+			len(sends) > 0 && len(r.sending) >= maxSendsInFlight // the oldest first; the rest next round
+		resend := r.hasAM && len(sends) == 0 && in.Active() && in.NotifiedLevels > 0 && now.Sub(r.amSent[in.ID]) >= r.cfg.AlertmanagerResend.Duration &&
+			r.resending < maxSendsInFlight // the rest next round
 		if len(sends) > 0 && !busy {
 			r.sending[in.ID] = true
 		}
 		if resend && !busy {
 			r.amSent[in.ID] = now
+			r.resending++
 		}
 		r.mu.Unlock()
 		switch {
@@ -336,16 +503,32 @@ func (r *incidentRunner) deliver(ctx context.Context, st incident.State, now tim
 			go r.resendAlertmanager(ctx, in)
 		}
 	}
-	r.forget(st)
+	r.forget(ins)
+}
+
+// severityRank orders severities for delivery: critical first, unknown
+// last.
+func severityRank(s incident.Severity) int {
+	if p := incident.PriorityOf(s); p != "" {
+		return int(p[1] - '0')
+	}
+	return 9
 }
 
 // forget drops the Alertmanager push times of incidents no longer kept.
-func (r *incidentRunner) forget(st incident.State) {
+func (r *incidentRunner) forget(ins []incident.Incident) {
+	st := incident.State{Incidents: ins}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for id := range r.amSent {
 		if i := st.Find(id); i < 0 || !st.Incidents[i].Active() {
 			delete(r.amSent, id)
+		}
+	}
+	for id := range r.failedRounds {
+		if st.Find(id) < 0 {
+			delete(r.failedRounds, id)
+			delete(r.retryAt, id)
 		}
 	}
 }
@@ -358,30 +541,67 @@ func (r *incidentRunner) send(ctx context.Context, in incident.Incident, sends [
 		delete(r.sending, in.ID)
 		r.mu.Unlock()
 	}()
-	var log []string
+	// Every channel of every send goes out at once: a slow or rate-limited
+	// channel (Slack's Retry-After) must not hold up the page of another.
+	type result struct {
+		line      string
+		transient bool
+	}
+	n := 0
+	for _, sd := range sends {
+		n += len(sd.Channels)
+	}
+	results := make([]result, 0, n) // never grown: the goroutines write in place
+	var wg sync.WaitGroup
 	for _, sd := range sends {
 		ev := r.event(in, sd.Level, sd.ID)
 		for _, name := range sd.Channels {
+			results = append(results, result{})
+			res := &results[len(results)-1]
 			ch := r.channels[name]
 			if ch == nil {
-				log = append(log, fmt.Sprintf("level %d %s %s: no such channel in this coordinator's config", sd.Level, sd.Status, name))
+				res.line = fmt.Sprintf("level %d %s %s: no such channel in this coordinator's config", sd.Level, sd.Status, name)
 				continue
 			}
-			if err := r.notifier.Deliver(ctx, ch, ev); err != nil {
-				if ctx.Err() != nil {
-					return // leadership lost: the next leader sends what was not recorded
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := r.notifier.Deliver(ctx, ch, ev); err != nil {
+					res.line, res.transient = fmt.Sprintf("level %d %s to %s (%s): failed: %v", sd.Level, sd.Status, name, ch.Type(), err), notify.Transient(err)
+					return
 				}
-				log = append(log, fmt.Sprintf("level %d %s to %s (%s): failed: %v", sd.Level, sd.Status, name, ch.Type(), err))
-				continue
-			}
-			log = append(log, fmt.Sprintf("level %d %s to %s (%s): delivered", sd.Level, sd.Status, name, ch.Type()))
+				res.line = fmt.Sprintf("level %d %s to %s (%s): delivered", sd.Level, sd.Status, name, ch.Type())
+			}()
 		}
 	}
-	if in.Active() {
-		r.mu.Lock()
-		r.amSent[in.ID] = time.Now()
-		r.mu.Unlock()
+	wg.Wait()
+	if ctx.Err() != nil {
+		return // leadership lost: the next leader sends what was not recorded
 	}
+	var log []string
+	outage := false
+	for _, res := range results {
+		log, outage = append(log, res.line), outage || res.transient
+	}
+	r.mu.Lock()
+	if outage {
+		r.failedRounds[in.ID]++
+	}
+	if n := r.failedRounds[in.ID]; outage && n < sendRounds {
+		wait := r.sendRetryWait(n)
+		r.retryAt[in.ID] = time.Now().Add(wait)
+		r.mu.Unlock()
+		r.log.Warn("incident notification not delivered: a receiver is down; sending again later", "incident", in.ID, "round", n, "wait", wait)
+		return // the outbox is not recorded: the next round (or leader) sends it again
+	} else if outage {
+		log = append(log, fmt.Sprintf("gave up after %d rounds", n))
+	}
+	delete(r.failedRounds, in.ID)
+	delete(r.retryAt, in.ID)
+	if in.Active() {
+		r.amSent[in.ID] = time.Now()
+	}
+	r.mu.Unlock()
 	r.propose(ctx, "notified "+in.ID, &pgdrv1.IncidentCommand{Op: &pgdrv1.IncidentCommand_Notified{Notified: &pgdrv1.IncidentNotified{
 		Id: in.ID, NotifiedLevels: uint32(mark.NotifiedLevels), Status: string(mark.NotifiedStatus), Deliveries: log}}})
 }
@@ -389,6 +609,11 @@ func (r *incidentRunner) send(ctx context.Context, in incident.Incident, sends [
 // resendAlertmanager pushes an open incident to the Alertmanager channels
 // of the levels notified (not recorded: Alertmanager dedupes by labels).
 func (r *incidentRunner) resendAlertmanager(ctx context.Context, in incident.Incident) {
+	defer func() {
+		r.mu.Lock()
+		r.resending--
+		r.mu.Unlock()
+	}()
 	ev := r.event(in, in.EscalationLevel, "")
 	for _, name := range r.policy.Channels(in.NotifiedLevels - 1) {
 		if ch := r.channels[name]; ch != nil && ch.Type() == notify.TypeAlertmanager {
@@ -412,7 +637,7 @@ func (r *incidentRunner) event(in incident.Incident, level int, sendID string) n
 		Severity: notify.Severity(in.Severity), Status: st, Source: r.s.cfg.Name, OpenedAt: in.Opened, ResolvedAt: in.Resolved,
 		Link: r.cfg.Link, SendID: sendID, Level: level}
 	var lines []string
-	for _, e := range in.Timeline[max(0, len(in.Timeline)-5):] {
+	for _, e := range in.Timeline[max(0, len(in.Timeline)-eventEntries):] {
 		if e.Kind == "notified" {
 			continue
 		}

@@ -173,8 +173,8 @@ func (s *Server) watchLeaderChanges(ctx context.Context, r *raft.Raft) {
 				if ok && lo.LeaderID != "" {
 					s.metrics.leaderChanges.Inc()
 				}
-				if ok && s.incidents != nil {
-					s.incidents.leaderSeen(string(lo.LeaderID), time.Now())
+				if ok && s.incidents != nil && s.incidents.leaderSeen(string(lo.LeaderID), r.CurrentTerm(), time.Now()) {
+					go s.incidents.reportAsFollower(ctx)
 				}
 			}
 		}

@@ -76,6 +76,9 @@ type Server struct {
 	tokens *config.Tokens
 
 	raft *raft.Raft
+	// raftLogs: the Raft log store (the incidents read when a term began:
+	// termStartedAt); nil in tests that build a Server by hand.
+	raftLogs raft.LogStore
 	// startIndex: the last log index this node held when it started
 	// (stateReadable).
 	startIndex uint64
@@ -374,7 +377,7 @@ func (s *Server) startRaft(ctx context.Context) (func(), error) {
 		wal.Close()
 		return nil, fmt.Errorf("raft: %w", err)
 	}
-	s.raft = r
+	s.raft, s.raftLogs = r, wal
 	// The log this node holds on disk from before it started: a follower
 	// has not caught up before it applied it again (stateReadable).
 	s.startIndex = r.LastIndex()

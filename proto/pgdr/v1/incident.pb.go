@@ -1005,9 +1005,13 @@ func (x *ListIncidentsRequest) GetId() string {
 type ListIncidentsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// incidents: oldest first.
-	Incidents     []*Incident `protobuf:"bytes,1,rep,name=incidents,proto3" json:"incidents,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Incidents []*Incident `protobuf:"bytes,1,rep,name=incidents,proto3" json:"incidents,omitempty"`
+	// details_omitted: the incidents' timelines and notes were left out, the
+	// list with them being too large for one response; ask for one incident
+	// (id) to get its own.
+	DetailsOmitted bool `protobuf:"varint,2,opt,name=details_omitted,json=detailsOmitted,proto3" json:"details_omitted,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ListIncidentsResponse) Reset() {
@@ -1045,6 +1049,13 @@ func (x *ListIncidentsResponse) GetIncidents() []*Incident {
 		return x.Incidents
 	}
 	return nil
+}
+
+func (x *ListIncidentsResponse) GetDetailsOmitted() bool {
+	if x != nil {
+		return x.DetailsOmitted
+	}
+	return false
 }
 
 type OpenIncidentRequest struct {
@@ -1343,9 +1354,10 @@ const file_pgdr_v1_incident_proto_rawDesc = "" +
 	"\x14ListIncidentsRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x10\n" +
 	"\x03all\x18\x02 \x01(\bR\x03all\x12\x0e\n" +
-	"\x02id\x18\x03 \x01(\tR\x02id\"H\n" +
+	"\x02id\x18\x03 \x01(\tR\x02id\"q\n" +
 	"\x15ListIncidentsResponse\x12/\n" +
-	"\tincidents\x18\x01 \x03(\v2\x11.pgdr.v1.IncidentR\tincidents\"u\n" +
+	"\tincidents\x18\x01 \x03(\v2\x11.pgdr.v1.IncidentR\tincidents\x12'\n" +
+	"\x0fdetails_omitted\x18\x02 \x01(\bR\x0edetailsOmitted\"u\n" +
 	"\x13OpenIncidentRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x14\n" +
 	"\x05title\x18\x02 \x01(\tR\x05title\x12\x1a\n" +
