@@ -365,3 +365,48 @@ steps:
 		t.Errorf("a step after the failed one ran: %v", n)
 	}
 }
+
+// TestRunbookBackupAndDrillSteps: a runbook's backup step runs a backup of
+// the tier through the scheduler and ends with it; its drill step orders a
+// restore drill and ends with it; both are recorded as the runbook's.
+func TestRunbookBackupAndDrillSteps(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the lab")
+	}
+	l := startLab(t)
+	l.wantPrimary(t, "pg-a1")
+	for _, n := range []string{"pg-a2", "pg-b1"} {
+		l.waitHealthyReplica(t, n, 60*time.Second)
+	}
+	dir := pgtest.OwnedDir(t, "pgdr-runbooks-")
+	p := filepath.Join(dir, "prove.yaml")
+	if err := os.WriteFile(p, []byte(`name: prove-backups
+steps:
+  - {id: take, action: backup, tier: daily, timeout: 5m}
+  - {id: settle, action: wait, condition: healthy_replicas, count: 2, timeout: 2m}
+  - {id: restore, action: drill, timeout: 10m}
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 60*time.Second, "runbook applied", func() (bool, error) {
+		out, err := l.ctl("runbook", "apply", "-f", p)
+		return err == nil, fmt.Errorf("%v: %s", err, out)
+	})
+	run, err := l.runbookRun(t, "prove-backups")
+	if err != nil {
+		t.Fatalf("prove-backups: %v: %+v", err, run)
+	}
+	out, err := l.ctl("backups", "--cluster", "main", "--json")
+	if err != nil || !strings.Contains(string(out), "runbook prove-backups (run "+run.ID+")") {
+		t.Errorf("backups: %v; no run requested by the runbook:\n%s", err, out)
+	}
+	out, err = l.ctl("drills", "--cluster", "main", "--json")
+	if err != nil || !strings.Contains(string(out), "runbook prove-backups (run "+run.ID+")") || !strings.Contains(string(out), `"result": "ok"`) {
+		t.Errorf("drills: %v; no passed drill requested by the runbook:\n%s", err, out)
+	}
+	for _, s := range run.Steps {
+		if s.Status != "done" {
+			t.Errorf("step %s: %s (%s)", s.ID, s.Status, s.Reason)
+		}
+	}
+}
