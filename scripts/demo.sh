@@ -251,7 +251,20 @@ $LABSH start-agent pg-a1
 wait_until 240 "pg-a1 back as a healthy replica" replica_again pg-a1
 run pgdrctl history --cluster main --limit 12
 
+has_failover_incident() { pgdrctl incidents --all --json --timeout 3s 2>/dev/null | jq -e '[.incidents[] | select(.category == "failover")] | length >= 1' >/dev/null; }
+
+step "12. Incidents and runbooks"
+say "The failover opened one incident (repeats fold into it), kept in Raft with its timeline;" \
+  "with notification channels configured it pages, escalates and records every delivery" \
+  "(docs/incidents.md). Runbooks are business-continuity procedures the leader executes step" \
+  "by step; a dry run checks them against the cluster and changes nothing (docs/runbooks/)."
+wait_until 60 "the failover's incident" has_failover_incident
+run pgdrctl incidents --all
+run pgdrctl runbook list
+run pgdrctl runbook run regional-evacuation --cluster main --param region=us-east-1 --dry-run ||
+  say "(the dry run refused: a precondition is not met right now, as it says above)"
+
 step "Done"
 say "The tour showed: status, members, probes, replication, maintenance mode and history," \
-  "the WAL archive, backups and PITR, a coordinator leader re-election and an automatic" \
-  "failover with the old primary rejoining."
+  "the WAL archive, backups and PITR, a coordinator leader re-election, an automatic" \
+  "failover with the old primary rejoining, its incident, and a runbook's dry run."

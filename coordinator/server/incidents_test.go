@@ -3,7 +3,11 @@ package server
 import (
 	"fmt"
 	"testing"
+	"time"
 
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/pgdr/pgdr/pkg/testutil"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
 
@@ -34,4 +38,33 @@ func TestViewConditions(t *testing.T) {
 			t.Errorf("an unhealthy primary ended the refused failover: %+v", c)
 		}
 	}
+}
+
+// TestFencingIncidentOpensAndClears: the leader's incident loop opens a
+// fencing incident when a member reports itself fenced, and marks its
+// condition cleared once the member reports a role again.
+func TestFencingIncidentOpensAndClears(t *testing.T) {
+	s := testServer(t, Options{})
+	startInmemRaft(t, s)
+	metricsCluster(t, s)
+	fencing := func() (*pgdrv1.Incident, bool) {
+		for _, in := range s.fsm.Incidents("main", false, "") {
+			if in.GetCategory() == "fencing" {
+				return in, true
+			}
+		}
+		return nil, false
+	}
+	testutil.WaitFor(t, 30*time.Second, "a fencing incident for pg-a3", func() (bool, error) {
+		reportMain(s)
+		now := time.Now()
+		s.view.put(&pgdrv1.HealthReport{Cluster: "main", Node: "pg-a3", Fenced: true, Time: timestamppb.New(now)}, now, time.Time{})
+		in, ok := fencing()
+		return ok && in.GetDedupKey() == "fencing:main:pg-a3" && !in.GetConditionCleared(), fmt.Errorf("%v", in)
+	})
+	testutil.WaitFor(t, 30*time.Second, "its condition cleared once pg-a3 reports a replica", func() (bool, error) {
+		reportMain(s) // pg-a3 a streaming replica again
+		in, ok := fencing()
+		return ok && in.GetConditionCleared() && in.GetStatus() == "open", fmt.Errorf("%v", in)
+	})
 }
