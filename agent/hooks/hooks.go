@@ -150,16 +150,54 @@ func (h *Runner) Wait() {
 // run executes the hook once, bounded by the timeout; the whole process
 // group is killed at the deadline.
 func (h *Runner) run(rc *roleChange) {
-	ctx, cancel := context.WithTimeout(context.Background(), h.timeout)
+	log := h.log.With("role", rc.role, "previous_role", rc.previous, "epoch", rc.epoch)
+	log.Info("running role-change hook", "command", h.argv[0])
+	r := Exec(context.Background(), h.argv, []string{
+		"PGDR_ROLE=" + rc.role,
+		"PGDR_PREVIOUS_ROLE=" + rc.previous,
+		"PGDR_CLUSTER=" + h.cluster,
+		"PGDR_NODE=" + h.node,
+		"PGDR_EPOCH=" + strconv.FormatUint(rc.epoch, 10),
+	}, h.timeout)
+	h.runs.WithLabelValues(r.Result).Inc()
+	switch r.Result {
+	case hookTimeout:
+		log.Error("role-change hook timed out and was killed", "timeout", h.timeout, "output", r.Output)
+	case hookOK:
+		if r.OutputHeld {
+			log.Warn("role-change hook done, but a process it started kept its output open", "took", r.Took, "output", r.Output)
+		} else {
+			log.Info("role-change hook done", "exit_code", 0, "took", r.Took, "output", r.Output)
+		}
+	case hookFailed:
+		log.Error("role-change hook failed", "exit_code", r.ExitCode, "took", r.Took, "output", r.Output)
+	default:
+		log.Error("role-change hook could not run", "err", r.Err)
+	}
+}
+
+// Run is what Exec returned: Result is ok, failed (a non-zero exit
+// status), timeout (killed at the deadline) or error (could not start).
+type Run struct {
+	Result   string
+	ExitCode int
+	Output   string // stdout and stderr, the first 16 KiB
+	Took     time.Duration
+	// OutputHeld: it exited 0 but a process it started kept its output
+	// open (not waited for).
+	OutputHeld bool
+	Err        error
+}
+
+// Exec runs argv (no shell, no PATH lookup) with env added to this
+// process's environment, bounded by timeout (its whole process group is
+// killed at the deadline, or when ctx ends), and returns what became of
+// it. Role-change hooks and runbook commands run this way.
+func Exec(ctx context.Context, argv, env []string, timeout time.Duration) Run {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, h.argv[0], h.argv[1:]...)
-	cmd.Env = append(os.Environ(),
-		"PGDR_ROLE="+rc.role,
-		"PGDR_PREVIOUS_ROLE="+rc.previous,
-		"PGDR_CLUSTER="+h.cluster,
-		"PGDR_NODE="+h.node,
-		"PGDR_EPOCH="+strconv.FormatUint(rc.epoch, 10),
-	)
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdin = nil
 	out := &limitedBuffer{max: hookOutputLimit}
 	cmd.Stdout, cmd.Stderr = out, out
@@ -172,31 +210,23 @@ func (h *Runner) run(rc *roleChange) {
 	}
 	// A grandchild that keeps the output pipe open does not hold us.
 	cmd.WaitDelay = 2 * time.Second
-	log := h.log.With("role", rc.role, "previous_role", rc.previous, "epoch", rc.epoch)
-	log.Info("running role-change hook", "command", h.argv[0])
 	start := time.Now()
 	err := cmd.Run()
-	took := time.Since(start).Round(time.Millisecond)
-	output := strings.TrimSpace(out.String())
+	r := Run{Took: time.Since(start).Round(time.Millisecond), Output: strings.TrimSpace(out.String()), Err: err}
 	var exitErr *exec.ExitError
 	switch {
 	case ctx.Err() != nil && cmd.ProcessState != nil:
-		h.runs.WithLabelValues(hookTimeout).Inc()
-		log.Error("role-change hook timed out and was killed", "timeout", h.timeout, "output", output)
+		r.Result = hookTimeout
 	case err == nil:
-		h.runs.WithLabelValues(hookOK).Inc()
-		log.Info("role-change hook done", "exit_code", 0, "took", took, "output", output)
+		r.Result = hookOK
 	case errors.As(err, &exitErr):
-		h.runs.WithLabelValues(hookFailed).Inc()
-		log.Error("role-change hook failed", "exit_code", exitErr.ExitCode(), "took", took, "output", output)
+		r.Result, r.ExitCode = hookFailed, exitErr.ExitCode()
 	case errors.Is(err, exec.ErrWaitDelay):
-		// It exited 0 but left a process holding its output open.
-		h.runs.WithLabelValues(hookOK).Inc()
-		log.Warn("role-change hook done, but a process it started kept its output open", "took", took, "output", output)
+		r.Result, r.OutputHeld = hookOK, true
 	default:
-		h.runs.WithLabelValues(hookError).Inc()
-		log.Error("role-change hook could not run", "err", err)
+		r.Result = hookError
 	}
+	return r
 }
 
 // limitedBuffer keeps the first max bytes written and counts the rest.
