@@ -220,10 +220,13 @@ func longestWriteGap(ok []time.Time, from, to time.Time) time.Duration {
 // first and the primary's last. Throughout, a leader is back within
 // upgradeLeaderlessBound of any election, pg-a1 stays the primary at the
 // same epoch (no failover), and writes on it go on with no gap longer than
-// upgradeWriteGapBound. Each process is back (a caught-up voter; a healthy
-// member, the primary with its lease) on the new version before the next
-// one is restarted, and at the end all six run the new version and no
-// process of the old executables (a watchdog child) is left.
+// upgradeWriteGapBound, directly and through HAProxy running the shipped
+// deploy/haproxy/haproxy.cfg (which never marks pg-a1 down: an agent
+// restart leaves PostgreSQL serving). Each process is back (a caught-up
+// voter; a healthy member, the primary with its lease) on the new version
+// before the next one is restarted, and at the end all six run the new
+// version and no process of the old executables (a watchdog child) is
+// left.
 func TestRollingUpgrade(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts the real lab (PostgreSQL 15, 3 coordinators, 3 agents)")
@@ -246,9 +249,17 @@ func TestRollingUpgrade(t *testing.T) {
 		}
 	}
 	coords := targets[:3]
+	hap := startLabHAProxy(t, l)
+	hap.waitRouting(t, "pg-a1")
+	_, downBefore, err := hap.server("pg-a1")
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	w := startWriteLog(t, l, "pg-a1")
 	defer w.finish()
+	pw := startProxyWriter(t, l, hap.primary)
+	defer pw.finish()
 	mon := startUpgradeMonitor(l, coords, epoch)
 	defer mon.finish()
 	started := time.Now()
@@ -361,6 +372,7 @@ func TestRollingUpgrade(t *testing.T) {
 	mon.check(t)
 	mon.finish()
 	w.finish()
+	pw.finish()
 	ended := time.Now()
 
 	// --- what held throughout ---------------------------------------------
@@ -385,6 +397,18 @@ func TestRollingUpgrade(t *testing.T) {
 		ended.Sub(started).Round(time.Millisecond), len(ok), len(fail), gap.Round(time.Millisecond), upgradeWriteGapBound)
 	if gap > upgradeWriteGapBound {
 		t.Errorf("writes on pg-a1 stopped for %s (failed at %v)", gap.Round(time.Millisecond), fail)
+	}
+	// Through HAProxy (the shipped configuration): the primary's agent
+	// restart did not take pg-a1 out of routing.
+	pw.mu.Lock()
+	pgap := longestWriteGap(pw.ok, started, ended)
+	t.Logf("writes through HAProxy: %d acknowledged, %d failed, longest gap between two %s (bound %s)", len(pw.ok), len(pw.fail), pgap.Round(time.Millisecond), upgradeWriteGapBound)
+	if pgap > upgradeWriteGapBound || len(pw.fail) > 0 {
+		t.Errorf("writes through HAProxy stopped for %s, failed at %v", pgap.Round(time.Millisecond), pw.fail)
+	}
+	pw.mu.Unlock()
+	if st, down, err := hap.server("pg-a1"); err != nil || st != "UP" || down != downBefore {
+		t.Errorf("HAProxy: pg-a1 is %s (%v) with %d UP->DOWN transitions, %d before the upgrade: an agent restart took the primary out of routing", st, err, down, downBefore)
 	}
 	if c, err := l.clusterNow(); err != nil {
 		t.Error(err)
