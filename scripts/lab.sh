@@ -9,6 +9,11 @@
 #   scripts/lab.sh ports    print the port map
 #   scripts/lab.sh start-coordinator NAME   start one stopped (or killed) coordinator again
 #   scripts/lab.sh start-agent NAME         start one stopped (or killed) agent again
+#   scripts/lab.sh install-bins DIR         replace the lab's binaries by DIR's (as a package
+#                                           upgrade does: running processes keep the old ones)
+#   scripts/lab.sh restart-coordinator NAME stop one coordinator (SIGTERM) and start it again
+#   scripts/lab.sh restart-agent NAME       stop one agent (SIGTERM) and start it again; its
+#                                           PostgreSQL keeps running
 #
 # What `up` starts, under ${PGDR_LAB_DIR:-/tmp/pgdr-lab}:
 #   3 coordinators  c1 (us-east-1), c2 (eu-west-1), c3 (us-west-2)   in <dir>/cN/
@@ -181,8 +186,21 @@ bins() {
   fi
   # The lab runs its own copies: the postgres user can execute them, a
   # rebuild does not change a running lab, and `down` finds strays by path.
+  install_bins "$src"
+}
+
+# install_bins DIR: copies DIR's binaries into <lab>/bin, each under a
+# temporary name renamed over the old one, so that a running process keeps
+# its (old) executable until it is restarted, as after a package upgrade.
+install_bins() {
+  local src=$1 b
+  for b in pgdr-agent pgdr-coordinator pgdrctl; do [ -x "$src/$b" ] || die "$src lacks an executable $b"; done
   mkdir -p "$LAB/bin"
-  for b in pgdr-agent pgdr-coordinator pgdrctl; do install -m 0755 "$src/$b" "$LAB/bin/$b"; done
+  for b in pgdr-agent pgdr-coordinator pgdrctl; do
+    install -m 0755 "$src/$b" "$LAB/bin/.$b.new"
+    if is_root; then chown postgres: "$LAB/bin/.$b.new" 2>/dev/null || true; fi
+    mv -f "$LAB/bin/.$b.new" "$LAB/bin/$b"
+  done
 }
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -604,8 +622,28 @@ case "$cmd" in
     [ -f "$LAB/$1/agent.yaml" ] || die "no node $1 in $LAB"
     start_agent "$1"
     ;;
+  install-bins)
+    [ $# = 1 ] || die "usage: $0 install-bins DIR"
+    [ -f "$LAB/$MARKER" ] || die "no lab in $LAB (run: $0 up)"
+    install_bins "$1"
+    say "installed $1's binaries in $LAB/bin; running processes keep theirs until restarted"
+    ;;
+  restart-coordinator)
+    [ $# = 1 ] || die "usage: $0 restart-coordinator NAME"
+    coord_idx "$1" >/dev/null
+    [ -f "$LAB/$1/coordinator.yaml" ] || die "no coordinator $1 in $LAB"
+    stop_pids TERM 30 "$LAB/$1/coordinator.pid"
+    start_coordinator "$1"
+    ;;
+  restart-agent)
+    [ $# = 1 ] || die "usage: $0 restart-agent NAME"
+    node_idx "$1" >/dev/null
+    [ -f "$LAB/$1/agent.yaml" ] || die "no node $1 in $LAB"
+    stop_pids TERM 30 "$LAB/$1/agent.pid"
+    start_agent "$1"
+    ;;
   *)
-    sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
     ;;
 esac

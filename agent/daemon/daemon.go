@@ -56,6 +56,9 @@ type Daemon struct {
 	// lease is the primary lease, its renewal loop and fencing
 	// (agent/lease); it holds no lease without coordinator.addresses.
 	lease *lease.Keeper
+	// publishedRole is the role of the latest published report; only the
+	// monitor's Published callback uses it (under the monitor's lock).
+	publishedRole string
 	// failsafe is the failsafe (agent/failsafe).
 	failsafe *failsafe.Failsafe
 	// recloner re-clones a node pg_rewind cannot rejoin (agent/reclone).

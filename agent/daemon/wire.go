@@ -96,7 +96,16 @@ func build(cfg *config.Config, shipper *walship.Shipper, log *slog.Logger, opt o
 		Clock:    d.clock,
 		Annotate: d.failsafe.Annotate,
 		Published: func(r *pgdrv1.HealthReport) {
-			d.hooks.Observe(health.Role(r), d.epoch.Current())
+			role := health.Role(r)
+			d.hooks.Observe(role, d.epoch.Current())
+			// Just promoted (the promote order checks at once): ask for
+			// the first grant now, not at the lease loop's next tick, so
+			// that /primary turns 200 (and routing follows) without
+			// waiting up to failover.loop.
+			if role == health.RolePrimary && d.publishedRole != health.RolePrimary && d.publishedRole != "" && d.lease != nil {
+				d.lease.Kick()
+			}
+			d.publishedRole = role
 		},
 		CheckDuration: d.metrics.checkDuration.Observe,
 		Log:           log,

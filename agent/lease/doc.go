@@ -11,7 +11,10 @@
 // whose comment holds the timing argument), held under a mutex of its own
 // by Holder, which the failsafe (agent/failsafe) reads as its Lease; the
 // renewal loop (Keeper.Run) with its own connection to the leader when no
-// session is up; what the loop makes of the latest report (classify);
+// session is up, and Keeper.Kick, which runs its next round at once (the
+// daemon kicks it when the node turns primary, so that the promotion's
+// first grant, which /primary waits for, is asked for without waiting up
+// to a loop); what the loop makes of the latest report (classify);
 // fencing and unfencing (Keeper.Fence, Keeper.Unfence) with the fenced
 // marker and the pgdr_agent_fenced gauge.
 //

@@ -118,6 +118,8 @@ type Keeper struct {
 	deps Deps
 	// fenceMu serializes fencing.
 	fenceMu sync.Mutex
+	// kick asks Run for a round now (Kick).
+	kick chan struct{}
 }
 
 // New builds the keeper of the lease held by h (the Holder the failsafe
@@ -129,7 +131,7 @@ func New(cfg Config, h *Holder, deps Deps) *Keeper {
 	if deps.Log == nil {
 		deps.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Keeper{Holder: h, cfg: cfg, deps: deps}
+	return &Keeper{Holder: h, cfg: cfg, deps: deps, kick: make(chan struct{}, 1)}
 }
 
 // Start builds the lease of a node that may be primary from start: with
@@ -175,6 +177,7 @@ func (k *Keeper) Run(ctx context.Context) {
 		case <-ctx.Done():
 		case <-t.C:
 		case <-deadline:
+		case <-k.kick:
 		}
 		if tm != nil {
 			tm.Stop()
@@ -330,4 +333,15 @@ func (lc *leaseConn) renew(ctx context.Context, req *pgdrv1.RenewLeaseRequest) (
 		lc.close() // ask again who leads next time
 	}
 	return resp, err
+}
+
+// Kick asks Run for a round at once instead of at the next failover.loop
+// tick: a node that just became a writable primary asks for its first
+// grant (which /primary waits for) without waiting up to a loop. It never
+// blocks; kicks before that round is taken count once.
+func (k *Keeper) Kick() {
+	select {
+	case k.kick <- struct{}{}:
+	default:
+	}
 }

@@ -261,3 +261,61 @@ func TestLeaseRoundPartialReport(t *testing.T) {
 		})
 	}
 }
+
+// TestKeeperKick: a kick runs a round at once rather than at the next
+// failover.loop tick, so that a node that just became primary asks for
+// its first grant (which /primary waits for) without waiting up to a loop.
+func TestKeeperKick(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	leader := &fakeLeader{renewal: &pgdrv1.RenewLeaseResponse{Granted: true, Primary: "pg-a2", Epoch: 5, TtlMs: 5000}}
+	srv := grpc.NewServer()
+	pgdrv1.RegisterAgentServiceServer(srv, leader)
+	go srv.Serve(ln)
+	t.Cleanup(srv.Stop)
+	renewals := func() int {
+		leader.mu.Lock()
+		defer leader.mu.Unlock()
+		return leader.renewals
+	}
+
+	// A loop far longer than the test: only the first round and kicks renew.
+	cfg := Config{Cluster: "main", Node: "pg-a2", PGData: t.TempDir(), TTL: 5 * time.Second, SafetyMargin: time.Second, Loop: time.Hour}
+	writable := &pgdrv1.HealthReport{Cluster: "main", Node: "pg-a2", PostmasterAlive: true, Connectable: true}
+	var ep epoch.Tracker
+	ep.See(5)
+	k := New(cfg, NewHolder(Start(time.Now(), cfg)), Deps{
+		Session: func() pgdrv1.AgentServiceClient { return nil },
+		DialLeader: func(ctx context.Context) (*grpc.ClientConn, error) {
+			return grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		},
+		Report:   func() *pgdrv1.HealthReport { return writable },
+		Epoch:    &ep,
+		PG:       &stoppedPG{},
+		Failsafe: noFailsafe{},
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); k.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	waitRenewals := func(n int, why string) {
+		t.Helper()
+		for deadline := time.Now().Add(3 * time.Second); renewals() < n; {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d renewals within 3 s, want %d (%s)", renewals(), n, why)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	waitRenewals(1, "the first round")
+	k.Kick()
+	waitRenewals(2, "after a kick")
+	k.Kick()
+	k.Kick()
+	waitRenewals(3, "after two kicks")
+	if granted, fenced, _ := k.Status(); !granted || fenced != "" {
+		t.Errorf("granted %v fenced %q, want a granted lease", granted, fenced)
+	}
+}

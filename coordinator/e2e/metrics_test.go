@@ -99,6 +99,12 @@ func readLabYAML(t *testing.T, path string, v any) {
 // HTTP when the server answers HTTPS with HTTP (a coordinator whose /metrics
 // is not served over TLS); the test logs which.
 func (tg labScrapeTarget) scrape(ctx context.Context) (body []byte, scheme string, err error) {
+	return tg.fetch(ctx, "/metrics")
+}
+
+// fetch GETs path (/metrics, /health) from the target the way scrape does;
+// an answer other than 200 is an error.
+func (tg labScrapeTarget) fetch(ctx context.Context, path string) (body []byte, scheme string, err error) {
 	get := func(client *http.Client, url string) ([]byte, error) {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		if err != nil {
@@ -122,7 +128,7 @@ func (tg labScrapeTarget) scrape(ctx context.Context) (body []byte, scheme strin
 	if tg.tls != nil {
 		client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: tg.tls}}
 		defer client.CloseIdleConnections()
-		b, err := get(client, "https://"+tg.addr+"/metrics")
+		b, err := get(client, "https://"+tg.addr+path)
 		if err == nil {
 			return b, "https", nil
 		}
@@ -132,7 +138,7 @@ func (tg labScrapeTarget) scrape(ctx context.Context) (body []byte, scheme strin
 	}
 	client := &http.Client{Timeout: 5 * time.Second}
 	defer client.CloseIdleConnections()
-	b, err := get(client, "http://"+tg.addr+"/metrics")
+	b, err := get(client, "http://"+tg.addr+path)
 	return b, "http", err
 }
 

@@ -13,6 +13,15 @@
 # counts when its COMMIT returned. It reports the last acknowledged write on
 # the old primary and the first on another node.
 #
+# For pgdr the probe also writes through HAProxy running the shipped
+# deploy/haproxy/haproxy.cfg, of which only the addresses are rewritten (the
+# lab's ports at BENCH_PGDR_PORT_BASE, free ports for its frontends and
+# stats page; every check setting as shipped): what a client of the
+# documented routing sees. The node behind each write is told by its
+# cluster_name. Reported: kill -> first write through HAProxy, and its
+# difference with the direct first write (the time routing adds; issue 20's
+# target is at most 0.5 s).
+#
 #   unplanned failover  kill -9 of the primary's postmaster and of its HA
 #                       daemon (pgdr-agent / patroni) at the same instant ->
 #                       first acknowledged write on the new primary.
@@ -48,6 +57,8 @@
 # within BENCH_REJOIN_TIMEOUT, that is reported and the system is rebuilt.
 #
 # Environment: PGDR_BENCH_DIR, BENCH_REPS (5; 1 for a quick check),
+# BENCH_HAPROXY (1; 0: pgdr without HAProxy), BENCH_HAPROXY_PORT (27300: first
+# of 3 consecutive free ports for HAProxy's frontends and stats page),
 # BENCH_SYSTEMS ("pgdr pgdr-fast patroni-aggressive patroni-default"), BENCH_CAP (120 s:
 # bound of one measured repetition), BENCH_REJOIN_TIMEOUT (120 s),
 # BENCH_PGDR_PORT_BASE (27000; the lab uses base+1..base+69),
@@ -68,6 +79,9 @@ REJOIN_TIMEOUT=${BENCH_REJOIN_TIMEOUT:-120}
 PGDR_PORT_BASE=${BENCH_PGDR_PORT_BASE:-27000}
 PORT_BASE=${BENCH_PORT_BASE:-27200}
 MIN_INTERVAL=${BENCH_PGDR_MIN_INTERVAL:-1s}
+USE_HAPROXY=${BENCH_HAPROXY:-1}
+HAPROXY_PORT_FROM=${BENCH_HAPROXY_PORT:-27300}
+PROXY="" # host:port the probe also writes through (pgdr with HAProxy)
 read -r AG_TTL AG_LOOP AG_RETRY <<< "${BENCH_PATRONI_AGGRESSIVE:-7 1 3}"
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 LAB=$BENCH/lab
@@ -121,7 +135,7 @@ trap 'exit 130' INT TERM
 # ------------------------------------------------------------ prerequisites
 for t in curl jq ss setpriv; do command -v $t >/dev/null || { say "$t is required"; exit 1; }; done
 [ -x "$PGBIN/postgres" ] || bash scripts/ci-deps.sh
-if ! command -v patroni >/dev/null || ! command -v etcd >/dev/null; then
+if [[ " $SYSTEMS " == *" patroni-"* ]] && { ! command -v patroni >/dev/null || ! command -v etcd >/dev/null; }; then
   say "installing patroni and etcd-server (Debian)"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq patroni etcd-server >/dev/null
 fi
@@ -136,8 +150,9 @@ chmod 755 "$BENCH"
 say "building the write probe (scripts/bench/failoverclient)"
 go build -o "$BENCH/failoverclient" ./scripts/bench/failoverclient
 CLIENT="$BENCH/failoverclient"
-PATRONI_VERSION=$(patroni --version 2>&1 | awk '{print $NF}')
-ETCD_VERSION=$(etcd --version 2>&1 | awk '/etcd Version/{print $3}')
+PATRONI_VERSION=$(patroni --version 2>/dev/null | awk '{print $NF}' || true)
+ETCD_VERSION=$(etcd --version 2>/dev/null | awk '/etcd Version/{print $3}' || true)
+PATRONI_VERSION=${PATRONI_VERSION:-"(not installed)"} ETCD_VERSION=${ETCD_VERSION:-"(not installed)"}
 PG_VERSION=$("$PGBIN/postgres" --version | awk '{print $3}')
 
 # ------------------------------------------------------------------- ports
@@ -154,6 +169,7 @@ find_ports() { # find_ports FROM COUNT: first of COUNT consecutive free ports
 }
 
 declare -A FO SW NOTE DEC PROMO  # per system: space-separated figures (DEC, PROMO: pgdr's failover split), notes
+declare -A HFO HEXTRA HSW         # through HAProxy: kill -> first write, that less the direct one, switchover window
 add_note() { NOTE[$1]="${NOTE[$1]:-}${NOTE[$1]:+; }$2"; say "$1: $2"; }
 DETAIL="$BENCH/details.txt"
 : > "$DETAIL"
@@ -162,7 +178,7 @@ DETAIL="$BENCH/details.txt"
 # it has seen a first write. Sets PROBE_PID. Fails when no node took a write.
 probe_start() {
   local out=$1 nodes=$2 dl
-  "$CLIENT" --nodes "$nodes" --timeout "${CAP}s" > "$out" 2> "$out.err" &
+  "$CLIENT" --nodes "$nodes" ${PROXY:+--proxy "$PROXY"} --timeout "${CAP}s" > "$out" 2> "$out.err" &
   PROBE_PID=$!
   register_pid "$PROBE_PID" "$CLIENT"
   dl=$((SECONDS + 15))
@@ -208,6 +224,7 @@ record_failover() {
       DEC[$sys]="${DEC[$sys]:-} $(secs "$kill_ns" "$dec")"; PROMO[$sys]="${PROMO[$sys]:-} $(secs "$dec" "$first")"
     fi
     echo "$sys failover   #$rep: $old -> $new: kill -> first write $t s$split (last write on $old at kill$(awk -v d="$(secs "$kill_ns" "$(jget "$js" .last_old_ns)")" 'BEGIN{printf "%+.3f", d}') s, an ack in flight can land just after; writes on $old after $new's first: ${oan:-0})" >> "$DETAIL"
+    record_proxy_failover "$sys" "$rep" "$kill_ns" "$js" "$t"
     say "$sys failover #$rep: $old -> $new in $t s"
     [ "${oan:-0}" != 0 ] && add_note "$sys" "failover #$rep: the old primary $old acknowledged $oan write(s) after $new's first"
   else
@@ -217,6 +234,23 @@ record_failover() {
   fi
   return 0
 }
+# record_proxy_failover SYS REP KILL_NS JSON DIRECT_SECONDS: the writes
+# through HAProxy, when the probe made them.
+record_proxy_failover() {
+  local sys=$1 rep=$2 kill_ns=$3 js=$4 direct=$5 pfirst pnew perr t extra
+  [ -n "$PROXY" ] || return 0
+  pfirst=$(jget "$js" .proxy_first_new_ns); pnew=$(jget "$js" .proxy_new); perr=$(jget "$js" .proxy_error)
+  if [ -n "$pfirst" ]; then
+    t=$(secs "$kill_ns" "$pfirst")
+    extra=$(awk -v a="$t" -v b="$direct" 'BEGIN{printf "%.3f", a - b}')
+    HFO[$sys]="${HFO[$sys]:-} $t"; HEXTRA[$sys]="${HEXTRA[$sys]:-} $extra"
+    echo "$sys   via HAProxy #$rep: kill -> first write through HAProxy (on $pnew) $t s = direct $direct s + routing $extra s" >> "$DETAIL"
+    say "$sys failover #$rep through HAProxy: $t s (routing adds $extra s)"
+  else
+    HFO[$sys]="${HFO[$sys]:-} >$CAP"
+    add_note "$sys" "failover #$rep: no write through HAProxy reached the new primary (${perr:-no result})"
+  fi
+}
 # record_switchover SYS REP JSON OLD TARGET CMD_SECONDS RC
 record_switchover() {
   local sys=$1 rep=$2 js=$3 old=$4 target=$5 cmd=$6 rc=$7 new w err oan
@@ -225,6 +259,12 @@ record_switchover() {
     w=$(awk -v w="$w" 'BEGIN{printf "%.3f", w}')
     SW[$sys]="${SW[$sys]:-} $w"
     echo "$sys switchover #$rep: $old -> $new (asked: $target): no write for $w s; command took $cmd s (exit $rc)" >> "$DETAIL"
+    if [ -n "$PROXY" ] && [ -n "$(jget "$js" .proxy_window_s)" ]; then
+      local pw
+      pw=$(awk -v w="$(jget "$js" .proxy_window_s)" 'BEGIN{printf "%.3f", w}')
+      HSW[$sys]="${HSW[$sys]:-} $pw"
+      echo "$sys   via HAProxy #$rep: no write through HAProxy for $pw s" >> "$DETAIL"
+    fi
     say "$sys switchover #$rep: $old -> $new: unavailable $w s (command $cmd s, exit $rc)"
     [ "$new" != "$target" ] && add_note "$sys" "switchover #$rep: asked for $target, $new took the writes"
     [ "${oan:-0}" != 0 ] && add_note "$sys" "switchover #$rep: the old primary $old acknowledged $oan write(s) after $new's first"
@@ -272,11 +312,52 @@ pgdr_fresh() {
 }
 pgdr_pid() { head -1 "$1" 2>/dev/null | tr -dc 0-9; }
 
+# HAProxy with the shipped configuration in front of the lab: only its
+# addresses are rewritten (deploy/haproxy/haproxy.cfg is written for the lab
+# at port base 26000 and binds :5000, :5001 and 127.0.0.1:7000).
+HAPROXY_PID=""
+haproxy_start() {
+  local hb hp
+  [ "$USE_HAPROXY" = 1 ] || return 0
+  hp=$(command -v haproxy || echo /usr/sbin/haproxy)
+  [ -x "$hp" ] || { bash scripts/ci-deps.sh >/dev/null; hp=$(command -v haproxy || echo /usr/sbin/haproxy); }
+  hb=$(find_ports "$HAPROXY_PORT_FROM" 3) || { say "no 3 free consecutive ports from $HAPROXY_PORT_FROM for HAProxy"; return 1; }
+  B=$PGDR_PORT_BASE perl -pe 's/\b260(\d\d)\b/$ENV{B} + $1/ge' deploy/haproxy/haproxy.cfg |
+    sed -e "s/bind \*:5000/bind 127.0.0.1:$hb/" -e "s/bind \*:5001/bind 127.0.0.1:$((hb + 1))/" \
+      -e "s/bind 127\.0\.0\.1:7000/bind 127.0.0.1:$((hb + 2))/" > "$BENCH/haproxy.cfg"
+  diff deploy/haproxy/haproxy.cfg "$BENCH/haproxy.cfg" > "$BENCH/haproxy.cfg.diff" || true
+  "$hp" -c -f "$BENCH/haproxy.cfg" > "$BENCH/haproxy-check.log" 2>&1 || { say "haproxy -c failed:"; cat "$BENCH/haproxy-check.log" >&2; return 1; }
+  "$hp" -db -f "$BENCH/haproxy.cfg" > "$BENCH/haproxy.log" 2>&1 &
+  HAPROXY_PID=$!
+  register_pid "$HAPROXY_PID" "$BENCH/haproxy.cfg"
+  PROXY=127.0.0.1:$hb
+  HAPROXY_STATS=127.0.0.1:$((hb + 2))
+  say "HAProxy (deploy/haproxy/haproxy.cfg, addresses rewritten: $BENCH/haproxy.cfg.diff) on $PROXY"
+}
+haproxy_stop() {
+  [ -z "$HAPROXY_PID" ] || stop_pid "$HAPROXY_PID" 10
+  HAPROXY_PID=""; PROXY=""
+}
+# haproxy_settled PRIMARY TIMEOUT: waits until HAProxy's primary backend has
+# PRIMARY, and only it, up (its stats page as CSV).
+haproxy_settled() {
+  local dl=$((SECONDS + $2)) up=""
+  [ -n "$PROXY" ] || return 0
+  while [ $SECONDS -lt $dl ]; do
+    up=$(curl -fs -m 1 "http://$HAPROXY_STATS/;csv" 2>/dev/null | awk -F, '$1 == "primary" && $2 != "BACKEND" && $2 != "FRONTEND" && $18 == "UP" {print $2}' | tr '\n' ' ')
+    [ "$up" = "$1 " ] && return 0
+    sleep 0.2
+  done
+  say "HAProxy's primary backend has [${up:-}] up, want [$1]"
+  return 1
+}
+
 run_pgdr() { # run_pgdr SYSTEM LEASE_TTL
   local sys=$1 rep primary target js t0 t1 rc kill_ns pp ap out
   LEASE_TTL=$2
   say "$sys: lab up (PGDR_LAB_DIR=$LAB, ports $((PGDR_PORT_BASE + 1))..$((PGDR_PORT_BASE + 69)), lease_ttl $LEASE_TTL, min_interval $MIN_INTERVAL)"
   pgdr_fresh || { add_note $sys "lab up failed"; return 0; }
+  haproxy_start || add_note $sys "HAProxy did not start: measured without it"
   PGDR_VERSION=$("$LAB/bin/pgdrctl" version 2>/dev/null | head -1 || echo "?")
   local nodes; nodes=$(pgdr_nodes)
   # Switchovers, targets alternating between pg-a2 and pg-a1.
@@ -284,6 +365,7 @@ run_pgdr() { # run_pgdr SYSTEM LEASE_TTL
     primary=$(pgdr_healthy 60) || { add_note $sys "switchover #$rep: lab not healthy within 60 s; fresh lab"; pgdr_fresh || return 0; primary=$(pgdr_healthy 60) || return 0; }
     if [ "$primary" = pg-a2 ]; then target=pg-a1; else target=pg-a2; fi
     out="$BENCH/$sys-sw-$rep"
+    haproxy_settled "$primary" 30 || add_note $sys "switchover #$rep: HAProxy had not settled on $primary"
     probe_start "$out.probe" "$nodes" || { add_note $sys "switchover #$rep: the probe saw no write"; continue; }
     t0=$(now_ns); rc=0
     ( source "$LAB/env"; timeout "$CAP" "$LAB/bin/pgdrctl" switchover --cluster main --to "$target" --json ) \
@@ -298,6 +380,7 @@ run_pgdr() { # run_pgdr SYSTEM LEASE_TTL
       add_note $sys "failover #$rep: lab not healthy (3 healthy members) within 60 s; fresh lab"
       pgdr_fresh || return 0; primary=$(pgdr_healthy 60) || return 0; }
     out="$BENCH/$sys-fo-$rep"
+    haproxy_settled "$primary" 30 || add_note $sys "failover #$rep: HAProxy had not settled on $primary"
     pp=$(pgdr_pid "$LAB/$primary/pgdata/postmaster.pid"); ap=$(pgdr_pid "$LAB/$primary/agent.pid")
     [ -n "$pp" ] && [ -n "$ap" ] || { add_note $sys "failover #$rep: no pid for $primary's postmaster or agent"; continue; }
     probe_start "$out.probe" "$nodes" || { add_note $sys "failover #$rep: the probe saw no write"; continue; }
@@ -318,6 +401,7 @@ run_pgdr() { # run_pgdr SYSTEM LEASE_TTL
     fi
   done
   pctl history > "$BENCH/$sys-history.txt" 2>&1 || true
+  haproxy_stop
   lab down > "$BENCH/lab-down.log" 2>&1 || true
 }
 
@@ -565,6 +649,7 @@ label() { case "$1" in pgdr) echo "pgdr (defaults)" ;; pgdr-fast) echo "pgdr (le
   echo "            failover.min_interval $MIN_INTERVAL (lowered so that repetitions are not refused as flapping)"
   echo "Patroni:    etcd3 API, use_pg_rewind, one etcd; aggressive = ttl $AG_TTL, loop_wait $AG_LOOP, retry_timeout $AG_RETRY (loop_wait + 2 x retry_timeout <= ttl)"
   echo "probe:      an INSERT on every node every 20 ms over kept connections (connect timeout 200 ms); acknowledged = COMMIT returned"
+  [ "$USE_HAPROXY" != 1 ] || echo "            pgdr: and the same through HAProxy running deploy/haproxy/haproxy.cfg (addresses rewritten only)"
   echo "load avg:   $(cut -d' ' -f1-3 /proc/loadavg) (at end); $REPS repetitions per system and mode, each bounded by ${CAP} s"
   echo
   printf '%-38s | %-30s | %-30s\n' "" "unplanned failover (s)" "switchover unavailability (s)"
@@ -588,6 +673,14 @@ label() { case "$1" in pgdr) echo "pgdr (defaults)" ;; pgdr-fast) echo "pgdr (le
     [ -n "${DEC[$sys]:-}" ] || continue
     printf '  %-44s %8s   %s\n' "$sys: kill -> leader's decision, median" "$(median <<< "${DEC[$sys]}") s" "(lease running out + tick: $(vmin <<< "${DEC[$sys]}")–$(vmax <<< "${DEC[$sys]}") s)"
     printf '  %-44s %8s   %s\n' "$sys: decision -> first write, median" "$(median <<< "${PROMO[$sys]}") s" "(pgdr's promotion path: $(vmin <<< "${PROMO[$sys]}")–$(vmax <<< "${PROMO[$sys]}") s)"
+  done
+  for sys in pgdr pgdr-fast; do
+    [ -n "${HFO[$sys]:-}" ] || continue
+    printf '  %-44s %8s   %s\n' "$sys: kill -> first write via HAProxy, median" "$(median <<< "${HFO[$sys]}") s" "($(vmin <<< "${HFO[$sys]}")–$(vmax <<< "${HFO[$sys]}") s)"
+    [ -z "${HEXTRA[$sys]:-}" ] ||
+      printf '  %-44s %8s   %-14s %s\n' "$sys: HAProxy adds (via - direct), median" "$(median <<< "${HEXTRA[$sys]}") s" "target <= 0.5 s" "$(mark "$(median <<< "${HEXTRA[$sys]}")" 0.5) ($(vmin <<< "${HEXTRA[$sys]}")–$(vmax <<< "${HEXTRA[$sys]}") s)"
+    [ -z "${HSW[$sys]:-}" ] ||
+      printf '  %-44s %8s   %s\n' "$sys: switchover via HAProxy, median" "$(median <<< "${HSW[$sys]}") s" "(no write through HAProxy; $(vmin <<< "${HSW[$sys]}")–$(vmax <<< "${HSW[$sys]}") s)"
   done
   printf '  %-44s %8s   %-14s %s\n' "pgdr switchover unavailability, median" "$sw_p s" "target <= 1 s" "$(mark "$sw_p" 1)"
   printf '  %-44s %8s\n' "pgdr / Patroni-aggressive, switchover" "$(ratio "$sw_p" "$sw_a")"
