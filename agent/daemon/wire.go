@@ -21,6 +21,7 @@ import (
 	"github.com/pgdr/pgdr/agent/reclone"
 	"github.com/pgdr/pgdr/agent/repocopy"
 	"github.com/pgdr/pgdr/agent/repostat"
+	"github.com/pgdr/pgdr/agent/runcmd"
 	"github.com/pgdr/pgdr/agent/session"
 	"github.com/pgdr/pgdr/agent/walship"
 	"github.com/pgdr/pgdr/agent/watchdog"
@@ -187,6 +188,7 @@ func build(cfg *config.Config, shipper *walship.Shipper, log *slog.Logger, opt o
 		Executor:    d.orders,
 		Backups:     d.backups,
 		Drills:      d.drills,
+		Commands:    runcmd.New(cfg, log),
 		Monitor:     d.monitor,
 		Epoch:       &d.epoch,
 		LeaderClock: d.lclock,

@@ -46,6 +46,12 @@ type Executor interface {
 	Order(ctx context.Context, cmd *pgdrv1.AgentCommand, received time.Time) (string, error)
 }
 
+// Commands carries out RunCommand orders: started once per key, reported
+// on (pending) by every repeat (agent/runcmd.Runner).
+type Commands interface {
+	Order(ctx context.Context, cmd *pgdrv1.AgentCommand) *pgdrv1.CommandResult
+}
+
 // Backups carries out the scheduler's backup runs (agent/backuprun.Runner):
 // it answers at once (pending, a repeated run's state, or a refusal) and
 // completes the run later through Session.Complete, so that a backup never
@@ -94,7 +100,10 @@ type Deps struct {
 	Backups  Backups // nil: Backup orders are refused
 	// Drills carries out restore drills (agent/drillrun.Runner), as
 	// Backups does backups; nil: Drill orders are refused.
-	Drills      Backups
+	Drills Backups
+	// Commands carries out RunCommand orders (agent/runcmd.Runner); nil:
+	// refused.
+	Commands    Commands
 	Monitor     Monitor
 	Epoch       Epoch
 	LeaderClock LeaderClock
@@ -501,6 +510,14 @@ func (s *Session) carryOut(ctx, runCtx context.Context, cmd *pgdrv1.AgentCommand
 		}
 		res = s.deps.Drills.StartAt(runCtx, cmd, received)
 		log.Info("restore drill ordered", "run", k.Drill.GetRunId(), "pending", res.GetPending(), "error", res.GetError())
+	case *pgdrv1.AgentCommand_RunCommand:
+		if s.deps.Commands == nil {
+			res.Error = "this agent does not run commands"
+			break
+		}
+		res = s.deps.Commands.Order(runCtx, cmd)
+		res.Id, res.Cluster, res.Node = cmd.GetId(), s.cfg.Cluster, s.cfg.Node.Name
+		log.Info("runbook command ordered", "command", k.RunCommand.GetName(), "key", k.RunCommand.GetKey(), "pending", res.GetPending(), "ok", res.GetOk(), "error", res.GetError())
 	default:
 		res.Error = fmt.Sprintf("unknown command %T", k)
 	}

@@ -366,9 +366,11 @@ steps:
 	}
 }
 
-// TestRunbookBackupAndDrillSteps: a runbook's backup step runs a backup of
-// the tier through the scheduler and ends with it; its drill step orders a
-// restore drill and ends with it; both are recorded as the runbook's.
+// TestRunbookBackupAndDrillSteps: a runbook's command step has pg-a2's
+// agent run the command its config lists under that name (once); its
+// backup step runs a backup of the tier through the scheduler and ends
+// with it; its drill step orders a restore drill and ends with it; both
+// are recorded as the runbook's.
 func TestRunbookBackupAndDrillSteps(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the lab")
@@ -379,9 +381,17 @@ func TestRunbookBackupAndDrillSteps(t *testing.T) {
 		l.waitHealthyReplica(t, n, 60*time.Second)
 	}
 	dir := pgtest.OwnedDir(t, "pgdr-runbooks-")
+	// pg-a2's agent lists one command runbooks may run.
+	marker := filepath.Join(dir, "marker")
+	l.editAgentYAML(t, "pg-a2", func(y string) string {
+		return y + "\ncommands:\n  mark:\n    argv: [/bin/sh, -c, 'echo \"$PGDR_NODE $PGDR_RUNBOOK_KEY\" >>" + marker + "']\n    timeout: 30s\n"
+	})
+	l.restartAgent(t, "pg-a2")
+	l.waitHealthyReplica(t, "pg-a2", 60*time.Second)
 	p := filepath.Join(dir, "prove.yaml")
 	if err := os.WriteFile(p, []byte(`name: prove-backups
 steps:
+  - {id: mark, action: command, node: pg-a2, run: mark}
   - {id: take, action: backup, tier: daily, timeout: 5m}
   - {id: settle, action: wait, condition: healthy_replicas, count: 2, timeout: 2m}
   - {id: restore, action: drill, timeout: 10m}
@@ -408,5 +418,8 @@ steps:
 		if s.Status != "done" {
 			t.Errorf("step %s: %s (%s)", s.ID, s.Status, s.Reason)
 		}
+	}
+	if b, err := os.ReadFile(marker); err != nil || strings.TrimSpace(string(b)) != "pg-a2 "+run.ID+"/mark" {
+		t.Errorf("the command step's marker: %q (%v), want one line \"pg-a2 %s/mark\"", b, err, run.ID)
 	}
 }

@@ -231,13 +231,7 @@ func (c cursor) wait(until time.Time, reason string) Decision {
 	return d
 }
 
-func (c cursor) timeout() time.Duration {
-	b := c.body()
-	if d, err := parseTimeout(b.Timeout); err == nil {
-		return d
-	}
-	return defaultTimeout[b.Action]
-}
+func (c cursor) timeout() time.Duration { return ActionTimeout(c.body()) }
 
 // begin decides a pending step (or a rollback not yet sent): an action
 // whose effect is already there is done without being sent (and without
@@ -440,4 +434,14 @@ func (c cursor) validating() Decision {
 		return c.fail(applied, fmt.Sprintf("validation %s failed within %s: %s", val.Condition, limit, why))
 	}
 	return c.wait(deadline, "validating "+string(val.Condition)+": "+why)
+}
+
+// ActionTimeout is how long an action of b may take (its timeout, else
+// its action's default): a caller carrying it out bounds its own wait by
+// it, as Next judges the step past it.
+func ActionTimeout(b Body) time.Duration {
+	if d, err := parseTimeout(b.Timeout); err == nil {
+		return d
+	}
+	return defaultTimeout[b.Action]
 }

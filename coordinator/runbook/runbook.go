@@ -115,7 +115,8 @@ type Body struct {
 	// drill, command: the node (drill: optional, the drill scheduler's
 	// choice when empty; command: required).
 	Node string `yaml:"node,omitempty"`
-	// command: the command line the agent runs.
+	// command: the name of a command the node's agent config lists under
+	// commands: (the agent runs only what its own config allows).
 	Run string `yaml:"run,omitempty"`
 	// notify: the message; pause: the reason recorded with the pause.
 	Message string `yaml:"message,omitempty"`

@@ -216,7 +216,7 @@ func checkBody(add addFunc, path string, b *Body, rollback bool) {
 			add(path+".node", "required: the node whose agent runs the command")
 		}
 		if strings.TrimSpace(b.Run) == "" {
-			add(path+".run", "required: the command line")
+			add(path+".run", "required: the name of a command in the agent's commands: config")
 		}
 	case ActionNotify:
 		if strings.TrimSpace(b.Message) == "" {

@@ -192,6 +192,8 @@ func (r *runbookRunner) carryOut(ctx context.Context, run *pgdrv1.RunbookRun, d 
 		o = outcomeOf(err, "")
 	case runbook.ActionNotify:
 		o = r.notify(ctx, run, d)
+	case runbook.ActionCommand:
+		o = r.command(ctx, run, d)
 	default:
 		o = runbook.Outcome{Message: fmt.Sprintf("action %s is not carried out by this coordinator version", d.Body.Action)}
 	}
@@ -204,6 +206,46 @@ func (r *runbookRunner) carryOut(ctx context.Context, run *pgdrv1.RunbookRun, d 
 	}
 	r.propose(ctx, "outcome "+d.Step, &pgdrv1.RunbookCommand{Op: &pgdrv1.RunbookCommand_Record{Record: &pgdrv1.RunbookRecord{
 		RunId: run.GetId(), Step: d.Step, Rollback: d.Kind == runbook.KindRollback, OutcomeJson: b}}})
+}
+
+// commandPoll: how often the leader asks a node's agent about a runbook
+// command that is still running.
+const commandPoll = 2 * time.Second
+
+// command has the node's agent run the command its config lists under
+// the step's name (agent/runcmd: once per key), asking again until it
+// ends; the step's own timeout (runbook.Next) bounds the wait.
+func (r *runbookRunner) command(ctx context.Context, run *pgdrv1.RunbookRun, d runbook.Decision) runbook.Outcome {
+	rc := &pgdrv1.RunCommand{Name: d.Body.Run, Key: d.Key}
+	deadline := time.Now().Add(runbook.ActionTimeout(d.Body))
+	for {
+		if !time.Now().Before(deadline) {
+			return runbook.Outcome{Applied: true, Message: fmt.Sprintf("command %s on %s: no result within %s (it may have run)", rc.GetName(), d.Body.Node, runbook.ActionTimeout(d.Body))}
+		}
+		c, ok := r.s.fsm.Cluster(run.GetCluster())
+		if !ok {
+			return runbook.Outcome{Message: "cluster " + run.GetCluster() + " is gone"}
+		}
+		res, err := r.s.orderResult(ctx, run.GetCluster(), d.Body.Node, c.GetEpoch(),
+			&pgdrv1.AgentCommand{Kind: &pgdrv1.AgentCommand_RunCommand{RunCommand: rc}}, 30*time.Second)
+		switch {
+		case ctx.Err() != nil:
+			return runbook.Outcome{}
+		case err != nil:
+			r.log.Warn("runbook command: asking the agent", "run", run.GetId(), "node", d.Body.Node, "err", err)
+		case res.GetPending():
+		case res.GetOk():
+			return runbook.Outcome{OK: true, Message: fmt.Sprintf("command %s on %s: %s", rc.GetName(), d.Body.Node, res.GetOutput())}
+		default:
+			// It may have run (a failed exit status): its rollback runs.
+			return runbook.Outcome{Applied: true, Message: fmt.Sprintf("command %s on %s: %s; output: %s", rc.GetName(), d.Body.Node, res.GetError(), res.GetOutput())}
+		}
+		select {
+		case <-ctx.Done():
+			return runbook.Outcome{}
+		case <-time.After(commandPoll):
+		}
+	}
 }
 
 func (r *runbookRunner) ref(ctx context.Context, id string, d runbook.Decision, ref string) {

@@ -186,10 +186,7 @@ func rejectionList(rejected map[string]string) string {
 
 // order sends one order to a member's agent and waits for its result.
 func (s *Server) order(ctx context.Context, cluster, node string, epoch uint64, cmd *pgdrv1.AgentCommand, timeout time.Duration) (string, error) {
-	cmd.Id, cmd.Cluster, cmd.Node, cmd.Epoch, cmd.IssuedAt = newCommandID(), cluster, node, epoch, timestamppb.Now()
-	cctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	res, err := s.hub.call(cctx, memberKey{cluster, node}, cmd)
+	res, err := s.orderResult(ctx, cluster, node, epoch, cmd, timeout)
 	if err != nil {
 		return "", err
 	}
@@ -197,6 +194,15 @@ func (s *Server) order(ctx context.Context, cluster, node string, epoch uint64, 
 		return strings.TrimSpace(res.Output), errors.New(res.Error)
 	}
 	return strings.TrimSpace(res.Output), nil
+}
+
+// orderResult sends cmd to node's agent and returns its whole answer
+// (Pending included), or the error of getting none within timeout.
+func (s *Server) orderResult(ctx context.Context, cluster, node string, epoch uint64, cmd *pgdrv1.AgentCommand, timeout time.Duration) (*pgdrv1.CommandResult, error) {
+	cmd.Id, cmd.Cluster, cmd.Node, cmd.Epoch, cmd.IssuedAt = newCommandID(), cluster, node, epoch, timestamppb.Now()
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	return s.hub.call(cctx, memberKey{cluster, node}, cmd)
 }
 
 // steps records history events of one operation and keeps their messages

@@ -35,7 +35,9 @@ type Config struct {
 	Gossip      Gossip      `yaml:"gossip"`
 	Failover    Failover    `yaml:"failover"`
 	Hooks       Hooks       `yaml:"hooks"`
-	Metrics     Metrics     `yaml:"metrics"`
+	// Commands: what runbook steps may run on this node, by name.
+	Commands map[string]Command `yaml:"commands"`
+	Metrics  Metrics            `yaml:"metrics"`
 
 	// Path is the file the configuration was loaded from (not a YAML key).
 	Path string `yaml:"-"`
@@ -353,6 +355,7 @@ func (c *Config) applyDefaults() {
 		c.Node.AdvertiseDSN = c.Postgres.DSN
 	}
 	c.Hooks.applyDefaults()
+	c.commandDefaults()
 	for i := range c.Repos {
 		if c.Repos[i].Name == "" {
 			c.Repos[i].Name = fmt.Sprintf("repo%d", i+1)
@@ -509,6 +512,9 @@ func (c *Config) Validate() error {
 	case "debug", "info", "warn", "error":
 	default:
 		return fe("agent.log_level", "%q is not one of debug, info, warn, error", c.Agent.LogLevel)
+	}
+	if err := c.validateCommands(); err != nil {
+		return err
 	}
 	if err := c.validateHooks(); err != nil {
 		return err

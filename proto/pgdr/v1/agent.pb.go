@@ -1324,6 +1324,7 @@ type AgentCommand struct {
 	//	*AgentCommand_Restart
 	//	*AgentCommand_Backup
 	//	*AgentCommand_Drill
+	//	*AgentCommand_RunCommand
 	Kind          isAgentCommand_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1528,6 +1529,15 @@ func (x *AgentCommand) GetDrill() *Drill {
 	return nil
 }
 
+func (x *AgentCommand) GetRunCommand() *RunCommand {
+	if x != nil {
+		if x, ok := x.Kind.(*AgentCommand_RunCommand); ok {
+			return x.RunCommand
+		}
+	}
+	return nil
+}
+
 type isAgentCommand_Kind interface {
 	isAgentCommand_Kind()
 }
@@ -1592,6 +1602,12 @@ type AgentCommand_Drill struct {
 	Drill *Drill `protobuf:"bytes,20,opt,name=drill,proto3,oneof"`
 }
 
+type AgentCommand_RunCommand struct {
+	// run_command: start one of the commands the agent's own config lists
+	// (commands:), once per key, or report on it (pending while it runs).
+	RunCommand *RunCommand `protobuf:"bytes,21,opt,name=run_command,json=runCommand,proto3,oneof"`
+}
+
 func (*AgentCommand_Ping) isAgentCommand_Kind() {}
 
 func (*AgentCommand_CheckNow) isAgentCommand_Kind() {}
@@ -1614,6 +1630,63 @@ func (*AgentCommand_Backup) isAgentCommand_Kind() {}
 
 func (*AgentCommand_Drill) isAgentCommand_Kind() {}
 
+func (*AgentCommand_RunCommand) isAgentCommand_Kind() {}
+
+// RunCommand names a command of the agent's config (commands:) and the key
+// of the runbook step it runs for: the agent runs a key once, and answers
+// a repeat with its progress or result.
+type RunCommand struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Key           string                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunCommand) Reset() {
+	*x = RunCommand{}
+	mi := &file_pgdr_v1_agent_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunCommand) ProtoMessage() {}
+
+func (x *RunCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_pgdr_v1_agent_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunCommand.ProtoReflect.Descriptor instead.
+func (*RunCommand) Descriptor() ([]byte, []int) {
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *RunCommand) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RunCommand) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
 type Ping struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1622,7 +1695,7 @@ type Ping struct {
 
 func (x *Ping) Reset() {
 	*x = Ping{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[15]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1634,7 +1707,7 @@ func (x *Ping) String() string {
 func (*Ping) ProtoMessage() {}
 
 func (x *Ping) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[15]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1647,7 +1720,7 @@ func (x *Ping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ping.ProtoReflect.Descriptor instead.
 func (*Ping) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{15}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{16}
 }
 
 type CheckNow struct {
@@ -1658,7 +1731,7 @@ type CheckNow struct {
 
 func (x *CheckNow) Reset() {
 	*x = CheckNow{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[16]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1670,7 +1743,7 @@ func (x *CheckNow) String() string {
 func (*CheckNow) ProtoMessage() {}
 
 func (x *CheckNow) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[16]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1683,7 +1756,7 @@ func (x *CheckNow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckNow.ProtoReflect.Descriptor instead.
 func (*CheckNow) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{16}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{17}
 }
 
 type Promote struct {
@@ -1715,7 +1788,7 @@ type Promote struct {
 
 func (x *Promote) Reset() {
 	*x = Promote{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[17]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1727,7 +1800,7 @@ func (x *Promote) String() string {
 func (*Promote) ProtoMessage() {}
 
 func (x *Promote) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[17]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1740,7 +1813,7 @@ func (x *Promote) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Promote.ProtoReflect.Descriptor instead.
 func (*Promote) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{17}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Promote) GetReason() string {
@@ -1775,7 +1848,7 @@ type Follow struct {
 
 func (x *Follow) Reset() {
 	*x = Follow{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[18]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1787,7 +1860,7 @@ func (x *Follow) String() string {
 func (*Follow) ProtoMessage() {}
 
 func (x *Follow) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[18]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1800,7 +1873,7 @@ func (x *Follow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Follow.ProtoReflect.Descriptor instead.
 func (*Follow) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{18}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Follow) GetPrimary() string {
@@ -1826,7 +1899,7 @@ type Fence struct {
 
 func (x *Fence) Reset() {
 	*x = Fence{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[19]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1838,7 +1911,7 @@ func (x *Fence) String() string {
 func (*Fence) ProtoMessage() {}
 
 func (x *Fence) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[19]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1851,7 +1924,7 @@ func (x *Fence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fence.ProtoReflect.Descriptor instead.
 func (*Fence) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{19}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Fence) GetReason() string {
@@ -1871,7 +1944,7 @@ type Rejoin struct {
 
 func (x *Rejoin) Reset() {
 	*x = Rejoin{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[20]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1883,7 +1956,7 @@ func (x *Rejoin) String() string {
 func (*Rejoin) ProtoMessage() {}
 
 func (x *Rejoin) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[20]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1896,7 +1969,7 @@ func (x *Rejoin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rejoin.ProtoReflect.Descriptor instead.
 func (*Rejoin) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{20}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Rejoin) GetPrimary() string {
@@ -1922,7 +1995,7 @@ type Demote struct {
 
 func (x *Demote) Reset() {
 	*x = Demote{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[21]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1934,7 +2007,7 @@ func (x *Demote) String() string {
 func (*Demote) ProtoMessage() {}
 
 func (x *Demote) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[21]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1947,7 +2020,7 @@ func (x *Demote) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Demote.ProtoReflect.Descriptor instead.
 func (*Demote) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{21}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Demote) GetReason() string {
@@ -1966,7 +2039,7 @@ type Restart struct {
 
 func (x *Restart) Reset() {
 	*x = Restart{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[22]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1978,7 +2051,7 @@ func (x *Restart) String() string {
 func (*Restart) ProtoMessage() {}
 
 func (x *Restart) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[22]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1991,7 +2064,7 @@ func (x *Restart) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Restart.ProtoReflect.Descriptor instead.
 func (*Restart) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{22}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Restart) GetReason() string {
@@ -2011,7 +2084,7 @@ type SetSynchronous struct {
 
 func (x *SetSynchronous) Reset() {
 	*x = SetSynchronous{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[23]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2023,7 +2096,7 @@ func (x *SetSynchronous) String() string {
 func (*SetSynchronous) ProtoMessage() {}
 
 func (x *SetSynchronous) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[23]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2036,7 +2109,7 @@ func (x *SetSynchronous) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSynchronous.ProtoReflect.Descriptor instead.
 func (*SetSynchronous) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{23}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *SetSynchronous) GetValue() string {
@@ -2067,7 +2140,7 @@ type CommandResult struct {
 
 func (x *CommandResult) Reset() {
 	*x = CommandResult{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[24]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2079,7 +2152,7 @@ func (x *CommandResult) String() string {
 func (*CommandResult) ProtoMessage() {}
 
 func (x *CommandResult) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[24]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2092,7 +2165,7 @@ func (x *CommandResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandResult.ProtoReflect.Descriptor instead.
 func (*CommandResult) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{24}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *CommandResult) GetId() string {
@@ -2166,7 +2239,7 @@ type CommandResultAck struct {
 
 func (x *CommandResultAck) Reset() {
 	*x = CommandResultAck{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[25]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2178,7 +2251,7 @@ func (x *CommandResultAck) String() string {
 func (*CommandResultAck) ProtoMessage() {}
 
 func (x *CommandResultAck) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[25]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2191,7 +2264,7 @@ func (x *CommandResultAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandResultAck.ProtoReflect.Descriptor instead.
 func (*CommandResultAck) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{25}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{26}
 }
 
 var File_pgdr_v1_agent_proto protoreflect.FileDescriptor
@@ -2309,7 +2382,7 @@ const file_pgdr_v1_agent_proto_rawDesc = "" +
 	"\breceived\x18\x01 \x01(\x04R\breceived\"?\n" +
 	"\x0fCommandsRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
-	"\x04node\x18\x02 \x01(\tR\x04node\"\xb8\x06\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\"\xf0\x06\n" +
 	"\fAgentCommand\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12\x12\n" +
@@ -2331,8 +2404,14 @@ const file_pgdr_v1_agent_proto_rawDesc = "" +
 	"\x0fset_synchronous\x18\x11 \x01(\v2\x17.pgdr.v1.SetSynchronousH\x00R\x0esetSynchronous\x12,\n" +
 	"\arestart\x18\x12 \x01(\v2\x10.pgdr.v1.RestartH\x00R\arestart\x12)\n" +
 	"\x06backup\x18\x13 \x01(\v2\x0f.pgdr.v1.BackupH\x00R\x06backup\x12&\n" +
-	"\x05drill\x18\x14 \x01(\v2\x0e.pgdr.v1.DrillH\x00R\x05drillB\x06\n" +
-	"\x04kind\"\x06\n" +
+	"\x05drill\x18\x14 \x01(\v2\x0e.pgdr.v1.DrillH\x00R\x05drill\x126\n" +
+	"\vrun_command\x18\x15 \x01(\v2\x13.pgdr.v1.RunCommandH\x00R\n" +
+	"runCommandB\x06\n" +
+	"\x04kind\"2\n" +
+	"\n" +
+	"RunCommand\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\"\x06\n" +
 	"\x04Ping\"\n" +
 	"\n" +
 	"\bCheckNow\"\x82\x01\n" +
@@ -2389,7 +2468,7 @@ func file_pgdr_v1_agent_proto_rawDescGZIP() []byte {
 	return file_pgdr_v1_agent_proto_rawDescData
 }
 
-var file_pgdr_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_pgdr_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_pgdr_v1_agent_proto_goTypes = []any{
 	(*EpochRequest)(nil),          // 0: pgdr.v1.EpochRequest
 	(*EpochResponse)(nil),         // 1: pgdr.v1.EpochResponse
@@ -2406,72 +2485,74 @@ var file_pgdr_v1_agent_proto_goTypes = []any{
 	(*ReportSummary)(nil),         // 12: pgdr.v1.ReportSummary
 	(*CommandsRequest)(nil),       // 13: pgdr.v1.CommandsRequest
 	(*AgentCommand)(nil),          // 14: pgdr.v1.AgentCommand
-	(*Ping)(nil),                  // 15: pgdr.v1.Ping
-	(*CheckNow)(nil),              // 16: pgdr.v1.CheckNow
-	(*Promote)(nil),               // 17: pgdr.v1.Promote
-	(*Follow)(nil),                // 18: pgdr.v1.Follow
-	(*Fence)(nil),                 // 19: pgdr.v1.Fence
-	(*Rejoin)(nil),                // 20: pgdr.v1.Rejoin
-	(*Demote)(nil),                // 21: pgdr.v1.Demote
-	(*Restart)(nil),               // 22: pgdr.v1.Restart
-	(*SetSynchronous)(nil),        // 23: pgdr.v1.SetSynchronous
-	(*CommandResult)(nil),         // 24: pgdr.v1.CommandResult
-	(*CommandResultAck)(nil),      // 25: pgdr.v1.CommandResultAck
-	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
-	(*Member)(nil),                // 27: pgdr.v1.Member
-	(*Backup)(nil),                // 28: pgdr.v1.Backup
-	(*Drill)(nil),                 // 29: pgdr.v1.Drill
-	(*BackupReport)(nil),          // 30: pgdr.v1.BackupReport
-	(*DrillReport)(nil),           // 31: pgdr.v1.DrillReport
+	(*RunCommand)(nil),            // 15: pgdr.v1.RunCommand
+	(*Ping)(nil),                  // 16: pgdr.v1.Ping
+	(*CheckNow)(nil),              // 17: pgdr.v1.CheckNow
+	(*Promote)(nil),               // 18: pgdr.v1.Promote
+	(*Follow)(nil),                // 19: pgdr.v1.Follow
+	(*Fence)(nil),                 // 20: pgdr.v1.Fence
+	(*Rejoin)(nil),                // 21: pgdr.v1.Rejoin
+	(*Demote)(nil),                // 22: pgdr.v1.Demote
+	(*Restart)(nil),               // 23: pgdr.v1.Restart
+	(*SetSynchronous)(nil),        // 24: pgdr.v1.SetSynchronous
+	(*CommandResult)(nil),         // 25: pgdr.v1.CommandResult
+	(*CommandResultAck)(nil),      // 26: pgdr.v1.CommandResultAck
+	(*timestamppb.Timestamp)(nil), // 27: google.protobuf.Timestamp
+	(*Member)(nil),                // 28: pgdr.v1.Member
+	(*Backup)(nil),                // 29: pgdr.v1.Backup
+	(*Drill)(nil),                 // 30: pgdr.v1.Drill
+	(*BackupReport)(nil),          // 31: pgdr.v1.BackupReport
+	(*DrillReport)(nil),           // 32: pgdr.v1.DrillReport
 }
 var file_pgdr_v1_agent_proto_depIdxs = []int32{
-	26, // 0: pgdr.v1.EpochResponse.now:type_name -> google.protobuf.Timestamp
+	27, // 0: pgdr.v1.EpochResponse.now:type_name -> google.protobuf.Timestamp
 	4,  // 1: pgdr.v1.RenewLeaseResponse.members:type_name -> pgdr.v1.FailsafeMember
-	26, // 2: pgdr.v1.LeaderResponse.now:type_name -> google.protobuf.Timestamp
-	27, // 3: pgdr.v1.RegisterRequest.member:type_name -> pgdr.v1.Member
-	26, // 4: pgdr.v1.RegisterResponse.now:type_name -> google.protobuf.Timestamp
-	26, // 5: pgdr.v1.HealthReport.time:type_name -> google.protobuf.Timestamp
-	26, // 6: pgdr.v1.HealthReport.archive_last_failed_time:type_name -> google.protobuf.Timestamp
+	27, // 2: pgdr.v1.LeaderResponse.now:type_name -> google.protobuf.Timestamp
+	28, // 3: pgdr.v1.RegisterRequest.member:type_name -> pgdr.v1.Member
+	27, // 4: pgdr.v1.RegisterResponse.now:type_name -> google.protobuf.Timestamp
+	27, // 5: pgdr.v1.HealthReport.time:type_name -> google.protobuf.Timestamp
+	27, // 6: pgdr.v1.HealthReport.archive_last_failed_time:type_name -> google.protobuf.Timestamp
 	11, // 7: pgdr.v1.HealthReport.replicas:type_name -> pgdr.v1.ReplicaState
-	26, // 8: pgdr.v1.HealthReport.failsafe_acked_at:type_name -> google.protobuf.Timestamp
+	27, // 8: pgdr.v1.HealthReport.failsafe_acked_at:type_name -> google.protobuf.Timestamp
 	10, // 9: pgdr.v1.HealthReport.archive_rpo:type_name -> pgdr.v1.ArchiveRPO
-	26, // 10: pgdr.v1.HealthReport.heartbeat_time:type_name -> google.protobuf.Timestamp
-	26, // 11: pgdr.v1.AgentCommand.issued_at:type_name -> google.protobuf.Timestamp
-	26, // 12: pgdr.v1.AgentCommand.deadline:type_name -> google.protobuf.Timestamp
-	26, // 13: pgdr.v1.AgentCommand.sent_at:type_name -> google.protobuf.Timestamp
-	15, // 14: pgdr.v1.AgentCommand.ping:type_name -> pgdr.v1.Ping
-	16, // 15: pgdr.v1.AgentCommand.check_now:type_name -> pgdr.v1.CheckNow
-	17, // 16: pgdr.v1.AgentCommand.promote:type_name -> pgdr.v1.Promote
-	18, // 17: pgdr.v1.AgentCommand.follow:type_name -> pgdr.v1.Follow
-	19, // 18: pgdr.v1.AgentCommand.fence:type_name -> pgdr.v1.Fence
-	20, // 19: pgdr.v1.AgentCommand.rejoin:type_name -> pgdr.v1.Rejoin
-	21, // 20: pgdr.v1.AgentCommand.demote:type_name -> pgdr.v1.Demote
-	23, // 21: pgdr.v1.AgentCommand.set_synchronous:type_name -> pgdr.v1.SetSynchronous
-	22, // 22: pgdr.v1.AgentCommand.restart:type_name -> pgdr.v1.Restart
-	28, // 23: pgdr.v1.AgentCommand.backup:type_name -> pgdr.v1.Backup
-	29, // 24: pgdr.v1.AgentCommand.drill:type_name -> pgdr.v1.Drill
-	26, // 25: pgdr.v1.Promote.settle_by:type_name -> google.protobuf.Timestamp
-	30, // 26: pgdr.v1.CommandResult.backup:type_name -> pgdr.v1.BackupReport
-	31, // 27: pgdr.v1.CommandResult.drill:type_name -> pgdr.v1.DrillReport
-	5,  // 28: pgdr.v1.AgentService.Leader:input_type -> pgdr.v1.LeaderRequest
-	7,  // 29: pgdr.v1.AgentService.Register:input_type -> pgdr.v1.RegisterRequest
-	9,  // 30: pgdr.v1.AgentService.Report:input_type -> pgdr.v1.HealthReport
-	13, // 31: pgdr.v1.AgentService.Commands:input_type -> pgdr.v1.CommandsRequest
-	24, // 32: pgdr.v1.AgentService.CompleteCommand:input_type -> pgdr.v1.CommandResult
-	2,  // 33: pgdr.v1.AgentService.RenewLease:input_type -> pgdr.v1.RenewLeaseRequest
-	0,  // 34: pgdr.v1.AgentService.Epoch:input_type -> pgdr.v1.EpochRequest
-	6,  // 35: pgdr.v1.AgentService.Leader:output_type -> pgdr.v1.LeaderResponse
-	8,  // 36: pgdr.v1.AgentService.Register:output_type -> pgdr.v1.RegisterResponse
-	12, // 37: pgdr.v1.AgentService.Report:output_type -> pgdr.v1.ReportSummary
-	14, // 38: pgdr.v1.AgentService.Commands:output_type -> pgdr.v1.AgentCommand
-	25, // 39: pgdr.v1.AgentService.CompleteCommand:output_type -> pgdr.v1.CommandResultAck
-	3,  // 40: pgdr.v1.AgentService.RenewLease:output_type -> pgdr.v1.RenewLeaseResponse
-	1,  // 41: pgdr.v1.AgentService.Epoch:output_type -> pgdr.v1.EpochResponse
-	35, // [35:42] is the sub-list for method output_type
-	28, // [28:35] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	27, // 10: pgdr.v1.HealthReport.heartbeat_time:type_name -> google.protobuf.Timestamp
+	27, // 11: pgdr.v1.AgentCommand.issued_at:type_name -> google.protobuf.Timestamp
+	27, // 12: pgdr.v1.AgentCommand.deadline:type_name -> google.protobuf.Timestamp
+	27, // 13: pgdr.v1.AgentCommand.sent_at:type_name -> google.protobuf.Timestamp
+	16, // 14: pgdr.v1.AgentCommand.ping:type_name -> pgdr.v1.Ping
+	17, // 15: pgdr.v1.AgentCommand.check_now:type_name -> pgdr.v1.CheckNow
+	18, // 16: pgdr.v1.AgentCommand.promote:type_name -> pgdr.v1.Promote
+	19, // 17: pgdr.v1.AgentCommand.follow:type_name -> pgdr.v1.Follow
+	20, // 18: pgdr.v1.AgentCommand.fence:type_name -> pgdr.v1.Fence
+	21, // 19: pgdr.v1.AgentCommand.rejoin:type_name -> pgdr.v1.Rejoin
+	22, // 20: pgdr.v1.AgentCommand.demote:type_name -> pgdr.v1.Demote
+	24, // 21: pgdr.v1.AgentCommand.set_synchronous:type_name -> pgdr.v1.SetSynchronous
+	23, // 22: pgdr.v1.AgentCommand.restart:type_name -> pgdr.v1.Restart
+	29, // 23: pgdr.v1.AgentCommand.backup:type_name -> pgdr.v1.Backup
+	30, // 24: pgdr.v1.AgentCommand.drill:type_name -> pgdr.v1.Drill
+	15, // 25: pgdr.v1.AgentCommand.run_command:type_name -> pgdr.v1.RunCommand
+	27, // 26: pgdr.v1.Promote.settle_by:type_name -> google.protobuf.Timestamp
+	31, // 27: pgdr.v1.CommandResult.backup:type_name -> pgdr.v1.BackupReport
+	32, // 28: pgdr.v1.CommandResult.drill:type_name -> pgdr.v1.DrillReport
+	5,  // 29: pgdr.v1.AgentService.Leader:input_type -> pgdr.v1.LeaderRequest
+	7,  // 30: pgdr.v1.AgentService.Register:input_type -> pgdr.v1.RegisterRequest
+	9,  // 31: pgdr.v1.AgentService.Report:input_type -> pgdr.v1.HealthReport
+	13, // 32: pgdr.v1.AgentService.Commands:input_type -> pgdr.v1.CommandsRequest
+	25, // 33: pgdr.v1.AgentService.CompleteCommand:input_type -> pgdr.v1.CommandResult
+	2,  // 34: pgdr.v1.AgentService.RenewLease:input_type -> pgdr.v1.RenewLeaseRequest
+	0,  // 35: pgdr.v1.AgentService.Epoch:input_type -> pgdr.v1.EpochRequest
+	6,  // 36: pgdr.v1.AgentService.Leader:output_type -> pgdr.v1.LeaderResponse
+	8,  // 37: pgdr.v1.AgentService.Register:output_type -> pgdr.v1.RegisterResponse
+	12, // 38: pgdr.v1.AgentService.Report:output_type -> pgdr.v1.ReportSummary
+	14, // 39: pgdr.v1.AgentService.Commands:output_type -> pgdr.v1.AgentCommand
+	26, // 40: pgdr.v1.AgentService.CompleteCommand:output_type -> pgdr.v1.CommandResultAck
+	3,  // 41: pgdr.v1.AgentService.RenewLease:output_type -> pgdr.v1.RenewLeaseResponse
+	1,  // 42: pgdr.v1.AgentService.Epoch:output_type -> pgdr.v1.EpochResponse
+	36, // [36:43] is the sub-list for method output_type
+	29, // [29:36] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_pgdr_v1_agent_proto_init() }
@@ -2494,6 +2575,7 @@ func file_pgdr_v1_agent_proto_init() {
 		(*AgentCommand_Restart)(nil),
 		(*AgentCommand_Backup)(nil),
 		(*AgentCommand_Drill)(nil),
+		(*AgentCommand_RunCommand)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2501,7 +2583,7 @@ func file_pgdr_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pgdr_v1_agent_proto_rawDesc), len(file_pgdr_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   26,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

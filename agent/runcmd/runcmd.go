@@ -1,0 +1,155 @@
+package runcmd
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/pgdr/pgdr/agent/hooks"
+	"github.com/pgdr/pgdr/pkg/config"
+	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
+)
+
+// Bounds.
+const (
+	// MaxRunning: commands running at once; more are refused.
+	MaxRunning = 4
+	// MaxKept: runs remembered (the oldest ended ones are forgotten).
+	MaxKept = 32
+	// MaxKey bounds a key.
+	MaxKey = 256
+)
+
+type job struct {
+	name    string
+	started time.Time
+	done    bool
+	run     hooks.Run
+}
+
+// Runner runs the configured commands. A nil *Runner refuses every order.
+type Runner struct {
+	cluster, node string
+	cmds          map[string]config.Command
+	log           *slog.Logger
+	exec          func(ctx context.Context, argv, env []string, timeout time.Duration) hooks.Run
+
+	mu   sync.Mutex
+	jobs map[string]*job
+	keys []string // oldest first
+}
+
+// New returns a runner of cfg's commands (nil when it lists none).
+func New(cfg *config.Config, log *slog.Logger) *Runner {
+	if len(cfg.Commands) == 0 {
+		return nil
+	}
+	return &Runner{cluster: cfg.Cluster, node: cfg.Node.Name, cmds: cfg.Commands, log: log.With("component", "runcmd"),
+		exec: hooks.Exec, jobs: map[string]*job{}}
+}
+
+// Order answers a RunCommand order: it starts the command (ctx bounds the
+// run: the agent's orders' context) the first time a key is seen, and
+// reports on it every time.
+func (r *Runner) Order(ctx context.Context, cmd *pgdrv1.AgentCommand) *pgdrv1.CommandResult {
+	res := &pgdrv1.CommandResult{Id: cmd.GetId(), Cluster: cmd.GetCluster(), Node: cmd.GetNode()}
+	rc := cmd.GetRunCommand()
+	if r == nil {
+		res.Error = "this agent lists no commands (commands: in its config): it runs none"
+		return res
+	}
+	name, key := rc.GetName(), rc.GetKey()
+	c, ok := r.cmds[name]
+	switch {
+	case !ok:
+		res.Error = fmt.Sprintf("command %q is not one of this agent's commands (%s)", clip(name), r.names())
+		return res
+	case key == "" || len(key) > MaxKey:
+		res.Error = fmt.Sprintf("run_command key: want 1 to %d bytes", MaxKey)
+		return res
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	j := r.jobs[key]
+	if j == nil {
+		running := 0
+		for _, x := range r.jobs {
+			if !x.done {
+				running++
+			}
+		}
+		if running >= MaxRunning {
+			res.Error = fmt.Sprintf("%d commands are running, at most %d: try again later", running, MaxRunning)
+			return res
+		}
+		if j = r.start(ctx, key, name, c); j == nil {
+			res.Error = "could not keep the run: too many runs still running"
+			return res
+		}
+	}
+	if j.name != name {
+		res.Error = fmt.Sprintf("key %s ran command %q, not %q", clip(key), j.name, clip(name))
+		return res
+	}
+	if !j.done {
+		res.Pending = true
+		res.Output = fmt.Sprintf("command %s running since %s", name, j.started.UTC().Format(time.RFC3339))
+		return res
+	}
+	res.Output = j.run.Output
+	switch j.run.Result {
+	case "ok":
+		res.Ok = true
+	case "failed":
+		res.Error = fmt.Sprintf("command %s exited with status %d after %s", name, j.run.ExitCode, j.run.Took)
+	case "timeout":
+		res.Error = fmt.Sprintf("command %s timed out after %s and was killed", name, c.Timeout.Duration)
+	default:
+		res.Error = fmt.Sprintf("command %s could not run: %v", name, j.run.Err)
+	}
+	return res
+}
+
+// start records and starts a run of name under key; r.mu is held. It
+// returns nil when nothing ended could be forgotten to make room.
+func (r *Runner) start(ctx context.Context, key, name string, c config.Command) *job {
+	for len(r.keys) >= MaxKept {
+		i := slices.IndexFunc(r.keys, func(k string) bool { return r.jobs[k].done })
+		if i < 0 {
+			return nil
+		}
+		delete(r.jobs, r.keys[i])
+		r.keys = slices.Delete(r.keys, i, i+1)
+	}
+	j := &job{name: name, started: time.Now()}
+	r.jobs[key] = j
+	r.keys = append(r.keys, key)
+	r.log.Info("running a runbook command", "command", name, "key", key, "program", c.Argv[0])
+	go func() {
+		run := r.exec(ctx, c.Argv, []string{"PGDR_CLUSTER=" + r.cluster, "PGDR_NODE=" + r.node, "PGDR_RUNBOOK_KEY=" + key}, c.Timeout.Duration)
+		r.log.Info("runbook command ended", "command", name, "key", key, "result", run.Result, "exit_code", run.ExitCode, "took", run.Took)
+		r.mu.Lock()
+		j.done, j.run = true, run
+		r.mu.Unlock()
+	}()
+	return j
+}
+
+func (r *Runner) names() string {
+	var ns []string
+	for n := range r.cmds {
+		ns = append(ns, n)
+	}
+	slices.Sort(ns)
+	return fmt.Sprint(ns)
+}
+
+func clip(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
+}

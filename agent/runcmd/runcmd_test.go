@@ -1,0 +1,115 @@
+package runcmd
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pgdr/pgdr/pkg/config"
+	"github.com/pgdr/pgdr/pkg/testutil"
+	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
+)
+
+func order(name, key string) *pgdrv1.AgentCommand {
+	return &pgdrv1.AgentCommand{Id: "c-" + key, Cluster: "main", Node: "n1", Kind: &pgdrv1.AgentCommand_RunCommand{RunCommand: &pgdrv1.RunCommand{Name: name, Key: key}}}
+}
+
+// TestRunCommand: a configured command runs once per key in the
+// background (a repeat of the order reports on it: pending, then its
+// result and output), failures and timeouts are reported, an unknown
+// command or an agent without commands is refused naming why.
+func TestRunCommand(t *testing.T) {
+	dir := t.TempDir()
+	count := filepath.Join(dir, "count")
+	script := filepath.Join(dir, "cmd.sh")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\necho run >>"+count+"\necho \"hello $PGDR_NODE $PGDR_RUNBOOK_KEY\"\nsleep \"${1:-0}\"\nexit \"${2:-0}\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg := &config.Config{Cluster: "main", Node: config.Node{Name: "n1"}, Commands: map[string]config.Command{
+		"quick": {Argv: []string{script, "0.3"}, Timeout: config.Duration{Duration: 10 * time.Second}},
+		"fails": {Argv: []string{script, "0", "3"}, Timeout: config.Duration{Duration: 10 * time.Second}},
+		"hangs": {Argv: []string{script, "30"}, Timeout: config.Duration{Duration: time.Second}},
+	}}
+	r := New(cfg, slog.New(slog.DiscardHandler))
+	ctx := context.Background()
+	wait := func(name, key string) *pgdrv1.CommandResult {
+		t.Helper()
+		var res *pgdrv1.CommandResult
+		testutil.WaitFor(t, 20*time.Second, name+" ends", func() (bool, error) {
+			res = r.Order(ctx, order(name, key))
+			return !res.GetPending(), fmt.Errorf("%+v", res)
+		})
+		return res
+	}
+	if res := r.Order(ctx, order("quick", "RB-1/step")); !res.GetPending() || res.GetOk() {
+		t.Fatalf("first order: %+v, want pending", res)
+	}
+	res := wait("quick", "RB-1/step")
+	if !res.GetOk() || res.GetOutput() != "hello n1 RB-1/step" {
+		t.Fatalf("quick: %+v", res)
+	}
+	if res := r.Order(ctx, order("quick", "RB-1/step")); !res.GetOk() {
+		t.Fatalf("a repeat after the end: %+v", res)
+	}
+	if b, _ := os.ReadFile(count); strings.Count(string(b), "run") != 1 {
+		t.Fatalf("the command ran %d times for one key, want once", strings.Count(string(b), "run"))
+	}
+	if res := wait("fails", "k2"); res.GetOk() || !strings.Contains(res.GetError(), "exited with status 3") {
+		t.Errorf("fails: %+v", res)
+	}
+	if res := wait("hangs", "k3"); res.GetOk() || !strings.Contains(res.GetError(), "timed out") {
+		t.Errorf("hangs: %+v", res)
+	}
+	if res := r.Order(ctx, order("rm-rf", "k4")); res.GetOk() || res.GetPending() || !strings.Contains(res.GetError(), `"rm-rf" is not one of this agent's commands`) {
+		t.Errorf("unknown command: %+v", res)
+	}
+	if res := r.Order(ctx, order("fails", "RB-1/step")); res.GetOk() || !strings.Contains(res.GetError(), `ran command "quick"`) {
+		t.Errorf("a key reused for another command: %+v", res)
+	}
+	var none *Runner
+	if res := none.Order(ctx, order("quick", "k")); res.GetOk() || !strings.Contains(res.GetError(), "lists no commands") {
+		t.Errorf("no commands: %+v", res)
+	}
+}
+
+// TestRunCommandBounds: at most MaxRunning run at once, and MaxKept runs
+// are remembered, forgetting the oldest ended ones.
+func TestRunCommandBounds(t *testing.T) {
+	dir := t.TempDir()
+	script := filepath.Join(dir, "slow.sh")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\nsleep \"$1\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg := &config.Config{Cluster: "main", Node: config.Node{Name: "n1"}, Commands: map[string]config.Command{
+		"slow": {Argv: []string{script, "2"}, Timeout: config.Duration{Duration: 10 * time.Second}},
+		"fast": {Argv: []string{script, "0"}, Timeout: config.Duration{Duration: 10 * time.Second}},
+	}}
+	r := New(cfg, slog.New(slog.DiscardHandler))
+	ctx := context.Background()
+	for i := range MaxRunning {
+		if res := r.Order(ctx, order("slow", fmt.Sprint("s", i))); !res.GetPending() {
+			t.Fatalf("slow %d: %+v", i, res)
+		}
+	}
+	if res := r.Order(ctx, order("slow", "one-too-many")); res.GetPending() || !strings.Contains(res.GetError(), "at most 4") {
+		t.Fatalf("a fifth at once: %+v", res)
+	}
+	testutil.WaitFor(t, 20*time.Second, "the slow ones end", func() (bool, error) {
+		return !r.Order(ctx, order("slow", "s0")).GetPending() && !r.Order(ctx, order("slow", fmt.Sprint("s", MaxRunning-1))).GetPending(), nil
+	})
+	for i := range MaxKept + 5 {
+		key := fmt.Sprint("f", i)
+		testutil.WaitFor(t, 20*time.Second, key+" ends", func() (bool, error) { return !r.Order(ctx, order("fast", key)).GetPending(), nil })
+	}
+	r.mu.Lock()
+	n := len(r.jobs)
+	r.mu.Unlock()
+	if n > MaxKept {
+		t.Errorf("%d runs kept, at most %d", n, MaxKept)
+	}
+}
