@@ -42,6 +42,10 @@ func TestDryRun(t *testing.T) {
 		{"replicas outside the region down: the wait is planned and assumed met", evac, eu, func(v *View) {
 			v.Members[2].Healthy, v.Members[3].Role = false, "stopped"
 		}, nil, []string{"(assumed met for the steps after it", "from a1 to b1 (region us)"}},
+		{"failback waiting for more replicas than the region has: refused, not assumed", back, map[string]string{"region": "eu", "replicas": "3"}, func(v *View) {
+			v.Primary, v.Members[0].Role, v.Members[3].Role = "b2", RoleReplica, RolePrimary
+			v.Members[0].Healthy, v.Members[1].Healthy = false, false
+		}, ErrPrecondition, []string{"steps[1]: healthy_replicas can never hold: region eu has 2 members that could be replicas, want 3"}},
 		{"another operation in flight", evac, eu, func(v *View) { v.BackupInFlight = true }, ErrPrecondition,
 			[]string{"cluster main: a backup is in flight: one operation at a time"}},
 		{"another runbook running", evac, eu, func(v *View) { v.OtherRun = "regional-failback/r7" }, ErrPrecondition,
