@@ -153,13 +153,23 @@ func startRun(st *pgdrv1.State, c *pgdrv1.Command, s *pgdrv1.RunbookStart, index
 			return fmt.Errorf("runbook: cluster %s already runs %s (run %s): one runbook per cluster at a time", cl.GetName(), r.GetRunbook(), r.GetId())
 		}
 	}
-	text, ok := RunbookText(st, s.GetRunbook())
-	if !ok {
-		return fmt.Errorf("runbook %q: not found (apply it first, or see 'pgdrctl runbook list')", clip(s.GetRunbook(), 64))
+	// The text comes with the command, never from this binary's shipped
+	// runbooks (voters of another version ship others): an applied
+	// runbook's must still be the stored one; otherwise it is the shipped
+	// one the proposing leader read.
+	text := s.GetYaml()
+	if text == "" {
+		return fmt.Errorf("runbook %q: the start carries no runbook text", clip(s.GetRunbook(), 64))
+	}
+	if i := slices.IndexFunc(st.GetRunbooks(), func(d *pgdrv1.RunbookDef) bool { return d.GetName() == s.GetRunbook() }); i >= 0 && st.Runbooks[i].GetYaml() != text {
+		return fmt.Errorf("runbook %s: changed since the run was checked (applied again meanwhile): run it again", clip(s.GetRunbook(), 64))
 	}
 	rb, err := runbook.Parse([]byte(text))
 	if err != nil {
-		return fmt.Errorf("runbook %s: %w", s.GetRunbook(), err)
+		return fmt.Errorf("runbook %s: %w", clip(s.GetRunbook(), 64), err)
+	}
+	if rb.Name != s.GetRunbook() {
+		return fmt.Errorf("runbook %q: the text carried is runbook %s", clip(s.GetRunbook(), 64), rb.Name)
 	}
 	if id := s.GetIncident(); id != "" {
 		if i := incidentsOf(st).Find(id); i < 0 {

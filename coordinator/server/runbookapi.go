@@ -136,7 +136,7 @@ func (a *adminAPI) RunRunbook(ctx context.Context, req *pgdrv1.RunRunbookRequest
 		return out, nil
 	}
 	res, err := a.proposeRunbook(ctx, &pgdrv1.RunbookCommand{Op: &pgdrv1.RunbookCommand_Start{Start: &pgdrv1.RunbookStart{
-		Cluster: c.GetName(), Runbook: rb.Name, Params: req.GetParams(), Incident: req.GetIncident()}}})
+		Cluster: c.GetName(), Runbook: rb.Name, Params: req.GetParams(), Incident: req.GetIncident(), Yaml: text}}})
 	if err != nil {
 		return nil, err
 	}
