@@ -32,6 +32,20 @@ import (
 
 const runbookTick = 500 * time.Millisecond
 
+// runbooksFeatureLevel: the voters know COMMAND_TYPE_RUNBOOK. The runbook
+// commands are proposed ignore_if_unknown, and a voter of the incidents
+// era (level 4: incidents started, no runbooks) would skip them and
+// diverge; so nothing of runbooks is proposed until every server of the
+// configuration advertises this level.
+const runbooksFeatureLevel = 5
+
+// runbooksReady: every server of the Raft configuration knows the runbook
+// command (gossip feature levels, else asked; both cached).
+func (s *Server) runbooksReady() (bool, string) {
+	servers := s.voters()
+	return votersReadyFor(s.cfg.Name, servers, peerLevels(s.cfg.Name, servers, s.featureLevels(), s.askLevel), runbooksFeatureLevel, "runbooks")
+}
+
 // repoCaughtUpBytes: a repository is caught up when no completed segment
 // is missing from it (what is not in it is at most the segment being
 // written).
@@ -73,6 +87,10 @@ func (r *runbookRunner) run(ctx context.Context) {
 		case <-t.C:
 		}
 		if !r.s.fsm.IncidentsStarted() {
+			continue
+		}
+		if ok, why := r.s.runbooksReady(); !ok {
+			r.log.Debug("runbook runs held", "why", why)
 			continue
 		}
 		for _, run := range r.s.fsm.RunbookRuns("", "") {
