@@ -772,3 +772,30 @@ func TestSettlingViewWaits(t *testing.T) {
 		t.Fatalf("settled: %+v, want the switchover to b1", d)
 	}
 }
+
+// TestSettlingViewJudgesNoCondition: while a new leader's view is still
+// filling, a wait or a validation is neither met nor failed on it: the
+// repositories' state comes from the primary's report (none yet: "all 0
+// repositories caught up" would pass the wait at once) and the replicas
+// look unhealthy (a deadline passing then would fail the step).
+func TestSettlingViewJudgesNoCondition(t *testing.T) {
+	rb := mustParse(t, "name: s\nsteps:\n  - {id: repos, action: wait, condition: repos_caught_up, timeout: 1m}\n"+
+		"  - {id: move, action: switchover, to_node: b1, validate: {condition: primary_in_region, region: us, timeout: 1m}}\n")
+	run := mustRun(t, rb, nil)
+	v := twoRegions()
+	v.Settling, v.Repos = true, nil
+	if d := Next(rb, run, v, t0); d.Kind != KindWait {
+		t.Fatalf("pending wait on a settling view: %+v, want a wait", d)
+	}
+	// Begun under the previous leader, its deadline passed meanwhile.
+	run.Steps[0].Status, run.Steps[0].Exec = StatusRunning, Exec{Started: t0.Add(-2 * time.Minute), Leader: "c0@1"}
+	if d := Next(rb, run, v, t0); d.Kind != KindWait {
+		t.Fatalf("running wait on a settling view: %+v, want a wait", d)
+	}
+	run.Steps[0].Status = StatusDone
+	run.Steps[1].Status, run.Steps[1].ValidateStarted, run.Steps[1].Applied = StatusValidating, t0.Add(-2*time.Minute), true
+	v.Members = nil
+	if d := Next(rb, run, v, t0); d.Kind != KindWait {
+		t.Fatalf("validation on a settling view: %+v, want a wait", d)
+	}
+}

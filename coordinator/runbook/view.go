@@ -22,7 +22,8 @@ type View struct {
 	Leader string
 	// Settling: the leader's health view is still filling after a
 	// leadership change (its agents reconnect): a switchover, backup or
-	// drill not yet sent waits rather than being judged on an empty view.
+	// drill not yet sent waits rather than being judged on an empty view,
+	// and no wait or validation is judged (met or failed) on it.
 	Settling bool
 	// Primary is the recorded primary ("" = none).
 	Primary string
