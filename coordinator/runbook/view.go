@@ -31,6 +31,10 @@ type View struct {
 	Paused  bool
 	Members []Member
 	Repos   []Repo
+	// ReposUnknown: why the repositories' state is not known (no fresh
+	// report from the primary, which carries it); repos_caught_up does
+	// not hold then.
+	ReposUnknown string
 	// Tiers are the policy's backup tiers (empty: not checked).
 	Tiers []string
 	// In flight now, outside this run or inside it.
@@ -154,6 +158,9 @@ func met(c Check, v View) (bool, string) {
 		}
 		return len(ok) >= count, fmt.Sprintf("%d healthy replicas%s%s (want %d)", len(ok), where, names(ok), count)
 	case CondReposCaughtUp:
+		if v.ReposUnknown != "" {
+			return false, "the repositories' state is unknown: " + v.ReposUnknown
+		}
 		var behind []string
 		for _, r := range v.Repos {
 			if !r.CaughtUp {

@@ -3,6 +3,10 @@ package server
 import (
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/pgdr/pgdr/coordinator/runbook"
+	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
 
 // TestRunbookGate: a coordinator of the incidents era advertises feature
@@ -24,5 +28,28 @@ func TestRunbookGate(t *testing.T) {
 	levels["c2"] = runbooksFeatureLevel
 	if ok, why := votersReadyFor("c1", voters, levels, runbooksFeatureLevel, "runbooks"); !ok {
 		t.Fatalf("runbooks with every voter at %d: %q", runbooksFeatureLevel, why)
+	}
+}
+
+// TestRunbookViewReposUnknown: with no fresh report from the primary the
+// repositories' state is unknown, and a repos_caught_up wait does not
+// hold ("all 0 repositories caught up" let the run go on to its
+// switchover with the archive behind).
+func TestRunbookViewReposUnknown(t *testing.T) {
+	s := testServer(t, Options{})
+	c := &pgdrv1.Cluster{Name: "main", Primary: "a1", Epoch: 1, Members: map[string]*pgdrv1.Member{
+		"a1": {Name: "a1", Region: "eu"}, "b1": {Name: "b1", Region: "us"}}}
+	v := s.runbooks.view(c, "")
+	v.Settling = false
+	rb, err := runbook.Parse([]byte("name: w\nsteps:\n  - {id: repos, action: wait, condition: repos_caught_up}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	run, err := runbook.NewRun(rb, "RB-1", nil, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := runbook.Next(rb, run, v, time.Now()); d.Kind != runbook.KindStart {
+		t.Fatalf("repos_caught_up with no report from the primary: %s (%s), want the wait to begin", d.Kind, d.Reason)
 	}
 }

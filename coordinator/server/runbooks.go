@@ -313,7 +313,13 @@ func (r *runbookRunner) view(c *pgdrv1.Cluster, runID string) runbook.View {
 			v.OtherRun = other.GetRunbook() + " (" + other.GetId() + ")"
 		}
 	}
-	if smp, ok := r.s.view.snapshot()[memberKey{c.GetName(), c.GetPrimary()}]; ok {
+	smp, ok := samples[memberKey{c.GetName(), c.GetPrimary()}]
+	switch {
+	case !ok:
+		v.ReposUnknown = fmt.Sprintf("no report from the primary %s", c.GetPrimary())
+	case time.Since(smp.at) > r.s.cfg.Health.StaleAfter.Duration:
+		v.ReposUnknown = fmt.Sprintf("the primary %s's last report is %s old", c.GetPrimary(), time.Since(smp.at).Round(time.Second))
+	default:
 		for _, a := range smp.report.GetArchiveRpo() {
 			v.Repos = append(v.Repos, runbook.Repo{Name: a.GetRepository(), CaughtUp: a.GetReadySegments() == 0 && a.GetBytes() <= repoCaughtUpBytes})
 		}
