@@ -1,11 +1,13 @@
 package server
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/pgdr/pgdr/coordinator/runbook"
+	"github.com/pgdr/pgdr/pkg/testutil"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
 
@@ -51,5 +53,35 @@ func TestRunbookViewReposUnknown(t *testing.T) {
 	}
 	if d := runbook.Next(rb, run, v, time.Now()); d.Kind != runbook.KindStart {
 		t.Fatalf("repos_caught_up with no report from the primary: %s (%s), want the wait to begin", d.Kind, d.Reason)
+	}
+}
+
+// TestRunbookProposesOnlyAsLeader: the runner records a decision or an
+// outcome only as this term's caught-up leader, on its own Raft log: a
+// deposed leader (whose runner has not stopped yet) must not forward a
+// decision taken on its own view to the next leader, which would commit
+// it and let the deposed one carry the action out beside the new one.
+func TestRunbookProposesOnlyAsLeader(t *testing.T) {
+	s := testServer(t, Options{})
+	startInmemRaft(t, s)
+	testutil.WaitFor(t, 20*time.Second, "caught up, incidents started", func() (bool, error) {
+		return s.caughtUpLeader() && s.fsm.IncidentsStarted(), nil
+	})
+	put := &pgdrv1.RunbookCommand{Op: &pgdrv1.RunbookCommand_Put{Put: &pgdrv1.RunbookPut{Yaml: "name: x\nsteps:\n  - {id: a, action: pause}\n"}}}
+	before := s.fsm.LastIndex()
+	s.mu.Lock()
+	s.caughtUp = false // as a leader whose term ended, or not caught up yet
+	s.mu.Unlock()
+	if s.runbooks.propose(context.Background(), "test", put) {
+		t.Fatal("proposed while not the caught-up leader")
+	}
+	if got := len(s.fsm.Runbooks()); got != 0 {
+		t.Fatalf("%d runbooks applied (log %d -> %d)", got, before, s.fsm.LastIndex())
+	}
+	s.mu.Lock()
+	s.caughtUp = true
+	s.mu.Unlock()
+	if !s.runbooks.propose(context.Background(), "test", put) || len(s.fsm.Runbooks()) != 1 {
+		t.Fatal("the caught-up leader could not propose")
 	}
 }

@@ -149,7 +149,13 @@ func (r *runbookRunner) propose(ctx context.Context, what string, op *pgdrv1.Run
 		return false
 	}
 	cmd.IgnoreIfUnknown = true
-	if _, err := r.s.proposeCommand(ctx, cmd); err != nil {
+	// Only this term's caught-up leader records a run's moves, on its own
+	// log (proposeHere never forwards: a deposed leader's decision,
+	// committed by the next leader, would be carried out by both).
+	if ctx.Err() != nil || !r.s.caughtUpLeader() {
+		return false
+	}
+	if _, err := r.s.proposeHere(cmd); err != nil {
 		if ctx.Err() == nil {
 			r.log.Warn("runbook command", "what", what, "err", err)
 		}
