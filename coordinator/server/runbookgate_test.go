@@ -6,6 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/pgdr/pgdr/coordinator/failover"
 	"github.com/pgdr/pgdr/coordinator/runbook"
 	"github.com/pgdr/pgdr/pkg/testutil"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
@@ -83,5 +86,35 @@ func TestRunbookProposesOnlyAsLeader(t *testing.T) {
 	s.mu.Unlock()
 	if !s.runbooks.propose(context.Background(), "test", put) || len(s.fsm.Runbooks()) != 1 {
 		t.Fatal("the caught-up leader could not propose")
+	}
+}
+
+// TestRunbookViewTargetsAsSwitchover: the runbook picks a switchover's
+// target among the replicas the switchover itself accepts: a replica
+// tagged no-failover (or beyond the lag limit, not streaming, ...) is no
+// target, even when it lags least; picking it failed the step (and rolled
+// the run back) while an acceptable replica was there.
+func TestRunbookViewTargetsAsSwitchover(t *testing.T) {
+	s := testServer(t, Options{})
+	c := &pgdrv1.Cluster{Name: "main", Primary: "a1", Epoch: 1, PrimaryLastLsn: 1000, PrimaryLastLsnEpoch: 1, Members: map[string]*pgdrv1.Member{
+		"a1": {Name: "a1", Region: "eu"}, "b1": {Name: "b1", Region: "us", Tags: []string{failover.TagNoFailover}}, "b2": {Name: "b2", Region: "us"}}}
+	now := time.Now()
+	s.view.put(&pgdrv1.HealthReport{Cluster: "main", Node: "a1", Time: timestamppb.New(now), PostmasterAlive: true, Connectable: true, Timeline: 1, CurrentLsn: 1000}, now, time.Time{})
+	for n, lsn := range map[string]uint64{"b1": 1000, "b2": 990} {
+		s.view.put(&pgdrv1.HealthReport{Cluster: "main", Node: n, Time: timestamppb.New(now), PostmasterAlive: true, Connectable: true, InRecovery: true,
+			Streaming: true, Timeline: 1, ReceiveLsn: lsn, ReplayLsn: lsn, LagBytes: int64(1000 - lsn)}, now, time.Time{})
+	}
+	v := s.runbooks.view(c, "")
+	v.Settling = false
+	rb, err := runbook.Parse([]byte("name: m\nsteps:\n  - {id: move, action: switchover, away_from_region: eu}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	run, err := runbook.NewRun(rb, "RB-1", nil, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := runbook.Next(rb, run, v, now); d.Kind != runbook.KindStart || d.Target != "b2" {
+		t.Fatalf("%s → %q (%s), want the switchover to b2 (b1 is tagged %s)", d.Kind, d.Target, d.Reason, failover.TagNoFailover)
 	}
 }

@@ -280,9 +280,21 @@ func (r *runbookRunner) view(c *pgdrv1.Cluster, runID string) runbook.View {
 	r.mu.Lock()
 	v.Settling = time.Since(r.led) < 2*r.s.cfg.Health.StaleAfter.Duration
 	r.mu.Unlock()
-	// A replica that refuses promotion (it acknowledged a primary's
-	// failsafe ping a moment ago) is no switchover target yet.
+	// A replica is usable (Healthy) only as a target the switchover
+	// itself accepts (rankReplicas: not tagged no-failover, within the
+	// lag limit, on the newest timeline, ...; and streaming), and not
+	// while it refuses promotion (it acknowledged a primary's failsafe
+	// ping a moment ago).
 	samples := r.s.view.snapshot()
+	var accepts map[string]bool
+	if c.GetPrimary() != "" {
+		in := r.s.failoverInput(c, samples, time.Now())
+		ranked, _ := rankReplicas(in, false)
+		accepts = map[string]bool{}
+		for _, n := range ranked {
+			accepts[n] = in.Members[n].Streaming
+		}
+	}
 	for _, cs := range r.s.statusOf(c) {
 		for _, ms := range cs.GetMembers() {
 			lag := ms.GetLagBytes()
@@ -290,7 +302,7 @@ func (r *runbookRunner) view(c *pgdrv1.Cluster, runID string) runbook.View {
 				lag = 0
 			}
 			refuses := failsafeRefusal(samples[memberKey{c.GetName(), ms.GetName()}].report, "", r.s.cfg.Failover.LeaseTTL.Duration)
-			healthy := ms.GetHealthy() && (ms.GetRole() != RoleReplica || refuses == "")
+			healthy := ms.GetHealthy() && (ms.GetRole() != RoleReplica || (refuses == "" && (accepts == nil || accepts[ms.GetName()])))
 			v.Members = append(v.Members, runbook.Member{Name: ms.GetName(), Region: ms.GetRegion(), Role: ms.GetRole(),
 				Healthy: healthy, LagBytes: lag})
 		}
