@@ -173,7 +173,7 @@ func assume(sim *View, c Check) bool {
 		if !counted(*sim, c, m) {
 			continue
 		}
-		sim.Members[k].Role, sim.Members[k].Healthy, sim.Members[k].LagBytes = RoleReplica, true, 0
+		sim.Members[k].Role, sim.Members[k].Healthy, sim.Members[k].LagBytes, sim.Members[k].NoTarget = RoleReplica, true, 0, ""
 	}
 	return true
 }

@@ -59,6 +59,13 @@ type Member struct {
 	Healthy bool
 	// LagBytes: replay lag behind the primary (-1: unknown).
 	LagBytes int64
+	// NoTarget: why the switchover would not take this replica as its
+	// target now (beyond the lag limit, not streaming, an older
+	// timeline...; "" when it would). Conditions still count it.
+	NoTarget string
+	// NoFailover: tagged no-failover, it is never a switchover target
+	// (a dry run's assumed wait does not change that).
+	NoFailover bool
 }
 
 // Repo is one repository of the cluster.
@@ -122,6 +129,12 @@ func (v View) replicas(region, outside string) []Member {
 		out = append(out, m)
 	}
 	return out
+}
+
+// targets are the replicas a switchover may go to, among
+// v.replicas(region, outside).
+func (v View) targets(region, outside string) []Member {
+	return slices.DeleteFunc(v.replicas(region, outside), func(m Member) bool { return m.NoFailover || m.NoTarget != "" })
 }
 
 func (v View) hasRegion(r string) bool {
@@ -206,22 +219,22 @@ func target(b Body, v View, prev string) (node string, noop bool, err error) {
 		if v.Primary == prev {
 			return prev, true, nil
 		}
-		return prev, false, replicaOK(v, prev, "to_previous")
+		return prev, false, targetOK(v, prev, "to_previous")
 	case b.ToNode != "":
 		if v.Primary == b.ToNode {
 			return b.ToNode, true, nil
 		}
-		return b.ToNode, false, replicaOK(v, b.ToNode, "to_node")
+		return b.ToNode, false, targetOK(v, b.ToNode, "to_node")
 	case b.ToRegion != "":
 		if v.Primary != "" && v.primaryRegion() == b.ToRegion {
 			return v.Primary, true, nil
 		}
-		return best(v.replicas(b.ToRegion, ""), "to_region", "in region "+b.ToRegion)
+		return best(v.targets(b.ToRegion, ""), "to_region", "in region "+b.ToRegion)
 	case b.AwayFromRegion != "":
 		if v.Primary != "" && v.primaryRegion() != b.AwayFromRegion {
 			return v.Primary, true, nil
 		}
-		return best(v.replicas("", b.AwayFromRegion), "away_from_region", "outside region "+b.AwayFromRegion)
+		return best(v.targets("", b.AwayFromRegion), "away_from_region", "outside region "+b.AwayFromRegion)
 	}
 	return "", false, fmt.Errorf("switchover: no target")
 }
@@ -233,6 +246,20 @@ func replicaOK(v View, node, field string) error {
 		return fmt.Errorf("%s: %q is not a member of cluster %s", field, node, v.Cluster)
 	case m.Role != RoleReplica || !m.Healthy:
 		return fmt.Errorf("%s: %s is not a healthy replica (role %s, healthy %t)", field, node, orNone(m.Role), m.Healthy)
+	}
+	return nil
+}
+
+// targetOK: node is a replica the switchover would take as its target.
+func targetOK(v View, node, field string) error {
+	if err := replicaOK(v, node, field); err != nil {
+		return err
+	}
+	switch m, _ := v.member(node); {
+	case m.NoFailover:
+		return fmt.Errorf("%s: %s is tagged no-failover: never a switchover target", field, node)
+	case m.NoTarget != "":
+		return fmt.Errorf("%s: %s cannot take over now: %s", field, node, m.NoTarget)
 	}
 	return nil
 }

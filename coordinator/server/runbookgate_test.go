@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -116,5 +117,37 @@ func TestRunbookViewTargetsAsSwitchover(t *testing.T) {
 	}
 	if d := runbook.Next(rb, run, v, now); d.Kind != runbook.KindStart || d.Target != "b2" {
 		t.Fatalf("%s → %q (%s), want the switchover to b2 (b1 is tagged %s)", d.Kind, d.Target, d.Reason, failover.TagNoFailover)
+	}
+}
+
+// TestRunbookDryRunNoFailoverTarget: a dry run does not plan a
+// switchover to a member tagged no-failover (the switchover refuses it),
+// whether it is up or only assumed back by a wait: the failback to a
+// region whose only replica is tagged would wait, fail its switchover and
+// roll back; it is refused up front.
+func TestRunbookDryRunNoFailoverTarget(t *testing.T) {
+	s := testServer(t, Options{})
+	c := &pgdrv1.Cluster{Name: "main", Primary: "b2", Epoch: 1, PrimaryLastLsn: 1000, PrimaryLastLsnEpoch: 1, Members: map[string]*pgdrv1.Member{
+		"a1": {Name: "a1", Region: "eu", Tags: []string{failover.TagNoFailover}}, "b1": {Name: "b1", Region: "us"}, "b2": {Name: "b2", Region: "us"}}}
+	text, _ := runbook.BuiltinText("regional-failback")
+	rb, err := runbook.Parse(text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, up := range []bool{true, false} {
+		now := time.Now()
+		s.view.reset()
+		s.view.put(&pgdrv1.HealthReport{Cluster: "main", Node: "b2", Time: timestamppb.New(now), PostmasterAlive: true, Connectable: true, Timeline: 1, CurrentLsn: 1000}, now, time.Time{})
+		for _, n := range []string{"a1", "b1"} {
+			if n == "a1" && !up {
+				continue
+			}
+			s.view.put(&pgdrv1.HealthReport{Cluster: "main", Node: n, Time: timestamppb.New(now), PostmasterAlive: true, Connectable: true, InRecovery: true,
+				Streaming: true, Timeline: 1, ReceiveLsn: 1000, ReplayLsn: 1000}, now, time.Time{})
+		}
+		plan, err := runbook.DryRun(rb, map[string]string{"region": "eu"}, s.runbooks.view(c, ""))
+		if !errors.Is(err, runbook.ErrPrecondition) || !strings.Contains(err.Error(), "to_region: no healthy replica in region eu") {
+			t.Fatalf("a1 up=%t: dry run: %v\n%s", up, err, plan)
+		}
 	}
 }

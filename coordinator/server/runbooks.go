@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
+	"github.com/pgdr/pgdr/coordinator/failover"
 	"github.com/pgdr/pgdr/coordinator/fsm"
 	"github.com/pgdr/pgdr/coordinator/notify"
 	"github.com/pgdr/pgdr/coordinator/policy"
@@ -280,19 +282,20 @@ func (r *runbookRunner) view(c *pgdrv1.Cluster, runID string) runbook.View {
 	r.mu.Lock()
 	v.Settling = time.Since(r.led) < 2*r.s.cfg.Health.StaleAfter.Duration
 	r.mu.Unlock()
-	// A replica is usable (Healthy) only as a target the switchover
-	// itself accepts (rankReplicas: not tagged no-failover, within the
-	// lag limit, on the newest timeline, ...; and streaming), and not
-	// while it refuses promotion (it acknowledged a primary's failsafe
-	// ping a moment ago).
+	// A replica that refuses promotion (it acknowledged a primary's
+	// failsafe ping a moment ago) is no switchover target yet; nor one
+	// the switchover itself would refuse (rankReplicas: beyond the lag
+	// limit, an older timeline, ...; or not streaming): NoTarget.
 	samples := r.s.view.snapshot()
-	var accepts map[string]bool
+	var rejected map[string]string
 	if c.GetPrimary() != "" {
 		in := r.s.failoverInput(c, samples, time.Now())
-		ranked, _ := rankReplicas(in, false)
-		accepts = map[string]bool{}
+		var ranked []string
+		ranked, rejected = rankReplicas(in, false)
 		for _, n := range ranked {
-			accepts[n] = in.Members[n].Streaming
+			if !in.Members[n].Streaming {
+				rejected[n] = "not streaming from the primary"
+			}
 		}
 	}
 	for _, cs := range r.s.statusOf(c) {
@@ -302,9 +305,13 @@ func (r *runbookRunner) view(c *pgdrv1.Cluster, runID string) runbook.View {
 				lag = 0
 			}
 			refuses := failsafeRefusal(samples[memberKey{c.GetName(), ms.GetName()}].report, "", r.s.cfg.Failover.LeaseTTL.Duration)
-			healthy := ms.GetHealthy() && (ms.GetRole() != RoleReplica || (refuses == "" && (accepts == nil || accepts[ms.GetName()])))
-			v.Members = append(v.Members, runbook.Member{Name: ms.GetName(), Region: ms.GetRegion(), Role: ms.GetRole(),
-				Healthy: healthy, LagBytes: lag})
+			healthy := ms.GetHealthy() && (ms.GetRole() != RoleReplica || refuses == "")
+			m := runbook.Member{Name: ms.GetName(), Region: ms.GetRegion(), Role: ms.GetRole(), Healthy: healthy, LagBytes: lag,
+				NoFailover: slices.Contains(ms.GetTags(), failover.TagNoFailover)}
+			if ms.GetRole() == RoleReplica && ms.GetName() != c.GetPrimary() {
+				m.NoTarget = rejected[ms.GetName()]
+			}
+			v.Members = append(v.Members, m)
 		}
 	}
 	r.s.judge.mu.Lock()
