@@ -15,6 +15,7 @@ func TestDryRun(t *testing.T) {
 	custom := func(steps string) Runbook {
 		return mustParse(t, "name: c\nsteps:\n"+steps)
 	}
+	evacSteps := func() Runbook { return custom("  - {id: s, action: switchover, away_from_region: eu}\n") }
 	for _, tc := range []struct {
 		name   string
 		rb     Runbook
@@ -71,6 +72,12 @@ func TestDryRun(t *testing.T) {
 			[]string{`steps[0].tier: "hourly" is not a tier of the policy (daily)`}},
 		{"command node unknown", custom("  - {id: c, action: command, node: zz, run: 'true'}\n"), nil, nil, ErrPrecondition,
 			[]string{`steps[0].node: "zz" is not a member of cluster main`}},
+		{"a replica tagged no-failover is no switchover target", custom("  - {id: s, action: switchover, to_node: b1}\n"), nil, func(v *View) { v.Members[2].NoFailover = true }, ErrPrecondition,
+			[]string{"steps[0].to_node: b1 is tagged no-failover"}},
+		{"the switchover would refuse the least lagging replica: the next one", evacSteps(), nil, func(v *View) { v.Members[3].NoTarget = "lag 1 GB over the limit" }, nil,
+			[]string{"from a1 to b1 (region us)"}},
+		{"a replica tagged no-failover still runs a drill", custom("  - {id: d, action: drill, node: b1}\n"), nil, func(v *View) { v.Members[2].NoFailover = true }, nil,
+			[]string{"restore drill on b1"}},
 		{"drill needs a replica", custom("  - {id: d, action: drill}\n"), nil, func(v *View) { v.Members = v.Members[:1] }, ErrPrecondition,
 			[]string{"steps[0]: no healthy replica to run a restore drill on"}},
 	} {
