@@ -159,7 +159,7 @@ func (a *adminAPI) runbooksReady() error {
 }
 
 func (a *adminAPI) proposeRunbook(ctx context.Context, op *pgdrv1.RunbookCommand) (*pgdrv1.ApplyResult, error) {
-	cmd, err := fsm.NewCommand(pgdrv1.CommandType_COMMAND_TYPE_RUNBOOK, op, identityFrom(ctx).actor(), time.Now())
+	cmd, err := fsm.NewCommand(pgdrv1.CommandType_COMMAND_TYPE_RUNBOOK, op, requester(ctx), time.Now())
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "encoding command: %v", err)
 	}

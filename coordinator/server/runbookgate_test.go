@@ -7,11 +7,13 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/pgdr/pgdr/coordinator/failover"
 	"github.com/pgdr/pgdr/coordinator/runbook"
 	"github.com/pgdr/pgdr/pkg/testutil"
+	"github.com/pgdr/pgdr/pkg/tlsutil"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
 
@@ -149,5 +151,25 @@ func TestRunbookDryRunNoFailoverTarget(t *testing.T) {
 		if !errors.Is(err, runbook.ErrPrecondition) || !strings.Contains(err.Error(), "to_region: no healthy replica in region eu") {
 			t.Fatalf("a1 up=%t: dry run: %v\n%s", up, err, plan)
 		}
+	}
+}
+
+// TestRunbookRequester: a runbook applied (or run) through a follower,
+// which forwards the call to the leader, is recorded as the operator's,
+// not as the forwarding coordinator's.
+func TestRunbookRequester(t *testing.T) {
+	s := testServer(t, Options{})
+	startInmemRaft(t, s)
+	testutil.WaitFor(t, 20*time.Second, "caught up, incidents started", func() (bool, error) {
+		return s.caughtUpLeader() && s.fsm.IncidentsStarted(), nil
+	})
+	ctx := context.WithValue(context.Background(), identityKey{}, identity{Name: "c2", Role: tlsutil.RoleCoordinator, ViaCert: true})
+	ctx = metadata.NewIncomingContext(ctx, metadata.Pairs(requestedByKey, "admin:alice"))
+	a := &adminAPI{s: s}
+	if _, err := a.ApplyRunbook(ctx, &pgdrv1.ApplyRunbookRequest{Yaml: "name: x\nsteps:\n  - {id: a, action: pause}\n"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.fsm.Runbooks()[0].GetUpdatedBy(); got != "admin:alice (via coordinator:c2)" {
+		t.Fatalf("updated_by %q, want the operator's", got)
 	}
 }
