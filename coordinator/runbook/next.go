@@ -383,7 +383,10 @@ func (c cursor) judge(b Body, e Exec, handover bool) Decision {
 	switch b.Action {
 	case ActionPause, ActionResume:
 		if c.v.Paused == (b.Action == ActionPause) {
-			return c.ok(true, fmt.Sprintf("%s: failover paused=%t: done", why, c.v.Paused))
+			// A pause in effect that someone else made (an operator,
+			// meanwhile) is not the run's to undo on a rollback.
+			applied := b.Action == ActionResume || c.v.pausedByRun(c.run.ID)
+			return c.ok(applied, fmt.Sprintf("%s: failover paused=%t (by %s): done", why, c.v.Paused, orNone(c.v.PausedBy)))
 		}
 		if handover {
 			return c.send(true, "", fmt.Sprintf("%s: not in effect, sent again (idempotent)", why))

@@ -27,10 +27,12 @@ type View struct {
 	Settling bool
 	// Primary is the recorded primary ("" = none).
 	Primary string
-	// Paused: automatic failover of the cluster is paused.
-	Paused  bool
-	Members []Member
-	Repos   []Repo
+	// Paused: automatic failover of the cluster is paused; PausedBy: who
+	// paused it (a run's pause names it: RunActor).
+	Paused   bool
+	PausedBy string
+	Members  []Member
+	Repos    []Repo
 	// ReposUnknown: why the repositories' state is not known (no fresh
 	// report from the primary, which carries it); repos_caught_up does
 	// not hold then.
@@ -287,4 +289,16 @@ func lagKey(l int64) uint64 {
 		return ^uint64(0)
 	}
 	return uint64(l)
+}
+
+// RunActor is how a run's own actions name it (the actor of its pause,
+// kept as the cluster's paused_by), so that a pause by anyone else is
+// told apart.
+func RunActor(runbook, runID string) string {
+	return fmt.Sprintf("runbook %s (run %s)", runbook, runID)
+}
+
+// pausedByRun: the pause in effect was the run's own.
+func (v View) pausedByRun(runID string) bool {
+	return strings.Contains(v.PausedBy, "(run "+runID+")")
 }

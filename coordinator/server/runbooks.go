@@ -179,12 +179,18 @@ func (r *runbookRunner) proposeDecision(ctx context.Context, id string, d runboo
 // backup or drill: the run it started). A leadership lost meanwhile
 // records nothing: the next leader judges the step.
 func (r *runbookRunner) carryOut(ctx context.Context, run *pgdrv1.RunbookRun, d runbook.Decision) {
-	actor := fmt.Sprintf("runbook %s (run %s)", run.GetRunbook(), run.GetId())
+	actor := runbook.RunActor(run.GetRunbook(), run.GetId())
 	cluster := run.GetCluster()
 	var o runbook.Outcome
 	switch d.Body.Action {
 	case runbook.ActionPause, runbook.ActionResume:
 		paused := d.Body.Action == runbook.ActionPause
+		if c, ok := r.s.fsm.Cluster(cluster); ok && c.GetPolicy().GetPaused() == paused {
+			// Someone else (an operator) got there since the decision:
+			// not the run's change, not the run's to roll back.
+			o = runbook.Outcome{OK: true, Unchanged: true, Message: fmt.Sprintf("automatic failover already paused=%t (by %s): nothing to do", paused, c.GetPolicy().GetPausedBy())}
+			break
+		}
 		_, err := r.s.propose(ctx, pgdrv1.CommandType_COMMAND_TYPE_SET_PAUSED,
 			&pgdrv1.SetPaused{Cluster: cluster, Paused: paused, Reason: d.Body.Message}, "coordinator:"+r.s.cfg.Name+" for "+actor)
 		o = outcomeOf(err, fmt.Sprintf("automatic failover paused=%t", paused))
@@ -278,7 +284,7 @@ func (r *runbookRunner) notify(ctx context.Context, run *pgdrv1.RunbookRun, d ru
 // health view, what is in flight, the recent backups and drills, and the
 // repositories as the primary's report says.
 func (r *runbookRunner) view(c *pgdrv1.Cluster, runID string) runbook.View {
-	v := runbook.View{Cluster: c.GetName(), Leader: r.leadership(), Primary: c.GetPrimary(), Paused: c.GetPolicy().GetPaused()}
+	v := runbook.View{Cluster: c.GetName(), Leader: r.leadership(), Primary: c.GetPrimary(), Paused: c.GetPolicy().GetPaused(), PausedBy: c.GetPolicy().GetPausedBy()}
 	r.mu.Lock()
 	v.Settling = time.Since(r.led) < 2*r.s.cfg.Health.StaleAfter.Duration
 	r.mu.Unlock()
