@@ -288,6 +288,21 @@ func (f *FSM) RunbookRuns(cluster, id string) []*pgdrv1.RunbookRun {
 	return out
 }
 
+// RunbookRunsInFlight returns copies of the runs in flight of cluster (""
+// = every one): the leader's tick copies only those, not every kept run
+// with its runbook's text.
+func (f *FSM) RunbookRunsInFlight(cluster string) []*pgdrv1.RunbookRun {
+	var out []*pgdrv1.RunbookRun
+	f.Read(func(st *pgdrv1.State) {
+		for _, r := range st.GetRunbookRuns() {
+			if (cluster == "" || r.GetCluster() == cluster) && runEnded(r) == "" {
+				out = append(out, proto.Clone(r).(*pgdrv1.RunbookRun))
+			}
+		}
+	})
+	return out
+}
+
 // Runbooks returns copies of the applied runbooks.
 func (f *FSM) Runbooks() []*pgdrv1.RunbookDef {
 	var out []*pgdrv1.RunbookDef

@@ -146,3 +146,25 @@ func TestRunbookStartCarriesText(t *testing.T) {
 		t.Fatalf("run state %+v (%v), want the carried runbook's one step", rs, err)
 	}
 }
+
+// TestRunbookRunsInFlight: the leader's tick reads only the runs in
+// flight (each kept with its runbook's text, up to 64 KiB: copying every
+// kept run twice a second cost the leader a copy of all of them).
+func TestRunbookRunsInFlight(t *testing.T) {
+	h := newHarness(t, Options{})
+	baseline(h)
+	startIncidents(h)
+	text := "name: mine\nsteps:\n  - {id: a, action: pause}\n"
+	h.mustApply(tRunbook, rbCmd(&pgdrv1.RunbookPut{Yaml: text}))
+	h.mustApply(tRunbook, rbCmd(&pgdrv1.RunbookStart{Cluster: "main", Runbook: "mine", Yaml: text}))
+	first := h.f.RunbookRuns("main", "")[0].GetId()
+	h.mustApply(tRunbook, decide(t, first, runbook.Decision{Kind: runbook.KindRunFailed, Reason: "test"}))
+	h.mustApply(tRunbook, rbCmd(&pgdrv1.RunbookStart{Cluster: "main", Runbook: "mine", Yaml: text}))
+	got := h.f.RunbookRunsInFlight("")
+	if len(got) != 1 || got[0].GetId() == first {
+		t.Fatalf("in flight: %v, want the second run only", got)
+	}
+	if len(h.f.RunbookRunsInFlight("other")) != 0 {
+		t.Fatal("another cluster's runs")
+	}
+}

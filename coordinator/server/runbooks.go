@@ -95,7 +95,7 @@ func (r *runbookRunner) run(ctx context.Context) {
 			r.log.Debug("runbook runs held", "why", why)
 			continue
 		}
-		for _, run := range r.s.fsm.RunbookRuns("", "") {
+		for _, run := range r.s.fsm.RunbookRunsInFlight("") {
 			r.step(ctx, run)
 		}
 	}
@@ -339,8 +339,8 @@ func (r *runbookRunner) view(c *pgdrv1.Cluster, runID string) runbook.View {
 	for _, t := range p.Tiers {
 		v.Tiers = append(v.Tiers, t.Name)
 	}
-	for _, other := range r.s.fsm.RunbookRuns(c.GetName(), "") {
-		if rs, err := fsm.RunState(other); err == nil && rs.Result == "" && other.GetId() != runID {
+	for _, other := range r.s.fsm.RunbookRunsInFlight(c.GetName()) {
+		if other.GetId() != runID {
 			v.OtherRun = other.GetRunbook() + " (" + other.GetId() + ")"
 		}
 	}
