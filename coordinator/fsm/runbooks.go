@@ -111,9 +111,10 @@ func putRunbook(st *pgdrv1.State, c *pgdrv1.Command, text string, index uint64) 
 	if err != nil {
 		return err
 	}
-	if _, builtin := runbook.BuiltinText(rb.Name); builtin {
-		return fmt.Errorf("runbook %s: name is taken by a runbook pgdr ships; choose another name", rb.Name)
-	}
+	// Whether rb.Name is a shipped runbook's is not asked here: it depends
+	// on the binary, and voters of two versions must apply a put alike.
+	// The leader's API refuses a shipped name; an applied runbook of that
+	// name wins over the shipped one wherever it is read (RunbookText).
 	def := &pgdrv1.RunbookDef{Name: rb.Name, Yaml: text, Updated: cmdTime(c), UpdatedBy: clip(c.GetActor(), 200), Description: rb.Description}
 	i := slices.IndexFunc(st.GetRunbooks(), func(d *pgdrv1.RunbookDef) bool { return d.GetName() == rb.Name })
 	switch {

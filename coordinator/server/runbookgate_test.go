@@ -172,4 +172,9 @@ func TestRunbookRequester(t *testing.T) {
 	if got := s.fsm.Runbooks()[0].GetUpdatedBy(); got != "admin:alice (via coordinator:c2)" {
 		t.Fatalf("updated_by %q, want the operator's", got)
 	}
+	// A shipped runbook's name is refused by the API (the applier does
+	// not ask: it depends on the binary).
+	if _, err := a.ApplyRunbook(ctx, &pgdrv1.ApplyRunbookRequest{Yaml: "name: regional-evacuation\nsteps:\n  - {id: a, action: pause}\n"}); err == nil || !strings.Contains(err.Error(), "pgdr ships") {
+		t.Fatalf("apply under a shipped name: %v", err)
+	}
 }
