@@ -111,9 +111,10 @@ func putRunbook(st *pgdrv1.State, c *pgdrv1.Command, text string, index uint64) 
 	if err != nil {
 		return err
 	}
-	if _, builtin := runbook.BuiltinText(rb.Name); builtin {
-		return fmt.Errorf("runbook %s: name is taken by a runbook pgdr ships; choose another name", rb.Name)
-	}
+	// Whether rb.Name is a shipped runbook's is not asked here: it depends
+	// on the binary, and voters of two versions must apply a put alike.
+	// The leader's API refuses a shipped name; an applied runbook of that
+	// name wins over the shipped one wherever it is read (RunbookText).
 	def := &pgdrv1.RunbookDef{Name: rb.Name, Yaml: text, Updated: cmdTime(c), UpdatedBy: clip(c.GetActor(), 200), Description: rb.Description}
 	i := slices.IndexFunc(st.GetRunbooks(), func(d *pgdrv1.RunbookDef) bool { return d.GetName() == rb.Name })
 	switch {
@@ -153,13 +154,23 @@ func startRun(st *pgdrv1.State, c *pgdrv1.Command, s *pgdrv1.RunbookStart, index
 			return fmt.Errorf("runbook: cluster %s already runs %s (run %s): one runbook per cluster at a time", cl.GetName(), r.GetRunbook(), r.GetId())
 		}
 	}
-	text, ok := RunbookText(st, s.GetRunbook())
-	if !ok {
-		return fmt.Errorf("runbook %q: not found (apply it first, or see 'pgdrctl runbook list')", clip(s.GetRunbook(), 64))
+	// The text comes with the command, never from this binary's shipped
+	// runbooks (voters of another version ship others): an applied
+	// runbook's must still be the stored one; otherwise it is the shipped
+	// one the proposing leader read.
+	text := s.GetYaml()
+	if text == "" {
+		return fmt.Errorf("runbook %q: the start carries no runbook text", clip(s.GetRunbook(), 64))
+	}
+	if i := slices.IndexFunc(st.GetRunbooks(), func(d *pgdrv1.RunbookDef) bool { return d.GetName() == s.GetRunbook() }); i >= 0 && st.Runbooks[i].GetYaml() != text {
+		return fmt.Errorf("runbook %s: changed since the run was checked (applied again meanwhile): run it again", clip(s.GetRunbook(), 64))
 	}
 	rb, err := runbook.Parse([]byte(text))
 	if err != nil {
-		return fmt.Errorf("runbook %s: %w", s.GetRunbook(), err)
+		return fmt.Errorf("runbook %s: %w", clip(s.GetRunbook(), 64), err)
+	}
+	if rb.Name != s.GetRunbook() {
+		return fmt.Errorf("runbook %q: the text carried is runbook %s", clip(s.GetRunbook(), 64), rb.Name)
 	}
 	if id := s.GetIncident(); id != "" {
 		if i := incidentsOf(st).Find(id); i < 0 {
@@ -271,13 +282,14 @@ func (f *FSM) RunbookRuns(cluster, id string) []*pgdrv1.RunbookRun {
 	return out
 }
 
-// RunbookRunsInFlight returns copies of the runs not ended yet, oldest
-// first.
-func (f *FSM) RunbookRunsInFlight() []*pgdrv1.RunbookRun {
+// RunbookRunsInFlight returns copies of the runs in flight of cluster (""
+// = every one): the leader's tick copies only those, not every kept run
+// with its runbook's text.
+func (f *FSM) RunbookRunsInFlight(cluster string) []*pgdrv1.RunbookRun {
 	var out []*pgdrv1.RunbookRun
 	f.Read(func(st *pgdrv1.State) {
 		for _, r := range st.GetRunbookRuns() {
-			if r.GetResult() == "" {
+			if (cluster == "" || r.GetCluster() == cluster) && runEnded(r) == "" {
 				out = append(out, proto.Clone(r).(*pgdrv1.RunbookRun))
 			}
 		}

@@ -42,14 +42,14 @@ func decide(t *testing.T, run string, d runbook.Decision) *pgdrv1.RunbookCommand
 func TestRunbookRecords(t *testing.T) {
 	h := newHarness(t, Options{})
 	baseline(h)
-	start := &pgdrv1.RunbookStart{Cluster: "main", Runbook: "regional-evacuation", Params: map[string]string{"region": "us-east-1"}}
+	evac, _ := runbook.BuiltinText("regional-evacuation")
+	start := &pgdrv1.RunbookStart{Cluster: "main", Runbook: "regional-evacuation", Params: map[string]string{"region": "us-east-1"}, Yaml: string(evac)}
 	if res := h.apply(tRunbook, rbCmd(start)); res.GetOk() || !strings.Contains(res.GetError(), "not started") {
 		t.Fatalf("before StartIncidents: %+v", res)
 	}
 	startIncidents(h)
 	for _, bad := range []struct{ yaml, want string }{
 		{"name: x\nsteps:\n  - {id: a, action: reboot}\n", "steps[0].action"},
-		{"name: regional-evacuation\nsteps:\n  - {id: a, action: pause}\n", "taken by a runbook pgdr ships"},
 		{"name: [\n", "yaml"},
 	} {
 		if res := h.apply(tRunbook, rbCmd(&pgdrv1.RunbookPut{Yaml: bad.yaml})); res.GetOk() || !strings.Contains(res.GetError(), bad.want) {
@@ -59,7 +59,7 @@ func TestRunbookRecords(t *testing.T) {
 	if len(h.f.Runbooks()) != 0 {
 		t.Fatalf("refused runbooks stored")
 	}
-	if res := h.apply(tRunbook, rbCmd(&pgdrv1.RunbookStart{Cluster: "main", Runbook: "regional-evacuation"})); res.GetOk() || !strings.Contains(res.GetError(), "region") {
+	if res := h.apply(tRunbook, rbCmd(&pgdrv1.RunbookStart{Cluster: "main", Runbook: "regional-evacuation", Yaml: string(evac)})); res.GetOk() || !strings.Contains(res.GetError(), "region") {
 		t.Fatalf("start without the region parameter: %+v", res)
 	}
 	h.mustApply(tIncident, incCmd(&pgdrv1.IncidentObserve{DedupKey: "manual:dr", Title: "evacuate", Cluster: "main", Category: "manual", Severity: "high"}))
@@ -101,5 +101,84 @@ func TestRunbookRecords(t *testing.T) {
 	}
 	if steps != 3 {
 		t.Errorf("%d runbook entries on the incident's timeline, want 3 (start, announce sent, announce done)", steps)
+	}
+}
+
+// TestRunbookStartCarriesText: a run starts with the text the proposing
+// leader checked, carried in the command, so that every voter stores the
+// same run whatever runbooks its own binary ships (a rolling upgrade that
+// changes a shipped runbook); a start without it, or whose text is not
+// the applied runbook's any more, is refused and changes nothing.
+func TestRunbookStartCarriesText(t *testing.T) {
+	h := newHarness(t, Options{})
+	baseline(h)
+	startIncidents(h)
+	bare := &pgdrv1.RunbookStart{Cluster: "main", Runbook: "regional-evacuation", Params: map[string]string{"region": "us-east-1"}}
+	if res := h.apply(tRunbook, rbCmd(bare)); res.GetOk() || !strings.Contains(res.GetError(), "text") {
+		t.Fatalf("a start of a shipped runbook without its text: %+v (this binary's text would be used: voters of other versions store another run)", res)
+	}
+	// Another version's shipped text under the same name: stored as sent.
+	other := "name: regional-evacuation\nparams:\n  - {name: region, required: true}\nsteps:\n  - {id: hold, action: pause}\n"
+	mine := "name: mine\nsteps:\n  - {id: a, action: pause}\n"
+	h.mustApply(tRunbook, rbCmd(&pgdrv1.RunbookPut{Yaml: mine}))
+	for _, bad := range []struct {
+		start *pgdrv1.RunbookStart
+		want  string
+	}{
+		{&pgdrv1.RunbookStart{Cluster: "main", Runbook: "mine", Yaml: "name: mine\nsteps:\n  - {id: b, action: resume}\n"}, "changed since"},
+		{&pgdrv1.RunbookStart{Cluster: "main", Runbook: "other", Yaml: mine}, "is runbook mine"},
+	} {
+		if res := h.apply(tRunbook, rbCmd(bad.start)); res.GetOk() || !strings.Contains(res.GetError(), bad.want) {
+			t.Errorf("start %s: %+v, want an error naming %q", bad.start.GetRunbook(), res, bad.want)
+		}
+	}
+	if n := len(h.f.RunbookRuns("", "")); n != 0 {
+		t.Fatalf("%d runs after refused starts", n)
+	}
+	bare.Yaml = other
+	h.mustApply(tRunbook, rbCmd(bare))
+	runs := h.f.RunbookRuns("main", "")
+	if len(runs) != 1 || runs[0].GetYaml() != other {
+		t.Fatalf("runs %+v, want one with the text carried", runs)
+	}
+	if rs, err := RunState(runs[0]); err != nil || len(rs.Steps) != 1 || rs.Steps[0].ID != "hold" {
+		t.Fatalf("run state %+v (%v), want the carried runbook's one step", rs, err)
+	}
+}
+
+// TestRunbookRunsInFlight: the leader's tick reads only the runs in
+// flight (each kept with its runbook's text, up to 64 KiB: copying every
+// kept run twice a second cost the leader a copy of all of them).
+func TestRunbookRunsInFlight(t *testing.T) {
+	h := newHarness(t, Options{})
+	baseline(h)
+	startIncidents(h)
+	text := "name: mine\nsteps:\n  - {id: a, action: pause}\n"
+	h.mustApply(tRunbook, rbCmd(&pgdrv1.RunbookPut{Yaml: text}))
+	h.mustApply(tRunbook, rbCmd(&pgdrv1.RunbookStart{Cluster: "main", Runbook: "mine", Yaml: text}))
+	first := h.f.RunbookRuns("main", "")[0].GetId()
+	h.mustApply(tRunbook, decide(t, first, runbook.Decision{Kind: runbook.KindRunFailed, Reason: "test"}))
+	h.mustApply(tRunbook, rbCmd(&pgdrv1.RunbookStart{Cluster: "main", Runbook: "mine", Yaml: text}))
+	got := h.f.RunbookRunsInFlight("")
+	if len(got) != 1 || got[0].GetId() == first {
+		t.Fatalf("in flight: %v, want the second run only", got)
+	}
+	if len(h.f.RunbookRunsInFlight("other")) != 0 {
+		t.Fatal("another cluster's runs")
+	}
+}
+
+// TestRunbookPutIgnoresShippedNames: whether a name is taken by a shipped
+// runbook depends on the binary (a newer one ships more), so the applier
+// does not ask: voters of two versions must apply the same put alike (the
+// leader's API refuses a shipped name; an applied runbook of that name
+// wins over the shipped one wherever it is read).
+func TestRunbookPutIgnoresShippedNames(t *testing.T) {
+	h := newHarness(t, Options{})
+	baseline(h)
+	startIncidents(h)
+	text := "name: regional-evacuation\nsteps:\n  - {id: a, action: pause}\n"
+	if res := h.apply(tRunbook, rbCmd(&pgdrv1.RunbookPut{Yaml: text})); !res.GetOk() {
+		t.Fatalf("put under a shipped name: %+v (refused by this binary's shipped runbooks: a voter of another version applies it)", res)
 	}
 }

@@ -94,6 +94,13 @@ func foresee(sim *View, path string, b Body, prev string) (string, []error) {
 	case ActionWait:
 		line, errs := foreseeCheck(*sim, path, b.Check, false)
 		if assume(sim, b.Check) {
+			if ok, why := met(b.Check, *sim); !ok && (b.Condition == CondHealthyReplicas || b.Condition == CondLagUnder) {
+				// Even with every member it counts back as a caught-up
+				// replica the condition fails: the wait could only time
+				// out (after the steps before it ran).
+				return line, append(errs, fmt.Errorf("%s: %s can never hold: %s has %d members that could be replicas, want %s (%s)",
+					path, b.Condition, where(b.Check), candidates(*sim, b.Check), orDefault(b.Count, "1"), why))
+			}
 			line += " (assumed met for the steps after it: the wait fails the run if it is not)"
 		}
 		return line, errs
@@ -163,12 +170,40 @@ func assume(sim *View, c Check) bool {
 		return true
 	}
 	for k, m := range sim.Members {
-		if m.Name == sim.Primary || (c.Region != "" && m.Region != c.Region) || (c.OutsideRegion != "" && m.Region == c.OutsideRegion) {
+		if !counted(*sim, c, m) {
 			continue
 		}
-		sim.Members[k].Role, sim.Members[k].Healthy, sim.Members[k].LagBytes = RoleReplica, true, 0
+		sim.Members[k].Role, sim.Members[k].Healthy, sim.Members[k].LagBytes, sim.Members[k].NoTarget = RoleReplica, true, 0, ""
 	}
 	return true
+}
+
+// where names a condition's region filter in words.
+func where(c Check) string {
+	switch {
+	case c.Region != "":
+		return "region " + c.Region
+	case c.OutsideRegion != "":
+		return "outside region " + c.OutsideRegion
+	}
+	return "the cluster"
+}
+
+// counted: m is one of the members a replica condition can count (in its
+// region filter, not the primary).
+func counted(v View, c Check, m Member) bool {
+	return m.Name != v.Primary && (c.Region == "" || m.Region == c.Region) && (c.OutsideRegion == "" || m.Region != c.OutsideRegion)
+}
+
+// candidates counts the members a replica condition can count.
+func candidates(v View, c Check) int {
+	n := 0
+	for _, m := range v.Members {
+		if counted(v, c, m) {
+			n++
+		}
+	}
+	return n
 }
 
 // foreseeCheck describes a condition and whether it holds on the view;

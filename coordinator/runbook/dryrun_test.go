@@ -15,6 +15,7 @@ func TestDryRun(t *testing.T) {
 	custom := func(steps string) Runbook {
 		return mustParse(t, "name: c\nsteps:\n"+steps)
 	}
+	evacSteps := func() Runbook { return custom("  - {id: s, action: switchover, away_from_region: eu}\n") }
 	for _, tc := range []struct {
 		name   string
 		rb     Runbook
@@ -42,6 +43,10 @@ func TestDryRun(t *testing.T) {
 		{"replicas outside the region down: the wait is planned and assumed met", evac, eu, func(v *View) {
 			v.Members[2].Healthy, v.Members[3].Role = false, "stopped"
 		}, nil, []string{"(assumed met for the steps after it", "from a1 to b1 (region us)"}},
+		{"failback waiting for more replicas than the region has: refused, not assumed", back, map[string]string{"region": "eu", "replicas": "3"}, func(v *View) {
+			v.Primary, v.Members[0].Role, v.Members[3].Role = "b2", RoleReplica, RolePrimary
+			v.Members[0].Healthy, v.Members[1].Healthy = false, false
+		}, ErrPrecondition, []string{"steps[1]: healthy_replicas can never hold: region eu has 2 members that could be replicas, want 3"}},
 		{"another operation in flight", evac, eu, func(v *View) { v.BackupInFlight = true }, ErrPrecondition,
 			[]string{"cluster main: a backup is in flight: one operation at a time"}},
 		{"another runbook running", evac, eu, func(v *View) { v.OtherRun = "regional-failback/r7" }, ErrPrecondition,
@@ -67,6 +72,12 @@ func TestDryRun(t *testing.T) {
 			[]string{`steps[0].tier: "hourly" is not a tier of the policy (daily)`}},
 		{"command node unknown", custom("  - {id: c, action: command, node: zz, run: 'true'}\n"), nil, nil, ErrPrecondition,
 			[]string{`steps[0].node: "zz" is not a member of cluster main`}},
+		{"a replica tagged no-failover is no switchover target", custom("  - {id: s, action: switchover, to_node: b1}\n"), nil, func(v *View) { v.Members[2].NoFailover = true }, ErrPrecondition,
+			[]string{"steps[0].to_node: b1 is tagged no-failover"}},
+		{"the switchover would refuse the least lagging replica: the next one", evacSteps(), nil, func(v *View) { v.Members[3].NoTarget = "lag 1 GB over the limit" }, nil,
+			[]string{"from a1 to b1 (region us)"}},
+		{"a replica tagged no-failover still runs a drill", custom("  - {id: d, action: drill, node: b1}\n"), nil, func(v *View) { v.Members[2].NoFailover = true }, nil,
+			[]string{"restore drill on b1"}},
 		{"drill needs a replica", custom("  - {id: d, action: drill}\n"), nil, func(v *View) { v.Members = v.Members[:1] }, ErrPrecondition,
 			[]string{"steps[0]: no healthy replica to run a restore drill on"}},
 	} {

@@ -233,13 +233,17 @@ func (c cursor) wait(until time.Time, reason string) Decision {
 
 func (c cursor) timeout() time.Duration { return ActionTimeout(c.body()) }
 
+// settlingWhy: a new leader's view of the members is still filling, so
+// nothing is judged on it (a condition neither holds nor fails on it).
+const settlingWhy = "the leader's view of the members is still filling after a leadership change"
+
 // begin decides a pending step (or a rollback not yet sent): an action
 // whose effect is already there is done without being sent (and without
 // Applied, so no rollback undoes what the run did not do).
 func (c cursor) begin() Decision {
 	b := c.body()
-	if c.v.Settling && (b.Action == ActionSwitchover || b.Action == ActionBackup || b.Action == ActionDrill) {
-		return c.wait(time.Time{}, "the leader's view of the members is still filling after a leadership change")
+	if c.v.Settling && (b.Action == ActionSwitchover || b.Action == ActionBackup || b.Action == ActionDrill || b.Action == ActionWait) {
+		return c.wait(time.Time{}, settlingWhy)
 	}
 	switch b.Action {
 	case ActionPause:
@@ -290,6 +294,9 @@ func (c cursor) running() Decision {
 	b, e := c.body(), c.exec()
 	deadline := e.Started.Add(c.timeout())
 	if b.Action == ActionWait {
+		if c.v.Settling {
+			return c.wait(time.Time{}, settlingWhy)
+		}
 		ok, why := met(b.Check, c.v)
 		switch {
 		case ok:
@@ -370,7 +377,10 @@ func (c cursor) judge(b Body, e Exec, handover bool) Decision {
 	switch b.Action {
 	case ActionPause, ActionResume:
 		if c.v.Paused == (b.Action == ActionPause) {
-			return c.ok(true, fmt.Sprintf("%s: failover paused=%t: done", why, c.v.Paused))
+			// A pause in effect that someone else made (an operator,
+			// meanwhile) is not the run's to undo on a rollback.
+			applied := b.Action == ActionResume || c.v.pausedByRun(c.run.ID)
+			return c.ok(applied, fmt.Sprintf("%s: failover paused=%t (by %s): done", why, c.v.Paused, orNone(c.v.PausedBy)))
 		}
 		if handover {
 			return c.send(true, "", fmt.Sprintf("%s: not in effect, sent again (idempotent)", why))
@@ -421,6 +431,9 @@ func (c cursor) validating() Decision {
 	limit := DefaultValidateTimeout
 	if d, err := parseTimeout(val.Timeout); err == nil {
 		limit = d
+	}
+	if c.v.Settling {
+		return c.wait(time.Time{}, settlingWhy)
 	}
 	deadline := c.state().ValidateStarted.Add(limit)
 	ok, why := met(val, c.v)

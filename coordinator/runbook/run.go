@@ -231,6 +231,10 @@ type Outcome struct {
 	Message string
 	// Ref: the backup or drill run it started, if any.
 	Ref string
+	// Unchanged (when OK): the action found its effect already there
+	// (a pause of a cluster someone else paused meanwhile): the step is
+	// done without Applied, and its rollback does not run.
+	Unchanged bool
 }
 
 // Record records the outcome of the action of a step (rollback false) or
@@ -254,9 +258,9 @@ func Record(rb Runbook, run RunState, step string, rollback bool, o Outcome, now
 	case rollback:
 		d.Kind = KindRollbackFail
 	case o.OK && rb.Steps[i].Validate != nil:
-		d.Kind, d.Applied = KindValidate, true
+		d.Kind, d.Applied = KindValidate, !o.Unchanged
 	case o.OK:
-		d.Kind, d.Applied = KindStepDone, true
+		d.Kind, d.Applied = KindStepDone, !o.Unchanged
 	default:
 		d.Kind, d.Applied = KindStepFailed, o.Applied
 	}

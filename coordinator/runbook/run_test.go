@@ -80,9 +80,10 @@ func (c *cluster) carry(d Decision) Outcome {
 	}
 	switch d.Body.Action {
 	case ActionPause:
-		c.v.Paused = true
+		runID, _, _ := strings.Cut(d.Key, "/")
+		c.v.Paused, c.v.PausedBy = true, "coordinator:sim for "+RunActor("sim", runID)
 	case ActionResume:
-		c.v.Paused = false
+		c.v.Paused, c.v.PausedBy = false, ""
 	case ActionSwitchover:
 		c.switchTo(d.Target)
 	case ActionBackup:
@@ -639,9 +640,10 @@ steps:
 		reissue bool
 		says    string
 	}{
-		{"s", func(v *View) { v.Paused = true }, KindStepDone, true, false, "failover paused=true: done"},
+		{"s", func(v *View) { v.Paused, v.PausedBy = true, "coordinator:c1 for "+RunActor("h", "r1") }, KindStepDone, true, false, "failover paused=true (by coordinator:c1 for runbook h (run r1)): done"},
+		{"s", func(v *View) { v.Paused, v.PausedBy = true, "admin:bob" }, KindStepDone, false, false, "failover paused=true (by admin:bob): done"},
 		{"s", nil, KindStart, false, true, "not in effect, sent again (idempotent)"},
-		{"r", nil, KindStepDone, true, false, "failover paused=false: done"},
+		{"r", nil, KindStepDone, true, false, "failover paused=false (by none): done"},
 		{"r", func(v *View) { v.Paused = true }, KindStart, false, true, "sent again"},
 		{"n", nil, KindStart, false, true, "receivers drop a repeat by key"},
 		{"w", func(v *View) { c := newCluster(*v); c.switchTo("b1"); *v = c.v }, KindStepDone, true, false, "b1 is the primary: done"},
@@ -770,5 +772,57 @@ func TestSettlingViewWaits(t *testing.T) {
 	v.Settling = false
 	if d := Next(rb, run, v, t0); d.Kind != KindStart || d.Target != "b1" {
 		t.Fatalf("settled: %+v, want the switchover to b1", d)
+	}
+}
+
+// TestSettlingViewJudgesNoCondition: while a new leader's view is still
+// filling, a wait or a validation is neither met nor failed on it: the
+// repositories' state comes from the primary's report (none yet: "all 0
+// repositories caught up" would pass the wait at once) and the replicas
+// look unhealthy (a deadline passing then would fail the step).
+func TestSettlingViewJudgesNoCondition(t *testing.T) {
+	rb := mustParse(t, "name: s\nsteps:\n  - {id: repos, action: wait, condition: repos_caught_up, timeout: 1m}\n"+
+		"  - {id: move, action: switchover, to_node: b1, validate: {condition: primary_in_region, region: us, timeout: 1m}}\n")
+	run := mustRun(t, rb, nil)
+	v := twoRegions()
+	v.Settling, v.Repos = true, nil
+	if d := Next(rb, run, v, t0); d.Kind != KindWait {
+		t.Fatalf("pending wait on a settling view: %+v, want a wait", d)
+	}
+	// Begun under the previous leader, its deadline passed meanwhile.
+	run.Steps[0].Status, run.Steps[0].Exec = StatusRunning, Exec{Started: t0.Add(-2 * time.Minute), Leader: "c0@1"}
+	if d := Next(rb, run, v, t0); d.Kind != KindWait {
+		t.Fatalf("running wait on a settling view: %+v, want a wait", d)
+	}
+	run.Steps[0].Status = StatusDone
+	run.Steps[1].Status, run.Steps[1].ValidateStarted, run.Steps[1].Applied = StatusValidating, t0.Add(-2*time.Minute), true
+	v.Members = nil
+	if d := Next(rb, run, v, t0); d.Kind != KindWait {
+		t.Fatalf("validation on a settling view: %+v, want a wait", d)
+	}
+}
+
+// TestPauseByAnotherNotRolledBack: a pause step sent under a leadership
+// that died finds the cluster paused, but by an operator (PausedBy names
+// no run of this runbook): the step is done without Applied, so that a
+// rollback does not resume the operator's pause (automatic failover back
+// on in the middle of a maintenance).
+func TestPauseByAnotherNotRolledBack(t *testing.T) {
+	rb := mustParse(t, "name: p\nsteps:\n  - {id: hold, action: pause, rollback: {action: resume}}\n")
+	run := mustRun(t, rb, nil)
+	run.Steps[0].Status, run.Steps[0].Exec = StatusRunning, Exec{Started: t0, Leader: "c0@1"}
+	v := twoRegions()
+	v.Paused, v.PausedBy = true, "admin:bob"
+	if d := Next(rb, run, v, t0.Add(time.Second)); d.Kind != KindStepDone || d.Applied {
+		t.Fatalf("paused by admin:bob: %+v, want done without Applied", d)
+	}
+	v.PausedBy = "coordinator:c0 for " + RunActor("p", run.ID)
+	if d := Next(rb, run, v, t0.Add(time.Second)); d.Kind != KindStepDone || !d.Applied {
+		t.Fatalf("paused by the run: %+v, want done, Applied", d)
+	}
+	// The leader carrying the pause out found it paused already.
+	out, err := Record(rb, run, "hold", false, Outcome{OK: true, Unchanged: true, Message: "already paused"}, t0.Add(time.Second))
+	if err != nil || out.Steps[0].Status != StatusDone || out.Steps[0].Applied {
+		t.Fatalf("unchanged outcome: %+v, %v; want done without Applied", out.Steps[0], err)
 	}
 }

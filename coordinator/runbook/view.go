@@ -22,14 +22,21 @@ type View struct {
 	Leader string
 	// Settling: the leader's health view is still filling after a
 	// leadership change (its agents reconnect): a switchover, backup or
-	// drill not yet sent waits rather than being judged on an empty view.
+	// drill not yet sent waits rather than being judged on an empty view,
+	// and no wait or validation is judged (met or failed) on it.
 	Settling bool
 	// Primary is the recorded primary ("" = none).
 	Primary string
-	// Paused: automatic failover of the cluster is paused.
-	Paused  bool
-	Members []Member
-	Repos   []Repo
+	// Paused: automatic failover of the cluster is paused; PausedBy: who
+	// paused it (a run's pause names it: RunActor).
+	Paused   bool
+	PausedBy string
+	Members  []Member
+	Repos    []Repo
+	// ReposUnknown: why the repositories' state is not known (no fresh
+	// report from the primary, which carries it); repos_caught_up does
+	// not hold then.
+	ReposUnknown string
 	// Tiers are the policy's backup tiers (empty: not checked).
 	Tiers []string
 	// In flight now, outside this run or inside it.
@@ -54,6 +61,13 @@ type Member struct {
 	Healthy bool
 	// LagBytes: replay lag behind the primary (-1: unknown).
 	LagBytes int64
+	// NoTarget: why the switchover would not take this replica as its
+	// target now (beyond the lag limit, not streaming, an older
+	// timeline...; "" when it would). Conditions still count it.
+	NoTarget string
+	// NoFailover: tagged no-failover, it is never a switchover target
+	// (a dry run's assumed wait does not change that).
+	NoFailover bool
 }
 
 // Repo is one repository of the cluster.
@@ -119,6 +133,12 @@ func (v View) replicas(region, outside string) []Member {
 	return out
 }
 
+// targets are the replicas a switchover may go to, among
+// v.replicas(region, outside).
+func (v View) targets(region, outside string) []Member {
+	return slices.DeleteFunc(v.replicas(region, outside), func(m Member) bool { return m.NoFailover || m.NoTarget != "" })
+}
+
 func (v View) hasRegion(r string) bool {
 	return slices.ContainsFunc(v.Members, func(m Member) bool { return m.Region == r })
 }
@@ -153,6 +173,9 @@ func met(c Check, v View) (bool, string) {
 		}
 		return len(ok) >= count, fmt.Sprintf("%d healthy replicas%s%s (want %d)", len(ok), where, names(ok), count)
 	case CondReposCaughtUp:
+		if v.ReposUnknown != "" {
+			return false, "the repositories' state is unknown: " + v.ReposUnknown
+		}
 		var behind []string
 		for _, r := range v.Repos {
 			if !r.CaughtUp {
@@ -198,22 +221,22 @@ func target(b Body, v View, prev string) (node string, noop bool, err error) {
 		if v.Primary == prev {
 			return prev, true, nil
 		}
-		return prev, false, replicaOK(v, prev, "to_previous")
+		return prev, false, targetOK(v, prev, "to_previous")
 	case b.ToNode != "":
 		if v.Primary == b.ToNode {
 			return b.ToNode, true, nil
 		}
-		return b.ToNode, false, replicaOK(v, b.ToNode, "to_node")
+		return b.ToNode, false, targetOK(v, b.ToNode, "to_node")
 	case b.ToRegion != "":
 		if v.Primary != "" && v.primaryRegion() == b.ToRegion {
 			return v.Primary, true, nil
 		}
-		return best(v.replicas(b.ToRegion, ""), "to_region", "in region "+b.ToRegion)
+		return best(v.targets(b.ToRegion, ""), "to_region", "in region "+b.ToRegion)
 	case b.AwayFromRegion != "":
 		if v.Primary != "" && v.primaryRegion() != b.AwayFromRegion {
 			return v.Primary, true, nil
 		}
-		return best(v.replicas("", b.AwayFromRegion), "away_from_region", "outside region "+b.AwayFromRegion)
+		return best(v.targets("", b.AwayFromRegion), "away_from_region", "outside region "+b.AwayFromRegion)
 	}
 	return "", false, fmt.Errorf("switchover: no target")
 }
@@ -225,6 +248,20 @@ func replicaOK(v View, node, field string) error {
 		return fmt.Errorf("%s: %q is not a member of cluster %s", field, node, v.Cluster)
 	case m.Role != RoleReplica || !m.Healthy:
 		return fmt.Errorf("%s: %s is not a healthy replica (role %s, healthy %t)", field, node, orNone(m.Role), m.Healthy)
+	}
+	return nil
+}
+
+// targetOK: node is a replica the switchover would take as its target.
+func targetOK(v View, node, field string) error {
+	if err := replicaOK(v, node, field); err != nil {
+		return err
+	}
+	switch m, _ := v.member(node); {
+	case m.NoFailover:
+		return fmt.Errorf("%s: %s is tagged no-failover: never a switchover target", field, node)
+	case m.NoTarget != "":
+		return fmt.Errorf("%s: %s cannot take over now: %s", field, node, m.NoTarget)
 	}
 	return nil
 }
@@ -252,4 +289,16 @@ func lagKey(l int64) uint64 {
 		return ^uint64(0)
 	}
 	return uint64(l)
+}
+
+// RunActor is how a run's own actions name it (the actor of its pause,
+// kept as the cluster's paused_by), so that a pause by anyone else is
+// told apart.
+func RunActor(runbook, runID string) string {
+	return fmt.Sprintf("runbook %s (run %s)", runbook, runID)
+}
+
+// pausedByRun: the pause in effect was the run's own.
+func (v View) pausedByRun(runID string) bool {
+	return strings.Contains(v.PausedBy, "(run "+runID+")")
 }

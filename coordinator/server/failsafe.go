@@ -33,6 +33,24 @@ func failsafeRefusal(r *pgdrv1.HealthReport, primary string, ttl time.Duration) 
 	return fmt.Sprintf("acknowledged %s's failsafe ping %s ago (epoch %d)", primary, age.Round(time.Millisecond), r.FailsafeEpoch)
 }
 
+// failsafeTTLFactor: an agent refuses a failsafe ping whose lease TTL is
+// more than this many times its own (agent/failsafe ttlFactor), so no
+// refusal window is longer than that many lease TTLs.
+const failsafeTTLFactor = 4
+
+// refusalEnds is when, on this coordinator's clock, the refusal sm's
+// report states ends (zero: it states none): its window (as
+// failsafeRefusal reads it) less the acknowledgement's age at the report,
+// from when the report arrived.
+func refusalEnds(sm sample, ttl time.Duration) time.Time {
+	r := sm.report
+	if r == nil || r.FailsafeAckedAt == nil || r.Time == nil {
+		return time.Time{}
+	}
+	age := max(r.Time.AsTime().Sub(r.FailsafeAckedAt.AsTime()), 0)
+	return sm.at.Add(max(ttl, time.Duration(r.FailsafeRefuseMs)*time.Millisecond) - age)
+}
+
 // isFailsafeRefusal recognises an agent's refusal of a Promote order
 // because it acknowledged the primary's failsafe ping.
 func isFailsafeRefusal(msg string) bool {

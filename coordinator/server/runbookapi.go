@@ -25,7 +25,7 @@ func (a *adminAPI) ApplyRunbook(ctx context.Context, req *pgdrv1.ApplyRunbookReq
 	if _, builtin := runbook.BuiltinText(rb.Name); builtin {
 		return nil, invalid("name", "%q is the name of a runbook pgdr ships; choose another", rb.Name)
 	}
-	if err := a.incidentsReady(); err != nil {
+	if err := a.runbooksReady(); err != nil {
 		return nil, err
 	}
 	if _, err := a.proposeRunbook(ctx, &pgdrv1.RunbookCommand{Op: &pgdrv1.RunbookCommand_Put{Put: &pgdrv1.RunbookPut{Yaml: req.GetYaml()}}}); err != nil {
@@ -107,7 +107,7 @@ func (a *adminAPI) RunRunbook(ctx context.Context, req *pgdrv1.RunRunbookRequest
 	if !a.s.caughtUpLeader() {
 		return nil, errCatchingUp
 	}
-	if err := a.incidentsReady(); err != nil {
+	if err := a.runbooksReady(); err != nil {
 		return nil, err
 	}
 	c, ok := a.s.fsm.Cluster(req.GetCluster())
@@ -136,7 +136,7 @@ func (a *adminAPI) RunRunbook(ctx context.Context, req *pgdrv1.RunRunbookRequest
 		return out, nil
 	}
 	res, err := a.proposeRunbook(ctx, &pgdrv1.RunbookCommand{Op: &pgdrv1.RunbookCommand_Start{Start: &pgdrv1.RunbookStart{
-		Cluster: c.GetName(), Runbook: rb.Name, Params: req.GetParams(), Incident: req.GetIncident()}}})
+		Cluster: c.GetName(), Runbook: rb.Name, Params: req.GetParams(), Incident: req.GetIncident(), Yaml: text}}})
 	if err != nil {
 		return nil, err
 	}
@@ -146,8 +146,20 @@ func (a *adminAPI) RunRunbook(ctx context.Context, req *pgdrv1.RunRunbookRequest
 	return out, nil
 }
 
+// runbooksReady refuses runbook writes until incidents started and every
+// coordinator knows the runbook command (runbooksFeatureLevel).
+func (a *adminAPI) runbooksReady() error {
+	if err := a.incidentsReady(); err != nil {
+		return err
+	}
+	if ok, why := a.s.runbooksReady(); !ok {
+		return status.Errorf(codes.FailedPrecondition, "runbooks are not available yet: %s", why)
+	}
+	return nil
+}
+
 func (a *adminAPI) proposeRunbook(ctx context.Context, op *pgdrv1.RunbookCommand) (*pgdrv1.ApplyResult, error) {
-	cmd, err := fsm.NewCommand(pgdrv1.CommandType_COMMAND_TYPE_RUNBOOK, op, identityFrom(ctx).actor(), time.Now())
+	cmd, err := fsm.NewCommand(pgdrv1.CommandType_COMMAND_TYPE_RUNBOOK, op, requester(ctx), time.Now())
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "encoding command: %v", err)
 	}

@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
+	"github.com/pgdr/pgdr/coordinator/failover"
 	"github.com/pgdr/pgdr/coordinator/fsm"
 	"github.com/pgdr/pgdr/coordinator/notify"
 	"github.com/pgdr/pgdr/coordinator/policy"
@@ -31,6 +33,20 @@ import (
 // on the run's incident.
 
 const runbookTick = 500 * time.Millisecond
+
+// runbooksFeatureLevel: the voters know COMMAND_TYPE_RUNBOOK. The runbook
+// commands are proposed ignore_if_unknown, and a voter of the incidents
+// era (level 4: incidents started, no runbooks) would skip them and
+// diverge; so nothing of runbooks is proposed until every server of the
+// configuration advertises this level.
+const runbooksFeatureLevel = 5
+
+// runbooksReady: every server of the Raft configuration knows the runbook
+// command (gossip feature levels, else asked; both cached).
+func (s *Server) runbooksReady() (bool, string) {
+	servers := s.voters()
+	return votersReadyFor(s.cfg.Name, servers, peerLevels(s.cfg.Name, servers, s.featureLevels(), s.askLevel), runbooksFeatureLevel, "runbooks")
+}
 
 // repoCaughtUpBytes: a repository is caught up when no completed segment
 // is missing from it (what is not in it is at most the segment being
@@ -75,7 +91,11 @@ func (r *runbookRunner) run(ctx context.Context) {
 		if !r.s.fsm.IncidentsStarted() {
 			continue
 		}
-		for _, run := range r.s.fsm.RunbookRunsInFlight() {
+		if ok, why := r.s.runbooksReady(); !ok {
+			r.log.Debug("runbook runs held", "why", why)
+			continue
+		}
+		for _, run := range r.s.fsm.RunbookRunsInFlight("") {
 			r.step(ctx, run)
 		}
 	}
@@ -131,7 +151,13 @@ func (r *runbookRunner) propose(ctx context.Context, what string, op *pgdrv1.Run
 		return false
 	}
 	cmd.IgnoreIfUnknown = true
-	if _, err := r.s.proposeCommand(ctx, cmd); err != nil {
+	// Only this term's caught-up leader records a run's moves, on its own
+	// log (proposeHere never forwards: a deposed leader's decision,
+	// committed by the next leader, would be carried out by both).
+	if ctx.Err() != nil || !r.s.caughtUpLeader() {
+		return false
+	}
+	if _, err := r.s.proposeHere(cmd); err != nil {
 		if ctx.Err() == nil {
 			r.log.Warn("runbook command", "what", what, "err", err)
 		}
@@ -153,12 +179,18 @@ func (r *runbookRunner) proposeDecision(ctx context.Context, id string, d runboo
 // backup or drill: the run it started). A leadership lost meanwhile
 // records nothing: the next leader judges the step.
 func (r *runbookRunner) carryOut(ctx context.Context, run *pgdrv1.RunbookRun, d runbook.Decision) {
-	actor := fmt.Sprintf("runbook %s (run %s)", run.GetRunbook(), run.GetId())
+	actor := runbook.RunActor(run.GetRunbook(), run.GetId())
 	cluster := run.GetCluster()
 	var o runbook.Outcome
 	switch d.Body.Action {
 	case runbook.ActionPause, runbook.ActionResume:
 		paused := d.Body.Action == runbook.ActionPause
+		if c, ok := r.s.fsm.Cluster(cluster); ok && c.GetPolicy().GetPaused() == paused {
+			// Someone else (an operator) got there since the decision:
+			// not the run's change, not the run's to roll back.
+			o = runbook.Outcome{OK: true, Unchanged: true, Message: fmt.Sprintf("automatic failover already paused=%t (by %s): nothing to do", paused, c.GetPolicy().GetPausedBy())}
+			break
+		}
 		_, err := r.s.propose(ctx, pgdrv1.CommandType_COMMAND_TYPE_SET_PAUSED,
 			&pgdrv1.SetPaused{Cluster: cluster, Paused: paused, Reason: d.Body.Message}, "coordinator:"+r.s.cfg.Name+" for "+actor)
 		o = outcomeOf(err, fmt.Sprintf("automatic failover paused=%t", paused))
@@ -294,13 +326,26 @@ func (r *runbookRunner) notify(ctx context.Context, run *pgdrv1.RunbookRun, d ru
 // health view, what is in flight, the recent backups and drills, and the
 // repositories as the primary's report says.
 func (r *runbookRunner) view(c *pgdrv1.Cluster, runID string) runbook.View {
-	v := runbook.View{Cluster: c.GetName(), Leader: r.leadership(), Primary: c.GetPrimary(), Paused: c.GetPolicy().GetPaused()}
+	v := runbook.View{Cluster: c.GetName(), Leader: r.leadership(), Primary: c.GetPrimary(), Paused: c.GetPolicy().GetPaused(), PausedBy: c.GetPolicy().GetPausedBy()}
 	r.mu.Lock()
 	v.Settling = time.Since(r.led) < 2*r.s.cfg.Health.StaleAfter.Duration
 	r.mu.Unlock()
 	// A replica that refuses promotion (it acknowledged a primary's
-	// failsafe ping a moment ago) is no switchover target yet.
+	// failsafe ping a moment ago) is no switchover target yet; nor one
+	// the switchover itself would refuse (rankReplicas: beyond the lag
+	// limit, an older timeline, ...; or not streaming): NoTarget.
 	samples := r.s.view.snapshot()
+	var rejected map[string]string
+	if c.GetPrimary() != "" {
+		in := r.s.failoverInput(c, samples, time.Now())
+		var ranked []string
+		ranked, rejected = rankReplicas(in, false)
+		for _, n := range ranked {
+			if !in.Members[n].Streaming {
+				rejected[n] = "not streaming from the primary"
+			}
+		}
+	}
 	for _, cs := range r.s.statusOf(c) {
 		for _, ms := range cs.GetMembers() {
 			lag := ms.GetLagBytes()
@@ -309,8 +354,12 @@ func (r *runbookRunner) view(c *pgdrv1.Cluster, runID string) runbook.View {
 			}
 			refuses := failsafeRefusal(samples[memberKey{c.GetName(), ms.GetName()}].report, "", r.s.cfg.Failover.LeaseTTL.Duration)
 			healthy := ms.GetHealthy() && (ms.GetRole() != RoleReplica || refuses == "")
-			v.Members = append(v.Members, runbook.Member{Name: ms.GetName(), Region: ms.GetRegion(), Role: ms.GetRole(),
-				Healthy: healthy, LagBytes: lag})
+			m := runbook.Member{Name: ms.GetName(), Region: ms.GetRegion(), Role: ms.GetRole(), Healthy: healthy, LagBytes: lag,
+				NoFailover: slices.Contains(ms.GetTags(), failover.TagNoFailover)}
+			if ms.GetRole() == RoleReplica && ms.GetName() != c.GetPrimary() {
+				m.NoTarget = rejected[ms.GetName()]
+			}
+			v.Members = append(v.Members, m)
 		}
 	}
 	r.s.judge.mu.Lock()
@@ -332,12 +381,18 @@ func (r *runbookRunner) view(c *pgdrv1.Cluster, runID string) runbook.View {
 	for _, t := range p.Tiers {
 		v.Tiers = append(v.Tiers, t.Name)
 	}
-	for _, other := range r.s.fsm.RunbookRunsInFlight() {
-		if other.GetCluster() == c.GetName() && other.GetId() != runID {
+	for _, other := range r.s.fsm.RunbookRunsInFlight(c.GetName()) {
+		if other.GetId() != runID {
 			v.OtherRun = other.GetRunbook() + " (" + other.GetId() + ")"
 		}
 	}
-	if smp, ok := r.s.view.snapshot()[memberKey{c.GetName(), c.GetPrimary()}]; ok {
+	smp, ok := samples[memberKey{c.GetName(), c.GetPrimary()}]
+	switch {
+	case !ok:
+		v.ReposUnknown = fmt.Sprintf("no report from the primary %s", c.GetPrimary())
+	case time.Since(smp.at) > r.s.cfg.Health.StaleAfter.Duration:
+		v.ReposUnknown = fmt.Sprintf("the primary %s's last report is %s old", c.GetPrimary(), time.Since(smp.at).Round(time.Second))
+	default:
 		for _, a := range smp.report.GetArchiveRpo() {
 			v.Repos = append(v.Repos, runbook.Repo{Name: a.GetRepository(), CaughtUp: a.GetReadySegments() == 0 && a.GetBytes() <= repoCaughtUpBytes})
 		}

@@ -752,21 +752,9 @@ func (s *Server) propose(ctx context.Context, typ pgdrv1.CommandType, payload pr
 func (s *Server) proposeCommand(ctx context.Context, cmd *pgdrv1.Command) (*pgdrv1.ApplyResult, error) {
 	var res *pgdrv1.ApplyResult
 	if s.isLeader() {
-		data, err := fsm.Encode(cmd)
+		r, err := s.applyHere(cmd)
 		if err != nil {
-			return nil, status.Errorf(codes.Internal, "encoding command: %v", err)
-		}
-		start := time.Now()
-		f := s.raft.Apply(data, applyTimeout)
-		err = f.Error()
-		s.metrics.applyDuration.Observe(time.Since(start).Seconds())
-		if err != nil {
-			s.metrics.applies.WithLabelValues("error").Inc()
-			return nil, raftError("raft apply", err)
-		}
-		r, ok := f.Response().(*pgdrv1.ApplyResult)
-		if !ok {
-			return nil, status.Errorf(codes.Internal, "raft apply returned %T", f.Response())
+			return nil, err
 		}
 		res = r
 	} else {
@@ -782,6 +770,48 @@ func (s *Server) proposeCommand(ctx context.Context, cmd *pgdrv1.Command) (*pgdr
 		}
 		res = r
 	}
+	return s.applied(res)
+}
+
+// proposeHere is proposeCommand for a leader's own decisions: applied on
+// this node's Raft log only, never forwarded, so that a node that stopped
+// leading (and has not noticed yet) cannot have a decision taken on its
+// view committed by the next leader. It fails unless this node leads.
+func (s *Server) proposeHere(cmd *pgdrv1.Command) (*pgdrv1.ApplyResult, error) {
+	if s.raft == nil {
+		return nil, status.Error(codes.Unavailable, "no raft")
+	}
+	res, err := s.applyHere(cmd)
+	if err != nil {
+		return nil, err
+	}
+	return s.applied(res)
+}
+
+// applyHere applies cmd through this node's Raft (which refuses unless it
+// leads) and returns the applier's result.
+func (s *Server) applyHere(cmd *pgdrv1.Command) (*pgdrv1.ApplyResult, error) {
+	data, err := fsm.Encode(cmd)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "encoding command: %v", err)
+	}
+	start := time.Now()
+	f := s.raft.Apply(data, applyTimeout)
+	err = f.Error()
+	s.metrics.applyDuration.Observe(time.Since(start).Seconds())
+	if err != nil {
+		s.metrics.applies.WithLabelValues("error").Inc()
+		return nil, raftError("raft apply", err)
+	}
+	r, ok := f.Response().(*pgdrv1.ApplyResult)
+	if !ok {
+		return nil, status.Errorf(codes.Internal, "raft apply returned %T", f.Response())
+	}
+	return r, nil
+}
+
+// applied turns an applier's refusal into an error.
+func (s *Server) applied(res *pgdrv1.ApplyResult) (*pgdrv1.ApplyResult, error) {
 	if !res.Ok {
 		s.metrics.applies.WithLabelValues("rejected").Inc()
 		return res, status.Error(codes.FailedPrecondition, res.Error)

@@ -411,7 +411,11 @@ func (s *Server) switchover(name, to, actor string) (*pgdrv1.SwitchoverResponse,
 	// the demote with its shutdown checkpoint): the order is sent again
 	// until that window has passed, instead of leaving the recorded
 	// primary unpromoted (for good while the cluster is paused).
-	retryUntil := time.Now().Add(s.cfg.Failover.LeaseTTL.Duration + 2*time.Second)
+	// The window is the one the target's latest report states (the larger
+	// of its own lease_ttl and the ping's: longer than this coordinator's
+	// during a rolling change of lease_ttl), at most ttlFactor lease TTLs.
+	loopStart, ttl := time.Now(), s.cfg.Failover.LeaseTTL.Duration
+	retryUntil := loopStart.Add(ttl + 2*time.Second)
 	for {
 		settleBy = s.promoteSettleBy(time.Now().Add(s.cfg.Failover.CommandTimeout.Duration))
 		honours = s.honoursSettle(name, to)
@@ -419,6 +423,16 @@ func (s *Server) switchover(name, to, actor string) (*pgdrv1.SwitchoverResponse,
 			Reason: "switchover from " + old, SettleBy: timestamppb.New(settleBy),
 			SettleAfterMs: uint64(s.promoteSettleAfter().Milliseconds())}}}, s.cfg.Failover.CommandTimeout.Duration)
 		s.promoteClk.sent(name, to, epoch, time.Now()) // after it went out, if it did
+		if err != nil && isFailsafeRefusal(err.Error()) {
+			if sm, ok := s.view.get(memberKey{name, to}); ok {
+				if end := refusalEnds(sm, ttl); end.After(retryUntil) {
+					retryUntil = end.Add(2 * time.Second)
+					if limit := loopStart.Add(failsafeTTLFactor*ttl + 2*time.Second); retryUntil.After(limit) {
+						retryUntil = limit
+					}
+				}
+			}
+		}
 		if err == nil || !isFailsafeRefusal(err.Error()) || !time.Now().Before(retryUntil) || ctx.Err() != nil {
 			break
 		}

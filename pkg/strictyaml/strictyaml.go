@@ -39,27 +39,43 @@ func Decode(data []byte, v any) error {
 }
 
 // UnknownKeys walks a decoded YAML tree against the Go type it is meant for
-// and returns one error per key the type has no field for.
+// and returns one error per key the type has no field for. Each node is
+// walked once per type: an anchor reached again through aliases or merge
+// keys (which can name exponentially many paths in a few lines) is not
+// walked again, and its unknown keys are reported at their first path.
 func UnknownKeys(n *yaml.Node, t reflect.Type) []error {
-	var out []error
-	walk(n, t, "", &out)
-	return out
+	w := walker{seen: map[walked]bool{}}
+	w.walk(n, t, "")
+	return w.out
+}
+
+// walked is one node walked against one type.
+type walked struct {
+	n *yaml.Node
+	t reflect.Type
+}
+
+type walker struct {
+	seen map[walked]bool
+	out  []error
 }
 
 var unmarshaler = reflect.TypeFor[yaml.Unmarshaler]()
 
-func walk(n *yaml.Node, t reflect.Type, path string, out *[]error) {
-	if n == nil {
+func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
+	if n == nil || w.seen[walked{n, t}] {
 		return
 	}
+	w.seen[walked{n, t}] = true
+	out := &w.out
 	if n.Kind == yaml.DocumentNode {
 		for _, c := range n.Content {
-			walk(c, t, path, out)
+			w.walk(c, t, path)
 		}
 		return
 	}
 	if n.Kind == yaml.AliasNode {
-		walk(n.Alias, t, path, out)
+		w.walk(n.Alias, t, path)
 		return
 	}
 	for t.Kind() == reflect.Pointer {
@@ -80,7 +96,7 @@ func walk(n *yaml.Node, t reflect.Type, path string, out *[]error) {
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, val := n.Content[i], n.Content[i+1]
 			if k.Value == "<<" {
-				walk(val, t, path, out)
+				w.walk(val, t, path)
 				continue
 			}
 			f, ok := fields[k.Value]
@@ -88,21 +104,21 @@ func walk(n *yaml.Node, t reflect.Type, path string, out *[]error) {
 				*out = append(*out, unknownKey(join(path, k.Value), k.Line, k.Value, fields))
 				continue
 			}
-			walk(val, f, join(path, k.Value), out)
+			w.walk(val, f, join(path, k.Value))
 		}
 	case reflect.Slice, reflect.Array:
 		if n.Kind != yaml.SequenceNode {
 			return
 		}
 		for i, c := range n.Content {
-			walk(c, t.Elem(), fmt.Sprintf("%s[%d]", path, i), out)
+			w.walk(c, t.Elem(), fmt.Sprintf("%s[%d]", path, i))
 		}
 	case reflect.Map:
 		if n.Kind != yaml.MappingNode {
 			return
 		}
 		for i := 0; i+1 < len(n.Content); i += 2 {
-			walk(n.Content[i+1], t.Elem(), join(path, n.Content[i].Value), out)
+			w.walk(n.Content[i+1], t.Elem(), join(path, n.Content[i].Value))
 		}
 	}
 }

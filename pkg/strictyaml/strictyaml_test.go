@@ -2,6 +2,7 @@ package strictyaml
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -87,5 +88,34 @@ func TestDecode(t *testing.T) {
 	}
 	if err := Decode([]byte("- {name: a}\n- {nme: b}\n"), &list); err == nil || !strings.Contains(err.Error(), "unknown key [1].nme (did you mean [1].name?)") {
 		t.Errorf("list document: %v", err)
+	}
+}
+
+// TestDecodeAliasBomb: a small document whose anchors merge each other
+// twice per level (<<: *m, <<: *m) names 2^40 paths to one unknown key. The
+// unknown-key walk that follows a failed decode visits each node once per
+// type, so Decode answers at once with the key reported once, instead of
+// spinning (and piling up errors) for as long as the document is deep.
+func TestDecodeAliasBomb(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("repos:\n  - &m0 {name: a, bogus: 1}\n")
+	for i := 1; i < 40; i++ {
+		fmt.Fprintf(&b, "  - &m%d {<<: *m%d, <<: *m%d}\n", i, i-1, i-1)
+	}
+	done := make(chan error, 1)
+	go func() {
+		var c conf
+		done <- Decode([]byte(b.String()), &c)
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "unknown key repos[0].bogus") {
+			t.Fatalf("err = %v, want the unknown key", err)
+		}
+		if n := strings.Count(err.Error(), "bogus"); n > 2 {
+			t.Fatalf("the unknown key is reported %d times", n)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Decode of a 2 KB document with nested merge keys still running after 10s")
 	}
 }

@@ -461,11 +461,16 @@ func (x *RunbookDelete) GetName() string {
 }
 
 type RunbookStart struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Cluster       string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
-	Runbook       string                 `protobuf:"bytes,2,opt,name=runbook,proto3" json:"runbook,omitempty"`
-	Params        map[string]string      `protobuf:"bytes,3,rep,name=params,proto3" json:"params,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	Incident      string                 `protobuf:"bytes,4,opt,name=incident,proto3" json:"incident,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Cluster  string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	Runbook  string                 `protobuf:"bytes,2,opt,name=runbook,proto3" json:"runbook,omitempty"`
+	Params   map[string]string      `protobuf:"bytes,3,rep,name=params,proto3" json:"params,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Incident string                 `protobuf:"bytes,4,opt,name=incident,proto3" json:"incident,omitempty"`
+	// yaml: the runbook's text as the proposing leader checked it (required):
+	// the run keeps it, so that every voter stores the same run whatever
+	// runbooks its own binary ships; an applied runbook whose text is no
+	// longer this is refused (it changed since the check).
+	Yaml          string `protobuf:"bytes,5,opt,name=yaml,proto3" json:"yaml,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -524,6 +529,13 @@ func (x *RunbookStart) GetParams() map[string]string {
 func (x *RunbookStart) GetIncident() string {
 	if x != nil {
 		return x.Incident
+	}
+	return ""
+}
+
+func (x *RunbookStart) GetYaml() string {
+	if x != nil {
+		return x.Yaml
 	}
 	return ""
 }
@@ -1159,12 +1171,13 @@ const file_pgdr_v1_runbook_proto_rawDesc = "" +
 	"RunbookPut\x12\x12\n" +
 	"\x04yaml\x18\x01 \x01(\tR\x04yaml\"#\n" +
 	"\rRunbookDelete\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"\xd4\x01\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\xe8\x01\n" +
 	"\fRunbookStart\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x18\n" +
 	"\arunbook\x18\x02 \x01(\tR\arunbook\x129\n" +
 	"\x06params\x18\x03 \x03(\v2!.pgdr.v1.RunbookStart.ParamsEntryR\x06params\x12\x1a\n" +
-	"\bincident\x18\x04 \x01(\tR\bincident\x1a9\n" +
+	"\bincident\x18\x04 \x01(\tR\bincident\x12\x12\n" +
+	"\x04yaml\x18\x05 \x01(\tR\x04yaml\x1a9\n" +
 	"\vParamsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"K\n" +
