@@ -21,26 +21,40 @@ type Observer interface {
 	ObserveFetch(repository string, took time.Duration, err error)
 }
 
-// SetObserver makes s report its pushes and fetches to o. Call it before
-// s is used (the daemon does while it is being built).
-func (s *Shipper) SetObserver(o Observer) { s.obs = o }
+// observerBox holds an Observer for an atomic pointer.
+type observerBox struct{ o Observer }
+
+// SetObserver makes s report its pushes and fetches to o (the daemon does
+// while it is being built). Safe while pushes run: a second daemon built
+// on the same Shipper (a refused start) may set it again.
+func (s *Shipper) SetObserver(o Observer) { s.obs.Store(&observerBox{o}) }
+
+// observer is the Observer set, or nil.
+func (s *Shipper) observer() Observer {
+	if b := s.obs.Load(); b != nil {
+		return b.o
+	}
+	return nil
+}
 
 // pushFailed reports a push that failed before any repository was
 // written (the file could not be read, checked or encoded) as a failure
 // in every repository it was meant for.
 func (s *Shipper) pushFailed(start time.Time, err error) {
-	if s.obs == nil || err == nil {
+	o := s.observer()
+	if o == nil || err == nil {
 		return
 	}
 	for _, r := range repo.Sync(s.repos) {
-		s.obs.ObservePush(r.Name, time.Since(start), err)
+		o.ObservePush(r.Name, time.Since(start), err)
 	}
 }
 
 // fetched reports one fetch attempt from r.
 func (s *Shipper) fetched(r repo.Repo, start time.Time, err error) {
-	if s.obs == nil || errors.Is(err, storage.ErrNotFound) {
+	o := s.observer()
+	if o == nil || errors.Is(err, storage.ErrNotFound) {
 		return
 	}
-	s.obs.ObserveFetch(r.Name, time.Since(start), err)
+	o.ObserveFetch(r.Name, time.Since(start), err)
 }

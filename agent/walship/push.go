@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"filippo.io/age"
@@ -50,9 +51,9 @@ type Shipper struct {
 	recipients []age.Recipient
 
 	pushes  flight
-	infoOK  checkedRepos // repositories whose cluster record was checked
-	holdsOK checkedRepos // repositories seen to hold the cluster's record (wal-fetch)
-	obs     Observer     // nil: pushes and fetches are not reported (SetObserver)
+	infoOK  checkedRepos                // repositories whose cluster record was checked
+	holdsOK checkedRepos                // repositories seen to hold the cluster's record (wal-fetch)
+	obs     atomic.Pointer[observerBox] // nil: pushes and fetches are not reported (SetObserver)
 }
 
 // flight coalesces concurrent pushes of one file name: a push of a name
@@ -290,8 +291,8 @@ func (s *Shipper) push(ctx context.Context, path string) (err error) {
 			// A push cut short because another repository failed is not
 			// this repository's failure.
 			cut := err != nil && ctx.Err() == nil && gctx.Err() != nil && errors.Is(err, context.Canceled)
-			if s.obs != nil && !cut {
-				s.obs.ObservePush(r.Name, time.Since(start), err)
+			if o := s.observer(); o != nil && !cut {
+				o.ObservePush(r.Name, time.Since(start), err)
 			}
 			return err
 		})
