@@ -24,14 +24,8 @@ func TestGameDayRegional(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the lab")
 	}
-	l := startLab(t)
-	l.wantPrimary(t, "pg-a1")
-	testutil.WaitFor(t, 60*time.Second, "runbooks available", func() (bool, error) {
-		out, err := l.ctl("runbook", "list")
-		return err == nil && strings.Contains(string(out), "regional-evacuation"), fmt.Errorf("%v: %s", err, out)
-	})
-	dsn := fmt.Sprintf("host=127.0.0.1,127.0.0.1,127.0.0.1 port=%d,%d,%d user=postgres dbname=postgres target_session_attrs=read-write connect_timeout=2",
-		l.pgPort("pg-a1"), l.pgPort("pg-a2"), l.pgPort("pg-b1"))
+	l := startGameDayLab(t)
+	dsn := l.endpointDSN()
 	policy := filepath.Join(t.TempDir(), "policy.yaml")
 	if err := os.WriteFile(policy, []byte(`cluster: main
 tiers:
@@ -55,6 +49,13 @@ game_days:
 	}
 	if out, err := l.ctl("policy", "apply", "-f", policy+".bad"); err == nil || !strings.Contains(err.Error(), "game_days[0].probe.password_file") {
 		t.Fatalf("a bad game day applied: %v\n%s", err, out)
+	}
+	unknown := strings.Replace(string(mustRead(t, policy)), "name: regional-failback", "name: no-such-runbook", 1)
+	if err := os.WriteFile(policy+".unknown", []byte(unknown), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := l.ctl("policy", "apply", "-f", policy+".unknown"); err == nil || !strings.Contains(err.Error(), `game_days[0].runbooks[1].name: runbook "no-such-runbook" is not known`) {
+		t.Fatalf("a game day with an unknown runbook applied: %v\n%s", err, out)
 	}
 	if out, err := l.ctl("policy", "apply", "-f", policy); err != nil {
 		t.Fatalf("policy apply: %v\n%s", err, out)
@@ -109,6 +110,41 @@ game_days:
 	}
 }
 
+// startGameDayLab starts the lab with pg-a1 primary and the runbooks
+// available.
+func startGameDayLab(t *testing.T) *lab {
+	t.Helper()
+	l := startLab(t)
+	l.wantPrimary(t, "pg-a1")
+	testutil.WaitFor(t, 60*time.Second, "runbooks available", func() (bool, error) {
+		out, err := l.ctl("runbook", "list")
+		return err == nil && strings.Contains(string(out), "regional-evacuation"), fmt.Errorf("%v: %s", err, out)
+	})
+	return l
+}
+
+// endpointDSN is the lab cluster's endpoint for a probe: every member,
+// the read-write one chosen.
+func (l *lab) endpointDSN() string {
+	return fmt.Sprintf("host=127.0.0.1,127.0.0.1,127.0.0.1 port=%d,%d,%d user=postgres dbname=postgres target_session_attrs=read-write connect_timeout=2",
+		l.pgPort("pg-a1"), l.pgPort("pg-a2"), l.pgPort("pg-b1"))
+}
+
+// stopAgentUntilUnhealthy stops node's agent and waits for the leader
+// to see the node unhealthy (no reports).
+func (l *lab) stopAgentUntilUnhealthy(t *testing.T, node string) {
+	t.Helper()
+	stopPid(t, filepath.Join(l.dir, node, "agent.pid"))
+	testutil.WaitFor(t, 60*time.Second, node+" seen unhealthy (no reports)", func() (bool, error) {
+		c, err := l.clusterNow()
+		if err != nil {
+			return false, err
+		}
+		m, _ := labMember(c, node)
+		return !m.Healthy, fmt.Errorf("%s %+v", node, m)
+	})
+}
+
 func mustRead(t *testing.T, p string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(p)
@@ -146,12 +182,7 @@ func TestGameDayScheduledLeaderKill(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the lab")
 	}
-	l := startLab(t)
-	l.wantPrimary(t, "pg-a1")
-	testutil.WaitFor(t, 60*time.Second, "runbooks available", func() (bool, error) {
-		out, err := l.ctl("runbook", "list")
-		return err == nil, fmt.Errorf("%v: %s", err, out)
-	})
+	l := startGameDayLab(t)
 	dir := t.TempDir()
 	rb := filepath.Join(dir, "wait-eu.yaml")
 	if err := os.WriteFile(rb, []byte(`name: wait-eu
@@ -164,18 +195,8 @@ steps:
 	if out, err := l.ctl("runbook", "apply", "-f", rb); err != nil {
 		t.Fatalf("runbook apply: %v\n%s", err, out)
 	}
-	stopPid(t, filepath.Join(l.dir, "pg-b1", "agent.pid"))
-	testutil.WaitFor(t, 60*time.Second, "pg-b1 seen unhealthy (no reports)", func() (bool, error) {
-		c, err := l.clusterNow()
-		if err != nil {
-			return false, err
-		}
-		m, _ := labMember(c, "pg-b1")
-		return !m.Healthy, fmt.Errorf("pg-b1 %+v", m)
-	})
+	l.stopAgentUntilUnhealthy(t, "pg-b1")
 	slot := time.Now().UTC().Add(90 * time.Second).Truncate(time.Minute)
-	dsn := fmt.Sprintf("host=127.0.0.1,127.0.0.1,127.0.0.1 port=%d,%d,%d user=postgres dbname=postgres target_session_attrs=read-write connect_timeout=2",
-		l.pgPort("pg-a1"), l.pgPort("pg-a2"), l.pgPort("pg-b1"))
 	policy := filepath.Join(dir, "policy.yaml")
 	if err := os.WriteFile(policy, []byte(fmt.Sprintf(`cluster: main
 tiers:
@@ -188,7 +209,7 @@ game_days:
       - {name: wait-eu}
       - {name: regional-evacuation, params: {region: us-east-1}}
     probe: {dsn: "%s"}
-`, slot.Minute(), slot.Hour(), dsn)), 0o600); err != nil {
+`, slot.Minute(), slot.Hour(), l.endpointDSN())), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if out, err := l.ctl("policy", "apply", "-f", policy); err != nil {

@@ -304,6 +304,11 @@ func (p *gameDayProbe) connect(ctx context.Context) (*pgx.Conn, error) {
 		conn.Close(context.Background())
 		return nil, fmt.Errorf("creating pgdr_gameday_probe: %w", err)
 	}
+	// The table stays small: a week of rows at most.
+	if _, err := conn.Exec(cctx, `DELETE FROM pgdr_gameday_probe WHERE at < now() - interval '7 days'`); err != nil {
+		conn.Close(context.Background())
+		return nil, fmt.Errorf("pruning pgdr_gameday_probe: %w", err)
+	}
 	return conn, nil
 }
 

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 
@@ -10,6 +11,7 @@ import (
 
 	"github.com/pgdr/pgdr/coordinator/fsm"
 	"github.com/pgdr/pgdr/coordinator/policy"
+	"github.com/pgdr/pgdr/coordinator/runbook"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
 
@@ -70,4 +72,36 @@ func (a *adminAPI) RunGameDay(ctx context.Context, req *pgdrv1.RunGameDayRequest
 		}
 	}
 	return out, nil
+}
+
+// gameDaysAllowed checks a policy's game days against the replicated
+// state: runbooks started (feature level 4: an older coordinator would
+// ignore them), and each runbook known with parameters it accepts (a
+// runbook changed or deleted later ends its game day failed instead).
+func (s *Server) gameDaysAllowed(bp *pgdrv1.BackupPolicy) error {
+	if len(bp.GetGameDays()) == 0 {
+		return nil
+	}
+	if !s.fsm.IncidentsStarted() {
+		return status.Error(codes.FailedPrecondition, "game_days cannot be set yet: runbooks are not started (a rolling upgrade in progress?)")
+	}
+	for i, g := range bp.GetGameDays() {
+		for j, want := range g.GetRunbooks() {
+			field := fmt.Sprintf("game_days[%d].runbooks[%d]", i, j)
+			var text string
+			var found bool
+			s.fsm.Read(func(st *pgdrv1.State) { text, found = fsm.RunbookText(st, want.GetName()) })
+			if !found {
+				return invalid(field+".name", "runbook %q is not known (apply it first; see 'pgdrctl runbook list')", clipText(want.GetName(), 64))
+			}
+			rb, err := runbook.Parse([]byte(text))
+			if err == nil {
+				_, err = runbook.Resolve(rb, want.GetParams())
+			}
+			if err != nil {
+				return invalid(field+".params", "runbook %s: %v", want.GetName(), err)
+			}
+		}
+	}
+	return nil
 }
