@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/pgdr/pgdr/coordinator/policy"
+	"github.com/pgdr/pgdr/coordinator/runbook"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
 
@@ -58,8 +59,12 @@ func TestGameDayRecords(t *testing.T) {
 		t.Fatalf("game day %+v", gds)
 	}
 	id := gds[0].GetId()
+	text := func(name string) string {
+		b, _ := runbook.BuiltinText(name)
+		return string(b)
+	}
 	rb := func(name string, pos uint32) *pgdrv1.RunbookStart {
-		return &pgdrv1.RunbookStart{Cluster: "main", Runbook: name, Params: map[string]string{"region": "us-east-1"}, GameDay: id, GameDayPosition: pos}
+		return &pgdrv1.RunbookStart{Cluster: "main", Runbook: name, Params: map[string]string{"region": "us-east-1"}, Yaml: text(name), GameDay: id, GameDayPosition: pos}
 	}
 	for _, bad := range []struct {
 		s    *pgdrv1.RunbookStart
@@ -67,7 +72,7 @@ func TestGameDayRecords(t *testing.T) {
 	}{
 		{rb("regional-failback", 0), "position 0 is regional-evacuation"},
 		{rb("regional-failback", 1), "the next one is 0"},
-		{&pgdrv1.RunbookStart{Cluster: "main", Runbook: "regional-evacuation", Params: map[string]string{"region": "us-east-1"}, GameDay: "GD-1"}, "not found"},
+		{&pgdrv1.RunbookStart{Cluster: "main", Runbook: "regional-evacuation", Params: map[string]string{"region": "us-east-1"}, Yaml: text("regional-evacuation"), GameDay: "GD-1"}, "not found"},
 	} {
 		if res := h.apply(tRunbook, rbCmd(bad.s)); res.GetOk() || !strings.Contains(res.GetError(), bad.want) {
 			t.Errorf("start %+v: %+v, want %q", bad.s, res, bad.want)

@@ -35,6 +35,19 @@ import (
 
 const gameDayTick = time.Second
 
+// gameDaysFeatureLevel: the voters know RunbookCommand's game day
+// operations and RunbookStart.game_day. A voter of level 5 would refuse
+// the first (no operation) and start a game day's run without attaching
+// it (field unknown): both diverge, so nothing of game days is proposed
+// until every voter has this level.
+const gameDaysFeatureLevel = 6
+
+// gameDaysReady says whether every voter knows game days.
+func (s *Server) gameDaysReady() (bool, string) {
+	servers := s.voters()
+	return votersReadyFor(s.cfg.Name, servers, peerLevels(s.cfg.Name, servers, s.featureLevels(), s.askLevel), gameDaysFeatureLevel, "game days")
+}
+
 type gameDayRunner struct {
 	s   *Server
 	log *slog.Logger
@@ -58,6 +71,10 @@ func (g *gameDayRunner) run(ctx context.Context) {
 		case <-t.C:
 		}
 		if !g.s.fsm.IncidentsStarted() {
+			continue
+		}
+		if ok, why := g.s.gameDaysReady(); !ok {
+			g.log.Debug("game days held", "why", why)
 			continue
 		}
 		inFlight := map[string]bool{}
@@ -188,7 +205,7 @@ func (g *gameDayRunner) startRunbook(ctx context.Context, c *pgdrv1.Cluster, d g
 	}
 	g.log.Info("game day starts runbook", "cluster", c.GetName(), "game_day", d.ID, "runbook", want.GetName(), "position", d.Position)
 	g.propose(ctx, &pgdrv1.RunbookCommand{Op: &pgdrv1.RunbookCommand_Start{Start: &pgdrv1.RunbookStart{
-		Cluster: c.GetName(), Runbook: want.GetName(), Params: want.GetParams(), GameDay: d.ID, GameDayPosition: uint32(d.Position)}}})
+		Cluster: c.GetName(), Runbook: want.GetName(), Params: want.GetParams(), Yaml: text, GameDay: d.ID, GameDayPosition: uint32(d.Position)}}})
 }
 
 // measure records the probe's measure of run d.RunID.

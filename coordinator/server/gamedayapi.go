@@ -53,6 +53,9 @@ func (a *adminAPI) RunGameDay(ctx context.Context, req *pgdrv1.RunGameDayRequest
 	if err := a.incidentsReady(); err != nil {
 		return nil, err
 	}
+	if ok, why := a.s.gameDaysReady(); !ok {
+		return nil, status.Errorf(codes.FailedPrecondition, "game days cannot run yet: %s", why)
+	}
 	c, ok := a.s.fsm.Cluster(req.GetCluster())
 	if !ok {
 		return nil, status.Errorf(codes.NotFound, "cluster %q is not known to the coordinators", req.GetCluster())
@@ -84,6 +87,9 @@ func (s *Server) gameDaysAllowed(bp *pgdrv1.BackupPolicy) error {
 	}
 	if !s.fsm.IncidentsStarted() {
 		return status.Error(codes.FailedPrecondition, "game_days cannot be set yet: runbooks are not started (a rolling upgrade in progress?)")
+	}
+	if ok, why := s.gameDaysReady(); !ok {
+		return status.Errorf(codes.FailedPrecondition, "game_days cannot be set yet: %s", why)
 	}
 	for i, g := range bp.GetGameDays() {
 		for j, want := range g.GetRunbooks() {
