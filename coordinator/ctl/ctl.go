@@ -54,6 +54,8 @@ func commands() []command {
 		{"incidents", "the incidents kept: id, priority, status, cluster, category, escalation level, title (--all: resolved too)", cmdIncidents},
 		{"incident", "incident open|show|ack|resolve|note: open one by hand, print one with its timeline, acknowledge, resolve or annotate it", cmdIncident},
 		{"runbook", "runbook list|show|apply -f|run NAME [--dry-run] [--yes]|runs|status: business-continuity procedures executed by the leader step by step", cmdRunbook},
+		{"gamedays", "the game days recorded: runbook runs, result, the write unavailability the probe measured and the measured RTO", cmdGameDays},
+		{"gameday", "gameday run NAME [--wait]: have the leader start one of the policy's game days now", cmdGameDay},
 		{"coordinator", "list, add or remove coordinators (Raft voters)", cmdCoordinator},
 		{"tls", "tls init: create a development CA and certificates for a lab", cmdTLS},
 		{"version", "print the version", cmdVersion},

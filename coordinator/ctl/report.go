@@ -213,6 +213,7 @@ type ClusterReportJSON struct {
 	Drills      DrillSummaryJSON  `json:"drills"`
 	Recoveries  []RecoveryJSON    `json:"recoveries"`
 	HistoryFrom string            `json:"history_from"`
+	GameDays    []GameDayJSON     `json:"game_days"`
 }
 
 // TierBackupsJSON is one tier's backup runs in the period.
@@ -253,7 +254,10 @@ func reportView(r *pgdrv1.ReportResponse) ReportJSON {
 	v := ReportJSON{Time: rfc3339(r.GetTime()), Since: rfc3339(r.GetSince()), AnsweredBy: r.GetAnsweredBy(), Clusters: []ClusterReportJSON{}}
 	for _, c := range r.GetClusters() {
 		cj := ClusterReportJSON{Name: c.GetName(), Compliance: complianceView(c.GetCompliance()), Backups: []TierBackupsJSON{},
-			Recoveries: []RecoveryJSON{}, HistoryFrom: rfc3339(c.GetHistoryFrom())}
+			Recoveries: []RecoveryJSON{}, HistoryFrom: rfc3339(c.GetHistoryFrom()), GameDays: []GameDayJSON{}}
+		for _, g := range c.GetGameDays() {
+			cj.GameDays = append(cj.GameDays, gameDayView(g))
+		}
 		for _, b := range c.GetBackups() {
 			cj.Backups = append(cj.Backups, TierBackupsJSON{Tier: b.GetTier(), OK: b.GetOk(), Failed: b.GetFailed(), Running: b.GetRunning(),
 				LastOK: rfc3339(b.GetLastOk()), LastOKBackup: b.GetLastOkBackup(), Verification: b.GetVerification()})
@@ -424,6 +428,7 @@ func writeReportMarkdown(w io.Writer, v ReportJSON) error {
 			}
 			b.WriteString("\n")
 		}
+		writeGameDaysMarkdown(&b, c.GameDays)
 		b.WriteString("\n### Failovers and switchovers\n\n")
 		if len(c.Recoveries) == 0 {
 			b.WriteString("None in the period.\n")

@@ -221,3 +221,9 @@ func dueSlot(next func(time.Time) (time.Time, error), last, now time.Time) (time
 		}
 	}
 }
+
+// DueSlot is the newest slot of next after last and at or before now, and
+// how many slots passed (0: none); game days count their slots with it.
+func DueSlot(next func(time.Time) (time.Time, error), last, now time.Time) (time.Time, int, error) {
+	return dueSlot(next, last, now)
+}

@@ -243,15 +243,7 @@ steps:
 		t.Fatalf("runbook apply: %v\n%s", err, out)
 	}
 
-	stopPid(t, filepath.Join(l.dir, "pg-b1", "agent.pid"))
-	testutil.WaitFor(t, 60*time.Second, "pg-b1 seen unhealthy (no reports)", func() (bool, error) {
-		c, err := l.clusterNow()
-		if err != nil {
-			return false, err
-		}
-		m, _ := labMember(c, "pg-b1")
-		return !m.Healthy, fmt.Errorf("pg-b1 %+v", m)
-	})
+	l.stopAgentUntilUnhealthy(t, "pg-b1")
 	out, err := l.ctl("runbook", "run", "move-to-eu", "--cluster", "main", "--yes", "--json")
 	if err != nil {
 		t.Fatalf("runbook run: %v\n%s", err, out)

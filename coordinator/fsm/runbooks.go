@@ -75,6 +75,12 @@ func applyRunbook(st *pgdrv1.State, c *pgdrv1.Command, p *pgdrv1.RunbookCommand,
 			}
 			return out, fmt.Sprintf("step %s%s %s: %s", r.GetStep(), rollbackWord(r.GetRollback()), verdict, o.Message), err
 		})
+	case *pgdrv1.RunbookCommand_GameDayStart:
+		return startGameDay(st, c, op.GameDayStart, index)
+	case *pgdrv1.RunbookCommand_GameDayMeasured:
+		return measureGameDay(st, c, op.GameDayMeasured, index)
+	case *pgdrv1.RunbookCommand_GameDayEnd:
+		return endGameDay(st, c, op.GameDayEnd, index)
 	case *pgdrv1.RunbookCommand_Ref:
 		r := op.Ref
 		return transition(st, c, index, r.GetRunId(), func(_ runbook.Runbook, rs runbook.RunState) (runbook.RunState, string, error) {
@@ -177,6 +183,12 @@ func startRun(st *pgdrv1.State, c *pgdrv1.Command, s *pgdrv1.RunbookStart, index
 			return fmt.Errorf("runbook: incident %q: not found", clip(id, 64))
 		}
 	}
+	var gd *pgdrv1.GameDayRun
+	if s.GetGameDay() != "" {
+		if gd, err = checkGameDayRun(st, s); err != nil {
+			return fmt.Errorf("runbook: %w", err)
+		}
+	}
 	id := RunbookRunID(index)
 	rs, err := runbook.NewRun(rb, id, s.GetParams(), cmdTime(c).AsTime())
 	if err != nil {
@@ -190,6 +202,10 @@ func startRun(st *pgdrv1.State, c *pgdrv1.Command, s *pgdrv1.RunbookStart, index
 		Incident: s.GetIncident(), StateJson: data, RequestedBy: clip(c.GetActor(), 200)})
 	compactRuns(st, cl.GetName())
 	msg := fmt.Sprintf("run %s of runbook %s started (%d steps)", id, rb.Name, len(rb.Steps))
+	if gd != nil {
+		gd.Runs = append(gd.Runs, id)
+		msg += fmt.Sprintf(" for game day %s (%s)", gd.GetName(), gd.GetId())
+	}
 	addEvent(st, c, index, &pgdrv1.HistoryEvent{Cluster: cl.GetName(), Kind: kindRunbook, Message: msg, Details: map[string]string{"run": id}})
 	noteIncident(st, c, s.GetIncident(), msg)
 	return nil

@@ -12,7 +12,7 @@ import (
 // ToProto is p as the replicated state holds it (durations in whole
 // seconds; UpdatedAt and UpdatedBy are the FSM's to stamp, not copied).
 func ToProto(p Policy) *pgdrv1.BackupPolicy {
-	out := &pgdrv1.BackupPolicy{PitrWindowSeconds: seconds(p.PITRWindow), Drill: drillToProto(p.Drill)}
+	out := &pgdrv1.BackupPolicy{PitrWindowSeconds: seconds(p.PITRWindow), Drill: drillToProto(p.Drill), GameDays: gameDaysToProto(p.GameDays)}
 	if p.Targets != (compliance.Targets{}) {
 		out.Targets = &pgdrv1.RecoveryTargets{RtoMs: p.Targets.RTO.Milliseconds(), RpoMs: p.Targets.RPO.Milliseconds(), FailoverMs: p.Targets.Failover.Milliseconds(),
 			WriteAvailabilityPpm: p.Targets.WriteAvailabilityPPM}
@@ -32,7 +32,7 @@ func FromProto(bp *pgdrv1.BackupPolicy) Policy {
 	if bp == nil {
 		return Default()
 	}
-	p := Policy{PITRWindow: fromSeconds(bp.GetPitrWindowSeconds()), UpdatedBy: bp.GetUpdatedBy(), Drill: drillFromProto(bp.GetDrill())}
+	p := Policy{PITRWindow: fromSeconds(bp.GetPitrWindowSeconds()), UpdatedBy: bp.GetUpdatedBy(), Drill: drillFromProto(bp.GetDrill()), GameDays: gameDaysFromProto(bp.GetGameDays())}
 	if t := bp.GetTargets(); t != nil {
 		ms := func(v int64) time.Duration { return fromSeconds(v/1000) + time.Duration(v%1000)*time.Millisecond }
 		p.Targets = compliance.Targets{RTO: ms(t.GetRtoMs()), RPO: ms(t.GetRpoMs()), Failover: ms(t.GetFailoverMs()),

@@ -28,6 +28,8 @@ type File struct {
 	Targets *FileTargets `yaml:"targets,omitempty"`
 	// Drill: scheduled restore drills (drill.go).
 	Drill *FileDrill `yaml:"drill,omitempty"`
+	// GameDays: DR test plans (gameday.go, docs/gamedays.md).
+	GameDays []FileGameDay `yaml:"game_days,omitempty"`
 }
 
 // FileTargets are a File's recovery targets, as durations (15m, 90s, 1ms).
@@ -115,6 +117,7 @@ func ParseFile(data []byte) (cluster string, p Policy, err error) {
 	if p.Drill, derr = drillFromFile(f.Drill, dur); derr != nil {
 		errs = append(errs, derr)
 	}
+	p.GameDays = gameDaysFromFile(f.GameDays, dur)
 	if len(errs) > 0 {
 		return "", Policy{}, errors.Join(errs...)
 	}
@@ -124,7 +127,7 @@ func ParseFile(data []byte) (cluster string, p Policy, err error) {
 
 // ToFile is p in its YAML form.
 func ToFile(cluster string, p Policy) File {
-	f := File{Cluster: cluster, PITRWindow: duration.Format(p.PITRWindow), Tiers: []FileTier{}, Drill: drillToFile(p.Drill)}
+	f := File{Cluster: cluster, PITRWindow: duration.Format(p.PITRWindow), Tiers: []FileTier{}, Drill: drillToFile(p.Drill), GameDays: gameDaysToFile(p.GameDays)}
 	opt := func(d time.Duration) string {
 		if d == 0 {
 			return ""

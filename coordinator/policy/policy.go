@@ -90,6 +90,8 @@ type Policy struct {
 	UpdatedBy string
 	// Drill schedules restore drills (nil: none; drill.go).
 	Drill *Drill
+	// GameDays are the cluster's DR test plans (gameday.go).
+	GameDays []GameDay
 }
 
 // Default is the policy of a cluster that has none: the four tiers of the
@@ -119,6 +121,7 @@ func Default() Policy {
 // explicit timezone is left in place for Validate to report.
 func (p *Policy) Normalize() {
 	normalizeDrill(p.Drill)
+	normalizeGameDays(p.GameDays)
 	for i := range p.Tiers {
 		t := &p.Tiers[i]
 		t.Schedule = strings.Join(strings.Fields(t.Schedule), " ")
@@ -275,6 +278,7 @@ func (p Policy) Validate(o Options) error {
 		}
 	}
 	validateDrill(p.Drill, p, true, bad)
+	validateGameDays(p.GameDays, true, bad)
 	if !hasFull {
 		for i, t := range p.Tiers {
 			if t.Type == TypeDiff || t.Type == TypeIncr {
@@ -384,5 +388,6 @@ func (p Policy) CheckBounds() error {
 		}
 	}
 	validateDrill(p.Drill, p, false, bad)
+	validateGameDays(p.GameDays, false, bad)
 	return errors.Join(errs...)
 }

@@ -81,7 +81,8 @@ func rolesFor(method string) []string {
 		method == "/pgdr.v1.AdminService/ListDrillRuns",
 		method == "/pgdr.v1.AdminService/ListIncidents",
 		method == "/pgdr.v1.AdminService/ListRunbooks",
-		method == "/pgdr.v1.AdminService/ListRunbookRuns":
+		method == "/pgdr.v1.AdminService/ListRunbookRuns",
+		method == "/pgdr.v1.AdminService/ListGameDays":
 		return []string{tlsutil.RoleRead, tlsutil.RoleAdmin}
 	case strings.HasPrefix(method, "/pgdr.v1.AdminService/"):
 		return []string{tlsutil.RoleAdmin}

@@ -83,6 +83,9 @@ func (a *adminAPI) SetBackupPolicy(ctx context.Context, req *pgdrv1.SetBackupPol
 	if err := a.s.drillPolicyAllowed(bp); err != nil {
 		return nil, err
 	}
+	if err := a.s.gameDaysAllowed(bp); err != nil {
+		return nil, err
+	}
 	if _, err := a.s.propose(ctx, pgdrv1.CommandType_COMMAND_TYPE_SET_BACKUP_POLICY,
 		&pgdrv1.SetBackupPolicy{Cluster: req.GetCluster(), Policy: bp}, requester(ctx)); err != nil {
 		return nil, err

@@ -80,12 +80,13 @@ func membersOf(cs *pgdrv1.ClusterStatus, stream func(memberKey) bool) []schedule
 // RecordWriteSeconds (recorded only at sloFeatureLevel) and StartTotals
 // (the totals are counted from it, totalsFeatureLevel); 4 also
 // IncidentCommand (incidents are derived from StartIncidents on,
-// incidentsFeatureLevel); 5 also RunbookCommand (runbooksFeatureLevel).
-// The backup
+// incidentsFeatureLevel); 5 also RunbookCommand (runbooksFeatureLevel);
+// 6 also its game day operations and RunbookStart.game_day
+// (gameDaysFeatureLevel). The backup
 // scheduler runs only when every voter advertises at least
 // schedFeatureLevel: its records are proposed ignore_if_unknown, and an
 // older voter that skipped them would diverge.
-const FeatureLevel = 5
+const FeatureLevel = 6
 
 const schedFeatureLevel = 1
 

@@ -7,6 +7,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/pgdr/pgdr/coordinator/compliance"
@@ -81,6 +82,13 @@ func (s *Server) clusterReport(c *pgdrv1.Cluster, since, now time.Time) *pgdrv1.
 		if d := s.comp.drills.LastDrill(name); d.Recorded {
 			r.Drills = &pgdrv1.DrillSummary{Recorded: true, Last: &pgdrv1.RTOMeasure{Source: compliance.SourceDrill, Recorded: true,
 				Seconds: d.Seconds, At: timestamppb.New(d.At)}}
+		}
+	}
+	// Game days started in the period (or still running), with their
+	// measured write unavailability.
+	for _, g := range c.GetGameDayRuns() {
+		if g.GetResult() == "" || !g.GetStarted().AsTime().Before(since) {
+			r.GameDays = append(r.GameDays, proto.Clone(g).(*pgdrv1.GameDayRun))
 		}
 	}
 	// Drills ended in the period, passed and failed (a cluster whose drills

@@ -114,6 +114,8 @@ type Server struct {
 	incidents *incidentRunner
 	// runbooks: the leader's execution of runbook runs.
 	runbooks *runbookRunner
+	// gamedays: the leader's game days and their probes (gameday.go).
+	gamedays *gameDayRunner
 
 	mu        sync.Mutex
 	leaderCtx context.Context
@@ -197,6 +199,7 @@ func newServer(cfg *config.Config, log *slog.Logger, opts Options, tokens *confi
 	}
 	s.runbooks = newRunbookRunner(s, log)
 	s.metrics.reg.MustRegister(incidentCollector{s})
+	s.gamedays = newGameDayRunner(s, log)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel() // not leader yet: the leader context starts out done
 	s.leaderCtx, s.leaderEnd = ctx, cancel
@@ -535,6 +538,9 @@ func (s *Server) leaderLoop(ctx context.Context) {
 	}
 	if s.runbooks != nil {
 		go s.runbooks.run(ctx)
+	}
+	if s.gamedays != nil && s.runbooks != nil {
+		go s.gamedays.run(ctx)
 	}
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()

@@ -1660,7 +1660,7 @@ var File_pgdr_v1_admin_proto protoreflect.FileDescriptor
 
 const file_pgdr_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x13pgdr/v1/admin.proto\x12\apgdr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13pgdr/v1/state.proto\x1a\x12pgdr/v1/raft.proto\x1a\x1bpgdr/v1/backup_policy.proto\x1a\x18pgdr/v1/backup_run.proto\x1a\x18pgdr/v1/compliance.proto\x1a\x13pgdr/v1/drill.proto\x1a\x16pgdr/v1/incident.proto\x1a\x15pgdr/v1/runbook.proto\"=\n" +
+	"\x13pgdr/v1/admin.proto\x12\apgdr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13pgdr/v1/state.proto\x1a\x12pgdr/v1/raft.proto\x1a\x1bpgdr/v1/backup_policy.proto\x1a\x18pgdr/v1/backup_run.proto\x1a\x18pgdr/v1/compliance.proto\x1a\x13pgdr/v1/drill.proto\x1a\x16pgdr/v1/incident.proto\x1a\x15pgdr/v1/runbook.proto\x1a\x15pgdr/v1/gameday.proto\"=\n" +
 	"\x11SwitchoverRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x0e\n" +
 	"\x02to\x18\x02 \x01(\tR\x02to\"Z\n" +
@@ -1779,7 +1779,7 @@ const file_pgdr_v1_admin_proto_rawDesc = "" +
 	"\x19RemoveCoordinatorResponse\x12>\n" +
 	"\fcoordinators\x18\x01 \x03(\v2\x1a.pgdr.v1.CoordinatorStatusR\fcoordinators\":\n" +
 	"\fApplyRequest\x12*\n" +
-	"\acommand\x18\x01 \x01(\v2\x10.pgdr.v1.CommandR\acommand2\xbf\x0e\n" +
+	"\acommand\x18\x01 \x01(\v2\x10.pgdr.v1.CommandR\acommand2\xd3\x0f\n" +
 	"\fAdminService\x129\n" +
 	"\x06Status\x12\x16.pgdr.v1.StatusRequest\x1a\x17.pgdr.v1.StatusResponse\x12<\n" +
 	"\aMembers\x12\x17.pgdr.v1.MembersRequest\x1a\x18.pgdr.v1.MembersResponse\x12<\n" +
@@ -1807,7 +1807,10 @@ const file_pgdr_v1_admin_proto_rawDesc = "" +
 	"\fListRunbooks\x12\x1c.pgdr.v1.ListRunbooksRequest\x1a\x1d.pgdr.v1.ListRunbooksResponse\x12E\n" +
 	"\n" +
 	"RunRunbook\x12\x1a.pgdr.v1.RunRunbookRequest\x1a\x1b.pgdr.v1.RunRunbookResponse\x12T\n" +
-	"\x0fListRunbookRuns\x12\x1f.pgdr.v1.ListRunbookRunsRequest\x1a .pgdr.v1.ListRunbookRunsResponse2\x8e\x01\n" +
+	"\x0fListRunbookRuns\x12\x1f.pgdr.v1.ListRunbookRunsRequest\x1a .pgdr.v1.ListRunbookRunsResponse\x12K\n" +
+	"\fListGameDays\x12\x1c.pgdr.v1.ListGameDaysRequest\x1a\x1d.pgdr.v1.ListGameDaysResponse\x12E\n" +
+	"\n" +
+	"RunGameDay\x12\x1a.pgdr.v1.RunGameDayRequest\x1a\x1b.pgdr.v1.RunGameDayResponse2\x8e\x01\n" +
 	"\x12CoordinatorService\x124\n" +
 	"\x05Apply\x12\x15.pgdr.v1.ApplyRequest\x1a\x14.pgdr.v1.ApplyResult\x12B\n" +
 	"\tRaftIndex\x12\x19.pgdr.v1.RaftIndexRequest\x1a\x1a.pgdr.v1.RaftIndexResponseB+Z)github.com/pgdr/pgdr/proto/pgdr/v1;pgdrv1b\x06proto3"
@@ -1873,22 +1876,26 @@ var file_pgdr_v1_admin_proto_goTypes = []any{
 	(*ListRunbooksRequest)(nil),       // 44: pgdr.v1.ListRunbooksRequest
 	(*RunRunbookRequest)(nil),         // 45: pgdr.v1.RunRunbookRequest
 	(*ListRunbookRunsRequest)(nil),    // 46: pgdr.v1.ListRunbookRunsRequest
-	(*GetBackupPolicyResponse)(nil),   // 47: pgdr.v1.GetBackupPolicyResponse
-	(*SetBackupPolicyResponse)(nil),   // 48: pgdr.v1.SetBackupPolicyResponse
-	(*ListBackupRunsResponse)(nil),    // 49: pgdr.v1.ListBackupRunsResponse
-	(*RunBackupResponse)(nil),         // 50: pgdr.v1.RunBackupResponse
-	(*CancelBackupRunResponse)(nil),   // 51: pgdr.v1.CancelBackupRunResponse
-	(*ReportResponse)(nil),            // 52: pgdr.v1.ReportResponse
-	(*ListDrillRunsResponse)(nil),     // 53: pgdr.v1.ListDrillRunsResponse
-	(*RunDrillResponse)(nil),          // 54: pgdr.v1.RunDrillResponse
-	(*ListIncidentsResponse)(nil),     // 55: pgdr.v1.ListIncidentsResponse
-	(*OpenIncidentResponse)(nil),      // 56: pgdr.v1.OpenIncidentResponse
-	(*UpdateIncidentResponse)(nil),    // 57: pgdr.v1.UpdateIncidentResponse
-	(*ApplyRunbookResponse)(nil),      // 58: pgdr.v1.ApplyRunbookResponse
-	(*ListRunbooksResponse)(nil),      // 59: pgdr.v1.ListRunbooksResponse
-	(*RunRunbookResponse)(nil),        // 60: pgdr.v1.RunRunbookResponse
-	(*ListRunbookRunsResponse)(nil),   // 61: pgdr.v1.ListRunbookRunsResponse
-	(*ApplyResult)(nil),               // 62: pgdr.v1.ApplyResult
+	(*ListGameDaysRequest)(nil),       // 47: pgdr.v1.ListGameDaysRequest
+	(*RunGameDayRequest)(nil),         // 48: pgdr.v1.RunGameDayRequest
+	(*GetBackupPolicyResponse)(nil),   // 49: pgdr.v1.GetBackupPolicyResponse
+	(*SetBackupPolicyResponse)(nil),   // 50: pgdr.v1.SetBackupPolicyResponse
+	(*ListBackupRunsResponse)(nil),    // 51: pgdr.v1.ListBackupRunsResponse
+	(*RunBackupResponse)(nil),         // 52: pgdr.v1.RunBackupResponse
+	(*CancelBackupRunResponse)(nil),   // 53: pgdr.v1.CancelBackupRunResponse
+	(*ReportResponse)(nil),            // 54: pgdr.v1.ReportResponse
+	(*ListDrillRunsResponse)(nil),     // 55: pgdr.v1.ListDrillRunsResponse
+	(*RunDrillResponse)(nil),          // 56: pgdr.v1.RunDrillResponse
+	(*ListIncidentsResponse)(nil),     // 57: pgdr.v1.ListIncidentsResponse
+	(*OpenIncidentResponse)(nil),      // 58: pgdr.v1.OpenIncidentResponse
+	(*UpdateIncidentResponse)(nil),    // 59: pgdr.v1.UpdateIncidentResponse
+	(*ApplyRunbookResponse)(nil),      // 60: pgdr.v1.ApplyRunbookResponse
+	(*ListRunbooksResponse)(nil),      // 61: pgdr.v1.ListRunbooksResponse
+	(*RunRunbookResponse)(nil),        // 62: pgdr.v1.RunRunbookResponse
+	(*ListRunbookRunsResponse)(nil),   // 63: pgdr.v1.ListRunbookRunsResponse
+	(*ListGameDaysResponse)(nil),      // 64: pgdr.v1.ListGameDaysResponse
+	(*RunGameDayResponse)(nil),        // 65: pgdr.v1.RunGameDayResponse
+	(*ApplyResult)(nil),               // 66: pgdr.v1.ApplyResult
 }
 var file_pgdr_v1_admin_proto_depIdxs = []int32{
 	26, // 0: pgdr.v1.SetPolicyRequest.policy:type_name -> pgdr.v1.Policy
@@ -1932,37 +1939,41 @@ var file_pgdr_v1_admin_proto_depIdxs = []int32{
 	44, // 38: pgdr.v1.AdminService.ListRunbooks:input_type -> pgdr.v1.ListRunbooksRequest
 	45, // 39: pgdr.v1.AdminService.RunRunbook:input_type -> pgdr.v1.RunRunbookRequest
 	46, // 40: pgdr.v1.AdminService.ListRunbookRuns:input_type -> pgdr.v1.ListRunbookRunsRequest
-	25, // 41: pgdr.v1.CoordinatorService.Apply:input_type -> pgdr.v1.ApplyRequest
-	6,  // 42: pgdr.v1.CoordinatorService.RaftIndex:input_type -> pgdr.v1.RaftIndexRequest
-	12, // 43: pgdr.v1.AdminService.Status:output_type -> pgdr.v1.StatusResponse
-	14, // 44: pgdr.v1.AdminService.Members:output_type -> pgdr.v1.MembersResponse
-	16, // 45: pgdr.v1.AdminService.History:output_type -> pgdr.v1.HistoryResponse
-	18, // 46: pgdr.v1.AdminService.Pause:output_type -> pgdr.v1.PauseResponse
-	20, // 47: pgdr.v1.AdminService.Resume:output_type -> pgdr.v1.ResumeResponse
-	22, // 48: pgdr.v1.AdminService.AddCoordinator:output_type -> pgdr.v1.AddCoordinatorResponse
-	24, // 49: pgdr.v1.AdminService.RemoveCoordinator:output_type -> pgdr.v1.RemoveCoordinatorResponse
-	1,  // 50: pgdr.v1.AdminService.Switchover:output_type -> pgdr.v1.SwitchoverResponse
-	3,  // 51: pgdr.v1.AdminService.Failover:output_type -> pgdr.v1.FailoverResponse
-	5,  // 52: pgdr.v1.AdminService.SetPolicy:output_type -> pgdr.v1.SetPolicyResponse
-	47, // 53: pgdr.v1.AdminService.GetBackupPolicy:output_type -> pgdr.v1.GetBackupPolicyResponse
-	48, // 54: pgdr.v1.AdminService.SetBackupPolicy:output_type -> pgdr.v1.SetBackupPolicyResponse
-	49, // 55: pgdr.v1.AdminService.ListBackupRuns:output_type -> pgdr.v1.ListBackupRunsResponse
-	50, // 56: pgdr.v1.AdminService.RunBackup:output_type -> pgdr.v1.RunBackupResponse
-	51, // 57: pgdr.v1.AdminService.CancelBackupRun:output_type -> pgdr.v1.CancelBackupRunResponse
-	52, // 58: pgdr.v1.AdminService.Report:output_type -> pgdr.v1.ReportResponse
-	53, // 59: pgdr.v1.AdminService.ListDrillRuns:output_type -> pgdr.v1.ListDrillRunsResponse
-	54, // 60: pgdr.v1.AdminService.RunDrill:output_type -> pgdr.v1.RunDrillResponse
-	55, // 61: pgdr.v1.AdminService.ListIncidents:output_type -> pgdr.v1.ListIncidentsResponse
-	56, // 62: pgdr.v1.AdminService.OpenIncident:output_type -> pgdr.v1.OpenIncidentResponse
-	57, // 63: pgdr.v1.AdminService.UpdateIncident:output_type -> pgdr.v1.UpdateIncidentResponse
-	58, // 64: pgdr.v1.AdminService.ApplyRunbook:output_type -> pgdr.v1.ApplyRunbookResponse
-	59, // 65: pgdr.v1.AdminService.ListRunbooks:output_type -> pgdr.v1.ListRunbooksResponse
-	60, // 66: pgdr.v1.AdminService.RunRunbook:output_type -> pgdr.v1.RunRunbookResponse
-	61, // 67: pgdr.v1.AdminService.ListRunbookRuns:output_type -> pgdr.v1.ListRunbookRunsResponse
-	62, // 68: pgdr.v1.CoordinatorService.Apply:output_type -> pgdr.v1.ApplyResult
-	7,  // 69: pgdr.v1.CoordinatorService.RaftIndex:output_type -> pgdr.v1.RaftIndexResponse
-	43, // [43:70] is the sub-list for method output_type
-	16, // [16:43] is the sub-list for method input_type
+	47, // 41: pgdr.v1.AdminService.ListGameDays:input_type -> pgdr.v1.ListGameDaysRequest
+	48, // 42: pgdr.v1.AdminService.RunGameDay:input_type -> pgdr.v1.RunGameDayRequest
+	25, // 43: pgdr.v1.CoordinatorService.Apply:input_type -> pgdr.v1.ApplyRequest
+	6,  // 44: pgdr.v1.CoordinatorService.RaftIndex:input_type -> pgdr.v1.RaftIndexRequest
+	12, // 45: pgdr.v1.AdminService.Status:output_type -> pgdr.v1.StatusResponse
+	14, // 46: pgdr.v1.AdminService.Members:output_type -> pgdr.v1.MembersResponse
+	16, // 47: pgdr.v1.AdminService.History:output_type -> pgdr.v1.HistoryResponse
+	18, // 48: pgdr.v1.AdminService.Pause:output_type -> pgdr.v1.PauseResponse
+	20, // 49: pgdr.v1.AdminService.Resume:output_type -> pgdr.v1.ResumeResponse
+	22, // 50: pgdr.v1.AdminService.AddCoordinator:output_type -> pgdr.v1.AddCoordinatorResponse
+	24, // 51: pgdr.v1.AdminService.RemoveCoordinator:output_type -> pgdr.v1.RemoveCoordinatorResponse
+	1,  // 52: pgdr.v1.AdminService.Switchover:output_type -> pgdr.v1.SwitchoverResponse
+	3,  // 53: pgdr.v1.AdminService.Failover:output_type -> pgdr.v1.FailoverResponse
+	5,  // 54: pgdr.v1.AdminService.SetPolicy:output_type -> pgdr.v1.SetPolicyResponse
+	49, // 55: pgdr.v1.AdminService.GetBackupPolicy:output_type -> pgdr.v1.GetBackupPolicyResponse
+	50, // 56: pgdr.v1.AdminService.SetBackupPolicy:output_type -> pgdr.v1.SetBackupPolicyResponse
+	51, // 57: pgdr.v1.AdminService.ListBackupRuns:output_type -> pgdr.v1.ListBackupRunsResponse
+	52, // 58: pgdr.v1.AdminService.RunBackup:output_type -> pgdr.v1.RunBackupResponse
+	53, // 59: pgdr.v1.AdminService.CancelBackupRun:output_type -> pgdr.v1.CancelBackupRunResponse
+	54, // 60: pgdr.v1.AdminService.Report:output_type -> pgdr.v1.ReportResponse
+	55, // 61: pgdr.v1.AdminService.ListDrillRuns:output_type -> pgdr.v1.ListDrillRunsResponse
+	56, // 62: pgdr.v1.AdminService.RunDrill:output_type -> pgdr.v1.RunDrillResponse
+	57, // 63: pgdr.v1.AdminService.ListIncidents:output_type -> pgdr.v1.ListIncidentsResponse
+	58, // 64: pgdr.v1.AdminService.OpenIncident:output_type -> pgdr.v1.OpenIncidentResponse
+	59, // 65: pgdr.v1.AdminService.UpdateIncident:output_type -> pgdr.v1.UpdateIncidentResponse
+	60, // 66: pgdr.v1.AdminService.ApplyRunbook:output_type -> pgdr.v1.ApplyRunbookResponse
+	61, // 67: pgdr.v1.AdminService.ListRunbooks:output_type -> pgdr.v1.ListRunbooksResponse
+	62, // 68: pgdr.v1.AdminService.RunRunbook:output_type -> pgdr.v1.RunRunbookResponse
+	63, // 69: pgdr.v1.AdminService.ListRunbookRuns:output_type -> pgdr.v1.ListRunbookRunsResponse
+	64, // 70: pgdr.v1.AdminService.ListGameDays:output_type -> pgdr.v1.ListGameDaysResponse
+	65, // 71: pgdr.v1.AdminService.RunGameDay:output_type -> pgdr.v1.RunGameDayResponse
+	66, // 72: pgdr.v1.CoordinatorService.Apply:output_type -> pgdr.v1.ApplyResult
+	7,  // 73: pgdr.v1.CoordinatorService.RaftIndex:output_type -> pgdr.v1.RaftIndexResponse
+	45, // [45:74] is the sub-list for method output_type
+	16, // [16:45] is the sub-list for method input_type
 	16, // [16:16] is the sub-list for extension type_name
 	16, // [16:16] is the sub-list for extension extendee
 	0,  // [0:16] is the sub-list for field type_name
@@ -1981,6 +1992,7 @@ func file_pgdr_v1_admin_proto_init() {
 	file_pgdr_v1_drill_proto_init()
 	file_pgdr_v1_incident_proto_init()
 	file_pgdr_v1_runbook_proto_init()
+	file_pgdr_v1_gameday_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

@@ -46,6 +46,8 @@ const (
 	AdminService_ListRunbooks_FullMethodName      = "/pgdr.v1.AdminService/ListRunbooks"
 	AdminService_RunRunbook_FullMethodName        = "/pgdr.v1.AdminService/RunRunbook"
 	AdminService_ListRunbookRuns_FullMethodName   = "/pgdr.v1.AdminService/ListRunbookRuns"
+	AdminService_ListGameDays_FullMethodName      = "/pgdr.v1.AdminService/ListGameDays"
+	AdminService_RunGameDay_FullMethodName        = "/pgdr.v1.AdminService/RunGameDay"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -106,6 +108,10 @@ type AdminServiceClient interface {
 	ListRunbooks(ctx context.Context, in *ListRunbooksRequest, opts ...grpc.CallOption) (*ListRunbooksResponse, error)
 	RunRunbook(ctx context.Context, in *RunRunbookRequest, opts ...grpc.CallOption) (*RunRunbookResponse, error)
 	ListRunbookRuns(ctx context.Context, in *ListRunbookRunsRequest, opts ...grpc.CallOption) (*ListRunbookRunsResponse, error)
+	// ListGameDays (role read) lists the game days recorded; RunGameDay
+	// (role admin) starts one of the policy's game days now, on the leader.
+	ListGameDays(ctx context.Context, in *ListGameDaysRequest, opts ...grpc.CallOption) (*ListGameDaysResponse, error)
+	RunGameDay(ctx context.Context, in *RunGameDayRequest, opts ...grpc.CallOption) (*RunGameDayResponse, error)
 }
 
 type adminServiceClient struct {
@@ -366,6 +372,26 @@ func (c *adminServiceClient) ListRunbookRuns(ctx context.Context, in *ListRunboo
 	return out, nil
 }
 
+func (c *adminServiceClient) ListGameDays(ctx context.Context, in *ListGameDaysRequest, opts ...grpc.CallOption) (*ListGameDaysResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListGameDaysResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListGameDays_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) RunGameDay(ctx context.Context, in *RunGameDayRequest, opts ...grpc.CallOption) (*RunGameDayResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RunGameDayResponse)
+	err := c.cc.Invoke(ctx, AdminService_RunGameDay_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -424,6 +450,10 @@ type AdminServiceServer interface {
 	ListRunbooks(context.Context, *ListRunbooksRequest) (*ListRunbooksResponse, error)
 	RunRunbook(context.Context, *RunRunbookRequest) (*RunRunbookResponse, error)
 	ListRunbookRuns(context.Context, *ListRunbookRunsRequest) (*ListRunbookRunsResponse, error)
+	// ListGameDays (role read) lists the game days recorded; RunGameDay
+	// (role admin) starts one of the policy's game days now, on the leader.
+	ListGameDays(context.Context, *ListGameDaysRequest) (*ListGameDaysResponse, error)
+	RunGameDay(context.Context, *RunGameDayRequest) (*RunGameDayResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -508,6 +538,12 @@ func (UnimplementedAdminServiceServer) RunRunbook(context.Context, *RunRunbookRe
 }
 func (UnimplementedAdminServiceServer) ListRunbookRuns(context.Context, *ListRunbookRunsRequest) (*ListRunbookRunsResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ListRunbookRuns not implemented")
+}
+func (UnimplementedAdminServiceServer) ListGameDays(context.Context, *ListGameDaysRequest) (*ListGameDaysResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListGameDays not implemented")
+}
+func (UnimplementedAdminServiceServer) RunGameDay(context.Context, *RunGameDayRequest) (*RunGameDayResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method RunGameDay not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -980,6 +1016,42 @@ func _AdminService_ListRunbookRuns_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_ListGameDays_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListGameDaysRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListGameDays(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListGameDays_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListGameDays(ctx, req.(*ListGameDaysRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_RunGameDay_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RunGameDayRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).RunGameDay(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_RunGameDay_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).RunGameDay(ctx, req.(*RunGameDayRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1086,6 +1158,14 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListRunbookRuns",
 			Handler:    _AdminService_ListRunbookRuns_Handler,
+		},
+		{
+			MethodName: "ListGameDays",
+			Handler:    _AdminService_ListGameDays_Handler,
+		},
+		{
+			MethodName: "RunGameDay",
+			Handler:    _AdminService_RunGameDay_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -43,7 +43,9 @@ type BackupPolicy struct {
 	Targets *RecoveryTargets `protobuf:"bytes,5,opt,name=targets,proto3" json:"targets,omitempty"`
 	// drill: the cluster's scheduled restore drills (unset: none). Field 20
 	// keeps clear of the policy's other additions.
-	Drill         *DrillPolicy `protobuf:"bytes,20,opt,name=drill,proto3" json:"drill,omitempty"`
+	Drill *DrillPolicy `protobuf:"bytes,20,opt,name=drill,proto3" json:"drill,omitempty"`
+	// game_days: DR test plans (docs/gamedays.md), at most 4.
+	GameDays      []*GameDayPolicy `protobuf:"bytes,21,rep,name=game_days,json=gameDays,proto3" json:"game_days,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -116,6 +118,13 @@ func (x *BackupPolicy) GetTargets() *RecoveryTargets {
 func (x *BackupPolicy) GetDrill() *DrillPolicy {
 	if x != nil {
 		return x.Drill
+	}
+	return nil
+}
+
+func (x *BackupPolicy) GetGameDays() []*GameDayPolicy {
+	if x != nil {
+		return x.GameDays
 	}
 	return nil
 }
@@ -617,7 +626,7 @@ var File_pgdr_v1_backup_policy_proto protoreflect.FileDescriptor
 
 const file_pgdr_v1_backup_policy_proto_rawDesc = "" +
 	"\n" +
-	"\x1bpgdr/v1/backup_policy.proto\x12\apgdr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13pgdr/v1/drill.proto\"\xa3\x02\n" +
+	"\x1bpgdr/v1/backup_policy.proto\x12\apgdr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13pgdr/v1/drill.proto\x1a\x15pgdr/v1/gameday.proto\"\xd8\x02\n" +
 	"\fBackupPolicy\x12)\n" +
 	"\x05tiers\x18\x01 \x03(\v2\x13.pgdr.v1.BackupTierR\x05tiers\x12.\n" +
 	"\x13pitr_window_seconds\x18\x02 \x01(\x03R\x11pitrWindowSeconds\x129\n" +
@@ -626,7 +635,8 @@ const file_pgdr_v1_backup_policy_proto_rawDesc = "" +
 	"\n" +
 	"updated_by\x18\x04 \x01(\tR\tupdatedBy\x122\n" +
 	"\atargets\x18\x05 \x01(\v2\x18.pgdr.v1.RecoveryTargetsR\atargets\x12*\n" +
-	"\x05drill\x18\x14 \x01(\v2\x14.pgdr.v1.DrillPolicyR\x05drill\"\x96\x01\n" +
+	"\x05drill\x18\x14 \x01(\v2\x14.pgdr.v1.DrillPolicyR\x05drill\x123\n" +
+	"\tgame_days\x18\x15 \x03(\v2\x16.pgdr.v1.GameDayPolicyR\bgameDays\"\x96\x01\n" +
 	"\x0fRecoveryTargets\x12\x15\n" +
 	"\x06rto_ms\x18\x01 \x01(\x03R\x05rtoMs\x12\x15\n" +
 	"\x06rpo_ms\x18\x02 \x01(\x03R\x05rpoMs\x12\x1f\n" +
@@ -691,21 +701,23 @@ var file_pgdr_v1_backup_policy_proto_goTypes = []any{
 	(*SetBackupPolicyResponse)(nil), // 7: pgdr.v1.SetBackupPolicyResponse
 	(*timestamppb.Timestamp)(nil),   // 8: google.protobuf.Timestamp
 	(*DrillPolicy)(nil),             // 9: pgdr.v1.DrillPolicy
+	(*GameDayPolicy)(nil),           // 10: pgdr.v1.GameDayPolicy
 }
 var file_pgdr_v1_backup_policy_proto_depIdxs = []int32{
-	2, // 0: pgdr.v1.BackupPolicy.tiers:type_name -> pgdr.v1.BackupTier
-	8, // 1: pgdr.v1.BackupPolicy.updated_at:type_name -> google.protobuf.Timestamp
-	1, // 2: pgdr.v1.BackupPolicy.targets:type_name -> pgdr.v1.RecoveryTargets
-	9, // 3: pgdr.v1.BackupPolicy.drill:type_name -> pgdr.v1.DrillPolicy
-	0, // 4: pgdr.v1.SetBackupPolicy.policy:type_name -> pgdr.v1.BackupPolicy
-	0, // 5: pgdr.v1.GetBackupPolicyResponse.policy:type_name -> pgdr.v1.BackupPolicy
-	0, // 6: pgdr.v1.SetBackupPolicyRequest.policy:type_name -> pgdr.v1.BackupPolicy
-	0, // 7: pgdr.v1.SetBackupPolicyResponse.policy:type_name -> pgdr.v1.BackupPolicy
-	8, // [8:8] is the sub-list for method output_type
-	8, // [8:8] is the sub-list for method input_type
-	8, // [8:8] is the sub-list for extension type_name
-	8, // [8:8] is the sub-list for extension extendee
-	0, // [0:8] is the sub-list for field type_name
+	2,  // 0: pgdr.v1.BackupPolicy.tiers:type_name -> pgdr.v1.BackupTier
+	8,  // 1: pgdr.v1.BackupPolicy.updated_at:type_name -> google.protobuf.Timestamp
+	1,  // 2: pgdr.v1.BackupPolicy.targets:type_name -> pgdr.v1.RecoveryTargets
+	9,  // 3: pgdr.v1.BackupPolicy.drill:type_name -> pgdr.v1.DrillPolicy
+	10, // 4: pgdr.v1.BackupPolicy.game_days:type_name -> pgdr.v1.GameDayPolicy
+	0,  // 5: pgdr.v1.SetBackupPolicy.policy:type_name -> pgdr.v1.BackupPolicy
+	0,  // 6: pgdr.v1.GetBackupPolicyResponse.policy:type_name -> pgdr.v1.BackupPolicy
+	0,  // 7: pgdr.v1.SetBackupPolicyRequest.policy:type_name -> pgdr.v1.BackupPolicy
+	0,  // 8: pgdr.v1.SetBackupPolicyResponse.policy:type_name -> pgdr.v1.BackupPolicy
+	9,  // [9:9] is the sub-list for method output_type
+	9,  // [9:9] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_pgdr_v1_backup_policy_proto_init() }
@@ -714,6 +726,7 @@ func file_pgdr_v1_backup_policy_proto_init() {
 		return
 	}
 	file_pgdr_v1_drill_proto_init()
+	file_pgdr_v1_gameday_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

@@ -802,7 +802,9 @@ type ClusterReport struct {
 	Recoveries []*RecoveryEvent `protobuf:"bytes,5,rep,name=recoveries,proto3" json:"recoveries,omitempty"`
 	// history_from: the oldest history event still held for the cluster
 	// (a period starting before it may miss events).
-	HistoryFrom   *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=history_from,json=historyFrom,proto3" json:"history_from,omitempty"`
+	HistoryFrom *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=history_from,json=historyFrom,proto3" json:"history_from,omitempty"`
+	// game_days: the game days started in the period, oldest first.
+	GameDays      []*GameDayRun `protobuf:"bytes,7,rep,name=game_days,json=gameDays,proto3" json:"game_days,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -875,6 +877,13 @@ func (x *ClusterReport) GetRecoveries() []*RecoveryEvent {
 func (x *ClusterReport) GetHistoryFrom() *timestamppb.Timestamp {
 	if x != nil {
 		return x.HistoryFrom
+	}
+	return nil
+}
+
+func (x *ClusterReport) GetGameDays() []*GameDayRun {
+	if x != nil {
+		return x.GameDays
 	}
 	return nil
 }
@@ -1176,7 +1185,7 @@ var File_pgdr_v1_compliance_proto protoreflect.FileDescriptor
 
 const file_pgdr_v1_compliance_proto_rawDesc = "" +
 	"\n" +
-	"\x18pgdr/v1/compliance.proto\x12\apgdr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bpgdr/v1/backup_policy.proto\"\xd1\x02\n" +
+	"\x18pgdr/v1/compliance.proto\x12\apgdr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bpgdr/v1/backup_policy.proto\x1a\x15pgdr/v1/gameday.proto\"\xd1\x02\n" +
 	"\n" +
 	"Compliance\x122\n" +
 	"\atargets\x18\x01 \x01(\v2\x18.pgdr.v1.RecoveryTargetsR\atargets\x127\n" +
@@ -1245,7 +1254,7 @@ const file_pgdr_v1_compliance_proto_rawDesc = "" +
 	"\x05since\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x1f\n" +
 	"\vanswered_by\x18\x03 \x01(\tR\n" +
 	"answeredBy\x122\n" +
-	"\bclusters\x18\x04 \x03(\v2\x16.pgdr.v1.ClusterReportR\bclusters\"\xae\x02\n" +
+	"\bclusters\x18\x04 \x03(\v2\x16.pgdr.v1.ClusterReportR\bclusters\"\xe0\x02\n" +
 	"\rClusterReport\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x123\n" +
 	"\n" +
@@ -1256,7 +1265,8 @@ const file_pgdr_v1_compliance_proto_rawDesc = "" +
 	"\n" +
 	"recoveries\x18\x05 \x03(\v2\x16.pgdr.v1.RecoveryEventR\n" +
 	"recoveries\x12=\n" +
-	"\fhistory_from\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vhistoryFrom\"\xe2\x01\n" +
+	"\fhistory_from\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vhistoryFrom\x120\n" +
+	"\tgame_days\x18\a \x03(\v2\x13.pgdr.v1.GameDayRunR\bgameDays\"\xe2\x01\n" +
 	"\vTierBackups\x12\x12\n" +
 	"\x04tier\x18\x01 \x01(\tR\x04tier\x12\x0e\n" +
 	"\x02ok\x18\x02 \x01(\rR\x02ok\x12\x16\n" +
@@ -1314,6 +1324,7 @@ var file_pgdr_v1_compliance_proto_goTypes = []any{
 	(*RecoveryEvent)(nil),         // 12: pgdr.v1.RecoveryEvent
 	(*RecoveryTargets)(nil),       // 13: pgdr.v1.RecoveryTargets
 	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
+	(*GameDayRun)(nil),            // 15: pgdr.v1.GameDayRun
 }
 var file_pgdr_v1_compliance_proto_depIdxs = []int32{
 	13, // 0: pgdr.v1.Compliance.targets:type_name -> pgdr.v1.RecoveryTargets
@@ -1336,15 +1347,16 @@ var file_pgdr_v1_compliance_proto_depIdxs = []int32{
 	11, // 17: pgdr.v1.ClusterReport.drills:type_name -> pgdr.v1.DrillSummary
 	12, // 18: pgdr.v1.ClusterReport.recoveries:type_name -> pgdr.v1.RecoveryEvent
 	14, // 19: pgdr.v1.ClusterReport.history_from:type_name -> google.protobuf.Timestamp
-	14, // 20: pgdr.v1.TierBackups.last_ok:type_name -> google.protobuf.Timestamp
-	5,  // 21: pgdr.v1.DrillSummary.last:type_name -> pgdr.v1.RTOMeasure
-	14, // 22: pgdr.v1.RecoveryEvent.started:type_name -> google.protobuf.Timestamp
-	14, // 23: pgdr.v1.RecoveryEvent.writable:type_name -> google.protobuf.Timestamp
-	24, // [24:24] is the sub-list for method output_type
-	24, // [24:24] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	15, // 20: pgdr.v1.ClusterReport.game_days:type_name -> pgdr.v1.GameDayRun
+	14, // 21: pgdr.v1.TierBackups.last_ok:type_name -> google.protobuf.Timestamp
+	5,  // 22: pgdr.v1.DrillSummary.last:type_name -> pgdr.v1.RTOMeasure
+	14, // 23: pgdr.v1.RecoveryEvent.started:type_name -> google.protobuf.Timestamp
+	14, // 24: pgdr.v1.RecoveryEvent.writable:type_name -> google.protobuf.Timestamp
+	25, // [25:25] is the sub-list for method output_type
+	25, // [25:25] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_pgdr_v1_compliance_proto_init() }
@@ -1353,6 +1365,7 @@ func file_pgdr_v1_compliance_proto_init() {
 		return
 	}
 	file_pgdr_v1_backup_policy_proto_init()
+	file_pgdr_v1_gameday_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

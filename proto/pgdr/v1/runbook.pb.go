@@ -232,6 +232,9 @@ type RunbookCommand struct {
 	//	*RunbookCommand_Decide
 	//	*RunbookCommand_Record
 	//	*RunbookCommand_Ref
+	//	*RunbookCommand_GameDayStart
+	//	*RunbookCommand_GameDayMeasured
+	//	*RunbookCommand_GameDayEnd
 	Op            isRunbookCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -328,6 +331,33 @@ func (x *RunbookCommand) GetRef() *RunbookRef {
 	return nil
 }
 
+func (x *RunbookCommand) GetGameDayStart() *GameDayStart {
+	if x != nil {
+		if x, ok := x.Op.(*RunbookCommand_GameDayStart); ok {
+			return x.GameDayStart
+		}
+	}
+	return nil
+}
+
+func (x *RunbookCommand) GetGameDayMeasured() *GameDayMeasured {
+	if x != nil {
+		if x, ok := x.Op.(*RunbookCommand_GameDayMeasured); ok {
+			return x.GameDayMeasured
+		}
+	}
+	return nil
+}
+
+func (x *RunbookCommand) GetGameDayEnd() *GameDayEnd {
+	if x != nil {
+		if x, ok := x.Op.(*RunbookCommand_GameDayEnd); ok {
+			return x.GameDayEnd
+		}
+	}
+	return nil
+}
+
 type isRunbookCommand_Op interface {
 	isRunbookCommand_Op()
 }
@@ -360,6 +390,20 @@ type RunbookCommand_Ref struct {
 	Ref *RunbookRef `protobuf:"bytes,6,opt,name=ref,proto3,oneof"`
 }
 
+type RunbookCommand_GameDayStart struct {
+	// game days (gameday.proto): intent, a run's measure, the end. A
+	// game day's runbook runs start with RunbookStart.game_day.
+	GameDayStart *GameDayStart `protobuf:"bytes,7,opt,name=game_day_start,json=gameDayStart,proto3,oneof"`
+}
+
+type RunbookCommand_GameDayMeasured struct {
+	GameDayMeasured *GameDayMeasured `protobuf:"bytes,8,opt,name=game_day_measured,json=gameDayMeasured,proto3,oneof"`
+}
+
+type RunbookCommand_GameDayEnd struct {
+	GameDayEnd *GameDayEnd `protobuf:"bytes,9,opt,name=game_day_end,json=gameDayEnd,proto3,oneof"`
+}
+
 func (*RunbookCommand_Put) isRunbookCommand_Op() {}
 
 func (*RunbookCommand_Delete) isRunbookCommand_Op() {}
@@ -371,6 +415,12 @@ func (*RunbookCommand_Decide) isRunbookCommand_Op() {}
 func (*RunbookCommand_Record) isRunbookCommand_Op() {}
 
 func (*RunbookCommand_Ref) isRunbookCommand_Op() {}
+
+func (*RunbookCommand_GameDayStart) isRunbookCommand_Op() {}
+
+func (*RunbookCommand_GameDayMeasured) isRunbookCommand_Op() {}
+
+func (*RunbookCommand_GameDayEnd) isRunbookCommand_Op() {}
 
 type RunbookPut struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -470,9 +520,14 @@ type RunbookStart struct {
 	// the run keeps it, so that every voter stores the same run whatever
 	// runbooks its own binary ships; an applied runbook whose text is no
 	// longer this is refused (it changed since the check).
-	Yaml          string `protobuf:"bytes,5,opt,name=yaml,proto3" json:"yaml,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Yaml string `protobuf:"bytes,5,opt,name=yaml,proto3" json:"yaml,omitempty"`
+	// game_day and game_day_position: the run is the runbook at this
+	// position of that game day (started once: refused when the position is
+	// taken).
+	GameDay         string `protobuf:"bytes,6,opt,name=game_day,json=gameDay,proto3" json:"game_day,omitempty"`
+	GameDayPosition uint32 `protobuf:"varint,7,opt,name=game_day_position,json=gameDayPosition,proto3" json:"game_day_position,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *RunbookStart) Reset() {
@@ -538,6 +593,20 @@ func (x *RunbookStart) GetYaml() string {
 		return x.Yaml
 	}
 	return ""
+}
+
+func (x *RunbookStart) GetGameDay() string {
+	if x != nil {
+		return x.GameDay
+	}
+	return ""
+}
+
+func (x *RunbookStart) GetGameDayPosition() uint32 {
+	if x != nil {
+		return x.GameDayPosition
+	}
+	return 0
 }
 
 type RunbookDecide struct {
@@ -1138,7 +1207,7 @@ var File_pgdr_v1_runbook_proto protoreflect.FileDescriptor
 
 const file_pgdr_v1_runbook_proto_rawDesc = "" +
 	"\n" +
-	"\x15pgdr/v1/runbook.proto\x12\apgdr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc5\x01\n" +
+	"\x15pgdr/v1/runbook.proto\x12\apgdr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15pgdr/v1/gameday.proto\"\xc5\x01\n" +
 	"\n" +
 	"RunbookDef\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
@@ -1158,26 +1227,32 @@ const file_pgdr_v1_runbook_proto_rawDesc = "" +
 	"\n" +
 	"state_json\x18\x06 \x01(\fR\tstateJson\x12!\n" +
 	"\frequested_by\x18\a \x01(\tR\vrequestedBy\x12\x16\n" +
-	"\x06result\x18\b \x01(\tR\x06result\"\xad\x02\n" +
+	"\x06result\x18\b \x01(\tR\x06result\"\xed\x03\n" +
 	"\x0eRunbookCommand\x12'\n" +
 	"\x03put\x18\x01 \x01(\v2\x13.pgdr.v1.RunbookPutH\x00R\x03put\x120\n" +
 	"\x06delete\x18\x02 \x01(\v2\x16.pgdr.v1.RunbookDeleteH\x00R\x06delete\x12-\n" +
 	"\x05start\x18\x03 \x01(\v2\x15.pgdr.v1.RunbookStartH\x00R\x05start\x120\n" +
 	"\x06decide\x18\x04 \x01(\v2\x16.pgdr.v1.RunbookDecideH\x00R\x06decide\x120\n" +
 	"\x06record\x18\x05 \x01(\v2\x16.pgdr.v1.RunbookRecordH\x00R\x06record\x12'\n" +
-	"\x03ref\x18\x06 \x01(\v2\x13.pgdr.v1.RunbookRefH\x00R\x03refB\x04\n" +
+	"\x03ref\x18\x06 \x01(\v2\x13.pgdr.v1.RunbookRefH\x00R\x03ref\x12=\n" +
+	"\x0egame_day_start\x18\a \x01(\v2\x15.pgdr.v1.GameDayStartH\x00R\fgameDayStart\x12F\n" +
+	"\x11game_day_measured\x18\b \x01(\v2\x18.pgdr.v1.GameDayMeasuredH\x00R\x0fgameDayMeasured\x127\n" +
+	"\fgame_day_end\x18\t \x01(\v2\x13.pgdr.v1.GameDayEndH\x00R\n" +
+	"gameDayEndB\x04\n" +
 	"\x02op\" \n" +
 	"\n" +
 	"RunbookPut\x12\x12\n" +
 	"\x04yaml\x18\x01 \x01(\tR\x04yaml\"#\n" +
 	"\rRunbookDelete\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"\xe8\x01\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\xaf\x02\n" +
 	"\fRunbookStart\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x18\n" +
 	"\arunbook\x18\x02 \x01(\tR\arunbook\x129\n" +
 	"\x06params\x18\x03 \x03(\v2!.pgdr.v1.RunbookStart.ParamsEntryR\x06params\x12\x1a\n" +
 	"\bincident\x18\x04 \x01(\tR\bincident\x12\x12\n" +
-	"\x04yaml\x18\x05 \x01(\tR\x04yaml\x1a9\n" +
+	"\x04yaml\x18\x05 \x01(\tR\x04yaml\x12\x19\n" +
+	"\bgame_day\x18\x06 \x01(\tR\agameDay\x12*\n" +
+	"\x11game_day_position\x18\a \x01(\rR\x0fgameDayPosition\x1a9\n" +
 	"\vParamsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"K\n" +
@@ -1255,6 +1330,9 @@ var file_pgdr_v1_runbook_proto_goTypes = []any{
 	nil,                             // 17: pgdr.v1.RunbookStart.ParamsEntry
 	nil,                             // 18: pgdr.v1.RunRunbookRequest.ParamsEntry
 	(*timestamppb.Timestamp)(nil),   // 19: google.protobuf.Timestamp
+	(*GameDayStart)(nil),            // 20: pgdr.v1.GameDayStart
+	(*GameDayMeasured)(nil),         // 21: pgdr.v1.GameDayMeasured
+	(*GameDayEnd)(nil),              // 22: pgdr.v1.GameDayEnd
 }
 var file_pgdr_v1_runbook_proto_depIdxs = []int32{
 	19, // 0: pgdr.v1.RunbookDef.updated:type_name -> google.protobuf.Timestamp
@@ -1264,17 +1342,20 @@ var file_pgdr_v1_runbook_proto_depIdxs = []int32{
 	6,  // 4: pgdr.v1.RunbookCommand.decide:type_name -> pgdr.v1.RunbookDecide
 	7,  // 5: pgdr.v1.RunbookCommand.record:type_name -> pgdr.v1.RunbookRecord
 	8,  // 6: pgdr.v1.RunbookCommand.ref:type_name -> pgdr.v1.RunbookRef
-	17, // 7: pgdr.v1.RunbookStart.params:type_name -> pgdr.v1.RunbookStart.ParamsEntry
-	0,  // 8: pgdr.v1.ApplyRunbookResponse.runbook:type_name -> pgdr.v1.RunbookDef
-	0,  // 9: pgdr.v1.ListRunbooksResponse.runbooks:type_name -> pgdr.v1.RunbookDef
-	18, // 10: pgdr.v1.RunRunbookRequest.params:type_name -> pgdr.v1.RunRunbookRequest.ParamsEntry
-	1,  // 11: pgdr.v1.RunRunbookResponse.run:type_name -> pgdr.v1.RunbookRun
-	1,  // 12: pgdr.v1.ListRunbookRunsResponse.runs:type_name -> pgdr.v1.RunbookRun
-	13, // [13:13] is the sub-list for method output_type
-	13, // [13:13] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	20, // 7: pgdr.v1.RunbookCommand.game_day_start:type_name -> pgdr.v1.GameDayStart
+	21, // 8: pgdr.v1.RunbookCommand.game_day_measured:type_name -> pgdr.v1.GameDayMeasured
+	22, // 9: pgdr.v1.RunbookCommand.game_day_end:type_name -> pgdr.v1.GameDayEnd
+	17, // 10: pgdr.v1.RunbookStart.params:type_name -> pgdr.v1.RunbookStart.ParamsEntry
+	0,  // 11: pgdr.v1.ApplyRunbookResponse.runbook:type_name -> pgdr.v1.RunbookDef
+	0,  // 12: pgdr.v1.ListRunbooksResponse.runbooks:type_name -> pgdr.v1.RunbookDef
+	18, // 13: pgdr.v1.RunRunbookRequest.params:type_name -> pgdr.v1.RunRunbookRequest.ParamsEntry
+	1,  // 14: pgdr.v1.RunRunbookResponse.run:type_name -> pgdr.v1.RunbookRun
+	1,  // 15: pgdr.v1.ListRunbookRunsResponse.runs:type_name -> pgdr.v1.RunbookRun
+	16, // [16:16] is the sub-list for method output_type
+	16, // [16:16] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_pgdr_v1_runbook_proto_init() }
@@ -1282,6 +1363,7 @@ func file_pgdr_v1_runbook_proto_init() {
 	if File_pgdr_v1_runbook_proto != nil {
 		return
 	}
+	file_pgdr_v1_gameday_proto_init()
 	file_pgdr_v1_runbook_proto_msgTypes[2].OneofWrappers = []any{
 		(*RunbookCommand_Put)(nil),
 		(*RunbookCommand_Delete)(nil),
@@ -1289,6 +1371,9 @@ func file_pgdr_v1_runbook_proto_init() {
 		(*RunbookCommand_Decide)(nil),
 		(*RunbookCommand_Record)(nil),
 		(*RunbookCommand_Ref)(nil),
+		(*RunbookCommand_GameDayStart)(nil),
+		(*RunbookCommand_GameDayMeasured)(nil),
+		(*RunbookCommand_GameDayEnd)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

@@ -321,6 +321,9 @@ type Cluster struct {
 	// drill_runs: restore drills, oldest first, bounded by coordinator/fsm
 	// (the one in flight and the newest ok and failed always kept).
 	DrillRuns []*DrillRun `protobuf:"bytes,22,rep,name=drill_runs,json=drillRuns,proto3" json:"drill_runs,omitempty"`
+	// game_day_runs: game days, oldest first, bounded by coordinator/fsm
+	// (the one in flight always kept).
+	GameDayRuns []*GameDayRun `protobuf:"bytes,23,rep,name=game_day_runs,json=gameDayRuns,proto3" json:"game_day_runs,omitempty"`
 	// unsettled_promote: the recorded primary's promotion at this epoch is
 	// not confirmed yet (set by SetPrimary with promote, updated by the
 	// promote marks of RecordEvent; absent once it is confirmed). Kept here,
@@ -460,6 +463,13 @@ func (x *Cluster) GetBackupRuns() []*BackupRun {
 func (x *Cluster) GetDrillRuns() []*DrillRun {
 	if x != nil {
 		return x.DrillRuns
+	}
+	return nil
+}
+
+func (x *Cluster) GetGameDayRuns() []*GameDayRun {
+	if x != nil {
+		return x.GameDayRuns
 	}
 	return nil
 }
@@ -1088,7 +1098,7 @@ var File_pgdr_v1_state_proto protoreflect.FileDescriptor
 
 const file_pgdr_v1_state_proto_rawDesc = "" +
 	"\n" +
-	"\x13pgdr/v1/state.proto\x12\apgdr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bpgdr/v1/backup_policy.proto\x1a\x18pgdr/v1/backup_run.proto\x1a\x13pgdr/v1/drill.proto\x1a\x14pgdr/v1/totals.proto\x1a\x16pgdr/v1/incident.proto\x1a\x15pgdr/v1/runbook.proto\"\xc8\x03\n" +
+	"\x13pgdr/v1/state.proto\x12\apgdr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bpgdr/v1/backup_policy.proto\x1a\x18pgdr/v1/backup_run.proto\x1a\x13pgdr/v1/drill.proto\x1a\x14pgdr/v1/totals.proto\x1a\x16pgdr/v1/incident.proto\x1a\x15pgdr/v1/runbook.proto\x1a\x15pgdr/v1/gameday.proto\"\xc8\x03\n" +
 	"\x06Member\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12\x16\n" +
@@ -1113,7 +1123,7 @@ const file_pgdr_v1_state_proto_rawDesc = "" +
 	"\x17maximum_lag_on_failover\x18\x05 \x01(\x04R\x14maximumLagOnFailover\x12 \n" +
 	"\vsynchronous\x18\x06 \x01(\tR\vsynchronous\x12+\n" +
 	"\x11preferred_regions\x18\a \x03(\tR\x10preferredRegions\x12+\n" +
-	"\x11failsafe_disabled\x18\b \x01(\bR\x10failsafeDisabled\"\xa4\x06\n" +
+	"\x11failsafe_disabled\x18\b \x01(\bR\x10failsafeDisabled\"\xdd\x06\n" +
 	"\aCluster\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x127\n" +
 	"\amembers\x18\x02 \x03(\v2\x1d.pgdr.v1.Cluster.MembersEntryR\amembers\x12\x18\n" +
@@ -1133,7 +1143,8 @@ const file_pgdr_v1_state_proto_rawDesc = "" +
 	"\vbackup_runs\x18\x15 \x03(\v2\x12.pgdr.v1.BackupRunR\n" +
 	"backupRuns\x120\n" +
 	"\n" +
-	"drill_runs\x18\x16 \x03(\v2\x11.pgdr.v1.DrillRunR\tdrillRuns\x12F\n" +
+	"drill_runs\x18\x16 \x03(\v2\x11.pgdr.v1.DrillRunR\tdrillRuns\x127\n" +
+	"\rgame_day_runs\x18\x17 \x03(\v2\x13.pgdr.v1.GameDayRunR\vgameDayRuns\x12F\n" +
 	"\x11unsettled_promote\x18\f \x01(\v2\x19.pgdr.v1.UnsettledPromoteR\x10unsettledPromote\x12.\n" +
 	"\x06totals\x18\x1e \x01(\v2\x16.pgdr.v1.ClusterTotalsR\x06totals\x1aK\n" +
 	"\fMembersEntry\x12\x10\n" +
@@ -1243,10 +1254,11 @@ var file_pgdr_v1_state_proto_goTypes = []any{
 	(*BackupPolicy)(nil),          // 14: pgdr.v1.BackupPolicy
 	(*BackupRun)(nil),             // 15: pgdr.v1.BackupRun
 	(*DrillRun)(nil),              // 16: pgdr.v1.DrillRun
-	(*ClusterTotals)(nil),         // 17: pgdr.v1.ClusterTotals
-	(*Incident)(nil),              // 18: pgdr.v1.Incident
-	(*RunbookDef)(nil),            // 19: pgdr.v1.RunbookDef
-	(*RunbookRun)(nil),            // 20: pgdr.v1.RunbookRun
+	(*GameDayRun)(nil),            // 17: pgdr.v1.GameDayRun
+	(*ClusterTotals)(nil),         // 18: pgdr.v1.ClusterTotals
+	(*Incident)(nil),              // 19: pgdr.v1.Incident
+	(*RunbookDef)(nil),            // 20: pgdr.v1.RunbookDef
+	(*RunbookRun)(nil),            // 21: pgdr.v1.RunbookRun
 }
 var file_pgdr_v1_state_proto_depIdxs = []int32{
 	13, // 0: pgdr.v1.Member.registered_at:type_name -> google.protobuf.Timestamp
@@ -1258,28 +1270,29 @@ var file_pgdr_v1_state_proto_depIdxs = []int32{
 	14, // 6: pgdr.v1.Cluster.backup_policy:type_name -> pgdr.v1.BackupPolicy
 	15, // 7: pgdr.v1.Cluster.backup_runs:type_name -> pgdr.v1.BackupRun
 	16, // 8: pgdr.v1.Cluster.drill_runs:type_name -> pgdr.v1.DrillRun
-	3,  // 9: pgdr.v1.Cluster.unsettled_promote:type_name -> pgdr.v1.UnsettledPromote
-	17, // 10: pgdr.v1.Cluster.totals:type_name -> pgdr.v1.ClusterTotals
-	13, // 11: pgdr.v1.UnsettledPromote.ordered_at:type_name -> google.protobuf.Timestamp
-	13, // 12: pgdr.v1.UnsettledPromote.settle_by:type_name -> google.protobuf.Timestamp
-	13, // 13: pgdr.v1.HistoryEvent.time:type_name -> google.protobuf.Timestamp
-	9,  // 14: pgdr.v1.HistoryEvent.details:type_name -> pgdr.v1.HistoryEvent.DetailsEntry
-	10, // 15: pgdr.v1.State.clusters:type_name -> pgdr.v1.State.ClustersEntry
-	11, // 16: pgdr.v1.State.coordinators:type_name -> pgdr.v1.State.CoordinatorsEntry
-	5,  // 17: pgdr.v1.State.history:type_name -> pgdr.v1.HistoryEvent
-	12, // 18: pgdr.v1.State.write_seconds:type_name -> pgdr.v1.State.WriteSecondsEntry
-	18, // 19: pgdr.v1.State.incidents:type_name -> pgdr.v1.Incident
-	19, // 20: pgdr.v1.State.runbooks:type_name -> pgdr.v1.RunbookDef
-	20, // 21: pgdr.v1.State.runbook_runs:type_name -> pgdr.v1.RunbookRun
-	0,  // 22: pgdr.v1.Cluster.MembersEntry.value:type_name -> pgdr.v1.Member
-	2,  // 23: pgdr.v1.State.ClustersEntry.value:type_name -> pgdr.v1.Cluster
-	4,  // 24: pgdr.v1.State.CoordinatorsEntry.value:type_name -> pgdr.v1.Coordinator
-	7,  // 25: pgdr.v1.State.WriteSecondsEntry.value:type_name -> pgdr.v1.WriteSeconds
-	26, // [26:26] is the sub-list for method output_type
-	26, // [26:26] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	17, // 9: pgdr.v1.Cluster.game_day_runs:type_name -> pgdr.v1.GameDayRun
+	3,  // 10: pgdr.v1.Cluster.unsettled_promote:type_name -> pgdr.v1.UnsettledPromote
+	18, // 11: pgdr.v1.Cluster.totals:type_name -> pgdr.v1.ClusterTotals
+	13, // 12: pgdr.v1.UnsettledPromote.ordered_at:type_name -> google.protobuf.Timestamp
+	13, // 13: pgdr.v1.UnsettledPromote.settle_by:type_name -> google.protobuf.Timestamp
+	13, // 14: pgdr.v1.HistoryEvent.time:type_name -> google.protobuf.Timestamp
+	9,  // 15: pgdr.v1.HistoryEvent.details:type_name -> pgdr.v1.HistoryEvent.DetailsEntry
+	10, // 16: pgdr.v1.State.clusters:type_name -> pgdr.v1.State.ClustersEntry
+	11, // 17: pgdr.v1.State.coordinators:type_name -> pgdr.v1.State.CoordinatorsEntry
+	5,  // 18: pgdr.v1.State.history:type_name -> pgdr.v1.HistoryEvent
+	12, // 19: pgdr.v1.State.write_seconds:type_name -> pgdr.v1.State.WriteSecondsEntry
+	19, // 20: pgdr.v1.State.incidents:type_name -> pgdr.v1.Incident
+	20, // 21: pgdr.v1.State.runbooks:type_name -> pgdr.v1.RunbookDef
+	21, // 22: pgdr.v1.State.runbook_runs:type_name -> pgdr.v1.RunbookRun
+	0,  // 23: pgdr.v1.Cluster.MembersEntry.value:type_name -> pgdr.v1.Member
+	2,  // 24: pgdr.v1.State.ClustersEntry.value:type_name -> pgdr.v1.Cluster
+	4,  // 25: pgdr.v1.State.CoordinatorsEntry.value:type_name -> pgdr.v1.Coordinator
+	7,  // 26: pgdr.v1.State.WriteSecondsEntry.value:type_name -> pgdr.v1.WriteSeconds
+	27, // [27:27] is the sub-list for method output_type
+	27, // [27:27] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_pgdr_v1_state_proto_init() }
@@ -1293,6 +1306,7 @@ func file_pgdr_v1_state_proto_init() {
 	file_pgdr_v1_totals_proto_init()
 	file_pgdr_v1_incident_proto_init()
 	file_pgdr_v1_runbook_proto_init()
+	file_pgdr_v1_gameday_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

@@ -1,0 +1,59 @@
+package server
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/pgdr/pgdr/coordinator/policy"
+)
+
+// TestGameDayProbeMeasure: the gaps longer than twice the interval that
+// overlap a run are its write unavailability (an open one counts up to
+// now); a probe that never wrote, or started after the run, is partial;
+// the gaps kept are bounded.
+func TestGameDayProbeMeasure(t *testing.T) {
+	t0 := time.Date(2026, 3, 4, 10, 0, 0, 0, time.UTC)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	newProbe := func() *gameDayProbe {
+		p := newGameDayProbe(policy.GameDayProbe{DSN: "host=x", Interval: 100 * time.Millisecond}, "GD-1", func() {})
+		p.since = t0
+		return p
+	}
+	p := newProbe()
+	if m := p.measure(at(0), at(1000), at(1000)); m.GetMeasured() || m.GetNote() == "" {
+		t.Fatalf("a probe that never wrote: %+v", m)
+	}
+	for _, ms := range []int{0, 100, 200, 1700, 1800, 1900, 5000, 5100} { // gaps 200→1700 and 1900→5000
+		p.acked(at(ms))
+	}
+	m := p.measure(at(150), at(1800), at(5200))
+	if !m.GetMeasured() || m.GetGaps() != 1 || m.GetLongestGapMs() != 1500 || m.GetUnavailableMs() != 1500 || m.GetWritesOk() != 8 {
+		t.Fatalf("first run: %+v", m)
+	}
+	m = p.measure(at(2000), at(6000), at(9000)) // the gap 1900→5000, and one open since 5100
+	if m.GetGaps() != 2 || m.GetLongestGapMs() != 3900 || m.GetUnavailableMs() != 3100+3900 || m.GetWritesOk() != 0 {
+		t.Fatalf("second run: %+v", m)
+	}
+	late := newProbe()
+	late.since = at(500)
+	late.acked(at(600))
+	if m := late.measure(at(0), at(1000), at(700)); m.GetMeasured() {
+		t.Fatalf("a probe started after the run: %+v", m)
+	}
+	for i := 0; i < 2*maxProbeGaps; i++ {
+		p.acked(at(10000 + 1000*i))
+	}
+	if len(p.gaps) != maxProbeGaps {
+		t.Fatalf("%d gaps kept", len(p.gaps))
+	}
+	// A probe against nothing fails, reconnecting, until stopped.
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	bad := newGameDayProbe(policy.GameDayProbe{DSN: "host=127.0.0.1 port=1 user=x dbname=x connect_timeout=1", Interval: 50 * time.Millisecond}, "GD-2", cancel)
+	bad.run(ctx, slog.New(slog.DiscardHandler))
+	if bad.wrote() || bad.fails == 0 || bad.lastErr == "" {
+		t.Fatalf("probe against nothing: wrote %v, %d failures (%s)", bad.wrote(), bad.fails, bad.lastErr)
+	}
+}
