@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -130,6 +131,10 @@ func (r *Runner) start(ctx context.Context, key, name string, c config.Command) 
 	r.log.Info("running a runbook command", "command", name, "key", key, "program", c.Argv[0])
 	go func() {
 		run := r.exec(ctx, c.Argv, []string{"PGDR_CLUSTER=" + r.cluster, "PGDR_NODE=" + r.node, "PGDR_RUNBOOK_KEY=" + key}, c.Timeout.Duration)
+		// The answer is a proto string: bytes that are not UTF-8 (a
+		// binary output, or one cut inside a character) would make it
+		// unsendable, and the session drop at every repeat.
+		run.Output = strings.ToValidUTF8(run.Output, "\uFFFD")
 		r.log.Info("runbook command ended", "command", name, "key", key, "result", run.Result, "exit_code", run.ExitCode, "took", run.Took)
 		r.mu.Lock()
 		j.done, j.run = true, run
@@ -149,7 +154,7 @@ func (r *Runner) names() string {
 
 func clip(s string) string {
 	if len(s) > 64 {
-		return s[:64] + "…"
+		return strings.ToValidUTF8(s[:64], "") + "…"
 	}
 	return s
 }

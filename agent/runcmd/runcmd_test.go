@@ -13,6 +13,7 @@ import (
 	"github.com/pgdr/pgdr/pkg/config"
 	"github.com/pgdr/pgdr/pkg/testutil"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
+	"google.golang.org/protobuf/proto"
 )
 
 func order(name, key string) *pgdrv1.AgentCommand {
@@ -111,5 +112,32 @@ func TestRunCommandBounds(t *testing.T) {
 	r.mu.Unlock()
 	if n > MaxKept {
 		t.Errorf("%d runs kept, at most %d", n, MaxKept)
+	}
+}
+
+// TestRunCommandOutputNotUTF8: a command printing bytes that are not
+// UTF-8 (or whose output is cut inside a character) is still answered:
+// the result must marshal, else the agent's session drops on every poll.
+func TestRunCommandOutputNotUTF8(t *testing.T) {
+	dir := t.TempDir()
+	script := filepath.Join(dir, "bin.sh")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\nprintf 'caf\\303\\251 \\377\\376 end'\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg := &config.Config{Cluster: "main", Node: config.Node{Name: "n1"}, Commands: map[string]config.Command{
+		"bin": {Argv: []string{script}, Timeout: config.Duration{Duration: 10 * time.Second}},
+	}}
+	r := New(cfg, slog.New(slog.DiscardHandler))
+	ctx := context.Background()
+	var res *pgdrv1.CommandResult
+	testutil.WaitFor(t, 20*time.Second, "bin ends", func() (bool, error) {
+		res = r.Order(ctx, order("bin", "k"))
+		return !res.GetPending(), nil
+	})
+	if _, err := proto.Marshal(res); err != nil {
+		t.Fatalf("the answer does not marshal: %v (%q)", err, res.GetOutput())
+	}
+	if !res.GetOk() || !strings.HasPrefix(res.GetOutput(), "café ") || !strings.HasSuffix(res.GetOutput(), " end") {
+		t.Fatalf("answer: %+v", res)
 	}
 }
