@@ -75,6 +75,13 @@ func (r *Runner) Order(ctx context.Context, cmd *pgdrv1.AgentCommand) *pgdrv1.Co
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	j := r.jobs[key]
+	if j == nil && rc.GetReportOnly() {
+		// The leader asks again about a run this agent answered for: an
+		// agent that restarted since (which killed the run) forgot it,
+		// and must not run it a second time.
+		res.Error = fmt.Sprintf("no run of key %s on this agent (it restarted since it answered, or forgot the run): not started now", clip(key))
+		return res
+	}
 	if j == nil {
 		running := 0
 		for _, x := range r.jobs {

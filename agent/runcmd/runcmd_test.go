@@ -141,3 +141,44 @@ func TestRunCommandOutputNotUTF8(t *testing.T) {
 		t.Fatalf("answer: %+v", res)
 	}
 }
+
+// TestRunCommandRestart: an agent that restarted (its runs forgotten, the
+// running one killed with it) never starts a key again on the leader's
+// repeat (report_only): it answers that it has no such run.
+func TestRunCommandRestart(t *testing.T) {
+	dir := t.TempDir()
+	count := filepath.Join(dir, "count")
+	script := filepath.Join(dir, "cmd.sh")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\necho run >>"+count+"\nsleep 30\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg := &config.Config{Cluster: "main", Node: config.Node{Name: "n1"}, Commands: map[string]config.Command{
+		"long": {Argv: []string{script}, Timeout: config.Duration{Duration: time.Minute}},
+	}}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := New(cfg, slog.New(slog.DiscardHandler))
+	if res := r.Order(ctx, order("long", "RB-1/s")); !res.GetPending() {
+		t.Fatalf("first order: %+v", res)
+	}
+	testutil.WaitFor(t, 20*time.Second, "the command starts", func() (bool, error) {
+		b, _ := os.ReadFile(count)
+		return len(b) > 0, nil
+	})
+	cancel() // the agent stops: the run is killed
+	testutil.WaitFor(t, 20*time.Second, "the run ends", func() (bool, error) {
+		return !r.Order(context.Background(), order("long", "RB-1/s")).GetPending(), nil
+	})
+	r = New(cfg, slog.New(slog.DiscardHandler)) // restarted
+	poll := order("long", "RB-1/s")
+	poll.GetRunCommand().ReportOnly = true
+	res := r.Order(context.Background(), poll)
+	if res.GetOk() || res.GetPending() || !strings.Contains(res.GetError(), "not started now") {
+		t.Errorf("a repeat after a restart: %+v", res)
+	}
+	r.mu.Lock()
+	n := len(r.jobs)
+	r.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("the restarted agent started %d run(s) on a report_only repeat", n)
+	}
+}

@@ -248,16 +248,22 @@ const commandPoll = 2 * time.Second
 // the step's name (agent/runcmd: once per key), asking again until it
 // ends; the step's own timeout (runbook.Next) bounds the wait.
 func (r *runbookRunner) command(ctx context.Context, run *pgdrv1.RunbookRun, d runbook.Decision) runbook.Outcome {
-	rc := &pgdrv1.RunCommand{Name: d.Body.Run, Key: d.Key}
+	// Once the agent answered (it has the key), or when a new leader asks
+	// again (Reissue), the order only asks: an agent that restarted since
+	// forgot the key (and its restart killed the run), and must not start
+	// it a second time. Until then a lost order is sent again as it was
+	// (the agent starts a key once).
+	reportOnly := d.Reissue
 	deadline := time.Now().Add(runbook.ActionTimeout(d.Body))
 	for {
 		if !time.Now().Before(deadline) {
-			return runbook.Outcome{Applied: true, Message: fmt.Sprintf("command %s on %s: no result within %s (it may have run)", rc.GetName(), d.Body.Node, runbook.ActionTimeout(d.Body))}
+			return runbook.Outcome{Applied: true, Message: fmt.Sprintf("command %s on %s: no result within %s (it may have run)", d.Body.Run, d.Body.Node, runbook.ActionTimeout(d.Body))}
 		}
 		c, ok := r.s.fsm.Cluster(run.GetCluster())
 		if !ok {
 			return runbook.Outcome{Message: "cluster " + run.GetCluster() + " is gone"}
 		}
+		rc := &pgdrv1.RunCommand{Name: d.Body.Run, Key: d.Key, ReportOnly: reportOnly}
 		res, err := r.s.orderResult(ctx, run.GetCluster(), d.Body.Node, c.GetEpoch(),
 			&pgdrv1.AgentCommand{Kind: &pgdrv1.AgentCommand_RunCommand{RunCommand: rc}}, 30*time.Second)
 		switch {
@@ -266,6 +272,7 @@ func (r *runbookRunner) command(ctx context.Context, run *pgdrv1.RunbookRun, d r
 		case err != nil:
 			r.log.Warn("runbook command: asking the agent", "run", run.GetId(), "node", d.Body.Node, "err", err)
 		case res.GetPending():
+			reportOnly = true
 		case res.GetOk():
 			return runbook.Outcome{OK: true, Message: fmt.Sprintf("command %s on %s: %s", rc.GetName(), d.Body.Node, res.GetOutput())}
 		default:
