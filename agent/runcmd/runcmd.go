@@ -52,10 +52,10 @@ func New(cfg *config.Config, log *slog.Logger) *Runner {
 		exec: hooks.Exec, jobs: map[string]*job{}}
 }
 
-// Order answers a RunCommand order: it starts the command (ctx bounds the
-// run: the agent's orders' context) the first time a key is seen, and
-// reports on it every time.
-func (r *Runner) Order(ctx context.Context, cmd *pgdrv1.AgentCommand) *pgdrv1.CommandResult {
+// Order answers a RunCommand order received at received (the agent's
+// clock): it starts the command (ctx bounds the run: the agent's orders'
+// context) the first time a key is seen, and reports on it every time.
+func (r *Runner) Order(ctx context.Context, received time.Time, cmd *pgdrv1.AgentCommand) *pgdrv1.CommandResult {
 	res := &pgdrv1.CommandResult{Id: cmd.GetId(), Cluster: cmd.GetCluster(), Node: cmd.GetNode()}
 	rc := cmd.GetRunCommand()
 	if r == nil {
@@ -81,6 +81,17 @@ func (r *Runner) Order(ctx context.Context, cmd *pgdrv1.AgentCommand) *pgdrv1.Co
 		// and must not run it a second time.
 		res.Error = fmt.Sprintf("no run of key %s on this agent (it restarted since it answered, or forgot the run): not started now", clip(key))
 		return res
+	}
+	if j == nil && cmd.GetSentAt() != nil && cmd.GetDeadline() != nil {
+		// An order that waited here past its budget (behind a long one:
+		// orders are carried out one at a time) is not started: the
+		// leader no longer waits for it, and may have given the step up
+		// (its rollback under way).
+		if budget := time.Duration(cmd.GetBudgetMs()) * time.Millisecond; !time.Now().Before(received.Add(budget)) {
+			res.Error = fmt.Sprintf("command %s not started: the order was received %s ago with a budget of %s to start (the leader no longer waits for it)",
+				name, time.Since(received).Round(time.Millisecond), budget)
+			return res
+		}
 	}
 	if j == nil {
 		running := 0

@@ -14,6 +14,7 @@ import (
 	"github.com/pgdr/pgdr/pkg/testutil"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 func order(name, key string) *pgdrv1.AgentCommand {
@@ -42,19 +43,19 @@ func TestRunCommand(t *testing.T) {
 		t.Helper()
 		var res *pgdrv1.CommandResult
 		testutil.WaitFor(t, 20*time.Second, name+" ends", func() (bool, error) {
-			res = r.Order(ctx, order(name, key))
+			res = r.Order(ctx, time.Now(), order(name, key))
 			return !res.GetPending(), fmt.Errorf("%+v", res)
 		})
 		return res
 	}
-	if res := r.Order(ctx, order("quick", "RB-1/step")); !res.GetPending() || res.GetOk() {
+	if res := r.Order(ctx, time.Now(), order("quick", "RB-1/step")); !res.GetPending() || res.GetOk() {
 		t.Fatalf("first order: %+v, want pending", res)
 	}
 	res := wait("quick", "RB-1/step")
 	if !res.GetOk() || res.GetOutput() != "hello n1 RB-1/step" {
 		t.Fatalf("quick: %+v", res)
 	}
-	if res := r.Order(ctx, order("quick", "RB-1/step")); !res.GetOk() {
+	if res := r.Order(ctx, time.Now(), order("quick", "RB-1/step")); !res.GetOk() {
 		t.Fatalf("a repeat after the end: %+v", res)
 	}
 	if b, _ := os.ReadFile(count); strings.Count(string(b), "run") != 1 {
@@ -66,14 +67,14 @@ func TestRunCommand(t *testing.T) {
 	if res := wait("hangs", "k3"); res.GetOk() || !strings.Contains(res.GetError(), "timed out") {
 		t.Errorf("hangs: %+v", res)
 	}
-	if res := r.Order(ctx, order("rm-rf", "k4")); res.GetOk() || res.GetPending() || !strings.Contains(res.GetError(), `"rm-rf" is not one of this agent's commands`) {
+	if res := r.Order(ctx, time.Now(), order("rm-rf", "k4")); res.GetOk() || res.GetPending() || !strings.Contains(res.GetError(), `"rm-rf" is not one of this agent's commands`) {
 		t.Errorf("unknown command: %+v", res)
 	}
-	if res := r.Order(ctx, order("fails", "RB-1/step")); res.GetOk() || !strings.Contains(res.GetError(), `ran command "quick"`) {
+	if res := r.Order(ctx, time.Now(), order("fails", "RB-1/step")); res.GetOk() || !strings.Contains(res.GetError(), `ran command "quick"`) {
 		t.Errorf("a key reused for another command: %+v", res)
 	}
 	var none *Runner
-	if res := none.Order(ctx, order("quick", "k")); res.GetOk() || !strings.Contains(res.GetError(), "lists no commands") {
+	if res := none.Order(ctx, time.Now(), order("quick", "k")); res.GetOk() || !strings.Contains(res.GetError(), "lists no commands") {
 		t.Errorf("no commands: %+v", res)
 	}
 }
@@ -93,19 +94,19 @@ func TestRunCommandBounds(t *testing.T) {
 	r := New(cfg, slog.New(slog.DiscardHandler))
 	ctx := context.Background()
 	for i := range MaxRunning {
-		if res := r.Order(ctx, order("slow", fmt.Sprint("s", i))); !res.GetPending() {
+		if res := r.Order(ctx, time.Now(), order("slow", fmt.Sprint("s", i))); !res.GetPending() {
 			t.Fatalf("slow %d: %+v", i, res)
 		}
 	}
-	if res := r.Order(ctx, order("slow", "one-too-many")); res.GetPending() || !strings.Contains(res.GetError(), "at most 4") {
+	if res := r.Order(ctx, time.Now(), order("slow", "one-too-many")); res.GetPending() || !strings.Contains(res.GetError(), "at most 4") {
 		t.Fatalf("a fifth at once: %+v", res)
 	}
 	testutil.WaitFor(t, 20*time.Second, "the slow ones end", func() (bool, error) {
-		return !r.Order(ctx, order("slow", "s0")).GetPending() && !r.Order(ctx, order("slow", fmt.Sprint("s", MaxRunning-1))).GetPending(), nil
+		return !r.Order(ctx, time.Now(), order("slow", "s0")).GetPending() && !r.Order(ctx, time.Now(), order("slow", fmt.Sprint("s", MaxRunning-1))).GetPending(), nil
 	})
 	for i := range MaxKept + 5 {
 		key := fmt.Sprint("f", i)
-		testutil.WaitFor(t, 20*time.Second, key+" ends", func() (bool, error) { return !r.Order(ctx, order("fast", key)).GetPending(), nil })
+		testutil.WaitFor(t, 20*time.Second, key+" ends", func() (bool, error) { return !r.Order(ctx, time.Now(), order("fast", key)).GetPending(), nil })
 	}
 	r.mu.Lock()
 	n := len(r.jobs)
@@ -131,7 +132,7 @@ func TestRunCommandOutputNotUTF8(t *testing.T) {
 	ctx := context.Background()
 	var res *pgdrv1.CommandResult
 	testutil.WaitFor(t, 20*time.Second, "bin ends", func() (bool, error) {
-		res = r.Order(ctx, order("bin", "k"))
+		res = r.Order(ctx, time.Now(), order("bin", "k"))
 		return !res.GetPending(), nil
 	})
 	if _, err := proto.Marshal(res); err != nil {
@@ -157,7 +158,7 @@ func TestRunCommandRestart(t *testing.T) {
 	}}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := New(cfg, slog.New(slog.DiscardHandler))
-	if res := r.Order(ctx, order("long", "RB-1/s")); !res.GetPending() {
+	if res := r.Order(ctx, time.Now(), order("long", "RB-1/s")); !res.GetPending() {
 		t.Fatalf("first order: %+v", res)
 	}
 	testutil.WaitFor(t, 20*time.Second, "the command starts", func() (bool, error) {
@@ -166,12 +167,12 @@ func TestRunCommandRestart(t *testing.T) {
 	})
 	cancel() // the agent stops: the run is killed
 	testutil.WaitFor(t, 20*time.Second, "the run ends", func() (bool, error) {
-		return !r.Order(context.Background(), order("long", "RB-1/s")).GetPending(), nil
+		return !r.Order(context.Background(), time.Now(), order("long", "RB-1/s")).GetPending(), nil
 	})
 	r = New(cfg, slog.New(slog.DiscardHandler)) // restarted
 	poll := order("long", "RB-1/s")
 	poll.GetRunCommand().ReportOnly = true
-	res := r.Order(context.Background(), poll)
+	res := r.Order(context.Background(), time.Now(), poll)
 	if res.GetOk() || res.GetPending() || !strings.Contains(res.GetError(), "not started now") {
 		t.Errorf("a repeat after a restart: %+v", res)
 	}
@@ -180,5 +181,29 @@ func TestRunCommandRestart(t *testing.T) {
 	r.mu.Unlock()
 	if n != 0 {
 		t.Fatalf("the restarted agent started %d run(s) on a report_only repeat", n)
+	}
+}
+
+// TestRunCommandExpired: an order that waited on the agent (behind a long
+// order: they are carried out one at a time) past the budget the leader
+// gave it is not started: the leader no longer waits for its answer, and
+// may have given the step up and started its rollback.
+func TestRunCommandExpired(t *testing.T) {
+	cfg := &config.Config{Cluster: "main", Node: config.Node{Name: "n1"}, Commands: map[string]config.Command{
+		"quick": {Argv: []string{"/bin/true"}, Timeout: config.Duration{Duration: 10 * time.Second}},
+	}}
+	r := New(cfg, slog.New(slog.DiscardHandler))
+	now := time.Now()
+	o := order("quick", "RB-1/s")
+	o.SentAt, o.Deadline, o.BudgetMs = timestamppb.New(now.Add(-31*time.Second)), timestamppb.New(now.Add(-time.Second)), 30_000
+	res := r.Order(context.Background(), now.Add(-31*time.Second), o)
+	if res.GetOk() || res.GetPending() || !strings.Contains(res.GetError(), "not started") {
+		t.Errorf("an expired order: %+v", res)
+	}
+	r.mu.Lock()
+	n := len(r.jobs)
+	r.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("an expired order started %d run(s)", n)
 	}
 }

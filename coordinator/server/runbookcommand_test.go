@@ -50,7 +50,7 @@ func TestRunbookCommandAgentRestart(t *testing.T) {
 	f := &fakeAgents{answer: func(node string, c *pgdrv1.AgentCommand) *pgdrv1.CommandResult {
 		mu.Lock()
 		defer mu.Unlock()
-		res := agent.Order(agentCtx, c)
+		res := agent.Order(agentCtx, time.Now(), c)
 		if answered++; answered == 1 {
 			// The agent restarts after its first answer: the run is
 			// killed with it, and the new process knows no key.
