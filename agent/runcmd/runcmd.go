@@ -27,6 +27,7 @@ const (
 type job struct {
 	name    string
 	started time.Time
+	timeout time.Duration
 	done    bool
 	run     hooks.Run
 }
@@ -104,7 +105,13 @@ func (r *Runner) Order(ctx context.Context, received time.Time, cmd *pgdrv1.Agen
 			res.Error = fmt.Sprintf("%d commands are running, at most %d: try again later", running, MaxRunning)
 			return res
 		}
-		if j = r.start(ctx, key, name, c); j == nil {
+		// The step's timeout left, when shorter, bounds the run: the
+		// leader stops waiting then and the step's rollback runs.
+		timeout := c.Timeout.Duration
+		if ms := rc.GetTimeoutMs(); ms > 0 && time.Duration(ms)*time.Millisecond < timeout {
+			timeout = time.Duration(ms) * time.Millisecond
+		}
+		if j = r.start(ctx, key, name, c.Argv, timeout); j == nil {
 			res.Error = "could not keep the run: too many runs still running"
 			return res
 		}
@@ -125,7 +132,7 @@ func (r *Runner) Order(ctx context.Context, received time.Time, cmd *pgdrv1.Agen
 	case "failed":
 		res.Error = fmt.Sprintf("command %s exited with status %d after %s", name, j.run.ExitCode, j.run.Took)
 	case "timeout":
-		res.Error = fmt.Sprintf("command %s timed out after %s and was killed", name, c.Timeout.Duration)
+		res.Error = fmt.Sprintf("command %s timed out after %s and was killed", name, j.timeout)
 	default:
 		res.Error = fmt.Sprintf("command %s could not run: %v", name, j.run.Err)
 	}
@@ -134,7 +141,7 @@ func (r *Runner) Order(ctx context.Context, received time.Time, cmd *pgdrv1.Agen
 
 // start records and starts a run of name under key; r.mu is held. It
 // returns nil when nothing ended could be forgotten to make room.
-func (r *Runner) start(ctx context.Context, key, name string, c config.Command) *job {
+func (r *Runner) start(ctx context.Context, key, name string, argv []string, timeout time.Duration) *job {
 	for len(r.keys) >= MaxKept {
 		i := slices.IndexFunc(r.keys, func(k string) bool { return r.jobs[k].done })
 		if i < 0 {
@@ -143,12 +150,12 @@ func (r *Runner) start(ctx context.Context, key, name string, c config.Command) 
 		delete(r.jobs, r.keys[i])
 		r.keys = slices.Delete(r.keys, i, i+1)
 	}
-	j := &job{name: name, started: time.Now()}
+	j := &job{name: name, started: time.Now(), timeout: timeout}
 	r.jobs[key] = j
 	r.keys = append(r.keys, key)
-	r.log.Info("running a runbook command", "command", name, "key", key, "program", c.Argv[0])
+	r.log.Info("running a runbook command", "command", name, "key", key, "program", argv[0], "timeout", timeout)
 	go func() {
-		run := r.exec(ctx, c.Argv, []string{"PGDR_CLUSTER=" + r.cluster, "PGDR_NODE=" + r.node, "PGDR_RUNBOOK_KEY=" + key}, c.Timeout.Duration)
+		run := r.exec(ctx, argv, []string{"PGDR_CLUSTER=" + r.cluster, "PGDR_NODE=" + r.node, "PGDR_RUNBOOK_KEY=" + key}, timeout)
 		// The answer is a proto string: bytes that are not UTF-8 (a
 		// binary output, or one cut inside a character) would make it
 		// unsendable, and the session drop at every repeat.

@@ -207,3 +207,26 @@ func TestRunCommandExpired(t *testing.T) {
 		t.Fatalf("an expired order started %d run(s)", n)
 	}
 }
+
+// TestRunCommandStepTimeout: the run is bounded by the step's timeout the
+// order carries when it is shorter than the command's own: the leader
+// stops waiting then, and the step's rollback must not run beside it.
+func TestRunCommandStepTimeout(t *testing.T) {
+	cfg := &config.Config{Cluster: "main", Node: config.Node{Name: "n1"}, Commands: map[string]config.Command{
+		"hangs": {Argv: []string{"/bin/sleep", "60"}, Timeout: config.Duration{Duration: time.Hour}},
+	}}
+	r := New(cfg, slog.New(slog.DiscardHandler))
+	o := order("hangs", "RB-1/s")
+	o.GetRunCommand().TimeoutMs = 500
+	if res := r.Order(context.Background(), time.Now(), o); !res.GetPending() {
+		t.Fatalf("first order: %+v", res)
+	}
+	var res *pgdrv1.CommandResult
+	testutil.WaitFor(t, 20*time.Second, "the run is killed at the step's timeout", func() (bool, error) {
+		res = r.Order(context.Background(), time.Now(), order("hangs", "RB-1/s"))
+		return !res.GetPending(), fmt.Errorf("%+v", res)
+	})
+	if res.GetOk() || !strings.Contains(res.GetError(), "timed out after 500ms") {
+		t.Errorf("answer: %+v", res)
+	}
+}

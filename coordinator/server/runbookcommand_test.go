@@ -77,3 +77,38 @@ func TestRunbookCommandAgentRestart(t *testing.T) {
 		t.Fatalf("the command ran %d times for one key, want at most once", strings.Count(string(b), "run"))
 	}
 }
+
+// TestRunbookCommandStepTimeout: a step's timeout shorter than the
+// command's own (the agent's config) bounds the run on the agent: the
+// leader's outcome is the agent's end of the run (killed), not a give-up
+// while the command still runs there (its rollback then ran beside it).
+func TestRunbookCommandStepTimeout(t *testing.T) {
+	s := testLeader(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if _, err := s.propose(ctx, pgdrv1.CommandType_COMMAND_TYPE_REGISTER_MEMBER, &pgdrv1.RegisterMember{Member: &pgdrv1.Member{
+		Name: "a", Cluster: "main", Region: "r1", Dsn: "host=a"}}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.propose(ctx, pgdrv1.CommandType_COMMAND_TYPE_SET_PRIMARY, &pgdrv1.SetPrimary{Cluster: "main", Name: "a", ExpectedEpoch: 0}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	acfg := &agentconfig.Config{Cluster: "main", Node: agentconfig.Node{Name: "a"}, Commands: map[string]agentconfig.Command{
+		"hangs": {Argv: []string{"/bin/sleep", "60"}, Timeout: agentconfig.Duration{Duration: time.Hour}},
+	}}
+	log := slog.New(slog.DiscardHandler)
+	agentCtx, agentStop := context.WithCancel(context.Background())
+	defer agentStop()
+	agent := runcmd.New(acfg, log)
+	f := &fakeAgents{answer: func(node string, c *pgdrv1.AgentCommand) *pgdrv1.CommandResult {
+		return agent.Order(agentCtx, time.Now(), c)
+	}}
+	f.start(t, s, "a")
+	r := newRunbookRunner(s, log)
+	d := runbook.Decision{Kind: runbook.KindStart, Step: "s", Key: "RB-1/s",
+		Body: runbook.Body{Action: runbook.ActionCommand, Node: "a", Run: "hangs", Check: runbook.Check{Timeout: "2s"}}}
+	o := r.command(ctx, &pgdrv1.RunbookRun{Id: "RB-1", Cluster: "main"}, d)
+	if o.OK || !o.Applied || !strings.Contains(o.Message, "timed out after") || !strings.Contains(o.Message, "was killed") {
+		t.Errorf("outcome: %+v, want the agent's kill at the step's timeout", o)
+	}
+}

@@ -244,6 +244,10 @@ func (r *runbookRunner) carryOut(ctx context.Context, run *pgdrv1.RunbookRun, d 
 // command that is still running.
 const commandPoll = 2 * time.Second
 
+// commandGrace: how long past a command step's timeout the leader still
+// asks the agent, which kills the run at that timeout, for its end.
+const commandGrace = 15 * time.Second
+
 // command has the node's agent run the command its config lists under
 // the step's name (agent/runcmd: once per key), asking again until it
 // ends; the step's own timeout (runbook.Next) bounds the wait.
@@ -253,17 +257,22 @@ func (r *runbookRunner) command(ctx context.Context, run *pgdrv1.RunbookRun, d r
 	// forgot the key (and its restart killed the run), and must not start
 	// it a second time. Until then a lost order is sent again as it was
 	// (the agent starts a key once).
+	//
+	// The order carries the step's timeout left: the agent kills the run
+	// past it (or past the command's own timeout, when shorter), and the
+	// leader waits commandGrace more for that end before it gives up (the
+	// step's rollback then runs: not beside a run the agent still has).
 	reportOnly := d.Reissue
 	deadline := time.Now().Add(runbook.ActionTimeout(d.Body))
 	for {
-		if !time.Now().Before(deadline) {
+		if !time.Now().Before(deadline) && (!reportOnly || !time.Now().Before(deadline.Add(commandGrace))) {
 			return runbook.Outcome{Applied: true, Message: fmt.Sprintf("command %s on %s: no result within %s (it may have run)", d.Body.Run, d.Body.Node, runbook.ActionTimeout(d.Body))}
 		}
 		c, ok := r.s.fsm.Cluster(run.GetCluster())
 		if !ok {
 			return runbook.Outcome{Message: "cluster " + run.GetCluster() + " is gone"}
 		}
-		rc := &pgdrv1.RunCommand{Name: d.Body.Run, Key: d.Key, ReportOnly: reportOnly}
+		rc := &pgdrv1.RunCommand{Name: d.Body.Run, Key: d.Key, ReportOnly: reportOnly, TimeoutMs: max(time.Until(deadline).Milliseconds(), 1)}
 		res, err := r.s.orderResult(ctx, run.GetCluster(), d.Body.Node, c.GetEpoch(),
 			&pgdrv1.AgentCommand{Kind: &pgdrv1.AgentCommand_RunCommand{RunCommand: rc}}, 30*time.Second)
 		switch {
