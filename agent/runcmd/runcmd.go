@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -26,6 +27,7 @@ const (
 type job struct {
 	name    string
 	started time.Time
+	timeout time.Duration
 	done    bool
 	run     hooks.Run
 }
@@ -51,10 +53,10 @@ func New(cfg *config.Config, log *slog.Logger) *Runner {
 		exec: hooks.Exec, jobs: map[string]*job{}}
 }
 
-// Order answers a RunCommand order: it starts the command (ctx bounds the
-// run: the agent's orders' context) the first time a key is seen, and
-// reports on it every time.
-func (r *Runner) Order(ctx context.Context, cmd *pgdrv1.AgentCommand) *pgdrv1.CommandResult {
+// Order answers a RunCommand order received at received (the agent's
+// clock): it starts the command (ctx bounds the run: the agent's orders'
+// context) the first time a key is seen, and reports on it every time.
+func (r *Runner) Order(ctx context.Context, received time.Time, cmd *pgdrv1.AgentCommand) *pgdrv1.CommandResult {
 	res := &pgdrv1.CommandResult{Id: cmd.GetId(), Cluster: cmd.GetCluster(), Node: cmd.GetNode()}
 	rc := cmd.GetRunCommand()
 	if r == nil {
@@ -74,6 +76,24 @@ func (r *Runner) Order(ctx context.Context, cmd *pgdrv1.AgentCommand) *pgdrv1.Co
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	j := r.jobs[key]
+	if j == nil && rc.GetReportOnly() {
+		// The leader asks again about a run this agent answered for: an
+		// agent that restarted since (which killed the run) forgot it,
+		// and must not run it a second time.
+		res.Error = fmt.Sprintf("no run of key %s on this agent (it restarted since it answered, or forgot the run): not started now", clip(key))
+		return res
+	}
+	if j == nil && cmd.GetSentAt() != nil && cmd.GetDeadline() != nil {
+		// An order that waited here past its budget (behind a long one:
+		// orders are carried out one at a time) is not started: the
+		// leader no longer waits for it, and may have given the step up
+		// (its rollback under way).
+		if budget := time.Duration(cmd.GetBudgetMs()) * time.Millisecond; !time.Now().Before(received.Add(budget)) {
+			res.Error = fmt.Sprintf("command %s not started: the order was received %s ago with a budget of %s to start (the leader no longer waits for it)",
+				name, time.Since(received).Round(time.Millisecond), budget)
+			return res
+		}
+	}
 	if j == nil {
 		running := 0
 		for _, x := range r.jobs {
@@ -85,7 +105,13 @@ func (r *Runner) Order(ctx context.Context, cmd *pgdrv1.AgentCommand) *pgdrv1.Co
 			res.Error = fmt.Sprintf("%d commands are running, at most %d: try again later", running, MaxRunning)
 			return res
 		}
-		if j = r.start(ctx, key, name, c); j == nil {
+		// The step's timeout left, when shorter, bounds the run: the
+		// leader stops waiting then and the step's rollback runs.
+		timeout := c.Timeout.Duration
+		if ms := rc.GetTimeoutMs(); ms > 0 && time.Duration(ms)*time.Millisecond < timeout {
+			timeout = time.Duration(ms) * time.Millisecond
+		}
+		if j = r.start(ctx, key, name, c.Argv, timeout); j == nil {
 			res.Error = "could not keep the run: too many runs still running"
 			return res
 		}
@@ -106,7 +132,7 @@ func (r *Runner) Order(ctx context.Context, cmd *pgdrv1.AgentCommand) *pgdrv1.Co
 	case "failed":
 		res.Error = fmt.Sprintf("command %s exited with status %d after %s", name, j.run.ExitCode, j.run.Took)
 	case "timeout":
-		res.Error = fmt.Sprintf("command %s timed out after %s and was killed", name, c.Timeout.Duration)
+		res.Error = fmt.Sprintf("command %s timed out after %s and was killed", name, j.timeout)
 	default:
 		res.Error = fmt.Sprintf("command %s could not run: %v", name, j.run.Err)
 	}
@@ -115,7 +141,7 @@ func (r *Runner) Order(ctx context.Context, cmd *pgdrv1.AgentCommand) *pgdrv1.Co
 
 // start records and starts a run of name under key; r.mu is held. It
 // returns nil when nothing ended could be forgotten to make room.
-func (r *Runner) start(ctx context.Context, key, name string, c config.Command) *job {
+func (r *Runner) start(ctx context.Context, key, name string, argv []string, timeout time.Duration) *job {
 	for len(r.keys) >= MaxKept {
 		i := slices.IndexFunc(r.keys, func(k string) bool { return r.jobs[k].done })
 		if i < 0 {
@@ -124,12 +150,16 @@ func (r *Runner) start(ctx context.Context, key, name string, c config.Command) 
 		delete(r.jobs, r.keys[i])
 		r.keys = slices.Delete(r.keys, i, i+1)
 	}
-	j := &job{name: name, started: time.Now()}
+	j := &job{name: name, started: time.Now(), timeout: timeout}
 	r.jobs[key] = j
 	r.keys = append(r.keys, key)
-	r.log.Info("running a runbook command", "command", name, "key", key, "program", c.Argv[0])
+	r.log.Info("running a runbook command", "command", name, "key", key, "program", argv[0], "timeout", timeout)
 	go func() {
-		run := r.exec(ctx, c.Argv, []string{"PGDR_CLUSTER=" + r.cluster, "PGDR_NODE=" + r.node, "PGDR_RUNBOOK_KEY=" + key}, c.Timeout.Duration)
+		run := r.exec(ctx, argv, []string{"PGDR_CLUSTER=" + r.cluster, "PGDR_NODE=" + r.node, "PGDR_RUNBOOK_KEY=" + key}, timeout)
+		// The answer is a proto string: bytes that are not UTF-8 (a
+		// binary output, or one cut inside a character) would make it
+		// unsendable, and the session drop at every repeat.
+		run.Output = strings.ToValidUTF8(run.Output, "\uFFFD")
 		r.log.Info("runbook command ended", "command", name, "key", key, "result", run.Result, "exit_code", run.ExitCode, "took", run.Took)
 		r.mu.Lock()
 		j.done, j.run = true, run
@@ -149,7 +179,7 @@ func (r *Runner) names() string {
 
 func clip(s string) string {
 	if len(s) > 64 {
-		return s[:64] + "…"
+		return strings.ToValidUTF8(s[:64], "") + "…"
 	}
 	return s
 }

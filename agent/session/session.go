@@ -49,7 +49,7 @@ type Executor interface {
 // Commands carries out RunCommand orders: started once per key, reported
 // on (pending) by every repeat (agent/runcmd.Runner).
 type Commands interface {
-	Order(ctx context.Context, cmd *pgdrv1.AgentCommand) *pgdrv1.CommandResult
+	Order(ctx context.Context, received time.Time, cmd *pgdrv1.AgentCommand) *pgdrv1.CommandResult
 }
 
 // Backups carries out the scheduler's backup runs (agent/backuprun.Runner):
@@ -515,7 +515,7 @@ func (s *Session) carryOut(ctx, runCtx context.Context, cmd *pgdrv1.AgentCommand
 			res.Error = "this agent does not run commands"
 			break
 		}
-		res = s.deps.Commands.Order(runCtx, cmd)
+		res = s.deps.Commands.Order(runCtx, received, cmd)
 		res.Id, res.Cluster, res.Node = cmd.GetId(), s.cfg.Cluster, s.cfg.Node.Name
 		log.Info("runbook command ordered", "command", k.RunCommand.GetName(), "key", k.RunCommand.GetKey(), "pending", res.GetPending(), "ok", res.GetOk(), "error", res.GetError())
 	default:

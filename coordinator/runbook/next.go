@@ -59,7 +59,8 @@ type Decision struct {
 	// Target: a switchover's target node; Previous: the primary now.
 	Target, Previous string
 	// Reissue: an idempotent action (pause, resume, notify) sent under an
-	// older leadership whose outcome was not recorded is sent again.
+	// older leadership whose outcome was not recorded is sent again; a
+	// command is asked about again (report only).
 	Reissue bool
 	// Applied: the step changed the cluster (its rollback runs).
 	Applied bool
@@ -366,8 +367,13 @@ func (c cursor) job(b Body, e Exec) (Job, bool) {
 //   - backup, drill: never sent twice. Judged by the run they started
 //     (Job by Ref, else by kind and start time): ok is done, failed fails
 //     the step, in flight waits; none found fails the step.
-//   - command: never sent twice, and nothing in the view shows its effect:
-//     the step fails, Applied (it may have run), so its rollback runs.
+//   - command: never started twice. After a leader change the agent is
+//     asked again, report only (agent/runcmd answers a key it has with
+//     the run's progress or result, one it does not have with a refusal
+//     that starts nothing): failing the step at once ran its rollback
+//     beside the command still running on the agent, and dropped the
+//     result the agent holds. After a timeout the step fails, Applied
+//     (it may have run), so its rollback runs.
 //   - wait: not judged; running re-reads the condition with its deadline.
 func (c cursor) judge(b Body, e Exec, handover bool) Decision {
 	why := "timed out"
@@ -395,6 +401,10 @@ func (c cursor) judge(b Body, e Exec, handover bool) Decision {
 		return c.judgeSwitchover(e, why)
 	case ActionBackup, ActionDrill:
 		return c.judgeJob(b, e, why)
+	case ActionCommand:
+		if handover {
+			return c.send(true, "", why+": the agent is asked again (report only: never started twice)")
+		}
 	}
 	return c.fail(true, fmt.Sprintf("%s %s: its effect cannot be seen, so it is not run again; its rollback runs", b.Action, why))
 }

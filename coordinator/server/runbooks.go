@@ -244,20 +244,35 @@ func (r *runbookRunner) carryOut(ctx context.Context, run *pgdrv1.RunbookRun, d 
 // command that is still running.
 const commandPoll = 2 * time.Second
 
+// commandGrace: how long past a command step's timeout the leader still
+// asks the agent, which kills the run at that timeout, for its end.
+const commandGrace = 15 * time.Second
+
 // command has the node's agent run the command its config lists under
 // the step's name (agent/runcmd: once per key), asking again until it
 // ends; the step's own timeout (runbook.Next) bounds the wait.
 func (r *runbookRunner) command(ctx context.Context, run *pgdrv1.RunbookRun, d runbook.Decision) runbook.Outcome {
-	rc := &pgdrv1.RunCommand{Name: d.Body.Run, Key: d.Key}
+	// Once the agent answered (it has the key), or when a new leader asks
+	// again (Reissue), the order only asks: an agent that restarted since
+	// forgot the key (and its restart killed the run), and must not start
+	// it a second time. Until then a lost order is sent again as it was
+	// (the agent starts a key once).
+	//
+	// The order carries the step's timeout left: the agent kills the run
+	// past it (or past the command's own timeout, when shorter), and the
+	// leader waits commandGrace more for that end before it gives up (the
+	// step's rollback then runs: not beside a run the agent still has).
+	reportOnly := d.Reissue
 	deadline := time.Now().Add(runbook.ActionTimeout(d.Body))
 	for {
-		if !time.Now().Before(deadline) {
-			return runbook.Outcome{Applied: true, Message: fmt.Sprintf("command %s on %s: no result within %s (it may have run)", rc.GetName(), d.Body.Node, runbook.ActionTimeout(d.Body))}
+		if !time.Now().Before(deadline) && (!reportOnly || !time.Now().Before(deadline.Add(commandGrace))) {
+			return runbook.Outcome{Applied: true, Message: fmt.Sprintf("command %s on %s: no result within %s (it may have run)", d.Body.Run, d.Body.Node, runbook.ActionTimeout(d.Body))}
 		}
 		c, ok := r.s.fsm.Cluster(run.GetCluster())
 		if !ok {
 			return runbook.Outcome{Message: "cluster " + run.GetCluster() + " is gone"}
 		}
+		rc := &pgdrv1.RunCommand{Name: d.Body.Run, Key: d.Key, ReportOnly: reportOnly, TimeoutMs: max(time.Until(deadline).Milliseconds(), 1)}
 		res, err := r.s.orderResult(ctx, run.GetCluster(), d.Body.Node, c.GetEpoch(),
 			&pgdrv1.AgentCommand{Kind: &pgdrv1.AgentCommand_RunCommand{RunCommand: rc}}, 30*time.Second)
 		switch {
@@ -266,6 +281,7 @@ func (r *runbookRunner) command(ctx context.Context, run *pgdrv1.RunbookRun, d r
 		case err != nil:
 			r.log.Warn("runbook command: asking the agent", "run", run.GetId(), "node", d.Body.Node, "err", err)
 		case res.GetPending():
+			reportOnly = true
 		case res.GetOk():
 			return runbook.Outcome{OK: true, Message: fmt.Sprintf("command %s on %s: %s", rc.GetName(), d.Body.Node, res.GetOutput())}
 		default:

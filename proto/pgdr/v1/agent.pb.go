@@ -1636,9 +1636,19 @@ func (*AgentCommand_RunCommand) isAgentCommand_Kind() {}
 // of the runbook step it runs for: the agent runs a key once, and answers
 // a repeat with its progress or result.
 type RunCommand struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Key           string                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Key   string                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	// report_only: only report on the key's run, never start it: the
+	// leader's repeats once the agent answered (a restarted agent, which
+	// forgot the key and whose restart killed the run, must not run it a
+	// second time), and a new leader's asking again.
+	ReportOnly bool `protobuf:"varint,3,opt,name=report_only,json=reportOnly,proto3" json:"report_only,omitempty"`
+	// timeout_ms: the step's timeout left: the run is killed past it, or
+	// past the command's own timeout (the agent's config) when shorter, so
+	// that it never outlives the leader's wait (after which the step's
+	// rollback runs). 0: the command's own timeout.
+	TimeoutMs     int64 `protobuf:"varint,4,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1685,6 +1695,20 @@ func (x *RunCommand) GetKey() string {
 		return x.Key
 	}
 	return ""
+}
+
+func (x *RunCommand) GetReportOnly() bool {
+	if x != nil {
+		return x.ReportOnly
+	}
+	return false
+}
+
+func (x *RunCommand) GetTimeoutMs() int64 {
+	if x != nil {
+		return x.TimeoutMs
+	}
+	return 0
 }
 
 type Ping struct {
@@ -2407,11 +2431,15 @@ const file_pgdr_v1_agent_proto_rawDesc = "" +
 	"\x05drill\x18\x14 \x01(\v2\x0e.pgdr.v1.DrillH\x00R\x05drill\x126\n" +
 	"\vrun_command\x18\x15 \x01(\v2\x13.pgdr.v1.RunCommandH\x00R\n" +
 	"runCommandB\x06\n" +
-	"\x04kind\"2\n" +
+	"\x04kind\"r\n" +
 	"\n" +
 	"RunCommand\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
-	"\x03key\x18\x02 \x01(\tR\x03key\"\x06\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\x12\x1f\n" +
+	"\vreport_only\x18\x03 \x01(\bR\n" +
+	"reportOnly\x12\x1d\n" +
+	"\n" +
+	"timeout_ms\x18\x04 \x01(\x03R\ttimeoutMs\"\x06\n" +
 	"\x04Ping\"\n" +
 	"\n" +
 	"\bCheckNow\"\x82\x01\n" +
