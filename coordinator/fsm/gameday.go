@@ -46,6 +46,14 @@ func startGameDay(st *pgdrv1.State, c *pgdrv1.Command, s *pgdrv1.GameDayStart, i
 			return fmt.Errorf("game day %s: cluster %s already runs game day %s (%s): one at a time", g.Name, cl.GetName(), r.GetName(), r.GetId())
 		}
 	}
+	// A runbook run of the cluster still in flight (an operator's, or one a
+	// game day whose window ended left running): the game day would start
+	// its probe and window on top of it. It starts once that run ended.
+	for _, r := range st.GetRunbookRuns() {
+		if r.GetCluster() == cl.GetName() && runEnded(r) == "" {
+			return fmt.Errorf("game day %s: runbook %s (run %s) of cluster %s is in flight: start the game day once it ended", g.Name, r.GetRunbook(), r.GetId(), cl.GetName())
+		}
+	}
 	now := cmdTime(c)
 	run := &pgdrv1.GameDayRun{Id: GameDayRunID(index), Name: g.Name, Slot: s.GetSlot(), Started: now,
 		Deadline: timestamppb.New(now.AsTime().Add(g.Window)), Runbooks: policy.GameDayRunbooksProto(g.Runbooks),

@@ -112,6 +112,12 @@ func TestGameDayRecords(t *testing.T) {
 	if res := h.apply(tRunbook, end("timeout")); res.GetOk() || !strings.Contains(res.GetError(), "already ended") {
 		t.Fatalf("second end: %+v", res)
 	}
+	// The ended game day's run is still in flight (a window that ended
+	// mid-runbook): no game day starts on top of it.
+	if res := h.apply(tRunbook, gdCmd(start)); res.GetOk() || !strings.Contains(res.GetError(), "in flight") {
+		t.Fatalf("game day started while run %s of the cluster is in flight: %+v", run, res)
+	}
+	h.mustApply(tRunbook, decide(t, run, runbook.Decision{Kind: runbook.KindRunFailed, Reason: "test"}))
 	for i := 0; i < MaxGameDayRuns+5; i++ {
 		h.mustApply(tRunbook, gdCmd(start))
 		last := h.f.GameDayRuns("main")["main"]

@@ -48,7 +48,8 @@ type Input struct {
 	// compacted away).
 	Runs map[string]Run
 	// OtherRun: a runbook run of the cluster in flight that belongs to no
-	// game day ("" = none): the next runbook waits for it.
+	// game day in flight ("" = none; an ended game day's run left running
+	// counts): the next runbook waits for it, and no game day starts.
 	OtherRun string
 }
 
@@ -108,6 +109,9 @@ func Decide(in Input) (Decision, error) {
 		}
 		if missed == 0 {
 			continue
+		}
+		if in.OtherRun != "" {
+			return Decision{Reason: "game day " + p.Name + " is due: it waits for runbook run " + in.OtherRun + " of the cluster in flight"}, nil
 		}
 		d := Decision{Kind: Start, Name: p.Name, Slot: slot, Missed: missed,
 			Reason: "scheduled slot " + slot.UTC().Format(time.RFC3339)}

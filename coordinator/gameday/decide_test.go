@@ -46,6 +46,7 @@ func TestDecide(t *testing.T) {
 		{"a run compacted away ends it failed", Input{Plans: plan, Records: []Record{rec("RB-1")}}, End, Decision{ID: "GD-1", Result: ResultFailed}},
 		{"all done", Input{Plans: plan, Records: []Record{measured(rec("RB-1", "RB-2"), "RB-1", "RB-2")}, Runs: map[string]Run{"RB-1": {Result: "done"}, "RB-2": {Result: "done"}}}, End, Decision{ID: "GD-1", Result: ResultOK}},
 		{"the window ends it", Input{Now: t0.Add(2 * time.Hour), Plans: plan, Records: []Record{rec("RB-1")}, Runs: map[string]Run{"RB-1": {}}}, End, Decision{ID: "GD-1", Result: ResultTimeout}},
+		{"no game day on top of a run in flight (a timed-out game day's)", Input{Plans: plan, Since: slot.Add(-5 * time.Hour), Records: []Record{{ID: "GD-0", Name: "regional", Slot: slot.Add(-time.Hour), Runs: []string{"RB-1"}, Result: "timeout"}}, Runs: map[string]Run{"RB-1": {}}, OtherRun: "RB-1"}, None, Decision{}},
 		{"one game day at a time: in flight first", Input{Plans: plan, Since: slot.Add(-5 * time.Hour), Records: []Record{{ID: "GD-0", Name: "regional", Result: "ok"}, rec("RB-1")}, Runs: map[string]Run{"RB-1": {}}}, None, Decision{ID: "GD-1"}},
 	} {
 		if tc.in.Now.IsZero() {

@@ -111,8 +111,10 @@ func (g *gameDayRunner) input(c *pgdrv1.Cluster, now time.Time) gameday.Input {
 		for _, m := range r.GetMeasures() {
 			rec.Measured[m.GetRunId()] = true
 		}
-		for _, id := range r.GetRuns() {
-			ofGameDay[id] = true
+		if r.GetResult() == "" {
+			for _, id := range r.GetRuns() {
+				ofGameDay[id] = true
+			}
 		}
 		in.Records = append(in.Records, rec)
 	}
