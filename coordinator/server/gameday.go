@@ -323,7 +323,8 @@ func (p *gameDayProbe) connect(ctx context.Context) (*pgx.Conn, error) {
 		conn.Close(context.Background())
 		return nil, fmt.Errorf("creating pgdr_gameday_probe: %w", err)
 	}
-	// The table stays small: a week of rows at most.
+	// The table stays small: one row per game day (each write replaces
+	// the previous one), kept a week.
 	if _, err := conn.Exec(cctx, `DELETE FROM pgdr_gameday_probe WHERE at < now() - interval '7 days'`); err != nil {
 		conn.Close(context.Background())
 		return nil, fmt.Errorf("pruning pgdr_gameday_probe: %w", err)
@@ -356,7 +357,10 @@ func (p *gameDayProbe) run(ctx context.Context, log *slog.Logger) {
 			}
 		}
 		wctx, cancel := context.WithTimeout(ctx, timeout)
-		_, err = conn.Exec(wctx, `INSERT INTO pgdr_gameday_probe (game_day) VALUES ($1)`, p.id)
+		// One row per game day: each write replaces the previous one (a
+		// day's window at a 10ms interval would otherwise leave millions
+		// of rows in the user's database).
+		_, err = conn.Exec(wctx, `WITH old AS (DELETE FROM pgdr_gameday_probe WHERE game_day = $1) INSERT INTO pgdr_gameday_probe (game_day) VALUES ($1)`, p.id)
 		cancel()
 		if err != nil {
 			if ctx.Err() != nil {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/pgdr/pgdr/coordinator/policy"
+	"github.com/pgdr/pgdr/pkg/testutil/pgtest"
 )
 
 // TestGameDayProbeMeasure: the gaps longer than twice the interval that
@@ -55,5 +56,49 @@ func TestGameDayProbeMeasure(t *testing.T) {
 	bad.run(ctx, slog.New(slog.DiscardHandler))
 	if bad.wrote() || bad.fails == 0 || bad.lastErr == "" {
 		t.Fatalf("probe against nothing: wrote %v, %d failures (%s)", bad.wrote(), bad.fails, bad.lastErr)
+	}
+}
+
+// TestGameDayProbeTableBounded: the probe writes into the user's database
+// (real PostgreSQL): its table keeps one row per game day, however long the
+// window and short the interval, and a row older than a week goes at the
+// next probe's connect.
+func TestGameDayProbeTableBounded(t *testing.T) {
+	pg := pgtest.New(t, pgtest.Options{})
+	pg.Start(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	p := newGameDayProbe(policy.GameDayProbe{DSN: pg.DSN(), Interval: 10 * time.Millisecond}, "GD-7", cancel)
+	done := make(chan struct{})
+	go func() { defer close(done); p.run(ctx, slog.New(slog.DiscardHandler)) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		p.mu.Lock()
+		ok := p.ok
+		p.mu.Unlock()
+		if ok >= 50 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the probe wrote %d rows in 30s (%s)", ok, p.lastErr)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	if n := pg.QueryString(t, `SELECT count(*) FROM pgdr_gameday_probe WHERE game_day = 'GD-7'`); n != "1" {
+		t.Fatalf("the probe table holds %s rows of the game day after 50 writes, want 1", n)
+	}
+	pg.Exec(t, `UPDATE pgdr_gameday_probe SET at = now() - interval '8 days'`)
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel2()
+	p2 := newGameDayProbe(policy.GameDayProbe{DSN: pg.DSN(), Interval: 10 * time.Millisecond}, "GD-8", cancel2)
+	conn, err := p2.connect(ctx2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Close(ctx2)
+	if n := pg.QueryString(t, `SELECT count(*) FROM pgdr_gameday_probe`); n != "0" {
+		t.Fatalf("%s rows older than a week kept", n)
 	}
 }
