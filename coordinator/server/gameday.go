@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/pgdr/pgdr/coordinator/fsm"
@@ -311,6 +312,12 @@ func (p *gameDayProbe) connect(ctx context.Context) (*pgx.Conn, error) {
 			return nil, fmt.Errorf("probe password_file: %w", err)
 		}
 		cc.Password = strings.TrimRight(string(b), "\r\n") // shared by every host of the DSN
+	}
+	if cc.ValidateConnect == nil {
+		// The probe writes: a host that is not writable (a standby, the
+		// old primary after a switchover) is skipped for the next one of
+		// the DSN, as target_session_attrs=read-write does.
+		cc.ValidateConnect = pgconn.ValidateConnectTargetSessionAttrsReadWrite
 	}
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()

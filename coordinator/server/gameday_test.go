@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"testing"
 	"time"
@@ -100,5 +101,32 @@ func TestGameDayProbeTableBounded(t *testing.T) {
 	conn.Close(ctx2)
 	if n := pg.QueryString(t, `SELECT count(*) FROM pgdr_gameday_probe`); n != "0" {
 		t.Fatalf("%s rows older than a week kept", n)
+	}
+}
+
+// TestGameDayProbeWritableNode: a DSN without target_session_attrs whose
+// first host is read-only (a standby after a switchover): the probe
+// writes through the writable host instead of failing on the first one
+// for the whole window.
+func TestGameDayProbeWritableNode(t *testing.T) {
+	ro := pgtest.New(t, pgtest.Options{Conf: map[string]string{"default_transaction_read_only": "on"}})
+	ro.Start(t)
+	rw := pgtest.New(t, pgtest.Options{})
+	rw.Start(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dsn := fmt.Sprintf("host=127.0.0.1,127.0.0.1 port=%d,%d user=postgres dbname=postgres sslmode=disable", ro.Port, rw.Port)
+	p := newGameDayProbe(policy.GameDayProbe{DSN: dsn, Interval: 20 * time.Millisecond}, "GD-9", cancel)
+	done := make(chan struct{})
+	go func() { defer close(done); p.run(ctx, slog.New(slog.DiscardHandler)) }()
+	defer func() { cancel(); <-done }()
+	deadline := time.Now().Add(10 * time.Second)
+	for !p.wrote() {
+		if time.Now().After(deadline) {
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			t.Fatalf("the probe never wrote in 10s through %s: %d failures (%s)", dsn, p.fails, p.lastErr)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
