@@ -326,7 +326,10 @@ func (p *gameDayProbe) connect(ctx context.Context) (*pgx.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := conn.Exec(cctx, `CREATE TABLE IF NOT EXISTS pgdr_gameday_probe (id bigserial PRIMARY KEY, game_day text NOT NULL, at timestamptz NOT NULL DEFAULT now())`); err != nil {
+	// Unlogged: a FOR ALL TABLES publication of the user's would take a
+	// logged table in, and a subscriber without it stops applying; nor do
+	// its rows reach the standbys.
+	if _, err := conn.Exec(cctx, `CREATE UNLOGGED TABLE IF NOT EXISTS pgdr_gameday_probe (id bigserial PRIMARY KEY, game_day text NOT NULL, at timestamptz NOT NULL DEFAULT now())`); err != nil {
 		conn.Close(context.Background())
 		return nil, fmt.Errorf("creating pgdr_gameday_probe: %w", err)
 	}

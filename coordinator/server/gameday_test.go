@@ -130,3 +130,46 @@ func TestGameDayProbeWritableNode(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestGameDayProbeLogicalReplication: the probe's table must not enter
+// the user's logical replication: a FOR ALL TABLES publication picks up
+// every new table, and a subscriber that lacks pgdr_gameday_probe stops
+// applying (the user's own rows no longer arrive).
+func TestGameDayProbeLogicalReplication(t *testing.T) {
+	pub := pgtest.New(t, pgtest.Options{Conf: map[string]string{"wal_level": "logical"}})
+	pub.Start(t)
+	sub := pgtest.New(t, pgtest.Options{})
+	sub.Start(t)
+	pub.Exec(t, `CREATE TABLE app (id int PRIMARY KEY)`)
+	pub.Exec(t, `CREATE PUBLICATION allpub FOR ALL TABLES`)
+	sub.Exec(t, `CREATE TABLE app (id int PRIMARY KEY)`)
+	sub.Exec(t, fmt.Sprintf(`CREATE SUBSCRIPTION s CONNECTION 'host=127.0.0.1 port=%d user=postgres dbname=postgres' PUBLICATION allpub`, pub.Port))
+	pub.Exec(t, `INSERT INTO app VALUES (1)`)
+	waitRows := func(want string) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for sub.QueryString(t, `SELECT count(*) FROM app`) != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("the subscriber holds %s rows of app after 30s, want %s (probe table in the publication?)", sub.QueryString(t, `SELECT count(*) FROM app`), want)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	waitRows("1")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	p := newGameDayProbe(policy.GameDayProbe{DSN: pub.DSN(), Interval: 20 * time.Millisecond}, "GD-3", cancel)
+	done := make(chan struct{})
+	go func() { defer close(done); p.run(ctx, slog.New(slog.DiscardHandler)) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for !p.wrote() {
+		if time.Now().After(deadline) {
+			t.Fatalf("the probe never wrote: %s", p.lastErr)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	pub.Exec(t, `INSERT INTO app VALUES (2)`)
+	waitRows("2")
+}
