@@ -14,7 +14,8 @@ import (
 )
 
 // MaxGameDayRuns is how many game days a cluster keeps: the oldest ended
-// ones go first, never the one in flight.
+// ones go first, never the one in flight nor the newest scheduled one of
+// each of the policy's game days.
 const MaxGameDayRuns = 20
 
 // Results of a game day (coordinator/gameday).
@@ -46,13 +47,41 @@ func startGameDay(st *pgdrv1.State, c *pgdrv1.Command, s *pgdrv1.GameDayStart, i
 			return fmt.Errorf("game day %s: cluster %s already runs game day %s (%s): one at a time", g.Name, cl.GetName(), r.GetName(), r.GetId())
 		}
 	}
+	// A scheduled slot runs once: a start for a slot at or before the
+	// game day's newest recorded one (a retried proposal, a stale
+	// leader's) is refused. The newest record is never compacted first.
+	if s.GetSlot() != nil {
+		for _, r := range cl.GetGameDayRuns() {
+			if r.GetName() == g.Name && r.GetSlot() != nil && !s.GetSlot().AsTime().After(r.GetSlot().AsTime()) {
+				return fmt.Errorf("game day %s: slot %s: already run (%s, slot %s)", g.Name, s.GetSlot().AsTime().UTC().Format(time.RFC3339), r.GetId(), r.GetSlot().AsTime().UTC().Format(time.RFC3339))
+			}
+		}
+	}
+	// A runbook run of the cluster still in flight (an operator's, or one a
+	// game day whose window ended left running): the game day would start
+	// its probe and window on top of it. It starts once that run ended.
+	for _, r := range st.GetRunbookRuns() {
+		if r.GetCluster() == cl.GetName() && runEnded(r) == "" {
+			return fmt.Errorf("game day %s: runbook %s (run %s) of cluster %s is in flight: start the game day once it ended", g.Name, r.GetRunbook(), r.GetId(), cl.GetName())
+		}
+	}
 	now := cmdTime(c)
 	run := &pgdrv1.GameDayRun{Id: GameDayRunID(index), Name: g.Name, Slot: s.GetSlot(), Started: now,
 		Deadline: timestamppb.New(now.AsTime().Add(g.Window)), Runbooks: policy.GameDayRunbooksProto(g.Runbooks),
 		RtoMs: -1, RequestedBy: clip(c.GetActor(), 200)}
 	cl.GameDayRuns = append(cl.GameDayRuns, run)
+	// The newest scheduled record of each of the policy's game days stays
+	// (its slot is where the next one is counted from: dropped, that slot
+	// would be due again); so at most MaxGameDayRuns + MaxGameDays.
+	newest := map[string]*pgdrv1.GameDayRun{}
+	for _, r := range cl.GameDayRuns {
+		if _, ok := p.GameDayByName(r.GetName()); ok && r.GetSlot() != nil &&
+			(newest[r.GetName()] == nil || r.GetSlot().AsTime().After(newest[r.GetName()].GetSlot().AsTime())) {
+			newest[r.GetName()] = r
+		}
+	}
 	for n := len(cl.GameDayRuns); n > MaxGameDayRuns; n-- {
-		i := slices.IndexFunc(cl.GameDayRuns, func(r *pgdrv1.GameDayRun) bool { return r.GetResult() != "" })
+		i := slices.IndexFunc(cl.GameDayRuns, func(r *pgdrv1.GameDayRun) bool { return r.GetResult() != "" && newest[r.GetName()] != r })
 		if i < 0 {
 			break
 		}

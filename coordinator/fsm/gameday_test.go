@@ -1,9 +1,12 @@
 package fsm
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/pgdr/pgdr/coordinator/policy"
 	"github.com/pgdr/pgdr/coordinator/runbook"
@@ -112,6 +115,12 @@ func TestGameDayRecords(t *testing.T) {
 	if res := h.apply(tRunbook, end("timeout")); res.GetOk() || !strings.Contains(res.GetError(), "already ended") {
 		t.Fatalf("second end: %+v", res)
 	}
+	// The ended game day's run is still in flight (a window that ended
+	// mid-runbook): no game day starts on top of it.
+	if res := h.apply(tRunbook, gdCmd(start)); res.GetOk() || !strings.Contains(res.GetError(), "in flight") {
+		t.Fatalf("game day started while run %s of the cluster is in flight: %+v", run, res)
+	}
+	h.mustApply(tRunbook, decide(t, run, runbook.Decision{Kind: runbook.KindRunFailed, Reason: "test"}))
 	for i := 0; i < MaxGameDayRuns+5; i++ {
 		h.mustApply(tRunbook, gdCmd(start))
 		last := h.f.GameDayRuns("main")["main"]
@@ -120,5 +129,29 @@ func TestGameDayRecords(t *testing.T) {
 	}
 	if n := len(h.f.GameDayRuns("main")["main"]); n != MaxGameDayRuns {
 		t.Fatalf("%d game days kept, want %d", n, MaxGameDayRuns)
+	}
+	// A scheduled slot runs once: a second start of a slot recorded (a
+	// proposal retried, a stale leader's) is refused, an older one too.
+	slot := timestamppb.New(time.Date(2026, 3, 4, 10, 0, 0, 0, time.UTC))
+	h.mustApply(tRunbook, gdCmd(&pgdrv1.GameDayStart{Cluster: "main", Name: "regional", Slot: slot}))
+	last := h.f.GameDayRuns("main")["main"]
+	id = last[len(last)-1].GetId()
+	h.mustApply(tRunbook, end("timeout"))
+	// Operators' game days (no slot) do not push the newest scheduled
+	// record out: its slot would be due again and run a second time.
+	for i := 0; i < MaxGameDayRuns+2; i++ {
+		h.mustApply(tRunbook, gdCmd(start))
+		last := h.f.GameDayRuns("main")["main"]
+		id = last[len(last)-1].GetId()
+		h.mustApply(tRunbook, end("timeout"))
+	}
+	gds = h.f.GameDayRuns("main")["main"]
+	if !slices.ContainsFunc(gds, func(r *pgdrv1.GameDayRun) bool { return r.GetSlot() != nil }) || len(gds) != MaxGameDayRuns {
+		t.Fatalf("after %d operators' game days: %d kept, the scheduled one kept: %v", MaxGameDayRuns+2, len(gds), slices.ContainsFunc(gds, func(r *pgdrv1.GameDayRun) bool { return r.GetSlot() != nil }))
+	}
+	for _, s := range []*timestamppb.Timestamp{slot, timestamppb.New(slot.AsTime().Add(-time.Hour))} {
+		if res := h.apply(tRunbook, gdCmd(&pgdrv1.GameDayStart{Cluster: "main", Name: "regional", Slot: s})); res.GetOk() || !strings.Contains(res.GetError(), "slot") {
+			t.Fatalf("slot %s started again: %+v", s.AsTime(), res)
+		}
 	}
 }

@@ -48,7 +48,8 @@ type Input struct {
 	// compacted away).
 	Runs map[string]Run
 	// OtherRun: a runbook run of the cluster in flight that belongs to no
-	// game day ("" = none): the next runbook waits for it.
+	// game day in flight ("" = none; an ended game day's run left running
+	// counts): the next runbook waits for it, and no game day starts.
 	OtherRun string
 }
 
@@ -109,6 +110,9 @@ func Decide(in Input) (Decision, error) {
 		if missed == 0 {
 			continue
 		}
+		if in.OtherRun != "" {
+			return Decision{Reason: "game day " + p.Name + " is due: it waits for runbook run " + in.OtherRun + " of the cluster in flight"}, nil
+		}
 		d := Decision{Kind: Start, Name: p.Name, Slot: slot, Missed: missed,
 			Reason: "scheduled slot " + slot.UTC().Format(time.RFC3339)}
 		if missed > 1 {
@@ -126,8 +130,13 @@ func next(in Input, r Record) Decision {
 		d.Kind, d.Result, d.Reason = End, result, fmt.Sprintf(format, a...)
 		return d
 	}
-	if !r.Deadline.IsZero() && !in.Now.Before(r.Deadline) {
-		return end(ResultTimeout, "its window ended at %s with %d of %d runbooks started", r.Deadline.UTC().Format(time.RFC3339), len(r.Runs), r.Runbooks)
+	// The window bounds what is started and waited for; a run that ended
+	// is still measured and judged (its measure is the point of the day).
+	timedOut := func() (Decision, bool) {
+		if !r.Deadline.IsZero() && !in.Now.Before(r.Deadline) {
+			return end(ResultTimeout, "its window ended at %s with %d of %d runbooks started", r.Deadline.UTC().Format(time.RFC3339), len(r.Runs), r.Runbooks), true
+		}
+		return Decision{}, false
 	}
 	if k := len(r.Runs); k > 0 {
 		id := r.Runs[k-1]
@@ -136,6 +145,9 @@ func next(in Input, r Record) Decision {
 		case !ok:
 			return end(ResultFailed, "runbook run %s is no longer recorded", id)
 		case run.Result == "":
+			if t, ok := timedOut(); ok {
+				return t
+			}
 			d.Reason = "runbook run " + id + " in flight"
 			return d
 		case !r.Measured[id]:
@@ -147,6 +159,9 @@ func next(in Input, r Record) Decision {
 	}
 	if len(r.Runs) >= r.Runbooks {
 		return end(ResultOK, "%d runbook(s) done", r.Runbooks)
+	}
+	if t, ok := timedOut(); ok {
+		return t
 	}
 	if in.OtherRun != "" {
 		d.Reason = "runbook run " + in.OtherRun + " of the cluster is in flight: the next runbook waits"

@@ -46,6 +46,10 @@ func TestDecide(t *testing.T) {
 		{"a run compacted away ends it failed", Input{Plans: plan, Records: []Record{rec("RB-1")}}, End, Decision{ID: "GD-1", Result: ResultFailed}},
 		{"all done", Input{Plans: plan, Records: []Record{measured(rec("RB-1", "RB-2"), "RB-1", "RB-2")}, Runs: map[string]Run{"RB-1": {Result: "done"}, "RB-2": {Result: "done"}}}, End, Decision{ID: "GD-1", Result: ResultOK}},
 		{"the window ends it", Input{Now: t0.Add(2 * time.Hour), Plans: plan, Records: []Record{rec("RB-1")}, Runs: map[string]Run{"RB-1": {}}}, End, Decision{ID: "GD-1", Result: ResultTimeout}},
+		{"no game day on top of a run in flight (a timed-out game day's)", Input{Plans: plan, Since: slot.Add(-5 * time.Hour), Records: []Record{{ID: "GD-0", Name: "regional", Slot: slot.Add(-time.Hour), Runs: []string{"RB-1"}, Result: "timeout"}}, Runs: map[string]Run{"RB-1": {}}, OtherRun: "RB-1"}, None, Decision{}},
+		{"an ended run is measured after the window too", Input{Now: t0.Add(2 * time.Hour), Plans: plan, Records: []Record{rec("RB-1")}, Runs: map[string]Run{"RB-1": {Result: "done"}}}, Measure, Decision{ID: "GD-1", RunID: "RB-1"}},
+		{"every runbook done: ok after the window too", Input{Now: t0.Add(2 * time.Hour), Plans: plan, Records: []Record{measured(rec("RB-1", "RB-2"), "RB-1", "RB-2")}, Runs: map[string]Run{"RB-1": {Result: "done"}, "RB-2": {Result: "done"}}}, End, Decision{ID: "GD-1", Result: ResultOK}},
+		{"the window ends it before the next runbook", Input{Now: t0.Add(2 * time.Hour), Plans: plan, Records: []Record{measured(rec("RB-1"), "RB-1")}, Runs: map[string]Run{"RB-1": {Result: "done"}}}, End, Decision{ID: "GD-1", Result: ResultTimeout}},
 		{"one game day at a time: in flight first", Input{Plans: plan, Since: slot.Add(-5 * time.Hour), Records: []Record{{ID: "GD-0", Name: "regional", Result: "ok"}, rec("RB-1")}, Runs: map[string]Run{"RB-1": {}}}, None, Decision{ID: "GD-1"}},
 	} {
 		if tc.in.Now.IsZero() {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/pgdr/pgdr/coordinator/fsm"
@@ -111,8 +112,10 @@ func (g *gameDayRunner) input(c *pgdrv1.Cluster, now time.Time) gameday.Input {
 		for _, m := range r.GetMeasures() {
 			rec.Measured[m.GetRunId()] = true
 		}
-		for _, id := range r.GetRuns() {
-			ofGameDay[id] = true
+		if r.GetResult() == "" {
+			for _, id := range r.GetRuns() {
+				ofGameDay[id] = true
+			}
 		}
 		in.Records = append(in.Records, rec)
 	}
@@ -310,6 +313,12 @@ func (p *gameDayProbe) connect(ctx context.Context) (*pgx.Conn, error) {
 		}
 		cc.Password = strings.TrimRight(string(b), "\r\n") // shared by every host of the DSN
 	}
+	if cc.ValidateConnect == nil {
+		// The probe writes: a host that is not writable (a standby, the
+		// old primary after a switchover) is skipped for the next one of
+		// the DSN, as target_session_attrs=read-write does.
+		cc.ValidateConnect = pgconn.ValidateConnectTargetSessionAttrsReadWrite
+	}
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	cc.ConnectTimeout = 2 * time.Second
@@ -317,11 +326,15 @@ func (p *gameDayProbe) connect(ctx context.Context) (*pgx.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := conn.Exec(cctx, `CREATE TABLE IF NOT EXISTS pgdr_gameday_probe (id bigserial PRIMARY KEY, game_day text NOT NULL, at timestamptz NOT NULL DEFAULT now())`); err != nil {
+	// Unlogged: a FOR ALL TABLES publication of the user's would take a
+	// logged table in, and a subscriber without it stops applying; nor do
+	// its rows reach the standbys.
+	if _, err := conn.Exec(cctx, `CREATE UNLOGGED TABLE IF NOT EXISTS pgdr_gameday_probe (id bigserial PRIMARY KEY, game_day text NOT NULL, at timestamptz NOT NULL DEFAULT now())`); err != nil {
 		conn.Close(context.Background())
 		return nil, fmt.Errorf("creating pgdr_gameday_probe: %w", err)
 	}
-	// The table stays small: a week of rows at most.
+	// The table stays small: one row per game day (each write replaces
+	// the previous one), kept a week.
 	if _, err := conn.Exec(cctx, `DELETE FROM pgdr_gameday_probe WHERE at < now() - interval '7 days'`); err != nil {
 		conn.Close(context.Background())
 		return nil, fmt.Errorf("pruning pgdr_gameday_probe: %w", err)
@@ -354,7 +367,10 @@ func (p *gameDayProbe) run(ctx context.Context, log *slog.Logger) {
 			}
 		}
 		wctx, cancel := context.WithTimeout(ctx, timeout)
-		_, err = conn.Exec(wctx, `INSERT INTO pgdr_gameday_probe (game_day) VALUES ($1)`, p.id)
+		// One row per game day: each write replaces the previous one (a
+		// day's window at a 10ms interval would otherwise leave millions
+		// of rows in the user's database).
+		_, err = conn.Exec(wctx, `WITH old AS (DELETE FROM pgdr_gameday_probe WHERE game_day = $1) INSERT INTO pgdr_gameday_probe (game_day) VALUES ($1)`, p.id)
 		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
