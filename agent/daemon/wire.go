@@ -93,21 +93,10 @@ func build(cfg *config.Config, shipper *walship.Shipper, log *slog.Logger, opt o
 	// The failsafe annotates every report, and every newer one reaches
 	// the role-change hook in report order.
 	d.monitor = monitor.New(interval, monitor.Deps{
-		Checker:  d.checker,
-		Clock:    d.clock,
-		Annotate: d.failsafe.Annotate,
-		Published: func(r *pgdrv1.HealthReport) {
-			role := health.Role(r)
-			d.hooks.Observe(role, d.epoch.Current())
-			// Just promoted (the promote order checks at once): ask for
-			// the first grant now, not at the lease loop's next tick, so
-			// that /primary turns 200 (and routing follows) without
-			// waiting up to failover.loop.
-			if role == health.RolePrimary && d.publishedRole != health.RolePrimary && d.publishedRole != "" && d.lease != nil {
-				d.lease.Kick()
-			}
-			d.publishedRole = role
-		},
+		Checker:       d.checker,
+		Clock:         d.clock,
+		Annotate:      d.failsafe.Annotate,
+		Published:     d.published,
 		CheckDuration: d.metrics.checkDuration.Observe,
 		Log:           log,
 	})
@@ -299,4 +288,22 @@ func copyLags(st []repocopy.Status) []health.CopyLag {
 		out = append(out, health.CopyLag{Repo: s.Repo, Bytes: s.LagBytes, OldestMissing: s.OldestMissing})
 	}
 	return out
+}
+
+// published is the monitor's Published callback (under the monitor's
+// lock): the role-change hook, and the lease's kick when the node turns
+// primary.
+func (d *Daemon) published(r *pgdrv1.HealthReport) {
+	role := health.Role(r)
+	d.hooks.Observe(role, d.epoch.Current())
+	// Just promoted (the promote order checks at once), or the first
+	// report of an agent started next to a running primary (an upgrade):
+	// ask for the grant now, not at the lease loop's next tick, so that
+	// /primary turns 200 (and routing follows) without waiting up to
+	// failover.loop. The loop's first round ran before any report (it
+	// waits for none) and found nothing to renew.
+	if role == health.RolePrimary && d.publishedRole != health.RolePrimary && d.lease != nil {
+		d.lease.Kick()
+	}
+	d.publishedRole = role
 }

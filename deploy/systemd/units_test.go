@@ -142,8 +142,18 @@ func TestAgentUnitKeepsFencing(t *testing.T) {
 			t.Errorf("After=%v lacks %s", after, w)
 		}
 	}
-	if !slices.Contains(u.words("Unit", "Wants"), "postgresql.service") {
-		t.Errorf("Wants=%v lacks postgresql.service", u.words("Unit", "Wants"))
+	// Nor may starting it start PostgreSQL: a start or restart of the agent
+	// (Restart=on-failure after a crash, an upgrade) also starts what it
+	// Wants=, and postgresql.service wants every auto cluster
+	// (postgresql@15-main): a fenced node's PostgreSQL, stopped by the
+	// fence, came back writable beside the new primary until the new agent
+	// read the marker and stopped it again (only the optional
+	// postgresql@ drop-in refused it), and a node the agent had stopped to
+	// rewind or re-clone was started half done.
+	for _, w := range append(u.words("Unit", "Wants"), u.words("Unit", "Upholds")...) {
+		if strings.HasPrefix(w, "postgresql") {
+			t.Errorf("%s: Wants/Upholds=%s: starting or restarting the agent would start PostgreSQL, undoing a fence", name, w)
+		}
 	}
 	// A fence's PostgreSQL stop may take 3 minutes (agent/lease.Fence).
 	stop, _ := u.last("Service", "TimeoutStopSec")
