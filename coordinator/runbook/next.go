@@ -265,6 +265,11 @@ func (c cursor) begin() Decision {
 			// The node to switch back to may still be rejoining after
 			// the step's own switchover: wait for it, up to the timeout.
 			return c.wait(c.run.RollbackSince.Add(c.timeout()), "waiting for the rollback's switchover target: "+err.Error())
+		case err != nil && !c.rollback && !c.run.LastChange.IsZero() && c.now.Before(c.run.LastChange.Add(c.timeout())):
+			// A target may be unusable for a moment (a replica refusing
+			// promotion just after a failsafe acknowledgement, one
+			// reconnecting): wait for one, up to the step's timeout.
+			return c.wait(c.run.LastChange.Add(c.timeout()), "waiting for a switchover target: "+err.Error())
 		case err != nil:
 			return c.fail(false, err.Error())
 		case noop:

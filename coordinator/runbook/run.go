@@ -83,6 +83,11 @@ type RunState struct {
 	// RollbackSince: when the run began rolling back (a rollback's
 	// switchover waits for its target from then, up to its timeout).
 	RollbackSince time.Time
+	// LastChange: when a decision was last recorded (a switchover not yet
+	// sent waits for its target from then, up to its timeout: a replica
+	// may be briefly unusable, e.g. refusing promotion for a moment after
+	// acknowledging a failsafe ping).
+	LastChange time.Time
 	// Reason: why it rolls back, or how it ended.
 	Reason  string
 	Result  Result
@@ -146,6 +151,7 @@ func Apply(run RunState, d Decision, now time.Time) (RunState, error) {
 	if err := applyStep(&out, &out.Steps[i], d, now); err != nil {
 		return run, fmt.Errorf("%w: run %s step %s: %s", ErrStale, run.ID, d.Step, err)
 	}
+	out.LastChange = now
 	return out, nil
 }
 

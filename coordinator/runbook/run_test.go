@@ -826,3 +826,38 @@ func TestPauseByAnotherNotRolledBack(t *testing.T) {
 		t.Fatalf("unchanged outcome: %+v, %v; want done without Applied", out.Steps[0], err)
 	}
 }
+
+// TestSwitchoverWaitsForTarget: a switchover step whose target is
+// briefly unusable (here: the only replica of the region is unhealthy)
+// waits for one, from the run's last recorded change up to the step's
+// timeout, then fails; a usable target is switched to at once.
+func TestSwitchoverWaitsForTarget(t *testing.T) {
+	rb := mustParse(t, `
+name: w
+steps:
+  - {id: note, action: notify, message: hi}
+  - {id: move, action: switchover, to_region: us, timeout: 1m}
+`)
+	run := mustRun(t, rb, nil)
+	v := twoRegions()
+	var err error
+	d := Next(rb, run, v, t0)
+	if run, err = Apply(run, d, t0); err != nil {
+		t.Fatal(err)
+	}
+	if run, err = Record(rb, run, "note", false, Outcome{OK: true}, t0); err != nil {
+		t.Fatal(err)
+	}
+	v.Members[2].Healthy, v.Members[3].Healthy = false, false // b1, b2: no usable replica in us
+	if d = Next(rb, run, v, t0.Add(10*time.Second)); d.Kind != KindWait || !strings.Contains(d.Reason, "waiting for a switchover target") ||
+		!d.Until.Equal(t0.Add(time.Minute)) {
+		t.Fatalf("no usable target yet: %+v, want a wait until %s", d, t0.Add(time.Minute))
+	}
+	if d = Next(rb, run, v, t0.Add(time.Minute)); d.Kind != KindStepFailed {
+		t.Fatalf("past the step's timeout: %+v, want the step failed", d)
+	}
+	v.Members[3].Healthy = true
+	if d = Next(rb, run, v, t0.Add(20*time.Second)); d.Kind != KindStart || d.Target != "b2" {
+		t.Fatalf("b2 usable: %+v, want the switchover to b2", d)
+	}
+}
