@@ -80,13 +80,20 @@ func (g *gameDayRunner) run(ctx context.Context) {
 		}
 		inFlight := map[string]bool{}
 		for _, c := range g.s.fsm.ClusterViews() {
+			busy := false
 			for _, r := range c.GetGameDayRuns() {
 				if r.GetResult() == "" {
+					busy = true
 					inFlight[r.GetId()] = true
 					g.ensureProbe(ctx, c, r)
 				}
 			}
-			g.step(ctx, c)
+			// A cluster without game days in its policy and none in
+			// flight has nothing to decide (most clusters of a fleet):
+			// its policy is not even read.
+			if busy || len(c.GetBackupPolicy().GetGameDays()) > 0 {
+				g.step(ctx, c)
+			}
 		}
 		g.stopProbes(inFlight)
 	}

@@ -392,10 +392,8 @@ func (r *incidentRunner) conditions(ctx context.Context, st incident.State) {
 			watch[in.Cluster] = true
 		}
 	}
-	for k, smp := range r.s.view.snapshot() {
-		if smp.report.GetFenced() {
-			watch[k.cluster] = true
-		}
+	for cl := range r.s.view.fencedClusters() {
+		watch[cl] = true
 	}
 	var statuses []*pgdrv1.ClusterStatus
 	if len(watch) > 0 {

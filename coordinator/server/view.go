@@ -50,6 +50,20 @@ func (v *view) put(r *pgdrv1.HealthReport, at, sampledAfter time.Time) {
 	v.mu.Unlock()
 }
 
+// fencedClusters are the clusters with a member whose latest report says
+// fenced (read under the lock, without copying every sample).
+func (v *view) fencedClusters() map[string]bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	out := map[string]bool{}
+	for k, s := range v.samples {
+		if s.report.GetFenced() {
+			out[k.cluster] = true
+		}
+	}
+	return out
+}
+
 func (v *view) snapshot() map[memberKey]sample {
 	v.mu.Lock()
 	defer v.mu.Unlock()
