@@ -102,7 +102,11 @@ func TestArchiveRPOGrowsWhileArchivingFails(t *testing.T) {
 	}
 
 	write()
-	caughtUp := waitFor("archiving works", func(a *pgdrv1.ArchiveRPO) bool { return a.ReadySegments == 0 && a.Bytes < seg })
+	// The switched segment is archived (not merely not .ready yet: the
+	// first check may run before the archiver marked it).
+	caughtUp := waitFor("archiving works", func(a *pgdrv1.ArchiveRPO) bool {
+		return a.ReadySegments == 0 && a.Bytes < seg && !c.Archiver().LastArchived.IsZero()
+	})
 	if caughtUp.Seconds > 30 {
 		t.Fatalf("archiving works, yet the archive RPO is %vs", caughtUp.Seconds)
 	}
