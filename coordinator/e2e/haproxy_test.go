@@ -120,7 +120,11 @@ func (h *labHAProxy) server(name string) (status string, chkdown int, err error)
 	return "", 0, fmt.Errorf("no server %s in haproxy's primary backend", name)
 }
 
-// waitRouting waits until the primary backend has primary, and only it, up.
+// waitRouting waits until the primary backend has primary, and only it, up,
+// and every other server checked and DOWN: a server HAProxy has not checked
+// yet since it started is in a transitional state ("UP 1/3", "no check")
+// and still takes connections, so "not UP" is not enough (CI: a write went
+// to pg-b1 right after HAProxy started).
 func (h *labHAProxy) waitRouting(t *testing.T, primary string) {
 	t.Helper()
 	testutil.WaitFor(t, 30*time.Second, "HAProxy routes to "+primary+" only", func() (bool, error) {
@@ -129,8 +133,12 @@ func (h *labHAProxy) waitRouting(t *testing.T, primary string) {
 			if err != nil {
 				return false, err
 			}
-			if (n == primary) != (st == "UP") {
-				return false, fmt.Errorf("%s is %s", n, st)
+			want := "DOWN"
+			if n == primary {
+				want = "UP"
+			}
+			if st != want {
+				return false, fmt.Errorf("%s is %q, want %q", n, st, want)
 			}
 		}
 		return true, nil

@@ -188,10 +188,42 @@ func (c *Cluster) Run(t testing.TB, bin string, args ...string) string {
 	return string(out)
 }
 
-// Start starts the server and waits until it accepts connections.
+// Start starts the server and waits until it accepts connections. A port
+// taken between FreePort and the server's bind (another test's process on a
+// loaded machine) is not the test's failure: the server is started again on
+// a new port, up to four times; any other start failure fails the test with
+// the server's log.
 func (c *Cluster) Start(t testing.TB) {
 	t.Helper()
-	c.Run(t, "pg_ctl", "-D", c.PGData, "-l", filepath.Join(c.Dir, "postgres.log"), "-w", "-t", "120", "start")
+	logPath := filepath.Join(c.Dir, "postgres.log")
+	for attempt := 0; ; attempt++ {
+		var from int64
+		if fi, err := os.Stat(logPath); err == nil {
+			from = fi.Size()
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		out, err := c.Command(ctx, "pg_ctl", "-D", c.PGData, "-l", logPath, "-w", "-t", "120", "start").CombinedOutput()
+		cancel()
+		if err == nil {
+			return
+		}
+		b, _ := os.ReadFile(logPath)
+		if from <= int64(len(b)) {
+			b = b[from:]
+		}
+		if attempt < 4 && portTaken(string(b)) {
+			t.Logf("port %d was taken before PostgreSQL bound it; starting on another port", c.Port)
+			c.Port = testutil.FreePort(t)
+			c.AppendConf(t, c.LocalConf())
+			continue
+		}
+		t.Fatalf("pg_ctl start (port %d): %v\n%s\nserver log:\n%s", c.Port, err, testutil.Trim(out), testutil.Trim(b))
+	}
+}
+
+// portTaken reports whether a server log says the listen port was in use.
+func portTaken(log string) bool {
+	return strings.Contains(log, "Address already in use") || strings.Contains(log, "could not bind IPv4 address")
 }
 
 // Stop stops the server with the given shutdown mode (fast, immediate, smart).
