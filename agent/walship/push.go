@@ -245,6 +245,40 @@ func (s *Shipper) push(ctx context.Context, path string) (err error) {
 	if err != nil {
 		return fmt.Errorf("wal-push: %w", err)
 	}
+	return s.pushData(ctx, start, n, data, &stored)
+}
+
+// PushSegment archives a WAL file given as bytes (the WAL receiver's
+// completed segment): the same object, under the same key, that wal-push
+// of a file with these bytes stores, so archive_command later finds it
+// archived. It returns nil only once the object is durable in every sync
+// repository; different content already stored is ErrConflict.
+func (s *Shipper) PushSegment(ctx context.Context, name string, data []byte) error {
+	return s.pushes.do(ctx, name, func() (err error) {
+		start := time.Now()
+		stored := false
+		defer func() {
+			if !stored {
+				s.pushFailed(start, err)
+			}
+		}()
+		n, err := wal.ParseName(name)
+		if err != nil {
+			return err
+		}
+		return s.pushData(ctx, start, n, data, &stored)
+	})
+}
+
+// pushData stores data as the archived WAL file n in every sync repository
+// (and queues it for the async ones). A repository that already holds the
+// same plaintext (size and SHA-256 recorded in the object's header when it
+// was uploaded, by wal-push or by the WAL receiver) is not written again and
+// nothing is compressed when every sync repository holds it: the receiver
+// uploads completed segments before PostgreSQL's archive_command asks for
+// them. *stored is set once the repositories report their own outcome.
+func (s *Shipper) pushData(ctx context.Context, start time.Time, n wal.Name, data []byte, stored *bool) error {
+	name := n.Raw
 	sysid, err := s.sysid.get()
 	if err != nil {
 		return err
@@ -254,39 +288,32 @@ func (s *Shipper) push(ctx context.Context, path string) (err error) {
 			return err
 		}
 	}
-	signer, err := s.keys.loadSigner()
+	key := repo.WALKey(s.cfg.Cluster, name)
+	sum := sha256.Sum256(data)
+	sync := repo.Sync(s.repos)
+	if s.allStored(ctx, sync, key, sum[:], int64(len(data))) {
+		*stored = true
+		for _, r := range sync {
+			if o := s.observer(); o != nil {
+				o.ObservePush(r.Name, time.Since(start), nil)
+			}
+		}
+		s.log.Info("already archived with the same content", "file", name, "bytes", len(data), "repos", len(sync), "took", time.Since(start).Round(time.Millisecond))
+		return nil
+	}
+	enc, err := s.seal(key, data, sum[:])
 	if err != nil {
 		return fmt.Errorf("wal-push %s: %w", name, err)
 	}
-	key := repo.WALKey(s.cfg.Cluster, name)
-	sum := sha256.Sum256(data)
-	opts := keys.StreamOptions(s.cfg, s.recipients)
-	opts.PlainSize = int64(len(data))
-	opts.PlainSHA256 = sum[:]
-	opts.TrustSHA256 = true              // hashed just above from the same bytes
-	opts.Signer, opts.Name = signer, key // signs the key, size and SHA-256
-	var enc bytes.Buffer
-	enc.Grow(len(data)/4 + 4096)
-	w, err := s.pool.NewWriter(&enc, opts)
-	if err != nil {
-		return err
-	}
-	if _, err := w.Write(data); err != nil {
-		return err
-	}
-	if err := w.Close(); err != nil {
-		return err
-	}
 	// Only the sync repositories are written; the async ones get the
 	// object from the daemon's copier (agent/repocopy).
-	sync := repo.Sync(s.repos)
 	g, gctx := errgroup.WithContext(ctx)
-	stored = true
+	*stored = true
 	for _, r := range sync {
 		g.Go(func() error {
 			err := s.ensureInfo(gctx, r, sysid)
 			if err == nil {
-				err = putIfAbsent(gctx, r, key, enc.Bytes(), sum[:], int64(len(data)))
+				err = putIfAbsent(gctx, r, key, enc, sum[:], int64(len(data)))
 			}
 			// A push cut short because another repository failed is not
 			// this repository's failure.
@@ -303,12 +330,69 @@ func (s *Shipper) push(ctx context.Context, path string) (err error) {
 	if len(sync) < len(s.repos) {
 		// A queue that cannot be written does not fail archiving: the
 		// copier's periodic reconcile finds the object missing anyway.
-		if err := queue.Enqueue(s.cfg, queue.Entry{Kind: queue.KindObject, Key: key, Size: int64(enc.Len())}); err != nil {
+		if err := queue.Enqueue(s.cfg, queue.Entry{Kind: queue.KindObject, Key: key, Size: int64(len(enc))}); err != nil {
 			s.log.Warn("queueing the copy to the async repositories failed; the daemon's reconcile will copy it", "file", name, "err", err)
 		}
 	}
-	s.log.Info("pushed", "file", name, "bytes", len(data), "stored", enc.Len(), "repos", len(sync), "took", time.Since(start).Round(time.Millisecond))
+	s.log.Info("pushed", "file", name, "bytes", len(data), "stored", len(enc), "repos", len(sync), "took", time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// allStored reports whether every repository of rs already holds key with
+// this plaintext (size and SHA-256 in its header), made durable. Any error
+// or difference answers false: the normal push then stores the object or
+// reports the conflict.
+func (s *Shipper) allStored(ctx context.Context, rs []repo.Repo, key string, sum []byte, size int64) bool {
+	if len(rs) == 0 {
+		return false
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	for _, r := range rs {
+		g.Go(func() error {
+			same, err := storedSame(gctx, r, key, sum, size)
+			if err == nil && !same {
+				err = errNotSame
+			}
+			return err
+		})
+	}
+	return g.Wait() == nil
+}
+
+var errNotSame = errors.New("not stored with the same content")
+
+// storedSame reports whether r holds key with this plaintext, and makes an
+// identical stored object durable (an earlier put may have renamed it into
+// place and died before syncing the directory, so a store that can is
+// asked to Sync it). A missing object is (false, nil); a different one is
+// (false, error wrapping ErrConflict).
+func storedSame(ctx context.Context, r repo.Repo, key string, sum []byte, size int64) (bool, error) {
+	// One GET answers both "is it there?" and "is it the same?"; only the
+	// cleartext header is read.
+	rc, err := r.Store.Get(ctx, key)
+	switch {
+	case err == nil:
+	case errors.Is(err, storage.ErrNotFound):
+		return false, nil
+	default:
+		return false, fmt.Errorf("%s: %s: %w", r.Name, key, err)
+	}
+	h, err := objstream.ReadHeader(rc)
+	rc.Close()
+	if err != nil {
+		return false, fmt.Errorf("%s: existing %s: %w", r.Name, key, err)
+	}
+	if h.PlainSize != size || !bytes.Equal(h.PlainSHA256, sum) {
+		return false, fmt.Errorf("%w: repository %s already holds %s with sha256 %s (%d bytes), this file has sha256 %s (%d bytes); nothing was overwritten "+
+			"(if the stored copy was never complete, e.g. pushed by hand while PostgreSQL was still writing it, 'pgdr-agent wal-repair %s' shows both and replaces it on confirmation)",
+			ErrConflict, r.Name, key, hex.EncodeToString(h.PlainSHA256), h.PlainSize, hex.EncodeToString(sum), size, path.Base(key))
+	}
+	if sy, ok := r.Store.(storage.Syncer); ok {
+		if err := sy.Sync(ctx, key); err != nil {
+			return false, fmt.Errorf("%s: making the identical stored %s durable: %w", r.Name, key, err)
+		}
+	}
+	return true, nil
 }
 
 func (s *Shipper) ensureInfo(ctx context.Context, r repo.Repo, sysid uint64) error {
@@ -316,35 +400,12 @@ func (s *Shipper) ensureInfo(ctx context.Context, r repo.Repo, sysid uint64) err
 }
 
 // putIfAbsent stores body under key unless the key exists: an existing
-// object with the same plaintext (size and SHA-256 in its header) is
-// success once it is durable (an earlier put may have renamed it into place
-// and died before syncing the directory, so a store that can is asked to
-// Sync it), anything else is ErrConflict and is left as it was.
+// object with the same plaintext is success once it is durable (see
+// storedSame), anything else is ErrConflict and is left as it was.
 func putIfAbsent(ctx context.Context, r repo.Repo, key string, body, sum []byte, size int64) error {
-	// One GET answers both "is it there?" and "is it the same?"; only the
-	// cleartext header is read.
-	rc, err := r.Store.Get(ctx, key)
-	switch {
-	case err == nil:
-		h, err := objstream.ReadHeader(rc)
-		rc.Close()
-		if err != nil {
-			return fmt.Errorf("%s: existing %s: %w", r.Name, key, err)
-		}
-		if h.PlainSize == size && bytes.Equal(h.PlainSHA256, sum) {
-			if sy, ok := r.Store.(storage.Syncer); ok {
-				if err := sy.Sync(ctx, key); err != nil {
-					return fmt.Errorf("%s: making the identical stored %s durable: %w", r.Name, key, err)
-				}
-			}
-			return nil
-		}
-		return fmt.Errorf("%w: repository %s already holds %s with sha256 %s (%d bytes), this file has sha256 %s (%d bytes); nothing was overwritten "+
-			"(if the stored copy was never complete, e.g. pushed by hand while PostgreSQL was still writing it, 'pgdr-agent wal-repair %s' shows both and replaces it on confirmation)",
-			ErrConflict, r.Name, key, hex.EncodeToString(h.PlainSHA256), h.PlainSize, hex.EncodeToString(sum), size, path.Base(key))
-	case errors.Is(err, storage.ErrNotFound):
-	default:
-		return fmt.Errorf("%s: %s: %w", r.Name, key, err)
+	same, err := storedSame(ctx, r, key, sum, size)
+	if err != nil || same {
+		return err
 	}
 	if err := r.Store.Put(ctx, key, bytes.NewReader(body), int64(len(body))); err != nil {
 		return fmt.Errorf("%s: %w", r.Name, err)

@@ -148,6 +148,20 @@ func WALKey(cluster, name string) string {
 	return WALPrefix(cluster) + name[:8] + "/" + name
 }
 
+// StreamPrefix is where the WAL receiver keeps the segment it is still
+// receiving (agent/walrecv), outside WALPrefix: a partial segment is not
+// archive, and PostgreSQL's own .partial files (the last segment of an old
+// timeline, archived at promotion) keep their names in WALPrefix.
+func StreamPrefix(cluster string) string { return cluster + "/wal-stream/" }
+
+// StreamPartialKey is the key of the receiver's partial copy of segment
+// name (a 24-hex-digit segment name): name + ".partial" under StreamPrefix.
+// It is overwritten as more WAL arrives and deleted once the complete
+// segment is archived under WALKey.
+func StreamPartialKey(cluster, name string) string {
+	return StreamPrefix(cluster) + name[:8] + "/" + name + ".partial"
+}
+
 // WALReplacedPrefix is where wal-repair keeps the archived WAL objects it
 // replaced. It is outside WALPrefix, so nothing reads them as archive.
 func WALReplacedPrefix(cluster string) string { return cluster + "/wal-replaced/" }
