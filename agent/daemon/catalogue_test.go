@@ -89,6 +89,7 @@ var allowedLabels = map[string]bool{
 	"cluster": true, "node": true, "repository": true, "tier": true, "type": true, "result": true, "reason": true,
 	"phase": true, "state": true, "role": true, "target": true, "source": true, "kind": true,
 	"path": true, "version": true, "commit": true, "goversion": true, "program": true,
+	"slot": true, // a server's replication slots: a handful
 }
 
 // unitSuffix: a name says its unit; dimensionless gauges (0/1 states,
@@ -100,7 +101,7 @@ var dimensionless = map[string]bool{
 	"pgdr_agent_role": true, "pgdr_agent_streaming": true, "pgdr_agent_timeline": true, "pgdr_agent_fenced": true,
 	"pgdr_agent_coordinator_connected": true, "pgdr_agent_failsafe_active": true, "pgdr_agent_failsafe_members": true,
 	"pgdr_agent_failsafe_unverifiable_members": true, "pgdr_agent_wal_ready_segments": true, "pgdr_repo_backups": true,
-	"pgdr_repo_copy_lag_objects": true,
+	"pgdr_repo_copy_lag_objects": true, "pgdr_agent_replication_slot_active": true,
 }
 
 // TestMetricsCatalogue gathers the agent's registry, fed with realistic
@@ -155,7 +156,8 @@ func TestMetricsCatalogue(t *testing.T) {
 	d.repoStat.ReadOnce(ctx)
 	// A primary's report, the archiver's state.
 	d.monitor.SetLatest(&pgdrv1.HealthReport{Cluster: cfg.Cluster, Node: cfg.Node.Name, Time: timestamppb.Now(), PostmasterAlive: true, Connectable: true,
-		Timeline: 1, CurrentLsn: 4 * segSize, HeartbeatTime: timestamppb.New(time.Now().Add(-time.Second)), ArchiveRpo: []*pgdrv1.ArchiveRPO{{Repository: "main", Mode: "sync", Bytes: 100, Seconds: 2}, {Repository: "dr", Mode: "async", Bytes: 200, Seconds: 5}}})
+		Timeline: 1, CurrentLsn: 4 * segSize, HeartbeatTime: timestamppb.New(time.Now().Add(-time.Second)), ArchiveRpo: []*pgdrv1.ArchiveRPO{{Repository: "main", Mode: "sync", Bytes: 100, Seconds: 2}, {Repository: "dr", Mode: "async", Bytes: 200, Seconds: 5}},
+		ReplicationSlots: []*pgdrv1.ReplicationSlot{{Name: "pgdr_pg_b1", Type: "physical", Active: true, RetainedBytes: 1 << 20}}, ReplicationSlotsKnown: true})
 	d.metrics.state.archiver = func() health.Archiver {
 		return health.Archiver{Known: true, LastArchived: time.Now().Add(-time.Second), Ready: 1, OldestReady: time.Now().Add(-2 * time.Second)}
 	}

@@ -214,6 +214,8 @@ var (
 	descReadyOldest  = prometheus.NewDesc("pgdr_agent_wal_ready_oldest_seconds", "Age of the oldest segment waiting to be archived (0 when none waits).", nil, nil)
 	descRPOSeconds   = prometheus.NewDesc("pgdr_agent_archive_rpo_seconds", "Primary only: age of the oldest WAL not yet in the repository.", []string{"repository"}, nil)
 	descRPOBytes     = prometheus.NewDesc("pgdr_agent_archive_rpo_bytes", "Primary only: WAL bytes not yet in the repository.", []string{"repository"}, nil)
+	descSlotRetained = prometheus.NewDesc("pgdr_agent_replication_slot_retained_bytes", "WAL the replication slot keeps on this server (restart_lsn to the current or replayed LSN).", []string{"slot", "type"}, nil)
+	descSlotActive   = prometheus.NewDesc("pgdr_agent_replication_slot_active", "1 while a connection uses the replication slot, 0 when none does.", []string{"slot", "type"}, nil)
 	descLeaseLeft    = prometheus.NewDesc("pgdr_agent_lease_remaining_seconds", "Primary only: time left on the primary lease (0 when expired or not the primary).", nil, nil)
 )
 
@@ -221,7 +223,7 @@ var (
 var roles = []string{health.RolePrimary, health.RoleReplica, health.RoleStopped, health.RoleUnknown}
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descRole, descLastArchived, descReady, descReadyOldest, descRPOSeconds, descRPOBytes, descLeaseLeft} {
+	for _, d := range []*prometheus.Desc{descRole, descLastArchived, descReady, descReadyOldest, descRPOSeconds, descRPOBytes, descSlotRetained, descSlotActive, descLeaseLeft} {
 		ch <- d
 	}
 }
@@ -260,6 +262,14 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 			gauge(descRPOSeconds, a.GetSeconds(), a.GetRepository())
 			gauge(descRPOBytes, float64(a.GetBytes()), a.GetRepository())
 		}
+	}
+	for _, sl := range r.GetReplicationSlots() {
+		active := 0.0
+		if sl.GetActive() {
+			active = 1
+		}
+		gauge(descSlotRetained, float64(sl.GetRetainedBytes()), sl.GetName(), sl.GetType())
+		gauge(descSlotActive, active, sl.GetName(), sl.GetType())
 	}
 	left := 0.0
 	if c.lease != nil && role == health.RolePrimary {

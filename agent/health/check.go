@@ -233,6 +233,7 @@ func (c *Checker) Check(ctx context.Context) *pgdrv1.HealthReport {
 		c.replication(q, r)
 	}
 
+	c.slots(q, r)
 	c.heartbeat(q, r)
 
 	var failedWAL string

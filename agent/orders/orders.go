@@ -36,6 +36,8 @@ func Name(cmd *pgdrv1.AgentCommand) string {
 		return "demote"
 	case *pgdrv1.AgentCommand_Restart:
 		return "restart"
+	case *pgdrv1.AgentCommand_DropSlot:
+		return "drop_slot"
 	}
 	return fmt.Sprintf("%T", cmd.GetKind())
 }
@@ -186,7 +188,7 @@ func (x *Executor) Order(ctx context.Context, cmd *pgdrv1.AgentCommand, received
 	}
 	switch cmd.GetKind().(type) {
 	case *pgdrv1.AgentCommand_Promote, *pgdrv1.AgentCommand_Follow, *pgdrv1.AgentCommand_Fence, *pgdrv1.AgentCommand_Rejoin,
-		*pgdrv1.AgentCommand_SetSynchronous, *pgdrv1.AgentCommand_Demote, *pgdrv1.AgentCommand_Restart:
+		*pgdrv1.AgentCommand_SetSynchronous, *pgdrv1.AgentCommand_Demote, *pgdrv1.AgentCommand_Restart, *pgdrv1.AgentCommand_DropSlot:
 	default:
 		return "", fmt.Errorf("unknown order %T", cmd.GetKind())
 	}
@@ -220,6 +222,8 @@ func (x *Executor) Order(ctx context.Context, cmd *pgdrv1.AgentCommand, received
 		return x.demote(ctx, cmd.GetEpoch(), k.Demote.GetReason())
 	case *pgdrv1.AgentCommand_Restart:
 		return x.restart(ctx, cmd.GetEpoch(), timing)
+	case *pgdrv1.AgentCommand_DropSlot:
+		return x.dropSlot(ctx, k.DropSlot.GetName(), k.DropSlot.GetReason())
 	}
 	return "", fmt.Errorf("unknown order %T", cmd.GetKind())
 }

@@ -482,7 +482,7 @@ func (s *Session) carryOut(ctx, runCtx context.Context, cmd *pgdrv1.AgentCommand
 		res.Ok = true
 		res.Output = fmt.Sprintf("role=%s healthy=%t timeline=%d lsn=%s lag_bytes=%d", b.Role, b.Healthy, b.Timeline, b.LSN, b.LagBytes)
 	case *pgdrv1.AgentCommand_Promote, *pgdrv1.AgentCommand_Follow, *pgdrv1.AgentCommand_Fence, *pgdrv1.AgentCommand_Rejoin,
-		*pgdrv1.AgentCommand_Demote, *pgdrv1.AgentCommand_SetSynchronous, *pgdrv1.AgentCommand_Restart:
+		*pgdrv1.AgentCommand_Demote, *pgdrv1.AgentCommand_SetSynchronous, *pgdrv1.AgentCommand_Restart, *pgdrv1.AgentCommand_DropSlot:
 		out, err := s.deps.Executor.Order(runCtx, cmd, received)
 		res.Output = out
 		switch {

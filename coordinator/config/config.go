@@ -39,9 +39,28 @@ type Config struct {
 	Notifications Notifications `yaml:"notifications"`
 	// Incidents: escalation and notification of the incidents.
 	Incidents Incidents `yaml:"incidents"`
+	// Slots: when the leader drops the replication slots of WAL
+	// receivers that stay down (coordinator/slots).
+	Slots Slots `yaml:"slots"`
 
 	Path string `yaml:"-"`
 }
+
+// Slots tunes the leader's dropping of pgdr-managed replication slots
+// (named pgdr_<node>, made by agents' WAL receivers).
+type Slots struct {
+	// Disabled: the leader never drops a slot.
+	Disabled bool `yaml:"disabled"`
+	// DropInactiveAfter: an unused managed slot on the primary is dropped
+	// once unused this long (default 30m, at least 1m).
+	DropInactiveAfter Duration `yaml:"drop_inactive_after"`
+	// MaxRetainedBytes: an unused managed slot keeping more WAL is dropped
+	// after a minute (0, the default: no byte limit).
+	MaxRetainedBytes uint64 `yaml:"max_retained_bytes"`
+}
+
+// DefaultSlotDropAfter is slots.drop_inactive_after when not set.
+const DefaultSlotDropAfter = 30 * time.Minute
 
 // Raft tunes the consensus layer.
 type Raft struct {
@@ -205,6 +224,7 @@ func (c *Config) defaults() {
 	// slow the raft timeouts (see Validate).
 	def(&c.Incidents.QuorumLostAfter, max(DefaultQuorumLostAfter, 4*max(c.Raft.ElectionTimeout.Duration, c.Raft.HeartbeatTimeout.Duration)))
 	c.Incidents.defaults()
+	def(&c.Slots.DropInactiveAfter, DefaultSlotDropAfter)
 	c.UI.defaults()
 	for i := range c.Bootstrap {
 		if c.Bootstrap[i].APIAddress == "" && c.Bootstrap[i].Name == c.Name {
@@ -253,6 +273,9 @@ func (c *Config) Validate() error {
 		if err := hostPort(fmt.Sprintf("gossip.join[%d]", i), j, true); err != nil {
 			return err
 		}
+	}
+	if d := c.Slots.DropInactiveAfter.Duration; d < time.Minute {
+		return &FieldError{"slots.drop_inactive_after", fmt.Sprintf("%s is under 1m: a receiver between two connections would lose its slot", d)}
 	}
 	if c.Gossip.Bind != "" && c.Gossip.KeyFile == "" {
 		return &FieldError{"gossip.key_file", "required when gossip.bind is set (the pool is always encrypted)"}

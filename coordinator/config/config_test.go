@@ -26,7 +26,7 @@ func TestParseDefaults(t *testing.T) {
 	if c.Raft.Advertise != "127.0.0.1:7001" || c.API.Advertise != "127.0.0.1:7101" {
 		t.Fatalf("advertise defaults: %+v %+v", c.Raft, c.API)
 	}
-	if c.Raft.SnapshotThreshold != 8192 || c.Health.StaleAfter.Seconds() != 3 || c.LogLevel != "info" {
+	if c.Raft.SnapshotThreshold != 8192 || c.Health.StaleAfter.Seconds() != 3 || c.LogLevel != "info" || c.Slots.DropInactiveAfter.Duration != DefaultSlotDropAfter || c.Slots.Disabled {
 		t.Fatalf("defaults: %+v", c)
 	}
 }
@@ -42,8 +42,9 @@ func TestParseErrorsNameTheField(t *testing.T) {
 		{"region: us-east-1\n", "region: us-east-1\nunknown_key: 1\n"},
 		{"region: us-east-1\n", "region: us-east-1\ngossip: {bind: \"127.0.0.1:7301\"}\n"},
 		{"region: us-east-1\n", "region: us-east-1\nlog_level: loud\n"},
+		{"region: us-east-1\n", "region: us-east-1\nslots: {drop_inactive_after: 10s}\n"},
 	}
-	wants := []string{"name", "region", "api.listen", "tls.ca_file", "bootstrap[1].name", "duration", "unknown_key", "gossip.key_file", "log_level"}
+	wants := []string{"name", "region", "api.listen", "tls.ca_file", "bootstrap[1].name", "duration", "unknown_key", "gossip.key_file", "log_level", "slots.drop_inactive_after"}
 	for i, tc := range cases {
 		src := strings.Replace(good, tc.edit, tc.field, 1)
 		if src == good {

@@ -533,6 +533,7 @@ func (s *Server) leaderLoop(ctx context.Context) {
 		go s.drills.run(ctx)
 	}
 	go s.sloLoop(ctx)
+	go s.slotLoop(ctx)
 	if s.incidents != nil {
 		go s.incidents.run(ctx)
 	}

@@ -708,8 +708,15 @@ type HealthReport struct {
 	// heartbeat_time minus this. A new coordinator leader counts the seconds
 	// of the run before it began judging as good instead of unobserved.
 	HeartbeatRunMs int64 `protobuf:"varint,43,opt,name=heartbeat_run_ms,json=heartbeatRunMs,proto3" json:"heartbeat_run_ms,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// replication_slots: the server's replication slots
+	// (pg_replication_slots), on a primary and on a replica alike; empty
+	// when they could not be read. The leader drops the pgdr-managed ones a
+	// receiver no longer uses (coordinator/slots).
+	ReplicationSlots []*ReplicationSlot `protobuf:"bytes,60,rep,name=replication_slots,json=replicationSlots,proto3" json:"replication_slots,omitempty"`
+	// replication_slots_known: replication_slots was read this round.
+	ReplicationSlotsKnown bool `protobuf:"varint,61,opt,name=replication_slots_known,json=replicationSlotsKnown,proto3" json:"replication_slots_known,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
 }
 
 func (x *HealthReport) Reset() {
@@ -1001,6 +1008,109 @@ func (x *HealthReport) GetHeartbeatRunMs() int64 {
 	return 0
 }
 
+func (x *HealthReport) GetReplicationSlots() []*ReplicationSlot {
+	if x != nil {
+		return x.ReplicationSlots
+	}
+	return nil
+}
+
+func (x *HealthReport) GetReplicationSlotsKnown() bool {
+	if x != nil {
+		return x.ReplicationSlotsKnown
+	}
+	return false
+}
+
+// ReplicationSlot is one row of pg_replication_slots.
+type ReplicationSlot struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// type: physical or logical.
+	Type       string `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
+	Active     bool   `protobuf:"varint,3,opt,name=active,proto3" json:"active,omitempty"`
+	RestartLsn uint64 `protobuf:"varint,4,opt,name=restart_lsn,json=restartLsn,proto3" json:"restart_lsn,omitempty"`
+	// retained_bytes: WAL the slot keeps on this server: from restart_lsn to
+	// the current LSN (a primary) or the last replayed LSN (a replica).
+	RetainedBytes uint64 `protobuf:"varint,5,opt,name=retained_bytes,json=retainedBytes,proto3" json:"retained_bytes,omitempty"`
+	// wal_status: reserved, extended, unreserved or lost (PostgreSQL 13+).
+	WalStatus     string `protobuf:"bytes,6,opt,name=wal_status,json=walStatus,proto3" json:"wal_status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplicationSlot) Reset() {
+	*x = ReplicationSlot{}
+	mi := &file_pgdr_v1_agent_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicationSlot) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicationSlot) ProtoMessage() {}
+
+func (x *ReplicationSlot) ProtoReflect() protoreflect.Message {
+	mi := &file_pgdr_v1_agent_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicationSlot.ProtoReflect.Descriptor instead.
+func (*ReplicationSlot) Descriptor() ([]byte, []int) {
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ReplicationSlot) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ReplicationSlot) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *ReplicationSlot) GetActive() bool {
+	if x != nil {
+		return x.Active
+	}
+	return false
+}
+
+func (x *ReplicationSlot) GetRestartLsn() uint64 {
+	if x != nil {
+		return x.RestartLsn
+	}
+	return 0
+}
+
+func (x *ReplicationSlot) GetRetainedBytes() uint64 {
+	if x != nil {
+		return x.RetainedBytes
+	}
+	return 0
+}
+
+func (x *ReplicationSlot) GetWalStatus() string {
+	if x != nil {
+		return x.WalStatus
+	}
+	return ""
+}
+
 // ArchiveRPO is what losing the primary now would lose from a repository.
 type ArchiveRPO struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
@@ -1024,7 +1134,7 @@ type ArchiveRPO struct {
 
 func (x *ArchiveRPO) Reset() {
 	*x = ArchiveRPO{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[10]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1036,7 +1146,7 @@ func (x *ArchiveRPO) String() string {
 func (*ArchiveRPO) ProtoMessage() {}
 
 func (x *ArchiveRPO) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[10]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1049,7 +1159,7 @@ func (x *ArchiveRPO) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ArchiveRPO.ProtoReflect.Descriptor instead.
 func (*ArchiveRPO) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{10}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ArchiveRPO) GetRepository() string {
@@ -1104,7 +1214,7 @@ type ReplicaState struct {
 
 func (x *ReplicaState) Reset() {
 	*x = ReplicaState{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[11]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1116,7 +1226,7 @@ func (x *ReplicaState) String() string {
 func (*ReplicaState) ProtoMessage() {}
 
 func (x *ReplicaState) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[11]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1129,7 +1239,7 @@ func (x *ReplicaState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaState.ProtoReflect.Descriptor instead.
 func (*ReplicaState) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{11}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ReplicaState) GetApplicationName() string {
@@ -1190,7 +1300,7 @@ type ReportSummary struct {
 
 func (x *ReportSummary) Reset() {
 	*x = ReportSummary{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[12]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1202,7 +1312,7 @@ func (x *ReportSummary) String() string {
 func (*ReportSummary) ProtoMessage() {}
 
 func (x *ReportSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[12]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1215,7 +1325,7 @@ func (x *ReportSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportSummary.ProtoReflect.Descriptor instead.
 func (*ReportSummary) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{12}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ReportSummary) GetReceived() uint64 {
@@ -1235,7 +1345,7 @@ type CommandsRequest struct {
 
 func (x *CommandsRequest) Reset() {
 	*x = CommandsRequest{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[13]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1247,7 +1357,7 @@ func (x *CommandsRequest) String() string {
 func (*CommandsRequest) ProtoMessage() {}
 
 func (x *CommandsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[13]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1260,7 +1370,7 @@ func (x *CommandsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandsRequest.ProtoReflect.Descriptor instead.
 func (*CommandsRequest) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{13}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CommandsRequest) GetCluster() string {
@@ -1325,6 +1435,7 @@ type AgentCommand struct {
 	//	*AgentCommand_Backup
 	//	*AgentCommand_Drill
 	//	*AgentCommand_RunCommand
+	//	*AgentCommand_DropSlot
 	Kind          isAgentCommand_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1332,7 +1443,7 @@ type AgentCommand struct {
 
 func (x *AgentCommand) Reset() {
 	*x = AgentCommand{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[14]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1344,7 +1455,7 @@ func (x *AgentCommand) String() string {
 func (*AgentCommand) ProtoMessage() {}
 
 func (x *AgentCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[14]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1357,7 +1468,7 @@ func (x *AgentCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentCommand.ProtoReflect.Descriptor instead.
 func (*AgentCommand) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{14}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *AgentCommand) GetId() string {
@@ -1538,6 +1649,15 @@ func (x *AgentCommand) GetRunCommand() *RunCommand {
 	return nil
 }
 
+func (x *AgentCommand) GetDropSlot() *DropSlot {
+	if x != nil {
+		if x, ok := x.Kind.(*AgentCommand_DropSlot); ok {
+			return x.DropSlot
+		}
+	}
+	return nil
+}
+
 type isAgentCommand_Kind interface {
 	isAgentCommand_Kind()
 }
@@ -1608,6 +1728,13 @@ type AgentCommand_RunCommand struct {
 	RunCommand *RunCommand `protobuf:"bytes,21,opt,name=run_command,json=runCommand,proto3,oneof"`
 }
 
+type AgentCommand_DropSlot struct {
+	// drop_slot: drop a pgdr-managed replication slot that is not in use
+	// (coordinator/slots decides; the agent refuses an active slot and a
+	// name pgdr does not manage).
+	DropSlot *DropSlot `protobuf:"bytes,30,opt,name=drop_slot,json=dropSlot,proto3,oneof"`
+}
+
 func (*AgentCommand_Ping) isAgentCommand_Kind() {}
 
 func (*AgentCommand_CheckNow) isAgentCommand_Kind() {}
@@ -1632,6 +1759,61 @@ func (*AgentCommand_Drill) isAgentCommand_Kind() {}
 
 func (*AgentCommand_RunCommand) isAgentCommand_Kind() {}
 
+func (*AgentCommand_DropSlot) isAgentCommand_Kind() {}
+
+// DropSlot names the replication slot to drop and why (for the logs).
+type DropSlot struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DropSlot) Reset() {
+	*x = DropSlot{}
+	mi := &file_pgdr_v1_agent_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DropSlot) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DropSlot) ProtoMessage() {}
+
+func (x *DropSlot) ProtoReflect() protoreflect.Message {
+	mi := &file_pgdr_v1_agent_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DropSlot.ProtoReflect.Descriptor instead.
+func (*DropSlot) Descriptor() ([]byte, []int) {
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *DropSlot) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *DropSlot) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 // RunCommand names a command of the agent's config (commands:) and the key
 // of the runbook step it runs for: the agent runs a key once, and answers
 // a repeat with its progress or result.
@@ -1655,7 +1837,7 @@ type RunCommand struct {
 
 func (x *RunCommand) Reset() {
 	*x = RunCommand{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[15]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1667,7 +1849,7 @@ func (x *RunCommand) String() string {
 func (*RunCommand) ProtoMessage() {}
 
 func (x *RunCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[15]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1680,7 +1862,7 @@ func (x *RunCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunCommand.ProtoReflect.Descriptor instead.
 func (*RunCommand) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{15}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RunCommand) GetName() string {
@@ -1719,7 +1901,7 @@ type Ping struct {
 
 func (x *Ping) Reset() {
 	*x = Ping{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[16]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1731,7 +1913,7 @@ func (x *Ping) String() string {
 func (*Ping) ProtoMessage() {}
 
 func (x *Ping) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[16]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1744,7 +1926,7 @@ func (x *Ping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ping.ProtoReflect.Descriptor instead.
 func (*Ping) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{16}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{18}
 }
 
 type CheckNow struct {
@@ -1755,7 +1937,7 @@ type CheckNow struct {
 
 func (x *CheckNow) Reset() {
 	*x = CheckNow{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[17]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1767,7 +1949,7 @@ func (x *CheckNow) String() string {
 func (*CheckNow) ProtoMessage() {}
 
 func (x *CheckNow) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[17]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1780,7 +1962,7 @@ func (x *CheckNow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckNow.ProtoReflect.Descriptor instead.
 func (*CheckNow) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{17}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{19}
 }
 
 type Promote struct {
@@ -1812,7 +1994,7 @@ type Promote struct {
 
 func (x *Promote) Reset() {
 	*x = Promote{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[18]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1824,7 +2006,7 @@ func (x *Promote) String() string {
 func (*Promote) ProtoMessage() {}
 
 func (x *Promote) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[18]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1837,7 +2019,7 @@ func (x *Promote) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Promote.ProtoReflect.Descriptor instead.
 func (*Promote) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{18}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Promote) GetReason() string {
@@ -1872,7 +2054,7 @@ type Follow struct {
 
 func (x *Follow) Reset() {
 	*x = Follow{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[19]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1884,7 +2066,7 @@ func (x *Follow) String() string {
 func (*Follow) ProtoMessage() {}
 
 func (x *Follow) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[19]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1897,7 +2079,7 @@ func (x *Follow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Follow.ProtoReflect.Descriptor instead.
 func (*Follow) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{19}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Follow) GetPrimary() string {
@@ -1923,7 +2105,7 @@ type Fence struct {
 
 func (x *Fence) Reset() {
 	*x = Fence{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[20]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1935,7 +2117,7 @@ func (x *Fence) String() string {
 func (*Fence) ProtoMessage() {}
 
 func (x *Fence) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[20]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1948,7 +2130,7 @@ func (x *Fence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fence.ProtoReflect.Descriptor instead.
 func (*Fence) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{20}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Fence) GetReason() string {
@@ -1968,7 +2150,7 @@ type Rejoin struct {
 
 func (x *Rejoin) Reset() {
 	*x = Rejoin{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[21]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1980,7 +2162,7 @@ func (x *Rejoin) String() string {
 func (*Rejoin) ProtoMessage() {}
 
 func (x *Rejoin) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[21]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1993,7 +2175,7 @@ func (x *Rejoin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rejoin.ProtoReflect.Descriptor instead.
 func (*Rejoin) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{21}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Rejoin) GetPrimary() string {
@@ -2019,7 +2201,7 @@ type Demote struct {
 
 func (x *Demote) Reset() {
 	*x = Demote{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[22]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2031,7 +2213,7 @@ func (x *Demote) String() string {
 func (*Demote) ProtoMessage() {}
 
 func (x *Demote) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[22]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2044,7 +2226,7 @@ func (x *Demote) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Demote.ProtoReflect.Descriptor instead.
 func (*Demote) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{22}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Demote) GetReason() string {
@@ -2063,7 +2245,7 @@ type Restart struct {
 
 func (x *Restart) Reset() {
 	*x = Restart{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[23]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2075,7 +2257,7 @@ func (x *Restart) String() string {
 func (*Restart) ProtoMessage() {}
 
 func (x *Restart) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[23]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2088,7 +2270,7 @@ func (x *Restart) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Restart.ProtoReflect.Descriptor instead.
 func (*Restart) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{23}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Restart) GetReason() string {
@@ -2108,7 +2290,7 @@ type SetSynchronous struct {
 
 func (x *SetSynchronous) Reset() {
 	*x = SetSynchronous{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[24]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2120,7 +2302,7 @@ func (x *SetSynchronous) String() string {
 func (*SetSynchronous) ProtoMessage() {}
 
 func (x *SetSynchronous) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[24]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2133,7 +2315,7 @@ func (x *SetSynchronous) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSynchronous.ProtoReflect.Descriptor instead.
 func (*SetSynchronous) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{24}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SetSynchronous) GetValue() string {
@@ -2164,7 +2346,7 @@ type CommandResult struct {
 
 func (x *CommandResult) Reset() {
 	*x = CommandResult{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[25]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2176,7 +2358,7 @@ func (x *CommandResult) String() string {
 func (*CommandResult) ProtoMessage() {}
 
 func (x *CommandResult) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[25]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2189,7 +2371,7 @@ func (x *CommandResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandResult.ProtoReflect.Descriptor instead.
 func (*CommandResult) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{25}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *CommandResult) GetId() string {
@@ -2263,7 +2445,7 @@ type CommandResultAck struct {
 
 func (x *CommandResultAck) Reset() {
 	*x = CommandResultAck{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[26]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2275,7 +2457,7 @@ func (x *CommandResultAck) String() string {
 func (*CommandResultAck) ProtoMessage() {}
 
 func (x *CommandResultAck) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[26]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2288,7 +2470,7 @@ func (x *CommandResultAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandResultAck.ProtoReflect.Descriptor instead.
 func (*CommandResultAck) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{26}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{28}
 }
 
 var File_pgdr_v1_agent_proto protoreflect.FileDescriptor
@@ -2336,7 +2518,7 @@ const file_pgdr_v1_agent_proto_rawDesc = "" +
 	"\x10RegisterResponse\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x18\n" +
 	"\aprimary\x18\x02 \x01(\tR\aprimary\x12,\n" +
-	"\x03now\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x03now\"\x8d\f\n" +
+	"\x03now\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x03now\"\x8c\r\n" +
 	"\fHealthReport\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12.\n" +
@@ -2382,7 +2564,18 @@ const file_pgdr_v1_agent_proto_rawDesc = "" +
 	"\x0eheartbeat_time\x18( \x01(\v2\x1a.google.protobuf.TimestampR\rheartbeatTime\x12(\n" +
 	"\x10heartbeat_age_ms\x18) \x01(\x03R\x0eheartbeatAgeMs\x122\n" +
 	"\x15heartbeat_interval_ms\x18* \x01(\x03R\x13heartbeatIntervalMs\x12(\n" +
-	"\x10heartbeat_run_ms\x18+ \x01(\x03R\x0eheartbeatRunMs\"\x97\x01\n" +
+	"\x10heartbeat_run_ms\x18+ \x01(\x03R\x0eheartbeatRunMs\x12E\n" +
+	"\x11replication_slots\x18< \x03(\v2\x18.pgdr.v1.ReplicationSlotR\x10replicationSlots\x126\n" +
+	"\x17replication_slots_known\x18= \x01(\bR\x15replicationSlotsKnown\"\xb8\x01\n" +
+	"\x0fReplicationSlot\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04type\x18\x02 \x01(\tR\x04type\x12\x16\n" +
+	"\x06active\x18\x03 \x01(\bR\x06active\x12\x1f\n" +
+	"\vrestart_lsn\x18\x04 \x01(\x04R\n" +
+	"restartLsn\x12%\n" +
+	"\x0eretained_bytes\x18\x05 \x01(\x04R\rretainedBytes\x12\x1d\n" +
+	"\n" +
+	"wal_status\x18\x06 \x01(\tR\twalStatus\"\x97\x01\n" +
 	"\n" +
 	"ArchiveRPO\x12\x1e\n" +
 	"\n" +
@@ -2406,7 +2599,7 @@ const file_pgdr_v1_agent_proto_rawDesc = "" +
 	"\breceived\x18\x01 \x01(\x04R\breceived\"?\n" +
 	"\x0fCommandsRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
-	"\x04node\x18\x02 \x01(\tR\x04node\"\xf0\x06\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\"\xa2\a\n" +
 	"\fAgentCommand\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12\x12\n" +
@@ -2430,8 +2623,12 @@ const file_pgdr_v1_agent_proto_rawDesc = "" +
 	"\x06backup\x18\x13 \x01(\v2\x0f.pgdr.v1.BackupH\x00R\x06backup\x12&\n" +
 	"\x05drill\x18\x14 \x01(\v2\x0e.pgdr.v1.DrillH\x00R\x05drill\x126\n" +
 	"\vrun_command\x18\x15 \x01(\v2\x13.pgdr.v1.RunCommandH\x00R\n" +
-	"runCommandB\x06\n" +
-	"\x04kind\"r\n" +
+	"runCommand\x120\n" +
+	"\tdrop_slot\x18\x1e \x01(\v2\x11.pgdr.v1.DropSlotH\x00R\bdropSlotB\x06\n" +
+	"\x04kind\"6\n" +
+	"\bDropSlot\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"r\n" +
 	"\n" +
 	"RunCommand\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
@@ -2496,7 +2693,7 @@ func file_pgdr_v1_agent_proto_rawDescGZIP() []byte {
 	return file_pgdr_v1_agent_proto_rawDescData
 }
 
-var file_pgdr_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_pgdr_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_pgdr_v1_agent_proto_goTypes = []any{
 	(*EpochRequest)(nil),          // 0: pgdr.v1.EpochRequest
 	(*EpochResponse)(nil),         // 1: pgdr.v1.EpochResponse
@@ -2508,79 +2705,83 @@ var file_pgdr_v1_agent_proto_goTypes = []any{
 	(*RegisterRequest)(nil),       // 7: pgdr.v1.RegisterRequest
 	(*RegisterResponse)(nil),      // 8: pgdr.v1.RegisterResponse
 	(*HealthReport)(nil),          // 9: pgdr.v1.HealthReport
-	(*ArchiveRPO)(nil),            // 10: pgdr.v1.ArchiveRPO
-	(*ReplicaState)(nil),          // 11: pgdr.v1.ReplicaState
-	(*ReportSummary)(nil),         // 12: pgdr.v1.ReportSummary
-	(*CommandsRequest)(nil),       // 13: pgdr.v1.CommandsRequest
-	(*AgentCommand)(nil),          // 14: pgdr.v1.AgentCommand
-	(*RunCommand)(nil),            // 15: pgdr.v1.RunCommand
-	(*Ping)(nil),                  // 16: pgdr.v1.Ping
-	(*CheckNow)(nil),              // 17: pgdr.v1.CheckNow
-	(*Promote)(nil),               // 18: pgdr.v1.Promote
-	(*Follow)(nil),                // 19: pgdr.v1.Follow
-	(*Fence)(nil),                 // 20: pgdr.v1.Fence
-	(*Rejoin)(nil),                // 21: pgdr.v1.Rejoin
-	(*Demote)(nil),                // 22: pgdr.v1.Demote
-	(*Restart)(nil),               // 23: pgdr.v1.Restart
-	(*SetSynchronous)(nil),        // 24: pgdr.v1.SetSynchronous
-	(*CommandResult)(nil),         // 25: pgdr.v1.CommandResult
-	(*CommandResultAck)(nil),      // 26: pgdr.v1.CommandResultAck
-	(*timestamppb.Timestamp)(nil), // 27: google.protobuf.Timestamp
-	(*Member)(nil),                // 28: pgdr.v1.Member
-	(*Backup)(nil),                // 29: pgdr.v1.Backup
-	(*Drill)(nil),                 // 30: pgdr.v1.Drill
-	(*BackupReport)(nil),          // 31: pgdr.v1.BackupReport
-	(*DrillReport)(nil),           // 32: pgdr.v1.DrillReport
+	(*ReplicationSlot)(nil),       // 10: pgdr.v1.ReplicationSlot
+	(*ArchiveRPO)(nil),            // 11: pgdr.v1.ArchiveRPO
+	(*ReplicaState)(nil),          // 12: pgdr.v1.ReplicaState
+	(*ReportSummary)(nil),         // 13: pgdr.v1.ReportSummary
+	(*CommandsRequest)(nil),       // 14: pgdr.v1.CommandsRequest
+	(*AgentCommand)(nil),          // 15: pgdr.v1.AgentCommand
+	(*DropSlot)(nil),              // 16: pgdr.v1.DropSlot
+	(*RunCommand)(nil),            // 17: pgdr.v1.RunCommand
+	(*Ping)(nil),                  // 18: pgdr.v1.Ping
+	(*CheckNow)(nil),              // 19: pgdr.v1.CheckNow
+	(*Promote)(nil),               // 20: pgdr.v1.Promote
+	(*Follow)(nil),                // 21: pgdr.v1.Follow
+	(*Fence)(nil),                 // 22: pgdr.v1.Fence
+	(*Rejoin)(nil),                // 23: pgdr.v1.Rejoin
+	(*Demote)(nil),                // 24: pgdr.v1.Demote
+	(*Restart)(nil),               // 25: pgdr.v1.Restart
+	(*SetSynchronous)(nil),        // 26: pgdr.v1.SetSynchronous
+	(*CommandResult)(nil),         // 27: pgdr.v1.CommandResult
+	(*CommandResultAck)(nil),      // 28: pgdr.v1.CommandResultAck
+	(*timestamppb.Timestamp)(nil), // 29: google.protobuf.Timestamp
+	(*Member)(nil),                // 30: pgdr.v1.Member
+	(*Backup)(nil),                // 31: pgdr.v1.Backup
+	(*Drill)(nil),                 // 32: pgdr.v1.Drill
+	(*BackupReport)(nil),          // 33: pgdr.v1.BackupReport
+	(*DrillReport)(nil),           // 34: pgdr.v1.DrillReport
 }
 var file_pgdr_v1_agent_proto_depIdxs = []int32{
-	27, // 0: pgdr.v1.EpochResponse.now:type_name -> google.protobuf.Timestamp
+	29, // 0: pgdr.v1.EpochResponse.now:type_name -> google.protobuf.Timestamp
 	4,  // 1: pgdr.v1.RenewLeaseResponse.members:type_name -> pgdr.v1.FailsafeMember
-	27, // 2: pgdr.v1.LeaderResponse.now:type_name -> google.protobuf.Timestamp
-	28, // 3: pgdr.v1.RegisterRequest.member:type_name -> pgdr.v1.Member
-	27, // 4: pgdr.v1.RegisterResponse.now:type_name -> google.protobuf.Timestamp
-	27, // 5: pgdr.v1.HealthReport.time:type_name -> google.protobuf.Timestamp
-	27, // 6: pgdr.v1.HealthReport.archive_last_failed_time:type_name -> google.protobuf.Timestamp
-	11, // 7: pgdr.v1.HealthReport.replicas:type_name -> pgdr.v1.ReplicaState
-	27, // 8: pgdr.v1.HealthReport.failsafe_acked_at:type_name -> google.protobuf.Timestamp
-	10, // 9: pgdr.v1.HealthReport.archive_rpo:type_name -> pgdr.v1.ArchiveRPO
-	27, // 10: pgdr.v1.HealthReport.heartbeat_time:type_name -> google.protobuf.Timestamp
-	27, // 11: pgdr.v1.AgentCommand.issued_at:type_name -> google.protobuf.Timestamp
-	27, // 12: pgdr.v1.AgentCommand.deadline:type_name -> google.protobuf.Timestamp
-	27, // 13: pgdr.v1.AgentCommand.sent_at:type_name -> google.protobuf.Timestamp
-	16, // 14: pgdr.v1.AgentCommand.ping:type_name -> pgdr.v1.Ping
-	17, // 15: pgdr.v1.AgentCommand.check_now:type_name -> pgdr.v1.CheckNow
-	18, // 16: pgdr.v1.AgentCommand.promote:type_name -> pgdr.v1.Promote
-	19, // 17: pgdr.v1.AgentCommand.follow:type_name -> pgdr.v1.Follow
-	20, // 18: pgdr.v1.AgentCommand.fence:type_name -> pgdr.v1.Fence
-	21, // 19: pgdr.v1.AgentCommand.rejoin:type_name -> pgdr.v1.Rejoin
-	22, // 20: pgdr.v1.AgentCommand.demote:type_name -> pgdr.v1.Demote
-	24, // 21: pgdr.v1.AgentCommand.set_synchronous:type_name -> pgdr.v1.SetSynchronous
-	23, // 22: pgdr.v1.AgentCommand.restart:type_name -> pgdr.v1.Restart
-	29, // 23: pgdr.v1.AgentCommand.backup:type_name -> pgdr.v1.Backup
-	30, // 24: pgdr.v1.AgentCommand.drill:type_name -> pgdr.v1.Drill
-	15, // 25: pgdr.v1.AgentCommand.run_command:type_name -> pgdr.v1.RunCommand
-	27, // 26: pgdr.v1.Promote.settle_by:type_name -> google.protobuf.Timestamp
-	31, // 27: pgdr.v1.CommandResult.backup:type_name -> pgdr.v1.BackupReport
-	32, // 28: pgdr.v1.CommandResult.drill:type_name -> pgdr.v1.DrillReport
-	5,  // 29: pgdr.v1.AgentService.Leader:input_type -> pgdr.v1.LeaderRequest
-	7,  // 30: pgdr.v1.AgentService.Register:input_type -> pgdr.v1.RegisterRequest
-	9,  // 31: pgdr.v1.AgentService.Report:input_type -> pgdr.v1.HealthReport
-	13, // 32: pgdr.v1.AgentService.Commands:input_type -> pgdr.v1.CommandsRequest
-	25, // 33: pgdr.v1.AgentService.CompleteCommand:input_type -> pgdr.v1.CommandResult
-	2,  // 34: pgdr.v1.AgentService.RenewLease:input_type -> pgdr.v1.RenewLeaseRequest
-	0,  // 35: pgdr.v1.AgentService.Epoch:input_type -> pgdr.v1.EpochRequest
-	6,  // 36: pgdr.v1.AgentService.Leader:output_type -> pgdr.v1.LeaderResponse
-	8,  // 37: pgdr.v1.AgentService.Register:output_type -> pgdr.v1.RegisterResponse
-	12, // 38: pgdr.v1.AgentService.Report:output_type -> pgdr.v1.ReportSummary
-	14, // 39: pgdr.v1.AgentService.Commands:output_type -> pgdr.v1.AgentCommand
-	26, // 40: pgdr.v1.AgentService.CompleteCommand:output_type -> pgdr.v1.CommandResultAck
-	3,  // 41: pgdr.v1.AgentService.RenewLease:output_type -> pgdr.v1.RenewLeaseResponse
-	1,  // 42: pgdr.v1.AgentService.Epoch:output_type -> pgdr.v1.EpochResponse
-	36, // [36:43] is the sub-list for method output_type
-	29, // [29:36] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	29, // 2: pgdr.v1.LeaderResponse.now:type_name -> google.protobuf.Timestamp
+	30, // 3: pgdr.v1.RegisterRequest.member:type_name -> pgdr.v1.Member
+	29, // 4: pgdr.v1.RegisterResponse.now:type_name -> google.protobuf.Timestamp
+	29, // 5: pgdr.v1.HealthReport.time:type_name -> google.protobuf.Timestamp
+	29, // 6: pgdr.v1.HealthReport.archive_last_failed_time:type_name -> google.protobuf.Timestamp
+	12, // 7: pgdr.v1.HealthReport.replicas:type_name -> pgdr.v1.ReplicaState
+	29, // 8: pgdr.v1.HealthReport.failsafe_acked_at:type_name -> google.protobuf.Timestamp
+	11, // 9: pgdr.v1.HealthReport.archive_rpo:type_name -> pgdr.v1.ArchiveRPO
+	29, // 10: pgdr.v1.HealthReport.heartbeat_time:type_name -> google.protobuf.Timestamp
+	10, // 11: pgdr.v1.HealthReport.replication_slots:type_name -> pgdr.v1.ReplicationSlot
+	29, // 12: pgdr.v1.AgentCommand.issued_at:type_name -> google.protobuf.Timestamp
+	29, // 13: pgdr.v1.AgentCommand.deadline:type_name -> google.protobuf.Timestamp
+	29, // 14: pgdr.v1.AgentCommand.sent_at:type_name -> google.protobuf.Timestamp
+	18, // 15: pgdr.v1.AgentCommand.ping:type_name -> pgdr.v1.Ping
+	19, // 16: pgdr.v1.AgentCommand.check_now:type_name -> pgdr.v1.CheckNow
+	20, // 17: pgdr.v1.AgentCommand.promote:type_name -> pgdr.v1.Promote
+	21, // 18: pgdr.v1.AgentCommand.follow:type_name -> pgdr.v1.Follow
+	22, // 19: pgdr.v1.AgentCommand.fence:type_name -> pgdr.v1.Fence
+	23, // 20: pgdr.v1.AgentCommand.rejoin:type_name -> pgdr.v1.Rejoin
+	24, // 21: pgdr.v1.AgentCommand.demote:type_name -> pgdr.v1.Demote
+	26, // 22: pgdr.v1.AgentCommand.set_synchronous:type_name -> pgdr.v1.SetSynchronous
+	25, // 23: pgdr.v1.AgentCommand.restart:type_name -> pgdr.v1.Restart
+	31, // 24: pgdr.v1.AgentCommand.backup:type_name -> pgdr.v1.Backup
+	32, // 25: pgdr.v1.AgentCommand.drill:type_name -> pgdr.v1.Drill
+	17, // 26: pgdr.v1.AgentCommand.run_command:type_name -> pgdr.v1.RunCommand
+	16, // 27: pgdr.v1.AgentCommand.drop_slot:type_name -> pgdr.v1.DropSlot
+	29, // 28: pgdr.v1.Promote.settle_by:type_name -> google.protobuf.Timestamp
+	33, // 29: pgdr.v1.CommandResult.backup:type_name -> pgdr.v1.BackupReport
+	34, // 30: pgdr.v1.CommandResult.drill:type_name -> pgdr.v1.DrillReport
+	5,  // 31: pgdr.v1.AgentService.Leader:input_type -> pgdr.v1.LeaderRequest
+	7,  // 32: pgdr.v1.AgentService.Register:input_type -> pgdr.v1.RegisterRequest
+	9,  // 33: pgdr.v1.AgentService.Report:input_type -> pgdr.v1.HealthReport
+	14, // 34: pgdr.v1.AgentService.Commands:input_type -> pgdr.v1.CommandsRequest
+	27, // 35: pgdr.v1.AgentService.CompleteCommand:input_type -> pgdr.v1.CommandResult
+	2,  // 36: pgdr.v1.AgentService.RenewLease:input_type -> pgdr.v1.RenewLeaseRequest
+	0,  // 37: pgdr.v1.AgentService.Epoch:input_type -> pgdr.v1.EpochRequest
+	6,  // 38: pgdr.v1.AgentService.Leader:output_type -> pgdr.v1.LeaderResponse
+	8,  // 39: pgdr.v1.AgentService.Register:output_type -> pgdr.v1.RegisterResponse
+	13, // 40: pgdr.v1.AgentService.Report:output_type -> pgdr.v1.ReportSummary
+	15, // 41: pgdr.v1.AgentService.Commands:output_type -> pgdr.v1.AgentCommand
+	28, // 42: pgdr.v1.AgentService.CompleteCommand:output_type -> pgdr.v1.CommandResultAck
+	3,  // 43: pgdr.v1.AgentService.RenewLease:output_type -> pgdr.v1.RenewLeaseResponse
+	1,  // 44: pgdr.v1.AgentService.Epoch:output_type -> pgdr.v1.EpochResponse
+	38, // [38:45] is the sub-list for method output_type
+	31, // [31:38] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_pgdr_v1_agent_proto_init() }
@@ -2591,7 +2792,7 @@ func file_pgdr_v1_agent_proto_init() {
 	file_pgdr_v1_state_proto_init()
 	file_pgdr_v1_backup_run_proto_init()
 	file_pgdr_v1_drill_proto_init()
-	file_pgdr_v1_agent_proto_msgTypes[14].OneofWrappers = []any{
+	file_pgdr_v1_agent_proto_msgTypes[15].OneofWrappers = []any{
 		(*AgentCommand_Ping)(nil),
 		(*AgentCommand_CheckNow)(nil),
 		(*AgentCommand_Promote)(nil),
@@ -2604,6 +2805,7 @@ func file_pgdr_v1_agent_proto_init() {
 		(*AgentCommand_Backup)(nil),
 		(*AgentCommand_Drill)(nil),
 		(*AgentCommand_RunCommand)(nil),
+		(*AgentCommand_DropSlot)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2611,7 +2813,7 @@ func file_pgdr_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pgdr_v1_agent_proto_rawDesc), len(file_pgdr_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   27,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
