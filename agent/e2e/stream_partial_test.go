@@ -14,6 +14,7 @@ import (
 
 	"github.com/pgdr/pgdr/agent/walship"
 	"github.com/pgdr/pgdr/pkg/config"
+	"github.com/pgdr/pgdr/pkg/testutil"
 	"github.com/pgdr/pgdr/pkg/testutil/pgtest"
 )
 
@@ -161,5 +162,89 @@ func TestRestoreLatestWithStreamPartial(t *testing.T) {
 	fr := restoreFails(t, l.cfg, c, "--target-immediate", "--include-partial")
 	if !strings.Contains(fr.stdout, "--include-partial") {
 		t.Fatalf("a target with --include-partial: %s", fr.stdout)
+	}
+}
+
+// TestRestoreNeverUsesAnOldTimelinesPartial: the receiver's partial of
+// timeline 1 holds commits the old primary made after a standby stopped
+// receiving; the standby is promoted (timeline 2, its history archived).
+// No restore ever replays that partial: the latest point follows timeline
+// 2 (and uses timeline 2's partial once there is one), and a restore
+// along timeline 1 (--target-timeline 1) ends at the archive, its
+// wal-fetch refusing the old timeline's partial.
+func TestRestoreNeverUsesAnOldTimelinesPartial(t *testing.T) {
+	skipShort(t)
+	l := newLab(t, labOpts{})
+	l.pg.Exec(t, "CREATE TABLE trickle(i int PRIMARY KEY)")
+	l.backup(t, l.cfg)
+	sb := l.newStandby(t, nil)
+	for i := 1; i <= 3; i++ {
+		l.pg.Exec(t, fmt.Sprintf("INSERT INTO trickle VALUES (%d)", i))
+	}
+	l.waitArchived(t, l.switchWAL(t), 2*time.Minute)
+	lsn := l.pg.QueryString(t, "SELECT pg_current_wal_lsn()::text")
+	testutil.WaitFor(t, 60*time.Second, "the standby to replay "+lsn, func() (bool, error) {
+		ok := sb.QueryString(t, fmt.Sprintf("SELECT (pg_last_wal_replay_lsn() >= '%s'::pg_lsn)::text", lsn))
+		return ok == "true", fmt.Errorf("replayed: %s", ok)
+	})
+	sb.Stop(t, "immediate")
+	// Lost in the failover: only in the old primary's WAL, and in the
+	// receiver's partial of timeline 1.
+	for i := 4; i <= 6; i++ {
+		l.pg.Exec(t, fmt.Sprintf("INSERT INTO trickle VALUES (%d)", i))
+	}
+	seg1, n1 := flushedSegment(t, l.pg)
+	pushPartial(t, l, l.cfg, l.pg, seg1, n1)
+	l.pg.Stop(t, "immediate")
+
+	f, err := os.OpenFile(filepath.Join(sb.PGData, "postgresql.auto.conf"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString("primary_conninfo = ''\nrestore_command = ''\n"); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	sb.Start(t)
+	sb.Run(t, "pg_ctl", "-D", sb.PGData, "-w", "-t", "120", "promote")
+	hist := filepath.Join(l.repoDir, "main", "wal", "00000002", "00000002.history")
+	testutil.WaitFor(t, 60*time.Second, "timeline 2's history file archived", func() (bool, error) {
+		_, err := os.Stat(hist)
+		return err == nil, err
+	})
+	sb.Exec(t, "INSERT INTO trickle VALUES (100)")
+
+	c, out, _ := l.restorePartial(t, l.cfg)
+	if got := rows(t, c); got != "1,2,3" {
+		t.Fatalf("latest point without a partial of timeline 2: rows %s, want 1,2,3\nrestore log:\n%s", got, tail(readFile(restoreLog(c.PGData)), 3000))
+	}
+	c.Stop(t, "fast")
+	if out.Restore.Timeline != 2 || out.Restore.Partial != nil || out.Reached.Partial != nil || !out.Restore.IncludePartial {
+		t.Fatalf("latest point, no partial of timeline 2: %+v", out)
+	}
+
+	c, out, _ = l.restorePartial(t, l.cfg, "--target-timeline", "1")
+	log := readFile(restoreLog(c.PGData))
+	if got := rows(t, c); got != "1,2,3" {
+		t.Fatalf("along timeline 1: rows %s, want 1,2,3 (4..6 are only in timeline 1's partial)\nrestore log:\n%s", got, tail(log, 3000))
+	}
+	c.Stop(t, "fast")
+	if out.Restore.Partial != nil || out.Reached.Partial != nil || !strings.Contains(out.Restore.PartialNote, "not the newest") {
+		t.Fatalf("along timeline 1: partial %+v, served %+v, note %q; want none, saying timeline 1 is not the newest", out.Restore.Partial, out.Reached.Partial, out.Restore.PartialNote)
+	}
+	if !strings.Contains(log, "not using the stream partial") || !strings.Contains(log, seg1) {
+		t.Fatalf("wal-fetch did not say it refused %s's partial:\n%s", seg1, tail(log, 3000))
+	}
+
+	seg2, n2 := flushedSegment(t, sb)
+	pushPartial(t, l, l.cfg, sb, seg2, n2)
+	sb.Stop(t, "immediate")
+	c, out, _ = l.restorePartial(t, l.cfg)
+	if got := rows(t, c); got != "1,2,3,100" {
+		t.Fatalf("latest point with timeline 2's partial: rows %s, want 1,2,3,100\nrestore log:\n%s", got, tail(readFile(restoreLog(c.PGData)), 3000))
+	}
+	c.Stop(t, "fast")
+	if p := out.Reached.Partial; p == nil || p.Timeline != 2 || p.Segment != seg2 || p.Bytes != int64(n2) {
+		t.Fatalf("timeline 2's partial served: %+v, want %s, %d bytes", p, seg2, n2)
 	}
 }
