@@ -626,6 +626,10 @@ func printListing(w io.Writer, l walship.RepoListing) {
 			fmt.Fprintf(w, "  ! timeline %d is a fork: %s; a restore needs --target-timeline to choose a branch\n", t.Timeline, t.Fork)
 		}
 	}
+	for _, sp := range l.StreamPartials {
+		fmt.Fprintf(w, "  stream partial %s (timeline %d): %d bytes of WAL (%s stored), uploaded %s: the WAL receiver's copy, not archive\n",
+			sp.Segment, sp.Timeline, sp.Bytes, humanBytes(sp.StoredBytes), sp.Uploaded.UTC().Format(time.RFC3339))
+	}
 }
 
 func dash(s string) string {

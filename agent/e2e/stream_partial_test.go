@@ -115,6 +115,9 @@ func TestRestoreLatestWithStreamPartial(t *testing.T) {
 	}
 	seg, n := flushedSegment(t, l.pg)
 	pushPartial(t, l, l.cfg, l.pg, seg, n)
+	if ls := mustAgent(t, "wal-list", "--config", l.cfg).stdout; !strings.Contains(ls, fmt.Sprintf("stream partial %s (timeline 1): %d bytes", seg, n)) {
+		t.Fatalf("wal-list does not show the stream partial %s:\n%s", seg, ls)
+	}
 	// Committed after the receiver's last upload: lost with the region.
 	for i := 9; i <= 10; i++ {
 		l.pg.Exec(t, fmt.Sprintf("INSERT INTO trickle VALUES (%d)", i))

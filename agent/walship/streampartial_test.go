@@ -235,3 +235,50 @@ func TestFetchWithPartialSigned(t *testing.T) {
 		t.Fatalf("partial signed by the trusted key: %v, %v", u, err)
 	}
 }
+
+// TestListAndVerifyShowStreamPartials: wal-list and wal-verify show the
+// receiver's partial as a stream partial with its WAL bytes, not as a
+// segment or a gap; wal-verify reads it back and fails a damaged one.
+func TestListAndVerifyShowStreamPartials(t *testing.T) {
+	f := newFixture(t, "")
+	ctx := context.Background()
+	for i := uint64(1); i <= 3; i++ {
+		n, _ := f.segment(t, i)
+		if err := f.sh.push(ctx, filepath.Join(f.pgwal, n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	name := wal.SegmentName(1, 4, segSize)
+	if err := f.sh.PushPartial(ctx, name, testutil.FakeSegment(sysid, 1, 4, segSize)[:10000]); err != nil {
+		t.Fatal(err)
+	}
+	ls, err := f.sh.Lister().List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tl := ls[0].Timelines[0]
+	if tl.Segments != 3 || len(tl.Gaps) != 0 || tl.Last != wal.SegmentName(1, 3, segSize) {
+		t.Fatalf("the partial changed the archive's listing: %+v", tl)
+	}
+	if sp := ls[0].StreamPartials; len(sp) != 1 || sp[0].Segment != name || sp[0].Bytes != 10000 || sp[0].Timeline != 1 || sp[0].StoredBytes == 0 {
+		t.Fatalf("stream partials listed: %+v", sp)
+	}
+	res, err := f.sh.Lister().Verify(ctx, 2, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res[0].OK() || len(res[0].StreamPartials) != 1 {
+		t.Fatalf("verify with a good partial: %+v", res[0])
+	}
+	obj := filepath.Join(f.repo, filepath.FromSlash(repo.StreamPartialKey("c1", name)))
+	b, _ := os.ReadFile(obj)
+	b[len(b)-40] ^= 1
+	os.WriteFile(obj, b, 0o600)
+	res, err = f.sh.Lister().Verify(ctx, 2, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res[0].OK() || len(res[0].Failed) != 1 || !strings.Contains(res[0].Failed[0].Key, "wal-stream") {
+		t.Fatalf("verify with a damaged partial: %+v", res[0])
+	}
+}
