@@ -99,10 +99,16 @@ func rows(t *testing.T, c *pgtest.Cluster) string {
 // copy of that segment holds some of them; the primary is killed. A
 // restore of the latest point (partials on by default) has every commit
 // the partial holds and reports its bytes; with --include-partial=false it
-// ends at the archive. A target with --include-partial is refused.
+// ends at the archive. A target with --include-partial is refused. With
+// an S3 repository too, the partial is read from S3 when only S3 holds it.
 func TestRestoreLatestWithStreamPartial(t *testing.T) {
 	skipShort(t)
-	l := newLab(t, labOpts{})
+	t.Run("file", func(t *testing.T) { restoreLatestWithPartial(t, false) })
+	t.Run("file+s3", func(t *testing.T) { restoreLatestWithPartial(t, true) })
+}
+
+func restoreLatestWithPartial(t *testing.T, s3 bool) {
+	l := newLab(t, labOpts{s3: s3})
 	l.pg.Exec(t, "CREATE TABLE trickle(i int PRIMARY KEY)")
 	l.backup(t, l.cfg)
 	for i := 1; i <= 3; i++ {
@@ -115,6 +121,14 @@ func TestRestoreLatestWithStreamPartial(t *testing.T) {
 	}
 	seg, n := flushedSegment(t, l.pg)
 	pushPartial(t, l, l.cfg, l.pg, seg, n)
+	wantRepo := "local"
+	if s3 {
+		// Only the S3 repository holds it now.
+		wantRepo = "dr"
+		if err := os.Remove(filepath.Join(l.repoDir, "main", "wal-stream", seg[:8], seg+".partial")); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if ls := mustAgent(t, "wal-list", "--config", l.cfg).stdout; !strings.Contains(ls, fmt.Sprintf("stream partial %s (timeline 1): %d bytes", seg, n)) {
 		t.Fatalf("wal-list does not show the stream partial %s:\n%s", seg, ls)
 	}
@@ -130,8 +144,8 @@ func TestRestoreLatestWithStreamPartial(t *testing.T) {
 	}
 	c.Stop(t, "fast")
 	p := out.Restore.Partial
-	if !out.Restore.IncludePartial || p == nil || p.Segment != seg || p.Bytes != int64(n) || p.Timeline != 1 || uint64(p.ToLSN-p.FromLSN) != uint64(n) {
-		t.Fatalf("restore's report of the partial: include=%v %+v (note %q), want segment %s, %d bytes", out.Restore.IncludePartial, p, out.Restore.PartialNote, seg, n)
+	if !out.Restore.IncludePartial || p == nil || p.Segment != seg || p.Bytes != int64(n) || p.Timeline != 1 || uint64(p.ToLSN-p.FromLSN) != uint64(n) || p.Repo != wantRepo {
+		t.Fatalf("restore's report of the partial: include=%v %+v (note %q), want segment %s, %d bytes, from repository %s", out.Restore.IncludePartial, p, out.Restore.PartialNote, seg, n, wantRepo)
 	}
 	if r := out.Reached.Partial; r == nil || r.Bytes != int64(n) || r.Segment != seg {
 		t.Fatalf("recovery's report of the partial served: %+v", r)
