@@ -180,6 +180,23 @@ func restoreLatestWithPartial(t *testing.T, s3 bool) {
 	if !strings.Contains(fr.stdout, "--include-partial") {
 		t.Fatalf("a target with --include-partial: %s", fr.stdout)
 	}
+	if s3 {
+		return
+	}
+	// A damaged partial: the restore refuses before writing anything, and
+	// wal-fetch exits >= 126, never 1.
+	flipByte(t, filepath.Join(l.repoDir, "main", "wal-stream", seg[:8], seg+".partial"))
+	fr = restoreFails(t, l.cfg, c)
+	if !strings.Contains(fr.stdout, "--include-partial=false") {
+		t.Fatalf("restore with a damaged partial does not say how to go without it: %s", fr.stdout)
+	}
+	dest := filepath.Join(l.dir, "fetched")
+	if r := runAgentPG(t, "wal-fetch", "--config", l.cfg, "--include-partial", seg, dest); r.code < 126 {
+		t.Fatalf("wal-fetch --include-partial of a damaged partial: exit %d, want >= 126\n%s", r.code, tail(r.stderr, 2000))
+	}
+	if r := runAgentPG(t, "wal-fetch", "--config", l.cfg, seg, dest); r.code != 1 {
+		t.Fatalf("wal-fetch without --include-partial: exit %d, want 1 (not in the archive)\n%s", r.code, tail(r.stderr, 2000))
+	}
 }
 
 // TestRestoreNeverUsesAnOldTimelinesPartial: the receiver's partial of
