@@ -205,10 +205,20 @@ func restoreLatestWithPartial(t *testing.T, s3 bool) {
 // No restore ever replays that partial: the latest point follows timeline
 // 2 (and uses timeline 2's partial once there is one), and a restore
 // along timeline 1 (--target-timeline 1) ends at the archive, its
-// wal-fetch refusing the old timeline's partial.
+// wal-fetch refusing the old timeline's partial. The s3 variant restores
+// from the S3 repository alone (its timelines read by ListObjectsV2).
 func TestRestoreNeverUsesAnOldTimelinesPartial(t *testing.T) {
 	skipShort(t)
-	l := newLab(t, labOpts{})
+	t.Run("file", func(t *testing.T) { oldTimelinePartial(t, false) })
+	t.Run("s3", func(t *testing.T) { oldTimelinePartial(t, true) })
+}
+
+func oldTimelinePartial(t *testing.T, s3 bool) {
+	l := newLab(t, labOpts{s3: s3})
+	rcfg := l.cfg // what the restores read
+	if s3 {
+		rcfg = l.writeConfig(t, "s3only.yaml", []string{"s3"}, l.identity, 0)
+	}
 	l.pg.Exec(t, "CREATE TABLE trickle(i int PRIMARY KEY)")
 	l.backup(t, l.cfg)
 	sb := l.newStandby(t, nil)
@@ -248,7 +258,7 @@ func TestRestoreNeverUsesAnOldTimelinesPartial(t *testing.T) {
 	})
 	sb.Exec(t, "INSERT INTO trickle VALUES (100)")
 
-	c, out, _ := l.restorePartial(t, l.cfg)
+	c, out, _ := l.restorePartial(t, rcfg)
 	if got := rows(t, c); got != "1,2,3" {
 		t.Fatalf("latest point without a partial of timeline 2: rows %s, want 1,2,3\nrestore log:\n%s", got, tail(readFile(restoreLog(c.PGData)), 3000))
 	}
@@ -257,7 +267,7 @@ func TestRestoreNeverUsesAnOldTimelinesPartial(t *testing.T) {
 		t.Fatalf("latest point, no partial of timeline 2: %+v", out)
 	}
 
-	c, out, _ = l.restorePartial(t, l.cfg, "--target-timeline", "1")
+	c, out, _ = l.restorePartial(t, rcfg, "--target-timeline", "1")
 	log := readFile(restoreLog(c.PGData))
 	if got := rows(t, c); got != "1,2,3" {
 		t.Fatalf("along timeline 1: rows %s, want 1,2,3 (4..6 are only in timeline 1's partial)\nrestore log:\n%s", got, tail(log, 3000))
@@ -273,7 +283,7 @@ func TestRestoreNeverUsesAnOldTimelinesPartial(t *testing.T) {
 	seg2, n2 := flushedSegment(t, sb)
 	pushPartial(t, l, l.cfg, sb, seg2, n2)
 	sb.Stop(t, "immediate")
-	c, out, _ = l.restorePartial(t, l.cfg)
+	c, out, _ = l.restorePartial(t, rcfg)
 	if got := rows(t, c); got != "1,2,3,100" {
 		t.Fatalf("latest point with timeline 2's partial: rows %s, want 1,2,3,100\nrestore log:\n%s", got, tail(readFile(restoreLog(c.PGData)), 3000))
 	}
