@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -320,7 +321,7 @@ backup is verified everywhere. Exit 0 only if all is well.`, true).withJSON()
 }
 
 func cmdRestore(ctx context.Context, e env, args []string) int {
-	f := newFlags(e, "restore", "restore --config FILE [--backup ID|latest] --pgdata DIR [target] [--target-action A] [--target-timeline N|current|latest] [--archive-config FILE] [--replaces-source] [--no-archive] [--tablespace-map OID_OR_NAME=DIR ...] [--tablespace-map-all DIR] [--waldir DIR] [--repo NAME] [--parallel N] [--force] [--start [--port N] [--socket-dir DIR] [--log-file FILE] [--wait-timeout D]] [--progress] [--json]",
+	f := newFlags(e, "restore", "restore --config FILE [--backup ID|latest] --pgdata DIR [target] [--target-action A] [--target-timeline N|current|latest] [--archive-config FILE] [--replaces-source] [--no-archive] [--tablespace-map OID_OR_NAME=DIR ...] [--tablespace-map-all DIR] [--waldir DIR] [--repo NAME] [--include-partial[=false]] [--parallel N] [--force] [--start [--port N] [--socket-dir DIR] [--log-file FILE] [--wait-timeout D]] [--progress] [--json]",
 		`Restores a backup (and the chain it builds on) into an empty directory and
 configures recovery: recovery.signal, restore_command = pgdr-agent wal-fetch and
 the target. Without --backup, a time or LSN target picks the newest backup that
@@ -342,6 +343,15 @@ branches: choose with --target-timeline N, current (the backup's) or latest.
 A backup taken on a timeline after another branched off it (an old primary
 not yet fenced) is refused, and skipped without --backup; so is a restore
 when a timeline above the one followed has archived WAL but no history file.
+
+Stream partial: a restore to the latest point (no target) lets recovery use
+the WAL receiver's partial copy of the segment after the archive's end
+(restore_command runs wal-fetch --include-partial), when it is on the
+archive's newest timeline (the highest with a history file, 1 when none):
+the WAL committed after the last archived segment, up to the receiver's last
+upload. The restore verifies it first and reports its bytes, LSN range and
+timeline; with --start, what recovery got. --include-partial=false ends
+recovery at the archive; --include-partial with a target is refused.
 
 Archiving: the restored cluster does not archive (archive_mode = off): a
 copy archiving with the source's archive_command would put its timeline into
@@ -394,9 +404,19 @@ if the data directory being replaced links its pg_wal there).`, true).withJSON()
 	f.Var(spcMap, "tablespace-map", "`OID_OR_NAME=DIR` restores the tablespace with that OID or name at DIR, an absolute path (repeatable)")
 	spcMapAll := f.String("tablespace-map-all", "", "restore every tablespace not named by --tablespace-map at `DIR`/<name> (or DIR/<OID>)")
 	walDir := f.String("waldir", "", "make pg_wal a link to `DIR` (absolute, empty or absent), as initdb -X does")
+	includePartial := f.Bool("include-partial", false, "recovery may use the WAL receiver's partial copy of the segment after the archive's end, on the newest timeline (default: on for a restore to the latest point; refused with a target)")
 	if _, code, ok := f.parse(args, 0); !ok {
 		return code
 	}
+	partial := restore.PartialDefault
+	f.Visit(func(fl *flag.Flag) {
+		if fl.Name == "include-partial" {
+			partial = restore.PartialOff
+			if *includePartial {
+				partial = restore.PartialOn
+			}
+		}
+	})
 	cfg, log, code := f.config(e)
 	if cfg == nil {
 		return code
@@ -440,7 +460,7 @@ if the data directory being replaced links its pg_wal there).`, true).withJSON()
 	res, err := restore.Restore(ctx, deps, restore.Options{
 		BackupID: *id, PGData: *pgdata, Target: target, Action: *action, Parallel: *parallel, Force: *force,
 		Repo: *repoName, NoArchive: *noArchive, ArchiveConfig: *archiveCfg, ReplacesSource: *replaces, TargetTimeline: *timeline,
-		AgentPath: self, ConfigPath: cfgPath,
+		AgentPath: self, ConfigPath: cfgPath, Partial: partial,
 		TablespaceMap: spcMap, TablespaceMapAll: *spcMapAll, WALDir: *walDir, Progress: progressTo(e, *showProgress),
 	})
 	if err != nil {
@@ -460,6 +480,14 @@ if the data directory being replaced links its pg_wal there).`, true).withJSON()
 			fmt.Fprintf(e.stdout, "recovery target: restore point %q at %s (ends %s, timeline %d), created %s\n",
 				rp.Name, rp.LSN, rp.EndLSN, rp.Timeline, rp.Time.Format(time.RFC3339Nano))
 		}
+		switch {
+		case res.Partial != nil:
+			p := res.Partial
+			fmt.Fprintf(e.stdout, "stream partial: segment %s of timeline %d holds %d bytes of WAL past the archive's end, %s to %s (repository %s): recovery replays it, then ends\n",
+				p.Segment, p.Timeline, p.Bytes, p.FromLSN, p.ToLSN, p.Repo)
+		case res.IncludePartial:
+			fmt.Fprintf(e.stdout, "stream partial: none (%s)\n", res.PartialNote)
+		}
 	}
 	if *start {
 		reached, err := restore.Start(ctx, res.PGData, restore.StartOptions{BinDir: cfg.Postgres.BinDir, Port: *port, Socket: *socket, Action: *action, Timeout: *waitTimeout, LogFile: *logFile})
@@ -469,6 +497,9 @@ if the data directory being replaced links its pg_wal there).`, true).withJSON()
 		out["reached"] = reached
 		if !*f.jsonOut {
 			fmt.Fprintf(e.stdout, "recovery %s at LSN %s, last replayed commit %s (%.1fs)\n", reached.State, dash(reached.LSN), dash(reached.LastXact), reached.Seconds)
+			if p := reached.Partial; p != nil {
+				fmt.Fprintf(e.stdout, "recovery used the stream partial of segment %s (timeline %d): %d bytes of WAL, %s to %s\n", p.Segment, p.Timeline, p.Bytes, p.FromLSN, p.ToLSN)
+			}
 		}
 	}
 	if *f.jsonOut {

@@ -436,7 +436,7 @@ func cmdWalFetch(ctx context.Context, e env, args []string) (code int) {
 			code = ExitFatal
 		}
 	}()
-	f := newFlags(e, "wal-fetch", "wal-fetch --config FILE NAME DEST", `Fetches one archived WAL file (restore_command's %f) into DEST (%p).
+	f := newFlags(e, "wal-fetch", "wal-fetch --config FILE [--include-partial] NAME DEST", `Fetches one archived WAL file (restore_command's %f) into DEST (%p).
 Exit 0: fetched and verified. Exit 1: not in the archive. Exit 126: any
 other failure: it exists but cannot be read, decrypted or verified, a
 repository does not hold the cluster (no <cluster>/cluster.json: not
@@ -444,7 +444,15 @@ mounted, moved), or the command line or configuration is wrong, or the command c
 then aborts recovery instead of ending it early). Prefetches the following
 segments.
 
+--include-partial (written by restore for a recovery to the latest point):
+a segment not in the archive is served from the WAL receiver's partial copy
+of it, padded with zeros to the segment size, if its timeline is the
+archive's newest (the highest with a history file, 1 when none) and nothing
+of a later timeline exists; a partial of an older timeline is never served
+(exit 1). A partial that does not verify exits 126.
+
 postgresql.conf:  restore_command = 'pgdr-agent wal-fetch --config /etc/pgdr/agent.yaml %f %p'`, true)
+	includePartial := f.Bool("include-partial", false, "serve the stream partial of a segment of the newest timeline that is not in the archive (see above)")
 	pos, code, ok := f.parse(args, 2)
 	if !ok {
 		if code == 0 && len(args) == 1 {
@@ -467,13 +475,24 @@ postgresql.conf:  restore_command = 'pgdr-agent wal-fetch --config /etc/pgdr/age
 		log.Error("wal-fetch", "file", name, "err", err)
 		return ExitFatal
 	}
-	if err := sh.Fetch(ctx, name, dest); err != nil {
+	fetch := func() error { return sh.Fetch(ctx, name, dest) }
+	var partial *walship.PartialUse
+	if *includePartial {
+		fetch = func() (err error) {
+			partial, err = sh.FetchWithPartial(ctx, name, dest)
+			return err
+		}
+	}
+	if err := fetch(); err != nil {
 		if errors.Is(err, walship.ErrNotInArchive) {
 			log.Debug("not in the archive", "file", name)
 			return ExitNotFound
 		}
 		log.Error("wal-fetch failed", "file", name, "err", err)
 		return ExitFatal
+	}
+	if partial != nil {
+		return 0 // nothing after a partial segment to prefetch
 	}
 	if pgwal, ok := sh.PrefetchPlan(name, dest); ok {
 		startPrefetch(ctx, cfg, log, pgwal, name, dest)
@@ -606,6 +625,10 @@ func printListing(w io.Writer, l walship.RepoListing) {
 		if t.Fork != "" {
 			fmt.Fprintf(w, "  ! timeline %d is a fork: %s; a restore needs --target-timeline to choose a branch\n", t.Timeline, t.Fork)
 		}
+	}
+	for _, sp := range l.StreamPartials {
+		fmt.Fprintf(w, "  stream partial %s (timeline %d): %d bytes of WAL (%s stored), uploaded %s: the WAL receiver's copy, not archive\n",
+			sp.Segment, sp.Timeline, sp.Bytes, humanBytes(sp.StoredBytes), sp.Uploaded.UTC().Format(time.RFC3339))
 	}
 }
 

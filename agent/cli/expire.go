@@ -283,6 +283,9 @@ func printExpire(w io.Writer, r expire.Result) {
 			fmt.Fprintf(w, "  WAL KEEP    timeline %d  %s..%s: %s\n", g.Timeline, g.First, g.Last, g.Reason)
 		}
 	}
+	for _, sp := range p.PartialDelete {
+		fmt.Fprintf(w, "  PARTIAL DELETE  stream partial of %s: %s\n", sp.Segment, sp.Reason)
+	}
 	if r.WALSkipped != "" {
 		fmt.Fprintf(w, "  WAL SKIPPED %s\n", r.WALSkipped)
 	}

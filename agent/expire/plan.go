@@ -3,6 +3,7 @@ package expire
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -130,6 +131,9 @@ type Input struct {
 	Backups []Backup
 	// WAL holds the base names of the archived WAL files.
 	WAL []string
+	// Partials holds the segment names of the WAL receiver's stream
+	// partials (repo.StreamPartialKey).
+	Partials []string
 	// History holds the parsed history files of timelines whose history
 	// object is signed and verified; a timeline missing here is treated
 	// as reachable from every backup (which keeps more WAL).
@@ -171,6 +175,18 @@ type Plan struct {
 	WALKeep []WALRange `json:"wal_keep"`
 	// PITRAnchor is the backup that keeps the PITR window restorable.
 	PITRAnchor string `json:"pitr_anchor,omitempty"`
+	// PartialDelete lists the stream partials to delete: their segment
+	// is archived (the partial is a prefix of it), or it lies before the
+	// WAL kept on its timeline (a partial never outlives the retention
+	// of the WAL it would extend).
+	PartialDelete []PartialDecision `json:"stream_partial_delete,omitempty"`
+}
+
+// PartialDecision is a stream partial to delete and why.
+type PartialDecision struct {
+	Segment  string `json:"segment"`
+	Reason   string `json:"reason"`
+	archived bool
 }
 
 // keepKind says how strongly a kept backup is kept, for the WAL it needs.
@@ -395,7 +411,21 @@ func Decide(in Input) (*Plan, error) {
 		d.Reason = s.ruleDrop
 		plan.Delete = append(plan.Delete, d)
 	}
+	archived := map[string]bool{}
+	for _, n := range in.WAL {
+		archived[n] = true
+	}
+	for _, n := range in.Partials {
+		if archived[n] {
+			plan.PartialDelete = append(plan.PartialDelete, PartialDecision{Segment: n, Reason: "its segment is archived", archived: true})
+		}
+	}
 	decideWAL(in, all, plan)
+	if len(in.InProgress) > 0 {
+		// Only those whose segment is archived: the others go with the
+		// WAL, not now.
+		plan.PartialDelete = slices.DeleteFunc(plan.PartialDelete, func(p PartialDecision) bool { return !p.archived })
+	}
 	if len(in.InProgress) > 0 && len(plan.WALDeleteNames) > 0 {
 		// A backup in progress may need WAL from before every kept
 		// backup's start (a standby's backup starts at its last
@@ -604,6 +634,21 @@ func decideWAL(in Input, all []*state, plan *Plan) {
 		cur, curSeg = &plan.WALDelete[len(plan.WALDelete)-1], f.seg
 	}
 	sort.Strings(plan.WALDeleteNames)
+	archived := map[string]bool{}
+	for _, n := range in.WAL {
+		archived[n] = true
+	}
+	for _, n := range in.Partials {
+		w, err := wal.ParseName(n)
+		if err != nil || w.Kind != wal.KindSegment || archived[n] {
+			continue
+		}
+		k, ok := keepFrom[w.Timeline]
+		if seg := w.SegNo(segSize); ok && seg < segOf(k.from) && !inConsistency(w.Timeline, seg) {
+			plan.PartialDelete = append(plan.PartialDelete, PartialDecision{Segment: n,
+				Reason: fmt.Sprintf("before %s, where timeline %d's WAL is first needed (backup %s)", k.from, w.Timeline, k.by)})
+		}
+	}
 }
 
 func maxLSN(a, b wal.LSN) wal.LSN {

@@ -86,6 +86,8 @@ type Result struct {
 	DataLeft []string `json:"data_left,omitempty"`
 	// WALDeleted counts the WAL files removed.
 	WALDeleted int `json:"wal_deleted"`
+	// PartialsDeleted counts the stream partials removed.
+	PartialsDeleted int `json:"stream_partials_deleted"`
 	// WALSkipped, when not empty, says why no WAL was removed although
 	// the plan had some to remove.
 	WALSkipped string `json:"wal_skipped,omitempty"`
@@ -245,6 +247,9 @@ func runOne(ctx context.Context, d Deps, o Options, r repo.Repo, pins map[string
 		return res, fmt.Errorf("listing WAL: %w", wl.err)
 	}
 	in.WAL = wl.names
+	if in.Partials, err = listPartials(ctx, r.Store, d.Cluster, log); err != nil {
+		return res, fmt.Errorf("listing stream partials: %w", err)
+	}
 	in.History = verifiedHistories(ctx, r, d, wl.histories, log)
 	edge := now.Add(-o.Grace)
 	for stamp, t := range reserved {
@@ -436,6 +441,21 @@ func runOne(ctx context.Context, d Deps, o Options, r repo.Repo, pins map[string
 	if err != nil {
 		err = fmt.Errorf("deleting WAL (the next run finishes it): %w", err)
 	}
+	// Stream partials: those of archived segments always, the others
+	// with the WAL they would extend.
+	var pkeys []string
+	for _, p := range plan.PartialDelete {
+		if p.archived || res.WALSkipped == "" {
+			pkeys = append(pkeys, repo.StreamPartialKey(d.Cluster, p.Segment))
+			log.Info("stream partial expired", "segment", p.Segment, "reason", p.Reason)
+		}
+	}
+	var partialN atomic.Int64
+	perr := del.keys(ctx, pkeys, &partialN)
+	res.PartialsDeleted = int(partialN.Load())
+	if perr != nil {
+		err = errors.Join(err, fmt.Errorf("deleting stream partials (the next run finishes it): %w", perr))
+	}
 	if err := errors.Join(err, <-dataDone); err != nil {
 		return res, err
 	}
@@ -484,6 +504,24 @@ func runOne(ctx context.Context, d Deps, o Options, r repo.Repo, pins map[string
 		return res, fmt.Errorf("deleting stale reservations: %w", err)
 	}
 	return res, nil
+}
+
+// listPartials lists the segment names of the cluster's stream partials:
+// only keys exactly where the receiver puts them (repo.StreamPartialKey);
+// any other key under the prefix is ignored and never deleted.
+func listPartials(ctx context.Context, st storage.ObjectStore, cluster string, log *slog.Logger) ([]string, error) {
+	var out []string
+	err := st.List(ctx, repo.StreamPrefix(cluster), func(oi storage.ObjectInfo) error {
+		base := oi.Key[strings.LastIndexByte(oi.Key, '/')+1:]
+		name, ok := strings.CutSuffix(base, ".partial")
+		if n, err := wal.ParseName(name); !ok || err != nil || n.Kind != wal.KindSegment || oi.Key != repo.StreamPartialKey(cluster, name) {
+			log.Warn("object under the stream prefix that is not a stream partial's key: ignored (and not deleted)", "key", oi.Key)
+			return nil
+		}
+		out = append(out, name)
+		return nil
+	})
+	return out, err
 }
 
 // loadManifests reads the manifests of ids, at most parallel at once.

@@ -22,6 +22,7 @@ import (
 
 	"github.com/pgdr/pgdr/agent/backup"
 	"github.com/pgdr/pgdr/agent/health"
+	"github.com/pgdr/pgdr/agent/walship"
 	"github.com/pgdr/pgdr/pkg/config"
 	"github.com/pgdr/pgdr/pkg/fsutil"
 	"github.com/pgdr/pgdr/pkg/objstream"
@@ -91,6 +92,11 @@ type Options struct {
 	// outside PGData, absent or empty) instead of a directory inside
 	// PGData, as initdb -X does.
 	WALDir string
+	// Partial says whether recovery may use the WAL receiver's stream
+	// partial of the newest timeline (wal-fetch --include-partial): by
+	// default for a restore to the latest point, never with a target or
+	// for a rejoining member (partial.go).
+	Partial PartialMode
 	// AgentPath and ConfigPath make up restore_command.
 	AgentPath, ConfigPath string
 	// Progress receives a progress line every few seconds while files are
@@ -123,6 +129,13 @@ type Result struct {
 	Tablespaces []TablespaceResult `json:"tablespaces,omitempty"`
 	// RestorePoint is where a --target-name restore recovers to.
 	RestorePoint *RestorePoint `json:"restore_point,omitempty"`
+	// IncludePartial says recovery may use a stream partial
+	// (restore_command runs wal-fetch --include-partial); Partial is the
+	// one it will get, past the archive's end, and PartialNote says why
+	// there is none.
+	IncludePartial bool                `json:"include_partial"`
+	Partial        *walship.PartialUse `json:"partial,omitempty"`
+	PartialNote    string              `json:"partial_note,omitempty"`
 }
 
 // Restore restores a backup into opts.PGData and configures recovery.
@@ -180,10 +193,13 @@ func Restore(ctx context.Context, d Deps, o Options) (*Result, error) {
 	if err := checkLocationParents(m, o.PGData); err != nil {
 		return nil, err
 	}
+	if o.Partial, err = partialMode(o); err != nil {
+		return nil, err
+	}
 	tli := uint32(0)
 	var path map[uint32]bool
+	var g *tlGraph
 	if !o.Rejoin {
-		var g *tlGraph
 		if tli, g, err = followTimeline(ctx, d, m, o); err != nil {
 			return nil, err
 		}
@@ -194,6 +210,13 @@ func Restore(ctx context.Context, d Deps, o Options) (*Result, error) {
 	}
 	if err := checkTarget(ctx, d, r, m, o.Target, path); err != nil {
 		return nil, err
+	}
+	var partial *walship.PartialUse
+	partialNote := ""
+	if o.Partial == PartialOn {
+		if partial, partialNote, err = planPartial(ctx, d, g, m, tli); err != nil {
+			return nil, err
+		}
 	}
 	plan, err := makePlan(chain)
 	if err != nil {
@@ -285,6 +308,7 @@ func Restore(ctx context.Context, d Deps, o Options) (*Result, error) {
 		Bytes: w.bytes, ObjectsRead: w.objects, Seconds: time.Since(start).Seconds(), RecoveryConf: settings, Tablespaces: spcs}
 	res.RestorePoint = rp
 	res.Timeline = tli
+	res.IncludePartial, res.Partial, res.PartialNote = o.Partial == PartialOn, partial, partialNote
 	d.Log.Info("restore complete", "backup", m.ID, "files", res.Files, "bytes", res.Bytes, "objects_read", res.ObjectsRead,
 		"seconds", fmt.Sprintf("%.1f", res.Seconds))
 	return res, nil
@@ -1068,7 +1092,7 @@ func (w *writer) recovery(m *backup.Manifest, o Options, tli uint32, arch []stri
 	}
 	q := func(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 	settings := []string{
-		"restore_command = " + q(fmt.Sprintf("%s wal-fetch --config %s %%f %%p", o.AgentPath, o.ConfigPath)),
+		"restore_command = " + q(restoreCommand(o)),
 	}
 	if o.Rejoin {
 		settings = append(settings, "recovery_target_timeline = 'latest'")

@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgdr/pgdr/agent/pgctl"
+	"github.com/pgdr/pgdr/agent/walship"
 )
 
 // Reached is where recovery stopped.
@@ -23,6 +24,9 @@ type Reached struct {
 	LSN      string  `json:"lsn,omitempty"`
 	LastXact string  `json:"last_replayed_commit,omitempty"`
 	Seconds  float64 `json:"seconds"`
+	// Partial is the stream partial wal-fetch served to recovery (as it
+	// recorded in the data directory), nil when none.
+	Partial *walship.PartialUse `json:"partial,omitempty"`
 }
 
 // StartOptions say how to start the restored server.
@@ -122,14 +126,14 @@ func Start(ctx context.Context, pgdata string, o StartOptions) (*Reached, error)
 		}
 		if _, err := os.Stat(filepath.Join(pgdata, "postmaster.pid")); errors.Is(err, os.ErrNotExist) {
 			if o.Action == "shutdown" {
-				return &Reached{State: "shut down", Seconds: time.Since(start).Seconds()}, nil
+				return withPartial(pgdata, &Reached{State: "shut down", Seconds: time.Since(start).Seconds()})
 			}
 			return nil, fmt.Errorf("the server stopped during recovery; see %s%s", logFile, logTail(logFile))
 		}
 		r, err := probe(ctx, sock, port, o.Action)
 		if err == nil && r != nil {
 			r.Seconds = time.Since(start).Seconds()
-			return r, nil
+			return withPartial(pgdata, r)
 		}
 		select {
 		case <-ctx.Done():
@@ -137,6 +141,17 @@ func Start(ctx context.Context, pgdata string, o StartOptions) (*Reached, error)
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// withPartial adds to r the stream partial wal-fetch recorded serving to
+// the recovery of pgdata.
+func withPartial(pgdata string, r *Reached) (*Reached, error) {
+	u, err := walship.ReadPartialRecord(pgdata)
+	if err != nil {
+		return nil, fmt.Errorf("reading what stream partial recovery used: %w", err)
+	}
+	r.Partial = u
+	return r, nil
 }
 
 // shellQuote quotes s for the shell pg_ctl starts the postmaster with

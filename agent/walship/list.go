@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"filippo.io/age"
 
@@ -58,6 +59,20 @@ type RepoListing struct {
 	Timelines []Timeline `json:"timelines"`
 	Objects   int        `json:"objects"`
 	Errors    []string   `json:"errors,omitempty"`
+	// StreamPartials are the WAL receiver's partial copies of segments
+	// it is still receiving (repo.StreamPartialKey): outside the archive,
+	// neither archived segments nor gaps.
+	StreamPartials []StreamPartial `json:"stream_partials,omitempty"`
+}
+
+// StreamPartial is one stream partial: the first Bytes bytes of segment
+// Segment, as its object's cleartext header records them.
+type StreamPartial struct {
+	Segment     string    `json:"segment"`
+	Timeline    uint32    `json:"timeline"`
+	Bytes       int64     `json:"bytes"`
+	StoredBytes int64     `json:"stored_bytes"`
+	Uploaded    time.Time `json:"uploaded"`
 }
 
 // Lister lists and verifies what the archive holds. Get one from
@@ -105,6 +120,9 @@ func (l *Lister) List(ctx context.Context) ([]RepoListing, error) {
 			return nil, err
 		}
 		if err := l.forks(ctx, r, ents, rl.Timelines); err != nil {
+			rl.Errors = append(rl.Errors, err.Error())
+		}
+		if rl.StreamPartials, err = l.streamPartials(ctx, r); err != nil {
 			rl.Errors = append(rl.Errors, err.Error())
 		}
 		out = append(out, rl)
@@ -250,6 +268,42 @@ func (l *Lister) forks(ctx context.Context, r repo.Repo, ents []entry, tls []Tim
 	return nil
 }
 
+// streamPartials lists r's stream partials with the plaintext size each
+// object's cleartext header records (no identity needed).
+func (l *Lister) streamPartials(ctx context.Context, r repo.Repo) ([]StreamPartial, error) {
+	var out []StreamPartial
+	prefix := repo.StreamPrefix(l.cfg.Cluster)
+	err := r.Store.List(ctx, prefix, func(oi storage.ObjectInfo) error {
+		name, ok := strings.CutSuffix(oi.Key[strings.LastIndex(oi.Key, "/")+1:], ".partial")
+		n, err := wal.ParseName(name)
+		if !ok || err != nil || n.Kind != wal.KindSegment || oi.Key != repo.StreamPartialKey(l.cfg.Cluster, name) {
+			return nil
+		}
+		out = append(out, StreamPartial{Segment: name, Timeline: n.Timeline, StoredBytes: oi.Size, Uploaded: oi.ModTime})
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing %s in repository %s: %w", prefix, r.Name, err)
+	}
+	for i := range out {
+		key := repo.StreamPartialKey(l.cfg.Cluster, out[i].Segment)
+		rc, err := r.Store.Get(ctx, key)
+		if errors.Is(err, storage.ErrNotFound) {
+			continue // archived and deleted since the listing
+		}
+		if err != nil {
+			return out, fmt.Errorf("repository %s: %s: %w", r.Name, key, err)
+		}
+		h, err := objstream.ReadHeader(rc)
+		rc.Close()
+		if err != nil {
+			return out, fmt.Errorf("repository %s: object %s: %w", r.Name, key, err)
+		}
+		out[i].Bytes = h.PlainSize
+	}
+	return out, nil
+}
+
 // readObject reads, decrypts and verifies one whole archived object.
 func (l *Lister) readObject(ctx context.Context, r repo.Repo, key string, ids []age.Identity) ([]byte, error) {
 	rc, err := r.Store.Get(ctx, key)
@@ -376,6 +430,18 @@ func (l *Lister) Verify(ctx context.Context, parallel int, progressTo io.Writer)
 		}
 		wg.Wait()
 		stopProgress()
+		// Stream partials read back and verify too (one deleted since
+		// the listing was archived meanwhile: not a failure).
+		if res.StreamPartials, err = l.streamPartials(ctx, r); err != nil {
+			res.Errors = append(res.Errors, err.Error())
+		}
+		for _, sp := range res.StreamPartials {
+			n, _ := wal.ParseName(sp.Segment)
+			_, err := readPartial(ctx, l.pool, r, l.cfg.Cluster, n, ids)
+			if err != nil && !errors.Is(err, storage.ErrNotFound) {
+				res.Failed = append(res.Failed, FailedObject{Key: repo.StreamPartialKey(l.cfg.Cluster, sp.Segment), Error: err.Error()})
+			}
+		}
 		sort.Slice(res.Failed, func(i, j int) bool { return res.Failed[i].Key < res.Failed[j].Key })
 		out = append(out, res)
 	}
