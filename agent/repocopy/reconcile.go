@@ -9,6 +9,7 @@ import (
 
 	"github.com/pgdr/pgdr/agent/backup"
 	"github.com/pgdr/pgdr/agent/repocopy/queue"
+	"github.com/pgdr/pgdr/pkg/repo"
 	"github.com/pgdr/pgdr/pkg/storage"
 )
 
@@ -154,7 +155,10 @@ func (c *Copier) missing(ctx context.Context, src, dst storage.ObjectStore) ([]q
 
 // skip says whether key is a record only the repository it was written to
 // should hold: expiry's records of backups starting and of a deletion in
-// progress.
+// progress, and the WAL receiver's partial segments (it writes them to
+// every repository itself, and a copy made here would outlive the
+// receiver's deletion of the partial).
 func skip(key, cluster string) bool {
-	return strings.HasPrefix(key, backup.StartedPrefix(cluster)) || strings.HasPrefix(key, backup.DeletingPrefix(cluster))
+	return strings.HasPrefix(key, backup.StartedPrefix(cluster)) || strings.HasPrefix(key, backup.DeletingPrefix(cluster)) ||
+		strings.HasPrefix(key, repo.StreamPrefix(cluster))
 }

@@ -205,6 +205,7 @@ func TestReconcile(t *testing.T) {
 	f.put(t, "main/expiry/started/20261207T120000", "s")
 	f.put(t, "main/expiry/deleting/20261206T100000F", "d")
 	f.put(t, "main/pins/20261207T100000F.pin", "p")
+	f.put(t, "main/wal-stream/00000001/000000010000000000000003.partial", "receiver's") // written everywhere by the receiver itself
 	// The async repository already holds one WAL file.
 	f.dst.ObjectStore.Put(ctx, "main/wal/00000001/000000010000000000000001", strings.NewReader("one"), 3)
 	if err := f.c.Reconcile(ctx, f.target); err != nil {

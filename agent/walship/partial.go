@@ -6,24 +6,62 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 
 	"github.com/pgdr/pgdr/pkg/keys"
+	"github.com/pgdr/pgdr/pkg/objstream"
 	"github.com/pgdr/pgdr/pkg/repo"
 	"github.com/pgdr/pgdr/pkg/storage"
 	"github.com/pgdr/pgdr/pkg/wal"
 )
 
+// partialAsyncTimeout bounds one partial upload to, or deletion from, an
+// async repository, which runs apart from the receiver's own call.
+const partialAsyncTimeout = 30 * time.Second
+
+// asyncBusy is the async repositories with a partial upload in flight: a
+// slow remote repository gets the newest copy when its last one is done,
+// never a pile of them. The zero value is ready to use.
+type asyncBusy struct {
+	mu   sync.Mutex
+	busy map[string]bool
+}
+
+// take marks repository name busy; false if it already was.
+func (a *asyncBusy) take(name string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.busy[name] {
+		return false
+	}
+	if a.busy == nil {
+		a.busy = map[string]bool{}
+	}
+	a.busy[name] = true
+	return true
+}
+
+func (a *asyncBusy) done(name string) {
+	a.mu.Lock()
+	delete(a.busy, name)
+	a.mu.Unlock()
+}
+
 // PushPartial stores data, the first len(data) bytes of segment name as
 // the WAL receiver has them durable in its spool, as the segment's partial
-// object (repo.StreamPartialKey), replacing an older partial copy. The
-// object is written like an archived segment (compressed, encrypted,
-// signed under its key, its plaintext size and SHA-256 in the header), to
-// every repository: it returns nil once every sync repository holds it; an
-// async repository that fails is logged, not returned (a remote region's
-// outage must not stop the receiver), and gets the next copy.
+// object (repo.StreamPartialKey). The object is written like an archived
+// segment (compressed, encrypted, signed under its key, its plaintext size
+// and SHA-256 in the header). A repository whose verified partial copy of
+// the segment is already as long is left as it is: the copy never moves
+// backwards (a receiver restarted from its slot's older position, or a
+// second receiver behind the first). It returns nil once every sync
+// repository holds a copy at least this long. Async repositories are
+// written apart, each with its own timeout and at most one upload in
+// flight: a remote region's outage or slowness never holds the receiver,
+// and a failure there is logged (the next upload carries newer WAL).
 func (s *Shipper) PushPartial(ctx context.Context, name string, data []byte) error {
 	n, err := wal.ParseName(name)
 	if err != nil {
@@ -51,19 +89,23 @@ func (s *Shipper) PushPartial(ctx context.Context, name string, data []byte) err
 	if err != nil {
 		return fmt.Errorf("partial upload of %s: %w", name, err)
 	}
-	g, gctx := errgroup.WithContext(ctx)
-	for _, r := range s.repos {
-		g.Go(func() error {
-			err := r.Store.Put(gctx, key, bytes.NewReader(enc), int64(len(enc)))
-			if err != nil && r.Async {
+	size := int64(len(data))
+	for _, r := range repo.Async(s.repos) {
+		if !s.partialBusy.take(r.Name) {
+			continue
+		}
+		go func() {
+			defer s.partialBusy.done(r.Name)
+			actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), partialAsyncTimeout)
+			defer cancel()
+			if err := putPartial(actx, r, key, enc, size); err != nil {
 				s.log.Warn("partial segment upload to an async repository failed; the next upload retries", "repo", r.Name, "file", name, "err", err)
-				return nil
 			}
-			if err != nil {
-				return fmt.Errorf("%s: %w", r.Name, err)
-			}
-			return nil
-		})
+		}()
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	for _, r := range repo.Sync(s.repos) {
+		g.Go(func() error { return putPartial(gctx, r, key, enc, size) })
 	}
 	if err := g.Wait(); err != nil {
 		return fmt.Errorf("partial upload of %s: %w", name, err)
@@ -72,19 +114,46 @@ func (s *Shipper) PushPartial(ctx context.Context, name string, data []byte) err
 	return nil
 }
 
+// putPartial stores a partial copy of size plaintext bytes under key in r
+// unless r holds a verified copy at least as long.
+func putPartial(ctx context.Context, r repo.Repo, key string, enc []byte, size int64) error {
+	if rc, err := r.Store.Get(ctx, key); err == nil {
+		h, herr := objstream.ReadHeader(rc)
+		rc.Close()
+		if herr == nil && r.Verifier.VerifyHeader(h, key) == nil && h.PlainSize >= size {
+			return nil
+		}
+	} else if !errors.Is(err, storage.ErrNotFound) {
+		return fmt.Errorf("%s: %s: %w", r.Name, key, err)
+	}
+	if err := r.Store.Put(ctx, key, bytes.NewReader(enc), int64(len(enc))); err != nil {
+		return fmt.Errorf("%s: %w", r.Name, err)
+	}
+	return nil
+}
+
 // DeletePartial removes segment name's partial object from every
 // repository (once the complete segment is archived). A missing object is
-// not an error.
+// not an error; an async repository's failure is logged, not returned
+// (expiry removes partials of archived segments later).
 func (s *Shipper) DeletePartial(ctx context.Context, name string) error {
-	if _, err := wal.ParseName(name); err != nil || len(name) != 24 {
+	if n, err := wal.ParseName(name); err != nil || n.Kind != wal.KindSegment {
 		return fmt.Errorf("deleting the partial copy of %q: not a segment name", name)
 	}
 	key := repo.StreamPartialKey(s.cfg.Cluster, name)
 	var errs []error
 	for _, r := range s.repos {
-		if err := r.Store.Delete(ctx, key); err != nil && !errors.Is(err, storage.ErrNotFound) {
-			errs = append(errs, fmt.Errorf("%s: deleting %s: %w", r.Name, key, err))
+		dctx, cancel := context.WithTimeout(ctx, partialAsyncTimeout)
+		err := r.Store.Delete(dctx, key)
+		cancel()
+		if err == nil || errors.Is(err, storage.ErrNotFound) {
+			continue
 		}
+		if r.Async {
+			s.log.Warn("deleting a partial segment from an async repository failed; expiry removes it later", "repo", r.Name, "key", key, "err", err)
+			continue
+		}
+		errs = append(errs, fmt.Errorf("%s: deleting %s: %w", r.Name, key, err))
 	}
 	return errors.Join(errs...)
 }

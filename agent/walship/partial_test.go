@@ -4,10 +4,15 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
+	"github.com/pgdr/pgdr/pkg/objstream"
 	"github.com/pgdr/pgdr/pkg/repo"
 	"github.com/pgdr/pgdr/pkg/testutil"
 	"github.com/pgdr/pgdr/pkg/wal"
@@ -86,5 +91,115 @@ func TestPushPartial(t *testing.T) {
 	}
 	if err := f.sh.DeletePartial(ctx, name); err != nil {
 		t.Fatalf("deleting a missing partial: %v", err)
+	}
+}
+
+// TestPushPartialNeverShrinks: a shorter partial copy (a receiver
+// restarted from an older position, a second receiver behind the first)
+// leaves the longer verified copy in place.
+func TestPushPartialNeverShrinks(t *testing.T) {
+	f := newFixture(t, "")
+	ctx := context.Background()
+	name := wal.SegmentName(1, 12, segSize)
+	full := testutil.FakeSegment(sysid, 1, 12, segSize)
+	if err := f.sh.PushPartial(ctx, name, full[:65536]); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.sh.PushPartial(ctx, name, full[:8192]); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.partialSize(t, name); got != 65536 {
+		t.Fatalf("stored partial is %d bytes after a shorter upload, want 65536", got)
+	}
+	if err := f.sh.PushPartial(ctx, name, full[:100000]); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.partialSize(t, name); got != 100000 {
+		t.Fatalf("stored partial is %d bytes after a longer upload, want 100000", got)
+	}
+	// WAL of a newer timeline under an older timeline's name is refused.
+	newer := testutil.FakeSegment(sysid, 2, 12, segSize)
+	if err := f.sh.PushPartial(ctx, name, newer[:8192]); err == nil || !strings.Contains(err.Error(), "timeline 2") {
+		t.Fatalf("timeline-2 WAL under a timeline-1 name: %v", err)
+	}
+}
+
+func (f *fixture) partialSize(t *testing.T, name string) int64 {
+	t.Helper()
+	rc, err := f.sh.Repos()[0].Store.Get(context.Background(), repo.StreamPartialKey("c1", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	h, err := objstream.ReadHeader(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h.PlainSize
+}
+
+// TestPushRefusesUnverifiableStoredCopy: with signing configured, an
+// object already stored under the segment's key with the same plaintext
+// but no acceptable signature (a writer without signing.key_file, a
+// forger) is a conflict, not "already archived": no restore would accept
+// it.
+func TestPushRefusesUnverifiableStoredCopy(t *testing.T) {
+	ctx := context.Background()
+	key, _ := signingKey(t)
+	f := newFixture(t, fmt.Sprintf("signing: {key_file: %s}\n", key))
+	name, data := f.segment(t, 5)
+	ucfg := *f.cfg
+	ucfg.Signing.KeyFile = ""
+	unsigned, err := New(ctx, &ucfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unsigned.PushSegment(ctx, name, data); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.sh.Push(ctx, filepath.Join(f.pgwal, name)); !errors.Is(err, ErrConflict) {
+		t.Fatalf("wal-push over an unsigned stored copy: %v, want ErrConflict", err)
+	}
+	if err := f.sh.PushSegment(ctx, name, data); !errors.Is(err, ErrConflict) {
+		t.Fatalf("PushSegment over an unsigned stored copy: %v, want ErrConflict", err)
+	}
+}
+
+// TestConcurrentPushesOfOneNameEachChecked: a push of a name waiting for
+// another push of the same name does not take that push's outcome for its
+// own: different bytes are a conflict, identical bytes succeed.
+func TestConcurrentPushesOfOneNameEachChecked(t *testing.T) {
+	f := newFixture(t, "")
+	ctx := context.Background()
+	name, data := f.segment(t, 13)
+	other := bytes.Clone(data)
+	other[5000] ^= 1
+	release := make(chan struct{})
+	started := make(chan struct{})
+	first := make(chan error, 1)
+	go func() {
+		first <- f.sh.pushes.do(ctx, name, func() error {
+			close(started)
+			<-release
+			n, _ := wal.ParseName(name)
+			var stored bool
+			return f.sh.pushData(ctx, time.Now(), n, data, &stored)
+		})
+	}()
+	<-started
+	second := make(chan error, 1)
+	go func() { second <- f.sh.PushSegment(ctx, name, other) }()
+	// The second push waits for the first (it is in flight).
+	select {
+	case err := <-second:
+		t.Fatalf("the second push did not wait for the first: %v", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(release)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-second; !errors.Is(err, ErrConflict) {
+		t.Fatalf("a push of different bytes waiting on the first: %v, want ErrConflict", err)
 	}
 }

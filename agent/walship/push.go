@@ -54,46 +54,50 @@ type Shipper struct {
 	infoOK  checkedRepos                // repositories whose cluster record was checked
 	holdsOK checkedRepos                // repositories seen to hold the cluster's record (wal-fetch)
 	obs     atomic.Pointer[observerBox] // nil: pushes and fetches are not reported (SetObserver)
+	// partialBusy: async repositories with a partial upload in flight.
+	partialBusy asyncBusy
 }
 
-// flight coalesces concurrent pushes of one file name: a push of a name
-// already being pushed waits for that push's outcome. The zero value is
-// ready to use.
+// flight serializes pushes of one file name: a push of a name already
+// being pushed waits for that push to end, then runs itself. It does not
+// take the other push's outcome for its own: the two may carry different
+// bytes (the WAL receiver's segment and PostgreSQL's file), and the second
+// finds an identical object stored (no compression, one header read) or
+// reports the conflict. The zero value is ready to use.
 type flight struct {
 	mu    sync.Mutex
-	calls map[string]*call
+	calls map[string]chan struct{}
 }
 
-type call struct {
-	done chan struct{}
-	err  error
-}
-
-// do runs fn for name unless a run for name is in flight, in which case it
-// waits for that run (or ctx) and returns its error.
+// do runs fn for name once no other run for name is in flight (or returns
+// ctx's error while waiting).
 func (f *flight) do(ctx context.Context, name string, fn func() error) error {
-	f.mu.Lock()
-	if c, ok := f.calls[name]; ok {
+	for {
+		f.mu.Lock()
+		busy, ok := f.calls[name]
+		if !ok {
+			break
+		}
 		f.mu.Unlock()
 		select {
-		case <-c.done:
-			return c.err
+		case <-busy:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
 	}
 	if f.calls == nil {
-		f.calls = map[string]*call{}
+		f.calls = map[string]chan struct{}{}
 	}
-	c := &call{done: make(chan struct{})}
-	f.calls[name] = c
+	done := make(chan struct{})
+	f.calls[name] = done
 	f.mu.Unlock()
-	c.err = fn()
-	f.mu.Lock()
-	delete(f.calls, name)
-	f.mu.Unlock()
-	close(c.done)
-	return c.err
+	defer func() {
+		f.mu.Lock()
+		delete(f.calls, name)
+		f.mu.Unlock()
+		close(done)
+	}()
+	return fn()
 }
 
 // New opens the configured repositories and loads the recipients.
@@ -298,6 +302,7 @@ func (s *Shipper) pushData(ctx context.Context, start time.Time, n wal.Name, dat
 				o.ObservePush(r.Name, time.Since(start), nil)
 			}
 		}
+		s.enqueueAsync(name, key, 0)
 		s.log.Info("already archived with the same content", "file", name, "bytes", len(data), "repos", len(sync), "took", time.Since(start).Round(time.Millisecond))
 		return nil
 	}
@@ -327,15 +332,23 @@ func (s *Shipper) pushData(ctx context.Context, start time.Time, n wal.Name, dat
 	if err := g.Wait(); err != nil {
 		return fmt.Errorf("wal-push %s: %w", name, err)
 	}
-	if len(sync) < len(s.repos) {
-		// A queue that cannot be written does not fail archiving: the
-		// copier's periodic reconcile finds the object missing anyway.
-		if err := queue.Enqueue(s.cfg, queue.Entry{Kind: queue.KindObject, Key: key, Size: int64(len(enc))}); err != nil {
-			s.log.Warn("queueing the copy to the async repositories failed; the daemon's reconcile will copy it", "file", name, "err", err)
-		}
-	}
+	s.enqueueAsync(name, key, int64(len(enc)))
 	s.log.Info("pushed", "file", name, "bytes", len(data), "stored", len(enc), "repos", len(sync), "took", time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// enqueueAsync queues the copy of key to the async repositories (if any).
+// A queue that cannot be written does not fail archiving: the copier's
+// periodic reconcile finds the object missing anyway. An object queued
+// twice (a retried push that found it stored) costs the copier one check:
+// an entry whose object the async repository holds is done.
+func (s *Shipper) enqueueAsync(name, key string, size int64) {
+	if len(repo.Sync(s.repos)) == len(s.repos) {
+		return
+	}
+	if err := queue.Enqueue(s.cfg, queue.Entry{Kind: queue.KindObject, Key: key, Size: size}); err != nil {
+		s.log.Warn("queueing the copy to the async repositories failed; the daemon's reconcile will copy it", "file", name, "err", err)
+	}
 }
 
 // allStored reports whether every repository of rs already holds key with
@@ -381,6 +394,12 @@ func storedSame(ctx context.Context, r repo.Repo, key string, sum []byte, size i
 	rc.Close()
 	if err != nil {
 		return false, fmt.Errorf("%s: existing %s: %w", r.Name, key, err)
+	}
+	if err := r.Verifier.VerifyHeader(h, key); err != nil {
+		// An object no fetch would accept (another writer's key, unsigned
+		// where signing is required, forged) is not "already archived".
+		return false, fmt.Errorf("%w: repository %s already holds %s, which a restore would refuse: %w; nothing was overwritten ('pgdr-agent wal-repair %s' shows it and replaces it on confirmation)",
+			ErrConflict, r.Name, key, err, path.Base(key))
 	}
 	if h.PlainSize != size || !bytes.Equal(h.PlainSHA256, sum) {
 		return false, fmt.Errorf("%w: repository %s already holds %s with sha256 %s (%d bytes), this file has sha256 %s (%d bytes); nothing was overwritten "+

@@ -274,7 +274,7 @@ func (c *Config) Validate() error {
 			return err
 		}
 	}
-	if d := c.Slots.DropInactiveAfter.Duration; d < time.Minute {
+	if d := c.Slots.DropInactiveAfter.Duration; !c.Slots.Disabled && d < time.Minute {
 		return &FieldError{"slots.drop_inactive_after", fmt.Sprintf("%s is under 1m: a receiver between two connections would lose its slot", d)}
 	}
 	if c.Gossip.Bind != "" && c.Gossip.KeyFile == "" {

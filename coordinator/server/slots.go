@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -130,11 +131,15 @@ func (k *slotKeeper) drop(ctx context.Context, cluster string, epoch uint64, d s
 		k.s.log.Warn("dropping a replication slot failed; tried again later", "cluster", cluster, "node", d.Server, "slot", d.Name, "reason", d.Reason, "err", err)
 		return
 	}
+	k.mu.Lock()
+	delete(k.unused, slotKey{cluster, d.Server, d.Name})
+	k.mu.Unlock()
+	if strings.Contains(out, "already gone") {
+		k.s.log.Info("replication slot already gone", "cluster", cluster, "node", d.Server, "slot", d.Name)
+		return
+	}
 	k.s.log.Info("replication slot dropped", "cluster", cluster, "node", d.Server, "slot", d.Name, "reason", d.Reason, "output", out)
 	k.s.recordEvent(ctx, cluster, "slot_dropped", d.Server, epoch,
 		fmt.Sprintf("replication slot %s dropped on %s: %s", d.Name, d.Server, d.Reason),
 		map[string]string{"slot": d.Name, "reason": d.Reason})
-	k.mu.Lock()
-	delete(k.unused, slotKey{cluster, d.Server, d.Name})
-	k.mu.Unlock()
 }

@@ -8,7 +8,11 @@
 // (coordinator/server/slots.go) keeps the unused-since times in memory
 // (a new leader starts them again: it never drops sooner than the limit),
 // sends a DropSlot order to the server's agent, which refuses an active
-// slot, and records each drop in the cluster's history.
+// slot, and records each drop in the cluster's history. A drop is
+// idempotent and needs no intent record: a leader that dies between the
+// order and the record leaves a slot that is gone (nothing to resume) or
+// still unused (the next leader decides again after its own grace); only
+// the history line can be missing.
 //
 // Only slots named like config.ReceiverSlot (prefix "pgdr_") are
 // considered; a slot of any other name is the user's and is never

@@ -132,6 +132,16 @@ func (v *Verifier) KeyIDs() []string {
 	return ids
 }
 
+// VerifyHeader checks the signature in h, an object's header read with
+// ReadHeader, for the object stored as name: what a Reader checks before
+// reading the body. A nil Verifier accepts everything.
+func (v *Verifier) VerifyHeader(h Header, name string) error {
+	if v == nil {
+		return nil
+	}
+	return v.verify(h, name)
+}
+
 // verify checks the signature in h for the object called name. The
 // plaintext itself is checked against h.PlainSHA256 and h.PlainSize by the
 // Reader before it returns io.EOF.

@@ -67,6 +67,12 @@ func CheckSegment(name Name, data []byte, sysid uint64) (SegmentHeader, error) {
 		if name.Kind == KindSegment && uint64(len(data)) != uint64(h.SegmentSize) {
 			return h, fmt.Errorf("WAL file %s is %d bytes, its header says segments are %d bytes", name.Raw, len(data), h.SegmentSize)
 		}
+		// The first page of a segment is written on the segment's own
+		// timeline, or on an older one when the timeline began inside it
+		// (the new timeline's copy of the switch segment): never a newer.
+		if h.Timeline > name.Timeline {
+			return h, fmt.Errorf("WAL file %s holds WAL of timeline %d, newer than its name's %d", name.Raw, h.Timeline, name.Timeline)
+		}
 		want := name.SegNo(uint64(h.SegmentSize)) * uint64(h.SegmentSize)
 		if h.PageAddr != want {
 			return h, fmt.Errorf("WAL file %s starts at %X/%X, its name says %X/%X", name.Raw, h.PageAddr>>32, uint32(h.PageAddr), want>>32, uint32(want))
