@@ -1,0 +1,226 @@
+package walrecv
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pgdr/pgdr/agent/walship"
+	"github.com/pgdr/pgdr/pkg/config"
+	"github.com/pgdr/pgdr/pkg/objstream"
+	"github.com/pgdr/pgdr/pkg/repo"
+	"github.com/pgdr/pgdr/pkg/testutil/pgtest"
+	"github.com/pgdr/pgdr/pkg/wal"
+)
+
+const testSeg = 1 << 20 // initdb --wal-segsize=1
+
+// env is a real PostgreSQL 15 primary, a file repository and the
+// shipper the receiver uploads through.
+type env struct {
+	pg      *pgtest.Cluster
+	repo    string
+	spool   string
+	sh      *walship.Shipper
+	primary atomic.Pointer[string] // the DSN the receiver is given
+}
+
+func newEnv(t *testing.T, conf map[string]string) *env {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("runs PostgreSQL")
+	}
+	c := map[string]string{"archive_mode": "off", "archive_timeout": "0", "wal_keep_size": "0", "max_wal_senders": "5", "max_replication_slots": "5"}
+	for k, v := range conf {
+		c[k] = v
+	}
+	pg := pgtest.New(t, pgtest.Options{InitdbArgs: []string{"--wal-segsize=1"}, Conf: c})
+	pg.Start(t)
+	e := &env{pg: pg, repo: t.TempDir(), spool: filepath.Join(t.TempDir(), "spool")}
+	y := fmt.Sprintf("cluster: c1\nnode: {name: n1}\npostgres: {pgdata: %s}\nrepos: [{name: r1, url: 'file://%s'}]\nencryption: {disabled: true}\n", pg.PGData, e.repo)
+	cfg, err := config.Parse([]byte(y))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.sh, err = walship.New(context.Background(), cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dsn := pg.DSN()
+	e.primary.Store(&dsn)
+	pg.Exec(t, "CREATE TABLE t (id serial PRIMARY KEY, v text)")
+	return e
+}
+
+// start runs a receiver until the returned stop is called (or the test
+// ends).
+func (e *env) start(t *testing.T, interval time.Duration) (*Receiver, func()) {
+	t.Helper()
+	r := New(Config{AppName: AppName("n1"), Slot: DefaultSlot("n1"), SpoolDir: e.spool, UploadInterval: interval, RetryInterval: 100 * time.Millisecond},
+		Deps{Primary: func(context.Context) (string, error) { return *e.primary.Load(), nil }, Upload: e.sh,
+			Log: slog.New(slog.NewTextHandler(tlog{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); r.Run(ctx) }()
+	var once sync.Once
+	stop := func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
+	waitFor(t, 20*time.Second, "the receiver streams", func() bool { return r.Status().Connected })
+	return r, stop
+}
+
+// tlog writes the receiver's log to the test's.
+type tlog struct{ t *testing.T }
+
+func (l tlog) Write(p []byte) (int, error) { l.t.Log(string(bytes.TrimSpace(p))); return len(p), nil }
+
+func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting until %s", limit, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// header reads the cleartext header of the object at key (false: none).
+func (e *env) header(t *testing.T, key string) (objstream.Header, os.FileInfo, bool) {
+	t.Helper()
+	p := filepath.Join(e.repo, filepath.FromSlash(key))
+	f, err := os.Open(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return objstream.Header{}, nil, false
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h, err := objstream.ReadHeader(f)
+	if err != nil {
+		return objstream.Header{}, nil, false // being replaced
+	}
+	st, _ := f.Stat()
+	return h, st, true
+}
+
+// pgFile reads the first n bytes of PostgreSQL's own pg_wal file (n < 0:
+// all of it).
+func (e *env) pgFile(t *testing.T, name string, n int64) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(e.pg.PGData, "pg_wal", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n >= 0 {
+		b = b[:n]
+	}
+	return b
+}
+
+func (e *env) lsn(t *testing.T, sql string) wal.LSN {
+	t.Helper()
+	l, err := wal.ParseLSN(e.pg.QueryString(t, sql))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// commit commits one row and returns the WAL position after it.
+func (e *env) commit(t *testing.T, v string) wal.LSN {
+	t.Helper()
+	e.pg.Exec(t, "INSERT INTO t (v) VALUES ($1)", v)
+	return e.lsn(t, "SELECT pg_current_wal_flush_lsn()::text")
+}
+
+func sum(b []byte) []byte { s := sha256.Sum256(b); return s[:] }
+
+// waitPartial waits until the partial object of the segment holding l
+// covers l, and checks it is PostgreSQL's own WAL bytes.
+func (e *env) waitPartial(t *testing.T, l wal.LSN, limit time.Duration) time.Duration {
+	t.Helper()
+	name := l.Segment(1, testSeg)
+	key := repo.StreamPartialKey("c1", name)
+	start := time.Now()
+	var h objstream.Header
+	waitFor(t, limit, fmt.Sprintf("the partial object of %s covers %s", name, l), func() bool {
+		var ok bool
+		h, _, ok = e.header(t, key)
+		return ok && h.PlainSize >= int64(uint64(l)%testSeg)
+	})
+	took := time.Since(start)
+	if !bytes.Equal(h.PlainSHA256, sum(e.pgFile(t, name, h.PlainSize))) {
+		t.Fatalf("the partial object of %s (%d bytes) is not PostgreSQL's WAL", name, h.PlainSize)
+	}
+	return took
+}
+
+// TestTricklePartialThenSegment: with archive_timeout off, each commit's
+// WAL is in the partial object within about the upload interval, with
+// PostgreSQL's own bytes; a switched segment is archived by the receiver
+// (its partial deleted), and wal-push of PostgreSQL's own file afterwards
+// finds it stored with identical bytes and rewrites nothing.
+func TestTricklePartialThenSegment(t *testing.T) {
+	e := newEnv(t, nil)
+	// The segments ahead become recycled files (old segments renamed by
+	// the checkpoint, their old WAL still in them): a switched segment's
+	// tail must still be what the stream sent.
+	e.pg.Exec(t, "INSERT INTO t (v) SELECT md5(i::text) || repeat('x', 1000) FROM generate_series(1, 8000) i")
+	e.pg.Exec(t, "CHECKPOINT")
+	e.pg.Exec(t, "CHECKPOINT")
+	e.pg.Exec(t, "SELECT pg_switch_wal()")
+	recycled := e.lsn(t, "SELECT pg_current_wal_lsn()::text").Segment(1, testSeg)
+	if b := e.pgFile(t, recycled, -1); bytes.Count(b[testSeg-8192:], []byte{0}) == 8192 {
+		t.Fatalf("%s is not a recycled file", recycled)
+	}
+	const interval = 300 * time.Millisecond
+	r, _ := e.start(t, interval)
+	var last wal.LSN
+	for i := range 3 {
+		last = e.commit(t, fmt.Sprint("row", i))
+		took := e.waitPartial(t, last, 10*time.Second)
+		t.Logf("commit %d at %s: in the partial object after %s", i, last, took.Round(time.Millisecond))
+		if took > interval+2*time.Second {
+			t.Errorf("the partial object covered the commit after %s, upload interval %s", took, interval)
+		}
+	}
+	name := last.Segment(1, testSeg)
+	e.pg.Exec(t, "SELECT pg_switch_wal()")
+	key := repo.WALKey("c1", name)
+	var h objstream.Header
+	var st os.FileInfo
+	waitFor(t, 10*time.Second, name+" archived by the receiver", func() bool {
+		var ok bool
+		h, st, ok = e.header(t, key)
+		return ok
+	})
+	pgBytes := e.pgFile(t, name, -1)
+	if h.PlainSize != testSeg || !bytes.Equal(h.PlainSHA256, sum(pgBytes)) {
+		spooled, _ := os.ReadFile(filepath.Join(e.spool, name))
+		t.Fatalf("the archived %s (%d bytes) differs from PostgreSQL's file; spool equal to PostgreSQL's: %v", name, h.PlainSize, bytes.Equal(spooled, pgBytes))
+	}
+	waitFor(t, 5*time.Second, "the partial object deleted", func() bool {
+		_, _, ok := e.header(t, repo.StreamPartialKey("c1", name))
+		return !ok
+	})
+	if err := e.sh.PushWith(context.Background(), filepath.Join(e.pg.PGData, "pg_wal", name), walship.PushOptions{Force: true}); err != nil {
+		t.Fatalf("wal-push of PostgreSQL's own %s after the receiver archived it: %v", name, err)
+	}
+	if _, st2, _ := e.header(t, key); !st2.ModTime().Equal(st.ModTime()) {
+		t.Fatal("wal-push rewrote the object the receiver archived")
+	}
+	if s := r.Status(); s.Uploaded < wal.LSN((uint64(last)/testSeg+1)*testSeg) || s.Flush < s.Uploaded || s.Timeline != 1 {
+		t.Fatalf("status %+v after the segment was archived", s)
+	}
+}
