@@ -224,3 +224,111 @@ func TestTricklePartialThenSegment(t *testing.T) {
 		t.Fatalf("status %+v after the segment was archived", s)
 	}
 }
+
+// pgSums reads the SHA-256 of PostgreSQL's segments first..last of
+// timeline tli.
+func (e *env) pgSums(t *testing.T, tli uint32, first, last uint64) map[string][]byte {
+	t.Helper()
+	m := map[string][]byte{}
+	for s := first; s <= last; s++ {
+		name := wal.SegmentName(tli, s, testSeg)
+		m[name] = sum(e.pgFile(t, name, -1))
+	}
+	return m
+}
+
+// archivedSame checks that the segments of want are archived with these
+// SHA-256s (PostgreSQL's bytes).
+func (e *env) archivedSame(t *testing.T, want map[string][]byte) {
+	t.Helper()
+	for name, s := range want {
+		waitFor(t, 10*time.Second, name+" archived", func() bool { _, _, ok := e.header(t, repo.WALKey("c1", name)); return ok })
+		h, _, _ := e.header(t, repo.WALKey("c1", name))
+		if !bytes.Equal(h.PlainSHA256, s) {
+			t.Fatalf("the archived %s differs from PostgreSQL's", name)
+		}
+	}
+}
+
+// TestRestartResumesFromSpool: a receiver stopped while the primary goes
+// on (its slot keeps the WAL) resumes from its spool's end: every segment
+// from before the stop to after the restart is archived, with no gap,
+// each with PostgreSQL's bytes, and the spool keeps a bounded number of
+// files.
+func TestRestartResumesFromSpool(t *testing.T) {
+	e := newEnv(t, nil)
+	_, stop := e.start(t, 200*time.Millisecond)
+	first := uint64(e.commit(t, "a")) / testSeg
+	e.pg.Exec(t, "SELECT pg_switch_wal()")
+	e.archivedSame(t, e.pgSums(t, 1, first, first))
+	mid := e.commit(t, "b")
+	e.waitPartial(t, mid, 10*time.Second)
+	stop()
+	// Written while the receiver is down: three more segments.
+	for range 3 {
+		e.pg.Exec(t, "INSERT INTO t (v) SELECT repeat('y', 500) FROM generate_series(1, 200)")
+		e.pg.Exec(t, "SELECT pg_switch_wal()")
+		e.pg.Exec(t, "CHECKPOINT") // the slot must keep the segments
+	}
+	last := e.commit(t, "c")
+	// The slot kept every segment from the receiver's stop on.
+	want := e.pgSums(t, 1, uint64(mid)/testSeg, uint64(last)/testSeg-1)
+	r, _ := e.start(t, 200*time.Millisecond)
+	e.archivedSame(t, want)
+	e.waitPartial(t, last, 10*time.Second)
+	if s := r.Status(); s.Reconnects != 0 || s.Flush < last {
+		t.Fatalf("status %+v", s)
+	}
+	waitFor(t, 10*time.Second, "the spool trimmed", func() bool {
+		files, _ := listSpool(e.spool, testSeg)
+		return len(files) <= 4
+	})
+}
+
+// TestSynchronousReceiver: with synchronous_standby_names naming the
+// receiver, a commit returns only once the receiver has it fsynced in its
+// spool; with the receiver stopped a commit waits, and returns once a
+// restarted receiver has it.
+func TestSynchronousReceiver(t *testing.T) {
+	e := newEnv(t, nil)
+	r, stop := e.start(t, time.Second)
+	e.pg.Exec(t, "ALTER SYSTEM SET synchronous_standby_names = '"+AppName("n1")+"'")
+	e.pg.Exec(t, "SELECT pg_reload_conf()")
+	waitFor(t, 10*time.Second, "the receiver is the synchronous standby", func() bool {
+		return e.pg.QueryString(t, "SELECT coalesce((SELECT sync_state FROM pg_stat_replication WHERE application_name = $1), '')", AppName("n1")) == "sync"
+	})
+	for i := range 5 {
+		l := e.commit(t, fmt.Sprint("s", i))
+		if f := r.Status().Flush; f < l {
+			t.Fatalf("commit %d at %s acknowledged before the receiver flushed it (flush %s)", i, l, f)
+		}
+		files, _ := listSpool(e.spool, testSeg)
+		end := resumePoint(files, testSeg)
+		if got := wal.LSN(end.File.SegNo*testSeg + uint64(end.File.Size)); got < l {
+			t.Fatalf("commit %d at %s acknowledged, the spool ends at %s", i, l, got)
+		}
+	}
+	stop()
+	conn := e.pg.Conn(t)
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		_, err := conn.Exec(ctx, "INSERT INTO t (v) VALUES ('blocked')")
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("a commit returned with the synchronous receiver stopped: %v", err)
+	case <-time.After(2 * time.Second):
+	}
+	e.start(t, time.Second)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the waiting commit did not return once the receiver was back")
+	}
+}
