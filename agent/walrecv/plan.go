@@ -2,8 +2,8 @@ package walrecv
 
 import (
 	"fmt"
-	"strings"
 
+	"github.com/pgdr/pgdr/pkg/config"
 	"github.com/pgdr/pgdr/pkg/wal"
 )
 
@@ -25,26 +25,8 @@ func AppName(node string) string {
 	return node + AppNameSuffix
 }
 
-// DefaultSlot is wal.receive.slot's default: "pgdr_" and the node name,
-// lower-cased, every character other than a-z, 0-9 and _ replaced by _,
-// cut to 63 bytes (a replication slot name's rules).
-func DefaultSlot(node string) string {
-	return SanitizeSlot("pgdr_" + node)
-}
-
-// SanitizeSlot makes s a valid replication slot name.
-func SanitizeSlot(s string) string {
-	b := []byte(strings.ToLower(s))
-	for i, c := range b {
-		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '_' {
-			b[i] = '_'
-		}
-	}
-	if len(b) > maxIdent {
-		b = b[:maxIdent]
-	}
-	return string(b)
-}
+// DefaultSlot is wal.receive.slot's default for node (config.DefaultReceiveSlot).
+func DefaultSlot(node string) string { return config.DefaultReceiveSlot(node) }
 
 // Start is where a connection streams from: timeline TLI from LSN.
 type Start struct {
