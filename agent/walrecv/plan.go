@@ -49,8 +49,8 @@ type Start struct {
 //   - An empty spool starts at the beginning of the server's segment (so
 //     that every spool file and upload holds its segment from the start).
 //   - The spool on the server's timeline continues from its end.
-//   - The spool on an older timeline S: before S's switch point, S is
-//     finished first (the server streams S up to the switch point and ends
+//   - The spool on an older timeline S: when its file ends before S's
+//     switch point, S is finished first (the server streams S up to the switch point and ends
 //     the stream); at or past it, the timeline after S starts at the
 //     beginning of the segment holding the switch point: the new
 //     timeline's file of that segment holds S's WAL up to the switch point
@@ -75,14 +75,14 @@ func Plan(sp spoolEnd, srvTLI uint32, srvPos wal.LSN, hist []wal.HistoryEntry, s
 		if h.Timeline != sp.TLI {
 			continue
 		}
-		if sp.End < h.Switch {
+		if sp.Raw < h.Switch {
 			return Start{TLI: sp.TLI, LSN: sp.End}, nil
 		}
 		next := srvTLI
 		if i+1 < len(hist) {
 			next = hist[i+1].Timeline
 		}
-		return Start{TLI: next, LSN: floor(h.Switch), Diverged: uint64(sp.End - h.Switch)}, nil
+		return Start{TLI: next, LSN: floor(h.Switch), Diverged: uint64(sp.Raw - h.Switch)}, nil
 	}
 	return fresh, nil
 }

@@ -14,7 +14,7 @@ const seg = 16 << 20
 
 func TestPlan(t *testing.T) {
 	lsn := func(s string) wal.LSN { l, _ := wal.ParseLSN(s); return l }
-	at := func(tli uint32, end string) spoolEnd { return spoolEnd{Has: true, TLI: tli, End: lsn(end)} }
+	at := func(tli uint32, end string) spoolEnd { return spoolEnd{Has: true, TLI: tli, End: lsn(end), Raw: lsn(end)} }
 	hist3 := []wal.HistoryEntry{{Timeline: 1, Switch: lsn("0/5800000")}, {Timeline: 2, Switch: lsn("0/7100028")}}
 	for _, tc := range []struct {
 		name   string
@@ -31,6 +31,8 @@ func TestPlan(t *testing.T) {
 		{name: "past the switch: diverged bytes stay on the old timeline", sp: at(1, "0/5802000"), srvTLI: 3, hist: hist3, want: Start{TLI: 2, LSN: lsn("0/5000000"), Diverged: 0x2000}},
 		{name: "the last ancestor leads to the server's timeline", sp: at(2, "0/7200000"), srvTLI: 3, hist: hist3, want: Start{TLI: 3, LSN: lsn("0/7000000"), Diverged: uint64(lsn("0/7200000") - lsn("0/7100028"))}},
 		{name: "a branch the server never saw starts afresh", sp: at(2, "0/7200000"), srvTLI: 3, hist: hist3[:1], want: Start{TLI: 3, LSN: lsn("0/9000000"), Fresh: true}},
+		{name: "a timeline that ended mid-page is complete", sp: spoolEnd{Has: true, TLI: 1, End: lsn("0/5800000"), Raw: lsn("0/5800028")}, srvTLI: 3,
+			hist: []wal.HistoryEntry{{Timeline: 1, Switch: lsn("0/5800028")}, hist3[1]}, want: Start{TLI: 2, LSN: lsn("0/5000000")}},
 		{name: "a server behind the spool is refused", sp: at(3, "0/7200000"), srvTLI: 2, err: "older than the spool's"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -137,6 +137,7 @@ func (r *Receiver) Run(ctx context.Context) {
 	wg.Add(1)
 	go func() { defer wg.Done(); r.uploadLoop(ctx) }()
 	defer wg.Wait()
+	ended := 0 // streams in a row that ended at a timeline's end
 	for ctx.Err() == nil {
 		err := r.session(ctx)
 		r.mu.Lock()
@@ -149,9 +150,13 @@ func (r *Receiver) Run(ctx context.Context) {
 			return
 		}
 		if errors.Is(err, errTimelineEnded) {
-			continue // plan again at once: the next timeline
+			if ended++; ended == 1 {
+				continue // plan again at once: the next timeline
+			}
+		} else {
+			ended = 0
+			r.log.Warn("WAL receiver stream ended; connecting again", "err", err, "in", r.cfg.RetryInterval)
 		}
-		r.log.Warn("WAL receiver stream ended; connecting again", "err", err, "in", r.cfg.RetryInterval)
 		select {
 		case <-ctx.Done():
 			return
@@ -231,7 +236,7 @@ func (r *Receiver) session(ctx context.Context) error {
 	}
 	if start.Diverged > 0 {
 		r.log.Warn("the spool's timeline went on past the switch point of the server's history: that WAL stays under the old timeline's names",
-			"timeline", sp.TLI, "spool_end", sp.End, "next_timeline", start.TLI, "bytes", start.Diverged)
+			"timeline", sp.TLI, "spool_end", sp.Raw, "switch_point", sp.Raw-wal.LSN(start.Diverged), "next_timeline", start.TLI, "bytes", start.Diverged)
 	}
 	if start.Fresh && sp.Has {
 		r.log.Warn("the spool's timeline is not in the server's history: streaming starts afresh at the server's current segment (the archive may have a gap archive_command fills)",

@@ -332,3 +332,95 @@ func TestSynchronousReceiver(t *testing.T) {
 		t.Fatal("the waiting commit did not return once the receiver was back")
 	}
 }
+
+// TestFollowsNewTimeline: the receiver streams from the primary and,
+// after its standby (which missed the last commit: the receiver has WAL of
+// timeline 1 past the fork) is promoted, from the new primary: it archives
+// 00000002.history as PostgreSQL wrote it, creates its slot there, and
+// uploads timeline 2 from the segment holding the switch point with the
+// new primary's own bytes (not the old timeline's WAL past the fork);
+// wal-push of the new primary's segment then finds it stored.
+func TestFollowsNewTimeline(t *testing.T) {
+	e := newEnv(t, map[string]string{"wal_log_hints": "on"})
+	r, _ := e.start(t, 200*time.Millisecond)
+	sb := pgtest.Empty(t, pgtest.Options{})
+	sb.Run(t, "pg_basebackup", "-D", sb.PGData, "-d", e.pg.DSN(), "-X", "stream", "-R", "-c", "fast")
+	sb.AppendConf(t, sb.LocalConf())
+	sb.Start(t)
+	a := e.commit(t, "on both")
+	waitFor(t, 20*time.Second, "the standby replayed the commit", func() bool {
+		l, err := wal.ParseLSN(sb.QueryString(t, "SELECT coalesce(pg_last_wal_replay_lsn(), '0/0')::text"))
+		return err == nil && l >= a
+	})
+	sb.Stop(t, "fast")
+	b := e.commit(t, "only on the old primary")
+	waitFor(t, 10*time.Second, "the receiver flushed the commit the standby missed", func() bool { return r.Status().Flush >= b })
+	e.waitPartial(t, b, 10*time.Second)
+	e.pg.Stop(t, "immediate")
+	sb.Start(t)
+	sb.Run(t, "pg_ctl", "-D", sb.PGData, "-w", "-t", "60", "promote")
+	dsn := sb.DSN()
+	e.primary.Store(&dsn)
+	waitFor(t, 30*time.Second, "the receiver streams timeline 2", func() bool { s := r.Status(); return s.Connected && s.Timeline == 2 })
+
+	// The history file, as the new primary wrote it.
+	hist, err := os.ReadFile(filepath.Join(sb.PGData, "pg_wal", "00000002.history"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, _, ok := e.header(t, repo.WALKey("c1", "00000002.history"))
+	if !ok || !bytes.Equal(h.PlainSHA256, sum(hist)) {
+		t.Fatalf("00000002.history archived: %v, same as the new primary's: %v", ok, ok && bytes.Equal(h.PlainSHA256, sum(hist)))
+	}
+	entries, err := wal.ParseHistory(hist, 2)
+	if err != nil || len(entries) != 1 {
+		t.Fatalf("history %q: %v", hist, err)
+	}
+	fork := entries[0].Switch
+	if fork >= b {
+		t.Fatalf("the fork %s is not before the commit the standby missed (%s): nothing diverged", fork, b)
+	}
+	if n := sb.QueryString(t, "SELECT count(*)::text FROM pg_replication_slots WHERE slot_name = $1", DefaultSlot("n1")); n != "1" {
+		t.Fatal("the receiver's slot is not on the new primary")
+	}
+	// Timeline 2 from the segment holding the fork: the new primary's bytes.
+	sbFile := func(name string, n int64) []byte {
+		b, err := os.ReadFile(filepath.Join(sb.PGData, "pg_wal", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n >= 0 {
+			b = b[:n]
+		}
+		return b
+	}
+	sb.Exec(t, "INSERT INTO t (v) VALUES ('on the new primary')")
+	c, err := wal.ParseLSN(sb.QueryString(t, "SELECT pg_current_wal_flush_lsn()::text"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := fork.Segment(2, testSeg)
+	key := repo.StreamPartialKey("c1", c.Segment(2, testSeg))
+	waitFor(t, 10*time.Second, "the partial of timeline 2 covers the new commit", func() bool {
+		h, _, ok := e.header(t, key)
+		return ok && h.PlainSize >= int64(uint64(c)%testSeg)
+	})
+	h, _, _ = e.header(t, key)
+	if !bytes.Equal(h.PlainSHA256, sum(sbFile(c.Segment(2, testSeg), h.PlainSize))) {
+		t.Fatalf("the partial of %s is not the new primary's WAL", c.Segment(2, testSeg))
+	}
+	sb.Exec(t, "SELECT pg_switch_wal()")
+	waitFor(t, 10*time.Second, first+" archived", func() bool { _, _, ok := e.header(t, repo.WALKey("c1", first)); return ok })
+	h, _, _ = e.header(t, repo.WALKey("c1", first))
+	if !bytes.Equal(h.PlainSHA256, sum(sbFile(first, -1))) {
+		t.Fatalf("the archived %s is not the new primary's segment", first)
+	}
+	if err := e.sh.PushWith(context.Background(), filepath.Join(sb.PGData, "pg_wal", first), walship.PushOptions{Force: true}); err != nil {
+		t.Fatalf("wal-push of the new primary's %s: %v", first, err)
+	}
+	// The old timeline's WAL past the fork stays under its own name.
+	old := b.Segment(1, testSeg)
+	if h, _, ok := e.header(t, repo.StreamPartialKey("c1", old)); !ok || h.PlainSize < int64(uint64(b)%testSeg) {
+		t.Fatalf("the old timeline's partial %s does not hold the commit past the fork", old)
+	}
+}

@@ -73,10 +73,13 @@ func cmpU(a, b uint64) int {
 // spoolEnd is where the spool stands: the newest timeline's newest file
 // and the WAL position after its last whole page.
 type spoolEnd struct {
-	Has  bool
-	TLI  uint32
-	End  wal.LSN
-	File spoolFile
+	Has bool
+	TLI uint32
+	// End is where streaming resumes: the file's end cut back to a whole
+	// page. Raw is the file's end: timeline decisions compare it (a
+	// timeline that ended at its switch point mid-page is complete).
+	End, Raw wal.LSN
+	File     spoolFile
 }
 
 // resumePoint is the spool's end: the file of the highest timeline with
@@ -92,6 +95,7 @@ func resumePoint(files []spoolFile, segSize uint64) spoolEnd {
 	}
 	if e.Has {
 		e.End = wal.LSN(e.File.SegNo*segSize + uint64(e.File.Size)/pageSize*pageSize)
+		e.Raw = wal.LSN(e.File.SegNo*segSize + uint64(e.File.Size))
 	}
 	return e
 }
