@@ -14,7 +14,9 @@ const seg = 16 << 20
 
 func TestPlan(t *testing.T) {
 	lsn := func(s string) wal.LSN { l, _ := wal.ParseLSN(s); return l }
-	at := func(tli uint32, end string) spoolEnd { return spoolEnd{Has: true, TLI: tli, End: lsn(end), Raw: lsn(end)} }
+	at := func(tli uint32, end string) spoolEnd {
+		return spoolEnd{Has: true, TLI: tli, End: lsn(end), Raw: lsn(end)}
+	}
 	hist3 := []wal.HistoryEntry{{Timeline: 1, Switch: lsn("0/5800000")}, {Timeline: 2, Switch: lsn("0/7100028")}}
 	for _, tc := range []struct {
 		name   string

@@ -9,10 +9,13 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/pgdr/pgdr/agent/walship"
 	"github.com/pgdr/pgdr/pkg/config"
@@ -347,6 +350,26 @@ func TestFollowsNewTimeline(t *testing.T) {
 	sb.Run(t, "pg_basebackup", "-D", sb.PGData, "-d", e.pg.DSN(), "-X", "stream", "-R", "-c", "fast")
 	sb.AppendConf(t, sb.LocalConf())
 	sb.Start(t)
+	// Beside the standby, LocalPrimary finds the primary in its
+	// primary_conninfo; beside a primary, the primary itself.
+	local := func(c *pgtest.Cluster) func(context.Context) (*pgx.Conn, bool, error) {
+		return func(ctx context.Context) (*pgx.Conn, bool, error) {
+			conn, err := pgx.Connect(ctx, c.DSN())
+			if err != nil {
+				return nil, false, err
+			}
+			var rec bool
+			err = conn.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&rec)
+			return conn, rec, err
+		}
+	}
+	ctx := context.Background()
+	if got, err := LocalPrimary(local(sb), "self")(ctx); err != nil || !strings.Contains(got, fmt.Sprintf("port=%d", e.pg.Port)) {
+		t.Fatalf("LocalPrimary beside the standby: %q, %v", got, err)
+	}
+	if got, err := LocalPrimary(local(e.pg), "self")(ctx); err != nil || got != "self" {
+		t.Fatalf("LocalPrimary beside the primary: %q, %v", got, err)
+	}
 	a := e.commit(t, "on both")
 	waitFor(t, 20*time.Second, "the standby replayed the commit", func() bool {
 		l, err := wal.ParseLSN(sb.QueryString(t, "SELECT coalesce(pg_last_wal_replay_lsn(), '0/0')::text"))
