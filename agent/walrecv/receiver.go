@@ -93,7 +93,15 @@ type Receiver struct {
 	// uploader.
 	curName    string
 	curFlushed uint64
-	kick       chan struct{}
+	// abandoned: segments whose partial object must go (the stream
+	// restarted elsewhere: their WAL is gone from the server).
+	abandoned []string
+	kick      chan struct{}
+
+	// lost: the server no longer has the WAL from the spool's end (its
+	// slot was invalidated, or never protected it): the next stream
+	// starts afresh (the session's goroutine).
+	lost bool
 
 	// The uploader's own state (its goroutine only).
 	archived    map[string]bool
@@ -148,6 +156,11 @@ func (r *Receiver) Run(ctx context.Context) {
 		r.mu.Unlock()
 		if ctx.Err() != nil {
 			return
+		}
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) && pe.Code == "58P01" { // undefined_file: "requested WAL segment ... has already been removed"
+			r.lost = true
+			r.log.Error("the server no longer has the WAL from the spool's end (the receiver's slot was invalidated, e.g. by max_slot_wal_keep_size, or dropped): starting again at its current segment; archive_command archives the WAL in between", "err", err)
 		}
 		if errors.Is(err, errTimelineEnded) {
 			if ended++; ended == 1 {
@@ -230,6 +243,13 @@ func (r *Receiver) session(ctx context.Context) error {
 			return err
 		}
 	}
+	var abandon string
+	if r.lost {
+		if sp.Has && !sp.File.full(segSize) {
+			abandon = sp.File.Name
+		}
+		sp, hist = spoolEnd{}, nil
+	}
 	start, err := Plan(sp, srvTLI, wal.LSN(id.XLogPos), hist, segSize)
 	if err != nil {
 		return err
@@ -272,6 +292,15 @@ func (r *Receiver) session(ctx context.Context) error {
 	r.st.Connected, r.st.Timeline = true, start.TLI
 	r.mu.Unlock()
 	r.published(w)
+	if r.lost {
+		r.lost = false
+		if abandon != "" && abandon != filepath.Base(w.f.Name()) {
+			r.mu.Lock()
+			r.abandoned = append(r.abandoned, abandon)
+			r.mu.Unlock()
+			r.kickUpload()
+		}
+	}
 	return r.stream(ctx, conn, w)
 }
 

@@ -447,3 +447,34 @@ func TestFollowsNewTimeline(t *testing.T) {
 		t.Fatalf("the old timeline's partial %s does not hold the commit past the fork", old)
 	}
 }
+
+// TestLostWALStartsAgain: when the WAL from the spool's end is gone from
+// the primary (the slot was invalidated by max_slot_wal_keep_size while
+// the receiver was away), the receiver starts again at the primary's
+// current segment instead of failing forever, and deletes the partial
+// object of the segment it abandoned.
+func TestLostWALStartsAgain(t *testing.T) {
+	e := newEnv(t, map[string]string{"max_slot_wal_keep_size": "'2MB'"})
+	_, stop := e.start(t, 200*time.Millisecond)
+	a := e.commit(t, "before")
+	e.waitPartial(t, a, 10*time.Second)
+	stop()
+	for range 5 {
+		e.pg.Exec(t, "INSERT INTO t (v) SELECT repeat('z', 500) FROM generate_series(1, 200)")
+		e.pg.Exec(t, "SELECT pg_switch_wal()")
+	}
+	e.pg.Exec(t, "CHECKPOINT")
+	if st := e.pg.QueryString(t, "SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1", DefaultSlot("n1")); st != "lost" {
+		t.Fatalf("the slot's wal_status is %q, want lost", st)
+	}
+	r, _ := e.start(t, 200*time.Millisecond)
+	b := e.commit(t, "after")
+	e.waitPartial(t, b, 20*time.Second)
+	if s := r.Status(); s.Flush < b {
+		t.Fatalf("status %+v", s)
+	}
+	waitFor(t, 10*time.Second, "the abandoned segment's partial object deleted", func() bool {
+		_, _, ok := e.header(t, repo.StreamPartialKey("c1", a.Segment(1, testSeg)))
+		return !ok
+	})
+}

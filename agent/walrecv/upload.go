@@ -32,9 +32,21 @@ func (r *Receiver) uploadLoop(ctx context.Context) {
 func (r *Receiver) uploadOnce(ctx context.Context) {
 	r.mu.Lock()
 	segSize, curName, curFlushed, tli := r.segSize, r.curName, r.curFlushed, r.st.Timeline
+	abandoned := r.abandoned
+	r.abandoned = nil
 	r.mu.Unlock()
 	if segSize == 0 {
 		return // no connection yet
+	}
+	for i, name := range abandoned {
+		if err := r.deps.Upload.DeletePartial(ctx, name); err != nil {
+			r.uploadFailed("deleting the partial copy of an abandoned segment", name, err)
+			r.mu.Lock()
+			r.abandoned = append(r.abandoned, abandoned[i:]...)
+			r.mu.Unlock()
+			break
+		}
+		r.partialDone[name] = 1 << 62 // never uploaded again
 	}
 	files, err := listSpool(r.cfg.SpoolDir, segSize)
 	if err != nil {
