@@ -91,6 +91,9 @@ func TestDaemonRunsReceiver(t *testing.T) {
 	if !strings.Contains(body, `pgdr_walrecv_connected{cluster="c",node="n"} 1`) {
 		t.Fatalf("/metrics does not show the receiver connected:\n%s", grepLines(body, "pgdr_walrecv_"))
 	}
+	if _, body := get(t, d.Handler(), "GET", "/status"); !strings.Contains(body, `"wal_receiver":{"connected":true`) || !strings.Contains(body, `"flush_lsn":"0/`) {
+		t.Fatalf("/status does not show the receiver: %s", body)
+	}
 	stop()
 	if d.receiver.Status().Connected {
 		t.Fatal("the receiver still says connected after the daemon stopped")

@@ -64,20 +64,23 @@ type Deps struct {
 // Status is the receiver's progress.
 type Status struct {
 	// Connected: a replication stream is open.
-	Connected bool
+	Connected bool `json:"connected"`
 	// Server is host:port of the server streamed from last.
-	Server string
+	Server string `json:"server"`
 	// Timeline is the timeline being received.
-	Timeline uint32
+	Timeline uint32 `json:"timeline"`
 	// Write and Flush are the positions written to and fsynced in the
 	// spool; Uploaded is the end of the WAL of Timeline last stored in the
 	// repositories (a complete segment or a partial copy).
-	Write, Flush, Uploaded wal.LSN
+	Write    wal.LSN `json:"write_lsn"`
+	Flush    wal.LSN `json:"flush_lsn"`
+	Uploaded wal.LSN `json:"uploaded_lsn"`
 	// LastUpload is when an upload last succeeded.
-	LastUpload time.Time
+	LastUpload time.Time `json:"last_upload"`
 	// UploadFailures counts failed uploads; Reconnects counts streams that
 	// ended or could not start.
-	UploadFailures, Reconnects uint64
+	UploadFailures uint64 `json:"upload_failures"`
+	Reconnects     uint64 `json:"reconnects"`
 }
 
 // Receiver streams WAL into the spool and uploads it; Run runs it.
