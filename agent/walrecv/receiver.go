@@ -108,6 +108,7 @@ type Receiver struct {
 
 	// The uploader's own state (its goroutine only).
 	archived    map[string]bool
+	conflicted  map[string]bool // complete segments the archive holds differently
 	partialDone map[string]uint64
 	histories   map[uint32]bool // .history files stored (the session's goroutine)
 }
@@ -130,7 +131,7 @@ func New(cfg Config, deps Deps) *Receiver {
 		deps.Log = slog.New(slog.DiscardHandler)
 	}
 	return &Receiver{cfg: cfg, deps: deps, log: deps.Log.With("component", "walrecv"),
-		kick: make(chan struct{}, 1), archived: map[string]bool{}, partialDone: map[string]uint64{}, histories: map[uint32]bool{}}
+		kick: make(chan struct{}, 1), archived: map[string]bool{}, conflicted: map[string]bool{}, partialDone: map[string]uint64{}, histories: map[uint32]bool{}}
 }
 
 // Status returns the receiver's progress.

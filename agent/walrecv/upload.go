@@ -2,9 +2,11 @@ package walrecv
 
 import (
 	"context"
+	"errors"
 	"os"
 	"time"
 
+	"github.com/pgdr/pgdr/agent/walship"
 	"github.com/pgdr/pgdr/pkg/wal"
 )
 
@@ -54,12 +56,19 @@ func (r *Receiver) uploadOnce(ctx context.Context) {
 		return
 	}
 	for _, f := range files {
-		if !f.full(segSize) || r.archived[f.Name] {
+		if !f.full(segSize) || r.archived[f.Name] || r.conflicted[f.Name] {
 			continue
 		}
 		data, err := os.ReadFile(r.spoolPath(f.Name))
 		if err == nil {
 			err = r.deps.Upload.PushSegment(ctx, f.Name, data)
+		}
+		if errors.Is(err, walship.ErrConflict) {
+			// Not retried (it would stop every later segment): reported
+			// once, kept in the spool for the operator (wal-repair).
+			r.conflicted[f.Name] = true
+			r.uploadFailed("archiving a received segment: the archive holds different content under its name; it stays in the spool and is skipped", f.Name, err)
+			continue
 		}
 		if err != nil {
 			r.uploadFailed("archiving a received segment", f.Name, err)
@@ -119,7 +128,7 @@ func (r *Receiver) cleanup(files []spoolFile, segSize uint64) {
 	}
 	end := resumePoint(files, segSize)
 	for _, f := range files[:len(files)-r.cfg.Keep] {
-		if f.Name == end.File.Name || (f.full(segSize) && !r.archived[f.Name]) {
+		if f.Name == end.File.Name || (f.full(segSize) && !r.archived[f.Name]) || r.conflicted[f.Name] {
 			continue
 		}
 		if err := os.Remove(r.spoolPath(f.Name)); err != nil && !os.IsNotExist(err) {
