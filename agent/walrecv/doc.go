@@ -25,8 +25,12 @@
 // (received from an old primary that went on after the fork) stays under
 // S's names: it is never written or uploaded as the new timeline's.
 //
-// A restarted receiver resumes from the spool's end (rounded down to a WAL
-// page), and uploads again every complete segment still in the spool (an
-// upload of an object already stored with the same content writes
-// nothing).
+// A restarted receiver first checks the spool: every file is cut back to
+// its sound prefix (pages that begin with PostgreSQL's page magic and their
+// own address; a machine that stopped can leave zeros past what was
+// fsynced), so that it never uploads such a file as a complete segment
+// (archive_command would then meet a conflict). It resumes from the
+// spool's end (rounded down to a WAL page), and uploads again every
+// complete segment still in the spool (an upload of an object already
+// stored with the same content writes nothing).
 package walrecv

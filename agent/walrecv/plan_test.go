@@ -2,6 +2,7 @@ package walrecv
 
 import (
 	"bytes"
+	"encoding/binary"
 	"os"
 	"path/filepath"
 	"strings"
@@ -141,5 +142,48 @@ func TestSegWriter(t *testing.T) {
 	}
 	if w.writePos() != end.End || w.flushPos() != end.End {
 		t.Fatalf("resumed at %s/%s", w.writePos(), w.flushPos())
+	}
+}
+
+// pages makes n WAL pages of segment segNo with sound page headers.
+func pages(segNo uint64, ss uint64, n int) []byte {
+	b := make([]byte, n*pageSize)
+	for i := range n {
+		p := b[i*pageSize:]
+		binary.LittleEndian.PutUint16(p, wal.XLogPageMagic)
+		binary.LittleEndian.PutUint64(p[8:], segNo*ss+uint64(i*pageSize))
+		p[100] = byte(i + 1)
+	}
+	return b
+}
+
+// TestCheckSpool: a spool file whose pages stop having sound headers (the
+// zeros a crash can leave past what was fsynced) is cut back to its sound
+// prefix before anything resumes from it or uploads it; a sound file is
+// left alone.
+func TestCheckSpool(t *testing.T) {
+	const ss = 1 << 20
+	dir := t.TempDir()
+	full := pages(5, ss, ss/pageSize)
+	clear(full[40*pageSize : 41*pageSize]) // a page of zeros in a "complete" segment
+	part := pages(6, ss, 10)
+	part = append(part, make([]byte, 3000)...) // zeros past the last page
+	sound := pages(4, ss, ss/pageSize)
+	for seg, b := range map[uint64][]byte{4: sound, 5: full, 6: part} {
+		if err := os.WriteFile(filepath.Join(dir, wal.SegmentName(1, seg, ss)), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	files, _ := listSpool(dir, ss)
+	if err := checkSpool(dir, files, ss, nil); err != nil {
+		t.Fatal(err)
+	}
+	files, _ = listSpool(dir, ss)
+	got := map[uint64]int64{}
+	for _, f := range files {
+		got[f.SegNo] = f.Size
+	}
+	if got[4] != ss || got[5] != 40*pageSize || got[6] != 10*pageSize {
+		t.Fatalf("sizes after the check: %v", got)
 	}
 }

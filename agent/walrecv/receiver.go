@@ -224,9 +224,6 @@ func (r *Receiver) session(ctx context.Context) error {
 	}
 	r.mu.Lock()
 	known := r.segSize
-	if known == 0 {
-		r.segSize = segSize
-	}
 	r.mu.Unlock()
 	if known != 0 && known != segSize {
 		return fmt.Errorf("the server's wal_segment_size is %d, the spool's %d", segSize, known)
@@ -239,6 +236,20 @@ func (r *Receiver) session(ctx context.Context) error {
 	files, err := listSpool(r.cfg.SpoolDir, segSize)
 	if err != nil {
 		return err
+	}
+	if known == 0 {
+		// The first stream of this process: what a previous one left is
+		// checked before anything resumes from it or uploads it (the
+		// uploader starts once the segment size is known).
+		if err := checkSpool(r.cfg.SpoolDir, files, segSize, r.log); err != nil {
+			return err
+		}
+		if files, err = listSpool(r.cfg.SpoolDir, segSize); err != nil {
+			return err
+		}
+		r.mu.Lock()
+		r.segSize = segSize
+		r.mu.Unlock()
 	}
 	sp := resumePoint(files, segSize)
 	var hist []wal.HistoryEntry

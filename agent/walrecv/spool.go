@@ -1,9 +1,11 @@
 package walrecv
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -282,4 +284,56 @@ func readPrefix(path string, n uint64) ([]byte, error) {
 		return nil, fmt.Errorf("reading %s: %w", path, err)
 	}
 	return b, nil
+}
+
+// soundPrefix is how many bytes of data, the spool's copy of the segment
+// starting at segStart, have sound page headers: every 8 KiB page begins
+// with PostgreSQL's page magic and its own address. The first page that
+// does not (the zeros a machine stopping can leave in a file past what was
+// fsynced) and everything after it are not the stream's.
+func soundPrefix(data []byte, segStart uint64) int64 {
+	le := binary.LittleEndian
+	for off := 0; off < len(data); off += pageSize {
+		if len(data)-off < 16 || le.Uint16(data[off:]) != wal.XLogPageMagic || le.Uint64(data[off+8:]) != segStart+uint64(off) {
+			return int64(off)
+		}
+	}
+	return int64(len(data))
+}
+
+// checkSpool cuts every spool file back to its sound prefix (soundPrefix),
+// fsyncing what it cut: run once, before a restarted receiver resumes from
+// the spool or uploads from it.
+func checkSpool(dir string, files []spoolFile, segSize uint64, log *slog.Logger) error {
+	for _, f := range files {
+		path := filepath.Join(dir, f.Name)
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return fmt.Errorf("checking the spool: %w", err)
+		}
+		n := soundPrefix(data, f.SegNo*segSize)
+		if n == int64(len(data)) {
+			continue
+		}
+		if log != nil {
+			log.Warn("a spool file holds pages that are not the stream's past what was made durable: cut back", "file", f.Name, "bytes", len(data), "kept", n)
+		}
+		if err := truncateSynced(path, n); err != nil {
+			return fmt.Errorf("checking the spool: %w", err)
+		}
+	}
+	return nil
+}
+
+// truncateSynced cuts the file at path to n bytes and fsyncs it.
+func truncateSynced(path string, n int64) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Truncate(n); err != nil {
+		return err
+	}
+	return f.Sync()
 }
