@@ -182,6 +182,10 @@ func (r *Receiver) Run(ctx context.Context) {
 	}
 }
 
+// maxUnflushed: under a stream that never pauses, the spool is fsynced
+// (and the position reported) at least every this many bytes.
+const maxUnflushed = 1 << 20
+
 // errTimelineEnded: the server ended the stream at the end of the
 // timeline being received (its switch point).
 var errTimelineEnded = errors.New("the timeline being received ended")
@@ -304,6 +308,9 @@ func (r *Receiver) session(ctx context.Context) error {
 	}
 	r.log.Info("WAL receiver streaming", "server", r.Status().Server, "timeline", start.TLI, "from", start.LSN, "slot", r.cfg.Slot, "application_name", r.cfg.AppName)
 	r.mu.Lock()
+	if r.st.Timeline != start.TLI {
+		r.st.Uploaded = 0 // uploads of the new timeline are counted anew
+	}
 	r.st.Connected, r.st.Timeline = true, start.TLI
 	r.mu.Unlock()
 	r.published(w)
@@ -434,6 +441,10 @@ func (r *Receiver) stream(ctx context.Context, conn *pgconn.PgConn, w *segWriter
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-tick.C:
+			if err := w.flush(); err != nil {
+				return err
+			}
+			r.published(w)
 			if err := reply(false); err != nil {
 				return err
 			}
@@ -481,7 +492,7 @@ func (r *Receiver) stream(ctx context.Context, conn *pgconn.PgConn, w *segWriter
 			}
 			askNow = k.ReplyRequested
 		}
-		if len(msgs) > 0 && !askNow {
+		if len(msgs) > 0 && !askNow && w.writePos()-w.flushPos() < maxUnflushed {
 			continue // more is waiting: fsync once after it
 		}
 		if err := w.flush(); err != nil {
