@@ -25,11 +25,13 @@
 // (received from an old primary that went on after the fork) stays under
 // S's names: it is never written or uploaded as the new timeline's.
 //
-// A restarted receiver first checks the spool: every file is cut back to
-// its sound prefix (pages that begin with PostgreSQL's page magic and their
-// own address; a machine that stopped can leave zeros past what was
-// fsynced), so that it never uploads such a file as a complete segment
-// (archive_command would then meet a conflict). It resumes from the
+// The segment being received is written as NAME.partial and renamed to
+// NAME only once complete and fsynced (as pg_receivewal does): a file
+// without the suffix is a whole segment, durably, and only such a file is
+// archived as one (a segment archived with zeros a crash left in it would
+// meet archive_command as a conflict). A restarted receiver cuts each
+// partial file back to its sound prefix (pages that begin with
+// PostgreSQL's page magic and their own address), resumes from the
 // spool's end (rounded down to a WAL page), and uploads again every
 // complete segment still in the spool (an upload of an object already
 // stored with the same content writes nothing).

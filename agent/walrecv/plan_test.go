@@ -118,11 +118,14 @@ func TestSegWriter(t *testing.T) {
 	if err := w.write(start+ss+20000, []byte{1}); err == nil || !strings.Contains(err.Error(), "gap") {
 		t.Fatalf("a gap was accepted: %v", err)
 	}
+	if _, err := os.Stat(filepath.Join(dir, first)); err != nil {
+		t.Fatalf("the complete segment was not given its name: %v", err)
+	}
 	if err := w.close(); err != nil {
 		t.Fatal(err)
 	}
 	files, err := listSpool(dir, ss)
-	if err != nil || len(files) != 2 || files[0].Name != first || !files[0].full(ss) || files[1].Size != 10000 {
+	if err != nil || len(files) != 2 || files[0].Name != first || !files[0].full(ss) || !files[1].Partial || files[1].Size != 10000 {
 		t.Fatalf("spool %+v, %v", files, err)
 	}
 	os.WriteFile(filepath.Join(dir, "junk.tmp"), nil, 0o600)
@@ -137,7 +140,7 @@ func TestSegWriter(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.close()
-	if st, _ := os.Stat(filepath.Join(dir, second)); st.Size() != 8192 {
+	if st, _ := os.Stat(filepath.Join(dir, second+partialSuffix)); st.Size() != 8192 {
 		t.Fatalf("resumed file is %d bytes, want cut to 8192", st.Size())
 	}
 	if w.writePos() != end.End || w.flushPos() != end.End {
@@ -157,20 +160,26 @@ func pages(segNo uint64, ss uint64, n int) []byte {
 	return b
 }
 
-// TestCheckSpool: a spool file whose pages stop having sound headers (the
-// zeros a crash can leave past what was fsynced) is cut back to its sound
-// prefix before anything resumes from it or uploads it; a sound file is
-// left alone.
+// TestCheckSpool: a partial spool file whose pages stop having sound
+// headers (the zeros a crash can leave past what was fsynced) is cut back
+// to its sound prefix before anything resumes from it or uploads it; a
+// complete file (renamed only once fsynced) is left alone, also with the
+// header-less zero pages that follow an XLOG_SWITCH record.
 func TestCheckSpool(t *testing.T) {
 	const ss = 1 << 20
 	dir := t.TempDir()
-	full := pages(5, ss, ss/pageSize)
-	clear(full[40*pageSize : 41*pageSize]) // a page of zeros in a "complete" segment
+	switched := pages(5, ss, ss/pageSize)
+	clear(switched[40*pageSize:]) // the padding after a switch
 	part := pages(6, ss, 10)
-	part = append(part, make([]byte, 3000)...) // zeros past the last page
-	sound := pages(4, ss, ss/pageSize)
-	for seg, b := range map[uint64][]byte{4: sound, 5: full, 6: part} {
-		if err := os.WriteFile(filepath.Join(dir, wal.SegmentName(1, seg, ss)), b, 0o600); err != nil {
+	clear(part[4*pageSize : 5*pageSize]) // a page a crash left as zeros
+	tail := pages(7, ss, 10)
+	tail = append(tail, make([]byte, 3000)...) // zeros past the last page
+	for name, b := range map[string][]byte{
+		wal.SegmentName(1, 5, ss):                 switched,
+		wal.SegmentName(1, 6, ss) + partialSuffix: part,
+		wal.SegmentName(1, 7, ss) + partialSuffix: tail,
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -183,7 +192,7 @@ func TestCheckSpool(t *testing.T) {
 	for _, f := range files {
 		got[f.SegNo] = f.Size
 	}
-	if got[4] != ss || got[5] != 40*pageSize || got[6] != 10*pageSize {
+	if got[5] != ss || got[6] != 4*pageSize || got[7] != 10*pageSize {
 		t.Fatalf("sizes after the check: %v", got)
 	}
 }

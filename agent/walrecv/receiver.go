@@ -316,7 +316,7 @@ func (r *Receiver) session(ctx context.Context) error {
 	r.published(w)
 	if r.lost {
 		r.lost = false
-		if abandon != "" && abandon != filepath.Base(w.f.Name()) {
+		if cur, _ := w.current(); abandon != "" && abandon != cur {
 			r.mu.Lock()
 			r.abandoned = append(r.abandoned, abandon)
 			r.mu.Unlock()

@@ -478,3 +478,76 @@ func TestLostWALStartsAgain(t *testing.T) {
 		return !ok
 	})
 }
+
+// TestFinishesOldTimelineFromNewPrimary: a receiver that was away while
+// the standby received more of timeline 1 and was promoted finishes
+// timeline 1 from the new primary up to the switch point (the server ends
+// that stream at the switch point), then streams timeline 2: timeline 1's
+// last segment in the spool is the new primary's copy of it up to the
+// switch point, and timeline 2 is uploaded with the new primary's bytes.
+func TestFinishesOldTimelineFromNewPrimary(t *testing.T) {
+	e := newEnv(t, nil)
+	r, stop := e.start(t, 200*time.Millisecond)
+	sb := pgtest.Empty(t, pgtest.Options{})
+	sb.Run(t, "pg_basebackup", "-D", sb.PGData, "-d", e.pg.DSN(), "-X", "stream", "-R", "-c", "fast")
+	sb.AppendConf(t, sb.LocalConf())
+	sb.Start(t)
+	a := e.commit(t, "seen by the receiver")
+	waitFor(t, 10*time.Second, "the receiver flushed", func() bool { return r.Status().Flush >= a })
+	stop()
+	var b wal.LSN
+	for i := range 20 {
+		b = e.commit(t, fmt.Sprint("missed by the receiver ", i))
+	}
+	waitFor(t, 20*time.Second, "the standby replayed the commits", func() bool {
+		l, err := wal.ParseLSN(sb.QueryString(t, "SELECT coalesce(pg_last_wal_replay_lsn(), '0/0')::text"))
+		return err == nil && l >= b
+	})
+	e.pg.Stop(t, "fast")
+	sb.Run(t, "pg_ctl", "-D", sb.PGData, "-w", "-t", "60", "promote")
+	dsn := sb.DSN()
+	e.primary.Store(&dsn)
+	r, _ = e.start(t, 200*time.Millisecond)
+	waitFor(t, 30*time.Second, "the receiver streams timeline 2", func() bool { s := r.Status(); return s.Connected && s.Timeline == 2 })
+	hist, err := os.ReadFile(filepath.Join(sb.PGData, "pg_wal", "00000002.history"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries, err := wal.ParseHistory(hist, 2)
+	if err != nil || len(entries) != 1 {
+		t.Fatalf("history %q: %v", hist, err)
+	}
+	fork := entries[0].Switch
+	if fork <= b {
+		t.Fatalf("the fork %s is not after the commits the receiver missed (%s)", fork, b)
+	}
+	old := fork.Segment(1, testSeg)
+	spooled, err := os.ReadFile(filepath.Join(e.spool, old+partialSuffix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if uint64(len(spooled)) != uint64(fork)%testSeg {
+		t.Fatalf("timeline 1's last segment in the spool holds %d bytes, the switch point is at %d", len(spooled), uint64(fork)%testSeg)
+	}
+	if !bytes.Equal(spooled, e.pgFile(t, old, int64(len(spooled)))) {
+		t.Fatal("timeline 1's last segment in the spool is not the old primary's WAL up to the switch point")
+	}
+	sb.Exec(t, "INSERT INTO t (v) VALUES ('on timeline 2')")
+	c, err := wal.ParseLSN(sb.QueryString(t, "SELECT pg_current_wal_flush_lsn()::text"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := c.Segment(2, testSeg)
+	waitFor(t, 10*time.Second, "the partial of timeline 2 covers the commit", func() bool {
+		h, _, ok := e.header(t, repo.StreamPartialKey("c1", name))
+		return ok && h.PlainSize >= int64(uint64(c)%testSeg)
+	})
+	h, _, _ := e.header(t, repo.StreamPartialKey("c1", name))
+	sbData, err := os.ReadFile(filepath.Join(sb.PGData, "pg_wal", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(h.PlainSHA256, sum(sbData[:h.PlainSize])) {
+		t.Fatalf("the partial of %s is not the new primary's WAL", name)
+	}
+}

@@ -20,16 +20,33 @@ import (
 // file is cut back to a whole page.
 const pageSize = 8192
 
+// partialSuffix marks the spool file of a segment still being received
+// (or of an old timeline's last segment, which never completes). A
+// segment's file is renamed to the segment's own name only once it is
+// complete and fsynced (as pg_receivewal does), so a file without the
+// suffix holds a whole segment, durably.
+const partialSuffix = ".partial"
+
 // spoolFile is one segment file of the spool.
 type spoolFile struct {
-	Name  string
-	TLI   uint32
-	SegNo uint64
-	Size  int64
+	Name    string // the segment's name
+	Partial bool   // the file is Name + partialSuffix
+	TLI     uint32
+	SegNo   uint64
+	Size    int64
 }
 
-// full reports whether the file holds its whole segment.
-func (f spoolFile) full(segSize uint64) bool { return uint64(f.Size) == segSize }
+// full reports whether the file holds its whole segment (complete and
+// fsynced).
+func (f spoolFile) full(segSize uint64) bool { return !f.Partial && uint64(f.Size) == segSize }
+
+// file is the file's name in the spool.
+func (f spoolFile) file() string {
+	if f.Partial {
+		return f.Name + partialSuffix
+	}
+	return f.Name
+}
 
 // listSpool lists the segment files in dir in WAL order (segment number,
 // then timeline); other files are ignored. A missing dir is empty.
@@ -42,8 +59,10 @@ func listSpool(dir string, segSize uint64) ([]spoolFile, error) {
 		return nil, fmt.Errorf("reading the spool %s: %w", dir, err)
 	}
 	var out []spoolFile
+	complete := map[string]bool{}
 	for _, e := range ents {
-		n, err := wal.ParseName(e.Name())
+		name, partial := strings.CutSuffix(e.Name(), partialSuffix)
+		n, err := wal.ParseName(name)
 		if err != nil || n.Kind != wal.KindSegment || !e.Type().IsRegular() {
 			continue
 		}
@@ -51,8 +70,11 @@ func listSpool(dir string, segSize uint64) ([]spoolFile, error) {
 		if err != nil {
 			continue // removed meanwhile
 		}
-		out = append(out, spoolFile{Name: e.Name(), TLI: n.Timeline, SegNo: n.SegNo(segSize), Size: info.Size()})
+		complete[name] = complete[name] || !partial
+		out = append(out, spoolFile{Name: name, Partial: partial, TLI: n.Timeline, SegNo: n.SegNo(segSize), Size: info.Size()})
 	}
+	// A partial file beside its segment's complete one is left over.
+	out = slices.DeleteFunc(out, func(f spoolFile) bool { return f.Partial && complete[f.Name] })
 	slices.SortFunc(out, func(a, b spoolFile) int {
 		if a.SegNo != b.SegNo {
 			return cmpU(a.SegNo, b.SegNo)
@@ -155,7 +177,10 @@ func newSegWriter(dir string, segSize uint64, tli uint32, start wal.LSN, done fu
 // hold at least off bytes; what it holds past off is cut away.
 func (w *segWriter) open(segNo, off uint64) error {
 	name := wal.SegmentName(w.tli, segNo, w.segSize)
-	path := filepath.Join(w.dir, name)
+	if _, err := os.Stat(filepath.Join(w.dir, name)); err == nil {
+		return fmt.Errorf("spool file %s: the segment is already complete, the stream resumes inside it", name)
+	}
+	path := filepath.Join(w.dir, name+partialSuffix)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return fmt.Errorf("spool file: %w", err)
@@ -218,16 +243,24 @@ func (w *segWriter) write(start wal.LSN, data []byte) error {
 	return nil
 }
 
-// finish fsyncs and closes the complete segment and reports it done.
+// finish fsyncs and closes the complete segment, gives it its segment's
+// name (fsyncing the directory) and reports it done.
 func (w *segWriter) finish() error {
 	if err := w.flush(); err != nil {
 		return err
 	}
-	name := filepath.Base(w.f.Name())
+	path := w.f.Name()
+	name := strings.TrimSuffix(filepath.Base(path), partialSuffix)
 	if err := w.f.Close(); err != nil {
 		return fmt.Errorf("closing %s: %w", name, err)
 	}
 	w.f = nil
+	if err := os.Rename(path, filepath.Join(w.dir, name)); err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	if err := fsutil.SyncDir(w.dir); err != nil {
+		return fmt.Errorf("spool %s: %w", w.dir, err)
+	}
 	if w.done != nil {
 		w.done(name)
 	}
@@ -256,7 +289,7 @@ func (w *segWriter) current() (string, uint64) {
 	if w.f == nil {
 		return "", 0
 	}
-	return filepath.Base(w.f.Name()), w.flushed
+	return strings.TrimSuffix(filepath.Base(w.f.Name()), partialSuffix), w.flushed
 }
 
 // close fsyncs and closes the open file.
@@ -272,16 +305,20 @@ func (w *segWriter) close() error {
 	return err
 }
 
-// readPrefix reads the first n bytes of the spool file path.
-func readPrefix(path string, n uint64) ([]byte, error) {
-	f, err := os.Open(path)
+// readPrefix reads the first n bytes of segment name's spool file (the
+// partial one, or the complete one it was renamed to meanwhile).
+func readPrefix(dir, name string, n uint64) ([]byte, error) {
+	f, err := os.Open(filepath.Join(dir, name+partialSuffix))
+	if errors.Is(err, os.ErrNotExist) {
+		f, err = os.Open(filepath.Join(dir, name))
+	}
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
 	b := make([]byte, n)
 	if _, err := io.ReadFull(f, b); err != nil {
-		return nil, fmt.Errorf("reading %s: %w", path, err)
+		return nil, fmt.Errorf("reading %s: %w", f.Name(), err)
 	}
 	return b, nil
 }
@@ -301,12 +338,19 @@ func soundPrefix(data []byte, segStart uint64) int64 {
 	return int64(len(data))
 }
 
-// checkSpool cuts every spool file back to its sound prefix (soundPrefix),
-// fsyncing what it cut: run once, before a restarted receiver resumes from
-// the spool or uploads from it.
+// checkSpool cuts every partial spool file back to its sound prefix
+// (soundPrefix), fsyncing what it cut: run once, before a restarted
+// receiver resumes from the spool or uploads from it. A partial file has
+// no switch padding (a switched segment is complete, and the zero pages
+// after an XLOG_SWITCH record have no headers): the first page that is not
+// sound is past what was made durable. Cutting back is always safe, the
+// stream sends it again.
 func checkSpool(dir string, files []spoolFile, segSize uint64, log *slog.Logger) error {
 	for _, f := range files {
-		path := filepath.Join(dir, f.Name)
+		if !f.Partial {
+			continue // renamed only once complete and fsynced
+		}
+		path := filepath.Join(dir, f.file())
 		data, err := os.ReadFile(path)
 		if err != nil {
 			return fmt.Errorf("checking the spool: %w", err)

@@ -59,7 +59,7 @@ func (r *Receiver) uploadOnce(ctx context.Context) {
 		if !f.full(segSize) || r.archived[f.Name] || r.conflicted[f.Name] {
 			continue
 		}
-		data, err := os.ReadFile(r.spoolPath(f.Name))
+		data, err := os.ReadFile(r.spoolPath(f.file()))
 		if err == nil {
 			err = r.deps.Upload.PushSegment(ctx, f.Name, data)
 		}
@@ -84,7 +84,7 @@ func (r *Receiver) uploadOnce(ctx context.Context) {
 		}
 	}
 	if curName != "" && curFlushed > r.partialDone[curName] && curFlushed < segSize && !r.archived[curName] {
-		data, err := readPrefix(r.spoolPath(curName), curFlushed)
+		data, err := readPrefix(r.cfg.SpoolDir, curName, curFlushed)
 		if err == nil {
 			err = r.deps.Upload.PushPartial(ctx, curName, data)
 		}
@@ -128,10 +128,10 @@ func (r *Receiver) cleanup(files []spoolFile, segSize uint64) {
 	}
 	end := resumePoint(files, segSize)
 	for _, f := range files[:len(files)-r.cfg.Keep] {
-		if f.Name == end.File.Name || (f.full(segSize) && !r.archived[f.Name]) || r.conflicted[f.Name] {
+		if f == end.File || (f.full(segSize) && !r.archived[f.Name]) || r.conflicted[f.Name] {
 			continue
 		}
-		if err := os.Remove(r.spoolPath(f.Name)); err != nil && !os.IsNotExist(err) {
+		if err := os.Remove(r.spoolPath(f.file())); err != nil && !os.IsNotExist(err) {
 			r.log.Warn("removing an old spool file", "file", f.Name, "err", err)
 			continue
 		}
