@@ -150,9 +150,13 @@ func (r *Receiver) Run(ctx context.Context) {
 	go func() { defer wg.Done(); r.uploadLoop(ctx) }()
 	defer wg.Wait()
 	ended := 0 // streams in a row that ended at a timeline's end
+	lastErr := ""
 	for ctx.Err() == nil {
 		err := r.session(ctx)
 		r.mu.Lock()
+		if r.st.Connected {
+			lastErr = "" // a stream ran: its end is news
+		}
 		r.st.Connected = false
 		if ctx.Err() == nil {
 			r.st.Reconnects++
@@ -172,7 +176,15 @@ func (r *Receiver) Run(ctx context.Context) {
 			}
 		} else {
 			ended = 0
-			r.log.Warn("WAL receiver stream ended; connecting again", "err", err, "in", r.cfg.RetryInterval)
+			// The same failure again (a primary down for a while) is
+			// logged at debug level.
+			level := slog.LevelWarn
+			if msg := err.Error(); msg == lastErr {
+				level = slog.LevelDebug
+			} else {
+				lastErr = msg
+			}
+			r.log.Log(ctx, level, "WAL receiver stream ended; connecting again", "err", err, "in", r.cfg.RetryInterval)
 		}
 		select {
 		case <-ctx.Done():
