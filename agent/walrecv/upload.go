@@ -42,7 +42,7 @@ func (r *Receiver) uploadOnce(ctx context.Context) {
 	}
 	for i, name := range abandoned {
 		if err := r.deps.Upload.DeletePartial(ctx, name); err != nil {
-			r.uploadFailed("deleting the partial copy of an abandoned segment", name, err)
+			r.uploadFailed("deleting the partial copy of an abandoned segment failed; the next round retries", name, err)
 			r.mu.Lock()
 			r.abandoned = append(r.abandoned, abandoned[i:]...)
 			r.mu.Unlock()
@@ -67,11 +67,11 @@ func (r *Receiver) uploadOnce(ctx context.Context) {
 			// Not retried (it would stop every later segment): reported
 			// once, kept in the spool for the operator (wal-repair).
 			r.conflicted[f.Name] = true
-			r.uploadFailed("archiving a received segment: the archive holds different content under its name; it stays in the spool and is skipped", f.Name, err)
+			r.uploadFailed("archiving a received segment failed: the archive holds different content under its name; it stays in the spool and is skipped", f.Name, err)
 			continue
 		}
 		if err != nil {
-			r.uploadFailed("archiving a received segment", f.Name, err)
+			r.uploadFailed("archiving a received segment failed; the next round retries", f.Name, err)
 			return
 		}
 		r.archived[f.Name] = true
@@ -89,7 +89,7 @@ func (r *Receiver) uploadOnce(ctx context.Context) {
 			err = r.deps.Upload.PushPartial(ctx, curName, data)
 		}
 		if err != nil {
-			r.uploadFailed("uploading the partial segment", curName, err)
+			r.uploadFailed("uploading the partial segment failed; the next round retries", curName, err)
 		} else {
 			r.partialDone[curName] = curFlushed
 			if n, err := wal.ParseName(curName); err == nil && n.Timeline == tli {
@@ -100,14 +100,16 @@ func (r *Receiver) uploadOnce(ctx context.Context) {
 	r.cleanup(files, segSize)
 }
 
-func (r *Receiver) uploadFailed(what, name string, err error) {
-	if err == context.Canceled {
+// uploadFailed counts and logs a failed upload (msg says what happens
+// next); one cut short by the receiver's stop is not a failure.
+func (r *Receiver) uploadFailed(msg, name string, err error) {
+	if errors.Is(err, context.Canceled) {
 		return
 	}
 	r.mu.Lock()
 	r.st.UploadFailures++
 	r.mu.Unlock()
-	r.log.Warn(what+" failed; the next round retries", "file", name, "err", err)
+	r.log.Warn(msg, "file", name, "err", err)
 }
 
 func (r *Receiver) uploaded(end wal.LSN) {
