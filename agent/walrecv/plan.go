@@ -8,22 +8,13 @@ import (
 )
 
 // AppNameSuffix follows the node name in the receiver's application_name.
-const AppNameSuffix = "_walrecv"
-
-// maxIdent is PostgreSQL's longest identifier (NAMEDATALEN-1): longer
-// application names and slot names are cut by the server.
-const maxIdent = 63
+const AppNameSuffix = config.ReceiveAppNameSuffix
 
 // AppName is the application_name the receiver of node connects with
-// ("<node>_walrecv", the node name cut so the whole fits 63 bytes): the
-// name synchronous_standby_names uses for it. It differs from the node's
-// own PostgreSQL walreceiver's (the node name).
-func AppName(node string) string {
-	if len(node) > maxIdent-len(AppNameSuffix) {
-		node = node[:maxIdent-len(AppNameSuffix)]
-	}
-	return node + AppNameSuffix
-}
+// (config.ReceiveAppName: "<node>_walrecv", the node name cut so the whole
+// fits 63 bytes): the name synchronous_standby_names uses for it. It
+// differs from the node's own PostgreSQL walreceiver's (the node name).
+func AppName(node string) string { return config.ReceiveAppName(node) }
 
 // DefaultSlot is wal.receive.slot's default for node (config.DefaultReceiveSlot).
 func DefaultSlot(node string) string { return config.DefaultReceiveSlot(node) }

@@ -171,6 +171,21 @@ type WALReceive struct {
 	Synchronous bool `yaml:"synchronous"`
 }
 
+// ReceiveAppNameSuffix follows the node name in the WAL receiver's
+// application_name.
+const ReceiveAppNameSuffix = "_walrecv"
+
+// ReceiveAppName is the application_name of node's WAL receiver: the node
+// name (cut so that the whole fits PostgreSQL's 63 bytes) and "_walrecv".
+// It differs from the node's own PostgreSQL walreceiver's (the node name),
+// so synchronous_standby_names can name the receiver.
+func ReceiveAppName(node string) string {
+	if max := 63 - len(ReceiveAppNameSuffix); len(node) > max {
+		node = node[:max]
+	}
+	return node + ReceiveAppNameSuffix
+}
+
 // DefaultReceiveSlot is wal.receive.slot's default for node.
 func DefaultReceiveSlot(node string) string { return SanitizeSlotName("pgdr_" + node) }
 
