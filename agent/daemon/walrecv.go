@@ -8,6 +8,7 @@ import (
 	"github.com/pgdr/pgdr/agent/walrecv"
 	"github.com/pgdr/pgdr/agent/walship"
 	"github.com/pgdr/pgdr/pkg/config"
+	"github.com/pgdr/pgdr/pkg/wal"
 )
 
 // newReceiver builds the WAL receiver of cfg (wal.receive): it streams
@@ -25,9 +26,10 @@ func (d *Daemon) newReceiver(cfg *config.Config, shipper *walship.Shipper, log *
 		SpoolDir:       rc.SpoolDir,
 		UploadInterval: rc.UploadInterval.Duration,
 	}, walrecv.Deps{
-		Primary: walrecv.LocalPrimary(d.pg.ConnRecovery, cfg.Postgres.DSN),
-		Upload:  shipper,
-		Log:     log,
+		Primary:  walrecv.LocalPrimary(d.pg.ConnRecovery, cfg.Postgres.DSN),
+		Upload:   shipper,
+		SystemID: func() (uint64, error) { return wal.SystemIdentifier(cfg.Postgres.PGData) },
+		Log:      log,
 	})
 }
 

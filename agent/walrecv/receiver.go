@@ -58,7 +58,11 @@ type Deps struct {
 	// (the cluster's primary); its application_name is replaced.
 	Primary func(ctx context.Context) (string, error)
 	Upload  Uploader
-	Log     *slog.Logger
+	// SystemID returns the cluster's database system identifier: a server
+	// of another cluster is refused before anything is created on it (nil:
+	// not checked; uploads check every segment's header anyway).
+	SystemID func() (uint64, error)
+	Log      *slog.Logger
 }
 
 // Status is the receiver's progress.
@@ -247,6 +251,15 @@ func (r *Receiver) session(ctx context.Context) error {
 	id, err := pglogrepl.IdentifySystem(ctx, conn)
 	if err != nil {
 		return fmt.Errorf("IDENTIFY_SYSTEM: %w", err)
+	}
+	if r.deps.SystemID != nil {
+		want, err := r.deps.SystemID()
+		if err != nil {
+			return err
+		}
+		if got := id.SystemID; got != strconv.FormatUint(want, 10) {
+			return fmt.Errorf("the server %s belongs to another database cluster (system identifier %s, this cluster's %d): not streaming from it", r.Status().Server, got, want)
+		}
 	}
 	srvTLI := uint32(id.Timeline)
 	files, err := listSpool(r.cfg.SpoolDir, segSize)

@@ -551,3 +551,47 @@ func TestFinishesOldTimelineFromNewPrimary(t *testing.T) {
 		t.Fatalf("the partial of %s is not the new primary's WAL", name)
 	}
 }
+
+// TestRefusesAnotherCluster: a server of another database cluster (a
+// primary_conninfo pointing at the wrong place) is refused before
+// anything is created on it or written to the spool.
+func TestRefusesAnotherCluster(t *testing.T) {
+	e := newEnv(t, nil)
+	other := pgtest.New(t, pgtest.Options{InitdbArgs: []string{"--wal-segsize=1"}})
+	other.Start(t)
+	dsn := other.DSN()
+	e.primary.Store(&dsn)
+	var logs bytes.Buffer
+	var mu sync.Mutex
+	r := New(Config{AppName: AppName("n1"), Slot: DefaultSlot("n1"), SpoolDir: e.spool, RetryInterval: 100 * time.Millisecond},
+		Deps{Primary: func(context.Context) (string, error) { return *e.primary.Load(), nil }, Upload: e.sh,
+			SystemID: func() (uint64, error) { return wal.SystemIdentifier(e.pg.PGData) },
+			Log:      slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, nil))})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); r.Run(ctx) }()
+	waitFor(t, 10*time.Second, "the refusal", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return strings.Contains(logs.String(), "another database cluster")
+	})
+	cancel()
+	<-done
+	if n := other.QueryString(t, "SELECT count(*)::text FROM pg_replication_slots"); n != "0" {
+		t.Fatal("a slot was created on another cluster's server")
+	}
+	if files, _ := listSpool(e.spool, testSeg); len(files) != 0 {
+		t.Fatalf("the spool got another cluster's WAL: %v", files)
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
