@@ -101,14 +101,14 @@ var dimensionless = map[string]bool{
 	"pgdr_agent_role": true, "pgdr_agent_streaming": true, "pgdr_agent_timeline": true, "pgdr_agent_fenced": true,
 	"pgdr_agent_coordinator_connected": true, "pgdr_agent_failsafe_active": true, "pgdr_agent_failsafe_members": true,
 	"pgdr_agent_failsafe_unverifiable_members": true, "pgdr_agent_wal_ready_segments": true, "pgdr_repo_backups": true,
-	"pgdr_repo_copy_lag_objects": true, "pgdr_agent_replication_slot_active": true,
+	"pgdr_repo_copy_lag_objects": true, "pgdr_agent_replication_slot_active": true, "pgdr_walrecv_connected": true, "pgdr_walrecv_timeline": true,
 }
 
 // TestMetricsCatalogue gathers the agent's registry, fed with realistic
 // inputs (a primary's report, file repositories holding a backup and WAL
 // this daemon pushed and fetched, an async repository, a role-change
 // hook, a backup, a drill and a re-clone run through the daemon's
-// wrappers), and compares it with docs/metrics.md: every pgdr_* family
+// wrappers, a WAL receiver built but not run), and compares it with docs/metrics.md: every pgdr_* family
 // served is catalogued with its type and labels, every row whose Status
 // is yes is served, names say their unit, labels are the allowed ones.
 func TestMetricsCatalogue(t *testing.T) {
@@ -116,7 +116,7 @@ func TestMetricsCatalogue(t *testing.T) {
 	const segSize = 16 << 20
 	dir := t.TempDir()
 	pgdata := testutil.FakePGData(t, sysid)
-	cfg := testConfig(t, fmt.Sprintf("agent: {state_dir: %s}\nhooks: {on_role_change: [/bin/true]}\n", filepath.Join(dir, "state")))
+	cfg := testConfig(t, fmt.Sprintf("agent: {state_dir: %s}\nhooks: {on_role_change: [/bin/true]}\nwal: {receive: {enabled: true}}\n", filepath.Join(dir, "state")))
 	cfg.Postgres.PGData = pgdata
 	cfg.Repos = append(cfg.Repos, cfg.Repos[0])
 	cfg.Repos[0].URL, cfg.Repos[1].URL = "file://"+filepath.Join(dir, "main"), "file://"+filepath.Join(dir, "dr")

@@ -27,6 +27,7 @@ import (
 	"github.com/pgdr/pgdr/agent/repocopy"
 	"github.com/pgdr/pgdr/agent/repostat"
 	"github.com/pgdr/pgdr/agent/session"
+	"github.com/pgdr/pgdr/agent/walrecv"
 	"github.com/pgdr/pgdr/agent/walship"
 	"github.com/pgdr/pgdr/agent/watchdog"
 	"github.com/pgdr/pgdr/pkg/config"
@@ -85,6 +86,9 @@ type Daemon struct {
 	// heartbeat commits the write-availability heartbeat on a primary
 	// (agent/heartbeat); nil with heartbeat.enabled false.
 	heartbeat *heartbeat.Writer
+	// receiver streams WAL from the primary into the repositories
+	// (agent/walrecv); nil with wal.receive.enabled off.
+	receiver *walrecv.Receiver
 
 	// now replaces time.Now for the orders' deadlines in tests (a clock
 	// ahead of or behind the leader's); nil in production.
@@ -149,6 +153,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	run(d.monitor.Run)
 	if d.heartbeat != nil {
 		run(d.heartbeat.Run)
+	}
+	if d.receiver != nil {
+		// Stops with ctx: the spool is fsynced, the next start resumes
+		// from it.
+		run(d.receiver.Run)
 	}
 	if d.cfg.Health.Listen != "" {
 		run(d.serveHTTP)

@@ -15,6 +15,7 @@ import (
 	"github.com/pgdr/pgdr/agent/health"
 	"github.com/pgdr/pgdr/agent/monitor"
 	"github.com/pgdr/pgdr/agent/repocopy"
+	"github.com/pgdr/pgdr/agent/walrecv"
 	"github.com/pgdr/pgdr/pkg/config"
 )
 
@@ -123,6 +124,8 @@ type statusBody struct {
 	Cluster    string            `json:"cluster"`
 	Node       string            `json:"node"`
 	RepoCopies []repocopy.Status `json:"repo_copies"`
+	// WALReceiver: the WAL receiver's progress (wal.receive.enabled only).
+	WALReceiver *walrecv.Status `json:"wal_receiver,omitempty"`
 }
 
 func (d *Daemon) serveStatus(w http.ResponseWriter, req *http.Request) {
@@ -134,6 +137,10 @@ func (d *Daemon) serveStatus(w http.ResponseWriter, req *http.Request) {
 	body := statusBody{Cluster: d.cfg.Cluster, Node: d.cfg.Node.Name, RepoCopies: d.copier.Status()}
 	if body.RepoCopies == nil {
 		body.RepoCopies = []repocopy.Status{}
+	}
+	if d.receiver != nil {
+		st := d.receiver.Status()
+		body.WALReceiver = &st
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")

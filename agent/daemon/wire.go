@@ -168,6 +168,9 @@ func build(cfg *config.Config, shipper *walship.Shipper, log *slog.Logger, opt o
 		d.copier = c
 	}
 	d.metrics.registerCopyLag(d.copier.Status)
+	if d.receiver = d.newReceiver(cfg, shipper, log); d.receiver != nil {
+		d.metrics.registerReceiver(d.receiver.Status)
+	}
 	d.backups = backuprun.New(backuprun.Deps{Cluster: cfg.Cluster, Node: cfg.Node.Name, Repos: repos, Take: d.metrics.work.taker(backuprun.Taker(cfg, log, nil)), Log: log,
 		Expire:    backuprun.Expirer(cfg, log, false),
 		Completer: backuprun.CompleterFunc(func(ctx context.Context, res *pgdrv1.CommandResult) error { return d.sess.Complete(ctx, res) })})

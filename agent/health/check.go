@@ -47,11 +47,17 @@ type Config struct {
 	// of the first of its unbroken run, and its interval: a primary
 	// reports those instead of reading its table. Nil: heartbeat disabled.
 	Heartbeat func() (last, runStart time.Time, interval time.Duration)
+	// ReceiverSlot is the WAL receiver's slot ("" without a receiver),
+	// carried in every report.
+	ReceiverSlot string
 }
 
 // ConfigFrom takes a Checker's settings from the agent's configuration.
 func ConfigFrom(c *config.Config) Config {
 	out := Config{Cluster: c.Cluster, Node: c.Node.Name, PGData: c.Postgres.PGData, DSN: c.Postgres.DSN}
+	if c.WAL.Receive.Enabled {
+		out.ReceiverSlot = c.WAL.Receive.Slot
+	}
 	for _, r := range c.Repos {
 		mode := r.Mode
 		if mode == "" {
@@ -143,7 +149,7 @@ func (c *Checker) Check(ctx context.Context) *pgdrv1.HealthReport {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
 
-	r := &pgdrv1.HealthReport{Cluster: c.cfg.Cluster, Node: c.cfg.Node, Time: timestamppb.Now()}
+	r := &pgdrv1.HealthReport{Cluster: c.cfg.Cluster, Node: c.cfg.Node, Time: timestamppb.Now(), ReceiverSlot: c.cfg.ReceiverSlot}
 	var errs []string
 	fail := func(what string, err error) {
 		errs = append(errs, what+": "+err.Error())

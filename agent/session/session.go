@@ -264,6 +264,11 @@ func (s *Session) member() *pgdrv1.Member {
 	// death (agent/watchdog's promotion guard); without one the leader
 	// must not rely on it.
 	m.HonoursSettleBy = s.deps.Watchdog.Enabled()
+	// A synchronous WAL receiver may be named in the managed
+	// synchronous_standby_names (agent/walrecv).
+	if rc := cfg.WAL.Receive; rc.Enabled && rc.Synchronous {
+		m.SyncReceiver = config.ReceiveAppName(cfg.Node.Name)
+	}
 	if r := s.deps.Monitor.Latest(); r != nil {
 		m.SystemIdentifier = r.SystemIdentifier
 	}

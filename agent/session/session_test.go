@@ -106,3 +106,26 @@ func TestAPIURL(t *testing.T) {
 		t.Fatalf("advertise: %q", u)
 	}
 }
+
+type fakeKeys struct{}
+
+func (fakeKeys) PublicKey() []byte { return nil }
+func (fakeKeys) Enabled() bool     { return false }
+
+// TestMemberSyncReceiver: an agent whose WAL receiver is synchronous
+// registers its application name for the leader's synchronous mode; an
+// asynchronous or disabled one registers none.
+func TestMemberSyncReceiver(t *testing.T) {
+	for _, tc := range []struct {
+		enabled, sync bool
+		want          string
+	}{{true, true, "pg-a2_walrecv"}, {true, false, ""}, {false, false, ""}} {
+		cfg := &config.Config{Cluster: "main"}
+		cfg.Node.Name = "pg-a2"
+		cfg.WAL.Receive.Enabled, cfg.WAL.Receive.Synchronous = tc.enabled, tc.sync
+		s := New(cfg, Deps{Monitor: &fakeMonitor{}, Failsafe: fakeKeys{}, Watchdog: fakeKeys{}})
+		if got := s.member().SyncReceiver; got != tc.want {
+			t.Errorf("enabled %v synchronous %v: sync_receiver %q, want %q", tc.enabled, tc.sync, got, tc.want)
+		}
+	}
+}

@@ -128,6 +128,9 @@ func memberChanges(old, m *pgdrv1.Member) []string {
 	if old.GetHonoursSettleBy() != m.GetHonoursSettleBy() {
 		changed = append(changed, "honours_settle_by")
 	}
+	if old.GetSyncReceiver() != m.GetSyncReceiver() {
+		changed = append(changed, "sync_receiver")
+	}
 	return changed
 }
 

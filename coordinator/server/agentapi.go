@@ -267,7 +267,7 @@ func checkCaller(ctx context.Context, cluster, node string) error {
 func sameMember(a, b *pgdrv1.Member) bool {
 	return a.Region == b.Region && a.Dsn == b.Dsn && a.ApiUrl == b.ApiUrl && a.GossipAddress == b.GossipAddress &&
 		slices.Equal(a.Tags, b.Tags) && a.Priority == b.Priority && bytes.Equal(a.FailsafeKey, b.FailsafeKey) &&
-		a.HonoursSettleBy == b.HonoursSettleBy &&
+		a.HonoursSettleBy == b.HonoursSettleBy && a.SyncReceiver == b.SyncReceiver &&
 		(b.SystemIdentifier == 0 || a.SystemIdentifier == b.SystemIdentifier)
 }
 

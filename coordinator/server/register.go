@@ -86,6 +86,11 @@ func validMember(m *pgdrv1.Member) error {
 	if len(m.Tags) > maxTags {
 		return invalid("member.tags", "%d tags; at most %d", len(m.Tags), maxTags)
 	}
+	// The name reaches the primary's synchronous_standby_names: only the
+	// member's own receiver's.
+	if m.SyncReceiver != "" && m.SyncReceiver != agentconfig.ReceiveAppName(m.Name) {
+		return invalid("member.sync_receiver", "%q is not this member's WAL receiver (%q)", m.SyncReceiver, agentconfig.ReceiveAppName(m.Name))
+	}
 	for i, t := range m.Tags {
 		if t == "" || len(t) > maxTagLen {
 			return invalid("member.tags", "tag %d is empty or longer than %d bytes", i, maxTagLen)

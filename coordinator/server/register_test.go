@@ -52,6 +52,8 @@ func TestRegistrationBounds(t *testing.T) {
 		{"member.tags", func(m *pgdrv1.Member) { m.Tags = manyTags }},
 		{"member.tags", func(m *pgdrv1.Member) { m.Tags = []string{long(65)} }},
 		{"member.failsafe_key", func(m *pgdrv1.Member) { m.FailsafeKey = make([]byte, 31) }},
+		{"member.sync_receiver", func(m *pgdrv1.Member) { m.SyncReceiver = "pg-b_walrecv" }},
+		{"member.sync_receiver", func(m *pgdrv1.Member) { m.SyncReceiver = `x", "*` }},
 	} {
 		m := ok()
 		tc.edit(m)
@@ -65,12 +67,19 @@ func TestRegistrationBounds(t *testing.T) {
 	}
 	good := ok()
 	good.FailsafeKey = bytes.Repeat([]byte{7}, 32)
+	good.SyncReceiver = "pg-a_walrecv"
 	if _, err := api.Register(context.Background(), &pgdrv1.RegisterRequest{Member: good}); err != nil {
 		t.Fatalf("a registration within every bound: %v", err)
 	}
 	// The failsafe key registered is what a primary's renewal lists.
 	if p := s.fsm.Peers("main", "pg-x"); len(p) != 1 || !bytes.Equal(p[0].FailsafeKey, good.FailsafeKey) || p[0].ApiUrl != good.ApiUrl {
 		t.Fatalf("peers of pg-x: %v; want pg-a with its failsafe key", p)
+	}
+	// The member's own synchronous WAL receiver is recorded with it.
+	var recv string
+	s.fsm.Read(func(st *pgdrv1.State) { recv = st.Clusters["main"].GetMembers()["pg-a"].GetSyncReceiver() })
+	if recv != "pg-a_walrecv" {
+		t.Fatalf("recorded sync_receiver %q", recv)
 	}
 }
 

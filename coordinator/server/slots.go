@@ -75,7 +75,14 @@ func (k *slotKeeper) round(now time.Time) []clusterDrops {
 		for m := range c.GetMembers() {
 			v.Members = append(v.Members, m)
 		}
-		for mk, sm := range k.s.view.snapshotCluster(name) {
+		samples := k.s.view.snapshotCluster(name)
+		v.Receivers = map[string]string{}
+		for mk, sm := range samples { // stale reports too: a receiver that is down keeps its slot's owner
+			if rs := sm.report.GetReceiverSlot(); rs != "" {
+				v.Receivers[rs] = mk.node
+			}
+		}
+		for mk, sm := range samples {
 			r := sm.report
 			if now.Sub(sm.at) > stale || !r.GetReplicationSlotsKnown() || r.GetRecoveryUnknown() {
 				continue

@@ -71,8 +71,23 @@ func TestSlotKeeperRound(t *testing.T) {
 	if got, want := names(k.round(t5)), []string{"a/pgdr_b"}; !reflect.DeepEqual(got, want) {
 		t.Fatalf("unused past drop_inactive_after: %v, want %v", got, want)
 	}
+	// A custom receiver slot b's agent reports is b's, not a removed
+	// member's: unused past the grace it stays (within drop_inactive_after).
+	custom := &pgdrv1.ReplicationSlot{Name: "pgdr_custom", Type: "physical"}
+	bReport := withSlots(standby("b", 600*mib))
+	bReport.ReceiverSlot = "pgdr_custom"
+	t7 := t5.Add(time.Minute)
+	s.ingestReport(withSlots(writable("a", 600*mib), custom), t7)
+	s.ingestReport(bReport, t7)
+	k.round(t7)
+	t8 := t7.Add(slotGrace + time.Second)
+	s.ingestReport(withSlots(writable("a", 600*mib), custom), t8)
+	s.ingestReport(bReport, t8)
+	if got := names(k.round(t8)); got != nil {
+		t.Fatalf("a member's custom receiver slot: %v, want kept", got)
+	}
 	// Stale reports are not judged.
-	t6 := t5.Add(2 * time.Hour)
+	t6 := t8.Add(2 * time.Hour)
 	if got := names(k.round(t6)); got != nil {
 		t.Fatalf("stale reports: %v", got)
 	}

@@ -135,6 +135,16 @@ type syncInput struct {
 	PrimaryLSN uint64
 	// Confirm: the confirmation point of the current setting (nil: none).
 	Confirm *syncConfirm
+	// Receivers: the application names of the members' synchronous WAL
+	// receivers (Member.sync_receiver), sorted. With policy "on" the
+	// primary waits for every one of them besides its synchronous standby
+	// (a commit is acknowledged only once it is also in their spools,
+	// outside the primary), named even while one is away: commits then
+	// wait, the contract of a synchronous archive. They are not members:
+	// never recorded in R, never counted in the quorum, never promoted.
+	// PostgreSQL 15 cannot require a named standby besides a quorum of
+	// others, so "quorum N" does not name them.
+	Receivers []string
 }
 
 type syncPlan struct {
@@ -196,10 +206,11 @@ func planSync(in syncInput) syncPlan {
 	}
 	var want []string
 	var setting failover.SyncSetting
+	num := n // of the members: what the recorded quorum claims
 	if strings.EqualFold(strings.TrimSpace(in.Policy), "on") {
 		switch {
-		case repOK && reported.Num == 1 && len(reported.Names) == 1 && slices.Contains(cands, reported.Names[0]):
-			want = []string{reported.Names[0]} // keep a healthy synchronous standby
+		case repOK && len(repNames) == 1 && slices.Contains(cands, repNames[0]):
+			want = []string{repNames[0]} // keep a healthy synchronous standby
 		case len(cands) > 0:
 			want = []string{bestSync(cands, rec, in.Flush)}
 		case repOK:
@@ -218,7 +229,9 @@ func planSync(in syncInput) syncPlan {
 			}
 			want = []string{bestSync(pool, rec, in.Flush)}
 		}
-		setting = failover.SyncSetting{Method: "FIRST", Num: 1, Names: want}
+		// FIRST k of k names: every receiver and the standby.
+		setting = failover.SyncSetting{Method: "FIRST", Num: 1 + len(in.Receivers), Names: append(slices.Clone(in.Receivers), want...)}
+		num = 1
 	} else {
 		want = slices.Clone(cands)
 		// Fewer healthy replicas than N: keep the standbys named now, then
@@ -246,22 +259,22 @@ func planSync(in syncInput) syncPlan {
 	// only once that many of the new set flushed the LSN noted when the
 	// primary was seen using it (min(old, new) until then).
 	recQ := max(in.Quorum, 1)
-	lowQ := min(recQ, setting.Num)
+	lowQ := min(recQ, num)
 
 	if value != in.Reported {
 		// Adding comes first: everyone named now or soon is recorded
 		// before the primary waits for them.
 		grown := union(rec, want, repNames)
-		if !subset(grown, in.Recorded) || containsName(in.Recorded, in.Primary) || recQ > setting.Num {
+		if !subset(grown, in.Recorded) || containsName(in.Recorded, in.Primary) || recQ > num {
 			return syncPlan{Action: syncRecord, Names: grown, Quorum: lowQ, Note: "recording the synchronous standbys before the primary uses them"}
 		}
 		return syncPlan{Action: syncTell, Value: value}
 	}
 	// The primary uses the wanted setting.
-	if !subset(want, in.Recorded) || containsName(in.Recorded, in.Primary) || recQ > setting.Num {
+	if !subset(want, in.Recorded) || containsName(in.Recorded, in.Primary) || recQ > num {
 		return syncPlan{Action: syncRecord, Names: union(rec, want), Quorum: lowQ, Note: "recording the standbys the primary waits for"}
 	}
-	if recordedExactly(want) && recQ == setting.Num {
+	if recordedExactly(want) && recQ == num {
 		return syncPlan{}
 	}
 	// Dropping standbys or raising the quorum: only once N of the wanted
@@ -275,11 +288,11 @@ func planSync(in syncInput) syncPlan {
 			caught++
 		}
 	}
-	if caught < setting.Num {
+	if caught < num {
 		return syncPlan{Note: fmt.Sprintf("the primary uses %s; %d of the wanted standbys flushed %s, %d needed before %v are dropped from the recorded set and the recorded quorum goes from %d to %d",
-			value, caught, failover.FormatLSN(in.Confirm.lsn), setting.Num, minus(in.Recorded, want), recQ, setting.Num)}
+			value, caught, failover.FormatLSN(in.Confirm.lsn), num, minus(in.Recorded, want), recQ, num)}
 	}
-	return syncPlan{Action: syncRecord, Names: slices.Clone(want), Quorum: setting.Num, Note: "the wanted standbys caught up: dropping standbys the primary no longer waits for, recording its quorum"}
+	return syncPlan{Action: syncRecord, Names: slices.Clone(want), Quorum: num, Note: "the wanted standbys caught up: dropping standbys the primary no longer waits for, recording its quorum"}
 }
 
 // bestSync picks a synchronous standby: one already recorded, then the
@@ -375,6 +388,9 @@ func (s *Server) syncInputFor(c *pgdrv1.Cluster, samples map[memberKey]sample, n
 	}
 	for name, m := range c.Members {
 		in.Members = append(in.Members, name)
+		if r := m.GetSyncReceiver(); r != "" {
+			in.Receivers = append(in.Receivers, r)
+		}
 		if slices.Contains(m.Tags, failover.TagNoFailover) {
 			in.NoSync[name] = true
 		}
@@ -386,6 +402,7 @@ func (s *Server) syncInputFor(c *pgdrv1.Cluster, samples map[memberKey]sample, n
 		in.Healthy[name] = r.PostmasterAlive && r.Connectable && r.InRecovery && r.Streaming && !r.Fenced && streaming[name]
 	}
 	slices.Sort(in.Members)
+	slices.Sort(in.Receivers)
 	return in, true
 }
 

@@ -48,6 +48,33 @@ func TestPlanSync(t *testing.T) {
 		expect(t, "9 converged", in, syncNone, nil, "", "")
 	})
 
+	t.Run("on: synchronous WAL receivers are required besides the standby", func(t *testing.T) {
+		in := base()
+		in.Receivers = []string{"c_walrecv"}
+		expect(t, "1 record the standby (not the receiver)", in, syncRecord, []string{"b"}, "", "before the primary uses them")
+		in.Recorded = []string{"b"}
+		expect(t, "2 tell: every receiver and the standby", in, syncTell, nil, `FIRST 2 ("c_walrecv", "b")`, "")
+		in.Reported = `FIRST 2 ("c_walrecv", "b")`
+		// Converged: the recorded quorum counts members only (1), though
+		// the setting waits for 2 (the receiver is not a member, never
+		// recorded, never promoted).
+		expect(t, "3 converged", in, syncNone, nil, "", "")
+		in.Quorum = 1
+		expect(t, "4 converged", in, syncNone, nil, "", "")
+		// The receiver's agent no longer runs it synchronously.
+		in.Receivers = nil
+		expect(t, "6 dropped from the setting", in, syncTell, nil, `FIRST 1 ("b")`, "")
+		in.Reported = `FIRST 1 ("b")`
+		expect(t, "7 converged", in, syncNone, nil, "", "")
+	})
+
+	t.Run("quorum: receivers are not named", func(t *testing.T) {
+		in := base()
+		in.Policy, in.Receivers = "quorum 2", []string{"c_walrecv"}
+		in.Recorded, in.Quorum = []string{"b", "c"}, 2
+		expect(t, "tell", in, syncTell, nil, `ANY 2 ("b", "c")`, "")
+	})
+
 	t.Run("on: no healthy replica keeps the setting", func(t *testing.T) {
 		in := base()
 		in.Healthy = map[string]bool{}

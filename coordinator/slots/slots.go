@@ -2,6 +2,7 @@ package slots
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -26,7 +27,10 @@ type View struct {
 	Now time.Time
 	// Members are the registered member names of the cluster.
 	Members []string
-	Slots   []Slot
+	// Receivers maps the slot a member's agent reports its WAL receiver
+	// uses (a wal.receive.slot other than the default) to that member.
+	Receivers map[string]string
+	Slots     []Slot
 	// DropAfter: an unused managed slot is dropped after this long (0:
 	// never for being unused alone).
 	DropAfter time.Duration
@@ -52,6 +56,11 @@ func Decide(v View) []Drop {
 	owners := map[string]string{}
 	for _, m := range v.Members {
 		owners[config.ReceiverSlot(m)] = m
+	}
+	for slot, m := range v.Receivers {
+		if slices.Contains(v.Members, m) {
+			owners[slot] = m
+		}
 	}
 	var out []Drop
 	for _, s := range v.Slots {

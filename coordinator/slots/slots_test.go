@@ -46,6 +46,13 @@ func TestDecide(t *testing.T) {
 				v.DropAfter, v.MaxRetained = 0, 0
 				return v
 			}(), []string{"pg-a1/pgdr_gone"}},
+		{"a member's receiver under a custom slot name is its member's, not a removed one's",
+			func() View {
+				v := with(Slot{Server: "pg-a1", Primary: true, Name: "pgdr_custom", UnusedSince: ago(2 * time.Minute)},
+					Slot{Server: "pg-a1", Primary: true, Name: "pgdr_of_gone", UnusedSince: ago(2 * time.Minute)})
+				v.Receivers = map[string]string{"pgdr_custom": "pg-b1", "pgdr_of_gone": "pg-c9"}
+				return v
+			}(), []string{"pg-a1/pgdr_of_gone"}},
 		{"ordered by server then name",
 			with(Slot{Server: "pg-b1", Name: "pgdr_x", UnusedSince: ago(time.Hour)},
 				Slot{Server: "pg-a1", Primary: true, Name: "pgdr_z", UnusedSince: ago(time.Hour)},

@@ -145,7 +145,62 @@ func (s Signing) Required() bool {
 type WAL struct {
 	PushConcurrency int `yaml:"push_concurrency"` // segments uploaded in parallel per push
 	Prefetch        int `yaml:"prefetch"`         // segments fetched ahead during recovery
+	// Receive is the agent daemon's WAL receiver (agent/walrecv).
+	Receive WALReceive `yaml:"receive"`
 }
+
+// WALReceive configures the WAL receiver: it streams the cluster's WAL
+// from the primary through a physical replication slot into a local spool
+// and uploads it to every repository (the segment being written as a
+// partial object, complete segments as wal-push stores them).
+type WALReceive struct {
+	Enabled bool `yaml:"enabled"`
+	// Slot is the physical replication slot on the primary (default
+	// pgdr_<node name>, lower-cased, other characters than a-z, 0-9 and _
+	// replaced by _).
+	Slot string `yaml:"slot"`
+	// SpoolDir holds the received segments (default
+	// <parent of pgdata>/pgdr/walrecv-<cluster>-<node>).
+	SpoolDir string `yaml:"spool_dir"`
+	// UploadInterval: the segment being written is uploaded at least this
+	// often while it grows (default 1s, 100ms..1m).
+	UploadInterval Duration `yaml:"upload_interval"`
+	// Synchronous: the receiver may be named in synchronous_standby_names
+	// (as <node>_walrecv); it reports WAL flushed only once it is durable
+	// in the spool.
+	Synchronous bool `yaml:"synchronous"`
+}
+
+// ReceiveAppNameSuffix follows the node name in the WAL receiver's
+// application_name.
+const ReceiveAppNameSuffix = "_walrecv"
+
+// ReceiveAppName is the application_name of node's WAL receiver: the node
+// name (cut so that the whole fits PostgreSQL's 63 bytes) and "_walrecv".
+// It differs from the node's own PostgreSQL walreceiver's (the node name),
+// so synchronous_standby_names can name the receiver.
+func ReceiveAppName(node string) string {
+	if max := 63 - len(ReceiveAppNameSuffix); len(node) > max {
+		node = node[:max]
+	}
+	return node + ReceiveAppNameSuffix
+}
+
+// DefaultReceiveSlot is wal.receive.slot's default for node: ReceiverSlot
+// (slot.go), the name the coordinators know a member's slot by.
+func DefaultReceiveSlot(node string) string { return ReceiverSlot(node) }
+
+// DefaultReceiveSpool is wal.receive.spool_dir's default: beside the
+// agent's socket, in the directory of the agent's user next to the data
+// directory.
+func DefaultReceiveSpool(pgdata, cluster, node string) string {
+	return filepath.Join(filepath.Dir(filepath.Clean(pgdata)), "pgdr", "walrecv-"+cluster+"-"+node)
+}
+
+var slotRE = regexp.MustCompile(`^[a-z0-9_]{1,63}$`)
+
+// DefaultUploadInterval is wal.receive.upload_interval's default.
+const DefaultUploadInterval = time.Second
 
 // DefaultSocket is agent.socket when the configuration does not set it:
 // <parent of pgdata>/pgdr/<cluster>-<node>.sock. The data directory's
@@ -331,6 +386,7 @@ func (c *Config) applyDefaults() {
 	if c.Agent.LogLevel == "" {
 		c.Agent.LogLevel = "info"
 	}
+	c.receiveDefaults()
 	if c.Agent.Socket == "" && c.Cluster != "" && c.Node.Name != "" && filepath.IsAbs(c.Postgres.PGData) {
 		// Beside the data directory, in a directory of the agent's user
 		// (the daemon makes it, mode 0700): never a predictable name in
@@ -507,6 +563,9 @@ func (c *Config) Validate() error {
 	}
 	if c.WAL.Prefetch < 0 || c.WAL.Prefetch > 128 {
 		return fe("wal.prefetch", "%d is out of range 0..128", c.WAL.Prefetch)
+	}
+	if err := c.WAL.Receive.validate(); err != nil {
+		return err
 	}
 	switch c.Agent.LogLevel {
 	case "debug", "info", "warn", "error":
@@ -706,4 +765,44 @@ func repoIdentity(r Repo) string {
 		endpoint = strings.TrimRight(r.S3.Endpoint, "/")
 	}
 	return strings.TrimRight(r.URL, "/") + " at " + endpoint
+}
+
+// receiveDefaults applies wal.receive's defaults.
+func (c *Config) receiveDefaults() {
+	rc := &c.WAL.Receive
+	if rc.Slot == "" && c.Node.Name != "" {
+		rc.Slot = DefaultReceiveSlot(c.Node.Name)
+	}
+	if rc.SpoolDir == "" && c.Cluster != "" && c.Node.Name != "" && filepath.IsAbs(c.Postgres.PGData) {
+		rc.SpoolDir = DefaultReceiveSpool(c.Postgres.PGData, c.Cluster, c.Node.Name)
+	}
+	if rc.UploadInterval.Duration == 0 && rc.UploadInterval.text == "" {
+		rc.UploadInterval.Duration = DefaultUploadInterval
+	}
+}
+
+// validate checks wal.receive.
+func (r WALReceive) validate() error {
+	fe := func(field, format string, args ...any) error {
+		return &FieldError{Field: "wal.receive." + field, Msg: fmt.Sprintf(format, args...)}
+	}
+	if r.Synchronous && !r.Enabled {
+		return fe("synchronous", "is set, but the receiver is not enabled (wal.receive.enabled)")
+	}
+	if !slotRE.MatchString(r.Slot) {
+		return fe("slot", "%q is not a replication slot name (lower-case letters, digits and _, at most 63)", r.Slot)
+	}
+	if r.SpoolDir != "" && !filepath.IsAbs(r.SpoolDir) {
+		return fe("spool_dir", "%q must be an absolute path", r.SpoolDir)
+	}
+	if r.Enabled && r.SpoolDir == "" {
+		return fe("spool_dir", "is required (the default needs an absolute postgres.pgdata)")
+	}
+	if r.UploadInterval.invalid != "" {
+		return fe("upload_interval", "%q is not a duration (%s; e.g. 1s or 500ms)", r.UploadInterval.text, r.UploadInterval.invalid)
+	}
+	if d := r.UploadInterval.Duration; d < 100*time.Millisecond || d > time.Minute {
+		return fe("upload_interval", "%s is out of range 100ms..1m", d)
+	}
+	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 const good = `
@@ -172,5 +173,37 @@ func TestTooManyRepos(t *testing.T) {
 	_, err := Parse([]byte(good[:i] + repos + good[j:]))
 	if err == nil || !strings.Contains(err.Error(), "repos") {
 		t.Fatalf("%d repositories: %v; want an error naming repos", MaxRepos+1, err)
+	}
+}
+
+func TestWALReceive(t *testing.T) {
+	cfg, err := Parse([]byte(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := cfg.WAL.Receive
+	if r.Enabled || r.Synchronous || r.Slot != "pgdr_pg_a1" || r.SpoolDir != "/var/lib/postgresql/15/pgdr/walrecv-main-pg-a1" || r.UploadInterval.Duration != time.Second {
+		t.Fatalf("defaults: %+v", r)
+	}
+	on := strings.Replace(good, "wal: {push_concurrency: 4, prefetch: 8}", "wal: {push_concurrency: 4, prefetch: 8, receive: {enabled: true, synchronous: true, slot: my_slot, spool_dir: /srv/spool, upload_interval: 250ms}}", 1)
+	cfg, err = Parse([]byte(on))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := cfg.WAL.Receive; !r.Enabled || !r.Synchronous || r.Slot != "my_slot" || r.SpoolDir != "/srv/spool" || r.UploadInterval.Duration != 250*time.Millisecond {
+		t.Fatalf("parsed %+v", r)
+	}
+	for _, c := range []struct{ to, field string }{
+		{"receive: {enabled: true, slot: My-Slot}", "wal.receive.slot"},
+		{"receive: {enabled: true, spool_dir: spool}", "wal.receive.spool_dir"},
+		{"receive: {enabled: true, upload_interval: 10ms}", "wal.receive.upload_interval"},
+		{"receive: {enabled: true, upload_interval: soon}", "wal.receive.upload_interval"},
+		{"receive: {synchronous: true}", "wal.receive.synchronous"},
+		{"receive: {enabeld: true}", "wal.receive.enabeld"},
+	} {
+		_, err := Parse([]byte(strings.Replace(good, "prefetch: 8}", "prefetch: 8, "+c.to+"}", 1)))
+		if err == nil || !strings.Contains(err.Error(), c.field) {
+			t.Errorf("%s: error %v does not name %s", c.to, err, c.field)
+		}
 	}
 }

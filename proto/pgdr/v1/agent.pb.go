@@ -715,8 +715,12 @@ type HealthReport struct {
 	ReplicationSlots []*ReplicationSlot `protobuf:"bytes,60,rep,name=replication_slots,json=replicationSlots,proto3" json:"replication_slots,omitempty"`
 	// replication_slots_known: replication_slots was read this round.
 	ReplicationSlotsKnown bool `protobuf:"varint,61,opt,name=replication_slots_known,json=replicationSlotsKnown,proto3" json:"replication_slots_known,omitempty"`
-	unknownFields         protoimpl.UnknownFields
-	sizeCache             protoimpl.SizeCache
+	// receiver_slot: the replication slot this agent's WAL receiver uses
+	// (wal.receive.slot; "" without a receiver): the leader never counts it
+	// as a removed member's slot.
+	ReceiverSlot  string `protobuf:"bytes,62,opt,name=receiver_slot,json=receiverSlot,proto3" json:"receiver_slot,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *HealthReport) Reset() {
@@ -1020,6 +1024,13 @@ func (x *HealthReport) GetReplicationSlotsKnown() bool {
 		return x.ReplicationSlotsKnown
 	}
 	return false
+}
+
+func (x *HealthReport) GetReceiverSlot() string {
+	if x != nil {
+		return x.ReceiverSlot
+	}
+	return ""
 }
 
 // ReplicationSlot is one row of pg_replication_slots.
@@ -2518,7 +2529,7 @@ const file_pgdr_v1_agent_proto_rawDesc = "" +
 	"\x10RegisterResponse\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x18\n" +
 	"\aprimary\x18\x02 \x01(\tR\aprimary\x12,\n" +
-	"\x03now\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x03now\"\x8c\r\n" +
+	"\x03now\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x03now\"\xb1\r\n" +
 	"\fHealthReport\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12.\n" +
@@ -2566,7 +2577,8 @@ const file_pgdr_v1_agent_proto_rawDesc = "" +
 	"\x15heartbeat_interval_ms\x18* \x01(\x03R\x13heartbeatIntervalMs\x12(\n" +
 	"\x10heartbeat_run_ms\x18+ \x01(\x03R\x0eheartbeatRunMs\x12E\n" +
 	"\x11replication_slots\x18< \x03(\v2\x18.pgdr.v1.ReplicationSlotR\x10replicationSlots\x126\n" +
-	"\x17replication_slots_known\x18= \x01(\bR\x15replicationSlotsKnown\"\xb8\x01\n" +
+	"\x17replication_slots_known\x18= \x01(\bR\x15replicationSlotsKnown\x12#\n" +
+	"\rreceiver_slot\x18> \x01(\tR\freceiverSlot\"\xb8\x01\n" +
 	"\x0fReplicationSlot\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x16\n" +

@@ -52,8 +52,13 @@ type Member struct {
 	// honours_settle_by: the agent keeps Promote.settle_by, with a watchdog
 	// that covers its own death (failover.watchdog on).
 	HonoursSettleBy bool `protobuf:"varint,13,opt,name=honours_settle_by,json=honoursSettleBy,proto3" json:"honours_settle_by,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// sync_receiver: the application_name of the synchronous WAL receiver
+	// the agent runs (wal.receive.synchronous: "<node>_walrecv"), which the
+	// leader's synchronous mode names in synchronous_standby_names besides
+	// the synchronous replicas; "" for none.
+	SyncReceiver  string `protobuf:"bytes,14,opt,name=sync_receiver,json=syncReceiver,proto3" json:"sync_receiver,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Member) Reset() {
@@ -175,6 +180,13 @@ func (x *Member) GetHonoursSettleBy() bool {
 		return x.HonoursSettleBy
 	}
 	return false
+}
+
+func (x *Member) GetSyncReceiver() string {
+	if x != nil {
+		return x.SyncReceiver
+	}
+	return ""
 }
 
 // Policy is per-cluster behaviour set by operators.
@@ -1098,7 +1110,7 @@ var File_pgdr_v1_state_proto protoreflect.FileDescriptor
 
 const file_pgdr_v1_state_proto_rawDesc = "" +
 	"\n" +
-	"\x13pgdr/v1/state.proto\x12\apgdr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bpgdr/v1/backup_policy.proto\x1a\x18pgdr/v1/backup_run.proto\x1a\x13pgdr/v1/drill.proto\x1a\x14pgdr/v1/totals.proto\x1a\x16pgdr/v1/incident.proto\x1a\x15pgdr/v1/runbook.proto\x1a\x15pgdr/v1/gameday.proto\"\xc8\x03\n" +
+	"\x13pgdr/v1/state.proto\x12\apgdr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bpgdr/v1/backup_policy.proto\x1a\x18pgdr/v1/backup_run.proto\x1a\x13pgdr/v1/drill.proto\x1a\x14pgdr/v1/totals.proto\x1a\x16pgdr/v1/incident.proto\x1a\x15pgdr/v1/runbook.proto\x1a\x15pgdr/v1/gameday.proto\"\xed\x03\n" +
 	"\x06Member\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12\x16\n" +
@@ -1114,7 +1126,8 @@ const file_pgdr_v1_state_proto_rawDesc = "" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12+\n" +
 	"\x11system_identifier\x18\v \x01(\x04R\x10systemIdentifier\x12!\n" +
 	"\ffailsafe_key\x18\f \x01(\fR\vfailsafeKey\x12*\n" +
-	"\x11honours_settle_by\x18\r \x01(\bR\x0fhonoursSettleBy\"\xce\x02\n" +
+	"\x11honours_settle_by\x18\r \x01(\bR\x0fhonoursSettleBy\x12#\n" +
+	"\rsync_receiver\x18\x0e \x01(\tR\fsyncReceiver\"\xce\x02\n" +
 	"\x06Policy\x12\x16\n" +
 	"\x06paused\x18\x01 \x01(\bR\x06paused\x12#\n" +
 	"\rpaused_reason\x18\x02 \x01(\tR\fpausedReason\x12\x1b\n" +
