@@ -224,6 +224,13 @@ func TestMakeReportsDivergedTransactions(t *testing.T) {
 	if s.GetId() != r.ID || s.GetCommitted() != uint64(len(d.want)) || len(s.GetTransactions()) != len(d.want) || s.GetStatus() != StatusKnown {
 		t.Errorf("summary: %v", s)
 	}
+	// A node on the new primary's timeline already (a rejoin tried again
+	// after pg_rewind): no report.
+	d.new.Exec(t, "CHECKPOINT")
+	same := testConfig(t, d.new.PGData)
+	if r := Make(ctx, Input{Cfg: same, PG: pgctl.New(pgctl.Config{BinDir: same.Postgres.BinDir, PGData: same.Postgres.PGData}), DSN: d.new.DSN()}); r != nil {
+		t.Errorf("a node on the new timeline: report %s %s", r.Status, r.Error)
+	}
 	// A bad id and an unknown one.
 	if _, err := Load(ctx, cfg, "../../etc"); !errors.Is(err, ErrBadID) {
 		t.Errorf("bad id: %v", err)

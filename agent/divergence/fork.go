@@ -2,6 +2,7 @@ package divergence
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"regexp"
 	"strconv"
@@ -10,6 +11,11 @@ import (
 
 	"github.com/pgdr/pgdr/pkg/wal"
 )
+
+// ErrSameTimeline: this node is on the new primary's timeline already (a
+// rejoin tried again after pg_rewind, or a replica that never left it):
+// nothing of its own to report.
+var ErrSameTimeline = errors.New("no fork")
 
 // Fork asks the new primary (conn) where its timeline forked off timeline
 // tli: its current timeline (the first eight hex digits of the name of
@@ -25,8 +31,11 @@ func Fork(ctx context.Context, conn *pgx.Conn, tli uint32) (newTLI uint32, fork 
 		return 0, 0, fmt.Errorf("the new primary's current WAL file %q: not a segment name", file)
 	}
 	newTLI = uint32(cur)
-	if newTLI <= tli {
-		return newTLI, 0, fmt.Errorf("the new primary is on timeline %d, not past this node's %d: no fork point to read from", newTLI, tli)
+	if newTLI == tli {
+		return newTLI, 0, fmt.Errorf("%w: the new primary is on this node's timeline %d", ErrSameTimeline, tli)
+	}
+	if newTLI < tli {
+		return newTLI, 0, fmt.Errorf("the new primary is on timeline %d, before this node's %d: no fork point to read from", newTLI, tli)
 	}
 	var hist []byte
 	name := "pg_wal/" + wal.HistoryFileName(newTLI)

@@ -2,6 +2,7 @@ package divergence
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -18,7 +19,7 @@ import (
 // (reading and storing a few GB of WAL fits; a report that does not is
 // unknown, and the node's WAL is still in the data directory moved aside
 // by a re-clone, or gone with a rewind).
-const DefaultTimeout = 3 * time.Minute
+const DefaultTimeout = 2 * time.Minute
 
 // Input is what Make needs.
 type Input struct {
@@ -40,7 +41,10 @@ type Input struct {
 // Make makes the divergence report of this node before a rejoin changes
 // its data directory, stores it and returns it. It never fails: what it
 // could not read makes the report unknown (Error says why), a failure to
-// name relations or to store it is recorded in the report.
+// name relations or to store it is recorded in the report. It returns
+// nil only when the node is on the new primary's timeline already (a
+// rejoin tried again after pg_rewind rewound it): it diverged from
+// nothing.
 func Make(ctx context.Context, in Input) *Report {
 	now := time.Now
 	if in.Now != nil {
@@ -61,7 +65,10 @@ func Make(ctx context.Context, in Input) *Report {
 		Epoch: in.Epoch, NewPrimary: in.NewPrimary, Status: StatusUnknown, Transactions: []Transaction{}}
 	pgdata := in.Cfg.Postgres.PGData
 	pgwal := filepath.Join(pgdata, "pg_wal")
-	if err := read(ctx, in, r, pgdata, pgwal); err != nil {
+	if err := read(ctx, in, r, pgdata, pgwal); errors.Is(err, ErrSameTimeline) {
+		log.Info("divergence report: none, this node is on the new primary's timeline", "timeline", r.Timeline)
+		return nil
+	} else if err != nil {
 		r.Error = err.Error()
 		r.Segments = nil
 		log.Warn("divergence report: this node's WAL past the fork point cannot be read; reported as unknown", "id", r.ID, "err", err)
@@ -125,6 +132,9 @@ const MaxSummaryTransactions = 100
 // Summary is r as the rejoin order returns it to the coordinator: the
 // counts and the first MaxSummaryTransactions transactions.
 func Summary(r *Report) *pgdrv1.DivergenceSummary {
+	if r == nil {
+		return nil
+	}
 	s := &pgdrv1.DivergenceSummary{
 		Id: r.ID, Status: r.Status, Error: r.Error, Timeline: r.Timeline, NewTimeline: r.NewTimeline,
 		ForkLsn: r.Fork, EndLsn: r.End, Bytes: r.Bytes, Committed: uint64(r.Committed), Aborted: uint64(r.Aborted),

@@ -50,7 +50,7 @@ func TestRejoinDropsSourcePromotePending(t *testing.T) {
 			t.Errorf("re-cloned: %v", why)
 			return "", why
 		}})
-	_, err := x.rejoin(t.Context(), 3, "pg-a2", "host=127.0.0.1 port=1 user=postgres connect_timeout=1")
+	_, err := x.rejoin(t.Context(), "cmd-1", 3, "pg-a2", "host=127.0.0.1 port=1 user=postgres connect_timeout=1")
 	if err == nil || !strings.Contains(err.Error(), "could not start server") {
 		t.Fatalf("rejoin = %v, want the fake pg_ctl's failure to start", err)
 	}
