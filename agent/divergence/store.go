@@ -11,37 +11,26 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"regexp"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 
 	"github.com/pgdr/pgdr/pkg/config"
+	"github.com/pgdr/pgdr/pkg/divergenceid"
 	"github.com/pgdr/pgdr/pkg/keys"
 	"github.com/pgdr/pgdr/pkg/objstream"
 	"github.com/pgdr/pgdr/pkg/repo"
 	"github.com/pgdr/pgdr/pkg/storage"
 )
 
-// idPattern is what a report id looks like: its creation time (UTC) and
-// the node's name.
-var idPattern = regexp.MustCompile(`^[0-9]{8}T[0-9]{6}Z-[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
-
 // NewID is the id of a report node makes at t.
-func NewID(node string, t time.Time) string {
-	return t.UTC().Format("20060102T150405Z") + "-" + node
-}
+func NewID(node string, t time.Time) string { return divergenceid.New(node, t) }
 
 // ErrBadID is returned for an id that is not a report id.
-var ErrBadID = errors.New("not a divergence report id (expected <yyyymmdd>T<hhmmss>Z-<node>, as `pgdrctl divergence` lists them)")
+var ErrBadID = divergenceid.ErrBad
 
 // CheckID returns an error wrapping ErrBadID when id is not a report id.
-func CheckID(id string) error {
-	if !idPattern.MatchString(id) {
-		return fmt.Errorf("%q: %w", id, ErrBadID)
-	}
-	return nil
-}
+func CheckID(id string) error { return divergenceid.Check(id) }
 
 // ErrNotFound: no repository holds the report.
 var ErrNotFound = errors.New("divergence report not found")

@@ -103,7 +103,7 @@ func Message(node string, s *pgdrv1.DivergenceSummary) string {
 	if !s.GetStored() {
 		stored = "NOT stored in the repositories: " + clip(s.GetStoreError())
 	}
-	return fmt.Sprintf("divergence report %s of %s: WAL %s..%s (%d bytes) of timeline %d past the fork of timeline %d: %d transactions committed, %d aborted, %d in progress; %s",
+	return fmt.Sprintf("divergence report %s of %s: WAL %s..%s (%d bytes) of timeline %d, past the point where timeline %d forked off it: %d transactions committed, %d aborted, %d in progress; %s",
 		s.GetId(), node, s.GetForkLsn(), s.GetEndLsn(), s.GetBytes(), s.GetTimeline(), s.GetNewTimeline(),
 		s.GetCommitted(), s.GetAborted(), s.GetInProgress(), stored)
 }

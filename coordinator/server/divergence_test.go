@@ -54,6 +54,15 @@ func TestRecordDivergence(t *testing.T) {
 	if ev := got[1]; ev.GetDetails()[divergence.DetailStatus] != "unknown" || !strings.Contains(ev.GetMessage(), "unknown") {
 		t.Errorf("unknown report's event: %v", ev)
 	}
+	// The admin API finds them by kind, and one by its id.
+	a := &adminAPI{s: s}
+	if r, err := a.History(ctx, &pgdrv1.HistoryRequest{Cluster: "main", Kind: divergence.Kind, Limit: 10}); err != nil || len(r.GetEvents()) != 2 || r.GetEvents()[0].GetNode() != "pg-a1" {
+		t.Errorf("history of kind divergence: %v, %v", r, err)
+	}
+	if r, err := a.History(ctx, &pgdrv1.HistoryRequest{Kind: divergence.Kind, DetailKey: divergence.DetailID, DetailValue: unknown.Id, Limit: 1}); err != nil ||
+		len(r.GetEvents()) != 1 || r.GetEvents()[0].GetNode() != "pg-a3" {
+		t.Errorf("history of report %s: %v, %v", unknown.Id, r, err)
+	}
 	var notes []string
 	for _, in := range s.fsm.Incidents("main", true, "") {
 		if in.GetDedupKey() == "failover:main" {
