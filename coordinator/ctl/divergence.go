@@ -157,7 +157,8 @@ func cmdDivergenceShow(ctx context.Context, e env, cf *connFlags, args []string)
 point: xid, commit time and LSN, and per relation (named as the new primary's
 catalogs know it) the rows inserted, updated and deleted. The coordinators keep
 the first transactions of a report; all of them, and the raw WAL, are in the
-repositories under <cluster>/divergence/<id>/. Needs role read.`, cf)
+repositories under <cluster>/divergence/<id>/ ('pgdr-agent divergence-show ID'
+prints the whole report). Needs role read.`, cf)
 	pos, err := f.parse(args, 1)
 	if err != nil {
 		return err
@@ -238,7 +239,7 @@ func writeDivergence(w io.Writer, d DivergenceJSON) error {
 		return err
 	}
 	if uint64(d.Listed) < d.Committed {
-		fmt.Fprintf(w, "\nThe first %d of %d transactions (all of them: the report in the repositories):\n", d.Listed, d.Committed)
+		fmt.Fprintf(w, "\nThe first %d of %d transactions (all of them: 'pgdr-agent divergence-show %s' on a node holding the repositories' identity):\n", d.Listed, d.Committed, d.ID)
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
