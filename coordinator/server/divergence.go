@@ -53,17 +53,33 @@ func (s *Server) recordDivergence(ctx context.Context, cluster, node string, epo
 	s.noteFailoverIncident(ctx, cluster, msg)
 }
 
-// noteFailoverIncident adds msg as a note to the cluster's newest failover
-// incident (open or not), when incidents are started and there is one.
+// noteFailoverIncident adds msg as a note to the incident of the failover
+// that made the current primary: the newest change of primary in the
+// cluster's history must be an automatic failover (a switchover or a
+// manual failover opens no incident), and the note goes to the failover
+// incident that intent opened or folded into. Nothing when incidents are not started or no
+// such incident is kept.
 func (s *Server) noteFailoverIncident(ctx context.Context, cluster, msg string) {
 	if !s.fsm.IncidentsStarted() {
 		return
 	}
-	key := "failover:" + cluster
+	var change *pgdrv1.HistoryEvent
+	s.fsm.ScanHistoryBack(cluster, func(ev *pgdrv1.HistoryEvent) bool {
+		if replacesPrimary(ev.GetKind()) {
+			change = ev
+			return false
+		}
+		return true
+	})
+	if change == nil || change.GetKind() != kindFailoverIntent {
+		return
+	}
+	key, since := "failover:"+cluster, change.GetTime().AsTime()
 	var id string
 	var seq uint64
 	for _, in := range s.fsm.Incidents(cluster, true, "") {
-		if in.GetDedupKey() == key && in.GetSeq() >= seq {
+		// Opened by the failover's intent, or folded it in (last seen).
+		if in.GetDedupKey() == key && !in.GetLastSeen().AsTime().Before(since) && in.GetSeq() >= seq {
 			id, seq = in.GetId(), in.GetSeq()
 		}
 	}

@@ -74,4 +74,25 @@ func TestRecordDivergence(t *testing.T) {
 	if len(notes) != 2 || !strings.Contains(notes[0], known.Id) || !strings.Contains(notes[1], unknown.Id) {
 		t.Errorf("failover incident notes: %s", fmt.Sprint(notes))
 	}
+
+	// After a switchover (no incident), a report is in the history only.
+	s.recordEvent(ctx, "main", kindSwitchoverIntent, "pg-a3", 3, "switchover to pg-a3", map[string]string{"old_primary": "pg-a2"})
+	after := &pgdrv1.DivergenceSummary{Id: "20261208T010000Z-pg-a2", Status: "known", Timeline: 2, NewTimeline: 3, ForkLsn: "0/4000000", EndLsn: "0/4000000"}
+	s.recordDivergence(ctx, "main", "pg-a2", 3, &pgdrv1.CommandResult{Ok: true, Divergence: after})
+	n := 0
+	s.fsm.ScanHistory("main", func(ev *pgdrv1.HistoryEvent) {
+		if ev.GetKind() == divergence.Kind && ev.GetNode() == "pg-a2" {
+			n++
+		}
+	})
+	if n != 1 {
+		t.Errorf("the switchover's report: %d events", n)
+	}
+	for _, in := range s.fsm.Incidents("main", true, "") {
+		for _, note := range in.GetNotes() {
+			if strings.Contains(note.GetText(), after.Id) {
+				t.Errorf("the switchover's report is noted on incident %s", in.GetId())
+			}
+		}
+	}
 }
