@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/pgdr/pgdr/agent/divergence"
 	"github.com/pgdr/pgdr/coordinator/ctl"
 	"github.com/pgdr/pgdr/pkg/testutil"
 )
@@ -66,8 +69,10 @@ func (c *clientLog) commit(ctx context.Context, conn *pgx.Conn, what string, stm
 // report lists exactly the client's acknowledged commits that the new
 // primary does not have (and at most the one commit in flight at the kill,
 // committed but never acknowledged), with their rows, not the rolled-back
-// one; `pgdrctl divergence` lists it, `pgdrctl divergence show` prints
-// them, and the failover incident carries its summary.
+// one; `pgdr-agent divergence-show` reads it whole from the repository,
+// `pgdrctl divergence` lists it, `pgdrctl divergence show` prints the
+// first of them the coordinators keep, and the failover incident carries
+// its summary.
 func TestDivergenceReportAfterAsyncFailover(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the lab")
@@ -146,8 +151,10 @@ func TestDivergenceReportAfterAsyncFailover(t *testing.T) {
 	n, _ := strconv.ParseUint(rolled, 10, 32)
 	cl.rolled = uint32(n)
 
-	// Writes in flight at the kill: one connection inserting every 50 ms
-	// until its server dies (bounded: 20 s).
+	// Writes in flight at the kill: one connection inserting back to back
+	// until its server dies (at most 400), killed once 80 of them are
+	// acknowledged.
+	before := len(cl.acked)
 	writerDone := make(chan struct{})
 	go func() {
 		defer close(writerDone)
@@ -155,10 +162,20 @@ func TestDivergenceReportAfterAsyncFailover(t *testing.T) {
 			if cl.commit(ctx, conn, "insert", fmt.Sprintf("INSERT INTO lost_writes VALUES (%d, 'in flight')", 1000+i)) != nil {
 				return
 			}
-			time.Sleep(50 * time.Millisecond)
 		}
 	}()
-	time.Sleep(time.Second)
+	acked := func() int {
+		cl.mu.Lock()
+		defer cl.mu.Unlock()
+		return len(cl.acked)
+	}
+	// Polled every millisecond (WaitFor's 100 ms would let the writer
+	// commit more than the coordinators list of a report).
+	for deadline := time.Now().Add(30 * time.Second); acked() < before+80; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the writer committed %d in 30s", acked()-before)
+		}
+	}
 	killed := l.killNode(t, "pg-a1")
 	for _, pid := range senders {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
@@ -216,7 +233,30 @@ func TestDivergenceReportAfterAsyncFailover(t *testing.T) {
 	if report.Status != "known" || !report.Stored || report.Bytes == 0 || report.Timeline != 1 || report.NewTimeline != 2 {
 		t.Fatalf("pg-a1's report: %+v", report)
 	}
-	js, err := l.ctl("divergence", "show", report.ID, "--json")
+	// The whole report, from the repositories (the coordinators keep the
+	// first transactions of it: 90 and more do not fit).
+	cmd := exec.Command(filepath.Join(l.dir, "bin", "pgdr-agent"), "divergence-show", "--config", filepath.Join(l.dir, "pg-a1", "agent.yaml"), "--json", report.ID)
+	js, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("pgdr-agent divergence-show: %v\n%s", err, js)
+	}
+	var full divergence.Report
+	if err := json.Unmarshal(js, &full); err != nil {
+		t.Fatalf("%v: %s", err, js)
+	}
+	if full.ID != report.ID || full.Committed != len(full.Transactions) || uint64(full.Committed) != report.Committed || full.Fork != report.ForkLSN {
+		t.Fatalf("the stored report: %s %s, %d committed, %d listed; the coordinators': %+v", full.ID, full.Fork, full.Committed, len(full.Transactions), report)
+	}
+	listed := map[uint32]divergence.Transaction{}
+	for _, tx := range full.Transactions {
+		for _, r := range tx.Relations {
+			if r.Name == "public.lost_writes" {
+				listed[tx.XID] = tx
+			}
+		}
+	}
+	// pgdrctl divergence show: the first of them, in the same order.
+	js, err = l.ctl("divergence", "show", report.ID, "--json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,15 +264,12 @@ func TestDivergenceReportAfterAsyncFailover(t *testing.T) {
 	if err := json.Unmarshal(js, &shown); err != nil {
 		t.Fatalf("%v: %s", err, js)
 	}
-	if uint64(len(shown.Transactions)) != shown.Committed {
-		t.Fatalf("the coordinators list %d of %d transactions: the test expects all", len(shown.Transactions), shown.Committed)
+	if len(shown.Transactions) == 0 || len(shown.Transactions) >= len(full.Transactions) {
+		t.Fatalf("pgdrctl divergence show lists %d of %d transactions", len(shown.Transactions), len(full.Transactions))
 	}
-	listed := map[uint32]ctl.DivergentTxJSON{}
-	for _, tx := range shown.Transactions {
-		for _, r := range tx.Relations {
-			if r.Name == "public.lost_writes" {
-				listed[tx.XID] = tx
-			}
+	for i, tx := range shown.Transactions {
+		if tx.XID != full.Transactions[i].XID {
+			t.Fatalf("pgdrctl divergence show: transaction %d is xid %d, the stored report's %d", i, tx.XID, full.Transactions[i].XID)
 		}
 	}
 	cl.mu.Lock()
@@ -247,7 +284,7 @@ func TestDivergenceReportAfterAsyncFailover(t *testing.T) {
 			missing = append(missing, xid)
 			continue
 		}
-		var rel ctl.DivergentRelJSON
+		var rel divergence.Relation
 		for _, r := range tx.Relations {
 			if r.Name == "public.lost_writes" {
 				rel = r
@@ -281,13 +318,14 @@ func TestDivergenceReportAfterAsyncFailover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for xid := range listed {
-		if !strings.Contains(string(table), fmt.Sprintf("\n%d ", xid)) {
-			t.Errorf("divergence show does not print xid %d:\n%s", xid, table)
+	for _, tx := range shown.Transactions {
+		if !strings.Contains(string(table), fmt.Sprintf("\n%d ", tx.XID)) {
+			t.Errorf("divergence show does not print xid %d:\n%s", tx.XID, table)
 			break
 		}
 	}
-	if !strings.Contains(string(table), "postgres:public.lost_writes") {
+	if !strings.Contains(string(table), "postgres:public.lost_writes") ||
+		len(shown.Transactions) < len(full.Transactions) && !strings.Contains(string(table), fmt.Sprintf("The first %d of %d transactions", len(shown.Transactions), len(full.Transactions))) {
 		t.Errorf("divergence show:\n%s", table)
 	}
 	t.Logf("report %s: %s..%s, %d bytes, %d committed (%d on lost_writes), %d aborted", report.ID, report.ForkLSN, report.EndLSN,
