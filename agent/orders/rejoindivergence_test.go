@@ -34,16 +34,11 @@ func TestRejoinMakesDivergenceReportFirst(t *testing.T) {
 			if err := os.MkdirAll(pgdata, 0o700); err != nil {
 				t.Fatal(err)
 			}
-			bin := t.TempDir()
-			for name, body := range map[string]string{
+			bin := fakeBin(t, map[string]string{
 				"pg_controldata": "echo 'Data page checksum version:           " + tc.checksums + "'",
 				"pg_rewind":      `touch "$2/rewound"; echo 'pg_rewind: Done!'`,
 				"pg_ctl":         "echo 'pg_ctl: could not start server' >&2; exit 1",
-			} {
-				if err := os.WriteFile(filepath.Join(bin, name), []byte("#!/bin/sh\n"+body+"\n"), 0o755); err != nil {
-					t.Fatal(err)
-				}
-			}
+			})
 			cfg := &config.Config{Cluster: "main", Node: config.Node{Name: "pg-a1"}, Postgres: config.Postgres{PGData: pgdata, BinDir: bin}}
 			log := slog.New(slog.DiscardHandler)
 			pg := pgctl.New(pgctl.Config{BinDir: bin, PGData: pgdata, Log: log})
@@ -84,4 +79,17 @@ func TestRejoinMakesDivergenceReportFirst(t *testing.T) {
 			}
 		})
 	}
+}
+
+// fakeBin is a directory of PostgreSQL programs faked by shell scripts
+// (name → body).
+func fakeBin(t *testing.T, scripts map[string]string) string {
+	t.Helper()
+	bin := t.TempDir()
+	for name, body := range scripts {
+		if err := os.WriteFile(filepath.Join(bin, name), []byte("#!/bin/sh\n"+body+"\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return bin
 }

@@ -31,17 +31,12 @@ func TestRejoinDropsSourcePromotePending(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(pgdata, "pgdr.promote-pending"), []byte(`{"epoch":1}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	bin := t.TempDir()
-	for name, body := range map[string]string{
+	bin := fakeBin(t, map[string]string{
 		"pg_controldata": "echo 'Data page checksum version:           1'",
 		// --target-pgdata DIR: the source's record lands in the target.
 		"pg_rewind": `echo '{"epoch":7,"boot_id":"the-source"}' > "$2/pgdr.promote-pending"; echo 'pg_rewind: Done!'`,
 		"pg_ctl":    "echo 'pg_ctl: could not start server' >&2; exit 1",
-	} {
-		if err := os.WriteFile(filepath.Join(bin, name), []byte("#!/bin/sh\n"+body+"\n"), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	})
 	cfg := &config.Config{Cluster: "main", Node: config.Node{Name: "pg-a1"}, Postgres: config.Postgres{PGData: pgdata, BinDir: bin}}
 	log := slog.New(slog.DiscardHandler)
 	pg := pgctl.New(pgctl.Config{BinDir: bin, PGData: pgdata, Log: log})
