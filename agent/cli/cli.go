@@ -66,6 +66,7 @@ func commands() []command {
 		{"wal-list", "what the archive holds per timeline, with gaps", "wal-list --config FILE [--json]", cmdWalList},
 		{"wal-verify", "read back and verify every archived WAL object", "wal-verify --config FILE [--json] [--parallel N]", cmdWalVerify},
 		{"wal-prefetch", "fetch the segments after NAME into pg_wal/pgdr_prefetch (used by wal-fetch)", "wal-prefetch --config FILE --pgwal DIR --segment-size N NAME", cmdWalPrefetch},
+		{"divergence-show", "print a former primary's divergence report from the repositories, every transaction listed", "divergence-show --config FILE [--json] ID", cmdDivergenceShow},
 		{"backup", "take a base backup (full, diff or incr) of the running cluster", "backup --config FILE [--type T]", cmdBackup},
 		{"backup-list", "list the backups in every repository", "backup-list --config FILE [--json]", cmdBackupList},
 		{"backup-pin", "pin a backup so that expire never deletes it", "backup-pin --config FILE --note TEXT ID", cmdBackupPin},

@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pgdr/pgdr/agent/backuprun"
+	"github.com/pgdr/pgdr/agent/divergence"
 	"github.com/pgdr/pgdr/agent/drillrun"
 	"github.com/pgdr/pgdr/agent/failsafe"
 	"github.com/pgdr/pgdr/agent/health"
@@ -150,6 +151,10 @@ func build(cfg *config.Config, shipper *walship.Shipper, log *slog.Logger, opt o
 		Unfence:       d.lease.Unfence,
 		Reclone:       d.metrics.work.recloner(d.recloner.Reclone),
 		OpenPromotion: opt.openPromotion,
+		Divergence: func(ctx context.Context, epoch uint64, primary, dsn string) *pgdrv1.DivergenceSummary {
+			return divergence.Summary(divergence.Make(ctx, divergence.Input{Cfg: cfg, PG: d.pg, Log: log.With("component", "divergence"),
+				Epoch: epoch, NewPrimary: primary, DSN: dsn}))
+		},
 	})
 	var repos []repo.Repo
 	if shipper != nil { // tests build daemons without one

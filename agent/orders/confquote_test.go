@@ -172,7 +172,7 @@ func TestStandbyConfigRefusesInjectingDSN(t *testing.T) {
 		t.Fatal("standby.signal written")
 	}
 	for name, order := range map[string]func() (string, error){
-		"rejoin": func() (string, error) { return x.rejoin(t.Context(), 3, "pg-a2", injectingDSN) },
+		"rejoin": func() (string, error) { return x.rejoin(t.Context(), "cmd-1", 3, "pg-a2", injectingDSN) },
 		"follow": func() (string, error) { return x.follow(t.Context(), "pg-a2", injectingDSN) },
 	} {
 		if _, err := order(); !errors.Is(err, conninfo.ErrInvalid) {

@@ -97,6 +97,11 @@ type Deps struct {
 	// OpenPromotion opens the local server's side of a promotion; nil: a
 	// connection to the local server (OpenPGPromotion).
 	OpenPromotion func(ctx context.Context) (Promotion, error)
+	// Divergence makes the divergence report of this node (stopped)
+	// before a rejoin rewinds or replaces its data directory, against the
+	// new primary at dsn (agent/divergence.Make); nil: no report. It must
+	// not fail: what it cannot read it reports as unknown.
+	Divergence func(ctx context.Context, epoch uint64, primary, dsn string) *pgdrv1.DivergenceSummary
 }
 
 // defaultRPCTimeout bounds the Epoch call when Deps.RPCTimeout is not set
@@ -129,6 +134,40 @@ type Executor struct {
 	promoter *Promoter
 	// mu is held while an order runs: one at a time.
 	mu sync.Mutex
+	// divMu guards divergence: the divergence reports of rejoin orders
+	// by command id, until the session takes them (TakeDivergence).
+	divMu      sync.Mutex
+	divergence map[string]*pgdrv1.DivergenceSummary
+}
+
+// maxHeldDivergence bounds the reports held for the session: one per
+// rejoin order, taken as soon as the order returns.
+const maxHeldDivergence = 8
+
+// holdDivergence keeps the divergence report of order id for the session.
+func (x *Executor) holdDivergence(id string, s *pgdrv1.DivergenceSummary) {
+	if s == nil {
+		return
+	}
+	x.divMu.Lock()
+	defer x.divMu.Unlock()
+	if x.divergence == nil {
+		x.divergence = map[string]*pgdrv1.DivergenceSummary{}
+	}
+	if len(x.divergence) >= maxHeldDivergence {
+		clear(x.divergence) // never taken: a session that does not ask
+	}
+	x.divergence[id] = s
+}
+
+// TakeDivergence returns (once) the divergence report the rejoin order id
+// made, or nil: the session sends it with the order's result.
+func (x *Executor) TakeDivergence(id string) *pgdrv1.DivergenceSummary {
+	x.divMu.Lock()
+	defer x.divMu.Unlock()
+	s := x.divergence[id]
+	delete(x.divergence, id)
+	return s
 }
 
 // New builds the executor of cfg's orders.

@@ -157,8 +157,11 @@ func ConfigFiles() []string {
 var managedKeys = regexp.MustCompile(`^\s*(primary_conninfo|recovery_target_timeline|restore_command)\s*=`)
 
 // rejoin turns this former primary into a replica of the new one with
-// pg_rewind.
-func (x *Executor) rejoin(ctx context.Context, epoch uint64, primary, dsn string) (string, error) {
+// pg_rewind. Once PostgreSQL is stopped, and before pg_rewind or a fresh
+// copy changes anything, the divergence report (Deps.Divergence) records
+// what this node's WAL holds past the new timeline's fork point; it is
+// held for the session under the order's id (TakeDivergence).
+func (x *Executor) rejoin(ctx context.Context, id string, epoch uint64, primary, dsn string) (string, error) {
 	pgdata := x.cfg.Postgres.PGData
 	if strings.TrimSpace(dsn) == "" {
 		return "", errors.New("rejoin: no primary_dsn")
@@ -175,6 +178,9 @@ func (x *Executor) rejoin(ctx context.Context, epoch uint64, primary, dsn string
 		if err := x.pg.Stop(ctx); err != nil {
 			return "", fmt.Errorf("rejoin: stopping PostgreSQL: %w", err)
 		}
+	}
+	if x.Divergence != nil {
+		x.holdDivergence(id, x.Divergence(ctx, epoch, primary, dsn))
 	}
 	how, err := x.rewindable(ctx)
 	if err != nil {

@@ -215,7 +215,7 @@ func (x *Executor) Order(ctx context.Context, cmd *pgdrv1.AgentCommand, received
 		}
 		return "fenced: PostgreSQL stopped (fast shutdown), marker " + health.FencedPath(x.cfg.Postgres.PGData), nil
 	case *pgdrv1.AgentCommand_Rejoin:
-		return x.rejoin(ctx, cmd.GetEpoch(), k.Rejoin.GetPrimary(), k.Rejoin.GetPrimaryDsn())
+		return x.rejoin(ctx, cmd.GetId(), cmd.GetEpoch(), k.Rejoin.GetPrimary(), k.Rejoin.GetPrimaryDsn())
 	case *pgdrv1.AgentCommand_SetSynchronous:
 		return x.setSynchronous(ctx, cmd.GetEpoch(), k.SetSynchronous.GetValue(), timing)
 	case *pgdrv1.AgentCommand_Demote:

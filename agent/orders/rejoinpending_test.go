@@ -31,17 +31,12 @@ func TestRejoinDropsSourcePromotePending(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(pgdata, "pgdr.promote-pending"), []byte(`{"epoch":1}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	bin := t.TempDir()
-	for name, body := range map[string]string{
+	bin := fakeBin(t, map[string]string{
 		"pg_controldata": "echo 'Data page checksum version:           1'",
 		// --target-pgdata DIR: the source's record lands in the target.
 		"pg_rewind": `echo '{"epoch":7,"boot_id":"the-source"}' > "$2/pgdr.promote-pending"; echo 'pg_rewind: Done!'`,
 		"pg_ctl":    "echo 'pg_ctl: could not start server' >&2; exit 1",
-	} {
-		if err := os.WriteFile(filepath.Join(bin, name), []byte("#!/bin/sh\n"+body+"\n"), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	})
 	cfg := &config.Config{Cluster: "main", Node: config.Node{Name: "pg-a1"}, Postgres: config.Postgres{PGData: pgdata, BinDir: bin}}
 	log := slog.New(slog.DiscardHandler)
 	pg := pgctl.New(pgctl.Config{BinDir: bin, PGData: pgdata, Log: log})
@@ -50,7 +45,7 @@ func TestRejoinDropsSourcePromotePending(t *testing.T) {
 			t.Errorf("re-cloned: %v", why)
 			return "", why
 		}})
-	_, err := x.rejoin(t.Context(), 3, "pg-a2", "host=127.0.0.1 port=1 user=postgres connect_timeout=1")
+	_, err := x.rejoin(t.Context(), "cmd-1", 3, "pg-a2", "host=127.0.0.1 port=1 user=postgres connect_timeout=1")
 	if err == nil || !strings.Contains(err.Error(), "could not start server") {
 		t.Fatalf("rejoin = %v, want the fake pg_ctl's failure to start", err)
 	}

@@ -44,6 +44,9 @@ var errLeaderMoved = errors.New("the coordinator leader changed")
 // the session that brought them.
 type Executor interface {
 	Order(ctx context.Context, cmd *pgdrv1.AgentCommand, received time.Time) (string, error)
+	// TakeDivergence returns the divergence report a rejoin order made
+	// (nil: none), sent with the order's result.
+	TakeDivergence(id string) *pgdrv1.DivergenceSummary
 }
 
 // Commands carries out RunCommand orders: started once per key, reported
@@ -490,6 +493,7 @@ func (s *Session) carryOut(ctx, runCtx context.Context, cmd *pgdrv1.AgentCommand
 		*pgdrv1.AgentCommand_Demote, *pgdrv1.AgentCommand_SetSynchronous, *pgdrv1.AgentCommand_Restart, *pgdrv1.AgentCommand_DropSlot:
 		out, err := s.deps.Executor.Order(runCtx, cmd, received)
 		res.Output = out
+		res.Divergence = s.deps.Executor.TakeDivergence(cmd.GetId())
 		switch {
 		case errors.Is(err, orders.ErrPromotionPending):
 			res.Error, res.Pending = err.Error(), true

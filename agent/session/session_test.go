@@ -20,6 +20,8 @@ type fakeExecutor struct {
 	got  []string
 }
 
+func (f *fakeExecutor) TakeDivergence(string) *pgdrv1.DivergenceSummary { return nil }
+
 func (f *fakeExecutor) Order(ctx context.Context, cmd *pgdrv1.AgentCommand, _ time.Time) (string, error) {
 	f.ctxs = append(f.ctxs, ctx)
 	f.got = append(f.got, cmd.GetId())

@@ -52,6 +52,7 @@ func commands() []command {
 		{"drills", "the restore drills recorded: node, backup, target, timings, RPO, amcheck, checks, result, reason", cmdDrills},
 		{"drill", "drill run [--tier T|--backup ID] [--target-time T] [--node N] [--wait]: have the leader order a restore drill now", cmdDrill},
 		{"incidents", "the incidents kept: id, priority, status, cluster, category, escalation level, title (--all: resolved too)", cmdIncidents},
+		{"divergence", "the divergence reports of rewound former primaries: the WAL range past the fork and the transactions committed in it (show ID: one, with its transactions)", cmdDivergence},
 		{"incident", "incident open|show|ack|resolve|note: open one by hand, print one with its timeline, acknowledge, resolve or annotate it", cmdIncident},
 		{"runbook", "runbook list|show|apply -f|run NAME [--dry-run] [--yes]|runs|status: business-continuity procedures executed by the leader step by step", cmdRunbook},
 		{"gamedays", "the game days recorded: runbook runs, result, the write unavailability the probe measured and the measured RTO", cmdGameDays},

@@ -43,6 +43,8 @@ type fakeAdmin struct {
 	remove *pgdrv1.RemoveCoordinatorRequest
 	// reportSince: the since of the last Report request.
 	reportSince time.Time
+	// history, when set, answers History.
+	history func(*pgdrv1.HistoryRequest) []*pgdrv1.HistoryEvent
 }
 
 func (f *fakeAdmin) seen() []string {
@@ -131,7 +133,10 @@ func (f *fakeAdmin) Members(context.Context, *pgdrv1.MembersRequest) (*pgdrv1.Me
 	}}, nil
 }
 
-func (f *fakeAdmin) History(context.Context, *pgdrv1.HistoryRequest) (*pgdrv1.HistoryResponse, error) {
+func (f *fakeAdmin) History(_ context.Context, r *pgdrv1.HistoryRequest) (*pgdrv1.HistoryResponse, error) {
+	if f.history != nil {
+		return &pgdrv1.HistoryResponse{Events: f.history(r)}, nil
+	}
 	// Newest first, as a server may well answer "the newest N".
 	return &pgdrv1.HistoryResponse{Events: []*pgdrv1.HistoryEvent{
 		{Seq: 3, Time: ts("2025-01-01T00:00:03Z"), Cluster: "main", Kind: "paused", Actor: "admin", Message: "kernel upgrade", Epoch: 3},

@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"net"
 	"regexp"
+	"slices"
 	"sort"
 	"time"
 
 	"github.com/hashicorp/raft"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/pgdr/pgdr/coordinator/fsm"
@@ -170,7 +172,22 @@ func (a *adminAPI) History(ctx context.Context, req *pgdrv1.HistoryRequest) (*pg
 	if limit == 0 {
 		limit = 100
 	}
-	return &pgdrv1.HistoryResponse{Events: a.s.fsm.History(req.Cluster, req.AfterSeq, limit)}, nil
+	if req.GetKind() == "" && req.GetDetailKey() == "" {
+		return &pgdrv1.HistoryResponse{Events: a.s.fsm.History(req.Cluster, req.AfterSeq, limit)}, nil
+	}
+	var out []*pgdrv1.HistoryEvent
+	a.s.fsm.ScanHistoryBack(req.Cluster, func(ev *pgdrv1.HistoryEvent) bool {
+		if ev.GetSeq() <= req.GetAfterSeq() {
+			return false
+		}
+		if (req.GetKind() == "" || ev.GetKind() == req.GetKind()) &&
+			(req.GetDetailKey() == "" || ev.GetDetails()[req.GetDetailKey()] == req.GetDetailValue()) {
+			out = append(out, proto.Clone(ev).(*pgdrv1.HistoryEvent))
+		}
+		return len(out) < limit
+	})
+	slices.Reverse(out)
+	return &pgdrv1.HistoryResponse{Events: out}, nil
 }
 
 func (a *adminAPI) setPaused(ctx context.Context, cluster string, paused bool, reason string) (*pgdrv1.Policy, error) {

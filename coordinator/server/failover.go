@@ -474,6 +474,7 @@ func (s *Server) repoint(ctx context.Context, name, m, cand, primaryDSN string, 
 			Kind: &pgdrv1.AgentCommand_Rejoin{Rejoin: &pgdrv1.Rejoin{Primary: cand, PrimaryDsn: primaryDSN}},
 		})
 		msg = fmt.Sprintf("%s rejoined as a replica of %s", m, cand)
+		s.recordDivergence(ctx, name, m, epoch, res)
 		if err == nil && !res.Ok {
 			err = fmt.Errorf("%s", res.Error)
 		}
@@ -552,6 +553,7 @@ func (s *Server) rejoinTick(ctx context.Context, c *pgdrv1.Cluster, samples map[
 				Kind: &pgdrv1.AgentCommand_Rejoin{Rejoin: &pgdrv1.Rejoin{Primary: c.Primary, PrimaryDsn: primaryDSN}},
 			})
 			msg, result := fmt.Sprintf("%s rejoined as a replica of %s", name, c.Primary), "ok"
+			s.recordDivergence(ctx, c.Name, name, c.Epoch, res)
 			if err == nil && !res.Ok {
 				err = fmt.Errorf("%s", res.Error)
 			}

@@ -483,8 +483,13 @@ func (s *Server) switchover(name, to, actor string) (*pgdrv1.SwitchoverResponse,
 
 	// (f) The old primary, stopped cleanly, rejoins as a replica.
 	result := fmt.Sprintf("done: %s is primary at epoch %d", to, epoch)
-	out, err = s.order(ctx, name, old, epoch, &pgdrv1.AgentCommand{Kind: &pgdrv1.AgentCommand_Rejoin{Rejoin: &pgdrv1.Rejoin{
+	res, err := s.orderResult(ctx, name, old, epoch, &pgdrv1.AgentCommand{Kind: &pgdrv1.AgentCommand_Rejoin{Rejoin: &pgdrv1.Rejoin{
 		Primary: to, PrimaryDsn: dsn}}}, rejoinTimeout)
+	s.recordDivergence(ctx, name, old, epoch, res)
+	out = strings.TrimSpace(res.GetOutput())
+	if err == nil && !res.GetOk() {
+		err = errors.New(res.GetError())
+	}
 	if err != nil {
 		st.add(kindSwitchoverStep, old, epoch, fmt.Sprintf("%s could not rejoin as a replica of %s yet (the leader retries): %v", old, to, err),
 			map[string]string{"result": "failed"})

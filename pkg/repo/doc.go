@@ -7,6 +7,8 @@
 //	<cluster>/cluster.json            system identifier, written by the first push
 //	<cluster>/wal/<TLI>/<file name>   archived WAL: segments, .history, .partial, .backup
 //	<cluster>/wal-replaced/<file name>.<time>   objects wal-repair replaced, kept for inspection
+//	<cluster>/divergence/<id>/report.json        a former primary's divergence report
+//	<cluster>/divergence/<id>/wal/<segment>      the raw WAL segments holding its range
 //
 // <TLI> is the file name's first eight hex digits (its timeline), so one
 // listing per timeline finds its files in order.

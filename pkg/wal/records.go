@@ -196,11 +196,39 @@ func pgTime(us int64) time.Time {
 // the block images and data in order, and the main data at the end. It
 // fails for records whose bytes were not kept and for malformed headers.
 func (r *Record) MainData() ([]byte, error) {
+	_, main, err := r.decode(false)
+	return main, err
+}
+
+// BlockRef is one block a record refers to: its block ID in the record,
+// the relation (RelFileNode: tablespace, database and relfilenode OIDs),
+// the fork and the block number.
+type BlockRef struct {
+	ID                       uint8
+	SpcNode, DBNode, RelNode uint32
+	Fork                     uint8
+	Block                    uint32
+	HasImage, HasData        bool
+}
+
+// Blocks returns the blocks the record refers to, in block ID order (see
+// MainData for the layout). It fails for records whose bytes were not kept
+// and for malformed headers.
+func (r *Record) Blocks() ([]BlockRef, error) {
+	blocks, _, err := r.decode(true)
+	return blocks, err
+}
+
+// decode walks the record's headers, returning its main data and, with
+// wantBlocks, its block references.
+func (r *Record) decode(wantBlocks bool) ([]BlockRef, []byte, error) {
+	var blocks []BlockRef
+	var rel [3]uint32
 	if r.Data == nil {
-		return nil, fmt.Errorf("record at %s: its %d bytes were not kept", r.LSN, r.TotalLen)
+		return nil, nil, fmt.Errorf("record at %s: its %d bytes were not kept", r.LSN, r.TotalLen)
 	}
 	if len(r.Data) < RecordHeaderSize || uint64(len(r.Data)) != uint64(r.TotalLen) {
-		return nil, fmt.Errorf("record at %s: %d bytes, header says %d", r.LSN, len(r.Data), r.TotalLen)
+		return nil, nil, fmt.Errorf("record at %s: %d bytes, header says %d", r.LSN, len(r.Data), r.TotalLen)
 	}
 	p := r.Data[RecordHeaderSize:]
 	remaining := uint64(len(p))
@@ -220,86 +248,96 @@ func (r *Record) MainData() ([]byte, error) {
 	for remaining > datatotal {
 		b, ok := take(1)
 		if !ok {
-			return nil, short
+			return nil, nil, short
 		}
 		id := b[0]
 		switch {
 		case id == xlrBlockIDDataShort:
 			b, ok := take(1)
 			if !ok {
-				return nil, short
+				return nil, nil, short
 			}
 			mainLen = uint64(b[0])
 		case id == xlrBlockIDDataLong:
 			b, ok := take(4)
 			if !ok {
-				return nil, short
+				return nil, nil, short
 			}
 			mainLen = uint64(binary.LittleEndian.Uint32(b))
 		case id == xlrBlockIDOrigin:
 			if _, ok := take(2); !ok {
-				return nil, short
+				return nil, nil, short
 			}
 			continue
 		case id == xlrBlockIDTopLevelXID:
 			if _, ok := take(4); !ok {
-				return nil, short
+				return nil, nil, short
 			}
 			continue
 		case id <= xlrMaxBlockID:
 			if int(id) <= maxBlock {
-				return nil, fmt.Errorf("record at %s: out-of-order block_id %d", r.LSN, id)
+				return nil, nil, fmt.Errorf("record at %s: out-of-order block_id %d", r.LSN, id)
 			}
 			maxBlock = int(id)
 			b, ok := take(3)
 			if !ok {
-				return nil, short
+				return nil, nil, short
 			}
 			flags := b[0]
+			ref := BlockRef{ID: id, Fork: flags & 0x0F, HasImage: flags&bkpBlockHasImage != 0, HasData: flags&bkpBlockHasData != 0}
 			dataLen := uint64(binary.LittleEndian.Uint16(b[1:]))
 			if (flags&bkpBlockHasData != 0) != (dataLen != 0) {
-				return nil, fmt.Errorf("record at %s: block %d: BKPBLOCK_HAS_DATA does not agree with data length %d", r.LSN, id, dataLen)
+				return nil, nil, fmt.Errorf("record at %s: block %d: BKPBLOCK_HAS_DATA does not agree with data length %d", r.LSN, id, dataLen)
 			}
 			datatotal += dataLen
 			if flags&bkpBlockHasImage != 0 {
 				b, ok := take(5)
 				if !ok {
-					return nil, short
+					return nil, nil, short
 				}
 				imgLen := uint64(binary.LittleEndian.Uint16(b))
 				info := b[4]
 				if info&bkpImageCompressed != 0 && info&bkpImageHasHole != 0 {
 					if _, ok := take(2); !ok { // hole length
-						return nil, short
+						return nil, nil, short
 					}
 				}
 				if info&bkpImageHasHole == 0 && info&bkpImageCompressed == 0 && imgLen != relBlockSize {
-					return nil, fmt.Errorf("record at %s: block %d: full-page image of %d bytes without hole or compression", r.LSN, id, imgLen)
+					return nil, nil, fmt.Errorf("record at %s: block %d: full-page image of %d bytes without hole or compression", r.LSN, id, imgLen)
 				}
 				datatotal += imgLen
 			}
 			if flags&bkpBlockSameRel == 0 {
-				if _, ok := take(12); !ok { // RelFileNode
-					return nil, short
+				b, ok := take(12) // RelFileNode
+				if !ok {
+					return nil, nil, short
 				}
+				le := binary.LittleEndian
+				rel = [3]uint32{le.Uint32(b), le.Uint32(b[4:]), le.Uint32(b[8:])}
 				haveRel = true
 			} else if !haveRel {
-				return nil, fmt.Errorf("record at %s: BKPBLOCK_SAME_REL set but no previous relation", r.LSN)
+				return nil, nil, fmt.Errorf("record at %s: BKPBLOCK_SAME_REL set but no previous relation", r.LSN)
 			}
-			if _, ok := take(4); !ok { // block number
-				return nil, short
+			b, ok = take(4) // block number
+			if !ok {
+				return nil, nil, short
+			}
+			if wantBlocks {
+				ref.SpcNode, ref.DBNode, ref.RelNode = rel[0], rel[1], rel[2]
+				ref.Block = binary.LittleEndian.Uint32(b)
+				blocks = append(blocks, ref)
 			}
 			continue
 		default:
-			return nil, fmt.Errorf("record at %s: invalid block_id %d", r.LSN, id)
+			return nil, nil, fmt.Errorf("record at %s: invalid block_id %d", r.LSN, id)
 		}
 		datatotal += mainLen
 		break // the main-data header is always last
 	}
 	if remaining != datatotal {
-		return nil, short
+		return nil, nil, short
 	}
-	return r.Data[len(r.Data)-int(mainLen):], nil
+	return blocks, r.Data[len(r.Data)-int(mainLen):], nil
 }
 
 // RecordReader reads the records of consecutive WAL segments. It stops at

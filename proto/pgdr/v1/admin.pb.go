@@ -1107,7 +1107,14 @@ type HistoryRequest struct {
 	// limit: the newest N events (0 = 100).
 	Limit uint32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
 	// after_seq: only events with seq > after_seq.
-	AfterSeq      uint64 `protobuf:"varint,3,opt,name=after_seq,json=afterSeq,proto3" json:"after_seq,omitempty"`
+	AfterSeq uint64 `protobuf:"varint,3,opt,name=after_seq,json=afterSeq,proto3" json:"after_seq,omitempty"`
+	// kind: only events of this kind ("" = every kind); detail_key and
+	// detail_value: only events whose details map detail_key to
+	// detail_value (detail_key "" = no such filter). An older coordinator
+	// ignores both: callers filter what they get again.
+	Kind          string `protobuf:"bytes,4,opt,name=kind,proto3" json:"kind,omitempty"`
+	DetailKey     string `protobuf:"bytes,5,opt,name=detail_key,json=detailKey,proto3" json:"detail_key,omitempty"`
+	DetailValue   string `protobuf:"bytes,6,opt,name=detail_value,json=detailValue,proto3" json:"detail_value,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1161,6 +1168,27 @@ func (x *HistoryRequest) GetAfterSeq() uint64 {
 		return x.AfterSeq
 	}
 	return 0
+}
+
+func (x *HistoryRequest) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *HistoryRequest) GetDetailKey() string {
+	if x != nil {
+		return x.DetailKey
+	}
+	return ""
+}
+
+func (x *HistoryRequest) GetDetailValue() string {
+	if x != nil {
+		return x.DetailValue
+	}
+	return ""
 }
 
 type HistoryResponse struct {
@@ -1748,11 +1776,15 @@ const file_pgdr_v1_admin_proto_rawDesc = "" +
 	"\x0eMembersRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\"<\n" +
 	"\x0fMembersResponse\x12)\n" +
-	"\amembers\x18\x01 \x03(\v2\x0f.pgdr.v1.MemberR\amembers\"]\n" +
+	"\amembers\x18\x01 \x03(\v2\x0f.pgdr.v1.MemberR\amembers\"\xb3\x01\n" +
 	"\x0eHistoryRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\rR\x05limit\x12\x1b\n" +
-	"\tafter_seq\x18\x03 \x01(\x04R\bafterSeq\"@\n" +
+	"\tafter_seq\x18\x03 \x01(\x04R\bafterSeq\x12\x12\n" +
+	"\x04kind\x18\x04 \x01(\tR\x04kind\x12\x1d\n" +
+	"\n" +
+	"detail_key\x18\x05 \x01(\tR\tdetailKey\x12!\n" +
+	"\fdetail_value\x18\x06 \x01(\tR\vdetailValue\"@\n" +
 	"\x0fHistoryResponse\x12-\n" +
 	"\x06events\x18\x01 \x03(\v2\x15.pgdr.v1.HistoryEventR\x06events\"@\n" +
 	"\fPauseRequest\x12\x18\n" +

@@ -2350,7 +2350,11 @@ type CommandResult struct {
 	// backup: for a Backup order, what was made.
 	Backup *BackupReport `protobuf:"bytes,8,opt,name=backup,proto3" json:"backup,omitempty"`
 	// drill: for a Drill order, what the drill measured.
-	Drill         *DrillReport `protobuf:"bytes,9,opt,name=drill,proto3" json:"drill,omitempty"`
+	Drill *DrillReport `protobuf:"bytes,9,opt,name=drill,proto3" json:"drill,omitempty"`
+	// divergence: for a Rejoin order, the divergence report the former
+	// primary made before its data directory was rewound or replaced
+	// (agent/divergence); set whether or not the rejoin succeeded.
+	Divergence    *DivergenceSummary `protobuf:"bytes,10,opt,name=divergence,proto3" json:"divergence,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2448,6 +2452,369 @@ func (x *CommandResult) GetDrill() *DrillReport {
 	return nil
 }
 
+func (x *CommandResult) GetDivergence() *DivergenceSummary {
+	if x != nil {
+		return x.Divergence
+	}
+	return nil
+}
+
+// DivergenceSummary is a divergence report as the coordinators keep it:
+// what a former primary's WAL held past the point where the new primary's
+// timeline forked off its own, with the first transactions committed in
+// it (at most 100; the full report, and the raw WAL, are in the
+// repositories under <cluster>/divergence/<id>/).
+type DivergenceSummary struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// status: known (read to the end of the node's WAL) or unknown (it
+	// could not be read, error says why: not the same as no transactions).
+	Status string `protobuf:"bytes,2,opt,name=status,proto3" json:"status,omitempty"`
+	Error  string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	// timeline: the former primary's; new_timeline: the new primary's.
+	Timeline    uint32 `protobuf:"varint,4,opt,name=timeline,proto3" json:"timeline,omitempty"`
+	NewTimeline uint32 `protobuf:"varint,5,opt,name=new_timeline,json=newTimeline,proto3" json:"new_timeline,omitempty"`
+	ForkLsn     string `protobuf:"bytes,6,opt,name=fork_lsn,json=forkLsn,proto3" json:"fork_lsn,omitempty"`
+	EndLsn      string `protobuf:"bytes,7,opt,name=end_lsn,json=endLsn,proto3" json:"end_lsn,omitempty"`
+	Bytes       uint64 `protobuf:"varint,8,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	// committed: transactions committed past the fork (the first of them
+	// in transactions); aborted; in_progress: with changes and no end.
+	Committed  uint64 `protobuf:"varint,9,opt,name=committed,proto3" json:"committed,omitempty"`
+	Aborted    uint64 `protobuf:"varint,10,opt,name=aborted,proto3" json:"aborted,omitempty"`
+	InProgress uint64 `protobuf:"varint,11,opt,name=in_progress,json=inProgress,proto3" json:"in_progress,omitempty"`
+	// stored: the report is in the repositories (store_error: why not).
+	Stored     bool   `protobuf:"varint,12,opt,name=stored,proto3" json:"stored,omitempty"`
+	StoreError string `protobuf:"bytes,13,opt,name=store_error,json=storeError,proto3" json:"store_error,omitempty"`
+	// name_error: why relation names could not be resolved.
+	NameError     string                  `protobuf:"bytes,14,opt,name=name_error,json=nameError,proto3" json:"name_error,omitempty"`
+	Created       *timestamppb.Timestamp  `protobuf:"bytes,15,opt,name=created,proto3" json:"created,omitempty"`
+	Transactions  []*DivergentTransaction `protobuf:"bytes,16,rep,name=transactions,proto3" json:"transactions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DivergenceSummary) Reset() {
+	*x = DivergenceSummary{}
+	mi := &file_pgdr_v1_agent_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DivergenceSummary) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DivergenceSummary) ProtoMessage() {}
+
+func (x *DivergenceSummary) ProtoReflect() protoreflect.Message {
+	mi := &file_pgdr_v1_agent_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DivergenceSummary.ProtoReflect.Descriptor instead.
+func (*DivergenceSummary) Descriptor() ([]byte, []int) {
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *DivergenceSummary) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *DivergenceSummary) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *DivergenceSummary) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *DivergenceSummary) GetTimeline() uint32 {
+	if x != nil {
+		return x.Timeline
+	}
+	return 0
+}
+
+func (x *DivergenceSummary) GetNewTimeline() uint32 {
+	if x != nil {
+		return x.NewTimeline
+	}
+	return 0
+}
+
+func (x *DivergenceSummary) GetForkLsn() string {
+	if x != nil {
+		return x.ForkLsn
+	}
+	return ""
+}
+
+func (x *DivergenceSummary) GetEndLsn() string {
+	if x != nil {
+		return x.EndLsn
+	}
+	return ""
+}
+
+func (x *DivergenceSummary) GetBytes() uint64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *DivergenceSummary) GetCommitted() uint64 {
+	if x != nil {
+		return x.Committed
+	}
+	return 0
+}
+
+func (x *DivergenceSummary) GetAborted() uint64 {
+	if x != nil {
+		return x.Aborted
+	}
+	return 0
+}
+
+func (x *DivergenceSummary) GetInProgress() uint64 {
+	if x != nil {
+		return x.InProgress
+	}
+	return 0
+}
+
+func (x *DivergenceSummary) GetStored() bool {
+	if x != nil {
+		return x.Stored
+	}
+	return false
+}
+
+func (x *DivergenceSummary) GetStoreError() string {
+	if x != nil {
+		return x.StoreError
+	}
+	return ""
+}
+
+func (x *DivergenceSummary) GetNameError() string {
+	if x != nil {
+		return x.NameError
+	}
+	return ""
+}
+
+func (x *DivergenceSummary) GetCreated() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Created
+	}
+	return nil
+}
+
+func (x *DivergenceSummary) GetTransactions() []*DivergentTransaction {
+	if x != nil {
+		return x.Transactions
+	}
+	return nil
+}
+
+// DivergentTransaction is a transaction committed past the fork point.
+type DivergentTransaction struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Xid           uint32                 `protobuf:"varint,1,opt,name=xid,proto3" json:"xid,omitempty"`
+	CommitLsn     string                 `protobuf:"bytes,2,opt,name=commit_lsn,json=commitLsn,proto3" json:"commit_lsn,omitempty"`
+	CommitTime    *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=commit_time,json=commitTime,proto3" json:"commit_time,omitempty"`
+	Relations     []*DivergentRelation   `protobuf:"bytes,4,rep,name=relations,proto3" json:"relations,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DivergentTransaction) Reset() {
+	*x = DivergentTransaction{}
+	mi := &file_pgdr_v1_agent_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DivergentTransaction) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DivergentTransaction) ProtoMessage() {}
+
+func (x *DivergentTransaction) ProtoReflect() protoreflect.Message {
+	mi := &file_pgdr_v1_agent_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DivergentTransaction.ProtoReflect.Descriptor instead.
+func (*DivergentTransaction) Descriptor() ([]byte, []int) {
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *DivergentTransaction) GetXid() uint32 {
+	if x != nil {
+		return x.Xid
+	}
+	return 0
+}
+
+func (x *DivergentTransaction) GetCommitLsn() string {
+	if x != nil {
+		return x.CommitLsn
+	}
+	return ""
+}
+
+func (x *DivergentTransaction) GetCommitTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CommitTime
+	}
+	return nil
+}
+
+func (x *DivergentTransaction) GetRelations() []*DivergentRelation {
+	if x != nil {
+		return x.Relations
+	}
+	return nil
+}
+
+// DivergentRelation is what a divergent transaction did to one relation:
+// its storage (tablespace, database, relfilenode) and, as the new
+// primary's catalogs know it, its OID and schema-qualified name.
+type DivergentRelation struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tablespace    uint32                 `protobuf:"varint,1,opt,name=tablespace,proto3" json:"tablespace,omitempty"`
+	Database      uint32                 `protobuf:"varint,2,opt,name=database,proto3" json:"database,omitempty"`
+	Relfilenode   uint32                 `protobuf:"varint,3,opt,name=relfilenode,proto3" json:"relfilenode,omitempty"`
+	Oid           uint32                 `protobuf:"varint,4,opt,name=oid,proto3" json:"oid,omitempty"`
+	Name          string                 `protobuf:"bytes,5,opt,name=name,proto3" json:"name,omitempty"`
+	DatabaseName  string                 `protobuf:"bytes,6,opt,name=database_name,json=databaseName,proto3" json:"database_name,omitempty"`
+	Inserts       uint64                 `protobuf:"varint,7,opt,name=inserts,proto3" json:"inserts,omitempty"`
+	Updates       uint64                 `protobuf:"varint,8,opt,name=updates,proto3" json:"updates,omitempty"`
+	Deletes       uint64                 `protobuf:"varint,9,opt,name=deletes,proto3" json:"deletes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DivergentRelation) Reset() {
+	*x = DivergentRelation{}
+	mi := &file_pgdr_v1_agent_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DivergentRelation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DivergentRelation) ProtoMessage() {}
+
+func (x *DivergentRelation) ProtoReflect() protoreflect.Message {
+	mi := &file_pgdr_v1_agent_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DivergentRelation.ProtoReflect.Descriptor instead.
+func (*DivergentRelation) Descriptor() ([]byte, []int) {
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *DivergentRelation) GetTablespace() uint32 {
+	if x != nil {
+		return x.Tablespace
+	}
+	return 0
+}
+
+func (x *DivergentRelation) GetDatabase() uint32 {
+	if x != nil {
+		return x.Database
+	}
+	return 0
+}
+
+func (x *DivergentRelation) GetRelfilenode() uint32 {
+	if x != nil {
+		return x.Relfilenode
+	}
+	return 0
+}
+
+func (x *DivergentRelation) GetOid() uint32 {
+	if x != nil {
+		return x.Oid
+	}
+	return 0
+}
+
+func (x *DivergentRelation) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *DivergentRelation) GetDatabaseName() string {
+	if x != nil {
+		return x.DatabaseName
+	}
+	return ""
+}
+
+func (x *DivergentRelation) GetInserts() uint64 {
+	if x != nil {
+		return x.Inserts
+	}
+	return 0
+}
+
+func (x *DivergentRelation) GetUpdates() uint64 {
+	if x != nil {
+		return x.Updates
+	}
+	return 0
+}
+
+func (x *DivergentRelation) GetDeletes() uint64 {
+	if x != nil {
+		return x.Deletes
+	}
+	return 0
+}
+
 type CommandResultAck struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -2456,7 +2823,7 @@ type CommandResultAck struct {
 
 func (x *CommandResultAck) Reset() {
 	*x = CommandResultAck{}
-	mi := &file_pgdr_v1_agent_proto_msgTypes[28]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2468,7 +2835,7 @@ func (x *CommandResultAck) String() string {
 func (*CommandResultAck) ProtoMessage() {}
 
 func (x *CommandResultAck) ProtoReflect() protoreflect.Message {
-	mi := &file_pgdr_v1_agent_proto_msgTypes[28]
+	mi := &file_pgdr_v1_agent_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2481,7 +2848,7 @@ func (x *CommandResultAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandResultAck.ProtoReflect.Descriptor instead.
 func (*CommandResultAck) Descriptor() ([]byte, []int) {
-	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{28}
+	return file_pgdr_v1_agent_proto_rawDescGZIP(), []int{31}
 }
 
 var File_pgdr_v1_agent_proto protoreflect.FileDescriptor
@@ -2671,7 +3038,7 @@ const file_pgdr_v1_agent_proto_rawDesc = "" +
 	"\aRestart\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\"&\n" +
 	"\x0eSetSynchronous\x12\x14\n" +
-	"\x05value\x18\x01 \x01(\tR\x05value\"\x80\x02\n" +
+	"\x05value\x18\x01 \x01(\tR\x05value\"\xbc\x02\n" +
 	"\rCommandResult\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12\x12\n" +
@@ -2681,7 +3048,51 @@ const file_pgdr_v1_agent_proto_rawDesc = "" +
 	"\x06output\x18\x06 \x01(\tR\x06output\x12\x18\n" +
 	"\apending\x18\a \x01(\bR\apending\x12-\n" +
 	"\x06backup\x18\b \x01(\v2\x15.pgdr.v1.BackupReportR\x06backup\x12*\n" +
-	"\x05drill\x18\t \x01(\v2\x14.pgdr.v1.DrillReportR\x05drill\"\x12\n" +
+	"\x05drill\x18\t \x01(\v2\x14.pgdr.v1.DrillReportR\x05drill\x12:\n" +
+	"\n" +
+	"divergence\x18\n" +
+	" \x01(\v2\x1a.pgdr.v1.DivergenceSummaryR\n" +
+	"divergence\"\x84\x04\n" +
+	"\x11DivergenceSummary\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06status\x18\x02 \x01(\tR\x06status\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\x12\x1a\n" +
+	"\btimeline\x18\x04 \x01(\rR\btimeline\x12!\n" +
+	"\fnew_timeline\x18\x05 \x01(\rR\vnewTimeline\x12\x19\n" +
+	"\bfork_lsn\x18\x06 \x01(\tR\aforkLsn\x12\x17\n" +
+	"\aend_lsn\x18\a \x01(\tR\x06endLsn\x12\x14\n" +
+	"\x05bytes\x18\b \x01(\x04R\x05bytes\x12\x1c\n" +
+	"\tcommitted\x18\t \x01(\x04R\tcommitted\x12\x18\n" +
+	"\aaborted\x18\n" +
+	" \x01(\x04R\aaborted\x12\x1f\n" +
+	"\vin_progress\x18\v \x01(\x04R\n" +
+	"inProgress\x12\x16\n" +
+	"\x06stored\x18\f \x01(\bR\x06stored\x12\x1f\n" +
+	"\vstore_error\x18\r \x01(\tR\n" +
+	"storeError\x12\x1d\n" +
+	"\n" +
+	"name_error\x18\x0e \x01(\tR\tnameError\x124\n" +
+	"\acreated\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\acreated\x12A\n" +
+	"\ftransactions\x18\x10 \x03(\v2\x1d.pgdr.v1.DivergentTransactionR\ftransactions\"\xbe\x01\n" +
+	"\x14DivergentTransaction\x12\x10\n" +
+	"\x03xid\x18\x01 \x01(\rR\x03xid\x12\x1d\n" +
+	"\n" +
+	"commit_lsn\x18\x02 \x01(\tR\tcommitLsn\x12;\n" +
+	"\vcommit_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"commitTime\x128\n" +
+	"\trelations\x18\x04 \x03(\v2\x1a.pgdr.v1.DivergentRelationR\trelations\"\x8a\x02\n" +
+	"\x11DivergentRelation\x12\x1e\n" +
+	"\n" +
+	"tablespace\x18\x01 \x01(\rR\n" +
+	"tablespace\x12\x1a\n" +
+	"\bdatabase\x18\x02 \x01(\rR\bdatabase\x12 \n" +
+	"\vrelfilenode\x18\x03 \x01(\rR\vrelfilenode\x12\x10\n" +
+	"\x03oid\x18\x04 \x01(\rR\x03oid\x12\x12\n" +
+	"\x04name\x18\x05 \x01(\tR\x04name\x12#\n" +
+	"\rdatabase_name\x18\x06 \x01(\tR\fdatabaseName\x12\x18\n" +
+	"\ainserts\x18\a \x01(\x04R\ainserts\x12\x18\n" +
+	"\aupdates\x18\b \x01(\x04R\aupdates\x12\x18\n" +
+	"\adeletes\x18\t \x01(\x04R\adeletes\"\x12\n" +
 	"\x10CommandResultAck2\xc9\x03\n" +
 	"\fAgentService\x129\n" +
 	"\x06Leader\x12\x16.pgdr.v1.LeaderRequest\x1a\x17.pgdr.v1.LeaderResponse\x12?\n" +
@@ -2705,7 +3116,7 @@ func file_pgdr_v1_agent_proto_rawDescGZIP() []byte {
 	return file_pgdr_v1_agent_proto_rawDescData
 }
 
-var file_pgdr_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_pgdr_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_pgdr_v1_agent_proto_goTypes = []any{
 	(*EpochRequest)(nil),          // 0: pgdr.v1.EpochRequest
 	(*EpochResponse)(nil),         // 1: pgdr.v1.EpochResponse
@@ -2735,30 +3146,33 @@ var file_pgdr_v1_agent_proto_goTypes = []any{
 	(*Restart)(nil),               // 25: pgdr.v1.Restart
 	(*SetSynchronous)(nil),        // 26: pgdr.v1.SetSynchronous
 	(*CommandResult)(nil),         // 27: pgdr.v1.CommandResult
-	(*CommandResultAck)(nil),      // 28: pgdr.v1.CommandResultAck
-	(*timestamppb.Timestamp)(nil), // 29: google.protobuf.Timestamp
-	(*Member)(nil),                // 30: pgdr.v1.Member
-	(*Backup)(nil),                // 31: pgdr.v1.Backup
-	(*Drill)(nil),                 // 32: pgdr.v1.Drill
-	(*BackupReport)(nil),          // 33: pgdr.v1.BackupReport
-	(*DrillReport)(nil),           // 34: pgdr.v1.DrillReport
+	(*DivergenceSummary)(nil),     // 28: pgdr.v1.DivergenceSummary
+	(*DivergentTransaction)(nil),  // 29: pgdr.v1.DivergentTransaction
+	(*DivergentRelation)(nil),     // 30: pgdr.v1.DivergentRelation
+	(*CommandResultAck)(nil),      // 31: pgdr.v1.CommandResultAck
+	(*timestamppb.Timestamp)(nil), // 32: google.protobuf.Timestamp
+	(*Member)(nil),                // 33: pgdr.v1.Member
+	(*Backup)(nil),                // 34: pgdr.v1.Backup
+	(*Drill)(nil),                 // 35: pgdr.v1.Drill
+	(*BackupReport)(nil),          // 36: pgdr.v1.BackupReport
+	(*DrillReport)(nil),           // 37: pgdr.v1.DrillReport
 }
 var file_pgdr_v1_agent_proto_depIdxs = []int32{
-	29, // 0: pgdr.v1.EpochResponse.now:type_name -> google.protobuf.Timestamp
+	32, // 0: pgdr.v1.EpochResponse.now:type_name -> google.protobuf.Timestamp
 	4,  // 1: pgdr.v1.RenewLeaseResponse.members:type_name -> pgdr.v1.FailsafeMember
-	29, // 2: pgdr.v1.LeaderResponse.now:type_name -> google.protobuf.Timestamp
-	30, // 3: pgdr.v1.RegisterRequest.member:type_name -> pgdr.v1.Member
-	29, // 4: pgdr.v1.RegisterResponse.now:type_name -> google.protobuf.Timestamp
-	29, // 5: pgdr.v1.HealthReport.time:type_name -> google.protobuf.Timestamp
-	29, // 6: pgdr.v1.HealthReport.archive_last_failed_time:type_name -> google.protobuf.Timestamp
+	32, // 2: pgdr.v1.LeaderResponse.now:type_name -> google.protobuf.Timestamp
+	33, // 3: pgdr.v1.RegisterRequest.member:type_name -> pgdr.v1.Member
+	32, // 4: pgdr.v1.RegisterResponse.now:type_name -> google.protobuf.Timestamp
+	32, // 5: pgdr.v1.HealthReport.time:type_name -> google.protobuf.Timestamp
+	32, // 6: pgdr.v1.HealthReport.archive_last_failed_time:type_name -> google.protobuf.Timestamp
 	12, // 7: pgdr.v1.HealthReport.replicas:type_name -> pgdr.v1.ReplicaState
-	29, // 8: pgdr.v1.HealthReport.failsafe_acked_at:type_name -> google.protobuf.Timestamp
+	32, // 8: pgdr.v1.HealthReport.failsafe_acked_at:type_name -> google.protobuf.Timestamp
 	11, // 9: pgdr.v1.HealthReport.archive_rpo:type_name -> pgdr.v1.ArchiveRPO
-	29, // 10: pgdr.v1.HealthReport.heartbeat_time:type_name -> google.protobuf.Timestamp
+	32, // 10: pgdr.v1.HealthReport.heartbeat_time:type_name -> google.protobuf.Timestamp
 	10, // 11: pgdr.v1.HealthReport.replication_slots:type_name -> pgdr.v1.ReplicationSlot
-	29, // 12: pgdr.v1.AgentCommand.issued_at:type_name -> google.protobuf.Timestamp
-	29, // 13: pgdr.v1.AgentCommand.deadline:type_name -> google.protobuf.Timestamp
-	29, // 14: pgdr.v1.AgentCommand.sent_at:type_name -> google.protobuf.Timestamp
+	32, // 12: pgdr.v1.AgentCommand.issued_at:type_name -> google.protobuf.Timestamp
+	32, // 13: pgdr.v1.AgentCommand.deadline:type_name -> google.protobuf.Timestamp
+	32, // 14: pgdr.v1.AgentCommand.sent_at:type_name -> google.protobuf.Timestamp
 	18, // 15: pgdr.v1.AgentCommand.ping:type_name -> pgdr.v1.Ping
 	19, // 16: pgdr.v1.AgentCommand.check_now:type_name -> pgdr.v1.CheckNow
 	20, // 17: pgdr.v1.AgentCommand.promote:type_name -> pgdr.v1.Promote
@@ -2768,32 +3182,37 @@ var file_pgdr_v1_agent_proto_depIdxs = []int32{
 	24, // 21: pgdr.v1.AgentCommand.demote:type_name -> pgdr.v1.Demote
 	26, // 22: pgdr.v1.AgentCommand.set_synchronous:type_name -> pgdr.v1.SetSynchronous
 	25, // 23: pgdr.v1.AgentCommand.restart:type_name -> pgdr.v1.Restart
-	31, // 24: pgdr.v1.AgentCommand.backup:type_name -> pgdr.v1.Backup
-	32, // 25: pgdr.v1.AgentCommand.drill:type_name -> pgdr.v1.Drill
+	34, // 24: pgdr.v1.AgentCommand.backup:type_name -> pgdr.v1.Backup
+	35, // 25: pgdr.v1.AgentCommand.drill:type_name -> pgdr.v1.Drill
 	17, // 26: pgdr.v1.AgentCommand.run_command:type_name -> pgdr.v1.RunCommand
 	16, // 27: pgdr.v1.AgentCommand.drop_slot:type_name -> pgdr.v1.DropSlot
-	29, // 28: pgdr.v1.Promote.settle_by:type_name -> google.protobuf.Timestamp
-	33, // 29: pgdr.v1.CommandResult.backup:type_name -> pgdr.v1.BackupReport
-	34, // 30: pgdr.v1.CommandResult.drill:type_name -> pgdr.v1.DrillReport
-	5,  // 31: pgdr.v1.AgentService.Leader:input_type -> pgdr.v1.LeaderRequest
-	7,  // 32: pgdr.v1.AgentService.Register:input_type -> pgdr.v1.RegisterRequest
-	9,  // 33: pgdr.v1.AgentService.Report:input_type -> pgdr.v1.HealthReport
-	14, // 34: pgdr.v1.AgentService.Commands:input_type -> pgdr.v1.CommandsRequest
-	27, // 35: pgdr.v1.AgentService.CompleteCommand:input_type -> pgdr.v1.CommandResult
-	2,  // 36: pgdr.v1.AgentService.RenewLease:input_type -> pgdr.v1.RenewLeaseRequest
-	0,  // 37: pgdr.v1.AgentService.Epoch:input_type -> pgdr.v1.EpochRequest
-	6,  // 38: pgdr.v1.AgentService.Leader:output_type -> pgdr.v1.LeaderResponse
-	8,  // 39: pgdr.v1.AgentService.Register:output_type -> pgdr.v1.RegisterResponse
-	13, // 40: pgdr.v1.AgentService.Report:output_type -> pgdr.v1.ReportSummary
-	15, // 41: pgdr.v1.AgentService.Commands:output_type -> pgdr.v1.AgentCommand
-	28, // 42: pgdr.v1.AgentService.CompleteCommand:output_type -> pgdr.v1.CommandResultAck
-	3,  // 43: pgdr.v1.AgentService.RenewLease:output_type -> pgdr.v1.RenewLeaseResponse
-	1,  // 44: pgdr.v1.AgentService.Epoch:output_type -> pgdr.v1.EpochResponse
-	38, // [38:45] is the sub-list for method output_type
-	31, // [31:38] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	32, // 28: pgdr.v1.Promote.settle_by:type_name -> google.protobuf.Timestamp
+	36, // 29: pgdr.v1.CommandResult.backup:type_name -> pgdr.v1.BackupReport
+	37, // 30: pgdr.v1.CommandResult.drill:type_name -> pgdr.v1.DrillReport
+	28, // 31: pgdr.v1.CommandResult.divergence:type_name -> pgdr.v1.DivergenceSummary
+	32, // 32: pgdr.v1.DivergenceSummary.created:type_name -> google.protobuf.Timestamp
+	29, // 33: pgdr.v1.DivergenceSummary.transactions:type_name -> pgdr.v1.DivergentTransaction
+	32, // 34: pgdr.v1.DivergentTransaction.commit_time:type_name -> google.protobuf.Timestamp
+	30, // 35: pgdr.v1.DivergentTransaction.relations:type_name -> pgdr.v1.DivergentRelation
+	5,  // 36: pgdr.v1.AgentService.Leader:input_type -> pgdr.v1.LeaderRequest
+	7,  // 37: pgdr.v1.AgentService.Register:input_type -> pgdr.v1.RegisterRequest
+	9,  // 38: pgdr.v1.AgentService.Report:input_type -> pgdr.v1.HealthReport
+	14, // 39: pgdr.v1.AgentService.Commands:input_type -> pgdr.v1.CommandsRequest
+	27, // 40: pgdr.v1.AgentService.CompleteCommand:input_type -> pgdr.v1.CommandResult
+	2,  // 41: pgdr.v1.AgentService.RenewLease:input_type -> pgdr.v1.RenewLeaseRequest
+	0,  // 42: pgdr.v1.AgentService.Epoch:input_type -> pgdr.v1.EpochRequest
+	6,  // 43: pgdr.v1.AgentService.Leader:output_type -> pgdr.v1.LeaderResponse
+	8,  // 44: pgdr.v1.AgentService.Register:output_type -> pgdr.v1.RegisterResponse
+	13, // 45: pgdr.v1.AgentService.Report:output_type -> pgdr.v1.ReportSummary
+	15, // 46: pgdr.v1.AgentService.Commands:output_type -> pgdr.v1.AgentCommand
+	31, // 47: pgdr.v1.AgentService.CompleteCommand:output_type -> pgdr.v1.CommandResultAck
+	3,  // 48: pgdr.v1.AgentService.RenewLease:output_type -> pgdr.v1.RenewLeaseResponse
+	1,  // 49: pgdr.v1.AgentService.Epoch:output_type -> pgdr.v1.EpochResponse
+	43, // [43:50] is the sub-list for method output_type
+	36, // [36:43] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_pgdr_v1_agent_proto_init() }
@@ -2825,7 +3244,7 @@ func file_pgdr_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pgdr_v1_agent_proto_rawDesc), len(file_pgdr_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   29,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

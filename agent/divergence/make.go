@@ -1,0 +1,155 @@
+package divergence
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/pgdr/pgdr/agent/pgctl"
+	"github.com/pgdr/pgdr/pkg/config"
+	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
+)
+
+// DefaultTimeout bounds Make: the rejoin waits for the report no longer
+// (reading and storing a few GB of WAL fits; a report that does not is
+// unknown, and the node's WAL is still in the data directory moved aside
+// by a re-clone, or gone with a rewind).
+const DefaultTimeout = 2 * time.Minute
+
+// Input is what Make needs.
+type Input struct {
+	Cfg *config.Config
+	// PG runs pg_controldata on the (stopped) data directory.
+	PG  *pgctl.Controller
+	Log *slog.Logger
+	// Epoch is the rejoin order's, NewPrimary and DSN the node it rejoins.
+	Epoch      uint64
+	NewPrimary string
+	DSN        string
+	// Now is the clock (nil: time.Now); Timeout bounds Make (0:
+	// DefaultTimeout); Resolver names relations (nil: DSNResolver(DSN)).
+	Now      func() time.Time
+	Timeout  time.Duration
+	Resolver Resolver
+}
+
+// Make makes the divergence report of this node before a rejoin changes
+// its data directory, stores it and returns it. It never fails: what it
+// could not read makes the report unknown (Error says why), a failure to
+// name relations or to store it is recorded in the report. It returns
+// nil only when the node is on the new primary's timeline already (a
+// rejoin tried again after pg_rewind rewound it): it diverged from
+// nothing.
+func Make(ctx context.Context, in Input) *Report {
+	now := time.Now
+	if in.Now != nil {
+		now = in.Now
+	}
+	log := in.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	timeout := in.Timeout
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	created := now().UTC()
+	r := &Report{ID: NewID(in.Cfg.Node.Name, created), Cluster: in.Cfg.Cluster, Node: in.Cfg.Node.Name, Created: created,
+		Epoch: in.Epoch, NewPrimary: in.NewPrimary, Status: StatusUnknown, Transactions: []Transaction{}}
+	pgdata := in.Cfg.Postgres.PGData
+	pgwal := filepath.Join(pgdata, "pg_wal")
+	if err := read(ctx, in, r, pgdata, pgwal); errors.Is(err, ErrSameTimeline) {
+		log.Info("divergence report: none, this node is on the new primary's timeline", "timeline", r.Timeline)
+		return nil
+	} else if err != nil {
+		r.Error = err.Error()
+		r.Segments = nil
+		log.Warn("divergence report: this node's WAL past the fork point cannot be read; reported as unknown", "id", r.ID, "err", err)
+	}
+	if err := Store(ctx, in.Cfg, log, r, pgwal); err != nil {
+		r.StoreError = err.Error()
+		log.Warn("divergence report: not stored in the repositories", "id", r.ID, "err", err)
+	}
+	log.Info("divergence report", "id", r.ID, "status", r.Status, "fork", r.Fork, "end", r.End, "bytes", r.Bytes,
+		"committed", r.Committed, "aborted", r.Aborted, "in_progress", r.InProgress, "stored", r.Stored)
+	return r
+}
+
+// read fills r from the data directory and the new primary.
+func read(ctx context.Context, in Input, r *Report, pgdata, pgwal string) error {
+	out, err := in.PG.Run(ctx, "pg_controldata", "-D", pgdata)
+	if err != nil {
+		return fmt.Errorf("this node's control data: %w", err)
+	}
+	tli, segSize, err := controlData(out)
+	if err != nil {
+		return err
+	}
+	r.Timeline = tli
+	conn, err := pgctl.Connect(ctx, in.DSN, "the new primary's DSN")
+	if err != nil {
+		return fmt.Errorf("connecting to the new primary %s for its timeline history: %w", in.NewPrimary, err)
+	}
+	newTLI, fork, err := Fork(ctx, conn, tli)
+	conn.Close(context.WithoutCancel(ctx))
+	r.NewTimeline = newTLI
+	if err != nil {
+		return err
+	}
+	r.Fork = fork.String()
+	rng, err := Read(ctx, pgwal, tli, segSize, fork)
+	if err != nil {
+		return err
+	}
+	res := in.Resolver
+	if res == nil {
+		res = DSNResolver(in.DSN)
+	}
+	if err := resolve(ctx, &rng, res); err != nil {
+		r.NameError = err.Error()
+	}
+	r.Status, r.End, r.EndReason, r.Bytes = StatusKnown, rng.End.String(), rng.EndReason, uint64(rng.End-rng.Fork)
+	r.Committed, r.Aborted, r.InProgress, r.Omitted = rng.Committed, rng.Aborted, rng.InProgress, rng.Omitted
+	r.Transactions, r.Segments = rng.Transactions, rng.Segments
+	if r.Transactions == nil {
+		r.Transactions = []Transaction{}
+	}
+	return nil
+}
+
+// MaxSummaryTransactions bounds the transactions a summary lists (the
+// coordinators keep summaries in their replicated history; the full list
+// is in the repositories).
+const MaxSummaryTransactions = 100
+
+// Summary is r as the rejoin order returns it to the coordinator: the
+// counts and the first MaxSummaryTransactions transactions.
+func Summary(r *Report) *pgdrv1.DivergenceSummary {
+	if r == nil {
+		return nil
+	}
+	s := &pgdrv1.DivergenceSummary{
+		Id: r.ID, Status: r.Status, Error: r.Error, Timeline: r.Timeline, NewTimeline: r.NewTimeline,
+		ForkLsn: r.Fork, EndLsn: r.End, Bytes: r.Bytes, Committed: uint64(r.Committed), Aborted: uint64(r.Aborted),
+		InProgress: uint64(r.InProgress), Stored: r.Stored, StoreError: r.StoreError, NameError: r.NameError,
+		Created: timestamppb.New(r.Created),
+	}
+	for _, tx := range r.Transactions[:min(len(r.Transactions), MaxSummaryTransactions)] {
+		t := &pgdrv1.DivergentTransaction{Xid: tx.XID, CommitLsn: tx.LSN, CommitTime: timestamppb.New(tx.CommitTime)}
+		for _, rel := range tx.Relations {
+			t.Relations = append(t.Relations, &pgdrv1.DivergentRelation{
+				Tablespace: rel.Tablespace, Database: rel.Database, Relfilenode: rel.RelFileNode, Oid: rel.OID,
+				Name: rel.Name, DatabaseName: rel.DatabaseName, Inserts: rel.Inserts, Updates: rel.Updates, Deletes: rel.Deletes,
+			})
+		}
+		s.Transactions = append(s.Transactions, t)
+	}
+	return s
+}

@@ -1,0 +1,125 @@
+package divergence
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
+)
+
+// Kind is the history event kind of a divergence report.
+const Kind = "divergence"
+
+// Detail keys of a divergence event.
+const (
+	DetailID        = "divergence_id"
+	DetailStatus    = "status"
+	DetailRange     = "range"
+	DetailBytes     = "bytes"
+	DetailCommitted = "committed"
+	// DetailSummary is the summary as protojson, its transactions cut to
+	// fit MaxDetailBytes; DetailListed says how many it lists.
+	DetailSummary = "summary"
+	DetailListed  = "listed"
+)
+
+// MaxDetailBytes bounds the encoded summary an event keeps.
+const MaxDetailBytes = 16 << 10
+
+// maxText bounds the summary's free texts (errors).
+const maxText = 1000
+
+// Bounded returns a copy of s that fits MaxDetailBytes encoded: free texts
+// clipped, and transactions dropped from the end until it fits.
+func Bounded(s *pgdrv1.DivergenceSummary) (*pgdrv1.DivergenceSummary, []byte, error) {
+	b := proto.Clone(s).(*pgdrv1.DivergenceSummary)
+	b.Error, b.StoreError, b.NameError = clip(b.Error), clip(b.StoreError), clip(b.NameError)
+	b.Id, b.Status, b.ForkLsn, b.EndLsn = clipN(b.Id, 200), clipN(b.Status, 32), clipN(b.ForkLsn, 32), clipN(b.EndLsn, 32)
+	for _, tx := range b.Transactions {
+		for _, r := range tx.Relations {
+			r.Name, r.DatabaseName = clipN(r.Name, 200), clipN(r.DatabaseName, 200)
+		}
+	}
+	for {
+		js, err := protojson.Marshal(b)
+		if err != nil {
+			return nil, nil, err
+		}
+		if len(js) <= MaxDetailBytes {
+			return b, js, nil
+		}
+		if len(b.Transactions) == 0 {
+			return nil, nil, fmt.Errorf("divergence summary %s: %d bytes without transactions", b.Id, len(js))
+		}
+		b.Transactions = b.Transactions[:len(b.Transactions)*3/4]
+	}
+}
+
+// Details are the history event details of summary s (bounded).
+func Details(s *pgdrv1.DivergenceSummary) (map[string]string, error) {
+	b, js, err := Bounded(s)
+	if err != nil {
+		return nil, err
+	}
+	d := map[string]string{
+		DetailID: b.GetId(), DetailStatus: b.GetStatus(), DetailSummary: string(js),
+		DetailListed: strconv.Itoa(len(b.GetTransactions())),
+	}
+	if b.GetStatus() == "known" {
+		d[DetailRange] = b.GetForkLsn() + ".." + b.GetEndLsn()
+		d[DetailBytes] = strconv.FormatUint(b.GetBytes(), 10)
+		d[DetailCommitted] = strconv.FormatUint(b.GetCommitted(), 10)
+	}
+	return d, nil
+}
+
+// ErrNotDivergence: the event is not a divergence report.
+var ErrNotDivergence = errors.New("not a divergence event")
+
+// FromEvent decodes the summary a divergence event holds.
+func FromEvent(ev *pgdrv1.HistoryEvent) (*pgdrv1.DivergenceSummary, error) {
+	if ev.GetKind() != Kind {
+		return nil, ErrNotDivergence
+	}
+	var s pgdrv1.DivergenceSummary
+	if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal([]byte(ev.GetDetails()[DetailSummary]), &s); err != nil {
+		return nil, fmt.Errorf("divergence event %d: its summary: %w", ev.GetSeq(), err)
+	}
+	return &s, nil
+}
+
+// Message is the event's message and the incident note: node's report in
+// one line. An unknown report says that the transactions are not known.
+func Message(node string, s *pgdrv1.DivergenceSummary) string {
+	if s.GetStatus() != "known" {
+		return fmt.Sprintf("divergence report %s of %s: unknown, the transactions it committed past the fork are not known: %s",
+			s.GetId(), node, clip(s.GetError()))
+	}
+	stored := "stored in the repositories"
+	if !s.GetStored() {
+		stored = "NOT stored in the repositories: " + clip(s.GetStoreError())
+	}
+	return fmt.Sprintf("divergence report %s of %s: WAL %s..%s (%d bytes) of timeline %d, past the point where timeline %d forked off it: %d transactions committed, %d aborted, %d in progress; %s",
+		s.GetId(), node, s.GetForkLsn(), s.GetEndLsn(), s.GetBytes(), s.GetTimeline(), s.GetNewTimeline(),
+		s.GetCommitted(), s.GetAborted(), s.GetInProgress(), stored)
+}
+
+// Same reports whether two reports say the same (a rejoin tried again
+// reads the same WAL again): recorded once.
+func Same(a, b *pgdrv1.DivergenceSummary) bool {
+	return a.GetStatus() == b.GetStatus() && a.GetForkLsn() == b.GetForkLsn() && a.GetEndLsn() == b.GetEndLsn() &&
+		a.GetCommitted() == b.GetCommitted() && a.GetError() == b.GetError() && a.GetTimeline() == b.GetTimeline()
+}
+
+func clip(s string) string { return clipN(s, maxText) }
+
+func clipN(s string, n int) string {
+	if r := []rune(s); len(r) > n {
+		return string(r[:n-1]) + "…"
+	}
+	return s
+}
