@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgdr/pgdr/agent/walship"
 	"github.com/pgdr/pgdr/pkg/config"
@@ -364,8 +365,17 @@ func TestFollowsNewTimeline(t *testing.T) {
 		}
 	}
 	ctx := context.Background()
-	if got, err := LocalPrimary(local(sb), "self")(ctx); err != nil || !strings.Contains(got, fmt.Sprintf("port=%d", e.pg.Port)) {
+	got, err := LocalPrimary(local(sb), "self")(ctx)
+	if err != nil || !strings.Contains(got, fmt.Sprintf("port=%d", e.pg.Port)) {
 		t.Fatalf("LocalPrimary beside the standby: %q, %v", got, err)
+	}
+	// pg_basebackup -R's primary_conninfo carries libpq-only keywords
+	// (sslcompression, gssencmode, ...) the server refuses as settings: what
+	// LocalPrimary returns connects.
+	if rc, err := pgconn.Connect(ctx, got+" replication=true"); err != nil {
+		t.Fatalf("connecting with LocalPrimary's %q: %v", got, err)
+	} else {
+		rc.Close(ctx)
 	}
 	if got, err := LocalPrimary(local(e.pg), "self")(ctx); err != nil || got != "self" {
 		t.Fatalf("LocalPrimary beside the primary: %q, %v", got, err)

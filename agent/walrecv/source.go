@@ -6,6 +6,8 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/pgdr/pgdr/pkg/conninfo"
 )
 
 // LocalPrimary is the Deps.Primary of a receiver beside a PostgreSQL
@@ -32,6 +34,10 @@ func LocalPrimary(connect func(context.Context) (*pgx.Conn, bool, error), self s
 		if ci == "" {
 			return "", errors.New("the local server is a replica with no primary_conninfo: nothing to stream from")
 		}
-		return ci, nil
+		// primary_conninfo is libpq's: written by pg_basebackup -R or by
+		// hand it carries keywords pgx would send the server as settings
+		// (sslcompression, gssencmode, ...), and the server refuses the
+		// connection.
+		return conninfo.ForPgx(ci), nil
 	}
 }
