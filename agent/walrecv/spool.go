@@ -156,6 +156,10 @@ type segWriter struct {
 	f       *os.File
 	written uint64
 	flushed uint64
+	// name is the segment of the file last opened: current reports it
+	// also once close closed the file, so the WAL flushed last before a
+	// stream ended (the primary lost with its region) is still uploaded.
+	name string
 	// done is called with a segment's name once it is complete and fsynced.
 	done func(name string)
 }
@@ -206,7 +210,7 @@ func (w *segWriter) open(segNo, off uint64) error {
 			return fmt.Errorf("spool %s: %w", w.dir, err)
 		}
 	}
-	w.f, w.segNo, w.written, w.flushed = f, segNo, off, off
+	w.f, w.segNo, w.written, w.flushed, w.name = f, segNo, off, off, name
 	return nil
 }
 
@@ -264,7 +268,7 @@ func (w *segWriter) finish() error {
 	if w.done != nil {
 		w.done(name)
 	}
-	w.segNo, w.written, w.flushed = w.segNo+1, 0, 0
+	w.segNo, w.written, w.flushed, w.name = w.segNo+1, 0, 0, ""
 	return nil
 }
 
@@ -283,13 +287,11 @@ func (w *segWriter) flush() error {
 func (w *segWriter) writePos() wal.LSN { return wal.LSN(w.segNo*w.segSize + w.written) }
 func (w *segWriter) flushPos() wal.LSN { return wal.LSN(w.segNo*w.segSize + w.flushed) }
 
-// current is the open segment's name and how many of its bytes are
-// fsynced ("" when no segment is open).
+// current is the segment being written and how many of its bytes are
+// fsynced: the open one, or the one close closed ("" when none was opened
+// since the last complete segment).
 func (w *segWriter) current() (string, uint64) {
-	if w.f == nil {
-		return "", 0
-	}
-	return strings.TrimSuffix(filepath.Base(w.f.Name()), partialSuffix), w.flushed
+	return w.name, w.flushed
 }
 
 // close fsyncs and closes the open file.
