@@ -302,8 +302,11 @@ func (g *Gate) allowed(ctx context.Context, qc *pgx.Conn, received uint64) (uint
 }
 
 // queryConn connects to the local server for the gate's queries.
-func (g *Gate) queryConn(ctx context.Context) (*pgx.Conn, error) {
-	pc, err := pgx.ParseConfig(g.cfg.DSN)
+func (g *Gate) queryConn(ctx context.Context) (*pgx.Conn, error) { return connect(ctx, g.cfg.DSN) }
+
+// connect connects to dsn as the agent for queries.
+func connect(ctx context.Context, dsn string) (*pgx.Conn, error) {
+	pc, err := pgx.ParseConfig(dsn)
 	if err != nil {
 		return nil, errors.New("commit gate: postgres.dsn does not parse")
 	}

@@ -1,4 +1,4 @@
-package commitgate
+package commitgate_test
 
 import (
 	"context"
@@ -14,6 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/pgdr/pgdr/agent/commitgate"
 	"github.com/pgdr/pgdr/agent/lease"
 	"github.com/pgdr/pgdr/pkg/testutil/pgtest"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
@@ -31,7 +32,7 @@ const (
 func TestMain(m *testing.M) {
 	if dsn := os.Getenv(childEnv); dsn != "" {
 		ms, _ := strconv.Atoi(os.Getenv(childValidEnv))
-		g := New(Config{DSN: dsn}, untilLease{until: time.Now().Add(time.Duration(ms) * time.Millisecond)}, nil)
+		g := commitgate.New(commitgate.Config{DSN: dsn}, untilLease{until: time.Now().Add(time.Duration(ms) * time.Millisecond)}, nil)
 		fmt.Println("gate running")
 		g.Run(context.Background())
 		return
@@ -164,16 +165,16 @@ func commitOK(t *testing.T, pg *pgtest.Cluster, conn *pgx.Conn, sql string) {
 }
 
 func gateConnected(t *testing.T, pg *pgtest.Cluster) bool {
-	return pg.QueryString(t, "SELECT count(*)::text FROM pg_stat_replication WHERE application_name = $1 AND state = 'streaming'", DefaultAppName) == "1"
+	return pg.QueryString(t, "SELECT count(*)::text FROM pg_stat_replication WHERE application_name = $1 AND state = 'streaming'", commitgate.DefaultAppName) == "1"
 }
 
 // TestCommitsStopAtLeaseDeadline: with a valid lease commits go through
 // the gate; once the lease's deadline passed a commit waits (and the gate
 // sent no acknowledgement after the deadline); a renewal lets it through.
 func TestCommitsStopAtLeaseDeadline(t *testing.T) {
-	pg := gatedServer(t, DefaultAppName)
+	pg := gatedServer(t, commitgate.DefaultAppName)
 	held, deadline := grantedLease(2500*time.Millisecond, 500*time.Millisecond)
-	g := New(Config{DSN: pg.DSN()}, held, nil)
+	g := commitgate.New(commitgate.Config{DSN: pg.DSN()}, held, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go g.Run(ctx)
@@ -227,7 +228,7 @@ func startChild(t *testing.T, pg *pgtest.Cluster, valid time.Duration) *exec.Cmd
 // TestGateKilled: kill -9 of the gate's process: commits stop, none is
 // acknowledged ungated.
 func TestGateKilled(t *testing.T) {
-	pg := gatedServer(t, DefaultAppName)
+	pg := gatedServer(t, commitgate.DefaultAppName)
 	child := startChild(t, pg, time.Hour)
 	conn := pg.Conn(t)
 	commitOK(t, pg, conn, "CREATE TABLE t (v int)")
@@ -250,9 +251,9 @@ func TestGateKilled(t *testing.T) {
 // TestGateTerminated: the gate's walsender terminated while the lease is
 // expired: the gate reconnects and still acknowledges nothing.
 func TestGateTerminated(t *testing.T) {
-	pg := gatedServer(t, DefaultAppName)
+	pg := gatedServer(t, commitgate.DefaultAppName)
 	held, _ := grantedLease(2500*time.Millisecond, 500*time.Millisecond)
-	g := New(Config{DSN: pg.DSN()}, held, nil)
+	g := commitgate.New(commitgate.Config{DSN: pg.DSN()}, held, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go g.Run(ctx)
@@ -261,10 +262,10 @@ func TestGateTerminated(t *testing.T) {
 	waitFor(t, 30*time.Second, "the lease deadline", func() bool { ok, _ := held.Serving(time.Now()); return !ok })
 	pid, done := pendingCommit(t, pg, "INSERT INTO t VALUES (1)")
 	waitSyncRep(t, pg, pid)
-	old := pg.QueryString(t, "SELECT pid::text FROM pg_stat_replication WHERE application_name = $1", DefaultAppName)
-	pg.Exec(t, "SELECT pg_terminate_backend(pid) FROM pg_stat_replication WHERE application_name = $1", DefaultAppName)
+	old := pg.QueryString(t, "SELECT pid::text FROM pg_stat_replication WHERE application_name = $1", commitgate.DefaultAppName)
+	pg.Exec(t, "SELECT pg_terminate_backend(pid) FROM pg_stat_replication WHERE application_name = $1", commitgate.DefaultAppName)
 	waitFor(t, 30*time.Second, "the gate to reconnect", func() bool {
-		return gateConnected(t, pg) && pg.QueryString(t, "SELECT pid::text FROM pg_stat_replication WHERE application_name = $1", DefaultAppName) != old
+		return gateConnected(t, pg) && pg.QueryString(t, "SELECT pid::text FROM pg_stat_replication WHERE application_name = $1", commitgate.DefaultAppName) != old
 	})
 	select {
 	case err := <-done:
@@ -284,15 +285,15 @@ func TestComposition(t *testing.T) {
 	sb.Start(t)
 	conn := pg.Conn(t)
 	ctx := context.Background()
-	if err := Apply(ctx, conn, `FIRST 1 ("sb1")`, DefaultAppName, true); err != nil {
+	if err := commitgate.Apply(ctx, conn, `FIRST 1 ("sb1")`, commitgate.DefaultAppName, true); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 30*time.Second, "the gated setting", func() bool {
-		v, gated, err := Requested(ctx, conn, DefaultAppName)
+		v, gated, err := commitgate.Requested(ctx, conn, commitgate.DefaultAppName)
 		return err == nil && gated && v == `FIRST 1 ("sb1")`
 	})
 	held, _ := grantedLease(time.Hour, time.Second)
-	g := New(Config{DSN: pg.DSN()}, held, nil)
+	g := commitgate.New(commitgate.Config{DSN: pg.DSN()}, held, nil)
 	gctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go g.Run(gctx)
@@ -380,7 +381,7 @@ func TestFreeze(t *testing.T) {
 		t.Run(fmt.Sprintf("gated=%v", gated), func(t *testing.T) {
 			ssn := ""
 			if gated {
-				ssn = DefaultAppName
+				ssn = commitgate.DefaultAppName
 			}
 			pg := gatedServer(t, ssn)
 			const valid = 4 * time.Second
@@ -423,9 +424,9 @@ func TestFreeze(t *testing.T) {
 			// The gate replied after the resume (it is alive) and its flush
 			// position is still short of the server's WAL.
 			waitFor(t, 30*time.Second, "a reply from the resumed gate", func() bool {
-				return pg.QueryString(t, "SELECT coalesce(reply_time > $1, false)::text FROM pg_stat_replication WHERE application_name = $2", resumedAt, DefaultAppName) == "true"
+				return pg.QueryString(t, "SELECT coalesce(reply_time > $1, false)::text FROM pg_stat_replication WHERE application_name = $2", resumedAt, commitgate.DefaultAppName) == "true"
 			})
-			if got := pg.QueryString(t, "SELECT (flush_lsn < pg_current_wal_lsn())::text FROM pg_stat_replication WHERE application_name = $1", DefaultAppName); got != "true" {
+			if got := pg.QueryString(t, "SELECT (flush_lsn < pg_current_wal_lsn())::text FROM pg_stat_replication WHERE application_name = $1", commitgate.DefaultAppName); got != "true" {
 				t.Fatalf("the resumed gate acknowledged the server's whole WAL (flush_lsn < current: %s)", got)
 			}
 			select {

@@ -3,7 +3,9 @@ package commitgate
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -102,4 +104,38 @@ func Settle(ctx context.Context, conn *pgx.Conn, app string, gate bool) (bool, e
 		return false, nil
 	}
 	return true, Apply(ctx, conn, value, app, gate)
+}
+
+// SettleOff puts back the coordinator's value where PostgreSQL's setting
+// still names the gate while lease-gated commits are off (Settle with
+// gate off), trying every few seconds until it could look once or ctx
+// ends.
+func SettleOff(ctx context.Context, dsn string, log *slog.Logger) {
+	for {
+		err := settleOff(ctx, dsn, log)
+		if err == nil || ctx.Err() != nil {
+			return
+		}
+		log.Debug("checking synchronous_standby_names for a commit gate's setting", "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(5 * time.Second):
+		}
+	}
+}
+
+func settleOff(ctx context.Context, dsn string, log *slog.Logger) error {
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	conn, err := connect(cctx, dsn)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	changed, err := Settle(cctx, conn, DefaultAppName, false)
+	if changed && err == nil {
+		log.Warn("failover.lease_gated_commits is off: synchronous_standby_names named the commit gate; the coordinator's value is back (" + RequestedGUC + ")")
+	}
+	return err
 }

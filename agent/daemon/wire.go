@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pgdr/pgdr/agent/backuprun"
+	"github.com/pgdr/pgdr/agent/commitgate"
 	"github.com/pgdr/pgdr/agent/drillrun"
 	"github.com/pgdr/pgdr/agent/failsafe"
 	"github.com/pgdr/pgdr/agent/health"
@@ -79,6 +80,11 @@ func build(cfg *config.Config, shipper *walship.Shipper, log *slog.Logger, opt o
 		Report: latest,
 		Log:    log,
 	})
+	if cfg.Failover.LeaseGatedCommits.On() && len(cfg.Coordinator.Addresses) > 0 {
+		// Acknowledges only while the failsafe's Serving (the lease's
+		// verdict, extended only while every member acknowledges) holds.
+		d.gate = commitgate.New(commitgate.Config{DSN: cfg.Postgres.DSN, Settle: true}, d.failsafe, log)
+	}
 	d.wd = watchdog.New(watchdogConfig(cfg), watchdog.Deps{
 		Lease:    held,
 		Epoch:    d.epoch.Current,

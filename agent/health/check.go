@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/pgdr/pgdr/agent/commitgate"
 	"github.com/pgdr/pgdr/agent/pgctl"
 	"github.com/pgdr/pgdr/pkg/config"
 	"github.com/pgdr/pgdr/pkg/wal"
@@ -47,11 +48,17 @@ type Config struct {
 	// of the first of its unbroken run, and its interval: a primary
 	// reports those instead of reading its table. Nil: heartbeat disabled.
 	Heartbeat func() (last, runStart time.Time, interval time.Duration)
+	// CommitGate is the commit gate's application_name with lease-gated
+	// commits on (agent/commitgate), "" with them off: see replication.
+	CommitGate string
 }
 
 // ConfigFrom takes a Checker's settings from the agent's configuration.
 func ConfigFrom(c *config.Config) Config {
 	out := Config{Cluster: c.Cluster, Node: c.Node.Name, PGData: c.Postgres.PGData, DSN: c.Postgres.DSN}
+	if c.Failover.LeaseGatedCommits.On() {
+		out.CommitGate = commitgate.DefaultAppName
+	}
 	for _, r := range c.Repos {
 		mode := r.Mode
 		if mode == "" {
