@@ -16,6 +16,7 @@ import (
 
 	"github.com/pgdr/pgdr/agent/commitgate"
 	"github.com/pgdr/pgdr/agent/lease"
+	"github.com/pgdr/pgdr/pkg/testutil"
 	"github.com/pgdr/pgdr/pkg/testutil/pgtest"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
@@ -70,6 +71,17 @@ func grantedLease(ttl, margin time.Duration) (*lease.Holder, time.Time) {
 	l := lease.NewLease(now, ttl, margin)
 	l.Answer("n1", 1, now, &pgdrv1.RenewLeaseResponse{Granted: true, Epoch: 1})
 	return lease.NewHolder(l), l.Deadline()
+}
+
+// runGate runs a gate on pg, on a lease granted now with ttl and margin,
+// until the test ends.
+func runGate(t *testing.T, pg *pgtest.Cluster, ttl, margin time.Duration) (*lease.Holder, time.Time, *commitgate.Gate) {
+	held, deadline := grantedLease(ttl, margin)
+	g := commitgate.New(commitgate.Config{DSN: pg.DSN()}, held, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go g.Run(ctx)
+	return held, deadline, g
 }
 
 // waitFor polls cond every 20ms until it holds or limit passes.
@@ -173,11 +185,7 @@ func gateConnected(t *testing.T, pg *pgtest.Cluster) bool {
 // sent no acknowledgement after the deadline); a renewal lets it through.
 func TestCommitsStopAtLeaseDeadline(t *testing.T) {
 	pg := gatedServer(t, commitgate.DefaultAppName)
-	held, deadline := grantedLease(2500*time.Millisecond, 500*time.Millisecond)
-	g := commitgate.New(commitgate.Config{DSN: pg.DSN()}, held, nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go g.Run(ctx)
+	held, deadline, g := runGate(t, pg, 2500*time.Millisecond, 500*time.Millisecond)
 	conn := pg.Conn(t)
 	commitOK(t, pg, conn, "CREATE TABLE t (v int)")
 	commitOK(t, pg, conn, "INSERT INTO t VALUES (1)")
@@ -252,11 +260,7 @@ func TestGateKilled(t *testing.T) {
 // expired: the gate reconnects and still acknowledges nothing.
 func TestGateTerminated(t *testing.T) {
 	pg := gatedServer(t, commitgate.DefaultAppName)
-	held, _ := grantedLease(2500*time.Millisecond, 500*time.Millisecond)
-	g := commitgate.New(commitgate.Config{DSN: pg.DSN()}, held, nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go g.Run(ctx)
+	held, _, _ := runGate(t, pg, 2500*time.Millisecond, 500*time.Millisecond)
 	conn := pg.Conn(t)
 	commitOK(t, pg, conn, "CREATE TABLE t (v int)")
 	waitFor(t, 30*time.Second, "the lease deadline", func() bool { ok, _ := held.Serving(time.Now()); return !ok })
@@ -285,6 +289,16 @@ func TestComposition(t *testing.T) {
 	sb.Start(t)
 	conn := pg.Conn(t)
 	ctx := context.Background()
+	// A standby about to be promoted takes the gated setting too (the
+	// coordinator sets it before the promotion): inert until then.
+	sbConn := sb.Conn(t)
+	if err := commitgate.Apply(ctx, sbConn, `FIRST 1 ("pg-x")`, commitgate.DefaultAppName, true); err != nil {
+		t.Fatalf("the gated setting on a standby: %v", err)
+	}
+	waitFor(t, 30*time.Second, "the gated setting on the standby", func() bool {
+		v, gated, err := commitgate.Requested(ctx, sbConn, commitgate.DefaultAppName)
+		return err == nil && gated && v == `FIRST 1 ("pg-x")`
+	})
 	if err := commitgate.Apply(ctx, conn, `FIRST 1 ("sb1")`, commitgate.DefaultAppName, true); err != nil {
 		t.Fatal(err)
 	}
@@ -292,11 +306,7 @@ func TestComposition(t *testing.T) {
 		v, gated, err := commitgate.Requested(ctx, conn, commitgate.DefaultAppName)
 		return err == nil && gated && v == `FIRST 1 ("sb1")`
 	})
-	held, _ := grantedLease(time.Hour, time.Second)
-	g := commitgate.New(commitgate.Config{DSN: pg.DSN()}, held, nil)
-	gctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go g.Run(gctx)
+	_, _, g := runGate(t, pg, time.Hour, time.Second)
 	waitFor(t, 30*time.Second, "the standby to stream", func() bool {
 		return pg.QueryString(t, "SELECT count(*)::text FROM pg_stat_replication WHERE application_name = 'sb1' AND state = 'streaming'") == "1"
 	})
@@ -349,25 +359,7 @@ func postgresPIDs(t *testing.T, pgdata string) []int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pids := []int{pm}
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		st, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid ...
-		rest := string(st[strings.LastIndexByte(string(st), ')')+2:])
-		f := strings.Fields(rest)
-		if len(f) > 1 && f[1] == strconv.Itoa(pm) {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
+	return testutil.ProcessTree(pm)
 }
 
 // TestFreeze: PostgreSQL (postmaster and every child) and the gate's

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -86,6 +87,10 @@ func TestDaemonGatesCommits(t *testing.T) {
 	case err := <-done:
 		t.Fatalf("a commit returned with no lease granted (err %v)", err)
 	case <-time.After(500 * time.Millisecond):
+	}
+	if _, body := get(t, d.Handler(), "GET", "/metrics"); !strings.Contains(body, `pgdr_agent_commit_gate_connected{cluster="main",node="pg-a2"} 1`) ||
+		!strings.Contains(body, "pgdr_agent_commit_gate_withheld_total") {
+		t.Errorf("/metrics has no connected commit gate:\n%s", body)
 	}
 	d.lease.Update(func(l *lease.Lease) {
 		l.Answer("pg-a2", 1, time.Now(), &pgdrv1.RenewLeaseResponse{Granted: true})

@@ -94,6 +94,9 @@ func build(cfg *config.Config, shipper *walship.Shipper, log *slog.Logger, opt o
 	})
 	d.guard = watchdog.NewGuard(watchdog.GuardConfig{PGData: cfg.Postgres.PGData, BootID: func() string { return watchdog.ReadBootID(d.bootIDPath) }}, d.wd, log)
 	d.metrics = newMetrics(cfg.Cluster, cfg.Node.Name, latest, d.failsafe.Gauges)
+	if d.gate != nil {
+		d.metrics.registerGate(d.gate.Stats)
+	}
 	d.lclock = leaderclock.New(log, d.metrics.clockSkew)
 	d.hooks = hooks.New(cfg, log, prometheus.WrapRegistererWith(prometheus.Labels{"cluster": cfg.Cluster, "node": cfg.Node.Name}, d.metrics.reg))
 	// The failsafe annotates every report, and every newer one reaches

@@ -1,0 +1,126 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgdr/pgdr/pkg/testutil"
+)
+
+// TestFreezeLeaseGated: issue 21's freeze test in the lab. Every process
+// of the primary's node (PostgreSQL and all its children, the agent and
+// its children: the watchdog; the commit gate runs in the agent) is
+// stopped with SIGSTOP while clients hold open connections to it and
+// write; the coordinators promote a replica, which takes a write; the old
+// node is resumed. With failover.lease_gated_commits on, the old primary
+// acknowledges none of the writes in flight (all of them would come after
+// the new primary's first). With it off the same sequence shows the
+// window: what the old primary acknowledged after the new primary's first
+// write is reported, not asserted.
+func TestFreezeLeaseGated(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the lab")
+	}
+	for _, gated := range []bool{true, false} {
+		t.Run(fmt.Sprintf("gated=%v", gated), func(t *testing.T) {
+			env := "PGDR_LAB_LEASE_GATED=off"
+			if gated {
+				env = "PGDR_LAB_LEASE_GATED=on"
+			}
+			l := startLab(t, env)
+			epoch := l.wantPrimary(t, "pg-a1")
+			for _, n := range []string{"pg-a2", "pg-b1"} {
+				l.waitHealthyReplica(t, n, 90*time.Second)
+			}
+			if _, err := l.psql("pg-a1", "CREATE TABLE frozen_writes (node text, client int)"); err != nil {
+				t.Fatal(err)
+			}
+			const clients = 3
+			conns := make([]*pgx.Conn, clients)
+			for i := range conns {
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				c, err := pgx.Connect(ctx, fmt.Sprintf("host=127.0.0.1 port=%d user=postgres dbname=postgres", l.pgPort("pg-a1")))
+				cancel()
+				if err != nil {
+					t.Fatal(err)
+				}
+				conns[i] = c
+				if _, err := c.Exec(context.Background(), "INSERT INTO frozen_writes VALUES ('pg-a1', $1)", i); err != nil {
+					t.Fatalf("client %d's write before the freeze: %v", i, err)
+				}
+			}
+			agentPid := readPid(t, filepath.Join(l.dir, "pg-a1", "agent.pid"))
+			pmPid := readPid(t, filepath.Join(l.dir, "pg-a1", "pgdata", "postmaster.pid"))
+			pids := append(testutil.ProcessTree(agentPid), testutil.ProcessTree(pmPid)...)
+			for _, p := range pids {
+				_ = syscall.Kill(p, syscall.SIGSTOP)
+			}
+			frozen := time.Now()
+			resumed := false
+			resume := func() {
+				if !resumed {
+					for _, p := range pids {
+						_ = syscall.Kill(p, syscall.SIGCONT)
+					}
+					resumed = true
+				}
+			}
+			defer resume()
+			type result struct {
+				client int
+				err    error
+				at     time.Time
+			}
+			results := make(chan result, clients)
+			for i, c := range conns {
+				go func() {
+					ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+					defer cancel()
+					_, err := c.Exec(ctx, "INSERT INTO frozen_writes VALUES ('pg-a1', $1)", 100+i)
+					results <- result{i, err, time.Now()}
+				}()
+			}
+			newPrimary, _ := l.waitNewPrimary(t, "pg-a1", epoch, 2*time.Minute)
+			var firstNew time.Time
+			for end := time.Now().Add(time.Minute); ; {
+				if l.tryWriteWithin(newPrimary, "frozen_writes", 2*time.Second) {
+					firstNew = time.Now()
+					break
+				}
+				if time.Now().After(end) {
+					t.Fatalf("the new primary %s took no write within a minute", newPrimary)
+				}
+			}
+			t.Logf("froze pg-a1 at %s; %s promoted and took its first write %s later", frozen.Format("15:04:05.000"), newPrimary, firstNew.Sub(frozen).Round(time.Millisecond))
+			resume()
+			var late []string
+			for range clients {
+				select {
+				case r := <-results:
+					if r.err == nil {
+						late = append(late, fmt.Sprintf("client %d at %s (%s after the new primary's first write)", r.client, r.at.Format("15:04:05.000"), r.at.Sub(firstNew).Round(time.Millisecond)))
+					} else {
+						t.Logf("client %d: not acknowledged: %v", r.client, r.err)
+					}
+				case <-time.After(2 * time.Minute):
+					t.Fatal("a client's write neither returned nor failed within 2 minutes of the resume")
+				}
+			}
+			for _, c := range conns {
+				c.Close(context.Background())
+			}
+			switch {
+			case gated && len(late) > 0:
+				t.Fatalf("with lease-gated commits the old primary acknowledged writes after the new primary's first: %v", late)
+			case !gated:
+				t.Logf("WINDOW (gate off): the old primary acknowledged %d of %d writes in flight after the new primary's first: %v", len(late), clients, late)
+			}
+		})
+	}
+}
