@@ -17,6 +17,10 @@ import (
 	"github.com/pgdr/pgdr/pkg/wal"
 )
 
+// idlePoll is how often the gate looks at the lease again while it holds
+// WAL it may not acknowledge (no lease).
+const idlePoll = 50 * time.Millisecond
+
 // Lease is the primary lease as the gate reads it: whether the node may
 // serve writes at now (a monotonic reading of time.Now). The daemon
 // passes the failsafe's Serving: the lease's verdict (granted, not
@@ -55,8 +59,9 @@ type Stats struct {
 	// (monotonic reading; zero before any): after the lease's deadline
 	// none may.
 	LastAdvance time.Time
-	// Withheld counts replies that could have advanced but did not
-	// because the lease was not valid.
+	// Withheld counts looks at WAL not yet acknowledged that found the
+	// lease not valid (on a replica, where the gate never acknowledges,
+	// it counts up too).
 	Withheld int
 }
 
@@ -171,10 +176,16 @@ func (g *Gate) stream(ctx context.Context) error {
 	g.mu.Lock()
 	g.st.Connected, g.st.Received, g.st.Acked = true, received, 0
 	g.mu.Unlock()
+	leaseOK := true // as last read: while not, look again every idle
 	for {
 		wait := g.cfg.Status
-		if received > acked {
+		switch {
+		case received > acked && leaseOK:
 			wait = g.cfg.Poll
+		case received > acked:
+			// No lease (a replica, a primary not granted yet or past its
+			// deadline): look again soon, without polling the server.
+			wait = min(g.cfg.Status, idlePoll)
 		}
 		rctx, cancel := context.WithTimeout(ctx, wait)
 		msg, err := rc.ReceiveMessage(rctx)
@@ -219,21 +230,26 @@ func (g *Gate) stream(ctx context.Context) error {
 		}
 		target := acked
 		if received > acked {
-			allowed, err := g.allowed(ctx, qc, received)
-			if err != nil {
-				return err
-			}
-			// The check and the send, back to back: the monotonic clock
-			// is read after everything else, right before the reply
-			// goes out (see the package comment).
-			if allowed > acked {
-				if ok, _ := g.lease.Serving(g.now()); ok {
-					target = allowed
-				} else {
-					g.mu.Lock()
-					g.st.Withheld++
-					g.mu.Unlock()
+			// A first look at the lease spares the server the standbys'
+			// query while there is none; it decides nothing.
+			if leaseOK, _ = g.lease.Serving(g.now()); leaseOK {
+				allowed, err := g.allowed(ctx, qc, received)
+				if err != nil {
+					return err
 				}
+				// The check and the send, back to back: the monotonic
+				// clock is read after everything else, right before the
+				// reply goes out (see the package comment).
+				if allowed > acked {
+					if leaseOK, _ = g.lease.Serving(g.now()); leaseOK {
+						target = allowed
+					}
+				}
+			}
+			if !leaseOK {
+				g.mu.Lock()
+				g.st.Withheld++
+				g.mu.Unlock()
 			}
 		}
 		if target == acked && !replyNow && !due {

@@ -97,7 +97,7 @@ func (m *metrics) registerGate(stats func() commitgate.Stats) {
 		}),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "pgdr_agent_commit_gate_withheld_total",
-			Help: "Acknowledgements the commit gate withheld because the primary lease was not valid (commits kept waiting).",
+			Help: "Times the commit gate held WAL it would acknowledge and found the primary lease not valid: commits kept waiting (on a replica, where it never acknowledges, it counts up too).",
 		}, func() float64 { return float64(stats().Withheld) }))
 }
 

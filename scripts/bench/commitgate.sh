@@ -5,8 +5,8 @@
 #
 # Prints figures; asserts nothing (the issue's target: the gate costs
 # <= 10% TPS). One PostgreSQL 15 server on 127.0.0.1 under $PGDR_BENCH_DIR
-# (default /tmp/pgdr-bench-commitgate), fsync on, pgbench -i -s BENCH_SCALE
-# (10). Two modes, their runs interleaved (off, on, off, on, ...) so that
+# (default /tmp/pgdr-bench-commitgate), fsync BENCH_FSYNC (on; off isolates
+# the gate's own cost from the disk's flush), pgbench -i -s BENCH_SCALE (10). Two modes, their runs interleaved (off, on, off, on, ...) so that
 # drift on a shared machine hits both alike:
 #   off  synchronous_standby_names = '' (commits acknowledged on local flush)
 #   on   a commit gate (scripts/bench/gatehold: agent/commitgate on a lease
@@ -23,6 +23,7 @@ SCALE=${BENCH_SCALE:-10}
 CLIENTS=${BENCH_CLIENTS:-4}
 SECS=${BENCH_SECONDS:-20}
 RUNS=${BENCH_RUNS:-3}
+FSYNC=${BENCH_FSYNC:-on}
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
@@ -45,6 +46,7 @@ listen_addresses = '127.0.0.1'
 unix_socket_directories = '$BENCH'
 max_wal_senders = 10
 shared_buffers = 128MB
+fsync = $FSYNC
 CONF
 as_pg "$PGBIN/pg_ctl" -D "$DATA" -l "$BENCH/postgres.log" -w start >/dev/null
 DSN="host=127.0.0.1 port=$PORT user=postgres dbname=postgres sslmode=disable"
@@ -85,7 +87,7 @@ gate_off
 off_tps=$(cut -d' ' -f1 "$BENCH/off.txt" | median); off_lat=$(cut -d' ' -f2 "$BENCH/off.txt" | median)
 on_tps=$(cut -d' ' -f1 "$BENCH/on.txt" | median); on_lat=$(cut -d' ' -f2 "$BENCH/on.txt" | median)
 echo
-echo "pgbench -c $CLIENTS -j 2 -T $SECS, scale $SCALE, median of $RUNS (fsync on)"
+echo "pgbench -c $CLIENTS -j 2 -T $SECS, scale $SCALE, median of $RUNS (fsync $FSYNC)"
 printf '%-22s %10s %14s\n' mode tps latency_ms
 printf '%-22s %10s %14s\n' "gate off (async)" "$off_tps" "$off_lat"
 printf '%-22s %10s %14s\n' "gate on" "$on_tps" "$on_lat"
