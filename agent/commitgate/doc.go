@@ -39,9 +39,14 @@
 // one particular member. So while gating, PostgreSQL's own setting is the
 // gate alone and the coordinator's value (what set_synchronous asked for)
 // is kept in the custom setting pgdr.synchronous_standby_names
-// (RequestedGUC, in postgresql.auto.conf). The gate enforces it itself:
-// while it holds WAL it has not acknowledged it reads pg_stat_replication
-// on the local server every few milliseconds and acknowledges no further
+// (RequestedGUC, in postgresql.auto.conf). The gate enforces it itself.
+// It reads the requested value at most every second by itself (a change
+// by hand counts within that), and at once when a set_synchronous order
+// asks (Refresh: the order is reported done only after the gate read the
+// new value, as PostgreSQL's own setting counts once SHOW gives it). With
+// standbys required, while it holds WAL it has not acknowledged it reads
+// pg_stat_replication on the local server every few milliseconds (Poll)
+// and acknowledges no further
 // than syncnames.Required gives for the requested FIRST n / ANY n over the
 // walsenders other than itself — PostgreSQL's own rule (streaming, with a
 // flush position, named; FIRST: the lowest flush of the n

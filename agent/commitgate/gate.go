@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -74,7 +75,25 @@ type Gate struct {
 
 	mu sync.Mutex
 	st Stats
+
+	// want is bumped by Refresh; the stream reads the requested setting
+	// again when it is ahead of have, and at least every reread.
+	want, have atomic.Uint64
+	// req is the requested setting as last read (the stream's own).
+	req requested
 }
+
+// requested is the coordinator's setting as the gate last read it.
+type requested struct {
+	value string
+	gated bool
+	at    time.Time // zero: read it before using it
+}
+
+// reread is how often the gate reads the requested setting again by
+// itself (changes made through Refresh are read at once): a change by
+// hand (ALTER SYSTEM) counts within this.
+const reread = time.Second
 
 // New builds a gate for cfg reading lease.
 func New(cfg Config, lease Lease, log *slog.Logger) *Gate {
@@ -172,6 +191,7 @@ func (g *Gate) stream(ctx context.Context) error {
 	g.log.Info("commit gate streaming", "from", sys.XLogPos, "timeline", sys.Timeline)
 	received := uint64(sys.XLogPos)
 	var acked uint64
+	g.req = requested{}
 	var lastReply time.Time
 	g.mu.Lock()
 	g.st.Connected, g.st.Received, g.st.Acked = true, received, 0
@@ -224,6 +244,11 @@ func (g *Gate) stream(ctx context.Context) error {
 		g.mu.Lock()
 		g.st.Received = received
 		g.mu.Unlock()
+		if g.want.Load() != g.have.Load() {
+			if _, _, err := g.requested(ctx, qc); err != nil {
+				return err
+			}
+		}
 		due := g.now().Sub(lastReply) >= g.cfg.Status
 		if received <= acked && !replyNow && !due {
 			continue
@@ -277,9 +302,9 @@ func (g *Gate) stream(ctx context.Context) error {
 // synchronous_standby_names lets a commit through (syncnames.Required on
 // the local pg_stat_replication, the gate itself left out).
 func (g *Gate) allowed(ctx context.Context, qc *pgx.Conn, received uint64) (uint64, error) {
-	req, gated, err := Requested(ctx, qc, g.cfg.AppName)
+	req, gated, err := g.requested(ctx, qc)
 	if err != nil {
-		return 0, fmt.Errorf("commit gate: %w", err)
+		return 0, err
 	}
 	if !gated || req == "" {
 		// Not gated (commits do not wait for the gate) or no standby
@@ -315,6 +340,39 @@ func (g *Gate) allowed(ctx context.Context, qc *pgx.Conn, received uint64) (uint
 		return 0, nil
 	}
 	return min(lsn, received), nil
+}
+
+// requested is the coordinator's setting (Requested), read again when
+// Refresh asked for it or reread passed.
+func (g *Gate) requested(ctx context.Context, qc *pgx.Conn) (string, bool, error) {
+	w := g.want.Load()
+	if w != g.have.Load() || g.req.at.IsZero() || g.now().Sub(g.req.at) >= reread {
+		v, gated, err := Requested(ctx, qc, g.cfg.AppName)
+		if err != nil {
+			return "", false, fmt.Errorf("commit gate: %w", err)
+		}
+		g.req = requested{value: v, gated: gated, at: g.now()}
+		g.have.Store(w)
+	}
+	return g.req.value, g.req.gated, nil
+}
+
+// Refresh returns once the gate enforces the requested setting as it is
+// now: it reads it again (a set_synchronous order calls it after the
+// reload, before it reports the new setting applied), or it is not
+// connected (it reads the setting afresh when it connects).
+func (g *Gate) Refresh(ctx context.Context) error {
+	w := g.want.Add(1)
+	for {
+		if g.have.Load() >= w || !g.Stats().Connected {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("commit gate: waiting for it to read the new synchronous_standby_names: %w", ctx.Err())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
 }
 
 // queryConn connects to the local server for the gate's queries.

@@ -429,3 +429,37 @@ func TestFreeze(t *testing.T) {
 		})
 	}
 }
+
+// TestRefresh: the gate reads the requested setting again at most every
+// second by itself; a set_synchronous order calls Refresh after its
+// reload, and from its return on the gate enforces the new value: a
+// commit right after a standby is required waits for it.
+func TestRefresh(t *testing.T) {
+	pg := gatedServer(t, commitgate.DefaultAppName)
+	_, _, g := runGate(t, pg, time.Hour, time.Second)
+	conn := pg.Conn(t)
+	ctx := context.Background()
+	commitOK(t, pg, conn, "CREATE TABLE t (v int)")
+	for i := range 3 { // commits keep the gate's cached value fresh
+		commitOK(t, pg, conn, fmt.Sprintf("INSERT INTO t VALUES (%d)", i))
+	}
+	if err := commitgate.Apply(ctx, conn, `FIRST 1 ("absent")`, commitgate.DefaultAppName, true); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "the new setting", func() bool {
+		v, _, err := commitgate.Requested(ctx, conn, commitgate.DefaultAppName)
+		return err == nil && v == `FIRST 1 ("absent")`
+	})
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := g.Refresh(rctx); err != nil {
+		t.Fatal(err)
+	}
+	pid, done := pendingCommit(t, pg, "INSERT INTO t VALUES (10)")
+	waitSyncRep(t, pg, pid)
+	select {
+	case err := <-done:
+		t.Fatalf("a commit went through after Refresh although the required standby is absent (err %v)", err)
+	case <-time.After(time.Second):
+	}
+}

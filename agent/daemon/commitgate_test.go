@@ -103,6 +103,27 @@ func TestDaemonGatesCommits(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the commit did not return once the lease was granted")
 	}
+	// A set_synchronous naming a standby that is not there: once the order
+	// is done the gate enforces it (it caches the setting between commits),
+	// so the very next commit waits.
+	c := &carrier{d: d, ctx: ctx}
+	if res := c.carryOut(ctx, lateOrder(6, time.Now(), time.Minute, &pgdrv1.AgentCommand_SetSynchronous{SetSynchronous: &pgdrv1.SetSynchronous{Value: `FIRST 1 ("absent")`}})); !res.Ok {
+		t.Fatalf("set_synchronous: %+v", res)
+	}
+	go func() {
+		_, err := wconn.Exec(ctx, "INSERT INTO t VALUES (1)")
+		done <- err
+	}()
+	waitUntil(t, 30*time.Second, "the commit to wait for the absent standby", func() bool {
+		return pg.QueryString(t, "SELECT count(*)::text FROM pg_stat_activity WHERE wait_event = 'SyncRep'") == "1"
+	})
+	select {
+	case err := <-done:
+		t.Fatalf("a commit returned although the required standby is absent (err %v)", err)
+	case <-time.After(500 * time.Millisecond):
+	}
+	pg.Stop(t, "immediate") // the waiting commit ends before its connection is closed
+	<-done
 }
 
 // waitUntil polls cond every 20ms until it holds or limit passes.

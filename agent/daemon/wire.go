@@ -159,6 +159,7 @@ func build(cfg *config.Config, shipper *walship.Shipper, log *slog.Logger, opt o
 		Unfence:       d.lease.Unfence,
 		Reclone:       d.metrics.work.recloner(d.recloner.Reclone),
 		OpenPromotion: opt.openPromotion,
+		GateRefresh:   gateRefresh(d.gate),
 	})
 	var repos []repo.Repo
 	if shipper != nil { // tests build daemons without one
@@ -197,6 +198,14 @@ func build(cfg *config.Config, shipper *walship.Shipper, log *slog.Logger, opt o
 		Log:         log,
 	})
 	return d
+}
+
+// gateRefresh is the gate's Refresh for the orders, nil without a gate.
+func gateRefresh(g *commitgate.Gate) func(context.Context) error {
+	if g == nil {
+		return nil
+	}
+	return g.Refresh
 }
 
 // newPG is the PostgreSQL process control for cfg's server.

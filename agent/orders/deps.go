@@ -97,6 +97,10 @@ type Deps struct {
 	// OpenPromotion opens the local server's side of a promotion; nil: a
 	// connection to the local server (OpenPGPromotion).
 	OpenPromotion func(ctx context.Context) (Promotion, error)
+	// GateRefresh, with lease-gated commits on, returns once the commit
+	// gate enforces the synchronous_standby_names just set
+	// (commitgate.Gate.Refresh); nil: no gate.
+	GateRefresh func(ctx context.Context) error
 }
 
 // defaultRPCTimeout bounds the Epoch call when Deps.RPCTimeout is not set

@@ -85,6 +85,14 @@ func (x *Executor) setSynchronous(ctx context.Context, epoch uint64, value strin
 	}); err != nil {
 		return "", err
 	}
+	if gate && x.GateRefresh != nil {
+		// The gate caches the value between commits: the order is done
+		// only once the gate enforces it, as PostgreSQL's own setting is
+		// in force once SHOW gives it.
+		if err := x.GateRefresh(ctx); err != nil {
+			return "", err
+		}
+	}
 	x.log.Info("synchronous_standby_names set", "value", value, "lease_gated", gate, "epoch", epoch, "in_recovery", inRecovery)
 	x.monitor.CheckNow(ctx)
 	where := "primary"
