@@ -84,18 +84,6 @@ func runGate(t *testing.T, pg *pgtest.Cluster, ttl, margin time.Duration) (*leas
 	return held, deadline, g
 }
 
-// waitFor polls cond every 20ms until it holds or limit passes.
-func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
-	t.Helper()
-	end := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(end) {
-			t.Fatalf("timed out after %s waiting for %s", limit, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // client is a connection of its own whose one write runs in the
 // background (start); the test's clean-up stops the server at once
 // (immediate) if the write is still waiting, so that it returns before
@@ -161,8 +149,8 @@ func pendingCommit(t *testing.T, pg *pgtest.Cluster, sql string) (int, chan erro
 // waitSyncRep waits until backend pid waits for synchronous replication.
 func waitSyncRep(t *testing.T, pg *pgtest.Cluster, pid int) {
 	t.Helper()
-	waitFor(t, 30*time.Second, fmt.Sprintf("backend %d to wait in SyncRep", pid), func() bool {
-		return pg.QueryString(t, "SELECT coalesce(wait_event, '') FROM pg_stat_activity WHERE pid = $1", pid) == "SyncRep"
+	testutil.WaitFor(t, 30*time.Second, fmt.Sprintf("backend %d to wait in SyncRep", pid), func() (bool, error) {
+		return pg.QueryString(t, "SELECT coalesce(wait_event, '') FROM pg_stat_activity WHERE pid = $1", pid) == "SyncRep", nil
 	})
 }
 
@@ -189,10 +177,10 @@ func TestCommitsStopAtLeaseDeadline(t *testing.T) {
 	conn := pg.Conn(t)
 	commitOK(t, pg, conn, "CREATE TABLE t (v int)")
 	commitOK(t, pg, conn, "INSERT INTO t VALUES (1)")
-	waitFor(t, 30*time.Second, "the lease deadline", func() bool { ok, _ := held.Serving(time.Now()); return !ok })
+	testutil.WaitFor(t, 30*time.Second, "the lease deadline", func() (bool, error) { ok, _ := held.Serving(time.Now()); return !ok, nil })
 	pid, done := pendingCommit(t, pg, "INSERT INTO t VALUES (2)")
 	waitSyncRep(t, pg, pid)
-	waitFor(t, 30*time.Second, "the gate to withhold an acknowledgement", func() bool { return g.Stats().Withheld > 0 })
+	testutil.WaitFor(t, 30*time.Second, "the gate to withhold an acknowledgement", func() (bool, error) { return g.Stats().Withheld > 0, nil })
 	select {
 	case err := <-done:
 		t.Fatalf("a commit returned after the lease deadline (err %v)", err)
@@ -229,7 +217,7 @@ func startChild(t *testing.T, pg *pgtest.Cluster, valid time.Duration) *exec.Cmd
 		cmd.Process.Kill()
 		cmd.Wait()
 	})
-	waitFor(t, 30*time.Second, "the gate to connect", func() bool { return gateConnected(t, pg) })
+	testutil.WaitFor(t, 30*time.Second, "the gate to connect", func() (bool, error) { return gateConnected(t, pg), nil })
 	return cmd
 }
 
@@ -244,8 +232,8 @@ func TestGateKilled(t *testing.T) {
 		t.Fatal(err)
 	}
 	child.Wait()
-	waitFor(t, 30*time.Second, "the gate's walsender to go", func() bool {
-		return pg.QueryString(t, "SELECT count(*)::text FROM pg_stat_replication") == "0"
+	testutil.WaitFor(t, 30*time.Second, "the gate's walsender to go", func() (bool, error) {
+		return pg.QueryString(t, "SELECT count(*)::text FROM pg_stat_replication") == "0", nil
 	})
 	pid, done := pendingCommit(t, pg, "INSERT INTO t VALUES (1)")
 	waitSyncRep(t, pg, pid)
@@ -263,13 +251,13 @@ func TestGateTerminated(t *testing.T) {
 	held, _, _ := runGate(t, pg, 2500*time.Millisecond, 500*time.Millisecond)
 	conn := pg.Conn(t)
 	commitOK(t, pg, conn, "CREATE TABLE t (v int)")
-	waitFor(t, 30*time.Second, "the lease deadline", func() bool { ok, _ := held.Serving(time.Now()); return !ok })
+	testutil.WaitFor(t, 30*time.Second, "the lease deadline", func() (bool, error) { ok, _ := held.Serving(time.Now()); return !ok, nil })
 	pid, done := pendingCommit(t, pg, "INSERT INTO t VALUES (1)")
 	waitSyncRep(t, pg, pid)
 	old := pg.QueryString(t, "SELECT pid::text FROM pg_stat_replication WHERE application_name = $1", commitgate.DefaultAppName)
 	pg.Exec(t, "SELECT pg_terminate_backend(pid) FROM pg_stat_replication WHERE application_name = $1", commitgate.DefaultAppName)
-	waitFor(t, 30*time.Second, "the gate to reconnect", func() bool {
-		return gateConnected(t, pg) && pg.QueryString(t, "SELECT pid::text FROM pg_stat_replication WHERE application_name = $1", commitgate.DefaultAppName) != old
+	testutil.WaitFor(t, 30*time.Second, "the gate to reconnect", func() (bool, error) {
+		return gateConnected(t, pg) && pg.QueryString(t, "SELECT pid::text FROM pg_stat_replication WHERE application_name = $1", commitgate.DefaultAppName) != old, nil
 	})
 	select {
 	case err := <-done:
@@ -295,20 +283,20 @@ func TestComposition(t *testing.T) {
 	if err := commitgate.Apply(ctx, sbConn, `FIRST 1 ("pg-x")`, commitgate.DefaultAppName, true); err != nil {
 		t.Fatalf("the gated setting on a standby: %v", err)
 	}
-	waitFor(t, 30*time.Second, "the gated setting on the standby", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "the gated setting on the standby", func() (bool, error) {
 		v, gated, err := commitgate.Requested(ctx, sbConn, commitgate.DefaultAppName)
-		return err == nil && gated && v == `FIRST 1 ("pg-x")`
+		return err == nil && gated && v == `FIRST 1 ("pg-x")`, nil
 	})
 	if err := commitgate.Apply(ctx, conn, `FIRST 1 ("sb1")`, commitgate.DefaultAppName, true); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "the gated setting", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "the gated setting", func() (bool, error) {
 		v, gated, err := commitgate.Requested(ctx, conn, commitgate.DefaultAppName)
-		return err == nil && gated && v == `FIRST 1 ("sb1")`
+		return err == nil && gated && v == `FIRST 1 ("sb1")`, nil
 	})
 	_, _, g := runGate(t, pg, time.Hour, time.Second)
-	waitFor(t, 30*time.Second, "the standby to stream", func() bool {
-		return pg.QueryString(t, "SELECT count(*)::text FROM pg_stat_replication WHERE application_name = 'sb1' AND state = 'streaming'") == "1"
+	testutil.WaitFor(t, 30*time.Second, "the standby to stream", func() (bool, error) {
+		return pg.QueryString(t, "SELECT count(*)::text FROM pg_stat_replication WHERE application_name = 'sb1' AND state = 'streaming'") == "1", nil
 	})
 	commitOK(t, pg, conn, "CREATE TABLE t (v int)")
 	// The standby's walreceiver frozen: it flushes and acknowledges
@@ -323,9 +311,9 @@ func TestComposition(t *testing.T) {
 	defer syscall.Kill(wr, syscall.SIGCONT)
 	pid, done := pendingCommit(t, pg, "INSERT INTO t VALUES (1)")
 	waitSyncRep(t, pg, pid)
-	waitFor(t, 30*time.Second, "the gate to receive the commit's WAL", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "the gate to receive the commit's WAL", func() (bool, error) {
 		st := g.Stats()
-		return st.Received > st.Acked
+		return st.Received > st.Acked, nil
 	})
 	select {
 	case err := <-done:
@@ -401,7 +389,7 @@ func TestFreeze(t *testing.T) {
 			defer resume()
 			// The client writes during the freeze, on its open connection.
 			done := cl.start("INSERT INTO t VALUES (1)")
-			waitFor(t, 30*time.Second, "the lease to expire", func() bool { return time.Now().After(deadline.Add(200 * time.Millisecond)) })
+			testutil.WaitFor(t, 30*time.Second, "the lease to expire", func() (bool, error) { return time.Now().After(deadline.Add(200 * time.Millisecond)), nil })
 			resumedAt := time.Now()
 			resume()
 			if !gated {
@@ -415,8 +403,8 @@ func TestFreeze(t *testing.T) {
 			}
 			// The gate replied after the resume (it is alive) and its flush
 			// position is still short of the server's WAL.
-			waitFor(t, 30*time.Second, "a reply from the resumed gate", func() bool {
-				return pg.QueryString(t, "SELECT coalesce(reply_time > $1, false)::text FROM pg_stat_replication WHERE application_name = $2", resumedAt, commitgate.DefaultAppName) == "true"
+			testutil.WaitFor(t, 30*time.Second, "a reply from the resumed gate", func() (bool, error) {
+				return pg.QueryString(t, "SELECT coalesce(reply_time > $1, false)::text FROM pg_stat_replication WHERE application_name = $2", resumedAt, commitgate.DefaultAppName) == "true", nil
 			})
 			if got := pg.QueryString(t, "SELECT (flush_lsn < pg_current_wal_lsn())::text FROM pg_stat_replication WHERE application_name = $1", commitgate.DefaultAppName); got != "true" {
 				t.Fatalf("the resumed gate acknowledged the server's whole WAL (flush_lsn < current: %s)", got)
@@ -446,9 +434,9 @@ func TestRefresh(t *testing.T) {
 	if err := commitgate.Apply(ctx, conn, `FIRST 1 ("absent")`, commitgate.DefaultAppName, true); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "the new setting", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "the new setting", func() (bool, error) {
 		v, _, err := commitgate.Requested(ctx, conn, commitgate.DefaultAppName)
-		return err == nil && v == `FIRST 1 ("absent")`
+		return err == nil && v == `FIRST 1 ("absent")`, nil
 	})
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()

@@ -10,6 +10,7 @@ import (
 	"github.com/pgdr/pgdr/agent/commitgate"
 	"github.com/pgdr/pgdr/agent/lease"
 	"github.com/pgdr/pgdr/pkg/config"
+	"github.com/pgdr/pgdr/pkg/testutil"
 	"github.com/pgdr/pgdr/pkg/testutil/pgtest"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
@@ -70,9 +71,9 @@ func TestDaemonGatesCommits(t *testing.T) {
 	defer cancel()
 	go d.gate.Run(ctx)
 	conn := pg.Conn(t)
-	waitUntil(t, 30*time.Second, "the setting to name the gate", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "the setting to name the gate", func() (bool, error) {
 		v, gated, err := commitgate.Requested(ctx, conn, commitgate.DefaultAppName)
-		return err == nil && gated && v == ""
+		return err == nil && gated && v == "", nil
 	})
 	done := make(chan error, 1)
 	wconn := pg.Conn(t)
@@ -80,8 +81,8 @@ func TestDaemonGatesCommits(t *testing.T) {
 		_, err := wconn.Exec(ctx, "CREATE TABLE t (v int)")
 		done <- err
 	}()
-	waitUntil(t, 30*time.Second, "the commit to wait for the gate", func() bool {
-		return pg.QueryString(t, "SELECT count(*)::text FROM pg_stat_activity WHERE wait_event = 'SyncRep'") == "1"
+	testutil.WaitFor(t, 30*time.Second, "the commit to wait for the gate", func() (bool, error) {
+		return pg.QueryString(t, "SELECT count(*)::text FROM pg_stat_activity WHERE wait_event = 'SyncRep'") == "1", nil
 	})
 	select {
 	case err := <-done:
@@ -114,8 +115,8 @@ func TestDaemonGatesCommits(t *testing.T) {
 		_, err := wconn.Exec(ctx, "INSERT INTO t VALUES (1)")
 		done <- err
 	}()
-	waitUntil(t, 30*time.Second, "the commit to wait for the absent standby", func() bool {
-		return pg.QueryString(t, "SELECT count(*)::text FROM pg_stat_activity WHERE wait_event = 'SyncRep'") == "1"
+	testutil.WaitFor(t, 30*time.Second, "the commit to wait for the absent standby", func() (bool, error) {
+		return pg.QueryString(t, "SELECT count(*)::text FROM pg_stat_activity WHERE wait_event = 'SyncRep'") == "1", nil
 	})
 	select {
 	case err := <-done:
@@ -124,14 +125,4 @@ func TestDaemonGatesCommits(t *testing.T) {
 	}
 	pg.Stop(t, "immediate") // the waiting commit ends before its connection is closed
 	<-done
-}
-
-// waitUntil polls cond every 20ms until it holds or limit passes.
-func waitUntil(t *testing.T, limit time.Duration, what string, cond func() bool) {
-	t.Helper()
-	for end := time.Now().Add(limit); !cond(); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(end) {
-			t.Fatalf("timed out after %s waiting for %s", limit, what)
-		}
-	}
 }
