@@ -13,8 +13,9 @@
 #        granted for an hour) named alone in synchronous_standby_names:
 #        every commit waits for the gate's acknowledgement
 #   recv (BENCH_RECV=1, default on) for reference: pg_receivewal
-#        --synchronous as the one synchronous standby (--no-sync with fsync
-#        off): what any synchronous replication round trip costs here
+#        --synchronous as the one synchronous standby (it fsyncs its WAL
+#        whatever BENCH_FSYNC says: it cannot be synchronous with
+#        --no-sync): what a synchronous standby's round trip costs here
 # Each run: pgbench -n -c BENCH_CLIENTS (4) -j 2 -T BENCH_SECONDS (20), the
 # TPCB-like default script; BENCH_RUNS (3) runs per mode, median reported
 # (TPS and average latency).
@@ -71,8 +72,7 @@ gate_on() {
 }
 recv_on() {
 	rm -rf "$BENCH/recv"; mkdir -p "$BENCH/recv"
-	nosync=; [ "$FSYNC" = off ] && nosync=--no-sync
-	"$PGBIN/pg_receivewal" -D "$BENCH/recv" --synchronous $nosync -d "$DSN application_name=bench_recv" 2>"$BENCH/recv.err" &
+	"$PGBIN/pg_receivewal" -D "$BENCH/recv" --synchronous -d "$DSN application_name=bench_recv" 2>"$BENCH/recv.err" &
 	RECV_PID=$!
 	psql -c "ALTER SYSTEM SET synchronous_standby_names = 'bench_recv'" -c "SELECT pg_reload_conf()" >/dev/null
 	for _ in $(seq 1 300); do
