@@ -18,7 +18,9 @@ import (
 // its children: the watchdog; the commit gate runs in the agent) is
 // stopped with SIGSTOP while clients hold open connections to it and
 // write; the coordinators promote a replica, which takes a write; the old
-// node is resumed. With failover.lease_gated_commits on, the old primary
+// node is resumed (PostgreSQL first, the agent 3 seconds later, so that
+// the writes in flight reach their commit before anything can fence).
+// With failover.lease_gated_commits on, the old primary
 // acknowledges none of the writes in flight (all of them would come after
 // the new primary's first). With it off the same sequence shows the
 // window: what the old primary acknowledged after the new primary's first
@@ -57,21 +59,21 @@ func TestFreezeLeaseGated(t *testing.T) {
 			}
 			agentPid := readPid(t, filepath.Join(l.dir, "pg-a1", "agent.pid"))
 			pmPid := readPid(t, filepath.Join(l.dir, "pg-a1", "pgdata", "postmaster.pid"))
-			pids := append(testutil.ProcessTree(agentPid), testutil.ProcessTree(pmPid)...)
-			for _, p := range pids {
+			pgPids, agentPids := testutil.ProcessTree(pmPid), testutil.ProcessTree(agentPid)
+			for _, p := range append(agentPids, pgPids...) {
 				_ = syscall.Kill(p, syscall.SIGSTOP)
 			}
 			frozen := time.Now()
-			resumed := false
-			resume := func() {
-				if !resumed {
-					for _, p := range pids {
+			resumed := map[int]bool{}
+			resume := func(pids []int) {
+				for _, p := range pids {
+					if !resumed[p] {
 						_ = syscall.Kill(p, syscall.SIGCONT)
+						resumed[p] = true
 					}
-					resumed = true
 				}
 			}
-			defer resume()
+			defer resume(append(pgPids, agentPids...))
 			type result struct {
 				client int
 				err    error
@@ -98,16 +100,37 @@ func TestFreezeLeaseGated(t *testing.T) {
 				}
 			}
 			t.Logf("froze pg-a1 at %s; %s promoted and took its first write %s later", frozen.Format("15:04:05.000"), newPrimary, firstNew.Sub(frozen).Round(time.Millisecond))
-			resume()
+			// PostgreSQL resumes first and runs for up to 3 seconds while
+			// the agent (the gate, the lease loop, the watchdog) is still
+			// stopped: the writes in flight reach their commit before
+			// anything can fence (the hardest case for the gate, and the
+			// window without it); then the agent resumes.
+			resume(pgPids)
 			var late []string
-			for range clients {
+			collect := func(r result) {
+				if r.err == nil {
+					late = append(late, fmt.Sprintf("client %d at %s (%s after the new primary's first write)", r.client, r.at.Format("15:04:05.000"), r.at.Sub(firstNew).Round(time.Millisecond)))
+				} else {
+					t.Logf("client %d: not acknowledged: %v", r.client, r.err)
+				}
+			}
+			n := 0
+			for early := time.After(3 * time.Second); n < clients; n++ {
+				var r result
+				select {
+				case r = <-results:
+				case <-early:
+				}
+				if r.at.IsZero() {
+					break
+				}
+				collect(r)
+			}
+			resume(agentPids)
+			for ; n < clients; n++ {
 				select {
 				case r := <-results:
-					if r.err == nil {
-						late = append(late, fmt.Sprintf("client %d at %s (%s after the new primary's first write)", r.client, r.at.Format("15:04:05.000"), r.at.Sub(firstNew).Round(time.Millisecond)))
-					} else {
-						t.Logf("client %d: not acknowledged: %v", r.client, r.err)
-					}
+					collect(r)
 				case <-time.After(2 * time.Minute):
 					t.Fatal("a client's write neither returned nor failed within 2 minutes of the resume")
 				}
