@@ -7,7 +7,7 @@ LDFLAGS   := -X github.com/pgdr/pgdr/pkg/buildinfo.Version=$(VERSION) \
              -X github.com/pgdr/pgdr/pkg/buildinfo.Commit=$(COMMIT)
 GOTESTFLAGS ?= -race -count=1 -timeout 40m
 
-.PHONY: all build dist test unit lint demo bench-wal bench-backup bench-chain bench-coordinator bench-failover bench-drill bench-expire clean proto
+.PHONY: all build dist test unit lint demo bench-wal bench-backup bench-chain bench-coordinator bench-failover bench-commitgate bench-drill bench-expire clean proto
 
 all: build
 
@@ -75,6 +75,11 @@ bench-coordinator: build
 # etcd 3.4 (installed from Debian when missing; runs as root). BENCH_REPS (5).
 bench-failover: build
 	bash scripts/bench/failover.sh
+
+# bench-commitgate: TPS and latency of lease-gated commits against async
+# commits (pgbench -c 4 -T 20, median of 3; BENCH_SECONDS, BENCH_RUNS).
+bench-commitgate:
+	bash scripts/bench/commitgate.sh
 
 # bench-expire: expire --dry-run and the real run on a versitygw bucket holding
 # 100,000 WAL objects and 200 backups (wall time and peak RSS against <= 60 s,

@@ -48,6 +48,8 @@
 #   PGDR_LAB_LEASE_TTL, PGDR_LAB_SAFETY_MARGIN, PGDR_LAB_MIN_INTERVAL
 #                       the coordinators' failover.lease_ttl, safety_margin and
 #                       min_interval (defaults 5s, 1s and 30s)
+#   PGDR_LAB_LEASE_GATED  the agents' failover.lease_gated_commits (on or
+#                       off, default off; agent/commitgate)
 #   PGDR_LAB_PAUSE_BEFORE_PROMOTE  failover.pause_before_promote, for fault-
 #                       injection tests only (default 0s)
 #   PGDR_LAB_COORDINATOR_REGIONS  the regions of c1, c2 and c3, three names
@@ -331,6 +333,8 @@ gossip:
   bind: "127.0.0.1:$(port gossip "$n")"
   join: [$joins]
   key_file: $LAB/gossip.key
+failover:
+  lease_gated_commits: ${PGDR_LAB_LEASE_GATED:-off}
 $(hooks_yaml)
 YAML
 }

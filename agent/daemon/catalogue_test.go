@@ -21,6 +21,7 @@ import (
 	"github.com/pgdr/pgdr/agent/drill"
 	"github.com/pgdr/pgdr/agent/health"
 	"github.com/pgdr/pgdr/agent/walship"
+	"github.com/pgdr/pgdr/pkg/config"
 	"github.com/pgdr/pgdr/pkg/repo"
 	"github.com/pgdr/pgdr/pkg/testutil"
 	"github.com/pgdr/pgdr/pkg/wal"
@@ -102,6 +103,7 @@ var dimensionless = map[string]bool{
 	"pgdr_agent_coordinator_connected": true, "pgdr_agent_failsafe_active": true, "pgdr_agent_failsafe_members": true,
 	"pgdr_agent_failsafe_unverifiable_members": true, "pgdr_agent_wal_ready_segments": true, "pgdr_repo_backups": true,
 	"pgdr_repo_copy_lag_objects": true, "pgdr_agent_replication_slot_active": true, "pgdr_walrecv_connected": true, "pgdr_walrecv_timeline": true,
+	"pgdr_agent_commit_gate_connected": true,
 }
 
 // TestMetricsCatalogue gathers the agent's registry, fed with realistic
@@ -124,6 +126,8 @@ func TestMetricsCatalogue(t *testing.T) {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
+	// Lease-gated commits on (their gate's metrics; it is not run).
+	cfg.Coordinator.Addresses, cfg.Failover.LeaseGatedCommits = []string{"127.0.0.1:1"}, config.SwitchOn()
 	ctx := context.Background()
 	sh, err := walship.New(ctx, cfg, slog.New(slog.DiscardHandler))
 	if err != nil {

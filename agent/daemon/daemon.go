@@ -12,6 +12,7 @@ import (
 
 	"github.com/pgdr/pgdr/agent/agentsock"
 	"github.com/pgdr/pgdr/agent/backuprun"
+	"github.com/pgdr/pgdr/agent/commitgate"
 	"github.com/pgdr/pgdr/agent/drillrun"
 	"github.com/pgdr/pgdr/agent/epoch"
 	"github.com/pgdr/pgdr/agent/failsafe"
@@ -89,6 +90,9 @@ type Daemon struct {
 	// receiver streams WAL from the primary into the repositories
 	// (agent/walrecv); nil with wal.receive.enabled off.
 	receiver *walrecv.Receiver
+	// gate acknowledges commits only under a valid lease
+	// (agent/commitgate); nil with failover.lease_gated_commits off.
+	gate *commitgate.Gate
 
 	// now replaces time.Now for the orders' deadlines in tests (a clock
 	// ahead of or behind the leader's); nil in production.
@@ -168,12 +172,21 @@ func (d *Daemon) Run(ctx context.Context) error {
 		run(d.sess.Run)
 		run(d.lease.Run)
 		run(d.failsafe.Run)
+		if d.gate != nil {
+			run(d.gate.Run)
+		}
 		d.resumePendingPromotion(gctx) // before this agent's watchdog relieves the previous one
 		if d.wd.Enabled() {
 			run(d.wd.Run)
 		}
 	} else {
 		d.log.Info("no coordinator.addresses: running standalone")
+	}
+	if d.gate == nil {
+		// Lease-gated commits off: a setting naming the gate (left from
+		// when they were on) is put back to the coordinator's value, or
+		// commits would wait for a gate that no longer runs.
+		run(func(ctx context.Context) { commitgate.SettleOff(ctx, d.cfg.Postgres.DSN, d.log) })
 	}
 	// Serves the socket until ctx ends; the socket is gone when it returns.
 	g.Go(func() error { return sock.Run(gctx) })

@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/pgdr/pgdr/agent/commitgate"
 	"github.com/pgdr/pgdr/agent/repocopy"
 	"github.com/pgdr/pgdr/pkg/buildinfo"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
@@ -80,6 +81,24 @@ func newMetrics(cluster, node string, latest func() *pgdrv1.HealthReport, fs fai
 			}))
 	}
 	return m
+}
+
+// registerGate adds the commit gate's metrics (lease-gated commits on).
+func (m *metrics) registerGate(stats func() commitgate.Stats) {
+	m.labeled.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "pgdr_agent_commit_gate_connected",
+			Help: "1 while the commit gate (failover.lease_gated_commits) streams from the local server; while it does not, commits on a primary wait.",
+		}, func() float64 {
+			if stats().Connected {
+				return 1
+			}
+			return 0
+		}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "pgdr_agent_commit_gate_withheld_total",
+			Help: "Times the commit gate held WAL it would acknowledge and found the primary lease not valid: commits kept waiting (on a replica, where it never acknowledges, it counts up too).",
+		}, func() float64 { return float64(stats().Withheld) }))
 }
 
 // reportCollector exposes the latest health report.

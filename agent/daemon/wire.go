@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pgdr/pgdr/agent/backuprun"
+	"github.com/pgdr/pgdr/agent/commitgate"
 	"github.com/pgdr/pgdr/agent/divergence"
 	"github.com/pgdr/pgdr/agent/drillrun"
 	"github.com/pgdr/pgdr/agent/failsafe"
@@ -80,6 +81,11 @@ func build(cfg *config.Config, shipper *walship.Shipper, log *slog.Logger, opt o
 		Report: latest,
 		Log:    log,
 	})
+	if cfg.Failover.LeaseGatedCommits.On() && len(cfg.Coordinator.Addresses) > 0 {
+		// Acknowledges only while the failsafe's Serving (the lease's
+		// verdict, extended only while every member acknowledges) holds.
+		d.gate = commitgate.New(commitgate.Config{DSN: cfg.Postgres.DSN, Settle: true}, d.failsafe, log)
+	}
 	d.wd = watchdog.New(watchdogConfig(cfg), watchdog.Deps{
 		Lease:    held,
 		Epoch:    d.epoch.Current,
@@ -89,6 +95,9 @@ func build(cfg *config.Config, shipper *walship.Shipper, log *slog.Logger, opt o
 	})
 	d.guard = watchdog.NewGuard(watchdog.GuardConfig{PGData: cfg.Postgres.PGData, BootID: func() string { return watchdog.ReadBootID(d.bootIDPath) }}, d.wd, log)
 	d.metrics = newMetrics(cfg.Cluster, cfg.Node.Name, latest, d.failsafe.Gauges)
+	if d.gate != nil {
+		d.metrics.registerGate(d.gate.Stats)
+	}
 	d.lclock = leaderclock.New(log, d.metrics.clockSkew)
 	d.hooks = hooks.New(cfg, log, prometheus.WrapRegistererWith(prometheus.Labels{"cluster": cfg.Cluster, "node": cfg.Node.Name}, d.metrics.reg))
 	// The failsafe annotates every report, and every newer one reaches
@@ -155,6 +164,7 @@ func build(cfg *config.Config, shipper *walship.Shipper, log *slog.Logger, opt o
 			return divergence.Summary(divergence.Make(ctx, divergence.Input{Cfg: cfg, PG: d.pg, Log: log.With("component", "divergence"),
 				Epoch: epoch, NewPrimary: primary, DSN: dsn}))
 		},
+		GateRefresh: gateRefresh(d.gate),
 	})
 	var repos []repo.Repo
 	if shipper != nil { // tests build daemons without one
@@ -196,6 +206,14 @@ func build(cfg *config.Config, shipper *walship.Shipper, log *slog.Logger, opt o
 		Log:         log,
 	})
 	return d
+}
+
+// gateRefresh is the gate's Refresh for the orders, nil without a gate.
+func gateRefresh(g *commitgate.Gate) func(context.Context) error {
+	if g == nil {
+		return nil
+	}
+	return g.Refresh
 }
 
 // newPG is the PostgreSQL process control for cfg's server.

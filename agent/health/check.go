@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/pgdr/pgdr/agent/commitgate"
 	"github.com/pgdr/pgdr/agent/pgctl"
 	"github.com/pgdr/pgdr/pkg/config"
 	"github.com/pgdr/pgdr/pkg/wal"
@@ -50,6 +51,9 @@ type Config struct {
 	// ReceiverSlot is the WAL receiver's slot ("" without a receiver),
 	// carried in every report.
 	ReceiverSlot string
+	// CommitGate is the commit gate's application_name with lease-gated
+	// commits on (agent/commitgate), "" with them off: see replication.
+	CommitGate string
 }
 
 // ConfigFrom takes a Checker's settings from the agent's configuration.
@@ -57,6 +61,9 @@ func ConfigFrom(c *config.Config) Config {
 	out := Config{Cluster: c.Cluster, Node: c.Node.Name, PGData: c.Postgres.PGData, DSN: c.Postgres.DSN}
 	if c.WAL.Receive.Enabled {
 		out.ReceiverSlot = c.WAL.Receive.Slot
+	}
+	if c.Failover.LeaseGatedCommits.On() {
+		out.CommitGate = commitgate.DefaultAppName
 	}
 	for _, r := range c.Repos {
 		mode := r.Mode

@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 
+	"github.com/pgdr/pgdr/agent/commitgate"
+	"github.com/pgdr/pgdr/pkg/syncnames"
 	"github.com/pgdr/pgdr/pkg/wal"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
@@ -21,10 +24,23 @@ const replicationSQL = `SELECT coalesce(application_name, ''), coalesce(state, '
 // ReplicaState per walsender (pg_stat_replication). The coordinator leader
 // relies on both to change the synchronous standbys safely. The user needs
 // pg_monitor (or superuser) to see other users' walsenders' positions.
+//
+// With lease-gated commits (Config.CommitGate, agent/commitgate) the
+// server's own setting names the gate alone and the coordinator's value
+// is in commitgate.RequestedGUC: the report shows that value, leaves the
+// gate's walsender out, and gives each walsender the sync_state the
+// coordinator's value gives it (PostgreSQL's rule, pkg/syncnames), so
+// that the coordinator sees the setting it asked for and the standbys it
+// made synchronous.
 func (c *Checker) replication(q *querier, r *pgdrv1.HealthReport) {
-	var ssn string
-	if !q.row("synchronous_standby_names", "SELECT current_setting('synchronous_standby_names')", &ssn) {
+	var ssn, requested string
+	if !q.row("synchronous_standby_names", "SELECT current_setting('synchronous_standby_names'), coalesce(current_setting('"+commitgate.RequestedGUC+"', true), '')", &ssn, &requested) {
 		return
+	}
+	gate := c.cfg.CommitGate
+	gated := gate != "" && commitgate.IsGate(ssn, gate)
+	if gated {
+		ssn = requested
 	}
 	r.SynchronousStandbyNames = ssn
 	if q.c.conn == nil {
@@ -44,12 +60,25 @@ func (c *Checker) replication(q *querier, r *pgdrv1.HealthReport) {
 			break
 		}
 		rs.SentLsn, rs.WriteLsn, rs.FlushLsn, rs.ReplayLsn = lsnOrZero(sent), lsnOrZero(write), lsnOrZero(flush), lsnOrZero(replay)
+		if gate != "" && strings.EqualFold(rs.ApplicationName, gate) {
+			continue // the commit gate is no standby
+		}
 		out = append(out, &rs)
 	}
 	rows.Close()
 	if err := errors.Join(scanErr, rows.Err()); err != nil {
 		q.failed("pg_stat_replication", err)
 		return
+	}
+	if gated {
+		set, _ := syncnames.Parse(ssn)
+		ws := make([]syncnames.Walsender, len(out))
+		for i, rs := range out {
+			ws[i] = syncnames.Walsender{Name: rs.ApplicationName, State: rs.State, Flush: rs.FlushLsn}
+		}
+		for i, st := range syncnames.States(set, ws) {
+			out[i].SyncState = st
+		}
 	}
 	r.Replicas = out
 }

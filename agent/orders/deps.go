@@ -102,6 +102,10 @@ type Deps struct {
 	// new primary at dsn (agent/divergence.Make); nil: no report. It must
 	// not fail: what it cannot read it reports as unknown.
 	Divergence func(ctx context.Context, epoch uint64, primary, dsn string) *pgdrv1.DivergenceSummary
+	// GateRefresh, with lease-gated commits on, returns once the commit
+	// gate enforces the synchronous_standby_names just set
+	// (commitgate.Gate.Refresh); nil: no gate.
+	GateRefresh func(ctx context.Context) error
 }
 
 // defaultRPCTimeout bounds the Epoch call when Deps.RPCTimeout is not set

@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/pgdr/pgdr/agent/commitgate"
 	"github.com/pgdr/pgdr/agent/health"
 	"github.com/pgdr/pgdr/agent/pgctl"
 	"github.com/pgdr/pgdr/agent/watchdog"
@@ -36,6 +37,9 @@ type Promoter struct {
 type pgPromotion struct {
 	log  *slog.Logger
 	conn *pgx.Conn
+	// gate: lease-gated commits are on; PostgreSQL's setting must name
+	// the commit gate before the server turns writable (agent/commitgate).
+	gate bool
 }
 
 // OpenPGPromotion opens a promotion over a connection to the local server.
@@ -54,6 +58,15 @@ func (p *pgPromotion) InRecovery(ctx context.Context) (bool, error) {
 }
 
 func (p *pgPromotion) Promote(ctx context.Context, wait time.Duration) (bool, error) {
+	if p.gate {
+		// The gate settles the setting whenever it connects, replicas
+		// included; a standby whose gate never did (or whose setting was
+		// changed by hand) gets it here, before it takes a write, so that
+		// its first commits wait for the gate and the first lease.
+		if err := settleGate(ctx, p.conn); err != nil {
+			return false, fmt.Errorf("refusing to promote with failover.lease_gated_commits on: %w", err)
+		}
+	}
 	var done bool
 	err := p.conn.QueryRow(ctx, fmt.Sprintf("SELECT pg_promote(true, %d)", max(int(wait.Seconds()), 1))).Scan(&done)
 	return done, err
@@ -79,7 +92,24 @@ func (x *Promoter) openPromotion(ctx context.Context) (Promotion, error) {
 	if x.OpenPromotion != nil {
 		return x.OpenPromotion(ctx)
 	}
-	return OpenPGPromotion(ctx, x.pg, x.log)
+	p, err := OpenPGPromotion(ctx, x.pg, x.log)
+	if pp, ok := p.(*pgPromotion); ok {
+		pp.gate = x.cfg.Failover.LeaseGatedCommits.On()
+	}
+	return p, err
+}
+
+// settleGate makes PostgreSQL's synchronous_standby_names on conn name
+// the commit gate (keeping the coordinator's value, commitgate.Settle)
+// and waits until this session sees it.
+func settleGate(ctx context.Context, conn *pgx.Conn) error {
+	if _, err := commitgate.Settle(ctx, conn, commitgate.DefaultAppName, true); err != nil {
+		return err
+	}
+	return waitCond(ctx, syncWait, "synchronous_standby_names naming the commit gate", func(ctx context.Context) (bool, error) {
+		_, gated, err := commitgate.Requested(ctx, conn, commitgate.DefaultAppName)
+		return gated, err
+	})
 }
 
 // ErrPromotionPending marks a promotion that was asked of PostgreSQL and

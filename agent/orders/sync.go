@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pgdr/pgdr/agent/commitgate"
 	"github.com/pgdr/pgdr/agent/health"
 )
 
@@ -15,7 +16,10 @@ const syncWait = 15 * time.Second
 // setSynchronous carries out a set_synchronous order: it writes
 // synchronous_standby_names with ALTER SYSTEM, reloads, and returns once
 // SHOW gives the new value (the server then waits for the named standbys
-// before it acknowledges a commit).
+// before it acknowledges a commit). With lease-gated commits the value
+// goes to pgdr.synchronous_standby_names and PostgreSQL's own setting
+// names the commit gate alone, which then waits for the named standbys
+// itself (agent/commitgate).
 //
 // The order's epoch was checked by Order (never older than the highest
 // epoch this agent saw). It is accepted on the primary and, so that a
@@ -60,27 +64,36 @@ func (x *Executor) setSynchronous(ctx context.Context, epoch uint64, value strin
 		return "", err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	for _, sql := range []string{
-		"ALTER SYSTEM SET synchronous_standby_names = " + quoteLiteral(value),
-		"SELECT pg_reload_conf()",
-	} {
-		if _, err := conn.Exec(actx, sql); err != nil {
-			if e := expired(err); e != nil {
-				return "", e
-			}
-			return "", fmt.Errorf("setting synchronous_standby_names: %w", err)
+	// With lease-gated commits PostgreSQL's own setting names the commit
+	// gate alone and value goes to commitgate.RequestedGUC, which the
+	// gate enforces and the report shows (agent/commitgate); without,
+	// value is PostgreSQL's setting (and a gate's setting left from
+	// before is put away).
+	gate := x.cfg.Failover.LeaseGatedCommits.On()
+	if err := commitgate.Apply(actx, conn, value, commitgate.DefaultAppName, gate); err != nil {
+		if e := expired(err); e != nil {
+			return "", e
 		}
+		return "", err
 	}
-	var got string
 	if err := waitCond(ctx, syncWait, "synchronous_standby_names reloaded", func(ctx context.Context) (bool, error) {
-		if err := conn.QueryRow(ctx, "SELECT current_setting('synchronous_standby_names')").Scan(&got); err != nil {
+		got, gated, err := commitgate.Requested(ctx, conn, commitgate.DefaultAppName)
+		if err != nil {
 			return false, err
 		}
-		return got == value, fmt.Errorf("SHOW synchronous_standby_names gives %q, want %q", got, value)
+		return got == value && gated == gate, fmt.Errorf("synchronous_standby_names gives %q (gated %v), want %q (gated %v)", got, gated, value, gate)
 	}); err != nil {
 		return "", err
 	}
-	x.log.Info("synchronous_standby_names set", "value", value, "epoch", epoch, "in_recovery", inRecovery)
+	if gate && x.GateRefresh != nil {
+		// The gate caches the value between commits: the order is done
+		// only once the gate enforces it, as PostgreSQL's own setting is
+		// in force once SHOW gives it.
+		if err := x.GateRefresh(ctx); err != nil {
+			return "", err
+		}
+	}
+	x.log.Info("synchronous_standby_names set", "value", value, "lease_gated", gate, "epoch", epoch, "in_recovery", inRecovery)
 	x.monitor.CheckNow(ctx)
 	where := "primary"
 	if inRecovery {

@@ -305,6 +305,13 @@ type Failover struct {
 	// fences PostgreSQL itself when the agent stalls past its lease
 	// deadline (see agent/watchdog).
 	Watchdog *bool `yaml:"watchdog"`
+	// LeaseGatedCommits (default off): the primary's agent sits on the
+	// synchronous commit path as a replication client of its own server
+	// (agent/commitgate) and acknowledges commits only while the primary
+	// lease is valid, so that no commit is acknowledged after the lease
+	// expired, even across a freeze of the whole node. Needs
+	// coordinator.addresses.
+	LeaseGatedCommits Switch `yaml:"lease_gated_commits"`
 }
 
 // Defaults applied by Load for keys left out of the file.
@@ -686,6 +693,12 @@ func (c *Config) validateFailover() error {
 		if d.v.Duration < d.min || d.v.Duration > time.Hour {
 			return fe(d.field, "%s is out of range %s..1h", d.v.Duration, d.min)
 		}
+	}
+	if f.LeaseGatedCommits.invalid != "" {
+		return fe("failover.lease_gated_commits", "%q is not on or off", f.LeaseGatedCommits.text)
+	}
+	if f.LeaseGatedCommits.On() && len(c.Coordinator.Addresses) == 0 {
+		return fe("failover.lease_gated_commits", "needs coordinator.addresses: commits are gated on the primary lease the coordinators grant")
 	}
 	if f.SafetyMargin.Duration >= f.LeaseTTL.Duration {
 		return fe("failover.safety_margin", "%s must be less than failover.lease_ttl (%s)", f.SafetyMargin.Duration, f.LeaseTTL.Duration)

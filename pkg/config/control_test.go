@@ -170,3 +170,33 @@ func TestHeartbeatConfig(t *testing.T) {
 		t.Fatalf("heartbeat: %+v, want off, 5s", cfg.Heartbeat)
 	}
 }
+
+func TestLeaseGatedCommitsKey(t *testing.T) {
+	coord := "coordinator: {addresses: ['127.0.0.1:7101'], ca_file: /ca, token_file: /tok}\n"
+	cfg, err := Parse([]byte(minimal))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Failover.LeaseGatedCommits.On() {
+		t.Error("lease_gated_commits is on by default")
+	}
+	for _, v := range []string{"on", "true", "yes"} {
+		cfg, err := Parse([]byte(minimal + coord + "failover: {lease_gated_commits: " + v + "}\n"))
+		if err != nil || !cfg.Failover.LeaseGatedCommits.On() {
+			t.Errorf("lease_gated_commits: %s: on=%v err=%v", v, cfg != nil && cfg.Failover.LeaseGatedCommits.On(), err)
+		}
+	}
+	if cfg, err := Parse([]byte(minimal + "failover: {lease_gated_commits: off}\n")); err != nil || cfg.Failover.LeaseGatedCommits.On() {
+		t.Errorf("lease_gated_commits: off: %v", err)
+	}
+	for _, y := range []string{
+		"failover: {lease_gated_commits: maybe}",
+		"failover: {lease_gated_commits: on}", // no coordinators: no lease to gate on
+	} {
+		_, err := Parse([]byte(minimal + y + "\n"))
+		var fe *FieldError
+		if !errors.As(err, &fe) || fe.Field != "failover.lease_gated_commits" {
+			t.Errorf("%s: error %v, want one naming failover.lease_gated_commits", y, err)
+		}
+	}
+}

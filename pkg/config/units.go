@@ -96,3 +96,45 @@ func parseByteSize(s string) (int64, error) {
 	}
 	return v * mult, nil
 }
+
+// Switch is a YAML on/off setting: on, true or yes; off, false or no
+// (case ignored). A value that is neither is kept and reported by
+// Validate. Its zero value is off.
+type Switch struct {
+	on      bool
+	text    string
+	invalid string
+}
+
+// UnmarshalYAML records the text and its value.
+func (s *Switch) UnmarshalYAML(n *yaml.Node) error {
+	s.text, s.invalid = n.Value, ""
+	switch strings.ToLower(strings.TrimSpace(n.Value)) {
+	case "on", "true", "yes":
+		s.on = n.Kind == yaml.ScalarNode
+	case "off", "false", "no":
+		s.on = false
+	default:
+		s.invalid = "want on or off"
+	}
+	if n.Kind != yaml.ScalarNode {
+		s.on, s.invalid = false, "want on or off"
+	}
+	return nil
+}
+
+// MarshalYAML writes on or off.
+func (s Switch) MarshalYAML() (any, error) { return s.String(), nil }
+
+// On reports whether the setting is on.
+func (s Switch) On() bool { return s.on }
+
+func (s Switch) String() string {
+	if s.on {
+		return "on"
+	}
+	return "off"
+}
+
+// SwitchOn is a Switch set on (for configurations built in code).
+func SwitchOn() Switch { return Switch{on: true, text: "on"} }
