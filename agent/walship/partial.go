@@ -132,28 +132,25 @@ func putPartial(ctx context.Context, r repo.Repo, key string, enc []byte, size i
 	return nil
 }
 
-// DeletePartial removes segment name's partial object from every
-// repository (once the complete segment is archived). A missing object is
-// not an error; an async repository's failure is logged, not returned
-// (expiry removes partials of archived segments later).
+// DeletePartial removes segment name's partial object from the sync
+// repositories (once the complete segment is archived there). An async
+// repository keeps its partial copy until its own copy of the segment is
+// there: the segment reaches it through the copier later, and until then
+// the partial is all it has of that WAL; expiry removes it once that
+// repository holds the segment. A missing object is not an error.
 func (s *Shipper) DeletePartial(ctx context.Context, name string) error {
 	if n, err := wal.ParseName(name); err != nil || n.Kind != wal.KindSegment {
 		return fmt.Errorf("deleting the partial copy of %q: not a segment name", name)
 	}
 	key := repo.StreamPartialKey(s.cfg.Cluster, name)
 	var errs []error
-	for _, r := range s.repos {
+	for _, r := range repo.Sync(s.repos) {
 		dctx, cancel := context.WithTimeout(ctx, partialAsyncTimeout)
 		err := r.Store.Delete(dctx, key)
 		cancel()
-		if err == nil || errors.Is(err, storage.ErrNotFound) {
-			continue
+		if err != nil && !errors.Is(err, storage.ErrNotFound) {
+			errs = append(errs, fmt.Errorf("%s: deleting %s: %w", r.Name, key, err))
 		}
-		if r.Async {
-			s.log.Warn("deleting a partial segment from an async repository failed; expiry removes it later", "repo", r.Name, "key", key, "err", err)
-			continue
-		}
-		errs = append(errs, fmt.Errorf("%s: deleting %s: %w", r.Name, key, err))
 	}
 	return errors.Join(errs...)
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgdr/pgdr/pkg/config"
 	"github.com/pgdr/pgdr/pkg/objstream"
 	"github.com/pgdr/pgdr/pkg/repo"
 	"github.com/pgdr/pgdr/pkg/testutil"
@@ -201,5 +202,49 @@ func TestConcurrentPushesOfOneNameEachChecked(t *testing.T) {
 	}
 	if err := <-second; !errors.Is(err, ErrConflict) {
 		t.Fatalf("a push of different bytes waiting on the first: %v, want ErrConflict", err)
+	}
+}
+
+// The receiver's sequence for a segment that completes: PushPartial
+// (every interval), PushSegment, DeletePartial. With an async (DR)
+// repository, PushSegment only queues the copy; DeletePartial removes the
+// DR repository's partial at once would leave it, until the copier runs,
+// holding neither the segment nor its partial: it keeps its partial.
+func TestDeletePartialKeepsAsyncCopy(t *testing.T) {
+	f := newFixture(t, "")
+	dr := t.TempDir()
+	state := t.TempDir()
+	y := fmt.Sprintf("cluster: c1\nnode: {name: n1}\npostgres: {pgdata: %s}\nrepos: [{name: dr, url: 'file://%s', mode: async}, {name: r1, url: 'file://%s'}]\nencryption: {identity_file: %s, recipients: [%s]}\nagent: {state_dir: %s}\n",
+		f.pgdata, dr, f.repo, f.identity, f.cfg.Encryption.Recipients[0], state)
+	cfg, err := config.Parse([]byte(y))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sh, err := New(context.Background(), cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	const segNo = 11
+	name := wal.SegmentName(1, segNo, segSize)
+	full := testutil.FakeSegment(sysid, 1, segNo, segSize)
+	if err := sh.PushPartial(ctx, name, full[:segSize-8192]); err != nil {
+		t.Fatal(err)
+	}
+	drPartial := filepath.Join(dr, filepath.FromSlash(repo.StreamPartialKey("c1", name)))
+	testutil.WaitFor(t, 30*time.Second, "the partial in the DR repository", func() (bool, error) {
+		_, err := os.Stat(drPartial)
+		return err == nil, err
+	})
+	if err := sh.PushSegment(ctx, name, full); err != nil {
+		t.Fatal(err)
+	}
+	if err := sh.DeletePartial(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	_, perr := os.Stat(drPartial)
+	_, serr := os.Stat(filepath.Join(dr, filepath.FromSlash(repo.WALKey("c1", name))))
+	if perr != nil && serr != nil {
+		t.Fatalf("the DR repository holds neither %s nor its partial (partial: %v; segment: %v): a restore from it ends a whole segment early", name, perr, serr)
 	}
 }
