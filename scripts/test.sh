@@ -12,7 +12,7 @@ set -uo pipefail
 GO=${GO:-go}
 read -r -a FLAGS <<<"${GOTESTFLAGS:--race -count=1 -timeout 40m}"
 # Every name is unique in the repository (-skip applies to every package).
-LATE_E2E='^(TestFailsafeAllCoordinatorsStopped|TestFailsafePrimaryCutFromCoordinators|TestFailsafePrimaryIsolated|TestFailsafeMemberOutsideGossip|TestRemoveVoterKeepsQuorum|TestAddCoordinatorGuards|TestWipedCoordinatorDoesNotBootstrap|TestRecoverAfterQuorumLoss|TestAddUnreachableToOneVoter|TestSynchronousQuorum|TestSynchronousNoAckedCommitLost|TestSLOFailoverConsumesBudget|TestSLOLeaderChangeKeepsBudget|TestRaftKillLeaderRestartAndSnapshots|TestBackupSchedulerLeaderKill|TestIncidentsFailoverEscalation|TestRollingUpgrade|TestRunbookLeaderKillAndRollback)$'
+LATE_E2E='^(TestFailsafeAllCoordinatorsStopped|TestFailsafePrimaryCutFromCoordinators|TestFailsafePrimaryIsolated|TestFailsafeMemberOutsideGossip|TestRemoveVoterKeepsQuorum|TestAddCoordinatorGuards|TestWipedCoordinatorDoesNotBootstrap|TestRecoverAfterQuorumLoss|TestAddUnreachableToOneVoter|TestSynchronousQuorum|TestSynchronousNoAckedCommitLost|TestSLOFailoverConsumesBudget|TestSLOLeaderChangeKeepsBudget|TestRaftKillLeaderRestartAndSnapshots|TestBackupSchedulerLeaderKill|TestIncidentsFailoverEscalation|TestRollingUpgrade|TestRunbookLeaderKillAndRollback|TestSlotsDroppedByLeader)$'
 
 echo "--- deploy/kubernetes/check (the Helm chart's offline validation) ---"
 (cd deploy/kubernetes/check && "$GO" vet ./... && "$GO" test -count=1 ./...)
