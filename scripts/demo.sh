@@ -250,6 +250,9 @@ say "pg-a1's host comes back: its agent starts, the coordinators order it to rej
 $LABSH start-agent pg-a1
 wait_until 240 "pg-a1 back as a healthy replica" replica_again pg-a1
 run pgdrctl history --cluster main --limit 12
+say "Before pg_rewind, pg-a1's agent read its own WAL past the fork and recorded what the" \
+  "failover lost (docs/divergence.md): the range, the bytes and every committed transaction."
+run pgdrctl divergence --cluster main
 
 has_failover_incident() { pgdrctl incidents --all --json --timeout 3s 2>/dev/null | jq -e '[.incidents[] | select(.category == "failover")] | length >= 1' >/dev/null; }
 
@@ -267,4 +270,5 @@ run pgdrctl runbook run regional-evacuation --cluster main --param region=us-eas
 step "Done"
 say "The tour showed: status, members, probes, replication, maintenance mode and history," \
   "the WAL archive, backups and PITR, a coordinator leader re-election, an automatic" \
-  "failover with the old primary rejoining, its incident, and a runbook's dry run."
+  "failover with the old primary rejoining, what it lost (the divergence report), its" \
+  "incident, and a runbook's dry run."
