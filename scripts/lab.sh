@@ -50,6 +50,9 @@
 #                       min_interval (defaults 5s, 1s and 30s)
 #   PGDR_LAB_LEASE_GATED  the agents' failover.lease_gated_commits (on or
 #                       off, default off; agent/commitgate)
+#   PGDR_LAB_WAL_RECEIVE  node names (separated by spaces) whose agents run a
+#                       WAL receiver (wal.receive, upload_interval 500ms;
+#                       agent/walrecv), e.g. "pg-b1"
 #   PGDR_LAB_PAUSE_BEFORE_PROMOTE  failover.pause_before_promote, for fault-
 #                       injection tests only (default 0s)
 #   PGDR_LAB_COORDINATOR_REGIONS  the regions of c1, c2 and c3, three names
@@ -298,6 +301,14 @@ start_coordinator() {
     </dev/null >>"$dir/coordinator.log" 2>&1 &
 }
 
+# receive_yaml prints the wal.receive flow mapping (after a comma) for a
+# node listed in PGDR_LAB_WAL_RECEIVE.
+receive_yaml() {
+  case " ${PGDR_LAB_WAL_RECEIVE:-} " in
+    *" $1 "*) printf ', receive: {enabled: true, upload_interval: 500ms}' ;;
+  esac
+}
+
 write_agent() {
   local n=$1 dir=$LAB/$1 joins="" c
   for c in "${COORDS[@]}"; do joins+="${joins:+, }\"127.0.0.1:$(port cgossip "$c")\""; done
@@ -319,7 +330,7 @@ encryption:
 signing:
   key_file: $LAB/signing.key
   public_keys: ["$SIGNPUB"]
-wal: {push_concurrency: 4, prefetch: 8}
+wal: {push_concurrency: 4, prefetch: 8$(receive_yaml "$n")}
 agent: {socket: $dir/agent.sock, log_level: info}
 health:
   interval: 1s
