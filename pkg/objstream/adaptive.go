@@ -42,20 +42,23 @@ type adaptiveEncoder struct {
 	pool *Pool
 	size int64 // the zstd content size, or -1
 
-	buf []byte        // the sample, until the encoder is chosen
-	enc *zstd.Encoder // once chosen
-	key encKey
-	err error
+	conc int           // the chosen encoder's concurrency
+	buf  []byte        // the sample, until the encoder is chosen
+	enc  *zstd.Encoder // once chosen
+	key  encKey
+	err  error
 }
 
-// The encoders an adaptiveEncoder chooses from.
+// The encoders an adaptiveEncoder chooses from, as they compress the
+// sample (EncodeAll runs in the caller's goroutine whatever the encoder's
+// concurrency); the object's encoder has the writer's concurrency.
 var (
 	adaptiveDefKey  = encKey{level: zstd.SpeedDefault, conc: 1}
 	adaptiveFastKey = encKey{level: zstd.SpeedFastest, conc: 1}
 )
 
-func newAdaptiveEncoder(w io.Writer, p *Pool, size int64) *adaptiveEncoder {
-	return &adaptiveEncoder{w: w, pool: p, size: size}
+func newAdaptiveEncoder(w io.Writer, p *Pool, size int64, conc int) *adaptiveEncoder {
+	return &adaptiveEncoder{w: w, pool: p, size: size, conc: conc}
 }
 
 func (a *adaptiveEncoder) Write(p []byte) (int, error) {
@@ -119,8 +122,10 @@ func (a *adaptiveEncoder) choose() encKey {
 	return adaptiveFastKey
 }
 
-// start sets up the encoder k and writes the sample through it.
+// start sets up the encoder k, with the writer's concurrency, and writes
+// the sample through it.
 func (a *adaptiveEncoder) start(k encKey) error {
+	k.conc = a.conc
 	enc, err := a.pool.newEncoder(k)
 	if err != nil {
 		a.err = err
