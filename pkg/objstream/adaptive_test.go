@@ -127,3 +127,43 @@ func TestDefaultLevelPicksEncoder(t *testing.T) {
 		}
 	}
 }
+
+// TestDefaultLevelPipelines: a writer with concurrency (wal-push's, on a
+// multi-core host) pipelines the encoder of an object whose sample the
+// fastest encoder compresses to adaptivePipeRatio or more (random text,
+// data that cannot be compressed), and encodes in the caller's goroutine
+// an object that compresses much better (pgbench-like pages, where the
+// hand-offs cost more than they save) or that is smaller than the sample.
+func TestDefaultLevelPipelines(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		data []byte
+		want int
+	}{
+		{"random text", textPages(1<<20, 1, true), 2},
+		{"random bytes", randomBytes(1<<20, 5), 2},
+		{"zeroed pages", make([]byte, 1<<20), 1},
+		{"text smaller than the sample", textPages(adaptiveProbe/2, 3, true), 1},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			w, err := (&Pool{Concurrency: 2}).NewWriter(&buf, Options{Unencrypted: true, PlainSize: -1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			az := w.(*writer).azenc
+			if _, err := w.Write(c.data); err != nil {
+				t.Fatal(err)
+			}
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if az.key.conc != c.want {
+				t.Errorf("encoder concurrency %d, want %d", az.key.conc, c.want)
+			}
+			if got, err := decode(buf.Bytes(), nil); err != nil || !bytes.Equal(got, c.data) {
+				t.Fatalf("read back: %v", err)
+			}
+		})
+	}
+}
