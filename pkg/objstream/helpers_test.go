@@ -100,8 +100,21 @@ func (c combo) opts(rcpt age.Recipient) Options {
 // encode writes data as an object, in chunks of varying size.
 func encode(t testing.TB, data []byte, opts Options) []byte {
 	t.Helper()
+	return encodeWith(t, nil, data, opts)
+}
+
+// encodeWith is encode with a writer from p (the package-level NewWriter
+// when p is nil).
+func encodeWith(t testing.TB, p *Pool, data []byte, opts Options) []byte {
+	t.Helper()
 	var buf bytes.Buffer
-	w, err := NewWriter(&buf, opts)
+	var w Writer
+	var err error
+	if p != nil {
+		w, err = p.NewWriter(&buf, opts)
+	} else {
+		w, err = NewWriter(&buf, opts)
+	}
 	if err != nil {
 		t.Fatalf("NewWriter: %v", err)
 	}

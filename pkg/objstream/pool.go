@@ -21,6 +21,14 @@ import (
 // must not be copied after first use. Idle encoders and decoders are
 // dropped by the garbage collector (they are kept in sync.Pools).
 type Pool struct {
+	// Concurrency is the zstd encoder concurrency of the writers made by
+	// NewWriter whose Options.Concurrency is 0 (0 here: 1). A process that
+	// usually writes one object at a time and waits for it (wal-push)
+	// sets 2 on a multi-core host: the encoder then finds the matches of
+	// one block in the caller's goroutine while another goroutine
+	// entropy-codes, encrypts and writes the block before it.
+	Concurrency int
+
 	mu   sync.Mutex
 	encs map[encKey]*sync.Pool
 	decs sync.Pool
@@ -35,6 +43,9 @@ type encKey struct {
 // NewWriter is like the package-level NewWriter, but takes its zstd
 // encoder from p and returns it to p when Close succeeds.
 func (p *Pool) NewWriter(w io.Writer, opts Options) (Writer, error) {
+	if opts.Concurrency == 0 {
+		opts.Concurrency = p.Concurrency
+	}
 	return newWriter(w, opts, p)
 }
 

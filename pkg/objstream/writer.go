@@ -48,9 +48,13 @@ type Options struct {
 	// ChecksumBLAKE3 (a version 2 object, which pgdr before version 2 of
 	// the format cannot read). PlainSHA256 needs ChecksumSHA256.
 	Checksum Checksum
-	// Concurrency is the zstd encoder concurrency; 0 means 1. With 1 the
-	// encoder runs synchronously in the caller's goroutine, which is what
-	// callers running many streams in parallel want.
+	// Concurrency is the zstd encoder concurrency; 0 means 1 (or the
+	// Pool's Concurrency). With 1 the encoder runs synchronously in the
+	// caller's goroutine, which is what callers running many streams in
+	// parallel want; with 2 or more it pipelines each block's match
+	// search and its entropy coding (and the layers below: encryption,
+	// the destination writer) in two goroutines. At the default level the
+	// encoder is still chosen from a sample (adaptive.go).
 	Concurrency int
 	// Created is recorded in the header; zero means time.Now().
 	Created time.Time
@@ -194,12 +198,12 @@ func newWriter(w io.Writer, opts Options, pool *Pool) (Writer, error) {
 	if hdr.Compression == CompressionZstd {
 		ow.pool = pool
 		ow.key = encKey{level: zstd.EncoderLevelFromZstd(level), conc: conc}
-		if ow.key == adaptiveDefKey {
+		if ow.key.level == adaptiveDefKey.level {
 			size := int64(-1)
 			if hdr.PlainSize >= 0 {
 				size = hdr.PlainSize + TrailerSize
 			}
-			ow.azenc = newAdaptiveEncoder(ow.top, pool, size)
+			ow.azenc = newAdaptiveEncoder(ow.top, pool, size, conc)
 			ow.top = ow.azenc
 			return ow, nil
 		}

@@ -170,7 +170,10 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64) (e
 	}()
 
 	src := storage.NewSizeCheckReader(storage.ContextReader(ctx, r), size)
-	if _, err := io.Copy(f, src); err != nil {
+	// Large writes: os.File's ReadFrom would copy from this reader in
+	// 32 KiB pieces, one write(2) each (over 200 for a WAL segment's
+	// object); hidden behind a plain io.Writer, CopyBuffer uses buf.
+	if _, err := io.CopyBuffer(struct{ io.Writer }{f}, src, make([]byte, putBufSize(size))); err != nil {
 		return fmt.Errorf("put %q (%s): %w", key, path, err)
 	}
 	// Data first, then the name: after a crash the renamed file must not be
@@ -194,6 +197,17 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64) (e
 		return fmt.Errorf("put %q (%s): %w", key, path, err)
 	}
 	return nil
+}
+
+// putBufSize is Put's copy buffer for an object of size bytes (-1:
+// unknown): 1 MiB, or enough for the whole object and the one byte past it
+// that proves it is not longer.
+func putBufSize(size int64) int {
+	const limit = 1 << 20
+	if size >= 0 && size < limit {
+		return int(size) + 1
+	}
+	return limit
 }
 
 // Sync implements storage.Syncer: it fsyncs the object's file, then every
