@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"runtime/debug"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -152,4 +153,24 @@ func Summary(r *Report) *pgdrv1.DivergenceSummary {
 		s.Transactions = append(s.Transactions, t)
 	}
 	return s
+}
+
+// Guarded runs report (Make then Summary, as a rejoin does) and turns a
+// panic in it into an unknown summary saying so: a bug in the report must
+// never take the agent down in the middle of a rejoin.
+func Guarded(log *slog.Logger, node string, now func() time.Time, report func() *pgdrv1.DivergenceSummary) (s *pgdrv1.DivergenceSummary) {
+	if now == nil {
+		now = time.Now
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			created := now().UTC()
+			s = &pgdrv1.DivergenceSummary{Id: NewID(node, created), Status: StatusUnknown,
+				Error: fmt.Sprintf("the divergence report failed: panic: %v", p), Created: timestamppb.New(created)}
+			if log != nil {
+				log.Error("divergence report: panicked; reported as unknown", "id", s.Id, "panic", p, "stack", string(debug.Stack()))
+			}
+		}
+	}()
+	return report()
 }

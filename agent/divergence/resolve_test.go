@@ -1,0 +1,49 @@
+package divergence
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/pgdr/pgdr/pkg/testutil/pgtest"
+	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
+)
+
+// TestDSNResolverCannotConnectToDatabase: the DSN's role may not connect
+// to the database of a relation (REVOKE CONNECT): the resolver returns an
+// error naming it, and does not panic (before: a nil connection was
+// closed).
+func TestDSNResolverCannotConnectToDatabase(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts PostgreSQL")
+	}
+	p := pgtest.New(t, pgtest.Options{})
+	p.Start(t)
+	p.Exec(t, "CREATE DATABASE app")
+	p.Exec(t, "REVOKE CONNECT ON DATABASE app FROM PUBLIC")
+	p.Exec(t, "CREATE ROLE reader LOGIN")
+	oid := p.QueryString(t, "SELECT oid::text FROM pg_database WHERE datname = 'app'")
+	var db uint32
+	for _, c := range oid {
+		db = db*10 + uint32(c-'0')
+	}
+	dsn := strings.Replace(p.DSN(), "user=postgres", "user=reader", 1)
+	res := DSNResolver(dsn)
+	got, err := res(context.Background(), db, []uint32{16384})
+	if err == nil || !strings.Contains(err.Error(), "database app") {
+		t.Fatalf("resolver: %v, %v; want an error connecting to database app", got, err)
+	}
+}
+
+// TestGuardedPanic: a panic in the report is an unknown summary with the
+// panic's text, not a crash.
+func TestGuardedPanic(t *testing.T) {
+	s := Guarded(nil, "pg-a1", nil, func() *pgdrv1.DivergenceSummary { panic("boom") })
+	if s.GetStatus() != StatusUnknown || !strings.Contains(s.GetError(), "panic: boom") || CheckID(s.GetId()) != nil {
+		t.Errorf("summary after a panic: %v", s)
+	}
+	ok := &pgdrv1.DivergenceSummary{Id: "x", Status: StatusKnown}
+	if s := Guarded(nil, "pg-a1", nil, func() *pgdrv1.DivergenceSummary { return ok }); s != ok {
+		t.Errorf("summary: %v", s)
+	}
+}
