@@ -45,7 +45,14 @@ is configured. IDs are listed by pgdrctl divergence.`, true).withJSON()
 		return 0
 	}
 	fmt.Fprintf(e.stdout, "divergence report %s of %s (cluster %s), rejoining %s at epoch %d: %s\n", r.ID, r.Node, r.Cluster, r.NewPrimary, r.Epoch, r.Status)
-	if r.Status != divergence.StatusKnown {
+	switch r.Status {
+	case divergence.StatusKnown:
+	case divergence.StatusReplica:
+		fmt.Fprintf(e.stdout, "  a replica: the WAL it received past the fork, not committed by it (the old primary's transactions)\n")
+	case divergence.StatusReplicaUnknown:
+		fmt.Fprintf(e.stdout, "  a replica that received WAL past the fork (not commits of its own), which could not be read: %s\n", r.Error)
+		return 0
+	default:
 		fmt.Fprintf(e.stdout, "  the transactions it committed past the fork are not known: %s\n", r.Error)
 		return 0
 	}

@@ -45,7 +45,10 @@ type Input struct {
 // name relations or to store it is recorded in the report. It returns
 // nil only when the node is on the new primary's timeline already (a
 // rejoin tried again after pg_rewind rewound it): it diverged from
-// nothing.
+// nothing; or when it was a replica (pg_controldata: in recovery) whose
+// WAL ends at or before the fork. A replica with WAL past the fork gets
+// StatusReplica (or StatusReplicaUnknown): what it received, committed
+// by the old primary, not by it.
 func Make(ctx context.Context, in Input) *Report {
 	now := time.Now
 	if in.Now != nil {
@@ -69,10 +72,16 @@ func Make(ctx context.Context, in Input) *Report {
 	if err := read(ctx, in, r, pgdata, pgwal); errors.Is(err, ErrSameTimeline) {
 		log.Info("divergence report: none, this node is on the new primary's timeline", "timeline", r.Timeline)
 		return nil
+	} else if errors.Is(err, errReplicaBehind) {
+		log.Info("divergence report: none, this node was a replica and its WAL ends at or before the fork", "fork", r.Fork, "err", err)
+		return nil
 	} else if err != nil {
 		r.Error = err.Error()
 		r.Segments = nil
-		log.Warn("divergence report: this node's WAL past the fork point cannot be read; reported as unknown", "id", r.ID, "err", err)
+		if r.Replica {
+			r.Status = StatusReplicaUnknown
+		}
+		log.Warn("divergence report: this node's WAL past the fork point cannot be read; reported as unknown", "id", r.ID, "replica", r.Replica, "err", err)
 	}
 	if err := Store(ctx, in.Cfg, log, r, pgwal); err != nil {
 		r.StoreError = err.Error()
@@ -82,6 +91,10 @@ func Make(ctx context.Context, in Input) *Report {
 		"committed", r.Committed, "aborted", r.Aborted, "in_progress", r.InProgress, "stored", r.Stored)
 	return r
 }
+
+// errReplicaBehind: the node was a replica whose WAL ends at or before
+// the fork: it has nothing past it, no report.
+var errReplicaBehind = errors.New("a replica behind the fork")
 
 // read fills r from the data directory and the new primary.
 func read(ctx context.Context, in Input, r *Report, pgdata, pgwal string) error {
@@ -105,7 +118,19 @@ func read(ctx context.Context, in Input, r *Report, pgdata, pgwal string) error 
 		return err
 	}
 	r.Fork = fork.String()
+	r.Replica = wasReplica(out)
 	rng, err := Read(ctx, pgwal, tli, segSize, fork)
+	if r.Replica {
+		// A replica behind the fork (down during the failover) has
+		// nothing past it: no report. One whose WAL cannot be read is
+		// behind when its control data shows nothing past the fork.
+		switch {
+		case err == nil && rng.End <= fork:
+			return fmt.Errorf("%w: its WAL ends at %s", errReplicaBehind, rng.End)
+		case errors.Is(err, ErrNotReadable) && !pastFork(out, fork):
+			return fmt.Errorf("%w: %w", errReplicaBehind, err)
+		}
+	}
 	if err != nil {
 		return err
 	}
@@ -117,6 +142,9 @@ func read(ctx context.Context, in Input, r *Report, pgdata, pgwal string) error 
 		r.NameError = err.Error()
 	}
 	r.Status, r.End, r.EndReason, r.Bytes = StatusKnown, rng.End.String(), rng.EndReason, uint64(rng.End-rng.Fork)
+	if r.Replica {
+		r.Status = StatusReplica
+	}
 	r.Committed, r.Aborted, r.InProgress, r.Omitted = rng.Committed, rng.Aborted, rng.InProgress, rng.Omitted
 	r.Transactions, r.Segments = rng.Transactions, rng.Segments
 	if r.Transactions == nil {

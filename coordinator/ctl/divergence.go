@@ -143,7 +143,7 @@ transactions. Needs role read.`, cf)
 	fmt.Fprintln(tw, "ID\tCLUSTER\tNODE\tEPOCH\tRECORDED\tSTATUS\tRANGE\tBYTES\tCOMMITTED\tABORTED\tSTORED")
 	for _, d := range v.Reports {
 		rng, bytes, committed, aborted := "-", "-", "unknown", "-"
-		if d.Status == "known" {
+		if d.Status == divergence.StatusKnown || d.Status == divergence.StatusReplica {
 			rng, bytes = d.ForkLSN+".."+d.EndLSN, fmt.Sprint(d.Bytes)
 			committed, aborted = fmt.Sprint(d.Committed), fmt.Sprint(d.Aborted)
 		}
@@ -217,11 +217,17 @@ func divergenceEvents(ctx context.Context, cf *connFlags, req *pgdrv1.HistoryReq
 func writeDivergence(w io.Writer, d DivergenceJSON) error {
 	fmt.Fprintf(w, "Divergence report %s\n", d.ID)
 	fmt.Fprintf(w, "  node %s of cluster %s, rejoin at epoch %d, recorded %s\n", d.Node, d.Cluster, d.Epoch, dash(d.Recorded))
-	if d.Status != "known" {
-		fmt.Fprintf(w, "  status: UNKNOWN: the transactions this node committed past the fork are not known (not the same as none)\n  error: %s\n", d.Error)
-	} else {
+	switch d.Status {
+	case divergence.StatusReplicaUnknown:
+		fmt.Fprintf(w, "  status: replica-unknown: a replica that received WAL past the fork (not commits of its own), which could not be read\n  error: %s\n", d.Error)
+	case divergence.StatusReplica:
+		fmt.Fprintf(w, "  status: replica: WAL received past the fork, not committed by this node (the old primary's transactions)\n  WAL %s..%s of timeline %d, past the point where timeline %d forked off it: %d bytes\n", d.ForkLSN, d.EndLSN, d.Timeline, d.NewTimeline, d.Bytes)
+		fmt.Fprintf(w, "  transactions: %d committed by the old primary, %d aborted, %d in progress at the end of the WAL\n", d.Committed, d.Aborted, d.InProgress)
+	case divergence.StatusKnown:
 		fmt.Fprintf(w, "  status: known\n  WAL %s..%s of timeline %d, past the point where timeline %d forked off it: %d bytes\n", d.ForkLSN, d.EndLSN, d.Timeline, d.NewTimeline, d.Bytes)
 		fmt.Fprintf(w, "  transactions: %d committed, %d aborted, %d in progress at the end of the WAL\n", d.Committed, d.Aborted, d.InProgress)
+	default:
+		fmt.Fprintf(w, "  status: UNKNOWN: the transactions this node committed past the fork are not known (not the same as none)\n  error: %s\n", d.Error)
 	}
 	if d.Stored {
 		fmt.Fprintf(w, "  stored in the repositories: %s (and the raw WAL beside it)\n", d.RepositoryKey)
@@ -231,7 +237,7 @@ func writeDivergence(w io.Writer, d DivergenceJSON) error {
 	if d.NameError != "" {
 		fmt.Fprintf(w, "  relation names not resolved: %s\n", d.NameError)
 	}
-	if d.Status != "known" {
+	if d.Status != divergence.StatusKnown && d.Status != divergence.StatusReplica {
 		return nil
 	}
 	if d.Committed == 0 {

@@ -27,6 +27,26 @@ const (
 	DetailListed  = "listed"
 )
 
+// Statuses of a report (agent/divergence): StatusKnown and StatusReplica
+// were read (the range and counts are known); StatusReplica and
+// StatusReplicaUnknown are a replica's, which committed nothing itself:
+// what it received past the fork is the old primary's.
+const (
+	StatusKnown          = "known"
+	StatusReplica        = "replica"
+	StatusReplicaUnknown = "replica-unknown"
+)
+
+// Read reports whether s's WAL was read: its range and counts are known.
+func Read(s *pgdrv1.DivergenceSummary) bool {
+	return s.GetStatus() == StatusKnown || s.GetStatus() == StatusReplica
+}
+
+// Replica reports whether s is a replica's report: not its lost commits.
+func Replica(s *pgdrv1.DivergenceSummary) bool {
+	return s.GetStatus() == StatusReplica || s.GetStatus() == StatusReplicaUnknown
+}
+
 // MaxDetailBytes bounds the encoded summary an event keeps.
 const MaxDetailBytes = 16 << 10
 
@@ -69,7 +89,7 @@ func Details(s *pgdrv1.DivergenceSummary) (map[string]string, error) {
 		DetailID: b.GetId(), DetailStatus: b.GetStatus(), DetailSummary: string(js),
 		DetailListed: strconv.Itoa(len(b.GetTransactions())),
 	}
-	if b.GetStatus() == "known" {
+	if Read(b) {
 		d[DetailRange] = b.GetForkLsn() + ".." + b.GetEndLsn()
 		d[DetailBytes] = strconv.FormatUint(b.GetBytes(), 10)
 		d[DetailCommitted] = strconv.FormatUint(b.GetCommitted(), 10)
@@ -95,7 +115,16 @@ func FromEvent(ev *pgdrv1.HistoryEvent) (*pgdrv1.DivergenceSummary, error) {
 // Message is the event's message and the incident note: node's report in
 // one line. An unknown report says that the transactions are not known.
 func Message(node string, s *pgdrv1.DivergenceSummary) string {
-	if s.GetStatus() != "known" {
+	switch s.GetStatus() {
+	case StatusReplicaUnknown:
+		return fmt.Sprintf("divergence report %s of %s: a replica that received WAL past the fork (not commits of its own), which could not be read: %s",
+			s.GetId(), node, clip(s.GetError()))
+	case StatusReplica:
+		return fmt.Sprintf("divergence report %s of %s: a replica: received WAL %s..%s (%d bytes) of timeline %d past the point where timeline %d forked off it, not committed by it: %d transactions the old primary committed, %d aborted, %d in progress",
+			s.GetId(), node, s.GetForkLsn(), s.GetEndLsn(), s.GetBytes(), s.GetTimeline(), s.GetNewTimeline(),
+			s.GetCommitted(), s.GetAborted(), s.GetInProgress())
+	}
+	if s.GetStatus() != StatusKnown {
 		return fmt.Sprintf("divergence report %s of %s: unknown, the transactions it committed past the fork are not known: %s",
 			s.GetId(), node, clip(s.GetError()))
 	}

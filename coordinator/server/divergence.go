@@ -50,7 +50,9 @@ func (s *Server) recordDivergence(ctx context.Context, cluster, node string, epo
 	}
 	msg := divergence.Message(node, d)
 	s.recordEvent(ctx, cluster, divergence.Kind, node, epoch, msg, details)
-	s.noteFailoverIncident(ctx, cluster, msg)
+	if !divergence.Replica(d) { // a replica's is not its lost commits
+		s.noteFailoverIncident(ctx, cluster, msg)
+	}
 }
 
 // noteFailoverIncident adds msg as a note to the incident of the failover

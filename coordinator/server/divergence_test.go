@@ -34,6 +34,11 @@ func TestRecordDivergence(t *testing.T) {
 	s.recordDivergence(ctx, "main", "pg-a1", 2, nil)
 	unknown := &pgdrv1.DivergenceSummary{Id: "20261208T000100Z-pg-a3", Status: "unknown", Error: "this node's control data: no such directory"}
 	s.recordDivergence(ctx, "main", "pg-a3", 2, &pgdrv1.CommandResult{Divergence: unknown})
+	// A replica that received WAL past the fork: in the history, not
+	// noted on the incident as lost commits.
+	replica := &pgdrv1.DivergenceSummary{Id: "20261208T000200Z-pg-a4", Status: divergence.StatusReplica, Timeline: 1, NewTimeline: 2,
+		ForkLsn: "0/3000000", EndLsn: "0/3001000", Bytes: 4096, Committed: 1}
+	s.recordDivergence(ctx, "main", "pg-a4", 2, &pgdrv1.CommandResult{Divergence: replica})
 
 	var got []*pgdrv1.HistoryEvent
 	s.fsm.ScanHistory("main", func(ev *pgdrv1.HistoryEvent) {
@@ -41,8 +46,11 @@ func TestRecordDivergence(t *testing.T) {
 			got = append(got, ev)
 		}
 	})
-	if len(got) != 2 {
-		t.Fatalf("%d divergence events, want 2: %v", len(got), got)
+	if len(got) != 3 {
+		t.Fatalf("%d divergence events, want 3: %v", len(got), got)
+	}
+	if ev := got[2]; ev.GetNode() != "pg-a4" || !strings.Contains(ev.GetMessage(), "a replica") || ev.GetDetails()[divergence.DetailRange] != "0/3000000..0/3001000" {
+		t.Errorf("the replica's event: %v", ev)
 	}
 	if ev := got[0]; ev.GetNode() != "pg-a1" || ev.GetEpoch() != 2 || ev.GetDetails()[divergence.DetailID] != known.Id ||
 		ev.GetDetails()[divergence.DetailRange] != "0/3000000..0/3002000" || !strings.Contains(ev.GetMessage(), "2 transactions committed") {
@@ -56,7 +64,7 @@ func TestRecordDivergence(t *testing.T) {
 	}
 	// The admin API finds them by kind, and one by its id.
 	a := &adminAPI{s: s}
-	if r, err := a.History(ctx, &pgdrv1.HistoryRequest{Cluster: "main", Kind: divergence.Kind, Limit: 10}); err != nil || len(r.GetEvents()) != 2 || r.GetEvents()[0].GetNode() != "pg-a1" {
+	if r, err := a.History(ctx, &pgdrv1.HistoryRequest{Cluster: "main", Kind: divergence.Kind, Limit: 10}); err != nil || len(r.GetEvents()) != 3 || r.GetEvents()[0].GetNode() != "pg-a1" {
 		t.Errorf("history of kind divergence: %v, %v", r, err)
 	}
 	if r, err := a.History(ctx, &pgdrv1.HistoryRequest{Kind: divergence.Kind, DetailKey: divergence.DetailID, DetailValue: unknown.Id, Limit: 1}); err != nil ||
