@@ -9,10 +9,12 @@ import (
 	"runtime/debug"
 	"time"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/pgdr/pgdr/agent/pgctl"
 	"github.com/pgdr/pgdr/pkg/config"
+	"github.com/pgdr/pgdr/pkg/divergencesum"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
 
@@ -159,7 +161,8 @@ func read(ctx context.Context, in Input, r *Report, pgdata, pgwal string) error 
 const MaxSummaryTransactions = 100
 
 // Summary is r as the rejoin order returns it to the coordinator: the
-// counts and the first MaxSummaryTransactions transactions.
+// counts and the first MaxSummaryTransactions transactions, bounded by
+// divergencesum.Bounded (texts clipped, transactions dropped to fit).
 func Summary(r *Report) *pgdrv1.DivergenceSummary {
 	if r == nil {
 		return nil
@@ -170,6 +173,7 @@ func Summary(r *Report) *pgdrv1.DivergenceSummary {
 		InProgress: uint64(r.InProgress), Stored: r.Stored, StoreError: r.StoreError, NameError: r.NameError,
 		Created: timestamppb.New(r.Created),
 	}
+	size := 0
 	for _, tx := range r.Transactions[:min(len(r.Transactions), MaxSummaryTransactions)] {
 		t := &pgdrv1.DivergentTransaction{Xid: tx.XID, CommitLsn: tx.LSN, CommitTime: timestamppb.New(tx.CommitTime)}
 		for _, rel := range tx.Relations {
@@ -178,9 +182,17 @@ func Summary(r *Report) *pgdrv1.DivergenceSummary {
 				Name: rel.Name, DatabaseName: rel.DatabaseName, Inserts: rel.Inserts, Updates: rel.Updates, Deletes: rel.Deletes,
 			})
 		}
+		if size += proto.Size(t); size > 2*divergencesum.MaxBytes {
+			break // Bounded would drop it anyway
+		}
 		s.Transactions = append(s.Transactions, t)
 	}
-	return s
+	b, _, err := divergencesum.Bounded(s)
+	if err != nil { // not even the counts fit: the texts are clipped, so never
+		return &pgdrv1.DivergenceSummary{Id: divergencesum.Clip(r.ID, 200), Status: StatusUnknown, Created: s.Created,
+			Error: "the divergence summary does not fit: " + divergencesum.Clip(err.Error(), divergencesum.MaxText)}
+	}
+	return b
 }
 
 // Guarded runs report (Make then Summary, as a rejoin does) and turns a

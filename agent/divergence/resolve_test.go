@@ -4,7 +4,11 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/pgdr/pgdr/pkg/divergencesum"
 	"github.com/pgdr/pgdr/pkg/testutil/pgtest"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
@@ -45,5 +49,26 @@ func TestGuardedPanic(t *testing.T) {
 	ok := &pgdrv1.DivergenceSummary{Id: "x", Status: StatusKnown}
 	if s := Guarded(nil, "pg-a1", nil, func() *pgdrv1.DivergenceSummary { return ok }); s != ok {
 		t.Errorf("summary: %v", s)
+	}
+}
+
+// TestSummaryBounded: a summary fits divergencesum.MaxBytes whatever the
+// report holds (a rejoin result stays far below the gRPC limit): long
+// texts clipped, transactions dropped, the counts kept.
+func TestSummaryBounded(t *testing.T) {
+	r := &Report{ID: NewID("pg-a1", time.Now()), Status: StatusKnown, Committed: 100, NameError: strings.Repeat("n", 1<<20)}
+	for i := range 100 {
+		tx := Transaction{XID: uint32(1000 + i), LSN: "0/3000000"}
+		for j := range 3000 {
+			tx.Relations = append(tx.Relations, Relation{RelFileNode: uint32(j), Name: strings.Repeat("x", 60), Inserts: 1})
+		}
+		r.Transactions = append(r.Transactions, tx)
+	}
+	s := Summary(r)
+	if n := len(protojson.Format(s)); n > divergencesum.MaxBytes {
+		t.Errorf("summary of %d bytes encoded", n)
+	}
+	if s.GetCommitted() != 100 || s.GetId() != r.ID {
+		t.Errorf("summary: committed %d, id %s", s.GetCommitted(), s.GetId())
 	}
 }

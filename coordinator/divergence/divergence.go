@@ -6,8 +6,8 @@ import (
 	"strconv"
 
 	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/proto"
 
+	"github.com/pgdr/pgdr/pkg/divergencesum"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
 
@@ -48,35 +48,12 @@ func Replica(s *pgdrv1.DivergenceSummary) bool {
 }
 
 // MaxDetailBytes bounds the encoded summary an event keeps.
-const MaxDetailBytes = 16 << 10
-
-// maxText bounds the summary's free texts (errors).
-const maxText = 1000
+const MaxDetailBytes = divergencesum.MaxBytes
 
 // Bounded returns a copy of s that fits MaxDetailBytes encoded: free texts
 // clipped, and transactions dropped from the end until it fits.
 func Bounded(s *pgdrv1.DivergenceSummary) (*pgdrv1.DivergenceSummary, []byte, error) {
-	b := proto.Clone(s).(*pgdrv1.DivergenceSummary)
-	b.Error, b.StoreError, b.NameError = clip(b.Error), clip(b.StoreError), clip(b.NameError)
-	b.Id, b.Status, b.ForkLsn, b.EndLsn = clipN(b.Id, 200), clipN(b.Status, 32), clipN(b.ForkLsn, 32), clipN(b.EndLsn, 32)
-	for _, tx := range b.Transactions {
-		for _, r := range tx.Relations {
-			r.Name, r.DatabaseName = clipN(r.Name, 200), clipN(r.DatabaseName, 200)
-		}
-	}
-	for {
-		js, err := protojson.Marshal(b)
-		if err != nil {
-			return nil, nil, err
-		}
-		if len(js) <= MaxDetailBytes {
-			return b, js, nil
-		}
-		if len(b.Transactions) == 0 {
-			return nil, nil, fmt.Errorf("divergence summary %s: %d bytes without transactions", b.Id, len(js))
-		}
-		b.Transactions = b.Transactions[:len(b.Transactions)*3/4]
-	}
+	return divergencesum.Bounded(s)
 }
 
 // Details are the history event details of summary s (bounded).
@@ -144,11 +121,4 @@ func Same(a, b *pgdrv1.DivergenceSummary) bool {
 		a.GetCommitted() == b.GetCommitted() && a.GetError() == b.GetError() && a.GetTimeline() == b.GetTimeline()
 }
 
-func clip(s string) string { return clipN(s, maxText) }
-
-func clipN(s string, n int) string {
-	if r := []rune(s); len(r) > n {
-		return string(r[:n-1]) + "…"
-	}
-	return s
-}
+func clip(s string) string { return divergencesum.Clip(s, divergencesum.MaxText) }

@@ -8,6 +8,7 @@ import (
 	"github.com/pgdr/pgdr/coordinator/divergence"
 	"github.com/pgdr/pgdr/coordinator/fsm"
 	"github.com/pgdr/pgdr/coordinator/incident"
+	"github.com/pgdr/pgdr/pkg/divergenceid"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
 
@@ -28,6 +29,17 @@ import (
 func (s *Server) recordDivergence(ctx context.Context, cluster, node string, epoch uint64, res *pgdrv1.CommandResult) {
 	d := res.GetDivergence()
 	if d == nil {
+		return
+	}
+	if err := divergenceid.Check(d.GetId()); err != nil {
+		s.log.Warn("divergence report not recorded: its id", "cluster", cluster, "node", node, "err", err)
+		return
+	}
+	// Everything recorded is built from the bounded summary: what an
+	// agent sent may be any size.
+	d, _, err := divergence.Bounded(d)
+	if err != nil {
+		s.log.Warn("divergence report not recorded", "cluster", cluster, "node", node, "err", err)
 		return
 	}
 	var last *pgdrv1.DivergenceSummary

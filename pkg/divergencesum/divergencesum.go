@@ -1,0 +1,52 @@
+package divergencesum
+
+import (
+	"fmt"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
+)
+
+// MaxBytes bounds a summary encoded as protojson.
+const MaxBytes = 16 << 10
+
+// MaxText bounds a summary's free texts (errors), in runes.
+const MaxText = 1000
+
+// Bounded returns a copy of s that fits MaxBytes encoded as protojson, and
+// that encoding: free texts clipped, and transactions dropped from the
+// end until it fits (the counts stay).
+func Bounded(s *pgdrv1.DivergenceSummary) (*pgdrv1.DivergenceSummary, []byte, error) {
+	b := proto.Clone(s).(*pgdrv1.DivergenceSummary)
+	b.Error, b.StoreError, b.NameError = Clip(b.Error, MaxText), Clip(b.StoreError, MaxText), Clip(b.NameError, MaxText)
+	b.Id, b.Status, b.ForkLsn, b.EndLsn = Clip(b.Id, 200), Clip(b.Status, 32), Clip(b.ForkLsn, 32), Clip(b.EndLsn, 32)
+	for _, tx := range b.Transactions {
+		tx.CommitLsn = Clip(tx.CommitLsn, 32)
+		for _, r := range tx.Relations {
+			r.Name, r.DatabaseName = Clip(r.Name, 200), Clip(r.DatabaseName, 200)
+		}
+	}
+	for {
+		js, err := protojson.Marshal(b)
+		if err != nil {
+			return nil, nil, err
+		}
+		if len(js) <= MaxBytes {
+			return b, js, nil
+		}
+		if len(b.Transactions) == 0 {
+			return nil, nil, fmt.Errorf("divergence summary %s: %d bytes without transactions", b.Id, len(js))
+		}
+		b.Transactions = b.Transactions[:len(b.Transactions)*3/4]
+	}
+}
+
+// Clip cuts s to n runes, the last an ellipsis.
+func Clip(s string, n int) string {
+	if r := []rune(s); len(r) > n {
+		return string(r[:n-1]) + "…"
+	}
+	return s
+}
