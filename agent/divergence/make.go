@@ -2,9 +2,11 @@ package divergence
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"runtime/debug"
 	"time"
@@ -85,9 +87,14 @@ func Make(ctx context.Context, in Input) *Report {
 		}
 		log.Warn("divergence report: this node's WAL past the fork point cannot be read; reported as unknown", "id", r.ID, "replica", r.Replica, "err", err)
 	}
+	if prev := reuse(ctx, in.Cfg, log, r); prev != nil {
+		return prev
+	}
 	if err := Store(ctx, in.Cfg, log, r, pgwal); err != nil {
 		r.StoreError = err.Error()
 		log.Warn("divergence report: not stored in the repositories", "id", r.ID, "err", err)
+	} else {
+		remember(in.Cfg, log, r)
 	}
 	log.Info("divergence report", "id", r.ID, "status", r.Status, "fork", r.Fork, "end", r.End, "bytes", r.Bytes,
 		"committed", r.Committed, "aborted", r.Aborted, "in_progress", r.InProgress, "stored", r.Stored)
@@ -213,4 +220,82 @@ func Guarded(log *slog.Logger, node string, now func() time.Time, report func() 
 		}
 	}()
 	return report()
+}
+
+// lastFile, in the agent's state directory, says which report this node
+// stored last and of what range: a rejoin tried again finds the same
+// range and reuses that report instead of storing it again under a new
+// id.
+const lastFile = "divergence-last.json"
+
+// lastReport is what lastFile holds.
+type lastReport struct {
+	ID          string `json:"id"`
+	Status      string `json:"status"`
+	Timeline    uint32 `json:"timeline"`
+	NewTimeline uint32 `json:"new_timeline"`
+	Fork        string `json:"fork_lsn"`
+	End         string `json:"end_lsn"`
+}
+
+func lastOf(r *Report) lastReport {
+	return lastReport{ID: r.ID, Status: r.Status, Timeline: r.Timeline, NewTimeline: r.NewTimeline, Fork: r.Fork, End: r.End}
+}
+
+// reuse returns the report this node stored last when it covers the same
+// range as r (read, not unknown), read back from the repositories; nil
+// otherwise (no state directory, another range, not readable back).
+func reuse(ctx context.Context, cfg *config.Config, log *slog.Logger, r *Report) *Report {
+	if cfg.Agent.StateDir == "" || r.Error != "" || (r.Status != StatusKnown && r.Status != StatusReplica) {
+		return nil
+	}
+	b, err := os.ReadFile(filepath.Join(cfg.Agent.StateDir, lastFile))
+	if err != nil {
+		return nil
+	}
+	var last lastReport
+	if json.Unmarshal(b, &last) != nil || CheckID(last.ID) != nil {
+		return nil
+	}
+	want := lastOf(r)
+	want.ID = last.ID
+	if last != want {
+		return nil
+	}
+	prev, err := Load(ctx, cfg, last.ID)
+	if err != nil || prev.Node != r.Node || prev.Cluster != r.Cluster {
+		log.Info("divergence report: the last one of the same range cannot be reused; storing a new one", "last", last.ID, "err", err)
+		return nil
+	}
+	prev.Stored, prev.StoreError = true, ""
+	log.Info("divergence report: the same range as the one stored last (a rejoin tried again): reused", "id", prev.ID, "fork", prev.Fork, "end", prev.End)
+	return prev
+}
+
+// remember records r as the report this node stored last (best effort:
+// without it a retry stores a new report).
+func remember(cfg *config.Config, log *slog.Logger, r *Report) {
+	if cfg.Agent.StateDir == "" {
+		return
+	}
+	b, err := json.Marshal(lastOf(r))
+	if err == nil {
+		err = writeFileAtomic(filepath.Join(cfg.Agent.StateDir, lastFile), b)
+	}
+	if err != nil {
+		log.Warn("divergence report: not remembered in the state directory (a retry stores a new one)", "id", r.ID, "err", err)
+	}
+}
+
+// writeFileAtomic writes b to path through a temporary file and a rename.
+func writeFileAtomic(path string, b []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return nil
 }

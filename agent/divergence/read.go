@@ -251,7 +251,7 @@ func Read(ctx context.Context, pgwal string, tli uint32, segSize uint64, fork wa
 	// Subtransactions of a transaction still open have entries of their
 	// own: count the transactions with changes, an upper bound.
 	out.InProgress = len(pending)
-	for s := uint64(fork) / segSize; s*segSize < uint64(end); s++ { // none when nothing is past the fork
+	for s := uint64(fork) / segSize; end > fork && s*segSize < uint64(end); s++ { // none when nothing is past the fork
 		out.Segments = append(out.Segments, wal.SegmentName(tli, s, segSize))
 	}
 	return out, nil

@@ -3,6 +3,9 @@ package divergence
 import (
 	"context"
 	"fmt"
+	"io/fs"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -82,5 +85,53 @@ func TestMakeReplicas(t *testing.T) {
 	old := make(p)
 	if old == nil || old.Status != StatusKnown || old.Replica || old.Committed != 2 {
 		t.Errorf("the old primary: %+v", old)
+	}
+}
+
+// TestMakeSwitchover: after a clean switchover the old primary's WAL ends
+// at the fork: a known report of nothing, with no WAL segment stored;
+// the rejoin tried again reuses the stored report (the same id, nothing
+// written again).
+func TestMakeSwitchover(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts PostgreSQL")
+	}
+	p := pgtest.New(t, pgtest.Options{Conf: map[string]string{"autovacuum": "off", "wal_log_hints": "on"}})
+	p.Start(t)
+	p.Exec(t, "CREATE TABLE t (id int)")
+	r := replicaOf(t, p)
+	p.Stop(t, "fast")
+	testutil.WaitFor(t, 60*time.Second, "the replica to replay the shutdown checkpoint", func() (bool, error) {
+		out := p.Run(t, "pg_controldata", "-D", p.PGData)
+		ck, _ := controlField(out, "Latest checkpoint location")
+		got := r.QueryString(t, "SELECT pg_last_wal_replay_lsn()::text")
+		return got > ck && len(got) >= len(ck), fmt.Errorf("replayed %s, shutdown checkpoint at %s", got, ck)
+	})
+	r.Run(t, "pg_ctl", "promote", "-w", "-D", r.PGData)
+
+	ctx := context.Background()
+	cfg := testConfig(t, p.PGData)
+	cfg.Agent.StateDir = t.TempDir()
+	pg := pgctl.New(pgctl.Config{BinDir: cfg.Postgres.BinDir, PGData: cfg.Postgres.PGData})
+	in := Input{Cfg: cfg, PG: pg, Epoch: 3, NewPrimary: "pg-a2", DSN: r.DSN()}
+	first := Make(ctx, in)
+	if first == nil || first.Status != StatusKnown || first.Bytes != 0 || first.Committed != 0 || len(first.Segments) != 0 || !first.Stored {
+		t.Fatalf("the switchover's report: %+v", first)
+	}
+	objects := func() int {
+		n := 0
+		filepath.WalkDir(strings.TrimPrefix(cfg.Repos[0].URL, "file://"), func(_ string, d fs.DirEntry, err error) error {
+			if err == nil && !d.IsDir() {
+				n++
+			}
+			return nil
+		})
+		return n
+	}
+	before := objects()
+	in.Now = func() time.Time { return time.Now().Add(time.Minute) }
+	again := Make(ctx, in)
+	if again == nil || again.ID != first.ID || !again.Stored || objects() != before {
+		t.Errorf("the rejoin tried again: report %+v (first %s), %d objects (were %d)", again, first.ID, objects(), before)
 	}
 }
