@@ -93,12 +93,24 @@ func Make(ctx context.Context, in Input) *Report {
 	if err := Store(ctx, in.Cfg, log, r, pgwal); err != nil {
 		r.StoreError = err.Error()
 		log.Warn("divergence report: not stored in the repositories", "id", r.ID, "err", err)
-	} else {
+	} else if r.StoreError == "" {
 		remember(in.Cfg, log, r)
 	}
 	log.Info("divergence report", "id", r.ID, "status", r.Status, "fork", r.Fork, "end", r.End, "bytes", r.Bytes,
 		"committed", r.Committed, "aborted", r.Aborted, "in_progress", r.InProgress, "stored", r.Stored)
 	return r
+}
+
+// MaxNameTimeout bounds the relation name lookup.
+const MaxNameTimeout = 30 * time.Second
+
+// nameTimeout is the time the name lookup gets: a quarter of ctx's time
+// left, at most MaxNameTimeout.
+func nameTimeout(ctx context.Context) time.Duration {
+	if dl, ok := ctx.Deadline(); ok {
+		return min(MaxNameTimeout, time.Until(dl)/4)
+	}
+	return MaxNameTimeout
 }
 
 // errReplicaBehind: the node was a replica whose WAL ends at or before
@@ -147,7 +159,12 @@ func read(ctx context.Context, in Input, r *Report, pgdata, pgwal string) error 
 	if res == nil {
 		res = DSNResolver(in.DSN)
 	}
-	if err := resolve(ctx, &rng, res); err != nil {
+	// The names get their own, shorter time: a slow lookup must leave
+	// the store its time.
+	nctx, cancel := context.WithTimeout(ctx, nameTimeout(ctx))
+	err = resolve(nctx, &rng, res)
+	cancel()
+	if err != nil {
 		r.NameError = err.Error()
 	}
 	r.Status, r.End, r.EndReason, r.Bytes = StatusKnown, rng.End.String(), rng.EndReason, uint64(rng.End-rng.Fork)

@@ -2,12 +2,15 @@ package divergence
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/pgdr/pgdr/agent/pgctl"
 	"github.com/pgdr/pgdr/pkg/divergencesum"
 	"github.com/pgdr/pgdr/pkg/testutil/pgtest"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
@@ -70,5 +73,46 @@ func TestSummaryBounded(t *testing.T) {
 	}
 	if s.GetCommitted() != 100 || s.GetId() != r.ID {
 		t.Errorf("summary: committed %d, id %s", s.GetCommitted(), s.GetId())
+	}
+}
+
+// TestStoreReportDespiteSegments: a WAL segment that cannot be stored
+// does not keep the report from being stored: it lists the segments
+// stored and says which was not.
+func TestStoreReportDespiteSegments(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	pgwal := t.TempDir()
+	bad := "000000010000000000000003"
+	if err := os.Mkdir(filepath.Join(pgwal, bad), 0o700); err != nil { // unreadable as a file
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	r := &Report{ID: NewID("pg-a1", time.Now()), Cluster: cfg.Cluster, Node: "pg-a1", Status: StatusKnown, Segments: []string{bad}, Transactions: []Transaction{}}
+	err := Store(ctx, cfg, nil, r, pgwal)
+	if err != nil || !r.Stored || !strings.Contains(r.StoreError, bad) || len(r.Segments) != 0 {
+		t.Fatalf("store: %v; stored %v (%s), segments %v", err, r.Stored, r.StoreError, r.Segments)
+	}
+	back, err := Load(ctx, cfg, r.ID)
+	if err != nil || !strings.Contains(back.StoreError, bad) {
+		t.Errorf("read back: %+v, %v", back, err)
+	}
+}
+
+// TestMakeSlowNames: a name lookup that never answers gets a share of the
+// report's time, not all of it: the report is stored.
+func TestMakeSlowNames(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts PostgreSQL")
+	}
+	d := newDiverged(t)
+	cfg := testConfig(t, d.old.PGData)
+	pg := pgctl.New(pgctl.Config{BinDir: cfg.Postgres.BinDir, PGData: cfg.Postgres.PGData})
+	slow := func(ctx context.Context, _ uint32, _ []uint32) (map[uint32]Name, error) {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	r := Make(context.Background(), Input{Cfg: cfg, PG: pg, NewPrimary: "pg-a2", DSN: d.new.DSN(), Timeout: 10 * time.Second, Resolver: slow})
+	if r.Status != StatusKnown || !r.Stored || r.NameError == "" {
+		t.Errorf("status %s, stored %v (%s), name error %q", r.Status, r.Stored, r.StoreError, r.NameError)
 	}
 }
