@@ -24,7 +24,7 @@ import (
 // (reading and storing a few GB of WAL fits; a report that does not is
 // unknown, and the node's WAL is still in the data directory moved aside
 // by a re-clone, or gone with a rewind).
-const DefaultTimeout = 2 * time.Minute
+const DefaultTimeout = divergencesum.ReportTimeout
 
 // Input is what Make needs.
 type Input struct {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -79,3 +80,8 @@ func Printable(s string) string {
 	}
 	return b.String()
 }
+
+// ReportTimeout bounds the making of a report on the agent, before a
+// rejoin changes the data directory; the coordinators add it to their
+// rejoin waits.
+const ReportTimeout = 2 * time.Minute
