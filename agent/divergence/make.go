@@ -127,7 +127,7 @@ func read(ctx context.Context, in Input, r *Report, pgdata, pgwal string) error 
 	if err != nil {
 		return err
 	}
-	r.Timeline = tli
+	r.Timeline, r.Replica = tli, wasReplica(out)
 	conn, err := pgctl.Connect(ctx, in.DSN, "the new primary's DSN")
 	if err != nil {
 		return fmt.Errorf("connecting to the new primary %s for its timeline history: %w", in.NewPrimary, err)
@@ -139,7 +139,6 @@ func read(ctx context.Context, in Input, r *Report, pgdata, pgwal string) error 
 		return err
 	}
 	r.Fork = fork.String()
-	r.Replica = wasReplica(out)
 	rng, err := Read(ctx, pgwal, tli, segSize, fork)
 	if r.Replica {
 		// A replica behind the fork (down during the failover) has
