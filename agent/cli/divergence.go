@@ -7,6 +7,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/pgdr/pgdr/agent/divergence"
+	"github.com/pgdr/pgdr/pkg/divergencesum"
 )
 
 // cmdDivergenceShow prints a divergence report from the repositories: the
@@ -44,8 +45,22 @@ is configured. IDs are listed by pgdrctl divergence.`, true).withJSON()
 		printJSON(e.stdout, r)
 		return 0
 	}
+	printable(r)
 	fmt.Fprintf(e.stdout, "divergence report %s of %s (cluster %s), rejoining %s at epoch %d: %s\n", r.ID, r.Node, r.Cluster, r.NewPrimary, r.Epoch, r.Status)
-	if r.Status != divergence.StatusKnown {
+	if r.StoreError != "" {
+		fmt.Fprintf(e.stdout, "  not all stored: %s\n", r.StoreError)
+	}
+	if r.NameError != "" {
+		fmt.Fprintf(e.stdout, "  relation names not resolved: %s\n", r.NameError)
+	}
+	switch r.Status {
+	case divergence.StatusKnown:
+	case divergence.StatusReplica:
+		fmt.Fprintf(e.stdout, "  a replica: the WAL it received past the fork, not committed by it (the old primary's transactions)\n")
+	case divergence.StatusReplicaUnknown:
+		fmt.Fprintf(e.stdout, "  a replica that received WAL past the fork (not commits of its own), which could not be read: %s\n", r.Error)
+		return 0
+	default:
 		fmt.Fprintf(e.stdout, "  the transactions it committed past the fork are not known: %s\n", r.Error)
 		return 0
 	}
@@ -64,4 +79,23 @@ is configured. IDs are listed by pgdrctl divergence.`, true).withJSON()
 	}
 	tw.Flush()
 	return 0
+}
+
+// printable makes r's texts safe to print on a terminal (relation names
+// and errors come from catalogs and servers): divergencesum.Printable.
+func printable(r *divergence.Report) {
+	p := divergencesum.Printable
+	r.ID, r.Node, r.Cluster, r.NewPrimary, r.Status, r.Error = p(r.ID), p(r.Node), p(r.Cluster), p(r.NewPrimary), p(r.Status), p(r.Error)
+	r.Fork, r.End, r.EndReason, r.StoreError, r.NameError = p(r.Fork), p(r.End), p(r.EndReason), p(r.StoreError), p(r.NameError)
+	for i := range r.Segments {
+		r.Segments[i] = p(r.Segments[i])
+	}
+	for i := range r.Transactions {
+		tx := &r.Transactions[i]
+		tx.LSN = p(tx.LSN)
+		for j := range tx.Relations {
+			rel := &tx.Relations[j]
+			rel.Name, rel.DatabaseName = p(rel.Name), p(rel.DatabaseName)
+		}
+	}
 }

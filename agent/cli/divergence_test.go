@@ -30,6 +30,8 @@ func TestDivergenceShow(t *testing.T) {
 		r.Transactions = append(r.Transactions, divergence.Transaction{XID: uint32(700 + i), LSN: "0/3000100", CommitTime: time.Now(),
 			Relations: []divergence.Relation{{Database: 5, RelFileNode: 16384, OID: 16384, Name: "public.orders", DatabaseName: "postgres", Inserts: 1}}})
 	}
+	r.Transactions[0].Relations[0].Name = "public.\x1b]0;pwned\x07\x1b[2J"
+	r.NameError = "database app: \x1b[31mred"
 	if err := divergence.Store(context.Background(), cfg, slog.New(slog.DiscardHandler), r, t.TempDir()); err != nil {
 		t.Fatal(err)
 	}
@@ -41,6 +43,9 @@ func TestDivergenceShow(t *testing.T) {
 	code, out, errOut := agent(r.ID)
 	if code != 0 || !regexp.MustCompile(`(?m)^849\s.*public\.orders\s+1\s+0\s+0$`).MatchString(out) || !strings.Contains(out, "150 committed") {
 		t.Errorf("divergence-show: exit %d\n%s%s", code, out, errOut)
+	}
+	if strings.ContainsAny(out, "\x1b\x07") || !strings.Contains(out, `public.\x1b]0;pwned\a\x1b[2J`) {
+		t.Errorf("divergence-show printed control characters: %q", out)
 	}
 	code, out, _ = agent("--json", r.ID)
 	var back divergence.Report

@@ -295,6 +295,9 @@ func printExpire(w io.Writer, r expire.Result) {
 	for _, l := range r.Leftovers {
 		fmt.Fprintf(w, "  LEFTOVER    %s: objects without a manifest, older than the grace period\n", l)
 	}
+	for _, id := range r.DivergenceDeleted {
+		fmt.Fprintf(w, "  DIVERGENCE  %s: a divergence report past retention (its raw WAL with it)\n", id)
+	}
 }
 
 func cmdBackupPin(ctx context.Context, e env, args []string) int {

@@ -161,8 +161,11 @@ func build(cfg *config.Config, shipper *walship.Shipper, log *slog.Logger, opt o
 		Reclone:       d.metrics.work.recloner(d.recloner.Reclone),
 		OpenPromotion: opt.openPromotion,
 		Divergence: func(ctx context.Context, epoch uint64, primary, dsn string) *pgdrv1.DivergenceSummary {
-			return divergence.Summary(divergence.Make(ctx, divergence.Input{Cfg: cfg, PG: d.pg, Log: log.With("component", "divergence"),
-				Epoch: epoch, NewPrimary: primary, DSN: dsn}))
+			dlog := log.With("component", "divergence")
+			return divergence.Guarded(dlog, cfg.Node.Name, nil, func() *pgdrv1.DivergenceSummary {
+				return divergence.Summary(divergence.Make(ctx, divergence.Input{Cfg: cfg, PG: d.pg, Log: dlog,
+					Epoch: epoch, NewPrimary: primary, DSN: dsn}))
+			})
 		},
 		GateRefresh: gateRefresh(d.gate),
 	})

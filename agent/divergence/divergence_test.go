@@ -50,6 +50,10 @@ func newDiverged(t *testing.T) *diverged {
 	p.Exec(t, "CREATE TABLE t_b (id int, v text)")
 	p.Exec(t, "INSERT INTO t_a SELECT g, 'old' FROM generate_series(1, 10) g")
 	p.Exec(t, "INSERT INTO t_b SELECT g, 'old' FROM generate_series(1, 10) g")
+	p.Exec(t, "CREATE TABLE t_p (id int, k int) PARTITION BY LIST (k)")
+	p.Exec(t, "CREATE TABLE t_p1 PARTITION OF t_p FOR VALUES IN (1)")
+	p.Exec(t, "CREATE TABLE t_p2 PARTITION OF t_p FOR VALUES IN (2)")
+	p.Exec(t, "INSERT INTO t_p SELECT g, 1 FROM generate_series(1, 5) g")
 	r := pgtest.Empty(t, pgtest.Options{})
 	r.Run(t, "pg_basebackup", "-h", "127.0.0.1", "-p", fmt.Sprint(p.Port), "-U", "postgres",
 		"-D", r.PGData, "-R", "-X", "stream", "-c", "fast", "--no-sync")
@@ -93,6 +97,11 @@ func newDiverged(t *testing.T) *diverged {
 	tx(map[string][3]uint64{"public.t_a": {1, 0, 0}, "public.t_b": {1, 0, 0}},
 		"INSERT INTO t_a VALUES (201, 'sp')", "SAVEPOINT s1", "INSERT INTO t_b VALUES (202, 'rolled back')",
 		"ROLLBACK TO SAVEPOINT s1", "SAVEPOINT s2", "INSERT INTO t_b VALUES (203, 'kept')", "RELEASE SAVEPOINT s2")
+	// A row moving partitions is a delete (XLH_DELETE_IS_PARTITION_MOVE)
+	// in one and an insert in the other.
+	tx(map[string][3]uint64{"public.t_p1": {0, 0, 1}, "public.t_p2": {1, 0, 0}}, "UPDATE t_p SET k = 2 WHERE id = 1")
+	// ON CONFLICT DO NOTHING: only the row that did not conflict.
+	tx(map[string][3]uint64{"public.t_a": {1, 0, 0}}, "INSERT INTO t_a VALUES (1, 'conflicts'), (401, 'new') ON CONFLICT DO NOTHING")
 	// COPY writes one multi-insert record for its rows.
 	x, err := conn.Begin(ctx)
 	if err != nil {

@@ -9,6 +9,10 @@
 // through the new primary's catalogs, OID and name, with the rows
 // inserted, updated and deleted per relation). Aborted transactions and
 // ones still in progress at the end of the WAL are counted, not listed.
+// A replica given a rejoin order (down during the failover, or ahead of
+// the promoted node) reports nothing when its WAL ends at or before the
+// fork, and otherwise a report of status "replica": transactions it
+// received, which the old primary committed, not lost commits of its own.
 //
 // # What it owns
 //

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 
 	"github.com/jackc/pgx/v5"
@@ -80,4 +81,29 @@ func controlData(out string) (tli uint32, segSize uint64, err error) {
 		return 0, 0, fmt.Errorf("pg_controldata: segment size %q", s)
 	}
 	return uint32(tv), sv, nil
+}
+
+// Cluster states of pg_controldata's "Database cluster state" that a
+// server in recovery (a replica) leaves.
+var recoveryStates = []string{"in archive recovery", "shut down in recovery"}
+
+// wasReplica reports whether the control data says the server was a
+// replica (running or shut down in recovery).
+func wasReplica(out string) bool {
+	st, _ := controlField(out, "Database cluster state")
+	return slices.Contains(recoveryStates, st)
+}
+
+// pastFork reports whether the control data shows WAL past fork: the
+// latest checkpoint or the minimum recovery end beyond it (what a
+// replica whose WAL cannot be read is known to have received).
+func pastFork(out string, fork wal.LSN) bool {
+	for _, f := range []string{"Latest checkpoint location", "Minimum recovery ending location"} {
+		if v, ok := controlField(out, f); ok {
+			if l, err := wal.ParseLSN(v); err == nil && l > fork {
+				return true
+			}
+		}
+	}
+	return false
 }

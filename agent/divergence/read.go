@@ -23,6 +23,14 @@ const (
 	// StatusUnknown: it could not be (Error says why); the transactions
 	// are not known, which is not the same as none.
 	StatusUnknown = "unknown"
+	// StatusReplica: the node was a replica (in recovery) whose WAL goes
+	// past the fork: it received what the old primary wrote there, read
+	// as for StatusKnown, but it committed none of it (not its lost
+	// commits; the old primary's report has them).
+	StatusReplica = "replica"
+	// StatusReplicaUnknown: a replica whose control data says it
+	// received WAL past the fork, which could not be read (Error).
+	StatusReplicaUnknown = "replica-unknown"
 )
 
 // MaxListed bounds the transactions a report lists; beyond it they are
@@ -40,7 +48,9 @@ type Report struct {
 	Epoch      uint64 `json:"epoch"`
 	NewPrimary string `json:"new_primary"`
 	Status     string `json:"status"`
-	Error      string `json:"error,omitempty"`
+	// Replica: the node was in recovery (a replica), not a primary.
+	Replica bool   `json:"replica,omitempty"`
+	Error   string `json:"error,omitempty"`
 	// Timeline is this node's; NewTimeline the new primary's.
 	Timeline    uint32 `json:"timeline"`
 	NewTimeline uint32 `json:"new_timeline,omitempty"`
@@ -241,7 +251,7 @@ func Read(ctx context.Context, pgwal string, tli uint32, segSize uint64, fork wa
 	// Subtransactions of a transaction still open have entries of their
 	// own: count the transactions with changes, an upper bound.
 	out.InProgress = len(pending)
-	for s := uint64(fork) / segSize; s*segSize < uint64(end); s++ { // none when nothing is past the fork
+	for s := uint64(fork) / segSize; end > fork && s*segSize < uint64(end); s++ { // none when nothing is past the fork
 		out.Segments = append(out.Segments, wal.SegmentName(tli, s, segSize))
 	}
 	return out, nil

@@ -40,7 +40,13 @@ func DSNResolver(dsn string) Resolver {
 		if err != nil {
 			return nil, fmt.Errorf("connecting to the new primary: %w", err)
 		}
-		defer func() { conn.Close(context.WithoutCancel(ctx)) }()
+		// conn is replaced when the relations are in another database:
+		// the deferred close closes the one open then.
+		defer func() {
+			if conn != nil {
+				conn.Close(context.WithoutCancel(ctx))
+			}
+		}()
 		var dbname string
 		if database != 0 {
 			allow := false
@@ -55,12 +61,14 @@ func DSNResolver(dsn string) Resolver {
 				return map[uint32]Name{}, nil
 			}
 			if dbname != pc.Database {
-				conn.Close(ctx)
 				pc2 := pc.Copy()
 				pc2.Database = dbname
-				if conn, err = pgx.ConnectConfig(ctx, pc2); err != nil {
+				other, err := pgx.ConnectConfig(ctx, pc2)
+				if err != nil {
 					return nil, fmt.Errorf("connecting to database %s on the new primary: %w", dbname, err)
 				}
+				conn.Close(context.WithoutCancel(ctx))
+				conn = other
 			}
 		}
 		ids := make([]int64, len(relfilenodes))

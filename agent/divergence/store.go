@@ -40,7 +40,9 @@ var ErrNotFound = errors.New("divergence report not found")
 // compressed, encrypted and signed under its key like a WAL object. It
 // sets r.Stored (nil error) before writing the report. A segment missing
 // from pgwal (the last one of the range may be, when the WAL ended at a
-// segment boundary) is skipped.
+// segment boundary) is skipped. The segments get three quarters of ctx's
+// time; when one cannot be stored the rest are not tried, and the report
+// is stored with those stored (r.Segments) and r.StoreError saying so.
 func Store(ctx context.Context, cfg *config.Config, log *slog.Logger, r *Report, pgwal string) error {
 	if err := CheckID(r.ID); err != nil {
 		return err
@@ -60,7 +62,10 @@ func Store(ctx context.Context, cfg *config.Config, log *slog.Logger, r *Report,
 	if err != nil {
 		return err
 	}
-	put := func(key string, data []byte) error {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	put := func(ctx context.Context, key string, data []byte) error {
 		sum := sha256.Sum256(data)
 		opts := keys.StreamOptions(cfg, rcpts)
 		opts.PlainSize, opts.PlainSHA256, opts.TrustSHA256 = int64(len(data)), sum[:], true
@@ -92,28 +97,43 @@ func Store(ctx context.Context, cfg *config.Config, log *slog.Logger, r *Report,
 		}
 		return g.Wait()
 	}
+	// The segments get three quarters of the time left: the report itself
+	// is stored whatever became of them.
+	segCtx := ctx
+	if dl, ok := ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		segCtx, cancel = context.WithDeadline(ctx, time.Now().Add(time.Until(dl)*3/4))
+		defer cancel()
+	}
 	var stored []string
+	var segErr error
 	for _, name := range r.Segments {
 		data, err := os.ReadFile(filepath.Join(pgwal, name))
 		if errors.Is(err, os.ErrNotExist) {
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("reading WAL segment %s: %w", name, err)
+			segErr = fmt.Errorf("reading WAL segment %s: %w", name, err)
+			break
 		}
-		if err := put(repo.DivergenceWALKey(r.Cluster, r.ID, name), data); err != nil {
-			return fmt.Errorf("storing WAL segment %s: %w", name, err)
+		if err := put(segCtx, repo.DivergenceWALKey(r.Cluster, r.ID, name), data); err != nil {
+			segErr = fmt.Errorf("storing WAL segment %s: %w", name, err)
+			break
 		}
 		stored = append(stored, name)
 	}
 	r.Segments, r.Stored, r.StoreError = stored, true, ""
+	if segErr != nil {
+		r.StoreError = fmt.Sprintf("the report is stored with %d of its WAL segments, the others not: %v", len(stored), segErr)
+		log.Warn("divergence report: WAL segments not all stored", "id", r.ID, "err", segErr)
+	}
 	js, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {
 		return err
 	}
-	if err := put(repo.DivergenceReportKey(r.Cluster, r.ID), js); err != nil {
+	if err := put(ctx, repo.DivergenceReportKey(r.Cluster, r.ID), js); err != nil {
 		r.Stored = false
-		return fmt.Errorf("storing the report: %w", err)
+		return errors.Join(fmt.Errorf("storing the report: %w", err), segErr)
 	}
 	return nil
 }

@@ -94,6 +94,9 @@ type Result struct {
 	// Leftovers lists the backup IDs (and stale reservations) whose
 	// objects without a manifest were removed (or would be).
 	Leftovers []string `json:"leftovers"`
+	// DivergenceDeleted lists the divergence reports removed (or that
+	// would be), with their raw WAL (decideDivergence).
+	DivergenceDeleted []string `json:"divergence_deleted,omitempty"`
 	// Objects counts every object removed.
 	Objects int64 `json:"objects_deleted"`
 	DryRun  bool  `json:"dry_run"`
@@ -286,6 +289,11 @@ func runOne(ctx context.Context, d Deps, o Options, r repo.Repo, pins map[string
 		}
 	}
 	sort.Strings(res.Leftovers)
+	reports, err := listDivergence(ctx, r.Store, d.Cluster)
+	if err != nil {
+		return res, fmt.Errorf("listing divergence reports: %w", err)
+	}
+	res.DivergenceDeleted = decideDivergence(reports, now, o.Spec.PITRWindow)
 	if o.DryRun {
 		return res, nil
 	}
@@ -502,6 +510,12 @@ func runOne(ctx context.Context, d Deps, o Options, r repo.Repo, pins map[string
 	}
 	if err := del.keys(ctx, staleResv, nil); err != nil {
 		return res, fmt.Errorf("deleting stale reservations: %w", err)
+	}
+	for _, id := range res.DivergenceDeleted {
+		log.Info("divergence report expired", "id", id)
+		if err := del.prefix(ctx, repo.DivergencePrefix(d.Cluster)+id+"/", nil); err != nil {
+			return res, fmt.Errorf("deleting divergence report %s (the next run finishes it): %w", id, err)
+		}
 	}
 	return res, nil
 }

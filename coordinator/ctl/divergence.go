@@ -8,6 +8,7 @@ import (
 
 	"github.com/pgdr/pgdr/coordinator/divergence"
 	"github.com/pgdr/pgdr/pkg/divergenceid"
+	"github.com/pgdr/pgdr/pkg/divergencesum"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
 
@@ -98,7 +99,7 @@ func divergenceView(ev *pgdrv1.HistoryEvent, withTx bool) (DivergenceJSON, error
 	return v, nil
 }
 
-const divergenceUsage = "divergence [--cluster C] [--limit N] [--json] | divergence show ID [--json]"
+const divergenceUsage = "divergence [--cluster C] [--limit N] [--json] | divergence show ID [--cluster C] [--json]"
 
 func cmdDivergence(ctx context.Context, e env, cf *connFlags, args []string) error {
 	if len(args) > 0 && args[0] == "show" {
@@ -142,8 +143,9 @@ transactions. Needs role read.`, cf)
 	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tCLUSTER\tNODE\tEPOCH\tRECORDED\tSTATUS\tRANGE\tBYTES\tCOMMITTED\tABORTED\tSTORED")
 	for _, d := range v.Reports {
+		d = printableView(d)
 		rng, bytes, committed, aborted := "-", "-", "unknown", "-"
-		if d.Status == "known" {
+		if d.Status == divergence.StatusKnown || d.Status == divergence.StatusReplica {
 			rng, bytes = d.ForkLSN+".."+d.EndLSN, fmt.Sprint(d.Bytes)
 			committed, aborted = fmt.Sprint(d.Committed), fmt.Sprint(d.Aborted)
 		}
@@ -153,12 +155,13 @@ transactions. Needs role read.`, cf)
 }
 
 func cmdDivergenceShow(ctx context.Context, e env, cf *connFlags, args []string) error {
-	f := newCmdFlags(e, "divergence show", "divergence show ID [--json]", `Prints one divergence report with the transactions committed past the fork
+	f := newCmdFlags(e, "divergence show", "divergence show ID [--cluster C] [--json]", `Prints one divergence report with the transactions committed past the fork
 point: xid, commit time and LSN, and per relation (named as the new primary's
 catalogs know it) the rows inserted, updated and deleted. The coordinators keep
 the first transactions of a report; all of them, and the raw WAL, are in the
 repositories under <cluster>/divergence/<id>/ ('pgdr-agent divergence-show ID'
 prints the whole report). Needs role read.`, cf)
+	cluster := f.String("cluster", "", "the report's cluster (needed when the id is in more than one)")
 	pos, err := f.parse(args, 1)
 	if err != nil {
 		return err
@@ -167,15 +170,22 @@ prints the whole report). Needs role read.`, cf)
 	if err := divergenceid.Check(id); err != nil {
 		return usagef("%v", err)
 	}
-	evs, err := divergenceEvents(ctx, cf, &pgdrv1.HistoryRequest{Kind: divergence.Kind, DetailKey: divergence.DetailID, DetailValue: id, Limit: 1})
+	// Ids are unique within a cluster only: without --cluster, ask for
+	// two to tell an id in two clusters.
+	evs, err := divergenceEvents(ctx, cf, &pgdrv1.HistoryRequest{Cluster: *cluster, Kind: divergence.Kind, DetailKey: divergence.DetailID, DetailValue: id, Limit: 2})
 	if err != nil {
 		return err
 	}
 	var found *pgdrv1.HistoryEvent
+	clusters := map[string]bool{}
 	for _, ev := range evs {
-		if ev.GetDetails()[divergence.DetailID] == id {
+		if ev.GetDetails()[divergence.DetailID] == id && (*cluster == "" || ev.GetCluster() == *cluster) {
 			found = ev
+			clusters[ev.GetCluster()] = true
 		}
+	}
+	if len(clusters) > 1 {
+		return usagef("divergence report %s is in more than one cluster: give --cluster", id)
 	}
 	if found == nil {
 		return fmt.Errorf("no divergence report %s in the coordinators' history ('pgdrctl divergence' lists them; an old one may have been compacted away, its full report stays in the repositories)", id)
@@ -214,14 +224,42 @@ func divergenceEvents(ctx context.Context, cf *connFlags, req *pgdrv1.HistoryReq
 	return out, nil
 }
 
+// printableView is d with every text made safe to print on a terminal
+// (divergencesum.Printable): names and errors come from the nodes.
+func printableView(d DivergenceJSON) DivergenceJSON {
+	p := divergencesum.Printable
+	d.ID, d.Cluster, d.Node, d.Recorded, d.Created, d.Status = p(d.ID), p(d.Cluster), p(d.Node), p(d.Recorded), p(d.Created), p(d.Status)
+	d.Error, d.ForkLSN, d.EndLSN, d.StoreError, d.NameError, d.RepositoryKey = p(d.Error), p(d.ForkLSN), p(d.EndLSN), p(d.StoreError), p(d.NameError), p(d.RepositoryKey)
+	txs := make([]DivergentTxJSON, len(d.Transactions))
+	for i, tx := range d.Transactions {
+		tx.CommitLSN, tx.CommitTime = p(tx.CommitLSN), p(tx.CommitTime)
+		rels := make([]DivergentRelJSON, len(tx.Relations))
+		for j, r := range tx.Relations {
+			r.Name, r.DatabaseName = p(r.Name), p(r.DatabaseName)
+			rels[j] = r
+		}
+		tx.Relations = rels
+		txs[i] = tx
+	}
+	d.Transactions = txs
+	return d
+}
+
 func writeDivergence(w io.Writer, d DivergenceJSON) error {
+	d = printableView(d)
 	fmt.Fprintf(w, "Divergence report %s\n", d.ID)
 	fmt.Fprintf(w, "  node %s of cluster %s, rejoin at epoch %d, recorded %s\n", d.Node, d.Cluster, d.Epoch, dash(d.Recorded))
-	if d.Status != "known" {
-		fmt.Fprintf(w, "  status: UNKNOWN: the transactions this node committed past the fork are not known (not the same as none)\n  error: %s\n", d.Error)
-	} else {
+	switch d.Status {
+	case divergence.StatusReplicaUnknown:
+		fmt.Fprintf(w, "  status: replica-unknown: a replica that received WAL past the fork (not commits of its own), which could not be read\n  error: %s\n", d.Error)
+	case divergence.StatusReplica:
+		fmt.Fprintf(w, "  status: replica: WAL received past the fork, not committed by this node (the old primary's transactions)\n  WAL %s..%s of timeline %d, past the point where timeline %d forked off it: %d bytes\n", d.ForkLSN, d.EndLSN, d.Timeline, d.NewTimeline, d.Bytes)
+		fmt.Fprintf(w, "  transactions: %d committed by the old primary, %d aborted, %d in progress at the end of the WAL\n", d.Committed, d.Aborted, d.InProgress)
+	case divergence.StatusKnown:
 		fmt.Fprintf(w, "  status: known\n  WAL %s..%s of timeline %d, past the point where timeline %d forked off it: %d bytes\n", d.ForkLSN, d.EndLSN, d.Timeline, d.NewTimeline, d.Bytes)
 		fmt.Fprintf(w, "  transactions: %d committed, %d aborted, %d in progress at the end of the WAL\n", d.Committed, d.Aborted, d.InProgress)
+	default:
+		fmt.Fprintf(w, "  status: UNKNOWN: the transactions this node committed past the fork are not known (not the same as none)\n  error: %s\n", d.Error)
 	}
 	if d.Stored {
 		fmt.Fprintf(w, "  stored in the repositories: %s (and the raw WAL beside it)\n", d.RepositoryKey)
@@ -231,7 +269,7 @@ func writeDivergence(w io.Writer, d DivergenceJSON) error {
 	if d.NameError != "" {
 		fmt.Fprintf(w, "  relation names not resolved: %s\n", d.NameError)
 	}
-	if d.Status != "known" {
+	if d.Status != divergence.StatusKnown && d.Status != divergence.StatusReplica {
 		return nil
 	}
 	if d.Committed == 0 {

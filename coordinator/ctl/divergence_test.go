@@ -29,11 +29,18 @@ func TestDivergence(t *testing.T) {
 		}
 		evs = append(evs, &pgdrv1.HistoryEvent{Seq: uint64(10 + i), Cluster: "main", Kind: divergence.Kind, Node: "pg-a" + string(rune('1'+i)), Epoch: 2, Details: d})
 	}
+	// The same id in another cluster, with terminal escapes in its texts.
+	evil := &pgdrv1.DivergenceSummary{Id: known.Id, Status: "unknown", Error: "gone\x1b]0;pwned\x07\x1b[2J"}
+	d, err := divergence.Details(evil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs = append(evs, &pgdrv1.HistoryEvent{Seq: 12, Cluster: "other", Kind: divergence.Kind, Node: "pg-b1\x1b[31m", Epoch: 5, Details: d})
 	l := newLab(t)
 	fake := &fakeAdmin{name: "c1", history: func(r *pgdrv1.HistoryRequest) []*pgdrv1.HistoryEvent {
 		var out []*pgdrv1.HistoryEvent
 		for _, ev := range append([]*pgdrv1.HistoryEvent{{Seq: 9, Cluster: "main", Kind: "failover-intent"}}, evs...) {
-			if (r.GetKind() == "" || ev.GetKind() == r.GetKind()) && (r.GetDetailKey() == "" || ev.GetDetails()[r.GetDetailKey()] == r.GetDetailValue()) {
+			if (r.GetCluster() == "" || ev.GetCluster() == r.GetCluster()) && (r.GetKind() == "" || ev.GetKind() == r.GetKind()) && (r.GetDetailKey() == "" || ev.GetDetails()[r.GetDetailKey()] == r.GetDetailValue()) {
 				out = append(out, ev)
 			}
 		}
@@ -46,7 +53,17 @@ func TestDivergence(t *testing.T) {
 		!regexp.MustCompile(`20261208T004000Z-pg-a2\s+main\s+pg-a2\s+2\s+-\s+unknown\s+-\s+-\s+unknown`).MatchString(out) {
 		t.Errorf("divergence: exit %d\n%s%s", code, out, errOut)
 	}
-	code, out, errOut = l.run(t, "divergence", "show", known.Id, "--address", addr)
+	if strings.ContainsAny(out, "\x1b\x07") {
+		t.Errorf("divergence printed control characters: %q", out)
+	}
+	// The id is in two clusters: show needs --cluster.
+	if code, out, errOut = l.run(t, "divergence", "show", known.Id, "--address", addr); code == 0 || !strings.Contains(errOut, "--cluster") {
+		t.Errorf("divergence show of an id in two clusters: exit %d\n%s%s", code, out, errOut)
+	}
+	if code, out, errOut = l.run(t, "divergence", "show", known.Id, "--cluster", "other", "--address", addr); code != 0 || !strings.Contains(out, "pg-b1") || strings.ContainsAny(out, "\x1b\x07") {
+		t.Errorf("divergence show --cluster other: exit %d\n%q%s", code, out, errOut)
+	}
+	code, out, errOut = l.run(t, "divergence", "show", known.Id, "--cluster", "main", "--address", addr)
 	if code != 0 || !regexp.MustCompile(`(?m)^740\s+-\s+0/3000100\s+postgres:public.orders\s+3\s+0\s+0$`).MatchString(out) ||
 		!regexp.MustCompile(`(?m)^741\s.*relfilenode 16390 \(database 5, not known to the new primary\)\s+0\s+0\s+1$`).MatchString(out) ||
 		!strings.Contains(out, "main/divergence/20261208T003000Z-pg-a1/report.json") {

@@ -6,8 +6,8 @@ import (
 	"strconv"
 
 	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/proto"
 
+	"github.com/pgdr/pgdr/pkg/divergencesum"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
 
@@ -27,36 +27,33 @@ const (
 	DetailListed  = "listed"
 )
 
-// MaxDetailBytes bounds the encoded summary an event keeps.
-const MaxDetailBytes = 16 << 10
+// Statuses of a report (agent/divergence): StatusKnown and StatusReplica
+// were read (the range and counts are known); StatusReplica and
+// StatusReplicaUnknown are a replica's, which committed nothing itself:
+// what it received past the fork is the old primary's.
+const (
+	StatusKnown          = "known"
+	StatusReplica        = "replica"
+	StatusReplicaUnknown = "replica-unknown"
+)
 
-// maxText bounds the summary's free texts (errors).
-const maxText = 1000
+// Read reports whether s's WAL was read: its range and counts are known.
+func Read(s *pgdrv1.DivergenceSummary) bool {
+	return s.GetStatus() == StatusKnown || s.GetStatus() == StatusReplica
+}
+
+// Replica reports whether s is a replica's report: not its lost commits.
+func Replica(s *pgdrv1.DivergenceSummary) bool {
+	return s.GetStatus() == StatusReplica || s.GetStatus() == StatusReplicaUnknown
+}
+
+// MaxDetailBytes bounds the encoded summary an event keeps.
+const MaxDetailBytes = divergencesum.MaxBytes
 
 // Bounded returns a copy of s that fits MaxDetailBytes encoded: free texts
 // clipped, and transactions dropped from the end until it fits.
 func Bounded(s *pgdrv1.DivergenceSummary) (*pgdrv1.DivergenceSummary, []byte, error) {
-	b := proto.Clone(s).(*pgdrv1.DivergenceSummary)
-	b.Error, b.StoreError, b.NameError = clip(b.Error), clip(b.StoreError), clip(b.NameError)
-	b.Id, b.Status, b.ForkLsn, b.EndLsn = clipN(b.Id, 200), clipN(b.Status, 32), clipN(b.ForkLsn, 32), clipN(b.EndLsn, 32)
-	for _, tx := range b.Transactions {
-		for _, r := range tx.Relations {
-			r.Name, r.DatabaseName = clipN(r.Name, 200), clipN(r.DatabaseName, 200)
-		}
-	}
-	for {
-		js, err := protojson.Marshal(b)
-		if err != nil {
-			return nil, nil, err
-		}
-		if len(js) <= MaxDetailBytes {
-			return b, js, nil
-		}
-		if len(b.Transactions) == 0 {
-			return nil, nil, fmt.Errorf("divergence summary %s: %d bytes without transactions", b.Id, len(js))
-		}
-		b.Transactions = b.Transactions[:len(b.Transactions)*3/4]
-	}
+	return divergencesum.Bounded(s)
 }
 
 // Details are the history event details of summary s (bounded).
@@ -69,7 +66,7 @@ func Details(s *pgdrv1.DivergenceSummary) (map[string]string, error) {
 		DetailID: b.GetId(), DetailStatus: b.GetStatus(), DetailSummary: string(js),
 		DetailListed: strconv.Itoa(len(b.GetTransactions())),
 	}
-	if b.GetStatus() == "known" {
+	if Read(b) {
 		d[DetailRange] = b.GetForkLsn() + ".." + b.GetEndLsn()
 		d[DetailBytes] = strconv.FormatUint(b.GetBytes(), 10)
 		d[DetailCommitted] = strconv.FormatUint(b.GetCommitted(), 10)
@@ -95,7 +92,16 @@ func FromEvent(ev *pgdrv1.HistoryEvent) (*pgdrv1.DivergenceSummary, error) {
 // Message is the event's message and the incident note: node's report in
 // one line. An unknown report says that the transactions are not known.
 func Message(node string, s *pgdrv1.DivergenceSummary) string {
-	if s.GetStatus() != "known" {
+	switch s.GetStatus() {
+	case StatusReplicaUnknown:
+		return fmt.Sprintf("divergence report %s of %s: a replica that received WAL past the fork (not commits of its own), which could not be read: %s",
+			s.GetId(), node, clip(s.GetError()))
+	case StatusReplica:
+		return fmt.Sprintf("divergence report %s of %s: a replica: received WAL %s..%s (%d bytes) of timeline %d past the point where timeline %d forked off it, not committed by it: %d transactions the old primary committed, %d aborted, %d in progress",
+			s.GetId(), node, s.GetForkLsn(), s.GetEndLsn(), s.GetBytes(), s.GetTimeline(), s.GetNewTimeline(),
+			s.GetCommitted(), s.GetAborted(), s.GetInProgress())
+	}
+	if s.GetStatus() != StatusKnown {
 		return fmt.Sprintf("divergence report %s of %s: unknown, the transactions it committed past the fork are not known: %s",
 			s.GetId(), node, clip(s.GetError()))
 	}
@@ -115,11 +121,4 @@ func Same(a, b *pgdrv1.DivergenceSummary) bool {
 		a.GetCommitted() == b.GetCommitted() && a.GetError() == b.GetError() && a.GetTimeline() == b.GetTimeline()
 }
 
-func clip(s string) string { return clipN(s, maxText) }
-
-func clipN(s string, n int) string {
-	if r := []rune(s); len(r) > n {
-		return string(r[:n-1]) + "…"
-	}
-	return s
-}
+func clip(s string) string { return divergencesum.Clip(s, divergencesum.MaxText) }

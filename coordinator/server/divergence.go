@@ -8,6 +8,7 @@ import (
 	"github.com/pgdr/pgdr/coordinator/divergence"
 	"github.com/pgdr/pgdr/coordinator/fsm"
 	"github.com/pgdr/pgdr/coordinator/incident"
+	"github.com/pgdr/pgdr/pkg/divergenceid"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
 )
 
@@ -30,6 +31,17 @@ func (s *Server) recordDivergence(ctx context.Context, cluster, node string, epo
 	if d == nil {
 		return
 	}
+	if err := divergenceid.Check(d.GetId()); err != nil {
+		s.log.Warn("divergence report not recorded: its id", "cluster", cluster, "node", node, "err", err)
+		return
+	}
+	// Everything recorded is built from the bounded summary: what an
+	// agent sent may be any size.
+	d, _, err := divergence.Bounded(d)
+	if err != nil {
+		s.log.Warn("divergence report not recorded", "cluster", cluster, "node", node, "err", err)
+		return
+	}
 	var last *pgdrv1.DivergenceSummary
 	s.fsm.ScanHistoryBack(cluster, func(ev *pgdrv1.HistoryEvent) bool {
 		if ev.GetKind() != divergence.Kind || ev.GetNode() != node {
@@ -50,7 +62,9 @@ func (s *Server) recordDivergence(ctx context.Context, cluster, node string, epo
 	}
 	msg := divergence.Message(node, d)
 	s.recordEvent(ctx, cluster, divergence.Kind, node, epoch, msg, details)
-	s.noteFailoverIncident(ctx, cluster, msg)
+	if !divergence.Replica(d) { // a replica's is not its lost commits
+		s.noteFailoverIncident(ctx, cluster, msg)
+	}
 }
 
 // noteFailoverIncident adds msg as a note to the incident of the failover

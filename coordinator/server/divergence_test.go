@@ -34,15 +34,38 @@ func TestRecordDivergence(t *testing.T) {
 	s.recordDivergence(ctx, "main", "pg-a1", 2, nil)
 	unknown := &pgdrv1.DivergenceSummary{Id: "20261208T000100Z-pg-a3", Status: "unknown", Error: "this node's control data: no such directory"}
 	s.recordDivergence(ctx, "main", "pg-a3", 2, &pgdrv1.CommandResult{Divergence: unknown})
+	// A replica that received WAL past the fork: in the history, not
+	// noted on the incident as lost commits.
+	replica := &pgdrv1.DivergenceSummary{Id: "20261208T000200Z-pg-a4", Status: divergence.StatusReplica, Timeline: 1, NewTimeline: 2,
+		ForkLsn: "0/3000000", EndLsn: "0/3001000", Bytes: 4096, Committed: 1}
+	s.recordDivergence(ctx, "main", "pg-a4", 2, &pgdrv1.CommandResult{Divergence: replica})
+
+	// A report id that is not one is refused; an oversized summary
+	// makes a bounded message.
+	s.recordDivergence(ctx, "main", "pg-a5", 2, &pgdrv1.CommandResult{Divergence: &pgdrv1.DivergenceSummary{Id: "../../etc/passwd", Status: "unknown"}})
+	huge := &pgdrv1.DivergenceSummary{Id: "20261208T000300Z-pg-a6", Status: "known", ForkLsn: strings.Repeat("0/1", 1<<20), StoreError: strings.Repeat("e", 1<<20)}
+	s.recordDivergence(ctx, "main", "pg-a6", 2, &pgdrv1.CommandResult{Divergence: huge})
 
 	var got []*pgdrv1.HistoryEvent
 	s.fsm.ScanHistory("main", func(ev *pgdrv1.HistoryEvent) {
 		if ev.GetKind() == divergence.Kind {
+			if ev.GetNode() == "pg-a5" {
+				t.Errorf("a report with a bad id recorded: %v", ev)
+			}
+			if ev.GetNode() == "pg-a6" {
+				if len(ev.GetMessage()) > 4096 {
+					t.Errorf("the oversized report's message: %d bytes", len(ev.GetMessage()))
+				}
+				return
+			}
 			got = append(got, ev)
 		}
 	})
-	if len(got) != 2 {
-		t.Fatalf("%d divergence events, want 2: %v", len(got), got)
+	if len(got) != 3 {
+		t.Fatalf("%d divergence events, want 3: %v", len(got), got)
+	}
+	if ev := got[2]; ev.GetNode() != "pg-a4" || !strings.Contains(ev.GetMessage(), "a replica") || ev.GetDetails()[divergence.DetailRange] != "0/3000000..0/3001000" {
+		t.Errorf("the replica's event: %v", ev)
 	}
 	if ev := got[0]; ev.GetNode() != "pg-a1" || ev.GetEpoch() != 2 || ev.GetDetails()[divergence.DetailID] != known.Id ||
 		ev.GetDetails()[divergence.DetailRange] != "0/3000000..0/3002000" || !strings.Contains(ev.GetMessage(), "2 transactions committed") {
@@ -56,7 +79,7 @@ func TestRecordDivergence(t *testing.T) {
 	}
 	// The admin API finds them by kind, and one by its id.
 	a := &adminAPI{s: s}
-	if r, err := a.History(ctx, &pgdrv1.HistoryRequest{Cluster: "main", Kind: divergence.Kind, Limit: 10}); err != nil || len(r.GetEvents()) != 2 || r.GetEvents()[0].GetNode() != "pg-a1" {
+	if r, err := a.History(ctx, &pgdrv1.HistoryRequest{Cluster: "main", Kind: divergence.Kind, Limit: 10}); err != nil || len(r.GetEvents()) != 4 || r.GetEvents()[0].GetNode() != "pg-a1" {
 		t.Errorf("history of kind divergence: %v, %v", r, err)
 	}
 	if r, err := a.History(ctx, &pgdrv1.HistoryRequest{Kind: divergence.Kind, DetailKey: divergence.DetailID, DetailValue: unknown.Id, Limit: 1}); err != nil ||
@@ -71,7 +94,7 @@ func TestRecordDivergence(t *testing.T) {
 			}
 		}
 	}
-	if len(notes) != 2 || !strings.Contains(notes[0], known.Id) || !strings.Contains(notes[1], unknown.Id) {
+	if len(notes) != 3 || !strings.Contains(notes[0], known.Id) || !strings.Contains(notes[1], unknown.Id) || !strings.Contains(notes[2], huge.Id) {
 		t.Errorf("failover incident notes: %s", fmt.Sprint(notes))
 	}
 

@@ -546,7 +546,7 @@ func (s *Server) rejoinTick(ctx context.Context, c *pgdrv1.Cluster, samples map[
 		primaryDSN := c.Members[c.Primary].GetDsn()
 		go func() {
 			s.recordEvent(ctx, c.Name, kindRejoin, name, c.Epoch, fmt.Sprintf("ordering %s to rejoin as a replica of %s", name, c.Primary), nil)
-			cctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+			cctx, cancel := context.WithTimeout(ctx, rejoinTimeout) // with the divergence report's time
 			defer cancel()
 			res, err := s.hub.call(cctx, k, &pgdrv1.AgentCommand{
 				Id: newCommandID(), Cluster: c.Name, Node: name, Epoch: c.Epoch, IssuedAt: timestamppb.Now(),

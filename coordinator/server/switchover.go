@@ -19,6 +19,7 @@ import (
 
 	"github.com/pgdr/pgdr/coordinator/failover"
 	"github.com/pgdr/pgdr/coordinator/fsm"
+	"github.com/pgdr/pgdr/pkg/divergencesum"
 	"github.com/pgdr/pgdr/pkg/tlsutil"
 	"github.com/pgdr/pgdr/pkg/wal"
 	pgdrv1 "github.com/pgdr/pgdr/proto/pgdr/v1"
@@ -48,8 +49,10 @@ const (
 	// received the old primary's shutdown checkpoint.
 	checkpointWait = 30 * time.Second
 	// rejoinTimeout: the old primary's rejoin (a clean stop needs no real
-	// rewind, but pg_rewind and the start still take a moment).
-	rejoinTimeout = 5 * time.Minute
+	// rewind, but pg_rewind and the start still take a moment), after the
+	// divergence report the agent makes first (up to
+	// divergencesum.ReportTimeout), so that it comes back with the result.
+	rejoinTimeout = 5*time.Minute + divergencesum.ReportTimeout
 	// forceFenceTimeout: how long a forced manual failover waits for the
 	// old primary's agent to answer a fence order.
 	forceFenceTimeout = 10 * time.Second

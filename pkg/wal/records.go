@@ -95,8 +95,8 @@ const (
 	// maxRecordSize is PostgreSQL's XLogRecordMaxSize (1020 MB): a longer
 	// xl_tot_len is garbage.
 	maxRecordSize = 1020 << 20
-	// keepLimit is the largest record whose bytes a RecordReader keeps;
-	// longer ones are checked (CRC) while they stream past, without being
+	// keepLimit is the largest record whose bytes a RecordReader keeps
+	// (but RM_XACT records, kept up to maxRecordSize); longer ones are checked (CRC) while they stream past, without being
 	// held in memory.
 	keepLimit = 1 << 20
 	// relBlockSize is BLCKSZ, the relation page size full-page images
@@ -138,7 +138,8 @@ type Record struct {
 	// Timeline is the timeline of the page the record begins on.
 	Timeline uint32
 	// Data is the whole record, header included, or nil for records
-	// longer than 1 MiB (which are checked but not kept). It is valid
+	// longer than 1 MiB but RM_XACT ones (which are checked but not
+	// kept). It is valid
 	// until the next call to Next.
 	Data []byte
 }
@@ -348,7 +349,8 @@ func (r *Record) decode(wantBlocks bool) ([]BlockRef, []byte, error) {
 // PostgreSQL version, segment size or cluster than the first segment's.
 //
 // It holds one page and at most one record of up to 1 MiB in memory,
-// whatever the segment size.
+// whatever the segment size, but for a transaction's (RM_XACT) record,
+// held whole (up to PostgreSQL's 1020 MB record limit).
 type RecordReader struct {
 	src     SegmentSource
 	segSize uint64
@@ -534,7 +536,14 @@ func (r *RecordReader) read(ctx context.Context) (Record, error) {
 	case totLen > maxRecordSize:
 		return Record{}, r.end(pos, "record length %d too long", totLen)
 	}
+	// Records up to keepLimit are kept, and RM_XACT records of any size
+	// (a transaction's end with thousands of invalidations or dropped
+	// relations is still the end to know): which one it is is known once
+	// the header is read, until then the bytes are kept.
 	keep := totLen <= keepLimit
+	if cap(r.buf) > keepLimit {
+		r.buf = nil // a big record's buffer is not held on to
+	}
 	r.buf = r.buf[:0]
 	var got uint64
 	var crc uint32
@@ -547,13 +556,18 @@ func (r *RecordReader) read(ctx context.Context) (Record, error) {
 			body = b[n:]
 		}
 		crc = crc32.Update(crc, castagnoli, body)
-		if keep {
+		if keep || !header {
 			r.buf = append(r.buf, b...)
 		}
 		got += uint64(len(b))
 		if !header && got >= RecordHeaderSize {
 			header = true
-			return r.checkHeader(pos)
+			if err := r.checkHeader(pos); err != nil {
+				return err
+			}
+			if keep = keep || r.hdr[17] == RmXactID; !keep {
+				r.buf = r.buf[:0]
+			}
 		}
 		return nil
 	}

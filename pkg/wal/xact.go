@@ -58,8 +58,9 @@ const (
 	heapHotUpdate    = 0x40
 	heap2MultiInsert = 0x50
 	// xlhDeleteIsSuper is XLH_DELETE_IS_SUPER: the undo of a speculative
-	// insertion (INSERT … ON CONFLICT that found a conflict).
-	xlhDeleteIsSuper = 0x10
+	// insertion (INSERT … ON CONFLICT that found a conflict); 1<<4 is
+	// XLH_DELETE_IS_PARTITION_MOVE (a row moving partitions: a delete).
+	xlhDeleteIsSuper = 1 << 3
 )
 
 // XactEnd is the end of a transaction, as an XACT record says.

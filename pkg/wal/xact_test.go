@@ -112,7 +112,10 @@ func TestRowChange(t *testing.T) {
 		{"insert on a new page", heap(RmHeapID, heapInsert|0x80, 800, []byte{1, 0, 0}), RowInsert, 1},
 		{"hot update", heap(RmHeapID, heapHotUpdate, 801, make([]byte, 14)), RowUpdate, 1},
 		{"delete", heap(RmHeapID, heapDelete, 802, del(0)), RowDelete, 1},
-		{"super-delete", heap(RmHeapID, heapDelete, 803, del(xlhDeleteIsSuper)), RowUnInsert, 1},
+		// PostgreSQL 15's heapam_xlog.h: XLH_DELETE_IS_SUPER (1<<3),
+		// XLH_DELETE_IS_PARTITION_MOVE (1<<4).
+		{"super-delete", heap(RmHeapID, heapDelete, 803, del(1<<3)), RowUnInsert, 1},
+		{"delete of a row moving partitions", heap(RmHeapID, heapDelete, 803, del(1<<4|1<<1)), RowDelete, 1},
 		{"multi-insert of 25", heap(RmHeap2ID, heap2MultiInsert, 804, []byte{0, 0, 25, 0}), RowInsert, 25},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
