@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -16,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/pgdr/pgdr/pkg/fsutil"
 	"github.com/pgdr/pgdr/pkg/wal"
 )
 
@@ -121,7 +123,7 @@ type Receiver struct {
 	archived    map[string]bool
 	conflicted  map[string]bool // complete segments the archive holds differently
 	partialDone map[string]uint64
-	histories   map[uint32]bool // .history files stored (the session's goroutine)
+	histories   map[uint32]bool // .history files spooled (the session's goroutine)
 }
 
 // New makes a receiver.
@@ -392,8 +394,8 @@ func (r *Receiver) session(ctx context.Context) error {
 	return r.stream(ctx, conn, w, dsn)
 }
 
-// history fetches timeline tli's history file, stores it in the archive
-// (as wal-push would) and parses it.
+// history fetches timeline tli's history file, stores it in the spool
+// (the uploader archives it, as wal-push would) and parses it.
 func (r *Receiver) history(ctx context.Context, conn *pgconn.PgConn, tli uint32) ([]wal.HistoryEntry, error) {
 	res, err := pglogrepl.TimelineHistory(ctx, conn, int32(tli))
 	if err != nil {
@@ -404,12 +406,33 @@ func (r *Receiver) history(ctx context.Context, conn *pgconn.PgConn, tli uint32)
 		return nil, fmt.Errorf("history of timeline %d: %w", tli, err)
 	}
 	if !r.histories[tli] {
-		if err := r.deps.Upload.PushSegment(ctx, wal.HistoryFileName(tli), res.Content); err != nil {
-			return nil, fmt.Errorf("archiving %s: %w", wal.HistoryFileName(tli), err)
+		if err := spoolHistory(r.cfg.SpoolDir, wal.HistoryFileName(tli), res.Content); err != nil {
+			return nil, err
 		}
 		r.histories[tli] = true
+		r.kickUpload()
 	}
 	return h, nil
+}
+
+// spoolHistory stores a .history file in the spool, durably, for the
+// uploader (which archives it, retrying): streaming never waits for the
+// repository.
+func spoolHistory(dir, name string, content []byte) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("wal.receive.spool_dir %s: %w", dir, err)
+	}
+	tmp := filepath.Join(dir, name+".tmp")
+	if err := fsutil.WriteFileSynced(tmp, content, 0o600); err != nil {
+		return fmt.Errorf("spooling %s: %w", name, err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+		return fmt.Errorf("spooling %s: %w", name, err)
+	}
+	if err := fsutil.SyncDir(dir); err != nil {
+		return fmt.Errorf("spooling %s: %w", name, err)
+	}
+	return nil
 }
 
 // ensureSlot creates the physical slot, reserving WAL, unless it exists.

@@ -50,6 +50,7 @@ func (r *Receiver) uploadOnce(ctx context.Context) {
 		}
 		r.partialDone[name] = 1 << 62 // never uploaded again
 	}
+	r.uploadHistories(ctx)
 	files, err := listSpool(r.cfg.SpoolDir, segSize)
 	if err != nil {
 		r.log.Warn("listing the spool", "err", err)
@@ -139,5 +140,36 @@ func (r *Receiver) cleanup(files []spoolFile, segSize uint64) {
 		}
 		delete(r.archived, f.Name)
 		delete(r.partialDone, f.Name)
+	}
+}
+
+// uploadHistories archives the .history files of the spool and removes
+// each once archived; a failure is counted and retried the next round.
+func (r *Receiver) uploadHistories(ctx context.Context) {
+	ents, err := os.ReadDir(r.cfg.SpoolDir)
+	if err != nil {
+		return // none yet
+	}
+	for _, e := range ents {
+		n, err := wal.ParseName(e.Name())
+		if err != nil || n.Kind != wal.KindHistory || !e.Type().IsRegular() || r.conflicted[e.Name()] {
+			continue
+		}
+		data, err := os.ReadFile(r.spoolPath(e.Name()))
+		if err == nil {
+			err = r.deps.Upload.PushSegment(ctx, e.Name(), data)
+		}
+		if errors.Is(err, walship.ErrConflict) {
+			r.conflicted[e.Name()] = true
+			r.uploadFailed("archiving a timeline history file failed: the archive holds different content under its name; it stays in the spool and is skipped", e.Name(), err)
+			continue
+		}
+		if err != nil {
+			r.uploadFailed("archiving a timeline history file failed; the next round retries", e.Name(), err)
+			continue
+		}
+		if err := os.Remove(r.spoolPath(e.Name())); err != nil {
+			r.log.Warn("removing an archived history file from the spool", "file", e.Name(), "err", err)
+		}
 	}
 }

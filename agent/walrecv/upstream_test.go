@@ -20,10 +20,15 @@ func standbyOf(t *testing.T, e *env) *pgtest.Cluster {
 	return sb
 }
 
-func (e *env) run(t *testing.T, cfg Config) *Receiver {
+// run runs a receiver of cfg (its names, spool and retry interval set)
+// uploading through up (nil: e's shipper) until the test ends.
+func (e *env) run(t *testing.T, cfg Config, up Uploader) *Receiver {
 	t.Helper()
+	if up == nil {
+		up = e.sh
+	}
 	cfg.AppName, cfg.Slot, cfg.SpoolDir, cfg.RetryInterval = AppName("n1"), DefaultSlot("n1"), e.spool, 100*time.Millisecond
-	r := New(cfg, Deps{Primary: func(context.Context) (string, error) { return *e.primary.Load(), nil }, Upload: e.sh,
+	r := New(cfg, Deps{Primary: func(context.Context) (string, error) { return *e.primary.Load(), nil }, Upload: up,
 		Log: slog.New(slog.NewTextHandler(tlog{t}, nil))})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -42,7 +47,7 @@ func TestReceiverFollowsUpstreamChange(t *testing.T) {
 	sb := standbyOf(t, e)
 	old := sb.DSN()
 	e.primary.Store(&old)
-	r := e.run(t, Config{})
+	r := e.run(t, Config{}, nil)
 	waitFor(t, 20*time.Second, "the receiver streams from the standby", func() bool { return r.Status().Connected })
 	first := r.Status().Server
 	e.pg.Exec(t, "ALTER SYSTEM SET synchronous_standby_names = '"+AppName("n1")+"'")
@@ -64,7 +69,7 @@ func TestReceiverRefusesStandby(t *testing.T) {
 	sb := standbyOf(t, e)
 	old := sb.DSN()
 	e.primary.Store(&old)
-	r := e.run(t, Config{RequirePrimary: true})
+	r := e.run(t, Config{RequirePrimary: true}, nil)
 	waitFor(t, 20*time.Second, "the receiver tried the standby", func() bool { return r.Status().Reconnects >= 2 })
 	if st := r.Status(); st.Connected || !strings.Contains(st.LastError, "recovery") {
 		t.Fatalf("the receiver streams from (or did not refuse) the standby: %+v", st)
