@@ -112,7 +112,11 @@ type Receiver struct {
 	// abandoned: segments whose partial object must go (the stream
 	// restarted elsewhere: their WAL is gone from the server).
 	abandoned []string
-	kick      chan struct{}
+	// restream: the partial file a restarted receiver streams again from
+	// its segment's start; its partial object is not uploaded again before
+	// the stream passes size.
+	restream restreamed
+	kick     chan struct{}
 
 	// lost: the server no longer has the WAL from the spool's end (its
 	// slot was invalidated, or never protected it): the next stream
@@ -124,6 +128,11 @@ type Receiver struct {
 	conflicted  map[string]bool // complete segments the archive holds differently
 	partialDone map[string]uint64
 	histories   map[uint32]bool // .history files spooled (the session's goroutine)
+}
+
+type restreamed struct {
+	name string
+	size uint64
 }
 
 // New makes a receiver.
@@ -357,7 +366,20 @@ func (r *Receiver) session(ctx context.Context) error {
 	if err := r.ensureSlot(ctx, conn); err != nil {
 		return err
 	}
-	w, err := newSegWriter(r.cfg.SpoolDir, segSize, start.TLI, start.LSN, func(string) { r.kickUpload() })
+	var w *segWriter
+	if known == 0 && sp.Has && sp.File.Partial && !start.Fresh && start.TLI == sp.TLI && start.LSN == sp.End {
+		// The first stream of this process resumes inside a partial file:
+		// its segment is streamed again from its start (the slot kept it),
+		// overwriting the file in place; the partial object is not
+		// uploaded again until the stream passes what the file held.
+		r.mu.Lock()
+		r.restream = restreamed{name: sp.File.Name, size: uint64(sp.File.Size)}
+		r.mu.Unlock()
+		start.LSN = wal.LSN(sp.File.SegNo * segSize)
+		w, err = restreamWriter(r.cfg.SpoolDir, segSize, start.TLI, sp.File.SegNo, func(string) { r.kickUpload() })
+	} else {
+		w, err = newSegWriter(r.cfg.SpoolDir, segSize, start.TLI, start.LSN, func(string) { r.kickUpload() })
+	}
 	if err != nil {
 		return err
 	}

@@ -115,7 +115,9 @@ func (r *Receiver) uploadOnce(ctx context.Context) {
 		}
 	}
 	for _, f := range tails {
-		if f.Name != curName && !f.full(segSize) && f.Size > 0 {
+		// Only older timelines' (the current timeline's newest file is
+		// the one being written, or resumed by the next stream).
+		if f.TLI < tli && f.Name != curName && !f.full(segSize) && f.Size > 0 {
 			r.uploadPartial(ctx, f.Name, uint64(f.Size), segSize, tli)
 		}
 	}
@@ -128,7 +130,10 @@ func (r *Receiver) uploadOnce(ctx context.Context) {
 // uploadPartial uploads the first n bytes of segment name as its partial
 // object when they grew since the last upload.
 func (r *Receiver) uploadPartial(ctx context.Context, name string, n, segSize uint64, tli uint32) {
-	if n <= r.partialDone[name] || n >= segSize || r.archived[name] || r.conflicted[name] {
+	r.mu.Lock()
+	rs := r.restream
+	r.mu.Unlock()
+	if n <= r.partialDone[name] || n >= segSize || r.archived[name] || r.conflicted[name] || (name == rs.name && n <= rs.size) {
 		return
 	}
 	data, err := readPrefix(r.cfg.SpoolDir, name, n)
