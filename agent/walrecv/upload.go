@@ -136,6 +136,9 @@ func (r *Receiver) uploadPartial(ctx context.Context, name string, n, segSize ui
 	if n <= r.partialDone[name] || n >= segSize || r.archived[name] || r.conflicted[name] || (name == rs.name && n <= rs.size) {
 		return
 	}
+	if _, err := os.Stat(r.spoolPath(name)); err == nil {
+		return // complete meanwhile: archived (its partial object deleted), not uploaded as a partial
+	}
 	data, err := readPrefix(r.cfg.SpoolDir, name, n)
 	if err == nil {
 		err = r.deps.Upload.PushPartial(ctx, name, data)

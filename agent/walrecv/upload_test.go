@@ -166,3 +166,22 @@ func TestUploadOldTimelineTail(t *testing.T) {
 		t.Fatal("the current segment was not uploaded")
 	}
 }
+
+// TestUploadNoPartialOfCompleteSegment: the segment being written when the
+// round began, complete in the spool by the time its partial would be
+// uploaded, is not uploaded as a partial (it is archived; a partial object
+// would outlive the archived segment) even while archiving it fails.
+func TestUploadNoPartialOfCompleteSegment(t *testing.T) {
+	const sysid, ss = 7300000000000000080, 1 << 20
+	sh, repoDir, spool := uploadEnv(t, sysid)
+	c := wal.SegmentName(1, 5, ss)
+	if err := os.WriteFile(filepath.Join(spool, c), testutil.FakeSegment(sysid, 1, 5, ss), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := New(Config{SpoolDir: spool}, Deps{Upload: &segmentsDown{sh}})
+	r.segSize, r.curName, r.curFlushed, r.st.Timeline = ss, c, 64<<10, 1
+	r.uploadOnce(context.Background())
+	if inRepo(repoDir, repo.StreamPartialKey("c", c)) {
+		t.Fatal("a complete segment was uploaded as a partial")
+	}
+}
