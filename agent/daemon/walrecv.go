@@ -25,6 +25,9 @@ func (d *Daemon) newReceiver(cfg *config.Config, shipper *walship.Shipper, log *
 		Slot:           rc.Slot,
 		SpoolDir:       rc.SpoolDir,
 		UploadInterval: rc.UploadInterval.Duration,
+		// The primary waits for a synchronous receiver: it streams only
+		// from the primary.
+		RequirePrimary: rc.Synchronous,
 	}, walrecv.Deps{
 		Primary:  walrecv.LocalPrimary(d.pg.ConnRecovery, cfg.Postgres.DSN),
 		Upload:   shipper,

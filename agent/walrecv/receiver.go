@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -16,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/pgdr/pgdr/pkg/fsutil"
 	"github.com/pgdr/pgdr/pkg/wal"
 )
 
@@ -50,6 +52,11 @@ type Config struct {
 	StatusInterval time.Duration
 	// RetryInterval is the wait before connecting again (default 1s).
 	RetryInterval time.Duration
+	// RequirePrimary: a server in recovery is refused (a synchronous
+	// receiver: the primary waits for it, so it must stream from the
+	// primary). Without it a standby upstream (a cascading replica's) is
+	// streamed from.
+	RequirePrimary bool
 }
 
 // Deps is what the receiver calls.
@@ -85,6 +92,8 @@ type Status struct {
 	// ended or could not start.
 	UploadFailures uint64 `json:"upload_failures"`
 	Reconnects     uint64 `json:"reconnects"`
+	// LastError is why the last stream ended or could not start.
+	LastError string `json:"last_error,omitempty"`
 }
 
 // Receiver streams WAL into the spool and uploads it; Run runs it.
@@ -103,7 +112,11 @@ type Receiver struct {
 	// abandoned: segments whose partial object must go (the stream
 	// restarted elsewhere: their WAL is gone from the server).
 	abandoned []string
-	kick      chan struct{}
+	// restream: the partial file a restarted receiver streams again from
+	// its segment's start; its partial object is not uploaded again before
+	// the stream passes size.
+	restream restreamed
+	kick     chan struct{}
 
 	// lost: the server no longer has the WAL from the spool's end (its
 	// slot was invalidated, or never protected it): the next stream
@@ -114,7 +127,12 @@ type Receiver struct {
 	archived    map[string]bool
 	conflicted  map[string]bool // complete segments the archive holds differently
 	partialDone map[string]uint64
-	histories   map[uint32]bool // .history files stored (the session's goroutine)
+	histories   map[uint32]bool // .history files spooled (the session's goroutine)
+}
+
+type restreamed struct {
+	name string
+	size uint64
 }
 
 // New makes a receiver.
@@ -164,6 +182,9 @@ func (r *Receiver) Run(ctx context.Context) {
 		r.st.Connected = false
 		if ctx.Err() == nil {
 			r.st.Reconnects++
+			if err != nil {
+				r.st.LastError = err.Error()
+			}
 		}
 		r.mu.Unlock()
 		if ctx.Err() != nil {
@@ -206,34 +227,65 @@ const maxUnflushed = 1 << 20
 // timeline being received (its switch point).
 var errTimelineEnded = errors.New("the timeline being received ended")
 
-// connect opens a replication connection to the primary.
-func (r *Receiver) connect(ctx context.Context) (*pgconn.PgConn, error) {
-	dsn, err := r.deps.Primary(ctx)
+// upstreamCheck: while streaming, Deps.Primary is asked again at least
+// this often; the stream ends when it names another server (a follow
+// order changed primary_conninfo).
+const upstreamCheck = 2 * time.Second
+
+// connect opens a replication connection to the primary; dsn is what
+// Deps.Primary returned.
+func (r *Receiver) connect(ctx context.Context) (conn *pgconn.PgConn, dsn string, err error) {
+	dsn, err = r.deps.Primary(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("finding the primary: %w", err)
+		return nil, "", fmt.Errorf("finding the primary: %w", err)
 	}
 	pc, err := pgconn.ParseConfig(dsn)
 	if err != nil {
-		return nil, errors.New("the primary's connection string does not parse")
+		return nil, "", errors.New("the primary's connection string does not parse")
 	}
 	pc.RuntimeParams["replication"] = "true"
 	pc.RuntimeParams["application_name"] = r.cfg.AppName
 	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	conn, err := pgconn.ConnectConfig(cctx, pc)
+	server := net.JoinHostPort(pc.Host, strconv.Itoa(int(pc.Port)))
+	conn, err = pgconn.ConnectConfig(cctx, pc)
 	if err != nil {
-		return nil, fmt.Errorf("replication connection to %s: %w", net.JoinHostPort(pc.Host, strconv.Itoa(int(pc.Port))), err)
+		return nil, "", fmt.Errorf("replication connection to %s: %w", server, err)
 	}
 	r.mu.Lock()
-	r.st.Server = net.JoinHostPort(pc.Host, strconv.Itoa(int(pc.Port)))
+	r.st.Server = server
 	r.mu.Unlock()
-	return conn, nil
+	if r.cfg.RequirePrimary {
+		hs, err := showSetting(ctx, conn, "in_hot_standby")
+		if err == nil && hs == "on" {
+			conn.Close(context.WithoutCancel(ctx))
+			return nil, "", fmt.Errorf("the server %s is in recovery (a standby): a synchronous receiver streams only from the primary", server)
+		}
+		if err != nil {
+			conn.Close(context.WithoutCancel(ctx))
+			return nil, "", err
+		}
+	}
+	return conn, dsn, nil
+}
+
+// upstreamChanged reports whether Deps.Primary names another server than
+// dsn now (an error is not a change: the stream goes on).
+func (r *Receiver) upstreamChanged(ctx context.Context, dsn string) bool {
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	now, err := r.deps.Primary(cctx)
+	if err != nil {
+		r.log.Debug("checking the WAL receiver's upstream", "err", err)
+		return false
+	}
+	return now != dsn
 }
 
 // session is one replication connection: it plans where to start, makes
 // sure of the slot, and streams until the stream ends or fails.
 func (r *Receiver) session(ctx context.Context) error {
-	conn, err := r.connect(ctx)
+	conn, dsn, err := r.connect(ctx)
 	if err != nil {
 		return err
 	}
@@ -314,7 +366,20 @@ func (r *Receiver) session(ctx context.Context) error {
 	if err := r.ensureSlot(ctx, conn); err != nil {
 		return err
 	}
-	w, err := newSegWriter(r.cfg.SpoolDir, segSize, start.TLI, start.LSN, func(string) { r.kickUpload() })
+	var w *segWriter
+	if known == 0 && sp.Has && sp.File.Partial && !start.Fresh && start.TLI == sp.TLI && start.LSN == sp.End {
+		// The first stream of this process resumes inside a partial file:
+		// its segment is streamed again from its start (the slot kept it),
+		// overwriting the file in place; the partial object is not
+		// uploaded again until the stream passes what the file held.
+		r.mu.Lock()
+		r.restream = restreamed{name: sp.File.Name, size: uint64(sp.File.Size)}
+		r.mu.Unlock()
+		start.LSN = wal.LSN(sp.File.SegNo * segSize)
+		w, err = restreamWriter(r.cfg.SpoolDir, segSize, start.TLI, sp.File.SegNo, func(string) { r.kickUpload() })
+	} else {
+		w, err = newSegWriter(r.cfg.SpoolDir, segSize, start.TLI, start.LSN, func(string) { r.kickUpload() })
+	}
 	if err != nil {
 		return err
 	}
@@ -348,11 +413,11 @@ func (r *Receiver) session(ctx context.Context) error {
 			r.kickUpload()
 		}
 	}
-	return r.stream(ctx, conn, w)
+	return r.stream(ctx, conn, w, dsn)
 }
 
-// history fetches timeline tli's history file, stores it in the archive
-// (as wal-push would) and parses it.
+// history fetches timeline tli's history file, stores it in the spool
+// (the uploader archives it, as wal-push would) and parses it.
 func (r *Receiver) history(ctx context.Context, conn *pgconn.PgConn, tli uint32) ([]wal.HistoryEntry, error) {
 	res, err := pglogrepl.TimelineHistory(ctx, conn, int32(tli))
 	if err != nil {
@@ -363,12 +428,33 @@ func (r *Receiver) history(ctx context.Context, conn *pgconn.PgConn, tli uint32)
 		return nil, fmt.Errorf("history of timeline %d: %w", tli, err)
 	}
 	if !r.histories[tli] {
-		if err := r.deps.Upload.PushSegment(ctx, wal.HistoryFileName(tli), res.Content); err != nil {
-			return nil, fmt.Errorf("archiving %s: %w", wal.HistoryFileName(tli), err)
+		if err := spoolHistory(r.cfg.SpoolDir, wal.HistoryFileName(tli), res.Content); err != nil {
+			return nil, err
 		}
 		r.histories[tli] = true
+		r.kickUpload()
 	}
 	return h, nil
+}
+
+// spoolHistory stores a .history file in the spool, durably, for the
+// uploader (which archives it, retrying): streaming never waits for the
+// repository.
+func spoolHistory(dir, name string, content []byte) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("wal.receive.spool_dir %s: %w", dir, err)
+	}
+	tmp := filepath.Join(dir, name+".tmp")
+	if err := fsutil.WriteFileSynced(tmp, content, 0o600); err != nil {
+		return fmt.Errorf("spooling %s: %w", name, err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+		return fmt.Errorf("spooling %s: %w", name, err)
+	}
+	if err := fsutil.SyncDir(dir); err != nil {
+		return fmt.Errorf("spooling %s: %w", name, err)
+	}
+	return nil
 }
 
 // ensureSlot creates the physical slot, reserving WAL, unless it exists.
@@ -387,14 +473,23 @@ func (r *Receiver) ensureSlot(ctx context.Context, conn *pgconn.PgConn) error {
 
 // showSegSize reads the server's wal_segment_size.
 func showSegSize(ctx context.Context, conn *pgconn.PgConn) (uint64, error) {
-	res, err := conn.Exec(ctx, "SHOW wal_segment_size").ReadAll()
+	v, err := showSetting(ctx, conn, "wal_segment_size")
 	if err != nil {
-		return 0, fmt.Errorf("SHOW wal_segment_size: %w", err)
+		return 0, err
+	}
+	return parseSegSize(v)
+}
+
+// showSetting reads a server setting over a replication connection.
+func showSetting(ctx context.Context, conn *pgconn.PgConn, name string) (string, error) {
+	res, err := conn.Exec(ctx, "SHOW "+name).ReadAll()
+	if err != nil {
+		return "", fmt.Errorf("SHOW %s: %w", name, err)
 	}
 	if len(res) != 1 || len(res[0].Rows) != 1 || len(res[0].Rows[0]) != 1 {
-		return 0, errors.New("SHOW wal_segment_size: unexpected answer")
+		return "", fmt.Errorf("SHOW %s: unexpected answer", name)
 	}
-	return parseSegSize(string(res[0].Rows[0][0]))
+	return string(res[0].Rows[0][0]), nil
 }
 
 // message is one message of the stream, read by the reader goroutine.
@@ -408,7 +503,7 @@ type message struct {
 // fsyncs when no further message is waiting and then replies with the
 // positions, replies at once when the server asks, and at least every
 // status interval.
-func (r *Receiver) stream(ctx context.Context, conn *pgconn.PgConn, w *segWriter) error {
+func (r *Receiver) stream(ctx context.Context, conn *pgconn.PgConn, w *segWriter, dsn string) error {
 	sctx, cancel := context.WithCancel(ctx)
 	msgs := make(chan message, 64)
 	var wg sync.WaitGroup
@@ -445,6 +540,8 @@ func (r *Receiver) stream(ctx context.Context, conn *pgconn.PgConn, w *segWriter
 	defer cancel()
 	tick := time.NewTicker(r.cfg.StatusInterval)
 	defer tick.Stop()
+	upstream := time.NewTicker(min(r.cfg.StatusInterval, upstreamCheck))
+	defer upstream.Stop()
 	var replied wal.LSN
 	reply := func(ask bool) error {
 		err := pglogrepl.SendStandbyStatusUpdate(ctx, conn, pglogrepl.StandbyStatusUpdate{
@@ -465,6 +562,15 @@ func (r *Receiver) stream(ctx context.Context, conn *pgconn.PgConn, w *segWriter
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-upstream.C:
+			if r.upstreamChanged(ctx, dsn) {
+				if err := w.flush(); err != nil {
+					return err
+				}
+				r.published(w)
+				return fmt.Errorf("the upstream changed (primary_conninfo names another server than %s): streaming from the new one", r.Status().Server)
+			}
+			continue
 		case <-tick.C:
 			if err := w.flush(); err != nil {
 				return err

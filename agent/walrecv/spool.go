@@ -162,6 +162,9 @@ type segWriter struct {
 	name string
 	// done is called with a segment's name once it is complete and fsynced.
 	done func(name string)
+	// stale: the open file's bytes past written are from before a restart,
+	// being streamed again (restreamWriter); close cuts them off.
+	stale bool
 }
 
 // newSegWriter prepares writing timeline tli from start, which must be the
@@ -177,9 +180,27 @@ func newSegWriter(dir string, segSize uint64, tli uint32, start wal.LSN, done fu
 	return w, nil
 }
 
+// restreamWriter prepares writing timeline tli from the beginning of
+// segment segNo, whose partial file is overwritten in place (as
+// pg_receivewal does after a restart): its bytes are not trusted (a power
+// loss can tear a page and leave a sound header before zeros), and are
+// kept only until the stream has rewritten them, so nothing the spool held
+// shrinks meanwhile; close cuts off what was not rewritten.
+func restreamWriter(dir string, segSize uint64, tli uint32, segNo uint64, done func(string)) (*segWriter, error) {
+	w := &segWriter{dir: dir, segSize: segSize, tli: tli, done: done}
+	if err := w.openAt(segNo, 0, false); err != nil {
+		return nil, err
+	}
+	w.stale = true
+	return w, nil
+}
+
 // open opens the file of segment segNo for writing at off: the file must
 // hold at least off bytes; what it holds past off is cut away.
-func (w *segWriter) open(segNo, off uint64) error {
+func (w *segWriter) open(segNo, off uint64) error { return w.openAt(segNo, off, true) }
+
+// openAt is open; with cut false the file's bytes past off are kept.
+func (w *segWriter) openAt(segNo, off uint64, cut bool) error {
 	name := wal.SegmentName(w.tli, segNo, w.segSize)
 	if _, err := os.Stat(filepath.Join(w.dir, name)); err == nil {
 		return fmt.Errorf("spool file %s: the segment is already complete, the stream resumes inside it", name)
@@ -198,7 +219,7 @@ func (w *segWriter) open(segNo, off uint64) error {
 		f.Close()
 		return fmt.Errorf("spool file %s holds %d bytes, the stream resumes at offset %d: a gap", path, st.Size(), off)
 	}
-	if uint64(st.Size()) > off {
+	if cut && uint64(st.Size()) > off {
 		if err := f.Truncate(int64(off)); err != nil {
 			f.Close()
 			return fmt.Errorf("spool file %s: %w", path, err)
@@ -253,6 +274,7 @@ func (w *segWriter) finish() error {
 	if err := w.flush(); err != nil {
 		return err
 	}
+	w.stale = false // every byte rewritten
 	path := w.f.Name()
 	name := strings.TrimSuffix(filepath.Base(path), partialSuffix)
 	if err := w.f.Close(); err != nil {
@@ -300,6 +322,14 @@ func (w *segWriter) close() error {
 		return nil
 	}
 	err := w.flush()
+	if err == nil && w.stale {
+		// The old bytes not streamed again are not trusted: the next
+		// stream resumes from what was.
+		if err = w.f.Truncate(int64(w.flushed)); err == nil {
+			err = w.f.Sync()
+		}
+		w.stale = false
+	}
 	if cerr := w.f.Close(); err == nil {
 		err = cerr
 	}

@@ -136,11 +136,13 @@ type syncInput struct {
 	// Confirm: the confirmation point of the current setting (nil: none).
 	Confirm *syncConfirm
 	// Receivers: the application names of the members' synchronous WAL
-	// receivers (Member.sync_receiver), sorted. With policy "on" the
-	// primary waits for every one of them besides its synchronous standby
-	// (a commit is acknowledged only once it is also in their spools,
-	// outside the primary), named even while one is away: commits then
-	// wait, the contract of a synchronous archive. They are not members:
+	// receivers (Member.sync_receiver) that the primary waits for, sorted
+	// (syncInputFor: those streaming from it, and those named already whose
+	// node is up and not fenced; never the primary's own). With policy
+	// "on" the primary waits for every one of them besides its synchronous
+	// standby (a commit is acknowledged only once it is also in their
+	// spools, outside the primary), named even while one is away if its
+	// node is up: commits then wait, the contract of a synchronous archive. They are not members:
 	// never recorded in R, never counted in the quorum, never promoted.
 	// PostgreSQL 15 cannot require a named standby besides a quorum of
 	// others, so "quorum N" does not name them.
@@ -386,15 +388,30 @@ func (s *Server) syncInputFor(c *pgdrv1.Cluster, samples map[memberKey]sample, n
 		}
 		in.Flush[r.ApplicationName] = max(in.Flush[r.ApplicationName], r.FlushLsn)
 	}
+	reported, _ := failover.ParseSyncStandbyNames(pr.SynchronousStandbyNames)
 	for name, m := range c.Members {
 		in.Members = append(in.Members, name)
-		if r := m.GetSyncReceiver(); r != "" {
-			in.Receivers = append(in.Receivers, r)
-		}
 		if slices.Contains(m.Tags, failover.TagNoFailover) {
 			in.NoSync[name] = true
 		}
 		sm, ok := samples[memberKey{c.Name, name}]
+		if r := m.GetSyncReceiver(); r != "" && name != c.Primary {
+			// A receiver is named once it streams from this primary (never
+			// the primary's own: it holds nothing outside the primary). A
+			// named one that stops streaming stays named while its node is
+			// up and not fenced (commits wait for it, as for the synchronous
+			// standby); it is dropped once its node is lost or fenced (an
+			// old primary's receiver connects nowhere).
+			nodeUp := ok && now.Sub(sm.at) <= stale && sm.report.PostmasterAlive && !sm.report.Fenced
+			fresh := ok && now.Sub(sm.at) <= stale
+			switch {
+			case fresh && sm.report.Fenced:
+			case streaming[r]:
+				in.Receivers = append(in.Receivers, r)
+			case nodeUp && slices.Contains(reported.Names, r):
+				in.Receivers = append(in.Receivers, r)
+			}
+		}
 		if !ok || now.Sub(sm.at) > stale || name == c.Primary {
 			continue
 		}

@@ -574,6 +574,9 @@ func (c *Config) Validate() error {
 	if err := c.WAL.Receive.validate(); err != nil {
 		return err
 	}
+	if err := c.validateSpoolPlace(); err != nil {
+		return err
+	}
 	switch c.Agent.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
@@ -792,6 +795,35 @@ func (c *Config) receiveDefaults() {
 	if rc.UploadInterval.Duration == 0 && rc.UploadInterval.text == "" {
 		rc.UploadInterval.Duration = DefaultUploadInterval
 	}
+}
+
+// validateSpoolPlace refuses an enabled receiver's spool inside the data
+// directory (PostgreSQL owns it: pg_wal's files are removed and recycled,
+// a base backup copies it) or inside a file:// repository (its files
+// would be read as the repository's objects).
+func (c *Config) validateSpoolPlace() error {
+	r := c.WAL.Receive
+	if !r.Enabled || r.SpoolDir == "" {
+		return nil
+	}
+	fe := func(format string, args ...any) error {
+		return &FieldError{Field: "wal.receive.spool_dir", Msg: fmt.Sprintf(format, args...)}
+	}
+	if filepath.IsAbs(c.Postgres.PGData) && within(r.SpoolDir, c.Postgres.PGData) {
+		return fe("%q is inside postgres.pgdata %q: the spool must be outside the data directory", r.SpoolDir, c.Postgres.PGData)
+	}
+	for i, repo := range c.Repos {
+		if p, ok := strings.CutPrefix(repo.URL, "file://"); ok && filepath.IsAbs(p) && within(r.SpoolDir, p) {
+			return fe("%q is inside the file repository repos[%d] (%s): the spool must be outside every repository", r.SpoolDir, i, repo.URL)
+		}
+	}
+	return nil
+}
+
+// within reports whether path is dir or inside it (both absolute).
+func within(path, dir string) bool {
+	rel, err := filepath.Rel(filepath.Clean(dir), filepath.Clean(path))
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
 }
 
 // validate checks wal.receive.

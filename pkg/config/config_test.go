@@ -193,6 +193,10 @@ func TestWALReceive(t *testing.T) {
 	if r := cfg.WAL.Receive; !r.Enabled || !r.Synchronous || r.Slot != "my_slot" || r.SpoolDir != "/srv/spool" || r.UploadInterval.Duration != 250*time.Millisecond {
 		t.Fatalf("parsed %+v", r)
 	}
+	// Beside the data directory (the default's parent) is fine.
+	if _, err := Parse([]byte(strings.Replace(good, "prefetch: 8}", "prefetch: 8, receive: {enabled: true, spool_dir: /var/lib/postgresql/15/main-spool}}", 1))); err != nil {
+		t.Fatalf("a spool beside pgdata: %v", err)
+	}
 	for _, c := range []struct{ to, field string }{
 		{"receive: {enabled: true, slot: My-Slot}", "wal.receive.slot"},
 		{"receive: {enabled: true, spool_dir: spool}", "wal.receive.spool_dir"},
@@ -200,6 +204,12 @@ func TestWALReceive(t *testing.T) {
 		{"receive: {enabled: true, upload_interval: soon}", "wal.receive.upload_interval"},
 		{"receive: {synchronous: true}", "wal.receive.synchronous"},
 		{"receive: {enabeld: true}", "wal.receive.enabeld"},
+		// Inside the data directory (pg_wal: PostgreSQL removes and
+		// recycles what it finds there) or inside a file repository.
+		{"receive: {enabled: true, spool_dir: /var/lib/postgresql/15/main/pg_wal}", "wal.receive.spool_dir"},
+		{"receive: {enabled: true, spool_dir: /var/lib/postgresql/15/main}", "wal.receive.spool_dir"},
+		{"receive: {enabled: true, spool_dir: /var/lib/postgresql/15/main/../main/spool}", "wal.receive.spool_dir"},
+		{"receive: {enabled: true, spool_dir: /var/lib/pgdr/repo/spool}", "wal.receive.spool_dir"},
 	} {
 		_, err := Parse([]byte(strings.Replace(good, "prefetch: 8}", "prefetch: 8, "+c.to+"}", 1)))
 		if err == nil || !strings.Contains(err.Error(), c.field) {
