@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/pgdr/pgdr/agent/pgctl"
 	"github.com/pgdr/pgdr/pkg/syncnames"
 	"github.com/pgdr/pgdr/pkg/wal"
 )
@@ -380,16 +381,7 @@ func (g *Gate) queryConn(ctx context.Context) (*pgx.Conn, error) { return connec
 
 // connect connects to dsn as the agent for queries.
 func connect(ctx context.Context, dsn string) (*pgx.Conn, error) {
-	pc, err := pgx.ParseConfig(dsn)
-	if err != nil {
-		return nil, errors.New("commit gate: postgres.dsn does not parse")
-	}
-	if pc.ConnectTimeout == 0 {
-		pc.ConnectTimeout = 10 * time.Second
-	}
-	pc.RuntimeParams["application_name"] = "pgdr-agent"
-	pc.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
-	conn, err := pgx.ConnectConfig(ctx, pc)
+	conn, err := pgctl.Connect(ctx, dsn, "postgres.dsn")
 	if err != nil {
 		return nil, fmt.Errorf("commit gate: connecting to the local server: %w", err)
 	}

@@ -5,9 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/pgdr/pgdr/agent/pgctl"
 )
 
 // Name is what a catalog says about a relfilenode.
@@ -27,16 +28,7 @@ type Resolver func(ctx context.Context, database uint32, relfilenodes []uint32) 
 // in turn (pg_relation_filenode, so that mapped catalogs resolve too).
 func DSNResolver(dsn string) Resolver {
 	return func(ctx context.Context, database uint32, relfilenodes []uint32) (map[uint32]Name, error) {
-		pc, err := pgx.ParseConfig(dsn)
-		if err != nil {
-			return nil, errors.New("the new primary's DSN does not parse")
-		}
-		if pc.ConnectTimeout == 0 {
-			pc.ConnectTimeout = 10 * time.Second
-		}
-		pc.RuntimeParams["application_name"] = "pgdr-agent"
-		pc.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
-		conn, err := pgx.ConnectConfig(ctx, pc)
+		conn, err := pgctl.Connect(ctx, dsn, "the new primary's DSN")
 		if err != nil {
 			return nil, fmt.Errorf("connecting to the new primary: %w", err)
 		}
@@ -60,7 +52,7 @@ func DSNResolver(dsn string) Resolver {
 			if !allow {
 				return map[uint32]Name{}, nil
 			}
-			if dbname != pc.Database {
+			if pc := conn.Config(); dbname != pc.Database {
 				pc2 := pc.Copy()
 				pc2.Database = dbname
 				other, err := pgx.ConnectConfig(ctx, pc2)
