@@ -401,6 +401,11 @@ func TestFollowsNewTimeline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The uploader archives it (it does not hold up streaming).
+	waitFor(t, 30*time.Second, "00000002.history archived", func() bool {
+		_, _, ok := e.header(t, repo.WALKey("c1", "00000002.history"))
+		return ok
+	})
 	h, _, ok := e.header(t, repo.WALKey("c1", "00000002.history"))
 	if !ok || !bytes.Equal(h.PlainSHA256, sum(hist)) {
 		t.Fatalf("00000002.history archived: %v, same as the new primary's: %v", ok, ok && bytes.Equal(h.PlainSHA256, sum(hist)))
